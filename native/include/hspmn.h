@@ -1,0 +1,256 @@
+/*
+ * hspmn.h — the whole C ABI of libhspmn: an HSPMN block (router, reflexive conv + SwiGLU stream,
+ * sparse-query dense-key attention) on a CPU or CUDA backend. The math is ../shared/design/MODEL.md.
+ *
+ * Conventions
+ *   - Every entry point that can fail returns hspmn_status; on failure hspmn_last_error() gives a
+ *     message for the calling thread. Nothing here exits, aborts or throws across the boundary.
+ *   - Handles are opaque. Destroy functions accept NULL.
+ *   - Parameter structs come with *_default_params(); start from those so new fields keep defaults.
+ *   - Shapes are row-major. Tensor arguments are annotated  // name: [shape] dtype.
+ *   - Thread model: a context, and every tensor and block made from it, may be used by one thread at
+ *     a time. Entering a block or context from two threads at once returns HSPMN_ERR_BUSY instead of
+ *     corrupting state. Different contexts are independent. hspmn_last_error is per thread.
+ */
+#ifndef HSPMN_H
+#define HSPMN_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#  define HSPMN_API __declspec(dllexport)
+#else
+#  define HSPMN_API __attribute__((visibility("default")))
+#endif
+
+/* Bumped on any incompatible change of this header; the Java layer refuses a different value. */
+#define HSPMN_ABI_VERSION 1
+
+typedef enum hspmn_status {
+    HSPMN_OK = 0,
+    HSPMN_ERR_INVALID_ARGUMENT = 1, /* NULL handle, bad enum value, bad config field            */
+    HSPMN_ERR_SHAPE = 2,            /* tensor shape does not fit the operation                   */
+    HSPMN_ERR_DTYPE = 3,            /* tensor dtype does not fit the operation                   */
+    HSPMN_ERR_MEMORY_KIND = 4,      /* host tensor where a device one is needed, or the reverse  */
+    HSPMN_ERR_OUT_OF_MEMORY = 5,
+    HSPMN_ERR_NOT_BUILT = 6,        /* the backend was not compiled into this library            */
+    HSPMN_ERR_NO_DEVICE = 7,        /* the backend is built but no usable device was found       */
+    HSPMN_ERR_BACKEND = 8,          /* a CUDA, cuBLAS or driver call failed                      */
+    HSPMN_ERR_NOT_FOUND = 9,        /* unknown parameter name                                    */
+    HSPMN_ERR_STATE = 10,           /* call out of order: backward without a training forward,
+                                       destroying a context that still owns objects            */
+    HSPMN_ERR_NON_FINITE = 11,      /* NaN or Inf in an input that is checked for it             */
+    HSPMN_ERR_BUSY = 12,            /* the object is in use by another thread                    */
+    HSPMN_ERR_INTERNAL = 13
+} hspmn_status;
+
+typedef enum hspmn_backend {
+    HSPMN_BACKEND_CPU = 0,
+    HSPMN_BACKEND_CUDA = 1,
+    HSPMN_BACKEND_AUTO = 2 /* CUDA when built and a device is present, else CPU */
+} hspmn_backend;
+
+typedef enum hspmn_dtype {
+    HSPMN_DTYPE_BF16 = 0,
+    HSPMN_DTYPE_F32 = 1,
+    HSPMN_DTYPE_I32 = 2 /* routing indices and counts */
+} hspmn_dtype;
+
+typedef enum hspmn_memory {
+    HSPMN_MEMORY_HOST = 0,   /* ordinary host memory; hspmn_tensor_data gives its address      */
+    HSPMN_MEMORY_DEVICE = 1, /* GPU memory of the context's device                             */
+    HSPMN_MEMORY_PINNED = 2  /* page-locked host memory (plain host memory on the CPU backend)  */
+} hspmn_memory;
+
+typedef enum hspmn_routing {
+    HSPMN_ROUTING_TOPK = 0,     /* k = max(1, floor(S*rho)) largest scores of each sequence        */
+    HSPMN_ROUTING_THRESHOLD = 1 /* token s is selected iff sigmoid(n_s) > 0.5 (causal)             */
+} hspmn_routing;
+
+typedef enum hspmn_nan_policy {
+    HSPMN_NAN_REJECT = 0,   /* forward/route/backward scan inputs and return HSPMN_ERR_NON_FINITE */
+    HSPMN_NAN_PROPAGATE = 1 /* no scan; non-finite inputs give non-finite outputs                */
+} hspmn_nan_policy;
+
+typedef struct hspmn_context hspmn_context;
+typedef struct hspmn_tensor hspmn_tensor;
+typedef struct hspmn_block hspmn_block;
+
+/* ---- library ---------------------------------------------------------------------------------- */
+
+HSPMN_API int32_t hspmn_abi_version(void);
+HSPMN_API const char* hspmn_version_string(void);
+/* Message of the last failed call on this thread ("" if none). Valid until the next call. */
+HSPMN_API const char* hspmn_last_error(void);
+HSPMN_API const char* hspmn_status_name(int32_t status);
+/* 1 when the backend was compiled in (not whether a device is present). */
+HSPMN_API int32_t hspmn_backend_built(int32_t backend);
+
+typedef struct hspmn_alloc_stats {
+    int64_t live_tensors;  /* tensors created and not destroyed                                 */
+    int64_t live_blocks;
+    int64_t live_contexts;
+    int64_t live_bytes;    /* all memory held by the library: tensors, parameters, caches, scratch */
+    int64_t peak_bytes;    /* highest live_bytes since load or the last reset                   */
+} hspmn_alloc_stats;
+
+/* Process-wide counters, for leak tests and memory reports. */
+HSPMN_API hspmn_status hspmn_alloc_stats_get(hspmn_alloc_stats* out);
+HSPMN_API hspmn_status hspmn_alloc_stats_reset_peak(void);
+
+/* ---- context ---------------------------------------------------------------------------------- */
+
+typedef struct hspmn_context_params {
+    int32_t backend;     /* hspmn_backend                                               */
+    int32_t device;      /* CUDA device ordinal (ignored by the CPU backend)            */
+    int32_t num_threads; /* CPU worker threads; 0 = all hardware threads                */
+    int32_t nan_policy;  /* hspmn_nan_policy                                            */
+} hspmn_context_params;
+
+HSPMN_API hspmn_context_params hspmn_context_default_params(void);
+HSPMN_API hspmn_status hspmn_context_create(const hspmn_context_params* params, hspmn_context** out);
+/* Fails with HSPMN_ERR_STATE while tensors or blocks made from the context are alive. */
+HSPMN_API hspmn_status hspmn_context_destroy(hspmn_context* ctx);
+/* The backend actually in use (resolves AUTO). */
+HSPMN_API hspmn_status hspmn_context_backend(const hspmn_context* ctx, int32_t* out_backend);
+/* Waits for all queued work of the context (a no-op on the CPU backend). */
+HSPMN_API hspmn_status hspmn_context_synchronize(hspmn_context* ctx);
+
+/* ---- tensors ---------------------------------------------------------------------------------- */
+
+#define HSPMN_MAX_DIMS 4
+
+typedef struct hspmn_tensor_desc {
+    int32_t dtype;  /* hspmn_dtype  */
+    int32_t memory; /* hspmn_memory */
+    int32_t ndim;   /* 1..4         */
+    int32_t reserved;
+    int64_t shape[HSPMN_MAX_DIMS]; /* unused trailing entries are 1 */
+    int64_t numel;
+    int64_t nbytes;
+} hspmn_tensor_desc;
+
+/* A zero-filled tensor. ndim 1..4, every extent >= 1. */
+HSPMN_API hspmn_status hspmn_tensor_create(hspmn_context* ctx, int32_t dtype, int32_t memory,
+                                           int32_t ndim, const int64_t* shape, hspmn_tensor** out);
+HSPMN_API hspmn_status hspmn_tensor_destroy(hspmn_tensor* t);
+HSPMN_API hspmn_status hspmn_tensor_describe(const hspmn_tensor* t, hspmn_tensor_desc* out);
+/* Address of the data of a HOST or PINNED tensor; HSPMN_ERR_MEMORY_KIND for device tensors. */
+HSPMN_API hspmn_status hspmn_tensor_data(hspmn_tensor* t, void** out);
+/* Copy nbytes (must equal the tensor's nbytes) from / to host memory, any memory kind. */
+HSPMN_API hspmn_status hspmn_tensor_copy_in(hspmn_tensor* dst, const void* src, int64_t nbytes);
+HSPMN_API hspmn_status hspmn_tensor_copy_out(const hspmn_tensor* src, void* dst, int64_t nbytes);
+/* Tensor to tensor of the same dtype and element count, any memory kinds. */
+HSPMN_API hspmn_status hspmn_tensor_copy(hspmn_tensor* dst, const hspmn_tensor* src);
+
+/* ---- block ------------------------------------------------------------------------------------ */
+
+typedef struct hspmn_block_params {
+    int32_t dim;                /* D                                                    */
+    int32_t num_heads;          /* H; D % H == 0                                        */
+    int32_t num_kv_heads;       /* Hkv; H % Hkv == 0                                    */
+    int32_t mlp_ratio;          /* F = mlp_ratio * D                                    */
+    int32_t conv_kernel;        /* causal depthwise conv width                          */
+    int32_t routing;            /* hspmn_routing                                        */
+    float rope_base;
+    float sparsity_k;           /* rho in (0, 1]                                        */
+    float router_sparsity_coef; /* lambda_s                                             */
+    float router_entropy_coef;  /* lambda_e                                             */
+    float norm_eps;
+    int32_t reserved;
+} hspmn_block_params;
+
+HSPMN_API hspmn_block_params hspmn_block_default_params(void);
+/* Checks a config without allocating; the error names the offending field. */
+HSPMN_API hspmn_status hspmn_block_params_validate(const hspmn_block_params* params);
+/* Parameters are initialised from seed: linear and conv weights U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+ * norms 1, router.b = ln(rho/(1-rho)) (so threshold routing starts near rho), router.log_temp 0. */
+HSPMN_API hspmn_status hspmn_block_create(hspmn_context* ctx, const hspmn_block_params* params,
+                                          uint64_t seed, hspmn_block** out);
+HSPMN_API hspmn_status hspmn_block_destroy(hspmn_block* block);
+HSPMN_API hspmn_status hspmn_block_get_params(const hspmn_block* block, hspmn_block_params* out);
+
+/* Parameters, by PyTorch state_dict name (MODEL.md "Parameters of one block"), in a fixed order. */
+HSPMN_API hspmn_status hspmn_block_param_count(const hspmn_block* block, int32_t* out);
+/* Name of parameter i (static storage). */
+HSPMN_API hspmn_status hspmn_block_param_name(const hspmn_block* block, int32_t index, const char** out);
+/* dtype/shape of a parameter as stored (bf16). */
+HSPMN_API hspmn_status hspmn_block_param_describe(const hspmn_block* block, const char* name,
+                                                  hspmn_tensor_desc* out);
+/* Copy a parameter into / from a tensor of the same shape, bf16 or f32 (converted, round to nearest even). */
+HSPMN_API hspmn_status hspmn_block_get_param(const hspmn_block* block, const char* name, hspmn_tensor* dst);
+HSPMN_API hspmn_status hspmn_block_set_param(hspmn_block* block, const char* name, const hspmn_tensor* src);
+/* Gradient of a parameter after hspmn_block_backward (float32 internally), into bf16 or f32. */
+HSPMN_API hspmn_status hspmn_block_get_grad(const hspmn_block* block, const char* name, hspmn_tensor* dst);
+HSPMN_API hspmn_status hspmn_block_zero_grad(hspmn_block* block);
+
+typedef struct hspmn_forward_params {
+    int32_t training;    /* 0: n = l/t, nothing kept. 1: n = (l+g)/t if noise is on, activations kept
+                            for hspmn_block_backward                                                   */
+    int32_t noise;       /* training only: 1 draws Gumbel noise g (default), 0 uses g = 0              */
+    uint64_t seed;       /* Gumbel noise key: (seed, step, layer, b, s)                                */
+    int64_t step;
+    int32_t layer;
+    float aux_target;    /* rho_target of the aux loss; < 0 means the config's sparsity_k              */
+} hspmn_forward_params;
+
+HSPMN_API hspmn_forward_params hspmn_forward_default_params(void);
+
+/* Forward with the block's own routing.
+ *   x:   [B, S, D] bf16      out: [B, S, D] bf16      aux: [1] f32 */
+HSPMN_API hspmn_status hspmn_block_forward(hspmn_block* block, const hspmn_forward_params* params,
+                                           const hspmn_tensor* x, hspmn_tensor* out, hspmn_tensor* aux);
+
+/* Forward with routing pinned from outside (parity tests, decoding). Each optional argument may be NULL.
+ *   noise:   [B, S] f32  Gumbel noise used instead of the generator (training only)
+ *   indices: [B, C] i32  selected positions, strictly increasing in [0, S) for the first counts[b]
+ *   counts:  [B]    i32  number of selected tokens per sequence, 0..C
+ * indices and counts come together or not at all. */
+HSPMN_API hspmn_status hspmn_block_forward_routed(hspmn_block* block, const hspmn_forward_params* params,
+                                                  const hspmn_tensor* x, const hspmn_tensor* noise,
+                                                  const hspmn_tensor* indices, const hspmn_tensor* counts,
+                                                  hspmn_tensor* out, hspmn_tensor* aux);
+
+typedef struct hspmn_backward_params {
+    int32_t accumulate; /* 1: add into the gradients already held; 0: overwrite them (default) */
+    int32_t reserved;
+} hspmn_backward_params;
+
+HSPMN_API hspmn_backward_params hspmn_backward_default_params(void);
+
+/* Backward of the last training forward, routing held fixed.
+ *   d_out: [B, S, D] bf16   d_aux: [1] f32   d_x: [B, S, D] bf16
+ * Parameter gradients are kept in the block (hspmn_block_get_grad). The cached activations stay
+ * until the next forward, so backward may be repeated. */
+HSPMN_API hspmn_status hspmn_block_backward(hspmn_block* block, const hspmn_backward_params* params,
+                                            const hspmn_tensor* d_out, const hspmn_tensor* d_aux,
+                                            hspmn_tensor* d_x);
+
+/* Routing alone.
+ *   x:       [B, S, D] bf16
+ *   noise:   [B, S] f32 or NULL (training with noise on: drawn from the generator)
+ *   logits:  [B, S] f32   l = x.w + b
+ *   probs:   [B, S] f32   p = sigmoid(l)
+ *   indices: [B, C] i32   selected positions in increasing order, then -1; C >= k (topk) or C == S (threshold)
+ *   counts:  [B]    i32
+ *   aux:     [1]    f32 */
+HSPMN_API hspmn_status hspmn_block_route(hspmn_block* block, const hspmn_forward_params* params,
+                                         const hspmn_tensor* x, const hspmn_tensor* noise,
+                                         hspmn_tensor* logits, hspmn_tensor* probs,
+                                         hspmn_tensor* indices, hspmn_tensor* counts, hspmn_tensor* aux);
+
+/* The Gumbel noise the generator draws for (seed, step, layer): Philox4x32-10, key = seed,
+ * counter = (s, b, layer, step); u = ((bits >> 8) + 0.5) * 2^-24; g = -ln(-ln u).
+ *   out: [B, S] f32 */
+HSPMN_API hspmn_status hspmn_gumbel_noise(hspmn_context* ctx, uint64_t seed, int64_t step, int32_t layer,
+                                          hspmn_tensor* out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HSPMN_H */
