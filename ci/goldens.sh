@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Golden cases: self-test the PyTorch reference, regenerate the goldens and check that the committed
+# ones (java/src/test/resources/goldens) still come out of it. Run from anywhere; works on a fresh clone.
+#   ci/goldens.sh           check (exit 1 if the committed goldens drifted from the reference)
+#   ci/goldens.sh --write   regenerate the committed goldens in place
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+goldens=java/src/test/resources/goldens
+ref=native/reference
+
+write=0
+case "${1:-}" in
+  --write) write=1 ;;
+  "") ;;
+  *) echo "usage: ci/goldens.sh [--write]" >&2; exit 2 ;;
+esac
+
+venv=.venv
+py="$venv/bin/python"
+if [ ! -x "$py" ]; then
+  echo "goldens: creating $venv"
+  python3 -m venv "$venv"
+fi
+# pip is skipped when the pinned torch is already there: the goldens depend on its float64 kernels
+if "$py" -c 'import sys, numpy, safetensors, torch; sys.exit(0 if torch.__version__.startswith("2.13.0") else 1)' 2>/dev/null; then
+  echo "goldens: reusing $venv ($("$py" -c 'import torch; print("torch", torch.__version__)'))"
+else
+  echo "goldens: installing torch 2.13.0, numpy, safetensors into $venv (offline index)"
+  "$py" -m pip install --quiet --index-url file:///opt/pypi/simple \
+    --extra-index-url file:///opt/pypi-more/simple torch==2.13.0 numpy safetensors
+fi
+
+echo "goldens: self-test of the reference ($ref/test_ref.py)"
+"$py" "$ref/test_ref.py"
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+echo "goldens: generating into $tmp"
+"$py" "$ref/make_goldens.py" --out "$tmp"
+
+if [ "$write" = 1 ]; then
+  mkdir -p "$goldens"
+  # replace the whole set so a case removed from make_goldens.py does not linger
+  rm -f "$goldens"/*.safetensors
+  cp "$tmp"/*.safetensors "$goldens"/
+  echo "goldens: wrote $(ls "$goldens"/*.safetensors | wc -l) files to $goldens"
+else
+  if [ ! -d "$goldens" ]; then
+    echo "goldens: $goldens is missing; run ci/goldens.sh --write" >&2
+    exit 1
+  fi
+  echo "goldens: comparing $goldens with the regenerated set"
+  "$py" "$ref/compare_goldens.py" "$goldens" "$tmp"
+fi
