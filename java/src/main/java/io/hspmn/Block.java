@@ -1,0 +1,340 @@
+package io.hspmn;
+
+import io.hspmn.ffi.hspmn_backward_params;
+import io.hspmn.ffi.hspmn_block_params;
+import io.hspmn.ffi.hspmn_h;
+import io.hspmn.ffi.hspmn_tensor_desc;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+
+/**
+ * One HSPMN block ({@code hspmn_block}): router, reflexive conv + SwiGLU stream and sparse-query
+ * dense-key attention, with its parameters (bf16) and their gradients (f32).
+ * Belongs to its {@link Context} and follows its one-thread-at-a-time rule.
+ */
+public final class Block implements AutoCloseable {
+    private final Context ctx;
+    private final HspmnConfig config;
+    private final List<String> names;
+    private final Map<String, MemorySegment> nameSegments; // the library's static name strings
+    private final Tensor aux;   // [1] f32, written by every forward
+    private final Tensor dAux;  // [1] f32, read by backward
+    private volatile MemorySegment handle;
+
+    private Block(Context ctx, HspmnConfig config, MemorySegment handle, List<String> names,
+                  Map<String, MemorySegment> nameSegments, Tensor aux, Tensor dAux) {
+        this.ctx = ctx;
+        this.config = config;
+        this.handle = handle;
+        this.names = names;
+        this.nameSegments = nameSegments;
+        this.aux = aux;
+        this.dAux = dAux;
+    }
+
+    /** A block with parameters initialised from {@code seed} (see hspmn_block_create). */
+    public static Block create(Context ctx, HspmnConfig config, long seed) {
+        Objects.requireNonNull(ctx, "ctx");
+        Objects.requireNonNull(config, "config");
+        config.validate();
+        try (var g = ctx.enter("Block.create"); Arena arena = Arena.ofConfined()) {
+            MemorySegment p = hspmn_block_params.allocate(arena);
+            p.copyFrom(hspmn_h.hspmn_block_default_params(arena));
+            config.writeTo(p);
+            Native.check(hspmn_h.hspmn_block_create(ctx.handle(), p, seed, ctx.pointerOut), "hspmn_block_create");
+            MemorySegment h = ctx.pointerOut.get(ValueLayout.ADDRESS, 0);
+            Tensor aux = null;
+            Tensor dAux = null;
+            try {
+                Native.check(hspmn_h.hspmn_block_get_params(h, p), "hspmn_block_get_params");
+                HspmnConfig held = HspmnConfig.readFrom(p);
+                Native.check(hspmn_h.hspmn_block_param_count(h, ctx.intOut), "hspmn_block_param_count");
+                int n = ctx.intOut.get(ValueLayout.JAVA_INT, 0);
+                List<String> names = new ArrayList<>(n);
+                Map<String, MemorySegment> segs = new LinkedHashMap<>();
+                for (int i = 0; i < n; i++) {
+                    Native.check(hspmn_h.hspmn_block_param_name(h, i, ctx.pointerOut), "hspmn_block_param_name");
+                    MemorySegment s = ctx.pointerOut.get(hspmn_h.C_POINTER, 0);
+                    String name = s.getString(0);
+                    names.add(name);
+                    segs.put(name, s);
+                }
+                aux = Tensor.create(ctx, DType.F32, ctx.workMemory(), 1);
+                dAux = Tensor.create(ctx, DType.F32, ctx.workMemory(), 1);
+                Block b = new Block(ctx, held, h, Collections.unmodifiableList(names), segs, aux, dAux);
+                ctx.register(b);
+                return b;
+            } catch (RuntimeException e) {
+                if (aux != null) {
+                    aux.close();
+                }
+                if (dAux != null) {
+                    dAux.close();
+                }
+                hspmn_h.hspmn_block_destroy(h);
+                throw e;
+            }
+        }
+    }
+
+    /** The configuration as the library holds it. */
+    public HspmnConfig config() {
+        return config;
+    }
+
+    public Context context() {
+        return ctx;
+    }
+
+    public boolean isClosed() {
+        return handle == null;
+    }
+
+    /**
+     * Forward with the block's own routing.
+     *
+     * @param x   [B, S, D] bf16
+     * @param out [B, S, D] bf16
+     * @return the aux loss
+     */
+    public float forward(Tensor x, Tensor out, ForwardOptions options) {
+        Objects.requireNonNull(x, "x");
+        Objects.requireNonNull(out, "out");
+        Objects.requireNonNull(options, "options");
+        try (var g = ctx.enter("Block.forward")) {
+            checkOpen("Block.forward");
+            x.checkUsable(ctx, "x");
+            out.checkUsable(ctx, "out");
+            options.writeTo(ctx.forwardParams);
+            Native.check(hspmn_h.hspmn_block_forward(handle, ctx.forwardParams, x.handle(), out.handle(), aux.handle()),
+                    "hspmn_block_forward");
+            return readScalar(aux);
+        }
+    }
+
+    /**
+     * Forward with routing pinned from outside. {@code noise}, {@code indices}, {@code counts} may be null;
+     * indices and counts come together or not at all.
+     *
+     * @param x       [B, S, D] bf16
+     * @param noise   [B, S] f32 Gumbel noise used instead of the generator (training only)
+     * @param indices [B, C] i32 selected positions, strictly increasing, for the first counts[b]
+     * @param counts  [B] i32
+     * @param out     [B, S, D] bf16
+     * @return the aux loss
+     */
+    public float forwardRouted(Tensor x, Tensor noise, Tensor indices, Tensor counts, Tensor out, ForwardOptions options) {
+        Objects.requireNonNull(x, "x");
+        Objects.requireNonNull(out, "out");
+        Objects.requireNonNull(options, "options");
+        try (var g = ctx.enter("Block.forwardRouted")) {
+            checkOpen("Block.forwardRouted");
+            x.checkUsable(ctx, "x");
+            out.checkUsable(ctx, "out");
+            MemorySegment n = Tensor.handleOrNull(noise, ctx, "noise");
+            MemorySegment i = Tensor.handleOrNull(indices, ctx, "indices");
+            MemorySegment c = Tensor.handleOrNull(counts, ctx, "counts");
+            options.writeTo(ctx.forwardParams);
+            Native.check(hspmn_h.hspmn_block_forward_routed(handle, ctx.forwardParams, x.handle(), n, i, c,
+                    out.handle(), aux.handle()), "hspmn_block_forward_routed");
+            return readScalar(aux);
+        }
+    }
+
+    /** Backward of the last training forward, overwriting the parameter gradients. */
+    public void backward(Tensor dOut, float dAuxValue, Tensor dX) {
+        backward(dOut, dAuxValue, dX, false);
+    }
+
+    /**
+     * Backward of the last training forward, routing held fixed.
+     *
+     * @param dOut       [B, S, D] bf16
+     * @param dAuxValue  upstream gradient of the aux loss
+     * @param dX         [B, S, D] bf16, written
+     * @param accumulate add into the gradients already held instead of overwriting them
+     */
+    public void backward(Tensor dOut, float dAuxValue, Tensor dX, boolean accumulate) {
+        Objects.requireNonNull(dOut, "dOut");
+        Objects.requireNonNull(dX, "dX");
+        try (var g = ctx.enter("Block.backward")) {
+            checkOpen("Block.backward");
+            dOut.checkUsable(ctx, "dOut");
+            dX.checkUsable(ctx, "dX");
+            ctx.floatBuf.set(ValueLayout.JAVA_FLOAT, 0, dAuxValue);
+            Native.check(hspmn_h.hspmn_tensor_copy_in(dAux.handle(), ctx.floatBuf, 4), "hspmn_tensor_copy_in");
+            MemorySegment p = ctx.backwardParams;
+            hspmn_backward_params.accumulate(p, accumulate ? 1 : 0);
+            hspmn_backward_params.reserved(p, 0);
+            Native.check(hspmn_h.hspmn_block_backward(handle, p, dOut.handle(), dAux.handle(), dX.handle()),
+                    "hspmn_block_backward");
+        }
+    }
+
+    /**
+     * Routing alone.
+     *
+     * @param x     [B, S, D] bf16
+     * @param noise [B, S] f32 or null (training with noise on: drawn from the generator)
+     */
+    public RouteResult route(Tensor x, Tensor noise, ForwardOptions options) {
+        Objects.requireNonNull(x, "x");
+        Objects.requireNonNull(options, "options");
+        try (var g = ctx.enter("Block.route")) {
+            checkOpen("Block.route");
+            x.checkUsable(ctx, "x");
+            MemorySegment n = Tensor.handleOrNull(noise, ctx, "noise");
+            if (x.rank() != 3) {
+                throw new InvalidArgumentException(Status.SHAPE, "Block.route: x must be [B, S, D], got " + x);
+            }
+            long b = x.shape(0);
+            long s = x.shape(1);
+            MemoryKind mem = x.memory();
+            // C = S fits both modes (topk needs C >= k, threshold C == S).
+            try (Tensor logits = Tensor.create(ctx, DType.F32, mem, b, s);
+                 Tensor probs = Tensor.create(ctx, DType.F32, mem, b, s);
+                 Tensor indices = Tensor.create(ctx, DType.I32, mem, b, s);
+                 Tensor counts = Tensor.create(ctx, DType.I32, mem, b);
+                 Tensor auxOut = Tensor.create(ctx, DType.F32, mem, 1)) {
+                options.writeTo(ctx.forwardParams);
+                Native.check(hspmn_h.hspmn_block_route(handle, ctx.forwardParams, x.handle(), n, logits.handle(),
+                        probs.handle(), indices.handle(), counts.handle(), auxOut.handle()), "hspmn_block_route");
+                int[] cnt = counts.toIntArray();
+                int[] idx = indices.toIntArray();
+                int[][] perSeq = new int[(int) b][];
+                for (int i = 0; i < b; i++) {
+                    if (cnt[i] < 0 || cnt[i] > s) {
+                        throw new HspmnException(Status.INTERNAL, "Block.route: library returned count " + cnt[i]
+                                + " for sequence " + i + " of length " + s, "");
+                    }
+                    perSeq[i] = java.util.Arrays.copyOfRange(idx, (int) (i * s), (int) (i * s) + cnt[i]);
+                }
+                return new RouteResult(logits.toFloatArray(), probs.toFloatArray(), perSeq, cnt, auxOut.toFloatArray()[0]);
+            }
+        }
+    }
+
+    /** Parameter names (PyTorch state_dict names) in the library's fixed order. */
+    public List<String> parameterNames() {
+        return names;
+    }
+
+    public long[] parameterShape(String name) {
+        try (var g = ctx.enter("Block.parameterShape"); Arena arena = Arena.ofConfined()) {
+            checkOpen("Block.parameterShape");
+            MemorySegment d = ctx.desc;
+            Native.check(hspmn_h.hspmn_block_param_describe(handle, name(name, arena), d), "hspmn_block_param_describe");
+            long[] shape = new long[hspmn_tensor_desc.ndim(d)];
+            for (int i = 0; i < shape.length; i++) {
+                shape[i] = hspmn_tensor_desc.shape(d, i);
+            }
+            return shape;
+        }
+    }
+
+    /** Copies parameter {@code name} into {@code dst} (same shape, bf16 or f32). */
+    public void getParameter(String name, Tensor dst) {
+        try (var g = ctx.enter("Block.getParameter"); Arena arena = Arena.ofConfined()) {
+            checkOpen("Block.getParameter");
+            dst.checkUsable(ctx, "dst");
+            Native.check(hspmn_h.hspmn_block_get_param(handle, name(name, arena), dst.handle()), "hspmn_block_get_param(" + name + ")");
+        }
+    }
+
+    /** Sets parameter {@code name} from {@code src} (same shape, bf16 or f32; f32 rounded to nearest even). */
+    public void setParameter(String name, Tensor src) {
+        try (var g = ctx.enter("Block.setParameter"); Arena arena = Arena.ofConfined()) {
+            checkOpen("Block.setParameter");
+            src.checkUsable(ctx, "src");
+            Native.check(hspmn_h.hspmn_block_set_param(handle, name(name, arena), src.handle()), "hspmn_block_set_param(" + name + ")");
+        }
+    }
+
+    public float[] parameter(String name) {
+        try (var g = ctx.enter("Block.parameter"); Tensor t = Tensor.create(ctx, DType.F32, ctx.workMemory(), parameterShape(name))) {
+            getParameter(name, t);
+            return t.toFloatArray();
+        }
+    }
+
+    public void setParameter(String name, float[] values) {
+        try (var g = ctx.enter("Block.setParameter"); Tensor t = Tensor.create(ctx, DType.F32, ctx.workMemory(), parameterShape(name))) {
+            t.copyFrom(values);
+            setParameter(name, t);
+        }
+    }
+
+    /** Copies the gradient of parameter {@code name} (held in f32) into {@code dst}, bf16 or f32. */
+    public void getGradient(String name, Tensor dst) {
+        try (var g = ctx.enter("Block.getGradient"); Arena arena = Arena.ofConfined()) {
+            checkOpen("Block.getGradient");
+            dst.checkUsable(ctx, "dst");
+            Native.check(hspmn_h.hspmn_block_get_grad(handle, name(name, arena), dst.handle()), "hspmn_block_get_grad(" + name + ")");
+        }
+    }
+
+    public float[] gradient(String name) {
+        try (var g = ctx.enter("Block.gradient"); Tensor t = Tensor.create(ctx, DType.F32, ctx.workMemory(), parameterShape(name))) {
+            getGradient(name, t);
+            return t.toFloatArray();
+        }
+    }
+
+    public void zeroGrad() {
+        try (var g = ctx.enter("Block.zeroGrad")) {
+            checkOpen("Block.zeroGrad");
+            Native.check(hspmn_h.hspmn_block_zero_grad(handle), "hspmn_block_zero_grad");
+        }
+    }
+
+    /** Frees the block, its parameters, gradients and caches. Idempotent. */
+    @Override
+    public void close() {
+        if (handle == null) {
+            return;
+        }
+        try (var g = ctx.enter("Block.close")) {
+            MemorySegment h = handle;
+            if (h == null) {
+                return;
+            }
+            handle = null;
+            ctx.unregister(this);
+            aux.close();
+            dAux.close();
+            Native.check(hspmn_h.hspmn_block_destroy(h), "hspmn_block_destroy");
+        }
+    }
+
+    private MemorySegment name(String name, Arena arena) {
+        Objects.requireNonNull(name, "name");
+        MemorySegment s = nameSegments.get(name);
+        // Unknown names still go to the library, which answers NOT_FOUND with its own message.
+        return s != null ? s : arena.allocateFrom(name);
+    }
+
+    private float readScalar(Tensor t) {
+        Native.check(hspmn_h.hspmn_tensor_copy_out(t.handle(), ctx.floatBuf, 4), "hspmn_tensor_copy_out");
+        return ctx.floatBuf.get(ValueLayout.JAVA_FLOAT, 0);
+    }
+
+    private void checkOpen(String op) {
+        if (handle == null) {
+            throw new IllegalStateException(op + ": " + this + " is closed");
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "Block[D=" + config.dim() + ", H=" + config.numHeads() + ", Hkv=" + config.numKvHeads() + ", "
+                + config.routing().jsonName() + ", rho=" + config.sparsityK() + "]" + (handle == null ? " (closed)" : "");
+    }
+}

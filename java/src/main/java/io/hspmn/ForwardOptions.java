@@ -1,0 +1,44 @@
+package io.hspmn;
+
+import io.hspmn.ffi.hspmn_forward_params;
+
+import java.lang.foreign.MemorySegment;
+
+/**
+ * Options of a forward or route call ({@code hspmn_forward_params}).
+ *
+ * @param training  keep activations for backward; with noise on, route on (l + g) / t
+ * @param noise     training only: draw Gumbel noise g keyed by (seed, step, layer, b, s); off means g = 0
+ * @param auxTarget rho_target of the aux loss; negative means the config's sparsity_k
+ */
+public record ForwardOptions(boolean training, boolean noise, long seed, long step, int layer, float auxTarget) {
+
+    public static ForwardOptions inference() {
+        return new ForwardOptions(false, true, 0, 0, 0, -1f);
+    }
+
+    public static ForwardOptions training(long seed, long step, int layer) {
+        return new ForwardOptions(true, true, seed, step, layer, -1f);
+    }
+
+    public ForwardOptions withNoise(boolean noise) {
+        return new ForwardOptions(training, noise, seed, step, layer, auxTarget);
+    }
+
+    public ForwardOptions withAuxTarget(float auxTarget) {
+        return new ForwardOptions(training, noise, seed, step, layer, auxTarget);
+    }
+
+    public ForwardOptions withTraining(boolean training) {
+        return new ForwardOptions(training, noise, seed, step, layer, auxTarget);
+    }
+
+    void writeTo(MemorySegment p) {
+        hspmn_forward_params.training(p, training ? 1 : 0);
+        hspmn_forward_params.noise(p, noise ? 1 : 0);
+        hspmn_forward_params.seed(p, seed);
+        hspmn_forward_params.step(p, step);
+        hspmn_forward_params.layer(p, layer);
+        hspmn_forward_params.aux_target(p, auxTarget);
+    }
+}

@@ -1,0 +1,166 @@
+package io.hspmn;
+
+import io.hspmn.ffi.hspmn_h;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.Linker;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.SymbolLookup;
+import java.lang.foreign.ValueLayout;
+import java.lang.invoke.MethodHandle;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * Finds and loads libhspmn, and is the one place that calls restricted FFM methods by hand
+ * (the generated bindings in {@code io.hspmn.ffi} make their own downcall handles, as jextract emits them).
+ *
+ * <p>Load order: (1) the file named by the system property {@value #PATH_PROPERTY}; (2) the copy
+ * bundled in the jar at {@value #BUNDLED_RESOURCE}, extracted to a temporary file; (3) each directory
+ * of {@code java.library.path}. A candidate is accepted only if it exports {@code hspmn_abi_version}
+ * and that returns the version the bindings were generated for. If none is accepted, one
+ * {@link UnsatisfiedLinkError} lists every candidate with the reason it was refused.
+ */
+@SuppressWarnings("restricted")
+public final class NativeLibrary {
+    public static final String PATH_PROPERTY = "hspmn.library.path";
+    public static final String BUNDLED_RESOURCE = "/native/linux-x86_64/libhspmn.so";
+    static final String ACCESS_FLAG = "--enable-native-access=ALL-UNNAMED";
+
+    /** A loaded library: its symbols and a description of where it came from. */
+    public record Loaded(SymbolLookup lookup, String source) {
+    }
+
+    private NativeLibrary() {
+    }
+
+    private static final class Holder {
+        static final Loaded LOADED = load(System.getProperty(PATH_PROPERTY), BUNDLED_RESOURCE,
+                System.getProperty("java.library.path", ""));
+    }
+
+    /** The library's symbols; loads it on first use. The bindings' SYMBOL_LOOKUP comes from here. */
+    public static SymbolLookup lookup() {
+        return Holder.LOADED.lookup();
+    }
+
+    /** Where the library in use was loaded from. */
+    public static String source() {
+        return Holder.LOADED.source();
+    }
+
+    /** The ABI version these bindings were generated for. */
+    public static int expectedAbiVersion() {
+        return hspmn_h.HSPMN_ABI_VERSION();
+    }
+
+    /**
+     * Runs the search with explicit inputs (the tests drive it this way; {@link #lookup()} uses the
+     * system properties). A null or blank argument skips that step.
+     */
+    public static Loaded load(String explicitPath, String bundledResource, String javaLibraryPath) {
+        List<String> tried = new ArrayList<>();
+        if (explicitPath != null && !explicitPath.isBlank()) {
+            Path p = Path.of(explicitPath);
+            String what = "-D" + PATH_PROPERTY + "=" + p;
+            if (!Files.isRegularFile(p)) {
+                tried.add(what + ": no such file");
+            } else {
+                Loaded l = tryOpen(p, what, tried);
+                if (l != null) {
+                    return l;
+                }
+            }
+        } else {
+            tried.add("-D" + PATH_PROPERTY + ": not set");
+        }
+        if (bundledResource != null && !bundledResource.isBlank()) {
+            String what = "bundled resource " + bundledResource;
+            try (InputStream in = NativeLibrary.class.getResourceAsStream(bundledResource)) {
+                if (in == null) {
+                    tried.add(what + ": not on the class path");
+                } else {
+                    Path tmp = Files.createTempFile("libhspmn-", ".so");
+                    tmp.toFile().deleteOnExit();
+                    Files.copy(in, tmp, StandardCopyOption.REPLACE_EXISTING);
+                    Loaded l = tryOpen(tmp, what + " (extracted to " + tmp + ")", tried);
+                    if (l != null) {
+                        return l;
+                    }
+                }
+            } catch (IOException e) {
+                tried.add(what + ": could not extract: " + e);
+            }
+        }
+        String libName = System.mapLibraryName("hspmn");
+        if (javaLibraryPath == null || javaLibraryPath.isBlank()) {
+            tried.add("java.library.path: empty");
+        } else {
+            for (String dir : javaLibraryPath.split(java.io.File.pathSeparator)) {
+                if (dir.isBlank()) {
+                    continue;
+                }
+                Path p = Path.of(dir, libName);
+                String what = "java.library.path " + p;
+                if (!Files.isRegularFile(p)) {
+                    tried.add(what + ": no such file");
+                    continue;
+                }
+                Loaded l = tryOpen(p, what, tried);
+                if (l != null) {
+                    return l;
+                }
+            }
+        }
+        StringBuilder sb = new StringBuilder("could not load libhspmn (ABI version ")
+                .append(expectedAbiVersion()).append("). Tried:");
+        for (int i = 0; i < tried.size(); i++) {
+            sb.append("\n  ").append(i + 1).append(". ").append(tried.get(i));
+        }
+        sb.append("\nBuild it with `cmake -S native -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build`, ")
+                .append("pass -D").append(PATH_PROPERTY).append("=/path/to/libhspmn.so, and run java with ")
+                .append(ACCESS_FLAG).append('.');
+        throw new UnsatisfiedLinkError(sb.toString());
+    }
+
+    private static Loaded tryOpen(Path p, String what, List<String> tried) {
+        SymbolLookup lookup;
+        try {
+            // Arena.global(): the library stays mapped for the life of the JVM, as System.load would keep it.
+            lookup = SymbolLookup.libraryLookup(p, Arena.global());
+        } catch (RuntimeException e) {
+            tried.add(what + ": dlopen failed: " + e.getMessage());
+            return null;
+        }
+        var abi = lookup.find("hspmn_abi_version");
+        if (abi.isEmpty()) {
+            tried.add(what + ": loaded, but exports no hspmn_abi_version (not libhspmn?)");
+            return null;
+        }
+        int version;
+        try {
+            MethodHandle mh = Linker.nativeLinker().downcallHandle(abi.get(), FunctionDescriptor.of(ValueLayout.JAVA_INT));
+            version = (int) mh.invokeExact();
+        } catch (Throwable t) {
+            tried.add(what + ": calling hspmn_abi_version failed: " + t);
+            return null;
+        }
+        if (version != expectedAbiVersion()) {
+            tried.add(what + ": ABI version " + version + ", but these bindings were generated for "
+                    + expectedAbiVersion() + " (rebuild the library and the jar from the same commit)");
+            return null;
+        }
+        return new Loaded(lookup, what);
+    }
+
+    /** A view of {@code size} bytes at {@code address} whose lifetime is {@code arena}'s. */
+    static MemorySegment view(MemorySegment address, long size, Arena arena) {
+        return address.reinterpret(size, arena, null);
+    }
+}

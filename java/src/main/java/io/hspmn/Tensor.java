@@ -1,0 +1,285 @@
+package io.hspmn;
+
+import io.hspmn.ffi.hspmn_h;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.Arrays;
+import java.util.Objects;
+
+/**
+ * A library tensor ({@code hspmn_tensor}): dtype, memory kind and a row-major shape of 1 to 4 extents.
+ * Created zero-filled. Belongs to its {@link Context} and follows its one-thread-at-a-time rule.
+ */
+public final class Tensor implements AutoCloseable {
+    private final Context ctx;
+    private final DType dtype;
+    private final MemoryKind memory;
+    private final long[] shape;
+    private final long numel;
+    private final long byteSize;
+    private volatile MemorySegment handle;
+    private Arena viewArena; // created by the first segment() call; closing it invalidates stale views
+
+    private Tensor(Context ctx, DType dtype, MemoryKind memory, long[] shape, MemorySegment handle) {
+        this.ctx = ctx;
+        this.dtype = dtype;
+        this.memory = memory;
+        this.shape = shape;
+        long n = 1;
+        for (long e : shape) {
+            n *= e;
+        }
+        this.numel = n;
+        this.byteSize = n * dtype.byteSize();
+        this.handle = handle;
+    }
+
+    /** A zero-filled host tensor. */
+    public static Tensor create(Context ctx, DType dtype, long... shape) {
+        return create(ctx, dtype, MemoryKind.HOST, shape);
+    }
+
+    public static Tensor create(Context ctx, DType dtype, MemoryKind memory, long... shape) {
+        Objects.requireNonNull(ctx, "ctx");
+        Objects.requireNonNull(dtype, "dtype");
+        Objects.requireNonNull(memory, "memory");
+        Objects.requireNonNull(shape, "shape");
+        if (shape.length < 1 || shape.length > hspmn_h.HSPMN_MAX_DIMS()) {
+            throw new InvalidArgumentException(Status.SHAPE, "Tensor.create: a tensor has 1 to "
+                    + hspmn_h.HSPMN_MAX_DIMS() + " dimensions, got " + shape.length + " " + Arrays.toString(shape));
+        }
+        long[] dims = shape.clone();
+        try (var g = ctx.enter("Tensor.create"); Arena arena = Arena.ofConfined()) {
+            MemorySegment shapeSeg = arena.allocateFrom(ValueLayout.JAVA_LONG, dims);
+            Native.check(hspmn_h.hspmn_tensor_create(ctx.handle(), dtype.code(), memory.code(), dims.length,
+                    shapeSeg, ctx.pointerOut), "hspmn_tensor_create");
+            Tensor t = new Tensor(ctx, dtype, memory, dims, ctx.pointerOut.get(ValueLayout.ADDRESS, 0));
+            ctx.register(t);
+            return t;
+        }
+    }
+
+    /** A host tensor holding {@code data} (rounded to nearest even for bf16). */
+    public static Tensor of(Context ctx, DType dtype, float[] data, long... shape) {
+        Tensor t = create(ctx, dtype, shape);
+        try {
+            t.copyFrom(data);
+        } catch (RuntimeException e) {
+            t.close();
+            throw e;
+        }
+        return t;
+    }
+
+    /** A host i32 tensor holding {@code data}. */
+    public static Tensor ofInts(Context ctx, int[] data, long... shape) {
+        Tensor t = create(ctx, DType.I32, shape);
+        try {
+            t.copyFrom(data);
+        } catch (RuntimeException e) {
+            t.close();
+            throw e;
+        }
+        return t;
+    }
+
+    public long[] shape() {
+        return shape.clone();
+    }
+
+    public long shape(int dim) {
+        return shape[dim];
+    }
+
+    public int rank() {
+        return shape.length;
+    }
+
+    public DType dtype() {
+        return dtype;
+    }
+
+    public MemoryKind memory() {
+        return memory;
+    }
+
+    public long numel() {
+        return numel;
+    }
+
+    public long byteSize() {
+        return byteSize;
+    }
+
+    public Context context() {
+        return ctx;
+    }
+
+    public boolean isClosed() {
+        return handle == null;
+    }
+
+    /**
+     * A zero-copy view of a HOST or PINNED tensor's data. The view dies with the tensor: using it
+     * after {@link #close()} throws IllegalStateException instead of touching freed memory.
+     * Reading or writing it is the caller's business, under the same one-thread-at-a-time rule.
+     */
+    public MemorySegment segment() {
+        try (var g = ctx.enter("Tensor.segment")) {
+            checkOpen("Tensor.segment");
+            if (viewArena == null) {
+                Native.check(hspmn_h.hspmn_tensor_data(handle, ctx.pointerOut), "hspmn_tensor_data");
+                MemorySegment address = ctx.pointerOut.get(ValueLayout.ADDRESS, 0);
+                Arena a = Arena.ofShared();
+                view = NativeLibrary.view(address, byteSize, a);
+                viewArena = a;
+            }
+            return view;
+        }
+    }
+
+    private MemorySegment view;
+
+    /** Copies {@code data} in; bf16 tensors get each value rounded to nearest even. */
+    public void copyFrom(float[] data) {
+        Objects.requireNonNull(data, "data");
+        requireLength(data.length, "copyFrom(float[])");
+        if (dtype == DType.I32) {
+            throw new InvalidArgumentException(Status.DTYPE, "copyFrom(float[]): " + this + " is i32; use copyFrom(int[])");
+        }
+        try (var g = ctx.enter("Tensor.copyFrom"); Arena arena = Arena.ofConfined()) {
+            checkOpen("Tensor.copyFrom");
+            MemorySegment src;
+            if (dtype == DType.F32) {
+                src = arena.allocateFrom(ValueLayout.JAVA_FLOAT, data);
+            } else {
+                src = arena.allocate(byteSize, 8);
+                BFloat16.fromFloat(data, src);
+            }
+            Native.check(hspmn_h.hspmn_tensor_copy_in(handle, src, byteSize), "hspmn_tensor_copy_in");
+        }
+    }
+
+    public void copyFrom(int[] data) {
+        Objects.requireNonNull(data, "data");
+        requireLength(data.length, "copyFrom(int[])");
+        if (dtype != DType.I32) {
+            throw new InvalidArgumentException(Status.DTYPE, "copyFrom(int[]): " + this + " is not i32; use copyFrom(float[])");
+        }
+        try (var g = ctx.enter("Tensor.copyFrom"); Arena arena = Arena.ofConfined()) {
+            checkOpen("Tensor.copyFrom");
+            MemorySegment src = arena.allocateFrom(ValueLayout.JAVA_INT, data);
+            Native.check(hspmn_h.hspmn_tensor_copy_in(handle, src, byteSize), "hspmn_tensor_copy_in");
+        }
+    }
+
+    /** Tensor to tensor: same dtype and element count, any memory kinds, same context. */
+    public void copyFrom(Tensor src) {
+        Objects.requireNonNull(src, "src");
+        try (var g = ctx.enter("Tensor.copyFrom")) {
+            checkOpen("Tensor.copyFrom");
+            src.checkUsable(ctx, "src");
+            Native.check(hspmn_h.hspmn_tensor_copy(handle, src.handle), "hspmn_tensor_copy");
+        }
+    }
+
+    /** The contents as float32 (bf16 widened exactly). */
+    public float[] toFloatArray() {
+        if (dtype == DType.I32) {
+            throw new InvalidArgumentException(Status.DTYPE, "toFloatArray: " + this + " is i32; use toIntArray()");
+        }
+        float[] out = new float[Math.toIntExact(numel)];
+        try (var g = ctx.enter("Tensor.toFloatArray"); Arena arena = Arena.ofConfined()) {
+            checkOpen("Tensor.toFloatArray");
+            MemorySegment dst = arena.allocate(byteSize, 8);
+            Native.check(hspmn_h.hspmn_tensor_copy_out(handle, dst, byteSize), "hspmn_tensor_copy_out");
+            if (dtype == DType.F32) {
+                MemorySegment.copy(dst, ValueLayout.JAVA_FLOAT, 0, out, 0, out.length);
+            } else {
+                BFloat16.toFloat(dst, out);
+            }
+        }
+        return out;
+    }
+
+    public int[] toIntArray() {
+        if (dtype != DType.I32) {
+            throw new InvalidArgumentException(Status.DTYPE, "toIntArray: " + this + " is not i32; use toFloatArray()");
+        }
+        int[] out = new int[Math.toIntExact(numel)];
+        try (var g = ctx.enter("Tensor.toIntArray"); Arena arena = Arena.ofConfined()) {
+            checkOpen("Tensor.toIntArray");
+            MemorySegment dst = arena.allocate(byteSize, 8);
+            Native.check(hspmn_h.hspmn_tensor_copy_out(handle, dst, byteSize), "hspmn_tensor_copy_out");
+            MemorySegment.copy(dst, ValueLayout.JAVA_INT, 0, out, 0, out.length);
+        }
+        return out;
+    }
+
+    /** Frees the native tensor; views from {@link #segment()} become unusable. Idempotent. */
+    @Override
+    public void close() {
+        if (handle == null) {
+            return;
+        }
+        try (var g = ctx.enter("Tensor.close")) {
+            MemorySegment h = handle;
+            if (h == null) {
+                return;
+            }
+            if (viewArena != null) {
+                viewArena.close();
+                viewArena = null;
+                view = null;
+            }
+            handle = null;
+            ctx.unregister(this);
+            Native.check(hspmn_h.hspmn_tensor_destroy(h), "hspmn_tensor_destroy");
+        }
+    }
+
+    private void requireLength(int length, String op) {
+        if (length != numel) {
+            throw new InvalidArgumentException(Status.SHAPE, op + ": " + length + " values for " + this
+                    + " of " + numel + " elements");
+        }
+    }
+
+    private void checkOpen(String op) {
+        if (handle == null) {
+            throw new IllegalStateException(op + ": " + this + " is closed");
+        }
+    }
+
+    /** For use as an argument of a call on {@code owner}: open, and made from the same context. */
+    void checkUsable(Context owner, String argument) {
+        if (handle == null) {
+            throw new IllegalStateException(argument + ": " + this + " is closed");
+        }
+        if (ctx != owner) {
+            throw new InvalidArgumentException(Status.INVALID_ARGUMENT, argument + ": " + this
+                    + " belongs to another context (" + ctx + ")");
+        }
+    }
+
+    MemorySegment handle() {
+        return handle;
+    }
+
+    /** The handle of an optional argument: NULL for null. */
+    static MemorySegment handleOrNull(Tensor t, Context owner, String argument) {
+        if (t == null) {
+            return MemorySegment.NULL;
+        }
+        t.checkUsable(owner, argument);
+        return t.handle;
+    }
+
+    @Override
+    public String toString() {
+        return "Tensor" + Arrays.toString(shape) + " " + dtype.name().toLowerCase(java.util.Locale.ROOT) + " "
+                + memory.name().toLowerCase(java.util.Locale.ROOT) + (handle == null ? " (closed)" : "");
+    }
+}
