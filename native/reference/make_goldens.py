@@ -221,6 +221,25 @@ def make_case(case: Case):
     return metadata, tensors, margin, stats
 
 
+def verify_file(path: str, case: Case) -> None:
+    """Reads the file back through the safetensors library and recomputes the case from its own
+    tensors: what a consumer loads is what the reference computed with."""
+    from safetensors.torch import load_file
+    t = {k: v.to(torch.float64) if v.is_floating_point() else v for k, v in load_file(path).items()}
+    block = HSPMNBlock(case.cfg)
+    block.load_state_dict({name: t[name] for name in block.state_dict()})
+    x = t["x"].clone().requires_grad_(True)
+    res = block(x, training=True, noise=t.get("noise"), aux_target=case.aux_target)
+    ((res.out * t["d_out"]).sum() + (res.aux * t["d_aux"]).sum()).backward()
+    got = {"logits": res.logits, "probs": res.probs, "out": res.out, "aux": res.aux, "d_x": x.grad}
+    got.update({"grad." + n: p.grad for n, p in block.named_parameters()})
+    for name, v in got.items():
+        if not torch.equal(v.detach().to(torch.float32), t[name].to(torch.float32)):
+            raise SystemExit(f"{path}: {name} read back differs from a recomputation")
+    if not (torch.equal(res.indices, t["indices"].long()) and torch.equal(res.counts, t["counts"].long())):
+        raise SystemExit(f"{path}: routing read back differs from a recomputation")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="directory for the .safetensors files")
@@ -236,6 +255,7 @@ def main(argv=None) -> int:
         metadata, tensors, margin, stats = make_case(case)
         path = os.path.join(args.out, case.name + ".safetensors")
         golden_io.write(path, metadata, tensors)
+        verify_file(path, case)
         size = os.path.getsize(path)
         total += size
         print(f"{case.name:24s} {size:8d} B  margin {metadata['margin']:>22s}  counts {stats['counts']}"
