@@ -1,0 +1,30 @@
+// Argument checks of the ABI layer; each throws Error with a message naming the argument.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+
+#include "../core/objects.h"
+
+namespace hspmn {
+
+const char* dtype_name(int32_t dtype);
+int64_t dtype_size(int32_t dtype);  // 0 for an unknown dtype
+std::string shape_string(const hspmn_tensor* t);
+std::string shape_string(std::initializer_list<int64_t> shape);
+
+void check_not_null(const void* p, const char* name);
+void check_bool(int32_t v, const char* name);
+// Non-null, made by ctx, readable by its backend.
+void check_tensor(const hspmn_tensor* t, const char* name, const hspmn_context* ctx);
+void check_dtype(const hspmn_tensor* t, const char* name, int32_t dtype);
+void check_shape(const hspmn_tensor* t, const char* name, std::initializer_list<int64_t> shape);
+// check_tensor + check_dtype + check_shape.
+void check_arg(const hspmn_tensor* t, const char* name, const hspmn_context* ctx, int32_t dtype,
+               std::initializer_list<int64_t> shape);
+
+// HSPMN_ERR_NON_FINITE naming the first bad element of t, when the context's policy is REJECT.
+void check_finite(const hspmn_context* ctx, const hspmn_tensor* t, const char* name);
+
+}  // namespace hspmn

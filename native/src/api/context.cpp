@@ -1,0 +1,105 @@
+// Context lifetime: picks the backend, owns it, refuses to die while its objects live.
+#include "../core/alloc.h"
+#include "../core/error.h"
+#include "../core/objects.h"
+#include "guard.h"
+#include "hspmn.h"
+
+using namespace hspmn;
+
+namespace {
+
+constexpr int32_t kMaxThreads = 1024;
+
+Backend* make_backend(const hspmn_context_params& p) {
+    switch (p.backend) {
+        case HSPMN_BACKEND_CPU:
+            return create_cpu_backend(p);
+        case HSPMN_BACKEND_CUDA:
+#if defined(HSPMN_WITH_CUDA)
+            return create_cuda_backend(p);
+#else
+            fail(HSPMN_ERR_NOT_BUILT,
+                 "backend CUDA requested, but this libhspmn was built without CUDA "
+                 "(rebuild with -DHSPMN_CUDA=ON on a machine with the CUDA toolkit)");
+#endif
+        case HSPMN_BACKEND_AUTO:
+        default:
+            // AUTO: CUDA when built and a device answers, else CPU. Only the CPU backend exists today.
+            return create_cpu_backend(p);
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+hspmn_context_params hspmn_context_default_params(void) {
+    hspmn_context_params p;
+    p.backend = HSPMN_BACKEND_AUTO;
+    p.device = 0;
+    p.num_threads = 0;
+    p.nan_policy = HSPMN_NAN_REJECT;
+    return p;
+}
+
+hspmn_status hspmn_context_create(const hspmn_context_params* params, hspmn_context** out) {
+    return guarded("hspmn_context_create", [&] {
+        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
+        *out = nullptr;
+        if (!params) fail(HSPMN_ERR_INVALID_ARGUMENT, "params is NULL");
+        const hspmn_context_params& p = *params;
+        if (p.backend < HSPMN_BACKEND_CPU || p.backend > HSPMN_BACKEND_AUTO)
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "backend (%d) must be 0 (CPU), 1 (CUDA) or 2 (AUTO)", p.backend);
+        if (p.device < 0) fail(HSPMN_ERR_INVALID_ARGUMENT, "device (%d) must be >= 0", p.device);
+        if (p.num_threads < 0 || p.num_threads > kMaxThreads)
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "num_threads (%d) must be in [0, %d] (0 = all hardware threads)",
+                 p.num_threads, kMaxThreads);
+        if (p.nan_policy != HSPMN_NAN_REJECT && p.nan_policy != HSPMN_NAN_PROPAGATE)
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "nan_policy (%d) must be 0 (REJECT) or 1 (PROPAGATE)", p.nan_policy);
+        hspmn_context* ctx = new hspmn_context();
+        try {
+            ctx->params = p;
+            ctx->backend = make_backend(p);
+        } catch (...) {
+            delete ctx;
+            throw;
+        }
+        stats_count_context(+1);
+        *out = ctx;
+    });
+}
+
+hspmn_status hspmn_context_destroy(hspmn_context* ctx) {
+    return guarded("hspmn_context_destroy", [&] {
+        if (!ctx) return;
+        {
+            BusyGuard busy(ctx->busy, "context");
+            int64_t tensors = ctx->live_tensors.load(), blocks = ctx->live_blocks.load();
+            if (tensors != 0 || blocks != 0)
+                fail(HSPMN_ERR_STATE, "the context still owns %lld tensor(s) and %lld block(s); destroy them first",
+                     static_cast<long long>(tensors), static_cast<long long>(blocks));
+        }
+        delete ctx->backend;
+        delete ctx;
+        stats_count_context(-1);
+    });
+}
+
+hspmn_status hspmn_context_backend(const hspmn_context* ctx, int32_t* out_backend) {
+    return guarded("hspmn_context_backend", [&] {
+        if (!ctx) fail(HSPMN_ERR_INVALID_ARGUMENT, "ctx is NULL");
+        if (!out_backend) fail(HSPMN_ERR_INVALID_ARGUMENT, "out_backend is NULL");
+        *out_backend = ctx->backend->kind();
+    });
+}
+
+hspmn_status hspmn_context_synchronize(hspmn_context* ctx) {
+    return guarded("hspmn_context_synchronize", [&] {
+        if (!ctx) fail(HSPMN_ERR_INVALID_ARGUMENT, "ctx is NULL");
+        BusyGuard busy(ctx->busy, "context");
+        ctx->backend->synchronize();
+    });
+}
+
+}  // extern "C"

@@ -1,0 +1,147 @@
+// Tensor lifetime and copies.
+#include <cstring>
+
+#include "../core/alloc.h"
+#include "../core/error.h"
+#include "../core/objects.h"
+#include "checks.h"
+#include "guard.h"
+#include "hspmn.h"
+
+using namespace hspmn;
+
+namespace {
+
+// Any single tensor above this is a caller bug (a garbage shape), not a request to honour.
+constexpr int64_t kMaxTensorBytes = int64_t(1) << 46;
+
+void fill_desc(const hspmn_tensor* t, hspmn_tensor_desc* d) {
+    d->dtype = t->dtype;
+    d->memory = t->memory;
+    d->ndim = t->ndim;
+    d->reserved = 0;
+    for (int i = 0; i < HSPMN_MAX_DIMS; ++i) d->shape[i] = t->shape[i];
+    d->numel = t->numel;
+    d->nbytes = t->nbytes;
+}
+
+}  // namespace
+
+extern "C" {
+
+hspmn_status hspmn_tensor_create(hspmn_context* ctx, int32_t dtype, int32_t memory, int32_t ndim,
+                                 const int64_t* shape, hspmn_tensor** out) {
+    return guarded("hspmn_tensor_create", [&] {
+        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
+        *out = nullptr;
+        if (!ctx) fail(HSPMN_ERR_INVALID_ARGUMENT, "ctx is NULL");
+        if (dtype_size(dtype) == 0)
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "dtype (%d) must be 0 (bf16), 1 (f32) or 2 (i32)", dtype);
+        if (memory < HSPMN_MEMORY_HOST || memory > HSPMN_MEMORY_PINNED)
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "memory (%d) must be 0 (host), 1 (device) or 2 (pinned)", memory);
+        if (ndim < 1 || ndim > HSPMN_MAX_DIMS)
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "ndim (%d) must be in [1, %d]", ndim, HSPMN_MAX_DIMS);
+        if (!shape) fail(HSPMN_ERR_INVALID_ARGUMENT, "shape is NULL");
+        int64_t numel = 1;
+        for (int i = 0; i < ndim; ++i) {
+            if (shape[i] < 1) fail(HSPMN_ERR_SHAPE, "shape[%d] (%lld) must be >= 1", i, static_cast<long long>(shape[i]));
+            if (shape[i] > kMaxTensorBytes || numel > kMaxTensorBytes / shape[i])
+                fail(HSPMN_ERR_SHAPE, "shape is too large (more than 2^46 elements)");
+            numel *= shape[i];
+        }
+        int64_t nbytes = numel * dtype_size(dtype);
+        if (nbytes > kMaxTensorBytes) fail(HSPMN_ERR_SHAPE, "tensor of %lld bytes is too large", static_cast<long long>(nbytes));
+
+        BusyGuard busy(ctx->busy, "context");
+        hspmn_tensor* t = new hspmn_tensor();
+        try {
+            t->data = ctx->backend->tensor_alloc(memory, static_cast<std::size_t>(nbytes));
+        } catch (...) {
+            delete t;
+            throw;
+        }
+        t->ctx = ctx;
+        t->dtype = dtype;
+        t->memory = memory;
+        t->ndim = ndim;
+        for (int i = 0; i < HSPMN_MAX_DIMS; ++i) t->shape[i] = i < ndim ? shape[i] : 1;
+        t->numel = numel;
+        t->nbytes = nbytes;
+        ctx->live_tensors.fetch_add(1);
+        stats_count_tensor(+1);
+        *out = t;
+    });
+}
+
+hspmn_status hspmn_tensor_destroy(hspmn_tensor* t) {
+    return guarded("hspmn_tensor_destroy", [&] {
+        if (!t) return;
+        hspmn_context* ctx = t->ctx;
+        BusyGuard busy(ctx->busy, "context");
+        ctx->backend->tensor_free(t->memory, t->data, static_cast<std::size_t>(t->nbytes));
+        delete t;
+        ctx->live_tensors.fetch_sub(1);
+        stats_count_tensor(-1);
+    });
+}
+
+hspmn_status hspmn_tensor_describe(const hspmn_tensor* t, hspmn_tensor_desc* out) {
+    return guarded("hspmn_tensor_describe", [&] {
+        if (!t) fail(HSPMN_ERR_INVALID_ARGUMENT, "t is NULL");
+        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
+        fill_desc(t, out);
+    });
+}
+
+hspmn_status hspmn_tensor_data(hspmn_tensor* t, void** out) {
+    return guarded("hspmn_tensor_data", [&] {
+        if (!t) fail(HSPMN_ERR_INVALID_ARGUMENT, "t is NULL");
+        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
+        *out = nullptr;
+        if (!t->ctx->backend->host_addressable(t->memory))
+            fail(HSPMN_ERR_MEMORY_KIND, "t is a device tensor; copy it out with hspmn_tensor_copy_out");
+        *out = t->data;
+    });
+}
+
+hspmn_status hspmn_tensor_copy_in(hspmn_tensor* dst, const void* src, int64_t nbytes) {
+    return guarded("hspmn_tensor_copy_in", [&] {
+        if (!dst) fail(HSPMN_ERR_INVALID_ARGUMENT, "dst is NULL");
+        if (!src) fail(HSPMN_ERR_INVALID_ARGUMENT, "src is NULL");
+        if (nbytes != dst->nbytes)
+            fail(HSPMN_ERR_SHAPE, "nbytes (%lld) must equal the tensor's nbytes (%lld)",
+                 static_cast<long long>(nbytes), static_cast<long long>(dst->nbytes));
+        BusyGuard busy(dst->ctx->busy, "context");
+        dst->ctx->backend->copy_from_host(dst, src);
+    });
+}
+
+hspmn_status hspmn_tensor_copy_out(const hspmn_tensor* src, void* dst, int64_t nbytes) {
+    return guarded("hspmn_tensor_copy_out", [&] {
+        if (!src) fail(HSPMN_ERR_INVALID_ARGUMENT, "src is NULL");
+        if (!dst) fail(HSPMN_ERR_INVALID_ARGUMENT, "dst is NULL");
+        if (nbytes != src->nbytes)
+            fail(HSPMN_ERR_SHAPE, "nbytes (%lld) must equal the tensor's nbytes (%lld)",
+                 static_cast<long long>(nbytes), static_cast<long long>(src->nbytes));
+        BusyGuard busy(src->ctx->busy, "context");
+        src->ctx->backend->copy_to_host(src, dst);
+    });
+}
+
+hspmn_status hspmn_tensor_copy(hspmn_tensor* dst, const hspmn_tensor* src) {
+    return guarded("hspmn_tensor_copy", [&] {
+        if (!dst) fail(HSPMN_ERR_INVALID_ARGUMENT, "dst is NULL");
+        if (!src) fail(HSPMN_ERR_INVALID_ARGUMENT, "src is NULL");
+        if (dst->ctx != src->ctx)
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "dst and src belong to different contexts; copy through host memory");
+        check_dtype(src, "src", dst->dtype);
+        if (src->numel != dst->numel)
+            fail(HSPMN_ERR_SHAPE, "src has %lld elements %s, dst has %lld %s", static_cast<long long>(src->numel),
+                 shape_string(src).c_str(), static_cast<long long>(dst->numel), shape_string(dst).c_str());
+        if (dst == src) return;
+        BusyGuard busy(dst->ctx->busy, "context");
+        dst->ctx->backend->copy(dst, src);
+    });
+}
+
+}  // extern "C"

@@ -1,0 +1,59 @@
+#include "alloc.h"
+
+#include <atomic>
+#include <cstdlib>
+
+namespace hspmn {
+namespace {
+
+std::atomic<int64_t> g_live_tensors{0};
+std::atomic<int64_t> g_live_blocks{0};
+std::atomic<int64_t> g_live_contexts{0};
+std::atomic<int64_t> g_live_bytes{0};
+std::atomic<int64_t> g_peak_bytes{0};
+
+constexpr std::size_t kAlign = 64;
+
+void raise_peak(int64_t live) noexcept {
+    int64_t peak = g_peak_bytes.load(std::memory_order_relaxed);
+    while (live > peak && !g_peak_bytes.compare_exchange_weak(peak, live, std::memory_order_relaxed)) {
+    }
+}
+
+}  // namespace
+
+void* tracked_alloc(std::size_t bytes) {
+    if (bytes == 0) return nullptr;
+    if (bytes > SIZE_MAX - kAlign) throw std::bad_alloc();
+    std::size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
+    void* p = std::aligned_alloc(kAlign, rounded);
+    if (!p) throw std::bad_alloc();
+    int64_t live = g_live_bytes.fetch_add(static_cast<int64_t>(bytes), std::memory_order_relaxed) +
+                   static_cast<int64_t>(bytes);
+    raise_peak(live);
+    return p;
+}
+
+void tracked_free(void* p, std::size_t bytes) noexcept {
+    if (!p) return;
+    std::free(p);
+    g_live_bytes.fetch_sub(static_cast<int64_t>(bytes), std::memory_order_relaxed);
+}
+
+void stats_count_tensor(int delta) noexcept { g_live_tensors.fetch_add(delta, std::memory_order_relaxed); }
+void stats_count_block(int delta) noexcept { g_live_blocks.fetch_add(delta, std::memory_order_relaxed); }
+void stats_count_context(int delta) noexcept { g_live_contexts.fetch_add(delta, std::memory_order_relaxed); }
+
+hspmn_alloc_stats stats_snapshot() noexcept {
+    hspmn_alloc_stats s;
+    s.live_tensors = g_live_tensors.load(std::memory_order_relaxed);
+    s.live_blocks = g_live_blocks.load(std::memory_order_relaxed);
+    s.live_contexts = g_live_contexts.load(std::memory_order_relaxed);
+    s.live_bytes = g_live_bytes.load(std::memory_order_relaxed);
+    s.peak_bytes = g_peak_bytes.load(std::memory_order_relaxed);
+    return s;
+}
+
+void stats_reset_peak() noexcept { g_peak_bytes.store(g_live_bytes.load(std::memory_order_relaxed)); }
+
+}  // namespace hspmn

@@ -1,0 +1,39 @@
+// Philox4x32-10 (Salmon et al., Random123) and the Gumbel draw built on it; native/README.md fixes
+// the counter layout so the reference and every backend draw bit-identical noise.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+namespace hspmn {
+
+struct Philox4x32 {
+    uint32_t v[4];
+};
+
+inline Philox4x32 philox4x32_10(Philox4x32 c, uint32_t k0, uint32_t k1) noexcept {
+    constexpr uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u, W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
+    for (int round = 0; round < 10; ++round) {
+        if (round > 0) {
+            k0 += W0;
+            k1 += W1;
+        }
+        uint64_t p0 = static_cast<uint64_t>(M0) * c.v[0];
+        uint64_t p1 = static_cast<uint64_t>(M1) * c.v[2];
+        uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
+        uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
+        c = Philox4x32{{hi1 ^ c.v[1] ^ k0, lo1, hi0 ^ c.v[3] ^ k1, lo0}};
+    }
+    return c;
+}
+
+// g for token (b, s): counter = (s, b, layer, step), key = seed split in halves.
+inline float gumbel_sample(uint64_t seed, int64_t step, int32_t layer, int64_t b, int64_t s) noexcept {
+    Philox4x32 ctr{{static_cast<uint32_t>(s), static_cast<uint32_t>(b), static_cast<uint32_t>(layer),
+                    static_cast<uint32_t>(static_cast<uint64_t>(step) & 0xffffffffu)}};
+    Philox4x32 r = philox4x32_10(ctr, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+    double u = (static_cast<double>(r.v[0] >> 8) + 0.5) * (1.0 / 16777216.0);
+    return static_cast<float>(-std::log(-std::log(u)));
+}
+
+}  // namespace hspmn

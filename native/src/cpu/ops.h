@@ -1,0 +1,106 @@
+// The CPU ops of one HSPMN block, one file each, named as in MODEL.md and the PyTorch reference.
+// Everything is float32 row-major; N = B*S token rows. "(+)=" marks outputs that are accumulated.
+#pragma once
+
+#include <cstdint>
+
+#include "thread_pool.h"
+
+namespace hspmn::cpu {
+
+// ---- rms_norm.cpp: y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps)
+// x: [N, D]  w: [D]  y: [N, D]  rstd: [N]
+void rms_norm_forward(ThreadPool& pool, const float* x, const float* w, float eps, int64_t N, int64_t D, float* y,
+                      float* rstd);
+// dy: [N, D]; dx: [N, D] (+)=; dw: [D] (+)=
+void rms_norm_backward(ThreadPool& pool, const float* x, const float* w, const float* rstd, const float* dy,
+                       int64_t N, int64_t D, float* dx, float* dw);
+
+// ---- causal_conv.cpp: c[b, t] = sum_j w[:, j] * h[b, t - (K-1) + j], h before position 0 is zero
+// h, c: [B, S, D]  w: [D, K]
+void causal_conv_forward(ThreadPool& pool, const float* h, const float* w, int64_t B, int64_t S, int64_t D,
+                         int64_t K, float* c);
+// dc: [B, S, D]; dh: [B, S, D] (overwritten); dw: [D, K] (+)=
+void causal_conv_backward(ThreadPool& pool, const float* h, const float* w, const float* dc, int64_t B, int64_t S,
+                          int64_t D, int64_t K, float* dh, float* dw);
+
+// ---- swiglu.cpp: a = silu(g) * u
+// g, u, a: [n]
+void swiglu_forward(ThreadPool& pool, const float* g, const float* u, int64_t n, float* a);
+// da: [n]; dg, du: [n] (overwritten)
+void swiglu_backward(ThreadPool& pool, const float* g, const float* u, const float* da, int64_t n, float* dg,
+                     float* du);
+
+// ---- rope.cpp: rotate-half rotary embedding, angle = pos * base^(-2i/Dh) computed in float64
+// cos, sin: [S, Dh/2]
+void rope_table(int64_t S, int64_t Dh, float base, float* cos_out, float* sin_out);
+// x: [R, heads * Dh] rotated in place; pos: [R] position of each row
+void rope_forward(ThreadPool& pool, float* x, int64_t R, int64_t heads, int64_t Dh, const int32_t* pos,
+                  const float* cos_t, const float* sin_t);
+// dx: [R, heads * Dh] rotated back in place (the transpose of the rotation)
+void rope_backward(ThreadPool& pool, float* dx, int64_t R, int64_t heads, int64_t Dh, const int32_t* pos,
+                   const float* cos_t, const float* sin_t);
+
+// ---- router_logits.cpp: l = x . w + b, dot products in float64
+// x: [N, D]  w: [D]  l: [N]
+void router_logits(ThreadPool& pool, const float* x, const float* w, float b, int64_t N, int64_t D, float* l);
+
+// ---- gumbel_noise.cpp: Philox draw of native/README.md
+// out: [B, S]
+void gumbel_noise(ThreadPool& pool, uint64_t seed, int64_t step, int32_t layer, int64_t B, int64_t S, float* out);
+
+// ---- route_select.cpp
+// n: [B, S] scores; indices: [B, C] increasing positions then -1; counts: [B]
+// topk: the k largest n per sequence, ties to the lower position (C >= k). threshold: n > 0, i.e.
+// sigmoid(n) > 0.5 without sigmoid's rounding to 0.5 near zero (C == S).
+void route_select(const float* n, int64_t B, int64_t S, int32_t routing, int64_t k, int64_t C, int32_t* indices,
+                  int32_t* counts);
+
+// ---- aux_loss.cpp: lambda_s (mean p - target)^2 + lambda_e mean(p softplus(-l) + (1-p) softplus(l))
+// l: [N]; float64 inside
+float aux_loss_forward(const float* l, int64_t N, float target, float lambda_s, float lambda_e);
+// dl: [N] (+)= d_aux * d aux / d l
+void aux_loss_backward(const float* l, int64_t N, float target, float lambda_s, float lambda_e, float d_aux,
+                       float* dl);
+
+// ---- sqdk_attention.cpp: sparse queries, dense causal keys, GQA (query head h reads kv head
+// h / (H / Hkv)), scale 1/sqrt(Dh). Query rows are grouped by sequence: q_start[b] .. q_start[b+1].
+// q: [Nq, H*Dh]  q_pos: [Nq]  k, v: [B*S, Hkv*Dh]  o: [Nq, H*Dh]  lse: [Nq, H]
+struct AttentionShape {
+    int64_t B, S, H, Hkv, Dh, Nq;
+    const int64_t* q_start;  // [B + 1]
+    const int32_t* q_pos;    // [Nq]
+};
+void sqdk_attention_forward(ThreadPool& pool, const AttentionShape& a, const float* q, const float* k,
+                            const float* v, float* o, float* lse);
+// d_o: [Nq, H*Dh]; dq: [Nq, H*Dh], dk, dv: [B*S, Hkv*Dh] (overwritten)
+void sqdk_attention_backward(ThreadPool& pool, const AttentionShape& a, const float* q, const float* k,
+                             const float* v, const float* o, const float* lse, const float* d_o, float* dq,
+                             float* dk, float* dv);
+
+// ---- gather_scatter.cpp
+// dst: [n, cols] = src[rows[i]]
+void gather_rows(ThreadPool& pool, const float* src, int64_t cols, const int64_t* rows, int64_t n, float* dst);
+// dst[rows[i]] += src: [n, cols]  (rows distinct)
+void scatter_add_rows(ThreadPool& pool, const float* src, int64_t cols, const int64_t* rows, int64_t n, float* dst);
+// Straight-through gate: out[rows[i]] += y_i * o[i] with y_i = 1 - sg(sigmoid(n)) + sigmoid(n) = 1 forward.
+// o: [n, cols]  out: [N, cols]
+void gate_scatter_forward(ThreadPool& pool, const float* o, int64_t cols, const int64_t* rows, int64_t n,
+                          float* out);
+// d_out: [N, cols]; d_o: [n, cols] = d_out[rows[i]] (y = 1); dy: [n] = d_out[rows[i]] . o[i]
+void gate_scatter_backward(ThreadPool& pool, const float* o, const float* d_out, int64_t cols, const int64_t* rows,
+                           int64_t n, float* d_o, float* dy);
+
+// ---- reductions used by several ops
+float dot_f32(const float* a, const float* b, int64_t n);
+void axpy_f32(float alpha, const float* x, float* y, int64_t n);  // y += alpha * x
+
+}  // namespace hspmn::cpu
+
+namespace hspmn::cpu {
+
+// ---- convert.cpp: API tensors are bf16, everything inside is float32
+void bf16_to_f32_array(ThreadPool& pool, const uint16_t* src, float* dst, int64_t n);
+void f32_to_bf16_array(ThreadPool& pool, const float* src, uint16_t* dst, int64_t n);
+
+}  // namespace hspmn::cpu
