@@ -95,7 +95,7 @@ int param_index(const char* name) {
 }
 
 int64_t topk_count(int64_t S, float rho) {
-    // float32 product, as torch computes int(S * rho) on a float32 config value... see check_native.py
+    // The float32 rho widened to double: S * rho is exact there (README), float32 could round up.
     int64_t k = static_cast<int64_t>(std::floor(static_cast<double>(S) * static_cast<double>(rho)));
     return k < 1 ? 1 : (k > S ? S : k);
 }

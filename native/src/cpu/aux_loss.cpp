@@ -31,7 +31,8 @@ void aux_loss_backward(const float* l, int64_t N, float target, float lambda_s, 
     const double inv_n = 1.0 / static_cast<double>(N);
     const double dev = sum_p * inv_n - static_cast<double>(target);
     for (int64_t i = 0; i < N; ++i) {
-        const double li = l[i], p = sigmoid(li), dp = p * (1.0 - p);
+        // p (1 - p) as e / (1 + e)^2: 1 - p cancels once p rounds near 1.
+        const double li = l[i], e = std::exp(-std::fabs(li)), dp = e / ((1.0 + e) * (1.0 + e));
         // d/dl of the entropy form is p(1-p)(softplus(-l) - softplus(l)) = -l p(1-p)
         const double g = 2.0 * static_cast<double>(lambda_s) * dev * inv_n * dp -
                          static_cast<double>(lambda_e) * inv_n * li * dp;

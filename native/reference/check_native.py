@@ -1,0 +1,332 @@
+"""Runs every golden case through libhspmn (ctypes) and prints ||got - ref|| / ||ref|| per output and
+gradient; exits 1 when any error passes its bound or a routing decision differs.
+
+    .venv/bin/python native/reference/check_native.py [--lib native/build/libhspmn.so]
+        [--goldens java/src/test/resources/goldens] [--threads 2]
+
+Bounds (MODEL.md "Numerics", native/README.md "Precision"): the CPU backend rounds only its bf16
+outputs (out, d_x), so those are judged at BF16_BOUND, a few bf16 half-ulps (2^-9 = 2e-3 relative
+per element, ~1e-3 as a norm); float32 outputs (logits, probs, aux, parameter gradients) at F32_BOUND.
+Indices and counts must match exactly: make_goldens keeps a margin between selected and rejected scores.
+
+router.b and router.log_temp are single sums over every token of terms that largely cancel (topk_k1:
+sum |dL/dl_i| is 220x |dL/db|). A float32 backend carries a relative error of ~1e-6 in each term
+(the float32 attention output o feeds dy = d_out . o), so its sum can only be as close as
+1e-6 * sum |terms|. These two scalars are therefore judged by |got - ref| / sum_i |term_i|, with the
+terms taken from the float64 reference's autograd; the plain relative error is printed beside it.
+"""
+
+import argparse
+import ctypes as C
+import glob
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import torch
+from safetensors import safe_open
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hspmn_ref  # noqa: E402
+
+BF16_BOUND = 4e-3
+F32_BOUND = 1e-4
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+
+BF16, F32, I32 = 0, 1, 2
+HOST = 0
+PARAMS = ["router.w", "router.b", "router.log_temp", "reflex.norm", "reflex.conv", "reflex.gate", "reflex.up",
+          "reflex.down", "attn.norm", "attn.q", "attn.k", "attn.v", "attn.o"]
+
+
+class ContextParams(C.Structure):
+    _fields_ = [("backend", C.c_int32), ("device", C.c_int32), ("num_threads", C.c_int32),
+                ("nan_policy", C.c_int32)]
+
+
+class BlockParams(C.Structure):
+    _fields_ = [("dim", C.c_int32), ("num_heads", C.c_int32), ("num_kv_heads", C.c_int32),
+                ("mlp_ratio", C.c_int32), ("conv_kernel", C.c_int32), ("routing", C.c_int32),
+                ("rope_base", C.c_float), ("sparsity_k", C.c_float), ("router_sparsity_coef", C.c_float),
+                ("router_entropy_coef", C.c_float), ("norm_eps", C.c_float), ("reserved", C.c_int32)]
+
+
+class ForwardParams(C.Structure):
+    _fields_ = [("training", C.c_int32), ("noise", C.c_int32), ("seed", C.c_uint64), ("step", C.c_int64),
+                ("layer", C.c_int32), ("aux_target", C.c_float)]
+
+
+class BackwardParams(C.Structure):
+    _fields_ = [("accumulate", C.c_int32), ("reserved", C.c_int32)]
+
+
+class AllocStats(C.Structure):
+    _fields_ = [(n, C.c_int64) for n in ("live_tensors", "live_blocks", "live_contexts", "live_bytes",
+                                         "peak_bytes")]
+
+
+class Lib:
+    def __init__(self, path):
+        L = C.CDLL(path)
+        P = C.c_void_p
+        sigs = {
+            "hspmn_last_error": (C.c_char_p, []),
+            "hspmn_context_default_params": (ContextParams, []),
+            "hspmn_context_create": (C.c_int, [C.POINTER(ContextParams), C.POINTER(P)]),
+            "hspmn_context_destroy": (C.c_int, [P]),
+            "hspmn_tensor_create": (C.c_int, [P, C.c_int32, C.c_int32, C.c_int32, C.POINTER(C.c_int64), C.POINTER(P)]),
+            "hspmn_tensor_destroy": (C.c_int, [P]),
+            "hspmn_tensor_copy_in": (C.c_int, [P, P, C.c_int64]),
+            "hspmn_tensor_copy_out": (C.c_int, [P, P, C.c_int64]),
+            "hspmn_block_default_params": (BlockParams, []),
+            "hspmn_block_create": (C.c_int, [P, C.POINTER(BlockParams), C.c_uint64, C.POINTER(P)]),
+            "hspmn_block_destroy": (C.c_int, [P]),
+            "hspmn_block_set_param": (C.c_int, [P, C.c_char_p, P]),
+            "hspmn_block_get_grad": (C.c_int, [P, C.c_char_p, P]),
+            "hspmn_forward_default_params": (ForwardParams, []),
+            "hspmn_backward_default_params": (BackwardParams, []),
+            "hspmn_block_forward": (C.c_int, [P, C.POINTER(ForwardParams), P, P, P]),
+            "hspmn_block_forward_routed": (C.c_int, [P, C.POINTER(ForwardParams), P, P, P, P, P, P]),
+            "hspmn_block_backward": (C.c_int, [P, C.POINTER(BackwardParams), P, P, P]),
+            "hspmn_block_route": (C.c_int, [P, C.POINTER(ForwardParams), P, P, P, P, P, P, P]),
+            "hspmn_gumbel_noise": (C.c_int, [P, C.c_uint64, C.c_int64, C.c_int32, P]),
+            "hspmn_alloc_stats_get": (C.c_int, [C.POINTER(AllocStats)]),
+        }
+        for name, (res, args) in sigs.items():
+            f = getattr(L, name)
+            f.restype, f.argtypes = res, args
+            setattr(self, name[len("hspmn_"):], f)
+
+    def ok(self, status, what):
+        if status != 0:
+            raise RuntimeError(f"{what}: status {status}: {self.last_error().decode()}")
+
+
+class Ctx:
+    def __init__(self, lib, threads):
+        self.lib = lib
+        p = lib.context_default_params()
+        p.backend, p.num_threads = 0, threads
+        h = C.c_void_p()
+        lib.ok(lib.context_create(C.byref(p), C.byref(h)), "context_create")
+        self.h = h
+        self.tensors = []
+
+    def tensor(self, dtype, shape, data=None):
+        shape = list(shape)
+        arr = (C.c_int64 * len(shape))(*shape)
+        h = C.c_void_p()
+        self.lib.ok(self.lib.tensor_create(self.h, dtype, HOST, len(shape), arr, C.byref(h)), "tensor_create")
+        self.tensors.append(h)
+        if data is not None:
+            data = np.ascontiguousarray(data)
+            self.lib.ok(self.lib.tensor_copy_in(h, data.ctypes.data, data.nbytes), "copy_in")
+        return h
+
+    def read(self, h, dtype, shape):
+        np_dtype = {BF16: np.uint16, F32: np.float32, I32: np.int32}[dtype]
+        out = np.empty(shape, dtype=np_dtype)
+        self.lib.ok(self.lib.tensor_copy_out(h, out.ctypes.data, out.nbytes), "copy_out")
+        if dtype == BF16:
+            out = (out.astype(np.uint32) << 16).view(np.float32)
+        return out
+
+    def close(self):
+        for t in self.tensors:
+            self.lib.ok(self.lib.tensor_destroy(t), "tensor_destroy")
+        self.tensors = []
+        self.lib.ok(self.lib.context_destroy(self.h), "context_destroy")
+
+
+def load_case(path):
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+        tensors = {}
+        for k in f.keys():
+            t = f.get_tensor(k)
+            tensors[k] = t.view(torch.int16).numpy().view(np.uint16) if t.dtype == torch.bfloat16 else t.numpy()
+    return meta, tensors
+
+
+def router_term_scales(meta, T):
+    """sum_i |dL/db term_i| and sum_i |dL/dlog_temp term_i| from the float64 reference."""
+    cfg = hspmn_ref.BlockConfig.from_json(meta["config"])
+    fw = json.loads(meta["forward"])
+    blk = hspmn_ref.HSPMNBlock(cfg).double()
+    names = dict(blk.named_parameters())
+    blk.load_state_dict({k: torch.from_numpy(bf16_bits_to_f32(T[k])).double() for k in names})
+    noise = torch.from_numpy(T["noise"]).double() if "noise" in T else None
+    o = blk(torch.from_numpy(bf16_bits_to_f32(T["x"])).double(), training=True, noise=noise,
+            aux_target=fw["aux_target"])
+    o.logits.retain_grad()
+    o.scores.retain_grad()
+    loss = (o.out * torch.from_numpy(bf16_bits_to_f32(T["d_out"])).double()).sum() + \
+        (o.aux * torch.from_numpy(T["d_aux"]).double()).sum()
+    loss.backward()
+    b_scale = float(o.logits.grad.abs().sum())
+    t_scale = float((o.scores.grad * o.scores.detach()).abs().sum())
+    return b_scale, t_scale
+
+
+def bf16_bits_to_f32(bits):
+    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def rel(got, ref):
+    got = np.asarray(got, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    den = np.linalg.norm(ref)
+    num = np.linalg.norm(got - ref)
+    if den == 0:
+        return 0.0 if num == 0 else math.inf
+    return float(num / den)
+
+
+def run_case(lib, path, threads, rows):
+    meta, T = load_case(path)
+    name = os.path.basename(path)[:-len(".safetensors")]
+    cfg = json.loads(meta["config"])
+    fw = json.loads(meta["forward"])
+    ctx = Ctx(lib, threads)
+    failures = []
+
+    def report(what, err, bound):
+        rows.append((name, what, err, bound))
+        if not (err <= bound):
+            failures.append(f"{name}: {what} rel err {err:.3g} > {bound:g}")
+
+    def exact(what, got, ref):
+        same = np.array_equal(got, ref)
+        rows.append((name, what, 0.0 if same else math.inf, 0.0))
+        if not same:
+            failures.append(f"{name}: {what} differ:\n got {got.tolist()}\n ref {ref.tolist()}")
+
+    block = C.c_void_p()
+    try:
+        bp = lib.block_default_params()
+        for k, v in cfg.items():
+            if k == "routing":
+                v = {"topk": 0, "threshold": 1}[v]
+            setattr(bp, k, v)
+        lib.ok(lib.block_create(ctx.h, C.byref(bp), 1234, C.byref(block)), "block_create")
+        for p in PARAMS:
+            a = T[p]
+            lib.ok(lib.block_set_param(block, p.encode(), ctx.tensor(BF16, a.shape, a)), f"set_param {p}")
+
+        B, S, D = T["x"].shape
+        x = ctx.tensor(BF16, (B, S, D), T["x"])
+        fp = lib.forward_default_params()
+        fp.training, fp.noise, fp.seed, fp.step, fp.layer = (fw["training"], fw["noise"], fw["seed"], fw["step"],
+                                                             fw["layer"])
+        fp.aux_target = fw["aux_target"]
+
+        # The generator against the noise the reference drew.
+        if "noise" in T:
+            g = ctx.tensor(F32, (B, S))
+            lib.ok(lib.gumbel_noise(ctx.h, fw["seed"], fw["step"], fw["layer"], g), "gumbel_noise")
+            report("gumbel_noise", rel(ctx.read(g, F32, (B, S)), T["noise"]), 1e-6)
+
+        # Routing alone, with the library's own noise.
+        C_ = T["indices"].shape[1]
+        logits, probs = ctx.tensor(F32, (B, S)), ctx.tensor(F32, (B, S))
+        idx, cnt, aux = ctx.tensor(I32, (B, C_)), ctx.tensor(I32, (B,)), ctx.tensor(F32, (1,))
+        lib.ok(lib.block_route(block, C.byref(fp), x, None, logits, probs, idx, cnt, aux), "route")
+        report("route.logits", rel(ctx.read(logits, F32, (B, S)), T["logits"]), F32_BOUND)
+        report("route.probs", rel(ctx.read(probs, F32, (B, S)), T["probs"]), F32_BOUND)
+        report("route.aux", rel(ctx.read(aux, F32, (1,)), T["aux"]), F32_BOUND)
+        exact("route.indices", ctx.read(idx, I32, (B, C_)), T["indices"])
+        exact("route.counts", ctx.read(cnt, I32, (B,)), T["counts"])
+
+        # Full forward with the block's own routing (and generator noise).
+        out = ctx.tensor(BF16, (B, S, D))
+        lib.ok(lib.block_forward(block, C.byref(fp), x, out, aux), "forward")
+        report("forward.out", rel(ctx.read(out, BF16, (B, S, D)), T["out"]), BF16_BOUND)
+        report("forward.aux", rel(ctx.read(aux, F32, (1,)), T["aux"]), F32_BOUND)
+
+        # Forward with routing pinned to the reference's, then backward.
+        noise = ctx.tensor(F32, (B, S), T["noise"]) if "noise" in T else None
+        pin_idx = ctx.tensor(I32, (B, C_), T["indices"])
+        pin_cnt = ctx.tensor(I32, (B,), T["counts"])
+        out2 = ctx.tensor(BF16, (B, S, D))
+        lib.ok(lib.block_forward_routed(block, C.byref(fp), x, noise, pin_idx, pin_cnt, out2, aux), "forward_routed")
+        report("forward_routed.out", rel(ctx.read(out2, BF16, (B, S, D)), T["out"]), BF16_BOUND)
+
+        d_out = ctx.tensor(BF16, (B, S, D), T["d_out"])
+        d_aux = ctx.tensor(F32, (1,), T["d_aux"])
+        d_x = ctx.tensor(BF16, (B, S, D))
+        bw = lib.backward_default_params()
+        lib.ok(lib.block_backward(block, C.byref(bw), d_out, d_aux, d_x), "backward")
+        report("backward.d_x", rel(ctx.read(d_x, BF16, (B, S, D)), T["d_x"]), BF16_BOUND)
+        grads = {}
+        b_scale, t_scale = router_term_scales(meta, T)
+        for p in PARAMS:
+            shape = T[p].shape
+            gt = ctx.tensor(F32, shape)
+            lib.ok(lib.block_get_grad(block, p.encode(), gt), f"get_grad {p}")
+            grads[p] = ctx.read(gt, F32, shape)
+            ref = T["grad." + p]
+            if p in ("router.b", "router.log_temp") and np.any(ref):
+                scale = b_scale if p == "router.b" else t_scale
+                rows.append((name, "grad." + p + " (plain rel err, info)", rel(grads[p], ref), math.inf))
+                report("grad." + p + " / sum|terms|", float(np.abs(grads[p] - ref).sum()) / scale, F32_BOUND)
+            elif not np.any(ref):
+                # A gradient that must be exactly zero (log_temp outside the clamp) is judged absolutely.
+                err = float(np.max(np.abs(grads[p]))) if grads[p].size else 0.0
+                report("grad." + p + " (abs, ref = 0)", err, 0.0)
+            else:
+                report("grad." + p, rel(grads[p], ref), F32_BOUND)
+
+        # accumulate = 1 adds a second, identical backward: every gradient doubles.
+        bw.accumulate = 1
+        lib.ok(lib.block_backward(block, C.byref(bw), d_out, d_aux, d_x), "backward accumulate")
+        worst = 0.0
+        for p in PARAMS:
+            gt = ctx.tensor(F32, T[p].shape)
+            lib.ok(lib.block_get_grad(block, p.encode(), gt), f"get_grad {p}")
+            worst = max(worst, rel(ctx.read(gt, F32, T[p].shape), 2 * grads[p]))
+        report("accumulate doubles grads", worst, 1e-6)
+    finally:
+        if block:
+            lib.ok(lib.block_destroy(block), "block_destroy")
+        ctx.close()
+    return failures
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lib", default=os.path.join(ROOT, "native", "build", "libhspmn.so"))
+    ap.add_argument("--goldens", default=os.path.join(ROOT, "java", "src", "test", "resources", "goldens"))
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    lib = Lib(args.lib)
+    files = sorted(glob.glob(os.path.join(args.goldens, "*.safetensors")))
+    if not files:
+        print(f"no golden cases under {args.goldens}", file=sys.stderr)
+        return 1
+    rows, failures = [], []
+    for f in files:
+        try:
+            failures += run_case(lib, f, args.threads, rows)
+        except RuntimeError as e:
+            failures.append(f"{os.path.basename(f)}: {e}")
+    print(f"{'case':<24} {'output':<36} {'rel err':>10} {'bound':>8}")
+    for case, what, err, bound in rows:
+        flag = "" if err <= bound else "  FAIL"
+        print(f"{case:<24} {what:<36} {err:>10.2e} {bound:>8.0e}{flag}")
+    st = AllocStats()
+    lib.ok(lib.alloc_stats_get(C.byref(st)), "alloc_stats_get")
+    if st.live_tensors or st.live_blocks or st.live_contexts or st.live_bytes:
+        failures.append(f"leak after all cases: tensors {st.live_tensors}, blocks {st.live_blocks}, "
+                        f"contexts {st.live_contexts}, bytes {st.live_bytes}")
+    print(f"{len(files)} cases, {len(rows)} checks, peak {st.peak_bytes} bytes held by the library")
+    for f in failures:
+        print("FAIL", f)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
