@@ -48,42 +48,58 @@ public record HspmnConfig(int dim, int numHeads, int numKvHeads, int mlpRatio, i
         return mlpRatio * dim;
     }
 
-    /** Same rules as hspmn_block_params_validate; the exception names the first bad field. */
+    /** Largest dim the library accepts (keeps every derived element count far inside int64). */
+    public static final int MAX_DIM = 1 << 16;
+    public static final int MAX_MLP_RATIO = 64;
+    public static final int MAX_CONV_KERNEL = 1024;
+
+    /**
+     * Same rules, in the same order, as hspmn_block_params_validate (native/src/core/block_config.cpp);
+     * the exception names the first bad field, as the library's message does.
+     */
     public HspmnConfig validate() {
-        positive("dim", dim);
+        if (dim <= 0 || dim > MAX_DIM) {
+            throw bad("dim", "(" + dim + ") must be in [1, " + MAX_DIM + "]");
+        }
         positive("num_heads", numHeads);
         positive("num_kv_heads", numKvHeads);
-        positive("mlp_ratio", mlpRatio);
-        if (convKernel < 1) {
-            throw bad("conv_kernel", "must be >= 1, got " + convKernel);
-        }
         if (dim % numHeads != 0) {
-            throw bad("num_heads", "must divide dim = " + dim + ", got " + numHeads);
+            throw bad("num_heads", "(" + numHeads + ") must divide dim (" + dim + ")");
         }
         if (numHeads % numKvHeads != 0) {
-            throw bad("num_kv_heads", "must divide num_heads = " + numHeads + ", got " + numKvHeads);
+            throw bad("num_kv_heads", "(" + numKvHeads + ") must divide num_heads (" + numHeads + ")");
         }
-        if (!(sparsityK > 0f && sparsityK <= 1f)) {
-            throw bad("sparsity_k", "must be in (0, 1], got " + sparsityK);
+        if (headDim() % 2 != 0) {
+            throw bad("num_heads", "gives head_dim = dim / num_heads (" + dim + " / " + numHeads + " = " + headDim()
+                    + "), which must be even: rotary embedding rotates pairs");
+        }
+        if (mlpRatio <= 0 || mlpRatio > MAX_MLP_RATIO) {
+            throw bad("mlp_ratio", "(" + mlpRatio + ") must be in [1, " + MAX_MLP_RATIO + "]");
+        }
+        if (convKernel < 1 || convKernel > MAX_CONV_KERNEL) {
+            throw bad("conv_kernel", "(" + convKernel + ") must be in [1, " + MAX_CONV_KERNEL + "]");
         }
         if (!(ropeBase > 1f) || Float.isInfinite(ropeBase)) {
-            throw bad("rope_base", "must be a finite number > 1, got " + ropeBase);
+            throw bad("rope_base", "(" + ropeBase + ") must be finite and > 1");
         }
-        if (!(normEps > 0f) || Float.isInfinite(normEps)) {
-            throw bad("norm_eps", "must be a finite number > 0, got " + normEps);
+        if (!(sparsityK > 0f && sparsityK <= 1f)) {
+            throw bad("sparsity_k", "(" + sparsityK + ") must be in (0, 1]");
         }
         if (!(routerSparsityCoef >= 0f) || Float.isInfinite(routerSparsityCoef)) {
-            throw bad("router_sparsity_coef", "must be a finite number >= 0, got " + routerSparsityCoef);
+            throw bad("router_sparsity_coef", "(" + routerSparsityCoef + ") must be finite and >= 0");
         }
         if (!(routerEntropyCoef >= 0f) || Float.isInfinite(routerEntropyCoef)) {
-            throw bad("router_entropy_coef", "must be a finite number >= 0, got " + routerEntropyCoef);
+            throw bad("router_entropy_coef", "(" + routerEntropyCoef + ") must be finite and >= 0");
+        }
+        if (!(normEps > 0f) || Float.isInfinite(normEps)) {
+            throw bad("norm_eps", "(" + normEps + ") must be finite and > 0");
         }
         return this;
     }
 
     private static void positive(String field, int v) {
         if (v <= 0) {
-            throw bad(field, "must be > 0, got " + v);
+            throw bad(field, "(" + v + ") must be positive");
         }
     }
 

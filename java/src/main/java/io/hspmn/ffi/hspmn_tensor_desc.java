@@ -288,7 +288,7 @@ public class hspmn_tensor_desc {
      * }
      */
     public static long shape(MemorySegment struct, long index0) {
-        return (long)shape$ELEM_HANDLE.get(struct, 0L, index0);
+        return (long)shape$ELEM_HANDLE.get(struct, shape$OFFSET, index0);
     }
 
     /**
@@ -298,7 +298,7 @@ public class hspmn_tensor_desc {
      * }
      */
     public static void shape(MemorySegment struct, long index0, long fieldValue) {
-        shape$ELEM_HANDLE.set(struct, 0L, index0, fieldValue);
+        shape$ELEM_HANDLE.set(struct, shape$OFFSET, index0, fieldValue);
     }
 
     private static final OfLong numel$LAYOUT = (OfLong)$LAYOUT.select(groupElement("numel"));

@@ -1,0 +1,53 @@
+package io.hspmn;
+
+import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.MethodSource;
+
+import java.nio.file.Path;
+import java.util.List;
+
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
+
+/**
+ * The golden cases on the CUDA backend, held to MODEL.md's bound for bf16 paths. Tagged gpu: excluded by
+ * default; {@code mvn -Pgpu verify} runs it and then a missing backend or device fails instead of skipping.
+ */
+@Tag("gpu")
+class GpuGoldenParityTest {
+    static List<Path> goldens() {
+        return GoldenCase.files();
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("goldens")
+    void matchesReferenceOnCuda(Path file) {
+        boolean required = Boolean.getBoolean("hspmn.test.requireGpu");
+        String why = null;
+        if (!Hspmn.backendBuilt(Backend.CUDA)) {
+            why = "the CUDA backend is not compiled into " + NativeLibrary.source();
+        } else {
+            try (Context ctx = Context.create(Backend.CUDA)) {
+                // constructed only to see that a device is usable
+            } catch (BackendUnavailableException e) {
+                why = "no usable CUDA device: " + e.getMessage();
+            }
+        }
+        if (why != null) {
+            if (required) {
+                fail("a GPU run was asked for (-Pgpu) but " + why);
+            }
+            Assumptions.abort(why);
+        }
+        GoldenCase gc = GoldenCase.load(file);
+        try {
+            Parity.Report r = Parity.run(gc, Backend.CUDA, Parity.Tolerances.bf16Backend());
+            System.out.print(r.table());
+            assertTrue(r.passed(), () -> gc.name + " on CUDA:\n  " + String.join("\n  ", r.failures()));
+        } finally {
+            gc.file.close();
+        }
+    }
+}
