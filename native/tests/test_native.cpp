@@ -341,6 +341,13 @@ static void test_forward_checks() {
     int32_t cv3[2] = {0, 0};
     OK(hspmn_tensor_copy_in(cnt, cv3, sizeof cv3));
     OK(hspmn_block_forward_routed(block, &fp, x, nullptr, idx, cnt, out, aux));
+    fp.training = 1;
+    fp.noise = 0;
+    OK(hspmn_block_forward_routed(block, &fp, x, nullptr, idx, cnt, out, aux));
+    hspmn_backward_params bw = hspmn_backward_default_params();
+    OK(hspmn_block_backward(block, &bw, out, aux, nullptr));  // no query anywhere: attention skipped
+    fp.training = 0;
+    fp.noise = 1;
 
     // route: topk needs C >= k = floor(8 * 0.25) = 2; threshold needs C == S.
     hspmn_tensor* idx1 = make(ctx, HSPMN_DTYPE_I32, {B, 1});

@@ -53,14 +53,12 @@ void pack_b_panel(const float* B, int64_t ldb, bool trans, int64_t j0, int64_t n
         for (int64_t k = 0; k < kc; ++k) panel[k * nr + jj] = 0.0f;
 }
 
+#if defined(HSPMN_GEMM_AVX2)
 bool cpu_has_avx2_fma() {
-#if defined(HSPMN_GEMM_AVX2) && (defined(__x86_64__) || defined(__i386__))
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return false;
-#endif
 }
+#endif
 
 }  // namespace
 
