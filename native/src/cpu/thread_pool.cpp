@@ -60,7 +60,7 @@ void ThreadPool::worker_loop(int worker) {
     }
 }
 
-void ThreadPool::parallel_for(int64_t n, int64_t grain, const RangeFn& fn) {
+void ThreadPool::run(int64_t n, int64_t grain, const RangeFn& fn) {
     if (n <= 0) return;
     if (grain < 1) grain = 1;
     int64_t chunks = (n + grain - 1) / grain;

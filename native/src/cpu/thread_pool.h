@@ -6,7 +6,6 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
-#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -27,10 +26,21 @@ public:
 
     // fn(begin, end, worker) over [0, n) in chunks of `grain`; worker in [0, size()) indexes
     // per-thread scratch. Exceptions from fn are rethrown on the caller after all chunks finish.
-    using RangeFn = std::function<void(int64_t begin, int64_t end, int worker)>;
-    void parallel_for(int64_t n, int64_t grain, const RangeFn& fn);
+    template <class Fn>
+    void parallel_for(int64_t n, int64_t grain, const Fn& fn) {
+        // A non-owning reference instead of std::function: no heap allocation outside the tracked
+        // allocator, no copy of the caller's lambda.
+        RangeFn ref{&fn, [](const void* f, int64_t b, int64_t e, int w) { (*static_cast<const Fn*>(f))(b, e, w); }};
+        run(n, grain, ref);
+    }
 
 private:
+    struct RangeFn {
+        const void* obj;
+        void (*call)(const void* obj, int64_t begin, int64_t end, int worker);
+        void operator()(int64_t b, int64_t e, int w) const { call(obj, b, e, w); }
+    };
+    void run(int64_t n, int64_t grain, const RangeFn& fn);
     void worker_loop(int worker);
     void run_chunks(int worker);
 
