@@ -25,7 +25,14 @@ Backend* make_backend(const hspmn_context_params& p) {
 #endif
         case HSPMN_BACKEND_AUTO:
         default:
-            // AUTO: CUDA when built and a device answers, else CPU. Only the CPU backend exists today.
+#if defined(HSPMN_WITH_CUDA)
+            // AUTO: CUDA when built and a device answers, else CPU.
+            try {
+                return create_cuda_backend(p);
+            } catch (const Error& e) {
+                if (e.status != HSPMN_ERR_NO_DEVICE) throw;
+            }
+#endif
             return create_cpu_backend(p);
     }
 }

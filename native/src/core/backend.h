@@ -90,5 +90,9 @@ public:
 
 // Throws Error{NOT_BUILT / NO_DEVICE / ...} when the backend cannot be made.
 Backend* create_cpu_backend(const hspmn_context_params& params);
+#if defined(HSPMN_WITH_CUDA)
+// NO_DEVICE when the driver finds no usable device (AUTO then falls back to the CPU).
+Backend* create_cuda_backend(const hspmn_context_params& params);
+#endif
 
 }  // namespace hspmn
