@@ -65,9 +65,10 @@ final class Parity {
          * (each moves the norm by well under 1% at these sizes) but not a second bf16 rounding anywhere
          * inside, which would roughly double the error.
          * Float32 results: the reference is float64 on the same bf16 inputs, so only float32 arithmetic
-         * separates them; sums here run over at most a few thousand terms, giving errors around 1e-6.
-         * 2e-5 leaves a margin of ten over what we measured while staying five times below MODEL.md's
-         * 1e-4 ceiling for float32 paths.
+         * separates them; sums here run over at most a few thousand terms, giving errors around 1e-6
+         * (measured: 2e-8 to 2e-6). 2e-5 leaves a margin of ten while staying five times below MODEL.md's
+         * 1e-4 ceiling for float32 paths; where PyTorch's own float32 error is larger (ill-conditioned
+         * sums), the bound is twice that error instead (see F32_REFERENCE_ERRORS).
          */
         static Tolerances cpu() {
             return new Tolerances(2e-5, 1.1, 1e-5);
@@ -80,6 +81,47 @@ final class Parity {
     }
 
     private Parity() {
+    }
+
+    /**
+     * Error of the PyTorch reference itself in float32, per case and quantity
+     * (java/src/test/python/f32_reference_errors.py). A float32 result may be off by twice that: some
+     * quantities are ill-conditioned in float32 (topk_k1's grad.router.b sums 40 terms that cancel 220-fold,
+     * and PyTorch's own float32 error there is 5e-4), and no backend should be asked to beat float32 itself.
+     */
+    private static final Map<String, Map<String, Double>> F32_REFERENCE_ERRORS = loadF32Errors();
+
+    private static Map<String, Map<String, Double>> loadF32Errors() {
+        try (var in = Parity.class.getResourceAsStream("/f32-reference-errors.json")) {
+            if (in == null) {
+                throw new IllegalStateException("f32-reference-errors.json is missing from the test resources");
+            }
+            var json = com.google.gson.JsonParser.parseString(new String(in.readAllBytes(),
+                    java.nio.charset.StandardCharsets.UTF_8)).getAsJsonObject();
+            Map<String, Map<String, Double>> m = new java.util.HashMap<>();
+            for (var c : json.entrySet()) {
+                Map<String, Double> q = new java.util.HashMap<>();
+                for (var e : c.getValue().getAsJsonObject().entrySet()) {
+                    q.put(e.getKey(), e.getValue().getAsDouble());
+                }
+                m.put(c.getKey(), q);
+            }
+            return m;
+        } catch (java.io.IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
+    }
+
+    /** The bound of a float32 quantity: the base tolerance, or twice PyTorch's own float32 error if larger. */
+    private static double f32Bound(GoldenCase gc, Tolerances tol, String quantity, List<String> exact) {
+        Map<String, Double> errs = F32_REFERENCE_ERRORS.get(gc.name);
+        Double ref = errs == null ? null : errs.get(quantity);
+        if (ref == null) {
+            exact.add("no float32 reference error for " + gc.name + "/" + quantity
+                    + " (rerun java/src/test/python/f32_reference_errors.py after changing the goldens)");
+            return tol.f32();
+        }
+        return Math.max(tol.f32(), 2 * ref);
     }
 
     /** ||got - ref|| / ||ref|| in float64; 0/0 counts as exact and x/0 as infinite. */
@@ -190,27 +232,29 @@ final class Parity {
                         }
                     }
                 }
-                rows.add(new Row("route.logits", relError(r.logits(), gc.floats("logits")), tol.f32()));
-                rows.add(new Row("route.probs", relError(r.probs(), gc.floats("probs")), tol.f32()));
-                rows.add(new Row("route.aux", relError(new float[] {r.aux()}, new float[] {refAux}), tol.f32()));
+                rows.add(new Row("route.logits", relError(r.logits(), gc.floats("logits")), f32Bound(gc, tol, "route.logits", exact)));
+                rows.add(new Row("route.probs", relError(r.probs(), gc.floats("probs")), f32Bound(gc, tol, "route.probs", exact)));
+                double auxBound = f32Bound(gc, tol, "aux", exact);
+                rows.add(new Row("route.aux", relError(new float[] {r.aux()}, new float[] {refAux}), auxBound));
 
                 // Forward with the block's own routing.
                 float aux = block.forward(x, out, gc.forward);
                 double outBound = tol.bf16Slack() * idealBf16Error(refOut) + tol.bf16Floor();
                 rows.add(new Row("forward.out", relError(out.toFloatArray(), refOut), outBound));
-                rows.add(new Row("forward.aux", relError(new float[] {aux}, new float[] {refAux}), tol.f32()));
+                rows.add(new Row("forward.aux", relError(new float[] {aux}, new float[] {refAux}), auxBound));
 
                 // Forward with the golden routing pinned (and the golden noise), then backward of it.
                 float auxR = block.forwardRouted(x, noise, indices, counts, out, gc.forward);
                 rows.add(new Row("forward_routed.out", relError(out.toFloatArray(), refOut), outBound));
-                rows.add(new Row("forward_routed.aux", relError(new float[] {auxR}, new float[] {refAux}), tol.f32()));
+                rows.add(new Row("forward_routed.aux", relError(new float[] {auxR}, new float[] {refAux}), auxBound));
 
                 block.backward(dOut, gc.floats("d_aux")[0], dX);
                 float[] refDx = gc.floats("d_x");
                 rows.add(new Row("backward.d_x", relError(dX.toFloatArray(), refDx),
                         tol.bf16Slack() * idealBf16Error(refDx) + tol.bf16Floor()));
                 for (String p : block.parameterNames()) {
-                    rows.add(new Row("grad." + p, relError(block.gradient(p), gc.floats("grad." + p)), tol.f32()));
+                    rows.add(new Row("grad." + p, relError(block.gradient(p), gc.floats("grad." + p)),
+                            f32Bound(gc, tol, "grad." + p, exact)));
                 }
             }
         }

@@ -1,0 +1,85 @@
+package io.hspmn;
+
+import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+class LibraryLoaderTest {
+
+    @Test
+    void failureListsEveryPathTried(@TempDir Path dir) throws IOException {
+        Path missing = dir.resolve("nope/libhspmn.so");
+        Path notALibrary = Files.writeString(dir.resolve(System.mapLibraryName("hspmn")), "not an ELF file");
+        UnsatisfiedLinkError e = assertThrows(UnsatisfiedLinkError.class,
+                () -> NativeLibrary.load(missing.toString(), "/no/such/resource/libhspmn.so", dir + java.io.File.pathSeparator + "/no/such/dir"));
+        String m = e.getMessage();
+        assertTrue(m.contains(missing.toString()) && m.contains("no such file"), m);
+        assertTrue(m.contains("/no/such/resource/libhspmn.so") && m.contains("not on the class path"), m);
+        assertTrue(m.contains(notALibrary.toString()) && m.contains("dlopen failed"), m);
+        assertTrue(m.contains("/no/such/dir/" + System.mapLibraryName("hspmn")), m);
+        assertTrue(m.contains("--enable-native-access=ALL-UNNAMED"), m);
+        assertTrue(m.contains("-Dhspmn.library.path"), m);
+    }
+
+    @Test
+    void unsetPropertyIsReported() {
+        UnsatisfiedLinkError e = assertThrows(UnsatisfiedLinkError.class, () -> NativeLibrary.load(null, null, ""));
+        assertTrue(e.getMessage().contains("not set"), e.getMessage());
+        assertTrue(e.getMessage().contains("java.library.path: empty"), e.getMessage());
+    }
+
+    @Test
+    void aLibraryWithoutTheAbiFunctionIsRefused() {
+        // libc is a valid shared library that is not ours
+        Path libc = Path.of("/lib/x86_64-linux-gnu/libc.so.6");
+        Assumptions.assumeTrue(Files.isRegularFile(libc), "no " + libc + " on this machine");
+        UnsatisfiedLinkError e = assertThrows(UnsatisfiedLinkError.class, () -> NativeLibrary.load(libc.toString(), null, null));
+        assertTrue(e.getMessage().contains("hspmn_abi_version"), e.getMessage());
+    }
+
+    @Test
+    void explicitPathLoads() {
+        String p = System.getProperty(NativeLibrary.PATH_PROPERTY);
+        Assumptions.assumeTrue(p != null && Files.isRegularFile(Path.of(p)), "hspmn.library.path not set to a built library");
+        NativeLibrary.Loaded l = NativeLibrary.load(p, null, null);
+        assertTrue(l.lookup().find("hspmn_block_forward").isPresent());
+        assertTrue(l.source().contains(p), l.source());
+    }
+
+    @Test
+    void bundledCopyLoads() {
+        Assumptions.assumeTrue(NativeLibrary.class.getResource(NativeLibrary.BUNDLED_RESOURCE) != null,
+                "no bundled library on the class path (built with -Dhspmn.skipNative=true?)");
+        NativeLibrary.Loaded l = NativeLibrary.load(null, NativeLibrary.BUNDLED_RESOURCE, null);
+        assertTrue(l.source().startsWith("bundled resource"), l.source());
+        assertTrue(l.lookup().find("hspmn_abi_version").isPresent());
+    }
+
+    @Test
+    void javaLibraryPathLoads() {
+        String p = System.getProperty(NativeLibrary.PATH_PROPERTY);
+        Assumptions.assumeTrue(p != null && Files.isRegularFile(Path.of(p)), "hspmn.library.path not set to a built library");
+        NativeLibrary.Loaded l = NativeLibrary.load(null, null, "/no/such/dir" + java.io.File.pathSeparator + Path.of(p).getParent());
+        assertTrue(l.source().startsWith("java.library.path"), l.source());
+    }
+
+    @Test
+    void loadedLibraryHasTheBindingsAbi() {
+        assertEquals(NativeLibrary.expectedAbiVersion(), Hspmn.abiVersion());
+        assertTrue(!Hspmn.version().isEmpty());
+        assertTrue(Hspmn.backendBuilt(Backend.CPU));
+        for (Status s : Status.values()) {
+            String n = Hspmn.statusName(s);
+            assertTrue(n.toUpperCase(java.util.Locale.ROOT).contains(s.name().replace("_", "")) 
+                    || n.toUpperCase(java.util.Locale.ROOT).replace(" ", "_").contains(s.name()), s + " is called '" + n + "' by the library");
+        }
+    }
+}
