@@ -96,10 +96,9 @@ void check_routing_pin(const hspmn_block* block, const hspmn_tensor* indices, co
     }
 }
 
-void run_forward(const char* fn, hspmn_block* block, const hspmn_forward_params* params, const hspmn_tensor* x,
+void run_forward(hspmn_block* block, const hspmn_forward_params* params, const hspmn_tensor* x,
                  const hspmn_tensor* noise, const hspmn_tensor* indices, const hspmn_tensor* counts,
                  hspmn_tensor* out, hspmn_tensor* aux) {
-    (void)fn;
     check_not_null(block, "block");
     Resolved r = resolve_forward_params(block, params);
     int64_t B, S;
@@ -162,7 +161,7 @@ hspmn_backward_params hspmn_backward_default_params(void) {
 hspmn_status hspmn_block_forward(hspmn_block* block, const hspmn_forward_params* params, const hspmn_tensor* x,
                                  hspmn_tensor* out, hspmn_tensor* aux) {
     return guarded("hspmn_block_forward",
-                   [&] { run_forward("hspmn_block_forward", block, params, x, nullptr, nullptr, nullptr, out, aux); });
+                   [&] { run_forward(block, params, x, nullptr, nullptr, nullptr, out, aux); });
 }
 
 hspmn_status hspmn_block_forward_routed(hspmn_block* block, const hspmn_forward_params* params,
@@ -170,7 +169,7 @@ hspmn_status hspmn_block_forward_routed(hspmn_block* block, const hspmn_forward_
                                         const hspmn_tensor* indices, const hspmn_tensor* counts, hspmn_tensor* out,
                                         hspmn_tensor* aux) {
     return guarded("hspmn_block_forward_routed", [&] {
-        run_forward("hspmn_block_forward_routed", block, params, x, noise, indices, counts, out, aux);
+        run_forward(block, params, x, noise, indices, counts, out, aux);
     });
 }
 

@@ -91,16 +91,12 @@ void gate_scatter_forward(ThreadPool& pool, const float* o, int64_t cols, const 
 void gate_scatter_backward(ThreadPool& pool, const float* o, const float* d_out, int64_t cols, const int64_t* rows,
                            int64_t n, float* d_o, float* dy);
 
-// ---- reductions used by several ops
-float dot_f32(const float* a, const float* b, int64_t n);
-void axpy_f32(float alpha, const float* x, float* y, int64_t n);  // y += alpha * x
-
-}  // namespace hspmn::cpu
-
-namespace hspmn::cpu {
-
 // ---- convert.cpp: API tensors are bf16, everything inside is float32
 void bf16_to_f32_array(ThreadPool& pool, const uint16_t* src, float* dst, int64_t n);
 void f32_to_bf16_array(ThreadPool& pool, const float* src, uint16_t* dst, int64_t n);
+
+// ---- vec.cpp: reductions used by several ops
+float dot_f32(const float* a, const float* b, int64_t n);
+void axpy_f32(float alpha, const float* x, float* y, int64_t n);  // y += alpha * x
 
 }  // namespace hspmn::cpu
