@@ -66,7 +66,7 @@ public final class Demo {
                 .validate();
         Backend backend = Backend.parse(opt.get("backend"));
 
-        System.out.printf(Locale.ROOT, "libhspmn %s (ABI %d) from %s%n", Hspmn.version(), Hspmn.abiVersion(), NativeLibrary.source());
+        System.out.printf(Locale.ROOT, "%s (ABI %d) from %s%n", Hspmn.version(), Hspmn.abiVersion(), NativeLibrary.source());
         try (Context ctx = Context.create(backend);
              Block block = Block.create(ctx, config, seed);
              Tensor x = Tensor.create(ctx, DType.BF16, batch, seq, dim);
