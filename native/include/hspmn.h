@@ -5,7 +5,8 @@
  * Conventions
  *   - Every entry point that can fail returns hspmn_status; on failure hspmn_last_error() gives a
  *     message for the calling thread. Nothing here exits, aborts or throws across the boundary.
- *   - Handles are opaque. Destroy functions accept NULL.
+ *   - Handles are opaque. Destroy functions accept NULL. Parameter structs must not be NULL.
+ *   - Optional tensor arguments are marked "or NULL" below; every other one is required.
  *   - Parameter structs come with *_default_params(); start from those so new fields keep defaults.
  *   - Shapes are row-major. Tensor arguments are annotated  // name: [shape] dtype.
  *   - Thread model: a context, and every tensor and block made from it, may be used by one thread at
@@ -192,7 +193,7 @@ typedef struct hspmn_forward_params {
     int32_t training;    /* 0: n = l/t, nothing kept. 1: n = (l+g)/t if noise is on, activations kept
                             for hspmn_block_backward                                                   */
     int32_t noise;       /* training only: 1 draws Gumbel noise g (default), 0 uses g = 0              */
-    uint64_t seed;       /* Gumbel noise key: (seed, step, layer, b, s)                                */
+    uint64_t seed;       /* Gumbel noise key: (seed, step mod 2^32, layer, b, s)                       */
     int64_t step;
     int32_t layer;
     float aux_target;    /* rho_target of the aux loss; < 0 means the config's sparsity_k              */
@@ -201,11 +202,12 @@ typedef struct hspmn_forward_params {
 HSPMN_API hspmn_forward_params hspmn_forward_default_params(void);
 
 /* Forward with the block's own routing.
- *   x:   [B, S, D] bf16      out: [B, S, D] bf16      aux: [1] f32 */
+ *   x:   [B, S, D] bf16      out: [B, S, D] bf16      aux: [1] f32 or NULL */
 HSPMN_API hspmn_status hspmn_block_forward(hspmn_block* block, const hspmn_forward_params* params,
                                            const hspmn_tensor* x, hspmn_tensor* out, hspmn_tensor* aux);
 
-/* Forward with routing pinned from outside (parity tests, decoding). Each optional argument may be NULL.
+/* Forward with routing pinned from outside (parity tests, decoding). noise, indices, counts and aux
+ * may be NULL.
  *   noise:   [B, S] f32  Gumbel noise used instead of the generator (training only)
  *   indices: [B, C] i32  selected positions, strictly increasing in [0, S) for the first counts[b]
  *   counts:  [B]    i32  number of selected tokens per sequence, 0..C
@@ -223,7 +225,7 @@ typedef struct hspmn_backward_params {
 HSPMN_API hspmn_backward_params hspmn_backward_default_params(void);
 
 /* Backward of the last training forward, routing held fixed.
- *   d_out: [B, S, D] bf16   d_aux: [1] f32   d_x: [B, S, D] bf16
+ *   d_out: [B, S, D] bf16   d_aux: [1] f32 or NULL (0)   d_x: [B, S, D] bf16 or NULL (not wanted)
  * Parameter gradients are kept in the block (hspmn_block_get_grad). The cached activations stay
  * until the next forward, so backward may be repeated. */
 HSPMN_API hspmn_status hspmn_block_backward(hspmn_block* block, const hspmn_backward_params* params,
@@ -237,14 +239,16 @@ HSPMN_API hspmn_status hspmn_block_backward(hspmn_block* block, const hspmn_back
  *   probs:   [B, S] f32   p = sigmoid(l)
  *   indices: [B, C] i32   selected positions in increasing order, then -1; C >= k (topk) or C == S (threshold)
  *   counts:  [B]    i32
- *   aux:     [1]    f32 */
+ *   aux:     [1]    f32
+ * Each output may be NULL when not wanted; indices and counts come together. */
 HSPMN_API hspmn_status hspmn_block_route(hspmn_block* block, const hspmn_forward_params* params,
                                          const hspmn_tensor* x, const hspmn_tensor* noise,
                                          hspmn_tensor* logits, hspmn_tensor* probs,
                                          hspmn_tensor* indices, hspmn_tensor* counts, hspmn_tensor* aux);
 
 /* The Gumbel noise the generator draws for (seed, step, layer): Philox4x32-10, key = seed,
- * counter = (s, b, layer, step); u = ((bits >> 8) + 0.5) * 2^-24; g = -ln(-ln u).
+ * counter = (s, b, layer, low 32 bits of step); u = ((bits >> 8) + 0.5) * 2^-24; g = -ln(-ln u).
+ * Steps 2^32 apart draw the same noise.
  *   out: [B, S] f32 */
 HSPMN_API hspmn_status hspmn_gumbel_noise(hspmn_context* ctx, uint64_t seed, int64_t step, int32_t layer,
                                           hspmn_tensor* out);
