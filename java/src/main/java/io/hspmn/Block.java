@@ -159,22 +159,21 @@ public final class Block implements AutoCloseable {
      *
      * @param dOut       [B, S, D] bf16
      * @param dAuxValue  upstream gradient of the aux loss
-     * @param dX         [B, S, D] bf16, written
+     * @param dX         [B, S, D] bf16, written; null when the input gradient is not wanted (first layer)
      * @param accumulate add into the gradients already held instead of overwriting them
      */
     public void backward(Tensor dOut, float dAuxValue, Tensor dX, boolean accumulate) {
         Objects.requireNonNull(dOut, "dOut");
-        Objects.requireNonNull(dX, "dX");
         try (var g = ctx.enter("Block.backward")) {
             checkOpen("Block.backward");
             dOut.checkUsable(ctx, "dOut");
-            dX.checkUsable(ctx, "dX");
+            MemorySegment dx = Tensor.handleOrNull(dX, ctx, "dX");
             ctx.floatBuf.set(ValueLayout.JAVA_FLOAT, 0, dAuxValue);
             Native.check(hspmn_h.hspmn_tensor_copy_in(dAux.handle(), ctx.floatBuf, 4), "hspmn_tensor_copy_in");
             MemorySegment p = ctx.backwardParams;
             hspmn_backward_params.accumulate(p, accumulate ? 1 : 0);
             hspmn_backward_params.reserved(p, 0);
-            Native.check(hspmn_h.hspmn_block_backward(handle, p, dOut.handle(), dAux.handle(), dX.handle()),
+            Native.check(hspmn_h.hspmn_block_backward(handle, p, dOut.handle(), dAux.handle(), dx),
                     "hspmn_block_backward");
         }
     }

@@ -274,7 +274,17 @@ class BadInputTest {
             block.forward(x, out, ForwardOptions.inference());
             expect(HspmnStateException.class, () -> block.backward(dOut, 1f, dX), "forward");
             block.forward(x, out, ForwardOptions.training(1, 0, 0));
+            dOut.copyFrom(gaussian(B * S * D, 9));
             block.backward(dOut, 1f, dX);
+            float[] g = block.gradient("attn.q");
+            // d_x may be skipped; the parameter gradients stay the same, and backward may be repeated
+            block.backward(dOut, 1f, null);
+            assertArrayEquals(g, block.gradient("attn.q"));
+            block.backward(dOut, 1f, null, true);
+            float[] twice = block.gradient("attn.q");
+            for (int i = 0; i < g.length; i++) {
+                assertEquals(2 * g[i], twice[i], Math.ulp(2 * g[i]) * 2, "accumulate at " + i);
+            }
         }
     }
 

@@ -43,6 +43,9 @@ class GoldenSensitivityTest {
                 }
                 if (r.passed()) {
                     unnoticed.add(p);
+                } else {
+                    System.out.println(gc.name + " " + p + " perturbed -> " + r.failures().size() + " checks fail, e.g. "
+                            + r.failures().get(0));
                 }
             }
             if (!unnoticed.isEmpty()) {
