@@ -45,6 +45,26 @@ class LibraryLoaderTest {
         assertTrue(e.getMessage().contains("hspmn_abi_version"), e.getMessage());
     }
 
+    /** A library from another ABI version is refused by name and version, not called into. */
+    @Test
+    void abiMismatchIsRefused(@TempDir Path dir) throws Exception {
+        Path src = Files.writeString(dir.resolve("fake.c"), "int hspmn_abi_version(void) { return 99; }\n");
+        Path so = dir.resolve("libhspmn.so");
+        Process cc;
+        try {
+            cc = new ProcessBuilder("cc", "-shared", "-fPIC", "-o", so.toString(), src.toString())
+                    .redirectErrorStream(true).start();
+        } catch (IOException e) {
+            Assumptions.abort("no C compiler (cc) to build a fake library: " + e.getMessage());
+            return;
+        }
+        String log = new String(cc.getInputStream().readAllBytes());
+        Assumptions.assumeTrue(cc.waitFor() == 0, "cc failed: " + log);
+        UnsatisfiedLinkError e = assertThrows(UnsatisfiedLinkError.class, () -> NativeLibrary.load(so.toString(), null, null));
+        assertTrue(e.getMessage().contains("ABI version 99") && e.getMessage().contains("generated for "
+                + NativeLibrary.expectedAbiVersion()), e.getMessage());
+    }
+
     @Test
     void explicitPathLoads() {
         String p = System.getProperty(NativeLibrary.PATH_PROPERTY);
