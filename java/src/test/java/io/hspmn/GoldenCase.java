@@ -23,10 +23,12 @@ final class GoldenCase {
     final String description;
     final double margin;
     final SafeTensors file;
+    private final String sha256;
 
-    private GoldenCase(String name, SafeTensors file) {
+    private GoldenCase(String name, SafeTensors file, String sha256) {
         this.name = name;
         this.file = file;
+        this.sha256 = sha256;
         this.config = HspmnConfig.fromJson(file.metadata().get("config")).validate();
         JsonObject f = JsonParser.parseString(file.metadata().get("forward")).getAsJsonObject();
         this.forward = new ForwardOptions(f.get("training").getAsInt() != 0, f.get("noise").getAsInt() != 0,
@@ -59,10 +61,18 @@ final class GoldenCase {
     static GoldenCase load(Path path) {
         try {
             String n = path.getFileName().toString().replace(".safetensors", "");
-            return new GoldenCase(n, SafeTensors.open(path));
+            byte[] digest = java.security.MessageDigest.getInstance("SHA-256").digest(Files.readAllBytes(path));
+            return new GoldenCase(n, SafeTensors.open(path), java.util.HexFormat.of().formatHex(digest));
         } catch (IOException e) {
             throw new UncheckedIOException(e);
+        } catch (java.security.NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
         }
+    }
+
+    /** SHA-256 of the file, hex. */
+    String sha256() {
+        return sha256;
     }
 
     long[] shape(String tensor) {
