@@ -66,6 +66,31 @@ public final class NativeLibrary {
      */
     public static Loaded load(String explicitPath, String bundledResource, String javaLibraryPath) {
         List<String> tried = new ArrayList<>();
+        Loaded found = search(explicitPath, bundledResource, javaLibraryPath, tried);
+        boolean explicitRefused = explicitPath != null && !explicitPath.isBlank() && !tried.isEmpty()
+                && tried.get(0).startsWith("-D" + PATH_PROPERTY + "=");
+        if (found != null && explicitRefused) {
+            // The order is fixed (property, bundled copy, java.library.path), but a user who named a
+            // file should hear that it was not the one loaded.
+            System.getLogger(NativeLibrary.class.getName()).log(System.Logger.Level.WARNING,
+                    "libhspmn: " + tried.get(0) + "; loaded " + found.source() + " instead");
+        }
+        if (found != null) {
+            return found;
+        }
+        StringBuilder sb = new StringBuilder("could not load libhspmn (ABI version ")
+                .append(expectedAbiVersion()).append("). Tried:");
+        for (int i = 0; i < tried.size(); i++) {
+            sb.append("\n  ").append(i + 1).append(". ").append(tried.get(i));
+        }
+        sb.append("\nBuild it with `cmake -S native -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build`, ")
+                .append("pass -D").append(PATH_PROPERTY).append("=/path/to/libhspmn.so, and run java with ")
+                .append(ACCESS_FLAG).append('.');
+        throw new UnsatisfiedLinkError(sb.toString());
+    }
+
+    private static Loaded search(String explicitPath, String bundledResource, String javaLibraryPath,
+                                 List<String> tried) {
         if (explicitPath != null && !explicitPath.isBlank()) {
             Path p = Path.of(explicitPath);
             String what = "-D" + PATH_PROPERTY + "=" + p;
@@ -118,15 +143,7 @@ public final class NativeLibrary {
                 }
             }
         }
-        StringBuilder sb = new StringBuilder("could not load libhspmn (ABI version ")
-                .append(expectedAbiVersion()).append("). Tried:");
-        for (int i = 0; i < tried.size(); i++) {
-            sb.append("\n  ").append(i + 1).append(". ").append(tried.get(i));
-        }
-        sb.append("\nBuild it with `cmake -S native -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build`, ")
-                .append("pass -D").append(PATH_PROPERTY).append("=/path/to/libhspmn.so, and run java with ")
-                .append(ACCESS_FLAG).append('.');
-        throw new UnsatisfiedLinkError(sb.toString());
+        return null;
     }
 
     private static Loaded tryOpen(Path p, String what, List<String> tried) {

@@ -52,7 +52,7 @@ class LibraryLoaderTest {
         Path so = dir.resolve("libhspmn.so");
         Process cc;
         try {
-            cc = new ProcessBuilder("cc", "-shared", "-fPIC", "-o", so.toString(), src.toString())
+            cc = new ProcessBuilder("cc", "-shared", "-fPIC", "-Wl,-z,noexecstack", "-o", so.toString(), src.toString())
                     .redirectErrorStream(true).start();
         } catch (IOException e) {
             Assumptions.abort("no C compiler (cc) to build a fake library: " + e.getMessage());
