@@ -1,0 +1,419 @@
+"""sqdk_attention in Triton: sparse (selected) queries over dense causal keys, forward and backward.
+
+The math is hspmn_ref.sqdk_attention (native/reference/hspmn_ref.py). Layout (all contiguous,
+pointers 16-byte aligned):
+
+    q, o, do, dq : [B, C, H, Dh]    bf16 (float32 in interpreter tests)
+    k, v, dk, dv : [B, S, Hkv, Dh]  bf16
+    pos          : [B, C] int32     absolute position of each query; rows < counts[b] hold
+                                    strictly increasing positions in [0, S); later rows are ignored
+    counts       : [B] int32        on the device, so a forward can be captured in a CUDA graph
+    lse, delta   : [B, H, C] float32  lse: natural log-sum-exp of the scaled scores
+
+A row is valid iff its index is < counts[b]. Rows past counts[b] are never read (q, do, pos,
+o there may hold anything) and are WRITTEN AS 0 in o, lse, delta and dq: o = 0 is what the
+reference returns for padding, and a zero dq keeps the caller's q-projection backward from
+picking up garbage. Query head h reads kv head h // (H // Hkv).
+
+Sizes within one sequence (C*H*Dh and S*Hkv*Dh) must fit in int32; the batch offset is int64.
+
+Each kernel takes, after the arguments listed here, two scratch pointers (global scratch and
+profile scratch) that Triton >= 3.4 appends to every compiled kernel; the Python launcher passes
+them itself, aot_compile.py records them for the C++ loader.
+"""
+
+import math
+from typing import NamedTuple, Optional
+
+import torch
+import triton
+import triton.language as tl
+
+LN2 = math.log(2.0)
+LOG2E = 1.0 / LN2
+
+
+# ---- tile sizes: the one place they are chosen ---------------------------------------------------
+
+
+class Tile(NamedTuple):
+    block_m: int     # query rows per tile
+    block_n: int     # key rows per tile (0: the kernel has no key axis)
+    num_warps: int
+    num_stages: int
+
+
+# Why these (sm_90, bf16, after Triton tutorial 06 and flash-attention's Hopper defaults):
+# - fwd: 128 query rows so one tile feeds two m64 wgmma per warpgroup with 8 warps at Dh=128
+#   (4 at Dh=64: half the accumulator registers); 64 keys per step keeps Q (32 KiB at Dh=128) plus
+#   3 stages of K and V (3 * 2 * 16 KiB) within the 227 KiB of shared memory.
+# - preprocess: a pure row reduction, memory bound; 128 rows x Dh per program is plenty.
+# - dkdv: a program owns 128 keys (K, V, dK, dV accumulators live in registers for the whole
+#   loop), so the query step is small (32) to bound registers; tutorial 06's split.
+# - dq: the mirror image, 128 query rows own dQ, keys stream 32 at a time.
+# Deeper pipelines than 3 stages at Dh=128 in the backward exceed shared memory with these tiles.
+TILES = {
+    64: {
+        "fwd": Tile(128, 64, 4, 3),
+        "preprocess": Tile(128, 0, 4, 1),
+        "dkdv": Tile(32, 128, 4, 3),
+        "dq": Tile(128, 32, 4, 3),
+    },
+    128: {
+        "fwd": Tile(128, 64, 8, 3),
+        "preprocess": Tile(128, 0, 4, 1),
+        "dkdv": Tile(32, 128, 8, 3),
+        "dq": Tile(128, 32, 8, 3),
+    },
+}
+
+# Small tiles for the interpreter tests: tiny shapes then still cover several blocks, ragged tails,
+# blocks that start past counts[b] and both the masked and unmasked inner loops; BLOCK_M != BLOCK_N
+# so that rounding of the loop bounds to either block size is exercised. 16 is tl.dot's minimum.
+TEST_TILES = {
+    "fwd": Tile(32, 16, 4, 1),
+    "preprocess": Tile(16, 0, 4, 1),
+    "dkdv": Tile(16, 32, 4, 1),
+    "dq": Tile(32, 16, 4, 1),
+}
+
+
+def tiles_for(head_dim: int, tiles: Optional[dict] = None) -> dict:
+    if tiles is not None:
+        return tiles
+    if head_dim not in TILES:
+        raise ValueError(f"head_dim {head_dim}: no tile sizes chosen (have {sorted(TILES)}); pass tiles=")
+    return TILES[head_dim]
+
+
+# ---- helpers -------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _first_row_at_or_after(Pos, count, target):
+    """The first row r < count with Pos[r] >= target (count if none); Pos sorted in [0, count)."""
+    lo = count * 0
+    hi = count
+    while lo < hi:
+        mid = (lo + hi) // 2
+        go_right = tl.load(Pos + mid) < target
+        lo = tl.where(go_right, mid + 1, lo)
+        hi = tl.where(go_right, hi, mid)
+    return lo
+
+
+@triton.jit
+def _key_range(row_limit, row_valid, S, BLOCK_N: tl.constexpr):
+    """(full_end, end) for a query tile: keys [0, full_end) are visible to every row of the tile
+    (no causal mask needed), keys [full_end, end) need it, keys >= end are visible to none.
+
+    Computed with min/max rather than from the first/last row, so it does not rely on sorting.
+    A tile with no valid row gets (0, 0): the program then only writes its zeros.
+    """
+    first = tl.min(tl.where(row_valid, row_limit, S), 0)
+    end = tl.max(tl.where(row_valid, row_limit, -1), 0) + 1
+    full_end = tl.minimum((first + 1) // BLOCK_N * BLOCK_N, end)
+    return full_end, end
+
+
+# ---- forward -------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _fwd_inner(acc, l_i, m_i, q, K_base, V_base, row_limit, kv_stride, S, start, end, qk_scale,
+               HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
+    """Online softmax over key tiles [start, end); scores in base 2 (qk_scale holds log2(e))."""
+    offs_d = tl.arange(0, HEAD_DIM)
+    for start_n in range(start, end, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        kv_ptrs = offs_n[:, None] * kv_stride + offs_d[None, :]
+        if MASKED:
+            k = tl.load(K_base + kv_ptrs, mask=offs_n[:, None] < S, other=0.0)
+        else:
+            k = tl.load(K_base + kv_ptrs)
+        qk = tl.dot(q, tl.trans(k)) * qk_scale
+        if MASKED:
+            qk = tl.where(offs_n[None, :] <= row_limit[:, None], qk, float("-inf"))
+        # every row sees key 0 in the first tile it processes, so m_ij is finite: no inf - inf
+        m_ij = tl.maximum(m_i, tl.max(qk, 1))
+        p = tl.math.exp2(qk - m_ij[:, None])
+        alpha = tl.math.exp2(m_i - m_ij)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if MASKED:
+            v = tl.load(V_base + kv_ptrs, mask=offs_n[:, None] < S, other=0.0)
+        else:
+            v = tl.load(V_base + kv_ptrs)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+        m_i = m_ij
+    return acc, l_i, m_i
+
+
+@triton.jit
+def sqdk_attention_fwd(Q, K, V, Pos, Counts, O, Lse, C, S, H, HKV,
+                       HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    # grid: (cdiv(C, BLOCK_M), B * H)
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    hk = h // (H // HKV)
+    count = tl.load(Counts + b)
+    q_stride = H * HEAD_DIM
+    kv_stride = HKV * HEAD_DIM
+    q_base = b.to(tl.int64) * C * q_stride + h * HEAD_DIM
+    kv_base = b.to(tl.int64) * S * kv_stride + hk * HEAD_DIM
+    lse_base = bh.to(tl.int64) * C
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_valid = offs_m < count
+    pos = tl.load(Pos + b * C + offs_m, mask=row_valid, other=0)
+    # a padding row attends key 0 (as the reference does) so its softmax stays finite
+    row_limit = tl.minimum(pos, S - 1)
+    q_ptrs = Q + q_base + offs_m[:, None] * q_stride + offs_d[None, :]
+    q = tl.load(q_ptrs, mask=row_valid[:, None], other=0.0)
+
+    full_end, end = _key_range(row_limit, row_valid, S, BLOCK_N)
+    qk_scale = (1.0 / math.sqrt(HEAD_DIM)) * 1.4426950408889634  # 1/sqrt(Dh) * log2(e)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.full([BLOCK_M], 1.0, dtype=tl.float32)  # its first alpha is exp2(-inf) = 0
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K + kv_base, V + kv_base, row_limit, kv_stride, S,
+                               0, full_end, qk_scale, HEAD_DIM, BLOCK_N, False)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K + kv_base, V + kv_base, row_limit, kv_stride, S,
+                               full_end, end, qk_scale, HEAD_DIM, BLOCK_N, True)
+
+    o = tl.where(row_valid[:, None], acc / l_i[:, None], 0.0)
+    lse = tl.where(row_valid, (m_i + tl.math.log2(l_i)) * 0.6931471805599453, 0.0)
+    in_c = offs_m < C
+    tl.store(O + q_base + offs_m[:, None] * q_stride + offs_d[None, :], o.to(O.dtype.element_ty),
+             mask=in_c[:, None])
+    tl.store(Lse + lse_base + offs_m, lse, mask=in_c)
+
+
+# ---- backward ------------------------------------------------------------------------------------
+
+
+@triton.jit
+def sqdk_attention_bwd_preprocess(O, DO, Counts, Delta, C, H,
+                                  HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+    # grid: (cdiv(C, BLOCK_M), B * H); delta = rowsum(dO * O): [B, H, C] float32
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    count = tl.load(Counts + b)
+    q_stride = H * HEAD_DIM
+    q_base = b.to(tl.int64) * C * q_stride + h * HEAD_DIM
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_valid = offs_m < count
+    ptrs = q_base + offs_m[:, None] * q_stride + offs_d[None, :]
+    o = tl.load(O + ptrs, mask=row_valid[:, None], other=0.0).to(tl.float32)
+    do = tl.load(DO + ptrs, mask=row_valid[:, None], other=0.0).to(tl.float32)
+    tl.store(Delta + bh.to(tl.int64) * C + offs_m, tl.sum(o * do, 1), mask=offs_m < C)
+
+
+@triton.jit
+def _dkdv_inner(dk, dv, k, v, Q_base, DO_base, Lse_base, Delta_base, Pos_base, count, offs_n,
+                q_stride, start, end, qk_scale,
+                HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, MASKED: tl.constexpr):
+    """Accumulate dK, dV of one key tile over query tiles [start, end) of one query head.
+
+    Works on transposed scores (keys x queries) so that dV += P^T dO and dK += dS^T Q need no
+    transpose of a tile in registers. Rows >= count load as q = do = lse = delta = 0, which makes
+    their P^T dO and dS^T Q terms exactly 0, so only the causal mask needs MASKED.
+    """
+    offs_d = tl.arange(0, HEAD_DIM)
+    for start_m in range(start, end, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        row_valid = offs_m < count
+        q_t = tl.load(Q_base + offs_d[:, None] + offs_m[None, :] * q_stride,
+                      mask=row_valid[None, :], other=0.0)                   # [Dh, BM]
+        do = tl.load(DO_base + offs_m[:, None] * q_stride + offs_d[None, :],
+                     mask=row_valid[:, None], other=0.0)                     # [BM, Dh]
+        lse2 = tl.load(Lse_base + offs_m, mask=row_valid, other=0.0) * 1.4426950408889634
+        p_t = tl.math.exp2(tl.dot(k, q_t) * qk_scale - lse2[None, :])        # [BN, BM]
+        if MASKED:
+            pos = tl.load(Pos_base + offs_m, mask=row_valid, other=-1)
+            p_t = tl.where(offs_n[:, None] <= pos[None, :], p_t, 0.0)
+        dv = tl.dot(p_t.to(do.dtype), do, dv)
+        delta = tl.load(Delta_base + offs_m, mask=row_valid, other=0.0)
+        dp_t = tl.dot(v, tl.trans(do))                                       # [BN, BM]
+        ds_t = p_t * (dp_t - delta[None, :])
+        dk = tl.dot(ds_t.to(q_t.dtype), tl.trans(q_t), dk)
+    return dk, dv
+
+
+@triton.jit
+def sqdk_attention_bwd_dkdv(Q, K, V, DO, Lse, Delta, Pos, Counts, DK, DV, C, S, H, HKV,
+                            HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    # grid: (cdiv(S, BLOCK_N), B * HKV); one program owns one key tile of one kv head and sums over
+    # every query head of its group, so no two programs write the same dK/dV row (no atomics)
+    pid_n = tl.program_id(0)
+    bhk = tl.program_id(1)
+    b = bhk // HKV
+    hk = bhk % HKV
+    group = H // HKV
+    count = tl.load(Counts + b)
+    q_stride = H * HEAD_DIM
+    kv_stride = HKV * HEAD_DIM
+    kv_base = b.to(tl.int64) * S * kv_stride + hk * HEAD_DIM
+
+    start_n = pid_n * BLOCK_N
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    key_valid = offs_n < S
+    kv_ptrs = kv_base + offs_n[:, None] * kv_stride + offs_d[None, :]
+    k = tl.load(K + kv_ptrs, mask=key_valid[:, None], other=0.0)
+    v = tl.load(V + kv_ptrs, mask=key_valid[:, None], other=0.0)
+
+    # queries are sorted by position: rows before row_lo see none of this tile; rows from row_full
+    # on see all of it (their position is >= its last key), the rows between need the causal mask
+    pos_b = Pos + b * C
+    row_lo = _first_row_at_or_after(pos_b, count, start_n)
+    row_full = _first_row_at_or_after(pos_b, count, start_n + BLOCK_N - 1)
+    m_lo = row_lo // BLOCK_M * BLOCK_M
+    m_full = tl.cdiv(row_full, BLOCK_M) * BLOCK_M
+    m_masked_end = tl.minimum(m_full, count)
+
+    qk_scale = (1.0 / math.sqrt(HEAD_DIM)) * 1.4426950408889634
+    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    for h in range(hk * group, hk * group + group):
+        q_base = b.to(tl.int64) * C * q_stride + h * HEAD_DIM
+        row_base = (b * H + h).to(tl.int64) * C
+        dk, dv = _dkdv_inner(dk, dv, k, v, Q + q_base, DO + q_base, Lse + row_base, Delta + row_base,
+                             pos_b, count, offs_n, q_stride, m_lo, m_masked_end, qk_scale,
+                             HEAD_DIM, BLOCK_M, True)
+        dk, dv = _dkdv_inner(dk, dv, k, v, Q + q_base, DO + q_base, Lse + row_base, Delta + row_base,
+                             pos_b, count, offs_n, q_stride, m_full, count, qk_scale,
+                             HEAD_DIM, BLOCK_M, False)
+
+    dk = dk * (1.0 / math.sqrt(HEAD_DIM))  # dS is d/d(scaled score); the scale comes back here
+    tl.store(DK + kv_ptrs, dk.to(DK.dtype.element_ty), mask=key_valid[:, None])
+    tl.store(DV + kv_ptrs, dv.to(DV.dtype.element_ty), mask=key_valid[:, None])
+
+
+@triton.jit
+def _dq_inner(dq, q, do, lse2, delta, K_base, V_base, row_limit, kv_stride, S, start, end, qk_scale,
+              HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
+    """Accumulate dQ of one query tile over key tiles [start, end)."""
+    offs_d = tl.arange(0, HEAD_DIM)
+    for start_n in range(start, end, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        kv_ptrs = offs_n[:, None] * kv_stride + offs_d[None, :]
+        if MASKED:
+            k = tl.load(K_base + kv_ptrs, mask=offs_n[:, None] < S, other=0.0)
+            v = tl.load(V_base + kv_ptrs, mask=offs_n[:, None] < S, other=0.0)
+        else:
+            k = tl.load(K_base + kv_ptrs)
+            v = tl.load(V_base + kv_ptrs)
+        p = tl.math.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse2[:, None])   # [BM, BN]
+        if MASKED:
+            p = tl.where(offs_n[None, :] <= row_limit[:, None], p, 0.0)
+        dp = tl.dot(do, tl.trans(v))
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k.dtype), k, dq)
+    return dq
+
+
+@triton.jit
+def sqdk_attention_bwd_dq(Q, K, V, DO, Lse, Delta, Pos, Counts, DQ, C, S, H, HKV,
+                          HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    # grid: (cdiv(C, BLOCK_M), B * H)
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    hk = h // (H // HKV)
+    count = tl.load(Counts + b)
+    q_stride = H * HEAD_DIM
+    kv_stride = HKV * HEAD_DIM
+    q_base = b.to(tl.int64) * C * q_stride + h * HEAD_DIM
+    kv_base = b.to(tl.int64) * S * kv_stride + hk * HEAD_DIM
+    row_base = bh.to(tl.int64) * C
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_valid = offs_m < count
+    pos = tl.load(Pos + b * C + offs_m, mask=row_valid, other=0)
+    row_limit = tl.minimum(pos, S - 1)
+    ptrs = q_base + offs_m[:, None] * q_stride + offs_d[None, :]
+    # rows >= count: q = do = lse = delta = 0 make dS exactly 0, and the store writes 0 anyway
+    q = tl.load(Q + ptrs, mask=row_valid[:, None], other=0.0)
+    do = tl.load(DO + ptrs, mask=row_valid[:, None], other=0.0)
+    lse2 = tl.load(Lse + row_base + offs_m, mask=row_valid, other=0.0) * 1.4426950408889634
+    delta = tl.load(Delta + row_base + offs_m, mask=row_valid, other=0.0)
+
+    full_end, end = _key_range(row_limit, row_valid, S, BLOCK_N)
+    qk_scale = (1.0 / math.sqrt(HEAD_DIM)) * 1.4426950408889634
+    dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    dq = _dq_inner(dq, q, do, lse2, delta, K + kv_base, V + kv_base, row_limit, kv_stride, S,
+                   0, full_end, qk_scale, HEAD_DIM, BLOCK_N, False)
+    dq = _dq_inner(dq, q, do, lse2, delta, K + kv_base, V + kv_base, row_limit, kv_stride, S,
+                   full_end, end, qk_scale, HEAD_DIM, BLOCK_N, True)
+    dq = tl.where(row_valid[:, None], dq * (1.0 / math.sqrt(HEAD_DIM)), 0.0)
+    tl.store(DQ + ptrs, dq.to(DQ.dtype.element_ty), mask=(offs_m < C)[:, None])
+
+
+# ---- Python launchers (tests, ci/gpu.sh parity checks) -------------------------------------------
+
+
+def _check(q, k, v, pos, counts):
+    if q.dim() != 4 or k.dim() != 4 or k.shape != v.shape:
+        raise ValueError(f"q: [B, C, H, Dh], k, v: [B, S, Hkv, Dh]; got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+    B, C, H, Dh = q.shape
+    S, Hkv = k.shape[1], k.shape[2]
+    if k.shape[0] != B or k.shape[3] != Dh or H % Hkv:
+        raise ValueError(f"k: [B={B}, S, Hkv | H={H}, Dh={Dh}], got {tuple(k.shape)}")
+    if tuple(pos.shape) != (B, C) or pos.dtype != torch.int32:
+        raise ValueError(f"pos: [B={B}, C={C}] int32, got {tuple(pos.shape)} {pos.dtype}")
+    if tuple(counts.shape) != (B,) or counts.dtype != torch.int32:
+        raise ValueError(f"counts: [B={B}] int32, got {tuple(counts.shape)} {counts.dtype}")
+    for name, t in (("q", q), ("k", k), ("v", v), ("pos", pos), ("counts", counts)):
+        if not t.is_contiguous():
+            raise ValueError(f"{name}: must be contiguous")
+    return B, C, H, Dh, S, Hkv
+
+
+def sqdk_attention_forward(q, k, v, pos, counts, tiles: Optional[dict] = None):
+    """q: [B, C, H, Dh], k, v: [B, S, Hkv, Dh], pos: [B, C] int32, counts: [B] int32
+    -> o: [B, C, H, Dh] (q's dtype), lse: [B, H, C] float32."""
+    B, C, H, Dh, S, Hkv = _check(q, k, v, pos, counts)
+    t = tiles_for(Dh, tiles)["fwd"]
+    o = torch.empty_like(q)
+    lse = torch.empty((B, H, C), dtype=torch.float32, device=q.device)
+    grid = (triton.cdiv(C, t.block_m), B * H)
+    sqdk_attention_fwd[grid](q, k, v, pos, counts, o, lse, C, S, H, Hkv,
+                             HEAD_DIM=Dh, BLOCK_M=t.block_m, BLOCK_N=t.block_n,
+                             num_warps=t.num_warps, num_stages=t.num_stages)
+    return o, lse
+
+
+def sqdk_attention_backward(do, q, k, v, o, lse, pos, counts, tiles: Optional[dict] = None):
+    """Gradients of sqdk_attention_forward: -> dq: [B, C, H, Dh], dk, dv: [B, S, Hkv, Dh]."""
+    B, C, H, Dh, S, Hkv = _check(q, k, v, pos, counts)
+    if do.shape != q.shape or o.shape != q.shape or not do.is_contiguous():
+        raise ValueError("do, o: contiguous, shaped as q")
+    ts = tiles_for(Dh, tiles)
+    delta = torch.empty((B, H, C), dtype=torch.float32, device=q.device)
+    t = ts["preprocess"]
+    sqdk_attention_bwd_preprocess[(triton.cdiv(C, t.block_m), B * H)](
+        o, do, counts, delta, C, H, HEAD_DIM=Dh, BLOCK_M=t.block_m,
+        num_warps=t.num_warps, num_stages=t.num_stages)
+    dk = torch.empty_like(k)
+    dv = torch.empty_like(v)
+    t = ts["dkdv"]
+    sqdk_attention_bwd_dkdv[(triton.cdiv(S, t.block_n), B * Hkv)](
+        q, k, v, do, lse, delta, pos, counts, dk, dv, C, S, H, Hkv,
+        HEAD_DIM=Dh, BLOCK_M=t.block_m, BLOCK_N=t.block_n,
+        num_warps=t.num_warps, num_stages=t.num_stages)
+    dq = torch.empty_like(q)
+    t = ts["dq"]
+    sqdk_attention_bwd_dq[(triton.cdiv(C, t.block_m), B * H)](
+        q, k, v, do, lse, delta, pos, counts, dq, C, S, H, Hkv,
+        HEAD_DIM=Dh, BLOCK_M=t.block_m, BLOCK_N=t.block_n,
+        num_warps=t.num_warps, num_stages=t.num_stages)
+    return dq, dk, dv, delta

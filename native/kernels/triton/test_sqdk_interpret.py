@@ -1,0 +1,155 @@
+"""sqdk_attention Triton kernels against hspmn_ref.sqdk_attention, on the CPU in Triton's interpreter.
+
+    TRITON_INTERPRET=1 .venv/bin/python native/kernels/triton/test_sqdk_interpret.py
+
+Inputs are float32 (the interpreter gets bf16 wrong); the reference runs in float64 on the same
+values, with autograd for dq, dk, dv. Exits 1 on any failure.
+
+Error bound, as flash-attention's tests judge a kernel: the kernel's error against float64 must be
+no larger than a small multiple of PyTorch's own error when it evaluates the same reference in the
+kernel's precision (float32). The multiple is 4: the kernel sums in a different order (online
+softmax rescaling, tiled dot products, exp2 with a folded log2(e)), which moves float32 rounding
+around but does not add error terms of a larger order. A floor of 64 float32 ulps of the largest
+reference value stops the bound from collapsing to 0 for outputs PyTorch happens to round exactly
+(e.g. a tensor that is all zeros). Padding rows must be exactly 0.
+"""
+
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+if os.environ.get("TRITON_INTERPRET") != "1":
+    sys.exit("run with TRITON_INTERPRET=1 (Triton's CPU interpreter); see native/kernels/triton/README.md")
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent.parent / "reference"))
+
+import torch  # noqa: E402
+import triton.runtime.interpreter as _interp  # noqa: E402
+
+_patch_lang_tensor = _interp._patch_lang_tensor
+
+
+def _patch_lang_tensor_numpy24(tensor, scope):
+    """Triton 3.6's interpreter holds a scalar as a shape-(1,) array and turns it into a loop bound
+    with int(array), which NumPy 2.4 rejects ("only 0-dimensional arrays can be converted to Python
+    scalars", triton-lang/triton#9171): every range() with a runtime bound fails. This is the fix
+    proposed there, applied in the same patch scope so the interpreter restores it afterwards."""
+    _patch_lang_tensor(tensor, scope)
+    scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+
+_interp._patch_lang_tensor = _patch_lang_tensor_numpy24
+
+import hspmn_ref  # noqa: E402
+from sqdk_attention import TEST_TILES, TILES, sqdk_attention_backward, sqdk_attention_forward  # noqa: E402
+
+MULTIPLE = 4.0
+FLOOR_ULPS = 64 * 2.0 ** -23
+GARBAGE = 1.0e3  # padding rows of q and dO: large values that show up at once if a kernel reads them
+
+
+def make_case(seed, B, S, C, H, Hkv, Dh, counts, contiguous_pos=False):
+    g = torch.Generator().manual_seed(seed)
+    pos = torch.full((B, C), -1, dtype=torch.int64)
+    for b, n in enumerate(counts):
+        if contiguous_pos:
+            chosen = torch.arange(n)
+        else:  # n distinct positions with gaps, sorted, as route_select lists them
+            chosen = torch.sort(torch.randperm(S, generator=g)[:n]).values
+        pos[b, :n] = chosen
+    q = torch.randn(B, C, H, Dh, generator=g, dtype=torch.float64)
+    k = torch.randn(B, S, Hkv, Dh, generator=g, dtype=torch.float64)
+    v = torch.randn(B, S, Hkv, Dh, generator=g, dtype=torch.float64)
+    do = torch.randn(B, C, H, Dh, generator=g, dtype=torch.float64)
+    pad = pos < 0
+    q[pad] = GARBAGE
+    do[pad] = GARBAGE
+    # values representable in float32, so float64 reference and float32 kernel see the same input
+    return [t.to(torch.float32).to(torch.float64) for t in (q, k, v, do)] + [pos]
+
+
+def reference(q, k, v, do, pos):
+    """o, lse, dq, dk, dv of hspmn_ref.sqdk_attention in q's dtype (float64 or float32)."""
+    q, k, v = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
+    o = hspmn_ref.sqdk_attention(q, k, v, pos)
+    dq, dk, dv = torch.autograd.grad(o, (q, k, v), do.to(o.dtype))
+    # lse as the kernel defines it: natural log-sum-exp of the scaled, causally masked scores
+    with torch.no_grad():
+        Dh, S, group = q.shape[3], k.shape[1], q.shape[2] // k.shape[2]
+        kh = k.repeat_interleave(group, dim=2)
+        scores = torch.einsum("bchd,bshd->bhcs", q, kh) / math.sqrt(Dh)
+        allowed = torch.arange(S)[None, None, :] <= pos.clamp(min=0)[:, :, None]
+        lse = torch.logsumexp(scores.masked_fill(~allowed[:, None], float("-inf")), dim=-1)
+        lse = lse * (pos >= 0)[:, None, :]
+    return o.detach(), lse, dq, dk, dv
+
+
+def run_case(name, *, B, S, C, H, Hkv, Dh, counts, tiles=TEST_TILES, seed=0, contiguous_pos=False):
+    q, k, v, do, pos = make_case(seed, B, S, C, H, Hkv, Dh, counts, contiguous_pos)
+    ref64 = reference(q, k, v, do, pos)
+    ref32 = reference(*(t.to(torch.float32) for t in (q, k, v, do)), pos)
+
+    f32 = [t.to(torch.float32).contiguous() for t in (q, k, v, do)]
+    pos32 = pos.to(torch.int32).contiguous()
+    counts32 = torch.tensor(counts, dtype=torch.int32)
+    t0 = time.perf_counter()
+    o, lse = sqdk_attention_forward(f32[0], f32[1], f32[2], pos32, counts32, tiles=tiles)
+    dq, dk, dv, _ = sqdk_attention_backward(f32[3], f32[0], f32[1], f32[2], o, lse, pos32, counts32,
+                                            tiles=tiles)
+    seconds = time.perf_counter() - t0
+
+    failures = []
+    parts = []
+    for label, got, r64, r32 in zip(("o", "lse", "dq", "dk", "dv"), (o, lse, dq, dk, dv), ref64, ref32):
+        scale = r64.abs().max().item()
+        err = (got.to(torch.float64) - r64).abs().max().item()
+        torch_err = (r32.to(torch.float64) - r64).abs().max().item()
+        bound = MULTIPLE * torch_err + FLOOR_ULPS * scale
+        rel = err / scale if scale > 0 else err
+        parts.append(f"{label} {rel:.1e}")
+        if not (err <= bound):  # also catches NaN
+            failures.append(f"{label}: max|err| {err:.3e} > bound {bound:.3e} "
+                            f"(torch float32 {torch_err:.3e}, max|ref| {scale:.3e})")
+    pad = (pos < 0)
+    for label, got in (("o", o), ("dq", dq)):
+        if got[pad].abs().max().item() if pad.any() else 0.0:
+            failures.append(f"{label}: padding rows are not 0")
+    if pad.any() and lse.permute(0, 2, 1)[pad].abs().max().item():
+        failures.append("lse: padding rows are not 0")
+    status = "FAIL" if failures else "ok"
+    print(f"{status:4} {name:44} rel err  {'  '.join(parts)}  ({seconds:.1f} s)")
+    for f in failures:
+        print(f"       {f}")
+    return not failures
+
+
+def main():
+    t0 = time.perf_counter()
+    cases = [
+        # name, shape; S = 37 and 50 are multiples of neither 16 nor 32 (tails of every tile)
+        ("GQA H=4 Hkv=2 Dh=16 B=2", dict(B=2, S=37, C=20, H=4, Hkv=2, Dh=16, counts=[20, 13])),
+        ("MQA H=4 Hkv=1 Dh=16", dict(B=1, S=50, C=24, H=4, Hkv=1, Dh=16, counts=[24], seed=1)),
+        ("MHA H=Hkv=2 Dh=16", dict(B=1, S=37, C=18, H=2, Hkv=2, Dh=16, counts=[17], seed=2)),
+        ("ragged counts [0, 5, C] Dh=16", dict(B=3, S=50, C=40, H=2, Hkv=1, Dh=16, counts=[0, 5, 40],
+                                               seed=3)),
+        ("all routed C=S, pos = 0..S-1", dict(B=2, S=45, C=45, H=2, Hkv=1, Dh=16, counts=[45, 45],
+                                              seed=4, contiguous_pos=True)),
+        ("all routed C=S, counts [S, 30]", dict(B=2, S=45, C=45, H=4, Hkv=2, Dh=16, counts=[45, 30],
+                                                seed=5)),
+        ("GQA Dh=64 B=2 ragged", dict(B=2, S=70, C=33, H=4, Hkv=2, Dh=64, counts=[33, 9], seed=6)),
+        ("Dh=64 production tiles (128x64 fwd, 32x128 dkdv)",
+         dict(B=2, S=150, C=70, H=2, Hkv=1, Dh=64, counts=[70, 41], seed=7, tiles=TILES[64])),
+    ]
+    ok = True
+    for name, kw in cases:
+        ok &= run_case(name, **kw)
+    print(f"{'all passed' if ok else 'FAILED'} in {time.perf_counter() - t0:.0f} s")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
