@@ -1,0 +1,85 @@
+// The seam between the CUDA block math (cuda_block.cu, kernels/) and the CUDA runtime pieces
+// (device, memory, cuBLASLt, the AOT-compiled Triton attention). Everything here throws
+// hspmn::Error (core/error.h) with the failing call's name and CUDA's message; nothing exits.
+// No function here synchronises the host with the device unless its comment says so.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace hspmn::cuda {
+
+// Throws Error{HSPMN_ERR_BACKEND} naming `what` when `e` is not cudaSuccess.
+void check(cudaError_t e, const char* what);
+// After a kernel launch: check(cudaGetLastError(), what).
+void check_launch(const char* what);
+
+// One per context: the device, its stream, the cuBLASLt handle and workspace, loaded Triton modules.
+class Device;
+
+int device_ordinal(const Device& d);
+cudaStream_t stream(const Device& d);
+int sm_count(const Device& d);
+
+// Device scratch memory from the tracked allocator (counted in hspmn_alloc_stats), freed by the
+// destructor. Not zero-filled unless zero() is called (cudaMemsetAsync on the stream).
+class DeviceBuffer {
+public:
+    DeviceBuffer() = default;
+    DeviceBuffer(Device& d, std::size_t bytes);
+    ~DeviceBuffer();
+    DeviceBuffer(DeviceBuffer&& o) noexcept;
+    DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
+    DeviceBuffer(const DeviceBuffer&) = delete;
+    DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+    void* data() const { return ptr_; }
+    template <class T> T* as() const { return static_cast<T*>(ptr_); }
+    std::size_t bytes() const { return bytes_; }
+    // Grows (discarding contents) when smaller than `bytes`.
+    void ensure(Device& d, std::size_t bytes);
+    void zero(Device& d);
+private:
+    Device* dev_ = nullptr;
+    void* ptr_ = nullptr;
+    std::size_t bytes_ = 0;
+};
+
+enum class DType { BF16, F32 };
+
+// Row-major GEMM on the context's stream through cuBLASLt, bf16 operands, fp32 accumulation:
+//   C[M, N] = alpha * op(A) · op(B) + beta * C
+//   op(A) is A [M, K] (trans_a = false) or A stored [K, M] (trans_a = true); likewise op(B) is
+//   B [K, N] (trans_b = false) or B stored [N, K] (trans_b = true; the usual case, weights are [out, in]).
+//   lda/ldb/ldc are row strides in elements of the stored matrices. C is bf16 or f32.
+//   beta != 0 reads C (accumulation of weight gradients into f32).
+// The algorithm is chosen once per shape by cuBLASLt's heuristic and cached.
+void gemm(Device& d, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+          float alpha, const __nv_bfloat16* A, int64_t lda, const __nv_bfloat16* B, int64_t ldb,
+          float beta, void* C, DType c_type, int64_t ldc);
+
+// SQDK attention (native/kernels/triton/, AOT-compiled cubins loaded with the driver API).
+// Layout, as native/kernels/triton/README.md:
+//   q:      [B, C, H, Dh]   bf16  queries of the selected tokens (RoPE applied), padded to C
+//   pos:    [B, C]          i32   absolute position of each query, increasing, -1 past counts[b]
+//   counts: [B]             i32   on the device
+//   k, v:   [B, S, Hkv, Dh] bf16  every token (RoPE applied to k)
+//   o:      [B, C, H, Dh]   bf16
+//   lse:    [B, H, C]       f32
+// Dh must be one the kernels were compiled for (attention_supports_head_dim).
+struct AttentionShape {
+    int64_t B, C, S, H, Hkv, Dh;
+};
+bool attention_supports_head_dim(int64_t Dh);
+void sqdk_attention_forward(Device& d, const AttentionShape& s, const __nv_bfloat16* q, const int32_t* pos,
+                            const int32_t* counts, const __nv_bfloat16* k, const __nv_bfloat16* v,
+                            __nv_bfloat16* o, float* lse);
+// Backward: dq [B, C, H, Dh] bf16, dk/dv [B, S, Hkv, Dh] bf16 (overwritten), delta scratch inside.
+void sqdk_attention_backward(Device& d, const AttentionShape& s, const __nv_bfloat16* q, const int32_t* pos,
+                             const int32_t* counts, const __nv_bfloat16* k, const __nv_bfloat16* v,
+                             const __nv_bfloat16* o, const float* lse, const __nv_bfloat16* d_o,
+                             __nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv);
+
+}  // namespace hspmn::cuda
