@@ -25,7 +25,6 @@ them itself, aot_compile.py records them for the C++ loader.
 import math
 from typing import NamedTuple, Optional
 
-import torch
 import triton
 import triton.language as tl
 
@@ -43,26 +42,29 @@ class Tile(NamedTuple):
     num_stages: int
 
 
-# Why these (sm_90, bf16, after Triton tutorial 06 and flash-attention's Hopper defaults):
-# - fwd: 128 query rows so one tile feeds two m64 wgmma per warpgroup with 8 warps at Dh=128
-#   (4 at Dh=64: half the accumulator registers); 64 keys per step keeps Q (32 KiB at Dh=128) plus
-#   3 stages of K and V (3 * 2 * 16 KiB) within the 227 KiB of shared memory.
-# - preprocess: a pure row reduction, memory bound; 128 rows x Dh per program is plenty.
-# - dkdv: a program owns 128 keys (K, V, dK, dV accumulators live in registers for the whole
-#   loop), so the query step is small (32) to bound registers; tutorial 06's split.
-# - dq: the mirror image, 128 query rows own dQ, keys stream 32 at a time.
-# Deeper pipelines than 3 stages at Dh=128 in the backward exceed shared memory with these tiles.
+# Why these (sm_90, bf16; after Triton tutorial 06 and flash-attention's Hopper kernels). Chosen at
+# compile time from what aot_compile.py reports (no register spills, shared memory well inside the
+# 227 KiB an H100/H200 block may use), NOT yet timed on a GPU; retune there.
+# - fwd: 128 query rows = one m64 wgmma per warpgroup with 8 warps; 64 keys per step keeps Q plus
+#   3 stages of K and V at 128 KiB of shared memory for Dh=128. 4 warps at Dh=64 needs 252
+#   registers a thread, 8 need 133.
+# - preprocess: a row reduction, memory bound; 128 rows x Dh per program is plenty.
+# - dkdv: a program owns a key tile whose K, V, dK, dV stay in registers for the whole loop, so
+#   the query step is small (32), tutorial 06's split. Dh=64: 128 keys, 8 warps (4 warps spill
+#   528 bytes). Dh=128: 64 keys, 2 stages: every 128-key tiling tried, and 64 keys with 3 stages,
+#   spill at 255 registers.
+# - dq: the mirror image, 128 query rows own dQ, keys stream 32 at a time, 8 warps.
 TILES = {
     64: {
-        "fwd": Tile(128, 64, 4, 3),
+        "fwd": Tile(128, 64, 8, 3),
         "preprocess": Tile(128, 0, 4, 1),
-        "dkdv": Tile(32, 128, 4, 3),
-        "dq": Tile(128, 32, 4, 3),
+        "dkdv": Tile(32, 128, 8, 3),
+        "dq": Tile(128, 32, 8, 3),
     },
     128: {
         "fwd": Tile(128, 64, 8, 3),
         "preprocess": Tile(128, 0, 4, 1),
-        "dkdv": Tile(32, 128, 8, 3),
+        "dkdv": Tile(32, 64, 8, 2),
         "dq": Tile(128, 32, 8, 3),
     },
 }
@@ -361,6 +363,8 @@ def sqdk_attention_bwd_dq(Q, K, V, DO, Lse, Delta, Pos, Counts, DQ, C, S, H, HKV
 
 
 def _check(q, k, v, pos, counts):
+    import torch  # only the launchers need torch; aot_compile.py needs Triton alone
+
     if q.dim() != 4 or k.dim() != 4 or k.shape != v.shape:
         raise ValueError(f"q: [B, C, H, Dh], k, v: [B, S, Hkv, Dh]; got {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(v.shape)}")
@@ -381,6 +385,8 @@ def _check(q, k, v, pos, counts):
 def sqdk_attention_forward(q, k, v, pos, counts, tiles: Optional[dict] = None):
     """q: [B, C, H, Dh], k, v: [B, S, Hkv, Dh], pos: [B, C] int32, counts: [B] int32
     -> o: [B, C, H, Dh] (q's dtype), lse: [B, H, C] float32."""
+    import torch
+
     B, C, H, Dh, S, Hkv = _check(q, k, v, pos, counts)
     t = tiles_for(Dh, tiles)["fwd"]
     o = torch.empty_like(q)
@@ -393,7 +399,10 @@ def sqdk_attention_forward(q, k, v, pos, counts, tiles: Optional[dict] = None):
 
 
 def sqdk_attention_backward(do, q, k, v, o, lse, pos, counts, tiles: Optional[dict] = None):
-    """Gradients of sqdk_attention_forward: -> dq: [B, C, H, Dh], dk, dv: [B, S, Hkv, Dh]."""
+    """Gradients of sqdk_attention_forward
+    -> dq: [B, C, H, Dh], dk, dv: [B, S, Hkv, Dh] (q's, k's dtype), delta: [B, H, C] float32."""
+    import torch
+
     B, C, H, Dh, S, Hkv = _check(q, k, v, pos, counts)
     if do.shape != q.shape or o.shape != q.shape or not do.is_contiguous():
         raise ValueError("do, o: contiguous, shaped as q")

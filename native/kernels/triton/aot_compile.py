@@ -1,0 +1,234 @@
+"""Ahead-of-time compile the sqdk_attention Triton kernels to cubins plus JSON launch metadata.
+
+    .venv/bin/python native/kernels/triton/aot_compile.py --arch 90 --out DIR
+
+For every kernel and head dim (bf16) this writes DIR/<kernel>_d<Dh>_sm<arch>.cubin and
+DIR/<kernel>_d<Dh>_sm<arch>.json; libhspmn's own loader reads them (cuModuleLoadData,
+cuModuleGetFunction, cuFuncSetAttribute for the dynamic shared memory, cuLaunchKernel). No GPU is
+needed: Triton compiles for the target named here and its bundled ptxas assembles the cubin.
+
+This follows triton/tools/compile.py (the same ASTSource, options and 16-byte pointer hints) but
+keeps the cubin and the metadata instead of emitting a C launcher: the C stub hard-codes device 0,
+exits the process on a CUDA error, and cannot pass the scratch pointers of kernels that need them.
+
+Each cubin is checked before the run succeeds: ELF magic and the kernel symbol; where cuobjdump is
+found (Triton ships one), also the parameter list in the cubin's .nv.info (count, sizes, offsets:
+the listed arguments plus the two scratch pointers) and the thread count it was built for.
+Exit status: 0 ok, 1 a check failed, 2 Triton missing.
+"""
+
+import argparse
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+INSTALL_HINT = (
+    "Triton is not installed in this Python. Install the pinned offline wheel into the venv:\n"
+    "  .venv/bin/pip install --index-url file:///opt/pypi/simple "
+    "--extra-index-url file:///opt/pypi-more/simple triton==3.6.0\n"
+    "(or `pip install triton==3.6.0` from PyPI), then rerun with that venv's python.")
+
+try:
+    import triton
+    from triton.backends.compiler import GPUTarget
+except ImportError:
+    sys.stderr.write(INSTALL_HINT + "\n")
+    sys.exit(2)
+
+sys.path.insert(0, str(HERE))
+import sqdk_attention as sk  # noqa: E402
+
+TRITON_VERSION = "3.6.0"  # the cubins' parameter lists (trailing scratch pointers) are this version's
+MAX_SHARED_SM90 = 232448  # cudaDevAttrMaxSharedMemoryPerBlockOptin on H100/H200 (227 KiB)
+
+# Argument types by name, with the shape each one points to (the layout in sqdk_attention.py).
+ARG_TYPES = {
+    "Q": ("*bf16", "[B, C, H, Dh]"), "O": ("*bf16", "[B, C, H, Dh]"),
+    "DO": ("*bf16", "[B, C, H, Dh]"), "DQ": ("*bf16", "[B, C, H, Dh]"),
+    "K": ("*bf16", "[B, S, Hkv, Dh]"), "V": ("*bf16", "[B, S, Hkv, Dh]"),
+    "DK": ("*bf16", "[B, S, Hkv, Dh]"), "DV": ("*bf16", "[B, S, Hkv, Dh]"),
+    "Lse": ("*fp32", "[B, H, C]"), "Delta": ("*fp32", "[B, H, C]"),
+    "Pos": ("*i32", "[B, C]"), "Counts": ("*i32", "[B]"),
+    "C": ("i32", "query slots per sequence"), "S": ("i32", "tokens per sequence"),
+    "H": ("i32", "query heads"), "HKV": ("i32", "kv heads, divides H"),
+}
+C_TYPES = {"*bf16": "void*", "*fp32": "float*", "*i32": "int32_t*", "i32": "int32_t"}
+ARG_SIZES = {"*bf16": 8, "*fp32": 8, "*i32": 8, "i32": 4}
+
+# kernel -> (tile key in sk.TILES, grid rule; B = batch; names are the kernel's arguments)
+KERNELS = {
+    "sqdk_attention_fwd": ("fwd", ["cdiv(C, BLOCK_M)", "B * H", "1"]),
+    "sqdk_attention_bwd_preprocess": ("preprocess", ["cdiv(C, BLOCK_M)", "B * H", "1"]),
+    "sqdk_attention_bwd_dkdv": ("dkdv", ["cdiv(S, BLOCK_N)", "B * HKV", "1"]),
+    "sqdk_attention_bwd_dq": ("dq", ["cdiv(C, BLOCK_M)", "B * H", "1"]),
+}
+# launch order of the backward: delta first, then dkdv and dq (independent of each other)
+ORDER = {"sqdk_attention_fwd": 0, "sqdk_attention_bwd_preprocess": 1,
+         "sqdk_attention_bwd_dkdv": 2, "sqdk_attention_bwd_dq": 2}
+
+
+def find_cuda_tool(name):
+    """Triton's bundled copy first (it matches the ptxas that built the cubin), then CUDA's."""
+    bundled = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name
+    candidates = [str(bundled)] + sorted(glob.glob(f"/usr/local/cuda*/bin/{name}"), reverse=True)
+    found = shutil.which(name)
+    if found:
+        candidates.append(found)
+    return next((c for c in candidates if os.access(c, os.X_OK)), None)
+
+
+def compile_one(kernel_name, head_dim, arch):
+    fn = getattr(sk, kernel_name)
+    tile_key, grid = KERNELS[kernel_name]
+    tile = sk.TILES[head_dim][tile_key]
+    constexprs = {"HEAD_DIM": head_dim, "BLOCK_M": tile.block_m}
+    if "BLOCK_N" in fn.arg_names:
+        constexprs["BLOCK_N"] = tile.block_n
+    signature, args = {}, []
+    for name in fn.arg_names:
+        if name in constexprs:
+            signature[name] = "constexpr"
+            continue
+        ty, shape = ARG_TYPES[name]
+        signature[name] = ty
+        args.append({"name": name, "type": ty, "c_type": C_TYPES[ty], "size": ARG_SIZES[ty], "what": shape})
+    # pointers are 16-byte aligned (cudaMalloc gives 256): lets Triton vectorise loads and stores
+    attrs = {(i, ): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
+             if signature[n].startswith("*")}
+    target = GPUTarget("cuda", arch, 32)
+    backend = triton.compiler.make_backend(target)
+    options = backend.parse_options({"num_warps": tile.num_warps, "num_stages": tile.num_stages})
+    src = triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
+    t0 = time.perf_counter()
+    cc = triton.compile(src, target=target, options=options.__dict__)
+    seconds = time.perf_counter() - t0
+    md = cc.metadata
+    args.append({"name": "global_scratch", "type": "*i8", "c_type": "void*", "size": 8,
+                 "what": "Triton's global scratch: NULL when global_scratch_size is 0, else "
+                         "grid_x*grid_y*grid_z*num_ctas*global_scratch_size bytes"})
+    args.append({"name": "profile_scratch", "type": "*i8", "c_type": "void*", "size": 8,
+                 "what": "Triton's profiler scratch: NULL when profile_scratch_size is 0"})
+    offset = 0
+    for a in args:  # the CUDA parameter buffer: each argument at its natural alignment
+        offset = (offset + a["size"] - 1) // a["size"] * a["size"]
+        a["offset"] = offset
+        offset += a["size"]
+    meta = {
+        "kernel": kernel_name,
+        "symbol": md.name,
+        "launch_order": ORDER[kernel_name],
+        "arch": f"sm_{arch}" + ("a" if arch == 90 else ""),
+        "head_dim": head_dim,
+        "dtype": "bf16",
+        "constexprs": constexprs,
+        "num_warps": md.num_warps,
+        "num_stages": md.num_stages,
+        "num_ctas": md.num_ctas,
+        "block": [md.num_warps * md.warp_size, 1, 1],
+        "grid": grid,
+        "shared_bytes": md.shared,
+        "shared_note": "pass shared_bytes as cuLaunchKernel's sharedMemBytes; above 49152 first call "
+                       "cuFuncSetAttribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared_bytes)",
+        "args": args,
+        "global_scratch_size": md.global_scratch_size,
+        "global_scratch_align": md.global_scratch_align,
+        "profile_scratch_size": md.profile_scratch_size,
+        "profile_scratch_align": md.profile_scratch_align,
+        "launch_cooperative_grid": md.launch_cooperative_grid,
+        "launch_pdl": md.launch_pdl,
+        "triton_version": md.triton_version,
+        "triton_hash": md.hash,
+        "compile_seconds": round(seconds, 2),
+    }
+    return cc.asm["cubin"], meta
+
+
+def check_cubin(path, meta):
+    """Errors found in the cubin at path (empty list: ok); fills meta["registers"] when it can."""
+    errors = []
+    data = path.read_bytes()
+    if data[:4] != b"\x7fELF":
+        return [f"{path.name}: not an ELF file"]
+    if meta["symbol"].encode() + b"\0" not in data:
+        errors.append(f"{path.name}: symbol {meta['symbol']} not in the string table")
+    cuobjdump = find_cuda_tool("cuobjdump")
+    if cuobjdump is None:
+        readelf = shutil.which("readelf")
+        if readelf:
+            out = subprocess.run([readelf, "-sW", str(path)], capture_output=True, text=True).stdout
+            if not re.search(rf"FUNC\s+GLOBAL.*\s{re.escape(meta['symbol'])}$", out, re.M):
+                errors.append(f"{path.name}: readelf lists no global function {meta['symbol']}")
+        meta["registers"] = None
+        return errors
+    listed = subprocess.run([cuobjdump, "--list-elf", str(path)], capture_output=True, text=True)
+    if listed.returncode != 0:
+        return errors + [f"{path.name}: cuobjdump --list-elf failed: {listed.stderr.strip()}"]
+    usage = subprocess.run([cuobjdump, "--dump-resource-usage", str(path)], capture_output=True, text=True).stdout
+    m = re.search(rf"Function {re.escape(meta['symbol'])}:\s*REG:(\d+)\s+STACK:(\d+)\s+SHARED:(\d+)\s+LOCAL:(\d+)",
+                  usage)
+    if not m:
+        errors.append(f"{path.name}: no resource usage for {meta['symbol']}")
+    else:
+        meta["registers"], meta["stack_bytes"], meta["static_shared_bytes"], meta["local_bytes"] = map(int, m.groups())
+        if meta["stack_bytes"] or meta["local_bytes"]:  # ptxas puts register spills in the stack frame
+            print(f"  note: {path.name} spills registers (stack {meta['stack_bytes']}, "
+                  f"local {meta['local_bytes']} bytes per thread)")
+    elf = subprocess.run([cuobjdump, "-elf", str(path)], capture_output=True, text=True).stdout
+    params = sorted((int(o, 16), int(off, 16), int(sz, 16)) for o, off, sz in re.findall(
+        r"Ordinal\s*:\s*(0x[0-9a-f]+)\s+Offset\s*:\s*(0x[0-9a-f]+)\s+Size\s*:\s*(0x[0-9a-f]+)", elf))
+    want = [(i, a["offset"], a["size"]) for i, a in enumerate(meta["args"])]
+    if params != want:
+        errors.append(f"{path.name}: cubin parameters (ordinal, offset, size) {params} != metadata {want}")
+    m = re.search(r"EIATTR_REQNTID\s+Format:\s*\S+\s+Value:\s*(0x[0-9a-f]+)", elf)
+    if not m or int(m.group(1), 16) != meta["block"][0]:
+        errors.append(f"{path.name}: cubin thread count {m.group(1) if m else 'missing'} != {meta['block'][0]}")
+    return errors
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", type=int, default=90, help="compute capability as an integer (90: H100/H200)")
+    ap.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    ap.add_argument("--head-dims", type=int, nargs="+", default=sorted(sk.TILES))
+    ap.add_argument("--kernels", nargs="+", default=list(KERNELS), choices=list(KERNELS))
+    a = ap.parse_args(argv)
+    if triton.__version__ != TRITON_VERSION:
+        print(f"warning: Triton {triton.__version__}; the metadata layout was checked with {TRITON_VERSION}")
+    a.out.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for head_dim in a.head_dims:
+        for kernel in a.kernels:
+            stem = f"{kernel}_d{head_dim}_sm{a.arch}"
+            try:
+                cubin, meta = compile_one(kernel, head_dim, a.arch)
+            except Exception as e:  # a compile error names the variant, then the run fails
+                errors.append(f"{stem}: compile failed: {type(e).__name__}: {e}")
+                continue
+            cubin_path = a.out / f"{stem}.cubin"
+            cubin_path.write_bytes(cubin)
+            meta["cubin"] = cubin_path.name
+            errs = check_cubin(cubin_path, meta)
+            if a.arch == 90 and meta["shared_bytes"] > MAX_SHARED_SM90:
+                errs.append(f"{stem}: {meta['shared_bytes']} bytes of shared memory > {MAX_SHARED_SM90}")
+            if meta["global_scratch_size"] or meta["profile_scratch_size"]:
+                print(f"  note: {stem} needs scratch memory (global {meta['global_scratch_size']}, "
+                      f"profile {meta['profile_scratch_size']} bytes per program)")
+            (a.out / f"{stem}.json").write_text(json.dumps(meta, indent=2) + "\n")
+            errors += errs
+            print(f"{'FAIL' if errs else 'ok':4} {stem:42} {meta['compile_seconds']:5.1f} s  "
+                  f"cubin {len(cubin):7d} B  shared {meta['shared_bytes']:6d} B  "
+                  f"regs {meta.get('registers')} stack {meta.get('stack_bytes')}  warps {meta['num_warps']} stages {meta['num_stages']}")
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
