@@ -38,11 +38,14 @@ class ReadmeExampleTest {
         assertEquals(0, Hspmn.allocStats().liveTensors());
     }
 
-    /** The README shows exactly the lines between the markers above (surefire runs in the java/ module). */
+    /** The README shows exactly the lines between the markers above (found from the hspmn.test.header property). */
     @Test
     void readmeShowsTheseLines() throws java.io.IOException {
-        String self = java.nio.file.Files.readString(java.nio.file.Path.of("src/test/java/io/hspmn/ReadmeExampleTest.java"));
-        String readme = java.nio.file.Files.readString(java.nio.file.Path.of("../README.md"));
+        // the repository root is three levels above native/include/hspmn.h, wherever the tests run from
+        java.nio.file.Path root = java.nio.file.Path.of(System.getProperty("hspmn.test.header", "../native/include/hspmn.h"))
+                .toAbsolutePath().getParent().getParent().getParent();
+        String self = java.nio.file.Files.readString(root.resolve("java/src/test/java/io/hspmn/ReadmeExampleTest.java"));
+        String readme = java.nio.file.Files.readString(root.resolve("README.md"));
         String body = self.substring(self.indexOf("// README begin\n") + "// README begin\n".length(),
                 self.indexOf("            // README end"));
         StringBuilder expected = new StringBuilder("```java\n");

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# On a GPU machine without a JDK: runs the whole JUnit suite (the gpu-tagged tests included and
+# required) against the library given as $1, with the runtime and classes that ci/pack-carry.sh put
+# in .carry/. Prints JUnit's summary; exit status is JUnit's.
+#   usage: ci/gpu-java.sh path/to/libhspmn.so [extra junit console args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+lib=$(readlink -f "$1"); shift
+[[ -f .carry/jre.tgz && -f .carry/java.tgz ]] || { echo "no .carry/jre.tgz or .carry/java.tgz: run ci/pack-carry.sh here first" >&2; exit 2; }
+work=$(mktemp -d)
+tar -xzf .carry/jre.tgz -C "$work"
+mkdir -p "$work/java" && tar -xzf .carry/java.tgz -C "$work/java"
+"$work/.jre/bin/java" --enable-native-access=ALL-UNNAMED -Xss4m \
+  -Dhspmn.library.path="$lib" \
+  -Dhspmn.test.header="$PWD/native/include/hspmn.h" \
+  -Dhspmn.test.goldens="$PWD/java/src/test/resources/goldens" \
+  -Dhspmn.test.requireGpu=true \
+  -jar .carry/junit-platform-console-standalone-1.11.4.jar execute \
+  --class-path "$work/java/classes:$work/java/test-classes:$(ls "$work"/java/lib/*.jar | tr '\n' ':')" \
+  --scan-class-path "$work/java/test-classes" --details=summary --disable-banner "$@"

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Packs what a GPU machine without Java needs to run the Java tests and benchmarks against a
+# library built there: a small JRE, the compiled classes and test classes, Gson, the JUnit console
+# launcher and the JMH jar. Everything lands in .carry/ (git-ignored); name .carry in the device
+# tool's carry list. ci/gpu-java.sh unpacks and runs it there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source ci/java-home.sh
+mkdir -p .carry
+[[ -f .carry/jre.tgz ]] || bash ../shared/tools/make-jre.sh .carry/jre.tgz
+junit=.carry/junit-platform-console-standalone-1.11.4.jar
+[[ -f $junit ]] || mvn -B -ntp -q dependency:copy \
+  -Dartifact=org.junit.platform:junit-platform-console-standalone:1.11.4 -DoutputDirectory=.carry
+# test-compile builds the test classes; package makes target/lib (Gson) and the JMH jar
+mvn -B -ntp -q package -DskipTests
+tar -czf .carry/java.tgz -C java/target classes test-classes lib -C ../../jmh/target benchmarks.jar
+du -sh .carry/*
