@@ -110,7 +110,7 @@ def main():
     if args.mode in ("longctx", "all"):
         cfgs += [("dense longctx", 1, 65536, False), ("dense longctx", 1, 131072, False)]
     if args.mode in ("train", "all"):
-        cfgs.append(("dense train", 16, 4096, True))
+        cfgs.append(("dense train", 64, 4096, True))
     results = []
     for name, B, S, train in cfgs:
         t0 = time.time()
