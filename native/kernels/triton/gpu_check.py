@@ -1,0 +1,263 @@
+"""sqdk_attention on a CUDA GPU: bf16 parity of the Triton kernels, of the AOT cubins launched the
+way libhspmn's loader will launch them, CUDA-graph replay with new device-side counts, and timings.
+
+    python3 native/kernels/triton/gpu_check.py [--cubins DIR] [--no-bench]
+
+--cubins DIR: the output of aot_compile.py (compiled anywhere, e.g. on a machine without a GPU);
+each cubin is loaded with cuModuleLoadData and launched with cuLaunchKernel through ctypes, using
+only what its JSON says (symbol, block, grid rule, shared memory, argument order, scratch).
+
+Bound, as flash-attention's tests judge a kernel: the kernel's max error against float64 must be
+at most 2x PyTorch's own max error when it evaluates the same reference in bf16 (the kernel's
+storage precision), plus half a bf16 ulp of the largest value (the unavoidable rounding of a bf16
+output). lse is float32 in the kernel and is held to 4x PyTorch's float32 error plus 64 float32
+ulps, as in test_sqdk_interpret.py. Exits 1 on a failure.
+"""
+
+import argparse
+import ctypes
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent.parent / "reference"))
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+
+import hspmn_ref  # noqa: E402
+from sqdk_attention import TILES, sqdk_attention_backward, sqdk_attention_forward  # noqa: E402
+
+DEV = "cuda"
+
+
+def make_case(seed, B, S, C, H, Hkv, Dh, counts):
+    g = torch.Generator().manual_seed(seed)
+    pos = torch.full((B, C), -1, dtype=torch.int64)
+    for b, n in enumerate(counts):
+        pos[b, :n] = torch.sort(torch.randperm(S, generator=g)[:n]).values
+    q = torch.randn(B, C, H, Dh, generator=g)
+    k = torch.randn(B, S, Hkv, Dh, generator=g)
+    v = torch.randn(B, S, Hkv, Dh, generator=g)
+    do = torch.randn(B, C, H, Dh, generator=g)
+    q[pos < 0] = 1.0e3   # padding rows: must never be read
+    do[pos < 0] = 1.0e3
+    bf = [t.to(torch.bfloat16).to(DEV) for t in (q, k, v, do)]
+    return bf, pos.to(DEV), torch.tensor(counts, dtype=torch.int32, device=DEV)
+
+
+def reference(q, k, v, do, pos):
+    """o, lse, dq, dk, dv of hspmn_ref.sqdk_attention, computed in q's dtype on the GPU."""
+    with torch.device(DEV):  # the reference builds its masks with torch.arange
+        q, k, v = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
+        o = hspmn_ref.sqdk_attention(q, k, v, pos)
+        dq, dk, dv = torch.autograd.grad(o, (q, k, v), do.to(o.dtype))
+        with torch.no_grad():
+            Dh, S, group = q.shape[3], k.shape[1], q.shape[2] // k.shape[2]
+            kh = k.repeat_interleave(group, dim=2)
+            scores = torch.einsum("bchd,bshd->bhcs", q, kh) / math.sqrt(Dh)
+            allowed = torch.arange(S)[None, None, :] <= pos.clamp(min=0)[:, :, None]
+            lse = torch.logsumexp(scores.masked_fill(~allowed[:, None], float("-inf")), dim=-1)
+            lse = lse * (pos >= 0)[:, None, :]
+    return o.detach(), lse, dq, dk, dv
+
+
+def judge(label, outs, ref64, ref_lo, ref32_lse, pos):
+    ok = True
+    parts = []
+    names = ("o", "lse", "dq", "dk", "dv")
+    for name, got, r64, rlo in zip(names, outs, ref64, ref_lo):
+        scale = r64.abs().max().item()
+        err = (got.double() - r64).abs().max().item()
+        if name == "lse":
+            torch_err = (ref32_lse.double() - r64).abs().max().item()
+            bound = 4 * torch_err + 64 * 2.0 ** -23 * scale
+        else:
+            torch_err = (rlo.double() - r64).abs().max().item()
+            bound = 2 * torch_err + 2.0 ** -9 * scale
+        good = err <= bound
+        ok &= good
+        parts.append(f"{name} {err / max(scale, 1e-30):.1e}({err / bound:.2f})")
+    pad = pos < 0
+    if pad.any():
+        for name, got in (("o", outs[0]), ("dq", outs[2])):
+            if got[pad].abs().max().item() != 0:
+                ok = False
+                parts.append(f"{name}: padding not 0")
+    print(f"{'ok' if ok else 'FAIL':4} {label:58} rel err (err/bound): {'  '.join(parts)}", flush=True)
+    return ok
+
+
+# ---- the AOT cubins, launched as a C loader would -------------------------------------------------
+
+
+class CubinSet:
+    """Loads DIR/<kernel>_d<Dh>_sm90.{cubin,json} with the CUDA driver API through ctypes."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self.cu = ctypes.CDLL("libcuda.so.1")
+        torch.zeros(1, device=DEV)  # makes torch's primary context current on this thread
+        ctx = ctypes.c_void_p()
+        self._ok(self.cu.cuCtxGetCurrent(ctypes.byref(ctx)), "cuCtxGetCurrent")
+        if not ctx.value:
+            raise RuntimeError("no current CUDA context")
+        self.kernels = {}
+
+    def _ok(self, rc, what):
+        if rc != 0:
+            name = ctypes.c_char_p()
+            self.cu.cuGetErrorName(rc, ctypes.byref(name))
+            raise RuntimeError(f"{what}: CUDA error {rc} {name.value}")
+
+    def get(self, kernel, head_dim):
+        key = (kernel, head_dim)
+        if key not in self.kernels:
+            stem = f"{kernel}_d{head_dim}_sm90"
+            meta = json.loads((self.folder / f"{stem}.json").read_text())
+            image = (self.folder / meta["cubin"]).read_bytes()
+            buf = ctypes.create_string_buffer(image, len(image))
+            mod, fn = ctypes.c_void_p(), ctypes.c_void_p()
+            self._ok(self.cu.cuModuleLoadData(ctypes.byref(mod), buf), f"cuModuleLoadData {stem}")
+            self._ok(self.cu.cuModuleGetFunction(ctypes.byref(fn), mod, meta["symbol"].encode()),
+                     f"cuModuleGetFunction {meta['symbol']}")
+            if meta["shared_bytes"] > 49152:
+                self._ok(self.cu.cuFuncSetAttribute(fn, 8, ctypes.c_int(meta["shared_bytes"])),
+                         "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)")  # 8: that attribute
+            if meta["global_scratch_size"] or meta["profile_scratch_size"]:
+                raise RuntimeError(f"{stem}: needs scratch memory; this checker passes NULL only")
+            self.kernels[key] = (fn, meta, buf)
+        return self.kernels[key]
+
+    def launch(self, kernel, head_dim, values, dims):
+        """values: name -> tensor or int; dims: names usable in the grid rule (B, C, S, H, HKV)."""
+        fn, meta, _ = self.get(kernel, head_dim)
+        holders = []
+        for a in meta["args"]:
+            if a["name"] in ("global_scratch", "profile_scratch"):
+                holders.append(ctypes.c_void_p(0))
+            elif a["type"].startswith("*"):
+                holders.append(ctypes.c_void_p(values[a["name"]].data_ptr()))
+            else:
+                holders.append(ctypes.c_int32(values[a["name"]]))
+        params = (ctypes.c_void_p * len(holders))(*[ctypes.addressof(h) for h in holders])
+        env = dict(dims, **meta["constexprs"], cdiv=lambda x, y: (x + y - 1) // y)
+        grid = [int(eval(rule, {"__builtins__": {}}, env)) for rule in meta["grid"]]
+        stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
+        self._ok(self.cu.cuLaunchKernel(fn, *[ctypes.c_uint(x) for x in grid],
+                                        *[ctypes.c_uint(x) for x in meta["block"]],
+                                        ctypes.c_uint(meta["shared_bytes"]), stream, params, None),
+                 f"cuLaunchKernel {kernel}")
+
+    def run_all(self, q, k, v, do, pos32, counts):
+        B, C, H, Dh = q.shape
+        S, Hkv = k.shape[1], k.shape[2]
+        dims = dict(B=B, C=C, S=S, H=H, HKV=Hkv)
+        o, dq = torch.empty_like(q), torch.empty_like(q)
+        dk, dv = torch.empty_like(k), torch.empty_like(v)
+        lse = torch.empty(B, H, C, dtype=torch.float32, device=DEV)
+        delta = torch.empty_like(lse)
+        vals = dict(Q=q, K=k, V=v, DO=do, O=o, Lse=lse, Delta=delta, Pos=pos32, Counts=counts,
+                    DQ=dq, DK=dk, DV=dv, C=C, S=S, H=H, HKV=Hkv)
+        for kern in ("sqdk_attention_fwd", "sqdk_attention_bwd_preprocess",
+                     "sqdk_attention_bwd_dkdv", "sqdk_attention_bwd_dq"):
+            self.launch(kern, Dh, vals, dims)
+        torch.cuda.synchronize()
+        return o, lse, dq, dk, dv
+
+
+# ---- checks ---------------------------------------------------------------------------------------
+
+
+CASES = [
+    ("GQA H=8 Hkv=2 Dh=128 B=2 S=1000 ragged", dict(B=2, S=1000, C=300, H=8, Hkv=2, Dh=128, counts=[300, 123])),
+    ("MQA H=8 Hkv=1 Dh=64 S=1500", dict(B=1, S=1500, C=300, H=8, Hkv=1, Dh=64, counts=[300])),
+    ("MHA H=Hkv=4 Dh=64 C=S=777, counts [S, 0]", dict(B=2, S=777, C=777, H=4, Hkv=4, Dh=64, counts=[777, 0])),
+    ("GQA H=16 Hkv=4 Dh=128 C=S=513 counts [513, 200]",
+     dict(B=2, S=513, C=513, H=16, Hkv=4, Dh=128, counts=[513, 200])),
+]
+
+
+def parity(cubins):
+    ok = True
+    for i, (name, kw) in enumerate(CASES):
+        (q, k, v, do), pos, counts = make_case(100 + i, **kw)
+        pos32 = pos.to(torch.int32)
+        ref64 = reference(*(t.double() for t in (q, k, v, do)), pos)
+        ref_lo = reference(q, k, v, do, pos)
+        ref32_lse = reference(*(t.float() for t in (q, k, v, do)), pos)[1]
+        o, lse = sqdk_attention_forward(q, k, v, pos32, counts)
+        dq, dk, dv, _ = sqdk_attention_backward(do, q, k, v, o, lse, pos32, counts)
+        torch.cuda.synchronize()
+        ok &= judge("jit   " + name, (o, lse, dq, dk, dv), ref64, ref_lo, ref32_lse, pos)
+        if cubins is not None:
+            outs = cubins.run_all(q, k, v, do, pos32, counts)
+            ok &= judge("cubin " + name, outs, ref64, ref_lo, ref32_lse, pos)
+            same = max((a.float() - b.float()).abs().max().item() for a, b in zip(outs, (o, lse, dq, dk, dv)))
+            print(f"     cubin vs jit max |diff| {same:.2e}")
+    return ok
+
+
+def graph_replay():
+    """Capture the forward once, change counts on the device, replay: the new counts must be used."""
+    (q, k, v, _), pos, counts = make_case(7, B=2, S=600, C=200, H=8, Hkv=2, Dh=128, counts=[200, 200])
+    pos32 = pos.to(torch.int32)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        sqdk_attention_forward(q, k, v, pos32, counts)  # compile and warm up outside the capture
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        o_g, lse_g = sqdk_attention_forward(q, k, v, pos32, counts)
+    counts.copy_(torch.tensor([57, 0], dtype=torch.int32))
+    graph.replay()
+    o_d, lse_d = sqdk_attention_forward(q, k, v, pos32, counts)
+    torch.cuda.synchronize()
+    ok = torch.equal(o_g, o_d) and torch.equal(lse_g, lse_d) and o_g[0, 57:].abs().max().item() == 0 \
+        and o_g[1].abs().max().item() == 0 and o_g[0, :57].abs().max().item() > 0
+    print(f"{'ok' if ok else 'FAIL':4} CUDA graph replay after counts [200, 200] -> [57, 0] on the device")
+    return ok
+
+
+def bench():
+    for (B, S, H, Hkv, Dh, rho) in ((1, 16384, 16, 4, 128, 0.2), (2, 8192, 32, 8, 64, 0.2),
+                                    (1, 16384, 16, 4, 128, 1.0)):
+        C = max(1, int(S * rho))
+        counts = [C] * B
+        (q, k, v, do), pos, counts_t = make_case(9, B, S, C, H, Hkv, Dh, counts)
+        pos32 = pos.to(torch.int32)
+        o, lse = sqdk_attention_forward(q, k, v, pos32, counts_t)
+        t_f = triton.testing.do_bench(lambda: sqdk_attention_forward(q, k, v, pos32, counts_t))
+        t_b = triton.testing.do_bench(lambda: sqdk_attention_backward(do, q, k, v, o, lse, pos32, counts_t))
+        keys = (pos.clamp(min=-1) + 1).sum().item() * H  # (query, key) pairs attended, all heads
+        flop_f = 4 * Dh * keys
+        flop_b = 2.5 * flop_f  # 5 matmuls in the backward (dV, dP, dQ, dK, and recomputed S) vs 2
+        print(f"bench B={B} S={S} H={H} Hkv={Hkv} Dh={Dh} C={C}: fwd {t_f:.3f} ms "
+              f"({flop_f / t_f / 1e9:.0f} TFLOP/s), bwd {t_b:.3f} ms ({flop_b / t_b / 1e9:.0f} TFLOP/s)",
+              flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cubins", type=Path, default=None)
+    ap.add_argument("--no-bench", action="store_true")
+    a = ap.parse_args()
+    print(f"torch {torch.__version__}, triton {triton.__version__}, {torch.cuda.get_device_name()}", flush=True)
+    print("tiles:", {d: {k: tuple(t) for k, t in v.items()} for d, v in TILES.items()}, flush=True)
+    t0 = time.perf_counter()
+    cubins = CubinSet(a.cubins) if a.cubins else None
+    ok = parity(cubins)
+    ok &= graph_replay()
+    if not a.no_bench:
+        bench()
+    print(f"{'all passed' if ok else 'FAILED'} in {time.perf_counter() - t0:.0f} s")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
