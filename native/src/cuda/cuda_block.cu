@@ -1,0 +1,441 @@
+// One HSPMN block on the GPU: the CPU block's wiring (cpu_block.cpp) with the ops of kernels/ and
+// cuBLASLt GEMMs. Parameters bf16 on the device (as stored, plus the copy the last forward used, so
+// a backward differentiates its forward's weights as the CPU does), gradients f32 on the device.
+// Call tensors may be HOST, PINNED or DEVICE: device ones are used in place with no host sync;
+// others are staged through device scratch and the call synchronises once at its end.
+#include <array>
+#include <cstring>
+#include <vector>
+
+#include "../core/bf16.h"
+#include "../core/error.h"
+#include "../core/objects.h"
+#include "../cpu/param_init.h"
+#include "cuda_block.h"
+#include "kernels/kernels.h"
+
+namespace hspmn::cuda {
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+// Everything backward needs from a training forward (device memory). BC = B*C selected rows.
+struct Activations {
+    int64_t B = 0, S = 0, N = 0, C = 0;
+    float aux_target = 0.0f;
+    DeviceBuffer x;                  // [N, D] bf16, a copy: the caller may reuse its x before backward
+    DeviceBuffer noise;              // [N] f32 drawn noise (scratch)
+    DeviceBuffer l, n, temp;         // [N], [N] f32; [2] f32 {t, t inside (0.1, 2)}
+    DeviceBuffer idx, cnt;           // [B, C] i32 positions then padding, [B] i32
+    DeviceBuffer rstd_h, h, c;       // reflex: [N] f32, [N, D] bf16, [N, D] bf16
+    DeviceBuffer gate, up, act;      // [N, F] bf16
+    DeviceBuffer res;                // [N, D] f32 x + m + y o (scratch)
+    DeviceBuffer rstd_a, a;          // [N] f32, [N, D] bf16
+    DeviceBuffer kf, k, v;           // [N, KV] f32 before RoPE (scratch), [N, KV] bf16 after, [N, KV] bf16
+    DeviceBuffer a_sel, qf, q;       // [BC, D] bf16, [BC, D] f32 (scratch), [BC, D] bf16 after RoPE
+    DeviceBuffer attn, lse, o;       // [BC, D] bf16 = [B, C, H, Dh], [B, H, C] f32, [BC, D] f32
+};
+
+// Backward's temporaries, kept between calls so a training step allocates nothing once warm.
+struct BackwardScratch {
+    DeviceBuffer dx, d_a, d_h;              // [N, D] f32
+    DeviceBuffer dy, dl;                    // [BC] f32, [N] f32
+    DeviceBuffer dk, dv;                    // [N, KV] bf16
+    DeviceBuffer d_o, d_attn, dq, d_asel;   // [BC, D] bf16
+    DeviceBuffer d_act, d_gate, d_up;       // [N, F] bf16
+    DeviceBuffer partials;                  // column partials of the weight-gradient reductions
+};
+
+// Staging of call tensors that are not in device memory.
+struct Stage {
+    DeviceBuffer x, noise, idx, cnt, out, aux, logits, probs, d_out, d_aux, d_x;
+};
+
+bool on_device(const hspmn_tensor* t) { return t->memory == HSPMN_MEMORY_DEVICE; }
+
+template <class T>
+T* grow(Device& d, DeviceBuffer& b, int64_t count) {
+    b.ensure(d, static_cast<std::size_t>(count > 0 ? count : 1) * sizeof(T));
+    return b.as<T>();
+}
+
+void copy_async(Device& d, void* dst, const void* src, int64_t bytes, const char* what) {
+    if (bytes > 0) check(cudaMemcpyAsync(dst, src, static_cast<std::size_t>(bytes), cudaMemcpyDefault, stream(d)), what);
+}
+
+// A device view of a call input: in place when DEVICE, else copied into `stage`.
+template <class T>
+const T* input(Device& d, const hspmn_tensor* t, DeviceBuffer& stage, const char* what) {
+    if (!t) return nullptr;
+    if (on_device(t)) return static_cast<const T*>(t->data);
+    stage.ensure(d, static_cast<std::size_t>(t->nbytes > 0 ? t->nbytes : 1));
+    copy_async(d, stage.data(), t->data, t->nbytes, what);
+    return stage.as<T>();
+}
+
+// Where a kernel writes a call output: in place when DEVICE, else `stage` (then output_done).
+template <class T>
+T* output(Device& d, hspmn_tensor* t, DeviceBuffer& stage) {
+    if (!t) return nullptr;
+    if (on_device(t)) return static_cast<T*>(t->data);
+    stage.ensure(d, static_cast<std::size_t>(t->nbytes > 0 ? t->nbytes : 1));
+    return stage.as<T>();
+}
+
+void output_done(Device& d, hspmn_tensor* t, const DeviceBuffer& stage, const char* what) {
+    if (t && !on_device(t)) copy_async(d, t->data, stage.data(), t->nbytes, what);
+}
+
+// Host memory among the call's tensors: the call ends with one stream sync (outputs are read by the
+// host, and pinned inputs must not be rewritten while an async copy still reads them).
+bool any_host(std::initializer_list<const hspmn_tensor*> ts) {
+    for (const hspmn_tensor* t : ts)
+        if (t && !on_device(t)) return true;
+    return false;
+}
+
+class CudaBlock final : public BlockImpl {
+public:
+    CudaBlock(Device& d, const BlockConfig& cfg, uint64_t seed) : d_(d), cfg_(cfg), info_(param_table(cfg)) {
+        if (!attention_supports_head_dim(cfg_.Dh))
+            fail(HSPMN_ERR_NOT_BUILT, "CUDA sqdk_attention has no kernel for head_dim %lld",
+                 static_cast<long long>(cfg_.Dh));
+        std::vector<float> f;
+        std::vector<uint16_t> h;
+        for (int i = 0; i < P_COUNT; ++i) {
+            const int64_t n = info_[i].numel;
+            f.resize(static_cast<std::size_t>(n));
+            h.resize(static_cast<std::size_t>(n));
+            cpu::init_param(cfg_, i, seed, f.data());
+            for (int64_t j = 0; j < n; ++j) h[j] = hspmn::f32_to_bf16(f[j]);
+            grow<bf16>(d_, param_[i], n);
+            grow<bf16>(d_, weight_[i], n);
+            grow<float>(d_, grad_[i], n);
+            copy_async(d_, param_[i].data(), h.data(), n * 2, "cudaMemcpyAsync (init param)");
+            dirty_[i] = true;
+        }
+        zero_grad();
+        sync("cudaStreamSynchronize (init params)");  // h is freed on return
+    }
+
+    void read_param(int index, uint16_t* dst) const override {
+        copy_async(d_, dst, param_[index].data(), info_[index].numel * 2, "cudaMemcpyAsync (read_param)");
+        sync("cudaStreamSynchronize (read_param)");
+    }
+
+    void write_param(int index, const uint16_t* src) override {
+        copy_async(d_, param_[index].data(), src, info_[index].numel * 2, "cudaMemcpyAsync (write_param)");
+        sync("cudaStreamSynchronize (write_param)");
+        dirty_[index] = true;
+    }
+
+    void read_grad(int index, float* dst) const override {
+        copy_async(d_, dst, grad_[index].data(), info_[index].numel * 4, "cudaMemcpyAsync (read_grad)");
+        sync("cudaStreamSynchronize (read_grad)");
+    }
+
+    void zero_grad() override {
+        for (int i = 0; i < P_COUNT; ++i)
+            check(cudaMemsetAsync(grad_[i].data(), 0, static_cast<std::size_t>(info_[i].numel) * 4, stream(d_)),
+                  "cudaMemsetAsync (zero_grad)");
+    }
+
+    // The buffers stay as this block's scratch pool (counted in live_bytes, freed with the block):
+    // freeing them here would cudaFree, which waits for the device, at the start of every forward.
+    void drop_cache() noexcept override { has_act_ = false; }
+
+    void route(const RouteCall& call) override;
+    void forward(const ForwardCall& call) override;
+    void backward(const BackwardCall& call) override;
+
+private:
+    void sync(const char* what) const { check(cudaStreamSynchronize(stream(d_)), what); }
+    const bf16* w(int index) const { return weight_[index].as<bf16>(); }
+    float* g(int index) const { return grad_[index].as<float>(); }
+
+    // The weights this forward uses: param_ where set_param changed it since the last forward.
+    void refresh_weights() {
+        for (int i = 0; i < P_COUNT; ++i) {
+            if (!dirty_[i]) continue;
+            copy_async(d_, weight_[i].data(), param_[i].data(), info_[i].numel * 2, "cudaMemcpyAsync (weights)");
+            dirty_[i] = false;
+        }
+    }
+
+    // cos/sin rows 0..S-1 (a longer table serves a shorter S: rows depend on the position only).
+    void ensure_rope(int64_t S) {
+        if (S <= rope_S_) return;
+        const int64_t half = cfg_.Dh / 2;
+        grow<float>(d_, rope_cos_, S * half);
+        grow<float>(d_, rope_sin_, S * half);
+        rope_table(d_, S, cfg_.Dh, cfg_.params.rope_base, rope_cos_.as<float>(), rope_sin_.as<float>());
+        rope_S_ = S;
+    }
+
+    // l, n = (l + g) / t, temp for x: [N, D] bf16 (device). g from the noise tensor, the generator, or 0.
+    void run_router(Activations& A, const bf16* x, int64_t B, int64_t S, int32_t training, int32_t noise,
+                    uint64_t seed, int64_t step, int32_t layer, const hspmn_tensor* noise_tensor) {
+        const int64_t N = B * S;
+        const float* g = nullptr;
+        if (training && noise) {
+            if (noise_tensor) {
+                g = input<float>(d_, noise_tensor, stage_.noise, "cudaMemcpyAsync (noise)");
+            } else {
+                float* buf = grow<float>(d_, A.noise, N);
+                gumbel_noise_kernel_launch(d_, seed, step, layer, B, S, buf);
+                g = buf;
+            }
+        }
+        router_forward(d_, x, w(P_ROUTER_W), w(P_ROUTER_B), w(P_ROUTER_LOG_TEMP), g, N, cfg_.D,
+                       grow<float>(d_, A.l, N), grow<float>(d_, A.n, N), grow<float>(d_, A.temp, 2));
+    }
+
+    int64_t routing_k(int64_t S) const {
+        return cfg_.params.routing == HSPMN_ROUTING_TOPK ? topk_count(S, cfg_.params.sparsity_k) : S;
+    }
+
+    Device& d_;
+    BlockConfig cfg_;
+    std::array<ParamInfo, P_COUNT> info_;
+    std::array<DeviceBuffer, P_COUNT> param_;   // [numel] bf16 as stored
+    std::array<DeviceBuffer, P_COUNT> weight_;  // [numel] bf16 the last forward used
+    std::array<bool, P_COUNT> dirty_{};
+    std::array<DeviceBuffer, P_COUNT> grad_;    // [numel] f32
+    DeviceBuffer rope_cos_, rope_sin_;          // [rope_S_, Dh/2] f32
+    int64_t rope_S_ = 0;
+    Activations act_;
+    bool has_act_ = false;
+    Activations route_;     // route()'s router values
+    BackwardScratch back_;
+    Stage stage_;
+};
+
+void CudaBlock::route(const RouteCall& call) {
+    refresh_weights();
+    const int64_t B = call.x->shape[0], S = call.x->shape[1], N = B * S;
+    Activations& A = route_;
+    const bf16* x = input<bf16>(d_, call.x, stage_.x, "cudaMemcpyAsync (x)");
+    run_router(A, x, B, S, call.training, call.noise, call.seed, call.step, call.layer, call.noise_tensor);
+    if (call.logits) {
+        copy_async(d_, output<float>(d_, call.logits, stage_.logits), A.l.data(), N * 4, "cudaMemcpyAsync (logits)");
+        output_done(d_, call.logits, stage_.logits, "cudaMemcpyAsync (logits out)");
+    }
+    if (call.probs) {
+        router_probs(d_, A.l.as<float>(), N, output<float>(d_, call.probs, stage_.probs));
+        output_done(d_, call.probs, stage_.probs, "cudaMemcpyAsync (probs out)");
+    }
+    if (call.indices) {
+        route_select(d_, A.n.as<float>(), B, S, cfg_.params.routing, routing_k(S), call.indices->shape[1],
+                     output<int32_t>(d_, call.indices, stage_.idx), output<int32_t>(d_, call.counts, stage_.cnt));
+        output_done(d_, call.indices, stage_.idx, "cudaMemcpyAsync (indices out)");
+        output_done(d_, call.counts, stage_.cnt, "cudaMemcpyAsync (counts out)");
+    }
+    if (call.aux) {
+        aux_loss_forward(d_, A.l.as<float>(), N, call.aux_target, cfg_.params.router_sparsity_coef,
+                         cfg_.params.router_entropy_coef, output<float>(d_, call.aux, stage_.aux));
+        output_done(d_, call.aux, stage_.aux, "cudaMemcpyAsync (aux out)");
+    }
+    if (any_host({call.x, call.noise_tensor, call.logits, call.probs, call.indices, call.counts, call.aux}))
+        sync("cudaStreamSynchronize (route)");
+}
+
+void CudaBlock::forward(const ForwardCall& call) {
+    refresh_weights();
+    const int64_t B = call.x->shape[0], S = call.x->shape[1], N = B * S;
+    const int64_t D = cfg_.D, F = cfg_.F, H = cfg_.H, Hkv = cfg_.Hkv, Dh = cfg_.Dh, KV = Hkv * Dh;
+    Activations& A = act_;
+    has_act_ = false;
+    A.B = B;
+    A.S = S;
+    A.N = N;
+    A.aux_target = call.aux_target;
+
+    const bf16* x = input<bf16>(d_, call.x, stage_.x, "cudaMemcpyAsync (x)");
+    if (call.training) {
+        copy_async(d_, grow<bf16>(d_, A.x, N * D), x, N * D * 2, "cudaMemcpyAsync (keep x)");
+        x = A.x.as<bf16>();
+    }
+
+    // 1. Router and selection (counts stay on the device; C is known here).
+    run_router(A, x, B, S, call.training, call.noise, call.seed, call.step, call.layer, call.noise_tensor);
+    int64_t C;
+    if (call.indices) {
+        C = call.indices->shape[1];
+        // Copied, not viewed: the caller may change its pins before backward.
+        copy_async(d_, grow<int32_t>(d_, A.idx, B * C), call.indices->data, B * C * 4, "cudaMemcpyAsync (indices)");
+        copy_async(d_, grow<int32_t>(d_, A.cnt, B), call.counts->data, B * 4, "cudaMemcpyAsync (counts)");
+    } else {
+        C = routing_k(S);
+        route_select(d_, A.n.as<float>(), B, S, cfg_.params.routing, C, C, grow<int32_t>(d_, A.idx, B * C),
+                     grow<int32_t>(d_, A.cnt, B));
+    }
+    A.C = C;
+    const int64_t BC = B * C;
+    const int32_t* idx = A.idx.as<int32_t>();
+    const int32_t* cnt = A.cnt.as<int32_t>();
+
+    // 2. Reflexive stream: h = rms_norm(x), c = causal_conv(h), res = x + down(silu(gate c) * up c).
+    float* rstd_h = grow<float>(d_, A.rstd_h, N);
+    bf16* h = grow<bf16>(d_, A.h, N * D);
+    bf16* c = grow<bf16>(d_, A.c, N * D);
+    bf16* gate = grow<bf16>(d_, A.gate, N * F);
+    bf16* up = grow<bf16>(d_, A.up, N * F);
+    bf16* act = grow<bf16>(d_, A.act, N * F);
+    float* res = grow<float>(d_, A.res, N * D);
+    rms_norm_forward(d_, x, w(P_REFLEX_NORM), cfg_.params.norm_eps, N, D, h, rstd_h);
+    causal_conv_forward(d_, h, w(P_REFLEX_CONV), B, S, D, cfg_.conv_kernel, c);
+    gemm(d_, false, true, N, F, D, 1.0f, c, D, w(P_REFLEX_GATE), D, 0.0f, gate, DType::BF16, F);
+    gemm(d_, false, true, N, F, D, 1.0f, c, D, w(P_REFLEX_UP), D, 0.0f, up, DType::BF16, F);
+    swiglu_forward(d_, gate, up, N * F, act);
+    bf16_to_f32(d_, x, res, N * D);
+    gemm(d_, false, true, N, D, F, 1.0f, act, F, w(P_REFLEX_DOWN), F, 1.0f, res, DType::F32, D);
+
+    // 3. Contextual stream: K, V for every token, Q for the selected rows only ([B, C], padded).
+    float* rstd_a = grow<float>(d_, A.rstd_a, N);
+    bf16* a = grow<bf16>(d_, A.a, N * D);
+    float* kf = grow<float>(d_, A.kf, N * KV);
+    bf16* k = grow<bf16>(d_, A.k, N * KV);
+    bf16* v = grow<bf16>(d_, A.v, N * KV);
+    rms_norm_forward(d_, x, w(P_ATTN_NORM), cfg_.params.norm_eps, N, D, a, rstd_a);
+    gemm(d_, false, true, N, KV, D, 1.0f, a, D, w(P_ATTN_K), D, 0.0f, kf, DType::F32, KV);
+    gemm(d_, false, true, N, KV, D, 1.0f, a, D, w(P_ATTN_V), D, 0.0f, v, DType::BF16, KV);
+    ensure_rope(S);
+    rope_forward(d_, kf, k, N, Hkv, Dh, nullptr, nullptr, 0, S, rope_cos_.as<float>(), rope_sin_.as<float>());
+    if (BC > 0) {
+        bf16* a_sel = grow<bf16>(d_, A.a_sel, BC * D);
+        float* qf = grow<float>(d_, A.qf, BC * D);
+        bf16* q = grow<bf16>(d_, A.q, BC * D);
+        bf16* attn = grow<bf16>(d_, A.attn, BC * D);
+        float* lse = grow<float>(d_, A.lse, B * H * C);
+        float* o = grow<float>(d_, A.o, BC * D);
+        gather_selected(d_, a, idx, cnt, B, S, C, D, a_sel);
+        gemm(d_, false, true, BC, D, D, 1.0f, a_sel, D, w(P_ATTN_Q), D, 0.0f, qf, DType::F32, D);
+        rope_forward(d_, qf, q, BC, H, Dh, idx, cnt, C, S, rope_cos_.as<float>(), rope_sin_.as<float>());
+        sqdk_attention_forward(d_, AttentionShape{B, C, S, H, Hkv, Dh}, q, idx, cnt, k, v, attn, lse);
+        gemm(d_, false, true, BC, D, D, 1.0f, attn, D, w(P_ATTN_O), D, 0.0f, o, DType::F32, D);
+        // 4. out = res + y o on the selected tokens (y = 1 in value).
+        gate_scatter_forward(d_, o, idx, cnt, B, S, C, D, res);
+    }
+
+    f32_to_bf16(d_, res, output<bf16>(d_, call.out, stage_.out), N * D);
+    output_done(d_, call.out, stage_.out, "cudaMemcpyAsync (out)");
+    if (call.aux) {
+        aux_loss_forward(d_, A.l.as<float>(), N, call.aux_target, cfg_.params.router_sparsity_coef,
+                         cfg_.params.router_entropy_coef, output<float>(d_, call.aux, stage_.aux));
+        output_done(d_, call.aux, stage_.aux, "cudaMemcpyAsync (aux)");
+    }
+    if (any_host({call.x, call.noise_tensor, call.indices, call.counts, call.out, call.aux}))
+        sync("cudaStreamSynchronize (forward)");
+    has_act_ = call.training != 0;
+}
+
+void CudaBlock::backward(const BackwardCall& call) {
+    if (!has_act_) fail(HSPMN_ERR_STATE, "CUDA backward without a training forward");
+    Activations& A = act_;
+    const int64_t B = A.B, S = A.S, N = A.N, C = A.C, BC = B * C;
+    const int64_t D = cfg_.D, F = cfg_.F, H = cfg_.H, Hkv = cfg_.Hkv, Dh = cfg_.Dh, KV = Hkv * Dh;
+    const int32_t* idx = A.idx.as<int32_t>();
+    const int32_t* cnt = A.cnt.as<int32_t>();
+    const bf16* x = A.x.as<bf16>();
+    const float* cos_t = rope_cos_.as<float>();
+    const float* sin_t = rope_sin_.as<float>();
+    // Every weight gradient below accumulates (beta = 1) into grads zeroed here unless accumulating.
+    if (!call.accumulate) zero_grad();
+
+    const bf16* d_out = input<bf16>(d_, call.d_out, stage_.d_out, "cudaMemcpyAsync (d_out)");
+    const float* d_aux = input<float>(d_, call.d_aux, stage_.d_aux, "cudaMemcpyAsync (d_aux)");
+    BackwardScratch& T = back_;
+    DeviceBuffer& scratch = T.partials;
+    float* dx = grow<float>(d_, T.dx, N * D);  // the residual path: out = x + m + y o
+    bf16_to_f32(d_, d_out, dx, N * D);
+
+    // Contextual stream, back to the attention input a.
+    float* dy = grow<float>(d_, T.dy, BC);
+    bf16* dk = grow<bf16>(d_, T.dk, N * KV);
+    bf16* dv = grow<bf16>(d_, T.dv, N * KV);
+    float* d_a = grow<float>(d_, T.d_a, N * D);
+    {
+        bf16* d_asel = nullptr;
+        if (BC > 0) {
+            bf16* d_o = grow<bf16>(d_, T.d_o, BC * D);
+            bf16* d_attn = grow<bf16>(d_, T.d_attn, BC * D);
+            bf16* dq = grow<bf16>(d_, T.dq, BC * D);
+            d_asel = grow<bf16>(d_, T.d_asel, BC * D);
+            const bf16* attn = A.attn.as<bf16>();
+            gate_scatter_backward(d_, A.o.as<float>(), d_out, idx, cnt, B, S, C, D, d_o, dy);
+            gemm(d_, true, false, D, D, BC, 1.0f, d_o, D, attn, D, 1.0f, g(P_ATTN_O), DType::F32, D);
+            gemm(d_, false, false, BC, D, D, 1.0f, d_o, D, w(P_ATTN_O), D, 0.0f, d_attn, DType::BF16, D);
+            sqdk_attention_backward(d_, AttentionShape{B, C, S, H, Hkv, Dh}, A.q.as<bf16>(), idx, cnt, A.k.as<bf16>(),
+                                    A.v.as<bf16>(), attn, A.lse.as<float>(), d_attn, dq, dk, dv);
+            rope_backward(d_, dq, dq, BC, H, Dh, idx, cnt, C, S, cos_t, sin_t);
+            gemm(d_, true, false, D, D, BC, 1.0f, dq, D, A.a_sel.as<bf16>(), D, 1.0f, g(P_ATTN_Q), DType::F32, D);
+            gemm(d_, false, false, BC, D, D, 1.0f, dq, D, w(P_ATTN_Q), D, 0.0f, d_asel, DType::BF16, D);
+        } else {
+            check(cudaMemsetAsync(dk, 0, static_cast<std::size_t>(N * KV) * 2, stream(d_)), "cudaMemsetAsync (dk)");
+            check(cudaMemsetAsync(dv, 0, static_cast<std::size_t>(N * KV) * 2, stream(d_)), "cudaMemsetAsync (dv)");
+        }
+        rope_backward(d_, dk, dk, N, Hkv, Dh, nullptr, nullptr, 0, S, cos_t, sin_t);
+        const bf16* a = A.a.as<bf16>();
+        gemm(d_, true, false, KV, D, N, 1.0f, dk, KV, a, D, 1.0f, g(P_ATTN_K), DType::F32, D);
+        gemm(d_, true, false, KV, D, N, 1.0f, dv, KV, a, D, 1.0f, g(P_ATTN_V), DType::F32, D);
+        gemm(d_, false, false, N, D, KV, 1.0f, dk, KV, w(P_ATTN_K), D, 0.0f, d_a, DType::F32, D);
+        gemm(d_, false, false, N, D, KV, 1.0f, dv, KV, w(P_ATTN_V), D, 1.0f, d_a, DType::F32, D);
+        if (BC > 0) scatter_add_selected(d_, d_asel, idx, cnt, B, S, C, D, d_a);
+    }
+    rms_norm_backward(d_, x, w(P_ATTN_NORM), A.rstd_a.as<float>(), d_a, N, D, dx, g(P_ATTN_NORM), scratch);
+
+    // Reflexive stream: d m = d_out.
+    {
+        bf16* d_act = grow<bf16>(d_, T.d_act, N * F);
+        bf16* d_gate = grow<bf16>(d_, T.d_gate, N * F);
+        bf16* d_up = grow<bf16>(d_, T.d_up, N * F);
+        const bf16* c = A.c.as<bf16>();
+        gemm(d_, true, false, D, F, N, 1.0f, d_out, D, A.act.as<bf16>(), F, 1.0f, g(P_REFLEX_DOWN), DType::F32, F);
+        gemm(d_, false, false, N, F, D, 1.0f, d_out, D, w(P_REFLEX_DOWN), F, 0.0f, d_act, DType::BF16, F);
+        swiglu_backward(d_, A.gate.as<bf16>(), A.up.as<bf16>(), d_act, N * F, d_gate, d_up);
+        gemm(d_, true, false, F, D, N, 1.0f, d_gate, F, c, D, 1.0f, g(P_REFLEX_GATE), DType::F32, D);
+        gemm(d_, true, false, F, D, N, 1.0f, d_up, F, c, D, 1.0f, g(P_REFLEX_UP), DType::F32, D);
+        float* d_c = d_a;  // d_a is consumed: reuse its [N, D] f32
+        gemm(d_, false, false, N, D, F, 1.0f, d_gate, F, w(P_REFLEX_GATE), D, 0.0f, d_c, DType::F32, D);
+        gemm(d_, false, false, N, D, F, 1.0f, d_up, F, w(P_REFLEX_UP), D, 1.0f, d_c, DType::F32, D);
+        float* d_h = grow<float>(d_, T.d_h, N * D);
+        causal_conv_backward(d_, A.h.as<bf16>(), w(P_REFLEX_CONV), d_c, B, S, D, cfg_.conv_kernel, d_h,
+                             g(P_REFLEX_CONV), scratch);
+        rms_norm_backward(d_, x, w(P_REFLEX_NORM), A.rstd_h.as<float>(), d_h, N, D, dx, g(P_REFLEX_NORM), scratch);
+    }
+
+    // Router: aux through p for every token, then the gate y = 1 - sg(s) + s, s = sigmoid(n),
+    // n = (l + g) / t on the selected tokens; then router.w/b/log_temp and dx.
+    float* dl = grow<float>(d_, T.dl, N);
+    aux_loss_backward(d_, A.l.as<float>(), N, A.aux_target, cfg_.params.router_sparsity_coef,
+                      cfg_.params.router_entropy_coef, d_aux, dl);
+    router_backward(d_, dy, A.n.as<float>(), idx, cnt, A.temp.as<float>(), B, S, C, x, w(P_ROUTER_W), D, dl,
+                    g(P_ROUTER_W), g(P_ROUTER_B), g(P_ROUTER_LOG_TEMP), dx, scratch);
+
+    if (call.d_x) {
+        f32_to_bf16(d_, dx, output<bf16>(d_, call.d_x, stage_.d_x), N * D);
+        output_done(d_, call.d_x, stage_.d_x, "cudaMemcpyAsync (d_x)");
+    }
+    if (any_host({call.d_out, call.d_aux, call.d_x})) sync("cudaStreamSynchronize (backward)");
+}
+
+}  // namespace
+
+BlockImpl* create_cuda_block(Device& d, const BlockConfig& cfg, uint64_t seed) { return new CudaBlock(d, cfg, seed); }
+
+void gumbel_noise(Device& d, uint64_t seed, int64_t step, int32_t layer, int64_t B, int64_t S, float* out) {
+    gumbel_noise_kernel_launch(d, seed, step, layer, B, S, out);
+}
+
+int64_t find_non_finite(Device& d, const void* data, int32_t dtype, int64_t numel) {
+    DeviceBuffer first(d, sizeof(unsigned long long));
+    non_finite_scan(d, data, dtype == HSPMN_DTYPE_BF16, numel, first.as<unsigned long long>());
+    unsigned long long host = 0;
+    check(cudaMemcpyAsync(&host, first.data(), sizeof host, cudaMemcpyDeviceToHost, stream(d)),
+          "cudaMemcpyAsync (find_non_finite)");
+    check(cudaStreamSynchronize(stream(d)), "cudaStreamSynchronize (find_non_finite)");
+    return host >= static_cast<unsigned long long>(numel) ? -1 : static_cast<int64_t>(host);
+}
+
+}  // namespace hspmn::cuda

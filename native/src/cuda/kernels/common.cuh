@@ -1,0 +1,60 @@
+// What every kernel file shares: bf16 <-> f32 in registers, warp/block sums, grid sizes.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "../runtime.h"
+
+namespace hspmn::cuda::kern {
+
+__device__ __forceinline__ float ld(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+__device__ __forceinline__ __nv_bfloat16 bf(float f) { return __float2bfloat16_rn(f); }
+
+template <class T>
+__device__ __forceinline__ T warp_sum(T v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// Sum over the block; every thread gets the result. scratch: >= 32 T of shared memory.
+template <class T>
+__device__ __forceinline__ T block_sum(T v, T* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = (blockDim.x + 31) >> 5;
+    v = warp_sum(v);
+    __syncthreads();  // scratch may still be read by a previous call
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    T r = lane < nwarps ? scratch[lane] : T(0);
+    return warp_sum(r);
+}
+
+// 8 bf16 in one 16-byte load.
+struct alignas(16) Bf16x8 {
+    __nv_bfloat162 h[4];
+};
+__device__ __forceinline__ void load8(const __nv_bfloat16* p, float* f) {
+    const Bf16x8 v = *reinterpret_cast<const Bf16x8*>(p);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const float2 t = __bfloat1622float2(v.h[i]);
+        f[2 * i] = t.x;
+        f[2 * i + 1] = t.y;
+    }
+}
+__device__ __forceinline__ void store8(__nv_bfloat16* p, const float* f) {
+    Bf16x8 v;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) v.h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+    *reinterpret_cast<Bf16x8*>(p) = v;
+}
+
+inline unsigned grid_for(int64_t n, int threads, int64_t cap = 65535LL * 16) {
+    int64_t g = (n + threads - 1) / threads;
+    if (g < 1) g = 1;
+    return static_cast<unsigned>(g < cap ? g : cap);
+}
+
+}  // namespace hspmn::cuda::kern

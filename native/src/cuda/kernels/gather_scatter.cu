@@ -1,0 +1,111 @@
+// Selected rows [B, C] <-> token rows [B*S]: row (b, j) is valid iff j < counts[b] and is token
+// b*S + indices[b, j]. One block per selected row; columns strided over the block.
+#include "common.cuh"
+#include "kernels.h"
+
+namespace hspmn::cuda {
+
+namespace {
+
+constexpr int kThreads = 128;
+
+__device__ __forceinline__ int64_t token_of(const int32_t* indices, const int32_t* counts, int64_t r, int64_t S,
+                                            int64_t C) {
+    const int64_t b = r / C, j = r - b * C;
+    return j < counts[b] ? b * S + indices[r] : -1;
+}
+
+// a: [B*S, D] bf16  a_sel: [B*C, D] bf16
+__global__ void gather_selected_kernel(const __nv_bfloat16* __restrict__ a, const int32_t* __restrict__ indices,
+                                       const int32_t* __restrict__ counts, int64_t S, int64_t C, int64_t D,
+                                       __nv_bfloat16* __restrict__ a_sel) {
+    const int64_t r = blockIdx.x, tok = token_of(indices, counts, r, S, C);
+    __nv_bfloat16* dst = a_sel + r * D;
+    if (tok < 0) {
+        for (int64_t d = threadIdx.x; d < D; d += kThreads) dst[d] = kern::bf(0.0f);
+        return;
+    }
+    const __nv_bfloat16* src = a + tok * D;
+    if (D % 8 == 0) {
+        for (int64_t d = threadIdx.x * 8; d < D; d += kThreads * 8)
+            *reinterpret_cast<kern::Bf16x8*>(dst + d) = *reinterpret_cast<const kern::Bf16x8*>(src + d);
+    } else {
+        for (int64_t d = threadIdx.x; d < D; d += kThreads) dst[d] = src[d];
+    }
+}
+
+// src: [B*C, D] bf16  dst: [B*S, D] f32 (+)=
+__global__ void scatter_add_selected_kernel(const __nv_bfloat16* __restrict__ src, const int32_t* __restrict__ indices,
+                                            const int32_t* __restrict__ counts, int64_t S, int64_t C, int64_t D,
+                                            float* __restrict__ dst) {
+    const int64_t r = blockIdx.x, tok = token_of(indices, counts, r, S, C);
+    if (tok < 0) return;
+    for (int64_t d = threadIdx.x; d < D; d += kThreads) dst[tok * D + d] += kern::ld(src + r * D + d);
+}
+
+// o: [B*C, D] f32  res: [B*S, D] f32 (+)=
+__global__ void gate_scatter_forward_kernel(const float* __restrict__ o, const int32_t* __restrict__ indices,
+                                            const int32_t* __restrict__ counts, int64_t S, int64_t C, int64_t D,
+                                            float* __restrict__ res) {
+    const int64_t r = blockIdx.x, tok = token_of(indices, counts, r, S, C);
+    if (tok < 0) return;
+    // y = 1 - sg(s) + s is exactly 1 in value; its gradient is taken in gate_scatter_backward.
+    for (int64_t d = threadIdx.x; d < D; d += kThreads) res[tok * D + d] += o[r * D + d];
+}
+
+// d_out: [B*S, D] bf16  o: [B*C, D] f32  d_o: [B*C, D] bf16  dy: [B*C] f32
+__global__ void gate_scatter_backward_kernel(const float* __restrict__ o, const __nv_bfloat16* __restrict__ d_out,
+                                             const int32_t* __restrict__ indices, const int32_t* __restrict__ counts,
+                                             int64_t S, int64_t C, int64_t D, __nv_bfloat16* __restrict__ d_o,
+                                             float* __restrict__ dy) {
+    __shared__ float scratch[32];
+    const int64_t r = blockIdx.x, tok = token_of(indices, counts, r, S, C);
+    float acc = 0.0f;
+    for (int64_t d = threadIdx.x; d < D; d += kThreads) {
+        if (tok < 0) {
+            d_o[r * D + d] = kern::bf(0.0f);
+            continue;
+        }
+        const __nv_bfloat16 g = d_out[tok * D + d];
+        d_o[r * D + d] = g;
+        acc += __bfloat162float(g) * o[r * D + d];
+    }
+    acc = kern::block_sum(acc, scratch);
+    if (threadIdx.x == 0) dy[r] = acc;
+}
+
+}  // namespace
+
+void gather_selected(Device& d, const __nv_bfloat16* a, const int32_t* indices, const int32_t* counts, int64_t B,
+                     int64_t S, int64_t C, int64_t D, __nv_bfloat16* a_sel) {
+    if (B * C <= 0) return;
+    gather_selected_kernel<<<static_cast<unsigned>(B * C), kThreads, 0, stream(d)>>>(a, indices, counts, S, C, D, a_sel);
+    check_launch("gather_selected");
+}
+
+void scatter_add_selected(Device& d, const __nv_bfloat16* src, const int32_t* indices, const int32_t* counts,
+                          int64_t B, int64_t S, int64_t C, int64_t D, float* dst) {
+    if (B * C <= 0) return;
+    scatter_add_selected_kernel<<<static_cast<unsigned>(B * C), kThreads, 0, stream(d)>>>(src, indices, counts, S, C,
+                                                                                         D, dst);
+    check_launch("scatter_add_selected");
+}
+
+void gate_scatter_forward(Device& d, const float* o, const int32_t* indices, const int32_t* counts, int64_t B,
+                          int64_t S, int64_t C, int64_t D, float* res) {
+    if (B * C <= 0) return;
+    gate_scatter_forward_kernel<<<static_cast<unsigned>(B * C), kThreads, 0, stream(d)>>>(o, indices, counts, S, C,
+                                                                                         D, res);
+    check_launch("gate_scatter_forward");
+}
+
+void gate_scatter_backward(Device& d, const float* o, const __nv_bfloat16* d_out, const int32_t* indices,
+                           const int32_t* counts, int64_t B, int64_t S, int64_t C, int64_t D, __nv_bfloat16* d_o,
+                           float* dy) {
+    if (B * C <= 0) return;
+    gate_scatter_backward_kernel<<<static_cast<unsigned>(B * C), kThreads, 0, stream(d)>>>(o, d_out, indices, counts,
+                                                                                          S, C, D, d_o, dy);
+    check_launch("gate_scatter_backward");
+}
+
+}  // namespace hspmn::cuda

@@ -1,0 +1,119 @@
+// The CUDA ops of one HSPMN block, one file each, named as in MODEL.md, the PyTorch reference and
+// src/cpu/ops.h. Storage is bf16 (activations, weights) or f32 (router values, norms' rstd,
+// residual and gradient sums); every kernel computes in f32 (f64 where the CPU does). N = B*S token
+// rows; C = selected rows per sequence (padded). "(+)=" marks accumulated outputs. Every launcher
+// enqueues on stream(d), never synchronises, and calls check_launch after each launch.
+#pragma once
+
+#include <cstdint>
+
+#include "../runtime.h"
+#include "hspmn.h"
+
+namespace hspmn::cuda {
+
+// ---- convert.cu
+// src: [n] bf16  dst: [n] f32
+void bf16_to_f32(Device& d, const __nv_bfloat16* src, float* dst, int64_t n);
+// src: [n] f32  dst: [n] bf16
+void f32_to_bf16(Device& d, const float* src, __nv_bfloat16* dst, int64_t n);
+// part: [chunks, n] f32; dst: [n] f32 (+)= sum over chunks, in chunk order (deterministic)
+void reduce_partials(Device& d, const float* part, int64_t chunks, int64_t n, float* dst);
+// Rows per chunk of the column reductions (weight gradients summed over tokens): fixed by N only.
+int64_t partial_rows(int64_t N);
+
+// ---- rms_norm.cu: y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps)
+// x: [N, D] bf16  w: [D] bf16  y: [N, D] bf16  rstd: [N] f32
+void rms_norm_forward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w, float eps, int64_t N, int64_t D,
+                      __nv_bfloat16* y, float* rstd);
+// dy: [N, D] f32; dx: [N, D] f32 (+)=; dw: [D] f32 (+)=; scratch grows to [ceil(N/partial_rows), D] f32
+void rms_norm_backward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w, const float* rstd,
+                       const float* dy, int64_t N, int64_t D, float* dx, float* dw, DeviceBuffer& scratch);
+
+// ---- causal_conv.cu: c[b, t] = sum_j w[:, j] * h[b, t - (K-1) + j], h before position 0 is zero
+// h, c: [B, S, D] bf16  w: [D, K] bf16
+void causal_conv_forward(Device& d, const __nv_bfloat16* h, const __nv_bfloat16* w, int64_t B, int64_t S,
+                         int64_t D, int64_t K, __nv_bfloat16* c);
+// dc: [B, S, D] f32; dh: [B, S, D] f32 (overwritten); dw: [D, K] f32 (+)=; scratch as rms_norm_backward's * K
+void causal_conv_backward(Device& d, const __nv_bfloat16* h, const __nv_bfloat16* w, const float* dc, int64_t B,
+                          int64_t S, int64_t D, int64_t K, float* dh, float* dw, DeviceBuffer& scratch);
+
+// ---- swiglu.cu: a = silu(g) * u
+// g, u, a: [n] bf16
+void swiglu_forward(Device& d, const __nv_bfloat16* g, const __nv_bfloat16* u, int64_t n, __nv_bfloat16* a);
+// da: [n] bf16; dg, du: [n] bf16 (overwritten)
+void swiglu_backward(Device& d, const __nv_bfloat16* g, const __nv_bfloat16* u, const __nv_bfloat16* da, int64_t n,
+                     __nv_bfloat16* dg, __nv_bfloat16* du);
+
+// ---- rope.cu: rotate-half rotary embedding, angle = pos * base^(-2i/Dh) in f64 (as the CPU's table)
+// cos, sin: [S, Dh/2] f32
+void rope_table(Device& d, int64_t S, int64_t Dh, float base, float* cos_t, float* sin_t);
+// Row r of [R, heads*Dh]: with pos == null its position is r % S (keys, every token); else rows are
+// [B, C] selected queries, position pos[r] (pos: [B, C] i32), valid iff r % C < counts[r / C]
+// (counts: [B] i32); invalid rows are written as 0. src and dst may alias.
+// src: [R, heads*Dh] f32  dst: [R, heads*Dh] bf16
+void rope_forward(Device& d, const float* src, __nv_bfloat16* dst, int64_t R, int64_t heads, int64_t Dh,
+                  const int32_t* pos, const int32_t* counts, int64_t C, int64_t S, const float* cos_t,
+                  const float* sin_t);
+// The transpose (rotation by -angle). src, dst: [R, heads*Dh] bf16, may alias.
+void rope_backward(Device& d, const __nv_bfloat16* src, __nv_bfloat16* dst, int64_t R, int64_t heads, int64_t Dh,
+                   const int32_t* pos, const int32_t* counts, int64_t C, int64_t S, const float* cos_t,
+                   const float* sin_t);
+
+// ---- router.cu
+// l = x . w + b (f64 dot), t = clamp(exp(log_temp), 0.1, 2), n = (l + g) / t (g = 0 when noise is null).
+// x: [N, D] bf16  w: [D] bf16  b, log_temp: [1] bf16  noise: [N] f32 or null
+// l, n: [N] f32  temp: [2] f32 = {t, 1 if exp(log_temp) is strictly inside (0.1, 2) else 0}
+void router_forward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w, const __nv_bfloat16* b,
+                    const __nv_bfloat16* log_temp, const float* noise, int64_t N, int64_t D, float* l, float* n,
+                    float* temp);
+// l, p: [N] f32, p = sigmoid(l)
+void router_probs(Device& d, const float* l, int64_t N, float* p);
+// The gate y = 1 - sg(s) + s, s = sigmoid(n), on selected rows: dn = dy e/(1+e)^2, dl += dn / t.
+// dy: [B, C] f32  n: [B*S] f32  indices: [B, C] i32  counts: [B] i32  temp: [2] f32  dl: [B*S] f32 (+)=
+// Then the router's own parameter gradients from dl (every token):
+//   g_log_temp += t * sum(-dn n / t) when t is inside, g_b += sum dl, g_w[d] += sum_i dl[i] x[i, d];
+//   dx[i, :] += dl[i] w.
+// x: [N, D] bf16  w: [D] bf16  g_w: [D] f32  g_b, g_log_temp: [1] f32  dx: [N, D] f32 (+)=
+void router_backward(Device& d, const float* dy, const float* n, const int32_t* indices, const int32_t* counts,
+                     const float* temp, int64_t B, int64_t S, int64_t C, const __nv_bfloat16* x,
+                     const __nv_bfloat16* w, int64_t D, float* dl, float* g_w, float* g_b, float* g_log_temp,
+                     float* dx, DeviceBuffer& scratch);
+
+// ---- route_select.cu: per sequence, top-k of n (ties to the lower position, NaN lowest) or
+// threshold n > 0; indices increasing then -1 up to C; counts on the device. One block per sequence.
+// n: [B, S] f32  indices: [B, C] i32  counts: [B] i32
+void route_select(Device& d, const float* n, int64_t B, int64_t S, int32_t routing, int64_t k, int64_t C,
+                  int32_t* indices, int32_t* counts);
+
+// ---- aux_loss.cu: lambda_s (mean p - target)^2 + lambda_e mean(p softplus(-l) + (1-p) softplus(l)), f64
+// l: [N] f32  aux: [1] f32
+void aux_loss_forward(Device& d, const float* l, int64_t N, float target, float lambda_s, float lambda_e, float* aux);
+// d_aux: [1] f32 on the device; dl: [N] f32 (overwritten) = d_aux * d aux / d l
+void aux_loss_backward(Device& d, const float* l, int64_t N, float target, float lambda_s, float lambda_e,
+                       const float* d_aux, float* dl);
+
+// ---- gather_scatter.cu: selected rows are [B, C], row (b, j) valid iff j < counts[b], token b*S + indices[b, j]
+// a: [B*S, D] bf16  a_sel: [B*C, D] bf16 (invalid rows 0)
+void gather_selected(Device& d, const __nv_bfloat16* a, const int32_t* indices, const int32_t* counts, int64_t B,
+                     int64_t S, int64_t C, int64_t D, __nv_bfloat16* a_sel);
+// src: [B*C, D] bf16; dst: [B*S, D] f32 (+)= on the selected tokens
+void scatter_add_selected(Device& d, const __nv_bfloat16* src, const int32_t* indices, const int32_t* counts,
+                          int64_t B, int64_t S, int64_t C, int64_t D, float* dst);
+// Straight-through gate, y = 1 forward: res[token] += o.  o: [B*C, D] f32  res: [B*S, D] f32 (+)=
+void gate_scatter_forward(Device& d, const float* o, const int32_t* indices, const int32_t* counts, int64_t B,
+                          int64_t S, int64_t C, int64_t D, float* res);
+// d_out: [B*S, D] bf16; d_o: [B*C, D] bf16 = d_out[token] (y = 1); dy: [B*C] f32 = d_out[token] . o; invalid rows 0
+void gate_scatter_backward(Device& d, const float* o, const __nv_bfloat16* d_out, const int32_t* indices,
+                           const int32_t* counts, int64_t B, int64_t S, int64_t C, int64_t D, __nv_bfloat16* d_o,
+                           float* dy);
+
+// ---- gumbel_noise.cu: the Philox draw of native/README.md.  out: [B, S] f32
+void gumbel_noise_kernel_launch(Device& d, uint64_t seed, int64_t step, int32_t layer, int64_t B, int64_t S,
+                                float* out);
+
+// ---- non_finite.cu: first flat index of a NaN/Inf, or numel when none.
+// data: [numel] bf16 or f32  first: [1] u64 on the device (overwritten)
+void non_finite_scan(Device& d, const void* data, bool is_bf16, int64_t numel, unsigned long long* first);
+
+}  // namespace hspmn::cuda

@@ -1,0 +1,110 @@
+// rms_norm forward/backward: one warp per row (8 rows per block), 16-byte loads when D % 8 == 0;
+// the weight gradient sums over rows as per-chunk column partials then reduce_partials.
+#include "common.cuh"
+#include "kernels.h"
+
+namespace hspmn::cuda {
+
+namespace {
+
+constexpr int kRowsPerBlock = 8;
+
+// x: [N, D] bf16  w: [D] bf16  y: [N, D] bf16  rstd: [N] f32
+template <bool kVec>
+__global__ void rms_norm_forward_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
+                                        float eps, int64_t N, int64_t D, __nv_bfloat16* __restrict__ y,
+                                        float* __restrict__ rstd) {
+    const int64_t row = blockIdx.x * (int64_t)kRowsPerBlock + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= N) return;
+    const __nv_bfloat16* xr = x + row * D;
+    __nv_bfloat16* yr = y + row * D;
+    float ss = 0.0f;
+    if (kVec) {
+        for (int64_t d = lane * 8; d < D; d += 256) {
+            float f[8];
+            kern::load8(xr + d, f);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) ss += f[i] * f[i];
+        }
+    } else {
+        for (int64_t d = lane; d < D; d += 32) {
+            const float f = kern::ld(xr + d);
+            ss += f * f;
+        }
+    }
+    ss = kern::warp_sum(ss);
+    const float r = 1.0f / sqrtf(ss / static_cast<float>(D) + eps);
+    if (lane == 0) rstd[row] = r;
+    if (kVec) {
+        for (int64_t d = lane * 8; d < D; d += 256) {
+            float f[8], g[8];
+            kern::load8(xr + d, f);
+            kern::load8(w + d, g);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) f[i] = f[i] * r * g[i];
+            kern::store8(yr + d, f);
+        }
+    } else {
+        for (int64_t d = lane; d < D; d += 32) yr[d] = kern::bf(kern::ld(xr + d) * r * kern::ld(w + d));
+    }
+}
+
+// dx = r (dy w - x c), c = r^2 mean(dy w x).  dy, dx: [N, D] f32
+__global__ void rms_norm_backward_dx_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
+                                            const float* __restrict__ rstd, const float* __restrict__ dy, int64_t N,
+                                            int64_t D, float* __restrict__ dx) {
+    const int64_t row = blockIdx.x * (int64_t)kRowsPerBlock + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= N) return;
+    const __nv_bfloat16* xr = x + row * D;
+    const float* gr = dy + row * D;
+    float* dxr = dx + row * D;
+    float s = 0.0f;
+    for (int64_t d = lane; d < D; d += 32) s += gr[d] * kern::ld(w + d) * kern::ld(xr + d);
+    s = kern::warp_sum(s);
+    const float r = rstd[row];
+    const float c = s * r * r / static_cast<float>(D);
+    for (int64_t d = lane; d < D; d += 32) dxr[d] += r * (gr[d] * kern::ld(w + d) - kern::ld(xr + d) * c);
+}
+
+// part[chunk, d] = sum over the chunk's rows of dy x rstd.  grid: (ceil(D/256), chunks)
+__global__ void rms_norm_backward_dw_kernel(const __nv_bfloat16* __restrict__ x, const float* __restrict__ rstd,
+                                            const float* __restrict__ dy, int64_t N, int64_t D, int64_t rows,
+                                            float* __restrict__ part) {
+    const int64_t d = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (d >= D) return;
+    const int64_t r0 = blockIdx.y * rows, r1 = r0 + rows < N ? r0 + rows : N;
+    float acc = 0.0f;
+    for (int64_t i = r0; i < r1; ++i) acc += dy[i * D + d] * kern::ld(x + i * D + d) * rstd[i];
+    part[blockIdx.y * D + d] = acc;
+}
+
+}  // namespace
+
+void rms_norm_forward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w, float eps, int64_t N, int64_t D,
+                      __nv_bfloat16* y, float* rstd) {
+    if (N <= 0) return;
+    const unsigned grid = static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock);
+    if (D % 8 == 0)
+        rms_norm_forward_kernel<true><<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(x, w, eps, N, D, y, rstd);
+    else
+        rms_norm_forward_kernel<false><<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(x, w, eps, N, D, y, rstd);
+    check_launch("rms_norm_forward");
+}
+
+void rms_norm_backward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w, const float* rstd,
+                       const float* dy, int64_t N, int64_t D, float* dx, float* dw, DeviceBuffer& scratch) {
+    if (N <= 0) return;
+    const unsigned grid = static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock);
+    rms_norm_backward_dx_kernel<<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(x, w, rstd, dy, N, D, dx);
+    check_launch("rms_norm_backward_dx");
+    const int64_t rows = partial_rows(N), chunks = (N + rows - 1) / rows;
+    scratch.ensure(d, static_cast<std::size_t>(chunks * D) * sizeof(float));
+    const dim3 g2(static_cast<unsigned>((D + 255) / 256), static_cast<unsigned>(chunks));
+    rms_norm_backward_dw_kernel<<<g2, 256, 0, stream(d)>>>(x, rstd, dy, N, D, rows, scratch.as<float>());
+    check_launch("rms_norm_backward_dw");
+    reduce_partials(d, scratch.as<float>(), chunks, D, dw);
+}
+
+}  // namespace hspmn::cuda

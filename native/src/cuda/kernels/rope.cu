@@ -1,0 +1,86 @@
+// rope: the cos/sin table in f64 (as the CPU's rope_table), then one thread per rotated pair.
+#include "common.cuh"
+#include "kernels.h"
+
+namespace hspmn::cuda {
+
+namespace {
+
+// cos, sin: [S, half] f32
+__global__ void rope_table_kernel(int64_t S, int64_t Dh, double base, float* __restrict__ cos_t,
+                                  float* __restrict__ sin_t) {
+    const int64_t half = Dh / 2;
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < S * half; e += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t p = e / half, i = e - p * half;
+        const double inv_freq = pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(Dh));
+        const double angle = static_cast<double>(p) * inv_freq;
+        cos_t[e] = static_cast<float>(cos(angle));
+        sin_t[e] = static_cast<float>(sin(angle));
+    }
+}
+
+template <class T>
+__device__ __forceinline__ float to_f(const T* p);
+template <>
+__device__ __forceinline__ float to_f<float>(const float* p) { return *p; }
+template <>
+__device__ __forceinline__ float to_f<__nv_bfloat16>(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+
+// One thread per (row, head, i < half) pair. sign +1 forward, -1 backward.
+// src, dst: [R, heads*Dh]  pos: [B, C] or null (position r % S)  counts: [B]
+template <class T>
+__global__ void rope_kernel(const T* src, __nv_bfloat16* dst, int64_t R, int64_t heads, int64_t Dh,
+                            const int32_t* __restrict__ pos, const int32_t* __restrict__ counts, int64_t C, int64_t S,
+                            const float* __restrict__ cos_t, const float* __restrict__ sin_t, float sign) {
+    const int64_t half = Dh / 2, per_row = heads * half;
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < R * per_row;
+         e += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = e / per_row, rem = e - r * per_row, h = rem / half, i = rem - h * half;
+        const int64_t off = r * heads * Dh + h * Dh + i;
+        int64_t p;
+        if (pos) {
+            const int64_t b = r / C, j = r - b * C;
+            if (j >= counts[b]) {
+                dst[off] = kern::bf(0.0f);
+                dst[off + half] = kern::bf(0.0f);
+                continue;
+            }
+            p = pos[r];
+        } else {
+            p = r % S;
+        }
+        const float a = to_f(src + off), bb = to_f(src + off + half);
+        const float c = cos_t[p * half + i], s = sign * sin_t[p * half + i];
+        dst[off] = kern::bf(a * c - bb * s);
+        dst[off + half] = kern::bf(bb * c + a * s);
+    }
+}
+
+}  // namespace
+
+void rope_table(Device& d, int64_t S, int64_t Dh, float base, float* cos_t, float* sin_t) {
+    if (S <= 0) return;
+    rope_table_kernel<<<kern::grid_for(S * (Dh / 2), 256), 256, 0, stream(d)>>>(S, Dh, static_cast<double>(base),
+                                                                                 cos_t, sin_t);
+    check_launch("rope_table");
+}
+
+void rope_forward(Device& d, const float* src, __nv_bfloat16* dst, int64_t R, int64_t heads, int64_t Dh,
+                  const int32_t* pos, const int32_t* counts, int64_t C, int64_t S, const float* cos_t,
+                  const float* sin_t) {
+    if (R <= 0) return;
+    rope_kernel<float><<<kern::grid_for(R * heads * (Dh / 2), 256), 256, 0, stream(d)>>>(
+        src, dst, R, heads, Dh, pos, counts, C, S, cos_t, sin_t, 1.0f);
+    check_launch("rope_forward");
+}
+
+void rope_backward(Device& d, const __nv_bfloat16* src, __nv_bfloat16* dst, int64_t R, int64_t heads, int64_t Dh,
+                   const int32_t* pos, const int32_t* counts, int64_t C, int64_t S, const float* cos_t,
+                   const float* sin_t) {
+    if (R <= 0) return;
+    rope_kernel<__nv_bfloat16><<<kern::grid_for(R * heads * (Dh / 2), 256), 256, 0, stream(d)>>>(
+        src, dst, R, heads, Dh, pos, counts, C, S, cos_t, sin_t, -1.0f);
+    check_launch("rope_backward");
+}
+
+}  // namespace hspmn::cuda
