@@ -40,6 +40,11 @@ void tracked_free(void* p, std::size_t bytes) noexcept {
     g_live_bytes.fetch_sub(static_cast<int64_t>(bytes), std::memory_order_relaxed);
 }
 
+void stats_count_bytes(int64_t delta) noexcept {
+    int64_t live = g_live_bytes.fetch_add(delta, std::memory_order_relaxed) + delta;
+    if (delta > 0) raise_peak(live);
+}
+
 void stats_count_tensor(int delta) noexcept { g_live_tensors.fetch_add(delta, std::memory_order_relaxed); }
 void stats_count_block(int delta) noexcept { g_live_blocks.fetch_add(delta, std::memory_order_relaxed); }
 void stats_count_context(int delta) noexcept { g_live_contexts.fetch_add(delta, std::memory_order_relaxed); }

@@ -13,6 +13,9 @@ namespace hspmn {
 // 64-byte aligned so packed GEMM panels and SIMD loads never straddle a cache line boundary.
 void* tracked_alloc(std::size_t bytes);  // throws std::bad_alloc; bytes == 0 gives nullptr
 void tracked_free(void* p, std::size_t bytes) noexcept;
+// Memory the library holds outside the host heap (CUDA device and pinned allocations): counted in
+// live_bytes/peak_bytes like tracked_alloc's, by the backend that allocates it.
+void stats_count_bytes(int64_t delta) noexcept;
 
 void stats_count_tensor(int delta) noexcept;
 void stats_count_block(int delta) noexcept;

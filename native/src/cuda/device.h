@@ -1,0 +1,52 @@
+// What a Device holds (runtime.h declares it opaque for the block math): one per CUDA context.
+#pragma once
+
+#include <mutex>
+
+#include "../core/alloc.h"
+#include "cublaslt.h"
+#include "runtime.h"
+
+namespace hspmn::cuda {
+
+struct GemmPlans;      // gemm.cpp: cuBLASLt descriptors and algorithm per shape
+struct TritonModules;  // attention.cpp: the loaded cubins of this device
+
+class Device : public Tracked {
+public:
+    // Throws Error{NO_DEVICE} when the driver finds no device or cuBLASLt is missing,
+    // Error{INVALID_ARGUMENT} for an ordinal past the device count.
+    explicit Device(int ordinal);
+    ~Device();
+    Device(const Device&) = delete;
+    Device& operator=(const Device&) = delete;
+
+    // The context may be used from several threads, one at a time: every entry point makes its
+    // device current on the calling thread first.
+    void activate() const;
+
+    int ordinal = 0;
+    int sm_count = 0;
+    int arch = 0;  // compute capability, major*10+minor
+    cudaStream_t stream = nullptr;
+    const CublasLt* lt = nullptr;
+    cublasLtHandle_t lt_handle = nullptr;
+    DeviceBuffer workspace;  // cuBLASLt's, kWorkspaceBytes
+
+    std::mutex gemm_mutex;
+    GemmPlans* gemm_plans = nullptr;
+    std::mutex triton_mutex;
+    TritonModules* triton = nullptr;
+    DeviceBuffer attention_delta;    // [B, H, C] f32 of the backward
+    DeviceBuffer triton_scratch;     // Triton's global scratch, when a kernel asks for one
+
+    static constexpr std::size_t kWorkspaceBytes = std::size_t(32) << 20;
+
+private:
+    void release() noexcept;
+};
+
+void destroy_gemm_plans(Device& d) noexcept;
+void unload_triton(Device& d) noexcept;
+
+}  // namespace hspmn::cuda

@@ -1,0 +1,27 @@
+// The few CUDA driver API functions libhspmn needs (loading and launching the embedded Triton
+// cubins), reached through the runtime's cudaGetDriverEntryPointByVersion: the library never
+// links libcuda, so it still loads on a machine without a CUDA driver.
+#pragma once
+
+#include <cuda.h>
+
+namespace hspmn::cuda {
+
+struct DriverApi {
+    CUresult (*module_load_data)(CUmodule*, const void*);
+    CUresult (*module_get_function)(CUfunction*, CUmodule, const char*);
+    CUresult (*module_unload)(CUmodule);
+    CUresult (*func_set_attribute)(CUfunction, CUfunction_attribute, int);
+    CUresult (*launch_kernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                              CUstream, void**, void**);
+    CUresult (*get_error_string)(CUresult, const char**);
+};
+
+// Resolved on first use, after the runtime has found a device (it loads the driver); throws
+// Error{HSPMN_ERR_BACKEND} naming the missing entry point.
+const DriverApi& driver_api();
+
+// Throws Error{HSPMN_ERR_BACKEND} naming `what` when r is not CUDA_SUCCESS.
+void check_cu(CUresult r, const char* what);
+
+}  // namespace hspmn::cuda

@@ -1,0 +1,118 @@
+// Device, DeviceBuffer and the error helpers of runtime.h.
+#include <cuda_runtime.h>
+
+#include "../core/error.h"
+#include "device.h"
+
+namespace hspmn::cuda {
+
+void check(cudaError_t e, const char* what) {
+    if (e == cudaSuccess) return;
+    // Allocation failures are not sticky: clear them so the context stays usable.
+    if (e == cudaErrorMemoryAllocation) (void)cudaGetLastError();
+    fail(e == cudaErrorMemoryAllocation ? HSPMN_ERR_OUT_OF_MEMORY : HSPMN_ERR_BACKEND, "%s: %s (%s)", what,
+         cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
+void check_launch(const char* what) { check(cudaGetLastError(), what); }
+
+int device_ordinal(const Device& d) { return d.ordinal; }
+cudaStream_t stream(const Device& d) { return d.stream; }
+int sm_count(const Device& d) { return d.sm_count; }
+
+// ---- DeviceBuffer ----
+
+DeviceBuffer::DeviceBuffer(Device& d, std::size_t bytes) { ensure(d, bytes); }
+
+DeviceBuffer::~DeviceBuffer() {
+    if (!ptr_) return;
+    (void)cudaSetDevice(dev_->ordinal);
+    (void)cudaFree(ptr_);
+    stats_count_bytes(-static_cast<int64_t>(bytes_));
+}
+
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& o) noexcept : dev_(o.dev_), ptr_(o.ptr_), bytes_(o.bytes_) {
+    o.ptr_ = nullptr;
+    o.bytes_ = 0;
+}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
+    if (this != &o) {
+        this->~DeviceBuffer();
+        dev_ = o.dev_;
+        ptr_ = o.ptr_;
+        bytes_ = o.bytes_;
+        o.ptr_ = nullptr;
+        o.bytes_ = 0;
+    }
+    return *this;
+}
+
+void DeviceBuffer::ensure(Device& d, std::size_t bytes) {
+    if (ptr_ && bytes_ >= bytes) return;
+    this->~DeviceBuffer();  // cudaFree waits for the kernels still reading the old buffer
+    ptr_ = nullptr;
+    bytes_ = 0;
+    dev_ = &d;
+    if (bytes == 0) return;
+    d.activate();
+    void* p = nullptr;
+    check(cudaMalloc(&p, bytes), "cudaMalloc (scratch)");
+    ptr_ = p;
+    bytes_ = bytes;
+    stats_count_bytes(static_cast<int64_t>(bytes));
+}
+
+void DeviceBuffer::zero(Device& d) {
+    if (ptr_) check(cudaMemsetAsync(ptr_, 0, bytes_, d.stream), "cudaMemsetAsync (scratch)");
+}
+
+// ---- Device ----
+
+Device::Device(int ord) : ordinal(ord) {
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        fail(HSPMN_ERR_NO_DEVICE, "no CUDA device: %s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
+    }
+    if (count == 0) fail(HSPMN_ERR_NO_DEVICE, "no CUDA device: the driver reports 0 devices");
+    if (ord >= count)
+        fail(HSPMN_ERR_INVALID_ARGUMENT, "device (%d) is out of range: the driver reports %d CUDA device(s)", ord,
+             count);
+    lt = &cublaslt();
+    try {
+        activate();
+        int major = 0, minor = 0;
+        check(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, ord), "cudaDeviceGetAttribute");
+        check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, ord), "cudaDeviceGetAttribute");
+        check(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, ord), "cudaDeviceGetAttribute");
+        arch = major * 10 + minor;
+        check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+        check_lt(lt->create(&lt_handle), "cublasLtCreate");
+        workspace.ensure(*this, kWorkspaceBytes);
+    } catch (...) {
+        release();
+        throw;
+    }
+}
+
+Device::~Device() { release(); }
+
+void Device::release() noexcept {
+    (void)cudaSetDevice(ordinal);
+    if (stream) (void)cudaStreamSynchronize(stream);
+    unload_triton(*this);
+    destroy_gemm_plans(*this);
+    attention_delta = DeviceBuffer();
+    triton_scratch = DeviceBuffer();
+    workspace = DeviceBuffer();
+    if (lt_handle) lt->destroy(lt_handle);
+    lt_handle = nullptr;
+    if (stream) (void)cudaStreamDestroy(stream);
+    stream = nullptr;
+}
+
+void Device::activate() const { check(cudaSetDevice(ordinal), "cudaSetDevice"); }
+
+}  // namespace hspmn::cuda
