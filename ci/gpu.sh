@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The CUDA backend on a GPU machine (the H200 device machine: nvcc, cuBLAS, python3 with torch and
+# triton 3.6.0, cmake; no Java unless .carry/ brings a JRE). Run from the repository root:
+#   bash ci/gpu.sh                 HSPMN_CUDA_ARCHS=90 by default; GPU_JOBS=<n> build jobs
+# Stages: configure, build, test_native, hspmn_cuda (gemm + attention vs float64), golden parity
+# through the CUDA backend, the same goldens through the CPU backend of the CUDA-built library, and
+# the Java GPU tests when .carry/jre.tgz and .carry/*.jar exist. A failed stage does not stop the
+# later ones (they report their own failure); the exit status is non-zero if any stage failed.
+# Logs go to $OUT/gpu-logs when OUT is set, else build-gpu/logs; the summary table is printed last.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+build=build-gpu
+py="${HSPMN_PYTHON:-python3}"
+archs="${HSPMN_CUDA_ARCHS:-90}"
+jobs="${GPU_JOBS:-$(nproc)}"
+logs="${OUT:+$OUT/gpu-logs}"
+logs="${logs:-$build/logs}"
+mkdir -p "$logs"
+
+names=()
+results=()
+times=()
+
+# stage NAME CMD...: runs CMD with its output in $logs/NAME.log (and on the console), records the result.
+stage() {
+  local name="$1"
+  shift
+  echo "=== $name: $*"
+  local t0=$SECONDS rc
+  "$@" 2>&1 | tee "$logs/$name.log"
+  rc=${PIPESTATUS[0]}
+  names+=("$name")
+  times+=("$((SECONDS - t0))")
+  if [[ $rc -eq 0 ]]; then results+=("ok"); else results+=("FAIL (rc $rc)"); fi
+  echo "=== $name: rc $rc"
+  return 0
+}
+
+skip() {
+  names+=("$1")
+  times+=("0")
+  results+=("skipped: $2")
+  echo "=== $1: skipped: $2"
+}
+
+{
+  echo "date: $(date -u)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 || true
+  nvcc --version 2>&1 | tail -2
+  cmake --version 2>&1 | head -1
+  "$py" -c 'import sys, torch, triton; print("python", sys.version.split()[0], "torch", torch.__version__, "triton", triton.__version__)' 2>&1
+  git log --oneline -1 2>/dev/null || true
+} | tee "$logs/environment.log"
+
+stage configure cmake -S native -B "$build" -DCMAKE_BUILD_TYPE=Release -DHSPMN_CUDA=ON "-DHSPMN_CUDA_ARCHS=$archs" \
+  "-DHSPMN_PYTHON=$py"
+stage build cmake --build "$build" -j "$jobs"
+stage ldd_nm bash -c "ldd $build/libhspmn.so; ! ldd $build/libhspmn.so | grep -E 'libcuda|libcudart|libcublas' && \
+  ! nm -D --defined-only $build/libhspmn.so | grep -v ' hspmn_' | grep -v '^$'"
+stage test_native "$build/tests/test_native"
+stage hspmn_cuda "$build/tests/hspmn_cuda"
+stage goldens_cuda "$py" native/reference/check_native.py --backend cuda --lib "$build/libhspmn.so"
+stage goldens_cpu "$py" native/reference/check_native.py --backend cpu --lib "$build/libhspmn.so"
+
+jars=(.carry/*.jar)
+if [[ -f .carry/jre.tgz && -e "${jars[0]}" ]]; then
+  jre="$build/jre"
+  rm -rf "$jre" && mkdir -p "$jre" && tar -xzf .carry/jre.tgz -C "$jre" --strip-components=1
+  # ---- HOOK (coordinator): the Java GPU test command. It must use "$jre/bin/java", the jars in
+  # .carry/, hspmn.library.path=$build/libhspmn.so, and run only the tests tagged "gpu". ----
+  if [[ -n "${HSPMN_JAVA_GPU_CMD:-}" ]]; then
+    stage java_gpu bash -c "JAVA=$jre/bin/java LIB=$build/libhspmn.so; $HSPMN_JAVA_GPU_CMD"
+  else
+    skip java_gpu "JRE and jars present, but no Java command yet (HSPMN_JAVA_GPU_CMD / the hook in ci/gpu.sh)"
+  fi
+else
+  skip java_gpu "no .carry/jre.tgz and .carry/*.jar"
+fi
+
+failed=0
+{
+  echo
+  printf '%-14s %-8s %s\n' stage seconds result
+  for i in "${!names[@]}"; do
+    printf '%-14s %-8s %s\n' "${names[$i]}" "${times[$i]}" "${results[$i]}"
+    [[ "${results[$i]}" == FAIL* ]] && failed=1
+  done
+  echo "logs: $logs"
+} | tee "$logs/summary.txt"
+for r in "${results[@]}"; do [[ "$r" == FAIL* ]] && failed=1; done
+exit "$failed"
