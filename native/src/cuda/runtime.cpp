@@ -22,14 +22,20 @@ int sm_count(const Device& d) { return d.sm_count; }
 
 // ---- DeviceBuffer ----
 
+namespace {
+
+void free_device(const Device* d, void* p, std::size_t bytes) noexcept {
+    if (!p) return;
+    (void)cudaSetDevice(d->ordinal);
+    (void)cudaFree(p);  // waits for the kernels still reading it
+    stats_count_bytes(-static_cast<int64_t>(bytes));
+}
+
+}  // namespace
+
 DeviceBuffer::DeviceBuffer(Device& d, std::size_t bytes) { ensure(d, bytes); }
 
-DeviceBuffer::~DeviceBuffer() {
-    if (!ptr_) return;
-    (void)cudaSetDevice(dev_->ordinal);
-    (void)cudaFree(ptr_);
-    stats_count_bytes(-static_cast<int64_t>(bytes_));
-}
+DeviceBuffer::~DeviceBuffer() { free_device(dev_, ptr_, bytes_); }
 
 DeviceBuffer::DeviceBuffer(DeviceBuffer&& o) noexcept : dev_(o.dev_), ptr_(o.ptr_), bytes_(o.bytes_) {
     o.ptr_ = nullptr;
@@ -38,7 +44,7 @@ DeviceBuffer::DeviceBuffer(DeviceBuffer&& o) noexcept : dev_(o.dev_), ptr_(o.ptr
 
 DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
     if (this != &o) {
-        this->~DeviceBuffer();
+        free_device(dev_, ptr_, bytes_);
         dev_ = o.dev_;
         ptr_ = o.ptr_;
         bytes_ = o.bytes_;
@@ -50,7 +56,7 @@ DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
 
 void DeviceBuffer::ensure(Device& d, std::size_t bytes) {
     if (ptr_ && bytes_ >= bytes) return;
-    this->~DeviceBuffer();  // cudaFree waits for the kernels still reading the old buffer
+    free_device(dev_, ptr_, bytes_);
     ptr_ = nullptr;
     bytes_ = 0;
     dev_ = &d;
@@ -74,7 +80,9 @@ Device::Device(int ord) : ordinal(ord) {
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
-        fail(HSPMN_ERR_NO_DEVICE, "no CUDA device: %s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
+        fail(HSPMN_ERR_NO_DEVICE,
+             "no CUDA device: %s (%s); the CUDA backend needs an NVIDIA GPU and a driver for CUDA %d.%d or newer",
+             cudaGetErrorString(e), cudaGetErrorName(e), CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
     }
     if (count == 0) fail(HSPMN_ERR_NO_DEVICE, "no CUDA device: the driver reports 0 devices");
     if (ord >= count)
