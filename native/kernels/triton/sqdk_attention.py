@@ -42,30 +42,31 @@ class Tile(NamedTuple):
     num_stages: int
 
 
-# Why these (sm_90, bf16; after Triton tutorial 06 and flash-attention's Hopper kernels). Chosen at
-# compile time from what aot_compile.py reports (no register spills, shared memory well inside the
-# 227 KiB an H100/H200 block may use), NOT yet timed on a GPU; retune there.
-# - fwd: 128 query rows = one m64 wgmma per warpgroup with 8 warps; 64 keys per step keeps Q plus
-#   3 stages of K and V at 128 KiB of shared memory for Dh=128. 4 warps at Dh=64 needs 252
-#   registers a thread, 8 need 133.
-# - preprocess: a row reduction, memory bound; 128 rows x Dh per program is plenty.
-# - dkdv: a program owns a key tile whose K, V, dK, dV stay in registers for the whole loop, so
-#   the query step is small (32), tutorial 06's split. Dh=64: 128 keys, 8 warps (4 warps spill
-#   528 bytes). Dh=128: 64 keys, 2 stages: every 128-key tiling tried, and 64 keys with 3 stages,
-#   spill at 255 registers.
-# - dq: the mirror image, 128 query rows own dQ, keys stream 32 at a time, 8 warps.
+# Why these: timed one kernel at a time on an H200 (tune_gpu.py; bf16, rho = 0.2, GQA 4:1;
+# Dh=128: B=1 S=16384 H=16, Dh=64: B=2 S=8192 H=32), the fastest of 10-12 candidates each.
+# - Query tiles of 64 rows beat 128 in fwd and dq: routed queries are spread over the sequence, so
+#   a tile's rows span a wide range of positions and the masked part of its key range (first to
+#   last position) grows with the tile; 64 rows halve it. (fwd Dh=128: 0.61 ms vs 0.65 at 128x64.)
+# - 4 warps (one warpgroup, one m64 wgmma per step) won everywhere except dq at Dh=128, where
+#   128x64 with 8 warps took 0.74 ms against 0.79 for 64x64.
+# - dkdv holds K, V, dK, dV of its key tile in registers for the whole loop, so the query step is
+#   small (32; tutorial 06's split). The fastest variants spill (ptxas stack frames of 528 bytes
+#   at Dh=64 and 480 at Dh=128, 255 registers) and still beat every spill-free one (Dh=128 0.997 ms vs 2.54 ms at
+#   32x64 with 8 warps, Dh=64 0.75 vs 0.90 ms): the spills stay in L1.
+# - 3 stages: 2 was slower in every pair timed, 4 no faster; the largest tile here uses 160 KiB
+#   of the 227 KiB of shared memory an H100/H200 block may have.
 TILES = {
     64: {
-        "fwd": Tile(128, 64, 8, 3),
+        "fwd": Tile(64, 64, 4, 3),
         "preprocess": Tile(128, 0, 4, 1),
-        "dkdv": Tile(32, 128, 8, 3),
-        "dq": Tile(128, 32, 8, 3),
+        "dkdv": Tile(32, 128, 4, 3),
+        "dq": Tile(64, 64, 4, 3),
     },
     128: {
-        "fwd": Tile(128, 64, 8, 3),
+        "fwd": Tile(64, 64, 4, 3),
         "preprocess": Tile(128, 0, 4, 1),
-        "dkdv": Tile(32, 64, 8, 2),
-        "dq": Tile(128, 32, 8, 3),
+        "dkdv": Tile(32, 64, 4, 3),
+        "dq": Tile(128, 64, 8, 3),
     },
 }
 

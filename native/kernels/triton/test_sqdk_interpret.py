@@ -141,8 +141,10 @@ def main():
         ("all routed C=S, counts [S, 30]", dict(B=2, S=45, C=45, H=4, Hkv=2, Dh=16, counts=[45, 30],
                                                 seed=5)),
         ("GQA Dh=64 B=2 ragged", dict(B=2, S=70, C=33, H=4, Hkv=2, Dh=64, counts=[33, 9], seed=6)),
-        ("Dh=64 production tiles (128x64 fwd, 32x128 dkdv)",
+        ("Dh=64 production tiles (TILES[64])",
          dict(B=2, S=150, C=70, H=2, Hkv=1, Dh=64, counts=[70, 41], seed=7, tiles=TILES[64])),
+        ("Dh=128 production tiles (TILES[128])",
+         dict(B=1, S=200, C=140, H=4, Hkv=1, Dh=128, counts=[133], seed=8, tiles=TILES[128])),
     ]
     ok = True
     for name, kw in cases:

@@ -1,0 +1,73 @@
+"""Time each sqdk_attention kernel alone for candidate tiles on a GPU; prints registers and spills.
+
+    python3 native/kernels/triton/tune_gpu.py
+
+Only proposes: the chosen tiles live in sqdk_attention.TILES. Shapes are those of gpu_check.py's
+benchmark (rho = 0.2, GQA 4:1).
+"""
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+
+import sqdk_attention as sk  # noqa: E402
+from gpu_check import make_case  # noqa: E402
+
+CANDIDATES = {
+    128: {
+        "fwd": [(128, 64, 8, 3), (64, 64, 4, 3), (64, 64, 4, 4), (64, 64, 4, 2), (64, 128, 4, 2),
+                (128, 128, 8, 3)],
+        "dkdv": [(32, 64, 4, 2), (32, 64, 4, 3), (16, 64, 4, 2), (16, 64, 4, 3), (64, 64, 4, 2),
+                 (32, 128, 8, 2), (64, 128, 8, 1)],
+        "dq": [(64, 64, 4, 3), (64, 64, 4, 2), (64, 128, 4, 2), (128, 64, 8, 3), (64, 32, 4, 4)],
+    },
+    64: {
+        "fwd": [(128, 64, 4, 3), (128, 64, 4, 4), (128, 128, 4, 3), (64, 64, 4, 3), (128, 32, 4, 3),
+                (64, 128, 4, 3)],
+        "dkdv": [(32, 128, 4, 3), (32, 128, 4, 2), (32, 64, 4, 3), (16, 64, 4, 3), (64, 64, 4, 3),
+                 (32, 128, 4, 4), (16, 128, 4, 3)],
+        "dq": [(64, 64, 4, 3), (64, 64, 4, 4), (64, 128, 4, 3), (128, 64, 4, 3), (64, 32, 4, 3)],
+    },
+}
+SHAPES = {128: (1, 16384, 16, 4, 0.2), 64: (2, 8192, 32, 8, 0.2)}
+
+
+def main():
+    for Dh, (B, S, H, Hkv, rho) in SHAPES.items():
+        C = int(S * rho)
+        (q, k, v, do), pos, counts = make_case(11, B, S, C, H, Hkv, Dh, [C] * B)
+        pos32 = pos.to(torch.int32)
+        o, lse = sk.sqdk_attention_forward(q, k, v, pos32, counts)
+        _, _, _, delta = sk.sqdk_attention_backward(do, q, k, v, o, lse, pos32, counts)
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        print(f"Dh={Dh} B={B} S={S} H={H} Hkv={Hkv} C={C}", flush=True)
+        for kern, cands in CANDIDATES[Dh].items():
+            for c in cands:
+                t = sk.Tile(*c)
+                kw = dict(HEAD_DIM=Dh, BLOCK_M=t.block_m, BLOCK_N=t.block_n, num_warps=t.num_warps,
+                          num_stages=t.num_stages)
+                if kern == "fwd":
+                    fn = sk.sqdk_attention_fwd[(triton.cdiv(C, t.block_m), B * H)]
+                    args = (q, k, v, pos32, counts, o, lse, C, S, H, Hkv)
+                elif kern == "dkdv":
+                    fn = sk.sqdk_attention_bwd_dkdv[(triton.cdiv(S, t.block_n), B * Hkv)]
+                    args = (q, k, v, do, lse, delta, pos32, counts, dk, dv, C, S, H, Hkv)
+                else:
+                    fn = sk.sqdk_attention_bwd_dq[(triton.cdiv(C, t.block_m), B * H)]
+                    args = (q, k, v, do, lse, delta, pos32, counts, dq, C, S, H, Hkv)
+                try:
+                    compiled = fn(*args, **kw)
+                    ms = triton.testing.do_bench(lambda: fn(*args, **kw))
+                    print(f"  {kern:5} {str(c):18} {ms:8.3f} ms  regs {compiled.n_regs} "
+                          f"spills {compiled.n_spills} shared {compiled.metadata.shared}", flush=True)
+                except Exception as e:  # out of shared memory and the like: report and go on
+                    print(f"  {kern:5} {str(c):18} failed: {type(e).__name__}: {str(e)[:100]}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
