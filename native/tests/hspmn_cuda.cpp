@@ -93,9 +93,11 @@ static void test_gemm(Device& d, std::mt19937& rng, int64_t M, int64_t N, int64_
                 ref += a * b;
                 mag += std::fabs(a * b);
             }
-            // fp32 accumulation: a few ulps of float per term's magnitude (K-independent for
-            // tree/blocked sums, K * 2^-24 worst case); a bf16 output adds one rounding of ref.
-            double bound = 2.0 * K * std::ldexp(mag, -24) + (ct == DType::BF16 ? std::ldexp(std::fabs(ref), -8) : 0.0);
+            // fp32 accumulation: at most K float roundings of the running magnitude (2x margin).
+            // A bf16 output adds its rounding: one bf16 ulp (2^-7 relative), not half, because
+            // cuBLASLt may round twice (split-K partials then the output); on the H200 the worst
+            // case measured 1.02 half-ulps at M=256 N=768 K=2048.
+            double bound = 2.0 * K * std::ldexp(mag, -24) + (ct == DType::BF16 ? std::ldexp(std::fabs(ref), -7) : 0.0);
             double err = std::fabs(got[i * ldc + j] - ref);
             worst = std::max(worst, bound > 0 ? err / bound : err);
         }
