@@ -17,20 +17,8 @@ case "${1:-}" in
   *) echo "usage: ci/goldens.sh [--write]" >&2; exit 2 ;;
 esac
 
-venv=.venv
-py="$venv/bin/python"
-if [ ! -x "$py" ]; then
-  echo "goldens: creating $venv"
-  python3 -m venv "$venv"
-fi
-# pip is skipped when the pinned torch is already there: the goldens depend on its float64 kernels
-if "$py" -c 'import sys, numpy, safetensors, torch; sys.exit(0 if torch.__version__.startswith("2.13.0") else 1)' 2>/dev/null; then
-  echo "goldens: reusing $venv ($("$py" -c 'import torch; print("torch", torch.__version__)'))"
-else
-  echo "goldens: installing torch 2.13.0, numpy, safetensors into $venv (offline index)"
-  "$py" -m pip install --quiet --index-url file:///opt/pypi/simple \
-    --extra-index-url file:///opt/pypi-more/simple torch==2.13.0 numpy safetensors
-fi
+# the reference's Python environment (torch 2.13.0 CPU and the rest, offline); its last line is the python
+py="$(bash ci/venv.sh | tail -n 1)"
 
 echo "goldens: self-test of the reference ($ref/test_ref.py)"
 "$py" "$ref/test_ref.py"
