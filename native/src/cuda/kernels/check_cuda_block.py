@@ -6,7 +6,8 @@ The CPU backend is the float32 twin of the float64 reference (native/reference/c
 judges it there), so it is the yardstick here, at shapes the goldens do not reach with the head dims
 the CUDA attention is compiled for (64, 128): B > 1, S not a multiple of any tile, GQA/MQA/MHA, top-k
 and threshold routing, pinned ragged routing (counts from 0 to C, junk past counts), training noise
-from the generator, HOST / PINNED / DEVICE tensors, accumulate, the NaN policy's device scan.
+from the generator (off in the ties cases, whose runs of 3 equal tokens have equal scores), HOST /
+PINNED / DEVICE tensors, accumulate, the NaN policy's device scan; S = 20000 for the radix select.
 
 What each check means:
 - gumbel_noise: the same Philox draw; the CUDA device computes -ln(-ln u) in f64 as the CPU does,
@@ -52,6 +53,7 @@ class Lib:
             "hspmn_context_default_params": (ContextParams, []),
             "hspmn_context_create": (C.c_int, [C.POINTER(ContextParams), C.POINTER(P)]),
             "hspmn_context_destroy": (C.c_int, [P]),
+            "hspmn_context_synchronize": (C.c_int, [P]),
             "hspmn_tensor_create": (C.c_int, [P, C.c_int32, C.c_int32, C.c_int32, C.POINTER(C.c_int64), C.POINTER(P)]),
             "hspmn_tensor_destroy": (C.c_int, [P]),
             "hspmn_tensor_copy_in": (C.c_int, [P, P, C.c_int64]),
@@ -145,12 +147,14 @@ class Report:
         self.rows.append((case, what, err, math.inf))
 
 
-def run_case(lib, rep, name, B, S, D, H, Hkv, routing, rho, conv=4, pinned=False, memory_kinds=False):
+def run_case(lib, rep, name, B, S, D, H, Hkv, routing, rho, conv=4, pinned=False, memory_kinds=False, ties=False):
     bp = lib.block_default_params()
     bp.dim, bp.num_heads, bp.num_kv_heads, bp.conv_kernel, bp.routing, bp.sparsity_k = D, H, Hkv, conv, routing, rho
     bp.router_entropy_coef = 0.01
     rng = np.random.default_rng(hash(name) & 0xFFFF)
     x = bf16_bits(rng.standard_normal((B, S, D)))
+    if ties:  # runs of 3 equal tokens: equal scores, so top-k must take the lower positions
+        x = np.repeat(x[:, ::3], 3, axis=1)[:, :S].copy()
     d_out = bf16_bits(0.1 * rng.standard_normal((B, S, D)))
     d_aux = np.array([0.5], np.float32)
     seed, step, layer = 7, 11, 2
@@ -165,7 +169,7 @@ def run_case(lib, rep, name, B, S, D, H, Hkv, routing, rho, conv=4, pinned=False
             diff = np.sum(cpu.read(tc, BF16, shape).view(np.uint32) != gpu.read(tg, BF16, shape).view(np.uint32))
             rep.check(name, f"init {p}: values differing", float(diff), 0.0)
         fp = lib.forward_default_params()
-        fp.training, fp.noise, fp.seed, fp.step, fp.layer = 1, 1, seed, step, layer
+        fp.training, fp.noise, fp.seed, fp.step, fp.layer = 1, 0 if ties else 1, seed, step, layer
 
         # gumbel_noise
         gc, gg = cpu.tensor(F32, (B, S)), gpu.tensor(F32, (B, S))
@@ -285,6 +289,9 @@ def main():
         ("pinned_ragged_b4_s130", dict(B=4, S=130, D=256, H=4, Hkv=2, routing=TOPK, rho=0.25, pinned=True)),
         ("topk_s5_k1", dict(B=2, S=5, D=128, H=2, Hkv=1, routing=TOPK, rho=0.2, conv=4)),
         ("topk_rho1_b2_s64", dict(B=2, S=64, D=128, H=2, Hkv=2, routing=TOPK, rho=1.0)),
+        ("topk_ties_b2_s200", dict(B=2, S=200, D=128, H=2, Hkv=1, routing=TOPK, rho=0.3, ties=True)),
+        ("threshold_ties_b2_s90", dict(B=2, S=90, D=128, H=2, Hkv=2, routing=THRESHOLD, rho=0.5, ties=True)),
+        ("topk_long_b2_s20000", dict(B=2, S=20000, D=128, H=2, Hkv=1, routing=TOPK, rho=0.05, conv=2)),
     ]
     for name, kw in cases:
         try:
