@@ -17,8 +17,8 @@ constexpr int kThreads = 1024;
 
 __device__ __forceinline__ unsigned long long route_key(float v, int64_t s) {
     if (isnan(v)) v = -INFINITY;  // NaN ranks lowest (the CPU's strict weak order)
-    if (v == 0.0f) v = 0.0f;      // -0 == +0 as the CPU compares them: the position decides
-    const unsigned u = __float_as_uint(v);
+    // -0 == +0 as the CPU compares them: the position decides (bits, so no flag can fold it away).
+    const unsigned u = v == 0.0f ? 0u : __float_as_uint(v);
     const unsigned k = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
     return (static_cast<unsigned long long>(k) << 32) | static_cast<unsigned long long>(0xffffffffu - static_cast<unsigned>(s));
 }
