@@ -74,6 +74,11 @@ Plan make_plan(Device& d, const PlanKey& k) {
         uint64_t ws = Device::kWorkspaceBytes;
         check_lt(lt.preference_set_attribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)),
                  "cublasLtMatmulPreferenceSetAttribute(MAX_WORKSPACE_BYTES)");
+        // Split-K partial sums in float32 only (MODEL.md: matmul accumulators are float32); the
+        // in-place and output-type schemes would sum bf16 partials (a full bf16 ulp of error).
+        uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+        check_lt(lt.preference_set_attribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes, sizeof(schemes)),
+                 "cublasLtMatmulPreferenceSetAttribute(REDUCTION_SCHEME_MASK)");
         uint32_t aa = static_cast<uint32_t>(k.align_b), ab = static_cast<uint32_t>(k.align_a),
                  ac = static_cast<uint32_t>(k.align_c);
         check_lt(lt.preference_set_attribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa, sizeof(aa)),
