@@ -6,7 +6,9 @@
 # through the CUDA backend, the same goldens through the CPU backend of the CUDA-built library, and
 # the Java GPU tests when .carry/jre.tgz and .carry/*.jar exist. A failed stage does not stop the
 # later ones (they report their own failure); the exit status is non-zero if any stage failed.
-# Logs go to $OUT/gpu-logs when OUT is set, else build-gpu/logs; the summary table is printed last.
+# Logs go to build-gpu/logs (one per stage); when OUT is set they are also packed into
+# $OUT/gpu-logs.tgz beside $OUT/gpu-summary.txt (two files: the device machine returns only a few).
+# The summary table is printed last.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -14,8 +16,7 @@ build=build-gpu
 py="${HSPMN_PYTHON:-python3}"
 archs="${HSPMN_CUDA_ARCHS:-90}"
 jobs="${GPU_JOBS:-$(nproc)}"
-logs="${OUT:+$OUT/gpu-logs}"
-logs="${logs:-$build/logs}"
+logs="$build/logs"
 mkdir -p "$logs"
 
 names=()
@@ -86,7 +87,11 @@ failed=0
     printf '%-14s %-8s %s\n' "${names[$i]}" "${times[$i]}" "${results[$i]}"
     [[ "${results[$i]}" == FAIL* ]] && failed=1
   done
-  echo "logs: $logs"
+  echo "logs: $logs${OUT:+ (packed in $OUT/gpu-logs.tgz)}"
 } | tee "$logs/summary.txt"
+if [[ -n "${OUT:-}" ]]; then
+  cp "$logs/summary.txt" "$OUT/gpu-summary.txt"
+  tar -czf "$OUT/gpu-logs.tgz" -C "$build" logs
+fi
 for r in "${results[@]}"; do [[ "$r" == FAIL* ]] && failed=1; done
 exit "$failed"
