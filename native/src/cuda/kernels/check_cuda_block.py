@@ -16,7 +16,10 @@ What each check means:
   counts exactly (random data: a near-tie can flip; then the line says how many tokens differ).
 - forward / backward: out, d_x, weight gradients at 1e-2 relative (MODEL.md's bf16 bound: the CUDA
   backend rounds activations to bf16 between ops); aux at 1e-5. router.b / router.log_temp are
-  cancelling sums (see check_native.py) and are printed, not judged.
+  cancelling sums (see check_native.py) and are printed, not judged. topk_s5_k1 has 2 selected rows
+  in all, so its attn.q/attn.k gradients are rank-2 sums of dq, which carries the bf16 path's noise
+  through the softmax gradient P (dP - delta) un-averaged: 0.35%..1.1% over 16 seeds (0.4..0.7% at
+  the larger shapes); judged at 2e-2 there.
 - memory kinds: HOST and PINNED tensors give bit-identical results to DEVICE ones.
 Exit status 1 on any failure.
 """
@@ -26,6 +29,7 @@ import ctypes as C
 import math
 import os
 import sys
+import zlib
 
 import numpy as np
 
@@ -147,11 +151,12 @@ class Report:
         self.rows.append((case, what, err, math.inf))
 
 
-def run_case(lib, rep, name, B, S, D, H, Hkv, routing, rho, conv=4, pinned=False, memory_kinds=False, ties=False):
+def run_case(lib, rep, name, B, S, D, H, Hkv, routing, rho, conv=4, pinned=False, memory_kinds=False, ties=False,
+             seed=None, qk_bound=1e-2):
     bp = lib.block_default_params()
     bp.dim, bp.num_heads, bp.num_kv_heads, bp.conv_kernel, bp.routing, bp.sparsity_k = D, H, Hkv, conv, routing, rho
     bp.router_entropy_coef = 0.01
-    rng = np.random.default_rng(hash(name) & 0xFFFF)
+    rng = np.random.default_rng(zlib.crc32(name.encode()) if seed is None else seed)
     x = bf16_bits(rng.standard_normal((B, S, D)))
     if ties:  # runs of 3 equal tokens: equal scores, so top-k must take the lower positions
         x = np.repeat(x[:, ::3], 3, axis=1)[:, :S].copy()
@@ -196,6 +201,8 @@ def run_case(lib, rep, name, B, S, D, H, Hkv, routing, rho, conv=4, pinned=False
         rep.check(name, "route.aux", rel(rg["aux"], rc["aux"]), 1e-5)
         rep.check(name, "route.counts differing", float(np.sum(rg["cnt"] != rc["cnt"])), 0.0)
         rep.check(name, "route.indices differing", float(np.sum(rg["idx"] != rc["idx"])), 0.0)
+        if k == 1:
+            rep.info(name, "route: position selected in sequence 0", float(rc["idx"][0, 0]))
 
         # forward (own routing, or pinned ragged routing with junk past counts), then backward
         if pinned:
@@ -244,7 +251,7 @@ def run_case(lib, rep, name, B, S, D, H, Hkv, routing, rho, conv=4, pinned=False
             if p in CANCELLING:
                 rep.info(name, f"grad.{p} (cancelling sum, info)", e)
             else:
-                rep.check(name, f"grad.{p}", e, 1e-2)
+                rep.check(name, f"grad.{p}", e, qk_bound if p in ("attn.q", "attn.k") else 1e-2)
         rep.check(name, "accumulate: attn.q == 2x", rel(fg["acc_q"], 2 * fg["grads"]["attn.q"]), 1e-6)
 
         if memory_kinds:
@@ -287,7 +294,7 @@ def main():
         ("topk_mqa_dh128_s1025", dict(B=1, S=1025, D=512, H=4, Hkv=1, routing=TOPK, rho=0.5, conv=3)),
         ("threshold_mha_b3_s77", dict(B=3, S=77, D=256, H=4, Hkv=4, routing=THRESHOLD, rho=0.5)),
         ("pinned_ragged_b4_s130", dict(B=4, S=130, D=256, H=4, Hkv=2, routing=TOPK, rho=0.25, pinned=True)),
-        ("topk_s5_k1", dict(B=2, S=5, D=128, H=2, Hkv=1, routing=TOPK, rho=0.2, conv=4)),
+        ("topk_s5_k1", dict(B=2, S=5, D=128, H=2, Hkv=1, routing=TOPK, rho=0.2, conv=4, qk_bound=2e-2)),
         ("topk_rho1_b2_s64", dict(B=2, S=64, D=128, H=2, Hkv=2, routing=TOPK, rho=1.0)),
         ("topk_ties_b2_s200", dict(B=2, S=200, D=128, H=2, Hkv=1, routing=TOPK, rho=0.3, ties=True)),
         ("threshold_ties_b2_s90", dict(B=2, S=90, D=128, H=2, Hkv=2, routing=THRESHOLD, rho=0.5, ties=True)),
