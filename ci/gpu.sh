@@ -4,7 +4,7 @@
 #   bash ci/gpu.sh                 HSPMN_CUDA_ARCHS=90 by default; GPU_JOBS=<n> build jobs
 # Stages: configure, build, test_native, hspmn_cuda (gemm + attention vs float64), golden parity
 # through the CUDA backend, the same goldens through the CPU backend of the CUDA-built library, and
-# the Java GPU tests when .carry/jre.tgz and .carry/*.jar exist. A failed stage does not stop the
+# the Java tests when ci/pack-carry.sh has filled .carry/, then the benchmarks (HSPMN_GPU_BENCH=0 skips them). A failed stage does not stop the
 # later ones (they report their own failure); the exit status is non-zero if any stage failed.
 # Logs go to build-gpu/logs (one per stage); when OUT is set they are also packed into
 # $OUT/gpu-logs.tgz beside $OUT/gpu-summary.txt (two files: the device machine returns only a few).
@@ -64,19 +64,19 @@ stage hspmn_cuda "$build/tests/hspmn_cuda"
 stage goldens_cuda "$py" native/reference/check_native.py --backend cuda --lib "$build/libhspmn.so"
 stage goldens_cpu "$py" native/reference/check_native.py --backend cpu --lib "$build/libhspmn.so"
 
-jars=(.carry/*.jar)
-if [[ -f .carry/jre.tgz && -e "${jars[0]}" ]]; then
-  jre="$build/jre"
-  rm -rf "$jre" && mkdir -p "$jre" && tar -xzf .carry/jre.tgz -C "$jre" --strip-components=1
-  # ---- HOOK (coordinator): the Java GPU test command. It must use "$jre/bin/java", the jars in
-  # .carry/, hspmn.library.path=$build/libhspmn.so, and run only the tests tagged "gpu". ----
-  if [[ -n "${HSPMN_JAVA_GPU_CMD:-}" ]]; then
-    stage java_gpu bash -c "JAVA=$jre/bin/java LIB=$build/libhspmn.so; $HSPMN_JAVA_GPU_CMD"
-  else
-    skip java_gpu "JRE and jars present, but no Java command yet (HSPMN_JAVA_GPU_CMD / the hook in ci/gpu.sh)"
-  fi
+if [[ -f .carry/jre.tgz && -f .carry/java.tgz ]]; then
+  # the whole JUnit suite against the CUDA-built library, gpu-tagged tests included and required
+  stage java ci/gpu-java.sh "$build/libhspmn.so"
 else
-  skip java_gpu "no .carry/jre.tgz and .carry/*.jar"
+  skip java "no .carry/jre.tgz and .carry/java.tgz (run ci/pack-carry.sh on the development machine)"
+fi
+
+if [[ "${HSPMN_GPU_BENCH:-1}" == 1 ]]; then
+  # the dense Llama-style baseline, measured in the same call as HSPMN (BENCHMARKS.md)
+  stage bench_dense "$py" native/bench/dense_block.py --mode all --iters 10 --json "$logs/dense.json"
+  if [[ -f native/src/cuda/kernels/bench_cuda_block.py ]]; then
+    stage bench_hspmn "$py" native/src/cuda/kernels/bench_cuda_block.py --lib "$build/libhspmn.so" --json "$logs/hspmn.json"
+  fi
 fi
 
 failed=0
