@@ -1,5 +1,5 @@
-// causal_conv forward/backward: one thread per (token, channel), channels contiguous so a warp
-// reads 32 neighbouring channels of one token; the weight gradient as per-chunk column partials.
+// causal_conv forward/backward: a thread per channel over a grid-stride of token rows, channels
+// contiguous so a warp reads 32 neighbouring channels of one token; the weight gradient as per-chunk column partials.
 #include "common.cuh"
 #include "kernels.h"
 
@@ -7,33 +7,38 @@ namespace hspmn::cuda {
 
 namespace {
 
+// Threads over channels (x), token rows over blockIdx.y (grid-stride): no per-element division.
 // h, c: [B, S, D] bf16  w: [D, K] bf16
 __global__ void causal_conv_forward_kernel(const __nv_bfloat16* __restrict__ h, const __nv_bfloat16* __restrict__ w,
                                            int64_t N, int64_t S, int64_t D, int64_t K, __nv_bfloat16* __restrict__ c) {
-    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < N * D; e += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t i = e / D, d = e - i * D, t = i % S;
+    const int64_t d = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (d >= D) return;
+    for (int64_t i = blockIdx.y; i < N; i += gridDim.y) {
+        const int64_t t = i % S;
         float acc = 0.0f;
         for (int64_t j = 0; j < K; ++j) {
             const int64_t back = (K - 1) - j;  // h[t - back] of the same sequence
             if (t - back < 0) continue;
             acc += kern::ld(w + d * K + j) * kern::ld(h + (i - back) * D + d);
         }
-        c[e] = kern::bf(acc);
+        c[i * D + d] = kern::bf(acc);
     }
 }
 
 // dh[s] = sum_j w[:, j] dc[s + (K-1) - j] within the sequence.  dc, dh: [B, S, D] f32
 __global__ void causal_conv_backward_dh_kernel(const __nv_bfloat16* __restrict__ w, const float* __restrict__ dc,
                                                int64_t N, int64_t S, int64_t D, int64_t K, float* __restrict__ dh) {
-    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < N * D; e += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t i = e / D, d = e - i * D, s = i % S;
+    const int64_t d = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (d >= D) return;
+    for (int64_t i = blockIdx.y; i < N; i += gridDim.y) {
+        const int64_t s = i % S;
         float acc = 0.0f;
         for (int64_t j = 0; j < K; ++j) {
             const int64_t ahead = (K - 1) - j;
             if (s + ahead >= S) continue;
             acc += kern::ld(w + d * K + j) * dc[(i + ahead) * D + d];
         }
-        dh[e] = acc;
+        dh[i * D + d] = acc;
     }
 }
 
@@ -46,11 +51,116 @@ __global__ void causal_conv_backward_dw_kernel(const __nv_bfloat16* __restrict__
     const int64_t j = blockIdx.z, back = (K - 1) - j;
     const int64_t r0 = blockIdx.y * rows, r1 = r0 + rows < N ? r0 + rows : N;
     float acc = 0.0f;
-    for (int64_t i = r0; i < r1; ++i) {
-        if (i % S < back) continue;
+    for (int64_t i = r0, t = r0 % S; i < r1; ++i, t = t + 1 == S ? 0 : t + 1) {
+        if (t < back) continue;
         acc += dc[i * D + d] * kern::ld(h + (i - back) * D + d);
     }
     part[blockIdx.y * D * K + d * K + j] = acc;
+}
+
+// The common case D % 8 == 0, K <= 8: a thread owns 8 channels (16-byte loads) with their K taps
+// in registers; same tap order (j ascending) and row order as the scalar kernels above.
+constexpr int kMaxVecK = 8;
+
+// h, c: [B, S, D] bf16  w: [D, K] bf16
+__global__ void __launch_bounds__(128) causal_conv_forward_vec_kernel(const __nv_bfloat16* __restrict__ h,
+                                                                      const __nv_bfloat16* __restrict__ w, int64_t N,
+                                                                      int64_t S, int64_t D, int K,
+                                                                      __nv_bfloat16* __restrict__ c) {
+    const int64_t d0 = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * 8;
+    if (d0 >= D) return;
+    float wr[kMaxVecK][8];
+#pragma unroll
+    for (int j = 0; j < kMaxVecK; ++j)
+#pragma unroll
+        for (int e = 0; e < 8; ++e) wr[j][e] = j < K ? kern::ld(w + (d0 + e) * K + j) : 0.0f;
+    for (int64_t i = blockIdx.y; i < N; i += gridDim.y) {
+        const int64_t t = i % S;
+        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#pragma unroll
+        for (int j = 0; j < kMaxVecK; ++j) {
+            const int64_t back = (K - 1) - j;
+            if (j >= K || t < back) continue;
+            float f[8];
+            kern::load8(h + (i - back) * D + d0, f);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[e] += wr[j][e] * f[e];
+        }
+        kern::store8(c + i * D + d0, acc);
+    }
+}
+
+// dc, dh: [B, S, D] f32
+__global__ void __launch_bounds__(128) causal_conv_backward_dh_vec_kernel(const __nv_bfloat16* __restrict__ w,
+                                                                          const float* __restrict__ dc, int64_t N,
+                                                                          int64_t S, int64_t D, int K,
+                                                                          float* __restrict__ dh) {
+    const int64_t d0 = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * 8;
+    if (d0 >= D) return;
+    float wr[kMaxVecK][8];
+#pragma unroll
+    for (int j = 0; j < kMaxVecK; ++j)
+#pragma unroll
+        for (int e = 0; e < 8; ++e) wr[j][e] = j < K ? kern::ld(w + (d0 + e) * K + j) : 0.0f;
+    for (int64_t i = blockIdx.y; i < N; i += gridDim.y) {
+        const int64_t s = i % S;
+        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#pragma unroll
+        for (int j = 0; j < kMaxVecK; ++j) {
+            const int64_t ahead = (K - 1) - j;
+            if (j >= K || s + ahead >= S) continue;
+            const float4* src = reinterpret_cast<const float4*>(dc + (i + ahead) * D + d0);
+            const float4 a = src[0], b = src[1];
+            const float f[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[e] += wr[j][e] * f[e];
+        }
+        float4* dst = reinterpret_cast<float4*>(dh + i * D + d0);
+        dst[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+        dst[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
+    }
+}
+
+// part[chunk, d*K + j] over the chunk's rows, all K taps of 8 channels a thread.  grid: (ceil(D/1024), chunks)
+__global__ void __launch_bounds__(128) causal_conv_backward_dw_vec_kernel(const __nv_bfloat16* __restrict__ h,
+                                                                          const float* __restrict__ dc, int64_t N,
+                                                                          int64_t S, int64_t D, int K, int64_t rows,
+                                                                          float* __restrict__ part) {
+    const int64_t d0 = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * 8;
+    if (d0 >= D) return;
+    const int64_t r0 = blockIdx.y * rows, r1 = r0 + rows < N ? r0 + rows : N;
+    float acc[kMaxVecK][8];
+#pragma unroll
+    for (int j = 0; j < kMaxVecK; ++j)
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[j][e] = 0.0f;
+    for (int64_t i = r0, t = r0 % S; i < r1; ++i, t = t + 1 == S ? 0 : t + 1) {
+        const float4* src = reinterpret_cast<const float4*>(dc + i * D + d0);
+        const float4 a = src[0], b = src[1];
+        const float g[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+#pragma unroll
+        for (int j = 0; j < kMaxVecK; ++j) {
+            const int64_t back = (K - 1) - j;
+            if (j >= K || t < back) continue;
+            float f[8];
+            kern::load8(h + (i - back) * D + d0, f);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[j][e] += g[e] * f[e];
+        }
+    }
+    float* pc = part + blockIdx.y * D * K;
+#pragma unroll
+    for (int j = 0; j < kMaxVecK; ++j)
+        if (j < K)
+#pragma unroll
+            for (int e = 0; e < 8; ++e) pc[(d0 + e) * K + j] = acc[j][e];
+}
+
+// x: channels in blocks of 128; y: token rows, about 8192 blocks in all so each block loops over
+// several rows (one row a block left the device scheduling blocks of 128 loads).
+dim3 rows_grid(int64_t N, int64_t D, int64_t per_thread = 1) {
+    const int64_t gx = (D + 128 * per_thread - 1) / (128 * per_thread), cap = 8192 / gx > 1 ? 8192 / gx : 1;
+    return dim3(static_cast<unsigned>(gx), static_cast<unsigned>(N < cap ? N : cap));
 }
 
 }  // namespace
@@ -59,7 +169,10 @@ void causal_conv_forward(Device& d, const __nv_bfloat16* h, const __nv_bfloat16*
                          int64_t D, int64_t K, __nv_bfloat16* c) {
     const int64_t N = B * S;
     if (N <= 0) return;
-    causal_conv_forward_kernel<<<kern::grid_for(N * D, 256), 256, 0, stream(d)>>>(h, w, N, S, D, K, c);
+    if (D % 8 == 0 && K <= kMaxVecK)
+        causal_conv_forward_vec_kernel<<<rows_grid(N, D, 8), 128, 0, stream(d)>>>(h, w, N, S, D, static_cast<int>(K), c);
+    else
+        causal_conv_forward_kernel<<<rows_grid(N, D), 128, 0, stream(d)>>>(h, w, N, S, D, K, c);
     check_launch("causal_conv_forward");
 }
 
@@ -67,12 +180,24 @@ void causal_conv_backward(Device& d, const __nv_bfloat16* h, const __nv_bfloat16
                           int64_t S, int64_t D, int64_t K, float* dh, float* dw, DeviceBuffer& scratch) {
     const int64_t N = B * S;
     if (N <= 0) return;
-    causal_conv_backward_dh_kernel<<<kern::grid_for(N * D, 256), 256, 0, stream(d)>>>(w, dc, N, S, D, K, dh);
+    const bool vec = D % 8 == 0 && K <= kMaxVecK;
+    if (vec)
+        causal_conv_backward_dh_vec_kernel<<<rows_grid(N, D, 8), 128, 0, stream(d)>>>(w, dc, N, S, D,
+                                                                                    static_cast<int>(K), dh);
+    else
+        causal_conv_backward_dh_kernel<<<rows_grid(N, D), 128, 0, stream(d)>>>(w, dc, N, S, D, K, dh);
     check_launch("causal_conv_backward_dh");
-    const int64_t rows = partial_rows(N), chunks = (N + rows - 1) / rows;
+    // The vector kernel has 8x fewer threads across D: 4x more (shorter) chunks to fill the device.
+    const int64_t rows = vec ? (partial_rows(N) + 3) / 4 : partial_rows(N), chunks = (N + rows - 1) / rows;
     scratch.ensure(d, static_cast<std::size_t>(chunks * D * K) * sizeof(float));
-    const dim3 g(static_cast<unsigned>((D + 255) / 256), static_cast<unsigned>(chunks), static_cast<unsigned>(K));
-    causal_conv_backward_dw_kernel<<<g, 256, 0, stream(d)>>>(h, dc, N, S, D, K, rows, scratch.as<float>());
+    if (vec) {
+        const dim3 g(static_cast<unsigned>((D + 1023) / 1024), static_cast<unsigned>(chunks));
+        causal_conv_backward_dw_vec_kernel<<<g, 128, 0, stream(d)>>>(h, dc, N, S, D, static_cast<int>(K), rows,
+                                                                     scratch.as<float>());
+    } else {
+        const dim3 g(static_cast<unsigned>((D + 255) / 256), static_cast<unsigned>(chunks), static_cast<unsigned>(K));
+        causal_conv_backward_dw_kernel<<<g, 256, 0, stream(d)>>>(h, dc, N, S, D, K, rows, scratch.as<float>());
+    }
     check_launch("causal_conv_backward_dw");
     reduce_partials(d, scratch.as<float>(), chunks, D * K, dw);
 }

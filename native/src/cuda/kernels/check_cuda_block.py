@@ -7,7 +7,8 @@ judges it there), so it is the yardstick here, at shapes the goldens do not reac
 the CUDA attention is compiled for (64, 128): B > 1, S not a multiple of any tile, GQA/MQA/MHA, top-k
 and threshold routing, pinned ragged routing (counts from 0 to C, junk past counts), training noise
 from the generator (off in the ties cases, whose runs of 3 equal tokens have equal scores), HOST /
-PINNED / DEVICE tensors, accumulate, the NaN policy's device scan; S = 20000 for the radix select.
+PINNED / DEVICE tensors, accumulate, the NaN policy's device scan; S = 20000 for the radix select;
+conv_kernel 9 for the scalar causal_conv kernels (the vector ones take K <= 8).
 
 What each check means:
 - gumbel_noise: the same Philox draw; the CUDA device computes -ln(-ln u) in f64 as the CPU does,
@@ -298,6 +299,7 @@ def main():
         ("topk_rho1_b2_s64", dict(B=2, S=64, D=128, H=2, Hkv=2, routing=TOPK, rho=1.0)),
         ("topk_ties_b2_s200", dict(B=2, S=200, D=128, H=2, Hkv=1, routing=TOPK, rho=0.3, ties=True)),
         ("threshold_ties_b2_s90", dict(B=2, S=90, D=128, H=2, Hkv=2, routing=THRESHOLD, rho=0.5, ties=True)),
+        ("conv9_scalar_paths_b2_s50", dict(B=2, S=50, D=128, H=2, Hkv=1, routing=TOPK, rho=0.3, conv=9)),
         ("topk_long_b2_s20000", dict(B=2, S=20000, D=128, H=2, Hkv=1, routing=TOPK, rho=0.05, conv=2)),
     ]
     for name, kw in cases:

@@ -34,7 +34,7 @@ void rms_norm_backward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w
 // h, c: [B, S, D] bf16  w: [D, K] bf16
 void causal_conv_forward(Device& d, const __nv_bfloat16* h, const __nv_bfloat16* w, int64_t B, int64_t S,
                          int64_t D, int64_t K, __nv_bfloat16* c);
-// dc: [B, S, D] f32; dh: [B, S, D] f32 (overwritten); dw: [D, K] f32 (+)=; scratch as rms_norm_backward's * K
+// dc: [B, S, D] f32; dh: [B, S, D] f32 (overwritten); dw: [D, K] f32 (+)=; scratch grows to [chunks, D, K] f32
 void causal_conv_backward(Device& d, const __nv_bfloat16* h, const __nv_bfloat16* w, const float* dc, int64_t B,
                           int64_t S, int64_t D, int64_t K, float* dh, float* dw, DeviceBuffer& scratch);
 
@@ -50,7 +50,7 @@ void swiglu_backward(Device& d, const __nv_bfloat16* g, const __nv_bfloat16* u, 
 void rope_table(Device& d, int64_t S, int64_t Dh, float base, float* cos_t, float* sin_t);
 // Row r of [R, heads*Dh]: with pos == null its position is r % S (keys, every token); else rows are
 // [B, C] selected queries, position pos[r] (pos: [B, C] i32), valid iff r % C < counts[r / C]
-// (counts: [B] i32); invalid rows are written as 0. src and dst may alias.
+// (counts: [B] i32); invalid rows are written as 0.
 // src: [R, heads*Dh] f32  dst: [R, heads*Dh] bf16
 void rope_forward(Device& d, const float* src, __nv_bfloat16* dst, int64_t R, int64_t heads, int64_t Dh,
                   const int32_t* pos, const int32_t* counts, int64_t C, int64_t S, const float* cos_t,

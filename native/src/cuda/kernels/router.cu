@@ -105,13 +105,13 @@ __global__ void router_w_reduce_kernel(const double* __restrict__ part, int64_t 
     g_w[d] += static_cast<float>(acc);
 }
 
-// dx[i, d] += dl[i] w[d].  dx: [N, D] f32
+// dx[i, d] += dl[i] w[d].  dx: [N, D] f32.  Threads over d, token rows over blockIdx.y (grid-stride).
 __global__ void router_dx_kernel(const float* __restrict__ dl, const __nv_bfloat16* __restrict__ w, int64_t N,
                                  int64_t D, float* __restrict__ dx) {
-    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < N * D; e += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t i = e / D, d = e - i * D;
-        dx[e] += dl[i] * kern::ld(w + d);
-    }
+    const int64_t d = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (d >= D) return;
+    const float wd = kern::ld(w + d);
+    for (int64_t i = blockIdx.y; i < N; i += gridDim.y) dx[i * D + d] += dl[i] * wd;
 }
 
 }  // namespace
@@ -151,7 +151,9 @@ void router_backward(Device& d, const float* dy, const float* n, const int32_t* 
     check_launch("router_w_partial");
     router_w_reduce_kernel<<<static_cast<unsigned>((D + 255) / 256), 256, 0, stream(d)>>>(w_part, chunks, D, g_w);
     check_launch("router_w_reduce");
-    router_dx_kernel<<<kern::grid_for(N * D, 256), 256, 0, stream(d)>>>(dl, w, N, D, dx);
+    const int64_t gx = (D + 127) / 128, cap = 8192 / gx > 1 ? 8192 / gx : 1;  // several rows a block
+    const dim3 gdx(static_cast<unsigned>(gx), static_cast<unsigned>(N < cap ? N : cap));
+    router_dx_kernel<<<gdx, 128, 0, stream(d)>>>(dl, w, N, D, dx);
     check_launch("router_dx");
 }
 

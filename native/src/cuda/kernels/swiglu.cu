@@ -31,13 +31,32 @@ __global__ void swiglu_forward_kernel(const __nv_bfloat16* __restrict__ g, const
 }
 
 // da: [n] bf16; dg, du: [n] bf16
+template <bool kVec>
 __global__ void swiglu_backward_kernel(const __nv_bfloat16* __restrict__ g, const __nv_bfloat16* __restrict__ u,
                                        const __nv_bfloat16* __restrict__ da, int64_t n, __nv_bfloat16* __restrict__ dg,
                                        __nv_bfloat16* __restrict__ du) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        const float x = kern::ld(g + i), s = sigmoid(x), silu = x * s, dai = kern::ld(da + i);
-        du[i] = kern::bf(dai * silu);
-        dg[i] = kern::bf(dai * kern::ld(u + i) * (s + silu * (1.0f - s)));
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    if (kVec) {
+        for (int64_t v = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; v < n / 8; v += stride) {
+            float fg[8], fu[8], fa[8];
+            kern::load8(g + v * 8, fg);
+            kern::load8(u + v * 8, fu);
+            kern::load8(da + v * 8, fa);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                const float s = sigmoid(fg[i]), silu = fg[i] * s;
+                fg[i] = fa[i] * fu[i] * (s + silu * (1.0f - s));
+                fu[i] = fa[i] * silu;
+            }
+            kern::store8(dg + v * 8, fg);
+            kern::store8(du + v * 8, fu);
+        }
+    } else {
+        for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += stride) {
+            const float x = kern::ld(g + i), s = sigmoid(x), silu = x * s, dai = kern::ld(da + i);
+            du[i] = kern::bf(dai * silu);
+            dg[i] = kern::bf(dai * kern::ld(u + i) * (s + silu * (1.0f - s)));
+        }
     }
 }
 
@@ -55,7 +74,10 @@ void swiglu_forward(Device& d, const __nv_bfloat16* g, const __nv_bfloat16* u, i
 void swiglu_backward(Device& d, const __nv_bfloat16* g, const __nv_bfloat16* u, const __nv_bfloat16* da, int64_t n,
                      __nv_bfloat16* dg, __nv_bfloat16* du) {
     if (n <= 0) return;
-    swiglu_backward_kernel<<<kern::grid_for(n, 256), 256, 0, stream(d)>>>(g, u, da, n, dg, du);
+    if (n % 8 == 0)
+        swiglu_backward_kernel<true><<<kern::grid_for(n / 8, 256), 256, 0, stream(d)>>>(g, u, da, n, dg, du);
+    else
+        swiglu_backward_kernel<false><<<kern::grid_for(n, 256), 256, 0, stream(d)>>>(g, u, da, n, dg, du);
     check_launch("swiglu_backward");
 }
 
