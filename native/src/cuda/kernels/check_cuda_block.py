@@ -5,10 +5,10 @@
 The CPU backend is the float32 twin of the float64 reference (native/reference/check_native.py
 judges it there), so it is the yardstick here, at shapes the goldens do not reach with the head dims
 the CUDA attention is compiled for (64, 128): B > 1, S not a multiple of any tile, GQA/MQA/MHA, top-k
-and threshold routing, pinned ragged routing (counts from 0 to C, junk past counts), training noise
-from the generator (off in the ties cases, whose runs of 3 equal tokens have equal scores), HOST /
-PINNED / DEVICE tensors, accumulate, the NaN policy's device scan; S = 20000 for the radix select;
-conv_kernel 9 for the scalar causal_conv kernels (the vector ones take K <= 8).
+and threshold routing, pinned ragged routing (counts from 0 to C, junk past counts) with a noise
+tensor, training noise from the generator (off in the ties cases, whose runs of 3 equal tokens have
+equal scores), HOST / PINNED / DEVICE tensors, accumulate, the NaN policy's device scan; S = 20000
+for the radix select; conv_kernel 9 for the scalar causal_conv kernels (the vector ones take K <= 8).
 
 What each check means:
 - gumbel_noise: the same Philox draw; the CUDA device computes -ln(-ln u) in f64 as the CPU does,
@@ -215,12 +215,14 @@ def run_case(lib, rep, name, B, S, D, H, Hkv, routing, rho, conv=4, pinned=False
             ind = np.full((B, C_), 12345, np.int32)
             for b in range(B):
                 ind[b, :cnt[b]] = np.sort(rng.choice(S, size=cnt[b], replace=False))
+            noise = (2.0 * rng.standard_normal((B, S))).astype(np.float32)
         results = {}
         for ctx, blk in ((cpu, bc), (gpu, bg)):
             out, aux, d_x = ctx.tensor(BF16, (B, S, D)), ctx.tensor(F32, (1,)), ctx.tensor(BF16, (B, S, D))
             xt = ctx.tensor(BF16, (B, S, D), x)
-            if pinned:
-                lib.ok(lib.block_forward_routed(blk, C.byref(fp), xt, None, ctx.tensor(I32, ind.shape, ind),
+            if pinned:  # with a noise tensor too (it moves n, so the gate and temperature gradients)
+                lib.ok(lib.block_forward_routed(blk, C.byref(fp), xt, ctx.tensor(F32, (B, S), noise),
+                                                ctx.tensor(I32, ind.shape, ind),
                                                 ctx.tensor(I32, cnt.shape, cnt), out, aux), "forward_routed")
             else:
                 lib.ok(lib.block_forward(blk, C.byref(fp), xt, out, aux), "forward")
