@@ -63,6 +63,8 @@ stage test_native "$build/tests/test_native"
 stage hspmn_cuda "$build/tests/hspmn_cuda"
 stage goldens_cuda "$py" native/reference/check_native.py --backend cuda --lib "$build/libhspmn.so"
 stage goldens_cpu "$py" native/reference/check_native.py --backend cpu --lib "$build/libhspmn.so"
+# every op and the whole block, CUDA against the CPU backend of the same library (head dims 64/128, S=20000)
+stage cuda_vs_cpu "$py" native/src/cuda/kernels/check_cuda_block.py --lib "$build/libhspmn.so"
 
 if [[ -f .carry/jre.tgz && -f .carry/java.tgz ]]; then
   # the whole JUnit suite against the CUDA-built library, gpu-tagged tests included and required
@@ -74,9 +76,7 @@ fi
 if [[ "${HSPMN_GPU_BENCH:-1}" == 1 ]]; then
   # the dense Llama-style baseline, measured in the same call as HSPMN (BENCHMARKS.md)
   stage bench_dense "$py" native/bench/dense_block.py --mode all --iters 10 --json "$logs/dense.json"
-  if [[ -f native/src/cuda/kernels/bench_cuda_block.py ]]; then
-    stage bench_hspmn "$py" native/src/cuda/kernels/bench_cuda_block.py --lib "$build/libhspmn.so" --json "$logs/hspmn.json"
-  fi
+  stage bench_hspmn "$py" native/bench/hspmn_block.py --mode all --iters 10 --lib "$build/libhspmn.so" --json "$logs/hspmn.json"
 fi
 
 failed=0

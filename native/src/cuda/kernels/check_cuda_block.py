@@ -303,6 +303,8 @@ def main():
         ("threshold_ties_b2_s90", dict(B=2, S=90, D=128, H=2, Hkv=2, routing=THRESHOLD, rho=0.5, ties=True)),
         ("conv9_scalar_paths_b2_s50", dict(B=2, S=50, D=128, H=2, Hkv=1, routing=TOPK, rho=0.3, conv=9)),
         ("topk_long_b2_s20000", dict(B=2, S=20000, D=128, H=2, Hkv=1, routing=TOPK, rho=0.05, conv=2)),
+        # the longest context, B=1 S=131072; rho small so the CPU side stays within seconds
+        ("topk_long_b1_s131072", dict(B=1, S=131072, D=128, H=2, Hkv=1, routing=TOPK, rho=0.01, conv=3)),
     ]
     for name, kw in cases:
         try:
