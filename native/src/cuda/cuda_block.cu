@@ -99,7 +99,8 @@ class CudaBlock final : public BlockImpl {
 public:
     CudaBlock(Device& d, const BlockConfig& cfg, uint64_t seed) : d_(d), cfg_(cfg), info_(param_table(cfg)) {
         if (!attention_supports_head_dim(cfg_.Dh))
-            fail(HSPMN_ERR_NOT_BUILT, "CUDA sqdk_attention has no kernel for head_dim %lld",
+            fail(HSPMN_ERR_NOT_BUILT, "CUDA sqdk_attention has no kernel for head_dim %lld: the CUDA backend's "
+                 "attention takes even head dims 8..128 (native/kernels/triton/README.md); use the CPU backend",
                  static_cast<long long>(cfg_.Dh));
         std::vector<float> f;
         std::vector<uint16_t> h;
