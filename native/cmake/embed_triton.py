@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 KNOWN_ARGS = {"Q", "K", "V", "O", "Lse", "Pos", "Counts", "DO", "DQ", "DK", "DV", "Delta",
-              "C", "S", "H", "HKV", "global_scratch", "profile_scratch"}
+              "C", "S", "H", "HKV", "HEAD_DIM", "global_scratch", "profile_scratch"}
 
 
 def c_string(s):
@@ -44,6 +44,11 @@ def parse(meta, where):
     for a in meta["args"]:
         if a["size"] not in (4, 8):
             errors.append(f"{where}: argument {a['name']} of size {a['size']}")
+    lo, hi, step = meta["head_dims"]
+    if not (0 < lo <= hi and step > 0 and (hi - lo) % step == 0):
+        errors.append(f"{where}: head_dims {meta['head_dims']} is not [min, max, step]")
+    if lo != hi and "HEAD_DIM" not in names:
+        errors.append(f"{where}: serves head dims {lo}..{hi} but takes no HEAD_DIM argument")
     if errors:
         return None, errors
     return {
@@ -51,6 +56,7 @@ def parse(meta, where):
         "grid_x_extent": mx.group(1),
         "grid_x_tile": int(meta["constexprs"][mx.group(2)]),
         "grid_y_kv_heads": 1 if my.group(1) == "HKV" else 0,
+        "head_dims": (lo, hi, step),
     }, []
 
 
@@ -77,7 +83,8 @@ def main(argv=None):
         if cubin[:4] != b"\x7fELF":
             errors.append(f"{path.name}: {meta['cubin']} is not an ELF cubin")
             continue
-        out.append(f"// {meta['cubin']}: {meta['kernel']} Dh={meta['head_dim']} {meta['arch']}, "
+        lo, hi, step = parsed["head_dims"]
+        out.append(f"// {meta['cubin']}: {meta['kernel']} Dh={lo if lo == hi else f'{lo}..{hi}'} {meta['arch']}, "
                    f"triton {meta.get('triton_version')} {meta.get('triton_hash', '')[:16]}")
         out.append(f"alignas(16) const unsigned char cubin{i}[{len(cubin)}] = {{")
         for j in range(0, len(cubin), 24):
@@ -89,7 +96,7 @@ def main(argv=None):
         out.append("};")
         out.append("")
         table.append(
-            f"    {{{c_string(meta['kernel'])}, {c_string(meta['symbol'])}, {parsed['arch']}, {meta['head_dim']}, "
+            f"    {{{c_string(meta['kernel'])}, {c_string(meta['symbol'])}, {parsed['arch']}, {lo}, {hi}, {step}, "
             f"cubin{i}, sizeof(cubin{i}), {meta['block'][0]}, {meta['shared_bytes']}, "
             f"'{parsed['grid_x_extent']}', {parsed['grid_x_tile']}, {parsed['grid_y_kv_heads']}, "
             f"args{i}, {len(meta['args'])}, {meta['global_scratch_size']}, {max(1, meta['global_scratch_align'])}, "

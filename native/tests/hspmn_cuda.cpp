@@ -244,14 +244,16 @@ int main() {
             }
         test_gemm(*d, rng, 129, 67, 255, false, true, DType::F32, true);  // weight-gradient accumulation
         test_gemm(*d, rng, 40, 24, 0, false, true, DType::F32, false);    // K = 0 zeroes C
-        for (int64_t dh : {64, 128}) {
+        // exact variants (16, 64, 128) and padded ones of each tile width (8, 12, 24, 48, 96)
+        for (int64_t dh : {8, 12, 16, 24, 48, 64, 96, 128}) {
             if (!attention_supports_head_dim(dh)) {
                 std::printf("sqdk_attention Dh=%lld: not built\n", static_cast<long long>(dh));
                 continue;
             }
             test_attention(*d, rng, dh);
         }
-        EXPECT(!attention_supports_head_dim(48), "no kernel was compiled for Dh 48");
+        for (int64_t dh : {0, 6, 13, 127, 130, 256})  // odd, or outside 8..128
+            EXPECT(!attention_supports_head_dim(dh), "no kernel serves Dh %lld", static_cast<long long>(dh));
         bool threw = false;
         try {
             Device bad(1 << 20);

@@ -2,8 +2,11 @@
 
     .venv/bin/python native/kernels/triton/aot_compile.py --arch 90 --out DIR
 
-For every kernel and head dim (bf16) this writes DIR/<kernel>_d<Dh>_sm<arch>.cubin and
-DIR/<kernel>_d<Dh>_sm<arch>.json; libhspmn's own loader reads them (cuModuleLoadData,
+For every kernel and variant (bf16) this writes DIR/<kernel>_<variant>_sm<arch>.cubin and .json;
+a variant is `d<Dh>` (HEAD_DIM = Dh = BLOCK_D, a constexpr: no column mask) or `pad<BLOCK_D>`
+(HEAD_DIM a runtime i32 argument, columns masked; serves every even Dh listed in its JSON's
+head_dims), for BLOCK_D in 16, 32, 64, 128 (sqdk_attention.HEAD_DIMS says why). libhspmn's own
+loader reads them (cuModuleLoadData,
 cuModuleGetFunction, cuFuncSetAttribute for the dynamic shared memory, cuLaunchKernel). No GPU is
 needed: Triton compiles for the target named here and its bundled ptxas assembles the cubin.
 
@@ -58,6 +61,7 @@ ARG_TYPES = {
     "Pos": ("*i32", "[B, C]"), "Counts": ("*i32", "[B]"),
     "C": ("i32", "query slots per sequence"), "S": ("i32", "tokens per sequence"),
     "H": ("i32", "query heads"), "HKV": ("i32", "kv heads, divides H"),
+    "HEAD_DIM": ("i32", "Dh, even, within the variant's head_dims (padded variants only)"),
 }
 C_TYPES = {"*bf16": "void*", "*fp32": "float*", "*i32": "int32_t*", "i32": "int32_t"}
 ARG_SIZES = {"*bf16": 8, "*fp32": 8, "*i32": 8, "i32": 4}
@@ -84,11 +88,25 @@ def find_cuda_tool(name):
     return next((c for c in candidates if os.access(c, os.X_OK)), None)
 
 
-def compile_one(kernel_name, head_dim, arch):
+def variants(block_ds):
+    """(name, block_d, exact, head dims served) per variant: exact d<BLOCK_D> serves BLOCK_D alone,
+    pad<BLOCK_D> the other even head dims whose tile width is BLOCK_D."""
+    out = []
+    for block_d in block_ds:
+        padded = [d for d in sk.HEAD_DIMS if sk.block_d_for(d) == block_d and d != block_d]
+        out.append((f"d{block_d}", block_d, True, [block_d]))
+        if padded:
+            out.append((f"pad{block_d}", block_d, False, padded))
+    return out
+
+
+def compile_one(kernel_name, block_d, exact, head_dims, arch):
     fn = getattr(sk, kernel_name)
     tile_key, grid = KERNELS[kernel_name]
-    tile = sk.TILES[head_dim][tile_key]
-    constexprs = {"HEAD_DIM": head_dim, "BLOCK_M": tile.block_m}
+    tile = sk.TILES[block_d][tile_key]
+    constexprs = {"BLOCK_D": block_d, "BLOCK_M": tile.block_m}
+    if exact:  # a constexpr HEAD_DIM drops out of the parameter list
+        constexprs["HEAD_DIM"] = block_d
     if "BLOCK_N" in fn.arg_names:
         constexprs["BLOCK_N"] = tile.block_n
     signature, args = {}, []
@@ -102,6 +120,8 @@ def compile_one(kernel_name, head_dim, arch):
     # pointers are 16-byte aligned (cudaMalloc gives 256): lets Triton vectorise loads and stores
     attrs = {(i, ): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
              if signature[n].startswith("*")}
+    if not exact:  # head dims are even: row strides H*Dh and head offsets h*Dh then are too
+        attrs[(fn.arg_names.index("HEAD_DIM"), )] = [["tt.divisibility", 2]]
     target = GPUTarget("cuda", arch, 32)
     backend = triton.compiler.make_backend(target)
     options = backend.parse_options({"num_warps": tile.num_warps, "num_stages": tile.num_stages})
@@ -125,7 +145,9 @@ def compile_one(kernel_name, head_dim, arch):
         "symbol": md.name,
         "launch_order": ORDER[kernel_name],
         "arch": f"sm_{arch}" + ("a" if arch == 90 else ""),
-        "head_dim": head_dim,
+        "head_dim": block_d if exact else None,
+        "block_d": block_d,
+        "head_dims": [head_dims[0], head_dims[-1], 2],
         "dtype": "bf16",
         "constexprs": constexprs,
         "num_warps": md.num_warps,
@@ -196,18 +218,20 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", type=int, default=90, help="compute capability as an integer (90: H100/H200)")
     ap.add_argument("--out", type=Path, required=True, help="output folder (created)")
-    ap.add_argument("--head-dims", type=int, nargs="+", default=sorted(sk.TILES))
+    ap.add_argument("--block-d", type=int, nargs="+", default=list(sk.BLOCK_DS), choices=list(sk.BLOCK_DS),
+                    help="tile widths to compile (each: the exact and the padded variant)")
     ap.add_argument("--kernels", nargs="+", default=list(KERNELS), choices=list(KERNELS))
     a = ap.parse_args(argv)
     if triton.__version__ != TRITON_VERSION:
         print(f"warning: Triton {triton.__version__}; the metadata layout was checked with {TRITON_VERSION}")
     a.out.mkdir(parents=True, exist_ok=True)
     errors = []
-    for head_dim in a.head_dims:
+    t_all = time.perf_counter()
+    for name, block_d, exact, head_dims in variants(a.block_d):
         for kernel in a.kernels:
-            stem = f"{kernel}_d{head_dim}_sm{a.arch}"
+            stem = f"{kernel}_{name}_sm{a.arch}"
             try:
-                cubin, meta = compile_one(kernel, head_dim, a.arch)
+                cubin, meta = compile_one(kernel, block_d, exact, head_dims, a.arch)
             except Exception as e:  # a compile error names the variant, then the run fails
                 errors.append(f"{stem}: compile failed: {type(e).__name__}: {e}")
                 continue
@@ -222,9 +246,10 @@ def main(argv=None):
                       f"profile {meta['profile_scratch_size']} bytes per program)")
             (a.out / f"{stem}.json").write_text(json.dumps(meta, indent=2) + "\n")
             errors += errs
-            print(f"{'FAIL' if errs else 'ok':4} {stem:42} {meta['compile_seconds']:5.1f} s  "
+            print(f"{'FAIL' if errs else 'ok':4} {stem:44} {meta['compile_seconds']:5.1f} s  "
                   f"cubin {len(cubin):7d} B  shared {meta['shared_bytes']:6d} B  "
                   f"regs {meta.get('registers')} stack {meta.get('stack_bytes')}  warps {meta['num_warps']} stages {meta['num_stages']}")
+    print(f"compiled in {time.perf_counter() - t_all:.1f} s")
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     return 1 if errors else 0

@@ -30,7 +30,7 @@ import torch  # noqa: E402
 import triton  # noqa: E402
 
 import hspmn_ref  # noqa: E402
-from sqdk_attention import TILES, sqdk_attention_backward, sqdk_attention_forward  # noqa: E402
+from sqdk_attention import TILES, block_d_for, sqdk_attention_backward, sqdk_attention_forward  # noqa: E402
 
 DEV = "cuda"
 
@@ -96,7 +96,8 @@ def judge(label, outs, ref64, ref_lo, ref32_lse, pos):
 
 
 class CubinSet:
-    """Loads DIR/<kernel>_d<Dh>_sm90.{cubin,json} with the CUDA driver API through ctypes."""
+    """Loads DIR/<kernel>_<variant>_sm90.{cubin,json} with the CUDA driver API through ctypes; the
+    variant is d<Dh> when Dh is a compiled tile width, else pad<BLOCK_D> (aot_compile.py)."""
 
     def __init__(self, folder):
         self.folder = Path(folder)
@@ -117,7 +118,8 @@ class CubinSet:
     def get(self, kernel, head_dim):
         key = (kernel, head_dim)
         if key not in self.kernels:
-            stem = f"{kernel}_d{head_dim}_sm90"
+            block_d = block_d_for(head_dim)
+            stem = f"{kernel}_{'d' if head_dim == block_d else 'pad'}{block_d}_sm90"
             meta = json.loads((self.folder / f"{stem}.json").read_text())
             image = (self.folder / meta["cubin"]).read_bytes()
             buf = ctypes.create_string_buffer(image, len(image))
@@ -162,7 +164,7 @@ class CubinSet:
         lse = torch.empty(B, H, C, dtype=torch.float32, device=DEV)
         delta = torch.empty_like(lse)
         vals = dict(Q=q, K=k, V=v, DO=do, O=o, Lse=lse, Delta=delta, Pos=pos32, Counts=counts,
-                    DQ=dq, DK=dk, DV=dv, C=C, S=S, H=H, HKV=Hkv)
+                    DQ=dq, DK=dk, DV=dv, C=C, S=S, H=H, HKV=Hkv, HEAD_DIM=Dh)
         for kern in ("sqdk_attention_fwd", "sqdk_attention_bwd_preprocess",
                      "sqdk_attention_bwd_dkdv", "sqdk_attention_bwd_dq"):
             self.launch(kern, Dh, vals, dims)
@@ -179,6 +181,13 @@ CASES = [
     ("MHA H=Hkv=4 Dh=64 C=S=777, counts [S, 0]", dict(B=2, S=777, C=777, H=4, Hkv=4, Dh=64, counts=[777, 0])),
     ("GQA H=16 Hkv=4 Dh=128 C=S=513 counts [513, 200]",
      dict(B=2, S=513, C=513, H=16, Hkv=4, Dh=128, counts=[513, 200])),
+    # padded head dims (runtime HEAD_DIM, masked columns): the goldens' 8 and 12, one per BLOCK_D
+    ("padded Dh=8 GQA H=4 Hkv=2 S=300 ragged", dict(B=2, S=300, C=90, H=4, Hkv=2, Dh=8, counts=[90, 0])),
+    ("padded Dh=12 GQA H=6 Hkv=2 S=500 ragged", dict(B=2, S=500, C=150, H=6, Hkv=2, Dh=12, counts=[150, 41])),
+    ("exact Dh=16 MHA H=Hkv=2 S=400", dict(B=1, S=400, C=120, H=2, Hkv=2, Dh=16, counts=[120])),
+    ("padded Dh=24 GQA H=4 Hkv=1 S=333", dict(B=1, S=333, C=100, H=4, Hkv=1, Dh=24, counts=[97])),
+    ("padded Dh=48 GQA H=4 Hkv=2 S=600", dict(B=2, S=600, C=200, H=4, Hkv=2, Dh=48, counts=[200, 77])),
+    ("padded Dh=96 GQA H=8 Hkv=2 S=700", dict(B=1, S=700, C=210, H=8, Hkv=2, Dh=96, counts=[210])),
 ]
 
 

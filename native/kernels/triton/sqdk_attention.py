@@ -17,6 +17,9 @@ picking up garbage. Query head h reads kv head h // (H // Hkv).
 
 Sizes within one sequence (C*H*Dh and S*Hkv*Dh) must fit in int32; the batch offset is int64.
 
+Dh is any even value in 8..128 (HEAD_DIMS below): tiles are BLOCK_D wide, a power of two, and the
+columns past Dh are masked unless Dh == BLOCK_D is compiled in.
+
 Each kernel takes, after the arguments listed here, two scratch pointers (global scratch and
 profile scratch) that Triton >= 3.4 appends to every compiled kernel; the Python launcher passes
 them itself, aot_compile.py records them for the C++ loader.
@@ -42,6 +45,8 @@ class Tile(NamedTuple):
     num_stages: int
 
 
+# Keyed by BLOCK_D, the padded tile width (head dims, variants: see HEAD_DIMS below), because the
+# tile shapes' register and shared-memory footprint follows the tile width, not the true head dim.
 # Why these: timed one kernel at a time on an H200 (tune_gpu.py; bf16, rho = 0.2, GQA 4:1;
 # Dh=128: B=1 S=16384 H=16, Dh=64: B=2 S=8192 H=32), the fastest of 10-12 candidates each.
 # - Query tiles of 64 rows beat 128 in fwd and dq: routed queries are spread over the sequence, so
@@ -55,13 +60,21 @@ class Tile(NamedTuple):
 #   32x64 with 8 warps, Dh=64 0.75 vs 0.90 ms): the spills stay in L1.
 # - 3 stages: 2 was slower in every pair timed, 4 no faster; the largest tile here uses 160 KiB
 #   of the 227 KiB of shared memory an H100/H200 block may have.
+# - BLOCK_D 16 and 32 (head dims 8..32) are NOT timed: they take BLOCK_D 64's tiles. Every tile's
+#   registers and shared memory shrink with BLOCK_D, so they fit wherever 64's do (exact dkdv
+#   spills 8 and 136 bytes instead of 528), and the m64 wgmma per warpgroup that made 64-row query
+#   tiles win is unchanged. Small head dims are the test models'; time them with tune_gpu.py
+#   before relying on their speed. The padded variants reuse their width's tiles, also untimed.
+_TILES_64 = {
+    "fwd": Tile(64, 64, 4, 3),
+    "preprocess": Tile(128, 0, 4, 1),
+    "dkdv": Tile(32, 128, 4, 3),
+    "dq": Tile(64, 64, 4, 3),
+}
 TILES = {
-    64: {
-        "fwd": Tile(64, 64, 4, 3),
-        "preprocess": Tile(128, 0, 4, 1),
-        "dkdv": Tile(32, 128, 4, 3),
-        "dq": Tile(64, 64, 4, 3),
-    },
+    16: _TILES_64,
+    32: _TILES_64,
+    64: _TILES_64,
     128: {
         "fwd": Tile(64, 64, 4, 3),
         "preprocess": Tile(128, 0, 4, 1),
@@ -69,6 +82,35 @@ TILES = {
         "dq": Tile(128, 64, 8, 3),
     },
 }
+
+# Head dims and compiled variants. Every even Dh in [8, 128] is supported (RoPE needs an even Dh;
+# below 8 nothing uses it). A kernel works on [*, BLOCK_D] tiles with BLOCK_D the next power of two
+# >= max(Dh, 16) (tl.arange needs a power of two, tl.dot K >= 16), and HEAD_DIM = Dh is either
+#   - a constexpr equal to BLOCK_D ("exact": Dh 16, 32, 64, 128): no column mask at all, the code
+#     the 64/128 kernels had before padding existed, so they are not slower; or
+#   - a runtime i32 ("padded": every other even Dh): loads and stores are masked on d < HEAD_DIM,
+#     one cubin per BLOCK_D covers all of (BLOCK_D/2, BLOCK_D) (8..14 for BLOCK_D 16).
+# So aot_compile.py builds 8 variants (2 per BLOCK_D) x 4 kernels instead of 60 x 4. The padded
+# variants pay for generality: up to 2x wasted dot work (Dh 66 in 128 columns), and row strides
+# H*Dh unknown at compile time with a runtime column mask, so loads are at most 4-byte vectors
+# (aot_compile.py hints HEAD_DIM even) and dkdv spills more.
+HEAD_DIM_MIN, HEAD_DIM_MAX = 8, 128
+HEAD_DIMS = tuple(range(HEAD_DIM_MIN, HEAD_DIM_MAX + 1, 2))
+BLOCK_DS = (16, 32, 64, 128)
+
+
+def block_d_for(head_dim: int) -> int:
+    if head_dim not in HEAD_DIMS:
+        raise ValueError(f"head_dim {head_dim}: the kernels take even head dims {HEAD_DIM_MIN}..{HEAD_DIM_MAX}")
+    return max(16, 1 << (head_dim - 1).bit_length())
+
+
+def head_dim_args(head_dim: int) -> dict:
+    """HEAD_DIM and BLOCK_D as a launch passes them: HEAD_DIM a constexpr when it fills the tile
+    (the exact variant, no column mask), else a plain int (the padded variant, one per BLOCK_D)."""
+    block_d = block_d_for(head_dim)
+    return {"HEAD_DIM": tl.constexpr(head_dim) if head_dim == block_d else head_dim, "BLOCK_D": block_d}
+
 
 # Small tiles for the interpreter tests: tiny shapes then still cover several blocks, ragged tails,
 # blocks that start past counts[b] and both the masked and unmasked inner loops; BLOCK_M != BLOCK_N
@@ -82,14 +124,56 @@ TEST_TILES = {
 
 
 def tiles_for(head_dim: int, tiles: Optional[dict] = None) -> dict:
-    if tiles is not None:
-        return tiles
-    if head_dim not in TILES:
-        raise ValueError(f"head_dim {head_dim}: no tile sizes chosen (have {sorted(TILES)}); pass tiles=")
-    return TILES[head_dim]
+    return tiles if tiles is not None else TILES[block_d_for(head_dim)]
 
 
 # ---- helpers -------------------------------------------------------------------------------------
+
+
+@triton.constexpr_function
+def _exact(head_dim, block_d):
+    """True when HEAD_DIM is a compile-time constant filling the tile: column masks are left out
+    (a constexpr condition, so the exact variants compile to the unmasked code)."""
+    return isinstance(head_dim, int) and head_dim == block_d
+
+
+@triton.constexpr_function
+def _is_const(head_dim):
+    return isinstance(head_dim, int)
+
+
+@triton.jit
+def _softmax_scale(HEAD_DIM):
+    """1/sqrt(HEAD_DIM): folded at compile time for a constexpr head dim, else correctly rounded
+    float32 (sqrt_rn, div_rn) on the runtime value."""
+    if _is_const(HEAD_DIM):
+        scale = 1.0 / math.sqrt(HEAD_DIM)
+    else:
+        scale = tl.math.div_rn(1.0, tl.math.sqrt_rn(HEAD_DIM.to(tl.float32)))
+    return scale
+
+
+@triton.jit
+def _row_mask(rows_ok, offs_d, HEAD_DIM, BLOCK_D: tl.constexpr):
+    """Mask of a [rows, BLOCK_D] tile: rows_ok, and d < HEAD_DIM unless HEAD_DIM fills the tile."""
+    if _exact(HEAD_DIM, BLOCK_D):
+        mask = rows_ok[:, None]
+    else:
+        mask = rows_ok[:, None] & (offs_d[None, :] < HEAD_DIM)
+    return mask
+
+
+@triton.jit
+def _load_kv(ptrs, offs_n, offs_d, S, HEAD_DIM, BLOCK_D: tl.constexpr, MASKED: tl.constexpr):
+    """A [BLOCK_N, BLOCK_D] key/value tile; rows past S and columns past HEAD_DIM load as 0.
+    Unmasked tiles lie inside [0, S), so only the column test remains (if any)."""
+    if MASKED:
+        x = tl.load(ptrs, mask=_row_mask(offs_n < S, offs_d, HEAD_DIM, BLOCK_D), other=0.0)
+    elif _exact(HEAD_DIM, BLOCK_D):
+        x = tl.load(ptrs)
+    else:
+        x = tl.load(ptrs, mask=(offs_d < HEAD_DIM)[None, :], other=0.0)
+    return x
 
 
 @triton.jit
@@ -120,20 +204,20 @@ def _key_range(row_limit, row_valid, S, BLOCK_N: tl.constexpr):
 
 
 # ---- forward -------------------------------------------------------------------------------------
+# HEAD_DIM (no annotation) is a constexpr in the exact variants and an i32 argument in the padded
+# ones (see HEAD_DIMS); BLOCK_D is the tile width. Columns >= HEAD_DIM load as 0, so they add
+# nothing to any dot product or row sum, and are never stored.
 
 
 @triton.jit
-def _fwd_inner(acc, l_i, m_i, q, K_base, V_base, row_limit, kv_stride, S, start, end, qk_scale,
-               HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
+def _fwd_inner(acc, l_i, m_i, q, K_base, V_base, row_limit, kv_stride, S, start, end, qk_scale, HEAD_DIM,
+               BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
     """Online softmax over key tiles [start, end); scores in base 2 (qk_scale holds log2(e))."""
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, BLOCK_D)
     for start_n in range(start, end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         kv_ptrs = offs_n[:, None] * kv_stride + offs_d[None, :]
-        if MASKED:
-            k = tl.load(K_base + kv_ptrs, mask=offs_n[:, None] < S, other=0.0)
-        else:
-            k = tl.load(K_base + kv_ptrs)
+        k = _load_kv(K_base + kv_ptrs, offs_n, offs_d, S, HEAD_DIM, BLOCK_D, MASKED)
         qk = tl.dot(q, tl.trans(k)) * qk_scale
         if MASKED:
             qk = tl.where(offs_n[None, :] <= row_limit[:, None], qk, float("-inf"))
@@ -142,18 +226,15 @@ def _fwd_inner(acc, l_i, m_i, q, K_base, V_base, row_limit, kv_stride, S, start,
         p = tl.math.exp2(qk - m_ij[:, None])
         alpha = tl.math.exp2(m_i - m_ij)
         l_i = l_i * alpha + tl.sum(p, 1)
-        if MASKED:
-            v = tl.load(V_base + kv_ptrs, mask=offs_n[:, None] < S, other=0.0)
-        else:
-            v = tl.load(V_base + kv_ptrs)
+        v = _load_kv(V_base + kv_ptrs, offs_n, offs_d, S, HEAD_DIM, BLOCK_D, MASKED)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
         m_i = m_ij
     return acc, l_i, m_i
 
 
 @triton.jit
-def sqdk_attention_fwd(Q, K, V, Pos, Counts, O, Lse, C, S, H, HKV,
-                       HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def sqdk_attention_fwd(Q, K, V, Pos, Counts, O, Lse, C, S, H, HKV, HEAD_DIM,
+                       BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     # grid: (cdiv(C, BLOCK_M), B * H)
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -168,29 +249,29 @@ def sqdk_attention_fwd(Q, K, V, Pos, Counts, O, Lse, C, S, H, HKV,
     lse_base = bh.to(tl.int64) * C
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, BLOCK_D)
     row_valid = offs_m < count
     pos = tl.load(Pos + b * C + offs_m, mask=row_valid, other=0)
     # a padding row attends key 0 (as the reference does) so its softmax stays finite
     row_limit = tl.minimum(pos, S - 1)
     q_ptrs = Q + q_base + offs_m[:, None] * q_stride + offs_d[None, :]
-    q = tl.load(q_ptrs, mask=row_valid[:, None], other=0.0)
+    q = tl.load(q_ptrs, mask=_row_mask(row_valid, offs_d, HEAD_DIM, BLOCK_D), other=0.0)
 
     full_end, end = _key_range(row_limit, row_valid, S, BLOCK_N)
-    qk_scale = (1.0 / math.sqrt(HEAD_DIM)) * 1.4426950408889634  # 1/sqrt(Dh) * log2(e)
+    qk_scale = _softmax_scale(HEAD_DIM) * 1.4426950408889634  # 1/sqrt(Dh) * log2(e)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.full([BLOCK_M], 1.0, dtype=tl.float32)  # its first alpha is exp2(-inf) = 0
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K + kv_base, V + kv_base, row_limit, kv_stride, S,
-                               0, full_end, qk_scale, HEAD_DIM, BLOCK_N, False)
+                               0, full_end, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, False)
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K + kv_base, V + kv_base, row_limit, kv_stride, S,
-                               full_end, end, qk_scale, HEAD_DIM, BLOCK_N, True)
+                               full_end, end, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, True)
 
     o = tl.where(row_valid[:, None], acc / l_i[:, None], 0.0)
     lse = tl.where(row_valid, (m_i + tl.math.log2(l_i)) * 0.6931471805599453, 0.0)
     in_c = offs_m < C
     tl.store(O + q_base + offs_m[:, None] * q_stride + offs_d[None, :], o.to(O.dtype.element_ty),
-             mask=in_c[:, None])
+             mask=_row_mask(in_c, offs_d, HEAD_DIM, BLOCK_D))
     tl.store(Lse + lse_base + offs_m, lse, mask=in_c)
 
 
@@ -198,8 +279,8 @@ def sqdk_attention_fwd(Q, K, V, Pos, Counts, O, Lse, C, S, H, HKV,
 
 
 @triton.jit
-def sqdk_attention_bwd_preprocess(O, DO, Counts, Delta, C, H,
-                                  HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+def sqdk_attention_bwd_preprocess(O, DO, Counts, Delta, C, H, HEAD_DIM,
+                                  BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr):
     # grid: (cdiv(C, BLOCK_M), B * H); delta = rowsum(dO * O): [B, H, C] float32
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -209,32 +290,37 @@ def sqdk_attention_bwd_preprocess(O, DO, Counts, Delta, C, H,
     q_stride = H * HEAD_DIM
     q_base = b.to(tl.int64) * C * q_stride + h * HEAD_DIM
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, BLOCK_D)
     row_valid = offs_m < count
     ptrs = q_base + offs_m[:, None] * q_stride + offs_d[None, :]
-    o = tl.load(O + ptrs, mask=row_valid[:, None], other=0.0).to(tl.float32)
-    do = tl.load(DO + ptrs, mask=row_valid[:, None], other=0.0).to(tl.float32)
+    mask = _row_mask(row_valid, offs_d, HEAD_DIM, BLOCK_D)
+    o = tl.load(O + ptrs, mask=mask, other=0.0).to(tl.float32)
+    do = tl.load(DO + ptrs, mask=mask, other=0.0).to(tl.float32)
     tl.store(Delta + bh.to(tl.int64) * C + offs_m, tl.sum(o * do, 1), mask=offs_m < C)
 
 
 @triton.jit
 def _dkdv_inner(dk, dv, k, v, Q_base, DO_base, Lse_base, Delta_base, Pos_base, count, offs_n,
-                q_stride, start, end, qk_scale,
-                HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, MASKED: tl.constexpr):
+                q_stride, start, end, qk_scale, HEAD_DIM,
+                BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, MASKED: tl.constexpr):
     """Accumulate dK, dV of one key tile over query tiles [start, end) of one query head.
 
     Works on transposed scores (keys x queries) so that dV += P^T dO and dK += dS^T Q need no
     transpose of a tile in registers. Rows >= count load as q = do = lse = delta = 0, which makes
     their P^T dO and dS^T Q terms exactly 0, so only the causal mask needs MASKED.
     """
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, BLOCK_D)
     for start_m in range(start, end, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         row_valid = offs_m < count
+        if _exact(HEAD_DIM, BLOCK_D):
+            mask_t = row_valid[None, :]
+        else:
+            mask_t = (offs_d[:, None] < HEAD_DIM) & row_valid[None, :]
         q_t = tl.load(Q_base + offs_d[:, None] + offs_m[None, :] * q_stride,
-                      mask=row_valid[None, :], other=0.0)                   # [Dh, BM]
+                      mask=mask_t, other=0.0)                                # [BD, BM]
         do = tl.load(DO_base + offs_m[:, None] * q_stride + offs_d[None, :],
-                     mask=row_valid[:, None], other=0.0)                     # [BM, Dh]
+                     mask=_row_mask(row_valid, offs_d, HEAD_DIM, BLOCK_D), other=0.0)  # [BM, BD]
         lse2 = tl.load(Lse_base + offs_m, mask=row_valid, other=0.0) * 1.4426950408889634
         p_t = tl.math.exp2(tl.dot(k, q_t) * qk_scale - lse2[None, :])        # [BN, BM]
         if MASKED:
@@ -249,8 +335,8 @@ def _dkdv_inner(dk, dv, k, v, Q_base, DO_base, Lse_base, Delta_base, Pos_base, c
 
 
 @triton.jit
-def sqdk_attention_bwd_dkdv(Q, K, V, DO, Lse, Delta, Pos, Counts, DK, DV, C, S, H, HKV,
-                            HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def sqdk_attention_bwd_dkdv(Q, K, V, DO, Lse, Delta, Pos, Counts, DK, DV, C, S, H, HKV, HEAD_DIM,
+                            BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     # grid: (cdiv(S, BLOCK_N), B * HKV); one program owns one key tile of one kv head and sums over
     # every query head of its group, so no two programs write the same dK/dV row (no atomics)
     pid_n = tl.program_id(0)
@@ -265,11 +351,11 @@ def sqdk_attention_bwd_dkdv(Q, K, V, DO, Lse, Delta, Pos, Counts, DK, DV, C, S, 
 
     start_n = pid_n * BLOCK_N
     offs_n = start_n + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, HEAD_DIM)
-    key_valid = offs_n < S
+    offs_d = tl.arange(0, BLOCK_D)
+    kv_mask = _row_mask(offs_n < S, offs_d, HEAD_DIM, BLOCK_D)
     kv_ptrs = kv_base + offs_n[:, None] * kv_stride + offs_d[None, :]
-    k = tl.load(K + kv_ptrs, mask=key_valid[:, None], other=0.0)
-    v = tl.load(V + kv_ptrs, mask=key_valid[:, None], other=0.0)
+    k = tl.load(K + kv_ptrs, mask=kv_mask, other=0.0)
+    v = tl.load(V + kv_ptrs, mask=kv_mask, other=0.0)
 
     # queries are sorted by position: rows before row_lo see none of this tile; rows from row_full
     # on see all of it (their position is >= its last key), the rows between need the causal mask
@@ -280,38 +366,35 @@ def sqdk_attention_bwd_dkdv(Q, K, V, DO, Lse, Delta, Pos, Counts, DK, DV, C, S, 
     m_full = tl.cdiv(row_full, BLOCK_M) * BLOCK_M
     m_masked_end = tl.minimum(m_full, count)
 
-    qk_scale = (1.0 / math.sqrt(HEAD_DIM)) * 1.4426950408889634
-    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    sm_scale = _softmax_scale(HEAD_DIM)
+    qk_scale = sm_scale * 1.4426950408889634
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     for h in range(hk * group, hk * group + group):
         q_base = b.to(tl.int64) * C * q_stride + h * HEAD_DIM
         row_base = (b * H + h).to(tl.int64) * C
         dk, dv = _dkdv_inner(dk, dv, k, v, Q + q_base, DO + q_base, Lse + row_base, Delta + row_base,
-                             pos_b, count, offs_n, q_stride, m_lo, m_masked_end, qk_scale,
-                             HEAD_DIM, BLOCK_M, True)
+                             pos_b, count, offs_n, q_stride, m_lo, m_masked_end, qk_scale, HEAD_DIM,
+                             BLOCK_D, BLOCK_M, True)
         dk, dv = _dkdv_inner(dk, dv, k, v, Q + q_base, DO + q_base, Lse + row_base, Delta + row_base,
-                             pos_b, count, offs_n, q_stride, m_full, count, qk_scale,
-                             HEAD_DIM, BLOCK_M, False)
+                             pos_b, count, offs_n, q_stride, m_full, count, qk_scale, HEAD_DIM,
+                             BLOCK_D, BLOCK_M, False)
 
-    dk = dk * (1.0 / math.sqrt(HEAD_DIM))  # dS is d/d(scaled score); the scale comes back here
-    tl.store(DK + kv_ptrs, dk.to(DK.dtype.element_ty), mask=key_valid[:, None])
-    tl.store(DV + kv_ptrs, dv.to(DV.dtype.element_ty), mask=key_valid[:, None])
+    dk = dk * sm_scale  # dS is d/d(scaled score); the scale comes back here
+    tl.store(DK + kv_ptrs, dk.to(DK.dtype.element_ty), mask=kv_mask)
+    tl.store(DV + kv_ptrs, dv.to(DV.dtype.element_ty), mask=kv_mask)
 
 
 @triton.jit
-def _dq_inner(dq, q, do, lse2, delta, K_base, V_base, row_limit, kv_stride, S, start, end, qk_scale,
-              HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
+def _dq_inner(dq, q, do, lse2, delta, K_base, V_base, row_limit, kv_stride, S, start, end, qk_scale, HEAD_DIM,
+              BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
     """Accumulate dQ of one query tile over key tiles [start, end)."""
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, BLOCK_D)
     for start_n in range(start, end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         kv_ptrs = offs_n[:, None] * kv_stride + offs_d[None, :]
-        if MASKED:
-            k = tl.load(K_base + kv_ptrs, mask=offs_n[:, None] < S, other=0.0)
-            v = tl.load(V_base + kv_ptrs, mask=offs_n[:, None] < S, other=0.0)
-        else:
-            k = tl.load(K_base + kv_ptrs)
-            v = tl.load(V_base + kv_ptrs)
+        k = _load_kv(K_base + kv_ptrs, offs_n, offs_d, S, HEAD_DIM, BLOCK_D, MASKED)
+        v = _load_kv(V_base + kv_ptrs, offs_n, offs_d, S, HEAD_DIM, BLOCK_D, MASKED)
         p = tl.math.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse2[:, None])   # [BM, BN]
         if MASKED:
             p = tl.where(offs_n[None, :] <= row_limit[:, None], p, 0.0)
@@ -322,8 +405,8 @@ def _dq_inner(dq, q, do, lse2, delta, K_base, V_base, row_limit, kv_stride, S, s
 
 
 @triton.jit
-def sqdk_attention_bwd_dq(Q, K, V, DO, Lse, Delta, Pos, Counts, DQ, C, S, H, HKV,
-                          HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def sqdk_attention_bwd_dq(Q, K, V, DO, Lse, Delta, Pos, Counts, DQ, C, S, H, HKV, HEAD_DIM,
+                          BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     # grid: (cdiv(C, BLOCK_M), B * H)
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -338,26 +421,28 @@ def sqdk_attention_bwd_dq(Q, K, V, DO, Lse, Delta, Pos, Counts, DQ, C, S, H, HKV
     row_base = bh.to(tl.int64) * C
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, BLOCK_D)
     row_valid = offs_m < count
     pos = tl.load(Pos + b * C + offs_m, mask=row_valid, other=0)
     row_limit = tl.minimum(pos, S - 1)
     ptrs = q_base + offs_m[:, None] * q_stride + offs_d[None, :]
     # rows >= count: q = do = lse = delta = 0 make dS exactly 0, and the store writes 0 anyway
-    q = tl.load(Q + ptrs, mask=row_valid[:, None], other=0.0)
-    do = tl.load(DO + ptrs, mask=row_valid[:, None], other=0.0)
+    mask = _row_mask(row_valid, offs_d, HEAD_DIM, BLOCK_D)
+    q = tl.load(Q + ptrs, mask=mask, other=0.0)
+    do = tl.load(DO + ptrs, mask=mask, other=0.0)
     lse2 = tl.load(Lse + row_base + offs_m, mask=row_valid, other=0.0) * 1.4426950408889634
     delta = tl.load(Delta + row_base + offs_m, mask=row_valid, other=0.0)
 
     full_end, end = _key_range(row_limit, row_valid, S, BLOCK_N)
-    qk_scale = (1.0 / math.sqrt(HEAD_DIM)) * 1.4426950408889634
-    dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    sm_scale = _softmax_scale(HEAD_DIM)
+    qk_scale = sm_scale * 1.4426950408889634
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     dq = _dq_inner(dq, q, do, lse2, delta, K + kv_base, V + kv_base, row_limit, kv_stride, S,
-                   0, full_end, qk_scale, HEAD_DIM, BLOCK_N, False)
+                   0, full_end, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, False)
     dq = _dq_inner(dq, q, do, lse2, delta, K + kv_base, V + kv_base, row_limit, kv_stride, S,
-                   full_end, end, qk_scale, HEAD_DIM, BLOCK_N, True)
-    dq = tl.where(row_valid[:, None], dq * (1.0 / math.sqrt(HEAD_DIM)), 0.0)
-    tl.store(DQ + ptrs, dq.to(DQ.dtype.element_ty), mask=(offs_m < C)[:, None])
+                   full_end, end, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, True)
+    dq = tl.where(row_valid[:, None], dq * sm_scale, 0.0)
+    tl.store(DQ + ptrs, dq.to(DQ.dtype.element_ty), mask=_row_mask(offs_m < C, offs_d, HEAD_DIM, BLOCK_D))
 
 
 # ---- Python launchers (tests, ci/gpu.sh parity checks) -------------------------------------------
@@ -394,7 +479,7 @@ def sqdk_attention_forward(q, k, v, pos, counts, tiles: Optional[dict] = None):
     lse = torch.empty((B, H, C), dtype=torch.float32, device=q.device)
     grid = (triton.cdiv(C, t.block_m), B * H)
     sqdk_attention_fwd[grid](q, k, v, pos, counts, o, lse, C, S, H, Hkv,
-                             HEAD_DIM=Dh, BLOCK_M=t.block_m, BLOCK_N=t.block_n,
+                             **head_dim_args(Dh), BLOCK_M=t.block_m, BLOCK_N=t.block_n,
                              num_warps=t.num_warps, num_stages=t.num_stages)
     return o, lse
 
@@ -411,19 +496,19 @@ def sqdk_attention_backward(do, q, k, v, o, lse, pos, counts, tiles: Optional[di
     delta = torch.empty((B, H, C), dtype=torch.float32, device=q.device)
     t = ts["preprocess"]
     sqdk_attention_bwd_preprocess[(triton.cdiv(C, t.block_m), B * H)](
-        o, do, counts, delta, C, H, HEAD_DIM=Dh, BLOCK_M=t.block_m,
+        o, do, counts, delta, C, H, **head_dim_args(Dh), BLOCK_M=t.block_m,
         num_warps=t.num_warps, num_stages=t.num_stages)
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
     t = ts["dkdv"]
     sqdk_attention_bwd_dkdv[(triton.cdiv(S, t.block_n), B * Hkv)](
         q, k, v, do, lse, delta, pos, counts, dk, dv, C, S, H, Hkv,
-        HEAD_DIM=Dh, BLOCK_M=t.block_m, BLOCK_N=t.block_n,
+        **head_dim_args(Dh), BLOCK_M=t.block_m, BLOCK_N=t.block_n,
         num_warps=t.num_warps, num_stages=t.num_stages)
     dq = torch.empty_like(q)
     t = ts["dq"]
     sqdk_attention_bwd_dq[(triton.cdiv(C, t.block_m), B * H)](
         q, k, v, do, lse, delta, pos, counts, dq, C, S, H, Hkv,
-        HEAD_DIM=Dh, BLOCK_M=t.block_m, BLOCK_N=t.block_n,
+        **head_dim_args(Dh), BLOCK_M=t.block_m, BLOCK_N=t.block_n,
         num_warps=t.num_warps, num_stages=t.num_stages)
     return dq, dk, dv, delta

@@ -145,6 +145,20 @@ def main():
          dict(B=2, S=150, C=70, H=2, Hkv=1, Dh=64, counts=[70, 41], seed=7, tiles=TILES[64])),
         ("Dh=128 production tiles (TILES[128])",
          dict(B=1, S=200, C=140, H=4, Hkv=1, Dh=128, counts=[133], seed=8, tiles=TILES[128])),
+        # padded head dims (HEAD_DIM a runtime value, columns masked to BLOCK_D): the goldens' 8 and
+        # 12, and one per wider BLOCK_D; S = 37, 50, 70 cross tile tails, positions have gaps
+        ("padded Dh=8 GQA H=4 Hkv=2 ragged [20, 0]",
+         dict(B=2, S=37, C=20, H=4, Hkv=2, Dh=8, counts=[20, 0], seed=9)),
+        ("padded Dh=12 GQA H=6 Hkv=2 ragged [24, 7, 1]",
+         dict(B=3, S=50, C=24, H=6, Hkv=2, Dh=12, counts=[24, 7, 1], seed=10)),
+        ("padded Dh=12 MQA C=S, counts [S, 30]",
+         dict(B=2, S=45, C=45, H=2, Hkv=1, Dh=12, counts=[45, 30], seed=11)),
+        ("padded Dh=24 GQA (BLOCK_D 32)", dict(B=1, S=50, C=30, H=4, Hkv=2, Dh=24, counts=[29], seed=12)),
+        ("padded Dh=40 GQA (BLOCK_D 64)", dict(B=2, S=37, C=16, H=2, Hkv=1, Dh=40, counts=[16, 11], seed=13)),
+        ("padded Dh=12 production tiles (TILES[16])",
+         dict(B=2, S=150, C=70, H=4, Hkv=2, Dh=12, counts=[70, 33], seed=14, tiles=TILES[16])),
+        ("padded Dh=96 production tiles (TILES[128])",
+         dict(B=1, S=150, C=70, H=2, Hkv=1, Dh=96, counts=[61], seed=15, tiles=TILES[128])),
     ]
     ok = True
     for name, kw in cases:

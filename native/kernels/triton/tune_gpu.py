@@ -49,7 +49,7 @@ def main():
         for kern, cands in CANDIDATES[Dh].items():
             for c in cands:
                 t = sk.Tile(*c)
-                kw = dict(HEAD_DIM=Dh, BLOCK_M=t.block_m, BLOCK_N=t.block_n, num_warps=t.num_warps,
+                kw = dict(**sk.head_dim_args(Dh), BLOCK_M=t.block_m, BLOCK_N=t.block_n, num_warps=t.num_warps,
                           num_stages=t.num_stages)
                 if kern == "fwd":
                     fn = sk.sqdk_attention_fwd[(triton.cdiv(C, t.block_m), B * H)]

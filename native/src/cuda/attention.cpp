@@ -25,12 +25,25 @@ struct Loaded {
     CUfunction fn;
 };
 
+bool serves(const TritonKernel& k, int64_t head_dim) {
+    return head_dim >= k.head_dim_min && head_dim <= k.head_dim_max && (head_dim - k.head_dim_min) % k.head_dim_step == 0;
+}
+
+// Of two kernels serving a head dim, the one serving fewest: an exact variant (its head dim
+// compiled in, no column mask) over the padded one of the same tile width.
+bool narrower(const TritonKernel& a, const TritonKernel* b) {
+    return b == nullptr || a.head_dim_max - a.head_dim_min < b->head_dim_max - b->head_dim_min;
+}
+
 const TritonKernel* find(const char* kernel, int64_t head_dim, int arch) {
+    const TritonKernel* best = nullptr;
     for (int i = 0; i < kTritonKernelCount; ++i) {
         const TritonKernel& k = kTritonKernels[i];
-        if (std::strcmp(k.kernel, kernel) == 0 && k.head_dim == head_dim && (arch < 0 || k.arch == arch)) return &k;
+        if (std::strcmp(k.kernel, kernel) == 0 && serves(k, head_dim) && (arch < 0 || k.arch == arch) &&
+            narrower(k, best))
+            best = &k;
     }
-    return nullptr;
+    return best;
 }
 
 std::string built_archs() {
@@ -84,8 +97,12 @@ const Loaded& kernel(Device& d, const char* name, int64_t head_dim) {
         }
         d.triton = mods;
     }
+    const Loaded* best = nullptr;
     for (const Loaded& l : d.triton->kernels)
-        if (l.meta->head_dim == head_dim && std::strcmp(l.meta->kernel, name) == 0) return l;
+        if (serves(*l.meta, head_dim) && std::strcmp(l.meta->kernel, name) == 0 &&
+            narrower(*l.meta, best ? best->meta : nullptr))
+            best = &l;
+    if (best) return *best;
     fail(HSPMN_ERR_BACKEND,
          "sqdk_attention: no %s kernel for head dim %lld on sm_%d in this libhspmn (kernels built for %s; "
          "rebuild with -DHSPMN_CUDA_ARCHS=%d)",
@@ -96,7 +113,7 @@ const Loaded& kernel(Device& d, const char* name, int64_t head_dim) {
 struct Bindings {
     const void* Q = nullptr, *K = nullptr, *V = nullptr, *O = nullptr, *Lse = nullptr, *Pos = nullptr,
                 *Counts = nullptr, *DO = nullptr, *DQ = nullptr, *DK = nullptr, *DV = nullptr, *Delta = nullptr;
-    int32_t C = 0, S = 0, H = 0, HKV = 0;
+    int32_t C = 0, S = 0, H = 0, HKV = 0, HEAD_DIM = 0;
     const void* global_scratch = nullptr;
     const void* profile_scratch = nullptr;
 
@@ -109,7 +126,7 @@ struct Bindings {
         for (const P& p : ptrs)
             if (std::strcmp(p.name, n) == 0 && size == 8) return const_cast<const void**>(p.ptr);
         struct I { const char* name; int32_t* v; };
-        const I ints[] = {{"C", &C}, {"S", &S}, {"H", &H}, {"HKV", &HKV}};
+        const I ints[] = {{"C", &C}, {"S", &S}, {"H", &H}, {"HKV", &HKV}, {"HEAD_DIM", &HEAD_DIM}};
         for (const I& i : ints)
             if (std::strcmp(i.name, n) == 0 && size == 4) return i.v;
         fail(HSPMN_ERR_INTERNAL, "sqdk_attention: kernel argument %s of %d bytes is unknown to the launcher", n, size);
@@ -147,7 +164,9 @@ void launch(Device& d, const char* name, const AttentionShape& s, Bindings& b) {
 
 void check_shape(const AttentionShape& s) {
     if (!attention_supports_head_dim(s.Dh))
-        fail(HSPMN_ERR_SHAPE, "sqdk_attention: head dim %lld has no compiled kernel", static_cast<long long>(s.Dh));
+        fail(HSPMN_ERR_SHAPE,
+             "sqdk_attention: head dim %lld has no compiled kernel (the Triton kernels take even head dims 8..128)",
+             static_cast<long long>(s.Dh));
     if (s.Hkv <= 0 || s.H % s.Hkv != 0)
         fail(HSPMN_ERR_SHAPE, "sqdk_attention: H (%lld) must be a multiple of Hkv (%lld)", static_cast<long long>(s.H),
              static_cast<long long>(s.Hkv));
@@ -164,6 +183,7 @@ Bindings bind(const AttentionShape& s) {
     b.S = static_cast<int32_t>(s.S);
     b.H = static_cast<int32_t>(s.H);
     b.HKV = static_cast<int32_t>(s.Hkv);
+    b.HEAD_DIM = static_cast<int32_t>(s.Dh);  // read by the padded variants only
     return b;
 }
 

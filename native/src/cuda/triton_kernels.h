@@ -9,7 +9,8 @@
 namespace hspmn::cuda {
 
 // One kernel parameter in the order of the CUDA parameter buffer; `name` is the Triton argument
-// name (Q, K, ..., C, S, H, HKV, global_scratch, profile_scratch), `size` 8 (pointer) or 4 (i32).
+// name (Q, K, ..., C, S, H, HKV, HEAD_DIM, global_scratch, profile_scratch), `size` 8 (pointer) or
+// 4 (i32).
 struct TritonArg {
     const char* name;
     int32_t size;
@@ -20,7 +21,12 @@ struct TritonKernel {
     const char* kernel;  // sqdk_attention_fwd, sqdk_attention_bwd_preprocess, ..._dkdv, ..._dq
     const char* symbol;  // the cubin's entry point
     int32_t arch;        // compute capability as major*10+minor the cubin runs on
-    int32_t head_dim;
+    // Head dims served: head_dim_min..head_dim_max in steps of head_dim_step. An exact variant
+    // (HEAD_DIM compiled in, no column mask) serves one; a padded one takes HEAD_DIM as an argument
+    // and serves the rest of its tile width (native/kernels/triton/README.md); exact ones win.
+    int32_t head_dim_min;
+    int32_t head_dim_max;
+    int32_t head_dim_step;
     const unsigned char* cubin;
     std::size_t cubin_size;
     int32_t block_x;       // threads per program (num_warps * 32)
