@@ -1,6 +1,5 @@
 package io.hspmn;
 
-import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.MethodSource;
@@ -9,7 +8,6 @@ import java.nio.file.Path;
 import java.util.List;
 
 import static org.junit.jupiter.api.Assertions.assertTrue;
-import static org.junit.jupiter.api.Assertions.fail;
 
 /**
  * The golden cases on the CUDA backend, held to MODEL.md's bound for bf16 paths. Tagged gpu: excluded by
@@ -24,23 +22,7 @@ class GpuGoldenParityTest {
     @ParameterizedTest(name = "{0}")
     @MethodSource("goldens")
     void matchesReferenceOnCuda(Path file) {
-        boolean required = Boolean.getBoolean("hspmn.test.requireGpu");
-        String why = null;
-        if (!Hspmn.backendBuilt(Backend.CUDA)) {
-            why = "the CUDA backend is not compiled into " + NativeLibrary.source();
-        } else {
-            try (Context ctx = Context.create(Backend.CUDA)) {
-                // constructed only to see that a device is usable
-            } catch (BackendUnavailableException e) {
-                why = "no usable CUDA device: " + e.getMessage();
-            }
-        }
-        if (why != null) {
-            if (required) {
-                fail("a GPU run was asked for (-Pgpu) but " + why);
-            }
-            Assumptions.abort(why);
-        }
+        GpuAssumptions.requireCuda();
         GoldenCase gc = GoldenCase.load(file);
         try {
             Parity.Report r = Parity.run(gc, Backend.CUDA, Parity.Tolerances.bf16Backend());
