@@ -56,7 +56,7 @@ final class Parity {
      *                  bf16) allowed for bf16 outputs (out, d_x); see {@link #cpu()}
      * @param bf16Floor absolute floor added to the bf16 bound
      */
-    record Tolerances(double f32, double bf16Slack, double bf16Floor) {
+    record Tolerances(double f32, double bf16Slack, double bf16Floor, String referencePrecision) {
         /**
          * The CPU backend keeps every intermediate in float32 and rounds only its bf16 outputs (native/README.md).
          * So out and d_x must be the reference rounded once to bf16 up to float32 noise: their error is the
@@ -71,12 +71,17 @@ final class Parity {
          * sums), the bound is twice that error instead (see F32_REFERENCE_ERRORS).
          */
         static Tolerances cpu() {
-            return new Tolerances(2e-5, 1.1, 1e-5);
+            return new Tolerances(2e-5, 1.1, 1e-5, "");
         }
 
-        /** MODEL.md's bound for a backend with bf16 intermediates (CUDA): 1e-2 on every path. */
+        /**
+         * MODEL.md's bound for a backend with bf16 intermediates (CUDA): 1e-2 on every path, or, for a float32
+         * result, twice PyTorch's own error when it runs the reference in bfloat16 if that is larger (keys
+         * "bf16:..." of f32-reference-errors.json): the router's scalar gradients are sums whose terms cancel
+         * (topk_k1's grad.router.b 220-fold), and bf16 storage alone moves PyTorch's result by up to 59 % there.
+         */
         static Tolerances bf16Backend() {
-            return new Tolerances(1e-2, 1.0, 1e-2);
+            return new Tolerances(1e-2, 1.0, 1e-2, "bf16:");
         }
     }
 
@@ -120,10 +125,10 @@ final class Parity {
         }
     }
 
-    /** The bound of a float32 quantity: the base tolerance, or twice PyTorch's own float32 error if larger. */
+    /** The bound of a float32 quantity: the base tolerance, or twice PyTorch's own error at the tolerance's reference precision if larger. */
     private static double f32Bound(GoldenCase gc, Tolerances tol, String quantity, List<String> exact) {
         Map<String, Double> errs = F32_REFERENCE_ERRORS.get(gc.name);
-        Double ref = errs == null ? null : errs.get(quantity);
+        Double ref = errs == null ? null : errs.get(tol.referencePrecision() + quantity);
         if (ref != null && !gc.sha256().equals(F32_REFERENCE_SHA.get(gc.name))) {
             String stale = "f32-reference-errors.json was computed from another version of " + gc.name
                     + " (rerun java/src/test/python/f32_reference_errors.py)";
