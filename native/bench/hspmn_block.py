@@ -89,9 +89,6 @@ def main():
     ap.add_argument("--json")
     a = ap.parse_args()
     lib = Lib(a.lib)
-    f = getattr(C.CDLL(a.lib), "hspmn_alloc_stats_reset_peak")
-    f.restype, f.argtypes = C.c_int, []
-    lib.alloc_stats_reset_peak = f
     cfgs = []
     if a.mode in ("throughput", "all"):
         cfgs.append(("hspmn throughput", 64, 4096, False))

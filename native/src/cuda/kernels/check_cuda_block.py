@@ -37,7 +37,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", "..", "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "native", "reference"))
-from check_native import AllocStats, BackwardParams, BlockParams, ContextParams, ForwardParams  # noqa: E402
+from hspmn_ctypes import AllocStats, BackwardParams, BlockParams, ContextParams, ForwardParams, Lib  # noqa: E402,F401
 
 BF16, F32, I32 = 0, 1, 2
 HOST, DEVICE, PINNED = 0, 1, 2
@@ -47,44 +47,6 @@ PARAMS = ["router.w", "router.b", "router.log_temp", "reflex.norm", "reflex.conv
           "reflex.down", "attn.norm", "attn.q", "attn.k", "attn.v", "attn.o"]
 CANCELLING = ("router.b", "router.log_temp")
 ERR_NON_FINITE = 11
-
-
-class Lib:
-    def __init__(self, path):
-        L = C.CDLL(path)
-        P = C.c_void_p
-        sigs = {
-            "hspmn_last_error": (C.c_char_p, []),
-            "hspmn_context_default_params": (ContextParams, []),
-            "hspmn_context_create": (C.c_int, [C.POINTER(ContextParams), C.POINTER(P)]),
-            "hspmn_context_destroy": (C.c_int, [P]),
-            "hspmn_context_synchronize": (C.c_int, [P]),
-            "hspmn_tensor_create": (C.c_int, [P, C.c_int32, C.c_int32, C.c_int32, C.POINTER(C.c_int64), C.POINTER(P)]),
-            "hspmn_tensor_destroy": (C.c_int, [P]),
-            "hspmn_tensor_copy_in": (C.c_int, [P, P, C.c_int64]),
-            "hspmn_tensor_copy_out": (C.c_int, [P, P, C.c_int64]),
-            "hspmn_block_default_params": (BlockParams, []),
-            "hspmn_block_create": (C.c_int, [P, C.POINTER(BlockParams), C.c_uint64, C.POINTER(P)]),
-            "hspmn_block_destroy": (C.c_int, [P]),
-            "hspmn_block_get_param": (C.c_int, [P, C.c_char_p, P]),
-            "hspmn_block_get_grad": (C.c_int, [P, C.c_char_p, P]),
-            "hspmn_forward_default_params": (ForwardParams, []),
-            "hspmn_backward_default_params": (BackwardParams, []),
-            "hspmn_block_forward": (C.c_int, [P, C.POINTER(ForwardParams), P, P, P]),
-            "hspmn_block_forward_routed": (C.c_int, [P, C.POINTER(ForwardParams), P, P, P, P, P, P]),
-            "hspmn_block_backward": (C.c_int, [P, C.POINTER(BackwardParams), P, P, P]),
-            "hspmn_block_route": (C.c_int, [P, C.POINTER(ForwardParams), P, P, P, P, P, P, P]),
-            "hspmn_gumbel_noise": (C.c_int, [P, C.c_uint64, C.c_int64, C.c_int32, P]),
-            "hspmn_alloc_stats_get": (C.c_int, [C.POINTER(AllocStats)]),
-        }
-        for name, (res, args) in sigs.items():
-            f = getattr(L, name)
-            f.restype, f.argtypes = res, args
-            setattr(self, name[len("hspmn_"):], f)
-
-    def ok(self, status, what):
-        if status != 0:
-            raise RuntimeError(f"{what}: status {status}: {self.last_error().decode()}")
 
 
 class Ctx:
