@@ -1,0 +1,171 @@
+package io.hspmn.io;
+
+import com.google.gson.Gson;
+import com.google.gson.JsonArray;
+import com.google.gson.JsonObject;
+
+import java.io.IOException;
+import java.lang.foreign.MemorySegment;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.channels.FileChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.AtomicMoveNotSupportedException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.nio.file.StandardOpenOption;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.Objects;
+
+/**
+ * Writes a safetensors file atomically: everything goes to a temp file in the target's directory,
+ * which is fsynced and then renamed over the target, so a crash or an error at any point leaves
+ * either the old file or the new one, never a mix. Tensors are laid out in insertion order, back to
+ * back; the header is padded with spaces (which the format allows) so the data starts 8-byte aligned.
+ */
+public final class SafeTensorsWriter {
+    /** Called as data is written (after the header, then after every chunk); tests inject failures here. */
+    @FunctionalInterface
+    public interface Progress {
+        void written(long dataBytesSoFar, long dataBytesTotal) throws IOException;
+    }
+
+    private static final int CHUNK = 1 << 20;
+    private static final Gson GSON = new Gson();
+
+    private final Map<String, String> metadata = new LinkedHashMap<>();
+    private final Map<String, TensorData> tensors = new LinkedHashMap<>();
+    private Progress progress = (a, b) -> { };
+
+    public SafeTensorsWriter metadata(String key, String value) {
+        metadata.put(Objects.requireNonNull(key), Objects.requireNonNull(value));
+        return this;
+    }
+
+    public SafeTensorsWriter metadata(Map<String, String> m) {
+        m.forEach(this::metadata);
+        return this;
+    }
+
+    public SafeTensorsWriter add(String name, TensorData t) {
+        if (name.isEmpty() || name.equals("__metadata__")) {
+            throw new IllegalArgumentException("tensor name " + SafeTensorsHeader.quote(name) + " is reserved");
+        }
+        if (tensors.putIfAbsent(name, Objects.requireNonNull(t)) != null) {
+            throw new IllegalArgumentException("tensor " + SafeTensorsHeader.quote(name) + " added twice");
+        }
+        return this;
+    }
+
+    public SafeTensorsWriter progress(Progress p) {
+        progress = Objects.requireNonNull(p);
+        return this;
+    }
+
+    /** The header bytes, space-padded to a multiple of 8, as they will be written. */
+    byte[] header() {
+        JsonObject root = new JsonObject();
+        if (!metadata.isEmpty()) {
+            JsonObject m = new JsonObject();
+            metadata.forEach(m::addProperty);
+            root.add("__metadata__", m);
+        }
+        long at = 0;
+        for (Map.Entry<String, TensorData> e : tensors.entrySet()) {
+            TensorData t = e.getValue();
+            JsonObject o = new JsonObject();
+            o.addProperty("dtype", t.dtype().name());
+            JsonArray shape = new JsonArray();
+            for (long d : t.shape()) {
+                shape.add(d);
+            }
+            o.add("shape", shape);
+            JsonArray off = new JsonArray();
+            off.add(at);
+            at = Math.addExact(at, t.bytes().byteSize());
+            off.add(at);
+            o.add("data_offsets", off);
+            root.add(e.getKey(), o);
+        }
+        byte[] json = GSON.toJson(root).getBytes(StandardCharsets.UTF_8);
+        int padded = (json.length + 7) & ~7;
+        if (padded > SafeTensorsHeader.MAX_HEADER_BYTES) {
+            throw new IllegalArgumentException("header would be " + padded + " bytes, over the readers' limit");
+        }
+        byte[] out = new byte[padded];
+        System.arraycopy(json, 0, out, 0, json.length);
+        java.util.Arrays.fill(out, json.length, padded, (byte) ' ');
+        return out;
+    }
+
+    /** Writes to {@code target} atomically; on any failure the previous file is untouched and no temp file is left. */
+    public void write(Path target) throws IOException {
+        Path abs = target.toAbsolutePath();
+        Path dir = abs.getParent();
+        byte[] header = header();
+        long total = 0;
+        for (TensorData t : tensors.values()) {
+            total += t.bytes().byteSize();
+        }
+        Path tmp = Files.createTempFile(dir, "." + abs.getFileName() + ".", ".tmp");
+        boolean done = false;
+        try {
+            try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.WRITE, StandardOpenOption.TRUNCATE_EXISTING)) {
+                ByteBuffer len = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(header.length).flip();
+                writeFully(ch, len);
+                writeFully(ch, ByteBuffer.wrap(header));
+                progress.written(0, total);
+                ByteBuffer buf = ByteBuffer.allocateDirect((int) Math.min(CHUNK, Math.max(total, 1)));
+                MemorySegment bufSeg = MemorySegment.ofBuffer(buf);
+                long written = 0;
+                for (TensorData t : tensors.values()) {
+                    MemorySegment src = t.bytes();
+                    for (long off = 0; off < src.byteSize(); ) {
+                        int n = (int) Math.min(buf.capacity(), src.byteSize() - off);
+                        // Copied through a direct buffer: heap segments over non-byte arrays have no ByteBuffer view.
+                        MemorySegment.copy(src, off, bufSeg, 0, n);
+                        buf.clear().limit(n);
+                        writeFully(ch, buf);
+                        off += n;
+                        written += n;
+                        progress.written(written, total);
+                    }
+                }
+                ch.force(true);
+            }
+            try {
+                Files.move(tmp, abs, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+            } catch (AtomicMoveNotSupportedException e) {
+                throw new IOException("cannot replace " + abs + " atomically (file system without atomic rename)", e);
+            }
+            done = true;
+            syncDirectory(dir);
+        } catch (IOException | RuntimeException | Error e) {
+            if (!done) {
+                try {
+                    Files.deleteIfExists(tmp);
+                } catch (IOException cleanup) {
+                    e.addSuppressed(cleanup);
+                }
+            }
+            throw e;
+        }
+    }
+
+    private static void writeFully(FileChannel ch, ByteBuffer b) throws IOException {
+        while (b.hasRemaining()) {
+            ch.write(b);
+        }
+    }
+
+    /** Makes the rename itself durable; some platforms cannot open a directory, and then the rename stands unsynced. */
+    private static void syncDirectory(Path dir) {
+        try (FileChannel d = FileChannel.open(dir, StandardOpenOption.READ)) {
+            d.force(true);
+        } catch (IOException | UnsupportedOperationException e) {
+            // Best effort by design: the data itself is already fsynced.
+        }
+    }
+}
