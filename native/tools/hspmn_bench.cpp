@@ -10,9 +10,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <map>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -42,7 +44,10 @@ struct Failure {
 };
 
 void check(hspmn_status s, const char* what) {
-    if (s != HSPMN_OK) throw Failure{s, std::string(what) + ": " + hspmn_status_name(s) + ": " + hspmn_last_error()};
+    if (s == HSPMN_OK) return;
+    const std::string msg = hspmn_last_error();
+    const std::string prefix = msg.rfind(what, 0) == 0 ? "" : std::string(what) + ": ";  // messages often name it
+    throw Failure{s, prefix + hspmn_status_name(s) + ": " + msg};
 }
 
 struct ContextDel {
@@ -446,9 +451,7 @@ std::string parse_options(int argc, char** argv, Options* o, bool* help) {
     return "";
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
     Options o;
     bool help = false;
     const std::string bad = parse_options(argc, argv, &o, &help);
@@ -566,4 +569,18 @@ int main(int argc, char** argv) {
         std::printf("json: %s\n", o.json.c_str());
     }
     return failed ? 1 : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const Failure& f) {
+        std::fprintf(stderr, "error: %s\n", f.message.c_str());
+        return 1;
+    } catch (const std::exception& e) {  // host memory for the results or the output, not a library call
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return 1;
+    }
 }

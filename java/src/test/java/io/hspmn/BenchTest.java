@@ -83,6 +83,23 @@ class BenchTest {
     }
 
     @Test
+    void stressThatFitsNothingSaysSoAndFails(@TempDir Path dir) throws Exception {
+        // x alone would be 64 TiB at S = 2^37, D = 256: the library's allocation fails, no machine has it
+        Path json = dir.resolve("stress.json");
+        Run r = bench("--backend", "cpu", "--small", "--mode", "stress", "--iters", "1", "--stress-start",
+                Long.toString(1L << 37), "--max-seq", Long.toString(1L << 40), "--json", json.toString());
+        assertEquals(1, r.code(), "nothing ran, so the command failed; stdout: " + r.out());
+        assertTrue(r.out().contains("stress: nothing ran from S=137438953472"), r.out());
+        JsonObject root = JsonParser.parseString(Files.readString(json)).getAsJsonObject();
+        JsonObject step = root.getAsJsonArray("results").get(0).getAsJsonObject();
+        assertEquals("HSPMN_ERR_OUT_OF_MEMORY", step.get("status").getAsString(), step.toString());
+        assertFalse(step.has("tok_s"), step.toString());
+        JsonObject stress = root.getAsJsonObject("stress");
+        assertEquals(0, stress.get("max_S").getAsLong());
+        assertEquals("out_of_memory", stress.get("stopped_by").getAsString());
+    }
+
+    @Test
     void badInputIsAMessageAndExitOne() {
         Run heads = bench("--backend", "cpu", "--small", "--heads", "3");
         assertEquals(1, heads.code());

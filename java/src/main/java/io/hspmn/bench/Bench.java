@@ -71,8 +71,8 @@ public final class Bench {
         }
         try {
             return runChecked(o, out, err);
-        } catch (HspmnException | IllegalArgumentException | IllegalStateException | IOException e) {
-            err.println("error: " + e.getMessage());
+        } catch (RuntimeException | IOException e) {
+            err.println("error: " + (e.getMessage() != null ? e.getMessage() : e.toString()));
             return 1;
         } catch (LinkageError e) { // the native library did not load
             err.println("error: " + e);
