@@ -77,6 +77,8 @@ if [[ "${HSPMN_GPU_BENCH:-1}" == 1 ]]; then
   # the dense Llama-style baseline, measured in the same call as HSPMN (BENCHMARKS.md)
   stage bench_dense "$py" native/bench/dense_block.py --mode all --iters 10 --json "$logs/dense.json"
   stage bench_hspmn "$py" native/bench/hspmn_block.py --mode all --iters 10 --lib "$build/libhspmn.so" --json "$logs/hspmn.json"
+  # the native bench command (C ABI only), the same modes plus stress
+  stage bench_native "$build/tools/hspmn_bench" --backend cuda --mode all --iters 10 --json "$logs/hspmn-native.json"
 fi
 
 failed=0
