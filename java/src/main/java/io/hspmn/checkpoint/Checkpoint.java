@@ -8,6 +8,7 @@ import com.google.gson.stream.JsonReader;
 import com.google.gson.stream.JsonToken;
 import io.hspmn.io.InvalidSafeTensorsException;
 import io.hspmn.io.SafeTensors;
+import io.hspmn.io.SafeTensorsHeader;
 import io.hspmn.io.SafeTensorsWriter;
 import io.hspmn.io.TensorData;
 
@@ -97,7 +98,7 @@ public record Checkpoint(String configJson, long step, long dataPosition, long[]
             }
             return e.isJsonObject() ? null : "config is not a JSON object";
         } catch (JsonParseException | IOException e) {
-            return "config is not valid JSON: " + e.getMessage();
+            return "config is not valid JSON: " + SafeTensorsHeader.jsonError(e);
         }
     }
 

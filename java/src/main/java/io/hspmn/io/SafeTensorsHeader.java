@@ -74,12 +74,12 @@ public record SafeTensorsHeader(long headerBytes, long dataOffset, long dataByte
         try {
             readRoot(json, dataBytes, entries, meta);
         } catch (MalformedJsonException | IllegalStateException | NumberFormatException e) {
-            throw new InvalidSafeTensorsException("header is not valid JSON: " + e.getMessage());
+            throw new InvalidSafeTensorsException("header is not valid JSON: " + jsonError(e));
         } catch (InvalidSafeTensorsException e) {
             throw e;
         } catch (IOException e) {
             // JsonReader reports an unexpected end of input as a plain IOException ("End of input at ...").
-            throw new InvalidSafeTensorsException("header is not valid JSON: " + e.getMessage());
+            throw new InvalidSafeTensorsException("header is not valid JSON: " + jsonError(e));
         }
         checkLayout(entries, dataBytes);
         return new SafeTensorsHeader(n, 8 + n, dataBytes, Collections.unmodifiableMap(entries),
@@ -281,11 +281,24 @@ public record SafeTensorsHeader(long headerBytes, long dataOffset, long dataByte
         };
     }
 
+    /** Gson's message without its exception class prefix and troubleshooting link, on one line. */
+    public static String jsonError(Throwable e) {
+        while (e.getCause() != null && e.getCause() != e) {
+            e = e.getCause();
+        }
+        String m = String.valueOf(e.getMessage());
+        int cut = m.indexOf("\nSee ");
+        if (cut >= 0) {
+            m = m.substring(0, cut);
+        }
+        return clip(m.replace('\n', ' ').strip());
+    }
+
     static String quote(String s) {
         return "\"" + clip(s) + "\"";
     }
 
     private static String clip(String s) {
-        return s.length() <= 64 ? s : s.substring(0, 64) + "...(" + s.length() + " chars)";
+        return s.length() <= 120 ? s : s.substring(0, 120) + "...(" + s.length() + " chars)";
     }
 }
