@@ -26,7 +26,9 @@ import java.util.stream.Stream;
  * with none or only empty files), a file that cannot be read, and binary files (see {@link Utf8Check}:
  * a NUL byte, or more invalid UTF-8 than a stray byte per thousand), with the offending offset.
  * Empty files inside a non-empty folder are skipped: they hold nothing to train on. Hidden files and
- * folders (name starting with '.') are skipped, so a corpus can live in a git checkout.
+ * folders (name starting with '.') are skipped, so a corpus can live in a git checkout. Symbolic links
+ * to files are followed; links to folders are not (a link cycle cannot trap the walk), and a broken
+ * link is an unreadable file.
  */
 public final class ByteCorpus implements AutoCloseable {
     /** One mapped file. */

@@ -20,7 +20,7 @@ final class SvgChart {
 
     static final int WIDTH = 760;
     static final int HEIGHT = 320;
-    private static final int LEFT = 70;
+    private static final int LEFT = 76;
     private static final int RIGHT = 180; // room for the legend
     private static final int TOP = 36;
     private static final int BOTTOM = 50;
@@ -225,6 +225,10 @@ final class SvgChart {
         }
         if (Math.abs(v) >= 1e6 && decimals == 0) {
             return String.format(Locale.ROOT, "%.3g", v);
+        }
+        if (decimals > 3) {
+            // "0.00025" crowds the axis label; a learning rate reads as well in exponent form.
+            return v == 0 ? "0" : String.format(Locale.ROOT, "%.1e", v);
         }
         return String.format(Locale.ROOT, "%." + decimals + "f", v);
     }

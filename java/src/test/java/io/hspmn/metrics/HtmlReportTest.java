@@ -162,7 +162,9 @@ class HtmlReportTest {
         assertEquals("1500", SvgChart.label(1500, 500));
         assertEquals("0", SvgChart.label(-1e-17, 1));
         assertEquals("0.0", SvgChart.label(-1e-17, 0.5), "no -0.0");
-        assertEquals("0.0003", SvgChart.label(3e-4, 1e-4));
+        assertEquals("0.003", SvgChart.label(3e-3, 1e-3));
+        assertEquals("2.5e-04", SvgChart.label(2.5e-4, 5e-5));
+        assertEquals("0", SvgChart.label(0, 5e-5));
     }
 
     /** Optional: a screenshot for a person to look at, when Chromium is installed. */
