@@ -77,6 +77,44 @@ class SafeTensorsTest {
         invalid("{not json", d8, "JSON");
     }
 
+    /** Rules past the old reader's: strict JSON, no duplicate keys, data tiled exactly, UTF-8, integer literals. */
+    @Test
+    void rejectsWhatALenientReaderWouldTake() throws IOException {
+        byte[] d4 = new byte[4];
+        String a = "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}";
+        invalid("{" + a + "," + a + "}", d4, "\"a\" appears twice");
+        invalid("{\"__metadata__\":{},\"__metadata__\":{}," + a + "}", d4, "\"__metadata__\" appears twice");
+        invalid("{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}," + a + "}", d4, "appears twice");
+        invalid("{\"a\":{\"dtype\":\"F32\",\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", d4, "dtype appears twice");
+        invalid("{'a':{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", d4, "JSON");
+        invalid("{" + a + "} trailing", d4, "JSON");
+        invalid("{" + a + "}", new byte[8], "[4, 8) at the end belong to no tensor");
+        invalid("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", new byte[8], "[0, 4) before tensor");
+        invalid("{\"a\":{\"dtype\":\"F32\",\"shape\":[1.0],\"data_offsets\":[0,4]}}", d4, "not an integer");
+        invalid("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,18446744073709551616]}}", d4, "64 bits");
+        invalid("{\"a\":{\"dtype\":\"F64\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,4]}}", d4, "overflows 64 bits");
+        invalid(" {" + a + "}", d4, "start with '{'");
+        Path p = write("{\"\u00ff\":1}", d4);
+        byte[] raw = Files.readAllBytes(p);
+        raw[10] = (byte) 0xc3; // a lone lead byte: not UTF-8
+        raw[11] = (byte) 0x28;
+        Files.write(p, raw);
+        IOException e = assertThrows(IOException.class, () -> SafeTensors.open(p));
+        assertTrue(e.getMessage().contains("UTF-8"), e.getMessage());
+    }
+
+    @Test
+    void readsI64AndU8() throws IOException {
+        ByteBuffer b = ByteBuffer.allocate(10).order(ByteOrder.LITTLE_ENDIAN).putLong(-5).put((byte) 1).put((byte) 250);
+        Path p = write("{\"l\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[0,8]},"
+                + "\"u\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[8,10]}}", b.array());
+        try (SafeTensors st = SafeTensors.open(p)) {
+            assertArrayEquals(new long[] {-5}, st.longs("l"));
+            assertArrayEquals(new float[] {1, 250}, st.floats("u"));
+            assertThrows(IllegalArgumentException.class, () -> st.longs("u"));
+        }
+    }
+
     @Test
     void rejectsBadHeaderLength() throws IOException {
         Path p = Files.createTempFile(dir, "t", ".safetensors");
