@@ -94,6 +94,24 @@ public final class CorpusSplit {
         return bits / Math.log(2);
     }
 
+    /**
+     * Bits per byte of this split under the unigram model fitted on {@code fitted} (add-one smoothed,
+     * so a byte {@code fitted} never shows costs log2(n + 256) bits instead of infinity): the bar for
+     * a model trained on {@code fitted} and measured on this split, as a held-out unigram model sees it.
+     */
+    public double unigramCrossEntropyBits(CorpusSplit fitted) {
+        long[] mine = byteHistogram();
+        long[] theirs = fitted.byteHistogram();
+        double denominator = fitted.size() + 256.0;
+        double bits = 0;
+        for (int b = 0; b < 256; b++) {
+            if (mine[b] > 0) {
+                bits -= mine[b] * Math.log((theirs[b] + 1) / denominator);
+            }
+        }
+        return size() == 0 ? 0 : bits / size() / Math.log(2);
+    }
+
     @Override
     public String toString() {
         return "CorpusSplit[" + name + ", " + parts.size() + " parts, " + size() + " bytes]";

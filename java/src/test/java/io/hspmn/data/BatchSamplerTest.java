@@ -231,6 +231,8 @@ class BatchSamplerTest {
             // Computed independently (Python, collections.Counter over the file's first 213,601 bytes and the rest).
             assertEquals(4.611958963514992, s.train().unigramEntropyBits(), 1e-9);
             assertEquals(4.71324888505892, s.validation().unigramEntropyBits(), 1e-9);
+            // Validation under the add-one-smoothed unigram model of train; '*', '=' and '_' occur only in validation.
+            assertEquals(5.0168131425006735, s.validation().unigramCrossEntropyBits(s.train()), 1e-9);
             BatchSampler.shuffled(s.train(), 8, 256, 0).next();
             BatchSampler.sequential(s.validation(), 8, 256).next();
         }

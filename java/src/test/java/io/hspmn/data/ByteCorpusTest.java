@@ -220,7 +220,15 @@ class ByteCorpusTest {
             assertEquals(4, c.split(0).train().byteHistogram()['a']);
         }
         try (ByteCorpus c = ByteCorpus.open(dir.resolve("four.txt"))) {
-            assertEquals(2.0, c.split(0).train().unigramEntropyBits(), 1e-12);
+            CorpusSplit s = c.split(0).train();
+            assertEquals(2.0, s.unigramEntropyBits(), 1e-12);
+            // 'a' has 3 of 12 bytes: smoothed (3 + 1) / (12 + 256)
+            assertEquals(-Math.log(4.0 / 268) / Math.log(2), s.unigramCrossEntropyBits(s), 1e-12);
+        }
+        try (ByteCorpus one = ByteCorpus.open(dir.resolve("one.txt")); ByteCorpus two = ByteCorpus.open(dir.resolve("two.txt"))) {
+            // "abababab" under the model of "aaaaaaaa": a costs log2(264/9), b (never seen) log2(264/1)
+            double expected = 0.5 * Math.log(264.0 / 9) / Math.log(2) + 0.5 * Math.log(264.0) / Math.log(2);
+            assertEquals(expected, two.split(0).train().unigramCrossEntropyBits(one.split(0).train()), 1e-12);
         }
         // 3/4 'a', 1/4 'b': -(3/4 log2 3/4 + 1/4 log2 1/4) = 0.811278...
         write("skew.txt", "aaab".repeat(50));
