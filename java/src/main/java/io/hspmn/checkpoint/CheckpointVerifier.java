@@ -64,6 +64,24 @@ public final class CheckpointVerifier {
         return new CheckpointVerifier(new LinkedHashMap<>(expected));
     }
 
+    /**
+     * {@code verify CKPT...} until the CLI lands: prints each report; exit status 0 when all are OK,
+     * 1 when any is invalid, 2 on usage errors.
+     */
+    public static void main(String[] args) {
+        if (args.length == 0) {
+            System.err.println("usage: verify CKPT...");
+            System.exit(2);
+        }
+        boolean ok = true;
+        for (String a : args) {
+            Report r = fromConfig().verify(Path.of(a));
+            System.out.print(r.render());
+            ok &= r.ok();
+        }
+        System.exit(ok ? 0 : 1);
+    }
+
     public Report verify(Path path) {
         try (Arena arena = Arena.ofConfined(); FileChannel ch = FileChannel.open(path, StandardOpenOption.READ)) {
             return verify(ch.map(FileChannel.MapMode.READ_ONLY, 0, ch.size(), arena), path.toString());

@@ -15,9 +15,12 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
+import java.nio.file.attribute.PosixFilePermission;
+import java.nio.file.attribute.PosixFilePermissions;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.Objects;
+import java.util.Set;
 
 /**
  * Writes a safetensors file atomically: everything goes to a temp file in the target's directory,
@@ -112,6 +115,7 @@ public final class SafeTensorsWriter {
         Path tmp = Files.createTempFile(dir, "." + abs.getFileName() + ".", ".tmp");
         boolean done = false;
         try {
+            keepPermissions(abs, tmp);
             try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.WRITE, StandardOpenOption.TRUNCATE_EXISTING)) {
                 ByteBuffer len = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(header.length).flip();
                 writeFully(ch, len);
@@ -151,6 +155,21 @@ public final class SafeTensorsWriter {
                 }
             }
             throw e;
+        }
+    }
+
+    /**
+     * createTempFile makes the file owner-only (0600); a checkpoint should keep the permissions of the
+     * one it replaces, or get the usual rw-r--r-- when new. Non-POSIX file systems keep their defaults.
+     */
+    private static void keepPermissions(Path target, Path tmp) throws IOException {
+        try {
+            Set<PosixFilePermission> perms = Files.exists(target)
+                    ? Files.getPosixFilePermissions(target)
+                    : PosixFilePermissions.fromString("rw-r--r--");
+            Files.setPosixFilePermissions(tmp, perms);
+        } catch (UnsupportedOperationException e) {
+            // Not a POSIX file system: nothing to copy.
         }
     }
 

@@ -118,13 +118,17 @@ class SafeTensorsWriterTest {
     }
 
     @Test
-    void replacesAnExistingFile() throws IOException {
+    void replacesAnExistingFileKeepingItsPermissions() throws IOException {
         Path p = dir.resolve("r.safetensors");
         sample().write(p);
+        assertEquals("rw-r--r--", java.nio.file.attribute.PosixFilePermissions.toString(Files.getPosixFilePermissions(p)),
+                "a new file gets the usual permissions, not the temp file's owner-only ones");
+        Files.setPosixFilePermissions(p, java.nio.file.attribute.PosixFilePermissions.fromString("rw-rw----"));
         new SafeTensorsWriter().add("only", TensorData.i32(new long[] {1}, new int[] {5})).write(p);
         try (SafeTensors st = SafeTensors.open(p)) {
             assertEquals(Set.of("only"), st.names());
             assertFalse(st.contains("f32"));
         }
+        assertEquals("rw-rw----", java.nio.file.attribute.PosixFilePermissions.toString(Files.getPosixFilePermissions(p)));
     }
 }
