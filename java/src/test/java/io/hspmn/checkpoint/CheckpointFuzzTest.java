@@ -41,6 +41,9 @@ import static org.junit.jupiter.api.Assertions.fail;
 class CheckpointFuzzTest {
     static final int MUTATIONS = 12_000;
     static final long SEED = 20261123L;
+    static final long MAX_ALLOC_PER_VERIFY = 16L << 20;
+    static final com.sun.management.ThreadMXBean THREADS =
+            (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
 
     enum Kind {
         BIT_FLIPS, HEADER_BIT_FLIPS, TRUNCATE, APPEND, HEADER_LENGTH, NUMBER_EDIT, DTYPE_EDIT, DUPLICATE_KEY,
@@ -100,6 +103,7 @@ class CheckpointFuzzTest {
         Map<String, Integer> reasons = new TreeMap<>();
         int rejected = 0;
         long worstNanos = 0;
+        long worstAlloc = 0;
         long start = System.nanoTime();
         for (int i = 0; i < MUTATIONS; i++) {
             byte[] seed = seeds.get(rnd.nextInt(seeds.size()));
@@ -107,13 +111,20 @@ class CheckpointFuzzTest {
             byte[] m = mutate(seed, kind, rnd);
             Files.write(file, m);
             long t0 = System.nanoTime();
+            long a0 = THREADS.getCurrentThreadAllocatedBytes();
             Report r;
             try {
                 r = CheckpointVerifier.fromConfig().verify(file);
             } catch (Throwable t) {
                 throw new AssertionError("mutation " + i + " (" + kind + ") made the verifier throw", t);
             }
+            long allocated = THREADS.getCurrentThreadAllocatedBytes() - a0;
             worstNanos = Math.max(worstNanos, System.nanoTime() - t0);
+            worstAlloc = Math.max(worstAlloc, allocated);
+            // The heap is large enough to hide one wild allocation, so measure it: the verifier's garbage
+            // is a few copies of the header, nowhere near what a header number could ask for.
+            assertTrue(allocated < MAX_ALLOC_PER_VERIFY, "mutation " + i + " (" + kind + "): verify allocated "
+                    + allocated + " bytes for a " + m.length + "-byte file");
             int[] k = perKind.computeIfAbsent(kind, x -> new int[2]);
             k[0]++;
             String readerWhy = readerRefusal(file, i, kind);
@@ -143,8 +154,9 @@ class CheckpointFuzzTest {
         }
         double secs = (System.nanoTime() - start) / 1e9;
         StringBuilder b = new StringBuilder();
-        b.append(String.format("fuzz: %d mutated files, %d rejected, %d verified OK, %.1f s, slowest verify %.1f ms%n",
-                MUTATIONS, rejected, MUTATIONS - rejected, secs, worstNanos / 1e6));
+        b.append(String.format("fuzz: %d mutated files, %d rejected, %d verified OK, %.1f s, slowest verify %.1f ms,"
+                + " most heap allocated by one verify %d KiB%n",
+                MUTATIONS, rejected, MUTATIONS - rejected, secs, worstNanos / 1e6, worstAlloc >> 10));
         perKind.forEach((kk, v) -> b.append(String.format("  kind %-16s %5d files %5d rejected%n", kk, v[0], v[1])));
         reasons.entrySet().stream().sorted((x, y) -> y.getValue() - x.getValue())
                 .forEach(e -> b.append(String.format("  reason %5d  %s%n", e.getValue(), e.getKey())));
