@@ -291,6 +291,8 @@ public record SafeTensorsHeader(long headerBytes, long dataOffset, long dataByte
         if (cut >= 0) {
             m = m.substring(0, cut);
         }
+        // Gson's advice to go lenient is wrong for a file we must not trust; keep only the where.
+        m = m.replace("Use JsonReader.setStrictness(Strictness.LENIENT) to accept malformed JSON", "malformed JSON");
         return clip(m.replace('\n', ' ').strip());
     }
 
