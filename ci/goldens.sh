@@ -22,6 +22,8 @@ py="$(bash ci/venv.sh | tail -n 1)"
 
 echo "goldens: self-test of the reference ($ref/test_ref.py)"
 "$py" "$ref/test_ref.py"
+echo "goldens: self-test of the language-model reference and its optimiser ($ref/test_lm.py)"
+"$py" "$ref/test_lm.py"
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
