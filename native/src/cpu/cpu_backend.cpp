@@ -2,6 +2,7 @@
 #include <cstring>
 #include <thread>
 
+#include "../core/non_finite.h"
 #include "../core/backend.h"
 #include "../core/error.h"
 #include "../core/objects.h"
@@ -40,16 +41,7 @@ public:
         std::memmove(dst->data, src->data, static_cast<std::size_t>(dst->nbytes));
     }
     int64_t find_non_finite(const hspmn_tensor* t) override {
-        if (t->dtype == HSPMN_DTYPE_BF16) {
-            const uint16_t* p = static_cast<const uint16_t*>(t->data);
-            for (int64_t i = 0; i < t->numel; ++i)
-                if ((p[i] & 0x7f80u) == 0x7f80u) return i;
-        } else if (t->dtype == HSPMN_DTYPE_F32) {
-            const uint32_t* p = static_cast<const uint32_t*>(t->data);
-            for (int64_t i = 0; i < t->numel; ++i)
-                if ((p[i] & 0x7f800000u) == 0x7f800000u) return i;
-        }
-        return -1;
+        return host_find_non_finite(t->data, t->dtype, t->numel);
     }
     void synchronize() override {}
     BlockImpl* create_block(const BlockConfig& cfg, uint64_t seed) override { return new CpuBlock(*pool_, cfg, seed); }

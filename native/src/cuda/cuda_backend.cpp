@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "../core/non_finite.h"
 #include "../core/backend.h"
 #include "../core/error.h"
 #include "../core/objects.h"
@@ -113,16 +114,7 @@ public:
         d_->activate();
         if (t->memory == HSPMN_MEMORY_DEVICE) return cuda::find_non_finite(*d_, t->data, t->dtype, t->numel);
         sync("cudaStreamSynchronize (find_non_finite)");
-        if (t->dtype == HSPMN_DTYPE_BF16) {
-            const uint16_t* p = static_cast<const uint16_t*>(t->data);
-            for (int64_t i = 0; i < t->numel; ++i)
-                if ((p[i] & 0x7f80u) == 0x7f80u) return i;
-        } else if (t->dtype == HSPMN_DTYPE_F32) {
-            const uint32_t* p = static_cast<const uint32_t*>(t->data);
-            for (int64_t i = 0; i < t->numel; ++i)
-                if ((p[i] & 0x7f800000u) == 0x7f800000u) return i;
-        }
-        return -1;
+        return host_find_non_finite(t->data, t->dtype, t->numel);
     }
 
     void synchronize() override {
