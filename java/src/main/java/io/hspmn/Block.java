@@ -106,18 +106,38 @@ public final class Block implements AutoCloseable {
      * @return the aux loss
      */
     public float forward(Tensor x, Tensor out, ForwardOptions options) {
+        try (var g = ctx.enter("Block.forward")) {
+            forwardInto(x, out, aux, options);
+            return readScalar(aux);
+        }
+    }
+
+    /**
+     * Forward that leaves the aux loss in {@code auxOut} (or drops it when null) instead of reading it
+     * back: on the CUDA backend with device tensors nothing here waits for the GPU, so this is the call
+     * for a hot loop; {@link #forward(Tensor, Tensor, ForwardOptions)} synchronises to return aux.
+     *
+     * @param auxOut [1] f32, any memory kind, or null
+     */
+    public void forward(Tensor x, Tensor out, Tensor auxOut, ForwardOptions options) {
+        try (var g = ctx.enter("Block.forward")) {
+            if (auxOut != null) {
+                auxOut.checkUsable(ctx, "aux");
+            }
+            forwardInto(x, out, auxOut, options);
+        }
+    }
+
+    private void forwardInto(Tensor x, Tensor out, Tensor auxOut, ForwardOptions options) {
         Objects.requireNonNull(x, "x");
         Objects.requireNonNull(out, "out");
         Objects.requireNonNull(options, "options");
-        try (var g = ctx.enter("Block.forward")) {
-            checkOpen("Block.forward");
-            x.checkUsable(ctx, "x");
-            out.checkUsable(ctx, "out");
-            options.writeTo(ctx.forwardParams);
-            Native.check(hspmn_h.hspmn_block_forward(handle, ctx.forwardParams, x.handle(), out.handle(), aux.handle()),
-                    "hspmn_block_forward");
-            return readScalar(aux);
-        }
+        checkOpen("Block.forward");
+        x.checkUsable(ctx, "x");
+        out.checkUsable(ctx, "out");
+        options.writeTo(ctx.forwardParams);
+        Native.check(hspmn_h.hspmn_block_forward(handle, ctx.forwardParams, x.handle(), out.handle(),
+                auxOut == null ? java.lang.foreign.MemorySegment.NULL : auxOut.handle()), "hspmn_block_forward");
     }
 
     /**
