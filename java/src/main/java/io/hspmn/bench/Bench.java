@@ -205,12 +205,12 @@ public final class Bench {
                 Tensor dX = Tensor.create(ctx, DType.BF16, mem, bsd);                   // d_x: [B, S, D] bf16
                 ForwardOptions training = ForwardOptions.training(o.seed, 0, 0);
                 step = () -> {
-                    block.forward(x, out, training);
+                    block.forward(x, out, null, training); // aux not read back: no sync, as the native command
                     block.backward(dOut, 0f, dX); // d_aux 0, as the native command's NULL
                 };
             } else {
                 ForwardOptions inference = ForwardOptions.inference();
-                step = () -> block.forward(x, out, inference);
+                step = () -> block.forward(x, out, null, inference);
             }
             for (int i = 0; i < o.warmup; i++) {
                 step.run();
