@@ -253,6 +253,126 @@ HSPMN_API hspmn_status hspmn_block_route(hspmn_block* block, const hspmn_forward
 HSPMN_API hspmn_status hspmn_gumbel_noise(hspmn_context* ctx, uint64_t seed, int64_t step, int32_t layer,
                                           hspmn_tensor* out);
 
+/* ---- CUDA graphs ------------------------------------------------------------------------------ */
+
+typedef struct hspmn_graph hspmn_graph;
+
+/* Records one inference hspmn_block_forward(block, params, x, out, aux) into a CUDA graph that
+ * hspmn_graph_launch replays on the context's stream with no host work besides the launch.
+ *   x: [B, S, D] bf16 DEVICE   out: [B, S, D] bf16 DEVICE   aux: [1] f32 DEVICE or NULL
+ * The graph is bound to these tensors (by address: write new input into x, read out after the
+ * replay) and to params as given (params->training must be 0). Parameter values are read at each
+ * replay, so hspmn_block_set_param between replays takes effect. The call runs the forward once
+ * (which sizes the block's scratch and checks x under HSPMN_NAN_REJECT), then captures; replays do
+ * not scan x for NaN/Inf. A later call on the block that needs larger scratch (a bigger shape, or a
+ * training forward) invalidates the graph: hspmn_graph_launch then fails with HSPMN_ERR_STATE.
+ * The tensors and the block must outlive the graph (destroying them first is HSPMN_ERR_STATE).
+ * HSPMN_ERR_INVALID_ARGUMENT on the CPU backend, which has no graphs. */
+HSPMN_API hspmn_status hspmn_graph_capture_forward(hspmn_block* block, const hspmn_forward_params* params,
+                                                   const hspmn_tensor* x, hspmn_tensor* out, hspmn_tensor* aux,
+                                                   hspmn_graph** out_graph);
+/* Queues one replay; returns without waiting (hspmn_context_synchronize waits). */
+HSPMN_API hspmn_status hspmn_graph_launch(hspmn_graph* graph);
+HSPMN_API hspmn_status hspmn_graph_destroy(hspmn_graph* graph);
+
+/* ---- language model --------------------------------------------------------------------------- */
+
+typedef struct hspmn_model hspmn_model;
+
+/* MODEL.md "The language model": embedding [V, D] -> num_layers blocks -> RMSNorm -> tied head. */
+typedef struct hspmn_model_params {
+    int32_t vocab_size;         /* V, 2..65536 (byte-level: 256)                                 */
+    int32_t num_layers;         /* L, 1..1024                                                    */
+    hspmn_block_params block;   /* every layer's config; block.norm_eps is the final norm's too  */
+} hspmn_model_params;
+
+HSPMN_API hspmn_model_params hspmn_model_default_params(void);
+HSPMN_API hspmn_status hspmn_model_params_validate(const hspmn_model_params* params);
+/* embedding U(-1/sqrt(D), 1/sqrt(D)), layer i as hspmn_block_create with its own seed drawn from
+ * seed, norm 1. Every parameter has a float32 master copy (what hspmn_model_adamw_step updates)
+ * and the bf16 copy rounded from it that forward computes with; they start equal. */
+HSPMN_API hspmn_status hspmn_model_create(hspmn_context* ctx, const hspmn_model_params* params, uint64_t seed,
+                                          hspmn_model** out);
+HSPMN_API hspmn_status hspmn_model_destroy(hspmn_model* model);
+HSPMN_API hspmn_status hspmn_model_get_params(const hspmn_model* model, hspmn_model_params* out);
+
+/* Parameters by PyTorch state_dict name, in this order: "embedding", "blocks.{i}.<block name>"
+ * (hspmn_block_param_name order) for i = 0..L-1, "norm". */
+HSPMN_API hspmn_status hspmn_model_param_count(const hspmn_model* model, int32_t* out);
+/* Name of parameter i, valid while the model lives. */
+HSPMN_API hspmn_status hspmn_model_param_name(const hspmn_model* model, int32_t index, const char** out);
+/* dtype (f32, the master copy) and shape of a parameter. */
+HSPMN_API hspmn_status hspmn_model_param_describe(const hspmn_model* model, const char* name, hspmn_tensor_desc* out);
+/* The master weight into an f32 (exact) or bf16 (rounded) tensor of its shape. */
+HSPMN_API hspmn_status hspmn_model_get_param(const hspmn_model* model, const char* name, hspmn_tensor* dst);
+/* Sets the master weight from f32 (exact) or bf16 (widened) and re-rounds the bf16 copy. */
+HSPMN_API hspmn_status hspmn_model_set_param(hspmn_model* model, const char* name, const hspmn_tensor* src);
+/* Gradient (float32 internally) of the last hspmn_model_backward(s), into f32 or bf16. */
+HSPMN_API hspmn_status hspmn_model_get_grad(const hspmn_model* model, const char* name, hspmn_tensor* dst);
+HSPMN_API hspmn_status hspmn_model_zero_grad(hspmn_model* model);
+
+typedef struct hspmn_model_forward_params {
+    int32_t training;   /* 1: layer i draws Gumbel noise (seed, step, layer = i) if noise is on, and
+                           activations are kept for hspmn_model_backward. 0: no noise, nothing kept */
+    int32_t noise;      /* training only: 1 draws Gumbel noise (default), 0 uses none            */
+    uint64_t seed;
+    int64_t step;       /* the noise step; with gradient accumulation step * accum + micro       */
+    float aux_target;   /* every layer's rho_target; < 0 means block.sparsity_k                  */
+    int32_t reserved;
+} hspmn_model_forward_params;
+
+HSPMN_API hspmn_model_forward_params hspmn_model_forward_default_params(void);
+
+/* Next-token loss.
+ *   tokens:  [B, S] i32 in [0, V)
+ *   targets: [B, S] i32 in [0, V)   targets[b, s] is the token after tokens[b, s]
+ *   loss:    [2] f32 or NULL        {mean cross-entropy (nats) + sum of the layers' aux, mean cross-entropy}
+ *   stats:   [L, 2] f32 or NULL     per layer {aux, routed fraction = selected tokens / (B * S)}
+ * The cross-entropy is fused with the tied head: no [B * S, V] logits are kept. */
+HSPMN_API hspmn_status hspmn_model_forward(hspmn_model* model, const hspmn_model_forward_params* params,
+                                           const hspmn_tensor* tokens, const hspmn_tensor* targets,
+                                           hspmn_tensor* loss, hspmn_tensor* stats);
+
+typedef struct hspmn_model_backward_params {
+    float loss_scale;   /* gradients of loss_scale * loss (1 / accumulation steps to average)    */
+    int32_t accumulate; /* 1: add into the gradients held; 0: overwrite them (default)           */
+} hspmn_model_backward_params;
+
+HSPMN_API hspmn_model_backward_params hspmn_model_backward_default_params(void);
+/* Backward of the last training hspmn_model_forward, routing held fixed. */
+HSPMN_API hspmn_status hspmn_model_backward(hspmn_model* model, const hspmn_model_backward_params* params);
+
+/* Inference forward; logits of the last position of each sequence, for sampling.
+ *   tokens: [B, S] i32 in [0, V)   logits: [B, V] f32 */
+HSPMN_API hspmn_status hspmn_model_logits(hspmn_model* model, const hspmn_tensor* tokens, hspmn_tensor* logits);
+
+typedef struct hspmn_adamw_params {
+    int64_t step;          /* 1-based count of updates including this one (bias correction)        */
+    float lr;
+    float beta1;           /* 0.9                                                                  */
+    float beta2;           /* 0.95                                                                 */
+    float eps;             /* 1e-8                                                                 */
+    float weight_decay;    /* decoupled; applied to 2-D parameters only (not norms, router, temp)   */
+    float max_grad_norm;   /* global L2 clipping; <= 0: none                                       */
+} hspmn_adamw_params;
+
+typedef struct hspmn_adamw_result {
+    float grad_norm;       /* global L2 norm of the gradients before clipping                      */
+    int32_t applied;       /* 0 when the norm was not finite: nothing was changed                  */
+} hspmn_adamw_result;
+
+HSPMN_API hspmn_adamw_params hspmn_adamw_default_params(void);
+/* One optimizer step on the held gradients: norm, clipping (c = max / (norm + 1e-6) when < 1),
+ * AdamW on the master weights (p *= 1 - lr wd; m, v moments; p -= lr / (1 - b1^t) * m /
+ * (sqrt(v) / sqrt(1 - b2^t) + eps)), then the bf16 copies are re-rounded. Gradients are kept. */
+HSPMN_API hspmn_status hspmn_model_adamw_step(hspmn_model* model, const hspmn_adamw_params* params,
+                                              hspmn_adamw_result* out);
+/* AdamW's moments of a parameter (f32, its shape; zero until the first step): which 0 = m, 1 = v. */
+HSPMN_API hspmn_status hspmn_model_get_moment(const hspmn_model* model, const char* name, int32_t which,
+                                              hspmn_tensor* dst);
+HSPMN_API hspmn_status hspmn_model_set_moment(hspmn_model* model, const char* name, int32_t which,
+                                              const hspmn_tensor* src);
+
 #ifdef __cplusplus
 }
 #endif

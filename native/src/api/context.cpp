@@ -83,9 +83,13 @@ hspmn_status hspmn_context_destroy(hspmn_context* ctx) {
         {
             BusyGuard busy(ctx->busy, "context");
             int64_t tensors = ctx->live_tensors.load(), blocks = ctx->live_blocks.load();
-            if (tensors != 0 || blocks != 0)
-                fail(HSPMN_ERR_STATE, "the context still owns %lld tensor(s) and %lld block(s); destroy them first",
-                     static_cast<long long>(tensors), static_cast<long long>(blocks));
+            int64_t models = ctx->live_models.load(), graphs = ctx->live_graphs.load();
+            if (tensors != 0 || blocks != 0 || models != 0 || graphs != 0)
+                fail(HSPMN_ERR_STATE,
+                     "the context still owns %lld tensor(s), %lld block(s), %lld model(s) and %lld graph(s); "
+                     "destroy them first",
+                     static_cast<long long>(tensors), static_cast<long long>(blocks), static_cast<long long>(models),
+                     static_cast<long long>(graphs));
         }
         delete ctx->backend;
         delete ctx;

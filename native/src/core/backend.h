@@ -28,6 +28,9 @@ struct ForwardCall {
     const hspmn_tensor* counts;
     hspmn_tensor* out;
     hspmn_tensor* aux;
+    // [1] f32 in the backend's internal memory (Backend::internal_memory) or null: selected tokens
+    // / (B*S), written without a host sync (the language model's per-layer statistic).
+    float* routed_fraction = nullptr;
 };
 
 // Routing alone; every output may be null.
@@ -55,6 +58,21 @@ struct BackwardCall {
     hspmn_tensor* d_x;
 };
 
+// A captured forward (CUDA graphs); launch replays it on the backend's stream.
+class GraphImpl : public Tracked {
+public:
+    virtual ~GraphImpl() = default;
+    // Throws Error{STATE} when the block's scratch moved since capture.
+    virtual void launch() = 0;
+};
+
+// A parameter in the backend's internal memory, for the optimizer: the stored bf16 values and the
+// float32 gradient, ParamInfo::numel elements each.
+struct ParamStorage {
+    uint16_t* value;
+    float* grad;
+};
+
 class BlockImpl : public Tracked {
 public:
     virtual ~BlockImpl() = default;
@@ -68,6 +86,27 @@ public:
     virtual void backward(const BackwardCall& call) = 0;
     // Frees what a training forward kept (an inference forward or a failed one leaves nothing).
     virtual void drop_cache() noexcept = 0;
+    virtual ParamStorage param_storage(int index) = 0;
+    // The optimizer rewrote values through param_storage: the next forward must re-read them.
+    virtual void params_written() = 0;
+    // Inference forward recorded as a graph (call.training == 0, all tensors in device memory).
+    virtual GraphImpl* capture_forward(const ForwardCall& call);
+};
+
+// Scalars of one AdamW update (model/optimizer.cpp computes them in double once per step).
+struct AdamwScalars {
+    float lr;
+    float weight_decay;  // 0 for parameters without decay
+    float beta1, beta2, eps;
+    float bias1;         // 1 - beta1^t
+    float bias2_sqrt;    // sqrt(1 - beta2^t)
+    float grad_scale;    // clipping factor (1 when not clipped)
+};
+
+// A float32 gradient array for Backend::sum_squares.
+struct GradSpan {
+    const float* data;
+    int64_t numel;
 };
 
 class Backend : public Tracked {
@@ -86,6 +125,47 @@ public:
     virtual void synchronize() = 0;
     virtual BlockImpl* create_block(const BlockConfig& cfg, uint64_t seed) = 0;
     virtual void gumbel_noise(uint64_t seed, int64_t step, int32_t layer, hspmn_tensor* out) = 0;
+
+    // ---- the language model's ops (model/). Every pointer is in internal_memory(); N = B*S rows;
+    // "(+)=" marks accumulated outputs. Ops are queued in order on the backend's stream; only
+    // sum_squares and the *_host copies return with the work done.
+    virtual int32_t internal_memory() const = 0;  // HSPMN_MEMORY_HOST (CPU) or _DEVICE (CUDA)
+    virtual void* raw_alloc(std::size_t bytes) = 0;  // zero-filled, counted in alloc stats
+    virtual void raw_free(void* p, std::size_t bytes) noexcept = 0;
+    virtual void copy_to_host_raw(void* dst, const void* src, std::size_t bytes) = 0;
+    virtual void copy_from_host_raw(void* dst, const void* src, std::size_t bytes) = 0;
+    virtual void zero_raw(void* dst, std::size_t bytes) = 0;
+    // x[r] = table[tokens[r]]  table: [V, D] bf16  tokens: [N] i32  x: [N, D] bf16
+    virtual void embedding_forward(const uint16_t* table, const int32_t* tokens, int64_t N, int64_t D,
+                                   uint16_t* x) = 0;
+    // d_table[tokens[r]] (+)= dx[r]  dx: [N, D] bf16  d_table: [V, D] f32
+    virtual void embedding_backward(const uint16_t* dx, const int32_t* tokens, int64_t N, int64_t D,
+                                    float* d_table) = 0;
+    // y = x * rstd * w  x, y: [N, D] bf16  w: [D] bf16  rstd: [N] f32
+    virtual void final_norm_forward(const uint16_t* x, const uint16_t* w, float eps, int64_t N, int64_t D,
+                                    uint16_t* y, float* rstd) = 0;
+    // dy: [N, D] f32; dx: [N, D] bf16 (overwritten); dw: [D] f32 (+)=
+    virtual void final_norm_backward(const uint16_t* x, const uint16_t* w, const float* rstd, const float* dy,
+                                     int64_t N, int64_t D, uint16_t* dx, float* dw) = 0;
+    // cross_entropy_fused (reference/README.md): z = h . table^T per row, chunked so no [N, V]
+    // logits outlive a chunk. loss_sum: [1] f32 = sum over rows of lse - z[target] (overwritten);
+    // dh: [N, D] f32 = grad_scale * (softmax(z) - onehot) . table (overwritten) or null;
+    // d_table: [V, D] f32 (+)= grad_scale * (softmax(z) - onehot)^T . h, or null.
+    virtual void cross_entropy_fused(const uint16_t* h, const uint16_t* table, const int32_t* targets, int64_t N,
+                                     int64_t V, int64_t D, float grad_scale, float* loss_sum, float* dh,
+                                     float* d_table) = 0;
+    // logits[i] = h[i * row_stride : +D] . table^T   logits: [n, V] f32
+    virtual void lm_logits(const uint16_t* h, int64_t row_stride, int64_t n, const uint16_t* table, int64_t V,
+                           int64_t D, float* logits) = 0;
+    // loss[0] = ce_sum / N + sum_l stats[2 l], loss[1] = ce_sum / N   (stats: [L, 2] {aux, routed})
+    virtual void loss_finish(const float* ce_sum, const float* stats, int64_t L, int64_t N, float* loss) = 0;
+    // sum of g^2 over every span, returned to the host (waits for queued work).
+    virtual double sum_squares(const GradSpan* spans, int64_t count) = 0;
+    // One AdamW update (AdamwScalars) of master, m, v from grad * grad_scale; value = bf16(master).
+    virtual void adamw_update(float* master, uint16_t* value, const float* grad, float* m, float* v, int64_t n,
+                              const AdamwScalars& s) = 0;
+    // dst[i] = value
+    virtual void fill_f32(float* dst, int64_t n, float value) = 0;
 };
 
 // Throws Error{NOT_BUILT / NO_DEVICE / ...} when the backend cannot be made.

@@ -15,6 +15,8 @@ struct hspmn_context : hspmn::Tracked {
     hspmn::Backend* backend = nullptr;
     std::atomic<int64_t> live_tensors{0};
     std::atomic<int64_t> live_blocks{0};
+    std::atomic<int64_t> live_models{0};
+    std::atomic<int64_t> live_graphs{0};
 };
 
 struct hspmn_tensor : hspmn::Tracked {
@@ -26,6 +28,8 @@ struct hspmn_tensor : hspmn::Tracked {
     int64_t numel = 0;
     int64_t nbytes = 0;
     void* data = nullptr;
+    // Graphs bound to this tensor; destroying it while > 0 is HSPMN_ERR_STATE.
+    std::atomic<int> graph_refs{0};
 };
 
 struct hspmn_block : hspmn::Tracked {
@@ -37,4 +41,24 @@ struct hspmn_block : hspmn::Tracked {
     bool has_cache = false;
     int64_t cache_B = 0;
     int64_t cache_S = 0;
+    // Graphs captured from this block; destroying it while > 0 is HSPMN_ERR_STATE.
+    std::atomic<int> graph_refs{0};
+};
+
+struct hspmn_graph : hspmn::Tracked {
+    hspmn_block* block = nullptr;
+    const hspmn_tensor* x = nullptr;
+    hspmn_tensor* out = nullptr;
+    hspmn_tensor* aux = nullptr;
+    hspmn::GraphImpl* impl = nullptr;
+};
+
+namespace hspmn {
+class Model;
+}
+
+struct hspmn_model : hspmn::Tracked {
+    std::atomic<int> busy{0};
+    hspmn_context* ctx = nullptr;
+    hspmn::Model* impl = nullptr;
 };
