@@ -43,6 +43,8 @@ public:
     void route(const RouteCall& call) override;
     void backward(const BackwardCall& call) override;
     void drop_cache() noexcept override;
+    ParamStorage param_storage(int index) override { return {param_[index].data(), grad_[index].data()}; }
+    void params_written() override { dirty_.fill(true); }
 
 private:
     struct Router {

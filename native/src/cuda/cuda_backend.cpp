@@ -34,6 +34,12 @@ public:
         (void)cudaSetDevice(d_.ordinal);
         inner_->drop_cache();
     }
+    ParamStorage param_storage(int index) override { return inner_->param_storage(index); }
+    void params_written() override { inner_->params_written(); }
+    GraphImpl* capture_forward(const ForwardCall& call) override {
+        d_.activate();
+        return inner_->capture_forward(call);
+    }
 
 private:
     Device& d_;

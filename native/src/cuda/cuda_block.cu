@@ -146,6 +146,11 @@ public:
     // freeing them here would cudaFree, which waits for the device, at the start of every forward.
     void drop_cache() noexcept override { has_act_ = false; }
 
+    ParamStorage param_storage(int index) override {
+        return {param_[index].as<uint16_t>(), grad_[index].as<float>()};
+    }
+    void params_written() override { dirty_.fill(true); }
+
     void route(const RouteCall& call) override;
     void forward(const ForwardCall& call) override;
     void backward(const BackwardCall& call) override;
