@@ -16,12 +16,13 @@ import java.util.Set;
 import java.util.concurrent.locks.ReentrantLock;
 
 /**
- * A backend instance ({@code hspmn_context}). Tensors and blocks are made from a context and belong to it.
+ * A backend instance ({@code hspmn_context}). Tensors, blocks and language models are made from a context
+ * and belong to it.
  *
  * <p>One thread at a time: every call on the context or on its tensors and blocks takes the context's
  * lock with {@code tryLock}; a call from a second thread while one is inside fails at once with
  * {@link ConcurrentUseException}. Handing the context from one thread to another between calls is fine.
- * Closing the context closes every tensor and block still open from it first.
+ * Closing the context closes every tensor, block and model still open from it first.
  */
 public final class Context implements AutoCloseable {
     /** ReentrantLock that can name its owner in the error message. */
@@ -160,10 +161,12 @@ public final class Context implements AutoCloseable {
         }
         try (var g = enter("Context.close")) {
             List<AutoCloseable> open = new ArrayList<>(children);
-            // Blocks first: they own tensors (their aux buffers) that they close themselves.
+            // Blocks and models first: they own tensors (aux, loss buffers) that they close themselves.
             for (AutoCloseable c : open) {
                 if (c instanceof Block b) {
                     b.close();
+                } else if (c instanceof LanguageModel m) {
+                    m.close();
                 }
             }
             for (AutoCloseable c : new ArrayList<>(children)) {
