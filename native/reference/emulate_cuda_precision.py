@@ -4,7 +4,7 @@
 
 Why it exists: on an H200, topk_k1's grad.router.b came out 5.18 relative from the reference against
 Java's bound of 1.17 (2 x PyTorch's own bf16 error, f32-reference-errors.json "bf16:grad.router.b"),
-while the CPU backend is within 1.3e-1 of it. This script recomputes what the CUDA code computes,
+while the CPU backend's error is 3.4e-4. This script recomputes what the CUDA code computes,
 rounding to bf16 and float32 at exactly the points where cuda_block.cu and kernels/ store or cast
 (float64 where those kernels use float64), so each rounding can be switched off alone.
 
@@ -32,17 +32,20 @@ What it prints:
      likely either is to land where the committed bound came from.
 
 Findings (2026-11, topk_k1), reproduced by this script:
-  - all roundings on: grad.router.b 5.18 relative, the H200's number to three digits; float32 only:
-    4e-7. No single step is responsible: a, k, v, q, p, attn alone give 1.3, 1.5, 0.7, 0.5, 0.5, 0.3.
-    Together they move o by 5.7e-3 (relative; a normal bf16 error), dy = d_out . o by 1 % and 3.8 % at
-    the two selected tokens, and router.b's gradient is a 220-fold cancelling sum in which those two
-    gate terms (+0.277, -0.291) are the largest: an error of 5.7e-3 in o is amplified ~900-fold.
+  - all roundings on: grad.router.b 5.18 relative (value -0.01110 against +0.002655), the H200's
+    number to three digits; float32 only: 3.3e-4 (CPU backend 3.4e-4, PyTorch float32 5.3e-4).
+    No single step is responsible: a, k, v, q, p, attn alone give 1.3, 1.5, 0.7, 0.5, 0.5, 0.3, and
+    all but one of them 0.22, 6.2, 2.5, 0.47, 6.6, 3.8 (not monotone: the errors are signed and
+    partly cancel). Together they move o by 5.7e-3 (relative; a normal bf16 error) and dy = d_out . o
+    at the two selected tokens by -1.0 % and +3.8 % (in magnitude); router.b's gradient is a 220-fold
+    cancelling sum in which those two gate terms (+0.277, -0.291) are the largest, so both errors
+    push it the same way: 5.7e-3 in o becomes 5.18 in grad.router.b.
   - the router's own arithmetic (f64 dot, f64 sums, temperature, aux) adds nothing measurable: the
     "none" row matches the CPU backend.
   - PyTorch's bf16 run rounds at more points than the CUDA backend (logits, t = 0.777 instead of
     0.779, scores, probs, rms_norm step by step, attention scores, o, dl and the gradient itself all
-    in bf16), yet its error is 0.59: its two dy errors (+3.6 %, +2.6 %) push the two opposite-signed
-    gate terms the same way and largely cancel. It computes the same quantity (router.b's gradient
+    in bf16), yet its error is 0.59: both of its gate terms grow in magnitude (by 3.6 % and 2.6 %), and
+    as they have opposite signs, their errors largely cancel. It computes the same quantity (router.b's gradient
     with the same pinned routing); the bound is just one draw of a noisy number.
   - --trials 300: with x nudged by one bf16 ulp, PyTorch's bf16 error of grad.router.b, on the
     golden's scale, has median 5.5 (10th percentile 1.1); the emulated CUDA error median 3.3 (p90
