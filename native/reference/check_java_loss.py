@@ -10,7 +10,9 @@ BATCH: a safetensors file with `tokens` and `targets`, [B, S] int32.
 The native forward computes with the bf16 copy rounded from each master weight, so the weights are
 rounded here too (bf16_round, as hspmn_lm.train_step does) before an evaluation forward (no noise,
 aux against the config's sparsity_k). Prints one JSON line: loss, ce, aux and routed_fraction per
-layer, and ce_unrounded (the same forward on the float32 masters, to show what rounding moves).
+layer, and two variants that size the bf16 effects: ce_bf16_activations (the same forward with every
+block's output and the final norm's output rounded to bf16, as the native forward stores them: the
+reference's own error at the native precision) and ce_unrounded (on the float32 masters).
 """
 
 import json
@@ -19,13 +21,25 @@ import sys
 import torch
 from safetensors import safe_open
 
-from hspmn_lm import load_lm_checkpoint
-from hspmn_ref import bf16_round
+from hspmn_lm import cross_entropy_fused, load_lm_checkpoint
+from hspmn_ref import bf16_round, rms_norm
 
 
 def evaluate(model, tokens, targets):
     with torch.no_grad():
         return model(tokens, targets, training=False)
+
+
+def ce_bf16_activations(model, tokens, targets):
+    """HSPMNLM.forward in evaluation mode with the activations between blocks and after the final norm
+    rounded to bf16, where the native forward keeps them in bf16."""
+    B, S = tokens.shape
+    with torch.no_grad():
+        x = model.embedding[tokens]
+        for blk in model.blocks:
+            x = bf16_round(blk(x, training=False).out)
+        h = bf16_round(rms_norm(x, model.norm, model.cfg.block.norm_eps))
+        return float(cross_entropy_fused(h.reshape(B * S, -1), model.embedding, targets.reshape(B * S)))
 
 
 def main(argv):
@@ -47,6 +61,7 @@ def main(argv):
         "ce": float(out.ce),
         "aux": [float(a) for a in out.aux],
         "routed_fraction": [float(r) for r in out.routed_fraction],
+        "ce_bf16_activations": ce_bf16_activations(model, tokens, targets),
         "ce_unrounded": float(unrounded.ce),
     }))
     return 0
