@@ -2,7 +2,7 @@
 # The CUDA backend on a GPU machine (the H200 device machine: nvcc, cuBLAS, python3 with torch and
 # triton 3.6.0, cmake; no Java unless .carry/ brings a JRE). Run from the repository root:
 #   bash ci/gpu.sh                 HSPMN_CUDA_ARCHS=90 by default; GPU_JOBS=<n> build jobs
-# Stages: configure, build, test_native, hspmn_cuda (gemm + attention vs float64), golden parity
+# Stages: configure, build, test_native, test_model, hspmn_cuda (gemm + attention vs float64), golden parity
 # through the CUDA backend, the same goldens through the CPU backend of the CUDA-built library, and
 # the Java tests when ci/pack-carry.sh has filled .carry/, then the benchmarks (HSPMN_GPU_BENCH=0 skips them). A failed stage does not stop the
 # later ones (they report their own failure); the exit status is non-zero if any stage failed.
@@ -60,6 +60,7 @@ stage build cmake --build "$build" -j "$jobs"
 stage ldd_nm bash -c "ldd $build/libhspmn.so; ! ldd $build/libhspmn.so | grep -E 'libcuda|libcudart|libcublas' && \
   ! nm -D --defined-only $build/libhspmn.so | grep -v ' hspmn_' | grep -v '^$'"
 stage test_native "$build/tests/test_native"
+stage test_model "$build/tests/test_model"
 stage hspmn_cuda "$build/tests/hspmn_cuda"
 stage goldens_cuda "$py" native/reference/check_native.py --backend cuda --lib "$build/libhspmn.so"
 stage goldens_cpu "$py" native/reference/check_native.py --backend cpu --lib "$build/libhspmn.so"
@@ -79,6 +80,9 @@ if [[ "${HSPMN_GPU_BENCH:-1}" == 1 ]]; then
   stage bench_hspmn "$py" native/bench/hspmn_block.py --mode all --iters 10 --lib "$build/libhspmn.so" --json "$logs/hspmn.json"
   # the native bench command (C ABI only), the same modes plus stress
   stage bench_native "$build/tools/hspmn_bench" --backend cuda --mode all --iters 10 --json "$logs/hspmn-native.json"
+  # the paper's 1B language-model shape (24 layers, D=2048, H=16, Hkv=4): training steps, MFU, peak memory
+  stage lm_train "$build/tools/hspmn_lm_bench" --backend cuda --batch "${HSPMN_LM_BATCH:-8}" --seq "${HSPMN_LM_SEQ:-2048}" \
+    --steps 8 --warmup 2 --json "$logs/lm-train.json"
 fi
 
 failed=0

@@ -1,12 +1,15 @@
 // The CPU backend: host memory for every memory kind but DEVICE, one thread pool per context.
+#include <cmath>
 #include <cstring>
 #include <thread>
 
 #include "../core/non_finite.h"
 #include "../core/backend.h"
+#include "../core/bf16.h"
 #include "../core/error.h"
 #include "../core/objects.h"
 #include "cpu_block.h"
+#include "gemm.h"
 #include "ops.h"
 #include "thread_pool.h"
 
@@ -47,6 +50,77 @@ public:
     BlockImpl* create_block(const BlockConfig& cfg, uint64_t seed) override { return new CpuBlock(*pool_, cfg, seed); }
     void gumbel_noise(uint64_t seed, int64_t step, int32_t layer, hspmn_tensor* out) override {
         cpu::gumbel_noise(*pool_, seed, step, layer, out->shape[0], out->shape[1], static_cast<float*>(out->data));
+    }
+
+    // ---- the language model's ops: host memory, float32 compute on bf16-stored values
+    int32_t internal_memory() const override { return HSPMN_MEMORY_HOST; }
+    void* raw_alloc(std::size_t bytes) override {
+        void* p = tracked_alloc(bytes);
+        if (p) std::memset(p, 0, bytes);
+        return p;
+    }
+    void raw_free(void* p, std::size_t bytes) noexcept override { tracked_free(p, bytes); }
+    void copy_to_host_raw(void* dst, const void* src, std::size_t bytes) override { std::memmove(dst, src, bytes); }
+    void copy_from_host_raw(void* dst, const void* src, std::size_t bytes) override { std::memmove(dst, src, bytes); }
+    void zero_raw(void* dst, std::size_t bytes) override { std::memset(dst, 0, bytes); }
+    void embedding_forward(const uint16_t* table, const int32_t* tokens, int64_t N, int64_t D, uint16_t* x) override {
+        cpu::embedding_forward(*pool_, table, tokens, N, D, x);
+    }
+    void embedding_backward(const uint16_t* dx, const int32_t* tokens, int64_t N, int64_t D, float* d_table) override {
+        cpu::embedding_backward(*pool_, dx, tokens, N, D, d_table);
+    }
+    void final_norm_forward(const uint16_t* x, const uint16_t* w, float eps, int64_t N, int64_t D, uint16_t* y,
+                            float* rstd) override {
+        Buffer<float> xf(static_cast<std::size_t>(N * D)), wf(static_cast<std::size_t>(D));
+        bf16_to_f32_array(*pool_, x, xf.data(), N * D);
+        bf16_to_f32_array(*pool_, w, wf.data(), D);
+        rms_norm_forward(*pool_, xf.data(), wf.data(), eps, N, D, xf.data(), rstd);
+        f32_to_bf16_array(*pool_, xf.data(), y, N * D);
+    }
+    void final_norm_backward(const uint16_t* x, const uint16_t* w, const float* rstd, const float* dy, int64_t N,
+                             int64_t D, uint16_t* dx, float* dw) override {
+        Buffer<float> xf(static_cast<std::size_t>(N * D)), dxf(static_cast<std::size_t>(N * D)),
+            wf(static_cast<std::size_t>(D));
+        bf16_to_f32_array(*pool_, x, xf.data(), N * D);
+        bf16_to_f32_array(*pool_, w, wf.data(), D);
+        dxf.fill(0.0f);
+        rms_norm_backward(*pool_, xf.data(), wf.data(), rstd, dy, N, D, dxf.data(), dw);
+        f32_to_bf16_array(*pool_, dxf.data(), dx, N * D);
+    }
+    void cross_entropy_fused(const uint16_t* h, const uint16_t* table, const int32_t* targets, int64_t N, int64_t V,
+                             int64_t D, float grad_scale, float* loss_sum, float* dh, float* d_table) override {
+        Buffer<float> hf(static_cast<std::size_t>(N * D)), tf(static_cast<std::size_t>(V * D));
+        bf16_to_f32_array(*pool_, h, hf.data(), N * D);
+        bf16_to_f32_array(*pool_, table, tf.data(), V * D);
+        *loss_sum = static_cast<float>(
+            cpu::cross_entropy_fused(*pool_, hf.data(), tf.data(), targets, N, V, D, grad_scale, dh, d_table));
+    }
+    void lm_logits(const uint16_t* h, int64_t row_stride, int64_t n, const uint16_t* table, int64_t V, int64_t D,
+                   float* logits) override {
+        Buffer<float> hf(static_cast<std::size_t>(n * D)), tf(static_cast<std::size_t>(V * D));
+        for (int64_t i = 0; i < n; ++i) bf16_to_f32_array(*pool_, h + i * row_stride, hf.data() + i * D, D);
+        bf16_to_f32_array(*pool_, table, tf.data(), V * D);
+        linear_forward(*pool_, hf.data(), tf.data(), logits, n, D, V);
+    }
+    void loss_finish(const float* ce_sum, const float* stats, int64_t L, int64_t N, float* loss) override {
+        const double ce = static_cast<double>(*ce_sum) / static_cast<double>(N);
+        double total = ce;
+        for (int64_t l = 0; l < L; ++l) total += stats[2 * l];
+        loss[0] = static_cast<float>(total);
+        loss[1] = static_cast<float>(ce);
+    }
+    double sum_squares(const GradSpan* spans, int64_t count) override {
+        double s = 0.0;
+        for (int64_t i = 0; i < count; ++i) s += sum_squares_f32(spans[i].data, spans[i].numel);
+        return s;
+    }
+    void adamw_update(float* master, uint16_t* value, const float* grad, float* m, float* v, int64_t n,
+                      const AdamwScalars& a) override {
+        cpu::adamw_update(*pool_, master, value, grad, m, v, n, a.lr, a.weight_decay, a.beta1, a.beta2, a.eps, a.bias1,
+                          a.bias2_sqrt, a.grad_scale);
+    }
+    void fill_f32(float* dst, int64_t n, float value) override {
+        for (int64_t i = 0; i < n; ++i) dst[i] = value;
     }
 
 private:

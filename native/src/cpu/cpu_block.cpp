@@ -161,6 +161,7 @@ void CpuBlock::forward(const ForwardCall& call) {
     A.q_start[0] = 0;
     for (int64_t b = 0; b < B; ++b) A.q_start[b + 1] = A.q_start[b] + cnt[b];
     const int64_t Nq = A.Nq = A.q_start[B];
+    if (call.routed_fraction) *call.routed_fraction = static_cast<float>(static_cast<double>(Nq) / static_cast<double>(N));
     A.rows.resize(static_cast<std::size_t>(Nq));
     A.q_pos.resize(static_cast<std::size_t>(Nq));
     for (int64_t b = 0; b < B; ++b)

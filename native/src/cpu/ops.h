@@ -99,4 +99,31 @@ void f32_to_bf16_array(ThreadPool& pool, const float* src, uint16_t* dst, int64_
 float dot_f32(const float* a, const float* b, int64_t n);
 void axpy_f32(float alpha, const float* x, float* y, int64_t n);  // y += alpha * x
 
+// ---- the language model's ops (model/ drives them through Backend; MODEL.md "The language model")
+
+// ---- embedding.cpp: x[r] = table[tokens[r]]; backward d_table[tokens[r]] (+)= dx[r]
+// table: [V, D] bf16  tokens: [N]  x: [N, D] bf16
+void embedding_forward(ThreadPool& pool, const uint16_t* table, const int32_t* tokens, int64_t N, int64_t D,
+                       uint16_t* x);
+// dx: [N, D] bf16  d_table: [V, D] (+)=; rows are added in token order (deterministic)
+void embedding_backward(ThreadPool& pool, const uint16_t* dx, const int32_t* tokens, int64_t N, int64_t D,
+                        float* d_table);
+
+// ---- cross_entropy_fused.cpp (native/reference/README.md): per row z = h . table^T,
+// loss = logsumexp(z) - z[target]; dz = grad_scale * (softmax(z) - onehot), rows in chunks.
+// h: [N, D]  table: [V, D]  targets: [N]; returns the sum of the row losses (float64)
+// dh: [N, D] = dz . table (overwritten) or null; d_table: [V, D] (+)= dz^T . h or null
+double cross_entropy_fused(ThreadPool& pool, const float* h, const float* table, const int32_t* targets, int64_t N,
+                           int64_t V, int64_t D, float grad_scale, float* dh, float* d_table);
+
+// ---- adamw.cpp: one AdamW update (native/reference/README.md), g = grad * grad_scale:
+// p *= 1 - lr wd; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+// p -= (lr / bias1) * m / (sqrt(v) / bias2_sqrt + eps); value = bf16(p)
+void adamw_update(ThreadPool& pool, float* master, uint16_t* value, const float* grad, float* m, float* v, int64_t n,
+                  float lr, float weight_decay, float beta1, float beta2, float eps, float bias1, float bias2_sqrt,
+                  float grad_scale);
+
+// ---- vec.cpp
+double sum_squares_f32(const float* a, int64_t n);  // float64 accumulation, fixed order
+
 }  // namespace hspmn::cpu

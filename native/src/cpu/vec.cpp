@@ -19,3 +19,17 @@ void axpy_f32(float alpha, const float* x, float* y, int64_t n) {
 }
 
 }  // namespace hspmn::cpu
+
+namespace hspmn::cpu {
+
+double sum_squares_f32(const float* a, int64_t n) {
+    double acc[4] = {0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int j = 0; j < 4; ++j) acc[j] += static_cast<double>(a[i + j]) * a[i + j];
+    double s = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+    for (; i < n; ++i) s += static_cast<double>(a[i]) * a[i];
+    return s;
+}
+
+}  // namespace hspmn::cpu

@@ -1,0 +1,398 @@
+// The language model's entry points (hspmn.h "language model"): every argument is checked here, token
+// ids included, before any op runs; the model itself is src/model/.
+#include <cmath>
+#include <memory>
+
+#include "../core/alloc.h"
+#include "../core/bf16.h"
+#include "../core/error.h"
+#include "../core/objects.h"
+#include "../model/model.h"
+#include "checks.h"
+#include "guard.h"
+#include "hspmn.h"
+
+using namespace hspmn;
+
+namespace {
+
+void check_model(const hspmn_model* m) {
+    if (!m) fail(HSPMN_ERR_INVALID_ARGUMENT, "model is NULL");
+}
+
+int lookup(const hspmn_model* m, const char* name) {
+    if (!name) fail(HSPMN_ERR_INVALID_ARGUMENT, "name is NULL");
+    int i = m->impl->find(name);
+    if (i < 0) fail(HSPMN_ERR_NOT_FOUND, "unknown parameter '%s'; the model has: %s", name, m->impl->known_names().c_str());
+    return i;
+}
+
+// A tensor of parameter i's shape; dtypes as allowed.
+void check_param_tensor(const hspmn_model* m, int i, const hspmn_tensor* t, const char* arg, bool allow_bf16) {
+    check_tensor(t, arg, m->ctx);
+    const Model& mi = *m->impl;
+    if (t->dtype != HSPMN_DTYPE_F32 && !(allow_bf16 && t->dtype == HSPMN_DTYPE_BF16))
+        fail(HSPMN_ERR_DTYPE, "%s: expected dtype %s for '%s', got %s", arg, allow_bf16 ? "f32 or bf16" : "f32",
+             mi.param_name(i), dtype_name(t->dtype));
+    if (mi.param_ndim(i) == 1)
+        check_shape(t, arg, {mi.param_shape(i)[0]});
+    else
+        check_shape(t, arg, {mi.param_shape(i)[0], mi.param_shape(i)[1]});
+}
+
+// Host float32 values of a parameter-shaped tensor (bf16 widened), finiteness checked under REJECT.
+Buffer<float> read_values(const hspmn_model* m, int i, const hspmn_tensor* src, const char* arg) {
+    check_finite(m->ctx, src, arg);
+    const int64_t n = m->impl->param_numel(i);
+    Buffer<float> f(static_cast<std::size_t>(n));
+    if (src->dtype == HSPMN_DTYPE_BF16) {
+        Buffer<uint16_t> bits(static_cast<std::size_t>(n));
+        m->ctx->backend->copy_to_host(src, bits.data());
+        for (int64_t k = 0; k < n; ++k) f[k] = bf16_to_f32(bits[k]);
+    } else {
+        m->ctx->backend->copy_to_host(src, f.data());
+    }
+    return f;
+}
+
+void write_values(const hspmn_model* m, const float* f, int64_t n, hspmn_tensor* dst) {
+    if (dst->dtype == HSPMN_DTYPE_BF16) {
+        Buffer<uint16_t> bits(static_cast<std::size_t>(n));
+        for (int64_t k = 0; k < n; ++k) bits[k] = f32_to_bf16(f[k]);
+        m->ctx->backend->copy_from_host(dst, bits.data());
+    } else {
+        m->ctx->backend->copy_from_host(dst, f);
+    }
+}
+
+// Token ids: [B, S] i32 with every value in [0, V), read to the host (they index the embedding, so a
+// bad id must never reach a kernel). Returns the host copy.
+Buffer<int32_t> read_tokens(const hspmn_model* m, const hspmn_tensor* t, const char* arg, int64_t* B, int64_t* S) {
+    check_tensor(t, arg, m->ctx);
+    check_dtype(t, arg, HSPMN_DTYPE_I32);
+    if (t->ndim != 2) fail(HSPMN_ERR_SHAPE, "%s: expected shape [B, S], got %s", arg, shape_string(t).c_str());
+    *B = t->shape[0];
+    *S = t->shape[1];
+    Buffer<int32_t> host(static_cast<std::size_t>(t->numel));
+    m->ctx->backend->copy_to_host(t, host.data());
+    const int64_t V = m->impl->params().vocab_size;
+    for (int64_t k = 0; k < t->numel; ++k)
+        if (host[k] < 0 || host[k] >= V)
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "%s[%lld, %lld] = %d is not a token id in [0, %lld)", arg,
+                 static_cast<long long>(k / *S), static_cast<long long>(k % *S), host[k], static_cast<long long>(V));
+    return host;
+}
+
+void check_which(int32_t which) {
+    if (which != 0 && which != 1) fail(HSPMN_ERR_INVALID_ARGUMENT, "which (%d) must be 0 (m) or 1 (v)", which);
+}
+
+}  // namespace
+
+extern "C" {
+
+hspmn_model_params hspmn_model_default_params(void) {
+    hspmn_model_params p;
+    p.vocab_size = 256;
+    p.num_layers = 2;
+    p.block = hspmn_block_default_params();
+    // A language model predicts the next token: top-k routing would let later tokens decide whether
+    // an earlier one is routed, so the default is the causal threshold rule.
+    p.block.routing = HSPMN_ROUTING_THRESHOLD;
+    return p;
+}
+
+hspmn_status hspmn_model_params_validate(const hspmn_model_params* params) {
+    return guarded("hspmn_model_params_validate", [&] {
+        if (!params) fail(HSPMN_ERR_INVALID_ARGUMENT, "params is NULL");
+        validate_model_params(*params);
+    });
+}
+
+hspmn_status hspmn_model_create(hspmn_context* ctx, const hspmn_model_params* params, uint64_t seed,
+                                hspmn_model** out) {
+    return guarded("hspmn_model_create", [&] {
+        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
+        *out = nullptr;
+        if (!ctx) fail(HSPMN_ERR_INVALID_ARGUMENT, "ctx is NULL");
+        if (!params) fail(HSPMN_ERR_INVALID_ARGUMENT, "params is NULL");
+        validate_model_params(*params);
+        BusyGuard busy(ctx->busy, "context");
+        std::unique_ptr<Model> impl(new Model(ctx, *params, seed));
+        hspmn_model* m = new hspmn_model();
+        m->ctx = ctx;
+        m->impl = impl.release();
+        ctx->live_models.fetch_add(1);
+        *out = m;
+    });
+}
+
+hspmn_status hspmn_model_destroy(hspmn_model* model) {
+    return guarded("hspmn_model_destroy", [&] {
+        if (!model) return;
+        hspmn_context* ctx = model->ctx;
+        BusyGuard busy_ctx(ctx->busy, "context");
+        {
+            BusyGuard busy(model->busy, "model");
+            delete model->impl;
+            model->impl = nullptr;
+        }
+        delete model;
+        ctx->live_models.fetch_sub(1);
+    });
+}
+
+hspmn_status hspmn_model_get_params(const hspmn_model* model, hspmn_model_params* out) {
+    return guarded("hspmn_model_get_params", [&] {
+        check_model(model);
+        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
+        *out = model->impl->params();
+    });
+}
+
+hspmn_status hspmn_model_param_count(const hspmn_model* model, int32_t* out) {
+    return guarded("hspmn_model_param_count", [&] {
+        check_model(model);
+        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
+        *out = model->impl->param_count();
+    });
+}
+
+hspmn_status hspmn_model_param_name(const hspmn_model* model, int32_t index, const char** out) {
+    return guarded("hspmn_model_param_name", [&] {
+        check_model(model);
+        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
+        *out = nullptr;
+        const int n = model->impl->param_count();
+        if (index < 0 || index >= n) fail(HSPMN_ERR_INVALID_ARGUMENT, "index (%d) must be in [0, %d)", index, n);
+        *out = model->impl->param_name(index);
+    });
+}
+
+hspmn_status hspmn_model_param_describe(const hspmn_model* model, const char* name, hspmn_tensor_desc* out) {
+    return guarded("hspmn_model_param_describe", [&] {
+        check_model(model);
+        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
+        const int i = lookup(model, name);
+        const Model& m = *model->impl;
+        out->dtype = HSPMN_DTYPE_F32;
+        out->memory = HSPMN_MEMORY_HOST;
+        out->ndim = m.param_ndim(i);
+        out->reserved = 0;
+        for (int k = 0; k < HSPMN_MAX_DIMS; ++k) out->shape[k] = k < out->ndim ? m.param_shape(i)[k] : 1;
+        out->numel = m.param_numel(i);
+        out->nbytes = out->numel * 4;
+    });
+}
+
+hspmn_status hspmn_model_get_param(const hspmn_model* model, const char* name, hspmn_tensor* dst) {
+    return guarded("hspmn_model_get_param", [&] {
+        check_model(model);
+        const int i = lookup(model, name);
+        check_param_tensor(model, i, dst, "dst", true);
+        hspmn_model* m = const_cast<hspmn_model*>(model);
+        BusyGuard busy(m->busy, "model");
+        BusyGuard busy_ctx(m->ctx->busy, "context");
+        Buffer<float> f(static_cast<std::size_t>(model->impl->param_numel(i)));
+        model->impl->get_param(i, f.data());
+        write_values(model, f.data(), model->impl->param_numel(i), dst);
+    });
+}
+
+hspmn_status hspmn_model_set_param(hspmn_model* model, const char* name, const hspmn_tensor* src) {
+    return guarded("hspmn_model_set_param", [&] {
+        check_model(model);
+        const int i = lookup(model, name);
+        check_param_tensor(model, i, src, "src", true);
+        BusyGuard busy(model->busy, "model");
+        BusyGuard busy_ctx(model->ctx->busy, "context");
+        Buffer<float> f = read_values(model, i, src, "src");
+        model->impl->set_param(i, f.data());
+    });
+}
+
+hspmn_status hspmn_model_get_grad(const hspmn_model* model, const char* name, hspmn_tensor* dst) {
+    return guarded("hspmn_model_get_grad", [&] {
+        check_model(model);
+        const int i = lookup(model, name);
+        check_param_tensor(model, i, dst, "dst", true);
+        hspmn_model* m = const_cast<hspmn_model*>(model);
+        BusyGuard busy(m->busy, "model");
+        BusyGuard busy_ctx(m->ctx->busy, "context");
+        Buffer<float> f(static_cast<std::size_t>(model->impl->param_numel(i)));
+        model->impl->get_grad(i, f.data());
+        write_values(model, f.data(), model->impl->param_numel(i), dst);
+    });
+}
+
+hspmn_status hspmn_model_zero_grad(hspmn_model* model) {
+    return guarded("hspmn_model_zero_grad", [&] {
+        check_model(model);
+        BusyGuard busy(model->busy, "model");
+        BusyGuard busy_ctx(model->ctx->busy, "context");
+        model->impl->zero_grad();
+    });
+}
+
+hspmn_model_forward_params hspmn_model_forward_default_params(void) {
+    hspmn_model_forward_params p;
+    p.training = 0;
+    p.noise = 1;
+    p.seed = 0;
+    p.step = 0;
+    p.aux_target = -1.0f;
+    p.reserved = 0;
+    return p;
+}
+
+hspmn_status hspmn_model_forward(hspmn_model* model, const hspmn_model_forward_params* params,
+                                 const hspmn_tensor* tokens, const hspmn_tensor* targets, hspmn_tensor* loss,
+                                 hspmn_tensor* stats) {
+    return guarded("hspmn_model_forward", [&] {
+        check_model(model);
+        check_not_null(params, "params");
+        check_bool(params->training, "params.training");
+        check_bool(params->noise, "params.noise");
+        if (std::isnan(params->aux_target) || params->aux_target > 1.0f)
+            fail(HSPMN_ERR_INVALID_ARGUMENT,
+                 "params.aux_target (%g) must be in [0, 1], or < 0 for the config's sparsity_k",
+                 static_cast<double>(params->aux_target));
+        BusyGuard busy(model->busy, "model");
+        BusyGuard busy_ctx(model->ctx->busy, "context");
+        int64_t B = 0, S = 0, tB = 0, tS = 0;
+        Buffer<int32_t> tok = read_tokens(model, tokens, "tokens", &B, &S);
+        Buffer<int32_t> tgt;
+        if (targets) {
+            tgt = read_tokens(model, targets, "targets", &tB, &tS);
+            if (tB != B || tS != S)
+                fail(HSPMN_ERR_SHAPE, "targets: expected shape %s like tokens, got %s",
+                     shape_string({B, S}).c_str(), shape_string(targets).c_str());
+        } else {
+            if (params->training)
+                fail(HSPMN_ERR_INVALID_ARGUMENT, "targets is NULL but params.training is 1: training needs a loss");
+            if (loss) fail(HSPMN_ERR_INVALID_ARGUMENT, "loss is requested but targets is NULL");
+        }
+        const int64_t L = model->impl->params().num_layers;
+        if (loss) check_arg(loss, "loss", model->ctx, HSPMN_DTYPE_F32, {2});
+        if (stats) check_arg(stats, "stats", model->ctx, HSPMN_DTYPE_F32, {L, 2});
+        ModelForward c{};
+        c.training = params->training;
+        c.noise = params->noise;
+        c.seed = params->seed;
+        c.step = params->step;
+        c.aux_target = params->aux_target < 0.0f ? model->impl->params().block.sparsity_k : params->aux_target;
+        c.B = B;
+        c.S = S;
+        c.tokens = tok.data();
+        c.targets = targets ? tgt.data() : nullptr;
+        c.loss = loss;
+        c.stats = stats;
+        model->impl->forward(c);
+    });
+}
+
+hspmn_model_backward_params hspmn_model_backward_default_params(void) {
+    hspmn_model_backward_params p;
+    p.loss_scale = 1.0f;
+    p.accumulate = 0;
+    return p;
+}
+
+hspmn_status hspmn_model_backward(hspmn_model* model, const hspmn_model_backward_params* params) {
+    return guarded("hspmn_model_backward", [&] {
+        check_model(model);
+        check_not_null(params, "params");
+        check_bool(params->accumulate, "params.accumulate");
+        if (!std::isfinite(params->loss_scale))
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "params.loss_scale (%g) must be finite",
+                 static_cast<double>(params->loss_scale));
+        BusyGuard busy(model->busy, "model");
+        BusyGuard busy_ctx(model->ctx->busy, "context");
+        model->impl->backward(params->loss_scale, params->accumulate != 0);
+    });
+}
+
+hspmn_status hspmn_model_logits(hspmn_model* model, const hspmn_tensor* tokens, hspmn_tensor* logits) {
+    return guarded("hspmn_model_logits", [&] {
+        check_model(model);
+        BusyGuard busy(model->busy, "model");
+        BusyGuard busy_ctx(model->ctx->busy, "context");
+        int64_t B = 0, S = 0;
+        Buffer<int32_t> tok = read_tokens(model, tokens, "tokens", &B, &S);
+        check_arg(logits, "logits", model->ctx, HSPMN_DTYPE_F32, {B, model->impl->params().vocab_size});
+        model->impl->logits(tok.data(), B, S, logits);
+    });
+}
+
+hspmn_adamw_params hspmn_adamw_default_params(void) {
+    hspmn_adamw_params p;
+    p.step = 1;
+    p.lr = 3e-4f;
+    p.beta1 = 0.9f;
+    p.beta2 = 0.95f;
+    p.eps = 1e-8f;
+    p.weight_decay = 0.1f;
+    p.max_grad_norm = 1.0f;
+    return p;
+}
+
+hspmn_status hspmn_model_adamw_step(hspmn_model* model, const hspmn_adamw_params* params, hspmn_adamw_result* out) {
+    return guarded("hspmn_model_adamw_step", [&] {
+        check_model(model);
+        check_not_null(params, "params");
+        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
+        const hspmn_adamw_params& a = *params;
+        if (a.step < 1) fail(HSPMN_ERR_INVALID_ARGUMENT, "params.step (%lld) must be >= 1 (1-based)", static_cast<long long>(a.step));
+        if (!std::isfinite(a.lr) || a.lr < 0.0f)
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "params.lr (%g) must be finite and >= 0", static_cast<double>(a.lr));
+        if (!(a.beta1 >= 0.0f && a.beta1 < 1.0f))
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "params.beta1 (%g) must be in [0, 1)", static_cast<double>(a.beta1));
+        if (!(a.beta2 >= 0.0f && a.beta2 < 1.0f))
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "params.beta2 (%g) must be in [0, 1)", static_cast<double>(a.beta2));
+        if (!(a.eps > 0.0f) || !std::isfinite(a.eps))
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "params.eps (%g) must be finite and > 0", static_cast<double>(a.eps));
+        if (!std::isfinite(a.weight_decay) || a.weight_decay < 0.0f)
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "params.weight_decay (%g) must be finite and >= 0",
+                 static_cast<double>(a.weight_decay));
+        if (std::isnan(a.max_grad_norm) || std::isinf(a.max_grad_norm))
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "params.max_grad_norm (%g) must be finite (<= 0 disables clipping)",
+                 static_cast<double>(a.max_grad_norm));
+        BusyGuard busy(model->busy, "model");
+        BusyGuard busy_ctx(model->ctx->busy, "context");
+        *out = model->impl->adamw_step(a);
+    });
+}
+
+hspmn_status hspmn_model_get_moment(const hspmn_model* model, const char* name, int32_t which, hspmn_tensor* dst) {
+    return guarded("hspmn_model_get_moment", [&] {
+        check_model(model);
+        check_which(which);
+        const int i = lookup(model, name);
+        check_param_tensor(model, i, dst, "dst", false);
+        hspmn_model* m = const_cast<hspmn_model*>(model);
+        BusyGuard busy(m->busy, "model");
+        BusyGuard busy_ctx(m->ctx->busy, "context");
+        Buffer<float> f(static_cast<std::size_t>(model->impl->param_numel(i)));
+        model->impl->get_moment(i, which, f.data());
+        write_values(model, f.data(), model->impl->param_numel(i), dst);
+    });
+}
+
+hspmn_status hspmn_model_set_moment(hspmn_model* model, const char* name, int32_t which, const hspmn_tensor* src) {
+    return guarded("hspmn_model_set_moment", [&] {
+        check_model(model);
+        check_which(which);
+        const int i = lookup(model, name);
+        check_param_tensor(model, i, src, "src", false);
+        BusyGuard busy(model->busy, "model");
+        BusyGuard busy_ctx(model->ctx->busy, "context");
+        Buffer<float> f = read_values(model, i, src, "src");
+        if (which == 1)
+            for (int64_t k = 0; k < model->impl->param_numel(i); ++k)
+                if (f[k] < 0.0f) fail(HSPMN_ERR_INVALID_ARGUMENT, "src[%lld] = %g: a second moment is never negative",
+                                      static_cast<long long>(k), static_cast<double>(f[k]));
+        model->impl->set_moment(i, which, f.data());
+    });
+}
+
+}  // extern "C"

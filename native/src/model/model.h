@@ -1,0 +1,127 @@
+// The language model of MODEL.md ("The language model") over any backend: embedding -> blocks ->
+// RMSNorm -> tied head with the fused cross-entropy, and AdamW on float32 master weights. It only
+// wires Backend ops and BlockImpls together; the math lives in the backends (src/cpu, src/cuda).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../core/alloc.h"
+#include "../core/backend.h"
+#include "../core/block_config.h"
+#include "hspmn.h"
+
+namespace hspmn {
+
+// Throws Error{INVALID_ARGUMENT} naming the first offending field.
+void validate_model_params(const hspmn_model_params& p);
+
+// Backend memory of one buffer, grown on demand and freed with its owner.
+class RawBuffer {
+public:
+    explicit RawBuffer(Backend& be) : be_(&be) {}
+    RawBuffer(const RawBuffer&) = delete;
+    RawBuffer& operator=(const RawBuffer&) = delete;
+    RawBuffer(RawBuffer&& o) noexcept : be_(o.be_), p_(o.p_), bytes_(o.bytes_) { o.p_ = nullptr; o.bytes_ = 0; }
+    ~RawBuffer() { release(); }
+    // At least `bytes`; contents are kept only when no regrowth happens.
+    void ensure(std::size_t bytes);
+    void release() noexcept;
+    template <class T> T* as() const { return static_cast<T*>(p_); }
+
+private:
+    Backend* be_;
+    void* p_ = nullptr;
+    std::size_t bytes_ = 0;
+};
+
+struct ModelForward {
+    int32_t training, noise;
+    uint64_t seed;
+    int64_t step;
+    float aux_target;          // resolved (>= 0)
+    int64_t B, S;
+    const int32_t* tokens;     // [B, S] host memory, validated
+    const int32_t* targets;    // [B, S] host memory, validated, or null
+    hspmn_tensor* loss;        // [2] f32 or null
+    hspmn_tensor* stats;       // [L, 2] f32 or null
+};
+
+class Model : public Tracked {
+public:
+    Model(hspmn_context* ctx, const hspmn_model_params& params, uint64_t seed);
+    ~Model();
+    Model(const Model&) = delete;
+    Model& operator=(const Model&) = delete;
+
+    const hspmn_model_params& params() const { return params_; }
+    int param_count() const { return static_cast<int>(params_list_.size()); }
+    const char* param_name(int i) const { return params_list_[i].name.c_str(); }
+    int find(const char* name) const;  // -1 when unknown
+    // Names of all parameters, for error messages.
+    std::string known_names() const;
+    int32_t param_ndim(int i) const { return params_list_[i].ndim; }
+    const int64_t* param_shape(int i) const { return params_list_[i].shape; }
+    int64_t param_numel(int i) const { return params_list_[i].numel; }
+
+    void get_param(int i, float* host) const;
+    void set_param(int i, const float* host);
+    void get_grad(int i, float* host) const;
+    // which 0 = m, 1 = v
+    void get_moment(int i, int which, float* host) const;
+    void set_moment(int i, int which, const float* host);
+    void zero_grad();
+
+    void forward(const ModelForward& call);
+    bool has_cache() const { return has_cache_; }
+    void backward(float loss_scale, bool accumulate);
+    // tokens: [B, S] host, validated; logits: [B, V] f32 tensor of the context
+    void logits(const int32_t* tokens, int64_t B, int64_t S, hspmn_tensor* out);
+    hspmn_adamw_result adamw_step(const hspmn_adamw_params& p);
+
+private:
+    struct Param {
+        std::string name;
+        int32_t ndim;
+        int64_t shape[2];
+        int64_t numel;
+        bool decay;         // AdamW weight decay: 2-D tensors only
+        int layer;          // owning block, or -1 for embedding / norm
+        uint16_t* value;    // bf16 copy the forward reads (backend memory)
+        float* grad;        // float32 gradient (backend memory)
+        RawBuffer master, m, v;
+    };
+
+    void add_param(const std::string& name, int32_t ndim, const int64_t* shape, int layer, uint16_t* value,
+                   float* grad);
+    // Sizes the activation buffers for N = B*S rows.
+    void ensure_rows(int64_t N);
+    // Runs embedding + blocks + final norm on tokens_ (already in backend memory).
+    void run_trunk(int32_t training, int32_t noise, uint64_t seed, int64_t step, float aux_target, int64_t B,
+                   int64_t S);
+    // An hspmn_tensor over backend memory, for BlockImpl calls and Backend::copy.
+    void view(hspmn_tensor& t, void* data, int32_t dtype, std::initializer_list<int64_t> shape) const;
+
+    hspmn_context* ctx_;
+    Backend& be_;
+    hspmn_model_params params_;
+    BlockConfig block_cfg_;
+    int64_t V_, L_, D_;
+    std::vector<BlockImpl*> blocks_;
+    std::vector<Param> params_list_;
+    RawBuffer emb_value_, emb_grad_, norm_value_, norm_grad_;
+
+    // Activations of the last forward (backend memory).
+    int64_t rows_cap_ = 0;
+    int64_t B_ = 0, S_ = 0;
+    bool has_cache_ = false;
+    RawBuffer tokens_, targets_;      // [N] i32
+    RawBuffer act_a_, act_b_;         // [N, D] bf16 ping-pong; the last block's output stays in one
+    uint16_t* trunk_out_ = nullptr;   // which of act_a_/act_b_ holds the final blocks' output
+    RawBuffer hidden_, rstd_;         // [N, D] bf16 after the final norm, [N] f32
+    RawBuffer dh_;                    // [N, D] f32
+    RawBuffer stats_, ce_sum_, loss_, d_aux_, logits_;
+};
+
+}  // namespace hspmn

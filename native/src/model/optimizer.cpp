@@ -1,0 +1,44 @@
+// AdamW over every parameter of the model (native/reference/README.md, hspmn_lm.train_step):
+// global norm, clipping folded into the update as a gradient scale, then one fused update per tensor.
+#include <cmath>
+
+#include "../core/alloc.h"
+#include "model.h"
+
+namespace hspmn {
+
+namespace {
+constexpr double kClipEps = 1e-6;  // torch.nn.utils.clip_grad_norm_'s
+}
+
+hspmn_adamw_result Model::adamw_step(const hspmn_adamw_params& a) {
+    Buffer<GradSpan> spans(params_list_.size());
+    for (std::size_t i = 0; i < params_list_.size(); ++i) spans[i] = {params_list_[i].grad, params_list_[i].numel};
+    const double norm = std::sqrt(be_.sum_squares(spans.data(), static_cast<int64_t>(spans.size())));
+    hspmn_adamw_result r{static_cast<float>(norm), 0};
+    if (!std::isfinite(norm)) return r;  // skipped: weights, moments and the bf16 copies untouched
+
+    float grad_scale = 1.0f;
+    if (a.max_grad_norm > 0.0f) {
+        const double c = static_cast<double>(a.max_grad_norm) / (norm + kClipEps);
+        if (c < 1.0) grad_scale = static_cast<float>(c);
+    }
+    const double t = static_cast<double>(a.step);
+    AdamwScalars s{};
+    s.lr = a.lr;
+    s.beta1 = a.beta1;
+    s.beta2 = a.beta2;
+    s.eps = a.eps;
+    s.bias1 = static_cast<float>(1.0 - std::pow(static_cast<double>(a.beta1), t));
+    s.bias2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(a.beta2), t)));
+    s.grad_scale = grad_scale;
+    for (Param& p : params_list_) {
+        s.weight_decay = p.decay ? a.weight_decay : 0.0f;
+        be_.adamw_update(p.master.as<float>(), p.value, p.grad, p.m.as<float>(), p.v.as<float>(), p.numel, s);
+    }
+    for (BlockImpl* b : blocks_) b->params_written();
+    r.applied = 1;
+    return r;
+}
+
+}  // namespace hspmn

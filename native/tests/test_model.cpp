@@ -1,0 +1,336 @@
+// ABI-level tests of the language model (hspmn.h "language model"): argument checks and their
+// messages, state errors, parameter order, gradient accumulation, thread-count invariance of a whole
+// training step (what bitwise resume rests on), skipped steps. Numerical parity with the PyTorch
+// reference is ../reference/check_model.py.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "hspmn.h"
+
+static int g_failures = 0, g_checks = 0;
+
+#define EXPECT(cond)                                                                 \
+    do {                                                                             \
+        ++g_checks;                                                                  \
+        if (!(cond)) {                                                               \
+            ++g_failures;                                                            \
+            std::fprintf(stderr, "%s:%d: expected %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                            \
+    } while (0)
+#define EXPECT_STATUS(call, status, fragment) expect_status((call), (status), (fragment), #call, __LINE__)
+#define OK(call) expect_status((call), HSPMN_OK, "", #call, __LINE__)
+
+static void expect_status(hspmn_status got, hspmn_status want, const char* fragment, const char* what, int line) {
+    ++g_checks;
+    const char* msg = hspmn_last_error();
+    if (got != want || (want != HSPMN_OK && std::strstr(msg, fragment) == nullptr)) {
+        ++g_failures;
+        std::fprintf(stderr, "line %d: %s\n  got %s (%s), want %s with \"%s\"\n", line, what, hspmn_status_name(got),
+                     msg, hspmn_status_name(want), fragment);
+    }
+}
+
+static hspmn_context* make_ctx(int threads, int nan_policy = HSPMN_NAN_REJECT) {
+    hspmn_context_params p = hspmn_context_default_params();
+    p.backend = HSPMN_BACKEND_CPU;
+    p.num_threads = threads;
+    p.nan_policy = nan_policy;
+    hspmn_context* ctx = nullptr;
+    OK(hspmn_context_create(&p, &ctx));
+    return ctx;
+}
+
+static hspmn_tensor* make(hspmn_context* ctx, int dtype, std::vector<int64_t> shape) {
+    hspmn_tensor* t = nullptr;
+    OK(hspmn_tensor_create(ctx, dtype, HSPMN_MEMORY_HOST, static_cast<int32_t>(shape.size()), shape.data(), &t));
+    return t;
+}
+
+static hspmn_model_params small_model() {
+    hspmn_model_params p = hspmn_model_default_params();
+    p.vocab_size = 61;
+    p.num_layers = 2;
+    p.block.dim = 32;
+    p.block.num_heads = 4;
+    p.block.num_kv_heads = 2;
+    p.block.mlp_ratio = 2;
+    return p;
+}
+
+// tokens and targets [B, S] from a fixed pattern
+static void fill_tokens(hspmn_tensor* t, int V, int phase) {
+    hspmn_tensor_desc d;
+    OK(hspmn_tensor_describe(t, &d));
+    std::vector<int32_t> v(static_cast<size_t>(d.numel));
+    for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<int32_t>((i * 7 + phase * 13 + i / 5) % V);
+    OK(hspmn_tensor_copy_in(t, v.data(), d.numel * 4));
+}
+
+static std::vector<float> read_f32(hspmn_tensor* t) {
+    hspmn_tensor_desc d;
+    OK(hspmn_tensor_describe(t, &d));
+    std::vector<float> v(static_cast<size_t>(d.numel));
+    OK(hspmn_tensor_copy_out(t, v.data(), d.numel * 4));
+    return v;
+}
+
+// Every parameter's values (which = 0), gradients (1) or AdamW m (2), concatenated in state_dict order.
+static std::vector<float> dump(hspmn_context* ctx, hspmn_model* m, int which) {
+    int32_t n = 0;
+    OK(hspmn_model_param_count(m, &n));
+    std::vector<float> all;
+    for (int i = 0; i < n; ++i) {
+        const char* name = nullptr;
+        OK(hspmn_model_param_name(m, i, &name));
+        hspmn_tensor_desc d;
+        OK(hspmn_model_param_describe(m, name, &d));
+        std::vector<int64_t> shape(d.shape, d.shape + d.ndim);
+        hspmn_tensor* t = make(ctx, HSPMN_DTYPE_F32, shape);
+        if (which == 0) OK(hspmn_model_get_param(m, name, t));
+        if (which == 1) OK(hspmn_model_get_grad(m, name, t));
+        if (which == 2) OK(hspmn_model_get_moment(m, name, 0, t));
+        std::vector<float> v = read_f32(t);
+        all.insert(all.end(), v.begin(), v.end());
+        OK(hspmn_tensor_destroy(t));
+    }
+    return all;
+}
+
+static void test_params_and_names() {
+    hspmn_model_params p = small_model();
+    OK(hspmn_model_params_validate(&p));
+    p.vocab_size = 1;
+    EXPECT_STATUS(hspmn_model_params_validate(&p), HSPMN_ERR_INVALID_ARGUMENT, "vocab_size (1)");
+    p = small_model();
+    p.num_layers = 0;
+    EXPECT_STATUS(hspmn_model_params_validate(&p), HSPMN_ERR_INVALID_ARGUMENT, "num_layers (0)");
+    p = small_model();
+    p.block.num_heads = 5;
+    EXPECT_STATUS(hspmn_model_params_validate(&p), HSPMN_ERR_INVALID_ARGUMENT, "block.");
+    EXPECT(hspmn_model_default_params().block.routing == HSPMN_ROUTING_THRESHOLD);
+
+    hspmn_context* ctx = make_ctx(2);
+    hspmn_model* m = nullptr;
+    p = small_model();
+    OK(hspmn_model_create(ctx, &p, 1, &m));
+    int32_t n = 0;
+    OK(hspmn_model_param_count(m, &n));
+    EXPECT(n == 2 + 13 * p.num_layers);
+    const char* name = nullptr;
+    OK(hspmn_model_param_name(m, 0, &name));
+    EXPECT(std::string(name) == "embedding");
+    OK(hspmn_model_param_name(m, 1, &name));
+    EXPECT(std::string(name) == "blocks.0.router.w");
+    OK(hspmn_model_param_name(m, 14, &name));
+    EXPECT(std::string(name) == "blocks.1.router.w");
+    OK(hspmn_model_param_name(m, n - 1, &name));
+    EXPECT(std::string(name) == "norm");
+    EXPECT_STATUS(hspmn_model_param_name(m, n, &name), HSPMN_ERR_INVALID_ARGUMENT, "index");
+    hspmn_tensor_desc d;
+    OK(hspmn_model_param_describe(m, "embedding", &d));
+    EXPECT(d.ndim == 2 && d.shape[0] == 61 && d.shape[1] == 32 && d.dtype == HSPMN_DTYPE_F32);
+    OK(hspmn_model_param_describe(m, "blocks.1.attn.k", &d));
+    EXPECT(d.ndim == 2 && d.shape[0] == 16 && d.shape[1] == 32);
+    EXPECT_STATUS(hspmn_model_param_describe(m, "blocks.2.attn.k", &d), HSPMN_ERR_NOT_FOUND, "blocks.{0..1}");
+
+    // set/get: f32 exact, bf16 widened; NaN rejected under REJECT; v must be >= 0.
+    hspmn_tensor* w = make(ctx, HSPMN_DTYPE_F32, {32});
+    std::vector<float> vals(32);
+    for (int i = 0; i < 32; ++i) vals[i] = 1.0f + 1e-4f * static_cast<float>(i);  // not bf16-representable
+    OK(hspmn_tensor_copy_in(w, vals.data(), 32 * 4));
+    OK(hspmn_model_set_param(m, "norm", w));
+    hspmn_tensor* back = make(ctx, HSPMN_DTYPE_F32, {32});
+    OK(hspmn_model_get_param(m, "norm", back));
+    EXPECT(read_f32(back) == vals);
+    vals[3] = NAN;
+    OK(hspmn_tensor_copy_in(w, vals.data(), 32 * 4));
+    EXPECT_STATUS(hspmn_model_set_param(m, "norm", w), HSPMN_ERR_NON_FINITE, "src");
+    vals[3] = -1.0f;
+    OK(hspmn_tensor_copy_in(w, vals.data(), 32 * 4));
+    EXPECT_STATUS(hspmn_model_set_moment(m, "norm", 1, w), HSPMN_ERR_INVALID_ARGUMENT, "never negative");
+    OK(hspmn_model_set_moment(m, "norm", 0, w));
+    EXPECT_STATUS(hspmn_model_set_moment(m, "norm", 2, w), HSPMN_ERR_INVALID_ARGUMENT, "which");
+    hspmn_tensor* wrong = make(ctx, HSPMN_DTYPE_F32, {31});
+    EXPECT_STATUS(hspmn_model_set_param(m, "norm", wrong), HSPMN_ERR_SHAPE, "src");
+    hspmn_tensor* bf = make(ctx, HSPMN_DTYPE_BF16, {32});
+    EXPECT_STATUS(hspmn_model_get_moment(m, "norm", 0, bf), HSPMN_ERR_DTYPE, "f32");
+    EXPECT_STATUS(hspmn_context_destroy(ctx), HSPMN_ERR_STATE, "1 model(s)");
+    for (hspmn_tensor* t : {w, back, wrong, bf}) OK(hspmn_tensor_destroy(t));
+    OK(hspmn_model_destroy(m));
+    OK(hspmn_context_destroy(ctx));
+}
+
+static void test_forward_checks() {
+    hspmn_context* ctx = make_ctx(2);
+    hspmn_model_params p = small_model();
+    hspmn_model* m = nullptr;
+    OK(hspmn_model_create(ctx, &p, 3, &m));
+    hspmn_tensor* tok = make(ctx, HSPMN_DTYPE_I32, {2, 9});
+    hspmn_tensor* tgt = make(ctx, HSPMN_DTYPE_I32, {2, 9});
+    hspmn_tensor* tgt_bad = make(ctx, HSPMN_DTYPE_I32, {2, 8});
+    hspmn_tensor* loss = make(ctx, HSPMN_DTYPE_F32, {2});
+    hspmn_tensor* stats = make(ctx, HSPMN_DTYPE_F32, {2, 2});
+    hspmn_tensor* stats_bad = make(ctx, HSPMN_DTYPE_F32, {3, 2});
+    fill_tokens(tok, 61, 0);
+    fill_tokens(tgt, 61, 1);
+    hspmn_model_forward_params fp = hspmn_model_forward_default_params();
+    hspmn_model_backward_params bp = hspmn_model_backward_default_params();
+    EXPECT_STATUS(hspmn_model_backward(m, &bp), HSPMN_ERR_STATE, "no training forward");
+    fp.training = 1;
+    EXPECT_STATUS(hspmn_model_forward(m, &fp, tok, nullptr, nullptr, nullptr), HSPMN_ERR_INVALID_ARGUMENT,
+                  "targets is NULL");
+    fp.training = 0;
+    EXPECT_STATUS(hspmn_model_forward(m, &fp, tok, nullptr, loss, nullptr), HSPMN_ERR_INVALID_ARGUMENT,
+                  "loss is requested");
+    EXPECT_STATUS(hspmn_model_forward(m, &fp, tok, tgt_bad, loss, nullptr), HSPMN_ERR_SHAPE, "targets");
+    EXPECT_STATUS(hspmn_model_forward(m, &fp, tok, tgt, loss, stats_bad), HSPMN_ERR_SHAPE, "stats");
+    fp.aux_target = NAN;
+    EXPECT_STATUS(hspmn_model_forward(m, &fp, tok, tgt, loss, stats), HSPMN_ERR_INVALID_ARGUMENT, "aux_target");
+    fp.aux_target = -1.0f;
+    std::vector<int32_t> ids(18, 5);
+    ids[11] = 61;
+    hspmn_tensor* tok_bad = make(ctx, HSPMN_DTYPE_I32, {2, 9});
+    OK(hspmn_tensor_copy_in(tok_bad, ids.data(), 18 * 4));
+    EXPECT_STATUS(hspmn_model_forward(m, &fp, tok_bad, tgt, loss, stats), HSPMN_ERR_INVALID_ARGUMENT,
+                  "tokens[1, 2] = 61 is not a token id in [0, 61)");
+    ids[11] = -3;
+    OK(hspmn_tensor_copy_in(tok_bad, ids.data(), 18 * 4));
+    EXPECT_STATUS(hspmn_model_forward(m, &fp, tgt, tok_bad, loss, stats), HSPMN_ERR_INVALID_ARGUMENT, "targets[1, 2]");
+
+    // Initial loss near ln V (embedding U(+-1/sqrt D)); routed fraction in [0, 1].
+    OK(hspmn_model_forward(m, &fp, tok, tgt, loss, stats));
+    std::vector<float> l = read_f32(loss), s = read_f32(stats);
+    EXPECT(std::fabs(l[1] - std::log(61.0f)) < 0.5f);
+    EXPECT(l[0] >= l[1]);
+    EXPECT(s[1] >= 0.0f && s[1] <= 1.0f && s[3] >= 0.0f && s[3] <= 1.0f);
+    // An inference forward leaves nothing to differentiate.
+    EXPECT_STATUS(hspmn_model_backward(m, &bp), HSPMN_ERR_STATE, "no training forward");
+
+    hspmn_tensor* logits = make(ctx, HSPMN_DTYPE_F32, {2, 61});
+    hspmn_tensor* logits_bad = make(ctx, HSPMN_DTYPE_F32, {2, 60});
+    OK(hspmn_model_logits(m, tok, logits));
+    EXPECT_STATUS(hspmn_model_logits(m, tok, logits_bad), HSPMN_ERR_SHAPE, "logits");
+
+    hspmn_adamw_params ap = hspmn_adamw_default_params();
+    hspmn_adamw_result ar;
+    ap.step = 0;
+    EXPECT_STATUS(hspmn_model_adamw_step(m, &ap, &ar), HSPMN_ERR_INVALID_ARGUMENT, "params.step");
+    ap = hspmn_adamw_default_params();
+    ap.beta2 = 1.0f;
+    EXPECT_STATUS(hspmn_model_adamw_step(m, &ap, &ar), HSPMN_ERR_INVALID_ARGUMENT, "beta2");
+    for (hspmn_tensor* t : {tok, tgt, tgt_bad, loss, stats, stats_bad, tok_bad, logits, logits_bad})
+        OK(hspmn_tensor_destroy(t));
+    OK(hspmn_model_destroy(m));
+    OK(hspmn_context_destroy(ctx));
+}
+
+// Runs two micro-batches with accumulation and one AdamW step; returns {loss log, weights, m}.
+struct StepResult {
+    std::vector<float> losses, weights, grads, moments;
+};
+
+static StepResult train_steps(int threads, int steps, float scale_mode) {
+    hspmn_context* ctx = make_ctx(threads);
+    hspmn_model_params p = small_model();
+    hspmn_model* m = nullptr;
+    OK(hspmn_model_create(ctx, &p, 11, &m));
+    hspmn_tensor* tok = make(ctx, HSPMN_DTYPE_I32, {2, 23});
+    hspmn_tensor* tgt = make(ctx, HSPMN_DTYPE_I32, {2, 23});
+    hspmn_tensor* loss = make(ctx, HSPMN_DTYPE_F32, {2});
+    StepResult r;
+    for (int step = 0; step < steps; ++step) {
+        for (int micro = 0; micro < 2; ++micro) {
+            fill_tokens(tok, 61, step * 2 + micro);
+            fill_tokens(tgt, 61, step * 2 + micro + 1);
+            hspmn_model_forward_params fp = hspmn_model_forward_default_params();
+            fp.training = 1;
+            fp.seed = 5;
+            fp.step = step * 2 + micro;
+            OK(hspmn_model_forward(m, &fp, tok, tgt, loss, nullptr));
+            r.losses.push_back(read_f32(loss)[0]);
+            hspmn_model_backward_params bp = hspmn_model_backward_default_params();
+            bp.loss_scale = scale_mode;
+            bp.accumulate = micro > 0;
+            OK(hspmn_model_backward(m, &bp));
+        }
+        r.grads = dump(ctx, m, 1);
+        hspmn_adamw_params ap = hspmn_adamw_default_params();
+        ap.step = step + 1;
+        ap.lr = 1e-3f;
+        hspmn_adamw_result ar;
+        OK(hspmn_model_adamw_step(m, &ap, &ar));
+        EXPECT(ar.applied == 1 && std::isfinite(ar.grad_norm) && ar.grad_norm > 0.0f);
+    }
+    r.weights = dump(ctx, m, 0);
+    r.moments = dump(ctx, m, 2);
+    for (hspmn_tensor* t : {tok, tgt, loss}) OK(hspmn_tensor_destroy(t));
+    OK(hspmn_model_destroy(m));
+    OK(hspmn_context_destroy(ctx));
+    return r;
+}
+
+// Bitwise resume needs a step that does not depend on the thread count.
+static void test_thread_count_invariance() {
+    StepResult a = train_steps(1, 3, 0.5f), b = train_steps(3, 3, 0.5f);
+    EXPECT(a.losses == b.losses);
+    EXPECT(a.weights == b.weights);
+    EXPECT(a.moments == b.moments);
+    EXPECT(a.weights != train_steps(1, 2, 0.5f).weights);  // the steps did something
+}
+
+// Halving loss_scale halves every gradient exactly (powers of two commute with rounding).
+static void test_loss_scale() {
+    StepResult half = train_steps(2, 1, 0.5f), quarter = train_steps(2, 1, 0.25f);
+    EXPECT(half.grads.size() == quarter.grads.size());
+    bool exact = true;
+    for (size_t i = 0; i < half.grads.size(); ++i) exact = exact && half.grads[i] == 2.0f * quarter.grads[i];
+    EXPECT(exact);
+}
+
+// A non-finite gradient norm skips the step and changes nothing.
+static void test_skipped_step() {
+    hspmn_context* ctx = make_ctx(2, HSPMN_NAN_PROPAGATE);
+    hspmn_model_params p = small_model();
+    hspmn_model* m = nullptr;
+    OK(hspmn_model_create(ctx, &p, 2, &m));
+    hspmn_tensor* w = make(ctx, HSPMN_DTYPE_F32, {32});
+    std::vector<float> vals(32, 1.0f);
+    vals[0] = INFINITY;
+    OK(hspmn_tensor_copy_in(w, vals.data(), 32 * 4));
+    OK(hspmn_model_set_param(m, "norm", w));
+    std::vector<float> before = dump(ctx, m, 0);
+    hspmn_tensor* tok = make(ctx, HSPMN_DTYPE_I32, {1, 8});
+    hspmn_tensor* tgt = make(ctx, HSPMN_DTYPE_I32, {1, 8});
+    fill_tokens(tok, 61, 0);
+    fill_tokens(tgt, 61, 1);
+    hspmn_model_forward_params fp = hspmn_model_forward_default_params();
+    fp.training = 1;
+    OK(hspmn_model_forward(m, &fp, tok, tgt, nullptr, nullptr));
+    hspmn_model_backward_params bp = hspmn_model_backward_default_params();
+    OK(hspmn_model_backward(m, &bp));
+    hspmn_adamw_params ap = hspmn_adamw_default_params();
+    hspmn_adamw_result ar;
+    OK(hspmn_model_adamw_step(m, &ap, &ar));
+    EXPECT(ar.applied == 0 && !std::isfinite(ar.grad_norm));
+    std::vector<float> after = dump(ctx, m, 0);
+    EXPECT(std::memcmp(before.data(), after.data(), before.size() * 4) == 0);
+    for (hspmn_tensor* t : {w, tok, tgt}) OK(hspmn_tensor_destroy(t));
+    OK(hspmn_model_destroy(m));
+    OK(hspmn_context_destroy(ctx));
+}
+
+int main() {
+    test_params_and_names();
+    test_forward_checks();
+    test_thread_count_invariance();
+    test_loss_scale();
+    test_skipped_step();
+    hspmn_alloc_stats st;
+    OK(hspmn_alloc_stats_get(&st));
+    EXPECT(st.live_tensors == 0 && st.live_blocks == 0 && st.live_contexts == 0 && st.live_bytes == 0);
+    std::printf("%d checks, %d failures\n", g_checks, g_failures);
+    return g_failures == 0 ? 0 : 1;
+}
