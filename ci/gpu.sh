@@ -2,10 +2,12 @@
 # The CUDA backend on a GPU machine (the H200 device machine: nvcc, cuBLAS, python3 with torch and
 # triton 3.6.0, cmake; no Java unless .carry/ brings a JRE). Run from the repository root:
 #   bash ci/gpu.sh                 HSPMN_CUDA_ARCHS=90 by default; GPU_JOBS=<n> build jobs
-# Stages: configure, build, test_native, test_model, hspmn_cuda (gemm + attention vs float64), golden parity
-# through the CUDA backend, the same goldens through the CPU backend of the CUDA-built library, and
-# the Java tests when ci/pack-carry.sh has filled .carry/, then the benchmarks and the per-kernel time
-# breakdown (HSPMN_GPU_BENCH=0 skips them; the breakdown's JSON goes to $OUT/breakdown-{infer,train}.json). A failed stage does not stop the
+# Stages: configure, build, test_native, test_model, hspmn_cuda (gemm + attention vs float64),
+# hspmn_cuda_lm (the language model's CUDA ops vs float64), golden parity through the CUDA backend, the
+# same goldens through the CPU backend of the CUDA-built library, the language model through the CUDA
+# backend against hspmn_lm.py (model_cuda), and the Java tests when ci/pack-carry.sh has filled
+# .carry/, then the benchmarks and the per-kernel time breakdown (HSPMN_GPU_BENCH=0 skips them; the
+# breakdown's JSON goes to $OUT/breakdown-{infer,train}.json). A failed stage does not stop the
 # later ones (they report their own failure); the exit status is non-zero if any stage failed.
 # Logs go to build-gpu/logs (one per stage); when OUT is set they are also packed into
 # $OUT/gpu-logs.tgz beside $OUT/gpu-summary.txt (with the breakdown's two JSON files, four: the device
@@ -64,8 +66,11 @@ stage ldd_nm bash -c "ldd $build/libhspmn.so; ! ldd $build/libhspmn.so | grep -E
 stage test_native "$build/tests/test_native"
 stage test_model "$build/tests/test_model"
 stage hspmn_cuda "$build/tests/hspmn_cuda"
+stage hspmn_cuda_lm "$build/tests/hspmn_cuda_lm"
 stage goldens_cuda "$py" native/reference/check_native.py --backend cuda --lib "$build/libhspmn.so"
 stage goldens_cpu "$py" native/reference/check_native.py --backend cpu --lib "$build/libhspmn.so"
+# the language model (embedding, blocks, final norm, fused cross-entropy, AdamW) vs float64 hspmn_lm.py
+stage model_cuda "$py" native/reference/check_model.py --backend cuda --lib "$build/libhspmn.so"
 # every op and the whole block, CUDA against the CPU backend of the same library (head dims 64/128, S=20000)
 stage cuda_vs_cpu "$py" native/src/cuda/kernels/check_cuda_block.py --lib "$build/libhspmn.so"
 

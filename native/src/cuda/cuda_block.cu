@@ -280,6 +280,7 @@ void CudaBlock::forward(const ForwardCall& call) {
     const int64_t BC = B * C;
     const int32_t* idx = A.idx.as<int32_t>();
     const int32_t* cnt = A.cnt.as<int32_t>();
+    if (call.routed_fraction) routed_fraction(d_, cnt, B, S, call.routed_fraction);
 
     // 2. Reflexive stream: h = rms_norm(x), c = causal_conv(h), res = x + down(silu(gate c) * up c).
     float* rstd_h = grow<float>(d_, A.rstd_h, N);
