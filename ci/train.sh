@@ -11,8 +11,11 @@ hspmn() { java --enable-native-access=ALL-UNNAMED -cp "$HSPMN_CP" io.hspmn.cli.M
 
 if [[ $# -eq 0 ]]; then
   rm -rf target/train-demo
+  # TrainingTest's run: stronger router coefficients than the block defaults, so that without noise each
+  # layer routes close to rho = 0.2 at this size
   set -- --data data/corpus.txt --out target/train-demo --dim 64 --layers 2 --heads 4 --kv-heads 2 \
-         --seq-len 128 --batch 8 --steps 300 --lr 3e-3 --warmup 30 --eval-every 50
+         --seq-len 128 --batch 8 --steps 400 --lr 5e-3 --warmup 50 --eval-every 100 \
+         --router-sparsity-coef 2 --router-entropy-coef 0.1
 fi
 hspmn train "$@"
 
