@@ -2,7 +2,8 @@
 # The CUDA backend on a GPU machine (the H200 device machine: nvcc, cuBLAS, python3 with torch and
 # triton 3.6.0, cmake; no Java unless .carry/ brings a JRE). Run from the repository root:
 #   bash ci/gpu.sh                 HSPMN_CUDA_ARCHS=90 by default; GPU_JOBS=<n> build jobs
-# Stages: configure, build, test_native, hspmn_cuda (gemm + attention vs float64), golden parity
+# Stages: configure, build, test_native, hspmn_cuda (gemm + attention vs float64), graph_cuda (CUDA
+# graphs through the ABI), golden parity
 # through the CUDA backend, the same goldens through the CPU backend of the CUDA-built library, and
 # the Java tests when ci/pack-carry.sh has filled .carry/, then the benchmarks (HSPMN_GPU_BENCH=0 skips them). A failed stage does not stop the
 # later ones (they report their own failure); the exit status is non-zero if any stage failed.
@@ -61,6 +62,7 @@ stage ldd_nm bash -c "ldd $build/libhspmn.so; ! ldd $build/libhspmn.so | grep -E
   ! nm -D --defined-only $build/libhspmn.so | grep -v ' hspmn_' | grep -v '^$'"
 stage test_native "$build/tests/test_native"
 stage hspmn_cuda "$build/tests/hspmn_cuda"
+stage graph_cuda "$build/tests/graph_cuda"
 stage goldens_cuda "$py" native/reference/check_native.py --backend cuda --lib "$build/libhspmn.so"
 stage goldens_cpu "$py" native/reference/check_native.py --backend cpu --lib "$build/libhspmn.so"
 # every op and the whole block, CUDA against the CPU backend of the same library (head dims 64/128, S=20000)
@@ -79,6 +81,10 @@ if [[ "${HSPMN_GPU_BENCH:-1}" == 1 ]]; then
   stage bench_hspmn "$py" native/bench/hspmn_block.py --mode all --iters 10 --lib "$build/libhspmn.so" --json "$logs/hspmn.json"
   # the native bench command (C ABI only), the same modes plus stress
   stage bench_native "$build/tools/hspmn_bench" --backend cuda --mode all --iters 10 --json "$logs/hspmn-native.json"
+  # what CUDA graphs save: ordinary forward vs replay, launch-bound (decode-sized) and at full size
+  stage bench_graph bash -c "$build/tools/hspmn_bench --backend cuda --graph --batch 1 --seq 128 --iters 50 \
+    --json $logs/hspmn-graph-small.json && $build/tools/hspmn_bench --backend cuda --graph --batch 8 --seq 4096 \
+    --iters 20 --json $logs/hspmn-graph.json"
 fi
 
 failed=0
