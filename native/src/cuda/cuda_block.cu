@@ -159,9 +159,9 @@ public:
     void replay(cudaGraphExec_t exec, uint64_t generation, const void* shared_scratch);
 
 private:
-    // Every (re)allocation of this block's scratch passes here: as a member it hides the free grow()
-    // inside the member functions. A captured graph holds the old addresses, so it compares this
-    // generation at each replay.
+    // The grow() of the member functions (as a member it hides the free one): a (re)allocation bumps
+    // the generation that captured graphs, which hold the old addresses, compare at each replay.
+    // Staging and backward partials use ensure() directly: no graph reads them.
     template <class T>
     T* grow(Device& d, DeviceBuffer& b, int64_t count) {
         const std::size_t before = b.bytes();
