@@ -2,7 +2,8 @@
 # The CUDA backend on a GPU machine (the H200 device machine: nvcc, cuBLAS, python3 with torch and
 # triton 3.6.0, cmake; no Java unless .carry/ brings a JRE). Run from the repository root:
 #   bash ci/gpu.sh                 HSPMN_CUDA_ARCHS=90 by default; GPU_JOBS=<n> build jobs
-# Stages: configure, build, test_native, test_model, hspmn_cuda (gemm + attention vs float64),
+# Stages: configure, build, test_native, test_model, hspmn_cuda (gemm + attention vs float64), graph_cuda
+# (CUDA graphs through the ABI),
 # hspmn_cuda_lm (the language model's CUDA ops vs float64), golden parity through the CUDA backend, the
 # same goldens through the CPU backend of the CUDA-built library, the language model through the CUDA
 # backend against hspmn_lm.py (model_cuda), and the Java tests when ci/pack-carry.sh has filled
@@ -67,6 +68,7 @@ stage test_native "$build/tests/test_native"
 stage test_model "$build/tests/test_model"
 stage hspmn_cuda "$build/tests/hspmn_cuda"
 stage hspmn_cuda_lm "$build/tests/hspmn_cuda_lm"
+stage graph_cuda "$build/tests/graph_cuda"
 stage goldens_cuda "$py" native/reference/check_native.py --backend cuda --lib "$build/libhspmn.so"
 stage goldens_cpu "$py" native/reference/check_native.py --backend cpu --lib "$build/libhspmn.so"
 # the language model (embedding, blocks, final norm, fused cross-entropy, AdamW) vs float64 hspmn_lm.py
@@ -95,6 +97,10 @@ if [[ "${HSPMN_GPU_BENCH:-1}" == 1 ]]; then
   bd="${OUT:-$logs}"
   stage breakdown bash -c "'$py' native/bench/kernel_breakdown.py --lib '$build/libhspmn.so' --json '$bd/breakdown-infer.json' \
     && '$py' native/bench/kernel_breakdown.py --lib '$build/libhspmn.so' --train --json '$bd/breakdown-train.json'"
+  # what CUDA graphs save: ordinary forward vs replay, launch-bound (decode-sized) and at full size
+  stage bench_graph bash -c "$build/tools/hspmn_bench --backend cuda --graph --batch 1 --seq 128 --iters 50 \
+    --json $logs/hspmn-graph-small.json && $build/tools/hspmn_bench --backend cuda --graph --batch 8 --seq 4096 \
+    --iters 20 --json $logs/hspmn-graph.json"
 fi
 
 failed=0
