@@ -90,6 +90,10 @@ if [[ "${HSPMN_GPU_BENCH:-1}" == 1 ]]; then
   # the native bench command (C ABI only), the same modes plus stress
   stage bench_native "$build/tools/hspmn_bench" --backend cuda --mode all --iters 10 --json "$logs/hspmn-native.json"
   # the paper's 1B language-model shape (24 layers, D=2048, H=16, Hkv=4): training steps, MFU, peak memory
+  if [[ -f .carry/jre.tgz && -f .carry/java.tgz ]]; then
+    # the same shape trained from Java (hspmn train) on data/corpus.txt
+    stage train_1b_java ci/gpu-train.sh "$build/libhspmn.so"
+  fi
   stage lm_train "$build/tools/hspmn_lm_bench" --backend cuda --batch "${HSPMN_LM_BATCH:-8}" --seq "${HSPMN_LM_SEQ:-2048}" \
     --steps 8 --warmup 2 --json "$logs/lm-train.json"
   # where the GPU time goes: kernel time per kernel and category (torch.profiler/CUPTI), B=64 S=4096,

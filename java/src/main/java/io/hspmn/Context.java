@@ -54,6 +54,7 @@ public final class Context implements AutoCloseable {
     final MemorySegment desc = hspmn_tensor_desc.allocate(scratchArena);
     final MemorySegment pointerOut = scratchArena.allocate(ValueLayout.ADDRESS);
     final MemorySegment intOut = scratchArena.allocate(ValueLayout.JAVA_INT);
+    final MemorySegment longOut = scratchArena.allocate(ValueLayout.JAVA_LONG);
     final MemorySegment floatBuf = scratchArena.allocate(ValueLayout.JAVA_FLOAT);
 
     private Context(ContextOptions options) {
@@ -161,10 +162,12 @@ public final class Context implements AutoCloseable {
         }
         try (var g = enter("Context.close")) {
             List<AutoCloseable> open = new ArrayList<>(children);
-            // Graphs first: they hold blocks and tensors, which refuse to close under them.
+            // Graphs and decoders first: they hold blocks, models and tensors, which refuse to close under them.
             for (AutoCloseable c : open) {
                 if (c instanceof ForwardGraph fg) {
                     fg.close();
+                } else if (c instanceof Decoder d) {
+                    d.close();
                 }
             }
             // Then blocks and models: they own tensors (aux, loss buffers) that they close themselves.

@@ -372,15 +372,13 @@ public final class LanguageModel implements AutoCloseable {
             if (h == null) {
                 return;
             }
+            // The library refuses while decoders of the model live: then nothing here changes.
+            Native.check(hspmn_h.hspmn_model_destroy(h), "hspmn_model_destroy");
             handle = null;
             ctx.unregister(this);
             loss.close();
             stats.close();
-            try {
-                Native.check(hspmn_h.hspmn_model_destroy(h), "hspmn_model_destroy");
-            } finally {
-                arena.close();
-            }
+            arena.close();
         }
     }
 
@@ -400,6 +398,20 @@ public final class LanguageModel implements AutoCloseable {
         MemorySegment s = nameSegments.get(name);
         // Unknown names still go to the library, which answers NOT_FOUND with its own message.
         return s != null ? s : a.allocateFrom(name);
+    }
+
+    /** The native handle, for {@link Decoder}; checks the model is open. */
+    MemorySegment handle(String op) {
+        checkOpen(op);
+        return handle;
+    }
+
+    /**
+     * A cache for decoding up to {@code maxSeqs} sequences of up to {@code maxLen} tokens each
+     * ({@link Decoder}). Needs threshold routing.
+     */
+    public Decoder decoder(int maxSeqs, long maxLen) {
+        return Decoder.create(this, maxSeqs, maxLen);
     }
 
     private void checkOpen(String op) {

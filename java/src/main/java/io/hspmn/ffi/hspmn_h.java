@@ -4022,4 +4022,304 @@ public class hspmn_h {
            throw new AssertionError("should not reach here", ex$);
         }
     }
+
+    private static class hspmn_decoder_create {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_INT,
+            hspmn_h.C_LONG,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_decoder_create");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_create(hspmn_model *model, int32_t max_seqs, int64_t max_len, hspmn_decoder **out)
+     * }
+     */
+    public static FunctionDescriptor hspmn_decoder_create$descriptor() {
+        return hspmn_decoder_create.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_create(hspmn_model *model, int32_t max_seqs, int64_t max_len, hspmn_decoder **out)
+     * }
+     */
+    public static MethodHandle hspmn_decoder_create$handle() {
+        return hspmn_decoder_create.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_create(hspmn_model *model, int32_t max_seqs, int64_t max_len, hspmn_decoder **out)
+     * }
+     */
+    public static MemorySegment hspmn_decoder_create$address() {
+        return hspmn_decoder_create.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_create(hspmn_model *model, int32_t max_seqs, int64_t max_len, hspmn_decoder **out)
+     * }
+     */
+    public static int hspmn_decoder_create(MemorySegment model, int max_seqs, long max_len, MemorySegment out) {
+        var mh$ = hspmn_decoder_create.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_decoder_create", model, max_seqs, max_len, out);
+            }
+            return (int)mh$.invokeExact(model, max_seqs, max_len, out);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_decoder_destroy {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_decoder_destroy");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_destroy(hspmn_decoder *dec)
+     * }
+     */
+    public static FunctionDescriptor hspmn_decoder_destroy$descriptor() {
+        return hspmn_decoder_destroy.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_destroy(hspmn_decoder *dec)
+     * }
+     */
+    public static MethodHandle hspmn_decoder_destroy$handle() {
+        return hspmn_decoder_destroy.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_destroy(hspmn_decoder *dec)
+     * }
+     */
+    public static MemorySegment hspmn_decoder_destroy$address() {
+        return hspmn_decoder_destroy.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_destroy(hspmn_decoder *dec)
+     * }
+     */
+    public static int hspmn_decoder_destroy(MemorySegment dec) {
+        var mh$ = hspmn_decoder_destroy.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_decoder_destroy", dec);
+            }
+            return (int)mh$.invokeExact(dec);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_decoder_reset {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_INT
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_decoder_reset");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_reset(hspmn_decoder *dec, int32_t slot)
+     * }
+     */
+    public static FunctionDescriptor hspmn_decoder_reset$descriptor() {
+        return hspmn_decoder_reset.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_reset(hspmn_decoder *dec, int32_t slot)
+     * }
+     */
+    public static MethodHandle hspmn_decoder_reset$handle() {
+        return hspmn_decoder_reset.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_reset(hspmn_decoder *dec, int32_t slot)
+     * }
+     */
+    public static MemorySegment hspmn_decoder_reset$address() {
+        return hspmn_decoder_reset.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_reset(hspmn_decoder *dec, int32_t slot)
+     * }
+     */
+    public static int hspmn_decoder_reset(MemorySegment dec, int slot) {
+        var mh$ = hspmn_decoder_reset.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_decoder_reset", dec, slot);
+            }
+            return (int)mh$.invokeExact(dec, slot);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_decoder_length {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_decoder_length");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_length(const hspmn_decoder *dec, int32_t slot, int64_t *out)
+     * }
+     */
+    public static FunctionDescriptor hspmn_decoder_length$descriptor() {
+        return hspmn_decoder_length.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_length(const hspmn_decoder *dec, int32_t slot, int64_t *out)
+     * }
+     */
+    public static MethodHandle hspmn_decoder_length$handle() {
+        return hspmn_decoder_length.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_length(const hspmn_decoder *dec, int32_t slot, int64_t *out)
+     * }
+     */
+    public static MemorySegment hspmn_decoder_length$address() {
+        return hspmn_decoder_length.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_length(const hspmn_decoder *dec, int32_t slot, int64_t *out)
+     * }
+     */
+    public static int hspmn_decoder_length(MemorySegment dec, int slot, MemorySegment out) {
+        var mh$ = hspmn_decoder_length.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_decoder_length", dec, slot, out);
+            }
+            return (int)mh$.invokeExact(dec, slot, out);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_decoder_append {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_decoder_append");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_append(hspmn_decoder *dec, const hspmn_tensor *slots, const hspmn_tensor *tokens, hspmn_tensor *logits, hspmn_tensor *routed)
+     * }
+     */
+    public static FunctionDescriptor hspmn_decoder_append$descriptor() {
+        return hspmn_decoder_append.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_append(hspmn_decoder *dec, const hspmn_tensor *slots, const hspmn_tensor *tokens, hspmn_tensor *logits, hspmn_tensor *routed)
+     * }
+     */
+    public static MethodHandle hspmn_decoder_append$handle() {
+        return hspmn_decoder_append.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_append(hspmn_decoder *dec, const hspmn_tensor *slots, const hspmn_tensor *tokens, hspmn_tensor *logits, hspmn_tensor *routed)
+     * }
+     */
+    public static MemorySegment hspmn_decoder_append$address() {
+        return hspmn_decoder_append.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_append(hspmn_decoder *dec, const hspmn_tensor *slots, const hspmn_tensor *tokens, hspmn_tensor *logits, hspmn_tensor *routed)
+     * }
+     */
+    public static int hspmn_decoder_append(MemorySegment dec, MemorySegment slots, MemorySegment tokens, MemorySegment logits, MemorySegment routed) {
+        var mh$ = hspmn_decoder_append.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_decoder_append", dec, slots, tokens, logits, routed);
+            }
+            return (int)mh$.invokeExact(dec, slots, tokens, logits, routed);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
 }
