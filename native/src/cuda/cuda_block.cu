@@ -567,8 +567,11 @@ void CudaBlock::decode(const DecodeCall& call) {
     Activations& A = act_;
 
     // ---- the call's shape on the host: query capacity C, runs, query block of each sequence
-    int64_t C = 0;
-    for (int64_t j = 0; j < seqs; ++j) C = std::max(C, call.row_start[j + 1] - call.row_start[j]);
+    int64_t C = 0, end = 0;  // end: one past the last position of the call
+    for (int64_t j = 0; j < seqs; ++j) {
+        C = std::max(C, call.row_start[j + 1] - call.row_start[j]);
+        end = std::max(end, call.pos0[j] + call.row_start[j + 1] - call.row_start[j]);
+    }
     X.order.resize(static_cast<std::size_t>(seqs));
     for (int64_t j = 0; j < seqs; ++j) X.order[j] = j;
     std::sort(X.order.begin(), X.order.end(), [&](int64_t a, int64_t b) { return call.slot[a] < call.slot[b]; });
@@ -603,7 +606,11 @@ void CudaBlock::decode(const DecodeCall& call) {
     const DecodeMeta m{meta + 1, meta + 1 + seqs + 1, meta + 1 + seqs + 1 + seqs, meta + 1 + seqs + 1 + 2 * seqs,
                        static_cast<int32_t>(seqs)};
     const int32_t* n_rows = meta;  // [1] = n: the counts of the keys' rope_forward (one "sequence" of n rows)
-    ensure_rope(max_len);          // once per decoder size: a growing table would reallocate every step
+    // The table doubles up to max_len: grown to each step's position it would reallocate at every step,
+    // sized max_len at once it would hold rows a decoder with room for long contexts may never reach.
+    int64_t rope_rows = 1;
+    while (rope_rows < end) rope_rows *= 2;
+    ensure_rope(std::max(end, std::min(rope_rows, max_len)));
     const float* cos_t = rope_cos_.as<float>();
     const float* sin_t = rope_sin_.as<float>();
     const bf16* x = reinterpret_cast<const bf16*>(call.x);
