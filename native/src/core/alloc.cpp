@@ -1,7 +1,11 @@
 #include "alloc.h"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdlib>
+
+#include "error.h"
 
 namespace hspmn {
 namespace {
@@ -20,11 +24,25 @@ void raise_peak(int64_t live) noexcept {
     }
 }
 
+// Physical memory of the machine (0 when unknown). With memory overcommit a malloc far beyond it can
+// succeed and then the zero fill kills the process: such a request is refused up front instead.
+std::size_t physical_memory() noexcept {
+    static const std::size_t bytes = [] {
+        const long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
+        return pages > 0 && size > 0 ? static_cast<std::size_t>(pages) * static_cast<std::size_t>(size) : 0;
+    }();
+    return bytes;
+}
+
 }  // namespace
 
 void* tracked_alloc(std::size_t bytes) {
     if (bytes == 0) return nullptr;
     if (bytes > SIZE_MAX - kAlign) throw std::bad_alloc();
+    const std::size_t phys = physical_memory();
+    if (phys != 0 && bytes > phys)
+        fail(HSPMN_ERR_OUT_OF_MEMORY, "out of memory: a host allocation of %zu bytes exceeds this machine's physical "
+             "memory (%zu bytes)", bytes, phys);
     std::size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
     void* p = std::aligned_alloc(kAlign, rounded);
     if (!p) throw std::bad_alloc();
