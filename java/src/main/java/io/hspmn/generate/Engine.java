@@ -183,6 +183,7 @@ public final class Engine implements AutoCloseable {
                 break;
             }
         }
+        slot.onLeave(admitted::decrementAndGet);
         inbox.add(slot);
         wakeWorker();
         if (closing) {
@@ -228,11 +229,7 @@ public final class Engine implements AutoCloseable {
                 while (!gen.isFull() && !waiting.isEmpty()) {
                     Slot s = waiting.poll();
                     waitingCount = waiting.size();
-                    int before = gen.active();
                     gen.admit(s);
-                    if (gen.active() == before) {
-                        admitted.decrementAndGet(); // done at prefill (or failed, or cancelled)
-                    }
                 }
                 if (gen.active() == 0) {
                     if (inbox.isEmpty() && !closing) {
@@ -241,19 +238,14 @@ public final class Engine implements AutoCloseable {
                     Thread.interrupted(); // an interrupt of the worker is only a wake-up; close() is the way to stop it
                     continue;
                 }
-                int before = gen.active();
                 gen.step();
-                int left = before - gen.active();
-                if (left > 0) {
-                    admitted.addAndGet(-left);
-                }
             }
         } catch (Throwable t) {
             crashed = t;
         } finally {
             drain(waiting);
             for (Slot s : waiting) {
-                s.cancelled();
+                s.finishCancelled();
             }
             waiting.clear();
             waitingCount = 0;
@@ -261,7 +253,6 @@ public final class Engine implements AutoCloseable {
                 gen.close();
             } finally {
                 engine.close();
-                admitted.set(0);
             }
         }
     }
@@ -276,8 +267,7 @@ public final class Engine implements AutoCloseable {
             Slot w = it.next();
             if (w.cancelRequested()) {
                 it.remove();
-                w.cancelled();
-                admitted.decrementAndGet();
+                w.finishCancelled();
             }
         }
         waitingCount = waiting.size();
@@ -302,7 +292,7 @@ public final class Engine implements AutoCloseable {
         // anything that slipped in after the worker's last drain
         Slot s;
         while ((s = inbox.poll()) != null) {
-            s.cancelled();
+            s.finishCancelled();
         }
         if (interrupted) {
             Thread.currentThread().interrupt();

@@ -125,7 +125,7 @@ public final class Generator implements AutoCloseable {
             throw new IllegalStateException("the batch is full (" + maxBatch + " sequences)");
         }
         if (slot.cancelRequested()) {
-            slot.cancelled();
+            slot.finishCancelled();
             return;
         }
         slot.started();
@@ -147,7 +147,7 @@ public final class Generator implements AutoCloseable {
             more = slot.accept(p.logits(), 0, vocab, n, engine.maxLength());
         } catch (RuntimeException e) {
             release(slot);
-            slot.fail(e);
+            slot.finishFailed(e);
             return;
         }
         if (more) {
@@ -181,7 +181,7 @@ public final class Generator implements AutoCloseable {
             // the engine could not advance the batch: every sequence in it fails, the loop goes on
             for (int i = 0; i < n; i++) {
                 release(slots[i]);
-                slots[i].fail(e);
+                slots[i].finishFailed(e);
                 slots[i] = null;
                 seqs[i] = null;
             }
@@ -199,7 +199,7 @@ public final class Generator implements AutoCloseable {
                 more = s.accept(logits, rowBytes * i, vocab, s.sequence.length(), maxLength);
             } catch (RuntimeException e) {
                 release(s);
-                s.fail(e);
+                s.finishFailed(e);
                 slots[i] = null;
                 anyFinished = true;
                 continue;
@@ -245,7 +245,7 @@ public final class Generator implements AutoCloseable {
             Slot s = slots[i];
             if (s.cancelRequested()) {
                 release(s);
-                s.cancelled();
+                s.finishCancelled();
             } else {
                 slots[w++] = s;
             }
@@ -270,18 +270,14 @@ public final class Generator implements AutoCloseable {
     }
 
     private void completeQuietly(Slot s) {
-        try {
-            s.complete(engine);
-        } catch (RuntimeException e) {
-            s.fail(e);
-        }
+        s.finishComplete(engine);
     }
 
     /** Cancels every sequence in flight (they end with {@link FinishReason#CANCELLED}). */
     public void cancelAll() {
         for (int i = 0; i < active; i++) {
             release(slots[i]);
-            slots[i].cancelled();
+            slots[i].finishCancelled();
             slots[i] = null;
             seqs[i] = null;
         }

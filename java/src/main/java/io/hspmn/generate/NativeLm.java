@@ -386,10 +386,12 @@ public final class NativeLm implements AutoCloseable {
      */
     public void forward(HostTensor tokens, HostTensor targets, HostTensor loss, HostTensor stats) {
         requireOpen();
+        MemorySegment tok = tokens.handle();
+        MemorySegment tgt = targets == null ? MemorySegment.NULL : targets.handle();
+        MemorySegment lossH = loss == null ? MemorySegment.NULL : loss.handle();
+        MemorySegment statsH = stats == null ? MemorySegment.NULL : stats.handle();
         try {
-            check((int) Calls.FORWARD.invokeExact(model, forwardParams, tokens.handle(),
-                    targets == null ? MemorySegment.NULL : targets.handle(), loss == null ? MemorySegment.NULL : loss.handle(),
-                    stats == null ? MemorySegment.NULL : stats.handle()), "hspmn_model_forward");
+            check((int) Calls.FORWARD.invokeExact(model, forwardParams, tok, tgt, lossH, statsH), "hspmn_model_forward");
         } catch (Throwable t) {
             throw rethrow(t);
         }

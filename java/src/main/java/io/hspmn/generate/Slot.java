@@ -37,10 +37,51 @@ abstract class Slot {
      */
     abstract boolean accept(MemorySegment logits, long offset, int vocab, int length, int maxLength);
 
+    /** Run once when the slot leaves the loop, before its outcome is published (the Engine counts with it). */
+    private Runnable onLeave;
+    private boolean left;
+
+    void onLeave(Runnable r) {
+        onLeave = r;
+    }
+
+    private boolean leave() {
+        if (left) {
+            return false;
+        }
+        left = true;
+        if (onLeave != null) {
+            onLeave.run();
+        }
+        return true;
+    }
+
     /** The normal end, after the step whose logits ended it (those logits are no longer valid). */
-    abstract void complete(DecodeEngine engine);
+    final void finishComplete(DecodeEngine engine) {
+        if (leave()) {
+            try {
+                complete(engine);
+            } catch (RuntimeException e) {
+                fail(e);
+            }
+        }
+    }
 
     /** Cancelled before or between steps. */
+    final void finishCancelled() {
+        if (leave()) {
+            cancelled();
+        }
+    }
+
+    final void finishFailed(Throwable t) {
+        if (leave()) {
+            fail(t);
+        }
+    }
+
+    abstract void complete(DecodeEngine engine);
+
     abstract void cancelled();
 
     abstract void fail(Throwable t);
