@@ -2,12 +2,17 @@
 # The CUDA backend on a GPU machine (the H200 device machine: nvcc, cuBLAS, python3 with torch and
 # triton 3.6.0, cmake; no Java unless .carry/ brings a JRE). Run from the repository root:
 #   bash ci/gpu.sh                 HSPMN_CUDA_ARCHS=90 by default; GPU_JOBS=<n> build jobs
-# Stages: configure, build, test_native, test_model, hspmn_cuda (gemm + attention vs float64), golden parity
-# through the CUDA backend, the same goldens through the CPU backend of the CUDA-built library, and
-# the Java tests when ci/pack-carry.sh has filled .carry/, then the benchmarks (HSPMN_GPU_BENCH=0 skips them). A failed stage does not stop the
+# Stages: configure, build, test_native, test_model, hspmn_cuda (gemm + attention vs float64), graph_cuda
+# (CUDA graphs through the ABI),
+# hspmn_cuda_lm (the language model's CUDA ops vs float64), golden parity through the CUDA backend, the
+# same goldens through the CPU backend of the CUDA-built library, the language model through the CUDA
+# backend against hspmn_lm.py (model_cuda), and the Java tests when ci/pack-carry.sh has filled
+# .carry/, then the benchmarks and the per-kernel time breakdown (HSPMN_GPU_BENCH=0 skips them; the
+# breakdown's JSON goes to $OUT/breakdown-{infer,train}.json). A failed stage does not stop the
 # later ones (they report their own failure); the exit status is non-zero if any stage failed.
 # Logs go to build-gpu/logs (one per stage); when OUT is set they are also packed into
-# $OUT/gpu-logs.tgz beside $OUT/gpu-summary.txt (two files: the device machine returns only a few).
+# $OUT/gpu-logs.tgz beside $OUT/gpu-summary.txt (with the breakdown's two JSON files, four: the device
+# machine returns only a few).
 # The summary table is printed last.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -62,8 +67,12 @@ stage ldd_nm bash -c "ldd $build/libhspmn.so; ! ldd $build/libhspmn.so | grep -E
 stage test_native "$build/tests/test_native"
 stage test_model "$build/tests/test_model"
 stage hspmn_cuda "$build/tests/hspmn_cuda"
+stage hspmn_cuda_lm "$build/tests/hspmn_cuda_lm"
+stage graph_cuda "$build/tests/graph_cuda"
 stage goldens_cuda "$py" native/reference/check_native.py --backend cuda --lib "$build/libhspmn.so"
 stage goldens_cpu "$py" native/reference/check_native.py --backend cpu --lib "$build/libhspmn.so"
+# the language model (embedding, blocks, final norm, fused cross-entropy, AdamW) vs float64 hspmn_lm.py
+stage model_cuda "$py" native/reference/check_model.py --backend cuda --lib "$build/libhspmn.so"
 # every op and the whole block, CUDA against the CPU backend of the same library (head dims 64/128, S=20000)
 stage cuda_vs_cpu "$py" native/src/cuda/kernels/check_cuda_block.py --lib "$build/libhspmn.so"
 
@@ -83,6 +92,15 @@ if [[ "${HSPMN_GPU_BENCH:-1}" == 1 ]]; then
   # the paper's 1B language-model shape (24 layers, D=2048, H=16, Hkv=4): training steps, MFU, peak memory
   stage lm_train "$build/tools/hspmn_lm_bench" --backend cuda --batch "${HSPMN_LM_BATCH:-8}" --seq "${HSPMN_LM_SEQ:-2048}" \
     --steps 8 --warmup 2 --json "$logs/lm-train.json"
+  # where the GPU time goes: kernel time per kernel and category (torch.profiler/CUPTI), B=64 S=4096,
+  # inference and training; the JSON goes to $OUT (returned by the device machine) or the logs
+  bd="${OUT:-$logs}"
+  stage breakdown bash -c "'$py' native/bench/kernel_breakdown.py --lib '$build/libhspmn.so' --json '$bd/breakdown-infer.json' \
+    && '$py' native/bench/kernel_breakdown.py --lib '$build/libhspmn.so' --train --json '$bd/breakdown-train.json'"
+  # what CUDA graphs save: ordinary forward vs replay, launch-bound (decode-sized) and at full size
+  stage bench_graph bash -c "$build/tools/hspmn_bench --backend cuda --graph --batch 1 --seq 128 --iters 50 \
+    --json $logs/hspmn-graph-small.json && $build/tools/hspmn_bench --backend cuda --graph --batch 8 --seq 4096 \
+    --iters 20 --json $logs/hspmn-graph.json"
 fi
 
 failed=0
@@ -93,6 +111,8 @@ failed=0
     printf '%-14s %-8s %s\n' "${names[$i]}" "${times[$i]}" "${results[$i]}"
     [[ "${results[$i]}" == FAIL* ]] && failed=1
   done
+  # one line per breakdown run (kernel_breakdown.py's last line): GPU ms, GEMM share and TFLOP/s, attention share
+  if [[ " ${names[*]} " == *" breakdown "* ]]; then grep '^breakdown summary:' "$logs/breakdown.log" || true; fi
   echo "logs: $logs${OUT:+ (packed in $OUT/gpu-logs.tgz)}"
 } | tee "$logs/summary.txt"
 if [[ -n "${OUT:-}" ]]; then

@@ -15,6 +15,8 @@ build=java/target/native-build
 ctest --test-dir "$build" --output-on-failure
 
 .venv/bin/python native/reference/check_native.py --lib "$build/libhspmn.so"
+# the GPU time breakdown's trace parsing and categories, on a fabricated trace
+.venv/bin/python native/bench/test_kernel_breakdown.py
 
 # the Triton attention kernels in Triton's CPU interpreter (float32) against the float64 reference
 TRITON_INTERPRET=1 .venv/bin/python native/kernels/triton/test_sqdk_interpret.py

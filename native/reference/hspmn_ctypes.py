@@ -30,6 +30,33 @@ class AllocStats(C.Structure):
                                          "peak_bytes")]
 
 
+class TensorDesc(C.Structure):
+    _fields_ = [("dtype", C.c_int32), ("memory", C.c_int32), ("ndim", C.c_int32), ("reserved", C.c_int32),
+                ("shape", C.c_int64 * 4), ("numel", C.c_int64), ("nbytes", C.c_int64)]
+
+
+class ModelParams(C.Structure):
+    _fields_ = [("vocab_size", C.c_int32), ("num_layers", C.c_int32), ("block", BlockParams)]
+
+
+class ModelForwardParams(C.Structure):
+    _fields_ = [("training", C.c_int32), ("noise", C.c_int32), ("seed", C.c_uint64), ("step", C.c_int64),
+                ("aux_target", C.c_float), ("reserved", C.c_int32)]
+
+
+class ModelBackwardParams(C.Structure):
+    _fields_ = [("loss_scale", C.c_float), ("accumulate", C.c_int32)]
+
+
+class AdamwParams(C.Structure):
+    _fields_ = [("step", C.c_int64), ("lr", C.c_float), ("beta1", C.c_float), ("beta2", C.c_float),
+                ("eps", C.c_float), ("weight_decay", C.c_float), ("max_grad_norm", C.c_float)]
+
+
+class AdamwResult(C.Structure):
+    _fields_ = [("grad_norm", C.c_float), ("applied", C.c_int32)]
+
+
 class Lib:
     def __init__(self, path):
         L = C.CDLL(path)
@@ -59,6 +86,28 @@ class Lib:
             "hspmn_gumbel_noise": (C.c_int, [P, C.c_uint64, C.c_int64, C.c_int32, P]),
             "hspmn_alloc_stats_get": (C.c_int, [C.POINTER(AllocStats)]),
             "hspmn_alloc_stats_reset_peak": (C.c_int, []),
+            # the language model
+            "hspmn_model_default_params": (ModelParams, []),
+            "hspmn_model_params_validate": (C.c_int, [C.POINTER(ModelParams)]),
+            "hspmn_model_create": (C.c_int, [P, C.POINTER(ModelParams), C.c_uint64, C.POINTER(P)]),
+            "hspmn_model_destroy": (C.c_int, [P]),
+            "hspmn_model_get_params": (C.c_int, [P, C.POINTER(ModelParams)]),
+            "hspmn_model_param_count": (C.c_int, [P, C.POINTER(C.c_int32)]),
+            "hspmn_model_param_name": (C.c_int, [P, C.c_int32, C.POINTER(C.c_char_p)]),
+            "hspmn_model_param_describe": (C.c_int, [P, C.c_char_p, C.POINTER(TensorDesc)]),
+            "hspmn_model_get_param": (C.c_int, [P, C.c_char_p, P]),
+            "hspmn_model_set_param": (C.c_int, [P, C.c_char_p, P]),
+            "hspmn_model_get_grad": (C.c_int, [P, C.c_char_p, P]),
+            "hspmn_model_zero_grad": (C.c_int, [P]),
+            "hspmn_model_forward_default_params": (ModelForwardParams, []),
+            "hspmn_model_forward": (C.c_int, [P, C.POINTER(ModelForwardParams), P, P, P, P]),
+            "hspmn_model_backward_default_params": (ModelBackwardParams, []),
+            "hspmn_model_backward": (C.c_int, [P, C.POINTER(ModelBackwardParams)]),
+            "hspmn_model_logits": (C.c_int, [P, P, P]),
+            "hspmn_adamw_default_params": (AdamwParams, []),
+            "hspmn_model_adamw_step": (C.c_int, [P, C.POINTER(AdamwParams), C.POINTER(AdamwResult)]),
+            "hspmn_model_get_moment": (C.c_int, [P, C.c_char_p, C.c_int32, P]),
+            "hspmn_model_set_moment": (C.c_int, [P, C.c_char_p, C.c_int32, P]),
         }
         for name, (res, args) in sigs.items():
             f = getattr(L, name)

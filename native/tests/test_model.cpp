@@ -322,7 +322,31 @@ static void test_skipped_step() {
     OK(hspmn_context_destroy(ctx));
 }
 
+// The cache stays until the next forward: a second backward gives the same gradients.
+static void test_repeat_backward() {
+    hspmn_context* ctx = make_ctx(2);
+    hspmn_model_params p = small_model();
+    hspmn_model* m = nullptr;
+    OK(hspmn_model_create(ctx, &p, 4, &m));
+    hspmn_tensor* tok = make(ctx, HSPMN_DTYPE_I32, {2, 19});
+    hspmn_tensor* tgt = make(ctx, HSPMN_DTYPE_I32, {2, 19});
+    fill_tokens(tok, 61, 2);
+    fill_tokens(tgt, 61, 3);
+    hspmn_model_forward_params fp = hspmn_model_forward_default_params();
+    fp.training = 1;
+    OK(hspmn_model_forward(m, &fp, tok, tgt, nullptr, nullptr));
+    hspmn_model_backward_params bp = hspmn_model_backward_default_params();
+    OK(hspmn_model_backward(m, &bp));
+    std::vector<float> first = dump(ctx, m, 1);
+    OK(hspmn_model_backward(m, &bp));
+    EXPECT(dump(ctx, m, 1) == first);
+    for (hspmn_tensor* t : {tok, tgt}) OK(hspmn_tensor_destroy(t));
+    OK(hspmn_model_destroy(m));
+    OK(hspmn_context_destroy(ctx));
+}
+
 int main() {
+    test_repeat_backward();
     test_params_and_names();
     test_forward_checks();
     test_thread_count_invariance();

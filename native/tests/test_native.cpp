@@ -559,6 +559,73 @@ static void test_threshold_causality() {
     OK(hspmn_context_destroy(ctx));
 }
 
+// Graph capture on a CPU context: every argument is checked as hspmn_block_forward checks it, then
+// the backend answers INVALID_ARGUMENT (no graphs). The CUDA path is tests/graph_cuda.cpp.
+static void test_graph_checks() {
+    hspmn_context* ctx = make_ctx();
+    hspmn_context* other = make_ctx();
+    hspmn_block_params bp = small_params();
+    hspmn_block* block;
+    OK(hspmn_block_create(ctx, &bp, 1, &block));
+    const int64_t B = 2, S = 8, D = 32;
+    hspmn_tensor* x = make(ctx, HSPMN_DTYPE_BF16, {B, S, D});
+    hspmn_tensor* out = make(ctx, HSPMN_DTYPE_BF16, {B, S, D});
+    hspmn_tensor* aux = make(ctx, HSPMN_DTYPE_F32, {1});
+    hspmn_tensor* xf = make(ctx, HSPMN_DTYPE_F32, {B, S, D});
+    hspmn_tensor* out7 = make(ctx, HSPMN_DTYPE_BF16, {B, 7, D});
+    hspmn_tensor* aux2 = make(ctx, HSPMN_DTYPE_F32, {2});
+    hspmn_tensor* x_other = make(other, HSPMN_DTYPE_BF16, {B, S, D});
+    fill_bf16(x, 1.0f, 0.0f);
+    hspmn_forward_params fp = hspmn_forward_default_params();
+    hspmn_graph* g = reinterpret_cast<hspmn_graph*>(&fp);  // must come back NULL on every failure
+
+    EXPECT_STATUS(hspmn_graph_capture_forward(block, &fp, x, out, aux, nullptr), HSPMN_ERR_INVALID_ARGUMENT,
+                  "out_graph is NULL");
+    EXPECT_STATUS(hspmn_graph_capture_forward(nullptr, &fp, x, out, aux, &g), HSPMN_ERR_INVALID_ARGUMENT,
+                  "block is NULL");
+    EXPECT(g == nullptr);
+    EXPECT_STATUS(hspmn_graph_capture_forward(block, nullptr, x, out, aux, &g), HSPMN_ERR_INVALID_ARGUMENT,
+                  "params is NULL");
+    fp.training = 1;
+    EXPECT_STATUS(hspmn_graph_capture_forward(block, &fp, x, out, aux, &g), HSPMN_ERR_INVALID_ARGUMENT,
+                  "params.training must be 0");
+    fp.training = 2;
+    EXPECT_STATUS(hspmn_graph_capture_forward(block, &fp, x, out, aux, &g), HSPMN_ERR_INVALID_ARGUMENT,
+                  "params.training (2)");
+    fp.training = 0;
+    fp.aux_target = 1.5f;
+    EXPECT_STATUS(hspmn_graph_capture_forward(block, &fp, x, out, aux, &g), HSPMN_ERR_INVALID_ARGUMENT,
+                  "params.aux_target (1.5)");
+    fp.aux_target = -1.0f;
+    EXPECT_STATUS(hspmn_graph_capture_forward(block, &fp, nullptr, out, aux, &g), HSPMN_ERR_INVALID_ARGUMENT,
+                  "x is NULL");
+    EXPECT_STATUS(hspmn_graph_capture_forward(block, &fp, x, nullptr, aux, &g), HSPMN_ERR_INVALID_ARGUMENT,
+                  "out is NULL");
+    EXPECT_STATUS(hspmn_graph_capture_forward(block, &fp, xf, out, aux, &g), HSPMN_ERR_DTYPE,
+                  "x: expected dtype bf16, got f32");
+    EXPECT_STATUS(hspmn_graph_capture_forward(block, &fp, x, out7, aux, &g), HSPMN_ERR_SHAPE,
+                  "out: expected shape [2, 8, 32], got [2, 7, 32]");
+    EXPECT_STATUS(hspmn_graph_capture_forward(block, &fp, x, out, aux2, &g), HSPMN_ERR_SHAPE,
+                  "aux: expected shape [1], got [2]");
+    EXPECT_STATUS(hspmn_graph_capture_forward(block, &fp, x_other, out, aux, &g), HSPMN_ERR_INVALID_ARGUMENT,
+                  "x belongs to another context");
+    // Valid arguments: the CPU backend has no graphs (before any memory-kind check: it has no DEVICE memory).
+    EXPECT_STATUS(hspmn_graph_capture_forward(block, &fp, x, out, aux, &g), HSPMN_ERR_INVALID_ARGUMENT,
+                  "graph capture needs the CUDA backend");
+    EXPECT_STATUS(hspmn_graph_capture_forward(block, &fp, x, out, nullptr, &g), HSPMN_ERR_INVALID_ARGUMENT,
+                  "this context runs on the CPU");
+    EXPECT(g == nullptr);
+    EXPECT_STATUS(hspmn_graph_launch(nullptr), HSPMN_ERR_INVALID_ARGUMENT, "graph is NULL");
+    OK(hspmn_graph_destroy(nullptr));
+    // Nothing was bound: everything destroys, and the context has no graph left.
+    hspmn_tensor* ts[] = {x, out, aux, xf, out7, aux2};
+    for (auto* t : ts) OK(hspmn_tensor_destroy(t));
+    OK(hspmn_tensor_destroy(x_other));
+    OK(hspmn_block_destroy(block));
+    OK(hspmn_context_destroy(ctx));
+    OK(hspmn_context_destroy(other));
+}
+
 // Two threads on one block: the second gets HSPMN_ERR_BUSY, never a race.
 static void test_busy() {
     hspmn_context* ctx = make_ctx(1);
@@ -607,6 +674,7 @@ int main() {
     test_params_validate();
     test_parameters();
     test_forward_checks();
+    test_graph_checks();
     test_nan_policy();
     test_backward_state();
     test_thread_count_invariance();

@@ -33,6 +33,8 @@ const char* const kUsage =
     "  --long-seq 65536,131072   longctx sequence lengths (B=1)\n"
     "  --stress-start 65536      stress: first S at B=1, doubled until out of memory ...\n"
     "  --max-seq 4194304         ... or until the next S would pass this cap\n"
+    "  --graph                   CUDA: after each inference config, the same forward captured once as a\n"
+    "                            CUDA graph (hspmn_graph_capture_forward) and timed per replay\n"
     "  --json FILE               write the results as JSON\n"
     "Each time is the median of --iters calls, each closed by hspmn_context_synchronize, after\n"
     "--warmup calls; peak is hspmn_alloc_stats' peak of library-held bytes during the block's life.\n";
@@ -62,6 +64,10 @@ struct BlockDel {
 using ContextPtr = std::unique_ptr<hspmn_context, ContextDel>;
 using TensorPtr = std::unique_ptr<hspmn_tensor, TensorDel>;
 using BlockPtr = std::unique_ptr<hspmn_block, BlockDel>;
+struct GraphDel {
+    void operator()(hspmn_graph* g) const { hspmn_graph_destroy(g); }
+};
+using GraphPtr = std::unique_ptr<hspmn_graph, GraphDel>;
 
 struct Options {
     std::string mode = "throughput";
@@ -76,12 +82,14 @@ struct Options {
     int64_t stress_start = 65536, max_seq = int64_t{1} << 22;
     std::string json;
     bool small = false;
+    bool graph = false;
 };
 
 struct Config {
     std::string name;
     int64_t B, S;
     bool train;
+    bool graph = false;  // inference replayed from a CUDA graph captured once
 };
 
 struct Result {
@@ -209,7 +217,16 @@ Result run_config(const Options& o, const Config& c, const std::vector<uint16_t>
         fp.seed = o.seed;
         const hspmn_backward_params bw = hspmn_backward_default_params();
         std::function<void()> step;
-        if (c.train) {
+        GraphPtr graph;  // declared after the tensors and the block: destroyed before them
+        if (c.graph) {
+            fp.training = 0;
+            hspmn_graph* g = nullptr;
+            // The capture runs the forward once (sizing the scratch) and records the next run.
+            check(hspmn_graph_capture_forward(block.get(), &fp, x.get(), out.get(), nullptr, &g),
+                  "hspmn_graph_capture_forward");
+            graph.reset(g);
+            step = [&] { check(hspmn_graph_launch(graph.get()), "hspmn_graph_launch"); };
+        } else if (c.train) {
             d_x = make_tensor(ctx.get(), HSPMN_DTYPE_BF16, mem, bsd);  // d_x: [B, S, D] bf16
             aux = make_tensor(ctx.get(), HSPMN_DTYPE_F32, mem, {1});   // aux: [1] f32
             fp.training = 1;
@@ -253,10 +270,10 @@ Result run_config(const Options& o, const Config& c, const std::vector<uint16_t>
 
 void print_line(const Result& r) {
     if (r.ok) {
-        std::printf("%-18s B=%3lld S=%7lld  %12.0f tok/s  %10.2f ms  peak %8.3f GiB\n", r.cfg.name.c_str(),
+        std::printf("%-24s B=%3lld S=%7lld  %12.0f tok/s  %10.2f ms  peak %8.3f GiB\n", r.cfg.name.c_str(),
                     static_cast<long long>(r.cfg.B), static_cast<long long>(r.cfg.S), r.tok_s, r.ms, r.peak_gib);
     } else {
-        std::printf("%-18s B=%3lld S=%7lld  failed: %s\n", r.cfg.name.c_str(), static_cast<long long>(r.cfg.B),
+        std::printf("%-24s B=%3lld S=%7lld  failed: %s\n", r.cfg.name.c_str(), static_cast<long long>(r.cfg.B),
                     static_cast<long long>(r.cfg.S), r.error.c_str());
     }
     std::fflush(stdout);
@@ -301,6 +318,7 @@ bool write_json(FILE* f, const Options& o, const std::string& backend, const std
         std::fprintf(f, "%s\n  {\"name\": %s, \"B\": %lld, \"S\": %lld, \"train\": %s", i ? "," : "",
                      json_string(r.cfg.name).c_str(), static_cast<long long>(r.cfg.B),
                      static_cast<long long>(r.cfg.S), r.cfg.train ? "true" : "false");
+        if (r.cfg.graph) std::fprintf(f, ", \"graph\": true");
         if (r.ok) {
             std::fprintf(f, ", \"rho\": %.7g, \"ms\": %.6g, \"tok_s\": %.9g, \"peak_gib\": %.6g}",
                          static_cast<double>(o.rho), r.ms, r.tok_s, r.peak_gib);
@@ -348,6 +366,10 @@ std::string parse_options(int argc, char** argv, Options* o, bool* help) {
         }
         if (a == "--small") {
             small = true;
+            continue;
+        }
+        if (a == "--graph") {
+            o->graph = true;
             continue;
         }
         if (a.rfind("--", 0) != 0) return "unexpected argument '" + a + "'";
@@ -495,6 +517,10 @@ int run(int argc, char** argv) {
                 o.mlp_ratio * o.dim, static_cast<double>(o.rho),
                 o.routing == HSPMN_ROUTING_TOPK ? "topk" : "threshold", o.iters, o.warmup);
 
+    if (o.graph && backend != "cuda") {
+        std::fprintf(stderr, "error: --graph needs the CUDA backend (this run resolved to %s)\n", backend.c_str());
+        return 1;
+    }
     if (backend == "cpu" && !o.small)
         std::fprintf(stderr, "note: the CPU backend at the GPU sizes takes very long; --small gives CPU sizes\n");
     std::vector<uint16_t> pat_x, pat_dy;
@@ -512,9 +538,14 @@ int run(int argc, char** argv) {
     }
     const bool all = o.mode == "all";
     std::vector<Config> cfgs;
-    if (all || o.mode == "throughput") cfgs.push_back({"hspmn throughput", o.batch, o.seq, false});
+    // With --graph each inference config is followed by its graph twin (same B, S, same block seed).
+    auto inference = [&](const std::string& name, int64_t B, int64_t S) {
+        cfgs.push_back({name, B, S, false});
+        if (o.graph) cfgs.push_back({name + " graph", B, S, false, true});
+    };
+    if (all || o.mode == "throughput") inference("hspmn throughput", o.batch, o.seq);
     if (all || o.mode == "longctx")
-        for (int64_t s : o.long_seq) cfgs.push_back({"hspmn longctx", 1, s, false});
+        for (int64_t s : o.long_seq) inference("hspmn longctx", 1, s);
     if (all || o.mode == "train") cfgs.push_back({"hspmn train", o.batch, o.seq, true});
 
     std::vector<Result> results;
@@ -554,15 +585,24 @@ int run(int argc, char** argv) {
                         st.message.c_str());
     }
 
-    std::printf("\n%-18s %4s %8s %14s %11s %10s\n", "name", "B", "S", "tok/s", "ms", "peak GiB");
+    std::printf("\n%-24s %4s %8s %14s %11s %10s\n", "name", "B", "S", "tok/s", "ms", "peak GiB");
     for (const Result& r : results) {
         if (r.ok)
-            std::printf("%-18s %4lld %8lld %14.0f %11.2f %10.3f\n", r.cfg.name.c_str(), static_cast<long long>(r.cfg.B),
+            std::printf("%-24s %4lld %8lld %14.0f %11.2f %10.3f\n", r.cfg.name.c_str(), static_cast<long long>(r.cfg.B),
                         static_cast<long long>(r.cfg.S), r.tok_s, r.ms, r.peak_gib);
         else
-            std::printf("%-18s %4lld %8lld %14s %11s %10s  (%s)\n", r.cfg.name.c_str(),
+            std::printf("%-24s %4lld %8lld %14s %11s %10s  (%s)\n", r.cfg.name.c_str(),
                         static_cast<long long>(r.cfg.B), static_cast<long long>(r.cfg.S), "-", "-", "-",
                         hspmn_status_name(r.status));
+    }
+    // What a graph saves: the same forward, ordinary vs replayed, both closed by a synchronize.
+    for (size_t i = 1; i < results.size(); ++i) {
+        const Result& g = results[i];
+        const Result& f = results[i - 1];
+        if (!g.cfg.graph || !g.ok || !f.ok || f.cfg.graph || f.cfg.B != g.cfg.B || f.cfg.S != g.cfg.S) continue;
+        std::printf("graph B=%lld S=%lld: %.3f ms per replay vs %.3f ms per forward (%.3f ms, %.1f%% saved)\n",
+                    static_cast<long long>(g.cfg.B), static_cast<long long>(g.cfg.S), g.ms, f.ms, f.ms - g.ms,
+                    100.0 * (f.ms - g.ms) / f.ms);
     }
     if (!o.json.empty()) {
         if (!write_json(json, o, backend, results, st)) return 1;

@@ -107,6 +107,11 @@ hspmn_status hspmn_block_destroy(hspmn_block* block) {
         if (!block) return;
         hspmn_context* ctx = block->ctx;
         BusyGuard busy_ctx(ctx->busy, "context");
+        if (int refs = block->graph_refs.load())
+            fail(HSPMN_ERR_STATE,
+                 "the block has %d CUDA graph(s) captured from it that replay on its weights and scratch; destroy "
+                 "the graph(s) first (hspmn_graph_destroy)",
+                 refs);
         {
             // The block's flag lives inside the block: release it before the memory goes.
             BusyGuard busy_block(block->busy, "block");

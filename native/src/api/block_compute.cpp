@@ -13,43 +13,7 @@ using namespace hspmn;
 
 namespace {
 
-struct Resolved {
-    int32_t training, noise;
-    uint64_t seed;
-    int64_t step;
-    int32_t layer;
-    float aux_target;
-};
-
-Resolved resolve_forward_params(const hspmn_block* block, const hspmn_forward_params* fp) {
-    check_not_null(fp, "params");
-    check_bool(fp->training, "params.training");
-    check_bool(fp->noise, "params.noise");
-    if (std::isnan(fp->aux_target) || fp->aux_target > 1.0f)
-        fail(HSPMN_ERR_INVALID_ARGUMENT, "params.aux_target (%g) must be in [0, 1], or < 0 for the config's sparsity_k",
-             static_cast<double>(fp->aux_target));
-    Resolved r;
-    r.training = fp->training;
-    r.noise = fp->noise;
-    r.seed = fp->seed;
-    r.step = fp->step;
-    r.layer = fp->layer;
-    r.aux_target = fp->aux_target < 0.0f ? block->cfg.params.sparsity_k : fp->aux_target;
-    return r;
-}
-
-// x: [B, S, D] bf16; returns B and S.
-void check_x(const hspmn_block* block, const hspmn_tensor* x, const char* name, int64_t* B, int64_t* S) {
-    check_tensor(x, name, block->ctx);
-    check_dtype(x, name, HSPMN_DTYPE_BF16);
-    if (x->ndim != 3 || x->shape[2] != block->cfg.D)
-        fail(HSPMN_ERR_SHAPE, "%s: expected shape [B, S, %lld] (D = dim), got %s", name,
-             static_cast<long long>(block->cfg.D), shape_string(x).c_str());
-    *B = x->shape[0];
-    *S = x->shape[1];
-}
-
-void check_noise(const hspmn_block* block, const Resolved& r, const hspmn_tensor* noise, int64_t B, int64_t S) {
+void check_noise(const hspmn_block* block, const ForwardArgs& r, const hspmn_tensor* noise, int64_t B, int64_t S) {
     if (!noise) return;
     if (!r.training)
         fail(HSPMN_ERR_INVALID_ARGUMENT, "noise is given but params.training is 0 (inference uses n = l / t)");
@@ -100,7 +64,7 @@ void run_forward(hspmn_block* block, const hspmn_forward_params* params, const h
                  const hspmn_tensor* noise, const hspmn_tensor* indices, const hspmn_tensor* counts,
                  hspmn_tensor* out, hspmn_tensor* aux) {
     check_not_null(block, "block");
-    Resolved r = resolve_forward_params(block, params);
+    ForwardArgs r = resolve_forward_params(block, params);
     int64_t B, S;
     check_x(block, x, "x", &B, &S);
     check_arg(out, "out", block->ctx, HSPMN_DTYPE_BF16, {B, S, block->cfg.D});
@@ -215,7 +179,7 @@ hspmn_status hspmn_block_route(hspmn_block* block, const hspmn_forward_params* p
                                hspmn_tensor* indices, hspmn_tensor* counts, hspmn_tensor* aux) {
     return guarded("hspmn_block_route", [&] {
         check_not_null(block, "block");
-        Resolved r = resolve_forward_params(block, params);
+        ForwardArgs r = resolve_forward_params(block, params);
         int64_t B, S;
         check_x(block, x, "x", &B, &S);
         check_noise(block, r, noise, B, S);

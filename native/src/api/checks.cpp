@@ -85,6 +85,33 @@ void check_arg(const hspmn_tensor* t, const char* name, const hspmn_context* ctx
     check_shape(t, name, shape);
 }
 
+ForwardArgs resolve_forward_params(const hspmn_block* block, const hspmn_forward_params* fp) {
+    check_not_null(fp, "params");
+    check_bool(fp->training, "params.training");
+    check_bool(fp->noise, "params.noise");
+    if (std::isnan(fp->aux_target) || fp->aux_target > 1.0f)
+        fail(HSPMN_ERR_INVALID_ARGUMENT, "params.aux_target (%g) must be in [0, 1], or < 0 for the config's sparsity_k",
+             static_cast<double>(fp->aux_target));
+    ForwardArgs r;
+    r.training = fp->training;
+    r.noise = fp->noise;
+    r.seed = fp->seed;
+    r.step = fp->step;
+    r.layer = fp->layer;
+    r.aux_target = fp->aux_target < 0.0f ? block->cfg.params.sparsity_k : fp->aux_target;
+    return r;
+}
+
+void check_x(const hspmn_block* block, const hspmn_tensor* x, const char* name, int64_t* B, int64_t* S) {
+    check_tensor(x, name, block->ctx);
+    check_dtype(x, name, HSPMN_DTYPE_BF16);
+    if (x->ndim != 3 || x->shape[2] != block->cfg.D)
+        fail(HSPMN_ERR_SHAPE, "%s: expected shape [B, S, %lld] (D = dim), got %s", name,
+             static_cast<long long>(block->cfg.D), shape_string(x).c_str());
+    *B = x->shape[0];
+    *S = x->shape[1];
+}
+
 void check_finite(const hspmn_context* ctx, const hspmn_tensor* t, const char* name) {
     if (ctx->params.nan_policy != HSPMN_NAN_REJECT || !t) return;
     int64_t bad = ctx->backend->find_non_finite(t);

@@ -24,6 +24,20 @@ void check_shape(const hspmn_tensor* t, const char* name, std::initializer_list<
 void check_arg(const hspmn_tensor* t, const char* name, const hspmn_context* ctx, int32_t dtype,
                std::initializer_list<int64_t> shape);
 
+// hspmn_forward_params checked (booleans, aux_target) with aux_target resolved (< 0: the config's
+// sparsity_k). Shared by forward, route and graph capture so all three refuse the same values.
+struct ForwardArgs {
+    int32_t training, noise;
+    uint64_t seed;
+    int64_t step;
+    int32_t layer;
+    float aux_target;
+};
+ForwardArgs resolve_forward_params(const hspmn_block* block, const hspmn_forward_params* fp);
+
+// x: [B, S, D] bf16 of the block's context; returns B and S.
+void check_x(const hspmn_block* block, const hspmn_tensor* x, const char* name, int64_t* B, int64_t* S);
+
 // HSPMN_ERR_NON_FINITE naming the first bad element of t, when the context's policy is REJECT.
 void check_finite(const hspmn_context* ctx, const hspmn_tensor* t, const char* name);
 

@@ -78,6 +78,11 @@ hspmn_status hspmn_tensor_destroy(hspmn_tensor* t) {
         if (!t) return;
         hspmn_context* ctx = t->ctx;
         BusyGuard busy(ctx->busy, "context");
+        if (int refs = t->graph_refs.load())
+            fail(HSPMN_ERR_STATE,
+                 "the tensor is bound to %d CUDA graph(s) that replay on its address; destroy the graph(s) first "
+                 "(hspmn_graph_destroy)",
+                 refs);
         ctx->backend->tensor_free(t->memory, t->data, static_cast<std::size_t>(t->nbytes));
         delete t;
         ctx->live_tensors.fetch_sub(1);

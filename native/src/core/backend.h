@@ -129,43 +129,43 @@ public:
     // ---- the language model's ops (model/). Every pointer is in internal_memory(); N = B*S rows;
     // "(+)=" marks accumulated outputs. Ops are queued in order on the backend's stream; only
     // sum_squares and the *_host copies return with the work done.
-    virtual int32_t internal_memory() const;  // HSPMN_MEMORY_HOST (CPU) or _DEVICE (CUDA)
-    virtual void* raw_alloc(std::size_t bytes);  // zero-filled, counted in alloc stats
-    virtual void raw_free(void* p, std::size_t bytes) noexcept;
-    virtual void copy_to_host_raw(void* dst, const void* src, std::size_t bytes);
-    virtual void copy_from_host_raw(void* dst, const void* src, std::size_t bytes);
-    virtual void zero_raw(void* dst, std::size_t bytes);
+    virtual int32_t internal_memory() const = 0;  // HSPMN_MEMORY_HOST (CPU) or _DEVICE (CUDA)
+    virtual void* raw_alloc(std::size_t bytes) = 0;  // zero-filled, counted in alloc stats
+    virtual void raw_free(void* p, std::size_t bytes) noexcept = 0;
+    virtual void copy_to_host_raw(void* dst, const void* src, std::size_t bytes) = 0;
+    virtual void copy_from_host_raw(void* dst, const void* src, std::size_t bytes) = 0;
+    virtual void zero_raw(void* dst, std::size_t bytes) = 0;
     // x[r] = table[tokens[r]]  table: [V, D] bf16  tokens: [N] i32  x: [N, D] bf16
     virtual void embedding_forward(const uint16_t* table, const int32_t* tokens, int64_t N, int64_t D,
-                                   uint16_t* x);
+                                   uint16_t* x) = 0;
     // d_table[tokens[r]] (+)= dx[r]  dx: [N, D] bf16  d_table: [V, D] f32
     virtual void embedding_backward(const uint16_t* dx, const int32_t* tokens, int64_t N, int64_t D,
-                                    float* d_table);
+                                    float* d_table) = 0;
     // y = x * rstd * w  x, y: [N, D] bf16  w: [D] bf16  rstd: [N] f32
     virtual void final_norm_forward(const uint16_t* x, const uint16_t* w, float eps, int64_t N, int64_t D,
-                                    uint16_t* y, float* rstd);
+                                    uint16_t* y, float* rstd) = 0;
     // dy: [N, D] f32; dx: [N, D] bf16 (overwritten); dw: [D] f32 (+)=
     virtual void final_norm_backward(const uint16_t* x, const uint16_t* w, const float* rstd, const float* dy,
-                                     int64_t N, int64_t D, uint16_t* dx, float* dw);
+                                     int64_t N, int64_t D, uint16_t* dx, float* dw) = 0;
     // cross_entropy_fused (reference/README.md): z = h . table^T per row, chunked so no [N, V]
     // logits outlive a chunk. loss_sum: [1] f32 = sum over rows of lse - z[target] (overwritten);
     // dh: [N, D] f32 = grad_scale * (softmax(z) - onehot) . table (overwritten) or null;
     // d_table: [V, D] f32 (+)= grad_scale * (softmax(z) - onehot)^T . h, or null.
     virtual void cross_entropy_fused(const uint16_t* h, const uint16_t* table, const int32_t* targets, int64_t N,
                                      int64_t V, int64_t D, float grad_scale, float* loss_sum, float* dh,
-                                     float* d_table);
+                                     float* d_table) = 0;
     // logits[i] = h[i * row_stride : +D] . table^T   logits: [n, V] f32
     virtual void lm_logits(const uint16_t* h, int64_t row_stride, int64_t n, const uint16_t* table, int64_t V,
-                           int64_t D, float* logits);
+                           int64_t D, float* logits) = 0;
     // loss[0] = ce_sum / N + sum_l stats[2 l], loss[1] = ce_sum / N   (stats: [L, 2] {aux, routed})
-    virtual void loss_finish(const float* ce_sum, const float* stats, int64_t L, int64_t N, float* loss);
+    virtual void loss_finish(const float* ce_sum, const float* stats, int64_t L, int64_t N, float* loss) = 0;
     // sum of g^2 over every span, returned to the host (waits for queued work).
-    virtual double sum_squares(const GradSpan* spans, int64_t count);
+    virtual double sum_squares(const GradSpan* spans, int64_t count) = 0;
     // One AdamW update (AdamwScalars) of master, m, v from grad * grad_scale; value = bf16(master).
     virtual void adamw_update(float* master, uint16_t* value, const float* grad, float* m, float* v, int64_t n,
-                              const AdamwScalars& s);
+                              const AdamwScalars& s) = 0;
     // dst[i] = value
-    virtual void fill_f32(float* dst, int64_t n, float value);
+    virtual void fill_f32(float* dst, int64_t n, float value) = 0;
 };
 
 // Throws Error{NOT_BUILT / NO_DEVICE / ...} when the backend cannot be made.

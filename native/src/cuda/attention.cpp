@@ -189,6 +189,8 @@ Bindings bind(const AttentionShape& s) {
 
 }  // namespace
 
+const void* triton_scratch(const Device& d) { return d.triton_scratch.data(); }
+
 bool attention_supports_head_dim(int64_t Dh) {
     for (const char* k : kAll)
         if (!find(k, Dh, -1)) return false;

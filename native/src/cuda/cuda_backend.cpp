@@ -10,6 +10,7 @@
 #include "../core/objects.h"
 #include "cuda_block.h"
 #include "device.h"
+#include "kernels/kernels.h"
 
 namespace hspmn {
 namespace cuda {
@@ -49,7 +50,10 @@ private:
 class CudaBackend final : public Backend {
 public:
     explicit CudaBackend(int ordinal) : d_(new Device(ordinal)) {}
-    ~CudaBackend() override { delete d_; }
+    ~CudaBackend() override {
+        lm_ = LmScratch();  // its buffers free through the device: before it goes
+        delete d_;
+    }
 
     hspmn_backend kind() const override { return HSPMN_BACKEND_CUDA; }
 
@@ -152,13 +156,104 @@ public:
         sync("cudaStreamSynchronize (gumbel_noise)");
     }
 
+    // ---- the language model's ops: device memory, queued on the stream; only sum_squares and the
+    // *_host copies wait for it.
+    int32_t internal_memory() const override { return HSPMN_MEMORY_DEVICE; }
+
+    void* raw_alloc(std::size_t bytes) override { return tensor_alloc(HSPMN_MEMORY_DEVICE, bytes); }
+
+    void raw_free(void* p, std::size_t bytes) noexcept override { tensor_free(HSPMN_MEMORY_DEVICE, p, bytes); }
+
+    void copy_to_host_raw(void* dst, const void* src, std::size_t bytes) override {
+        d_->activate();
+        copy_bytes(dst, src, static_cast<int64_t>(bytes), "cudaMemcpyAsync (copy_to_host_raw)");
+        sync("cudaStreamSynchronize (copy_to_host_raw)");
+    }
+
+    void copy_from_host_raw(void* dst, const void* src, std::size_t bytes) override {
+        d_->activate();
+        copy_bytes(dst, src, static_cast<int64_t>(bytes), "cudaMemcpyAsync (copy_from_host_raw)");
+        sync("cudaStreamSynchronize (copy_from_host_raw)");  // src may be freed on return
+    }
+
+    void zero_raw(void* dst, std::size_t bytes) override {
+        d_->activate();
+        if (bytes > 0) check(cudaMemsetAsync(dst, 0, bytes, d_->stream), "cudaMemsetAsync (zero_raw)");
+    }
+
+    void embedding_forward(const uint16_t* table, const int32_t* tokens, int64_t N, int64_t D, uint16_t* x) override {
+        d_->activate();
+        cuda::embedding_forward(*d_, bf(table), tokens, N, D, bf(x));
+    }
+
+    void embedding_backward(const uint16_t* dx, const int32_t* tokens, int64_t N, int64_t D, float* d_table) override {
+        d_->activate();
+        cuda::embedding_backward(*d_, bf(dx), tokens, N, D, d_table, lm_.embedding);
+    }
+
+    void final_norm_forward(const uint16_t* x, const uint16_t* w, float eps, int64_t N, int64_t D, uint16_t* y,
+                            float* rstd) override {
+        d_->activate();
+        rms_norm_forward(*d_, bf(x), bf(w), eps, N, D, bf(y), rstd);
+    }
+
+    void final_norm_backward(const uint16_t* x, const uint16_t* w, const float* rstd, const float* dy, int64_t N,
+                             int64_t D, uint16_t* dx, float* dw) override {
+        d_->activate();
+        rms_norm_backward_bf16(*d_, bf(x), bf(w), rstd, dy, N, D, bf(dx), dw, lm_.norm_partials);
+    }
+
+    void cross_entropy_fused(const uint16_t* h, const uint16_t* table, const int32_t* targets, int64_t N, int64_t V,
+                             int64_t D, float grad_scale, float* loss_sum, float* dh, float* d_table) override {
+        d_->activate();
+        cuda::cross_entropy_fused(*d_, bf(h), bf(table), targets, N, V, D, grad_scale, loss_sum, dh, d_table,
+                                  lm_.cross_entropy);
+    }
+
+    void lm_logits(const uint16_t* h, int64_t row_stride, int64_t n, const uint16_t* table, int64_t V, int64_t D,
+                   float* logits) override {
+        d_->activate();
+        gemm(*d_, false, true, n, V, D, 1.0f, bf(h), row_stride, bf(table), D, 0.0f, logits, DType::F32, V);
+    }
+
+    void loss_finish(const float* ce_sum, const float* stats, int64_t L, int64_t N, float* loss) override {
+        d_->activate();
+        cuda::loss_finish(*d_, ce_sum, stats, L, N, loss);
+    }
+
+    double sum_squares(const GradSpan* spans, int64_t count) override {
+        d_->activate();
+        return cuda::sum_squares(*d_, spans, count, lm_.sum_squares);
+    }
+
+    void adamw_update(float* master, uint16_t* value, const float* grad, float* m, float* v, int64_t n,
+                      const AdamwScalars& s) override {
+        d_->activate();
+        cuda::adamw_update(*d_, master, bf(value), grad, m, v, n, s);
+    }
+
+    void fill_f32(float* dst, int64_t n, float value) override {
+        d_->activate();
+        cuda::fill_f32(*d_, dst, n, value);
+    }
+
 private:
+    // The language model's scratch, kept between steps so a warm step allocates nothing.
+    struct LmScratch {
+        DeviceBuffer embedding, norm_partials, sum_squares;
+        CrossEntropyScratch cross_entropy;
+    };
+
+    static const __nv_bfloat16* bf(const uint16_t* p) { return reinterpret_cast<const __nv_bfloat16*>(p); }
+    static __nv_bfloat16* bf(uint16_t* p) { return reinterpret_cast<__nv_bfloat16*>(p); }
+
     void copy_bytes(void* dst, const void* src, int64_t n, const char* what) {
         check(cudaMemcpyAsync(dst, src, static_cast<std::size_t>(n), cudaMemcpyDefault, d_->stream), what);
     }
     void sync(const char* what) { check(cudaStreamSynchronize(d_->stream), what); }
 
     Device* d_;
+    LmScratch lm_;
 };
 
 }  // namespace

@@ -154,8 +154,22 @@ public:
     void route(const RouteCall& call) override;
     void forward(const ForwardCall& call) override;
     void backward(const BackwardCall& call) override;
+    GraphImpl* capture_forward(const ForwardCall& call) override;
+    // One replay of a graph captured at scratch generation `generation` (CudaGraph::launch).
+    void replay(cudaGraphExec_t exec, uint64_t generation, const void* shared_scratch);
 
 private:
+    // The grow() of the member functions (as a member it hides the free one): a (re)allocation bumps
+    // the generation that captured graphs, which hold the old addresses, compare at each replay.
+    // Staging and backward partials use ensure() directly: no graph reads them.
+    template <class T>
+    T* grow(Device& d, DeviceBuffer& b, int64_t count) {
+        const std::size_t before = b.bytes();
+        T* p = cuda::grow<T>(d, b, count);
+        if (b.bytes() != before) ++scratch_generation_;
+        return p;
+    }
+
     void sync(const char* what) const { check(cudaStreamSynchronize(stream(d_)), what); }
     const bf16* w(int index) const { return weight_[index].as<bf16>(); }
     float* g(int index) const { return grad_[index].as<float>(); }
@@ -215,6 +229,7 @@ private:
     Activations route_;     // route()'s router values
     BackwardScratch back_;
     Stage stage_;
+    uint64_t scratch_generation_ = 0;
 };
 
 void CudaBlock::route(const RouteCall& call) {
@@ -280,6 +295,7 @@ void CudaBlock::forward(const ForwardCall& call) {
     const int64_t BC = B * C;
     const int32_t* idx = A.idx.as<int32_t>();
     const int32_t* cnt = A.cnt.as<int32_t>();
+    if (call.routed_fraction) routed_fraction(d_, cnt, B, S, call.routed_fraction);
 
     // 2. Reflexive stream: h = rms_norm(x), c = causal_conv(h), res = x + down(silu(gate c) * up c).
     float* rstd_h = grow<float>(d_, A.rstd_h, N);
@@ -424,6 +440,87 @@ void CudaBlock::backward(const BackwardCall& call) {
         output_done(d_, call.d_x, stage_.d_x, "cudaMemcpyAsync (d_x)");
     }
     if (any_host({call.d_out, call.d_aux, call.d_x})) sync("cudaStreamSynchronize (backward)");
+}
+
+// ---- CUDA graphs ----
+//
+// A graph replays the inference forward kernels on the addresses of capture time: weight_ (allocated
+// once in the constructor, never regrown; replay() queues the param_ -> weight_ refresh of
+// set_param before the graph), the block's scratch (valid while scratch_generation_ is unchanged),
+// the device's cuBLASLt workspace (fixed size) and Triton scratch (checked at each replay), and the
+// call's DEVICE tensors (the API layer keeps them alive).
+
+class CudaGraph final : public GraphImpl {
+public:
+    CudaGraph(Device& d, CudaBlock& block, cudaGraphExec_t exec, uint64_t generation, const void* shared_scratch)
+        : d_(d), block_(block), exec_(exec), generation_(generation), shared_scratch_(shared_scratch) {}
+    ~CudaGraph() override {
+        (void)cudaSetDevice(device_ordinal(d_));
+        // An executable graph still in flight is freed when it completes.
+        (void)cudaGraphExecDestroy(exec_);
+    }
+    void launch() override {
+        check(cudaSetDevice(device_ordinal(d_)), "cudaSetDevice");
+        block_.replay(exec_, generation_, shared_scratch_);
+    }
+
+private:
+    Device& d_;
+    CudaBlock& block_;
+    cudaGraphExec_t exec_;
+    uint64_t generation_;
+    const void* shared_scratch_;
+};
+
+GraphImpl* CudaBlock::capture_forward(const ForwardCall& call) {
+    // Warm-up: sizes the scratch and the rope table, makes the gemm plans, loads the Triton modules and
+    // refreshes the weights, so the captured run below allocates nothing and copies no weights.
+    forward(call);
+    const uint64_t generation = scratch_generation_;
+    const void* shared_scratch = triton_scratch(d_);
+    cudaStream_t s = stream(d_);
+    // Thread-local: a host sync or cudaMalloc on this thread fails the capture instead of passing
+    // silently, while other threads (other contexts) keep allocating.
+    check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+    cudaGraph_t graph = nullptr;
+    try {
+        forward(call);
+    } catch (...) {
+        // Never leave the stream capturing: every later call on the context would fail.
+        (void)cudaStreamEndCapture(s, &graph);
+        if (graph) (void)cudaGraphDestroy(graph);
+        (void)cudaGetLastError();
+        throw;
+    }
+    cudaError_t e = cudaStreamEndCapture(s, &graph);
+    if (e != cudaSuccess) {
+        if (graph) (void)cudaGraphDestroy(graph);
+        (void)cudaGetLastError();
+        check(e, "cudaStreamEndCapture (a call of the forward could not be captured)");
+    }
+    if (scratch_generation_ != generation || triton_scratch(d_) != shared_scratch) {
+        (void)cudaGraphDestroy(graph);
+        fail(HSPMN_ERR_INTERNAL, "graph capture: the forward reallocated scratch while it was captured");
+    }
+    cudaGraphExec_t exec = nullptr;
+    e = cudaGraphInstantiate(&exec, graph, 0);
+    (void)cudaGraphDestroy(graph);  // the executable graph is independent of it
+    check(e, "cudaGraphInstantiate");
+    try {
+        return new CudaGraph(d_, *this, exec, generation, shared_scratch);
+    } catch (...) {
+        (void)cudaGraphExecDestroy(exec);
+        throw;
+    }
+}
+
+void CudaBlock::replay(cudaGraphExec_t exec, uint64_t generation, const void* shared_scratch) {
+    if (generation != scratch_generation_ || shared_scratch != triton_scratch(d_))
+        fail(HSPMN_ERR_STATE,
+             "the block's scratch moved since capture (a larger shape, a training forward or a route call "
+             "regrew it); capture again");
+    refresh_weights();  // queued ahead of the replay on the same stream
+    check(cudaGraphLaunch(exec, stream(d_)), "cudaGraphLaunch");
 }
 
 }  // namespace

@@ -73,6 +73,9 @@ struct AttentionShape {
     int64_t B, C, S, H, Hkv, Dh;
 };
 bool attention_supports_head_dim(int64_t Dh);
+// The device's Triton global scratch (null while no kernel asked for one). Every block shares it
+// and a launch with a larger grid regrows it, so a captured graph compares it at each replay.
+const void* triton_scratch(const Device& d);
 void sqdk_attention_forward(Device& d, const AttentionShape& s, const __nv_bfloat16* q, const int32_t* pos,
                             const int32_t* counts, const __nv_bfloat16* k, const __nv_bfloat16* v,
                             __nv_bfloat16* o, float* lse);

@@ -58,7 +58,7 @@ void RawBuffer::release() noexcept {
 Model::Model(hspmn_context* ctx, const hspmn_model_params& params, uint64_t seed)
     : ctx_(ctx), be_(*ctx->backend), params_(params), block_cfg_(make_block_config(params.block)),
       V_(params.vocab_size), L_(params.num_layers), D_(params.block.dim), emb_value_(be_), emb_grad_(be_),
-      norm_value_(be_), norm_grad_(be_), tokens_(be_), targets_(be_), act_a_(be_), act_b_(be_), hidden_(be_),
+      norm_value_(be_), norm_grad_(be_), tokens_(be_), targets_(be_), act_a_(be_), act_b_(be_), act_c_(be_), hidden_(be_),
       rstd_(be_), dh_(be_), stats_(be_), ce_sum_(be_), loss_(be_), d_aux_(be_), logits_(be_) {
     try {
         blocks_.reserve(static_cast<std::size_t>(L_));
@@ -207,6 +207,7 @@ void Model::ensure_rows(int64_t N) {
     targets_.ensure(n * 4);
     act_a_.ensure(nd * 2);
     act_b_.ensure(nd * 2);
+    act_c_.ensure(nd * 2);
     hidden_.ensure(nd * 2);
     rstd_.ensure(n * 4);
     rows_cap_ = N;
@@ -281,7 +282,8 @@ void Model::backward(float loss_scale, bool accumulate) {
                             loss_scale / static_cast<float>(N), ce_sum_.as<float>(), dh_.as<float>(),
                             emb_grad_.as<float>());
     uint16_t* d_out = trunk_out_ == act_a_.as<uint16_t>() ? act_b_.as<uint16_t>() : act_a_.as<uint16_t>();
-    uint16_t* d_in = trunk_out_;  // the trunk's output is dead once the norm's backward has read it
+    // Not trunk_out_: it must survive for a repeated backward (the cache stays until the next forward).
+    uint16_t* d_in = act_c_.as<uint16_t>();
     be_.final_norm_backward(trunk_out_, norm_value_.as<uint16_t>(), rstd_.as<float>(), dh_.as<float>(), N, D_,
                             d_out, norm_grad_.as<float>());
     be_.fill_f32(d_aux_.as<float>(), 1, loss_scale);

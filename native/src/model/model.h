@@ -118,6 +118,7 @@ private:
     bool has_cache_ = false;
     RawBuffer tokens_, targets_;      // [N] i32
     RawBuffer act_a_, act_b_;         // [N, D] bf16 ping-pong; the last block's output stays in one
+    RawBuffer act_c_;                 // [N, D] bf16: with the free one of a/b, backward's ping-pong
     uint16_t* trunk_out_ = nullptr;   // which of act_a_/act_b_ holds the final blocks' output
     RawBuffer hidden_, rstd_;         // [N, D] bf16 after the final norm, [N] f32
     RawBuffer dh_;                    // [N, D] f32

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "../../core/backend.h"
 #include "../runtime.h"
 #include "hspmn.h"
 
@@ -29,6 +30,10 @@ void rms_norm_forward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w,
 // dy: [N, D] f32; dx: [N, D] f32 (+)=; dw: [D] f32 (+)=; scratch grows to [ceil(N/partial_rows), D] f32
 void rms_norm_backward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w, const float* rstd,
                        const float* dy, int64_t N, int64_t D, float* dx, float* dw, DeviceBuffer& scratch);
+// The same with dx: [N, D] bf16 (overwritten): the language model's final norm.
+void rms_norm_backward_bf16(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w, const float* rstd,
+                            const float* dy, int64_t N, int64_t D, __nv_bfloat16* dx, float* dw,
+                            DeviceBuffer& scratch);
 
 // ---- causal_conv.cu: c[b, t] = sum_j w[:, j] * h[b, t - (K-1) + j], h before position 0 is zero
 // h, c: [B, S, D] bf16  w: [D, K] bf16
@@ -115,5 +120,45 @@ void gumbel_noise_kernel_launch(Device& d, uint64_t seed, int64_t step, int32_t 
 // ---- non_finite.cu: first flat index of a NaN/Inf, or numel when none.
 // data: [numel] bf16 or f32  first: [1] u64 on the device (overwritten)
 void non_finite_scan(Device& d, const void* data, bool is_bf16, int64_t numel, unsigned long long* first);
+
+// ---- routed_fraction.cu: out[0] = sum(counts) / (B * S)   counts: [B] i32  out: [1] f32
+void routed_fraction(Device& d, const int32_t* counts, int64_t B, int64_t S, float* out);
+
+// ---- the language model's ops (core/backend.h "the language model's ops" is their spec)
+
+// embedding.cu: x[r] = table[tokens[r]]   table: [V, D] bf16  tokens: [N] i32 in [0, V)  x: [N, D] bf16
+void embedding_forward(Device& d, const __nv_bfloat16* table, const int32_t* tokens, int64_t N, int64_t D,
+                       __nv_bfloat16* x);
+// d_table[tokens[r]] += dx[r], deterministic (sorted runs, no atomics).  dx: [N, D] bf16  d_table: [V, D] f32
+// scratch grows to 3 [N] i32 + 2 [partial_rows chunks, D] f32 + the sort's temporary storage.
+void embedding_backward(Device& d, const __nv_bfloat16* dx, const int32_t* tokens, int64_t N, int64_t D,
+                        float* d_table, DeviceBuffer& scratch);
+
+// cross_entropy_fused.cu. Scratch kept between steps: logits [R, ld] f32, dz [R, ld] bf16 (ld = V
+// rounded up to 8, R = cross_entropy_chunk_rows), loss_rows [N] f32.
+struct CrossEntropyScratch {
+    DeviceBuffer logits, dz, loss_rows;
+};
+int64_t cross_entropy_chunk_rows(int64_t N, int64_t V);
+// h: [N, D] bf16  table: [V, D] bf16  targets: [N] i32  loss_sum: [1] f32 (overwritten)
+// dh: [N, D] f32 (overwritten) or null; d_table: [V, D] f32 (+)= or null; both scaled by grad_scale.
+void cross_entropy_fused(Device& d, const __nv_bfloat16* h, const __nv_bfloat16* table, const int32_t* targets,
+                         int64_t N, int64_t V, int64_t D, float grad_scale, float* loss_sum, float* dh,
+                         float* d_table, CrossEntropyScratch& scratch);
+
+// loss_finish.cu: loss[0] = ce_sum / N + sum_l stats[2 l], loss[1] = ce_sum / N (in double)
+// ce_sum: [1] f32  stats: [L, 2] f32  loss: [2] f32
+void loss_finish(Device& d, const float* ce_sum, const float* stats, int64_t L, int64_t N, float* loss);
+
+// sum_squares.cu: sum of g^2 over every span in double, deterministic; waits for the stream and
+// returns it. Each span's data: [numel] f32 on the device.
+double sum_squares(Device& d, const GradSpan* spans, int64_t count, DeviceBuffer& scratch);
+
+// adamw.cu: one AdamW update.  master, m, v: [n] f32 (updated)  grad: [n] f32  value: [n] bf16 = bf16(master)
+void adamw_update(Device& d, float* master, __nv_bfloat16* value, const float* grad, float* m, float* v, int64_t n,
+                  const AdamwScalars& s);
+
+// fill.cu: dst[i] = value   dst: [n] f32
+void fill_f32(Device& d, float* dst, int64_t n, float value);
 
 }  // namespace hspmn::cuda

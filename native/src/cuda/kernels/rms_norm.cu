@@ -1,5 +1,6 @@
 // rms_norm forward/backward: one warp per row (8 rows per block), 16-byte loads when D % 8 == 0;
-// the weight gradient sums over rows as per-chunk column partials then reduce_partials.
+// the weight gradient sums over rows as per-chunk column partials then reduce_partials. The block
+// adds dx into f32; the language model's final norm (rms_norm_backward_bf16) writes it as bf16.
 #include "common.cuh"
 #include "kernels.h"
 
@@ -50,22 +51,25 @@ __global__ void rms_norm_forward_kernel(const __nv_bfloat16* __restrict__ x, con
     }
 }
 
-// dx = r (dy w - x c), c = r^2 mean(dy w x).  dy, dx: [N, D] f32
+// dx = r (dy w - x c), c = r^2 mean(dy w x).  dy: [N, D] f32; dx: [N, D] f32 (+)= or bf16 (overwritten)
+__device__ __forceinline__ void put_dx(float* p, float v) { *p += v; }
+__device__ __forceinline__ void put_dx(__nv_bfloat16* p, float v) { *p = kern::bf(v); }
+template <class DxT>
 __global__ void rms_norm_backward_dx_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
                                             const float* __restrict__ rstd, const float* __restrict__ dy, int64_t N,
-                                            int64_t D, float* __restrict__ dx) {
+                                            int64_t D, DxT* __restrict__ dx) {
     const int64_t row = blockIdx.x * (int64_t)kRowsPerBlock + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (row >= N) return;
     const __nv_bfloat16* xr = x + row * D;
     const float* gr = dy + row * D;
-    float* dxr = dx + row * D;
+    DxT* dxr = dx + row * D;
     float s = 0.0f;
     for (int64_t d = lane; d < D; d += 32) s += gr[d] * kern::ld(w + d) * kern::ld(xr + d);
     s = kern::warp_sum(s);
     const float r = rstd[row];
     const float c = s * r * r / static_cast<float>(D);
-    for (int64_t d = lane; d < D; d += 32) dxr[d] += r * (gr[d] * kern::ld(w + d) - kern::ld(xr + d) * c);
+    for (int64_t d = lane; d < D; d += 32) put_dx(dxr + d, r * (gr[d] * kern::ld(w + d) - kern::ld(xr + d) * c));
 }
 
 // part[chunk, d] = sum over the chunk's rows of dy x rstd.  grid: (ceil(D/256), chunks)
@@ -93,11 +97,14 @@ void rms_norm_forward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w,
     check_launch("rms_norm_forward");
 }
 
-void rms_norm_backward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w, const float* rstd,
-                       const float* dy, int64_t N, int64_t D, float* dx, float* dw, DeviceBuffer& scratch) {
+namespace {
+
+template <class DxT>
+void rms_norm_backward_any(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w, const float* rstd,
+                           const float* dy, int64_t N, int64_t D, DxT* dx, float* dw, DeviceBuffer& scratch) {
     if (N <= 0) return;
     const unsigned grid = static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock);
-    rms_norm_backward_dx_kernel<<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(x, w, rstd, dy, N, D, dx);
+    rms_norm_backward_dx_kernel<DxT><<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(x, w, rstd, dy, N, D, dx);
     check_launch("rms_norm_backward_dx");
     const int64_t rows = partial_rows(N), chunks = (N + rows - 1) / rows;
     scratch.ensure(d, static_cast<std::size_t>(chunks * D) * sizeof(float));
@@ -105,6 +112,19 @@ void rms_norm_backward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w
     rms_norm_backward_dw_kernel<<<g2, 256, 0, stream(d)>>>(x, rstd, dy, N, D, rows, scratch.as<float>());
     check_launch("rms_norm_backward_dw");
     reduce_partials(d, scratch.as<float>(), chunks, D, dw);
+}
+
+}  // namespace
+
+void rms_norm_backward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w, const float* rstd,
+                       const float* dy, int64_t N, int64_t D, float* dx, float* dw, DeviceBuffer& scratch) {
+    rms_norm_backward_any(d, x, w, rstd, dy, N, D, dx, dw, scratch);
+}
+
+void rms_norm_backward_bf16(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w, const float* rstd,
+                            const float* dy, int64_t N, int64_t D, __nv_bfloat16* dx, float* dw,
+                            DeviceBuffer& scratch) {
+    rms_norm_backward_any(d, x, w, rstd, dy, N, D, dx, dw, scratch);
 }
 
 }  // namespace hspmn::cuda

@@ -141,6 +141,38 @@ public final class Block implements AutoCloseable {
     }
 
     /**
+     * Records one inference forward of this block into a CUDA graph that {@link ForwardGraph#launch()}
+     * replays with no host work besides the launch (see {@link ForwardGraph} for what is bound and when
+     * it invalidates). Runs the forward once first (sizing the block's scratch and, under
+     * {@link NanPolicy#REJECT}, checking x), so {@code out} and {@code auxOut} already hold its result.
+     *
+     * @param x       [B, S, D] bf16, {@link MemoryKind#DEVICE}
+     * @param out     [B, S, D] bf16, {@link MemoryKind#DEVICE}
+     * @param auxOut  [1] f32, {@link MemoryKind#DEVICE}, or null when the aux loss is not wanted
+     * @param options must not be training
+     * @throws InvalidArgumentException on the CPU backend (which has no graphs), for training options,
+     *                                  for a tensor that is not in device memory, or of the wrong shape
+     */
+    public ForwardGraph captureForward(Tensor x, Tensor out, Tensor auxOut, ForwardOptions options) {
+        Objects.requireNonNull(x, "x");
+        Objects.requireNonNull(out, "out");
+        Objects.requireNonNull(options, "options");
+        try (var g = ctx.enter("Block.captureForward")) {
+            checkOpen("Block.captureForward");
+            x.checkUsable(ctx, "x");
+            out.checkUsable(ctx, "out");
+            MemorySegment a = Tensor.handleOrNull(auxOut, ctx, "aux");
+            options.writeTo(ctx.forwardParams);
+            Native.check(hspmn_h.hspmn_graph_capture_forward(handle, ctx.forwardParams, x.handle(), out.handle(), a,
+                    ctx.pointerOut), "hspmn_graph_capture_forward");
+            MemorySegment h = ctx.pointerOut.get(ValueLayout.ADDRESS, 0);
+            ForwardGraph graph = new ForwardGraph(ctx, this, x, out, auxOut, h);
+            ctx.register(graph);
+            return graph;
+        }
+    }
+
+    /**
      * Forward with routing pinned from outside. {@code noise}, {@code indices}, {@code counts} may be null;
      * indices and counts come together or not at all.
      *
@@ -314,7 +346,10 @@ public final class Block implements AutoCloseable {
         }
     }
 
-    /** Frees the block, its parameters, gradients and caches. Idempotent. */
+    /**
+     * Frees the block, its parameters, gradients and caches. Idempotent. While a {@link ForwardGraph}
+     * captured from it is open this throws {@link HspmnStateException} and the block stays open.
+     */
     @Override
     public void close() {
         if (handle == null) {
@@ -325,11 +360,12 @@ public final class Block implements AutoCloseable {
             if (h == null) {
                 return;
             }
+            // The library decides first: it refuses while graphs hold the block.
+            Native.check(hspmn_h.hspmn_block_destroy(h), "hspmn_block_destroy");
             handle = null;
             ctx.unregister(this);
             aux.close();
             dAux.close();
-            Native.check(hspmn_h.hspmn_block_destroy(h), "hspmn_block_destroy");
         }
     }
 

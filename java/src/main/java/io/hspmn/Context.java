@@ -21,7 +21,7 @@ import java.util.concurrent.locks.ReentrantLock;
  * <p>One thread at a time: every call on the context or on its tensors and blocks takes the context's
  * lock with {@code tryLock}; a call from a second thread while one is inside fails at once with
  * {@link ConcurrentUseException}. Handing the context from one thread to another between calls is fine.
- * Closing the context closes every tensor and block still open from it first.
+ * Closing the context closes every graph, block and tensor still open from it first.
  */
 public final class Context implements AutoCloseable {
     /** ReentrantLock that can name its owner in the error message. */
@@ -160,7 +160,13 @@ public final class Context implements AutoCloseable {
         }
         try (var g = enter("Context.close")) {
             List<AutoCloseable> open = new ArrayList<>(children);
-            // Blocks first: they own tensors (their aux buffers) that they close themselves.
+            // Graphs first: they hold blocks and tensors, which refuse to close under them.
+            for (AutoCloseable c : open) {
+                if (c instanceof ForwardGraph fg) {
+                    fg.close();
+                }
+            }
+            // Then blocks: they own tensors (their aux buffers) that they close themselves.
             for (AutoCloseable c : open) {
                 if (c instanceof Block b) {
                     b.close();

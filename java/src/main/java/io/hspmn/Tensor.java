@@ -218,7 +218,10 @@ public final class Tensor implements AutoCloseable {
         return out;
     }
 
-    /** Frees the native tensor; views from {@link #segment()} become unusable. Idempotent. */
+    /**
+     * Frees the native tensor; views from {@link #segment()} become unusable. Idempotent. While a
+     * {@link ForwardGraph} is bound to it this throws {@link HspmnStateException} and the tensor stays open.
+     */
     @Override
     public void close() {
         if (handle == null) {
@@ -229,14 +232,15 @@ public final class Tensor implements AutoCloseable {
             if (h == null) {
                 return;
             }
-            if (viewArena != null) {
+            if (viewArena != null) { // before the memory goes; a later segment() makes a new view
                 viewArena.close();
                 viewArena = null;
                 view = null;
             }
+            // The library may refuse (a ForwardGraph bound to the tensor): then it stays open.
+            Native.check(hspmn_h.hspmn_tensor_destroy(h), "hspmn_tensor_destroy");
             handle = null;
             ctx.unregister(this);
-            Native.check(hspmn_h.hspmn_tensor_destroy(h), "hspmn_tensor_destroy");
         }
     }
 

@@ -3,10 +3,11 @@
  *
  * <h2>Lifetimes</h2>
  * {@link io.hspmn.Context}, {@link io.hspmn.Tensor} and {@link io.hspmn.Block} own native memory and are
- * {@link java.lang.AutoCloseable}; close them (try-with-resources). Closing a context closes every tensor and
- * block still open from it. Using a closed object throws {@link java.lang.IllegalStateException} naming it;
- * a {@link io.hspmn.Tensor#segment()} view taken before the tensor was closed throws too, instead of reading
- * freed memory.
+ * {@link java.lang.AutoCloseable}; close them (try-with-resources). Closing a context closes every graph,
+ * block and tensor still open from it. Using a closed object throws {@link java.lang.IllegalStateException}
+ * naming it; a {@link io.hspmn.Tensor#segment()} view taken before the tensor was closed throws too, instead
+ * of reading freed memory. A {@link io.hspmn.ForwardGraph} (CUDA graph of a forward) holds its block and
+ * tensors: closing one of them while the graph is open fails with {@link io.hspmn.HspmnStateException}.
  *
  * <h2>Threads</h2>
  * A context and everything made from it may be used by one thread at a time; handing them from one thread to

@@ -121,6 +121,14 @@ class BenchTest {
     }
 
     @Test
+    void graphNeedsCuda() {
+        Run r = bench("--backend", "cpu", "--small", "--seq", "16", "--iters", "1", "--graph");
+        assertEquals(1, r.code());
+        assertTrue(r.err().contains("--graph needs the CUDA backend (this run resolved to cpu)"), r.err());
+        assertFalse(r.out().contains("hspmn throughput "), "nothing ran: " + r.out());
+    }
+
+    @Test
     void cudaWithoutADeviceIsAMessage() {
         try (Context ctx = Context.create(Backend.CUDA)) {
             Assumptions.abort("a CUDA device is present: this test is about its absence");

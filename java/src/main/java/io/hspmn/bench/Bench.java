@@ -6,6 +6,7 @@ import io.hspmn.Block;
 import io.hspmn.Context;
 import io.hspmn.ContextOptions;
 import io.hspmn.DType;
+import io.hspmn.ForwardGraph;
 import io.hspmn.ForwardOptions;
 import io.hspmn.Hspmn;
 import io.hspmn.HspmnConfig;
@@ -42,7 +43,11 @@ public final class Bench {
     private Bench() {
     }
 
-    record Config(String name, long batch, long seq, boolean train) {
+    /** graph: inference replayed from a CUDA graph captured once (--graph). */
+    record Config(String name, long batch, long seq, boolean train, boolean graph) {
+        Config(String name, long batch, long seq, boolean train) {
+            this(name, batch, seq, train, false);
+        }
     }
 
     /** One configuration's outcome: times when it ran, the status and message when it did not. */
@@ -99,6 +104,10 @@ public final class Bench {
         out.printf(Locale.ROOT, "%s (Java), backend %s (asked %s); D=%d H=%d Hkv=%d F=%d rho=%s %s; median of %d after %d warm-up%n",
                 Hspmn.version(), name(backend), name(o.backend), o.dim, o.heads, o.kvHeads, o.mlpRatio * o.dim,
                 fmtRho(o.rho), o.routing.jsonName(), o.iters, o.warmup);
+        if (o.graph && backend != Backend.CUDA) {
+            err.println("error: --graph needs the CUDA backend (this run resolved to " + name(backend) + ")");
+            return 1;
+        }
         if (backend == Backend.CPU && !o.small) {
             err.println("note: the CPU backend at the GPU sizes takes very long; --small gives CPU sizes");
         }
@@ -111,9 +120,14 @@ public final class Bench {
 
         boolean all = o.mode.equals("all");
         List<Config> cfgs = new ArrayList<>();
-        if (all || o.mode.equals("throughput")) cfgs.add(new Config("hspmn throughput", o.batch, o.seq, false));
+        // With --graph each inference config is followed by its graph twin (same B, S, same block seed).
+        java.util.function.BiConsumer<String, long[]> inference = (n, bs) -> {
+            cfgs.add(new Config(n, bs[0], bs[1], false));
+            if (o.graph) cfgs.add(new Config(n + " graph", bs[0], bs[1], false, true));
+        };
+        if (all || o.mode.equals("throughput")) inference.accept("hspmn throughput", new long[] {o.batch, o.seq});
         if (all || o.mode.equals("longctx")) {
-            for (long s : o.longSeq) cfgs.add(new Config("hspmn longctx", 1, s, false));
+            for (long s : o.longSeq) inference.accept("hspmn longctx", new long[] {1, s});
         }
         if (all || o.mode.equals("train")) cfgs.add(new Config("hspmn train", o.batch, o.seq, true));
 
@@ -165,6 +179,17 @@ public final class Bench {
         }
 
         printTable(out, results);
+        // What a graph saves: the same forward, ordinary vs replayed, both closed by a synchronize.
+        for (int i = 1; i < results.size(); i++) {
+            Result g = results.get(i);
+            Result f = results.get(i - 1);
+            if (!g.config().graph() || !g.ok() || !f.ok() || f.config().graph() || f.config().batch() != g.config().batch()
+                    || f.config().seq() != g.config().seq()) {
+                continue;
+            }
+            out.printf(Locale.ROOT, "graph B=%d S=%d: %.3f ms per replay vs %.3f ms per forward (%.3f ms, %.1f%% saved)%n",
+                    g.config().batch(), g.config().seq(), g.ms(), f.ms(), f.ms() - g.ms(), 100 * (f.ms() - g.ms()) / f.ms());
+        }
         if (json != null) {
             writeJson(json, o, backend, results, stress);
             out.println("json: " + json);
@@ -201,7 +226,12 @@ public final class Bench {
             Block block = Block.create(ctx, config, o.seed);
             Tensor out = Tensor.create(ctx, DType.BF16, mem, bsd);                      // out: [B, S, D] bf16
             Runnable step;
-            if (c.train()) {
+            if (c.graph()) {
+                // The capture runs the forward once (sizing the scratch) and records the next run;
+                // closing the context closes the graph before the block and tensors.
+                ForwardGraph graph = block.captureForward(x, out, null, ForwardOptions.inference());
+                step = graph::launch;
+            } else if (c.train()) {
                 Tensor dX = Tensor.create(ctx, DType.BF16, mem, bsd);                   // d_x: [B, S, D] bf16
                 ForwardOptions training = ForwardOptions.training(o.seed, 0, 0);
                 step = () -> {
@@ -237,23 +267,23 @@ public final class Bench {
     private static void printLine(PrintStream out, Result r) {
         Config c = r.config();
         if (r.ok()) {
-            out.printf(Locale.ROOT, "%-18s B=%3d S=%7d  %12.0f tok/s  %10.2f ms  peak %8.3f GiB%n",
+            out.printf(Locale.ROOT, "%-24s B=%3d S=%7d  %12.0f tok/s  %10.2f ms  peak %8.3f GiB%n",
                     c.name(), c.batch(), c.seq(), r.tokS(), r.ms(), r.peakGib());
         } else {
-            out.printf(Locale.ROOT, "%-18s B=%3d S=%7d  failed: %s%n", c.name(), c.batch(), c.seq(), r.error());
+            out.printf(Locale.ROOT, "%-24s B=%3d S=%7d  failed: %s%n", c.name(), c.batch(), c.seq(), r.error());
         }
         out.flush();
     }
 
     private static void printTable(PrintStream out, List<Result> results) {
-        out.printf(Locale.ROOT, "%n%-18s %4s %8s %14s %11s %10s%n", "name", "B", "S", "tok/s", "ms", "peak GiB");
+        out.printf(Locale.ROOT, "%n%-24s %4s %8s %14s %11s %10s%n", "name", "B", "S", "tok/s", "ms", "peak GiB");
         for (Result r : results) {
             Config c = r.config();
             if (r.ok()) {
-                out.printf(Locale.ROOT, "%-18s %4d %8d %14.0f %11.2f %10.3f%n", c.name(), c.batch(), c.seq(),
+                out.printf(Locale.ROOT, "%-24s %4d %8d %14.0f %11.2f %10.3f%n", c.name(), c.batch(), c.seq(),
                         r.tokS(), r.ms(), r.peakGib());
             } else {
-                out.printf(Locale.ROOT, "%-18s %4d %8d %14s %11s %10s  (%s)%n", c.name(), c.batch(), c.seq(),
+                out.printf(Locale.ROOT, "%-24s %4d %8d %14s %11s %10s  (%s)%n", c.name(), c.batch(), c.seq(),
                         "-", "-", "-", Hspmn.statusName(r.status()));
             }
         }
@@ -283,6 +313,9 @@ public final class Bench {
             m.put("B", r.config().batch());
             m.put("S", r.config().seq());
             m.put("train", r.config().train());
+            if (r.config().graph()) {
+                m.put("graph", true);
+            }
             if (r.ok()) {
                 m.put("rho", o.rho);
                 m.put("ms", r.ms());

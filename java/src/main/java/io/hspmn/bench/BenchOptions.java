@@ -22,6 +22,8 @@ final class BenchOptions {
               --long-seq 65536,131072   longctx sequence lengths (B=1)
               --stress-start 65536      stress: first S at B=1, doubled until out of memory ...
               --max-seq 4194304         ... or until the next S would pass this cap
+              --graph                   CUDA: after each inference config, the same forward captured once as a
+                                        CUDA graph (Block.captureForward) and timed per replay
               --json FILE               write the results as JSON
             Each time is the median of --iters calls, each closed by Context.synchronize, after
             --warmup calls; peak is Hspmn.allocStats' peak of library-held bytes during the block's life.
@@ -59,6 +61,7 @@ final class BenchOptions {
     long maxSeq = 1L << 22;
     String json;
     boolean small;
+    boolean graph;
     boolean help;
 
     static BenchOptions parse(String[] args) throws UsageException {
@@ -72,6 +75,10 @@ final class BenchOptions {
             }
             if (a.equals("--small")) {
                 o.small = true;
+                continue;
+            }
+            if (a.equals("--graph")) {
+                o.graph = true;
                 continue;
             }
             if (!a.startsWith("--")) {

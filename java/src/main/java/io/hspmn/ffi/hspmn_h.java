@@ -2598,4 +2598,183 @@ public class hspmn_h {
            throw new AssertionError("should not reach here", ex$);
         }
     }
+
+    private static class hspmn_graph_capture_forward {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_graph_capture_forward");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_graph_capture_forward(hspmn_block *block, const hspmn_forward_params *params, const hspmn_tensor *x, hspmn_tensor *out, hspmn_tensor *aux, hspmn_graph **out_graph)
+     * }
+     */
+    public static FunctionDescriptor hspmn_graph_capture_forward$descriptor() {
+        return hspmn_graph_capture_forward.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_graph_capture_forward(hspmn_block *block, const hspmn_forward_params *params, const hspmn_tensor *x, hspmn_tensor *out, hspmn_tensor *aux, hspmn_graph **out_graph)
+     * }
+     */
+    public static MethodHandle hspmn_graph_capture_forward$handle() {
+        return hspmn_graph_capture_forward.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_graph_capture_forward(hspmn_block *block, const hspmn_forward_params *params, const hspmn_tensor *x, hspmn_tensor *out, hspmn_tensor *aux, hspmn_graph **out_graph)
+     * }
+     */
+    public static MemorySegment hspmn_graph_capture_forward$address() {
+        return hspmn_graph_capture_forward.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_graph_capture_forward(hspmn_block *block, const hspmn_forward_params *params, const hspmn_tensor *x, hspmn_tensor *out, hspmn_tensor *aux, hspmn_graph **out_graph)
+     * }
+     */
+    public static int hspmn_graph_capture_forward(MemorySegment block, MemorySegment params, MemorySegment x, MemorySegment out, MemorySegment aux, MemorySegment out_graph) {
+        var mh$ = hspmn_graph_capture_forward.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_graph_capture_forward", block, params, x, out, aux, out_graph);
+            }
+            return (int)mh$.invokeExact(block, params, x, out, aux, out_graph);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_graph_launch {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_graph_launch");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_graph_launch(hspmn_graph *graph)
+     * }
+     */
+    public static FunctionDescriptor hspmn_graph_launch$descriptor() {
+        return hspmn_graph_launch.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_graph_launch(hspmn_graph *graph)
+     * }
+     */
+    public static MethodHandle hspmn_graph_launch$handle() {
+        return hspmn_graph_launch.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_graph_launch(hspmn_graph *graph)
+     * }
+     */
+    public static MemorySegment hspmn_graph_launch$address() {
+        return hspmn_graph_launch.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_graph_launch(hspmn_graph *graph)
+     * }
+     */
+    public static int hspmn_graph_launch(MemorySegment graph) {
+        var mh$ = hspmn_graph_launch.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_graph_launch", graph);
+            }
+            return (int)mh$.invokeExact(graph);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_graph_destroy {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_graph_destroy");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_graph_destroy(hspmn_graph *graph)
+     * }
+     */
+    public static FunctionDescriptor hspmn_graph_destroy$descriptor() {
+        return hspmn_graph_destroy.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_graph_destroy(hspmn_graph *graph)
+     * }
+     */
+    public static MethodHandle hspmn_graph_destroy$handle() {
+        return hspmn_graph_destroy.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_graph_destroy(hspmn_graph *graph)
+     * }
+     */
+    public static MemorySegment hspmn_graph_destroy$address() {
+        return hspmn_graph_destroy.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_graph_destroy(hspmn_graph *graph)
+     * }
+     */
+    public static int hspmn_graph_destroy(MemorySegment graph) {
+        var mh$ = hspmn_graph_destroy.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_graph_destroy", graph);
+            }
+            return (int)mh$.invokeExact(graph);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
 }
