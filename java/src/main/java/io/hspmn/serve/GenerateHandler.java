@@ -39,7 +39,7 @@ final class GenerateHandler extends LimitedHandler {
     }
 
     @Override
-    int serve(HttpExchange ex) throws IOException {
+    int serve(HttpExchange ex, Runnable done) throws IOException {
         ServerOptions o = service.options();
         ByteTokenizer tok = service.tokenizer();
         JsonBody j = JsonBody.parse(HttpIo.readBody(ex, o.maxBodyBytes()), FIELDS);
@@ -107,6 +107,7 @@ final class GenerateHandler extends LimitedHandler {
                 throw e;
             }
             GenerationResult r = awaitUninterruptibly(session);
+            done.run();
             service.metrics().finished(r.finishReason().jsonName());
             if (r.firstTokenNanos() >= 0) {
                 service.metrics().firstToken(r.firstTokenNanos() / 1e9);

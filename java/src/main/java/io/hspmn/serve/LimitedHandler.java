@@ -4,6 +4,7 @@ import com.sun.net.httpserver.HttpExchange;
 import com.sun.net.httpserver.HttpHandler;
 
 import java.io.IOException;
+import java.util.concurrent.atomic.AtomicBoolean;
 
 /**
  * A POST endpoint that uses the model: one of the service's concurrency permits for its whole duration
@@ -19,8 +20,12 @@ abstract class LimitedHandler implements HttpHandler {
         this.path = path;
     }
 
-    /** Serves the request; returns the status sent. Throws {@link HttpError} before anything is sent. */
-    abstract int serve(HttpExchange ex) throws IOException;
+    /**
+     * Serves the request; returns the status sent. Throws {@link HttpError} before anything is sent. Calls
+     * {@code done} once the model work is over and before the last bytes go out, so a client that sends its
+     * next request the moment it has read this response finds the permit free again.
+     */
+    abstract int serve(HttpExchange ex, Runnable done) throws IOException;
 
     @Override
     public final void handle(HttpExchange ex) {
@@ -36,10 +41,16 @@ abstract class LimitedHandler implements HttpHandler {
                 throw new HttpError(429, "too many requests in flight (limit " + service.options().maxConcurrent()
                         + "); retry later");
             }
+            AtomicBoolean held = new AtomicBoolean(true);
+            Runnable release = () -> {
+                if (held.getAndSet(false)) {
+                    service.permits().release();
+                }
+            };
             try {
-                code = serve(ex);
+                code = serve(ex, release);
             } finally {
-                service.permits().release();
+                release.run();
             }
         } catch (HttpError e) {
             code = e.status();

@@ -33,7 +33,7 @@ final class ScoreHandler extends LimitedHandler {
     }
 
     @Override
-    int serve(HttpExchange ex) throws IOException {
+    int serve(HttpExchange ex, Runnable done) throws IOException {
         ServerOptions o = service.options();
         JsonBody j = JsonBody.parse(HttpIo.readBody(ex, o.maxBodyBytes()), FIELDS);
         int[] ids = GenerateHandler.encode(service.tokenizer(), j.requiredString("text"), "text");
@@ -65,6 +65,7 @@ final class ScoreHandler extends LimitedHandler {
         } catch (ExecutionException e) {
             throw new HttpError(500, "scoring failed: " + e.getCause());
         }
+        done.run();
         service.metrics().scoredTokens.add(ids.length);
         HttpIo.sendJson(ex, 200, toJson(r));
         return 200;

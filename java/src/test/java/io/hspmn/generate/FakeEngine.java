@@ -11,7 +11,7 @@ import java.util.concurrent.Semaphore;
  * the same history gives the same logits in any batch. A gate, when set, makes every step and prefill wait
  * for a permit (tests use it to hold sequences in flight).
  */
-final class FakeEngine implements DecodeEngine {
+public final class FakeEngine implements DecodeEngine {
     static final class Seq implements Sequence {
         int[] ids;
         int length;
@@ -27,13 +27,13 @@ final class FakeEngine implements DecodeEngine {
     private final int maxLength;
     private final Arena arena = Arena.ofShared();
     private final MemorySegment out;
-    volatile Semaphore gate;
-    volatile int live;
+    public volatile Semaphore gate;
+    public volatile int live;
     volatile boolean closed;
     volatile Thread lastCaller;
     volatile int failStepsAtLength = -1;
 
-    FakeEngine(int vocab, int maxLength, int maxBatch) {
+    public FakeEngine(int vocab, int maxLength, int maxBatch) {
         this.vocab = vocab;
         this.maxLength = maxLength;
         this.out = arena.allocate(4L * vocab * maxBatch, 64);

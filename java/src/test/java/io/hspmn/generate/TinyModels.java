@@ -6,16 +6,16 @@ import io.hspmn.HspmnConfig;
 import io.hspmn.Routing;
 
 /** Tiny random byte-level models on the CPU backend, small enough that a decode step takes well under a ms. */
-final class TinyModels {
+public final class TinyModels {
     private TinyModels() {
     }
 
-    static NativeLm.Spec spec(Routing routing) {
+    public static NativeLm.Spec spec(Routing routing) {
         return new NativeLm.Spec(256, 2, HspmnConfig.builder().dim(32).numHeads(2).numKvHeads(1).mlpRatio(2)
                 .routing(routing).sparsityK(0.3f).build());
     }
 
-    static NativeLm create(long seed) {
+    public static NativeLm create(long seed) {
         return create(seed, Routing.THRESHOLD);
     }
 
@@ -34,7 +34,7 @@ final class TinyModels {
     }
 
     /** An engine that owns a fresh tiny model. */
-    static RecomputeEngine engine(long seed, int maxLength) {
+    public static RecomputeEngine engine(long seed, int maxLength) {
         return new RecomputeEngine(create(seed), maxLength, true);
     }
 
