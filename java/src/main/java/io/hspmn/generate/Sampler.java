@@ -2,27 +2,34 @@ package io.hspmn.generate;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
-import java.util.Arrays;
 
 /**
  * Picks a token from a row of logits under {@link SamplingParams}. One sampler per sequence: it holds the
  * sequence's random stream and scratch arrays, so sampling allocates nothing. Not thread-safe.
  *
- * <p>The random stream is SplitMix64 over a counter (draw i uses mix(seed + (i+1) * golden)), so a seed
- * reproduces its tokens on any JVM. Ties between equal logits go to the lower token id everywhere
- * (greedy, the top-k cut and the nucleus order).
+ * <p>Reproducible everywhere: the random stream is SplitMix64 over a counter (draw i uses
+ * mix(seed + (i+1) * golden)), and the probabilities come from {@link #expNonPositive}, a polynomial in
+ * plain float arithmetic, which Java evaluates bit for bit the same on every JVM (Math.exp may differ by
+ * an ulp between platforms). Ties between equal logits go to the lower token id (greedy, the top-k cut,
+ * the nucleus).
+ *
+ * <p>Cost on V = 256 (see jmh DecodeStepBench): greedy is one pass for the maximum and one for its first
+ * index; sampling adds one exp per kept token; top-k a linear-time selection; top-p a linear-time
+ * weighted selection instead of a sort.
  */
 public final class Sampler {
     private static final long GOLDEN = 0x9E3779B97F4A7C15L;
     private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT;
+    private static final int BLOCK = 16;
 
     private final SamplingParams params;
     private final int vocab;
     private final int k;          // effective top-k: 1..vocab
     private final float invTemp;
-    private final float[] logits; // the row, read once from off-heap memory
-    private final long[] keys;    // candidates as sortable (logit, id) keys
-    private final double[] probs;
+    private final float[] logits; // the row, bulk-copied from off-heap memory
+    private final float[] probs;  // unnormalised, by token id
+    private final float[] blockSums;
+    private final long[] keys;    // candidates as (order-preserving logit bits, complemented id)
     private long draws;
 
     public Sampler(SamplingParams params, int vocabSize) {
@@ -34,9 +41,10 @@ public final class Sampler {
         this.k = params.topK() == 0 ? vocabSize : Math.min(params.topK(), vocabSize);
         this.invTemp = params.isGreedy() ? 0f : 1f / params.temperature();
         this.logits = new float[vocabSize];
-        boolean needKeys = !params.isGreedy() && (k < vocabSize || params.topP() < 1f);
-        this.keys = needKeys ? new long[vocabSize] : null;
-        this.probs = params.isGreedy() ? null : new double[vocabSize];
+        this.probs = params.isGreedy() ? null : new float[vocabSize];
+        this.blockSums = new float[(vocabSize + BLOCK - 1) / BLOCK];
+        boolean cut = !params.isGreedy() && (k < vocabSize || params.topP() < 1f);
+        this.keys = cut ? new long[vocabSize] : null;
     }
 
     public SamplingParams params() {
@@ -54,48 +62,96 @@ public final class Sampler {
      * @throws IllegalStateException when the row holds NaN (a model fault, not a choice to make here)
      */
     public int sample(MemorySegment row, long offset) {
-        if (params.isGreedy()) {
-            return argmax(row, offset, vocab);
-        }
         MemorySegment.copy(row, F32, offset, logits, 0, vocab);
-        float max = Float.NEGATIVE_INFINITY;
-        for (int i = 0; i < vocab; i++) {
-            float v = logits[i];
-            if (Float.isNaN(v)) {
-                throw new IllegalStateException("logit " + i + " is NaN");
-            }
-            max = Math.max(max, v);
+        float max = max(logits, vocab);
+        if (params.isGreedy()) {
+            return firstIndexOf(logits, vocab, max);
         }
-        if (max == Float.NEGATIVE_INFINITY) {
-            throw new IllegalStateException("every logit is -Infinity");
+        if (Float.isInfinite(max)) {
+            throw new IllegalStateException(max > 0 ? "the logits hold +Infinity" : "every logit is -Infinity");
         }
         if (keys == null) {
             return sampleAll(max);
         }
-        int n = candidates();
-        return sampleSorted(n, max);
-    }
-
-    /** Softmax over every token, then one draw. */
-    private int sampleAll(float max) {
-        double total = 0;
+        int n = vocab;
+        int first = 0;
         for (int i = 0; i < vocab; i++) {
-            double p = Math.exp((logits[i] - max) * invTemp);
-            probs[i] = p;
-            total += p;
+            keys[i] = key(logits[i], i);
         }
-        double u = nextDouble() * total;
-        double acc = 0;
-        for (int i = 0; i < vocab; i++) {
-            acc += probs[i];
-            if (u < acc) {
-                return i;
+        if (k < vocab) {
+            selectLargest(keys, vocab, k); // the k candidates now sit in keys[vocab-k .. vocab)
+            first = vocab - k;
+            n = k;
+        }
+        for (int j = first; j < first + n; j++) {
+            int id = idOf(keys[j]);
+            probs[id] = expNonPositive((logits[id] - max) * invTemp);
+        }
+        if (params.topP() < 1f) {
+            n = nucleus(first, n);
+        }
+        float total = 0;
+        for (int j = first; j < first + n; j++) {
+            total += probs[idOf(keys[j])];
+        }
+        float u = (float) (nextDouble() * total);
+        float acc = 0;
+        int last = idOf(keys[first]);
+        for (int j = first; j < first + n; j++) {
+            int id = idOf(keys[j]);
+            if (probs[id] > 0) {
+                acc += probs[id];
+                last = id;
+                if (u < acc) {
+                    return id;
+                }
             }
         }
-        return lastPositive();
+        return last; // rounding put u at the very top of the range
     }
 
-    private int lastPositive() {
+    /** Softmax over every token, then one draw, located block by block. */
+    private int sampleAll(float max) {
+        float t = invTemp;
+        for (int i = 0; i < vocab; i++) {
+            probs[i] = expNonPositive((logits[i] - max) * t);
+        }
+        float total = 0;
+        int nb = blockSums.length;
+        for (int b = 0; b < nb; b++) {
+            int lo = b * BLOCK;
+            int hi = Math.min(vocab, lo + BLOCK);
+            float s = 0;
+            for (int i = lo; i < hi; i++) {
+                s += probs[i];
+            }
+            blockSums[b] = s;
+            total += s;
+        }
+        float u = (float) (nextDouble() * total);
+        float acc = 0;
+        for (int b = 0; b < nb; b++) {
+            float next = acc + blockSums[b];
+            if (u < next || b == nb - 1) {
+                int lo = b * BLOCK;
+                int hi = Math.min(vocab, lo + BLOCK);
+                int last = -1;
+                for (int i = lo; i < hi; i++) {
+                    if (probs[i] > 0) {
+                        acc += probs[i];
+                        last = i;
+                        if (u < acc) {
+                            return i;
+                        }
+                    }
+                }
+                if (last >= 0) {
+                    return last; // rounding: the block's sum and the running sum differ in the last bit
+                }
+                break;
+            }
+            acc = next;
+        }
         for (int i = vocab - 1; i >= 0; i--) {
             if (probs[i] > 0) {
                 return i;
@@ -105,67 +161,64 @@ public final class Sampler {
     }
 
     /**
-     * Fills keys[0..n) with the top-k candidates, most likely first (lower id first among ties); returns n.
-     * A key is the logit's order-preserving int bits over the complemented id, so sorting keys ascending
-     * and reading from the end gives that order.
+     * Reorders keys[first .. first+n) so that its first m entries are the most likely tokens whose
+     * probability reaches top_p of the candidates' total, with m as small as possible; returns m. A
+     * weighted quickselect: linear time, where sorting the candidates would be n log n.
      */
-    private int candidates() {
-        for (int i = 0; i < vocab; i++) {
-            keys[i] = key(logits[i], i);
+    private int nucleus(int first, int n) {
+        float total = 0;
+        for (int j = first; j < first + n; j++) {
+            total += probs[idOf(keys[j])];
         }
-        if (k < vocab) {
-            // move the k largest keys to the end, then sort only them
-            selectLargest(keys, vocab, k);
-            Arrays.sort(keys, vocab - k, vocab);
-        } else {
-            Arrays.sort(keys, 0, vocab);
-        }
-        // reverse the tail into keys[0..k) so index 0 is the most likely
-        for (int a = 0, b = vocab - 1; a < k; a++, b--) {
-            if (a >= b) {
-                break;
+        float need = params.topP() * total;
+        int lo = first;
+        int hi = first + n;
+        while (true) {
+            if (hi - lo <= BLOCK) {
+                // sort what is left, most likely first, and take until the mass is reached
+                for (int i = lo + 1; i < hi; i++) {
+                    long v = keys[i];
+                    int j = i - 1;
+                    while (j >= lo && keys[j] < v) {
+                        keys[j + 1] = keys[j];
+                        j--;
+                    }
+                    keys[j + 1] = v;
+                }
+                for (int i = lo; i < hi; i++) {
+                    need -= probs[idOf(keys[i])];
+                    if (need <= 0) {
+                        return i + 1 - first;
+                    }
+                }
+                return hi - first;
             }
-            long t = keys[a];
-            keys[a] = keys[b];
-            keys[b] = t;
-        }
-        return k;
-    }
-
-    private int sampleSorted(int n, float max) {
-        double total = 0;
-        for (int j = 0; j < n; j++) {
-            double p = Math.exp((logitOf(keys[j]) - max) * invTemp);
-            probs[j] = p;
-            total += p;
-        }
-        if (params.topP() < 1f) {
-            double want = params.topP() * total;
-            double acc = 0;
-            int m = 0;
-            while (m < n) {
-                acc += probs[m++];
-                if (acc >= want) {
-                    break;
+            int mid = lo + (hi - lo) / 2;
+            long pivot = keys[mid];
+            keys[mid] = keys[hi - 1];
+            keys[hi - 1] = pivot;
+            int j = lo;
+            float upper = 0;
+            for (int i = lo; i < hi - 1; i++) {
+                long v = keys[i];
+                if (v > pivot) {
+                    keys[i] = keys[j];
+                    keys[j++] = v;
+                    upper += probs[idOf(v)];
                 }
             }
-            n = m;
-            total = acc;
-        }
-        double u = nextDouble() * total;
-        double acc = 0;
-        for (int j = 0; j < n; j++) {
-            acc += probs[j];
-            if (u < acc) {
-                return idOf(keys[j]);
+            keys[hi - 1] = keys[j];
+            keys[j] = pivot;
+            if (upper >= need) {
+                hi = j;
+            } else {
+                need -= upper + probs[idOf(pivot)];
+                if (need <= 0) {
+                    return j + 1 - first;
+                }
+                lo = j + 1;
             }
         }
-        for (int j = n - 1; j >= 0; j--) {
-            if (probs[j] > 0) {
-                return idOf(keys[j]);
-            }
-        }
-        throw new IllegalStateException("no token has positive probability");
     }
 
     private long key(float v, int id) {
@@ -174,12 +227,37 @@ public final class Sampler {
         return ((long) bits << 32) | (vocab - 1 - id);
     }
 
-    private float logitOf(long key) {
-        return logits[idOf(key)];
-    }
-
     private int idOf(long key) {
         return vocab - 1 - (int) key;
+    }
+
+    /** The largest value; NaN anywhere is refused. */
+    private static float max(float[] a, int n) {
+        float m0 = Float.NEGATIVE_INFINITY;
+        float m1 = Float.NEGATIVE_INFINITY;
+        boolean nan = false;
+        int i = 0;
+        for (; i + 1 < n; i += 2) {
+            m0 = Math.max(m0, a[i]);
+            m1 = Math.max(m1, a[i + 1]);
+        }
+        if (i < n) {
+            m0 = Math.max(m0, a[i]);
+        }
+        float m = Math.max(m0, m1); // Math.max propagates NaN
+        if (m != m) {
+            throw new IllegalStateException("the logits hold NaN");
+        }
+        return m;
+    }
+
+    private static int firstIndexOf(float[] a, int n, float v) {
+        for (int i = 0; i < n; i++) {
+            if (a[i] == v) {
+                return i;
+            }
+        }
+        throw new IllegalStateException("unreachable: the maximum is in the row");
     }
 
     /** Partially orders a[0..n) so that the k largest values occupy a[n-k..n) (quickselect). */
@@ -214,6 +292,22 @@ public final class Sampler {
                 return;
             }
         }
+    }
+
+    /**
+     * e^x for x <= 0, relative error below 3e-7 (float precision), 0 below e^-87. x = n ln2 + f with n an
+     * integer (the exponent bits) and |f| <= ln2/2 (Cody-Waite: ln2 in two parts, so f stays exact), then
+     * e^f by a degree-6 polynomial. Plain float arithmetic only, so every JVM gives the same bits.
+     */
+    static float expNonPositive(float x) {
+        if (!(x >= -87.33f)) {
+            return x != x ? Float.NaN : 0f;
+        }
+        float n = (x * 1.44269504f + 12582912f) - 12582912f; // round(x / ln2) (the 1.5 * 2^23 trick)
+        float f = (x - n * 0.693145752f) - n * 1.42860682e-6f;
+        float p = 1f + f * (1f + f * (0.5f + f * (0.166666667f + f * (0.0416666667f + f * (0.00833333333f
+                + f * 0.00138888889f)))));
+        return p * Float.intBitsToFloat(((int) n + 127) << 23);
     }
 
     /** In [0, 1), 53 random bits. */

@@ -14,6 +14,7 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 class SamplerTest {
     private static final Arena ARENA = Arena.ofAuto();
@@ -243,6 +244,60 @@ class SamplerTest {
         }
         for (int i = 0; i < l.length; i++) {
             assertEquals(l[i] - Math.log(z), Sampler.logProb(row(l), 0, 4, i), 1e-6);
+        }
+    }
+
+    @Test
+    void fastExpIsFloatAccurate() {
+        double worst = 0;
+        for (int i = 0; i <= 1_000_000; i++) {
+            float x = -87f * i / 1_000_000;
+            double want = Math.exp(x);
+            double got = Sampler.expNonPositive(x);
+            worst = Math.max(worst, Math.abs(got - want) / want);
+        }
+        assertTrue(worst < 3e-7, "worst relative error " + worst);
+        assertEquals(1f, Sampler.expNonPositive(0f));
+        assertEquals(0f, Sampler.expNonPositive(-100f));
+        assertEquals(0f, Sampler.expNonPositive(Float.NEGATIVE_INFINITY));
+        assertTrue(Float.isNaN(Sampler.expNonPositive(Float.NaN)));
+    }
+
+    @Test
+    void nucleusIsTheSmallestPrefixOfTheSortedDistribution() {
+        // against a plain sort, on many random rows, sizes and p (V above and below the selection's cutoff)
+        Random r = new Random(6);
+        for (int trial = 0; trial < 300; trial++) {
+            int vocab = 2 + r.nextInt(300);
+            float[] l = new float[vocab];
+            for (int i = 0; i < vocab; i++) {
+                l[i] = r.nextInt(4) == 0 ? (float) r.nextInt(3) : (float) (r.nextGaussian() * 2); // ties too
+            }
+            float p = 0.05f + 0.9f * r.nextFloat();
+            Integer[] order = new Integer[vocab];
+            for (int i = 0; i < vocab; i++) {
+                order[i] = i;
+            }
+            Arrays.sort(order, (a, b) -> l[a] != l[b] ? Float.compare(l[b], l[a]) : Integer.compare(a, b));
+            float max = l[order[0]];
+            double total = 0;
+            for (int i = 0; i < vocab; i++) {
+                total += Sampler.expNonPositive(l[i] - max);
+            }
+            Set<Integer> nucleus = new HashSet<>();
+            double acc = 0;
+            for (int j = 0; j < vocab; j++) {
+                nucleus.add(order[j]);
+                acc += Sampler.expNonPositive(l[order[j]] - max);
+                if (acc >= p * total * (1 + 1e-6)) {
+                    break;
+                }
+            }
+            Set<Integer> seen = new HashSet<>();
+            for (int t : draws(new SamplingParams(1f, 0, p, trial), row(l), vocab, 400)) {
+                seen.add(t);
+            }
+            assertTrue(nucleus.containsAll(seen), "trial " + trial + ": drew outside the nucleus " + nucleus + ": " + seen);
         }
     }
 
