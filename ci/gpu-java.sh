@@ -10,11 +10,11 @@ lib=$(readlink -f "$1"); shift
 work=$(mktemp -d)
 tar -xzf .carry/jre.tgz -C "$work"
 mkdir -p "$work/java" && tar -xzf .carry/java.tgz -C "$work/java"
-"$work/.jre/bin/java" --enable-native-access=ALL-UNNAMED -Xss4m \
+"$work/.jre/bin/java" --enable-native-access=ALL-UNNAMED -Xss4m -Xmx8g \
   -Dhspmn.library.path="$lib" \
   -Dhspmn.test.header="$PWD/native/include/hspmn.h" \
   -Dhspmn.test.goldens="$PWD/java/src/test/resources/goldens" \
   -Dhspmn.test.requireGpu=true \
   -jar .carry/junit-platform-console-standalone-1.11.4.jar execute \
   --class-path "$work/java/classes:$work/java/test-classes:$(ls "$work"/java/lib/*.jar | tr '\n' ':')" \
-  --scan-class-path "$work/java/test-classes" --details=summary --disable-banner "$@"
+  --scan-class-path "$work/java/test-classes" --details=tree --disable-banner "$@"

@@ -6,8 +6,9 @@
 # (CUDA graphs through the ABI),
 # hspmn_cuda_lm (the language model's CUDA ops vs float64), golden parity through the CUDA backend, the
 # same goldens through the CPU backend of the CUDA-built library, the language model through the CUDA
-# backend against hspmn_lm.py (model_cuda), and the Java tests when ci/pack-carry.sh has filled
-# .carry/, then the benchmarks and the per-kernel time breakdown (HSPMN_GPU_BENCH=0 skips them; the
+# backend against hspmn_lm.py (model_cuda), cached decoding against the full forward (decode_cuda),
+# and the Java tests when ci/pack-carry.sh has filled .carry/, then the benchmarks (decoding:
+# bench_decode) and the per-kernel time breakdown (HSPMN_GPU_BENCH=0 skips them; the
 # breakdown's JSON goes to $OUT/breakdown-{infer,train}.json). A failed stage does not stop the
 # later ones (they report their own failure); the exit status is non-zero if any stage failed.
 # Logs go to build-gpu/logs (one per stage); when OUT is set they are also packed into
@@ -73,6 +74,8 @@ stage goldens_cuda "$py" native/reference/check_native.py --backend cuda --lib "
 stage goldens_cpu "$py" native/reference/check_native.py --backend cpu --lib "$build/libhspmn.so"
 # the language model (embedding, blocks, final norm, fused cross-entropy, AdamW) vs float64 hspmn_lm.py
 stage model_cuda "$py" native/reference/check_model.py --backend cuda --lib "$build/libhspmn.so"
+# cached decoding (hspmn_decoder_*) through the CUDA backend against the full forward of the same library
+stage decode_cuda "$py" native/reference/check_decode.py --backend cuda --lib "$build/libhspmn.so"
 # every op and the whole block, CUDA against the CPU backend of the same library (head dims 64/128, S=20000)
 stage cuda_vs_cpu "$py" native/src/cuda/kernels/check_cuda_block.py --lib "$build/libhspmn.so"
 
@@ -90,6 +93,10 @@ if [[ "${HSPMN_GPU_BENCH:-1}" == 1 ]]; then
   # the native bench command (C ABI only), the same modes plus stress
   stage bench_native "$build/tools/hspmn_bench" --backend cuda --mode all --iters 10 --json "$logs/hspmn-native.json"
   # the paper's 1B language-model shape (24 layers, D=2048, H=16, Hkv=4): training steps, MFU, peak memory
+  if [[ -f .carry/jre.tgz && -f .carry/java.tgz ]]; then
+    # the same shape trained from Java (hspmn train) on data/corpus.txt
+    stage train_1b_java ci/gpu-train.sh "$build/libhspmn.so"
+  fi
   stage lm_train "$build/tools/hspmn_lm_bench" --backend cuda --batch "${HSPMN_LM_BATCH:-8}" --seq "${HSPMN_LM_SEQ:-2048}" \
     --steps 8 --warmup 2 --json "$logs/lm-train.json"
   # where the GPU time goes: kernel time per kernel and category (torch.profiler/CUPTI), B=64 S=4096,
@@ -97,6 +104,9 @@ if [[ "${HSPMN_GPU_BENCH:-1}" == 1 ]]; then
   bd="${OUT:-$logs}"
   stage breakdown bash -c "'$py' native/bench/kernel_breakdown.py --lib '$build/libhspmn.so' --json '$bd/breakdown-infer.json' \
     && '$py' native/bench/kernel_breakdown.py --lib '$build/libhspmn.so' --train --json '$bd/breakdown-train.json'"
+  # cached decoding, 1B shape: per-token latency (1 layer and 24; cache 4k, 32k; B=1), TTFT of a
+  # 32k prompt, 32 slots batched; router pinned all / none routed (decode_bench.cpp says why)
+  stage bench_decode "$build/tools/hspmn_decode_bench" --backend cuda --json "$logs/decode.json"
   # what CUDA graphs save: ordinary forward vs replay, launch-bound (decode-sized) and at full size
   stage bench_graph bash -c "$build/tools/hspmn_bench --backend cuda --graph --batch 1 --seq 128 --iters 50 \
     --json $logs/hspmn-graph-small.json && $build/tools/hspmn_bench --backend cuda --graph --batch 8 --seq 4096 \

@@ -15,6 +15,9 @@ build=java/target/native-build
 ctest --test-dir "$build" --output-on-failure
 
 .venv/bin/python native/reference/check_native.py --lib "$build/libhspmn.so"
+# the language model (loss, every gradient, AdamW, logits) and cached decoding against the float64 reference
+.venv/bin/python native/reference/check_model.py --backend cpu --lib "$build/libhspmn.so"
+.venv/bin/python native/reference/check_decode.py --backend cpu --lib "$build/libhspmn.so"
 # the GPU time breakdown's trace parsing and categories, on a fabricated trace
 .venv/bin/python native/bench/test_kernel_breakdown.py
 

@@ -374,6 +374,34 @@ HSPMN_API hspmn_status hspmn_model_get_moment(const hspmn_model* model, const ch
 HSPMN_API hspmn_status hspmn_model_set_moment(hspmn_model* model, const char* name, int32_t which,
                                               const hspmn_tensor* src);
 
+/* ---- cached decoding (MODEL.md "Decoding with a cache") --------------------------------------- */
+
+typedef struct hspmn_decoder hspmn_decoder;
+
+/* Caches of up to max_seqs sequences ("slots") of up to max_len tokens each, for a model with
+ * threshold routing (top-k routing depends on the whole sequence and cannot decode:
+ * HSPMN_ERR_INVALID_ARGUMENT). Per layer and slot: K and V after RoPE of every token seen, routed or
+ * not, and the conv's last conv_kernel - 1 normalised inputs. Slots start empty. The decoder reads
+ * the model's current weights at each call; it must be destroyed before the model. */
+HSPMN_API hspmn_status hspmn_decoder_create(hspmn_model* model, int32_t max_seqs, int64_t max_len,
+                                            hspmn_decoder** out);
+HSPMN_API hspmn_status hspmn_decoder_destroy(hspmn_decoder* dec);
+/* Empties a slot: its length becomes 0. */
+HSPMN_API hspmn_status hspmn_decoder_reset(hspmn_decoder* dec, int32_t slot);
+/* Number of tokens a slot holds. */
+HSPMN_API hspmn_status hspmn_decoder_length(const hspmn_decoder* dec, int32_t slot, int64_t* out);
+/* Appends T tokens to each of n slots and returns the next-token logits after each slot's last one:
+ * T > 1 is a prefill, T = 1 a decode step; slots of different lengths go in one call. Only routed
+ * tokens compute Q and attention. In threshold mode the logits equal those of hspmn_model_logits on
+ * each slot's whole sequence (up to the order of float32 sums).
+ *   slots:  [n] i32 distinct, in [0, max_seqs); length + T <= max_len for each
+ *   tokens: [n, T] i32 in [0, V)
+ *   logits: [n, V] f32 or NULL
+ *   routed: [n, T, L] i32 or NULL: 1 where layer l's router selected the token, else 0 */
+HSPMN_API hspmn_status hspmn_decoder_append(hspmn_decoder* dec, const hspmn_tensor* slots,
+                                            const hspmn_tensor* tokens, hspmn_tensor* logits,
+                                            hspmn_tensor* routed);
+
 #ifdef __cplusplus
 }
 #endif

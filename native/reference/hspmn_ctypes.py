@@ -108,6 +108,12 @@ class Lib:
             "hspmn_model_adamw_step": (C.c_int, [P, C.POINTER(AdamwParams), C.POINTER(AdamwResult)]),
             "hspmn_model_get_moment": (C.c_int, [P, C.c_char_p, C.c_int32, P]),
             "hspmn_model_set_moment": (C.c_int, [P, C.c_char_p, C.c_int32, P]),
+            # cached decoding
+            "hspmn_decoder_create": (C.c_int, [P, C.c_int32, C.c_int64, C.POINTER(P)]),
+            "hspmn_decoder_destroy": (C.c_int, [P]),
+            "hspmn_decoder_reset": (C.c_int, [P, C.c_int32]),
+            "hspmn_decoder_length": (C.c_int, [P, C.c_int32, C.POINTER(C.c_int64)]),
+            "hspmn_decoder_append": (C.c_int, [P, P, P, P, P]),
         }
         for name, (res, args) in sigs.items():
             f = getattr(L, name)

@@ -4,6 +4,7 @@
 // reference is ../reference/check_model.py.
 #include <cmath>
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -345,7 +346,124 @@ static void test_repeat_backward() {
     OK(hspmn_context_destroy(ctx));
 }
 
+static std::vector<float> full_logits(hspmn_context* ctx, hspmn_model* m, const std::vector<int32_t>& seq, int V) {
+    hspmn_tensor* t = make(ctx, HSPMN_DTYPE_I32, {1, static_cast<int64_t>(seq.size())});
+    hspmn_tensor* lg = make(ctx, HSPMN_DTYPE_F32, {1, V});
+    OK(hspmn_tensor_copy_in(t, seq.data(), static_cast<int64_t>(seq.size()) * 4));
+    OK(hspmn_model_logits(m, t, lg));
+    std::vector<float> v = read_f32(lg);
+    OK(hspmn_tensor_destroy(t));
+    OK(hspmn_tensor_destroy(lg));
+    return v;
+}
+
+static int argmax(const float* v, int n) {
+    int best = 0;
+    for (int i = 1; i < n; ++i)
+        if (v[i] > v[best]) best = i;
+    return best;
+}
+
+// Cached decoding: prefill + greedy steps of two slots of different lengths in one call equal the full
+// forward's logits bit for bit on the CPU (same ops, same order), with routing mixed.
+static void test_decoder() {
+    hspmn_context* ctx = make_ctx(2);
+    hspmn_model_params p = small_model();
+    const int V = p.vocab_size, L = p.num_layers;
+    hspmn_model* m = nullptr;
+    OK(hspmn_model_create(ctx, &p, 8, &m));
+    hspmn_tensor* b = make(ctx, HSPMN_DTYPE_F32, {1});
+    const float bias = 0.0f;  // about half the tokens routed at this init
+    OK(hspmn_tensor_copy_in(b, &bias, 4));
+    for (const char* n : {"blocks.0.router.b", "blocks.1.router.b"}) OK(hspmn_model_set_param(m, n, b));
+    hspmn_decoder* dec = nullptr;
+    OK(hspmn_decoder_create(m, 3, 40, &dec));
+    EXPECT_STATUS(hspmn_model_destroy(m), HSPMN_ERR_STATE, "decoder");
+
+    std::vector<std::vector<int32_t>> seqs = {{3, 14, 15, 9, 2}, {6, 5, 35, 8, 9, 7, 9, 3, 2}};
+    const int32_t slot_of[2] = {2, 0};
+    int routed_total = 0, routed_count = 0;
+    bool exact = true, greedy = true;
+    for (int j = 0; j < 2; ++j) {
+        const int64_t T = static_cast<int64_t>(seqs[j].size());
+        hspmn_tensor* s = make(ctx, HSPMN_DTYPE_I32, {1});
+        hspmn_tensor* tk = make(ctx, HSPMN_DTYPE_I32, {1, T});
+        hspmn_tensor* lg = make(ctx, HSPMN_DTYPE_F32, {1, V});
+        hspmn_tensor* rt = make(ctx, HSPMN_DTYPE_I32, {1, T, L});
+        OK(hspmn_tensor_copy_in(s, &slot_of[j], 4));
+        OK(hspmn_tensor_copy_in(tk, seqs[j].data(), T * 4));
+        OK(hspmn_decoder_append(dec, s, tk, lg, rt));
+        exact = exact && read_f32(lg) == full_logits(ctx, m, seqs[j], V);
+        std::vector<int32_t> r(static_cast<size_t>(T * L));
+        OK(hspmn_tensor_copy_out(rt, r.data(), T * L * 4));
+        for (int32_t x : r) {
+            routed_total += x;
+            ++routed_count;
+        }
+        for (hspmn_tensor* t : {s, tk, lg, rt}) OK(hspmn_tensor_destroy(t));
+    }
+    EXPECT(routed_total > 0 && routed_total < routed_count);  // the check covers both paths
+    hspmn_tensor* s2 = make(ctx, HSPMN_DTYPE_I32, {2});
+    hspmn_tensor* tk2 = make(ctx, HSPMN_DTYPE_I32, {2, 1});
+    hspmn_tensor* lg2 = make(ctx, HSPMN_DTYPE_F32, {2, V});
+    OK(hspmn_tensor_copy_in(s2, slot_of, 8));
+    for (int step = 0; step < 12; ++step) {
+        int32_t next[2];
+        for (int j = 0; j < 2; ++j) {
+            std::vector<float> f = full_logits(ctx, m, seqs[j], V);
+            next[j] = argmax(f.data(), V);
+            seqs[j].push_back(next[j]);
+        }
+        OK(hspmn_tensor_copy_in(tk2, next, 8));
+        OK(hspmn_decoder_append(dec, s2, tk2, lg2, nullptr));
+        std::vector<float> got = read_f32(lg2);
+        for (int j = 0; j < 2; ++j) {
+            std::vector<float> want = full_logits(ctx, m, seqs[j], V);
+            exact = exact && std::equal(want.begin(), want.end(), got.begin() + j * V);
+            greedy = greedy && argmax(got.data() + j * V, V) == argmax(want.data(), V);
+        }
+    }
+    EXPECT(exact);
+    EXPECT(greedy);
+    int64_t len = 0;
+    OK(hspmn_decoder_length(dec, 0, &len));
+    EXPECT(len == 9 + 12);
+
+    // Bad calls: duplicate slot, slot out of range, max_len overflow, bad token; a reset slot restarts.
+    int32_t dup[2] = {1, 1};
+    OK(hspmn_tensor_copy_in(s2, dup, 8));
+    EXPECT_STATUS(hspmn_decoder_append(dec, s2, tk2, lg2, nullptr), HSPMN_ERR_INVALID_ARGUMENT, "appears twice");
+    int32_t far[2] = {1, 3};
+    OK(hspmn_tensor_copy_in(s2, far, 8));
+    EXPECT_STATUS(hspmn_decoder_append(dec, s2, tk2, lg2, nullptr), HSPMN_ERR_INVALID_ARGUMENT, "slots[1] = 3");
+    hspmn_tensor* s1 = make(ctx, HSPMN_DTYPE_I32, {1});
+    hspmn_tensor* tk20 = make(ctx, HSPMN_DTYPE_I32, {1, 20});
+    const int32_t zero = 0;
+    OK(hspmn_tensor_copy_in(s1, &zero, 4));
+    EXPECT_STATUS(hspmn_decoder_append(dec, s1, tk20, nullptr, nullptr), HSPMN_ERR_INVALID_ARGUMENT, "exceed max_len 40");
+    int32_t bad_tok[2] = {5, 61};
+    int32_t ok_slots[2] = {1, 2};
+    OK(hspmn_tensor_copy_in(s2, ok_slots, 8));
+    OK(hspmn_tensor_copy_in(tk2, bad_tok, 8));
+    EXPECT_STATUS(hspmn_decoder_append(dec, s2, tk2, lg2, nullptr), HSPMN_ERR_INVALID_ARGUMENT, "tokens[1, 0] = 61");
+    OK(hspmn_decoder_reset(dec, 0));
+    OK(hspmn_decoder_length(dec, 0, &len));
+    EXPECT(len == 0);
+    EXPECT_STATUS(hspmn_decoder_reset(dec, 3), HSPMN_ERR_INVALID_ARGUMENT, "slot (3)");
+    for (hspmn_tensor* t : {s2, tk2, lg2, s1, tk20, b}) OK(hspmn_tensor_destroy(t));
+    OK(hspmn_decoder_destroy(dec));
+    OK(hspmn_model_destroy(m));
+
+    // Top-k routing cannot decode.
+    p.block.routing = HSPMN_ROUTING_TOPK;
+    OK(hspmn_model_create(ctx, &p, 8, &m));
+    EXPECT_STATUS(hspmn_decoder_create(m, 1, 8, &dec), HSPMN_ERR_INVALID_ARGUMENT, "top-k");
+    OK(hspmn_model_destroy(m));
+    OK(hspmn_context_destroy(ctx));
+}
+
 int main() {
+    test_decoder();
     test_repeat_backward();
     test_params_and_names();
     test_forward_checks();

@@ -132,6 +132,9 @@ hspmn_status hspmn_model_destroy(hspmn_model* model) {
         if (!model) return;
         hspmn_context* ctx = model->ctx;
         BusyGuard busy_ctx(ctx->busy, "context");
+        if (model->decoders.load() != 0)
+            fail(HSPMN_ERR_STATE, "the model still has %d decoder(s); destroy them first (hspmn_decoder_destroy)",
+                 model->decoders.load());
         {
             BusyGuard busy(model->busy, "model");
             delete model->impl;

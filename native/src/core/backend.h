@@ -73,6 +73,29 @@ struct ParamStorage {
     float* grad;
 };
 
+// One block's pass over new tokens of cached sequences (hspmn_decoder_append), threshold routing,
+// no noise. Rows are grouped by sequence: sequence j owns rows row_start[j] .. row_start[j+1] - 1 at
+// positions pos0[j], pos0[j] + 1, ... Caches are in internal memory, elements of decode_elem_bytes():
+//   k_cache, v_cache: [max_seqs, max_len, Hkv*Dh] K after RoPE and V of every token seen
+//   conv_cache:       [max_seqs, conv_kernel - 1, D] the last conv_kernel - 1 normalised inputs h,
+//                     oldest first (zero for positions before 0, as the causal conv pads)
+// decode writes the new rows' K/V (before any attention of this call, so a prefill attends its own
+// earlier tokens) and shifts the conv cache.
+struct DecodeCall {
+    int64_t n;                  // rows
+    int64_t seqs;
+    const int64_t* row_start;   // host [seqs + 1]
+    const int32_t* slot;        // host [seqs]
+    const int64_t* pos0;        // host [seqs]
+    const uint16_t* x;          // [n, D] bf16
+    uint16_t* out;              // [n, D] bf16
+    int32_t* routed;            // [n] i32 or null: 1 where the router selected the row
+    void* k_cache;
+    void* v_cache;
+    void* conv_cache;
+    int64_t max_seqs, max_len;
+};
+
 class BlockImpl : public Tracked {
 public:
     virtual ~BlockImpl() = default;
@@ -91,6 +114,9 @@ public:
     virtual void params_written() = 0;
     // Inference forward recorded as a graph (call.training == 0, all tensors in device memory).
     virtual GraphImpl* capture_forward(const ForwardCall& call);
+    // Bytes of one cache element (K, V, conv inputs): the precision the block's forward keeps them in.
+    virtual int decode_elem_bytes() const = 0;
+    virtual void decode(const DecodeCall& call) = 0;
 };
 
 // Scalars of one AdamW update (model/optimizer.cpp computes them in double once per step).

@@ -61,4 +61,15 @@ struct hspmn_model : hspmn::Tracked {
     std::atomic<int> busy{0};
     hspmn_context* ctx = nullptr;
     hspmn::Model* impl = nullptr;
+    // Decoders made from this model; destroying it while > 0 is HSPMN_ERR_STATE.
+    std::atomic<int> decoders{0};
+};
+
+namespace hspmn {
+class Decoder;
+}
+
+struct hspmn_decoder : hspmn::Tracked {
+    hspmn_model* model = nullptr;
+    hspmn::Decoder* impl = nullptr;
 };

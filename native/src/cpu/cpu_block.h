@@ -45,6 +45,8 @@ public:
     void drop_cache() noexcept override;
     ParamStorage param_storage(int index) override { return {param_[index].data(), grad_[index].data()}; }
     void params_written() override { dirty_.fill(true); }
+    int decode_elem_bytes() const override { return 4; }  // K, V and h are float32 in forward too
+    void decode(const DecodeCall& call) override;  // cpu_block_decode.cpp
 
 private:
     struct Router {
@@ -69,6 +71,9 @@ private:
     std::array<Buffer<float>, P_COUNT> grad_;
     Activations act_;
     bool has_act_ = false;
+    // Rotary table for decode positions 0 .. decode_rope_S_ - 1 (grown, never recomputed per step).
+    Buffer<float> decode_cos_, decode_sin_;
+    int64_t decode_rope_S_ = 0;
 };
 
 }  // namespace hspmn::cpu

@@ -41,6 +41,11 @@ public:
         d_.activate();
         return inner_->capture_forward(call);
     }
+    int decode_elem_bytes() const override { return inner_->decode_elem_bytes(); }
+    void decode(const DecodeCall& call) override {
+        d_.activate();
+        inner_->decode(call);
+    }
 
 private:
     Device& d_;

@@ -80,6 +80,13 @@ public:
     void logits(const int32_t* tokens, int64_t B, int64_t S, hspmn_tensor* out);
     hspmn_adamw_result adamw_step(const hspmn_adamw_params& p);
 
+    // For the decoder (decoder.cpp): the pieces of the trunk it runs row by row.
+    Backend& backend() const { return be_; }
+    hspmn_context* context() const { return ctx_; }
+    BlockImpl* block(int64_t i) const { return blocks_[static_cast<std::size_t>(i)]; }
+    const uint16_t* embedding_value() const { return emb_value_.as<uint16_t>(); }
+    const uint16_t* norm_value() const { return norm_value_.as<uint16_t>(); }
+
 private:
     struct Param {
         std::string name;

@@ -124,6 +124,36 @@ void non_finite_scan(Device& d, const void* data, bool is_bf16, int64_t numel, u
 // ---- routed_fraction.cu: out[0] = sum(counts) / (B * S)   counts: [B] i32  out: [1] f32
 void routed_fraction(Device& d, const int32_t* counts, int64_t B, int64_t S, float* out);
 
+// ---- decode.cu: cached decoding (core/backend.h DecodeCall). A call's rows are grouped by sequence
+// j < seqs: rows row_start[j] .. row_start[j+1] - 1 at positions pos0[j], pos0[j] + 1, ... of cache
+// slot slot[j]; its selected rows go to query block qblock[j] of the [seqs, C] query lists. Every
+// array is i32 in device memory.
+struct DecodeMeta {
+    const int32_t* row_start;  // [seqs + 1]
+    const int32_t* slot;       // [seqs]
+    const int32_t* pos0;       // [seqs]
+    const int32_t* qblock;     // [seqs], a permutation of 0..seqs-1
+    int32_t seqs;
+};
+// row_pos: [n] i32 position of each row  row_cache: [n] i64 = slot * max_len + position
+void decode_rows(Device& d, const DecodeMeta& m, int64_t n, int64_t max_len, int32_t* row_pos, int64_t* row_cache);
+// Threshold routing (n > 0, as route_select) compacted per sequence in increasing position.
+// n: [rows] f32  qpos: [seqs, C] i32 positions, qrow: [seqs, C] i32 rows (both -1 past qcnt)
+// qcnt: [seqs] i32  routed: [rows] i32 (1 selected, 0 not) or null
+void decode_select(Device& d, const float* n, const DecodeMeta& m, int64_t C, int32_t* qpos, int32_t* qrow,
+                   int32_t* qcnt, int32_t* routed);
+// causal_conv_forward's arithmetic over [the slot's conv cache, the new rows].
+// h, c: [n, D] bf16  w: [D, K] bf16  conv_cache: [max_seqs, K-1, D] bf16 (oldest first)
+void decode_causal_conv(Device& d, const __nv_bfloat16* h, const __nv_bfloat16* conv_cache,
+                        const __nv_bfloat16* w, const DecodeMeta& m, int64_t n, int64_t D, int64_t K,
+                        __nv_bfloat16* c);
+// Each slot's conv cache becomes the last K-1 inputs of [old cache, new rows]. Run after decode_causal_conv.
+void decode_conv_cache_update(Device& d, const __nv_bfloat16* h, const DecodeMeta& m, int64_t D, int64_t K,
+                              __nv_bfloat16* conv_cache);
+// k_cache[row_cache[r]] = k[r], v_cache likewise.  k, v: [n, KV] bf16  caches: [max_seqs*max_len, KV] bf16
+void decode_kv_write(Device& d, const __nv_bfloat16* k, const __nv_bfloat16* v, const int64_t* row_cache, int64_t n,
+                     int64_t KV, __nv_bfloat16* k_cache, __nv_bfloat16* v_cache);
+
 // ---- the language model's ops (core/backend.h "the language model's ops" is their spec)
 
 // embedding.cu: x[r] = table[tokens[r]]   table: [V, D] bf16  tokens: [N] i32 in [0, V)  x: [N, D] bf16

@@ -16,12 +16,13 @@ import java.util.Set;
 import java.util.concurrent.locks.ReentrantLock;
 
 /**
- * A backend instance ({@code hspmn_context}). Tensors and blocks are made from a context and belong to it.
+ * A backend instance ({@code hspmn_context}). Tensors, blocks and language models are made from a context
+ * and belong to it.
  *
  * <p>One thread at a time: every call on the context or on its tensors and blocks takes the context's
  * lock with {@code tryLock}; a call from a second thread while one is inside fails at once with
  * {@link ConcurrentUseException}. Handing the context from one thread to another between calls is fine.
- * Closing the context closes every graph, block and tensor still open from it first.
+ * Closing the context closes every graph, block, model and tensor still open from it first.
  */
 public final class Context implements AutoCloseable {
     /** ReentrantLock that can name its owner in the error message. */
@@ -53,6 +54,7 @@ public final class Context implements AutoCloseable {
     final MemorySegment desc = hspmn_tensor_desc.allocate(scratchArena);
     final MemorySegment pointerOut = scratchArena.allocate(ValueLayout.ADDRESS);
     final MemorySegment intOut = scratchArena.allocate(ValueLayout.JAVA_INT);
+    final MemorySegment longOut = scratchArena.allocate(ValueLayout.JAVA_LONG);
     final MemorySegment floatBuf = scratchArena.allocate(ValueLayout.JAVA_FLOAT);
 
     private Context(ContextOptions options) {
@@ -160,16 +162,20 @@ public final class Context implements AutoCloseable {
         }
         try (var g = enter("Context.close")) {
             List<AutoCloseable> open = new ArrayList<>(children);
-            // Graphs first: they hold blocks and tensors, which refuse to close under them.
+            // Graphs and decoders first: they hold blocks, models and tensors, which refuse to close under them.
             for (AutoCloseable c : open) {
                 if (c instanceof ForwardGraph fg) {
                     fg.close();
+                } else if (c instanceof Decoder d) {
+                    d.close();
                 }
             }
-            // Then blocks: they own tensors (their aux buffers) that they close themselves.
+            // Then blocks and models: they own tensors (aux, loss buffers) that they close themselves.
             for (AutoCloseable c : open) {
                 if (c instanceof Block b) {
                     b.close();
+                } else if (c instanceof LanguageModel m) {
+                    m.close();
                 }
             }
             for (AutoCloseable c : new ArrayList<>(children)) {

@@ -2,9 +2,9 @@
  * HSPMN for the JVM: a thin layer over libhspmn's C ABI (the generated bindings are in {@code io.hspmn.ffi}).
  *
  * <h2>Lifetimes</h2>
- * {@link io.hspmn.Context}, {@link io.hspmn.Tensor} and {@link io.hspmn.Block} own native memory and are
- * {@link java.lang.AutoCloseable}; close them (try-with-resources). Closing a context closes every graph,
- * block and tensor still open from it. Using a closed object throws {@link java.lang.IllegalStateException}
+ * {@link io.hspmn.Context}, {@link io.hspmn.Tensor}, {@link io.hspmn.Block} and {@link io.hspmn.LanguageModel}
+ * own native memory and are {@link java.lang.AutoCloseable}; close them (try-with-resources). Closing a context
+ * closes every graph, block, model and tensor still open from it. Using a closed object throws {@link java.lang.IllegalStateException}
  * naming it; a {@link io.hspmn.Tensor#segment()} view taken before the tensor was closed throws too, instead
  * of reading freed memory. A {@link io.hspmn.ForwardGraph} (CUDA graph of a forward) holds its block and
  * tensors: closing one of them while the graph is open fails with {@link io.hspmn.HspmnStateException}.

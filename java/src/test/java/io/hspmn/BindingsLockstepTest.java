@@ -138,7 +138,9 @@ class BindingsLockstepTest {
     static String structBody(Header h, String struct) {
         StringBuilder sb = new StringBuilder("{");
         for (Field f : h.structs().get(struct)) {
-            String elem = expected(f.type(), h, new ArrayList<>(), struct);
+            // A nested struct member carries its field name in the layout, not its type's name: compare bodies.
+            String elem = h.structs().containsKey(f.type()) ? "struct" + structBody(h, f.type())
+                    : expected(f.type(), h, new ArrayList<>(), struct);
             sb.append(f.count() > 1 || f.count() < 0 ? "[" + f.count() + " x " + elem + "]" : elem).append(' ').append(f.name()).append(';');
         }
         return sb.append('}').toString();
@@ -146,6 +148,10 @@ class BindingsLockstepTest {
 
     /** The same description for a layout the bindings use. */
     static String describe(MemoryLayout l) {
+        return describe(l, true);
+    }
+
+    private static String describe(MemoryLayout l, boolean top) {
         if (l == null) {
             return null;
         }
@@ -159,15 +165,15 @@ class BindingsLockstepTest {
             return c;
         }
         if (l instanceof SequenceLayout s) {
-            return "[" + s.elementCount() + " x " + describe(s.elementLayout()) + "]";
+            return "[" + s.elementCount() + " x " + describe(s.elementLayout(), false) + "]";
         }
         if (l instanceof GroupLayout g) {
-            StringBuilder sb = new StringBuilder("struct " + g.name().orElse("?") + "{");
+            StringBuilder sb = new StringBuilder(top ? "struct " + g.name().orElse("?") + "{" : "struct{");
             for (MemoryLayout m : g.memberLayouts()) {
                 if (m instanceof PaddingLayout) {
                     continue;
                 }
-                sb.append(describe(m)).append(' ').append(m.name().orElse("?")).append(';');
+                sb.append(describe(m, false)).append(' ').append(m.name().orElse("?")).append(';');
             }
             return sb.append('}').toString();
         }
@@ -279,6 +285,20 @@ class BindingsLockstepTest {
         assertTrue(p2.stream().anyMatch(s -> s.contains("hspmn_gumbel_noise") && s.contains("parameter 2")), p2::toString);
     }
 
+    /** The nested-struct check itself: a field changed inside hspmn_block_params must show in hspmn_model_params. */
+    @Test
+    void aChangedNestedStructIsReported() throws IOException {
+        Header h = parse(header());
+        String bound = describe(io.hspmn.ffi.hspmn_model_params.layout());
+        assertEquals("struct hspmn_model_params" + structBody(h, "hspmn_model_params"), bound);
+        Header changed = parse(header().replace("    float norm_eps;\n    int32_t reserved;\n} hspmn_block_params;",
+                "    int32_t norm_eps;\n    int32_t reserved;\n} hspmn_block_params;"));
+        assertTrue(!changed.structs().get("hspmn_block_params").equals(h.structs().get("hspmn_block_params")),
+                "test header edit did not take");
+        assertTrue(!("struct hspmn_model_params" + structBody(changed, "hspmn_model_params")).equals(bound));
+        assertEquals(56, sizeOf(h, "hspmn_model_params"));
+    }
+
     @Test
     void libraryExportsEveryFunction() throws IOException {
         Header h = parse(header());
@@ -296,7 +316,8 @@ class BindingsLockstepTest {
     void structLayoutsMatchTheHeader() throws Exception {
         Header h = parse(header());
         assertEquals(Set.of("hspmn_alloc_stats", "hspmn_context_params", "hspmn_tensor_desc", "hspmn_block_params",
-                "hspmn_forward_params", "hspmn_backward_params"), h.structs().keySet());
+                "hspmn_forward_params", "hspmn_backward_params", "hspmn_model_params", "hspmn_model_forward_params",
+                "hspmn_model_backward_params", "hspmn_adamw_params", "hspmn_adamw_result"), h.structs().keySet());
         for (Map.Entry<String, List<Field>> s : h.structs().entrySet()) {
             Class<?> c = Class.forName("io.hspmn.ffi." + s.getKey());
             GroupLayout layout = (GroupLayout) c.getMethod("layout").invoke(null);
@@ -304,16 +325,43 @@ class BindingsLockstepTest {
             long offset = 0;
             long maxAlign = 1;
             for (Field f : s.getValue()) {
-                long size = f.type().equals("int64_t") || f.type().equals("uint64_t") ? 8 : 4;
-                maxAlign = Math.max(maxAlign, size);
-                offset = (offset + size - 1) / size * size;
+                long size = sizeOf(h, f.type());
+                long align = alignOf(h, f.type());
+                maxAlign = Math.max(maxAlign, align);
+                offset = (offset + align - 1) / align * align;
                 assertEquals(offset, layout.byteOffset(MemoryLayout.PathElement.groupElement(f.name())),
                         s.getKey() + "." + f.name() + " offset");
                 assertEquals(offset, (long) c.getMethod(f.name() + "$offset").invoke(null), s.getKey() + "." + f.name() + "$offset()");
                 offset += size * f.count();
             }
-            long size = (offset + maxAlign - 1) / maxAlign * maxAlign;
-            assertEquals(size, layout.byteSize(), s.getKey() + " size");
+            assertEquals(sizeOf(h, s.getKey()), layout.byteSize(), s.getKey() + " size");
         }
+    }
+
+    /** C's size of a field type of the header: scalars, or a struct padded to its alignment. */
+    static long sizeOf(Header h, String type) {
+        List<Field> fields = h.structs().get(type);
+        if (fields == null) {
+            return type.equals("int64_t") || type.equals("uint64_t") ? 8 : 4;
+        }
+        long offset = 0;
+        for (Field f : fields) {
+            long align = alignOf(h, f.type());
+            offset = (offset + align - 1) / align * align + sizeOf(h, f.type()) * f.count();
+        }
+        long align = alignOf(h, type);
+        return (offset + align - 1) / align * align;
+    }
+
+    static long alignOf(Header h, String type) {
+        List<Field> fields = h.structs().get(type);
+        if (fields == null) {
+            return sizeOf(h, type);
+        }
+        long a = 1;
+        for (Field f : fields) {
+            a = Math.max(a, alignOf(h, f.type()));
+        }
+        return a;
     }
 }

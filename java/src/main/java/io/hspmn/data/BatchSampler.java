@@ -153,6 +153,29 @@ public final class BatchSampler {
         MemorySegment.copy(rows, 0, dst, ValueLayout.JAVA_INT_UNALIGNED, 0, rows.length);
     }
 
+    /**
+     * Writes the next batch split into model inputs and next-byte targets, both row-major [B, S] int32
+     * in native byte order: tokens[b, s] = window[b][s], targets[b, s] = window[b][s + 1]. The same
+     * windows as {@link #next()} would return; nothing is allocated per call, so a trainer can fill
+     * pinned or host tensors' {@link io.hspmn.Tensor#segment()} views directly.
+     */
+    public void next(MemorySegment tokens, MemorySegment targets) {
+        long need = (long) batch * seqLen * Integer.BYTES;
+        if (tokens.byteSize() < need || targets.byteSize() < need) {
+            throw new IllegalArgumentException("tokens/targets have " + tokens.byteSize() + "/" + targets.byteSize()
+                    + " bytes; a [" + batch + ", " + seqLen + "] int32 batch needs " + need);
+        }
+        int w = seqLen + 1;
+        for (int b = 0; b < batch; b++) {
+            split.copy(nextWindowStart(), window, 0, w);
+            long row = (long) b * seqLen * Integer.BYTES;
+            for (int t = 0; t < seqLen; t++) {
+                tokens.set(ValueLayout.JAVA_INT_UNALIGNED, row + 4L * t, window[t] & 0xFF);
+                targets.set(ValueLayout.JAVA_INT_UNALIGNED, row + 4L * t, window[t + 1] & 0xFF);
+            }
+        }
+    }
+
     /** Copies the next batch into an i32 tensor of shape [B, S+1] (any memory kind). */
     public void next(Tensor dst) {
         long[] want = {batch, seqLen + 1};

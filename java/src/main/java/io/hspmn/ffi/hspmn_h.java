@@ -2777,4 +2777,1549 @@ public class hspmn_h {
            throw new AssertionError("should not reach here", ex$);
         }
     }
+
+    private static class hspmn_model_default_params {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_model_params.layout()
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_default_params");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_model_params hspmn_model_default_params()
+     * }
+     */
+    public static FunctionDescriptor hspmn_model_default_params$descriptor() {
+        return hspmn_model_default_params.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_model_params hspmn_model_default_params()
+     * }
+     */
+    public static MethodHandle hspmn_model_default_params$handle() {
+        return hspmn_model_default_params.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_model_params hspmn_model_default_params()
+     * }
+     */
+    public static MemorySegment hspmn_model_default_params$address() {
+        return hspmn_model_default_params.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_model_params hspmn_model_default_params()
+     * }
+     */
+    public static MemorySegment hspmn_model_default_params(SegmentAllocator allocator) {
+        var mh$ = hspmn_model_default_params.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_model_default_params", allocator);
+            }
+            return (MemorySegment)mh$.invokeExact(allocator);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_model_params_validate {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_params_validate");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_params_validate(const hspmn_model_params *params)
+     * }
+     */
+    public static FunctionDescriptor hspmn_model_params_validate$descriptor() {
+        return hspmn_model_params_validate.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_params_validate(const hspmn_model_params *params)
+     * }
+     */
+    public static MethodHandle hspmn_model_params_validate$handle() {
+        return hspmn_model_params_validate.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_params_validate(const hspmn_model_params *params)
+     * }
+     */
+    public static MemorySegment hspmn_model_params_validate$address() {
+        return hspmn_model_params_validate.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_params_validate(const hspmn_model_params *params)
+     * }
+     */
+    public static int hspmn_model_params_validate(MemorySegment params) {
+        var mh$ = hspmn_model_params_validate.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_model_params_validate", params);
+            }
+            return (int)mh$.invokeExact(params);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_model_create {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_LONG,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_create");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_create(hspmn_context *ctx, const hspmn_model_params *params, uint64_t seed, hspmn_model **out)
+     * }
+     */
+    public static FunctionDescriptor hspmn_model_create$descriptor() {
+        return hspmn_model_create.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_create(hspmn_context *ctx, const hspmn_model_params *params, uint64_t seed, hspmn_model **out)
+     * }
+     */
+    public static MethodHandle hspmn_model_create$handle() {
+        return hspmn_model_create.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_create(hspmn_context *ctx, const hspmn_model_params *params, uint64_t seed, hspmn_model **out)
+     * }
+     */
+    public static MemorySegment hspmn_model_create$address() {
+        return hspmn_model_create.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_create(hspmn_context *ctx, const hspmn_model_params *params, uint64_t seed, hspmn_model **out)
+     * }
+     */
+    public static int hspmn_model_create(MemorySegment ctx, MemorySegment params, long seed, MemorySegment out) {
+        var mh$ = hspmn_model_create.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_model_create", ctx, params, seed, out);
+            }
+            return (int)mh$.invokeExact(ctx, params, seed, out);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_model_destroy {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_destroy");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_destroy(hspmn_model *model)
+     * }
+     */
+    public static FunctionDescriptor hspmn_model_destroy$descriptor() {
+        return hspmn_model_destroy.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_destroy(hspmn_model *model)
+     * }
+     */
+    public static MethodHandle hspmn_model_destroy$handle() {
+        return hspmn_model_destroy.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_destroy(hspmn_model *model)
+     * }
+     */
+    public static MemorySegment hspmn_model_destroy$address() {
+        return hspmn_model_destroy.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_destroy(hspmn_model *model)
+     * }
+     */
+    public static int hspmn_model_destroy(MemorySegment model) {
+        var mh$ = hspmn_model_destroy.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_model_destroy", model);
+            }
+            return (int)mh$.invokeExact(model);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_model_get_params {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_get_params");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_get_params(const hspmn_model *model, hspmn_model_params *out)
+     * }
+     */
+    public static FunctionDescriptor hspmn_model_get_params$descriptor() {
+        return hspmn_model_get_params.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_get_params(const hspmn_model *model, hspmn_model_params *out)
+     * }
+     */
+    public static MethodHandle hspmn_model_get_params$handle() {
+        return hspmn_model_get_params.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_get_params(const hspmn_model *model, hspmn_model_params *out)
+     * }
+     */
+    public static MemorySegment hspmn_model_get_params$address() {
+        return hspmn_model_get_params.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_get_params(const hspmn_model *model, hspmn_model_params *out)
+     * }
+     */
+    public static int hspmn_model_get_params(MemorySegment model, MemorySegment out) {
+        var mh$ = hspmn_model_get_params.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_model_get_params", model, out);
+            }
+            return (int)mh$.invokeExact(model, out);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_model_param_count {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_param_count");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_param_count(const hspmn_model *model, int32_t *out)
+     * }
+     */
+    public static FunctionDescriptor hspmn_model_param_count$descriptor() {
+        return hspmn_model_param_count.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_param_count(const hspmn_model *model, int32_t *out)
+     * }
+     */
+    public static MethodHandle hspmn_model_param_count$handle() {
+        return hspmn_model_param_count.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_param_count(const hspmn_model *model, int32_t *out)
+     * }
+     */
+    public static MemorySegment hspmn_model_param_count$address() {
+        return hspmn_model_param_count.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_param_count(const hspmn_model *model, int32_t *out)
+     * }
+     */
+    public static int hspmn_model_param_count(MemorySegment model, MemorySegment out) {
+        var mh$ = hspmn_model_param_count.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_model_param_count", model, out);
+            }
+            return (int)mh$.invokeExact(model, out);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_model_param_name {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_param_name");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_param_name(const hspmn_model *model, int32_t index, const char **out)
+     * }
+     */
+    public static FunctionDescriptor hspmn_model_param_name$descriptor() {
+        return hspmn_model_param_name.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_param_name(const hspmn_model *model, int32_t index, const char **out)
+     * }
+     */
+    public static MethodHandle hspmn_model_param_name$handle() {
+        return hspmn_model_param_name.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_param_name(const hspmn_model *model, int32_t index, const char **out)
+     * }
+     */
+    public static MemorySegment hspmn_model_param_name$address() {
+        return hspmn_model_param_name.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_param_name(const hspmn_model *model, int32_t index, const char **out)
+     * }
+     */
+    public static int hspmn_model_param_name(MemorySegment model, int index, MemorySegment out) {
+        var mh$ = hspmn_model_param_name.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_model_param_name", model, index, out);
+            }
+            return (int)mh$.invokeExact(model, index, out);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_model_param_describe {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_param_describe");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_param_describe(const hspmn_model *model, const char *name, hspmn_tensor_desc *out)
+     * }
+     */
+    public static FunctionDescriptor hspmn_model_param_describe$descriptor() {
+        return hspmn_model_param_describe.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_param_describe(const hspmn_model *model, const char *name, hspmn_tensor_desc *out)
+     * }
+     */
+    public static MethodHandle hspmn_model_param_describe$handle() {
+        return hspmn_model_param_describe.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_param_describe(const hspmn_model *model, const char *name, hspmn_tensor_desc *out)
+     * }
+     */
+    public static MemorySegment hspmn_model_param_describe$address() {
+        return hspmn_model_param_describe.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_param_describe(const hspmn_model *model, const char *name, hspmn_tensor_desc *out)
+     * }
+     */
+    public static int hspmn_model_param_describe(MemorySegment model, MemorySegment name, MemorySegment out) {
+        var mh$ = hspmn_model_param_describe.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_model_param_describe", model, name, out);
+            }
+            return (int)mh$.invokeExact(model, name, out);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_model_get_param {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_get_param");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_get_param(const hspmn_model *model, const char *name, hspmn_tensor *dst)
+     * }
+     */
+    public static FunctionDescriptor hspmn_model_get_param$descriptor() {
+        return hspmn_model_get_param.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_get_param(const hspmn_model *model, const char *name, hspmn_tensor *dst)
+     * }
+     */
+    public static MethodHandle hspmn_model_get_param$handle() {
+        return hspmn_model_get_param.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_get_param(const hspmn_model *model, const char *name, hspmn_tensor *dst)
+     * }
+     */
+    public static MemorySegment hspmn_model_get_param$address() {
+        return hspmn_model_get_param.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_get_param(const hspmn_model *model, const char *name, hspmn_tensor *dst)
+     * }
+     */
+    public static int hspmn_model_get_param(MemorySegment model, MemorySegment name, MemorySegment dst) {
+        var mh$ = hspmn_model_get_param.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_model_get_param", model, name, dst);
+            }
+            return (int)mh$.invokeExact(model, name, dst);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_model_set_param {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_set_param");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_set_param(hspmn_model *model, const char *name, const hspmn_tensor *src)
+     * }
+     */
+    public static FunctionDescriptor hspmn_model_set_param$descriptor() {
+        return hspmn_model_set_param.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_set_param(hspmn_model *model, const char *name, const hspmn_tensor *src)
+     * }
+     */
+    public static MethodHandle hspmn_model_set_param$handle() {
+        return hspmn_model_set_param.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_set_param(hspmn_model *model, const char *name, const hspmn_tensor *src)
+     * }
+     */
+    public static MemorySegment hspmn_model_set_param$address() {
+        return hspmn_model_set_param.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_set_param(hspmn_model *model, const char *name, const hspmn_tensor *src)
+     * }
+     */
+    public static int hspmn_model_set_param(MemorySegment model, MemorySegment name, MemorySegment src) {
+        var mh$ = hspmn_model_set_param.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_model_set_param", model, name, src);
+            }
+            return (int)mh$.invokeExact(model, name, src);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_model_get_grad {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_get_grad");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_get_grad(const hspmn_model *model, const char *name, hspmn_tensor *dst)
+     * }
+     */
+    public static FunctionDescriptor hspmn_model_get_grad$descriptor() {
+        return hspmn_model_get_grad.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_get_grad(const hspmn_model *model, const char *name, hspmn_tensor *dst)
+     * }
+     */
+    public static MethodHandle hspmn_model_get_grad$handle() {
+        return hspmn_model_get_grad.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_get_grad(const hspmn_model *model, const char *name, hspmn_tensor *dst)
+     * }
+     */
+    public static MemorySegment hspmn_model_get_grad$address() {
+        return hspmn_model_get_grad.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_get_grad(const hspmn_model *model, const char *name, hspmn_tensor *dst)
+     * }
+     */
+    public static int hspmn_model_get_grad(MemorySegment model, MemorySegment name, MemorySegment dst) {
+        var mh$ = hspmn_model_get_grad.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_model_get_grad", model, name, dst);
+            }
+            return (int)mh$.invokeExact(model, name, dst);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_model_zero_grad {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_zero_grad");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_zero_grad(hspmn_model *model)
+     * }
+     */
+    public static FunctionDescriptor hspmn_model_zero_grad$descriptor() {
+        return hspmn_model_zero_grad.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_zero_grad(hspmn_model *model)
+     * }
+     */
+    public static MethodHandle hspmn_model_zero_grad$handle() {
+        return hspmn_model_zero_grad.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_zero_grad(hspmn_model *model)
+     * }
+     */
+    public static MemorySegment hspmn_model_zero_grad$address() {
+        return hspmn_model_zero_grad.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_zero_grad(hspmn_model *model)
+     * }
+     */
+    public static int hspmn_model_zero_grad(MemorySegment model) {
+        var mh$ = hspmn_model_zero_grad.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_model_zero_grad", model);
+            }
+            return (int)mh$.invokeExact(model);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_model_forward_default_params {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_model_forward_params.layout()
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_forward_default_params");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_model_forward_params hspmn_model_forward_default_params()
+     * }
+     */
+    public static FunctionDescriptor hspmn_model_forward_default_params$descriptor() {
+        return hspmn_model_forward_default_params.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_model_forward_params hspmn_model_forward_default_params()
+     * }
+     */
+    public static MethodHandle hspmn_model_forward_default_params$handle() {
+        return hspmn_model_forward_default_params.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_model_forward_params hspmn_model_forward_default_params()
+     * }
+     */
+    public static MemorySegment hspmn_model_forward_default_params$address() {
+        return hspmn_model_forward_default_params.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_model_forward_params hspmn_model_forward_default_params()
+     * }
+     */
+    public static MemorySegment hspmn_model_forward_default_params(SegmentAllocator allocator) {
+        var mh$ = hspmn_model_forward_default_params.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_model_forward_default_params", allocator);
+            }
+            return (MemorySegment)mh$.invokeExact(allocator);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_model_forward {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_forward");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_forward(hspmn_model *model, const hspmn_model_forward_params *params, const hspmn_tensor *tokens, const hspmn_tensor *targets, hspmn_tensor *loss, hspmn_tensor *stats)
+     * }
+     */
+    public static FunctionDescriptor hspmn_model_forward$descriptor() {
+        return hspmn_model_forward.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_forward(hspmn_model *model, const hspmn_model_forward_params *params, const hspmn_tensor *tokens, const hspmn_tensor *targets, hspmn_tensor *loss, hspmn_tensor *stats)
+     * }
+     */
+    public static MethodHandle hspmn_model_forward$handle() {
+        return hspmn_model_forward.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_forward(hspmn_model *model, const hspmn_model_forward_params *params, const hspmn_tensor *tokens, const hspmn_tensor *targets, hspmn_tensor *loss, hspmn_tensor *stats)
+     * }
+     */
+    public static MemorySegment hspmn_model_forward$address() {
+        return hspmn_model_forward.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_forward(hspmn_model *model, const hspmn_model_forward_params *params, const hspmn_tensor *tokens, const hspmn_tensor *targets, hspmn_tensor *loss, hspmn_tensor *stats)
+     * }
+     */
+    public static int hspmn_model_forward(MemorySegment model, MemorySegment params, MemorySegment tokens, MemorySegment targets, MemorySegment loss, MemorySegment stats) {
+        var mh$ = hspmn_model_forward.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_model_forward", model, params, tokens, targets, loss, stats);
+            }
+            return (int)mh$.invokeExact(model, params, tokens, targets, loss, stats);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_model_backward_default_params {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_model_backward_params.layout()
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_backward_default_params");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_model_backward_params hspmn_model_backward_default_params()
+     * }
+     */
+    public static FunctionDescriptor hspmn_model_backward_default_params$descriptor() {
+        return hspmn_model_backward_default_params.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_model_backward_params hspmn_model_backward_default_params()
+     * }
+     */
+    public static MethodHandle hspmn_model_backward_default_params$handle() {
+        return hspmn_model_backward_default_params.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_model_backward_params hspmn_model_backward_default_params()
+     * }
+     */
+    public static MemorySegment hspmn_model_backward_default_params$address() {
+        return hspmn_model_backward_default_params.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_model_backward_params hspmn_model_backward_default_params()
+     * }
+     */
+    public static MemorySegment hspmn_model_backward_default_params(SegmentAllocator allocator) {
+        var mh$ = hspmn_model_backward_default_params.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_model_backward_default_params", allocator);
+            }
+            return (MemorySegment)mh$.invokeExact(allocator);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_model_backward {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_backward");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_backward(hspmn_model *model, const hspmn_model_backward_params *params)
+     * }
+     */
+    public static FunctionDescriptor hspmn_model_backward$descriptor() {
+        return hspmn_model_backward.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_backward(hspmn_model *model, const hspmn_model_backward_params *params)
+     * }
+     */
+    public static MethodHandle hspmn_model_backward$handle() {
+        return hspmn_model_backward.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_backward(hspmn_model *model, const hspmn_model_backward_params *params)
+     * }
+     */
+    public static MemorySegment hspmn_model_backward$address() {
+        return hspmn_model_backward.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_backward(hspmn_model *model, const hspmn_model_backward_params *params)
+     * }
+     */
+    public static int hspmn_model_backward(MemorySegment model, MemorySegment params) {
+        var mh$ = hspmn_model_backward.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_model_backward", model, params);
+            }
+            return (int)mh$.invokeExact(model, params);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_model_logits {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_logits");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_logits(hspmn_model *model, const hspmn_tensor *tokens, hspmn_tensor *logits)
+     * }
+     */
+    public static FunctionDescriptor hspmn_model_logits$descriptor() {
+        return hspmn_model_logits.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_logits(hspmn_model *model, const hspmn_tensor *tokens, hspmn_tensor *logits)
+     * }
+     */
+    public static MethodHandle hspmn_model_logits$handle() {
+        return hspmn_model_logits.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_logits(hspmn_model *model, const hspmn_tensor *tokens, hspmn_tensor *logits)
+     * }
+     */
+    public static MemorySegment hspmn_model_logits$address() {
+        return hspmn_model_logits.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_logits(hspmn_model *model, const hspmn_tensor *tokens, hspmn_tensor *logits)
+     * }
+     */
+    public static int hspmn_model_logits(MemorySegment model, MemorySegment tokens, MemorySegment logits) {
+        var mh$ = hspmn_model_logits.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_model_logits", model, tokens, logits);
+            }
+            return (int)mh$.invokeExact(model, tokens, logits);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_adamw_default_params {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_adamw_params.layout()
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_adamw_default_params");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_adamw_params hspmn_adamw_default_params()
+     * }
+     */
+    public static FunctionDescriptor hspmn_adamw_default_params$descriptor() {
+        return hspmn_adamw_default_params.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_adamw_params hspmn_adamw_default_params()
+     * }
+     */
+    public static MethodHandle hspmn_adamw_default_params$handle() {
+        return hspmn_adamw_default_params.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_adamw_params hspmn_adamw_default_params()
+     * }
+     */
+    public static MemorySegment hspmn_adamw_default_params$address() {
+        return hspmn_adamw_default_params.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_adamw_params hspmn_adamw_default_params()
+     * }
+     */
+    public static MemorySegment hspmn_adamw_default_params(SegmentAllocator allocator) {
+        var mh$ = hspmn_adamw_default_params.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_adamw_default_params", allocator);
+            }
+            return (MemorySegment)mh$.invokeExact(allocator);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_model_adamw_step {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_adamw_step");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_adamw_step(hspmn_model *model, const hspmn_adamw_params *params, hspmn_adamw_result *out)
+     * }
+     */
+    public static FunctionDescriptor hspmn_model_adamw_step$descriptor() {
+        return hspmn_model_adamw_step.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_adamw_step(hspmn_model *model, const hspmn_adamw_params *params, hspmn_adamw_result *out)
+     * }
+     */
+    public static MethodHandle hspmn_model_adamw_step$handle() {
+        return hspmn_model_adamw_step.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_adamw_step(hspmn_model *model, const hspmn_adamw_params *params, hspmn_adamw_result *out)
+     * }
+     */
+    public static MemorySegment hspmn_model_adamw_step$address() {
+        return hspmn_model_adamw_step.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_adamw_step(hspmn_model *model, const hspmn_adamw_params *params, hspmn_adamw_result *out)
+     * }
+     */
+    public static int hspmn_model_adamw_step(MemorySegment model, MemorySegment params, MemorySegment out) {
+        var mh$ = hspmn_model_adamw_step.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_model_adamw_step", model, params, out);
+            }
+            return (int)mh$.invokeExact(model, params, out);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_model_get_moment {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_get_moment");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_get_moment(const hspmn_model *model, const char *name, int32_t which, hspmn_tensor *dst)
+     * }
+     */
+    public static FunctionDescriptor hspmn_model_get_moment$descriptor() {
+        return hspmn_model_get_moment.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_get_moment(const hspmn_model *model, const char *name, int32_t which, hspmn_tensor *dst)
+     * }
+     */
+    public static MethodHandle hspmn_model_get_moment$handle() {
+        return hspmn_model_get_moment.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_get_moment(const hspmn_model *model, const char *name, int32_t which, hspmn_tensor *dst)
+     * }
+     */
+    public static MemorySegment hspmn_model_get_moment$address() {
+        return hspmn_model_get_moment.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_get_moment(const hspmn_model *model, const char *name, int32_t which, hspmn_tensor *dst)
+     * }
+     */
+    public static int hspmn_model_get_moment(MemorySegment model, MemorySegment name, int which, MemorySegment dst) {
+        var mh$ = hspmn_model_get_moment.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_model_get_moment", model, name, which, dst);
+            }
+            return (int)mh$.invokeExact(model, name, which, dst);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_model_set_moment {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_set_moment");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_set_moment(hspmn_model *model, const char *name, int32_t which, const hspmn_tensor *src)
+     * }
+     */
+    public static FunctionDescriptor hspmn_model_set_moment$descriptor() {
+        return hspmn_model_set_moment.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_set_moment(hspmn_model *model, const char *name, int32_t which, const hspmn_tensor *src)
+     * }
+     */
+    public static MethodHandle hspmn_model_set_moment$handle() {
+        return hspmn_model_set_moment.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_set_moment(hspmn_model *model, const char *name, int32_t which, const hspmn_tensor *src)
+     * }
+     */
+    public static MemorySegment hspmn_model_set_moment$address() {
+        return hspmn_model_set_moment.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_set_moment(hspmn_model *model, const char *name, int32_t which, const hspmn_tensor *src)
+     * }
+     */
+    public static int hspmn_model_set_moment(MemorySegment model, MemorySegment name, int which, MemorySegment src) {
+        var mh$ = hspmn_model_set_moment.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_model_set_moment", model, name, which, src);
+            }
+            return (int)mh$.invokeExact(model, name, which, src);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_decoder_create {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_INT,
+            hspmn_h.C_LONG,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_decoder_create");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_create(hspmn_model *model, int32_t max_seqs, int64_t max_len, hspmn_decoder **out)
+     * }
+     */
+    public static FunctionDescriptor hspmn_decoder_create$descriptor() {
+        return hspmn_decoder_create.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_create(hspmn_model *model, int32_t max_seqs, int64_t max_len, hspmn_decoder **out)
+     * }
+     */
+    public static MethodHandle hspmn_decoder_create$handle() {
+        return hspmn_decoder_create.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_create(hspmn_model *model, int32_t max_seqs, int64_t max_len, hspmn_decoder **out)
+     * }
+     */
+    public static MemorySegment hspmn_decoder_create$address() {
+        return hspmn_decoder_create.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_create(hspmn_model *model, int32_t max_seqs, int64_t max_len, hspmn_decoder **out)
+     * }
+     */
+    public static int hspmn_decoder_create(MemorySegment model, int max_seqs, long max_len, MemorySegment out) {
+        var mh$ = hspmn_decoder_create.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_decoder_create", model, max_seqs, max_len, out);
+            }
+            return (int)mh$.invokeExact(model, max_seqs, max_len, out);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_decoder_destroy {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_decoder_destroy");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_destroy(hspmn_decoder *dec)
+     * }
+     */
+    public static FunctionDescriptor hspmn_decoder_destroy$descriptor() {
+        return hspmn_decoder_destroy.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_destroy(hspmn_decoder *dec)
+     * }
+     */
+    public static MethodHandle hspmn_decoder_destroy$handle() {
+        return hspmn_decoder_destroy.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_destroy(hspmn_decoder *dec)
+     * }
+     */
+    public static MemorySegment hspmn_decoder_destroy$address() {
+        return hspmn_decoder_destroy.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_destroy(hspmn_decoder *dec)
+     * }
+     */
+    public static int hspmn_decoder_destroy(MemorySegment dec) {
+        var mh$ = hspmn_decoder_destroy.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_decoder_destroy", dec);
+            }
+            return (int)mh$.invokeExact(dec);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_decoder_reset {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_INT
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_decoder_reset");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_reset(hspmn_decoder *dec, int32_t slot)
+     * }
+     */
+    public static FunctionDescriptor hspmn_decoder_reset$descriptor() {
+        return hspmn_decoder_reset.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_reset(hspmn_decoder *dec, int32_t slot)
+     * }
+     */
+    public static MethodHandle hspmn_decoder_reset$handle() {
+        return hspmn_decoder_reset.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_reset(hspmn_decoder *dec, int32_t slot)
+     * }
+     */
+    public static MemorySegment hspmn_decoder_reset$address() {
+        return hspmn_decoder_reset.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_reset(hspmn_decoder *dec, int32_t slot)
+     * }
+     */
+    public static int hspmn_decoder_reset(MemorySegment dec, int slot) {
+        var mh$ = hspmn_decoder_reset.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_decoder_reset", dec, slot);
+            }
+            return (int)mh$.invokeExact(dec, slot);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_decoder_length {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_decoder_length");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_length(const hspmn_decoder *dec, int32_t slot, int64_t *out)
+     * }
+     */
+    public static FunctionDescriptor hspmn_decoder_length$descriptor() {
+        return hspmn_decoder_length.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_length(const hspmn_decoder *dec, int32_t slot, int64_t *out)
+     * }
+     */
+    public static MethodHandle hspmn_decoder_length$handle() {
+        return hspmn_decoder_length.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_length(const hspmn_decoder *dec, int32_t slot, int64_t *out)
+     * }
+     */
+    public static MemorySegment hspmn_decoder_length$address() {
+        return hspmn_decoder_length.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_length(const hspmn_decoder *dec, int32_t slot, int64_t *out)
+     * }
+     */
+    public static int hspmn_decoder_length(MemorySegment dec, int slot, MemorySegment out) {
+        var mh$ = hspmn_decoder_length.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_decoder_length", dec, slot, out);
+            }
+            return (int)mh$.invokeExact(dec, slot, out);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_decoder_append {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_decoder_append");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_append(hspmn_decoder *dec, const hspmn_tensor *slots, const hspmn_tensor *tokens, hspmn_tensor *logits, hspmn_tensor *routed)
+     * }
+     */
+    public static FunctionDescriptor hspmn_decoder_append$descriptor() {
+        return hspmn_decoder_append.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_append(hspmn_decoder *dec, const hspmn_tensor *slots, const hspmn_tensor *tokens, hspmn_tensor *logits, hspmn_tensor *routed)
+     * }
+     */
+    public static MethodHandle hspmn_decoder_append$handle() {
+        return hspmn_decoder_append.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_append(hspmn_decoder *dec, const hspmn_tensor *slots, const hspmn_tensor *tokens, hspmn_tensor *logits, hspmn_tensor *routed)
+     * }
+     */
+    public static MemorySegment hspmn_decoder_append$address() {
+        return hspmn_decoder_append.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_append(hspmn_decoder *dec, const hspmn_tensor *slots, const hspmn_tensor *tokens, hspmn_tensor *logits, hspmn_tensor *routed)
+     * }
+     */
+    public static int hspmn_decoder_append(MemorySegment dec, MemorySegment slots, MemorySegment tokens, MemorySegment logits, MemorySegment routed) {
+        var mh$ = hspmn_decoder_append.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_decoder_append", dec, slots, tokens, logits, routed);
+            }
+            return (int)mh$.invokeExact(dec, slots, tokens, logits, routed);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
 }

@@ -135,6 +135,17 @@ public final class HtmlReport {
             routed.add(new SvgChart.Series("layer " + l, LAYER_COLORS[l % LAYER_COLORS.length], x,
                     values(drawn, m -> layer < m.routedFraction().length ? m.routedFraction()[layer] : Double.NaN), false));
         }
+        List<StepMetrics> validatedRouting = validated.stream().filter(m -> m.valRoutedFraction() != null).toList();
+        if (!validatedRouting.isEmpty()) {
+            double[] rx = validatedRouting.stream().mapToDouble(StepMetrics::step).toArray();
+            int valLayers = validatedRouting.stream().mapToInt(m -> m.valRoutedFraction().length).max().orElse(0);
+            for (int l = 0; l < valLayers; l++) {
+                int layer = l;
+                routed.add(new SvgChart.Series("layer " + l + " (validation, no noise)", LAYER_COLORS[l % LAYER_COLORS.length], rx,
+                        values(validatedRouting, m -> layer < m.valRoutedFraction().length ? m.valRoutedFraction()[layer] : Double.NaN),
+                        true));
+            }
+        }
         if (o.targetRoutedFraction() != null) {
             routed.reference(new SvgChart.Reference(String.format(Locale.ROOT, "target %.2f", o.targetRoutedFraction()), REFERENCE,
                     o.targetRoutedFraction()));
@@ -176,6 +187,12 @@ public final class HtmlReport {
         double[] rf = last.routedFraction();
         for (int l = 0; l < rf.length; l++) {
             row(b, "routed fraction, layer " + l, num(rf[l], 3));
+        }
+        if (lastVal != null && lastVal.valRoutedFraction() != null) {
+            double[] vr = lastVal.valRoutedFraction();
+            for (int l = 0; l < vr.length; l++) {
+                row(b, "validation routed fraction (no noise), layer " + l, num(vr[l], 3));
+            }
         }
         double tok = steps.stream().mapToDouble(StepMetrics::tokS).filter(Double::isFinite).average().orElse(Double.NaN);
         row(b, "mean tokens per second", num(tok, 0));

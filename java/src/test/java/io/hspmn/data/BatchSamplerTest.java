@@ -212,6 +212,31 @@ class BatchSamplerTest {
     }
 
     @Test
+    void splitsWindowsIntoTokensAndNextByteTargets() {
+        int b = 3;
+        int s = 16;
+        BatchSampler rows = BatchSampler.shuffled(train, b, s, 5);
+        BatchSampler pairs = BatchSampler.shuffled(train, b, s, 5);
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment tok = a.allocate(ValueLayout.JAVA_INT, (long) b * s);
+            MemorySegment tgt = a.allocate(ValueLayout.JAVA_INT, (long) b * s);
+            for (int batch = 0; batch < 40; batch++) { // past an epoch's end
+                int[] w = rows.next();
+                pairs.next(tok, tgt);
+                for (int r = 0; r < b; r++) {
+                    for (int t = 0; t < s; t++) {
+                        assertEquals(w[r * (s + 1) + t], tok.getAtIndex(ValueLayout.JAVA_INT, (long) r * s + t));
+                        assertEquals(w[r * (s + 1) + t + 1], tgt.getAtIndex(ValueLayout.JAVA_INT, (long) r * s + t));
+                    }
+                }
+            }
+            assertEquals(rows.state(), pairs.state());
+            MemorySegment small = a.allocate(ValueLayout.JAVA_INT, (long) b * s - 1);
+            assertThrows(IllegalArgumentException.class, () -> pairs.next(tok, small));
+        }
+    }
+
+    @Test
     void refusesASplitShorterThanOneWindow() {
         CorpusSplit val = corpus.split(0.01).validation(); // 10 + 13 + 17 bytes
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> BatchSampler.sequential(val, 1, 64));

@@ -20,9 +20,11 @@ class StepMetricsTest {
 
     @Test
     void writesTheIssuesFieldNames() {
-        JsonObject o = JsonParser.parseString(sample(7).withValidation(2.2, 3.17).toJson()).getAsJsonObject();
-        assertEquals(List.of("step", "loss", "aux", "bits_per_byte", "routed_fraction", "lr", "grad_norm", "tok_s", "memory_bytes",
-                "val_loss", "val_bpb"), List.copyOf(o.keySet()));
+        JsonObject o = JsonParser.parseString(sample(7).withValidation(2.2, 3.17, new double[] {0.19, 0.22}).toJson()).getAsJsonObject();
+        assertEquals(List.of("step", "loss", "ce", "aux", "bits_per_byte", "routed_fraction", "lr", "grad_norm", "tok_s",
+                "memory_bytes", "val_loss", "val_bpb", "val_routed_fraction"), List.copyOf(o.keySet()));
+        assertEquals(3.43 * Math.log(2), o.get("ce").getAsDouble(), 1e-15);
+        assertEquals(0.22, o.get("val_routed_fraction").getAsJsonArray().get(1).getAsDouble());
         assertEquals(7, o.get("step").getAsLong());
         assertEquals(0.24, o.get("routed_fraction").getAsJsonArray().get(1).getAsDouble());
         assertEquals(1L << 33, o.get("memory_bytes").getAsLong());
@@ -43,6 +45,9 @@ class StepMetricsTest {
     void roundTrips() {
         StepMetrics m = sample(123).withValidation(2.0, 2.885);
         assertEquals(m, StepMetrics.fromJson(m.toJson()));
+        StepMetrics r = sample(124).withValidation(2.0, 2.885, new double[] {0.2, Double.NaN});
+        assertEquals(r, StepMetrics.fromJson(r.toJson()));
+        assertNull(m.valRoutedFraction());
         assertEquals(sample(5), StepMetrics.fromJson(sample(5).toJson()));
     }
 

@@ -1,0 +1,143 @@
+package io.hspmn;
+
+import io.hspmn.ffi.hspmn_h;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.Objects;
+
+/**
+ * Cached decoding of a {@link LanguageModel} ({@code hspmn_decoder}, MODEL.md "Decoding with a cache"):
+ * per layer and slot the K and V of every token seen and the conv's last inputs, so appending a token
+ * costs one token's work, and a token the router skips costs no attention at all.
+ *
+ * <p>Up to {@link #maxSeqs()} independent sequences ("slots") decode together: {@link #append} feeds
+ * each named slot its next tokens (a prompt for a prefill, one token for a step) in one call, and slots
+ * of different lengths join and leave between calls ({@link #reset}). In {@code threshold} routing the
+ * logits equal {@link LanguageModel#logits} on each slot's whole sequence (bit for bit on the CPU
+ * backend). The hot path is {@link #append(Tensor, Tensor, Tensor, Tensor)} on tensors the caller
+ * keeps: slot and token ids are written into them and logits read from them without heap copies (use
+ * {@link MemoryKind#PINNED} tensors on the CUDA backend).
+ *
+ * <p>Belongs to its model's {@link Context} and follows its one-thread-at-a-time rule; close it before
+ * the model (closing the context closes it first).
+ */
+public final class Decoder implements AutoCloseable {
+    private final Context ctx;
+    private final LanguageModel model;
+    private final int maxSeqs;
+    private final long maxLen;
+    private volatile MemorySegment handle;
+
+    private Decoder(LanguageModel model, MemorySegment handle, int maxSeqs, long maxLen) {
+        this.ctx = model.context();
+        this.model = model;
+        this.handle = handle;
+        this.maxSeqs = maxSeqs;
+        this.maxLen = maxLen;
+    }
+
+    static Decoder create(LanguageModel model, int maxSeqs, long maxLen) {
+        Objects.requireNonNull(model, "model");
+        Context ctx = model.context();
+        try (var g = ctx.enter("Decoder.create")) {
+            MemorySegment mh = model.handle("Decoder.create");
+            Native.check(hspmn_h.hspmn_decoder_create(mh, maxSeqs, maxLen, ctx.pointerOut), "hspmn_decoder_create");
+            Decoder d = new Decoder(model, ctx.pointerOut.get(ValueLayout.ADDRESS, 0), maxSeqs, maxLen);
+            ctx.register(d);
+            return d;
+        }
+    }
+
+    public LanguageModel model() {
+        return model;
+    }
+
+    public int maxSeqs() {
+        return maxSeqs;
+    }
+
+    public long maxLen() {
+        return maxLen;
+    }
+
+    /** Tokens the slot holds. */
+    public long length(int slot) {
+        try (var g = ctx.enter("Decoder.length")) {
+            Native.check(hspmn_h.hspmn_decoder_length(handle("Decoder.length"), slot, ctx.longOut), "hspmn_decoder_length");
+            return ctx.longOut.get(ValueLayout.JAVA_LONG, 0);
+        }
+    }
+
+    /** Empties a slot so a new sequence can use it. */
+    public void reset(int slot) {
+        try (var g = ctx.enter("Decoder.reset")) {
+            Native.check(hspmn_h.hspmn_decoder_reset(handle("Decoder.reset"), slot), "hspmn_decoder_reset");
+        }
+    }
+
+    /**
+     * Appends {@code tokens[j, :]} to slot {@code slots[j]} for every j and writes the next-token logits
+     * after each slot's last token.
+     *
+     * @param slots  [n] i32, distinct slots
+     * @param tokens [n, T] i32 token ids
+     * @param logits [n, V] f32, or null
+     * @param routed [n, T, L] i32 (1 where layer l routed the token), or null
+     * @throws InvalidArgumentException for a bad slot, a token id out of range or a slot that would
+     *                                  exceed {@link #maxLen()}; nothing is appended then. A failure
+     *                                  inside the computation resets the call's slots (the message says so).
+     */
+    public void append(Tensor slots, Tensor tokens, Tensor logits, Tensor routed) {
+        Objects.requireNonNull(slots, "slots");
+        Objects.requireNonNull(tokens, "tokens");
+        try (var g = ctx.enter("Decoder.append")) {
+            slots.checkUsable(ctx, "slots");
+            tokens.checkUsable(ctx, "tokens");
+            Native.check(hspmn_h.hspmn_decoder_append(handle("Decoder.append"), slots.handle(), tokens.handle(),
+                    Tensor.handleOrNull(logits, ctx, "logits"), Tensor.handleOrNull(routed, ctx, "routed")),
+                    "hspmn_decoder_append");
+        }
+    }
+
+    /** Appends {@code tokens} to one slot and returns the next-token logits (a convenience; allocates). */
+    public float[] append(int slot, int... tokens) {
+        try (var g = ctx.enter("Decoder.append");
+             Tensor s = Tensor.ofInts(ctx, new int[] {slot}, 1);
+             Tensor t = Tensor.ofInts(ctx, tokens, 1, tokens.length);
+             Tensor out = Tensor.create(ctx, DType.F32, ctx.workMemory(), 1, model.config().vocabSize())) {
+            append(s, t, out, null);
+            return out.toFloatArray();
+        }
+    }
+
+    private MemorySegment handle(String op) {
+        MemorySegment h = handle;
+        if (h == null) {
+            throw new IllegalStateException(op + ": " + this + " is closed");
+        }
+        return h;
+    }
+
+    /** Frees the caches. Idempotent. */
+    @Override
+    public void close() {
+        if (handle == null) {
+            return;
+        }
+        try (var g = ctx.enter("Decoder.close")) {
+            MemorySegment h = handle;
+            if (h == null) {
+                return;
+            }
+            Native.check(hspmn_h.hspmn_decoder_destroy(h), "hspmn_decoder_destroy");
+            handle = null;
+            ctx.unregister(this);
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "Decoder[" + maxSeqs + " slots x " + maxLen + (handle == null ? ", closed" : "") + "]";
+    }
+}

@@ -1,0 +1,42 @@
+package io.hspmn;
+
+import io.hspmn.ffi.hspmn_model_forward_params;
+
+import java.lang.foreign.MemorySegment;
+
+/**
+ * Options of a language-model forward ({@code hspmn_model_forward_params}).
+ *
+ * @param training  keep activations for {@link LanguageModel#backward}; with noise on, layer i routes on
+ *                  Gumbel noise keyed by (seed, step, layer = i)
+ * @param noise     training only: false routes without noise
+ * @param seed      Gumbel noise key
+ * @param step      the noise step: with gradient accumulation {@code step * accum + micro}, so every
+ *                  micro-batch draws fresh noise and a resumed run the same noise
+ * @param auxTarget every layer's rho_target of the aux loss; negative means the config's sparsity_k
+ */
+public record ModelForwardOptions(boolean training, boolean noise, long seed, long step, float auxTarget) {
+
+    /** A training forward with noise. */
+    public static ModelForwardOptions training(long seed, long step, float auxTarget) {
+        return new ModelForwardOptions(true, true, seed, step, auxTarget);
+    }
+
+    /** Evaluation: no noise, nothing kept for backward, aux against the config's sparsity_k. */
+    public static ModelForwardOptions evaluation() {
+        return new ModelForwardOptions(false, false, 0, 0, -1f);
+    }
+
+    public ModelForwardOptions withNoise(boolean noise) {
+        return new ModelForwardOptions(training, noise, seed, step, auxTarget);
+    }
+
+    void writeTo(MemorySegment p) {
+        hspmn_model_forward_params.training(p, training ? 1 : 0);
+        hspmn_model_forward_params.noise(p, noise ? 1 : 0);
+        hspmn_model_forward_params.seed(p, seed);
+        hspmn_model_forward_params.step(p, step);
+        hspmn_model_forward_params.aux_target(p, auxTarget);
+        hspmn_model_forward_params.reserved(p, 0);
+    }
+}

@@ -1,0 +1,126 @@
+package io.hspmn.cli;
+
+import io.hspmn.io.InvalidSafeTensorsException;
+import io.hspmn.train.TrainCheckpoint;
+import io.hspmn.train.TrainOptions;
+import io.hspmn.train.Trainer;
+
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.HashSet;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Set;
+
+/** {@code hspmn train}: see {@link #help()}. */
+final class TrainCommand {
+    private TrainCommand() {
+    }
+
+    static String help() {
+        TrainOptions defaults = TrainOptions.builder().build();
+        StringBuilder b = new StringBuilder("""
+                usage: hspmn train --data PATH --out DIR [options]
+                       hspmn train --out DIR --resume [--steps N] [--stop-after N] [--backend B] ...
+
+                Trains a byte-level HSPMN language model (vocabulary 256) on UTF-8 text. Writes into --out:
+                  checkpoint.safetensors  float32 master weights (PyTorch state_dict names), AdamW moments, step,
+                                          sampler position, model config + training options (every --save-every
+                                          steps and at the end; replaced atomically)
+                  metrics.jsonl           one JSON line per step: loss, ce, aux, bits_per_byte, routed_fraction,
+                                          lr, grad_norm, tok_s, memory_bytes; val_* on validation steps
+                  report.html             loss, bits-per-byte and routed-fraction charts (self-contained)
+                --resume continues the run in --out exactly where its checkpoint left it (same batches, routing
+                noise and schedule); options that define the run cannot change then, --steps and the evaluation,
+                saving and session options can.
+
+                options (default in brackets):
+                """);
+        for (TrainOptions.Option o : TrainOptions.OPTIONS) {
+            String left = "  --" + o.name() + (o.isFlag() ? "" : " " + o.arg());
+            String def = o.isFlag() || o.name().equals("data") || o.name().equals("out") ? "" : " [" + o.get().apply(defaults) + "]";
+            if (o.name().equals("aux-warmup")) {
+                def = "";
+            }
+            b.append(String.format(Locale.ROOT, "%-32s %s%s%n", left, o.help(), def));
+        }
+        return b.toString();
+    }
+
+    static int run(String[] argv, PrintStream out, PrintStream err) throws UsageException, IOException {
+        Set<String> valued = new HashSet<>();
+        Set<String> flags = new HashSet<>();
+        for (TrainOptions.Option o : TrainOptions.OPTIONS) {
+            (o.isFlag() ? flags : valued).add(o.name());
+        }
+        Args args = Args.parse("train", argv, valued, flags);
+        if (args.help) {
+            out.print(help());
+            return Main.OK;
+        }
+        if (!args.positional.isEmpty()) {
+            throw new UsageException("unexpected argument '" + args.positional.getFirst() + "' (options start with --)");
+        }
+        TrainOptions options = resolve(args.options);
+        try (Trainer trainer = Trainer.open(options, out)) {
+            Trainer.Result r = trainer.run();
+            if (r.lastEval() != null) {
+                out.printf(Locale.ROOT, "step %d/%d: validation %.4f bits/byte (unigram entropy %.3f), routed fraction "
+                                + "(no noise) %s, target %.2f%n", r.step(), options.steps(), r.lastEval().bitsPerByte(),
+                        r.validationEntropy(), fractions(r.lastEval().routedFraction()), trainer.model().config().block().sparsityK());
+            } else {
+                out.printf(Locale.ROOT, "stopped at step %d/%d%n", r.step(), options.steps());
+            }
+            if (r.skippedSteps() > 0) {
+                out.printf(Locale.ROOT, "%d step(s) skipped for a non-finite gradient norm%n", r.skippedSteps());
+            }
+            out.printf("wrote %s, %s, %s%n", r.checkpoint(), r.metrics(), r.report());
+            return Main.OK;
+        } catch (IllegalArgumentException e) {
+            throw new UsageException(e.getMessage());
+        }
+    }
+
+    /** The options of this command line; for --resume, the checkpoint's changed by what is given. */
+    static TrainOptions resolve(Map<String, String> given) throws UsageException, IOException {
+        try {
+            if (given.containsKey("resume")) {
+                String out = given.get("out");
+                if (out == null) {
+                    throw new UsageException("--resume needs --out: the folder holding the run to continue");
+                }
+                Path ckpt = Path.of(out).resolve(Trainer.CHECKPOINT);
+                if (!Files.isRegularFile(ckpt)) {
+                    throw new UsageException("--resume: there is no checkpoint to continue in " + out + " (looked for " + ckpt + ")");
+                }
+                TrainCheckpoint.State state;
+                try {
+                    state = TrainCheckpoint.load(ckpt);
+                } catch (InvalidSafeTensorsException e) {
+                    throw new UsageException("--resume: " + ckpt + " is not a training checkpoint: " + e.getMessage());
+                }
+                if (!TrainCheckpoint.hasTrainingOptions(state)) {
+                    throw new UsageException("--resume: " + ckpt + " holds weights but no training options");
+                }
+                return TrainOptions.forResume(state.options(), given).validate();
+            }
+            TrainOptions.Builder b = TrainOptions.builder();
+            for (Map.Entry<String, String> e : given.entrySet()) {
+                b.set(e.getKey(), e.getValue());
+            }
+            return b.build().validate();
+        } catch (IllegalArgumentException e) {
+            throw new UsageException(e.getMessage());
+        }
+    }
+
+    static String fractions(double[] v) {
+        StringBuilder b = new StringBuilder("[");
+        for (int i = 0; i < v.length; i++) {
+            b.append(i == 0 ? "" : ", ").append(String.format(Locale.ROOT, "%.3f", v[i]));
+        }
+        return b.append(']').toString();
+    }
+}

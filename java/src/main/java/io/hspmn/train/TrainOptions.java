@@ -1,0 +1,592 @@
+package io.hspmn.train;
+
+import com.google.gson.JsonElement;
+import com.google.gson.JsonObject;
+import com.google.gson.JsonPrimitive;
+import io.hspmn.Backend;
+import io.hspmn.HspmnConfig;
+import io.hspmn.InvalidArgumentException;
+import io.hspmn.ModelConfig;
+import io.hspmn.Routing;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Objects;
+import java.util.function.BiConsumer;
+import java.util.function.Function;
+
+/**
+ * Everything a training run is told: data, model shape, optimisation, schedule, evaluation, checkpoints.
+ * Built with {@link #builder()} or from {@code --name value} pairs ({@link #OPTIONS}, which the CLI, the
+ * checkpoint's config JSON and resume all go through, so one table names every option once).
+ *
+ * <p>Routing defaults to THRESHOLD: top-k picks the k highest scores of the whole sequence, so whether
+ * token s is routed depends on tokens after s. In a next-byte language model that leaks the future into
+ * the prediction of s (training looks better than any causal decoder could do); threshold routing
+ * decides each token from its own score alone and is causal.
+ */
+public final class TrainOptions {
+    /** How an option behaves across save and resume. */
+    public enum Scope {
+        /** The model's shape: stored in the checkpoint's model config; a resumed run must keep it. */
+        MODEL,
+        /** Fixed for the run (it decides batches, noise or the update): stored; a resumed run must keep it. */
+        RUN,
+        /** Stored, and a resumed run may change it. */
+        ADJUSTABLE,
+        /** This invocation only: not stored. */
+        SESSION
+    }
+
+    /**
+     * One {@code --name value} option.
+     *
+     * @param arg what the value is, for the help text (null for a flag without value)
+     */
+    public record Option(String name, String arg, String help, Scope scope, BiConsumer<Builder, String> set,
+                         Function<TrainOptions, String> get) {
+        public boolean isFlag() {
+            return arg == null;
+        }
+
+        /** The JSON key of a stored option: the name in snake_case. */
+        public String jsonKey() {
+            return name.replace('-', '_');
+        }
+    }
+
+    private final Path data;
+    private final double valFraction;
+    private final int dim;
+    private final int layers;
+    private final int heads;
+    private final int kvHeads;
+    private final int mlpRatio;
+    private final int convKernel;
+    private final Routing routing;
+    private final float rho;
+    private final float routerSparsityCoef;
+    private final float routerEntropyCoef;
+    private final int seqLen;
+    private final int batch;
+    private final int gradAccum;
+    private final long steps;
+    private final float lr;
+    private final long warmup;
+    private final float minLrRatio;
+    private final float weightDecay;
+    private final float clip;
+    private final long auxWarmup;
+    private final long seed;
+    private final long evalEvery;
+    private final int evalBatches;
+    private final long saveEvery;
+    private final Path out;
+    private final boolean resume;
+    private final Backend backend;
+    private final int threads;
+    private final long stopAfter;
+
+    private TrainOptions(Builder b) {
+        data = b.data;
+        valFraction = b.valFraction;
+        dim = b.dim;
+        layers = b.layers;
+        heads = b.heads;
+        kvHeads = b.kvHeads;
+        mlpRatio = b.mlpRatio;
+        convKernel = b.convKernel;
+        routing = b.routing;
+        rho = b.rho;
+        routerSparsityCoef = b.routerSparsityCoef;
+        routerEntropyCoef = b.routerEntropyCoef;
+        seqLen = b.seqLen;
+        batch = b.batch;
+        gradAccum = b.gradAccum;
+        steps = b.steps;
+        lr = b.lr;
+        warmup = b.warmup;
+        minLrRatio = b.minLrRatio;
+        weightDecay = b.weightDecay;
+        clip = b.clip;
+        auxWarmup = b.auxWarmup < 0 ? b.warmup : b.auxWarmup;
+        seed = b.seed;
+        evalEvery = b.evalEvery;
+        evalBatches = b.evalBatches;
+        saveEvery = b.saveEvery;
+        out = b.out;
+        resume = b.resume;
+        backend = b.backend;
+        threads = b.threads;
+        stopAfter = b.stopAfter;
+    }
+
+    public static Builder builder() {
+        return new Builder();
+    }
+
+    public Builder toBuilder() {
+        Builder b = new Builder();
+        for (Option o : OPTIONS) {
+            String v = o.get().apply(this);
+            if (v != null) {
+                o.set().accept(b, v);
+            }
+        }
+        return b;
+    }
+
+    // ---- the option table ----------------------------------------------------------------------
+
+    /** Every option, in help order. */
+    public static final List<Option> OPTIONS = List.of(
+            new Option("data", "PATH", "UTF-8 text file or folder of them (byte-level, vocabulary 256)", Scope.ADJUSTABLE,
+                    (b, v) -> b.data(Path.of(v)), o -> o.data == null ? null : o.data.toString()),
+            new Option("out", "DIR", "where checkpoint.safetensors, metrics.jsonl and report.html go", Scope.SESSION,
+                    (b, v) -> b.out(Path.of(v)), o -> o.out == null ? null : o.out.toString()),
+            new Option("resume", null, "continue the run whose checkpoint is in --out (same batches, noise and schedule)",
+                    Scope.SESSION, (b, v) -> b.resume(Boolean.parseBoolean(v)), o -> Boolean.toString(o.resume)),
+            new Option("dim", "D", "model width", Scope.MODEL, (b, v) -> b.dim(i("dim", v)), o -> Integer.toString(o.dim)),
+            new Option("layers", "L", "number of HSPMN blocks", Scope.MODEL, (b, v) -> b.layers(i("layers", v)),
+                    o -> Integer.toString(o.layers)),
+            new Option("heads", "H", "attention heads (must divide --dim, head width even)", Scope.MODEL,
+                    (b, v) -> b.heads(i("heads", v)), o -> Integer.toString(o.heads)),
+            new Option("kv-heads", "HKV", "key/value heads (must divide --heads)", Scope.MODEL,
+                    (b, v) -> b.kvHeads(i("kv-heads", v)), o -> Integer.toString(o.kvHeads)),
+            new Option("mlp-ratio", "R", "SwiGLU hidden width = R * dim", Scope.MODEL, (b, v) -> b.mlpRatio(i("mlp-ratio", v)),
+                    o -> Integer.toString(o.mlpRatio)),
+            new Option("conv-kernel", "K", "causal depthwise conv width", Scope.MODEL,
+                    (b, v) -> b.convKernel(i("conv-kernel", v)), o -> Integer.toString(o.convKernel)),
+            new Option("routing", "threshold|topk", "threshold is causal; topk looks at the whole sequence and leaks the "
+                    + "future into a next-byte model", Scope.MODEL, (b, v) -> b.routing(routing(v)),
+                    o -> o.routing.jsonName()),
+            new Option("rho", "P", "target fraction of tokens routed to attention, in (0, 1]", Scope.MODEL,
+                    (b, v) -> b.rho(f("rho", v)), o -> Float.toString(o.rho)),
+            new Option("router-sparsity-coef", "X", "weight of the aux loss pulling the mean routing probability to its target",
+                    Scope.MODEL, (b, v) -> b.routerSparsityCoef(f("router-sparsity-coef", v)),
+                    o -> Float.toString(o.routerSparsityCoef)),
+            new Option("router-entropy-coef", "X", "weight of the aux loss's routing entropy term", Scope.MODEL,
+                    (b, v) -> b.routerEntropyCoef(f("router-entropy-coef", v)), o -> Float.toString(o.routerEntropyCoef)),
+            new Option("seq-len", "S", "bytes per training sequence", Scope.RUN, (b, v) -> b.seqLen(i("seq-len", v)),
+                    o -> Integer.toString(o.seqLen)),
+            new Option("batch", "B", "sequences per micro-batch", Scope.RUN, (b, v) -> b.batch(i("batch", v)),
+                    o -> Integer.toString(o.batch)),
+            new Option("grad-accum", "A", "micro-batches per optimizer step (gradients averaged)", Scope.RUN,
+                    (b, v) -> b.gradAccum(i("grad-accum", v)), o -> Integer.toString(o.gradAccum)),
+            new Option("steps", "N", "optimizer steps of the whole run (the cosine schedule ends here)", Scope.ADJUSTABLE,
+                    (b, v) -> b.steps(l("steps", v)), o -> Long.toString(o.steps)),
+            new Option("lr", "LR", "peak learning rate", Scope.RUN, (b, v) -> b.lr(f("lr", v)), o -> Float.toString(o.lr)),
+            new Option("warmup", "N", "linear learning-rate warm-up steps", Scope.RUN, (b, v) -> b.warmup(l("warmup", v)),
+                    o -> Long.toString(o.warmup)),
+            new Option("min-lr-ratio", "R", "cosine decay ends at lr * R", Scope.RUN,
+                    (b, v) -> b.minLrRatio(f("min-lr-ratio", v)), o -> Float.toString(o.minLrRatio)),
+            new Option("weight-decay", "WD", "decoupled AdamW decay of 2-D weights", Scope.RUN,
+                    (b, v) -> b.weightDecay(f("weight-decay", v)), o -> Float.toString(o.weightDecay)),
+            new Option("clip", "C", "global gradient-norm clipping bound (0: off)", Scope.RUN, (b, v) -> b.clip(f("clip", v)),
+                    o -> Float.toString(o.clip)),
+            new Option("aux-warmup", "N", "steps over which the aux target anneals from 0.8 to --rho (default: --warmup)",
+                    Scope.RUN, (b, v) -> b.auxWarmup(l("aux-warmup", v)), o -> Long.toString(o.auxWarmup)),
+            new Option("seed", "N", "seeds the initial weights, the batch order and the routing noise", Scope.RUN,
+                    (b, v) -> b.seed(l("seed", v)), o -> Long.toString(o.seed)),
+            new Option("val-fraction", "F", "share of every file held out for validation, in (0, 1)", Scope.RUN,
+                    (b, v) -> b.valFraction(d("val-fraction", v)), o -> Double.toString(o.valFraction)),
+            new Option("eval-every", "N", "validate every N steps (0: only at the end)", Scope.ADJUSTABLE,
+                    (b, v) -> b.evalEvery(l("eval-every", v)), o -> Long.toString(o.evalEvery)),
+            new Option("eval-batches", "N", "validation batches of --batch sequences per evaluation", Scope.ADJUSTABLE,
+                    (b, v) -> b.evalBatches(i("eval-batches", v)), o -> Integer.toString(o.evalBatches)),
+            new Option("save-every", "N", "checkpoint every N steps (0: only at the end)", Scope.ADJUSTABLE,
+                    (b, v) -> b.saveEvery(l("save-every", v)), o -> Long.toString(o.saveEvery)),
+            new Option("stop-after", "N", "end this invocation after step N with a checkpoint (0: run to --steps); "
+                    + "the schedule still spans --steps, so --resume continues exactly", Scope.SESSION,
+                    (b, v) -> b.stopAfter(l("stop-after", v)), o -> Long.toString(o.stopAfter)),
+            new Option("backend", "auto|cpu|cuda", "where to compute (auto: CUDA when present)", Scope.SESSION,
+                    (b, v) -> b.backend(backend(v)), o -> o.backend.name().toLowerCase(Locale.ROOT)),
+            new Option("threads", "N", "CPU worker threads (0: all cores)", Scope.SESSION, (b, v) -> b.threads(i("threads", v)),
+                    o -> Integer.toString(o.threads)));
+
+    private static final Map<String, Option> BY_NAME = new LinkedHashMap<>();
+
+    static {
+        for (Option o : OPTIONS) {
+            BY_NAME.put(o.name(), o);
+        }
+    }
+
+    /** The option called {@code name} (without dashes), or null. */
+    public static Option option(String name) {
+        return BY_NAME.get(name);
+    }
+
+    private static int i(String name, String v) {
+        try {
+            return Integer.parseInt(v.trim());
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException("--" + name + ": '" + v + "' is not an integer");
+        }
+    }
+
+    private static long l(String name, String v) {
+        try {
+            return Long.parseLong(v.trim());
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException("--" + name + ": '" + v + "' is not an integer");
+        }
+    }
+
+    private static float f(String name, String v) {
+        try {
+            float x = Float.parseFloat(v.trim());
+            if (!Float.isFinite(x)) {
+                throw new NumberFormatException();
+            }
+            return x;
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException("--" + name + ": '" + v + "' is not a finite number");
+        }
+    }
+
+    private static double d(String name, String v) {
+        try {
+            double x = Double.parseDouble(v.trim());
+            if (!Double.isFinite(x)) {
+                throw new NumberFormatException();
+            }
+            return x;
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException("--" + name + ": '" + v + "' is not a finite number");
+        }
+    }
+
+    private static Routing routing(String v) {
+        try {
+            return Routing.parse(v);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("--routing: '" + v + "' is not threshold or topk");
+        }
+    }
+
+    private static Backend backend(String v) {
+        return switch (v.trim().toLowerCase(Locale.ROOT)) {
+            case "auto" -> Backend.AUTO;
+            case "cpu" -> Backend.CPU;
+            case "cuda" -> Backend.CUDA;
+            default -> throw new IllegalArgumentException("--backend: '" + v + "' is not auto, cpu or cuda");
+        };
+    }
+
+    // ---- validation ----------------------------------------------------------------------------
+
+    /**
+     * Checks every value and the model they describe; the message names the option.
+     *
+     * @throws IllegalArgumentException naming the first bad option
+     */
+    public TrainOptions validate() {
+        if (data == null) {
+            throw new IllegalArgumentException("--data is required: the text to train on");
+        }
+        if (out == null) {
+            throw new IllegalArgumentException("--out is required: the folder for the checkpoint, metrics and report");
+        }
+        atLeast("seq-len", seqLen, 1);
+        atLeast("batch", batch, 1);
+        atLeast("grad-accum", gradAccum, 1);
+        atLeast("steps", steps, 1);
+        atLeast("warmup", warmup, 0);
+        atLeast("aux-warmup", auxWarmup, 0);
+        atLeast("eval-every", evalEvery, 0);
+        atLeast("eval-batches", evalBatches, 1);
+        atLeast("save-every", saveEvery, 0);
+        atLeast("threads", threads, 0);
+        atLeast("stop-after", stopAfter, 0);
+        if (stopAfter > steps) {
+            throw new IllegalArgumentException("--stop-after (" + stopAfter + ") is past --steps (" + steps + ")");
+        }
+        if ((long) batch * (seqLen + 1) > Integer.MAX_VALUE / 8) {
+            throw new IllegalArgumentException("--batch x --seq-len (" + batch + " x " + seqLen + ") is too large");
+        }
+        if (!(lr > 0)) {
+            throw new IllegalArgumentException("--lr (" + lr + ") must be > 0");
+        }
+        if (!(minLrRatio >= 0 && minLrRatio <= 1)) {
+            throw new IllegalArgumentException("--min-lr-ratio (" + minLrRatio + ") must be in [0, 1]");
+        }
+        if (!(weightDecay >= 0)) {
+            throw new IllegalArgumentException("--weight-decay (" + weightDecay + ") must be >= 0");
+        }
+        if (!(clip >= 0)) {
+            throw new IllegalArgumentException("--clip (" + clip + ") must be >= 0 (0 turns clipping off)");
+        }
+        if (!(valFraction > 0 && valFraction < 1)) {
+            throw new IllegalArgumentException("--val-fraction (" + valFraction + ") must be in (0, 1)");
+        }
+        try {
+            modelConfig().validate();
+        } catch (InvalidArgumentException e) {
+            throw new IllegalArgumentException(e.getMessage() + " (options --dim --layers --heads --kv-heads --mlp-ratio"
+                    + " --conv-kernel --rho --router-sparsity-coef --router-entropy-coef)");
+        }
+        return this;
+    }
+
+    private static void atLeast(String name, long v, long min) {
+        if (v < min) {
+            throw new IllegalArgumentException("--" + name + " (" + v + ") must be >= " + min);
+        }
+    }
+
+    /** The byte-level model these options describe (rope_base and norm_eps at their defaults). */
+    public ModelConfig modelConfig() {
+        HspmnConfig block = HspmnConfig.builder().dim(dim).numHeads(heads).numKvHeads(kvHeads).mlpRatio(mlpRatio)
+                .convKernel(convKernel).routing(routing).sparsityK(rho).routerSparsityCoef(routerSparsityCoef)
+                .routerEntropyCoef(routerEntropyCoef).build();
+        return ModelConfig.byteLevel(layers, block);
+    }
+
+    /** The model options taken from a model config (what a resumed run trains). */
+    public Builder withModel(ModelConfig m) {
+        HspmnConfig c = m.block();
+        return toBuilder().dim(c.dim()).layers(m.numLayers()).heads(c.numHeads()).kvHeads(c.numKvHeads())
+                .mlpRatio(c.mlpRatio()).convKernel(c.convKernel()).routing(c.routing()).rho(c.sparsityK())
+                .routerSparsityCoef(c.routerSparsityCoef()).routerEntropyCoef(c.routerEntropyCoef());
+    }
+
+    // ---- stored form -----------------------------------------------------------------------------
+
+    /** The RUN and ADJUSTABLE options as a JSON object (the model's are in the model config beside it). */
+    public JsonObject toStoredJson() {
+        JsonObject o = new JsonObject();
+        for (Option opt : OPTIONS) {
+            if (opt.scope() == Scope.RUN || opt.scope() == Scope.ADJUSTABLE) {
+                String v = opt.get().apply(this);
+                if (v == null) {
+                    continue;
+                }
+                JsonPrimitive p;
+                try {
+                    p = new JsonPrimitive(new java.math.BigDecimal(v));
+                } catch (NumberFormatException notNumber) {
+                    p = new JsonPrimitive(v);
+                }
+                o.add(opt.jsonKey(), p);
+            }
+        }
+        return o;
+    }
+
+    /**
+     * Applies stored options onto {@code b}.
+     *
+     * @throws IllegalArgumentException for an unknown key or a bad value, naming it
+     */
+    public static Builder applyStored(Builder b, JsonObject stored) {
+        for (Map.Entry<String, JsonElement> e : stored.entrySet()) {
+            Option opt = option(e.getKey().replace('_', '-'));
+            if (opt == null || opt.scope() == Scope.MODEL || opt.scope() == Scope.SESSION) {
+                throw new IllegalArgumentException("unknown training option \"" + e.getKey() + "\" in the checkpoint");
+            }
+            if (!e.getValue().isJsonPrimitive()) {
+                throw new IllegalArgumentException("training option \"" + e.getKey() + "\" in the checkpoint is not a value");
+            }
+            opt.set().accept(b, e.getValue().getAsString());
+        }
+        return b;
+    }
+
+    /**
+     * The options of a resumed run: {@code stored} (the checkpoint's, with its model), changed by the
+     * options given on this command line. Giving a MODEL or RUN option with a different value is refused:
+     * it would not continue the same run.
+     *
+     * @param given the options named on this command line, with the values as typed
+     */
+    public static TrainOptions forResume(TrainOptions stored, Map<String, String> given) {
+        Builder b = stored.toBuilder().resume(true);
+        List<String> refused = new ArrayList<>();
+        for (Map.Entry<String, String> e : given.entrySet()) {
+            Option opt = Objects.requireNonNull(option(e.getKey()), e.getKey());
+            if (opt.scope() == Scope.MODEL || opt.scope() == Scope.RUN) {
+                Builder probe = stored.toBuilder();
+                opt.set().accept(probe, e.getValue());
+                String want = opt.get().apply(probe.build());
+                String have = opt.get().apply(stored);
+                if (!Objects.equals(want, have)) {
+                    refused.add("--" + opt.name() + " " + e.getValue() + " (the checkpoint has " + have + ")");
+                }
+            } else {
+                opt.set().accept(b, e.getValue());
+            }
+        }
+        if (!refused.isEmpty()) {
+            throw new IllegalArgumentException("a resumed run keeps the options it started with; these differ: "
+                    + String.join(", ", refused) + ". Leave them out, or start a new run in another --out");
+        }
+        return b.build();
+    }
+
+    // ---- getters ---------------------------------------------------------------------------------
+
+    public Path data() { return data; }
+    public double valFraction() { return valFraction; }
+    public int dim() { return dim; }
+    public int layers() { return layers; }
+    public int heads() { return heads; }
+    public int kvHeads() { return kvHeads; }
+    public int mlpRatio() { return mlpRatio; }
+    public int convKernel() { return convKernel; }
+    public Routing routing() { return routing; }
+    public float rho() { return rho; }
+    public float routerSparsityCoef() { return routerSparsityCoef; }
+    public float routerEntropyCoef() { return routerEntropyCoef; }
+    public int seqLen() { return seqLen; }
+    public int batch() { return batch; }
+    public int gradAccum() { return gradAccum; }
+    public long steps() { return steps; }
+    public float lr() { return lr; }
+    public long warmup() { return warmup; }
+    public float minLrRatio() { return minLrRatio; }
+    public float weightDecay() { return weightDecay; }
+    public float clip() { return clip; }
+    public long auxWarmup() { return auxWarmup; }
+    public long seed() { return seed; }
+    public long evalEvery() { return evalEvery; }
+    public int evalBatches() { return evalBatches; }
+    public long saveEvery() { return saveEvery; }
+    public Path out() { return out; }
+    public boolean resume() { return resume; }
+    public Backend backend() { return backend; }
+    public int threads() { return threads; }
+    public long stopAfter() { return stopAfter; }
+
+    /** The step this invocation ends at: --stop-after when set, else --steps. */
+    public long endStep() {
+        return stopAfter > 0 ? stopAfter : steps;
+    }
+
+    /** Every option as {@code --name value}, one per line. */
+    public String describe() {
+        StringBuilder sb = new StringBuilder();
+        for (Option o : OPTIONS) {
+            String v = o.get().apply(this);
+            sb.append("  --").append(o.name()).append(' ').append(v == null ? "-" : v).append('\n');
+        }
+        return sb.toString();
+    }
+
+    @Override
+    public boolean equals(Object other) {
+        if (!(other instanceof TrainOptions t)) {
+            return false;
+        }
+        for (Option o : OPTIONS) {
+            if (!Objects.equals(o.get().apply(this), o.get().apply(t))) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    @Override
+    public int hashCode() {
+        return describe().hashCode();
+    }
+
+    @Override
+    public String toString() {
+        return "TrainOptions{" + describe().strip().replace("\n  ", ", ") + "}";
+    }
+
+    /** Mutable builder starting from the defaults (a small CPU-sized run). */
+    public static final class Builder {
+        private Path data;
+        private double valFraction = 0.05;
+        private int dim = 128;
+        private int layers = 2;
+        private int heads = 4;
+        private int kvHeads = 2;
+        private int mlpRatio = 4;
+        private int convKernel = 3;
+        private Routing routing = Routing.THRESHOLD;
+        private float rho = 0.2f;
+        private float routerSparsityCoef = 0.1f;
+        private float routerEntropyCoef = 0.01f;
+        private int seqLen = 256;
+        private int batch = 8;
+        private int gradAccum = 1;
+        private long steps = 1000;
+        private float lr = 3e-3f;
+        private long warmup = 100;
+        private float minLrRatio = 0.1f;
+        private float weightDecay = 0.1f;
+        private float clip = 1.0f;
+        private long auxWarmup = -1;
+        private long seed = 1;
+        private long evalEvery = 100;
+        private int evalBatches = 8;
+        private long saveEvery = 500;
+        private Path out;
+        private boolean resume;
+        private Backend backend = Backend.AUTO;
+        private int threads;
+        private long stopAfter;
+
+        private Builder() {
+        }
+
+        /**
+         * Sets option {@code name} (without dashes) from its text form.
+         *
+         * @throws IllegalArgumentException for an unknown option or a bad value, naming it
+         */
+        public Builder set(String name, String value) {
+            Option o = option(name);
+            if (o == null) {
+                throw new IllegalArgumentException("unknown option --" + name);
+            }
+            o.set().accept(this, value);
+            return this;
+        }
+
+        public Builder data(Path v) { data = v; return this; }
+        public Builder valFraction(double v) { valFraction = v; return this; }
+        public Builder dim(int v) { dim = v; return this; }
+        public Builder layers(int v) { layers = v; return this; }
+        public Builder heads(int v) { heads = v; return this; }
+        public Builder kvHeads(int v) { kvHeads = v; return this; }
+        public Builder mlpRatio(int v) { mlpRatio = v; return this; }
+        public Builder convKernel(int v) { convKernel = v; return this; }
+        public Builder routing(Routing v) { routing = Objects.requireNonNull(v); return this; }
+        public Builder rho(float v) { rho = v; return this; }
+        public Builder routerSparsityCoef(float v) { routerSparsityCoef = v; return this; }
+        public Builder routerEntropyCoef(float v) { routerEntropyCoef = v; return this; }
+        public Builder seqLen(int v) { seqLen = v; return this; }
+        public Builder batch(int v) { batch = v; return this; }
+        public Builder gradAccum(int v) { gradAccum = v; return this; }
+        public Builder steps(long v) { steps = v; return this; }
+        public Builder lr(float v) { lr = v; return this; }
+        public Builder warmup(long v) { warmup = v; return this; }
+        public Builder minLrRatio(float v) { minLrRatio = v; return this; }
+        public Builder weightDecay(float v) { weightDecay = v; return this; }
+        public Builder clip(float v) { clip = v; return this; }
+        /** Negative: the same as warmup. */
+        public Builder auxWarmup(long v) { auxWarmup = v; return this; }
+        public Builder seed(long v) { seed = v; return this; }
+        public Builder evalEvery(long v) { evalEvery = v; return this; }
+        public Builder evalBatches(int v) { evalBatches = v; return this; }
+        public Builder saveEvery(long v) { saveEvery = v; return this; }
+        public Builder out(Path v) { out = v; return this; }
+        public Builder resume(boolean v) { resume = v; return this; }
+        public Builder backend(Backend v) { backend = Objects.requireNonNull(v); return this; }
+        public Builder threads(int v) { threads = v; return this; }
+        public Builder stopAfter(long v) { stopAfter = v; return this; }
+
+        /** Builds without validating ({@link TrainOptions#validate()} does that). */
+        public TrainOptions build() {
+            return new TrainOptions(this);
+        }
+    }
+}

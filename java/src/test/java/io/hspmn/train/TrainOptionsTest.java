@@ -1,0 +1,93 @@
+package io.hspmn.train;
+
+import com.google.gson.JsonObject;
+import io.hspmn.Backend;
+import io.hspmn.Routing;
+import org.junit.jupiter.api.Test;
+
+import java.nio.file.Path;
+import java.util.HashSet;
+import java.util.Map;
+import java.util.Set;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** The option table: every option reads back what it sets, the stored form round-trips, resume merges by scope. */
+class TrainOptionsTest {
+    static TrainOptions sample() {
+        return TrainOptions.builder().data(Path.of("/data/x.txt")).out(Path.of("/tmp/o")).dim(96).layers(3).heads(6)
+                .kvHeads(3).mlpRatio(3).convKernel(4).routing(Routing.TOPK).rho(0.3f).routerSparsityCoef(0.5f)
+                .routerEntropyCoef(0.05f).seqLen(100).batch(5).gradAccum(3).steps(77).lr(1.5e-4f).warmup(7)
+                .minLrRatio(0.25f).weightDecay(0.05f).clip(0.5f).auxWarmup(9).seed(-12345678901L).valFraction(0.125)
+                .evalEvery(11).evalBatches(2).saveEvery(13).stopAfter(20).backend(Backend.CPU).threads(3).resume(true).build();
+    }
+
+    @Test
+    void everyOptionReadsBackWhatItSets() {
+        TrainOptions s = sample();
+        TrainOptions defaults = TrainOptions.builder().build();
+        Set<String> names = new HashSet<>();
+        for (TrainOptions.Option o : TrainOptions.OPTIONS) {
+            assertTrue(names.add(o.name()), "option --" + o.name() + " twice");
+            assertFalse(o.help().isBlank(), o.name());
+            String v = o.get().apply(s);
+            TrainOptions.Builder b = TrainOptions.builder();
+            o.set().accept(b, v);
+            assertEquals(v, o.get().apply(b.build()), "--" + o.name());
+            assertNotEquals(o.get().apply(defaults), v, "--" + o.name() + ": the sample must differ from the default");
+        }
+        assertEquals(s, s.toBuilder().build());
+    }
+
+    @Test
+    void storedFormKeepsRunAndAdjustableOptionsOnly() {
+        TrainOptions s = sample();
+        JsonObject stored = s.toStoredJson();
+        for (TrainOptions.Option o : TrainOptions.OPTIONS) {
+            boolean kept = o.scope() == TrainOptions.Scope.RUN || o.scope() == TrainOptions.Scope.ADJUSTABLE;
+            assertEquals(kept, stored.has(o.jsonKey()), o.name());
+        }
+        assertEquals(1.5e-4, stored.get("lr").getAsDouble(), 1e-12);
+        assertEquals(-12345678901L, stored.get("seed").getAsLong());
+        TrainOptions back = TrainOptions.applyStored(TrainOptions.builder(), stored).build();
+        for (TrainOptions.Option o : TrainOptions.OPTIONS) {
+            if (stored.has(o.jsonKey())) {
+                assertEquals(o.get().apply(s), o.get().apply(back), o.name());
+            }
+        }
+        stored.addProperty("bogus", 1);
+        assertThrows(IllegalArgumentException.class, () -> TrainOptions.applyStored(TrainOptions.builder(), stored));
+    }
+
+    @Test
+    void resumeChangesOnlyWhatARunMayChange() {
+        TrainOptions stored = sample().toBuilder().resume(false).stopAfter(0).build();
+        TrainOptions r = TrainOptions.forResume(stored, Map.of("steps", "200", "backend", "cuda", "lr", "1.5e-4", "dim", "96"));
+        assertEquals(200, r.steps());
+        assertEquals(Backend.CUDA, r.backend());
+        assertTrue(r.resume());
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> TrainOptions.forResume(stored, Map.of("lr", "2e-4", "heads", "4", "steps", "9")));
+        assertTrue(e.getMessage().contains("--lr 2e-4 (the checkpoint has 1.5E-4)") && e.getMessage().contains("--heads 4"),
+                e.getMessage());
+    }
+
+    @Test
+    void validationNamesTheOption() {
+        TrainOptions.Builder ok = TrainOptions.builder().data(Path.of("d")).out(Path.of("o"));
+        ok.build().validate();
+        assertEquals(100, ok.build().auxWarmup(), "aux warm-up defaults to --warmup");
+        Map<String, String> bad = Map.of("seq-len", "0", "grad-accum", "0", "min-lr-ratio", "1.5", "clip", "-1",
+                "val-fraction", "1", "stop-after", "5000", "kv-heads", "3", "rho", "0");
+        for (Map.Entry<String, String> e : bad.entrySet()) {
+            TrainOptions t = TrainOptions.builder().data(Path.of("d")).out(Path.of("o")).set(e.getKey(), e.getValue()).build();
+            IllegalArgumentException x = assertThrows(IllegalArgumentException.class, t::validate, e.getKey());
+            String name = e.getKey().equals("kv-heads") ? "num_kv_heads" : e.getKey().equals("rho") ? "sparsity_k" : "--" + e.getKey();
+            assertTrue(x.getMessage().contains(name), x.getMessage());
+        }
+    }
+}

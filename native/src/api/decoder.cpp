@@ -1,0 +1,128 @@
+// Cached decoding entry points (hspmn.h "cached decoding"): every argument checked here, slots and
+// token ids included, before the decoder runs.
+#include <memory>
+
+#include "../core/alloc.h"
+#include "../core/error.h"
+#include "../core/objects.h"
+#include "../model/decoder.h"
+#include "checks.h"
+#include "guard.h"
+#include "hspmn.h"
+
+using namespace hspmn;
+
+namespace {
+
+void check_decoder(const hspmn_decoder* d) {
+    if (!d) fail(HSPMN_ERR_INVALID_ARGUMENT, "dec is NULL");
+}
+
+void check_slot(const hspmn_decoder* d, int32_t slot) {
+    if (slot < 0 || slot >= d->impl->max_seqs())
+        fail(HSPMN_ERR_INVALID_ARGUMENT, "slot (%d) must be in [0, %d)", slot, d->impl->max_seqs());
+}
+
+}  // namespace
+
+extern "C" {
+
+hspmn_status hspmn_decoder_create(hspmn_model* model, int32_t max_seqs, int64_t max_len, hspmn_decoder** out) {
+    return guarded("hspmn_decoder_create", [&] {
+        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
+        *out = nullptr;
+        if (!model) fail(HSPMN_ERR_INVALID_ARGUMENT, "model is NULL");
+        if (model->impl->params().block.routing != HSPMN_ROUTING_THRESHOLD)
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "the model routes by top-k, which depends on the whole sequence and "
+                 "cannot decode token by token; cached decoding needs routing = HSPMN_ROUTING_THRESHOLD");
+        if (max_seqs < 1 || max_seqs > 65536)
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "max_seqs (%d) must be in [1, 65536]", max_seqs);
+        if (max_len < 1 || max_len > (int64_t{1} << 31) - 1)
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "max_len (%lld) must be in [1, 2^31 - 1]", static_cast<long long>(max_len));
+        BusyGuard busy(model->busy, "model");
+        BusyGuard busy_ctx(model->ctx->busy, "context");
+        std::unique_ptr<Decoder> impl(new Decoder(*model->impl, max_seqs, max_len));
+        hspmn_decoder* d = new hspmn_decoder();
+        d->model = model;
+        d->impl = impl.release();
+        model->decoders.fetch_add(1);
+        *out = d;
+    });
+}
+
+hspmn_status hspmn_decoder_destroy(hspmn_decoder* dec) {
+    return guarded("hspmn_decoder_destroy", [&] {
+        if (!dec) return;
+        hspmn_model* model = dec->model;
+        BusyGuard busy(model->busy, "model");
+        BusyGuard busy_ctx(model->ctx->busy, "context");
+        delete dec->impl;
+        delete dec;
+        model->decoders.fetch_sub(1);
+    });
+}
+
+hspmn_status hspmn_decoder_reset(hspmn_decoder* dec, int32_t slot) {
+    return guarded("hspmn_decoder_reset", [&] {
+        check_decoder(dec);
+        check_slot(dec, slot);
+        BusyGuard busy(dec->model->busy, "model");
+        BusyGuard busy_ctx(dec->model->ctx->busy, "context");
+        dec->impl->reset(slot);
+    });
+}
+
+hspmn_status hspmn_decoder_length(const hspmn_decoder* dec, int32_t slot, int64_t* out) {
+    return guarded("hspmn_decoder_length", [&] {
+        check_decoder(dec);
+        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
+        check_slot(dec, slot);
+        *out = dec->impl->length(slot);
+    });
+}
+
+hspmn_status hspmn_decoder_append(hspmn_decoder* dec, const hspmn_tensor* slots, const hspmn_tensor* tokens,
+                                  hspmn_tensor* logits, hspmn_tensor* routed) {
+    return guarded("hspmn_decoder_append", [&] {
+        check_decoder(dec);
+        hspmn_context* ctx = dec->model->ctx;
+        const hspmn_model_params mp = dec->model->impl->params();
+        check_tensor(slots, "slots", ctx);
+        check_dtype(slots, "slots", HSPMN_DTYPE_I32);
+        if (slots->ndim != 1) fail(HSPMN_ERR_SHAPE, "slots: expected shape [n], got %s", shape_string(slots).c_str());
+        const int64_t n = slots->shape[0];
+        check_tensor(tokens, "tokens", ctx);
+        check_dtype(tokens, "tokens", HSPMN_DTYPE_I32);
+        if (tokens->ndim != 2 || tokens->shape[0] != n)
+            fail(HSPMN_ERR_SHAPE, "tokens: expected shape [%lld, T] (one row per slot), got %s",
+                 static_cast<long long>(n), shape_string(tokens).c_str());
+        const int64_t T = tokens->shape[1];
+        if (logits) check_arg(logits, "logits", ctx, HSPMN_DTYPE_F32, {n, mp.vocab_size});
+        if (routed) check_arg(routed, "routed", ctx, HSPMN_DTYPE_I32, {n, T, mp.num_layers});
+        BusyGuard busy(dec->model->busy, "model");
+        BusyGuard busy_ctx(ctx->busy, "context");
+        Buffer<int32_t> s(static_cast<std::size_t>(n)), tok(static_cast<std::size_t>(n * T));
+        ctx->backend->copy_to_host(slots, s.data());
+        ctx->backend->copy_to_host(tokens, tok.data());
+        Buffer<uint8_t> seen(static_cast<std::size_t>(dec->impl->max_seqs()));
+        seen.fill(0);
+        for (int64_t j = 0; j < n; ++j) {
+            if (s[j] < 0 || s[j] >= dec->impl->max_seqs())
+                fail(HSPMN_ERR_INVALID_ARGUMENT, "slots[%lld] = %d is not a slot in [0, %d)", static_cast<long long>(j),
+                     s[j], dec->impl->max_seqs());
+            if (seen[s[j]]) fail(HSPMN_ERR_INVALID_ARGUMENT, "slots[%lld] = %d appears twice", static_cast<long long>(j), s[j]);
+            seen[s[j]] = 1;
+            if (dec->impl->length(s[j]) + T > dec->impl->max_len())
+                fail(HSPMN_ERR_INVALID_ARGUMENT, "slot %d holds %lld tokens; %lld more exceed max_len %lld", s[j],
+                     static_cast<long long>(dec->impl->length(s[j])), static_cast<long long>(T),
+                     static_cast<long long>(dec->impl->max_len()));
+        }
+        for (int64_t k = 0; k < n * T; ++k)
+            if (tok[k] < 0 || tok[k] >= mp.vocab_size)
+                fail(HSPMN_ERR_INVALID_ARGUMENT, "tokens[%lld, %lld] = %d is not a token id in [0, %d)",
+                     static_cast<long long>(k / T), static_cast<long long>(k % T), tok[k], mp.vocab_size);
+        dec->impl->append(s.data(), n, tok.data(), T, logits, routed);
+    });
+}
+
+}  // extern "C"
