@@ -1,6 +1,9 @@
 package io.hspmn.generate;
 
+import io.hspmn.Context;
 import io.hspmn.DType;
+import io.hspmn.LanguageModel;
+import io.hspmn.Tensor;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -31,7 +34,8 @@ public final class RecomputeEngine implements DecodeEngine {
         }
     }
 
-    private final NativeLm lm;
+    private final LanguageModel lm;
+    private final Context ctx;
     private final boolean ownsModel;
     private final int maxLength;
     private final int vocab;
@@ -44,16 +48,17 @@ public final class RecomputeEngine implements DecodeEngine {
     /**
      * @param lm        the model; used from the engine's thread only
      * @param maxLength longest sequence (prompt plus generated) this engine accepts
-     * @param ownsModel whether {@link #close()} closes {@code lm}
+     * @param ownsModel whether {@link #close()} closes {@code lm} and its context
      */
-    public RecomputeEngine(NativeLm lm, int maxLength, boolean ownsModel) {
+    public RecomputeEngine(LanguageModel lm, int maxLength, boolean ownsModel) {
         this.lm = Objects.requireNonNull(lm, "lm");
+        this.ctx = lm.context();
         if (maxLength < 1) {
             throw new IllegalArgumentException("maxLength must be >= 1, got " + maxLength);
         }
         this.maxLength = maxLength;
         this.ownsModel = ownsModel;
-        this.vocab = lm.vocabSize();
+        this.vocab = lm.config().vocabSize();
         this.rowBytes = 4L * vocab;
         this.out = arena.allocate(rowBytes * 8, 64);
     }
@@ -65,7 +70,7 @@ public final class RecomputeEngine implements DecodeEngine {
 
     @Override
     public int numLayers() {
-        return lm.numLayers();
+        return lm.config().numLayers();
     }
 
     @Override
@@ -159,7 +164,7 @@ public final class RecomputeEngine implements DecodeEngine {
     /** One native call for seqs[order[start..end)], all of length len; row k of the output is seqs' index order[k]. */
     private void runGroup(Seq[] seqs, int[] order, int start, int end, int len) {
         int g = end - start;
-        try (NativeLm.HostTensor tokens = lm.tensor(DType.I32, g, len); NativeLm.HostTensor logits = lm.tensor(DType.F32, g, vocab)) {
+        try (Tensor tokens = Models.pinned(ctx, DType.I32, g, len); Tensor logits = Models.pinned(ctx, DType.F32, g, vocab)) {
             MemorySegment t = tokens.segment();
             for (int k = 0; k < g; k++) {
                 MemorySegment.copy(seqs[order[start + k]].ids, 0, t, 4L * len * k, 4L * len);
@@ -188,38 +193,13 @@ public final class RecomputeEngine implements DecodeEngine {
         }
     }
 
+    /** The full forward's report; which positions each layer selected is not known here (null). */
     @Override
     public ForwardReport forwardReport(MemorySegment ids, int count) {
         if (count < 1 || count > maxLength) {
             throw new IllegalArgumentException("length " + count + " must be in [1, " + maxLength + "]");
         }
-        int layers = lm.numLayers();
-        try (NativeLm.HostTensor tokens = lm.tensor(DType.I32, 1, count);
-             NativeLm.HostTensor stats = lm.tensor(DType.F32, layers, 2)) {
-            MemorySegment.copy(ids, 0, tokens.segment(), 0, 4L * count);
-            double ce = Double.NaN;
-            if (count >= 2) {
-                // the full forward's loss needs a target for every position; score only the first count-1
-                // by computing over tokens[0..count-1) with targets tokens[1..count)
-                try (NativeLm.HostTensor in = lm.tensor(DType.I32, 1, count - 1);
-                     NativeLm.HostTensor tgt = lm.tensor(DType.I32, 1, count - 1);
-                     NativeLm.HostTensor loss = lm.tensor(DType.F32, 2)) {
-                    MemorySegment.copy(ids, 0, in.segment(), 0, 4L * (count - 1));
-                    MemorySegment.copy(ids, 4, tgt.segment(), 0, 4L * (count - 1));
-                    lm.forward(in, tgt, loss, null);
-                    ce = loss.segment().getAtIndex(ValueLayout.JAVA_FLOAT, 1);
-                }
-            }
-            lm.forward(tokens, null, null, stats);
-            float[] aux = new float[layers];
-            float[] frac = new float[layers];
-            MemorySegment s = stats.segment();
-            for (int i = 0; i < layers; i++) {
-                aux[i] = s.getAtIndex(ValueLayout.JAVA_FLOAT, 2L * i);
-                frac[i] = s.getAtIndex(ValueLayout.JAVA_FLOAT, 2L * i + 1);
-            }
-            return new ForwardReport(ce, aux, frac, null);
-        }
+        return Models.fullForward(lm, ids, count, null);
     }
 
     @Override
@@ -227,7 +207,7 @@ public final class RecomputeEngine implements DecodeEngine {
         if (arena.scope().isAlive()) {
             arena.close();
             if (ownsModel) {
-                lm.close();
+                Models.closeWithContext(lm);
             }
         }
     }

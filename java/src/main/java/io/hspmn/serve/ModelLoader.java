@@ -1,61 +1,51 @@
 package io.hspmn.serve;
 
-import io.hspmn.Backend;
-import io.hspmn.checkpoint.Checkpoint;
-import io.hspmn.generate.NativeLm;
+import io.hspmn.Context;
+import io.hspmn.ContextOptions;
+import io.hspmn.LanguageModel;
+import io.hspmn.io.InvalidSafeTensorsException;
+import io.hspmn.train.TrainCheckpoint;
+import io.hspmn.train.Trainer;
 
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.Comparator;
-import java.util.stream.Stream;
 
-/**
- * Where the service's model comes from: a checkpoint of the trainer (io.hspmn.checkpoint.Checkpoint, one
- * safetensors file holding the config and the weights), or a seeded random model.
- */
+/** The service's model from a checkpoint of {@code hspmn train}. */
 final class ModelLoader {
     private ModelLoader() {
     }
 
-    /**
-     * The checkpoint file for {@code path}: the path itself when it is a file; in a directory, the most
-     * recently modified {@code *.safetensors} (the trainer's newest). TODO: follow the trainer's own
-     * "latest" marker once its directory layout is on main.
-     */
+    /** The checkpoint file: {@code path} itself, or a training run's {@code --out} folder's checkpoint. */
     static Path resolve(Path path) {
-        if (Files.isRegularFile(path)) {
-            return path;
+        Path file = Files.isDirectory(path) ? path.resolve(Trainer.CHECKPOINT) : path;
+        if (!Files.isRegularFile(file)) {
+            throw new IllegalArgumentException("--ckpt " + path + ": no checkpoint at " + file);
         }
-        if (!Files.isDirectory(path)) {
-            throw new IllegalArgumentException("--ckpt " + path + ": no such file or directory");
-        }
-        try (Stream<Path> s = Files.list(path)) {
-            return s.filter(p -> p.getFileName().toString().endsWith(".safetensors") && Files.isRegularFile(p))
-                    .max(Comparator.comparing(ModelLoader::modified).thenComparing(Path::toString))
-                    .orElseThrow(() -> new IllegalArgumentException("--ckpt " + path + ": no *.safetensors checkpoint in it"));
-        } catch (IOException e) {
-            throw new UncheckedIOException("--ckpt " + path + ": " + e.getMessage(), e);
-        }
+        return file;
     }
 
-    private static long modified(Path p) {
-        try {
-            return Files.getLastModifiedTime(p).toMillis();
-        } catch (IOException e) {
-            return Long.MIN_VALUE;
-        }
-    }
-
-    static NativeLm load(Path path, Backend backend, int threads) {
+    /** The checkpoint's model, with its weights, in a context of its own. */
+    static LanguageModel load(Path path, ContextOptions options) {
         Path file = resolve(path);
-        Checkpoint ckpt;
+        TrainCheckpoint.State state;
         try {
-            ckpt = Checkpoint.load(file);
+            state = TrainCheckpoint.load(file);
         } catch (IOException e) {
             throw new UncheckedIOException("cannot read checkpoint " + file + ": " + e.getMessage(), e);
         }
-        return NativeLm.load(ckpt, backend, threads);
+        Context ctx = Context.create(options);
+        try {
+            LanguageModel lm = LanguageModel.create(ctx, state.model(), 0L);
+            TrainCheckpoint.restore(state.checkpoint(), lm, false);
+            return lm;
+        } catch (InvalidSafeTensorsException e) {
+            ctx.close();
+            throw new IllegalArgumentException("checkpoint " + file + ": " + e.getMessage(), e);
+        } catch (RuntimeException e) {
+            ctx.close();
+            throw e;
+        }
     }
 }

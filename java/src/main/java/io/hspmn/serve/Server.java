@@ -3,9 +3,11 @@ package io.hspmn.serve;
 import com.google.gson.JsonObject;
 import com.sun.net.httpserver.HttpExchange;
 import com.sun.net.httpserver.HttpServer;
+import io.hspmn.ContextOptions;
+import io.hspmn.LanguageModel;
+import io.hspmn.generate.DecodeEngine;
 import io.hspmn.generate.Engine;
-import io.hspmn.generate.NativeLm;
-import io.hspmn.generate.RecomputeEngine;
+import io.hspmn.generate.Models;
 
 import java.io.IOException;
 import java.io.UncheckedIOException;
@@ -21,6 +23,15 @@ import java.util.concurrent.atomic.AtomicReference;
  * events), POST /v1/score, GET /health, GET /metrics. See {@link ServerOptions#USAGE}.
  */
 public final class Server implements AutoCloseable {
+    static {
+        // Token events are small writes, each flushed: without TCP_NODELAY, Nagle's algorithm holds each one
+        // until the client acknowledges the previous one, and delayed ACKs turn that into ~40 ms per token.
+        // The JDK server reads this property once, when its first server is made.
+        if (System.getProperty("sun.net.httpserver.nodelay") == null) {
+            System.setProperty("sun.net.httpserver.nodelay", "true");
+        }
+    }
+
     private final HttpServer http;
     private final ExecutorService executor;
     private final Service service;
@@ -37,16 +48,23 @@ public final class Server implements AutoCloseable {
     public static Server start(ServerOptions options) {
         AtomicReference<JsonObject> model = new AtomicReference<>();
         Engine engine = Engine.start(() -> {
-            NativeLm lm = options.checkpoint() != null
-                    ? ModelLoader.load(options.checkpoint(), options.backend(), options.threads())
-                    : NativeLm.create(options.randomModel(), options.seed(), options.backend(), options.threads());
-            JsonObject m = lm.spec().toJsonObject();
-            m.addProperty("backend", lm.backend().name().toLowerCase(java.util.Locale.ROOT));
+            ContextOptions co = ContextOptions.defaults().withBackend(options.backend()).withNumThreads(options.threads());
+            LanguageModel lm = options.checkpoint() != null ? ModelLoader.load(options.checkpoint(), co)
+                    : Models.random(options.randomModel(), options.seed(), co);
+            DecodeEngine de;
+            try {
+                de = Models.engine(lm, options.engine(), options.maxBatch(), options.maxContext(), true);
+            } catch (RuntimeException e) {
+                Models.closeWithContext(lm);
+                throw e;
+            }
+            JsonObject m = lm.config().toJsonObject();
+            m.addProperty("backend", lm.context().backend().name().toLowerCase(java.util.Locale.ROOT));
             m.addProperty("source", options.checkpoint() != null ? ModelLoader.resolve(options.checkpoint()).toString()
                     : "random (seed " + options.seed() + ")");
-            m.addProperty("engine", "recompute");
+            m.addProperty("engine", Models.describe(de));
             model.set(m);
-            return new RecomputeEngine(lm, options.maxContext(), true);
+            return de;
         }, new Engine.Options(options.maxBatch(), Math.max(options.maxConcurrent() - options.maxBatch(), 0)));
         try {
             return start(options, engine, model.get(), true);

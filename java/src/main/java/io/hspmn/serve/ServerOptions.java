@@ -3,7 +3,8 @@ package io.hspmn.serve;
 import io.hspmn.Backend;
 import io.hspmn.HspmnConfig;
 import io.hspmn.Routing;
-import io.hspmn.generate.NativeLm;
+import io.hspmn.ModelConfig;
+import io.hspmn.generate.Models;
 
 import java.nio.file.Path;
 import java.util.Locale;
@@ -16,6 +17,7 @@ import java.util.Locale;
  * @param checkpoint          a checkpoint file, or a directory of them (the newest *.safetensors), or null
  * @param randomModel         the model for --random (seeded, untrained: for demos and tests)
  * @param seed                seed of the random model
+ * @param engine              how logits are computed: cached (K/V cache, threshold routing), recompute, auto
  * @param backend             cpu, cuda or auto
  * @param threads             CPU worker threads of the native context (0: all cores)
  * @param maxBodyBytes        largest request body; larger is 413
@@ -25,7 +27,8 @@ import java.util.Locale;
  * @param maxConcurrent       generate and score requests served at once; more is 429
  * @param maxBatch            sequences decoded together
  */
-public record ServerOptions(String host, int port, Path checkpoint, NativeLm.Spec randomModel, long seed, Backend backend,
+public record ServerOptions(String host, int port, Path checkpoint, ModelConfig randomModel, long seed,
+                            Models.EngineKind engine, Backend backend,
                             int threads, int maxBodyBytes, int maxPromptTokens, int maxNewTokens, int defaultNewTokens,
                             int maxConcurrent, int maxBatch) {
 
@@ -44,6 +47,8 @@ public record ServerOptions(String host, int port, Path checkpoint, NativeLm.Spe
         if (defaultNewTokens < 1 || defaultNewTokens > maxNewTokens) {
             throw new IllegalArgumentException("--default-new-tokens must be in [1, --max-new-tokens], got " + defaultNewTokens);
         }
+        java.util.Objects.requireNonNull(engine, "engine");
+        java.util.Objects.requireNonNull(backend, "backend");
         if (threads < 0) {
             throw new IllegalArgumentException("--threads must be >= 0, got " + threads);
         }
@@ -56,15 +61,15 @@ public record ServerOptions(String host, int port, Path checkpoint, NativeLm.Spe
     }
 
     /** The random demo model: byte-level, 2 layers of D=64, causal (threshold) routing. */
-    public static NativeLm.Spec defaultRandomModel() {
-        return new NativeLm.Spec(256, 2, HspmnConfig.builder().dim(64).numHeads(4).numKvHeads(2).mlpRatio(4)
+    public static ModelConfig defaultRandomModel() {
+        return new ModelConfig(256, 2, HspmnConfig.builder().dim(64).numHeads(4).numKvHeads(2).mlpRatio(4)
                 .routing(Routing.THRESHOLD).build());
     }
 
     /** A random-model server with the default limits, on 127.0.0.1 and a free port. */
     public static ServerOptions randomDefaults() {
-        return new ServerOptions("127.0.0.1", 0, null, defaultRandomModel(), 0L, Backend.AUTO, 0, 64 * 1024, 1024, 512, 64,
-                16, 8);
+        return new ServerOptions("127.0.0.1", 0, null, defaultRandomModel(), 0L, Models.EngineKind.AUTO, Backend.AUTO, 0,
+                64 * 1024, 1024, 512, 64, 16, 8);
     }
 
     /** The longest sequence the engine must hold. */
@@ -73,13 +78,18 @@ public record ServerOptions(String host, int port, Path checkpoint, NativeLm.Spe
     }
 
     public ServerOptions withLimits(int maxBodyBytes, int maxPromptTokens, int maxNewTokens, int maxConcurrent, int maxBatch) {
-        return new ServerOptions(host, port, checkpoint, randomModel, seed, backend, threads, maxBodyBytes, maxPromptTokens,
-                maxNewTokens, Math.min(defaultNewTokens, maxNewTokens), maxConcurrent, maxBatch);
+        return new ServerOptions(host, port, checkpoint, randomModel, seed, engine, backend, threads, maxBodyBytes,
+                maxPromptTokens, maxNewTokens, Math.min(defaultNewTokens, maxNewTokens), maxConcurrent, maxBatch);
     }
 
-    public ServerOptions withRandomModel(NativeLm.Spec spec, long seed, Backend backend, int threads) {
-        return new ServerOptions(host, port, null, spec, seed, backend, threads, maxBodyBytes, maxPromptTokens, maxNewTokens,
-                defaultNewTokens, maxConcurrent, maxBatch);
+    public ServerOptions withRandomModel(ModelConfig config, long seed, Backend backend, int threads) {
+        return new ServerOptions(host, port, null, config, seed, engine, backend, threads, maxBodyBytes, maxPromptTokens,
+                maxNewTokens, defaultNewTokens, maxConcurrent, maxBatch);
+    }
+
+    public ServerOptions withEngine(Models.EngineKind kind) {
+        return new ServerOptions(host, port, checkpoint, randomModel, seed, kind, backend, threads, maxBodyBytes,
+                maxPromptTokens, maxNewTokens, defaultNewTokens, maxConcurrent, maxBatch);
     }
 
     static final String USAGE = """
@@ -92,12 +102,13 @@ public record ServerOptions(String host, int port, Path checkpoint, NativeLm.Spe
               GET  /health       GET /metrics (Prometheus text)
 
             model:
-              --ckpt PATH            a checkpoint (safetensors written by the trainer), or a directory of them
-                                     (the most recently modified *.safetensors is loaded)
+              --ckpt PATH            a checkpoint written by `hspmn train` (its --out folder or the file)
               --random               an untrained random model, for demos
               --vocab N --layers N --dim N --heads N --kv-heads N --mlp-ratio N --routing threshold|topk
                                      the random model's shape (256, 2, 64, 4, 2, 4, threshold)
               --seed N               the random model's seed (0)
+              --engine auto|cached|recompute  (auto: cached for threshold routing, which decodes with a
+                                     K/V cache; recompute reruns the whole prefix per token, for topk)
               --backend cpu|cuda|auto  (auto)        --threads N   CPU threads, 0 = all cores (0)
             network:
               --host ADDR            bind address (127.0.0.1)      --port N   0 = any free port (8080)
@@ -126,6 +137,7 @@ public record ServerOptions(String host, int port, Path checkpoint, NativeLm.Spe
         Routing routing = Routing.THRESHOLD;
         long seed = 0;
         Backend backend = Backend.AUTO;
+        Models.EngineKind engine = Models.EngineKind.AUTO;
         int threads = 0;
         int maxBody = 64 * 1024;
         int maxPrompt = 1024;
@@ -167,6 +179,7 @@ public record ServerOptions(String host, int port, Path checkpoint, NativeLm.Spe
                 case "--routing" -> routing = Routing.parse(value);
                 case "--seed" -> seed = Long.parseLong(value);
                 case "--backend" -> backend = Backend.parse(value);
+                case "--engine" -> engine = Models.EngineKind.parse(value);
                 case "--threads" -> threads = integer(a, value);
                 case "--max-body-bytes" -> maxBody = integer(a, value);
                 case "--max-prompt-tokens" -> maxPrompt = integer(a, value);
@@ -180,12 +193,12 @@ public record ServerOptions(String host, int port, Path checkpoint, NativeLm.Spe
         if (random && ckpt != null) {
             throw new IllegalArgumentException("give --ckpt PATH or --random, not both");
         }
-        NativeLm.Spec spec = null;
+        ModelConfig config = null;
         if (random) {
-            spec = new NativeLm.Spec(vocab, layers, HspmnConfig.builder().dim(dim).numHeads(heads).numKvHeads(kvHeads)
+            config = new ModelConfig(vocab, layers, HspmnConfig.builder().dim(dim).numHeads(heads).numKvHeads(kvHeads)
                     .mlpRatio(mlpRatio).routing(routing).build()).validate();
         }
-        return new ServerOptions(host, port, ckpt, spec, seed, backend, threads, maxBody, maxPrompt, maxNew,
+        return new ServerOptions(host, port, ckpt, config, seed, engine, backend, threads, maxBody, maxPrompt, maxNew,
                 Math.min(defaultNew, maxNew), maxConcurrent, maxBatch);
     }
 
@@ -199,8 +212,10 @@ public record ServerOptions(String host, int port, Path checkpoint, NativeLm.Spe
 
     @Override
     public String toString() {
-        return String.format(Locale.ROOT, "host=%s port=%d model=%s backend=%s body<=%dB prompt<=%d new<=%d concurrent<=%d batch<=%d",
-                host, port, checkpoint != null ? checkpoint : "random(seed " + seed + ")", backend, maxBodyBytes,
+        return String.format(Locale.ROOT, "host=%s port=%d model=%s engine=%s backend=%s body<=%dB prompt<=%d new<=%d "
+                        + "concurrent<=%d batch<=%d",
+                host, port, checkpoint != null ? checkpoint : "random(seed " + seed + ")",
+                engine.name().toLowerCase(Locale.ROOT), backend, maxBodyBytes,
                 maxPromptTokens, maxNewTokens, maxConcurrent, maxBatch);
     }
 }

@@ -2,6 +2,8 @@ package io.hspmn.generate;
 
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -29,8 +31,9 @@ class EngineTest {
         return GenerationRequest.of(TinyModels.ids(prompt), p, n).withLogprobs(true);
     }
 
-    @Test
-    void concurrentSubmissionsAreBatchedAndEqualRunningAlone() throws Exception {
+    @ParameterizedTest
+    @ValueSource(strings = {"cached", "recompute"})
+    void concurrentSubmissionsAreBatchedAndEqualRunningAlone(String kind) throws Exception {
         List<GenerationRequest> reqs = new ArrayList<>();
         String[] prompts = {"a", "Hello", "The engine", "zz", "0123456789", "Hello", "x y", "batch"};
         for (int i = 0; i < prompts.length; i++) {
@@ -39,14 +42,14 @@ class EngineTest {
             reqs.add(req(prompts[i], p, 6 + 3 * i));
         }
         GenerationResult[] alone = new GenerationResult[reqs.size()];
-        try (RecomputeEngine e = TinyModels.engine(21, 128); Generator g = new Generator(e, 1)) {
+        try (DecodeEngine e = TinyModels.engine(kind, 21, 1, 128); Generator g = new Generator(e, 1)) {
             for (int i = 0; i < reqs.size(); i++) {
                 GenerationSession s = g.start(reqs.get(i), null);
                 g.runUntilIdle();
                 alone[i] = s.await();
             }
         }
-        try (Engine engine = Engine.start(() -> TinyModels.engine(21, 128), new Engine.Options(8, 8))) {
+        try (Engine engine = Engine.start(() -> TinyModels.engine(kind, 21, 8, 128), new Engine.Options(8, 8))) {
             ExecutorService pool = Executors.newFixedThreadPool(reqs.size());
             CountDownLatch go = new CountDownLatch(1);
             List<Future<GenerationResult>> fs = new ArrayList<>();
@@ -269,17 +272,18 @@ class EngineTest {
         assertEquals("no model", e.getMessage());
     }
 
-    @Test
-    void scoringSharesTheBatchAndMatchesTheModel() throws Exception {
+    @ParameterizedTest
+    @ValueSource(strings = {"cached", "recompute"})
+    void scoringSharesTheBatchAndMatchesTheModel(String kind) throws Exception {
         int[] text = TinyModels.ids("scoring the model, token by token");
-        try (Engine engine = Engine.start(() -> TinyModels.engine(31, 256), new Engine.Options(4, 4))) {
+        try (Engine engine = Engine.start(() -> TinyModels.engine(kind, 31, 4, 256), new Engine.Options(4, 4))) {
             GenerationSession g = engine.submit(req("meanwhile", SamplingParams.greedy(), 40));
             ScoreResult r = engine.score(text).get(60, TimeUnit.SECONDS);
             g.await();
             assertArrayEquals(text, r.tokens());
             assertEquals(text.length - 1, r.logprobs().length);
             // each log-probability is the model's for that token after its prefix alone
-            try (RecomputeEngine e = TinyModels.engine(31, 256); java.lang.foreign.Arena a = java.lang.foreign.Arena.ofConfined()) {
+            try (RecomputeEngine e = TinyModels.recompute(31, 256); java.lang.foreign.Arena a = java.lang.foreign.Arena.ofConfined()) {
                 for (int i = 1; i < text.length; i += 7) {
                     DecodeEngine.Prefill p = e.prefill(a.allocateFrom(java.lang.foreign.ValueLayout.JAVA_INT, text), i);
                     assertEquals((float) Sampler.logProb(p.logits(), 0, 256, text[i]), r.logprobs()[i - 1], "position " + i);
@@ -291,6 +295,18 @@ class EngineTest {
             assertEquals(2, r.report().numLayers());
             for (float fr : r.report().routedFraction()) {
                 assertTrue(fr > 0 && fr < 1, "routed fraction " + fr);
+            }
+            int[][] sel = r.report().selected();
+            if (kind.equals("cached")) {
+                // the decoder's per-token routing agrees with the full forward's per-layer fraction
+                for (int l = 0; l < 2; l++) {
+                    assertEquals(r.report().routedFraction()[l], (float) sel[l].length / text.length, 1e-6, "layer " + l);
+                    for (int k = 1; k < sel[l].length; k++) {
+                        assertTrue(sel[l][k] > sel[l][k - 1] && sel[l][k] < text.length);
+                    }
+                }
+            } else {
+                assertEquals(null, sel);
             }
         }
     }

@@ -1,7 +1,8 @@
 package io.hspmn.generate;
 
-import io.hspmn.Backend;
+import io.hspmn.ContextOptions;
 import io.hspmn.HspmnConfig;
+import io.hspmn.ModelConfig;
 import io.hspmn.Routing;
 import org.junit.jupiter.api.Test;
 
@@ -14,10 +15,10 @@ class GenerateReadmeExampleTest {
     void readmeExampleRuns() throws Exception {
         GenerationResult kept;
         // README begin
-        NativeLm.Spec spec = new NativeLm.Spec(256, 2, HspmnConfig.builder().dim(64).numHeads(4).numKvHeads(2)
-                .routing(Routing.THRESHOLD).build());                             // byte-level, causal routing
-        try (Engine engine = Engine.start(() -> new RecomputeEngine(NativeLm.create(spec, 42L, Backend.CPU, 0), 1024, true),
-                Engine.Options.defaults())) {                                    // one worker thread owns the model
+        ModelConfig config = ModelConfig.byteLevel(2, HspmnConfig.builder().dim(64).numHeads(4).numKvHeads(2)
+                .routing(Routing.THRESHOLD).build());                            // threshold routing decodes with a cache
+        try (Engine engine = Engine.start(() -> new CachedEngine(Models.random(config, 42L, ContextOptions.defaults()),
+                8, 1024, true), Engine.Options.defaults())) {                    // one worker thread owns the model
             int[] prompt = new ByteTokenizer(256).encode("Once upon a time");
             SamplingParams sampling = new SamplingParams(0.8f, 40, 0.95f, 7L);  // temperature, top-k, top-p, seed
             try (GenerationSession s = engine.submit(GenerationRequest.of(prompt, sampling, 32))) {

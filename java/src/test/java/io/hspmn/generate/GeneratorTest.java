@@ -1,6 +1,8 @@
 package io.hspmn.generate;
 
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -238,8 +240,9 @@ class GeneratorTest {
         }
     }
 
-    @Test
-    void realModelSessionsMatchRunningAlone() throws Exception {
+    @ParameterizedTest
+    @ValueSource(strings = {"cached", "recompute"})
+    void realModelSessionsMatchRunningAlone(String kind) throws Exception {
         // join and leave at different steps; each result must equal the same request run alone
         List<GenerationRequest> reqs = List.of(
                 GenerationRequest.of(TinyModels.ids("Hello"), SamplingParams.greedy(), 12).withLogprobs(true),
@@ -247,12 +250,12 @@ class GeneratorTest {
                 GenerationRequest.of(TinyModels.ids("ab"), new SamplingParams(1.1f, 20, 0.9f, 8), 10).withLogprobs(true),
                 GenerationRequest.of(TinyModels.ids("World"), new SamplingParams(0.8f, 5, 1f, 9), 7).withLogprobs(true));
         GenerationResult[] alone = new GenerationResult[reqs.size()];
-        try (RecomputeEngine e = TinyModels.engine(11, 128); Generator g = new Generator(e, 4)) {
+        try (DecodeEngine e = TinyModels.engine(kind, 11, 4, 128); Generator g = new Generator(e, 4)) {
             for (int i = 0; i < reqs.size(); i++) {
                 alone[i] = run(g, reqs.get(i), null);
             }
         }
-        try (RecomputeEngine e = TinyModels.engine(11, 128); Generator g = new Generator(e, 4)) {
+        try (DecodeEngine e = TinyModels.engine(kind, 11, 4, 128); Generator g = new Generator(e, 4)) {
             GenerationSession[] s = new GenerationSession[reqs.size()];
             s[0] = g.start(reqs.get(0), null);
             g.step();
@@ -271,7 +274,7 @@ class GeneratorTest {
                 assertEquals(alone[i].finishReason(), r.finishReason());
             }
             assertTrue(g.stepSequences() > g.steps(), "no step carried more than one sequence");
-            assertEquals(0, e.liveSequences());
+            assertEquals(0, e instanceof CachedEngine c ? c.liveSequences() : ((RecomputeEngine) e).liveSequences());
         }
     }
 

@@ -1,7 +1,8 @@
 package io.hspmn.generate;
 
-import io.hspmn.DType;
 import io.hspmn.InvalidArgumentException;
+import io.hspmn.LanguageModel;
+import io.hspmn.Tensor;
 import org.junit.jupiter.api.Test;
 
 import java.lang.foreign.Arena;
@@ -33,12 +34,15 @@ class RecomputeEngineTest {
 
     @Test
     void prefillIsTheModelsLastPositionLogits() {
-        try (NativeLm lm = TinyModels.create(1); RecomputeEngine e = new RecomputeEngine(lm, 64, false);
-             NativeLm.HostTensor tok = lm.tensor(DType.I32, 1, 5); NativeLm.HostTensor out = lm.tensor(DType.F32, 1, 256)) {
+        try (RecomputeEngine e = TinyModels.recompute(1, 64)) {
             int[] ids = {72, 101, 108, 108, 111};
-            MemorySegment.copy(ids, 0, tok.segment(), ValueLayout.JAVA_INT, 0, 5);
-            lm.logits(tok, out);
-            float[] expect = row(out.segment(), 0, 256);
+            LanguageModel lm = TinyModels.create(1);
+            float[] expect;
+            try (Tensor tok = Tensor.ofInts(lm.context(), ids, 1, 5)) {
+                expect = lm.logits(tok);
+            } finally {
+                Models.closeWithContext(lm);
+            }
             assertArrayEquals(expect, alone(e, ids));
             assertEquals(0, e.liveSequences());
         }
@@ -46,7 +50,7 @@ class RecomputeEngineTest {
 
     @Test
     void batchedStepsOfMixedLengthsEqualEachSequenceAlone() {
-        try (RecomputeEngine e = TinyModels.engine(2, 64); Arena a = Arena.ofConfined()) {
+        try (RecomputeEngine e = TinyModels.recompute(2, 64); Arena a = Arena.ofConfined()) {
             Random r = new Random(5);
             int[][] hist = {{1, 2, 3}, {9, 9, 9, 9, 9}, {200, 17, 33, 4, 5}, {7, 8, 9, 10, 11, 12, 13, 14}};
             int n = hist.length;
@@ -97,7 +101,7 @@ class RecomputeEngineTest {
 
     @Test
     void aFailedStepLeavesEverySequenceAsItWas() {
-        try (RecomputeEngine e = TinyModels.engine(3, 16); Arena a = Arena.ofConfined()) {
+        try (RecomputeEngine e = TinyModels.recompute(3, 16); Arena a = Arena.ofConfined()) {
             DecodeEngine.Sequence s1 = e.prefill(a.allocateFrom(ValueLayout.JAVA_INT, 1, 2), 2).sequence();
             DecodeEngine.Sequence s2 = e.prefill(a.allocateFrom(ValueLayout.JAVA_INT, 3), 1).sequence();
             MemorySegment next = a.allocateFrom(ValueLayout.JAVA_INT, 5, 300); // 300 is not a byte
@@ -114,7 +118,7 @@ class RecomputeEngineTest {
 
     @Test
     void limitsAndReleasedSequencesAreRefused() {
-        try (RecomputeEngine e = TinyModels.engine(4, 3); Arena a = Arena.ofConfined()) {
+        try (RecomputeEngine e = TinyModels.recompute(4, 3); Arena a = Arena.ofConfined()) {
             assertThrows(IllegalArgumentException.class, () -> e.prefill(a.allocateFrom(ValueLayout.JAVA_INT, 1, 2, 3, 4), 4));
             assertThrows(IllegalArgumentException.class, () -> e.prefill(a.allocate(4), 0));
             DecodeEngine.Sequence s = e.prefill(a.allocateFrom(ValueLayout.JAVA_INT, 1, 2), 2).sequence();

@@ -36,7 +36,7 @@ class LoadTest {
     @Test
     void twoHundredStreamsEightAtATime() throws Exception {
         ServerOptions opts = ServerOptions.randomDefaults().withLimits(4096, 128, 64, CONCURRENCY, CONCURRENCY);
-        try (Engine engine = Engine.start(() -> TinyModels.engine(51, opts.maxContext()), new Engine.Options(CONCURRENCY, 0));
+        try (Engine engine = Engine.start(() -> TinyModels.cached(51, CONCURRENCY, opts.maxContext()), new Engine.Options(CONCURRENCY, 0));
              Server server = Server.start(opts, engine, new JsonObject())) {
             Http http = new Http(server.uri());
             http.generate("{\"prompt\": \"warm up\", \"max_new_tokens\": 4}"); // JIT and connection warm-up
