@@ -6,9 +6,8 @@ package io.hspmn.generate;
  * @param crossEntropy   mean next-token cross-entropy over the sequence, nats (NaN for one token)
  * @param aux            each layer's router aux loss
  * @param routedFraction each layer's share of the sequence's tokens its router sent through attention
- * @param selected       per layer, the positions its router selected, or null while the native ABI does not
- *                       report them (TODO: hspmn_model_forward reports only the fraction today; see
- *                       README "Scoring" for the call the engine needs)
+ * @param selected       per layer, the positions its router selected in increasing order, or null when the
+ *                       engine cannot tell (RecomputeEngine: hspmn_model_forward reports only the fraction)
  */
 public record ForwardReport(double crossEntropy, float[] aux, float[] routedFraction, int[][] selected) {
     public ForwardReport {

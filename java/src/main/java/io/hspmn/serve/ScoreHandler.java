@@ -17,12 +17,9 @@ import java.util.concurrent.TimeoutException;
 
 /**
  * POST /v1/score: {"text": string} -> the log-likelihood of each token given the ones before it, and what
- * each layer's router did over the text.
- *
- * <p>Per layer the native ABI gives the routed fraction and the aux loss of a full forward
- * (hspmn_model_forward's stats); which tokens each router selected is not exposed yet, so
- * "selected_positions" is null. TODO(per-token routing): fill it once the native side reports the
- * selection per layer and position (see README, "Scoring").
+ * each layer's router did over the text: the routed fraction and aux loss of a full forward, and with the
+ * cached engine the positions it selected (the decoder reports them per token; the recompute engine, used
+ * for top-k routing, cannot, and gives null).
  */
 final class ScoreHandler extends LimitedHandler {
     static final Set<String> FIELDS = Set.of("text");
@@ -117,8 +114,8 @@ final class ScoreHandler extends LimitedHandler {
         }
         full.add("layers", layers);
         if (f.selected() == null) {
-            full.addProperty("note", "per-token router selection is not exposed by the native library yet; "
-                    + "routed_fraction is the share of the text's tokens each layer sent through attention");
+            full.addProperty("note", "selected_positions needs the cached engine (threshold routing); routed_fraction "
+                    + "is the share of the text's tokens each layer sent through attention");
         }
         o.add("full_forward", full);
         o.addProperty("ms", r.nanos() / 1e6);
