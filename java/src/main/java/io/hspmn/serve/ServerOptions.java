@@ -195,8 +195,12 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
         }
         ModelConfig config = null;
         if (random) {
-            config = new ModelConfig(vocab, layers, HspmnConfig.builder().dim(dim).numHeads(heads).numKvHeads(kvHeads)
-                    .mlpRatio(mlpRatio).routing(routing).build()).validate();
+            try {
+                config = new ModelConfig(vocab, layers, HspmnConfig.builder().dim(dim).numHeads(heads).numKvHeads(kvHeads)
+                        .mlpRatio(mlpRatio).routing(routing).build()).validate();
+            } catch (io.hspmn.InvalidArgumentException e) {
+                throw new IllegalArgumentException("the random model's shape: " + e.getMessage(), e);
+            }
         }
         return new ServerOptions(host, port, ckpt, config, seed, engine, backend, threads, maxBody, maxPrompt, maxNew,
                 Math.min(defaultNew, maxNew), maxConcurrent, maxBatch);
