@@ -122,6 +122,11 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
               --help
             """;
 
+    private static final java.util.Set<String> VALUE_OPTIONS = java.util.Set.of("--host", "--port", "--ckpt", "--vocab",
+            "--layers", "--dim", "--heads", "--kv-heads", "--mlp-ratio", "--routing", "--seed", "--backend", "--engine",
+            "--threads", "--max-body-bytes", "--max-prompt-tokens", "--max-new-tokens", "--default-new-tokens",
+            "--max-concurrent", "--max-batch");
+
     /** Parses command-line options ({@code --name value} or {@code --name=value}); null after printing help. */
     public static ServerOptions parse(String[] args) {
         String host = "127.0.0.1";
@@ -160,6 +165,9 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
                 random = true;
                 continue;
             }
+            if (!VALUE_OPTIONS.contains(a)) {
+                throw new IllegalArgumentException("unknown option " + a + " (see --help)");
+            }
             if (value == null) {
                 if (i + 1 >= args.length) {
                     throw new IllegalArgumentException(a + " needs a value");
@@ -177,7 +185,13 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
                 case "--kv-heads" -> kvHeads = integer(a, value);
                 case "--mlp-ratio" -> mlpRatio = integer(a, value);
                 case "--routing" -> routing = Routing.parse(value);
-                case "--seed" -> seed = Long.parseLong(value);
+                case "--seed" -> {
+                    try {
+                        seed = Long.parseLong(value.trim());
+                    } catch (NumberFormatException e) {
+                        throw new IllegalArgumentException("--seed needs an integer, got '" + value + "'");
+                    }
+                }
                 case "--backend" -> backend = Backend.parse(value);
                 case "--engine" -> engine = Models.EngineKind.parse(value);
                 case "--threads" -> threads = integer(a, value);

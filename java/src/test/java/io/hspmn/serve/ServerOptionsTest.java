@@ -46,6 +46,8 @@ class ServerOptionsTest {
             assertThrows(IllegalArgumentException.class, () -> ServerOptions.parse(bad), String.join(" ", bad));
         }
         assertTrue(ServerOptions.USAGE.contains("--ckpt") && ServerOptions.USAGE.contains("/v1/generate"));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> ServerOptions.parse(new String[] {"--bogus"}));
+        assertEquals("unknown option --bogus (see --help)", e.getMessage());
     }
 
     @Test
