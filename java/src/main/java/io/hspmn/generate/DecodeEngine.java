@@ -5,9 +5,9 @@ import java.lang.foreign.MemorySegment;
 /**
  * The model side of decoding: starts sequences from a prompt and advances many of them by one token at a
  * time, handing back next-token logits. Everything above it (sampling, stop conditions, batching,
- * threads, the HTTP service) is written against this interface, so the engine can be swapped: today's
- * {@link RecomputeEngine} reruns the whole prefix each step; a cached engine (K/V cache, one-token steps,
- * MODEL.md "Decoding with a cache") will replace it.
+ * threads, the HTTP service) is written against this interface, so engines can be swapped:
+ * {@link CachedEngine} decodes on the native K/V cache (one-token steps, MODEL.md "Decoding with a cache",
+ * threshold routing); {@link RecomputeEngine} reruns the whole prefix each step (any routing, slow).
  *
  * <p>Token ids go in and logits come out as off-heap memory: ids as i32 {@link MemorySegment}s, logits as
  * f32 rows of length {@link #vocabSize()} in a segment the engine owns (zero-copy where the engine can

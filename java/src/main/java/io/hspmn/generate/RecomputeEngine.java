@@ -14,8 +14,9 @@ import java.util.Objects;
  * A {@link DecodeEngine} without a cache: every step reruns {@code hspmn_model_logits} over each sequence's
  * whole prefix and keeps the last position's logits. Correct for either routing mode (it is exactly the
  * model's full forward on each prefix) but slow: a step costs a full forward of every prefix, so
- * generating n tokens costs O(n^2) token-forwards. It is the stand-in until the native side has cached
- * decoding (K/V cache and one-token steps); the cached engine replaces it behind the same interface.
+ * generating n tokens costs O(n^2) token-forwards. {@link CachedEngine} replaces it wherever it can
+ * (threshold routing); this engine remains for top-k routing, whose choices depend on the whole sequence
+ * and so cannot be cached, and as the reference the cached engine is tested against.
  *
  * <p>Sequences of equal length share one native call; sequences of different lengths cannot (the model has
  * no padding mask, and left padding would change the causal conv and attention), so a step makes one call
