@@ -1,0 +1,286 @@
+package io.hspmn.generate;
+
+import io.hspmn.Context;
+import io.hspmn.DType;
+import io.hspmn.Decoder;
+import io.hspmn.LanguageModel;
+import io.hspmn.Routing;
+import io.hspmn.Tensor;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.Objects;
+
+/**
+ * A {@link DecodeEngine} on the native cached decoder ({@link Decoder}, MODEL.md "Decoding with a cache"):
+ * each sequence holds a decoder slot with its K/V and conv state, a prefill appends the prompt to it and a
+ * step appends one token per sequence, all sequences of the step in one native call whatever their
+ * lengths. Needs threshold routing; its logits then equal the full forward's on each whole sequence (bit
+ * for bit on the CPU backend).
+ *
+ * <p>Zero-copy: for each batch size the engine keeps PINNED tensors for the slot ids [n], the next tokens
+ * [n, 1] and the logits [n, V]; a step writes the ids into their memory, calls the decoder, and hands out
+ * the logits tensor's memory itself. The decoder has one slot more than the batch: {@link #forwardReport}
+ * prefills the text there to read which positions each layer routed.
+ */
+public final class CachedEngine implements DecodeEngine {
+    private static final class Seq implements Sequence {
+        final int slot;
+        int length;
+        boolean released;
+
+        Seq(int slot) {
+            this.slot = slot;
+        }
+
+        @Override
+        public int length() {
+            return length;
+        }
+    }
+
+    /** The step tensors of one batch size, with their memory views. */
+    private static final class Buffers implements AutoCloseable {
+        final Tensor slots;
+        final Tensor tokens;
+        final Tensor logits;
+        final MemorySegment slotIds;
+        final MemorySegment tokenIds;
+        final MemorySegment logitRows;
+
+        Buffers(Context ctx, int n, int vocab) {
+            Tensor s = null;
+            Tensor t = null;
+            Tensor l = null;
+            try {
+                s = Models.pinned(ctx, DType.I32, n);
+                t = Models.pinned(ctx, DType.I32, n, 1);
+                l = Models.pinned(ctx, DType.F32, n, vocab);
+            } catch (RuntimeException e) {
+                closeAll(s, t, l);
+                throw e;
+            }
+            slots = s;
+            tokens = t;
+            logits = l;
+            slotIds = s.segment();
+            tokenIds = t.segment();
+            logitRows = l.segment();
+        }
+
+        @Override
+        public void close() {
+            closeAll(slots, tokens, logits);
+        }
+
+        private static void closeAll(Tensor... ts) {
+            for (Tensor x : ts) {
+                if (x != null) {
+                    x.close();
+                }
+            }
+        }
+    }
+
+    private final LanguageModel lm;
+    private final Context ctx;
+    private final boolean ownsModel;
+    private final int maxSeqs;
+    private final int maxLength;
+    private final int vocab;
+    private final int layers;
+    private final Decoder decoder;
+    private final Buffers[] buffers; // by batch size - 1, made on first use
+    private final int[] freeSlots;
+    private int free;
+    private boolean closed;
+
+    /**
+     * @param lm        a model with threshold routing; used from the engine's thread only
+     * @param maxSeqs   sequences held at once (the Generator's batch)
+     * @param maxLength longest sequence
+     * @param ownsModel whether {@link #close()} closes {@code lm} and its context
+     */
+    public CachedEngine(LanguageModel lm, int maxSeqs, int maxLength, boolean ownsModel) {
+        this.lm = Objects.requireNonNull(lm, "lm");
+        if (lm.config().block().routing() != Routing.THRESHOLD) {
+            throw new IllegalArgumentException("cached decoding needs threshold routing; this model routes "
+                    + lm.config().block().routing().jsonName() + " (use RecomputeEngine)");
+        }
+        if (maxSeqs < 1 || maxLength < 1) {
+            throw new IllegalArgumentException("maxSeqs and maxLength must be >= 1, got " + maxSeqs + ", " + maxLength);
+        }
+        this.ctx = lm.context();
+        this.ownsModel = ownsModel;
+        this.maxSeqs = maxSeqs;
+        this.maxLength = maxLength;
+        this.vocab = lm.config().vocabSize();
+        this.layers = lm.config().numLayers();
+        this.decoder = lm.decoder(maxSeqs + 1, maxLength);
+        this.buffers = new Buffers[maxSeqs];
+        this.freeSlots = new int[maxSeqs];
+        for (int i = 0; i < maxSeqs; i++) {
+            freeSlots[i] = maxSeqs - 1 - i;
+        }
+        this.free = maxSeqs;
+    }
+
+    @Override
+    public int vocabSize() {
+        return vocab;
+    }
+
+    @Override
+    public int numLayers() {
+        return layers;
+    }
+
+    @Override
+    public int maxLength() {
+        return maxLength;
+    }
+
+    /** Sequences prefilled and not yet released. */
+    public int liveSequences() {
+        return maxSeqs - free;
+    }
+
+    private Buffers buffers(int n) {
+        Buffers b = buffers[n - 1];
+        if (b == null) {
+            b = new Buffers(ctx, n, vocab);
+            buffers[n - 1] = b;
+        }
+        return b;
+    }
+
+    @Override
+    public Prefill prefill(MemorySegment ids, int count) {
+        if (count < 1 || count > maxLength) {
+            throw new IllegalArgumentException("prompt length " + count + " must be in [1, " + maxLength + "]");
+        }
+        if (free == 0) {
+            throw new IllegalStateException("all " + maxSeqs + " decoder slots are in use");
+        }
+        int slot = freeSlots[--free];
+        Buffers b = buffers(1);
+        try (Tensor tokens = Models.pinned(ctx, DType.I32, 1, count)) {
+            MemorySegment.copy(ids, 0, tokens.segment(), 0, 4L * count);
+            b.slotIds.setAtIndex(ValueLayout.JAVA_INT, 0, slot);
+            decoder.append(b.slots, tokens, b.logits, null);
+        } catch (RuntimeException e) {
+            resetQuietly(slot);
+            freeSlots[free++] = slot;
+            throw e;
+        }
+        Seq s = new Seq(slot);
+        s.length = count;
+        return new Prefill(s, b.logitRows);
+    }
+
+    /**
+     * {@inheritDoc} A bad argument (a token id out of range) appends nothing; a failure inside the native
+     * computation resets the step's slots, so those sequences cannot go on (the Generator fails them).
+     */
+    @Override
+    public MemorySegment step(Sequence[] sequences, int count, MemorySegment nextIds) {
+        if (count < 1 || count > maxSeqs || count > sequences.length) {
+            throw new IllegalArgumentException("count " + count + " must be in [1, " + Math.min(maxSeqs, sequences.length) + "]");
+        }
+        Buffers b = buffers(count);
+        for (int i = 0; i < count; i++) {
+            Seq s = (Seq) sequences[i];
+            if (s.released) {
+                throw new IllegalStateException("sequence " + i + " was released");
+            }
+            if (s.length >= maxLength) {
+                throw new IllegalStateException("sequence " + i + " is at the maximum length " + maxLength);
+            }
+            b.slotIds.setAtIndex(ValueLayout.JAVA_INT, i, s.slot);
+        }
+        MemorySegment.copy(nextIds, 0, b.tokenIds, 0, 4L * count);
+        decoder.append(b.slots, b.tokens, b.logits, null);
+        for (int i = 0; i < count; i++) {
+            ((Seq) sequences[i]).length++;
+        }
+        return b.logitRows;
+    }
+
+    @Override
+    public void release(Sequence sequence) {
+        Seq s = (Seq) sequence;
+        if (!s.released) {
+            s.released = true;
+            resetQuietly(s.slot);
+            freeSlots[free++] = s.slot;
+        }
+    }
+
+    private void resetQuietly(int slot) {
+        try {
+            decoder.reset(slot);
+        } catch (RuntimeException ignored) {
+            // a slot that cannot be reset is reset again before its next use (prefill resets on failure)
+        }
+    }
+
+    /**
+     * The full forward's report, with the positions each layer routed: the text is prefilled into the
+     * decoder's spare slot, whose per-token routing equals the full forward's in threshold mode.
+     */
+    @Override
+    public ForwardReport forwardReport(MemorySegment ids, int count) {
+        if (count < 1 || count > maxLength) {
+            throw new IllegalArgumentException("length " + count + " must be in [1, " + maxLength + "]");
+        }
+        int spare = maxSeqs;
+        int[][] selected = new int[layers][];
+        try (Tensor slot = Models.pinned(ctx, DType.I32, 1); Tensor tokens = Models.pinned(ctx, DType.I32, 1, count);
+             Tensor routed = Models.pinned(ctx, DType.I32, 1, count, layers)) {
+            slot.segment().setAtIndex(ValueLayout.JAVA_INT, 0, spare);
+            MemorySegment.copy(ids, 0, tokens.segment(), 0, 4L * count);
+            decoder.reset(spare);
+            try {
+                decoder.append(slot, tokens, null, routed);
+            } finally {
+                resetQuietly(spare);
+            }
+            MemorySegment r = routed.segment();
+            for (int l = 0; l < layers; l++) {
+                int n = 0;
+                for (int t = 0; t < count; t++) {
+                    n += r.getAtIndex(ValueLayout.JAVA_INT, (long) t * layers + l);
+                }
+                int[] pos = new int[n];
+                int k = 0;
+                for (int t = 0; t < count; t++) {
+                    if (r.getAtIndex(ValueLayout.JAVA_INT, (long) t * layers + l) != 0) {
+                        pos[k++] = t;
+                    }
+                }
+                selected[l] = pos;
+            }
+        }
+        return Models.fullForward(lm, ids, count, selected);
+    }
+
+    @Override
+    public void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        try {
+            for (Buffers b : buffers) {
+                if (b != null) {
+                    b.close();
+                }
+            }
+            decoder.close();
+        } finally {
+            if (ownsModel) {
+                Models.closeWithContext(lm);
+            }
+        }
+    }
+}

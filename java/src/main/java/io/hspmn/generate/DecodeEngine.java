@@ -1,0 +1,67 @@
+package io.hspmn.generate;
+
+import java.lang.foreign.MemorySegment;
+
+/**
+ * The model side of decoding: starts sequences from a prompt and advances many of them by one token at a
+ * time, handing back next-token logits. Everything above it (sampling, stop conditions, batching,
+ * threads, the HTTP service) is written against this interface, so engines can be swapped:
+ * {@link CachedEngine} decodes on the native K/V cache (one-token steps, MODEL.md "Decoding with a cache",
+ * threshold routing); {@link RecomputeEngine} reruns the whole prefix each step (any routing, slow).
+ *
+ * <p>Token ids go in and logits come out as off-heap memory: ids as i32 {@link MemorySegment}s, logits as
+ * f32 rows of length {@link #vocabSize()} in a segment the engine owns (zero-copy where the engine can
+ * hand out the native output itself), valid until the engine's next call.
+ *
+ * <p>Not thread-safe: an engine, like the native context under it, is used by one thread at a time
+ * ({@link Engine} gives it a worker thread of its own).
+ */
+public interface DecodeEngine extends AutoCloseable {
+
+    /** A sequence the engine holds state for (its tokens, or its cache). Opaque to callers. */
+    interface Sequence {
+        /** Tokens the sequence holds: prompt plus every token stepped in. */
+        int length();
+    }
+
+    /** A new sequence and the logits that follow its prompt. */
+    record Prefill(Sequence sequence, MemorySegment logits) {
+    }
+
+    int vocabSize();
+
+    int numLayers();
+
+    /** The longest a sequence may grow (prompt plus generated tokens). */
+    int maxLength();
+
+    /**
+     * Starts a sequence from a prompt.
+     *
+     * @param ids   i32 token ids in [0, V), at least {@code count} of them
+     * @param count the prompt length, 1..{@link #maxLength()}
+     * @return the sequence and the logits [V] f32 of its last prompt position (valid until the next call)
+     */
+    Prefill prefill(MemorySegment ids, int count);
+
+    /**
+     * Appends {@code nextIds[i]} to {@code sequences[i]} for every i below {@code count} and returns the
+     * logits that follow each: row i of the result ([count, V] f32, valid until the next call) belongs to
+     * {@code sequences[i]}. Sequences of different lengths may share a step; which sequences take part may
+     * change from one step to the next. On failure no sequence has grown.
+     */
+    MemorySegment step(Sequence[] sequences, int count, MemorySegment nextIds);
+
+    /** Frees what the engine holds for a sequence. The sequence may not be used again. Idempotent. */
+    void release(Sequence sequence);
+
+    /**
+     * A full inference forward over {@code count} ids for what the model reports beside logits: the mean
+     * next-token cross-entropy (NaN when count is 1) and each layer's routing.
+     */
+    ForwardReport forwardReport(MemorySegment ids, int count);
+
+    /** Releases every sequence still held and, if the engine owns it, the model. */
+    @Override
+    void close();
+}

@@ -1,0 +1,239 @@
+package io.hspmn.serve;
+
+import io.hspmn.Backend;
+import io.hspmn.HspmnConfig;
+import io.hspmn.Routing;
+import io.hspmn.ModelConfig;
+import io.hspmn.generate.Models;
+
+import java.nio.file.Path;
+import java.util.Locale;
+
+/**
+ * What the server runs and its limits; {@link #parse} reads them from the command line.
+ *
+ * @param host                bind address (loopback by default: expose it on purpose, behind a proxy)
+ * @param port                0 picks a free port
+ * @param checkpoint          a checkpoint file, or a directory of them (the newest *.safetensors), or null
+ * @param randomModel         the model for --random (seeded, untrained: for demos and tests)
+ * @param seed                seed of the random model
+ * @param engine              how logits are computed: cached (K/V cache, threshold routing), recompute, auto
+ * @param backend             cpu, cuda or auto
+ * @param threads             CPU worker threads of the native context (0: all cores)
+ * @param maxBodyBytes        largest request body; larger is 413
+ * @param maxPromptTokens     longest prompt (and longest text to score), tokens = UTF-8 bytes
+ * @param maxNewTokens        largest max_new_tokens a request may ask for
+ * @param defaultNewTokens    max_new_tokens when a request does not say
+ * @param maxConcurrent       generate and score requests served at once; more is 429
+ * @param maxBatch            sequences decoded together
+ */
+public record ServerOptions(String host, int port, Path checkpoint, ModelConfig randomModel, long seed,
+                            Models.EngineKind engine, Backend backend,
+                            int threads, int maxBodyBytes, int maxPromptTokens, int maxNewTokens, int defaultNewTokens,
+                            int maxConcurrent, int maxBatch) {
+
+    public ServerOptions {
+        if (port < 0 || port > 65535) {
+            throw new IllegalArgumentException("--port must be in [0, 65535], got " + port);
+        }
+        if ((checkpoint == null) == (randomModel == null)) {
+            throw new IllegalArgumentException("give exactly one of --ckpt PATH and --random");
+        }
+        positive("--max-body-bytes", maxBodyBytes);
+        positive("--max-prompt-tokens", maxPromptTokens);
+        positive("--max-new-tokens", maxNewTokens);
+        positive("--max-concurrent", maxConcurrent);
+        positive("--max-batch", maxBatch);
+        if (defaultNewTokens < 1 || defaultNewTokens > maxNewTokens) {
+            throw new IllegalArgumentException("--default-new-tokens must be in [1, --max-new-tokens], got " + defaultNewTokens);
+        }
+        java.util.Objects.requireNonNull(engine, "engine");
+        java.util.Objects.requireNonNull(backend, "backend");
+        if (threads < 0) {
+            throw new IllegalArgumentException("--threads must be >= 0, got " + threads);
+        }
+    }
+
+    private static void positive(String name, int v) {
+        if (v < 1) {
+            throw new IllegalArgumentException(name + " must be >= 1, got " + v);
+        }
+    }
+
+    /** The random demo model: byte-level, 2 layers of D=64, causal (threshold) routing. */
+    public static ModelConfig defaultRandomModel() {
+        return new ModelConfig(256, 2, HspmnConfig.builder().dim(64).numHeads(4).numKvHeads(2).mlpRatio(4)
+                .routing(Routing.THRESHOLD).build());
+    }
+
+    /** A random-model server with the default limits, on 127.0.0.1 and a free port. */
+    public static ServerOptions randomDefaults() {
+        return new ServerOptions("127.0.0.1", 0, null, defaultRandomModel(), 0L, Models.EngineKind.AUTO, Backend.AUTO, 0,
+                64 * 1024, 1024, 512, 64, 16, 8);
+    }
+
+    /** The longest sequence the engine must hold. */
+    public int maxContext() {
+        return maxPromptTokens + maxNewTokens;
+    }
+
+    public ServerOptions withLimits(int maxBodyBytes, int maxPromptTokens, int maxNewTokens, int maxConcurrent, int maxBatch) {
+        return new ServerOptions(host, port, checkpoint, randomModel, seed, engine, backend, threads, maxBodyBytes,
+                maxPromptTokens, maxNewTokens, Math.min(defaultNewTokens, maxNewTokens), maxConcurrent, maxBatch);
+    }
+
+    public ServerOptions withRandomModel(ModelConfig config, long seed, Backend backend, int threads) {
+        return new ServerOptions(host, port, null, config, seed, engine, backend, threads, maxBodyBytes, maxPromptTokens,
+                maxNewTokens, defaultNewTokens, maxConcurrent, maxBatch);
+    }
+
+    public ServerOptions withEngine(Models.EngineKind kind) {
+        return new ServerOptions(host, port, checkpoint, randomModel, seed, kind, backend, threads, maxBodyBytes,
+                maxPromptTokens, maxNewTokens, defaultNewTokens, maxConcurrent, maxBatch);
+    }
+
+    static final String USAGE = """
+            usage: serve (--ckpt PATH | --random) [options]
+
+            An HTTP service for an HSPMN language model (byte-level: a token is a UTF-8 byte).
+              POST /v1/generate  {"prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "stop"}
+                                 -> server-sent events: "token" per token, then "done" with stats
+              POST /v1/score     {"text"} -> per-token log-likelihood and per-layer routing
+              GET  /health       GET /metrics (Prometheus text)
+
+            model:
+              --ckpt PATH            a checkpoint written by `hspmn train` (its --out folder or the file)
+              --random               an untrained random model, for demos
+              --vocab N --layers N --dim N --heads N --kv-heads N --mlp-ratio N --routing threshold|topk
+                                     the random model's shape (256, 2, 64, 4, 2, 4, threshold)
+              --seed N               the random model's seed (0)
+              --engine auto|cached|recompute  (auto: cached for threshold routing, which decodes with a
+                                     K/V cache; recompute reruns the whole prefix per token, for topk)
+              --backend cpu|cuda|auto  (auto)        --threads N   CPU threads, 0 = all cores (0)
+            network:
+              --host ADDR            bind address (127.0.0.1)      --port N   0 = any free port (8080)
+            limits:
+              --max-body-bytes N     (65536)   larger bodies get 413
+              --max-prompt-tokens N  (1024)    longer prompts and texts get 400
+              --max-new-tokens N     (512)     the most a request may ask for
+              --default-new-tokens N (64)      when a request does not say
+              --max-concurrent N     (16)      generate + score requests at once; more get 429
+              --max-batch N          (8)       sequences decoded together
+              --help
+            """;
+
+    private static final java.util.Set<String> VALUE_OPTIONS = java.util.Set.of("--host", "--port", "--ckpt", "--vocab",
+            "--layers", "--dim", "--heads", "--kv-heads", "--mlp-ratio", "--routing", "--seed", "--backend", "--engine",
+            "--threads", "--max-body-bytes", "--max-prompt-tokens", "--max-new-tokens", "--default-new-tokens",
+            "--max-concurrent", "--max-batch");
+
+    /** Parses command-line options ({@code --name value} or {@code --name=value}); null after printing help. */
+    public static ServerOptions parse(String[] args) {
+        String host = "127.0.0.1";
+        int port = 8080;
+        Path ckpt = null;
+        boolean random = false;
+        int vocab = 256;
+        int layers = 2;
+        int dim = 64;
+        int heads = 4;
+        int kvHeads = 2;
+        int mlpRatio = 4;
+        Routing routing = Routing.THRESHOLD;
+        long seed = 0;
+        Backend backend = Backend.AUTO;
+        Models.EngineKind engine = Models.EngineKind.AUTO;
+        int threads = 0;
+        int maxBody = 64 * 1024;
+        int maxPrompt = 1024;
+        int maxNew = 512;
+        int defaultNew = 64;
+        int maxConcurrent = 16;
+        int maxBatch = 8;
+        for (int i = 0; i < args.length; i++) {
+            String a = args[i];
+            String value = null;
+            int eq = a.indexOf('=');
+            if (a.startsWith("--") && eq > 0) {
+                value = a.substring(eq + 1);
+                a = a.substring(0, eq);
+            }
+            if (a.equals("--help") || a.equals("-h")) {
+                return null;
+            }
+            if (a.equals("--random")) {
+                random = true;
+                continue;
+            }
+            if (!VALUE_OPTIONS.contains(a)) {
+                throw new IllegalArgumentException("unknown option " + a + " (see --help)");
+            }
+            if (value == null) {
+                if (i + 1 >= args.length) {
+                    throw new IllegalArgumentException(a + " needs a value");
+                }
+                value = args[++i];
+            }
+            switch (a) {
+                case "--host" -> host = value;
+                case "--port" -> port = integer(a, value);
+                case "--ckpt" -> ckpt = Path.of(value);
+                case "--vocab" -> vocab = integer(a, value);
+                case "--layers" -> layers = integer(a, value);
+                case "--dim" -> dim = integer(a, value);
+                case "--heads" -> heads = integer(a, value);
+                case "--kv-heads" -> kvHeads = integer(a, value);
+                case "--mlp-ratio" -> mlpRatio = integer(a, value);
+                case "--routing" -> routing = Routing.parse(value);
+                case "--seed" -> {
+                    try {
+                        seed = Long.parseLong(value.trim());
+                    } catch (NumberFormatException e) {
+                        throw new IllegalArgumentException("--seed needs an integer, got '" + value + "'");
+                    }
+                }
+                case "--backend" -> backend = Backend.parse(value);
+                case "--engine" -> engine = Models.EngineKind.parse(value);
+                case "--threads" -> threads = integer(a, value);
+                case "--max-body-bytes" -> maxBody = integer(a, value);
+                case "--max-prompt-tokens" -> maxPrompt = integer(a, value);
+                case "--max-new-tokens" -> maxNew = integer(a, value);
+                case "--default-new-tokens" -> defaultNew = integer(a, value);
+                case "--max-concurrent" -> maxConcurrent = integer(a, value);
+                case "--max-batch" -> maxBatch = integer(a, value);
+                default -> throw new IllegalArgumentException("unknown option " + a + " (see --help)");
+            }
+        }
+        if (random && ckpt != null) {
+            throw new IllegalArgumentException("give --ckpt PATH or --random, not both");
+        }
+        ModelConfig config = null;
+        if (random) {
+            try {
+                config = new ModelConfig(vocab, layers, HspmnConfig.builder().dim(dim).numHeads(heads).numKvHeads(kvHeads)
+                        .mlpRatio(mlpRatio).routing(routing).build()).validate();
+            } catch (io.hspmn.InvalidArgumentException e) {
+                throw new IllegalArgumentException("the random model's shape: " + e.getMessage(), e);
+            }
+        }
+        return new ServerOptions(host, port, ckpt, config, seed, engine, backend, threads, maxBody, maxPrompt, maxNew,
+                Math.min(defaultNew, maxNew), maxConcurrent, maxBatch);
+    }
+
+    private static int integer(String name, String v) {
+        try {
+            return Integer.parseInt(v.trim());
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException(name + " needs an integer, got '" + v + "'");
+        }
+    }
+
+    @Override
+    public String toString() {
+        return String.format(Locale.ROOT, "host=%s port=%d model=%s engine=%s backend=%s body<=%dB prompt<=%d new<=%d "
+                        + "concurrent<=%d batch<=%d",
+                host, port, checkpoint != null ? checkpoint : "random(seed " + seed + ")",
+                engine.name().toLowerCase(Locale.ROOT), backend, maxBodyBytes,
+                maxPromptTokens, maxNewTokens, maxConcurrent, maxBatch);
+    }
+}

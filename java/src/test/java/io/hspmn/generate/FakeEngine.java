@@ -1,0 +1,144 @@
+package io.hspmn.generate;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.Arrays;
+import java.util.concurrent.Semaphore;
+
+/**
+ * A DecodeEngine without a model: a sequence's logits are a pseudo-random function of its whole history, so
+ * the same history gives the same logits in any batch. A gate, when set, makes every step and prefill wait
+ * for a permit (tests use it to hold sequences in flight).
+ */
+public final class FakeEngine implements DecodeEngine {
+    static final class Seq implements Sequence {
+        int[] ids;
+        int length;
+        boolean released;
+
+        @Override
+        public int length() {
+            return length;
+        }
+    }
+
+    private final int vocab;
+    private final int maxLength;
+    private final Arena arena = Arena.ofShared();
+    private final MemorySegment out;
+    public volatile Semaphore gate;
+    public volatile int live;
+    volatile boolean closed;
+    volatile Thread lastCaller;
+    volatile int failStepsAtLength = -1;
+
+    public FakeEngine(int vocab, int maxLength, int maxBatch) {
+        this.vocab = vocab;
+        this.maxLength = maxLength;
+        this.out = arena.allocate(4L * vocab * maxBatch, 64);
+    }
+
+    @Override
+    public int vocabSize() {
+        return vocab;
+    }
+
+    @Override
+    public int numLayers() {
+        return 1;
+    }
+
+    @Override
+    public int maxLength() {
+        return maxLength;
+    }
+
+    private void pass() {
+        lastCaller = Thread.currentThread();
+        Semaphore g = gate;
+        if (g != null) {
+            g.acquireUninterruptibly();
+        }
+    }
+
+    /** Logits of a history: a SplitMix stream seeded by its hash, scaled so sampling is not flat. */
+    static void fill(int[] ids, int length, MemorySegment dst, long offset, int vocab) {
+        long h = 1469598103934665603L;
+        for (int i = 0; i < length; i++) {
+            h = (h ^ ids[i]) * 1099511628211L;
+        }
+        for (int v = 0; v < vocab; v++) {
+            long z = h + (v + 1) * 0x9E3779B97F4A7C15L;
+            z = (z ^ (z >>> 30)) * 0xBF58476D1CE4E5B9L;
+            z = (z ^ (z >>> 27)) * 0x94D049BB133111EBL;
+            z ^= z >>> 31;
+            dst.set(ValueLayout.JAVA_FLOAT, offset + 4L * v, ((z >>> 40) * 0x1.0p-24f) * 6f);
+        }
+    }
+
+    @Override
+    public Prefill prefill(MemorySegment ids, int count) {
+        pass();
+        Seq s = new Seq();
+        s.ids = new int[maxLength];
+        MemorySegment.copy(ids, ValueLayout.JAVA_INT, 0, s.ids, 0, count);
+        s.length = count;
+        fill(s.ids, s.length, out, 0, vocab);
+        live++;
+        return new Prefill(s, out.asSlice(0, 4L * vocab));
+    }
+
+    @Override
+    public MemorySegment step(Sequence[] sequences, int count, MemorySegment nextIds) {
+        pass();
+        for (int i = 0; i < count; i++) {
+            Seq s = (Seq) sequences[i];
+            if (s.released || s.length >= maxLength) {
+                throw new IllegalStateException("bad sequence " + i);
+            }
+            if (s.length + 1 == failStepsAtLength) {
+                throw new IllegalStateException("injected failure at length " + failStepsAtLength);
+            }
+        }
+        for (int i = 0; i < count; i++) {
+            Seq s = (Seq) sequences[i];
+            s.ids[s.length++] = nextIds.getAtIndex(ValueLayout.JAVA_INT, i);
+            fill(s.ids, s.length, out, 4L * vocab * i, vocab);
+        }
+        return out.asSlice(0, 4L * vocab * count);
+    }
+
+    @Override
+    public void release(Sequence sequence) {
+        Seq s = (Seq) sequence;
+        if (!s.released) {
+            s.released = true;
+            live--;
+        }
+    }
+
+    @Override
+    public ForwardReport forwardReport(MemorySegment ids, int count) {
+        return new ForwardReport(Double.NaN, new float[] {0f}, new float[] {0.5f}, null);
+    }
+
+    @Override
+    public void close() {
+        closed = true;
+        arena.close();
+    }
+
+    /** The tokens a sequence would generate greedily from a prompt, computed without any engine. */
+    static int[] greedy(int[] prompt, int n, int vocab) {
+        int[] h = Arrays.copyOf(prompt, prompt.length + n);
+        MemorySegment row = Arena.ofAuto().allocate(4L * vocab);
+        int[] out = new int[n];
+        for (int i = 0; i < n; i++) {
+            fill(h, prompt.length + i, row, 0, vocab);
+            out[i] = Sampler.argmax(row, 0, vocab);
+            h[prompt.length + i] = out[i];
+        }
+        return out;
+    }
+}

@@ -1,0 +1,182 @@
+package io.hspmn.jmh;
+
+import io.hspmn.ffi.hspmn_h;
+import io.hspmn.generate.DecodeEngine;
+import io.hspmn.generate.ForwardReport;
+import io.hspmn.generate.GenerationRequest;
+import io.hspmn.generate.Generator;
+import io.hspmn.generate.Sampler;
+import io.hspmn.generate.SamplingParams;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.SplittableRandom;
+import java.util.concurrent.TimeUnit;
+import org.openjdk.jmh.annotations.Benchmark;
+import org.openjdk.jmh.annotations.BenchmarkMode;
+import org.openjdk.jmh.annotations.Fork;
+import org.openjdk.jmh.annotations.Level;
+import org.openjdk.jmh.annotations.Measurement;
+import org.openjdk.jmh.annotations.Mode;
+import org.openjdk.jmh.annotations.OutputTimeUnit;
+import org.openjdk.jmh.annotations.Param;
+import org.openjdk.jmh.annotations.Scope;
+import org.openjdk.jmh.annotations.Setup;
+import org.openjdk.jmh.annotations.State;
+import org.openjdk.jmh.annotations.TearDown;
+import org.openjdk.jmh.annotations.Warmup;
+
+/**
+ * The Java-side cost of one decode step around the native call: {@link Generator#step()} (the batch's
+ * next-token ids into off-heap memory, the engine call, a sample from each V=256 logits row read straight
+ * from off-heap memory, stop checks, publication of each token) against the engine call alone. The engine
+ * here is a stand-in whose step is one trivial FFM downcall ({@code hspmn_abi_version}) returning fixed
+ * logits, so the difference of the two benchmarks is what the Java layer adds to a real native step.
+ * The issue's goal: at most 1 us per step above the native call.
+ *
+ * <p>Pitfalls this class guards against: dead code (every benchmark returns a value); steady state
+ * (sequences never finish during an iteration: max_new_tokens is effectively unbounded and a fresh batch
+ * is set up per iteration, so no prefill or release is timed).
+ */
+@State(Scope.Thread)
+@BenchmarkMode(Mode.AverageTime)
+@OutputTimeUnit(TimeUnit.NANOSECONDS)
+@Warmup(iterations = 3, time = 1)
+@Measurement(iterations = 5, time = 1)
+@Fork(value = 1, jvmArgsAppend = {"--enable-native-access=ALL-UNNAMED", "-Xmx3g"})
+public class DecodeStepBench {
+    static final int VOCAB = 256;
+
+    /** A DecodeEngine whose step is one FFM downcall and fixed logits: the "native call" being measured around. */
+    static final class NullCallEngine implements DecodeEngine {
+        static final class Seq implements Sequence {
+            int length;
+
+            @Override
+            public int length() {
+                return length;
+            }
+        }
+
+        private final Arena arena = Arena.ofShared();
+        private final MemorySegment logits;
+        int sink;
+
+        NullCallEngine(int maxBatch) {
+            logits = arena.allocate(4L * VOCAB * maxBatch, 64);
+            SplittableRandom r = new SplittableRandom(1);
+            for (long i = 0; i < (long) VOCAB * maxBatch; i++) {
+                logits.setAtIndex(ValueLayout.JAVA_FLOAT, i, (float) (r.nextGaussian() * 2));
+            }
+        }
+
+        @Override
+        public int vocabSize() {
+            return VOCAB;
+        }
+
+        @Override
+        public int numLayers() {
+            return 1;
+        }
+
+        @Override
+        public int maxLength() {
+            return Integer.MAX_VALUE;
+        }
+
+        @Override
+        public Prefill prefill(MemorySegment ids, int count) {
+            Seq s = new Seq();
+            s.length = count;
+            return new Prefill(s, logits.asSlice(0, 4L * VOCAB));
+        }
+
+        @Override
+        public MemorySegment step(Sequence[] sequences, int count, MemorySegment nextIds) {
+            sink += hspmn_h.hspmn_abi_version();
+            for (int i = 0; i < count; i++) {
+                ((Seq) sequences[i]).length++;
+            }
+            return logits;
+        }
+
+        @Override
+        public void release(Sequence sequence) {
+        }
+
+        @Override
+        public ForwardReport forwardReport(MemorySegment ids, int count) {
+            throw new UnsupportedOperationException();
+        }
+
+        @Override
+        public void close() {
+            arena.close();
+        }
+    }
+
+    @Param({"1", "8"})
+    public int batch;
+
+    /** greedy; temp = temperature 0.8; topk = temperature 0.8 + top-k 40; topp = temperature 0.8 + top-p 0.9. */
+    @Param({"greedy", "temp", "topk", "topp"})
+    public String sampling;
+
+    private NullCallEngine engine;
+    private Generator generator;
+    private DecodeEngine.Sequence[] seqs;
+    private MemorySegment ids;
+    private Sampler sampler;
+
+    static SamplingParams params(String name) {
+        return switch (name) {
+            case "greedy" -> SamplingParams.greedy();
+            case "temp" -> SamplingParams.temperature(0.8f, 7);
+            case "topk" -> new SamplingParams(0.8f, 40, 1f, 7);
+            case "topp" -> new SamplingParams(0.8f, 0, 0.9f, 7);
+            default -> throw new IllegalArgumentException(name);
+        };
+    }
+
+    @Setup(Level.Iteration)
+    public void setUp() {
+        hspmn_h.hspmn_abi_version(); // loads the library outside the measurement
+        engine = new NullCallEngine(batch);
+        generator = new Generator(engine, batch);
+        SamplingParams p = params(sampling);
+        for (int i = 0; i < batch; i++) {
+            generator.start(GenerationRequest.of(new int[] {1, 2, 3}, p.withSeed(i), Integer.MAX_VALUE), null);
+        }
+        seqs = new DecodeEngine.Sequence[batch];
+        for (int i = 0; i < batch; i++) {
+            seqs[i] = engine.prefill(MemorySegment.NULL, 1).sequence();
+        }
+        ids = Arena.ofAuto().allocate(4L * batch);
+        sampler = new Sampler(p, VOCAB);
+    }
+
+    @TearDown(Level.Iteration)
+    public void tearDown() {
+        generator.close();
+        engine.close();
+    }
+
+    /** The baseline: the engine call alone (one downcall) with the batch's ids already in place. */
+    @Benchmark
+    public MemorySegment engineCallOnly() {
+        return engine.step(seqs, batch, ids);
+    }
+
+    /** One whole decode step of the batch: what a caller of the generation API pays per token per batch. */
+    @Benchmark
+    public boolean generatorStep() {
+        return generator.step();
+    }
+
+    /** One sample from a V=256 row: the sampler's share of the step (per sequence). */
+    @Benchmark
+    public int samplerOnly() {
+        return sampler.sample(engine.logits, 0);
+    }
+}
