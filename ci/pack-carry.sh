@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/java-home.sh
 mkdir -p .carry
-[[ -f .carry/jre.tgz ]] || bash ../shared/tools/make-jre.sh .carry/jre.tgz
+# java.net.http: the HTTP service's tests talk to it with java.net.http.HttpClient
+[[ -f .carry/jre.tgz ]] || EXTRA_MODULES=java.net.http bash ../shared/tools/make-jre.sh .carry/jre.tgz
 junit=.carry/junit-platform-console-standalone-1.11.4.jar
 [[ -f $junit ]] || mvn -B -ntp -q dependency:copy \
   -Dartifact=org.junit.platform:junit-platform-console-standalone:1.11.4 -DoutputDirectory=.carry
