@@ -402,6 +402,17 @@ HSPMN_API hspmn_status hspmn_decoder_append(hspmn_decoder* dec, const hspmn_tens
                                             const hspmn_tensor* tokens, hspmn_tensor* logits,
                                             hspmn_tensor* routed);
 
+/* ---- DLPack ----------------------------------------------------------------------------------- */
+
+/* Exports a tensor as a DLPack DLManagedTensor (DLPack 0.8 ABI, github.com/dmlc/dlpack) that shares
+ * its memory, for frameworks that import DLPack (torch.from_dlpack, JAX, CuPy, ...): device kDLCPU for
+ * HOST, kDLCUDAHost for PINNED, kDLCUDA with the context's device ordinal for DEVICE tensors (PINNED on
+ * the CPU backend is kDLCPU); dtype bf16 (kDLBfloat, 16 bits), f32 (kDLFloat, 32) or i32 (kDLInt, 32);
+ * compact row-major (strides NULL). *out is a DLManagedTensor*; the consumer calls its deleter exactly
+ * once when done (from any thread). Until then hspmn_tensor_destroy of the tensor fails with
+ * HSPMN_ERR_STATE. Work queued on the context's stream is not waited for: synchronise first. */
+HSPMN_API hspmn_status hspmn_tensor_to_dlpack(hspmn_tensor* t, void** out);
+
 #ifdef __cplusplus
 }
 #endif

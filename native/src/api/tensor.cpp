@@ -83,6 +83,11 @@ hspmn_status hspmn_tensor_destroy(hspmn_tensor* t) {
                  "the tensor is bound to %d CUDA graph(s) that replay on its address; destroy the graph(s) first "
                  "(hspmn_graph_destroy)",
                  refs);
+        if (int refs = t->dlpack_refs.load())
+            fail(HSPMN_ERR_STATE,
+                 "the tensor is shared through %d DLPack export(s) whose deleter has not run; release them first "
+                 "(e.g. drop the framework's tensor)",
+                 refs);
         ctx->backend->tensor_free(t->memory, t->data, static_cast<std::size_t>(t->nbytes));
         delete t;
         ctx->live_tensors.fetch_sub(1);

@@ -30,6 +30,8 @@ struct hspmn_tensor : hspmn::Tracked {
     void* data = nullptr;
     // Graphs bound to this tensor; destroying it while > 0 is HSPMN_ERR_STATE.
     std::atomic<int> graph_refs{0};
+    // DLPack exports whose deleter has not run yet; destroying it while > 0 is HSPMN_ERR_STATE.
+    std::atomic<int> dlpack_refs{0};
 };
 
 struct hspmn_block : hspmn::Tracked {

@@ -219,8 +219,24 @@ public final class Tensor implements AutoCloseable {
     }
 
     /**
+     * Exports this tensor through DLPack (hspmn_tensor_to_dlpack): the address of a {@code DLManagedTensor}
+     * (DLPack 0.8) that shares this tensor's memory, for a framework that imports DLPack (wrap it in the
+     * consumer's capsule or handle). The consumer calls its deleter exactly once when done; until then
+     * {@link #close()} throws {@link HspmnStateException} and the tensor stays open. Device tensors are
+     * exported as kDLCUDA on the context's device, pinned ones as kDLCUDAHost, host ones as kDLCPU.
+     */
+    public MemorySegment toDLPack() {
+        try (var g = ctx.enter("Tensor.toDLPack")) {
+            checkOpen("Tensor.toDLPack");
+            Native.check(hspmn_h.hspmn_tensor_to_dlpack(handle, ctx.pointerOut), "hspmn_tensor_to_dlpack");
+            return ctx.pointerOut.get(ValueLayout.ADDRESS, 0);
+        }
+    }
+
+    /**
      * Frees the native tensor; views from {@link #segment()} become unusable. Idempotent. While a
-     * {@link ForwardGraph} is bound to it this throws {@link HspmnStateException} and the tensor stays open.
+     * {@link ForwardGraph} is bound to it, or a {@link #toDLPack()} export has not been released, this throws
+     * {@link HspmnStateException} and the tensor stays open.
      */
     @Override
     public void close() {

@@ -4322,4 +4322,63 @@ public class hspmn_h {
            throw new AssertionError("should not reach here", ex$);
         }
     }
+
+    private static class hspmn_tensor_to_dlpack {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_tensor_to_dlpack");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_tensor_to_dlpack(hspmn_tensor *t, void **out)
+     * }
+     */
+    public static FunctionDescriptor hspmn_tensor_to_dlpack$descriptor() {
+        return hspmn_tensor_to_dlpack.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_tensor_to_dlpack(hspmn_tensor *t, void **out)
+     * }
+     */
+    public static MethodHandle hspmn_tensor_to_dlpack$handle() {
+        return hspmn_tensor_to_dlpack.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_tensor_to_dlpack(hspmn_tensor *t, void **out)
+     * }
+     */
+    public static MemorySegment hspmn_tensor_to_dlpack$address() {
+        return hspmn_tensor_to_dlpack.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_tensor_to_dlpack(hspmn_tensor *t, void **out)
+     * }
+     */
+    public static int hspmn_tensor_to_dlpack(MemorySegment t, MemorySegment out) {
+        var mh$ = hspmn_tensor_to_dlpack.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_tensor_to_dlpack", t, out);
+            }
+            return (int)mh$.invokeExact(t, out);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
 }
