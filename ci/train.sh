@@ -11,11 +11,11 @@ hspmn() { java --enable-native-access=ALL-UNNAMED -cp "$HSPMN_CP" io.hspmn.cli.M
 
 if [[ $# -eq 0 ]]; then
   rm -rf target/train-demo
-  # TrainingTest's run: stronger router coefficients than the block defaults, so that without noise each
-  # layer routes close to rho = 0.2 at this size
-  set -- --data data/corpus.txt --out target/train-demo --dim 64 --layers 2 --heads 4 --kv-heads 2 \
-         --seq-len 128 --batch 8 --steps 400 --lr 5e-3 --warmup 50 --eval-every 100 \
-         --router-sparsity-coef 2 --router-entropy-coef 0.1
+  # TrainingTest's run (native/reference/experiments/router_fraction.md): at this size the block's default
+  # router coefficients leave the no-noise routed fraction near 0; these put each layer near rho = 0.2
+  set -- --data data/corpus.txt --out target/train-demo --dim 64 --layers 2 --heads 2 --kv-heads 1 \
+         --seq-len 128 --batch 8 --steps 400 --lr 1e-2 --warmup 40 --eval-every 100 \
+         --router-sparsity-coef 30 --router-entropy-coef 1
 fi
 hspmn train "$@"
 

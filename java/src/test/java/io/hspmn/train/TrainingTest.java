@@ -29,13 +29,15 @@ class TrainingTest {
     Path dir;
 
     static TrainOptions ciRun(Path out) {
-        // Router coefficients above the block defaults (0.1, 0.01): at this size and length the defaults leave the
-        // no-noise routed fraction far below rho (the mean routing probability sits near rho, but few
-        // probabilities pass 0.5); a stronger entropy term pushes them apart so the threshold splits tokens as
-        // the target says.
-        return TrainOptions.builder().data(TrainingFixtures.CORPUS).out(out).dim(64).layers(2).heads(4).kvHeads(2)
-                .seqLen(128).batch(8).steps(400).lr(5e-3f).warmup(50).evalEvery(100).evalBatches(8)
-                .routerSparsityCoef(2f).routerEntropyCoef(0.1f).rho(0.2f).seed(1).backend(Backend.CPU).threads(2).build();
+        // Settings from native/reference/experiments/router_fraction.md: the aux loss steers the mean routing
+        // probability, and only a strong entropy term splits the probabilities so that the no-noise threshold
+        // (l > 0) routes the target share; lr 0.01 makes the split happen within 400 steps. The block defaults
+        // (0.1, 0.01) leave every probability near rho and route nothing without noise. Seeds 1-4 natively:
+        // [0.228, 0.230], [0.228, 0.227], [0.245, 0.218], [0.227, 0.175]; layer 0 reads high on validation
+        // because it learns to route spaces and newlines, 21.6 % of the validation text.
+        return TrainOptions.builder().data(TrainingFixtures.CORPUS).out(out).dim(64).layers(2).heads(2).kvHeads(1)
+                .seqLen(128).batch(8).steps(400).lr(1e-2f).warmup(40).evalEvery(100).evalBatches(8)
+                .routerSparsityCoef(30f).routerEntropyCoef(1f).rho(0.2f).seed(1).backend(Backend.CPU).threads(2).build();
     }
 
     @Test
