@@ -52,8 +52,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check_model  # noqa: E402
 import hspmn_lm  # noqa: E402
 import hspmn_ref  # noqa: E402
-from check_model import BF16, F32, I32, Ctx, NativeModel, bf16_bits, bf16_bits_to_f32, rel  # noqa: E402
-from hspmn_ctypes import AllocStats, Lib  # noqa: E402
+from check_model import NativeModel, bf16_bits  # noqa: E402
+from hspmn_ctypes import BF16, F32, I32, AllocStats, Context, Lib, bf16_bits_to_f32, rel  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -221,7 +221,7 @@ def run_case(lib, backend, threads, case, rows):
     ref_block = hspmn_ref.BlockConfig(**{k: full[k] for k in hspmn_ref.BlockConfig.__dataclass_fields__})
     cfg = hspmn_lm.LMConfig(vocab_size=V, num_layers=L, block=ref_block).validate()
     rng = np.random.default_rng(seed)
-    ctx = Ctx(lib, backend, threads)
+    ctx = Context(lib, backend, threads)
     native = dec = None
     try:
         native = NativeModel(ctx, V, L, block, seed)

@@ -61,15 +61,13 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hspmn_lm  # noqa: E402
 import hspmn_ref  # noqa: E402
-from hspmn_ctypes import (AdamwParams, AdamwResult, AllocStats, ContextParams, Lib,  # noqa: E402,F401
-                          ModelBackwardParams, ModelForwardParams, ModelParams, TensorDesc)
+from hspmn_ctypes import (BACKENDS, BF16, F32, I32, AdamwParams, AdamwResult, AllocStats,  # noqa: E402,F401
+                          Context, ContextParams, Lib, ModelBackwardParams, ModelForwardParams, ModelParams,
+                          TensorDesc, bf16_bits_to_f32, rel)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 
-BF16, F32, I32 = 0, 1, 2
-HOST, DEVICE = 0, 1
-BACKENDS = {"cpu": (0, HOST), "cuda": (1, DEVICE)}  # --backend: (hspmn_backend, memory of every tensor)
 
 GRAD_BOUND = 1e-2
 LOSS_BOUND = 2e-3
@@ -102,53 +100,6 @@ CASES = [
 def bf16_bits(a):
     return torch.from_numpy(np.asarray(a, dtype=np.float32)).to(torch.bfloat16).view(torch.int16).numpy().view(
         np.uint16)
-
-
-def rel(got, ref):
-    got = np.asarray(got, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
-    den = np.linalg.norm(ref)
-    num = np.linalg.norm(got - ref)
-    if den == 0:
-        return 0.0 if num == 0 else math.inf
-    return float(num / den)
-
-
-class Ctx:
-    def __init__(self, lib, backend, threads):
-        self.lib = lib
-        self.memory = BACKENDS[backend][1]
-        p = lib.context_default_params()
-        p.backend, p.num_threads = BACKENDS[backend][0], threads
-        h = C.c_void_p()
-        lib.ok(lib.context_create(C.byref(p), C.byref(h)), "context_create")
-        self.h = h
-        self.tensors = []
-
-    def tensor(self, dtype, shape, data=None):
-        shape = list(shape)
-        arr = (C.c_int64 * len(shape))(*shape)
-        h = C.c_void_p()
-        self.lib.ok(self.lib.tensor_create(self.h, dtype, self.memory, len(shape), arr, C.byref(h)), "tensor_create")
-        self.tensors.append(h)
-        if data is not None:
-            data = np.ascontiguousarray(data)
-            self.lib.ok(self.lib.tensor_copy_in(h, data.ctypes.data, data.nbytes), "copy_in")
-        return h
-
-    def read(self, h, dtype, shape):
-        np_dtype = {BF16: np.uint16, F32: np.float32, I32: np.int32}[dtype]
-        out = np.empty(shape, dtype=np_dtype)
-        self.lib.ok(self.lib.tensor_copy_out(h, out.ctypes.data, out.nbytes), "copy_out")
-        if dtype == BF16:
-            out = (out.astype(np.uint32) << 16).view(np.float32)
-        return out
-
-    def close(self):
-        for t in self.tensors:
-            self.lib.ok(self.lib.tensor_destroy(t), "tensor_destroy")
-        self.tensors = []
-        self.lib.ok(self.lib.context_destroy(self.h), "context_destroy")
 
 
 class NativeModel:
@@ -294,7 +245,7 @@ def run_case(lib, backend, threads, case, rows):
     cfg = hspmn_lm.LMConfig(vocab_size=V, num_layers=L, block=ref_block).validate()
     routing = block["routing"]
     rng = np.random.default_rng(seed)
-    ctx = Ctx(lib, backend, threads)
+    ctx = Context(lib, backend, threads)
     native = None
     try:
         native = NativeModel(ctx, V, L, block, seed)
@@ -449,10 +400,6 @@ def run_case(lib, backend, threads, case, rows):
             native.destroy()
         ctx.close()
     return failures
-
-
-def bf16_bits_to_f32(bits):
-    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
 def main():

@@ -44,7 +44,8 @@ from safetensors import safe_open
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hspmn_ref  # noqa: E402
-from hspmn_ctypes import AllocStats, BackwardParams, BlockParams, ContextParams, ForwardParams, Lib  # noqa: E402,F401
+from hspmn_ctypes import (BACKENDS, BF16, F32, I32, AllocStats, BackwardParams, BlockParams, Context,  # noqa: E402,F401
+                          ContextParams, ForwardParams, Lib, bf16_bits_to_f32, rel)
 
 BF16_BOUND = 4e-3
 F32_BOUND = 1e-4
@@ -55,49 +56,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 REFERENCE_ERRORS = os.path.join(ROOT, "java", "src", "test", "resources", "f32-reference-errors.json")
 
-BF16, F32, I32 = 0, 1, 2
-HOST, DEVICE = 0, 1
-BACKENDS = {"cpu": (0, HOST), "cuda": (1, DEVICE)}  # --backend: (hspmn_backend, memory of every tensor)
-BACKEND = "cpu"
+BACKEND = "cpu"  # --backend, one of hspmn_ctypes.BACKENDS
 PARAMS = ["router.w", "router.b", "router.log_temp", "reflex.norm", "reflex.conv", "reflex.gate", "reflex.up",
           "reflex.down", "attn.norm", "attn.q", "attn.k", "attn.v", "attn.o"]
-
-
-class Ctx:
-    def __init__(self, lib, threads):
-        self.lib = lib
-        p = lib.context_default_params()
-        p.backend, p.num_threads = BACKENDS[BACKEND][0], threads
-        h = C.c_void_p()
-        lib.ok(lib.context_create(C.byref(p), C.byref(h)), "context_create")
-        self.h = h
-        self.tensors = []
-
-    def tensor(self, dtype, shape, data=None):
-        shape = list(shape)
-        arr = (C.c_int64 * len(shape))(*shape)
-        h = C.c_void_p()
-        self.lib.ok(self.lib.tensor_create(self.h, dtype, BACKENDS[BACKEND][1], len(shape), arr, C.byref(h)),
-                    "tensor_create")
-        self.tensors.append(h)
-        if data is not None:
-            data = np.ascontiguousarray(data)
-            self.lib.ok(self.lib.tensor_copy_in(h, data.ctypes.data, data.nbytes), "copy_in")
-        return h
-
-    def read(self, h, dtype, shape):
-        np_dtype = {BF16: np.uint16, F32: np.float32, I32: np.int32}[dtype]
-        out = np.empty(shape, dtype=np_dtype)
-        self.lib.ok(self.lib.tensor_copy_out(h, out.ctypes.data, out.nbytes), "copy_out")
-        if dtype == BF16:
-            out = (out.astype(np.uint32) << 16).view(np.float32)
-        return out
-
-    def close(self):
-        for t in self.tensors:
-            self.lib.ok(self.lib.tensor_destroy(t), "tensor_destroy")
-        self.tensors = []
-        self.lib.ok(self.lib.context_destroy(self.h), "context_destroy")
 
 
 def load_case(path):
@@ -130,20 +91,6 @@ def router_term_scales(meta, T):
     return b_scale, t_scale
 
 
-def bf16_bits_to_f32(bits):
-    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
-
-
-def rel(got, ref):
-    got = np.asarray(got, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
-    den = np.linalg.norm(ref)
-    num = np.linalg.norm(got - ref)
-    if den == 0:
-        return 0.0 if num == 0 else math.inf
-    return float(num / den)
-
-
 def bf16_backend_bound(path, name, quantity):
     """Java's Parity.Tolerances.bf16Backend() bound of a float32 quantity: max(1e-2, 2 x PyTorch's own
     bf16 error). -> (bound, problem or None); a missing or stale entry is a problem, as in Java."""
@@ -165,7 +112,7 @@ def run_case(lib, path, threads, rows):
     name = os.path.basename(path)[:-len(".safetensors")]
     cfg = json.loads(meta["config"])
     fw = json.loads(meta["forward"])
-    ctx = Ctx(lib, threads)
+    ctx = Context(lib, BACKEND, threads)
     failures = []
 
     def report(what, err, bound):
@@ -311,7 +258,7 @@ def run_synthetic(lib, threads, rows):
         if not (err <= bound):
             failures.append(f"{name}: {what} rel err {err:.3g} > {bound:g}")
 
-    ctx = Ctx(lib, threads)
+    ctx = Context(lib, BACKEND, threads)
     block = C.c_void_p()
     try:
         bp = lib.block_default_params()

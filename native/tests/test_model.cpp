@@ -2,53 +2,15 @@
 // messages, state errors, parameter order, gradient accumulation, thread-count invariance of a whole
 // training step (what bitwise resume rests on), skipped steps. Numerical parity with the PyTorch
 // reference is ../reference/check_model.py.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "abi_check.h"
 #include "hspmn.h"
-
-static int g_failures = 0, g_checks = 0;
-
-#define EXPECT(cond)                                                                 \
-    do {                                                                             \
-        ++g_checks;                                                                  \
-        if (!(cond)) {                                                               \
-            ++g_failures;                                                            \
-            std::fprintf(stderr, "%s:%d: expected %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                            \
-    } while (0)
-#define EXPECT_STATUS(call, status, fragment) expect_status((call), (status), (fragment), #call, __LINE__)
-#define OK(call) expect_status((call), HSPMN_OK, "", #call, __LINE__)
-
-static void expect_status(hspmn_status got, hspmn_status want, const char* fragment, const char* what, int line) {
-    ++g_checks;
-    const char* msg = hspmn_last_error();
-    if (got != want || (want != HSPMN_OK && std::strstr(msg, fragment) == nullptr)) {
-        ++g_failures;
-        std::fprintf(stderr, "line %d: %s\n  got %s (%s), want %s with \"%s\"\n", line, what, hspmn_status_name(got),
-                     msg, hspmn_status_name(want), fragment);
-    }
-}
-
-static hspmn_context* make_ctx(int threads, int nan_policy = HSPMN_NAN_REJECT) {
-    hspmn_context_params p = hspmn_context_default_params();
-    p.backend = HSPMN_BACKEND_CPU;
-    p.num_threads = threads;
-    p.nan_policy = nan_policy;
-    hspmn_context* ctx = nullptr;
-    OK(hspmn_context_create(&p, &ctx));
-    return ctx;
-}
-
-static hspmn_tensor* make(hspmn_context* ctx, int dtype, std::vector<int64_t> shape) {
-    hspmn_tensor* t = nullptr;
-    OK(hspmn_tensor_create(ctx, dtype, HSPMN_MEMORY_HOST, static_cast<int32_t>(shape.size()), shape.data(), &t));
-    return t;
-}
 
 static hspmn_model_params small_model() {
     hspmn_model_params p = hspmn_model_default_params();
@@ -473,6 +435,5 @@ int main() {
     hspmn_alloc_stats st;
     OK(hspmn_alloc_stats_get(&st));
     EXPECT(st.live_tensors == 0 && st.live_blocks == 0 && st.live_contexts == 0 && st.live_bytes == 0);
-    std::printf("%d checks, %d failures\n", g_checks, g_failures);
-    return g_failures == 0 ? 0 : 1;
+    return report();
 }

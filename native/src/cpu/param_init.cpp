@@ -2,22 +2,17 @@
 
 #include <cmath>
 
+#include "../core/splitmix.h"
+
 namespace hspmn::cpu {
 
 namespace {
-
-uint64_t splitmix64(uint64_t& state) {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 void uniform(uint64_t seed, int index, double bound, float* dst, int64_t n) {
     // One stream per parameter so adding a parameter later does not reshuffle the others.
     uint64_t state = seed ^ (0xA0761D6478BD642Full * static_cast<uint64_t>(index + 1));
     for (int64_t i = 0; i < n; ++i) {
-        const double u = static_cast<double>(splitmix64(state) >> 11) * (1.0 / 9007199254740992.0);  // [0, 1)
+        const double u = splitmix_unit(state);
         dst[i] = static_cast<float>((2.0 * u - 1.0) * bound);
     }
 }

@@ -86,15 +86,16 @@ void Decoder::run(const int32_t* slots, int64_t n, const int32_t* tokens, int64_
         model_.block(l)->decode(c);
         std::swap(in, out);
     }
-    // The norm over every new row (cheap next to the blocks), the head on each slot's last row only.
-    be_.final_norm_forward(in, model_.norm_value(), model_.params().block.norm_eps, rows, D_, hidden_.as<uint16_t>(),
-                           rstd_.as<float>());
-    be_.lm_logits(hidden_.as<uint16_t>() + (T - 1) * D_, T * D_, n, model_.embedding_value(), V_, D_,
-                  logits_.as<float>());
+    // The norm over every new row (cheap next to the blocks), the head on each slot's last row only, and
+    // both only when the caller wants logits (a prefill whose logits are dropped skips them).
     if (logits) {
-        Buffer<float> host(static_cast<std::size_t>(n * V_));
-        be_.copy_to_host_raw(host.data(), logits_.as<void>(), static_cast<std::size_t>(n * V_) * 4);
-        model_.context()->backend->copy_from_host(logits, host.data());
+        be_.final_norm_forward(in, model_.norm_value(), model_.params().block.norm_eps, rows, D_,
+                               hidden_.as<uint16_t>(), rstd_.as<float>());
+        be_.lm_logits(hidden_.as<uint16_t>() + (T - 1) * D_, T * D_, n, model_.embedding_value(), V_, D_,
+                      logits_.as<float>());
+        hspmn_tensor lv;
+        model_.view(lv, logits_.as<void>(), HSPMN_DTYPE_F32, {n, V_});
+        be_.copy(logits, &lv);
     }
     if (routed) {
         Buffer<int32_t> lr(static_cast<std::size_t>(L_ * rows)), out_host(static_cast<std::size_t>(L_ * rows));

@@ -7,17 +7,11 @@
 #include "../core/bf16.h"
 #include "../core/error.h"
 #include "../core/objects.h"
+#include "../core/splitmix.h"
 
 namespace hspmn {
 
 namespace {
-
-uint64_t splitmix64(uint64_t& state) {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 // Layer i's block seed: distinct streams per layer, and not the model seed itself, so layer 0 of a
 // model does not repeat a lone block created with the same seed.
@@ -75,7 +69,7 @@ Model::Model(hspmn_context* ctx, const hspmn_model_params& params, uint64_t seed
             uint64_t state = seed ^ 0x6A09E667F3BCC909ull;
             const double bound = 1.0 / std::sqrt(static_cast<double>(D_));
             for (int64_t i = 0; i < VD; ++i) {
-                const double u = static_cast<double>(splitmix64(state) >> 11) * (1.0 / 9007199254740992.0);
+                const double u = splitmix_unit(state);
                 host[i] = f32_to_bf16(static_cast<float>((2.0 * u - 1.0) * bound));
             }
             be_.copy_from_host_raw(emb_value_.as<void>(), host.data(), static_cast<std::size_t>(VD) * 2);

@@ -86,6 +86,8 @@ public:
     BlockImpl* block(int64_t i) const { return blocks_[static_cast<std::size_t>(i)]; }
     const uint16_t* embedding_value() const { return emb_value_.as<uint16_t>(); }
     const uint16_t* norm_value() const { return norm_value_.as<uint16_t>(); }
+    // An hspmn_tensor over backend memory, for BlockImpl calls and Backend::copy.
+    void view(hspmn_tensor& t, void* data, int32_t dtype, std::initializer_list<int64_t> shape) const;
 
 private:
     struct Param {
@@ -107,8 +109,6 @@ private:
     // Runs embedding + blocks + final norm on tokens_ (already in backend memory).
     void run_trunk(int32_t training, int32_t noise, uint64_t seed, int64_t step, float aux_target, int64_t B,
                    int64_t S);
-    // An hspmn_tensor over backend memory, for BlockImpl calls and Backend::copy.
-    void view(hspmn_tensor& t, void* data, int32_t dtype, std::initializer_list<int64_t> shape) const;
 
     hspmn_context* ctx_;
     Backend& be_;
