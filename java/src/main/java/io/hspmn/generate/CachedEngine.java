@@ -13,9 +13,9 @@ import java.util.Objects;
 
 /**
  * A {@link DecodeEngine} on the native cached decoder ({@link Decoder}, MODEL.md "Decoding with a cache"):
- * each sequence holds a decoder slot with its K/V and conv state, a prefill appends the prompt to it and a
- * step appends one token per sequence, all sequences of the step in one native call whatever their
- * lengths. Needs threshold routing; its logits then equal the full forward's on each whole sequence (bit
+ * each sequence holds a decoder slot with its K/V and conv state, a prefill appends the prompt to it (at
+ * once or in pieces: {@link #extend}) and a step appends one token per sequence, all sequences of the step
+ * in one native call whatever their lengths. Needs threshold routing; its logits then equal the full forward's on each whole sequence (bit
  * for bit on the CPU backend).
  *
  * <p>Zero-copy: for each batch size the engine keeps PINNED tensors for the slot ids [n], the next tokens
@@ -93,6 +93,8 @@ public final class CachedEngine implements DecodeEngine {
     private final Buffers[] buffers; // by batch size - 1, made on first use
     private final int[] freeSlots;
     private int free;
+    private final boolean[] dirty; // slots whose reset at release failed
+    private Tensor chunkTokens; // [1, T] i32 prompt pieces of the largest size T seen
     private boolean closed;
 
     /**
@@ -123,6 +125,7 @@ public final class CachedEngine implements DecodeEngine {
             freeSlots[i] = maxSeqs - 1 - i;
         }
         this.free = maxSeqs;
+        this.dirty = new boolean[maxSeqs + 1];
     }
 
     @Override
@@ -155,27 +158,58 @@ public final class CachedEngine implements DecodeEngine {
     }
 
     @Override
-    public Prefill prefill(MemorySegment ids, int count) {
-        if (count < 1 || count > maxLength) {
-            throw new IllegalArgumentException("prompt length " + count + " must be in [1, " + maxLength + "]");
-        }
+    public Sequence open() {
         if (free == 0) {
             throw new IllegalStateException("all " + maxSeqs + " decoder slots are in use");
         }
-        int slot = freeSlots[--free];
-        Buffers b = buffers(1);
-        try (Tensor tokens = Models.pinned(ctx, DType.I32, 1, count)) {
-            MemorySegment.copy(ids, 0, tokens.segment(), 0, 4L * count);
-            b.slotIds.setAtIndex(ValueLayout.JAVA_INT, 0, slot);
-            decoder.append(b.slots, tokens, b.logits, null);
-        } catch (RuntimeException e) {
-            resetQuietly(slot);
-            freeSlots[free++] = slot;
-            throw e;
+        int slot = freeSlots[free - 1];
+        if (dirty[slot]) {
+            decoder.reset(slot); // its reset at release failed; a failure here leaves it free and dirty
+            dirty[slot] = false;
         }
-        Seq s = new Seq(slot);
-        s.length = count;
-        return new Prefill(s, b.logitRows);
+        free--;
+        return new Seq(slot);
+    }
+
+    /**
+     * {@inheritDoc} One native append of the piece to the sequence's slot; without logits the decoder
+     * skips the final norm and the head. Pieces of the largest size seen reuse one PINNED token tensor.
+     */
+    @Override
+    public MemorySegment extend(Sequence sequence, MemorySegment ids, int count, boolean wantLogits) {
+        Seq s = (Seq) sequence;
+        if (s.released) {
+            throw new IllegalStateException("the sequence was released");
+        }
+        if (count < 1 || s.length + (long) count > maxLength) {
+            throw new IllegalArgumentException("prompt length " + (s.length + (long) count) + " must be in [1, " + maxLength
+                    + "] (" + count + " more after " + s.length + ")");
+        }
+        Buffers b = buffers(1);
+        Tensor tokens = chunkTokens;
+        boolean own = false;
+        if (tokens == null || tokens.shape(1) < count) {
+            if (tokens != null) {
+                chunkTokens = null;
+                tokens.close();
+            }
+            tokens = Models.pinned(ctx, DType.I32, 1, count);
+            chunkTokens = tokens;
+        } else if (tokens.shape(1) != count) {
+            tokens = Models.pinned(ctx, DType.I32, 1, count);
+            own = true;
+        }
+        try {
+            MemorySegment.copy(ids, 0, tokens.segment(), 0, 4L * count);
+            b.slotIds.setAtIndex(ValueLayout.JAVA_INT, 0, s.slot);
+            decoder.append(b.slots, tokens, wantLogits ? b.logits : null, null);
+        } finally {
+            if (own) {
+                tokens.close();
+            }
+        }
+        s.length += count;
+        return wantLogits ? b.logitRows : null;
     }
 
     /**
@@ -219,8 +253,8 @@ public final class CachedEngine implements DecodeEngine {
     private void resetQuietly(int slot) {
         try {
             decoder.reset(slot);
-        } catch (RuntimeException ignored) {
-            // a slot that cannot be reset is reset again before its next use (prefill resets on failure)
+        } catch (RuntimeException e) {
+            dirty[slot] = true; // reset again before its next use
         }
     }
 
@@ -275,6 +309,9 @@ public final class CachedEngine implements DecodeEngine {
                 if (b != null) {
                     b.close();
                 }
+            }
+            if (chunkTokens != null) {
+                chunkTokens.close();
             }
             decoder.close();
         } finally {

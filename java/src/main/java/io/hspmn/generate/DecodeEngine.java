@@ -36,13 +36,47 @@ public interface DecodeEngine extends AutoCloseable {
     int maxLength();
 
     /**
-     * Starts a sequence from a prompt.
+     * Starts a sequence from a prompt in one call: {@link #open()} and one {@link #extend} over the whole
+     * prompt.
      *
      * @param ids   i32 token ids in [0, V), at least {@code count} of them
      * @param count the prompt length, 1..{@link #maxLength()}
      * @return the sequence and the logits [V] f32 of its last prompt position (valid until the next call)
+     * @throws IllegalStateException when the engine holds as many sequences as it can
      */
-    Prefill prefill(MemorySegment ids, int count);
+    default Prefill prefill(MemorySegment ids, int count) {
+        if (count < 1 || count > maxLength()) {
+            throw new IllegalArgumentException("prompt length " + count + " must be in [1, " + maxLength() + "]");
+        }
+        Sequence s = open();
+        try {
+            return new Prefill(s, extend(s, ids, count, true));
+        } catch (RuntimeException e) {
+            release(s);
+            throw e;
+        }
+    }
+
+    /**
+     * Starts an empty sequence whose prompt then arrives in pieces through {@link #extend} (a chunked
+     * prefill: {@link Generator} runs decode steps of the other sequences between the pieces).
+     *
+     * @throws IllegalStateException when the engine holds as many sequences as it can
+     */
+    Sequence open();
+
+    /**
+     * Appends {@code count} prompt ids to a sequence, before its first {@link #step}: one piece of a
+     * chunked prefill. Only the last piece needs logits; an engine may skip the output head for the others.
+     *
+     * @param ids        i32 token ids in [0, V), at least {@code count} of them
+     * @param count      1 or more; the sequence's length plus count is at most {@link #maxLength()}
+     * @param wantLogits whether to compute the logits after the last id
+     * @return the logits [V] f32 after the last id (valid until the next call), or null when not wanted
+     * @throws IllegalArgumentException when the ids do not fit; nothing is appended then. After any other
+     *                                  failure the sequence cannot go on: release it.
+     */
+    MemorySegment extend(Sequence sequence, MemorySegment ids, int count, boolean wantLogits);
 
     /**
      * Appends {@code nextIds[i]} to {@code sequences[i]} for every i below {@code count} and returns the

@@ -16,10 +16,12 @@ import java.util.function.Supplier;
  * worker thread owns the {@link DecodeEngine} (and so the native context, which allows one thread at a
  * time) and runs a {@link Generator} over it.
  *
- * <p>The worker's loop: admit waiting requests while the batch has room (each is prefilled and gets its
- * first token at once), then run one decode step for everything in flight, so requests that arrive while
- * others decode join the batch at the next step, and finished or cancelled ones leave it between steps.
- * A prefill runs between two steps and delays the batch by its own duration.
+ * <p>The worker's loop: admit waiting requests while the batch has room, then run one {@link Generator#step}:
+ * up to {@link Options#prefillChunk()} tokens of the admitted prompts are appended to their sequences
+ * (continuous batching: a long prompt is prefilled over several steps), then every sequence past its prompt
+ * gets one token. So requests that arrive while others decode join the batch within a step or a few, a
+ * new prompt, however long, delays the running streams by at most one chunk per token, and finished or
+ * cancelled requests leave the batch between steps.
  *
  * <p>Admission is bounded: at most {@code maxBatch} sequences in flight and {@code maxQueued} waiting;
  * beyond that {@link #submit} throws {@link RejectedExecutionException} at once instead of queueing.
@@ -28,10 +30,14 @@ import java.util.function.Supplier;
 public final class Engine implements AutoCloseable {
 
     /**
-     * @param maxBatch  sequences decoded together, >= 1
-     * @param maxQueued requests waiting for a place in the batch, >= 0
+     * @param maxBatch     sequences in flight together (decoding or prefilling), >= 1
+     * @param maxQueued    requests waiting for a place in the batch, >= 0
+     * @param prefillChunk the most prompt tokens appended between two decode steps, >= 1: the longest a
+     *                     new prompt can hold up the running streams is the time to prefill this many
+     *                     tokens; smaller chunks cost more engine calls per prompt (default
+     *                     {@value Generator#DEFAULT_PREFILL_CHUNK})
      */
-    public record Options(int maxBatch, int maxQueued) {
+    public record Options(int maxBatch, int maxQueued, int prefillChunk) {
         public Options {
             if (maxBatch < 1) {
                 throw new IllegalArgumentException("maxBatch must be >= 1, got " + maxBatch);
@@ -39,10 +45,22 @@ public final class Engine implements AutoCloseable {
             if (maxQueued < 0) {
                 throw new IllegalArgumentException("maxQueued must be >= 0, got " + maxQueued);
             }
+            if (prefillChunk < 1) {
+                throw new IllegalArgumentException("prefillChunk must be >= 1, got " + prefillChunk);
+            }
+        }
+
+        /** With the default prefill chunk. */
+        public Options(int maxBatch, int maxQueued) {
+            this(maxBatch, maxQueued, Generator.DEFAULT_PREFILL_CHUNK);
         }
 
         public static Options defaults() {
             return new Options(8, 64);
+        }
+
+        public Options withPrefillChunk(int tokens) {
+            return new Options(maxBatch, maxQueued, tokens);
         }
     }
 
@@ -211,7 +229,7 @@ public final class Engine implements AutoCloseable {
         Generator gen;
         try {
             engine = Objects.requireNonNull(factory.get(), "the factory returned null");
-            gen = new Generator(engine, options.maxBatch());
+            gen = new Generator(engine, options.maxBatch(), options.prefillChunk());
             vocabSize = engine.vocabSize();
             maxLength = engine.maxLength();
             numLayers = engine.numLayers();
@@ -229,7 +247,7 @@ public final class Engine implements AutoCloseable {
                 while (!gen.isFull() && !waiting.isEmpty()) {
                     Slot s = waiting.poll();
                     waitingCount = waiting.size();
-                    gen.admit(s);
+                    gen.enqueue(s);
                 }
                 if (gen.active() == 0) {
                     if (inbox.isEmpty() && !closing) {

@@ -12,39 +12,64 @@ import java.util.concurrent.CompletableFuture;
  * stop conditions and the publication of its token. Sequences join ({@link #start}, {@link #score}) and
  * leave (finished, cancelled, failed) between steps; a finished sequence never waits for the others.
  *
+ * <p>Continuous batching: a sequence admitted with {@link #enqueue} (as {@link Engine} does) is prefilled
+ * by the following steps, in pieces: each step first appends at most {@link #prefillChunk()} prompt tokens
+ * in all (of the queued prompts, in order of arrival; a prompt may take several steps) and then decodes one
+ * token for every sequence already past its prompt. So a long prompt delays the running sequences by at
+ * most one piece per token, and a sequence whose prompt is complete joins the batch in the same step.
+ * {@link #start} instead prefills the whole prompt before it returns.
+ *
  * <p>Single-threaded, like the engine it drives: call it from one thread at a time. {@link Engine} is the
  * thread-safe front that runs a Generator on a worker thread of its own. The hot path ({@link #step()})
  * allocates nothing of its own: next-token ids go to the engine in an off-heap i32 segment, the samplers
  * read the logits straight from the engine's off-heap output.
  */
 public final class Generator implements AutoCloseable {
+    /** Prompt tokens appended per step by default: a 32k prompt takes 16 steps. */
+    public static final int DEFAULT_PREFILL_CHUNK = 2048;
+
     private final DecodeEngine engine;
     private final int maxBatch;
+    private final int prefillChunk;
     private final int vocab;
     private final long rowBytes;
     private final Arena arena = Arena.ofShared();
     private final MemorySegment nextIds;        // i32 [maxBatch]
     private MemorySegment promptIds;            // i32 prompt staging for prefill
-    private final Slot[] slots;
+    private final Slot[] slots;                 // decoding: [0, active)
     private final DecodeEngine.Sequence[] seqs;
     private final boolean[] finished;
+    private final Slot[] prefilling;            // prompts still being appended, oldest first: [0, pending)
     private int active;
+    private int pending;
     private boolean closed;
 
     private volatile long steps;
     private volatile long stepSequences;
     private volatile long prefills;
+    private volatile long prefillPieces;
+
+    /** A generator whose steps append at most {@link #DEFAULT_PREFILL_CHUNK} prompt tokens each. */
+    public Generator(DecodeEngine engine, int maxBatch) {
+        this(engine, maxBatch, DEFAULT_PREFILL_CHUNK);
+    }
 
     /**
-     * @param engine   the model; this generator does not close it
-     * @param maxBatch the most sequences in flight at once (one engine step carries them all)
+     * @param engine       the model; this generator does not close it
+     * @param maxBatch     the most sequences in flight at once, prefilling ones included (one engine step
+     *                     carries all that decode)
+     * @param prefillChunk the most prompt tokens one step appends before its decode call, >= 1
      */
-    public Generator(DecodeEngine engine, int maxBatch) {
+    public Generator(DecodeEngine engine, int maxBatch, int prefillChunk) {
         this.engine = Objects.requireNonNull(engine, "engine");
         if (maxBatch < 1) {
             throw new IllegalArgumentException("maxBatch must be >= 1, got " + maxBatch);
         }
+        if (prefillChunk < 1) {
+            throw new IllegalArgumentException("prefillChunk must be >= 1, got " + prefillChunk);
+        }
         this.maxBatch = maxBatch;
+        this.prefillChunk = prefillChunk;
         this.vocab = engine.vocabSize();
         this.rowBytes = 4L * vocab;
         this.nextIds = arena.allocate(4L * maxBatch, 64);
@@ -52,6 +77,7 @@ public final class Generator implements AutoCloseable {
         this.slots = new Slot[maxBatch];
         this.seqs = new DecodeEngine.Sequence[maxBatch];
         this.finished = new boolean[maxBatch];
+        this.prefilling = new Slot[maxBatch];
     }
 
     public DecodeEngine engine() {
@@ -62,13 +88,22 @@ public final class Generator implements AutoCloseable {
         return maxBatch;
     }
 
-    /** Sequences in flight. */
+    public int prefillChunk() {
+        return prefillChunk;
+    }
+
+    /** Sequences in flight: decoding, or queued for their prefill or in the middle of it. */
     public int active() {
-        return active;
+        return active + pending;
+    }
+
+    /** Sequences whose prompt is not yet wholly appended. */
+    public int prefilling() {
+        return pending;
     }
 
     public boolean isFull() {
-        return active >= maxBatch;
+        return active + pending >= maxBatch;
     }
 
     /** Decode steps run so far. */
@@ -81,8 +116,14 @@ public final class Generator implements AutoCloseable {
         return stepSequences;
     }
 
+    /** Prefills completed. */
     public long prefills() {
         return prefills;
+    }
+
+    /** Engine calls that appended a piece of a prompt (a prompt of n tokens takes ceil(n / chunk) or more). */
+    public long prefillPieces() {
+        return prefillPieces;
     }
 
     /**
@@ -116,39 +157,78 @@ public final class Generator implements AutoCloseable {
         }
     }
 
-    /** Prefills a slot and takes its first logits; the slot joins the batch unless it is already done. */
-    void admit(Slot slot) {
+    private void checkRoom() {
         if (closed) {
             throw new IllegalStateException("the generator is closed");
         }
-        if (active >= maxBatch) {
+        if (isFull()) {
             throw new IllegalStateException("the batch is full (" + maxBatch + " sequences)");
         }
+    }
+
+    /** Prefills a slot now, in pieces of {@link #prefillChunk} with no step between them; it then joins the batch. */
+    void admit(Slot slot) {
+        checkRoom();
         if (slot.cancelRequested()) {
             slot.finishCancelled();
             return;
         }
-        slot.started();
+        while (!piece(slot, prefillChunk)) {
+            // the next piece
+        }
+    }
+
+    /** Queues a slot for prefill by the following steps (see the class comment). */
+    void enqueue(Slot slot) {
+        checkRoom();
+        prefilling[pending++] = slot;
+    }
+
+    /**
+     * Appends up to {@code max} more prompt tokens of a slot (opening its sequence first); after the last
+     * piece, takes its first logits, and the slot joins the batch unless that already ended it.
+     *
+     * @return whether the slot's prefill is over (it joined the batch, finished or failed)
+     */
+    private boolean piece(Slot slot, int max) {
         int n = slot.prefillLength();
-        if (promptIds.byteSize() < 4L * n) {
-            promptIds = arena.allocate(4L * Math.max(n, 2 * promptIds.byteSize() / 4), 64);
-        }
-        for (int i = 0; i < n; i++) {
-            promptIds.setAtIndex(ValueLayout.JAVA_INT, i, slot.promptAt(i));
-        }
-        if (slot instanceof GenerationSession.GenSlot g) {
-            g.init(vocab);
-        }
-        boolean more;
+        int from = slot.prefilled;
+        int c = Math.min(max, n - from);
+        boolean last = from + c == n;
+        MemorySegment logits;
         try {
-            DecodeEngine.Prefill p = engine.prefill(promptIds, n);
-            prefills++;
-            slot.sequence = p.sequence();
-            more = slot.accept(p.logits(), 0, vocab, n, engine.maxLength());
+            if (slot.sequence == null) {
+                slot.started();
+                if (slot instanceof GenerationSession.GenSlot g) {
+                    g.init(vocab);
+                }
+                slot.sequence = engine.open();
+            }
+            if (promptIds.byteSize() < 4L * c) {
+                promptIds = arena.allocate(4L * Math.max(c, 2 * promptIds.byteSize() / 4), 64);
+            }
+            for (int i = 0; i < c; i++) {
+                promptIds.setAtIndex(ValueLayout.JAVA_INT, i, slot.promptAt(from + i));
+            }
+            logits = engine.extend(slot.sequence, promptIds, c, last);
+            prefillPieces++;
         } catch (RuntimeException e) {
             release(slot);
             slot.finishFailed(e);
-            return;
+            return true;
+        }
+        slot.prefilled = from + c;
+        if (!last) {
+            return false;
+        }
+        prefills++;
+        boolean more;
+        try {
+            more = slot.accept(logits, 0, vocab, n, engine.maxLength());
+        } catch (RuntimeException e) {
+            release(slot);
+            slot.finishFailed(e);
+            return true;
         }
         if (more) {
             slots[active++] = slot;
@@ -156,19 +236,43 @@ public final class Generator implements AutoCloseable {
             release(slot);
             completeQuietly(slot);
         }
+        return true;
+    }
+
+    /** Appends at most {@link #prefillChunk} prompt tokens of the queued prompts, oldest first. */
+    private void appendPrompts() {
+        int budget = prefillChunk;
+        while (budget > 0 && pending > 0) {
+            Slot s = prefilling[0];
+            int c = Math.min(budget, s.prefillLength() - s.prefilled);
+            budget -= c;
+            if (piece(s, c)) {
+                System.arraycopy(prefilling, 1, prefilling, 0, pending - 1);
+                prefilling[--pending] = null;
+            }
+        }
     }
 
     /**
-     * One decode step for every sequence in flight: cancelled ones leave first, the rest get one token each.
+     * One step: cancelled sequences leave first, then up to {@link #prefillChunk} tokens of queued prompts
+     * are appended, then every sequence past its prompt gets one token.
      *
      * @return whether sequences remain in flight
      */
     public boolean step() {
         dropCancelled();
-        int n = active;
-        if (n == 0) {
-            return false;
+        if (pending > 0) {
+            appendPrompts();
         }
+        if (active > 0) {
+            decode();
+        }
+        return active + pending > 0;
+    }
+
+    /** One engine step for every decoding sequence. */
+    private void decode() {
+        int n = active;
         for (int i = 0; i < n; i++) {
             Slot s = slots[i];
             nextIds.setAtIndex(ValueLayout.JAVA_INT, i, s.next);
@@ -186,7 +290,7 @@ public final class Generator implements AutoCloseable {
                 seqs[i] = null;
             }
             active = 0;
-            return false;
+            return;
         }
         steps++;
         stepSequences += n;
@@ -228,7 +332,6 @@ public final class Generator implements AutoCloseable {
             }
             active = w;
         }
-        return active > 0;
     }
 
     /** Steps until no sequence is in flight. */
@@ -255,6 +358,20 @@ public final class Generator implements AutoCloseable {
             seqs[i] = null;
         }
         active = w;
+        w = 0;
+        for (int i = 0; i < pending; i++) {
+            Slot s = prefilling[i];
+            if (s.cancelRequested()) {
+                release(s);
+                s.finishCancelled();
+            } else {
+                prefilling[w++] = s;
+            }
+        }
+        for (int i = w; i < pending; i++) {
+            prefilling[i] = null;
+        }
+        pending = w;
     }
 
     private void release(Slot s) {
@@ -282,6 +399,12 @@ public final class Generator implements AutoCloseable {
             seqs[i] = null;
         }
         active = 0;
+        for (int i = 0; i < pending; i++) {
+            release(prefilling[i]);
+            prefilling[i].finishCancelled();
+            prefilling[i] = null;
+        }
+        pending = 0;
     }
 
     /** Cancels what is in flight and frees the generator's buffers; the engine stays open. */

@@ -85,18 +85,39 @@ public final class RecomputeEngine implements DecodeEngine {
     }
 
     @Override
-    public Prefill prefill(MemorySegment ids, int count) {
-        if (count < 1 || count > maxLength) {
-            throw new IllegalArgumentException("prompt length " + count + " must be in [1, " + maxLength + "]");
-        }
+    public Sequence open() {
         Seq s = new Seq();
-        s.ids = Arena.ofAuto().allocate(4L * Math.min(maxLength, Math.max(count + 64, 2 * count)), 4);
-        MemorySegment.copy(ids, 0, s.ids, 0, 4L * count);
-        s.length = count;
-        ensureOut(1);
-        runGroup(new Seq[] {s}, new int[] {0}, 0, 1, count);
+        s.ids = Arena.ofAuto().allocate(4L * Math.min(maxLength, 64), 4);
         live++;
-        return new Prefill(s, out.asSlice(0, rowBytes));
+        return s;
+    }
+
+    /** {@inheritDoc} The ids are only stored; the forward over the whole prefix runs when logits are wanted. */
+    @Override
+    public MemorySegment extend(Sequence sequence, MemorySegment ids, int count, boolean wantLogits) {
+        Seq s = (Seq) sequence;
+        if (s.released) {
+            throw new IllegalStateException("the sequence was released");
+        }
+        if (count < 1 || s.length + (long) count > maxLength) {
+            throw new IllegalArgumentException("prompt length " + (s.length + (long) count) + " must be in [1, " + maxLength
+                    + "] (" + count + " more after " + s.length + ")");
+        }
+        int length = s.length + count;
+        if (4L * length > s.ids.byteSize()) {
+            MemorySegment grown = Arena.ofAuto().allocate(4L * Math.min(maxLength, Math.max(length + 64, 2L * length)), 4);
+            MemorySegment.copy(s.ids, 0, grown, 0, 4L * s.length);
+            s.ids = grown;
+        }
+        MemorySegment.copy(ids, 0, s.ids, 4L * s.length, 4L * count);
+        if (!wantLogits) {
+            s.length = length;
+            return null;
+        }
+        ensureOut(1);
+        runGroup(new Seq[] {s}, new int[] {0}, 0, 1, length);
+        s.length = length;
+        return out.asSlice(0, rowBytes);
     }
 
     @Override

@@ -11,6 +11,8 @@ abstract class Slot {
     DecodeEngine.Sequence sequence;
     /** The token fed at the next step. */
     int next;
+    /** Prompt tokens appended so far (a prefill may take several pieces). */
+    int prefilled;
 
     /** The prompt (or the text to score) the sequence starts from. */
     abstract int promptLength();

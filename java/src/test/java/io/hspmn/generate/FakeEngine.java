@@ -8,7 +8,7 @@ import java.util.concurrent.Semaphore;
 
 /**
  * A DecodeEngine without a model: a sequence's logits are a pseudo-random function of its whole history, so
- * the same history gives the same logits in any batch. A gate, when set, makes every step and prefill wait
+ * the same history gives the same logits in any batch. A gate, when set, makes every step and prefill piece wait
  * for a permit (tests use it to hold sequences in flight).
  */
 public final class FakeEngine implements DecodeEngine {
@@ -78,15 +78,27 @@ public final class FakeEngine implements DecodeEngine {
     }
 
     @Override
-    public Prefill prefill(MemorySegment ids, int count) {
-        pass();
+    public Sequence open() {
         Seq s = new Seq();
         s.ids = new int[maxLength];
-        MemorySegment.copy(ids, ValueLayout.JAVA_INT, 0, s.ids, 0, count);
-        s.length = count;
-        fill(s.ids, s.length, out, 0, vocab);
         live++;
-        return new Prefill(s, out.asSlice(0, 4L * vocab));
+        return s;
+    }
+
+    @Override
+    public MemorySegment extend(Sequence sequence, MemorySegment ids, int count, boolean wantLogits) {
+        pass();
+        Seq s = (Seq) sequence;
+        if (s.released || count < 1 || s.length + count > maxLength) {
+            throw new IllegalArgumentException("bad piece of " + count + " after " + s.length);
+        }
+        MemorySegment.copy(ids, ValueLayout.JAVA_INT, 0, s.ids, s.length, count);
+        s.length += count;
+        if (!wantLogits) {
+            return null;
+        }
+        fill(s.ids, s.length, out, 0, vocab);
+        return out.asSlice(0, 4L * vocab);
     }
 
     @Override

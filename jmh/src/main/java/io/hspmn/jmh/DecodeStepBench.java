@@ -86,10 +86,14 @@ public class DecodeStepBench {
         }
 
         @Override
-        public Prefill prefill(MemorySegment ids, int count) {
-            Seq s = new Seq();
-            s.length = count;
-            return new Prefill(s, logits.asSlice(0, 4L * VOCAB));
+        public Sequence open() {
+            return new Seq();
+        }
+
+        @Override
+        public MemorySegment extend(Sequence sequence, MemorySegment ids, int count, boolean wantLogits) {
+            ((Seq) sequence).length += count;
+            return wantLogits ? logits.asSlice(0, 4L * VOCAB) : null;
         }
 
         @Override
