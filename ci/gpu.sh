@@ -7,7 +7,8 @@
 # hspmn_cuda_lm (the language model's CUDA ops vs float64), golden parity through the CUDA backend, the
 # same goldens through the CPU backend of the CUDA-built library, the language model through the CUDA
 # backend against hspmn_lm.py (model_cuda), cached decoding against the full forward (decode_cuda),
-# and the Java tests when ci/pack-carry.sh has filled .carry/, then the benchmarks (decoding:
+# and the Java tests when ci/pack-carry.sh has filled .carry/ (with the HTTP service under 32 streams:
+# serve_cuda), then the benchmarks (decoding:
 # bench_decode) and the per-kernel time breakdown (HSPMN_GPU_BENCH=0 skips them; the
 # breakdown's JSON goes to $OUT/breakdown-{infer,train}.json). A failed stage does not stop the
 # later ones (they report their own failure); the exit status is non-zero if any stage failed.
@@ -89,6 +90,12 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   else
     skip java "no .carry/jre.tgz and .carry/java.tgz (run ci/pack-carry.sh on the development machine)"
   fi
+  if [[ -f .carry/jre.tgz && -f .carry/java.tgz ]]; then
+    # `hspmn serve` on CUDA, 1B shape, 32 concurrent streaming clients: tok/s, p50/p99 time between tokens, errors 0
+    stage serve_cuda ci/gpu-serve.sh "$build/libhspmn.so" "$logs/serve-load.json"
+  else
+    skip serve_cuda "no .carry/ (run ci/pack-carry.sh on the development machine)"
+  fi
 fi
 
 if [[ "${HSPMN_GPU_BENCH:-1}" == 1 ]]; then
@@ -128,6 +135,7 @@ failed=0
   done
   # one line per breakdown run (kernel_breakdown.py's last line): GPU ms, GEMM share and TFLOP/s, attention share
   if [[ " ${names[*]} " == *" breakdown "* ]]; then grep '^breakdown summary:' "$logs/breakdown.log" || true; fi
+  if [[ " ${names[*]} " == *" serve_cuda "* ]]; then grep '^serve load:' "$logs/serve_cuda.log" || true; fi
   echo "logs: $logs${OUT:+ (packed in $OUT/gpu-logs.tgz)}"
 } | tee "$logs/summary.txt"
 if [[ -n "${OUT:-}" ]]; then

@@ -14,6 +14,10 @@ mvn -B -ntp verify "$@"
 build=java/target/native-build
 ctest --test-dir "$build" --output-on-failure
 
+# `hspmn serve` as a process of its own under 4 concurrent streams (ci/gpu-serve.sh runs 32 on CUDA)
+HSPMN_CP="java/target/hspmn-0.1.0-SNAPSHOT.jar:java/target/lib/*" bash ci/serve-load.sh java/target/serve-load/serve-load.json \
+  --random --backend cpu --threads 2 --max-batch 4 -- --streams 4 --requests 3 --new-tokens 32
+
 .venv/bin/python native/reference/check_native.py --lib "$build/libhspmn.so"
 # the language model (loss, every gradient, AdamW, logits) and cached decoding against the float64 reference
 .venv/bin/python native/reference/check_model.py --backend cpu --lib "$build/libhspmn.so"

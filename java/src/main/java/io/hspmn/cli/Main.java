@@ -18,12 +18,14 @@ import java.util.Locale;
  *     train    train a byte-level language model on a text corpus, with checkpoints and resume
  *     verify   check a checkpoint file (structure, names and shapes against its config, finiteness)
  *     sample   continue a prompt greedily with a trained checkpoint
+ *     serve    the HTTP service: streamed generation and scoring (runs until stopped)
  *     demo     one block forward and backward on random data (ci/demo.sh)
  *     bench    the block benchmark (ci/bench.sh)
  * </pre>
- * Exit status: 0 success, 1 failure (a verify that found problems, a native or I/O error during a run),
- * 2 a command line or input the user must fix (unknown or bad option, missing file, unusable corpus);
- * these print one message, never a stack trace.
+ * Exit status: 0 success, 1 failure (a verify that found problems, a native or I/O error during a run, a
+ * port serve cannot listen on), 2 a command line or input the user must fix (unknown or bad option,
+ * missing file, unusable corpus); these print one message, never a stack trace. {@code serve} runs until
+ * a signal stops it (it then closes the server; the JVM exits 130 for SIGINT, 143 for SIGTERM).
  */
 public final class Main {
     static final int OK = 0;
@@ -47,6 +49,7 @@ public final class Main {
                   train    train a byte-level HSPMN language model on UTF-8 text; checkpoints, metrics, resume
                   verify   check a checkpoint: structure, names and shapes against its config, finite values
                   sample   continue a prompt greedily with a trained checkpoint
+                  serve    the HTTP service: streamed generation and scoring (runs until stopped)
                   demo     run one block forward and backward on random data
                   bench    the block benchmark
 
@@ -67,6 +70,7 @@ public final class Main {
                 case "train" -> TrainCommand.run(rest, out, err);
                 case "verify" -> VerifyCommand.run(rest, out, err);
                 case "sample" -> SampleCommand.run(rest, out, err);
+                case "serve" -> ServeCommand.run(rest, out, err);
                 case "demo" -> {
                     Demo.main(rest);
                     yield OK;
@@ -79,11 +83,11 @@ public final class Main {
                     out.print(usage());
                     yield OK;
                 }
-                default -> throw new UsageException("unknown command '" + args[0] + "'; commands: train, verify, sample, demo, bench");
+                default -> throw new UsageException("unknown command '" + args[0] + "'; commands: train, verify, sample, serve, demo, bench");
             };
         } catch (UsageException e) {
             err.println("error: " + e.getMessage());
-            if (command.equals("train") || command.equals("verify") || command.equals("sample")) {
+            if (command.equals("train") || command.equals("verify") || command.equals("sample") || command.equals("serve")) {
                 err.println("run 'hspmn " + command + " --help' for its options");
             } else {
                 err.print(usage());

@@ -65,7 +65,8 @@ public final class Server implements AutoCloseable {
             m.addProperty("engine", Models.describe(de));
             model.set(m);
             return de;
-        }, new Engine.Options(options.maxBatch(), Math.max(options.maxConcurrent() - options.maxBatch(), 0)));
+        }, new Engine.Options(options.maxBatch(), Math.max(options.maxConcurrent() - options.maxBatch(), 0),
+                options.prefillChunk()));
         try {
             return start(options, engine, model.get(), true);
         } catch (RuntimeException e) {
@@ -155,6 +156,11 @@ public final class Server implements AutoCloseable {
         }
     }
 
+    /** What /health reports as the model (config, backend, source, engine). */
+    public JsonObject model() {
+        return service.model();
+    }
+
     public int port() {
         return http.getAddress().getPort();
     }
@@ -173,34 +179,11 @@ public final class Server implements AutoCloseable {
         }
     }
 
+    /** {@code hspmn serve}: see {@link io.hspmn.cli.Main} (the same command and exit codes). */
     public static void main(String[] args) {
-        ServerOptions options;
-        try {
-            options = ServerOptions.parse(args);
-        } catch (IllegalArgumentException e) {
-            System.err.println("serve: " + e.getMessage());
-            System.err.println("run with --help for the options");
-            System.exit(2);
-            return;
-        }
-        if (options == null) {
-            System.out.print(ServerOptions.USAGE);
-            return;
-        }
-        // a client that sends its request slowly is cut off (the JDK server's default is no limit)
-        if (System.getProperty("sun.net.httpserver.maxReqTime") == null) {
-            System.setProperty("sun.net.httpserver.maxReqTime", "60");
-        }
-        Server server;
-        try {
-            server = start(options);
-        } catch (RuntimeException e) {
-            System.err.println("serve: " + e.getMessage());
-            System.exit(1);
-            return;
-        }
-        Runtime.getRuntime().addShutdownHook(new Thread(server::close, "hspmn-serve-shutdown"));
-        System.out.println("hspmn serve: listening on " + server.uri() + " (" + options + ")");
-        System.out.println("model: " + server.service.model());
+        String[] a = new String[args.length + 1];
+        a[0] = "serve";
+        System.arraycopy(args, 0, a, 1, args.length);
+        io.hspmn.cli.Main.main(a);
     }
 }

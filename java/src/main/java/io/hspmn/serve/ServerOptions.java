@@ -4,6 +4,7 @@ import io.hspmn.Backend;
 import io.hspmn.HspmnConfig;
 import io.hspmn.Routing;
 import io.hspmn.ModelConfig;
+import io.hspmn.generate.Generator;
 import io.hspmn.generate.Models;
 
 import java.nio.file.Path;
@@ -26,11 +27,12 @@ import java.util.Locale;
  * @param defaultNewTokens    max_new_tokens when a request does not say
  * @param maxConcurrent       generate and score requests served at once; more is 429
  * @param maxBatch            sequences decoded together
+ * @param prefillChunk        the most prompt tokens prefilled between two decode steps (Engine.Options)
  */
 public record ServerOptions(String host, int port, Path checkpoint, ModelConfig randomModel, long seed,
                             Models.EngineKind engine, Backend backend,
                             int threads, int maxBodyBytes, int maxPromptTokens, int maxNewTokens, int defaultNewTokens,
-                            int maxConcurrent, int maxBatch) {
+                            int maxConcurrent, int maxBatch, int prefillChunk) {
 
     public ServerOptions {
         if (port < 0 || port > 65535) {
@@ -44,6 +46,7 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
         positive("--max-new-tokens", maxNewTokens);
         positive("--max-concurrent", maxConcurrent);
         positive("--max-batch", maxBatch);
+        positive("--prefill-chunk", prefillChunk);
         if (defaultNewTokens < 1 || defaultNewTokens > maxNewTokens) {
             throw new IllegalArgumentException("--default-new-tokens must be in [1, --max-new-tokens], got " + defaultNewTokens);
         }
@@ -52,6 +55,14 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
         if (threads < 0) {
             throw new IllegalArgumentException("--threads must be >= 0, got " + threads);
         }
+    }
+
+    /** With the default prefill chunk. */
+    public ServerOptions(String host, int port, Path checkpoint, ModelConfig randomModel, long seed,
+                         Models.EngineKind engine, Backend backend, int threads, int maxBodyBytes, int maxPromptTokens,
+                         int maxNewTokens, int defaultNewTokens, int maxConcurrent, int maxBatch) {
+        this(host, port, checkpoint, randomModel, seed, engine, backend, threads, maxBodyBytes, maxPromptTokens,
+                maxNewTokens, defaultNewTokens, maxConcurrent, maxBatch, Generator.DEFAULT_PREFILL_CHUNK);
     }
 
     private static void positive(String name, int v) {
@@ -79,21 +90,26 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
 
     public ServerOptions withLimits(int maxBodyBytes, int maxPromptTokens, int maxNewTokens, int maxConcurrent, int maxBatch) {
         return new ServerOptions(host, port, checkpoint, randomModel, seed, engine, backend, threads, maxBodyBytes,
-                maxPromptTokens, maxNewTokens, Math.min(defaultNewTokens, maxNewTokens), maxConcurrent, maxBatch);
+                maxPromptTokens, maxNewTokens, Math.min(defaultNewTokens, maxNewTokens), maxConcurrent, maxBatch, prefillChunk);
     }
 
     public ServerOptions withRandomModel(ModelConfig config, long seed, Backend backend, int threads) {
         return new ServerOptions(host, port, null, config, seed, engine, backend, threads, maxBodyBytes, maxPromptTokens,
-                maxNewTokens, defaultNewTokens, maxConcurrent, maxBatch);
+                maxNewTokens, defaultNewTokens, maxConcurrent, maxBatch, prefillChunk);
     }
 
     public ServerOptions withEngine(Models.EngineKind kind) {
         return new ServerOptions(host, port, checkpoint, randomModel, seed, kind, backend, threads, maxBodyBytes,
-                maxPromptTokens, maxNewTokens, defaultNewTokens, maxConcurrent, maxBatch);
+                maxPromptTokens, maxNewTokens, defaultNewTokens, maxConcurrent, maxBatch, prefillChunk);
+    }
+
+    /** The options' help text. */
+    public static String usage() {
+        return USAGE;
     }
 
     static final String USAGE = """
-            usage: serve (--ckpt PATH | --random) [options]
+            usage: hspmn serve (--ckpt PATH | --random) [options]
 
             An HTTP service for an HSPMN language model (byte-level: a token is a UTF-8 byte).
               POST /v1/generate  {"prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "stop"}
@@ -119,13 +135,15 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
               --default-new-tokens N (64)      when a request does not say
               --max-concurrent N     (16)      generate + score requests at once; more get 429
               --max-batch N          (8)       sequences decoded together
+              --prefill-chunk N      (2048)    prompt tokens prefilled between two decode steps: a long
+                                               prompt holds the running streams up by one chunk per token
               --help
             """;
 
     private static final java.util.Set<String> VALUE_OPTIONS = java.util.Set.of("--host", "--port", "--ckpt", "--vocab",
             "--layers", "--dim", "--heads", "--kv-heads", "--mlp-ratio", "--routing", "--seed", "--backend", "--engine",
             "--threads", "--max-body-bytes", "--max-prompt-tokens", "--max-new-tokens", "--default-new-tokens",
-            "--max-concurrent", "--max-batch");
+            "--max-concurrent", "--max-batch", "--prefill-chunk");
 
     /** Parses command-line options ({@code --name value} or {@code --name=value}); null after printing help. */
     public static ServerOptions parse(String[] args) {
@@ -150,6 +168,7 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
         int defaultNew = 64;
         int maxConcurrent = 16;
         int maxBatch = 8;
+        int prefillChunk = Generator.DEFAULT_PREFILL_CHUNK;
         for (int i = 0; i < args.length; i++) {
             String a = args[i];
             String value = null;
@@ -201,6 +220,7 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
                 case "--default-new-tokens" -> defaultNew = integer(a, value);
                 case "--max-concurrent" -> maxConcurrent = integer(a, value);
                 case "--max-batch" -> maxBatch = integer(a, value);
+                case "--prefill-chunk" -> prefillChunk = integer(a, value);
                 default -> throw new IllegalArgumentException("unknown option " + a + " (see --help)");
             }
         }
@@ -217,7 +237,7 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
             }
         }
         return new ServerOptions(host, port, ckpt, config, seed, engine, backend, threads, maxBody, maxPrompt, maxNew,
-                Math.min(defaultNew, maxNew), maxConcurrent, maxBatch);
+                Math.min(defaultNew, maxNew), maxConcurrent, maxBatch, prefillChunk);
     }
 
     private static int integer(String name, String v) {
@@ -231,9 +251,9 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
     @Override
     public String toString() {
         return String.format(Locale.ROOT, "host=%s port=%d model=%s engine=%s backend=%s body<=%dB prompt<=%d new<=%d "
-                        + "concurrent<=%d batch<=%d",
+                        + "concurrent<=%d batch<=%d prefill-chunk=%d",
                 host, port, checkpoint != null ? checkpoint : "random(seed " + seed + ")",
                 engine.name().toLowerCase(Locale.ROOT), backend, maxBodyBytes,
-                maxPromptTokens, maxNewTokens, maxConcurrent, maxBatch);
+                maxPromptTokens, maxNewTokens, maxConcurrent, maxBatch, prefillChunk);
     }
 }
