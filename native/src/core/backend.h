@@ -96,6 +96,22 @@ struct DecodeCall {
     int64_t max_seqs, max_len;
 };
 
+// One new token for each of n rows (a decode step), with every index in internal memory so the call
+// can be recorded in a CUDA graph and replayed with new contents: row r appends to slot[r] at position
+// pos[r] (the slot's length before the step). slot[r] = -1 marks a padding row of a batch bucket: it
+// reads and writes no cache and its out row is unspecified. Caches as in DecodeCall.
+struct DecodeStepCall {
+    int64_t n;
+    const int32_t* slot;        // [n]
+    const int32_t* pos;         // [n]
+    const uint16_t* x;          // [n, D] bf16
+    uint16_t* out;              // [n, D] bf16
+    void* k_cache;
+    void* v_cache;
+    void* conv_cache;
+    int64_t max_seqs, max_len;
+};
+
 class BlockImpl : public Tracked {
 public:
     virtual ~BlockImpl() = default;
@@ -117,6 +133,11 @@ public:
     // Bytes of one cache element (K, V, conv inputs): the precision the block's forward keeps them in.
     virtual int decode_elem_bytes() const = 0;
     virtual void decode(const DecodeCall& call) = 0;
+    // Whether decode_step serves n rows of a step (else the decoder runs decode with host metadata).
+    virtual bool has_decode_step(int64_t /*n*/) const { return false; }
+    virtual void decode_step(const DecodeStepCall& call);
+    // Queues what must precede a replayed step (weights changed by set_param since the last call).
+    virtual void prepare_step() {}
 };
 
 // Scalars of one AdamW update (model/optimizer.cpp computes them in double once per step).
@@ -192,6 +213,18 @@ public:
                               const AdamwScalars& s) = 0;
     // dst[i] = value
     virtual void fill_f32(float* dst, int64_t n, float value) = 0;
+
+    // ---- decode steps (model/decoder.cpp Decoder::step)
+    // Host memory the backend copies from and to asynchronously (pinned on CUDA), zero-filled.
+    virtual void* staging_alloc(std::size_t bytes) = 0;
+    virtual void staging_free(void* p, std::size_t bytes) noexcept = 0;
+    // Queued copies between staging and internal memory; a graph replay repeats them, reading and
+    // writing the staging memory as it is then.
+    virtual void copy_from_staging(void* dst, const void* staging, std::size_t bytes) = 0;
+    virtual void copy_to_staging(void* staging, const void* src, std::size_t bytes) = 0;
+    // Records what body queues on the backend's stream as one graph (GraphImpl::launch replays it).
+    // Throws Error{INVALID_ARGUMENT} on backends without graphs (the CPU).
+    virtual GraphImpl* capture(void (*body)(void*), void* arg);
 };
 
 // Throws Error{NOT_BUILT / NO_DEVICE / ...} when the backend cannot be made.

@@ -122,6 +122,14 @@ public:
     void fill_f32(float* dst, int64_t n, float value) override {
         for (int64_t i = 0; i < n; ++i) dst[i] = value;
     }
+    void* staging_alloc(std::size_t bytes) override { return raw_alloc(bytes); }
+    void staging_free(void* p, std::size_t bytes) noexcept override { raw_free(p, bytes); }
+    void copy_from_staging(void* dst, const void* staging, std::size_t bytes) override {
+        std::memmove(dst, staging, bytes);
+    }
+    void copy_to_staging(void* staging, const void* src, std::size_t bytes) override {
+        std::memmove(staging, src, bytes);
+    }
 
 private:
     ThreadPool* pool_;

@@ -46,6 +46,15 @@ public:
         d_.activate();
         inner_->decode(call);
     }
+    bool has_decode_step(int64_t n) const override { return inner_->has_decode_step(n); }
+    void decode_step(const DecodeStepCall& call) override {
+        d_.activate();
+        inner_->decode_step(call);
+    }
+    void prepare_step() override {
+        d_.activate();
+        inner_->prepare_step();
+    }
 
 private:
     Device& d_;
@@ -240,6 +249,22 @@ public:
     void fill_f32(float* dst, int64_t n, float value) override {
         d_->activate();
         cuda::fill_f32(*d_, dst, n, value);
+    }
+
+    // Pinned, so the step's copies are asynchronous and a graph can replay them.
+    void* staging_alloc(std::size_t bytes) override { return tensor_alloc(HSPMN_MEMORY_PINNED, bytes); }
+    void staging_free(void* p, std::size_t bytes) noexcept override { tensor_free(HSPMN_MEMORY_PINNED, p, bytes); }
+    void copy_from_staging(void* dst, const void* staging, std::size_t bytes) override {
+        d_->activate();
+        check(cudaMemcpyAsync(dst, staging, bytes, cudaMemcpyHostToDevice, d_->stream), "cudaMemcpyAsync (step in)");
+    }
+    void copy_to_staging(void* staging, const void* src, std::size_t bytes) override {
+        d_->activate();
+        check(cudaMemcpyAsync(staging, src, bytes, cudaMemcpyDeviceToHost, d_->stream), "cudaMemcpyAsync (step out)");
+    }
+    GraphImpl* capture(void (*body)(void*), void* arg) override {
+        d_->activate();
+        return cuda::capture_stream(*d_, body, arg);
     }
 
 private:

@@ -170,6 +170,18 @@ struct DecodeScratch {
     std::vector<DecodeRun, TrackedAllocator<DecodeRun>> runs;
 };
 
+// Decode steps' own buffers (cuda_block_step.cu): rows for kSkinnyMaxRows, query slots for the
+// largest max_seqs seen, so replays of a captured step find them where they were.
+struct StepScratch {
+    int64_t seqs = 0;
+    DeviceBuffer c, a, act;            // [R, D], [R, D], [R, F] bf16
+    DeviceBuffer res, kf, qf;          // [R, D], [R, KV], [R, D] f32
+    DeviceBuffer routed, row_cache;    // [R] i32, [R] i64
+    DeviceBuffer q, attn;              // [seqs, D] bf16: queries and attention outputs by slot
+    DeviceBuffer lse, qpos, qcnt;      // [seqs, H] f32, [seqs] i32, [seqs] i32 (0 between steps)
+    SkinnyScratch gemm;
+};
+
 class CudaBlock final : public BlockImpl {
 public:
     CudaBlock(Device& d, const BlockConfig& cfg, uint64_t seed) : d_(d), cfg_(cfg), info_(param_table(cfg)) {
@@ -233,6 +245,9 @@ public:
     // K, V and the conv inputs h are bf16 in forward (k after RoPE, v, h): the caches keep them so.
     int decode_elem_bytes() const override { return 2; }
     void decode(const DecodeCall& call) override;
+    bool has_decode_step(int64_t n) const override;
+    void decode_step(const DecodeStepCall& call) override;
+    void prepare_step() override { refresh_weights(); }
     // One replay of a graph captured at scratch generation `generation` (CudaGraph::launch).
     void replay(cudaGraphExec_t exec, uint64_t generation, const void* shared_scratch);
 
@@ -289,6 +304,8 @@ private:
                        grow<float>(d_, A.l, N), grow<float>(d_, A.n, N), grow<float>(d_, A.temp, 2));
     }
 
+    void ensure_step(int64_t seqs);
+
     int64_t routing_k(int64_t S) const {
         return cfg_.params.routing == HSPMN_ROUTING_TOPK ? topk_count(S, cfg_.params.sparsity_k) : S;
     }
@@ -307,6 +324,7 @@ private:
     Activations route_;     // route()'s router values
     BackwardScratch back_;
     DecodeScratch dec_;
+    StepScratch step_;
     Stage stage_;
     uint64_t scratch_generation_ = 0;
 };
