@@ -402,6 +402,28 @@ HSPMN_API hspmn_status hspmn_decoder_append(hspmn_decoder* dec, const hspmn_tens
                                             const hspmn_tensor* tokens, hspmn_tensor* logits,
                                             hspmn_tensor* routed);
 
+/* ---- sampling (native/README.md "Sampling": one definition, bit-identical on every backend and in Java) */
+
+typedef struct hspmn_sampling_params {
+    float temperature;  /* 0: greedy (ties to the lowest id); else in [2^-126, 100]               */
+    int32_t top_k;      /* 0: no limit; >= V keeps all                                           */
+    float top_p;        /* in (0, 1]; 1 keeps all                                                */
+    int32_t reserved;   /* 0                                                                     */
+    uint64_t seed;      /* the random stream                                                     */
+    int64_t draw;       /* 1-based index of this draw in the stream, >= 1 (ignored when greedy)   */
+} hspmn_sampling_params;
+
+/* Greedy; top_k 0, top_p 1, seed 0, draw 1. */
+HSPMN_API hspmn_sampling_params hspmn_sampling_default_params(void);
+/* One token per row.
+ *   logits: [n, V] f32, V in 1..65536   params: host [n]   tokens: [n] i32
+ * Tensors may be in any memory of the context. -Inf logits are allowed (masked tokens); a row holding
+ * NaN or +Inf, or only -Inf, is HSPMN_ERR_NON_FINITE naming the first such row (whatever the NaN
+ * policy); the other rows' tokens are still written and a bad row's token is -1 (NaN), -2 (+Inf) or
+ * -3 (only -Inf). Waits for the result. */
+HSPMN_API hspmn_status hspmn_sample(hspmn_context* ctx, const hspmn_tensor* logits,
+                                    const hspmn_sampling_params* params, hspmn_tensor* tokens);
+
 /* ---- decode steps: sampling on the backend, graphs per batch size ----------------------------- */
 
 /* One decode step of n slots with the next token sampled by the backend (hspmn_sample's definition),

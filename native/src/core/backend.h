@@ -214,6 +214,19 @@ public:
     // dst[i] = value
     virtual void fill_f32(float* dst, int64_t n, float value) = 0;
 
+    // ---- sampling (native/README.md "Sampling"; hspmn_sample checks the arguments and the status).
+    // One token per row. Every pointer is in internal_memory(), params included, so the op can sit in a
+    // CUDA graph with the params uploaded by a memcpy node; params are valid (api/sample.cpp's checks).
+    //   logits: [n, V] f32, V <= 65536   params: [n]   tokens: [n] i32   status: [1] i32
+    // A bad row (NaN, +Inf, or only -Inf) gets token kSampleNaN / kSamplePosInf / kSampleAllNegInf;
+    // *status = 0 when every row was good, else 1 + the first bad row. Nothing throws for a bad row.
+    // Queued on the stream with no host synchronisation. The first call allocates the op's scratch
+    // (CUDA: 8 bytes, independent of n and V; CPU: 16 V bytes per worker thread), so calls with no
+    // larger V allocate nothing: make one call before capturing a graph.
+    static constexpr int32_t kSampleNaN = -1, kSamplePosInf = -2, kSampleAllNegInf = -3;
+    virtual void sample_tokens(const float* logits, int64_t n, int64_t V, const hspmn_sampling_params* params,
+                               int32_t* tokens, int32_t* status) = 0;
+
     // ---- decode steps (model/decoder.cpp Decoder::step)
     // Host memory the backend copies from and to asynchronously (pinned on CUDA), zero-filled.
     virtual void* staging_alloc(std::size_t bytes) = 0;

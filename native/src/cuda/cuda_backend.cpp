@@ -267,10 +267,21 @@ public:
         return cuda::capture_stream(*d_, body, arg);
     }
 
+    void sample_tokens(const float* logits, int64_t n, int64_t V, const hspmn_sampling_params* params, int32_t* tokens,
+                       int32_t* status) override {
+        d_->activate();
+        if (!lm_.sample_state.data()) {  // the first call only: 8 bytes, whatever n and V
+            lm_.sample_state.ensure(*d_, 2 * sizeof(unsigned));
+            lm_.sample_state.zero(*d_);
+        }
+        cuda::sample_tokens(*d_, logits, n, V, params, tokens, status, lm_.sample_state.as<unsigned>());
+    }
+
 private:
     // The language model's scratch, kept between steps so a warm step allocates nothing.
     struct LmScratch {
         DeviceBuffer embedding, norm_partials, sum_squares;
+        DeviceBuffer sample_state;  // sample_tokens: {tickets, bad word}, zero between launches
         CrossEntropyScratch cross_entropy;
     };
 

@@ -37,6 +37,8 @@ public:
 private:
     // The step's buffers, apart from append's so neither moves the other's under a captured graph.
     struct StepBuffers {
+        explicit StepBuffers(Backend& be)
+            : in_dev(be), out_dev(be), act_a(be), act_b(be), hidden(be), rstd(be), logits(be) {}
         int64_t rows = 0;               // capacity
         void* in_host = nullptr;        // staging: slot, pos, token [rows] i32, params [rows]
         void* out_host = nullptr;       // staging: next [rows] i32, status [1] i32

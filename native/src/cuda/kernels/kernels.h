@@ -121,6 +121,13 @@ void gumbel_noise_kernel_launch(Device& d, uint64_t seed, int64_t step, int32_t 
 // data: [numel] bf16 or f32  first: [1] u64 on the device (overwritten)
 void non_finite_scan(Device& d, const void* data, bool is_bf16, int64_t numel, unsigned long long* first);
 
+// ---- sample_tokens.cu: one token per row (native/README.md "Sampling"), core/backend.h sample_tokens.
+// One CTA per row; no host sync. state: [2] u32 of the device, zero before the first launch; every
+// launch leaves it zero again.
+// logits: [n, V] f32  params: [n]  tokens: [n] i32  status: [1] i32
+void sample_tokens(Device& d, const float* logits, int64_t n, int64_t V, const hspmn_sampling_params* params,
+                   int32_t* tokens, int32_t* status, unsigned* state);
+
 // ---- routed_fraction.cu: out[0] = sum(counts) / (B * S)   counts: [B] i32  out: [1] f32
 void routed_fraction(Device& d, const int32_t* counts, int64_t B, int64_t S, float* out);
 
