@@ -402,6 +402,45 @@ HSPMN_API hspmn_status hspmn_decoder_append(hspmn_decoder* dec, const hspmn_tens
                                             const hspmn_tensor* tokens, hspmn_tensor* logits,
                                             hspmn_tensor* routed);
 
+/* ---- sampling (native/README.md "Sampling": one definition, bit-identical on every backend and in Java) */
+
+typedef struct hspmn_sampling_params {
+    float temperature;  /* 0: greedy (ties to the lowest id); else in [2^-126, 100]               */
+    int32_t top_k;      /* 0: no limit; >= V keeps all                                           */
+    float top_p;        /* in (0, 1]; 1 keeps all                                                */
+    int32_t reserved;   /* 0                                                                     */
+    uint64_t seed;      /* the random stream                                                     */
+    int64_t draw;       /* 1-based index of this draw in the stream, >= 1 (ignored when greedy)   */
+} hspmn_sampling_params;
+
+/* Greedy; top_k 0, top_p 1, seed 0, draw 1. */
+HSPMN_API hspmn_sampling_params hspmn_sampling_default_params(void);
+/* One token per row.
+ *   logits: [n, V] f32, V in 1..65536   params: host [n]   tokens: [n] i32
+ * Tensors may be in any memory of the context. -Inf logits are allowed (masked tokens); a row holding
+ * NaN or +Inf, or only -Inf, is HSPMN_ERR_NON_FINITE naming the first such row (whatever the NaN
+ * policy); the other rows' tokens are still written and a bad row's token is -1 (NaN), -2 (+Inf) or
+ * -3 (only -Inf). Waits for the result. */
+HSPMN_API hspmn_status hspmn_sample(hspmn_context* ctx, const hspmn_tensor* logits,
+                                    const hspmn_sampling_params* params, hspmn_tensor* tokens);
+
+/* ---- decode steps: sampling on the backend, graphs per batch size ----------------------------- */
+
+/* One decode step of n slots with the next token sampled by the backend (hspmn_sample's definition),
+ * so only token ids come back: appends tokens[j] to slot slots[j] and samples next[j] from the
+ * logits after it under params[j] (params[j].draw: the draw's index in that seed's stream).
+ *   slots: host [n] distinct, each with length + 1 <= max_len   tokens: host [n] in [0, V)
+ *   params: host [n]   next: host [n] i32 (written)   logits: [n, V] f32 tensor or NULL (a copy out)
+ * With graphs captured (hspmn_decoder_capture) the step replays the graph of the smallest captured
+ * batch size >= n; n above every captured size is HSPMN_ERR_INVALID_ARGUMENT. Non-finite logits of a
+ * slot are HSPMN_ERR_NON_FINITE naming it: that slot is reset, the others advance with next written. */
+HSPMN_API hspmn_status hspmn_decoder_step(hspmn_decoder* dec, int32_t n, const int32_t* slots, const int32_t* tokens,
+                                          const hspmn_sampling_params* params, int32_t* next, hspmn_tensor* logits);
+/* Records the decode step for each batch size as one CUDA graph (every layer, the head and the
+ * sampling): sizes in [1, min(32, max_seqs)]; it replaces earlier captures. Slots are unchanged.
+ * HSPMN_ERR_INVALID_ARGUMENT on the CPU backend, which has no graphs. */
+HSPMN_API hspmn_status hspmn_decoder_capture(hspmn_decoder* dec, const int32_t* batch_sizes, int32_t count);
+
 /* ---- DLPack ----------------------------------------------------------------------------------- */
 
 /* Exports a tensor as a DLPack DLManagedTensor (DLPack 0.8 ABI, github.com/dmlc/dlpack) that shares

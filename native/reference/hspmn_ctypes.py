@@ -60,6 +60,11 @@ class AdamwResult(C.Structure):
     _fields_ = [("grad_norm", C.c_float), ("applied", C.c_int32)]
 
 
+class SamplingParams(C.Structure):
+    _fields_ = [("temperature", C.c_float), ("top_k", C.c_int32), ("top_p", C.c_float), ("reserved", C.c_int32),
+                ("seed", C.c_uint64), ("draw", C.c_int64)]
+
+
 class Lib:
     def __init__(self, path):
         L = C.CDLL(path)
@@ -117,6 +122,11 @@ class Lib:
             "hspmn_decoder_reset": (C.c_int, [P, C.c_int32]),
             "hspmn_decoder_length": (C.c_int, [P, C.c_int32, C.POINTER(C.c_int64)]),
             "hspmn_decoder_append": (C.c_int, [P, P, P, P, P]),
+            "hspmn_decoder_step": (C.c_int, [P, C.c_int32, P, P, C.POINTER(SamplingParams), P, P]),
+            "hspmn_decoder_capture": (C.c_int, [P, P, C.c_int32]),
+            # sampling
+            "hspmn_sampling_default_params": (SamplingParams, []),
+            "hspmn_sample": (C.c_int, [P, P, C.POINTER(SamplingParams), P]),
         }
         for name, (res, args) in sigs.items():
             f = getattr(L, name)
