@@ -4261,6 +4261,130 @@ public class hspmn_h {
         }
     }
 
+    private static class hspmn_decoder_step {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_decoder_step");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_step(hspmn_decoder *dec, int32_t n, const int32_t *slots, const int32_t *tokens, const hspmn_sampling_params *params, int32_t *next, hspmn_tensor *logits)
+     * }
+     */
+    public static FunctionDescriptor hspmn_decoder_step$descriptor() {
+        return hspmn_decoder_step.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_step(hspmn_decoder *dec, int32_t n, const int32_t *slots, const int32_t *tokens, const hspmn_sampling_params *params, int32_t *next, hspmn_tensor *logits)
+     * }
+     */
+    public static MethodHandle hspmn_decoder_step$handle() {
+        return hspmn_decoder_step.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_step(hspmn_decoder *dec, int32_t n, const int32_t *slots, const int32_t *tokens, const hspmn_sampling_params *params, int32_t *next, hspmn_tensor *logits)
+     * }
+     */
+    public static MemorySegment hspmn_decoder_step$address() {
+        return hspmn_decoder_step.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_step(hspmn_decoder *dec, int32_t n, const int32_t *slots, const int32_t *tokens, const hspmn_sampling_params *params, int32_t *next, hspmn_tensor *logits)
+     * }
+     */
+    public static int hspmn_decoder_step(MemorySegment dec, int n, MemorySegment slots, MemorySegment tokens, MemorySegment params, MemorySegment next, MemorySegment logits) {
+        var mh$ = hspmn_decoder_step.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_decoder_step", dec, n, slots, tokens, params, next, logits);
+            }
+            return (int)mh$.invokeExact(dec, n, slots, tokens, params, next, logits);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_decoder_capture {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_INT
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_decoder_capture");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_capture(hspmn_decoder *dec, const int32_t *batch_sizes, int32_t count)
+     * }
+     */
+    public static FunctionDescriptor hspmn_decoder_capture$descriptor() {
+        return hspmn_decoder_capture.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_capture(hspmn_decoder *dec, const int32_t *batch_sizes, int32_t count)
+     * }
+     */
+    public static MethodHandle hspmn_decoder_capture$handle() {
+        return hspmn_decoder_capture.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_capture(hspmn_decoder *dec, const int32_t *batch_sizes, int32_t count)
+     * }
+     */
+    public static MemorySegment hspmn_decoder_capture$address() {
+        return hspmn_decoder_capture.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_decoder_capture(hspmn_decoder *dec, const int32_t *batch_sizes, int32_t count)
+     * }
+     */
+    public static int hspmn_decoder_capture(MemorySegment dec, MemorySegment batch_sizes, int count) {
+        var mh$ = hspmn_decoder_capture.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_decoder_capture", dec, batch_sizes, count);
+            }
+            return (int)mh$.invokeExact(dec, batch_sizes, count);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
     private static class hspmn_decoder_append {
         public static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,

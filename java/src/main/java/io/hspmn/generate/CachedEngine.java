@@ -1,12 +1,16 @@
 package io.hspmn.generate;
 
+import io.hspmn.Backend;
 import io.hspmn.Context;
 import io.hspmn.DType;
 import io.hspmn.Decoder;
+import io.hspmn.InvalidArgumentException;
 import io.hspmn.LanguageModel;
+import io.hspmn.NonFiniteInputException;
 import io.hspmn.Routing;
 import io.hspmn.Tensor;
 
+import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.Objects;
@@ -18,10 +22,16 @@ import java.util.Objects;
  * in one native call whatever their lengths. Needs threshold routing; its logits then equal the full forward's on each whole sequence (bit
  * for bit on the CPU backend).
  *
+ * <p>Steps sample on the backend ({@link #stepSampled}, {@link Decoder#step}): the token ids go in and the
+ * sampled ids come back through off-heap arrays the engine and the {@link Generator} keep, and logits
+ * cross only for sequences that need them (log-probabilities, scoring). On the CUDA backend the engine
+ * captures the step as CUDA graphs for batch sizes 1, 2, 4, ... up to min(32, maxSeqs) (see
+ * {@link #capturedBatchSizes()}); a step of more sequences than the largest graph goes in parts.
+ *
  * <p>Zero-copy: for each batch size the engine keeps PINNED tensors for the slot ids [n], the next tokens
- * [n, 1] and the logits [n, V]; a step writes the ids into their memory, calls the decoder, and hands out
- * the logits tensor's memory itself. The decoder has one slot more than the batch: {@link #forwardReport}
- * prefills the text there to read which positions each layer routed.
+ * [n, 1] and the logits [n, V]; a logits step ({@link #step}) writes the ids into their memory, calls the
+ * decoder, and hands out the logits tensor's memory itself. The decoder has one slot more than the batch:
+ * {@link #forwardReport} prefills the text there to read which positions each layer routed.
  */
 public final class CachedEngine implements DecodeEngine {
     private static final class Seq implements Sequence {
@@ -95,6 +105,11 @@ public final class CachedEngine implements DecodeEngine {
     private int free;
     private final boolean[] dirty; // slots whose reset at release failed
     private Tensor chunkTokens; // [1, T] i32 prompt pieces of the largest size T seen
+    private final Arena arena = Arena.ofShared();
+    private final MemorySegment stepSlots; // i32 [maxSeqs]: slot ids of a sampled step
+    private final int[] captured;          // batch sizes with a CUDA graph, ascending; empty without
+    private final int partRows;            // the most rows one sampled step carries (the largest graph)
+    private final String graphs;
     private boolean closed;
 
     /**
@@ -126,6 +141,11 @@ public final class CachedEngine implements DecodeEngine {
         }
         this.free = maxSeqs;
         this.dirty = new boolean[maxSeqs + 1];
+        this.stepSlots = arena.allocate(4L * maxSeqs, 64);
+        String[] note = new String[1];
+        this.captured = capture(decoder, ctx, maxSeqs, note);
+        this.graphs = note[0];
+        this.partRows = captured.length == 0 ? maxSeqs : captured[captured.length - 1];
     }
 
     @Override
@@ -141,6 +161,44 @@ public final class CachedEngine implements DecodeEngine {
     @Override
     public int maxLength() {
         return maxLength;
+    }
+
+    /**
+     * Graphs on CUDA for batch sizes 1, 2, 4, ..., min(32, maxSeqs) (the largest always), or none: on the
+     * CPU backend, or where the decoder cannot capture (it says why; steps then run without graphs).
+     */
+    private static int[] capture(Decoder decoder, Context ctx, int maxSeqs, String[] note) {
+        if (ctx.backend() != Backend.CUDA) {
+            note[0] = "no CUDA graphs (" + ctx.backend() + " backend)";
+            return new int[0];
+        }
+        int top = Math.min(32, maxSeqs);
+        int[] sizes = new int[32 - Integer.numberOfLeadingZeros(top) + (Integer.bitCount(top) == 1 ? 0 : 1)];
+        int k = 0;
+        for (int b = 1; b <= top; b *= 2) {
+            sizes[k++] = b;
+        }
+        if (sizes[k - 1] != top) {
+            sizes[k++] = top;
+        }
+        try {
+            decoder.capture(sizes);
+        } catch (InvalidArgumentException e) {
+            note[0] = "no CUDA graphs: " + e.getMessage();
+            return new int[0];
+        }
+        note[0] = "CUDA graphs for batch sizes " + java.util.Arrays.toString(sizes);
+        return sizes;
+    }
+
+    /** Whether decode steps replay CUDA graphs, and for which batch sizes (or why not). */
+    public String graphs() {
+        return graphs;
+    }
+
+    /** Batch sizes the decode step was captured for as CUDA graphs (empty: none). */
+    public int[] capturedBatchSizes() {
+        return captured.clone();
     }
 
     /** Sequences prefilled and not yet released. */
@@ -241,6 +299,55 @@ public final class CachedEngine implements DecodeEngine {
     }
 
     @Override
+    public boolean samplesTokens() {
+        return true;
+    }
+
+    /**
+     * {@inheritDoc} One {@link Decoder#step} (or one per part of at most the largest captured batch size).
+     * A slot whose logits were not finite was reset by the decoder; the others advanced.
+     */
+    @Override
+    public MemorySegment stepSampled(Sequence[] sequences, int count, MemorySegment nextIds, MemorySegment params,
+                                     MemorySegment sampled, boolean wantLogits) {
+        if (count < 1 || count > maxSeqs || count > sequences.length) {
+            throw new IllegalArgumentException("count " + count + " must be in [1, " + Math.min(maxSeqs, sequences.length) + "]");
+        }
+        for (int i = 0; i < count; i++) {
+            Seq s = (Seq) sequences[i];
+            if (s.released) {
+                throw new IllegalStateException("sequence " + i + " was released");
+            }
+            if (s.length >= maxLength) {
+                throw new IllegalStateException("sequence " + i + " is at the maximum length " + maxLength);
+            }
+            stepSlots.setAtIndex(ValueLayout.JAVA_INT, i, s.slot);
+        }
+        Buffers b = wantLogits ? buffers(count) : null;
+        for (int at = 0; at < count; at += partRows) {
+            int n = Math.min(partRows, count - at);
+            Tensor logits = null;
+            if (wantLogits) {
+                logits = n == count ? b.logits : buffers(n).logits;
+            }
+            try {
+                decoder.step(n, at == 0 ? stepSlots : stepSlots.asSlice(4L * at), at == 0 ? nextIds : nextIds.asSlice(4L * at),
+                        at == 0 ? params : params.asSlice(io.hspmn.StepArrays.PARAMS_BYTES * at),
+                        at == 0 ? sampled : sampled.asSlice(4L * at), logits);
+            } catch (NonFiniteInputException e) {
+                // the part's ids are written; the bad slot's is negative and the decoder reset it
+            }
+            for (int i = at; i < at + n; i++) {
+                ((Seq) sequences[i]).length++;
+            }
+            if (wantLogits && n != count) {
+                MemorySegment.copy(buffers(n).logitRows, 0, b.logitRows, 4L * vocab * at, 4L * vocab * n);
+            }
+        }
+        return wantLogits ? b.logitRows : null;
+    }
+
+    @Override
     public void release(Sequence sequence) {
         Seq s = (Seq) sequence;
         if (!s.released) {
@@ -313,6 +420,7 @@ public final class CachedEngine implements DecodeEngine {
             if (chunkTokens != null) {
                 chunkTokens.close();
             }
+            arena.close();
             decoder.close();
         } finally {
             if (ownsModel) {

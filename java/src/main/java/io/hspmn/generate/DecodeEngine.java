@@ -11,7 +11,9 @@ import java.lang.foreign.MemorySegment;
  *
  * <p>Token ids go in and logits come out as off-heap memory: ids as i32 {@link MemorySegment}s, logits as
  * f32 rows of length {@link #vocabSize()} in a segment the engine owns (zero-copy where the engine can
- * hand out the native output itself), valid until the engine's next call.
+ * hand out the native output itself), valid until the engine's next call. An engine that samples on its
+ * own side ({@link #samplesTokens()}, the cached engine: sampling on the device) hands back token ids
+ * instead, and logits only for sequences that need them.
  *
  * <p>Not thread-safe: an engine, like the native context under it, is used by one thread at a time
  * ({@link Engine} gives it a worker thread of its own).
@@ -85,6 +87,30 @@ public interface DecodeEngine extends AutoCloseable {
      * change from one step to the next. On failure no sequence has grown.
      */
     MemorySegment step(Sequence[] sequences, int count, MemorySegment nextIds);
+
+    /**
+     * Whether the engine samples next tokens itself ({@link #stepSampled}): then a step returns token ids
+     * and logits cross only when someone needs them.
+     */
+    default boolean samplesTokens() {
+        return false;
+    }
+
+    /**
+     * A step whose next tokens the engine samples: appends {@code nextIds[i]} to {@code sequences[i]} and
+     * writes to {@code sampled[i]} the token drawn from the logits after it under {@code params[i]} (an
+     * {@code hspmn_sampling_params} per sequence, see {@link io.hspmn.StepArrays#write}; the definition is
+     * {@link Sampler}'s). A sequence whose logits were not finite gets a negative id (-1 NaN, -2 +Infinity,
+     * -3 every logit -Infinity) and cannot go on: release it. On any other failure no sequence has grown.
+     *
+     * @param wantLogits whether to hand back the logits too
+     * @return the logits [count, V] f32 (valid until the next call) when wanted, else null
+     * @throws UnsupportedOperationException unless {@link #samplesTokens()}
+     */
+    default MemorySegment stepSampled(Sequence[] sequences, int count, MemorySegment nextIds, MemorySegment params,
+                                      MemorySegment sampled, boolean wantLogits) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " does not sample");
+    }
 
     /** Frees what the engine holds for a sequence. The sequence may not be used again. Idempotent. */
     void release(Sequence sequence);

@@ -1,5 +1,7 @@
 package io.hspmn.generate;
 
+import io.hspmn.StepArrays;
+
 import java.lang.foreign.MemorySegment;
 import java.util.NoSuchElementException;
 import java.util.PrimitiveIterator;
@@ -209,6 +211,33 @@ public final class GenerationSession implements AutoCloseable, Iterable<Integer>
         @Override
         boolean accept(MemorySegment logits, long offset, int vocab, int length, int maxLength) {
             int t = sampler.sample(logits, offset);
+            float lp = logprobs != null ? (float) Sampler.logProb(logits, offset, vocab, t) : Float.NaN;
+            return acceptToken(t, lp, length, maxLength);
+        }
+
+        @Override
+        boolean needsLogits() {
+            return logprobs != null;
+        }
+
+        @Override
+        void writeSampling(MemorySegment params, long offset) {
+            SamplingParams p = request.sampling();
+            long draw = 1;
+            if (!p.isGreedy()) {
+                // the engine's sample takes this sequence's next draw, as Sampler.sample would
+                draw = sampler.draws() + 1;
+                sampler.seek(draw);
+            }
+            StepArrays.write(params, offset, p.temperature(), p.topK(), p.topP(), p.seed(), draw);
+        }
+
+        @Override
+        boolean acceptToken(int t, int length, int maxLength) {
+            return acceptToken(t, Float.NaN, length, maxLength);
+        }
+
+        private boolean acceptToken(int t, float logprob, int length, int maxLength) {
             if (n == tokens.length) {
                 int cap = (int) Math.min(request.maxNewTokens(), 2L * tokens.length);
                 tokens = java.util.Arrays.copyOf(tokens, cap);
@@ -218,7 +247,7 @@ public final class GenerationSession implements AutoCloseable, Iterable<Integer>
             }
             tokens[n] = t;
             if (logprobs != null) {
-                logprobs[n] = (float) Sampler.logProb(logits, offset, vocab, t);
+                logprobs[n] = logprob;
             }
             n++;
             if (n == 1) {

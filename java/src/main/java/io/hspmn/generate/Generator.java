@@ -1,5 +1,7 @@
 package io.hspmn.generate;
 
+import io.hspmn.StepArrays;
+
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
@@ -21,10 +23,13 @@ import java.util.concurrent.CompletableFuture;
  *
  * <p>Single-threaded, like the engine it drives: call it from one thread at a time. {@link Engine} is the
  * thread-safe front that runs a Generator on a worker thread of its own. The hot path ({@link #step()})
- * allocates nothing of its own: next-token ids go to the engine in an off-heap i32 segment, the samplers
- * read the logits straight from the engine's off-heap output.
+ * allocates nothing of its own: next-token ids and sampling parameters go to the engine in off-heap
+ * segments and sampled ids come back in one (an engine that samples, as the cached one does on the
+ * device), or the samplers read the logits straight from the engine's off-heap output.
  */
 public final class Generator implements AutoCloseable {
+    private static final long PARAMS_BYTES = StepArrays.PARAMS_BYTES;
+
     /** Prompt tokens appended per step by default: a 32k prompt takes 16 steps. */
     public static final int DEFAULT_PREFILL_CHUNK = 2048;
 
@@ -35,6 +40,9 @@ public final class Generator implements AutoCloseable {
     private final long rowBytes;
     private final Arena arena = Arena.ofShared();
     private final MemorySegment nextIds;        // i32 [maxBatch]
+    private final boolean sampling;             // the engine samples: params down, ids back
+    private final MemorySegment params;         // hspmn_sampling_params [maxBatch]
+    private final MemorySegment sampled;        // i32 [maxBatch]: the engine's tokens
     private MemorySegment promptIds;            // i32 prompt staging for prefill
     private final Slot[] slots;                 // decoding: [0, active)
     private final DecodeEngine.Sequence[] seqs;
@@ -73,6 +81,9 @@ public final class Generator implements AutoCloseable {
         this.vocab = engine.vocabSize();
         this.rowBytes = 4L * vocab;
         this.nextIds = arena.allocate(4L * maxBatch, 64);
+        this.sampling = engine.samplesTokens();
+        this.params = arena.allocate(PARAMS_BYTES * maxBatch, 64);
+        this.sampled = arena.allocate(4L * maxBatch, 64);
         this.promptIds = arena.allocate(4L * 256, 64);
         this.slots = new Slot[maxBatch];
         this.seqs = new DecodeEngine.Sequence[maxBatch];
@@ -270,17 +281,31 @@ public final class Generator implements AutoCloseable {
         return active + pending > 0;
     }
 
-    /** One engine step for every decoding sequence. */
+    /**
+     * One engine step for every decoding sequence. With an engine that samples ({@link
+     * DecodeEngine#samplesTokens()}) each sequence's sampling parameters go down with its token and only
+     * ids come back; logits come too only if some sequence needs them (log-probabilities, scoring), and
+     * those sequences choose from them here.
+     */
     private void decode() {
         int n = active;
+        boolean anyLogits = !sampling;
         for (int i = 0; i < n; i++) {
             Slot s = slots[i];
             nextIds.setAtIndex(ValueLayout.JAVA_INT, i, s.next);
             seqs[i] = s.sequence;
+            if (sampling) {
+                if (s.needsLogits()) {
+                    anyLogits = true;
+                    StepArrays.write(params, PARAMS_BYTES * i, 0f, 0, 1f, 0L, 1L); // its sample is not used
+                } else {
+                    s.writeSampling(params, PARAMS_BYTES * i);
+                }
+            }
         }
         MemorySegment logits;
         try {
-            logits = engine.step(seqs, n, nextIds);
+            logits = sampling ? engine.stepSampled(seqs, n, nextIds, params, sampled, anyLogits) : engine.step(seqs, n, nextIds);
         } catch (RuntimeException e) {
             // the engine could not advance the batch: every sequence in it fails, the loop goes on
             for (int i = 0; i < n; i++) {
@@ -300,7 +325,16 @@ public final class Generator implements AutoCloseable {
             Slot s = slots[i];
             boolean more;
             try {
-                more = s.accept(logits, rowBytes * i, vocab, s.sequence.length(), maxLength);
+                if (!sampling || s.needsLogits()) {
+                    more = s.accept(logits, rowBytes * i, vocab, s.sequence.length(), maxLength);
+                } else {
+                    int t = sampled.getAtIndex(ValueLayout.JAVA_INT, i);
+                    if (t < 0) {
+                        throw new IllegalStateException(t == -1 ? "the logits hold NaN" : t == -2 ? "the logits hold +Infinity"
+                                : "every logit is -Infinity");
+                    }
+                    more = s.acceptToken(t, s.sequence.length(), maxLength);
+                }
             } catch (RuntimeException e) {
                 release(s);
                 s.finishFailed(e);

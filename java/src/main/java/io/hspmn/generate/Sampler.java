@@ -56,6 +56,14 @@ public final class Sampler {
         return draws;
     }
 
+    /** Moves the stream: the next sample uses draw {@code draws + 1} (a resumed sequence continues its stream). */
+    public void seek(long draws) {
+        if (draws < 0) {
+            throw new IllegalArgumentException("draws must be >= 0, got " + draws);
+        }
+        this.draws = draws;
+    }
+
     /**
      * A token for the logits row at {@code offset} (bytes) in {@code row}: V f32 values.
      *

@@ -39,6 +39,27 @@ abstract class Slot {
      */
     abstract boolean accept(MemorySegment logits, long offset, int vocab, int length, int maxLength);
 
+    /**
+     * Whether the next token must be chosen from logits in Java ({@link #accept}); if not, an engine that
+     * samples ({@link DecodeEngine#samplesTokens()}) may choose it under {@link #writeSampling}'s params.
+     */
+    boolean needsLogits() {
+        return true;
+    }
+
+    /**
+     * Writes the {@code hspmn_sampling_params} of the next token at {@code offset} of {@code params},
+     * taking its draw of the random stream (so a call is a promise to {@link #acceptToken} the result).
+     */
+    void writeSampling(MemorySegment params, long offset) {
+        throw new UnsupportedOperationException("this sequence needs logits");
+    }
+
+    /** As {@link #accept}, with the token the engine sampled under {@link #writeSampling}'s params. */
+    boolean acceptToken(int token, int length, int maxLength) {
+        throw new UnsupportedOperationException("this sequence needs logits");
+    }
+
     /** Run once when the slot leaves the loop, before its outcome is published (the Engine counts with it). */
     private Runnable onLeave;
     private boolean left;

@@ -63,6 +63,9 @@ public final class Server implements AutoCloseable {
             m.addProperty("source", options.checkpoint() != null ? ModelLoader.resolve(options.checkpoint()).toString()
                     : "random (seed " + options.seed() + ")");
             m.addProperty("engine", Models.describe(de));
+            if (de instanceof io.hspmn.generate.CachedEngine c) {
+                m.addProperty("decode_graphs", c.graphs());
+            }
             model.set(m);
             return de;
         }, new Engine.Options(options.maxBatch(), Math.max(options.maxConcurrent() - options.maxBatch(), 0),

@@ -121,6 +121,41 @@ public final class FakeEngine implements DecodeEngine {
         return out.asSlice(0, 4L * vocab * count);
     }
 
+    /** When set, the engine samples (as the cached engine does natively) with the Java {@link Sampler}. */
+    volatile boolean samples;
+    /** A step that takes a sequence to this length gives it NaN logits. */
+    volatile int nanAtLength = -1;
+    volatile int sampledSteps;
+
+    @Override
+    public boolean samplesTokens() {
+        return samples;
+    }
+
+    @Override
+    public MemorySegment stepSampled(Sequence[] sequences, int count, MemorySegment nextIds, MemorySegment params,
+                                     MemorySegment sampled, boolean wantLogits) {
+        if (!samples) {
+            return DecodeEngine.super.stepSampled(sequences, count, nextIds, params, sampled, wantLogits);
+        }
+        MemorySegment logits = step(sequences, count, nextIds);
+        sampledSteps++;
+        for (int i = 0; i < count; i++) {
+            long o = io.hspmn.StepArrays.PARAMS_BYTES * i;
+            if (((Seq) sequences[i]).length == nanAtLength) {
+                logits.setAtIndex(ValueLayout.JAVA_FLOAT, (long) vocab * i + 3, Float.NaN);
+                sampled.setAtIndex(ValueLayout.JAVA_INT, i, -1);
+                continue;
+            }
+            SamplingParams p = new SamplingParams(params.get(ValueLayout.JAVA_FLOAT, o), params.get(ValueLayout.JAVA_INT, o + 4),
+                    params.get(ValueLayout.JAVA_FLOAT, o + 8), params.get(ValueLayout.JAVA_LONG, o + 16));
+            Sampler sm = new Sampler(p, vocab);
+            sm.seek(params.get(ValueLayout.JAVA_LONG, o + 24) - 1);
+            sampled.setAtIndex(ValueLayout.JAVA_INT, i, sm.sample(logits, 4L * vocab * i));
+        }
+        return wantLogits ? logits : null;
+    }
+
     @Override
     public void release(Sequence sequence) {
         Seq s = (Seq) sequence;

@@ -10,9 +10,10 @@ import java.util.concurrent.CountDownLatch;
  * A DecodeEngine that passes every call to another and logs the calls that compute ({@link #extend} pieces
  * and steps) in order, into a list that listeners may add their own events to: the decode thread writes
  * all of them, so their order is the order things happened. An optional latch holds the first call back
- * (tests use it to let several submissions arrive before anything runs).
+ * (tests use it to let several submissions arrive before anything runs). Sampled steps are logged as steps;
+ * {@link #javaSampling()} hides the inner engine's own sampling.
  */
-final class RecordingEngine implements DecodeEngine {
+class RecordingEngine implements DecodeEngine {
     /** Something that happened on the decode thread. */
     sealed interface Event permits Piece, Step, Token {
     }
@@ -32,6 +33,8 @@ final class RecordingEngine implements DecodeEngine {
     final DecodeEngine inner;
     final List<Event> events = Collections.synchronizedList(new ArrayList<>());
     volatile CountDownLatch holdFirstCall;
+    /** When set, the engine does not offer its own sampling: the Generator samples the logits in Java. */
+    volatile boolean javaSampling;
 
     RecordingEngine(DecodeEngine inner) {
         this.inner = inner;
@@ -100,6 +103,25 @@ final class RecordingEngine implements DecodeEngine {
         hold();
         events.add(new Step(count));
         return inner.step(sequences, count, nextIds);
+    }
+
+    /** This engine with {@link #javaSampling} set. */
+    RecordingEngine javaSampling() {
+        javaSampling = true;
+        return this;
+    }
+
+    @Override
+    public boolean samplesTokens() {
+        return !javaSampling && inner.samplesTokens();
+    }
+
+    @Override
+    public MemorySegment stepSampled(Sequence[] sequences, int count, MemorySegment nextIds, MemorySegment params,
+                                     MemorySegment sampled, boolean wantLogits) {
+        hold();
+        events.add(new Step(count));
+        return inner.stepSampled(sequences, count, nextIds, params, sampled, wantLogits);
     }
 
     @Override
