@@ -78,6 +78,11 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   stage model_cuda "$py" native/reference/check_model.py --backend cuda --lib "$build/libhspmn.so"
   # cached decoding (hspmn_decoder_*) through the CUDA backend against the full forward of the same library
   stage decode_cuda "$py" native/reference/check_decode.py --backend cuda --lib "$build/libhspmn.so"
+  # the decode step (skinny GEMMs, fused per-row kernels, sampling on the device), eager and as graphs
+  stage decode_step_cuda "$py" native/reference/check_decode.py --backend cuda --path step --lib "$build/libhspmn.so"
+  stage decode_graph_cuda "$py" native/reference/check_decode.py --backend cuda --path graph --lib "$build/libhspmn.so"
+  # skinny_gemm's every epilogue vs float64, then its weight-streaming rate beside cuBLASLt
+  stage skinny_gemm "$build/tests/skinny_gemm_cuda" --bench
   # DLPack export of DEVICE tensors imported by torch as CUDA tensors
   stage dlpack_cuda "$py" native/reference/test_dlpack.py --backend cuda --lib "$build/libhspmn.so"
   # every op and the whole block, CUDA against the CPU backend of the same library (head dims 64/128, S=20000)
