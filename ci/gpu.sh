@@ -7,6 +7,7 @@
 # hspmn_cuda_lm (the language model's CUDA ops vs float64), golden parity through the CUDA backend, the
 # same goldens through the CPU backend of the CUDA-built library, the language model through the CUDA
 # backend against hspmn_lm.py (model_cuda), cached decoding against the full forward (decode_cuda),
+# sampling against the CPU op bit for bit, with its kernel timings (sample_cuda),
 # and the Java tests when ci/pack-carry.sh has filled .carry/, then the benchmarks (decoding:
 # bench_decode) and the per-kernel time breakdown (HSPMN_GPU_BENCH=0 skips them; the
 # breakdown's JSON goes to $OUT/breakdown-{infer,train}.json). A failed stage does not stop the
@@ -69,6 +70,7 @@ stage ldd_nm bash -c "ldd $build/libhspmn.so; ! ldd $build/libhspmn.so | grep -E
 if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   stage test_native "$build/tests/test_native"
   stage test_model "$build/tests/test_model"
+  stage test_sample "$build/tests/test_sample"
   stage hspmn_cuda "$build/tests/hspmn_cuda"
   stage hspmn_cuda_lm "$build/tests/hspmn_cuda_lm"
   stage graph_cuda "$build/tests/graph_cuda"
@@ -83,6 +85,9 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   stage decode_graph_cuda "$py" native/reference/check_decode.py --backend cuda --path graph --lib "$build/libhspmn.so"
   # skinny_gemm's every epilogue vs float64, then its weight-streaming rate beside cuBLASLt
   stage skinny_gemm "$build/tests/skinny_gemm_cuda" --bench
+  # sample_tokens: the CUDA op bit for bit against the CPU op and the reference, bad-row status, chi-square,
+  # then the kernel's us per launch for n = 1, 32 at V = 256 and 65536
+  stage sample_cuda "$py" native/reference/check_sample.py --backend cuda --lib "$build/libhspmn.so"
   # DLPack export of DEVICE tensors imported by torch as CUDA tensors
   stage dlpack_cuda "$py" native/reference/test_dlpack.py --backend cuda --lib "$build/libhspmn.so"
   # every op and the whole block, CUDA against the CPU backend of the same library (head dims 64/128, S=20000)
