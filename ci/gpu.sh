@@ -15,6 +15,7 @@
 # Logs go to build-gpu/logs (one per stage); when OUT is set they are also packed into
 # $OUT/gpu-logs.tgz beside $OUT/gpu-summary.txt (with the breakdown's two JSON files, four: the device
 # machine returns only a few).
+# HSPMN_GPU_STAGES="name ..." runs only the named stages (plus configure and build).
 # The summary table is printed last.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -34,6 +35,11 @@ times=()
 stage() {
   local name="$1"
   shift
+  # HSPMN_GPU_STAGES="a b c": only these stages (configure and build always run)
+  if [[ -n "${HSPMN_GPU_STAGES:-}" && "$name" != configure && "$name" != build && \
+        " ${HSPMN_GPU_STAGES} " != *" $name "* ]]; then
+    return 0
+  fi
   echo "=== $name: $*"
   local t0=$SECONDS rc
   "$@" 2>&1 | tee "$logs/$name.log"
