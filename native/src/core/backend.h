@@ -138,6 +138,9 @@ public:
     virtual void decode_step(const DecodeStepCall& call);
     // Queues what must precede a replayed step (weights changed by set_param since the last call).
     virtual void prepare_step() {}
+    // Changes whenever decode_step's buffers move (a decoder with more slots or a longer max_len), so
+    // a graph recorded before is stale.
+    virtual uint64_t step_generation() const { return 0; }
 };
 
 // Scalars of one AdamW update (model/optimizer.cpp computes them in double once per step).

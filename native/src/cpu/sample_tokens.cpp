@@ -13,6 +13,43 @@ namespace {
 
 using namespace hspmn::sampling;
 
+int64_t id_of(uint64_t k) { return static_cast<int64_t>(0xFFFF - (k & 0xFFFF)); }
+
+// The key of the last token of the shortest key prefix of keys[0 .. n) whose mass reaches need (<= their
+// total): a weighted quickselect, linear time where a sort would be n log n; exact, the masses being
+// integers, so the partition order cannot matter. Reorders keys.
+uint64_t nucleus_end(uint64_t* keys, int64_t n, uint64_t need, const uint64_t* mass_of) {
+    int64_t lo = 0, hi = n;
+    while (hi - lo > 16) {
+        std::swap(keys[lo + (hi - lo) / 2], keys[hi - 1]);
+        const uint64_t pivot = keys[hi - 1];
+        int64_t j = lo;
+        uint64_t upper = 0;  // mass of the keys above the pivot
+        for (int64_t i = lo; i < hi - 1; ++i) {
+            if (keys[i] > pivot) {
+                upper += mass_of[id_of(keys[i])];
+                std::swap(keys[i], keys[j++]);
+            }
+        }
+        std::swap(keys[hi - 1], keys[j]);
+        if (upper >= need) {
+            hi = j;
+        } else {
+            const uint64_t through = upper + mass_of[id_of(pivot)];
+            if (through >= need) return pivot;
+            need -= through;
+            lo = j + 1;
+        }
+    }
+    std::sort(keys + lo, keys + hi, std::greater<uint64_t>());
+    for (int64_t i = lo; i < hi; ++i) {
+        const uint64_t q = mass_of[id_of(keys[i])];
+        if (q >= need) return keys[i];
+        need -= q;
+    }
+    return keys[hi - 1];  // unreachable: need <= the total of keys[0 .. n)
+}
+
 // The token of one row, or Backend::kSample* for a bad row. mass, keys: [V] scratch.
 int32_t sample_row(const float* x, int64_t V, const hspmn_sampling_params& p, uint64_t* mass_of, uint64_t* keys) {
     float m = -__builtin_inff();
@@ -45,7 +82,6 @@ int32_t sample_row(const float* x, int64_t V, const hspmn_sampling_params& p, ui
             threshold = keys[kept - 1];  // the k largest keys are keys[0 .. k)
         }
         if (cut_p) {
-            auto id_of = [](uint64_t k) { return static_cast<int64_t>(0xFFFF - (k & 0xFFFF)); };
             uint64_t total = 0;
             int64_t positive = 0;  // massless tokens never complete the nucleus: sort the others only
             for (int64_t j = 0; j < kept; ++j) {
@@ -53,16 +89,7 @@ int32_t sample_row(const float* x, int64_t V, const hspmn_sampling_params& p, ui
                 total += q;
                 if (q > 0) keys[positive++] = keys[j];
             }
-            std::sort(keys, keys + positive, std::greater<uint64_t>());
-            const uint64_t need = nucleus_need(p.top_p, total);
-            uint64_t acc = 0;
-            for (int64_t j = 0; j < positive; ++j) {
-                acc += mass_of[id_of(keys[j])];
-                if (acc >= need) {
-                    threshold = keys[j];
-                    break;
-                }
-            }
+            threshold = nucleus_end(keys, positive, nucleus_need(p.top_p, total), mass_of);
         }
     }
     uint64_t total = 0;

@@ -55,6 +55,7 @@ public:
         d_.activate();
         inner_->prepare_step();
     }
+    uint64_t step_generation() const override { return inner_->step_generation(); }
 
 private:
     Device& d_;

@@ -180,6 +180,8 @@ struct StepScratch {
     DeviceBuffer q, attn;              // [seqs, D] bf16: queries and attention outputs by slot
     DeviceBuffer lse, qpos, qcnt;      // [seqs, H] f32, [seqs] i32, [seqs] i32 (0 between steps)
     SkinnyScratch gemm;
+    DecodeAttentionScratch attention;
+    int64_t attention_len = 0;         // max_len the attention scratch is sized for
 };
 
 class CudaBlock final : public BlockImpl {
@@ -248,6 +250,7 @@ public:
     bool has_decode_step(int64_t n) const override;
     void decode_step(const DecodeStepCall& call) override;
     void prepare_step() override { refresh_weights(); }
+    uint64_t step_generation() const override { return step_generation_; }
     // One replay of a graph captured at scratch generation `generation` (CudaGraph::launch).
     void replay(cudaGraphExec_t exec, uint64_t generation, const void* shared_scratch);
 
@@ -304,7 +307,7 @@ private:
                        grow<float>(d_, A.l, N), grow<float>(d_, A.n, N), grow<float>(d_, A.temp, 2));
     }
 
-    void ensure_step(int64_t seqs);
+    void ensure_step(int64_t seqs, int64_t max_len);
 
     int64_t routing_k(int64_t S) const {
         return cfg_.params.routing == HSPMN_ROUTING_TOPK ? topk_count(S, cfg_.params.sparsity_k) : S;
@@ -325,6 +328,7 @@ private:
     BackwardScratch back_;
     DecodeScratch dec_;
     StepScratch step_;
+    uint64_t step_generation_ = 0;
     Stage stage_;
     uint64_t scratch_generation_ = 0;
 };

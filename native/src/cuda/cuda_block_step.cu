@@ -4,9 +4,10 @@
 // Eight launches per block, where decode spends about twenty: decode_step_pre (router, both norms,
 // conv, conv cache shift, routing into per-slot query lists), then skinny_gemm for gate+up with
 // SwiGLU, down with the residual, K+V with V written into its cache row, Q (no weight read when no
-// row is routed), rope_step (K into the cache, routed Q into its slot's query row), sqdk_attention
-// over the slots' query lists (a slot without a routed row has count 0 and costs one empty program
-// per head), and O added to the routed rows. The math is decode's, kernel for kernel; only the GEMMs'
+// row is routed), rope_step (K into the cache, routed Q into its slot's query row),
+// sqdk_attention_decode over the slots' queries (split along the keys; a slot without a routed row
+// has count 0 and its blocks exit at once; head dims it lacks take the Triton kernel), and O added to
+// the routed rows. The math is decode's, kernel for kernel; only the GEMMs'
 // f32 summation order differs from cuBLASLt's (as decode's differs from the full forward's).
 #include "cuda_block_impl.h"
 
@@ -18,9 +19,12 @@ bool CudaBlock::has_decode_step(int64_t n) const {
            skinny_gemm_fits(n, KV, D) && skinny_gemm_fits(n, D, D) && cfg_.conv_kernel <= 8 && D % 8 == 0;
 }
 
-void CudaBlock::ensure_step(int64_t seqs) {
+// Grows only; every growth moves buffers a captured step holds, which step_generation() reports.
+void CudaBlock::ensure_step(int64_t seqs, int64_t max_len) {
     const int64_t R = kSkinnyMaxRows, D = cfg_.D, F = cfg_.F, KV = cfg_.Hkv * cfg_.Dh;
+    const bool more_seqs = seqs > step_.seqs;
     if (step_.c.bytes() == 0) {
+        ++step_generation_;
         grow<bf16>(d_, step_.c, R * D);
         grow<bf16>(d_, step_.a, R * D);
         grow<bf16>(d_, step_.act, R * F);
@@ -36,7 +40,8 @@ void CudaBlock::ensure_step(int64_t seqs) {
             skinny_gemm_scratch(d_, step_.gemm, m, D, D, 1);
         }
     }
-    if (seqs > step_.seqs) {
+    if (more_seqs) {
+        ++step_generation_;
         grow<bf16>(d_, step_.q, seqs * D);
         grow<bf16>(d_, step_.attn, seqs * D);
         grow<float>(d_, step_.lse, seqs * cfg_.H);
@@ -44,6 +49,13 @@ void CudaBlock::ensure_step(int64_t seqs) {
         grow<int32_t>(d_, step_.qcnt, seqs);
         step_.qcnt.zero(d_);  // the invariant between steps: no slot has a query
         step_.seqs = seqs;
+    }
+    if (sqdk_attention_decode_fits(cfg_.H, cfg_.Hkv, cfg_.Dh) && (more_seqs || max_len > step_.attention_len)) {
+        const void* before[2] = {step_.attention.partials.data(), step_.attention.counters.data()};
+        step_.attention_len = std::max(max_len, step_.attention_len);
+        sqdk_attention_decode_scratch(d_, step_.attention, step_.seqs, step_.attention_len, cfg_.H, cfg_.Hkv, cfg_.Dh);
+        if (step_.attention.partials.data() != before[0] || step_.attention.counters.data() != before[1])
+            ++step_generation_;
     }
 }
 
@@ -54,7 +66,7 @@ void CudaBlock::decode_step(const DecodeStepCall& call) {
         fail(HSPMN_ERR_SHAPE, "CUDA decode step: %lld slots x %lld heads exceed the attention grid (65535)",
              static_cast<long long>(call.max_seqs), static_cast<long long>(H));
     refresh_weights();
-    ensure_step(call.max_seqs);
+    ensure_step(call.max_seqs, call.max_len);
     has_act_ = false;
     StepScratch& T = step_;
     const bf16* x = reinterpret_cast<const bf16*>(call.x);
@@ -108,8 +120,12 @@ void CudaBlock::decode_step(const DecodeStepCall& call) {
     skinny_gemm(d_, n, D, D, a, D, nullptr, w(P_ATTN_Q), nullptr, e, T.gemm);
     rope_step(d_, kf, qf, call.slot, call.pos, routed, row_cache, n, H, Hkv, Dh, cfg_.params.rope_base, k_cache,
               T.q.as<bf16>());
-    sqdk_attention_forward(d_, AttentionShape{call.max_seqs, 1, call.max_len, H, Hkv, Dh}, T.q.as<bf16>(), qpos, qcnt,
-                           k_cache, v_cache, T.attn.as<bf16>(), T.lse.as<float>());
+    if (sqdk_attention_decode_fits(H, Hkv, Dh))
+        sqdk_attention_decode(d_, call.max_seqs, call.max_len, H, Hkv, Dh, T.q.as<bf16>(), qpos, qcnt, k_cache, v_cache,
+                              T.attn.as<bf16>(), T.lse.as<float>(), T.attention);
+    else
+        sqdk_attention_forward(d_, AttentionShape{call.max_seqs, 1, call.max_len, H, Hkv, Dh}, T.q.as<bf16>(), qpos,
+                               qcnt, k_cache, v_cache, T.attn.as<bf16>(), T.lse.as<float>());
 
     // 4. out = res + y o on the routed rows (y = 1 in value); the query counts back to 0.
     e = SkinnyEpilogue{};

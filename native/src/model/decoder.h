@@ -74,6 +74,8 @@ private:
     std::vector<int64_t, TrackedAllocator<int64_t>> buckets_;       // captured sizes, ascending
     std::vector<GraphImpl*, TrackedAllocator<GraphImpl*>> graphs_;  // graphs_[i] for buckets_[i]
     int64_t body_rows_ = 0;                                          // step_body's nb for the thunk
+    uint64_t generations_ = 0;                                       // blocks' step generations at capture
+    uint64_t step_generations() const;
 };
 
 }  // namespace hspmn

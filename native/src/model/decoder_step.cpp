@@ -214,6 +214,14 @@ void Decoder::capture_all() {
         body_rows_ = nb;
         graphs_.push_back(be_.capture(&Decoder::step_body_thunk, this));
     }
+    generations_ = step_generations();
+}
+
+// A sum that changes when any block's step buffers move (each generation only grows).
+uint64_t Decoder::step_generations() const {
+    uint64_t g = 0;
+    for (int64_t layer = 0; layer < L_; ++layer) g += model_.block(layer)->step_generation();
+    return g;
 }
 
 void Decoder::step(int32_t n, const int32_t* slots, const int32_t* tokens, const hspmn_sampling_params* params,
@@ -225,6 +233,12 @@ void Decoder::step(int32_t n, const int32_t* slots, const int32_t* tokens, const
              "or step in parts)", n, static_cast<long long>(buckets_.back()));
     ensure_step(nb);
     fill_staging(n, nb, slots, tokens, params);
+    if (g && generations_ != step_generations()) {
+        // Another decoder of this model grew the blocks' step buffers: record the buckets again.
+        capture_all();
+        g = graph_for(n, &nb);
+        fill_staging(n, nb, slots, tokens, params);
+    }
     if (g) {
         for (int64_t layer = 0; layer < L_; ++layer) model_.block(layer)->prepare_step();
         try {

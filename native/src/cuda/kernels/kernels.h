@@ -184,6 +184,21 @@ void rope_step(Device& d, const float* kf, const float* qf, const int32_t* slot,
                const int32_t* routed, const int64_t* row_cache, int64_t n, int64_t H, int64_t Hkv, int64_t Dh,
                float base, __nv_bfloat16* k_cache, __nv_bfloat16* q);
 
+// ---- sqdk_attention_decode.cu: sqdk_attention with one query per slot (decode steps), split along
+// the keys over many blocks. q, o: [seqs, H*Dh] bf16 (slot s's query when qcnt[s] = 1, at position
+// qpos[s]; slots with qcnt 0 are skipped and their o rows left as they were)  k, v: [seqs, max_len,
+// Hkv*Dh] bf16  lse: [seqs, H] f32. Head dims 32, 64, 128; at most 8 query heads per KV head.
+struct DecodeAttentionScratch {
+    DeviceBuffer partials, counters;
+};
+bool sqdk_attention_decode_fits(int64_t H, int64_t Hkv, int64_t Dh);
+int64_t sqdk_attention_decode_chunk(int64_t max_len);
+void sqdk_attention_decode_scratch(Device& d, DecodeAttentionScratch& s, int64_t seqs, int64_t max_len, int64_t H,
+                                   int64_t Hkv, int64_t Dh);
+void sqdk_attention_decode(Device& d, int64_t seqs, int64_t max_len, int64_t H, int64_t Hkv, int64_t Dh,
+                           const __nv_bfloat16* q, const int32_t* qpos, const int32_t* qcnt, const __nv_bfloat16* k,
+                           const __nv_bfloat16* v, __nv_bfloat16* o, float* lse, DecodeAttentionScratch& s);
+
 // ---- skinny_gemm.cu: y = x W^T for M <= 32 rows, W [N, K] bf16 streamed once (decode steps). The
 // epilogue fuses what reads the product; "token m" is row m of x (or x_map[m]).
 constexpr int kSkinnyMaxRows = 32;

@@ -317,7 +317,8 @@ class BindingsLockstepTest {
         Header h = parse(header());
         assertEquals(Set.of("hspmn_alloc_stats", "hspmn_context_params", "hspmn_tensor_desc", "hspmn_block_params",
                 "hspmn_forward_params", "hspmn_backward_params", "hspmn_model_params", "hspmn_model_forward_params",
-                "hspmn_model_backward_params", "hspmn_adamw_params", "hspmn_adamw_result"), h.structs().keySet());
+                "hspmn_model_backward_params", "hspmn_adamw_params", "hspmn_adamw_result", "hspmn_sampling_params"),
+                h.structs().keySet());
         for (Map.Entry<String, List<Field>> s : h.structs().entrySet()) {
             Class<?> c = Class.forName("io.hspmn.ffi." + s.getKey());
             GroupLayout layout = (GroupLayout) c.getMethod("layout").invoke(null);

@@ -1,6 +1,10 @@
 package io.hspmn.jmh;
 
 import io.hspmn.Backend;
+import io.hspmn.Decoder;
+import io.hspmn.StepArrays;
+import io.hspmn.ffi.hspmn_h;
+import java.lang.reflect.Field;
 import io.hspmn.ContextOptions;
 import io.hspmn.HspmnConfig;
 import io.hspmn.LanguageModel;
@@ -32,10 +36,13 @@ import org.openjdk.jmh.annotations.Warmup;
 
 /**
  * One decode step on the real native cached decoder (CPU backend, one thread, a small random byte-level
- * model: D=64, 2 layers), with and without the Java generation layer: {@link CachedEngine#step} alone (ids
- * written into its PINNED tensor, hspmn_decoder_append, the logits tensor's memory handed back) against
- * {@link Generator#step()} (that, plus a sample per sequence, stop checks and publication). The
- * difference is what the Java side adds to a native step; DecodeStepBench isolates it with a null call.
+ * model: D=64, 2 layers), layer by layer of the Java side: {@code rawStep} is the bare downcall
+ * {@code hspmn_decoder_step} (the next token sampled natively); {@code decoderStep} the same through
+ * {@link Decoder#step} (argument checks, the context's guard, the status check); {@code engineStep}
+ * through {@link CachedEngine#stepSampled} (slot ids, lengths); {@code generatorStep} the whole
+ * {@link Generator#step()} (sampling parameters and draws, stop checks, publication). The differences are
+ * what each Java layer adds to the native step; DecodeStepBench isolates the generator's share with a
+ * null call, which these differences (of ~100 us steps) cannot resolve below their error.
  *
  * <p>Steady state: the routers' bias is set to -30 so that no token is routed. Otherwise a routed token
  * attends over the whole cache, so a step's cost would depend on which tokens come (the generator feeds
@@ -64,17 +71,24 @@ public class CachedDecodeBench {
     private MemorySegment ids;
     private MemorySegment prompt;
     private SamplingParams params;
+    private LanguageModel lm;
+    private Decoder decoder;        // a decoder of its own for rawStep and decoderStep
+    private MemorySegment handle;   // its native handle
+    private StepArrays arrays;
+    private MemorySegment stepParams;
+    private MemorySegment sampled;
+    private int decoderLength;
 
     @Setup(Level.Trial)
     public void setUp() {
         ModelConfig cfg = ModelConfig.byteLevel(2, HspmnConfig.builder().dim(64).numHeads(4).numKvHeads(2)
                 .routing(Routing.THRESHOLD).build());
-        LanguageModel lm = Models.random(cfg, 1L, ContextOptions.defaults().withBackend(Backend.CPU).withNumThreads(1));
+        lm = Models.random(cfg, 1L, ContextOptions.defaults().withBackend(Backend.CPU).withNumThreads(1));
         for (int l = 0; l < cfg.numLayers(); l++) {
             // no token is ever routed, so a step costs the same whatever the tokens and the length (see above)
             lm.setParam("blocks." + l + ".router.b", new float[] {-30f});
         }
-        // twice the batch: the engine's own sequences and the generator's
+        // twice the batch: the engine's own sequences and the generator's (the decoder's are its own)
         engine = new CachedEngine(lm, 2 * batch, MAX_LEN, true);
         generator = new Generator(engine, batch);
         params = DecodeStepBench.params(sampling);
@@ -87,6 +101,31 @@ public class CachedDecodeBench {
         seqs = new DecodeEngine.Sequence[batch];
         restartEngineSequences();
         restartSessions();
+        // the sampling of every row, with draws that move each step as a session's would
+        stepParams = arena.allocate(StepArrays.PARAMS_BYTES * batch);
+        sampled = arena.allocate(4L * batch);
+        decoder = lm.decoder(batch, MAX_LEN);
+        try {
+            Field f = Decoder.class.getDeclaredField("handle");
+            f.setAccessible(true);
+            handle = (MemorySegment) f.get(decoder);
+        } catch (ReflectiveOperationException e) {
+            throw new IllegalStateException(e);
+        }
+        arrays = new StepArrays(batch);
+        for (int i = 0; i < batch; i++) {
+            arrays.set(i, i, 32 + i).sampling(i, params.temperature(), params.topK(), params.topP(), i, 1);
+            StepArrays.write(stepParams, StepArrays.PARAMS_BYTES * i, params.temperature(), params.topK(), params.topP(), i, 1);
+        }
+        restartDecoder();
+    }
+
+    private void restartDecoder() {
+        for (int i = 0; i < batch; i++) {
+            decoder.reset(i);
+            decoder.append(i, 72, 101, 108, 108, 111);
+        }
+        decoderLength = 5;
     }
 
     private void restartEngineSequences() {
@@ -108,16 +147,43 @@ public class CachedDecodeBench {
     @TearDown(Level.Trial)
     public void tearDown() {
         generator.close();
+        decoder.close();
+        arrays.close();
         engine.close();
     }
 
-    /** The native step alone, as the engine makes it. */
+    /** The bare downcall hspmn_decoder_step, arguments in place. */
+    @Benchmark
+    public int rawStep() {
+        if (++decoderLength >= MAX_LEN) {
+            restartDecoder();
+        }
+        int rc = hspmn_h.hspmn_decoder_step(handle, batch, arrays.slots(), arrays.tokens(), arrays.params(), arrays.next(),
+                MemorySegment.NULL);
+        if (rc != 0) {
+            throw new IllegalStateException("hspmn_decoder_step: status " + rc);
+        }
+        return rc;
+    }
+
+    /** The same step through the Java API's Decoder.step. */
+    @Benchmark
+    public StepArrays decoderStep() {
+        if (++decoderLength >= MAX_LEN) {
+            restartDecoder();
+        }
+        decoder.step(arrays, batch);
+        return arrays;
+    }
+
+    /** The same step through the engine (CachedEngine.stepSampled), as the generator calls it. */
     @Benchmark
     public MemorySegment engineStep() {
         if (seqs[0].length() >= MAX_LEN) {
             restartEngineSequences();
         }
-        return engine.step(seqs, batch, ids);
+        engine.stepSampled(seqs, batch, ids, stepParams, sampled, false);
+        return sampled;
     }
 
     /** The same native step inside the whole generation loop. */

@@ -1,5 +1,6 @@
 package io.hspmn.jmh;
 
+import io.hspmn.StepArrays;
 import io.hspmn.ffi.hspmn_h;
 import io.hspmn.generate.DecodeEngine;
 import io.hspmn.generate.ForwardReport;
@@ -27,12 +28,18 @@ import org.openjdk.jmh.annotations.TearDown;
 import org.openjdk.jmh.annotations.Warmup;
 
 /**
- * The Java-side cost of one decode step around the native call: {@link Generator#step()} (the batch's
- * next-token ids into off-heap memory, the engine call, a sample from each V=256 logits row read straight
- * from off-heap memory, stop checks, publication of each token) against the engine call alone. The engine
- * here is a stand-in whose step is one trivial FFM downcall ({@code hspmn_abi_version}) returning fixed
- * logits, so the difference of the two benchmarks is what the Java layer adds to a real native step.
- * The issue's goal: at most 1 us per step above the native call.
+ * The Java-side cost of one decode step around the native call: {@link Generator#step()} against the
+ * engine call alone. The engine here is a stand-in whose step is one trivial FFM downcall
+ * ({@code hspmn_abi_version}), so the difference of the two benchmarks is what the Java layer adds to a
+ * real native step. Two paths ({@link #path}):
+ * <ul>
+ *   <li>{@code sampled}, what the cached engine does: the batch's next-token ids and each sequence's
+ *       {@code hspmn_sampling_params} (with its draw of the random stream) into off-heap memory, the call,
+ *       which samples natively and hands back fixed token ids, then stop checks and publication;</li>
+ *   <li>{@code logits}, for engines that cannot sample: the call hands back fixed V=256 logits and the
+ *       Java {@link Sampler} picks each token from them.</li>
+ * </ul>
+ * The issue's goal: at most 1 us per step above the native call, for every sampler.
  *
  * <p>Pitfalls this class guards against: dead code (every benchmark returns a value); steady state
  * (sequences never finish during an iteration: max_new_tokens is effectively unbounded and a fresh batch
@@ -60,9 +67,11 @@ public class DecodeStepBench {
 
         private final Arena arena = Arena.ofShared();
         private final MemorySegment logits;
+        private final boolean samples;
         int sink;
 
-        NullCallEngine(int maxBatch) {
+        NullCallEngine(int maxBatch, boolean samples) {
+            this.samples = samples;
             logits = arena.allocate(4L * VOCAB * maxBatch, 64);
             SplittableRandom r = new SplittableRandom(1);
             for (long i = 0; i < (long) VOCAB * maxBatch; i++) {
@@ -106,6 +115,23 @@ public class DecodeStepBench {
         }
 
         @Override
+        public boolean samplesTokens() {
+            return samples;
+        }
+
+        /** One downcall standing for hspmn_decoder_step; the "sampled" tokens are fixed. */
+        @Override
+        public MemorySegment stepSampled(Sequence[] sequences, int count, MemorySegment nextIds, MemorySegment params,
+                                         MemorySegment sampled, boolean wantLogits) {
+            sink += hspmn_h.hspmn_abi_version();
+            for (int i = 0; i < count; i++) {
+                ((Seq) sequences[i]).length++;
+                sampled.setAtIndex(ValueLayout.JAVA_INT, i, 65 + i);
+            }
+            return wantLogits ? logits : null;
+        }
+
+        @Override
         public void release(Sequence sequence) {
         }
 
@@ -127,10 +153,16 @@ public class DecodeStepBench {
     @Param({"greedy", "temp", "topk", "topp"})
     public String sampling;
 
+    /** sampled: the engine samples (the cached engine's path); logits: the Java Sampler reads logits. */
+    @Param({"sampled", "logits"})
+    public String path;
+
     private NullCallEngine engine;
     private Generator generator;
     private DecodeEngine.Sequence[] seqs;
     private MemorySegment ids;
+    private MemorySegment params;
+    private MemorySegment sampled;
     private Sampler sampler;
 
     static SamplingParams params(String name) {
@@ -146,7 +178,7 @@ public class DecodeStepBench {
     @Setup(Level.Iteration)
     public void setUp() {
         hspmn_h.hspmn_abi_version(); // loads the library outside the measurement
-        engine = new NullCallEngine(batch);
+        engine = new NullCallEngine(batch, path.equals("sampled"));
         generator = new Generator(engine, batch);
         SamplingParams p = params(sampling);
         for (int i = 0; i < batch; i++) {
@@ -157,6 +189,8 @@ public class DecodeStepBench {
             seqs[i] = engine.prefill(MemorySegment.NULL, 1).sequence();
         }
         ids = Arena.ofAuto().allocate(4L * batch);
+        params = Arena.ofAuto().allocate(StepArrays.PARAMS_BYTES * batch);
+        sampled = Arena.ofAuto().allocate(4L * batch);
         sampler = new Sampler(p, VOCAB);
     }
 
@@ -166,10 +200,10 @@ public class DecodeStepBench {
         engine.close();
     }
 
-    /** The baseline: the engine call alone (one downcall) with the batch's ids already in place. */
+    /** The baseline: the engine call alone (one downcall) with the batch's ids (and params) already in place. */
     @Benchmark
     public MemorySegment engineCallOnly() {
-        return engine.step(seqs, batch, ids);
+        return engine.samples ? engine.stepSampled(seqs, batch, ids, params, sampled, false) : engine.step(seqs, batch, ids);
     }
 
     /** One whole decode step of the batch: what a caller of the generation API pays per token per batch. */
