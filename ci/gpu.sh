@@ -90,7 +90,7 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   stage decode_step_cuda "$py" native/reference/check_decode.py --backend cuda --path step --lib "$build/libhspmn.so"
   stage decode_graph_cuda "$py" native/reference/check_decode.py --backend cuda --path graph --lib "$build/libhspmn.so"
   # skinny_gemm's every epilogue vs float64, then its weight-streaming rate beside cuBLASLt
-  stage skinny_gemm "$build/tests/skinny_gemm_cuda" --bench
+  stage skinny_gemm "$build/tests/skinny_gemm_cuda" --bench ${HSPMN_SKINNY_SWEEP:+--sweep}
   # sample_tokens: the CUDA op bit for bit against the CPU op and the reference, bad-row status, chi-square,
   # then the kernel's us per launch for n = 1, 32 at V = 256 and 65536
   stage sample_cuda "$py" native/reference/check_sample.py --backend cuda --lib "$build/libhspmn.so"
