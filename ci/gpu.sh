@@ -78,7 +78,8 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   stage model_cuda "$py" native/reference/check_model.py --backend cuda --lib "$build/libhspmn.so"
   # cached decoding (hspmn_decoder_*) through the CUDA backend against the full forward of the same library
   stage decode_cuda "$py" native/reference/check_decode.py --backend cuda --lib "$build/libhspmn.so"
-  # DLPack export of DEVICE tensors imported by torch as CUDA tensors
+  # DLPack both ways (torch CUDA tensors <-> DEVICE tensors, zero copy, deleter once, bad inputs) and contexts
+  # on torch streams: stream order without syncs, the legacy default stream, no wait for a busy other stream
   stage dlpack_cuda "$py" native/reference/test_dlpack.py --backend cuda --lib "$build/libhspmn.so"
   # every op and the whole block, CUDA against the CPU backend of the same library (head dims 64/128, S=20000)
   stage cuda_vs_cpu "$py" native/src/cuda/kernels/check_cuda_block.py --lib "$build/libhspmn.so"
