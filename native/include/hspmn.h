@@ -114,8 +114,10 @@ typedef struct hspmn_context_params {
      * default) for a non-blocking stream of the library's own. The caller keeps it alive until the
      * context is destroyed; the library never destroys it. Pass cudaStreamLegacy ((void*)0x1) or
      * cudaStreamPerThread ((void*)0x2) for those default streams (a NULL here means the library's
-     * stream, not the legacy one; PyTorch reports its default stream as 0). A stream makes the context
-     * CUDA-only: with it, AUTO does not fall back to the CPU and CPU is HSPMN_ERR_INVALID_ARGUMENT. */
+     * stream, not the legacy one; PyTorch reports its default stream as 0; CUDA graphs cannot be
+     * captured on the legacy stream). A stream makes the context CUDA-only: with it, AUTO does not fall
+     * back to the CPU and CPU is HSPMN_ERR_INVALID_ARGUMENT; a stream of another device is
+     * HSPMN_ERR_INVALID_ARGUMENT at create. */
     void* cuda_stream;
 } hspmn_context_params;
 

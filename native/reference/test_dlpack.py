@@ -11,8 +11,8 @@ import  torch tensor -> to_dlpack capsule -> PyCapsule_GetPointer (renamed "used
         input (dtype, strides, device, alignment, shape, version, read-only) gives its typed error and
         leaves the managed tensor, deleter not called, with the caller.
 streams (cuda) a context on a torch stream runs in that stream's order with torch work before and after
-        it and no synchronisation in between (also on the legacy default stream), and neither it nor
-        the import waits for a busy second stream.
+        it and no synchronisation in between (a forward, and a CUDA graph captured on that stream; also
+        on the legacy default stream), and neither it nor an import waits for a busy second stream.
 
     .venv/bin/python native/reference/test_dlpack.py [--backend cpu|cuda] [--lib native/build/libhspmn.so]
 """
@@ -437,8 +437,8 @@ def main() -> int:
 
 
 def check_streams(lib, context, new_tensor, import_, export, expect, ok):
-    """A context on a torch stream: stream order with torch on both sides and no sync between; the
-    legacy default stream the same way; no wait for a busy second stream."""
+    """A context on a torch stream: stream order with torch on both sides and no sync between (eager and a
+    captured graph); the legacy default stream the same way; no wait for a busy second stream."""
     B, S, D = 2, 256, 128
     bp = lib.hspmn_block_default_params()
     bp.dim, bp.num_heads, bp.num_kv_heads = D, 2, 1
@@ -452,16 +452,23 @@ def check_streams(lib, context, new_tensor, import_, export, expect, ok):
     block = P()
     ok(lib.hspmn_block_create(ref_ctx, C.byref(bp), 5, C.byref(block)), "block")
     hx, ho = new_tensor(ref_ctx, 0, (B, S, D)), new_tensor(ref_ctx, 0, (B, S, D))
-    ok(lib.hspmn_tensor_copy_in(hx, x_new.data_ptr(), x_new.numel() * 2), "copy_in")
-    ok(lib.hspmn_block_forward(block, C.byref(fp), hx, ho, None), "forward (reference)")
-    want = torch.empty(B, S, D, dtype=torch.bfloat16)
-    ok(lib.hspmn_tensor_copy_out(ho, want.data_ptr(), want.numel() * 2), "copy_out")
+    refs = []
+    for x_host in (x_new, x_old):
+        ok(lib.hspmn_tensor_copy_in(hx, x_host.data_ptr(), x_host.numel() * 2), "copy_in")
+        ok(lib.hspmn_block_forward(block, C.byref(fp), hx, ho, None), "forward (reference)")
+        refs.append(torch.empty(B, S, D, dtype=torch.bfloat16))
+        ok(lib.hspmn_tensor_copy_out(ho, refs[-1].data_ptr(), refs[-1].numel() * 2), "copy_out")
+    want, want_old = refs
     for h in (hx, ho):
         ok(lib.hspmn_tensor_destroy(h), "destroy")
     ok(lib.hspmn_block_destroy(block), "block destroy")
     ok(lib.hspmn_context_destroy(ref_ctx), "context destroy")
 
-    def ordered_run(stream, handle, name):
+    lib.hspmn_graph_capture_forward.argtypes = [P, C.POINTER(ForwardParams), P, P, P, C.POINTER(P)]
+    lib.hspmn_graph_launch.argtypes = [P]
+    lib.hspmn_graph_destroy.argtypes = [P]
+
+    def ordered_run(stream, handle, name, graph=False):
         """torch writes x late on `stream`, the library reads it and writes out, torch reads out: all
         queued without a sync, so only stream order makes the result right."""
         ctx = context(stream=handle, nan_policy=1)  # PROPAGATE: no NaN scan, so no host sync inside
@@ -498,13 +505,36 @@ def check_streams(lib, context, new_tensor, import_, export, expect, ok):
         expect(view.data_ptr() == out.data_ptr(), f"{name}: out is not torch's memory")
         del view
         gc.collect()
+        if graph:
+            # a CUDA graph captured on the caller's stream over torch's memory, replayed in stream order
+            g = P()
+            ok(lib.hspmn_graph_capture_forward(blk, C.byref(fp), tx, tout, None, C.byref(g)), f"capture on {name}")
+            stream.synchronize()
+            with torch.cuda.stream(stream):
+                x_back = x_old.to("cuda")
+            stream.synchronize()
+            with torch.cuda.stream(stream):
+                torch.cuda._sleep(200_000_000)
+                x.copy_(x_back)
+            ok(lib.hspmn_graph_launch(g), f"graph launch on {name}")
+            with torch.cuda.stream(stream):
+                doubled = out.float() * 2
+                done = torch.cuda.Event()
+                done.record()
+            expect(not done.query(), f"{name}: the graph launch waited for the queued work")
+            stream.synchronize()
+            got = (doubled / 2).to(torch.bfloat16).cpu()
+            diff = (got.float() - want_old.float()).abs().max().item()
+            expect(torch.equal(got, want_old), f"{name}: the graph replay differs from the reference forward of "
+                   f"the rewritten x (max |diff| {diff}): not in the stream's order")
+            ok(lib.hspmn_graph_destroy(g), "graph destroy")
         for h in (tx, tout):
             ok(lib.hspmn_tensor_destroy(h), "destroy")
         ok(lib.hspmn_block_destroy(blk), "block destroy")
         ok(lib.hspmn_context_destroy(ctx), "context destroy")
 
     side = torch.cuda.Stream()
-    ordered_run(side, side.cuda_stream, "a torch side stream")
+    ordered_run(side, side.cuda_stream, "a torch side stream", graph=True)
     default = torch.cuda.default_stream()
     expect(default.cuda_stream == 0, f"torch's default stream reads {default.cuda_stream}, the test assumed 0")
     ordered_run(default, CUDA_STREAM_LEGACY, "the legacy default stream (cudaStreamLegacy)")

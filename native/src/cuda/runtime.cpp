@@ -97,7 +97,10 @@ Device::Device(int ord, cudaStream_t user_stream) : ordinal(ord) {
         check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, ord), "cudaDeviceGetAttribute");
         check(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, ord), "cudaDeviceGetAttribute");
         arch = major * 10 + minor;
-        if (user_stream) {
+        if (user_stream == cudaStreamLegacy || user_stream == cudaStreamPerThread) {
+            // The default streams of the current device, which every entry point makes ours.
+            stream = user_stream;
+        } else if (user_stream) {
             // A stream of another device would fail every launch later with a less helpful message.
             int owner = -1;
             cudaError_t se = cudaStreamGetDevice(user_stream, &owner);
