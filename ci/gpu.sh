@@ -91,11 +91,12 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   stage decode_step_cuda "$py" native/reference/check_decode.py --backend cuda --path step --lib "$build/libhspmn.so"
   stage decode_graph_cuda "$py" native/reference/check_decode.py --backend cuda --path graph --lib "$build/libhspmn.so"
   # skinny_gemm's every epilogue vs float64, then its weight-streaming rate beside cuBLASLt
-  stage skinny_gemm "$build/tests/skinny_gemm_cuda" --bench
+  stage skinny_gemm "$build/tests/skinny_gemm_cuda" --bench ${HSPMN_SKINNY_SWEEP:+--sweep}
   # sample_tokens: the CUDA op bit for bit against the CPU op and the reference, bad-row status, chi-square,
   # then the kernel's us per launch for n = 1, 32 at V = 256 and 65536
   stage sample_cuda "$py" native/reference/check_sample.py --backend cuda --lib "$build/libhspmn.so"
-  # DLPack export of DEVICE tensors imported by torch as CUDA tensors
+  # DLPack both ways (torch CUDA tensors <-> DEVICE tensors, zero copy, deleter once, bad inputs) and contexts
+  # on torch streams: stream order without syncs, the legacy default stream, no wait for a busy other stream
   stage dlpack_cuda "$py" native/reference/test_dlpack.py --backend cuda --lib "$build/libhspmn.so"
   # every op and the whole block, CUDA against the CPU backend of the same library (head dims 64/128, S=20000)
   stage cuda_vs_cpu "$py" native/src/cuda/kernels/check_cuda_block.py --lib "$build/libhspmn.so"

@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 /* Bumped on any incompatible change of this header; the Java layer refuses a different value. */
-#define HSPMN_ABI_VERSION 1
+#define HSPMN_ABI_VERSION 2
 
 typedef enum hspmn_status {
     HSPMN_OK = 0,
@@ -110,6 +110,15 @@ typedef struct hspmn_context_params {
     int32_t device;      /* CUDA device ordinal (ignored by the CPU backend)            */
     int32_t num_threads; /* CPU worker threads; 0 = all hardware threads                */
     int32_t nan_policy;  /* hspmn_nan_policy                                            */
+    /* CUDA only: a cudaStream_t of `device` that every op of the context is queued on, or NULL (the
+     * default) for a non-blocking stream of the library's own. The caller keeps it alive until the
+     * context is destroyed; the library never destroys it. Pass cudaStreamLegacy ((void*)0x1) or
+     * cudaStreamPerThread ((void*)0x2) for those default streams (a NULL here means the library's
+     * stream, not the legacy one; PyTorch reports its default stream as 0; CUDA graphs cannot be
+     * captured on the legacy stream). A stream makes the context CUDA-only: with it, AUTO does not fall
+     * back to the CPU and CPU is HSPMN_ERR_INVALID_ARGUMENT; a stream of another device is
+     * HSPMN_ERR_INVALID_ARGUMENT at create. */
+    void* cuda_stream;
 } hspmn_context_params;
 
 HSPMN_API hspmn_context_params hspmn_context_default_params(void);
@@ -118,7 +127,8 @@ HSPMN_API hspmn_status hspmn_context_create(const hspmn_context_params* params, 
 HSPMN_API hspmn_status hspmn_context_destroy(hspmn_context* ctx);
 /* The backend actually in use (resolves AUTO). */
 HSPMN_API hspmn_status hspmn_context_backend(const hspmn_context* ctx, int32_t* out_backend);
-/* Waits for all queued work of the context (a no-op on the CPU backend). */
+/* Waits for all queued work of the context: its stream only, never the whole device (a no-op on the
+ * CPU backend). */
 HSPMN_API hspmn_status hspmn_context_synchronize(hspmn_context* ctx);
 
 /* ---- tensors ---------------------------------------------------------------------------------- */
@@ -451,6 +461,33 @@ HSPMN_API hspmn_status hspmn_decoder_capture(hspmn_decoder* dec, const int32_t* 
  * once when done (from any thread). Until then hspmn_tensor_destroy of the tensor fails with
  * HSPMN_ERR_STATE. Work queued on the context's stream is not waited for: synchronise first. */
 HSPMN_API hspmn_status hspmn_tensor_to_dlpack(hspmn_tensor* t, void** out);
+
+/* Imports a DLPack DLManagedTensor (DLPack 0.8 ABI; `managed` is a DLManagedTensor*, e.g. the pointer
+ * of a "dltensor" capsule, which the caller then renames "used_dltensor") as a tensor over the
+ * producer's memory, without a copy. What is accepted:
+ *   device  kDLCPU -> HOST, kDLCUDAHost -> PINNED, kDLCUDA -> DEVICE (CUDA backend only, device_id
+ *           equal to the context's device); anything else is HSPMN_ERR_MEMORY_KIND
+ *   dtype   bf16 (kDLBfloat 16), f32 (kDLFloat 32), i32 (kDLInt 32), lanes 1; else HSPMN_ERR_DTYPE
+ *   shape   ndim 1..4, every extent >= 1, at most 2^46 bytes; else HSPMN_ERR_SHAPE
+ *   strides NULL or the compact row-major strides (the stride of an extent-1 dimension is not looked
+ *           at); else HSPMN_ERR_SHAPE: make the producer's tensor contiguous first
+ *   data    data + byte_offset non-NULL and 16-byte aligned (the CUDA kernels load 16 bytes at a
+ *           time; the same rule on every backend); else HSPMN_ERR_INVALID_ARGUMENT
+ * The library trusts the producer's device and shape to describe memory it may read and write.
+ * Ownership: on HSPMN_OK the new tensor owns `managed`: hspmn_tensor_destroy of it (Java: closing the
+ * tensor or its Context) first waits for the context's stream, then calls managed->deleter(managed)
+ * exactly once (not if it is NULL), on the destroying thread; the deleter must not call into this
+ * context. On any error nothing was kept and the deleter was not called: the caller still owns
+ * `managed`. The tensor counts in live_tensors but not live_bytes (the memory is the producer's). It
+ * is an ordinary tensor otherwise, hspmn_tensor_to_dlpack included: while such an export is alive the
+ * destroy fails with HSPMN_ERR_STATE, so the producer's deleter runs only after every consumer let go.
+ * Stream order is the caller's business: make the producer's writes visible to the context's stream
+ * (hspmn_context_params.cuda_stream: use the producer's stream) before the library reads them. */
+HSPMN_API hspmn_status hspmn_tensor_from_dlpack(hspmn_context* ctx, void* managed, hspmn_tensor** out);
+/* The same for DLPack 1.x's DLManagedTensorVersioned (a "dltensor_versioned" capsule, renamed
+ * "used_dltensor_versioned"): version.major must be 1 and the read-only flag must be clear (the library
+ * may write any tensor it is given), else HSPMN_ERR_INVALID_ARGUMENT. Ownership as above. */
+HSPMN_API hspmn_status hspmn_tensor_from_dlpack_versioned(hspmn_context* ctx, void* managed, hspmn_tensor** out);
 
 #ifdef __cplusplus
 }

@@ -9,7 +9,7 @@ import numpy as np
 
 class ContextParams(C.Structure):
     _fields_ = [("backend", C.c_int32), ("device", C.c_int32), ("num_threads", C.c_int32),
-                ("nan_policy", C.c_int32)]
+                ("nan_policy", C.c_int32), ("cuda_stream", C.c_void_p)]
 
 
 class BlockParams(C.Structure):

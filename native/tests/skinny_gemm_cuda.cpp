@@ -4,7 +4,8 @@
 // the 1B decode shapes beside cuBLASLt at the same M, against a device-to-device copy's rate.
 // Without a device it prints "skipped: no device" and exits 0.
 //
-//   skinny_gemm_cuda [--bench]      --bench adds the timing table (the checks always run)
+//   skinny_gemm_cuda [--bench] [--sweep]   --bench adds the timing table, --sweep the launch-shape
+//                                          sweep (the checks always run)
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -129,18 +130,22 @@ static void test_shape(Device& d, std::mt19937& rng, int64_t M, int64_t N, int64
     for (std::size_t i = 0; i < MN; ++i) bad += h[i] != f32_to_bf16(a[i]);
     EXPECT(bad == 0, "%s BF16: %d elements are not bf16(F32 result)", tag.c_str(), bad);
 
-    // SWIGLU of the two products (each rounded to bf16 first, as gate and up are stored)
+    // SWIGLU of the two products: the epilogue's arithmetic on the kernel's own f32 products (checked
+    // against float64 above), emulated on the host; expf may differ from the device's in the last bit,
+    // so one bf16 ulp of the result is allowed.
+    e.mode = SKINNY_F32;
+    skinny_gemm(d, M, N, K, dx, ldx, dmap, dw1, nullptr, e, s);
+    const auto a1 = download<float>(y32.data(), MN);
     e.mode = SKINNY_SWIGLU;
     skinny_gemm(d, M, N, K, dx, ldx, dmap, dw0, dw1, e, s);
     h = download<uint16_t>(y16.data(), MN);
     bad = 0;
     for (std::size_t i = 0; i < MN; ++i) {
-        const double g = round_bf(static_cast<float>(p0[i])), u = round_bf(static_cast<float>(p1[i]));
-        const double want = g / (1.0 + std::exp(-g)) * u;
-        // one bf16 rounding of the inputs may land on the other side: 2 bf16 ulps of the result
-        bad += std::fabs(bf(h[i]) - want) > 2.0 * std::ldexp(std::fabs(want), -7) + 1e-6;
+        const float g = round_bf(a[i]), u = round_bf(a1[i]);
+        const uint16_t want = f32_to_bf16(g * (1.0f / (1.0f + std::exp(-g))) * u);
+        bad += std::abs(static_cast<int>(h[i]) - static_cast<int>(want)) > 1;
     }
-    EXPECT(bad == 0, "%s SWIGLU: %d elements off", tag.c_str(), bad);
+    EXPECT(bad == 0, "%s SWIGLU: %d elements more than one bf16 ulp from the emulation", tag.c_str(), bad);
 
     // RESIDUAL: y = residual + p in f32 and bf16
     auto resid = random_bf16(rng, MN);
@@ -316,8 +321,58 @@ static void bench(Device& d) {
     }
 }
 
+// Launch shapes: unroll x blocks per SM for the 1B shapes, to choose the defaults.
+static void sweep(Device& d) {
+    struct Shape {
+        const char* name;
+        int64_t N, K;
+        int matrices;
+    };
+    const Shape shapes[] = {{"gate+up", 8192, 2048, 2}, {"down", 2048, 8192, 1}, {"q or o", 2048, 2048, 1}};
+    std::mt19937 rng(9);
+    constexpr int kSets = 4;
+    std::printf("sweep: GB/s by unroll (rows) x blocks per SM (columns)\n");
+    for (const Shape& sh : shapes) {
+        std::vector<DeviceBuffer> keep;
+        std::vector<const bf16*> w;
+        const auto host = random_bf16(rng, static_cast<std::size_t>(sh.N * sh.K), 0.05f);
+        for (int i = 0; i < kSets * sh.matrices; ++i) w.push_back(reinterpret_cast<const bf16*>(upload(d, host, keep)));
+        const auto xh = random_bf16(rng, static_cast<std::size_t>(32 * sh.K));
+        const bf16* x = reinterpret_cast<const bf16*>(upload(d, xh, keep));
+        DeviceBuffer y(d, static_cast<std::size_t>(32 * sh.N) * 4);
+        for (int64_t M : {int64_t{1}, int64_t{8}, int64_t{32}}) {
+            std::printf("%-8s M=%-3lld", sh.name, static_cast<long long>(M));
+            for (int bps : {1, 2, 4, 8, 16}) std::printf(" %8s%d", "bps", bps);
+            std::printf("\n");
+            for (int u : {1, 2, 4, 8}) {
+                std::printf("  unroll %d  ", u);
+                for (int bps : {1, 2, 4, 8, 16}) {
+                    skinny_tuning().unroll = u;
+                    skinny_tuning().blocks_per_sm = bps;
+                    SkinnyScratch s;
+                    skinny_gemm_scratch(d, s, 32, sh.N, sh.K, sh.matrices);
+                    SkinnyEpilogue e;
+                    e.mode = sh.matrices == 2 ? SKINNY_SWIGLU : SKINNY_F32;
+                    e.ldy = sh.N;
+                    e.y_f32 = y.as<float>();
+                    e.y_bf16 = y.as<bf16>();
+                    const double us = time_us(d, 30, [&](int i) {
+                        const int set = i % kSets;
+                        skinny_gemm(d, M, sh.N, sh.K, x, sh.K, nullptr, w[set * sh.matrices],
+                                    sh.matrices == 2 ? w[set * sh.matrices + 1] : nullptr, e, s);
+                    });
+                    std::printf(" %9.0f", static_cast<double>(sh.matrices) * sh.N * sh.K * 2.0 / us / 1e3);
+                }
+                std::printf("\n");
+            }
+        }
+    }
+    skinny_tuning() = SkinnyTuning{};
+}
+
 int main(int argc, char** argv) {
     const bool do_bench = argc > 1 && std::strcmp(argv[1], "--bench") == 0;
+    const bool do_sweep = argc > 1 && std::strcmp(argv[argc - 1], "--sweep") == 0;
     int count = 0;
     if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
         std::printf("skipped: no device\n");
@@ -333,6 +388,7 @@ int main(int argc, char** argv) {
         EXPECT(!skinny_gemm_fits(33, 16, 32) && !skinny_gemm_fits(1, 24, 32) && !skinny_gemm_fits(1, 16, 40),
                "skinny_gemm_fits accepts a shape it cannot run");
         if (do_bench) bench(d);
+        if (do_sweep) sweep(d);
     } catch (const Error& e) {
         std::printf("FAIL: %s\n", e.message.c_str());
         return 1;

@@ -1,7 +1,6 @@
 // hspmn_sample (hspmn.h "sampling"): every parameter row and tensor is checked here; the backend's
 // sample_tokens reports bad logits rows through its status word, which becomes a typed error.
-#include <cmath>
-#include <cstring>
+#include <climits>
 
 #include "../core/error.h"
 #include "../core/objects.h"
@@ -54,6 +53,8 @@ hspmn_status hspmn_sample(hspmn_context* ctx, const hspmn_tensor* logits, const 
             fail(HSPMN_ERR_SHAPE, "logits: expected shape [n, V] with V <= %lld, got %s",
                  static_cast<long long>(sampling::kMaxVocab), shape_string(logits).c_str());
         const int64_t n = logits->shape[0], V = logits->shape[1];
+        if (n >= INT32_MAX)  // the status word is 1 + a row, an i32
+            fail(HSPMN_ERR_SHAPE, "logits: %lld rows; at most %d", static_cast<long long>(n), INT32_MAX - 1);
         check_not_null(params, "params");
         check_arg(tokens, "tokens", ctx, HSPMN_DTYPE_I32, {n});
         for (int64_t r = 0; r < n; ++r) check_sampling_params(params[r], r);

@@ -1,7 +1,8 @@
 // The scalar pieces of the sampling definition (native/README.md "Sampling"), for the host. The CUDA
 // op (cuda/kernels/sample_tokens.cu) spells the same float operations with explicitly rounded
 // intrinsics and the Java Sampler with plain float arithmetic; all three give the same bits, which is
-// why every file that includes this one is compiled with -ffp-contract=off (no fused multiply-add).
+// why a file that calls exp_non_positive or mass must be compiled with -ffp-contract=off (no fused
+// multiply-add; cpu/sample_tokens.cpp is, see native/CMakeLists.txt).
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,6 @@
 // The CUDA backend: HOST tensors from the tracked heap, PINNED from cudaMallocHost, DEVICE from
-// cudaMalloc; all work on the context's one non-blocking stream. The block math is cuda_block.cu's.
+// cudaMalloc; all work on the context's one stream (the library's own non-blocking one, or the caller's,
+// hspmn_context_params.cuda_stream). The block math is cuda_block.cu's.
 #include <cuda_runtime.h>
 
 #include <cstring>
@@ -64,7 +65,7 @@ private:
 
 class CudaBackend final : public Backend {
 public:
-    explicit CudaBackend(int ordinal) : d_(new Device(ordinal)) {}
+    CudaBackend(int ordinal, cudaStream_t stream) : d_(new Device(ordinal, stream)) {}
     ~CudaBackend() override {
         lm_ = LmScratch();  // its buffers free through the device: before it goes
         delete d_;
@@ -301,6 +302,8 @@ private:
 }  // namespace
 }  // namespace cuda
 
-Backend* create_cuda_backend(const hspmn_context_params& params) { return new cuda::CudaBackend(params.device); }
+Backend* create_cuda_backend(const hspmn_context_params& params) {
+    return new cuda::CudaBackend(params.device, static_cast<cudaStream_t>(params.cuda_stream));
+}
 
 }  // namespace hspmn

@@ -309,7 +309,8 @@ void gumbel_noise(Device& d, uint64_t seed, int64_t step, int32_t layer, int64_t
 }
 
 int64_t find_non_finite(Device& d, const void* data, int32_t dtype, int64_t numel) {
-    DeviceBuffer first(d, sizeof(unsigned long long));
+    DeviceBuffer& first = non_finite_buffer(d);
+    first.ensure(d, sizeof(unsigned long long));
     non_finite_scan(d, data, dtype == HSPMN_DTYPE_BF16, numel, first.as<unsigned long long>());
     unsigned long long host = 0;
     check(cudaMemcpyAsync(&host, first.data(), sizeof host, cudaMemcpyDeviceToHost, stream(d)),

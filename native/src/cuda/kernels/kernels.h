@@ -230,6 +230,13 @@ struct SkinnyScratch {
     DeviceBuffer partials, counters;
 };
 bool skinny_gemm_fits(int64_t M, int64_t N, int64_t K);
+// Launch shape knobs for the tuning sweep of tests/skinny_gemm_cuda (0: the defaults). Not for
+// production callers: the scratch must be sized after they change.
+struct SkinnyTuning {
+    int unroll = 0;          // 16-byte chunks per row each round (per matrix)
+    int blocks_per_sm = 0;   // split-K target
+};
+SkinnyTuning& skinny_tuning();
 void skinny_gemm_scratch(Device& d, SkinnyScratch& s, int64_t M, int64_t N, int64_t K, int matrices);
 // x: [M, ldx] bf16 (rows via x_map: [M] i32, -1 a zero row, or null)  w0, w1: [N, K] bf16 (w1 null unless dual)
 void skinny_gemm(Device& d, int64_t M, int64_t N, int64_t K, const __nv_bfloat16* x, int64_t ldx, const int32_t* x_map,

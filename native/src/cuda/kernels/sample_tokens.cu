@@ -355,7 +355,10 @@ __global__ void __launch_bounds__(kMaxThreads) sample_tokens_kernel(const float*
 
 void sample_tokens(Device& d, const float* logits, int64_t n, int64_t V, const hspmn_sampling_params* params,
                    int32_t* tokens, int32_t* status, unsigned* state) {
-    if (n <= 0) return;
+    if (n <= 0) {  // no CTA would write the status
+        check(cudaMemsetAsync(status, 0, sizeof(int32_t), stream(d)), "cudaMemsetAsync (sample_tokens)");
+        return;
+    }
     const int threads = static_cast<int>(V >= kMaxThreads ? kMaxThreads : (V + 31) / 32 * 32);
     const int64_t per_warp = (V + threads / 32 - 1) / (threads / 32);
     const int chunk = static_cast<int>((per_warp + 31) / 32 * 32);

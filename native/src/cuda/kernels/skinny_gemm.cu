@@ -234,8 +234,12 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(Args a) {
 template <int kMode, int NW, int NT>
 void launch_nt(Device& d, const Args& a, dim3 grid) {
     // About as many bytes in flight per warp whether one or two matrices stream.
-    constexpr int U = NW == 2 ? 2 : 4;
-    skinny_gemm_kernel<kMode, NW, NT, U><<<grid, kWarps * 32, 0, stream(d)>>>(a);
+    int u = skinny_tuning().unroll;
+    if (u <= 0) u = NW == 2 ? 2 : 4;
+    u *= NW;  // loads per round per row: u chunks of each matrix
+    if (u <= 2) skinny_gemm_kernel<kMode, NW, NT, (NW == 2 ? 1 : 2)><<<grid, kWarps * 32, 0, stream(d)>>>(a);
+    else if (u <= 4) skinny_gemm_kernel<kMode, NW, NT, (NW == 2 ? 2 : 4)><<<grid, kWarps * 32, 0, stream(d)>>>(a);
+    else skinny_gemm_kernel<kMode, NW, NT, (NW == 2 ? 4 : 8)><<<grid, kWarps * 32, 0, stream(d)>>>(a);
 }
 
 template <int kMode, int NW>
@@ -247,7 +251,8 @@ void launch_mode(Device& d, const Args& a, dim3 grid) {
 
 // Blocks along K: enough blocks for about 4 per multiprocessor, each warp at least two chunks.
 int64_t splits_for(Device& d, int64_t N, int64_t K) {
-    const int64_t tiles = N / kTile, want = 4LL * sm_count(d);
+    const int bps = skinny_tuning().blocks_per_sm > 0 ? skinny_tuning().blocks_per_sm : 4;
+    const int64_t tiles = N / kTile, want = static_cast<int64_t>(bps) * sm_count(d);
     const int64_t by_k = std::max<int64_t>(1, K / kChunk / (2 * kWarps));
     return std::max<int64_t>(1, std::min({(want + tiles - 1) / tiles, by_k, int64_t{65535}}));
 }
@@ -255,6 +260,11 @@ int64_t splits_for(Device& d, int64_t N, int64_t K) {
 int nt_of(int64_t M) { return M <= 8 ? 1 : M <= 16 ? 2 : 4; }
 
 }  // namespace
+
+SkinnyTuning& skinny_tuning() {
+    static SkinnyTuning t;
+    return t;
+}
 
 bool skinny_gemm_fits(int64_t M, int64_t N, int64_t K) {
     return M >= 1 && M <= kSkinnyMaxRows && N > 0 && N % kTile == 0 && N / kTile <= 0x7fffffff && K > 0 &&

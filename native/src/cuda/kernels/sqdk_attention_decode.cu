@@ -5,7 +5,9 @@
 // takes one (slot, KV head, chunk of keys) for every query head of its GQA group, so each K/V row is
 // read once per step, and a 32k cache spreads over hundreds of blocks (flash-decoding). The last block
 // of a (slot, KV head) to finish (a counter) merges the chunks in chunk order, so results do not
-// depend on scheduling.
+// depend on scheduling. Its p are relative to its own running maximum, not the Triton kernel's
+// sequential one, so their bf16 roundings differ: the step path agrees with the forward to bf16
+// accuracy, not to f32 order (check_decode.py says how that is checked).
 //
 // Arithmetic as the Triton forward: scores in base 2 (q . k / sqrt(Dh) * log2 e), an online softmax,
 // p rounded to bf16 before it weights V (its tl.dot takes p as bf16), l summed from unrounded p.
@@ -42,26 +44,16 @@ struct Args {
     float scale_log2;           // 1/sqrt(Dh) * log2(e)
 };
 
-// DPL consecutive bf16 in one load (8 bytes for DPL = 4).
-template <int DPL>
-__device__ __forceinline__ void load_dims(const bf16* p, float* f) {
-    if constexpr (DPL == 4) {
-        const uint2 u = *reinterpret_cast<const uint2*>(p);
-        const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
-        const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
-        f[0] = a.x, f[1] = a.y, f[2] = b.x, f[3] = b.y;
-    } else if constexpr (DPL == 2) {
-        const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
-        f[0] = a.x, f[1] = a.y;
-    } else {
-        f[0] = __bfloat162float(*p);
-    }
-}
-
-// DPL: head dims per lane in the scoring (Dh = 32 DPL).
-template <int DPL>
+// One (slot, KV head, chunk of keys) per block, every query head of the GQA group at once.
+//   scores: a thread per key, the whole K row in 16-byte loads against the group's queries in shared
+//           memory (read by every lane at once: broadcasts), so no shuffles and many loads in flight;
+//   softmax: a warp per head over the round's scores (online across rounds);
+//   values:  Dh/8 threads per V row (one 16-byte load each), kThreads*8/Dh rows at a time, each
+//            thread summing its rows into G x 8 accumulators, summed across rows at the end.
+template <int Dh>
 __global__ void __launch_bounds__(kThreads) sqdk_attention_decode_kernel(Args a) {
-    constexpr int Dh = 32 * DPL;
+    constexpr int kVec = Dh / 8;                 // 16-byte pieces of a row
+    constexpr int kRowsAtOnce = kThreads / kVec;  // V rows one pass of the block covers
     const int split = blockIdx.x, kvh = blockIdx.y, slot = blockIdx.z;
     if (a.qcnt[slot] == 0) return;
     const int64_t p = a.qpos[slot];
@@ -74,48 +66,61 @@ __global__ void __launch_bounds__(kThreads) sqdk_attention_decode_kernel(Args a)
     const bf16* vbase = a.v + static_cast<int64_t>(slot) * a.max_len * KV + kvh * Dh;
     const int64_t k0 = static_cast<int64_t>(split) * a.chunk, k1 = std::min<int64_t>(k0 + a.chunk, keys);
 
-    __shared__ float s[kMaxGroup][kSub];       // scores, then p
+    __shared__ __align__(16) float q_s[kMaxGroup][Dh];
+    __shared__ float s[kMaxGroup][kSub];  // scores, then p
     __shared__ float alpha_s[kMaxGroup], m_s[kMaxGroup], l_s[kMaxGroup];
+    __shared__ __align__(16) float red[kRowsAtOnce][kMaxGroup][8 * kVec];
 
-    // This lane's dims of each query head of the group, scaled into base 2.
-    float qr[kMaxGroup][DPL];
-#pragma unroll
-    for (int g = 0; g < kMaxGroup; ++g)
-#pragma unroll
-        for (int i = 0; i < DPL; ++i)
-            qr[g][i] = g < G ? __bfloat162float(a.q[static_cast<int64_t>(slot) * D + (kvh * G + g) * Dh + lane * DPL + i]) *
-                                   a.scale_log2
-                             : 0.0f;
-
-    // V accumulation layout: thread t owns dim pair t % (Dh/2) for keys of group t / (Dh/2).
-    constexpr int kPairs = Dh / 2, kGroups = kThreads / kPairs;
-    const int pair = threadIdx.x % kPairs, kgroup = threadIdx.x / kPairs;
-    float acc[kMaxGroup][2];
-#pragma unroll
-    for (int g = 0; g < kMaxGroup; ++g) acc[g][0] = acc[g][1] = 0.0f;
+    for (int e = threadIdx.x; e < G * Dh; e += kThreads)
+        q_s[e / Dh][e % Dh] = __bfloat162float(a.q[static_cast<int64_t>(slot) * D + (kvh * G) * Dh + e]);
     if (threadIdx.x < kMaxGroup) {
         m_s[threadIdx.x] = -INFINITY;
         l_s[threadIdx.x] = 0.0f;
     }
+    const int piece = threadIdx.x % kVec, row0 = threadIdx.x / kVec;
+    float acc[kMaxGroup][8];
+#pragma unroll
+    for (int g = 0; g < kMaxGroup; ++g)
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[g][i] = 0.0f;
+    __syncthreads();
 
     for (int64_t kb = k0; kb < k1; kb += kSub) {
         const int n = static_cast<int>(std::min<int64_t>(kSub, k1 - kb));
-        // 1. scores: a warp per key, each lane DPL dims, one warp sum per query head
-        for (int j = warp; j < n; j += kWarps) {
-            float kf[DPL];
-            load_dims<DPL>(kbase + (kb + j) * KV + lane * DPL, kf);
+        // 1. scores
+        for (int j = threadIdx.x; j < n; j += kThreads) {
+            const uint4* kr = reinterpret_cast<const uint4*>(kbase + (kb + j) * KV);
+            uint4 kv[kVec];
 #pragma unroll
-            for (int g = 0; g < kMaxGroup; ++g) {
-                if (g >= G) break;
-                float dot = 0.0f;
+            for (int c = 0; c < kVec; ++c) kv[c] = __ldg(kr + c);
+            float dot[kMaxGroup];
 #pragma unroll
-                for (int i = 0; i < DPL; ++i) dot += qr[g][i] * kf[i];
-                dot = kern::warp_sum(dot);
-                if (lane == 0) s[g][j] = dot;
+            for (int g = 0; g < kMaxGroup; ++g) dot[g] = 0.0f;
+#pragma unroll
+            for (int c = 0; c < kVec; ++c) {
+                const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&kv[c]);
+                float kf[8];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const float2 f = __bfloat1622float2(h2[i]);
+                    kf[2 * i] = f.x;
+                    kf[2 * i + 1] = f.y;
+                }
+#pragma unroll
+                for (int g = 0; g < kMaxGroup; ++g) {
+                    if (g >= G) break;
+                    const float4 qa = *reinterpret_cast<const float4*>(&q_s[g][c * 8]);
+                    const float4 qb = *reinterpret_cast<const float4*>(&q_s[g][c * 8 + 4]);
+                    dot[g] += qa.x * kf[0] + qa.y * kf[1] + qa.z * kf[2] + qa.w * kf[3] + qb.x * kf[4] +
+                              qb.y * kf[5] + qb.z * kf[6] + qb.w * kf[7];
+                }
             }
+#pragma unroll
+            for (int g = 0; g < kMaxGroup; ++g)
+                if (g < G) s[g][j] = dot[g] * a.scale_log2;
         }
         __syncthreads();
-        // 2. per head: the round's maximum, p = 2^(s - m), l; warp g takes head g (and g + 4)
+        // 2. per head: the round's maximum, p = 2^(s - m), l
         for (int g = warp; g < G; g += kWarps) {
             float mx = -INFINITY;
             for (int j = lane; j < n; j += 32) mx = fmaxf(mx, s[g][j]);
@@ -136,46 +141,51 @@ __global__ void __launch_bounds__(kThreads) sqdk_attention_decode_kernel(Args a)
             }
         }
         __syncthreads();
-        // 3. o = o alpha + sum_j bf16(p_j) v_j over this thread's keys
+        // 3. o = o alpha + sum_j bf16(p_j) v_j: this thread's 8 dims of rows row0, row0 + kRowsAtOnce, ...
 #pragma unroll
         for (int g = 0; g < kMaxGroup; ++g) {
             if (g >= G) break;
-            acc[g][0] *= alpha_s[g];
-            acc[g][1] *= alpha_s[g];
+#pragma unroll
+            for (int i = 0; i < 8; ++i) acc[g][i] *= alpha_s[g];
         }
-        for (int j = kgroup; j < n; j += kGroups) {
-            const float2 vv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(vbase + (kb + j) * KV + 2 * pair));
+#pragma unroll 4
+        for (int j = row0; j < n; j += kRowsAtOnce) {
+            const uint4 vv = __ldg(reinterpret_cast<const uint4*>(vbase + (kb + j) * KV) + piece);
+            const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&vv);
+            float vf[8];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const float2 f = __bfloat1622float2(h2[i]);
+                vf[2 * i] = f.x;
+                vf[2 * i + 1] = f.y;
+            }
 #pragma unroll
             for (int g = 0; g < kMaxGroup; ++g) {
                 if (g >= G) break;
                 const float pj = __bfloat162float(__float2bfloat16_rn(s[g][j]));
-                acc[g][0] += pj * vv.x;
-                acc[g][1] += pj * vv.y;
+#pragma unroll
+                for (int i = 0; i < 8; ++i) acc[g][i] += pj * vf[i];
             }
         }
         __syncthreads();  // s is rewritten by the next round
     }
 
-    // The key groups' partial o, summed in group order, into this split's partial.
+    // The rows' partial o summed in row order, then this split's partial out.
+#pragma unroll
+    for (int g = 0; g < kMaxGroup; ++g) {
+        if (g >= G) break;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) red[row0][g][piece * 8 + i] = acc[g][i];
+    }
+    __syncthreads();
     const int64_t frag = Dh + 2;
     const int64_t sh = (static_cast<int64_t>(slot) * a.Hkv + kvh) * a.splits;
     float* mine = a.partials + (sh + split) * G * frag;
-    for (int r = 0; r < kGroups; ++r) {
-        if (kgroup == r) {
-#pragma unroll
-            for (int g = 0; g < kMaxGroup; ++g) {
-                if (g >= G) break;
-                float* dst = mine + g * frag + 2 * pair;
-                if (r == 0) {
-                    dst[0] = acc[g][0];
-                    dst[1] = acc[g][1];
-                } else {
-                    dst[0] += acc[g][0];
-                    dst[1] += acc[g][1];
-                }
-            }
-        }
-        __syncthreads();
+    for (int e = threadIdx.x; e < G * Dh; e += kThreads) {
+        const int g = e / Dh, dcol = e - g * Dh;
+        float sum = 0.0f;
+        for (int r = 0; r < kRowsAtOnce; ++r) sum += red[r][g][dcol];
+        mine[g * frag + dcol] = sum;
     }
     if (threadIdx.x < G) {
         mine[threadIdx.x * frag + Dh] = m_s[threadIdx.x];
@@ -215,9 +225,9 @@ bool sqdk_attention_decode_fits(int64_t H, int64_t Hkv, int64_t Dh) {
 }
 
 int64_t sqdk_attention_decode_chunk(int64_t max_len) {
-    // 512 keys per block up to 128k (a 32k cache is 64 blocks per KV head); longer caches keep about
-    // 256 blocks per KV head, so a launch never has more than that many blocks per slot and head.
-    const int64_t c = std::max<int64_t>(512, (max_len + 255) / 256);
+    // One round of kSub keys per block up to 64k keys (a 32k cache is 128 blocks per KV head); longer
+    // caches keep about 256 blocks per KV head and loop over rounds.
+    const int64_t c = std::max<int64_t>(kSub, (max_len + 255) / 256);
     return (c + kSub - 1) / kSub * kSub;
 }
 
@@ -252,9 +262,9 @@ void sqdk_attention_decode(Device& d, int64_t seqs, int64_t max_len, int64_t H, 
            static_cast<int>(splits), static_cast<float>(1.0 / std::sqrt(static_cast<double>(Dh)) * 1.4426950408889634)};
     const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(Hkv), static_cast<unsigned>(seqs));
     switch (Dh) {
-        case 32: sqdk_attention_decode_kernel<1><<<grid, kThreads, 0, stream(d)>>>(a); break;
-        case 64: sqdk_attention_decode_kernel<2><<<grid, kThreads, 0, stream(d)>>>(a); break;
-        default: sqdk_attention_decode_kernel<4><<<grid, kThreads, 0, stream(d)>>>(a); break;
+        case 32: sqdk_attention_decode_kernel<32><<<grid, kThreads, 0, stream(d)>>>(a); break;
+        case 64: sqdk_attention_decode_kernel<64><<<grid, kThreads, 0, stream(d)>>>(a); break;
+        default: sqdk_attention_decode_kernel<128><<<grid, kThreads, 0, stream(d)>>>(a); break;
     }
     check_launch("sqdk_attention_decode");
 }

@@ -80,7 +80,8 @@ class BindingsLockstepTest {
         Matcher st = Pattern.compile("(?s)typedef\\s+struct\\s+(\\w+)\\s*\\{(.*?)\\}\\s*(\\w+)\\s*;").matcher(src);
         while (st.find()) {
             List<Field> fields = new ArrayList<>();
-            Matcher f = Pattern.compile("([\\w ]+?)\\s+(\\w+)\\s*(?:\\[\\s*(\\w+)\\s*\\])?\\s*;").matcher(st.group(2));
+            // the type may end in '*' (a pointer field such as void* cuda_stream)
+            Matcher f = Pattern.compile("([\\w ]+?[\\s*]+)(\\w+)\\s*(?:\\[\\s*(\\w+)\\s*\\])?\\s*;").matcher(st.group(2));
             while (f.find()) {
                 long count = 1;
                 if (f.group(3) != null) {
@@ -343,7 +344,7 @@ class BindingsLockstepTest {
     static long sizeOf(Header h, String type) {
         List<Field> fields = h.structs().get(type);
         if (fields == null) {
-            return type.equals("int64_t") || type.equals("uint64_t") ? 8 : 4;
+            return type.equals("int64_t") || type.equals("uint64_t") || type.endsWith("*") ? 8 : 4;
         }
         long offset = 0;
         for (Field f : fields) {

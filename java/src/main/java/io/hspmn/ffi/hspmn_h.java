@@ -67,10 +67,10 @@ public class hspmn_h {
     public static final AddressLayout C_POINTER = ValueLayout.ADDRESS
             .withTargetLayout(MemoryLayout.sequenceLayout(java.lang.Long.MAX_VALUE, JAVA_BYTE));
     public static final ValueLayout.OfLong C_LONG = ValueLayout.JAVA_LONG;
-    private static final int HSPMN_ABI_VERSION = (int)1L;
+    private static final int HSPMN_ABI_VERSION = (int)2L;
     /**
      * {@snippet lang=c :
-     * #define HSPMN_ABI_VERSION 1
+     * #define HSPMN_ABI_VERSION 2
      * }
      */
     public static int HSPMN_ABI_VERSION() {
@@ -4619,6 +4619,126 @@ public class hspmn_h {
                 traceDowncall("hspmn_tensor_to_dlpack", t, out);
             }
             return (int)mh$.invokeExact(t, out);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_tensor_from_dlpack {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_tensor_from_dlpack");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_tensor_from_dlpack(hspmn_context *ctx, void *managed, hspmn_tensor **out)
+     * }
+     */
+    public static FunctionDescriptor hspmn_tensor_from_dlpack$descriptor() {
+        return hspmn_tensor_from_dlpack.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_tensor_from_dlpack(hspmn_context *ctx, void *managed, hspmn_tensor **out)
+     * }
+     */
+    public static MethodHandle hspmn_tensor_from_dlpack$handle() {
+        return hspmn_tensor_from_dlpack.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_tensor_from_dlpack(hspmn_context *ctx, void *managed, hspmn_tensor **out)
+     * }
+     */
+    public static MemorySegment hspmn_tensor_from_dlpack$address() {
+        return hspmn_tensor_from_dlpack.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_tensor_from_dlpack(hspmn_context *ctx, void *managed, hspmn_tensor **out)
+     * }
+     */
+    public static int hspmn_tensor_from_dlpack(MemorySegment ctx, MemorySegment managed, MemorySegment out) {
+        var mh$ = hspmn_tensor_from_dlpack.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_tensor_from_dlpack", ctx, managed, out);
+            }
+            return (int)mh$.invokeExact(ctx, managed, out);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_tensor_from_dlpack_versioned {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_tensor_from_dlpack_versioned");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_tensor_from_dlpack_versioned(hspmn_context *ctx, void *managed, hspmn_tensor **out)
+     * }
+     */
+    public static FunctionDescriptor hspmn_tensor_from_dlpack_versioned$descriptor() {
+        return hspmn_tensor_from_dlpack_versioned.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_tensor_from_dlpack_versioned(hspmn_context *ctx, void *managed, hspmn_tensor **out)
+     * }
+     */
+    public static MethodHandle hspmn_tensor_from_dlpack_versioned$handle() {
+        return hspmn_tensor_from_dlpack_versioned.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_tensor_from_dlpack_versioned(hspmn_context *ctx, void *managed, hspmn_tensor **out)
+     * }
+     */
+    public static MemorySegment hspmn_tensor_from_dlpack_versioned$address() {
+        return hspmn_tensor_from_dlpack_versioned.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_tensor_from_dlpack_versioned(hspmn_context *ctx, void *managed, hspmn_tensor **out)
+     * }
+     */
+    public static int hspmn_tensor_from_dlpack_versioned(MemorySegment ctx, MemorySegment managed, MemorySegment out) {
+        var mh$ = hspmn_tensor_from_dlpack_versioned.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_tensor_from_dlpack_versioned", ctx, managed, out);
+            }
+            return (int)mh$.invokeExact(ctx, managed, out);
         } catch (Throwable ex$) {
            throw new AssertionError("should not reach here", ex$);
         }

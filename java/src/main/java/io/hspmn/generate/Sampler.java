@@ -2,6 +2,7 @@ package io.hspmn.generate;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.util.Arrays;
 
 /**
  * Picks a token from a row of logits under {@link SamplingParams}. One sampler per sequence: it holds the
@@ -94,16 +95,15 @@ public final class Sampler {
         if (params.isGreedy()) {
             return firstIndexOf(logits, vocab, max);
         }
-        float t = invTemp;
-        for (int i = 0; i < vocab; i++) {
-            mass[i] = (long) (expNonPositive((logits[i] - max) * t) * MASS_SCALE);
-        }
-        if (cut) {
-            applyCuts();
-        }
         long total = 0;
-        for (int i = 0; i < vocab; i++) {
-            total += mass[i];
+        if (cut) {
+            total = massesAfterCuts(max);
+        } else {
+            float t = invTemp;
+            for (int i = 0; i < vocab; i++) {
+                mass[i] = (long) (expNonPositive((logits[i] - max) * t) * MASS_SCALE);
+                total += mass[i];
+            }
         }
         long target = Math.unsignedMultiplyHigh(nextBits(), total);
         long acc = 0;
@@ -116,43 +116,49 @@ public final class Sampler {
         throw new IllegalStateException("unreachable: the draw lies below the total mass");
     }
 
-    /** Zeroes the mass of every token that top-k and top-p remove. */
-    private void applyCuts() {
+    /**
+     * The masses of the tokens top-k and top-p keep, 0 for the others (only candidates pay for an exp);
+     * returns the kept mass.
+     */
+    private long massesAfterCuts(float max) {
         for (int i = 0; i < vocab; i++) {
             keys[i] = key(logits[i], i);
         }
         int first = 0;
         int n = vocab;
-        long threshold = 0;
         if (k < vocab) {
             selectLargest(keys, vocab, k); // the k candidates now sit in keys[vocab-k .. vocab)
             first = vocab - k;
             n = k;
-            threshold = Long.MAX_VALUE;
-            for (int j = first; j < vocab; j++) {
-                threshold = Math.min(threshold, keys[j]);
-            }
+            Arrays.fill(mass, 0L);
+        }
+        float t = invTemp;
+        long total = 0;
+        for (int j = first; j < first + n; j++) {
+            int id = idOf(keys[j]);
+            mass[id] = (long) (expNonPositive((logits[id] - max) * t) * MASS_SCALE);
+            total += mass[id];
         }
         if (params.topP() < 1f) {
-            threshold = nucleus(first, n);
-        }
-        for (int i = 0; i < vocab; i++) {
-            if (key(logits[i], i) < threshold) {
-                mass[i] = 0;
+            long threshold = nucleus(first, n, total); // permutes keys[first .. first+n) only
+            total = 0;
+            for (int j = first; j < first + n; j++) {
+                int id = idOf(keys[j]);
+                if (keys[j] < threshold) {
+                    mass[id] = 0;
+                }
+                total += mass[id];
             }
         }
+        return total;
     }
 
     /**
      * The key of the last token of the nucleus among keys[first .. first+n): the shortest prefix in key order
-     * whose mass reaches min(M, ceil(p * M)) of the candidates' mass M. A weighted quickselect, linear time
+     * whose mass reaches min(M, ceil(p * M)) of the candidates' mass M ({@code total}). A weighted quickselect, linear time
      * where sorting would be n log n; exact because the masses are integers.
      */
-    private long nucleus(int first, int n) {
-        long total = 0;
-        for (int j = first; j < first + n; j++) {
-            total += mass[idOf(keys[j])];
-        }
+    private long nucleus(int first, int n, long total) {
         long need = Math.min(total, (long) Math.ceil((double) params.topP() * (double) total));
         int lo = first;
         int hi = first + n;
