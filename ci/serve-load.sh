@@ -6,7 +6,7 @@
 # to the first token, errors); the client's whole report goes to JSON_OUT, the server's log beside it.
 #   usage: ci/serve-load.sh JSON_OUT [serve options] [-- load client options]
 #   e.g.   ci/serve-load.sh build/serve-load.json --random --backend cpu -- --streams 4 --requests 2
-#   env:   JAVA (java), HSPMN_CP (class path; unset: builds the jar as ci/demo.sh does), HSPMN_LIB (a
+#   env:   JAVA (a JDK 22+'s java, as ci/java-home.sh picks), HSPMN_CP (class path; unset: builds the jar as ci/demo.sh does), HSPMN_LIB (a
 #          libhspmn.so to load instead of the jar's), SERVE_START_S (seconds to wait for the server: 600)
 # Exit status: the load client's (0 only if every request succeeded), or 1 when the server did not
 # start or did not stop on SIGTERM.
@@ -20,6 +20,8 @@ while [[ $# -gt 0 && $1 != -- ]]; do serve+=("$1"); shift; done
 load=("$@")
 if [[ -z ${HSPMN_CP:-} ]]; then
   source ci/build-jar.sh
+elif [[ -z ${JAVA:-} ]]; then
+  source ci/java-home.sh
 fi
 java=${JAVA:-java}
 jvm=(--enable-native-access=ALL-UNNAMED)
@@ -27,12 +29,13 @@ jvm=(--enable-native-access=ALL-UNNAMED)
 mkdir -p "$(dirname "$json")"
 log="${json%.json}-server.log"
 
-"$java" "${jvm[@]}" -cp "$HSPMN_CP" io.hspmn.cli.Main serve --port 0 "${serve[@]}" >"$log" 2>&1 &
+: >"$log" # exists before the server starts, so the wait below can read it at once
+"$java" "${jvm[@]}" -cp "$HSPMN_CP" io.hspmn.cli.Main serve --port 0 "${serve[@]}" >>"$log" 2>&1 &
 pid=$!
 stop_server() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
 url=
 for ((i = 0; i < ${SERVE_START_S:-600} * 10; i++)); do
-  url=$(sed -n 's/^hspmn serve: listening on \(http:[^ ]*\) .*/\1/p' "$log")
+  url=$(sed -n 's/^hspmn serve: listening on \(http:[^ ]*\) .*/\1/p' "$log" || true)
   [[ -n $url ]] && break
   if ! kill -0 "$pid" 2>/dev/null; then
     wait "$pid" && rc=0 || rc=$?
