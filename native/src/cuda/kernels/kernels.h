@@ -189,7 +189,7 @@ void rope_step(Device& d, const float* kf, const float* qf, const int32_t* slot,
 // qpos[s]; slots with qcnt 0 are skipped and their o rows left as they were)  k, v: [seqs, max_len,
 // Hkv*Dh] bf16  lse: [seqs, H] f32. Head dims 32, 64, 128; at most 8 query heads per KV head.
 struct DecodeAttentionScratch {
-    DeviceBuffer partials, counters;
+    DeviceBuffer partials;
 };
 bool sqdk_attention_decode_fits(int64_t H, int64_t Hkv, int64_t Dh);
 int64_t sqdk_attention_decode_chunk(int64_t max_len);
@@ -233,7 +233,7 @@ bool skinny_gemm_fits(int64_t M, int64_t N, int64_t K);
 // Launch shape knobs for the tuning sweep of tests/skinny_gemm_cuda (0: the defaults). Not for
 // production callers: the scratch must be sized after they change.
 struct SkinnyTuning {
-    int unroll = 0;          // 16-byte chunks per row each round (per matrix)
+    int stages = 0;          // cp.async tiles in flight per warp (2..4; default 3)
     int blocks_per_sm = 0;   // split-K target
 };
 SkinnyTuning& skinny_tuning();
