@@ -91,7 +91,8 @@ foreach(arch IN LISTS HSPMN_CUDA_ARCHS)
 endforeach()
 # One file per op under kernels/: globbed so a new op file needs no edit here.
 file(GLOB _hspmn_cuda_kernels CONFIGURE_DEPENDS "${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/kernels/*.cu")
-target_sources(hspmn PRIVATE src/cuda/cuda_backend.cpp src/cuda/cuda_block.cu src/cuda/cuda_block_decode.cu ${_hspmn_cuda_kernels})
+target_sources(hspmn PRIVATE src/cuda/cuda_backend.cpp src/cuda/cuda_block.cu src/cuda/cuda_block_rows.cu
+  src/cuda/cuda_block_chunked.cu src/cuda/cuda_block_decode.cu ${_hspmn_cuda_kernels})
 target_compile_definitions(hspmn PRIVATE HSPMN_WITH_CUDA=1)
 list(APPEND _hspmn_gencode -Xcompiler=-ffunction-sections,-fdata-sections --expt-relaxed-constexpr)
 target_compile_options(hspmn PRIVATE

@@ -39,6 +39,8 @@ public:
     TritonModules* triton = nullptr;
     DeviceBuffer attention_delta;    // [B, H, C] f32 of the backward
     DeviceBuffer triton_scratch;     // Triton's global scratch, when a kernel asks for one
+    DeviceBuffer rows_arena;         // runtime.h rows_arena
+    uint64_t rows_arena_generation = 0;
 
     static constexpr std::size_t kWorkspaceBytes = std::size_t(32) << 20;
 
