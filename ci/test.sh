@@ -18,6 +18,8 @@ ctest --test-dir "$build" --output-on-failure
 # the language model (loss, every gradient, AdamW, logits) and cached decoding against the float64 reference
 .venv/bin/python native/reference/check_model.py --backend cpu --lib "$build/libhspmn.so"
 .venv/bin/python native/reference/check_decode.py --backend cpu --lib "$build/libhspmn.so"
+# the chunked inference forward (forced small chunks) against the one-pass forward, bitwise on the CPU
+.venv/bin/python native/reference/check_chunked.py --backend cpu --lib "$build/libhspmn.so"
 .venv/bin/python native/reference/test_dlpack.py --lib "$build/libhspmn.so"
 # the GPU time breakdown's trace parsing and categories, on a fabricated trace
 .venv/bin/python native/bench/test_kernel_breakdown.py

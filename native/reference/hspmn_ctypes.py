@@ -117,6 +117,10 @@ class Lib:
             "hspmn_decoder_reset": (C.c_int, [P, C.c_int32]),
             "hspmn_decoder_length": (C.c_int, [P, C.c_int32, C.POINTER(C.c_int64)]),
             "hspmn_decoder_append": (C.c_int, [P, P, P, P, P]),
+            # CUDA graphs
+            "hspmn_graph_capture_forward": (C.c_int, [P, C.POINTER(ForwardParams), P, P, P, C.POINTER(P)]),
+            "hspmn_graph_launch": (C.c_int, [P]),
+            "hspmn_graph_destroy": (C.c_int, [P]),
         }
         for name, (res, args) in sigs.items():
             f = getattr(L, name)
