@@ -136,9 +136,11 @@ void CpuBlock::forward(const ForwardCall& call) {
     refresh_weights();
     const int64_t B = call.x->shape[0], S = call.x->shape[1], N = B * S;
     if (!call.training) {
-        const int64_t R = forward_chunk_rows(chunk_row_bytes());
-        if (N > R) {
-            forward_chunked(call, R);
+        // The one-pass forward allocates what a chunk does per row (with x for every row), so one
+        // estimate serves both sizes.
+        const ForwardChunks ch = forward_chunks(chunk_row_bytes(), chunk_row_bytes());
+        if (N > ch.whole_rows) {
+            forward_chunked(call, ch);
             return;
         }
     }

@@ -7,6 +7,7 @@
 #include "../core/alloc.h"
 #include "../core/backend.h"
 #include "../core/block_config.h"
+#include "../core/forward_chunk.h"
 #include "ops.h"
 #include "thread_pool.h"
 
@@ -105,10 +106,10 @@ private:
     // The query lists of B whole sequences (A.B, A.S) selected by idx [B, C] / cnt [B] (A.rows,
     // q_pos, q_start, Nq, k_pos) and A's buffers sized for them (all but y).
     RowsBuffers whole_sequences(Activations& A, const int32_t* idx, const int32_t* cnt, int64_t C);
-    // Scratch bytes per row of forward_chunked's chunks (core/forward_chunk.h).
+    // Scratch bytes per row of a forward's rows (core/forward_chunk.h).
     int64_t chunk_row_bytes() const;
-    // Inference forward of more rows than one chunk: cpu_block_chunked.cpp.
-    void forward_chunked(const ForwardCall& call, int64_t chunk_rows);
+    // Inference forward of more rows than one pass: cpu_block_chunked.cpp.
+    void forward_chunked(const ForwardCall& call, const ForwardChunks& chunks);
 
     ThreadPool& pool_;
     BlockConfig cfg_;

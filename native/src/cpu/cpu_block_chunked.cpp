@@ -1,13 +1,14 @@
-// CpuBlock::forward_chunked: an inference forward of more rows than one chunk (core/forward_chunk.h)
+// CpuBlock::forward_chunked: an inference forward of more rows than one pass (core/forward_chunk.h)
 // in bounded memory, equal bit for bit to the one-pass forward (run_rows' rows do not depend on their
 // neighbours, and the same float32 ops run on the same values).
 //
 //   1. The router over every row, a chunk at a time (x widened per chunk): l, n: [B*S] f32.
 //   2. The selection over whole sequences, as the one-pass forward: the pins, or route_select (top-k
 //      needs every score of a sequence before any chunk runs).
-//   3. The rows, chunk by chunk. When a sequence fits a chunk (S <= R), a chunk is R / S whole
-//      sequences and runs exactly as the one-pass forward of that sub-batch. Else each sequence runs
-//      in chunks of R consecutive rows, as decode runs a prefill: the conv continues from the last K-1
+//   3. The rows, chunk by chunk. When a sequence fits one pass (S <= whole_rows), a chunk is
+//      whole_rows / S whole sequences and runs exactly as the one-pass forward of that sub-batch. Else
+//      each sequence runs in chunks of split_rows consecutive rows, as decode runs a prefill: the
+//      conv continues from the last K-1
 //      inputs of the previous chunk, K and V of the sequence's rows so far stay in [S, Hkv*Dh] caches
 //      that the chunk's queries attend, and its queries are its part of the sequence's selection.
 //
@@ -31,16 +32,20 @@ float* sized(Buffer<float>& b, int64_t n) {
 
 }  // namespace
 
-void CpuBlock::forward_chunked(const ForwardCall& call, int64_t R) {
+void CpuBlock::forward_chunked(const ForwardCall& call, const ForwardChunks& chunks) {
     const int64_t B = call.x->shape[0], S = call.x->shape[1], N = B * S;
     const int64_t D = cfg_.D, F = cfg_.F, H = cfg_.H, Hkv = cfg_.Hkv, Dh = cfg_.Dh, KV = Hkv * Dh;
     const int64_t P = cfg_.conv_kernel - 1;
     const uint16_t* x_bf = static_cast<const uint16_t*>(call.x->data);
     uint16_t* out_bf = static_cast<uint16_t*>(call.out->data);
 
+    const bool whole = S <= chunks.whole_rows;
+    const int64_t g = whole ? std::min(chunks.whole_rows / S, B) : 1;  // sequences per chunk
+    const int64_t R = whole ? g * S : chunks.split_rows;                // rows per chunk
+
     // 1. Router (inference: n = l / t, no noise).
     Buffer<float> l(static_cast<std::size_t>(N)), nsc(static_cast<std::size_t>(N));
-    Buffer<float> x(static_cast<std::size_t>(std::min(R, N) * D));
+    Buffer<float> x(static_cast<std::size_t>(R * D));
     for (int64_t r0 = 0; r0 < N; r0 += R) {
         const int64_t rows = std::min(R, N - r0);
         bf16_to_f32_array(pool_, x_bf + r0 * D, x.data(), rows * D);
@@ -76,9 +81,8 @@ void CpuBlock::forward_chunked(const ForwardCall& call, int64_t R) {
 
     // 3. The rows.
     Buffer<float> y;
-    if (S <= R) {
+    if (whole) {
         // Sub-batches of whole sequences: the one-pass forward of each (the same table, lists, conv).
-        const int64_t g = R / S;
         Buffer<float> cos_t(static_cast<std::size_t>(S * (Dh / 2))), sin_t(static_cast<std::size_t>(S * (Dh / 2)));
         rope_table(S, Dh, cfg_.params.rope_base, cos_t.data(), sin_t.data());
         Activations A;

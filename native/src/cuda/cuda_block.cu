@@ -47,10 +47,10 @@ void CudaBlock::forward(const ForwardCall& call) {
     has_act_ = false;
     last_chunked_ = false;
     if (!call.training) {
-        const int64_t R = forward_chunk_rows(chunk_row_bytes());
-        if (N > R) {
+        const ForwardChunks ch = forward_chunks(one_pass_row_bytes(), chunk_row_bytes());
+        if (N > ch.whole_rows) {
             last_chunked_ = true;
-            forward_chunked(call, R);
+            forward_chunked(call, ch);
             return;
         }
     }

@@ -1,13 +1,14 @@
-// CudaBlock::forward_chunked: an inference forward of more rows than one chunk (core/forward_chunk.h)
+// CudaBlock::forward_chunked: an inference forward of more rows than one pass (core/forward_chunk.h)
 // in bounded memory. The CPU's is cpu_block_chunked.cpp; the steps are the same:
 //
 //   1. The router over every row at once (l, n: [B*S] f32; x is read in place, or staged a chunk at
 //      a time when it is not device memory).
 //   2. The selection over whole sequences, as the one-pass forward: the pins, or route_select (top-k
 //      needs every score of a sequence before any chunk runs).
-//   3. The rows, chunk by chunk, through run_rows. When a sequence fits a chunk (S <= R), a chunk is
-//      R / S whole sequences and runs as the one-pass forward of that sub-batch. Else each sequence
-//      runs in chunks of R consecutive rows, as decode runs a prefill into one cache slot of S rows:
+//   3. The rows, chunk by chunk, through run_rows. When a sequence fits one pass (S <= whole_rows), a
+//      chunk is whole_rows / S whole sequences and runs as the one-pass forward of that sub-batch.
+//      Else each sequence runs in chunks of split_rows consecutive rows, as decode runs a prefill
+//      into one cache slot of S rows:
 //      chunk_select cuts the chunk's part out of the sequence's selection (on the device: no host
 //      sync, so the forward can be captured as a graph), decode_rows gives its rows' positions and
 //      rope table rows, the conv continues from the previous chunk's last K-1 inputs, and K, V of the
@@ -25,11 +26,12 @@
 
 namespace hspmn::cuda::detail {
 
-void CudaBlock::forward_chunked(const ForwardCall& call, int64_t R) {
+void CudaBlock::forward_chunked(const ForwardCall& call, const ForwardChunks& chunks) {
     const int64_t B = call.x->shape[0], S = call.x->shape[1], N = B * S;
     const int64_t D = cfg_.D, Hkv = cfg_.Hkv, Dh = cfg_.Dh, KV = Hkv * Dh, P = cfg_.conv_kernel - 1;
-    const bool whole = S <= R;
-    const int64_t g = whole ? std::min(R / S, B) : 1;  // sequences per chunk
+    const bool whole = S <= chunks.whole_rows;
+    const int64_t g = whole ? std::min(chunks.whole_rows / S, B) : 1;  // sequences per chunk
+    const int64_t R = chunks.split_rows;
     const int64_t C = call.indices ? call.indices->shape[1] : routing_k(S);
     const int64_t chunk_rows = whole ? g * S : R, chunk_q = whole ? g * C : R;
     const bf16* xd = on_device(call.x) ? static_cast<const bf16*>(call.x->data) : nullptr;

@@ -10,6 +10,7 @@
 
 #include "../core/bf16.h"
 #include "../core/error.h"
+#include "../core/forward_chunk.h"
 #include "../core/objects.h"
 #include "../cpu/param_init.h"
 #include "cuda_block.h"
@@ -310,8 +311,10 @@ public:
     void forward(const ForwardCall& call) override;
     void backward(const BackwardCall& call) override;
     GraphImpl* capture_forward(const ForwardCall& call) override;
-    // Scratch bytes per row of a rows pass carved from the arena (core/forward_chunk.h).
+    // Scratch bytes per row of a rows pass carved from the arena, and of the one-pass forward's own
+    // buffers (every row a query: threshold routing pads to C = S) (core/forward_chunk.h).
     int64_t chunk_row_bytes() const;
+    int64_t one_pass_row_bytes() const;
     // K, V and the conv inputs h are bf16 in forward (k after RoPE, v, h): the caches keep them so.
     int decode_elem_bytes() const override { return 2; }
     void decode(const DecodeCall& call) override;
@@ -376,8 +379,8 @@ private:
     void run_rows(const RowsPass& p, const RowsBuffers& b);  // cuda_block_rows.cu
     // The arena's buffers of a pass of n rows and Q query slots (RowsBuffers says what they share).
     RowsBuffers carve_rows(Carve& cv, int64_t n, int64_t Q) const;
-    // Inference forward of more rows than one chunk: cuda_block_chunked.cu.
-    void forward_chunked(const ForwardCall& call, int64_t chunk_rows);
+    // Inference forward of more rows than one pass: cuda_block_chunked.cu.
+    void forward_chunked(const ForwardCall& call, const ForwardChunks& chunks);
 
     int64_t routing_k(int64_t S) const {
         return cfg_.params.routing == HSPMN_ROUTING_TOPK ? topk_count(S, cfg_.params.sparsity_k) : S;

@@ -16,6 +16,13 @@ int64_t CudaBlock::chunk_row_bytes() const {
     return 8 + 2 * 4 * D + 2 * 3 * F + 4 * D + 4 * std::max(KV, D) + 2 * 2 * KV + 4 * cfg_.H + 12 + 4 * cfg_.Dh + 8;
 }
 
+int64_t CudaBlock::one_pass_row_bytes() const {
+    const int64_t D = cfg_.D, F = cfg_.F, KV = cfg_.Hkv * cfg_.Dh;
+    // Activations: rstd x2; h, c, a bf16 [D]; gate, up, act bf16 [F]; res f32 [D]; kf f32 [KV]; k, v
+    // bf16 [KV]; a_sel, q, attn bf16 [D], qf, o f32 [D], lse [H] per query slot (as many as rows).
+    return 8 + 2 * 3 * D + 2 * 3 * F + 4 * D + 4 * KV + 2 * 2 * KV + 2 * 3 * D + 4 * 2 * D + 4 * cfg_.H;
+}
+
 RowsBuffers CudaBlock::carve_rows(Carve& cv, int64_t n, int64_t Q) const {
     const int64_t D = cfg_.D, F = cfg_.F, KV = cfg_.Hkv * cfg_.Dh;
     RowsBuffers b{};
