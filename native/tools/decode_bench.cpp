@@ -430,10 +430,16 @@ int run_long_prompt(hspmn_context* ctx, const Options& o, int32_t backend) {
     const int64_t live0 = st.live_bytes;
     hspmn_alloc_stats_reset_peak();
     Bench b(ctx, o, o.layers);
-    if (!b.create()) return 1;
+    r.cache_bytes = long_cache_bytes(o, max_len, elem);
+    if (!b.create()) {
+        if (g_last_failure == HSPMN_ERR_OUT_OF_MEMORY)
+            std::fprintf(stderr, "hspmn_decode_bench: refused: the model does not fit this device, and its decoder's "
+                         "caches for %lld tokens would need %lld bytes (%.2f GB) more\n",
+                         static_cast<long long>(max_len), static_cast<long long>(r.cache_bytes), r.cache_bytes / 1e9);
+        return 1;
+    }
     hspmn_alloc_stats_get(&st);
     r.model_bytes = st.live_bytes - live0;
-    r.cache_bytes = long_cache_bytes(o, max_len, elem);
     r.scratch_bytes = long_scratch_bytes(o, T);
     const int64_t need = r.model_bytes + r.cache_bytes + r.scratch_bytes;
     std::printf("memory needed:\n");
