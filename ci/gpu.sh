@@ -80,8 +80,9 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   # cached decoding (hspmn_decoder_*) through the CUDA backend against the full forward of the same library
   stage decode_cuda "$py" native/reference/check_decode.py --backend cuda --lib "$build/libhspmn.so"
   # the chunked inference forward (forced small chunks; HOST staging; a captured chunked graph) against
-  # the one-pass forward of the same library
-  stage chunked_cuda "$py" native/reference/check_chunked.py --backend cuda --lib "$build/libhspmn.so"
+  # the one-pass forward of the same library, then the golden cases' inference forwards in chunks of 13 rows
+  stage chunked_cuda bash -c "'$py' native/reference/check_chunked.py --backend cuda --lib '$build/libhspmn.so' && \
+    HSPMN_FORWARD_CHUNK_ROWS=13 '$py' native/reference/check_native.py --backend cuda --lib '$build/libhspmn.so'"
   # DLPack export of DEVICE tensors imported by torch as CUDA tensors
   stage dlpack_cuda "$py" native/reference/test_dlpack.py --backend cuda --lib "$build/libhspmn.so"
   # every op and the whole block, CUDA against the CPU backend of the same library (head dims 64/128, S=20000)
