@@ -24,6 +24,8 @@ HSPMN_CP="java/target/hspmn-0.1.0-SNAPSHOT.jar:java/target/lib/*" bash ci/serve-
 .venv/bin/python native/reference/check_decode.py --backend cpu --lib "$build/libhspmn.so"
 # the same through hspmn_decoder_step (sampling on the backend) and its bad inputs
 .venv/bin/python native/reference/check_decode.py --backend cpu --path step --lib "$build/libhspmn.so"
+# the chunked inference forward (forced small chunks) against the one-pass forward, bitwise on the CPU
+.venv/bin/python native/reference/check_chunked.py --backend cpu --lib "$build/libhspmn.so"
 .venv/bin/python native/reference/test_dlpack.py --lib "$build/libhspmn.so"
 # sampling: the CPU op against the definition bit for bit (and chi-square), and the CUDA kernel's
 # algorithm replayed in Python against the same definition
