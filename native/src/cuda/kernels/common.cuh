@@ -4,7 +4,9 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <utility>
 
 #include "../runtime.h"
 
@@ -58,6 +60,29 @@ __device__ __forceinline__ void rope_entry(int64_t p, int64_t i, int64_t Dh, dou
     const double angle = static_cast<double>(p) * inv_freq;
     *c = static_cast<float>(cos(angle));
     *s = static_cast<float>(sin(angle));
+}
+
+// Programmatic dependent launch (decode steps): a kernel launched with launch_pdl may start while the
+// kernel before it on the stream drains. Before pdl_wait() it may only read what no kernel writes
+// (weights) and write its own shared memory; pdl_wait() returns once the previous kernel has finished
+// and its writes are visible. pdl_launch_dependents() lets the next kernel start its own prologue; it is
+// called after pdl_wait(), so at most two kernels overlap. Both are no-ops in an ordinary launch.
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+__device__ __forceinline__ void pdl_launch_dependents() { asm volatile("griddepcontrol.launch_dependents;" :::); }
+
+template <typename... KArgs, typename... Args>
+void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, std::size_t smem, cudaStream_t s, Args&&... args) {
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), "cudaLaunchKernelEx (programmatic)");
 }
 
 inline unsigned grid_for(int64_t n, int threads, int64_t cap = 65535LL * 16) {

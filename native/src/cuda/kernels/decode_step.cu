@@ -28,6 +28,8 @@ __global__ void __launch_bounds__(kPreThreads) decode_step_pre_kernel(
     const int32_t* __restrict__ pos, int64_t D, int64_t max_len, bf16* __restrict__ c, bf16* __restrict__ a,
     int32_t* __restrict__ routed, int32_t* __restrict__ qpos, int32_t* __restrict__ qcnt,
     int64_t* __restrict__ row_cache) {
+    kern::pdl_wait();  // x is the previous layer's output
+    kern::pdl_launch_dependents();
     const int64_t r = blockIdx.x;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int32_t s = slot[r];
@@ -116,6 +118,8 @@ __global__ void rope_step_kernel(const float* __restrict__ kf, const float* __re
                                  const int32_t* __restrict__ slot, const int32_t* __restrict__ pos,
                                  const int32_t* __restrict__ routed, const int64_t* __restrict__ row_cache, int64_t H,
                                  int64_t Hkv, int64_t Dh, double base, bf16* __restrict__ k_cache, bf16* __restrict__ q) {
+    kern::pdl_wait();
+    kern::pdl_launch_dependents();
     const int64_t r = blockIdx.x;
     const int32_t s = slot[r];
     if (s < 0) return;
@@ -149,9 +153,9 @@ void decode_step_pre(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* rou
     if (D % 8 != 0 || K < 1 || K > kMaxConvK)
         fail(HSPMN_ERR_INTERNAL, "decode_step_pre: D %lld, conv kernel %lld outside its shapes", static_cast<long long>(D),
              static_cast<long long>(K));
-    decode_step_pre_kernel<<<static_cast<unsigned>(n), kPreThreads, 0, stream(d)>>>(
-        x, router_w, router_b, log_temp, reflex_norm_w, attn_norm_w, eps, conv_w, static_cast<int>(K), conv_cache, slot,
-        pos, D, max_len, c, a, routed, qpos, qcnt, row_cache);
+    kern::launch_pdl(decode_step_pre_kernel, dim3(static_cast<unsigned>(n)), dim3(kPreThreads), 0, stream(d), x, router_w,
+               router_b, log_temp, reflex_norm_w, attn_norm_w, eps, conv_w, static_cast<int>(K), conv_cache, slot, pos, D,
+               max_len, c, a, routed, qpos, qcnt, row_cache);
     check_launch("decode_step_pre");
 }
 
@@ -159,8 +163,8 @@ void rope_step(Device& d, const float* kf, const float* qf, const int32_t* slot,
                const int32_t* routed, const int64_t* row_cache, int64_t n, int64_t H, int64_t Hkv, int64_t Dh,
                float base, __nv_bfloat16* k_cache, __nv_bfloat16* q) {
     if (n <= 0) return;
-    rope_step_kernel<<<static_cast<unsigned>(n), 128, 0, stream(d)>>>(kf, qf, slot, pos, routed, row_cache, H, Hkv, Dh,
-                                                                     static_cast<double>(base), k_cache, q);
+    kern::launch_pdl(rope_step_kernel, dim3(static_cast<unsigned>(n)), dim3(128), 0, stream(d), kf, qf, slot, pos, routed,
+               row_cache, H, Hkv, Dh, static_cast<double>(base), k_cache, q);
     check_launch("rope_step");
 }
 

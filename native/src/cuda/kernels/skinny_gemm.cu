@@ -124,32 +124,10 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(Args a) {
     extern __shared__ __align__(128) unsigned char stages[];  // [kWarps][STAGES][NW][16 rows][256 B]
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
     const int64_t tile = blockIdx.x, row0 = tile * kTile;
-    if (a.ep.reset_counts && blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x < a.M) {
-        // the step's query counts go back to 0 once its attention has run (decode_step_pre sets them)
-        const int32_t s = a.ep.reset_slots[threadIdx.x];
-        if (s >= 0) a.ep.reset_counts[s] = 0;
-    }
-    if (a.ep.gate) {
-        // Rows not gated in need no product; when none is, the weights are not read at all.
-        bool any = false;
-        for (int m = 0; m < a.M; ++m) any |= a.ep.gate[m] != 0;
-        if (!any) return;
-    }
-
-    // B operand rows: token 8 t + g of tile t (null: a zero row)
-    const bf16* xrow[NT];
-#pragma unroll
-    for (int t = 0; t < NT; ++t) {
-        const int m = 8 * t + g;
-        int64_t r = -1;
-        if (m < a.M) r = a.x_map ? a.x_map[m] : m;
-        xrow[t] = r >= 0 ? a.x + r * a.ldx : nullptr;
-    }
     const bf16* w[NW];
     w[0] = a.w0 + row0 * a.K;
     if constexpr (NW == 2) w[1] = a.w1 + row0 * a.K;
     unsigned char* mine = stages + static_cast<size_t>(warp) * STAGES * NW * kTile * kRowBytes;
-
     const int64_t ktiles = (a.K + kKTile - 1) / kKTile, splits = static_cast<int64_t>(gridDim.y) * kWarps;
     const int64_t split = static_cast<int64_t>(blockIdx.y) * kWarps + warp;
     const int64_t t0 = split * ktiles / splits, t1 = (split + 1) * ktiles / splits;
@@ -170,7 +148,43 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(Args a) {
             }
         }
     };
+    // The weights do not depend on the kernels before this one: an ungated launch starts streaming
+    // them while the previous kernel drains (programmatic launch), then waits for its input.
+    if (!a.ep.gate) {
+#pragma unroll
+        for (int s = 0; s < STAGES - 1; ++s) {
+            if (t0 + s < t1) load(t0 + s, s);
+            cp_async_commit();  // empty groups keep the count uniform
+        }
+    }
+    kern::pdl_wait();
+    kern::pdl_launch_dependents();
+    if (a.ep.reset_counts && blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x < a.M) {
+        // the step's query counts go back to 0 once its attention has run (decode_step_pre sets them)
+        const int32_t s = a.ep.reset_slots[threadIdx.x];
+        if (s >= 0) a.ep.reset_counts[s] = 0;
+    }
+    if (a.ep.gate) {
+        // Rows not gated in need no product; when none is, the weights are not read at all.
+        bool any = false;
+        for (int m = 0; m < a.M; ++m) any |= a.ep.gate[m] != 0;
+        if (!any) return;
+#pragma unroll
+        for (int s = 0; s < STAGES - 1; ++s) {
+            if (t0 + s < t1) load(t0 + s, s);
+            cp_async_commit();
+        }
+    }
 
+    // B operand rows: token 8 t + g of tile t (null: a zero row)
+    const bf16* xrow[NT];
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+        const int m = 8 * t + g;
+        int64_t r = -1;
+        if (m < a.M) r = a.x_map ? a.x_map[m] : m;
+        xrow[t] = r >= 0 ? a.x + r * a.ldx : nullptr;
+    }
     float acc[NW][NT][4];
 #pragma unroll
     for (int j = 0; j < NW; ++j)
@@ -179,11 +193,6 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(Args a) {
 #pragma unroll
             for (int i = 0; i < 4; ++i) acc[j][t][i] = 0.0f;
 
-#pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) {
-        if (t0 + s < t1) load(t0 + s, s);
-        cp_async_commit();  // empty groups keep the count uniform
-    }
     // ldmatrix.x4 addresses: lane l gives row (l % 8) + 8 ((l / 8) % 2) of piece (kk / 8) + l / 16
     const int lrow = (lane & 7) + ((lane >> 3) & 1) * 8, lpiece = lane >> 4;
     for (int64_t t = t0; t < t1; ++t) {
@@ -279,12 +288,12 @@ void launch_stages(Device& d, const Args& a, dim3 grid) {
               "cudaFuncSetAttribute (skinny_gemm)");
         raised = true;
     }
-    skinny_gemm_kernel<kMode, NW, NT, STAGES><<<grid, kWarps * 32, smem, stream(d)>>>(a);
+    kern::launch_pdl(skinny_gemm_kernel<kMode, NW, NT, STAGES>, grid, dim3(kWarps * 32), smem, stream(d), a);
 }
 
 template <int kMode, int NW, int NT>
 void launch_nt(Device& d, const Args& a, dim3 grid) {
-    const int stages = skinny_tuning().stages > 0 ? skinny_tuning().stages : 3;
+    const int stages = skinny_tuning().stages > 0 ? skinny_tuning().stages : 2;
     if (stages <= 2) launch_stages<kMode, NW, NT, 2>(d, a, grid);
     else if (stages == 3) launch_stages<kMode, NW, NT, 3>(d, a, grid);
     else launch_stages<kMode, NW, NT, 4>(d, a, grid);
@@ -297,10 +306,16 @@ void launch_mode(Device& d, const Args& a, dim3 grid) {
     else launch_nt<kMode, NW, 4>(d, a, grid);
 }
 
-// Blocks along K: about blocks_per_sm blocks per multiprocessor, each warp at least one k tile.
+// Blocks along K: about blocks_per_sm blocks per multiprocessor, each warp at least one k tile. The
+// defaults follow the sweep of tests/skinny_gemm_cuda --sweep on an H100 (BENCHMARKS.md): wide outputs
+// stream best with one block per multiprocessor, narrow ones need more blocks along K.
 int64_t splits_for(Device& d, int64_t N, int64_t K) {
-    const int bps = skinny_tuning().blocks_per_sm > 0 ? skinny_tuning().blocks_per_sm : 2;
-    const int64_t tiles = N / kTile, want = static_cast<int64_t>(bps) * sm_count(d);
+    const int64_t tiles = N / kTile;
+    const int bps = skinny_tuning().blocks_per_sm > 0 ? skinny_tuning().blocks_per_sm
+                    : tiles >= 512                    ? 1
+                    : tiles >= 128                    ? 4
+                                                      : 8;
+    const int64_t want = static_cast<int64_t>(bps) * sm_count(d);
     const int64_t by_k = std::max<int64_t>(1, (K + kKTile - 1) / kKTile / kWarps);
     return std::max<int64_t>(1, std::min({(want + tiles - 1) / tiles, by_k, int64_t{65535}}));
 }

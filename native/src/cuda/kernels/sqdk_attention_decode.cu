@@ -52,6 +52,8 @@ template <int Dh>
 __global__ void __launch_bounds__(kThreads) sqdk_attention_decode_kernel(Args a) {
     constexpr int kVec = Dh / 8;                 // 16-byte pieces of a row
     constexpr int kRowsAtOnce = kThreads / kVec;  // V rows one pass of the block covers
+    kern::pdl_wait();
+    kern::pdl_launch_dependents();
     const int split = blockIdx.x, kvh = blockIdx.y, slot = blockIdx.z;
     if (a.qcnt[slot] == 0) return;
     const int64_t p = a.qpos[slot];
@@ -197,6 +199,8 @@ __global__ void __launch_bounds__(kThreads) sqdk_attention_decode_kernel(Args a)
 template <int Dh>
 __global__ void __launch_bounds__(kThreads * 2) sqdk_attention_decode_combine_kernel(Args a) {
     constexpr int kSubsets = kThreads * 2 / Dh;
+    kern::pdl_wait();
+    kern::pdl_launch_dependents();
     const int h = blockIdx.x, slot = blockIdx.y, G = a.G, kvh = h / G, g = h - kvh * G;
     if (a.qcnt[slot] == 0) return;
     const int64_t keys = std::min<int64_t>(a.qpos[slot], a.max_len - 1) + 1;
@@ -268,16 +272,16 @@ void sqdk_attention_decode(Device& d, int64_t seqs, int64_t max_len, int64_t H, 
     const dim3 heads(static_cast<unsigned>(H), static_cast<unsigned>(seqs));
     switch (Dh) {
         case 32:
-            sqdk_attention_decode_kernel<32><<<grid, kThreads, 0, stream(d)>>>(a);
-            sqdk_attention_decode_combine_kernel<32><<<heads, kThreads * 2, 0, stream(d)>>>(a);
+            kern::launch_pdl(sqdk_attention_decode_kernel<32>, grid, dim3(kThreads), 0, stream(d), a);
+            kern::launch_pdl(sqdk_attention_decode_combine_kernel<32>, heads, dim3(kThreads * 2), 0, stream(d), a);
             break;
         case 64:
-            sqdk_attention_decode_kernel<64><<<grid, kThreads, 0, stream(d)>>>(a);
-            sqdk_attention_decode_combine_kernel<64><<<heads, kThreads * 2, 0, stream(d)>>>(a);
+            kern::launch_pdl(sqdk_attention_decode_kernel<64>, grid, dim3(kThreads), 0, stream(d), a);
+            kern::launch_pdl(sqdk_attention_decode_combine_kernel<64>, heads, dim3(kThreads * 2), 0, stream(d), a);
             break;
         default:
-            sqdk_attention_decode_kernel<128><<<grid, kThreads, 0, stream(d)>>>(a);
-            sqdk_attention_decode_combine_kernel<128><<<heads, kThreads * 2, 0, stream(d)>>>(a);
+            kern::launch_pdl(sqdk_attention_decode_kernel<128>, grid, dim3(kThreads), 0, stream(d), a);
+            kern::launch_pdl(sqdk_attention_decode_combine_kernel<128>, heads, dim3(kThreads * 2), 0, stream(d), a);
             break;
     }
     check_launch("sqdk_attention_decode");
