@@ -91,6 +91,8 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   # the decode step (skinny GEMMs, fused per-row kernels, sampling on the device), eager and as graphs
   stage decode_step_cuda "$py" native/reference/check_decode.py --backend cuda --path step --lib "$build/libhspmn.so"
   stage decode_graph_cuda "$py" native/reference/check_decode.py --backend cuda --path graph --lib "$build/libhspmn.so"
+  stage decode_graph_il_cuda env HSPMN_SKINNY_INTERLEAVE=1 "$py" native/reference/check_decode.py --backend cuda \
+    --path graph --lib "$build/libhspmn.so"
   # skinny_gemm's every epilogue vs float64, then its weight-streaming rate beside cuBLASLt
   stage skinny_gemm "$build/tests/skinny_gemm_cuda" --bench ${HSPMN_SKINNY_SWEEP:+--sweep}
   # sample_tokens: the CUDA op bit for bit against the CPU op and the reference, bad-row status, chi-square,
@@ -142,6 +144,9 @@ if [[ "${HSPMN_GPU_BENCH:-1}" == 1 ]]; then
   # cached decoding, 1B shape: per-token latency (1 layer and 24; cache 4k, 32k; B=1), TTFT of a
   # 32k prompt, 32 slots batched; router pinned all / none routed (decode_bench.cpp says why)
   stage bench_decode "$build/tools/hspmn_decode_bench" --backend cuda --json "$logs/decode.json"
+  # the same with skinny_gemm's interleaved k tiles (HSPMN_SKINNY_INTERLEAVE=1), for the comparison
+  stage bench_decode_il env HSPMN_SKINNY_INTERLEAVE=1 "$build/tools/hspmn_decode_bench" --backend cuda \
+    --paths append,graph --routing none,calibrated --json "$logs/decode-il.json"
   # the same 1B model, one sequence: a 1,048,576-token prompt prefilled in chunks of 8192, then 64 decoded
   # tokens (prefill none routed, decode all routed: decode_bench.cpp run_long_prompt says why); K/V caches
   # 48 GiB, ~76 GiB in all: peak library memory, TTFT and ms/token

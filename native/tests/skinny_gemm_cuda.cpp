@@ -344,10 +344,11 @@ static void sweep(Device& d) {
             std::printf("%-8s M=%-3lld", sh.name, static_cast<long long>(M));
             for (int bps : {1, 2, 4, 8, 16}) std::printf(" %8s%d", "bps", bps);
             std::printf("\n");
-            for (int u : {2, 3, 4}) {
-                std::printf("  stages %d  ", u);
+            for (int u : {2, 3, 12, 13}) {  // 1x: interleaved k tiles
+                std::printf("  stages %d%s", u % 10, u > 10 ? " il" : "   ");
                 for (int bps : {1, 2, 4, 8, 16}) {
-                    skinny_tuning().stages = u;
+                    skinny_tuning().stages = u % 10;
+                    skinny_tuning().interleave = u > 10;
                     skinny_tuning().blocks_per_sm = bps;
                     SkinnyScratch s;
                     skinny_gemm_scratch(d, s, 32, sh.N, sh.K, sh.matrices);
@@ -367,7 +368,7 @@ static void sweep(Device& d) {
             }
         }
     }
-    skinny_tuning() = SkinnyTuning{};
+    skinny_tuning().stages = skinny_tuning().blocks_per_sm = skinny_tuning().interleave = 0;
 }
 
 int main(int argc, char** argv) {
@@ -382,9 +383,13 @@ int main(int argc, char** argv) {
         Device d(0);
         d.activate();
         std::mt19937 rng(42);
-        for (int64_t M : {1, 3, 8, 9, 16, 17, 31, 32})
-            for (auto nk : {std::pair<int64_t, int64_t>{16, 32}, {48, 104}, {512, 2048}, {2048, 8192}})
-                test_shape(d, rng, M, nk.first, nk.second, M % 2 == 1);
+        for (int interleave : {0, 1}) {  // both k-tile assignments (SkinnyTuning::interleave)
+            skinny_tuning().interleave = interleave;
+            for (int64_t M : {1, 3, 8, 9, 16, 17, 31, 32})
+                for (auto nk : {std::pair<int64_t, int64_t>{16, 32}, {48, 104}, {512, 2048}, {2048, 8192}})
+                    test_shape(d, rng, M, nk.first, nk.second, M % 2 == 1);
+        }
+        skinny_tuning().interleave = 0;
         EXPECT(!skinny_gemm_fits(33, 16, 32) && !skinny_gemm_fits(1, 24, 32) && !skinny_gemm_fits(1, 16, 36),
                "skinny_gemm_fits accepts a shape it cannot run");
         if (do_bench) bench(d);

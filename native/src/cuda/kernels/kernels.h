@@ -245,6 +245,7 @@ bool skinny_gemm_fits(int64_t M, int64_t N, int64_t K);
 struct SkinnyTuning {
     int stages = 0;          // cp.async tiles in flight per warp (2..4; default 3)
     int blocks_per_sm = 0;   // split-K target
+    int interleave = 0;      // 1: warps take every splits-th k tile instead of a contiguous run
 };
 SkinnyTuning& skinny_tuning();
 void skinny_gemm_scratch(Device& d, SkinnyScratch& s, int64_t M, int64_t N, int64_t K, int matrices);

@@ -12,6 +12,7 @@
 // split it further, writing partials that the last block to finish (a per-tile counter) sums in
 // order 0..y-1 and hands to the epilogue, so results are deterministic. Counters reset themselves.
 #include <algorithm>
+#include <cstdlib>
 
 #include "../../core/error.h"
 #include "common.cuh"
@@ -79,6 +80,7 @@ struct Args {
     int64_t N, K;
     float* partials;       // [gridDim.y, NW, N / 16, NT * 128] f32 when gridDim.y > 1
     unsigned* counters;    // [N / 16] zero between launches
+    int interleave;        // 1: the warps' k tiles interleave (SkinnyTuning::interleave)
     SkinnyEpilogue ep;
 };
 
@@ -130,7 +132,12 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(Args a) {
     unsigned char* mine = stages + static_cast<size_t>(warp) * STAGES * NW * kTile * kRowBytes;
     const int64_t ktiles = (a.K + kKTile - 1) / kKTile, splits = static_cast<int64_t>(gridDim.y) * kWarps;
     const int64_t split = static_cast<int64_t>(blockIdx.y) * kWarps + warp;
-    const int64_t t0 = split * ktiles / splits, t1 = (split + 1) * ktiles / splits;
+    // The warp's k tiles: a contiguous run (t0 + i), or, interleaved, every splits-th tile from its own
+    // (split + i splits), so the warps of a tile read neighbouring 256-byte pieces of each row at once.
+    const int64_t t0 = a.interleave ? split : split * ktiles / splits;
+    const int64_t stride = a.interleave ? splits : 1;
+    const int64_t count = a.interleave ? (split < ktiles ? (ktiles - split + splits - 1) / splits : 0)
+                                       : (split + 1) * ktiles / splits - t0;
 
     // Stage `st` <- k tile t of every matrix: lane l copies pieces l + 32 i (row (l + 32 i) / 16).
     auto load = [&](int64_t t, int st) {
@@ -153,7 +160,7 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(Args a) {
     if (!a.ep.gate) {
 #pragma unroll
         for (int s = 0; s < STAGES - 1; ++s) {
-            if (t0 + s < t1) load(t0 + s, s);
+            if (s < count) load(t0 + s * stride, s);
             cp_async_commit();  // empty groups keep the count uniform
         }
     }
@@ -171,7 +178,7 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(Args a) {
         if (!any) return;
 #pragma unroll
         for (int s = 0; s < STAGES - 1; ++s) {
-            if (t0 + s < t1) load(t0 + s, s);
+            if (s < count) load(t0 + s * stride, s);
             cp_async_commit();
         }
     }
@@ -195,13 +202,14 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(Args a) {
 
     // ldmatrix.x4 addresses: lane l gives row (l % 8) + 8 ((l / 8) % 2) of piece (kk / 8) + l / 16
     const int lrow = (lane & 7) + ((lane >> 3) & 1) * 8, lpiece = lane >> 4;
-    for (int64_t t = t0; t < t1; ++t) {
+    for (int64_t i = 0; i < count; ++i) {
         cp_async_wait<STAGES - 2>();
-        __syncwarp();  // every lane's copies of tile t landed; tile t-1's stage is free for reuse
-        const int64_t tn = t + STAGES - 1;
-        if (tn < t1) load(tn, static_cast<int>((tn - t0) % STAGES));
+        __syncwarp();  // every lane's copies of tile i landed; tile i-1's stage is free for reuse
+        const int64_t in = i + STAGES - 1;
+        if (in < count) load(t0 + in * stride, static_cast<int>(in % STAGES));
         cp_async_commit();
-        const int st = static_cast<int>((t - t0) % STAGES);
+        const int64_t t = t0 + i * stride;
+        const int st = static_cast<int>(i % STAGES);
         const int64_t k0 = t * kKTile;
 #pragma unroll
         for (int kk = 0; kk < kKTile; kk += 16) {
@@ -325,7 +333,14 @@ int nt_of(int64_t M) { return M <= 8 ? 1 : M <= 16 ? 2 : 4; }
 }  // namespace
 
 SkinnyTuning& skinny_tuning() {
-    static SkinnyTuning t;
+    // HSPMN_SKINNY_INTERLEAVE=1 selects the interleaved k tiles in a whole process (benchmarks compare
+    // the two assignments with it); read once.
+    static SkinnyTuning t = [] {
+        SkinnyTuning v;
+        const char* e = std::getenv("HSPMN_SKINNY_INTERLEAVE");
+        v.interleave = e && e[0] == '1' ? 1 : 0;
+        return v;
+    }();
     return t;
 }
 
@@ -362,7 +377,8 @@ void skinny_gemm(Device& d, int64_t M, int64_t N, int64_t K, const __nv_bfloat16
     if (s.partials.bytes() < need || s.counters.bytes() < static_cast<std::size_t>(N / kTile) * sizeof(unsigned))
         fail(HSPMN_ERR_INTERNAL, "skinny_gemm: scratch not sized for M %lld, N %lld, K %lld", static_cast<long long>(M),
              static_cast<long long>(N), static_cast<long long>(K));
-    Args a{x, ldx, x_map, static_cast<int>(M), w0, w1, N, K, s.partials.as<float>(), s.counters.as<unsigned>(), ep};
+    Args a{x, ldx, x_map, static_cast<int>(M), w0, w1, N, K, s.partials.as<float>(), s.counters.as<unsigned>(),
+           skinny_tuning().interleave > 0 ? 1 : 0, ep};
     const dim3 grid(static_cast<unsigned>(N / kTile), static_cast<unsigned>(y));
     switch (ep.mode) {
         case SKINNY_F32: launch_mode<SKINNY_F32, 1>(d, a, grid); break;
