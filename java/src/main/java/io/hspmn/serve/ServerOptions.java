@@ -26,11 +26,16 @@ import java.util.Locale;
  * @param defaultNewTokens    max_new_tokens when a request does not say
  * @param maxConcurrent       generate and score requests served at once; more is 429
  * @param maxBatch            sequences decoded together
+ * @param bodyTimeoutMillis   the most a request body may take to arrive once its headers are in; a slower
+ *                            client's connection is closed (the body is read before the request takes one
+ *                            of the {@code maxConcurrent} permits, so slow clients never hold one)
  */
 public record ServerOptions(String host, int port, Path checkpoint, ModelConfig randomModel, long seed,
                             Models.EngineKind engine, Backend backend,
                             int threads, int maxBodyBytes, int maxPromptTokens, int maxNewTokens, int defaultNewTokens,
-                            int maxConcurrent, int maxBatch) {
+                            int maxConcurrent, int maxBatch, int bodyTimeoutMillis) {
+    /** The default of {@code --body-timeout-ms}. */
+    public static final int DEFAULT_BODY_TIMEOUT_MILLIS = 10_000;
 
     public ServerOptions {
         if (port < 0 || port > 65535) {
@@ -52,6 +57,15 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
         if (threads < 0) {
             throw new IllegalArgumentException("--threads must be >= 0, got " + threads);
         }
+        positive("--body-timeout-ms", bodyTimeoutMillis);
+    }
+
+    /** With the default body timeout. */
+    public ServerOptions(String host, int port, Path checkpoint, ModelConfig randomModel, long seed,
+                         Models.EngineKind engine, Backend backend, int threads, int maxBodyBytes, int maxPromptTokens,
+                         int maxNewTokens, int defaultNewTokens, int maxConcurrent, int maxBatch) {
+        this(host, port, checkpoint, randomModel, seed, engine, backend, threads, maxBodyBytes, maxPromptTokens,
+                maxNewTokens, defaultNewTokens, maxConcurrent, maxBatch, DEFAULT_BODY_TIMEOUT_MILLIS);
     }
 
     private static void positive(String name, int v) {
@@ -79,17 +93,23 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
 
     public ServerOptions withLimits(int maxBodyBytes, int maxPromptTokens, int maxNewTokens, int maxConcurrent, int maxBatch) {
         return new ServerOptions(host, port, checkpoint, randomModel, seed, engine, backend, threads, maxBodyBytes,
-                maxPromptTokens, maxNewTokens, Math.min(defaultNewTokens, maxNewTokens), maxConcurrent, maxBatch);
+                maxPromptTokens, maxNewTokens, Math.min(defaultNewTokens, maxNewTokens), maxConcurrent, maxBatch,
+                bodyTimeoutMillis);
     }
 
     public ServerOptions withRandomModel(ModelConfig config, long seed, Backend backend, int threads) {
         return new ServerOptions(host, port, null, config, seed, engine, backend, threads, maxBodyBytes, maxPromptTokens,
-                maxNewTokens, defaultNewTokens, maxConcurrent, maxBatch);
+                maxNewTokens, defaultNewTokens, maxConcurrent, maxBatch, bodyTimeoutMillis);
     }
 
     public ServerOptions withEngine(Models.EngineKind kind) {
         return new ServerOptions(host, port, checkpoint, randomModel, seed, kind, backend, threads, maxBodyBytes,
-                maxPromptTokens, maxNewTokens, defaultNewTokens, maxConcurrent, maxBatch);
+                maxPromptTokens, maxNewTokens, defaultNewTokens, maxConcurrent, maxBatch, bodyTimeoutMillis);
+    }
+
+    public ServerOptions withBodyTimeout(int millis) {
+        return new ServerOptions(host, port, checkpoint, randomModel, seed, engine, backend, threads, maxBodyBytes,
+                maxPromptTokens, maxNewTokens, defaultNewTokens, maxConcurrent, maxBatch, millis);
     }
 
     static final String USAGE = """
@@ -119,13 +139,16 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
               --default-new-tokens N (64)      when a request does not say
               --max-concurrent N     (16)      generate + score requests at once; more get 429
               --max-batch N          (8)       sequences decoded together
+              --body-timeout-ms N    (10000)   a request body must arrive within this once its headers
+                                     have; a slower client is disconnected. Bodies are read before a
+                                     request counts against --max-concurrent, so slow clients hold none
               --help
             """;
 
     private static final java.util.Set<String> VALUE_OPTIONS = java.util.Set.of("--host", "--port", "--ckpt", "--vocab",
             "--layers", "--dim", "--heads", "--kv-heads", "--mlp-ratio", "--routing", "--seed", "--backend", "--engine",
             "--threads", "--max-body-bytes", "--max-prompt-tokens", "--max-new-tokens", "--default-new-tokens",
-            "--max-concurrent", "--max-batch");
+            "--max-concurrent", "--max-batch", "--body-timeout-ms");
 
     /** Parses command-line options ({@code --name value} or {@code --name=value}); null after printing help. */
     public static ServerOptions parse(String[] args) {
@@ -150,6 +173,7 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
         int defaultNew = 64;
         int maxConcurrent = 16;
         int maxBatch = 8;
+        int bodyTimeout = DEFAULT_BODY_TIMEOUT_MILLIS;
         for (int i = 0; i < args.length; i++) {
             String a = args[i];
             String value = null;
@@ -201,6 +225,7 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
                 case "--default-new-tokens" -> defaultNew = integer(a, value);
                 case "--max-concurrent" -> maxConcurrent = integer(a, value);
                 case "--max-batch" -> maxBatch = integer(a, value);
+                case "--body-timeout-ms" -> bodyTimeout = integer(a, value);
                 default -> throw new IllegalArgumentException("unknown option " + a + " (see --help)");
             }
         }
@@ -217,7 +242,7 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
             }
         }
         return new ServerOptions(host, port, ckpt, config, seed, engine, backend, threads, maxBody, maxPrompt, maxNew,
-                Math.min(defaultNew, maxNew), maxConcurrent, maxBatch);
+                Math.min(defaultNew, maxNew), maxConcurrent, maxBatch, bodyTimeout);
     }
 
     private static int integer(String name, String v) {
@@ -231,9 +256,9 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
     @Override
     public String toString() {
         return String.format(Locale.ROOT, "host=%s port=%d model=%s engine=%s backend=%s body<=%dB prompt<=%d new<=%d "
-                        + "concurrent<=%d batch<=%d",
+                        + "concurrent<=%d batch<=%d body-timeout=%dms",
                 host, port, checkpoint != null ? checkpoint : "random(seed " + seed + ")",
                 engine.name().toLowerCase(Locale.ROOT), backend, maxBodyBytes,
-                maxPromptTokens, maxNewTokens, maxConcurrent, maxBatch);
+                maxPromptTokens, maxNewTokens, maxConcurrent, maxBatch, bodyTimeoutMillis);
     }
 }
