@@ -59,16 +59,16 @@ public final class Sampler {
     /**
      * A token for the logits row at {@code offset} (bytes) in {@code row}: V f32 values.
      *
-     * @throws IllegalStateException when the row holds NaN (a model fault, not a choice to make here)
+     * @throws IllegalStateException when the row holds NaN or +Infinity, or is all -Infinity (a model fault, not a choice to make here)
      */
     public int sample(MemorySegment row, long offset) {
         MemorySegment.copy(row, F32, offset, logits, 0, vocab);
         float max = max(logits, vocab);
-        if (params.isGreedy()) {
-            return firstIndexOf(logits, vocab, max);
-        }
         if (Float.isInfinite(max)) {
             throw new IllegalStateException(max > 0 ? "the logits hold +Infinity" : "every logit is -Infinity");
+        }
+        if (params.isGreedy()) {
+            return firstIndexOf(logits, vocab, max);
         }
         if (keys == null) {
             return sampleAll(max);
