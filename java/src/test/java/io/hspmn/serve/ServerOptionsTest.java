@@ -40,9 +40,12 @@ class ServerOptionsTest {
         assertEquals(Backend.CPU, o.backend());
         assertEquals(ServerOptions.defaultRandomModel().numLayers(), ServerOptions.parse(new String[] {"--random"}).randomModel().numLayers());
         assertNull(ServerOptions.parse(new String[] {"--random", "--help"}));
+        assertEquals(ServerOptions.DEFAULT_BODY_TIMEOUT_MILLIS, o.bodyTimeoutMillis());
+        assertEquals(250, ServerOptions.parse(new String[] {"--random", "--body-timeout-ms", "250"}).bodyTimeoutMillis());
         for (String[] bad : new String[][] {{}, {"--random", "--ckpt", "x"}, {"--random", "--port", "70000"},
                 {"--random", "--bogus", "1"}, {"--random", "--port"}, {"--random", "--max-batch", "two"},
-                {"--random", "--engine", "fast"}, {"--random", "--heads", "3"}, {"--random", "--max-concurrent", "0"}}) {
+                {"--random", "--engine", "fast"}, {"--random", "--heads", "3"}, {"--random", "--max-concurrent", "0"},
+                {"--random", "--body-timeout-ms", "0"}}) {
             assertThrows(IllegalArgumentException.class, () -> ServerOptions.parse(bad), String.join(" ", bad));
         }
         assertTrue(ServerOptions.USAGE.contains("--ckpt") && ServerOptions.USAGE.contains("/v1/generate"));
