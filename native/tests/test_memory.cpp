@@ -244,6 +244,62 @@ void check_estimates(int32_t routing, const char* name) {
     OK(hspmn_context_destroy(ctx));
 }
 
+// The same on CUDA when a device is present ("skipped" otherwise): the model's device bytes after create,
+// and the device peak of training steps, against the CUDA estimates (the block keeps its activations and
+// backward scratch, so the estimate mirrors the allocations; BC = B*S rows for threshold routing).
+void check_estimates_cuda(int32_t routing, const char* name) {
+    hspmn_context_params cp = hspmn_context_default_params();
+    cp.backend = HSPMN_BACKEND_CUDA;
+    hspmn_context* ctx = nullptr;
+    if (hspmn_context_create(&cp, &ctx) != HSPMN_OK) {
+        std::printf("  cuda %s: skipped (%s)\n", name, hspmn_last_error());
+        return;
+    }
+    hspmn_model_params p = small_model(routing);
+    p.block.dim = 256;
+    const int64_t B = 4, S = 512;
+    const hspmn::Footprint model_est = hspmn::model_footprint(p, HSPMN_BACKEND_CUDA);
+    const hspmn::Footprint rows_est = hspmn::model_rows_footprint(p, B, S, true, HSPMN_BACKEND_CUDA);
+    const hspmn_alloc_stats s0 = stats();
+    hspmn_model* m = nullptr;
+    OK(hspmn_model_create(ctx, &p, 3, &m));
+    const double model_live = static_cast<double>(stats().live_bytes - s0.live_bytes);
+    hspmn_tensor* tok = nullptr;
+    hspmn_tensor* tgt = nullptr;
+    const int64_t shape[2] = {B, S};
+    OK(hspmn_tensor_create(ctx, HSPMN_DTYPE_I32, HSPMN_MEMORY_DEVICE, 2, shape, &tok));
+    OK(hspmn_tensor_create(ctx, HSPMN_DTYPE_I32, HSPMN_MEMORY_DEVICE, 2, shape, &tgt));
+    fill_tokens(tok, 256);
+    fill_tokens(tgt, 256);
+    OK(hspmn_context_synchronize(ctx));
+    OK(hspmn_alloc_stats_reset_peak());
+    const hspmn_alloc_stats s2 = stats();
+    hspmn_model_forward_params fp = hspmn_model_forward_default_params();
+    fp.training = 1;
+    for (int step = 0; step < 2; ++step) {
+        fp.step = step;
+        OK(hspmn_model_forward(m, &fp, tok, tgt, nullptr, nullptr));
+        hspmn_model_backward_params bp = hspmn_model_backward_default_params();
+        OK(hspmn_model_backward(m, &bp));
+        hspmn_adamw_params ap = hspmn_adamw_default_params();
+        ap.step = step + 1;
+        hspmn_adamw_result r{};
+        OK(hspmn_model_adamw_step(m, &ap, &r));
+    }
+    OK(hspmn_context_synchronize(ctx));
+    const double rows_peak = static_cast<double>(stats().peak_bytes - s2.live_bytes);
+    std::printf("  cuda %s: model estimate %.0f (device), measured %.0f (%.2f); training estimate %.0f, measured peak "
+                "%.0f (%.2f)\n",
+                name, model_est.device, model_live, model_est.device / model_live, rows_est.device, rows_peak,
+                rows_est.device / rows_peak);
+    EXPECT(model_est.device >= 0.97 * model_live && model_est.device <= 1.25 * model_live);
+    EXPECT(rows_est.device >= 0.97 * rows_peak && rows_est.device <= 1.5 * rows_peak);
+    OK(hspmn_tensor_destroy(tok));
+    OK(hspmn_tensor_destroy(tgt));
+    OK(hspmn_model_destroy(m));
+    OK(hspmn_context_destroy(ctx));
+}
+
 }  // namespace
 
 int main() {
@@ -252,5 +308,7 @@ int main() {
     std::printf("estimates:\n");
     check_estimates(HSPMN_ROUTING_TOPK, "top-k");
     check_estimates(HSPMN_ROUTING_THRESHOLD, "threshold");
+    check_estimates_cuda(HSPMN_ROUTING_TOPK, "top-k");
+    check_estimates_cuda(HSPMN_ROUTING_THRESHOLD, "threshold");
     return report();
 }
