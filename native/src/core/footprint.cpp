@@ -84,7 +84,8 @@ Footprint block_training_footprint(const BlockConfig& cfg, int64_t B, int64_t S,
         const double back = 12.0 * N * d.D + 6.0 * N * d.F + 4.0 * N * d.KV + 8.0 * Nq * d.D + 4.0 * Nq + 12.0 * N;
         const double rope = 4.0 * s * d.Dh;
         if (forward_peak) *forward_peak = {0.0, 0.0};
-        if (backward_peak) *backward_peak = {0.0, 0.0};
+        // the attention backward's delta [B, H, C] f32 is the device's, shared by every block: counted once
+        if (backward_peak) *backward_peak = {0.0, 4.0 * Nq * d.H};
         return {0.0, acts + back + rope};
     }
     // cpu_block.cpp Activations, all float32: x, h, c, a [N, D]; gate, up, act [N, F]; k, v [N, KV];
