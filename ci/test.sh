@@ -19,6 +19,8 @@ ctest --test-dir "$build" --output-on-failure
 .venv/bin/python native/reference/check_model.py --backend cpu --lib "$build/libhspmn.so"
 .venv/bin/python native/reference/check_decode.py --backend cpu --lib "$build/libhspmn.so"
 .venv/bin/python native/reference/test_dlpack.py --lib "$build/libhspmn.so"
+# configurations too large for memory are refused before allocating (ci/gpu.sh runs it on the device)
+.venv/bin/python native/reference/check_memory.py --backend cpu --lib "$build/libhspmn.so"
 # the GPU time breakdown's trace parsing and categories, on a fabricated trace
 .venv/bin/python native/bench/test_kernel_breakdown.py
 
