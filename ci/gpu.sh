@@ -8,6 +8,7 @@
 # hspmn_cuda_lm (the language model's CUDA ops vs float64), golden parity through the CUDA backend, the
 # same goldens through the CPU backend of the CUDA-built library, the language model through the CUDA
 # backend against hspmn_lm.py (model_cuda), cached decoding against the full forward (decode_cuda),
+# sampling against the CPU op bit for bit, with its kernel timings (sample_cuda),
 # and the Java tests when ci/pack-carry.sh has filled .carry/, then the benchmarks (decoding:
 # bench_decode) and the per-kernel time breakdown (HSPMN_GPU_BENCH=0 skips them; the
 # breakdown's JSON goes to $OUT/breakdown-{infer,train}.json). A failed stage does not stop the
@@ -15,6 +16,7 @@
 # Logs go to build-gpu/logs (one per stage); when OUT is set they are also packed into
 # $OUT/gpu-logs.tgz beside $OUT/gpu-summary.txt (with the breakdown's two JSON files, four: the device
 # machine returns only a few).
+# HSPMN_GPU_STAGES="name ..." runs only the named stages (plus configure and build).
 # The summary table is printed last.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -34,6 +36,11 @@ times=()
 stage() {
   local name="$1"
   shift
+  # HSPMN_GPU_STAGES="a b c": only these stages (configure and build always run)
+  if [[ -n "${HSPMN_GPU_STAGES:-}" && "$name" != configure && "$name" != build && \
+        " ${HSPMN_GPU_STAGES} " != *" $name "* ]]; then
+    return 0
+  fi
   echo "=== $name: $*"
   local t0=$SECONDS rc
   "$@" 2>&1 | tee "$logs/$name.log"
@@ -75,6 +82,7 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   # larger than the card give HSPMN_ERR_OUT_OF_MEMORY with the bytes needed and cudaMemGetInfo's free)
   stage test_memory "$build/tests/test_memory"
   stage memory_cuda "$py" native/reference/check_memory.py --backend cuda --lib "$build/libhspmn.so"
+  stage test_sample "$build/tests/test_sample"
   stage hspmn_cuda "$build/tests/hspmn_cuda"
   stage hspmn_cuda_lm "$build/tests/hspmn_cuda_lm"
   stage graph_cuda "$build/tests/graph_cuda"
@@ -84,7 +92,16 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   stage model_cuda "$py" native/reference/check_model.py --backend cuda --lib "$build/libhspmn.so"
   # cached decoding (hspmn_decoder_*) through the CUDA backend against the full forward of the same library
   stage decode_cuda "$py" native/reference/check_decode.py --backend cuda --lib "$build/libhspmn.so"
-  # DLPack export of DEVICE tensors imported by torch as CUDA tensors
+  # the decode step (skinny GEMMs, fused per-row kernels, sampling on the device), eager and as graphs
+  stage decode_step_cuda "$py" native/reference/check_decode.py --backend cuda --path step --lib "$build/libhspmn.so"
+  stage decode_graph_cuda "$py" native/reference/check_decode.py --backend cuda --path graph --lib "$build/libhspmn.so"
+  # skinny_gemm's every epilogue vs float64, then its weight-streaming rate beside cuBLASLt
+  stage skinny_gemm "$build/tests/skinny_gemm_cuda" --bench ${HSPMN_SKINNY_SWEEP:+--sweep}
+  # sample_tokens: the CUDA op bit for bit against the CPU op and the reference, bad-row status, chi-square,
+  # then the kernel's us per launch for n = 1, 32 at V = 256 and 65536
+  stage sample_cuda "$py" native/reference/check_sample.py --backend cuda --lib "$build/libhspmn.so"
+  # DLPack both ways (torch CUDA tensors <-> DEVICE tensors, zero copy, deleter once, bad inputs) and contexts
+  # on torch streams: stream order without syncs, the legacy default stream, no wait for a busy other stream
   stage dlpack_cuda "$py" native/reference/test_dlpack.py --backend cuda --lib "$build/libhspmn.so"
   # every op and the whole block, CUDA against the CPU backend of the same library (head dims 64/128, S=20000)
   stage cuda_vs_cpu "$py" native/src/cuda/kernels/check_cuda_block.py --lib "$build/libhspmn.so"

@@ -18,9 +18,15 @@ ctest --test-dir "$build" --output-on-failure
 # the language model (loss, every gradient, AdamW, logits) and cached decoding against the float64 reference
 .venv/bin/python native/reference/check_model.py --backend cpu --lib "$build/libhspmn.so"
 .venv/bin/python native/reference/check_decode.py --backend cpu --lib "$build/libhspmn.so"
+# the same through hspmn_decoder_step (sampling on the backend) and its bad inputs
+.venv/bin/python native/reference/check_decode.py --backend cpu --path step --lib "$build/libhspmn.so"
 .venv/bin/python native/reference/test_dlpack.py --lib "$build/libhspmn.so"
 # configurations too large for memory are refused before allocating (ci/gpu.sh runs it on the device)
 .venv/bin/python native/reference/check_memory.py --backend cpu --lib "$build/libhspmn.so"
+# sampling: the CPU op against the definition bit for bit (and chi-square), and the CUDA kernel's
+# algorithm replayed in Python against the same definition
+.venv/bin/python native/reference/check_sample.py --backend cpu --lib "$build/libhspmn.so"
+.venv/bin/python native/reference/emulate_sample_kernel.py
 # the GPU time breakdown's trace parsing and categories, on a fabricated trace
 .venv/bin/python native/bench/test_kernel_breakdown.py
 

@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 /* Bumped on any incompatible change of this header; the Java layer refuses a different value. */
-#define HSPMN_ABI_VERSION 1
+#define HSPMN_ABI_VERSION 2
 
 typedef enum hspmn_status {
     HSPMN_OK = 0,
@@ -113,6 +113,15 @@ typedef struct hspmn_context_params {
     int32_t device;      /* CUDA device ordinal (ignored by the CPU backend)            */
     int32_t num_threads; /* CPU worker threads; 0 = all hardware threads                */
     int32_t nan_policy;  /* hspmn_nan_policy                                            */
+    /* CUDA only: a cudaStream_t of `device` that every op of the context is queued on, or NULL (the
+     * default) for a non-blocking stream of the library's own. The caller keeps it alive until the
+     * context is destroyed; the library never destroys it. Pass cudaStreamLegacy ((void*)0x1) or
+     * cudaStreamPerThread ((void*)0x2) for those default streams (a NULL here means the library's
+     * stream, not the legacy one; PyTorch reports its default stream as 0; CUDA graphs cannot be
+     * captured on the legacy stream). A stream makes the context CUDA-only: with it, AUTO does not fall
+     * back to the CPU and CPU is HSPMN_ERR_INVALID_ARGUMENT; a stream of another device is
+     * HSPMN_ERR_INVALID_ARGUMENT at create. */
+    void* cuda_stream;
 } hspmn_context_params;
 
 HSPMN_API hspmn_context_params hspmn_context_default_params(void);
@@ -121,7 +130,8 @@ HSPMN_API hspmn_status hspmn_context_create(const hspmn_context_params* params, 
 HSPMN_API hspmn_status hspmn_context_destroy(hspmn_context* ctx);
 /* The backend actually in use (resolves AUTO). */
 HSPMN_API hspmn_status hspmn_context_backend(const hspmn_context* ctx, int32_t* out_backend);
-/* Waits for all queued work of the context (a no-op on the CPU backend). */
+/* Waits for all queued work of the context: its stream only, never the whole device (a no-op on the
+ * CPU backend). */
 HSPMN_API hspmn_status hspmn_context_synchronize(hspmn_context* ctx);
 
 /* ---- tensors ---------------------------------------------------------------------------------- */
@@ -405,6 +415,45 @@ HSPMN_API hspmn_status hspmn_decoder_append(hspmn_decoder* dec, const hspmn_tens
                                             const hspmn_tensor* tokens, hspmn_tensor* logits,
                                             hspmn_tensor* routed);
 
+/* ---- sampling (native/README.md "Sampling": one definition, bit-identical on every backend and in Java) */
+
+typedef struct hspmn_sampling_params {
+    float temperature;  /* 0: greedy (ties to the lowest id); else in [2^-126, 100]               */
+    int32_t top_k;      /* 0: no limit; >= V keeps all                                           */
+    float top_p;        /* in (0, 1]; 1 keeps all                                                */
+    int32_t reserved;   /* 0                                                                     */
+    uint64_t seed;      /* the random stream                                                     */
+    int64_t draw;       /* 1-based index of this draw in the stream, >= 1 (ignored when greedy)   */
+} hspmn_sampling_params;
+
+/* Greedy; top_k 0, top_p 1, seed 0, draw 1. */
+HSPMN_API hspmn_sampling_params hspmn_sampling_default_params(void);
+/* One token per row.
+ *   logits: [n, V] f32, V in 1..65536   params: host [n]   tokens: [n] i32
+ * Tensors may be in any memory of the context. -Inf logits are allowed (masked tokens); a row holding
+ * NaN or +Inf, or only -Inf, is HSPMN_ERR_NON_FINITE naming the first such row (whatever the NaN
+ * policy); the other rows' tokens are still written and a bad row's token is -1 (NaN), -2 (+Inf) or
+ * -3 (only -Inf). Waits for the result. */
+HSPMN_API hspmn_status hspmn_sample(hspmn_context* ctx, const hspmn_tensor* logits,
+                                    const hspmn_sampling_params* params, hspmn_tensor* tokens);
+
+/* ---- decode steps: sampling on the backend, graphs per batch size ----------------------------- */
+
+/* One decode step of n slots with the next token sampled by the backend (hspmn_sample's definition),
+ * so only token ids come back: appends tokens[j] to slot slots[j] and samples next[j] from the
+ * logits after it under params[j] (params[j].draw: the draw's index in that seed's stream).
+ *   slots: host [n] distinct, each with length + 1 <= max_len   tokens: host [n] in [0, V)
+ *   params: host [n]   next: host [n] i32 (written)   logits: [n, V] f32 tensor or NULL (a copy out)
+ * With graphs captured (hspmn_decoder_capture) the step replays the graph of the smallest captured
+ * batch size >= n; n above every captured size is HSPMN_ERR_INVALID_ARGUMENT. Non-finite logits of a
+ * slot are HSPMN_ERR_NON_FINITE naming it: that slot is reset, the others advance with next written. */
+HSPMN_API hspmn_status hspmn_decoder_step(hspmn_decoder* dec, int32_t n, const int32_t* slots, const int32_t* tokens,
+                                          const hspmn_sampling_params* params, int32_t* next, hspmn_tensor* logits);
+/* Records the decode step for each batch size as one CUDA graph (every layer, the head and the
+ * sampling): sizes in [1, min(32, max_seqs)]; it replaces earlier captures. Slots are unchanged.
+ * HSPMN_ERR_INVALID_ARGUMENT on the CPU backend, which has no graphs. */
+HSPMN_API hspmn_status hspmn_decoder_capture(hspmn_decoder* dec, const int32_t* batch_sizes, int32_t count);
+
 /* ---- DLPack ----------------------------------------------------------------------------------- */
 
 /* Exports a tensor as a DLPack DLManagedTensor (DLPack 0.8 ABI, github.com/dmlc/dlpack) that shares
@@ -415,6 +464,33 @@ HSPMN_API hspmn_status hspmn_decoder_append(hspmn_decoder* dec, const hspmn_tens
  * once when done (from any thread). Until then hspmn_tensor_destroy of the tensor fails with
  * HSPMN_ERR_STATE. Work queued on the context's stream is not waited for: synchronise first. */
 HSPMN_API hspmn_status hspmn_tensor_to_dlpack(hspmn_tensor* t, void** out);
+
+/* Imports a DLPack DLManagedTensor (DLPack 0.8 ABI; `managed` is a DLManagedTensor*, e.g. the pointer
+ * of a "dltensor" capsule, which the caller then renames "used_dltensor") as a tensor over the
+ * producer's memory, without a copy. What is accepted:
+ *   device  kDLCPU -> HOST, kDLCUDAHost -> PINNED, kDLCUDA -> DEVICE (CUDA backend only, device_id
+ *           equal to the context's device); anything else is HSPMN_ERR_MEMORY_KIND
+ *   dtype   bf16 (kDLBfloat 16), f32 (kDLFloat 32), i32 (kDLInt 32), lanes 1; else HSPMN_ERR_DTYPE
+ *   shape   ndim 1..4, every extent >= 1, at most 2^46 bytes; else HSPMN_ERR_SHAPE
+ *   strides NULL or the compact row-major strides (the stride of an extent-1 dimension is not looked
+ *           at); else HSPMN_ERR_SHAPE: make the producer's tensor contiguous first
+ *   data    data + byte_offset non-NULL and 16-byte aligned (the CUDA kernels load 16 bytes at a
+ *           time; the same rule on every backend); else HSPMN_ERR_INVALID_ARGUMENT
+ * The library trusts the producer's device and shape to describe memory it may read and write.
+ * Ownership: on HSPMN_OK the new tensor owns `managed`: hspmn_tensor_destroy of it (Java: closing the
+ * tensor or its Context) first waits for the context's stream, then calls managed->deleter(managed)
+ * exactly once (not if it is NULL), on the destroying thread; the deleter must not call into this
+ * context. On any error nothing was kept and the deleter was not called: the caller still owns
+ * `managed`. The tensor counts in live_tensors but not live_bytes (the memory is the producer's). It
+ * is an ordinary tensor otherwise, hspmn_tensor_to_dlpack included: while such an export is alive the
+ * destroy fails with HSPMN_ERR_STATE, so the producer's deleter runs only after every consumer let go.
+ * Stream order is the caller's business: make the producer's writes visible to the context's stream
+ * (hspmn_context_params.cuda_stream: use the producer's stream) before the library reads them. */
+HSPMN_API hspmn_status hspmn_tensor_from_dlpack(hspmn_context* ctx, void* managed, hspmn_tensor** out);
+/* The same for DLPack 1.x's DLManagedTensorVersioned (a "dltensor_versioned" capsule, renamed
+ * "used_dltensor_versioned"): version.major must be 1 and the read-only flag must be clear (the library
+ * may write any tensor it is given), else HSPMN_ERR_INVALID_ARGUMENT. Ownership as above. */
+HSPMN_API hspmn_status hspmn_tensor_from_dlpack_versioned(hspmn_context* ctx, void* managed, hspmn_tensor** out);
 
 #ifdef __cplusplus
 }

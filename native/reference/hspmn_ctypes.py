@@ -9,7 +9,7 @@ import numpy as np
 
 class ContextParams(C.Structure):
     _fields_ = [("backend", C.c_int32), ("device", C.c_int32), ("num_threads", C.c_int32),
-                ("nan_policy", C.c_int32)]
+                ("nan_policy", C.c_int32), ("cuda_stream", C.c_void_p)]
 
 
 class BlockParams(C.Structure):
@@ -58,6 +58,11 @@ class AdamwParams(C.Structure):
 
 class AdamwResult(C.Structure):
     _fields_ = [("grad_norm", C.c_float), ("applied", C.c_int32)]
+
+
+class SamplingParams(C.Structure):
+    _fields_ = [("temperature", C.c_float), ("top_k", C.c_int32), ("top_p", C.c_float), ("reserved", C.c_int32),
+                ("seed", C.c_uint64), ("draw", C.c_int64)]
 
 
 class Lib:
@@ -117,6 +122,11 @@ class Lib:
             "hspmn_decoder_reset": (C.c_int, [P, C.c_int32]),
             "hspmn_decoder_length": (C.c_int, [P, C.c_int32, C.POINTER(C.c_int64)]),
             "hspmn_decoder_append": (C.c_int, [P, P, P, P, P]),
+            "hspmn_decoder_step": (C.c_int, [P, C.c_int32, P, P, C.POINTER(SamplingParams), P, P]),
+            "hspmn_decoder_capture": (C.c_int, [P, P, C.c_int32]),
+            # sampling
+            "hspmn_sampling_default_params": (SamplingParams, []),
+            "hspmn_sample": (C.c_int, [P, P, C.POINTER(SamplingParams), P]),
         }
         for name, (res, args) in sigs.items():
             f = getattr(L, name)

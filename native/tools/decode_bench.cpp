@@ -7,22 +7,30 @@
 //   hspmn_decode_bench [--backend cpu|cuda|auto] [--layers N] [--dim D] [--heads H] [--kv-heads K]
 //                      [--mlp-ratio R] [--vocab V] [--contexts 4096,32768] [--prompt 32768]
 //                      [--prefill-chunk 8192] [--batch-slots 32] [--batch-context 4096] [--steps N]
-//                      [--warmup N] [--rho R] [--threads N] [--json PATH]
+//                      [--warmup N] [--rho R] [--routing none,all,calibrated] [--paths append,step,graph]
+//                      [--calib-tokens 4096] [--bandwidth-gbs 3350] [--threads N] [--json PATH]
+//
+// Paths. "append": hspmn_decoder_append with the logits copied to pinned host memory and the next
+// token their argmax on the host (the path before device sampling: the baseline). "step":
+// hspmn_decoder_step, greedy sampling on the backend, only ids come back. "graph": the same after
+// hspmn_decoder_capture of the batch size (CUDA only), one graph launch per step.
 //
 // Routing. A decode step's cost depends on whether the router selects the token (Q, attention over
-// the whole cache, O) or not, and a freshly initialised router selects almost none. So every
-// measurement runs twice with the router pinned through router.b of every layer: +30 (every token
-// routed: the attention path always taken) and -30 (none routed); w is left as initialised, so
-// |x . w| << 30 and the pin holds (each run checks the routed flags of one step). A model routing a
-// fraction rho of its tokens per layer costs, per token and layer, (1 - rho) t_none + rho t_all: the
-// "rho" columns are that interpolation (not a measurement).
+// the whole cache, O) or not. "none" / "all" pin router.b of every layer at -30 / +30 (w is left as
+// initialised, so |x . w| << 30 and the pin holds; each run checks the routed flags of the prefill).
+// "calibrated" sets each layer's router.b, layer by layer, so that a fraction rho of a prompt of
+// --calib-tokens random tokens is routed in that layer (bisection on b against the routed fraction
+// hspmn_model_forward reports: the (1 - rho) quantile of the layer's router logits), and prints the
+// fraction each layer then routes in the timed runs' prefills.
 //
-// Timing: every hspmn_decoder_append asks for the logits in pinned host memory, so it returns with
-// the work done (a sampler needs them on the host); the next token is their argmax. Latency is the
-// median over --steps timed steps after --warmup; TTFT is from the first prefill call to the return of
-// the last (the prompt in chunks of --prefill-chunk rows, as a server would bound its scratch).
+// Timing: wall clock around each call, which returns with the work done; latency is the median over
+// --steps timed steps after --warmup; TTFT is from the first prefill call to the return of the last
+// (the prompt in chunks of --prefill-chunk rows, as a server would bound its scratch). The floor of a
+// B=1 step is the bytes it must read (every weight the step uses, plus K/V of the cache when routed)
+// over --bandwidth-gbs (default: the H100 SXM datasheet's 3,350 GB/s).
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -43,6 +51,10 @@ struct Options {
     int64_t prompt = 32768, prefill_chunk = 8192, batch_context = 4096;
     int batch_slots = 32, steps = 64, warmup = 8, threads = 0;
     float rho = 0.2f;
+    std::vector<std::string> routings{"none", "all", "calibrated"};
+    std::vector<std::string> paths{"append", "step", "graph"};
+    int64_t calib_tokens = 4096;
+    double bandwidth_gbs = 3350.0;
     std::string json;
 };
 
@@ -50,7 +62,9 @@ const char* usage =
     "usage: hspmn_decode_bench [--backend cpu|cuda|auto] [--layers N] [--dim D] [--heads H] [--kv-heads K]\n"
     "                          [--mlp-ratio R] [--vocab V] [--contexts 4096,32768] [--prompt 32768]\n"
     "                          [--prefill-chunk 8192] [--batch-slots 32] [--batch-context 4096] [--steps N]\n"
-    "                          [--warmup N] [--rho R] [--threads N] [--json PATH]\n";
+    "                          [--warmup N] [--rho R] [--routing none,all,calibrated]\n"
+    "                          [--paths append,step,graph] [--calib-tokens N] [--bandwidth-gbs G]\n"
+    "                          [--threads N] [--json PATH]\n";
 
 bool check(hspmn_status s, const char* what) {
     if (s == HSPMN_OK) return true;
@@ -108,6 +122,22 @@ std::string parse(int argc, char** argv, Options* o) {
         else if (a == "--warmup") ok = as_int(&o->warmup);
         else if (a == "--threads") ok = as_int(&o->threads);
         else if (a == "--rho") { o->rho = std::strtof(v.c_str(), &end); ok = !*end && o->rho >= 0 && o->rho <= 1; }
+        else if (a == "--routing" || a == "--paths") {
+            std::vector<std::string>& dst = a == "--routing" ? o->routings : o->paths;
+            const std::vector<std::string> allowed = a == "--routing"
+                ? std::vector<std::string>{"none", "all", "calibrated"}
+                : std::vector<std::string>{"append", "step", "graph"};
+            dst.clear();
+            std::size_t p = 0;
+            while (ok && p <= v.size()) {
+                const std::size_t q = std::min(v.find(',', p), v.size());
+                const std::string item = v.substr(p, q - p);
+                ok = std::find(allowed.begin(), allowed.end(), item) != allowed.end();
+                dst.push_back(item);
+                p = q + 1;
+            }
+        } else if (a == "--calib-tokens") ok = as_long(v, &o->calib_tokens) && o->calib_tokens >= 16;
+        else if (a == "--bandwidth-gbs") { o->bandwidth_gbs = std::strtod(v.c_str(), &end); ok = !*end && o->bandwidth_gbs > 0; }
         else if (a == "--json") o->json = v;
         else return "unknown option " + a;
         if (!ok) return "bad value '" + v + "' for " + a;
@@ -124,13 +154,15 @@ double median(std::vector<double> v) {
 
 // One result row; ms is per token (decode), for the whole prompt (ttft) or per step (batched).
 struct Row {
-    std::string kind;  // "decode", "ttft", "batched"
+    std::string kind;     // "decode", "ttft", "batched"
+    std::string path;     // "append", "step", "graph" ("prefill" for ttft)
+    std::string routing;  // "none", "all", "calibrated"
     int layers;
-    int64_t context;   // cache length before the timed steps (decode, batched) or prompt length (ttft)
+    int64_t context;      // cache length before the timed steps (decode, batched) or prompt length (ttft)
     int slots;
-    bool routed;       // the router pin: every token routed, or none
     double ms, ms_mean;
     double tokens_per_s;
+    double routed_fraction;  // of the prefill before the run, over tokens x layers (-1: not read)
 };
 
 class Bench {
@@ -155,28 +187,87 @@ public:
         return check(hspmn_model_create(ctx_, &mp, 1234, &model_), "hspmn_model_create");
     }
 
-    // router.b of every layer = +30 (all routed) or -30 (none).
-    bool pin_routing(bool all) {
-        hspmn_tensor* b = tensor(HSPMN_DTYPE_F32, {1});
-        const float v = all ? 30.0f : -30.0f;
-        if (!b || !check(hspmn_tensor_copy_in(b, &v, 4), "copy_in")) return false;
+    bool set_router_b(int layer, float v) {
+        if (!b_) b_ = tensor(HSPMN_DTYPE_F32, {1});
+        const std::string name = "blocks." + std::to_string(layer) + ".router.b";
+        return b_ && check(hspmn_tensor_copy_in(b_, &v, 4), "copy_in") &&
+               check(hspmn_model_set_param(model_, name.c_str(), b_), "hspmn_model_set_param router.b");
+    }
+
+    // router.b of every layer = +30 (all routed), -30 (none), or calibrated to route rho.
+    bool set_routing(const std::string& routing) {
+        routing_ = routing;
+        if (routing == "calibrated") return calibrate();
+        for (int l = 0; l < L_; ++l)
+            if (!set_router_b(l, routing == "all" ? 30.0f : -30.0f)) return false;
+        return true;
+    }
+
+    // Layer by layer (a layer's input depends on the layers before it only): bisection on b until the
+    // layer routes round(rho * tokens) of the calibration prompt, as hspmn_model_forward counts them.
+    bool calibrate() {
+        const int64_t S = o_.calib_tokens;
+        hspmn_tensor* tok = tensor(HSPMN_DTYPE_I32, {1, S});
+        hspmn_tensor* tgt = tensor(HSPMN_DTYPE_I32, {1, S});
+        hspmn_tensor* loss = tensor(HSPMN_DTYPE_F32, {2});
+        hspmn_tensor* stats = tensor(HSPMN_DTYPE_F32, {L_, 2});
+        if (!tok || !tgt || !loss || !stats) return false;
+        std::vector<int32_t> ids(static_cast<std::size_t>(S));
+        std::mt19937 rng(99);
+        for (auto& x : ids) x = static_cast<int32_t>(rng() % static_cast<unsigned>(o_.vocab));
+        if (!check(hspmn_tensor_copy_in(tok, ids.data(), S * 4), "copy_in") ||
+            !check(hspmn_tensor_copy_in(tgt, ids.data(), S * 4), "copy_in"))
+            return false;
+        hspmn_model_forward_params fp = hspmn_model_forward_default_params();
+        fp.training = 0;
+        fp.aux_target = -1.0f;
+        const double want = o_.rho;
+        std::vector<float> st(static_cast<std::size_t>(L_) * 2);
+        auto fraction = [&](int layer, double* out) {
+            if (!check(hspmn_model_forward(model_, &fp, tok, tgt, loss, stats), "hspmn_model_forward (calibration)") ||
+                !check(hspmn_tensor_copy_out(stats, st.data(), L_ * 8), "copy_out"))
+                return false;
+            *out = st[static_cast<std::size_t>(layer) * 2 + 1];
+            return true;
+        };
+        calib_.assign(static_cast<std::size_t>(L_), 0.0);
         for (int l = 0; l < L_; ++l) {
-            const std::string name = "blocks." + std::to_string(l) + ".router.b";
-            if (!check(hspmn_model_set_param(model_, name.c_str(), b), "hspmn_model_set_param router.b")) return false;
+            double lo = -30.0, hi = 30.0, f = 0.0;  // routed fraction rises with b
+            for (int it = 0; it < 24 && hi - lo > 1e-6; ++it) {
+                const double mid = 0.5 * (lo + hi);
+                if (!set_router_b(l, static_cast<float>(mid)) || !fraction(l, &f)) return false;
+                if (std::fabs(f - want) <= 0.5 / static_cast<double>(S)) {
+                    lo = hi = mid;
+                    break;
+                }
+                (f < want ? lo : hi) = mid;
+            }
+            if (!set_router_b(l, static_cast<float>(0.5 * (lo + hi))) || !fraction(l, &f)) return false;
+            calib_[static_cast<std::size_t>(l)] = f;
         }
-        routed_ = all;
+        double mean = 0, mn = 1, mx = 0;
+        for (double f : calib_) {
+            mean += f / L_;
+            mn = std::min(mn, f);
+            mx = std::max(mx, f);
+        }
+        std::printf("  L=%-3d calibrated router.b: routed fraction of %lld calibration tokens per layer mean %.3f "
+                    "(min %.3f, max %.3f; rho %.2f)\n",
+                    L_, static_cast<long long>(S), mean, mn, mx, o_.rho);
         return true;
     }
 
     bool open_decoder(int32_t slots, int64_t max_len) {
         if (dec_ && !check(hspmn_decoder_destroy(dec_), "hspmn_decoder_destroy")) return false;
         dec_ = nullptr;
+        captured_ = 0;
         return check(hspmn_decoder_create(model_, slots, max_len, &dec_), "hspmn_decoder_create");
     }
 
     // Empties slots 0..n-1 and appends `len` random tokens to each, in calls of about
-    // prefill_chunk rows. Returns the seconds from the first call to the last return, or < 0.
-    double prefill(int n, int64_t len, std::vector<int32_t>* next) {
+    // prefill_chunk rows. Returns the seconds from the first call to the last return, or < 0. The
+    // routed fraction of the prefill (tokens x layers) goes to *routed when not null.
+    double prefill(int n, int64_t len, std::vector<int32_t>* next, double* routed = nullptr) {
         for (int s = 0; s < n; ++s)
             if (!check(hspmn_decoder_reset(dec_, s), "hspmn_decoder_reset")) return -1;
         const int64_t T = std::max<int64_t>(1, std::min(len, o_.prefill_chunk / n));
@@ -185,53 +276,77 @@ public:
         hspmn_tensor* full = tensor(HSPMN_DTYPE_I32, {n, T});
         hspmn_tensor* tail = len % T ? tensor(HSPMN_DTYPE_I32, {n, len % T}) : nullptr;
         hspmn_tensor* logits = tensor(HSPMN_DTYPE_F32, {n, o_.vocab});
-        if (!slots || !full || (len % T && !tail) || !logits) return -1;
-        std::vector<int32_t> ids(static_cast<std::size_t>(n * T));
-        const auto t0 = Clock::now();
+        hspmn_tensor* rt_full = routed ? tensor(HSPMN_DTYPE_I32, {n, T, L_}) : nullptr;
+        hspmn_tensor* rt_tail = routed && len % T ? tensor(HSPMN_DTYPE_I32, {n, len % T, L_}) : nullptr;
+        if (!slots || !full || (len % T && !tail) || !logits || (routed && !rt_full) ||
+            (routed && len % T && !rt_tail))
+            return -1;
+        std::vector<int32_t> ids(static_cast<std::size_t>(n * T)), flags;
+        int64_t on = 0, seen = 0;
+        double s = 0;
         for (int64_t done = 0; done < len;) {
             const int64_t t = std::min(T, len - done);
             for (auto& x : ids) x = static_cast<int32_t>(rng_() % static_cast<unsigned>(o_.vocab));
             hspmn_tensor* tok = t == T ? full : tail;
-            if (!check(hspmn_tensor_copy_in(tok, ids.data(), n * t * 4), "copy_in") ||
-                !check(hspmn_decoder_append(dec_, slots, tok, logits, nullptr), "hspmn_decoder_append (prefill)"))
-                return -1;
+            hspmn_tensor* rt = routed ? (t == T ? rt_full : rt_tail) : nullptr;
+            if (!check(hspmn_tensor_copy_in(tok, ids.data(), n * t * 4), "copy_in")) return -1;
+            const auto t0 = Clock::now();
+            if (!check(hspmn_decoder_append(dec_, slots, tok, logits, rt), "hspmn_decoder_append (prefill)")) return -1;
+            s += std::chrono::duration<double>(Clock::now() - t0).count();
+            if (rt) {
+                flags.resize(static_cast<std::size_t>(n * t * L_));
+                if (!check(hspmn_tensor_copy_out(rt, flags.data(), n * t * L_ * 4), "copy_out")) return -1;
+                for (int32_t f : flags) on += f;
+                seen += static_cast<int64_t>(flags.size());
+            }
             done += t;
         }
-        const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+        if (routed) *routed = static_cast<double>(on) / static_cast<double>(std::max<int64_t>(seen, 1));
         return argmax(logits, n, next) ? s : -1;
     }
 
-    // `count` decode calls of one token for slots 0..n-1 fed their greedy tokens; the seconds of each.
-    // With check_routing, the first call also reads the routed flags and verifies the pin.
-    bool steps(int n, int count, std::vector<int32_t>* next, std::vector<double>* secs, bool check_routing) {
-        hspmn_tensor* slots = slot_tensor(n);
-        hspmn_tensor* tok = tensor(HSPMN_DTYPE_I32, {n, 1});
-        hspmn_tensor* logits = tensor(HSPMN_DTYPE_F32, {n, o_.vocab});
-        hspmn_tensor* routed = check_routing ? tensor(HSPMN_DTYPE_I32, {n, 1, L_}) : nullptr;
-        if (!slots || !tok || !logits || (check_routing && !routed)) return false;
+    // `count` decode calls of one token for slots 0..n-1 fed their greedy tokens, by `path`; the
+    // seconds of each.
+    bool steps(const std::string& path, int n, int count, std::vector<int32_t>* next, std::vector<double>* secs) {
+        if (path == "append") return steps_append(n, count, next, secs);
+        if (path == "graph" && captured_ != n) {
+            const int32_t size = n;
+            if (!check(hspmn_decoder_capture(dec_, &size, 1), "hspmn_decoder_capture")) return false;
+            captured_ = n;
+        }
+        std::vector<int32_t> slots(static_cast<std::size_t>(n)), out(static_cast<std::size_t>(n));
+        for (int j = 0; j < n; ++j) slots[j] = j;
+        std::vector<hspmn_sampling_params> params(static_cast<std::size_t>(n), hspmn_sampling_default_params());
         for (int i = 0; i < count; ++i) {
             const auto t0 = Clock::now();
-            if (!check(hspmn_tensor_copy_in(tok, next->data(), n * 4), "copy_in") ||
-                !check(hspmn_decoder_append(dec_, slots, tok, logits, i == 0 ? routed : nullptr),
-                       "hspmn_decoder_append (step)") ||
-                !argmax(logits, n, next))
+            if (!check(hspmn_decoder_step(dec_, n, slots.data(), next->data(), params.data(), out.data(), nullptr),
+                       "hspmn_decoder_step"))
                 return false;
             secs->push_back(std::chrono::duration<double>(Clock::now() - t0).count());
-            if (i == 0 && routed) {
-                std::vector<int32_t> r(static_cast<std::size_t>(n * L_));
-                if (!check(hspmn_tensor_copy_out(routed, r.data(), n * L_ * 4), "copy_out")) return false;
-                for (int32_t x : r)
-                    if (x != (routed_ ? 1 : 0)) {
-                        std::fprintf(stderr, "hspmn_decode_bench: the router pin (%s) did not hold\n",
-                                     routed_ ? "all" : "none");
-                        return false;
-                    }
-            }
+            next->swap(out);
         }
         return true;
     }
 
+    const std::vector<double>& calibration() const { return calib_; }
+
 private:
+    bool steps_append(int n, int count, std::vector<int32_t>* next, std::vector<double>* secs) {
+        hspmn_tensor* slots = slot_tensor(n);
+        hspmn_tensor* tok = tensor(HSPMN_DTYPE_I32, {n, 1});
+        hspmn_tensor* logits = tensor(HSPMN_DTYPE_F32, {n, o_.vocab});
+        if (!slots || !tok || !logits) return false;
+        for (int i = 0; i < count; ++i) {
+            const auto t0 = Clock::now();
+            if (!check(hspmn_tensor_copy_in(tok, next->data(), n * 4), "copy_in") ||
+                !check(hspmn_decoder_append(dec_, slots, tok, logits, nullptr), "hspmn_decoder_append (step)") ||
+                !argmax(logits, n, next))
+                return false;
+            secs->push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+        }
+        return true;
+    }
+
     hspmn_tensor* tensor(int32_t dtype, std::vector<int64_t> shape) {
         hspmn_tensor* t = nullptr;
         if (!check(hspmn_tensor_create(ctx_, dtype, HSPMN_MEMORY_PINNED, static_cast<int32_t>(shape.size()),
@@ -264,65 +379,102 @@ private:
     int L_;
     hspmn_model* model_ = nullptr;
     hspmn_decoder* dec_ = nullptr;
-    bool routed_ = false;
+    hspmn_tensor* b_ = nullptr;
+    std::string routing_;
+    std::vector<double> calib_;
+    int captured_ = 0;
     std::vector<hspmn_tensor*> made_;
     std::mt19937 rng_{7};
 };
 
-// Every measurement of one model (layers L); false on the first failure.
-bool run_model(hspmn_context* ctx, const Options& o, int L, std::vector<Row>* rows) {
+bool timed_steps(Bench& b, const Options& o, const std::string& path, int n, std::vector<int32_t>* next,
+                 double* med, double* mean) {
+    std::vector<double> secs;
+    if (!b.steps(path, n, o.warmup + o.steps, next, &secs)) return false;
+    std::vector<double> timed(secs.begin() + o.warmup, secs.end());
+    *mean = 0;
+    for (double s : timed) *mean += s / static_cast<double>(timed.size());
+    *med = median(timed);
+    return true;
+}
+
+// Every measurement of one model (layers L); false on the first failure. Paths the backend cannot
+// take (graphs on the CPU) are skipped with a line saying so.
+bool run_model(hspmn_context* ctx, const Options& o, int L, bool cuda, std::vector<Row>* rows) {
     Bench b(ctx, o, L);
     if (!b.create()) return false;
     const int64_t extra = o.warmup + o.steps + 1;
     int64_t max_ctx = o.prompt;
     for (int64_t c : o.contexts) max_ctx = std::max(max_ctx, c);
+    std::vector<std::string> paths;
+    for (const std::string& p : o.paths) {
+        if (p == "graph" && !cuda) std::printf("  (path graph skipped: graphs need the CUDA backend)\n");
+        else paths.push_back(p);
+    }
     std::vector<int32_t> next;
-    std::vector<double> secs;
-    for (bool all : {false, true}) {
-        if (!b.pin_routing(all)) return false;
-        // One sequence: decode latency at each cache length, then the long prompt's TTFT.
-        if (!b.open_decoder(1, max_ctx + extra)) return false;
+    for (const std::string& routing : o.routings) {
+        if (!b.set_routing(routing)) return false;
+        // One sequence: decode latency at each cache length by each path, then the long prompt's TTFT.
+        if (!b.open_decoder(1, max_ctx + extra * static_cast<int64_t>(paths.size()))) return false;
         for (int64_t c : o.contexts) {
-            if (b.prefill(1, c, &next) < 0) return false;
-            secs.clear();
-            if (!b.steps(1, o.warmup + o.steps, &next, &secs, true)) return false;
-            std::vector<double> timed(secs.begin() + o.warmup, secs.end());
-            double mean = 0;
-            for (double s : timed) mean += s / static_cast<double>(timed.size());
-            const double med = median(timed);
-            rows->push_back({"decode", L, c, 1, all, med * 1e3, mean * 1e3, 1.0 / med});
-            std::printf("  L=%-3d %-5s decode  cache %-7lld  %8.3f ms/token (mean %.3f)\n", L, all ? "all" : "none",
-                        static_cast<long long>(c), med * 1e3, mean * 1e3);
+            double frac = -1;
+            if (b.prefill(1, c, &next, &frac) < 0) return false;
+            if (routing != "calibrated" && frac != (routing == "all" ? 1.0 : 0.0)) {
+                std::fprintf(stderr, "hspmn_decode_bench: the router pin (%s) did not hold: %.4f routed\n",
+                             routing.c_str(), frac);
+                return false;
+            }
+            // The paths decode one after another from the same cache: each adds warmup + steps tokens.
+            for (const std::string& path : paths) {
+                double med = 0, mean = 0;
+                if (!timed_steps(b, o, path, 1, &next, &med, &mean)) return false;
+                rows->push_back({"decode", path, routing, L, c, 1, med * 1e3, mean * 1e3, 1.0 / med, frac});
+                std::printf("  L=%-3d %-10s %-6s decode  cache %-7lld  %8.3f ms/token (mean %.3f; prefill routed %.3f)\n",
+                            L, routing.c_str(), path.c_str(), static_cast<long long>(c), med * 1e3, mean * 1e3, frac);
+            }
         }
         // A first prefill of this shape sizes the scratch and plans: warm it up, then time a fresh slot.
         if (b.prefill(1, std::min(o.prompt, o.prefill_chunk), &next) < 0) return false;
-        const double ttft = b.prefill(1, o.prompt, &next);
+        double frac = -1;
+        const double ttft = b.prefill(1, o.prompt, &next, routing == "calibrated" ? &frac : nullptr);
         if (ttft < 0) return false;
-        rows->push_back({"ttft", L, o.prompt, 1, all, ttft * 1e3, ttft * 1e3, o.prompt / ttft});
-        std::printf("  L=%-3d %-5s ttft    prompt %-6lld  %8.1f ms (%.0f prompt tok/s, chunks of %lld rows)\n", L,
-                    all ? "all" : "none", static_cast<long long>(o.prompt), ttft * 1e3, o.prompt / ttft,
+        rows->push_back({"ttft", "prefill", routing, L, o.prompt, 1, ttft * 1e3, ttft * 1e3, o.prompt / ttft, frac});
+        std::printf("  L=%-3d %-10s ttft    prompt %-6lld  %8.1f ms (%.0f prompt tok/s, chunks of %lld rows)\n", L,
+                    routing.c_str(), static_cast<long long>(o.prompt), ttft * 1e3, o.prompt / ttft,
                     static_cast<long long>(std::min(o.prompt, o.prefill_chunk)));
         // Many slots: one token each per call.
         const int n = o.batch_slots;
-        if (!b.open_decoder(n, o.batch_context + extra)) return false;
+        if (!b.open_decoder(n, o.batch_context + extra * static_cast<int64_t>(paths.size()))) return false;
         if (b.prefill(n, o.batch_context, &next) < 0) return false;
-        secs.clear();
-        if (!b.steps(n, o.warmup + o.steps, &next, &secs, true)) return false;
-        std::vector<double> timed(secs.begin() + o.warmup, secs.end());
-        double mean = 0;
-        for (double s : timed) mean += s / static_cast<double>(timed.size());
-        const double med = median(timed);
-        rows->push_back({"batched", L, o.batch_context, n, all, med * 1e3, mean * 1e3, n / med});
-        std::printf("  L=%-3d %-5s batched %d slots, cache %-6lld  %8.3f ms/step  %.0f tok/s\n", L, all ? "all" : "none",
-                    n, static_cast<long long>(o.batch_context), med * 1e3, n / med);
+        for (const std::string& path : paths) {
+            if (path == "graph" && n > 32) {
+                std::printf("  (batched graph skipped: %d slots > 32)\n", n);
+                continue;
+            }
+            double med = 0, mean = 0;
+            if (!timed_steps(b, o, path, n, &next, &med, &mean)) return false;
+            rows->push_back({"batched", path, routing, L, o.batch_context, n, med * 1e3, mean * 1e3, n / med, -1});
+            std::printf("  L=%-3d %-10s %-6s batched %d slots, cache %-6lld  %8.3f ms/step  %.0f tok/s\n", L,
+                        routing.c_str(), path.c_str(), n, static_cast<long long>(o.batch_context), med * 1e3, n / med);
+        }
     }
     return true;
 }
 
-const Row* find(const std::vector<Row>& rows, const char* kind, int L, int64_t c, bool all) {
+const Row* find(const std::vector<Row>& rows, const char* kind, const std::string& path, const std::string& routing,
+                int L, int64_t c) {
     for (const Row& r : rows)
-        if (r.kind == kind && r.layers == L && r.context == c && r.routed == all) return &r;
+        if (r.kind == kind && r.path == path && r.routing == routing && r.layers == L && r.context == c) return &r;
     return nullptr;
+}
+
+// Bytes one B=1 step must read: every weight it uses (Q and O and the cache's K/V only when routed),
+// the tied head included.
+double step_bytes(const Options& o, int L, int64_t cache, double routed) {
+    const double D = o.dim, F = static_cast<double>(o.dim) * o.mlp_ratio, KV = D / o.heads * o.kv_heads;
+    const double always = 3 * D * F + 2 * D * KV + 4 * D + 2 + D * 4;  // gate/up/down, K/V, norms/router, conv
+    const double routed_bytes = 2 * D * D + 2.0 * static_cast<double>(cache) * KV;  // Q, O; the cache's K and V
+    return (L * (always + routed * routed_bytes) + static_cast<double>(o.vocab) * D + D) * 2.0;
 }
 
 }  // namespace
@@ -345,7 +497,8 @@ int main(int argc, char** argv) {
     if (!check(hspmn_context_create(&cp, &ctx), "hspmn_context_create")) return 1;
     int32_t backend = 0;
     hspmn_context_backend(ctx, &backend);
-    const char* backend_name = backend == HSPMN_BACKEND_CUDA ? "cuda" : "cpu";
+    const bool cuda = backend == HSPMN_BACKEND_CUDA;
+    const char* backend_name = cuda ? "cuda" : "cpu";
     std::printf("decode bench  backend %s  D=%d H=%d Hkv=%d F=%d V=%d  layers 1 and %d  steps %d (+%d warm-up)\n",
                 backend_name, o.dim, o.heads, o.kv_heads, o.dim * o.mlp_ratio, o.vocab, o.layers, o.steps, o.warmup);
 
@@ -354,32 +507,42 @@ int main(int argc, char** argv) {
     if (o.layers != 1) models.push_back(o.layers);
     hspmn_alloc_stats_reset_peak();
     bool ok = true;
-    for (int L : models) ok = ok && run_model(ctx, o, L, &rows);
+    for (int L : models) ok = ok && run_model(ctx, o, L, cuda, &rows);
     hspmn_alloc_stats st;
     hspmn_alloc_stats_get(&st);
     hspmn_context_destroy(ctx);
     if (!ok) return 1;
 
-    // The table: none / all measured, rho interpolated per token (module comment).
-    const double r = o.rho;
-    auto mix = [&](double none, double all) { return (1 - r) * none + r * all; };
-    std::printf("\n%-8s %-7s %-22s %12s %12s %12s  %s\n", "layers", "what", "shape", "none routed", "all routed",
-                "rho interp.", "unit");
+    std::printf("\n%-6s %-8s %-24s %-10s", "layers", "what", "shape", "unit");
+    for (const std::string& r : o.routings)
+        for (const std::string& p : o.paths) std::printf(" %16s", (r.substr(0, 5) + "/" + p).c_str());
+    std::printf("\n");
+    auto line = [&](int L, const char* kind, const std::string& shape, const char* unit, int64_t c, bool per_token) {
+        std::printf("%-6d %-8s %-24s %-10s", L, kind, shape.c_str(), unit);
+        for (const std::string& r : o.routings)
+            for (const std::string& p : o.paths) {
+                const Row* w = find(rows, kind, std::string(kind) == "ttft" ? "prefill" : p, r, L, c);
+                if (!w) std::printf(" %16s", "-");
+                else std::printf(" %16.3f", per_token ? w->ms : w->tokens_per_s);
+            }
+        std::printf("\n");
+    };
     for (int L : models) {
-        for (int64_t c : o.contexts) {
-            const Row *a = find(rows, "decode", L, c, false), *b = find(rows, "decode", L, c, true);
-            std::printf("%-8d %-7s %-22s %12.3f %12.3f %12.3f  ms/token\n", L, "decode",
-                        ("B=1 cache " + std::to_string(c)).c_str(), a->ms, b->ms, mix(a->ms, b->ms));
-        }
-        const Row *a = find(rows, "ttft", L, o.prompt, false), *b = find(rows, "ttft", L, o.prompt, true);
-        std::printf("%-8d %-7s %-22s %12.1f %12.1f %12.1f  ms\n", L, "ttft", ("prompt " + std::to_string(o.prompt)).c_str(),
-                    a->ms, b->ms, mix(a->ms, b->ms));
-        a = find(rows, "batched", L, o.batch_context, false);
-        b = find(rows, "batched", L, o.batch_context, true);
-        const double step = mix(a->ms, b->ms);
-        std::printf("%-8d %-7s %-22s %12.0f %12.0f %12.0f  tok/s (%d slots)\n", L, "batched",
-                    (std::to_string(o.batch_slots) + " x cache " + std::to_string(o.batch_context)).c_str(),
-                    a->tokens_per_s, b->tokens_per_s, o.batch_slots / step * 1e3, o.batch_slots);
+        for (int64_t c : o.contexts) line(L, "decode", "B=1 cache " + std::to_string(c), "ms/token", c, true);
+        line(L, "ttft", "prompt " + std::to_string(o.prompt), "ms", o.prompt, true);
+        line(L, "batched", std::to_string(o.batch_slots) + " x cache " + std::to_string(o.batch_context), "tok/s",
+             o.batch_context, false);
+    }
+    // The bandwidth floor of the B=1 decode rows and how far each path is from it.
+    std::printf("\nfloor: bytes a B=1 step reads / %.0f GB/s\n", o.bandwidth_gbs);
+    for (const Row& r : rows) {
+        if (r.kind != "decode") continue;
+        const double routed = r.routing == "all" ? 1.0 : r.routing == "none" ? 0.0 : o.rho;
+        const double bytes = step_bytes(o, r.layers, r.context, routed);
+        const double floor_ms = bytes / (o.bandwidth_gbs * 1e9) * 1e3;
+        std::printf("  L=%-3d %-10s %-6s cache %-7lld %6.3f GB  floor %7.3f ms  measured %7.3f ms  floor/measured %5.1f%%\n",
+                    r.layers, r.routing.c_str(), r.path.c_str(), static_cast<long long>(r.context), bytes / 1e9,
+                    floor_ms, r.ms, 100.0 * floor_ms / r.ms);
     }
     std::printf("peak memory %.2f GB\n", st.peak_bytes / 1e9);
 
@@ -392,16 +555,23 @@ int main(int argc, char** argv) {
         std::fprintf(f,
                      "{\"mode\": \"decode\", \"backend\": \"%s\", \"layers\": %d, \"dim\": %d, \"heads\": %d, "
                      "\"kv_heads\": %d, \"mlp_ratio\": %d, \"vocab\": %d, \"steps\": %d, \"warmup\": %d, "
-                     "\"prefill_chunk\": %lld, \"rho\": %.3f, \"peak_bytes\": %lld, \"results\": [",
+                     "\"prefill_chunk\": %lld, \"rho\": %.3f, \"bandwidth_gbs\": %.0f, \"peak_bytes\": %lld, "
+                     "\"results\": [",
                      backend_name, o.layers, o.dim, o.heads, o.kv_heads, o.mlp_ratio, o.vocab, o.steps, o.warmup,
-                     static_cast<long long>(o.prefill_chunk), o.rho, static_cast<long long>(st.peak_bytes));
+                     static_cast<long long>(o.prefill_chunk), o.rho, o.bandwidth_gbs,
+                     static_cast<long long>(st.peak_bytes));
         for (std::size_t i = 0; i < rows.size(); ++i) {
             const Row& w = rows[i];
+            const double routed = w.routing == "all" ? 1.0 : w.routing == "none" ? 0.0 : o.rho;
             std::fprintf(f,
-                         "%s\n  {\"kind\": \"%s\", \"layers\": %d, \"context\": %lld, \"slots\": %d, \"routed\": \"%s\", "
-                         "\"ms\": %.4f, \"ms_mean\": %.4f, \"tokens_per_s\": %.1f}",
-                         i ? "," : "", w.kind.c_str(), w.layers, static_cast<long long>(w.context), w.slots,
-                         w.routed ? "all" : "none", w.ms, w.ms_mean, w.tokens_per_s);
+                         "%s\n  {\"kind\": \"%s\", \"path\": \"%s\", \"routing\": \"%s\", \"layers\": %d, "
+                         "\"context\": %lld, \"slots\": %d, \"ms\": %.4f, \"ms_mean\": %.4f, \"tokens_per_s\": %.1f, "
+                         "\"prefill_routed_fraction\": %.4f, \"floor_ms\": %.4f}",
+                         i ? "," : "", w.kind.c_str(), w.path.c_str(), w.routing.c_str(), w.layers,
+                         static_cast<long long>(w.context), w.slots, w.ms, w.ms_mean, w.tokens_per_s,
+                         w.routed_fraction,
+                         w.kind == "decode" ? step_bytes(o, w.layers, w.context, routed) / (o.bandwidth_gbs * 1e6)
+                                            : 0.0);
         }
         std::fprintf(f, "\n]}\n");
         std::fclose(f);

@@ -8,6 +8,11 @@
 
 namespace hspmn {
 
+namespace {
+constexpr float kMinTemperature = 1.17549435e-38f;  // 2^-126: 1/T stays finite, so no 0 * inf
+constexpr float kMaxTemperature = 100.0f;
+}  // namespace
+
 const char* dtype_name(int32_t dtype) {
     switch (dtype) {
         case HSPMN_DTYPE_BF16: return "bf16";
@@ -142,5 +147,21 @@ void check_finite(const hspmn_context* ctx, const hspmn_tensor* t, const char* n
     fail(HSPMN_ERR_NON_FINITE, "%s contains %s at %s (flat index %lld); the context's nan_policy is REJECT",
          name, what, where.c_str(), static_cast<long long>(bad));
 }
+
+// hspmn.h "sampling": temperature 0 or in [2^-126, 100] (1/T stays finite, so no 0 * inf)
+void check_sampling_params(const hspmn_sampling_params& p, int64_t row) {
+    const long long r = static_cast<long long>(row);
+    if (!(p.temperature == 0.0f || (p.temperature >= kMinTemperature && p.temperature <= kMaxTemperature)))
+        fail(HSPMN_ERR_INVALID_ARGUMENT, "params[%lld].temperature (%g) must be 0 (greedy) or in [2^-126, 100]", r,
+             static_cast<double>(p.temperature));
+    if (p.top_k < 0) fail(HSPMN_ERR_INVALID_ARGUMENT, "params[%lld].top_k (%d) must be >= 0 (0: no limit)", r, p.top_k);
+    if (!(p.top_p > 0.0f && p.top_p <= 1.0f))
+        fail(HSPMN_ERR_INVALID_ARGUMENT, "params[%lld].top_p (%g) must be in (0, 1]", r, static_cast<double>(p.top_p));
+    if (p.reserved != 0) fail(HSPMN_ERR_INVALID_ARGUMENT, "params[%lld].reserved (%d) must be 0", r, p.reserved);
+    if (p.temperature != 0.0f && p.draw < 1)
+        fail(HSPMN_ERR_INVALID_ARGUMENT, "params[%lld].draw (%lld) must be >= 1 (the stream's draws are 1-based)", r,
+             static_cast<long long>(p.draw));
+}
+
 
 }  // namespace hspmn

@@ -41,4 +41,7 @@ void check_x(const hspmn_block* block, const hspmn_tensor* x, const char* name, 
 // HSPMN_ERR_NON_FINITE naming the first bad element of t, when the context's policy is REJECT.
 void check_finite(const hspmn_context* ctx, const hspmn_tensor* t, const char* name);
 
+// One row of sampling parameters (hspmn_sample, hspmn_decoder_step); messages name params[row].
+void check_sampling_params(const hspmn_sampling_params& p, int64_t row);
+
 }  // namespace hspmn

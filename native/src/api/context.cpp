@@ -26,6 +26,8 @@ Backend* make_backend(const hspmn_context_params& p) {
         case HSPMN_BACKEND_AUTO:
         default:
 #if defined(HSPMN_WITH_CUDA)
+            // A caller's stream says CUDA is there and wanted: no silent fall back to the CPU.
+            if (p.cuda_stream) return create_cuda_backend(p);
             // AUTO: CUDA when built and a device answers, else CPU.
             try {
                 return create_cuda_backend(p);
@@ -33,6 +35,10 @@ Backend* make_backend(const hspmn_context_params& p) {
                 if (e.status != HSPMN_ERR_NO_DEVICE) throw;
             }
 #endif
+            if (p.cuda_stream)
+                fail(HSPMN_ERR_NOT_BUILT,
+                     "cuda_stream is set (backend AUTO), but this libhspmn was built without CUDA "
+                     "(rebuild with -DHSPMN_CUDA=ON on a machine with the CUDA toolkit)");
             return create_cpu_backend(p);
     }
 }
@@ -47,6 +53,7 @@ hspmn_context_params hspmn_context_default_params(void) {
     p.device = 0;
     p.num_threads = 0;
     p.nan_policy = HSPMN_NAN_REJECT;
+    p.cuda_stream = nullptr;
     return p;
 }
 
@@ -64,6 +71,9 @@ hspmn_status hspmn_context_create(const hspmn_context_params* params, hspmn_cont
                  p.num_threads, kMaxThreads);
         if (p.nan_policy != HSPMN_NAN_REJECT && p.nan_policy != HSPMN_NAN_PROPAGATE)
             fail(HSPMN_ERR_INVALID_ARGUMENT, "nan_policy (%d) must be 0 (REJECT) or 1 (PROPAGATE)", p.nan_policy);
+        if (p.cuda_stream && p.backend == HSPMN_BACKEND_CPU)
+            fail(HSPMN_ERR_INVALID_ARGUMENT,
+                 "cuda_stream is set but backend is CPU: a CUDA stream needs the CUDA backend (or AUTO)");
         hspmn_context* ctx = new hspmn_context();
         try {
             ctx->params = p;

@@ -135,4 +135,47 @@ hspmn_status hspmn_decoder_append(hspmn_decoder* dec, const hspmn_tensor* slots,
     });
 }
 
+hspmn_status hspmn_decoder_step(hspmn_decoder* dec, int32_t n, const int32_t* slots, const int32_t* tokens,
+                                const hspmn_sampling_params* params, int32_t* next, hspmn_tensor* logits) {
+    return guarded("hspmn_decoder_step", [&] {
+        check_decoder(dec);
+        hspmn_context* ctx = dec->model->ctx;
+        const hspmn_model_params mp = dec->model->impl->params();
+        const int32_t max_seqs = dec->impl->max_seqs();
+        if (n < 1 || n > max_seqs) fail(HSPMN_ERR_INVALID_ARGUMENT, "n (%d) must be in [1, max_seqs = %d]", n, max_seqs);
+        if (!slots || !tokens || !params || !next)
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "slots, tokens, params and next must not be NULL");
+        if (logits) check_arg(logits, "logits", ctx, HSPMN_DTYPE_F32, {n, mp.vocab_size});
+        Buffer<uint8_t> seen(static_cast<std::size_t>(max_seqs));
+        seen.fill(0);
+        for (int32_t j = 0; j < n; ++j) {
+            if (slots[j] < 0 || slots[j] >= max_seqs)
+                fail(HSPMN_ERR_INVALID_ARGUMENT, "slots[%d] = %d is not a slot in [0, %d)", j, slots[j], max_seqs);
+            if (seen[slots[j]]) fail(HSPMN_ERR_INVALID_ARGUMENT, "slots[%d] = %d appears twice", j, slots[j]);
+            seen[slots[j]] = 1;
+            if (dec->impl->length(slots[j]) + 1 > dec->impl->max_len())
+                fail(HSPMN_ERR_INVALID_ARGUMENT, "slot %d is full: it holds max_len = %lld tokens", slots[j],
+                     static_cast<long long>(dec->impl->max_len()));
+            if (tokens[j] < 0 || tokens[j] >= mp.vocab_size)
+                fail(HSPMN_ERR_INVALID_ARGUMENT, "tokens[%d] = %d is not a token id in [0, %d)", j, tokens[j],
+                     mp.vocab_size);
+            check_sampling_params(params[j], j);
+        }
+        BusyGuard busy(dec->model->busy, "model");
+        BusyGuard busy_ctx(ctx->busy, "context");
+        dec->impl->step(n, slots, tokens, params, next, logits);
+    });
+}
+
+hspmn_status hspmn_decoder_capture(hspmn_decoder* dec, const int32_t* batch_sizes, int32_t count) {
+    return guarded("hspmn_decoder_capture", [&] {
+        check_decoder(dec);
+        if (count < 1 || count > 64) fail(HSPMN_ERR_INVALID_ARGUMENT, "count (%d) must be in [1, 64]", count);
+        if (!batch_sizes) fail(HSPMN_ERR_INVALID_ARGUMENT, "batch_sizes is NULL");
+        BusyGuard busy(dec->model->busy, "model");
+        BusyGuard busy_ctx(dec->model->ctx->busy, "context");
+        dec->impl->capture(batch_sizes, count);
+    });
+}
+
 }  // extern "C"

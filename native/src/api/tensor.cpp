@@ -102,7 +102,17 @@ hspmn_status hspmn_tensor_destroy(hspmn_tensor* t) {
                  "the tensor is shared through %d DLPack export(s) whose deleter has not run; release them first "
                  "(e.g. drop the framework's tensor)",
                  refs);
-        ctx->backend->tensor_free(t->memory, t->data, static_cast<std::size_t>(t->nbytes));
+        if (t->import_release) {
+            // The producer may reuse the memory as soon as its deleter returns: nothing of ours may
+            // still be queued on it. A failed wait (a dead context) must not keep the memory forever.
+            try {
+                ctx->backend->synchronize();
+            } catch (...) {
+            }
+            t->import_release(t->import_owner);
+        } else {
+            ctx->backend->tensor_free(t->memory, t->data, static_cast<std::size_t>(t->nbytes));
+        }
         delete t;
         ctx->live_tensors.fetch_sub(1);
         stats_count_tensor(-1);

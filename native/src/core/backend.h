@@ -96,6 +96,22 @@ struct DecodeCall {
     int64_t max_seqs, max_len;
 };
 
+// One new token for each of n rows (a decode step), with every index in internal memory so the call
+// can be recorded in a CUDA graph and replayed with new contents: row r appends to slot[r] at position
+// pos[r] (the slot's length before the step). slot[r] = -1 marks a padding row of a batch bucket: it
+// reads and writes no cache and its out row is unspecified. Caches as in DecodeCall.
+struct DecodeStepCall {
+    int64_t n;
+    const int32_t* slot;        // [n]
+    const int32_t* pos;         // [n]
+    const uint16_t* x;          // [n, D] bf16
+    uint16_t* out;              // [n, D] bf16
+    void* k_cache;
+    void* v_cache;
+    void* conv_cache;
+    int64_t max_seqs, max_len;
+};
+
 class BlockImpl : public Tracked {
 public:
     virtual ~BlockImpl() = default;
@@ -117,6 +133,14 @@ public:
     // Bytes of one cache element (K, V, conv inputs): the precision the block's forward keeps them in.
     virtual int decode_elem_bytes() const = 0;
     virtual void decode(const DecodeCall& call) = 0;
+    // Whether decode_step serves n rows of a step (else the decoder runs decode with host metadata).
+    virtual bool has_decode_step(int64_t /*n*/) const { return false; }
+    virtual void decode_step(const DecodeStepCall& call);
+    // Queues what must precede a replayed step (weights changed by set_param since the last call).
+    virtual void prepare_step() {}
+    // Changes whenever decode_step's buffers move (a decoder with more slots or a longer max_len), so
+    // a graph recorded before is stale.
+    virtual uint64_t step_generation() const { return 0; }
 };
 
 // Scalars of one AdamW update (model/optimizer.cpp computes them in double once per step).
@@ -199,6 +223,31 @@ public:
                               const AdamwScalars& s) = 0;
     // dst[i] = value
     virtual void fill_f32(float* dst, int64_t n, float value) = 0;
+
+    // ---- sampling (native/README.md "Sampling"; hspmn_sample checks the arguments and the status).
+    // One token per row. Every pointer is in internal_memory(), params included, so the op can sit in a
+    // CUDA graph with the params uploaded by a memcpy node; params are valid (api/sample.cpp's checks).
+    //   logits: [n, V] f32, V <= 65536   params: [n]   tokens: [n] i32   status: [1] i32
+    // A bad row (NaN, +Inf, or only -Inf) gets token kSampleNaN / kSamplePosInf / kSampleAllNegInf;
+    // *status = 0 when every row was good, else 1 + the first bad row. Nothing throws for a bad row.
+    // Queued on the stream with no host synchronisation. The first call allocates the op's scratch
+    // (CUDA: 8 bytes, independent of n and V; CPU: 16 V bytes per worker thread), so calls with no
+    // larger V allocate nothing: make one call before capturing a graph.
+    static constexpr int32_t kSampleNaN = -1, kSamplePosInf = -2, kSampleAllNegInf = -3;
+    virtual void sample_tokens(const float* logits, int64_t n, int64_t V, const hspmn_sampling_params* params,
+                               int32_t* tokens, int32_t* status) = 0;
+
+    // ---- decode steps (model/decoder.cpp Decoder::step)
+    // Host memory the backend copies from and to asynchronously (pinned on CUDA), zero-filled.
+    virtual void* staging_alloc(std::size_t bytes) = 0;
+    virtual void staging_free(void* p, std::size_t bytes) noexcept = 0;
+    // Queued copies between staging and internal memory; a graph replay repeats them, reading and
+    // writing the staging memory as it is then.
+    virtual void copy_from_staging(void* dst, const void* staging, std::size_t bytes) = 0;
+    virtual void copy_to_staging(void* staging, const void* src, std::size_t bytes) = 0;
+    // Records what body queues on the backend's stream as one graph (GraphImpl::launch replays it).
+    // Throws Error{INVALID_ARGUMENT} on backends without graphs (the CPU).
+    virtual GraphImpl* capture(void (*body)(void*), void* arg);
 };
 
 // Throws Error{NOT_BUILT / NO_DEVICE / ...} when the backend cannot be made.

@@ -174,9 +174,15 @@ Footprint decoder_footprint(const hspmn_model_params& p, int32_t max_seqs, int64
     // the forward's precision; each layer's rotary table covers max_len positions (cos + sin, f32).
     const double elem = backend == HSPMN_BACKEND_CUDA ? 2.0 : 4.0;
     const double caches = L * (2.0 * seqs * len * KV * elem + seqs * Pc * D * elem + 4.0 * len * static_cast<double>(cfg.Dh));
-    const double slots = 8.0 * seqs;
-    if (backend == HSPMN_BACKEND_CUDA) return {slots, caches};
-    return {caches + slots, 0.0};
+    // A step of one token per slot (hspmn_decoder_step): its row buffers (activations, hidden, logits [V]
+    // f32, staging) and each layer's decode scratch for max_seqs rows, which the CUDA blocks keep (the
+    // forward's activations at n = max_seqs rows, every row routed at worst); the CPU frees a layer's
+    // before the next. An append of more rows (a prefill) grows these with its own row count.
+    const double V = static_cast<double>(p.vocab_size), F = static_cast<double>(cfg.F);
+    const double rows = seqs * (8.0 * D + 4.0 * V + 64.0);
+    const double layer = seqs * (26.0 * D + 6.0 * F + 8.0 * KV + 64.0);
+    if (backend == HSPMN_BACKEND_CUDA) return {rows, caches + rows + L * layer};
+    return {caches + rows + 2.0 * layer, 0.0};
 }
 
 void require_memory(Backend& backend, const Footprint& need, const char* what) {

@@ -65,9 +65,10 @@ double model_param_count(const hspmn_model_params& p);
 Footprint model_rows_footprint(const hspmn_model_params& p, int64_t B, int64_t S, bool training, int32_t backend);
 
 // hspmn_decoder_create: every layer's K/V cache (max_seqs x max_len x Hkv*Dh, both) and conv
-// history in the precision the backend's forward keeps them (f32 on the CPU, bf16 on CUDA), and the
-// rotary tables of max_len positions. The per-call scratch of an append is proportional to its new
-// rows only and not included.
+// history in the precision the backend's forward keeps them (f32 on the CPU, bf16 on CUDA), the
+// rotary tables of max_len positions, and the scratch of a one-token step over every slot (an
+// approximation from the forward's activations at max_seqs rows). An append's scratch grows with its
+// own new rows (a long prefill) and is not included.
 Footprint decoder_footprint(const hspmn_model_params& p, int32_t max_seqs, int64_t max_len, int32_t backend);
 
 // Throws Error{HSPMN_ERR_OUT_OF_MEMORY} when `need` exceeds what is free: host memory

@@ -33,6 +33,10 @@ struct hspmn_tensor : hspmn::Tracked {
     std::atomic<int> graph_refs{0};
     // DLPack exports whose deleter has not run yet; destroying it while > 0 is HSPMN_ERR_STATE.
     std::atomic<int> dlpack_refs{0};
+    // A tensor over a DLPack producer's memory (hspmn_tensor_from_dlpack): destroy calls
+    // import_release(import_owner), which runs the producer's deleter, instead of freeing data.
+    void* import_owner = nullptr;
+    void (*import_release)(void* owner) = nullptr;
 };
 
 struct hspmn_block : hspmn::Tracked {

@@ -122,9 +122,24 @@ public:
     void fill_f32(float* dst, int64_t n, float value) override {
         for (int64_t i = 0; i < n; ++i) dst[i] = value;
     }
+    void* staging_alloc(std::size_t bytes) override { return raw_alloc(bytes); }
+    void staging_free(void* p, std::size_t bytes) noexcept override { raw_free(p, bytes); }
+    void copy_from_staging(void* dst, const void* staging, std::size_t bytes) override {
+        std::memmove(dst, staging, bytes);
+    }
+    void copy_to_staging(void* staging, const void* src, std::size_t bytes) override {
+        std::memmove(staging, src, bytes);
+    }
+    void sample_tokens(const float* logits, int64_t n, int64_t V, const hspmn_sampling_params* params, int32_t* tokens,
+                       int32_t* status) override {
+        const std::size_t need = static_cast<std::size_t>(2 * V * pool_->size());
+        if (sample_scratch_.size() < need) sample_scratch_.resize(need);  // grows only: a warm call allocates nothing
+        cpu::sample_tokens(*pool_, logits, n, V, params, tokens, status, sample_scratch_.data());
+    }
 
 private:
     ThreadPool* pool_;
+    Buffer<uint64_t> sample_scratch_;  // sample_tokens: mass and key arrays per worker
 };
 
 }  // namespace

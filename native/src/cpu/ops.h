@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "hspmn.h"
 #include "thread_pool.h"
 
 namespace hspmn::cpu {
@@ -122,6 +123,11 @@ double cross_entropy_fused(ThreadPool& pool, const float* h, const float* table,
 void adamw_update(ThreadPool& pool, float* master, uint16_t* value, const float* grad, float* m, float* v, int64_t n,
                   float lr, float weight_decay, float beta1, float beta2, float eps, float bias1, float bias2_sqrt,
                   float grad_scale);
+
+// ---- sample_tokens.cpp: one token per row (native/README.md "Sampling"), Backend::sample_tokens
+// logits: [n, V]  params: [n]  tokens: [n]  status: [1]  scratch: [2 V * pool.size()]
+void sample_tokens(ThreadPool& pool, const float* logits, int64_t n, int64_t V, const hspmn_sampling_params* params,
+                   int32_t* tokens, int32_t* status, uint64_t* scratch);
 
 // ---- vec.cpp
 double sum_squares_f32(const float* a, int64_t n);  // float64 accumulation, fixed order

@@ -1,5 +1,6 @@
 // The CUDA backend: HOST tensors from the tracked heap, PINNED from cudaMallocHost, DEVICE from
-// cudaMalloc; all work on the context's one non-blocking stream. The block math is cuda_block.cu's.
+// cudaMalloc; all work on the context's one stream (the library's own non-blocking one, or the caller's,
+// hspmn_context_params.cuda_stream). The block math is cuda_block.cu's.
 #include <cuda_runtime.h>
 
 #include <cstring>
@@ -46,6 +47,16 @@ public:
         d_.activate();
         inner_->decode(call);
     }
+    bool has_decode_step(int64_t n) const override { return inner_->has_decode_step(n); }
+    void decode_step(const DecodeStepCall& call) override {
+        d_.activate();
+        inner_->decode_step(call);
+    }
+    void prepare_step() override {
+        d_.activate();
+        inner_->prepare_step();
+    }
+    uint64_t step_generation() const override { return inner_->step_generation(); }
 
 private:
     Device& d_;
@@ -54,7 +65,7 @@ private:
 
 class CudaBackend final : public Backend {
 public:
-    explicit CudaBackend(int ordinal) : d_(new Device(ordinal)) {}
+    CudaBackend(int ordinal, cudaStream_t stream) : d_(new Device(ordinal, stream)) {}
     ~CudaBackend() override {
         lm_ = LmScratch();  // its buffers free through the device: before it goes
         delete d_;
@@ -248,10 +259,37 @@ public:
         cuda::fill_f32(*d_, dst, n, value);
     }
 
+    // Pinned, so the step's copies are asynchronous and a graph can replay them.
+    void* staging_alloc(std::size_t bytes) override { return tensor_alloc(HSPMN_MEMORY_PINNED, bytes); }
+    void staging_free(void* p, std::size_t bytes) noexcept override { tensor_free(HSPMN_MEMORY_PINNED, p, bytes); }
+    void copy_from_staging(void* dst, const void* staging, std::size_t bytes) override {
+        d_->activate();
+        check(cudaMemcpyAsync(dst, staging, bytes, cudaMemcpyHostToDevice, d_->stream), "cudaMemcpyAsync (step in)");
+    }
+    void copy_to_staging(void* staging, const void* src, std::size_t bytes) override {
+        d_->activate();
+        check(cudaMemcpyAsync(staging, src, bytes, cudaMemcpyDeviceToHost, d_->stream), "cudaMemcpyAsync (step out)");
+    }
+    GraphImpl* capture(void (*body)(void*), void* arg) override {
+        d_->activate();
+        return cuda::capture_stream(*d_, body, arg);
+    }
+
+    void sample_tokens(const float* logits, int64_t n, int64_t V, const hspmn_sampling_params* params, int32_t* tokens,
+                       int32_t* status) override {
+        d_->activate();
+        if (!lm_.sample_state.data()) {  // the first call only: 8 bytes, whatever n and V
+            lm_.sample_state.ensure(*d_, 2 * sizeof(unsigned));
+            lm_.sample_state.zero(*d_);
+        }
+        cuda::sample_tokens(*d_, logits, n, V, params, tokens, status, lm_.sample_state.as<unsigned>());
+    }
+
 private:
     // The language model's scratch, kept between steps so a warm step allocates nothing.
     struct LmScratch {
         DeviceBuffer embedding, norm_partials, sum_squares;
+        DeviceBuffer sample_state;  // sample_tokens: {tickets, bad word}, zero between launches
         CrossEntropyScratch cross_entropy;
     };
 
@@ -270,6 +308,8 @@ private:
 }  // namespace
 }  // namespace cuda
 
-Backend* create_cuda_backend(const hspmn_context_params& params) { return new cuda::CudaBackend(params.device); }
+Backend* create_cuda_backend(const hspmn_context_params& params) {
+    return new cuda::CudaBackend(params.device, static_cast<cudaStream_t>(params.cuda_stream));
+}
 
 }  // namespace hspmn

@@ -13,6 +13,9 @@ namespace hspmn::cuda {
 // as the CPU backend does (same host-side generator, uploaded), so both backends start equal.
 BlockImpl* create_cuda_block(Device& d, const BlockConfig& cfg, uint64_t seed);
 
+// Records what body(arg) queues on d's stream as one graph; launch() replays it (Backend::capture).
+GraphImpl* capture_stream(Device& d, void (*body)(void*), void* arg);
+
 // out: [B, S] f32 device memory; the Philox draw of native/README.md (bit-identical to the CPU's
 // up to the last ulp of -ln(-ln u), which the device computes in double as well).
 void gumbel_noise(Device& d, uint64_t seed, int64_t step, int32_t layer, int64_t B, int64_t S, float* out);

@@ -15,8 +15,10 @@ struct TritonModules;  // attention.cpp: the loaded cubins of this device
 class Device : public Tracked {
 public:
     // Throws Error{NO_DEVICE} when the driver finds no device or cuBLASLt is missing,
-    // Error{INVALID_ARGUMENT} for an ordinal past the device count.
-    explicit Device(int ordinal);
+    // Error{INVALID_ARGUMENT} for an ordinal past the device count or a caller's stream of another
+    // device. user_stream null: the device makes (and later destroys) a non-blocking stream of its own;
+    // else every op goes on user_stream, which is never destroyed here.
+    explicit Device(int ordinal, cudaStream_t user_stream = nullptr);
     ~Device();
     Device(const Device&) = delete;
     Device& operator=(const Device&) = delete;
@@ -29,6 +31,7 @@ public:
     int sm_count = 0;
     int arch = 0;  // compute capability, major*10+minor
     cudaStream_t stream = nullptr;
+    bool owns_stream = false;  // false for the caller's stream (hspmn_context_params.cuda_stream)
     const CublasLt* lt = nullptr;
     cublasLtHandle_t lt_handle = nullptr;
     DeviceBuffer workspace;  // cuBLASLt's, kWorkspaceBytes
@@ -39,6 +42,7 @@ public:
     TritonModules* triton = nullptr;
     DeviceBuffer attention_delta;    // [B, H, C] f32 of the backward
     DeviceBuffer triton_scratch;     // Triton's global scratch, when a kernel asks for one
+    DeviceBuffer non_finite_first;   // [1] u64 of find_non_finite, kept: a per-call cudaFree syncs the device
 
     static constexpr std::size_t kWorkspaceBytes = std::size_t(32) << 20;
 

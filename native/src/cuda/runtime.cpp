@@ -19,6 +19,7 @@ void check_launch(const char* what) { check(cudaGetLastError(), what); }
 int device_ordinal(const Device& d) { return d.ordinal; }
 cudaStream_t stream(const Device& d) { return d.stream; }
 int sm_count(const Device& d) { return d.sm_count; }
+DeviceBuffer& non_finite_buffer(Device& d) { return d.non_finite_first; }
 
 // ---- DeviceBuffer ----
 
@@ -75,7 +76,7 @@ void DeviceBuffer::zero(Device& d) {
 
 // ---- Device ----
 
-Device::Device(int ord) : ordinal(ord) {
+Device::Device(int ord, cudaStream_t user_stream) : ordinal(ord) {
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
@@ -96,7 +97,27 @@ Device::Device(int ord) : ordinal(ord) {
         check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, ord), "cudaDeviceGetAttribute");
         check(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, ord), "cudaDeviceGetAttribute");
         arch = major * 10 + minor;
-        check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+        if (user_stream == cudaStreamLegacy || user_stream == cudaStreamPerThread) {
+            // The default streams of the current device, which every entry point makes ours.
+            stream = user_stream;
+        } else if (user_stream) {
+            // A stream of another device would fail every launch later with a less helpful message.
+            int owner = -1;
+            cudaError_t se = cudaStreamGetDevice(user_stream, &owner);
+            if (se != cudaSuccess) {
+                (void)cudaGetLastError();
+                fail(HSPMN_ERR_INVALID_ARGUMENT, "cuda_stream (%p) is not a usable CUDA stream: %s (%s)", user_stream,
+                     cudaGetErrorString(se), cudaGetErrorName(se));
+            }
+            if (owner != ord)
+                fail(HSPMN_ERR_INVALID_ARGUMENT, "cuda_stream belongs to CUDA device %d, the context is on device %d",
+                     owner, ord);
+            stream = user_stream;
+        } else {
+            // Non-blocking: no implicit ordering with the legacy default stream of other libraries.
+            check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+            owns_stream = true;
+        }
         check_lt(lt->create(&lt_handle), "cublasLtCreate");
         workspace.ensure(*this, kWorkspaceBytes);
     } catch (...) {
@@ -114,10 +135,11 @@ void Device::release() noexcept {
     destroy_gemm_plans(*this);
     attention_delta = DeviceBuffer();
     triton_scratch = DeviceBuffer();
+    non_finite_first = DeviceBuffer();
     workspace = DeviceBuffer();
     if (lt_handle) lt->destroy(lt_handle);
     lt_handle = nullptr;
-    if (stream) (void)cudaStreamDestroy(stream);
+    if (stream && owns_stream) (void)cudaStreamDestroy(stream);  // a caller's stream stays the caller's
     stream = nullptr;
 }
 

@@ -21,8 +21,20 @@ void check_launch(const char* what);
 class Device;
 
 int device_ordinal(const Device& d);
+// The stream every op of the context goes on: the library's own (non-blocking) or the caller's
+// (hspmn_context_params.cuda_stream). Nothing in the backend uses another stream, the legacy default
+// stream or cudaDeviceSynchronize. Host waits are cudaStreamSynchronize on this stream; what still
+// waits for the whole device is cudaFree / cudaFreeHost / cudaMallocHost, which the backend calls only
+// when a tensor, block, model, decoder or context is created or destroyed, when scratch grows (the
+// first call of a larger shape) and in hspmn_gumbel_noise into a host tensor; never in a warm forward,
+// backward, decode or optimizer step.
 cudaStream_t stream(const Device& d);
 int sm_count(const Device& d);
+
+class DeviceBuffer;
+// find_non_finite's [1] u64 result, kept by the device so a scan frees nothing (cudaFree would wait
+// for every stream of the device).
+DeviceBuffer& non_finite_buffer(Device& d);
 
 // Device scratch memory from the tracked allocator (counted in hspmn_alloc_stats), freed by the
 // destructor. Not zero-filled unless zero() is called (cudaMemsetAsync on the stream).

@@ -10,7 +10,7 @@ namespace hspmn {
 Decoder::Decoder(Model& model, int32_t max_seqs, int64_t max_len)
     : model_(model), be_(model.backend()), max_seqs_(max_seqs), max_len_(max_len),
       L_(model.params().num_layers), D_(model.params().block.dim), V_(model.params().vocab_size),
-      tokens_(be_), act_a_(be_), act_b_(be_), hidden_(be_), rstd_(be_), routed_(be_), logits_(be_) {
+      tokens_(be_), act_a_(be_), act_b_(be_), hidden_(be_), rstd_(be_), routed_(be_), logits_(be_), step_(be_) {
     const hspmn_block_params& bp = model.params().block;
     KV_ = static_cast<int64_t>(bp.dim) / bp.num_heads * bp.num_kv_heads;
     P_ = bp.conv_kernel - 1;

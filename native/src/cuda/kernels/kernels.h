@@ -121,6 +121,13 @@ void gumbel_noise_kernel_launch(Device& d, uint64_t seed, int64_t step, int32_t 
 // data: [numel] bf16 or f32  first: [1] u64 on the device (overwritten)
 void non_finite_scan(Device& d, const void* data, bool is_bf16, int64_t numel, unsigned long long* first);
 
+// ---- sample_tokens.cu: one token per row (native/README.md "Sampling"), core/backend.h sample_tokens.
+// One CTA per row; no host sync. state: [2] u32 of the device, zero before the first launch; every
+// launch leaves it zero again.
+// logits: [n, V] f32  params: [n]  tokens: [n] i32  status: [1] i32
+void sample_tokens(Device& d, const float* logits, int64_t n, int64_t V, const hspmn_sampling_params* params,
+                   int32_t* tokens, int32_t* status, unsigned* state);
+
 // ---- routed_fraction.cu: out[0] = sum(counts) / (B * S)   counts: [B] i32  out: [1] f32
 void routed_fraction(Device& d, const int32_t* counts, int64_t B, int64_t S, float* out);
 
@@ -153,6 +160,87 @@ void decode_conv_cache_update(Device& d, const __nv_bfloat16* h, const DecodeMet
 // k_cache[row_cache[r]] = k[r], v_cache likewise.  k, v: [n, KV] bf16  caches: [max_seqs*max_len, KV] bf16
 void decode_kv_write(Device& d, const __nv_bfloat16* k, const __nv_bfloat16* v, const int64_t* row_cache, int64_t n,
                      int64_t KV, __nv_bfloat16* k_cache, __nv_bfloat16* v_cache);
+
+// ---- decode_step.cu: a decode step (core/backend.h DecodeStepCall): one row per slot, every index on
+// the device, so CudaBlock::decode_step can be captured in a graph. Row r belongs to slot[r] (-1: a
+// padding row of a batch bucket, which reads and writes no cache) at position pos[r]. Queries are laid
+// out by slot: [max_seqs, 1] lists for sqdk_attention (qcnt[s] = 1 when slot s's row is routed; the
+// O projection's skinny_gemm resets the counts to 0 after the attention).
+
+// router_forward (no noise), both rms_norm_forward, decode_causal_conv and decode_conv_cache_update for
+// one row per block, with those kernels' arithmetic. Needs D % 8 == 0 and 1 <= K <= 8.
+// x, c, a: [n, D] bf16  conv_w: [D, K] bf16  conv_cache: [max_seqs, K-1, D] bf16  routed: [n] i32
+// qpos, qcnt: [max_seqs] i32  row_cache: [n] i64 (slot * max_len + pos, -1 for padding)
+void decode_step_pre(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* router_w, const __nv_bfloat16* router_b,
+                     const __nv_bfloat16* log_temp, const __nv_bfloat16* reflex_norm_w,
+                     const __nv_bfloat16* attn_norm_w, float eps, const __nv_bfloat16* conv_w, int64_t K,
+                     __nv_bfloat16* conv_cache, const int32_t* slot, const int32_t* pos, int64_t n, int64_t D,
+                     int64_t max_len, __nv_bfloat16* c, __nv_bfloat16* a, int32_t* routed, int32_t* qpos,
+                     int32_t* qcnt, int64_t* row_cache);
+// rope_forward of each row's K (written to its cache row) and, for routed rows, its Q (written to its
+// slot's query row), with cos/sin computed as rope_table computes them (no table to outgrow).
+// kf: [n, Hkv*Dh] f32  qf: [n, H*Dh] f32  k_cache: [max_seqs*max_len, Hkv*Dh] bf16  q: [max_seqs, H*Dh] bf16
+void rope_step(Device& d, const float* kf, const float* qf, const int32_t* slot, const int32_t* pos,
+               const int32_t* routed, const int64_t* row_cache, int64_t n, int64_t H, int64_t Hkv, int64_t Dh,
+               float base, __nv_bfloat16* k_cache, __nv_bfloat16* q);
+
+// ---- sqdk_attention_decode.cu: sqdk_attention with one query per slot (decode steps), split along
+// the keys over many blocks. q, o: [seqs, H*Dh] bf16 (slot s's query when qcnt[s] = 1, at position
+// qpos[s]; slots with qcnt 0 are skipped and their o rows left as they were)  k, v: [seqs, max_len,
+// Hkv*Dh] bf16  lse: [seqs, H] f32. Head dims 32, 64, 128; at most 8 query heads per KV head.
+struct DecodeAttentionScratch {
+    DeviceBuffer partials, counters;
+};
+bool sqdk_attention_decode_fits(int64_t H, int64_t Hkv, int64_t Dh);
+int64_t sqdk_attention_decode_chunk(int64_t max_len);
+void sqdk_attention_decode_scratch(Device& d, DecodeAttentionScratch& s, int64_t seqs, int64_t max_len, int64_t H,
+                                   int64_t Hkv, int64_t Dh);
+void sqdk_attention_decode(Device& d, int64_t seqs, int64_t max_len, int64_t H, int64_t Hkv, int64_t Dh,
+                           const __nv_bfloat16* q, const int32_t* qpos, const int32_t* qcnt, const __nv_bfloat16* k,
+                           const __nv_bfloat16* v, __nv_bfloat16* o, float* lse, DecodeAttentionScratch& s);
+
+// ---- skinny_gemm.cu: y = x W^T for M <= 32 rows, W [N, K] bf16 streamed once (decode steps). The
+// epilogue fuses what reads the product; "token m" is row m of x (or x_map[m]).
+constexpr int kSkinnyMaxRows = 32;
+enum SkinnyMode {
+    SKINNY_F32,       // y_f32[m, n] = p
+    SKINNY_BF16,      // y_bf16[m, n] = bf16(p)
+    SKINNY_SWIGLU,    // two matrices (gate, up): y_bf16 = swiglu_forward(bf16(p0), bf16(p1))
+    SKINNY_RESIDUAL,  // y_f32 = residual (bf16) + p; y_bf16 = bf16(y_f32)
+    SKINNY_KV,        // two matrices (K, V): y_f32 = p0; cache[row_cache[m], n] = bf16(p1) (row_cache >= 0)
+    SKINNY_SCATTER,   // where gate[m]: y_bf16[m, n] = bf16(residual_f32[m, n] + p)
+};
+struct SkinnyEpilogue {
+    int mode = SKINNY_F32;
+    int64_t ldy = 0;                              // row stride of y_f32 / y_bf16 / residual_f32
+    float* y_f32 = nullptr;
+    __nv_bfloat16* y_bf16 = nullptr;
+    const __nv_bfloat16* residual = nullptr;      // RESIDUAL: [M, ld_residual]
+    int64_t ld_residual = 0;
+    const float* residual_f32 = nullptr;          // SCATTER
+    const int64_t* row_cache = nullptr;           // KV: [M]
+    __nv_bfloat16* cache = nullptr;               // KV: [rows, N]
+    const int32_t* gate = nullptr;                // [M] or null: when every gate is 0 the weights are not read
+    const int32_t* reset_slots = nullptr;         // [M] or null: reset_counts[reset_slots[m]] = 0 (m < M, slot >= 0)
+    int32_t* reset_counts = nullptr;
+};
+// Split-K partials and tile counters of skinny_gemm, sized by skinny_gemm_scratch before a launch
+// (and before a graph capture: a launch never reallocates).
+struct SkinnyScratch {
+    DeviceBuffer partials, counters;
+};
+bool skinny_gemm_fits(int64_t M, int64_t N, int64_t K);
+// Launch shape knobs for the tuning sweep of tests/skinny_gemm_cuda (0: the defaults). Not for
+// production callers: the scratch must be sized after they change.
+struct SkinnyTuning {
+    int unroll = 0;          // 16-byte chunks per row each round (per matrix)
+    int blocks_per_sm = 0;   // split-K target
+};
+SkinnyTuning& skinny_tuning();
+void skinny_gemm_scratch(Device& d, SkinnyScratch& s, int64_t M, int64_t N, int64_t K, int matrices);
+// x: [M, ldx] bf16 (rows via x_map: [M] i32, -1 a zero row, or null)  w0, w1: [N, K] bf16 (w1 null unless dual)
+void skinny_gemm(Device& d, int64_t M, int64_t N, int64_t K, const __nv_bfloat16* x, int64_t ldx, const int32_t* x_map,
+                 const __nv_bfloat16* w0, const __nv_bfloat16* w1, const SkinnyEpilogue& ep, SkinnyScratch& s);
 
 // ---- the language model's ops (core/backend.h "the language model's ops" is their spec)
 

@@ -68,6 +68,7 @@ public final class Context implements AutoCloseable {
             hspmn_context_params.device(p, options.device());
             hspmn_context_params.num_threads(p, options.numThreads());
             hspmn_context_params.nan_policy(p, options.nanPolicy().code());
+            hspmn_context_params.cuda_stream(p, MemorySegment.ofAddress(options.cudaStream()));
             int status = hspmn_h.hspmn_context_create(p, pointerOut);
             if (status != hspmn_h.HSPMN_OK()) {
                 scratchArena.close();
@@ -112,7 +113,10 @@ public final class Context implements AutoCloseable {
         return handle == null;
     }
 
-    /** Waits for all queued work of the context (a no-op on the CPU backend). */
+    /**
+     * Waits for all queued work of the context: its CUDA stream only (the caller's, with
+     * {@link ContextOptions#withCudaStream(long)}), never the whole device; a no-op on the CPU backend.
+     */
     public void synchronize() {
         try (var g = enter("Context.synchronize")) {
             Native.check(hspmn_h.hspmn_context_synchronize(handle), "hspmn_context_synchronize");

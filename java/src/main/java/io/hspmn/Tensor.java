@@ -1,6 +1,7 @@
 package io.hspmn;
 
 import io.hspmn.ffi.hspmn_h;
+import io.hspmn.ffi.hspmn_tensor_desc;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -234,9 +235,68 @@ public final class Tensor implements AutoCloseable {
     }
 
     /**
+     * Imports a DLPack {@code DLManagedTensor} (DLPack 0.8; {@code hspmn_tensor_from_dlpack}) as a tensor over
+     * the producer's memory, without a copy: kDLCPU becomes HOST, kDLCUDAHost PINNED, kDLCUDA DEVICE (CUDA
+     * context of the same device only); bf16, f32 or i32; compact row-major (strides NULL or compact);
+     * 1 to 4 extents of at least 1; data + byte_offset 16-byte aligned.
+     *
+     * <p>Ownership: when this returns, the tensor owns {@code managedTensor}: {@link #close()} (or closing the
+     * context) waits for the context's stream and then calls its deleter, exactly once. When it throws
+     * (a typed {@link HspmnException} naming what is wrong), nothing was kept, the deleter was not called,
+     * and the caller still owns the managed tensor. The deleter must not call into this context.
+     *
+     * <p>Streams: the library reads and writes the memory on the context's stream without waiting for the
+     * producer; make the producer's writes visible to that stream first (or create the context on the
+     * producer's stream, {@link ContextOptions#withCudaStream(long)}).
+     *
+     * @param managedTensor the address of a {@code DLManagedTensor} (e.g. what a framework's
+     *                      {@code to_dlpack} capsule holds, or {@link #toDLPack()} of another tensor)
+     */
+    public static Tensor fromDLPack(Context ctx, MemorySegment managedTensor) {
+        return importDLPack(ctx, managedTensor, false);
+    }
+
+    /**
+     * {@link #fromDLPack} for DLPack 1.x's {@code DLManagedTensorVersioned}
+     * ({@code hspmn_tensor_from_dlpack_versioned}): major version 1, not read-only; same ownership rules.
+     */
+    public static Tensor fromDLPackVersioned(Context ctx, MemorySegment managedTensor) {
+        return importDLPack(ctx, managedTensor, true);
+    }
+
+    private static Tensor importDLPack(Context ctx, MemorySegment managed, boolean versioned) {
+        Objects.requireNonNull(ctx, "ctx");
+        Objects.requireNonNull(managed, "managedTensor");
+        String fn = versioned ? "hspmn_tensor_from_dlpack_versioned" : "hspmn_tensor_from_dlpack";
+        try (var g = ctx.enter(versioned ? "Tensor.fromDLPackVersioned" : "Tensor.fromDLPack")) {
+            Native.check(versioned ? hspmn_h.hspmn_tensor_from_dlpack_versioned(ctx.handle(), managed, ctx.pointerOut)
+                    : hspmn_h.hspmn_tensor_from_dlpack(ctx.handle(), managed, ctx.pointerOut), fn);
+            MemorySegment h = ctx.pointerOut.get(ValueLayout.ADDRESS, 0);
+            // From here the library owns the managed tensor: a failure must destroy h (running the deleter),
+            // never hand the managed tensor back half-owned.
+            try {
+                MemorySegment d = ctx.desc;
+                Native.check(hspmn_h.hspmn_tensor_describe(h, d), "hspmn_tensor_describe");
+                long[] shape = new long[hspmn_tensor_desc.ndim(d)];
+                for (int i = 0; i < shape.length; i++) {
+                    shape[i] = hspmn_tensor_desc.shape(d, i);
+                }
+                Tensor t = new Tensor(ctx, DType.of(hspmn_tensor_desc.dtype(d)),
+                        MemoryKind.of(hspmn_tensor_desc.memory(d)), shape, h);
+                ctx.register(t);
+                return t;
+            } catch (RuntimeException e) {
+                hspmn_h.hspmn_tensor_destroy(h);
+                throw e;
+            }
+        }
+    }
+
+    /**
      * Frees the native tensor; views from {@link #segment()} become unusable. Idempotent. While a
      * {@link ForwardGraph} is bound to it, or a {@link #toDLPack()} export has not been released, this throws
-     * {@link HspmnStateException} and the tensor stays open.
+     * {@link HspmnStateException} and the tensor stays open. A tensor from {@link #fromDLPack} frees nothing
+     * itself: it waits for the context's stream and calls the producer's deleter, once.
      */
     @Override
     public void close() {

@@ -80,7 +80,8 @@ class BindingsLockstepTest {
         Matcher st = Pattern.compile("(?s)typedef\\s+struct\\s+(\\w+)\\s*\\{(.*?)\\}\\s*(\\w+)\\s*;").matcher(src);
         while (st.find()) {
             List<Field> fields = new ArrayList<>();
-            Matcher f = Pattern.compile("([\\w ]+?)\\s+(\\w+)\\s*(?:\\[\\s*(\\w+)\\s*\\])?\\s*;").matcher(st.group(2));
+            // the type may end in '*' (a pointer field such as void* cuda_stream)
+            Matcher f = Pattern.compile("([\\w ]+?[\\s*]+)(\\w+)\\s*(?:\\[\\s*(\\w+)\\s*\\])?\\s*;").matcher(st.group(2));
             while (f.find()) {
                 long count = 1;
                 if (f.group(3) != null) {
@@ -317,7 +318,8 @@ class BindingsLockstepTest {
         Header h = parse(header());
         assertEquals(Set.of("hspmn_alloc_stats", "hspmn_context_params", "hspmn_tensor_desc", "hspmn_block_params",
                 "hspmn_forward_params", "hspmn_backward_params", "hspmn_model_params", "hspmn_model_forward_params",
-                "hspmn_model_backward_params", "hspmn_adamw_params", "hspmn_adamw_result"), h.structs().keySet());
+                "hspmn_model_backward_params", "hspmn_adamw_params", "hspmn_adamw_result", "hspmn_sampling_params"),
+                h.structs().keySet());
         for (Map.Entry<String, List<Field>> s : h.structs().entrySet()) {
             Class<?> c = Class.forName("io.hspmn.ffi." + s.getKey());
             GroupLayout layout = (GroupLayout) c.getMethod("layout").invoke(null);
@@ -342,7 +344,7 @@ class BindingsLockstepTest {
     static long sizeOf(Header h, String type) {
         List<Field> fields = h.structs().get(type);
         if (fields == null) {
-            return type.equals("int64_t") || type.equals("uint64_t") ? 8 : 4;
+            return type.equals("int64_t") || type.equals("uint64_t") || type.endsWith("*") ? 8 : 4;
         }
         long offset = 0;
         for (Field f : fields) {

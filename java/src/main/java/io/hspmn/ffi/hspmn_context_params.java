@@ -19,6 +19,7 @@ import static java.lang.foreign.MemoryLayout.PathElement.*;
  *     int32_t device;
  *     int32_t num_threads;
  *     int32_t nan_policy;
+ *     void *cuda_stream;
  * }
  * }
  */
@@ -32,7 +33,8 @@ public class hspmn_context_params {
         hspmn_h.C_INT.withName("backend"),
         hspmn_h.C_INT.withName("device"),
         hspmn_h.C_INT.withName("num_threads"),
-        hspmn_h.C_INT.withName("nan_policy")
+        hspmn_h.C_INT.withName("nan_policy"),
+        hspmn_h.C_POINTER.withName("cuda_stream")
     ).withName("hspmn_context_params");
 
     /**
@@ -216,6 +218,50 @@ public class hspmn_context_params {
      */
     public static void nan_policy(MemorySegment struct, int fieldValue) {
         struct.set(nan_policy$LAYOUT, nan_policy$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout cuda_stream$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("cuda_stream"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * void *cuda_stream
+     * }
+     */
+    public static final AddressLayout cuda_stream$layout() {
+        return cuda_stream$LAYOUT;
+    }
+
+    private static final long cuda_stream$OFFSET = 16;
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * void *cuda_stream
+     * }
+     */
+    public static final long cuda_stream$offset() {
+        return cuda_stream$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * void *cuda_stream
+     * }
+     */
+    public static MemorySegment cuda_stream(MemorySegment struct) {
+        return struct.get(cuda_stream$LAYOUT, cuda_stream$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * void *cuda_stream
+     * }
+     */
+    public static void cuda_stream(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(cuda_stream$LAYOUT, cuda_stream$OFFSET, fieldValue);
     }
 
     /**

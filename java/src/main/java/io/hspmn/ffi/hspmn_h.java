@@ -67,10 +67,10 @@ public class hspmn_h {
     public static final AddressLayout C_POINTER = ValueLayout.ADDRESS
             .withTargetLayout(MemoryLayout.sequenceLayout(java.lang.Long.MAX_VALUE, JAVA_BYTE));
     public static final ValueLayout.OfLong C_LONG = ValueLayout.JAVA_LONG;
-    private static final int HSPMN_ABI_VERSION = (int)1L;
+    private static final int HSPMN_ABI_VERSION = (int)2L;
     /**
      * {@snippet lang=c :
-     * #define HSPMN_ABI_VERSION 1
+     * #define HSPMN_ABI_VERSION 2
      * }
      */
     public static int HSPMN_ABI_VERSION() {
@@ -4323,6 +4323,124 @@ public class hspmn_h {
         }
     }
 
+    private static class hspmn_sampling_default_params {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_sampling_params.layout()
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_sampling_default_params");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_sampling_params hspmn_sampling_default_params()
+     * }
+     */
+    public static FunctionDescriptor hspmn_sampling_default_params$descriptor() {
+        return hspmn_sampling_default_params.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_sampling_params hspmn_sampling_default_params()
+     * }
+     */
+    public static MethodHandle hspmn_sampling_default_params$handle() {
+        return hspmn_sampling_default_params.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_sampling_params hspmn_sampling_default_params()
+     * }
+     */
+    public static MemorySegment hspmn_sampling_default_params$address() {
+        return hspmn_sampling_default_params.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_sampling_params hspmn_sampling_default_params()
+     * }
+     */
+    public static MemorySegment hspmn_sampling_default_params(SegmentAllocator allocator) {
+        var mh$ = hspmn_sampling_default_params.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_sampling_default_params", allocator);
+            }
+            return (MemorySegment)mh$.invokeExact(allocator);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_sample {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_sample");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_sample(hspmn_context *ctx, const hspmn_tensor *logits, const hspmn_sampling_params *params, hspmn_tensor *tokens)
+     * }
+     */
+    public static FunctionDescriptor hspmn_sample$descriptor() {
+        return hspmn_sample.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_sample(hspmn_context *ctx, const hspmn_tensor *logits, const hspmn_sampling_params *params, hspmn_tensor *tokens)
+     * }
+     */
+    public static MethodHandle hspmn_sample$handle() {
+        return hspmn_sample.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_sample(hspmn_context *ctx, const hspmn_tensor *logits, const hspmn_sampling_params *params, hspmn_tensor *tokens)
+     * }
+     */
+    public static MemorySegment hspmn_sample$address() {
+        return hspmn_sample.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_sample(hspmn_context *ctx, const hspmn_tensor *logits, const hspmn_sampling_params *params, hspmn_tensor *tokens)
+     * }
+     */
+    public static int hspmn_sample(MemorySegment ctx, MemorySegment logits, MemorySegment params, MemorySegment tokens) {
+        var mh$ = hspmn_sample.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_sample", ctx, logits, params, tokens);
+            }
+            return (int)mh$.invokeExact(ctx, logits, params, tokens);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
     private static class hspmn_tensor_to_dlpack {
         public static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
@@ -4377,6 +4495,126 @@ public class hspmn_h {
                 traceDowncall("hspmn_tensor_to_dlpack", t, out);
             }
             return (int)mh$.invokeExact(t, out);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_tensor_from_dlpack {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_tensor_from_dlpack");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_tensor_from_dlpack(hspmn_context *ctx, void *managed, hspmn_tensor **out)
+     * }
+     */
+    public static FunctionDescriptor hspmn_tensor_from_dlpack$descriptor() {
+        return hspmn_tensor_from_dlpack.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_tensor_from_dlpack(hspmn_context *ctx, void *managed, hspmn_tensor **out)
+     * }
+     */
+    public static MethodHandle hspmn_tensor_from_dlpack$handle() {
+        return hspmn_tensor_from_dlpack.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_tensor_from_dlpack(hspmn_context *ctx, void *managed, hspmn_tensor **out)
+     * }
+     */
+    public static MemorySegment hspmn_tensor_from_dlpack$address() {
+        return hspmn_tensor_from_dlpack.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_tensor_from_dlpack(hspmn_context *ctx, void *managed, hspmn_tensor **out)
+     * }
+     */
+    public static int hspmn_tensor_from_dlpack(MemorySegment ctx, MemorySegment managed, MemorySegment out) {
+        var mh$ = hspmn_tensor_from_dlpack.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_tensor_from_dlpack", ctx, managed, out);
+            }
+            return (int)mh$.invokeExact(ctx, managed, out);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_tensor_from_dlpack_versioned {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_tensor_from_dlpack_versioned");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_tensor_from_dlpack_versioned(hspmn_context *ctx, void *managed, hspmn_tensor **out)
+     * }
+     */
+    public static FunctionDescriptor hspmn_tensor_from_dlpack_versioned$descriptor() {
+        return hspmn_tensor_from_dlpack_versioned.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_tensor_from_dlpack_versioned(hspmn_context *ctx, void *managed, hspmn_tensor **out)
+     * }
+     */
+    public static MethodHandle hspmn_tensor_from_dlpack_versioned$handle() {
+        return hspmn_tensor_from_dlpack_versioned.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_tensor_from_dlpack_versioned(hspmn_context *ctx, void *managed, hspmn_tensor **out)
+     * }
+     */
+    public static MemorySegment hspmn_tensor_from_dlpack_versioned$address() {
+        return hspmn_tensor_from_dlpack_versioned.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_tensor_from_dlpack_versioned(hspmn_context *ctx, void *managed, hspmn_tensor **out)
+     * }
+     */
+    public static int hspmn_tensor_from_dlpack_versioned(MemorySegment ctx, MemorySegment managed, MemorySegment out) {
+        var mh$ = hspmn_tensor_from_dlpack_versioned.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_tensor_from_dlpack_versioned", ctx, managed, out);
+            }
+            return (int)mh$.invokeExact(ctx, managed, out);
         } catch (Throwable ex$) {
            throw new AssertionError("should not reach here", ex$);
         }

@@ -8,7 +8,8 @@
  *       cache, threshold routing) and {@link io.hspmn.generate.RecomputeEngine} (whole prefix per step,
  *       any routing); {@link io.hspmn.generate.Models#engine} chooses.</li>
  *   <li>{@link io.hspmn.generate.Sampler} under {@link io.hspmn.generate.SamplingParams}: greedy,
- *       temperature, top-k, top-p; a seed reproduces its tokens on any JVM.</li>
+ *       temperature, top-k, top-p; a seed reproduces its tokens on any JVM, and the native op
+ *       {@link io.hspmn.Hspmn#sample} gives the same tokens on the CPU and CUDA backends.</li>
  *   <li>{@link io.hspmn.generate.Generator}: the batched decode loop, single-threaded.</li>
  *   <li>{@link io.hspmn.generate.Engine}: the thread-safe front; one worker thread owns the engine (and
  *       the native context, which allows one thread at a time) and runs the loop; bounded admission.</li>

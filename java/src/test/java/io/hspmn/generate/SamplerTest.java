@@ -67,8 +67,13 @@ class SamplerTest {
         assertThrows(IllegalArgumentException.class, () -> new SamplingParams(1f, 0, 0f, 0));
         assertThrows(IllegalArgumentException.class, () -> new SamplingParams(1f, 0, 1.01f, 0));
         assertThrows(IllegalArgumentException.class, () -> new SamplingParams(1f, 0, Float.NaN, 0));
+        assertThrows(IllegalArgumentException.class, () -> new SamplingParams(1e-40f, 0, 1f, 0)); // 1/T = +inf
         assertThrows(IllegalArgumentException.class, () -> new Sampler(SamplingParams.greedy(), 0));
+        assertThrows(IllegalArgumentException.class, () -> new Sampler(SamplingParams.greedy(), Sampler.MAX_VOCAB + 1));
+        assertThrows(IllegalArgumentException.class, () -> new Sampler(SamplingParams.greedy(), 4).seek(-1));
         new SamplingParams(0f, 5, 0.5f, -7); // greedy with cuts is legal: the cuts change nothing
+        new SamplingParams(Float.MIN_NORMAL, 0, 1f, 0);
+        new Sampler(SamplingParams.greedy(), Sampler.MAX_VOCAB);
     }
 
     @Test
@@ -143,6 +148,152 @@ class SamplerTest {
             s.sample(seg, 0);
         }
         assertEquals(12, s.draws());
+    }
+
+    /** Tokens of the definition from native/reference/sampling_ref.py; native/tests/test_sample.cpp pins the same. */
+    @Test
+    void pinnedTokensOfTheDefinition() {
+        float[] probs = {-2.3025851249694824f, -1.6094379425048828f, -1.2039728164672852f, -0.9162907600402832f};
+        float[] row = {0.5f, -1f, 2f, 2f, 0.25f, Float.NEGATIVE_INFINITY, 1.75f, 0f};
+        assertArrayEquals(new int[] {1, 1, 1, 1, 2, 2, 1, 2, 2, 3, 1, 2},
+                draws(new SamplingParams(1f, 0, 1f, 12345), row(probs), 4, 12));
+        assertArrayEquals(new int[] {6, 2, 2, 2, 2, 6, 2, 6, 2, 3, 2, 3},
+                draws(new SamplingParams(0.8f, 3, 1f, 42), row(row), 8, 12));
+        assertArrayEquals(new int[] {6, 2, 2, 2, 2, 6, 2, 6, 2, 3, 2, 3},
+                draws(new SamplingParams(1.5f, 0, 0.6f, 42), row(row), 8, 12));
+        assertArrayEquals(new int[] {2, 0, 6, 3, 3, 2, 3, 2, 2, 3, 0, 6},
+                draws(new SamplingParams(2f, 5, 0.9f, 7), row(row), 8, 12));
+        // seek: draw 7 of a fresh stream is the seventh token above
+        Sampler s = new Sampler(new SamplingParams(2f, 5, 0.9f, 7), 8);
+        s.seek(6);
+        assertEquals(3, s.sample(row(row), 0));
+        assertEquals(7, s.draws());
+    }
+
+    @Test
+    void infiniteRowsAreRefusedInEveryMode() {
+        float inf = Float.POSITIVE_INFINITY;
+        for (SamplingParams p : new SamplingParams[] {SamplingParams.greedy(), SamplingParams.temperature(1f, 1),
+                new SamplingParams(1f, 2, 0.5f, 1)}) {
+            IllegalStateException plus = assertThrows(IllegalStateException.class, () -> draws(p, row(0f, inf, 1f), 3, 1));
+            assertTrue(plus.getMessage().contains("+Infinity"), plus.getMessage());
+            IllegalStateException minus = assertThrows(IllegalStateException.class, () -> draws(p, row(-inf, -inf), 2, 1));
+            assertTrue(minus.getMessage().contains("every logit is -Infinity"), minus.getMessage());
+            // -inf entries are masked tokens, never drawn
+            for (int t : draws(p, row(-inf, 0.5f, -inf, 0.25f), 4, 200)) {
+                assertTrue(t == 1 || t == 3, p + ": " + t);
+            }
+        }
+    }
+
+    @Test
+    void signedZerosTie() {
+        // -0 equals +0: greedy and top-1 take the lower id, and top-2 keeps both zeros and cuts the rest
+        MemorySegment seg = row(-1f, -0f, 0f, -1f);
+        assertEquals(1, draws(SamplingParams.greedy(), seg, 4, 1)[0]);
+        for (int t : draws(new SamplingParams(1f, 1, 1f, 3), seg, 4, 50)) {
+            assertEquals(1, t);
+        }
+        MemorySegment mixed = row(-1f, 0f, -0f, 0f);
+        int[] seen = new int[4];
+        for (int t : draws(new SamplingParams(1f, 2, 1f, 3), mixed, 4, 400)) {
+            seen[t]++;
+        }
+        assertEquals(0, seen[0] + seen[3], Arrays.toString(seen));
+        assertTrue(seen[1] > 100 && seen[2] > 100, Arrays.toString(seen));
+    }
+
+    /**
+     * Chi-square of many draws against the definition's exact distribution (mass_i / kept mass), for every
+     * mode; the seed is fixed, so the check is deterministic and cannot flake. The critical value has
+     * probability ~1e-6 under the null hypothesis (Wilson-Hilferty), and bins outside the kept set must stay empty.
+     */
+    @Test
+    void frequenciesPassAChiSquareTest() {
+        Random r = new Random(11);
+        float[] l = new float[40];
+        for (int i = 0; i < l.length; i++) {
+            l[i] = (float) (r.nextGaussian() * 1.5);
+        }
+        l[3] = l[0];
+        l[9] = l[0];
+        l[20] = Float.NEGATIVE_INFINITY;
+        l[21] = Float.NEGATIVE_INFINITY;
+        MemorySegment seg = row(l);
+        int n = 100_000;
+        for (SamplingParams p : new SamplingParams[] {SamplingParams.temperature(1f, 0xC0FFEE),
+                SamplingParams.temperature(0.6f, 0xC0FFEE), new SamplingParams(1.3f, 7, 1f, 0xC0FFEE),
+                new SamplingParams(0.9f, 0, 0.8f, 0xC0FFEE), new SamplingParams(1f, 12, 0.7f, 0xC0FFEE)}) {
+            double[] prob = exactDistribution(l, p);
+            double[] obs = new double[l.length];
+            for (int t : draws(p, seg, l.length, n)) {
+                obs[t]++;
+            }
+            double chi2 = 0;
+            double poolObs = 0;
+            double poolExp = 0;
+            int bins = 0;
+            for (int i = 0; i < l.length; i++) {
+                double e = prob[i] * n;
+                if (prob[i] == 0) {
+                    assertEquals(0, obs[i], p + ": token " + i + " is outside the kept set");
+                } else if (e >= 5) {
+                    chi2 += (obs[i] - e) * (obs[i] - e) / e;
+                    bins++;
+                } else {
+                    poolObs += obs[i];
+                    poolExp += e;
+                }
+            }
+            if (poolExp > 0) {
+                chi2 += (poolObs - poolExp) * (poolObs - poolExp) / poolExp;
+                bins++;
+            }
+            int df = bins - 1;
+            double h = 2.0 / (9.0 * df);
+            double critical = df * Math.pow(1 - h + 4.753 * Math.sqrt(h), 3);
+            assertTrue(chi2 < critical, p + ": chi2 " + chi2 + " >= " + critical + " (df " + df + ")");
+        }
+    }
+
+    /** mass_i / kept mass, computed from the definition with a plain sort (the sampler uses selections). */
+    private static double[] exactDistribution(float[] l, SamplingParams p) {
+        int v = l.length;
+        float max = Float.NEGATIVE_INFINITY;
+        for (float x : l) {
+            max = Math.max(max, x);
+        }
+        long[] mass = new long[v];
+        for (int i = 0; i < v; i++) {
+            mass[i] = (long) (Sampler.expNonPositive((l[i] - max) * (1f / p.temperature())) * 0x1p46f);
+        }
+        Integer[] order = new Integer[v];
+        for (int i = 0; i < v; i++) {
+            order[i] = i;
+        }
+        Arrays.sort(order, (a, b) -> Long.compare(Sampler.key(l[b], b), Sampler.key(l[a], a)));
+        int kept = p.topK() == 0 ? v : Math.min(p.topK(), v);
+        long total = 0;
+        for (int j = 0; j < kept; j++) {
+            total += mass[order[j]];
+        }
+        if (p.topP() < 1f) {
+            long need = Math.min(total, (long) Math.ceil((double) p.topP() * (double) total));
+            long acc = 0;
+            for (int j = 0; j < kept; j++) {
+                acc += mass[order[j]];
+                if (acc >= need) {
+                    kept = j + 1;
+                    total = acc;
+                    break;
+                }
+            }
+        }
+        double[] prob = new double[v];
+        for (int j = 0; j < kept; j++) {
+            prob[order[j]] = (double) mass[order[j]] / total;
+        }
+        return prob;
     }
 
     @Test

@@ -1,0 +1,336 @@
+// CudaBlock's declaration and the helpers its files share: cuda_block.cu (parameters, route,
+// forward, backward, graphs) and cuda_block_decode.cu (cached decoding). Internal to src/cuda/.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <climits>
+#include <cstring>
+#include <vector>
+
+#include "../core/bf16.h"
+#include "../core/error.h"
+#include "../core/objects.h"
+#include "../cpu/param_init.h"
+#include "cuda_block.h"
+#include "kernels/kernels.h"
+
+namespace hspmn::cuda::detail {
+
+using bf16 = __nv_bfloat16;
+
+// Everything backward needs from a training forward (device memory). BC = B*C selected rows.
+struct Activations {
+    int64_t B = 0, S = 0, N = 0, C = 0;
+    float aux_target = 0.0f;
+    DeviceBuffer x;                  // [N, D] bf16, a copy: the caller may reuse its x before backward
+    DeviceBuffer noise;              // [N] f32 drawn noise (scratch)
+    DeviceBuffer l, n, temp;         // [N], [N] f32; [2] f32 {t, t inside (0.1, 2)}
+    DeviceBuffer idx, cnt;           // [B, C] i32 positions then padding, [B] i32
+    DeviceBuffer rstd_h, h, c;       // reflex: [N] f32, [N, D] bf16, [N, D] bf16
+    DeviceBuffer gate, up, act;      // [N, F] bf16
+    DeviceBuffer res;                // [N, D] f32 x + m + y o (scratch)
+    DeviceBuffer rstd_a, a;          // [N] f32, [N, D] bf16
+    DeviceBuffer kf, k, v;           // [N, KV] f32 before RoPE (scratch), [N, KV] bf16 after, [N, KV] bf16
+    DeviceBuffer a_sel, qf, q;       // [BC, D] bf16, [BC, D] f32 (scratch), [BC, D] bf16 after RoPE
+    DeviceBuffer attn, lse, o;       // [BC, D] bf16 = [B, C, H, Dh], [B, H, C] f32, [BC, D] f32
+};
+
+// Backward's temporaries, kept between calls so a training step allocates nothing once warm.
+struct BackwardScratch {
+    DeviceBuffer dx, d_a, d_h;              // [N, D] f32
+    DeviceBuffer dy, dl;                    // [BC] f32, [N] f32
+    DeviceBuffer dk, dv;                    // [N, KV] bf16
+    DeviceBuffer d_o, d_attn, dq, d_asel;   // [BC, D] bf16
+    DeviceBuffer d_act, d_gate, d_up;       // [N, F] bf16
+    DeviceBuffer partials;                  // column partials of the weight-gradient reductions
+};
+
+// Staging of call tensors that are not in device memory.
+struct Stage {
+    DeviceBuffer x, noise, idx, cnt, out, aux, logits, probs, d_out, d_aux, d_x;
+};
+
+inline bool on_device(const hspmn_tensor* t) { return t->memory == HSPMN_MEMORY_DEVICE; }
+
+template <class T>
+T* grow(Device& d, DeviceBuffer& b, int64_t count) {
+    b.ensure(d, static_cast<std::size_t>(count > 0 ? count : 1) * sizeof(T));
+    return b.as<T>();
+}
+
+inline void copy_async(Device& d, void* dst, const void* src, int64_t bytes, const char* what) {
+    if (bytes > 0) check(cudaMemcpyAsync(dst, src, static_cast<std::size_t>(bytes), cudaMemcpyDefault, stream(d)), what);
+}
+
+// A device view of a call input: in place when DEVICE, else copied into `stage`.
+template <class T>
+const T* input(Device& d, const hspmn_tensor* t, DeviceBuffer& stage, const char* what) {
+    if (!t) return nullptr;
+    if (on_device(t)) return static_cast<const T*>(t->data);
+    stage.ensure(d, static_cast<std::size_t>(t->nbytes > 0 ? t->nbytes : 1));
+    copy_async(d, stage.data(), t->data, t->nbytes, what);
+    return stage.as<T>();
+}
+
+// Where a kernel writes a call output: in place when DEVICE, else `stage` (then output_done).
+template <class T>
+T* output(Device& d, hspmn_tensor* t, DeviceBuffer& stage) {
+    if (!t) return nullptr;
+    if (on_device(t)) return static_cast<T*>(t->data);
+    stage.ensure(d, static_cast<std::size_t>(t->nbytes > 0 ? t->nbytes : 1));
+    return stage.as<T>();
+}
+
+inline void output_done(Device& d, hspmn_tensor* t, const DeviceBuffer& stage, const char* what) {
+    if (t && !on_device(t)) copy_async(d, t->data, stage.data(), t->nbytes, what);
+}
+
+// Host memory among the call's tensors: the call ends with one stream sync (outputs are read by the
+// host, and pinned inputs must not be rewritten while an async copy still reads them).
+inline bool any_host(std::initializer_list<const hspmn_tensor*> ts) {
+    for (const hspmn_tensor* t : ts)
+        if (t && !on_device(t)) return true;
+    return false;
+}
+
+// Host metadata of a decode call (a few i32 per sequence) on its way to the device. Pinned, because
+// cudaMemcpyAsync from pageable memory may wait for the stream; the event marks when the previous
+// copy has read the buffer, so rewriting it never races that copy (in steady state it has long
+// completed: the copy runs at the start of this block's previous decode).
+class PinnedUpload {
+public:
+    PinnedUpload() = default;
+    PinnedUpload(const PinnedUpload&) = delete;
+    PinnedUpload& operator=(const PinnedUpload&) = delete;
+    ~PinnedUpload() {
+        if (!host_ && !event_) return;
+        (void)cudaSetDevice(ordinal_);
+        if (event_) (void)cudaEventDestroy(event_);  // a pending event is released when it completes
+        if (host_) {
+            (void)cudaFreeHost(host_);  // waits for the device, so no copy still reads it
+            stats_count_bytes(-static_cast<int64_t>(count_ * sizeof(int32_t)));
+        }
+    }
+
+    // A buffer of `count` i32 that the previous send() no longer reads.
+    int32_t* begin(Device& d, int64_t count) {
+        ordinal_ = device_ordinal(d);
+        if (!event_) check(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming), "cudaEventCreate (decode)");
+        if (pending_) {
+            check(cudaEventSynchronize(event_), "cudaEventSynchronize (decode metadata)");
+            pending_ = false;
+        }
+        if (static_cast<std::size_t>(count) > count_) {
+            if (host_) {
+                (void)cudaFreeHost(host_);
+                stats_count_bytes(-static_cast<int64_t>(count_ * sizeof(int32_t)));
+                host_ = nullptr;
+                count_ = 0;
+            }
+            void* p = nullptr;
+            check(cudaMallocHost(&p, static_cast<std::size_t>(count) * sizeof(int32_t)), "cudaMallocHost (decode)");
+            host_ = static_cast<int32_t*>(p);
+            count_ = static_cast<std::size_t>(count);
+            stats_count_bytes(static_cast<int64_t>(count_ * sizeof(int32_t)));
+        }
+        return host_;
+    }
+
+    // Queues the copy of the first `count` values to dst (device) on the stream.
+    void send(Device& d, int32_t* dst, int64_t count) {
+        check(cudaMemcpyAsync(dst, host_, static_cast<std::size_t>(count) * sizeof(int32_t), cudaMemcpyHostToDevice,
+                              stream(d)),
+              "cudaMemcpyAsync (decode metadata)");
+        check(cudaEventRecord(event_, stream(d)), "cudaEventRecord (decode metadata)");
+        pending_ = true;
+    }
+
+private:
+    int ordinal_ = 0;
+    int32_t* host_ = nullptr;
+    std::size_t count_ = 0;
+    cudaEvent_t event_ = nullptr;
+    bool pending_ = false;
+};
+
+// One sqdk_attention launch of a decode call: cache slots lo .. lo + len - 1 read by query blocks
+// block0 .. block0 + len - 1 (slots without queries in this call have count 0).
+struct DecodeRun {
+    int64_t lo, len, block0;
+};
+
+// Decode's own buffers; the rest is act_'s (decode rewrites them as an inference forward does).
+struct DecodeScratch {
+    DeviceBuffer meta;                 // i32 [1 + (seqs + 1) + 3 seqs]: n, row_start, slot, pos0, qblock
+    DeviceBuffer row_pos, row_cache;   // [n] i32, [n] i64
+    DeviceBuffer qrow;                 // [blocks, C] i32: the row of each query, -1 past its count
+    PinnedUpload upload;
+    std::vector<int64_t, TrackedAllocator<int64_t>> order;
+    std::vector<DecodeRun, TrackedAllocator<DecodeRun>> runs;
+};
+
+// Decode steps' own buffers (cuda_block_step.cu): rows for kSkinnyMaxRows, query slots for the
+// largest max_seqs seen, so replays of a captured step find them where they were.
+struct StepScratch {
+    int64_t seqs = 0;
+    DeviceBuffer c, a, act;            // [R, D], [R, D], [R, F] bf16
+    DeviceBuffer res, kf, qf;          // [R, D], [R, KV], [R, D] f32
+    DeviceBuffer routed, row_cache;    // [R] i32, [R] i64
+    DeviceBuffer q, attn;              // [seqs, D] bf16: queries and attention outputs by slot
+    DeviceBuffer lse, qpos, qcnt;      // [seqs, H] f32, [seqs] i32, [seqs] i32 (0 between steps)
+    SkinnyScratch gemm;
+    DecodeAttentionScratch attention;
+    int64_t attention_len = 0;         // max_len the attention scratch is sized for
+};
+
+class CudaBlock final : public BlockImpl {
+public:
+    CudaBlock(Device& d, const BlockConfig& cfg, uint64_t seed) : d_(d), cfg_(cfg), info_(param_table(cfg)) {
+        if (!attention_supports_head_dim(cfg_.Dh))
+            fail(HSPMN_ERR_NOT_BUILT, "CUDA sqdk_attention has no kernel for head_dim %lld: the CUDA backend's "
+                 "attention takes even head dims 8..128 (native/kernels/triton/README.md); use the CPU backend",
+                 static_cast<long long>(cfg_.Dh));
+        std::vector<float> f;
+        std::vector<uint16_t> h;
+        for (int i = 0; i < P_COUNT; ++i) {
+            const int64_t n = info_[i].numel;
+            f.resize(static_cast<std::size_t>(n));
+            h.resize(static_cast<std::size_t>(n));
+            cpu::init_param(cfg_, i, seed, f.data());
+            for (int64_t j = 0; j < n; ++j) h[j] = hspmn::f32_to_bf16(f[j]);
+            grow<bf16>(d_, param_[i], n);
+            grow<bf16>(d_, weight_[i], n);
+            grow<float>(d_, grad_[i], n);
+            copy_async(d_, param_[i].data(), h.data(), n * 2, "cudaMemcpyAsync (init param)");
+            dirty_[i] = true;
+        }
+        zero_grad();
+        sync("cudaStreamSynchronize (init params)");  // h is freed on return
+    }
+
+    void read_param(int index, uint16_t* dst) const override {
+        copy_async(d_, dst, param_[index].data(), info_[index].numel * 2, "cudaMemcpyAsync (read_param)");
+        sync("cudaStreamSynchronize (read_param)");
+    }
+
+    void write_param(int index, const uint16_t* src) override {
+        copy_async(d_, param_[index].data(), src, info_[index].numel * 2, "cudaMemcpyAsync (write_param)");
+        sync("cudaStreamSynchronize (write_param)");
+        dirty_[index] = true;
+    }
+
+    void read_grad(int index, float* dst) const override {
+        copy_async(d_, dst, grad_[index].data(), info_[index].numel * 4, "cudaMemcpyAsync (read_grad)");
+        sync("cudaStreamSynchronize (read_grad)");
+    }
+
+    void zero_grad() override {
+        for (int i = 0; i < P_COUNT; ++i)
+            check(cudaMemsetAsync(grad_[i].data(), 0, static_cast<std::size_t>(info_[i].numel) * 4, stream(d_)),
+                  "cudaMemsetAsync (zero_grad)");
+    }
+
+    // The buffers stay as this block's scratch pool (counted in live_bytes, freed with the block):
+    // freeing them here would cudaFree, which waits for the device, at the start of every forward.
+    void drop_cache() noexcept override { has_act_ = false; }
+
+    ParamStorage param_storage(int index) override {
+        return {param_[index].as<uint16_t>(), grad_[index].as<float>()};
+    }
+    void params_written() override { dirty_.fill(true); }
+
+    void route(const RouteCall& call) override;
+    void forward(const ForwardCall& call) override;
+    void backward(const BackwardCall& call) override;
+    GraphImpl* capture_forward(const ForwardCall& call) override;
+    // K, V and the conv inputs h are bf16 in forward (k after RoPE, v, h): the caches keep them so.
+    int decode_elem_bytes() const override { return 2; }
+    void decode(const DecodeCall& call) override;
+    bool has_decode_step(int64_t n) const override;
+    void decode_step(const DecodeStepCall& call) override;
+    void prepare_step() override { refresh_weights(); }
+    uint64_t step_generation() const override { return step_generation_; }
+    // One replay of a graph captured at scratch generation `generation` (CudaGraph::launch).
+    void replay(cudaGraphExec_t exec, uint64_t generation, const void* shared_scratch);
+
+private:
+    // The grow() of the member functions (as a member it hides the free one): a (re)allocation bumps
+    // the generation that captured graphs, which hold the old addresses, compare at each replay.
+    // Staging and backward partials use ensure() directly: no graph reads them.
+    template <class T>
+    T* grow(Device& d, DeviceBuffer& b, int64_t count) {
+        const std::size_t before = b.bytes();
+        T* p = detail::grow<T>(d, b, count);
+        if (b.bytes() != before) ++scratch_generation_;
+        return p;
+    }
+
+    void sync(const char* what) const { check(cudaStreamSynchronize(stream(d_)), what); }
+    const bf16* w(int index) const { return weight_[index].as<bf16>(); }
+    float* g(int index) const { return grad_[index].as<float>(); }
+
+    // The weights this forward uses: param_ where set_param changed it since the last forward.
+    void refresh_weights() {
+        for (int i = 0; i < P_COUNT; ++i) {
+            if (!dirty_[i]) continue;
+            copy_async(d_, weight_[i].data(), param_[i].data(), info_[i].numel * 2, "cudaMemcpyAsync (weights)");
+            dirty_[i] = false;
+        }
+    }
+
+    // cos/sin rows 0..S-1 (a longer table serves a shorter S: rows depend on the position only).
+    void ensure_rope(int64_t S) {
+        if (S <= rope_S_) return;
+        const int64_t half = cfg_.Dh / 2;
+        grow<float>(d_, rope_cos_, S * half);
+        grow<float>(d_, rope_sin_, S * half);
+        rope_table(d_, S, cfg_.Dh, cfg_.params.rope_base, rope_cos_.as<float>(), rope_sin_.as<float>());
+        rope_S_ = S;
+    }
+
+    // l, n = (l + g) / t, temp for x: [N, D] bf16 (device). g from the noise tensor, the generator, or 0.
+    void run_router(Activations& A, const bf16* x, int64_t B, int64_t S, int32_t training, int32_t noise,
+                    uint64_t seed, int64_t step, int32_t layer, const hspmn_tensor* noise_tensor) {
+        const int64_t N = B * S;
+        const float* g = nullptr;
+        if (training && noise) {
+            if (noise_tensor) {
+                g = input<float>(d_, noise_tensor, stage_.noise, "cudaMemcpyAsync (noise)");
+            } else {
+                float* buf = grow<float>(d_, A.noise, N);
+                gumbel_noise_kernel_launch(d_, seed, step, layer, B, S, buf);
+                g = buf;
+            }
+        }
+        router_forward(d_, x, w(P_ROUTER_W), w(P_ROUTER_B), w(P_ROUTER_LOG_TEMP), g, N, cfg_.D,
+                       grow<float>(d_, A.l, N), grow<float>(d_, A.n, N), grow<float>(d_, A.temp, 2));
+    }
+
+    void ensure_step(int64_t seqs, int64_t max_len);
+
+    int64_t routing_k(int64_t S) const {
+        return cfg_.params.routing == HSPMN_ROUTING_TOPK ? topk_count(S, cfg_.params.sparsity_k) : S;
+    }
+
+    Device& d_;
+    BlockConfig cfg_;
+    std::array<ParamInfo, P_COUNT> info_;
+    std::array<DeviceBuffer, P_COUNT> param_;   // [numel] bf16 as stored
+    std::array<DeviceBuffer, P_COUNT> weight_;  // [numel] bf16 the last forward used
+    std::array<bool, P_COUNT> dirty_{};
+    std::array<DeviceBuffer, P_COUNT> grad_;    // [numel] f32
+    DeviceBuffer rope_cos_, rope_sin_;          // [rope_S_, Dh/2] f32
+    int64_t rope_S_ = 0;
+    Activations act_;
+    bool has_act_ = false;
+    Activations route_;     // route()'s router values
+    BackwardScratch back_;
+    DecodeScratch dec_;
+    StepScratch step_;
+    uint64_t step_generation_ = 0;
+    Stage stage_;
+    uint64_t scratch_generation_ = 0;
+};
+
+}  // namespace hspmn::cuda::detail

@@ -1,0 +1,316 @@
+// skinny_gemm: y = x W^T for at most 32 rows of x (a decode step), streaming the weights once.
+//
+// At M <= 32 a GEMM is a pass over W [N, K] bf16: 2 bytes per weight for 2M flops, far below the
+// tensor cores' intensity, so the only aim is to keep HBM busy. cuBLASLt at such M pays for tiles
+// sized for large M; here each warp streams a 16-row tile of W with 16-byte loads that bypass L1
+// and multiplies it on the tensor cores (mma.sync m16n8k16: W as the 16-row A operand, the tokens as
+// the 8-column B operand, so one weight load serves up to 32 tokens).
+//
+// The k order inside each 32-wide chunk is permuted so both operands come from plain 16-byte loads:
+// lane (g = lane / 4, q = lane % 4) loads W[row g][8q .. 8q+7], W[row g+8][8q .. 8q+7] and
+// x[token g][8q .. 8q+7]; the first mma takes elements 0..3 of each load as logical k {2q, 2q+1,
+// 2q+8, 2q+9}, the second elements 4..7. A and B see the same permutation, so the dot product is
+// unchanged: only the order of the f32 sums differs from cuBLASLt's.
+//
+// Split-K: a block's 4 warps split its tile's K four ways and sum in shared memory; gridDim.y blocks
+// split it further, writing partials that the last block to finish (a per-tile counter) sums in
+// order 0..y-1 and hands to the epilogue, so results are deterministic. Counters reset themselves.
+#include <algorithm>
+
+#include "../../core/error.h"
+#include "common.cuh"
+#include "kernels.h"
+
+namespace hspmn::cuda {
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+constexpr int kWarps = 4;   // warps per block, each a quarter of the block's K range
+constexpr int kTile = 16;   // output features per block (the mma's M)
+constexpr int kChunk = 32;  // k per lane-group load round (4 lanes x 8 bf16)
+
+// Weights are read once per step: no L1 allocation, so x and the partials keep the cache.
+__device__ __forceinline__ uint4 ld_stream(const bf16* p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ uint4 ld_x(const bf16* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+
+// c (16 x 8 f32) += a (16 x 16 bf16, row) * b (16 x 8 bf16, col)
+__device__ __forceinline__ void mma(float* c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                    uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ float round_bf16(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
+// As swiglu.cu: the same expression, so the same bits.
+__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+struct Args {
+    const bf16* x;
+    int64_t ldx;
+    const int32_t* x_map;  // [M] row of x for token m (-1: a zero row) or null (row m)
+    int M;
+    const bf16* w0;
+    const bf16* w1;        // the second matrix of a dual epilogue, else null
+    int64_t N, K;
+    float* partials;       // [gridDim.y, NW, N / 16, NT * 128] f32 when gridDim.y > 1
+    unsigned* counters;    // [N / 16] zero between launches
+    SkinnyEpilogue ep;
+};
+
+// Token m = 8 t + 2 q + (i & 1), feature n = row0 + g + 8 (i >> 1) of fragment value i of tile t.
+template <int kMode, int NW, int NT>
+__device__ __forceinline__ void epilogue(const Args& a, int64_t row0, int g, int q, const float (&v)[NW][NT][4]) {
+    const SkinnyEpilogue& e = a.ep;
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int m = 8 * t + 2 * q + (i & 1);
+            if (m >= a.M) continue;
+            const int64_t n = row0 + g + 8 * (i >> 1);
+            const int64_t o = m * e.ldy + n;
+            if constexpr (kMode == SKINNY_F32) {
+                e.y_f32[o] = v[0][t][i];
+            } else if constexpr (kMode == SKINNY_BF16) {
+                e.y_bf16[o] = __float2bfloat16_rn(v[0][t][i]);
+            } else if constexpr (kMode == SKINNY_SWIGLU) {
+                // swiglu_forward reads gate and up as stored (bf16)
+                const float gt = round_bf16(v[0][t][i]), up = round_bf16(v[NW - 1][t][i]);
+                e.y_bf16[o] = __float2bfloat16_rn(gt * sigmoid(gt) * up);
+            } else if constexpr (kMode == SKINNY_RESIDUAL) {
+                // res = x + down(act): cuBLASLt's beta = 1 accumulation into f32(x)
+                const float r = v[0][t][i] + __bfloat162float(e.residual[m * e.ld_residual + n]);
+                e.y_f32[o] = r;
+                e.y_bf16[o] = __float2bfloat16_rn(r);
+            } else if constexpr (kMode == SKINNY_KV) {
+                // K before RoPE in f32 (rope_step finishes it); V straight into the slot's cache row
+                e.y_f32[o] = v[0][t][i];
+                const int64_t rc = e.row_cache[m];
+                if (rc >= 0) e.cache[rc * a.N + n] = __float2bfloat16_rn(v[NW - 1][t][i]);
+            } else {  // SKINNY_SCATTER: out = res + o on the routed rows (gate_scatter_forward, y = 1)
+                if (e.gate[m]) e.y_bf16[o] = __float2bfloat16_rn(e.residual_f32[o] + v[0][t][i]);
+            }
+        }
+    }
+}
+
+template <int kMode, int NW, int NT, int UNROLL>
+__global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(Args a) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+    const int64_t tile = blockIdx.x, row0 = tile * kTile;
+    if (a.ep.reset_counts && blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x < a.M) {
+        // the step's query counts go back to 0 once its attention has run (decode_step_pre sets them)
+        const int32_t s = a.ep.reset_slots[threadIdx.x];
+        if (s >= 0) a.ep.reset_counts[s] = 0;
+    }
+    if (a.ep.gate) {
+        // Rows not gated in need no product; when none is, the weights are not read at all.
+        bool any = false;
+        for (int m = 0; m < a.M; ++m) any |= a.ep.gate[m] != 0;
+        if (!any) return;
+    }
+
+    const bf16* xrow[NT];
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+        const int m = 8 * t + g;
+        int64_t r = -1;
+        if (m < a.M) r = a.x_map ? a.x_map[m] : m;
+        xrow[t] = r >= 0 ? a.x + r * a.ldx + 8 * q : nullptr;
+    }
+    const bf16* wrow[NW][2];
+    wrow[0][0] = a.w0 + (row0 + g) * a.K + 8 * q;
+    wrow[0][1] = wrow[0][0] + 8 * a.K;
+    if constexpr (NW == 2) {
+        wrow[1][0] = a.w1 + (row0 + g) * a.K + 8 * q;
+        wrow[1][1] = wrow[1][0] + 8 * a.K;
+    }
+
+    const int64_t chunks = a.K / kChunk, splits = static_cast<int64_t>(gridDim.y) * kWarps;
+    const int64_t split = static_cast<int64_t>(blockIdx.y) * kWarps + warp;
+    const int64_t c0 = split * chunks / splits, c1 = (split + 1) * chunks / splits;
+
+    float acc[NW][NT][4];
+#pragma unroll
+    for (int j = 0; j < NW; ++j)
+#pragma unroll
+        for (int t = 0; t < NT; ++t)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[j][t][i] = 0.0f;
+
+    auto round = [&](int64_t c, auto unroll_tag) {
+        constexpr int U = decltype(unroll_tag)::value;
+        uint4 wv[U][NW][2];
+        uint4 xv[U][NT];
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+#pragma unroll
+            for (int j = 0; j < NW; ++j) {
+                wv[u][j][0] = ld_stream(wrow[j][0] + (c + u) * kChunk);
+                wv[u][j][1] = ld_stream(wrow[j][1] + (c + u) * kChunk);
+            }
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+#pragma unroll
+            for (int t = 0; t < NT; ++t) xv[u][t] = xrow[t] ? ld_x(xrow[t] + (c + u) * kChunk) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+#pragma unroll
+            for (int j = 0; j < NW; ++j)
+#pragma unroll
+                for (int t = 0; t < NT; ++t) {
+                    mma(acc[j][t], wv[u][j][0].x, wv[u][j][1].x, wv[u][j][0].y, wv[u][j][1].y, xv[u][t].x, xv[u][t].y);
+                    mma(acc[j][t], wv[u][j][0].z, wv[u][j][1].z, wv[u][j][0].w, wv[u][j][1].w, xv[u][t].z, xv[u][t].w);
+                }
+    };
+    int64_t c = c0;
+    for (; c + UNROLL <= c1; c += UNROLL) round(c, std::integral_constant<int, UNROLL>{});
+    for (; c < c1; ++c) round(c, std::integral_constant<int, 1>{});
+
+    // The block's four K quarters, summed by warp 0 in warp order.
+    __shared__ float red[kWarps][NW][NT][4][32];
+#pragma unroll
+    for (int j = 0; j < NW; ++j)
+#pragma unroll
+        for (int t = 0; t < NT; ++t)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) red[warp][j][t][i][lane] = acc[j][t][i];
+    __syncthreads();
+    if (warp != 0) return;
+#pragma unroll
+    for (int j = 0; j < NW; ++j)
+#pragma unroll
+        for (int t = 0; t < NT; ++t)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                float s = red[0][j][t][i][lane];
+#pragma unroll
+                for (int w = 1; w < kWarps; ++w) s += red[w][j][t][i][lane];
+                acc[j][t][i] = s;
+            }
+
+    if (gridDim.y > 1) {
+        const int64_t tiles = a.N / kTile, frag = NT * 4 * 32;
+        auto slot = [&](int64_t y, int j) { return a.partials + ((y * NW + j) * tiles + tile) * frag; };
+#pragma unroll
+        for (int j = 0; j < NW; ++j)
+#pragma unroll
+            for (int t = 0; t < NT; ++t)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) slot(blockIdx.y, j)[(t * 4 + i) * 32 + lane] = acc[j][t][i];
+        __threadfence();  // the partial is visible before the counter says so
+        unsigned done = 0;
+        if (lane == 0) done = atomicAdd(&a.counters[tile], 1u);
+        done = __shfl_sync(0xffffffffu, done, 0);
+        if (done != gridDim.y - 1) return;
+        __threadfence();  // the other blocks' partials, published before their counts
+#pragma unroll
+        for (int j = 0; j < NW; ++j)
+#pragma unroll
+            for (int t = 0; t < NT; ++t)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    float s = 0.0f;
+                    for (int64_t y = 0; y < gridDim.y; ++y) s += __ldcg(slot(y, j) + (t * 4 + i) * 32 + lane);
+                    acc[j][t][i] = s;
+                }
+        if (lane == 0) a.counters[tile] = 0;
+    }
+    epilogue<kMode, NW, NT>(a, row0, g, q, acc);
+}
+
+template <int kMode, int NW, int NT>
+void launch_nt(Device& d, const Args& a, dim3 grid) {
+    // About as many bytes in flight per warp whether one or two matrices stream.
+    int u = skinny_tuning().unroll;
+    if (u <= 0) u = NW == 2 ? 2 : 4;
+    u *= NW;  // loads per round per row: u chunks of each matrix
+    if (u <= 2) skinny_gemm_kernel<kMode, NW, NT, (NW == 2 ? 1 : 2)><<<grid, kWarps * 32, 0, stream(d)>>>(a);
+    else if (u <= 4) skinny_gemm_kernel<kMode, NW, NT, (NW == 2 ? 2 : 4)><<<grid, kWarps * 32, 0, stream(d)>>>(a);
+    else skinny_gemm_kernel<kMode, NW, NT, (NW == 2 ? 4 : 8)><<<grid, kWarps * 32, 0, stream(d)>>>(a);
+}
+
+template <int kMode, int NW>
+void launch_mode(Device& d, const Args& a, dim3 grid) {
+    if (a.M <= 8) launch_nt<kMode, NW, 1>(d, a, grid);
+    else if (a.M <= 16) launch_nt<kMode, NW, 2>(d, a, grid);
+    else launch_nt<kMode, NW, 4>(d, a, grid);
+}
+
+// Blocks along K: enough blocks for about 4 per multiprocessor, each warp at least two chunks.
+int64_t splits_for(Device& d, int64_t N, int64_t K) {
+    const int bps = skinny_tuning().blocks_per_sm > 0 ? skinny_tuning().blocks_per_sm : 4;
+    const int64_t tiles = N / kTile, want = static_cast<int64_t>(bps) * sm_count(d);
+    const int64_t by_k = std::max<int64_t>(1, K / kChunk / (2 * kWarps));
+    return std::max<int64_t>(1, std::min({(want + tiles - 1) / tiles, by_k, int64_t{65535}}));
+}
+
+int nt_of(int64_t M) { return M <= 8 ? 1 : M <= 16 ? 2 : 4; }
+
+}  // namespace
+
+SkinnyTuning& skinny_tuning() {
+    static SkinnyTuning t;
+    return t;
+}
+
+bool skinny_gemm_fits(int64_t M, int64_t N, int64_t K) {
+    return M >= 1 && M <= kSkinnyMaxRows && N > 0 && N % kTile == 0 && N / kTile <= 0x7fffffff && K > 0 &&
+           K % kChunk == 0;
+}
+
+void skinny_gemm_scratch(Device& d, SkinnyScratch& s, int64_t M, int64_t N, int64_t K, int nw) {
+    const int64_t y = splits_for(d, N, K), tiles = N / kTile;
+    if (y > 1) {
+        const std::size_t need = static_cast<std::size_t>(y * nw * tiles * nt_of(M) * 4 * 32) * sizeof(float);
+        if (s.partials.bytes() < need) s.partials.ensure(d, need);
+    }
+    const std::size_t cnt = static_cast<std::size_t>(tiles) * sizeof(unsigned);
+    if (s.counters.bytes() < cnt) {
+        s.counters.ensure(d, cnt);
+        s.counters.zero(d);
+    }
+}
+
+void skinny_gemm(Device& d, int64_t M, int64_t N, int64_t K, const __nv_bfloat16* x, int64_t ldx, const int32_t* x_map,
+                 const __nv_bfloat16* w0, const __nv_bfloat16* w1, const SkinnyEpilogue& ep, SkinnyScratch& s) {
+    if (!skinny_gemm_fits(M, N, K))
+        fail(HSPMN_ERR_INTERNAL, "skinny_gemm: M %lld, N %lld, K %lld outside its shapes (M <= %d, N %% 16, K %% 32)",
+             static_cast<long long>(M), static_cast<long long>(N), static_cast<long long>(K), kSkinnyMaxRows);
+    const int nw = w1 ? 2 : 1;
+    if ((ep.mode == SKINNY_SWIGLU || ep.mode == SKINNY_KV) != (nw == 2))
+        fail(HSPMN_ERR_INTERNAL, "skinny_gemm: epilogue %d with %d weight matrices", ep.mode, nw);
+    const int64_t y = splits_for(d, N, K);
+    // The scratch is sized before any graph capture (skinny_gemm_scratch); growing here would move
+    // it under a captured graph, so a launch that does not fit is a bug, not a reallocation.
+    const std::size_t need = y > 1 ? static_cast<std::size_t>(y * nw * (N / kTile) * nt_of(M) * 4 * 32) * sizeof(float) : 0;
+    if (s.partials.bytes() < need || s.counters.bytes() < static_cast<std::size_t>(N / kTile) * sizeof(unsigned))
+        fail(HSPMN_ERR_INTERNAL, "skinny_gemm: scratch not sized for M %lld, N %lld, K %lld", static_cast<long long>(M),
+             static_cast<long long>(N), static_cast<long long>(K));
+    Args a{x, ldx, x_map, static_cast<int>(M), w0, w1, N, K, s.partials.as<float>(), s.counters.as<unsigned>(), ep};
+    const dim3 grid(static_cast<unsigned>(N / kTile), static_cast<unsigned>(y));
+    switch (ep.mode) {
+        case SKINNY_F32: launch_mode<SKINNY_F32, 1>(d, a, grid); break;
+        case SKINNY_BF16: launch_mode<SKINNY_BF16, 1>(d, a, grid); break;
+        case SKINNY_SWIGLU: launch_mode<SKINNY_SWIGLU, 2>(d, a, grid); break;
+        case SKINNY_RESIDUAL: launch_mode<SKINNY_RESIDUAL, 1>(d, a, grid); break;
+        case SKINNY_KV: launch_mode<SKINNY_KV, 2>(d, a, grid); break;
+        case SKINNY_SCATTER: launch_mode<SKINNY_SCATTER, 1>(d, a, grid); break;
+        default: fail(HSPMN_ERR_INTERNAL, "skinny_gemm: unknown epilogue %d", ep.mode);
+    }
+    check_launch("skinny_gemm");
+}
+
+}  // namespace hspmn::cuda
