@@ -8,9 +8,10 @@
 # hspmn_cuda_lm (the language model's CUDA ops vs float64), golden parity through the CUDA backend, the
 # same goldens through the CPU backend of the CUDA-built library, the language model through the CUDA
 # backend against hspmn_lm.py (model_cuda), cached decoding against the full forward (decode_cuda),
-# sampling against the CPU op bit for bit, with its kernel timings (sample_cuda),
-# and the Java tests when ci/pack-carry.sh has filled .carry/, then the benchmarks (decoding:
-# bench_decode) and the per-kernel time breakdown (HSPMN_GPU_BENCH=0 skips them; the
+# sampling against the CPU op bit for bit, with its kernel timings (sample_cuda), the chunked
+# inference forward against the one-pass forward (chunked_cuda), and the Java tests when
+# ci/pack-carry.sh has filled .carry/, then the benchmarks (decoding: bench_decode; a 1M-token prompt
+# then decoding: decode_long) and the per-kernel time breakdown (HSPMN_GPU_BENCH=0 skips them; the
 # breakdown's JSON goes to $OUT/breakdown-{infer,train}.json). A failed stage does not stop the
 # later ones (they report their own failure); the exit status is non-zero if any stage failed.
 # Logs go to build-gpu/logs (one per stage); when OUT is set they are also packed into
@@ -102,6 +103,10 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   stage sample_cuda "$py" native/reference/check_sample.py --backend cuda --lib "$build/libhspmn.so"
   # DLPack both ways (torch CUDA tensors <-> DEVICE tensors, zero copy, deleter once, bad inputs) and contexts
   # on torch streams: stream order without syncs, the legacy default stream, no wait for a busy other stream
+  # the chunked inference forward (forced small chunks; HOST staging; a captured chunked graph) against
+  # the one-pass forward of the same library, then the golden cases' inference forwards in chunks of 13 rows
+  stage chunked_cuda bash -c "'$py' native/reference/check_chunked.py --backend cuda --lib '$build/libhspmn.so' && \
+    HSPMN_FORWARD_CHUNK_ROWS=13 '$py' native/reference/check_native.py --backend cuda --lib '$build/libhspmn.so'"
   stage dlpack_cuda "$py" native/reference/test_dlpack.py --backend cuda --lib "$build/libhspmn.so"
   # every op and the whole block, CUDA against the CPU backend of the same library (head dims 64/128, S=20000)
   stage cuda_vs_cpu "$py" native/src/cuda/kernels/check_cuda_block.py --lib "$build/libhspmn.so"
@@ -118,7 +123,8 @@ if [[ "${HSPMN_GPU_BENCH:-1}" == 1 ]]; then
   # the dense Llama-style baseline, measured in the same call as HSPMN (BENCHMARKS.md)
   stage bench_dense "$py" native/bench/dense_block.py --mode all --iters 10 --json "$logs/dense.json"
   stage bench_hspmn "$py" native/bench/hspmn_block.py --mode all --iters 10 --lib "$build/libhspmn.so" --json "$logs/hspmn.json"
-  # the native bench command (C ABI only), the same modes plus stress
+  # the native bench command (C ABI only), the same modes plus stress (B=1, S doubling from 65,536 with the
+  # chunked forward: prints the peak at S=1,048,576 and the largest S that ran)
   stage bench_native "$build/tools/hspmn_bench" --backend cuda --mode all --iters 10 --json "$logs/hspmn-native.json"
   # the paper's 1B language-model shape (24 layers, D=2048, H=16, Hkv=4): training steps, MFU, peak memory
   if [[ -f .carry/jre.tgz && -f .carry/java.tgz ]]; then
@@ -135,6 +141,11 @@ if [[ "${HSPMN_GPU_BENCH:-1}" == 1 ]]; then
   # cached decoding, 1B shape: per-token latency (1 layer and 24; cache 4k, 32k; B=1), TTFT of a
   # 32k prompt, 32 slots batched; router pinned all / none routed (decode_bench.cpp says why)
   stage bench_decode "$build/tools/hspmn_decode_bench" --backend cuda --json "$logs/decode.json"
+  # the same 1B model, one sequence: a 1,048,576-token prompt prefilled in chunks of 8192, then 64 decoded
+  # tokens (prefill none routed, decode all routed: decode_bench.cpp run_long_prompt says why); K/V caches
+  # 48 GiB, ~76 GiB in all: peak library memory, TTFT and ms/token
+  stage decode_long "$build/tools/hspmn_decode_bench" --backend cuda --long-prompt 1048576 --long-decode 64 \
+    --json "$logs/decode-long.json"
   # what CUDA graphs save: ordinary forward vs replay, launch-bound (decode-sized) and at full size
   stage bench_graph bash -c "$build/tools/hspmn_bench --backend cuda --graph --batch 1 --seq 128 --iters 50 \
     --json $logs/hspmn-graph-small.json && $build/tools/hspmn_bench --backend cuda --graph --batch 8 --seq 4096 \

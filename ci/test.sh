@@ -20,6 +20,8 @@ ctest --test-dir "$build" --output-on-failure
 .venv/bin/python native/reference/check_decode.py --backend cpu --lib "$build/libhspmn.so"
 # the same through hspmn_decoder_step (sampling on the backend) and its bad inputs
 .venv/bin/python native/reference/check_decode.py --backend cpu --path step --lib "$build/libhspmn.so"
+# the chunked inference forward (forced small chunks) against the one-pass forward, bitwise on the CPU
+.venv/bin/python native/reference/check_chunked.py --backend cpu --lib "$build/libhspmn.so"
 .venv/bin/python native/reference/test_dlpack.py --lib "$build/libhspmn.so"
 # configurations too large for memory are refused before allocating (ci/gpu.sh runs it on the device)
 .venv/bin/python native/reference/check_memory.py --backend cpu --lib "$build/libhspmn.so"

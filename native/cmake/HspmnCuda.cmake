@@ -91,7 +91,9 @@ foreach(arch IN LISTS HSPMN_CUDA_ARCHS)
 endforeach()
 # One file per op under kernels/: globbed so a new op file needs no edit here.
 file(GLOB _hspmn_cuda_kernels CONFIGURE_DEPENDS "${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/kernels/*.cu")
-target_sources(hspmn PRIVATE src/cuda/cuda_backend.cpp src/cuda/cuda_block.cu src/cuda/cuda_block_decode.cu src/cuda/cuda_block_step.cu src/cuda/stream_graph.cpp ${_hspmn_cuda_kernels})
+target_sources(hspmn PRIVATE src/cuda/cuda_backend.cpp src/cuda/cuda_block.cu src/cuda/cuda_block_rows.cu
+  src/cuda/cuda_block_chunked.cu src/cuda/cuda_block_decode.cu src/cuda/cuda_block_step.cu src/cuda/stream_graph.cpp
+  ${_hspmn_cuda_kernels})
 # sample_tokens must match the CPU bit for bit: it rounds every float step explicitly, and no other
 # multiply-add of the file may be fused either.
 set_source_files_properties(src/cuda/kernels/sample_tokens.cu PROPERTIES COMPILE_OPTIONS "--fmad=false")

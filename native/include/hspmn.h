@@ -279,7 +279,10 @@ typedef struct hspmn_graph hspmn_graph;
  * (which sizes the block's scratch and checks x under HSPMN_NAN_REJECT), then captures; replays do
  * not scan x for NaN/Inf. A later call on the block that needs larger scratch (a bigger shape, or the
  * block's first training forward or route call) invalidates the graph: hspmn_graph_launch then fails
- * with HSPMN_ERR_STATE; a smaller forward does not. A replay drops what a training forward kept.
+ * with HSPMN_ERR_STATE; a smaller forward does not. A forward long enough to run in chunks of rows
+ * (native/README.md "Memory of a long forward") uses scratch shared by the context's blocks: a
+ * longer chunked forward or decoder call of any of them that regrows it invalidates that graph too.
+ * A replay drops what a training forward kept.
  * The tensors and the block must outlive the graph (destroying them first is HSPMN_ERR_STATE).
  * HSPMN_ERR_INVALID_ARGUMENT on the CPU backend, which has no graphs. */
 HSPMN_API hspmn_status hspmn_graph_capture_forward(hspmn_block* block, const hspmn_forward_params* params,

@@ -127,6 +127,10 @@ class Lib:
             # sampling
             "hspmn_sampling_default_params": (SamplingParams, []),
             "hspmn_sample": (C.c_int, [P, P, C.POINTER(SamplingParams), P]),
+            # CUDA graphs
+            "hspmn_graph_capture_forward": (C.c_int, [P, C.POINTER(ForwardParams), P, P, P, C.POINTER(P)]),
+            "hspmn_graph_launch": (C.c_int, [P]),
+            "hspmn_graph_destroy": (C.c_int, [P]),
         }
         for name, (res, args) in sigs.items():
             f = getattr(L, name)

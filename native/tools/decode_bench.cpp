@@ -56,6 +56,9 @@ struct Options {
     int64_t calib_tokens = 4096;
     double bandwidth_gbs = 3350.0;
     std::string json;
+    // --long-prompt mode (run_long_prompt): 0 = off
+    int64_t long_prompt = 0, long_decode = 64;
+    bool long_prefill_all = false, long_decode_all = true;
 };
 
 const char* usage =
@@ -64,10 +67,17 @@ const char* usage =
     "                          [--prefill-chunk 8192] [--batch-slots 32] [--batch-context 4096] [--steps N]\n"
     "                          [--warmup N] [--rho R] [--routing none,all,calibrated]\n"
     "                          [--paths append,step,graph] [--calib-tokens N] [--bandwidth-gbs G]\n"
-    "                          [--threads N] [--json PATH]\n";
+    "                          [--threads N] [--json PATH]\n"
+    "       hspmn_decode_bench --long-prompt N [--long-decode 64] [--long-routed none,all] [--prefill-chunk 8192]\n"
+    "                          [model options] [--backend ...] [--json PATH]\n"
+    "  --long-prompt: only the long-prompt run: one slot of max_len N + long-decode, the prompt prefilled\n"
+    "  in chunks, then long-decode greedy tokens; peak library memory, TTFT and ms/token (run_long_prompt)\n";
+
+hspmn_status g_last_failure = HSPMN_OK;  // of check(): run_long_prompt refuses on OUT_OF_MEMORY
 
 bool check(hspmn_status s, const char* what) {
     if (s == HSPMN_OK) return true;
+    g_last_failure = s;
     std::fprintf(stderr, "hspmn_decode_bench: %s failed: %s: %s\n", what, hspmn_status_name(s), hspmn_last_error());
     return false;
 }
@@ -139,6 +149,16 @@ std::string parse(int argc, char** argv, Options* o) {
         } else if (a == "--calib-tokens") ok = as_long(v, &o->calib_tokens) && o->calib_tokens >= 16;
         else if (a == "--bandwidth-gbs") { o->bandwidth_gbs = std::strtod(v.c_str(), &end); ok = !*end && o->bandwidth_gbs > 0; }
         else if (a == "--json") o->json = v;
+        else if (a == "--long-prompt") ok = as_long(v, &o->long_prompt) && o->long_prompt >= 1;
+        else if (a == "--long-decode") ok = as_long(v, &o->long_decode) && o->long_decode >= 1;
+        else if (a == "--long-routed") {
+            // prefill,decode pins: none or all each (default none,all)
+            const std::size_t c = v.find(',');
+            const std::string pf = v.substr(0, c), dc = c == std::string::npos ? "" : v.substr(c + 1);
+            ok = (pf == "none" || pf == "all") && (dc == "none" || dc == "all");
+            o->long_prefill_all = pf == "all";
+            o->long_decode_all = dc == "all";
+        }
         else return "unknown option " + a;
         if (!ok) return "bad value '" + v + "' for " + a;
     }
@@ -303,6 +323,33 @@ public:
         }
         if (routed) *routed = static_cast<double>(on) / static_cast<double>(std::max<int64_t>(seen, 1));
         return argmax(logits, n, next) ? s : -1;
+    }
+
+    // --long-prompt: empties slot 0 and appends `len` random tokens in calls of T rows, asking for the
+    // logits (and so waiting) only in the last. Returns the seconds from the first call to the last
+    // return, or < 0.
+    double prefill_long(int64_t len, int64_t T, std::vector<int32_t>* next) {
+        if (!check(hspmn_decoder_reset(dec_, 0), "hspmn_decoder_reset")) return -1;
+        hspmn_tensor* slots = slot_tensor(1);
+        hspmn_tensor* full = tensor(HSPMN_DTYPE_I32, {1, T});
+        hspmn_tensor* tail = len % T ? tensor(HSPMN_DTYPE_I32, {1, len % T}) : nullptr;
+        hspmn_tensor* logits = tensor(HSPMN_DTYPE_F32, {1, o_.vocab});
+        if (!slots || !full || (len % T && !tail) || !logits) return -1;
+        std::vector<int32_t> ids(static_cast<std::size_t>(T));
+        const auto t0 = Clock::now();
+        for (int64_t done = 0; done < len;) {
+            const int64_t t = std::min(T, len - done);
+            for (int64_t i = 0; i < t; ++i) ids[static_cast<std::size_t>(i)] = static_cast<int32_t>(rng_() % static_cast<unsigned>(o_.vocab));
+            hspmn_tensor* tok = t == T ? full : tail;
+            const bool last = done + t == len;
+            if (!check(hspmn_tensor_copy_in(tok, ids.data(), t * 4), "copy_in") ||
+                !check(hspmn_decoder_append(dec_, slots, tok, last ? logits : nullptr, nullptr),
+                       "hspmn_decoder_append (long prefill)"))
+                return -1;
+            done += t;
+        }
+        const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+        return argmax(logits, 1, next) ? s : -1;
     }
 
     // `count` decode calls of one token for slots 0..n-1 fed their greedy tokens, by `path`; the
@@ -477,6 +524,145 @@ double step_bytes(const Options& o, int L, int64_t cache, double routed) {
     return (L * (always + routed * routed_bytes) + static_cast<double>(o.vocab) * D + D) * 2.0;
 }
 
+// ---- the long-prompt run (--long-prompt) ----------------------------------------------------------
+//
+// One sequence of --long-prompt tokens (issue 9: 1,048,576 on one 80 GB H100) prefilled through
+// hspmn_decoder_append in chunks of --prefill-chunk rows, then --long-decode greedy steps of one token.
+// The decoder's caches are allocated at create (max_seqs 1, max_len = prompt + long-decode), and every
+// call's scratch is bounded by its rows (native/README.md "Memory of a long forward"), so the peak is
+// the model, the caches and one chunk's scratch. Before anything is timed: the model's bytes
+// (measured), the caches' bytes (computed) and the chunk scratch (estimated) are printed, and the run
+// is refused with those bytes when the decoder's caches or a first prefill chunk do not fit.
+//
+// Routing is pinned through router.b as in the main bench (--long-routed PREFILL,DECODE, each none or
+// all; default none,all): an all-routed prefill of 1M tokens is ~S^2 attention (minutes per layer at
+// 1M), while an all-routed decode step attends the whole 1M cache in every layer, the worst case of a
+// step. TTFT is from the first prefill call to the return of the last (the only one asking for logits,
+// as a server that samples after the prompt would); ms/token is per decode step (logits to the host,
+// argmax fed back).
+
+struct LongResult {
+    int64_t model_bytes = 0, cache_bytes = 0, scratch_bytes = 0, peak_bytes = 0;
+    double ttft_s = 0, decode_ms_median = 0, decode_ms_mean = 0, decode_ms_first = 0;
+};
+
+// The decoder's caches (core/backend.h DecodeCall): per layer K and V [max_len, Hkv*Dh] and the conv
+// tail [conv_kernel - 1, D], in elements of `elem` bytes (2: bf16 on CUDA, 4: f32 on the CPU).
+int64_t long_cache_bytes(const Options& o, int64_t max_len, int64_t elem) {
+    const int64_t KV = static_cast<int64_t>(o.dim) / o.heads * o.kv_heads;
+    const int64_t conv_kernel = hspmn_block_default_params().conv_kernel;  // Bench::create keeps the default
+    return o.layers * (2 * max_len * KV + (conv_kernel - 1) * o.dim) * elem;
+}
+
+// One prefill call's scratch, an estimate: the rows pass per row (CudaBlock::chunk_row_bytes at the
+// default conv kernel and mlp ratio) plus the decoder's own [T, D] buffers and routed flags.
+int64_t long_scratch_bytes(const Options& o, int64_t T) {
+    const int64_t D = o.dim, F = o.dim * o.mlp_ratio, Dh = o.dim / o.heads, KV = Dh * o.kv_heads;
+    const int64_t per_row = 8 + 8 * D + 6 * F + 4 * D + 4 * std::max(KV, D) + 4 * KV + 4 * o.heads + 4 * Dh + 28;
+    return T * (per_row + 3 * 2 * D + 4 * o.layers + 4);
+}
+
+void print_gb(const char* what, int64_t bytes) {
+    std::printf("  %-34s %16lld bytes  %8.2f GB  %8.2f GiB\n", what, static_cast<long long>(bytes), bytes / 1e9,
+                bytes / static_cast<double>(int64_t{1} << 30));
+}
+
+int run_long_prompt(hspmn_context* ctx, const Options& o, int32_t backend) {
+    const int64_t prompt = o.long_prompt, steps = o.long_decode, max_len = prompt + steps;
+    const int64_t T = std::min(prompt, o.prefill_chunk);
+    const int64_t elem = backend == HSPMN_BACKEND_CUDA ? 2 : 4;
+    std::printf("long prompt  backend %s  layers %d D=%d H=%d Hkv=%d F=%d V=%d  prompt %lld (chunks of %lld)  "
+                "decode %lld  routed: prefill %s, decode %s\n",
+                backend == HSPMN_BACKEND_CUDA ? "cuda" : "cpu", o.layers, o.dim, o.heads, o.kv_heads,
+                o.dim * o.mlp_ratio, o.vocab, static_cast<long long>(prompt), static_cast<long long>(T),
+                static_cast<long long>(steps), o.long_prefill_all ? "all" : "none", o.long_decode_all ? "all" : "none");
+    LongResult r;
+    hspmn_alloc_stats st;
+    hspmn_alloc_stats_get(&st);
+    const int64_t live0 = st.live_bytes;
+    hspmn_alloc_stats_reset_peak();
+    Bench b(ctx, o, o.layers);
+    r.cache_bytes = long_cache_bytes(o, max_len, elem);
+    if (!b.create()) {
+        if (g_last_failure == HSPMN_ERR_OUT_OF_MEMORY)
+            std::fprintf(stderr, "hspmn_decode_bench: refused: the model does not fit this device, and its decoder's "
+                         "caches for %lld tokens would need %lld bytes (%.2f GB) more\n",
+                         static_cast<long long>(max_len), static_cast<long long>(r.cache_bytes), r.cache_bytes / 1e9);
+        return 1;
+    }
+    hspmn_alloc_stats_get(&st);
+    r.model_bytes = st.live_bytes - live0;
+    r.scratch_bytes = long_scratch_bytes(o, T);
+    const int64_t need = r.model_bytes + r.cache_bytes + r.scratch_bytes;
+    std::printf("memory needed:\n");
+    print_gb("model (measured)", r.model_bytes);
+    print_gb("decoder caches (K/V, conv tail)", r.cache_bytes);
+    print_gb("one prefill chunk's scratch (est.)", r.scratch_bytes);
+    print_gb("total", need);
+    std::fflush(stdout);
+    auto refuse = [&](const char* what) {
+        if (g_last_failure != HSPMN_ERR_OUT_OF_MEMORY) return 1;  // another failure: check() said it
+        std::fprintf(stderr,
+                     "hspmn_decode_bench: refused: %s failed, so a %lld-token prompt plus %lld decoded tokens does "
+                     "not fit this device: it needs %lld bytes (%.2f GB): model %lld + decoder caches %lld + one "
+                     "prefill chunk's scratch ~%lld (see the lines above)\n",
+                     what, static_cast<long long>(prompt), static_cast<long long>(steps), static_cast<long long>(need),
+                     need / 1e9, static_cast<long long>(r.model_bytes), static_cast<long long>(r.cache_bytes),
+                     static_cast<long long>(r.scratch_bytes));
+        return 1;
+    };
+    if (!b.set_routing(o.long_prefill_all ? "all" : "none")) return 1;
+    if (!b.open_decoder(1, max_len)) return refuse("hspmn_decoder_create");
+    // A first chunk sizes the scratch and the GEMM plans before the clock starts; then an empty slot.
+    std::vector<int32_t> next;
+    if (b.prefill(1, T, &next) < 0) return refuse("the first prefill chunk");
+    const double ttft = b.prefill_long(prompt, T, &next);
+    if (ttft < 0) return 1;
+    r.ttft_s = ttft;
+    std::printf("  prefill %lld tokens: TTFT %.3f s (%.0f prompt tok/s)\n", static_cast<long long>(prompt), ttft,
+                prompt / ttft);
+    std::fflush(stdout);
+    if (!b.set_routing(o.long_decode_all ? "all" : "none")) return 1;
+    std::vector<double> secs;
+    // the decode step path (graphs on CUDA, sampling on the device), as a server decodes
+    if (!b.steps(backend == HSPMN_BACKEND_CUDA ? "graph" : "step", 1, static_cast<int>(steps), &next, &secs)) return 1;
+    double mean = 0;
+    for (double x : secs) mean += x / static_cast<double>(secs.size());
+    r.decode_ms_median = median(secs) * 1e3;
+    r.decode_ms_mean = mean * 1e3;
+    r.decode_ms_first = secs.front() * 1e3;
+    hspmn_alloc_stats_get(&st);
+    r.peak_bytes = st.peak_bytes;
+    std::printf("  decode %lld tokens after the prompt: %.3f ms/token median (mean %.3f, first %.3f)\n",
+                static_cast<long long>(steps), r.decode_ms_median, r.decode_ms_mean, r.decode_ms_first);
+    std::printf("long prompt: %lld tokens then %lld decoded: peak library memory %lld bytes (%.2f GB, %.2f GiB), "
+                "TTFT %.3f s, %.3f ms/token\n",
+                static_cast<long long>(prompt), static_cast<long long>(steps), static_cast<long long>(r.peak_bytes),
+                r.peak_bytes / 1e9, r.peak_bytes / static_cast<double>(int64_t{1} << 30), r.ttft_s, r.decode_ms_median);
+    if (!o.json.empty()) {
+        FILE* f = std::fopen(o.json.c_str(), "w");
+        if (!f) {
+            std::fprintf(stderr, "hspmn_decode_bench: cannot write %s\n", o.json.c_str());
+            return 1;
+        }
+        std::fprintf(f,
+                     "{\"mode\": \"long_prompt\", \"backend\": \"%s\", \"layers\": %d, \"dim\": %d, \"heads\": %d, "
+                     "\"kv_heads\": %d, \"mlp_ratio\": %d, \"vocab\": %d, \"prompt\": %lld, \"decode\": %lld, "
+                     "\"prefill_chunk\": %lld, \"prefill_routed\": \"%s\", \"decode_routed\": \"%s\", "
+                     "\"model_bytes\": %lld, \"cache_bytes\": %lld, \"scratch_bytes_estimate\": %lld, "
+                     "\"peak_bytes\": %lld, \"ttft_s\": %.4f, \"decode_ms_median\": %.4f, \"decode_ms_mean\": %.4f, "
+                     "\"decode_ms_first\": %.4f}\n",
+                     backend == HSPMN_BACKEND_CUDA ? "cuda" : "cpu", o.layers, o.dim, o.heads, o.kv_heads, o.mlp_ratio,
+                     o.vocab, static_cast<long long>(prompt), static_cast<long long>(steps), static_cast<long long>(T),
+                     o.long_prefill_all ? "all" : "none", o.long_decode_all ? "all" : "none",
+                     static_cast<long long>(r.model_bytes), static_cast<long long>(r.cache_bytes),
+                     static_cast<long long>(r.scratch_bytes), static_cast<long long>(r.peak_bytes), r.ttft_s,
+                     r.decode_ms_median, r.decode_ms_mean, r.decode_ms_first);
+        std::fclose(f);
+    }
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -499,6 +685,11 @@ int main(int argc, char** argv) {
     hspmn_context_backend(ctx, &backend);
     const bool cuda = backend == HSPMN_BACKEND_CUDA;
     const char* backend_name = cuda ? "cuda" : "cpu";
+    if (o.long_prompt > 0) {
+        const int rc = run_long_prompt(ctx, o, backend);
+        hspmn_context_destroy(ctx);
+        return rc;
+    }
     std::printf("decode bench  backend %s  D=%d H=%d Hkv=%d F=%d V=%d  layers 1 and %d  steps %d (+%d warm-up)\n",
                 backend_name, o.dim, o.heads, o.kv_heads, o.dim * o.mlp_ratio, o.vocab, o.layers, o.steps, o.warmup);
 

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "../core/bf16.h"
+#include "../core/forward_chunk.h"
 #include "../core/objects.h"
 #include "gemm.h"
 #include "ops.h"
@@ -77,6 +78,12 @@ void CpuBlock::refresh_weights() {
     }
 }
 
+void CpuBlock::router_temperature(float* t, bool* t_inside) const {
+    const double t_raw = std::exp(static_cast<double>(w(P_ROUTER_LOG_TEMP)[0]));
+    *t_inside = t_raw > 0.1 && t_raw < 2.0;
+    *t = static_cast<float>(std::fmin(std::fmax(t_raw, 0.1), 2.0));
+}
+
 CpuBlock::Router CpuBlock::run_router(const float* x, int64_t B, int64_t S, int32_t training, int32_t noise,
                                       uint64_t seed, int64_t step, int32_t layer, const hspmn_tensor* noise_tensor) {
     const int64_t N = B * S;
@@ -84,9 +91,7 @@ CpuBlock::Router CpuBlock::run_router(const float* x, int64_t B, int64_t S, int3
     r.l.resize(static_cast<std::size_t>(N));
     r.n.resize(static_cast<std::size_t>(N));
     router_logits(pool_, x, w(P_ROUTER_W), w(P_ROUTER_B)[0], N, cfg_.D, r.l.data());
-    const double t_raw = std::exp(static_cast<double>(w(P_ROUTER_LOG_TEMP)[0]));
-    r.t_inside = t_raw > 0.1 && t_raw < 2.0;
-    r.t = static_cast<float>(std::fmin(std::fmax(t_raw, 0.1), 2.0));
+    router_temperature(&r.t, &r.t_inside);
     if (training && noise) {
         if (noise_tensor)
             std::memcpy(r.n.data(), host_data<float>(noise_tensor), static_cast<std::size_t>(N) * sizeof(float));
@@ -120,10 +125,26 @@ void CpuBlock::route(const RouteCall& call) {
                                                          cfg_.params.router_entropy_coef);
 }
 
+int64_t CpuBlock::chunk_row_bytes() const {
+    const int64_t D = cfg_.D, F = cfg_.F, KV = cfg_.Hkv * cfg_.Dh;
+    // f32 per row: x, h, c, a, y, the conv's staging (2 D), gate, up, act, k, v, the query side
+    // (a_sel, q, attn, o; every row may be one), lse, its two rope rows, two rstd; then 2 i64 + 2 i32.
+    return 4 * (8 * D + 3 * F + 2 * KV + 4 * D + cfg_.H + cfg_.Dh + 2) + 24;
+}
+
 void CpuBlock::forward(const ForwardCall& call) {
     refresh_weights();
     const int64_t B = call.x->shape[0], S = call.x->shape[1], N = B * S;
-    const int64_t D = cfg_.D, F = cfg_.F, H = cfg_.H, Hkv = cfg_.Hkv, Dh = cfg_.Dh, KV = Hkv * Dh;
+    if (!call.training) {
+        // The one-pass forward allocates what a chunk does per row (with x for every row), so one
+        // estimate serves both sizes.
+        const ForwardChunks ch = forward_chunks(chunk_row_bytes(), chunk_row_bytes());
+        if (N > ch.whole_rows) {
+            forward_chunked(call, ch);
+            return;
+        }
+    }
+    const int64_t D = cfg_.D, Dh = cfg_.Dh;
     Activations A;
     A.B = B;
     A.S = S;
@@ -157,11 +178,50 @@ void CpuBlock::forward(const ForwardCall& call) {
         idx = own_idx.data();
         cnt = own_cnt.data();
     }
+    if (call.routed_fraction) {
+        int64_t total = 0;
+        for (int64_t b = 0; b < B; ++b) total += cnt[b];
+        *call.routed_fraction = static_cast<float>(static_cast<double>(total) / static_cast<double>(N));
+    }
+
+    // 2. The rows: B whole sequences, keys in place, queries the selected rows.
+    RowsBuffers buf = whole_sequences(A, idx, cnt, C);
+    Buffer<float> y(static_cast<std::size_t>(N * D));  // r = x + m, then out
+    buf.y = y.data();
+    RowsPass p;
+    p.n = N;
+    p.x = A.x.data();
+    p.out = host_data<uint16_t>(call.out);
+    p.conv_B = B;
+    p.conv_S = S;
+    A.rope_cos.resize(static_cast<std::size_t>(S * (Dh / 2)));
+    A.rope_sin.resize(static_cast<std::size_t>(S * (Dh / 2)));
+    rope_table(S, Dh, cfg_.params.rope_base, A.rope_cos.data(), A.rope_sin.data());
+    p.rope_cos = A.rope_cos.data();
+    p.rope_sin = A.rope_sin.data();
+    p.key_tab = A.k_pos.data();
+    p.q_rows = A.rows.data();
+    p.q_tab = A.q_pos.data();
+    p.att = AttentionShape{B, S, cfg_.H, cfg_.Hkv, Dh, A.Nq, A.q_start.data(), A.q_pos.data()};
+    run_rows(p, buf);
+
+    if (call.aux)
+        host_data<float>(call.aux)[0] = aux_loss_forward(A.l.data(), N, call.aux_target,
+                                                         cfg_.params.router_sparsity_coef,
+                                                         cfg_.params.router_entropy_coef);
+    if (call.training) {
+        act_ = std::move(A);
+        has_act_ = true;
+    }
+}
+
+RowsBuffers CpuBlock::whole_sequences(Activations& A, const int32_t* idx, const int32_t* cnt, int64_t C) {
+    const int64_t B = A.B, S = A.S, N = A.N;
+    const int64_t D = cfg_.D, F = cfg_.F, H = cfg_.H, KV = cfg_.Hkv * cfg_.Dh;
     A.q_start.resize(static_cast<std::size_t>(B + 1));
     A.q_start[0] = 0;
     for (int64_t b = 0; b < B; ++b) A.q_start[b + 1] = A.q_start[b] + cnt[b];
     const int64_t Nq = A.Nq = A.q_start[B];
-    if (call.routed_fraction) *call.routed_fraction = static_cast<float>(static_cast<double>(Nq) / static_cast<double>(N));
     A.rows.resize(static_cast<std::size_t>(Nq));
     A.q_pos.resize(static_cast<std::size_t>(Nq));
     for (int64_t b = 0; b < B; ++b)
@@ -171,60 +231,29 @@ void CpuBlock::forward(const ForwardCall& call) {
         }
     A.k_pos.resize(static_cast<std::size_t>(N));
     for (int64_t i = 0; i < N; ++i) A.k_pos[i] = static_cast<int32_t>(i % S);
-
-    // 2. Reflexive stream: h = rms_norm(x), c = causal_conv(h), m = down(silu(gate c) * up c).
-    A.rstd_h.resize(static_cast<std::size_t>(N));
-    A.h.resize(static_cast<std::size_t>(N * D));
-    A.c.resize(static_cast<std::size_t>(N * D));
-    A.gate.resize(static_cast<std::size_t>(N * F));
-    A.up.resize(static_cast<std::size_t>(N * F));
-    A.act.resize(static_cast<std::size_t>(N * F));
-    rms_norm_forward(pool_, A.x.data(), w(P_REFLEX_NORM), cfg_.params.norm_eps, N, D, A.h.data(), A.rstd_h.data());
-    causal_conv_forward(pool_, A.h.data(), w(P_REFLEX_CONV), B, S, D, cfg_.conv_kernel, A.c.data());
-    linear_forward(pool_, A.c.data(), w(P_REFLEX_GATE), A.gate.data(), N, D, F);
-    linear_forward(pool_, A.c.data(), w(P_REFLEX_UP), A.up.data(), N, D, F);
-    swiglu_forward(pool_, A.gate.data(), A.up.data(), N * F, A.act.data());
-    Buffer<float> y(static_cast<std::size_t>(N * D));  // r = x + m, then out
-    std::memcpy(y.data(), A.x.data(), static_cast<std::size_t>(N * D) * sizeof(float));
-    linear_forward(pool_, A.act.data(), w(P_REFLEX_DOWN), y.data(), N, F, D, /*accumulate=*/true);
-
-    // 3. Contextual stream: K, V for all tokens, Q for the selected ones only.
-    A.rstd_a.resize(static_cast<std::size_t>(N));
-    A.a.resize(static_cast<std::size_t>(N * D));
-    A.k.resize(static_cast<std::size_t>(N * KV));
-    A.v.resize(static_cast<std::size_t>(N * KV));
-    rms_norm_forward(pool_, A.x.data(), w(P_ATTN_NORM), cfg_.params.norm_eps, N, D, A.a.data(), A.rstd_a.data());
-    linear_forward(pool_, A.a.data(), w(P_ATTN_K), A.k.data(), N, D, KV);
-    linear_forward(pool_, A.a.data(), w(P_ATTN_V), A.v.data(), N, D, KV);
-    A.rope_cos.resize(static_cast<std::size_t>(S * (Dh / 2)));
-    A.rope_sin.resize(static_cast<std::size_t>(S * (Dh / 2)));
-    rope_table(S, Dh, cfg_.params.rope_base, A.rope_cos.data(), A.rope_sin.data());
-    rope_forward(pool_, A.k.data(), N, Hkv, Dh, A.k_pos.data(), A.rope_cos.data(), A.rope_sin.data());
+    auto size = [](Buffer<float>& b, int64_t n) {
+        b.resize(static_cast<std::size_t>(n));
+        return b.data();
+    };
+    RowsBuffers r{};
+    r.rstd_h = size(A.rstd_h, N);
+    r.h = size(A.h, N * D);
+    r.c = size(A.c, N * D);
+    r.gate = size(A.gate, N * F);
+    r.up = size(A.up, N * F);
+    r.act = size(A.act, N * F);
+    r.rstd_a = size(A.rstd_a, N);
+    r.a = size(A.a, N * D);
+    r.k = size(A.k, N * KV);
+    r.v = size(A.v, N * KV);
     if (Nq > 0) {
-        A.a_sel.resize(static_cast<std::size_t>(Nq * D));
-        A.q.resize(static_cast<std::size_t>(Nq * D));
-        A.attn.resize(static_cast<std::size_t>(Nq * D));
-        A.lse.resize(static_cast<std::size_t>(Nq * H));
-        A.o.resize(static_cast<std::size_t>(Nq * D));
-        gather_rows(pool_, A.a.data(), D, A.rows.data(), Nq, A.a_sel.data());
-        linear_forward(pool_, A.a_sel.data(), w(P_ATTN_Q), A.q.data(), Nq, D, D);
-        rope_forward(pool_, A.q.data(), Nq, H, Dh, A.q_pos.data(), A.rope_cos.data(), A.rope_sin.data());
-        AttentionShape shape{B, S, H, Hkv, Dh, Nq, A.q_start.data(), A.q_pos.data()};
-        sqdk_attention_forward(pool_, shape, A.q.data(), A.k.data(), A.v.data(), A.attn.data(), A.lse.data());
-        linear_forward(pool_, A.attn.data(), w(P_ATTN_O), A.o.data(), Nq, D, D);
-        // 4. out = r + y * o on selected rows.
-        gate_scatter_forward(pool_, A.o.data(), D, A.rows.data(), Nq, y.data());
+        r.a_sel = size(A.a_sel, Nq * D);
+        r.q = size(A.q, Nq * D);
+        r.attn = size(A.attn, Nq * D);
+        r.lse = size(A.lse, Nq * H);
+        r.o = size(A.o, Nq * D);
     }
-
-    f32_to_bf16_array(pool_, y.data(), host_data<uint16_t>(call.out), N * D);
-    if (call.aux)
-        host_data<float>(call.aux)[0] = aux_loss_forward(A.l.data(), N, call.aux_target,
-                                                         cfg_.params.router_sparsity_coef,
-                                                         cfg_.params.router_entropy_coef);
-    if (call.training) {
-        act_ = std::move(A);
-        has_act_ = true;
-    }
+    return r;
 }
 
 void CpuBlock::backward(const BackwardCall& call) {

@@ -7,6 +7,8 @@
 #include "../core/alloc.h"
 #include "../core/backend.h"
 #include "../core/block_config.h"
+#include "../core/forward_chunk.h"
+#include "ops.h"
 #include "thread_pool.h"
 
 namespace hspmn::cpu {
@@ -29,6 +31,45 @@ struct Activations {
     Buffer<float> k, v;              // [N, Hkv*Dh] after RoPE
     Buffer<float> q;                 // [Nq, D] after RoPE
     Buffer<float> attn, lse, o;      // [Nq, D] heads concatenated, [Nq, H], [Nq, D] after attn.o
+};
+
+// One pass of the block over a set of rows (cpu_block_rows.cpp): the reflexive stream, then K and V
+// of every row, Q, attention and O of the query rows, out = bf16(x + m + y o). The forward, the
+// chunked forward and decode describe their rows here and share that sequence of ops, so they share
+// its roundings; they differ in where the conv's history, the keys and the queries come from.
+struct RowsPass {
+    int64_t n = 0;                 // rows
+    const float* x = nullptr;      // [n, D]
+    uint16_t* out = nullptr;       // [n, D] bf16
+    // The conv's history. seqs == 0: the rows are conv_B whole sequences of conv_S rows (zeros before
+    // position 0). Else rows row_start[j] .. row_start[j+1] - 1 continue the sequence whose last K-1
+    // inputs h are conv_cache rows [slot[j] * (K-1), +K-1) ([*, K-1, D], oldest first), which the
+    // pass then advances.
+    int64_t conv_B = 0, conv_S = 0;
+    int64_t seqs = 0;
+    const int64_t* row_start = nullptr;  // [seqs + 1]
+    const int32_t* slot = nullptr;       // [seqs]
+    float* conv_cache = nullptr;
+    // RoPE: row r's key is rotated by table row key_tab[r], query i by table row q_tab[i].
+    const float* rope_cos = nullptr;     // [*, Dh/2]
+    const float* rope_sin = nullptr;
+    const int32_t* key_tab = nullptr;    // [n]
+    // K, V. k_cache == null: the attention's keys are this pass's rows (RowsBuffers k, v); else row r's
+    // K and V are also copied to row kv_row[r] of k_cache and v_cache, and the attention reads those.
+    const int64_t* kv_row = nullptr;     // [n]
+    float* k_cache = nullptr;            // [*, Hkv*Dh]
+    float* v_cache = nullptr;
+    // Queries: row q_rows[i] for i < att.Nq, grouped into att.B sequences of att.S keys as
+    // sqdk_attention_forward wants (att.q_start, att.q_pos).
+    const int64_t* q_rows = nullptr;     // [Nq]
+    const int32_t* q_tab = nullptr;      // [Nq]
+    AttentionShape att{};
+};
+
+// Where a pass writes: [n] / [n, *] per row, [Nq, *] per query row. The training forward keeps them.
+struct RowsBuffers {
+    float *rstd_h, *h, *c, *gate, *up, *act, *y, *rstd_a, *a, *k, *v;
+    float *a_sel, *q, *attn, *lse, *o;
 };
 
 class CpuBlock final : public BlockImpl {
@@ -55,10 +96,20 @@ private:
         bool t_inside;
     };
     void refresh_weights();
+    // t = clamp(exp(log_temp), 0.1, 2) and whether exp(log_temp) is strictly inside.
+    void router_temperature(float* t, bool* t_inside) const;
     // l, n = (l + g) / t for x: [N, D]; g from the noise tensor, the generator, or 0.
     Router run_router(const float* x, int64_t B, int64_t S, int32_t training, int32_t noise, uint64_t seed,
                       int64_t step, int32_t layer, const hspmn_tensor* noise_tensor);
     const float* w(int index) const { return weight_[index].data(); }
+    void run_rows(const RowsPass& p, const RowsBuffers& b);  // cpu_block_rows.cpp
+    // The query lists of B whole sequences (A.B, A.S) selected by idx [B, C] / cnt [B] (A.rows,
+    // q_pos, q_start, Nq, k_pos) and A's buffers sized for them (all but y).
+    RowsBuffers whole_sequences(Activations& A, const int32_t* idx, const int32_t* cnt, int64_t C);
+    // Scratch bytes per row of a forward's rows (core/forward_chunk.h).
+    int64_t chunk_row_bytes() const;
+    // Inference forward of more rows than one pass: cpu_block_chunked.cpp.
+    void forward_chunked(const ForwardCall& call, const ForwardChunks& chunks);
 
     ThreadPool& pool_;
     BlockConfig cfg_;
@@ -71,9 +122,6 @@ private:
     std::array<Buffer<float>, P_COUNT> grad_;
     Activations act_;
     bool has_act_ = false;
-    // Rotary table for decode positions 0 .. decode_rope_S_ - 1 (grown, never recomputed per step).
-    Buffer<float> decode_cos_, decode_sin_;
-    int64_t decode_rope_S_ = 0;
 };
 
 }  // namespace hspmn::cpu

@@ -35,6 +35,9 @@ void swiglu_backward(ThreadPool& pool, const float* g, const float* u, const flo
 // ---- rope.cpp: rotate-half rotary embedding, angle = pos * base^(-2i/Dh) computed in float64
 // cos, sin: [S, Dh/2]
 void rope_table(int64_t S, int64_t Dh, float base, float* cos_out, float* sin_out);
+// The table's rows at positions pos: [n] (the same values bit for bit): cos, sin: [n, Dh/2]. Decode
+// and the chunked forward use it so their table is bounded by their rows, not by the positions.
+void rope_rows(const int32_t* pos, int64_t n, int64_t Dh, float base, float* cos_out, float* sin_out);
 // x: [R, heads * Dh] rotated in place; pos: [R] position of each row
 void rope_forward(ThreadPool& pool, float* x, int64_t R, int64_t heads, int64_t Dh, const int32_t* pos,
                   const float* cos_t, const float* sin_t);

@@ -16,6 +16,18 @@ void rope_table(int64_t S, int64_t Dh, float base, float* cos_out, float* sin_ou
     }
 }
 
+void rope_rows(const int32_t* pos, int64_t n, int64_t Dh, float base, float* cos_out, float* sin_out) {
+    const int64_t half = Dh / 2;
+    for (int64_t i = 0; i < half; ++i) {
+        const double inv_freq = std::pow(static_cast<double>(base), -2.0 * static_cast<double>(i) / static_cast<double>(Dh));
+        for (int64_t r = 0; r < n; ++r) {
+            const double angle = static_cast<double>(pos[r]) * inv_freq;
+            cos_out[r * half + i] = static_cast<float>(std::cos(angle));
+            sin_out[r * half + i] = static_cast<float>(std::sin(angle));
+        }
+    }
+}
+
 namespace {
 
 // sign = +1 rotates by +angle (forward), -1 by -angle (the transpose, for backward).

@@ -19,14 +19,18 @@ void sqdk_attention_forward(ThreadPool& pool, const AttentionShape& a, const flo
                             const float* v, float* o, float* lse) {
     const int64_t H = a.H, Dh = a.Dh, group = a.H / a.Hkv, kv_stride = a.Hkv * Dh, q_stride = H * Dh;
     const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
-    Buffer<float> scratch(static_cast<std::size_t>(pool.size() * a.S));
     // query row i belongs to sequence b with q_start[b] <= i < q_start[b+1]
     Buffer<int64_t> q_seq(static_cast<std::size_t>(a.Nq));
     for (int64_t b = 0; b < a.B; ++b)
         for (int64_t i = a.q_start[b]; i < a.q_start[b + 1]; ++i) q_seq[i] = b;
+    // Scores of one (query, head) at a time per worker, up to the furthest query position (not S: a
+    // decode step over a long cache reads its keys, it need not hold S scores per worker).
+    int64_t span = 0;
+    for (int64_t i = 0; i < a.Nq; ++i) span = std::max(span, static_cast<int64_t>(a.q_pos[i]) + 1);
+    Buffer<float> scratch(static_cast<std::size_t>(pool.size() * span));
 
     pool.parallel_for(a.Nq * H, 4, [&](int64_t begin, int64_t end, int worker) {
-        float* s = scratch.data() + worker * a.S;
+        float* s = scratch.data() + worker * span;
         for (int64_t item = begin; item < end; ++item) {
             const int64_t i = item / H, h = item % H, g = h / group;
             const int64_t b = q_seq[i], p = a.q_pos[i];

@@ -5,6 +5,8 @@
 // others are staged through device scratch and the call synchronises once at its end.
 #include "cuda_block_impl.h"
 
+#include "../core/forward_chunk.h"
+
 namespace hspmn::cuda {
 
 namespace detail {
@@ -42,8 +44,17 @@ void CudaBlock::forward(const ForwardCall& call) {
     refresh_weights();
     const int64_t B = call.x->shape[0], S = call.x->shape[1], N = B * S;
     const int64_t D = cfg_.D, F = cfg_.F, H = cfg_.H, Hkv = cfg_.Hkv, Dh = cfg_.Dh, KV = Hkv * Dh;
-    Activations& A = act_;
     has_act_ = false;
+    last_chunked_ = false;
+    if (!call.training) {
+        const ForwardChunks ch = forward_chunks(one_pass_row_bytes(), chunk_row_bytes());
+        if (N > ch.whole_rows) {
+            last_chunked_ = true;
+            forward_chunked(call, ch);
+            return;
+        }
+    }
+    Activations& A = act_;
     A.B = B;
     A.S = S;
     A.N = N;
@@ -74,50 +85,49 @@ void CudaBlock::forward(const ForwardCall& call) {
     const int32_t* cnt = A.cnt.as<int32_t>();
     if (call.routed_fraction) routed_fraction(d_, cnt, B, S, call.routed_fraction);
 
-    // 2. Reflexive stream: h = rms_norm(x), c = causal_conv(h), res = x + down(silu(gate c) * up c).
-    float* rstd_h = grow<float>(d_, A.rstd_h, N);
-    bf16* h = grow<bf16>(d_, A.h, N * D);
-    bf16* c = grow<bf16>(d_, A.c, N * D);
-    bf16* gate = grow<bf16>(d_, A.gate, N * F);
-    bf16* up = grow<bf16>(d_, A.up, N * F);
-    bf16* act = grow<bf16>(d_, A.act, N * F);
-    float* res = grow<float>(d_, A.res, N * D);
-    rms_norm_forward(d_, x, w(P_REFLEX_NORM), cfg_.params.norm_eps, N, D, h, rstd_h);
-    causal_conv_forward(d_, h, w(P_REFLEX_CONV), B, S, D, cfg_.conv_kernel, c);
-    gemm(d_, false, true, N, F, D, 1.0f, c, D, w(P_REFLEX_GATE), D, 0.0f, gate, DType::BF16, F);
-    gemm(d_, false, true, N, F, D, 1.0f, c, D, w(P_REFLEX_UP), D, 0.0f, up, DType::BF16, F);
-    swiglu_forward(d_, gate, up, N * F, act);
-    bf16_to_f32(d_, x, res, N * D);
-    gemm(d_, false, true, N, D, F, 1.0f, act, F, w(P_REFLEX_DOWN), F, 1.0f, res, DType::F32, D);
-
-    // 3. Contextual stream: K, V for every token, Q for the selected rows only ([B, C], padded).
-    float* rstd_a = grow<float>(d_, A.rstd_a, N);
-    bf16* a = grow<bf16>(d_, A.a, N * D);
-    float* kf = grow<float>(d_, A.kf, N * KV);
-    bf16* k = grow<bf16>(d_, A.k, N * KV);
-    bf16* v = grow<bf16>(d_, A.v, N * KV);
-    rms_norm_forward(d_, x, w(P_ATTN_NORM), cfg_.params.norm_eps, N, D, a, rstd_a);
-    gemm(d_, false, true, N, KV, D, 1.0f, a, D, w(P_ATTN_K), D, 0.0f, kf, DType::F32, KV);
-    gemm(d_, false, true, N, KV, D, 1.0f, a, D, w(P_ATTN_V), D, 0.0f, v, DType::BF16, KV);
-    ensure_rope(S);
-    rope_forward(d_, kf, k, N, Hkv, Dh, nullptr, nullptr, 0, S, rope_cos_.as<float>(), rope_sin_.as<float>());
+    // 2. The rows: B whole sequences, keys in place, queries the selected rows ([B, C], padded).
+    RowsBuffers buf{};
+    buf.rstd_h = grow<float>(d_, A.rstd_h, N);
+    buf.h = grow<bf16>(d_, A.h, N * D);
+    buf.c = grow<bf16>(d_, A.c, N * D);
+    buf.gate = grow<bf16>(d_, A.gate, N * F);
+    buf.up = grow<bf16>(d_, A.up, N * F);
+    buf.act = grow<bf16>(d_, A.act, N * F);
+    buf.res = grow<float>(d_, A.res, N * D);
+    buf.rstd_a = grow<float>(d_, A.rstd_a, N);
+    buf.a = grow<bf16>(d_, A.a, N * D);
+    buf.kf = grow<float>(d_, A.kf, N * KV);
+    buf.k = grow<bf16>(d_, A.k, N * KV);
+    buf.v = grow<bf16>(d_, A.v, N * KV);
     if (BC > 0) {
-        bf16* a_sel = grow<bf16>(d_, A.a_sel, BC * D);
-        float* qf = grow<float>(d_, A.qf, BC * D);
-        bf16* q = grow<bf16>(d_, A.q, BC * D);
-        bf16* attn = grow<bf16>(d_, A.attn, BC * D);
-        float* lse = grow<float>(d_, A.lse, B * H * C);
-        float* o = grow<float>(d_, A.o, BC * D);
-        gather_selected(d_, a, idx, cnt, B, S, C, D, a_sel);
-        gemm(d_, false, true, BC, D, D, 1.0f, a_sel, D, w(P_ATTN_Q), D, 0.0f, qf, DType::F32, D);
-        rope_forward(d_, qf, q, BC, H, Dh, idx, cnt, C, S, rope_cos_.as<float>(), rope_sin_.as<float>());
-        sqdk_attention_forward(d_, AttentionShape{B, C, S, H, Hkv, Dh}, q, idx, cnt, k, v, attn, lse);
-        gemm(d_, false, true, BC, D, D, 1.0f, attn, D, w(P_ATTN_O), D, 0.0f, o, DType::F32, D);
-        // 4. out = res + y o on the selected tokens (y = 1 in value).
-        gate_scatter_forward(d_, o, idx, cnt, B, S, C, D, res);
+        buf.a_sel = grow<bf16>(d_, A.a_sel, BC * D);
+        buf.qf = grow<float>(d_, A.qf, BC * D);
+        buf.q = grow<bf16>(d_, A.q, BC * D);
+        buf.attn = grow<bf16>(d_, A.attn, BC * D);
+        buf.lse = grow<float>(d_, A.lse, B * H * C);
+        buf.o = grow<float>(d_, A.o, BC * D);
     }
+    ensure_rope(S);
+    const DecodeRun run{0, B, 0};
+    RowsPass p;
+    p.n = N;
+    p.x = x;
+    p.out = output<bf16>(d_, call.out, stage_.out);
+    p.conv_B = B;
+    p.conv_S = S;
+    p.cos_t = rope_cos_.as<float>();
+    p.sin_t = rope_sin_.as<float>();
+    p.key_S = S;
+    p.blocks = B;
+    p.C = C;
+    p.q_row_S = S;
+    p.q_rows = p.q_tab = p.q_pos = idx;
+    p.q_cnt = cnt;
+    p.runs = &run;
+    p.run_count = 1;
+    p.att_S = S;
+    run_rows(p, buf);
 
-    f32_to_bf16(d_, res, output<bf16>(d_, call.out, stage_.out), N * D);
     output_done(d_, call.out, stage_.out, "cudaMemcpyAsync (out)");
     if (call.aux) {
         aux_loss_forward(d_, A.l.as<float>(), N, call.aux_target, cfg_.params.router_sparsity_coef,
@@ -224,13 +234,15 @@ void CudaBlock::backward(const BackwardCall& call) {
 // A graph replays the inference forward kernels on the addresses of capture time: weight_ (allocated
 // once in the constructor, never regrown; replay() queues the param_ -> weight_ refresh of
 // set_param before the graph), the block's scratch (valid while scratch_generation_ is unchanged),
-// the device's cuBLASLt workspace (fixed size) and Triton scratch (checked at each replay), and the
-// call's DEVICE tensors (the API layer keeps them alive).
+// the device's cuBLASLt workspace (fixed size), Triton scratch and rows arena (a chunked forward's
+// scratch; both checked at each replay), and the call's DEVICE tensors (the API layer keeps them alive).
 
 class CudaGraph final : public GraphImpl {
 public:
-    CudaGraph(Device& d, CudaBlock& block, cudaGraphExec_t exec, uint64_t generation, const void* shared_scratch)
-        : d_(d), block_(block), exec_(exec), generation_(generation), shared_scratch_(shared_scratch) {}
+    CudaGraph(Device& d, CudaBlock& block, cudaGraphExec_t exec, uint64_t generation, const void* shared_scratch,
+              uint64_t arena_generation)
+        : d_(d), block_(block), exec_(exec), generation_(generation), shared_scratch_(shared_scratch),
+          arena_generation_(arena_generation) {}
     ~CudaGraph() override {
         (void)cudaSetDevice(device_ordinal(d_));
         // An executable graph still in flight is freed when it completes.
@@ -238,7 +250,7 @@ public:
     }
     void launch() override {
         check(cudaSetDevice(device_ordinal(d_)), "cudaSetDevice");
-        block_.replay(exec_, generation_, shared_scratch_);
+        block_.replay(exec_, generation_, shared_scratch_, arena_generation_);
     }
 
 private:
@@ -247,6 +259,7 @@ private:
     cudaGraphExec_t exec_;
     uint64_t generation_;
     const void* shared_scratch_;
+    uint64_t arena_generation_;
 };
 
 GraphImpl* CudaBlock::capture_forward(const ForwardCall& call) {
@@ -255,6 +268,8 @@ GraphImpl* CudaBlock::capture_forward(const ForwardCall& call) {
     forward(call);
     const uint64_t generation = scratch_generation_;
     const void* shared_scratch = triton_scratch(d_);
+    // Only a chunked forward runs in the arena; the graph of another ignores the arena's regrowths.
+    const uint64_t arena_generation = last_chunked_ ? rows_arena_generation(d_) : kNoArena;
     cudaStream_t s = stream(d_);
     // Thread-local: a host sync or cudaMalloc on this thread fails the capture instead of passing
     // silently, while other threads (other contexts) keep allocating.
@@ -275,7 +290,8 @@ GraphImpl* CudaBlock::capture_forward(const ForwardCall& call) {
         (void)cudaGetLastError();
         check(e, "cudaStreamEndCapture (a call of the forward could not be captured)");
     }
-    if (scratch_generation_ != generation || triton_scratch(d_) != shared_scratch) {
+    if (scratch_generation_ != generation || triton_scratch(d_) != shared_scratch ||
+        (arena_generation != kNoArena && rows_arena_generation(d_) != arena_generation)) {
         (void)cudaGraphDestroy(graph);
         fail(HSPMN_ERR_INTERNAL, "graph capture: the forward reallocated scratch while it was captured");
     }
@@ -284,18 +300,20 @@ GraphImpl* CudaBlock::capture_forward(const ForwardCall& call) {
     (void)cudaGraphDestroy(graph);  // the executable graph is independent of it
     check(e, "cudaGraphInstantiate");
     try {
-        return new CudaGraph(d_, *this, exec, generation, shared_scratch);
+        return new CudaGraph(d_, *this, exec, generation, shared_scratch, arena_generation);
     } catch (...) {
         (void)cudaGraphExecDestroy(exec);
         throw;
     }
 }
 
-void CudaBlock::replay(cudaGraphExec_t exec, uint64_t generation, const void* shared_scratch) {
-    if (generation != scratch_generation_ || shared_scratch != triton_scratch(d_))
+void CudaBlock::replay(cudaGraphExec_t exec, uint64_t generation, const void* shared_scratch,
+                       uint64_t arena_generation) {
+    if (generation != scratch_generation_ || shared_scratch != triton_scratch(d_) ||
+        (arena_generation != kNoArena && arena_generation != rows_arena_generation(d_)))
         fail(HSPMN_ERR_STATE,
-             "the block's scratch moved since capture (a larger shape, a training forward or a route call "
-             "regrew it); capture again");
+             "the block's scratch moved since capture (a larger shape, a training forward, a route call, or "
+             "a longer chunked forward or decode of any block of the context regrew it); capture again");
     refresh_weights();  // queued ahead of the replay on the same stream
     check(cudaGraphLaunch(exec, stream(d_)), "cudaGraphLaunch");
 }

@@ -10,6 +10,7 @@
 
 #include "../core/bf16.h"
 #include "../core/error.h"
+#include "../core/forward_chunk.h"
 #include "../core/objects.h"
 #include "../cpu/param_init.h"
 #include "cuda_block.h"
@@ -154,17 +155,15 @@ private:
     bool pending_ = false;
 };
 
-// One sqdk_attention launch of a decode call: cache slots lo .. lo + len - 1 read by query blocks
-// block0 .. block0 + len - 1 (slots without queries in this call have count 0).
+// One sqdk_attention launch of a rows pass: key sequences (cache slots) lo .. lo + len - 1 read by
+// query blocks block0 .. block0 + len - 1 (sequences without queries in this call have count 0).
 struct DecodeRun {
     int64_t lo, len, block0;
 };
 
-// Decode's own buffers; the rest is act_'s (decode rewrites them as an inference forward does).
+// Decode's host-side state (kept between calls; its device scratch is the rows arena's).
 struct DecodeScratch {
-    DeviceBuffer meta;                 // i32 [1 + (seqs + 1) + 3 seqs]: n, row_start, slot, pos0, qblock
-    DeviceBuffer row_pos, row_cache;   // [n] i32, [n] i64
-    DeviceBuffer qrow;                 // [blocks, C] i32: the row of each query, -1 past its count
+    DeviceBuffer meta;                 // i32 [(seqs + 1) + 3 seqs]: row_start, slot, pos0, qblock
     PinnedUpload upload;
     std::vector<int64_t, TrackedAllocator<int64_t>> order;
     std::vector<DecodeRun, TrackedAllocator<DecodeRun>> runs;
@@ -183,6 +182,88 @@ struct StepScratch {
     DecodeAttentionScratch attention;
     int64_t attention_len = 0;         // max_len the attention scratch is sized for
 };
+
+// One pass of the block over a set of rows (cuda_block_rows.cu): the reflexive stream, then K and V
+// of every row, Q, attention and O of the query slots, out = bf16(x + m + y o). The forward, the
+// chunked inference forward and decode describe their rows here and share that sequence of kernels
+// (and so its roundings); they differ in where the conv's history, the keys and the queries come from.
+struct RowsPass {
+    int64_t n = 0;                    // rows
+    const bf16* x = nullptr;          // [n, D]
+    bf16* out = nullptr;              // [n, D]
+    // The conv's history. meta == null: the rows are conv_B whole sequences of conv_S rows (zeros
+    // before position 0). Else the sequences of *meta continue from conv_cache ([*, K-1, D], their
+    // last K-1 inputs h, oldest first), which the pass then advances.
+    int64_t conv_B = 0, conv_S = 0;
+    const DecodeMeta* meta = nullptr;
+    bf16* conv_cache = nullptr;
+    // RoPE tables [*, Dh/2] f32: row r's key takes table row r % key_S, query slot (b, j) row q_tab[b, j].
+    const float* cos_t = nullptr;
+    const float* sin_t = nullptr;
+    int64_t key_S = 1;
+    // K, V. kv_row == null: the attention's keys are the pass's rows (RowsBuffers k, v); else row r's
+    // K and V also go to row kv_row[r] of k_cache, v_cache ([*, Hkv*Dh] bf16), which the attention reads.
+    const int64_t* kv_row = nullptr;
+    bf16* k_cache = nullptr;
+    bf16* v_cache = nullptr;
+    // Query lists [blocks, C] with counts q_cnt [blocks] on the device: slot (b, j) is valid iff
+    // j < q_cnt[b]; its row is b * q_row_S + q_rows[b, j] (gather, scatter), its position q_pos[b, j].
+    int64_t blocks = 0, C = 0, q_row_S = 0;
+    const int32_t* q_rows = nullptr;
+    const int32_t* q_tab = nullptr;
+    const int32_t* q_pos = nullptr;
+    const int32_t* q_cnt = nullptr;
+    // Attention launches over sequences of att_S keys: run i reads keys + lo * att_S * Hkv*Dh.
+    const DecodeRun* runs = nullptr;
+    int64_t run_count = 0, att_S = 0;
+};
+
+// Where a pass writes: [n] / [n, *] per row, [Q = blocks * C, *] per query slot, lse [blocks, H, C].
+// The training forward keeps them (Activations); the arena's copy (carve_rows) lets pieces share
+// memory once dead: a = h, kf = qf = o, attn = a_sel.
+struct RowsBuffers {
+    float* rstd_h;
+    bf16 *h, *c, *gate, *up, *act;
+    float* res;                        // [n, D] f32 x + m + y o
+    float* rstd_a;
+    bf16* a;
+    float* kf;                         // [n, KV] f32 before RoPE
+    bf16 *k, *v;
+    bf16* a_sel;
+    float* qf;                         // [Q, D] f32 before RoPE
+    bf16 *q, *attn;
+    float *lse, *o;
+};
+
+// Lays one call's scratch out in the device's rows arena: a sizing pass (base null) then the real
+// one. Pieces are 256-byte aligned (the vector kernels, the Triton kernels and cuBLASLt's algorithms
+// want 16).
+class Carve {
+public:
+    explicit Carve(char* base) : base_(base) {}
+    template <class T>
+    T* take(int64_t count) {
+        const std::size_t at = off_;
+        off_ += (static_cast<std::size_t>(count > 0 ? count : 1) * sizeof(T) + 255) / 256 * 256;
+        return base_ ? reinterpret_cast<T*>(base_ + at) : nullptr;
+    }
+    std::size_t bytes() const { return off_; }
+
+private:
+    char* base_;
+    std::size_t off_ = 0;
+};
+
+// layout(Carve&) takes every piece of the call's scratch, twice: sized, then placed in the arena.
+template <class Layout>
+void carve_arena(Device& d, Layout&& layout) {
+    Carve sizing(nullptr);
+    layout(sizing);
+    Carve placed(rows_arena(d, sizing.bytes()));
+    layout(placed);
+}
+
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 class CudaBlock final : public BlockImpl {
 public:
@@ -244,6 +325,10 @@ public:
     void forward(const ForwardCall& call) override;
     void backward(const BackwardCall& call) override;
     GraphImpl* capture_forward(const ForwardCall& call) override;
+    // Scratch bytes per row of a rows pass carved from the arena, and of the one-pass forward's own
+    // buffers (every row a query: threshold routing pads to C = S) (core/forward_chunk.h).
+    int64_t chunk_row_bytes() const;
+    int64_t one_pass_row_bytes() const;
     // K, V and the conv inputs h are bf16 in forward (k after RoPE, v, h): the caches keep them so.
     int decode_elem_bytes() const override { return 2; }
     void decode(const DecodeCall& call) override;
@@ -252,7 +337,9 @@ public:
     void prepare_step() override { refresh_weights(); }
     uint64_t step_generation() const override { return step_generation_; }
     // One replay of a graph captured at scratch generation `generation` (CudaGraph::launch).
-    void replay(cudaGraphExec_t exec, uint64_t generation, const void* shared_scratch);
+    // arena_generation: the rows arena's at capture, or kNoArena when the captured forward was not chunked.
+    void replay(cudaGraphExec_t exec, uint64_t generation, const void* shared_scratch, uint64_t arena_generation);
+    static constexpr uint64_t kNoArena = ~uint64_t{0};
 
 private:
     // The grow() of the member functions (as a member it hides the free one): a (re)allocation bumps
@@ -308,6 +395,11 @@ private:
     }
 
     void ensure_step(int64_t seqs, int64_t max_len);
+    void run_rows(const RowsPass& p, const RowsBuffers& b);  // cuda_block_rows.cu
+    // The arena's buffers of a pass of n rows and Q query slots (RowsBuffers says what they share).
+    RowsBuffers carve_rows(Carve& cv, int64_t n, int64_t Q) const;
+    // Inference forward of more rows than one pass: cuda_block_chunked.cu.
+    void forward_chunked(const ForwardCall& call, const ForwardChunks& chunks);
 
     int64_t routing_k(int64_t S) const {
         return cfg_.params.routing == HSPMN_ROUTING_TOPK ? topk_count(S, cfg_.params.sparsity_k) : S;
@@ -324,6 +416,7 @@ private:
     int64_t rope_S_ = 0;
     Activations act_;
     bool has_act_ = false;
+    bool last_chunked_ = false;  // the last forward ran forward_chunked (in the rows arena)
     Activations route_;     // route()'s router values
     BackwardScratch back_;
     DecodeScratch dec_;

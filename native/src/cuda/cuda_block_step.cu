@@ -50,11 +50,12 @@ void CudaBlock::ensure_step(int64_t seqs, int64_t max_len) {
         step_.qcnt.zero(d_);  // the invariant between steps: no slot has a query
         step_.seqs = seqs;
     }
-    if (sqdk_attention_decode_fits(cfg_.H, cfg_.Hkv, cfg_.Dh) && (more_seqs || max_len > step_.attention_len)) {
-        const void* before[2] = {step_.attention.partials.data(), step_.attention.counters.data()};
+    if (sqdk_attention_decode_fits(cfg_.H, cfg_.Hkv, cfg_.Dh) &&
+        (more_seqs || max_len > step_.attention_len || step_.attention.partials.bytes() == 0)) {
+        const void* before = step_.attention.partials.data();
         step_.attention_len = std::max(max_len, step_.attention_len);
         sqdk_attention_decode_scratch(d_, step_.attention, step_.seqs, step_.attention_len, cfg_.H, cfg_.Hkv, cfg_.Dh);
-        if (step_.attention.partials.data() != before[0] || step_.attention.counters.data() != before[1])
+        if (step_.attention.partials.data() != before)
             ++step_generation_;
     }
 }

@@ -43,6 +43,8 @@ public:
     DeviceBuffer attention_delta;    // [B, H, C] f32 of the backward
     DeviceBuffer triton_scratch;     // Triton's global scratch, when a kernel asks for one
     DeviceBuffer non_finite_first;   // [1] u64 of find_non_finite, kept: a per-call cudaFree syncs the device
+    DeviceBuffer rows_arena;         // runtime.h rows_arena
+    uint64_t rows_arena_generation = 0;
 
     static constexpr std::size_t kWorkspaceBytes = std::size_t(32) << 20;
 

@@ -136,6 +136,7 @@ void Device::release() noexcept {
     attention_delta = DeviceBuffer();
     triton_scratch = DeviceBuffer();
     non_finite_first = DeviceBuffer();
+    rows_arena = DeviceBuffer();
     workspace = DeviceBuffer();
     if (lt_handle) lt->destroy(lt_handle);
     lt_handle = nullptr;
@@ -144,5 +145,15 @@ void Device::release() noexcept {
 }
 
 void Device::activate() const { check(cudaSetDevice(ordinal), "cudaSetDevice"); }
+
+char* rows_arena(Device& d, std::size_t bytes) {
+    if (d.rows_arena.bytes() < bytes) {
+        d.rows_arena.ensure(d, bytes);
+        ++d.rows_arena_generation;
+    }
+    return d.rows_arena.as<char>();
+}
+
+uint64_t rows_arena_generation(const Device& d) { return d.rows_arena_generation; }
 
 }  // namespace hspmn::cuda

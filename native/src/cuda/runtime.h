@@ -59,6 +59,14 @@ private:
     std::size_t bytes_ = 0;
 };
 
+// The device's rows arena: one buffer of scratch that every block of the context shares for the calls
+// that run their rows in bounded chunks (decode, the chunked inference forward). The stream runs one
+// call at a time, so one call's scratch is dead when the next begins. rows_arena returns at least
+// `bytes` (contents undefined), regrowing it when smaller; each regrowth bumps the generation, which
+// a captured graph that used the arena compares at each replay.
+char* rows_arena(Device& d, std::size_t bytes);
+uint64_t rows_arena_generation(const Device& d);
+
 enum class DType { BF16, F32 };
 
 // Row-major GEMM on the context's stream through cuBLASLt, bf16 operands, fp32 accumulation:

@@ -51,6 +51,15 @@ __device__ __forceinline__ void store8(__nv_bfloat16* p, const float* f) {
     *reinterpret_cast<Bf16x8*>(p) = v;
 }
 
+// The rotary table's entry (position p, pair i): rope_table and decode_rows both call this, so a row
+// table built for a call's positions holds the full table's values bit for bit.
+__device__ __forceinline__ void rope_entry(int64_t p, int64_t i, int64_t Dh, double base, float* c, float* s) {
+    const double inv_freq = pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(Dh));
+    const double angle = static_cast<double>(p) * inv_freq;
+    *c = static_cast<float>(cos(angle));
+    *s = static_cast<float>(sin(angle));
+}
+
 inline unsigned grid_for(int64_t n, int threads, int64_t cap = 65535LL * 16) {
     int64_t g = (n + threads - 1) / threads;
     if (g < 1) g = 1;

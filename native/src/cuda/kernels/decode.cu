@@ -21,14 +21,62 @@ __device__ __forceinline__ int seq_of(const DecodeMeta& m, int64_t r) {
     return lo;
 }
 
-// row_pos: [n] i32 = pos0[j] + (r - row_start[j])  row_cache: [n] i64 = slot[j] * max_len + row_pos[r]
-__global__ void decode_rows_kernel(DecodeMeta m, int64_t n, int64_t max_len, int32_t* __restrict__ row_pos,
-                                   int64_t* __restrict__ row_cache) {
-    for (int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; r < n; r += (int64_t)gridDim.x * blockDim.x) {
+// One thread per (row r, rotary pair i): row_pos: [n] i32 = pos0[j] + (r - row_start[j]),
+// row_cache: [n] i64 = slot[j] * max_len + row_pos[r] (written by i == 0), and the rotary table's
+// row at that position: cos_rows, sin_rows: [n, half] f32.
+__global__ void decode_rows_kernel(DecodeMeta m, int64_t n, int64_t max_len, int64_t Dh, double base,
+                                   int32_t* __restrict__ row_pos, int64_t* __restrict__ row_cache,
+                                   float* __restrict__ cos_rows, float* __restrict__ sin_rows) {
+    const int64_t half = Dh / 2;
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n * half; e += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = e / half, i = e - r * half;
         const int j = seq_of(m, r);
         const int64_t p = static_cast<int64_t>(m.pos0[j]) + (r - m.row_start[j]);
-        row_pos[r] = static_cast<int32_t>(p);
-        row_cache[r] = static_cast<int64_t>(m.slot[j]) * max_len + p;
+        if (i == 0) {
+            row_pos[r] = static_cast<int32_t>(p);
+            row_cache[r] = static_cast<int64_t>(m.slot[j]) * max_len + p;
+        }
+        kern::rope_entry(p, i, Dh, base, cos_rows + e, sin_rows + e);
+    }
+}
+
+constexpr int kChunkThreads = 256;
+
+// The first j in [lo, hi) with sel[j] >= v (sel increasing), else hi.
+__device__ __forceinline__ int64_t lower_bound(const int32_t* sel, int64_t lo, int64_t hi, int64_t v) {
+    while (lo < hi) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        if (sel[mid] < v) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+// One block: the chunk's part of one sequence's selection, and its one-sequence DecodeMeta.
+// sel: [count] i32 increasing  meta: [5] i32  qpos, qrow: [T] i32 (-1 past qcnt)  qcnt: [1] i32
+__global__ void __launch_bounds__(kChunkThreads) chunk_select_kernel(const int32_t* __restrict__ sel,
+                                                                     const int32_t* __restrict__ count, int64_t s0,
+                                                                     int64_t T, int32_t* __restrict__ meta,
+                                                                     int32_t* __restrict__ qpos,
+                                                                     int32_t* __restrict__ qrow,
+                                                                     int32_t* __restrict__ qcnt) {
+    __shared__ int64_t range[2];
+    if (threadIdx.x == 0) {
+        const int64_t c = *count;
+        range[0] = lower_bound(sel, 0, c, s0);
+        range[1] = lower_bound(sel, range[0], c, s0 + T);
+        meta[0] = 0;  // row_start {0, T}, slot {0}, pos0 {s0}, qblock {0}
+        meta[1] = static_cast<int32_t>(T);
+        meta[2] = 0;
+        meta[3] = static_cast<int32_t>(s0);
+        meta[4] = 0;
+        *qcnt = static_cast<int32_t>(range[1] - range[0]);
+    }
+    __syncthreads();
+    const int64_t lo = range[0], k = range[1] - range[0];
+    for (int64_t j = threadIdx.x; j < T; j += kChunkThreads) {
+        const int32_t p = j < k ? sel[lo + j] : -1;
+        qpos[j] = p;
+        qrow[j] = j < k ? static_cast<int32_t>(p - s0) : -1;
     }
 }
 
@@ -189,10 +237,18 @@ dim3 rows_grid(int64_t N, int64_t D, int64_t per_thread = 1) {
 
 }  // namespace
 
-void decode_rows(Device& d, const DecodeMeta& m, int64_t n, int64_t max_len, int32_t* row_pos, int64_t* row_cache) {
+void decode_rows(Device& d, const DecodeMeta& m, int64_t n, int64_t max_len, int64_t Dh, float rope_base,
+                 int32_t* row_pos, int64_t* row_cache, float* cos_rows, float* sin_rows) {
     if (n <= 0) return;
-    decode_rows_kernel<<<kern::grid_for(n, 256), 256, 0, stream(d)>>>(m, n, max_len, row_pos, row_cache);
+    decode_rows_kernel<<<kern::grid_for(n * (Dh / 2), 256), 256, 0, stream(d)>>>(
+        m, n, max_len, Dh, static_cast<double>(rope_base), row_pos, row_cache, cos_rows, sin_rows);
     check_launch("decode_rows");
+}
+
+void chunk_select(Device& d, const int32_t* sel, const int32_t* count, int64_t s0, int64_t T, int32_t* meta,
+                  int32_t* qpos, int32_t* qrow, int32_t* qcnt) {
+    chunk_select_kernel<<<1, kChunkThreads, 0, stream(d)>>>(sel, count, s0, T, meta, qpos, qrow, qcnt);
+    check_launch("chunk_select");
 }
 
 void decode_select(Device& d, const float* n, const DecodeMeta& m, int64_t C, int32_t* qpos, int32_t* qrow,

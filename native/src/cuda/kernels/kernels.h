@@ -143,7 +143,17 @@ struct DecodeMeta {
     int32_t seqs;
 };
 // row_pos: [n] i32 position of each row  row_cache: [n] i64 = slot * max_len + position
-void decode_rows(Device& d, const DecodeMeta& m, int64_t n, int64_t max_len, int32_t* row_pos, int64_t* row_cache);
+// cos_rows, sin_rows: [n, Dh/2] f32: rope_table's row at each row's position (the same values), so
+// RoPE of a call needs a table of its rows, not of every position up to max_len.
+void decode_rows(Device& d, const DecodeMeta& m, int64_t n, int64_t max_len, int64_t Dh, float rope_base,
+                 int32_t* row_pos, int64_t* row_cache, float* cos_rows, float* sin_rows);
+// The chunked inference forward's chunk: rows s0 .. s0 + T - 1 of one sequence whose selection over
+// the whole sequence is sel: [count] i32 increasing positions (count: [1] i32 on the device).
+// meta: [5] i32 = a one-sequence DecodeMeta {row_start {0, T}, slot {0}, pos0 {s0}, qblock {0}};
+// qpos, qrow: [1, T] i32 = the selected positions in [s0, s0 + T) and their rows (position - s0),
+// -1 past qcnt: [1] i32.
+void chunk_select(Device& d, const int32_t* sel, const int32_t* count, int64_t s0, int64_t T, int32_t* meta,
+                  int32_t* qpos, int32_t* qrow, int32_t* qcnt);
 // Threshold routing (n > 0, as route_select) compacted per sequence in increasing position.
 // n: [rows] f32  qpos: [seqs, C] i32 positions, qrow: [seqs, C] i32 rows (both -1 past qcnt)
 // qcnt: [seqs] i32  routed: [rows] i32 (1 selected, 0 not) or null
@@ -189,7 +199,7 @@ void rope_step(Device& d, const float* kf, const float* qf, const int32_t* slot,
 // qpos[s]; slots with qcnt 0 are skipped and their o rows left as they were)  k, v: [seqs, max_len,
 // Hkv*Dh] bf16  lse: [seqs, H] f32. Head dims 32, 64, 128; at most 8 query heads per KV head.
 struct DecodeAttentionScratch {
-    DeviceBuffer partials, counters;
+    DeviceBuffer partials;
 };
 bool sqdk_attention_decode_fits(int64_t H, int64_t Hkv, int64_t Dh);
 int64_t sqdk_attention_decode_chunk(int64_t max_len);
@@ -233,7 +243,7 @@ bool skinny_gemm_fits(int64_t M, int64_t N, int64_t K);
 // Launch shape knobs for the tuning sweep of tests/skinny_gemm_cuda (0: the defaults). Not for
 // production callers: the scratch must be sized after they change.
 struct SkinnyTuning {
-    int unroll = 0;          // 16-byte chunks per row each round (per matrix)
+    int stages = 0;          // cp.async tiles in flight per warp (2..4; default 3)
     int blocks_per_sm = 0;   // split-K target
 };
 SkinnyTuning& skinny_tuning();

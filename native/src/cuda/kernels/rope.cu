@@ -12,10 +12,7 @@ __global__ void rope_table_kernel(int64_t S, int64_t Dh, double base, float* __r
     const int64_t half = Dh / 2;
     for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < S * half; e += (int64_t)gridDim.x * blockDim.x) {
         const int64_t p = e / half, i = e - p * half;
-        const double inv_freq = pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(Dh));
-        const double angle = static_cast<double>(p) * inv_freq;
-        cos_t[e] = static_cast<float>(cos(angle));
-        sin_t[e] = static_cast<float>(sin(angle));
+        kern::rope_entry(p, i, Dh, base, cos_t + e, sin_t + e);
     }
 }
 

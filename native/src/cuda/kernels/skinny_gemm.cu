@@ -1,16 +1,12 @@
 // skinny_gemm: y = x W^T for at most 32 rows of x (a decode step), streaming the weights once.
 //
 // At M <= 32 a GEMM is a pass over W [N, K] bf16: 2 bytes per weight for 2M flops, far below the
-// tensor cores' intensity, so the only aim is to keep HBM busy. cuBLASLt at such M pays for tiles
-// sized for large M; here each warp streams a 16-row tile of W with 16-byte loads that bypass L1
-// and multiplies it on the tensor cores (mma.sync m16n8k16: W as the 16-row A operand, the tokens as
-// the 8-column B operand, so one weight load serves up to 32 tokens).
-//
-// The k order inside each 32-wide chunk is permuted so both operands come from plain 16-byte loads:
-// lane (g = lane / 4, q = lane % 4) loads W[row g][8q .. 8q+7], W[row g+8][8q .. 8q+7] and
-// x[token g][8q .. 8q+7]; the first mma takes elements 0..3 of each load as logical k {2q, 2q+1,
-// 2q+8, 2q+9}, the second elements 4..7. A and B see the same permutation, so the dot product is
-// unchanged: only the order of the f32 sums differs from cuBLASLt's.
+// tensor cores' intensity, so the only aim is to keep HBM busy. Each warp of a block streams its K
+// quarter of the block's 16-row tile through a private cp.async pipeline (kStages tiles of 128 k in
+// flight; each 16-byte copy of a warp covers 256 contiguous bytes of two rows, no registers held while
+// the bytes travel), then multiplies it on the tensor cores: mma.sync m16n8k16 with W as the 16-row A
+// operand (ldmatrix from the swizzled stage) and the tokens as the 8-column B operand (from x, which
+// stays in L1/L2), so one pass over the weights serves up to 32 tokens.
 //
 // Split-K: a block's 4 warps split its tile's K four ways and sum in shared memory; gridDim.y blocks
 // split it further, writing partials that the last block to finish (a per-tile counter) sums in
@@ -29,18 +25,35 @@ using bf16 = __nv_bfloat16;
 
 constexpr int kWarps = 4;   // warps per block, each a quarter of the block's K range
 constexpr int kTile = 16;   // output features per block (the mma's M)
-constexpr int kChunk = 32;  // k per lane-group load round (4 lanes x 8 bf16)
+constexpr int kKTile = 128;               // k per pipeline stage: 256 bytes of each row
+constexpr int kRowBytes = kKTile * 2;
+constexpr int kPieces = kTile * kKTile / 8;  // 16-byte pieces of one matrix's stage (256: 8 per lane)
 
-// Weights are read once per step: no L1 allocation, so x and the partials keep the cache.
-__device__ __forceinline__ uint4 ld_stream(const bf16* p) {
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
-    return v;
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-__device__ __forceinline__ uint4 ld_x(const bf16* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+// 16 bytes global -> shared without a register; bytes = 0 writes zeros (K's tail).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(addr));
+}
+
+// Row r's 16-byte piece c of a stage sits at piece c ^ (r % 8): the 8 rows an ldmatrix reads at one
+// column fall in 8 different bank groups.
+__device__ __forceinline__ int swizzle(int row, int piece) { return piece ^ (row & 7); }
+
+__device__ __forceinline__ uint32_t ld_x32(const bf16* p) { return __ldg(reinterpret_cast<const unsigned int*>(p)); }
 
 // c (16 x 8 f32) += a (16 x 16 bf16, row) * b (16 x 8 bf16, col)
 __device__ __forceinline__ void mma(float* c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
@@ -106,8 +119,9 @@ __device__ __forceinline__ void epilogue(const Args& a, int64_t row0, int g, int
     }
 }
 
-template <int kMode, int NW, int NT, int UNROLL>
+template <int kMode, int NW, int NT, int STAGES>
 __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(Args a) {
+    extern __shared__ __align__(128) unsigned char stages[];  // [kWarps][STAGES][NW][16 rows][256 B]
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
     const int64_t tile = blockIdx.x, row0 = tile * kTile;
     if (a.ep.reset_counts && blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x < a.M) {
@@ -122,25 +136,40 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(Args a) {
         if (!any) return;
     }
 
+    // B operand rows: token 8 t + g of tile t (null: a zero row)
     const bf16* xrow[NT];
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
         const int m = 8 * t + g;
         int64_t r = -1;
         if (m < a.M) r = a.x_map ? a.x_map[m] : m;
-        xrow[t] = r >= 0 ? a.x + r * a.ldx + 8 * q : nullptr;
+        xrow[t] = r >= 0 ? a.x + r * a.ldx : nullptr;
     }
-    const bf16* wrow[NW][2];
-    wrow[0][0] = a.w0 + (row0 + g) * a.K + 8 * q;
-    wrow[0][1] = wrow[0][0] + 8 * a.K;
-    if constexpr (NW == 2) {
-        wrow[1][0] = a.w1 + (row0 + g) * a.K + 8 * q;
-        wrow[1][1] = wrow[1][0] + 8 * a.K;
-    }
+    const bf16* w[NW];
+    w[0] = a.w0 + row0 * a.K;
+    if constexpr (NW == 2) w[1] = a.w1 + row0 * a.K;
+    unsigned char* mine = stages + static_cast<size_t>(warp) * STAGES * NW * kTile * kRowBytes;
 
-    const int64_t chunks = a.K / kChunk, splits = static_cast<int64_t>(gridDim.y) * kWarps;
+    const int64_t ktiles = (a.K + kKTile - 1) / kKTile, splits = static_cast<int64_t>(gridDim.y) * kWarps;
     const int64_t split = static_cast<int64_t>(blockIdx.y) * kWarps + warp;
-    const int64_t c0 = split * chunks / splits, c1 = (split + 1) * chunks / splits;
+    const int64_t t0 = split * ktiles / splits, t1 = (split + 1) * ktiles / splits;
+
+    // Stage `st` <- k tile t of every matrix: lane l copies pieces l + 32 i (row (l + 32 i) / 16).
+    auto load = [&](int64_t t, int st) {
+        const int64_t k0 = t * kKTile;
+#pragma unroll
+        for (int j = 0; j < NW; ++j) {
+            unsigned char* dst = mine + (st * NW + j) * kTile * kRowBytes;
+#pragma unroll
+            for (int i = 0; i < kPieces / 32; ++i) {
+                const int c = lane + 32 * i, row = c >> 4, piece = c & 15;
+                const int64_t k = k0 + piece * 8;
+                const bool in = k < a.K;
+                cp_async16(smem_addr(dst + row * kRowBytes + swizzle(row, piece) * 16),
+                           in ? w[j] + row * a.K + k : w[j], in ? 16 : 0);
+            }
+        }
+    };
 
     float acc[NW][NT][4];
 #pragma unroll
@@ -150,34 +179,43 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(Args a) {
 #pragma unroll
             for (int i = 0; i < 4; ++i) acc[j][t][i] = 0.0f;
 
-    auto round = [&](int64_t c, auto unroll_tag) {
-        constexpr int U = decltype(unroll_tag)::value;
-        uint4 wv[U][NW][2];
-        uint4 xv[U][NT];
 #pragma unroll
-        for (int u = 0; u < U; ++u)
+    for (int s = 0; s < STAGES - 1; ++s) {
+        if (t0 + s < t1) load(t0 + s, s);
+        cp_async_commit();  // empty groups keep the count uniform
+    }
+    // ldmatrix.x4 addresses: lane l gives row (l % 8) + 8 ((l / 8) % 2) of piece (kk / 8) + l / 16
+    const int lrow = (lane & 7) + ((lane >> 3) & 1) * 8, lpiece = lane >> 4;
+    for (int64_t t = t0; t < t1; ++t) {
+        cp_async_wait<STAGES - 2>();
+        __syncwarp();  // every lane's copies of tile t landed; tile t-1's stage is free for reuse
+        const int64_t tn = t + STAGES - 1;
+        if (tn < t1) load(tn, static_cast<int>((tn - t0) % STAGES));
+        cp_async_commit();
+        const int st = static_cast<int>((t - t0) % STAGES);
+        const int64_t k0 = t * kKTile;
 #pragma unroll
-            for (int j = 0; j < NW; ++j) {
-                wv[u][j][0] = ld_stream(wrow[j][0] + (c + u) * kChunk);
-                wv[u][j][1] = ld_stream(wrow[j][1] + (c + u) * kChunk);
+        for (int kk = 0; kk < kKTile; kk += 16) {
+            const int64_t k = k0 + kk;
+            if (k >= a.K) break;
+            uint32_t b[NT][2];
+#pragma unroll
+            for (int tt = 0; tt < NT; ++tt) {
+                const bool has = xrow[tt] != nullptr;
+                b[tt][0] = has && k + 2 * q < a.K ? ld_x32(xrow[tt] + k + 2 * q) : 0u;
+                b[tt][1] = has && k + 2 * q + 8 < a.K ? ld_x32(xrow[tt] + k + 2 * q + 8) : 0u;
             }
 #pragma unroll
-        for (int u = 0; u < U; ++u)
+            for (int j = 0; j < NW; ++j) {
+                const unsigned char* base = mine + (st * NW + j) * kTile * kRowBytes;
+                uint32_t a0, a1, a2, a3;
+                ldmatrix_x4(smem_addr(base + lrow * kRowBytes + swizzle(lrow, (kk >> 3) + lpiece) * 16), a0, a1, a2, a3);
 #pragma unroll
-            for (int t = 0; t < NT; ++t) xv[u][t] = xrow[t] ? ld_x(xrow[t] + (c + u) * kChunk) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-        for (int u = 0; u < U; ++u)
-#pragma unroll
-            for (int j = 0; j < NW; ++j)
-#pragma unroll
-                for (int t = 0; t < NT; ++t) {
-                    mma(acc[j][t], wv[u][j][0].x, wv[u][j][1].x, wv[u][j][0].y, wv[u][j][1].y, xv[u][t].x, xv[u][t].y);
-                    mma(acc[j][t], wv[u][j][0].z, wv[u][j][1].z, wv[u][j][0].w, wv[u][j][1].w, xv[u][t].z, xv[u][t].w);
-                }
-    };
-    int64_t c = c0;
-    for (; c + UNROLL <= c1; c += UNROLL) round(c, std::integral_constant<int, UNROLL>{});
-    for (; c < c1; ++c) round(c, std::integral_constant<int, 1>{});
+                for (int tt = 0; tt < NT; ++tt) mma(acc[j][tt], a0, a1, a2, a3, b[tt][0], b[tt][1]);
+            }
+        }
+    }
+    cp_async_wait<0>();
 
     // The block's four K quarters, summed by warp 0 in warp order.
     __shared__ float red[kWarps][NW][NT][4][32];
@@ -231,15 +269,25 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(Args a) {
     epilogue<kMode, NW, NT>(a, row0, g, q, acc);
 }
 
+template <int kMode, int NW, int NT, int STAGES>
+void launch_stages(Device& d, const Args& a, dim3 grid) {
+    constexpr int smem = kWarps * STAGES * NW * kTile * kRowBytes;
+    static bool raised = false;  // per instantiation: over 48 KB needs the opt-in, once per process
+    if (!raised) {
+        check(cudaFuncSetAttribute(skinny_gemm_kernel<kMode, NW, NT, STAGES>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
+              "cudaFuncSetAttribute (skinny_gemm)");
+        raised = true;
+    }
+    skinny_gemm_kernel<kMode, NW, NT, STAGES><<<grid, kWarps * 32, smem, stream(d)>>>(a);
+}
+
 template <int kMode, int NW, int NT>
 void launch_nt(Device& d, const Args& a, dim3 grid) {
-    // About as many bytes in flight per warp whether one or two matrices stream.
-    int u = skinny_tuning().unroll;
-    if (u <= 0) u = NW == 2 ? 2 : 4;
-    u *= NW;  // loads per round per row: u chunks of each matrix
-    if (u <= 2) skinny_gemm_kernel<kMode, NW, NT, (NW == 2 ? 1 : 2)><<<grid, kWarps * 32, 0, stream(d)>>>(a);
-    else if (u <= 4) skinny_gemm_kernel<kMode, NW, NT, (NW == 2 ? 2 : 4)><<<grid, kWarps * 32, 0, stream(d)>>>(a);
-    else skinny_gemm_kernel<kMode, NW, NT, (NW == 2 ? 4 : 8)><<<grid, kWarps * 32, 0, stream(d)>>>(a);
+    const int stages = skinny_tuning().stages > 0 ? skinny_tuning().stages : 3;
+    if (stages <= 2) launch_stages<kMode, NW, NT, 2>(d, a, grid);
+    else if (stages == 3) launch_stages<kMode, NW, NT, 3>(d, a, grid);
+    else launch_stages<kMode, NW, NT, 4>(d, a, grid);
 }
 
 template <int kMode, int NW>
@@ -249,11 +297,11 @@ void launch_mode(Device& d, const Args& a, dim3 grid) {
     else launch_nt<kMode, NW, 4>(d, a, grid);
 }
 
-// Blocks along K: enough blocks for about 4 per multiprocessor, each warp at least two chunks.
+// Blocks along K: about blocks_per_sm blocks per multiprocessor, each warp at least one k tile.
 int64_t splits_for(Device& d, int64_t N, int64_t K) {
-    const int bps = skinny_tuning().blocks_per_sm > 0 ? skinny_tuning().blocks_per_sm : 4;
+    const int bps = skinny_tuning().blocks_per_sm > 0 ? skinny_tuning().blocks_per_sm : 2;
     const int64_t tiles = N / kTile, want = static_cast<int64_t>(bps) * sm_count(d);
-    const int64_t by_k = std::max<int64_t>(1, K / kChunk / (2 * kWarps));
+    const int64_t by_k = std::max<int64_t>(1, (K + kKTile - 1) / kKTile / kWarps);
     return std::max<int64_t>(1, std::min({(want + tiles - 1) / tiles, by_k, int64_t{65535}}));
 }
 
@@ -268,7 +316,7 @@ SkinnyTuning& skinny_tuning() {
 
 bool skinny_gemm_fits(int64_t M, int64_t N, int64_t K) {
     return M >= 1 && M <= kSkinnyMaxRows && N > 0 && N % kTile == 0 && N / kTile <= 0x7fffffff && K > 0 &&
-           K % kChunk == 0;
+           K % 8 == 0;
 }
 
 void skinny_gemm_scratch(Device& d, SkinnyScratch& s, int64_t M, int64_t N, int64_t K, int nw) {
@@ -287,7 +335,7 @@ void skinny_gemm_scratch(Device& d, SkinnyScratch& s, int64_t M, int64_t N, int6
 void skinny_gemm(Device& d, int64_t M, int64_t N, int64_t K, const __nv_bfloat16* x, int64_t ldx, const int32_t* x_map,
                  const __nv_bfloat16* w0, const __nv_bfloat16* w1, const SkinnyEpilogue& ep, SkinnyScratch& s) {
     if (!skinny_gemm_fits(M, N, K))
-        fail(HSPMN_ERR_INTERNAL, "skinny_gemm: M %lld, N %lld, K %lld outside its shapes (M <= %d, N %% 16, K %% 32)",
+        fail(HSPMN_ERR_INTERNAL, "skinny_gemm: M %lld, N %lld, K %lld outside its shapes (M <= %d, N %% 16, K %% 8)",
              static_cast<long long>(M), static_cast<long long>(N), static_cast<long long>(K), kSkinnyMaxRows);
     const int nw = w1 ? 2 : 1;
     if ((ep.mode == SKINNY_SWIGLU || ep.mode == SKINNY_KV) != (nw == 2))

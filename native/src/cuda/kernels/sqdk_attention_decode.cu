@@ -3,9 +3,8 @@
 // The Triton kernel gives each (query tile, head) one program: at one query per slot that is H
 // programs per slot walking the whole cache, a few percent of the machine at B = 1. Here a block
 // takes one (slot, KV head, chunk of keys) for every query head of its GQA group, so each K/V row is
-// read once per step, and a 32k cache spreads over hundreds of blocks (flash-decoding). The last block
-// of a (slot, KV head) to finish (a counter) merges the chunks in chunk order, so results do not
-// depend on scheduling. Its p are relative to its own running maximum, not the Triton kernel's
+// read once per step, and a 32k cache spreads over hundreds of blocks (flash-decoding). A second
+// launch merges each (slot, head)'s chunks in chunk order, so results do not depend on scheduling. Its p are relative to its own running maximum, not the Triton kernel's
 // sequential one, so their bf16 roundings differ: the step path agrees with the forward to bf16
 // accuracy, not to f32 order (check_decode.py says how that is checked).
 //
@@ -38,7 +37,6 @@ struct Args {
     bf16* o;                    // [seqs, H * Dh]
     float* lse;                 // [seqs, H] (natural log)
     float* partials;            // [seqs, Hkv, splits, G, Dh + 2]: unnormalised o, then m, l
-    unsigned* counters;         // [seqs, Hkv], zero between launches
     int64_t max_len;
     int H, Hkv, G, chunk, splits;
     float scale_log2;           // 1/sqrt(Dh) * log2(e)
@@ -191,31 +189,42 @@ __global__ void __launch_bounds__(kThreads) sqdk_attention_decode_kernel(Args a)
         mine[threadIdx.x * frag + Dh] = m_s[threadIdx.x];
         mine[threadIdx.x * frag + Dh + 1] = l_s[threadIdx.x];
     }
-    __threadfence();
-    __syncthreads();
-    __shared__ unsigned done;
-    if (threadIdx.x == 0) done = atomicAdd(&a.counters[slot * a.Hkv + kvh], 1u);
-    __syncthreads();
-    if (done != static_cast<unsigned>(nsplit - 1)) return;
-    __threadfence();
-    // The last block merges the splits in order: o = sum 2^(m_s - M) o_s / sum 2^(m_s - M) l_s.
-    const float* all = a.partials + sh * G * frag;
-    for (int e = threadIdx.x; e < G * Dh; e += kThreads) {
-        const int g = e / Dh, dcol = e - g * Dh;
-        float M = -INFINITY;
-        for (int sp = 0; sp < nsplit; ++sp) M = fmaxf(M, __ldcg(all + (sp * G + g) * frag + Dh));
-        float num = 0.0f, den = 0.0f;
-        for (int sp = 0; sp < nsplit; ++sp) {
-            const float* part = all + (sp * G + g) * frag;
-            const float w = exp2f(__ldcg(part + Dh) - M);
-            num += w * __ldcg(part + dcol);
-            den += w * __ldcg(part + Dh + 1);
-        }
-        const int h = kvh * G + g;
-        a.o[static_cast<int64_t>(slot) * D + h * Dh + dcol] = __float2bfloat16_rn(num / den);
-        if (dcol == 0) a.lse[static_cast<int64_t>(slot) * a.H + h] = (M + log2f(den)) * 0.6931471805599453f;
+}
+
+// Merges a (slot, head)'s splits in split order: o = sum 2^(m_s - M) o_s / sum 2^(m_s - M) l_s.
+// Thread t takes dim t % Dh of the splits s = t / Dh (mod kSubsets); the subsets' sums are added in
+// subset order, so the result does not depend on scheduling.
+template <int Dh>
+__global__ void __launch_bounds__(kThreads * 2) sqdk_attention_decode_combine_kernel(Args a) {
+    constexpr int kSubsets = kThreads * 2 / Dh;
+    const int h = blockIdx.x, slot = blockIdx.y, G = a.G, kvh = h / G, g = h - kvh * G;
+    if (a.qcnt[slot] == 0) return;
+    const int64_t keys = std::min<int64_t>(a.qpos[slot], a.max_len - 1) + 1;
+    const int nsplit = static_cast<int>((keys + a.chunk - 1) / a.chunk);
+    const int64_t frag = Dh + 2, D = static_cast<int64_t>(a.H) * Dh;
+    const float* all = a.partials + (static_cast<int64_t>(slot) * a.Hkv + kvh) * a.splits * G * frag + g * frag;
+    const int d = threadIdx.x % Dh, sub = threadIdx.x / Dh;
+    float M = -INFINITY;
+    for (int sp = 0; sp < nsplit; ++sp) M = fmaxf(M, all[sp * G * frag + Dh]);
+    float num = 0.0f, den = 0.0f;
+#pragma unroll 8
+    for (int sp = sub; sp < nsplit; sp += kSubsets) {
+        const float* part = all + sp * G * frag;
+        const float w = exp2f(part[Dh] - M);
+        num += w * part[d];
+        den += w * part[Dh + 1];
     }
-    if (threadIdx.x == 0) a.counters[slot * a.Hkv + kvh] = 0;
+    __shared__ float red[kSubsets][Dh][2];
+    red[sub][d][0] = num;
+    red[sub][d][1] = den;
+    __syncthreads();
+    if (sub != 0) return;
+    for (int r = 1; r < kSubsets; ++r) {
+        num += red[r][d][0];
+        den += red[r][d][1];
+    }
+    a.o[static_cast<int64_t>(slot) * D + h * Dh + d] = __float2bfloat16_rn(num / den);
+    if (d == 0) a.lse[static_cast<int64_t>(slot) * a.H + h] = (M + log2f(den)) * 0.6931471805599453f;
 }
 
 }  // namespace
@@ -235,12 +244,7 @@ void sqdk_attention_decode_scratch(Device& d, DecodeAttentionScratch& s, int64_t
                                    int64_t Hkv, int64_t Dh) {
     const int64_t splits = (max_len + sqdk_attention_decode_chunk(max_len) - 1) / sqdk_attention_decode_chunk(max_len);
     const std::size_t part = static_cast<std::size_t>(seqs * Hkv * splits * (H / Hkv) * (Dh + 2)) * sizeof(float);
-    const std::size_t cnt = static_cast<std::size_t>(seqs * Hkv) * sizeof(unsigned);
     if (s.partials.bytes() < part) s.partials.ensure(d, part);
-    if (s.counters.bytes() < cnt) {
-        s.counters.ensure(d, cnt);
-        s.counters.zero(d);
-    }
 }
 
 void sqdk_attention_decode(Device& d, int64_t seqs, int64_t max_len, int64_t H, int64_t Hkv, int64_t Dh,
@@ -251,20 +255,30 @@ void sqdk_attention_decode(Device& d, int64_t seqs, int64_t max_len, int64_t H, 
              static_cast<long long>(H), static_cast<long long>(Hkv), static_cast<long long>(Dh));
     const int64_t chunk = sqdk_attention_decode_chunk(max_len), splits = (max_len + chunk - 1) / chunk;
     const std::size_t part = static_cast<std::size_t>(seqs * Hkv * splits * (H / Hkv) * (Dh + 2)) * sizeof(float);
-    if (s.partials.bytes() < part || s.counters.bytes() < static_cast<std::size_t>(seqs * Hkv) * sizeof(unsigned))
+    if (s.partials.bytes() < part)
         fail(HSPMN_ERR_INTERNAL, "sqdk_attention_decode: scratch not sized for %lld slots of %lld",
              static_cast<long long>(seqs), static_cast<long long>(max_len));
-    if (seqs > 65535 || Hkv > 65535 || splits > 0x7fffffff)
+    if (seqs > 65535 || H > 65535 || splits > 0x7fffffff)
         fail(HSPMN_ERR_SHAPE, "sqdk_attention_decode: grid (%lld, %lld, %lld) exceeds CUDA's limits",
              static_cast<long long>(splits), static_cast<long long>(Hkv), static_cast<long long>(seqs));
-    Args a{q, qpos, qcnt, k, v, o, lse, s.partials.as<float>(), s.counters.as<unsigned>(), max_len,
+    Args a{q, qpos, qcnt, k, v, o, lse, s.partials.as<float>(), max_len,
            static_cast<int>(H), static_cast<int>(Hkv), static_cast<int>(H / Hkv), static_cast<int>(chunk),
            static_cast<int>(splits), static_cast<float>(1.0 / std::sqrt(static_cast<double>(Dh)) * 1.4426950408889634)};
     const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(Hkv), static_cast<unsigned>(seqs));
+    const dim3 heads(static_cast<unsigned>(H), static_cast<unsigned>(seqs));
     switch (Dh) {
-        case 32: sqdk_attention_decode_kernel<32><<<grid, kThreads, 0, stream(d)>>>(a); break;
-        case 64: sqdk_attention_decode_kernel<64><<<grid, kThreads, 0, stream(d)>>>(a); break;
-        default: sqdk_attention_decode_kernel<128><<<grid, kThreads, 0, stream(d)>>>(a); break;
+        case 32:
+            sqdk_attention_decode_kernel<32><<<grid, kThreads, 0, stream(d)>>>(a);
+            sqdk_attention_decode_combine_kernel<32><<<heads, kThreads * 2, 0, stream(d)>>>(a);
+            break;
+        case 64:
+            sqdk_attention_decode_kernel<64><<<grid, kThreads, 0, stream(d)>>>(a);
+            sqdk_attention_decode_combine_kernel<64><<<heads, kThreads * 2, 0, stream(d)>>>(a);
+            break;
+        default:
+            sqdk_attention_decode_kernel<128><<<grid, kThreads, 0, stream(d)>>>(a);
+            sqdk_attention_decode_combine_kernel<128><<<heads, kThreads * 2, 0, stream(d)>>>(a);
+            break;
     }
     check_launch("sqdk_attention_decode");
 }

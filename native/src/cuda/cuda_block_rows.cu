@@ -1,0 +1,101 @@
+// CudaBlock::run_rows: the sequence of kernels of one block over a set of rows (RowsPass in
+// cuda_block_impl.h), shared by the forward (cuda_block.cu), the chunked inference forward
+// (cuda_block_chunked.cu) and cached decoding (cuda_block_decode.cu). Every kernel but the conv and
+// the attention is row-independent; the conv over a cache is the forward's arithmetic tap for tap
+// (kernels/decode.cu) and the attention sees the same keys, so passes over different sets of rows
+// differ only where cuBLASLt picks another algorithm for another M (float32 summation order).
+#include "cuda_block_impl.h"
+
+namespace hspmn::cuda::detail {
+
+int64_t CudaBlock::chunk_row_bytes() const {
+    const int64_t D = cfg_.D, F = cfg_.F, KV = cfg_.Hkv * cfg_.Dh;
+    // carve_rows with one query slot per row (all routed): rstd x2; h (= a), c, a_sel (= attn), q
+    // bf16 [D]; gate, up, act bf16 [F]; res f32 [D]; kf / qf / o f32 [max(KV, D)]; k, v bf16 [KV];
+    // lse [H]; then decode_rows' row_pos, row_cache and rope rows, the query lists' qpos, qrow.
+    return 8 + 2 * 4 * D + 2 * 3 * F + 4 * D + 4 * std::max(KV, D) + 2 * 2 * KV + 4 * cfg_.H + 12 + 4 * cfg_.Dh + 8;
+}
+
+int64_t CudaBlock::one_pass_row_bytes() const {
+    const int64_t D = cfg_.D, F = cfg_.F, KV = cfg_.Hkv * cfg_.Dh;
+    // Activations: rstd x2; h, c, a bf16 [D]; gate, up, act bf16 [F]; res f32 [D]; kf f32 [KV]; k, v
+    // bf16 [KV]; a_sel, q, attn bf16 [D], qf, o f32 [D], lse [H] per query slot (as many as rows).
+    return 8 + 2 * 3 * D + 2 * 3 * F + 4 * D + 4 * KV + 2 * 2 * KV + 2 * 3 * D + 4 * 2 * D + 4 * cfg_.H;
+}
+
+RowsBuffers CudaBlock::carve_rows(Carve& cv, int64_t n, int64_t Q) const {
+    const int64_t D = cfg_.D, F = cfg_.F, KV = cfg_.Hkv * cfg_.Dh;
+    RowsBuffers b{};
+    b.rstd_h = cv.take<float>(n);
+    b.rstd_a = cv.take<float>(n);
+    b.h = cv.take<bf16>(n * D);
+    b.a = b.h;  // h is dead once the conv (and the conv cache update) read it
+    b.c = cv.take<bf16>(n * D);
+    b.gate = cv.take<bf16>(n * F);
+    b.up = cv.take<bf16>(n * F);
+    b.act = cv.take<bf16>(n * F);
+    b.res = cv.take<float>(n * D);
+    // kf is dead once RoPE wrote k, qf once RoPE wrote q; o is written after both.
+    b.kf = b.qf = b.o = cv.take<float>(std::max(n * KV, Q * D));
+    b.k = cv.take<bf16>(n * KV);
+    b.v = cv.take<bf16>(n * KV);
+    b.a_sel = cv.take<bf16>(Q * D);
+    b.attn = b.a_sel;  // a_sel is dead once the Q GEMM read it
+    b.q = cv.take<bf16>(Q * D);
+    b.lse = cv.take<float>(Q * cfg_.H);
+    return b;
+}
+
+void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
+    const int64_t n = p.n, D = cfg_.D, F = cfg_.F, H = cfg_.H, Hkv = cfg_.Hkv, Dh = cfg_.Dh, KV = Hkv * Dh;
+    const int64_t Kc = cfg_.conv_kernel;
+    const float eps = cfg_.params.norm_eps;
+
+    // 1. Reflexive stream: h = rms_norm(x), c = causal_conv(h), res = x + down(silu(gate c) * up c).
+    rms_norm_forward(d_, p.x, w(P_REFLEX_NORM), eps, n, D, b.h, b.rstd_h);
+    if (!p.meta) {
+        causal_conv_forward(d_, b.h, w(P_REFLEX_CONV), p.conv_B, p.conv_S, D, Kc, b.c);
+    } else {
+        // The conv reads each sequence's cache before it is shifted.
+        decode_causal_conv(d_, b.h, p.conv_cache, w(P_REFLEX_CONV), *p.meta, n, D, Kc, b.c);
+        decode_conv_cache_update(d_, b.h, *p.meta, D, Kc, p.conv_cache);
+    }
+    gemm(d_, false, true, n, F, D, 1.0f, b.c, D, w(P_REFLEX_GATE), D, 0.0f, b.gate, DType::BF16, F);
+    gemm(d_, false, true, n, F, D, 1.0f, b.c, D, w(P_REFLEX_UP), D, 0.0f, b.up, DType::BF16, F);
+    swiglu_forward(d_, b.gate, b.up, n * F, b.act);
+    bf16_to_f32(d_, p.x, b.res, n * D);
+    gemm(d_, false, true, n, D, F, 1.0f, b.act, F, w(P_REFLEX_DOWN), F, 1.0f, b.res, DType::F32, D);
+
+    // 2. Contextual stream: K, V of every row (into the caches before any attention, so rows attend the
+    // earlier rows of their own pass), then Q and attention for the query slots only.
+    rms_norm_forward(d_, p.x, w(P_ATTN_NORM), eps, n, D, b.a, b.rstd_a);
+    gemm(d_, false, true, n, KV, D, 1.0f, b.a, D, w(P_ATTN_K), D, 0.0f, b.kf, DType::F32, KV);
+    gemm(d_, false, true, n, KV, D, 1.0f, b.a, D, w(P_ATTN_V), D, 0.0f, b.v, DType::BF16, KV);
+    rope_forward(d_, b.kf, b.k, n, Hkv, Dh, nullptr, nullptr, 0, p.key_S, p.cos_t, p.sin_t);
+    const bf16* keys = b.k;
+    const bf16* values = b.v;
+    if (p.kv_row) {
+        decode_kv_write(d_, b.k, b.v, p.kv_row, n, KV, p.k_cache, p.v_cache);
+        keys = p.k_cache;
+        values = p.v_cache;
+    }
+    const int64_t Q = p.blocks * p.C;
+    if (Q > 0) {
+        gather_selected(d_, b.a, p.q_rows, p.q_cnt, p.blocks, p.q_row_S, p.C, D, b.a_sel);
+        gemm(d_, false, true, Q, D, D, 1.0f, b.a_sel, D, w(P_ATTN_Q), D, 0.0f, b.qf, DType::F32, D);
+        rope_forward(d_, b.qf, b.q, Q, H, Dh, p.q_tab, p.q_cnt, p.C, p.att_S, p.cos_t, p.sin_t);
+        for (int64_t i = 0; i < p.run_count; ++i) {
+            const DecodeRun& r = p.runs[i];
+            const int64_t qo = r.block0 * p.C, ko = r.lo * p.att_S * KV;
+            sqdk_attention_forward(d_, AttentionShape{r.len, p.C, p.att_S, H, Hkv, Dh}, b.q + qo * D, p.q_pos + qo,
+                                   p.q_cnt + r.block0, keys + ko, values + ko, b.attn + qo * D,
+                                   b.lse + r.block0 * H * p.C);
+        }
+        gemm(d_, false, true, Q, D, D, 1.0f, b.attn, D, w(P_ATTN_O), D, 0.0f, b.o, DType::F32, D);
+        // 3. out = res + y o on the query rows (y = 1 in value).
+        gate_scatter_forward(d_, b.o, p.q_rows, p.q_cnt, p.blocks, p.q_row_S, p.C, D, b.res);
+    }
+    f32_to_bf16(d_, b.res, p.out, n * D);
+}
+
+}  // namespace hspmn::cuda::detail
