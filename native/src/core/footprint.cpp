@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <string>
+#include <thread>
 
 #include "alloc.h"
 #include "backend.h"
@@ -13,8 +14,10 @@ namespace hspmn {
 
 namespace {
 
-// cpu/gemm.cpp packs a [columns, KC] panel of B per call; its per-thread A blocks are small.
+// cpu/gemm.cpp packs a [columns, KC] panel of B per call, and per worker an A block of MC = 16 x 6
+// rows by KC.
 constexpr double kGemmKc = 256.0;
+constexpr double kGemmABlockBytes = 16.0 * 6.0 * 256.0 * 4.0;
 // cpu/cross_entropy_fused.cpp's row chunk; cuda/kernels/cross_entropy_fused.cu's logits per chunk.
 constexpr double kCpuCeChunkRows = 256.0;
 constexpr double kCudaCeChunkElems = 16777216.0;
@@ -22,6 +25,15 @@ constexpr double kCudaCeChunkElems = 16777216.0;
 struct Dims {
     double D, F, H, KV, Dh, P;  // P: parameters of one block
 };
+
+// CPU workers: the default pool (every hardware thread); a context asking for more is rare.
+double cpu_threads() {
+    const unsigned n = std::thread::hardware_concurrency();
+    return n > 0 ? static_cast<double>(n) : 1.0;
+}
+
+// The GEMM scratch of a product with `columns` output columns.
+double cpu_gemm(double columns) { return kGemmKc * 4.0 * (columns + 16.0) + kGemmABlockBytes * cpu_threads(); }
 
 Dims dims(const BlockConfig& c) {
     Dims d{static_cast<double>(c.D), static_cast<double>(c.F), static_cast<double>(c.H),
@@ -75,7 +87,9 @@ Footprint block_training_footprint(const BlockConfig& cfg, int64_t B, int64_t S,
     const Dims d = dims(cfg);
     const double N = static_cast<double>(B) * static_cast<double>(S);
     const double Nq = routed_rows(cfg, B, S), s = static_cast<double>(S), b = static_cast<double>(B);
-    const double gemm = kGemmKc * 4.0 * std::max(d.F, d.D);
+    const double gemm = cpu_gemm(std::max(d.F, d.D));
+    // sqdk_attention: per worker scores up to the furthest query position, and the query -> sequence map
+    const double attention = 4.0 * cpu_threads() * s + 8.0 * Nq;
     if (backend == HSPMN_BACKEND_CUDA) {
         // cuda_block.cu Activations (BC = Nq rows padded per sequence), its BackwardScratch and rope
         // tables, all kept with the block once grown.
@@ -93,15 +107,16 @@ Footprint block_training_footprint(const BlockConfig& cfg, int64_t B, int64_t S,
     const double acts = 4.0 * (4.0 * N * d.D + 3.0 * N * d.F + 2.0 * N * d.KV + 4.0 * Nq * d.D + Nq * d.H + 4.0 * N +
                                s * d.Dh) +
                         12.0 * Nq + 4.0 * N + 8.0 * (b + 1.0);
-    // forward: y [N, D] f32 and the GEMM panels beside the activations being built.
-    if (forward_peak) *forward_peak = {4.0 * N * d.D + gemm, 0.0};
+    // forward: y [N, D] f32, the selection, the GEMM panels and the attention's scratch beside the
+    // activations being built.
+    if (forward_peak) *forward_peak = {4.0 * N * d.D + 4.0 * Nq + gemm + attention, 0.0};
     if (backward_peak) {
         // backward (f32): d_out, dx, d_a [N, D] throughout; then the attention part (dk, dv [N, KV],
         // d_asel, d_o, d_attn, dq [Nq, D]) or the reflex part (d_act, d_gate, d_up [N, F], then
         // d_c, d_h [N, D] once d_act is freed).
         const double attn = 8.0 * N * d.KV + 16.0 * Nq * d.D + 4.0 * Nq * d.H;
         const double reflex = std::max(12.0 * N * d.F, 8.0 * N * d.F + 8.0 * N * d.D);
-        *backward_peak = {12.0 * N * d.D + 4.0 * Nq + 4.0 * N + std::max(attn, reflex) + gemm, 0.0};
+        *backward_peak = {12.0 * N * d.D + 4.0 * Nq + 4.0 * N + std::max(attn, reflex) + gemm + attention, 0.0};
     }
     return {acts, 0.0};
 }
@@ -158,7 +173,7 @@ Footprint model_rows_footprint(const hspmn_model_params& p, int64_t B, int64_t S
         // The CPU head widens h and the table to f32 (plus a [256, V] chunk of logits); the final norm
         // widens x and dx.
         const double head = std::max(4.0 * N * D + 4.0 * V * D + 4.0 * std::min(kCpuCeChunkRows, N) * V +
-                                         kGemmKc * 4.0 * std::max(V, D),
+                                         8.0 * std::min(kCpuCeChunkRows, N) + cpu_gemm(std::max(V, D)),
                                      8.0 * N * D);
         peak.host = std::max(peak.host, head);
     }
