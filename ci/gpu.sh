@@ -2,7 +2,8 @@
 # The CUDA backend on a GPU machine (the H200 device machine: nvcc, cuBLAS, python3 with torch and
 # triton 3.6.0, cmake; no Java unless .carry/ brings a JRE). Run from the repository root:
 #   bash ci/gpu.sh                 HSPMN_CUDA_ARCHS=90 by default; GPU_JOBS=<n> build jobs
-# Stages: configure, build, test_native, test_model, hspmn_cuda (gemm + attention vs float64), graph_cuda
+# Stages: configure, build, test_native, test_model, test_memory and memory_cuda (too-large configurations
+# refused before allocating, host and device), hspmn_cuda (gemm + attention vs float64), graph_cuda
 # (CUDA graphs through the ABI),
 # hspmn_cuda_lm (the language model's CUDA ops vs float64), golden parity through the CUDA backend, the
 # same goldens through the CPU backend of the CUDA-built library, the language model through the CUDA
@@ -78,6 +79,11 @@ stage ldd_nm bash -c "ldd $build/libhspmn.so; ! ldd $build/libhspmn.so | grep -E
 if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   stage test_native "$build/tests/test_native"
   stage test_model "$build/tests/test_model"
+  # configurations too large for memory are refused before allocating: host (test_memory, under an
+  # address-space limit) and the device (check_memory.py: model, decoder, training forward and tensor
+  # larger than the card give HSPMN_ERR_OUT_OF_MEMORY with the bytes needed and cudaMemGetInfo's free)
+  stage test_memory "$build/tests/test_memory"
+  stage memory_cuda "$py" native/reference/check_memory.py --backend cuda --lib "$build/libhspmn.so"
   stage test_sample "$build/tests/test_sample"
   stage hspmn_cuda "$build/tests/hspmn_cuda"
   stage hspmn_cuda_lm "$build/tests/hspmn_cuda_lm"

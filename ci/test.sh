@@ -27,6 +27,8 @@ HSPMN_CP="java/target/hspmn-0.1.0-SNAPSHOT.jar:java/target/lib/*" bash ci/serve-
 # the chunked inference forward (forced small chunks) against the one-pass forward, bitwise on the CPU
 .venv/bin/python native/reference/check_chunked.py --backend cpu --lib "$build/libhspmn.so"
 .venv/bin/python native/reference/test_dlpack.py --lib "$build/libhspmn.so"
+# configurations too large for memory are refused before allocating (ci/gpu.sh runs it on the device)
+.venv/bin/python native/reference/check_memory.py --backend cpu --lib "$build/libhspmn.so"
 # sampling: the CPU op against the definition bit for bit (and chi-square), and the CUDA kernel's
 # algorithm replayed in Python against the same definition
 .venv/bin/python native/reference/check_sample.py --backend cpu --lib "$build/libhspmn.so"

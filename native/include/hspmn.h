@@ -37,7 +37,10 @@ typedef enum hspmn_status {
     HSPMN_ERR_SHAPE = 2,            /* tensor shape does not fit the operation                   */
     HSPMN_ERR_DTYPE = 3,            /* tensor dtype does not fit the operation                   */
     HSPMN_ERR_MEMORY_KIND = 4,      /* host tensor where a device one is needed, or the reverse  */
-    HSPMN_ERR_OUT_OF_MEMORY = 5,
+    HSPMN_ERR_OUT_OF_MEMORY = 5,    /* an allocation failed, or (model, block, decoder, large tensor
+                                       creation, training forwards) the estimated footprint exceeds
+                                       free host or device memory: refused before allocating, the
+                                       message gives the bytes needed and available                */
     HSPMN_ERR_NOT_BUILT = 6,        /* the backend was not compiled into this library            */
     HSPMN_ERR_NO_DEVICE = 7,        /* the backend is built but no usable device was found       */
     HSPMN_ERR_BACKEND = 8,          /* a CUDA, cuBLAS or driver call failed                      */

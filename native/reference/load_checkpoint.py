@@ -3,7 +3,9 @@
     python load_checkpoint.py CKPT [--json]
 
 Proves the PyTorch side reads what io.hspmn.checkpoint.Checkpoint writes: the standard reader opens it,
-the `__metadata__` fields parse, the optimizer moments match their weights, values are finite, and when
+the `__metadata__` fields parse, every tensor matches its CRC-32 in `__metadata__.tensor_crc32` (when the
+file has them: checkpoints from before they existed do not), the optimizer moments match their weights,
+values are finite, and when
 the config describes a language model ({"vocab_size", "num_layers", "block": BlockConfig fields}) every
 block's weights load into hspmn_ref.HSPMNBlock with load_state_dict(strict=True), so the names and
 shapes are the reference's own. Exit status 0 when valid, 1 with the problems listed otherwise.
@@ -13,6 +15,7 @@ compares with what it wrote.
 
 import json
 import sys
+import zlib
 
 import torch
 from safetensors import safe_open
@@ -58,6 +61,19 @@ def check(path: str):
         problems.append("rng.state missing or not a 1-D int64 tensor")
     else:
         summary["rng_state"] = [int(x) for x in rng.tolist()]
+
+    if "tensor_crc32" in meta:
+        try:
+            crc = json.loads(meta["tensor_crc32"])
+        except json.JSONDecodeError as e:
+            crc = {}
+            problems.append(f"__metadata__.tensor_crc32 is not JSON: {e}")
+        for k, t in tensors.items():
+            raw = t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+            got = f"{zlib.crc32(raw):08x}"
+            if crc.get(k) != got:
+                problems.append(f"damaged tensor {k}: crc32 {got}, written {crc.get(k)!r}")
+        summary["checksums"] = len(crc)
 
     weights = {k: t for k, t in tensors.items() if not k.startswith(("optim.", "rng."))}
     for prefix in ("optim.m.", "optim.v."):

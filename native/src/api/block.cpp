@@ -5,6 +5,7 @@
 #include "../core/alloc.h"
 #include "../core/bf16.h"
 #include "../core/error.h"
+#include "../core/footprint.h"
 #include "../core/objects.h"
 #include "checks.h"
 #include "guard.h"
@@ -87,6 +88,14 @@ hspmn_status hspmn_block_create(hspmn_context* ctx, const hspmn_block_params* pa
         if (!params) fail(HSPMN_ERR_INVALID_ARGUMENT, "params is NULL");
         BlockConfig cfg = make_block_config(*params);
         BusyGuard busy(ctx->busy, "context");
+        {
+            double n = 0.0;
+            for (const ParamInfo& p : param_table(cfg)) n += static_cast<double>(p.numel);
+            const std::string what = format("a block of dim %lld, hidden %lld (%.0f parameters, with their "
+                                            "compute copies and gradients)",
+                                            static_cast<long long>(cfg.D), static_cast<long long>(cfg.F), n);
+            require_memory(*ctx->backend, block_params_footprint(cfg, ctx->backend->kind()), what.c_str());
+        }
         hspmn_block* block = new hspmn_block();
         try {
             block->ctx = ctx;

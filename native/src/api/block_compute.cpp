@@ -4,6 +4,7 @@
 
 #include "../core/alloc.h"
 #include "../core/error.h"
+#include "../core/footprint.h"
 #include "../core/objects.h"
 #include "checks.h"
 #include "guard.h"
@@ -75,6 +76,21 @@ void run_forward(hspmn_block* block, const hspmn_forward_params* params, const h
     check_routing_pin(block, indices, counts, B, S);
     check_finite(block->ctx, x, "x");
     check_finite(block->ctx, noise, "noise");
+    if (r.training) {
+        // What this forward keeps for backward (and backward's scratch), checked before it is allocated
+        // and only when it grows past what an earlier training forward already needed.
+        Footprint fwd, bwd;
+        Backend& be = *block->ctx->backend;
+        const Footprint need = block_training_footprint(block->cfg, B, S, be.kind(), &fwd, &bwd) + max_of(fwd, bwd);
+        const Footprint more = growth(need, block->admitted);
+        if (more.host > 0.0 || more.device > 0.0) {
+            const std::string what = format("a training forward of this block over [B, S] = [%lld, %lld] "
+                                            "(activations kept for backward, and backward's scratch)",
+                                            static_cast<long long>(B), static_cast<long long>(S));
+            require_memory(be, more, what.c_str());
+            block->admitted = max_of(block->admitted, need);
+        }
+    }
 
     ForwardCall call;
     call.training = r.training;

@@ -1,9 +1,11 @@
 // Cached decoding entry points (hspmn.h "cached decoding"): every argument checked here, slots and
 // token ids included, before the decoder runs.
 #include <memory>
+#include <string>
 
 #include "../core/alloc.h"
 #include "../core/error.h"
+#include "../core/footprint.h"
 #include "../core/objects.h"
 #include "../model/decoder.h"
 #include "checks.h"
@@ -41,6 +43,14 @@ hspmn_status hspmn_decoder_create(hspmn_model* model, int32_t max_seqs, int64_t 
             fail(HSPMN_ERR_INVALID_ARGUMENT, "max_len (%lld) must be in [1, 2^31 - 1]", static_cast<long long>(max_len));
         BusyGuard busy(model->busy, "model");
         BusyGuard busy_ctx(model->ctx->busy, "context");
+        {
+            const hspmn_model_params& p = model->impl->params();
+            const std::string what = format("a decoder of %d sequences x %lld tokens (K/V "
+                                            "caches and conv history of %d layers)",
+                                            max_seqs, static_cast<long long>(max_len), p.num_layers);
+            require_memory(*model->ctx->backend, decoder_footprint(p, max_seqs, max_len, model->ctx->backend->kind()),
+                           what.c_str());
+        }
         std::unique_ptr<Decoder> impl(new Decoder(*model->impl, max_seqs, max_len));
         hspmn_decoder* d = new hspmn_decoder();
         d->model = model;

@@ -2,10 +2,12 @@
 // ids included, before any op runs; the model itself is src/model/.
 #include <cmath>
 #include <memory>
+#include <string>
 
 #include "../core/alloc.h"
 #include "../core/bf16.h"
 #include "../core/error.h"
+#include "../core/footprint.h"
 #include "../core/objects.h"
 #include "../model/model.h"
 #include "checks.h"
@@ -67,12 +69,16 @@ void write_values(const hspmn_model* m, const float* f, int64_t n, hspmn_tensor*
 
 // Token ids: [B, S] i32 with every value in [0, V), read to the host (they index the embedding, so a
 // bad id must never reach a kernel). Returns the host copy.
-Buffer<int32_t> read_tokens(const hspmn_model* m, const hspmn_tensor* t, const char* arg, int64_t* B, int64_t* S) {
+void token_shape(const hspmn_model* m, const hspmn_tensor* t, const char* arg, int64_t* B, int64_t* S) {
     check_tensor(t, arg, m->ctx);
     check_dtype(t, arg, HSPMN_DTYPE_I32);
     if (t->ndim != 2) fail(HSPMN_ERR_SHAPE, "%s: expected shape [B, S], got %s", arg, shape_string(t).c_str());
     *B = t->shape[0];
     *S = t->shape[1];
+}
+
+Buffer<int32_t> read_tokens(const hspmn_model* m, const hspmn_tensor* t, const char* arg, int64_t* B, int64_t* S) {
+    token_shape(m, t, arg, B, S);
     Buffer<int32_t> host(static_cast<std::size_t>(t->numel));
     m->ctx->backend->copy_to_host(t, host.data());
     const int64_t V = m->impl->params().vocab_size;
@@ -81,6 +87,25 @@ Buffer<int32_t> read_tokens(const hspmn_model* m, const hspmn_tensor* t, const c
             fail(HSPMN_ERR_INVALID_ARGUMENT, "%s[%lld, %lld] = %d is not a token id in [0, %lld)", arg,
                  static_cast<long long>(k / *S), static_cast<long long>(k % *S), host[k], static_cast<long long>(V));
     return host;
+}
+
+// The forward's footprint (footprint.h) against free memory, before ensure_rows and the blocks
+// allocate it; checked only when it grows past what an earlier forward of the model already needed.
+void admit_rows(hspmn_model* m, int64_t B, int64_t S, bool training) {
+    Backend& be = *m->ctx->backend;
+    const hspmn_model_params& p = m->impl->params();
+    const Footprint need = model_rows_footprint(p, B, S, training, be.kind());
+    const Footprint more = growth(need, m->admitted);
+    if (more.host <= 0.0 && more.device <= 0.0) return;
+    const std::string what =
+        training ? format("a training forward over [B, S] = [%lld, %lld] (activations of %d layer%s kept for "
+                          "backward, and backward's scratch)",
+                          static_cast<long long>(B), static_cast<long long>(S), p.num_layers,
+                          p.num_layers == 1 ? "" : "s")
+                 : format("a forward over [B, S] = [%lld, %lld] (the model's activation buffers and head)",
+                          static_cast<long long>(B), static_cast<long long>(S));
+    require_memory(be, more, what.c_str());
+    m->admitted = max_of(m->admitted, need);
 }
 
 void check_which(int32_t which) {
@@ -118,6 +143,13 @@ hspmn_status hspmn_model_create(hspmn_context* ctx, const hspmn_model_params* pa
         if (!params) fail(HSPMN_ERR_INVALID_ARGUMENT, "params is NULL");
         validate_model_params(*params);
         BusyGuard busy(ctx->busy, "context");
+        {
+            const std::string what = format("a model of %d layer%s, dim %d, vocabulary %d (%.0f parameters, each "
+                                            "with its gradient, float32 master copy and AdamW moments)",
+                                            params->num_layers, params->num_layers == 1 ? "" : "s",
+                                            params->block.dim, params->vocab_size, model_param_count(*params));
+            require_memory(*ctx->backend, model_footprint(*params, ctx->backend->kind()), what.c_str());
+        }
         std::unique_ptr<Model> impl(new Model(ctx, *params, seed));
         hspmn_model* m = new hspmn_model();
         m->ctx = ctx;
@@ -263,10 +295,9 @@ hspmn_status hspmn_model_forward(hspmn_model* model, const hspmn_model_forward_p
         BusyGuard busy(model->busy, "model");
         BusyGuard busy_ctx(model->ctx->busy, "context");
         int64_t B = 0, S = 0, tB = 0, tS = 0;
-        Buffer<int32_t> tok = read_tokens(model, tokens, "tokens", &B, &S);
-        Buffer<int32_t> tgt;
+        token_shape(model, tokens, "tokens", &B, &S);
         if (targets) {
-            tgt = read_tokens(model, targets, "targets", &tB, &tS);
+            token_shape(model, targets, "targets", &tB, &tS);
             if (tB != B || tS != S)
                 fail(HSPMN_ERR_SHAPE, "targets: expected shape %s like tokens, got %s",
                      shape_string({B, S}).c_str(), shape_string(targets).c_str());
@@ -278,6 +309,10 @@ hspmn_status hspmn_model_forward(hspmn_model* model, const hspmn_model_forward_p
         const int64_t L = model->impl->params().num_layers;
         if (loss) check_arg(loss, "loss", model->ctx, HSPMN_DTYPE_F32, {2});
         if (stats) check_arg(stats, "stats", model->ctx, HSPMN_DTYPE_F32, {L, 2});
+        admit_rows(model, B, S, params->training != 0);
+        Buffer<int32_t> tok = read_tokens(model, tokens, "tokens", &B, &S);
+        Buffer<int32_t> tgt;
+        if (targets) tgt = read_tokens(model, targets, "targets", &tB, &tS);
         ModelForward c{};
         c.training = params->training;
         c.noise = params->noise;
@@ -321,8 +356,10 @@ hspmn_status hspmn_model_logits(hspmn_model* model, const hspmn_tensor* tokens, 
         BusyGuard busy(model->busy, "model");
         BusyGuard busy_ctx(model->ctx->busy, "context");
         int64_t B = 0, S = 0;
-        Buffer<int32_t> tok = read_tokens(model, tokens, "tokens", &B, &S);
+        token_shape(model, tokens, "tokens", &B, &S);
         check_arg(logits, "logits", model->ctx, HSPMN_DTYPE_F32, {B, model->impl->params().vocab_size});
+        admit_rows(model, B, S, false);
+        Buffer<int32_t> tok = read_tokens(model, tokens, "tokens", &B, &S);
         model->impl->logits(tok.data(), B, S, logits);
     });
 }

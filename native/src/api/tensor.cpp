@@ -1,8 +1,10 @@
 // Tensor lifetime and copies.
 #include <cstring>
+#include <string>
 
 #include "../core/alloc.h"
 #include "../core/error.h"
+#include "../core/footprint.h"
 #include "../core/objects.h"
 #include "checks.h"
 #include "guard.h"
@@ -14,6 +16,9 @@ namespace {
 
 // Any single tensor above this is a caller bug (a garbage shape), not a request to honour.
 constexpr int64_t kMaxTensorBytes = int64_t(1) << 46;
+// Tensors from this size on are checked against free memory first (footprint.h); smaller ones are
+// not worth reading /proc for on every call.
+constexpr int64_t kCheckedTensorBytes = int64_t(64) << 20;
 
 void fill_desc(const hspmn_tensor* t, hspmn_tensor_desc* d) {
     d->dtype = t->dtype;
@@ -53,6 +58,15 @@ hspmn_status hspmn_tensor_create(hspmn_context* ctx, int32_t dtype, int32_t memo
         if (nbytes > kMaxTensorBytes) fail(HSPMN_ERR_SHAPE, "tensor of %lld bytes is too large", static_cast<long long>(nbytes));
 
         BusyGuard busy(ctx->busy, "context");
+        if (nbytes >= kCheckedTensorBytes) {
+            Footprint need;
+            (memory == HSPMN_MEMORY_DEVICE ? need.device : need.host) = static_cast<double>(nbytes);
+            std::string dims;
+            for (int i = 0; i < ndim; ++i) dims += (i ? ", " : "") + std::to_string(shape[i]);
+            const std::string what = format("a %s tensor of shape [%s]", dtype_name(dtype),
+                                            dims.c_str());
+            require_memory(*ctx->backend, need, what.c_str());
+        }
         hspmn_tensor* t = new hspmn_tensor();
         try {
             t->data = ctx->backend->tensor_alloc(memory, static_cast<std::size_t>(nbytes));

@@ -17,6 +17,16 @@ void tracked_free(void* p, std::size_t bytes) noexcept;
 // live_bytes/peak_bytes like tracked_alloc's, by the backend that allocates it.
 void stats_count_bytes(int64_t delta) noexcept;
 
+// Host memory this process can still take without being killed: the least of MemAvailable
+// (/proc/meminfo), the cgroup's memory.max less its current use, and the address-space limit
+// (ulimit -v) less the process's size; physical memory when none of them can be read. `source`
+// names the bound that decided (static string).
+struct HostMemory {
+    uint64_t available;
+    const char* source;
+};
+HostMemory host_memory_available() noexcept;
+
 void stats_count_tensor(int delta) noexcept;
 void stats_count_block(int delta) noexcept;
 void stats_count_context(int delta) noexcept;

@@ -173,6 +173,13 @@ public:
     // Flat index of the first NaN/Inf of a bf16 or f32 tensor, or -1.
     virtual int64_t find_non_finite(const hspmn_tensor* t) = 0;
     virtual void synchronize() = 0;
+    // Free and total bytes of the backend's own device memory (cudaMemGetInfo), for the footprint
+    // checks of footprint.h; false for a backend without a device (the CPU uses host memory only).
+    virtual bool device_memory(std::size_t* free_bytes, std::size_t* total_bytes) {
+        (void)free_bytes;
+        (void)total_bytes;
+        return false;
+    }
     virtual BlockImpl* create_block(const BlockConfig& cfg, uint64_t seed) = 0;
     virtual void gumbel_noise(uint64_t seed, int64_t step, int32_t layer, hspmn_tensor* out) = 0;
 

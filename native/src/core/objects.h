@@ -7,6 +7,7 @@
 #include "alloc.h"
 #include "backend.h"
 #include "block_config.h"
+#include "footprint.h"
 #include "hspmn.h"
 
 struct hspmn_context : hspmn::Tracked {
@@ -47,6 +48,9 @@ struct hspmn_block : hspmn::Tracked {
     bool has_cache = false;
     int64_t cache_B = 0;
     int64_t cache_S = 0;
+    // The largest training-forward footprint checked against free memory so far (footprint.h):
+    // a forward that needs no more is not checked again.
+    hspmn::Footprint admitted{};
     // Graphs captured from this block; destroying it while > 0 is HSPMN_ERR_STATE.
     std::atomic<int> graph_refs{0};
 };
@@ -67,6 +71,8 @@ struct hspmn_model : hspmn::Tracked {
     std::atomic<int> busy{0};
     hspmn_context* ctx = nullptr;
     hspmn::Model* impl = nullptr;
+    // The largest forward footprint checked against free memory so far (footprint.h).
+    hspmn::Footprint admitted{};
     // Decoders made from this model; destroying it while > 0 is HSPMN_ERR_STATE.
     std::atomic<int> decoders{0};
 };

@@ -148,6 +148,12 @@ public:
         sync("cudaStreamSynchronize");
     }
 
+    bool device_memory(std::size_t* free_bytes, std::size_t* total_bytes) override {
+        d_->activate();
+        check(cudaMemGetInfo(free_bytes, total_bytes), "cudaMemGetInfo");
+        return true;
+    }
+
     BlockImpl* create_block(const BlockConfig& cfg, uint64_t seed) override {
         d_->activate();
         BlockImpl* inner = create_cuda_block(*d_, cfg, seed);

@@ -11,18 +11,28 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.SymbolLookup;
 import java.lang.foreign.ValueLayout;
 import java.lang.invoke.MethodHandle;
+import java.nio.file.FileAlreadyExistsException;
 import java.nio.file.Files;
+import java.nio.file.LinkOption;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
+import java.nio.file.attribute.PosixFilePermission;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
 import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HexFormat;
 import java.util.List;
+import java.util.Set;
 
 /**
  * Finds and loads libhspmn, and is the one place that calls restricted FFM methods by hand
  * (the generated bindings in {@code io.hspmn.ffi} make their own downcall handles, as jextract emits them).
  *
  * <p>Load order: (1) the file named by the system property {@value #PATH_PROPERTY}; (2) the copy
- * bundled in the jar at {@value #BUNDLED_RESOURCE}, extracted to a temporary file; (3) each directory
+ * bundled in the jar at {@value #BUNDLED_RESOURCE}, extracted once per content hash into a folder of the
+ * user's own under {@code java.io.tmpdir} ({@link #extract}); (3) each directory
  * of {@code java.library.path}. A candidate is accepted only if it exports {@code hspmn_abi_version}
  * and that returns the version the bindings were generated for. If none is accepted, one
  * {@link UnsatisfiedLinkError} lists every candidate with the reason it was refused.
@@ -111,10 +121,8 @@ public final class NativeLibrary {
                 if (in == null) {
                     tried.add(what + ": not on the class path");
                 } else {
-                    Path tmp = Files.createTempFile("libhspmn-", ".so");
-                    tmp.toFile().deleteOnExit();
-                    Files.copy(in, tmp, StandardCopyOption.REPLACE_EXISTING);
-                    Loaded l = tryOpen(tmp, what + " (extracted to " + tmp + ")", tried);
+                    Path lib = extract(in.readAllBytes(), Path.of(System.getProperty("java.io.tmpdir")));
+                    Loaded l = tryOpen(lib, what + " (extracted to " + lib + ")", tried);
                     if (l != null) {
                         return l;
                     }
@@ -144,6 +152,78 @@ public final class NativeLibrary {
             }
         }
         return null;
+    }
+
+    /**
+     * Where the bundled library's bytes go: {@code <root>/hspmn-<user>/libhspmn-<sha256 prefix>.so}, written
+     * once (to a temporary name, then renamed) and reused by every later JVM whose jar holds the same bytes;
+     * an existing file is used only if its bytes are exactly these. The folder must be the user's own and
+     * private (0700, not a link): the library is code this JVM runs, so nobody else may be able to plant or
+     * swap it. Where that cannot be had (another owner, a non-POSIX file system), a fresh temporary file is
+     * used instead and deleted when the JVM exits. Copies of other builds stay in the folder (one per build).
+     */
+    static Path extract(byte[] bytes, Path root) throws IOException {
+        String hash = sha256(bytes).substring(0, 16);
+        String user = System.getProperty("user.name", "user").replaceAll("[^A-Za-z0-9._-]", "_");
+        Path dir = root.resolve("hspmn-" + user);
+        if (privateFolder(dir)) {
+            Path lib = dir.resolve("libhspmn-" + hash + ".so");
+            if (Files.isRegularFile(lib, LinkOption.NOFOLLOW_LINKS) && Files.size(lib) == bytes.length
+                    && Arrays.equals(Files.readAllBytes(lib), bytes)) {
+                return lib;
+            }
+            Path tmp = Files.createTempFile(dir, ".libhspmn-" + hash + ".", ".tmp");
+            try {
+                Files.write(tmp, bytes);
+                Files.move(tmp, lib, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+            } finally {
+                Files.deleteIfExists(tmp);
+            }
+            return lib;
+        }
+        Path tmp = Files.createTempFile("libhspmn-", ".so");
+        tmp.toFile().deleteOnExit();
+        Files.write(tmp, bytes);
+        return tmp;
+    }
+
+    private static final Set<PosixFilePermission> OWNER_ONLY = PosixFilePermissions.fromString("rwx------");
+
+    /** Makes {@code dir} (0700) if missing; true when it is a real folder owned by this user that only they can use. */
+    private static boolean privateFolder(Path dir) {
+        try {
+            if (!Files.exists(dir, LinkOption.NOFOLLOW_LINKS)) {
+                try {
+                    Files.createDirectory(dir, PosixFilePermissions.asFileAttribute(OWNER_ONLY));
+                } catch (FileAlreadyExistsException raced) {
+                    // another JVM made it first: checked below like any existing folder
+                }
+            }
+            if (!Files.isDirectory(dir, LinkOption.NOFOLLOW_LINKS)) {
+                return false;
+            }
+            return ownedByMe(dir) && Files.getPosixFilePermissions(dir, LinkOption.NOFOLLOW_LINKS).equals(OWNER_ONLY);
+        } catch (IOException | UnsupportedOperationException e) {
+            return false;
+        }
+    }
+
+    /** By uid where the platform tells it (/proc/self is owned by this process's uid), else by user name. */
+    private static boolean ownedByMe(Path p) throws IOException {
+        try {
+            Object mine = Files.getAttribute(Path.of("/proc/self"), "unix:uid");
+            return mine.equals(Files.getAttribute(p, "unix:uid", LinkOption.NOFOLLOW_LINKS));
+        } catch (IOException | UnsupportedOperationException | IllegalArgumentException e) {
+            return Files.getOwner(p, LinkOption.NOFOLLOW_LINKS).getName().equals(System.getProperty("user.name"));
+        }
+    }
+
+    private static String sha256(byte[] bytes) {
+        try {
+            return HexFormat.of().formatHex(MessageDigest.getInstance("SHA-256").digest(bytes));
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException("the JDK has no SHA-256", e);
+        }
     }
 
     private static Loaded tryOpen(Path p, String what, List<String> tried) {

@@ -7,8 +7,12 @@ import org.junit.jupiter.api.io.TempDir;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -81,6 +85,50 @@ class LibraryLoaderTest {
         NativeLibrary.Loaded l = NativeLibrary.load(null, NativeLibrary.BUNDLED_RESOURCE, null);
         assertTrue(l.source().startsWith("bundled resource"), l.source());
         assertTrue(l.lookup().find("hspmn_abi_version").isPresent());
+        // a second load (another JVM start) finds the copy already extracted instead of making one more
+        NativeLibrary.Loaded again = NativeLibrary.load(null, NativeLibrary.BUNDLED_RESOURCE, null);
+        assertEquals(l.source(), again.source());
+    }
+
+    /**
+     * Issue 11: every JVM start extracted a new copy of the 6.8 MB library into the temporary folder and never
+     * removed it. Now one copy per content hash, reused, rewritten when it does not hold the same bytes.
+     */
+    @Test
+    void theBundledLibraryIsExtractedOncePerContent(@TempDir Path root) throws IOException {
+        byte[] a = "library bytes, build A".getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        byte[] b = "library bytes, build B".getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        Path first = NativeLibrary.extract(a, root);
+        for (int i = 0; i < 5; i++) {
+            assertEquals(first, NativeLibrary.extract(a, root));
+        }
+        assertTrue(first.startsWith(root), first.toString());
+        Path dir = first.getParent();
+        assertEquals("rwx------", java.nio.file.attribute.PosixFilePermissions.toString(Files.getPosixFilePermissions(dir)));
+        try (var files = Files.list(dir)) {
+            assertEquals(List.of(first), files.toList());
+        }
+        Path other = NativeLibrary.extract(b, root);
+        assertNotEquals(first, other);
+        Files.write(first, "tampered".getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        assertEquals(first, NativeLibrary.extract(a, root));
+        assertArrayEquals(a, Files.readAllBytes(first));
+        try (var files = Files.list(dir)) {
+            assertEquals(2, files.count()); // one per build, no temporary files left
+        }
+    }
+
+    /** A folder others can write to is not trusted with code: a temporary copy, deleted at exit, instead. */
+    @Test
+    void aSharedExtractionFolderIsNotUsed(@TempDir Path root) throws IOException {
+        String user = System.getProperty("user.name", "user").replaceAll("[^A-Za-z0-9._-]", "_");
+        Path dir = Files.createDirectory(root.resolve("hspmn-" + user));
+        Files.setPosixFilePermissions(dir, java.nio.file.attribute.PosixFilePermissions.fromString("rwxrwxrwx"));
+        byte[] a = "library bytes".getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        Path p = NativeLibrary.extract(a, root);
+        assertFalse(p.startsWith(dir), p.toString());
+        assertArrayEquals(a, Files.readAllBytes(p));
+        Files.delete(p);
     }
 
     @Test

@@ -23,13 +23,16 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import java.util.function.Consumer;
 
 /**
  * A training checkpoint as one safetensors file. Weights keep their PyTorch state_dict names so the
  * reference can {@code load_state_dict} them; AdamW's moments live beside them as {@code optim.m.<name>}
  * and {@code optim.v.<name>}; the RNG state is the I64 tensor {@code rng.state}. The scalars go in
  * {@code __metadata__} (strings, as the format requires): {@code format}, {@code format_version},
- * {@code config} (JSON), {@code step}, {@code data_position}.
+ * {@code config} (JSON), {@code step}, {@code data_position}, and {@code tensor_crc32}: every tensor's
+ * checksum ({@link Checksums}), checked by {@link #load} and {@link CheckpointVerifier}. A file without
+ * checksums (written before they existed) still loads, with a warning.
  *
  * @param configJson    the model/training config as a JSON object
  * @param step          optimizer steps taken
@@ -114,30 +117,46 @@ public record Checkpoint(String configJson, long step, long dataPosition, long[]
 
     /** The writer {@link #save} uses, exposed so tests can hook its progress. */
     public SafeTensorsWriter writer() {
+        Map<String, TensorData> all = new LinkedHashMap<>(weights);
+        optimM.forEach((k, v) -> all.put(OPTIM_M + k, v));
+        optimV.forEach((k, v) -> all.put(OPTIM_V + k, v));
+        all.put(RNG_STATE, TensorData.i64(new long[] {rngState.length}, rngState));
+        Map<String, MemorySegment> bytes = new LinkedHashMap<>();
+        all.forEach((k, v) -> bytes.put(k, v.bytes()));
         SafeTensorsWriter w = new SafeTensorsWriter()
                 .metadata("format", FORMAT)
                 .metadata("format_version", FORMAT_VERSION)
                 .metadata("config", configJson)
                 .metadata("step", Long.toString(step))
-                .metadata("data_position", Long.toString(dataPosition));
-        weights.forEach(w::add);
-        optimM.forEach((k, v) -> w.add(OPTIM_M + k, v));
-        optimV.forEach((k, v) -> w.add(OPTIM_V + k, v));
-        w.add(RNG_STATE, TensorData.i64(new long[] {rngState.length}, rngState));
+                .metadata("data_position", Long.toString(dataPosition))
+                .metadata(Checksums.KEY, Checksums.encode(bytes));
+        all.forEach(w::add);
         return w;
     }
 
     /**
      * Reads a checkpoint into memory (the file is closed on return). The file must pass the structural
      * and checkpoint checks of {@link CheckpointVerifier} (finiteness aside: a diverged run's state can
-     * still be loaded and inspected); the message names the first problem.
+     * still be loaded and inspected), and every tensor must match its checksum ("damaged tensor X" when
+     * one does not); the message names the first problem. A file without checksums loads with a warning
+     * through the {@link System.Logger} of this class.
      */
     public static Checkpoint load(Path path) throws IOException {
+        return load(path, w -> System.getLogger(Checkpoint.class.getName()).log(System.Logger.Level.WARNING, w));
+    }
+
+    /** {@link #load(Path)}, handing warnings (a file without checksums) to {@code warnings}. */
+    public static Checkpoint load(Path path, Consumer<String> warnings) throws IOException {
         try (SafeTensors st = SafeTensors.open(path)) {
             List<String> problems = CheckpointVerifier.schemaProblems(st.metadata(),
                     name -> st.contains(name) ? st.entry(name) : null, st.names());
             if (!problems.isEmpty()) {
                 throw new InvalidSafeTensorsException("not a valid checkpoint " + path + ": " + problems.getFirst());
+            }
+            String sums = st.metadata().get(Checksums.KEY);
+            Map<String, String> crc = sums == null ? null : Checksums.decode(sums); // schemaProblems checked it
+            if (crc == null) {
+                warnings.accept(path + ": " + Checksums.ABSENT);
             }
             Arena arena = Arena.ofAuto();
             Map<String, TensorData> weights = new LinkedHashMap<>();
@@ -148,6 +167,12 @@ public record Checkpoint(String configJson, long step, long dataPosition, long[]
                 SafeTensors.Entry e = st.entry(name);
                 MemorySegment copy = arena.allocate(Math.max(1, e.end() - e.begin()), 8).asSlice(0, e.end() - e.begin());
                 copy.copyFrom(st.bytes(name));
+                if (crc != null) {
+                    String got = Checksums.crc32(copy);
+                    if (!got.equals(crc.get(name))) {
+                        throw new InvalidSafeTensorsException(path + ": " + Checksums.damaged(name, crc.get(name), got));
+                    }
+                }
                 TensorData t = new TensorData(e.dtype(), e.shape(), copy);
                 if (name.equals(RNG_STATE)) {
                     rng = st.longs(name);

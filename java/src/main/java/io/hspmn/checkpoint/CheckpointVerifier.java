@@ -32,8 +32,9 @@ import java.util.regex.Pattern;
  * structure ({@link SafeTensorsHeader#parse}: header length bounds, strict JSON, entry types, known
  * dtypes, shape x itemsize == offset span with overflow-checked math, offsets tiling the data section),
  * the checkpoint fields ({@code __metadata__} format, config, step, data position, {@code rng.state},
- * optimizer moments matching their weights), names and shapes against the config, and finiteness of
- * every float value. A structural failure stops there (nothing after it can be located safely); the
+ * optimizer moments matching their weights, the checksum table naming exactly the file's tensors), names
+ * and shapes against the config, every tensor's data against its checksum ({@link Checksums}; a file
+ * without checksums gets a warning note, not a problem), and finiteness of every float value. A structural failure stops there (nothing after it can be located safely); the
  * later checks report every problem they find, up to {@link #MAX_PROBLEMS}.
  *
  * <p>{@link #verify(Path)} and {@link #verify(MemorySegment, String)} never throw: an unreadable file is
@@ -116,12 +117,28 @@ public final class CheckpointVerifier {
             checkExpected(want, entries, problems);
         }
         MemorySegment data = file.asSlice(h.dataOffset());
+        Map<String, String> crc = checksums(h.metadata());
+        if (h.metadata().containsKey(Checksums.KEY)) {
+            if (crc != null) {
+                notes.add("checksums: " + crc.size() + " tensors (crc32)");
+            }
+        } else {
+            notes.add("WARNING: " + Checksums.ABSENT);
+        }
         for (Entry e : entries.values()) {
             if (problems.size() >= MAX_PROBLEMS) {
                 break;
             }
+            MemorySegment bytes = data.asSlice(e.begin(), e.end() - e.begin());
+            String stored = crc == null ? null : crc.get(e.name());
+            if (stored != null) {
+                String got = Checksums.crc32(bytes);
+                if (!got.equals(stored)) {
+                    problems.add(Checksums.damaged(e.name(), stored, got));
+                }
+            }
             if (e.dtype().isFloating()) {
-                checkFinite(e, data.asSlice(e.begin(), e.end() - e.begin()), problems);
+                checkFinite(e, bytes, problems);
             }
         }
         if (problems.size() > MAX_PROBLEMS) {
@@ -169,6 +186,24 @@ public final class CheckpointVerifier {
                 }
             }
         }
+        String sums = meta.get(Checksums.KEY);
+        if (sums != null) {
+            try {
+                Map<String, String> crc = Checksums.decode(sums);
+                for (String name : names) {
+                    if (!crc.containsKey(name)) {
+                        p.add("tensor " + show(name) + " has no checksum in __metadata__." + Checksums.KEY);
+                    }
+                }
+                for (String name : crc.keySet()) {
+                    if (entry.apply(name) == null) {
+                        p.add("__metadata__." + Checksums.KEY + " names tensor " + show(name) + ", which the file does not hold");
+                    }
+                }
+            } catch (IllegalArgumentException e) {
+                p.add(e.getMessage());
+            }
+        }
         Entry rng = entry.apply(Checkpoint.RNG_STATE);
         if (rng == null) {
             p.add("tensor rng.state is missing");
@@ -204,6 +239,19 @@ public final class CheckpointVerifier {
      * {@code {"vocab_size": V, "num_layers": N, "block": {HspmnConfig JSON}}}. Other configs are noted
      * and their weights are checked only structurally.
      */
+    /** The checksums of the metadata, or null when absent or malformed (schemaProblems reports that). */
+    private static Map<String, String> checksums(Map<String, String> meta) {
+        String sums = meta.get(Checksums.KEY);
+        if (sums == null) {
+            return null;
+        }
+        try {
+            return Checksums.decode(sums);
+        } catch (IllegalArgumentException e) {
+            return null;
+        }
+    }
+
     private static Map<String, Expected> fromConfigJson(String cfg, List<String> problems, List<String> notes) {
         if (cfg == null || Checkpoint.configProblem(cfg) != null) {
             return null;

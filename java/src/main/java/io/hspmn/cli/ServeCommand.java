@@ -53,10 +53,8 @@ final class ServeCommand {
             out.print(ServerOptions.usage());
             return Main.OK;
         }
-        // a client that sends its request slowly is cut off (the JDK server's default is no limit)
-        if (System.getProperty("sun.net.httpserver.maxReqTime") == null) {
-            System.setProperty("sun.net.httpserver.maxReqTime", "60");
-        }
+        // Server's static initializer sets the JDK server's request-header deadline (maxReqTime) for every
+        // server, this one included; request bodies have their own deadline (--body-timeout-ms)
         Server server;
         try {
             server = Server.start(options);

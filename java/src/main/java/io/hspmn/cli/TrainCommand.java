@@ -4,6 +4,7 @@ import io.hspmn.io.InvalidSafeTensorsException;
 import io.hspmn.train.TrainCheckpoint;
 import io.hspmn.train.TrainOptions;
 import io.hspmn.train.Trainer;
+import io.hspmn.train.TrainingDivergedException;
 
 import java.io.IOException;
 import java.io.PrintStream;
@@ -78,6 +79,9 @@ final class TrainCommand {
             }
             out.printf("wrote %s, %s, %s%n", r.checkpoint(), r.metrics(), r.report());
             return Main.OK;
+        } catch (TrainingDivergedException e) {
+            err.println("error: " + e.getMessage());
+            return Main.FAILED;
         } catch (IllegalArgumentException e) {
             throw new UsageException(e.getMessage());
         }
@@ -97,7 +101,7 @@ final class TrainCommand {
                 }
                 TrainCheckpoint.State state;
                 try {
-                    state = TrainCheckpoint.load(ckpt);
+                    state = TrainCheckpoint.load(ckpt, w -> { }); // Trainer.open loads it again and warns
                 } catch (InvalidSafeTensorsException e) {
                     throw new UsageException("--resume: " + ckpt + " is not a training checkpoint: " + e.getMessage());
                 }

@@ -21,9 +21,10 @@ final class VerifyCommand {
                 Checks each checkpoint without trusting it: the safetensors structure (header bounds, strict JSON,
                 dtypes, offsets), the checkpoint fields (format, config, step, data position, rng.state, optimizer
                 moments matching their weights), every weight's name and shape against the model the config
-                describes, and that every float value is finite. CKPT is a checkpoint file, or a training --out
-                folder (its checkpoint.safetensors). Prints one report per file; exit status 1 when any has a
-                problem, 0 when all are valid.
+                describes, every tensor's data against the checksum written with it (a checkpoint from before
+                checksums gets a warning), and that every float value is finite. CKPT is a checkpoint file, or a
+                training --out folder (its checkpoint.safetensors). Prints one report per file; exit status 1 when
+                any has a problem, 0 when all are valid.
                 """;
     }
 

@@ -62,7 +62,13 @@ final class ScoreJob extends Slot {
             return false; // a one-token text: nothing to predict
         }
         int target = ids[scored + 1];
-        logprobs[scored++] = (float) Sampler.logProb(logits, offset, vocab, target);
+        double lp = Sampler.logProb(logits, offset, vocab, target);
+        if (!Double.isFinite(lp)) {
+            // log softmax of finite logits is finite: these hold NaN or an infinity
+            throw new IllegalStateException("the model's logits before token " + (scored + 1) + " are not finite (NaN or "
+                    + "infinite): its weights are damaged or have diverged");
+        }
+        logprobs[scored++] = (float) lp;
         if (scored == logprobs.length) {
             return false;
         }

@@ -25,7 +25,8 @@ import java.util.Set;
 /**
  * Writes a safetensors file atomically: everything goes to a temp file in the target's directory,
  * which is fsynced and then renamed over the target, so a crash or an error at any point leaves
- * either the old file or the new one, never a mix. Tensors are laid out in insertion order, back to
+ * either the old file or the new one, never a mix. A process killed mid-write leaves its temp file;
+ * the next write of the same target deletes it ({@link #removeOrphans}). Tensors are laid out in insertion order, back to
  * back; the header is padded with spaces (which the format allows) so the data starts 8-byte aligned.
  */
 public final class SafeTensorsWriter {
@@ -112,7 +113,9 @@ public final class SafeTensorsWriter {
         for (TensorData t : tensors.values()) {
             total += t.bytes().byteSize();
         }
-        Path tmp = Files.createTempFile(dir, "." + abs.getFileName() + ".", ".tmp");
+        removeOrphans(abs);
+        // The writer's pid in the name lets a later save tell an orphan (its process is gone) from a save in progress.
+        Path tmp = Files.createTempFile(dir, tempPrefix(abs) + ProcessHandle.current().pid() + ".", ".tmp");
         boolean done = false;
         try {
             keepPermissions(abs, tmp);
@@ -156,6 +159,53 @@ public final class SafeTensorsWriter {
             }
             throw e;
         }
+    }
+
+    /** Temporary files of {@code target} are named {@code .<name>.<pid>.<random>.tmp} beside it. */
+    private static String tempPrefix(Path target) {
+        return "." + target.getFileName() + ".";
+    }
+
+    /** A save abandoned this long ago (by a writer that named no pid) is an orphan: a live save touches its file. */
+    static final long ORPHAN_AGE_MILLIS = 10 * 60 * 1000L;
+
+    /**
+     * Deletes the temporary files that saves of {@code target} left behind when their process was killed
+     * mid-write ({@code .<name>.<pid>.<random>.tmp}, 46 MB each for a small model): those whose pid is no
+     * longer running, and those of the older naming without a pid that nobody has written to for
+     * {@value #ORPHAN_AGE_MILLIS} ms. Saves in progress, in this process or a live one, are left alone.
+     * Called before every {@link #write}; returns how many files it deleted.
+     */
+    public static int removeOrphans(Path target) throws IOException {
+        Path abs = target.toAbsolutePath();
+        Path dir = abs.getParent();
+        String prefix = tempPrefix(abs);
+        if (dir == null || !Files.isDirectory(dir)) {
+            return 0;
+        }
+        long self = ProcessHandle.current().pid();
+        int removed = 0;
+        try (var entries = Files.newDirectoryStream(dir, p -> {
+            String n = p.getFileName().toString();
+            return n.startsWith(prefix) && n.endsWith(".tmp");
+        })) {
+            for (Path p : entries) {
+                String middle = p.getFileName().toString();
+                middle = middle.substring(prefix.length(), middle.length() - ".tmp".length());
+                int dot = middle.indexOf('.');
+                boolean orphan;
+                if (dot > 0 && dot <= 18 && middle.substring(0, dot).chars().allMatch(Character::isDigit)) {
+                    long pid = Long.parseLong(middle.substring(0, dot));
+                    orphan = pid != self && ProcessHandle.of(pid).map(h -> !h.isAlive()).orElse(true);
+                } else {
+                    orphan = System.currentTimeMillis() - Files.getLastModifiedTime(p).toMillis() > ORPHAN_AGE_MILLIS;
+                }
+                if (orphan && Files.deleteIfExists(p)) {
+                    removed++;
+                }
+            }
+        }
+        return removed;
     }
 
     /**

@@ -39,10 +39,10 @@ final class GenerateHandler extends LimitedHandler {
     }
 
     @Override
-    int serve(HttpExchange ex, Runnable done) throws IOException {
+    int serve(HttpExchange ex, byte[] body, Runnable done) throws IOException {
         ServerOptions o = service.options();
         ByteTokenizer tok = service.tokenizer();
-        JsonBody j = JsonBody.parse(HttpIo.readBody(ex, o.maxBodyBytes()), FIELDS);
+        JsonBody j = JsonBody.parse(body, FIELDS);
         int[] prompt = encode(tok, j.requiredString("prompt"), "prompt");
         if (prompt.length == 0) {
             throw HttpError.badRequest("\"prompt\" is empty: the model needs at least one byte to start from");
@@ -114,7 +114,7 @@ final class GenerateHandler extends LimitedHandler {
             }
             if (r.finishReason() == FinishReason.ERROR) {
                 JsonObject e = new JsonObject();
-                e.addProperty("message", "generation failed: " + r.error());
+                e.addProperty("message", "generation failed: " + HttpIo.describe(r.error()));
                 e.addProperty("completion_tokens", r.generatedTokens());
                 HttpIo.event(os, "error", e);
             } else {

@@ -1,12 +1,19 @@
 package io.hspmn.serve;
 
+import com.google.gson.Gson;
+import com.google.gson.JsonElement;
 import com.google.gson.JsonObject;
+import com.google.gson.TypeAdapter;
+import com.google.gson.stream.JsonWriter;
 import com.sun.net.httpserver.HttpExchange;
 
 import java.io.IOException;
-import java.io.InputStream;
 import java.io.OutputStream;
+import java.io.StringWriter;
 import java.nio.charset.StandardCharsets;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.TimeUnit;
 
 /** Reading bounded request bodies and writing JSON and server-sent events. */
 final class HttpIo {
@@ -20,8 +27,14 @@ final class HttpIo {
         }
     }
 
-    /** The body, at most {@code max} bytes; a longer one (declared or sent) is a 413 before it is read in full. */
-    static byte[] readBody(HttpExchange ex, int max) throws IOException {
+    /**
+     * The body, at most {@code max} bytes; a longer one (declared or sent) is a 413 before it is read in full.
+     * It must arrive within {@code timeoutMillis}: after that the timer interrupts the reading thread, which
+     * closes the connection (the JDK server reads from an interruptible channel), and this throws a 408 (that
+     * the client will not see). Callers read the body before they take a concurrency permit, so a client that
+     * sends its body slowly holds a virtual thread and a socket for at most the timeout, and no permit.
+     */
+    static byte[] readBody(HttpExchange ex, int max, long timeoutMillis, ScheduledExecutorService timer) throws IOException {
         String declared = ex.getRequestHeaders().getFirst("Content-Length");
         if (declared != null) {
             long n;
@@ -38,16 +51,66 @@ final class HttpIo {
         if (type != null && !type.toLowerCase(java.util.Locale.ROOT).startsWith("application/json")) {
             throw new HttpError(415, "Content-Type must be application/json, got " + type);
         }
-        InputStream in = ex.getRequestBody();
-        byte[] buf = in.readNBytes(max + 1);
+        Deadline deadline = new Deadline(Thread.currentThread());
+        ScheduledFuture<?> alarm = timer.schedule(deadline::expire, timeoutMillis, TimeUnit.MILLISECONDS);
+        byte[] buf;
+        try {
+            buf = ex.getRequestBody().readNBytes(max + 1);
+        } catch (IOException e) {
+            if (deadline.finish()) {
+                throw e;
+            }
+            buf = null;
+        } finally {
+            alarm.cancel(false);
+        }
+        if (buf == null || !deadline.finish()) {
+            throw new HttpError(408, "the request body did not arrive within " + timeoutMillis + " ms");
+        }
         if (buf.length > max) {
             throw new HttpError(413, "the body is longer than the limit of " + max + " bytes");
         }
         return buf;
     }
 
+    /**
+     * The race between a body read and its timer, decided under one lock: either the reader finishes first and
+     * no interrupt ever comes, or the timer interrupts the reader inside the lock and the reader, once it gets
+     * the lock, knows it timed out (and clears the interrupt it may not have consumed).
+     */
+    private static final class Deadline {
+        private final Thread reader;
+        private boolean expired;
+        private boolean done;
+
+        Deadline(Thread reader) {
+            this.reader = reader;
+        }
+
+        synchronized void expire() {
+            if (!done && !expired) {
+                expired = true;
+                reader.interrupt();
+            }
+        }
+
+        /** Called by the reader: true when it finished in time; after a timeout, false with the interrupt cleared. */
+        synchronized boolean finish() {
+            if (expired) {
+                Thread.interrupted();
+                return false;
+            }
+            done = true;
+            return true;
+        }
+    }
+
+    /**
+     * Sends {@code body} as JSON. Strict: a NaN or infinite number (which JSON cannot carry) throws
+     * IllegalArgumentException before anything is sent, so a client never gets an unparseable body.
+     */
     static void sendJson(HttpExchange ex, int status, JsonObject body) throws IOException {
-        byte[] b = body.toString().getBytes(StandardCharsets.UTF_8);
+        byte[] b = strictJson(body).getBytes(StandardCharsets.UTF_8);
         ex.getResponseHeaders().set("Content-Type", "application/json; charset=utf-8");
         ex.sendResponseHeaders(status, b.length);
         try (OutputStream os = ex.getResponseBody()) {
@@ -64,9 +127,31 @@ final class HttpIo {
         }
     }
 
+    private static final TypeAdapter<JsonElement> JSON = new Gson().getAdapter(JsonElement.class);
+
+    /** {@code e} as JSON text; IllegalArgumentException for a NaN or infinite number (JsonElement.toString writes them). */
+    static String strictJson(JsonElement e) {
+        StringWriter w = new StringWriter();
+        try {
+            JSON.write(new JsonWriter(w), e);
+        } catch (IOException impossible) {
+            throw new java.io.UncheckedIOException(impossible);
+        }
+        return w.toString();
+    }
+
     /**
-     * {"error": {"status": N, "message": "..."}}. A 413 or 429 also closes the connection, so a large body
-     * the client is still sending is not read.
+     * What a failure says to an HTTP client: its message, never the exception's class name (the service's
+     * internals are no business of the client's); a failure without a message says only that it happened.
+     */
+    static String describe(Throwable t) {
+        String m = t == null ? null : t.getMessage();
+        return m == null || m.isBlank() ? "an internal error (see the server's log)" : m;
+    }
+
+    /**
+     * {"error": {"status": N, "message": "..."}}. A 408, 413 or 429 also closes the connection, so a body the
+     * client is still sending is not read.
      */
     static void sendError(HttpExchange ex, int status, String message) throws IOException {
         JsonObject e = new JsonObject();
@@ -74,7 +159,7 @@ final class HttpIo {
         e.addProperty("message", message);
         JsonObject o = new JsonObject();
         o.add("error", e);
-        if (status == 413 || status == 429) {
+        if (status == 408 || status == 413 || status == 429) {
             ex.getResponseHeaders().set("Connection", "close");
         }
         if (status == 429) {
@@ -94,7 +179,7 @@ final class HttpIo {
 
     /** One event; JSON from Gson is one line, so one data line carries it. */
     static void event(OutputStream os, String name, JsonObject data) throws IOException {
-        os.write(("event: " + name + "\ndata: " + data + "\n\n").getBytes(StandardCharsets.UTF_8));
+        os.write(("event: " + name + "\ndata: " + strictJson(data) + "\n\n").getBytes(StandardCharsets.UTF_8));
         os.flush();
     }
 }

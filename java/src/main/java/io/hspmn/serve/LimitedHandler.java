@@ -7,9 +7,11 @@ import java.io.IOException;
 import java.util.concurrent.atomic.AtomicBoolean;
 
 /**
- * A POST endpoint that uses the model: one of the service's concurrency permits for its whole duration
- * (none left: 429 at once), exactly its path (else 404), and every failure turned into a JSON error with
- * the right status while the server goes on. Records the request in the metrics.
+ * A POST endpoint that uses the model: exactly its path (else 404), its body read in full first (bounded in
+ * size and in time: {@link HttpIo#readBody}), then one of the service's concurrency permits for the rest of
+ * the request (none left: 429 at once), and every failure turned into a JSON error with the right status
+ * while the server goes on. The body comes before the permit so that clients sending slowly, or not at all,
+ * cannot hold the permits that the others need. Records the request in the metrics.
  */
 abstract class LimitedHandler implements HttpHandler {
     final Service service;
@@ -21,11 +23,11 @@ abstract class LimitedHandler implements HttpHandler {
     }
 
     /**
-     * Serves the request; returns the status sent. Throws {@link HttpError} before anything is sent. Calls
-     * {@code done} once the model work is over and before the last bytes go out, so a client that sends its
-     * next request the moment it has read this response finds the permit free again.
+     * Serves the request whose body is {@code body}; returns the status sent. Throws {@link HttpError} before
+     * anything is sent. Calls {@code done} once the model work is over and before the last bytes go out, so a
+     * client that sends its next request the moment it has read this response finds the permit free again.
      */
-    abstract int serve(HttpExchange ex, Runnable done) throws IOException;
+    abstract int serve(HttpExchange ex, byte[] body, Runnable done) throws IOException;
 
     @Override
     public final void handle(HttpExchange ex) {
@@ -36,10 +38,11 @@ abstract class LimitedHandler implements HttpHandler {
                 throw new HttpError(404, "no endpoint " + ex.getRequestURI().getPath());
             }
             HttpIo.requireMethod(ex, "POST");
+            ServerOptions o = service.options();
+            byte[] body = HttpIo.readBody(ex, o.maxBodyBytes(), o.bodyTimeoutMillis(), service.timer());
             if (!service.permits().tryAcquire()) {
                 service.metrics().rejected.increment();
-                throw new HttpError(429, "too many requests in flight (limit " + service.options().maxConcurrent()
-                        + "); retry later");
+                throw new HttpError(429, "too many requests in flight (limit " + o.maxConcurrent() + "); retry later");
             }
             AtomicBoolean held = new AtomicBoolean(true);
             Runnable release = () -> {
@@ -48,7 +51,7 @@ abstract class LimitedHandler implements HttpHandler {
                 }
             };
             try {
-                code = serve(ex, release);
+                code = serve(ex, body, release);
             } finally {
                 release.run();
             }
@@ -59,12 +62,15 @@ abstract class LimitedHandler implements HttpHandler {
             code = 499; // the client closed the connection (nginx's convention), nothing more to send
         } catch (RuntimeException e) {
             code = 500;
-            trySendError(ex, 500, "internal error: " + e);
+            LOG.log(System.Logger.Level.ERROR, "internal error serving " + path, e);
+            trySendError(ex, 500, "internal error: " + HttpIo.describe(e));
         } finally {
             service.metrics().request(path, code, (System.nanoTime() - t0) / 1e9);
             ex.close();
         }
     }
+
+    static final System.Logger LOG = System.getLogger(LimitedHandler.class.getName());
 
     private static void trySendError(HttpExchange ex, int status, String message) {
         if (ex.getResponseCode() != -1) {

@@ -31,7 +31,7 @@ final class ModelLoader {
         Path file = resolve(path);
         TrainCheckpoint.State state;
         try {
-            state = TrainCheckpoint.load(file);
+            state = TrainCheckpoint.load(file, w -> System.err.println("serve: warning: " + w));
         } catch (IOException e) {
             throw new UncheckedIOException("cannot read checkpoint " + file + ": " + e.getMessage(), e);
         }

@@ -30,9 +30,9 @@ final class ScoreHandler extends LimitedHandler {
     }
 
     @Override
-    int serve(HttpExchange ex, Runnable done) throws IOException {
+    int serve(HttpExchange ex, byte[] body, Runnable done) throws IOException {
         ServerOptions o = service.options();
-        JsonBody j = JsonBody.parse(HttpIo.readBody(ex, o.maxBodyBytes()), FIELDS);
+        JsonBody j = JsonBody.parse(body, FIELDS);
         int[] ids = GenerateHandler.encode(service.tokenizer(), j.requiredString("text"), "text");
         if (ids.length == 0) {
             throw HttpError.badRequest("\"text\" is empty");
@@ -60,12 +60,39 @@ final class ScoreHandler extends LimitedHandler {
             f.cancel(false);
             throw new HttpError(503, "scoring took longer than " + TIMEOUT_SECONDS + " s");
         } catch (ExecutionException e) {
-            throw new HttpError(500, "scoring failed: " + e.getCause());
+            throw new HttpError(500, "scoring failed: " + HttpIo.describe(e.getCause()));
         }
         done.run();
+        String bad = nonFinite(r);
+        if (bad != null) {
+            // JSON has no NaN; and a model that produces one is broken, which the client should hear as such.
+            throw new HttpError(500, "scoring failed: the model produced a non-finite " + bad
+                    + ": its weights are damaged or have diverged (hspmn verify checks a checkpoint)");
+        }
         service.metrics().scoredTokens.add(ids.length);
         HttpIo.sendJson(ex, 200, toJson(r));
         return 200;
+    }
+
+    /** The first non-finite number of the result, named, or null when all are finite. */
+    static String nonFinite(ScoreResult r) {
+        float[] lp = r.logprobs();
+        for (int i = 0; i < lp.length; i++) {
+            if (!Float.isFinite(lp[i])) {
+                return "log-probability (" + lp[i] + " for token " + (i + 1) + ")";
+            }
+        }
+        ForwardReport f = r.report();
+        for (int i = 0; i < f.numLayers(); i++) {
+            if (!Float.isFinite(f.routedFraction()[i]) || !Float.isFinite(f.aux()[i])) {
+                return "routing statistic (layer " + i + ": routed fraction " + f.routedFraction()[i] + ", aux loss "
+                        + f.aux()[i] + ")";
+            }
+        }
+        if (Double.isInfinite(f.crossEntropy())) { // NaN (one token) is left out of the JSON
+            return "cross-entropy (" + f.crossEntropy() + ")";
+        }
+        return null;
     }
 
     static JsonObject toJson(ScoreResult r) {

@@ -30,6 +30,12 @@ public final class Server implements AutoCloseable {
         if (System.getProperty("sun.net.httpserver.nodelay") == null) {
             System.setProperty("sun.net.httpserver.nodelay", "true");
         }
+        // A client that sends its request line and headers slowly is cut off after this many seconds (the
+        // JDK server's default is no limit; it also forgets the connections of exchanges that ended without a
+        // response only through this timer). Bodies have their own, shorter deadline (--body-timeout-ms).
+        if (System.getProperty("sun.net.httpserver.maxReqTime") == null) {
+            System.setProperty("sun.net.httpserver.maxReqTime", "60");
+        }
     }
 
     private final HttpServer http;
@@ -177,6 +183,7 @@ public final class Server implements AutoCloseable {
     public void close() {
         http.stop(2);
         executor.shutdownNow();
+        service.close();
         if (ownedEngine != null) {
             ownedEngine.close();
         }

@@ -28,11 +28,16 @@ import java.util.Locale;
  * @param maxConcurrent       generate and score requests served at once; more is 429
  * @param maxBatch            sequences decoded together
  * @param prefillChunk        the most prompt tokens prefilled between two decode steps (Engine.Options)
+ * @param bodyTimeoutMillis   the most a request body may take to arrive once its headers are in; a slower
+ *                            client's connection is closed (the body is read before the request takes one
+ *                            of the {@code maxConcurrent} permits, so slow clients never hold one)
  */
 public record ServerOptions(String host, int port, Path checkpoint, ModelConfig randomModel, long seed,
                             Models.EngineKind engine, Backend backend,
                             int threads, int maxBodyBytes, int maxPromptTokens, int maxNewTokens, int defaultNewTokens,
-                            int maxConcurrent, int maxBatch, int prefillChunk) {
+                            int maxConcurrent, int maxBatch, int prefillChunk, int bodyTimeoutMillis) {
+    /** The default of {@code --body-timeout-ms}. */
+    public static final int DEFAULT_BODY_TIMEOUT_MILLIS = 10_000;
 
     public ServerOptions {
         if (port < 0 || port > 65535) {
@@ -55,14 +60,16 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
         if (threads < 0) {
             throw new IllegalArgumentException("--threads must be >= 0, got " + threads);
         }
+        positive("--body-timeout-ms", bodyTimeoutMillis);
     }
 
-    /** With the default prefill chunk. */
+    /** With the default prefill chunk and body timeout. */
     public ServerOptions(String host, int port, Path checkpoint, ModelConfig randomModel, long seed,
                          Models.EngineKind engine, Backend backend, int threads, int maxBodyBytes, int maxPromptTokens,
                          int maxNewTokens, int defaultNewTokens, int maxConcurrent, int maxBatch) {
         this(host, port, checkpoint, randomModel, seed, engine, backend, threads, maxBodyBytes, maxPromptTokens,
-                maxNewTokens, defaultNewTokens, maxConcurrent, maxBatch, Generator.DEFAULT_PREFILL_CHUNK);
+                maxNewTokens, defaultNewTokens, maxConcurrent, maxBatch, Generator.DEFAULT_PREFILL_CHUNK,
+                DEFAULT_BODY_TIMEOUT_MILLIS);
     }
 
     private static void positive(String name, int v) {
@@ -90,17 +97,23 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
 
     public ServerOptions withLimits(int maxBodyBytes, int maxPromptTokens, int maxNewTokens, int maxConcurrent, int maxBatch) {
         return new ServerOptions(host, port, checkpoint, randomModel, seed, engine, backend, threads, maxBodyBytes,
-                maxPromptTokens, maxNewTokens, Math.min(defaultNewTokens, maxNewTokens), maxConcurrent, maxBatch, prefillChunk);
+                maxPromptTokens, maxNewTokens, Math.min(defaultNewTokens, maxNewTokens), maxConcurrent, maxBatch,
+                prefillChunk, bodyTimeoutMillis);
     }
 
     public ServerOptions withRandomModel(ModelConfig config, long seed, Backend backend, int threads) {
         return new ServerOptions(host, port, null, config, seed, engine, backend, threads, maxBodyBytes, maxPromptTokens,
-                maxNewTokens, defaultNewTokens, maxConcurrent, maxBatch, prefillChunk);
+                maxNewTokens, defaultNewTokens, maxConcurrent, maxBatch, prefillChunk, bodyTimeoutMillis);
     }
 
     public ServerOptions withEngine(Models.EngineKind kind) {
         return new ServerOptions(host, port, checkpoint, randomModel, seed, kind, backend, threads, maxBodyBytes,
-                maxPromptTokens, maxNewTokens, defaultNewTokens, maxConcurrent, maxBatch, prefillChunk);
+                maxPromptTokens, maxNewTokens, defaultNewTokens, maxConcurrent, maxBatch, prefillChunk, bodyTimeoutMillis);
+    }
+
+    public ServerOptions withBodyTimeout(int millis) {
+        return new ServerOptions(host, port, checkpoint, randomModel, seed, engine, backend, threads, maxBodyBytes,
+                maxPromptTokens, maxNewTokens, defaultNewTokens, maxConcurrent, maxBatch, prefillChunk, millis);
     }
 
     /** The options' help text. */
@@ -137,13 +150,17 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
               --max-batch N          (8)       sequences decoded together
               --prefill-chunk N      (2048)    prompt tokens prefilled between two decode steps: a long
                                                prompt holds the running streams up by one chunk per token
+              --body-timeout-ms N    (10000)   a request body must arrive within this once its headers
+                                               have; a slower client is disconnected. Bodies are read before
+                                               a request counts against --max-concurrent, so slow clients
+                                               hold none
               --help
             """;
 
     private static final java.util.Set<String> VALUE_OPTIONS = java.util.Set.of("--host", "--port", "--ckpt", "--vocab",
             "--layers", "--dim", "--heads", "--kv-heads", "--mlp-ratio", "--routing", "--seed", "--backend", "--engine",
             "--threads", "--max-body-bytes", "--max-prompt-tokens", "--max-new-tokens", "--default-new-tokens",
-            "--max-concurrent", "--max-batch", "--prefill-chunk");
+            "--max-concurrent", "--max-batch", "--prefill-chunk", "--body-timeout-ms");
 
     /** Parses command-line options ({@code --name value} or {@code --name=value}); null after printing help. */
     public static ServerOptions parse(String[] args) {
@@ -169,6 +186,7 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
         int maxConcurrent = 16;
         int maxBatch = 8;
         int prefillChunk = Generator.DEFAULT_PREFILL_CHUNK;
+        int bodyTimeout = DEFAULT_BODY_TIMEOUT_MILLIS;
         for (int i = 0; i < args.length; i++) {
             String a = args[i];
             String value = null;
@@ -221,6 +239,7 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
                 case "--max-concurrent" -> maxConcurrent = integer(a, value);
                 case "--max-batch" -> maxBatch = integer(a, value);
                 case "--prefill-chunk" -> prefillChunk = integer(a, value);
+                case "--body-timeout-ms" -> bodyTimeout = integer(a, value);
                 default -> throw new IllegalArgumentException("unknown option " + a + " (see --help)");
             }
         }
@@ -237,7 +256,7 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
             }
         }
         return new ServerOptions(host, port, ckpt, config, seed, engine, backend, threads, maxBody, maxPrompt, maxNew,
-                Math.min(defaultNew, maxNew), maxConcurrent, maxBatch, prefillChunk);
+                Math.min(defaultNew, maxNew), maxConcurrent, maxBatch, prefillChunk, bodyTimeout);
     }
 
     private static int integer(String name, String v) {
@@ -251,9 +270,9 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
     @Override
     public String toString() {
         return String.format(Locale.ROOT, "host=%s port=%d model=%s engine=%s backend=%s body<=%dB prompt<=%d new<=%d "
-                        + "concurrent<=%d batch<=%d prefill-chunk=%d",
+                        + "concurrent<=%d batch<=%d prefill-chunk=%d body-timeout=%dms",
                 host, port, checkpoint != null ? checkpoint : "random(seed " + seed + ")",
                 engine.name().toLowerCase(Locale.ROOT), backend, maxBodyBytes,
-                maxPromptTokens, maxNewTokens, maxConcurrent, maxBatch, prefillChunk);
+                maxPromptTokens, maxNewTokens, maxConcurrent, maxBatch, prefillChunk, bodyTimeoutMillis);
     }
 }

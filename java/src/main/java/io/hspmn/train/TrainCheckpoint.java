@@ -17,6 +17,7 @@ import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.Map;
+import java.util.function.Consumer;
 
 /**
  * A training run's state as an {@link Checkpoint}: the float32 master weights under their state_dict
@@ -88,7 +89,18 @@ public final class TrainCheckpoint {
         if (!Files.isRegularFile(path)) {
             throw new java.nio.file.NoSuchFileException(path.toString(), null, "no checkpoint here");
         }
-        Checkpoint c = Checkpoint.load(path);
+        return state(path, Checkpoint.load(path));
+    }
+
+    /** {@link #load(Path)}, handing warnings (a checkpoint without checksums) to {@code warnings}. */
+    public static State load(Path path, Consumer<String> warnings) throws IOException {
+        if (!Files.isRegularFile(path)) {
+            throw new java.nio.file.NoSuchFileException(path.toString(), null, "no checkpoint here");
+        }
+        return state(path, Checkpoint.load(path, warnings));
+    }
+
+    private static State state(Path path, Checkpoint c) throws IOException {
         JsonObject cfg = JsonParser.parseString(c.configJson()).getAsJsonObject();
         ModelConfig model;
         try {

@@ -90,6 +90,7 @@ public final class TrainOptions {
     private final Backend backend;
     private final int threads;
     private final long stopAfter;
+    private final int maxSkipped;
 
     private TrainOptions(Builder b) {
         data = b.data;
@@ -123,6 +124,7 @@ public final class TrainOptions {
         backend = b.backend;
         threads = b.threads;
         stopAfter = b.stopAfter;
+        maxSkipped = b.maxSkipped;
     }
 
     public static Builder builder() {
@@ -203,6 +205,9 @@ public final class TrainOptions {
             new Option("stop-after", "N", "end this invocation after step N with a checkpoint (0: run to --steps); "
                     + "the schedule still spans --steps, so --resume continues exactly", Scope.SESSION,
                     (b, v) -> b.stopAfter(l("stop-after", v)), o -> Long.toString(o.stopAfter)),
+            new Option("max-skipped", "N", "stop with an error after N consecutive steps skipped for a non-finite "
+                    + "gradient norm, keeping the last checkpoint written before them (0: never stop)", Scope.SESSION,
+                    (b, v) -> b.maxSkipped(i("max-skipped", v)), o -> Integer.toString(o.maxSkipped)),
             new Option("backend", "auto|cpu|cuda", "where to compute (auto: CUDA when present)", Scope.SESSION,
                     (b, v) -> b.backend(backend(v)), o -> o.backend.name().toLowerCase(Locale.ROOT)),
             new Option("threads", "N", "CPU worker threads (0: all cores)", Scope.SESSION, (b, v) -> b.threads(i("threads", v)),
@@ -303,6 +308,7 @@ public final class TrainOptions {
         atLeast("save-every", saveEvery, 0);
         atLeast("threads", threads, 0);
         atLeast("stop-after", stopAfter, 0);
+        atLeast("max-skipped", maxSkipped, 0);
         if (stopAfter > steps) {
             throw new IllegalArgumentException("--stop-after (" + stopAfter + ") is past --steps (" + steps + ")");
         }
@@ -461,6 +467,7 @@ public final class TrainOptions {
     public Backend backend() { return backend; }
     public int threads() { return threads; }
     public long stopAfter() { return stopAfter; }
+    public int maxSkipped() { return maxSkipped; }
 
     /** The step this invocation ends at: --stop-after when set, else --steps. */
     public long endStep() {
@@ -533,6 +540,7 @@ public final class TrainOptions {
         private Backend backend = Backend.AUTO;
         private int threads;
         private long stopAfter;
+        private int maxSkipped = 5;
 
         private Builder() {
         }
@@ -583,6 +591,7 @@ public final class TrainOptions {
         public Builder backend(Backend v) { backend = Objects.requireNonNull(v); return this; }
         public Builder threads(int v) { threads = v; return this; }
         public Builder stopAfter(long v) { stopAfter = v; return this; }
+        public Builder maxSkipped(int v) { maxSkipped = v; return this; }
 
         /** Builds without validating ({@link TrainOptions#validate()} does that). */
         public TrainOptions build() {

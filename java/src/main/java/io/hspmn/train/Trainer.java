@@ -17,6 +17,7 @@ import io.hspmn.checkpoint.Checkpoint;
 import io.hspmn.data.BatchSampler;
 import io.hspmn.data.ByteCorpus;
 import io.hspmn.data.CorpusSplit;
+import io.hspmn.io.SafeTensorsWriter;
 import io.hspmn.metrics.HtmlReport;
 import io.hspmn.metrics.MetricsWriter;
 import io.hspmn.metrics.ProgressBar;
@@ -42,7 +43,10 @@ import java.util.Objects;
  * {@code s * A + a} with the aux target of {@link Schedules#auxTarget} and a backward of
  * {@code loss / A} (accumulating after the first), then AdamW with step {@code s + 1} and the learning
  * rate of {@link Schedules#lr}. A step whose gradient norm is not finite changes nothing and is counted
- * as skipped.
+ * as skipped. While skipped steps follow one another, due checkpoints wait (they are written once a step
+ * applies again, or at the end of the run); {@code --max-skipped} of them in a row end the run with a
+ * {@link TrainingDivergedException}, so the checkpoint in {@code --out} stays the last one written before
+ * the divergence.
  *
  * <p>Writes into {@code --out}: {@value #METRICS} (one JSON line per step), {@value #CHECKPOINT} (every
  * {@code save-every} steps and at the end, atomically) and {@value #REPORT}. Validation runs every
@@ -100,6 +104,9 @@ public final class Trainer implements AutoCloseable {
     private final Path checkpointPath;
     private long step;
     private long skipped;
+    private long streak;            // consecutive skipped steps up to now
+    private long lastSaved = -1;    // the step of the last checkpoint this invocation wrote
+    private boolean lastStepSkipped;
 
     private Trainer(TrainOptions options, PrintStream log, ByteCorpus corpus, Context ctx, LanguageModel model,
                     TrainCheckpoint.State resumed) throws IOException {
@@ -162,7 +169,7 @@ public final class Trainer implements AutoCloseable {
                 throw new IllegalArgumentException("--resume: there is no checkpoint to resume in " + options.out()
                         + " (looked for " + ckpt + ")");
             }
-            resumed = TrainCheckpoint.load(ckpt);
+            resumed = TrainCheckpoint.load(ckpt, w -> out.println("warning: " + w));
             if (!TrainCheckpoint.hasTrainingOptions(resumed)) {
                 throw new IllegalArgumentException("--resume: " + ckpt + " holds weights but no training options, so it"
                         + " cannot be continued exactly");
@@ -180,11 +187,17 @@ public final class Trainer implements AutoCloseable {
                     + "); pass --resume to continue it, or choose another --out");
         }
         Files.createDirectories(options.out());
+        int orphans = SafeTensorsWriter.removeOrphans(ckpt);
+        if (orphans > 0) {
+            out.printf(Locale.ROOT, "removed %d temporary file%s left by an interrupted checkpoint save in %s%n", orphans,
+                    orphans == 1 ? "" : "s", options.out());
+        }
         ByteCorpus corpus = ByteCorpus.open(options.data());
         Context ctx = null;
         try {
             ctx = Context.create(ContextOptions.defaults().withBackend(options.backend()).withNumThreads(options.threads()));
             LanguageModel model = LanguageModel.create(ctx, modelConfig, options.seed());
+            requireCheckpointHeap(modelConfig);
             Trainer t = new Trainer(options, out, corpus, ctx, model, resumed);
             t.describe(resumed);
             return t;
@@ -194,6 +207,25 @@ public final class Trainer implements AutoCloseable {
             }
             corpus.close();
             throw e;
+        }
+    }
+
+    /** Java heap a checkpoint save takes per parameter: weight, m and v as f32 bytes, and one float[] copy in flight. */
+    static final long CHECKPOINT_HEAP_BYTES_PER_PARAMETER = 16;
+
+    /**
+     * A checkpoint is captured on the Java heap (TrainCheckpoint.capture); a model whose copy does not fit
+     * under -Xmx would fail at its first save, possibly hours in. The native side has refused what does not
+     * fit in memory already (hspmn_model_create); this is the heap's share, refused before the first step.
+     */
+    private static void requireCheckpointHeap(ModelConfig c) {
+        long need = Math.multiplyExact(c.parameterCount(), CHECKPOINT_HEAP_BYTES_PER_PARAMETER);
+        Runtime rt = Runtime.getRuntime();
+        long free = rt.maxMemory() - (rt.totalMemory() - rt.freeMemory());
+        if (need > free) {
+            throw new IllegalArgumentException(String.format(Locale.ROOT, "saving a checkpoint of this model (%,d "
+                    + "parameters) needs about %,d bytes of Java heap, but %,d are free under -Xmx (%,d): run java "
+                    + "with a larger -Xmx, or train a smaller model", c.parameterCount(), need, free, rt.maxMemory()));
         }
     }
 
@@ -249,8 +281,10 @@ public final class Trainer implements AutoCloseable {
                 System::nanoTime);
         EvalResult lastEval = null;
         long skippedBefore = skipped;
+        boolean savePending = false;
         while (step < end) {
             StepMetrics m = trainStep();
+            streak = lastStepSkipped ? streak + 1 : 0;
             if (evalDue()) {
                 lastEval = evaluate();
                 m = m.withValidation(lastEval.loss(), lastEval.bitsPerByte(), lastEval.routedFraction());
@@ -262,16 +296,41 @@ public final class Trainer implements AutoCloseable {
                 log.printf(Locale.ROOT, "step %d: validation %.4f bits/byte, routed fraction (no noise) %s%n", step,
                         lastEval.bitsPerByte(), format(lastEval.routedFraction()));
             }
-            if (saveDue(end)) {
+            if (options.maxSkipped() > 0 && streak >= options.maxSkipped()) {
+                bar.finish();
+                metrics.sync();
+                writeReport();
+                throw diverged();
+            }
+            savePending |= saveDue(end);
+            // A checkpoint waits while skipped steps pile up: the state that makes them may be diverging.
+            if (savePending && (streak == 0 || step == end)) {
                 save();
+                savePending = false;
             }
         }
         bar.finish();
+        Path report = writeReport();
+        return new Result(step, skipped - skippedBefore, lastEval, validationSplit.unigramEntropyBits(), checkpointPath,
+                metrics.path(), report);
+    }
+
+    private Path writeReport() throws IOException {
         Path report = options.out().resolve(REPORT);
         HtmlReport.write(metrics.path(), report, new HtmlReport.Options("HSPMN training: " + options.data().getFileName(),
                 validationSplit.unigramEntropyBits(), (double) model.config().block().sparsityK()));
-        return new Result(step, skipped - skippedBefore, lastEval, validationSplit.unigramEntropyBits(), checkpointPath,
-                metrics.path(), report);
+        return report;
+    }
+
+    private TrainingDivergedException diverged() {
+        String kept = lastSaved >= 0 ? "the checkpoint in " + options.out() + " is the last written before them (step "
+                + lastSaved + ")"
+                : Files.isRegularFile(checkpointPath) ? "the checkpoint in " + options.out() + " was left as it was"
+                : "no checkpoint was written";
+        return new TrainingDivergedException(String.format(Locale.ROOT, "training diverged: steps %d to %d all had a "
+                        + "non-finite gradient norm and were skipped (--max-skipped %d); stopped at step %d, %s. Lower --lr "
+                        + "(%.3g) or --warmup's ramp, or keep --clip on", step - streak + 1, step, options.maxSkipped(), step,
+                kept, options.lr()), step, streak);
     }
 
     private boolean evalDue() {
@@ -310,6 +369,7 @@ public final class Trainer implements AutoCloseable {
         AdamwResult u = model.adamwStep(new AdamwOptions(s + 1, lr, AdamwOptions.BETA1, AdamwOptions.BETA2,
                 AdamwOptions.EPS, options.weightDecay(), options.clip()));
         step = s + 1;
+        lastStepSkipped = !u.applied();
         if (!u.applied()) {
             skipped++;
             log.printf(Locale.ROOT, "step %d: gradient norm %s is not finite; the update was skipped%n", step, u.gradNorm());
@@ -354,6 +414,7 @@ public final class Trainer implements AutoCloseable {
         Checkpoint c = TrainCheckpoint.capture(model, storedOptions(), step, sampler.state());
         c.save(checkpointPath);
         metrics.sync();
+        lastSaved = step;
         return checkpointPath;
     }
 

@@ -182,7 +182,7 @@ class CheckpointFuzzTest {
 
     private static boolean loaderAccepts(Path file, int i, Kind kind) {
         try {
-            Checkpoint.load(file);
+            Checkpoint.load(file, warning -> { }); // a mutant without checksums only warns
             return true;
         } catch (InvalidSafeTensorsException e) {
             assertFalse(e.getMessage().isBlank());

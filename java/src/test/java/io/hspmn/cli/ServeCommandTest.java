@@ -23,7 +23,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 class ServeCommandTest {
     static final String[] TINY = {"--random", "--port", "0", "--backend", "cpu", "--threads", "1", "--dim", "32",
             "--heads", "2", "--kv-heads", "1", "--layers", "1", "--max-batch", "4", "--max-concurrent", "8",
-            "--prefill-chunk", "16"};
+            "--prefill-chunk", "16", "--body-timeout-ms", "5000"};
 
     @Test
     void helpAndUserErrors() {
@@ -31,6 +31,7 @@ class ServeCommandTest {
         assertEquals(0, help.exit(), help.all());
         assertTrue(help.out().contains("usage: hspmn serve (--ckpt PATH | --random)"), help.out());
         assertTrue(help.out().contains("--prefill-chunk N"), help.out());
+        assertTrue(help.out().contains("--body-timeout-ms N"), help.out());
         assertTrue(CliTest.run("--help").out().contains("serve"));
         CliTest.Result bad = CliTest.run("serve", "--random", "--bogus", "1");
         assertEquals(2, bad.exit());
@@ -82,6 +83,7 @@ class ServeCommandTest {
         String printed = out.toString(StandardCharsets.UTF_8);
         assertTrue(printed.startsWith("hspmn serve: listening on " + server.uri()), printed);
         assertTrue(printed.contains("prefill-chunk=16"), printed);
+        assertTrue(printed.contains("body-timeout=5000ms"), printed);
         JsonObject model = server.model();
         assertEquals("cpu", model.get("backend").getAsString());
         LoadClient.Report r;

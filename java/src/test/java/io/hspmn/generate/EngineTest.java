@@ -254,6 +254,11 @@ class EngineTest {
         }
         Thread closer = new Thread(engine::close);
         closer.start();
+        // close() has raised its flag once it waits for the worker (held at the gate); opening the gate before
+        // that lets a busy machine's worker finish all 1000 tokens of a (LENGTH) before close() runs at all
+        while (closer.getState() == Thread.State.NEW || closer.getState() == Thread.State.RUNNABLE) {
+            Thread.onSpinWait();
+        }
         gate.release(1_000_000);
         closer.join(10_000);
         assertEquals(FinishReason.CANCELLED, a.await(10, TimeUnit.SECONDS).finishReason());

@@ -131,4 +131,33 @@ class SafeTensorsWriterTest {
         }
         assertEquals("rw-rw----", java.nio.file.attribute.PosixFilePermissions.toString(Files.getPosixFilePermissions(p)));
     }
+
+    /**
+     * Issue 11: a process killed mid-save leaves .checkpoint.safetensors.*.tmp (46 MB each) that nothing
+     * removed. The next save of the same target deletes those whose process is gone (and, for the old naming
+     * without a pid, those untouched for ten minutes), and leaves saves in progress alone.
+     */
+    @Test
+    void aSaveRemovesTheTempFilesOfKilledSaves(@TempDir Path dir) throws Exception {
+        Process p = new ProcessBuilder("true").start();
+        p.waitFor();
+        long dead = p.pid();
+        long live = ProcessHandle.current().pid();
+        Path target = dir.resolve("checkpoint.safetensors");
+        Path orphan = Files.write(dir.resolve(".checkpoint.safetensors." + dead + ".123456.tmp"), new byte[1000]);
+        Path legacyOld = Files.write(dir.resolve(".checkpoint.safetensors.4472619876.tmp"), new byte[10]);
+        Files.setLastModifiedTime(legacyOld, java.nio.file.attribute.FileTime.fromMillis(System.currentTimeMillis() - 3_600_000));
+        Path legacyFresh = Files.write(dir.resolve(".checkpoint.safetensors.99887766.tmp"), new byte[10]);
+        Path inProgress = Files.write(dir.resolve(".checkpoint.safetensors." + live + ".42.tmp"), new byte[10]);
+        Path otherTarget = Files.write(dir.resolve(".metrics.jsonl." + dead + ".1.tmp"), new byte[10]);
+        new SafeTensorsWriter().add("w", TensorData.f32(new long[] {1}, new float[] {1})).write(target);
+        assertFalse(Files.exists(orphan));
+        assertFalse(Files.exists(legacyOld));
+        assertTrue(Files.exists(legacyFresh) && Files.exists(inProgress) && Files.exists(otherTarget));
+        try (Stream<Path> files = Files.list(dir)) {
+            // the save's own temp file is gone too: renamed to the target
+            assertEquals(Set.of(target, legacyFresh, inProgress, otherTarget), Set.copyOf(files.toList()));
+        }
+        assertEquals(0, SafeTensorsWriter.removeOrphans(target));
+    }
 }

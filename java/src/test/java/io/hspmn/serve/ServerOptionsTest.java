@@ -40,9 +40,25 @@ class ServerOptionsTest {
         assertEquals(Backend.CPU, o.backend());
         assertEquals(ServerOptions.defaultRandomModel().numLayers(), ServerOptions.parse(new String[] {"--random"}).randomModel().numLayers());
         assertNull(ServerOptions.parse(new String[] {"--random", "--help"}));
+        assertEquals(ServerOptions.DEFAULT_BODY_TIMEOUT_MILLIS, o.bodyTimeoutMillis());
+        assertEquals(250, ServerOptions.parse(new String[] {"--random", "--body-timeout-ms", "250"}).bodyTimeoutMillis());
+        assertEquals(io.hspmn.generate.Generator.DEFAULT_PREFILL_CHUNK, o.prefillChunk());
+        // both options at once, and every with... keeps both
+        ServerOptions both = ServerOptions.parse(new String[] {"--random", "--prefill-chunk", "32", "--body-timeout-ms=750"});
+        for (ServerOptions w : new ServerOptions[] {both, both.withLimits(4096, 64, 64, 2, 2),
+                both.withEngine(Models.EngineKind.RECOMPUTE), both.withRandomModel(ServerOptions.defaultRandomModel(), 3, Backend.CPU, 1)}) {
+            assertEquals(32, w.prefillChunk());
+            assertEquals(750, w.bodyTimeoutMillis());
+        }
+        assertEquals(32, both.withBodyTimeout(40).prefillChunk());
+        assertEquals(40, both.withBodyTimeout(40).bodyTimeoutMillis());
+        ServerOptions defaults = ServerOptions.randomDefaults();
+        assertEquals(io.hspmn.generate.Generator.DEFAULT_PREFILL_CHUNK, defaults.prefillChunk());
+        assertEquals(ServerOptions.DEFAULT_BODY_TIMEOUT_MILLIS, defaults.bodyTimeoutMillis());
         for (String[] bad : new String[][] {{}, {"--random", "--ckpt", "x"}, {"--random", "--port", "70000"},
                 {"--random", "--bogus", "1"}, {"--random", "--port"}, {"--random", "--max-batch", "two"},
-                {"--random", "--engine", "fast"}, {"--random", "--heads", "3"}, {"--random", "--max-concurrent", "0"}}) {
+                {"--random", "--engine", "fast"}, {"--random", "--heads", "3"}, {"--random", "--max-concurrent", "0"},
+                {"--random", "--body-timeout-ms", "0"}, {"--random", "--prefill-chunk", "0"}}) {
             assertThrows(IllegalArgumentException.class, () -> ServerOptions.parse(bad), String.join(" ", bad));
         }
         assertTrue(ServerOptions.USAGE.contains("--ckpt") && ServerOptions.USAGE.contains("/v1/generate"));
