@@ -13,7 +13,7 @@ py="$venv/bin/python"
 
 if [ ! -x "$py" ]; then
   echo "venv: creating $venv"
-  python3 -m venv "$venv"
+  python3 -m venv "$venv" >/dev/null
 fi
 
 # Exit 0 only when every pinned package imports at its pinned version.
@@ -34,9 +34,15 @@ if "$py" -c "$check"; then
   echo "venv: reusing $venv (torch $("$py" -c 'import torch; print(torch.__version__)'), triton $("$py" -c 'import triton; print(triton.__version__)'))"
 else
   echo "venv: installing torch 2.13.0, numpy, safetensors, triton 3.6.0, nvidia-cublas into $venv (offline index)"
-  "$py" -m pip install --quiet --disable-pip-version-check \
-    --index-url file:///opt/pypi/simple --extra-index-url file:///opt/pypi-more/simple \
-    torch==2.13.0 numpy safetensors triton==3.6.0 nvidia-cublas
+  # pip's own output (warnings included) goes to a log, shown only when it fails
+  log="$venv/pip-install.log"
+  if ! "$py" -m pip install --quiet --no-color --disable-pip-version-check \
+      --index-url file:///opt/pypi/simple --extra-index-url file:///opt/pypi-more/simple \
+      torch==2.13.0 numpy safetensors triton==3.6.0 nvidia-cublas >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "venv: pip install failed; its output is above and in $log" >&2
+    exit 1
+  fi
   "$py" -c "$check"
 fi
 echo "$py"

@@ -8,45 +8,9 @@
 #  - hspmn_cuda_runtime: the runtime pieces (device, cuBLASLt gemm, Triton launcher) as a static
 #    library, so the hspmn_cuda test program can call them without exporting anything.
 
-# ---- cuBLASLt headers (only headers: the library is opened at run time) ----
-set(HSPMN_CUBLAS_ROOT "" CACHE PATH "Folder whose include/ has cublasLt.h (default: the CUDA toolkit, then the venv's nvidia-cublas wheel)")
-set(_hspmn_cublas_hints)
-if(HSPMN_CUBLAS_ROOT)
-  list(APPEND _hspmn_cublas_hints "${HSPMN_CUBLAS_ROOT}/include" "${HSPMN_CUBLAS_ROOT}")
-endif()
-list(APPEND _hspmn_cublas_hints ${CUDAToolkit_INCLUDE_DIRS})
-file(GLOB _hspmn_venv_cublas
-  "${HSPMN_REPO_ROOT}/.venv/lib/python3*/site-packages/nvidia/cu*/include"
-  "${HSPMN_REPO_ROOT}/.venv/lib/python3*/site-packages/nvidia/cublas/include")
-list(APPEND _hspmn_cublas_hints ${_hspmn_venv_cublas})
-find_path(HSPMN_CUBLASLT_INCLUDE_DIR cublasLt.h HINTS ${_hspmn_cublas_hints} NO_DEFAULT_PATH)
-if(NOT HSPMN_CUBLASLT_INCLUDE_DIR)
-  message(FATAL_ERROR "CUDA backend: cublasLt.h not found (looked in: ${_hspmn_cublas_hints}). "
-                      "Run ci/venv.sh (installs the nvidia-cublas wheel into .venv), or pass "
-                      "-DHSPMN_CUBLAS_ROOT=<dir with include/cublasLt.h>, or build with -DHSPMN_CUDA=OFF")
-endif()
-message(STATUS "hspmn: cublasLt.h from ${HSPMN_CUBLASLT_INCLUDE_DIR}")
+# cublasLt.h and Triton were found by HspmnCudaPrereqs.cmake (HSPMN_CUBLASLT_INCLUDE_DIR, HSPMN_PYTHON).
 
 # ---- Triton: AOT compile + embed ----
-if(NOT HSPMN_PYTHON)
-  if(EXISTS "${HSPMN_REPO_ROOT}/.venv/bin/python")
-    set(_hspmn_python_default "${HSPMN_REPO_ROOT}/.venv/bin/python")
-  else()
-    set(_hspmn_python_default python3)
-  endif()
-  set(HSPMN_PYTHON "${_hspmn_python_default}" CACHE STRING "Python with Triton 3.6 (compiles the attention kernels)")
-endif()
-execute_process(COMMAND "${HSPMN_PYTHON}" -c "import triton; print(triton.__version__)"
-  RESULT_VARIABLE _hspmn_triton_rc OUTPUT_VARIABLE _hspmn_triton_version ERROR_VARIABLE _hspmn_triton_err
-  OUTPUT_STRIP_TRAILING_WHITESPACE)
-if(NOT _hspmn_triton_rc EQUAL 0)
-  message(FATAL_ERROR "CUDA backend: Triton is not importable by HSPMN_PYTHON=${HSPMN_PYTHON}; it compiles the "
-                      "attention kernels at build time. Run ci/venv.sh (makes .venv with triton==3.6.0), or "
-                      "`pip install triton==3.6.0` and pass -DHSPMN_PYTHON=<that python>, or build without CUDA: "
-                      "-DHSPMN_CUDA=OFF.\n${_hspmn_triton_err}")
-endif()
-message(STATUS "hspmn: Triton ${_hspmn_triton_version} from ${HSPMN_PYTHON}")
-
 set(_hspmn_triton_dir "${HSPMN_REPO_ROOT}/native/kernels/triton")
 file(GLOB _hspmn_triton_inputs CONFIGURE_DEPENDS "${_hspmn_triton_dir}/*.py")
 set(_hspmn_triton_out "${CMAKE_CURRENT_BINARY_DIR}/triton")

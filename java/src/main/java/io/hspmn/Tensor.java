@@ -186,12 +186,30 @@ public final class Tensor implements AutoCloseable {
         }
     }
 
-    /** The contents as float32 (bf16 widened exactly). */
+    /**
+     * The length of a Java array holding {@code numel} elements. A Java array has at most
+     * {@code Integer.MAX_VALUE - 8} elements (the JVM's own limit), so a larger tensor cannot be copied
+     * into one: the message names the way out instead of the bare ArithmeticException of toIntExact.
+     */
+    static int javaArrayLength(long numel, String op) {
+        if (numel > Integer.MAX_VALUE - 8) {
+            throw new IllegalStateException(op + ": the tensor has " + numel + " elements, more than a Java array holds ("
+                    + (Integer.MAX_VALUE - 8) + "); read it in parts through segment()"
+                    + " (a HOST or PINNED tensor; copy a device tensor into one first with copyFrom(Tensor))");
+        }
+        return (int) numel;
+    }
+
+    /**
+     * The contents as float32 (bf16 widened exactly).
+     *
+     * @throws IllegalStateException when the tensor has more elements than a Java array holds (about 2^31)
+     */
     public float[] toFloatArray() {
         if (dtype == DType.I32) {
             throw new InvalidArgumentException(Status.DTYPE, "toFloatArray: " + this + " is i32; use toIntArray()");
         }
-        float[] out = new float[Math.toIntExact(numel)];
+        float[] out = new float[javaArrayLength(numel, "toFloatArray")];
         try (var g = ctx.enter("Tensor.toFloatArray"); Arena arena = Arena.ofConfined()) {
             checkOpen("Tensor.toFloatArray");
             MemorySegment dst = arena.allocate(byteSize, 8);
@@ -209,7 +227,7 @@ public final class Tensor implements AutoCloseable {
         if (dtype != DType.I32) {
             throw new InvalidArgumentException(Status.DTYPE, "toIntArray: " + this + " is not i32; use toFloatArray()");
         }
-        int[] out = new int[Math.toIntExact(numel)];
+        int[] out = new int[javaArrayLength(numel, "toIntArray")];
         try (var g = ctx.enter("Tensor.toIntArray"); Arena arena = Arena.ofConfined()) {
             checkOpen("Tensor.toIntArray");
             MemorySegment dst = arena.allocate(byteSize, 8);

@@ -92,4 +92,13 @@ class TensorTest {
         }
         assertEquals(before.liveBytes(), Hspmn.allocStats().liveBytes());
     }
+
+    @Test
+    void tooManyElementsForAJavaArrayIsExplained() {
+        // a real tensor of 2^31 elements would need 4 GiB; the check runs before anything is allocated
+        assertEquals(30, Tensor.javaArrayLength(30, "toFloatArray"));
+        var e = assertThrows(IllegalStateException.class, () -> Tensor.javaArrayLength(1L << 31, "toFloatArray"));
+        assertTrue(e.getMessage().contains("2147483648 elements"), e.getMessage());
+        assertTrue(e.getMessage().contains("segment()"), e.getMessage());
+    }
 }

@@ -68,8 +68,13 @@ final class TrainCommand {
         try (Trainer trainer = Trainer.open(options, out)) {
             Trainer.Result r = trainer.run();
             if (r.lastEval() != null) {
-                out.printf(Locale.ROOT, "step %d/%d: validation %.4f bits/byte (unigram entropy %.3f), routed fraction "
-                                + "(no noise) %s, target %.2f%n", r.step(), options.steps(), r.lastEval().bitsPerByte(),
+                // --stop-after may end between validations: then say where the figure was measured
+                String at = r.lastEvalStep() == r.step()
+                        ? String.format(Locale.ROOT, "step %d/%d: validation", r.step(), options.steps())
+                        : String.format(Locale.ROOT, "stopped at step %d/%d; last validation (at step %d)", r.step(),
+                                options.steps(), r.lastEvalStep());
+                out.printf(Locale.ROOT, "%s %.4f bits/byte (unigram entropy %.3f), routed fraction "
+                                + "(no noise) %s, target %.2f%n", at, r.lastEval().bitsPerByte(),
                         r.validationEntropy(), fractions(r.lastEval().routedFraction()), trainer.model().config().block().sparsityK());
             } else {
                 out.printf(Locale.ROOT, "stopped at step %d/%d%n", r.step(), options.steps());

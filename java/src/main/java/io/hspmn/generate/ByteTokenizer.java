@@ -27,9 +27,11 @@ public final class ByteTokenizer {
     /**
      * The UTF-8 bytes of {@code text} as ids.
      *
-     * @throws IllegalArgumentException when a byte is not in the vocabulary
+     * @throws IllegalArgumentException when a byte is not in the vocabulary, or the text has a lone
+     *         surrogate (no UTF-8 for it: getBytes would silently write '?')
      */
     public int[] encode(String text) {
+        checkNoLoneSurrogate(text);
         byte[] b = text.getBytes(StandardCharsets.UTF_8);
         int[] ids = new int[b.length];
         for (int i = 0; i < b.length; i++) {
@@ -40,6 +42,19 @@ public final class ByteTokenizer {
             }
         }
         return ids;
+    }
+
+    private static void checkNoLoneSurrogate(String text) {
+        for (int i = 0; i < text.length(); i++) {
+            char c = text.charAt(i);
+            if (Character.isHighSurrogate(c) && i + 1 < text.length() && Character.isLowSurrogate(text.charAt(i + 1))) {
+                i++;
+            } else if (Character.isSurrogate(c)) {
+                throw new IllegalArgumentException(String.format(
+                        "the text has a lone surrogate U+%04X at character %d, which has no UTF-8 encoding"
+                                + " (a \\u%04X escape must be one half of a high + low surrogate pair)", (int) c, i, (int) c));
+            }
+        }
     }
 
     /** The text of ids; bytes that are not valid UTF-8 become U+FFFD. Ids above 255 are refused. */

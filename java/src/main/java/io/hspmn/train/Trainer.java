@@ -79,9 +79,11 @@ public final class Trainer implements AutoCloseable {
      * @param step                optimizer steps taken in all (this invocation and any before it)
      * @param skippedSteps        steps of this invocation whose update was skipped (non-finite gradient norm)
      * @param lastEval            the last validation of this invocation, or null if none ran
+     * @param lastEvalStep        the step lastEval was measured at (0 when none ran); before {@code step}
+     *                            when --stop-after ends the invocation between validations
      * @param validationEntropy   unigram entropy of the validation split, bits per byte (the bar to clear)
      */
-    public record Result(long step, long skippedSteps, EvalResult lastEval, double validationEntropy, Path checkpoint,
+    public record Result(long step, long skippedSteps, EvalResult lastEval, long lastEvalStep, double validationEntropy, Path checkpoint,
                          Path metrics, Path report) {
     }
 
@@ -186,6 +188,10 @@ public final class Trainer implements AutoCloseable {
             throw new IllegalArgumentException("--out " + options.out() + " already holds a run (" + CHECKPOINT
                     + "); pass --resume to continue it, or choose another --out");
         }
+        if (Files.exists(options.out()) && !Files.isDirectory(options.out())) {
+            throw new IllegalArgumentException("--out " + options.out() + " is a file, not a folder: --out names the folder"
+                    + " that receives the checkpoint, metrics and report (it is made if missing)");
+        }
         Files.createDirectories(options.out());
         int orphans = SafeTensorsWriter.removeOrphans(ckpt);
         if (orphans > 0) {
@@ -280,6 +286,7 @@ public final class Trainer implements AutoCloseable {
         ProgressBar bar = new ProgressBar(options.steps(), log, log == System.out && ProgressBar.isTerminal(), 10,
                 System::nanoTime);
         EvalResult lastEval = null;
+        long lastEvalStep = 0;
         long skippedBefore = skipped;
         boolean savePending = false;
         while (step < end) {
@@ -287,6 +294,7 @@ public final class Trainer implements AutoCloseable {
             streak = lastStepSkipped ? streak + 1 : 0;
             if (evalDue()) {
                 lastEval = evaluate();
+                lastEvalStep = step;
                 m = m.withValidation(lastEval.loss(), lastEval.bitsPerByte(), lastEval.routedFraction());
             }
             metrics.write(m);
@@ -311,7 +319,7 @@ public final class Trainer implements AutoCloseable {
         }
         bar.finish();
         Path report = writeReport();
-        return new Result(step, skipped - skippedBefore, lastEval, validationSplit.unigramEntropyBits(), checkpointPath,
+        return new Result(step, skipped - skippedBefore, lastEval, lastEvalStep, validationSplit.unigramEntropyBits(), checkpointPath,
                 metrics.path(), report);
     }
 

@@ -134,7 +134,13 @@ class CliTest {
         Result resumeNothing = run("train", "--out", dir.resolve("empty").toString(), "--resume");
         assertEquals(2, resumeNothing.exit());
         assertTrue(resumeNothing.err().contains("no checkpoint to continue"), resumeNothing.err());
-        for (Result r : List.of(none, bin, tooSmall, resumeNothing)) {
+        Path file = dir.resolve("a-file.txt");
+        Files.writeString(file, "not a folder");
+        Result outIsFile = run(tiny(file).toArray(String[]::new));
+        assertEquals(2, outIsFile.exit(), outIsFile.all());
+        assertTrue(outIsFile.err().contains("--out " + file + " is a file, not a folder"), outIsFile.err());
+        assertEquals("not a folder", Files.readString(file));
+        for (Result r : List.of(none, bin, tooSmall, resumeNothing, outIsFile)) {
             assertFalse(r.all().contains("\tat "), r.all());
         }
     }
@@ -181,6 +187,14 @@ class CliTest {
         Result empty = run("sample", "--ckpt", out.toString(), "--prompt", "");
         assertEquals(2, empty.exit());
         assertTrue(empty.err().contains("--prompt is empty"), empty.err());
+    }
+
+    @Test
+    void stopAfterBetweenValidationsSaysWhereTheFigureWasMeasured() {
+        Result r = run(tiny(dir.resolve("run"), "--stop-after", "6").toArray(String[]::new)); // validations at 4 and 8
+        assertEquals(0, r.exit(), r.all());
+        assertTrue(r.out().contains("stopped at step 6/8; last validation (at step 4) "), r.out());
+        assertFalse(r.out().contains("step 6/8: validation"), r.out());
     }
 
     @Test

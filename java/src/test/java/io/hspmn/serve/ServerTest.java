@@ -195,6 +195,11 @@ class ServerTest {
         assertError(http.postJson("/v1/generate", "{\"prompt\": \"" + "x".repeat(257) + "\"}"), 400, "limit is 256");
         assertError(http.postJson("/v1/score", "{\"text\": \"abc\", \"extra\": true}"), 400, "unknown field");
         assertError(http.postJson("/v1/score", "{\"text\": [\"abc\"]}"), 400, "must be a string");
+        // an escaped lone surrogate has no UTF-8: refused by name, not silently turned into '?'
+        assertError(http.postJson("/v1/generate", "{\"prompt\": \"ab\\ud800c\"}"), 400, "\"prompt\": the text has a lone surrogate U+D800 at character 2");
+        assertError(http.postJson("/v1/generate", "{\"prompt\": \"a\", \"stop\": [\"\\udc00\"]}"), 400, "\"stop\": the text has a lone surrogate U+DC00");
+        assertError(http.postJson("/v1/score", "{\"text\": \"abc\\ud83d\"}"), 400, "\"text\": the text has a lone surrogate U+D83D");
+        assertEquals(200, http.postJson("/v1/score", "{\"text\": \"abc\\ud83d\\ude00\"}").statusCode(), "a surrogate pair is fine");
         assertServes();
         // not UTF-8, not JSON's content type, not the method, not a path
         assertError(http.send(HttpRequest.newBuilder(server.uri().resolve("/v1/generate")).header("Content-Type", "application/json")
