@@ -84,6 +84,11 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   # larger than the card give HSPMN_ERR_OUT_OF_MEMORY with the bytes needed and cudaMemGetInfo's free)
   stage test_memory "$build/tests/test_memory"
   stage memory_cuda "$py" native/reference/check_memory.py --backend cuda --lib "$build/libhspmn.so"
+  # device faults (issue 11): with the device filled by torch, block forward/backward, block/model/decoder
+  # creation and decoder append fail with HSPMN_ERR_OUT_OF_MEMORY and work again on the same context once
+  # freed (equal to a fresh context); after torch faults the CUDA context (out-of-bounds index), every call
+  # fails with HSPMN_ERR_DEVICE_LOST naming the error and the process lives. Last line: "check_gpu_faults: ..."
+  stage gpu_faults "$py" native/reference/check_gpu_faults.py --lib "$build/libhspmn.so"
   stage test_sample "$build/tests/test_sample"
   stage hspmn_cuda "$build/tests/hspmn_cuda"
   stage hspmn_cuda_lm "$build/tests/hspmn_cuda_lm"

@@ -49,7 +49,16 @@ typedef enum hspmn_status {
                                        destroying a context that still owns objects            */
     HSPMN_ERR_NON_FINITE = 11,      /* NaN or Inf in an input that is checked for it             */
     HSPMN_ERR_BUSY = 12,            /* the object is in use by another thread                    */
-    HSPMN_ERR_INTERNAL = 13
+    HSPMN_ERR_INTERNAL = 13,
+    HSPMN_ERR_DEVICE_LOST = 14      /* the context's CUDA device hit a sticky error (illegal address,
+                                       launch failure, device assert, uncorrectable ECC...), here or in
+                                       other code of the process sharing its CUDA context: the first
+                                       call that sees it and every later call on any context of that
+                                       device (except destroy functions) fail with this status, the
+                                       message naming the original error. Nothing more can run there
+                                       in this process: destroy the objects and restart it. Device
+                                       out-of-memory is not sticky (HSPMN_ERR_OUT_OF_MEMORY): the
+                                       failed call changed nothing and later calls may succeed     */
 } hspmn_status;
 
 typedef enum hspmn_backend {

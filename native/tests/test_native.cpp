@@ -58,6 +58,7 @@ static void test_library() {
     EXPECT(hspmn_abi_version() == HSPMN_ABI_VERSION);
     EXPECT(std::strstr(hspmn_version_string(), "libhspmn") != nullptr);
     EXPECT(std::strcmp(hspmn_status_name(HSPMN_ERR_BUSY), "HSPMN_ERR_BUSY") == 0);
+    EXPECT(std::strcmp(hspmn_status_name(HSPMN_ERR_DEVICE_LOST), "HSPMN_ERR_DEVICE_LOST") == 0);
     EXPECT(hspmn_backend_built(HSPMN_BACKEND_CPU) == 1);
     // The build tells the test which answer is right (CMake defines HSPMN_TEST_CUDA_BUILT).
     EXPECT(hspmn_backend_built(HSPMN_BACKEND_CUDA) == HSPMN_TEST_CUDA_BUILT);

@@ -40,6 +40,7 @@ const char* hspmn_status_name(int32_t status) {
         case HSPMN_ERR_NON_FINITE: return "HSPMN_ERR_NON_FINITE";
         case HSPMN_ERR_BUSY: return "HSPMN_ERR_BUSY";
         case HSPMN_ERR_INTERNAL: return "HSPMN_ERR_INTERNAL";
+        case HSPMN_ERR_DEVICE_LOST: return "HSPMN_ERR_DEVICE_LOST";
         default: return "HSPMN_UNKNOWN_STATUS";
     }
 }

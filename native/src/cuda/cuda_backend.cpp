@@ -82,10 +82,10 @@ public:
         d_->activate();
         void* p = nullptr;
         if (memory == HSPMN_MEMORY_PINNED) {
-            check(cudaMallocHost(&p, bytes), "cudaMallocHost (tensor)");
+            check_alloc(cudaMallocHost(&p, bytes), "cudaMallocHost (tensor)", bytes, false);
             std::memset(p, 0, bytes);
         } else {
-            check(cudaMalloc(&p, bytes), "cudaMalloc (tensor)");
+            check_alloc(cudaMalloc(&p, bytes), "cudaMalloc (tensor)", bytes, true);
             cudaError_t e = cudaMemsetAsync(p, 0, bytes, d_->stream);
             if (e != cudaSuccess) {
                 (void)cudaFree(p);

@@ -130,7 +130,8 @@ public:
                 count_ = 0;
             }
             void* p = nullptr;
-            check(cudaMallocHost(&p, static_cast<std::size_t>(count) * sizeof(int32_t)), "cudaMallocHost (decode)");
+            check_alloc(cudaMallocHost(&p, static_cast<std::size_t>(count) * sizeof(int32_t)), "cudaMallocHost (decode)",
+                        static_cast<std::size_t>(count) * sizeof(int32_t), false);
             host_ = static_cast<int32_t*>(p);
             count_ = static_cast<std::size_t>(count);
             stats_count_bytes(static_cast<int64_t>(count_ * sizeof(int32_t)));

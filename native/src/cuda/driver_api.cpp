@@ -1,4 +1,5 @@
 #include "driver_api.h"
+#include "runtime.h"
 
 #include <cuda_runtime.h>
 
@@ -46,6 +47,8 @@ void check_cu(CUresult r, const char* what) {
     if (r == CUDA_SUCCESS) return;
     const char* msg = nullptr;
     if (driver_api().get_error_string(r, &msg) != CUDA_SUCCESS || !msg) msg = "unknown driver error";
+    if (is_sticky_error(static_cast<int>(r)))
+        device_lost(-1, format("%s: %s (CUresult %d)", what, msg, static_cast<int>(r)).c_str());
     fail(r == CUDA_ERROR_OUT_OF_MEMORY ? HSPMN_ERR_OUT_OF_MEMORY : HSPMN_ERR_BACKEND, "%s: %s (CUresult %d)", what,
          msg, static_cast<int>(r));
 }

@@ -1,17 +1,107 @@
 // Device, DeviceBuffer and the error helpers of runtime.h.
 #include <cuda_runtime.h>
 
+#include <atomic>
+#include <mutex>
+#include <string>
+
 #include "../core/error.h"
 #include "device.h"
 
 namespace hspmn::cuda {
 
+// ---- errors ----
+
+namespace {
+
+// Per device ordinal, for the whole process: a sticky error corrupts the process's (primary) CUDA
+// context of the device, which every hspmn context on it and any other CUDA code share.
+constexpr int kMaxDevices = 64;
+struct LostDevice {
+    std::atomic<bool> lost{false};
+    std::mutex mutex;
+    std::string text;  // the first sticky error, written once under mutex before lost is set
+};
+LostDevice g_lost[kMaxDevices];
+
+LostDevice* lost_slot(int ordinal) {
+    return ordinal >= 0 && ordinal < kMaxDevices ? &g_lost[ordinal] : nullptr;
+}
+
+}  // namespace
+
+bool is_sticky_error(int code) {
+    switch (code) {
+        case cudaErrorIllegalAddress:
+        case cudaErrorLaunchFailure:
+        case cudaErrorLaunchTimeout:
+        case cudaErrorHardwareStackError:
+        case cudaErrorIllegalInstruction:
+        case cudaErrorMisalignedAddress:
+        case cudaErrorInvalidAddressSpace:
+        case cudaErrorInvalidPc:
+        case cudaErrorAssert:
+        case cudaErrorECCUncorrectable:
+        case cudaErrorNvlinkUncorrectable:
+        case cudaErrorContextIsDestroyed:
+            return true;
+        default:
+            return false;
+    }
+}
+
+void device_lost(int ordinal, const char* text) {
+    // cudaGetDevice is a host-side query that still answers on a corrupt context.
+    if (ordinal < 0 && cudaGetDevice(&ordinal) != cudaSuccess) ordinal = 0;
+    if (LostDevice* slot = lost_slot(ordinal)) {
+        std::lock_guard<std::mutex> lock(slot->mutex);
+        if (!slot->lost.load(std::memory_order_relaxed)) {
+            slot->text = text;
+            slot->lost.store(true, std::memory_order_release);
+        }
+    }
+    fail(HSPMN_ERR_DEVICE_LOST,
+         "%s; a sticky CUDA error: the process's CUDA context of device %d is unusable, destroy this "
+         "context and its objects and restart the process to use the device again",
+         text, ordinal);
+}
+
+void device_lost_check(int ordinal) {
+    LostDevice* slot = lost_slot(ordinal);
+    if (!slot || !slot->lost.load(std::memory_order_acquire)) return;
+    std::string text;
+    {
+        std::lock_guard<std::mutex> lock(slot->mutex);
+        text = slot->text;
+    }
+    fail(HSPMN_ERR_DEVICE_LOST,
+         "CUDA device %d was lost to an earlier sticky error (%s): the process's CUDA context of it is "
+         "unusable, destroy this context and its objects and restart the process to use the device again",
+         ordinal, text.c_str());
+}
+
 void check(cudaError_t e, const char* what) {
     if (e == cudaSuccess) return;
+    if (is_sticky_error(e))
+        device_lost(-1, format("%s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e)).c_str());
     // Allocation failures are not sticky: clear them so the context stays usable.
     if (e == cudaErrorMemoryAllocation) (void)cudaGetLastError();
     fail(e == cudaErrorMemoryAllocation ? HSPMN_ERR_OUT_OF_MEMORY : HSPMN_ERR_BACKEND, "%s: %s (%s)", what,
          cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
+void check_alloc(cudaError_t e, const char* what, std::size_t bytes, bool device_memory) {
+    if (e == cudaSuccess) return;
+    if (e == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError();
+        std::size_t free_b = 0, total_b = 0;
+        if (device_memory && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess)
+            fail(HSPMN_ERR_OUT_OF_MEMORY, "%s of %zu bytes: %s (%s); %zu of %zu bytes of device memory free", what,
+                 bytes, cudaGetErrorString(e), cudaGetErrorName(e), free_b, total_b);
+        fail(HSPMN_ERR_OUT_OF_MEMORY, "%s of %zu bytes: %s (%s)", what, bytes, cudaGetErrorString(e),
+             cudaGetErrorName(e));
+    }
+    check(e, format("%s of %zu bytes", what, bytes).c_str());
 }
 
 void check_launch(const char* what) { check(cudaGetLastError(), what); }
@@ -64,7 +154,8 @@ void DeviceBuffer::ensure(Device& d, std::size_t bytes) {
     if (bytes == 0) return;
     d.activate();
     void* p = nullptr;
-    check(cudaMalloc(&p, bytes), "cudaMalloc (scratch)");
+    // On failure the buffer stays empty (the old one is already freed): the next call retries.
+    check_alloc(cudaMalloc(&p, bytes), "cudaMalloc (scratch)", bytes, true);
     ptr_ = p;
     bytes_ = bytes;
     stats_count_bytes(static_cast<int64_t>(bytes));
@@ -144,7 +235,10 @@ void Device::release() noexcept {
     stream = nullptr;
 }
 
-void Device::activate() const { check(cudaSetDevice(ordinal), "cudaSetDevice"); }
+void Device::activate() const {
+    device_lost_check(ordinal);
+    check(cudaSetDevice(ordinal), "cudaSetDevice");
+}
 
 char* rows_arena(Device& d, std::size_t bytes) {
     if (d.rows_arena.bytes() < bytes) {

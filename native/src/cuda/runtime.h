@@ -12,8 +12,23 @@
 
 namespace hspmn::cuda {
 
-// Throws Error{HSPMN_ERR_BACKEND} naming `what` when `e` is not cudaSuccess.
+// Throws Error naming `what` when `e` is not cudaSuccess: HSPMN_ERR_OUT_OF_MEMORY for
+// cudaErrorMemoryAllocation (cleared: not sticky), HSPMN_ERR_DEVICE_LOST for a sticky error (which also
+// marks the current device lost, see device_lost_check), HSPMN_ERR_BACKEND for the rest.
 void check(cudaError_t e, const char* what);
+// For an allocation of `bytes`: check() with the bytes (and the device's free memory, for device
+// allocations) in the message.
+void check_alloc(cudaError_t e, const char* what, std::size_t bytes, bool device_memory);
+// Whether a CUDA runtime or driver error code (same numbers for these) is sticky: the process's CUDA
+// context of the device is corrupt and every later call there fails or computes garbage.
+bool is_sticky_error(int code);
+// Records the first sticky error seen on device `ordinal` (-1: the current device) and throws
+// Error{HSPMN_ERR_DEVICE_LOST} with `text`.
+[[noreturn]] void device_lost(int ordinal, const char* text);
+// Throws Error{HSPMN_ERR_DEVICE_LOST} naming the recorded error when device `ordinal` was lost; every
+// entry point on a CUDA context passes here (Device::activate), so none runs kernels on a corrupt
+// context. Process-wide: every context of the device shares the process's CUDA context.
+void device_lost_check(int ordinal);
 // After a kernel launch: check(cudaGetLastError(), what).
 void check_launch(const char* what);
 

@@ -34,6 +34,7 @@ public class HspmnException extends RuntimeException {
             case BUSY -> new ConcurrentUseException(msg, nativeMessage);
             case STATE -> new HspmnStateException(msg, nativeMessage);
             case OUT_OF_MEMORY -> new NativeOutOfMemoryException(msg, nativeMessage);
+            case DEVICE_LOST -> new DeviceLostException(msg, nativeMessage);
             default -> new HspmnException(status, msg, nativeMessage);
         };
     }

@@ -15,7 +15,8 @@ public enum Status {
     STATE(10),
     NON_FINITE(11),
     BUSY(12),
-    INTERNAL(13);
+    INTERNAL(13),
+    DEVICE_LOST(14);
 
     private final int code;
 

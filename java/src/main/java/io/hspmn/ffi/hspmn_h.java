@@ -220,6 +220,15 @@ public class hspmn_h {
     public static int HSPMN_ERR_INTERNAL() {
         return HSPMN_ERR_INTERNAL;
     }
+    private static final int HSPMN_ERR_DEVICE_LOST = (int)14L;
+    /**
+     * {@snippet lang=c :
+     * enum hspmn_status.HSPMN_ERR_DEVICE_LOST = 14
+     * }
+     */
+    public static int HSPMN_ERR_DEVICE_LOST() {
+        return HSPMN_ERR_DEVICE_LOST;
+    }
     private static final int HSPMN_BACKEND_CPU = (int)0L;
     /**
      * {@snippet lang=c :
