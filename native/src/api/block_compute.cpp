@@ -81,7 +81,7 @@ void run_forward(hspmn_block* block, const hspmn_forward_params* params, const h
         // and only when it grows past what an earlier training forward already needed.
         Footprint fwd, bwd;
         Backend& be = *block->ctx->backend;
-        const Footprint need = block_training_footprint(block->cfg, B, S, be.kind(), &fwd, &bwd) + max_of(fwd, bwd);
+        const Footprint need = block_training_footprint(block->cfg, B, S, be.kind(), be.worker_threads(), &fwd, &bwd) + max_of(fwd, bwd);
         const Footprint more = growth(need, block->admitted);
         if (more.host > 0.0 || more.device > 0.0) {
             const std::string what = format("a training forward of this block over [B, S] = [%lld, %lld] "

@@ -94,7 +94,7 @@ Buffer<int32_t> read_tokens(const hspmn_model* m, const hspmn_tensor* t, const c
 void admit_rows(hspmn_model* m, int64_t B, int64_t S, bool training) {
     Backend& be = *m->ctx->backend;
     const hspmn_model_params& p = m->impl->params();
-    const Footprint need = model_rows_footprint(p, B, S, training, be.kind());
+    const Footprint need = model_rows_footprint(p, B, S, training, be.kind(), be.worker_threads());
     const Footprint more = growth(need, m->admitted);
     if (more.host <= 0.0 && more.device <= 0.0) return;
     const std::string what =

@@ -163,6 +163,8 @@ class Backend : public Tracked {
 public:
     virtual ~Backend() = default;
     virtual hspmn_backend kind() const = 0;
+    // Workers the backend's host computation uses (per-worker scratch in footprint estimates).
+    virtual int worker_threads() const { return 1; }
     // Throws Error{MEMORY_KIND} for a kind the backend cannot give.
     virtual void* tensor_alloc(int32_t memory, std::size_t bytes) = 0;  // zero-filled
     virtual void tensor_free(int32_t memory, void* p, std::size_t bytes) noexcept = 0;

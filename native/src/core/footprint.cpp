@@ -27,13 +27,12 @@ struct Dims {
 };
 
 // CPU workers: the default pool (every hardware thread); a context asking for more is rare.
-double cpu_threads() {
-    const unsigned n = std::thread::hardware_concurrency();
-    return n > 0 ? static_cast<double>(n) : 1.0;
+// The GEMM scratch of a product with `columns` output columns, with `threads` workers each holding an
+// A block (the context's thread count: an estimate from the machine's core count over-counted a
+// 2-thread context by 10 % on a 16-core host).
+double cpu_gemm(double columns, double threads) {
+    return kGemmKc * 4.0 * (columns + 16.0) + kGemmABlockBytes * std::max(threads, 1.0);
 }
-
-// The GEMM scratch of a product with `columns` output columns.
-double cpu_gemm(double columns) { return kGemmKc * 4.0 * (columns + 16.0) + kGemmABlockBytes * cpu_threads(); }
 
 Dims dims(const BlockConfig& c) {
     Dims d{static_cast<double>(c.D), static_cast<double>(c.F), static_cast<double>(c.H),
@@ -82,14 +81,14 @@ Footprint block_params_footprint(const BlockConfig& cfg, int32_t backend) {
     return {10.0 * d.P, 0.0};
 }
 
-Footprint block_training_footprint(const BlockConfig& cfg, int64_t B, int64_t S, int32_t backend,
+Footprint block_training_footprint(const BlockConfig& cfg, int64_t B, int64_t S, int32_t backend, int threads,
                                    Footprint* forward_peak, Footprint* backward_peak) {
     const Dims d = dims(cfg);
     const double N = static_cast<double>(B) * static_cast<double>(S);
     const double Nq = routed_rows(cfg, B, S), s = static_cast<double>(S), b = static_cast<double>(B);
-    const double gemm = cpu_gemm(std::max(d.F, d.D));
+    const double gemm = cpu_gemm(std::max(d.F, d.D), threads);
     // sqdk_attention: per worker scores up to the furthest query position, and the query -> sequence map
-    const double attention = 4.0 * cpu_threads() * s + 8.0 * Nq;
+    const double attention = 4.0 * std::max(threads, 1) * s + 8.0 * Nq;
     if (backend == HSPMN_BACKEND_CUDA) {
         // cuda_block.cu Activations (BC = Nq rows padded per sequence), its BackwardScratch and rope
         // tables, all kept with the block once grown.
@@ -146,7 +145,8 @@ Footprint model_footprint(const hspmn_model_params& p, int32_t backend) {
     return f;
 }
 
-Footprint model_rows_footprint(const hspmn_model_params& p, int64_t B, int64_t S, bool training, int32_t backend) {
+Footprint model_rows_footprint(const hspmn_model_params& p, int64_t B, int64_t S, bool training, int32_t backend,
+                               int threads) {
     const BlockConfig cfg = make_block_config(p.block);
     const double N = static_cast<double>(B) * static_cast<double>(S);
     const double V = static_cast<double>(p.vocab_size), D = static_cast<double>(cfg.D);
@@ -158,7 +158,7 @@ Footprint model_rows_footprint(const hspmn_model_params& p, int64_t B, int64_t S
     Footprint kept, peak;
     if (training) {
         Footprint fwd, bwd;
-        const Footprint layer = block_training_footprint(cfg, B, S, backend, &fwd, &bwd);
+        const Footprint layer = block_training_footprint(cfg, B, S, backend, threads, &fwd, &bwd);
         kept = L * layer;
         // A CPU layer builds its new activations while it still holds the previous step's.
         if (backend != HSPMN_BACKEND_CUDA) fwd.host += layer.host;
@@ -173,7 +173,7 @@ Footprint model_rows_footprint(const hspmn_model_params& p, int64_t B, int64_t S
         // The CPU head widens h and the table to f32 (plus a [256, V] chunk of logits); the final norm
         // widens x and dx.
         const double head = std::max(4.0 * N * D + 4.0 * V * D + 4.0 * std::min(kCpuCeChunkRows, N) * V +
-                                         8.0 * std::min(kCpuCeChunkRows, N) + cpu_gemm(std::max(V, D)),
+                                         8.0 * std::min(kCpuCeChunkRows, N) + cpu_gemm(std::max(V, D), threads),
                                      8.0 * N * D);
         peak.host = std::max(peak.host, head);
     }
@@ -186,9 +186,10 @@ Footprint decoder_footprint(const hspmn_model_params& p, int32_t max_seqs, int64
     const double len = static_cast<double>(max_len), D = static_cast<double>(cfg.D);
     const double KV = static_cast<double>(cfg.Hkv * cfg.Dh), Pc = static_cast<double>(std::max<int64_t>(cfg.conv_kernel - 1, 1));
     // K and V [max_seqs, max_len, KV] and the conv inputs [max_seqs, conv_kernel - 1, D] per layer, in
-    // the forward's precision; each layer's rotary table covers max_len positions (cos + sin, f32).
+    // the forward's precision. No rotary table of max_len rows: decode computes the cos/sin of a call's
+    // rows (decode_rows, rope_step), so a 1M-token decoder is not charged 12 GiB it does not hold.
     const double elem = backend == HSPMN_BACKEND_CUDA ? 2.0 : 4.0;
-    const double caches = L * (2.0 * seqs * len * KV * elem + seqs * Pc * D * elem + 4.0 * len * static_cast<double>(cfg.Dh));
+    const double caches = L * (2.0 * seqs * len * KV * elem + seqs * Pc * D * elem);
     // A step of one token per slot (hspmn_decoder_step): its row buffers (activations, hidden, logits [V]
     // f32, staging) and each layer's decode scratch for max_seqs rows, which the CUDA blocks keep (the
     // forward's activations at n = max_seqs rows, every row routed at worst); the CPU frees a layer's

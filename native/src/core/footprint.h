@@ -50,7 +50,7 @@ Footprint block_params_footprint(const BlockConfig& cfg, int32_t backend);
 // A training forward over [B, S] in one block: what it keeps for backward (on CUDA also the backward
 // scratch, which stays allocated with the block). `forward_peak` and `backward_peak`, when given,
 // receive what the block's forward and its backward take on top of that while they run.
-Footprint block_training_footprint(const BlockConfig& cfg, int64_t B, int64_t S, int32_t backend,
+Footprint block_training_footprint(const BlockConfig& cfg, int64_t B, int64_t S, int32_t backend, int threads,
                                    Footprint* forward_peak = nullptr, Footprint* backward_peak = nullptr);
 
 // hspmn_model_create: every block's parameters, the embedding and final norm, and the float32
@@ -62,7 +62,8 @@ double model_param_count(const hspmn_model_params& p);
 // A model forward over [B, S] (and, when training, its backward): the model's row buffers, every
 // layer's kept activations when training, and the largest transient of one layer or of the head.
 // Inference forwards count the model's own buffers and the head only (see the file comment).
-Footprint model_rows_footprint(const hspmn_model_params& p, int64_t B, int64_t S, bool training, int32_t backend);
+Footprint model_rows_footprint(const hspmn_model_params& p, int64_t B, int64_t S, bool training, int32_t backend,
+                               int threads);
 
 // hspmn_decoder_create: every layer's K/V cache (max_seqs x max_len x Hkv*Dh, both) and conv
 // history in the precision the backend's forward keeps them (f32 on the CPU, bf16 on CUDA), the

@@ -47,6 +47,7 @@ public:
         return host_find_non_finite(t->data, t->dtype, t->numel);
     }
     void synchronize() override {}
+    int worker_threads() const override { return static_cast<int>(pool_->size()); }
     BlockImpl* create_block(const BlockConfig& cfg, uint64_t seed) override { return new CpuBlock(*pool_, cfg, seed); }
     void gumbel_noise(uint64_t seed, int64_t step, int32_t layer, hspmn_tensor* out) override {
         cpu::gumbel_noise(*pool_, seed, step, layer, out->shape[0], out->shape[1], static_cast<float*>(out->data));
