@@ -489,11 +489,16 @@ def check_streams(lib, context, new_tensor, import_, export, expect, ok):
         for _ in range(2):
             ok(lib.hspmn_block_forward(blk, C.byref(fp), tx, tout, None), f"warm-up forward on {name}")
             ok(lib.hspmn_context_synchronize(ctx), "synchronize")
-        # torch's side allocates before the clock: a first cudaMalloc of its caching allocator may wait for
-        # the whole device, which is torch's wait, not the library's (seen on an H100: the first such run)
+        # torch's side of the check runs once before the clock: its allocation, and the first launch of its
+        # bf16 -> f32 copy and multiply kernels, which CUDA's lazy module loading loads then (a load may
+        # wait for the device: torch's wait, not the library's; on an H100 the first such run reported
+        # the sleep over although the forward call returned in 0.2 ms)
         with torch.cuda.stream(stream):
             doubled = torch.empty(B, S, D, dtype=torch.float32, device="cuda")
+            doubled.copy_(out)
+            doubled.mul_(2)
             done = torch.cuda.Event()
+            done.record()
         torch.cuda.synchronize()
         with torch.cuda.stream(stream):
             torch.cuda._sleep(200_000_000)  # ~0.1 s of GPU time before x gets its new value
