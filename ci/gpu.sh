@@ -155,9 +155,11 @@ if [[ "${HSPMN_GPU_BENCH:-1}" == 1 ]]; then
   # cached decoding, 1B shape: per-token latency (1 layer and 24; cache 4k, 32k; B=1), TTFT of a
   # 32k prompt, 32 slots batched; router pinned all / none routed (decode_bench.cpp says why)
   stage bench_decode "$build/tools/hspmn_decode_bench" --backend cuda --json "$logs/decode.json"
-  # the same with skinny_gemm's interleaved k tiles (HSPMN_SKINNY_INTERLEAVE=1), for the comparison
-  stage bench_decode_il env HSPMN_SKINNY_INTERLEAVE=1 "$build/tools/hspmn_decode_bench" --backend cuda \
-    --paths append,graph --routing none,calibrated --json "$logs/decode-il.json"
+  # with HSPMN_SKINNY_SWEEP set: the same with skinny_gemm's interleaved k tiles (HSPMN_SKINNY_INTERLEAVE=1)
+  if [[ -n "${HSPMN_SKINNY_SWEEP:-}" ]]; then
+    stage bench_decode_il env HSPMN_SKINNY_INTERLEAVE=1 "$build/tools/hspmn_decode_bench" --backend cuda \
+      --paths append,graph --routing none,calibrated --json "$logs/decode-il.json"
+  fi
   # the same 1B model, one sequence: a 1,048,576-token prompt prefilled in chunks of 8192, then 64 decoded
   # tokens (prefill none routed, decode all routed: decode_bench.cpp run_long_prompt says why); K/V caches
   # 48 GiB, ~76 GiB in all: peak library memory, TTFT and ms/token
