@@ -197,29 +197,29 @@ class NativeDecoder:
             self.lib.ok(self.lib.decoder_append(self.h, s, tk, lg, rt), "decoder_append")
             return self.ctx.read(lg, F32, (n, V)), self.ctx.read(rt, I32, (n, T, L))
 
-    def step(self, slots, tokens, V, params=None):
-        """hspmn_decoder_step: slots [n], tokens [n]. Returns (logits [n, V] f32, next [n] i32, params)."""
+    def _step(self, slots, tokens, params, next_out, logits):
+        """One hspmn_decoder_step call: its status (params: greedy when None)."""
         n = len(slots)
         if params is None:
             params = [self.lib.sampling_default_params() for _ in range(n)]
         arr = (SamplingParams * n)(*params)
         s = np.ascontiguousarray(slots, dtype=np.int32)
         tk = np.ascontiguousarray(tokens, dtype=np.int32)
+        return self.lib.decoder_step(self.h, n, s.ctypes.data, tk.ctypes.data, arr, next_out.ctypes.data, logits), arr
+
+    def step(self, slots, tokens, V, params=None):
+        """hspmn_decoder_step: slots [n], tokens [n]. Returns (logits [n, V] f32, next [n] i32, params)."""
+        n = len(slots)
         nxt = np.full(n, -7, dtype=np.int32)
         with Tmp(self.ctx) as t:
             lg = t.tensor(F32, (n, V))
-            self.lib.ok(self.lib.decoder_step(self.h, n, s.ctypes.data, tk.ctypes.data, arr, nxt.ctypes.data, lg),
-                        "decoder_step")
+            status, arr = self._step(slots, tokens, params, nxt, lg)
+            self.lib.ok(status, "decoder_step")
             return self.ctx.read(lg, F32, (n, V)), nxt, arr
 
     def step_status(self, slots, tokens):
         """The status of a greedy step that is expected to fail (nothing to read)."""
-        n = len(slots)
-        arr = (SamplingParams * n)(*[self.lib.sampling_default_params() for _ in range(n)])
-        s = np.ascontiguousarray(slots, dtype=np.int32)
-        tk = np.ascontiguousarray(tokens, dtype=np.int32)
-        nxt = np.zeros(n, dtype=np.int32)
-        return self.lib.decoder_step(self.h, n, s.ctypes.data, tk.ctypes.data, arr, nxt.ctypes.data, None)
+        return self._step(slots, tokens, None, np.zeros(len(slots), dtype=np.int32), None)[0]
 
     def capture(self, sizes):
         arr = (C.c_int32 * len(sizes))(*sizes)

@@ -25,6 +25,25 @@ void check_slot(const hspmn_decoder* d, int32_t slot) {
         fail(HSPMN_ERR_INVALID_ARGUMENT, "slot (%d) must be in [0, %d)", slot, d->impl->max_seqs());
 }
 
+// slots[0..n): slots of the decoder, none twice, each with room for T more tokens.
+void check_slots(const hspmn_decoder* d, const int32_t* slots, int64_t n, int64_t T) {
+    const int32_t max_seqs = d->impl->max_seqs();
+    Buffer<uint8_t> seen(static_cast<std::size_t>(max_seqs));
+    seen.fill(0);
+    for (int64_t j = 0; j < n; ++j) {
+        const int32_t s = slots[j];
+        if (s < 0 || s >= max_seqs)
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "slots[%lld] = %d is not a slot in [0, %d)", static_cast<long long>(j), s,
+                 max_seqs);
+        if (seen[s]) fail(HSPMN_ERR_INVALID_ARGUMENT, "slots[%lld] = %d appears twice", static_cast<long long>(j), s);
+        seen[s] = 1;
+        if (d->impl->length(s) + T > d->impl->max_len())
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "slot %d holds %lld tokens; %lld more exceed max_len %lld", s,
+                 static_cast<long long>(d->impl->length(s)), static_cast<long long>(T),
+                 static_cast<long long>(d->impl->max_len()));
+    }
+}
+
 }  // namespace
 
 extern "C" {
@@ -114,19 +133,7 @@ hspmn_status hspmn_decoder_append(hspmn_decoder* dec, const hspmn_tensor* slots,
         Buffer<int32_t> s(static_cast<std::size_t>(n)), tok(static_cast<std::size_t>(n * T));
         ctx->backend->copy_to_host(slots, s.data());
         ctx->backend->copy_to_host(tokens, tok.data());
-        Buffer<uint8_t> seen(static_cast<std::size_t>(dec->impl->max_seqs()));
-        seen.fill(0);
-        for (int64_t j = 0; j < n; ++j) {
-            if (s[j] < 0 || s[j] >= dec->impl->max_seqs())
-                fail(HSPMN_ERR_INVALID_ARGUMENT, "slots[%lld] = %d is not a slot in [0, %d)", static_cast<long long>(j),
-                     s[j], dec->impl->max_seqs());
-            if (seen[s[j]]) fail(HSPMN_ERR_INVALID_ARGUMENT, "slots[%lld] = %d appears twice", static_cast<long long>(j), s[j]);
-            seen[s[j]] = 1;
-            if (dec->impl->length(s[j]) + T > dec->impl->max_len())
-                fail(HSPMN_ERR_INVALID_ARGUMENT, "slot %d holds %lld tokens; %lld more exceed max_len %lld", s[j],
-                     static_cast<long long>(dec->impl->length(s[j])), static_cast<long long>(T),
-                     static_cast<long long>(dec->impl->max_len()));
-        }
+        check_slots(dec, s.data(), n, T);
         for (int64_t k = 0; k < n * T; ++k)
             if (tok[k] < 0 || tok[k] >= mp.vocab_size)
                 fail(HSPMN_ERR_INVALID_ARGUMENT, "tokens[%lld, %lld] = %d is not a token id in [0, %d)",
@@ -146,16 +153,8 @@ hspmn_status hspmn_decoder_step(hspmn_decoder* dec, int32_t n, const int32_t* sl
         if (!slots || !tokens || !params || !next)
             fail(HSPMN_ERR_INVALID_ARGUMENT, "slots, tokens, params and next must not be NULL");
         if (logits) check_arg(logits, "logits", ctx, HSPMN_DTYPE_F32, {n, mp.vocab_size});
-        Buffer<uint8_t> seen(static_cast<std::size_t>(max_seqs));
-        seen.fill(0);
+        check_slots(dec, slots, n, 1);
         for (int32_t j = 0; j < n; ++j) {
-            if (slots[j] < 0 || slots[j] >= max_seqs)
-                fail(HSPMN_ERR_INVALID_ARGUMENT, "slots[%d] = %d is not a slot in [0, %d)", j, slots[j], max_seqs);
-            if (seen[slots[j]]) fail(HSPMN_ERR_INVALID_ARGUMENT, "slots[%d] = %d appears twice", j, slots[j]);
-            seen[slots[j]] = 1;
-            if (dec->impl->length(slots[j]) + 1 > dec->impl->max_len())
-                fail(HSPMN_ERR_INVALID_ARGUMENT, "slot %d is full: it holds max_len = %lld tokens", slots[j],
-                     static_cast<long long>(dec->impl->max_len()));
             if (tokens[j] < 0 || tokens[j] >= mp.vocab_size)
                 fail(HSPMN_ERR_INVALID_ARGUMENT, "tokens[%d] = %d is not a token id in [0, %d)", j, tokens[j],
                      mp.vocab_size);

@@ -270,35 +270,21 @@ GraphImpl* CudaBlock::capture_forward(const ForwardCall& call) {
     const void* shared_scratch = triton_scratch(d_);
     // Only a chunked forward runs in the arena; the graph of another ignores the arena's regrowths.
     const uint64_t arena_generation = last_chunked_ ? rows_arena_generation(d_) : kNoArena;
-    cudaStream_t s = stream(d_);
-    // Thread-local: a host sync or cudaMalloc on this thread fails the capture instead of passing
-    // silently, while other threads (other contexts) keep allocating.
-    check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
-    cudaGraph_t graph = nullptr;
-    try {
-        forward(call);
-    } catch (...) {
-        // Never leave the stream capturing: every later call on the context would fail.
-        (void)cudaStreamEndCapture(s, &graph);
-        if (graph) (void)cudaGraphDestroy(graph);
-        (void)cudaGetLastError();
-        throw;
-    }
-    cudaError_t e = cudaStreamEndCapture(s, &graph);
-    if (e != cudaSuccess) {
-        if (graph) (void)cudaGraphDestroy(graph);
-        (void)cudaGetLastError();
-        check(e, "cudaStreamEndCapture (a call of the forward could not be captured)");
-    }
+    struct Body {
+        CudaBlock* block;
+        const ForwardCall* call;
+        static void run(void* p) {
+            auto* b = static_cast<Body*>(p);
+            b->block->forward(*b->call);
+        }
+    } body{this, &call};
+    cudaGraph_t graph = record_stream(d_, &Body::run, &body, "a call of the forward");
     if (scratch_generation_ != generation || triton_scratch(d_) != shared_scratch ||
         (arena_generation != kNoArena && rows_arena_generation(d_) != arena_generation)) {
         (void)cudaGraphDestroy(graph);
         fail(HSPMN_ERR_INTERNAL, "graph capture: the forward reallocated scratch while it was captured");
     }
-    cudaGraphExec_t exec = nullptr;
-    e = cudaGraphInstantiate(&exec, graph, 0);
-    (void)cudaGraphDestroy(graph);  // the executable graph is independent of it
-    check(e, "cudaGraphInstantiate");
+    cudaGraphExec_t exec = instantiate_graph(graph);
     try {
         return new CudaGraph(d_, *this, exec, generation, shared_scratch, arena_generation);
     } catch (...) {

@@ -13,6 +13,11 @@ namespace hspmn::cuda {
 // as the CPU backend does (same host-side generator, uploaded), so both backends start equal.
 BlockImpl* create_cuda_block(Device& d, const BlockConfig& cfg, uint64_t seed);
 
+// Runs body(arg) under a thread-local capture of d's stream and returns the recorded graph; the stream
+// is never left capturing (body's exception, or the capture's error naming `what`, is rethrown).
+cudaGraph_t record_stream(Device& d, void (*body)(void*), void* arg, const char* what);
+// The executable graph of a recorded one, which it destroys.
+cudaGraphExec_t instantiate_graph(cudaGraph_t graph);
 // Records what body(arg) queues on d's stream as one graph; launch() replays it (Backend::capture).
 GraphImpl* capture_stream(Device& d, void (*body)(void*), void* arg);
 

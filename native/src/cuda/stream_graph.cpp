@@ -3,6 +3,8 @@
 // (a larger attention launch regrows it) and otherwise refuses with HSPMN_ERR_STATE: capture again.
 #include <cuda_runtime.h>
 
+#include <string>
+
 #include "../core/error.h"
 #include "cuda_block.h"
 #include "device.h"
@@ -34,34 +36,46 @@ private:
 
 }  // namespace
 
-GraphImpl* capture_stream(Device& d, void (*body)(void*), void* arg) {
-    const void* shared_scratch = triton_scratch(d);
+cudaGraph_t record_stream(Device& d, void (*body)(void*), void* arg, const char* what) {
     cudaStream_t s = stream(d);
-    // Thread-local: a host sync or cudaMalloc on this thread fails the capture instead of passing.
-    check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture (step)");
+    // Thread-local: a host sync or cudaMalloc on this thread fails the capture instead of passing
+    // silently, while other threads (other contexts) keep allocating.
+    check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
     cudaGraph_t graph = nullptr;
     try {
         body(arg);
     } catch (...) {
-        (void)cudaStreamEndCapture(s, &graph);  // never leave the stream capturing
+        // Never leave the stream capturing: every later call on the context would fail.
+        (void)cudaStreamEndCapture(s, &graph);
         if (graph) (void)cudaGraphDestroy(graph);
         (void)cudaGetLastError();
         throw;
     }
-    cudaError_t e = cudaStreamEndCapture(s, &graph);
+    const cudaError_t e = cudaStreamEndCapture(s, &graph);
     if (e != cudaSuccess) {
         if (graph) (void)cudaGraphDestroy(graph);
         (void)cudaGetLastError();
-        check(e, "cudaStreamEndCapture (a call of the step could not be captured)");
+        check(e, ("cudaStreamEndCapture (" + std::string(what) + " could not be captured)").c_str());
     }
+    return graph;
+}
+
+cudaGraphExec_t instantiate_graph(cudaGraph_t graph) {
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+    (void)cudaGraphDestroy(graph);  // the executable graph is independent of it
+    check(e, "cudaGraphInstantiate");
+    return exec;
+}
+
+GraphImpl* capture_stream(Device& d, void (*body)(void*), void* arg) {
+    const void* shared_scratch = triton_scratch(d);
+    cudaGraph_t graph = record_stream(d, body, arg, "a call of the step");
     if (triton_scratch(d) != shared_scratch) {
         (void)cudaGraphDestroy(graph);
         fail(HSPMN_ERR_INTERNAL, "step capture: the attention scratch was reallocated while captured");
     }
-    cudaGraphExec_t exec = nullptr;
-    e = cudaGraphInstantiate(&exec, graph, 0);
-    (void)cudaGraphDestroy(graph);
-    check(e, "cudaGraphInstantiate (step)");
+    cudaGraphExec_t exec = instantiate_graph(graph);
     try {
         return new StreamGraph(d, exec, shared_scratch);
     } catch (...) {

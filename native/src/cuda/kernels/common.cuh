@@ -62,6 +62,14 @@ __device__ __forceinline__ void rope_entry(int64_t p, int64_t i, int64_t Dh, dou
     *s = static_cast<float>(sin(angle));
 }
 
+// The router's clamped temperature exp(log_temp) in [0.1, 2] and, when inside is not null, whether
+// log_temp gets a gradient (exp strictly inside (0.1, 2)): router_forward and decode_step_pre.
+__device__ __forceinline__ float router_temperature(const __nv_bfloat16* log_temp, bool* inside) {
+    const double t_raw = exp(static_cast<double>(__bfloat162float(*log_temp)));
+    if (inside) *inside = t_raw > 0.1 && t_raw < 2.0;
+    return static_cast<float>(fmin(fmax(t_raw, 0.1), 2.0));
+}
+
 // Programmatic dependent launch (decode steps): a kernel launched with launch_pdl may start while the
 // kernel before it on the stream drains. Before pdl_wait() it may only read what no kernel writes
 // (weights) and write its own shared memory; pdl_wait() returns once the previous kernel has finished

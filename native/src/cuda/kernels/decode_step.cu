@@ -15,12 +15,6 @@ using bf16 = __nv_bfloat16;
 constexpr int kPreThreads = 256;
 constexpr int kMaxConvK = 8;  // as decode.cu's vector conv
 
-// router.cu's clamped temperature
-__device__ __forceinline__ float temperature(const bf16* log_temp) {
-    const double t_raw = exp(static_cast<double>(__bfloat162float(*log_temp)));
-    return static_cast<float>(fmin(fmax(t_raw, 0.1), 2.0));
-}
-
 __global__ void __launch_bounds__(kPreThreads) decode_step_pre_kernel(
     const bf16* __restrict__ x, const bf16* __restrict__ router_w, const bf16* __restrict__ router_b,
     const bf16* __restrict__ log_temp, const bf16* __restrict__ reflex_norm_w, const bf16* __restrict__ attn_norm_w,
@@ -55,7 +49,7 @@ __global__ void __launch_bounds__(kPreThreads) decode_step_pre_kernel(
         acc = kern::warp_sum(acc);
         if (lane == 0) {
             const float li = static_cast<float>(acc + static_cast<double>(kern::ld(router_b)));
-            score_s = li / temperature(log_temp);
+            score_s = li / kern::router_temperature(log_temp, nullptr);
         }
     }
     __syncthreads();
@@ -129,9 +123,8 @@ __global__ void rope_step_kernel(const float* __restrict__ kf, const float* __re
     for (int64_t e = threadIdx.x; e < work; e += blockDim.x) {
         const bool is_k = e < Hkv * half;
         const int64_t pe = is_k ? e : e - Hkv * half, h = pe / half, i = pe - h * half;
-        const double inv_freq = pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(Dh));
-        const double angle = static_cast<double>(p) * inv_freq;
-        const float cs = static_cast<float>(cos(angle)), sn = static_cast<float>(sin(angle));
+        float cs, sn;
+        kern::rope_entry(p, i, Dh, base, &cs, &sn);
         const int64_t off = h * Dh + i;
         const float* src = is_k ? kf + r * KV : qf + r * D;
         bf16* dst = is_k ? k_cache + row_cache[r] * KV : q + static_cast<int64_t>(s) * D;

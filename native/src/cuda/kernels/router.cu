@@ -9,13 +9,6 @@ namespace {
 
 constexpr int kRowsPerBlock = 8;
 
-// The clamped temperature and whether log_temp gets a gradient (exp strictly inside (0.1, 2)).
-__device__ __forceinline__ float temperature(const __nv_bfloat16* log_temp, bool* inside) {
-    const double t_raw = exp(static_cast<double>(__bfloat162float(*log_temp)));
-    *inside = t_raw > 0.1 && t_raw < 2.0;
-    return static_cast<float>(fmin(fmax(t_raw, 0.1), 2.0));
-}
-
 // One warp per row.  x: [N, D] bf16  w: [D] bf16  b, log_temp: [1] bf16  noise: [N] f32 or null
 // l, n: [N] f32  temp: [2] f32
 __global__ void router_forward_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
@@ -25,7 +18,7 @@ __global__ void router_forward_kernel(const __nv_bfloat16* __restrict__ x, const
     const int64_t row = blockIdx.x * (int64_t)kRowsPerBlock + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     bool inside;
-    const float t = temperature(log_temp, &inside);
+    const float t = kern::router_temperature(log_temp, &inside);
     if (row == 0 && lane == 0) {
         temp[0] = t;
         temp[1] = inside ? 1.0f : 0.0f;

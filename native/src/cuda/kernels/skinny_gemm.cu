@@ -330,6 +330,12 @@ int64_t splits_for(Device& d, int64_t N, int64_t K) {
 
 int nt_of(int64_t M) { return M <= 8 ? 1 : M <= 16 ? 2 : 4; }
 
+// Split-K partials of a launch: [y, matrices, N / 16, NT * 128] f32 when it splits across blocks.
+std::size_t partials_bytes(Device& d, int64_t M, int64_t N, int64_t K, int nw) {
+    const int64_t y = splits_for(d, N, K);
+    return y > 1 ? static_cast<std::size_t>(y * nw * (N / kTile) * nt_of(M) * 4 * 32) * sizeof(float) : 0;
+}
+
 }  // namespace
 
 SkinnyTuning& skinny_tuning() {
@@ -350,12 +356,9 @@ bool skinny_gemm_fits(int64_t M, int64_t N, int64_t K) {
 }
 
 void skinny_gemm_scratch(Device& d, SkinnyScratch& s, int64_t M, int64_t N, int64_t K, int nw) {
-    const int64_t y = splits_for(d, N, K), tiles = N / kTile;
-    if (y > 1) {
-        const std::size_t need = static_cast<std::size_t>(y * nw * tiles * nt_of(M) * 4 * 32) * sizeof(float);
-        if (s.partials.bytes() < need) s.partials.ensure(d, need);
-    }
-    const std::size_t cnt = static_cast<std::size_t>(tiles) * sizeof(unsigned);
+    const std::size_t need = partials_bytes(d, M, N, K, nw);
+    if (s.partials.bytes() < need) s.partials.ensure(d, need);
+    const std::size_t cnt = static_cast<std::size_t>(N / kTile) * sizeof(unsigned);
     if (s.counters.bytes() < cnt) {
         s.counters.ensure(d, cnt);
         s.counters.zero(d);
@@ -373,8 +376,8 @@ void skinny_gemm(Device& d, int64_t M, int64_t N, int64_t K, const __nv_bfloat16
     const int64_t y = splits_for(d, N, K);
     // The scratch is sized before any graph capture (skinny_gemm_scratch); growing here would move
     // it under a captured graph, so a launch that does not fit is a bug, not a reallocation.
-    const std::size_t need = y > 1 ? static_cast<std::size_t>(y * nw * (N / kTile) * nt_of(M) * 4 * 32) * sizeof(float) : 0;
-    if (s.partials.bytes() < need || s.counters.bytes() < static_cast<std::size_t>(N / kTile) * sizeof(unsigned))
+    if (s.partials.bytes() < partials_bytes(d, M, N, K, nw) ||
+        s.counters.bytes() < static_cast<std::size_t>(N / kTile) * sizeof(unsigned))
         fail(HSPMN_ERR_INTERNAL, "skinny_gemm: scratch not sized for M %lld, N %lld, K %lld", static_cast<long long>(M),
              static_cast<long long>(N), static_cast<long long>(K));
     Args a{x, ldx, x_map, static_cast<int>(M), w0, w1, N, K, s.partials.as<float>(), s.counters.as<unsigned>(),

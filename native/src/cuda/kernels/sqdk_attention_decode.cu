@@ -244,10 +244,15 @@ int64_t sqdk_attention_decode_chunk(int64_t max_len) {
     return (c + kSub - 1) / kSub * kSub;
 }
 
+// The splits' partials: [seqs, Hkv, splits, G, Dh + 2] f32.
+static std::size_t partials_bytes(int64_t seqs, int64_t max_len, int64_t H, int64_t Hkv, int64_t Dh) {
+    const int64_t chunk = sqdk_attention_decode_chunk(max_len), splits = (max_len + chunk - 1) / chunk;
+    return static_cast<std::size_t>(seqs * Hkv * splits * (H / Hkv) * (Dh + 2)) * sizeof(float);
+}
+
 void sqdk_attention_decode_scratch(Device& d, DecodeAttentionScratch& s, int64_t seqs, int64_t max_len, int64_t H,
                                    int64_t Hkv, int64_t Dh) {
-    const int64_t splits = (max_len + sqdk_attention_decode_chunk(max_len) - 1) / sqdk_attention_decode_chunk(max_len);
-    const std::size_t part = static_cast<std::size_t>(seqs * Hkv * splits * (H / Hkv) * (Dh + 2)) * sizeof(float);
+    const std::size_t part = partials_bytes(seqs, max_len, H, Hkv, Dh);
     if (s.partials.bytes() < part) s.partials.ensure(d, part);
 }
 
@@ -258,8 +263,7 @@ void sqdk_attention_decode(Device& d, int64_t seqs, int64_t max_len, int64_t H, 
         fail(HSPMN_ERR_INTERNAL, "sqdk_attention_decode: H %lld, Hkv %lld, Dh %lld outside its shapes",
              static_cast<long long>(H), static_cast<long long>(Hkv), static_cast<long long>(Dh));
     const int64_t chunk = sqdk_attention_decode_chunk(max_len), splits = (max_len + chunk - 1) / chunk;
-    const std::size_t part = static_cast<std::size_t>(seqs * Hkv * splits * (H / Hkv) * (Dh + 2)) * sizeof(float);
-    if (s.partials.bytes() < part)
+    if (s.partials.bytes() < partials_bytes(seqs, max_len, H, Hkv, Dh))
         fail(HSPMN_ERR_INTERNAL, "sqdk_attention_decode: scratch not sized for %lld slots of %lld",
              static_cast<long long>(seqs), static_cast<long long>(max_len));
     if (seqs > 65535 || H > 65535 || splits > 0x7fffffff)
