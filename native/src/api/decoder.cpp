@@ -37,6 +37,9 @@ void check_slots(const hspmn_decoder* d, const int32_t* slots, int64_t n, int64_
                  max_seqs);
         if (seen[s]) fail(HSPMN_ERR_INVALID_ARGUMENT, "slots[%lld] = %d appears twice", static_cast<long long>(j), s);
         seen[s] = 1;
+        if (d->impl->length(s) >= d->impl->max_len())
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "slot %d is full: it holds max_len = %lld tokens", s,
+                 static_cast<long long>(d->impl->max_len()));
         if (d->impl->length(s) + T > d->impl->max_len())
             fail(HSPMN_ERR_INVALID_ARGUMENT, "slot %d holds %lld tokens; %lld more exceed max_len %lld", s,
                  static_cast<long long>(d->impl->length(s)), static_cast<long long>(T),
