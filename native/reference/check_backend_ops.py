@@ -221,7 +221,8 @@ def main():
                 bound = bounds[a["prec"]]
                 ok = e <= bound
                 rows += 1
-                print(f"{c['name']:<58} {a['name']:<9} {a['prec']:<5} {e:10.3e} {bound:10.3e}  {'ok' if ok else 'FAIL'}")
+                verdict = "ok" if ok else "FAIL"
+                print(f"{c['name']:<58} {a['name']:<9} {a['prec']:<5} {e:10.3e} {bound:10.3e}  {verdict}")
                 if not ok:
                     failures.append(f"{c['name']}: {a['name']} nmse {e:.3e} > {bound:.3e}")
         print(f"{len(cases)} cases, {rows} outputs of the CPU backend against the float64 reference, "

@@ -93,7 +93,7 @@ def reference_bound(path, name, quantity, base=None, prefix=None):
     with open(REFERENCE_ERRORS) as f:
         entry = json.load(f).get(name)
     if entry is None or (prefix + quantity) not in entry:
-        return base, (f"{name}: no {prefix or 'f32:'} reference error for {quantity} in {REFERENCE_ERRORS} "
+        return base, (f"{name}: no {prefix.rstrip(':') or 'f32'} reference error for {quantity} in {REFERENCE_ERRORS} "
                       "(rerun java/src/test/python/f32_reference_errors.py)")
     with open(path, "rb") as f:
         sha = hashlib.sha256(f.read()).hexdigest()
@@ -312,7 +312,8 @@ def main():
     base, slack, floor, prefix = rule()
     print(f"backend {BACKEND} (rule of native/reference/tolerances.json, as Java's Parity): bf16 outputs "
           f"{slack:g} x ideal bf16 error + {floor:g}; gradients of the goldens max({base:g}, 2 x PyTorch's own "
-          f"{prefix or 'f32:'} error), of the synthetic case {GRAD_BOUND:g}; routing and aux max({F32_BOUND:g}, "
+          f"{prefix.rstrip(':') or 'f32'} error), of the synthetic case {GRAD_BOUND:g}; "
+          f"routing and aux max({F32_BOUND:g}, "
           "2 x PyTorch's own f32 error)")
     lib = Lib(args.lib)
     files = sorted(glob.glob(os.path.join(args.goldens, "*.safetensors")))

@@ -148,8 +148,9 @@ bool run(ThreadPool& pool, const Case& c, std::vector<Array>& out, std::string& 
     if (op == "sqdk_attention_forward" || op == "sqdk_attention_backward" || op == "sqdk_attention_decode") {
         const bool decode = op == "sqdk_attention_decode";
         // decode: one query per slot, the shared layout at C = 1 over the slots' caches
-        const AttentionShape s = decode ? AttentionShape{c.i("seqs"), 1, c.i("max_len"), c.i("H"), c.i("Hkv"), c.i("Dh")}
-                                        : AttentionShape{c.i("B"), c.i("C"), c.i("S"), c.i("H"), c.i("Hkv"), c.i("Dh")};
+        const AttentionShape s =
+            decode ? AttentionShape{c.i("seqs"), 1, c.i("max_len"), c.i("H"), c.i("Hkv"), c.i("Dh")}
+                   : AttentionShape{c.i("B"), c.i("C"), c.i("S"), c.i("H"), c.i("Hkv"), c.i("Dh")};
         const int32_t* pos = c.input(decode ? "qpos" : "pos").i.data();
         const int32_t* counts = c.input(decode ? "qcnt" : "counts").i.data();
         const float *q = c.input("q").f.data(), *k = c.input("k").f.data(), *v = c.input("v").f.data();

@@ -160,8 +160,8 @@ bool run(Device& d, const Case& c, std::vector<Array>& out, std::string& why) {
     if (op == "gumbel_noise") {
         const int64_t B = c.i("B"), S = c.i("S");
         float* g = m.f32_zero(B * S);
-        gumbel_noise_kernel_launch(d, static_cast<uint64_t>(c.d("seed")), c.i("step"), static_cast<int32_t>(c.i("layer")),
-                                   B, S, g);
+        gumbel_noise_kernel_launch(d, static_cast<uint64_t>(c.d("seed")), c.i("step"),
+                                   static_cast<int32_t>(c.i("layer")), B, S, g);
         out.push_back(get_f32(d, "g", {B, S}, g, Prec::F32));
         return true;
     }

@@ -135,7 +135,8 @@ int main(int argc, char** argv) {
         else if (arg == "--tolerances") tol_path = value();
         else if (arg == "--list") list = true;
         else {
-            std::fprintf(stderr, "usage: %s [--op SUBSTRING] [--require cuda] [--tolerances FILE] [--list] [--dump DIR]\n",
+            std::fprintf(stderr,
+                         "usage: %s [--op SUBSTRING] [--require cuda] [--tolerances FILE] [--list] [--dump DIR]\n",
                          argv[0]);
             return 2;
         }
@@ -212,7 +213,8 @@ int main(int argc, char** argv) {
                     if (x.name == r.name) g = &x;
                 ++checks;
                 if (!g) {
-                    std::printf("%-7s %-58s %-8s FAIL: no such output\n", b.name.c_str(), c.name.c_str(), r.name.c_str());
+                    std::printf("%-7s %-58s %-8s FAIL: no such output\n", b.name.c_str(), c.name.c_str(),
+                                r.name.c_str());
                     ++failures;
                     continue;
                 }
