@@ -118,6 +118,36 @@ def attention(p, I, decode):
     return out
 
 
+def decode_step_pre(p, I):
+    """One decode step's rows before the GEMMs: l = x.w + b, n = l / t, routed iff n > 0 (threshold), the
+    reflex norm's h, the causal conv over [the slot's K-1 cached h, h], the attention norm's a, the cache
+    shifted by one; qpos / qcnt per slot, row_cache = slot * max_len + pos (-1 for a padding row)."""
+    n, seqs, L, K = (int(p[k]) for k in ("n", "max_seqs", "max_len", "K"))
+    x, slot, pos = I["x"], I["slot"], I["pos"]
+    t = hspmn_ref.router_temperature(I["log_temp"])
+    score = hspmn_ref.router_logits(x, I["router_w"], I["router_b"]) / t
+    h = hspmn_ref.rms_norm(x, I["reflex_norm_w"], p["eps"])
+    a = hspmn_ref.rms_norm(x, I["attn_norm_w"], p["eps"])
+    cache = I["conv_cache"].clone()
+    c = torch.zeros_like(x)
+    routed = (slot >= 0) & (score > 0)
+    qpos = torch.full((seqs,), -1, dtype=torch.int64)
+    qcnt = torch.zeros(seqs, dtype=torch.int64)
+    row_cache = torch.where(slot >= 0, slot * L + pos, torch.full_like(slot, -1))
+    for r in range(n):
+        s = int(slot[r])
+        if s < 0:
+            continue
+        qpos[s] = int(pos[r]) if routed[r] else -1
+        qcnt[s] = int(routed[r])
+        seq = torch.cat([cache[s, :K - 1], h[r:r + 1]])[None]  # [1, K, D]: the K inputs ending at this row
+        c[r] = hspmn_ref.causal_conv(seq, I["conv_w"])[0, -1]
+        if K > 1:
+            cache[s, :K - 1] = seq[0, 1:]
+    return {"c": c, "a": a, "conv_cache": cache, "routed": routed.to(torch.int64), "qpos": qpos, "qcnt": qcnt,
+            "row_cache": row_cache}
+
+
 def reference(op, p, I):
     """float64 results of one case, by output name."""
     if op in ("rms_norm_forward", "rms_norm_backward"):
@@ -154,6 +184,19 @@ def reference(op, p, I):
         return {"dl": grads(fn, [I["l"]], torch.tensor([hspmn_ref.f32(p["d_aux"])], dtype=D64))[0]}
     if op in ("sqdk_attention_forward", "sqdk_attention_backward", "sqdk_attention_decode"):
         return attention(p, I, op == "sqdk_attention_decode")
+    if op == "rope_step":
+        n, seqs, H, Hkv, Dh = (int(p[k]) for k in ("n", "max_seqs", "H", "Hkv", "Dh"))
+        pos = I["pos"].view(1, n)
+        k = hspmn_ref.rope(I["kf"].view(1, n, Hkv, Dh), pos, p["base"]).reshape(n, Hkv * Dh)
+        q = hspmn_ref.rope(I["qf"].view(1, n, H, Dh), pos, p["base"]).reshape(n, H * Dh)
+        live = I["slot"] >= 0
+        q_slots = torch.zeros(seqs, H * Dh, dtype=D64)
+        for r in range(n):
+            if live[r] and I["routed"][r]:
+                q_slots[I["slot"][r]] = q[r]
+        return {"k_rows": k * live[:, None], "q_slots": q_slots}
+    if op == "decode_step_pre":
+        return decode_step_pre(p, I)
     if op == "cross_entropy_fused":
         h, table, t = I["h"], I["table"], I["targets"]
         z = h @ table.T

@@ -1,4 +1,5 @@
 // The CPU backend's ops (src/cpu/ops.h) behind the registry's names: float32 in, float32 out.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -168,6 +169,74 @@ bool run(ThreadPool& pool, const Case& c, std::vector<Array>& out, std::string& 
         out.push_back(std::move(dq));
         out.push_back(std::move(dk));
         out.push_back(std::move(dv));
+        return true;
+    }
+    if (op == "rope_step") {
+        // rope_rows + rope_forward of every row's K and the routed rows' Q, placed as the step places them:
+        // k: the rows' cache rows [n, Hkv*Dh] (a padding row writes none: 0), q: [max_seqs, H*Dh] by slot
+        const int64_t n = c.i("n"), seqs = c.i("max_seqs"), H = c.i("H"), Hkv = c.i("Hkv"), Dh = c.i("Dh");
+        const Array &slot = c.input("slot"), &pos = c.input("pos"), &routed = c.input("routed");
+        std::vector<float> cos_t(static_cast<std::size_t>(n * (Dh / 2))), sin_t(cos_t.size());
+        rope_rows(pos.i.data(), n, Dh, static_cast<float>(c.d("base")), cos_t.data(), sin_t.data());
+        std::vector<int32_t> tab(static_cast<std::size_t>(n));
+        for (int64_t r = 0; r < n; ++r) tab[r] = static_cast<int32_t>(r);
+        std::vector<float> kf = c.input("kf").f, qf = c.input("qf").f;
+        rope_forward(pool, kf.data(), n, Hkv, Dh, tab.data(), cos_t.data(), sin_t.data());
+        rope_forward(pool, qf.data(), n, H, Dh, tab.data(), cos_t.data(), sin_t.data());
+        Array k = out_f("k_rows", {n, Hkv * Dh}), q = out_f("q_slots", {seqs, H * Dh});
+        for (int64_t r = 0; r < n; ++r) {
+            if (slot.i[r] < 0) continue;
+            std::copy(kf.begin() + r * Hkv * Dh, kf.begin() + (r + 1) * Hkv * Dh, k.f.begin() + r * Hkv * Dh);
+            if (routed.i[r])
+                std::copy(qf.begin() + r * H * Dh, qf.begin() + (r + 1) * H * Dh, q.f.begin() + slot.i[r] * H * Dh);
+        }
+        out.push_back(std::move(k));
+        out.push_back(std::move(q));
+        return true;
+    }
+    if (op == "decode_step_pre") {
+        // what the CPU block's decode runs for one new row of a slot (cpu_block.cpp run_router,
+        // cpu_block_rows.cpp): router_logits / t, threshold n > 0, both rms_norm_forward, causal_conv_forward
+        // over [the slot's K-1 cached h, h], then the cache keeps the last K-1 inputs
+        const int64_t n = c.i("n"), seqs = c.i("max_seqs"), L = c.i("max_len"), D = c.i("D"), K = c.i("K"),
+                      P = K - 1, PC = std::max<int64_t>(P, 1);
+        const float eps = static_cast<float>(c.d("eps"));
+        const Array &x = c.input("x"), &slot = c.input("slot"), &pos = c.input("pos");
+        std::vector<float> l(static_cast<std::size_t>(n)), rstd(static_cast<std::size_t>(n));
+        router_logits(pool, x.f.data(), c.input("router_w").f.data(), c.input("router_b").f[0], n, D, l.data());
+        const double t_raw = std::exp(static_cast<double>(c.input("log_temp").f[0]));
+        const float t = static_cast<float>(std::fmin(std::fmax(t_raw, 0.1), 2.0));
+        std::vector<float> h(static_cast<std::size_t>(n * D));
+        Array a = out_f("a", {n, D}), cc = out_f("c", {n, D}), cache = out_f("conv_cache", {seqs, PC, D});
+        cache.f = c.input("conv_cache").f;
+        rms_norm_forward(pool, x.f.data(), c.input("reflex_norm_w").f.data(), eps, n, D, h.data(), rstd.data());
+        rms_norm_forward(pool, x.f.data(), c.input("attn_norm_w").f.data(), eps, n, D, a.f.data(), rstd.data());
+        Array routed = out_i("routed", {n}), qpos = out_i("qpos", {seqs}), qcnt = out_i("qcnt", {seqs}),
+              row_cache = out_i("row_cache", {n});
+        std::fill(qpos.i.begin(), qpos.i.end(), -1);
+        std::vector<float> staged(static_cast<std::size_t>((P + 1) * D)), conv(staged.size());
+        for (int64_t r = 0; r < n; ++r) {
+            const int32_t s = slot.i[r];
+            const bool flag = s >= 0 && l[r] / t > 0.0f;
+            routed.i[r] = flag;
+            row_cache.i[r] = s >= 0 ? static_cast<int32_t>(s * L + pos.i[r]) : -1;
+            if (s < 0) continue;  // a padding row: no cache, its c unspecified (0 here and compared as such)
+            qpos.i[s] = flag ? pos.i[r] : -1;
+            qcnt.i[s] = flag;
+            float* cs = cache.f.data() + s * PC * D;
+            std::copy(cs, cs + P * D, staged.begin());
+            std::copy(h.begin() + r * D, h.begin() + (r + 1) * D, staged.begin() + P * D);
+            causal_conv_forward(pool, staged.data(), c.input("conv_w").f.data(), 1, P + 1, D, K, conv.data());
+            std::copy(conv.begin() + P * D, conv.end(), cc.f.begin() + r * D);
+            std::copy(staged.begin() + D, staged.end(), cs);
+        }
+        out.push_back(std::move(cc));
+        out.push_back(std::move(a));
+        out.push_back(std::move(cache));
+        out.push_back(std::move(routed));
+        out.push_back(std::move(qpos));
+        out.push_back(std::move(qcnt));
+        out.push_back(std::move(row_cache));
         return true;
     }
     if (op == "cross_entropy_fused") {

@@ -233,6 +233,62 @@ bool run(Device& d, const Case& c, std::vector<Array>& out, std::string& why) {
         out.push_back(get_f32(d, "lse", {seqs, H, 1}, lse, Prec::F32));
         return true;
     }
+    if (op == "rope_step") {
+        const int64_t n = c.i("n"), seqs = c.i("max_seqs"), L = c.i("max_len"), H = c.i("H"), Hkv = c.i("Hkv"),
+                      Dh = c.i("Dh"), KV = Hkv * Dh;
+        const Array &slot = c.input("slot"), &pos = c.input("pos");
+        std::vector<int64_t> row_cache(static_cast<std::size_t>(n));
+        for (int64_t r = 0; r < n; ++r) row_cache[r] = slot.i[r] < 0 ? -1 : slot.i[r] * L + pos.i[r];
+        int64_t* rc = static_cast<int64_t*>(m.raw(row_cache.size() * 8));
+        check(cudaMemcpy(rc, row_cache.data(), row_cache.size() * 8, cudaMemcpyHostToDevice), "upload");
+        bf16 *k_cache = m.bf_zero(seqs * L * KV), *q = m.bf_zero(seqs * H * Dh);
+        rope_step(d, m.f32(c.input("kf")), m.f32(c.input("qf")), m.i32(slot), m.i32(pos), m.i32(c.input("routed")), rc,
+                  n, H, Hkv, Dh, static_cast<float>(c.d("base")), k_cache, q);
+        Array cache = get_bf(d, "k_cache", {seqs * L, KV}, k_cache);
+        Array k("k_rows", {n, KV});
+        k.prec = Prec::BF16;
+        k.f.assign(static_cast<std::size_t>(n * KV), 0.0f);
+        for (int64_t r = 0; r < n; ++r)
+            if (row_cache[r] >= 0)
+                std::copy(cache.f.begin() + row_cache[r] * KV, cache.f.begin() + (row_cache[r] + 1) * KV,
+                          k.f.begin() + r * KV);
+        out.push_back(std::move(k));
+        out.push_back(get_bf(d, "q_slots", {seqs, H * Dh}, q));
+        return true;
+    }
+    if (op == "decode_step_pre") {
+        const int64_t n = c.i("n"), seqs = c.i("max_seqs"), L = c.i("max_len"), D = c.i("D"), K = c.i("K"),
+                      PC = std::max<int64_t>(K - 1, 1);
+        bf16* cache = m.bf(c.input("conv_cache"));
+        bf16 *cc = m.bf_zero(n * D), *a = m.bf_zero(n * D);
+        int32_t *routed = m.i32_zero(n), *qcnt = m.i32_zero(seqs);
+        Array minus("qpos", {seqs}, true);
+        minus.i.assign(static_cast<std::size_t>(seqs), -1);
+        int32_t* qpos = m.i32(minus);
+        int64_t* rc = static_cast<int64_t*>(m.raw(static_cast<std::size_t>(n) * 8));
+        decode_step_pre(d, m.bf(c.input("x")), m.bf(c.input("router_w")), m.bf(c.input("router_b")),
+                        m.bf(c.input("log_temp")), m.bf(c.input("reflex_norm_w")), m.bf(c.input("attn_norm_w")),
+                        static_cast<float>(c.d("eps")), m.bf(c.input("conv_w")), K, cache, m.i32(c.input("slot")),
+                        m.i32(c.input("pos")), n, D, L, cc, a, routed, qpos, qcnt, rc);
+        Array c_out = get_bf(d, "c", {n, D}, cc);
+        const Array& slot = c.input("slot");
+        for (int64_t r = 0; r < n; ++r)  // a padding row's c is unspecified: compared as the CPU's 0
+            if (slot.i[r] < 0) std::fill(c_out.f.begin() + r * D, c_out.f.begin() + (r + 1) * D, 0.0f);
+        out.push_back(std::move(c_out));
+        out.push_back(get_bf(d, "a", {n, D}, a));
+        out.push_back(get_bf(d, "conv_cache", {seqs, PC, D}, cache));
+        out.push_back(get_i32(d, "routed", {n}, routed));
+        out.push_back(get_i32(d, "qpos", {seqs}, qpos));
+        out.push_back(get_i32(d, "qcnt", {seqs}, qcnt));
+        std::vector<int64_t> rows(static_cast<std::size_t>(n));
+        check(cudaStreamSynchronize(stream(d)), "sync");
+        check(cudaMemcpy(rows.data(), rc, rows.size() * 8, cudaMemcpyDeviceToHost), "download");
+        Array row_cache("row_cache", {n}, true);
+        row_cache.prec = Prec::EXACT;
+        for (int64_t v : rows) row_cache.i.push_back(static_cast<int32_t>(v));
+        out.push_back(std::move(row_cache));
+        return true;
+    }
     if (op == "cross_entropy_fused") {
         const int64_t N = c.i("N"), V = c.i("V"), D = c.i("D");
         float *loss = m.f32_zero(1), *dh = m.f32_zero(N * D), *dt = m.f32_zero(V * D);

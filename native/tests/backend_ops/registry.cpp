@@ -265,6 +265,61 @@ void add_decode(std::vector<Case>& r) {
     }
 }
 
+// The decode step's RoPE: row r (slot[r], -1 a padding row) at position pos[r]; its K goes to the
+// slot's cache row, its Q (routed rows only) to the slot's query row.
+void add_rope_step(std::vector<Case>& r) {
+    struct A { int64_t max_seqs, max_len, H, Hkv, Dh; std::vector<int32_t> slot, pos, routed; };
+    for (const A& s : std::vector<A>{{6, 50, 4, 2, 64, {3, 0, -1, 5, 1}, {49, 0, 0, 17, 3}, {1, 0, 1, 1, 1}},
+                                     {2, 2000, 2, 1, 128, {1, 0}, {1999, 1234}, {1, 1}}}) {
+        const int64_t n = static_cast<int64_t>(s.slot.size());
+        Case c = make("rope_step", "n" + std::to_string(n) + "_len" + std::to_string(s.max_len) + "_Dh" +
+                                       std::to_string(s.Dh),
+                      {{"n", n}, {"max_seqs", s.max_seqs}, {"max_len", s.max_len}, {"H", s.H}, {"Hkv", s.Hkv},
+                       {"Dh", s.Dh}, {"base", 10000.0}});
+        Gen g(c.name);
+        c.in.push_back(g.normal("kf", {n, s.Hkv * s.Dh}));
+        c.in.push_back(g.normal("qf", {n, s.H * s.Dh}));
+        c.in.push_back(g.ints("slot", {n}, s.slot));
+        c.in.push_back(g.ints("pos", {n}, s.pos));
+        c.in.push_back(g.ints("routed", {n}, s.routed));
+        r.push_back(std::move(c));
+    }
+}
+
+// The decode step's per-row ops before its GEMMs: router (threshold n > 0), both RMSNorms, the causal
+// conv over the slot's conv cache and the cache's shift. Rows at positions below K - 1 have zeros in the
+// cache rows before position 0 (as every backend's decode leaves them).
+void add_decode_step_pre(std::vector<Case>& r) {
+    struct A { int64_t max_seqs, max_len, D, K; std::vector<int32_t> slot, pos; };
+    for (const A& s : std::vector<A>{{4, 64, 64, 4, {2, 0, -1, 3}, {10, 0, 0, 1}},
+                                     {3, 4096, 256, 3, {1, 2, 0}, {4095, 2, 7}},
+                                     {2, 16, 1024, 1, {1, 0}, {5, 0}}}) {
+        const int64_t n = static_cast<int64_t>(s.slot.size()), D = s.D, K = s.K, P = K - 1;
+        Case c = make("decode_step_pre", "n" + std::to_string(n) + "_D" + std::to_string(D) + "_K" + std::to_string(K),
+                      {{"n", n}, {"max_seqs", s.max_seqs}, {"max_len", s.max_len}, {"D", D}, {"K", K}, {"eps", 1e-5}});
+        Gen g(c.name);
+        c.in.push_back(g.normal("x", {n, D}));
+        c.in.push_back(g.normal("router_w", {D}, 0.1f));
+        c.in.push_back(g.normal("router_b", {1}, 0.1f));
+        Array lt("log_temp", {1});
+        lt.f = {bf16_to_f32(f32_to_bf16(0.3f))};
+        c.in.push_back(lt);
+        c.in.push_back(g.normal("reflex_norm_w", {D}, 0.5f));
+        c.in.push_back(g.normal("attn_norm_w", {D}, 0.5f));
+        c.in.push_back(g.normal("conv_w", {D, K}, 0.5f));
+        Array cache = g.normal("conv_cache", {s.max_seqs, std::max<int64_t>(P, 1), D});
+        for (int64_t r = 0; r < n; ++r)  // cache row j holds the input P - j rows back: zero before position 0
+            for (int64_t j = 0; j < P && s.slot[r] >= 0; ++j)
+                if (s.pos[r] < P - j)
+                    std::fill(cache.f.begin() + (s.slot[r] * P + j) * D, cache.f.begin() + (s.slot[r] * P + j + 1) * D,
+                              0.0f);
+        c.in.push_back(cache);
+        c.in.push_back(g.ints("slot", {n}, s.slot));
+        c.in.push_back(g.ints("pos", {n}, s.pos));
+        r.push_back(std::move(c));
+    }
+}
+
 void add_cross_entropy(std::vector<Case>& r) {
     struct X { int64_t N, V, D; };
     for (X s : {X{13, 97, 64}, X{70, 1000, 128}, X{5, 4099, 72}}) {
@@ -313,6 +368,8 @@ std::vector<Case> registry() {
     add_aux_loss(r);
     add_attention(r);
     add_decode(r);
+    add_rope_step(r);
+    add_decode_step_pre(r);
     add_cross_entropy(r);
     add_adamw(r);
     return r;
