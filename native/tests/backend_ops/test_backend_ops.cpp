@@ -5,11 +5,14 @@
 // equal). The CPU backend itself is checked against the PyTorch reference by
 // native/reference/check_backend_ops.py, from what --dump writes.
 //
-//   test_backend_ops [--op SUBSTRING] [--require cuda] [--tolerances FILE] [--list]
+//   test_backend_ops [--op SUBSTRING] [--require cuda] [--emulate-bf16] [--tolerances FILE] [--list]
 //   test_backend_ops --dump DIR      # DIR/manifest.json + one .bin per array (cases, CPU outputs)
 //
 // Without --require, a backend that is not built or has no device is reported and skipped (exit 0);
 // ci/gpu.sh passes --require cuda so a GPU run cannot pass without running the CUDA ops.
+// --emulate-bf16 adds a backend "cpu_bf16": the CPU ops with every float output rounded to bf16 and
+// tagged bf16, so a machine without a GPU runs the comparison itself (ctest does) and shows what bf16
+// storage alone costs against the bound.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "../../src/core/bf16.h"
 #include "backend_ops.h"
 
 #ifndef HSPMN_TOLERANCES
@@ -38,6 +42,18 @@ double tolerance(const std::string& text, const char* key, const std::string& pa
         std::exit(2);
     }
     return std::strtod(text.c_str() + at + 1, nullptr);
+}
+
+OpBackend emulated_bf16(const OpBackend& cpu) {
+    return OpBackend{"cpu_bf16", [cpu](const Case& c, std::vector<Array>& out, std::string& why) {
+                         if (!cpu.run(c, out, why)) return false;
+                         for (Array& a : out) {
+                             if (a.is_int) continue;
+                             for (float& x : a.f) x = hspmn::bf16_to_f32(hspmn::f32_to_bf16(x));
+                             a.prec = Prec::BF16;
+                         }
+                         return true;
+                     }};
 }
 
 std::string json_escape(const std::string& s) {
@@ -119,7 +135,7 @@ int dump(const std::vector<Case>& cases, const std::string& dir) {
 
 int main(int argc, char** argv) {
     std::string dump_dir, filter, require, tol_path = HSPMN_TOLERANCES;
-    bool list = false;
+    bool list = false, emulate = false;
     for (int a = 1; a < argc; ++a) {
         const std::string arg = argv[a];
         auto value = [&]() -> std::string {
@@ -134,10 +150,12 @@ int main(int argc, char** argv) {
         else if (arg == "--require") require = value();
         else if (arg == "--tolerances") tol_path = value();
         else if (arg == "--list") list = true;
+        else if (arg == "--emulate-bf16") emulate = true;
         else {
             std::fprintf(stderr,
-                         "usage: %s [--op SUBSTRING] [--require cuda] [--tolerances FILE] [--list] [--dump DIR]\n",
-                         argv[0]);
+                         "usage: %s [--op SUBSTRING] [--require cuda] [--emulate-bf16] [--tolerances FILE] [--list]\n"
+                         "       %s --dump DIR\n",
+                         argv[0], argv[0]);
             return 2;
         }
     }
@@ -172,6 +190,7 @@ int main(int argc, char** argv) {
             return 1;
         }
     }
+    if (emulate) others.push_back(emulated_bf16(cpu));
     if (!require.empty() && require != "cuda") {
         std::fprintf(stderr, "--require: unknown backend %s\n", require.c_str());
         return 2;
@@ -183,12 +202,12 @@ int main(int argc, char** argv) {
     }
 
     int failures = 0, checks = 0;
-    std::printf("%-7s %-58s %-8s %-5s %10s %10s  %s\n", "backend", "case", "output", "prec", "nmse", "bound", "");
+    std::printf("%-8s %-58s %-8s %-5s %10s %10s  %s\n", "backend", "case", "output", "prec", "nmse", "bound", "");
     for (const Case& c : cases) {
         std::vector<Array> ref;
         std::string cpu_why;
         if (!cpu.run(c, ref, cpu_why)) {
-            std::printf("%-7s %-58s FAIL: %s\n", "cpu", c.name.c_str(), cpu_why.c_str());
+            std::printf("%-8s %-58s FAIL: %s\n", "cpu", c.name.c_str(), cpu_why.c_str());
             ++failures;
             continue;
         }
@@ -203,7 +222,7 @@ int main(int argc, char** argv) {
                 bwhy = std::string("threw: ") + e.what();
             }
             if (!ran) {
-                std::printf("%-7s %-58s FAIL: %s\n", b.name.c_str(), c.name.c_str(), bwhy.c_str());
+                std::printf("%-8s %-58s FAIL: %s\n", b.name.c_str(), c.name.c_str(), bwhy.c_str());
                 ++failures;
                 continue;
             }
@@ -213,7 +232,7 @@ int main(int argc, char** argv) {
                     if (x.name == r.name) g = &x;
                 ++checks;
                 if (!g) {
-                    std::printf("%-7s %-58s %-8s FAIL: no such output\n", b.name.c_str(), c.name.c_str(),
+                    std::printf("%-8s %-58s %-8s FAIL: no such output\n", b.name.c_str(), c.name.c_str(),
                                 r.name.c_str());
                     ++failures;
                     continue;
@@ -224,7 +243,7 @@ int main(int argc, char** argv) {
                                                             : bound_bf16 * bound_bf16;
                 const bool ok = e <= bound;
                 failures += !ok;
-                std::printf("%-7s %-58s %-8s %-5s %10.3e %10.3e  %s\n", b.name.c_str(), c.name.c_str(), r.name.c_str(),
+                std::printf("%-8s %-58s %-8s %-5s %10.3e %10.3e  %s\n", b.name.c_str(), c.name.c_str(), r.name.c_str(),
                             prec_name(g->prec), e, bound, ok ? "ok" : "FAIL");
             }
         }
