@@ -79,7 +79,8 @@ void sqdk_attention_backward(ThreadPool& pool, const AttentionShape& a, const fl
                              const float* lse, const float* d_o, float* dq, float* dk, float* dv);
 // The CPU block keeps its query rows packed by sequence (no padding): sequence b owns rows
 // q_start[b] .. q_start[b+1] - 1 of q and o ([Nq, H*Dh]) and keys b*S .. b*S + S - 1. Each sequence is
-// one B = 1, C = its count call of the ops above, so its lse rows are [H, count] at lse + q_start[b] * H.
+// one B = 1, C = its count call of the ops above, so its lse rows are [H, count] at lse + q_start[b] * H
+// (when every count is equal, that is the shared layout itself, run as one call).
 struct PackedQueries {
     int64_t B, S, H, Hkv, Dh, Nq;
     const int64_t* q_start;  // [B + 1]

@@ -123,9 +123,29 @@ void sqdk_attention_backward(ThreadPool& pool, const AttentionShape& a, const fl
     });
 }
 
+namespace {
+
+// Packed rows with one count c for every sequence are the shared layout at C = c (row q_start[b] + j
+// is b * c + j; lse [B, H, c] sits where B calls of [H, c] would): one call, parallel over all of them.
+bool uniform(const PackedQueries& a) {
+    for (int64_t b = 0; b < a.B; ++b)
+        if (a.q_start[b + 1] - a.q_start[b] != a.q_start[1]) return false;
+    return true;
+}
+
+}  // namespace
+
 void sqdk_attention_forward_packed(ThreadPool& pool, const PackedQueries& a, const float* q, const float* k,
                                    const float* v, float* o, float* lse) {
     const int64_t kv = a.S * a.Hkv * a.Dh, qs = a.H * a.Dh;
+    if (a.B > 0 && uniform(a)) {
+        const int64_t C = a.q_start[1];
+        Buffer<int32_t> counts(static_cast<std::size_t>(a.B));
+        counts.fill(static_cast<int32_t>(C));
+        sqdk_attention_forward(pool, AttentionShape{a.B, C, a.S, a.H, a.Hkv, a.Dh}, q, a.q_pos, counts.data(), k, v,
+                               o, lse);
+        return;
+    }
     for (int64_t b = 0; b < a.B; ++b) {
         const int64_t r0 = a.q_start[b];
         const int32_t n = static_cast<int32_t>(a.q_start[b + 1] - r0);
@@ -139,6 +159,14 @@ void sqdk_attention_backward_packed(ThreadPool& pool, const PackedQueries& a, co
                                     const float* v, const float* o, const float* lse, const float* d_o, float* dq,
                                     float* dk, float* dv) {
     const int64_t kv = a.S * a.Hkv * a.Dh, qs = a.H * a.Dh;
+    if (a.B > 0 && uniform(a)) {
+        const int64_t C = a.q_start[1];
+        Buffer<int32_t> counts(static_cast<std::size_t>(a.B));
+        counts.fill(static_cast<int32_t>(C));
+        sqdk_attention_backward(pool, AttentionShape{a.B, C, a.S, a.H, a.Hkv, a.Dh}, q, a.q_pos, counts.data(), k, v,
+                                o, lse, d_o, dq, dk, dv);
+        return;
+    }
     for (int64_t b = 0; b < a.B; ++b) {  // every sequence, so the keys of one without queries get dk = dv = 0
         const int64_t r0 = a.q_start[b];
         const int32_t n = static_cast<int32_t>(a.q_start[b + 1] - r0);

@@ -4,6 +4,7 @@
 // picks its bound against the CPU op (backend_ops.h Prec).
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 
@@ -20,7 +21,8 @@ namespace {
 using namespace hspmn::cuda;
 using bf16 = __nv_bfloat16;
 
-// Device buffers of one case, freed when it ends.
+// Device buffers of one case, freed when it ends. Everything goes through the device's stream (a
+// non-blocking one): a zeroing memset there and a cudaMemcpy on the legacy stream would not be ordered.
 struct Mem {
     Device& d;
     std::vector<DeviceBuffer> bufs;
@@ -29,34 +31,35 @@ struct Mem {
         bufs.back().zero(d);
         return bufs.back().data();
     }
-    float* f32(const Array& a) {
-        float* p = static_cast<float*>(raw(a.f.size() * 4));
-        check(cudaMemcpy(p, a.f.data(), a.f.size() * 4, cudaMemcpyHostToDevice), "upload");
+    void* up(const void* host, std::size_t bytes) {
+        void* p = raw(bytes);
+        check(cudaMemcpyAsync(p, host, bytes, cudaMemcpyHostToDevice, stream(d)), "upload");
+        check(cudaStreamSynchronize(stream(d)), "upload");
         return p;
     }
+    float* f32(const Array& a) { return static_cast<float*>(up(a.f.data(), a.f.size() * 4)); }
     bf16* bf(const Array& a) {
         std::vector<uint16_t> h(a.f.size());
         for (std::size_t k = 0; k < h.size(); ++k) h[k] = f32_to_bf16(a.f[k]);
-        bf16* p = static_cast<bf16*>(raw(h.size() * 2));
-        check(cudaMemcpy(p, h.data(), h.size() * 2, cudaMemcpyHostToDevice), "upload");
-        return p;
+        return static_cast<bf16*>(up(h.data(), h.size() * 2));
     }
-    int32_t* i32(const Array& a) {
-        int32_t* p = static_cast<int32_t*>(raw(a.i.size() * 4));
-        check(cudaMemcpy(p, a.i.data(), a.i.size() * 4, cudaMemcpyHostToDevice), "upload");
-        return p;
-    }
+    int32_t* i32(const Array& a) { return static_cast<int32_t*>(up(a.i.data(), a.i.size() * 4)); }
     float* f32_zero(int64_t n) { return static_cast<float*>(raw(static_cast<std::size_t>(n) * 4)); }
     bf16* bf_zero(int64_t n) { return static_cast<bf16*>(raw(static_cast<std::size_t>(n) * 2)); }
     int32_t* i32_zero(int64_t n) { return static_cast<int32_t*>(raw(static_cast<std::size_t>(n) * 4)); }
 };
 
+// Downloads wait for the stream first, then copy on it.
+void down(Device& d, void* host, const void* dev, std::size_t bytes) {
+    check(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, stream(d)), "download");
+    check(cudaStreamSynchronize(stream(d)), "download");
+}
+
 Array get_f32(Device& d, const char* name, std::vector<int64_t> shape, const float* p, Prec prec) {
     Array a{name, std::move(shape)};
     a.prec = prec;
     a.f.resize(static_cast<std::size_t>(a.numel()));
-    check(cudaStreamSynchronize(stream(d)), "sync");
-    check(cudaMemcpy(a.f.data(), p, a.f.size() * 4, cudaMemcpyDeviceToHost), "download");
+    down(d, a.f.data(), p, a.f.size() * 4);
     return a;
 }
 
@@ -64,8 +67,7 @@ Array get_bf(Device& d, const char* name, std::vector<int64_t> shape, const bf16
     Array a{name, std::move(shape)};
     a.prec = Prec::BF16;
     std::vector<uint16_t> h(static_cast<std::size_t>(a.numel()));
-    check(cudaStreamSynchronize(stream(d)), "sync");
-    check(cudaMemcpy(h.data(), p, h.size() * 2, cudaMemcpyDeviceToHost), "download");
+    down(d, h.data(), p, h.size() * 2);
     a.f.resize(h.size());
     for (std::size_t k = 0; k < h.size(); ++k) a.f[k] = bf16_to_f32(h[k]);
     return a;
@@ -75,8 +77,7 @@ Array get_i32(Device& d, const char* name, std::vector<int64_t> shape, const int
     Array a{name, std::move(shape), true};
     a.prec = Prec::EXACT;
     a.i.resize(static_cast<std::size_t>(a.numel()));
-    check(cudaStreamSynchronize(stream(d)), "sync");
-    check(cudaMemcpy(a.i.data(), p, a.i.size() * 4, cudaMemcpyDeviceToHost), "download");
+    down(d, a.i.data(), p, a.i.size() * 4);
     return a;
 }
 
@@ -239,8 +240,7 @@ bool run(Device& d, const Case& c, std::vector<Array>& out, std::string& why) {
         const Array &slot = c.input("slot"), &pos = c.input("pos");
         std::vector<int64_t> row_cache(static_cast<std::size_t>(n));
         for (int64_t r = 0; r < n; ++r) row_cache[r] = slot.i[r] < 0 ? -1 : slot.i[r] * L + pos.i[r];
-        int64_t* rc = static_cast<int64_t*>(m.raw(row_cache.size() * 8));
-        check(cudaMemcpy(rc, row_cache.data(), row_cache.size() * 8, cudaMemcpyHostToDevice), "upload");
+        int64_t* rc = static_cast<int64_t*>(m.up(row_cache.data(), row_cache.size() * 8));
         bf16 *k_cache = m.bf_zero(seqs * L * KV), *q = m.bf_zero(seqs * H * Dh);
         rope_step(d, m.f32(c.input("kf")), m.f32(c.input("qf")), m.i32(slot), m.i32(pos), m.i32(c.input("routed")), rc,
                   n, H, Hkv, Dh, static_cast<float>(c.d("base")), k_cache, q);
@@ -281,8 +281,7 @@ bool run(Device& d, const Case& c, std::vector<Array>& out, std::string& why) {
         out.push_back(get_i32(d, "qpos", {seqs}, qpos));
         out.push_back(get_i32(d, "qcnt", {seqs}, qcnt));
         std::vector<int64_t> rows(static_cast<std::size_t>(n));
-        check(cudaStreamSynchronize(stream(d)), "sync");
-        check(cudaMemcpy(rows.data(), rc, rows.size() * 8, cudaMemcpyDeviceToHost), "download");
+        down(d, rows.data(), rc, rows.size() * 8);
         Array row_cache("row_cache", {n}, true);
         row_cache.prec = Prec::EXACT;
         for (int64_t v : rows) row_cache.i.push_back(static_cast<int32_t>(v));
@@ -329,21 +328,21 @@ bool run(Device& d, const Case& c, std::vector<Array>& out, std::string& why) {
 
 }  // namespace
 
+// The Device lives in the returned closure, so it is destroyed when main's backends go out of scope,
+// before the CUDA runtime's own teardown at exit.
 OpBackend cuda_backend(std::string& why) {
-    static std::unique_ptr<Device> device;
-    if (!device) {
-        try {
-            device = std::make_unique<Device>(0);
-        } catch (const Error& e) {
-            why = e.status == HSPMN_ERR_NO_DEVICE ? "skipped: no device (" + e.message + ")"
-                                                  : "Device(0) failed: " + e.message;
-            return OpBackend{"cuda", nullptr};
-        }
+    std::shared_ptr<Device> device;
+    try {
+        device = std::make_shared<Device>(0);
+    } catch (const Error& e) {
+        why = e.status == HSPMN_ERR_NO_DEVICE ? "skipped: no device (" + e.message + ")"
+                                              : "Device(0) failed: " + e.message;
+        return OpBackend{"cuda", nullptr};
     }
-    Device* d = device.get();
-    return OpBackend{"cuda", [d](const Case& c, std::vector<Array>& out, std::string& w) {
+    std::printf("cuda: device %d, sm_%d, %d SMs\n", device->ordinal, device->arch, device->sm_count);
+    return OpBackend{"cuda", [device](const Case& c, std::vector<Array>& out, std::string& w) {
                          try {
-                             return run(*d, c, out, w);
+                             return run(*device, c, out, w);
                          } catch (const Error& e) {
                              w = "error: " + e.message;
                              return false;
