@@ -41,7 +41,12 @@ double tolerance(const std::string& text, const char* key, const std::string& pa
         std::fprintf(stderr, "%s has no \"%s\"\n", path.c_str(), key);
         std::exit(2);
     }
-    return std::strtod(text.c_str() + at + 1, nullptr);
+    const double v = std::strtod(text.c_str() + at + 1, nullptr);
+    if (!(v > 0 && v < 1)) {
+        std::fprintf(stderr, "%s: \"%s\" is not a bound in (0, 1)\n", path.c_str(), key);
+        std::exit(2);
+    }
+    return v;
 }
 
 OpBackend emulated_bf16(const OpBackend& cpu) {
