@@ -92,6 +92,11 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   stage test_sample "$build/tests/test_sample"
   stage hspmn_cuda "$build/tests/hspmn_cuda"
   stage hspmn_cuda_lm "$build/tests/hspmn_cuda_lm"
+  # the per-op backend suite (native/tests/backend_ops): every registered op case (odd tails, head dims
+  # 8..128) on the CUDA ops against the CPU ops by normalised MSE (tolerances.json), then the same CPU ops
+  # against the float64 reference. Last lines: "N checks, 0 failures" and "... 0 failures".
+  stage backend_ops bash -c "'$build/tests/test_backend_ops' --require cuda && \
+    '$py' native/reference/check_backend_ops.py --bin '$build/tests/test_backend_ops'"
   stage graph_cuda "$build/tests/graph_cuda"
   stage goldens_cuda "$py" native/reference/check_native.py --backend cuda --lib "$build/libhspmn.so"
   stage goldens_cpu "$py" native/reference/check_native.py --backend cpu --lib "$build/libhspmn.so"

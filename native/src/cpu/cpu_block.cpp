@@ -202,7 +202,7 @@ void CpuBlock::forward(const ForwardCall& call) {
     p.key_tab = A.k_pos.data();
     p.q_rows = A.rows.data();
     p.q_tab = A.q_pos.data();
-    p.att = AttentionShape{B, S, cfg_.H, cfg_.Hkv, Dh, A.Nq, A.q_start.data(), A.q_pos.data()};
+    p.att = PackedQueries{B, S, cfg_.H, cfg_.Hkv, Dh, A.Nq, A.q_start.data(), A.q_pos.data()};
     run_rows(p, buf);
 
     if (call.aux)
@@ -280,9 +280,9 @@ void CpuBlock::backward(const BackwardCall& call) {
             gate_scatter_backward(pool_, A.o.data(), d_out.data(), D, A.rows.data(), Nq, d_o.data(), dy.data());
             linear_backward_weight(pool_, d_o.data(), A.attn.data(), grad_[P_ATTN_O].data(), Nq, D, D, true);
             linear_backward_input(pool_, d_o.data(), w(P_ATTN_O), d_attn.data(), Nq, D, D);
-            AttentionShape shape{B, S, H, Hkv, Dh, Nq, A.q_start.data(), A.q_pos.data()};
-            sqdk_attention_backward(pool_, shape, A.q.data(), A.k.data(), A.v.data(), A.attn.data(), A.lse.data(),
-                                    d_attn.data(), dq.data(), dk.data(), dv.data());
+            PackedQueries shape{B, S, H, Hkv, Dh, Nq, A.q_start.data(), A.q_pos.data()};
+            sqdk_attention_backward_packed(pool_, shape, A.q.data(), A.k.data(), A.v.data(), A.attn.data(),
+                                           A.lse.data(), d_attn.data(), dq.data(), dk.data(), dv.data());
             rope_backward(pool_, dq.data(), Nq, H, Dh, A.q_pos.data(), A.rope_cos.data(), A.rope_sin.data());
             linear_backward_weight(pool_, dq.data(), A.a_sel.data(), grad_[P_ATTN_Q].data(), Nq, D, D, true);
             linear_backward_input(pool_, dq.data(), w(P_ATTN_Q), d_asel.data(), Nq, D, D);

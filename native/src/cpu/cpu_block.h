@@ -60,10 +60,10 @@ struct RowsPass {
     float* k_cache = nullptr;            // [*, Hkv*Dh]
     float* v_cache = nullptr;
     // Queries: row q_rows[i] for i < att.Nq, grouped into att.B sequences of att.S keys as
-    // sqdk_attention_forward wants (att.q_start, att.q_pos).
+    // sqdk_attention_forward_packed wants (att.q_start, att.q_pos).
     const int64_t* q_rows = nullptr;     // [Nq]
     const int32_t* q_tab = nullptr;      // [Nq]
-    AttentionShape att{};
+    PackedQueries att{};
 };
 
 // Where a pass writes: [n] / [n, *] per row, [Nq, *] per query row. The training forward keeps them.

@@ -60,7 +60,7 @@ void CpuBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
         gather_rows(pool_, b.a, D, p.q_rows, Nq, b.a_sel);
         linear_forward(pool_, b.a_sel, w(P_ATTN_Q), b.q, Nq, D, D);
         rope_forward(pool_, b.q, Nq, H, Dh, p.q_tab, p.rope_cos, p.rope_sin);
-        sqdk_attention_forward(pool_, p.att, b.q, keys, values, b.attn, b.lse);
+        sqdk_attention_forward_packed(pool_, p.att, b.q, keys, values, b.attn, b.lse);
         linear_forward(pool_, b.attn, w(P_ATTN_O), b.o, Nq, D, D);
         // 3. out = y + gate * o on the query rows (the gate is 1 in value).
         gate_scatter_forward(pool_, b.o, D, p.q_rows, Nq, b.y);
