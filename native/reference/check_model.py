@@ -234,7 +234,7 @@ def router_term_scales(out):
 
 def run_case(lib, backend, threads, case, rows):
     name, V, L, B, S, block, seed, *rest = case
-    p = rest[0] if rest else 0.0  # residual dropout of every training forward
+    drop = rest[0] if rest else 0.0  # residual dropout of every training forward
     failures = []
 
     def report(what, err, bound):
@@ -275,7 +275,7 @@ def run_case(lib, backend, threads, case, rows):
             tokens, targets = windows(rng, V, B, S)
             noise_seed = 1000 + 7 * trial + seed
             with torch.no_grad():
-                o = ref(torch.from_numpy(tokens), None, training=True, seed=noise_seed, step=step, dropout=p)
+                o = ref(torch.from_numpy(tokens), None, training=True, seed=noise_seed, step=step, dropout=drop)
             margins = routing_margin(o.blocks, routing, noiseless=False)
             if margins_ok(margins):
                 break
@@ -284,7 +284,7 @@ def run_case(lib, backend, threads, case, rows):
             return failures
         info(f"training routing margin per layer (try {trial})", min(margins))
         tok_t, tgt_t = torch.from_numpy(tokens), torch.from_numpy(targets)
-        out = ref(tok_t, tgt_t, training=True, seed=noise_seed, step=step, dropout=p)
+        out = ref(tok_t, tgt_t, training=True, seed=noise_seed, step=step, dropout=drop)
         for o in out.blocks:
             o.logits.retain_grad()
             o.scores.retain_grad()
@@ -297,7 +297,7 @@ def run_case(lib, backend, threads, case, rows):
         scales = router_term_scales(out)
         ref.zero_grad(set_to_none=True)
 
-        loss, stats = native.forward(tokens, targets, 1, noise_seed, step, p)
+        loss, stats = native.forward(tokens, targets, 1, noise_seed, step, drop)
         report("train.loss", rel(loss[0], float(out.loss.detach())), LOSS_BOUND)
         report("train.ce", rel(loss[1], float(out.ce.detach())), LOSS_BOUND)
         for i in range(L):
@@ -321,24 +321,24 @@ def run_case(lib, backend, threads, case, rows):
                rel(grads["embedding"] - head, lookup), GRAD_BOUND)
 
         # ---- the same step again: bitwise; then loss_scale and accumulate
-        loss2, stats2 = native.forward(tokens, targets, 1, noise_seed, step, p)
+        loss2, stats2 = native.forward(tokens, targets, 1, noise_seed, step, drop)
         native.backward()
         grads2 = native.grads()
         same = np.array_equal(loss2, loss) and np.array_equal(stats2, stats) and all(
             np.array_equal(grads2[n], grads[n]) for n in native.names)
         report("repeat: loss, stats, grads bitwise", 0.0 if same else math.inf, 0.0)
         # (a backward consumes its forward's activations: one forward per backward)
-        native.forward(tokens, targets, 1, noise_seed, step, p)
+        native.forward(tokens, targets, 1, noise_seed, step, drop)
         native.backward(loss_scale=0.5)
         half = native.grads()
         report("loss_scale 0.5 halves grads", max(rel(half[n], 0.5 * grads[n]) for n in native.names), ACCUM_BOUND)
-        native.forward(tokens, targets, 1, noise_seed, step, p)
+        native.forward(tokens, targets, 1, noise_seed, step, drop)
         native.backward(loss_scale=0.5, accumulate=1)
         acc = native.grads()
         report("accumulate adds", max(rel(acc[n], grads[n]) for n in native.names), ACCUM_BOUND)
 
         # ---- AdamW on the held gradients, made `grads` again (bitwise, as the repeat showed)
-        native.forward(tokens, targets, 1, noise_seed, step, p)
+        native.forward(tokens, targets, 1, noise_seed, step, drop)
         native.backward()
         masters = {n: native.get("model_get_param", n) for n in native.names}
         m0, v0 = {}, {}
@@ -373,8 +373,8 @@ def run_case(lib, backend, threads, case, rows):
         # The forward after the step reads the re-rounded bf16 copies.
         ref = reference_model(cfg, native)
         with torch.no_grad():
-            out_after = ref(tok_t, tgt_t, training=True, seed=noise_seed, step=step, dropout=p)
-        loss_after, _ = native.forward(tokens, targets, 1, noise_seed, step, p)
+            out_after = ref(tok_t, tgt_t, training=True, seed=noise_seed, step=step, dropout=drop)
+        loss_after, _ = native.forward(tokens, targets, 1, noise_seed, step, drop)
         report("after step: train.loss", rel(loss_after[0], float(out_after.loss.detach())), LOSS_BOUND)
         moved = abs(float(out_after.loss.detach()) - float(out.loss.detach())) / abs(float(out.loss.detach()))
         report("after step: loss moved by > 5 x LOSS_BOUND (test power)", 5 * LOSS_BOUND / max(moved, 1e-30), 1.0)
@@ -392,14 +392,14 @@ def run_case(lib, backend, threads, case, rows):
                             f"({margins})")
             return failures
         info(f"evaluation routing margin per layer (try {trial})", min(margins))
-        if p > 0:
+        if drop > 0:
             # The masks matter (a dropout that is never applied would pass every check above only if
             # the reference ignored it too), and evaluation ignores the option: bitwise the p = 0 result.
-            loss_p, _ = native.forward(tokens, targets, 1, noise_seed, step, p)
+            loss_p, _ = native.forward(tokens, targets, 1, noise_seed, step, drop)
             loss_0, _ = native.forward(tokens, targets, 1, noise_seed, step, 0.0)
             report("dropout moves the training loss by > 1e-3 (test power)",
                    1e-3 / max(rel(loss_p[0], float(loss_0[0])), 1e-30), 1.0)
-            ev_p, st_p = native.forward(tokens, targets, 0, noise_seed, step, p)
+            ev_p, st_p = native.forward(tokens, targets, 0, noise_seed, step, drop)
             ev_0, st_0 = native.forward(tokens, targets, 0, noise_seed, step, 0.0)
             same = np.array_equal(ev_p, ev_0) and np.array_equal(st_p, st_0)
             report("evaluation ignores dropout (bitwise)", 0.0 if same else math.inf, 0.0)
