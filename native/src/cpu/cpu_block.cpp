@@ -305,16 +305,11 @@ void CpuBlock::backward(const BackwardCall& call) {
     rms_norm_backward(pool_, A.x.data(), w(P_ATTN_NORM), A.rstd_a.data(), d_a.data(), N, D, dx.data(),
                       grad_[P_ATTN_NORM].data());
 
-    // Reflexive stream: d m = d_out, or M_m d_out under dropout.
+    // Reflexive stream: d m = d_out, or M_m d_out under dropout (masked in place: nothing reads d_out
+    // after this, and no buffer is added to the backward footprint.cpp estimates).
     {
-        Buffer<float> d_m;
+        if (dropping) dropout_rows(pool_, A.dropout, kDropoutTagReflex, S, nullptr, N, D, d_out.data());
         const float* dm = d_out.data();
-        if (dropping) {
-            d_m.resize(static_cast<std::size_t>(N * D));
-            std::memcpy(d_m.data(), d_out.data(), static_cast<std::size_t>(N * D) * sizeof(float));
-            dropout_rows(pool_, A.dropout, kDropoutTagReflex, S, nullptr, N, D, d_m.data());
-            dm = d_m.data();
-        }
         Buffer<float> d_act(static_cast<std::size_t>(N * F));
         linear_backward_weight(pool_, dm, A.act.data(), grad_[P_REFLEX_DOWN].data(), N, F, D, true);
         linear_backward_input(pool_, dm, w(P_REFLEX_DOWN), d_act.data(), N, F, D);

@@ -211,7 +211,9 @@ void CudaBlock::backward(const BackwardCall& call) {
         const bf16* c = A.c.as<bf16>();
         const bf16* dm = d_out;
         if (dropping) {
-            bf16* kept = grow<bf16>(d_, T.d_m, N * D);
+            // M_m d_out in d_a's [N, D] f32, consumed by the attention norm above and rewritten as d_c
+            // only after the two GEMMs below read it: no memory beyond what footprint.cpp counts.
+            bf16* kept = reinterpret_cast<bf16*>(d_a);
             dropout_mask_bf16(d_, A.dropout, kDropoutTagReflex, d_out, kept, N, S, D, nullptr, nullptr, 0);
             dm = kept;
         }

@@ -45,7 +45,6 @@ struct BackwardScratch {
     DeviceBuffer dk, dv;                    // [N, KV] bf16
     DeviceBuffer d_o, d_attn, dq, d_asel;   // [BC, D] bf16
     DeviceBuffer d_act, d_gate, d_up;       // [N, F] bf16
-    DeviceBuffer d_m;                       // [N, D] bf16 kept elements of d_out (residual dropout only)
     DeviceBuffer partials;                  // column partials of the weight-gradient reductions
 };
 
