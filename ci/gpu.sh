@@ -7,7 +7,8 @@
 # (CUDA graphs through the ABI),
 # hspmn_cuda_lm (the language model's CUDA ops vs float64), golden parity through the CUDA backend, the
 # same goldens through the CPU backend of the CUDA-built library, the language model through the CUDA
-# backend against hspmn_lm.py (model_cuda), cached decoding against the full forward (decode_cuda),
+# backend against hspmn_lm.py (model_cuda), residual dropout against the reference and the CPU
+# backend (dropout_cuda), cached decoding against the full forward (decode_cuda),
 # sampling against the CPU op bit for bit, with its kernel timings (sample_cuda), the chunked
 # inference forward against the one-pass forward (chunked_cuda), and the Java tests when
 # ci/pack-carry.sh has filled .carry/ (with the HTTP service under 32 streams: serve_cuda), then the
@@ -102,6 +103,9 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   stage goldens_cpu "$py" native/reference/check_native.py --backend cpu --lib "$build/libhspmn.so"
   # the language model (embedding, blocks, final norm, fused cross-entropy, AdamW) vs float64 hspmn_lm.py
   stage model_cuda "$py" native/reference/check_model.py --backend cuda --lib "$build/libhspmn.so"
+  # residual dropout: one block with p > 0 and p = 0 vs float64 hspmn_ref.py and vs the CPU backend
+  # (the same Philox masks), forward and backward, bitwise repeat, evaluation ignores dropout
+  stage dropout_cuda "$py" native/reference/check_dropout.py --backend cuda --lib "$build/libhspmn.so"
   # cached decoding (hspmn_decoder_*) through the CUDA backend against the full forward of the same library
   stage decode_cuda "$py" native/reference/check_decode.py --backend cuda --lib "$build/libhspmn.so"
   # the decode step (skinny GEMMs, fused per-row kernels, sampling on the device), eager and as graphs

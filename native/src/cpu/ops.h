@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "../core/attention_shape.h"
+#include "../core/philox.h"
 #include "hspmn.h"
 #include "thread_pool.h"
 
@@ -104,6 +105,12 @@ void gate_scatter_forward(ThreadPool& pool, const float* o, int64_t cols, const 
 // d_out: [N, cols]; d_o: [n, cols] = d_out[rows[i]] (y = 1); dy: [n] = d_out[rows[i]] . o[i]
 void gate_scatter_backward(ThreadPool& pool, const float* o, const float* d_out, int64_t cols, const int64_t* rows,
                            int64_t n, float* d_o, float* dy);
+
+// ---- dropout.cpp: residual dropout (native/README.md "Residual dropout"), in place:
+// v[i, d] *= keep(key, tag, b, s, d) ? 1 / (1 - p) : 0, token b*S + s = rows[i] (rows == null: i itself).
+// v: [n, D]  rows: [n] or null
+void dropout_rows(ThreadPool& pool, const DropoutKey& key, uint32_t tag, int64_t S, const int64_t* rows, int64_t n,
+                  int64_t D, float* v);
 
 // ---- convert.cpp: API tensors are bf16, everything inside is float32
 void bf16_to_f32_array(ThreadPool& pool, const uint16_t* src, float* dst, int64_t n);
