@@ -28,7 +28,11 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * The hand-written (jextract-layout) bindings and hspmn.h must not drift apart: every HSPMN_API function has
+ * The generated (jextract-layout) bindings and hspmn.h must not drift apart. ci/bindings.sh --check (in .ci/run)
+ * proves the committed files are what the generator makes of the header; this test, with a parser of its own,
+ * also catches a header edited without regenerating in a plain mvn verify, checks the generator's output
+ * independently of it, and checks what the generator cannot: that the built library exports every function.
+ * Every HSPMN_API function has
  * a binding with the same name and a FunctionDescriptor that matches the C signature, every binding names a
  * header function, the loaded library exports every function, struct layouts follow the header's fields and
  * C's natural alignment, and every enum constant and #define has the header's value.
