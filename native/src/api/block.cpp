@@ -33,7 +33,7 @@ ParamShape shape_of(const ParamInfo& info) { return {info.name, info.ndim, info.
 extern "C" {
 
 hspmn_block_params hspmn_block_default_params(void) {
-    hspmn_block_params p;
+    hspmn_block_params p{};  // fields not set below (and any added later) start at 0
     p.dim = 2048;
     p.num_heads = 16;
     p.num_kv_heads = 4;

@@ -19,7 +19,7 @@ void check_param_tensor(const hspmn_context* ctx, const hspmn_tensor* t, const c
     check_tensor(t, arg, ctx);
     if (t->dtype != HSPMN_DTYPE_F32 && !(allow_bf16 && t->dtype == HSPMN_DTYPE_BF16))
         fail(HSPMN_ERR_DTYPE, "%s: expected dtype %s for parameter '%s', got %s", arg,
-             allow_bf16 ? "f32 or bf16" : "f32", p.name, dtype_name(t->dtype));
+             allow_bf16 ? "bf16 or f32" : "f32", p.name, dtype_name(t->dtype));
     if (p.ndim == 1)
         check_shape(t, arg, {p.shape[0]});
     else

@@ -1,6 +1,7 @@
 package io.hspmn;
 
 import io.hspmn.ffi.hspmn_h;
+import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
 import java.io.IOException;
@@ -38,6 +39,15 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * C's natural alignment, and every enum constant and #define has the header's value.
  */
 class BindingsLockstepTest {
+
+    /**
+     * Asking a binding for its descriptor initialises its holder class, which resolves the symbol: the library
+     * must be loaded first (a holder that failed to initialise stays failed for the life of the JVM).
+     */
+    @BeforeAll
+    static void loadLibrary() {
+        NativeLibrary.ensureLoaded();
+    }
 
     /** A C header reduced to what the ABI check needs. */
     record Header(Map<String, Function> functions, Map<String, List<Field>> structs, Map<String, Long> constants,
