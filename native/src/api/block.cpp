@@ -28,6 +28,15 @@ int lookup_param(const char* name) {
 
 ParamShape shape_of(const ParamInfo& info) { return {info.name, info.ndim, info.shape, info.numel}; }
 
+// get_param_values of parameter `name`, kept by the block as T (bf16 bits for weights, float for gradients).
+template <class T, class Read>
+void get_values(const hspmn_block* block, const char* name, hspmn_tensor* dst, Read read) {
+    if (!block) fail(HSPMN_ERR_INVALID_ARGUMENT, "block is NULL");
+    const int idx = lookup_param(name);
+    get_param_values<T>(const_cast<hspmn_block*>(block)->busy, "block", block->ctx,
+                        shape_of(param_table(block->cfg)[idx]), dst, true, [&](T* values) { read(idx, values); });
+}
+
 }  // namespace
 
 extern "C" {
@@ -148,11 +157,7 @@ hspmn_status hspmn_block_param_describe(const hspmn_block* block, const char* na
 
 hspmn_status hspmn_block_get_param(const hspmn_block* block, const char* name, hspmn_tensor* dst) {
     return guarded("hspmn_block_get_param", [&] {
-        if (!block) fail(HSPMN_ERR_INVALID_ARGUMENT, "block is NULL");
-        const int idx = lookup_param(name);
-        get_param_values<uint16_t>(const_cast<hspmn_block*>(block)->busy, "block", block->ctx,
-                                   shape_of(param_table(block->cfg)[idx]), dst, true,
-                                   [&](uint16_t* bits) { block->impl->read_param(idx, bits); });
+        get_values<uint16_t>(block, name, dst, [&](int i, uint16_t* bits) { block->impl->read_param(i, bits); });
     });
 }
 
@@ -167,11 +172,7 @@ hspmn_status hspmn_block_set_param(hspmn_block* block, const char* name, const h
 
 hspmn_status hspmn_block_get_grad(const hspmn_block* block, const char* name, hspmn_tensor* dst) {
     return guarded("hspmn_block_get_grad", [&] {
-        if (!block) fail(HSPMN_ERR_INVALID_ARGUMENT, "block is NULL");
-        const int idx = lookup_param(name);
-        get_param_values<float>(const_cast<hspmn_block*>(block)->busy, "block", block->ctx,
-                                shape_of(param_table(block->cfg)[idx]), dst, true,
-                                [&](float* g) { block->impl->read_grad(idx, g); });
+        get_values<float>(block, name, dst, [&](int i, float* g) { block->impl->read_grad(i, g); });
     });
 }
 
