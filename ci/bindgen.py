@@ -64,7 +64,8 @@ def load_clang():
 
 class Decls:
     def __init__(self):
-        self.items = []      # ("typedef", c) first, then in header order ("const", name, value, text) / ("func", c) / ("struct", c)
+        # ("typedef", c) first, then in header order ("const", name, value, text) / ("func", c) / ("struct", c)
+        self.items = []
         self.structs = {}    # name -> cursor of its definition
 
 
@@ -457,7 +458,7 @@ def ctype(ci, t, for_arg):
     T = ci.TypeKind
     c = t.get_canonical()
     if c.kind == T.ENUM:
-        c = c.get_declaration().enum_type.get_canonical()
+        return "C.c_int32"  # enums are int values (hspmn_status...); clang may report unsigned
     scalars = {T.BOOL: "C.c_bool", T.CHAR_S: "C.c_char", T.SCHAR: "C.c_byte", T.UCHAR: "C.c_ubyte",
                T.SHORT: "C.c_int16", T.USHORT: "C.c_uint16", T.INT: "C.c_int32", T.UINT: "C.c_uint32",
                T.LONG: "C.c_int64", T.ULONG: "C.c_uint64", T.LONGLONG: "C.c_int64", T.ULONGLONG: "C.c_uint64",
