@@ -21,10 +21,6 @@ import java.util.Objects;
  * Belongs to its {@link Context} and follows its one-thread-at-a-time rule.
  */
 public final class Block implements AutoCloseable {
-    static {
-        NativeLibrary.ensureLoaded(); // before the first binding call: the bindings only look the library up
-    }
-
     private final Context ctx;
     private final HspmnConfig config;
     private final List<String> names;

@@ -32,10 +32,6 @@ import java.util.Objects;
  * closing the context closes the model.
  */
 public final class LanguageModel implements AutoCloseable {
-    static {
-        NativeLibrary.ensureLoaded(); // before the first binding call: the bindings only look the library up
-    }
-
     private final Context ctx;
     private final ModelConfig config;
     private final List<String> names;

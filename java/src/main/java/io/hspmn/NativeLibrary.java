@@ -34,8 +34,8 @@ import java.util.Set;
  * <p>The bindings find their symbols with {@link SymbolLookup#loaderLookup()} (jextract's output without
  * {@code --library}): they know nothing of this class, which depends on them only for the ABI version. So
  * the library must be loaded (with {@link System#load}) before the first binding is called:
- * {@link #ensureLoaded()} does that, and every API class that can make the first native call
- * ({@link Hspmn}, {@link Context}, {@link Block}, {@link LanguageModel}) calls it in its static initialiser.
+ * {@link #ensureLoaded()} does that. The API's first native call is made by {@link Hspmn} or {@link Context}
+ * (every other object needs a Context), and both call it in their static initialisers.
  *
  * <p>Load order: (1) the file named by the system property {@value #PATH_PROPERTY}; (2) the copy
  * bundled in the jar at {@value #BUNDLED_RESOURCE}, extracted once per content hash into a folder of the
