@@ -58,9 +58,9 @@ __global__ void causal_conv_backward_dw_kernel(const __nv_bfloat16* __restrict__
     part[blockIdx.y * D * K + d * K + j] = acc;
 }
 
-// The common case D % 8 == 0, K <= 8: a thread owns 8 channels (16-byte loads) with their K taps
-// in registers; same tap order (j ascending) and row order as the scalar kernels above.
-constexpr int kMaxVecK = 8;
+// The common case D % 8 == 0, K <= kern::kConvVecK: a thread owns 8 channels (16-byte loads) with their
+// K taps in registers; same tap order (j ascending) and row order as the scalar kernels above.
+constexpr int kMaxVecK = kern::kConvVecK;
 
 // h, c: [B, S, D] bf16  w: [D, K] bf16
 __global__ void __launch_bounds__(128) causal_conv_forward_vec_kernel(const __nv_bfloat16* __restrict__ h,
@@ -70,22 +70,16 @@ __global__ void __launch_bounds__(128) causal_conv_forward_vec_kernel(const __nv
     const int64_t d0 = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * 8;
     if (d0 >= D) return;
     float wr[kMaxVecK][8];
-#pragma unroll
-    for (int j = 0; j < kMaxVecK; ++j)
-#pragma unroll
-        for (int e = 0; e < 8; ++e) wr[j][e] = j < K ? kern::ld(w + (d0 + e) * K + j) : 0.0f;
+    kern::conv_taps8(w, d0, K, wr);
     for (int64_t i = blockIdx.y; i < N; i += gridDim.y) {
         const int64_t t = i % S;
-        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-#pragma unroll
-        for (int j = 0; j < kMaxVecK; ++j) {
-            const int64_t back = (K - 1) - j;
-            if (j >= K || t < back) continue;
-            float f[8];
-            kern::load8(h + (i - back) * D + d0, f);
-#pragma unroll
-            for (int e = 0; e < 8; ++e) acc[e] += wr[j][e] * f[e];
-        }
+        float acc[8];
+        kern::conv_dot8(wr, K, d0,
+                        [&](int j) -> const __nv_bfloat16* {
+                            const int64_t back = (K - 1) - j;  // h[t - back] of the same sequence
+                            return t < back ? nullptr : h + (i - back) * D;
+                        },
+                        acc);
         kern::store8(c + i * D + d0, acc);
     }
 }
@@ -98,10 +92,7 @@ __global__ void __launch_bounds__(128) causal_conv_backward_dh_vec_kernel(const 
     const int64_t d0 = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * 8;
     if (d0 >= D) return;
     float wr[kMaxVecK][8];
-#pragma unroll
-    for (int j = 0; j < kMaxVecK; ++j)
-#pragma unroll
-        for (int e = 0; e < 8; ++e) wr[j][e] = j < K ? kern::ld(w + (d0 + e) * K + j) : 0.0f;
+    kern::conv_taps8(w, d0, K, wr);
     for (int64_t i = blockIdx.y; i < N; i += gridDim.y) {
         const int64_t s = i % S;
         float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -109,15 +100,12 @@ __global__ void __launch_bounds__(128) causal_conv_backward_dh_vec_kernel(const 
         for (int j = 0; j < kMaxVecK; ++j) {
             const int64_t ahead = (K - 1) - j;
             if (j >= K || s + ahead >= S) continue;
-            const float4* src = reinterpret_cast<const float4*>(dc + (i + ahead) * D + d0);
-            const float4 a = src[0], b = src[1];
-            const float f[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+            float f[8];
+            kern::load8(dc + (i + ahead) * D + d0, f);
 #pragma unroll
             for (int e = 0; e < 8; ++e) acc[e] += wr[j][e] * f[e];
         }
-        float4* dst = reinterpret_cast<float4*>(dh + i * D + d0);
-        dst[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
-        dst[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
+        kern::store8(dh + i * D + d0, acc);
     }
 }
 
@@ -135,9 +123,8 @@ __global__ void __launch_bounds__(128) causal_conv_backward_dw_vec_kernel(const 
 #pragma unroll
         for (int e = 0; e < 8; ++e) acc[j][e] = 0.0f;
     for (int64_t i = r0, t = r0 % S; i < r1; ++i, t = t + 1 == S ? 0 : t + 1) {
-        const float4* src = reinterpret_cast<const float4*>(dc + i * D + d0);
-        const float4 a = src[0], b = src[1];
-        const float g[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+        float g[8];
+        kern::load8(dc + i * D + d0, g);
 #pragma unroll
         for (int j = 0; j < kMaxVecK; ++j) {
             const int64_t back = (K - 1) - j;

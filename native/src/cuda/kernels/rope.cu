@@ -53,6 +53,17 @@ __global__ void rope_kernel(const T* src, __nv_bfloat16* dst, int64_t R, int64_t
     }
 }
 
+// rope_kernel over R rows of `heads` heads: sign 1 rotates (forward), -1 rotates back (backward).
+template <class T>
+void launch_rope(Device& d, const char* what, const T* src, __nv_bfloat16* dst, int64_t R, int64_t heads, int64_t Dh,
+                 const int32_t* pos, const int32_t* counts, int64_t C, int64_t S, const float* cos_t,
+                 const float* sin_t, float sign) {
+    if (R <= 0) return;
+    rope_kernel<T><<<kern::grid_for(R * heads * (Dh / 2), 256), 256, 0, stream(d)>>>(src, dst, R, heads, Dh, pos,
+                                                                                     counts, C, S, cos_t, sin_t, sign);
+    check_launch(what);
+}
+
 }  // namespace
 
 void rope_table(Device& d, int64_t S, int64_t Dh, float base, float* cos_t, float* sin_t) {
@@ -65,19 +76,13 @@ void rope_table(Device& d, int64_t S, int64_t Dh, float base, float* cos_t, floa
 void rope_forward(Device& d, const float* src, __nv_bfloat16* dst, int64_t R, int64_t heads, int64_t Dh,
                   const int32_t* pos, const int32_t* counts, int64_t C, int64_t S, const float* cos_t,
                   const float* sin_t) {
-    if (R <= 0) return;
-    rope_kernel<float><<<kern::grid_for(R * heads * (Dh / 2), 256), 256, 0, stream(d)>>>(
-        src, dst, R, heads, Dh, pos, counts, C, S, cos_t, sin_t, 1.0f);
-    check_launch("rope_forward");
+    launch_rope(d, "rope_forward", src, dst, R, heads, Dh, pos, counts, C, S, cos_t, sin_t, 1.0f);
 }
 
 void rope_backward(Device& d, const __nv_bfloat16* src, __nv_bfloat16* dst, int64_t R, int64_t heads, int64_t Dh,
                    const int32_t* pos, const int32_t* counts, int64_t C, int64_t S, const float* cos_t,
                    const float* sin_t) {
-    if (R <= 0) return;
-    rope_kernel<__nv_bfloat16><<<kern::grid_for(R * heads * (Dh / 2), 256), 256, 0, stream(d)>>>(
-        src, dst, R, heads, Dh, pos, counts, C, S, cos_t, sin_t, -1.0f);
-    check_launch("rope_backward");
+    launch_rope(d, "rope_backward", src, dst, R, heads, Dh, pos, counts, C, S, cos_t, sin_t, -1.0f);
 }
 
 }  // namespace hspmn::cuda
