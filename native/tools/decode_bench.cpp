@@ -602,16 +602,16 @@ int run_long_prompt(hspmn_context* ctx, const Options& o, int32_t backend) {
                 static_cast<long long>(prompt), static_cast<long long>(steps), static_cast<long long>(r.peak_bytes),
                 r.peak_bytes / 1e9, r.peak_bytes / static_cast<double>(int64_t{1} << 30), r.ttft_s, r.decode_ms_median);
     if (!o.json.empty()) {
-        FILE* f = open_json(kTool, o.json);
+        FILE* f = begin_json(kTool, o.json, "long_prompt", backend, o.shape);
         if (!f) return 1;
         std::fprintf(f,
-                     "{\"mode\": \"long_prompt\", \"backend\": \"%s\", %s, \"prompt\": %lld, \"decode\": %lld, "
+                     "\"prompt\": %lld, \"decode\": %lld, "
                      "\"prefill_chunk\": %lld, \"prefill_routed\": \"%s\", \"decode_routed\": \"%s\", "
                      "\"model_bytes\": %lld, \"cache_bytes\": %lld, \"scratch_bytes_estimate\": %lld, "
                      "\"peak_bytes\": %lld, \"ttft_s\": %.4f, \"decode_ms_median\": %.4f, \"decode_ms_mean\": %.4f, "
                      "\"decode_ms_first\": %.4f}\n",
-                     backend_name(backend), o.shape.json_fields().c_str(), static_cast<long long>(prompt),
-                     static_cast<long long>(steps), static_cast<long long>(T), prefill_pin, decode_pin,
+                     static_cast<long long>(prompt), static_cast<long long>(steps), static_cast<long long>(T),
+                     prefill_pin, decode_pin,
                      static_cast<long long>(r.model_bytes), static_cast<long long>(r.cache_bytes),
                      static_cast<long long>(r.scratch_bytes), static_cast<long long>(r.peak_bytes), r.ttft_s,
                      r.decode_ms_median, r.decode_ms_mean, r.decode_ms_first);
@@ -682,13 +682,13 @@ int main(int argc, char** argv) {
     std::printf("peak memory %.2f GB\n", st.peak_bytes / 1e9);
 
     if (!o.json.empty()) {
-        FILE* f = open_json(kTool, o.json);
+        FILE* f = begin_json(kTool, o.json, "decode", backend, o.shape);
         if (!f) return 1;
         std::fprintf(f,
-                     "{\"mode\": \"decode\", \"backend\": \"%s\", %s, \"steps\": %d, \"warmup\": %d, "
+                     "\"steps\": %d, \"warmup\": %d, "
                      "\"prefill_chunk\": %lld, \"rho\": %.3f, \"bandwidth_gbs\": %.0f, \"peak_bytes\": %lld, "
                      "\"results\": [",
-                     backend_name(backend), o.shape.json_fields().c_str(), o.steps, o.warmup,
+                     o.steps, o.warmup,
                      static_cast<long long>(o.prefill_chunk), o.rho, o.bandwidth_gbs,
                      static_cast<long long>(st.peak_bytes));
         for (std::size_t i = 0; i < rows.size(); ++i) {

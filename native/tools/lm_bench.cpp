@@ -160,15 +160,13 @@ int main(int argc, char** argv) {
                 tokens / timed_s, timed_s / timed * 1e3, tflops, 100.0 * tflops / o.peak_tflops, o.peak_tflops,
                 st.peak_bytes / 1e9, routed_sum / timed);
     if (!o.json.empty()) {
-        FILE* f = open_json(kTool, o.json);
+        FILE* f = begin_json(kTool, o.json, "lm_train", backend, o.shape);
         if (!f) return 1;
         std::fprintf(f,
-                     "{\"mode\": \"lm_train\", \"backend\": \"%s\", \"params\": %lld, %s, \"batch\": %lld, "
-                     "\"seq\": %lld, \"grad_accum\": %d, \"steps\": %d, \"tokens_per_s\": %.1f, \"ms_per_step\": %.3f, "
-                     "\"model_tflops\": %.2f, \"mfu\": %.4f, \"peak_tflops\": %.1f, \"peak_bytes\": %lld, "
-                     "\"routed_fraction\": %.4f, \"final_loss\": %.5f}\n",
-                     backend_name(backend), static_cast<long long>(total_params), o.shape.json_fields().c_str(),
-                     static_cast<long long>(B), static_cast<long long>(S), o.grad_accum, timed, tokens / timed_s,
+                     "\"params\": %lld, \"batch\": %lld, \"seq\": %lld, \"grad_accum\": %d, \"steps\": %d, "
+                     "\"tokens_per_s\": %.1f, \"ms_per_step\": %.3f, \"model_tflops\": %.2f, \"mfu\": %.4f, "
+                     "\"peak_tflops\": %.1f, \"peak_bytes\": %lld, \"routed_fraction\": %.4f, \"final_loss\": %.5f}\n",
+                     static_cast<long long>(total_params), static_cast<long long>(B), static_cast<long long>(S), o.grad_accum, timed, tokens / timed_s,
                      timed_s / timed * 1e3, tflops, tflops / o.peak_tflops, o.peak_tflops,
                      static_cast<long long>(st.peak_bytes), routed_sum / timed, lossv[0]);
         if (!close_json(kTool, f, o.json)) return 1;

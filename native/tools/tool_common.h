@@ -191,6 +191,17 @@ inline FILE* open_json(const char* tool, const std::string& path) {
     return f;
 }
 
+// Opens the --json file and writes what every tool's JSON object starts with: its mode, the backend
+// and the model's shape, then ", " for the tool's own fields; null after saying why it could not.
+inline FILE* begin_json(const char* tool, const std::string& path, const char* mode, int32_t backend,
+                        const ModelShape& shape) {
+    FILE* f = open_json(tool, path);
+    if (f)
+        std::fprintf(f, "{\"mode\": \"%s\", \"backend\": \"%s\", %s, ", mode, backend_name(backend),
+                     shape.json_fields().c_str());
+    return f;
+}
+
 // Closes the --json file; false (after saying so) when the writes did not all reach it.
 inline bool close_json(const char* tool, FILE* f, const std::string& path) {
     const bool written = !std::ferror(f);

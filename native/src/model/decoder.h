@@ -75,6 +75,18 @@ private:
         c.max_len = max_len_;
         return c;
     }
+    // decode() of layer l: rows new rows of seqs sequences (the host metadata DecodeCall describes).
+    DecodeCall decode_call(int64_t l, const uint16_t* in, uint16_t* out, int64_t rows, int64_t seqs,
+                           const int64_t* row_start, const int32_t* slot, const int64_t* pos0, int32_t* routed) {
+        DecodeCall c = layer_call<DecodeCall>(l, in, out);
+        c.n = rows;
+        c.seqs = seqs;
+        c.row_start = row_start;
+        c.slot = slot;
+        c.pos0 = pos0;
+        c.routed = routed;
+        return c;
+    }
 
     Model& model_;
     Backend& be_;

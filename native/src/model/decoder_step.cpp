@@ -131,14 +131,7 @@ void Decoder::step_body(int64_t nb) {
                 for (int64_t j = 0; j <= nb; ++j) row_start[j] = j;
                 for (int64_t j = 0; j < nb; ++j) pos0[j] = h_pos[j];
             }
-            DecodeCall c = layer_call<DecodeCall>(layer, in, out);
-            c.n = nb;
-            c.seqs = nb;
-            c.row_start = row_start.data();
-            c.slot = h_slot;
-            c.pos0 = pos0.data();
-            c.routed = nullptr;
-            b->decode(c);
+            b->decode(decode_call(layer, in, out, nb, nb, row_start.data(), h_slot, pos0.data(), nullptr));
         }
         std::swap(in, out);
     }

@@ -62,11 +62,13 @@ __global__ void causal_conv_backward_dw_kernel(const __nv_bfloat16* __restrict__
 // K taps in registers; same tap order (j ascending) and row order as the scalar kernels above.
 constexpr int kMaxVecK = kern::kConvVecK;
 
-// h, c: [B, S, D] bf16  w: [D, K] bf16
-__global__ void __launch_bounds__(128) causal_conv_forward_vec_kernel(const __nv_bfloat16* __restrict__ h,
-                                                                      const __nv_bfloat16* __restrict__ w, int64_t N,
-                                                                      int64_t S, int64_t D, int K,
-                                                                      __nv_bfloat16* __restrict__ c) {
+// Both directions at once: out[i] = sum_j w[:, j] in[i -/+ (K-1-j)] within the sequence. The forward
+// (kAhead false: h -> c, bf16) reads K-1-j rows back, the backward's dh (kAhead true: dc -> dh, f32)
+// as many rows ahead.  in, out: [B, S, D]  w: [D, K] bf16
+template <bool kAhead, class T>
+__global__ void __launch_bounds__(128) causal_conv_vec_kernel(const T* __restrict__ in,
+                                                              const __nv_bfloat16* __restrict__ w, int64_t N,
+                                                              int64_t S, int64_t D, int K, T* __restrict__ out) {
     const int64_t d0 = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * 8;
     if (d0 >= D) return;
     float wr[kMaxVecK][8];
@@ -75,37 +77,13 @@ __global__ void __launch_bounds__(128) causal_conv_forward_vec_kernel(const __nv
         const int64_t t = i % S;
         float acc[8];
         kern::conv_dot8(wr, K, d0,
-                        [&](int j) -> const __nv_bfloat16* {
-                            const int64_t back = (K - 1) - j;  // h[t - back] of the same sequence
-                            return t < back ? nullptr : h + (i - back) * D;
+                        [&](int j) -> const T* {
+                            const int64_t off = (K - 1) - j;
+                            if (kAhead) return t + off >= S ? nullptr : in + (i + off) * D;
+                            return t < off ? nullptr : in + (i - off) * D;
                         },
                         acc);
-        kern::store8(c + i * D + d0, acc);
-    }
-}
-
-// dc, dh: [B, S, D] f32
-__global__ void __launch_bounds__(128) causal_conv_backward_dh_vec_kernel(const __nv_bfloat16* __restrict__ w,
-                                                                          const float* __restrict__ dc, int64_t N,
-                                                                          int64_t S, int64_t D, int K,
-                                                                          float* __restrict__ dh) {
-    const int64_t d0 = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * 8;
-    if (d0 >= D) return;
-    float wr[kMaxVecK][8];
-    kern::conv_taps8(w, d0, K, wr);
-    for (int64_t i = blockIdx.y; i < N; i += gridDim.y) {
-        const int64_t s = i % S;
-        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-#pragma unroll
-        for (int j = 0; j < kMaxVecK; ++j) {
-            const int64_t ahead = (K - 1) - j;
-            if (j >= K || s + ahead >= S) continue;
-            float f[8];
-            kern::load8(dc + (i + ahead) * D + d0, f);
-#pragma unroll
-            for (int e = 0; e < 8; ++e) acc[e] += wr[j][e] * f[e];
-        }
-        kern::store8(dh + i * D + d0, acc);
+        kern::store8(out + i * D + d0, acc);
     }
 }
 
@@ -157,7 +135,7 @@ void causal_conv_forward(Device& d, const __nv_bfloat16* h, const __nv_bfloat16*
     const int64_t N = B * S;
     if (N <= 0) return;
     if (D % 8 == 0 && K <= kMaxVecK)
-        causal_conv_forward_vec_kernel<<<rows_grid(N, D, 8), 128, 0, stream(d)>>>(h, w, N, S, D, static_cast<int>(K), c);
+        causal_conv_vec_kernel<false><<<rows_grid(N, D, 8), 128, 0, stream(d)>>>(h, w, N, S, D, static_cast<int>(K), c);
     else
         causal_conv_forward_kernel<<<rows_grid(N, D), 128, 0, stream(d)>>>(h, w, N, S, D, K, c);
     check_launch("causal_conv_forward");
@@ -169,8 +147,8 @@ void causal_conv_backward(Device& d, const __nv_bfloat16* h, const __nv_bfloat16
     if (N <= 0) return;
     const bool vec = D % 8 == 0 && K <= kMaxVecK;
     if (vec)
-        causal_conv_backward_dh_vec_kernel<<<rows_grid(N, D, 8), 128, 0, stream(d)>>>(w, dc, N, S, D,
-                                                                                    static_cast<int>(K), dh);
+        causal_conv_vec_kernel<true><<<rows_grid(N, D, 8), 128, 0, stream(d)>>>(dc, w, N, S, D, static_cast<int>(K),
+                                                                                 dh);
     else
         causal_conv_backward_dh_kernel<<<rows_grid(N, D), 128, 0, stream(d)>>>(w, dc, N, S, D, K, dh);
     check_launch("causal_conv_backward_dh");

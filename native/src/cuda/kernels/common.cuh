@@ -77,8 +77,8 @@ __device__ __forceinline__ void conv_taps8(const __nv_bfloat16* w, int64_t d0, i
         for (int e = 0; e < 8; ++e) wr[j][e] = j < K ? ld(w + (d0 + e) * K + j) : 0.0f;
 }
 
-// acc[e] = sum over the taps j < K, ascending, of wr[j][e] * row(j)[d0 + e]: row(j) is the bf16 input row
-// tap j reads ((K-1) - j rows back), or null where that is before the sequence (the tap adds nothing).
+// acc[e] = sum over the taps j < K, ascending, of wr[j][e] * row(j)[d0 + e]: row(j) is the input row (bf16
+// or f32) tap j reads, or null where that is outside the sequence (the tap adds nothing).
 template <class Row>
 __device__ __forceinline__ void conv_dot8(const float (&wr)[kConvVecK][8], int K, int64_t d0, Row row, float (&acc)[8]) {
 #pragma unroll
@@ -86,7 +86,7 @@ __device__ __forceinline__ void conv_dot8(const float (&wr)[kConvVecK][8], int K
 #pragma unroll
     for (int j = 0; j < kConvVecK; ++j) {
         if (j >= K) continue;
-        const __nv_bfloat16* src = row(j);
+        const auto* src = row(j);
         if (!src) continue;
         float f[8];
         load8(src + d0, f);
