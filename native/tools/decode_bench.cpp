@@ -605,8 +605,8 @@ int run_long_prompt(hspmn_context* ctx, const Options& o, int32_t backend) {
         FILE* f = begin_json(kTool, o.json, "long_prompt", backend, o.shape);
         if (!f) return 1;
         std::fprintf(f,
-                     "\"prompt\": %lld, \"decode\": %lld, "
-                     "\"prefill_chunk\": %lld, \"prefill_routed\": \"%s\", \"decode_routed\": \"%s\", "
+                     "\"prompt\": %lld, \"decode\": %lld, \"prefill_chunk\": %lld, \"prefill_routed\": \"%s\", "
+                     "\"decode_routed\": \"%s\", "
                      "\"model_bytes\": %lld, \"cache_bytes\": %lld, \"scratch_bytes_estimate\": %lld, "
                      "\"peak_bytes\": %lld, \"ttft_s\": %.4f, \"decode_ms_median\": %.4f, \"decode_ms_mean\": %.4f, "
                      "\"decode_ms_first\": %.4f}\n",
@@ -685,11 +685,9 @@ int main(int argc, char** argv) {
         FILE* f = begin_json(kTool, o.json, "decode", backend, o.shape);
         if (!f) return 1;
         std::fprintf(f,
-                     "\"steps\": %d, \"warmup\": %d, "
-                     "\"prefill_chunk\": %lld, \"rho\": %.3f, \"bandwidth_gbs\": %.0f, \"peak_bytes\": %lld, "
-                     "\"results\": [",
-                     o.steps, o.warmup,
-                     static_cast<long long>(o.prefill_chunk), o.rho, o.bandwidth_gbs,
+                     "\"steps\": %d, \"warmup\": %d, \"prefill_chunk\": %lld, \"rho\": %.3f, \"bandwidth_gbs\": %.0f, "
+                     "\"peak_bytes\": %lld, \"results\": [",
+                     o.steps, o.warmup, static_cast<long long>(o.prefill_chunk), o.rho, o.bandwidth_gbs,
                      static_cast<long long>(st.peak_bytes));
         for (std::size_t i = 0; i < rows.size(); ++i) {
             const Row& w = rows[i];

@@ -166,9 +166,9 @@ int main(int argc, char** argv) {
                      "\"params\": %lld, \"batch\": %lld, \"seq\": %lld, \"grad_accum\": %d, \"steps\": %d, "
                      "\"tokens_per_s\": %.1f, \"ms_per_step\": %.3f, \"model_tflops\": %.2f, \"mfu\": %.4f, "
                      "\"peak_tflops\": %.1f, \"peak_bytes\": %lld, \"routed_fraction\": %.4f, \"final_loss\": %.5f}\n",
-                     static_cast<long long>(total_params), static_cast<long long>(B), static_cast<long long>(S), o.grad_accum, timed, tokens / timed_s,
-                     timed_s / timed * 1e3, tflops, tflops / o.peak_tflops, o.peak_tflops,
-                     static_cast<long long>(st.peak_bytes), routed_sum / timed, lossv[0]);
+                     static_cast<long long>(total_params), static_cast<long long>(B), static_cast<long long>(S),
+                     o.grad_accum, timed, tokens / timed_s, timed_s / timed * 1e3, tflops, tflops / o.peak_tflops,
+                     o.peak_tflops, static_cast<long long>(st.peak_bytes), routed_sum / timed, lossv[0]);
         if (!close_json(kTool, f, o.json)) return 1;
     }
     for (hspmn_tensor* t : {tok, tgt, loss, stats}) hspmn_tensor_destroy(t);

@@ -8,37 +8,23 @@ namespace hspmn::cuda {
 namespace {
 
 // Threads over channels (x), token rows over blockIdx.y (grid-stride): no per-element division.
-// h, c: [B, S, D] bf16  w: [D, K] bf16
-__global__ void causal_conv_forward_kernel(const __nv_bfloat16* __restrict__ h, const __nv_bfloat16* __restrict__ w,
-                                           int64_t N, int64_t S, int64_t D, int64_t K, __nv_bfloat16* __restrict__ c) {
+// Both directions: out[i] = sum_j w[:, j] in[i -/+ (K-1-j)] within the sequence. The forward (kAhead
+// false: h -> c, bf16) reads K-1-j rows back; the backward's dh (kAhead true: dc -> dh, f32) as many
+// rows ahead.  in, out: [B, S, D]  w: [D, K] bf16
+template <bool kAhead, class T>
+__global__ void causal_conv_kernel(const T* __restrict__ in, const __nv_bfloat16* __restrict__ w, int64_t N,
+                                   int64_t S, int64_t D, int64_t K, T* __restrict__ out) {
     const int64_t d = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (d >= D) return;
     for (int64_t i = blockIdx.y; i < N; i += gridDim.y) {
         const int64_t t = i % S;
         float acc = 0.0f;
         for (int64_t j = 0; j < K; ++j) {
-            const int64_t back = (K - 1) - j;  // h[t - back] of the same sequence
-            if (t - back < 0) continue;
-            acc += kern::ld(w + d * K + j) * kern::ld(h + (i - back) * D + d);
+            const int64_t off = (K - 1) - j;
+            if (kAhead ? t + off >= S : t < off) continue;
+            acc += kern::ld(w + d * K + j) * kern::ld(in + (kAhead ? i + off : i - off) * D + d);
         }
-        c[i * D + d] = kern::bf(acc);
-    }
-}
-
-// dh[s] = sum_j w[:, j] dc[s + (K-1) - j] within the sequence.  dc, dh: [B, S, D] f32
-__global__ void causal_conv_backward_dh_kernel(const __nv_bfloat16* __restrict__ w, const float* __restrict__ dc,
-                                               int64_t N, int64_t S, int64_t D, int64_t K, float* __restrict__ dh) {
-    const int64_t d = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (d >= D) return;
-    for (int64_t i = blockIdx.y; i < N; i += gridDim.y) {
-        const int64_t s = i % S;
-        float acc = 0.0f;
-        for (int64_t j = 0; j < K; ++j) {
-            const int64_t ahead = (K - 1) - j;
-            if (s + ahead >= S) continue;
-            acc += kern::ld(w + d * K + j) * dc[(i + ahead) * D + d];
-        }
-        dh[i * D + d] = acc;
+        kern::st(out + i * D + d, acc);
     }
 }
 
@@ -62,9 +48,7 @@ __global__ void causal_conv_backward_dw_kernel(const __nv_bfloat16* __restrict__
 // K taps in registers; same tap order (j ascending) and row order as the scalar kernels above.
 constexpr int kMaxVecK = kern::kConvVecK;
 
-// Both directions at once: out[i] = sum_j w[:, j] in[i -/+ (K-1-j)] within the sequence. The forward
-// (kAhead false: h -> c, bf16) reads K-1-j rows back, the backward's dh (kAhead true: dc -> dh, f32)
-// as many rows ahead.  in, out: [B, S, D]  w: [D, K] bf16
+// causal_conv_kernel for 8 channels a thread, both directions likewise.
 template <bool kAhead, class T>
 __global__ void __launch_bounds__(128) causal_conv_vec_kernel(const T* __restrict__ in,
                                                               const __nv_bfloat16* __restrict__ w, int64_t N,
@@ -137,7 +121,7 @@ void causal_conv_forward(Device& d, const __nv_bfloat16* h, const __nv_bfloat16*
     if (D % 8 == 0 && K <= kMaxVecK)
         causal_conv_vec_kernel<false><<<rows_grid(N, D, 8), 128, 0, stream(d)>>>(h, w, N, S, D, static_cast<int>(K), c);
     else
-        causal_conv_forward_kernel<<<rows_grid(N, D), 128, 0, stream(d)>>>(h, w, N, S, D, K, c);
+        causal_conv_kernel<false><<<rows_grid(N, D), 128, 0, stream(d)>>>(h, w, N, S, D, K, c);
     check_launch("causal_conv_forward");
 }
 
@@ -150,7 +134,7 @@ void causal_conv_backward(Device& d, const __nv_bfloat16* h, const __nv_bfloat16
         causal_conv_vec_kernel<true><<<rows_grid(N, D, 8), 128, 0, stream(d)>>>(dc, w, N, S, D, static_cast<int>(K),
                                                                                  dh);
     else
-        causal_conv_backward_dh_kernel<<<rows_grid(N, D), 128, 0, stream(d)>>>(w, dc, N, S, D, K, dh);
+        causal_conv_kernel<true><<<rows_grid(N, D), 128, 0, stream(d)>>>(dc, w, N, S, D, K, dh);
     check_launch("causal_conv_backward_dh");
     // The vector kernel has 8x fewer threads across D: 4x more (shorter) chunks to fill the device.
     const int64_t rows = vec ? (partial_rows(N) + 3) / 4 : partial_rows(N), chunks = (N + rows - 1) / rows;

@@ -13,7 +13,11 @@
 namespace hspmn::cuda::kern {
 
 __device__ __forceinline__ float ld(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+__device__ __forceinline__ float ld(const float* p) { return *p; }
 __device__ __forceinline__ __nv_bfloat16 bf(float f) { return __float2bfloat16_rn(f); }
+// v stored in the element type (bf16: round to nearest even).
+__device__ __forceinline__ void st(__nv_bfloat16* p, float v) { *p = bf(v); }
+__device__ __forceinline__ void st(float* p, float v) { *p = v; }
 
 template <class T>
 __device__ __forceinline__ T warp_sum(T v) {

@@ -16,13 +16,6 @@ __global__ void rope_table_kernel(int64_t S, int64_t Dh, double base, float* __r
     }
 }
 
-template <class T>
-__device__ __forceinline__ float to_f(const T* p);
-template <>
-__device__ __forceinline__ float to_f<float>(const float* p) { return *p; }
-template <>
-__device__ __forceinline__ float to_f<__nv_bfloat16>(const __nv_bfloat16* p) { return __bfloat162float(*p); }
-
 // One thread per (row, head, i < half) pair. sign +1 forward, -1 backward.
 // src, dst: [R, heads*Dh]  pos: [B, C] or null (position r % S)  counts: [B]
 template <class T>
@@ -46,7 +39,7 @@ __global__ void rope_kernel(const T* src, __nv_bfloat16* dst, int64_t R, int64_t
         } else {
             p = r % S;
         }
-        const float a = to_f(src + off), bb = to_f(src + off + half);
+        const float a = kern::ld(src + off), bb = kern::ld(src + off + half);
         const float c = cos_t[p * half + i], s = sign * sin_t[p * half + i];
         dst[off] = kern::bf(a * c - bb * s);
         dst[off + half] = kern::bf(bb * c + a * s);
