@@ -59,14 +59,16 @@ __global__ void __launch_bounds__(128) causal_conv_vec_kernel(const T* __restric
     kern::conv_taps8(w, d0, K, wr);
     for (int64_t i = blockIdx.y; i < N; i += gridDim.y) {
         const int64_t t = i % S;
-        float acc[8];
-        kern::conv_dot8(wr, K, d0,
-                        [&](int j) -> const T* {
-                            const int64_t off = (K - 1) - j;
-                            if (kAhead) return t + off >= S ? nullptr : in + (i + off) * D;
-                            return t < off ? nullptr : in + (i - off) * D;
-                        },
-                        acc);
+        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#pragma unroll
+        for (int j = 0; j < kMaxVecK; ++j) {
+            const int64_t off = (K - 1) - j;
+            if (j >= K || (kAhead ? t + off >= S : t < off)) continue;
+            float f[8];
+            kern::load8(in + (kAhead ? i + off : i - off) * D + d0, f);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[e] += wr[j][e] * f[e];
+        }
         kern::store8(out + i * D + d0, acc);
     }
 }

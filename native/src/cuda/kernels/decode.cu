@@ -173,8 +173,17 @@ __global__ void __launch_bounds__(128) decode_causal_conv_vec_kernel(const __nv_
     kern::conv_taps8(w, d0, K, wr);
     for (int64_t i = blockIdx.y; i < N; i += gridDim.y) {
         const ConvRow cr = conv_row(m, i, K);
-        float acc[8];
-        kern::conv_dot8(wr, K, d0, [&](int j) { return conv_src(cr, h, cache, (K - 1) - j, D, K); }, acc);
+        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#pragma unroll
+        for (int j = 0; j < kMaxVecK; ++j) {
+            if (j >= K) continue;
+            const __nv_bfloat16* src = conv_src(cr, h, cache, (K - 1) - j, D, K);
+            if (!src) continue;
+            float f[8];
+            kern::load8(src + d0, f);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[e] += wr[j][e] * f[e];
+        }
         kern::store8(c + i * D + d0, acc);
     }
 }
