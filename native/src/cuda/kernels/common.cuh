@@ -81,6 +81,23 @@ __device__ __forceinline__ void conv_taps8(const __nv_bfloat16* w, int64_t d0, i
         for (int e = 0; e < 8; ++e) wr[j][e] = j < K ? ld(w + (d0 + e) * K + j) : 0.0f;
 }
 
+// The rotary table's entry (position p, pair i): rope_table and decode_rows both call this, so a row
+// table built for a call's positions holds the full table's values bit for bit.
+__device__ __forceinline__ void rope_entry(int64_t p, int64_t i, int64_t Dh, double base, float* c, float* s) {
+    const double inv_freq = pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(Dh));
+    const double angle = static_cast<double>(p) * inv_freq;
+    *c = static_cast<float>(cos(angle));
+    *s = static_cast<float>(sin(angle));
+}
+
+// The router's clamped temperature exp(log_temp) in [0.1, 2] and, when inside is not null, whether
+// log_temp gets a gradient (exp strictly inside (0.1, 2)): router_forward and decode_step_pre.
+__device__ __forceinline__ float router_temperature(const __nv_bfloat16* log_temp, bool* inside) {
+    const double t_raw = exp(static_cast<double>(__bfloat162float(*log_temp)));
+    if (inside) *inside = t_raw > 0.1 && t_raw < 2.0;
+    return static_cast<float>(fmin(fmax(t_raw, 0.1), 2.0));
+}
+
 // The router's logit of row xr: x . w in f64, lane-strided over a warp, plus b; every lane gets it
 // (router_forward and decode_step_pre, so a step routes as the forward does).  xr, w: [D] bf16  b: [1] bf16
 __device__ __forceinline__ float router_logit(const __nv_bfloat16* xr, const __nv_bfloat16* w,
