@@ -70,17 +70,6 @@ __device__ __forceinline__ float round_bf16(float v) { return __bfloat162float(_
 // As swiglu.cu: the same expression, so the same bits.
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-// f(j, t, i) for each of a lane's accumulators acc[NW][NT][4], in that order, unrolled.
-template <int NW, int NT, class F>
-__device__ __forceinline__ void for_each_acc(F f) {
-#pragma unroll
-    for (int j = 0; j < NW; ++j)
-#pragma unroll
-        for (int t = 0; t < NT; ++t)
-#pragma unroll
-            for (int i = 0; i < 4; ++i) f(j, t, i);
-}
-
 struct Args {
     const bf16* x;
     int64_t ldx;
@@ -168,14 +157,13 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(Args a) {
     };
     // The weights do not depend on the kernels before this one: an ungated launch starts streaming
     // them while the previous kernel drains (programmatic launch), then waits for its input.
-    auto prime = [&] {  // the first STAGES - 1 tiles in flight
+    if (!a.ep.gate) {
 #pragma unroll
         for (int s = 0; s < STAGES - 1; ++s) {
             if (s < count) load(t0 + s * stride, s);
             cp_async_commit();  // empty groups keep the count uniform
         }
-    };
-    if (!a.ep.gate) prime();
+    }
     kern::pdl_wait();
     kern::pdl_launch_dependents();
     if (a.ep.reset_counts && blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x < a.M) {
@@ -188,7 +176,11 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(Args a) {
         bool any = false;
         for (int m = 0; m < a.M; ++m) any |= a.ep.gate[m] != 0;
         if (!any) return;
-        prime();
+#pragma unroll
+        for (int s = 0; s < STAGES - 1; ++s) {
+            if (s < count) load(t0 + s * stride, s);
+            cp_async_commit();
+        }
     }
 
     // B operand rows: token 8 t + g of tile t (null: a zero row)
@@ -201,7 +193,12 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(Args a) {
         xrow[t] = r >= 0 ? a.x + r * a.ldx : nullptr;
     }
     float acc[NW][NT][4];
-    for_each_acc<NW, NT>([&](int j, int t, int i) { acc[j][t][i] = 0.0f; });
+#pragma unroll
+    for (int j = 0; j < NW; ++j)
+#pragma unroll
+        for (int t = 0; t < NT; ++t)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[j][t][i] = 0.0f;
 
     // ldmatrix.x4 addresses: lane l gives row (l % 8) + 8 ((l / 8) % 2) of piece (kk / 8) + l / 16
     const int lrow = (lane & 7) + ((lane >> 3) & 1) * 8, lpiece = lane >> 4;
@@ -239,31 +236,51 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(Args a) {
 
     // The block's four K quarters, summed by warp 0 in warp order.
     __shared__ float red[kWarps][NW][NT][4][32];
-    for_each_acc<NW, NT>([&](int j, int t, int i) { red[warp][j][t][i][lane] = acc[j][t][i]; });
+#pragma unroll
+    for (int j = 0; j < NW; ++j)
+#pragma unroll
+        for (int t = 0; t < NT; ++t)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) red[warp][j][t][i][lane] = acc[j][t][i];
     __syncthreads();
     if (warp != 0) return;
-    for_each_acc<NW, NT>([&](int j, int t, int i) {
-        float s = red[0][j][t][i][lane];
 #pragma unroll
-        for (int w = 1; w < kWarps; ++w) s += red[w][j][t][i][lane];
-        acc[j][t][i] = s;
-    });
+    for (int j = 0; j < NW; ++j)
+#pragma unroll
+        for (int t = 0; t < NT; ++t)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                float s = red[0][j][t][i][lane];
+#pragma unroll
+                for (int w = 1; w < kWarps; ++w) s += red[w][j][t][i][lane];
+                acc[j][t][i] = s;
+            }
 
     if (gridDim.y > 1) {
         const int64_t tiles = a.N / kTile, frag = NT * 4 * 32;
         auto slot = [&](int64_t y, int j) { return a.partials + ((y * NW + j) * tiles + tile) * frag; };
-        for_each_acc<NW, NT>([&](int j, int t, int i) { slot(blockIdx.y, j)[(t * 4 + i) * 32 + lane] = acc[j][t][i]; });
+#pragma unroll
+        for (int j = 0; j < NW; ++j)
+#pragma unroll
+            for (int t = 0; t < NT; ++t)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) slot(blockIdx.y, j)[(t * 4 + i) * 32 + lane] = acc[j][t][i];
         __threadfence();  // the partial is visible before the counter says so
         unsigned done = 0;
         if (lane == 0) done = atomicAdd(&a.counters[tile], 1u);
         done = __shfl_sync(0xffffffffu, done, 0);
         if (done != gridDim.y - 1) return;
         __threadfence();  // the other blocks' partials, published before their counts
-        for_each_acc<NW, NT>([&](int j, int t, int i) {
-            float s = 0.0f;
-            for (int64_t y = 0; y < gridDim.y; ++y) s += __ldcg(slot(y, j) + (t * 4 + i) * 32 + lane);
-            acc[j][t][i] = s;
-        });
+#pragma unroll
+        for (int j = 0; j < NW; ++j)
+#pragma unroll
+            for (int t = 0; t < NT; ++t)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    float s = 0.0f;
+                    for (int64_t y = 0; y < gridDim.y; ++y) s += __ldcg(slot(y, j) + (t * 4 + i) * 32 + lane);
+                    acc[j][t][i] = s;
+                }
         if (lane == 0) a.counters[tile] = 0;
     }
     epilogue<kMode, NW, NT>(a, row0, g, q, acc);
