@@ -98,14 +98,12 @@ __device__ __forceinline__ float router_temperature(const __nv_bfloat16* log_tem
     return static_cast<float>(fmin(fmax(t_raw, 0.1), 2.0));
 }
 
-// The router's logit of row xr: x . w in f64, lane-strided over a warp, plus b; every lane gets it
-// (router_forward and decode_step_pre, so a step routes as the forward does).  xr, w: [D] bf16  b: [1] bf16
-__device__ __forceinline__ float router_logit(const __nv_bfloat16* xr, const __nv_bfloat16* w,
-                                              const __nv_bfloat16* b, int64_t D, int lane) {
+// The router's dot product x . w of row xr in f64, lane-strided over a warp; every lane gets it
+// (router_forward and decode_step_pre, so a step routes as the forward does).  xr, w: [D] bf16
+__device__ __forceinline__ double router_dot(const __nv_bfloat16* xr, const __nv_bfloat16* w, int64_t D, int lane) {
     double acc = 0.0;
     for (int64_t d = lane; d < D; d += 32) acc += static_cast<double>(ld(xr + d)) * static_cast<double>(ld(w + d));
-    acc = warp_sum(acc);
-    return static_cast<float>(acc + static_cast<double>(ld(b)));
+    return warp_sum(acc);
 }
 
 // Programmatic dependent launch (decode steps): a kernel launched with launch_pdl may start while the

@@ -43,8 +43,11 @@ __global__ void __launch_bounds__(kPreThreads) decode_step_pre_kernel(
         if (lane == 0) rstd_s = 1.0f / sqrtf(ss / static_cast<float>(D) + eps);
     } else if (warp == 1) {
         // router_forward_kernel's logit
-        const float li = kern::router_logit(xr, router_w, router_b, D, lane);
-        if (lane == 0) score_s = li / kern::router_temperature(log_temp, nullptr);
+        const double acc = kern::router_dot(xr, router_w, D, lane);
+        if (lane == 0) {
+            const float li = static_cast<float>(acc + static_cast<double>(kern::ld(router_b)));
+            score_s = li / kern::router_temperature(log_temp, nullptr);
+        }
     }
     __syncthreads();
     const float rs = rstd_s;

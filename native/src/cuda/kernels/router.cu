@@ -24,8 +24,9 @@ __global__ void router_forward_kernel(const __nv_bfloat16* __restrict__ x, const
         temp[1] = inside ? 1.0f : 0.0f;
     }
     if (row >= N) return;
-    const float li = kern::router_logit(x + row * D, w, b, D, lane);
+    const double acc = kern::router_dot(x + row * D, w, D, lane);
     if (lane == 0) {
+        const float li = static_cast<float>(acc + static_cast<double>(kern::ld(b)));
         l[row] = li;
         n[row] = noise ? (li + noise[row]) / t : li / t;
     }
