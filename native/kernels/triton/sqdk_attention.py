@@ -211,9 +211,10 @@ def _key_range(row_limit, row_valid, S, BLOCK_N: tl.constexpr):
 
 @triton.jit
 def _query_tile(Pos, Counts, C, S, H, HKV, HEAD_DIM, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr):
-    # The query tile of a program of grid (cdiv(C, BLOCK_M), B * H): its rows' offsets into Q, O, dO
-    # and dQ, its kv head's offset into K and V and their row stride, the offset of its (b, h) rows in
-    # Lse and Delta, the row and dim indices, which rows are queries and the last key each may see.
+    # The query tile of a program of grid (cdiv(C, BLOCK_M), B * H): its (b, h) offset into Q, O, dO
+    # and dQ and their row stride, its kv head's offset into K and V and their row stride, the offset of
+    # its (b, h) rows in Lse and Delta, the row and dim indices, which rows are queries and the last key
+    # each may see.
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -224,14 +225,14 @@ def _query_tile(Pos, Counts, C, S, H, HKV, HEAD_DIM, BLOCK_D: tl.constexpr, BLOC
     kv_stride = HKV * HEAD_DIM
     q_base = b.to(tl.int64) * C * q_stride + h * HEAD_DIM
     kv_base = b.to(tl.int64) * S * kv_stride + hk * HEAD_DIM
+    row_base = bh.to(tl.int64) * C
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     row_valid = offs_m < count
     pos = tl.load(Pos + b * C + offs_m, mask=row_valid, other=0)
     # a padding row attends key 0 (as the reference does) so its softmax stays finite
     row_limit = tl.minimum(pos, S - 1)
-    ptrs = q_base + offs_m[:, None] * q_stride + offs_d[None, :]
-    return ptrs, kv_base, kv_stride, bh.to(tl.int64) * C, offs_m, offs_d, row_valid, row_limit
+    return q_base, q_stride, kv_base, kv_stride, row_base, offs_m, offs_d, row_valid, row_limit
 
 
 @triton.jit
@@ -261,9 +262,10 @@ def _fwd_inner(acc, l_i, m_i, q, K_base, V_base, row_limit, kv_stride, S, start,
 def sqdk_attention_fwd(Q, K, V, Pos, Counts, O, Lse, C, S, H, HKV, HEAD_DIM,
                        BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     # grid: (cdiv(C, BLOCK_M), B * H)
-    ptrs, kv_base, kv_stride, lse_base, offs_m, offs_d, row_valid, row_limit = _query_tile(
+    q_base, q_stride, kv_base, kv_stride, lse_base, offs_m, offs_d, row_valid, row_limit = _query_tile(
         Pos, Counts, C, S, H, HKV, HEAD_DIM, BLOCK_D, BLOCK_M)
-    q = tl.load(Q + ptrs, mask=_row_mask(row_valid, offs_d, HEAD_DIM, BLOCK_D), other=0.0)
+    q_ptrs = Q + q_base + offs_m[:, None] * q_stride + offs_d[None, :]
+    q = tl.load(q_ptrs, mask=_row_mask(row_valid, offs_d, HEAD_DIM, BLOCK_D), other=0.0)
 
     full_end, end = _key_range(row_limit, row_valid, S, BLOCK_N)
     qk_scale = _softmax_scale(HEAD_DIM) * 1.4426950408889634  # 1/sqrt(Dh) * log2(e)
@@ -278,7 +280,8 @@ def sqdk_attention_fwd(Q, K, V, Pos, Counts, O, Lse, C, S, H, HKV, HEAD_DIM,
     o = tl.where(row_valid[:, None], acc / l_i[:, None], 0.0)
     lse = tl.where(row_valid, (m_i + tl.math.log2(l_i)) * 0.6931471805599453, 0.0)
     in_c = offs_m < C
-    tl.store(O + ptrs, o.to(O.dtype.element_ty), mask=_row_mask(in_c, offs_d, HEAD_DIM, BLOCK_D))
+    tl.store(O + q_base + offs_m[:, None] * q_stride + offs_d[None, :], o.to(O.dtype.element_ty),
+             mask=_row_mask(in_c, offs_d, HEAD_DIM, BLOCK_D))
     tl.store(Lse + lse_base + offs_m, lse, mask=in_c)
 
 
@@ -415,8 +418,9 @@ def _dq_inner(dq, q, do, lse2, delta, K_base, V_base, row_limit, kv_stride, S, s
 def sqdk_attention_bwd_dq(Q, K, V, DO, Lse, Delta, Pos, Counts, DQ, C, S, H, HKV, HEAD_DIM,
                           BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     # grid: (cdiv(C, BLOCK_M), B * H)
-    ptrs, kv_base, kv_stride, row_base, offs_m, offs_d, row_valid, row_limit = _query_tile(
+    q_base, q_stride, kv_base, kv_stride, row_base, offs_m, offs_d, row_valid, row_limit = _query_tile(
         Pos, Counts, C, S, H, HKV, HEAD_DIM, BLOCK_D, BLOCK_M)
+    ptrs = q_base + offs_m[:, None] * q_stride + offs_d[None, :]
     # rows >= count: q = do = lse = delta = 0 make dS exactly 0, and the store writes 0 anyway
     mask = _row_mask(row_valid, offs_d, HEAD_DIM, BLOCK_D)
     q = tl.load(Q + ptrs, mask=mask, other=0.0)
