@@ -9,8 +9,6 @@ measured against, side by side in the same ci/gpu.sh call.
 Prints one line per configuration (tok/s, ms, peak GB) and writes them as JSON.
 """
 
-import argparse
-import json
 import math
 import sys
 import time
@@ -18,6 +16,8 @@ import time
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from bench_common import arg_parser, configs, failed, measured, run_configs, write_json
 
 
 class DenseBlock(nn.Module):
@@ -89,43 +89,27 @@ def run(name, B, S, train, block, iters):
     try:
         ms = bench(step, iters)
     except torch.OutOfMemoryError:
-        return {"name": name, "B": B, "S": S, "train": train, "error": "out of memory"}
-    peak = torch.cuda.max_memory_allocated() / 2**30
-    return {"name": name, "B": B, "S": S, "train": train, "ms": ms, "tok_s": B * S / (ms / 1e3), "peak_gib": peak}
+        return failed(name, B, S, train, "out of memory")
+    return measured(name, B, S, train, ms, torch.cuda.max_memory_allocated() / 2**30)
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--mode", default="all", choices=["throughput", "longctx", "train", "all"])
-    ap.add_argument("--iters", type=int, default=10)
+    ap = arg_parser(__doc__)
     ap.add_argument("--no-compile", action="store_true")
-    ap.add_argument("--json")
     args = ap.parse_args()
     torch.manual_seed(0)
     block = DenseBlock().cuda().to(torch.bfloat16)
     fwd = block if args.no_compile else torch.compile(block)
-    cfgs = []
-    if args.mode in ("throughput", "all"):
-        cfgs.append(("dense throughput", 64, 4096, False))
-    if args.mode in ("longctx", "all"):
-        cfgs += [("dense longctx", 1, 65536, False), ("dense longctx", 1, 131072, False)]
-    if args.mode in ("train", "all"):
-        cfgs.append(("dense train", 64, 4096, True))
-    results = []
-    for name, B, S, train in cfgs:
+
+    def run_one(name, B, S, train):
         t0 = time.time()
         r = run(name, B, S, train, fwd, args.iters)
         r["compile"] = not args.no_compile
         r["wall_s"] = round(time.time() - t0, 1)
-        results.append(r)
-        if "error" in r:
-            print(f"{name:18s} B={B:3d} S={S:6d}  {r['error']}", flush=True)
-        else:
-            print(f"{name:18s} B={B:3d} S={S:6d}  {r['tok_s'] / 1e6:7.3f} M tok/s  {r['ms']:9.2f} ms  "
-                  f"peak {r['peak_gib']:6.1f} GiB", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "results": results}, f, indent=1)
+        return r
+
+    results = run_configs(configs("dense", args.mode), run_one)
+    write_json(args.json, results, gpu=torch.cuda.get_device_name(), torch=torch.__version__)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,7 @@ the call); peak GB is hspmn_alloc_stats' peak of library-held bytes (parameters,
 tensors) during the mode.
 """
 
-import argparse
 import ctypes as C
-import json
 import os
 import sys
 import time
@@ -22,6 +20,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src", "cuda", "kernels"))
 from check_cuda_block import BF16, CUDA, F32, AllocStats, Ctx, Lib, bf16_bits  # noqa: E402
+
+from bench_common import arg_parser, configs, failed, measured, run_configs, write_json  # noqa: E402
 
 
 def median_ms(lib, ctx, fn, iters, warmup=2):
@@ -73,41 +73,20 @@ def run(lib, name, B, S, train, iters, rho=0.2):
         ms = median_ms(lib, ctx, step, iters)
         st = AllocStats()
         lib.ok(lib.alloc_stats_get(C.byref(st)), "alloc_stats")
-        return {"name": name, "B": B, "S": S, "train": train, "rho": rho, "ms": ms,
-                "tok_s": B * S / (ms / 1e3), "peak_gib": st.peak_bytes / 2**30}
+        return measured(name, B, S, train, ms, st.peak_bytes / 2**30, rho=rho)
     except RuntimeError as e:
-        return {"name": name, "B": B, "S": S, "train": train, "error": str(e)}
+        return failed(name, B, S, train, str(e))
     finally:
         ctx.close()
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = arg_parser(__doc__)
     ap.add_argument("--lib", default=os.path.join(HERE, "..", "..", "build-gpu", "libhspmn.so"))
-    ap.add_argument("--mode", default="all", choices=["throughput", "longctx", "train", "all"])
-    ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--json")
     a = ap.parse_args()
     lib = Lib(a.lib)
-    cfgs = []
-    if a.mode in ("throughput", "all"):
-        cfgs.append(("hspmn throughput", 64, 4096, False))
-    if a.mode in ("longctx", "all"):
-        cfgs += [("hspmn longctx", 1, 65536, False), ("hspmn longctx", 1, 131072, False)]
-    if a.mode in ("train", "all"):
-        cfgs.append(("hspmn train", 64, 4096, True))
-    results = []
-    for name, B, S, train in cfgs:
-        r = run(lib, name, B, S, train, a.iters)
-        results.append(r)
-        if "error" in r:
-            print(f"{name:18s} B={B:3d} S={S:6d}  {r['error']}", flush=True)
-        else:
-            print(f"{name:18s} B={B:3d} S={S:6d}  {r['tok_s'] / 1e6:7.3f} M tok/s  {r['ms']:9.2f} ms  "
-                  f"peak {r['peak_gib']:6.1f} GiB", flush=True)
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump({"results": results}, fh, indent=1)
+    results = run_configs(configs("hspmn", a.mode), lambda name, B, S, train: run(lib, name, B, S, train, a.iters))
+    write_json(a.json, results)
     return 1 if any("error" in r for r in results) else 0
 
 

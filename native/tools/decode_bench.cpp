@@ -32,21 +32,23 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "hspmn.h"
+#include "tool_common.h"
 
 namespace {
 
+using namespace hspmn_tool;
 using Clock = std::chrono::steady_clock;
 
+const char* const kTool = "hspmn_decode_bench";
+
 struct Options {
-    int backend = HSPMN_BACKEND_AUTO;
-    int layers = 24, dim = 2048, heads = 16, kv_heads = 4, mlp_ratio = 4, vocab = 256;
+    int32_t backend = HSPMN_BACKEND_AUTO;
+    ModelShape shape;
     std::vector<int64_t> contexts{4096, 32768};
     int64_t prompt = 32768, prefill_chunk = 8192, batch_context = 4096;
     int batch_slots = 32, steps = 64, warmup = 8, threads = 0;
@@ -76,100 +78,59 @@ const char* usage =
 hspmn_status g_last_failure = HSPMN_OK;  // of check(): run_long_prompt refuses on OUT_OF_MEMORY
 
 bool check(hspmn_status s, const char* what) {
-    if (s == HSPMN_OK) return true;
-    g_last_failure = s;
-    std::fprintf(stderr, "hspmn_decode_bench: %s failed: %s: %s\n", what, hspmn_status_name(s), hspmn_last_error());
-    return false;
+    if (s != HSPMN_OK) g_last_failure = s;
+    return hspmn_tool::check(kTool, s, what);
+}
+
+// A comma-separated list of the allowed words.
+bool parse_words(const std::string& v, const std::vector<std::string>& allowed, std::vector<std::string>* out) {
+    *out = split_list(v);
+    for (const std::string& w : *out)
+        if (std::find(allowed.begin(), allowed.end(), w) == allowed.end()) return false;
+    return true;
 }
 
 // Returns an error message, "help", or "" when the options parsed.
 std::string parse(int argc, char** argv, Options* o) {
-    for (int i = 1; i < argc; ++i) {
-        std::string a = argv[i];
-        if (a == "--help" || a == "-h") return "help";
-        if (a.rfind("--", 0) != 0 || i + 1 >= argc) return "expected --option value, got '" + a + "'";
-        std::string v = argv[++i];
-        char* end = nullptr;
-        auto as_long = [&](const std::string& s, int64_t* dst) {
-            long long x = std::strtoll(s.c_str(), &end, 10);
-            if (s.empty() || *end || x < 0 || x > (int64_t{1} << 31) - 1) return false;
-            *dst = x;
+    const std::string err = parse_options(argc, argv, [o](const std::string& a, const std::string& v, bool* ok) {
+        if (o->shape.parse(a, v, ok) ||
+            take_count(a, v,
+                       {{"--batch-slots", &o->batch_slots}, {"--steps", &o->steps}, {"--warmup", &o->warmup},
+                        {"--threads", &o->threads}},
+                       ok))
             return true;
-        };
-        auto as_int = [&](int* dst) {
-            int64_t x = 0;
-            if (!as_long(v, &x)) return false;
-            *dst = static_cast<int>(x);
-            return true;
-        };
-        bool ok = true;
-        if (a == "--backend") {
-            if (v == "cpu") o->backend = HSPMN_BACKEND_CPU;
-            else if (v == "cuda") o->backend = HSPMN_BACKEND_CUDA;
-            else if (v == "auto") o->backend = HSPMN_BACKEND_AUTO;
-            else ok = false;
-        } else if (a == "--layers") ok = as_int(&o->layers);
-        else if (a == "--dim") ok = as_int(&o->dim);
-        else if (a == "--heads") ok = as_int(&o->heads);
-        else if (a == "--kv-heads") ok = as_int(&o->kv_heads);
-        else if (a == "--mlp-ratio") ok = as_int(&o->mlp_ratio);
-        else if (a == "--vocab") ok = as_int(&o->vocab);
+        const int64_t kMax = (int64_t{1} << 31) - 1;
+        if (a == "--backend") *ok = parse_backend(v, &o->backend);
         else if (a == "--contexts") {
             o->contexts.clear();
-            std::size_t p = 0;
-            while (ok && p <= v.size()) {
-                const std::size_t q = std::min(v.find(',', p), v.size());
+            for (const std::string& item : split_list(v)) {
                 int64_t x = 0;
-                ok = as_long(v.substr(p, q - p), &x) && x >= 1;
+                *ok = *ok && parse_int(item, 1, kMax, &x);
                 o->contexts.push_back(x);
-                p = q + 1;
             }
-        } else if (a == "--prompt") ok = as_long(v, &o->prompt) && o->prompt >= 1;
-        else if (a == "--prefill-chunk") ok = as_long(v, &o->prefill_chunk) && o->prefill_chunk >= 1;
-        else if (a == "--batch-slots") ok = as_int(&o->batch_slots);
-        else if (a == "--batch-context") ok = as_long(v, &o->batch_context) && o->batch_context >= 1;
-        else if (a == "--steps") ok = as_int(&o->steps) && o->steps >= 1;
-        else if (a == "--warmup") ok = as_int(&o->warmup);
-        else if (a == "--threads") ok = as_int(&o->threads);
-        else if (a == "--rho") { o->rho = std::strtof(v.c_str(), &end); ok = !*end && o->rho >= 0 && o->rho <= 1; }
-        else if (a == "--routing" || a == "--paths") {
-            std::vector<std::string>& dst = a == "--routing" ? o->routings : o->paths;
-            const std::vector<std::string> allowed = a == "--routing"
-                ? std::vector<std::string>{"none", "all", "calibrated"}
-                : std::vector<std::string>{"append", "step", "graph"};
-            dst.clear();
-            std::size_t p = 0;
-            while (ok && p <= v.size()) {
-                const std::size_t q = std::min(v.find(',', p), v.size());
-                const std::string item = v.substr(p, q - p);
-                ok = std::find(allowed.begin(), allowed.end(), item) != allowed.end();
-                dst.push_back(item);
-                p = q + 1;
-            }
-        } else if (a == "--calib-tokens") ok = as_long(v, &o->calib_tokens) && o->calib_tokens >= 16;
-        else if (a == "--bandwidth-gbs") { o->bandwidth_gbs = std::strtod(v.c_str(), &end); ok = !*end && o->bandwidth_gbs > 0; }
+        } else if (a == "--prompt") *ok = parse_int(v, 1, kMax, &o->prompt);
+        else if (a == "--prefill-chunk") *ok = parse_int(v, 1, kMax, &o->prefill_chunk);
+        else if (a == "--batch-context") *ok = parse_int(v, 1, kMax, &o->batch_context);
+        else if (a == "--rho") *ok = parse_number(v, &o->rho) && o->rho >= 0 && o->rho <= 1;
+        else if (a == "--routing") *ok = parse_words(v, {"none", "all", "calibrated"}, &o->routings);
+        else if (a == "--paths") *ok = parse_words(v, {"append", "step", "graph"}, &o->paths);
+        else if (a == "--calib-tokens") *ok = parse_int(v, 16, kMax, &o->calib_tokens);
+        else if (a == "--bandwidth-gbs") *ok = parse_number(v, &o->bandwidth_gbs) && o->bandwidth_gbs > 0;
         else if (a == "--json") o->json = v;
-        else if (a == "--long-prompt") ok = as_long(v, &o->long_prompt) && o->long_prompt >= 1;
-        else if (a == "--long-decode") ok = as_long(v, &o->long_decode) && o->long_decode >= 1;
+        else if (a == "--long-prompt") *ok = parse_int(v, 1, kMax, &o->long_prompt);
+        else if (a == "--long-decode") *ok = parse_int(v, 1, kMax, &o->long_decode);
         else if (a == "--long-routed") {
             // prefill,decode pins: none or all each (default none,all)
-            const std::size_t c = v.find(',');
-            const std::string pf = v.substr(0, c), dc = c == std::string::npos ? "" : v.substr(c + 1);
-            ok = (pf == "none" || pf == "all") && (dc == "none" || dc == "all");
-            o->long_prefill_all = pf == "all";
-            o->long_decode_all = dc == "all";
-        }
-        else return "unknown option " + a;
-        if (!ok) return "bad value '" + v + "' for " + a;
-    }
-    if (o->batch_slots < 1) return "--batch-slots must be >= 1";
+            std::vector<std::string> pins;
+            *ok = parse_words(v, {"none", "all"}, &pins) && pins.size() == 2;
+            o->long_prefill_all = *ok && pins[0] == "all";
+            o->long_decode_all = *ok && pins[1] == "all";
+        } else return false;
+        return true;
+    });
+    if (!err.empty()) return err;
+    if (o->batch_slots < 1 || o->steps < 1) return "--batch-slots and --steps must be >= 1";
     return "";
-}
-
-double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    const std::size_t n = v.size();
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 // One result row; ms is per token (decode), for the whole prompt (ttft) or per step (batched).
@@ -195,14 +156,8 @@ public:
     }
 
     bool create() {
-        hspmn_model_params mp = hspmn_model_default_params();
-        mp.vocab_size = o_.vocab;
+        hspmn_model_params mp = o_.shape.params(o_.rho > 0 ? o_.rho : 0.2f);
         mp.num_layers = L_;
-        mp.block.dim = o_.dim;
-        mp.block.num_heads = o_.heads;
-        mp.block.num_kv_heads = o_.kv_heads;
-        mp.block.mlp_ratio = o_.mlp_ratio;
-        mp.block.sparsity_k = o_.rho > 0 ? o_.rho : 0.2f;
         mp.block.routing = HSPMN_ROUTING_THRESHOLD;
         return check(hspmn_model_create(ctx_, &mp, 1234, &model_), "hspmn_model_create");
     }
@@ -234,7 +189,7 @@ public:
         if (!tok || !tgt || !loss || !stats) return false;
         std::vector<int32_t> ids(static_cast<std::size_t>(S));
         std::mt19937 rng(99);
-        for (auto& x : ids) x = static_cast<int32_t>(rng() % static_cast<unsigned>(o_.vocab));
+        for (auto& x : ids) x = static_cast<int32_t>(rng() % static_cast<unsigned>(o_.shape.vocab));
         if (!check(hspmn_tensor_copy_in(tok, ids.data(), S * 4), "copy_in") ||
             !check(hspmn_tensor_copy_in(tgt, ids.data(), S * 4), "copy_in"))
             return false;
@@ -295,7 +250,7 @@ public:
         hspmn_tensor* slots = slot_tensor(n);
         hspmn_tensor* full = tensor(HSPMN_DTYPE_I32, {n, T});
         hspmn_tensor* tail = len % T ? tensor(HSPMN_DTYPE_I32, {n, len % T}) : nullptr;
-        hspmn_tensor* logits = tensor(HSPMN_DTYPE_F32, {n, o_.vocab});
+        hspmn_tensor* logits = tensor(HSPMN_DTYPE_F32, {n, o_.shape.vocab});
         hspmn_tensor* rt_full = routed ? tensor(HSPMN_DTYPE_I32, {n, T, L_}) : nullptr;
         hspmn_tensor* rt_tail = routed && len % T ? tensor(HSPMN_DTYPE_I32, {n, len % T, L_}) : nullptr;
         if (!slots || !full || (len % T && !tail) || !logits || (routed && !rt_full) ||
@@ -306,7 +261,7 @@ public:
         double s = 0;
         for (int64_t done = 0; done < len;) {
             const int64_t t = std::min(T, len - done);
-            for (auto& x : ids) x = static_cast<int32_t>(rng_() % static_cast<unsigned>(o_.vocab));
+            for (auto& x : ids) x = static_cast<int32_t>(rng_() % static_cast<unsigned>(o_.shape.vocab));
             hspmn_tensor* tok = t == T ? full : tail;
             hspmn_tensor* rt = routed ? (t == T ? rt_full : rt_tail) : nullptr;
             if (!check(hspmn_tensor_copy_in(tok, ids.data(), n * t * 4), "copy_in")) return -1;
@@ -333,13 +288,13 @@ public:
         hspmn_tensor* slots = slot_tensor(1);
         hspmn_tensor* full = tensor(HSPMN_DTYPE_I32, {1, T});
         hspmn_tensor* tail = len % T ? tensor(HSPMN_DTYPE_I32, {1, len % T}) : nullptr;
-        hspmn_tensor* logits = tensor(HSPMN_DTYPE_F32, {1, o_.vocab});
+        hspmn_tensor* logits = tensor(HSPMN_DTYPE_F32, {1, o_.shape.vocab});
         if (!slots || !full || (len % T && !tail) || !logits) return -1;
         std::vector<int32_t> ids(static_cast<std::size_t>(T));
         const auto t0 = Clock::now();
         for (int64_t done = 0; done < len;) {
             const int64_t t = std::min(T, len - done);
-            for (int64_t i = 0; i < t; ++i) ids[static_cast<std::size_t>(i)] = static_cast<int32_t>(rng_() % static_cast<unsigned>(o_.vocab));
+            for (int64_t i = 0; i < t; ++i) ids[static_cast<std::size_t>(i)] = static_cast<int32_t>(rng_() % static_cast<unsigned>(o_.shape.vocab));
             hspmn_tensor* tok = t == T ? full : tail;
             const bool last = done + t == len;
             if (!check(hspmn_tensor_copy_in(tok, ids.data(), t * 4), "copy_in") ||
@@ -381,7 +336,7 @@ private:
     bool steps_append(int n, int count, std::vector<int32_t>* next, std::vector<double>* secs) {
         hspmn_tensor* slots = slot_tensor(n);
         hspmn_tensor* tok = tensor(HSPMN_DTYPE_I32, {n, 1});
-        hspmn_tensor* logits = tensor(HSPMN_DTYPE_F32, {n, o_.vocab});
+        hspmn_tensor* logits = tensor(HSPMN_DTYPE_F32, {n, o_.shape.vocab});
         if (!slots || !tok || !logits) return false;
         for (int i = 0; i < count; ++i) {
             const auto t0 = Clock::now();
@@ -410,13 +365,13 @@ private:
         return t && check(hspmn_tensor_copy_in(t, s.data(), n * 4), "copy_in") ? t : nullptr;
     }
     bool argmax(hspmn_tensor* logits, int n, std::vector<int32_t>* next) {
-        std::vector<float> v(static_cast<std::size_t>(n) * o_.vocab);
+        std::vector<float> v(static_cast<std::size_t>(n) * o_.shape.vocab);
         if (!check(hspmn_tensor_copy_out(logits, v.data(), static_cast<int64_t>(v.size()) * 4), "copy_out"))
             return false;
         next->resize(static_cast<std::size_t>(n));
         for (int j = 0; j < n; ++j) {
-            const float* r = v.data() + static_cast<std::size_t>(j) * o_.vocab;
-            (*next)[j] = static_cast<int32_t>(std::max_element(r, r + o_.vocab) - r);
+            const float* r = v.data() + static_cast<std::size_t>(j) * o_.shape.vocab;
+            (*next)[j] = static_cast<int32_t>(std::max_element(r, r + o_.shape.vocab) - r);
         }
         return true;
     }
@@ -515,13 +470,18 @@ const Row* find(const std::vector<Row>& rows, const char* kind, const std::strin
     return nullptr;
 }
 
+// The fraction of tokens a routing setting routes: pinned (all, none), or rho once calibrated.
+double assumed_routed(const Options& o, const std::string& routing) {
+    return routing == "all" ? 1.0 : routing == "none" ? 0.0 : o.rho;
+}
+
 // Bytes one B=1 step must read: every weight it uses (Q and O and the cache's K/V only when routed),
 // the tied head included.
 double step_bytes(const Options& o, int L, int64_t cache, double routed) {
-    const double D = o.dim, F = static_cast<double>(o.dim) * o.mlp_ratio, KV = D / o.heads * o.kv_heads;
+    const double D = o.shape.dim, F = o.shape.ffn(), KV = o.shape.kv_dim();
     const double always = 3 * D * F + 2 * D * KV + 4 * D + 2 + D * 4;  // gate/up/down, K/V, norms/router, conv
     const double routed_bytes = 2 * D * D + 2.0 * static_cast<double>(cache) * KV;  // Q, O; the cache's K and V
-    return (L * (always + routed * routed_bytes) + static_cast<double>(o.vocab) * D + D) * 2.0;
+    return (L * (always + routed * routed_bytes) + static_cast<double>(o.shape.vocab) * D + D) * 2.0;
 }
 
 // ---- the long-prompt run (--long-prompt) ----------------------------------------------------------
@@ -549,17 +509,18 @@ struct LongResult {
 // The decoder's caches (core/backend.h DecodeCall): per layer K and V [max_len, Hkv*Dh] and the conv
 // tail [conv_kernel - 1, D], in elements of `elem` bytes (2: bf16 on CUDA, 4: f32 on the CPU).
 int64_t long_cache_bytes(const Options& o, int64_t max_len, int64_t elem) {
-    const int64_t KV = static_cast<int64_t>(o.dim) / o.heads * o.kv_heads;
+    const int64_t KV = static_cast<int64_t>(o.shape.dim) / o.shape.heads * o.shape.kv_heads;
     const int64_t conv_kernel = hspmn_block_default_params().conv_kernel;  // Bench::create keeps the default
-    return o.layers * (2 * max_len * KV + (conv_kernel - 1) * o.dim) * elem;
+    return o.shape.layers * (2 * max_len * KV + (conv_kernel - 1) * o.shape.dim) * elem;
 }
 
 // One prefill call's scratch, an estimate: the rows pass per row (CudaBlock::chunk_row_bytes at the
 // default conv kernel and mlp ratio) plus the decoder's own [T, D] buffers and routed flags.
 int64_t long_scratch_bytes(const Options& o, int64_t T) {
-    const int64_t D = o.dim, F = o.dim * o.mlp_ratio, Dh = o.dim / o.heads, KV = Dh * o.kv_heads;
-    const int64_t per_row = 8 + 8 * D + 6 * F + 4 * D + 4 * std::max(KV, D) + 4 * KV + 4 * o.heads + 4 * Dh + 28;
-    return T * (per_row + 3 * 2 * D + 4 * o.layers + 4);
+    const ModelShape& m = o.shape;
+    const int64_t D = m.dim, F = m.dim * m.mlp_ratio, Dh = m.dim / m.heads, KV = Dh * m.kv_heads;
+    const int64_t per_row = 8 + 8 * D + 6 * F + 4 * D + 4 * std::max(KV, D) + 4 * KV + 4 * m.heads + 4 * Dh + 28;
+    return T * (per_row + 3 * 2 * D + 4 * m.layers + 4);
 }
 
 void print_gb(const char* what, int64_t bytes) {
@@ -571,17 +532,18 @@ int run_long_prompt(hspmn_context* ctx, const Options& o, int32_t backend) {
     const int64_t prompt = o.long_prompt, steps = o.long_decode, max_len = prompt + steps;
     const int64_t T = std::min(prompt, o.prefill_chunk);
     const int64_t elem = backend == HSPMN_BACKEND_CUDA ? 2 : 4;
-    std::printf("long prompt  backend %s  layers %d D=%d H=%d Hkv=%d F=%d V=%d  prompt %lld (chunks of %lld)  "
-                "decode %lld  routed: prefill %s, decode %s\n",
-                backend == HSPMN_BACKEND_CUDA ? "cuda" : "cpu", o.layers, o.dim, o.heads, o.kv_heads,
-                o.dim * o.mlp_ratio, o.vocab, static_cast<long long>(prompt), static_cast<long long>(T),
-                static_cast<long long>(steps), o.long_prefill_all ? "all" : "none", o.long_decode_all ? "all" : "none");
+    const char* prefill_pin = o.long_prefill_all ? "all" : "none";
+    const char* decode_pin = o.long_decode_all ? "all" : "none";
+    std::printf("long prompt  backend %s  layers %d %s  prompt %lld (chunks of %lld)  decode %lld  routed: prefill %s, "
+                "decode %s\n",
+                backend_name(backend), o.shape.layers, o.shape.describe().c_str(), static_cast<long long>(prompt),
+                static_cast<long long>(T), static_cast<long long>(steps), prefill_pin, decode_pin);
     LongResult r;
     hspmn_alloc_stats st;
     hspmn_alloc_stats_get(&st);
     const int64_t live0 = st.live_bytes;
     hspmn_alloc_stats_reset_peak();
-    Bench b(ctx, o, o.layers);
+    Bench b(ctx, o, o.shape.layers);
     r.cache_bytes = long_cache_bytes(o, max_len, elem);
     if (!b.create()) {
         if (g_last_failure == HSPMN_ERR_OUT_OF_MEMORY)
@@ -611,7 +573,7 @@ int run_long_prompt(hspmn_context* ctx, const Options& o, int32_t backend) {
                      static_cast<long long>(r.scratch_bytes));
         return 1;
     };
-    if (!b.set_routing(o.long_prefill_all ? "all" : "none")) return 1;
+    if (!b.set_routing(prefill_pin)) return 1;
     if (!b.open_decoder(1, max_len)) return refuse("hspmn_decoder_create");
     // A first chunk sizes the scratch and the GEMM plans before the clock starts; then an empty slot.
     std::vector<int32_t> next;
@@ -622,7 +584,7 @@ int run_long_prompt(hspmn_context* ctx, const Options& o, int32_t backend) {
     std::printf("  prefill %lld tokens: TTFT %.3f s (%.0f prompt tok/s)\n", static_cast<long long>(prompt), ttft,
                 prompt / ttft);
     std::fflush(stdout);
-    if (!b.set_routing(o.long_decode_all ? "all" : "none")) return 1;
+    if (!b.set_routing(decode_pin)) return 1;
     std::vector<double> secs;
     // the decode step path (graphs on CUDA, sampling on the device), as a server decodes
     if (!b.steps(backend == HSPMN_BACKEND_CUDA ? "graph" : "step", 1, static_cast<int>(steps), &next, &secs)) return 1;
@@ -640,25 +602,20 @@ int run_long_prompt(hspmn_context* ctx, const Options& o, int32_t backend) {
                 static_cast<long long>(prompt), static_cast<long long>(steps), static_cast<long long>(r.peak_bytes),
                 r.peak_bytes / 1e9, r.peak_bytes / static_cast<double>(int64_t{1} << 30), r.ttft_s, r.decode_ms_median);
     if (!o.json.empty()) {
-        FILE* f = std::fopen(o.json.c_str(), "w");
-        if (!f) {
-            std::fprintf(stderr, "hspmn_decode_bench: cannot write %s\n", o.json.c_str());
-            return 1;
-        }
+        FILE* f = begin_json(kTool, o.json, "long_prompt", backend, o.shape);
+        if (!f) return 1;
         std::fprintf(f,
-                     "{\"mode\": \"long_prompt\", \"backend\": \"%s\", \"layers\": %d, \"dim\": %d, \"heads\": %d, "
-                     "\"kv_heads\": %d, \"mlp_ratio\": %d, \"vocab\": %d, \"prompt\": %lld, \"decode\": %lld, "
-                     "\"prefill_chunk\": %lld, \"prefill_routed\": \"%s\", \"decode_routed\": \"%s\", "
+                     "\"prompt\": %lld, \"decode\": %lld, \"prefill_chunk\": %lld, \"prefill_routed\": \"%s\", "
+                     "\"decode_routed\": \"%s\", "
                      "\"model_bytes\": %lld, \"cache_bytes\": %lld, \"scratch_bytes_estimate\": %lld, "
                      "\"peak_bytes\": %lld, \"ttft_s\": %.4f, \"decode_ms_median\": %.4f, \"decode_ms_mean\": %.4f, "
                      "\"decode_ms_first\": %.4f}\n",
-                     backend == HSPMN_BACKEND_CUDA ? "cuda" : "cpu", o.layers, o.dim, o.heads, o.kv_heads, o.mlp_ratio,
-                     o.vocab, static_cast<long long>(prompt), static_cast<long long>(steps), static_cast<long long>(T),
-                     o.long_prefill_all ? "all" : "none", o.long_decode_all ? "all" : "none",
+                     static_cast<long long>(prompt), static_cast<long long>(steps), static_cast<long long>(T),
+                     prefill_pin, decode_pin,
                      static_cast<long long>(r.model_bytes), static_cast<long long>(r.cache_bytes),
                      static_cast<long long>(r.scratch_bytes), static_cast<long long>(r.peak_bytes), r.ttft_s,
                      r.decode_ms_median, r.decode_ms_mean, r.decode_ms_first);
-        std::fclose(f);
+        if (!close_json(kTool, f, o.json)) return 1;
     }
     return 0;
 }
@@ -667,35 +624,22 @@ int run_long_prompt(hspmn_context* ctx, const Options& o, int32_t backend) {
 
 int main(int argc, char** argv) {
     Options o;
-    std::string err = parse(argc, argv, &o);
-    if (err == "help") {
-        std::fputs(usage, stdout);
-        return 0;
-    }
-    if (!err.empty()) {
-        std::fprintf(stderr, "hspmn_decode_bench: %s\n%s", err.c_str(), usage);
-        return 2;
-    }
-    hspmn_context_params cp = hspmn_context_default_params();
-    cp.backend = o.backend;
-    cp.num_threads = o.threads;
-    hspmn_context* ctx = nullptr;
-    if (!check(hspmn_context_create(&cp, &ctx), "hspmn_context_create")) return 1;
+    if (const int rc = options_exit(parse(argc, argv, &o), kTool, usage); rc >= 0) return rc;
     int32_t backend = 0;
-    hspmn_context_backend(ctx, &backend);
+    hspmn_context* ctx = open_context(kTool, context_params(o.backend, o.threads), &backend);
+    if (!ctx) return 1;
     const bool cuda = backend == HSPMN_BACKEND_CUDA;
-    const char* backend_name = cuda ? "cuda" : "cpu";
     if (o.long_prompt > 0) {
         const int rc = run_long_prompt(ctx, o, backend);
         hspmn_context_destroy(ctx);
         return rc;
     }
-    std::printf("decode bench  backend %s  D=%d H=%d Hkv=%d F=%d V=%d  layers 1 and %d  steps %d (+%d warm-up)\n",
-                backend_name, o.dim, o.heads, o.kv_heads, o.dim * o.mlp_ratio, o.vocab, o.layers, o.steps, o.warmup);
+    std::printf("decode bench  backend %s  %s  layers 1 and %d  steps %d (+%d warm-up)\n", backend_name(backend),
+                o.shape.describe().c_str(), o.shape.layers, o.steps, o.warmup);
 
     std::vector<Row> rows;
     std::vector<int> models{1};
-    if (o.layers != 1) models.push_back(o.layers);
+    if (o.shape.layers != 1) models.push_back(o.shape.layers);
     hspmn_alloc_stats_reset_peak();
     bool ok = true;
     for (int L : models) ok = ok && run_model(ctx, o, L, cuda, &rows);
@@ -728,7 +672,7 @@ int main(int argc, char** argv) {
     std::printf("\nfloor: bytes a B=1 step reads / %.0f GB/s\n", o.bandwidth_gbs);
     for (const Row& r : rows) {
         if (r.kind != "decode") continue;
-        const double routed = r.routing == "all" ? 1.0 : r.routing == "none" ? 0.0 : o.rho;
+        const double routed = assumed_routed(o, r.routing);
         const double bytes = step_bytes(o, r.layers, r.context, routed);
         const double floor_ms = bytes / (o.bandwidth_gbs * 1e9) * 1e3;
         std::printf("  L=%-3d %-10s %-6s cache %-7lld %6.3f GB  floor %7.3f ms  measured %7.3f ms  floor/measured %5.1f%%\n",
@@ -738,22 +682,16 @@ int main(int argc, char** argv) {
     std::printf("peak memory %.2f GB\n", st.peak_bytes / 1e9);
 
     if (!o.json.empty()) {
-        FILE* f = std::fopen(o.json.c_str(), "w");
-        if (!f) {
-            std::fprintf(stderr, "hspmn_decode_bench: cannot write %s\n", o.json.c_str());
-            return 1;
-        }
+        FILE* f = begin_json(kTool, o.json, "decode", backend, o.shape);
+        if (!f) return 1;
         std::fprintf(f,
-                     "{\"mode\": \"decode\", \"backend\": \"%s\", \"layers\": %d, \"dim\": %d, \"heads\": %d, "
-                     "\"kv_heads\": %d, \"mlp_ratio\": %d, \"vocab\": %d, \"steps\": %d, \"warmup\": %d, "
-                     "\"prefill_chunk\": %lld, \"rho\": %.3f, \"bandwidth_gbs\": %.0f, \"peak_bytes\": %lld, "
-                     "\"results\": [",
-                     backend_name, o.layers, o.dim, o.heads, o.kv_heads, o.mlp_ratio, o.vocab, o.steps, o.warmup,
-                     static_cast<long long>(o.prefill_chunk), o.rho, o.bandwidth_gbs,
+                     "\"steps\": %d, \"warmup\": %d, \"prefill_chunk\": %lld, \"rho\": %.3f, \"bandwidth_gbs\": %.0f, "
+                     "\"peak_bytes\": %lld, \"results\": [",
+                     o.steps, o.warmup, static_cast<long long>(o.prefill_chunk), o.rho, o.bandwidth_gbs,
                      static_cast<long long>(st.peak_bytes));
         for (std::size_t i = 0; i < rows.size(); ++i) {
             const Row& w = rows[i];
-            const double routed = w.routing == "all" ? 1.0 : w.routing == "none" ? 0.0 : o.rho;
+            const double routed = assumed_routed(o, w.routing);
             std::fprintf(f,
                          "%s\n  {\"kind\": \"%s\", \"path\": \"%s\", \"routing\": \"%s\", \"layers\": %d, "
                          "\"context\": %lld, \"slots\": %d, \"ms\": %.4f, \"ms_mean\": %.4f, \"tokens_per_s\": %.1f, "
@@ -765,7 +703,7 @@ int main(int argc, char** argv) {
                                             : 0.0);
         }
         std::fprintf(f, "\n]}\n");
-        std::fclose(f);
+        if (!close_json(kTool, f, o.json)) return 1;
     }
     return 0;
 }

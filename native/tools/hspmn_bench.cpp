@@ -19,8 +19,15 @@
 #include <vector>
 
 #include "hspmn.h"
+#include "tool_common.h"
 
 namespace {
+
+const char* const kTool = "hspmn_bench";
+
+using hspmn_tool::backend_name;
+using hspmn_tool::json_string;
+using hspmn_tool::parse_int;
 
 const char* const kUsage =
     "usage: hspmn_bench [options]\n"
@@ -105,10 +112,6 @@ struct Result {
     std::string error;
 };
 
-const char* backend_name(int32_t b) {
-    return b == HSPMN_BACKEND_CPU ? "cpu" : b == HSPMN_BACKEND_CUDA ? "cuda" : "auto";
-}
-
 // ---- input data ---------------------------------------------------------------------------------
 
 // The same generator as io.hspmn.bench.Bench: splitmix64 words, each giving four 16-bit uniforms
@@ -161,9 +164,7 @@ void fill_bf16(hspmn_tensor* t, const std::vector<uint16_t>& pat) {
 // ---- one configuration --------------------------------------------------------------------------
 
 ContextPtr make_context(const Options& o) {
-    hspmn_context_params cp = hspmn_context_default_params();
-    cp.backend = o.backend;
-    cp.num_threads = o.threads;
+    const hspmn_context_params cp = hspmn_tool::context_params(o.backend, o.threads);
     hspmn_context* c = nullptr;
     check(hspmn_context_create(&cp, &c), "hspmn_context_create");
     return ContextPtr(c);
@@ -285,23 +286,6 @@ void print_line(const Result& r) {
     std::fflush(stdout);
 }
 
-std::string json_string(const std::string& s) {
-    std::string o = "\"";
-    for (unsigned char ch : s) {
-        if (ch == '"' || ch == '\\') {
-            o += '\\';
-            o += static_cast<char>(ch);
-        } else if (ch < 0x20) {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\u%04x", ch);
-            o += buf;
-        } else {
-            o += static_cast<char>(ch);
-        }
-    }
-    return o + "\"";
-}
-
 struct Stress {
     bool ran = false;
     int64_t max_s = 0;
@@ -340,22 +324,10 @@ bool write_json(FILE* f, const Options& o, const std::string& backend, const std
                      json_string(st.message).c_str());
     }
     std::fprintf(f, "\n}\n");
-    const bool ok = std::fclose(f) == 0;
-    if (!ok) std::fprintf(stderr, "error: writing --json %s failed\n", o.json.c_str());
-    return ok;
+    return hspmn_tool::close_json(kTool, f, o.json);
 }
 
 // ---- options ------------------------------------------------------------------------------------
-
-bool parse_int(const std::string& s, int64_t lo, int64_t hi, int64_t* out) {
-    if (s.empty()) return false;
-    char* end = nullptr;
-    errno = 0;
-    long long v = std::strtoll(s.c_str(), &end, 10);
-    if (errno || *end || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
 
 // Returns "" or the reason the options are unusable.
 std::string parse_options(int argc, char** argv, Options* o, bool* help) {
@@ -443,10 +415,7 @@ std::string parse_options(int argc, char** argv, Options* o, bool* help) {
     }
     if (v.count("backend")) {
         const std::string& b = v["backend"];
-        if (b == "auto") o->backend = HSPMN_BACKEND_AUTO;
-        else if (b == "cpu") o->backend = HSPMN_BACKEND_CPU;
-        else if (b == "cuda") o->backend = HSPMN_BACKEND_CUDA;
-        else return "--backend must be auto, cpu or cuda, got '" + b + "'";
+        if (!hspmn_tool::parse_backend(b, &o->backend)) return "--backend must be auto, cpu or cuda, got '" + b + "'";
     }
     if (v.count("routing")) {
         const std::string& r = v["routing"];
@@ -463,17 +432,11 @@ std::string parse_options(int argc, char** argv, Options* o, bool* help) {
     }
     if (v.count("long-seq")) {
         o->long_seq.clear();
-        std::string s = v["long-seq"];
-        size_t p = 0;
-        while (true) {
-            const size_t q = s.find(',', p);
+        for (const std::string& item : hspmn_tool::split_list(v["long-seq"])) {
             int64_t x;
-            const std::string item = s.substr(p, q == std::string::npos ? std::string::npos : q - p);
             if (!parse_int(item, 1, kSeq, &x))
-                return "--long-seq must be a comma-separated list of positive integers, got '" + s + "'";
+                return "--long-seq must be a comma-separated list of positive integers, got '" + v["long-seq"] + "'";
             o->long_seq.push_back(x);
-            if (q == std::string::npos) break;
-            p = q + 1;
         }
     }
     if (v.count("json")) o->json = v["json"];
@@ -501,23 +464,10 @@ int run(int argc, char** argv) {
     // One context up front: a backend that is not built or has no device is one message, not N.
     std::string backend;
     {
-        hspmn_context_params cp = hspmn_context_default_params();
-        cp.backend = o.backend;
-        cp.num_threads = o.threads;
-        hspmn_context* c = nullptr;
-        hspmn_status s = hspmn_context_create(&cp, &c);
-        if (s != HSPMN_OK) {
-            std::fprintf(stderr, "error: no %s context: %s: %s\n", backend_name(o.backend), hspmn_status_name(s),
-                         hspmn_last_error());
-            return 1;
-        }
         int32_t b = HSPMN_BACKEND_CPU;
-        s = hspmn_context_backend(c, &b);
+        hspmn_context* c = hspmn_tool::open_context(kTool, hspmn_tool::context_params(o.backend, o.threads), &b);
+        if (!c) return 1;
         hspmn_context_destroy(c);
-        if (s != HSPMN_OK) {
-            std::fprintf(stderr, "error: hspmn_context_backend: %s: %s\n", hspmn_status_name(s), hspmn_last_error());
-            return 1;
-        }
         backend = backend_name(b);
     }
     std::printf("hspmn %s, backend %s (asked %s); D=%d H=%d Hkv=%d F=%d rho=%g %s; median of %d after %d warm-up\n",
@@ -540,10 +490,7 @@ int run(int argc, char** argv) {
         return 1;
     }
     FILE* json = nullptr;
-    if (!o.json.empty() && !(json = std::fopen(o.json.c_str(), "w"))) {
-        std::fprintf(stderr, "error: cannot write --json %s: %s\n", o.json.c_str(), std::strerror(errno));
-        return 1;
-    }
+    if (!o.json.empty() && !(json = hspmn_tool::open_json(kTool, o.json))) return 1;
     const bool all = o.mode == "all";
     std::vector<Config> cfgs;
     // With --graph each inference config is followed by its graph twin (same B, S, same block seed).

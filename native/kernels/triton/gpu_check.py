@@ -17,19 +17,17 @@ ulps, as in test_sqdk_interpret.py. Exits 1 on a failure.
 import argparse
 import ctypes
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent.parent / "reference"))
 
 import torch  # noqa: E402
 import triton  # noqa: E402
 
-import hspmn_ref  # noqa: E402
+from sqdk_reference import reference  # noqa: E402
 from sqdk_attention import TILES, block_d_for, sqdk_attention_backward, sqdk_attention_forward  # noqa: E402
 
 DEV = "cuda"
@@ -48,22 +46,6 @@ def make_case(seed, B, S, C, H, Hkv, Dh, counts):
     do[pos < 0] = 1.0e3
     bf = [t.to(torch.bfloat16).to(DEV) for t in (q, k, v, do)]
     return bf, pos.to(DEV), torch.tensor(counts, dtype=torch.int32, device=DEV)
-
-
-def reference(q, k, v, do, pos):
-    """o, lse, dq, dk, dv of hspmn_ref.sqdk_attention, computed in q's dtype on the GPU."""
-    with torch.device(DEV):  # the reference builds its masks with torch.arange
-        q, k, v = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
-        o = hspmn_ref.sqdk_attention(q, k, v, pos)
-        dq, dk, dv = torch.autograd.grad(o, (q, k, v), do.to(o.dtype))
-        with torch.no_grad():
-            Dh, S, group = q.shape[3], k.shape[1], q.shape[2] // k.shape[2]
-            kh = k.repeat_interleave(group, dim=2)
-            scores = torch.einsum("bchd,bshd->bhcs", q, kh) / math.sqrt(Dh)
-            allowed = torch.arange(S)[None, None, :] <= pos.clamp(min=0)[:, :, None]
-            lse = torch.logsumexp(scores.masked_fill(~allowed[:, None], float("-inf")), dim=-1)
-            lse = lse * (pos >= 0)[:, None, :]
-    return o.detach(), lse, dq, dk, dv
 
 
 def judge(label, outs, ref64, ref_lo, ref32_lse, pos):

@@ -210,6 +210,32 @@ def _key_range(row_limit, row_valid, S, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
+def _query_tile(Pos, Counts, C, S, H, HKV, HEAD_DIM, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr):
+    # The query tile of a program of grid (cdiv(C, BLOCK_M), B * H): its (b, h) offset into Q, O, dO
+    # and dQ and their row stride, its kv head's offset into K and V and their row stride, the offset of
+    # its (b, h) rows in Lse and Delta, the row and dim indices, which rows are queries and the last key
+    # each may see.
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    hk = h // (H // HKV)
+    count = tl.load(Counts + b)
+    q_stride = H * HEAD_DIM
+    kv_stride = HKV * HEAD_DIM
+    q_base = b.to(tl.int64) * C * q_stride + h * HEAD_DIM
+    kv_base = b.to(tl.int64) * S * kv_stride + hk * HEAD_DIM
+    row_base = bh.to(tl.int64) * C
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_valid = offs_m < count
+    pos = tl.load(Pos + b * C + offs_m, mask=row_valid, other=0)
+    # a padding row attends key 0 (as the reference does) so its softmax stays finite
+    row_limit = tl.minimum(pos, S - 1)
+    return q_base, q_stride, kv_base, kv_stride, row_base, offs_m, offs_d, row_valid, row_limit
+
+
+@triton.jit
 def _fwd_inner(acc, l_i, m_i, q, K_base, V_base, row_limit, kv_stride, S, start, end, qk_scale, HEAD_DIM,
                BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
     """Online softmax over key tiles [start, end); scores in base 2 (qk_scale holds log2(e))."""
@@ -236,24 +262,8 @@ def _fwd_inner(acc, l_i, m_i, q, K_base, V_base, row_limit, kv_stride, S, start,
 def sqdk_attention_fwd(Q, K, V, Pos, Counts, O, Lse, C, S, H, HKV, HEAD_DIM,
                        BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     # grid: (cdiv(C, BLOCK_M), B * H)
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    hk = h // (H // HKV)
-    count = tl.load(Counts + b)
-    q_stride = H * HEAD_DIM
-    kv_stride = HKV * HEAD_DIM
-    q_base = b.to(tl.int64) * C * q_stride + h * HEAD_DIM
-    kv_base = b.to(tl.int64) * S * kv_stride + hk * HEAD_DIM
-    lse_base = bh.to(tl.int64) * C
-
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    row_valid = offs_m < count
-    pos = tl.load(Pos + b * C + offs_m, mask=row_valid, other=0)
-    # a padding row attends key 0 (as the reference does) so its softmax stays finite
-    row_limit = tl.minimum(pos, S - 1)
+    q_base, q_stride, kv_base, kv_stride, lse_base, offs_m, offs_d, row_valid, row_limit = _query_tile(
+        Pos, Counts, C, S, H, HKV, HEAD_DIM, BLOCK_D, BLOCK_M)
     q_ptrs = Q + q_base + offs_m[:, None] * q_stride + offs_d[None, :]
     q = tl.load(q_ptrs, mask=_row_mask(row_valid, offs_d, HEAD_DIM, BLOCK_D), other=0.0)
 
@@ -408,23 +418,8 @@ def _dq_inner(dq, q, do, lse2, delta, K_base, V_base, row_limit, kv_stride, S, s
 def sqdk_attention_bwd_dq(Q, K, V, DO, Lse, Delta, Pos, Counts, DQ, C, S, H, HKV, HEAD_DIM,
                           BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     # grid: (cdiv(C, BLOCK_M), B * H)
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    hk = h // (H // HKV)
-    count = tl.load(Counts + b)
-    q_stride = H * HEAD_DIM
-    kv_stride = HKV * HEAD_DIM
-    q_base = b.to(tl.int64) * C * q_stride + h * HEAD_DIM
-    kv_base = b.to(tl.int64) * S * kv_stride + hk * HEAD_DIM
-    row_base = bh.to(tl.int64) * C
-
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    row_valid = offs_m < count
-    pos = tl.load(Pos + b * C + offs_m, mask=row_valid, other=0)
-    row_limit = tl.minimum(pos, S - 1)
+    q_base, q_stride, kv_base, kv_stride, row_base, offs_m, offs_d, row_valid, row_limit = _query_tile(
+        Pos, Counts, C, S, H, HKV, HEAD_DIM, BLOCK_D, BLOCK_M)
     ptrs = q_base + offs_m[:, None] * q_stride + offs_d[None, :]
     # rows >= count: q = do = lse = delta = 0 make dS exactly 0, and the store writes 0 anyway
     mask = _row_mask(row_valid, offs_d, HEAD_DIM, BLOCK_D)

@@ -14,7 +14,6 @@ reference value stops the bound from collapsing to 0 for outputs PyTorch happens
 (e.g. a tensor that is all zeros). Padding rows must be exactly 0.
 """
 
-import math
 import os
 import sys
 import time
@@ -25,7 +24,6 @@ if os.environ.get("TRITON_INTERPRET") != "1":
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent.parent / "reference"))
 
 import torch  # noqa: E402
 import triton.runtime.interpreter as _interp  # noqa: E402
@@ -44,7 +42,7 @@ def _patch_lang_tensor_numpy24(tensor, scope):
 
 _interp._patch_lang_tensor = _patch_lang_tensor_numpy24
 
-import hspmn_ref  # noqa: E402
+from sqdk_reference import reference  # noqa: E402
 from sqdk_attention import TEST_TILES, TILES, sqdk_attention_backward, sqdk_attention_forward  # noqa: E402
 
 MULTIPLE = 4.0
@@ -70,22 +68,6 @@ def make_case(seed, B, S, C, H, Hkv, Dh, counts, contiguous_pos=False):
     do[pad] = GARBAGE
     # values representable in float32, so float64 reference and float32 kernel see the same input
     return [t.to(torch.float32).to(torch.float64) for t in (q, k, v, do)] + [pos]
-
-
-def reference(q, k, v, do, pos):
-    """o, lse, dq, dk, dv of hspmn_ref.sqdk_attention in q's dtype (float64 or float32)."""
-    q, k, v = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
-    o = hspmn_ref.sqdk_attention(q, k, v, pos)
-    dq, dk, dv = torch.autograd.grad(o, (q, k, v), do.to(o.dtype))
-    # lse as the kernel defines it: natural log-sum-exp of the scaled, causally masked scores
-    with torch.no_grad():
-        Dh, S, group = q.shape[3], k.shape[1], q.shape[2] // k.shape[2]
-        kh = k.repeat_interleave(group, dim=2)
-        scores = torch.einsum("bchd,bshd->bhcs", q, kh) / math.sqrt(Dh)
-        allowed = torch.arange(S)[None, None, :] <= pos.clamp(min=0)[:, :, None]
-        lse = torch.logsumexp(scores.masked_fill(~allowed[:, None], float("-inf")), dim=-1)
-        lse = lse * (pos >= 0)[:, None, :]
-    return o.detach(), lse, dq, dk, dv
 
 
 def run_case(name, *, B, S, C, H, Hkv, Dh, counts, tiles=TEST_TILES, seed=0, contiguous_pos=False):

@@ -69,21 +69,8 @@ void Decoder::run(const int32_t* slots, int64_t n, const int32_t* tokens, int64_
     uint16_t* in = act_a_.as<uint16_t>();
     uint16_t* out = act_b_.as<uint16_t>();
     for (int64_t l = 0; l < L_; ++l) {
-        DecodeCall c{};
-        c.n = rows;
-        c.seqs = n;
-        c.row_start = row_start.data();
-        c.slot = slots;
-        c.pos0 = pos0.data();
-        c.x = in;
-        c.out = out;
-        c.routed = routed ? routed_.as<int32_t>() + l * rows : nullptr;
-        c.k_cache = k_[static_cast<std::size_t>(l)].as<void>();
-        c.v_cache = v_[static_cast<std::size_t>(l)].as<void>();
-        c.conv_cache = conv_[static_cast<std::size_t>(l)].as<void>();
-        c.max_seqs = max_seqs_;
-        c.max_len = max_len_;
-        model_.block(l)->decode(c);
+        int32_t* routed_rows = routed ? routed_.as<int32_t>() + l * rows : nullptr;
+        model_.block(l)->decode(decode_call(l, in, out, rows, n, row_start.data(), slots, pos0.data(), routed_rows));
         std::swap(in, out);
     }
     // The norm over every new row (cheap next to the blocks), the head on each slot's last row only, and

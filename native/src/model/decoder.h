@@ -60,6 +60,33 @@ private:
 
     void run(const int32_t* slots, int64_t n, const int32_t* tokens, int64_t T, hspmn_tensor* logits,
              hspmn_tensor* routed);
+    // A call of layer l (DecodeCall or DecodeStepCall) with what both kinds take alike: the input and
+    // output rows and the layer's caches. The caller sets the rest.
+    template <class Call>
+    Call layer_call(int64_t l, const uint16_t* in, uint16_t* out) {
+        const auto i = static_cast<std::size_t>(l);
+        Call c{};
+        c.x = in;
+        c.out = out;
+        c.k_cache = k_[i].as<void>();
+        c.v_cache = v_[i].as<void>();
+        c.conv_cache = conv_[i].as<void>();
+        c.max_seqs = max_seqs_;
+        c.max_len = max_len_;
+        return c;
+    }
+    // decode() of layer l: rows new rows of seqs sequences (the host metadata DecodeCall describes).
+    DecodeCall decode_call(int64_t l, const uint16_t* in, uint16_t* out, int64_t rows, int64_t seqs,
+                           const int64_t* row_start, const int32_t* slot, const int64_t* pos0, int32_t* routed) {
+        DecodeCall c = layer_call<DecodeCall>(l, in, out);
+        c.n = rows;
+        c.seqs = seqs;
+        c.row_start = row_start;
+        c.slot = slot;
+        c.pos0 = pos0;
+        c.routed = routed;
+        return c;
+    }
 
     Model& model_;
     Backend& be_;

@@ -118,19 +118,11 @@ void Decoder::step_body(int64_t nb) {
     const auto* h_pos = reinterpret_cast<const int32_t*>(static_cast<const char*>(step_.in_host) + l.pos);
     for (int64_t layer = 0; layer < L_; ++layer) {
         BlockImpl* b = model_.block(layer);
-        const auto li = static_cast<std::size_t>(layer);
         if (b->has_decode_step(nb)) {
-            DecodeStepCall c{};
+            DecodeStepCall c = layer_call<DecodeStepCall>(layer, in, out);
             c.n = nb;
             c.slot = slot;
             c.pos = pos;
-            c.x = in;
-            c.out = out;
-            c.k_cache = k_[li].as<void>();
-            c.v_cache = v_[li].as<void>();
-            c.conv_cache = conv_[li].as<void>();
-            c.max_seqs = max_seqs_;
-            c.max_len = max_len_;
             b->decode_step(c);
         } else {
             if (row_start.size() == 0) {
@@ -139,21 +131,7 @@ void Decoder::step_body(int64_t nb) {
                 for (int64_t j = 0; j <= nb; ++j) row_start[j] = j;
                 for (int64_t j = 0; j < nb; ++j) pos0[j] = h_pos[j];
             }
-            DecodeCall c{};
-            c.n = nb;
-            c.seqs = nb;
-            c.row_start = row_start.data();
-            c.slot = h_slot;
-            c.pos0 = pos0.data();
-            c.x = in;
-            c.out = out;
-            c.routed = nullptr;
-            c.k_cache = k_[li].as<void>();
-            c.v_cache = v_[li].as<void>();
-            c.conv_cache = conv_[li].as<void>();
-            c.max_seqs = max_seqs_;
-            c.max_len = max_len_;
-            b->decode(c);
+            b->decode(decode_call(layer, in, out, nb, nb, row_start.data(), h_slot, pos0.data(), nullptr));
         }
         std::swap(in, out);
     }

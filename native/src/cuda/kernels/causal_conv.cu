@@ -8,37 +8,23 @@ namespace hspmn::cuda {
 namespace {
 
 // Threads over channels (x), token rows over blockIdx.y (grid-stride): no per-element division.
-// h, c: [B, S, D] bf16  w: [D, K] bf16
-__global__ void causal_conv_forward_kernel(const __nv_bfloat16* __restrict__ h, const __nv_bfloat16* __restrict__ w,
-                                           int64_t N, int64_t S, int64_t D, int64_t K, __nv_bfloat16* __restrict__ c) {
+// Both directions: out[i] = sum_j w[:, j] in[i -/+ (K-1-j)] within the sequence. The forward (kAhead
+// false: h -> c, bf16) reads K-1-j rows back; the backward's dh (kAhead true: dc -> dh, f32) as many
+// rows ahead.  in, out: [B, S, D]  w: [D, K] bf16
+template <bool kAhead, class T>
+__global__ void causal_conv_kernel(const T* __restrict__ in, const __nv_bfloat16* __restrict__ w, int64_t N,
+                                   int64_t S, int64_t D, int64_t K, T* __restrict__ out) {
     const int64_t d = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (d >= D) return;
     for (int64_t i = blockIdx.y; i < N; i += gridDim.y) {
         const int64_t t = i % S;
         float acc = 0.0f;
         for (int64_t j = 0; j < K; ++j) {
-            const int64_t back = (K - 1) - j;  // h[t - back] of the same sequence
-            if (t - back < 0) continue;
-            acc += kern::ld(w + d * K + j) * kern::ld(h + (i - back) * D + d);
+            const int64_t off = (K - 1) - j;
+            if (kAhead ? t + off >= S : t < off) continue;
+            acc += kern::ld(w + d * K + j) * kern::ld(in + (kAhead ? i + off : i - off) * D + d);
         }
-        c[i * D + d] = kern::bf(acc);
-    }
-}
-
-// dh[s] = sum_j w[:, j] dc[s + (K-1) - j] within the sequence.  dc, dh: [B, S, D] f32
-__global__ void causal_conv_backward_dh_kernel(const __nv_bfloat16* __restrict__ w, const float* __restrict__ dc,
-                                               int64_t N, int64_t S, int64_t D, int64_t K, float* __restrict__ dh) {
-    const int64_t d = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (d >= D) return;
-    for (int64_t i = blockIdx.y; i < N; i += gridDim.y) {
-        const int64_t s = i % S;
-        float acc = 0.0f;
-        for (int64_t j = 0; j < K; ++j) {
-            const int64_t ahead = (K - 1) - j;
-            if (s + ahead >= S) continue;
-            acc += kern::ld(w + d * K + j) * dc[(i + ahead) * D + d];
-        }
-        dh[i * D + d] = acc;
+        kern::st(out + i * D + d, acc);
     }
 }
 
@@ -58,66 +44,32 @@ __global__ void causal_conv_backward_dw_kernel(const __nv_bfloat16* __restrict__
     part[blockIdx.y * D * K + d * K + j] = acc;
 }
 
-// The common case D % 8 == 0, K <= 8: a thread owns 8 channels (16-byte loads) with their K taps
-// in registers; same tap order (j ascending) and row order as the scalar kernels above.
-constexpr int kMaxVecK = 8;
+// The common case D % 8 == 0, K <= kern::kConvVecK: a thread owns 8 channels (16-byte loads) with their
+// K taps in registers; same tap order (j ascending) and row order as the scalar kernels above.
+constexpr int kMaxVecK = kern::kConvVecK;
 
-// h, c: [B, S, D] bf16  w: [D, K] bf16
-__global__ void __launch_bounds__(128) causal_conv_forward_vec_kernel(const __nv_bfloat16* __restrict__ h,
-                                                                      const __nv_bfloat16* __restrict__ w, int64_t N,
-                                                                      int64_t S, int64_t D, int K,
-                                                                      __nv_bfloat16* __restrict__ c) {
+// causal_conv_kernel for 8 channels a thread, both directions likewise.
+template <bool kAhead, class T>
+__global__ void __launch_bounds__(128) causal_conv_vec_kernel(const T* __restrict__ in,
+                                                              const __nv_bfloat16* __restrict__ w, int64_t N,
+                                                              int64_t S, int64_t D, int K, T* __restrict__ out) {
     const int64_t d0 = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * 8;
     if (d0 >= D) return;
     float wr[kMaxVecK][8];
-#pragma unroll
-    for (int j = 0; j < kMaxVecK; ++j)
-#pragma unroll
-        for (int e = 0; e < 8; ++e) wr[j][e] = j < K ? kern::ld(w + (d0 + e) * K + j) : 0.0f;
+    kern::conv_taps8(w, d0, K, wr);
     for (int64_t i = blockIdx.y; i < N; i += gridDim.y) {
         const int64_t t = i % S;
         float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
 #pragma unroll
         for (int j = 0; j < kMaxVecK; ++j) {
-            const int64_t back = (K - 1) - j;
-            if (j >= K || t < back) continue;
+            const int64_t off = (K - 1) - j;
+            if (j >= K || (kAhead ? t + off >= S : t < off)) continue;
             float f[8];
-            kern::load8(h + (i - back) * D + d0, f);
+            kern::load8(in + (kAhead ? i + off : i - off) * D + d0, f);
 #pragma unroll
             for (int e = 0; e < 8; ++e) acc[e] += wr[j][e] * f[e];
         }
-        kern::store8(c + i * D + d0, acc);
-    }
-}
-
-// dc, dh: [B, S, D] f32
-__global__ void __launch_bounds__(128) causal_conv_backward_dh_vec_kernel(const __nv_bfloat16* __restrict__ w,
-                                                                          const float* __restrict__ dc, int64_t N,
-                                                                          int64_t S, int64_t D, int K,
-                                                                          float* __restrict__ dh) {
-    const int64_t d0 = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * 8;
-    if (d0 >= D) return;
-    float wr[kMaxVecK][8];
-#pragma unroll
-    for (int j = 0; j < kMaxVecK; ++j)
-#pragma unroll
-        for (int e = 0; e < 8; ++e) wr[j][e] = j < K ? kern::ld(w + (d0 + e) * K + j) : 0.0f;
-    for (int64_t i = blockIdx.y; i < N; i += gridDim.y) {
-        const int64_t s = i % S;
-        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-#pragma unroll
-        for (int j = 0; j < kMaxVecK; ++j) {
-            const int64_t ahead = (K - 1) - j;
-            if (j >= K || s + ahead >= S) continue;
-            const float4* src = reinterpret_cast<const float4*>(dc + (i + ahead) * D + d0);
-            const float4 a = src[0], b = src[1];
-            const float f[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-#pragma unroll
-            for (int e = 0; e < 8; ++e) acc[e] += wr[j][e] * f[e];
-        }
-        float4* dst = reinterpret_cast<float4*>(dh + i * D + d0);
-        dst[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
-        dst[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
+        kern::store8(out + i * D + d0, acc);
     }
 }
 
@@ -135,9 +87,8 @@ __global__ void __launch_bounds__(128) causal_conv_backward_dw_vec_kernel(const 
 #pragma unroll
         for (int e = 0; e < 8; ++e) acc[j][e] = 0.0f;
     for (int64_t i = r0, t = r0 % S; i < r1; ++i, t = t + 1 == S ? 0 : t + 1) {
-        const float4* src = reinterpret_cast<const float4*>(dc + i * D + d0);
-        const float4 a = src[0], b = src[1];
-        const float g[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+        float g[8];
+        kern::load8(dc + i * D + d0, g);
 #pragma unroll
         for (int j = 0; j < kMaxVecK; ++j) {
             const int64_t back = (K - 1) - j;
@@ -170,9 +121,9 @@ void causal_conv_forward(Device& d, const __nv_bfloat16* h, const __nv_bfloat16*
     const int64_t N = B * S;
     if (N <= 0) return;
     if (D % 8 == 0 && K <= kMaxVecK)
-        causal_conv_forward_vec_kernel<<<rows_grid(N, D, 8), 128, 0, stream(d)>>>(h, w, N, S, D, static_cast<int>(K), c);
+        causal_conv_vec_kernel<false><<<rows_grid(N, D, 8), 128, 0, stream(d)>>>(h, w, N, S, D, static_cast<int>(K), c);
     else
-        causal_conv_forward_kernel<<<rows_grid(N, D), 128, 0, stream(d)>>>(h, w, N, S, D, K, c);
+        causal_conv_kernel<false><<<rows_grid(N, D), 128, 0, stream(d)>>>(h, w, N, S, D, K, c);
     check_launch("causal_conv_forward");
 }
 
@@ -182,10 +133,10 @@ void causal_conv_backward(Device& d, const __nv_bfloat16* h, const __nv_bfloat16
     if (N <= 0) return;
     const bool vec = D % 8 == 0 && K <= kMaxVecK;
     if (vec)
-        causal_conv_backward_dh_vec_kernel<<<rows_grid(N, D, 8), 128, 0, stream(d)>>>(w, dc, N, S, D,
-                                                                                    static_cast<int>(K), dh);
+        causal_conv_vec_kernel<true><<<rows_grid(N, D, 8), 128, 0, stream(d)>>>(dc, w, N, S, D, static_cast<int>(K),
+                                                                                 dh);
     else
-        causal_conv_backward_dh_kernel<<<rows_grid(N, D), 128, 0, stream(d)>>>(w, dc, N, S, D, K, dh);
+        causal_conv_kernel<true><<<rows_grid(N, D), 128, 0, stream(d)>>>(dc, w, N, S, D, K, dh);
     check_launch("causal_conv_backward_dh");
     // The vector kernel has 8x fewer threads across D: 4x more (shorter) chunks to fill the device.
     const int64_t rows = vec ? (partial_rows(N) + 3) / 4 : partial_rows(N), chunks = (N + rows - 1) / rows;

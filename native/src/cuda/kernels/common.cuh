@@ -13,7 +13,11 @@
 namespace hspmn::cuda::kern {
 
 __device__ __forceinline__ float ld(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+__device__ __forceinline__ float ld(const float* p) { return *p; }
 __device__ __forceinline__ __nv_bfloat16 bf(float f) { return __float2bfloat16_rn(f); }
+// v stored in the element type (bf16: round to nearest even).
+__device__ __forceinline__ void st(__nv_bfloat16* p, float v) { *p = bf(v); }
+__device__ __forceinline__ void st(float* p, float v) { *p = v; }
 
 template <class T>
 __device__ __forceinline__ T warp_sum(T v) {
@@ -53,6 +57,30 @@ __device__ __forceinline__ void store8(__nv_bfloat16* p, const float* f) {
     *reinterpret_cast<Bf16x8*>(p) = v;
 }
 
+// 8 f32 in two 16-byte loads / stores.
+__device__ __forceinline__ void load8(const float* p, float* f) {
+    const float4* v = reinterpret_cast<const float4*>(p);
+    const float4 a = v[0], b = v[1];
+    f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+}
+__device__ __forceinline__ void store8(float* p, const float* f) {
+    float4* v = reinterpret_cast<float4*>(p);
+    v[0] = make_float4(f[0], f[1], f[2], f[3]);
+    v[1] = make_float4(f[4], f[5], f[6], f[7]);
+}
+
+// The causal conv's vector kernels (causal_conv.cu, decode.cu: D % 8 == 0, K <= kConvVecK): a thread
+// owns 8 channels with their K taps in registers.
+constexpr int kConvVecK = 8;
+
+// wr[j][e] = w[d0 + e, j], zero for j >= K.  w: [D, K] bf16
+__device__ __forceinline__ void conv_taps8(const __nv_bfloat16* w, int64_t d0, int K, float (&wr)[kConvVecK][8]) {
+#pragma unroll
+    for (int j = 0; j < kConvVecK; ++j)
+#pragma unroll
+        for (int e = 0; e < 8; ++e) wr[j][e] = j < K ? ld(w + (d0 + e) * K + j) : 0.0f;
+}
+
 // The rotary table's entry (position p, pair i): rope_table and decode_rows both call this, so a row
 // table built for a call's positions holds the full table's values bit for bit.
 __device__ __forceinline__ void rope_entry(int64_t p, int64_t i, int64_t Dh, double base, float* c, float* s) {
@@ -68,6 +96,14 @@ __device__ __forceinline__ float router_temperature(const __nv_bfloat16* log_tem
     const double t_raw = exp(static_cast<double>(__bfloat162float(*log_temp)));
     if (inside) *inside = t_raw > 0.1 && t_raw < 2.0;
     return static_cast<float>(fmin(fmax(t_raw, 0.1), 2.0));
+}
+
+// The router's dot product x . w of row xr in f64, lane-strided over a warp; every lane gets it
+// (router_forward and decode_step_pre, so a step routes as the forward does).  xr, w: [D] bf16
+__device__ __forceinline__ double router_dot(const __nv_bfloat16* xr, const __nv_bfloat16* w, int64_t D, int lane) {
+    double acc = 0.0;
+    for (int64_t d = lane; d < D; d += 32) acc += static_cast<double>(ld(xr + d)) * static_cast<double>(ld(w + d));
+    return warp_sum(acc);
 }
 
 // Programmatic dependent launch (decode steps): a kernel launched with launch_pdl may start while the

@@ -159,9 +159,9 @@ __global__ void decode_causal_conv_kernel(const __nv_bfloat16* __restrict__ h, c
     }
 }
 
-constexpr int kMaxVecK = 8;  // as causal_conv.cu's vector kernel
+constexpr int kMaxVecK = kern::kConvVecK;  // as causal_conv.cu's vector kernel
 
-// causal_conv_forward_vec_kernel's arithmetic (D % 8 == 0, K <= 8).
+// causal_conv_vec_kernel's forward arithmetic (D % 8 == 0, K <= 8).
 __global__ void __launch_bounds__(128) decode_causal_conv_vec_kernel(const __nv_bfloat16* __restrict__ h,
                                                                      const __nv_bfloat16* __restrict__ cache,
                                                                      const __nv_bfloat16* __restrict__ w, DecodeMeta m,
@@ -170,10 +170,7 @@ __global__ void __launch_bounds__(128) decode_causal_conv_vec_kernel(const __nv_
     const int64_t d0 = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * 8;
     if (d0 >= D) return;
     float wr[kMaxVecK][8];
-#pragma unroll
-    for (int j = 0; j < kMaxVecK; ++j)
-#pragma unroll
-        for (int e = 0; e < 8; ++e) wr[j][e] = j < K ? kern::ld(w + (d0 + e) * K + j) : 0.0f;
+    kern::conv_taps8(w, d0, K, wr);
     for (int64_t i = blockIdx.y; i < N; i += gridDim.y) {
         const ConvRow cr = conv_row(m, i, K);
         float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};

@@ -13,7 +13,7 @@ namespace {
 using bf16 = __nv_bfloat16;
 
 constexpr int kPreThreads = 256;
-constexpr int kMaxConvK = 8;  // as decode.cu's vector conv
+constexpr int kMaxConvK = kern::kConvVecK;  // as decode.cu's vector conv
 
 __global__ void __launch_bounds__(kPreThreads) decode_step_pre_kernel(
     const bf16* __restrict__ x, const bf16* __restrict__ router_w, const bf16* __restrict__ router_b,
@@ -42,11 +42,8 @@ __global__ void __launch_bounds__(kPreThreads) decode_step_pre_kernel(
         ss = kern::warp_sum(ss);
         if (lane == 0) rstd_s = 1.0f / sqrtf(ss / static_cast<float>(D) + eps);
     } else if (warp == 1) {
-        // router_forward_kernel: the dot product in f64, lane-strided
-        double acc = 0.0;
-        for (int64_t d = lane; d < D; d += 32)
-            acc += static_cast<double>(kern::ld(xr + d)) * static_cast<double>(kern::ld(router_w + d));
-        acc = kern::warp_sum(acc);
+        // router_forward_kernel's logit
+        const double acc = kern::router_dot(xr, router_w, D, lane);
         if (lane == 0) {
             const float li = static_cast<float>(acc + static_cast<double>(kern::ld(router_b)));
             score_s = li / kern::router_temperature(log_temp, nullptr);

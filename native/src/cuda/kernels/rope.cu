@@ -16,13 +16,6 @@ __global__ void rope_table_kernel(int64_t S, int64_t Dh, double base, float* __r
     }
 }
 
-template <class T>
-__device__ __forceinline__ float to_f(const T* p);
-template <>
-__device__ __forceinline__ float to_f<float>(const float* p) { return *p; }
-template <>
-__device__ __forceinline__ float to_f<__nv_bfloat16>(const __nv_bfloat16* p) { return __bfloat162float(*p); }
-
 // One thread per (row, head, i < half) pair. sign +1 forward, -1 backward.
 // src, dst: [R, heads*Dh]  pos: [B, C] or null (position r % S)  counts: [B]
 template <class T>
@@ -46,11 +39,22 @@ __global__ void rope_kernel(const T* src, __nv_bfloat16* dst, int64_t R, int64_t
         } else {
             p = r % S;
         }
-        const float a = to_f(src + off), bb = to_f(src + off + half);
+        const float a = kern::ld(src + off), bb = kern::ld(src + off + half);
         const float c = cos_t[p * half + i], s = sign * sin_t[p * half + i];
         dst[off] = kern::bf(a * c - bb * s);
         dst[off + half] = kern::bf(bb * c + a * s);
     }
+}
+
+// rope_kernel over R rows of `heads` heads: sign 1 rotates (forward), -1 rotates back (backward).
+template <class T>
+void launch_rope(Device& d, const char* what, const T* src, __nv_bfloat16* dst, int64_t R, int64_t heads, int64_t Dh,
+                 const int32_t* pos, const int32_t* counts, int64_t C, int64_t S, const float* cos_t,
+                 const float* sin_t, float sign) {
+    if (R <= 0) return;
+    rope_kernel<T><<<kern::grid_for(R * heads * (Dh / 2), 256), 256, 0, stream(d)>>>(src, dst, R, heads, Dh, pos,
+                                                                                     counts, C, S, cos_t, sin_t, sign);
+    check_launch(what);
 }
 
 }  // namespace
@@ -65,19 +69,13 @@ void rope_table(Device& d, int64_t S, int64_t Dh, float base, float* cos_t, floa
 void rope_forward(Device& d, const float* src, __nv_bfloat16* dst, int64_t R, int64_t heads, int64_t Dh,
                   const int32_t* pos, const int32_t* counts, int64_t C, int64_t S, const float* cos_t,
                   const float* sin_t) {
-    if (R <= 0) return;
-    rope_kernel<float><<<kern::grid_for(R * heads * (Dh / 2), 256), 256, 0, stream(d)>>>(
-        src, dst, R, heads, Dh, pos, counts, C, S, cos_t, sin_t, 1.0f);
-    check_launch("rope_forward");
+    launch_rope(d, "rope_forward", src, dst, R, heads, Dh, pos, counts, C, S, cos_t, sin_t, 1.0f);
 }
 
 void rope_backward(Device& d, const __nv_bfloat16* src, __nv_bfloat16* dst, int64_t R, int64_t heads, int64_t Dh,
                    const int32_t* pos, const int32_t* counts, int64_t C, int64_t S, const float* cos_t,
                    const float* sin_t) {
-    if (R <= 0) return;
-    rope_kernel<__nv_bfloat16><<<kern::grid_for(R * heads * (Dh / 2), 256), 256, 0, stream(d)>>>(
-        src, dst, R, heads, Dh, pos, counts, C, S, cos_t, sin_t, -1.0f);
-    check_launch("rope_backward");
+    launch_rope(d, "rope_backward", src, dst, R, heads, Dh, pos, counts, C, S, cos_t, sin_t, -1.0f);
 }
 
 }  // namespace hspmn::cuda

@@ -24,11 +24,7 @@ __global__ void router_forward_kernel(const __nv_bfloat16* __restrict__ x, const
         temp[1] = inside ? 1.0f : 0.0f;
     }
     if (row >= N) return;
-    const __nv_bfloat16* xr = x + row * D;
-    double acc = 0.0;
-    for (int64_t d = lane; d < D; d += 32)
-        acc += static_cast<double>(kern::ld(xr + d)) * static_cast<double>(kern::ld(w + d));
-    acc = kern::warp_sum(acc);
+    const double acc = kern::router_dot(x + row * D, w, D, lane);
     if (lane == 0) {
         const float li = static_cast<float>(acc + static_cast<double>(kern::ld(b)));
         l[row] = li;

@@ -95,15 +95,14 @@ struct Row {
 
 // The r-th (1-based) lowest id among tokens with logit bits `ord` and key >= lo.
 __device__ int nth_lowest_id(const Row& r, Shared& sh, unsigned ord, u64 lo, u64 rank) {
+    auto member = [&](int i) {  // token i has logit bits ord and key >= lo
+        if (i >= r.V) return false;
+        const u64 k = key_of(r.x[i], i);
+        return (k >> 16) == ord && k >= lo;
+    };
     unsigned cnt = 0;
     for (int s = 0; s < r.steps; ++s) {
-        const int i = r.id(s);
-        bool member = false;
-        if (i < r.V) {
-            const u64 k = key_of(r.x[i], i);
-            member = (k >> 16) == ord && k >= lo;
-        }
-        cnt += __popc(__ballot_sync(kFull, member));
+        cnt += __popc(__ballot_sync(kFull, member(r.id(s))));
     }
     if (r.lane == 0) sh.warp_u[r.warp] = cnt;
     __syncthreads();
@@ -120,13 +119,7 @@ __device__ int nth_lowest_id(const Row& r, Shared& sh, unsigned ord, u64 lo, u64
     if (r.warp == sh.pick_warp) {
         u64 rem = sh.pick_rank;
         for (int s = 0; s < r.steps; ++s) {
-            const int i = r.id(s);
-            bool member = false;
-            if (i < r.V) {
-                const u64 k = key_of(r.x[i], i);
-                member = (k >> 16) == ord && k >= lo;
-            }
-            unsigned bits = __ballot_sync(kFull, member);
+            unsigned bits = __ballot_sync(kFull, member(r.id(s)));
             const unsigned pc = __popc(bits);
             if (rem <= pc) {
                 for (u64 j = 1; j < rem; ++j) bits &= bits - 1;

@@ -1,21 +1,15 @@
 package io.hspmn;
 
 /** {@code hspmn_dtype}, with the element size in bytes. */
-public enum DType {
-    BF16(0, 2),
-    F32(1, 4),
-    I32(2, 4);
+public enum DType implements NativeEnum {
+    BF16(2),
+    F32(4),
+    I32(4);
 
-    private final int code;
     private final int byteSize;
 
-    DType(int code, int byteSize) {
-        this.code = code;
+    DType(int byteSize) {
         this.byteSize = byteSize;
-    }
-
-    public int code() {
-        return code;
     }
 
     public int byteSize() {
@@ -23,11 +17,6 @@ public enum DType {
     }
 
     public static DType of(int code) {
-        for (DType d : values()) {
-            if (d.code == code) {
-                return d;
-            }
-        }
-        throw new IllegalArgumentException("unknown hspmn_dtype " + code);
+        return NativeEnum.of(DType.class, code, "hspmn_dtype");
     }
 }

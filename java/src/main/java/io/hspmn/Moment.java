@@ -1,19 +1,9 @@
 package io.hspmn;
 
-/** AdamW's moments of a parameter, by the {@code which} code of hspmn_model_get_moment. */
-public enum Moment {
+/** AdamW's moments of a parameter, by the {@code which} code of hspmn_model_get_moment (0 = m, 1 = v). */
+public enum Moment implements NativeEnum {
     /** First moment (mean of gradients). */
-    M(0),
+    M,
     /** Second moment (mean of squared gradients). */
-    V(1);
-
-    private final int code;
-
-    Moment(int code) {
-        this.code = code;
-    }
-
-    public int code() {
-        return code;
-    }
+    V
 }

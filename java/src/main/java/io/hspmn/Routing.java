@@ -3,31 +3,16 @@ package io.hspmn;
 import java.util.Locale;
 
 /** {@code hspmn_routing}; the JSON spelling is the lower-case name ("topk", "threshold"). */
-public enum Routing {
-    TOPK(0),
-    THRESHOLD(1);
-
-    private final int code;
-
-    Routing(int code) {
-        this.code = code;
-    }
-
-    public int code() {
-        return code;
-    }
+public enum Routing implements NativeEnum {
+    TOPK,
+    THRESHOLD;
 
     public String jsonName() {
         return name().toLowerCase(Locale.ROOT);
     }
 
     public static Routing of(int code) {
-        for (Routing r : values()) {
-            if (r.code == code) {
-                return r;
-            }
-        }
-        throw new IllegalArgumentException("unknown hspmn_routing " + code);
+        return NativeEnum.of(Routing.class, code, "hspmn_routing");
     }
 
     public static Routing parse(String name) {

@@ -1,6 +1,5 @@
 package io.hspmn;
 
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
@@ -13,29 +12,13 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * Block.captureForward on the CPU backend, which has no graphs: every misuse is refused with a typed
  * exception before or by the library, and nothing is left bound. The CUDA path is GpuForwardGraphTest.
  */
-class ForwardGraphTest {
-    static final int B = 2, S = 12, D = 32;
-    static final HspmnConfig CONFIG = HspmnConfig.builder().dim(D).numHeads(2).numKvHeads(1).mlpRatio(2)
-            .sparsityK(0.25f).build();
-
-    Context ctx;
-    Block block;
-    Tensor x;
-    Tensor out;
-    Tensor aux;
+class ForwardGraphTest extends GraphFixture {
+    static final int S = 12, D = 32;
 
     @BeforeEach
     void setUp() {
-        ctx = Context.create(ContextOptions.defaults().withBackend(Backend.CPU).withNumThreads(2));
-        block = Block.create(ctx, CONFIG, 5);
-        x = Tensor.of(ctx, DType.BF16, BadInputTest.gaussian(B * S * D, 3), B, S, D);
-        out = Tensor.create(ctx, DType.BF16, B, S, D);
-        aux = Tensor.create(ctx, DType.F32, 1);
-    }
-
-    @AfterEach
-    void tearDown() {
-        ctx.close();
+        open(Context.create(ContextOptions.defaults().withBackend(Backend.CPU).withNumThreads(2)), S, D, 5,
+                MemoryKind.HOST, 3);
     }
 
     @Test

@@ -7,7 +7,6 @@ import org.junit.jupiter.params.provider.MethodSource;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.List;
 
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -19,12 +18,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 class GoldenParityTest {
     private static final StringBuilder TABLE = new StringBuilder();
 
-    static List<Path> goldens() {
-        return GoldenCase.files();
-    }
-
     @ParameterizedTest(name = "{0}")
-    @MethodSource("goldens")
+    @MethodSource("io.hspmn.GoldenCase#files")
     void matchesReference(Path file) {
         GoldenCase gc = GoldenCase.load(file);
         try {

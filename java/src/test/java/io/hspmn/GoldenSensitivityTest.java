@@ -20,12 +20,8 @@ import static org.junit.jupiter.api.Assertions.fail;
  * test would still pass.
  */
 class GoldenSensitivityTest {
-    static List<Path> goldens() {
-        return GoldenCase.files();
-    }
-
     @ParameterizedTest(name = "{0}")
-    @MethodSource("goldens")
+    @MethodSource("io.hspmn.GoldenCase#files")
     void everyParameterIsObserved(Path file) {
         GoldenCase gc = GoldenCase.load(file);
         try {

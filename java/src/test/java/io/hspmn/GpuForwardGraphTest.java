@@ -1,6 +1,5 @@
 package io.hspmn;
 
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
@@ -18,34 +17,14 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * new memory. Tagged gpu: skipped without CUDA, failing instead under {@code -Pgpu}.
  */
 @Tag("gpu")
-class GpuForwardGraphTest {
+class GpuForwardGraphTest extends GraphFixture {
     // head dim 64: a size the Triton attention is compiled for
-    static final int B = 2, S = 40, D = 128;
-    static final HspmnConfig CONFIG = HspmnConfig.builder().dim(D).numHeads(2).numKvHeads(1).mlpRatio(2)
-            .sparsityK(0.25f).build();
-
-    Context ctx;
-    Block block;
-    Tensor x;
-    Tensor out;
-    Tensor aux;
+    static final int S = 40, D = 128;
 
     @BeforeEach
     void setUp() {
         GpuAssumptions.requireCuda();
-        ctx = Context.create(Backend.CUDA);
-        block = Block.create(ctx, CONFIG, 11);
-        x = device(B, S, D);
-        out = device(B, S, D);
-        aux = Tensor.create(ctx, DType.F32, MemoryKind.DEVICE, 1);
-        x.copyFrom(BadInputTest.gaussian(B * S * D, 1));
-    }
-
-    @AfterEach
-    void tearDown() {
-        if (ctx != null) {
-            ctx.close();
-        }
+        open(Context.create(Backend.CUDA), S, D, 11, MemoryKind.DEVICE, 1);
     }
 
     private Tensor device(long... shape) {

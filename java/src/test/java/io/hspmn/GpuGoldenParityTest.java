@@ -5,7 +5,6 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.MethodSource;
 
 import java.nio.file.Path;
-import java.util.List;
 
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -15,12 +14,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  */
 @Tag("gpu")
 class GpuGoldenParityTest {
-    static List<Path> goldens() {
-        return GoldenCase.files();
-    }
-
     @ParameterizedTest(name = "{0}")
-    @MethodSource("goldens")
+    @MethodSource("io.hspmn.GoldenCase#files")
     void matchesReferenceOnCuda(Path file) {
         GpuAssumptions.requireCuda();
         GoldenCase gc = GoldenCase.load(file);

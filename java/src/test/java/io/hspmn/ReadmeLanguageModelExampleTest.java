@@ -44,17 +44,6 @@ class ReadmeLanguageModelExampleTest {
     /** The README shows exactly the lines between the markers above. */
     @Test
     void readmeShowsTheseLines() throws java.io.IOException {
-        java.nio.file.Path root = java.nio.file.Path.of(System.getProperty("hspmn.test.header", "../native/include/hspmn.h"))
-                .toAbsolutePath().getParent().getParent().getParent();
-        String self = java.nio.file.Files.readString(root.resolve("java/src/test/java/io/hspmn/ReadmeLanguageModelExampleTest.java"));
-        String readme = java.nio.file.Files.readString(root.resolve("README.md"));
-        String body = self.substring(self.indexOf("// README begin\n") + "// README begin\n".length(),
-                self.indexOf("            // README end"));
-        StringBuilder expected = new StringBuilder("```java\n");
-        for (String line : body.split("\n")) {
-            expected.append(line.startsWith("        ") ? line.substring(8) : line).append('\n');
-        }
-        expected.append("}\n```");
-        assertTrue(readme.contains(expected), "README.md's language-model example differs from this test:\n" + expected);
+        ReadmeExamples.assertReadmeShows(getClass());
     }
 }

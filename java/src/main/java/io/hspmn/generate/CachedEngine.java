@@ -34,18 +34,11 @@ import java.util.Objects;
  * {@link #forwardReport} prefills the text there to read which positions each layer routed.
  */
 public final class CachedEngine implements DecodeEngine {
-    private static final class Seq implements Sequence {
+    private static final class Seq extends SequenceState {
         final int slot;
-        int length;
-        boolean released;
 
         Seq(int slot) {
             this.slot = slot;
-        }
-
-        @Override
-        public int length() {
-            return length;
         }
     }
 
@@ -236,13 +229,7 @@ public final class CachedEngine implements DecodeEngine {
     @Override
     public MemorySegment extend(Sequence sequence, MemorySegment ids, int count, boolean wantLogits) {
         Seq s = (Seq) sequence;
-        if (s.released) {
-            throw new IllegalStateException("the sequence was released");
-        }
-        if (count < 1 || s.length + (long) count > maxLength) {
-            throw new IllegalArgumentException("prompt length " + (s.length + (long) count) + " must be in [1, " + maxLength
-                    + "] (" + count + " more after " + s.length + ")");
-        }
+        s.checkExtend(count, maxLength);
         Buffers b = buffers(1);
         Tensor tokens = chunkTokens;
         boolean own = false;
@@ -276,20 +263,8 @@ public final class CachedEngine implements DecodeEngine {
      */
     @Override
     public MemorySegment step(Sequence[] sequences, int count, MemorySegment nextIds) {
-        if (count < 1 || count > maxSeqs || count > sequences.length) {
-            throw new IllegalArgumentException("count " + count + " must be in [1, " + Math.min(maxSeqs, sequences.length) + "]");
-        }
-        Buffers b = buffers(count);
-        for (int i = 0; i < count; i++) {
-            Seq s = (Seq) sequences[i];
-            if (s.released) {
-                throw new IllegalStateException("sequence " + i + " was released");
-            }
-            if (s.length >= maxLength) {
-                throw new IllegalStateException("sequence " + i + " is at the maximum length " + maxLength);
-            }
-            b.slotIds.setAtIndex(ValueLayout.JAVA_INT, i, s.slot);
-        }
+        Buffers b = buffers(checkedCount(sequences, count));
+        slotsOf(sequences, count, b.slotIds);
         MemorySegment.copy(nextIds, 0, b.tokenIds, 0, 4L * count);
         decoder.append(b.slots, b.tokens, b.logits, null);
         for (int i = 0; i < count; i++) {
@@ -310,19 +285,7 @@ public final class CachedEngine implements DecodeEngine {
     @Override
     public MemorySegment stepSampled(Sequence[] sequences, int count, MemorySegment nextIds, MemorySegment params,
                                      MemorySegment sampled, boolean wantLogits) {
-        if (count < 1 || count > maxSeqs || count > sequences.length) {
-            throw new IllegalArgumentException("count " + count + " must be in [1, " + Math.min(maxSeqs, sequences.length) + "]");
-        }
-        for (int i = 0; i < count; i++) {
-            Seq s = (Seq) sequences[i];
-            if (s.released) {
-                throw new IllegalStateException("sequence " + i + " was released");
-            }
-            if (s.length >= maxLength) {
-                throw new IllegalStateException("sequence " + i + " is at the maximum length " + maxLength);
-            }
-            stepSlots.setAtIndex(ValueLayout.JAVA_INT, i, s.slot);
-        }
+        slotsOf(sequences, checkedCount(sequences, count), stepSlots);
         Buffers b = wantLogits ? buffers(count) : null;
         for (int at = 0; at < count; at += partRows) {
             int n = Math.min(partRows, count - at);
@@ -345,6 +308,22 @@ public final class CachedEngine implements DecodeEngine {
             }
         }
         return wantLogits ? b.logitRows : null;
+    }
+
+    private int checkedCount(Sequence[] sequences, int count) {
+        if (count < 1 || count > maxSeqs || count > sequences.length) {
+            throw new IllegalArgumentException("count " + count + " must be in [1, " + Math.min(maxSeqs, sequences.length) + "]");
+        }
+        return count;
+    }
+
+    /** The decoder slots of a step's sequences into slotIds (i32 [count]), each checked first. */
+    private void slotsOf(Sequence[] sequences, int count, MemorySegment slotIds) {
+        for (int i = 0; i < count; i++) {
+            Seq s = (Seq) sequences[i];
+            s.checkStep(i, maxLength);
+            slotIds.setAtIndex(ValueLayout.JAVA_INT, i, s.slot);
+        }
     }
 
     @Override

@@ -26,6 +26,41 @@ public interface DecodeEngine extends AutoCloseable {
         int length();
     }
 
+    /**
+     * A base for an engine's sequences: the length and released flag every engine keeps, and the checks it
+     * makes of them before extending or stepping a sequence, so that every engine refuses alike.
+     */
+    abstract class SequenceState implements Sequence {
+        protected int length;
+        protected boolean released;
+
+        @Override
+        public int length() {
+            return length;
+        }
+
+        /** Refuses appending count tokens: the sequence was released, or the piece is empty or too long. */
+        protected void checkExtend(int count, int maxLength) {
+            if (released) {
+                throw new IllegalStateException("the sequence was released");
+            }
+            if (count < 1 || length + (long) count > maxLength) {
+                throw new IllegalArgumentException("prompt length " + (length + (long) count) + " must be in [1, " + maxLength
+                        + "] (" + count + " more after " + length + ")");
+            }
+        }
+
+        /** Refuses stepping this sequence, the step's i-th: it was released, or it is full. */
+        protected void checkStep(int i, int maxLength) {
+            if (released) {
+                throw new IllegalStateException("sequence " + i + " was released");
+            }
+            if (length >= maxLength) {
+                throw new IllegalStateException("sequence " + i + " is at the maximum length " + maxLength);
+            }
+        }
+    }
+
     /** A new sequence and the logits that follow its prompt. */
     record Prefill(Sequence sequence, MemorySegment logits) {
     }

@@ -5,6 +5,7 @@ import io.hspmn.StepArrays;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.util.Arrays;
 import java.util.Objects;
 import java.util.concurrent.CompletableFuture;
 
@@ -376,36 +377,26 @@ public final class Generator implements AutoCloseable {
     }
 
     private void dropCancelled() {
-        int w = 0;
         int n = active;
+        active = dropCancelled(slots, n);
+        Arrays.fill(seqs, active, n, null);
+        pending = dropCancelled(prefilling, pending);
+    }
+
+    /** Finishes the cancelled slots of list[0, n) and moves the others to the front, in order; returns their count. */
+    private int dropCancelled(Slot[] list, int n) {
+        int w = 0;
         for (int i = 0; i < n; i++) {
-            Slot s = slots[i];
+            Slot s = list[i];
             if (s.cancelRequested()) {
                 release(s);
                 s.finishCancelled();
             } else {
-                slots[w++] = s;
+                list[w++] = s;
             }
         }
-        for (int i = w; i < n; i++) {
-            slots[i] = null;
-            seqs[i] = null;
-        }
-        active = w;
-        w = 0;
-        for (int i = 0; i < pending; i++) {
-            Slot s = prefilling[i];
-            if (s.cancelRequested()) {
-                release(s);
-                s.finishCancelled();
-            } else {
-                prefilling[w++] = s;
-            }
-        }
-        for (int i = w; i < pending; i++) {
-            prefilling[i] = null;
-        }
-        pending = w;
+        Arrays.fill(list, w, n, null);
+        return w;
     }
 
     private void release(Slot s) {

@@ -24,14 +24,16 @@ import java.util.Objects;
  * off-heap [count, V] buffer.
  */
 public final class RecomputeEngine implements DecodeEngine {
-    private static final class Seq implements Sequence {
+    private static final class Seq extends SequenceState {
         MemorySegment ids; // i32 [capacity]
-        int length;
-        boolean released;
 
-        @Override
-        public int length() {
-            return length;
+        /** Room for `need` ids: at least doubled when it grows, never past maxLength. */
+        void reserve(long need, int maxLength) {
+            if (4L * need > ids.byteSize()) {
+                MemorySegment grown = Arena.ofAuto().allocate(4L * Math.min(maxLength, Math.max(need + 64, 2L * ids.byteSize() / 4)), 4);
+                MemorySegment.copy(ids, 0, grown, 0, 4L * length);
+                ids = grown;
+            }
         }
     }
 
@@ -96,19 +98,9 @@ public final class RecomputeEngine implements DecodeEngine {
     @Override
     public MemorySegment extend(Sequence sequence, MemorySegment ids, int count, boolean wantLogits) {
         Seq s = (Seq) sequence;
-        if (s.released) {
-            throw new IllegalStateException("the sequence was released");
-        }
-        if (count < 1 || s.length + (long) count > maxLength) {
-            throw new IllegalArgumentException("prompt length " + (s.length + (long) count) + " must be in [1, " + maxLength
-                    + "] (" + count + " more after " + s.length + ")");
-        }
+        s.checkExtend(count, maxLength);
         int length = s.length + count;
-        if (4L * length > s.ids.byteSize()) {
-            MemorySegment grown = Arena.ofAuto().allocate(4L * Math.min(maxLength, Math.max(length + 64, 2L * length)), 4);
-            MemorySegment.copy(s.ids, 0, grown, 0, 4L * s.length);
-            s.ids = grown;
-        }
+        s.reserve(length, maxLength);
         MemorySegment.copy(ids, 0, s.ids, 4L * s.length, 4L * count);
         if (!wantLogits) {
             s.length = length;
@@ -128,21 +120,12 @@ public final class RecomputeEngine implements DecodeEngine {
         Seq[] seqs = new Seq[count];
         for (int i = 0; i < count; i++) {
             Seq s = (Seq) sequences[i];
-            if (s.released) {
-                throw new IllegalStateException("sequence " + i + " was released");
-            }
-            if (s.length >= maxLength) {
-                throw new IllegalStateException("sequence " + i + " is at the maximum length " + maxLength);
-            }
+            s.checkStep(i, maxLength);
             seqs[i] = s;
         }
         for (int i = 0; i < count; i++) {
             Seq s = seqs[i];
-            if (4L * (s.length + 1) > s.ids.byteSize()) {
-                MemorySegment grown = Arena.ofAuto().allocate(4L * Math.min(maxLength, 2L * s.ids.byteSize() / 4), 4);
-                MemorySegment.copy(s.ids, 0, grown, 0, 4L * s.length);
-                s.ids = grown;
-            }
+            s.reserve(s.length + 1, maxLength);
             s.ids.setAtIndex(ValueLayout.JAVA_INT, s.length, nextIds.getAtIndex(ValueLayout.JAVA_INT, i));
             s.length++;
         }

@@ -3,8 +3,6 @@ package io.hspmn.io;
 import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
-import java.nio.ByteOrder;
 import java.nio.channels.FileChannel;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
@@ -20,12 +18,6 @@ import java.util.Set;
 public final class SafeTensors implements AutoCloseable {
     /** Headers past this are refused rather than parsed (the format's reference reader uses 100 MB). */
     public static final long MAX_HEADER_BYTES = SafeTensorsHeader.MAX_HEADER_BYTES;
-
-    private static final ValueLayout.OfLong I64_LE = ValueLayout.JAVA_LONG_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
-    private static final ValueLayout.OfFloat F32_LE = ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
-    private static final ValueLayout.OfDouble F64_LE = ValueLayout.JAVA_DOUBLE_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
-    private static final ValueLayout.OfInt I32_LE = ValueLayout.JAVA_INT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
-    private static final ValueLayout.OfShort I16_LE = ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
 
     /** The dtypes this project reads and writes, with their element sizes. */
     public enum DType {
@@ -139,50 +131,38 @@ public final class SafeTensors implements AutoCloseable {
         return data.asSlice(e.begin(), e.end() - e.begin()).asReadOnly();
     }
 
-    /** The values widened to float (BF16, F32; F64 narrowed; integers converted). */
-    public float[] floats(String name) {
+    /** The tensor's dtype, shape and bytes (a slice of the mapping, valid until {@link #close()}). */
+    public TensorData tensor(String name) {
         Entry e = entry(name);
-        MemorySegment s = bytes(name);
-        float[] out = new float[Math.toIntExact(e.numel())];
+        return new TensorData(e.dtype(), e.shape(), bytes(name));
+    }
+
+    /** The values widened to float (BF16, F32; F64 narrowed; integers converted, I64 through double). */
+    public float[] floats(String name) {
+        TensorData t = tensor(name);
+        float[] out = new float[Math.toIntExact(t.numel())];
         for (int i = 0; i < out.length; i++) {
-            out[i] = switch (e.dtype()) {
-                case BF16 -> Float.intBitsToFloat((s.get(I16_LE, 2L * i) & 0xffff) << 16);
-                case F32 -> s.get(F32_LE, 4L * i);
-                case F64 -> (float) s.get(F64_LE, 8L * i);
-                case I32 -> s.get(I32_LE, 4L * i);
-                case I64 -> s.get(I64_LE, 8L * i);
-                case U8 -> s.get(ValueLayout.JAVA_BYTE, i) & 0xff;
-            };
+            out[i] = (float) t.get(i);
         }
         return out;
     }
 
     /** The values of an I32 tensor. */
     public int[] ints(String name) {
-        Entry e = entry(name);
-        if (e.dtype() != DType.I32) {
-            throw new IllegalArgumentException(name + " is " + e.dtype() + ", not I32");
-        }
-        MemorySegment s = bytes(name);
-        int[] out = new int[Math.toIntExact(e.numel())];
-        for (int i = 0; i < out.length; i++) {
-            out[i] = s.get(I32_LE, 4L * i);
-        }
-        return out;
+        return typed(name, DType.I32).toArray(TensorData.I32_LE);
     }
 
     /** The values of an I64 tensor. */
     public long[] longs(String name) {
-        Entry e = entry(name);
-        if (e.dtype() != DType.I64) {
-            throw new IllegalArgumentException(name + " is " + e.dtype() + ", not I64");
+        return typed(name, DType.I64).toArray(TensorData.I64_LE);
+    }
+
+    private MemorySegment typed(String name, DType want) {
+        DType got = entry(name).dtype();
+        if (got != want) {
+            throw new IllegalArgumentException(name + " is " + got + ", not " + want);
         }
-        MemorySegment s = bytes(name);
-        long[] out = new long[Math.toIntExact(e.numel())];
-        for (int i = 0; i < out.length; i++) {
-            out[i] = s.get(I64_LE, 8L * i);
-        }
-        return out;
+        return bytes(name);
     }
 
     /** Unmaps the file; slices handed out before become unusable. */

@@ -12,11 +12,12 @@ import java.util.Arrays;
  * any segment (heap, native, a mapping); nothing is copied until it is written.
  */
 public record TensorData(DType dtype, long[] shape, MemorySegment bytes) {
-    private static final ValueLayout.OfShort I16_LE = ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
-    private static final ValueLayout.OfInt I32_LE = ValueLayout.JAVA_INT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
-    private static final ValueLayout.OfLong I64_LE = ValueLayout.JAVA_LONG_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
-    private static final ValueLayout.OfFloat F32_LE = ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
-    private static final ValueLayout.OfDouble F64_LE = ValueLayout.JAVA_DOUBLE_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
+    // The file's element layouts: little-endian, unaligned (a tensor's data need not be aligned).
+    static final ValueLayout.OfShort I16_LE = ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
+    static final ValueLayout.OfInt I32_LE = ValueLayout.JAVA_INT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
+    static final ValueLayout.OfLong I64_LE = ValueLayout.JAVA_LONG_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
+    static final ValueLayout.OfFloat F32_LE = ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
+    static final ValueLayout.OfDouble F64_LE = ValueLayout.JAVA_DOUBLE_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
 
     public TensorData {
         shape = shape.clone();
@@ -53,44 +54,31 @@ public record TensorData(DType dtype, long[] shape, MemorySegment bytes) {
     }
 
     public static TensorData f32(long[] shape, float[] v) {
-        MemorySegment s = MemorySegment.ofArray(new byte[Math.multiplyExact(v.length, 4)]);
-        for (int i = 0; i < v.length; i++) {
-            s.set(F32_LE, 4L * i, v[i]);
-        }
-        return new TensorData(DType.F32, shape, s);
+        return copyOf(DType.F32, shape, v, F32_LE, v.length);
     }
 
     public static TensorData f64(long[] shape, double[] v) {
-        MemorySegment s = MemorySegment.ofArray(new byte[Math.multiplyExact(v.length, 8)]);
-        for (int i = 0; i < v.length; i++) {
-            s.set(F64_LE, 8L * i, v[i]);
-        }
-        return new TensorData(DType.F64, shape, s);
+        return copyOf(DType.F64, shape, v, F64_LE, v.length);
     }
 
     /** BF16 from raw bit patterns (see io.hspmn.BFloat16 for the rounding from float). */
     public static TensorData bf16(long[] shape, short[] bits) {
-        MemorySegment s = MemorySegment.ofArray(new byte[Math.multiplyExact(bits.length, 2)]);
-        for (int i = 0; i < bits.length; i++) {
-            s.set(I16_LE, 2L * i, bits[i]);
-        }
-        return new TensorData(DType.BF16, shape, s);
+        return copyOf(DType.BF16, shape, bits, I16_LE, bits.length);
     }
 
     public static TensorData i32(long[] shape, int[] v) {
-        MemorySegment s = MemorySegment.ofArray(new byte[Math.multiplyExact(v.length, 4)]);
-        for (int i = 0; i < v.length; i++) {
-            s.set(I32_LE, 4L * i, v[i]);
-        }
-        return new TensorData(DType.I32, shape, s);
+        return copyOf(DType.I32, shape, v, I32_LE, v.length);
     }
 
     public static TensorData i64(long[] shape, long[] v) {
-        MemorySegment s = MemorySegment.ofArray(new byte[Math.multiplyExact(v.length, 8)]);
-        for (int i = 0; i < v.length; i++) {
-            s.set(I64_LE, 8L * i, v[i]);
-        }
-        return new TensorData(DType.I64, shape, s);
+        return copyOf(DType.I64, shape, v, I64_LE, v.length);
+    }
+
+    /** count elements of a primitive array, stored as the file stores them (layout: little-endian). */
+    private static TensorData copyOf(DType dtype, long[] shape, Object values, ValueLayout layout, int count) {
+        MemorySegment s = MemorySegment.ofArray(new byte[Math.multiplyExact(count, dtype.byteSize())]);
+        MemorySegment.copy(values, 0, s, layout, 0, count);
+        return new TensorData(dtype, shape, s);
     }
 
     public static TensorData u8(long[] shape, byte[] v) {

@@ -8,7 +8,6 @@ import com.google.gson.JsonPrimitive;
 import com.google.gson.Strictness;
 import com.google.gson.stream.JsonReader;
 import com.google.gson.stream.JsonToken;
-import com.google.gson.stream.MalformedJsonException;
 import io.hspmn.io.SafeTensorsHeader;
 
 import java.io.IOException;
@@ -65,11 +64,7 @@ final class JsonBody {
             if (r.peek() != JsonToken.END_DOCUMENT) {
                 throw HttpError.badRequest("malformed JSON: data after the object");
             }
-        } catch (MalformedJsonException | JsonParseException e) {
-            throw HttpError.badRequest("malformed JSON: " + describe(e));
-        } catch (IOException e) {
-            throw HttpError.badRequest("malformed JSON: " + describe(e));
-        } catch (IllegalStateException e) {
+        } catch (IOException | JsonParseException | IllegalStateException e) {  // MalformedJsonException included
             throw HttpError.badRequest("malformed JSON: " + describe(e));
         }
         return new JsonBody(fields);
@@ -110,26 +105,24 @@ final class JsonBody {
     }
 
     int integer(String name, int dflt) {
-        JsonElement e = get(name);
-        if (e == null) {
-            return dflt;
-        }
-        try {
-            return number(name, e).intValueExact();
-        } catch (ArithmeticException ex) {
-            throw HttpError.badRequest("field \"" + name + "\" must be a 32-bit integer, got " + e);
-        }
+        return (int) whole(name, dflt, 32);
     }
 
     long longInteger(String name, long dflt) {
+        return whole(name, dflt, 64);
+    }
+
+    /** A whole number that fits in {@code bits} (32 or 64) signed bits, or dflt when the field is absent. */
+    private long whole(String name, long dflt, int bits) {
         JsonElement e = get(name);
         if (e == null) {
             return dflt;
         }
         try {
-            return number(name, e).longValueExact();
+            BigDecimal v = number(name, e);
+            return bits == 32 ? v.intValueExact() : v.longValueExact();
         } catch (ArithmeticException ex) {
-            throw HttpError.badRequest("field \"" + name + "\" must be a 64-bit integer, got " + e);
+            throw HttpError.badRequest("field \"" + name + "\" must be a " + bits + "-bit integer, got " + e);
         }
     }
 

@@ -94,7 +94,7 @@ class EngineTest {
             return f;
         }, new Engine.Options(4, 4))) {
             assertNotSame(Thread.currentThread(), maker.get());
-            engine.submit(GenerationRequest.of(new int[] {1}, SamplingParams.greedy(), 5)).await();
+            engine.submit(greedy(5, 1)).await();
             assertSame(maker.get(), made.get().lastCaller);
         }
         assertTrue(made.get().closed, "closing the Engine closes its decode engine");
@@ -102,6 +102,11 @@ class EngineTest {
     }
 
     /** An engine whose every prefill and step waits for a permit. */
+    /** A greedy request for maxNew tokens after the prompt. */
+    private static GenerationRequest greedy(int maxNew, int... prompt) {
+        return GenerationRequest.of(prompt, SamplingParams.greedy(), maxNew);
+    }
+
     private static Engine gated(Semaphore gate, int maxBatch, int maxQueued, FakeEngine[] out) {
         return Engine.start(() -> {
             FakeEngine f = new FakeEngine(64, 1000, maxBatch);
@@ -116,11 +121,11 @@ class EngineTest {
         Semaphore gate = new Semaphore(0);
         FakeEngine[] f = new FakeEngine[1];
         try (Engine engine = gated(gate, 1, 1, f)) {
-            GenerationSession a = engine.submit(GenerationRequest.of(new int[] {1}, SamplingParams.greedy(), 3));
-            GenerationSession b = engine.submit(GenerationRequest.of(new int[] {2}, SamplingParams.greedy(), 3));
+            GenerationSession a = engine.submit(greedy(3, 1));
+            GenerationSession b = engine.submit(greedy(3, 2));
             try {
                 assertThrows(RejectedExecutionException.class,
-                        () -> engine.submit(GenerationRequest.of(new int[] {3}, SamplingParams.greedy(), 3)));
+                        () -> engine.submit(greedy(3, 3)));
                 assertThrows(RejectedExecutionException.class, () -> engine.score(new int[] {1, 2}));
             } finally {
                 gate.release(1_000_000);
@@ -128,17 +133,17 @@ class EngineTest {
             assertEquals(FinishReason.LENGTH, a.await().finishReason());
             assertEquals(FinishReason.LENGTH, b.await().finishReason());
             // room again
-            assertEquals(3, engine.submit(GenerationRequest.of(new int[] {3}, SamplingParams.greedy(), 3)).await().generatedTokens());
+            assertEquals(3, engine.submit(greedy(3, 3)).await().generatedTokens());
         }
     }
 
     @Test
     void invalidRequestsFailAtSubmission() throws Exception {
         try (Engine engine = Engine.start(() -> new FakeEngine(64, 10, 2), new Engine.Options(2, 2))) {
-            assertThrows(IllegalArgumentException.class, () -> engine.submit(GenerationRequest.of(new int[] {64}, SamplingParams.greedy(), 1)));
-            assertThrows(IllegalArgumentException.class, () -> engine.submit(GenerationRequest.of(new int[11], SamplingParams.greedy(), 1)));
+            assertThrows(IllegalArgumentException.class, () -> engine.submit(greedy(1, 64)));
+            assertThrows(IllegalArgumentException.class, () -> engine.submit(greedy(1, new int[11])));
             assertThrows(IllegalArgumentException.class, () -> engine.score(new int[0]));
-            assertEquals(1, engine.submit(GenerationRequest.of(new int[] {1}, SamplingParams.greedy(), 1)).await().generatedTokens());
+            assertEquals(1, engine.submit(greedy(1, 1)).await().generatedTokens());
         }
     }
 
@@ -147,8 +152,8 @@ class EngineTest {
         Semaphore gate = new Semaphore(0);
         FakeEngine[] f = new FakeEngine[1];
         try (Engine engine = gated(gate, 1, 4, f)) {
-            GenerationSession running = engine.submit(GenerationRequest.of(new int[] {1}, SamplingParams.greedy(), 1000));
-            GenerationSession waiting = engine.submit(GenerationRequest.of(new int[] {2}, SamplingParams.greedy(), 5));
+            GenerationSession running = engine.submit(greedy(1000, 1));
+            GenerationSession waiting = engine.submit(greedy(5, 2));
             try {
                 gate.release(3); // prefill + 2 steps; the worker then waits inside its third step
                 while (running.tokenCount() < 3) {
@@ -165,7 +170,7 @@ class EngineTest {
                 assertEquals(FinishReason.CANCELLED, r.finishReason());
                 assertEquals(4, r.generatedTokens(), "the step in progress still published its token");
                 gate.release(1000);
-                assertEquals(5, engine.submit(GenerationRequest.of(new int[] {2}, SamplingParams.greedy(), 5)).await().generatedTokens());
+                assertEquals(5, engine.submit(greedy(5, 2)).await().generatedTokens());
                 assertEquals(0, f[0].live);
             } finally {
                 gate.release(1_000_000);
@@ -178,7 +183,7 @@ class EngineTest {
         Semaphore gate = new Semaphore(0);
         FakeEngine[] f = new FakeEngine[1];
         try (Engine engine = gated(gate, 2, 2, f)) {
-            GenerationSession s = engine.submit(GenerationRequest.of(new int[] {1}, SamplingParams.greedy(), 1000));
+            GenerationSession s = engine.submit(greedy(1000, 1));
             AtomicReference<Throwable> thrown = new AtomicReference<>();
             AtomicReference<Boolean> stillInterrupted = new AtomicReference<>();
             CountDownLatch reading = new CountDownLatch(1);
@@ -216,7 +221,7 @@ class EngineTest {
         Semaphore gate = new Semaphore(0);
         FakeEngine[] f = new FakeEngine[1];
         try (Engine engine = gated(gate, 2, 2, f)) {
-            GenerationSession s = engine.submit(GenerationRequest.of(new int[] {1}, SamplingParams.greedy(), 1000));
+            GenerationSession s = engine.submit(greedy(1000, 1));
             AtomicReference<Throwable> thrown = new AtomicReference<>();
             Thread waiter = new Thread(() -> {
                 try {
@@ -245,8 +250,8 @@ class EngineTest {
         Semaphore gate = new Semaphore(0);
         FakeEngine[] f = new FakeEngine[1];
         Engine engine = gated(gate, 1, 4, f);
-        GenerationSession a = engine.submit(GenerationRequest.of(new int[] {1}, SamplingParams.greedy(), 1000));
-        GenerationSession b = engine.submit(GenerationRequest.of(new int[] {2}, SamplingParams.greedy(), 1000));
+        GenerationSession a = engine.submit(greedy(1000, 1));
+        GenerationSession b = engine.submit(greedy(1000, 2));
         CompletableFuture<ScoreResult> c = engine.score(new int[] {1, 2, 3});
         gate.release(3);
         while (a.tokenCount() < 2) {
@@ -265,7 +270,7 @@ class EngineTest {
         assertEquals(FinishReason.CANCELLED, b.await(10, TimeUnit.SECONDS).finishReason());
         assertTrue(c.isCompletedExceptionally());
         assertTrue(f[0].closed);
-        assertThrows(RejectedExecutionException.class, () -> engine.submit(GenerationRequest.of(new int[] {1}, SamplingParams.greedy(), 1)));
+        assertThrows(RejectedExecutionException.class, () -> engine.submit(greedy(1, 1)));
         engine.close();
     }
 

@@ -12,15 +12,8 @@ import java.util.concurrent.Semaphore;
  * for a permit (tests use it to hold sequences in flight).
  */
 public final class FakeEngine implements DecodeEngine {
-    static final class Seq implements Sequence {
+    static final class Seq extends SequenceState {
         int[] ids;
-        int length;
-        boolean released;
-
-        @Override
-        public int length() {
-            return length;
-        }
     }
 
     private final int vocab;
@@ -89,9 +82,7 @@ public final class FakeEngine implements DecodeEngine {
     public MemorySegment extend(Sequence sequence, MemorySegment ids, int count, boolean wantLogits) {
         pass();
         Seq s = (Seq) sequence;
-        if (s.released || count < 1 || s.length + count > maxLength) {
-            throw new IllegalArgumentException("bad piece of " + count + " after " + s.length);
-        }
+        s.checkExtend(count, maxLength);
         MemorySegment.copy(ids, ValueLayout.JAVA_INT, 0, s.ids, s.length, count);
         s.length += count;
         if (!wantLogits) {
@@ -106,9 +97,7 @@ public final class FakeEngine implements DecodeEngine {
         pass();
         for (int i = 0; i < count; i++) {
             Seq s = (Seq) sequences[i];
-            if (s.released || s.length >= maxLength) {
-                throw new IllegalStateException("bad sequence " + i);
-            }
+            s.checkStep(i, maxLength);
             if (s.length + 1 == failStepsAtLength) {
                 throw new IllegalStateException("injected failure at length " + failStepsAtLength);
             }

@@ -23,6 +23,16 @@ class SamplerTest {
         return ARENA.allocateFrom(ValueLayout.JAVA_FLOAT, v);
     }
 
+    /** n standard-normal logits from java.util.Random(seed). */
+    private static float[] gaussian(long seed, int n) {
+        Random r = new Random(seed);
+        float[] l = new float[n];
+        for (int i = 0; i < n; i++) {
+            l[i] = (float) r.nextGaussian();
+        }
+        return l;
+    }
+
     private static float[] logitsOf(double... probs) {
         float[] l = new float[probs.length];
         for (int i = 0; i < probs.length; i++) {
@@ -78,11 +88,7 @@ class SamplerTest {
 
     @Test
     void temperatureZeroIsGreedyWhateverTheOtherSettings() {
-        Random r = new Random(1);
-        float[] l = new float[256];
-        for (int i = 0; i < l.length; i++) {
-            l[i] = (float) r.nextGaussian();
-        }
+        float[] l = gaussian(1, 256);
         int best = 0;
         for (int i = 1; i < l.length; i++) {
             if (l[i] > l[best]) {
@@ -112,11 +118,7 @@ class SamplerTest {
 
     @Test
     void sameSeedSameTokensOtherSeedOtherTokens() {
-        Random r = new Random(2);
-        float[] l = new float[256];
-        for (int i = 0; i < l.length; i++) {
-            l[i] = (float) r.nextGaussian();
-        }
+        float[] l = gaussian(2, 256);
         MemorySegment seg = row(l);
         for (SamplingParams p : new SamplingParams[] {SamplingParams.temperature(1f, 42), new SamplingParams(0.7f, 40, 1f, 42),
                 new SamplingParams(1.3f, 0, 0.9f, 42), new SamplingParams(1f, 50, 0.8f, 42)}) {

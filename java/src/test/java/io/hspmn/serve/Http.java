@@ -98,6 +98,13 @@ final class Http {
         return out;
     }
 
+    /** The model description a test server reports: {"name": "fake"}. */
+    static JsonObject fakeModel() {
+        JsonObject m = new JsonObject();
+        m.addProperty("name", "fake");
+        return m;
+    }
+
     static JsonObject json(HttpResponse<String> r) {
         return JsonParser.parseString(r.body()).getAsJsonObject();
     }

@@ -39,12 +39,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  */
 @Timeout(120)
 class ServerHardeningTest {
-    private static JsonObject model() {
-        JsonObject m = new JsonObject();
-        m.addProperty("name", "fake");
-        return m;
-    }
-
     /** Strict JSON (no NaN, nothing after the value), as a client's parser reads it. */
     static JsonElement strict(String text) {
         JsonReader r = new JsonReader(new StringReader(text));
@@ -93,7 +87,7 @@ class ServerHardeningTest {
     void slowBodiesHoldNoPermitAndAreCutOff() throws Exception {
         ServerOptions opts = ServerOptions.randomDefaults().withLimits(4096, 64, 64, 2, 2).withBodyTimeout(3000);
         try (Engine engine = Engine.start(() -> new FakeEngine(256, 1000, 2), new Engine.Options(2, 0));
-             Server server = Server.start(opts, engine, model())) {
+             Server server = Server.start(opts, engine, Http.fakeModel())) {
             Http http = new Http(server.uri());
             List<Socket> slow = new ArrayList<>();
             try {
@@ -168,7 +162,7 @@ class ServerHardeningTest {
         Arrays.fill(huge, 3e38f);
         lm.setParam("norm", huge);
         try (Engine engine = Engine.start(() -> new CachedEngine(lm, 4, opts.maxContext(), true), new Engine.Options(4, 0));
-             Server server = Server.start(opts, engine, model())) {
+             Server server = Server.start(opts, engine, Http.fakeModel())) {
             Http http = new Http(server.uri());
             HttpResponse<String> score = http.postJson("/v1/score", "{\"text\": \"hello\"}");
             assertEquals(500, score.statusCode(), score.body());
@@ -208,7 +202,7 @@ class ServerHardeningTest {
     void requestsTheJdkServerRefusesGetItsHtml400() throws Exception {
         ServerOptions opts = ServerOptions.randomDefaults().withLimits(4096, 64, 16, 4, 4);
         try (Engine engine = Engine.start(() -> new FakeEngine(256, 1000, 4), new Engine.Options(4, 0));
-             Server server = Server.start(opts, engine, model())) {
+             Server server = Server.start(opts, engine, Http.fakeModel())) {
             String body = "{\"text\": \"x\"}";
             List<byte[]> refused = List.of(
                     ("POST /v1/score HTTP/1.1\r\nHost: h\r\nContent-Length: " + body.length()

@@ -1,6 +1,5 @@
 package io.hspmn.serve;
 
-import com.google.gson.JsonObject;
 import io.hspmn.generate.Engine;
 import io.hspmn.generate.FakeEngine;
 import org.junit.jupiter.api.Test;
@@ -18,12 +17,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /** Concurrency limits and client disconnects, against a model-free engine whose steps a test can hold. */
 @Timeout(120)
 class ServerLimitsTest {
-    private static JsonObject model() {
-        JsonObject m = new JsonObject();
-        m.addProperty("name", "fake");
-        return m;
-    }
-
     @Test
     void requestsBeyondTheLimitGet429AndTheServerRecovers() throws Exception {
         Semaphore gate = new Semaphore(0);
@@ -32,7 +25,7 @@ class ServerLimitsTest {
             FakeEngine f = new FakeEngine(256, 1000, 1);
             f.gate = gate;
             return f;
-        }, new Engine.Options(1, 0)); Server server = Server.start(opts, engine, model())) {
+        }, new Engine.Options(1, 0)); Server server = Server.start(opts, engine, Http.fakeModel())) {
             Http http = new Http(server.uri());
             gate.release(1); // the first request's prefill; its steps then wait
             HttpResponse<InputStream> first = http.client.send(http.post("/v1/generate", "{\"prompt\": \"hold\", \"max_new_tokens\": 5}").build(),
@@ -67,7 +60,7 @@ class ServerLimitsTest {
         try (Engine engine = Engine.start(() -> {
             made[0] = new FakeEngine(256, 2_000_000, 4);
             return made[0];
-        }, new Engine.Options(4, 0)); Server server = Server.start(opts, engine, model())) {
+        }, new Engine.Options(4, 0)); Server server = Server.start(opts, engine, Http.fakeModel())) {
             Http http = new Http(server.uri());
             HttpResponse<InputStream> r = http.client.send(http.post("/v1/generate",
                     "{\"prompt\": \"long\", \"max_new_tokens\": 1000000}").build(), HttpResponse.BodyHandlers.ofInputStream());

@@ -1,0 +1,61 @@
+"""What the block benchmarks share (dense_block.py, hspmn_block.py): the configurations of each mode
+(the CUDA issue's shapes), the command line, a result's fields and printed line, and the JSON file, so
+the dense baseline and HSPMN are run and reported alike.
+"""
+
+import argparse
+import json
+
+MODES = ("throughput", "longctx", "train", "all")
+
+
+def arg_parser(doc):
+    """--mode, --iters and --json; a benchmark adds its own options."""
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--mode", default="all", choices=MODES)
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--json")
+    return ap
+
+
+def configs(prefix, mode):
+    """(name, B, S, train) of each configuration `mode` runs, names starting with `prefix`."""
+    cfgs = []
+    if mode in ("throughput", "all"):
+        cfgs.append((f"{prefix} throughput", 64, 4096, False))
+    if mode in ("longctx", "all"):
+        cfgs += [(f"{prefix} longctx", 1, 65536, False), (f"{prefix} longctx", 1, 131072, False)]
+    if mode in ("train", "all"):
+        cfgs.append((f"{prefix} train", 64, 4096, True))
+    return cfgs
+
+
+def measured(name, B, S, train, ms, peak_gib, **extra):
+    """A configuration that ran: ms the median time of one call, peak_gib the peak memory."""
+    return {"name": name, "B": B, "S": S, "train": train, **extra, "ms": ms, "tok_s": B * S / (ms / 1e3),
+            "peak_gib": peak_gib}
+
+
+def failed(name, B, S, train, error):
+    return {"name": name, "B": B, "S": S, "train": train, "error": error}
+
+
+def run_configs(cfgs, run_one):
+    """run_one(name, B, S, train) for each configuration, a line printed as each finishes."""
+    results = []
+    for name, B, S, train in cfgs:
+        r = run_one(name, B, S, train)
+        results.append(r)
+        if "error" in r:
+            print(f"{name:18s} B={B:3d} S={S:6d}  {r['error']}", flush=True)
+        else:
+            print(f"{name:18s} B={B:3d} S={S:6d}  {r['tok_s'] / 1e6:7.3f} M tok/s  {r['ms']:9.2f} ms  "
+                  f"peak {r['peak_gib']:6.1f} GiB", flush=True)
+    return results
+
+
+def write_json(path, results, **header):
+    """{header..., "results": [...]} to path, when one is given."""
+    if path:
+        with open(path, "w") as f:
+            json.dump({**header, "results": results}, f, indent=1)
