@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the FFM bindings in java/src/main/java/io/hspmn/ffi from native/include/hspmn.h with
+# Regenerates the FFM bindings in java/hspmn/src/main/java/io/hspmn/ffi from native/include/hspmn.h with
 # jextract (22 or later), then points their symbol lookup at our loader (io.hspmn.NativeLibrary),
 # which finds the library, checks its ABI version and explains a failure.
 # The committed bindings were written by hand in jextract 22's layout because jextract could not be
@@ -9,7 +9,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 header=native/include/hspmn.h
-out=java/src/main/java
+out=java/hspmn/src/main/java
 pkg=io.hspmn.ffi
 dir="$out/${pkg//.//}"
 
@@ -52,4 +52,4 @@ rm -f "$dir"/*.java
 mkdir -p "$dir"
 cp "$tmp/${pkg//.//}"/*.java "$dir"/
 echo "bindings: regenerated $(ls "$dir"/*.java | wc -l) files in $dir with $("$jextract" --version 2>&1 | head -1)"
-echo "bindings: run mvn -pl java verify (BindingsLockstepTest) to check them against $header"
+echo "bindings: run mvn -pl java/hspmn verify (BindingsLockstepTest) to check them against $header"

@@ -2,7 +2,7 @@
 gradient; exits 1 when any error passes its bound or a routing decision differs.
 
     .venv/bin/python native/reference/check_native.py [--lib native/build/libhspmn.so]
-        [--goldens java/src/test/resources/goldens] [--threads 2] [--backend cpu|cuda]
+        [--goldens java/hspmn/src/test/resources/goldens] [--threads 2] [--backend cpu|cuda]
 
 Bounds (MODEL.md "Numerics", native/README.md "Precision"): the CPU backend rounds only its bf16
 outputs (out, d_x), so those are judged at BF16_BOUND, a few bf16 half-ulps (2^-9 = 2e-3 relative
@@ -23,8 +23,8 @@ everything downstream of them, out and d_x, is a bf16 path judged at MODEL.md's 
 counts stay exact. Parameter gradients of the golden cases get the rule of Java's GoldenParityTest
 (Parity.Tolerances.bf16Backend), so both judge them alike: plain relative error against
 max(1e-2, 2 x PyTorch's own error when it runs the reference in bfloat16), the latter from
-java/src/test/resources/f32-reference-errors.json ("bf16:grad.<name>", written by
-java/src/test/python/f32_reference_errors.py with the SHA-256 of the golden file it read; a missing or
+java/hspmn/src/test/resources/f32-reference-errors.json ("bf16:grad.<name>", written by
+java/hspmn/src/test/python/f32_reference_errors.py with the SHA-256 of the golden file it read; a missing or
 stale entry fails the case, as in Java). The router scalars included: with bf16 activations their
 terms carry bf16 errors, not float32 ones (native/reference/emulate_cuda_precision.py).
 """
@@ -54,7 +54,7 @@ BF16_PATH_BOUND_CUDA = 1e-2
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
-REFERENCE_ERRORS = os.path.join(ROOT, "java", "src", "test", "resources", "f32-reference-errors.json")
+REFERENCE_ERRORS = os.path.join(ROOT, "java", "hspmn", "src", "test", "resources", "f32-reference-errors.json")
 
 BACKEND = "cpu"  # --backend, one of hspmn_ctypes.BACKENDS
 PARAMS = ["router.w", "router.b", "router.log_temp", "reflex.norm", "reflex.conv", "reflex.gate", "reflex.up",
@@ -98,12 +98,12 @@ def bf16_backend_bound(path, name, quantity):
         entry = json.load(f).get(name)
     if entry is None or ("bf16:" + quantity) not in entry:
         return BF16_PATH_BOUND_CUDA, (f"{name}: no bf16 reference error for {quantity} in {REFERENCE_ERRORS} "
-                                      "(rerun java/src/test/python/f32_reference_errors.py)")
+                                      "(rerun java/hspmn/src/test/python/f32_reference_errors.py)")
     with open(path, "rb") as f:
         sha = hashlib.sha256(f.read()).hexdigest()
     if entry.get("sha256") != sha:
         return BF16_PATH_BOUND_CUDA, (f"{name}: f32-reference-errors.json was computed from another version of "
-                                      "the golden file (rerun java/src/test/python/f32_reference_errors.py)")
+                                      "the golden file (rerun java/hspmn/src/test/python/f32_reference_errors.py)")
     return max(BF16_PATH_BOUND_CUDA, 2 * float(entry["bf16:" + quantity])), None
 
 
@@ -306,7 +306,7 @@ def run_synthetic(lib, threads, rows):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", default=os.path.join(ROOT, "native", "build", "libhspmn.so"))
-    ap.add_argument("--goldens", default=os.path.join(ROOT, "java", "src", "test", "resources", "goldens"))
+    ap.add_argument("--goldens", default=os.path.join(ROOT, "java", "hspmn", "src", "test", "resources", "goldens"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--backend", choices=sorted(BACKENDS), default="cpu")
     args = ap.parse_args()
