@@ -3,99 +3,50 @@ package io.hspmn;
 import io.hspmn.ffi.hspmn_backward_params;
 import io.hspmn.ffi.hspmn_block_params;
 import io.hspmn.ffi.hspmn_h;
-import io.hspmn.ffi.hspmn_tensor_desc;
 
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
-import java.util.ArrayList;
-import java.util.Collections;
-import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Map;
 import java.util.Objects;
 
 /**
  * One HSPMN block ({@code hspmn_block}): router, reflexive conv + SwiGLU stream and sparse-query
  * dense-key attention, with its parameters (bf16) and their gradients (f32).
- * Belongs to its {@link Context} and follows its one-thread-at-a-time rule.
+ * Belongs to its {@link Context} and follows its one-thread-at-a-time rule. Closing it frees its parameters,
+ * gradients and caches; while a {@link ForwardGraph} captured from it is open, that throws
+ * {@link HspmnStateException} and the block stays open.
  */
-public final class Block implements AutoCloseable {
-    private final Context ctx;
+public final class Block extends ParameterHandle {
+    private static final ByName BY_NAME = new ByName(hspmn_h::hspmn_block_param_count, hspmn_h::hspmn_block_param_name,
+            hspmn_h::hspmn_block_param_describe, hspmn_h::hspmn_block_get_param, hspmn_h::hspmn_block_set_param,
+            hspmn_h::hspmn_block_get_grad, hspmn_h::hspmn_block_zero_grad);
+
     private final HspmnConfig config;
-    private final List<String> names;
-    private final Map<String, MemorySegment> nameSegments; // the library's static name strings
     private final Tensor aux;   // [1] f32, written by every forward
     private final Tensor dAux;  // [1] f32, read by backward
-    private volatile MemorySegment handle;
 
-    private Block(Context ctx, HspmnConfig config, MemorySegment handle, List<String> names,
-                  Map<String, MemorySegment> nameSegments, Tensor aux, Tensor dAux) {
-        this.ctx = ctx;
+    private Block(Context ctx, HspmnConfig config, MemorySegment handle, Names names) {
+        super(ctx, handle, KIND, BY_NAME, names);
         this.config = config;
-        this.handle = handle;
-        this.names = names;
-        this.nameSegments = nameSegments;
-        this.aux = aux;
-        this.dAux = dAux;
+        Tensor[] work = Tensor.work(ctx, new long[] {1}, new long[] {1});
+        this.aux = work[0];
+        this.dAux = work[1];
     }
 
-    /** A block with parameters initialised from {@code seed} (see hspmn_block_create). */
-    public static Block create(Context ctx, HspmnConfig config, long seed) {
-        Objects.requireNonNull(ctx, "ctx");
-        Objects.requireNonNull(config, "config");
-        config.validate();
-        try (var g = ctx.enter("Block.create"); Arena arena = Arena.ofConfined()) {
-            MemorySegment p = hspmn_block_params.allocate(arena);
-            p.copyFrom(hspmn_h.hspmn_block_default_params(arena));
-            config.writeTo(p);
-            Native.check(hspmn_h.hspmn_block_create(ctx.handle(), p, seed, ctx.pointerOut), "hspmn_block_create");
-            MemorySegment h = ctx.pointerOut.get(ValueLayout.ADDRESS, 0);
-            Tensor aux = null;
-            Tensor dAux = null;
-            try {
-                Native.check(hspmn_h.hspmn_block_get_params(h, p), "hspmn_block_get_params");
-                HspmnConfig held = HspmnConfig.readFrom(p);
-                Native.check(hspmn_h.hspmn_block_param_count(h, ctx.intOut), "hspmn_block_param_count");
-                int n = ctx.intOut.get(ValueLayout.JAVA_INT, 0);
-                List<String> names = new ArrayList<>(n);
-                Map<String, MemorySegment> segs = new LinkedHashMap<>();
-                for (int i = 0; i < n; i++) {
-                    Native.check(hspmn_h.hspmn_block_param_name(h, i, ctx.pointerOut), "hspmn_block_param_name");
-                    MemorySegment s = ctx.pointerOut.get(hspmn_h.C_POINTER, 0);
-                    String name = s.getString(0);
-                    names.add(name);
-                    segs.put(name, s);
-                }
-                aux = Tensor.create(ctx, DType.F32, ctx.workMemory(), 1);
-                dAux = Tensor.create(ctx, DType.F32, ctx.workMemory(), 1);
-                Block b = new Block(ctx, held, h, Collections.unmodifiableList(names), segs, aux, dAux);
-                ctx.register(b);
-                return b;
-            } catch (RuntimeException e) {
-                if (aux != null) {
-                    aux.close();
-                }
-                if (dAux != null) {
-                    dAux.close();
-                }
-                hspmn_h.hspmn_block_destroy(h);
-                throw e;
-            }
-        }
-    }
+    private static final Kind KIND = new Kind("hspmn_block", hspmn_block_params::allocate,
+            hspmn_h::hspmn_block_default_params, hspmn_h::hspmn_block_create, hspmn_h::hspmn_block_get_params,
+            hspmn_h::hspmn_block_destroy);
 
     /** The configuration as the library holds it. */
     public HspmnConfig config() {
         return config;
     }
 
-    public Context context() {
-        return ctx;
-    }
-
-    public boolean isClosed() {
-        return handle == null;
+    /** A block with parameters initialised from {@code seed} (see hspmn_block_create). */
+    public static Block create(Context ctx, HspmnConfig config, long seed) {
+        Objects.requireNonNull(config, "config").validate();
+        return create(ctx, "Block.create", KIND, BY_NAME, config::writeTo, seed,
+                (h, names, p) -> new Block(ctx, HspmnConfig.readFrom(p), h, names));
     }
 
     /**
@@ -129,14 +80,10 @@ public final class Block implements AutoCloseable {
     }
 
     private void forwardInto(Tensor x, Tensor out, Tensor auxOut, ForwardOptions options) {
-        Objects.requireNonNull(x, "x");
-        Objects.requireNonNull(out, "out");
         Objects.requireNonNull(options, "options");
-        checkOpen("Block.forward");
-        x.checkUsable(ctx, "x");
-        out.checkUsable(ctx, "out");
+        checkCall("Block.forward", x, "x", out, "out");
         options.writeTo(ctx.forwardParams);
-        Native.check(hspmn_h.hspmn_block_forward(handle, ctx.forwardParams, x.handle(), out.handle(),
+        Native.check(hspmn_h.hspmn_block_forward(handle(), ctx.forwardParams, x.handle(), out.handle(),
                 auxOut == null ? java.lang.foreign.MemorySegment.NULL : auxOut.handle()), "hspmn_block_forward");
     }
 
@@ -154,16 +101,12 @@ public final class Block implements AutoCloseable {
      *                                  for a tensor that is not in device memory, or of the wrong shape
      */
     public ForwardGraph captureForward(Tensor x, Tensor out, Tensor auxOut, ForwardOptions options) {
-        Objects.requireNonNull(x, "x");
-        Objects.requireNonNull(out, "out");
         Objects.requireNonNull(options, "options");
         try (var g = ctx.enter("Block.captureForward")) {
-            checkOpen("Block.captureForward");
-            x.checkUsable(ctx, "x");
-            out.checkUsable(ctx, "out");
+            checkCall("Block.captureForward", x, "x", out, "out");
             MemorySegment a = Tensor.handleOrNull(auxOut, ctx, "aux");
             options.writeTo(ctx.forwardParams);
-            Native.check(hspmn_h.hspmn_graph_capture_forward(handle, ctx.forwardParams, x.handle(), out.handle(), a,
+            Native.check(hspmn_h.hspmn_graph_capture_forward(handle(), ctx.forwardParams, x.handle(), out.handle(), a,
                     ctx.pointerOut), "hspmn_graph_capture_forward");
             MemorySegment h = ctx.pointerOut.get(ValueLayout.ADDRESS, 0);
             ForwardGraph graph = new ForwardGraph(ctx, this, x, out, auxOut, h);
@@ -184,18 +127,14 @@ public final class Block implements AutoCloseable {
      * @return the aux loss
      */
     public float forwardRouted(Tensor x, Tensor noise, Tensor indices, Tensor counts, Tensor out, ForwardOptions options) {
-        Objects.requireNonNull(x, "x");
-        Objects.requireNonNull(out, "out");
         Objects.requireNonNull(options, "options");
         try (var g = ctx.enter("Block.forwardRouted")) {
-            checkOpen("Block.forwardRouted");
-            x.checkUsable(ctx, "x");
-            out.checkUsable(ctx, "out");
+            checkCall("Block.forwardRouted", x, "x", out, "out");
             MemorySegment n = Tensor.handleOrNull(noise, ctx, "noise");
             MemorySegment i = Tensor.handleOrNull(indices, ctx, "indices");
             MemorySegment c = Tensor.handleOrNull(counts, ctx, "counts");
             options.writeTo(ctx.forwardParams);
-            Native.check(hspmn_h.hspmn_block_forward_routed(handle, ctx.forwardParams, x.handle(), n, i, c,
+            Native.check(hspmn_h.hspmn_block_forward_routed(handle(), ctx.forwardParams, x.handle(), n, i, c,
                     out.handle(), aux.handle()), "hspmn_block_forward_routed");
             return readScalar(aux);
         }
@@ -225,7 +164,7 @@ public final class Block implements AutoCloseable {
             MemorySegment p = ctx.backwardParams;
             hspmn_backward_params.accumulate(p, accumulate ? 1 : 0);
             hspmn_backward_params.reserved(p, 0);
-            Native.check(hspmn_h.hspmn_block_backward(handle, p, dOut.handle(), dAux.handle(), dx),
+            Native.check(hspmn_h.hspmn_block_backward(handle(), p, dOut.handle(), dAux.handle(), dx),
                     "hspmn_block_backward");
         }
     }
@@ -256,7 +195,7 @@ public final class Block implements AutoCloseable {
                  Tensor counts = Tensor.create(ctx, DType.I32, mem, b);
                  Tensor auxOut = Tensor.create(ctx, DType.F32, mem, 1)) {
                 options.writeTo(ctx.forwardParams);
-                Native.check(hspmn_h.hspmn_block_route(handle, ctx.forwardParams, x.handle(), n, logits.handle(),
+                Native.check(hspmn_h.hspmn_block_route(handle(), ctx.forwardParams, x.handle(), n, logits.handle(),
                         probs.handle(), indices.handle(), counts.handle(), auxOut.handle()), "hspmn_block_route");
                 int[] cnt = counts.toIntArray();
                 int[] idx = indices.toIntArray();
@@ -273,107 +212,11 @@ public final class Block implements AutoCloseable {
         }
     }
 
-    /** Parameter names (PyTorch state_dict names) in the library's fixed order. */
-    public List<String> parameterNames() {
-        return names;
-    }
-
-    public long[] parameterShape(String name) {
-        try (var g = ctx.enter("Block.parameterShape"); Arena arena = Arena.ofConfined()) {
-            checkOpen("Block.parameterShape");
-            MemorySegment d = ctx.desc;
-            Native.check(hspmn_h.hspmn_block_param_describe(handle, name(name, arena), d), "hspmn_block_param_describe");
-            long[] shape = new long[hspmn_tensor_desc.ndim(d)];
-            for (int i = 0; i < shape.length; i++) {
-                shape[i] = hspmn_tensor_desc.shape(d, i);
-            }
-            return shape;
-        }
-    }
-
-    /** Copies parameter {@code name} into {@code dst} (same shape, bf16 or f32). */
-    public void getParameter(String name, Tensor dst) {
-        try (var g = ctx.enter("Block.getParameter"); Arena arena = Arena.ofConfined()) {
-            checkOpen("Block.getParameter");
-            dst.checkUsable(ctx, "dst");
-            Native.check(hspmn_h.hspmn_block_get_param(handle, name(name, arena), dst.handle()), "hspmn_block_get_param(" + name + ")");
-        }
-    }
-
-    /** Sets parameter {@code name} from {@code src} (same shape, bf16 or f32; f32 rounded to nearest even). */
-    public void setParameter(String name, Tensor src) {
-        try (var g = ctx.enter("Block.setParameter"); Arena arena = Arena.ofConfined()) {
-            checkOpen("Block.setParameter");
-            src.checkUsable(ctx, "src");
-            Native.check(hspmn_h.hspmn_block_set_param(handle, name(name, arena), src.handle()), "hspmn_block_set_param(" + name + ")");
-        }
-    }
-
-    public float[] parameter(String name) {
-        try (var g = ctx.enter("Block.parameter"); Tensor t = Tensor.create(ctx, DType.F32, ctx.workMemory(), parameterShape(name))) {
-            getParameter(name, t);
-            return t.toFloatArray();
-        }
-    }
-
-    public void setParameter(String name, float[] values) {
-        try (var g = ctx.enter("Block.setParameter"); Tensor t = Tensor.create(ctx, DType.F32, ctx.workMemory(), parameterShape(name))) {
-            t.copyFrom(values);
-            setParameter(name, t);
-        }
-    }
-
-    /** Copies the gradient of parameter {@code name} (held in f32) into {@code dst}, bf16 or f32. */
-    public void getGradient(String name, Tensor dst) {
-        try (var g = ctx.enter("Block.getGradient"); Arena arena = Arena.ofConfined()) {
-            checkOpen("Block.getGradient");
-            dst.checkUsable(ctx, "dst");
-            Native.check(hspmn_h.hspmn_block_get_grad(handle, name(name, arena), dst.handle()), "hspmn_block_get_grad(" + name + ")");
-        }
-    }
-
-    public float[] gradient(String name) {
-        try (var g = ctx.enter("Block.gradient"); Tensor t = Tensor.create(ctx, DType.F32, ctx.workMemory(), parameterShape(name))) {
-            getGradient(name, t);
-            return t.toFloatArray();
-        }
-    }
-
-    public void zeroGrad() {
-        try (var g = ctx.enter("Block.zeroGrad")) {
-            checkOpen("Block.zeroGrad");
-            Native.check(hspmn_h.hspmn_block_zero_grad(handle), "hspmn_block_zero_grad");
-        }
-    }
-
-    /**
-     * Frees the block, its parameters, gradients and caches. Idempotent. While a {@link ForwardGraph}
-     * captured from it is open this throws {@link HspmnStateException} and the block stays open.
-     */
+    /** Frees the two aux tensors once the library has freed the block (which it refuses while graphs hold it). */
     @Override
-    public void close() {
-        if (handle == null) {
-            return;
-        }
-        try (var g = ctx.enter("Block.close")) {
-            MemorySegment h = handle;
-            if (h == null) {
-                return;
-            }
-            // The library decides first: it refuses while graphs hold the block.
-            Native.check(hspmn_h.hspmn_block_destroy(h), "hspmn_block_destroy");
-            handle = null;
-            ctx.unregister(this);
-            aux.close();
-            dAux.close();
-        }
-    }
-
-    private MemorySegment name(String name, Arena arena) {
-        Objects.requireNonNull(name, "name");
-        MemorySegment s = nameSegments.get(name);
-        // Unknown names still go to the library, which answers NOT_FOUND with its own message.
-        return s != null ? s : arena.allocateFrom(name);
+    void released() {
+        aux.close();
+        dAux.close();
     }
 
     private float readScalar(Tensor t) {
@@ -381,15 +224,9 @@ public final class Block implements AutoCloseable {
         return ctx.floatBuf.get(ValueLayout.JAVA_FLOAT, 0);
     }
 
-    private void checkOpen(String op) {
-        if (handle == null) {
-            throw new IllegalStateException(op + ": " + this + " is closed");
-        }
-    }
-
     @Override
     public String toString() {
         return "Block[D=" + config.dim() + ", H=" + config.numHeads() + ", Hkv=" + config.numKvHeads() + ", "
-                + config.routing().jsonName() + ", rho=" + config.sparsityK() + "]" + (handle == null ? " (closed)" : "");
+                + config.routing().jsonName() + ", rho=" + config.sparsityK() + "]" + (isClosed() ? " (closed)" : "");
     }
 }

@@ -44,7 +44,7 @@ public final class Context implements AutoCloseable {
     private final Guard guard = new Guard();
     private final ContextOptions options;
     private final Backend backend;
-    private final Set<AutoCloseable> children = new LinkedHashSet<>();
+    private final Set<NativeHandle> children = new LinkedHashSet<>();
     private volatile MemorySegment handle;
 
     // Argument structs reused by every call; safe because calls are serialised by the lock.
@@ -150,11 +150,11 @@ public final class Context implements AutoCloseable {
         return handle;
     }
 
-    void register(AutoCloseable child) {
+    void register(NativeHandle child) {
         children.add(child);
     }
 
-    void unregister(AutoCloseable child) {
+    void unregister(NativeHandle child) {
         children.remove(child);
     }
 
@@ -165,9 +165,9 @@ public final class Context implements AutoCloseable {
             return;
         }
         try (var g = enter("Context.close")) {
-            List<AutoCloseable> open = new ArrayList<>(children);
+            List<NativeHandle> open = new ArrayList<>(children);
             // Graphs and decoders first: they hold blocks, models and tensors, which refuse to close under them.
-            for (AutoCloseable c : open) {
+            for (NativeHandle c : open) {
                 if (c instanceof ForwardGraph fg) {
                     fg.close();
                 } else if (c instanceof Decoder d) {
@@ -175,17 +175,17 @@ public final class Context implements AutoCloseable {
                 }
             }
             // Then blocks and models: they own tensors (aux, loss buffers) that they close themselves.
-            for (AutoCloseable c : open) {
+            for (NativeHandle c : open) {
                 if (c instanceof Block b) {
                     b.close();
                 } else if (c instanceof LanguageModel m) {
                     m.close();
                 }
             }
-            for (AutoCloseable c : new ArrayList<>(children)) {
+            for (NativeHandle c : new ArrayList<>(children)) {
                 try {
                     c.close();
-                } catch (Exception e) {
+                } catch (RuntimeException e) {
                     throw new IllegalStateException("closing " + c + " failed", e);
                 }
             }

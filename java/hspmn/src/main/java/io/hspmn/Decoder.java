@@ -22,19 +22,16 @@ import java.util.Objects;
  * {@link #capture}).
  *
  * <p>Belongs to its model's {@link Context} and follows its one-thread-at-a-time rule; close it before
- * the model (closing the context closes it first).
+ * the model (closing the context closes it first). Closing it frees the caches.
  */
-public final class Decoder implements AutoCloseable {
-    private final Context ctx;
+public final class Decoder extends NativeHandle {
     private final LanguageModel model;
     private final int maxSeqs;
     private final long maxLen;
-    private volatile MemorySegment handle;
 
     private Decoder(LanguageModel model, MemorySegment handle, int maxSeqs, long maxLen) {
-        this.ctx = model.context();
+        super(model.context(), handle, "hspmn_decoder_destroy", hspmn_h::hspmn_decoder_destroy);
         this.model = model;
-        this.handle = handle;
         this.maxSeqs = maxSeqs;
         this.maxLen = maxLen;
     }
@@ -186,33 +183,8 @@ public final class Decoder implements AutoCloseable {
         }
     }
 
-    private MemorySegment handle(String op) {
-        MemorySegment h = handle;
-        if (h == null) {
-            throw new IllegalStateException(op + ": " + this + " is closed");
-        }
-        return h;
-    }
-
-    /** Frees the caches. Idempotent. */
-    @Override
-    public void close() {
-        if (handle == null) {
-            return;
-        }
-        try (var g = ctx.enter("Decoder.close")) {
-            MemorySegment h = handle;
-            if (h == null) {
-                return;
-            }
-            Native.check(hspmn_h.hspmn_decoder_destroy(h), "hspmn_decoder_destroy");
-            handle = null;
-            ctx.unregister(this);
-        }
-    }
-
     @Override
     public String toString() {
-        return "Decoder[" + maxSeqs + " slots x " + maxLen + (handle == null ? ", closed" : "") + "]";
+        return "Decoder[" + maxSeqs + " slots x " + maxLen + (isClosed() ? ", closed" : "") + "]";
     }
 }

@@ -12,12 +12,12 @@ import java.lang.foreign.MemorySegment;
  *
  * <p><b>What is bound.</b> The graph replays on the addresses it was captured with: write new input into
  * {@link #input()} and read {@link #output()} (and {@link #aux()}) after the replay. The forward options
- * are fixed at capture. Parameter values are not: {@link Block#setParameter} between replays takes effect
+ * are fixed at capture. Parameter values are not: {@link Block#setParam} between replays takes effect
  * at the next launch. Replays do not scan the input for NaN/Inf (the capture did, once).
  *
  * <p><b>Lifetime.</b> The block and the bound tensors must outlive the graph: closing any of them while
  * the graph is open fails with {@link HspmnStateException} and leaves it open. {@link Context#close()}
- * closes graphs before blocks and tensors.
+ * closes graphs before blocks and tensors. Closing the graph releases the block and tensors it holds.
  *
  * <p><b>Invalidation.</b> A later call on the block that regrows its scratch (a forward of a larger
  * shape, the block's first training forward or route call) moves memory the graph holds; {@link #launch()}
@@ -27,31 +27,24 @@ import java.lang.foreign.MemorySegment;
  *
  * <p>Belongs to the block's {@link Context} and follows its one-thread-at-a-time rule.
  */
-public final class ForwardGraph implements AutoCloseable {
-    private final Context ctx;
+public final class ForwardGraph extends NativeHandle {
     private final Block block;
     private final Tensor x;
     private final Tensor out;
     private final Tensor aux;
-    private volatile MemorySegment handle;
 
     ForwardGraph(Context ctx, Block block, Tensor x, Tensor out, Tensor aux, MemorySegment handle) {
-        this.ctx = ctx;
+        super(ctx, handle, "hspmn_graph_destroy", hspmn_h::hspmn_graph_destroy);
         this.block = block;
         this.x = x;
         this.out = out;
         this.aux = aux;
-        this.handle = handle;
     }
 
     /** Queues one replay of the captured forward; does not wait for it. */
     public void launch() {
         try (var g = ctx.enter("ForwardGraph.launch")) {
-            MemorySegment h = handle;
-            if (h == null) {
-                throw new IllegalStateException("ForwardGraph.launch: " + this + " is closed");
-            }
-            Native.check(hspmn_h.hspmn_graph_launch(h), "hspmn_graph_launch");
+            Native.check(hspmn_h.hspmn_graph_launch(handle("ForwardGraph.launch")), "hspmn_graph_launch");
         }
     }
 
@@ -75,29 +68,8 @@ public final class ForwardGraph implements AutoCloseable {
         return aux;
     }
 
-    public boolean isClosed() {
-        return handle == null;
-    }
-
-    /** Frees the graph and releases the block and tensors it holds. Idempotent. */
-    @Override
-    public void close() {
-        if (handle == null) {
-            return;
-        }
-        try (var g = ctx.enter("ForwardGraph.close")) {
-            MemorySegment h = handle;
-            if (h == null) {
-                return;
-            }
-            Native.check(hspmn_h.hspmn_graph_destroy(h), "hspmn_graph_destroy");
-            handle = null;
-            ctx.unregister(this);
-        }
-    }
-
     @Override
     public String toString() {
-        return "ForwardGraph[" + block + ", x " + x + "]" + (handle == null ? " (closed)" : "");
+        return "ForwardGraph[" + block + ", x " + x + "]" + (isClosed() ? " (closed)" : "");
     }
 }

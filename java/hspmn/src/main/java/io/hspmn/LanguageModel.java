@@ -6,16 +6,11 @@ import io.hspmn.ffi.hspmn_h;
 import io.hspmn.ffi.hspmn_model_backward_params;
 import io.hspmn.ffi.hspmn_model_forward_params;
 import io.hspmn.ffi.hspmn_model_params;
-import io.hspmn.ffi.hspmn_tensor_desc;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
-import java.util.ArrayList;
-import java.util.Collections;
-import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Map;
 import java.util.Objects;
 
 /**
@@ -29,36 +24,37 @@ import java.util.Objects;
  *
  * <p>Parameters are named as in the PyTorch state_dict ({@code embedding}, {@code blocks.{i}.<block
  * name>}, {@code norm}). Belongs to its {@link Context} and follows its one-thread-at-a-time rule;
- * closing the context closes the model.
+ * closing the context closes the model. Closing it frees weights, gradients, moments and caches; the
+ * library refuses while decoders of the model live, and then the model stays open.
  */
-public final class LanguageModel implements AutoCloseable {
-    private final Context ctx;
+public final class LanguageModel extends ParameterHandle {
+    private static final Kind KIND = new Kind("hspmn_model", hspmn_model_params::allocate,
+            hspmn_h::hspmn_model_default_params, hspmn_h::hspmn_model_create, hspmn_h::hspmn_model_get_params,
+            hspmn_h::hspmn_model_destroy);
+    private static final ByName BY_NAME = new ByName(hspmn_h::hspmn_model_param_count, hspmn_h::hspmn_model_param_name,
+            hspmn_h::hspmn_model_param_describe, hspmn_h::hspmn_model_get_param, hspmn_h::hspmn_model_set_param,
+            hspmn_h::hspmn_model_get_grad, hspmn_h::hspmn_model_zero_grad);
+
+    private final Tensor loss;  // [2] f32 {loss, ce}
+    private final Tensor stats; // [L, 2] f32 {aux, routed fraction} per layer
     private final ModelConfig config;
-    private final List<String> names;
-    private final Map<String, MemorySegment> nameSegments; // the library's name strings, valid while the model lives
-    private final Arena arena;                             // argument structs, reused: calls are serialised
+    private final Arena arena;  // argument structs, reused: calls are serialised
     private final MemorySegment forwardParams;
     private final MemorySegment backwardParams;
     private final MemorySegment adamwParams;
     private final MemorySegment adamwResult;
-    private final Tensor loss;  // [2] f32 {loss, ce}
-    private final Tensor stats; // [L, 2] f32 {aux, routed fraction} per layer
-    private volatile MemorySegment handle;
 
-    private LanguageModel(Context ctx, ModelConfig config, MemorySegment handle, List<String> names,
-                          Map<String, MemorySegment> nameSegments, Arena arena, Tensor loss, Tensor stats) {
-        this.ctx = ctx;
+    private LanguageModel(Context ctx, ModelConfig config, MemorySegment handle, Names names) {
+        super(ctx, handle, KIND, BY_NAME, names);
+        Tensor[] work = Tensor.work(ctx, new long[] {2}, new long[] {config.numLayers(), 2});
+        this.loss = work[0];
+        this.stats = work[1];
         this.config = config;
-        this.handle = handle;
-        this.names = names;
-        this.nameSegments = nameSegments;
-        this.arena = arena;
+        this.arena = Arena.ofShared();
         this.forwardParams = hspmn_model_forward_params.allocate(arena);
         this.backwardParams = hspmn_model_backward_params.allocate(arena);
         this.adamwParams = hspmn_adamw_params.allocate(arena);
         this.adamwResult = hspmn_adamw_result.allocate(arena);
-        this.loss = loss;
-        this.stats = stats;
     }
 
     /**
@@ -68,53 +64,9 @@ public final class LanguageModel implements AutoCloseable {
      * @throws InvalidArgumentException for an invalid config, naming the field
      */
     public static LanguageModel create(Context ctx, ModelConfig config, long seed) {
-        Objects.requireNonNull(ctx, "ctx");
-        Objects.requireNonNull(config, "config");
-        config.validate();
-        try (var g = ctx.enter("LanguageModel.create")) {
-            Arena arena = Arena.ofShared();
-            MemorySegment h = null;
-            Tensor loss = null;
-            Tensor stats = null;
-            try {
-                MemorySegment p = hspmn_model_params.allocate(arena);
-                p.copyFrom(hspmn_h.hspmn_model_default_params(arena));
-                config.writeTo(p);
-                Native.check(hspmn_h.hspmn_model_create(ctx.handle(), p, seed, ctx.pointerOut), "hspmn_model_create");
-                h = ctx.pointerOut.get(ValueLayout.ADDRESS, 0);
-                Native.check(hspmn_h.hspmn_model_get_params(h, p), "hspmn_model_get_params");
-                ModelConfig held = ModelConfig.readFrom(p);
-                Native.check(hspmn_h.hspmn_model_param_count(h, ctx.intOut), "hspmn_model_param_count");
-                int n = ctx.intOut.get(ValueLayout.JAVA_INT, 0);
-                List<String> names = new ArrayList<>(n);
-                Map<String, MemorySegment> segs = new LinkedHashMap<>();
-                for (int i = 0; i < n; i++) {
-                    Native.check(hspmn_h.hspmn_model_param_name(h, i, ctx.pointerOut), "hspmn_model_param_name");
-                    MemorySegment s = ctx.pointerOut.get(hspmn_h.C_POINTER, 0);
-                    String name = s.getString(0);
-                    names.add(name);
-                    segs.put(name, s);
-                }
-                loss = Tensor.create(ctx, DType.F32, ctx.workMemory(), 2);
-                stats = Tensor.create(ctx, DType.F32, ctx.workMemory(), held.numLayers(), 2);
-                LanguageModel m = new LanguageModel(ctx, held, h, Collections.unmodifiableList(names), segs, arena,
-                        loss, stats);
-                ctx.register(m);
-                return m;
-            } catch (RuntimeException e) {
-                if (loss != null) {
-                    loss.close();
-                }
-                if (stats != null) {
-                    stats.close();
-                }
-                if (h != null) {
-                    hspmn_h.hspmn_model_destroy(h);
-                }
-                arena.close();
-                throw e;
-            }
-        }
+        Objects.requireNonNull(config, "config").validate();
+        return create(ctx, "LanguageModel.create", KIND, BY_NAME, config::writeTo, seed,
+                (h, names, p) -> new LanguageModel(ctx, ModelConfig.readFrom(p), h, names));
     }
 
     /** The configuration as the library holds it. */
@@ -122,128 +74,27 @@ public final class LanguageModel implements AutoCloseable {
         return config;
     }
 
-    public Context context() {
-        return ctx;
-    }
-
-    public boolean isClosed() {
-        return handle == null;
-    }
-
-    /** Parameter names in the library's fixed (state_dict) order. */
-    public List<String> paramNames() {
-        return names;
-    }
-
-    /** Shape of a parameter (its master copy is f32). */
-    public long[] paramShape(String name) {
-        try (var g = ctx.enter("LanguageModel.paramShape"); Arena a = Arena.ofConfined()) {
-            checkOpen("LanguageModel.paramShape");
-            MemorySegment d = ctx.desc;
-            Native.check(hspmn_h.hspmn_model_param_describe(handle, name(name, a), d),
-                    "hspmn_model_param_describe(" + name + ")");
-            long[] shape = new long[hspmn_tensor_desc.ndim(d)];
-            for (int i = 0; i < shape.length; i++) {
-                shape[i] = hspmn_tensor_desc.shape(d, i);
-            }
-            return shape;
-        }
-    }
-
-    /** The master weight into {@code dst}: f32 exactly, bf16 rounded. */
-    public void getParam(String name, Tensor dst) {
-        Objects.requireNonNull(dst, "dst");
-        try (var g = ctx.enter("LanguageModel.getParam"); Arena a = Arena.ofConfined()) {
-            checkOpen("LanguageModel.getParam");
-            dst.checkUsable(ctx, "dst");
-            Native.check(hspmn_h.hspmn_model_get_param(handle, name(name, a), dst.handle()),
-                    "hspmn_model_get_param(" + name + ")");
-        }
-    }
-
-    /** Sets the master weight from f32 (exact) or bf16 (widened); the bf16 copy is re-rounded from it. */
-    public void setParam(String name, Tensor src) {
-        Objects.requireNonNull(src, "src");
-        try (var g = ctx.enter("LanguageModel.setParam"); Arena a = Arena.ofConfined()) {
-            checkOpen("LanguageModel.setParam");
-            src.checkUsable(ctx, "src");
-            Native.check(hspmn_h.hspmn_model_set_param(handle, name(name, a), src.handle()),
-                    "hspmn_model_set_param(" + name + ")");
-        }
-    }
-
-    /** The float32 master weight, row-major. */
-    public float[] param(String name) {
-        return readF32("LanguageModel.param", name, this::getParam);
-    }
-
-    /** Sets the float32 master weight (row-major, the parameter's element count). */
-    public void setParam(String name, float[] values) {
-        Objects.requireNonNull(values, "values");
-        try (var g = ctx.enter("LanguageModel.setParam");
-             Tensor t = Tensor.create(ctx, DType.F32, ctx.workMemory(), paramShape(name))) {
-            t.copyFrom(values);
-            setParam(name, t);
-        }
-    }
-
-    /** The gradient (f32 inside) of the last backward(s) into {@code dst}, f32 or bf16. */
-    public void getGrad(String name, Tensor dst) {
-        Objects.requireNonNull(dst, "dst");
-        try (var g = ctx.enter("LanguageModel.getGrad"); Arena a = Arena.ofConfined()) {
-            checkOpen("LanguageModel.getGrad");
-            dst.checkUsable(ctx, "dst");
-            Native.check(hspmn_h.hspmn_model_get_grad(handle, name(name, a), dst.handle()),
-                    "hspmn_model_get_grad(" + name + ")");
-        }
-    }
-
-    public float[] grad(String name) {
-        return readF32("LanguageModel.grad", name, this::getGrad);
-    }
-
-    public void zeroGrad() {
-        try (var g = ctx.enter("LanguageModel.zeroGrad")) {
-            checkOpen("LanguageModel.zeroGrad");
-            Native.check(hspmn_h.hspmn_model_zero_grad(handle), "hspmn_model_zero_grad");
-        }
-    }
-
     /** AdamW's moment of a parameter (f32, its shape; zero until the first step) into {@code dst}. */
     public void getMoment(String name, Moment which, Tensor dst) {
         Objects.requireNonNull(which, "which");
-        Objects.requireNonNull(dst, "dst");
-        try (var g = ctx.enter("LanguageModel.getMoment"); Arena a = Arena.ofConfined()) {
-            checkOpen("LanguageModel.getMoment");
-            dst.checkUsable(ctx, "dst");
-            Native.check(hspmn_h.hspmn_model_get_moment(handle, name(name, a), which.code(), dst.handle()),
-                    "hspmn_model_get_moment(" + name + ", " + which + ")");
-        }
+        copy("getMoment", "_get_moment(" + name + ", " + which + ")", name, dst, "dst",
+                (h, n, t) -> hspmn_h.hspmn_model_get_moment(h, n, which.code(), t));
     }
 
     public void setMoment(String name, Moment which, Tensor src) {
         Objects.requireNonNull(which, "which");
-        Objects.requireNonNull(src, "src");
-        try (var g = ctx.enter("LanguageModel.setMoment"); Arena a = Arena.ofConfined()) {
-            checkOpen("LanguageModel.setMoment");
-            src.checkUsable(ctx, "src");
-            Native.check(hspmn_h.hspmn_model_set_moment(handle, name(name, a), which.code(), src.handle()),
-                    "hspmn_model_set_moment(" + name + ", " + which + ")");
-        }
+        copy("setMoment", "_set_moment(" + name + ", " + which + ")", name, src, "src",
+                (h, n, t) -> hspmn_h.hspmn_model_set_moment(h, n, which.code(), t));
     }
 
     public float[] moment(String name, Moment which) {
         Objects.requireNonNull(which, "which");
-        return readF32("LanguageModel.moment", name, (n, t) -> getMoment(n, which, t));
+        return read(op("moment"), name, (n, t) -> getMoment(n, which, t));
     }
 
     public void setMoment(String name, Moment which, float[] values) {
-        Objects.requireNonNull(values, "values");
-        try (var g = ctx.enter("LanguageModel.setMoment");
-             Tensor t = Tensor.create(ctx, DType.F32, ctx.workMemory(), paramShape(name))) {
-            t.copyFrom(values);
-            setMoment(name, which, t);
-        }
+        Objects.requireNonNull(which, "which");
+        write(op("setMoment"), name, values, (n, t) -> setMoment(n, which, t));
     }
 
     /**
@@ -289,14 +140,10 @@ public final class LanguageModel implements AutoCloseable {
     }
 
     private void forwardInto(Tensor tokens, Tensor targets, Tensor lossOut, Tensor statsOut, ModelForwardOptions options) {
-        Objects.requireNonNull(tokens, "tokens");
-        Objects.requireNonNull(targets, "targets");
         Objects.requireNonNull(options, "options");
-        checkOpen("LanguageModel.forward");
-        tokens.checkUsable(ctx, "tokens");
-        targets.checkUsable(ctx, "targets");
+        checkCall("LanguageModel.forward", tokens, "tokens", targets, "targets");
         options.writeTo(forwardParams);
-        Native.check(hspmn_h.hspmn_model_forward(handle, forwardParams, tokens.handle(), targets.handle(),
+        Native.check(hspmn_h.hspmn_model_forward(handle(), forwardParams, tokens.handle(), targets.handle(),
                 lossOut == null ? MemorySegment.NULL : lossOut.handle(),
                 statsOut == null ? MemorySegment.NULL : statsOut.handle()), "hspmn_model_forward");
     }
@@ -312,7 +159,7 @@ public final class LanguageModel implements AutoCloseable {
             checkOpen("LanguageModel.backward");
             hspmn_model_backward_params.loss_scale(backwardParams, lossScale);
             hspmn_model_backward_params.accumulate(backwardParams, accumulate ? 1 : 0);
-            Native.check(hspmn_h.hspmn_model_backward(handle, backwardParams), "hspmn_model_backward");
+            Native.check(hspmn_h.hspmn_model_backward(handle(), backwardParams), "hspmn_model_backward");
         }
     }
 
@@ -326,7 +173,7 @@ public final class LanguageModel implements AutoCloseable {
         try (var g = ctx.enter("LanguageModel.adamwStep")) {
             checkOpen("LanguageModel.adamwStep");
             options.writeTo(adamwParams);
-            Native.check(hspmn_h.hspmn_model_adamw_step(handle, adamwParams, adamwResult), "hspmn_model_adamw_step");
+            Native.check(hspmn_h.hspmn_model_adamw_step(handle(), adamwParams, adamwResult), "hspmn_model_adamw_step");
             return new AdamwResult(hspmn_adamw_result.grad_norm(adamwResult), hspmn_adamw_result.applied(adamwResult) != 0);
         }
     }
@@ -338,13 +185,9 @@ public final class LanguageModel implements AutoCloseable {
      * @param out    [B, V] f32
      */
     public void logits(Tensor tokens, Tensor out) {
-        Objects.requireNonNull(tokens, "tokens");
-        Objects.requireNonNull(out, "out");
         try (var g = ctx.enter("LanguageModel.logits")) {
-            checkOpen("LanguageModel.logits");
-            tokens.checkUsable(ctx, "tokens");
-            out.checkUsable(ctx, "out");
-            Native.check(hspmn_h.hspmn_model_logits(handle, tokens.handle(), out.handle()), "hspmn_model_logits");
+            checkCall("LanguageModel.logits", tokens, "tokens", out, "out");
+            Native.check(hspmn_h.hspmn_model_logits(handle(), tokens.handle(), out.handle()), "hspmn_model_logits");
         }
     }
 
@@ -361,49 +204,12 @@ public final class LanguageModel implements AutoCloseable {
         }
     }
 
-    /** Frees the model: weights, gradients, moments, caches. Idempotent. */
+    /** Frees the loss buffers and argument structs once the library has freed the model. */
     @Override
-    public void close() {
-        if (handle == null) {
-            return;
-        }
-        try (var g = ctx.enter("LanguageModel.close")) {
-            MemorySegment h = handle;
-            if (h == null) {
-                return;
-            }
-            // The library refuses while decoders of the model live: then nothing here changes.
-            Native.check(hspmn_h.hspmn_model_destroy(h), "hspmn_model_destroy");
-            handle = null;
-            ctx.unregister(this);
-            loss.close();
-            stats.close();
-            arena.close();
-        }
-    }
-
-    private interface Reader {
-        void read(String name, Tensor dst);
-    }
-
-    private float[] readF32(String op, String name, Reader reader) {
-        try (var g = ctx.enter(op); Tensor t = Tensor.create(ctx, DType.F32, ctx.workMemory(), paramShape(name))) {
-            reader.read(name, t);
-            return t.toFloatArray();
-        }
-    }
-
-    private MemorySegment name(String name, Arena a) {
-        Objects.requireNonNull(name, "name");
-        MemorySegment s = nameSegments.get(name);
-        // Unknown names still go to the library, which answers NOT_FOUND with its own message.
-        return s != null ? s : a.allocateFrom(name);
-    }
-
-    /** The native handle, for {@link Decoder}; checks the model is open. */
-    MemorySegment handle(String op) {
-        checkOpen(op);
-        return handle;
+    void released() {
+        loss.close();
+        stats.close();
+        arena.close();
     }
 
     /**
@@ -414,15 +220,9 @@ public final class LanguageModel implements AutoCloseable {
         return Decoder.create(this, maxSeqs, maxLen);
     }
 
-    private void checkOpen(String op) {
-        if (handle == null) {
-            throw new IllegalStateException(op + ": " + this + " is closed");
-        }
-    }
-
     @Override
     public String toString() {
         return "LanguageModel[V=" + config.vocabSize() + ", L=" + config.numLayers() + ", D=" + config.block().dim()
-                + ", " + config.block().routing().jsonName() + "]" + (handle == null ? " (closed)" : "");
+                + ", " + config.block().routing().jsonName() + "]" + (isClosed() ? " (closed)" : "");
     }
 }

@@ -13,18 +13,16 @@ import java.util.Objects;
  * A library tensor ({@code hspmn_tensor}): dtype, memory kind and a row-major shape of 1 to 4 extents.
  * Created zero-filled. Belongs to its {@link Context} and follows its one-thread-at-a-time rule.
  */
-public final class Tensor implements AutoCloseable {
-    private final Context ctx;
+public final class Tensor extends NativeHandle {
     private final DType dtype;
     private final MemoryKind memory;
     private final long[] shape;
     private final long numel;
     private final long byteSize;
-    private volatile MemorySegment handle;
     private Arena viewArena; // created by the first segment() call; closing it invalidates stale views
 
     private Tensor(Context ctx, DType dtype, MemoryKind memory, long[] shape, MemorySegment handle) {
-        this.ctx = ctx;
+        super(ctx, handle, "hspmn_tensor_destroy", hspmn_h::hspmn_tensor_destroy);
         this.dtype = dtype;
         this.memory = memory;
         this.shape = shape;
@@ -34,7 +32,6 @@ public final class Tensor implements AutoCloseable {
         }
         this.numel = n;
         this.byteSize = n * dtype.byteSize();
-        this.handle = handle;
     }
 
     /** A zero-filled host tensor. */
@@ -114,14 +111,6 @@ public final class Tensor implements AutoCloseable {
         return byteSize;
     }
 
-    public Context context() {
-        return ctx;
-    }
-
-    public boolean isClosed() {
-        return handle == null;
-    }
-
     /**
      * A zero-copy view of a HOST or PINNED tensor's data. The view dies with the tensor: using it
      * after {@link #close()} throws IllegalStateException instead of touching freed memory.
@@ -131,7 +120,7 @@ public final class Tensor implements AutoCloseable {
         try (var g = ctx.enter("Tensor.segment")) {
             checkOpen("Tensor.segment");
             if (viewArena == null) {
-                Native.check(hspmn_h.hspmn_tensor_data(handle, ctx.pointerOut), "hspmn_tensor_data");
+                Native.check(hspmn_h.hspmn_tensor_data(handle(), ctx.pointerOut), "hspmn_tensor_data");
                 MemorySegment address = ctx.pointerOut.get(ValueLayout.ADDRESS, 0);
                 Arena a = Arena.ofShared();
                 view = NativeLibrary.view(address, byteSize, a);
@@ -159,7 +148,7 @@ public final class Tensor implements AutoCloseable {
                 src = arena.allocate(byteSize, 8);
                 BFloat16.fromFloat(data, src);
             }
-            Native.check(hspmn_h.hspmn_tensor_copy_in(handle, src, byteSize), "hspmn_tensor_copy_in");
+            Native.check(hspmn_h.hspmn_tensor_copy_in(handle(), src, byteSize), "hspmn_tensor_copy_in");
         }
     }
 
@@ -172,7 +161,7 @@ public final class Tensor implements AutoCloseable {
         try (var g = ctx.enter("Tensor.copyFrom"); Arena arena = Arena.ofConfined()) {
             checkOpen("Tensor.copyFrom");
             MemorySegment src = arena.allocateFrom(ValueLayout.JAVA_INT, data);
-            Native.check(hspmn_h.hspmn_tensor_copy_in(handle, src, byteSize), "hspmn_tensor_copy_in");
+            Native.check(hspmn_h.hspmn_tensor_copy_in(handle(), src, byteSize), "hspmn_tensor_copy_in");
         }
     }
 
@@ -182,7 +171,7 @@ public final class Tensor implements AutoCloseable {
         try (var g = ctx.enter("Tensor.copyFrom")) {
             checkOpen("Tensor.copyFrom");
             src.checkUsable(ctx, "src");
-            Native.check(hspmn_h.hspmn_tensor_copy(handle, src.handle), "hspmn_tensor_copy");
+            Native.check(hspmn_h.hspmn_tensor_copy(handle(), src.handle()), "hspmn_tensor_copy");
         }
     }
 
@@ -213,7 +202,7 @@ public final class Tensor implements AutoCloseable {
         try (var g = ctx.enter("Tensor.toFloatArray"); Arena arena = Arena.ofConfined()) {
             checkOpen("Tensor.toFloatArray");
             MemorySegment dst = arena.allocate(byteSize, 8);
-            Native.check(hspmn_h.hspmn_tensor_copy_out(handle, dst, byteSize), "hspmn_tensor_copy_out");
+            Native.check(hspmn_h.hspmn_tensor_copy_out(handle(), dst, byteSize), "hspmn_tensor_copy_out");
             if (dtype == DType.F32) {
                 MemorySegment.copy(dst, ValueLayout.JAVA_FLOAT, 0, out, 0, out.length);
             } else {
@@ -231,7 +220,7 @@ public final class Tensor implements AutoCloseable {
         try (var g = ctx.enter("Tensor.toIntArray"); Arena arena = Arena.ofConfined()) {
             checkOpen("Tensor.toIntArray");
             MemorySegment dst = arena.allocate(byteSize, 8);
-            Native.check(hspmn_h.hspmn_tensor_copy_out(handle, dst, byteSize), "hspmn_tensor_copy_out");
+            Native.check(hspmn_h.hspmn_tensor_copy_out(handle(), dst, byteSize), "hspmn_tensor_copy_out");
             MemorySegment.copy(dst, ValueLayout.JAVA_INT, 0, out, 0, out.length);
         }
         return out;
@@ -247,7 +236,7 @@ public final class Tensor implements AutoCloseable {
     public MemorySegment toDLPack() {
         try (var g = ctx.enter("Tensor.toDLPack")) {
             checkOpen("Tensor.toDLPack");
-            Native.check(hspmn_h.hspmn_tensor_to_dlpack(handle, ctx.pointerOut), "hspmn_tensor_to_dlpack");
+            Native.check(hspmn_h.hspmn_tensor_to_dlpack(handle(), ctx.pointerOut), "hspmn_tensor_to_dlpack");
             return ctx.pointerOut.get(ValueLayout.ADDRESS, 0);
         }
     }
@@ -311,30 +300,36 @@ public final class Tensor implements AutoCloseable {
     }
 
     /**
-     * Frees the native tensor; views from {@link #segment()} become unusable. Idempotent. While a
-     * {@link ForwardGraph} is bound to it, or a {@link #toDLPack()} export has not been released, this throws
-     * {@link HspmnStateException} and the tensor stays open. A tensor from {@link #fromDLPack} frees nothing
-     * itself: it waits for the context's stream and calls the producer's deleter, once.
+     * Drops the views of {@link #segment()} before the memory goes (a later segment() makes a new view).
+     * Closing then frees the native tensor, except while a {@link ForwardGraph} is bound to it or a
+     * {@link #toDLPack()} export has not been released: then the library refuses
+     * ({@link HspmnStateException}) and the tensor stays open. A tensor from {@link #fromDLPack} frees
+     * nothing itself: it waits for the context's stream and calls the producer's deleter, once.
      */
     @Override
-    public void close() {
-        if (handle == null) {
-            return;
+    void closing() {
+        if (viewArena != null) {
+            viewArena.close();
+            viewArena = null;
+            view = null;
         }
-        try (var g = ctx.enter("Tensor.close")) {
-            MemorySegment h = handle;
-            if (h == null) {
-                return;
+    }
+
+    /** Float32 work tensors of these shapes in the context's work memory; none stays open when one fails. */
+    static Tensor[] work(Context ctx, long[]... shapes) {
+        Tensor[] t = new Tensor[shapes.length];
+        try {
+            for (int i = 0; i < shapes.length; i++) {
+                t[i] = create(ctx, DType.F32, ctx.workMemory(), shapes[i]);
             }
-            if (viewArena != null) { // before the memory goes; a later segment() makes a new view
-                viewArena.close();
-                viewArena = null;
-                view = null;
+            return t;
+        } catch (RuntimeException e) {
+            for (Tensor made : t) {
+                if (made != null) {
+                    made.close();
+                }
             }
-            // The library may refuse (a ForwardGraph bound to the tensor): then it stays open.
-            Native.check(hspmn_h.hspmn_tensor_destroy(h), "hspmn_tensor_destroy");
-            handle = null;
-            ctx.unregister(this);
+            throw e;
         }
     }
 
@@ -345,25 +340,13 @@ public final class Tensor implements AutoCloseable {
         }
     }
 
-    private void checkOpen(String op) {
-        if (handle == null) {
-            throw new IllegalStateException(op + ": " + this + " is closed");
-        }
-    }
-
     /** For use as an argument of a call on {@code owner}: open, and made from the same context. */
     void checkUsable(Context owner, String argument) {
-        if (handle == null) {
-            throw new IllegalStateException(argument + ": " + this + " is closed");
-        }
+        checkOpen(argument);
         if (ctx != owner) {
             throw new InvalidArgumentException(Status.INVALID_ARGUMENT, argument + ": " + this
                     + " belongs to another context (" + ctx + ")");
         }
-    }
-
-    MemorySegment handle() {
-        return handle;
     }
 
     /** The handle of an optional argument: NULL for null. */
@@ -372,12 +355,12 @@ public final class Tensor implements AutoCloseable {
             return MemorySegment.NULL;
         }
         t.checkUsable(owner, argument);
-        return t.handle;
+        return t.handle();
     }
 
     @Override
     public String toString() {
         return "Tensor" + Arrays.toString(shape) + " " + dtype.name().toLowerCase(java.util.Locale.ROOT) + " "
-                + memory.name().toLowerCase(java.util.Locale.ROOT) + (handle == null ? " (closed)" : "");
+                + memory.name().toLowerCase(java.util.Locale.ROOT) + (isClosed() ? " (closed)" : "");
     }
 }

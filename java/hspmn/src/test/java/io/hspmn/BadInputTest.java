@@ -157,7 +157,7 @@ class BadInputTest {
         b.close();
         b.close();
         expect(IllegalStateException.class, () -> b.forward(x, out, ForwardOptions.inference()), "closed", "Block");
-        expect(IllegalStateException.class, () -> b.parameter("router.w"), "closed");
+        expect(IllegalStateException.class, () -> b.param("router.w"), "closed");
     }
 
     @Test
@@ -174,10 +174,10 @@ class BadInputTest {
 
     @Test
     void unknownParameterName() {
-        var e = expect(InvalidArgumentException.class, () -> block.parameter("router.nope"), "router.nope");
+        var e = expect(InvalidArgumentException.class, () -> block.param("router.nope"), "router.nope");
         assertEquals(Status.NOT_FOUND, e.status());
         try (Tensor wrong = Tensor.create(ctx, DType.BF16, D + 1)) {
-            expect(InvalidArgumentException.class, () -> block.setParameter("router.w", wrong), "router.w");
+            expect(InvalidArgumentException.class, () -> block.setParam("router.w", wrong), "router.w");
         }
     }
 
@@ -276,12 +276,12 @@ class BadInputTest {
             block.forward(x, out, ForwardOptions.training(1, 0, 0));
             dOut.copyFrom(gaussian(B * S * D, 9));
             block.backward(dOut, 1f, dX);
-            float[] g = block.gradient("attn.q");
+            float[] g = block.grad("attn.q");
             // d_x may be skipped; the parameter gradients stay the same, and backward may be repeated
             block.backward(dOut, 1f, null);
-            assertArrayEquals(g, block.gradient("attn.q"));
+            assertArrayEquals(g, block.grad("attn.q"));
             block.backward(dOut, 1f, null, true);
-            float[] twice = block.gradient("attn.q");
+            float[] twice = block.grad("attn.q");
             for (int i = 0; i < g.length; i++) {
                 assertEquals(2 * g[i], twice[i], Math.ulp(2 * g[i]) * 2, "accumulate at " + i);
             }

@@ -85,16 +85,16 @@ class GpuForwardGraphTest {
     }
 
     @Test
-    void setParameterBetweenReplaysTakesEffect() {
+    void setParamBetweenReplaysTakesEffect() {
         try (ForwardGraph g = block.captureForward(x, out, aux, ForwardOptions.inference())) {
             assertReplayMatches(g, "before set");
             float[] before = out.toFloatArray();
-            float[] w = block.parameter("reflex.down");
+            float[] w = block.param("reflex.down");
             for (int i = 0; i < w.length; i++) {
                 w[i] = -2f * w[i];
             }
-            block.setParameter("reflex.down", w);
-            assertReplayMatches(g, "after setParameter");
+            block.setParam("reflex.down", w);
+            assertReplayMatches(g, "after setParam");
             assertFalse(java.util.Arrays.equals(before, out.toFloatArray()), "the replay used the new weight");
         }
     }

@@ -27,8 +27,8 @@ class LeakTest {
                 block.backward(tdOut, 1f, dX);
                 block.route(tx, null, ForwardOptions.inference());
                 tx.segment(); // the per-tensor view arena must be released too
-                block.parameter("attn.q");
-                block.gradient("attn.q");
+                block.param("attn.q");
+                block.grad("attn.q");
                 if (i == 0) {
                     // the counters must see these objects, or equality at the end would prove nothing
                     AllocStats mid = Hspmn.allocStats();

@@ -193,17 +193,17 @@ final class Parity {
              Block block = Block.create(ctx, gc.config, 1)) {
             // Every parameter the block has must come from the file, and the reverse, or a forgotten one
             // would silently keep its random initialisation.
-            if (!new HashSet<>(block.parameterNames()).equals(new HashSet<>(gc.parameterNames()))) {
-                exact.add("parameter names: block " + block.parameterNames() + " vs golden " + gc.parameterNames());
+            if (!new HashSet<>(block.paramNames()).equals(new HashSet<>(gc.parameterNames()))) {
+                exact.add("parameter names: block " + block.paramNames() + " vs golden " + gc.parameterNames());
                 return new Report(gc.name, backend, rows, exact);
             }
-            for (String p : block.parameterNames()) {
+            for (String p : block.paramNames()) {
                 float[] v = overrides.getOrDefault(p, gc.floats(p));
                 try (Tensor t = Tensor.of(ctx, DType.BF16, v, gc.shape(p))) {
-                    block.setParameter(p, t);
+                    block.setParam(p, t);
                 }
                 // bf16 -> bf16 must be lossless, or everything below compares against the wrong weights.
-                if (!overrides.containsKey(p) && !Arrays.equals(block.parameter(p), v)) {
+                if (!overrides.containsKey(p) && !Arrays.equals(block.param(p), v)) {
                     exact.add("parameter " + p + " does not read back bit-exactly");
                 }
             }
@@ -276,8 +276,8 @@ final class Parity {
                 float[] refDx = gc.floats("d_x");
                 rows.add(new Row("backward.d_x", relError(dX.toFloatArray(), refDx),
                         tol.bf16Slack() * idealBf16Error(refDx) + tol.bf16Floor()));
-                for (String p : block.parameterNames()) {
-                    rows.add(new Row("grad." + p, relError(block.gradient(p), gc.floats("grad." + p)),
+                for (String p : block.paramNames()) {
+                    rows.add(new Row("grad." + p, relError(block.grad(p), gc.floats("grad." + p)),
                             f32Bound(gc, tol, "grad." + p, exact)));
                 }
             }

@@ -27,7 +27,7 @@ class ReadmeExampleTest {
             float aux = block.forward(x, out, ForwardOptions.training(7L, 0, 0));   // Gumbel noise keyed by (seed, step, layer)
             Tensor dX = Tensor.create(ctx, DType.BF16, 2, 512, 256);
             block.backward(out, 1.0f, dX);                                    // d_out = out here; routing held fixed
-            float[] gradQ = block.gradient("attn.q");                                 // PyTorch state_dict names
+            float[] gradQ = block.grad("attn.q");                             // PyTorch state_dict names
             MemorySegment view = out.segment();                               // zero-copy view of host memory
             // README end
             assertTrue(Float.isFinite(aux) && aux > 0, "aux " + aux);

@@ -82,8 +82,8 @@ public final class Demo {
                     config.numHeads(), config.numKvHeads(), config.headDim(), config.hiddenDim(),
                     config.routing().jsonName(), config.sparsityK());
             System.out.printf(Locale.ROOT, "x       %s%n", x);
-            for (String name : block.parameterNames()) {
-                System.out.printf(Locale.ROOT, "param   %-16s %s%n", name, Arrays.toString(block.parameterShape(name)));
+            for (String name : block.paramNames()) {
+                System.out.printf(Locale.ROOT, "param   %-16s %s%n", name, Arrays.toString(block.paramShape(name)));
             }
 
             ForwardOptions inference = ForwardOptions.inference();

@@ -155,9 +155,9 @@ class CheckpointTest {
         HspmnConfig cfg = HspmnConfig.builder().dim(16).numHeads(4).numKvHeads(2).mlpRatio(3).convKernel(5).build();
         try (Context ctx = Context.create(Backend.CPU); Block b = Block.create(ctx, cfg, 1)) {
             Map<String, long[]> mine = LanguageModelLayout.blockShapes(cfg);
-            assertEquals(b.parameterNames(), List.copyOf(mine.keySet()));
-            for (String n : b.parameterNames()) {
-                assertArrayEquals(b.parameterShape(n), mine.get(n), n);
+            assertEquals(b.paramNames(), List.copyOf(mine.keySet()));
+            for (String n : b.paramNames()) {
+                assertArrayEquals(b.paramShape(n), mine.get(n), n);
             }
         }
     }
