@@ -462,9 +462,7 @@ class BadInputTest {
         }
     }
 
-    private static MemorySegment blockHandle(Block b) throws Exception {
-        var f = Block.class.getDeclaredField("handle");
-        f.setAccessible(true);
-        return (MemorySegment) f.get(b);
+    private static MemorySegment blockHandle(Block b) {
+        return b.handle();
     }
 }
