@@ -18,7 +18,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 header=native/include/hspmn.h
 # Where the generated files go: the Java source root holding package io.hspmn.ffi, and the ctypes module.
-java_src=java/src/main/java
+java_src=java/hspmn/src/main/java
 python_out=native/reference/hspmn_h.py
 pkg=io.hspmn.ffi
 java_dir="$java_src/${pkg//.//}"

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Golden cases: self-test the PyTorch reference, regenerate the goldens and check that the committed
-# ones (java/src/test/resources/goldens) still come out of it. Run from anywhere; works on a fresh clone.
+# ones (java/hspmn/src/test/resources/goldens) still come out of it. Run from anywhere; works on a fresh clone.
 #   ci/goldens.sh           check (exit 1 if the committed goldens drifted from the reference)
 #   ci/goldens.sh --write   regenerate the committed goldens in place
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-goldens=java/src/test/resources/goldens
+goldens=java/hspmn/src/test/resources/goldens
 ref=native/reference
 
 write=0
@@ -37,8 +37,8 @@ if [ "$write" = 1 ]; then
   cp "$tmp"/*.safetensors "$goldens"/
   echo "goldens: wrote $(ls "$goldens"/*.safetensors | wc -l) files to $goldens"
   # the Java parity test bounds ill-conditioned float32 results by PyTorch's own float32 error per case
-  echo "goldens: recomputing PyTorch's float32 errors (java/src/test/resources/f32-reference-errors.json)"
-  "$py" java/src/test/python/f32_reference_errors.py
+  echo "goldens: recomputing PyTorch's float32 errors (java/hspmn/src/test/resources/f32-reference-errors.json)"
+  "$py" java/hspmn/src/test/python/f32_reference_errors.py
 else
   if [ ! -d "$goldens" ]; then
     echo "goldens: $goldens is missing; run ci/goldens.sh --write" >&2

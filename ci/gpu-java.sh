@@ -10,12 +10,12 @@ lib=$(readlink -f "$1"); shift
 work=$(mktemp -d)
 tar -xzf .carry/jre.tgz -C "$work"
 mkdir -p "$work/java" && tar -xzf .carry/java.tgz -C "$work/java"
-# From java/, as Maven runs the tests (they find ../data and the goldens relative to it), and with every
-# jar on the JVM's class path (tests that start a second JVM reuse java.class.path).
+# From a module folder (java/hspmn), as Maven runs the tests (they find ../../data relative to it), and
+# with every jar on the JVM's class path (tests that start a second JVM reuse java.class.path).
 header="$PWD/native/include/hspmn.h"
-goldens="$PWD/java/src/test/resources/goldens"
+goldens="$PWD/java/hspmn/src/test/resources/goldens"
 cp="$work/java/classes:$work/java/test-classes:$(ls "$work"/java/lib/*.jar | tr '\n' ':')$PWD/.carry/junit-platform-console-standalone-1.11.4.jar"
-cd java
+cd java/hspmn
 "$work/.jre/bin/java" --enable-native-access=ALL-UNNAMED -Xss4m -Xmx8g \
   -Dhspmn.library.path="$lib" \
   -Dhspmn.test.header="$header" \

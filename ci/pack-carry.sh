@@ -12,7 +12,17 @@ mkdir -p .carry
 junit=.carry/junit-platform-console-standalone-1.11.4.jar
 [[ -f $junit ]] || mvn -B -ntp -q dependency:copy \
   -Dartifact=org.junit.platform:junit-platform-console-standalone:1.11.4 -DoutputDirectory=.carry
-# test-compile builds the test classes; package makes target/lib (Gson) and the JMH jar
+# package builds both modules' classes and test classes, target/lib (Gson) and the JMH jar
 mvn -B -ntp -q package -DskipTests
-tar -czf .carry/java.tgz -C java/target classes test-classes lib -C ../../jmh/target benchmarks.jar
+# One classes/ and one test-classes/ for both modules (the library's and the applications' packages do
+# not overlap), so the GPU scripts run a single class path; lib/ is the library's: Gson alone.
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+for d in classes test-classes; do
+  mkdir -p "$stage/$d"
+  cp -r java/hspmn/target/$d/. java/hspmn-app/target/$d/. "$stage/$d/"
+done
+cp -r java/hspmn/target/lib "$stage/lib"
+cp jmh/target/benchmarks.jar "$stage/"
+tar -czf .carry/java.tgz -C "$stage" classes test-classes lib benchmarks.jar
 du -sh .carry/*

@@ -11,16 +11,19 @@ bash ci/venv.sh
 echo "using JDK at $JAVA_HOME ($(java -version 2>&1 | head -1))"
 mvn -B -ntp verify "$@"
 
-build=java/target/native-build
+build=java/hspmn/target/native-build
 ctest --test-dir "$build" --output-on-failure
 
 # the README's first commands on a machine whose default java is older than 22: bin/hspmn, and a quiet
 # ci/demo.sh; then HSPMN_CUDA=AUTO without cublasLt.h / Triton configures CPU-only (needs nvcc, else skipped)
 bash ci/check-newcomer.sh
 bash ci/check-cuda-auto.sh
+# a service on the library jar and Gson alone: loads a checkpoint and generates (nothing of hspmn-app)
+bash ci/check-library-alone.sh
 
 # `hspmn serve` as a process of its own under 4 concurrent streams (ci/gpu-serve.sh runs 32 on CUDA)
-HSPMN_CP="java/target/hspmn-0.1.0-SNAPSHOT.jar:java/target/lib/*" bash ci/serve-load.sh java/target/serve-load/serve-load.json \
+HSPMN_CP="java/hspmn-app/target/hspmn-app-0.1.0-SNAPSHOT.jar:java/hspmn-app/target/lib/*" \
+  bash ci/serve-load.sh java/hspmn-app/target/serve-load/serve-load.json \
   --random --backend cpu --threads 2 --max-batch 4 -- --streams 4 --requests 3 --new-tokens 32
 
 .venv/bin/python native/reference/check_native.py --lib "$build/libhspmn.so"

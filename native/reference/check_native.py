@@ -2,14 +2,14 @@
 gradient; exits 1 when any error passes its bound or a routing decision differs.
 
     .venv/bin/python native/reference/check_native.py [--lib native/build/libhspmn.so]
-        [--goldens java/src/test/resources/goldens] [--threads 2] [--backend cpu|cuda]
+        [--goldens java/hspmn/src/test/resources/goldens] [--threads 2] [--backend cpu|cuda]
 
 Bounds: the one rule of native/reference/tolerances.json, which Java's Parity (GoldenParityTest,
 GpuGoldenParityTest) reads too, so both judge a golden case alike (Parity.Tolerances explains the
 numbers). The CPU backend rounds only its bf16 outputs (out, d_x): each may be off by cpu_bf16_slack x
 the error of the reference rounded once to bf16, + cpu_bf16_floor. Its float32 results (logits, probs,
 aux, parameter gradients) by max(f32, 2 x PyTorch's own float32 error of that quantity) from
-java/src/test/resources/f32-reference-errors.json (written by java/src/test/python/f32_reference_errors.py
+java/hspmn/src/test/resources/f32-reference-errors.json (written by java/hspmn/src/test/python/f32_reference_errors.py
 with the SHA-256 of the golden file it read; a missing or stale entry fails the case, as in Java): the
 router's scalar gradients are sums whose terms cancel (topk_k1: sum |dL/dl_i| is 220x |dL/db|), which
 float32 itself cannot sum closer. Indices and counts must match exactly: make_goldens keeps a margin
@@ -44,7 +44,7 @@ from hspmn_ctypes import (BACKENDS, BF16, F32, I32, AllocStats, BackwardParams, 
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
-REFERENCE_ERRORS = os.path.join(ROOT, "java", "src", "test", "resources", "f32-reference-errors.json")
+REFERENCE_ERRORS = os.path.join(ROOT, "java", "hspmn", "src", "test", "resources", "f32-reference-errors.json")
 
 # The one tolerance rule (tolerances.json, read by Java's Parity too): rule() picks the backend's part.
 with open(os.path.join(HERE, "tolerances.json")) as _f:
@@ -94,12 +94,12 @@ def reference_bound(path, name, quantity, base=None, prefix=None):
         entry = json.load(f).get(name)
     if entry is None or (prefix + quantity) not in entry:
         return base, (f"{name}: no {prefix.rstrip(':') or 'f32'} reference error for {quantity} in {REFERENCE_ERRORS} "
-                      "(rerun java/src/test/python/f32_reference_errors.py)")
+                      "(rerun java/hspmn/src/test/python/f32_reference_errors.py)")
     with open(path, "rb") as f:
         sha = hashlib.sha256(f.read()).hexdigest()
     if entry.get("sha256") != sha:
         return base, (f"{name}: f32-reference-errors.json was computed from another version of "
-                      "the golden file (rerun java/src/test/python/f32_reference_errors.py)")
+                      "the golden file (rerun java/hspmn/src/test/python/f32_reference_errors.py)")
     return max(base, 2 * float(entry[prefix + quantity])), None
 
 
@@ -301,7 +301,7 @@ def run_synthetic(lib, threads, rows):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", default=os.path.join(ROOT, "native", "build", "libhspmn.so"))
-    ap.add_argument("--goldens", default=os.path.join(ROOT, "java", "src", "test", "resources", "goldens"))
+    ap.add_argument("--goldens", default=os.path.join(ROOT, "java", "hspmn", "src", "test", "resources", "goldens"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--backend", choices=sorted(BACKENDS), default="cpu")
     args = ap.parse_args()

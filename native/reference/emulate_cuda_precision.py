@@ -69,15 +69,15 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(ROOT, "java", "src", "test", "python"))
+sys.path.insert(0, os.path.join(ROOT, "java", "hspmn", "src", "test", "python"))
 import golden_io  # noqa: E402
 import hspmn_ref as R  # noqa: E402
 # PyTorch's bf16 run exactly as the bound was made: importing the module applies its patches (RoPE
 # angles in float64, scatter_add kept in the output's dtype); both are no-ops for float64 tensors.
 import f32_reference_errors as FRE  # noqa: E402
 
-GOLDENS = os.path.join(ROOT, "java", "src", "test", "resources", "goldens")
-ERRORS_JSON = os.path.join(ROOT, "java", "src", "test", "resources", "f32-reference-errors.json")
+GOLDENS = os.path.join(ROOT, "java", "hspmn", "src", "test", "resources", "goldens")
+ERRORS_JSON = os.path.join(ROOT, "java", "hspmn", "src", "test", "resources", "f32-reference-errors.json")
 ROUNDINGS = ("a", "k", "v", "q", "p", "attn")  # the bf16 stores on the way to o (docstring)
 ROUTER_GRADS = ("router.b", "router.w", "router.log_temp")
 LOG2E = 1.4426950408889634

@@ -9,6 +9,7 @@ import io.hspmn.ContextOptions;
 import io.hspmn.HspmnConfig;
 import io.hspmn.LanguageModel;
 import io.hspmn.ModelConfig;
+import io.hspmn.NativeHandle;
 import io.hspmn.Routing;
 import io.hspmn.generate.CachedEngine;
 import io.hspmn.generate.DecodeEngine;
@@ -106,7 +107,7 @@ public class CachedDecodeBench {
         sampled = arena.allocate(4L * batch);
         decoder = lm.decoder(batch, MAX_LEN);
         try {
-            Field f = Decoder.class.getDeclaredField("handle");
+            Field f = NativeHandle.class.getDeclaredField("handle"); // the decoder's, held by its base class
             f.setAccessible(true);
             handle = (MemorySegment) f.get(decoder);
         } catch (ReflectiveOperationException e) {

@@ -7,6 +7,7 @@ import io.hspmn.Decoder;
 import io.hspmn.HspmnConfig;
 import io.hspmn.LanguageModel;
 import io.hspmn.ModelConfig;
+import io.hspmn.NativeHandle;
 import io.hspmn.Routing;
 import io.hspmn.ffi.hspmn_h;
 import io.hspmn.generate.Models;
@@ -54,7 +55,7 @@ public class DecoderCallBench {
         lm = Models.random(cfg, 1L, ContextOptions.defaults().withBackend(Backend.CPU).withNumThreads(1));
         decoder = lm.decoder(2, 16);
         decoder.append(1, 5, 6, 7);
-        Field f = Decoder.class.getDeclaredField("handle");
+        Field f = NativeHandle.class.getDeclaredField("handle"); // the decoder's, held by its base class
         f.setAccessible(true);
         handle = (MemorySegment) f.get(decoder);
         out = Arena.ofAuto().allocate(8);
