@@ -11,8 +11,9 @@
 #   ci/quality.sh --cpu          the reduced study on the CPU: 4 layers, width 128, context 64, batch 12,
 #                                2,000 steps, dropout 0, seed 1 (a few minutes per run on two cores)
 #   ci/quality.sh --timing       the step-time goal instead: short runs of rho 0.2 and rho 1.0 at context
-#                                256 (batch 64) and 4,096 (batch 4), the same 16,384 tokens per step, one
-#                                at a time; ms/step of each and the ratio (timing.json, timing.md)
+#                                256 (batch 64), 1,024 (batch 16) and 4,096 (batch 4), the same 16,384 tokens
+#                                per step, one at a time; ms/step of each, the ratio (timing.json, timing.md)
+#                                and what a 5,000-step run would take
 #   ci/quality.sh --table        only (re)build the table from the run folders already there: QUALITY.md
 #                                between its markers, and the SVG learning curves copied into quality/
 #   (--cpu combines with --timing and --table.)
@@ -34,7 +35,8 @@
 #                                         are scored at their last checkpoint and marked partial); default 540
 #                                         when $OUT is set (the device machine's 10-minute calls), else none
 #   QUALITY_DIR=build-gpu/quality [build/quality-cpu]   where the run folders go (one per run)
-#   QUALITY_TIMING_STEPS=60 [20], QUALITY_TIMING_PLAN="256:64 4096:4" ["64:12 1024:1"]
+#   QUALITY_TIMING_STEPS=60 [20], QUALITY_TIMING_PLAN="256:64 1024:16 4096:4" ["64:12 1024:1"] (context:batch;
+#                                         1,024 is there to size the study's calls, not for the goal)
 #   HSPMN_LIB=path/to/libhspmn.so         the CUDA-built library (default: build it in build-gpu as ci/gpu.sh does)
 #   QUALITY_BUILD=0                       --cpu: use the jar already built instead of rebuilding it
 # The GPU path runs Java from .carry/ (ci/pack-carry.sh, sent with the device tool's carry); the CPU path
@@ -66,7 +68,7 @@ if [[ $mode == gpu ]]; then
   jobs=${QUALITY_JOBS:-4}
   root=${QUALITY_DIR:-build-gpu/quality}
   timing_steps=${QUALITY_TIMING_STEPS:-60}
-  timing_plan=${QUALITY_TIMING_PLAN:-"256:64 4096:4"}
+  timing_plan=${QUALITY_TIMING_PLAN:-"256:64 1024:16 4096:4"}
   backend=cuda
 else
   plan=${QUALITY_PLAN:-"64:12:1"}
@@ -240,7 +242,8 @@ if [[ $action == timing ]]; then
       run_one "c$ctx-b$batch-r$rho" "$ctx" "$batch" "$rho" 1 "$timing_steps" timing
     done
   done
-  table timing --section "timing-$mode" --markdown "$root/timing/timing.md" --json "$root/timing/timing.json"
+  table timing --section "timing-$mode" --markdown "$root/timing/timing.md" --json "$root/timing/timing.json" \
+    --study-steps "$steps"
   status=$?
   [[ -f $root/timing/timing.md ]] && cat "$root/timing/timing.md"
 else

@@ -184,14 +184,14 @@ def study(args):
         g, s = groups[k], summary[k]
         bpb, mean, routed = s["bpb"], s["mean"], s["routed"]
         base = summary.get((k[0], k[1], 1.0), {}).get("mean")
-        rel = "—" if base is None or mean is None else f"{100 * (mean / base - 1):+.2f} %"
+        rel = "—" if base is None or mean is None else "baseline" if k[2] == 1.0 else f"{100 * (mean / base - 1):+.2f} %"
         flops = attention_flops(g[0]["run"], routed) / 1e6 if routed else None
         tok = [r["tok_s"] for r in g if r["tok_s"]]
         ms = [r["ms"] for r in g if r["ms"]]
         steps = sorted({r["eval"]["step"] if r["eval"] else r["steps_done"] for r in g})
         partial = any(not r["run"].get("finished") for r in g)
         spread = f" ({min(bpb):.4f}–{max(bpb):.4f})" if len(bpb) > 1 else ""
-        lines.append(f"| {k[0]} | {k[1]} | {k[2]:g} | {s['scored']}/{len(g)} | {'/'.join(map(str, steps))}"
+        lines.append(f"| {k[0]} | {k[1]} | {k[2]} | {s['scored']}/{len(g)} | {'/'.join(map(str, steps))}"
                      f"{' (partial)' if partial else ''} | {fmt(mean, 4)}{spread} | {rel} | {fractions(routed)} | "
                      f"{fmt(flops, 2)} | {fmt(statistics.fmean(tok) if tok else None, 0)} | "
                      f"{fmt(statistics.fmean(ms) if ms else None, 1)} |")
@@ -298,6 +298,15 @@ def timing(args):
         result.append({"context": ctx, "batch": batch, "ms_per_step_rho_1": md, "ms_per_step_rho_0_2": ms,
                        "ratio": ratio, "routed_fraction_rho_0_2": routed,
                        "device": first.get("device"), "backend": first.get("backend")})
+    # what the study's runs would take at these step times, one at a time (for planning device calls)
+    est = []
+    for ctx, batch in sorted({(k[0], k[1]) for k in by}):
+        ms = [by[k]["ms"] for k in by if k[:2] == (ctx, batch) and by[k]["ms"]]
+        if ms:
+            est.append(f"context {ctx}: {args.study_steps * statistics.fmean(ms) / 1000:.0f} s")
+    if est:
+        lines += ["", f"At these step times one {args.study_steps:,}-step run trains in about (mean of the two rho, "
+                      f"alone on the device; evaluation, checkpoints and start-up not counted): " + "; ".join(est) + "."]
     text = "\n".join(lines) + "\n"
     return emit(args, text, result)
 
@@ -338,6 +347,7 @@ def main():
     p.add_argument("--json")
     p.add_argument("--update")
     p.add_argument("--svg-dir")
+    p.add_argument("--study-steps", type=int, default=5000, help="timing: steps of a study run, for the estimate")
     args = p.parse_args()
     return study(args) if args.what == "study" else timing(args)
 
