@@ -16,7 +16,8 @@
 #                                and what a 5,000-step run would take
 #   ci/quality.sh --table        only (re)build the table from the run folders already there: QUALITY.md
 #                                between its markers, and the SVG learning curves copied into quality/
-#   (--cpu combines with --timing and --table.)
+#   ci/quality.sh --timing --study   both, timing first, in one call under one deadline
+#   (--cpu combines with each.)
 #
 # Environment (defaults for the GPU; --cpu's in brackets):
 #   QUALITY_PLAN="256:64:1,2 1024:16:1"   context:batch:seeds of each group ["64:12:1"]
@@ -49,15 +50,24 @@ start=$SECONDS
 
 mode=gpu
 action=study
+do_timing=0
+do_study=0
 for a in "$@"; do
   case "$a" in
     --cpu) mode=cpu ;;
-    --timing) action=timing ;;
+    --timing) do_timing=1 ;;
+    --study) do_study=1 ;;
     --table) action=table ;;
     -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: unknown argument '$a' (ci/quality.sh --help)" >&2; exit 2 ;;
   esac
 done
+[[ $do_timing == 0 ]] && do_study=1
+if [[ $action != table ]]; then
+  action=""
+  [[ $do_timing == 1 ]] && action=timing
+  [[ $do_study == 1 ]] && action="${action:+$action+}study"
+fi
 
 if [[ $mode == gpu ]]; then
   plan=${QUALITY_PLAN:-"256:64:1,2 1024:16:1"}
@@ -234,7 +244,8 @@ run_one() {
 
 # ---- the runs --------------------------------------------------------------------------------------
 say "mode $mode ($device), action $action, root $root, jobs $jobs${deadline:+, deadline ${deadline} s}"
-if [[ $action == timing ]]; then
+status=0
+if [[ $do_timing == 1 ]]; then
   # one at a time: a step's time is only meaningful with the device to itself
   for g in $timing_plan; do
     IFS=: read -r ctx batch <<<"$g"
@@ -243,10 +254,10 @@ if [[ $action == timing ]]; then
     done
   done
   table timing --section "timing-$mode" --markdown "$root/timing/timing.md" --json "$root/timing/timing.json" \
-    --study-steps "$steps"
-  status=$?
+    --study-steps "$steps" || status=1
   [[ -f $root/timing/timing.md ]] && cat "$root/timing/timing.md"
-else
+fi
+if [[ $do_study == 1 ]]; then
   running=0
   for g in $plan; do
     IFS=: read -r ctx batch seeds <<<"$g"
@@ -265,8 +276,7 @@ else
     done
   done
   wait
-  table study --section "$mode" --markdown "$root/quality-table.md"
-  status=$?
+  table study --section "$mode" --markdown "$root/quality-table.md" || status=1
   [[ -f $root/quality-table.md ]] && cat "$root/quality-table.md"
 fi
 
