@@ -189,7 +189,7 @@ run_one() {
       say "$name: resuming"
       args+=(--resume)
     else
-      rm -f "$dir"/metrics.jsonl "$dir"/report.html
+      rm -f "$dir"/metrics.jsonl "$dir"/report.html "$dir"/train.log
       args+=(--data "$data" --val-fraction 0.1 --layers "$layers" --dim "$dim" --heads "$heads" --kv-heads "$kv"
              --seq-len "$ctx" --batch "$batch" --steps "$nsteps" --lr "$lr" --warmup "$warmup" --min-lr-ratio "$min_lr_ratio"
              --beta2 "$beta2" --routing threshold --rho "$rho" --seed "$seed" "${dropout_args[@]}" "${extra[@]}")
@@ -207,9 +207,9 @@ run_one() {
       return 0
     fi
     if [[ -n $left ]]; then
-      timeout -s TERM -k 10 "$left" "${java_cmd[@]}" "${args[@]}" >"$dir/train.log" 2>&1
+      timeout -s TERM -k 10 "$left" "${java_cmd[@]}" "${args[@]}" >>"$dir/train.log" 2>&1
     else
-      hspmn "${args[@]}" >"$dir/train.log" 2>&1
+      hspmn "${args[@]}" >>"$dir/train.log" 2>&1
     fi
     rc=$?
     if [[ $rc -eq 0 ]]; then
