@@ -21,7 +21,7 @@ class BlockParams(C.Structure):
 
 class ForwardParams(C.Structure):
     _fields_ = [("training", C.c_int32), ("noise", C.c_int32), ("seed", C.c_uint64), ("step", C.c_int64),
-                ("layer", C.c_int32), ("aux_target", C.c_float)]
+                ("layer", C.c_int32), ("aux_target", C.c_float), ("dropout", C.c_float), ("reserved", C.c_int32)]
 
 
 class BackwardParams(C.Structure):
@@ -44,7 +44,7 @@ class ModelParams(C.Structure):
 
 class ModelForwardParams(C.Structure):
     _fields_ = [("training", C.c_int32), ("noise", C.c_int32), ("seed", C.c_uint64), ("step", C.c_int64),
-                ("aux_target", C.c_float), ("reserved", C.c_int32)]
+                ("aux_target", C.c_float), ("dropout", C.c_float)]
 
 
 class ModelBackwardParams(C.Structure):

@@ -276,7 +276,7 @@ hspmn_model_forward_params hspmn_model_forward_default_params(void) {
     p.seed = 0;
     p.step = 0;
     p.aux_target = -1.0f;
-    p.reserved = 0;
+    p.dropout = 0.0f;
     return p;
 }
 
@@ -292,6 +292,7 @@ hspmn_status hspmn_model_forward(hspmn_model* model, const hspmn_model_forward_p
             fail(HSPMN_ERR_INVALID_ARGUMENT,
                  "params.aux_target (%g) must be in [0, 1], or < 0 for the config's sparsity_k",
                  static_cast<double>(params->aux_target));
+        check_dropout(params->dropout, "params.dropout");
         BusyGuard busy(model->busy, "model");
         BusyGuard busy_ctx(model->ctx->busy, "context");
         int64_t B = 0, S = 0, tB = 0, tS = 0;
@@ -319,6 +320,7 @@ hspmn_status hspmn_model_forward(hspmn_model* model, const hspmn_model_forward_p
         c.seed = params->seed;
         c.step = params->step;
         c.aux_target = params->aux_target < 0.0f ? model->impl->params().block.sparsity_k : params->aux_target;
+        c.dropout = params->training ? params->dropout : 0.0f;
         c.B = B;
         c.S = S;
         c.tokens = tok.data();

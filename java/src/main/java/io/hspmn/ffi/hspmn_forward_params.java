@@ -21,6 +21,8 @@ import static java.lang.foreign.MemoryLayout.PathElement.*;
  *     int64_t step;
  *     int32_t layer;
  *     float aux_target;
+ *     float dropout;
+ *     int32_t reserved;
  * }
  * }
  */
@@ -36,7 +38,9 @@ public class hspmn_forward_params {
         hspmn_h.C_LONG.withName("seed"),
         hspmn_h.C_LONG.withName("step"),
         hspmn_h.C_INT.withName("layer"),
-        hspmn_h.C_FLOAT.withName("aux_target")
+        hspmn_h.C_FLOAT.withName("aux_target"),
+        hspmn_h.C_FLOAT.withName("dropout"),
+        hspmn_h.C_INT.withName("reserved")
     ).withName("hspmn_forward_params");
 
     /**
@@ -308,6 +312,94 @@ public class hspmn_forward_params {
      */
     public static void aux_target(MemorySegment struct, float fieldValue) {
         struct.set(aux_target$LAYOUT, aux_target$OFFSET, fieldValue);
+    }
+
+    private static final OfFloat dropout$LAYOUT = (OfFloat)$LAYOUT.select(groupElement("dropout"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * float dropout
+     * }
+     */
+    public static final OfFloat dropout$layout() {
+        return dropout$LAYOUT;
+    }
+
+    private static final long dropout$OFFSET = 32;
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * float dropout
+     * }
+     */
+    public static final long dropout$offset() {
+        return dropout$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * float dropout
+     * }
+     */
+    public static float dropout(MemorySegment struct) {
+        return struct.get(dropout$LAYOUT, dropout$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * float dropout
+     * }
+     */
+    public static void dropout(MemorySegment struct, float fieldValue) {
+        struct.set(dropout$LAYOUT, dropout$OFFSET, fieldValue);
+    }
+
+    private static final OfInt reserved$LAYOUT = (OfInt)$LAYOUT.select(groupElement("reserved"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * int32_t reserved
+     * }
+     */
+    public static final OfInt reserved$layout() {
+        return reserved$LAYOUT;
+    }
+
+    private static final long reserved$OFFSET = 36;
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * int32_t reserved
+     * }
+     */
+    public static final long reserved$offset() {
+        return reserved$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * int32_t reserved
+     * }
+     */
+    public static int reserved(MemorySegment struct) {
+        return struct.get(reserved$LAYOUT, reserved$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * int32_t reserved
+     * }
+     */
+    public static void reserved(MemorySegment struct, int fieldValue) {
+        struct.set(reserved$LAYOUT, reserved$OFFSET, fieldValue);
     }
 
     /**

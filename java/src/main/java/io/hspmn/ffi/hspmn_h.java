@@ -67,10 +67,10 @@ public class hspmn_h {
     public static final AddressLayout C_POINTER = ValueLayout.ADDRESS
             .withTargetLayout(MemoryLayout.sequenceLayout(java.lang.Long.MAX_VALUE, JAVA_BYTE));
     public static final ValueLayout.OfLong C_LONG = ValueLayout.JAVA_LONG;
-    private static final int HSPMN_ABI_VERSION = (int)2L;
+    private static final int HSPMN_ABI_VERSION = (int)3L;
     /**
      * {@snippet lang=c :
-     * #define HSPMN_ABI_VERSION 2
+     * #define HSPMN_ABI_VERSION 3
      * }
      */
     public static int HSPMN_ABI_VERSION() {

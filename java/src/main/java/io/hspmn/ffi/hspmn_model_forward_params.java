@@ -20,7 +20,7 @@ import static java.lang.foreign.MemoryLayout.PathElement.*;
  *     uint64_t seed;
  *     int64_t step;
  *     float aux_target;
- *     int32_t reserved;
+ *     float dropout;
  * }
  * }
  */
@@ -36,7 +36,7 @@ public class hspmn_model_forward_params {
         hspmn_h.C_LONG.withName("seed"),
         hspmn_h.C_LONG.withName("step"),
         hspmn_h.C_FLOAT.withName("aux_target"),
-        hspmn_h.C_INT.withName("reserved")
+        hspmn_h.C_FLOAT.withName("dropout")
     ).withName("hspmn_model_forward_params");
 
     /**
@@ -266,48 +266,48 @@ public class hspmn_model_forward_params {
         struct.set(aux_target$LAYOUT, aux_target$OFFSET, fieldValue);
     }
 
-    private static final OfInt reserved$LAYOUT = (OfInt)$LAYOUT.select(groupElement("reserved"));
+    private static final OfFloat dropout$LAYOUT = (OfFloat)$LAYOUT.select(groupElement("dropout"));
 
     /**
      * Layout for field:
      * {@snippet lang=c :
-     * int32_t reserved
+     * float dropout
      * }
      */
-    public static final OfInt reserved$layout() {
-        return reserved$LAYOUT;
+    public static final OfFloat dropout$layout() {
+        return dropout$LAYOUT;
     }
 
-    private static final long reserved$OFFSET = 28;
+    private static final long dropout$OFFSET = 28;
 
     /**
      * Offset for field:
      * {@snippet lang=c :
-     * int32_t reserved
+     * float dropout
      * }
      */
-    public static final long reserved$offset() {
-        return reserved$OFFSET;
+    public static final long dropout$offset() {
+        return dropout$OFFSET;
     }
 
     /**
      * Getter for field:
      * {@snippet lang=c :
-     * int32_t reserved
+     * float dropout
      * }
      */
-    public static int reserved(MemorySegment struct) {
-        return struct.get(reserved$LAYOUT, reserved$OFFSET);
+    public static float dropout(MemorySegment struct) {
+        return struct.get(dropout$LAYOUT, dropout$OFFSET);
     }
 
     /**
      * Setter for field:
      * {@snippet lang=c :
-     * int32_t reserved
+     * float dropout
      * }
      */
-    public static void reserved(MemorySegment struct, int fieldValue) {
-        struct.set(reserved$LAYOUT, reserved$OFFSET, fieldValue);
+    public static void dropout(MemorySegment struct, float fieldValue) {
+        struct.set(dropout$LAYOUT, dropout$OFFSET, fieldValue);
     }
 
     /**

@@ -84,6 +84,7 @@ public final class TrainOptions {
     private final float clip;
     private final long auxWarmup;
     private final long seed;
+    private final float dropout;
     private final long evalEvery;
     private final int evalBatches;
     private final long saveEvery;
@@ -119,6 +120,7 @@ public final class TrainOptions {
         clip = b.clip;
         auxWarmup = b.auxWarmup < 0 ? b.warmup : b.auxWarmup;
         seed = b.seed;
+        dropout = b.dropout;
         evalEvery = b.evalEvery;
         evalBatches = b.evalBatches;
         saveEvery = b.saveEvery;
@@ -199,6 +201,9 @@ public final class TrainOptions {
                     Scope.RUN, (b, v) -> b.auxWarmup(l("aux-warmup", v)), o -> Long.toString(o.auxWarmup)),
             new Option("seed", "N", "seeds the initial weights, the batch order and the routing noise", Scope.RUN,
                     (b, v) -> b.seed(l("seed", v)), o -> Long.toString(o.seed)),
+            new Option("dropout", "P", "residual dropout on the reflexive and attention branches while training, in "
+                    + "[0, 1) (0: off); masks keyed like the routing noise, so --resume drops the same; evaluation "
+                    + "never drops", Scope.RUN, (b, v) -> b.dropout(f("dropout", v)), o -> Float.toString(o.dropout)),
             new Option("val-fraction", "F", "share of every file held out for validation, in (0, 1)", Scope.RUN,
                     (b, v) -> b.valFraction(d("val-fraction", v)), o -> Double.toString(o.valFraction)),
             new Option("eval-every", "N", "validate every N steps (0: only at the end)", Scope.ADJUSTABLE,
@@ -335,6 +340,10 @@ public final class TrainOptions {
         if (!(clip >= 0)) {
             throw new IllegalArgumentException("--clip (" + clip + ") must be >= 0 (0 turns clipping off)");
         }
+        if (!(dropout >= 0 && dropout < 1)) {
+            throw new IllegalArgumentException("--dropout (" + dropout + ") must be in [0, 1): the probability of "
+                    + "dropping an element of a residual branch (0 turns dropout off)");
+        }
         if (!(valFraction > 0 && valFraction < 1)) {
             throw new IllegalArgumentException("--val-fraction (" + valFraction + ") must be in (0, 1)");
         }
@@ -468,6 +477,7 @@ public final class TrainOptions {
     public float clip() { return clip; }
     public long auxWarmup() { return auxWarmup; }
     public long seed() { return seed; }
+    public float dropout() { return dropout; }
     public long evalEvery() { return evalEvery; }
     public int evalBatches() { return evalBatches; }
     public long saveEvery() { return saveEvery; }
@@ -543,6 +553,7 @@ public final class TrainOptions {
         private float clip = 1.0f;
         private long auxWarmup = -1;
         private long seed = 1;
+        private float dropout;
         private long evalEvery = 100;
         private int evalBatches = 8;
         private long saveEvery = 500;
@@ -595,6 +606,7 @@ public final class TrainOptions {
         /** Negative: the same as warmup. */
         public Builder auxWarmup(long v) { auxWarmup = v; return this; }
         public Builder seed(long v) { seed = v; return this; }
+        public Builder dropout(float v) { dropout = v; return this; }
         public Builder evalEvery(long v) { evalEvery = v; return this; }
         public Builder evalBatches(int v) { evalBatches = v; return this; }
         public Builder saveEvery(long v) { saveEvery = v; return this; }
