@@ -40,6 +40,7 @@
 #                                         1,024 is there to size the study's calls, not for the goal)
 #   HSPMN_LIB=path/to/libhspmn.so         the CUDA-built library (default: build it in build-gpu as ci/gpu.sh does)
 #   QUALITY_BUILD=0                       --cpu: use the jar already built instead of rebuilding it
+#   QUALITY_BACKEND=cuda                  the GPU path's --backend (cpu only to try the .carry plumbing without a GPU)
 # The GPU path runs Java from .carry/ (ci/pack-carry.sh, sent with the device tool's carry); the CPU path
 # builds the jar (ci/build-jar.sh). A run folder that holds a finished run is kept and not trained again;
 # one with a checkpoint but unfinished is resumed (--resume). With $OUT set, the run folders (checkpoints
@@ -79,7 +80,7 @@ if [[ $mode == gpu ]]; then
   root=${QUALITY_DIR:-build-gpu/quality}
   timing_steps=${QUALITY_TIMING_STEPS:-60}
   timing_plan=${QUALITY_TIMING_PLAN:-"256:64 1024:16 4096:4"}
-  backend=cuda
+  backend=${QUALITY_BACKEND:-cuda}
 else
   plan=${QUALITY_PLAN:-"64:12:1"}
   steps=${QUALITY_STEPS:-2000}
@@ -118,7 +119,7 @@ table() {
 if [[ $action == table ]]; then
   table study --section "$mode" --markdown "$root/quality-table.md" --update QUALITY.md --svg-dir "quality/$mode" || exit 1
   if [[ -d $root/timing ]]; then
-    table timing --section "timing-$mode" --markdown "$root/timing/timing.md" --update QUALITY.md || exit 1
+    table timing --section "timing-$mode" --markdown "$root/timing/timing.md" --update QUALITY.md --study-steps "$steps" || exit 1
   fi
   exit 0
 fi
@@ -144,6 +145,7 @@ if [[ $mode == gpu ]]; then
   java_cmd=("$work/.jre/bin/java" --enable-native-access=ALL-UNNAMED "-Dhspmn.library.path=$lib"
             -cp "$work/java/classes:$(ls "$work"/java/lib/*.jar | tr '\n' ':')" io.hspmn.cli.Main)
   device=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+  device=${device:-unknown GPU (no nvidia-smi)}
 else
   if [[ ${QUALITY_BUILD:-1} == 0 && -f java/target/hspmn-0.1.0-SNAPSHOT.jar ]]; then
     source ci/java-home.sh || exit 1
