@@ -18,6 +18,7 @@ import java.util.Locale;
  *     train    train a byte-level language model on a text corpus, with checkpoints and resume
  *     verify   check a checkpoint file (structure, names and shapes against its config, finiteness)
  *     sample   continue a prompt greedily with a trained checkpoint
+ *     eval     bits per byte of a checkpoint over the whole held-out text, routed fraction, tok/s
  *     serve    the HTTP service: streamed generation and scoring (runs until stopped)
  *     demo     one block forward and backward on random data (ci/demo.sh)
  *     bench    the block benchmark (ci/bench.sh)
@@ -49,6 +50,7 @@ public final class Main {
                   train    train a byte-level HSPMN language model on UTF-8 text; checkpoints, metrics, resume
                   verify   check a checkpoint: structure, names and shapes against its config, finite values
                   sample   continue a prompt greedily with a trained checkpoint
+                  eval     bits per byte of a checkpoint over the whole held-out text; routed fraction, tok/s
                   serve    the HTTP service: streamed generation and scoring (runs until stopped)
                   demo     run one block forward and backward on random data
                   bench    the block benchmark
@@ -70,6 +72,7 @@ public final class Main {
                 case "train" -> TrainCommand.run(rest, out, err);
                 case "verify" -> VerifyCommand.run(rest, out, err);
                 case "sample" -> SampleCommand.run(rest, out, err);
+                case "eval" -> EvalCommand.run(rest, out, err);
                 case "serve" -> ServeCommand.run(rest, out, err);
                 case "demo" -> {
                     Demo.main(rest);
@@ -83,11 +86,11 @@ public final class Main {
                     out.print(usage());
                     yield OK;
                 }
-                default -> throw new UsageException("unknown command '" + args[0] + "'; commands: train, verify, sample, serve, demo, bench");
+                default -> throw new UsageException("unknown command '" + args[0] + "'; commands: train, verify, sample, eval, serve, demo, bench");
             };
         } catch (UsageException e) {
             err.println("error: " + e.getMessage());
-            if (command.equals("train") || command.equals("verify") || command.equals("sample") || command.equals("serve")) {
+            if (command.equals("train") || command.equals("verify") || command.equals("sample") || command.equals("eval") || command.equals("serve")) {
                 err.println("run 'hspmn " + command + " --help' for its options");
             } else {
                 err.print(usage());

@@ -3,6 +3,7 @@ package io.hspmn.train;
 import com.google.gson.JsonElement;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonPrimitive;
+import io.hspmn.AdamwOptions;
 import io.hspmn.Backend;
 import io.hspmn.HspmnConfig;
 import io.hspmn.InvalidArgumentException;
@@ -76,6 +77,7 @@ public final class TrainOptions {
     private final int gradAccum;
     private final long steps;
     private final float lr;
+    private final float beta2;
     private final long warmup;
     private final float minLrRatio;
     private final float weightDecay;
@@ -111,6 +113,7 @@ public final class TrainOptions {
         gradAccum = b.gradAccum;
         steps = b.steps;
         lr = b.lr;
+        beta2 = b.beta2;
         warmup = b.warmup;
         minLrRatio = b.minLrRatio;
         weightDecay = b.weightDecay;
@@ -184,6 +187,8 @@ public final class TrainOptions {
             new Option("steps", "N", "optimizer steps of the whole run (the cosine schedule ends here)", Scope.ADJUSTABLE,
                     (b, v) -> b.steps(l("steps", v)), o -> Long.toString(o.steps)),
             new Option("lr", "LR", "peak learning rate", Scope.RUN, (b, v) -> b.lr(f("lr", v)), o -> Float.toString(o.lr)),
+            new Option("beta2", "B2", "AdamW's second-moment decay, in [0, 1) (beta1 is 0.9)", Scope.RUN,
+                    (b, v) -> b.beta2(f("beta2", v)), o -> Float.toString(o.beta2)),
             new Option("warmup", "N", "linear learning-rate warm-up steps", Scope.RUN, (b, v) -> b.warmup(l("warmup", v)),
                     o -> Long.toString(o.warmup)),
             new Option("min-lr-ratio", "R", "cosine decay ends at lr * R", Scope.RUN,
@@ -322,6 +327,9 @@ public final class TrainOptions {
         }
         if (!(lr > 0)) {
             throw new IllegalArgumentException("--lr (" + lr + ") must be > 0");
+        }
+        if (!(beta2 >= 0 && beta2 < 1)) {
+            throw new IllegalArgumentException("--beta2 (" + beta2 + ") must be in [0, 1)");
         }
         if (!(minLrRatio >= 0 && minLrRatio <= 1)) {
             throw new IllegalArgumentException("--min-lr-ratio (" + minLrRatio + ") must be in [0, 1]");
@@ -462,6 +470,7 @@ public final class TrainOptions {
     public int gradAccum() { return gradAccum; }
     public long steps() { return steps; }
     public float lr() { return lr; }
+    public float beta2() { return beta2; }
     public long warmup() { return warmup; }
     public float minLrRatio() { return minLrRatio; }
     public float weightDecay() { return weightDecay; }
@@ -536,6 +545,8 @@ public final class TrainOptions {
         private int gradAccum = 1;
         private long steps = 1000;
         private float lr = 3e-3f;
+        /** AdamwOptions.BETA2; a checkpoint written before this option existed has no beta2 and trained with it. */
+        private float beta2 = AdamwOptions.BETA2;
         private long warmup = 100;
         private float minLrRatio = 0.1f;
         private float weightDecay = 0.1f;
@@ -587,6 +598,7 @@ public final class TrainOptions {
         public Builder gradAccum(int v) { gradAccum = v; return this; }
         public Builder steps(long v) { steps = v; return this; }
         public Builder lr(float v) { lr = v; return this; }
+        public Builder beta2(float v) { beta2 = v; return this; }
         public Builder warmup(long v) { warmup = v; return this; }
         public Builder minLrRatio(float v) { minLrRatio = v; return this; }
         public Builder weightDecay(float v) { weightDecay = v; return this; }

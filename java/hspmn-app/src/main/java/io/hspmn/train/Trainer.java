@@ -376,7 +376,7 @@ public final class Trainer implements AutoCloseable {
                 routed[i] += (double) layerRouted[i] / a;
             }
         }
-        AdamwResult u = model.adamwStep(new AdamwOptions(s + 1, lr, AdamwOptions.BETA1, AdamwOptions.BETA2,
+        AdamwResult u = model.adamwStep(new AdamwOptions(s + 1, lr, AdamwOptions.BETA1, options.beta2(),
                 AdamwOptions.EPS, options.weightDecay(), options.clip()));
         step = s + 1;
         lastStepSkipped = !u.applied();
