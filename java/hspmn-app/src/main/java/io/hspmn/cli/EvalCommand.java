@@ -7,6 +7,7 @@ import io.hspmn.Context;
 import io.hspmn.ContextOptions;
 import io.hspmn.LanguageModel;
 import io.hspmn.ModelConfig;
+import io.hspmn.checkpoint.ModelCheckpoint;
 import io.hspmn.data.ByteCorpus;
 import io.hspmn.data.CorpusSplit;
 import io.hspmn.eval.HeldOutEval;
@@ -106,7 +107,7 @@ final class EvalCommand {
                 throw new UsageException("--val-fraction " + valFraction + " leaves " + val.size() + " validation bytes in "
                         + data + ": at least 2 are needed");
             }
-            TrainCheckpoint.restore(state.checkpoint(), model, false);
+            ModelCheckpoint.restore(state.checkpoint(), model, false);
             HeldOutResult r;
             try {
                 r = HeldOutEval.evaluate(model, val, seqLen, batch, null);
