@@ -126,7 +126,7 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
     HSPMN_FORWARD_CHUNK_ROWS=13 '$py' native/reference/check_native.py --backend cuda --lib '$build/libhspmn.so'"
   stage dlpack_cuda "$py" native/reference/test_dlpack.py --backend cuda --lib "$build/libhspmn.so"
   # every op and the whole block, CUDA against the CPU backend of the same library (head dims 64/128, S=20000)
-  stage cuda_vs_cpu "$py" native/src/cuda/kernels/check_cuda_block.py --lib "$build/libhspmn.so"
+  stage cuda_vs_cpu "$py" native/reference/check_cuda_block.py --lib "$build/libhspmn.so"
   # the Triton attention kernels, JIT and the build's AOT cubins (launched as libhspmn's loader does),
   # against the reference in bf16 (native/kernels/triton/gpu_check.py; no timings)
   stage triton_cuda "$py" native/kernels/triton/gpu_check.py --no-bench --cubins "$build/triton/sm${archs%%[;,]*}"

@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "src", "cuda", "kernels"))
+sys.path.insert(0, os.path.join(HERE, "..", "reference"))
 from check_cuda_block import BF16, CUDA, F32, AllocStats, Ctx, Lib, bf16_bits  # noqa: E402
 
 from bench_common import arg_parser, configs, failed, measured, run_configs, write_json  # noqa: E402

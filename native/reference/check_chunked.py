@@ -35,7 +35,6 @@ Bounds:
   model loss / logits, cuda: 2e-3 relative, as out.
 """
 
-import argparse
 import ctypes as C
 import math
 import os
@@ -44,6 +43,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import check_harness  # noqa: E402
 from check_model import NativeModel, bf16_bits  # noqa: E402
 from hspmn_ctypes import (BACKENDS, BF16, F32, I32, AllocStats, Context, Lib,  # noqa: E402
                           bf16_bits_to_f32, rel)
@@ -291,11 +291,7 @@ def run_memory_and_errors(lib, backend, threads, report):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--lib", default=os.path.join(ROOT, "native", "build", "libhspmn.so"))
-    ap.add_argument("--backend", choices=sorted(BACKENDS), default="cpu")
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
+    args = check_harness.parse(check_harness.parser(__doc__))
     set_chunk(None)
     lib = Lib(args.lib)
     rows, failures = [], []
@@ -305,30 +301,15 @@ def main():
         if not (err <= b):
             failures.append(f"{case}: {what} {err:.3g} > {b:g}")
 
-    for i, (name, fields) in enumerate(CASES):
-        try:
-            run_block_case(lib, args.backend, args.threads, name, fields, report, 17 + 10 * i)
-        except RuntimeError as e:
-            failures.append(f"{name}: {e}")
-    for fn in (run_model_case, run_memory_and_errors):
-        try:
-            fn(lib, args.backend, args.threads, report)
-        except RuntimeError as e:
-            failures.append(f"{fn.__name__}: {e}")
+    def run(item):
+        run_block_case(lib, args.backend, args.threads, item[0], item[1], report, item[2])
 
-    print(f"{'case':<14} {'check':<72} {'value':>10} {'bound':>8}")
-    for case, what, err, b in rows:
-        flag = "" if err <= b else "  FAIL"
-        print(f"{case:<14} {what:<72} {err:>10.3g} {b:>8.0e}{flag}")
-    st = AllocStats()
-    lib.ok(lib.alloc_stats_get(C.byref(st)), "alloc_stats_get")
-    if st.live_tensors or st.live_blocks or st.live_contexts or st.live_bytes:
-        failures.append(f"leak after all cases: tensors {st.live_tensors}, blocks {st.live_blocks}, "
-                        f"contexts {st.live_contexts}, bytes {st.live_bytes}")
-    for f in failures:
-        print("FAIL", f)
-    print(f"check_chunked --backend {args.backend}: {len(rows)} checks, {len(failures)} failures")
-    return 1 if failures else 0
+    failures += check_harness.run_cases([(name, fields, 17 + 10 * i) for i, (name, fields) in enumerate(CASES)], run)
+    failures += check_harness.run_cases([run_model_case, run_memory_and_errors],
+                                        lambda fn: fn(lib, args.backend, args.threads, report))
+    return check_harness.verdict(lib, rows, failures,
+                                 f"check_chunked --backend {args.backend}: {{checks}} checks, {{failures}} failures")
+
 
 
 if __name__ == "__main__":

@@ -45,7 +45,6 @@ Bounds:
   logits vs float64  1e-2 (check_model.py's GRAD_BOUND for logits: a bf16 path).
 """
 
-import argparse
 import ctypes as C
 import math
 import os
@@ -55,11 +54,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import check_harness  # noqa: E402
 import check_model  # noqa: E402
 import hspmn_lm  # noqa: E402
 import hspmn_ref  # noqa: E402
 from check_model import NativeModel, bf16_bits  # noqa: E402
-from hspmn_ctypes import BF16, F32, I32, AllocStats, Context, Lib, SamplingParams, bf16_bits_to_f32, rel  # noqa: E402
+from hspmn_ctypes import BF16, F32, I32, Context, Lib, SamplingParams, bf16_bits_to_f32, rel  # noqa: E402
 
 INVALID_ARGUMENT = 1  # hspmn_status
 
@@ -462,37 +462,17 @@ def run_case(lib, backend, threads, case, rows, path="append"):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--lib", default=os.path.join(ROOT, "native", "build", "libhspmn.so"))
-    ap.add_argument("--backend", choices=sorted(LOGITS_BOUND), default="cpu")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--case", action="append", help="run only these cases (by name)")
+    ap = check_harness.parser(__doc__, cases=True)
     ap.add_argument("--path", choices=["append", "step", "graph"], default="append",
                     help="how the T = 1 calls run: hspmn_decoder_append, hspmn_decoder_step, or the step after capture")
-    args = ap.parse_args()
-    torch.set_num_threads(max(1, args.threads))
+    args = check_harness.parse(ap)
     lib = Lib(args.lib)
-    cases = [c for c in CASES if not args.case or c[0] in args.case]
-    rows, failures = [], []
-    for case in cases:
-        try:
-            failures += run_case(lib, args.backend, args.threads, case, rows, args.path)
-        except RuntimeError as e:
-            failures.append(f"{case[0]}: {e}")
-    print(f"{'case':<14} {'check':<70} {'value':>10} {'bound':>8}")
-    for case, what, err, b in rows:
-        flag = "" if err <= b else "  FAIL"
-        print(f"{case:<14} {what:<70} {err:>10.3g} {b:>8.0e}{flag}")
-    st = AllocStats()
-    lib.ok(lib.alloc_stats_get(C.byref(st)), "alloc_stats_get")
-    if st.live_tensors or st.live_blocks or st.live_contexts or st.live_bytes:
-        failures.append(f"leak after all cases: tensors {st.live_tensors}, blocks {st.live_blocks}, "
-                        f"contexts {st.live_contexts}, bytes {st.live_bytes}")
-    for f in failures:
-        print("FAIL", f)
-    checks = sum(1 for r in rows if r[3] != math.inf)
-    print(f"check_decode --backend {args.backend} --path {args.path}: {len(cases)} cases, {checks} checks, {len(failures)} failures")
-    return 1 if failures else 0
+    cases = check_harness.selected(CASES, args)
+    rows = []
+    failures = check_harness.run_cases(cases, lambda c: run_case(lib, args.backend, args.threads, c, rows, args.path))
+    return check_harness.verdict(lib, rows, failures, f"check_decode --backend {args.backend} --path {args.path}: "
+                                 f"{len(cases)} cases, {{checks}} checks, {{failures}} failures")
+
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ router.log_temp are cancelling sums over every token (check_native.py's docstrin
 the golden cases, which judge them with their term scales.
 """
 
-import argparse
 import ctypes as C
 import math
 import os
@@ -37,8 +36,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import check_harness  # noqa: E402
 import hspmn_ref  # noqa: E402
-from hspmn_ctypes import BACKENDS, BF16, F32, I32, AllocStats, Context, Lib, rel  # noqa: E402
+from hspmn_ctypes import BACKENDS, BF16, F32, I32, Context, Lib, rel  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -213,33 +213,13 @@ def run_case(lib, backend, threads, case, rows):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--lib", default=os.path.join(ROOT, "native", "build", "libhspmn.so"))
-    ap.add_argument("--backend", choices=sorted(BACKENDS), default="cpu")
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    torch.set_num_threads(max(1, args.threads))
+    args = check_harness.parse(check_harness.parser(__doc__))
     lib = Lib(args.lib)
-    rows, failures = [], []
-    for case in CASES:
-        try:
-            failures += run_case(lib, args.backend, args.threads, case, rows)
-        except RuntimeError as e:
-            failures.append(f"{case[0]}: {e}")
-    print(f"{'case':<16} {'check':<56} {'value':>10} {'bound':>9}")
-    for case, what, err, bound in rows:
-        flag = "" if err <= bound else "  FAIL"
-        print(f"{case:<16} {what:<56} {err:>10.2e} {bound:>9.2e}{flag}")
-    st = AllocStats()
-    lib.ok(lib.alloc_stats_get(C.byref(st)), "alloc_stats_get")
-    if st.live_tensors or st.live_blocks or st.live_contexts or st.live_bytes:
-        failures.append(f"leak after all cases: tensors {st.live_tensors}, blocks {st.live_blocks}, "
-                        f"contexts {st.live_contexts}, bytes {st.live_bytes}")
-    for f in failures:
-        print("FAIL", f)
-    checks = sum(1 for r in rows if r[3] != math.inf)
-    print(f"check_dropout --backend {args.backend}: {len(CASES)} cases, {checks} checks, {len(failures)} failures")
-    return 1 if failures else 0
+    rows = []
+    failures = check_harness.run_cases(CASES, lambda c: run_case(lib, args.backend, args.threads, c, rows))
+    return check_harness.verdict(lib, rows, failures, f"check_dropout --backend {args.backend}: {len(CASES)} cases, "
+                                 "{checks} checks, {failures} failures")
+
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hspmn_ctypes import BF16, DEVICE, F32, HOST, I32, Lib, rel  # noqa: E402
+from hspmn_ctypes import BF16, F32, HOST, I32, Context, Lib, rel  # noqa: E402
 
 OUT_OF_MEMORY, DEVICE_LOST = 5, 14
 CUDA = 1
@@ -67,46 +67,14 @@ def bf16_bits(a):
     return ((a.view(np.uint32) + 0x8000) >> 16).astype(np.uint16)  # round half up: any rounding will do
 
 
-class Ctx:
+class Ctx(Context):
+    """A CUDA context whose tensors default to device memory and whose blocks have the check's shape."""
+
     def __init__(self, lib):
-        self.lib = lib
-        p = lib.context_default_params()
-        p.backend = CUDA
-        h = C.c_void_p()
-        lib.ok(lib.context_create(C.byref(p), C.byref(h)), "context_create")
-        self.h = h
-        self.tensors = []
-        self.blocks = []
-
-    def tensor(self, dtype, shape, memory=DEVICE, data=None):
-        arr = (C.c_int64 * len(shape))(*shape)
-        h = C.c_void_p()
-        self.lib.ok(self.lib.tensor_create(self.h, dtype, memory, len(shape), arr, C.byref(h)), "tensor_create")
-        self.tensors.append(h)
-        if data is not None:
-            data = np.ascontiguousarray(data)
-            self.lib.ok(self.lib.tensor_copy_in(h, data.ctypes.data, data.nbytes), "copy_in")
-        return h
-
-    def read(self, h, dtype, shape):
-        out = np.empty(shape, dtype={BF16: np.uint16, F32: np.float32, I32: np.int32}[dtype])
-        self.lib.ok(self.lib.tensor_copy_out(h, out.ctypes.data, out.nbytes), "copy_out")
-        if dtype == BF16:
-            out = (out.astype(np.uint32) << 16).view(np.float32)
-        return out
+        super().__init__(lib, "cuda", 0)
 
     def block(self, seed):
-        h = C.c_void_p()
-        self.lib.ok(self.lib.block_create(self.h, C.byref(block_params(self.lib)), seed, C.byref(h)), "block_create")
-        self.blocks.append(h)
-        return h
-
-    def close(self):
-        for b in self.blocks:
-            self.lib.ok(self.lib.block_destroy(b), "block_destroy")
-        for t in self.tensors:
-            self.lib.ok(self.lib.tensor_destroy(t), "tensor_destroy")
-        self.lib.ok(self.lib.context_destroy(self.h), "context_destroy")
+        return super().block(block_params(self.lib), seed)
 
 
 def block_params(lib):
@@ -193,8 +161,8 @@ def check_oom(lib, data):
     x = ctx.tensor(BF16, [B, S, D], data=bf16_bits(data["x"]))
     out = ctx.tensor(BF16, [B, S, D])
     lib.ok(lib.block_forward(bwd_blk, C.byref(forward_params(lib, 1)), x, out, None), "training forward (before fill)")
-    d_out = ctx.tensor(BF16, [B, S, D], HOST, bf16_bits(data["d_out"]))
-    d_x = ctx.tensor(BF16, [B, S, D], HOST)
+    d_out = ctx.tensor(BF16, [B, S, D], memory=HOST, data=bf16_bits(data["d_out"]))
+    d_x = ctx.tensor(BF16, [B, S, D], memory=HOST)
 
     mp = model_params(lib)
     model = C.c_void_p()
@@ -261,8 +229,8 @@ def check_oom(lib, data):
     lib.ok(run_forward(lib, fb, rx, ro), "fresh forward")
     ref_fwd = ref.read(ro, BF16, [B, S, D])
     lib.ok(lib.block_forward(bb, C.byref(forward_params(lib, 1)), rx, ro, None), "fresh training forward")
-    rdo = ref.tensor(BF16, [B, S, D], HOST, bf16_bits(data["d_out"]))
-    rdx = ref.tensor(BF16, [B, S, D], HOST)
+    rdo = ref.tensor(BF16, [B, S, D], memory=HOST, data=bf16_bits(data["d_out"]))
+    rdx = ref.tensor(BF16, [B, S, D], memory=HOST)
     lib.ok(run_backward(lib, bb, rdo, rdx), "fresh backward")
     ref_dx = ref.read(rdx, BF16, [B, S, D])
     rm, rd = C.c_void_p(), C.c_void_p()

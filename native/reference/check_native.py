@@ -24,7 +24,6 @@ rule; indices and counts stay exact. The synthetic D=256 case has no reference-e
 gradients are held to f32 (CPU) or bf16 (CUDA).
 """
 
-import argparse
 import ctypes as C
 import glob
 import hashlib
@@ -38,6 +37,7 @@ import torch
 from safetensors import safe_open
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import check_harness  # noqa: E402
 import hspmn_ref  # noqa: E402
 from hspmn_ctypes import (BACKENDS, BF16, F32, I32, AllocStats, BackwardParams, BlockParams, Context,  # noqa: E402,F401
                           ContextParams, ForwardParams, Lib, bf16_bits_to_f32, rel)
@@ -299,12 +299,9 @@ def run_synthetic(lib, threads, rows):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--lib", default=os.path.join(ROOT, "native", "build", "libhspmn.so"))
+    ap = check_harness.parser(__doc__)
     ap.add_argument("--goldens", default=os.path.join(ROOT, "java", "hspmn", "src", "test", "resources", "goldens"))
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--backend", choices=sorted(BACKENDS), default="cpu")
-    args = ap.parse_args()
+    args = check_harness.parse(ap)
     global BACKEND, GRAD_BOUND
     BACKEND = args.backend
     if BACKEND == "cuda":
@@ -320,29 +317,14 @@ def main():
     if not files:
         print(f"no golden cases under {args.goldens}", file=sys.stderr)
         return 1
-    rows, failures = [], []
-    try:
-        failures += run_synthetic(lib, args.threads, rows)
-    except RuntimeError as e:
-        failures.append(f"synthetic: {e}")
-    for f in files:
-        try:
-            failures += run_case(lib, f, args.threads, rows)
-        except RuntimeError as e:
-            failures.append(f"{os.path.basename(f)}: {e}")
-    print(f"{'case':<24} {'output':<36} {'rel err':>10} {'bound':>9}")
-    for case, what, err, bound in rows:
-        flag = "" if err <= bound else "  FAIL"
-        print(f"{case:<24} {what:<36} {err:>10.2e} {bound:>9.2e}{flag}")
-    st = AllocStats()
-    lib.ok(lib.alloc_stats_get(C.byref(st)), "alloc_stats_get")
-    if st.live_tensors or st.live_blocks or st.live_contexts or st.live_bytes:
-        failures.append(f"leak after all cases: tensors {st.live_tensors}, blocks {st.live_blocks}, "
-                        f"contexts {st.live_contexts}, bytes {st.live_bytes}")
-    print(f"{len(files)} cases, {len(rows)} checks, peak {st.peak_bytes} bytes held by the library")
-    for f in failures:
-        print("FAIL", f)
-    return 1 if failures else 0
+    rows = []
+    failures = check_harness.run_cases([("synthetic",)], lambda _: run_synthetic(lib, args.threads, rows))
+    failures += check_harness.run_cases([(os.path.basename(f), f) for f in files],
+                                        lambda item: run_case(lib, item[1], args.threads, rows))
+    return check_harness.verdict(lib, rows, failures, f"check_native --backend {BACKEND}: {len(files)} cases, "
+                                 "{checks} checks, {failures} failures, peak {peak} bytes held by the library",
+                                 header=("case", "output"))
+
 
 
 if __name__ == "__main__":

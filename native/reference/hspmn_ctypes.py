@@ -49,8 +49,8 @@ def rel(got, ref):
 
 
 class Context:
-    """A context of one backend; every tensor it makes lives in that backend's memory of BACKENDS and is
-    destroyed by close()."""
+    """A context of one backend; every tensor it makes lives in that backend's memory of BACKENDS (unless
+    told otherwise) and, with every block it makes, is destroyed by close()."""
 
     def __init__(self, lib, backend, threads):
         self.lib = lib
@@ -61,12 +61,14 @@ class Context:
         lib.ok(lib.context_create(C.byref(p), C.byref(h)), "context_create")
         self.h = h
         self.tensors = []
+        self.blocks = []
 
-    def tensor(self, dtype, shape, data=None):
+    def tensor(self, dtype, shape, data=None, memory=None):
         shape = list(shape)
         arr = (C.c_int64 * len(shape))(*shape)
         h = C.c_void_p()
-        self.lib.ok(self.lib.tensor_create(self.h, dtype, self.memory, len(shape), arr, C.byref(h)), "tensor_create")
+        memory = self.memory if memory is None else memory
+        self.lib.ok(self.lib.tensor_create(self.h, dtype, memory, len(shape), arr, C.byref(h)), "tensor_create")
         self.tensors.append(h)
         if data is not None:
             data = np.ascontiguousarray(data)
@@ -81,8 +83,16 @@ class Context:
             out = bf16_bits_to_f32(out)
         return out
 
+    def block(self, params, seed):
+        h = C.c_void_p()
+        self.lib.ok(self.lib.block_create(self.h, C.byref(params), seed, C.byref(h)), "block_create")
+        self.blocks.append(h)
+        return h
+
     def close(self):
+        for b in self.blocks:
+            self.lib.ok(self.lib.block_destroy(b), "block_destroy")
         for t in self.tensors:
             self.lib.ok(self.lib.tensor_destroy(t), "tensor_destroy")
-        self.tensors = []
+        self.blocks, self.tensors = [], []
         self.lib.ok(self.lib.context_destroy(self.h), "context_destroy")

@@ -1,7 +1,7 @@
 """Times one CUDA block with device tensors: inference forward, training forward and backward, wall
 time per call after warm-up, synchronised with hspmn_context_synchronize.
 
-    python3 native/src/cuda/kernels/bench_cuda_block.py [--lib ...] [B S D H Hkv rho reps]
+    python3 native/bench/bench_cuda_block.py [--lib ...] [B S D H Hkv rho reps]
 """
 
 import argparse
@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "reference"))
 from check_cuda_block import BF16, CUDA, F32, ROOT, Ctx, Lib, bf16_bits  # noqa: E402
 
 

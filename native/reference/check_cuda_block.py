@@ -1,6 +1,6 @@
 """The CUDA block against the CPU block of the same libhspmn, on a GPU machine (ctypes).
 
-    python3 native/src/cuda/kernels/check_cuda_block.py [--lib native/build/libhspmn.so]
+    python3 native/reference/check_cuda_block.py [--lib native/build/libhspmn.so]
 
 The CPU backend is the float32 twin of the float64 reference (native/reference/check_native.py
 judges it there), so it is the yardstick here, at shapes the goldens do not reach with the head dims
@@ -35,9 +35,9 @@ import zlib
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.normpath(os.path.join(HERE, "..", "..", "..", ".."))
-sys.path.insert(0, os.path.join(ROOT, "native", "reference"))
-from hspmn_ctypes import AllocStats, BackwardParams, BlockParams, ContextParams, ForwardParams, Lib  # noqa: E402,F401
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, HERE)
+from hspmn_ctypes import AllocStats, BackwardParams, BlockParams, Context, ContextParams, ForwardParams, Lib  # noqa: E402,F401
 
 BF16, F32, I32 = 0, 1, 2
 HOST, DEVICE, PINNED = 0, 1, 2
@@ -49,45 +49,11 @@ CANCELLING = ("router.b", "router.log_temp")
 ERR_NON_FINITE = 11
 
 
-class Ctx:
-    def __init__(self, lib, backend):
-        self.lib, self.backend = lib, backend
-        p = lib.context_default_params()
-        p.backend, p.num_threads = backend, 4
-        h = C.c_void_p()
-        lib.ok(lib.context_create(C.byref(p), C.byref(h)), "context_create")
-        self.h, self.tensors, self.blocks = h, [], []
-
-    def tensor(self, dtype, shape, data=None, memory=None):
-        if memory is None:
-            memory = DEVICE if self.backend == CUDA else HOST
-        shape = list(shape)
-        h = C.c_void_p()
-        self.lib.ok(self.lib.tensor_create(self.h, dtype, memory, len(shape), (C.c_int64 * len(shape))(*shape),
-                                           C.byref(h)), "tensor_create")
-        self.tensors.append(h)
-        if data is not None:
-            data = np.ascontiguousarray(data)
-            self.lib.ok(self.lib.tensor_copy_in(h, data.ctypes.data, data.nbytes), "copy_in")
-        return h
-
-    def read(self, h, dtype, shape):
-        out = np.empty(shape, dtype={BF16: np.uint16, F32: np.float32, I32: np.int32}[dtype])
-        self.lib.ok(self.lib.tensor_copy_out(h, out.ctypes.data, out.nbytes), "copy_out")
-        return (out.astype(np.uint32) << 16).view(np.float32) if dtype == BF16 else out
-
-    def block(self, bp, seed):
-        b = C.c_void_p()
-        self.lib.ok(self.lib.block_create(self.h, C.byref(bp), seed, C.byref(b)), "block_create")
-        self.blocks.append(b)
-        return b
-
-    def close(self):
-        for b in self.blocks:
-            self.lib.ok(self.lib.block_destroy(b), "block_destroy")
-        for t in self.tensors:
-            self.lib.ok(self.lib.tensor_destroy(t), "tensor_destroy")
-        self.lib.ok(self.lib.context_destroy(self.h), "context_destroy")
+def Ctx(lib, backend):
+    """A context of backend CPU or CUDA (4 threads) whose tensors default to that backend's memory."""
+    ctx = Context(lib, "cuda" if backend == CUDA else "cpu", 4)
+    ctx.backend = backend  # results are keyed by it
+    return ctx
 
 
 def bf16_bits(a):
