@@ -114,6 +114,7 @@ class Lib:
             "hspmn_model_logits": (C.c_int, [P, P, P]),
             "hspmn_adamw_default_params": (AdamwParams, []),
             "hspmn_model_adamw_step": (C.c_int, [P, C.POINTER(AdamwParams), C.POINTER(AdamwResult)]),
+            "hspmn_model_router_bias_step": (C.c_int, [P, C.c_float, C.c_float, C.POINTER(C.c_float)]),
             "hspmn_model_get_moment": (C.c_int, [P, C.c_char_p, C.c_int32, P]),
             "hspmn_model_set_moment": (C.c_int, [P, C.c_char_p, C.c_int32, P]),
             # cached decoding

@@ -1,5 +1,6 @@
 #include "model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <utility>
@@ -53,7 +54,8 @@ Model::Model(hspmn_context* ctx, const hspmn_model_params& params, uint64_t seed
     : ctx_(ctx), be_(*ctx->backend), params_(params), block_cfg_(make_block_config(params.block)),
       V_(params.vocab_size), L_(params.num_layers), D_(params.block.dim), emb_value_(be_), emb_grad_(be_),
       norm_value_(be_), norm_grad_(be_), tokens_(be_), targets_(be_), act_a_(be_), act_b_(be_), act_c_(be_), hidden_(be_),
-      rstd_(be_), dh_(be_), stats_(be_), ce_sum_(be_), loss_(be_), d_aux_(be_), logits_(be_) {
+      rstd_(be_), dh_(be_), stats_(be_), ce_sum_(be_), loss_(be_), d_aux_(be_), logits_(be_), noise_free_(be_),
+      noise_free_sum_(static_cast<std::size_t>(L_), 0.0) {
     try {
         blocks_.reserve(static_cast<std::size_t>(L_));
         for (int64_t i = 0; i < L_; ++i) blocks_.push_back(be_.create_block(block_cfg_, layer_seed(seed, i)));
@@ -104,6 +106,7 @@ Model::Model(hspmn_context* ctx, const hspmn_model_params& params, uint64_t seed
         }
         zero_grad();
         stats_.ensure(static_cast<std::size_t>(L_) * 2 * 4);
+        noise_free_.ensure(static_cast<std::size_t>(L_) * 4);
         ce_sum_.ensure(4);
         loss_.ensure(8);
         d_aux_.ensure(4);
@@ -224,6 +227,7 @@ void Model::run_trunk(int32_t training, int32_t noise, uint64_t seed, int64_t st
         ForwardCall fc{training, noise, seed, step, static_cast<int32_t>(i), aux_target, &xv, nullptr, nullptr,
                        nullptr, &ov, &av};
         fc.routed_fraction = stats + 2 * i + 1;
+        if (training) fc.noise_free_fraction = noise_free_.as<float>() + i;
         blocks_[i]->forward(fc);
         std::swap(in, out);
     }
@@ -260,6 +264,15 @@ void Model::forward(const ModelForward& c) {
         B_ = c.B;
         S_ = c.S;
         has_cache_ = true;
+        if (noise_free_restart_) {
+            std::fill(noise_free_sum_.begin(), noise_free_sum_.end(), 0.0);
+            noise_free_forwards_ = 0;
+            noise_free_restart_ = false;
+        }
+        Buffer<float> f(static_cast<std::size_t>(L_));
+        be_.copy_to_host_raw(f.data(), noise_free_.as<void>(), static_cast<std::size_t>(L_) * 4);
+        for (int64_t i = 0; i < L_; ++i) noise_free_sum_[static_cast<std::size_t>(i)] += f[i];
+        ++noise_free_forwards_;
     }
 }
 

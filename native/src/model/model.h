@@ -79,6 +79,10 @@ public:
     // tokens: [B, S] host, validated; logits: [B, V] f32 tensor of the context
     void logits(const int32_t* tokens, int64_t B, int64_t S, hspmn_tensor* out);
     hspmn_adamw_result adamw_step(const hspmn_adamw_params& p);
+    // Router bias control (native/README.md "Router bias control"), after an optimizer step: layer
+    // i's router.b master weight += rate * sign(target - f_i), f_i the mean noise-free fraction of the
+    // training forwards since the step before; bf16 copy re-rounded. fractions: [L] host or null.
+    void router_bias_step(float target, float rate, float* fractions);
 
     // For the decoder (decoder.cpp): the pieces of the trunk it runs row by row.
     Backend& backend() const { return be_; }
@@ -130,6 +134,13 @@ private:
     RawBuffer hidden_, rstd_;         // [N, D] bf16 after the final norm, [N] f32
     RawBuffer dh_;                    // [N, D] f32
     RawBuffer stats_, ce_sum_, loss_, d_aux_, logits_;
+    // The router bias controller's measure: [L] f32 (backend memory) per training forward, summed on
+    // the host over the forwards of one optimizer step. An optimizer step marks the sums for restart
+    // at the next training forward, so a skipped step's forwards never reach the next step's update.
+    RawBuffer noise_free_;
+    std::vector<double> noise_free_sum_;
+    int64_t noise_free_forwards_ = 0;
+    bool noise_free_restart_ = false;
 };
 
 }  // namespace hspmn

@@ -81,6 +81,7 @@ public final class TrainOptions {
     private final float weightDecay;
     private final float clip;
     private final long auxWarmup;
+    private final float routerBiasRate;
     private final long seed;
     private final long evalEvery;
     private final int evalBatches;
@@ -115,6 +116,7 @@ public final class TrainOptions {
         weightDecay = b.weightDecay;
         clip = b.clip;
         auxWarmup = b.auxWarmup < 0 ? b.warmup : b.auxWarmup;
+        routerBiasRate = b.routerBiasRate;
         seed = b.seed;
         evalEvery = b.evalEvery;
         evalBatches = b.evalBatches;
@@ -192,6 +194,9 @@ public final class TrainOptions {
                     o -> Float.toString(o.clip)),
             new Option("aux-warmup", "N", "steps over which the aux target anneals from 0.8 to --rho (default: --warmup)",
                     Scope.RUN, (b, v) -> b.auxWarmup(l("aux-warmup", v)), o -> Long.toString(o.auxWarmup)),
+            new Option("router-bias-rate", "G", "threshold routing: after each step every layer's router bias moves by G "
+                    + "toward routing the aux target's share of tokens without noise (0: off)", Scope.RUN,
+                    (b, v) -> b.routerBiasRate(f("router-bias-rate", v)), o -> Float.toString(o.routerBiasRate)),
             new Option("seed", "N", "seeds the initial weights, the batch order and the routing noise", Scope.RUN,
                     (b, v) -> b.seed(l("seed", v)), o -> Long.toString(o.seed)),
             new Option("val-fraction", "F", "share of every file held out for validation, in (0, 1)", Scope.RUN,
@@ -323,6 +328,10 @@ public final class TrainOptions {
         }
         if (!(weightDecay >= 0)) {
             throw new IllegalArgumentException("--weight-decay (" + weightDecay + ") must be >= 0");
+        }
+        if (!(routerBiasRate >= 0 && Float.isFinite(routerBiasRate))) {
+            throw new IllegalArgumentException("--router-bias-rate (" + routerBiasRate + ") must be finite and >= 0 (0 turns "
+                    + "router bias control off)");
         }
         if (!(clip >= 0)) {
             throw new IllegalArgumentException("--clip (" + clip + ") must be >= 0 (0 turns clipping off)");
@@ -458,6 +467,8 @@ public final class TrainOptions {
     public float weightDecay() { return weightDecay; }
     public float clip() { return clip; }
     public long auxWarmup() { return auxWarmup; }
+    /** Router bias control's step per optimizer step (native/README.md "Router bias control"); 0: off. */
+    public float routerBiasRate() { return routerBiasRate; }
     public long seed() { return seed; }
     public long evalEvery() { return evalEvery; }
     public int evalBatches() { return evalBatches; }
@@ -507,6 +518,9 @@ public final class TrainOptions {
         return "TrainOptions{" + describe().strip().replace("\n  ", ", ") + "}";
     }
 
+    /** --router-bias-rate's default; checkpoints written before the option existed resume with 0 (off). */
+    public static final float DEFAULT_ROUTER_BIAS_RATE = 0.01f;
+
     /** Mutable builder starting from the defaults (a small CPU-sized run). */
     public static final class Builder {
         private Path data;
@@ -531,6 +545,7 @@ public final class TrainOptions {
         private float weightDecay = 0.1f;
         private float clip = 1.0f;
         private long auxWarmup = -1;
+        private float routerBiasRate = DEFAULT_ROUTER_BIAS_RATE;
         private long seed = 1;
         private long evalEvery = 100;
         private int evalBatches = 8;
@@ -582,6 +597,7 @@ public final class TrainOptions {
         public Builder clip(float v) { clip = v; return this; }
         /** Negative: the same as warmup. */
         public Builder auxWarmup(long v) { auxWarmup = v; return this; }
+        public Builder routerBiasRate(float v) { routerBiasRate = v; return this; }
         public Builder seed(long v) { seed = v; return this; }
         public Builder evalEvery(long v) { evalEvery = v; return this; }
         public Builder evalBatches(int v) { evalBatches = v; return this; }
