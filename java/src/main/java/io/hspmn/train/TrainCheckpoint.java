@@ -111,9 +111,6 @@ public final class TrainCheckpoint {
         TrainOptions.Builder b = TrainOptions.builder();
         JsonElement training = cfg.get("training");
         if (training instanceof JsonObject t) {
-            if (!t.has("router_bias_rate")) {
-                b.routerBiasRate(0f); // written before router bias control: those runs trained without it
-            }
             try {
                 TrainOptions.applyStored(b, t);
             } catch (IllegalArgumentException e) {

@@ -394,11 +394,15 @@ public final class TrainOptions {
     }
 
     /**
-     * Applies stored options onto {@code b}.
+     * Applies stored options onto {@code b}. Options stored before {@code router_bias_rate} existed
+     * read it as 0: those runs trained without router bias control, and resume so.
      *
      * @throws IllegalArgumentException for an unknown key or a bad value, naming it
      */
     public static Builder applyStored(Builder b, JsonObject stored) {
+        if (!stored.has(option("router-bias-rate").jsonKey())) {
+            b.routerBiasRate(0f);
+        }
         for (Map.Entry<String, JsonElement> e : stored.entrySet()) {
             Option opt = option(e.getKey().replace('_', '-'));
             if (opt == null || opt.scope() == Scope.MODEL || opt.scope() == Scope.SESSION) {
