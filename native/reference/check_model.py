@@ -16,6 +16,9 @@ long runs of equal tokens. Per case:
   hspmn_model_adamw_step            grad_norm, clipping (max_grad_norm = half the norm), master
                                     weights, m and v against hspmn_lm.clip_grad_norm + adamw_update
                                     in float32 from preset moments; then a forward on the new weights
+  hspmn_model_router_bias_step      (threshold cases) the measured l > 0 share per layer against
+                                    hspmn_lm.noise_free_fraction, b += / -= rate bitwise against
+                                    hspmn_lm.router_bias_step, a second call refused; b restored
   evaluation forward + logits       noiseless loss and stats; hspmn_model_logits of the last position
 
 Routing is the model's own (the ABI does not expose it), so each case searches token windows (and
