@@ -248,6 +248,7 @@ def check_router_bias(lib, native, cfg, tokens, targets, noise_seed, step, repor
         o = reference_model(cfg, native)(tok_t, tgt_t, training=True, seed=noise_seed, step=step)
     fr = (C.c_float * L)()
     rate = 0.0625
+    near_share = []
     # Rate 0 changes nothing but consumes the measure of the forwards so far (it averages every
     # training forward since the last optimizer step or bias step).
     shifted = {n: native.get("model_get_param", n) for n in names}
@@ -262,6 +263,7 @@ def check_router_bias(lib, native, cfg, tokens, targets, noise_seed, step, repor
             for i, blk in enumerate(o.blocks):
                 want = hspmn_lm.noise_free_fraction(blk.logits)
                 near = float((blk.logits.abs() < 0.02).sum()) / blk.logits.numel()
+                near_share.append(near)
                 report(f"router_bias.fraction[{i}] = {want:.3f} (tokens with |l| < 0.02 may differ)",
                        abs(fr[i] - want), near)
         master = {n: torch.from_numpy(before[n].copy()) for n in names}
@@ -271,6 +273,20 @@ def check_router_bias(lib, native, cfg, tokens, targets, noise_seed, step, repor
             moves = 0.0 < fr[i] < 1.0  # the check's power: both targets move every layer
             ok = moves and np.array_equal(after, master[n].numpy()) and after[0] != before[n][0]
             report(f"router_bias.{n} (target {target:g}, f {fr[i]:.3f}, bitwise)", 0.0 if ok else math.inf, 0.0)
+    # Two training forwards (micro-batches) before one step: f is their mean (float64 sum of float32s).
+    other_tok, other_tgt = np.ascontiguousarray(tokens[:, ::-1]), np.ascontiguousarray(targets[:, ::-1])
+    ref_now = reference_model(cfg, native)
+    want = [0.0] * L
+    for tk, tg in ((tokens, targets), (other_tok, other_tgt)):
+        native.forward(tk, tg, 1, noise_seed, step)
+        with torch.no_grad():
+            o = ref_now(torch.from_numpy(tk), torch.from_numpy(tg), training=True, seed=noise_seed, step=step)
+        for i, blk in enumerate(o.blocks):
+            want[i] += hspmn_lm.noise_free_fraction(blk.logits) / 2
+    lib.ok(lib.model_router_bias_step(native.h, 0.5, 0.0, fr), "model_router_bias_step (two forwards)")
+    for i in range(L):
+        report(f"router_bias.fraction[{i}] over two forwards = {want[i]:.3f} (tokens with |l| < 0.02 may differ)",
+               abs(fr[i] - want[i]), near_share[i])
     refused = lib.model_router_bias_step(native.h, 0.5, rate, None)
     report("router_bias: a second call without a forward is refused (HSPMN_ERR_STATE)",
            0.0 if refused == 10 else math.inf, 0.0)

@@ -1,6 +1,5 @@
 #include "model.h"
 
-#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <utility>
@@ -54,8 +53,7 @@ Model::Model(hspmn_context* ctx, const hspmn_model_params& params, uint64_t seed
     : ctx_(ctx), be_(*ctx->backend), params_(params), block_cfg_(make_block_config(params.block)),
       V_(params.vocab_size), L_(params.num_layers), D_(params.block.dim), emb_value_(be_), emb_grad_(be_),
       norm_value_(be_), norm_grad_(be_), tokens_(be_), targets_(be_), act_a_(be_), act_b_(be_), act_c_(be_), hidden_(be_),
-      rstd_(be_), dh_(be_), stats_(be_), ce_sum_(be_), loss_(be_), d_aux_(be_), logits_(be_), noise_free_(be_),
-      noise_free_sum_(static_cast<std::size_t>(L_), 0.0) {
+      rstd_(be_), dh_(be_), stats_(be_), ce_sum_(be_), loss_(be_), d_aux_(be_), logits_(be_) {
     try {
         blocks_.reserve(static_cast<std::size_t>(L_));
         for (int64_t i = 0; i < L_; ++i) blocks_.push_back(be_.create_block(block_cfg_, layer_seed(seed, i)));
@@ -106,7 +104,6 @@ Model::Model(hspmn_context* ctx, const hspmn_model_params& params, uint64_t seed
         }
         zero_grad();
         stats_.ensure(static_cast<std::size_t>(L_) * 2 * 4);
-        noise_free_.ensure(static_cast<std::size_t>(L_) * 4);
         ce_sum_.ensure(4);
         loss_.ensure(8);
         d_aux_.ensure(4);
@@ -227,7 +224,7 @@ void Model::run_trunk(int32_t training, int32_t noise, uint64_t seed, int64_t st
         ForwardCall fc{training, noise, seed, step, static_cast<int32_t>(i), aux_target, &xv, nullptr, nullptr,
                        nullptr, &ov, &av};
         fc.routed_fraction = stats + 2 * i + 1;
-        if (training) fc.noise_free_fraction = noise_free_.as<float>() + i;
+        if (training && noise_free_out_) fc.noise_free_fraction = noise_free_out_ + i;
         blocks_[i]->forward(fc);
         std::swap(in, out);
     }
@@ -242,7 +239,21 @@ void Model::forward(const ModelForward& c) {
     ensure_rows(N);
     be_.copy_from_host_raw(tokens_.as<void>(), c.tokens, static_cast<std::size_t>(N) * 4);
     if (c.targets) be_.copy_from_host_raw(targets_.as<void>(), c.targets, static_cast<std::size_t>(N) * 4);
+    noise_free_out_ = nullptr;
+    if (c.training) {
+        if (noise_free_restart_) {
+            noise_free_forwards_ = 0;
+            noise_free_restart_ = false;
+        }
+        const auto slot = static_cast<std::size_t>(noise_free_forwards_);
+        if (slot == noise_free_.size()) {
+            noise_free_.emplace_back(be_);
+            noise_free_.back().ensure(static_cast<std::size_t>(L_) * 4);
+        }
+        noise_free_out_ = noise_free_[slot].as<float>();
+    }
     run_trunk(c.training, c.noise, c.seed, c.step, c.aux_target, c.B, c.S);
+    noise_free_out_ = nullptr;
     if (c.targets) {
         // Loss only: backward recomputes the head with gradients, which keeps no [N, V] logits and
         // no [V, D] head gradient alive between the two calls.
@@ -264,14 +275,6 @@ void Model::forward(const ModelForward& c) {
         B_ = c.B;
         S_ = c.S;
         has_cache_ = true;
-        if (noise_free_restart_) {
-            std::fill(noise_free_sum_.begin(), noise_free_sum_.end(), 0.0);
-            noise_free_forwards_ = 0;
-            noise_free_restart_ = false;
-        }
-        Buffer<float> f(static_cast<std::size_t>(L_));
-        be_.copy_to_host_raw(f.data(), noise_free_.as<void>(), static_cast<std::size_t>(L_) * 4);
-        for (int64_t i = 0; i < L_; ++i) noise_free_sum_[static_cast<std::size_t>(i)] += f[i];
         ++noise_free_forwards_;
     }
 }

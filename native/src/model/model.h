@@ -134,13 +134,14 @@ private:
     RawBuffer hidden_, rstd_;         // [N, D] bf16 after the final norm, [N] f32
     RawBuffer dh_;                    // [N, D] f32
     RawBuffer stats_, ce_sum_, loss_, d_aux_, logits_;
-    // The router bias controller's measure: [L] f32 (backend memory) per training forward, summed on
-    // the host over the forwards of one optimizer step. An optimizer step marks the sums for restart
-    // at the next training forward, so a skipped step's forwards never reach the next step's update.
-    RawBuffer noise_free_;
-    std::vector<double> noise_free_sum_;
+    // The router bias controller's measure: one [L] f32 slot (backend memory) per training forward
+    // since the last optimizer step, written without a host sync and read by router_bias_step. An
+    // optimizer step marks the slots for reuse from the next training forward on, so a skipped
+    // step's forwards never reach the next update.
+    std::vector<RawBuffer> noise_free_;
     int64_t noise_free_forwards_ = 0;
     bool noise_free_restart_ = false;
+    float* noise_free_out_ = nullptr;  // the slot of the training forward under way, or null
 };
 
 }  // namespace hspmn

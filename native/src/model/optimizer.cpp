@@ -51,9 +51,15 @@ void Model::router_bias_step(float target, float rate, float* fractions) {
     if (noise_free_forwards_ == 0)
         fail(HSPMN_ERR_STATE, "no training forward to measure since the last router bias step (call "
                               "hspmn_model_forward with training = 1 first)");
-    const double forwards = static_cast<double>(noise_free_forwards_);
+    // The forwards' fractions summed in their order, in double: what the reference's train_step does.
+    const auto K = static_cast<std::size_t>(noise_free_forwards_);
+    const auto Lz = static_cast<std::size_t>(L_);
+    Buffer<float> per(K * Lz);
+    for (std::size_t k = 0; k < K; ++k) be_.copy_to_host_raw(per.data() + k * Lz, noise_free_[k].as<void>(), Lz * 4);
     for (int64_t i = 0; i < L_; ++i) {
-        const double f = noise_free_sum_[static_cast<std::size_t>(i)] / forwards;
+        double sum = 0.0;
+        for (std::size_t k = 0; k < K; ++k) sum += per[k * Lz + static_cast<std::size_t>(i)];
+        const double f = sum / static_cast<double>(K);
         if (fractions) fractions[i] = static_cast<float>(f);
         const double want = static_cast<double>(target);
         if (f == want || rate == 0.0f) continue;
