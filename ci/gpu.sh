@@ -7,7 +7,8 @@
 # (CUDA graphs through the ABI),
 # hspmn_cuda_lm (the language model's CUDA ops vs float64), golden parity through the CUDA backend, the
 # same goldens through the CPU backend of the CUDA-built library, the language model through the CUDA
-# backend against hspmn_lm.py (model_cuda), cached decoding against the full forward (decode_cuda),
+# backend against hspmn_lm.py (model_cuda), residual dropout against the reference and the CPU
+# backend (dropout_cuda), cached decoding against the full forward (decode_cuda),
 # sampling against the CPU op bit for bit, with its kernel timings (sample_cuda), the chunked
 # inference forward against the one-pass forward (chunked_cuda), and the Java tests when
 # ci/pack-carry.sh has filled .carry/ (with the HTTP service under 32 streams: serve_cuda), then the
@@ -92,11 +93,19 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   stage test_sample "$build/tests/test_sample"
   stage hspmn_cuda "$build/tests/hspmn_cuda"
   stage hspmn_cuda_lm "$build/tests/hspmn_cuda_lm"
+  # the per-op backend suite (native/tests/backend_ops): every registered op case (odd tails, head dims
+  # 8..128) on the CUDA ops against the CPU ops by normalised MSE (tolerances.json), then the same CPU ops
+  # against the float64 reference. Last lines: "N checks, 0 failures" and "... 0 failures".
+  stage backend_ops bash -c "'$build/tests/test_backend_ops' --require cuda && \
+    '$py' native/reference/check_backend_ops.py --bin '$build/tests/test_backend_ops'"
   stage graph_cuda "$build/tests/graph_cuda"
   stage goldens_cuda "$py" native/reference/check_native.py --backend cuda --lib "$build/libhspmn.so"
   stage goldens_cpu "$py" native/reference/check_native.py --backend cpu --lib "$build/libhspmn.so"
   # the language model (embedding, blocks, final norm, fused cross-entropy, AdamW) vs float64 hspmn_lm.py
   stage model_cuda "$py" native/reference/check_model.py --backend cuda --lib "$build/libhspmn.so"
+  # residual dropout: one block with p > 0 and p = 0 vs float64 hspmn_ref.py and vs the CPU backend
+  # (the same Philox masks), forward and backward, bitwise repeat, evaluation ignores dropout
+  stage dropout_cuda "$py" native/reference/check_dropout.py --backend cuda --lib "$build/libhspmn.so"
   # cached decoding (hspmn_decoder_*) through the CUDA backend against the full forward of the same library
   stage decode_cuda "$py" native/reference/check_decode.py --backend cuda --lib "$build/libhspmn.so"
   # the decode step (skinny GEMMs, fused per-row kernels, sampling on the device), eager and as graphs

@@ -26,6 +26,8 @@ HSPMN_CP="java/target/hspmn-0.1.0-SNAPSHOT.jar:java/target/lib/*" bash ci/serve-
 .venv/bin/python native/reference/check_native.py --lib "$build/libhspmn.so"
 # the language model (loss, every gradient, AdamW, logits) and cached decoding against the float64 reference
 .venv/bin/python native/reference/check_model.py --backend cpu --lib "$build/libhspmn.so"
+# residual dropout of one block (forward, backward, p = 0, evaluation) against the float64 reference
+.venv/bin/python native/reference/check_dropout.py --backend cpu --lib "$build/libhspmn.so"
 .venv/bin/python native/reference/check_decode.py --backend cpu --lib "$build/libhspmn.so"
 # the same through hspmn_decoder_step (sampling on the backend) and its bad inputs
 .venv/bin/python native/reference/check_decode.py --backend cpu --path step --lib "$build/libhspmn.so"

@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 /* Bumped on any incompatible change of this header; the Java layer refuses a different value. */
-#define HSPMN_ABI_VERSION 2
+#define HSPMN_ABI_VERSION 3
 
 typedef enum hspmn_status {
     HSPMN_OK = 0,
@@ -219,6 +219,11 @@ typedef struct hspmn_forward_params {
     int64_t step;
     int32_t layer;
     float aux_target;    /* rho_target of the aux loss; < 0 means the config's sparsity_k              */
+    /* Residual dropout p in [0, 1) (native/README.md "Residual dropout"), training only: m and o are
+     * multiplied by keep / (1 - p), the mask drawn from (seed, step, layer, b, s, d) like the noise.
+     * 0 (default): none. Ignored when training is 0.                                                  */
+    float dropout;
+    int32_t reserved;    /* 0                                                                          */
 } hspmn_forward_params;
 
 HSPMN_API hspmn_forward_params hspmn_forward_default_params(void);
@@ -344,7 +349,8 @@ typedef struct hspmn_model_forward_params {
     uint64_t seed;
     int64_t step;       /* the noise step; with gradient accumulation step * accum + micro       */
     float aux_target;   /* every layer's rho_target; < 0 means block.sparsity_k                  */
-    int32_t reserved;
+    float dropout;      /* residual dropout p in [0, 1), training only: layer i's masks are keyed
+                           (seed, step, layer = i) like its noise (hspmn_forward_params.dropout)  */
 } hspmn_model_forward_params;
 
 HSPMN_API hspmn_model_forward_params hspmn_model_forward_default_params(void);

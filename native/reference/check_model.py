@@ -20,6 +20,9 @@ long runs of equal tokens. Per case:
                                     hspmn_lm.noise_free_fraction, b += / -= rate bitwise against
                                     hspmn_lm.router_bias_step, a second call refused; b restored
   evaluation forward + logits       noiseless loss and stats; hspmn_model_logits of the last position
+A case with residual dropout p (the 8th field) runs every training forward above with
+hspmn_model_forward_params.dropout = p against hspmn_lm's dropout = p (the same Philox masks), and
+also checks that the masks matter (the loss moves against p = 0) and that evaluation ignores p.
 
 Routing is the model's own (the ABI does not expose it), so each case searches token windows (and
 noise seeds) until the reference's routing margin, the gap between the selected and the rejected
@@ -97,6 +100,10 @@ CASES = [
     # the largest vocabulary: the CUDA head runs in 3 row chunks (256, 256, 88) and the embedding
     # gradient's runs of the frequent token cross many of its 64-row chunks
     ("v65536_n600", 65536, 1, 2, 300, dict(dim=32, num_heads=2, num_kv_heads=1, routing="topk", sparsity_k=0.5), 14),
+    # residual dropout 0.3 in every layer of 3 (the shape of v97_d36_threshold: D % 8 != 0, Dh 18); a
+    # partial Philox word group (D % 4 != 0) is check_dropout.py's threshold_d42 case
+    ("v97_d36_dropout", 97, 3, 3, 23,
+     dict(dim=36, num_heads=2, num_kv_heads=1, routing="threshold", sparsity_k=0.3), 15, 0.3),
 ]
 
 
@@ -148,10 +155,11 @@ class NativeModel:
         args = (self.h, name.encode(), which, t) if which is not None else (self.h, name.encode(), t)
         self.lib.ok(getattr(self.lib, fn)(*args), f"{fn} {name}")
 
-    def forward(self, tokens, targets, training, seed=0, step=0):
+    def forward(self, tokens, targets, training, seed=0, step=0, dropout=0.0):
         B, S = tokens.shape
         fp = self.lib.model_forward_default_params()
         fp.training, fp.noise, fp.seed, fp.step, fp.aux_target = training, 1, seed, step, -1.0
+        fp.dropout = dropout
         tok = self.ctx.tensor(I32, (B, S), tokens.astype(np.int32))
         tgt = self.ctx.tensor(I32, (B, S), targets.astype(np.int32))
         loss, stats = self.ctx.tensor(F32, (2,)), self.ctx.tensor(F32, (self.L, 2))
@@ -295,7 +303,8 @@ def check_router_bias(lib, native, cfg, tokens, targets, noise_seed, step, repor
 
 
 def run_case(lib, backend, threads, case, rows):
-    name, V, L, B, S, block, seed = case
+    name, V, L, B, S, block, seed, *rest = case
+    drop = rest[0] if rest else 0.0  # residual dropout of every training forward
     failures = []
 
     def report(what, err, bound):
@@ -336,7 +345,7 @@ def run_case(lib, backend, threads, case, rows):
             tokens, targets = windows(rng, V, B, S)
             noise_seed = 1000 + 7 * trial + seed
             with torch.no_grad():
-                o = ref(torch.from_numpy(tokens), None, training=True, seed=noise_seed, step=step)
+                o = ref(torch.from_numpy(tokens), None, training=True, seed=noise_seed, step=step, dropout=drop)
             margins = routing_margin(o.blocks, routing, noiseless=False)
             if margins_ok(margins):
                 break
@@ -345,7 +354,7 @@ def run_case(lib, backend, threads, case, rows):
             return failures
         info(f"training routing margin per layer (try {trial})", min(margins))
         tok_t, tgt_t = torch.from_numpy(tokens), torch.from_numpy(targets)
-        out = ref(tok_t, tgt_t, training=True, seed=noise_seed, step=step)
+        out = ref(tok_t, tgt_t, training=True, seed=noise_seed, step=step, dropout=drop)
         for o in out.blocks:
             o.logits.retain_grad()
             o.scores.retain_grad()
@@ -358,7 +367,7 @@ def run_case(lib, backend, threads, case, rows):
         scales = router_term_scales(out)
         ref.zero_grad(set_to_none=True)
 
-        loss, stats = native.forward(tokens, targets, 1, noise_seed, step)
+        loss, stats = native.forward(tokens, targets, 1, noise_seed, step, drop)
         report("train.loss", rel(loss[0], float(out.loss.detach())), LOSS_BOUND)
         report("train.ce", rel(loss[1], float(out.ce.detach())), LOSS_BOUND)
         for i in range(L):
@@ -382,24 +391,24 @@ def run_case(lib, backend, threads, case, rows):
                rel(grads["embedding"] - head, lookup), GRAD_BOUND)
 
         # ---- the same step again: bitwise; then loss_scale and accumulate
-        loss2, stats2 = native.forward(tokens, targets, 1, noise_seed, step)
+        loss2, stats2 = native.forward(tokens, targets, 1, noise_seed, step, drop)
         native.backward()
         grads2 = native.grads()
         same = np.array_equal(loss2, loss) and np.array_equal(stats2, stats) and all(
             np.array_equal(grads2[n], grads[n]) for n in native.names)
         report("repeat: loss, stats, grads bitwise", 0.0 if same else math.inf, 0.0)
         # (a backward consumes its forward's activations: one forward per backward)
-        native.forward(tokens, targets, 1, noise_seed, step)
+        native.forward(tokens, targets, 1, noise_seed, step, drop)
         native.backward(loss_scale=0.5)
         half = native.grads()
         report("loss_scale 0.5 halves grads", max(rel(half[n], 0.5 * grads[n]) for n in native.names), ACCUM_BOUND)
-        native.forward(tokens, targets, 1, noise_seed, step)
+        native.forward(tokens, targets, 1, noise_seed, step, drop)
         native.backward(loss_scale=0.5, accumulate=1)
         acc = native.grads()
         report("accumulate adds", max(rel(acc[n], grads[n]) for n in native.names), ACCUM_BOUND)
 
         # ---- AdamW on the held gradients, made `grads` again (bitwise, as the repeat showed)
-        native.forward(tokens, targets, 1, noise_seed, step)
+        native.forward(tokens, targets, 1, noise_seed, step, drop)
         native.backward()
         masters = {n: native.get("model_get_param", n) for n in native.names}
         m0, v0 = {}, {}
@@ -434,8 +443,8 @@ def run_case(lib, backend, threads, case, rows):
         # The forward after the step reads the re-rounded bf16 copies.
         ref = reference_model(cfg, native)
         with torch.no_grad():
-            out_after = ref(tok_t, tgt_t, training=True, seed=noise_seed, step=step)
-        loss_after, _ = native.forward(tokens, targets, 1, noise_seed, step)
+            out_after = ref(tok_t, tgt_t, training=True, seed=noise_seed, step=step, dropout=drop)
+        loss_after, _ = native.forward(tokens, targets, 1, noise_seed, step, drop)
         report("after step: train.loss", rel(loss_after[0], float(out_after.loss.detach())), LOSS_BOUND)
         moved = abs(float(out_after.loss.detach()) - float(out.loss.detach())) / abs(float(out.loss.detach()))
         report("after step: loss moved by > 5 x LOSS_BOUND (test power)", 5 * LOSS_BOUND / max(moved, 1e-30), 1.0)
@@ -455,6 +464,17 @@ def run_case(lib, backend, threads, case, rows):
                             f"({margins})")
             return failures
         info(f"evaluation routing margin per layer (try {trial})", min(margins))
+        if drop > 0:
+            # The masks matter (a dropout that is never applied would pass every check above only if
+            # the reference ignored it too), and evaluation ignores the option: bitwise the p = 0 result.
+            loss_p, _ = native.forward(tokens, targets, 1, noise_seed, step, drop)
+            loss_0, _ = native.forward(tokens, targets, 1, noise_seed, step, 0.0)
+            report("dropout moves the training loss by > 1e-3 (test power)",
+                   1e-3 / max(rel(loss_p[0], float(loss_0[0])), 1e-30), 1.0)
+            ev_p, st_p = native.forward(tokens, targets, 0, noise_seed, step, drop)
+            ev_0, st_0 = native.forward(tokens, targets, 0, noise_seed, step, 0.0)
+            same = np.array_equal(ev_p, ev_0) and np.array_equal(st_p, st_0)
+            report("evaluation ignores dropout (bitwise)", 0.0 if same else math.inf, 0.0)
         with torch.no_grad():
             out = ref(torch.from_numpy(tokens), torch.from_numpy(targets), training=False)
             ref_logits = ref.logits(out.hidden[:, -1:, :])[:, 0, :].numpy()  # [B, V]: only the last position

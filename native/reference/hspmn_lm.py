@@ -17,7 +17,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from hspmn_ref import BlockConfig, HSPMNBlock, bf16_round, f32, gumbel_noise, rms_norm
+from hspmn_ref import BlockConfig, HSPMNBlock, bf16_round, dropout_masks, f32, gumbel_noise, rms_norm
 
 # ---- config --------------------------------------------------------------------------------------
 
@@ -60,6 +60,23 @@ class LMConfig:
     @staticmethod
     def from_json(text: str) -> "LMConfig":
         return LMConfig.from_dict(json.loads(text))
+
+
+def validate_dropout(p: float) -> float:
+    """Residual dropout probability: finite, 0 <= p < 1 (the trainer's --dropout and the ABI's rule)."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not (0.0 <= f32(p) < 1.0):
+        raise ValueError(f"dropout: must be in [0, 1), got {p!r}")
+    return float(p)
+
+
+def stored_dropout(config: dict) -> float:
+    """The residual dropout a checkpoint's run trained with: config["training"]["dropout"], the key
+    io.hspmn.train.TrainOptions stores (a RUN option); 0 for checkpoints written before it existed and
+    for bare weights. Evaluation and sampling never apply it; a resumed run must."""
+    training = config.get("training")
+    if not isinstance(training, dict) or "dropout" not in training:
+        return 0.0
+    return validate_dropout(training["dropout"])
 
 
 # ---- fused cross-entropy -------------------------------------------------------------------------
@@ -174,12 +191,15 @@ class HSPMNLM(nn.Module):
     def forward(self, tokens: torch.Tensor, targets: Optional[torch.Tensor] = None, training: bool = False,
                 seed: int = 0, step: int = 0, aux_target: Optional[float] = None,
                 routes: Optional[Sequence[Tuple[torch.Tensor, torch.Tensor]]] = None,
-                gate_sg: Optional[Sequence[torch.Tensor]] = None, chunk_rows: int = 256) -> LMOutput:
+                gate_sg: Optional[Sequence[torch.Tensor]] = None, chunk_rows: int = 256,
+                dropout: float = 0.0) -> LMOutput:
         """tokens, targets: [B, S] int (targets[b, s] is the byte after tokens[b, s]).
 
         training: Gumbel noise gumbel_noise(seed, step, layer=i) in layer i (step: see noise_step);
                   evaluation draws none.
         aux_target: every layer's rho_target (aux_target_schedule); None: the config's sparsity_k.
+        dropout: residual dropout p, training only: layer i multiplies m and o by
+                 hspmn_ref.dropout_masks(seed, step, i, ...) (the same key as its noise); 0 drops nothing.
         routes / gate_sg: per-layer (indices, counts) and sg(sigmoid(n)) pinned, for gradient checks.
         Activations between blocks stay float64 here; a bf16 backend rounds them, which the
         ||out - ref|| / ||ref|| bounds of MODEL.md cover.
@@ -191,8 +211,9 @@ class HSPMNLM(nn.Module):
         for i, blk in enumerate(self.blocks):
             noise = gumbel_noise(seed, step, i, B, S) if training else None
             idx, cnt = routes[i] if routes is not None else (None, None)
+            drop = dropout_masks(seed, step, i, B, S, D, dropout) if training else None
             res = blk(x, training=training, noise=noise, indices=idx, counts=cnt, aux_target=aux_target,
-                      gate_sg=gate_sg[i] if gate_sg is not None else None)
+                      gate_sg=gate_sg[i] if gate_sg is not None else None, dropout=drop)
             outs.append(res)
             auxes.append(res.aux.reshape(()))
             x = res.out
@@ -333,13 +354,14 @@ def router_bias_step(master: Dict[str, torch.Tensor], fractions: Sequence[float]
 def train_step(model: HSPMNLM, master: Dict[str, torch.Tensor], m: Dict[str, torch.Tensor],
                v: Dict[str, torch.Tensor], micro_batches: List[Tuple[torch.Tensor, torch.Tensor]], step: int,
                seed: int, lr: float, weight_decay: float, max_norm: float, aux_target: float,
-               router_bias_rate: float = 0.0) -> dict:
+               dropout: float = 0.0, router_bias_rate: float = 0.0) -> dict:
     """One optimizer step: forward/backward of each micro-batch on the bf16-rounded master weights,
     gradients averaged (g = (1/A) sum_a grad loss_a), clipped, then AdamW on the master weights, then
     (threshold routing, router_bias_rate > 0, the step applied) router_bias_step toward aux_target.
 
     master/m/v: float master weights and moments by state_dict name (the forward reads
     bf16_round(master), the native bf16 copy). step is 0-based; AdamW sees step + 1.
+    dropout: residual dropout p; micro-batch a draws its masks at noise_step(step, a, A), as its noise.
     """
     A = len(micro_batches)
     params = dict(model.named_parameters())
@@ -351,7 +373,8 @@ def train_step(model: HSPMNLM, master: Dict[str, torch.Tensor], m: Dict[str, tor
     routed = prob = 0
     noise_free = [0.0] * model.cfg.num_layers
     for a, (tok, tgt) in enumerate(micro_batches):
-        out = model(tok, tgt, training=True, seed=seed, step=noise_step(step, a, A), aux_target=aux_target)
+        out = model(tok, tgt, training=True, seed=seed, step=noise_step(step, a, A), aux_target=aux_target,
+                    dropout=dropout)
         (out.loss / A).backward()
         for i, r in enumerate(out.blocks):
             noise_free[i] += noise_free_fraction(r.logits)

@@ -5,7 +5,13 @@ Computation is float64 on values the caller has rounded to bf16 (inputs and para
 the ABI); the config's float fields are used as float32, because that is what hspmn_block_params
 carries, so the reference computes the same function a backend is asked for.
 Op names match the CPU/CUDA backends and their tests: rms_norm, causal_conv, swiglu, rope,
-router_logits, gumbel_noise, route_select, aux_loss, sqdk_attention.
+router_logits, gumbel_noise, route_select, aux_loss, sqdk_attention, dropout_mask.
+
+Residual dropout is this project's extension where MODEL.md is silent (native/README.md "Residual
+dropout"): in training only, the reflexive branch m and the attention branch o are each multiplied by
+an inverted-dropout mask before they reach the residual, out = x + M_m * m + y * (M_o * o), with
+M = keep / (1 - p) drawn from Philox keyed by (seed, step, layer, branch, b, s, d) (dropout_mask).
+p = 0 (the default) is the block without dropout; evaluation never drops.
 """
 
 import dataclasses
@@ -171,6 +177,56 @@ def gumbel_noise(seed: int, step: int, layer: int, B: int, S: int) -> torch.Tens
     return torch.from_numpy(g.astype(np.float32))
 
 
+# Stream tags of the two dropout masks, XORed into the high key word: the Gumbel noise uses the seed
+# itself as key, so no dropout draw can share a (key, counter) with it, nor the two masks with each other.
+DROPOUT_TAG_REFLEX = 0x44524F31  # "DRO1": the mask of m (reflexive stream)
+DROPOUT_TAG_ATTN = 0x44524F32    # "DRO2": the mask of o (contextual stream)
+
+
+def dropout_threshold(p: float) -> int:
+    """A draw w (uint32) keeps its element iff w >= ceil(p * 2^32) (p as float32; the product is exact
+    in float64), so P(keep) = 1 - p to within 2^-32 and p = 0 keeps everything."""
+    return math.ceil(f32(p) * 2.0 ** 32)
+
+
+def dropout_scale(p: float) -> float:
+    """1 / (1 - p) computed in float64 from the float32 p, rounded to float32 (what backends multiply by)."""
+    return f32(1.0 / (1.0 - f32(p)))
+
+
+def dropout_keep(seed: int, step: int, layer: int, tag: int, B: int, S: int, D: int) -> np.ndarray:
+    """The raw draw of every element: [B, S, D] uint64 holding uint32 values.
+
+    Philox4x32-10, key = (seed_lo ^ layer, seed_hi ^ tag), counter = (d >> 2, s, b, step mod 2^32);
+    element d takes output word d & 3, so one Philox call serves four consecutive features.
+    """
+    mask32 = 0xFFFFFFFF
+    seed &= (1 << 64) - 1
+    groups = (D + 3) // 4
+    d4 = np.arange(groups, dtype=np.uint64)[None, None, :]
+    s = np.arange(S, dtype=np.uint64)[None, :, None]
+    b = np.arange(B, dtype=np.uint64)[:, None, None]
+    key = ((seed & mask32) ^ (layer & mask32), (seed >> 32) ^ tag)
+    words = philox4x32_10((d4, s, b, step & mask32), key)
+    words = [np.broadcast_to(w, (B, S, groups)) for w in words]
+    full = np.stack(words, axis=-1).reshape(B, S, groups * 4)  # feature 4g + j is word j of group g
+    return full[:, :, :D]
+
+
+def dropout_mask(seed: int, step: int, layer: int, tag: int, B: int, S: int, D: int, p: float) -> torch.Tensor:
+    """Inverted-dropout multiplier of one branch: [B, S, D] float64, dropout_scale(p) where kept, else 0."""
+    keep = dropout_keep(seed, step, layer, tag, B, S, D) >= np.uint64(dropout_threshold(p))
+    return torch.from_numpy(np.where(keep, dropout_scale(p), 0.0))
+
+
+def dropout_masks(seed: int, step: int, layer: int, B: int, S: int, D: int, p: float):
+    """(M_m, M_o) of layer `layer`, or None when p == 0 (no dropout at all, bit for bit)."""
+    if f32(p) == 0.0:
+        return None
+    return (dropout_mask(seed, step, layer, DROPOUT_TAG_REFLEX, B, S, D, p),
+            dropout_mask(seed, step, layer, DROPOUT_TAG_ATTN, B, S, D, p))
+
+
 def route_select(scores: torch.Tensor, routing: str, rho: float):
     """scores n: [B, S] -> indices: [B, C] int64 increasing, padded with -1; counts: [B] int64.
 
@@ -308,7 +364,8 @@ class HSPMNBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, training: bool = False, noise: Optional[torch.Tensor] = None,
                 indices: Optional[torch.Tensor] = None, counts: Optional[torch.Tensor] = None,
-                aux_target: Optional[float] = None, gate_sg: Optional[torch.Tensor] = None) -> BlockOutput:
+                aux_target: Optional[float] = None, gate_sg: Optional[torch.Tensor] = None,
+                dropout: Optional[tuple] = None) -> BlockOutput:
         """x: [B, S, D] float64 (bf16 values).
 
         noise: [B, S] Gumbel noise g, used only when training (None: g = 0).
@@ -316,6 +373,8 @@ class HSPMNBlock(nn.Module):
         aux_target: rho_target of the aux loss; None or < 0 means cfg.sparsity_k.
         gate_sg: [B, S] value held for sg(sigmoid(n)) in the gate (gradient checks); default
                  sigmoid(n).detach(), which makes the gate exactly 1 in the forward pass.
+        dropout: (M_m, M_o) of dropout_masks, [B, S, D] each, used only when training: m and o are
+                 multiplied by them before they join the residual (None: no dropout).
         """
         cfg = self.cfg
         B, S, D = x.shape
@@ -340,7 +399,11 @@ class HSPMNBlock(nn.Module):
         # reflexive stream, every token
         h = rms_norm(x, self.reflex.norm, cfg.norm_eps)
         c = causal_conv(h, self.reflex.conv)
-        r = x + swiglu(c, self.reflex.gate, self.reflex.up, self.reflex.down)
+        m = swiglu(c, self.reflex.gate, self.reflex.up, self.reflex.down)
+        drop = dropout if training else None
+        if drop is not None:
+            m = m * drop[0]
+        r = x + m
 
         # contextual stream: K/V of every token, Q of selected tokens only
         C = indices.shape[1]
@@ -354,6 +417,8 @@ class HSPMNBlock(nn.Module):
         q = rope(F.linear(a_sel, self.attn.q).view(B, C, H, Dh), sel, cfg.rope_base)
         positions = torch.where(valid, sel, torch.full_like(sel, -1))
         o = F.linear(sqdk_attention(q, k, v, positions).reshape(B, C, D), self.attn.o)
+        if drop is not None:
+            o = o * torch.gather(drop[1], 1, sel[:, :, None].expand(B, C, D))
 
         # straight-through gate: exactly 1 forward, d/dn sigmoid(n) backward
         s = torch.gather(torch.sigmoid(scores), 1, sel)

@@ -18,7 +18,7 @@ from torch.func import functional_call
 from hspmn_lm import (HSPMNLM, LMConfig, adamw_step, adamw_update, aux_target_schedule, clip_grad_norm,
                       cross_entropy_fused, cross_entropy_fused_forward_backward, is_decayed,
                       load_lm_checkpoint, lr_schedule, noise_free_fraction, noise_step, router_bias_step,
-                      train_step)
+                      stored_dropout, train_step)
 from hspmn_ref import BlockConfig, bf16_round
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -262,6 +262,34 @@ def schedules_at_boundaries():
     assert abs(aux_target_schedule(99, 100) - 0.206) < 1e-6
     assert aux_target_schedule(100, 100) == f32(0.2) and aux_target_schedule(10 ** 6, 100, 0.3) == f32(0.3)
     assert aux_target_schedule(0, 0, 0.25) == f32(0.25)  # no warm-up: no annealing
+
+
+@test
+def dropout_in_training_only_and_from_the_config():
+    model, gen = tiny_lm("threshold")
+    B, S = 2, 9
+    tok = torch.randint(0, 16, (B, S), generator=gen)
+    tgt = torch.randint(0, 16, (B, S), generator=gen)
+    with torch.no_grad():
+        plain = model(tok, tgt, training=True, seed=3, step=2)
+        dropped = model(tok, tgt, training=True, seed=3, step=2, dropout=0.3)
+        again = model(tok, tgt, training=True, seed=3, step=2, dropout=0.3)
+        other = model(tok, tgt, training=True, seed=3, step=3, dropout=0.3)
+        ev = model(tok, tgt, training=False, dropout=0.3)
+        ev0 = model(tok, tgt, training=False)
+    assert abs(float(dropped.ce) - float(plain.ce)) > 1e-3, (float(dropped.ce), float(plain.ce))
+    assert float(again.ce) == float(dropped.ce) and float(other.ce) != float(dropped.ce)
+    assert float(ev.ce) == float(ev0.ce)
+    assert stored_dropout({"vocab_size": 256}) == 0.0  # bare weights, or a run from before --dropout
+    assert stored_dropout({"training": {"seed": 1}}) == 0.0
+    assert stored_dropout({"training": {"dropout": 0.2}}) == 0.2
+    for bad in (1.0, -0.1, "0.2", float("nan")):
+        try:
+            stored_dropout({"training": {"dropout": bad}})
+        except ValueError as e:
+            assert "dropout" in str(e)
+        else:
+            raise AssertionError(f"dropout {bad!r} accepted")
 
 
 @test

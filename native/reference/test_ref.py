@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from hspmn_ref import (BlockConfig, HSPMNBlock, aux_loss, bf16_round, causal_conv, gumbel_noise,
-                       route_select, router_temperature, sqdk_attention, topk_count)
+from hspmn_ref import (DROPOUT_TAG_ATTN, DROPOUT_TAG_REFLEX, BlockConfig, HSPMNBlock, aux_loss, bf16_round,
+                       causal_conv, dropout_keep, dropout_mask, dropout_masks, dropout_scale, dropout_threshold,
+                       gumbel_noise, route_select, router_temperature, sqdk_attention, topk_count)
 from philox import philox4x32_10
 
 TESTS = []
@@ -265,6 +266,74 @@ def state_dict_names_and_shapes():
     block = HSPMNBlock(cfg).init_parameters(torch.Generator().manual_seed(0))
     for p in block.parameters():
         assert torch.equal(p, bf16_round(p))
+
+
+@test
+def dropout_mask_layout_and_distribution():
+    seed, step, layer, B, S, D = 0x1234DEADBEEF, 7, 3, 2, 5, 11
+    keep = dropout_keep(seed, step, layer, DROPOUT_TAG_ATTN, B, S, D)
+    # element (b, s, d) is word d & 3 of the call at counter (d >> 2, s, b, step), key (lo ^ layer, hi ^ tag)
+    for b, s_, d in ((1, 4, 10), (0, 0, 0), (1, 2, 7)):
+        words = philox4x32_10((d >> 2, s_, b, step), ((seed & 0xFFFFFFFF) ^ layer, (seed >> 32) ^ DROPOUT_TAG_ATTN))
+        assert int(keep[b, s_, d]) == int(words[d & 3]), (b, s_, d)
+    assert dropout_threshold(0.0) == 0 and dropout_threshold(0.5) == 1 << 31
+    assert dropout_scale(0.2) == float(torch.tensor(1.25, dtype=torch.float32))
+    assert dropout_masks(seed, step, layer, B, S, D, 0.0) is None
+    p = 0.3
+    big = dropout_mask(1, 0, 0, DROPOUT_TAG_REFLEX, 16, 256, 130, p)
+    kept = (big != 0).double().mean().item()
+    assert abs(kept - (1 - p)) < 0.01, kept
+    assert set(torch.unique(big).tolist()) == {0.0, dropout_scale(p)}
+    assert abs(big.mean().item() - 1.0) < 0.015  # inverted dropout keeps the expectation
+    # distinct streams: the two branches, layers and steps draw different masks
+    m, o = dropout_masks(1, 0, 0, 4, 32, 64, p)
+    assert not torch.equal(m, o)
+    assert not torch.equal(m, dropout_masks(1, 0, 1, 4, 32, 64, p)[0])
+    assert not torch.equal(m, dropout_masks(1, 1, 0, 4, 32, 64, p)[0])
+    # not the Gumbel stream: word 0 of the counter (0, 0, 0, 0) under the seed's own key differs
+    g_bits = int(philox4x32_10((0, 0, 0, 0), (1, 0))[0])
+    assert int(dropout_keep(1, 0, 0, DROPOUT_TAG_REFLEX, 1, 1, 1)[0, 0, 0]) != g_bits
+
+
+@test
+def dropout_applies_in_training_only():
+    block, gen = tiny_block("threshold", 0.0)
+    B, S, D = 2, 9, block.cfg.dim
+    x = torch.randn(B, S, D, generator=gen, dtype=torch.float64)
+    g = gumbel_noise(3, 1, 0, B, S)
+    drop = dropout_masks(3, 1, 0, B, S, D, 0.4)
+    with torch.no_grad():
+        plain = block(x, training=True, noise=g)
+        dropped = block(x, training=True, noise=g, dropout=drop)
+        ones = block(x, training=True, noise=g, dropout=(torch.ones(B, S, D), torch.ones(B, S, D)))
+        ev = block(x, training=False, dropout=drop)
+        ev0 = block(x, training=False)
+    assert torch.equal(plain.out, ones.out)
+    assert torch.equal(plain.indices, dropped.indices)  # routing does not see the masks
+    assert (plain.out - dropped.out).abs().max() > 1e-2
+    assert torch.equal(ev.out, ev0.out)
+
+
+@test
+def gradcheck_dropout():
+    block, gen = tiny_block("topk", 0.2)
+    B, S, D = 2, 7, block.cfg.dim
+    x = torch.randn(B, S, D, generator=gen, dtype=torch.float64)
+    g = gumbel_noise(5, 2, 1, B, S)
+    drop = dropout_masks(5, 2, 1, B, S, D, 0.35)
+    with torch.no_grad():
+        ref = block(x, training=True, noise=g, dropout=drop)
+    held = torch.sigmoid(ref.scores)
+    names = [n for n, _ in block.named_parameters()]
+    params = [p.detach().clone().requires_grad_(True) for p in block.parameters()]
+
+    def f(x_, *ps):
+        res = functional_call(block, dict(zip(names, ps)),
+                              args=(x_,), kwargs=dict(training=True, noise=g, indices=ref.indices, counts=ref.counts,
+                                                      gate_sg=held, dropout=drop))
+        return res.out, res.aux
+
+    assert torch.autograd.gradcheck(f, (x.requires_grad_(True), *params), eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
 def main() -> int:

@@ -153,6 +153,13 @@ static void test_forward_checks() {
     fp.aux_target = NAN;
     EXPECT_STATUS(hspmn_model_forward(m, &fp, tok, tgt, loss, stats), HSPMN_ERR_INVALID_ARGUMENT, "aux_target");
     fp.aux_target = -1.0f;
+    EXPECT(fp.dropout == 0.0f);
+    fp.dropout = 1.0f;
+    EXPECT_STATUS(hspmn_model_forward(m, &fp, tok, tgt, loss, stats), HSPMN_ERR_INVALID_ARGUMENT,
+                  "params.dropout (1) must be in [0, 1)");
+    fp.dropout = NAN;
+    EXPECT_STATUS(hspmn_model_forward(m, &fp, tok, tgt, loss, stats), HSPMN_ERR_INVALID_ARGUMENT, "params.dropout");
+    fp.dropout = 0.0f;
     std::vector<int32_t> ids(18, 5);
     ids[11] = 61;
     hspmn_tensor* tok_bad = make(ctx, HSPMN_DTYPE_I32, {2, 9});
@@ -195,7 +202,7 @@ struct StepResult {
     std::vector<float> losses, weights, grads, moments;
 };
 
-static StepResult train_steps(int threads, int steps, float scale_mode) {
+static StepResult train_steps(int threads, int steps, float scale_mode, float dropout = 0.0f) {
     hspmn_context* ctx = make_ctx(threads);
     hspmn_model_params p = small_model();
     hspmn_model* m = nullptr;
@@ -212,6 +219,7 @@ static StepResult train_steps(int threads, int steps, float scale_mode) {
             fp.training = 1;
             fp.seed = 5;
             fp.step = step * 2 + micro;
+            fp.dropout = dropout;
             OK(hspmn_model_forward(m, &fp, tok, tgt, loss, nullptr));
             r.losses.push_back(read_f32(loss)[0]);
             hspmn_model_backward_params bp = hspmn_model_backward_default_params();
@@ -242,6 +250,13 @@ static void test_thread_count_invariance() {
     EXPECT(a.weights == b.weights);
     EXPECT(a.moments == b.moments);
     EXPECT(a.weights != train_steps(1, 2, 0.5f).weights);  // the steps did something
+    // Residual dropout's masks are a function of (seed, step, layer, b, s, d) only: any thread split
+    // draws the same, and they change the run.
+    StepResult c = train_steps(1, 3, 0.5f, 0.25f), d = train_steps(3, 3, 0.5f, 0.25f);
+    EXPECT(c.losses == d.losses);
+    EXPECT(c.weights == d.weights);
+    EXPECT(c.moments == d.moments);
+    EXPECT(c.losses != a.losses && c.weights != a.weights);
 }
 
 // Halving loss_scale halves every gradient exactly (powers of two commute with rounding).

@@ -291,6 +291,17 @@ static void test_forward_checks() {
     fp.aux_target = 1.5f;
     EXPECT_STATUS(hspmn_block_forward(block, &fp, x, out, aux), HSPMN_ERR_INVALID_ARGUMENT, "params.aux_target (1.5)");
     fp.aux_target = -1.0f;
+    // residual dropout: p in [0, 1), checked whether or not the forward trains; reserved must be 0
+    EXPECT(fp.dropout == 0.0f && fp.reserved == 0);
+    for (float bad : {1.0f, -0.25f, NAN, INFINITY}) {
+        fp.dropout = bad;
+        EXPECT_STATUS(hspmn_block_forward(block, &fp, x, out, aux), HSPMN_ERR_INVALID_ARGUMENT,
+                      "params.dropout");
+    }
+    fp.dropout = 0.0f;
+    fp.reserved = 3;
+    EXPECT_STATUS(hspmn_block_forward(block, &fp, x, out, aux), HSPMN_ERR_INVALID_ARGUMENT, "params.reserved (3)");
+    fp.reserved = 0;
     EXPECT_STATUS(hspmn_block_forward(nullptr, &fp, x, out, aux), HSPMN_ERR_INVALID_ARGUMENT, "block is NULL");
 
     hspmn_tensor* noise = make(ctx, HSPMN_DTYPE_F32, {B, S});

@@ -3,12 +3,12 @@
 #include <string>
 
 #include "../core/alloc.h"
-#include "../core/bf16.h"
 #include "../core/error.h"
 #include "../core/footprint.h"
 #include "../core/objects.h"
 #include "checks.h"
 #include "guard.h"
+#include "param_access.h"
 #include "hspmn.h"
 
 using namespace hspmn;
@@ -16,39 +16,25 @@ using namespace hspmn;
 namespace {
 
 int lookup_param(const char* name) {
-    if (!name) fail(HSPMN_ERR_INVALID_ARGUMENT, "name is NULL");
-    int idx = param_index(name);
-    if (idx < 0) {
-        std::string known;
-        for (int i = 0; i < P_COUNT; ++i) {
-            if (i) known += ", ";
-            known += param_name(i);
-        }
-        fail(HSPMN_ERR_NOT_FOUND, "unknown parameter '%s'; the block has: %s", name, known.c_str());
+    const int idx = name ? param_index(name) : -1;
+    if (idx >= 0) return idx;
+    std::string known;
+    for (int i = 0; i < P_COUNT; ++i) {
+        if (i) known += ", ";
+        known += param_name(i);
     }
-    return idx;
+    return check_param_found(name, idx, "block", known);
 }
 
-// dst/src of get/set_param and get_grad: the parameter's shape, bf16 or f32.
-void check_param_tensor(const hspmn_block* block, const hspmn_tensor* t, const char* arg, const ParamInfo& info) {
-    check_tensor(t, arg, block->ctx);
-    if (t->dtype != HSPMN_DTYPE_BF16 && t->dtype != HSPMN_DTYPE_F32)
-        fail(HSPMN_ERR_DTYPE, "%s: expected dtype bf16 or f32 for parameter '%s', got %s", arg, info.name,
-             dtype_name(t->dtype));
-    if (info.ndim == 1)
-        check_shape(t, arg, {info.shape[0]});
-    else
-        check_shape(t, arg, {info.shape[0], info.shape[1]});
-}
+ParamShape shape_of(const ParamInfo& info) { return {info.name, info.ndim, info.shape, info.numel}; }
 
-void fill_param_desc(const ParamInfo& info, hspmn_tensor_desc* d) {
-    d->dtype = HSPMN_DTYPE_BF16;
-    d->memory = HSPMN_MEMORY_HOST;
-    d->ndim = info.ndim;
-    d->reserved = 0;
-    for (int i = 0; i < HSPMN_MAX_DIMS; ++i) d->shape[i] = i < info.ndim ? info.shape[i] : 1;
-    d->numel = info.numel;
-    d->nbytes = info.numel * 2;
+// get_param_values of parameter `name`, kept by the block as T (bf16 bits for weights, float for gradients).
+template <class T, class Read>
+void get_values(const hspmn_block* block, const char* name, hspmn_tensor* dst, Read read) {
+    if (!block) fail(HSPMN_ERR_INVALID_ARGUMENT, "block is NULL");
+    const int idx = lookup_param(name);
+    get_param_values<T>(const_cast<hspmn_block*>(block)->busy, "block", block->ctx,
+                        shape_of(param_table(block->cfg)[idx]), dst, true, [&](T* values) { read(idx, values); });
 }
 
 }  // namespace
@@ -56,7 +42,7 @@ void fill_param_desc(const ParamInfo& info, hspmn_tensor_desc* d) {
 extern "C" {
 
 hspmn_block_params hspmn_block_default_params(void) {
-    hspmn_block_params p;
+    hspmn_block_params p{};  // fields not set below (and any added later) start at 0
     p.dim = 2048;
     p.num_heads = 16;
     p.num_kv_heads = 4;
@@ -165,69 +151,28 @@ hspmn_status hspmn_block_param_describe(const hspmn_block* block, const char* na
         if (!block) fail(HSPMN_ERR_INVALID_ARGUMENT, "block is NULL");
         if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
         int idx = lookup_param(name);
-        fill_param_desc(param_table(block->cfg)[idx], out);
+        describe_param(shape_of(param_table(block->cfg)[idx]), HSPMN_DTYPE_BF16, out);
     });
 }
 
 hspmn_status hspmn_block_get_param(const hspmn_block* block, const char* name, hspmn_tensor* dst) {
     return guarded("hspmn_block_get_param", [&] {
-        if (!block) fail(HSPMN_ERR_INVALID_ARGUMENT, "block is NULL");
-        int idx = lookup_param(name);
-        ParamInfo info = param_table(block->cfg)[idx];
-        check_param_tensor(block, dst, "dst", info);
-        hspmn_block* b = const_cast<hspmn_block*>(block);
-        BusyGuard busy_block(b->busy, "block");
-        BusyGuard busy_ctx(b->ctx->busy, "context");
-        Buffer<uint16_t> bits(static_cast<std::size_t>(info.numel));
-        block->impl->read_param(idx, bits.data());
-        if (dst->dtype == HSPMN_DTYPE_BF16) {
-            block->ctx->backend->copy_from_host(dst, bits.data());
-        } else {
-            Buffer<float> f(static_cast<std::size_t>(info.numel));
-            for (int64_t i = 0; i < info.numel; ++i) f[i] = bf16_to_f32(bits[i]);
-            block->ctx->backend->copy_from_host(dst, f.data());
-        }
+        get_values<uint16_t>(block, name, dst, [&](int i, uint16_t* bits) { block->impl->read_param(i, bits); });
     });
 }
 
 hspmn_status hspmn_block_set_param(hspmn_block* block, const char* name, const hspmn_tensor* src) {
     return guarded("hspmn_block_set_param", [&] {
         if (!block) fail(HSPMN_ERR_INVALID_ARGUMENT, "block is NULL");
-        int idx = lookup_param(name);
-        ParamInfo info = param_table(block->cfg)[idx];
-        check_param_tensor(block, src, "src", info);
-        BusyGuard busy_block(block->busy, "block");
-        BusyGuard busy_ctx(block->ctx->busy, "context");
-        Buffer<uint16_t> bits(static_cast<std::size_t>(info.numel));
-        if (src->dtype == HSPMN_DTYPE_BF16) {
-            block->ctx->backend->copy_to_host(src, bits.data());
-        } else {
-            Buffer<float> f(static_cast<std::size_t>(info.numel));
-            block->ctx->backend->copy_to_host(src, f.data());
-            for (int64_t i = 0; i < info.numel; ++i) bits[i] = f32_to_bf16(f[i]);
-        }
-        block->impl->write_param(idx, bits.data());
+        const int idx = lookup_param(name);
+        set_param_values<uint16_t>(block->busy, "block", block->ctx, shape_of(param_table(block->cfg)[idx]), src,
+                                   true, [&](const uint16_t* bits) { block->impl->write_param(idx, bits); });
     });
 }
 
 hspmn_status hspmn_block_get_grad(const hspmn_block* block, const char* name, hspmn_tensor* dst) {
     return guarded("hspmn_block_get_grad", [&] {
-        if (!block) fail(HSPMN_ERR_INVALID_ARGUMENT, "block is NULL");
-        int idx = lookup_param(name);
-        ParamInfo info = param_table(block->cfg)[idx];
-        check_param_tensor(block, dst, "dst", info);
-        hspmn_block* b = const_cast<hspmn_block*>(block);
-        BusyGuard busy_block(b->busy, "block");
-        BusyGuard busy_ctx(b->ctx->busy, "context");
-        Buffer<float> g(static_cast<std::size_t>(info.numel));
-        block->impl->read_grad(idx, g.data());
-        if (dst->dtype == HSPMN_DTYPE_F32) {
-            block->ctx->backend->copy_from_host(dst, g.data());
-        } else {
-            Buffer<uint16_t> bits(static_cast<std::size_t>(info.numel));
-            for (int64_t i = 0; i < info.numel; ++i) bits[i] = f32_to_bf16(g[i]);
-            block->ctx->backend->copy_from_host(dst, bits.data());
-        }
+        get_values<float>(block, name, dst, [&](int i, float* g) { block->impl->read_grad(i, g); });
     });
 }
 

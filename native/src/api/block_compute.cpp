@@ -99,6 +99,7 @@ void run_forward(hspmn_block* block, const hspmn_forward_params* params, const h
     call.step = r.step;
     call.layer = r.layer;
     call.aux_target = r.aux_target;
+    call.dropout = r.dropout;
     call.x = x;
     call.noise_tensor = noise;
     call.indices = indices;
@@ -128,6 +129,8 @@ hspmn_forward_params hspmn_forward_default_params(void) {
     p.step = 0;
     p.layer = 0;
     p.aux_target = -1.0f;
+    p.dropout = 0.0f;
+    p.reserved = 0;
     return p;
 }
 

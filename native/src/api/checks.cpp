@@ -97,6 +97,10 @@ ForwardArgs resolve_forward_params(const hspmn_block* block, const hspmn_forward
     if (std::isnan(fp->aux_target) || fp->aux_target > 1.0f)
         fail(HSPMN_ERR_INVALID_ARGUMENT, "params.aux_target (%g) must be in [0, 1], or < 0 for the config's sparsity_k",
              static_cast<double>(fp->aux_target));
+    check_dropout(fp->dropout, "params.dropout");
+    if (fp->reserved != 0)
+        fail(HSPMN_ERR_INVALID_ARGUMENT, "params.reserved (%d) must be 0 (start from hspmn_forward_default_params)",
+             fp->reserved);
     ForwardArgs r;
     r.training = fp->training;
     r.noise = fp->noise;
@@ -104,7 +108,15 @@ ForwardArgs resolve_forward_params(const hspmn_block* block, const hspmn_forward
     r.step = fp->step;
     r.layer = fp->layer;
     r.aux_target = fp->aux_target < 0.0f ? block->cfg.params.sparsity_k : fp->aux_target;
+    r.dropout = fp->training ? fp->dropout : 0.0f;
     return r;
+}
+
+void check_dropout(float p, const char* name) {
+    // !(p >= 0 && p < 1) also catches NaN; p = 1 would drop everything and scale by infinity.
+    if (!(p >= 0.0f && p < 1.0f))
+        fail(HSPMN_ERR_INVALID_ARGUMENT, "%s (%g) must be in [0, 1): the probability of dropping an element", name,
+             static_cast<double>(p));
 }
 
 void check_x(const hspmn_block* block, const hspmn_tensor* x, const char* name, int64_t* B, int64_t* S) {

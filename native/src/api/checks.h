@@ -32,7 +32,10 @@ struct ForwardArgs {
     int64_t step;
     int32_t layer;
     float aux_target;
+    float dropout;  // 0 unless training
 };
+// params.dropout (or a model's): finite and in [0, 1); `name` is the field for the message.
+void check_dropout(float p, const char* name);
 ForwardArgs resolve_forward_params(const hspmn_block* block, const hspmn_forward_params* fp);
 
 // x: [B, S, D] bf16 of the block's context; returns B and S.

@@ -5,13 +5,13 @@
 #include <string>
 
 #include "../core/alloc.h"
-#include "../core/bf16.h"
 #include "../core/error.h"
 #include "../core/footprint.h"
 #include "../core/objects.h"
 #include "../model/model.h"
 #include "checks.h"
 #include "guard.h"
+#include "param_access.h"
 #include "hspmn.h"
 
 using namespace hspmn;
@@ -23,48 +23,30 @@ void check_model(const hspmn_model* m) {
 }
 
 int lookup(const hspmn_model* m, const char* name) {
-    if (!name) fail(HSPMN_ERR_INVALID_ARGUMENT, "name is NULL");
-    int i = m->impl->find(name);
-    if (i < 0) fail(HSPMN_ERR_NOT_FOUND, "unknown parameter '%s'; the model has: %s", name, m->impl->known_names().c_str());
-    return i;
+    const int i = name ? m->impl->find(name) : -1;
+    return i >= 0 ? i : check_param_found(name, i, "model", m->impl->known_names());
 }
 
-// A tensor of parameter i's shape; dtypes as allowed.
-void check_param_tensor(const hspmn_model* m, int i, const hspmn_tensor* t, const char* arg, bool allow_bf16) {
-    check_tensor(t, arg, m->ctx);
+ParamShape shape_of(const hspmn_model* m, int i) {
     const Model& mi = *m->impl;
-    if (t->dtype != HSPMN_DTYPE_F32 && !(allow_bf16 && t->dtype == HSPMN_DTYPE_BF16))
-        fail(HSPMN_ERR_DTYPE, "%s: expected dtype %s for '%s', got %s", arg, allow_bf16 ? "f32 or bf16" : "f32",
-             mi.param_name(i), dtype_name(t->dtype));
-    if (mi.param_ndim(i) == 1)
-        check_shape(t, arg, {mi.param_shape(i)[0]});
-    else
-        check_shape(t, arg, {mi.param_shape(i)[0], mi.param_shape(i)[1]});
+    return {mi.param_name(i), mi.param_ndim(i), mi.param_shape(i), mi.param_numel(i)};
 }
 
-// Host float32 values of a parameter-shaped tensor (bf16 widened), finiteness checked under REJECT.
-Buffer<float> read_values(const hspmn_model* m, int i, const hspmn_tensor* src, const char* arg) {
-    check_finite(m->ctx, src, arg);
-    const int64_t n = m->impl->param_numel(i);
-    Buffer<float> f(static_cast<std::size_t>(n));
-    if (src->dtype == HSPMN_DTYPE_BF16) {
-        Buffer<uint16_t> bits(static_cast<std::size_t>(n));
-        m->ctx->backend->copy_to_host(src, bits.data());
-        for (int64_t k = 0; k < n; ++k) f[k] = bf16_to_f32(bits[k]);
-    } else {
-        m->ctx->backend->copy_to_host(src, f.data());
-    }
-    return f;
+// get_param_values / set_param_values of the model's float32 values (master weights, gradients, moments).
+template <class Read>
+void get_values(const hspmn_model* model, int i, hspmn_tensor* dst, bool allow_bf16, Read read) {
+    get_param_values<float>(const_cast<hspmn_model*>(model)->busy, "model", model->ctx, shape_of(model, i), dst,
+                            allow_bf16, read);
 }
 
-void write_values(const hspmn_model* m, const float* f, int64_t n, hspmn_tensor* dst) {
-    if (dst->dtype == HSPMN_DTYPE_BF16) {
-        Buffer<uint16_t> bits(static_cast<std::size_t>(n));
-        for (int64_t k = 0; k < n; ++k) bits[k] = f32_to_bf16(f[k]);
-        m->ctx->backend->copy_from_host(dst, bits.data());
-    } else {
-        m->ctx->backend->copy_from_host(dst, f);
-    }
+// The values are checked for NaN/Inf under HSPMN_NAN_REJECT before write sees them.
+template <class Write>
+void set_values(hspmn_model* model, int i, const hspmn_tensor* src, bool allow_bf16, Write write) {
+    set_param_values<float>(model->busy, "model", model->ctx, shape_of(model, i), src, allow_bf16,
+                            [&](const float* f) {
+                                check_finite(model->ctx, src, "src");
+                                write(f);
+                            });
 }
 
 // Token ids: [B, S] i32 with every value in [0, V), read to the host (they index the embedding, so a
@@ -209,14 +191,7 @@ hspmn_status hspmn_model_param_describe(const hspmn_model* model, const char* na
         check_model(model);
         if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
         const int i = lookup(model, name);
-        const Model& m = *model->impl;
-        out->dtype = HSPMN_DTYPE_F32;
-        out->memory = HSPMN_MEMORY_HOST;
-        out->ndim = m.param_ndim(i);
-        out->reserved = 0;
-        for (int k = 0; k < HSPMN_MAX_DIMS; ++k) out->shape[k] = k < out->ndim ? m.param_shape(i)[k] : 1;
-        out->numel = m.param_numel(i);
-        out->nbytes = out->numel * 4;
+        describe_param(shape_of(model, i), HSPMN_DTYPE_F32, out);
     });
 }
 
@@ -224,13 +199,7 @@ hspmn_status hspmn_model_get_param(const hspmn_model* model, const char* name, h
     return guarded("hspmn_model_get_param", [&] {
         check_model(model);
         const int i = lookup(model, name);
-        check_param_tensor(model, i, dst, "dst", true);
-        hspmn_model* m = const_cast<hspmn_model*>(model);
-        BusyGuard busy(m->busy, "model");
-        BusyGuard busy_ctx(m->ctx->busy, "context");
-        Buffer<float> f(static_cast<std::size_t>(model->impl->param_numel(i)));
-        model->impl->get_param(i, f.data());
-        write_values(model, f.data(), model->impl->param_numel(i), dst);
+        get_values(model, i, dst, true, [&](float* f) { model->impl->get_param(i, f); });
     });
 }
 
@@ -238,11 +207,7 @@ hspmn_status hspmn_model_set_param(hspmn_model* model, const char* name, const h
     return guarded("hspmn_model_set_param", [&] {
         check_model(model);
         const int i = lookup(model, name);
-        check_param_tensor(model, i, src, "src", true);
-        BusyGuard busy(model->busy, "model");
-        BusyGuard busy_ctx(model->ctx->busy, "context");
-        Buffer<float> f = read_values(model, i, src, "src");
-        model->impl->set_param(i, f.data());
+        set_values(model, i, src, true, [&](const float* f) { model->impl->set_param(i, f); });
     });
 }
 
@@ -250,13 +215,7 @@ hspmn_status hspmn_model_get_grad(const hspmn_model* model, const char* name, hs
     return guarded("hspmn_model_get_grad", [&] {
         check_model(model);
         const int i = lookup(model, name);
-        check_param_tensor(model, i, dst, "dst", true);
-        hspmn_model* m = const_cast<hspmn_model*>(model);
-        BusyGuard busy(m->busy, "model");
-        BusyGuard busy_ctx(m->ctx->busy, "context");
-        Buffer<float> f(static_cast<std::size_t>(model->impl->param_numel(i)));
-        model->impl->get_grad(i, f.data());
-        write_values(model, f.data(), model->impl->param_numel(i), dst);
+        get_values(model, i, dst, true, [&](float* f) { model->impl->get_grad(i, f); });
     });
 }
 
@@ -276,7 +235,7 @@ hspmn_model_forward_params hspmn_model_forward_default_params(void) {
     p.seed = 0;
     p.step = 0;
     p.aux_target = -1.0f;
-    p.reserved = 0;
+    p.dropout = 0.0f;
     return p;
 }
 
@@ -292,6 +251,7 @@ hspmn_status hspmn_model_forward(hspmn_model* model, const hspmn_model_forward_p
             fail(HSPMN_ERR_INVALID_ARGUMENT,
                  "params.aux_target (%g) must be in [0, 1], or < 0 for the config's sparsity_k",
                  static_cast<double>(params->aux_target));
+        check_dropout(params->dropout, "params.dropout");
         BusyGuard busy(model->busy, "model");
         BusyGuard busy_ctx(model->ctx->busy, "context");
         int64_t B = 0, S = 0, tB = 0, tS = 0;
@@ -319,6 +279,7 @@ hspmn_status hspmn_model_forward(hspmn_model* model, const hspmn_model_forward_p
         c.seed = params->seed;
         c.step = params->step;
         c.aux_target = params->aux_target < 0.0f ? model->impl->params().block.sparsity_k : params->aux_target;
+        c.dropout = params->training ? params->dropout : 0.0f;
         c.B = B;
         c.S = S;
         c.tokens = tok.data();
@@ -424,13 +385,7 @@ hspmn_status hspmn_model_get_moment(const hspmn_model* model, const char* name, 
         check_model(model);
         check_which(which);
         const int i = lookup(model, name);
-        check_param_tensor(model, i, dst, "dst", false);
-        hspmn_model* m = const_cast<hspmn_model*>(model);
-        BusyGuard busy(m->busy, "model");
-        BusyGuard busy_ctx(m->ctx->busy, "context");
-        Buffer<float> f(static_cast<std::size_t>(model->impl->param_numel(i)));
-        model->impl->get_moment(i, which, f.data());
-        write_values(model, f.data(), model->impl->param_numel(i), dst);
+        get_values(model, i, dst, false, [&](float* f) { model->impl->get_moment(i, which, f); });
     });
 }
 
@@ -439,15 +394,14 @@ hspmn_status hspmn_model_set_moment(hspmn_model* model, const char* name, int32_
         check_model(model);
         check_which(which);
         const int i = lookup(model, name);
-        check_param_tensor(model, i, src, "src", false);
-        BusyGuard busy(model->busy, "model");
-        BusyGuard busy_ctx(model->ctx->busy, "context");
-        Buffer<float> f = read_values(model, i, src, "src");
-        if (which == 1)
-            for (int64_t k = 0; k < model->impl->param_numel(i); ++k)
-                if (f[k] < 0.0f) fail(HSPMN_ERR_INVALID_ARGUMENT, "src[%lld] = %g: a second moment is never negative",
-                                      static_cast<long long>(k), static_cast<double>(f[k]));
-        model->impl->set_moment(i, which, f.data());
+        set_values(model, i, src, false, [&](const float* f) {
+            if (which == 1)
+                for (int64_t k = 0; k < model->impl->param_numel(i); ++k)
+                    if (f[k] < 0.0f)
+                        fail(HSPMN_ERR_INVALID_ARGUMENT, "src[%lld] = %g: a second moment is never negative",
+                             static_cast<long long>(k), static_cast<double>(f[k]));
+            model->impl->set_moment(i, which, f);
+        });
     });
 }
 

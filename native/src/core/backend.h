@@ -35,6 +35,9 @@ struct ForwardCall {
     // noise-free (evaluation-mode) threshold decision on this input (the router bias controller's
     // measure, native/README.md "Router bias control").
     float* noise_free_fraction = nullptr;
+    // Residual dropout p in [0, 1) (native/README.md "Residual dropout"); only a training forward
+    // applies it, with masks keyed by (seed, step, layer) as the noise. 0: the forward without dropout.
+    float dropout = 0.0f;
 };
 
 // Routing alone; every output may be null.

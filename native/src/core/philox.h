@@ -36,4 +36,36 @@ inline float gumbel_sample(uint64_t seed, int64_t step, int32_t layer, int64_t b
     return static_cast<float>(-std::log(-std::log(u)));
 }
 
+// ---- residual dropout (native/README.md "Residual dropout"; reference/hspmn_ref.py dropout_keep) ----
+
+// Stream tags XORed into the high key word: the Gumbel noise keys Philox with the seed itself, so no
+// dropout draw shares a (key, counter) with it, nor the reflexive mask with the attention mask.
+constexpr uint32_t kDropoutTagReflex = 0x44524F31u;  // "DRO1": the mask of m
+constexpr uint32_t kDropoutTagAttn = 0x44524F32u;    // "DRO2": the mask of o
+
+// What a training forward with dropout needs to draw (and backward to redraw) its masks.
+struct DropoutKey {
+    float p = 0.0f;  // in [0, 1); 0: no dropout
+    uint64_t seed = 0;
+    int64_t step = 0;
+    int32_t layer = 0;
+};
+
+// A draw w keeps its element iff w >= ceil(p * 2^32) (exact in double: p is a float32 below 1).
+inline uint32_t dropout_threshold(float p) noexcept {
+    return static_cast<uint32_t>(std::ceil(static_cast<double>(p) * 4294967296.0));
+}
+
+// 1 / (1 - p) in double, rounded to float32: what kept elements are multiplied by.
+inline float dropout_scale(float p) noexcept { return static_cast<float>(1.0 / (1.0 - static_cast<double>(p))); }
+
+// The four draws of features 4 * d4 .. 4 * d4 + 3 of token (b, s): counter = (d4, s, b, step),
+// key = (seed_lo ^ layer, seed_hi ^ tag); feature d takes word d & 3.
+inline Philox4x32 dropout_bits(const DropoutKey& k, uint32_t tag, int64_t b, int64_t s, int64_t d4) noexcept {
+    Philox4x32 ctr{{static_cast<uint32_t>(d4), static_cast<uint32_t>(s), static_cast<uint32_t>(b),
+                    static_cast<uint32_t>(static_cast<uint64_t>(k.step) & 0xffffffffu)}};
+    return philox4x32_10(ctr, static_cast<uint32_t>(k.seed) ^ static_cast<uint32_t>(k.layer),
+                         static_cast<uint32_t>(k.seed >> 32) ^ tag);
+}
+
 }  // namespace hspmn

@@ -150,6 +150,7 @@ void CpuBlock::forward(const ForwardCall& call) {
     A.S = S;
     A.N = N;
     A.aux_target = call.aux_target;
+    if (call.training && call.dropout > 0.0f) A.dropout = DropoutKey{call.dropout, call.seed, call.step, call.layer};
     A.x.resize(static_cast<std::size_t>(N * D));
     bf16_to_f32_array(pool_, host_data<uint16_t>(call.x), A.x.data(), N * D);
 
@@ -203,7 +204,8 @@ void CpuBlock::forward(const ForwardCall& call) {
     p.key_tab = A.k_pos.data();
     p.q_rows = A.rows.data();
     p.q_tab = A.q_pos.data();
-    p.att = AttentionShape{B, S, cfg_.H, cfg_.Hkv, Dh, A.Nq, A.q_start.data(), A.q_pos.data()};
+    p.att = PackedQueries{B, S, cfg_.H, cfg_.Hkv, Dh, A.Nq, A.q_start.data(), A.q_pos.data()};
+    if (A.dropout.p > 0.0f) p.dropout = &A.dropout;
     run_rows(p, buf);
 
     if (call.aux)
@@ -263,6 +265,7 @@ void CpuBlock::backward(const BackwardCall& call) {
     const int64_t D = cfg_.D, F = cfg_.F, H = cfg_.H, Hkv = cfg_.Hkv, Dh = cfg_.Dh, KV = Hkv * Dh;
     if (!call.accumulate) zero_grad();
     const float d_aux = call.d_aux ? host_data<float>(call.d_aux)[0] : 0.0f;
+    const bool dropping = A.dropout.p > 0.0f;
 
     Buffer<float> d_out(static_cast<std::size_t>(N * D));
     bf16_to_f32_array(pool_, host_data<uint16_t>(call.d_out), d_out.data(), N * D);
@@ -279,11 +282,13 @@ void CpuBlock::backward(const BackwardCall& call) {
             Buffer<float> d_o(static_cast<std::size_t>(Nq * D)), d_attn(static_cast<std::size_t>(Nq * D));
             Buffer<float> dq(static_cast<std::size_t>(Nq * D));
             gate_scatter_backward(pool_, A.o.data(), d_out.data(), D, A.rows.data(), Nq, d_o.data(), dy.data());
+            // d o = M_o d_out: the mask is redrawn from its key (as cheap as reading a stored one).
+            if (dropping) dropout_rows(pool_, A.dropout, kDropoutTagAttn, S, A.rows.data(), Nq, D, d_o.data());
             linear_backward_weight(pool_, d_o.data(), A.attn.data(), grad_[P_ATTN_O].data(), Nq, D, D, true);
             linear_backward_input(pool_, d_o.data(), w(P_ATTN_O), d_attn.data(), Nq, D, D);
-            AttentionShape shape{B, S, H, Hkv, Dh, Nq, A.q_start.data(), A.q_pos.data()};
-            sqdk_attention_backward(pool_, shape, A.q.data(), A.k.data(), A.v.data(), A.attn.data(), A.lse.data(),
-                                    d_attn.data(), dq.data(), dk.data(), dv.data());
+            PackedQueries shape{B, S, H, Hkv, Dh, Nq, A.q_start.data(), A.q_pos.data()};
+            sqdk_attention_backward_packed(pool_, shape, A.q.data(), A.k.data(), A.v.data(), A.attn.data(),
+                                           A.lse.data(), d_attn.data(), dq.data(), dk.data(), dv.data());
             rope_backward(pool_, dq.data(), Nq, H, Dh, A.q_pos.data(), A.rope_cos.data(), A.rope_sin.data());
             linear_backward_weight(pool_, dq.data(), A.a_sel.data(), grad_[P_ATTN_Q].data(), Nq, D, D, true);
             linear_backward_input(pool_, dq.data(), w(P_ATTN_Q), d_asel.data(), Nq, D, D);
@@ -301,11 +306,14 @@ void CpuBlock::backward(const BackwardCall& call) {
     rms_norm_backward(pool_, A.x.data(), w(P_ATTN_NORM), A.rstd_a.data(), d_a.data(), N, D, dx.data(),
                       grad_[P_ATTN_NORM].data());
 
-    // Reflexive stream: d m = d_out.
+    // Reflexive stream: d m = d_out, or M_m d_out under dropout (masked in place: nothing reads d_out
+    // after this, and no buffer is added to the backward footprint.cpp estimates).
     {
+        if (dropping) dropout_rows(pool_, A.dropout, kDropoutTagReflex, S, nullptr, N, D, d_out.data());
+        const float* dm = d_out.data();
         Buffer<float> d_act(static_cast<std::size_t>(N * F));
-        linear_backward_weight(pool_, d_out.data(), A.act.data(), grad_[P_REFLEX_DOWN].data(), N, F, D, true);
-        linear_backward_input(pool_, d_out.data(), w(P_REFLEX_DOWN), d_act.data(), N, F, D);
+        linear_backward_weight(pool_, dm, A.act.data(), grad_[P_REFLEX_DOWN].data(), N, F, D, true);
+        linear_backward_input(pool_, dm, w(P_REFLEX_DOWN), d_act.data(), N, F, D);
         Buffer<float> d_gate(static_cast<std::size_t>(N * F)), d_up(static_cast<std::size_t>(N * F));
         swiglu_backward(pool_, A.gate.data(), A.up.data(), d_act.data(), N * F, d_gate.data(), d_up.data());
         d_act.release();

@@ -30,7 +30,8 @@ struct Activations {
     Buffer<float> rstd_a, a, a_sel;  // attention input: [N], [N, D], [Nq, D]
     Buffer<float> k, v;              // [N, Hkv*Dh] after RoPE
     Buffer<float> q;                 // [Nq, D] after RoPE
-    Buffer<float> attn, lse, o;      // [Nq, D] heads concatenated, [Nq, H], [Nq, D] after attn.o
+    Buffer<float> attn, lse, o;      // [Nq, D] heads concatenated, [Nq, H], [Nq, D] after attn.o (dropped)
+    DropoutKey dropout;              // p = 0: none; else backward redraws the forward's masks from it
 };
 
 // One pass of the block over a set of rows (cpu_block_rows.cpp): the reflexive stream, then K and V
@@ -60,10 +61,13 @@ struct RowsPass {
     float* k_cache = nullptr;            // [*, Hkv*Dh]
     float* v_cache = nullptr;
     // Queries: row q_rows[i] for i < att.Nq, grouped into att.B sequences of att.S keys as
-    // sqdk_attention_forward wants (att.q_start, att.q_pos).
+    // sqdk_attention_forward_packed wants (att.q_start, att.q_pos).
     const int64_t* q_rows = nullptr;     // [Nq]
     const int32_t* q_tab = nullptr;      // [Nq]
-    AttentionShape att{};
+    PackedQueries att{};
+    // Residual dropout (training forwards only, whole sequences: row r is token r of conv_S-row
+    // sequences, query i token q_rows[i]); null: none.
+    const DropoutKey* dropout = nullptr;
 };
 
 // Where a pass writes: [n] / [n, *] per row, [Nq, *] per query row. The training forward keeps them.

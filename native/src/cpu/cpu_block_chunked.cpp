@@ -106,7 +106,7 @@ void CpuBlock::forward_chunked(const ForwardCall& call, const ForwardChunks& chu
             p.key_tab = A.k_pos.data();
             p.q_rows = A.rows.data();
             p.q_tab = A.q_pos.data();
-            p.att = AttentionShape{nb, S, H, Hkv, Dh, A.Nq, A.q_start.data(), A.q_pos.data()};
+            p.att = PackedQueries{nb, S, H, Hkv, Dh, A.Nq, A.q_start.data(), A.q_pos.data()};
             run_rows(p, buf);
         }
     } else {
@@ -164,7 +164,7 @@ void CpuBlock::forward_chunked(const ForwardCall& call, const ForwardChunks& chu
                 p.v_cache = v_cache.data();
                 p.q_rows = q_rows.data();
                 p.q_tab = q_tab.data();
-                p.att = AttentionShape{1, S, H, Hkv, Dh, Nq, q_start, q_pos.data()};
+                p.att = PackedQueries{1, S, H, Hkv, Dh, Nq, q_start, q_pos.data()};
                 run_rows(p, buf);
             }
         }

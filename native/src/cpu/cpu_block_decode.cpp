@@ -87,7 +87,7 @@ void CpuBlock::decode(const DecodeCall& call) {
     p.v_cache = static_cast<float*>(call.v_cache);
     p.q_rows = rows.data();
     p.q_tab = q_tab.data();
-    p.att = AttentionShape{call.max_seqs, call.max_len, H, Hkv, Dh, Nq, q_start.data(), q_pos.data()};
+    p.att = PackedQueries{call.max_seqs, call.max_len, H, Hkv, Dh, Nq, q_start.data(), q_pos.data()};
     run_rows(p, buf);
 }
 

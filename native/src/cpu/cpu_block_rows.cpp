@@ -36,8 +36,17 @@ void CpuBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
     linear_forward(pool_, b.c, w(P_REFLEX_GATE), b.gate, n, D, F);
     linear_forward(pool_, b.c, w(P_REFLEX_UP), b.up, n, D, F);
     swiglu_forward(pool_, b.gate, b.up, n * F, b.act);
-    std::memcpy(b.y, p.x, static_cast<std::size_t>(n * D) * sizeof(float));
-    linear_forward(pool_, b.act, w(P_REFLEX_DOWN), b.y, n, F, D, /*accumulate=*/true);
+    if (p.dropout) {
+        // m on its own, dropped, then y = x + M m (the GEMM cannot accumulate onto x under a mask).
+        linear_forward(pool_, b.act, w(P_REFLEX_DOWN), b.y, n, F, D);
+        dropout_rows(pool_, *p.dropout, kDropoutTagReflex, p.conv_S, nullptr, n, D, b.y);
+        pool_.parallel_for(n, 64, [&](int64_t r0, int64_t r1, int) {
+            for (int64_t r = r0; r < r1; ++r) axpy_f32(1.0f, p.x + r * D, b.y + r * D, D);
+        });
+    } else {
+        std::memcpy(b.y, p.x, static_cast<std::size_t>(n * D) * sizeof(float));
+        linear_forward(pool_, b.act, w(P_REFLEX_DOWN), b.y, n, F, D, /*accumulate=*/true);
+    }
 
     // 2. Contextual stream: K, V of every row (into the cache before any attention, so rows attend
     // the earlier rows of their own pass), Q and attention for the query rows only.
@@ -60,8 +69,10 @@ void CpuBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
         gather_rows(pool_, b.a, D, p.q_rows, Nq, b.a_sel);
         linear_forward(pool_, b.a_sel, w(P_ATTN_Q), b.q, Nq, D, D);
         rope_forward(pool_, b.q, Nq, H, Dh, p.q_tab, p.rope_cos, p.rope_sin);
-        sqdk_attention_forward(pool_, p.att, b.q, keys, values, b.attn, b.lse);
+        sqdk_attention_forward_packed(pool_, p.att, b.q, keys, values, b.attn, b.lse);
         linear_forward(pool_, b.attn, w(P_ATTN_O), b.o, Nq, D, D);
+        // o is kept dropped: backward's dy = d_out . (M o) reads it as the forward added it.
+        if (p.dropout) dropout_rows(pool_, *p.dropout, kDropoutTagAttn, p.conv_S, p.q_rows, Nq, D, b.o);
         // 3. out = y + gate * o on the query rows (the gate is 1 in value).
         gate_scatter_forward(pool_, b.o, D, p.q_rows, Nq, b.y);
     }

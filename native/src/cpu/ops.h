@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "../core/attention_shape.h"
+#include "../core/philox.h"
 #include "hspmn.h"
 #include "thread_pool.h"
 
@@ -69,20 +71,29 @@ float aux_loss_forward(const float* l, int64_t N, float target, float lambda_s, 
 void aux_loss_backward(const float* l, int64_t N, float target, float lambda_s, float lambda_e, float d_aux,
                        float* dl);
 
-// ---- sqdk_attention.cpp: sparse queries, dense causal keys, GQA (query head h reads kv head
-// h / (H / Hkv)), scale 1/sqrt(Dh). Query rows are grouped by sequence: q_start[b] .. q_start[b+1].
-// q: [Nq, H*Dh]  q_pos: [Nq]  k, v: [B*S, Hkv*Dh]  o: [Nq, H*Dh]  lse: [Nq, H]
-struct AttentionShape {
+// ---- sqdk_attention.cpp: sparse queries, dense causal keys, GQA, in the selected-rows layout of
+// core/attention_shape.h (the CUDA op's): q, o: [B, C, H*Dh]  pos: [B, C]  counts: [B]
+// k, v: [B, S, Hkv*Dh]  lse: [B, H, C]; rows past counts[b] are written as 0 in o, lse (and dq).
+void sqdk_attention_forward(ThreadPool& pool, const AttentionShape& a, const float* q, const int32_t* pos,
+                            const int32_t* counts, const float* k, const float* v, float* o, float* lse);
+// d_o: [B, C, H*Dh]; dq: [B, C, H*Dh], dk, dv: [B, S, Hkv*Dh] (overwritten)
+void sqdk_attention_backward(ThreadPool& pool, const AttentionShape& a, const float* q, const int32_t* pos,
+                             const int32_t* counts, const float* k, const float* v, const float* o,
+                             const float* lse, const float* d_o, float* dq, float* dk, float* dv);
+// The CPU block keeps its query rows packed by sequence (no padding): sequence b owns rows
+// q_start[b] .. q_start[b+1] - 1 of q and o ([Nq, H*Dh]) and keys b*S .. b*S + S - 1. Each sequence is
+// one B = 1, C = its count call of the ops above, so its lse rows are [H, count] at lse + q_start[b] * H
+// (when every count is equal, that is the shared layout itself, run as one call).
+struct PackedQueries {
     int64_t B, S, H, Hkv, Dh, Nq;
     const int64_t* q_start;  // [B + 1]
     const int32_t* q_pos;    // [Nq]
 };
-void sqdk_attention_forward(ThreadPool& pool, const AttentionShape& a, const float* q, const float* k,
-                            const float* v, float* o, float* lse);
-// d_o: [Nq, H*Dh]; dq: [Nq, H*Dh], dk, dv: [B*S, Hkv*Dh] (overwritten)
-void sqdk_attention_backward(ThreadPool& pool, const AttentionShape& a, const float* q, const float* k,
-                             const float* v, const float* o, const float* lse, const float* d_o, float* dq,
-                             float* dk, float* dv);
+void sqdk_attention_forward_packed(ThreadPool& pool, const PackedQueries& a, const float* q, const float* k,
+                                   const float* v, float* o, float* lse);
+void sqdk_attention_backward_packed(ThreadPool& pool, const PackedQueries& a, const float* q, const float* k,
+                                    const float* v, const float* o, const float* lse, const float* d_o, float* dq,
+                                    float* dk, float* dv);
 
 // ---- gather_scatter.cpp
 // dst: [n, cols] = src[rows[i]]
@@ -96,6 +107,12 @@ void gate_scatter_forward(ThreadPool& pool, const float* o, int64_t cols, const 
 // d_out: [N, cols]; d_o: [n, cols] = d_out[rows[i]] (y = 1); dy: [n] = d_out[rows[i]] . o[i]
 void gate_scatter_backward(ThreadPool& pool, const float* o, const float* d_out, int64_t cols, const int64_t* rows,
                            int64_t n, float* d_o, float* dy);
+
+// ---- dropout.cpp: residual dropout (native/README.md "Residual dropout"), in place:
+// v[i, d] *= keep(key, tag, b, s, d) ? 1 / (1 - p) : 0, token b*S + s = rows[i] (rows == null: i itself).
+// v: [n, D]  rows: [n] or null
+void dropout_rows(ThreadPool& pool, const DropoutKey& key, uint32_t tag, int64_t S, const int64_t* rows, int64_t n,
+                  int64_t D, float* v);
 
 // ---- convert.cpp: API tensors are bf16, everything inside is float32
 void bf16_to_f32_array(ThreadPool& pool, const uint16_t* src, float* dst, int64_t n);

@@ -59,6 +59,8 @@ void CudaBlock::forward(const ForwardCall& call) {
     A.S = S;
     A.N = N;
     A.aux_target = call.aux_target;
+    A.dropout = call.training && call.dropout > 0.0f ? DropoutKey{call.dropout, call.seed, call.step, call.layer}
+                                                     : DropoutKey{};
 
     const bf16* x = input<bf16>(d_, call.x, stage_.x, "cudaMemcpyAsync (x)");
     if (call.training) {
@@ -127,6 +129,7 @@ void CudaBlock::forward(const ForwardCall& call) {
     p.runs = &run;
     p.run_count = 1;
     p.att_S = S;
+    if (A.dropout.p > 0.0f) p.dropout = &A.dropout;
     run_rows(p, buf);
 
     output_done(d_, call.out, stage_.out, "cudaMemcpyAsync (out)");
@@ -159,6 +162,11 @@ void CudaBlock::backward(const BackwardCall& call) {
     DeviceBuffer& scratch = T.partials;
     float* dx = grow<float>(d_, T.dx, N * D);  // the residual path: out = x + m + y o
     bf16_to_f32(d_, d_out, dx, N * D);
+    // Residual dropout: d m = M_m d_out and d o = M_o d_out[token]. The masks are redrawn from their key
+    // (dropout.cu); the kept elements are copied exactly in bf16 and 1 / (1 - p) becomes the alpha of
+    // the GEMMs that read them, so dropout adds no rounding of its own to the gradients.
+    const bool dropping = A.dropout.p > 0.0f;
+    const float drop_scale = dropping ? dropout_scale(A.dropout.p) : 1.0f;
 
     // Contextual stream, back to the attention input a.
     float* dy = grow<float>(d_, T.dy, BC);
@@ -174,8 +182,9 @@ void CudaBlock::backward(const BackwardCall& call) {
             d_asel = grow<bf16>(d_, T.d_asel, BC * D);
             const bf16* attn = A.attn.as<bf16>();
             gate_scatter_backward(d_, A.o.as<float>(), d_out, idx, cnt, B, S, C, D, d_o, dy);
-            gemm(d_, true, false, D, D, BC, 1.0f, d_o, D, attn, D, 1.0f, g(P_ATTN_O), DType::F32, D);
-            gemm(d_, false, false, BC, D, D, 1.0f, d_o, D, w(P_ATTN_O), D, 0.0f, d_attn, DType::BF16, D);
+            if (dropping) dropout_mask_bf16(d_, A.dropout, kDropoutTagAttn, d_o, d_o, BC, S, D, idx, cnt, C);
+            gemm(d_, true, false, D, D, BC, drop_scale, d_o, D, attn, D, 1.0f, g(P_ATTN_O), DType::F32, D);
+            gemm(d_, false, false, BC, D, D, drop_scale, d_o, D, w(P_ATTN_O), D, 0.0f, d_attn, DType::BF16, D);
             sqdk_attention_backward(d_, AttentionShape{B, C, S, H, Hkv, Dh}, A.q.as<bf16>(), idx, cnt, A.k.as<bf16>(),
                                     A.v.as<bf16>(), attn, A.lse.as<float>(), d_attn, dq, dk, dv);
             rope_backward(d_, dq, dq, BC, H, Dh, idx, cnt, C, S, cos_t, sin_t);
@@ -195,14 +204,22 @@ void CudaBlock::backward(const BackwardCall& call) {
     }
     rms_norm_backward(d_, x, w(P_ATTN_NORM), A.rstd_a.as<float>(), d_a, N, D, dx, g(P_ATTN_NORM), scratch);
 
-    // Reflexive stream: d m = d_out.
+    // Reflexive stream: d m = d_out, or M_m d_out under dropout.
     {
         bf16* d_act = grow<bf16>(d_, T.d_act, N * F);
         bf16* d_gate = grow<bf16>(d_, T.d_gate, N * F);
         bf16* d_up = grow<bf16>(d_, T.d_up, N * F);
         const bf16* c = A.c.as<bf16>();
-        gemm(d_, true, false, D, F, N, 1.0f, d_out, D, A.act.as<bf16>(), F, 1.0f, g(P_REFLEX_DOWN), DType::F32, F);
-        gemm(d_, false, false, N, F, D, 1.0f, d_out, D, w(P_REFLEX_DOWN), F, 0.0f, d_act, DType::BF16, F);
+        const bf16* dm = d_out;
+        if (dropping) {
+            // M_m d_out in d_a's [N, D] f32, consumed by the attention norm above and rewritten as d_c
+            // only after the two GEMMs below read it: no memory beyond what footprint.cpp counts.
+            bf16* kept = reinterpret_cast<bf16*>(d_a);
+            dropout_mask_bf16(d_, A.dropout, kDropoutTagReflex, d_out, kept, N, S, D, nullptr, nullptr, 0);
+            dm = kept;
+        }
+        gemm(d_, true, false, D, F, N, drop_scale, dm, D, A.act.as<bf16>(), F, 1.0f, g(P_REFLEX_DOWN), DType::F32, F);
+        gemm(d_, false, false, N, F, D, drop_scale, dm, D, w(P_REFLEX_DOWN), F, 0.0f, d_act, DType::BF16, F);
         swiglu_backward(d_, A.gate.as<bf16>(), A.up.as<bf16>(), d_act, N * F, d_gate, d_up);
         gemm(d_, true, false, F, D, N, 1.0f, d_gate, F, c, D, 1.0f, g(P_REFLEX_GATE), DType::F32, D);
         gemm(d_, true, false, F, D, N, 1.0f, d_up, F, c, D, 1.0f, g(P_REFLEX_UP), DType::F32, D);

@@ -34,7 +34,8 @@ struct Activations {
     DeviceBuffer rstd_a, a;          // [N] f32, [N, D] bf16
     DeviceBuffer kf, k, v;           // [N, KV] f32 before RoPE (scratch), [N, KV] bf16 after, [N, KV] bf16
     DeviceBuffer a_sel, qf, q;       // [BC, D] bf16, [BC, D] f32 (scratch), [BC, D] bf16 after RoPE
-    DeviceBuffer attn, lse, o;       // [BC, D] bf16 = [B, C, H, Dh], [B, H, C] f32, [BC, D] f32
+    DeviceBuffer attn, lse, o;       // [BC, D] bf16 = [B, C, H, Dh], [B, H, C] f32, [BC, D] f32 (dropped)
+    DropoutKey dropout;              // p = 0: none; else backward redraws the forward's masks from it
 };
 
 // Backward's temporaries, kept between calls so a training step allocates nothing once warm.
@@ -217,6 +218,9 @@ struct RowsPass {
     // Attention launches over sequences of att_S keys: run i reads keys + lo * att_S * Hkv*Dh.
     const DecodeRun* runs = nullptr;
     int64_t run_count = 0, att_S = 0;
+    // Residual dropout (training forwards only, whole sequences: row r is token r of conv_S-row
+    // sequences, query slot (b, j) token b * q_row_S + q_rows[b, j]); null: none.
+    const DropoutKey* dropout = nullptr;
 };
 
 // Where a pass writes: [n] / [n, *] per row, [Q = blocks * C, *] per query slot, lse [blocks, H, C].

@@ -63,8 +63,14 @@ void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
     gemm(d_, false, true, n, F, D, 1.0f, b.c, D, w(P_REFLEX_GATE), D, 0.0f, b.gate, DType::BF16, F);
     gemm(d_, false, true, n, F, D, 1.0f, b.c, D, w(P_REFLEX_UP), D, 0.0f, b.up, DType::BF16, F);
     swiglu_forward(d_, b.gate, b.up, n * F, b.act);
-    bf16_to_f32(d_, p.x, b.res, n * D);
-    gemm(d_, false, true, n, D, F, 1.0f, b.act, F, w(P_REFLEX_DOWN), F, 1.0f, b.res, DType::F32, D);
+    if (p.dropout) {
+        // m on its own, then res = x + M m (the GEMM cannot accumulate onto x under a mask).
+        gemm(d_, false, true, n, D, F, 1.0f, b.act, F, w(P_REFLEX_DOWN), F, 0.0f, b.res, DType::F32, D);
+        dropout_residual(d_, *p.dropout, p.x, b.res, n, p.conv_S, D);
+    } else {
+        bf16_to_f32(d_, p.x, b.res, n * D);
+        gemm(d_, false, true, n, D, F, 1.0f, b.act, F, w(P_REFLEX_DOWN), F, 1.0f, b.res, DType::F32, D);
+    }
 
     // 2. Contextual stream: K, V of every row (into the caches before any attention, so rows attend the
     // earlier rows of their own pass), then Q and attention for the query slots only.
@@ -92,6 +98,9 @@ void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
                                    b.lse + r.block0 * H * p.C);
         }
         gemm(d_, false, true, Q, D, D, 1.0f, b.attn, D, w(P_ATTN_O), D, 0.0f, b.o, DType::F32, D);
+        // o is kept dropped: backward's dy = d_out . (M o) reads it as the forward added it.
+        if (p.dropout)
+            dropout_rows_f32(d_, *p.dropout, kDropoutTagAttn, b.o, Q, p.q_row_S, D, p.q_rows, p.q_cnt, p.C);
         // 3. out = res + y o on the query rows (y = 1 in value).
         gate_scatter_forward(d_, b.o, p.q_rows, p.q_cnt, p.blocks, p.q_row_S, p.C, D, b.res);
     }

@@ -10,6 +10,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "../core/attention_shape.h"
+
 namespace hspmn::cuda {
 
 // Throws Error naming `what` when `e` is not cudaSuccess: HSPMN_ERR_OUT_OF_MEMORY for
@@ -95,18 +97,11 @@ void gemm(Device& d, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K
           float alpha, const __nv_bfloat16* A, int64_t lda, const __nv_bfloat16* B, int64_t ldb,
           float beta, void* C, DType c_type, int64_t ldc);
 
-// SQDK attention (native/kernels/triton/, AOT-compiled cubins loaded with the driver API).
-// Layout, as native/kernels/triton/README.md:
-//   q:      [B, C, H, Dh]   bf16  queries of the selected tokens (RoPE applied), padded to C
-//   pos:    [B, C]          i32   absolute position of each query, increasing, -1 past counts[b]
-//   counts: [B]             i32   on the device
-//   k, v:   [B, S, Hkv, Dh] bf16  every token (RoPE applied to k)
-//   o:      [B, C, H, Dh]   bf16
-//   lse:    [B, H, C]       f32
-// Dh must be one the kernels were compiled for (attention_supports_head_dim).
-struct AttentionShape {
-    int64_t B, C, S, H, Hkv, Dh;
-};
+// SQDK attention (native/kernels/triton/, AOT-compiled cubins loaded with the driver API), in the
+// selected-rows layout every backend takes (core/attention_shape.h, the CPU op's too): q, o, k, v bf16,
+// lse f32, pos and counts i32 on the device. Dh must be one the kernels were compiled for
+// (attention_supports_head_dim).
+using hspmn::AttentionShape;
 bool attention_supports_head_dim(int64_t Dh);
 // The device's Triton global scratch (null while no kernel asked for one). Every block shares it
 // and a launch with a larger grid regrows it, so a captured graph compares it at each replay.

@@ -208,7 +208,7 @@ void Model::ensure_rows(int64_t N) {
 }
 
 void Model::run_trunk(int32_t training, int32_t noise, uint64_t seed, int64_t step, float aux_target, int64_t B,
-                      int64_t S) {
+                      int64_t S, float dropout) {
     const int64_t N = B * S;
     be_.embedding_forward(emb_value_.as<uint16_t>(), tokens_.as<int32_t>(), N, D_, act_a_.as<uint16_t>());
     uint16_t* in = act_a_.as<uint16_t>();
@@ -224,6 +224,7 @@ void Model::run_trunk(int32_t training, int32_t noise, uint64_t seed, int64_t st
         ForwardCall fc{training, noise, seed, step, static_cast<int32_t>(i), aux_target, &xv, nullptr, nullptr,
                        nullptr, &ov, &av};
         fc.routed_fraction = stats + 2 * i + 1;
+        fc.dropout = dropout;
         if (training && noise_free_out_) fc.noise_free_fraction = noise_free_out_ + i;
         blocks_[i]->forward(fc);
         std::swap(in, out);
@@ -252,7 +253,7 @@ void Model::forward(const ModelForward& c) {
         }
         noise_free_out_ = noise_free_[slot].as<float>();
     }
-    run_trunk(c.training, c.noise, c.seed, c.step, c.aux_target, c.B, c.S);
+    run_trunk(c.training, c.noise, c.seed, c.step, c.aux_target, c.B, c.S, c.dropout);
     noise_free_out_ = nullptr;
     if (c.targets) {
         // Loss only: backward recomputes the head with gradients, which keeps no [N, V] logits and

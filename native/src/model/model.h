@@ -41,6 +41,7 @@ struct ModelForward {
     uint64_t seed;
     int64_t step;
     float aux_target;          // resolved (>= 0)
+    float dropout;             // residual dropout p of every layer (0 unless training)
     int64_t B, S;
     const int32_t* tokens;     // [B, S] host memory, validated
     const int32_t* targets;    // [B, S] host memory, validated, or null
@@ -112,7 +113,7 @@ private:
     void ensure_rows(int64_t N);
     // Runs embedding + blocks + final norm on tokens_ (already in backend memory).
     void run_trunk(int32_t training, int32_t noise, uint64_t seed, int64_t step, float aux_target, int64_t B,
-                   int64_t S);
+                   int64_t S, float dropout = 0.0f);
 
     hspmn_context* ctx_;
     Backend& be_;

@@ -1,5 +1,5 @@
-// gumbel_noise: a device copy of core/philox.h (kept host-only so its host behaviour cannot move);
-// same counter layout (s, b, layer, step), key = seed halves, u from the top 24 bits, -ln(-ln u) in f64.
+// gumbel_noise: core/philox.h's draw with the device Philox of common.cuh; same counter layout
+// (s, b, layer, step), key = seed halves, u from the top 24 bits, -ln(-ln u) in f64.
 #include "common.cuh"
 #include "kernels.h"
 
@@ -7,20 +7,7 @@ namespace hspmn::cuda {
 
 namespace {
 
-__device__ __forceinline__ uint4 philox4x32_10(uint4 c, uint32_t k0, uint32_t k1) {
-    constexpr uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u, W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
-#pragma unroll
-    for (int round = 0; round < 10; ++round) {
-        if (round > 0) {
-            k0 += W0;
-            k1 += W1;
-        }
-        const uint32_t hi0 = __umulhi(M0, c.x), lo0 = M0 * c.x;
-        const uint32_t hi1 = __umulhi(M1, c.z), lo1 = M1 * c.z;
-        c = make_uint4(hi1 ^ c.y ^ k0, lo1, hi0 ^ c.w ^ k1, lo0);
-    }
-    return c;
-}
+using kern::philox4x32_10;
 
 // out: [B, S] f32
 __global__ void gumbel_noise_kernel(uint64_t seed, int64_t step, int32_t layer, int64_t B, int64_t S,

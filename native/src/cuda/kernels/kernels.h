@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "../../core/backend.h"
+#include "../../core/philox.h"
 #include "../runtime.h"
 #include "hspmn.h"
 
@@ -116,6 +117,21 @@ void gate_scatter_backward(Device& d, const float* o, const __nv_bfloat16* d_out
 // ---- gumbel_noise.cu: the Philox draw of native/README.md.  out: [B, S] f32
 void gumbel_noise_kernel_launch(Device& d, uint64_t seed, int64_t step, int32_t layer, int64_t B, int64_t S,
                                 float* out);
+
+// ---- dropout.cu: residual dropout (native/README.md "Residual dropout"; core/philox.h dropout_bits).
+// Rows are tokens (indices == null: row r is token r of B sequences of S) or selected rows [B, C]
+// (row (b, j) is token b*S + indices[b, j] when j < counts[b]; padding rows are left as they are).
+// The mask's value 1 / (1 - p) is applied by dropout_residual and dropout_rows_f32; dropout_mask_bf16
+// only zeroes (its callers fold the scale into a GEMM's alpha, so no extra bf16 rounding).
+// x: [N, D] bf16  res: [N, D] f32 = x + keep * res / (1 - p) (res holds m)
+void dropout_residual(Device& d, const DropoutKey& key, const __nv_bfloat16* x, float* res, int64_t N, int64_t S,
+                      int64_t D);
+// v: [rows, D] f32 *= keep / (1 - p)
+void dropout_rows_f32(Device& d, const DropoutKey& key, uint32_t tag, float* v, int64_t rows, int64_t S, int64_t D,
+                      const int32_t* indices, const int32_t* counts, int64_t C);
+// src, dst: [rows, D] bf16 (may alias); dst = keep ? src : 0
+void dropout_mask_bf16(Device& d, const DropoutKey& key, uint32_t tag, const __nv_bfloat16* src, __nv_bfloat16* dst,
+                       int64_t rows, int64_t S, int64_t D, const int32_t* indices, const int32_t* counts, int64_t C);
 
 // ---- non_finite.cu: first flat index of a NaN/Inf, or numel when none.
 // data: [numel] bf16 or f32  first: [1] u64 on the device (overwritten)

@@ -25,6 +25,10 @@ import java.util.concurrent.locks.ReentrantLock;
  * Closing the context closes every graph, block, model and tensor still open from it first.
  */
 public final class Context implements AutoCloseable {
+    static {
+        NativeLibrary.ensureLoaded(); // before the first binding call: the bindings only look the library up
+    }
+
     /** ReentrantLock that can name its owner in the error message. */
     private static final class OwnerLock extends ReentrantLock {
         Thread owner() {

@@ -10,8 +10,23 @@ import java.lang.foreign.MemorySegment;
  * @param training  keep activations for backward; with noise on, route on (l + g) / t
  * @param noise     training only: draw Gumbel noise g keyed by (seed, step, layer, b, s); off means g = 0
  * @param auxTarget rho_target of the aux loss; negative means the config's sparsity_k
+ * @param dropout   residual dropout p in [0, 1), training only: the reflexive and attention branches are
+ *                  multiplied by keep / (1 - p), the masks keyed by (seed, step, layer, b, s, d) like the
+ *                  noise (native/README.md "Residual dropout"); 0 drops nothing
  */
-public record ForwardOptions(boolean training, boolean noise, long seed, long step, int layer, float auxTarget) {
+public record ForwardOptions(boolean training, boolean noise, long seed, long step, int layer, float auxTarget,
+                             float dropout) {
+
+    public ForwardOptions {
+        if (!(dropout >= 0f && dropout < 1f)) {
+            throw new IllegalArgumentException("dropout (" + dropout + ") must be in [0, 1)");
+        }
+    }
+
+    /** Without dropout. */
+    public ForwardOptions(boolean training, boolean noise, long seed, long step, int layer, float auxTarget) {
+        this(training, noise, seed, step, layer, auxTarget, 0f);
+    }
 
     public static ForwardOptions inference() {
         return new ForwardOptions(false, true, 0, 0, 0, -1f);
@@ -22,15 +37,19 @@ public record ForwardOptions(boolean training, boolean noise, long seed, long st
     }
 
     public ForwardOptions withNoise(boolean noise) {
-        return new ForwardOptions(training, noise, seed, step, layer, auxTarget);
+        return new ForwardOptions(training, noise, seed, step, layer, auxTarget, dropout);
     }
 
     public ForwardOptions withAuxTarget(float auxTarget) {
-        return new ForwardOptions(training, noise, seed, step, layer, auxTarget);
+        return new ForwardOptions(training, noise, seed, step, layer, auxTarget, dropout);
     }
 
     public ForwardOptions withTraining(boolean training) {
-        return new ForwardOptions(training, noise, seed, step, layer, auxTarget);
+        return new ForwardOptions(training, noise, seed, step, layer, auxTarget, dropout);
+    }
+
+    public ForwardOptions withDropout(float dropout) {
+        return new ForwardOptions(training, noise, seed, step, layer, auxTarget, dropout);
     }
 
     void writeTo(MemorySegment p) {
@@ -40,5 +59,7 @@ public record ForwardOptions(boolean training, boolean noise, long seed, long st
         hspmn_forward_params.step(p, step);
         hspmn_forward_params.layer(p, layer);
         hspmn_forward_params.aux_target(p, auxTarget);
+        hspmn_forward_params.dropout(p, dropout);
+        hspmn_forward_params.reserved(p, 0);
     }
 }

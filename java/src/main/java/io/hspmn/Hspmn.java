@@ -10,6 +10,10 @@ import java.lang.foreign.MemorySegment;
 
 /** Library-wide queries. */
 public final class Hspmn {
+    static {
+        NativeLibrary.ensureLoaded(); // before the first binding call: the bindings only look the library up
+    }
+
     private Hspmn() {
     }
 

@@ -14,21 +14,44 @@ import java.lang.foreign.MemorySegment;
  * @param step      the noise step: with gradient accumulation {@code step * accum + micro}, so every
  *                  micro-batch draws fresh noise and a resumed run the same noise
  * @param auxTarget every layer's rho_target of the aux loss; negative means the config's sparsity_k
+ * @param dropout   residual dropout p in [0, 1), training only: layer i's masks are keyed by (seed, step,
+ *                  layer = i) like its noise, so a resumed run drops the same elements; 0 drops nothing
  */
-public record ModelForwardOptions(boolean training, boolean noise, long seed, long step, float auxTarget) {
+public record ModelForwardOptions(boolean training, boolean noise, long seed, long step, float auxTarget,
+                                  float dropout) {
+
+    public ModelForwardOptions {
+        if (!(dropout >= 0f && dropout < 1f)) {
+            throw new IllegalArgumentException("dropout (" + dropout + ") must be in [0, 1)");
+        }
+    }
+
+    /** Without dropout. */
+    public ModelForwardOptions(boolean training, boolean noise, long seed, long step, float auxTarget) {
+        this(training, noise, seed, step, auxTarget, 0f);
+    }
 
     /** A training forward with noise. */
     public static ModelForwardOptions training(long seed, long step, float auxTarget) {
         return new ModelForwardOptions(true, true, seed, step, auxTarget);
     }
 
-    /** Evaluation: no noise, nothing kept for backward, aux against the config's sparsity_k. */
+    /** A training forward with noise and residual dropout {@code dropout}. */
+    public static ModelForwardOptions training(long seed, long step, float auxTarget, float dropout) {
+        return new ModelForwardOptions(true, true, seed, step, auxTarget, dropout);
+    }
+
+    /** Evaluation: no noise, no dropout, nothing kept for backward, aux against the config's sparsity_k. */
     public static ModelForwardOptions evaluation() {
         return new ModelForwardOptions(false, false, 0, 0, -1f);
     }
 
     public ModelForwardOptions withNoise(boolean noise) {
-        return new ModelForwardOptions(training, noise, seed, step, auxTarget);
+        return new ModelForwardOptions(training, noise, seed, step, auxTarget, dropout);
+    }
+
+    public ModelForwardOptions withDropout(float dropout) {
+        return new ModelForwardOptions(training, noise, seed, step, auxTarget, dropout);
     }
 
     void writeTo(MemorySegment p) {
@@ -37,6 +60,6 @@ public record ModelForwardOptions(boolean training, boolean noise, long seed, lo
         hspmn_model_forward_params.seed(p, seed);
         hspmn_model_forward_params.step(p, step);
         hspmn_model_forward_params.aux_target(p, auxTarget);
-        hspmn_model_forward_params.reserved(p, 0);
+        hspmn_model_forward_params.dropout(p, dropout);
     }
 }

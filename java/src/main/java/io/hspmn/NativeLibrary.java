@@ -24,11 +24,18 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HexFormat;
 import java.util.List;
+import java.util.Objects;
 import java.util.Set;
 
 /**
  * Finds and loads libhspmn, and is the one place that calls restricted FFM methods by hand
  * (the generated bindings in {@code io.hspmn.ffi} make their own downcall handles, as jextract emits them).
+ *
+ * <p>The bindings find their symbols with {@link SymbolLookup#loaderLookup()} (jextract's output without
+ * {@code --library}): they know nothing of this class, which depends on them only for the ABI version. So
+ * the library must be loaded (with {@link System#load}) before the first binding is called:
+ * {@link #ensureLoaded()} does that. The API's first native call is made by {@link Hspmn} or {@link Context}
+ * (every other object needs a Context), and both call it in their static initialisers.
  *
  * <p>Load order: (1) the file named by the system property {@value #PATH_PROPERTY}; (2) the copy
  * bundled in the jar at {@value #BUNDLED_RESOURCE}, extracted once per content hash into a folder of the
@@ -43,19 +50,34 @@ public final class NativeLibrary {
     public static final String BUNDLED_RESOURCE = "/native/linux-x86_64/libhspmn.so";
     static final String ACCESS_FLAG = "--enable-native-access=ALL-UNNAMED";
 
-    /** A loaded library: its symbols and a description of where it came from. */
-    public record Loaded(SymbolLookup lookup, String source) {
+    /** An accepted library: its file, its symbols and a description of where it came from. */
+    public record Loaded(Path file, SymbolLookup lookup, String source) {
     }
 
     private NativeLibrary() {
     }
 
     private static final class Holder {
-        static final Loaded LOADED = load(System.getProperty(PATH_PROPERTY), BUNDLED_RESOURCE,
-                System.getProperty("java.library.path", ""));
+        static final Loaded LOADED = loadForBindings();
+
+        private static Loaded loadForBindings() {
+            Loaded l = load(System.getProperty(PATH_PROPERTY), BUNDLED_RESOURCE,
+                    System.getProperty("java.library.path", ""));
+            // Associates the library with this class loader, where the bindings' loaderLookup() finds it.
+            System.load(l.file().toAbsolutePath().toString());
+            return l;
+        }
     }
 
-    /** The library's symbols; loads it on first use. The bindings' SYMBOL_LOOKUP comes from here. */
+    /**
+     * Loads the library (once per JVM; later calls return at once) so that the bindings can resolve their
+     * symbols. Throws {@link UnsatisfiedLinkError} listing every candidate and why it was refused.
+     */
+    public static void ensureLoaded() {
+        Objects.requireNonNull(Holder.LOADED, "libhspmn");
+    }
+
+    /** The library's symbols; loads it on first use. */
     public static SymbolLookup lookup() {
         return Holder.LOADED.lookup();
     }
@@ -253,7 +275,7 @@ public final class NativeLibrary {
                     + expectedAbiVersion() + " (rebuild the library and the jar from the same commit)");
             return null;
         }
-        return new Loaded(lookup, what);
+        return new Loaded(p, lookup, what);
     }
 
     /** A view of {@code size} bytes at {@code address} whose lifetime is {@code arena}'s. */

@@ -21,6 +21,7 @@ class HspmnConfigTest {
 
     @Test
     void defaultsMatchTheLibrary() {
+        NativeLibrary.ensureLoaded(); // the bindings are called directly here, before any API class loads it
         try (var arena = java.lang.foreign.Arena.ofConfined()) {
             var p = io.hspmn.ffi.hspmn_h.hspmn_block_default_params(arena);
             assertEquals(HspmnConfig.defaults(), HspmnConfig.readFrom(p));

@@ -71,7 +71,8 @@ final class Parity {
          * sums), the bound is twice that error instead (see F32_REFERENCE_ERRORS).
          */
         static Tolerances cpu() {
-            return new Tolerances(2e-5, 1.1, 1e-5, "");
+            return new Tolerances(RULE.get("f32").getAsDouble(), RULE.get("cpu_bf16_slack").getAsDouble(),
+                    RULE.get("cpu_bf16_floor").getAsDouble(), "");
         }
 
         /**
@@ -84,7 +85,30 @@ final class Parity {
          * (native/reference/emulate_cuda_precision.py --trials).
          */
         static Tolerances bf16Backend() {
-            return new Tolerances(1e-2, 1.0, 1e-2, "bf16:");
+            double bf16 = RULE.get("bf16").getAsDouble();
+            return new Tolerances(bf16, 1.0, bf16, "bf16:");
+        }
+
+        /**
+         * The numbers of both rules come from native/reference/tolerances.json, the one tolerance file that
+         * native/reference/check_native.py and the per-op backend suite (native/tests/backend_ops) read too.
+         */
+        private static final com.google.gson.JsonObject RULE = loadRule();
+
+        private static com.google.gson.JsonObject loadRule() {
+            // the repository root is an ancestor of the working directory Maven runs the tests in
+            for (java.nio.file.Path dir = java.nio.file.Path.of("").toAbsolutePath(); dir != null; dir = dir.getParent()) {
+                java.nio.file.Path f = dir.resolve("native/reference/tolerances.json");
+                if (java.nio.file.Files.isRegularFile(f)) {
+                    try {
+                        return com.google.gson.JsonParser.parseString(java.nio.file.Files.readString(f)).getAsJsonObject();
+                    } catch (java.io.IOException e) {
+                        throw new java.io.UncheckedIOException(e);
+                    }
+                }
+            }
+            throw new IllegalStateException("native/reference/tolerances.json not found above "
+                    + java.nio.file.Path.of("").toAbsolutePath());
         }
     }
 

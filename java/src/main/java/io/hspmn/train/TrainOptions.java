@@ -83,6 +83,7 @@ public final class TrainOptions {
     private final long auxWarmup;
     private final float routerBiasRate;
     private final long seed;
+    private final float dropout;
     private final long evalEvery;
     private final int evalBatches;
     private final long saveEvery;
@@ -118,6 +119,7 @@ public final class TrainOptions {
         auxWarmup = b.auxWarmup < 0 ? b.warmup : b.auxWarmup;
         routerBiasRate = b.routerBiasRate;
         seed = b.seed;
+        dropout = b.dropout;
         evalEvery = b.evalEvery;
         evalBatches = b.evalBatches;
         saveEvery = b.saveEvery;
@@ -199,6 +201,9 @@ public final class TrainOptions {
                     (b, v) -> b.routerBiasRate(f("router-bias-rate", v)), o -> Float.toString(o.routerBiasRate)),
             new Option("seed", "N", "seeds the initial weights, the batch order and the routing noise", Scope.RUN,
                     (b, v) -> b.seed(l("seed", v)), o -> Long.toString(o.seed)),
+            new Option("dropout", "P", "residual dropout on the reflexive and attention branches while training, in "
+                    + "[0, 1) (0: off); masks keyed like the routing noise, so --resume drops the same; evaluation "
+                    + "never drops", Scope.RUN, (b, v) -> b.dropout(f("dropout", v)), o -> Float.toString(o.dropout)),
             new Option("val-fraction", "F", "share of every file held out for validation, in (0, 1)", Scope.RUN,
                     (b, v) -> b.valFraction(d("val-fraction", v)), o -> Double.toString(o.valFraction)),
             new Option("eval-every", "N", "validate every N steps (0: only at the end)", Scope.ADJUSTABLE,
@@ -335,6 +340,10 @@ public final class TrainOptions {
         }
         if (!(clip >= 0)) {
             throw new IllegalArgumentException("--clip (" + clip + ") must be >= 0 (0 turns clipping off)");
+        }
+        if (!(dropout >= 0 && dropout < 1)) {
+            throw new IllegalArgumentException("--dropout (" + dropout + ") must be in [0, 1): the probability of "
+                    + "dropping an element of a residual branch (0 turns dropout off)");
         }
         if (!(valFraction > 0 && valFraction < 1)) {
             throw new IllegalArgumentException("--val-fraction (" + valFraction + ") must be in (0, 1)");
@@ -474,6 +483,7 @@ public final class TrainOptions {
     /** Router bias control's step per optimizer step (native/README.md "Router bias control"); 0: off. */
     public float routerBiasRate() { return routerBiasRate; }
     public long seed() { return seed; }
+    public float dropout() { return dropout; }
     public long evalEvery() { return evalEvery; }
     public int evalBatches() { return evalBatches; }
     public long saveEvery() { return saveEvery; }
@@ -551,6 +561,7 @@ public final class TrainOptions {
         private long auxWarmup = -1;
         private float routerBiasRate = DEFAULT_ROUTER_BIAS_RATE;
         private long seed = 1;
+        private float dropout;
         private long evalEvery = 100;
         private int evalBatches = 8;
         private long saveEvery = 500;
@@ -603,6 +614,7 @@ public final class TrainOptions {
         public Builder auxWarmup(long v) { auxWarmup = v; return this; }
         public Builder routerBiasRate(float v) { routerBiasRate = v; return this; }
         public Builder seed(long v) { seed = v; return this; }
+        public Builder dropout(float v) { dropout = v; return this; }
         public Builder evalEvery(long v) { evalEvery = v; return this; }
         public Builder evalBatches(int v) { evalBatches = v; return this; }
         public Builder saveEvery(long v) { saveEvery = v; return this; }

@@ -367,7 +367,8 @@ public final class Trainer implements AutoCloseable {
         for (int micro = 0; micro < a; micro++) {
             sampler.next(tokensView, targetsView);
             upload();
-            LossResult r = model.forward(tokens, targets, ModelForwardOptions.training(options.seed(), s * a + micro, auxTarget));
+            LossResult r = model.forward(tokens, targets, ModelForwardOptions.training(options.seed(), s * a + micro, auxTarget,
+                    options.dropout()));
             model.backward(1f / a, micro > 0);
             loss += (double) r.loss() / a;
             ce += (double) r.crossEntropy() / a;

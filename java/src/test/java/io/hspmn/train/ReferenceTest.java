@@ -140,6 +140,21 @@ class ReferenceTest {
     }
 
     @Test
+    void theReferenceReadsTheDropoutOfAJavaCheckpoint() throws Exception {
+        Path out = dir.resolve("dropout");
+        TrainOptions opts = TrainOptions.builder().data(TrainingFixtures.CORPUS).out(out).dim(32).layers(1).heads(4)
+                .kvHeads(2).mlpRatio(2).seqLen(16).batch(2).steps(1).warmup(0).evalEvery(0).seed(3).dropout(0.375f)
+                .backend(Backend.CPU).threads(2).build();
+        try (Trainer t = Trainer.open(opts, null)) {
+            t.run();
+        }
+        String script = "import json, sys; from safetensors import safe_open; from hspmn_lm import stored_dropout\n"
+                + "with safe_open(sys.argv[1], framework='pt') as f: cfg = json.loads(f.metadata()['config'])\n"
+                + "print(stored_dropout(cfg))";
+        assertEquals("0.375", python("-c", script, out.resolve(Trainer.CHECKPOINT).toString()));
+    }
+
+    @Test
     void schedulesAreTheReferences() throws Exception {
         String script = "import json; from hspmn_lm import lr_schedule, aux_target_schedule\n"
                 + "print(json.dumps({'lr': [lr_schedule(s, 10, 100, 3e-3, 0.1) for s in range(0, 120, 3)],"

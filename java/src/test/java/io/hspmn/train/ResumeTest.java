@@ -7,6 +7,8 @@ import io.hspmn.metrics.MetricsWriter;
 import io.hspmn.metrics.StepMetrics;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -23,7 +25,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * for bit: master weights, AdamW moments, sampler position and the per-step log (loss, ce, aux, routed
  * fraction, lr, grad norm, and the validation results on the steps that validated). CPU backend, with
  * gradient accumulation so the noise step s * A + a is exercised, and validation inside both halves so
- * its use of the model and the shared batch buffers is shown not to disturb training.
+ * its use of the model and the shared batch buffers is shown not to disturb training. Run without and
+ * with residual dropout (--dropout 0.2: the masks are keyed like the noise, so they too must continue).
  */
 class ResumeTest {
     static final long STEPS = 12;
@@ -37,14 +40,15 @@ class ResumeTest {
                 .evalBatches(2).saveEvery(0).seed(7).backend(Backend.CPU).threads(2);
     }
 
-    @Test
-    void nStepsStraightEqualHalfSaveAndResumeInANewProcess() throws Exception {
+    @ParameterizedTest(name = "dropout {0}")
+    @ValueSource(floats = {0f, 0.2f})
+    void nStepsStraightEqualHalfSaveAndResumeInANewProcess(float dropout) throws Exception {
         Path straight = dir.resolve("straight");
         Path split = dir.resolve("split");
-        try (Trainer t = Trainer.open(options(straight).build(), null)) {
+        try (Trainer t = Trainer.open(options(straight).dropout(dropout).build(), null)) {
             assertEquals(STEPS, t.run().step());
         }
-        try (Trainer t = Trainer.open(options(split).stopAfter(STEPS / 2).build(), null)) {
+        try (Trainer t = Trainer.open(options(split).dropout(dropout).stopAfter(STEPS / 2).build(), null)) {
             Trainer.Result r = t.run();
             assertEquals(STEPS / 2, r.step());
         }
@@ -62,6 +66,8 @@ class ResumeTest {
         Checkpoint a = Checkpoint.load(straight.resolve(Trainer.CHECKPOINT));
         Checkpoint b = Checkpoint.load(split.resolve(Trainer.CHECKPOINT));
         assertEquals(STEPS, a.step());
+        assertEquals(dropout, TrainCheckpoint.load(split.resolve(Trainer.CHECKPOINT)).options().dropout(),
+                "the resumed run read --dropout from the checkpoint");
         assertEquals(a.configJson(), b.configJson());
         assertEquals(a.step(), b.step());
         assertEquals(a.dataPosition(), b.dataPosition());
@@ -99,8 +105,8 @@ class ResumeTest {
         assertEquals(STEPS / 4, validated, "validation at every 4th step");
         // the loss moved, so equal logs are not two copies of a constant
         assertTrue(la.getLast().loss() < la.getFirst().loss() - 0.5, la.getFirst().loss() + " -> " + la.getLast().loss());
-        System.out.printf("resume test: %d steps, final loss %.6f, grad norm %.6f, bitwise equal%n", STEPS,
-                la.getLast().loss(), la.getLast().gradNorm());
+        System.out.printf("resume test (dropout %s): %d steps, final loss %.6f, grad norm %.6f, bitwise equal%n",
+                dropout, STEPS, la.getLast().loss(), la.getLast().gradNorm());
     }
 
     @Test

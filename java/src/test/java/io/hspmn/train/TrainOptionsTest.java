@@ -22,7 +22,7 @@ class TrainOptionsTest {
         return TrainOptions.builder().data(Path.of("/data/x.txt")).out(Path.of("/tmp/o")).dim(96).layers(3).heads(6)
                 .kvHeads(3).mlpRatio(3).convKernel(4).routing(Routing.TOPK).rho(0.3f).routerSparsityCoef(0.5f)
                 .routerEntropyCoef(0.05f).seqLen(100).batch(5).gradAccum(3).steps(77).lr(1.5e-4f).warmup(7)
-                .minLrRatio(0.25f).weightDecay(0.05f).clip(0.5f).auxWarmup(9).routerBiasRate(0.03f).seed(-12345678901L).valFraction(0.125)
+                .minLrRatio(0.25f).weightDecay(0.05f).clip(0.5f).auxWarmup(9).routerBiasRate(0.03f).seed(-12345678901L).dropout(0.25f).valFraction(0.125)
                 .evalEvery(11).evalBatches(2).saveEvery(13).stopAfter(20).maxSkipped(2).backend(Backend.CPU).threads(3).resume(true)
                 .build();
     }
@@ -109,5 +109,32 @@ class TrainOptionsTest {
             String name = e.getKey().equals("kv-heads") ? "num_kv_heads" : e.getKey().equals("rho") ? "sparsity_k" : "--" + e.getKey();
             assertTrue(x.getMessage().contains(name), x.getMessage());
         }
+    }
+
+    @Test
+    void dropoutIsARunOptionInZeroToOne() {
+        TrainOptions.Option o = TrainOptions.option("dropout");
+        assertEquals(TrainOptions.Scope.RUN, o.scope());
+        assertEquals(0f, TrainOptions.builder().build().dropout(), "off by default");
+        for (String v : new String[] {"0", "0.2", "0.999"}) {
+            TrainOptions.builder().data(Path.of("d")).out(Path.of("o")).set("dropout", v).build().validate();
+        }
+        for (String v : new String[] {"1", "1.5", "-0.1"}) {
+            TrainOptions t = TrainOptions.builder().data(Path.of("d")).out(Path.of("o")).set("dropout", v).build();
+            IllegalArgumentException x = assertThrows(IllegalArgumentException.class, t::validate, v);
+            assertTrue(x.getMessage().contains("--dropout") && x.getMessage().contains("[0, 1)"), x.getMessage());
+        }
+        assertThrows(IllegalArgumentException.class, () -> TrainOptions.builder().set("dropout", "NaN"));
+        // stored with the run; a checkpoint written before the option existed reads as 0
+        JsonObject stored = sample().toStoredJson();
+        assertEquals(0.25, stored.get("dropout").getAsDouble(), 0.0);
+        stored.remove("dropout");
+        assertEquals(0f, TrainOptions.applyStored(TrainOptions.builder(), stored).build().dropout());
+        // and a resumed run must keep it
+        TrainOptions run = sample().toBuilder().resume(false).stopAfter(0).build();
+        assertEquals(0.25f, TrainOptions.forResume(run, Map.of("dropout", "0.25")).dropout());
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> TrainOptions.forResume(run, Map.of("dropout", "0.1")));
+        assertTrue(e.getMessage().contains("--dropout 0.1 (the checkpoint has 0.25)"), e.getMessage());
     }
 }

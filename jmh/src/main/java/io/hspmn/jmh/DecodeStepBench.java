@@ -1,5 +1,6 @@
 package io.hspmn.jmh;
 
+import io.hspmn.Hspmn;
 import io.hspmn.StepArrays;
 import io.hspmn.ffi.hspmn_h;
 import io.hspmn.generate.DecodeEngine;
@@ -177,7 +178,7 @@ public class DecodeStepBench {
 
     @Setup(Level.Iteration)
     public void setUp() {
-        hspmn_h.hspmn_abi_version(); // loads the library outside the measurement
+        Hspmn.abiVersion(); // loads the library (NativeLibrary.ensureLoaded) outside the measurement
         engine = new NullCallEngine(batch, path.equals("sampled"));
         generator = new Generator(engine, batch);
         SamplingParams p = params(sampling);

@@ -1,0 +1,537 @@
+#!/usr/bin/env python3
+"""Generates libhspmn's bindings from native/include/hspmn.h with libclang, where jextract is not at hand:
+
+  --java DIR    the FFM bindings (package io.hspmn.ffi) in jextract 22's layout: hspmn_h.java (C layouts,
+                constants, one downcall handle and wrapper per function) and one class per struct (layout,
+                $layout/$offset, getter/setter per field, array and nested-struct accessors, allocate, ...)
+  --python FILE the ctypes declarations: constants, one ctypes.Structure per struct, FUNCTIONS (restype,
+                argtypes) per function; native/reference/hspmn_ctypes.py adds the hand-written helpers.
+
+What goes in is what jextract's filters in ci/bindings.sh take: the header's own functions, structs, enum
+constants and integer #defines, and the standard typedefs they use. Output depends only on the header (and
+the first line names the libclang that parsed it), so ci/bindings.sh --check can compare it with the
+committed files.
+  usage: ci/bindgen.py HEADER [--java DIR] [--python FILE]      (LIBCLANG=/path/libclang.so to pick one)
+         ci/bindgen.py --probe                                   (exit 1 when libclang cannot be loaded)
+"""
+
+import argparse
+import glob
+import os
+import re
+import sys
+
+TOOL = "ci/bindgen.py"
+PACKAGE = "io.hspmn.ffi"
+HEADER_CLASS = "hspmn_h"
+PREFIX = "hspmn_"
+
+
+def load_clang():
+    """Debian's python3-clang lives in the system dist-packages, which a pyenv or venv python does not see;
+    its libclang is /usr/lib/llvm-<N>/lib/libclang-<N>.so.1 (the newest N is taken)."""
+    try:
+        import clang.cindex as ci
+    except ImportError:
+        for d in ("/usr/lib/python3/dist-packages", "/usr/local/lib/python3/dist-packages"):
+            if os.path.isdir(os.path.join(d, "clang")):
+                sys.path.append(d)
+                break
+        try:
+            import clang.cindex as ci
+        except ImportError:
+            sys.exit("bindgen: the libclang python bindings are missing (Debian: apt-get install -y python3-clang)")
+    lib = os.environ.get("LIBCLANG")
+    if not lib:
+        def version(p):
+            m = re.search(r"llvm-(\d+)", p)
+            return int(m.group(1)) if m else 0
+        found = sorted(glob.glob("/usr/lib/llvm-*/lib/libclang-*.so*") + glob.glob("/usr/lib/llvm-*/lib/libclang.so*"),
+                       key=version)
+        lib = found[-1] if found else None
+    if lib:
+        ci.Config.set_library_file(lib)
+    try:
+        ci.Index.create()
+    except Exception as e:  # noqa: BLE001 - cindex raises LibclangError or OSError
+        sys.exit(f"bindgen: libclang could not be loaded ({e}); Debian: apt-get install -y libclang-dev")
+    f = ci.conf.lib.clang_getClangVersion
+    f.restype, f.argtypes = ci._CXString, []
+    return ci, ci._CXString.from_result(f())
+
+
+# ---- the header, reduced to what both outputs need ---------------------------------------------------------
+
+class Decls:
+    def __init__(self):
+        # ("typedef", c) first, then in header order ("const", name, value, text) / ("func", c) / ("struct", c)
+        self.items = []
+        self.structs = {}    # name -> cursor of its definition
+
+
+def parse(ci, header):
+    K = ci.CursorKind
+    tu = ci.Index.create().parse(header, args=["-x", "c", "-std=c11"],
+                                 options=ci.TranslationUnit.PARSE_DETAILED_PROCESSING_RECORD)
+    errors = [d for d in tu.diagnostics if d.severity >= ci.Diagnostic.Error]
+    if errors:
+        sys.exit("bindgen: " + "\n".join(str(d) for d in errors))
+    own = os.path.realpath(header)
+    d = Decls()
+    used_typedefs = []
+
+    def note_typedefs(t):
+        while t.kind == ci.TypeKind.POINTER:
+            t = t.get_pointee()
+        if t.kind == ci.TypeKind.CONSTANTARRAY:
+            return note_typedefs(t.element_type)
+        if t.kind == ci.TypeKind.TYPEDEF:
+            decl = t.get_declaration()
+            if os.path.realpath(str(decl.location.file)) != own and decl.spelling not in used_typedefs:
+                used_typedefs.append(decl.spelling)
+
+    cursors = list(tu.cursor.get_children())
+    for c in cursors:
+        if c.location.file is None or os.path.realpath(str(c.location.file)) != own:
+            continue
+        if c.kind == K.FUNCTION_DECL and c.spelling.startswith(PREFIX):
+            note_typedefs(c.result_type)
+            for a in c.get_arguments():
+                note_typedefs(a.type)
+        elif c.kind == K.STRUCT_DECL and c.is_definition():
+            d.structs[c.spelling] = c
+            for f in c.get_children():
+                if f.kind == K.FIELD_DECL:
+                    note_typedefs(f.type)
+    for c in cursors:
+        in_header = c.location.file is not None and os.path.realpath(str(c.location.file)) == own
+        if c.kind == K.TYPEDEF_DECL and not in_header and c.spelling in used_typedefs:
+            d.items.append(("typedef", c))
+        if not in_header:
+            continue
+        if c.kind == K.MACRO_DEFINITION:
+            toks = [t.spelling for t in c.get_tokens()]
+            if len(toks) == 2 and c.spelling.startswith("HSPMN_") and re.fullmatch(r"-?\d+", toks[1]):
+                d.items.append(("const", c.spelling, int(toks[1]), f"#define {c.spelling} {toks[1]}",
+                                c.extent.start.offset))
+        elif c.kind == K.ENUM_DECL and c.is_definition():
+            for e in c.get_children():
+                d.items.append(("const", e.spelling, e.enum_value, f"enum {c.spelling}.{e.spelling} = {e.enum_value}",
+                                e.extent.start.offset))
+        elif c.kind == K.STRUCT_DECL and c.is_definition():
+            d.items.append(("struct", c, c.extent.start.offset))
+        elif c.kind == K.FUNCTION_DECL and c.spelling.startswith(PREFIX):
+            d.items.append(("func", c, c.extent.start.offset))
+    # Macros come first among a translation unit's cursors; jextract's order is the header's own.
+    d.items.sort(key=lambda i: (0, 0) if i[0] == "typedef" else (1, i[-1]))
+    d.items = [i[:-1] if i[0] != "typedef" else i for i in d.items]
+    return d
+
+
+def fields(ci, struct):
+    return [f for f in struct.get_children() if f.kind == ci.CursorKind.FIELD_DECL]
+
+
+def field_decl(f):
+    """The field as written: `int64_t shape[HSPMN_MAX_DIMS]` keeps the header's spelling of the extent."""
+    t = f.type
+    if t.kind.name == "CONSTANTARRAY":
+        toks = [x.spelling for x in f.get_tokens()]
+        extent = "".join(toks[toks.index("[") + 1:toks.index("]")]) if "[" in toks else str(t.element_count)
+        return f"{t.element_type.spelling} {f.spelling}[{extent}]"
+    return c_decl(t.spelling, f.spelling)
+
+
+def c_decl(type_spelling, name):
+    return f"{type_spelling}{name}" if type_spelling.endswith("*") else f"{type_spelling} {name}"
+
+
+def func_decl(fn):
+    args = ", ".join(c_decl(a.type.spelling, a.spelling) for a in fn.get_arguments())
+    return c_decl(fn.result_type.spelling, f"{fn.spelling}({args})")
+
+
+# ---- Java (jextract 22's layout) ---------------------------------------------------------------------------
+
+class JType:
+    def __init__(self, layout, layout_class, java, kind):
+        self.layout, self.layout_class, self.java, self.kind = layout, layout_class, java, kind
+
+
+def jtype(ci, t, in_header_class=False):
+    """C type -> (layout expression, layout class, Java carrier, kind: value/address/group/sequence)."""
+    T = ci.TypeKind
+    c = t.get_canonical()
+    h = "" if in_header_class else ""  # jextract qualifies layouts as hspmn_h.C_* everywhere
+    scalars = {
+        T.BOOL: ("C_BOOL", "OfBoolean", "boolean"), T.CHAR_S: ("C_CHAR", "OfByte", "byte"),
+        T.SCHAR: ("C_CHAR", "OfByte", "byte"), T.UCHAR: ("C_CHAR", "OfByte", "byte"),
+        T.SHORT: ("C_SHORT", "OfShort", "short"), T.USHORT: ("C_SHORT", "OfShort", "short"),
+        T.INT: ("C_INT", "OfInt", "int"), T.UINT: ("C_INT", "OfInt", "int"),
+        T.LONG: ("C_LONG", "OfLong", "long"), T.ULONG: ("C_LONG", "OfLong", "long"),
+        T.LONGLONG: ("C_LONG_LONG", "OfLong", "long"), T.ULONGLONG: ("C_LONG_LONG", "OfLong", "long"),
+        T.FLOAT: ("C_FLOAT", "OfFloat", "float"), T.DOUBLE: ("C_DOUBLE", "OfDouble", "double"),
+    }
+    if c.kind == T.ENUM:
+        c = c.get_declaration().enum_type.get_canonical()
+    if c.kind in scalars:
+        lay, cls, java = scalars[c.kind]
+        return JType(f"{h}{HEADER_CLASS}.{lay}", cls, java, "value")
+    if c.kind == T.POINTER:
+        return JType(f"{HEADER_CLASS}.C_POINTER", "AddressLayout", "MemorySegment", "address")
+    if c.kind == T.RECORD:
+        return JType(f"{c.get_declaration().spelling}.layout()", "GroupLayout", "MemorySegment", "group")
+    if c.kind == T.CONSTANTARRAY:
+        e = jtype(ci, c.element_type)
+        return JType(f"MemoryLayout.sequenceLayout({c.element_count}, {e.layout})", "SequenceLayout",
+                     "MemorySegment", "sequence")
+    sys.exit(f"bindgen: no Java mapping for C type {t.spelling}")
+
+
+IMPORTS = """package io.hspmn.ffi;
+
+import java.lang.invoke.*;
+import java.lang.foreign.*;
+import java.nio.ByteOrder;
+import java.util.*;
+import java.util.function.*;
+import java.util.stream.*;
+
+import static java.lang.foreign.ValueLayout.*;
+import static java.lang.foreign.MemoryLayout.PathElement.*;
+"""
+
+HEADER_PRELUDE = """
+public class hspmn_h {
+
+    hspmn_h() {
+        // Should not be called directly
+    }
+
+    static final Arena LIBRARY_ARENA = Arena.ofAuto();
+    static final boolean TRACE_DOWNCALLS = Boolean.getBoolean("jextract.trace.downcalls");
+
+    static void traceDowncall(String name, Object... args) {
+         String traceArgs = Arrays.stream(args)
+                       .map(Object::toString)
+                       .collect(Collectors.joining(", "));
+         System.out.printf("%s(%s)\\n", name, traceArgs);
+    }
+
+    static MemorySegment findOrThrow(String symbol) {
+        return SYMBOL_LOOKUP.find(symbol)
+            .orElseThrow(() -> new UnsatisfiedLinkError("unresolved symbol: " + symbol));
+    }
+
+    static MethodHandle upcallHandle(Class<?> fi, String name, FunctionDescriptor fdesc) {
+        try {
+            return MethodHandles.lookup().findVirtual(fi, name, fdesc.toMethodType());
+        } catch (ReflectiveOperationException ex) {
+            throw new AssertionError(ex);
+        }
+    }
+
+    static MemoryLayout align(MemoryLayout layout, long align) {
+        return switch (layout) {
+            case PaddingLayout p -> p;
+            case ValueLayout v -> v.withByteAlignment(align);
+            case GroupLayout g -> {
+                MemoryLayout[] alignedMembers = g.memberLayouts().stream()
+                        .map(m -> align(m, align)).toArray(MemoryLayout[]::new);
+                yield g instanceof StructLayout ?
+                        MemoryLayout.structLayout(alignedMembers) : MemoryLayout.unionLayout(alignedMembers);
+            }
+            case SequenceLayout s -> MemoryLayout.sequenceLayout(s.elementCount(), align(s.elementLayout(), align));
+        };
+    }
+
+    static final SymbolLookup SYMBOL_LOOKUP = SymbolLookup.loaderLookup()
+            .or(Linker.nativeLinker().defaultLookup());
+
+    public static final ValueLayout.OfBoolean C_BOOL = ValueLayout.JAVA_BOOLEAN;
+    public static final ValueLayout.OfByte C_CHAR = ValueLayout.JAVA_BYTE;
+    public static final ValueLayout.OfShort C_SHORT = ValueLayout.JAVA_SHORT;
+    public static final ValueLayout.OfInt C_INT = ValueLayout.JAVA_INT;
+    public static final ValueLayout.OfLong C_LONG_LONG = ValueLayout.JAVA_LONG;
+    public static final ValueLayout.OfFloat C_FLOAT = ValueLayout.JAVA_FLOAT;
+    public static final ValueLayout.OfDouble C_DOUBLE = ValueLayout.JAVA_DOUBLE;
+    public static final AddressLayout C_POINTER = ValueLayout.ADDRESS
+            .withTargetLayout(MemoryLayout.sequenceLayout(java.lang.Long.MAX_VALUE, JAVA_BYTE));
+    public static final ValueLayout.OfLong C_LONG = ValueLayout.JAVA_LONG;
+"""
+
+
+def snippet(lines, indent="    ", before=None):
+    out = [f"{indent}/**"]
+    if before:
+        out.append(f"{indent} * {before}")
+    out.append(f"{indent} * {{@snippet lang=c :")
+    out += [f"{indent} * {line}" for line in lines]
+    out += [f"{indent} * }}", f"{indent} */"]
+    return "\n".join(out) + "\n"
+
+
+def java_header(ci, decls, banner):
+    out = [banner, IMPORTS, HEADER_PRELUDE]
+    for item in decls.items:
+        kind = item[0]
+        if kind == "typedef":
+            c = item[1]
+            j = jtype(ci, c.underlying_typedef_type)
+            under = c.underlying_typedef_type.get_canonical().spelling
+            out.append(snippet([f"typedef {under} {c.spelling}"]))
+            out.append(f"    public static final {j.layout_class} {c.spelling} = {j.layout};\n")
+        elif kind == "const":
+            _, name, value, text = item
+            out.append(f"    private static final int {name} = (int){value}L;\n")
+            out.append(snippet([text]))
+            out.append(f"    public static int {name}() {{\n        return {name};\n    }}\n")
+        elif kind == "func":
+            out.append(java_function(ci, item[1]))
+    out.append("}\n")
+    return "".join(out)
+
+
+def java_function(ci, fn):
+    name = fn.spelling
+    decl = func_decl(fn)
+    ret = fn.result_type
+    void = ret.kind == ci.TypeKind.VOID
+    rj = None if void else jtype(ci, ret)
+    args = list(fn.get_arguments())
+    ajs = [jtype(ci, a.type) for a in args]
+    layouts = ([] if void else [rj.layout]) + [a.layout for a in ajs]
+    ctor = "ofVoid" if void else "of"
+    desc = ",\n".join(f"            {lay}" for lay in layouts)
+    s = [f"\n    private static class {name} {{\n",
+         f"        public static final FunctionDescriptor DESC = FunctionDescriptor.{ctor}(\n{desc}\n        );\n\n",
+         f"        public static final MemorySegment ADDR = {HEADER_CLASS}.findOrThrow(\"{name}\");\n\n",
+         "        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);\n",
+         "    }\n\n"]
+    for what, suffix, cls, field in (("Function descriptor for:", "descriptor", "FunctionDescriptor", "DESC"),
+                                     ("Downcall method handle for:", "handle", "MethodHandle", "HANDLE"),
+                                     ("Address for:", "address", "MemorySegment", "ADDR")):
+        s.append(snippet([decl], before=what))
+        s.append(f"    public static {cls} {name}${suffix}() {{\n        return {name}.{field};\n    }}\n\n")
+    params = [f"{a.java} {p.spelling}" for a, p in zip(ajs, args)]
+    names = [p.spelling for p in args]
+    if rj is not None and rj.kind == "group":
+        params.insert(0, "SegmentAllocator allocator")
+        names.insert(0, "allocator")
+    s.append(snippet([decl]))
+    s.append(f"    public static {'void' if void else rj.java} {name}({', '.join(params)}) {{\n")
+    s.append(f"        var mh$ = {name}.HANDLE;\n        try {{\n            if (TRACE_DOWNCALLS) {{\n")
+    s.append(f"                traceDowncall({', '.join([chr(34) + name + chr(34)] + names)});\n            }}\n")
+    call = f"mh$.invokeExact({', '.join(names)})"
+    s.append(f"            {call};\n" if void else f"            return ({rj.java}){call};\n")
+    s.append("        } catch (Throwable ex$) {\n           throw new AssertionError(\"should not reach here\", ex$);\n"
+             "        }\n    }\n")
+    return "".join(s)
+
+
+STRUCT_TAIL = """
+    /**
+     * Obtains a slice of {@code arrayParam} which selects the array element at {@code index}.
+     * The returned segment has address {@code arrayParam.address() + index * layout().byteSize()}
+     */
+    public static MemorySegment asSlice(MemorySegment array, long index) {
+        return array.asSlice(layout().byteSize() * index);
+    }
+
+    /**
+     * The size (in bytes) of this struct
+     */
+    public static long sizeof() { return layout().byteSize(); }
+
+    /**
+     * Allocate a segment of size {@code layout().byteSize()} using {@code allocator}
+     */
+    public static MemorySegment allocate(SegmentAllocator allocator) {
+        return allocator.allocate(layout());
+    }
+
+    /**
+     * Allocate an array of size {@code elementCount} using {@code allocator}.
+     * The returned segment has size {@code elementCount * layout().byteSize()}.
+     */
+    public static MemorySegment allocateArray(long elementCount, SegmentAllocator allocator) {
+        return allocator.allocate(MemoryLayout.sequenceLayout(elementCount, layout()));
+    }
+
+    /**
+     * Reinterprets {@code addr} using target {@code arena} and {@code cleanupAction} (if any).
+     * The returned segment has size {@code layout().byteSize()}
+     */
+    public static MemorySegment reinterpret(MemorySegment addr, Arena arena, Consumer<MemorySegment> cleanup) {
+        return reinterpret(addr, 1, arena, cleanup);
+    }
+
+    /**
+     * Reinterprets {@code addr} using target {@code arena} and {@code cleanupAction} (if any).
+     * The returned segment has size {@code elementCount * layout().byteSize()}
+     */
+    public static MemorySegment reinterpret(MemorySegment addr, long elementCount, Arena arena, Consumer<MemorySegment> cleanup) {
+        return addr.reinterpret(layout().byteSize() * elementCount, arena, cleanup);
+    }
+}
+"""
+
+
+def java_struct(ci, st, banner):
+    name = st.spelling
+    fs = fields(ci, st)
+    members, at = [], 0
+    for f in fs:
+        off = f.get_field_offsetof() // 8
+        if off > at:
+            members.append(f"        MemoryLayout.paddingLayout({off - at})")
+        members.append(f"        {jtype(ci, f.type).layout}.withName(\"{f.spelling}\")")
+        at = off + f.type.get_size()
+    if st.type.get_size() > at:
+        members.append(f"        MemoryLayout.paddingLayout({st.type.get_size() - at})")
+    s = [banner, IMPORTS, "\n"]
+    s.append(snippet([f"struct {name} {{"] + [f"    {field_decl(f)};" for f in fs] + ["}"], indent=""))
+    s.append(f"public class {name} {{\n\n    {name}() {{\n        // Should not be called directly\n    }}\n\n")
+    s.append("    private static final GroupLayout $LAYOUT = MemoryLayout.structLayout(\n"
+             + ",\n".join(members) + f"\n    ).withName(\"{name}\");\n\n")
+    s.append("    /**\n     * The layout of this struct\n     */\n"
+             "    public static final GroupLayout layout() {\n        return $LAYOUT;\n    }\n")
+    for f in fs:
+        s.append(java_field(ci, f))
+    s.append(STRUCT_TAIL)
+    return "".join(s)
+
+
+def java_field(ci, f):
+    n, j, decl = f.spelling, jtype(ci, f.type), field_decl(f)
+    off = f.get_field_offsetof() // 8
+    s = [f"\n    private static final {j.layout_class} {n}$LAYOUT = ({j.layout_class})$LAYOUT.select(groupElement(\"{n}\"));\n\n",
+         snippet([decl], before="Layout for field:"),
+         f"    public static final {j.layout_class} {n}$layout() {{\n        return {n}$LAYOUT;\n    }}\n\n",
+         f"    private static final long {n}$OFFSET = {off};\n\n",
+         snippet([decl], before="Offset for field:"),
+         f"    public static final long {n}$offset() {{\n        return {n}$OFFSET;\n    }}\n\n",
+         snippet([decl], before="Getter for field:")]
+    if j.kind in ("value", "address"):
+        s += [f"    public static {j.java} {n}(MemorySegment struct) {{\n        return struct.get({n}$LAYOUT, {n}$OFFSET);\n    }}\n\n",
+              snippet([decl], before="Setter for field:"),
+              f"    public static void {n}(MemorySegment struct, {j.java} fieldValue) {{\n"
+              f"        struct.set({n}$LAYOUT, {n}$OFFSET, fieldValue);\n    }}\n"]
+    else:
+        s += [f"    public static MemorySegment {n}(MemorySegment struct) {{\n"
+              f"        return struct.asSlice({n}$OFFSET, {n}$LAYOUT.byteSize());\n    }}\n\n",
+              snippet([decl], before="Setter for field:"),
+              f"    public static void {n}(MemorySegment struct, MemorySegment fieldValue) {{\n"
+              f"        MemorySegment.copy(fieldValue, 0L, struct, {n}$OFFSET, {n}$LAYOUT.byteSize());\n    }}\n"]
+    if j.kind == "sequence":
+        t = f.type.get_canonical()
+        dims = []
+        while t.kind == ci.TypeKind.CONSTANTARRAY:
+            dims.append(t.element_count)
+            t = t.element_type
+        e = jtype(ci, t)
+        idx = ", ".join(f"long index{i}" for i in range(len(dims)))
+        idxn = ", ".join(f"index{i}" for i in range(len(dims)))
+        elems = ", ".join("sequenceElement()" for _ in dims)
+        s += [f"\n    private static long[] {n}$DIMS = {{ {', '.join(map(str, dims))} }};\n\n",
+              snippet([decl], before="Dimensions for array field:"),
+              f"    public static long[] {n}$dimensions() {{\n        return {n}$DIMS;\n    }}\n",
+              f"    private static final VarHandle {n}$ELEM_HANDLE = {n}$LAYOUT.varHandle({elems});\n\n",
+              snippet([decl], before="Indexed getter for field:"),
+              f"    public static {e.java} {n}(MemorySegment struct, {idx}) {{\n"
+              f"        return ({e.java}){n}$ELEM_HANDLE.get(struct, {n}$OFFSET, {idxn});\n    }}\n\n",
+              snippet([decl], before="Indexed setter for field:"),
+              f"    public static void {n}(MemorySegment struct, {idx}, {e.java} fieldValue) {{\n"
+              f"        {n}$ELEM_HANDLE.set(struct, {n}$OFFSET, {idxn}, fieldValue);\n    }}\n"]
+    return "".join(s)
+
+
+# ---- Python (ctypes) ---------------------------------------------------------------------------------------
+
+def camel(struct_name):
+    return "".join(p.capitalize() for p in struct_name[len(PREFIX):].split("_"))
+
+
+def ctype(ci, t, for_arg):
+    """ctypes type of a C type. Pointers to the header's structs are typed; char* is c_char_p; every other
+    pointer (handles, out-pointers, arrays) is c_void_p, which takes byref(...), ctypes arrays and ints."""
+    T = ci.TypeKind
+    c = t.get_canonical()
+    if c.kind == T.ENUM:
+        return "C.c_int32"  # enums are int values (hspmn_status...); clang may report unsigned
+    scalars = {T.BOOL: "C.c_bool", T.CHAR_S: "C.c_char", T.SCHAR: "C.c_byte", T.UCHAR: "C.c_ubyte",
+               T.SHORT: "C.c_int16", T.USHORT: "C.c_uint16", T.INT: "C.c_int32", T.UINT: "C.c_uint32",
+               T.LONG: "C.c_int64", T.ULONG: "C.c_uint64", T.LONGLONG: "C.c_int64", T.ULONGLONG: "C.c_uint64",
+               T.FLOAT: "C.c_float", T.DOUBLE: "C.c_double"}
+    if c.kind in scalars:
+        return scalars[c.kind]
+    if c.kind == T.POINTER:
+        p = c.get_pointee().get_canonical()
+        if p.kind in (T.CHAR_S, T.SCHAR):
+            return "C.c_char_p"
+        if p.kind == T.RECORD and p.get_declaration().is_definition():
+            return f"C.POINTER({camel(p.get_declaration().spelling)})"
+        return "C.c_void_p"
+    if c.kind == T.RECORD:
+        return camel(c.get_declaration().spelling)
+    if c.kind == T.CONSTANTARRAY:
+        return f"{ctype(ci, c.element_type, for_arg)} * {c.element_count}"
+    sys.exit(f"bindgen: no ctypes mapping for C type {t.spelling}")
+
+
+def python_module(ci, decls, banner):
+    out = [banner, '"""ctypes declarations of libhspmn\'s C ABI, generated from hspmn.h by ci/bindgen.py: '
+           'do not edit;\nhspmn_ctypes.py builds on them."""\n\nimport ctypes as C\n\n']
+    consts = [i for i in decls.items if i[0] == "const"]
+    out += [f"{name} = {value}\n" for _, name, value, _ in consts]
+    for kind, *rest in decls.items:
+        if kind != "struct":
+            continue
+        st = rest[0]
+        fl = [f"(\"{f.spelling}\", {ctype(ci, f.type, False)})" for f in fields(ci, st)]
+        out.append(f"\n\nclass {camel(st.spelling)}(C.Structure):\n    \"\"\"struct {st.spelling}\"\"\"\n"
+                   f"    _fields_ = [\n" + "".join(f"        {x},\n" for x in fl) + "    ]\n")
+    out.append("\n\n# name: (restype, argtypes), in header order\nFUNCTIONS = {\n")
+    for kind, *rest in decls.items:
+        if kind != "func":
+            continue
+        fn = rest[0]
+        res = "None" if fn.result_type.kind == ci.TypeKind.VOID else ctype(ci, fn.result_type, False)
+        args = ", ".join(ctype(ci, a.type, True) for a in fn.get_arguments())
+        out.append(f"    \"{fn.spelling}\": ({res}, [{args}]),\n")
+    out.append("}\n")
+    return "".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("header", nargs="?")
+    ap.add_argument("--probe", action="store_true", help="only load libclang and print its version")
+    ap.add_argument("--java", help="folder of package io.hspmn.ffi to write (its *.java are replaced)")
+    ap.add_argument("--python", help="file to write the ctypes declarations to")
+    ap.add_argument("--header-name", help="how the banner names the header (default: the path given)")
+    a = ap.parse_args()
+    ci, clang_version = load_clang()
+    if a.probe or not a.header:
+        print(f"bindgen: libclang {clang_version}")
+        return
+    decls = parse(ci, a.header)
+    made_by = f"Generated by {TOOL} on libclang ({clang_version}) from {a.header_name or a.header}; do not edit"
+    if a.java:
+        os.makedirs(a.java, exist_ok=True)
+        for old in glob.glob(os.path.join(a.java, "*.java")):
+            os.remove(old)
+        files = {f"{HEADER_CLASS}.java": java_header(ci, decls, f"// {made_by}\n\n")}
+        for kind, *rest in decls.items:
+            if kind == "struct":
+                files[f"{rest[0].spelling}.java"] = java_struct(ci, rest[0], f"// {made_by}\n\n")
+        for fname, text in files.items():
+            with open(os.path.join(a.java, fname), "w") as fh:
+                fh.write(text)
+    if a.python:
+        with open(a.python, "w") as fh:
+            fh.write(python_module(ci, decls, f"# {made_by}\n"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,353 @@
+// The CUDA backend's ops (src/cuda/kernels/kernels.h, runtime.h) behind the registry's names. Inputs
+// go to the device as the backend stores them (bf16 activations and weights, f32 router values,
+// gradients and optimizer state); each output is tagged with the precision it went through, which
+// picks its bound against the CPU op (backend_ops.h Prec).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+
+#include "../../src/core/bf16.h"
+#include "../../src/core/error.h"
+#include "../../src/cuda/device.h"
+#include "../../src/cuda/kernels/kernels.h"
+#include "backend_ops.h"
+
+namespace hspmn::backend_ops {
+
+namespace {
+
+using namespace hspmn::cuda;
+using bf16 = __nv_bfloat16;
+
+// Device buffers of one case, freed when it ends. Everything goes through the device's stream (a
+// non-blocking one): a zeroing memset there and a cudaMemcpy on the legacy stream would not be ordered.
+struct Mem {
+    Device& d;
+    std::vector<DeviceBuffer> bufs;
+    void* raw(std::size_t bytes) {
+        bufs.emplace_back(d, std::max<std::size_t>(bytes, 16));
+        bufs.back().zero(d);
+        return bufs.back().data();
+    }
+    void* up(const void* host, std::size_t bytes) {
+        void* p = raw(bytes);
+        check(cudaMemcpyAsync(p, host, bytes, cudaMemcpyHostToDevice, stream(d)), "upload");
+        check(cudaStreamSynchronize(stream(d)), "upload");
+        return p;
+    }
+    float* f32(const Array& a) { return static_cast<float*>(up(a.f.data(), a.f.size() * 4)); }
+    bf16* bf(const Array& a) {
+        std::vector<uint16_t> h(a.f.size());
+        for (std::size_t k = 0; k < h.size(); ++k) h[k] = f32_to_bf16(a.f[k]);
+        return static_cast<bf16*>(up(h.data(), h.size() * 2));
+    }
+    int32_t* i32(const Array& a) { return static_cast<int32_t*>(up(a.i.data(), a.i.size() * 4)); }
+    float* f32_zero(int64_t n) { return static_cast<float*>(raw(static_cast<std::size_t>(n) * 4)); }
+    bf16* bf_zero(int64_t n) { return static_cast<bf16*>(raw(static_cast<std::size_t>(n) * 2)); }
+    int32_t* i32_zero(int64_t n) { return static_cast<int32_t*>(raw(static_cast<std::size_t>(n) * 4)); }
+};
+
+// Downloads wait for the stream first, then copy on it.
+void down(Device& d, void* host, const void* dev, std::size_t bytes) {
+    check(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, stream(d)), "download");
+    check(cudaStreamSynchronize(stream(d)), "download");
+}
+
+Array get_f32(Device& d, const char* name, std::vector<int64_t> shape, const float* p, Prec prec) {
+    Array a{name, std::move(shape)};
+    a.prec = prec;
+    a.f.resize(static_cast<std::size_t>(a.numel()));
+    down(d, a.f.data(), p, a.f.size() * 4);
+    return a;
+}
+
+Array get_bf(Device& d, const char* name, std::vector<int64_t> shape, const bf16* p) {
+    Array a{name, std::move(shape)};
+    a.prec = Prec::BF16;
+    std::vector<uint16_t> h(static_cast<std::size_t>(a.numel()));
+    down(d, h.data(), p, h.size() * 2);
+    a.f.resize(h.size());
+    for (std::size_t k = 0; k < h.size(); ++k) a.f[k] = bf16_to_f32(h[k]);
+    return a;
+}
+
+Array get_i32(Device& d, const char* name, std::vector<int64_t> shape, const int32_t* p) {
+    Array a{name, std::move(shape), true};
+    a.prec = Prec::EXACT;
+    a.i.resize(static_cast<std::size_t>(a.numel()));
+    down(d, a.i.data(), p, a.i.size() * 4);
+    return a;
+}
+
+bool run(Device& d, const Case& c, std::vector<Array>& out, std::string& why) {
+    Mem m{d, {}};
+    const std::string& op = c.op;
+    if (op == "rms_norm_forward" || op == "rms_norm_backward") {
+        const int64_t N = c.i("N"), D = c.i("D");
+        const float eps = static_cast<float>(c.d("eps"));
+        bf16 *x = m.bf(c.input("x")), *w = m.bf(c.input("w")), *y = m.bf_zero(N * D);
+        float* rstd = m.f32_zero(N);
+        rms_norm_forward(d, x, w, eps, N, D, y, rstd);
+        if (op == "rms_norm_forward") {
+            out.push_back(get_bf(d, "y", {N, D}, y));
+            out.push_back(get_f32(d, "rstd", {N}, rstd, Prec::F32));
+        } else {
+            float *dx = m.f32_zero(N * D), *dw = m.f32_zero(D);
+            DeviceBuffer scratch;
+            rms_norm_backward(d, x, w, rstd, m.f32(c.input("dy")), N, D, dx, dw, scratch);
+            out.push_back(get_f32(d, "dx", {N, D}, dx, Prec::F32));
+            out.push_back(get_f32(d, "dw", {D}, dw, Prec::F32));
+        }
+        return true;
+    }
+    if (op == "causal_conv_forward" || op == "causal_conv_backward") {
+        const int64_t B = c.i("B"), S = c.i("S"), D = c.i("D"), K = c.i("K");
+        bf16 *h = m.bf(c.input("h")), *w = m.bf(c.input("w"));
+        if (op == "causal_conv_forward") {
+            bf16* y = m.bf_zero(B * S * D);
+            causal_conv_forward(d, h, w, B, S, D, K, y);
+            out.push_back(get_bf(d, "c", {B, S, D}, y));
+        } else {
+            float *dh = m.f32_zero(B * S * D), *dw = m.f32_zero(D * K);
+            DeviceBuffer scratch;
+            causal_conv_backward(d, h, w, m.f32(c.input("dc")), B, S, D, K, dh, dw, scratch);
+            out.push_back(get_f32(d, "dh", {B, S, D}, dh, Prec::F32));
+            out.push_back(get_f32(d, "dw", {D, K}, dw, Prec::F32));
+        }
+        return true;
+    }
+    if (op == "swiglu_forward" || op == "swiglu_backward") {
+        const int64_t n = c.i("n");
+        bf16 *g = m.bf(c.input("g")), *u = m.bf(c.input("u"));
+        if (op == "swiglu_forward") {
+            bf16* a = m.bf_zero(n);
+            swiglu_forward(d, g, u, n, a);
+            out.push_back(get_bf(d, "a", {n}, a));
+        } else {
+            bf16 *dg = m.bf_zero(n), *du = m.bf_zero(n);
+            swiglu_backward(d, g, u, m.bf(c.input("da")), n, dg, du);
+            out.push_back(get_bf(d, "dg", {n}, dg));
+            out.push_back(get_bf(d, "du", {n}, du));
+        }
+        return true;
+    }
+    if (op == "rope_forward" || op == "rope_backward") {
+        const int64_t B = c.i("B"), S = c.i("S"), C = c.i("C"), heads = c.i("heads"), Dh = c.i("Dh");
+        const int64_t R = C ? B * C : B * S;
+        float *cos_t = m.f32_zero(S * (Dh / 2)), *sin_t = m.f32_zero(S * (Dh / 2));
+        rope_table(d, S, Dh, static_cast<float>(c.d("base")), cos_t, sin_t);
+        const int32_t* pos = C ? m.i32(c.input("pos")) : nullptr;
+        const int32_t* counts = C ? m.i32(c.input("counts")) : nullptr;
+        bf16* y = m.bf_zero(R * heads * Dh);
+        if (op == "rope_forward")
+            rope_forward(d, m.f32(c.input("x")), y, R, heads, Dh, pos, counts, C, S, cos_t, sin_t);
+        else
+            rope_backward(d, m.bf(c.input("x")), y, R, heads, Dh, pos, counts, C, S, cos_t, sin_t);
+        out.push_back(get_bf(d, "y", {R, heads * Dh}, y));
+        return true;
+    }
+    if (op == "router_logits") {
+        const int64_t N = c.i("N"), D = c.i("D");
+        Array zero{"log_temp", {1}};
+        zero.f = {0.0f};
+        float *l = m.f32_zero(N), *n = m.f32_zero(N), *temp = m.f32_zero(2);
+        router_forward(d, m.bf(c.input("x")), m.bf(c.input("w")), m.bf(c.input("b")), m.bf(zero), nullptr, N, D, l, n,
+                       temp);
+        out.push_back(get_f32(d, "l", {N}, l, Prec::F32));
+        return true;
+    }
+    if (op == "gumbel_noise") {
+        const int64_t B = c.i("B"), S = c.i("S");
+        float* g = m.f32_zero(B * S);
+        gumbel_noise_kernel_launch(d, static_cast<uint64_t>(c.d("seed")), c.i("step"),
+                                   static_cast<int32_t>(c.i("layer")), B, S, g);
+        out.push_back(get_f32(d, "g", {B, S}, g, Prec::F32));
+        return true;
+    }
+    if (op == "route_select") {
+        const int64_t B = c.i("B"), S = c.i("S"), C = c.i("C");
+        int32_t *idx = m.i32_zero(B * C), *cnt = m.i32_zero(B);
+        route_select(d, m.f32(c.input("n")), B, S, static_cast<int32_t>(c.i("routing")), c.i("k"), C, idx, cnt);
+        out.push_back(get_i32(d, "indices", {B, C}, idx));
+        out.push_back(get_i32(d, "counts", {B}, cnt));
+        return true;
+    }
+    if (op == "aux_loss_forward" || op == "aux_loss_backward") {
+        const int64_t N = c.i("N");
+        const float t = static_cast<float>(c.d("target")), ls = static_cast<float>(c.d("lambda_s")),
+                    le = static_cast<float>(c.d("lambda_e"));
+        float* l = m.f32(c.input("l"));
+        if (op == "aux_loss_forward") {
+            float* aux = m.f32_zero(1);
+            aux_loss_forward(d, l, N, t, ls, le, aux);
+            out.push_back(get_f32(d, "aux", {1}, aux, Prec::F32));
+        } else {
+            Array da{"d_aux", {1}};
+            da.f = {static_cast<float>(c.d("d_aux"))};
+            float* dl = m.f32_zero(N);
+            aux_loss_backward(d, l, N, t, ls, le, m.f32(da), dl);
+            out.push_back(get_f32(d, "dl", {N}, dl, Prec::F32));
+        }
+        return true;
+    }
+    if (op == "sqdk_attention_forward" || op == "sqdk_attention_backward") {
+        const AttentionShape s{c.i("B"), c.i("C"), c.i("S"), c.i("H"), c.i("Hkv"), c.i("Dh")};
+        if (!attention_supports_head_dim(s.Dh)) {
+            why = "no attention kernel for head dim " + std::to_string(s.Dh) + " in this build";
+            return false;
+        }
+        const int64_t QW = s.H * s.Dh, KW = s.Hkv * s.Dh;
+        bf16 *q = m.bf(c.input("q")), *k = m.bf(c.input("k")), *v = m.bf(c.input("v"));
+        int32_t *pos = m.i32(c.input("pos")), *counts = m.i32(c.input("counts"));
+        bf16* o = m.bf_zero(s.B * s.C * QW);
+        float* lse = m.f32_zero(s.B * s.H * s.C);
+        sqdk_attention_forward(d, s, q, pos, counts, k, v, o, lse);
+        if (op == "sqdk_attention_forward") {
+            out.push_back(get_bf(d, "o", {s.B, s.C, QW}, o));
+            out.push_back(get_f32(d, "lse", {s.B, s.H, s.C}, lse, Prec::F32));
+            return true;
+        }
+        bf16 *dq = m.bf_zero(s.B * s.C * QW), *dk = m.bf_zero(s.B * s.S * KW), *dv = m.bf_zero(s.B * s.S * KW);
+        sqdk_attention_backward(d, s, q, pos, counts, k, v, o, lse, m.bf(c.input("d_o")), dq, dk, dv);
+        out.push_back(get_bf(d, "dq", {s.B, s.C, QW}, dq));
+        out.push_back(get_bf(d, "dk", {s.B, s.S, KW}, dk));
+        out.push_back(get_bf(d, "dv", {s.B, s.S, KW}, dv));
+        return true;
+    }
+    if (op == "sqdk_attention_decode") {
+        const int64_t seqs = c.i("seqs"), L = c.i("max_len"), H = c.i("H"), Hkv = c.i("Hkv"), Dh = c.i("Dh");
+        if (!sqdk_attention_decode_fits(H, Hkv, Dh)) {
+            why = "sqdk_attention_decode does not take H " + std::to_string(H) + ", Hkv " + std::to_string(Hkv) +
+                  ", Dh " + std::to_string(Dh);
+            return false;
+        }
+        // o and lse of a slot without a query are left as they were: zero here, as the CPU op writes them
+        bf16* o = m.bf_zero(seqs * H * Dh);
+        float* lse = m.f32_zero(seqs * H);
+        DecodeAttentionScratch scratch;
+        sqdk_attention_decode_scratch(d, scratch, seqs, L, H, Hkv, Dh);
+        sqdk_attention_decode(d, seqs, L, H, Hkv, Dh, m.bf(c.input("q")), m.i32(c.input("qpos")),
+                              m.i32(c.input("qcnt")), m.bf(c.input("k")), m.bf(c.input("v")), o, lse, scratch);
+        out.push_back(get_bf(d, "o", {seqs, 1, H * Dh}, o));
+        out.push_back(get_f32(d, "lse", {seqs, H, 1}, lse, Prec::F32));
+        return true;
+    }
+    if (op == "rope_step") {
+        const int64_t n = c.i("n"), seqs = c.i("max_seqs"), L = c.i("max_len"), H = c.i("H"), Hkv = c.i("Hkv"),
+                      Dh = c.i("Dh"), KV = Hkv * Dh;
+        const Array &slot = c.input("slot"), &pos = c.input("pos");
+        std::vector<int64_t> row_cache(static_cast<std::size_t>(n));
+        for (int64_t r = 0; r < n; ++r) row_cache[r] = slot.i[r] < 0 ? -1 : slot.i[r] * L + pos.i[r];
+        int64_t* rc = static_cast<int64_t*>(m.up(row_cache.data(), row_cache.size() * 8));
+        bf16 *k_cache = m.bf_zero(seqs * L * KV), *q = m.bf_zero(seqs * H * Dh);
+        rope_step(d, m.f32(c.input("kf")), m.f32(c.input("qf")), m.i32(slot), m.i32(pos), m.i32(c.input("routed")), rc,
+                  n, H, Hkv, Dh, static_cast<float>(c.d("base")), k_cache, q);
+        Array cache = get_bf(d, "k_cache", {seqs * L, KV}, k_cache);
+        Array k("k_rows", {n, KV});
+        k.prec = Prec::BF16;
+        k.f.assign(static_cast<std::size_t>(n * KV), 0.0f);
+        for (int64_t r = 0; r < n; ++r)
+            if (row_cache[r] >= 0)
+                std::copy(cache.f.begin() + row_cache[r] * KV, cache.f.begin() + (row_cache[r] + 1) * KV,
+                          k.f.begin() + r * KV);
+        out.push_back(std::move(k));
+        out.push_back(get_bf(d, "q_slots", {seqs, H * Dh}, q));
+        return true;
+    }
+    if (op == "decode_step_pre") {
+        const int64_t n = c.i("n"), seqs = c.i("max_seqs"), L = c.i("max_len"), D = c.i("D"), K = c.i("K"),
+                      PC = std::max<int64_t>(K - 1, 1);
+        bf16* cache = m.bf(c.input("conv_cache"));
+        bf16 *cc = m.bf_zero(n * D), *a = m.bf_zero(n * D);
+        int32_t *routed = m.i32_zero(n), *qcnt = m.i32_zero(seqs);
+        Array minus("qpos", {seqs}, true);
+        minus.i.assign(static_cast<std::size_t>(seqs), -1);
+        int32_t* qpos = m.i32(minus);
+        int64_t* rc = static_cast<int64_t*>(m.raw(static_cast<std::size_t>(n) * 8));
+        decode_step_pre(d, m.bf(c.input("x")), m.bf(c.input("router_w")), m.bf(c.input("router_b")),
+                        m.bf(c.input("log_temp")), m.bf(c.input("reflex_norm_w")), m.bf(c.input("attn_norm_w")),
+                        static_cast<float>(c.d("eps")), m.bf(c.input("conv_w")), K, cache, m.i32(c.input("slot")),
+                        m.i32(c.input("pos")), n, D, L, cc, a, routed, qpos, qcnt, rc);
+        Array c_out = get_bf(d, "c", {n, D}, cc);
+        const Array& slot = c.input("slot");
+        for (int64_t r = 0; r < n; ++r)  // a padding row's c is unspecified: compared as the CPU's 0
+            if (slot.i[r] < 0) std::fill(c_out.f.begin() + r * D, c_out.f.begin() + (r + 1) * D, 0.0f);
+        out.push_back(std::move(c_out));
+        out.push_back(get_bf(d, "a", {n, D}, a));
+        out.push_back(get_bf(d, "conv_cache", {seqs, PC, D}, cache));
+        out.push_back(get_i32(d, "routed", {n}, routed));
+        out.push_back(get_i32(d, "qpos", {seqs}, qpos));
+        out.push_back(get_i32(d, "qcnt", {seqs}, qcnt));
+        std::vector<int64_t> rows(static_cast<std::size_t>(n));
+        down(d, rows.data(), rc, rows.size() * 8);
+        Array row_cache("row_cache", {n}, true);
+        row_cache.prec = Prec::EXACT;
+        for (int64_t v : rows) row_cache.i.push_back(static_cast<int32_t>(v));
+        out.push_back(std::move(row_cache));
+        return true;
+    }
+    if (op == "cross_entropy_fused") {
+        const int64_t N = c.i("N"), V = c.i("V"), D = c.i("D");
+        float *loss = m.f32_zero(1), *dh = m.f32_zero(N * D), *dt = m.f32_zero(V * D);
+        CrossEntropyScratch scratch;
+        cross_entropy_fused(d, m.bf(c.input("h")), m.bf(c.input("table")), m.i32(c.input("targets")), N, V, D,
+                            static_cast<float>(c.d("grad_scale")), loss, dh, dt, scratch);
+        out.push_back(get_f32(d, "loss_sum", {1}, loss, Prec::F32));
+        // the softmax gradient dz is kept in bf16 between the logits and the two gradient GEMMs
+        out.push_back(get_f32(d, "dh", {N, D}, dh, Prec::BF16));
+        out.push_back(get_f32(d, "d_table", {V, D}, dt, Prec::BF16));
+        return true;
+    }
+    if (op == "adamw_update") {
+        const int64_t n = c.i("n");
+        const double t = c.d("step"), b1 = c.d("beta1"), b2 = c.d("beta2");
+        AdamwScalars s{};
+        s.lr = static_cast<float>(c.d("lr"));
+        s.weight_decay = static_cast<float>(c.d("weight_decay"));
+        s.beta1 = static_cast<float>(b1);
+        s.beta2 = static_cast<float>(b2);
+        s.eps = static_cast<float>(c.d("eps"));
+        s.bias1 = static_cast<float>(1.0 - std::pow(b1, t));
+        s.bias2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(b2, t)));
+        s.grad_scale = static_cast<float>(c.d("grad_scale"));
+        float *master = m.f32(c.input("master")), *mm = m.f32(c.input("m")), *v = m.f32(c.input("v"));
+        bf16* value = m.bf_zero(n);
+        adamw_update(d, master, value, m.f32(c.input("grad")), mm, v, n, s);
+        // float32 (adamw.cu forms its constants in double, the CPU op in float: not the same bits)
+        out.push_back(get_f32(d, "master", {n}, master, Prec::F32));
+        out.push_back(get_f32(d, "m", {n}, mm, Prec::F32));
+        out.push_back(get_f32(d, "v", {n}, v, Prec::F32));
+        out.push_back(get_bf(d, "value", {n}, value));
+        return true;
+    }
+    why = "the CUDA backend has no op " + op;
+    return false;
+}
+
+}  // namespace
+
+// The Device lives in the returned closure, so it is destroyed when main's backends go out of scope,
+// before the CUDA runtime's own teardown at exit.
+OpBackend cuda_backend(std::string& why) {
+    std::shared_ptr<Device> device;
+    try {
+        device = std::make_shared<Device>(0);
+    } catch (const Error& e) {
+        why = e.status == HSPMN_ERR_NO_DEVICE ? "skipped: no device (" + e.message + ")"
+                                              : "Device(0) failed: " + e.message;
+        return OpBackend{"cuda", nullptr};
+    }
+    std::printf("cuda: device %d, sm_%d, %d SMs\n", device->ordinal, device->arch, device->sm_count);
+    return OpBackend{"cuda", [device](const Case& c, std::vector<Array>& out, std::string& w) {
+                         try {
+                             return run(*device, c, out, w);
+                         } catch (const Error& e) {
+                             w = "error: " + e.message;
+                             return false;
+                         }
+                     }};
+}
+
+}  // namespace hspmn::backend_ops
