@@ -11,11 +11,10 @@ hspmn() { java --enable-native-access=ALL-UNNAMED -cp "$HSPMN_CP" io.hspmn.cli.M
 
 if [[ $# -eq 0 ]]; then
   rm -rf target/train-demo
-  # TrainingTest's run (native/reference/experiments/router_fraction.md): at this size the block's default
-  # router coefficients leave the no-noise routed fraction near 0; these put each layer near rho = 0.2
+  # TrainingTest's run (seed 1): every routing setting at its default; router bias control
+  # (native/README.md "Router bias control") puts each layer's no-noise routed fraction near rho = 0.2
   set -- --data data/corpus.txt --out target/train-demo --dim 64 --layers 2 --heads 2 --kv-heads 1 \
-         --seq-len 128 --batch 8 --steps 400 --lr 1e-2 --warmup 40 --eval-every 100 \
-         --router-sparsity-coef 30 --router-entropy-coef 1
+         --seq-len 128 --batch 8 --steps 400 --eval-every 100 --eval-batches 24
 fi
 hspmn train "$@"
 

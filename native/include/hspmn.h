@@ -399,6 +399,14 @@ HSPMN_API hspmn_adamw_params hspmn_adamw_default_params(void);
  * (sqrt(v) / sqrt(1 - b2^t) + eps)), then the bf16 copies are re-rounded. Gradients are kept. */
 HSPMN_API hspmn_status hspmn_model_adamw_step(hspmn_model* model, const hspmn_adamw_params* params,
                                               hspmn_adamw_result* out);
+/* Router bias control (threshold routing; native/README.md "Router bias control"), after
+ * hspmn_model_adamw_step: with f_i the mean, over the training forwards since the optimizer step
+ * before, of layer i's share of tokens with router logit l > 0 (what evaluation routes on that input),
+ * blocks.{i}.router.b's master weight += rate if f_i < target, -= rate if f_i > target (the f32 sum),
+ * and its bf16 copy is re-rounded. target: the aux loss's rho_target of the step, in [0, 1]; rate >= 0
+ * (0 changes nothing). fractions: [num_layers] f32 host memory that receives each f_i, or NULL.
+ * HSPMN_ERR_STATE when no training forward came since the last call. */
+HSPMN_API hspmn_status hspmn_model_router_bias_step(hspmn_model* model, float target, float rate, float* fractions);
 /* AdamW's moments of a parameter (f32, its shape; zero until the first step): which 0 = m, 1 = v. */
 HSPMN_API hspmn_status hspmn_model_get_moment(const hspmn_model* model, const char* name, int32_t which,
                                               hspmn_tensor* dst);

@@ -16,6 +16,9 @@ long runs of equal tokens. Per case:
   hspmn_model_adamw_step            grad_norm, clipping (max_grad_norm = half the norm), master
                                     weights, m and v against hspmn_lm.clip_grad_norm + adamw_update
                                     in float32 from preset moments; then a forward on the new weights
+  hspmn_model_router_bias_step      (threshold cases) the measured l > 0 share per layer against
+                                    hspmn_lm.noise_free_fraction, b += / -= rate bitwise against
+                                    hspmn_lm.router_bias_step, a second call refused; b restored
   evaluation forward + logits       noiseless loss and stats; hspmn_model_logits of the last position
 A case with residual dropout p (the 8th field) runs every training forward above with
 hspmn_model_forward_params.dropout = p against hspmn_lm's dropout = p (the same Philox masks), and
@@ -233,6 +236,72 @@ def router_term_scales(out):
             for o in out.blocks]
 
 
+def check_router_bias(lib, native, cfg, tokens, targets, noise_seed, step, report):
+    """hspmn_model_router_bias_step after a training forward: the measured noise-free fraction per
+    layer against hspmn_lm.noise_free_fraction of the reference's logits (apart from tokens whose logit
+    is too close to 0 for bf16 to decide), then the bias step against hspmn_lm.router_bias_step
+    (bitwise), once with a target above every fraction and once below; a second call without a forward
+    is refused. The biases are first set so that about 30 % of the tokens have l > 0 (a fraction of 0
+    or 1 would not test the count), and restored at the end."""
+    L = cfg.num_layers
+    names = [f"blocks.{i}.router.b" for i in range(L)]
+    saved = {n: native.get("model_get_param", n) for n in names}
+    tok_t, tgt_t = torch.from_numpy(tokens), torch.from_numpy(targets)
+    with torch.no_grad():
+        o = reference_model(cfg, native)(tok_t, tgt_t, training=True, seed=noise_seed, step=step)
+    for n, blk in zip(names, o.blocks):
+        shift = float(torch.quantile(blk.logits.flatten(), 0.7))
+        native.set("model_set_param", n, saved[n] - np.float32(shift))
+    with torch.no_grad():
+        o = reference_model(cfg, native)(tok_t, tgt_t, training=True, seed=noise_seed, step=step)
+    fr = (C.c_float * L)()
+    rate = 0.0625
+    near_share = []
+    # Rate 0 changes nothing but consumes the measure of the forwards so far (it averages every
+    # training forward since the last optimizer step or bias step).
+    shifted = {n: native.get("model_get_param", n) for n in names}
+    lib.ok(lib.model_router_bias_step(native.h, 0.5, 0.0, None), "model_router_bias_step (rate 0)")
+    report("router_bias: rate 0 leaves the biases (bitwise)", 0.0 if all(
+        np.array_equal(native.get("model_get_param", n), shifted[n]) for n in names) else math.inf, 0.0)
+    for target in (1.0, 0.0):
+        native.forward(tokens, targets, 1, noise_seed, step)
+        before = {n: native.get("model_get_param", n) for n in names}
+        lib.ok(lib.model_router_bias_step(native.h, target, rate, fr), "model_router_bias_step")
+        if target == 1.0:  # o is the forward before any bias step
+            for i, blk in enumerate(o.blocks):
+                want = hspmn_lm.noise_free_fraction(blk.logits)
+                near = float((blk.logits.abs() < 0.02).sum()) / blk.logits.numel()
+                near_share.append(near)
+                report(f"router_bias.fraction[{i}] = {want:.3f} (tokens with |l| < 0.02 may differ)",
+                       abs(fr[i] - want), near)
+        master = {n: torch.from_numpy(before[n].copy()) for n in names}
+        hspmn_lm.router_bias_step(master, list(fr), hspmn_ref.f32(target), rate)
+        for i, n in enumerate(names):
+            after = native.get("model_get_param", n)
+            moves = 0.0 < fr[i] < 1.0  # the check's power: both targets move every layer
+            ok = moves and np.array_equal(after, master[n].numpy()) and after[0] != before[n][0]
+            report(f"router_bias.{n} (target {target:g}, f {fr[i]:.3f}, bitwise)", 0.0 if ok else math.inf, 0.0)
+    # Two training forwards (micro-batches) before one step: f is their mean (float64 sum of float32s).
+    other_tok, other_tgt = np.ascontiguousarray(tokens[:, ::-1]), np.ascontiguousarray(targets[:, ::-1])
+    ref_now = reference_model(cfg, native)
+    want = [0.0] * L
+    for tk, tg in ((tokens, targets), (other_tok, other_tgt)):
+        native.forward(tk, tg, 1, noise_seed, step)
+        with torch.no_grad():
+            o = ref_now(torch.from_numpy(tk), torch.from_numpy(tg), training=True, seed=noise_seed, step=step)
+        for i, blk in enumerate(o.blocks):
+            want[i] += hspmn_lm.noise_free_fraction(blk.logits) / 2
+    lib.ok(lib.model_router_bias_step(native.h, 0.5, 0.0, fr), "model_router_bias_step (two forwards)")
+    for i in range(L):
+        report(f"router_bias.fraction[{i}] over two forwards = {want[i]:.3f} (tokens with |l| < 0.02 may differ)",
+               abs(fr[i] - want[i]), near_share[i])
+    refused = lib.model_router_bias_step(native.h, 0.5, rate, None)
+    report("router_bias: a second call without a forward is refused (HSPMN_ERR_STATE)",
+           0.0 if refused == 10 else math.inf, 0.0)
+    for n in names:
+        native.set("model_set_param", n, saved[n])
+
+
 def run_case(lib, backend, threads, case, rows):
     name, V, L, B, S, block, seed, *rest = case
     drop = rest[0] if rest else 0.0  # residual dropout of every training forward
@@ -379,6 +448,8 @@ def run_case(lib, backend, threads, case, rows):
         report("after step: train.loss", rel(loss_after[0], float(out_after.loss.detach())), LOSS_BOUND)
         moved = abs(float(out_after.loss.detach()) - float(out.loss.detach())) / abs(float(out.loss.detach()))
         report("after step: loss moved by > 5 x LOSS_BOUND (test power)", 5 * LOSS_BOUND / max(moved, 1e-30), 1.0)
+        if routing == "threshold":
+            check_router_bias(lib, native, cfg, tokens, targets, noise_seed, step, report)
 
         # ---- evaluation (no noise) and logits on the updated weights
         for trial in range(SEARCH_TRIES):

@@ -327,12 +327,37 @@ def clip_grad_norm(grads: Sequence[torch.Tensor], max_norm: float) -> float:
 # ---- training step (what the Java trainer drives) ------------------------------------------------
 
 
+def noise_free_fraction(logits: torch.Tensor) -> float:
+    """logits l: [B, S] -> the share with l > 0, as float32 (what native code reports): what threshold
+    routing selects without noise (t > 0 keeps the sign), i.e. evaluation mode on this input."""
+    return f32(float((logits > 0).sum()) / logits.numel())
+
+
+def router_bias_step(master: Dict[str, torch.Tensor], fractions: Sequence[float], target: float,
+                     rate: float) -> None:
+    """Router bias control (native/README.md "Router bias control"; the sign rule of Wang et al. 2024,
+    "Auxiliary-Loss-Free Load Balancing Strategy for Mixture-of-Experts"), on the master weights:
+
+        blocks.{i}.router.b += rate  if f_i < target,   -= rate  if f_i > target
+    f_i: layer i's noise_free_fraction averaged over the step's micro-batches (float64 mean of the float32
+    values); target: the step's aux target (float32). The sum is float32 like the native master weight.
+    """
+    for i, f in enumerate(fractions):
+        if f == target or rate == 0.0:
+            continue
+        name = f"blocks.{i}.router.b"
+        b = master[name]
+        step = f32(rate) if f < target else -f32(rate)
+        b.copy_(torch.tensor([f32(f32(float(b[0])) + step)], dtype=b.dtype))
+
+
 def train_step(model: HSPMNLM, master: Dict[str, torch.Tensor], m: Dict[str, torch.Tensor],
                v: Dict[str, torch.Tensor], micro_batches: List[Tuple[torch.Tensor, torch.Tensor]], step: int,
                seed: int, lr: float, weight_decay: float, max_norm: float, aux_target: float,
-               dropout: float = 0.0) -> dict:
+               dropout: float = 0.0, router_bias_rate: float = 0.0) -> dict:
     """One optimizer step: forward/backward of each micro-batch on the bf16-rounded master weights,
-    gradients averaged (g = (1/A) sum_a grad loss_a), clipped, then AdamW on the master weights.
+    gradients averaged (g = (1/A) sum_a grad loss_a), clipped, then AdamW on the master weights, then
+    (threshold routing, router_bias_rate > 0, the step applied) router_bias_step toward aux_target.
 
     master/m/v: float master weights and moments by state_dict name (the forward reads
     bf16_round(master), the native bf16 copy). step is 0-based; AdamW sees step + 1.
@@ -346,10 +371,13 @@ def train_step(model: HSPMNLM, master: Dict[str, torch.Tensor], m: Dict[str, tor
             p.grad = None
     stats = {"loss": 0.0, "ce": 0.0, "aux": 0.0}
     routed = prob = 0
+    noise_free = [0.0] * model.cfg.num_layers
     for a, (tok, tgt) in enumerate(micro_batches):
         out = model(tok, tgt, training=True, seed=seed, step=noise_step(step, a, A), aux_target=aux_target,
                     dropout=dropout)
         (out.loss / A).backward()
+        for i, r in enumerate(out.blocks):
+            noise_free[i] += noise_free_fraction(r.logits)
         stats["loss"] += float(out.loss.detach()) / A
         stats["ce"] += float(out.ce.detach()) / A
         stats["aux"] += float(out.aux.detach().sum()) / A
@@ -357,8 +385,12 @@ def train_step(model: HSPMNLM, master: Dict[str, torch.Tensor], m: Dict[str, tor
         prob = prob + out.router_prob / A
     grads = {name: p.grad for name, p in params.items()}
     stats["grad_norm"] = clip_grad_norm(list(grads.values()), max_norm)
+    noise_free = [x / A for x in noise_free]
     if math.isfinite(stats["grad_norm"]):
         adamw_step(master, grads, m, v, step + 1, lr, weight_decay)
+        if router_bias_rate > 0.0 and model.cfg.block.routing == "threshold":
+            router_bias_step(master, noise_free, f32(aux_target), router_bias_rate)
+    stats["noise_free_fraction"] = noise_free
     stats["routed_fraction"] = [float(x) for x in routed]
     stats["router_prob"] = [float(x) for x in prob]
     return stats

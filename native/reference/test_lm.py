@@ -17,7 +17,8 @@ from torch.func import functional_call
 
 from hspmn_lm import (HSPMNLM, LMConfig, adamw_step, adamw_update, aux_target_schedule, clip_grad_norm,
                       cross_entropy_fused, cross_entropy_fused_forward_backward, is_decayed,
-                      load_lm_checkpoint, lr_schedule, noise_step, stored_dropout, train_step)
+                      load_lm_checkpoint, lr_schedule, noise_free_fraction, noise_step, router_bias_step,
+                      stored_dropout, train_step)
 from hspmn_ref import BlockConfig, bf16_round
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -28,6 +29,39 @@ TESTS = []
 def test(fn):
     TESTS.append(fn)
     return fn
+
+
+@test
+def router_bias_control_rule():
+    """noise_free_fraction counts l > 0 strictly; router_bias_step moves b by +-rate (float32 sum), not
+    at all where f equals the target; train_step applies it after an applied update only, in
+    threshold mode, toward aux_target."""
+    assert noise_free_fraction(torch.tensor([[0.0, -0.0, 1e-30, -1.0], [2.0, -3.0, 0.5, -1e-30]])) == 0.375
+    master = {f"blocks.{i}.router.b": torch.tensor([-1.5]) for i in range(3)}
+    router_bias_step(master, [0.1, 0.3, 0.2], 0.2, 0.01)
+    got = [float(master[f"blocks.{i}.router.b"][0]) for i in range(3)]
+    import numpy as np
+    assert got == [float(np.float32(-1.5) + np.float32(0.01)), float(np.float32(-1.5) - np.float32(0.01)), -1.5], got
+    for routing, moves in (("threshold", True), ("topk", False)):
+        model, _ = tiny_lm(routing)
+        master = {k: p.detach().clone() for k, p in model.named_parameters()}
+        m = {k: torch.zeros_like(p) for k, p in master.items()}
+        v = {k: torch.zeros_like(p) for k, p in master.items()}
+        tok = torch.randint(0, 16, (2, 12), generator=torch.Generator().manual_seed(3))
+        batch = [(tok[:, :-1], tok[:, 1:])]
+        runs = {}
+        for rate in (0.0, 0.25):
+            mm = {k: x.clone() for k, x in master.items()}
+            stats = train_step(model, mm, {k: x.clone() for k, x in m.items()}, {k: x.clone() for k, x in v.items()},
+                               batch, 0, seed=1, lr=1e-3, weight_decay=0.0, max_norm=1.0, aux_target=1.0,
+                               router_bias_rate=rate)
+            runs[rate] = (mm, stats)
+        for i in range(2):
+            name = f"blocks.{i}.router.b"
+            delta = float(runs[0.25][0][name][0]) - float(runs[0.0][0][name][0])
+            f = runs[0.25][1]["noise_free_fraction"][i]
+            want = 0.25 if (moves and f < 1.0) else 0.0
+            assert abs(delta - want) < 1e-6, (routing, i, f, delta)
 
 
 def tiny_lm(routing="topk", seed=0, vocab=16, layers=2):

@@ -1,5 +1,5 @@
 // The CUDA language-model ops (src/cuda/kernels: embedding, cross_entropy_fused, rms_norm_backward_bf16,
-// sum_squares, adamw, loss_finish, fill, routed_fraction) on a real device, at shapes and token
+// sum_squares, adamw, loss_finish, fill, routed_fraction, noise_free_fraction) on a real device, at shapes and token
 // patterns the model-level check (reference/check_model.py) cannot afford: vocabularies to 65536,
 // 10^5 rows, runs of one token across many chunks and runs ending exactly on chunk boundaries, several
 // cross-entropy row chunks with a ragged last one. Each op against a double host reference, and run
@@ -350,6 +350,26 @@ void test_small_ops(Device& d) {
     float* rf = k.zeros<float>(1);
     routed_fraction(d, k.up(counts), 4, 9, rf);
     EXPECT(down<float>(rf, 1)[0] == static_cast<float>(11.0 / 36.0), "routed_fraction = sum(counts) / (B S)");
+
+    // noise_free_fraction (router bias control's measure): l > 0 strictly, so 0, -0 and negatives do
+    // not count and the smallest denormal does; more rows than the block's 256 threads, a ragged end.
+    std::vector<float> logits(100003);
+    std::mt19937 rng(99);
+    std::normal_distribution<float> normal(-0.8f, 1.0f);
+    for (float& v : logits) v = normal(rng);
+    logits[0] = 0.0f;
+    logits[1] = -0.0f;
+    logits[2] = 1e-45f;
+    logits[3] = -1e-45f;
+    logits[100002] = 3.0f;
+    long long positive = 0;
+    for (float v : logits) positive += v > 0.0f ? 1 : 0;
+    float* nf = k.zeros<float>(1);
+    noise_free_fraction(d, k.up(logits), static_cast<int64_t>(logits.size()), nf);
+    const float got = down<float>(nf, 1)[0];
+    const float want = static_cast<float>(static_cast<double>(positive) / static_cast<double>(logits.size()));
+    EXPECT(got == want, "noise_free_fraction = count(l > 0) / N: got %.9g, want %.9g (%lld of %zu)",
+           static_cast<double>(got), static_cast<double>(want), positive, logits.size());
 }
 
 }  // namespace

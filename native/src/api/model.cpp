@@ -364,6 +364,22 @@ hspmn_status hspmn_model_adamw_step(hspmn_model* model, const hspmn_adamw_params
     });
 }
 
+hspmn_status hspmn_model_router_bias_step(hspmn_model* model, float target, float rate, float* fractions) {
+    return guarded("hspmn_model_router_bias_step", [&] {
+        check_model(model);
+        if (model->impl->params().block.routing != HSPMN_ROUTING_THRESHOLD)
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "router bias control needs threshold routing (topk selects k tokens "
+                                             "whatever the bias)");
+        if (!(target >= 0.0f && target <= 1.0f))
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "target (%g) must be in [0, 1]", static_cast<double>(target));
+        if (!(std::isfinite(rate) && rate >= 0.0f))
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "rate (%g) must be finite and >= 0", static_cast<double>(rate));
+        BusyGuard busy(model->busy, "model");
+        BusyGuard busy_ctx(model->ctx->busy, "context");
+        model->impl->router_bias_step(target, rate, fractions);
+    });
+}
+
 hspmn_status hspmn_model_get_moment(const hspmn_model* model, const char* name, int32_t which, hspmn_tensor* dst) {
     return guarded("hspmn_model_get_moment", [&] {
         check_model(model);

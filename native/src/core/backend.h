@@ -31,6 +31,10 @@ struct ForwardCall {
     // [1] f32 in the backend's internal memory (Backend::internal_memory) or null: selected tokens
     // / (B*S), written without a host sync (the language model's per-layer statistic).
     float* routed_fraction = nullptr;
+    // Training only, [1] f32 like routed_fraction, or null: the share of tokens with l > 0, the
+    // noise-free (evaluation-mode) threshold decision on this input (the router bias controller's
+    // measure, native/README.md "Router bias control").
+    float* noise_free_fraction = nullptr;
     // Residual dropout p in [0, 1) (native/README.md "Residual dropout"); only a training forward
     // applies it, with masks keyed by (seed, step, layer) as the noise. 0: the forward without dropout.
     float dropout = 0.0f;

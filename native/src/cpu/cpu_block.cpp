@@ -184,6 +184,7 @@ void CpuBlock::forward(const ForwardCall& call) {
         for (int64_t b = 0; b < B; ++b) total += cnt[b];
         *call.routed_fraction = static_cast<float>(static_cast<double>(total) / static_cast<double>(N));
     }
+    if (call.noise_free_fraction) *call.noise_free_fraction = noise_free_fraction(A.l.data(), N);
 
     // 2. The rows: B whole sequences, keys in place, queries the selected rows.
     RowsBuffers buf = whole_sequences(A, idx, cnt, C);

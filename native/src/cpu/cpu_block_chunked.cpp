@@ -78,6 +78,7 @@ void CpuBlock::forward_chunked(const ForwardCall& call, const ForwardChunks& chu
         for (int64_t b = 0; b < B; ++b) total += cnt[b];
         *call.routed_fraction = static_cast<float>(static_cast<double>(total) / static_cast<double>(N));
     }
+    if (call.noise_free_fraction) *call.noise_free_fraction = noise_free_fraction(l.data(), N);
 
     // 3. The rows.
     Buffer<float> y;

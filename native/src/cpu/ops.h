@@ -50,6 +50,8 @@ void rope_backward(ThreadPool& pool, float* dx, int64_t R, int64_t heads, int64_
 // ---- router_logits.cpp: l = x . w + b, dot products in float64
 // x: [N, D]  w: [D]  l: [N]
 void router_logits(ThreadPool& pool, const float* x, const float* w, float b, int64_t N, int64_t D, float* l);
+// l: [N] -> the share with l > 0: what threshold routing selects without noise (t > 0 keeps the sign)
+float noise_free_fraction(const float* l, int64_t N);
 
 // ---- gumbel_noise.cpp: Philox draw of native/README.md
 // out: [B, S]

@@ -18,4 +18,10 @@ void router_logits(ThreadPool& pool, const float* x, const float* w, float b, in
     });
 }
 
+float noise_free_fraction(const float* l, int64_t N) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < N; ++i) n += l[i] > 0.0f ? 1 : 0;
+    return static_cast<float>(static_cast<double>(n) / static_cast<double>(N));
+}
+
 }  // namespace hspmn::cpu

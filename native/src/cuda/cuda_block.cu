@@ -86,6 +86,7 @@ void CudaBlock::forward(const ForwardCall& call) {
     const int32_t* idx = A.idx.as<int32_t>();
     const int32_t* cnt = A.cnt.as<int32_t>();
     if (call.routed_fraction) routed_fraction(d_, cnt, B, S, call.routed_fraction);
+    if (call.noise_free_fraction) noise_free_fraction(d_, A.l.as<float>(), N, call.noise_free_fraction);
 
     // 2. The rows: B whole sequences, keys in place, queries the selected rows ([B, C], padded).
     RowsBuffers buf{};

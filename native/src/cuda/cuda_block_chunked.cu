@@ -104,6 +104,7 @@ void CudaBlock::forward_chunked(const ForwardCall& call, const ForwardChunks& ch
         route_select(d_, nsc, B, S, cfg_.params.routing, C, C, idx, cnt);
     }
     if (call.routed_fraction) routed_fraction(d_, cnt, B, S, call.routed_fraction);
+    if (call.noise_free_fraction) noise_free_fraction(d_, l, N, call.noise_free_fraction);
 
     // 3. The rows.
     if (whole) {

@@ -225,6 +225,7 @@ void Model::run_trunk(int32_t training, int32_t noise, uint64_t seed, int64_t st
                        nullptr, &ov, &av};
         fc.routed_fraction = stats + 2 * i + 1;
         fc.dropout = dropout;
+        if (training && noise_free_out_) fc.noise_free_fraction = noise_free_out_ + i;
         blocks_[i]->forward(fc);
         std::swap(in, out);
     }
@@ -239,7 +240,21 @@ void Model::forward(const ModelForward& c) {
     ensure_rows(N);
     be_.copy_from_host_raw(tokens_.as<void>(), c.tokens, static_cast<std::size_t>(N) * 4);
     if (c.targets) be_.copy_from_host_raw(targets_.as<void>(), c.targets, static_cast<std::size_t>(N) * 4);
+    noise_free_out_ = nullptr;
+    if (c.training) {
+        if (noise_free_restart_) {
+            noise_free_forwards_ = 0;
+            noise_free_restart_ = false;
+        }
+        const auto slot = static_cast<std::size_t>(noise_free_forwards_);
+        if (slot == noise_free_.size()) {
+            noise_free_.emplace_back(be_);
+            noise_free_.back().ensure(static_cast<std::size_t>(L_) * 4);
+        }
+        noise_free_out_ = noise_free_[slot].as<float>();
+    }
     run_trunk(c.training, c.noise, c.seed, c.step, c.aux_target, c.B, c.S, c.dropout);
+    noise_free_out_ = nullptr;
     if (c.targets) {
         // Loss only: backward recomputes the head with gradients, which keeps no [N, V] logits and
         // no [V, D] head gradient alive between the two calls.
@@ -261,6 +276,7 @@ void Model::forward(const ModelForward& c) {
         B_ = c.B;
         S_ = c.S;
         has_cache_ = true;
+        ++noise_free_forwards_;
     }
 }
 

@@ -80,6 +80,10 @@ public:
     // tokens: [B, S] host, validated; logits: [B, V] f32 tensor of the context
     void logits(const int32_t* tokens, int64_t B, int64_t S, hspmn_tensor* out);
     hspmn_adamw_result adamw_step(const hspmn_adamw_params& p);
+    // Router bias control (native/README.md "Router bias control"), after an optimizer step: layer
+    // i's router.b master weight += rate * sign(target - f_i), f_i the mean noise-free fraction of the
+    // training forwards since the step before; bf16 copy re-rounded. fractions: [L] host or null.
+    void router_bias_step(float target, float rate, float* fractions);
 
     // For the decoder (decoder.cpp): the pieces of the trunk it runs row by row.
     Backend& backend() const { return be_; }
@@ -131,6 +135,14 @@ private:
     RawBuffer hidden_, rstd_;         // [N, D] bf16 after the final norm, [N] f32
     RawBuffer dh_;                    // [N, D] f32
     RawBuffer stats_, ce_sum_, loss_, d_aux_, logits_;
+    // The router bias controller's measure: one [L] f32 slot (backend memory) per training forward
+    // since the last optimizer step, written without a host sync and read by router_bias_step. An
+    // optimizer step marks the slots for reuse from the next training forward on, so a skipped
+    // step's forwards never reach the next update.
+    std::vector<RawBuffer> noise_free_;
+    int64_t noise_free_forwards_ = 0;
+    bool noise_free_restart_ = false;
+    float* noise_free_out_ = nullptr;  // the slot of the training forward under way, or null
 };
 
 }  // namespace hspmn

@@ -1,8 +1,11 @@
 // AdamW over every parameter of the model (native/reference/README.md, hspmn_lm.train_step):
 // global norm, clipping folded into the update as a gradient scale, then one fused update per tensor.
+// Then, optionally, the router bias controller's step (hspmn_lm.router_bias_step).
 #include <cmath>
 
 #include "../core/alloc.h"
+#include "../core/bf16.h"
+#include "../core/error.h"
 #include "model.h"
 
 namespace hspmn {
@@ -16,6 +19,7 @@ hspmn_adamw_result Model::adamw_step(const hspmn_adamw_params& a) {
     for (std::size_t i = 0; i < params_list_.size(); ++i) spans[i] = {params_list_[i].grad, params_list_[i].numel};
     const double norm = std::sqrt(be_.sum_squares(spans.data(), static_cast<int64_t>(spans.size())));
     hspmn_adamw_result r{static_cast<float>(norm), 0};
+    noise_free_restart_ = true;  // the next step's forwards measure afresh, applied or skipped
     if (!std::isfinite(norm)) return r;  // skipped: weights, moments and the bf16 copies untouched
 
     float grad_scale = 1.0f;
@@ -39,6 +43,37 @@ hspmn_adamw_result Model::adamw_step(const hspmn_adamw_params& a) {
     for (BlockImpl* b : blocks_) b->params_written();
     r.applied = 1;
     return r;
+}
+
+// The sign rule of auxiliary-loss-free load balancing (Wang et al. 2024), with f the noise-free
+// fraction: deterministic, state-free beyond router.b, so a resumed run repeats it bit for bit.
+void Model::router_bias_step(float target, float rate, float* fractions) {
+    if (noise_free_forwards_ == 0)
+        fail(HSPMN_ERR_STATE, "no training forward to measure since the last router bias step (call "
+                              "hspmn_model_forward with training = 1 first)");
+    // The forwards' fractions summed in their order, in double: what the reference's train_step does.
+    const auto K = static_cast<std::size_t>(noise_free_forwards_);
+    const auto Lz = static_cast<std::size_t>(L_);
+    Buffer<float> per(K * Lz);
+    for (std::size_t k = 0; k < K; ++k) be_.copy_to_host_raw(per.data() + k * Lz, noise_free_[k].as<void>(), Lz * 4);
+    for (int64_t i = 0; i < L_; ++i) {
+        double sum = 0.0;
+        for (std::size_t k = 0; k < K; ++k) sum += per[k * Lz + static_cast<std::size_t>(i)];
+        const double f = sum / static_cast<double>(K);
+        if (fractions) fractions[i] = static_cast<float>(f);
+        const double want = static_cast<double>(target);
+        if (f == want || rate == 0.0f) continue;
+        Param& p = params_list_[static_cast<std::size_t>(1 + i * P_COUNT + P_ROUTER_B)];
+        float b = 0.0f;
+        be_.copy_to_host_raw(&b, p.master.as<void>(), 4);
+        b = f < want ? b + rate : b - rate;
+        const uint16_t bits = f32_to_bf16(b);
+        be_.copy_from_host_raw(p.master.as<void>(), &b, 4);
+        be_.copy_from_host_raw(p.value, &bits, 2);
+        blocks_[static_cast<std::size_t>(i)]->params_written();
+    }
+    noise_free_forwards_ = 0;
+    noise_free_restart_ = true;
 }
 
 }  // namespace hspmn

@@ -146,6 +146,8 @@ void sample_tokens(Device& d, const float* logits, int64_t n, int64_t V, const h
 
 // ---- routed_fraction.cu: out[0] = sum(counts) / (B * S)   counts: [B] i32  out: [1] f32
 void routed_fraction(Device& d, const int32_t* counts, int64_t B, int64_t S, float* out);
+// out[0] = count(l > 0) / N   l: [N] f32  out: [1] f32
+void noise_free_fraction(Device& d, const float* l, int64_t N, float* out);
 
 // ---- decode.cu: cached decoding (core/backend.h DecodeCall). A call's rows are grouped by sequence
 // j < seqs: rows row_start[j] .. row_start[j+1] - 1 at positions pos0[j], pos0[j] + 1, ... of cache

@@ -43,6 +43,7 @@ public final class LanguageModel extends ParameterHandle {
     private final MemorySegment backwardParams;
     private final MemorySegment adamwParams;
     private final MemorySegment adamwResult;
+    private final MemorySegment biasFractions;  // [L] f32: routerBiasStep's measured fractions
 
     private LanguageModel(Context ctx, ModelConfig config, MemorySegment handle, Names names) {
         super(ctx, handle, KIND, BY_NAME, names);
@@ -55,6 +56,7 @@ public final class LanguageModel extends ParameterHandle {
         this.backwardParams = hspmn_model_backward_params.allocate(arena);
         this.adamwParams = hspmn_adamw_params.allocate(arena);
         this.adamwResult = hspmn_adamw_result.allocate(arena);
+        this.biasFractions = arena.allocate(ValueLayout.JAVA_FLOAT, config.numLayers());
     }
 
     /**
@@ -175,6 +177,27 @@ public final class LanguageModel extends ParameterHandle {
             options.writeTo(adamwParams);
             Native.check(hspmn_h.hspmn_model_adamw_step(handle(), adamwParams, adamwResult), "hspmn_model_adamw_step");
             return new AdamwResult(hspmn_adamw_result.grad_norm(adamwResult), hspmn_adamw_result.applied(adamwResult) != 0);
+        }
+    }
+
+    /**
+     * Router bias control (threshold routing; native/README.md "Router bias control"), after an applied
+     * {@link #adamwStep}: each layer's {@code router.b} moves by {@code rate} toward routing
+     * {@code target} of the tokens without noise, judged by the share of tokens with a positive router
+     * logit over the training forwards of the step (hspmn_model_router_bias_step).
+     *
+     * @param target the step's aux target (rho_target), in [0, 1]
+     * @param rate   the bias step, >= 0
+     * @return each layer's measured noise-free fraction (the value the rule compared with {@code target})
+     * @throws HspmnStateException       no training forward since the last call
+     * @throws InvalidArgumentException  top-k routing, or target / rate out of range
+     */
+    public float[] routerBiasStep(float target, float rate) {
+        try (var g = ctx.enter("LanguageModel.routerBiasStep")) {
+            checkOpen("LanguageModel.routerBiasStep");
+            Native.check(hspmn_h.hspmn_model_router_bias_step(handle(), target, rate, biasFractions),
+                    "hspmn_model_router_bias_step");
+            return biasFractions.toArray(ValueLayout.JAVA_FLOAT);
         }
     }
 

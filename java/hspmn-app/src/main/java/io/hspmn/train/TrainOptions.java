@@ -83,6 +83,7 @@ public final class TrainOptions {
     private final float weightDecay;
     private final float clip;
     private final long auxWarmup;
+    private final float routerBiasRate;
     private final long seed;
     private final float dropout;
     private final long evalEvery;
@@ -119,6 +120,7 @@ public final class TrainOptions {
         weightDecay = b.weightDecay;
         clip = b.clip;
         auxWarmup = b.auxWarmup < 0 ? b.warmup : b.auxWarmup;
+        routerBiasRate = b.routerBiasRate;
         seed = b.seed;
         dropout = b.dropout;
         evalEvery = b.evalEvery;
@@ -199,6 +201,9 @@ public final class TrainOptions {
                     o -> Float.toString(o.clip)),
             new Option("aux-warmup", "N", "steps over which the aux target anneals from 0.8 to --rho (default: --warmup)",
                     Scope.RUN, (b, v) -> b.auxWarmup(l("aux-warmup", v)), o -> Long.toString(o.auxWarmup)),
+            new Option("router-bias-rate", "G", "threshold routing: after each step every layer's router bias moves by G "
+                    + "toward routing the aux target's share of tokens without noise (0: off)", Scope.RUN,
+                    (b, v) -> b.routerBiasRate(f("router-bias-rate", v)), o -> Float.toString(o.routerBiasRate)),
             new Option("seed", "N", "seeds the initial weights, the batch order and the routing noise", Scope.RUN,
                     (b, v) -> b.seed(l("seed", v)), o -> Long.toString(o.seed)),
             new Option("dropout", "P", "residual dropout on the reflexive and attention branches while training, in "
@@ -337,6 +342,10 @@ public final class TrainOptions {
         if (!(weightDecay >= 0)) {
             throw new IllegalArgumentException("--weight-decay (" + weightDecay + ") must be >= 0");
         }
+        if (!(routerBiasRate >= 0 && Float.isFinite(routerBiasRate))) {
+            throw new IllegalArgumentException("--router-bias-rate (" + routerBiasRate + ") must be finite and >= 0 (0 turns "
+                    + "router bias control off)");
+        }
         if (!(clip >= 0)) {
             throw new IllegalArgumentException("--clip (" + clip + ") must be >= 0 (0 turns clipping off)");
         }
@@ -402,11 +411,15 @@ public final class TrainOptions {
     }
 
     /**
-     * Applies stored options onto {@code b}.
+     * Applies stored options onto {@code b}. Options stored before {@code router_bias_rate} existed
+     * read it as 0: those runs trained without router bias control, and resume so.
      *
      * @throws IllegalArgumentException for an unknown key or a bad value, naming it
      */
     public static Builder applyStored(Builder b, JsonObject stored) {
+        if (!stored.has(option("router-bias-rate").jsonKey())) {
+            b.routerBiasRate(0f);
+        }
         for (Map.Entry<String, JsonElement> e : stored.entrySet()) {
             Option opt = option(e.getKey().replace('_', '-'));
             if (opt == null || opt.scope() == Scope.MODEL || opt.scope() == Scope.SESSION) {
@@ -476,6 +489,8 @@ public final class TrainOptions {
     public float weightDecay() { return weightDecay; }
     public float clip() { return clip; }
     public long auxWarmup() { return auxWarmup; }
+    /** Router bias control's step per optimizer step (native/README.md "Router bias control"); 0: off. */
+    public float routerBiasRate() { return routerBiasRate; }
     public long seed() { return seed; }
     public float dropout() { return dropout; }
     public long evalEvery() { return evalEvery; }
@@ -526,6 +541,9 @@ public final class TrainOptions {
         return "TrainOptions{" + describe().strip().replace("\n  ", ", ") + "}";
     }
 
+    /** --router-bias-rate's default; checkpoints written before the option existed resume with 0 (off). */
+    public static final float DEFAULT_ROUTER_BIAS_RATE = 0.01f;
+
     /** Mutable builder starting from the defaults (a small CPU-sized run). */
     public static final class Builder {
         private Path data;
@@ -552,6 +570,7 @@ public final class TrainOptions {
         private float weightDecay = 0.1f;
         private float clip = 1.0f;
         private long auxWarmup = -1;
+        private float routerBiasRate = DEFAULT_ROUTER_BIAS_RATE;
         private long seed = 1;
         private float dropout;
         private long evalEvery = 100;
@@ -605,6 +624,7 @@ public final class TrainOptions {
         public Builder clip(float v) { clip = v; return this; }
         /** Negative: the same as warmup. */
         public Builder auxWarmup(long v) { auxWarmup = v; return this; }
+        public Builder routerBiasRate(float v) { routerBiasRate = v; return this; }
         public Builder seed(long v) { seed = v; return this; }
         public Builder dropout(float v) { dropout = v; return this; }
         public Builder evalEvery(long v) { evalEvery = v; return this; }

@@ -12,6 +12,7 @@ import io.hspmn.LossResult;
 import io.hspmn.MemoryKind;
 import io.hspmn.ModelConfig;
 import io.hspmn.ModelForwardOptions;
+import io.hspmn.Routing;
 import io.hspmn.Tensor;
 import io.hspmn.checkpoint.Checkpoint;
 import io.hspmn.checkpoint.ModelCheckpoint;
@@ -43,7 +44,8 @@ import java.util.Objects;
  * {@code S + 1} bytes (tokens: the first S, targets: the next S), each a training forward at noise step
  * {@code s * A + a} with the aux target of {@link Schedules#auxTarget} and a backward of
  * {@code loss / A} (accumulating after the first), then AdamW with step {@code s + 1} and the learning
- * rate of {@link Schedules#lr}. A step whose gradient norm is not finite changes nothing and is counted
+ * rate of {@link Schedules#lr}, then (threshold routing, {@code --router-bias-rate} > 0, the update
+ * applied) {@link LanguageModel#routerBiasStep} toward the step's aux target. A step whose gradient norm is not finite changes nothing and is counted
  * as skipped. While skipped steps follow one another, due checkpoints wait (they are written once a step
  * applies again, or at the end of the run); {@code --max-skipped} of them in a row end the run with a
  * {@link TrainingDivergedException}, so the checkpoint in {@code --out} stays the last one written before
@@ -110,6 +112,7 @@ public final class Trainer implements AutoCloseable {
     private long streak;            // consecutive skipped steps up to now
     private long lastSaved = -1;    // the step of the last checkpoint this invocation wrote
     private boolean lastStepSkipped;
+    private final boolean biasControl;  // router bias control: threshold routing and a rate > 0
 
     private Trainer(TrainOptions options, PrintStream log, ByteCorpus corpus, Context ctx, LanguageModel model,
                     TrainCheckpoint.State resumed) throws IOException {
@@ -132,6 +135,7 @@ public final class Trainer implements AutoCloseable {
         this.tokensView = tokensStage.segment();
         this.targetsView = targetsStage.segment();
         this.checkpointPath = options.out().resolve(CHECKPOINT);
+        this.biasControl = options.routerBiasRate() > 0 && model.config().block().routing() == Routing.THRESHOLD;
         Path metricsPath = options.out().resolve(METRICS);
         if (resumed != null) {
             ModelCheckpoint.restore(resumed.checkpoint(), model, true);
@@ -378,6 +382,9 @@ public final class Trainer implements AutoCloseable {
         }
         AdamwResult u = model.adamwStep(new AdamwOptions(s + 1, lr, AdamwOptions.BETA1, options.beta2(),
                 AdamwOptions.EPS, options.weightDecay(), options.clip()));
+        if (u.applied() && biasControl) {
+            model.routerBiasStep(auxTarget, options.routerBiasRate());
+        }
         step = s + 1;
         lastStepSkipped = !u.applied();
         if (!u.applied()) {

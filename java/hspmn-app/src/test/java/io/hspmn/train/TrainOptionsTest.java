@@ -22,7 +22,7 @@ class TrainOptionsTest {
         return TrainOptions.builder().data(Path.of("/data/x.txt")).out(Path.of("/tmp/o")).dim(96).layers(3).heads(6)
                 .kvHeads(3).mlpRatio(3).convKernel(4).routing(Routing.TOPK).rho(0.3f).routerSparsityCoef(0.5f)
                 .routerEntropyCoef(0.05f).seqLen(100).batch(5).gradAccum(3).steps(77).lr(1.5e-4f).beta2(0.99f).warmup(7)
-                .minLrRatio(0.25f).weightDecay(0.05f).clip(0.5f).auxWarmup(9).seed(-12345678901L).dropout(0.25f).valFraction(0.125)
+                .minLrRatio(0.25f).weightDecay(0.05f).clip(0.5f).auxWarmup(9).routerBiasRate(0.03f).seed(-12345678901L).dropout(0.25f).valFraction(0.125)
                 .evalEvery(11).evalBatches(2).saveEvery(13).stopAfter(20).maxSkipped(2).backend(Backend.CPU).threads(3).resume(true)
                 .build();
     }
@@ -42,6 +42,25 @@ class TrainOptionsTest {
             assertNotEquals(o.get().apply(defaults), v, "--" + o.name() + ": the sample must differ from the default");
         }
         assertEquals(s, s.toBuilder().build());
+    }
+
+    @Test
+    void storedOptionsWithoutRouterBiasRateReadItAsOff() {
+        // Checkpoints written before router bias control trained without it; a resume must too.
+        JsonObject stored = sample().toStoredJson();
+        assertTrue(stored.has("router_bias_rate"));
+        stored.remove("router_bias_rate");
+        assertEquals(0f, TrainOptions.applyStored(TrainOptions.builder(), stored).build().routerBiasRate());
+        assertEquals(TrainOptions.DEFAULT_ROUTER_BIAS_RATE, TrainOptions.builder().build().routerBiasRate());
+    }
+
+    @Test
+    void routerBiasRateMustBeFiniteAndNonNegative() {
+        for (float bad : new float[] {-0.01f, Float.NaN, Float.POSITIVE_INFINITY}) {
+            TrainOptions o = sample().toBuilder().resume(false).stopAfter(0).routerBiasRate(bad).build();
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, o::validate);
+            assertTrue(e.getMessage().contains("--router-bias-rate"), e.getMessage());
+        }
     }
 
     @Test

@@ -3911,6 +3911,67 @@ public class hspmn_h {
         }
     }
 
+    private static class hspmn_model_router_bias_step {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_FLOAT,
+            hspmn_h.C_FLOAT,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_router_bias_step");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_router_bias_step(hspmn_model *model, float target, float rate, float *fractions)
+     * }
+     */
+    public static FunctionDescriptor hspmn_model_router_bias_step$descriptor() {
+        return hspmn_model_router_bias_step.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_router_bias_step(hspmn_model *model, float target, float rate, float *fractions)
+     * }
+     */
+    public static MethodHandle hspmn_model_router_bias_step$handle() {
+        return hspmn_model_router_bias_step.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_router_bias_step(hspmn_model *model, float target, float rate, float *fractions)
+     * }
+     */
+    public static MemorySegment hspmn_model_router_bias_step$address() {
+        return hspmn_model_router_bias_step.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_router_bias_step(hspmn_model *model, float target, float rate, float *fractions)
+     * }
+     */
+    public static int hspmn_model_router_bias_step(MemorySegment model, float target, float rate, MemorySegment fractions) {
+        var mh$ = hspmn_model_router_bias_step.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_model_router_bias_step", model, target, rate, fractions);
+            }
+            return (int)mh$.invokeExact(model, target, rate, fractions);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
     private static class hspmn_model_get_moment {
         public static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
