@@ -190,6 +190,7 @@ run_one() {
     if [[ -f $dir/checkpoint.safetensors ]]; then
       say "$name: resuming"
       args+=(--resume)
+      [[ $kind != timing ]] && args+=(--keep-best)
     else
       rm -f "$dir"/metrics.jsonl "$dir"/report.html "$dir"/train.log
       args+=(--data "$data" --val-fraction 0.1 --layers "$layers" --dim "$dim" --heads "$heads" --kv-heads "$kv"
@@ -199,7 +200,9 @@ run_one() {
         # the aux target at rho from the first step (no anneal from 0.8), so a short run routes near rho
         args+=(--aux-warmup 0 --eval-every 0 --eval-batches 1 --save-every 0)
       else
-        args+=(--eval-every "$eval_every" --eval-batches 8 --save-every "$save_every")
+        # the best validation's weights are kept (best.safetensors) and scored, as nanoGPT keeps only its best:
+        # on 1 MB of text these models overfit long before 5,000 steps
+        args+=(--eval-every "$eval_every" --eval-batches 8 --save-every "$save_every" --keep-best)
       fi
       say "$name: training ($nsteps steps, context $ctx, batch $batch, rho $rho, seed $seed)"
     fi
@@ -222,10 +225,12 @@ run_one() {
       say "$name: training failed (rc $rc): $(tail -2 "$dir/train.log" | tr '\n' ' ')"
     fi
   fi
-  if [[ $kind != timing && -f $dir/checkpoint.safetensors ]]; then
-    hspmn eval --ckpt "$dir" --backend "$backend" --threads "$threads" --json "$dir/eval.json" >"$dir/eval.log" 2>&1 \
+  if [[ $kind != timing && ( -f $dir/checkpoint.safetensors || -f $dir/best.safetensors ) ]]; then
+    local scored=$dir/checkpoint.safetensors
+    [[ -f $dir/best.safetensors ]] && scored=$dir/best.safetensors
+    hspmn eval --ckpt "$scored" --backend "$backend" --threads "$threads" --json "$dir/eval.json" >"$dir/eval.log" 2>&1 \
       || say "$name: eval failed: $(tail -2 "$dir/eval.log" | tr '\n' ' ')"
-    hspmn sample --ckpt "$dir" --backend "$backend" --threads "$threads" --prompt $'\n' --max-new 300 >"$dir/sample.txt" \
+    hspmn sample --ckpt "$scored" --backend "$backend" --threads "$threads" --prompt $'\n' --max-new 300 >"$dir/sample.txt" \
       2>"$dir/sample.log" || say "$name: sample failed: $(tail -2 "$dir/sample.log" | tr '\n' ' ')"
   fi
   {

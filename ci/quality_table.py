@@ -167,7 +167,7 @@ def study(args):
                  + f"; {first['jobs']} run(s) at a time on the device (tok/s and ms/step are of a shared device when more than 1)."
                  )
     lines.append("")
-    lines.append("| context | batch | rho | runs | steps | validation bits/byte: mean (min–max) | vs rho 1.0 | "
+    lines.append("| context | batch | rho | runs | scored step (best validation) | validation bits/byte: mean (min–max) | vs rho 1.0 | "
                  "eval routed fraction per layer | attention MFLOP/token (fwd) | train tok/s | ms/step |")
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
     summary = {}
@@ -225,7 +225,7 @@ def study(args):
     lines.append("")
     lines.append("Each run:")
     lines.append("")
-    lines.append("| run | steps | validation bits/byte | eval routed fraction per layer | train tok/s | ms/step | wall s | "
+    lines.append("| run | scored step (best validation) of steps trained | validation bits/byte | eval routed fraction per layer | train tok/s | ms/step | wall s | "
                  "learning curves |")
     lines.append("|---|---|---|---|---|---|---|---|")
     for r in runs:
@@ -238,7 +238,7 @@ def study(args):
         links = " ".join(f"[{k}]({os.path.relpath(p, rel)})" for k, p in sorted(svgs.items())) or "—"
         ev = r["eval"]
         step = ev["step"] if ev else r["steps_done"]
-        lines.append(f"| {name} | {step}/{r['run']['steps']}{'' if r['run'].get('finished') else ' (partial)'} | "
+        lines.append(f"| {name} | {step} of {r['steps_done']}/{r['run']['steps']}{'' if r['run'].get('finished') else ' (partial)'} | "
                      f"{fmt(ev['bits_per_byte'], 4) if ev else '—'} | {fractions(ev['routed_fraction']) if ev else '—'} | "
                      f"{fmt(r['tok_s'], 0)} | {fmt(r['ms'], 1)} | {r['run'].get('wall_s', '—')} | {links} |")
     if args.svg_dir:

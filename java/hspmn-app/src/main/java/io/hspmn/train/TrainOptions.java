@@ -91,6 +91,7 @@ public final class TrainOptions {
     private final long saveEvery;
     private final Path out;
     private final boolean resume;
+    private final boolean keepBest;
     private final Backend backend;
     private final int threads;
     private final long stopAfter;
@@ -128,6 +129,7 @@ public final class TrainOptions {
         saveEvery = b.saveEvery;
         out = b.out;
         resume = b.resume;
+        keepBest = b.keepBest;
         backend = b.backend;
         threads = b.threads;
         stopAfter = b.stopAfter;
@@ -159,6 +161,9 @@ public final class TrainOptions {
                     (b, v) -> b.out(Path.of(v)), o -> o.out == null ? null : o.out.toString()),
             new Option("resume", null, "continue the run whose checkpoint is in --out (same batches, noise and schedule)",
                     Scope.SESSION, (b, v) -> b.resume(Boolean.parseBoolean(v)), o -> Boolean.toString(o.resume)),
+            new Option("keep-best", null, "also keep best.safetensors in --out: the checkpoint of the best validation "
+                    + "so far (small data overfits: nanoGPT keeps only its best), for hspmn eval / sample", Scope.SESSION,
+                    (b, v) -> b.keepBest(Boolean.parseBoolean(v)), o -> Boolean.toString(o.keepBest)),
             new Option("dim", "D", "model width", Scope.MODEL, (b, v) -> b.dim(i("dim", v)), o -> Integer.toString(o.dim)),
             new Option("layers", "L", "number of HSPMN blocks", Scope.MODEL, (b, v) -> b.layers(i("layers", v)),
                     o -> Integer.toString(o.layers)),
@@ -498,6 +503,7 @@ public final class TrainOptions {
     public long saveEvery() { return saveEvery; }
     public Path out() { return out; }
     public boolean resume() { return resume; }
+    public boolean keepBest() { return keepBest; }
     public Backend backend() { return backend; }
     public int threads() { return threads; }
     public long stopAfter() { return stopAfter; }
@@ -578,6 +584,7 @@ public final class TrainOptions {
         private long saveEvery = 500;
         private Path out;
         private boolean resume;
+        private boolean keepBest;
         private Backend backend = Backend.AUTO;
         private int threads;
         private long stopAfter;
@@ -632,6 +639,7 @@ public final class TrainOptions {
         public Builder saveEvery(long v) { saveEvery = v; return this; }
         public Builder out(Path v) { out = v; return this; }
         public Builder resume(boolean v) { resume = v; return this; }
+        public Builder keepBest(boolean v) { keepBest = v; return this; }
         public Builder backend(Backend v) { backend = Objects.requireNonNull(v); return this; }
         public Builder threads(int v) { threads = v; return this; }
         public Builder stopAfter(long v) { stopAfter = v; return this; }

@@ -59,6 +59,8 @@ import java.util.Objects;
  */
 public final class Trainer implements AutoCloseable {
     public static final String CHECKPOINT = "checkpoint.safetensors";
+    /** With --keep-best: the checkpoint of the best validation bits/byte so far. */
+    public static final String BEST = "best.safetensors";
     public static final String METRICS = "metrics.jsonl";
     public static final String REPORT = "report.html";
 
@@ -113,6 +115,7 @@ public final class Trainer implements AutoCloseable {
     private long lastSaved = -1;    // the step of the last checkpoint this invocation wrote
     private boolean lastStepSkipped;
     private final boolean biasControl;  // router bias control: threshold routing and a rate > 0
+    private double bestValidation = Double.POSITIVE_INFINITY;  // bits/byte of best.safetensors (--keep-best)
 
     private Trainer(TrainOptions options, PrintStream log, ByteCorpus corpus, Context ctx, LanguageModel model,
                     TrainCheckpoint.State resumed) throws IOException {
@@ -147,6 +150,10 @@ public final class Trainer implements AutoCloseable {
                         + resumed.rngState()[TrainCheckpoint.RNG_SPLIT_BYTES] + " (" + e.getMessage() + ")");
             }
             this.step = resumed.step();
+            // before the metrics are cut back to the checkpoint's step: best.safetensors may be newer than it
+            if (options.keepBest() && Files.isRegularFile(options.out().resolve(BEST)) && Files.isRegularFile(metricsPath)) {
+                bestValidation = bestValidationLogged(metricsPath);
+            }
             this.metrics = MetricsWriter.resume(metricsPath, step);
         } else {
             this.metrics = MetricsWriter.create(metricsPath);
@@ -301,6 +308,10 @@ public final class Trainer implements AutoCloseable {
                 lastEval = evaluate();
                 lastEvalStep = step;
                 m = m.withValidation(lastEval.loss(), lastEval.bitsPerByte(), lastEval.routedFraction());
+                if (options.keepBest() && lastEval.bitsPerByte() < bestValidation) {
+                    bestValidation = lastEval.bitsPerByte();
+                    TrainCheckpoint.capture(model, storedOptions(), step, sampler.state()).save(options.out().resolve(BEST));
+                }
             }
             metrics.write(m);
             bar.update(step, m.loss(), m.bitsPerByte(), m.tokS());
@@ -433,6 +444,21 @@ public final class Trainer implements AutoCloseable {
         metrics.sync();
         lastSaved = step;
         return checkpointPath;
+    }
+
+    /**
+     * The lowest val_bpb in the metrics a resumed run keeps (its best.safetensors was written at that
+     * validation), so a resumed --keep-best run replaces it only with a better one.
+     */
+    private static double bestValidationLogged(Path metricsPath) throws IOException {
+        double best = Double.POSITIVE_INFINITY;
+        for (String line : Files.readAllLines(metricsPath)) {
+            com.google.gson.JsonElement v = com.google.gson.JsonParser.parseString(line).getAsJsonObject().get("val_bpb");
+            if (v != null && !v.isJsonNull()) {
+                best = Math.min(best, v.getAsDouble());
+            }
+        }
+        return best;
     }
 
     /** What the checkpoint records: the data path made absolute, so a resume from another folder finds it. */
