@@ -28,7 +28,7 @@ class GpuHeldOutEvalTest {
     void cudaScoresTheHeldOutTextAsTheCpuDoes() throws Exception {
         GpuAssumptions.requireCuda();
         // 1,001 held-out bytes at S = 64: 15 whole windows (batches of 4, 4, 4, 3) and one of 40
-        byte[] text = Arrays.copyOfRange(Files.readAllBytes(Path.of("..", "data", "corpus.txt")), 20_000, 22_002);
+        byte[] text = Arrays.copyOfRange(Files.readAllBytes(Path.of("..", "..", "data", "corpus.txt")), 20_000, 22_002);
         Path file = dir.resolve("text.txt");
         Files.write(file, text);
         ModelConfig config = ModelConfig.byteLevel(2, HspmnConfig.builder().dim(128).numHeads(2).numKvHeads(1)
