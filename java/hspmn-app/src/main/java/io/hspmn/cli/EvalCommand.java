@@ -63,21 +63,10 @@ final class EvalCommand {
         if (!args.positional.isEmpty()) {
             throw new UsageException("unexpected argument '" + args.positional.getFirst() + "' (options start with --)");
         }
-        Path ckpt = VerifyCommand.checkpointFile(Path.of(args.required("ckpt", "the checkpoint (or training --out folder)")));
-        if (!Files.isRegularFile(ckpt)) {
-            throw new UsageException("--ckpt: no checkpoint at " + ckpt);
-        }
-        TrainCheckpoint.State state;
-        try {
-            state = TrainCheckpoint.load(ckpt, w -> err.println("warning: " + w));
-        } catch (InvalidSafeTensorsException e) {
-            throw new UsageException("--ckpt: " + e.getMessage());
-        }
+        ByteModelCheckpoint loaded = ByteModelCheckpoint.load(args, err, "eval scores bytes");
+        Path ckpt = loaded.file();
+        TrainCheckpoint.State state = loaded.state();
         ModelConfig config = state.model();
-        if (config.vocabSize() != ModelConfig.BYTE_VOCAB) {
-            throw new UsageException("--ckpt: the model has a vocabulary of " + config.vocabSize()
-                    + " tokens; eval scores bytes (256)");
-        }
         // Without stored training options there is no run to take the split and context from: they must be given.
         boolean stored = TrainCheckpoint.hasTrainingOptions(state);
         TrainOptions run = state.options();

@@ -53,7 +53,6 @@ final class SampleCommand {
         if (!args.positional.isEmpty()) {
             throw new UsageException("unexpected argument '" + args.positional.getFirst() + "' (options start with --)");
         }
-        Path ckpt = VerifyCommand.checkpointFile(Path.of(args.required("ckpt", "the checkpoint (or training --out folder)")));
         byte[] prompt = args.required("prompt", "the text to continue").getBytes(StandardCharsets.UTF_8);
         if (prompt.length == 0) {
             throw new UsageException("--prompt is empty: give at least one character to continue");
@@ -66,20 +65,10 @@ final class SampleCommand {
             case "cuda" -> Backend.CUDA;
             default -> throw new UsageException("--backend: '" + args.get("backend", "") + "' is not auto, cpu or cuda");
         };
-        if (!Files.isRegularFile(ckpt)) {
-            throw new UsageException("--ckpt: no checkpoint at " + ckpt);
-        }
-        TrainCheckpoint.State state;
-        try {
-            state = TrainCheckpoint.load(ckpt, w -> err.println("warning: " + w));
-        } catch (InvalidSafeTensorsException e) {
-            throw new UsageException("--ckpt: " + e.getMessage());
-        }
+        ByteModelCheckpoint loaded = ByteModelCheckpoint.load(args, err, "sample reads and writes bytes");
+        Path ckpt = loaded.file();
+        TrainCheckpoint.State state = loaded.state();
         ModelConfig config = state.model();
-        if (config.vocabSize() != ModelConfig.BYTE_VOCAB) {
-            throw new UsageException("--ckpt: the model has a vocabulary of " + config.vocabSize()
-                    + " tokens; sample reads and writes bytes (256)");
-        }
         byte[] text = Arrays.copyOf(prompt, prompt.length + maxNew);
         try (Context ctx = Context.create(ContextOptions.defaults().withBackend(backend).withNumThreads(threads));
              LanguageModel model = LanguageModel.create(ctx, config, 0)) {
