@@ -55,7 +55,6 @@ Bounds (MODEL.md "Numerics": bf16 paths 1e-3 .. 1e-2, float32 paths < 1e-4):
                      (A lost accumulation would show 0.5.)
 """
 
-import argparse
 import ctypes as C
 import math
 import os
@@ -65,6 +64,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import check_harness  # noqa: E402
 import hspmn_lm  # noqa: E402
 import hspmn_ref  # noqa: E402
 from hspmn_ctypes import (BACKENDS, BF16, F32, I32, AdamwParams, AdamwResult, AllocStats,  # noqa: E402,F401
@@ -494,35 +494,13 @@ def run_case(lib, backend, threads, case, rows):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--lib", default=os.path.join(ROOT, "native", "build", "libhspmn.so"))
-    ap.add_argument("--backend", choices=sorted(BACKENDS), default="cpu")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--case", action="append", help="run only these cases (by name)")
-    args = ap.parse_args()
-    torch.set_num_threads(max(1, args.threads))
+    args = check_harness.parse(check_harness.parser(__doc__, cases=True))
     lib = Lib(args.lib)
-    cases = [c for c in CASES if not args.case or c[0] in args.case]
-    rows, failures = [], []
-    for case in cases:
-        try:
-            failures += run_case(lib, args.backend, args.threads, case, rows)
-        except RuntimeError as e:
-            failures.append(f"{case[0]}: {e}")
-    print(f"{'case':<20} {'check':<58} {'value':>10} {'bound':>8}")
-    for case, what, err, bound in rows:
-        flag = "" if err <= bound else "  FAIL"
-        print(f"{case:<20} {what:<58} {err:>10.2e} {bound:>8.0e}{flag}")
-    st = AllocStats()
-    lib.ok(lib.alloc_stats_get(C.byref(st)), "alloc_stats_get")
-    if st.live_tensors or st.live_blocks or st.live_contexts or st.live_bytes:
-        failures.append(f"leak after all cases: tensors {st.live_tensors}, blocks {st.live_blocks}, "
-                        f"contexts {st.live_contexts}, bytes {st.live_bytes}")
-    for f in failures:
-        print("FAIL", f)
-    checks = sum(1 for r in rows if r[3] != math.inf)
-    print(f"check_model --backend {args.backend}: {len(cases)} cases, {checks} checks, {len(failures)} failures")
-    return 1 if failures else 0
+    cases = check_harness.selected(CASES, args)
+    rows = []
+    failures = check_harness.run_cases(cases, lambda c: run_case(lib, args.backend, args.threads, c, rows))
+    return check_harness.verdict(lib, rows, failures, f"check_model --backend {args.backend}: {len(cases)} cases, "
+                                 "{checks} checks, {failures} failures")
 
 
 if __name__ == "__main__":
