@@ -164,7 +164,8 @@ def study(args):
                  f"lr {first['lr']} (warm-up {first['warmup']}, cosine to x{first['min_lr_ratio']}), beta2 {first['beta2']}, "
                  f"dropout {first['dropout']}, threshold routing"
                  + (f", extra options `{first['extra_args']}`" if first.get("extra_args") else "")
-                 + f"; {first['jobs']} run(s) at a time on the device (tok/s and ms/step are of a shared device when more than 1)."
+                 + f"; {'/'.join(str(j) for j in sorted({r['run']['jobs'] for r in runs}))} run(s) at a time on the device "
+                 "(each run.json says which; tok/s and ms/step are of a shared device when more than 1)."
                  )
     lines.append("")
     lines.append("| context | batch | rho | runs | scored step (best validation) | validation bits/byte: mean (min–max) | vs rho 1.0 | "
