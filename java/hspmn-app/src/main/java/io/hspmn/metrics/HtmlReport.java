@@ -4,6 +4,7 @@ import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
@@ -67,7 +68,10 @@ public final class HtmlReport {
                 skipped++;
             }
         }
-        Files.writeString(html, render(new ArrayList<>(byStep.values()), skipped, options), StandardCharsets.UTF_8);
+        // written beside and moved over: the trainer rewrites it while running, and a kill must not tear it
+        Path tmp = html.resolveSibling(html.getFileName() + ".tmp");
+        Files.writeString(tmp, render(new ArrayList<>(byStep.values()), skipped, options), StandardCharsets.UTF_8);
+        Files.move(tmp, html, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
     }
 
     static String render(List<StepMetrics> steps, int skipped, Options o) {

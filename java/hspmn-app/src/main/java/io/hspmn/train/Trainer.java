@@ -52,7 +52,7 @@ import java.util.Objects;
  * the divergence.
  *
  * <p>Writes into {@code --out}: {@value #METRICS} (one JSON line per step), {@value #CHECKPOINT} (every
- * {@code save-every} steps and at the end, atomically) and {@value #REPORT}. Validation runs every
+ * {@code save-every} steps and at the end, atomically) and {@value #REPORT} (after every validation and at the end). Validation runs every
  * {@code eval-every} steps and at the last step, in evaluation mode (no noise): bits per byte and the
  * routed fraction per layer. {@code --resume} continues bit for bit: the same batches (the sampler's
  * position is in the checkpoint), the same noise (keyed by the step) and the same schedule.
@@ -310,10 +310,13 @@ public final class Trainer implements AutoCloseable {
                 m = m.withValidation(lastEval.loss(), lastEval.bitsPerByte(), lastEval.routedFraction());
                 if (options.keepBest() && lastEval.bitsPerByte() < bestValidation) {
                     bestValidation = lastEval.bitsPerByte();
-                    TrainCheckpoint.capture(model, storedOptions(), step, sampler.state()).save(options.out().resolve(BEST));
+                    capture().save(options.out().resolve(BEST));
                 }
             }
             metrics.write(m);
+            if (m.hasValidation()) {
+                writeReport();  // kept current, so a run stopped from outside still has its charts
+            }
             bar.update(step, m.loss(), m.bitsPerByte(), m.tokS());
             if (m.hasValidation()) {
                 bar.finish();
@@ -439,8 +442,7 @@ public final class Trainer implements AutoCloseable {
 
     /** Writes the checkpoint (atomically) and forces the metrics to disk. */
     public Path save() throws IOException {
-        Checkpoint c = TrainCheckpoint.capture(model, storedOptions(), step, sampler.state());
-        c.save(checkpointPath);
+        capture().save(checkpointPath);
         metrics.sync();
         lastSaved = step;
         return checkpointPath;
@@ -453,12 +455,21 @@ public final class Trainer implements AutoCloseable {
     private static double bestValidationLogged(Path metricsPath) throws IOException {
         double best = Double.POSITIVE_INFINITY;
         for (String line : Files.readAllLines(metricsPath)) {
-            com.google.gson.JsonElement v = com.google.gson.JsonParser.parseString(line).getAsJsonObject().get("val_bpb");
-            if (v != null && !v.isJsonNull()) {
-                best = Math.min(best, v.getAsDouble());
+            try {
+                Double v = StepMetrics.fromJson(line).valBpb();
+                if (v != null) {
+                    best = Math.min(best, v);
+                }
+            } catch (IllegalArgumentException torn) {
+                // the last line of a killed run may be cut short; MetricsWriter.resume drops it too
             }
         }
         return best;
+    }
+
+    /** The run's state now: weights, moments, options, step and sampler position (what --resume reads). */
+    private Checkpoint capture() {
+        return TrainCheckpoint.capture(model, storedOptions(), step, sampler.state());
     }
 
     /** What the checkpoint records: the data path made absolute, so a resume from another folder finds it. */
