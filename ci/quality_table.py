@@ -146,15 +146,21 @@ def extract_svgs(report_html, prefix, svg_dir):
 
 # ---- the study table --------------------------------------------------------------------------------
 
-def study(args):
-    runs = collect(args.root, "runs")
+def grouped(root, kind):
+    """The runs under root/kind and the same grouped by (context, batch, rho); ([], {}) with a message when none."""
+    runs = collect(root, kind)
     if not runs:
-        print(f"quality_table: no runs under {args.root}/runs", file=sys.stderr)
-        return 1
+        print(f"quality_table: no runs under {root}/{kind}", file=sys.stderr)
     groups = {}
     for r in runs:
-        k = (r["run"]["context"], r["run"]["batch"], float(r["run"]["rho"]))
-        groups.setdefault(k, []).append(r)
+        groups.setdefault((r["run"]["context"], r["run"]["batch"], float(r["run"]["rho"])), []).append(r)
+    return runs, groups
+
+
+def study(args):
+    runs, groups = grouped(args.root, "runs")
+    if not runs:
+        return 1
     first = runs[0]["run"]
     lines = []
     dates = sorted(r["run"].get("date", "") for r in runs)
@@ -268,13 +274,10 @@ def study(args):
 # ---- the timing table ----------------------------------------------------------------------------------
 
 def timing(args):
-    runs = collect(args.root, "timing")
+    runs, groups = grouped(args.root, "timing")
     if not runs:
-        print(f"quality_table: no timing runs under {args.root}/timing", file=sys.stderr)
         return 1
-    by = {}
-    for r in runs:
-        by[(r["run"]["context"], r["run"]["batch"], float(r["run"]["rho"]))] = r
+    by = {k: g[-1] for k, g in groups.items()}
     first = runs[0]["run"]
     lines = [f"Measured on {first.get('device', '?')} ({first.get('backend')}), {first.get('date', '')[:10]}; "
              f"{first['layers']} layers, width {first['dim']}, {first['heads']} heads / {first['kv_heads']} kv heads, "
