@@ -68,7 +68,7 @@ import check_harness  # noqa: E402
 import hspmn_lm  # noqa: E402
 import hspmn_ref  # noqa: E402
 from hspmn_ctypes import (BACKENDS, BF16, F32, I32, AdamwParams, AdamwResult, AllocStats,  # noqa: E402,F401
-                          Context, ContextParams, Lib, ModelBackwardParams, ModelForwardParams, ModelParams,
+                          Context, ContextParams, ModelBackwardParams, ModelForwardParams, ModelParams,
                           TensorDesc, bf16_bits_to_f32, rel)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -302,25 +302,13 @@ def check_router_bias(lib, native, cfg, tokens, targets, noise_seed, step, repor
         native.set("model_set_param", n, saved[n])
 
 
-def run_case(lib, backend, threads, case, rows):
+def run_case(lib, args, case, rows):
+    backend, threads = args.backend, args.threads
     name, V, L, B, S, block, seed, *rest = case
     drop = rest[0] if rest else 0.0  # residual dropout of every training forward
-    failures = []
-
-    def report(what, err, bound):
-        rows.append((name, what, err, bound))
-        if not (err <= bound):
-            failures.append(f"{name}: {what} {err:.3g} > {bound:g}")
-
-    def info(what, value):
-        rows.append((name, "(info) " + what, value, math.inf))
-
-    defaults = lib.block_default_params()
-    full = {k: getattr(defaults, k) for k, _ in defaults._fields_ if k != "reserved"}
-    full.update(block)
-    full["routing"] = block["routing"]
-    ref_block = hspmn_ref.BlockConfig(**{k: full[k] for k in hspmn_ref.BlockConfig.__dataclass_fields__})
-    cfg = hspmn_lm.LMConfig(vocab_size=V, num_layers=L, block=ref_block).validate()
+    c = check_harness.Case(name, rows)
+    report, info, failures = c.check, c.info, c.failures
+    cfg = check_harness.lm_config(lib, V, L, block)
     routing = block["routing"]
     rng = np.random.default_rng(seed)
     ctx = Context(lib, backend, threads)
@@ -494,13 +482,7 @@ def run_case(lib, backend, threads, case, rows):
 
 
 def main():
-    args = check_harness.parse(check_harness.parser(__doc__, cases=True))
-    lib = Lib(args.lib)
-    cases = check_harness.selected(CASES, args)
-    rows = []
-    failures = check_harness.run_cases(cases, lambda c: run_case(lib, args.backend, args.threads, c, rows))
-    return check_harness.verdict(lib, rows, failures, f"check_model --backend {args.backend}: {len(cases)} cases, "
-                                 "{checks} checks, {failures} failures")
+    return check_harness.main(__doc__, "check_model", CASES, run_case)
 
 
 if __name__ == "__main__":
