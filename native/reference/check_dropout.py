@@ -205,9 +205,5 @@ def run_case(lib, args, case, rows):
     return failures
 
 
-def main():
-    return check_harness.main(__doc__, "check_dropout", CASES, run_case)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(check_harness.main(__doc__, "check_dropout", CASES, run_case))

@@ -309,6 +309,15 @@ def run_case(lib, args, case, rows):
     c = check_harness.Case(name, rows)
     report, info, failures = c.check, c.info, c.failures
     cfg = check_harness.lm_config(lib, V, L, block)
+
+    def report_forward(mode, loss, stats, out):
+        """hspmn_model_forward's loss [loss, ce] and stats [L, (aux, routed fraction)] against the reference's."""
+        report(f"{mode}.loss", rel(loss[0], float(out.loss.detach())), LOSS_BOUND)
+        report(f"{mode}.ce", rel(loss[1], float(out.ce.detach())), LOSS_BOUND)
+        for i in range(L):
+            report(f"{mode}.aux[{i}]", rel(stats[i, 0], float(out.aux[i].detach())), AUX_BOUND)
+            report(f"{mode}.routed_fraction[{i}] (exact)",
+                   0.0 if stats[i, 1] == np.float32(float(out.routed_fraction[i])) else math.inf, 0.0)
     routing = block["routing"]
     rng = np.random.default_rng(seed)
     ctx = Context(lib, backend, threads)
@@ -356,12 +365,7 @@ def run_case(lib, args, case, rows):
         ref.zero_grad(set_to_none=True)
 
         loss, stats = native.forward(tokens, targets, 1, noise_seed, step, drop)
-        report("train.loss", rel(loss[0], float(out.loss.detach())), LOSS_BOUND)
-        report("train.ce", rel(loss[1], float(out.ce.detach())), LOSS_BOUND)
-        for i in range(L):
-            report(f"train.aux[{i}]", rel(stats[i, 0], float(out.aux[i].detach())), AUX_BOUND)
-            report(f"train.routed_fraction[{i}] (exact)",
-                   0.0 if stats[i, 1] == np.float32(float(out.routed_fraction[i])) else math.inf, 0.0)
+        report_forward("train", loss, stats, out)
         native.backward()
         grads = native.grads()
         for pname in native.names:
@@ -467,12 +471,7 @@ def run_case(lib, args, case, rows):
             out = ref(torch.from_numpy(tokens), torch.from_numpy(targets), training=False)
             ref_logits = ref.logits(out.hidden[:, -1:, :])[:, 0, :].numpy()  # [B, V]: only the last position
         loss, stats = native.forward(tokens, targets, 0)
-        report("eval.loss", rel(loss[0], float(out.loss.detach())), LOSS_BOUND)
-        report("eval.ce", rel(loss[1], float(out.ce.detach())), LOSS_BOUND)
-        for i in range(L):
-            report(f"eval.aux[{i}]", rel(stats[i, 0], float(out.aux[i].detach())), AUX_BOUND)
-            report(f"eval.routed_fraction[{i}] (exact)",
-                   0.0 if stats[i, 1] == np.float32(float(out.routed_fraction[i])) else math.inf, 0.0)
+        report_forward("eval", loss, stats, out)
         report("logits (last position)", rel(native.logits(tokens, V), ref_logits), GRAD_BOUND)
     finally:
         if native is not None:
@@ -481,9 +480,5 @@ def run_case(lib, args, case, rows):
     return failures
 
 
-def main():
-    return check_harness.main(__doc__, "check_model", CASES, run_case)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(check_harness.main(__doc__, "check_model", CASES, run_case))
