@@ -23,12 +23,14 @@ from hspmn_ctypes import BACKENDS, AllocStats, Lib
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
 
-def parser(description=None, cases=False):
-    """--lib, --backend, --threads (and --case NAME, repeatable, when the check has named cases)."""
+def parser(description=None, cases=False, backend=True):
+    """--lib, --backend, --threads (without backend: --lib alone, for a check that runs both backends) and
+    --case NAME, repeatable, when the check has named cases."""
     ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lib", default=os.path.join(ROOT, "native", "build", "libhspmn.so"))
-    ap.add_argument("--backend", choices=sorted(BACKENDS), default="cpu")
-    ap.add_argument("--threads", type=int, default=2)
+    if backend:
+        ap.add_argument("--backend", choices=sorted(BACKENDS), default="cpu")
+        ap.add_argument("--threads", type=int, default=2)
     if cases:
         ap.add_argument("--case", action="append", help="run only these cases (by name)")
     return ap
@@ -36,7 +38,7 @@ def parser(description=None, cases=False):
 
 def parse(ap):
     args = ap.parse_args()
-    torch.set_num_threads(max(1, args.threads))
+    torch.set_num_threads(max(1, getattr(args, "threads", 2)))
     return args
 
 
