@@ -227,7 +227,8 @@ def main():
     ]
     picked = check_harness.selected(cases, args)
     rows, failures = [], []
-    failures += check_harness.run_cases(picked, lambda c: run_case(lib, check_harness.Case(c[0], rows, failures), **c[1]))
+    failures += check_harness.run_cases(
+        picked, lambda c: run_case(lib, check_harness.Case(c[0], rows, failures), **c[1]))
     return check_harness.verdict(lib, rows, failures, f"check_cuda_block: {len(picked)} cases, "
                                  "{checks} checks, {failures} failures")
 

@@ -451,7 +451,8 @@ def run_case(lib, args, case, rows):
 def main():
     def options(ap):
         ap.add_argument("--path", choices=["append", "step", "graph"], default="append",
-                        help="how the T = 1 calls run: hspmn_decoder_append, hspmn_decoder_step, or the step after capture")
+                        help="how the T = 1 calls run: hspmn_decoder_append, hspmn_decoder_step, "
+                             "or the step after capture")
     return check_harness.main(__doc__, "check_decode", CASES, run_case, options, lambda args: f" --path {args.path}")
 
 

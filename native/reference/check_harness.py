@@ -47,7 +47,8 @@ def selected(cases, args):
     wanted = getattr(args, "case", None)
     unknown = set(wanted or []) - {c[0] for c in cases}
     if unknown:
-        raise SystemExit(f"--case: no case named {', '.join(sorted(unknown))} (cases: {', '.join(c[0] for c in cases)})")
+        raise SystemExit(f"--case: no case named {', '.join(sorted(unknown))} "
+                         f"(cases: {', '.join(c[0] for c in cases)})")
     return [c for c in cases if not wanted or c[0] in wanted]
 
 
