@@ -88,6 +88,7 @@ public final class TrainOptions {
     private final float dropout;
     private final long evalEvery;
     private final int earlyStop;
+    private final int routerMeasureEvery;
     private final int evalBatches;
     private final long saveEvery;
     private final Path out;
@@ -127,6 +128,7 @@ public final class TrainOptions {
         dropout = b.dropout;
         evalEvery = b.evalEvery;
         earlyStop = b.earlyStop;
+        routerMeasureEvery = b.routerMeasureEvery;
         evalBatches = b.evalBatches;
         saveEvery = b.saveEvery;
         out = b.out;
@@ -211,6 +213,11 @@ public final class TrainOptions {
             new Option("router-bias-rate", "G", "threshold routing: after each step every layer's router bias moves by G "
                     + "toward routing the aux target's share of tokens without noise (0: off)", Scope.RUN,
                     (b, v) -> b.routerBiasRate(f("router-bias-rate", v)), o -> Float.toString(o.routerBiasRate)),
+            new Option("router-measure-every", "K", "with --dropout, the router bias control measures routing in an "
+                    + "evaluation-mode forward of the step's batch every K steps and moves the bias by K times the rate "
+                    + "(dropped branches make training forwards route more or less than evaluation does); 0: measure "
+                    + "the training forwards", Scope.RUN, (b, v) -> b.routerMeasureEvery(i("router-measure-every", v)),
+                    o -> Integer.toString(o.routerMeasureEvery)),
             new Option("seed", "N", "seeds the initial weights, the batch order and the routing noise", Scope.RUN,
                     (b, v) -> b.seed(l("seed", v)), o -> Long.toString(o.seed)),
             new Option("dropout", "P", "residual dropout on the reflexive and attention branches while training, in "
@@ -330,6 +337,7 @@ public final class TrainOptions {
         atLeast("aux-warmup", auxWarmup, 0);
         atLeast("eval-every", evalEvery, 0);
         atLeast("early-stop", earlyStop, 0);
+        atLeast("router-measure-every", routerMeasureEvery, 0);
         if (earlyStop > 0 && evalEvery == 0) {
             throw new IllegalArgumentException("--early-stop " + earlyStop + " needs validations during the run: set --eval-every");
         }
@@ -426,13 +434,17 @@ public final class TrainOptions {
 
     /**
      * Applies stored options onto {@code b}. Options stored before {@code router_bias_rate} existed
-     * read it as 0: those runs trained without router bias control, and resume so.
+     * read it as 0: those runs trained without router bias control, and resume so; likewise a missing
+     * {@code router_measure_every} reads as 0 (the control measured the training forwards then).
      *
      * @throws IllegalArgumentException for an unknown key or a bad value, naming it
      */
     public static Builder applyStored(Builder b, JsonObject stored) {
         if (!stored.has(option("router-bias-rate").jsonKey())) {
             b.routerBiasRate(0f);
+        }
+        if (!stored.has(option("router-measure-every").jsonKey())) {
+            b.routerMeasureEvery(0);
         }
         for (Map.Entry<String, JsonElement> e : stored.entrySet()) {
             Option opt = option(e.getKey().replace('_', '-'));
@@ -509,6 +521,7 @@ public final class TrainOptions {
     public float dropout() { return dropout; }
     public long evalEvery() { return evalEvery; }
     public int earlyStop() { return earlyStop; }
+    public int routerMeasureEvery() { return routerMeasureEvery; }
     public int evalBatches() { return evalBatches; }
     public long saveEvery() { return saveEvery; }
     public Path out() { return out; }
@@ -591,6 +604,7 @@ public final class TrainOptions {
         private float dropout;
         private long evalEvery = 100;
         private int earlyStop;
+        private int routerMeasureEvery = 4;
         private int evalBatches = 8;
         private long saveEvery = 500;
         private Path out;
@@ -647,6 +661,7 @@ public final class TrainOptions {
         public Builder dropout(float v) { dropout = v; return this; }
         public Builder evalEvery(long v) { evalEvery = v; return this; }
         public Builder earlyStop(int v) { earlyStop = v; return this; }
+        public Builder routerMeasureEvery(int v) { routerMeasureEvery = v; return this; }
         public Builder evalBatches(int v) { evalBatches = v; return this; }
         public Builder saveEvery(long v) { saveEvery = v; return this; }
         public Builder out(Path v) { out = v; return this; }

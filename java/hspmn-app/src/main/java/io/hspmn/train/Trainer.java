@@ -419,7 +419,18 @@ public final class Trainer implements AutoCloseable {
         AdamwResult u = model.adamwStep(new AdamwOptions(s + 1, lr, AdamwOptions.BETA1, options.beta2(),
                 AdamwOptions.EPS, options.weightDecay(), options.clip()));
         if (u.applied() && biasControl) {
-            model.routerBiasStep(auxTarget, options.routerBiasRate());
+            int k = options.routerMeasureEvery();
+            if (options.dropout() > 0 && k > 0) {
+                // Dropped branches widen the router logits of training forwards, so their l > 0 share is not
+                // what evaluation routes (a layer meant to route 0.1 routed 0.05 in evaluation): measure without
+                // dropout or noise on this step's last batch, every k steps, and move k steps' worth.
+                if ((s + 1) % k == 0) {
+                    LossResult e = model.forward(tokens, targets, ModelForwardOptions.evaluation());
+                    model.routerBiasApply(auxTarget, k * options.routerBiasRate(), e.routedFraction());
+                }
+            } else {
+                model.routerBiasStep(auxTarget, options.routerBiasRate());
+            }
         }
         step = s + 1;
         lastStepSkipped = !u.applied();
