@@ -87,6 +87,8 @@ public final class TrainOptions {
     private final long seed;
     private final float dropout;
     private final long evalEvery;
+    private final int earlyStop;
+    private final int routerMeasureEvery;
     private final int evalBatches;
     private final long saveEvery;
     private final Path out;
@@ -125,6 +127,8 @@ public final class TrainOptions {
         seed = b.seed;
         dropout = b.dropout;
         evalEvery = b.evalEvery;
+        earlyStop = b.earlyStop;
+        routerMeasureEvery = b.routerMeasureEvery;
         evalBatches = b.evalBatches;
         saveEvery = b.saveEvery;
         out = b.out;
@@ -209,6 +213,11 @@ public final class TrainOptions {
             new Option("router-bias-rate", "G", "threshold routing: after each step every layer's router bias moves by G "
                     + "toward routing the aux target's share of tokens without noise (0: off)", Scope.RUN,
                     (b, v) -> b.routerBiasRate(f("router-bias-rate", v)), o -> Float.toString(o.routerBiasRate)),
+            new Option("router-measure-every", "K", "with --dropout, the router bias control measures routing in an "
+                    + "evaluation-mode forward of the step's batch every K steps and moves the bias by K times the rate "
+                    + "(dropped branches make training forwards route more or less than evaluation does); 0: measure "
+                    + "the training forwards", Scope.RUN, (b, v) -> b.routerMeasureEvery(i("router-measure-every", v)),
+                    o -> Integer.toString(o.routerMeasureEvery)),
             new Option("seed", "N", "seeds the initial weights, the batch order and the routing noise", Scope.RUN,
                     (b, v) -> b.seed(l("seed", v)), o -> Long.toString(o.seed)),
             new Option("dropout", "P", "residual dropout on the reflexive and attention branches while training, in "
@@ -218,6 +227,9 @@ public final class TrainOptions {
                     (b, v) -> b.valFraction(d("val-fraction", v)), o -> Double.toString(o.valFraction)),
             new Option("eval-every", "N", "validate every N steps (0: only at the end)", Scope.ADJUSTABLE,
                     (b, v) -> b.evalEvery(l("eval-every", v)), o -> Long.toString(o.evalEvery)),
+            new Option("early-stop", "N", "stop once N validations in a row have not improved on the run's best "
+                    + "(small data overfits; the lr schedule still spans --steps; 0: off)", Scope.ADJUSTABLE,
+                    (b, v) -> b.earlyStop(i("early-stop", v)), o -> Integer.toString(o.earlyStop)),
             new Option("eval-batches", "N", "validation batches of --batch sequences per evaluation", Scope.ADJUSTABLE,
                     (b, v) -> b.evalBatches(i("eval-batches", v)), o -> Integer.toString(o.evalBatches)),
             new Option("save-every", "N", "checkpoint every N steps (0: only at the end)", Scope.ADJUSTABLE,
@@ -324,6 +336,11 @@ public final class TrainOptions {
         atLeast("warmup", warmup, 0);
         atLeast("aux-warmup", auxWarmup, 0);
         atLeast("eval-every", evalEvery, 0);
+        atLeast("early-stop", earlyStop, 0);
+        atLeast("router-measure-every", routerMeasureEvery, 0);
+        if (earlyStop > 0 && evalEvery == 0) {
+            throw new IllegalArgumentException("--early-stop " + earlyStop + " needs validations during the run: set --eval-every");
+        }
         atLeast("eval-batches", evalBatches, 1);
         atLeast("save-every", saveEvery, 0);
         atLeast("threads", threads, 0);
@@ -417,13 +434,17 @@ public final class TrainOptions {
 
     /**
      * Applies stored options onto {@code b}. Options stored before {@code router_bias_rate} existed
-     * read it as 0: those runs trained without router bias control, and resume so.
+     * read it as 0: those runs trained without router bias control, and resume so; likewise a missing
+     * {@code router_measure_every} reads as 0 (the control measured the training forwards then).
      *
      * @throws IllegalArgumentException for an unknown key or a bad value, naming it
      */
     public static Builder applyStored(Builder b, JsonObject stored) {
         if (!stored.has(option("router-bias-rate").jsonKey())) {
             b.routerBiasRate(0f);
+        }
+        if (!stored.has(option("router-measure-every").jsonKey())) {
+            b.routerMeasureEvery(0);
         }
         for (Map.Entry<String, JsonElement> e : stored.entrySet()) {
             Option opt = option(e.getKey().replace('_', '-'));
@@ -499,6 +520,8 @@ public final class TrainOptions {
     public long seed() { return seed; }
     public float dropout() { return dropout; }
     public long evalEvery() { return evalEvery; }
+    public int earlyStop() { return earlyStop; }
+    public int routerMeasureEvery() { return routerMeasureEvery; }
     public int evalBatches() { return evalBatches; }
     public long saveEvery() { return saveEvery; }
     public Path out() { return out; }
@@ -580,6 +603,8 @@ public final class TrainOptions {
         private long seed = 1;
         private float dropout;
         private long evalEvery = 100;
+        private int earlyStop;
+        private int routerMeasureEvery = 4;
         private int evalBatches = 8;
         private long saveEvery = 500;
         private Path out;
@@ -635,6 +660,8 @@ public final class TrainOptions {
         public Builder seed(long v) { seed = v; return this; }
         public Builder dropout(float v) { dropout = v; return this; }
         public Builder evalEvery(long v) { evalEvery = v; return this; }
+        public Builder earlyStop(int v) { earlyStop = v; return this; }
+        public Builder routerMeasureEvery(int v) { routerMeasureEvery = v; return this; }
         public Builder evalBatches(int v) { evalBatches = v; return this; }
         public Builder saveEvery(long v) { saveEvery = v; return this; }
         public Builder out(Path v) { out = v; return this; }
