@@ -89,6 +89,7 @@ public final class TrainOptions {
     private final long evalEvery;
     private final int earlyStop;
     private final int routerMeasureEvery;
+    private final double routerCalibration;
     private final int evalBatches;
     private final long saveEvery;
     private final Path out;
@@ -129,6 +130,7 @@ public final class TrainOptions {
         evalEvery = b.evalEvery;
         earlyStop = b.earlyStop;
         routerMeasureEvery = b.routerMeasureEvery;
+        routerCalibration = b.routerCalibration;
         evalBatches = b.evalBatches;
         saveEvery = b.saveEvery;
         out = b.out;
@@ -213,10 +215,13 @@ public final class TrainOptions {
             new Option("router-bias-rate", "G", "threshold routing: after each step every layer's router bias moves by G "
                     + "toward routing the aux target's share of tokens without noise (0: off)", Scope.RUN,
                     (b, v) -> b.routerBiasRate(f("router-bias-rate", v)), o -> Float.toString(o.routerBiasRate)),
-            new Option("router-measure-every", "K", "with --dropout, the router bias control measures routing in an "
-                    + "evaluation-mode forward of the step's batch every K steps and moves the bias by K times the rate "
-                    + "(dropped branches make training forwards route more or less than evaluation does); 0: measure "
-                    + "the training forwards", Scope.RUN, (b, v) -> b.routerMeasureEvery(i("router-measure-every", v)),
+            new Option("router-calibration", "F", "threshold routing: hold the last F of the training split out of "
+                    + "training as the router bias control's calibration text, where it measures routing in evaluation "
+                    + "mode every --router-measure-every steps (a model routes unseen text otherwise than the text it "
+                    + "learns); 0: the control measures the training forwards", Scope.RUN,
+                    (b, v) -> b.routerCalibration(d("router-calibration", v)), o -> Double.toString(o.routerCalibration)),
+            new Option("router-measure-every", "K", "with --router-calibration, measure every K steps and move the bias "
+                    + "by K times the rate", Scope.RUN, (b, v) -> b.routerMeasureEvery(i("router-measure-every", v)),
                     o -> Integer.toString(o.routerMeasureEvery)),
             new Option("seed", "N", "seeds the initial weights, the batch order and the routing noise", Scope.RUN,
                     (b, v) -> b.seed(l("seed", v)), o -> Long.toString(o.seed)),
@@ -337,7 +342,10 @@ public final class TrainOptions {
         atLeast("aux-warmup", auxWarmup, 0);
         atLeast("eval-every", evalEvery, 0);
         atLeast("early-stop", earlyStop, 0);
-        atLeast("router-measure-every", routerMeasureEvery, 0);
+        atLeast("router-measure-every", routerMeasureEvery, 1);
+        if (!(routerCalibration >= 0 && routerCalibration < 0.5)) {
+            throw new IllegalArgumentException("--router-calibration (" + routerCalibration + ") must be in [0, 0.5)");
+        }
         if (earlyStop > 0 && evalEvery == 0) {
             throw new IllegalArgumentException("--early-stop " + earlyStop + " needs validations during the run: set --eval-every");
         }
@@ -434,17 +442,13 @@ public final class TrainOptions {
 
     /**
      * Applies stored options onto {@code b}. Options stored before {@code router_bias_rate} existed
-     * read it as 0: those runs trained without router bias control, and resume so; likewise a missing
-     * {@code router_measure_every} reads as 0 (the control measured the training forwards then).
+     * read it as 0: those runs trained without router bias control, and resume so.
      *
      * @throws IllegalArgumentException for an unknown key or a bad value, naming it
      */
     public static Builder applyStored(Builder b, JsonObject stored) {
         if (!stored.has(option("router-bias-rate").jsonKey())) {
             b.routerBiasRate(0f);
-        }
-        if (!stored.has(option("router-measure-every").jsonKey())) {
-            b.routerMeasureEvery(0);
         }
         for (Map.Entry<String, JsonElement> e : stored.entrySet()) {
             Option opt = option(e.getKey().replace('_', '-'));
@@ -522,6 +526,7 @@ public final class TrainOptions {
     public long evalEvery() { return evalEvery; }
     public int earlyStop() { return earlyStop; }
     public int routerMeasureEvery() { return routerMeasureEvery; }
+    public double routerCalibration() { return routerCalibration; }
     public int evalBatches() { return evalBatches; }
     public long saveEvery() { return saveEvery; }
     public Path out() { return out; }
@@ -605,6 +610,7 @@ public final class TrainOptions {
         private long evalEvery = 100;
         private int earlyStop;
         private int routerMeasureEvery = 4;
+        private double routerCalibration;
         private int evalBatches = 8;
         private long saveEvery = 500;
         private Path out;
@@ -662,6 +668,7 @@ public final class TrainOptions {
         public Builder evalEvery(long v) { evalEvery = v; return this; }
         public Builder earlyStop(int v) { earlyStop = v; return this; }
         public Builder routerMeasureEvery(int v) { routerMeasureEvery = v; return this; }
+        public Builder routerCalibration(double v) { routerCalibration = v; return this; }
         public Builder evalBatches(int v) { evalBatches = v; return this; }
         public Builder saveEvery(long v) { saveEvery = v; return this; }
         public Builder out(Path v) { out = v; return this; }
