@@ -407,11 +407,6 @@ HSPMN_API hspmn_status hspmn_model_adamw_step(hspmn_model* model, const hspmn_ad
  * (0 changes nothing). fractions: [num_layers] f32 host memory that receives each f_i, or NULL.
  * HSPMN_ERR_STATE when no training forward came since the last call. */
 HSPMN_API hspmn_status hspmn_model_router_bias_step(hspmn_model* model, float target, float rate, float* fractions);
-/* The same update with each layer's f_i measured by the caller: measured is [num_layers] f32 host memory,
- * each in [0, 1], e.g. the routed fractions (stats[:, 1]) of an evaluation-mode hspmn_model_forward of
- * text held out of training (a model routes the text it learns otherwise than unseen text; native/README.md
- * "Router bias control"). What the training forwards measured since the last step is discarded. */
-HSPMN_API hspmn_status hspmn_model_router_bias_apply(hspmn_model* model, float target, float rate, const float* measured);
 /* AdamW's moments of a parameter (f32, its shape; zero until the first step): which 0 = m, 1 = v. */
 HSPMN_API hspmn_status hspmn_model_get_moment(const hspmn_model* model, const char* name, int32_t which,
                                               hspmn_tensor* dst);

@@ -236,7 +236,6 @@ FUNCTIONS = {
     "hspmn_adamw_default_params": (AdamwParams, []),
     "hspmn_model_adamw_step": (C.c_int32, [C.c_void_p, C.POINTER(AdamwParams), C.POINTER(AdamwResult)]),
     "hspmn_model_router_bias_step": (C.c_int32, [C.c_void_p, C.c_float, C.c_float, C.c_void_p]),
-    "hspmn_model_router_bias_apply": (C.c_int32, [C.c_void_p, C.c_float, C.c_float, C.c_void_p]),
     "hspmn_model_get_moment": (C.c_int32, [C.c_void_p, C.c_char_p, C.c_int32, C.c_void_p]),
     "hspmn_model_set_moment": (C.c_int32, [C.c_void_p, C.c_char_p, C.c_int32, C.c_void_p]),
     "hspmn_decoder_create": (C.c_int32, [C.c_void_p, C.c_int32, C.c_int64, C.c_void_p]),

@@ -2,7 +2,6 @@
 // ids included, before any op runs; the model itself is src/model/.
 #include <cmath>
 #include <memory>
-#include <vector>
 #include <string>
 
 #include "../core/alloc.h"
@@ -365,42 +364,19 @@ hspmn_status hspmn_model_adamw_step(hspmn_model* model, const hspmn_adamw_params
     });
 }
 
-// What the router bias control's two entry points check before touching router.b.
-static void check_bias_control(const hspmn_model* model, float target, float rate) {
-    check_model(model);
-    if (model->impl->params().block.routing != HSPMN_ROUTING_THRESHOLD)
-        fail(HSPMN_ERR_INVALID_ARGUMENT, "router bias control needs threshold routing (topk selects k tokens "
-                                         "whatever the bias)");
-    if (!(target >= 0.0f && target <= 1.0f))
-        fail(HSPMN_ERR_INVALID_ARGUMENT, "target (%g) must be in [0, 1]", static_cast<double>(target));
-    if (!(std::isfinite(rate) && rate >= 0.0f))
-        fail(HSPMN_ERR_INVALID_ARGUMENT, "rate (%g) must be finite and >= 0", static_cast<double>(rate));
-}
-
 hspmn_status hspmn_model_router_bias_step(hspmn_model* model, float target, float rate, float* fractions) {
     return guarded("hspmn_model_router_bias_step", [&] {
-        check_bias_control(model, target, rate);
+        check_model(model);
+        if (model->impl->params().block.routing != HSPMN_ROUTING_THRESHOLD)
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "router bias control needs threshold routing (topk selects k tokens "
+                                             "whatever the bias)");
+        if (!(target >= 0.0f && target <= 1.0f))
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "target (%g) must be in [0, 1]", static_cast<double>(target));
+        if (!(std::isfinite(rate) && rate >= 0.0f))
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "rate (%g) must be finite and >= 0", static_cast<double>(rate));
         BusyGuard busy(model->busy, "model");
         BusyGuard busy_ctx(model->ctx->busy, "context");
         model->impl->router_bias_step(target, rate, fractions);
-    });
-}
-
-hspmn_status hspmn_model_router_bias_apply(hspmn_model* model, float target, float rate, const float* measured) {
-    return guarded("hspmn_model_router_bias_apply", [&] {
-        check_bias_control(model, target, rate);
-        if (!measured) fail(HSPMN_ERR_INVALID_ARGUMENT, "measured is NULL");
-        const int32_t L = model->impl->params().num_layers;
-        std::vector<double> f(static_cast<std::size_t>(L));
-        for (int32_t i = 0; i < L; ++i) {
-            if (!(measured[i] >= 0.0f && measured[i] <= 1.0f))
-                fail(HSPMN_ERR_INVALID_ARGUMENT, "measured[%d] (%g) must be a fraction in [0, 1]", i,
-                     static_cast<double>(measured[i]));
-            f[static_cast<std::size_t>(i)] = measured[i];
-        }
-        BusyGuard busy(model->busy, "model");
-        BusyGuard busy_ctx(model->ctx->busy, "context");
-        model->impl->router_bias_apply(target, rate, f.data());
     });
 }
 

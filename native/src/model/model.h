@@ -84,8 +84,6 @@ public:
     // i's router.b master weight += rate * sign(target - f_i), f_i the mean noise-free fraction of the
     // training forwards since the step before; bf16 copy re-rounded. fractions: [L] host or null.
     void router_bias_step(float target, float rate, float* fractions);
-    // The sign-rule update with caller-measured fractions f[num_layers] (hspmn_model_router_bias_apply).
-    void router_bias_apply(float target, float rate, const double* f);
 
     // For the decoder (decoder.cpp): the pieces of the trunk it runs row by row.
     Backend& backend() const { return be_; }

@@ -8,8 +8,6 @@
 #include "../core/error.h"
 #include "model.h"
 
-#include <vector>
-
 namespace hspmn {
 
 namespace {
@@ -58,24 +56,17 @@ void Model::router_bias_step(float target, float rate, float* fractions) {
     const auto Lz = static_cast<std::size_t>(L_);
     Buffer<float> per(K * Lz);
     for (std::size_t k = 0; k < K; ++k) be_.copy_to_host_raw(per.data() + k * Lz, noise_free_[k].as<void>(), Lz * 4);
-    std::vector<double> f(Lz);
-    for (std::size_t i = 0; i < Lz; ++i) {
-        double sum = 0.0;
-        for (std::size_t k = 0; k < K; ++k) sum += per[k * Lz + i];
-        f[i] = sum / static_cast<double>(K);
-        if (fractions) fractions[i] = static_cast<float>(f[i]);
-    }
-    router_bias_apply(target, rate, f.data());
-}
-
-void Model::router_bias_apply(float target, float rate, const double* f) {
-    const double want = static_cast<double>(target);
     for (int64_t i = 0; i < L_; ++i) {
-        if (f[i] == want || rate == 0.0f) continue;
+        double sum = 0.0;
+        for (std::size_t k = 0; k < K; ++k) sum += per[k * Lz + static_cast<std::size_t>(i)];
+        const double f = sum / static_cast<double>(K);
+        if (fractions) fractions[i] = static_cast<float>(f);
+        const double want = static_cast<double>(target);
+        if (f == want || rate == 0.0f) continue;
         Param& p = params_list_[static_cast<std::size_t>(1 + i * P_COUNT + P_ROUTER_B)];
         float b = 0.0f;
         be_.copy_to_host_raw(&b, p.master.as<void>(), 4);
-        b = f[i] < want ? b + rate : b - rate;
+        b = f < want ? b + rate : b - rate;
         const uint16_t bits = f32_to_bf16(b);
         be_.copy_from_host_raw(p.master.as<void>(), &b, 4);
         be_.copy_from_host_raw(p.value, &bits, 2);

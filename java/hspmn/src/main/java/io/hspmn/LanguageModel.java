@@ -202,30 +202,6 @@ public final class LanguageModel extends ParameterHandle {
     }
 
     /**
-     * The router bias control's update of {@link #routerBiasStep} with fractions the caller measured, e.g.
-     * {@link LossResult#routedFraction()} of an evaluation-mode {@link #forward} of a training batch: with
-     * residual dropout, the training forwards' share is not what evaluation routes
-     * (hspmn_model_router_bias_apply).
-     *
-     * @param measured each layer's routed fraction, in [0, 1]
-     * @throws InvalidArgumentException top-k routing, target / rate out of range, or a measured value that is
-     *                                  not a fraction or the wrong count
-     */
-    public void routerBiasApply(float target, float rate, float[] measured) {
-        Objects.requireNonNull(measured, "measured");
-        try (var g = ctx.enter("LanguageModel.routerBiasApply")) {
-            checkOpen("LanguageModel.routerBiasApply");
-            if (measured.length != config.numLayers()) {
-                throw new InvalidArgumentException(Status.INVALID_ARGUMENT, "LanguageModel.routerBiasApply: measured has "
-                        + measured.length + " values for " + config.numLayers() + " layers");
-            }
-            MemorySegment.copy(measured, 0, biasFractions, ValueLayout.JAVA_FLOAT, 0, measured.length);
-            Native.check(hspmn_h.hspmn_model_router_bias_apply(handle(), target, rate, biasFractions),
-                    "hspmn_model_router_bias_apply");
-        }
-    }
-
-    /**
      * Inference forward; the logits of the last position of each sequence into {@code out}.
      *
      * @param tokens [B, S] i32 in [0, V)

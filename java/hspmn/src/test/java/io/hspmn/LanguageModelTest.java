@@ -293,21 +293,6 @@ class LanguageModelTest {
         assertThrows(InvalidArgumentException.class, () -> ModelConfig.fromJson("[1]"));
     }
 
-    /** routerBiasApply: each layer's router.b moves by the rate toward the target, judged by the given fraction. */
-    @Test
-    void routerBiasApplyMovesEachBiasTowardTheTarget() {
-        float b0 = model.param("blocks.0.router.b")[0];
-        float b1 = model.param("blocks.1.router.b")[0];
-        model.routerBiasApply(0.2f, 0.125f, new float[] {0.1f, 0.3f});
-        assertEquals(b0 + 0.125f, model.param("blocks.0.router.b")[0], 1e-2f, "layer 0 routed too few: bias up");
-        assertEquals(b1 - 0.125f, model.param("blocks.1.router.b")[0], 1e-2f, "layer 1 routed too many: bias down");
-        InvalidArgumentException notFraction = assertThrows(InvalidArgumentException.class,
-                () -> model.routerBiasApply(0.2f, 0.1f, new float[] {0.1f, Float.NaN}));
-        assertTrue(notFraction.getMessage().contains("measured[1]"), notFraction.getMessage());
-        assertThrows(InvalidArgumentException.class, () -> model.routerBiasApply(0.2f, 0.1f, new float[] {0.1f}));
-        assertThrows(InvalidArgumentException.class, () -> model.routerBiasApply(1.5f, 0.1f, new float[] {0.1f, 0.1f}));
-    }
-
     private static boolean allZero(float[] v) {
         for (float x : v) {
             if (x != 0) {

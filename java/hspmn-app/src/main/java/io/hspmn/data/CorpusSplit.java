@@ -40,30 +40,6 @@ public final class CorpusSplit {
         return parts;
     }
 
-    /**
-     * This split's stream cut at {@code headBytes}: {head, tail}, named as given, sharing no byte.
-     *
-     * @param headBytes in [0, size()]
-     */
-    public CorpusSplit[] cut(long headBytes, String headName, String tailName) {
-        if (headBytes < 0 || headBytes > size()) {
-            throw new IllegalArgumentException("cut at " + headBytes + " of a " + size() + "-byte " + name + " split");
-        }
-        List<MemorySegment> head = new java.util.ArrayList<>();
-        List<MemorySegment> tail = new java.util.ArrayList<>();
-        for (int i = 0; i < parts.size(); i++) {
-            MemorySegment part = parts.get(i);
-            long in = Math.clamp(headBytes - starts[i], 0, part.byteSize());
-            if (in > 0) {
-                head.add(part.asSlice(0, in));
-            }
-            if (in < part.byteSize()) {
-                tail.add(part.asSlice(in));
-            }
-        }
-        return new CorpusSplit[] {new CorpusSplit(headName, head), new CorpusSplit(tailName, tail)};
-    }
-
     /** Copies {@code len} bytes from stream offset {@code offset} into {@code dst[dstOff..]}. */
     public void copy(long offset, byte[] dst, int dstOff, int len) {
         if (offset < 0 || len < 0 || offset > size() - len) {

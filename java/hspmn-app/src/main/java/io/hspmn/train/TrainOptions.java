@@ -88,8 +88,6 @@ public final class TrainOptions {
     private final float dropout;
     private final long evalEvery;
     private final int earlyStop;
-    private final int routerMeasureEvery;
-    private final double routerCalibration;
     private final int evalBatches;
     private final long saveEvery;
     private final Path out;
@@ -129,8 +127,6 @@ public final class TrainOptions {
         dropout = b.dropout;
         evalEvery = b.evalEvery;
         earlyStop = b.earlyStop;
-        routerMeasureEvery = b.routerMeasureEvery;
-        routerCalibration = b.routerCalibration;
         evalBatches = b.evalBatches;
         saveEvery = b.saveEvery;
         out = b.out;
@@ -215,14 +211,6 @@ public final class TrainOptions {
             new Option("router-bias-rate", "G", "threshold routing: after each step every layer's router bias moves by G "
                     + "toward routing the aux target's share of tokens without noise (0: off)", Scope.RUN,
                     (b, v) -> b.routerBiasRate(f("router-bias-rate", v)), o -> Float.toString(o.routerBiasRate)),
-            new Option("router-calibration", "F", "threshold routing: hold the last F of the training split out of "
-                    + "training as the router bias control's calibration text, where it measures routing in evaluation "
-                    + "mode every --router-measure-every steps (a model routes unseen text otherwise than the text it "
-                    + "learns); 0: the control measures the training forwards", Scope.RUN,
-                    (b, v) -> b.routerCalibration(d("router-calibration", v)), o -> Double.toString(o.routerCalibration)),
-            new Option("router-measure-every", "K", "with --router-calibration, measure every K steps and move the bias "
-                    + "by K times the rate", Scope.RUN, (b, v) -> b.routerMeasureEvery(i("router-measure-every", v)),
-                    o -> Integer.toString(o.routerMeasureEvery)),
             new Option("seed", "N", "seeds the initial weights, the batch order and the routing noise", Scope.RUN,
                     (b, v) -> b.seed(l("seed", v)), o -> Long.toString(o.seed)),
             new Option("dropout", "P", "residual dropout on the reflexive and attention branches while training, in "
@@ -342,10 +330,6 @@ public final class TrainOptions {
         atLeast("aux-warmup", auxWarmup, 0);
         atLeast("eval-every", evalEvery, 0);
         atLeast("early-stop", earlyStop, 0);
-        atLeast("router-measure-every", routerMeasureEvery, 1);
-        if (!(routerCalibration >= 0 && routerCalibration < 0.5)) {
-            throw new IllegalArgumentException("--router-calibration (" + routerCalibration + ") must be in [0, 0.5)");
-        }
         if (earlyStop > 0 && evalEvery == 0) {
             throw new IllegalArgumentException("--early-stop " + earlyStop + " needs validations during the run: set --eval-every");
         }
@@ -525,8 +509,6 @@ public final class TrainOptions {
     public float dropout() { return dropout; }
     public long evalEvery() { return evalEvery; }
     public int earlyStop() { return earlyStop; }
-    public int routerMeasureEvery() { return routerMeasureEvery; }
-    public double routerCalibration() { return routerCalibration; }
     public int evalBatches() { return evalBatches; }
     public long saveEvery() { return saveEvery; }
     public Path out() { return out; }
@@ -609,8 +591,6 @@ public final class TrainOptions {
         private float dropout;
         private long evalEvery = 100;
         private int earlyStop;
-        private int routerMeasureEvery = 4;
-        private double routerCalibration;
         private int evalBatches = 8;
         private long saveEvery = 500;
         private Path out;
@@ -667,8 +647,6 @@ public final class TrainOptions {
         public Builder dropout(float v) { dropout = v; return this; }
         public Builder evalEvery(long v) { evalEvery = v; return this; }
         public Builder earlyStop(int v) { earlyStop = v; return this; }
-        public Builder routerMeasureEvery(int v) { routerMeasureEvery = v; return this; }
-        public Builder routerCalibration(double v) { routerCalibration = v; return this; }
         public Builder evalBatches(int v) { evalBatches = v; return this; }
         public Builder saveEvery(long v) { saveEvery = v; return this; }
         public Builder out(Path v) { out = v; return this; }

@@ -107,8 +107,6 @@ public final class Trainer implements AutoCloseable {
     private final CorpusSplit validationSplit;
     private final BatchSampler sampler;
     private final BatchSampler validationSampler;
-    // the router bias control's calibration text (--router-calibration), or null: it measures the training forwards
-    private final BatchSampler calibrationSampler;
     private final Context ctx;
     private final LanguageModel model;
     private final Tensor tokensStage;  // [B, S] i32, HOST (CPU) or PINNED (CUDA): the sampler writes here
@@ -136,23 +134,8 @@ public final class Trainer implements AutoCloseable {
         this.log = log;
         this.corpus = corpus;
         ByteCorpus.Splits splits = corpus.split(options.valFraction());
+        this.trainSplit = splits.train();
         this.validationSplit = splits.validation();
-        this.biasControl = options.routerBiasRate() > 0 && model.config().block().routing() == Routing.THRESHOLD;
-        if (biasControl && options.routerCalibration() > 0) {
-            CorpusSplit train = splits.train();
-            long calibration = (long) Math.floor(train.size() * options.routerCalibration());
-            if (calibration < options.seqLen() + 1L) {
-                throw new IllegalArgumentException("--router-calibration " + options.routerCalibration() + " holds out "
-                        + calibration + " bytes of the " + train.size() + "-byte training split, fewer than one window of "
-                        + "--seq-len + 1 = " + (options.seqLen() + 1) + "; raise it, or 0 to measure the training forwards");
-            }
-            CorpusSplit[] cut = train.cut(train.size() - calibration, "train", "calibration");
-            this.trainSplit = cut[0];
-            this.calibrationSampler = BatchSampler.sequential(cut[1], options.batch(), options.seqLen());
-        } else {
-            this.trainSplit = splits.train();
-            this.calibrationSampler = null;
-        }
         this.sampler = BatchSampler.shuffled(trainSplit, options.batch(), options.seqLen(), options.seed());
         this.validationSampler = BatchSampler.sequential(validationSplit, options.batch(), options.seqLen());
         this.ctx = ctx;
@@ -166,6 +149,7 @@ public final class Trainer implements AutoCloseable {
         this.tokensView = tokensStage.segment();
         this.targetsView = targetsStage.segment();
         this.checkpointPath = options.out().resolve(CHECKPOINT);
+        this.biasControl = options.routerBiasRate() > 0 && model.config().block().routing() == Routing.THRESHOLD;
         Path metricsPath = options.out().resolve(METRICS);
         if (resumed != null) {
             ModelCheckpoint.restore(resumed.checkpoint(), model, true);
@@ -177,10 +161,6 @@ public final class Trainer implements AutoCloseable {
                         + resumed.rngState()[TrainCheckpoint.RNG_SPLIT_BYTES] + " (" + e.getMessage() + ")");
             }
             this.step = resumed.step();
-            // the calibration batches are a function of the step: replay the measurements made so far
-            for (long k = 0; calibrationSampler != null && k < step / options.routerMeasureEvery(); k++) {
-                calibrationSampler.next(tokensView, targetsView);
-            }
             // before the metrics are cut back to the checkpoint's step: best.safetensors may be newer than it
             if (Files.isRegularFile(metricsPath)) {
                 double[] best = bestValidationLogged(metricsPath);
@@ -438,21 +418,7 @@ public final class Trainer implements AutoCloseable {
         }
         AdamwResult u = model.adamwStep(new AdamwOptions(s + 1, lr, AdamwOptions.BETA1, options.beta2(),
                 AdamwOptions.EPS, options.weightDecay(), options.clip()));
-        if (calibrationSampler != null) {
-            // A model routes the text it has learned otherwise than unseen text (at rho 0.1 the deeper layers held
-            // the training batches at 0.1 and routed 0.07 of the held-out text), so the control measures text it
-            // never trains on, in evaluation mode, every k steps, and moves k steps' worth. The calibration batch
-            // is drawn whether or not the step applied, so it stays a function of the step (--resume replays it).
-            int k = options.routerMeasureEvery();
-            if ((s + 1) % k == 0) {
-                calibrationSampler.next(tokensView, targetsView);
-                if (u.applied()) {
-                    upload();
-                    LossResult e = model.forward(tokens, targets, ModelForwardOptions.evaluation());
-                    model.routerBiasApply(auxTarget, k * options.routerBiasRate(), e.routedFraction());
-                }
-            }
-        } else if (u.applied() && biasControl) {
+        if (u.applied() && biasControl) {
             model.routerBiasStep(auxTarget, options.routerBiasRate());
         }
         step = s + 1;

@@ -3972,67 +3972,6 @@ public class hspmn_h {
         }
     }
 
-    private static class hspmn_model_router_bias_apply {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
-            hspmn_h.C_INT,
-            hspmn_h.C_POINTER,
-            hspmn_h.C_FLOAT,
-            hspmn_h.C_FLOAT,
-            hspmn_h.C_POINTER
-        );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_router_bias_apply");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
-    }
-
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_router_bias_apply(hspmn_model *model, float target, float rate, const float *measured)
-     * }
-     */
-    public static FunctionDescriptor hspmn_model_router_bias_apply$descriptor() {
-        return hspmn_model_router_bias_apply.DESC;
-    }
-
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_router_bias_apply(hspmn_model *model, float target, float rate, const float *measured)
-     * }
-     */
-    public static MethodHandle hspmn_model_router_bias_apply$handle() {
-        return hspmn_model_router_bias_apply.HANDLE;
-    }
-
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_router_bias_apply(hspmn_model *model, float target, float rate, const float *measured)
-     * }
-     */
-    public static MemorySegment hspmn_model_router_bias_apply$address() {
-        return hspmn_model_router_bias_apply.ADDR;
-    }
-
-    /**
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_router_bias_apply(hspmn_model *model, float target, float rate, const float *measured)
-     * }
-     */
-    public static int hspmn_model_router_bias_apply(MemorySegment model, float target, float rate, MemorySegment measured) {
-        var mh$ = hspmn_model_router_bias_apply.HANDLE;
-        try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_model_router_bias_apply", model, target, rate, measured);
-            }
-            return (int)mh$.invokeExact(model, target, rate, measured);
-        } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
-        }
-    }
-
     private static class hspmn_model_get_moment {
         public static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
