@@ -170,7 +170,8 @@ C_LAYOUTS = [("C_BOOL", "OfBoolean", "JAVA_BOOLEAN"), ("C_CHAR", "OfByte", "JAVA
              ("C_SHORT", "OfShort", "JAVA_SHORT"), ("C_INT", "OfInt", "JAVA_INT"),
              ("C_LONG_LONG", "OfLong", "JAVA_LONG"), ("C_FLOAT", "OfFloat", "JAVA_FLOAT"),
              ("C_DOUBLE", "OfDouble", "JAVA_DOUBLE"),
-             ("C_POINTER", None, "ADDRESS\n            .withTargetLayout(MemoryLayout.sequenceLayout(java.lang.Long.MAX_VALUE, ValueLayout.JAVA_BYTE))"),
+             ("C_POINTER", None, "ADDRESS\n            .withTargetLayout("
+                                 "MemoryLayout.sequenceLayout(java.lang.Long.MAX_VALUE, ValueLayout.JAVA_BYTE))"),
              ("C_LONG", "OfLong", "JAVA_LONG")]
 
 # C scalar type kind -> (C layout, Java carrier)
@@ -209,7 +210,8 @@ def jtype(ci, t, struct_layout="{}.layout()", scalars=f"{HEADER_CLASS}."):
 
 
 def imports(*extra):
-    return "\n".join([f"package {PACKAGE};", "", "import java.lang.foreign.*;"] + [f"import {i};" for i in extra]) + "\n"
+    lines = [f"package {PACKAGE};", "", "import java.lang.foreign.*;"] + [f"import {i};" for i in extra]
+    return "\n".join(lines) + "\n"
 
 
 def snippet(lines, indent="    ", before=None):
@@ -307,7 +309,8 @@ def java_function(ci, fn):
     s.append(snippet([func_decl(fn)]))
     s.append(f"    public static {'void' if void else rj.java} {name}({', '.join(params)}) {{\n"
              f"        try {{\n            {call if void else f'return ({rj.java}) {call}'};\n"
-             "        } catch (Throwable ex$) {\n            throw new AssertionError(\"should not reach here\", ex$);\n"
+             "        } catch (Throwable ex$) {\n"
+             "            throw new AssertionError(\"should not reach here\", ex$);\n"
              "        }\n    }\n\n")
     return "".join(s)
 
@@ -320,7 +323,8 @@ def java_struct(ci, st, banner):
     fs = fields(ci, st)
     this = f"{{@code struct {name}}}"
     s = [banner, imports("java.lang.invoke.*", "java.util.function.Consumer"), "\n",
-         "import static java.lang.foreign.ValueLayout.*;\nimport static java.lang.foreign.MemoryLayout.PathElement.*;\n\n",
+         "import static java.lang.foreign.ValueLayout.*;\n"
+         "import static java.lang.foreign.MemoryLayout.PathElement.*;\n\n",
          snippet([f"struct {name} {{"] + [f"    {field_decl(f)};" for f in fs] + ["}"], indent=""),
          f"public class {name} {{\n\n    {name}() {{\n        // Should not be called directly\n    }}\n\n",
          f"    private static final GroupLayout $LAYOUT = {SHARED_CLASS}.{name}$LAYOUT;\n\n",
@@ -352,7 +356,8 @@ def java_field(ci, struct, f):
     """One field's members, as (where it is: $LAYOUT/$layout(), $OFFSET/$offset(); accessors)."""
     n, j = f.spelling, jtype(ci, f.type)
     field = f"field {{@code {field_decl(f)}}} of {{@code struct {struct}}}"
-    where = [f"    private static final {j.layout_class} {n}$LAYOUT = ({j.layout_class})$LAYOUT.select(groupElement(\"{n}\"));\n\n",
+    select = f"({j.layout_class})$LAYOUT.select(groupElement(\"{n}\"))"
+    where = [f"    private static final {j.layout_class} {n}$LAYOUT = {select};\n\n",
              method(f"Layout for {field}", f"final {j.layout_class} {n}$layout()", f"return {n}$LAYOUT"),
              f"    private static final long {n}$OFFSET = {f.get_field_offsetof() // 8};\n\n",
              method(f"Offset for {field}", f"final long {n}$offset()", f"return {n}$OFFSET")]
