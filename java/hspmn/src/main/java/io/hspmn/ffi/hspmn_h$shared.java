@@ -11,7 +11,8 @@ import java.util.stream.Collectors;
 /**
  * What the generated classes of this package share, written once (jextract keeps its C layouts in such a
  * class too): the C layouts {@code hspmn_h} inherits, the symbol lookup and downcall linking behind every
- * function of {@code hspmn_h}, and the bodies of every struct class's array / reinterpret methods.
+ * function of {@code hspmn_h}, and the bodies of every struct class's array / reinterpret methods. ci/bindgen.py
+ * writes it from its template ci/bindgen_shared.java.in, adding the layouts (scalars, then the header's structs).
  */
 public class hspmn_h$shared {
 
