@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Generates libhspmn's bindings from native/include/hspmn.h with libclang, where jextract is not at hand:
 
-  --java DIR    the FFM bindings (package io.hspmn.ffi) in jextract 22's layout: hspmn_h.java (C layouts,
-                constants, one downcall handle and wrapper per function) and one class per struct (layout,
-                $layout/$offset, getter/setter per field, array and nested-struct accessors, allocate, ...)
+  --java DIR    the FFM bindings (package io.hspmn.ffi) in jextract 22's layout as callers see it: hspmn_h.java
+                (typedef layouts, constants, per function $descriptor/$handle/$address and a wrapper) and one
+                class per struct (layout, sizeof, allocate, allocateArray, asSlice, reinterpret; per field
+                $layout/$offset, getter/setter, indexed accessors for arrays); what they all share is written
+                once into hspmn_h$shared.java (from ci/bindgen_shared.java.in): the C layouts of the scalars and
+                of every struct, symbol lookup, downcall linking (and its -Djextract.trace.downcalls tracing),
+                the struct array / reinterpret bodies
   --python FILE the ctypes declarations: constants, one ctypes.Structure per struct, FUNCTIONS (restype,
                 argtypes) per function; native/reference/hspmn_ctypes.py adds the hand-written helpers.
 
@@ -152,277 +156,221 @@ def func_decl(fn):
 
 
 # ---- Java (jextract 22's layout) ---------------------------------------------------------------------------
+# What callers see is jextract's: hspmn_h (constants, typedef layouts, per function $descriptor/$handle/$address
+# and a wrapper) and one class per struct (layout, sizeof, allocate, allocateArray, asSlice, reinterpret, and
+# per field $layout/$offset, getter and setter, indexed ones for arrays). What every class would repeat is
+# written once in hspmn_h$shared (from the template ci/bindgen_shared.java.in): the C layouts, symbol lookup,
+# downcall linking with its tracing, and the struct array / reinterpret bodies.
+
+SHARED_CLASS = f"{HEADER_CLASS}$shared"
+SHARED_TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bindgen_shared.java.in")
+
+# The C layouts of hspmn_h$shared, in jextract's order: name, ValueLayout class, value.
+C_LAYOUTS = [("C_BOOL", "OfBoolean", "JAVA_BOOLEAN"), ("C_CHAR", "OfByte", "JAVA_BYTE"),
+             ("C_SHORT", "OfShort", "JAVA_SHORT"), ("C_INT", "OfInt", "JAVA_INT"),
+             ("C_LONG_LONG", "OfLong", "JAVA_LONG"), ("C_FLOAT", "OfFloat", "JAVA_FLOAT"),
+             ("C_DOUBLE", "OfDouble", "JAVA_DOUBLE"),
+             ("C_POINTER", None, "ADDRESS\n            .withTargetLayout("
+                                 "MemoryLayout.sequenceLayout(java.lang.Long.MAX_VALUE, ValueLayout.JAVA_BYTE))"),
+             ("C_LONG", "OfLong", "JAVA_LONG")]
+
+# C scalar type kind -> (C layout, Java carrier)
+SCALARS = {"BOOL": ("C_BOOL", "boolean"), "CHAR_S": ("C_CHAR", "byte"), "SCHAR": ("C_CHAR", "byte"),
+           "UCHAR": ("C_CHAR", "byte"), "SHORT": ("C_SHORT", "short"), "USHORT": ("C_SHORT", "short"),
+           "INT": ("C_INT", "int"), "UINT": ("C_INT", "int"), "LONG": ("C_LONG", "long"),
+           "ULONG": ("C_LONG", "long"), "LONGLONG": ("C_LONG_LONG", "long"), "ULONGLONG": ("C_LONG_LONG", "long"),
+           "FLOAT": ("C_FLOAT", "float"), "DOUBLE": ("C_DOUBLE", "double")}
+LAYOUT_CLASS = {name: cls for name, cls, _ in C_LAYOUTS}
+
 
 class JType:
     def __init__(self, layout, layout_class, java, kind):
         self.layout, self.layout_class, self.java, self.kind = layout, layout_class, java, kind
 
 
-def jtype(ci, t, in_header_class=False):
-    """C type -> (layout expression, layout class, Java carrier, kind: value/address/group/sequence)."""
+def jtype(ci, t, struct_layout="{}.layout()", scalars=f"{HEADER_CLASS}."):
+    """C type -> (layout expression, layout class, Java carrier, kind: value/address/group/sequence); a struct's
+    layout is struct_layout with the struct's name, a C layout is named with the prefix scalars."""
     T = ci.TypeKind
     c = t.get_canonical()
-    h = "" if in_header_class else ""  # jextract qualifies layouts as hspmn_h.C_* everywhere
-    scalars = {
-        T.BOOL: ("C_BOOL", "OfBoolean", "boolean"), T.CHAR_S: ("C_CHAR", "OfByte", "byte"),
-        T.SCHAR: ("C_CHAR", "OfByte", "byte"), T.UCHAR: ("C_CHAR", "OfByte", "byte"),
-        T.SHORT: ("C_SHORT", "OfShort", "short"), T.USHORT: ("C_SHORT", "OfShort", "short"),
-        T.INT: ("C_INT", "OfInt", "int"), T.UINT: ("C_INT", "OfInt", "int"),
-        T.LONG: ("C_LONG", "OfLong", "long"), T.ULONG: ("C_LONG", "OfLong", "long"),
-        T.LONGLONG: ("C_LONG_LONG", "OfLong", "long"), T.ULONGLONG: ("C_LONG_LONG", "OfLong", "long"),
-        T.FLOAT: ("C_FLOAT", "OfFloat", "float"), T.DOUBLE: ("C_DOUBLE", "OfDouble", "double"),
-    }
     if c.kind == T.ENUM:
         c = c.get_declaration().enum_type.get_canonical()
-    if c.kind in scalars:
-        lay, cls, java = scalars[c.kind]
-        return JType(f"{h}{HEADER_CLASS}.{lay}", cls, java, "value")
+    if c.kind.name in SCALARS:
+        lay, java = SCALARS[c.kind.name]
+        return JType(f"{scalars}{lay}", LAYOUT_CLASS[lay], java, "value")
     if c.kind == T.POINTER:
-        return JType(f"{HEADER_CLASS}.C_POINTER", "AddressLayout", "MemorySegment", "address")
+        return JType(f"{scalars}C_POINTER", "AddressLayout", "MemorySegment", "address")
     if c.kind == T.RECORD:
-        return JType(f"{c.get_declaration().spelling}.layout()", "GroupLayout", "MemorySegment", "group")
+        return JType(struct_layout.format(c.get_declaration().spelling), "GroupLayout", "MemorySegment", "group")
     if c.kind == T.CONSTANTARRAY:
-        e = jtype(ci, c.element_type)
+        e = jtype(ci, c.element_type, struct_layout, scalars)
         return JType(f"MemoryLayout.sequenceLayout({c.element_count}, {e.layout})", "SequenceLayout",
                      "MemorySegment", "sequence")
     sys.exit(f"bindgen: no Java mapping for C type {t.spelling}")
 
 
-IMPORTS = """package io.hspmn.ffi;
-
-import java.lang.invoke.*;
-import java.lang.foreign.*;
-import java.nio.ByteOrder;
-import java.util.*;
-import java.util.function.*;
-import java.util.stream.*;
-
-import static java.lang.foreign.ValueLayout.*;
-import static java.lang.foreign.MemoryLayout.PathElement.*;
-"""
-
-HEADER_PRELUDE = """
-public class hspmn_h {
-
-    hspmn_h() {
-        // Should not be called directly
-    }
-
-    static final Arena LIBRARY_ARENA = Arena.ofAuto();
-    static final boolean TRACE_DOWNCALLS = Boolean.getBoolean("jextract.trace.downcalls");
-
-    static void traceDowncall(String name, Object... args) {
-         String traceArgs = Arrays.stream(args)
-                       .map(Object::toString)
-                       .collect(Collectors.joining(", "));
-         System.out.printf("%s(%s)\\n", name, traceArgs);
-    }
-
-    static MemorySegment findOrThrow(String symbol) {
-        return SYMBOL_LOOKUP.find(symbol)
-            .orElseThrow(() -> new UnsatisfiedLinkError("unresolved symbol: " + symbol));
-    }
-
-    static MethodHandle upcallHandle(Class<?> fi, String name, FunctionDescriptor fdesc) {
-        try {
-            return MethodHandles.lookup().findVirtual(fi, name, fdesc.toMethodType());
-        } catch (ReflectiveOperationException ex) {
-            throw new AssertionError(ex);
-        }
-    }
-
-    static MemoryLayout align(MemoryLayout layout, long align) {
-        return switch (layout) {
-            case PaddingLayout p -> p;
-            case ValueLayout v -> v.withByteAlignment(align);
-            case GroupLayout g -> {
-                MemoryLayout[] alignedMembers = g.memberLayouts().stream()
-                        .map(m -> align(m, align)).toArray(MemoryLayout[]::new);
-                yield g instanceof StructLayout ?
-                        MemoryLayout.structLayout(alignedMembers) : MemoryLayout.unionLayout(alignedMembers);
-            }
-            case SequenceLayout s -> MemoryLayout.sequenceLayout(s.elementCount(), align(s.elementLayout(), align));
-        };
-    }
-
-    static final SymbolLookup SYMBOL_LOOKUP = SymbolLookup.loaderLookup()
-            .or(Linker.nativeLinker().defaultLookup());
-
-    public static final ValueLayout.OfBoolean C_BOOL = ValueLayout.JAVA_BOOLEAN;
-    public static final ValueLayout.OfByte C_CHAR = ValueLayout.JAVA_BYTE;
-    public static final ValueLayout.OfShort C_SHORT = ValueLayout.JAVA_SHORT;
-    public static final ValueLayout.OfInt C_INT = ValueLayout.JAVA_INT;
-    public static final ValueLayout.OfLong C_LONG_LONG = ValueLayout.JAVA_LONG;
-    public static final ValueLayout.OfFloat C_FLOAT = ValueLayout.JAVA_FLOAT;
-    public static final ValueLayout.OfDouble C_DOUBLE = ValueLayout.JAVA_DOUBLE;
-    public static final AddressLayout C_POINTER = ValueLayout.ADDRESS
-            .withTargetLayout(MemoryLayout.sequenceLayout(java.lang.Long.MAX_VALUE, JAVA_BYTE));
-    public static final ValueLayout.OfLong C_LONG = ValueLayout.JAVA_LONG;
-"""
+def imports(*extra):
+    lines = [f"package {PACKAGE};", "", "import java.lang.foreign.*;"] + [f"import {i};" for i in extra]
+    return "\n".join(lines) + "\n"
 
 
 def snippet(lines, indent="    ", before=None):
-    out = [f"{indent}/**"]
-    if before:
-        out.append(f"{indent} * {before}")
-    out.append(f"{indent} * {{@snippet lang=c :")
+    """A javadoc holding C text as jextract writes it."""
+    out = [f"{indent}/**"] + ([f"{indent} * {before}"] if before else []) + [f"{indent} * {{@snippet lang=c :"]
     out += [f"{indent} * {line}" for line in lines]
     out += [f"{indent} * }}", f"{indent} */"]
     return "\n".join(out) + "\n"
 
 
+def method(doc, signature, body):
+    """A public static method with a one-line javadoc and a one-statement body."""
+    return f"    /** {doc} */\n    public static {signature} {{\n        {body};\n    }}\n\n"
+
+
+def java_shared(ci, decls, banner):
+    """The template with the C scalar layouts and, in header order, the layout of every struct (its class's
+    $LAYOUT; a nested struct names the earlier one's, so no struct class is initialised from here)."""
+    layouts = []
+    for name, cls, value in C_LAYOUTS:
+        cls = f"ValueLayout.{cls}" if cls else "AddressLayout"
+        layouts.append(f"    public static final {cls} {name} = ValueLayout.{value};\n")
+    for kind, *rest in decls.items:
+        if kind == "struct":
+            layouts.append("\n" + struct_layout(ci, rest[0]))
+    with open(SHARED_TEMPLATE) as fh:
+        text = fh.read()
+    return (text.replace("@BANNER@", banner.rstrip("\n")).replace("@PACKAGE@", PACKAGE)
+            .replace("@LAYOUTS@\n", "".join(layouts)))
+
+
+def struct_layout(ci, st):
+    """`static final GroupLayout <struct>$LAYOUT = ...;` with the padding C puts between and after the fields."""
+    name = st.spelling
+    members, at = [], 0
+    for f in fields(ci, st):
+        off = f.get_field_offsetof() // 8
+        if off > at:
+            members.append(f"        MemoryLayout.paddingLayout({off - at})")
+        members.append(f"        {jtype(ci, f.type, '{}$LAYOUT', '').layout}.withName(\"{f.spelling}\")")
+        at = off + f.type.get_size()
+    if st.type.get_size() > at:
+        members.append(f"        MemoryLayout.paddingLayout({st.type.get_size() - at})")
+    return (f"    static final GroupLayout {name}$LAYOUT = MemoryLayout.structLayout(\n" + ",\n".join(members)
+            + f"\n    ).withName(\"{name}\");\n")
+
+
 def java_header(ci, decls, banner):
-    out = [banner, IMPORTS, HEADER_PRELUDE]
+    out = [banner, imports("java.lang.invoke.*"), "\nimport static java.lang.foreign.ValueLayout.*;\n",
+           f"\npublic class {HEADER_CLASS} extends {SHARED_CLASS} {{\n\n",
+           f"    {HEADER_CLASS}() {{\n        // Should not be called directly\n    }}\n\n"]
     for item in decls.items:
         kind = item[0]
         if kind == "typedef":
             c = item[1]
             j = jtype(ci, c.underlying_typedef_type)
             under = c.underlying_typedef_type.get_canonical().spelling
-            out.append(snippet([f"typedef {under} {c.spelling}"]))
-            out.append(f"    public static final {j.layout_class} {c.spelling} = {j.layout};\n")
+            out.append(f"    /** {{@code typedef {under} {c.spelling}}} */\n"
+                       f"    public static final {j.layout_class} {c.spelling} = {j.layout};\n\n")
         elif kind == "const":
             _, name, value, text = item
-            out.append(f"    private static final int {name} = (int){value}L;\n")
-            out.append(snippet([text]))
-            out.append(f"    public static int {name}() {{\n        return {name};\n    }}\n")
+            out.append(method(f"{{@code {text}}}", f"int {name}()", f"return {value}"))
         elif kind == "func":
             out.append(java_function(ci, item[1]))
+    out[-1] = out[-1].rstrip("\n") + "\n"
     out.append("}\n")
     return "".join(out)
 
 
 def java_function(ci, fn):
+    """The linking holder (linked on first use, as jextract does), $descriptor/$handle/$address and the wrapper."""
     name = fn.spelling
-    decl = func_decl(fn)
     ret = fn.result_type
     void = ret.kind == ci.TypeKind.VOID
     rj = None if void else jtype(ci, ret)
     args = list(fn.get_arguments())
     ajs = [jtype(ci, a.type) for a in args]
-    layouts = ([] if void else [rj.layout]) + [a.layout for a in ajs]
-    ctor = "ofVoid" if void else "of"
-    desc = ",\n".join(f"            {lay}" for lay in layouts)
-    s = [f"\n    private static class {name} {{\n",
-         f"        public static final FunctionDescriptor DESC = FunctionDescriptor.{ctor}(\n{desc}\n        );\n\n",
-         f"        public static final MemorySegment ADDR = {HEADER_CLASS}.findOrThrow(\"{name}\");\n\n",
-         "        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);\n",
+    layouts = ",\n".join(f"            {lay}" for lay in ([] if void else [rj.layout]) + [a.layout for a in ajs])
+    s = [f"    private static class {name} {{\n",
+         f"        static final FunctionDescriptor DESC = FunctionDescriptor.{'ofVoid' if void else 'of'}(\n"
+         f"{layouts}\n        );\n",
+         f"        static final MemorySegment ADDR = findOrThrow(\"{name}\");\n",
+         f"        static final MethodHandle HANDLE = downcallHandle(\"{name}\", ADDR, DESC);\n",
          "    }\n\n"]
-    for what, suffix, cls, field in (("Function descriptor for:", "descriptor", "FunctionDescriptor", "DESC"),
-                                     ("Downcall method handle for:", "handle", "MethodHandle", "HANDLE"),
-                                     ("Address for:", "address", "MemorySegment", "ADDR")):
-        s.append(snippet([decl], before=what))
-        s.append(f"    public static {cls} {name}${suffix}() {{\n        return {name}.{field};\n    }}\n\n")
+    for what, suffix, cls, field in (("Function descriptor", "descriptor", "FunctionDescriptor", "DESC"),
+                                     ("Downcall method handle", "handle", "MethodHandle", "HANDLE"),
+                                     ("Address", "address", "MemorySegment", "ADDR")):
+        s.append(method(f"{what} for {{@link #{name}}}", f"{cls} {name}${suffix}()", f"return {name}.{field}"))
     params = [f"{a.java} {p.spelling}" for a, p in zip(ajs, args)]
     names = [p.spelling for p in args]
     if rj is not None and rj.kind == "group":
         params.insert(0, "SegmentAllocator allocator")
         names.insert(0, "allocator")
-    s.append(snippet([decl]))
-    s.append(f"    public static {'void' if void else rj.java} {name}({', '.join(params)}) {{\n")
-    s.append(f"        var mh$ = {name}.HANDLE;\n        try {{\n            if (TRACE_DOWNCALLS) {{\n")
-    s.append(f"                traceDowncall({', '.join([chr(34) + name + chr(34)] + names)});\n            }}\n")
-    call = f"mh$.invokeExact({', '.join(names)})"
-    s.append(f"            {call};\n" if void else f"            return ({rj.java}){call};\n")
-    s.append("        } catch (Throwable ex$) {\n           throw new AssertionError(\"should not reach here\", ex$);\n"
-             "        }\n    }\n")
+    call = f"{name}.HANDLE.invokeExact({', '.join(names)})"
+    s.append(snippet([func_decl(fn)]))
+    s.append(f"    public static {'void' if void else rj.java} {name}({', '.join(params)}) {{\n"
+             f"        try {{\n            {call if void else f'return ({rj.java}) {call}'};\n"
+             "        } catch (Throwable ex$) {\n"
+             "            throw new AssertionError(\"should not reach here\", ex$);\n"
+             "        }\n    }\n\n")
     return "".join(s)
-
-
-STRUCT_TAIL = """
-    /**
-     * Obtains a slice of {@code arrayParam} which selects the array element at {@code index}.
-     * The returned segment has address {@code arrayParam.address() + index * layout().byteSize()}
-     */
-    public static MemorySegment asSlice(MemorySegment array, long index) {
-        return array.asSlice(layout().byteSize() * index);
-    }
-
-    /**
-     * The size (in bytes) of this struct
-     */
-    public static long sizeof() { return layout().byteSize(); }
-
-    /**
-     * Allocate a segment of size {@code layout().byteSize()} using {@code allocator}
-     */
-    public static MemorySegment allocate(SegmentAllocator allocator) {
-        return allocator.allocate(layout());
-    }
-
-    /**
-     * Allocate an array of size {@code elementCount} using {@code allocator}.
-     * The returned segment has size {@code elementCount * layout().byteSize()}.
-     */
-    public static MemorySegment allocateArray(long elementCount, SegmentAllocator allocator) {
-        return allocator.allocate(MemoryLayout.sequenceLayout(elementCount, layout()));
-    }
-
-    /**
-     * Reinterprets {@code addr} using target {@code arena} and {@code cleanupAction} (if any).
-     * The returned segment has size {@code layout().byteSize()}
-     */
-    public static MemorySegment reinterpret(MemorySegment addr, Arena arena, Consumer<MemorySegment> cleanup) {
-        return reinterpret(addr, 1, arena, cleanup);
-    }
-
-    /**
-     * Reinterprets {@code addr} using target {@code arena} and {@code cleanupAction} (if any).
-     * The returned segment has size {@code elementCount * layout().byteSize()}
-     */
-    public static MemorySegment reinterpret(MemorySegment addr, long elementCount, Arena arena, Consumer<MemorySegment> cleanup) {
-        return addr.reinterpret(layout().byteSize() * elementCount, arena, cleanup);
-    }
-}
-"""
 
 
 def java_struct(ci, st, banner):
+    """The struct's class: its layout (kept in hspmn_h$shared), the struct methods, then where each field is
+    ($layout/$offset, $dimensions for arrays) and then how each is read and written (getter/setter, indexed ones
+    for arrays): two passes over the fields, so a field's accessors sit among their struct's other accessors."""
     name = st.spelling
     fs = fields(ci, st)
-    members, at = [], 0
-    for f in fs:
-        off = f.get_field_offsetof() // 8
-        if off > at:
-            members.append(f"        MemoryLayout.paddingLayout({off - at})")
-        members.append(f"        {jtype(ci, f.type).layout}.withName(\"{f.spelling}\")")
-        at = off + f.type.get_size()
-    if st.type.get_size() > at:
-        members.append(f"        MemoryLayout.paddingLayout({st.type.get_size() - at})")
-    s = [banner, IMPORTS, "\n"]
-    s.append(snippet([f"struct {name} {{"] + [f"    {field_decl(f)};" for f in fs] + ["}"], indent=""))
-    s.append(f"public class {name} {{\n\n    {name}() {{\n        // Should not be called directly\n    }}\n\n")
-    s.append("    private static final GroupLayout $LAYOUT = MemoryLayout.structLayout(\n"
-             + ",\n".join(members) + f"\n    ).withName(\"{name}\");\n\n")
-    s.append("    /**\n     * The layout of this struct\n     */\n"
-             "    public static final GroupLayout layout() {\n        return $LAYOUT;\n    }\n")
-    for f in fs:
-        s.append(java_field(ci, f))
-    s.append(STRUCT_TAIL)
+    this = f"{{@code struct {name}}}"
+    s = [banner, imports("java.lang.invoke.*", "java.util.function.Consumer"), "\n",
+         "import static java.lang.foreign.ValueLayout.*;\n"
+         "import static java.lang.foreign.MemoryLayout.PathElement.*;\n\n",
+         snippet([f"struct {name} {{"] + [f"    {field_decl(f)};" for f in fs] + ["}"], indent=""),
+         f"public class {name} {{\n\n    {name}() {{\n        // Should not be called directly\n    }}\n\n",
+         f"    private static final GroupLayout $LAYOUT = {SHARED_CLASS}.{name}$LAYOUT;\n\n",
+         method(f"The layout of {this}", "final GroupLayout layout()", "return $LAYOUT"),
+         method(f"The size (in bytes) of {this}", "long sizeof()", "return $LAYOUT.byteSize()"),
+         method(f"Allocates one {this} with {{@code allocator}}", "MemorySegment allocate(SegmentAllocator allocator)",
+                "return allocator.allocate($LAYOUT)"),
+         method(f"Allocates an array of {{@code elementCount}} {this} with {{@code allocator}}",
+                "MemorySegment allocateArray(long elementCount, SegmentAllocator allocator)",
+                f"return {SHARED_CLASS}.allocateArray($LAYOUT, elementCount, allocator)"),
+         method(f"Element {{@code index}} of {{@code array}}, an array of {this}",
+                "MemorySegment asSlice(MemorySegment array, long index)",
+                f"return {SHARED_CLASS}.asSlice($LAYOUT, array, index)"),
+         method(f"{{@code addr}} as one {this} in {{@code arena}}, with {{@code cleanup}} if any",
+                "MemorySegment reinterpret(MemorySegment addr, Arena arena, Consumer<MemorySegment> cleanup)",
+                f"return {SHARED_CLASS}.reinterpret($LAYOUT, addr, 1, arena, cleanup)"),
+         method(f"{{@code addr}} as {{@code elementCount}} {this} in {{@code arena}}, with {{@code cleanup}} if any",
+                "MemorySegment reinterpret(MemorySegment addr, long elementCount, Arena arena, "
+                "Consumer<MemorySegment> cleanup)",
+                f"return {SHARED_CLASS}.reinterpret($LAYOUT, addr, elementCount, arena, cleanup)")]
+    parts = [java_field(ci, name, f) for f in fs]
+    s += [where for where, _ in parts] + [access for _, access in parts]
+    s[-1] = s[-1].rstrip("\n") + "\n"
+    s.append("}\n")
     return "".join(s)
 
 
-def java_field(ci, f):
-    n, j, decl = f.spelling, jtype(ci, f.type), field_decl(f)
-    off = f.get_field_offsetof() // 8
-    s = [f"\n    private static final {j.layout_class} {n}$LAYOUT = ({j.layout_class})$LAYOUT.select(groupElement(\"{n}\"));\n\n",
-         snippet([decl], before="Layout for field:"),
-         f"    public static final {j.layout_class} {n}$layout() {{\n        return {n}$LAYOUT;\n    }}\n\n",
-         f"    private static final long {n}$OFFSET = {off};\n\n",
-         snippet([decl], before="Offset for field:"),
-         f"    public static final long {n}$offset() {{\n        return {n}$OFFSET;\n    }}\n\n",
-         snippet([decl], before="Getter for field:")]
+def java_field(ci, struct, f):
+    """One field's members, as (where it is: $LAYOUT/$layout(), $OFFSET/$offset(); accessors)."""
+    n, j = f.spelling, jtype(ci, f.type)
+    field = f"field {{@code {field_decl(f)}}} of {{@code struct {struct}}}"
+    select = f"({j.layout_class})$LAYOUT.select(groupElement(\"{n}\"))"
+    where = [f"    private static final {j.layout_class} {n}$LAYOUT = {select};\n\n",
+             method(f"Layout for {field}", f"final {j.layout_class} {n}$layout()", f"return {n}$LAYOUT"),
+             f"    private static final long {n}$OFFSET = {f.get_field_offsetof() // 8};\n\n",
+             method(f"Offset for {field}", f"final long {n}$offset()", f"return {n}$OFFSET")]
     if j.kind in ("value", "address"):
-        s += [f"    public static {j.java} {n}(MemorySegment struct) {{\n        return struct.get({n}$LAYOUT, {n}$OFFSET);\n    }}\n\n",
-              snippet([decl], before="Setter for field:"),
-              f"    public static void {n}(MemorySegment struct, {j.java} fieldValue) {{\n"
-              f"        struct.set({n}$LAYOUT, {n}$OFFSET, fieldValue);\n    }}\n"]
+        access = [method(f"Getter for {field}", f"{j.java} {n}(MemorySegment struct)",
+                         f"return struct.get({n}$LAYOUT, {n}$OFFSET)"),
+                  method(f"Setter for {field}", f"void {n}(MemorySegment struct, {j.java} fieldValue)",
+                         f"struct.set({n}$LAYOUT, {n}$OFFSET, fieldValue)")]
     else:
-        s += [f"    public static MemorySegment {n}(MemorySegment struct) {{\n"
-              f"        return struct.asSlice({n}$OFFSET, {n}$LAYOUT.byteSize());\n    }}\n\n",
-              snippet([decl], before="Setter for field:"),
-              f"    public static void {n}(MemorySegment struct, MemorySegment fieldValue) {{\n"
-              f"        MemorySegment.copy(fieldValue, 0L, struct, {n}$OFFSET, {n}$LAYOUT.byteSize());\n    }}\n"]
+        access = [method(f"Getter for {field}", f"MemorySegment {n}(MemorySegment struct)",
+                         f"return struct.asSlice({n}$OFFSET, {n}$LAYOUT.byteSize())"),
+                  method(f"Setter for {field}", f"void {n}(MemorySegment struct, MemorySegment fieldValue)",
+                         f"MemorySegment.copy(fieldValue, 0L, struct, {n}$OFFSET, {n}$LAYOUT.byteSize())")]
     if j.kind == "sequence":
         t = f.type.get_canonical()
         dims = []
@@ -433,17 +381,14 @@ def java_field(ci, f):
         idx = ", ".join(f"long index{i}" for i in range(len(dims)))
         idxn = ", ".join(f"index{i}" for i in range(len(dims)))
         elems = ", ".join("sequenceElement()" for _ in dims)
-        s += [f"\n    private static long[] {n}$DIMS = {{ {', '.join(map(str, dims))} }};\n\n",
-              snippet([decl], before="Dimensions for array field:"),
-              f"    public static long[] {n}$dimensions() {{\n        return {n}$DIMS;\n    }}\n",
-              f"    private static final VarHandle {n}$ELEM_HANDLE = {n}$LAYOUT.varHandle({elems});\n\n",
-              snippet([decl], before="Indexed getter for field:"),
-              f"    public static {e.java} {n}(MemorySegment struct, {idx}) {{\n"
-              f"        return ({e.java}){n}$ELEM_HANDLE.get(struct, {n}$OFFSET, {idxn});\n    }}\n\n",
-              snippet([decl], before="Indexed setter for field:"),
-              f"    public static void {n}(MemorySegment struct, {idx}, {e.java} fieldValue) {{\n"
-              f"        {n}$ELEM_HANDLE.set(struct, {n}$OFFSET, {idxn}, fieldValue);\n    }}\n"]
-    return "".join(s)
+        where += [f"    private static final long[] {n}$DIMS = {{ {', '.join(map(str, dims))} }};\n\n",
+                  method(f"Dimensions for array {field}", f"long[] {n}$dimensions()", f"return {n}$DIMS")]
+        access += [f"    private static final VarHandle {n}$ELEM_HANDLE = {n}$LAYOUT.varHandle({elems});\n\n",
+                   method(f"Indexed getter for {field}", f"{e.java} {n}(MemorySegment struct, {idx})",
+                          f"return ({e.java}) {n}$ELEM_HANDLE.get(struct, {n}$OFFSET, {idxn})"),
+                   method(f"Indexed setter for {field}", f"void {n}(MemorySegment struct, {idx}, {e.java} fieldValue)",
+                          f"{n}$ELEM_HANDLE.set(struct, {n}$OFFSET, {idxn}, fieldValue)")]
+    return "".join(where), "".join(access)
 
 
 # ---- Python (ctypes) ---------------------------------------------------------------------------------------
@@ -521,7 +466,8 @@ def main():
         os.makedirs(a.java, exist_ok=True)
         for old in glob.glob(os.path.join(a.java, "*.java")):
             os.remove(old)
-        files = {f"{HEADER_CLASS}.java": java_header(ci, decls, f"// {made_by}\n\n")}
+        files = {f"{HEADER_CLASS}.java": java_header(ci, decls, f"// {made_by}\n\n"),
+                 f"{SHARED_CLASS}.java": java_shared(ci, decls, f"// {made_by}\n")}
         for kind, *rest in decls.items:
             if kind == "struct":
                 files[f"{rest[0].spelling}.java"] = java_struct(ci, rest[0], f"// {made_by}\n\n")

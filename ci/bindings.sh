@@ -4,6 +4,8 @@
 #   - the Java FFM bindings (package io.hspmn.ffi, jextract 22's layout) with jextract when it is on PATH
 #     (or JEXTRACT=/path/to/bin/jextract), otherwise with ci/bindgen.py on libclang;
 #   - the Python ctypes declarations (native/reference/hspmn_h.py) with ci/bindgen.py.
+# ci/bindgen.py writes what the Java classes share once, into hspmn_h$shared.java (from its template
+# ci/bindgen_shared.java.in plus the header's layouts); hspmn_h and the struct classes keep jextract's API.
 # The first line of each generated file names the tool that made it. The bindings look their symbols up
 # in the libraries the class loader has loaded (SymbolLookup.loaderLookup(), as jextract emits without
 # --library); io.hspmn.NativeLibrary loads libhspmn, after checking its ABI version, before any binding

@@ -2,12 +2,9 @@
 
 package io.hspmn.ffi;
 
-import java.lang.invoke.*;
 import java.lang.foreign.*;
-import java.nio.ByteOrder;
-import java.util.*;
-import java.util.function.*;
-import java.util.stream.*;
+import java.lang.invoke.*;
+import java.util.function.Consumer;
 
 import static java.lang.foreign.ValueLayout.*;
 import static java.lang.foreign.MemoryLayout.PathElement.*;
@@ -31,372 +28,208 @@ public class hspmn_adamw_params {
         // Should not be called directly
     }
 
-    private static final GroupLayout $LAYOUT = MemoryLayout.structLayout(
-        hspmn_h.C_LONG.withName("step"),
-        hspmn_h.C_FLOAT.withName("lr"),
-        hspmn_h.C_FLOAT.withName("beta1"),
-        hspmn_h.C_FLOAT.withName("beta2"),
-        hspmn_h.C_FLOAT.withName("eps"),
-        hspmn_h.C_FLOAT.withName("weight_decay"),
-        hspmn_h.C_FLOAT.withName("max_grad_norm")
-    ).withName("hspmn_adamw_params");
+    private static final GroupLayout $LAYOUT = hspmn_h$shared.hspmn_adamw_params$LAYOUT;
 
-    /**
-     * The layout of this struct
-     */
+    /** The layout of {@code struct hspmn_adamw_params} */
     public static final GroupLayout layout() {
         return $LAYOUT;
     }
 
+    /** The size (in bytes) of {@code struct hspmn_adamw_params} */
+    public static long sizeof() {
+        return $LAYOUT.byteSize();
+    }
+
+    /** Allocates one {@code struct hspmn_adamw_params} with {@code allocator} */
+    public static MemorySegment allocate(SegmentAllocator allocator) {
+        return allocator.allocate($LAYOUT);
+    }
+
+    /** Allocates an array of {@code elementCount} {@code struct hspmn_adamw_params} with {@code allocator} */
+    public static MemorySegment allocateArray(long elementCount, SegmentAllocator allocator) {
+        return hspmn_h$shared.allocateArray($LAYOUT, elementCount, allocator);
+    }
+
+    /** Element {@code index} of {@code array}, an array of {@code struct hspmn_adamw_params} */
+    public static MemorySegment asSlice(MemorySegment array, long index) {
+        return hspmn_h$shared.asSlice($LAYOUT, array, index);
+    }
+
+    /** {@code addr} as one {@code struct hspmn_adamw_params} in {@code arena}, with {@code cleanup} if any */
+    public static MemorySegment reinterpret(MemorySegment addr, Arena arena, Consumer<MemorySegment> cleanup) {
+        return hspmn_h$shared.reinterpret($LAYOUT, addr, 1, arena, cleanup);
+    }
+
+    /** {@code addr} as {@code elementCount} {@code struct hspmn_adamw_params} in {@code arena}, with {@code cleanup} if any */
+    public static MemorySegment reinterpret(MemorySegment addr, long elementCount, Arena arena, Consumer<MemorySegment> cleanup) {
+        return hspmn_h$shared.reinterpret($LAYOUT, addr, elementCount, arena, cleanup);
+    }
+
     private static final OfLong step$LAYOUT = (OfLong)$LAYOUT.select(groupElement("step"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int64_t step
-     * }
-     */
+    /** Layout for field {@code int64_t step} of {@code struct hspmn_adamw_params} */
     public static final OfLong step$layout() {
         return step$LAYOUT;
     }
 
     private static final long step$OFFSET = 0;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int64_t step
-     * }
-     */
+    /** Offset for field {@code int64_t step} of {@code struct hspmn_adamw_params} */
     public static final long step$offset() {
         return step$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int64_t step
-     * }
-     */
-    public static long step(MemorySegment struct) {
-        return struct.get(step$LAYOUT, step$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int64_t step
-     * }
-     */
-    public static void step(MemorySegment struct, long fieldValue) {
-        struct.set(step$LAYOUT, step$OFFSET, fieldValue);
-    }
-
     private static final OfFloat lr$LAYOUT = (OfFloat)$LAYOUT.select(groupElement("lr"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * float lr
-     * }
-     */
+    /** Layout for field {@code float lr} of {@code struct hspmn_adamw_params} */
     public static final OfFloat lr$layout() {
         return lr$LAYOUT;
     }
 
     private static final long lr$OFFSET = 8;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * float lr
-     * }
-     */
+    /** Offset for field {@code float lr} of {@code struct hspmn_adamw_params} */
     public static final long lr$offset() {
         return lr$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * float lr
-     * }
-     */
-    public static float lr(MemorySegment struct) {
-        return struct.get(lr$LAYOUT, lr$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * float lr
-     * }
-     */
-    public static void lr(MemorySegment struct, float fieldValue) {
-        struct.set(lr$LAYOUT, lr$OFFSET, fieldValue);
-    }
-
     private static final OfFloat beta1$LAYOUT = (OfFloat)$LAYOUT.select(groupElement("beta1"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * float beta1
-     * }
-     */
+    /** Layout for field {@code float beta1} of {@code struct hspmn_adamw_params} */
     public static final OfFloat beta1$layout() {
         return beta1$LAYOUT;
     }
 
     private static final long beta1$OFFSET = 12;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * float beta1
-     * }
-     */
+    /** Offset for field {@code float beta1} of {@code struct hspmn_adamw_params} */
     public static final long beta1$offset() {
         return beta1$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * float beta1
-     * }
-     */
-    public static float beta1(MemorySegment struct) {
-        return struct.get(beta1$LAYOUT, beta1$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * float beta1
-     * }
-     */
-    public static void beta1(MemorySegment struct, float fieldValue) {
-        struct.set(beta1$LAYOUT, beta1$OFFSET, fieldValue);
-    }
-
     private static final OfFloat beta2$LAYOUT = (OfFloat)$LAYOUT.select(groupElement("beta2"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * float beta2
-     * }
-     */
+    /** Layout for field {@code float beta2} of {@code struct hspmn_adamw_params} */
     public static final OfFloat beta2$layout() {
         return beta2$LAYOUT;
     }
 
     private static final long beta2$OFFSET = 16;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * float beta2
-     * }
-     */
+    /** Offset for field {@code float beta2} of {@code struct hspmn_adamw_params} */
     public static final long beta2$offset() {
         return beta2$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * float beta2
-     * }
-     */
-    public static float beta2(MemorySegment struct) {
-        return struct.get(beta2$LAYOUT, beta2$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * float beta2
-     * }
-     */
-    public static void beta2(MemorySegment struct, float fieldValue) {
-        struct.set(beta2$LAYOUT, beta2$OFFSET, fieldValue);
-    }
-
     private static final OfFloat eps$LAYOUT = (OfFloat)$LAYOUT.select(groupElement("eps"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * float eps
-     * }
-     */
+    /** Layout for field {@code float eps} of {@code struct hspmn_adamw_params} */
     public static final OfFloat eps$layout() {
         return eps$LAYOUT;
     }
 
     private static final long eps$OFFSET = 20;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * float eps
-     * }
-     */
+    /** Offset for field {@code float eps} of {@code struct hspmn_adamw_params} */
     public static final long eps$offset() {
         return eps$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * float eps
-     * }
-     */
-    public static float eps(MemorySegment struct) {
-        return struct.get(eps$LAYOUT, eps$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * float eps
-     * }
-     */
-    public static void eps(MemorySegment struct, float fieldValue) {
-        struct.set(eps$LAYOUT, eps$OFFSET, fieldValue);
-    }
-
     private static final OfFloat weight_decay$LAYOUT = (OfFloat)$LAYOUT.select(groupElement("weight_decay"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * float weight_decay
-     * }
-     */
+    /** Layout for field {@code float weight_decay} of {@code struct hspmn_adamw_params} */
     public static final OfFloat weight_decay$layout() {
         return weight_decay$LAYOUT;
     }
 
     private static final long weight_decay$OFFSET = 24;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * float weight_decay
-     * }
-     */
+    /** Offset for field {@code float weight_decay} of {@code struct hspmn_adamw_params} */
     public static final long weight_decay$offset() {
         return weight_decay$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * float weight_decay
-     * }
-     */
-    public static float weight_decay(MemorySegment struct) {
-        return struct.get(weight_decay$LAYOUT, weight_decay$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * float weight_decay
-     * }
-     */
-    public static void weight_decay(MemorySegment struct, float fieldValue) {
-        struct.set(weight_decay$LAYOUT, weight_decay$OFFSET, fieldValue);
-    }
-
     private static final OfFloat max_grad_norm$LAYOUT = (OfFloat)$LAYOUT.select(groupElement("max_grad_norm"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * float max_grad_norm
-     * }
-     */
+    /** Layout for field {@code float max_grad_norm} of {@code struct hspmn_adamw_params} */
     public static final OfFloat max_grad_norm$layout() {
         return max_grad_norm$LAYOUT;
     }
 
     private static final long max_grad_norm$OFFSET = 28;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * float max_grad_norm
-     * }
-     */
+    /** Offset for field {@code float max_grad_norm} of {@code struct hspmn_adamw_params} */
     public static final long max_grad_norm$offset() {
         return max_grad_norm$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * float max_grad_norm
-     * }
-     */
+    /** Getter for field {@code int64_t step} of {@code struct hspmn_adamw_params} */
+    public static long step(MemorySegment struct) {
+        return struct.get(step$LAYOUT, step$OFFSET);
+    }
+
+    /** Setter for field {@code int64_t step} of {@code struct hspmn_adamw_params} */
+    public static void step(MemorySegment struct, long fieldValue) {
+        struct.set(step$LAYOUT, step$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code float lr} of {@code struct hspmn_adamw_params} */
+    public static float lr(MemorySegment struct) {
+        return struct.get(lr$LAYOUT, lr$OFFSET);
+    }
+
+    /** Setter for field {@code float lr} of {@code struct hspmn_adamw_params} */
+    public static void lr(MemorySegment struct, float fieldValue) {
+        struct.set(lr$LAYOUT, lr$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code float beta1} of {@code struct hspmn_adamw_params} */
+    public static float beta1(MemorySegment struct) {
+        return struct.get(beta1$LAYOUT, beta1$OFFSET);
+    }
+
+    /** Setter for field {@code float beta1} of {@code struct hspmn_adamw_params} */
+    public static void beta1(MemorySegment struct, float fieldValue) {
+        struct.set(beta1$LAYOUT, beta1$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code float beta2} of {@code struct hspmn_adamw_params} */
+    public static float beta2(MemorySegment struct) {
+        return struct.get(beta2$LAYOUT, beta2$OFFSET);
+    }
+
+    /** Setter for field {@code float beta2} of {@code struct hspmn_adamw_params} */
+    public static void beta2(MemorySegment struct, float fieldValue) {
+        struct.set(beta2$LAYOUT, beta2$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code float eps} of {@code struct hspmn_adamw_params} */
+    public static float eps(MemorySegment struct) {
+        return struct.get(eps$LAYOUT, eps$OFFSET);
+    }
+
+    /** Setter for field {@code float eps} of {@code struct hspmn_adamw_params} */
+    public static void eps(MemorySegment struct, float fieldValue) {
+        struct.set(eps$LAYOUT, eps$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code float weight_decay} of {@code struct hspmn_adamw_params} */
+    public static float weight_decay(MemorySegment struct) {
+        return struct.get(weight_decay$LAYOUT, weight_decay$OFFSET);
+    }
+
+    /** Setter for field {@code float weight_decay} of {@code struct hspmn_adamw_params} */
+    public static void weight_decay(MemorySegment struct, float fieldValue) {
+        struct.set(weight_decay$LAYOUT, weight_decay$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code float max_grad_norm} of {@code struct hspmn_adamw_params} */
     public static float max_grad_norm(MemorySegment struct) {
         return struct.get(max_grad_norm$LAYOUT, max_grad_norm$OFFSET);
     }
 
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * float max_grad_norm
-     * }
-     */
+    /** Setter for field {@code float max_grad_norm} of {@code struct hspmn_adamw_params} */
     public static void max_grad_norm(MemorySegment struct, float fieldValue) {
         struct.set(max_grad_norm$LAYOUT, max_grad_norm$OFFSET, fieldValue);
-    }
-
-    /**
-     * Obtains a slice of {@code arrayParam} which selects the array element at {@code index}.
-     * The returned segment has address {@code arrayParam.address() + index * layout().byteSize()}
-     */
-    public static MemorySegment asSlice(MemorySegment array, long index) {
-        return array.asSlice(layout().byteSize() * index);
-    }
-
-    /**
-     * The size (in bytes) of this struct
-     */
-    public static long sizeof() { return layout().byteSize(); }
-
-    /**
-     * Allocate a segment of size {@code layout().byteSize()} using {@code allocator}
-     */
-    public static MemorySegment allocate(SegmentAllocator allocator) {
-        return allocator.allocate(layout());
-    }
-
-    /**
-     * Allocate an array of size {@code elementCount} using {@code allocator}.
-     * The returned segment has size {@code elementCount * layout().byteSize()}.
-     */
-    public static MemorySegment allocateArray(long elementCount, SegmentAllocator allocator) {
-        return allocator.allocate(MemoryLayout.sequenceLayout(elementCount, layout()));
-    }
-
-    /**
-     * Reinterprets {@code addr} using target {@code arena} and {@code cleanupAction} (if any).
-     * The returned segment has size {@code layout().byteSize()}
-     */
-    public static MemorySegment reinterpret(MemorySegment addr, Arena arena, Consumer<MemorySegment> cleanup) {
-        return reinterpret(addr, 1, arena, cleanup);
-    }
-
-    /**
-     * Reinterprets {@code addr} using target {@code arena} and {@code cleanupAction} (if any).
-     * The returned segment has size {@code elementCount * layout().byteSize()}
-     */
-    public static MemorySegment reinterpret(MemorySegment addr, long elementCount, Arena arena, Consumer<MemorySegment> cleanup) {
-        return addr.reinterpret(layout().byteSize() * elementCount, arena, cleanup);
     }
 }

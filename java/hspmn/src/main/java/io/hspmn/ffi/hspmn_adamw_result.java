@@ -2,12 +2,9 @@
 
 package io.hspmn.ffi;
 
-import java.lang.invoke.*;
 import java.lang.foreign.*;
-import java.nio.ByteOrder;
-import java.util.*;
-import java.util.function.*;
-import java.util.stream.*;
+import java.lang.invoke.*;
+import java.util.function.Consumer;
 
 import static java.lang.foreign.ValueLayout.*;
 import static java.lang.foreign.MemoryLayout.PathElement.*;
@@ -26,147 +23,88 @@ public class hspmn_adamw_result {
         // Should not be called directly
     }
 
-    private static final GroupLayout $LAYOUT = MemoryLayout.structLayout(
-        hspmn_h.C_FLOAT.withName("grad_norm"),
-        hspmn_h.C_INT.withName("applied")
-    ).withName("hspmn_adamw_result");
+    private static final GroupLayout $LAYOUT = hspmn_h$shared.hspmn_adamw_result$LAYOUT;
 
-    /**
-     * The layout of this struct
-     */
+    /** The layout of {@code struct hspmn_adamw_result} */
     public static final GroupLayout layout() {
         return $LAYOUT;
     }
 
+    /** The size (in bytes) of {@code struct hspmn_adamw_result} */
+    public static long sizeof() {
+        return $LAYOUT.byteSize();
+    }
+
+    /** Allocates one {@code struct hspmn_adamw_result} with {@code allocator} */
+    public static MemorySegment allocate(SegmentAllocator allocator) {
+        return allocator.allocate($LAYOUT);
+    }
+
+    /** Allocates an array of {@code elementCount} {@code struct hspmn_adamw_result} with {@code allocator} */
+    public static MemorySegment allocateArray(long elementCount, SegmentAllocator allocator) {
+        return hspmn_h$shared.allocateArray($LAYOUT, elementCount, allocator);
+    }
+
+    /** Element {@code index} of {@code array}, an array of {@code struct hspmn_adamw_result} */
+    public static MemorySegment asSlice(MemorySegment array, long index) {
+        return hspmn_h$shared.asSlice($LAYOUT, array, index);
+    }
+
+    /** {@code addr} as one {@code struct hspmn_adamw_result} in {@code arena}, with {@code cleanup} if any */
+    public static MemorySegment reinterpret(MemorySegment addr, Arena arena, Consumer<MemorySegment> cleanup) {
+        return hspmn_h$shared.reinterpret($LAYOUT, addr, 1, arena, cleanup);
+    }
+
+    /** {@code addr} as {@code elementCount} {@code struct hspmn_adamw_result} in {@code arena}, with {@code cleanup} if any */
+    public static MemorySegment reinterpret(MemorySegment addr, long elementCount, Arena arena, Consumer<MemorySegment> cleanup) {
+        return hspmn_h$shared.reinterpret($LAYOUT, addr, elementCount, arena, cleanup);
+    }
+
     private static final OfFloat grad_norm$LAYOUT = (OfFloat)$LAYOUT.select(groupElement("grad_norm"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * float grad_norm
-     * }
-     */
+    /** Layout for field {@code float grad_norm} of {@code struct hspmn_adamw_result} */
     public static final OfFloat grad_norm$layout() {
         return grad_norm$LAYOUT;
     }
 
     private static final long grad_norm$OFFSET = 0;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * float grad_norm
-     * }
-     */
+    /** Offset for field {@code float grad_norm} of {@code struct hspmn_adamw_result} */
     public static final long grad_norm$offset() {
         return grad_norm$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * float grad_norm
-     * }
-     */
-    public static float grad_norm(MemorySegment struct) {
-        return struct.get(grad_norm$LAYOUT, grad_norm$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * float grad_norm
-     * }
-     */
-    public static void grad_norm(MemorySegment struct, float fieldValue) {
-        struct.set(grad_norm$LAYOUT, grad_norm$OFFSET, fieldValue);
-    }
-
     private static final OfInt applied$LAYOUT = (OfInt)$LAYOUT.select(groupElement("applied"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t applied
-     * }
-     */
+    /** Layout for field {@code int32_t applied} of {@code struct hspmn_adamw_result} */
     public static final OfInt applied$layout() {
         return applied$LAYOUT;
     }
 
     private static final long applied$OFFSET = 4;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t applied
-     * }
-     */
+    /** Offset for field {@code int32_t applied} of {@code struct hspmn_adamw_result} */
     public static final long applied$offset() {
         return applied$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t applied
-     * }
-     */
+    /** Getter for field {@code float grad_norm} of {@code struct hspmn_adamw_result} */
+    public static float grad_norm(MemorySegment struct) {
+        return struct.get(grad_norm$LAYOUT, grad_norm$OFFSET);
+    }
+
+    /** Setter for field {@code float grad_norm} of {@code struct hspmn_adamw_result} */
+    public static void grad_norm(MemorySegment struct, float fieldValue) {
+        struct.set(grad_norm$LAYOUT, grad_norm$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int32_t applied} of {@code struct hspmn_adamw_result} */
     public static int applied(MemorySegment struct) {
         return struct.get(applied$LAYOUT, applied$OFFSET);
     }
 
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t applied
-     * }
-     */
+    /** Setter for field {@code int32_t applied} of {@code struct hspmn_adamw_result} */
     public static void applied(MemorySegment struct, int fieldValue) {
         struct.set(applied$LAYOUT, applied$OFFSET, fieldValue);
-    }
-
-    /**
-     * Obtains a slice of {@code arrayParam} which selects the array element at {@code index}.
-     * The returned segment has address {@code arrayParam.address() + index * layout().byteSize()}
-     */
-    public static MemorySegment asSlice(MemorySegment array, long index) {
-        return array.asSlice(layout().byteSize() * index);
-    }
-
-    /**
-     * The size (in bytes) of this struct
-     */
-    public static long sizeof() { return layout().byteSize(); }
-
-    /**
-     * Allocate a segment of size {@code layout().byteSize()} using {@code allocator}
-     */
-    public static MemorySegment allocate(SegmentAllocator allocator) {
-        return allocator.allocate(layout());
-    }
-
-    /**
-     * Allocate an array of size {@code elementCount} using {@code allocator}.
-     * The returned segment has size {@code elementCount * layout().byteSize()}.
-     */
-    public static MemorySegment allocateArray(long elementCount, SegmentAllocator allocator) {
-        return allocator.allocate(MemoryLayout.sequenceLayout(elementCount, layout()));
-    }
-
-    /**
-     * Reinterprets {@code addr} using target {@code arena} and {@code cleanupAction} (if any).
-     * The returned segment has size {@code layout().byteSize()}
-     */
-    public static MemorySegment reinterpret(MemorySegment addr, Arena arena, Consumer<MemorySegment> cleanup) {
-        return reinterpret(addr, 1, arena, cleanup);
-    }
-
-    /**
-     * Reinterprets {@code addr} using target {@code arena} and {@code cleanupAction} (if any).
-     * The returned segment has size {@code elementCount * layout().byteSize()}
-     */
-    public static MemorySegment reinterpret(MemorySegment addr, long elementCount, Arena arena, Consumer<MemorySegment> cleanup) {
-        return addr.reinterpret(layout().byteSize() * elementCount, arena, cleanup);
     }
 }

@@ -2,12 +2,9 @@
 
 package io.hspmn.ffi;
 
-import java.lang.invoke.*;
 import java.lang.foreign.*;
-import java.nio.ByteOrder;
-import java.util.*;
-import java.util.function.*;
-import java.util.stream.*;
+import java.lang.invoke.*;
+import java.util.function.Consumer;
 
 import static java.lang.foreign.ValueLayout.*;
 import static java.lang.foreign.MemoryLayout.PathElement.*;
@@ -29,282 +26,160 @@ public class hspmn_alloc_stats {
         // Should not be called directly
     }
 
-    private static final GroupLayout $LAYOUT = MemoryLayout.structLayout(
-        hspmn_h.C_LONG.withName("live_tensors"),
-        hspmn_h.C_LONG.withName("live_blocks"),
-        hspmn_h.C_LONG.withName("live_contexts"),
-        hspmn_h.C_LONG.withName("live_bytes"),
-        hspmn_h.C_LONG.withName("peak_bytes")
-    ).withName("hspmn_alloc_stats");
+    private static final GroupLayout $LAYOUT = hspmn_h$shared.hspmn_alloc_stats$LAYOUT;
 
-    /**
-     * The layout of this struct
-     */
+    /** The layout of {@code struct hspmn_alloc_stats} */
     public static final GroupLayout layout() {
         return $LAYOUT;
     }
 
+    /** The size (in bytes) of {@code struct hspmn_alloc_stats} */
+    public static long sizeof() {
+        return $LAYOUT.byteSize();
+    }
+
+    /** Allocates one {@code struct hspmn_alloc_stats} with {@code allocator} */
+    public static MemorySegment allocate(SegmentAllocator allocator) {
+        return allocator.allocate($LAYOUT);
+    }
+
+    /** Allocates an array of {@code elementCount} {@code struct hspmn_alloc_stats} with {@code allocator} */
+    public static MemorySegment allocateArray(long elementCount, SegmentAllocator allocator) {
+        return hspmn_h$shared.allocateArray($LAYOUT, elementCount, allocator);
+    }
+
+    /** Element {@code index} of {@code array}, an array of {@code struct hspmn_alloc_stats} */
+    public static MemorySegment asSlice(MemorySegment array, long index) {
+        return hspmn_h$shared.asSlice($LAYOUT, array, index);
+    }
+
+    /** {@code addr} as one {@code struct hspmn_alloc_stats} in {@code arena}, with {@code cleanup} if any */
+    public static MemorySegment reinterpret(MemorySegment addr, Arena arena, Consumer<MemorySegment> cleanup) {
+        return hspmn_h$shared.reinterpret($LAYOUT, addr, 1, arena, cleanup);
+    }
+
+    /** {@code addr} as {@code elementCount} {@code struct hspmn_alloc_stats} in {@code arena}, with {@code cleanup} if any */
+    public static MemorySegment reinterpret(MemorySegment addr, long elementCount, Arena arena, Consumer<MemorySegment> cleanup) {
+        return hspmn_h$shared.reinterpret($LAYOUT, addr, elementCount, arena, cleanup);
+    }
+
     private static final OfLong live_tensors$LAYOUT = (OfLong)$LAYOUT.select(groupElement("live_tensors"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int64_t live_tensors
-     * }
-     */
+    /** Layout for field {@code int64_t live_tensors} of {@code struct hspmn_alloc_stats} */
     public static final OfLong live_tensors$layout() {
         return live_tensors$LAYOUT;
     }
 
     private static final long live_tensors$OFFSET = 0;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int64_t live_tensors
-     * }
-     */
+    /** Offset for field {@code int64_t live_tensors} of {@code struct hspmn_alloc_stats} */
     public static final long live_tensors$offset() {
         return live_tensors$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int64_t live_tensors
-     * }
-     */
-    public static long live_tensors(MemorySegment struct) {
-        return struct.get(live_tensors$LAYOUT, live_tensors$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int64_t live_tensors
-     * }
-     */
-    public static void live_tensors(MemorySegment struct, long fieldValue) {
-        struct.set(live_tensors$LAYOUT, live_tensors$OFFSET, fieldValue);
-    }
-
     private static final OfLong live_blocks$LAYOUT = (OfLong)$LAYOUT.select(groupElement("live_blocks"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int64_t live_blocks
-     * }
-     */
+    /** Layout for field {@code int64_t live_blocks} of {@code struct hspmn_alloc_stats} */
     public static final OfLong live_blocks$layout() {
         return live_blocks$LAYOUT;
     }
 
     private static final long live_blocks$OFFSET = 8;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int64_t live_blocks
-     * }
-     */
+    /** Offset for field {@code int64_t live_blocks} of {@code struct hspmn_alloc_stats} */
     public static final long live_blocks$offset() {
         return live_blocks$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int64_t live_blocks
-     * }
-     */
-    public static long live_blocks(MemorySegment struct) {
-        return struct.get(live_blocks$LAYOUT, live_blocks$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int64_t live_blocks
-     * }
-     */
-    public static void live_blocks(MemorySegment struct, long fieldValue) {
-        struct.set(live_blocks$LAYOUT, live_blocks$OFFSET, fieldValue);
-    }
-
     private static final OfLong live_contexts$LAYOUT = (OfLong)$LAYOUT.select(groupElement("live_contexts"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int64_t live_contexts
-     * }
-     */
+    /** Layout for field {@code int64_t live_contexts} of {@code struct hspmn_alloc_stats} */
     public static final OfLong live_contexts$layout() {
         return live_contexts$LAYOUT;
     }
 
     private static final long live_contexts$OFFSET = 16;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int64_t live_contexts
-     * }
-     */
+    /** Offset for field {@code int64_t live_contexts} of {@code struct hspmn_alloc_stats} */
     public static final long live_contexts$offset() {
         return live_contexts$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int64_t live_contexts
-     * }
-     */
-    public static long live_contexts(MemorySegment struct) {
-        return struct.get(live_contexts$LAYOUT, live_contexts$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int64_t live_contexts
-     * }
-     */
-    public static void live_contexts(MemorySegment struct, long fieldValue) {
-        struct.set(live_contexts$LAYOUT, live_contexts$OFFSET, fieldValue);
-    }
-
     private static final OfLong live_bytes$LAYOUT = (OfLong)$LAYOUT.select(groupElement("live_bytes"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int64_t live_bytes
-     * }
-     */
+    /** Layout for field {@code int64_t live_bytes} of {@code struct hspmn_alloc_stats} */
     public static final OfLong live_bytes$layout() {
         return live_bytes$LAYOUT;
     }
 
     private static final long live_bytes$OFFSET = 24;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int64_t live_bytes
-     * }
-     */
+    /** Offset for field {@code int64_t live_bytes} of {@code struct hspmn_alloc_stats} */
     public static final long live_bytes$offset() {
         return live_bytes$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int64_t live_bytes
-     * }
-     */
-    public static long live_bytes(MemorySegment struct) {
-        return struct.get(live_bytes$LAYOUT, live_bytes$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int64_t live_bytes
-     * }
-     */
-    public static void live_bytes(MemorySegment struct, long fieldValue) {
-        struct.set(live_bytes$LAYOUT, live_bytes$OFFSET, fieldValue);
-    }
-
     private static final OfLong peak_bytes$LAYOUT = (OfLong)$LAYOUT.select(groupElement("peak_bytes"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int64_t peak_bytes
-     * }
-     */
+    /** Layout for field {@code int64_t peak_bytes} of {@code struct hspmn_alloc_stats} */
     public static final OfLong peak_bytes$layout() {
         return peak_bytes$LAYOUT;
     }
 
     private static final long peak_bytes$OFFSET = 32;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int64_t peak_bytes
-     * }
-     */
+    /** Offset for field {@code int64_t peak_bytes} of {@code struct hspmn_alloc_stats} */
     public static final long peak_bytes$offset() {
         return peak_bytes$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int64_t peak_bytes
-     * }
-     */
+    /** Getter for field {@code int64_t live_tensors} of {@code struct hspmn_alloc_stats} */
+    public static long live_tensors(MemorySegment struct) {
+        return struct.get(live_tensors$LAYOUT, live_tensors$OFFSET);
+    }
+
+    /** Setter for field {@code int64_t live_tensors} of {@code struct hspmn_alloc_stats} */
+    public static void live_tensors(MemorySegment struct, long fieldValue) {
+        struct.set(live_tensors$LAYOUT, live_tensors$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int64_t live_blocks} of {@code struct hspmn_alloc_stats} */
+    public static long live_blocks(MemorySegment struct) {
+        return struct.get(live_blocks$LAYOUT, live_blocks$OFFSET);
+    }
+
+    /** Setter for field {@code int64_t live_blocks} of {@code struct hspmn_alloc_stats} */
+    public static void live_blocks(MemorySegment struct, long fieldValue) {
+        struct.set(live_blocks$LAYOUT, live_blocks$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int64_t live_contexts} of {@code struct hspmn_alloc_stats} */
+    public static long live_contexts(MemorySegment struct) {
+        return struct.get(live_contexts$LAYOUT, live_contexts$OFFSET);
+    }
+
+    /** Setter for field {@code int64_t live_contexts} of {@code struct hspmn_alloc_stats} */
+    public static void live_contexts(MemorySegment struct, long fieldValue) {
+        struct.set(live_contexts$LAYOUT, live_contexts$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int64_t live_bytes} of {@code struct hspmn_alloc_stats} */
+    public static long live_bytes(MemorySegment struct) {
+        return struct.get(live_bytes$LAYOUT, live_bytes$OFFSET);
+    }
+
+    /** Setter for field {@code int64_t live_bytes} of {@code struct hspmn_alloc_stats} */
+    public static void live_bytes(MemorySegment struct, long fieldValue) {
+        struct.set(live_bytes$LAYOUT, live_bytes$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int64_t peak_bytes} of {@code struct hspmn_alloc_stats} */
     public static long peak_bytes(MemorySegment struct) {
         return struct.get(peak_bytes$LAYOUT, peak_bytes$OFFSET);
     }
 
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int64_t peak_bytes
-     * }
-     */
+    /** Setter for field {@code int64_t peak_bytes} of {@code struct hspmn_alloc_stats} */
     public static void peak_bytes(MemorySegment struct, long fieldValue) {
         struct.set(peak_bytes$LAYOUT, peak_bytes$OFFSET, fieldValue);
-    }
-
-    /**
-     * Obtains a slice of {@code arrayParam} which selects the array element at {@code index}.
-     * The returned segment has address {@code arrayParam.address() + index * layout().byteSize()}
-     */
-    public static MemorySegment asSlice(MemorySegment array, long index) {
-        return array.asSlice(layout().byteSize() * index);
-    }
-
-    /**
-     * The size (in bytes) of this struct
-     */
-    public static long sizeof() { return layout().byteSize(); }
-
-    /**
-     * Allocate a segment of size {@code layout().byteSize()} using {@code allocator}
-     */
-    public static MemorySegment allocate(SegmentAllocator allocator) {
-        return allocator.allocate(layout());
-    }
-
-    /**
-     * Allocate an array of size {@code elementCount} using {@code allocator}.
-     * The returned segment has size {@code elementCount * layout().byteSize()}.
-     */
-    public static MemorySegment allocateArray(long elementCount, SegmentAllocator allocator) {
-        return allocator.allocate(MemoryLayout.sequenceLayout(elementCount, layout()));
-    }
-
-    /**
-     * Reinterprets {@code addr} using target {@code arena} and {@code cleanupAction} (if any).
-     * The returned segment has size {@code layout().byteSize()}
-     */
-    public static MemorySegment reinterpret(MemorySegment addr, Arena arena, Consumer<MemorySegment> cleanup) {
-        return reinterpret(addr, 1, arena, cleanup);
-    }
-
-    /**
-     * Reinterprets {@code addr} using target {@code arena} and {@code cleanupAction} (if any).
-     * The returned segment has size {@code elementCount * layout().byteSize()}
-     */
-    public static MemorySegment reinterpret(MemorySegment addr, long elementCount, Arena arena, Consumer<MemorySegment> cleanup) {
-        return addr.reinterpret(layout().byteSize() * elementCount, arena, cleanup);
     }
 }

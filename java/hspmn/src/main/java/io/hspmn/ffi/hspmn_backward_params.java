@@ -2,12 +2,9 @@
 
 package io.hspmn.ffi;
 
-import java.lang.invoke.*;
 import java.lang.foreign.*;
-import java.nio.ByteOrder;
-import java.util.*;
-import java.util.function.*;
-import java.util.stream.*;
+import java.lang.invoke.*;
+import java.util.function.Consumer;
 
 import static java.lang.foreign.ValueLayout.*;
 import static java.lang.foreign.MemoryLayout.PathElement.*;
@@ -26,147 +23,88 @@ public class hspmn_backward_params {
         // Should not be called directly
     }
 
-    private static final GroupLayout $LAYOUT = MemoryLayout.structLayout(
-        hspmn_h.C_INT.withName("accumulate"),
-        hspmn_h.C_INT.withName("reserved")
-    ).withName("hspmn_backward_params");
+    private static final GroupLayout $LAYOUT = hspmn_h$shared.hspmn_backward_params$LAYOUT;
 
-    /**
-     * The layout of this struct
-     */
+    /** The layout of {@code struct hspmn_backward_params} */
     public static final GroupLayout layout() {
         return $LAYOUT;
     }
 
+    /** The size (in bytes) of {@code struct hspmn_backward_params} */
+    public static long sizeof() {
+        return $LAYOUT.byteSize();
+    }
+
+    /** Allocates one {@code struct hspmn_backward_params} with {@code allocator} */
+    public static MemorySegment allocate(SegmentAllocator allocator) {
+        return allocator.allocate($LAYOUT);
+    }
+
+    /** Allocates an array of {@code elementCount} {@code struct hspmn_backward_params} with {@code allocator} */
+    public static MemorySegment allocateArray(long elementCount, SegmentAllocator allocator) {
+        return hspmn_h$shared.allocateArray($LAYOUT, elementCount, allocator);
+    }
+
+    /** Element {@code index} of {@code array}, an array of {@code struct hspmn_backward_params} */
+    public static MemorySegment asSlice(MemorySegment array, long index) {
+        return hspmn_h$shared.asSlice($LAYOUT, array, index);
+    }
+
+    /** {@code addr} as one {@code struct hspmn_backward_params} in {@code arena}, with {@code cleanup} if any */
+    public static MemorySegment reinterpret(MemorySegment addr, Arena arena, Consumer<MemorySegment> cleanup) {
+        return hspmn_h$shared.reinterpret($LAYOUT, addr, 1, arena, cleanup);
+    }
+
+    /** {@code addr} as {@code elementCount} {@code struct hspmn_backward_params} in {@code arena}, with {@code cleanup} if any */
+    public static MemorySegment reinterpret(MemorySegment addr, long elementCount, Arena arena, Consumer<MemorySegment> cleanup) {
+        return hspmn_h$shared.reinterpret($LAYOUT, addr, elementCount, arena, cleanup);
+    }
+
     private static final OfInt accumulate$LAYOUT = (OfInt)$LAYOUT.select(groupElement("accumulate"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t accumulate
-     * }
-     */
+    /** Layout for field {@code int32_t accumulate} of {@code struct hspmn_backward_params} */
     public static final OfInt accumulate$layout() {
         return accumulate$LAYOUT;
     }
 
     private static final long accumulate$OFFSET = 0;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t accumulate
-     * }
-     */
+    /** Offset for field {@code int32_t accumulate} of {@code struct hspmn_backward_params} */
     public static final long accumulate$offset() {
         return accumulate$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t accumulate
-     * }
-     */
-    public static int accumulate(MemorySegment struct) {
-        return struct.get(accumulate$LAYOUT, accumulate$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t accumulate
-     * }
-     */
-    public static void accumulate(MemorySegment struct, int fieldValue) {
-        struct.set(accumulate$LAYOUT, accumulate$OFFSET, fieldValue);
-    }
-
     private static final OfInt reserved$LAYOUT = (OfInt)$LAYOUT.select(groupElement("reserved"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t reserved
-     * }
-     */
+    /** Layout for field {@code int32_t reserved} of {@code struct hspmn_backward_params} */
     public static final OfInt reserved$layout() {
         return reserved$LAYOUT;
     }
 
     private static final long reserved$OFFSET = 4;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t reserved
-     * }
-     */
+    /** Offset for field {@code int32_t reserved} of {@code struct hspmn_backward_params} */
     public static final long reserved$offset() {
         return reserved$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t reserved
-     * }
-     */
+    /** Getter for field {@code int32_t accumulate} of {@code struct hspmn_backward_params} */
+    public static int accumulate(MemorySegment struct) {
+        return struct.get(accumulate$LAYOUT, accumulate$OFFSET);
+    }
+
+    /** Setter for field {@code int32_t accumulate} of {@code struct hspmn_backward_params} */
+    public static void accumulate(MemorySegment struct, int fieldValue) {
+        struct.set(accumulate$LAYOUT, accumulate$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int32_t reserved} of {@code struct hspmn_backward_params} */
     public static int reserved(MemorySegment struct) {
         return struct.get(reserved$LAYOUT, reserved$OFFSET);
     }
 
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t reserved
-     * }
-     */
+    /** Setter for field {@code int32_t reserved} of {@code struct hspmn_backward_params} */
     public static void reserved(MemorySegment struct, int fieldValue) {
         struct.set(reserved$LAYOUT, reserved$OFFSET, fieldValue);
-    }
-
-    /**
-     * Obtains a slice of {@code arrayParam} which selects the array element at {@code index}.
-     * The returned segment has address {@code arrayParam.address() + index * layout().byteSize()}
-     */
-    public static MemorySegment asSlice(MemorySegment array, long index) {
-        return array.asSlice(layout().byteSize() * index);
-    }
-
-    /**
-     * The size (in bytes) of this struct
-     */
-    public static long sizeof() { return layout().byteSize(); }
-
-    /**
-     * Allocate a segment of size {@code layout().byteSize()} using {@code allocator}
-     */
-    public static MemorySegment allocate(SegmentAllocator allocator) {
-        return allocator.allocate(layout());
-    }
-
-    /**
-     * Allocate an array of size {@code elementCount} using {@code allocator}.
-     * The returned segment has size {@code elementCount * layout().byteSize()}.
-     */
-    public static MemorySegment allocateArray(long elementCount, SegmentAllocator allocator) {
-        return allocator.allocate(MemoryLayout.sequenceLayout(elementCount, layout()));
-    }
-
-    /**
-     * Reinterprets {@code addr} using target {@code arena} and {@code cleanupAction} (if any).
-     * The returned segment has size {@code layout().byteSize()}
-     */
-    public static MemorySegment reinterpret(MemorySegment addr, Arena arena, Consumer<MemorySegment> cleanup) {
-        return reinterpret(addr, 1, arena, cleanup);
-    }
-
-    /**
-     * Reinterprets {@code addr} using target {@code arena} and {@code cleanupAction} (if any).
-     * The returned segment has size {@code elementCount * layout().byteSize()}
-     */
-    public static MemorySegment reinterpret(MemorySegment addr, long elementCount, Arena arena, Consumer<MemorySegment> cleanup) {
-        return addr.reinterpret(layout().byteSize() * elementCount, arena, cleanup);
     }
 }

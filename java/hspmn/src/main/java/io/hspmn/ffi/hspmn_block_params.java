@@ -2,12 +2,9 @@
 
 package io.hspmn.ffi;
 
-import java.lang.invoke.*;
 import java.lang.foreign.*;
-import java.nio.ByteOrder;
-import java.util.*;
-import java.util.function.*;
-import java.util.stream.*;
+import java.lang.invoke.*;
+import java.util.function.Consumer;
 
 import static java.lang.foreign.ValueLayout.*;
 import static java.lang.foreign.MemoryLayout.PathElement.*;
@@ -36,597 +33,328 @@ public class hspmn_block_params {
         // Should not be called directly
     }
 
-    private static final GroupLayout $LAYOUT = MemoryLayout.structLayout(
-        hspmn_h.C_INT.withName("dim"),
-        hspmn_h.C_INT.withName("num_heads"),
-        hspmn_h.C_INT.withName("num_kv_heads"),
-        hspmn_h.C_INT.withName("mlp_ratio"),
-        hspmn_h.C_INT.withName("conv_kernel"),
-        hspmn_h.C_INT.withName("routing"),
-        hspmn_h.C_FLOAT.withName("rope_base"),
-        hspmn_h.C_FLOAT.withName("sparsity_k"),
-        hspmn_h.C_FLOAT.withName("router_sparsity_coef"),
-        hspmn_h.C_FLOAT.withName("router_entropy_coef"),
-        hspmn_h.C_FLOAT.withName("norm_eps"),
-        hspmn_h.C_INT.withName("reserved")
-    ).withName("hspmn_block_params");
+    private static final GroupLayout $LAYOUT = hspmn_h$shared.hspmn_block_params$LAYOUT;
 
-    /**
-     * The layout of this struct
-     */
+    /** The layout of {@code struct hspmn_block_params} */
     public static final GroupLayout layout() {
         return $LAYOUT;
     }
 
+    /** The size (in bytes) of {@code struct hspmn_block_params} */
+    public static long sizeof() {
+        return $LAYOUT.byteSize();
+    }
+
+    /** Allocates one {@code struct hspmn_block_params} with {@code allocator} */
+    public static MemorySegment allocate(SegmentAllocator allocator) {
+        return allocator.allocate($LAYOUT);
+    }
+
+    /** Allocates an array of {@code elementCount} {@code struct hspmn_block_params} with {@code allocator} */
+    public static MemorySegment allocateArray(long elementCount, SegmentAllocator allocator) {
+        return hspmn_h$shared.allocateArray($LAYOUT, elementCount, allocator);
+    }
+
+    /** Element {@code index} of {@code array}, an array of {@code struct hspmn_block_params} */
+    public static MemorySegment asSlice(MemorySegment array, long index) {
+        return hspmn_h$shared.asSlice($LAYOUT, array, index);
+    }
+
+    /** {@code addr} as one {@code struct hspmn_block_params} in {@code arena}, with {@code cleanup} if any */
+    public static MemorySegment reinterpret(MemorySegment addr, Arena arena, Consumer<MemorySegment> cleanup) {
+        return hspmn_h$shared.reinterpret($LAYOUT, addr, 1, arena, cleanup);
+    }
+
+    /** {@code addr} as {@code elementCount} {@code struct hspmn_block_params} in {@code arena}, with {@code cleanup} if any */
+    public static MemorySegment reinterpret(MemorySegment addr, long elementCount, Arena arena, Consumer<MemorySegment> cleanup) {
+        return hspmn_h$shared.reinterpret($LAYOUT, addr, elementCount, arena, cleanup);
+    }
+
     private static final OfInt dim$LAYOUT = (OfInt)$LAYOUT.select(groupElement("dim"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t dim
-     * }
-     */
+    /** Layout for field {@code int32_t dim} of {@code struct hspmn_block_params} */
     public static final OfInt dim$layout() {
         return dim$LAYOUT;
     }
 
     private static final long dim$OFFSET = 0;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t dim
-     * }
-     */
+    /** Offset for field {@code int32_t dim} of {@code struct hspmn_block_params} */
     public static final long dim$offset() {
         return dim$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t dim
-     * }
-     */
-    public static int dim(MemorySegment struct) {
-        return struct.get(dim$LAYOUT, dim$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t dim
-     * }
-     */
-    public static void dim(MemorySegment struct, int fieldValue) {
-        struct.set(dim$LAYOUT, dim$OFFSET, fieldValue);
-    }
-
     private static final OfInt num_heads$LAYOUT = (OfInt)$LAYOUT.select(groupElement("num_heads"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t num_heads
-     * }
-     */
+    /** Layout for field {@code int32_t num_heads} of {@code struct hspmn_block_params} */
     public static final OfInt num_heads$layout() {
         return num_heads$LAYOUT;
     }
 
     private static final long num_heads$OFFSET = 4;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t num_heads
-     * }
-     */
+    /** Offset for field {@code int32_t num_heads} of {@code struct hspmn_block_params} */
     public static final long num_heads$offset() {
         return num_heads$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t num_heads
-     * }
-     */
-    public static int num_heads(MemorySegment struct) {
-        return struct.get(num_heads$LAYOUT, num_heads$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t num_heads
-     * }
-     */
-    public static void num_heads(MemorySegment struct, int fieldValue) {
-        struct.set(num_heads$LAYOUT, num_heads$OFFSET, fieldValue);
-    }
-
     private static final OfInt num_kv_heads$LAYOUT = (OfInt)$LAYOUT.select(groupElement("num_kv_heads"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t num_kv_heads
-     * }
-     */
+    /** Layout for field {@code int32_t num_kv_heads} of {@code struct hspmn_block_params} */
     public static final OfInt num_kv_heads$layout() {
         return num_kv_heads$LAYOUT;
     }
 
     private static final long num_kv_heads$OFFSET = 8;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t num_kv_heads
-     * }
-     */
+    /** Offset for field {@code int32_t num_kv_heads} of {@code struct hspmn_block_params} */
     public static final long num_kv_heads$offset() {
         return num_kv_heads$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t num_kv_heads
-     * }
-     */
-    public static int num_kv_heads(MemorySegment struct) {
-        return struct.get(num_kv_heads$LAYOUT, num_kv_heads$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t num_kv_heads
-     * }
-     */
-    public static void num_kv_heads(MemorySegment struct, int fieldValue) {
-        struct.set(num_kv_heads$LAYOUT, num_kv_heads$OFFSET, fieldValue);
-    }
-
     private static final OfInt mlp_ratio$LAYOUT = (OfInt)$LAYOUT.select(groupElement("mlp_ratio"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t mlp_ratio
-     * }
-     */
+    /** Layout for field {@code int32_t mlp_ratio} of {@code struct hspmn_block_params} */
     public static final OfInt mlp_ratio$layout() {
         return mlp_ratio$LAYOUT;
     }
 
     private static final long mlp_ratio$OFFSET = 12;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t mlp_ratio
-     * }
-     */
+    /** Offset for field {@code int32_t mlp_ratio} of {@code struct hspmn_block_params} */
     public static final long mlp_ratio$offset() {
         return mlp_ratio$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t mlp_ratio
-     * }
-     */
-    public static int mlp_ratio(MemorySegment struct) {
-        return struct.get(mlp_ratio$LAYOUT, mlp_ratio$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t mlp_ratio
-     * }
-     */
-    public static void mlp_ratio(MemorySegment struct, int fieldValue) {
-        struct.set(mlp_ratio$LAYOUT, mlp_ratio$OFFSET, fieldValue);
-    }
-
     private static final OfInt conv_kernel$LAYOUT = (OfInt)$LAYOUT.select(groupElement("conv_kernel"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t conv_kernel
-     * }
-     */
+    /** Layout for field {@code int32_t conv_kernel} of {@code struct hspmn_block_params} */
     public static final OfInt conv_kernel$layout() {
         return conv_kernel$LAYOUT;
     }
 
     private static final long conv_kernel$OFFSET = 16;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t conv_kernel
-     * }
-     */
+    /** Offset for field {@code int32_t conv_kernel} of {@code struct hspmn_block_params} */
     public static final long conv_kernel$offset() {
         return conv_kernel$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t conv_kernel
-     * }
-     */
-    public static int conv_kernel(MemorySegment struct) {
-        return struct.get(conv_kernel$LAYOUT, conv_kernel$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t conv_kernel
-     * }
-     */
-    public static void conv_kernel(MemorySegment struct, int fieldValue) {
-        struct.set(conv_kernel$LAYOUT, conv_kernel$OFFSET, fieldValue);
-    }
-
     private static final OfInt routing$LAYOUT = (OfInt)$LAYOUT.select(groupElement("routing"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t routing
-     * }
-     */
+    /** Layout for field {@code int32_t routing} of {@code struct hspmn_block_params} */
     public static final OfInt routing$layout() {
         return routing$LAYOUT;
     }
 
     private static final long routing$OFFSET = 20;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t routing
-     * }
-     */
+    /** Offset for field {@code int32_t routing} of {@code struct hspmn_block_params} */
     public static final long routing$offset() {
         return routing$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t routing
-     * }
-     */
-    public static int routing(MemorySegment struct) {
-        return struct.get(routing$LAYOUT, routing$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t routing
-     * }
-     */
-    public static void routing(MemorySegment struct, int fieldValue) {
-        struct.set(routing$LAYOUT, routing$OFFSET, fieldValue);
-    }
-
     private static final OfFloat rope_base$LAYOUT = (OfFloat)$LAYOUT.select(groupElement("rope_base"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * float rope_base
-     * }
-     */
+    /** Layout for field {@code float rope_base} of {@code struct hspmn_block_params} */
     public static final OfFloat rope_base$layout() {
         return rope_base$LAYOUT;
     }
 
     private static final long rope_base$OFFSET = 24;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * float rope_base
-     * }
-     */
+    /** Offset for field {@code float rope_base} of {@code struct hspmn_block_params} */
     public static final long rope_base$offset() {
         return rope_base$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * float rope_base
-     * }
-     */
-    public static float rope_base(MemorySegment struct) {
-        return struct.get(rope_base$LAYOUT, rope_base$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * float rope_base
-     * }
-     */
-    public static void rope_base(MemorySegment struct, float fieldValue) {
-        struct.set(rope_base$LAYOUT, rope_base$OFFSET, fieldValue);
-    }
-
     private static final OfFloat sparsity_k$LAYOUT = (OfFloat)$LAYOUT.select(groupElement("sparsity_k"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * float sparsity_k
-     * }
-     */
+    /** Layout for field {@code float sparsity_k} of {@code struct hspmn_block_params} */
     public static final OfFloat sparsity_k$layout() {
         return sparsity_k$LAYOUT;
     }
 
     private static final long sparsity_k$OFFSET = 28;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * float sparsity_k
-     * }
-     */
+    /** Offset for field {@code float sparsity_k} of {@code struct hspmn_block_params} */
     public static final long sparsity_k$offset() {
         return sparsity_k$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * float sparsity_k
-     * }
-     */
-    public static float sparsity_k(MemorySegment struct) {
-        return struct.get(sparsity_k$LAYOUT, sparsity_k$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * float sparsity_k
-     * }
-     */
-    public static void sparsity_k(MemorySegment struct, float fieldValue) {
-        struct.set(sparsity_k$LAYOUT, sparsity_k$OFFSET, fieldValue);
-    }
-
     private static final OfFloat router_sparsity_coef$LAYOUT = (OfFloat)$LAYOUT.select(groupElement("router_sparsity_coef"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * float router_sparsity_coef
-     * }
-     */
+    /** Layout for field {@code float router_sparsity_coef} of {@code struct hspmn_block_params} */
     public static final OfFloat router_sparsity_coef$layout() {
         return router_sparsity_coef$LAYOUT;
     }
 
     private static final long router_sparsity_coef$OFFSET = 32;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * float router_sparsity_coef
-     * }
-     */
+    /** Offset for field {@code float router_sparsity_coef} of {@code struct hspmn_block_params} */
     public static final long router_sparsity_coef$offset() {
         return router_sparsity_coef$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * float router_sparsity_coef
-     * }
-     */
-    public static float router_sparsity_coef(MemorySegment struct) {
-        return struct.get(router_sparsity_coef$LAYOUT, router_sparsity_coef$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * float router_sparsity_coef
-     * }
-     */
-    public static void router_sparsity_coef(MemorySegment struct, float fieldValue) {
-        struct.set(router_sparsity_coef$LAYOUT, router_sparsity_coef$OFFSET, fieldValue);
-    }
-
     private static final OfFloat router_entropy_coef$LAYOUT = (OfFloat)$LAYOUT.select(groupElement("router_entropy_coef"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * float router_entropy_coef
-     * }
-     */
+    /** Layout for field {@code float router_entropy_coef} of {@code struct hspmn_block_params} */
     public static final OfFloat router_entropy_coef$layout() {
         return router_entropy_coef$LAYOUT;
     }
 
     private static final long router_entropy_coef$OFFSET = 36;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * float router_entropy_coef
-     * }
-     */
+    /** Offset for field {@code float router_entropy_coef} of {@code struct hspmn_block_params} */
     public static final long router_entropy_coef$offset() {
         return router_entropy_coef$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * float router_entropy_coef
-     * }
-     */
-    public static float router_entropy_coef(MemorySegment struct) {
-        return struct.get(router_entropy_coef$LAYOUT, router_entropy_coef$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * float router_entropy_coef
-     * }
-     */
-    public static void router_entropy_coef(MemorySegment struct, float fieldValue) {
-        struct.set(router_entropy_coef$LAYOUT, router_entropy_coef$OFFSET, fieldValue);
-    }
-
     private static final OfFloat norm_eps$LAYOUT = (OfFloat)$LAYOUT.select(groupElement("norm_eps"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * float norm_eps
-     * }
-     */
+    /** Layout for field {@code float norm_eps} of {@code struct hspmn_block_params} */
     public static final OfFloat norm_eps$layout() {
         return norm_eps$LAYOUT;
     }
 
     private static final long norm_eps$OFFSET = 40;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * float norm_eps
-     * }
-     */
+    /** Offset for field {@code float norm_eps} of {@code struct hspmn_block_params} */
     public static final long norm_eps$offset() {
         return norm_eps$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * float norm_eps
-     * }
-     */
-    public static float norm_eps(MemorySegment struct) {
-        return struct.get(norm_eps$LAYOUT, norm_eps$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * float norm_eps
-     * }
-     */
-    public static void norm_eps(MemorySegment struct, float fieldValue) {
-        struct.set(norm_eps$LAYOUT, norm_eps$OFFSET, fieldValue);
-    }
-
     private static final OfInt reserved$LAYOUT = (OfInt)$LAYOUT.select(groupElement("reserved"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t reserved
-     * }
-     */
+    /** Layout for field {@code int32_t reserved} of {@code struct hspmn_block_params} */
     public static final OfInt reserved$layout() {
         return reserved$LAYOUT;
     }
 
     private static final long reserved$OFFSET = 44;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t reserved
-     * }
-     */
+    /** Offset for field {@code int32_t reserved} of {@code struct hspmn_block_params} */
     public static final long reserved$offset() {
         return reserved$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t reserved
-     * }
-     */
+    /** Getter for field {@code int32_t dim} of {@code struct hspmn_block_params} */
+    public static int dim(MemorySegment struct) {
+        return struct.get(dim$LAYOUT, dim$OFFSET);
+    }
+
+    /** Setter for field {@code int32_t dim} of {@code struct hspmn_block_params} */
+    public static void dim(MemorySegment struct, int fieldValue) {
+        struct.set(dim$LAYOUT, dim$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int32_t num_heads} of {@code struct hspmn_block_params} */
+    public static int num_heads(MemorySegment struct) {
+        return struct.get(num_heads$LAYOUT, num_heads$OFFSET);
+    }
+
+    /** Setter for field {@code int32_t num_heads} of {@code struct hspmn_block_params} */
+    public static void num_heads(MemorySegment struct, int fieldValue) {
+        struct.set(num_heads$LAYOUT, num_heads$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int32_t num_kv_heads} of {@code struct hspmn_block_params} */
+    public static int num_kv_heads(MemorySegment struct) {
+        return struct.get(num_kv_heads$LAYOUT, num_kv_heads$OFFSET);
+    }
+
+    /** Setter for field {@code int32_t num_kv_heads} of {@code struct hspmn_block_params} */
+    public static void num_kv_heads(MemorySegment struct, int fieldValue) {
+        struct.set(num_kv_heads$LAYOUT, num_kv_heads$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int32_t mlp_ratio} of {@code struct hspmn_block_params} */
+    public static int mlp_ratio(MemorySegment struct) {
+        return struct.get(mlp_ratio$LAYOUT, mlp_ratio$OFFSET);
+    }
+
+    /** Setter for field {@code int32_t mlp_ratio} of {@code struct hspmn_block_params} */
+    public static void mlp_ratio(MemorySegment struct, int fieldValue) {
+        struct.set(mlp_ratio$LAYOUT, mlp_ratio$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int32_t conv_kernel} of {@code struct hspmn_block_params} */
+    public static int conv_kernel(MemorySegment struct) {
+        return struct.get(conv_kernel$LAYOUT, conv_kernel$OFFSET);
+    }
+
+    /** Setter for field {@code int32_t conv_kernel} of {@code struct hspmn_block_params} */
+    public static void conv_kernel(MemorySegment struct, int fieldValue) {
+        struct.set(conv_kernel$LAYOUT, conv_kernel$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int32_t routing} of {@code struct hspmn_block_params} */
+    public static int routing(MemorySegment struct) {
+        return struct.get(routing$LAYOUT, routing$OFFSET);
+    }
+
+    /** Setter for field {@code int32_t routing} of {@code struct hspmn_block_params} */
+    public static void routing(MemorySegment struct, int fieldValue) {
+        struct.set(routing$LAYOUT, routing$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code float rope_base} of {@code struct hspmn_block_params} */
+    public static float rope_base(MemorySegment struct) {
+        return struct.get(rope_base$LAYOUT, rope_base$OFFSET);
+    }
+
+    /** Setter for field {@code float rope_base} of {@code struct hspmn_block_params} */
+    public static void rope_base(MemorySegment struct, float fieldValue) {
+        struct.set(rope_base$LAYOUT, rope_base$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code float sparsity_k} of {@code struct hspmn_block_params} */
+    public static float sparsity_k(MemorySegment struct) {
+        return struct.get(sparsity_k$LAYOUT, sparsity_k$OFFSET);
+    }
+
+    /** Setter for field {@code float sparsity_k} of {@code struct hspmn_block_params} */
+    public static void sparsity_k(MemorySegment struct, float fieldValue) {
+        struct.set(sparsity_k$LAYOUT, sparsity_k$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code float router_sparsity_coef} of {@code struct hspmn_block_params} */
+    public static float router_sparsity_coef(MemorySegment struct) {
+        return struct.get(router_sparsity_coef$LAYOUT, router_sparsity_coef$OFFSET);
+    }
+
+    /** Setter for field {@code float router_sparsity_coef} of {@code struct hspmn_block_params} */
+    public static void router_sparsity_coef(MemorySegment struct, float fieldValue) {
+        struct.set(router_sparsity_coef$LAYOUT, router_sparsity_coef$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code float router_entropy_coef} of {@code struct hspmn_block_params} */
+    public static float router_entropy_coef(MemorySegment struct) {
+        return struct.get(router_entropy_coef$LAYOUT, router_entropy_coef$OFFSET);
+    }
+
+    /** Setter for field {@code float router_entropy_coef} of {@code struct hspmn_block_params} */
+    public static void router_entropy_coef(MemorySegment struct, float fieldValue) {
+        struct.set(router_entropy_coef$LAYOUT, router_entropy_coef$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code float norm_eps} of {@code struct hspmn_block_params} */
+    public static float norm_eps(MemorySegment struct) {
+        return struct.get(norm_eps$LAYOUT, norm_eps$OFFSET);
+    }
+
+    /** Setter for field {@code float norm_eps} of {@code struct hspmn_block_params} */
+    public static void norm_eps(MemorySegment struct, float fieldValue) {
+        struct.set(norm_eps$LAYOUT, norm_eps$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int32_t reserved} of {@code struct hspmn_block_params} */
     public static int reserved(MemorySegment struct) {
         return struct.get(reserved$LAYOUT, reserved$OFFSET);
     }
 
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t reserved
-     * }
-     */
+    /** Setter for field {@code int32_t reserved} of {@code struct hspmn_block_params} */
     public static void reserved(MemorySegment struct, int fieldValue) {
         struct.set(reserved$LAYOUT, reserved$OFFSET, fieldValue);
-    }
-
-    /**
-     * Obtains a slice of {@code arrayParam} which selects the array element at {@code index}.
-     * The returned segment has address {@code arrayParam.address() + index * layout().byteSize()}
-     */
-    public static MemorySegment asSlice(MemorySegment array, long index) {
-        return array.asSlice(layout().byteSize() * index);
-    }
-
-    /**
-     * The size (in bytes) of this struct
-     */
-    public static long sizeof() { return layout().byteSize(); }
-
-    /**
-     * Allocate a segment of size {@code layout().byteSize()} using {@code allocator}
-     */
-    public static MemorySegment allocate(SegmentAllocator allocator) {
-        return allocator.allocate(layout());
-    }
-
-    /**
-     * Allocate an array of size {@code elementCount} using {@code allocator}.
-     * The returned segment has size {@code elementCount * layout().byteSize()}.
-     */
-    public static MemorySegment allocateArray(long elementCount, SegmentAllocator allocator) {
-        return allocator.allocate(MemoryLayout.sequenceLayout(elementCount, layout()));
-    }
-
-    /**
-     * Reinterprets {@code addr} using target {@code arena} and {@code cleanupAction} (if any).
-     * The returned segment has size {@code layout().byteSize()}
-     */
-    public static MemorySegment reinterpret(MemorySegment addr, Arena arena, Consumer<MemorySegment> cleanup) {
-        return reinterpret(addr, 1, arena, cleanup);
-    }
-
-    /**
-     * Reinterprets {@code addr} using target {@code arena} and {@code cleanupAction} (if any).
-     * The returned segment has size {@code elementCount * layout().byteSize()}
-     */
-    public static MemorySegment reinterpret(MemorySegment addr, long elementCount, Arena arena, Consumer<MemorySegment> cleanup) {
-        return addr.reinterpret(layout().byteSize() * elementCount, arena, cleanup);
     }
 }

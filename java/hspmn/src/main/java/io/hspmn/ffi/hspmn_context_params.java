@@ -2,12 +2,9 @@
 
 package io.hspmn.ffi;
 
-import java.lang.invoke.*;
 import java.lang.foreign.*;
-import java.nio.ByteOrder;
-import java.util.*;
-import java.util.function.*;
-import java.util.stream.*;
+import java.lang.invoke.*;
+import java.util.function.Consumer;
 
 import static java.lang.foreign.ValueLayout.*;
 import static java.lang.foreign.MemoryLayout.PathElement.*;
@@ -29,282 +26,160 @@ public class hspmn_context_params {
         // Should not be called directly
     }
 
-    private static final GroupLayout $LAYOUT = MemoryLayout.structLayout(
-        hspmn_h.C_INT.withName("backend"),
-        hspmn_h.C_INT.withName("device"),
-        hspmn_h.C_INT.withName("num_threads"),
-        hspmn_h.C_INT.withName("nan_policy"),
-        hspmn_h.C_POINTER.withName("cuda_stream")
-    ).withName("hspmn_context_params");
+    private static final GroupLayout $LAYOUT = hspmn_h$shared.hspmn_context_params$LAYOUT;
 
-    /**
-     * The layout of this struct
-     */
+    /** The layout of {@code struct hspmn_context_params} */
     public static final GroupLayout layout() {
         return $LAYOUT;
     }
 
+    /** The size (in bytes) of {@code struct hspmn_context_params} */
+    public static long sizeof() {
+        return $LAYOUT.byteSize();
+    }
+
+    /** Allocates one {@code struct hspmn_context_params} with {@code allocator} */
+    public static MemorySegment allocate(SegmentAllocator allocator) {
+        return allocator.allocate($LAYOUT);
+    }
+
+    /** Allocates an array of {@code elementCount} {@code struct hspmn_context_params} with {@code allocator} */
+    public static MemorySegment allocateArray(long elementCount, SegmentAllocator allocator) {
+        return hspmn_h$shared.allocateArray($LAYOUT, elementCount, allocator);
+    }
+
+    /** Element {@code index} of {@code array}, an array of {@code struct hspmn_context_params} */
+    public static MemorySegment asSlice(MemorySegment array, long index) {
+        return hspmn_h$shared.asSlice($LAYOUT, array, index);
+    }
+
+    /** {@code addr} as one {@code struct hspmn_context_params} in {@code arena}, with {@code cleanup} if any */
+    public static MemorySegment reinterpret(MemorySegment addr, Arena arena, Consumer<MemorySegment> cleanup) {
+        return hspmn_h$shared.reinterpret($LAYOUT, addr, 1, arena, cleanup);
+    }
+
+    /** {@code addr} as {@code elementCount} {@code struct hspmn_context_params} in {@code arena}, with {@code cleanup} if any */
+    public static MemorySegment reinterpret(MemorySegment addr, long elementCount, Arena arena, Consumer<MemorySegment> cleanup) {
+        return hspmn_h$shared.reinterpret($LAYOUT, addr, elementCount, arena, cleanup);
+    }
+
     private static final OfInt backend$LAYOUT = (OfInt)$LAYOUT.select(groupElement("backend"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t backend
-     * }
-     */
+    /** Layout for field {@code int32_t backend} of {@code struct hspmn_context_params} */
     public static final OfInt backend$layout() {
         return backend$LAYOUT;
     }
 
     private static final long backend$OFFSET = 0;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t backend
-     * }
-     */
+    /** Offset for field {@code int32_t backend} of {@code struct hspmn_context_params} */
     public static final long backend$offset() {
         return backend$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t backend
-     * }
-     */
-    public static int backend(MemorySegment struct) {
-        return struct.get(backend$LAYOUT, backend$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t backend
-     * }
-     */
-    public static void backend(MemorySegment struct, int fieldValue) {
-        struct.set(backend$LAYOUT, backend$OFFSET, fieldValue);
-    }
-
     private static final OfInt device$LAYOUT = (OfInt)$LAYOUT.select(groupElement("device"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t device
-     * }
-     */
+    /** Layout for field {@code int32_t device} of {@code struct hspmn_context_params} */
     public static final OfInt device$layout() {
         return device$LAYOUT;
     }
 
     private static final long device$OFFSET = 4;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t device
-     * }
-     */
+    /** Offset for field {@code int32_t device} of {@code struct hspmn_context_params} */
     public static final long device$offset() {
         return device$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t device
-     * }
-     */
-    public static int device(MemorySegment struct) {
-        return struct.get(device$LAYOUT, device$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t device
-     * }
-     */
-    public static void device(MemorySegment struct, int fieldValue) {
-        struct.set(device$LAYOUT, device$OFFSET, fieldValue);
-    }
-
     private static final OfInt num_threads$LAYOUT = (OfInt)$LAYOUT.select(groupElement("num_threads"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t num_threads
-     * }
-     */
+    /** Layout for field {@code int32_t num_threads} of {@code struct hspmn_context_params} */
     public static final OfInt num_threads$layout() {
         return num_threads$LAYOUT;
     }
 
     private static final long num_threads$OFFSET = 8;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t num_threads
-     * }
-     */
+    /** Offset for field {@code int32_t num_threads} of {@code struct hspmn_context_params} */
     public static final long num_threads$offset() {
         return num_threads$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t num_threads
-     * }
-     */
-    public static int num_threads(MemorySegment struct) {
-        return struct.get(num_threads$LAYOUT, num_threads$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t num_threads
-     * }
-     */
-    public static void num_threads(MemorySegment struct, int fieldValue) {
-        struct.set(num_threads$LAYOUT, num_threads$OFFSET, fieldValue);
-    }
-
     private static final OfInt nan_policy$LAYOUT = (OfInt)$LAYOUT.select(groupElement("nan_policy"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t nan_policy
-     * }
-     */
+    /** Layout for field {@code int32_t nan_policy} of {@code struct hspmn_context_params} */
     public static final OfInt nan_policy$layout() {
         return nan_policy$LAYOUT;
     }
 
     private static final long nan_policy$OFFSET = 12;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t nan_policy
-     * }
-     */
+    /** Offset for field {@code int32_t nan_policy} of {@code struct hspmn_context_params} */
     public static final long nan_policy$offset() {
         return nan_policy$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t nan_policy
-     * }
-     */
-    public static int nan_policy(MemorySegment struct) {
-        return struct.get(nan_policy$LAYOUT, nan_policy$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t nan_policy
-     * }
-     */
-    public static void nan_policy(MemorySegment struct, int fieldValue) {
-        struct.set(nan_policy$LAYOUT, nan_policy$OFFSET, fieldValue);
-    }
-
     private static final AddressLayout cuda_stream$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("cuda_stream"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * void *cuda_stream
-     * }
-     */
+    /** Layout for field {@code void *cuda_stream} of {@code struct hspmn_context_params} */
     public static final AddressLayout cuda_stream$layout() {
         return cuda_stream$LAYOUT;
     }
 
     private static final long cuda_stream$OFFSET = 16;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * void *cuda_stream
-     * }
-     */
+    /** Offset for field {@code void *cuda_stream} of {@code struct hspmn_context_params} */
     public static final long cuda_stream$offset() {
         return cuda_stream$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * void *cuda_stream
-     * }
-     */
+    /** Getter for field {@code int32_t backend} of {@code struct hspmn_context_params} */
+    public static int backend(MemorySegment struct) {
+        return struct.get(backend$LAYOUT, backend$OFFSET);
+    }
+
+    /** Setter for field {@code int32_t backend} of {@code struct hspmn_context_params} */
+    public static void backend(MemorySegment struct, int fieldValue) {
+        struct.set(backend$LAYOUT, backend$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int32_t device} of {@code struct hspmn_context_params} */
+    public static int device(MemorySegment struct) {
+        return struct.get(device$LAYOUT, device$OFFSET);
+    }
+
+    /** Setter for field {@code int32_t device} of {@code struct hspmn_context_params} */
+    public static void device(MemorySegment struct, int fieldValue) {
+        struct.set(device$LAYOUT, device$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int32_t num_threads} of {@code struct hspmn_context_params} */
+    public static int num_threads(MemorySegment struct) {
+        return struct.get(num_threads$LAYOUT, num_threads$OFFSET);
+    }
+
+    /** Setter for field {@code int32_t num_threads} of {@code struct hspmn_context_params} */
+    public static void num_threads(MemorySegment struct, int fieldValue) {
+        struct.set(num_threads$LAYOUT, num_threads$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int32_t nan_policy} of {@code struct hspmn_context_params} */
+    public static int nan_policy(MemorySegment struct) {
+        return struct.get(nan_policy$LAYOUT, nan_policy$OFFSET);
+    }
+
+    /** Setter for field {@code int32_t nan_policy} of {@code struct hspmn_context_params} */
+    public static void nan_policy(MemorySegment struct, int fieldValue) {
+        struct.set(nan_policy$LAYOUT, nan_policy$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code void *cuda_stream} of {@code struct hspmn_context_params} */
     public static MemorySegment cuda_stream(MemorySegment struct) {
         return struct.get(cuda_stream$LAYOUT, cuda_stream$OFFSET);
     }
 
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * void *cuda_stream
-     * }
-     */
+    /** Setter for field {@code void *cuda_stream} of {@code struct hspmn_context_params} */
     public static void cuda_stream(MemorySegment struct, MemorySegment fieldValue) {
         struct.set(cuda_stream$LAYOUT, cuda_stream$OFFSET, fieldValue);
-    }
-
-    /**
-     * Obtains a slice of {@code arrayParam} which selects the array element at {@code index}.
-     * The returned segment has address {@code arrayParam.address() + index * layout().byteSize()}
-     */
-    public static MemorySegment asSlice(MemorySegment array, long index) {
-        return array.asSlice(layout().byteSize() * index);
-    }
-
-    /**
-     * The size (in bytes) of this struct
-     */
-    public static long sizeof() { return layout().byteSize(); }
-
-    /**
-     * Allocate a segment of size {@code layout().byteSize()} using {@code allocator}
-     */
-    public static MemorySegment allocate(SegmentAllocator allocator) {
-        return allocator.allocate(layout());
-    }
-
-    /**
-     * Allocate an array of size {@code elementCount} using {@code allocator}.
-     * The returned segment has size {@code elementCount * layout().byteSize()}.
-     */
-    public static MemorySegment allocateArray(long elementCount, SegmentAllocator allocator) {
-        return allocator.allocate(MemoryLayout.sequenceLayout(elementCount, layout()));
-    }
-
-    /**
-     * Reinterprets {@code addr} using target {@code arena} and {@code cleanupAction} (if any).
-     * The returned segment has size {@code layout().byteSize()}
-     */
-    public static MemorySegment reinterpret(MemorySegment addr, Arena arena, Consumer<MemorySegment> cleanup) {
-        return reinterpret(addr, 1, arena, cleanup);
-    }
-
-    /**
-     * Reinterprets {@code addr} using target {@code arena} and {@code cleanupAction} (if any).
-     * The returned segment has size {@code elementCount * layout().byteSize()}
-     */
-    public static MemorySegment reinterpret(MemorySegment addr, long elementCount, Arena arena, Consumer<MemorySegment> cleanup) {
-        return addr.reinterpret(layout().byteSize() * elementCount, arena, cleanup);
     }
 }

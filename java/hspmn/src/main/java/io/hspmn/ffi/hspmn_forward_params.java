@@ -2,12 +2,9 @@
 
 package io.hspmn.ffi;
 
-import java.lang.invoke.*;
 import java.lang.foreign.*;
-import java.nio.ByteOrder;
-import java.util.*;
-import java.util.function.*;
-import java.util.stream.*;
+import java.lang.invoke.*;
+import java.util.function.Consumer;
 
 import static java.lang.foreign.ValueLayout.*;
 import static java.lang.foreign.MemoryLayout.PathElement.*;
@@ -32,417 +29,232 @@ public class hspmn_forward_params {
         // Should not be called directly
     }
 
-    private static final GroupLayout $LAYOUT = MemoryLayout.structLayout(
-        hspmn_h.C_INT.withName("training"),
-        hspmn_h.C_INT.withName("noise"),
-        hspmn_h.C_LONG.withName("seed"),
-        hspmn_h.C_LONG.withName("step"),
-        hspmn_h.C_INT.withName("layer"),
-        hspmn_h.C_FLOAT.withName("aux_target"),
-        hspmn_h.C_FLOAT.withName("dropout"),
-        hspmn_h.C_INT.withName("reserved")
-    ).withName("hspmn_forward_params");
+    private static final GroupLayout $LAYOUT = hspmn_h$shared.hspmn_forward_params$LAYOUT;
 
-    /**
-     * The layout of this struct
-     */
+    /** The layout of {@code struct hspmn_forward_params} */
     public static final GroupLayout layout() {
         return $LAYOUT;
     }
 
+    /** The size (in bytes) of {@code struct hspmn_forward_params} */
+    public static long sizeof() {
+        return $LAYOUT.byteSize();
+    }
+
+    /** Allocates one {@code struct hspmn_forward_params} with {@code allocator} */
+    public static MemorySegment allocate(SegmentAllocator allocator) {
+        return allocator.allocate($LAYOUT);
+    }
+
+    /** Allocates an array of {@code elementCount} {@code struct hspmn_forward_params} with {@code allocator} */
+    public static MemorySegment allocateArray(long elementCount, SegmentAllocator allocator) {
+        return hspmn_h$shared.allocateArray($LAYOUT, elementCount, allocator);
+    }
+
+    /** Element {@code index} of {@code array}, an array of {@code struct hspmn_forward_params} */
+    public static MemorySegment asSlice(MemorySegment array, long index) {
+        return hspmn_h$shared.asSlice($LAYOUT, array, index);
+    }
+
+    /** {@code addr} as one {@code struct hspmn_forward_params} in {@code arena}, with {@code cleanup} if any */
+    public static MemorySegment reinterpret(MemorySegment addr, Arena arena, Consumer<MemorySegment> cleanup) {
+        return hspmn_h$shared.reinterpret($LAYOUT, addr, 1, arena, cleanup);
+    }
+
+    /** {@code addr} as {@code elementCount} {@code struct hspmn_forward_params} in {@code arena}, with {@code cleanup} if any */
+    public static MemorySegment reinterpret(MemorySegment addr, long elementCount, Arena arena, Consumer<MemorySegment> cleanup) {
+        return hspmn_h$shared.reinterpret($LAYOUT, addr, elementCount, arena, cleanup);
+    }
+
     private static final OfInt training$LAYOUT = (OfInt)$LAYOUT.select(groupElement("training"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t training
-     * }
-     */
+    /** Layout for field {@code int32_t training} of {@code struct hspmn_forward_params} */
     public static final OfInt training$layout() {
         return training$LAYOUT;
     }
 
     private static final long training$OFFSET = 0;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t training
-     * }
-     */
+    /** Offset for field {@code int32_t training} of {@code struct hspmn_forward_params} */
     public static final long training$offset() {
         return training$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t training
-     * }
-     */
-    public static int training(MemorySegment struct) {
-        return struct.get(training$LAYOUT, training$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t training
-     * }
-     */
-    public static void training(MemorySegment struct, int fieldValue) {
-        struct.set(training$LAYOUT, training$OFFSET, fieldValue);
-    }
-
     private static final OfInt noise$LAYOUT = (OfInt)$LAYOUT.select(groupElement("noise"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t noise
-     * }
-     */
+    /** Layout for field {@code int32_t noise} of {@code struct hspmn_forward_params} */
     public static final OfInt noise$layout() {
         return noise$LAYOUT;
     }
 
     private static final long noise$OFFSET = 4;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t noise
-     * }
-     */
+    /** Offset for field {@code int32_t noise} of {@code struct hspmn_forward_params} */
     public static final long noise$offset() {
         return noise$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t noise
-     * }
-     */
-    public static int noise(MemorySegment struct) {
-        return struct.get(noise$LAYOUT, noise$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t noise
-     * }
-     */
-    public static void noise(MemorySegment struct, int fieldValue) {
-        struct.set(noise$LAYOUT, noise$OFFSET, fieldValue);
-    }
-
     private static final OfLong seed$LAYOUT = (OfLong)$LAYOUT.select(groupElement("seed"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * uint64_t seed
-     * }
-     */
+    /** Layout for field {@code uint64_t seed} of {@code struct hspmn_forward_params} */
     public static final OfLong seed$layout() {
         return seed$LAYOUT;
     }
 
     private static final long seed$OFFSET = 8;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * uint64_t seed
-     * }
-     */
+    /** Offset for field {@code uint64_t seed} of {@code struct hspmn_forward_params} */
     public static final long seed$offset() {
         return seed$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * uint64_t seed
-     * }
-     */
-    public static long seed(MemorySegment struct) {
-        return struct.get(seed$LAYOUT, seed$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * uint64_t seed
-     * }
-     */
-    public static void seed(MemorySegment struct, long fieldValue) {
-        struct.set(seed$LAYOUT, seed$OFFSET, fieldValue);
-    }
-
     private static final OfLong step$LAYOUT = (OfLong)$LAYOUT.select(groupElement("step"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int64_t step
-     * }
-     */
+    /** Layout for field {@code int64_t step} of {@code struct hspmn_forward_params} */
     public static final OfLong step$layout() {
         return step$LAYOUT;
     }
 
     private static final long step$OFFSET = 16;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int64_t step
-     * }
-     */
+    /** Offset for field {@code int64_t step} of {@code struct hspmn_forward_params} */
     public static final long step$offset() {
         return step$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int64_t step
-     * }
-     */
-    public static long step(MemorySegment struct) {
-        return struct.get(step$LAYOUT, step$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int64_t step
-     * }
-     */
-    public static void step(MemorySegment struct, long fieldValue) {
-        struct.set(step$LAYOUT, step$OFFSET, fieldValue);
-    }
-
     private static final OfInt layer$LAYOUT = (OfInt)$LAYOUT.select(groupElement("layer"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t layer
-     * }
-     */
+    /** Layout for field {@code int32_t layer} of {@code struct hspmn_forward_params} */
     public static final OfInt layer$layout() {
         return layer$LAYOUT;
     }
 
     private static final long layer$OFFSET = 24;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t layer
-     * }
-     */
+    /** Offset for field {@code int32_t layer} of {@code struct hspmn_forward_params} */
     public static final long layer$offset() {
         return layer$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t layer
-     * }
-     */
-    public static int layer(MemorySegment struct) {
-        return struct.get(layer$LAYOUT, layer$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t layer
-     * }
-     */
-    public static void layer(MemorySegment struct, int fieldValue) {
-        struct.set(layer$LAYOUT, layer$OFFSET, fieldValue);
-    }
-
     private static final OfFloat aux_target$LAYOUT = (OfFloat)$LAYOUT.select(groupElement("aux_target"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * float aux_target
-     * }
-     */
+    /** Layout for field {@code float aux_target} of {@code struct hspmn_forward_params} */
     public static final OfFloat aux_target$layout() {
         return aux_target$LAYOUT;
     }
 
     private static final long aux_target$OFFSET = 28;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * float aux_target
-     * }
-     */
+    /** Offset for field {@code float aux_target} of {@code struct hspmn_forward_params} */
     public static final long aux_target$offset() {
         return aux_target$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * float aux_target
-     * }
-     */
-    public static float aux_target(MemorySegment struct) {
-        return struct.get(aux_target$LAYOUT, aux_target$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * float aux_target
-     * }
-     */
-    public static void aux_target(MemorySegment struct, float fieldValue) {
-        struct.set(aux_target$LAYOUT, aux_target$OFFSET, fieldValue);
-    }
-
     private static final OfFloat dropout$LAYOUT = (OfFloat)$LAYOUT.select(groupElement("dropout"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * float dropout
-     * }
-     */
+    /** Layout for field {@code float dropout} of {@code struct hspmn_forward_params} */
     public static final OfFloat dropout$layout() {
         return dropout$LAYOUT;
     }
 
     private static final long dropout$OFFSET = 32;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * float dropout
-     * }
-     */
+    /** Offset for field {@code float dropout} of {@code struct hspmn_forward_params} */
     public static final long dropout$offset() {
         return dropout$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * float dropout
-     * }
-     */
-    public static float dropout(MemorySegment struct) {
-        return struct.get(dropout$LAYOUT, dropout$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * float dropout
-     * }
-     */
-    public static void dropout(MemorySegment struct, float fieldValue) {
-        struct.set(dropout$LAYOUT, dropout$OFFSET, fieldValue);
-    }
-
     private static final OfInt reserved$LAYOUT = (OfInt)$LAYOUT.select(groupElement("reserved"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t reserved
-     * }
-     */
+    /** Layout for field {@code int32_t reserved} of {@code struct hspmn_forward_params} */
     public static final OfInt reserved$layout() {
         return reserved$LAYOUT;
     }
 
     private static final long reserved$OFFSET = 36;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t reserved
-     * }
-     */
+    /** Offset for field {@code int32_t reserved} of {@code struct hspmn_forward_params} */
     public static final long reserved$offset() {
         return reserved$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t reserved
-     * }
-     */
+    /** Getter for field {@code int32_t training} of {@code struct hspmn_forward_params} */
+    public static int training(MemorySegment struct) {
+        return struct.get(training$LAYOUT, training$OFFSET);
+    }
+
+    /** Setter for field {@code int32_t training} of {@code struct hspmn_forward_params} */
+    public static void training(MemorySegment struct, int fieldValue) {
+        struct.set(training$LAYOUT, training$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int32_t noise} of {@code struct hspmn_forward_params} */
+    public static int noise(MemorySegment struct) {
+        return struct.get(noise$LAYOUT, noise$OFFSET);
+    }
+
+    /** Setter for field {@code int32_t noise} of {@code struct hspmn_forward_params} */
+    public static void noise(MemorySegment struct, int fieldValue) {
+        struct.set(noise$LAYOUT, noise$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code uint64_t seed} of {@code struct hspmn_forward_params} */
+    public static long seed(MemorySegment struct) {
+        return struct.get(seed$LAYOUT, seed$OFFSET);
+    }
+
+    /** Setter for field {@code uint64_t seed} of {@code struct hspmn_forward_params} */
+    public static void seed(MemorySegment struct, long fieldValue) {
+        struct.set(seed$LAYOUT, seed$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int64_t step} of {@code struct hspmn_forward_params} */
+    public static long step(MemorySegment struct) {
+        return struct.get(step$LAYOUT, step$OFFSET);
+    }
+
+    /** Setter for field {@code int64_t step} of {@code struct hspmn_forward_params} */
+    public static void step(MemorySegment struct, long fieldValue) {
+        struct.set(step$LAYOUT, step$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int32_t layer} of {@code struct hspmn_forward_params} */
+    public static int layer(MemorySegment struct) {
+        return struct.get(layer$LAYOUT, layer$OFFSET);
+    }
+
+    /** Setter for field {@code int32_t layer} of {@code struct hspmn_forward_params} */
+    public static void layer(MemorySegment struct, int fieldValue) {
+        struct.set(layer$LAYOUT, layer$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code float aux_target} of {@code struct hspmn_forward_params} */
+    public static float aux_target(MemorySegment struct) {
+        return struct.get(aux_target$LAYOUT, aux_target$OFFSET);
+    }
+
+    /** Setter for field {@code float aux_target} of {@code struct hspmn_forward_params} */
+    public static void aux_target(MemorySegment struct, float fieldValue) {
+        struct.set(aux_target$LAYOUT, aux_target$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code float dropout} of {@code struct hspmn_forward_params} */
+    public static float dropout(MemorySegment struct) {
+        return struct.get(dropout$LAYOUT, dropout$OFFSET);
+    }
+
+    /** Setter for field {@code float dropout} of {@code struct hspmn_forward_params} */
+    public static void dropout(MemorySegment struct, float fieldValue) {
+        struct.set(dropout$LAYOUT, dropout$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int32_t reserved} of {@code struct hspmn_forward_params} */
     public static int reserved(MemorySegment struct) {
         return struct.get(reserved$LAYOUT, reserved$OFFSET);
     }
 
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t reserved
-     * }
-     */
+    /** Setter for field {@code int32_t reserved} of {@code struct hspmn_forward_params} */
     public static void reserved(MemorySegment struct, int fieldValue) {
         struct.set(reserved$LAYOUT, reserved$OFFSET, fieldValue);
-    }
-
-    /**
-     * Obtains a slice of {@code arrayParam} which selects the array element at {@code index}.
-     * The returned segment has address {@code arrayParam.address() + index * layout().byteSize()}
-     */
-    public static MemorySegment asSlice(MemorySegment array, long index) {
-        return array.asSlice(layout().byteSize() * index);
-    }
-
-    /**
-     * The size (in bytes) of this struct
-     */
-    public static long sizeof() { return layout().byteSize(); }
-
-    /**
-     * Allocate a segment of size {@code layout().byteSize()} using {@code allocator}
-     */
-    public static MemorySegment allocate(SegmentAllocator allocator) {
-        return allocator.allocate(layout());
-    }
-
-    /**
-     * Allocate an array of size {@code elementCount} using {@code allocator}.
-     * The returned segment has size {@code elementCount * layout().byteSize()}.
-     */
-    public static MemorySegment allocateArray(long elementCount, SegmentAllocator allocator) {
-        return allocator.allocate(MemoryLayout.sequenceLayout(elementCount, layout()));
-    }
-
-    /**
-     * Reinterprets {@code addr} using target {@code arena} and {@code cleanupAction} (if any).
-     * The returned segment has size {@code layout().byteSize()}
-     */
-    public static MemorySegment reinterpret(MemorySegment addr, Arena arena, Consumer<MemorySegment> cleanup) {
-        return reinterpret(addr, 1, arena, cleanup);
-    }
-
-    /**
-     * Reinterprets {@code addr} using target {@code arena} and {@code cleanupAction} (if any).
-     * The returned segment has size {@code elementCount * layout().byteSize()}
-     */
-    public static MemorySegment reinterpret(MemorySegment addr, long elementCount, Arena arena, Consumer<MemorySegment> cleanup) {
-        return addr.reinterpret(layout().byteSize() * elementCount, arena, cleanup);
     }
 }

@@ -2,388 +2,190 @@
 
 package io.hspmn.ffi;
 
-import java.lang.invoke.*;
 import java.lang.foreign.*;
-import java.nio.ByteOrder;
-import java.util.*;
-import java.util.function.*;
-import java.util.stream.*;
+import java.lang.invoke.*;
 
 import static java.lang.foreign.ValueLayout.*;
-import static java.lang.foreign.MemoryLayout.PathElement.*;
 
-public class hspmn_h {
+public class hspmn_h extends hspmn_h$shared {
 
     hspmn_h() {
         // Should not be called directly
     }
 
-    static final Arena LIBRARY_ARENA = Arena.ofAuto();
-    static final boolean TRACE_DOWNCALLS = Boolean.getBoolean("jextract.trace.downcalls");
-
-    static void traceDowncall(String name, Object... args) {
-         String traceArgs = Arrays.stream(args)
-                       .map(Object::toString)
-                       .collect(Collectors.joining(", "));
-         System.out.printf("%s(%s)\n", name, traceArgs);
-    }
-
-    static MemorySegment findOrThrow(String symbol) {
-        return SYMBOL_LOOKUP.find(symbol)
-            .orElseThrow(() -> new UnsatisfiedLinkError("unresolved symbol: " + symbol));
-    }
-
-    static MethodHandle upcallHandle(Class<?> fi, String name, FunctionDescriptor fdesc) {
-        try {
-            return MethodHandles.lookup().findVirtual(fi, name, fdesc.toMethodType());
-        } catch (ReflectiveOperationException ex) {
-            throw new AssertionError(ex);
-        }
-    }
-
-    static MemoryLayout align(MemoryLayout layout, long align) {
-        return switch (layout) {
-            case PaddingLayout p -> p;
-            case ValueLayout v -> v.withByteAlignment(align);
-            case GroupLayout g -> {
-                MemoryLayout[] alignedMembers = g.memberLayouts().stream()
-                        .map(m -> align(m, align)).toArray(MemoryLayout[]::new);
-                yield g instanceof StructLayout ?
-                        MemoryLayout.structLayout(alignedMembers) : MemoryLayout.unionLayout(alignedMembers);
-            }
-            case SequenceLayout s -> MemoryLayout.sequenceLayout(s.elementCount(), align(s.elementLayout(), align));
-        };
-    }
-
-    static final SymbolLookup SYMBOL_LOOKUP = SymbolLookup.loaderLookup()
-            .or(Linker.nativeLinker().defaultLookup());
-
-    public static final ValueLayout.OfBoolean C_BOOL = ValueLayout.JAVA_BOOLEAN;
-    public static final ValueLayout.OfByte C_CHAR = ValueLayout.JAVA_BYTE;
-    public static final ValueLayout.OfShort C_SHORT = ValueLayout.JAVA_SHORT;
-    public static final ValueLayout.OfInt C_INT = ValueLayout.JAVA_INT;
-    public static final ValueLayout.OfLong C_LONG_LONG = ValueLayout.JAVA_LONG;
-    public static final ValueLayout.OfFloat C_FLOAT = ValueLayout.JAVA_FLOAT;
-    public static final ValueLayout.OfDouble C_DOUBLE = ValueLayout.JAVA_DOUBLE;
-    public static final AddressLayout C_POINTER = ValueLayout.ADDRESS
-            .withTargetLayout(MemoryLayout.sequenceLayout(java.lang.Long.MAX_VALUE, JAVA_BYTE));
-    public static final ValueLayout.OfLong C_LONG = ValueLayout.JAVA_LONG;
-    /**
-     * {@snippet lang=c :
-     * typedef int int32_t
-     * }
-     */
+    /** {@code typedef int int32_t} */
     public static final OfInt int32_t = hspmn_h.C_INT;
-    /**
-     * {@snippet lang=c :
-     * typedef long int64_t
-     * }
-     */
+
+    /** {@code typedef long int64_t} */
     public static final OfLong int64_t = hspmn_h.C_LONG;
-    /**
-     * {@snippet lang=c :
-     * typedef unsigned long uint64_t
-     * }
-     */
+
+    /** {@code typedef unsigned long uint64_t} */
     public static final OfLong uint64_t = hspmn_h.C_LONG;
-    private static final int HSPMN_ABI_VERSION = (int)3L;
-    /**
-     * {@snippet lang=c :
-     * #define HSPMN_ABI_VERSION 3
-     * }
-     */
+
+    /** {@code #define HSPMN_ABI_VERSION 3} */
     public static int HSPMN_ABI_VERSION() {
-        return HSPMN_ABI_VERSION;
+        return 3;
     }
-    private static final int HSPMN_OK = (int)0L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_status.HSPMN_OK = 0
-     * }
-     */
+
+    /** {@code enum hspmn_status.HSPMN_OK = 0} */
     public static int HSPMN_OK() {
-        return HSPMN_OK;
+        return 0;
     }
-    private static final int HSPMN_ERR_INVALID_ARGUMENT = (int)1L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_status.HSPMN_ERR_INVALID_ARGUMENT = 1
-     * }
-     */
+
+    /** {@code enum hspmn_status.HSPMN_ERR_INVALID_ARGUMENT = 1} */
     public static int HSPMN_ERR_INVALID_ARGUMENT() {
-        return HSPMN_ERR_INVALID_ARGUMENT;
+        return 1;
     }
-    private static final int HSPMN_ERR_SHAPE = (int)2L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_status.HSPMN_ERR_SHAPE = 2
-     * }
-     */
+
+    /** {@code enum hspmn_status.HSPMN_ERR_SHAPE = 2} */
     public static int HSPMN_ERR_SHAPE() {
-        return HSPMN_ERR_SHAPE;
+        return 2;
     }
-    private static final int HSPMN_ERR_DTYPE = (int)3L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_status.HSPMN_ERR_DTYPE = 3
-     * }
-     */
+
+    /** {@code enum hspmn_status.HSPMN_ERR_DTYPE = 3} */
     public static int HSPMN_ERR_DTYPE() {
-        return HSPMN_ERR_DTYPE;
+        return 3;
     }
-    private static final int HSPMN_ERR_MEMORY_KIND = (int)4L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_status.HSPMN_ERR_MEMORY_KIND = 4
-     * }
-     */
+
+    /** {@code enum hspmn_status.HSPMN_ERR_MEMORY_KIND = 4} */
     public static int HSPMN_ERR_MEMORY_KIND() {
-        return HSPMN_ERR_MEMORY_KIND;
+        return 4;
     }
-    private static final int HSPMN_ERR_OUT_OF_MEMORY = (int)5L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_status.HSPMN_ERR_OUT_OF_MEMORY = 5
-     * }
-     */
+
+    /** {@code enum hspmn_status.HSPMN_ERR_OUT_OF_MEMORY = 5} */
     public static int HSPMN_ERR_OUT_OF_MEMORY() {
-        return HSPMN_ERR_OUT_OF_MEMORY;
+        return 5;
     }
-    private static final int HSPMN_ERR_NOT_BUILT = (int)6L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_status.HSPMN_ERR_NOT_BUILT = 6
-     * }
-     */
+
+    /** {@code enum hspmn_status.HSPMN_ERR_NOT_BUILT = 6} */
     public static int HSPMN_ERR_NOT_BUILT() {
-        return HSPMN_ERR_NOT_BUILT;
+        return 6;
     }
-    private static final int HSPMN_ERR_NO_DEVICE = (int)7L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_status.HSPMN_ERR_NO_DEVICE = 7
-     * }
-     */
+
+    /** {@code enum hspmn_status.HSPMN_ERR_NO_DEVICE = 7} */
     public static int HSPMN_ERR_NO_DEVICE() {
-        return HSPMN_ERR_NO_DEVICE;
+        return 7;
     }
-    private static final int HSPMN_ERR_BACKEND = (int)8L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_status.HSPMN_ERR_BACKEND = 8
-     * }
-     */
+
+    /** {@code enum hspmn_status.HSPMN_ERR_BACKEND = 8} */
     public static int HSPMN_ERR_BACKEND() {
-        return HSPMN_ERR_BACKEND;
+        return 8;
     }
-    private static final int HSPMN_ERR_NOT_FOUND = (int)9L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_status.HSPMN_ERR_NOT_FOUND = 9
-     * }
-     */
+
+    /** {@code enum hspmn_status.HSPMN_ERR_NOT_FOUND = 9} */
     public static int HSPMN_ERR_NOT_FOUND() {
-        return HSPMN_ERR_NOT_FOUND;
+        return 9;
     }
-    private static final int HSPMN_ERR_STATE = (int)10L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_status.HSPMN_ERR_STATE = 10
-     * }
-     */
+
+    /** {@code enum hspmn_status.HSPMN_ERR_STATE = 10} */
     public static int HSPMN_ERR_STATE() {
-        return HSPMN_ERR_STATE;
+        return 10;
     }
-    private static final int HSPMN_ERR_NON_FINITE = (int)11L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_status.HSPMN_ERR_NON_FINITE = 11
-     * }
-     */
+
+    /** {@code enum hspmn_status.HSPMN_ERR_NON_FINITE = 11} */
     public static int HSPMN_ERR_NON_FINITE() {
-        return HSPMN_ERR_NON_FINITE;
+        return 11;
     }
-    private static final int HSPMN_ERR_BUSY = (int)12L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_status.HSPMN_ERR_BUSY = 12
-     * }
-     */
+
+    /** {@code enum hspmn_status.HSPMN_ERR_BUSY = 12} */
     public static int HSPMN_ERR_BUSY() {
-        return HSPMN_ERR_BUSY;
+        return 12;
     }
-    private static final int HSPMN_ERR_INTERNAL = (int)13L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_status.HSPMN_ERR_INTERNAL = 13
-     * }
-     */
+
+    /** {@code enum hspmn_status.HSPMN_ERR_INTERNAL = 13} */
     public static int HSPMN_ERR_INTERNAL() {
-        return HSPMN_ERR_INTERNAL;
+        return 13;
     }
-    private static final int HSPMN_ERR_DEVICE_LOST = (int)14L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_status.HSPMN_ERR_DEVICE_LOST = 14
-     * }
-     */
+
+    /** {@code enum hspmn_status.HSPMN_ERR_DEVICE_LOST = 14} */
     public static int HSPMN_ERR_DEVICE_LOST() {
-        return HSPMN_ERR_DEVICE_LOST;
+        return 14;
     }
-    private static final int HSPMN_BACKEND_CPU = (int)0L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_backend.HSPMN_BACKEND_CPU = 0
-     * }
-     */
+
+    /** {@code enum hspmn_backend.HSPMN_BACKEND_CPU = 0} */
     public static int HSPMN_BACKEND_CPU() {
-        return HSPMN_BACKEND_CPU;
+        return 0;
     }
-    private static final int HSPMN_BACKEND_CUDA = (int)1L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_backend.HSPMN_BACKEND_CUDA = 1
-     * }
-     */
+
+    /** {@code enum hspmn_backend.HSPMN_BACKEND_CUDA = 1} */
     public static int HSPMN_BACKEND_CUDA() {
-        return HSPMN_BACKEND_CUDA;
+        return 1;
     }
-    private static final int HSPMN_BACKEND_AUTO = (int)2L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_backend.HSPMN_BACKEND_AUTO = 2
-     * }
-     */
+
+    /** {@code enum hspmn_backend.HSPMN_BACKEND_AUTO = 2} */
     public static int HSPMN_BACKEND_AUTO() {
-        return HSPMN_BACKEND_AUTO;
+        return 2;
     }
-    private static final int HSPMN_DTYPE_BF16 = (int)0L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_dtype.HSPMN_DTYPE_BF16 = 0
-     * }
-     */
+
+    /** {@code enum hspmn_dtype.HSPMN_DTYPE_BF16 = 0} */
     public static int HSPMN_DTYPE_BF16() {
-        return HSPMN_DTYPE_BF16;
+        return 0;
     }
-    private static final int HSPMN_DTYPE_F32 = (int)1L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_dtype.HSPMN_DTYPE_F32 = 1
-     * }
-     */
+
+    /** {@code enum hspmn_dtype.HSPMN_DTYPE_F32 = 1} */
     public static int HSPMN_DTYPE_F32() {
-        return HSPMN_DTYPE_F32;
+        return 1;
     }
-    private static final int HSPMN_DTYPE_I32 = (int)2L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_dtype.HSPMN_DTYPE_I32 = 2
-     * }
-     */
+
+    /** {@code enum hspmn_dtype.HSPMN_DTYPE_I32 = 2} */
     public static int HSPMN_DTYPE_I32() {
-        return HSPMN_DTYPE_I32;
+        return 2;
     }
-    private static final int HSPMN_MEMORY_HOST = (int)0L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_memory.HSPMN_MEMORY_HOST = 0
-     * }
-     */
+
+    /** {@code enum hspmn_memory.HSPMN_MEMORY_HOST = 0} */
     public static int HSPMN_MEMORY_HOST() {
-        return HSPMN_MEMORY_HOST;
+        return 0;
     }
-    private static final int HSPMN_MEMORY_DEVICE = (int)1L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_memory.HSPMN_MEMORY_DEVICE = 1
-     * }
-     */
+
+    /** {@code enum hspmn_memory.HSPMN_MEMORY_DEVICE = 1} */
     public static int HSPMN_MEMORY_DEVICE() {
-        return HSPMN_MEMORY_DEVICE;
+        return 1;
     }
-    private static final int HSPMN_MEMORY_PINNED = (int)2L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_memory.HSPMN_MEMORY_PINNED = 2
-     * }
-     */
+
+    /** {@code enum hspmn_memory.HSPMN_MEMORY_PINNED = 2} */
     public static int HSPMN_MEMORY_PINNED() {
-        return HSPMN_MEMORY_PINNED;
+        return 2;
     }
-    private static final int HSPMN_ROUTING_TOPK = (int)0L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_routing.HSPMN_ROUTING_TOPK = 0
-     * }
-     */
+
+    /** {@code enum hspmn_routing.HSPMN_ROUTING_TOPK = 0} */
     public static int HSPMN_ROUTING_TOPK() {
-        return HSPMN_ROUTING_TOPK;
+        return 0;
     }
-    private static final int HSPMN_ROUTING_THRESHOLD = (int)1L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_routing.HSPMN_ROUTING_THRESHOLD = 1
-     * }
-     */
+
+    /** {@code enum hspmn_routing.HSPMN_ROUTING_THRESHOLD = 1} */
     public static int HSPMN_ROUTING_THRESHOLD() {
-        return HSPMN_ROUTING_THRESHOLD;
+        return 1;
     }
-    private static final int HSPMN_NAN_REJECT = (int)0L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_nan_policy.HSPMN_NAN_REJECT = 0
-     * }
-     */
+
+    /** {@code enum hspmn_nan_policy.HSPMN_NAN_REJECT = 0} */
     public static int HSPMN_NAN_REJECT() {
-        return HSPMN_NAN_REJECT;
+        return 0;
     }
-    private static final int HSPMN_NAN_PROPAGATE = (int)1L;
-    /**
-     * {@snippet lang=c :
-     * enum hspmn_nan_policy.HSPMN_NAN_PROPAGATE = 1
-     * }
-     */
+
+    /** {@code enum hspmn_nan_policy.HSPMN_NAN_PROPAGATE = 1} */
     public static int HSPMN_NAN_PROPAGATE() {
-        return HSPMN_NAN_PROPAGATE;
+        return 1;
     }
 
     private static class hspmn_abi_version {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_abi_version");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_abi_version");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_abi_version", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * int32_t hspmn_abi_version()
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_abi_version} */
     public static FunctionDescriptor hspmn_abi_version$descriptor() {
         return hspmn_abi_version.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * int32_t hspmn_abi_version()
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_abi_version} */
     public static MethodHandle hspmn_abi_version$handle() {
         return hspmn_abi_version.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * int32_t hspmn_abi_version()
-     * }
-     */
+    /** Address for {@link #hspmn_abi_version} */
     public static MemorySegment hspmn_abi_version$address() {
         return hspmn_abi_version.ADDR;
     }
@@ -394,53 +196,32 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_abi_version() {
-        var mh$ = hspmn_abi_version.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_abi_version");
-            }
-            return (int)mh$.invokeExact();
+            return (int) hspmn_abi_version.HANDLE.invokeExact();
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_version_string {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_version_string");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_version_string");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_version_string", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * const char *hspmn_version_string()
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_version_string} */
     public static FunctionDescriptor hspmn_version_string$descriptor() {
         return hspmn_version_string.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * const char *hspmn_version_string()
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_version_string} */
     public static MethodHandle hspmn_version_string$handle() {
         return hspmn_version_string.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * const char *hspmn_version_string()
-     * }
-     */
+    /** Address for {@link #hspmn_version_string} */
     public static MemorySegment hspmn_version_string$address() {
         return hspmn_version_string.ADDR;
     }
@@ -451,53 +232,32 @@ public class hspmn_h {
      * }
      */
     public static MemorySegment hspmn_version_string() {
-        var mh$ = hspmn_version_string.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_version_string");
-            }
-            return (MemorySegment)mh$.invokeExact();
+            return (MemorySegment) hspmn_version_string.HANDLE.invokeExact();
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_last_error {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_last_error");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_last_error");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_last_error", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * const char *hspmn_last_error()
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_last_error} */
     public static FunctionDescriptor hspmn_last_error$descriptor() {
         return hspmn_last_error.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * const char *hspmn_last_error()
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_last_error} */
     public static MethodHandle hspmn_last_error$handle() {
         return hspmn_last_error.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * const char *hspmn_last_error()
-     * }
-     */
+    /** Address for {@link #hspmn_last_error} */
     public static MemorySegment hspmn_last_error$address() {
         return hspmn_last_error.ADDR;
     }
@@ -508,54 +268,33 @@ public class hspmn_h {
      * }
      */
     public static MemorySegment hspmn_last_error() {
-        var mh$ = hspmn_last_error.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_last_error");
-            }
-            return (MemorySegment)mh$.invokeExact();
+            return (MemorySegment) hspmn_last_error.HANDLE.invokeExact();
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_status_name {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_POINTER,
             hspmn_h.C_INT
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_status_name");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_status_name");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_status_name", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * const char *hspmn_status_name(int32_t status)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_status_name} */
     public static FunctionDescriptor hspmn_status_name$descriptor() {
         return hspmn_status_name.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * const char *hspmn_status_name(int32_t status)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_status_name} */
     public static MethodHandle hspmn_status_name$handle() {
         return hspmn_status_name.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * const char *hspmn_status_name(int32_t status)
-     * }
-     */
+    /** Address for {@link #hspmn_status_name} */
     public static MemorySegment hspmn_status_name$address() {
         return hspmn_status_name.ADDR;
     }
@@ -566,54 +305,33 @@ public class hspmn_h {
      * }
      */
     public static MemorySegment hspmn_status_name(int status) {
-        var mh$ = hspmn_status_name.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_status_name", status);
-            }
-            return (MemorySegment)mh$.invokeExact(status);
+            return (MemorySegment) hspmn_status_name.HANDLE.invokeExact(status);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_backend_built {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_INT
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_backend_built");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_backend_built");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_backend_built", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * int32_t hspmn_backend_built(int32_t backend)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_backend_built} */
     public static FunctionDescriptor hspmn_backend_built$descriptor() {
         return hspmn_backend_built.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * int32_t hspmn_backend_built(int32_t backend)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_backend_built} */
     public static MethodHandle hspmn_backend_built$handle() {
         return hspmn_backend_built.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * int32_t hspmn_backend_built(int32_t backend)
-     * }
-     */
+    /** Address for {@link #hspmn_backend_built} */
     public static MemorySegment hspmn_backend_built$address() {
         return hspmn_backend_built.ADDR;
     }
@@ -624,54 +342,33 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_backend_built(int backend) {
-        var mh$ = hspmn_backend_built.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_backend_built", backend);
-            }
-            return (int)mh$.invokeExact(backend);
+            return (int) hspmn_backend_built.HANDLE.invokeExact(backend);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_alloc_stats_get {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_alloc_stats_get");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_alloc_stats_get");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_alloc_stats_get", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_alloc_stats_get(hspmn_alloc_stats *out)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_alloc_stats_get} */
     public static FunctionDescriptor hspmn_alloc_stats_get$descriptor() {
         return hspmn_alloc_stats_get.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_alloc_stats_get(hspmn_alloc_stats *out)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_alloc_stats_get} */
     public static MethodHandle hspmn_alloc_stats_get$handle() {
         return hspmn_alloc_stats_get.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_alloc_stats_get(hspmn_alloc_stats *out)
-     * }
-     */
+    /** Address for {@link #hspmn_alloc_stats_get} */
     public static MemorySegment hspmn_alloc_stats_get$address() {
         return hspmn_alloc_stats_get.ADDR;
     }
@@ -682,53 +379,32 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_alloc_stats_get(MemorySegment out) {
-        var mh$ = hspmn_alloc_stats_get.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_alloc_stats_get", out);
-            }
-            return (int)mh$.invokeExact(out);
+            return (int) hspmn_alloc_stats_get.HANDLE.invokeExact(out);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_alloc_stats_reset_peak {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_alloc_stats_reset_peak");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_alloc_stats_reset_peak");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_alloc_stats_reset_peak", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_alloc_stats_reset_peak()
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_alloc_stats_reset_peak} */
     public static FunctionDescriptor hspmn_alloc_stats_reset_peak$descriptor() {
         return hspmn_alloc_stats_reset_peak.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_alloc_stats_reset_peak()
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_alloc_stats_reset_peak} */
     public static MethodHandle hspmn_alloc_stats_reset_peak$handle() {
         return hspmn_alloc_stats_reset_peak.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_alloc_stats_reset_peak()
-     * }
-     */
+    /** Address for {@link #hspmn_alloc_stats_reset_peak} */
     public static MemorySegment hspmn_alloc_stats_reset_peak$address() {
         return hspmn_alloc_stats_reset_peak.ADDR;
     }
@@ -739,53 +415,32 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_alloc_stats_reset_peak() {
-        var mh$ = hspmn_alloc_stats_reset_peak.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_alloc_stats_reset_peak");
-            }
-            return (int)mh$.invokeExact();
+            return (int) hspmn_alloc_stats_reset_peak.HANDLE.invokeExact();
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_context_default_params {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_context_params.layout()
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_context_default_params");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_context_default_params");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_context_default_params", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_context_params hspmn_context_default_params()
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_context_default_params} */
     public static FunctionDescriptor hspmn_context_default_params$descriptor() {
         return hspmn_context_default_params.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_context_params hspmn_context_default_params()
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_context_default_params} */
     public static MethodHandle hspmn_context_default_params$handle() {
         return hspmn_context_default_params.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_context_params hspmn_context_default_params()
-     * }
-     */
+    /** Address for {@link #hspmn_context_default_params} */
     public static MemorySegment hspmn_context_default_params$address() {
         return hspmn_context_default_params.ADDR;
     }
@@ -796,55 +451,34 @@ public class hspmn_h {
      * }
      */
     public static MemorySegment hspmn_context_default_params(SegmentAllocator allocator) {
-        var mh$ = hspmn_context_default_params.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_context_default_params", allocator);
-            }
-            return (MemorySegment)mh$.invokeExact(allocator);
+            return (MemorySegment) hspmn_context_default_params.HANDLE.invokeExact(allocator);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_context_create {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_context_create");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_context_create");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_context_create", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_context_create(const hspmn_context_params *params, hspmn_context **out)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_context_create} */
     public static FunctionDescriptor hspmn_context_create$descriptor() {
         return hspmn_context_create.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_context_create(const hspmn_context_params *params, hspmn_context **out)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_context_create} */
     public static MethodHandle hspmn_context_create$handle() {
         return hspmn_context_create.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_context_create(const hspmn_context_params *params, hspmn_context **out)
-     * }
-     */
+    /** Address for {@link #hspmn_context_create} */
     public static MemorySegment hspmn_context_create$address() {
         return hspmn_context_create.ADDR;
     }
@@ -855,54 +489,33 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_context_create(MemorySegment params, MemorySegment out) {
-        var mh$ = hspmn_context_create.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_context_create", params, out);
-            }
-            return (int)mh$.invokeExact(params, out);
+            return (int) hspmn_context_create.HANDLE.invokeExact(params, out);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_context_destroy {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_context_destroy");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_context_destroy");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_context_destroy", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_context_destroy(hspmn_context *ctx)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_context_destroy} */
     public static FunctionDescriptor hspmn_context_destroy$descriptor() {
         return hspmn_context_destroy.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_context_destroy(hspmn_context *ctx)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_context_destroy} */
     public static MethodHandle hspmn_context_destroy$handle() {
         return hspmn_context_destroy.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_context_destroy(hspmn_context *ctx)
-     * }
-     */
+    /** Address for {@link #hspmn_context_destroy} */
     public static MemorySegment hspmn_context_destroy$address() {
         return hspmn_context_destroy.ADDR;
     }
@@ -913,55 +526,34 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_context_destroy(MemorySegment ctx) {
-        var mh$ = hspmn_context_destroy.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_context_destroy", ctx);
-            }
-            return (int)mh$.invokeExact(ctx);
+            return (int) hspmn_context_destroy.HANDLE.invokeExact(ctx);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_context_backend {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_context_backend");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_context_backend");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_context_backend", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_context_backend(const hspmn_context *ctx, int32_t *out_backend)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_context_backend} */
     public static FunctionDescriptor hspmn_context_backend$descriptor() {
         return hspmn_context_backend.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_context_backend(const hspmn_context *ctx, int32_t *out_backend)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_context_backend} */
     public static MethodHandle hspmn_context_backend$handle() {
         return hspmn_context_backend.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_context_backend(const hspmn_context *ctx, int32_t *out_backend)
-     * }
-     */
+    /** Address for {@link #hspmn_context_backend} */
     public static MemorySegment hspmn_context_backend$address() {
         return hspmn_context_backend.ADDR;
     }
@@ -972,54 +564,33 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_context_backend(MemorySegment ctx, MemorySegment out_backend) {
-        var mh$ = hspmn_context_backend.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_context_backend", ctx, out_backend);
-            }
-            return (int)mh$.invokeExact(ctx, out_backend);
+            return (int) hspmn_context_backend.HANDLE.invokeExact(ctx, out_backend);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_context_synchronize {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_context_synchronize");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_context_synchronize");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_context_synchronize", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_context_synchronize(hspmn_context *ctx)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_context_synchronize} */
     public static FunctionDescriptor hspmn_context_synchronize$descriptor() {
         return hspmn_context_synchronize.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_context_synchronize(hspmn_context *ctx)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_context_synchronize} */
     public static MethodHandle hspmn_context_synchronize$handle() {
         return hspmn_context_synchronize.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_context_synchronize(hspmn_context *ctx)
-     * }
-     */
+    /** Address for {@link #hspmn_context_synchronize} */
     public static MemorySegment hspmn_context_synchronize$address() {
         return hspmn_context_synchronize.ADDR;
     }
@@ -1030,28 +601,20 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_context_synchronize(MemorySegment ctx) {
-        var mh$ = hspmn_context_synchronize.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_context_synchronize", ctx);
-            }
-            return (int)mh$.invokeExact(ctx);
+            return (int) hspmn_context_synchronize.HANDLE.invokeExact(ctx);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
-    private static final int HSPMN_MAX_DIMS = (int)4L;
-    /**
-     * {@snippet lang=c :
-     * #define HSPMN_MAX_DIMS 4
-     * }
-     */
+
+    /** {@code #define HSPMN_MAX_DIMS 4} */
     public static int HSPMN_MAX_DIMS() {
-        return HSPMN_MAX_DIMS;
+        return 4;
     }
 
     private static class hspmn_tensor_create {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_INT,
@@ -1060,38 +623,21 @@ public class hspmn_h {
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_tensor_create");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_tensor_create");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_tensor_create", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_create(hspmn_context *ctx, int32_t dtype, int32_t memory, int32_t ndim, const int64_t *shape, hspmn_tensor **out)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_tensor_create} */
     public static FunctionDescriptor hspmn_tensor_create$descriptor() {
         return hspmn_tensor_create.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_create(hspmn_context *ctx, int32_t dtype, int32_t memory, int32_t ndim, const int64_t *shape, hspmn_tensor **out)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_tensor_create} */
     public static MethodHandle hspmn_tensor_create$handle() {
         return hspmn_tensor_create.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_create(hspmn_context *ctx, int32_t dtype, int32_t memory, int32_t ndim, const int64_t *shape, hspmn_tensor **out)
-     * }
-     */
+    /** Address for {@link #hspmn_tensor_create} */
     public static MemorySegment hspmn_tensor_create$address() {
         return hspmn_tensor_create.ADDR;
     }
@@ -1102,54 +648,33 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_tensor_create(MemorySegment ctx, int dtype, int memory, int ndim, MemorySegment shape, MemorySegment out) {
-        var mh$ = hspmn_tensor_create.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_tensor_create", ctx, dtype, memory, ndim, shape, out);
-            }
-            return (int)mh$.invokeExact(ctx, dtype, memory, ndim, shape, out);
+            return (int) hspmn_tensor_create.HANDLE.invokeExact(ctx, dtype, memory, ndim, shape, out);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_tensor_destroy {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_tensor_destroy");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_tensor_destroy");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_tensor_destroy", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_destroy(hspmn_tensor *t)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_tensor_destroy} */
     public static FunctionDescriptor hspmn_tensor_destroy$descriptor() {
         return hspmn_tensor_destroy.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_destroy(hspmn_tensor *t)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_tensor_destroy} */
     public static MethodHandle hspmn_tensor_destroy$handle() {
         return hspmn_tensor_destroy.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_destroy(hspmn_tensor *t)
-     * }
-     */
+    /** Address for {@link #hspmn_tensor_destroy} */
     public static MemorySegment hspmn_tensor_destroy$address() {
         return hspmn_tensor_destroy.ADDR;
     }
@@ -1160,55 +685,34 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_tensor_destroy(MemorySegment t) {
-        var mh$ = hspmn_tensor_destroy.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_tensor_destroy", t);
-            }
-            return (int)mh$.invokeExact(t);
+            return (int) hspmn_tensor_destroy.HANDLE.invokeExact(t);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_tensor_describe {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_tensor_describe");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_tensor_describe");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_tensor_describe", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_describe(const hspmn_tensor *t, hspmn_tensor_desc *out)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_tensor_describe} */
     public static FunctionDescriptor hspmn_tensor_describe$descriptor() {
         return hspmn_tensor_describe.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_describe(const hspmn_tensor *t, hspmn_tensor_desc *out)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_tensor_describe} */
     public static MethodHandle hspmn_tensor_describe$handle() {
         return hspmn_tensor_describe.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_describe(const hspmn_tensor *t, hspmn_tensor_desc *out)
-     * }
-     */
+    /** Address for {@link #hspmn_tensor_describe} */
     public static MemorySegment hspmn_tensor_describe$address() {
         return hspmn_tensor_describe.ADDR;
     }
@@ -1219,55 +723,34 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_tensor_describe(MemorySegment t, MemorySegment out) {
-        var mh$ = hspmn_tensor_describe.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_tensor_describe", t, out);
-            }
-            return (int)mh$.invokeExact(t, out);
+            return (int) hspmn_tensor_describe.HANDLE.invokeExact(t, out);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_tensor_data {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_tensor_data");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_tensor_data");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_tensor_data", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_data(hspmn_tensor *t, void **out)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_tensor_data} */
     public static FunctionDescriptor hspmn_tensor_data$descriptor() {
         return hspmn_tensor_data.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_data(hspmn_tensor *t, void **out)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_tensor_data} */
     public static MethodHandle hspmn_tensor_data$handle() {
         return hspmn_tensor_data.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_data(hspmn_tensor *t, void **out)
-     * }
-     */
+    /** Address for {@link #hspmn_tensor_data} */
     public static MemorySegment hspmn_tensor_data$address() {
         return hspmn_tensor_data.ADDR;
     }
@@ -1278,56 +761,35 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_tensor_data(MemorySegment t, MemorySegment out) {
-        var mh$ = hspmn_tensor_data.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_tensor_data", t, out);
-            }
-            return (int)mh$.invokeExact(t, out);
+            return (int) hspmn_tensor_data.HANDLE.invokeExact(t, out);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_tensor_copy_in {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
             hspmn_h.C_LONG
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_tensor_copy_in");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_tensor_copy_in");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_tensor_copy_in", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_copy_in(hspmn_tensor *dst, const void *src, int64_t nbytes)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_tensor_copy_in} */
     public static FunctionDescriptor hspmn_tensor_copy_in$descriptor() {
         return hspmn_tensor_copy_in.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_copy_in(hspmn_tensor *dst, const void *src, int64_t nbytes)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_tensor_copy_in} */
     public static MethodHandle hspmn_tensor_copy_in$handle() {
         return hspmn_tensor_copy_in.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_copy_in(hspmn_tensor *dst, const void *src, int64_t nbytes)
-     * }
-     */
+    /** Address for {@link #hspmn_tensor_copy_in} */
     public static MemorySegment hspmn_tensor_copy_in$address() {
         return hspmn_tensor_copy_in.ADDR;
     }
@@ -1338,56 +800,35 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_tensor_copy_in(MemorySegment dst, MemorySegment src, long nbytes) {
-        var mh$ = hspmn_tensor_copy_in.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_tensor_copy_in", dst, src, nbytes);
-            }
-            return (int)mh$.invokeExact(dst, src, nbytes);
+            return (int) hspmn_tensor_copy_in.HANDLE.invokeExact(dst, src, nbytes);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_tensor_copy_out {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
             hspmn_h.C_LONG
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_tensor_copy_out");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_tensor_copy_out");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_tensor_copy_out", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_copy_out(const hspmn_tensor *src, void *dst, int64_t nbytes)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_tensor_copy_out} */
     public static FunctionDescriptor hspmn_tensor_copy_out$descriptor() {
         return hspmn_tensor_copy_out.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_copy_out(const hspmn_tensor *src, void *dst, int64_t nbytes)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_tensor_copy_out} */
     public static MethodHandle hspmn_tensor_copy_out$handle() {
         return hspmn_tensor_copy_out.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_copy_out(const hspmn_tensor *src, void *dst, int64_t nbytes)
-     * }
-     */
+    /** Address for {@link #hspmn_tensor_copy_out} */
     public static MemorySegment hspmn_tensor_copy_out$address() {
         return hspmn_tensor_copy_out.ADDR;
     }
@@ -1398,55 +839,34 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_tensor_copy_out(MemorySegment src, MemorySegment dst, long nbytes) {
-        var mh$ = hspmn_tensor_copy_out.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_tensor_copy_out", src, dst, nbytes);
-            }
-            return (int)mh$.invokeExact(src, dst, nbytes);
+            return (int) hspmn_tensor_copy_out.HANDLE.invokeExact(src, dst, nbytes);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_tensor_copy {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_tensor_copy");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_tensor_copy");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_tensor_copy", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_copy(hspmn_tensor *dst, const hspmn_tensor *src)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_tensor_copy} */
     public static FunctionDescriptor hspmn_tensor_copy$descriptor() {
         return hspmn_tensor_copy.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_copy(hspmn_tensor *dst, const hspmn_tensor *src)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_tensor_copy} */
     public static MethodHandle hspmn_tensor_copy$handle() {
         return hspmn_tensor_copy.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_copy(hspmn_tensor *dst, const hspmn_tensor *src)
-     * }
-     */
+    /** Address for {@link #hspmn_tensor_copy} */
     public static MemorySegment hspmn_tensor_copy$address() {
         return hspmn_tensor_copy.ADDR;
     }
@@ -1457,53 +877,32 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_tensor_copy(MemorySegment dst, MemorySegment src) {
-        var mh$ = hspmn_tensor_copy.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_tensor_copy", dst, src);
-            }
-            return (int)mh$.invokeExact(dst, src);
+            return (int) hspmn_tensor_copy.HANDLE.invokeExact(dst, src);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_block_default_params {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_block_params.layout()
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_block_default_params");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_block_default_params");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_block_default_params", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_block_params hspmn_block_default_params()
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_block_default_params} */
     public static FunctionDescriptor hspmn_block_default_params$descriptor() {
         return hspmn_block_default_params.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_block_params hspmn_block_default_params()
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_block_default_params} */
     public static MethodHandle hspmn_block_default_params$handle() {
         return hspmn_block_default_params.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_block_params hspmn_block_default_params()
-     * }
-     */
+    /** Address for {@link #hspmn_block_default_params} */
     public static MemorySegment hspmn_block_default_params$address() {
         return hspmn_block_default_params.ADDR;
     }
@@ -1514,54 +913,33 @@ public class hspmn_h {
      * }
      */
     public static MemorySegment hspmn_block_default_params(SegmentAllocator allocator) {
-        var mh$ = hspmn_block_default_params.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_block_default_params", allocator);
-            }
-            return (MemorySegment)mh$.invokeExact(allocator);
+            return (MemorySegment) hspmn_block_default_params.HANDLE.invokeExact(allocator);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_block_params_validate {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_block_params_validate");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_block_params_validate");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_block_params_validate", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_params_validate(const hspmn_block_params *params)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_block_params_validate} */
     public static FunctionDescriptor hspmn_block_params_validate$descriptor() {
         return hspmn_block_params_validate.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_params_validate(const hspmn_block_params *params)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_block_params_validate} */
     public static MethodHandle hspmn_block_params_validate$handle() {
         return hspmn_block_params_validate.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_params_validate(const hspmn_block_params *params)
-     * }
-     */
+    /** Address for {@link #hspmn_block_params_validate} */
     public static MemorySegment hspmn_block_params_validate$address() {
         return hspmn_block_params_validate.ADDR;
     }
@@ -1572,57 +950,36 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_block_params_validate(MemorySegment params) {
-        var mh$ = hspmn_block_params_validate.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_block_params_validate", params);
-            }
-            return (int)mh$.invokeExact(params);
+            return (int) hspmn_block_params_validate.HANDLE.invokeExact(params);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_block_create {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
             hspmn_h.C_LONG,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_block_create");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_block_create");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_block_create", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_create(hspmn_context *ctx, const hspmn_block_params *params, uint64_t seed, hspmn_block **out)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_block_create} */
     public static FunctionDescriptor hspmn_block_create$descriptor() {
         return hspmn_block_create.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_create(hspmn_context *ctx, const hspmn_block_params *params, uint64_t seed, hspmn_block **out)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_block_create} */
     public static MethodHandle hspmn_block_create$handle() {
         return hspmn_block_create.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_create(hspmn_context *ctx, const hspmn_block_params *params, uint64_t seed, hspmn_block **out)
-     * }
-     */
+    /** Address for {@link #hspmn_block_create} */
     public static MemorySegment hspmn_block_create$address() {
         return hspmn_block_create.ADDR;
     }
@@ -1633,54 +990,33 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_block_create(MemorySegment ctx, MemorySegment params, long seed, MemorySegment out) {
-        var mh$ = hspmn_block_create.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_block_create", ctx, params, seed, out);
-            }
-            return (int)mh$.invokeExact(ctx, params, seed, out);
+            return (int) hspmn_block_create.HANDLE.invokeExact(ctx, params, seed, out);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_block_destroy {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_block_destroy");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_block_destroy");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_block_destroy", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_destroy(hspmn_block *block)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_block_destroy} */
     public static FunctionDescriptor hspmn_block_destroy$descriptor() {
         return hspmn_block_destroy.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_destroy(hspmn_block *block)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_block_destroy} */
     public static MethodHandle hspmn_block_destroy$handle() {
         return hspmn_block_destroy.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_destroy(hspmn_block *block)
-     * }
-     */
+    /** Address for {@link #hspmn_block_destroy} */
     public static MemorySegment hspmn_block_destroy$address() {
         return hspmn_block_destroy.ADDR;
     }
@@ -1691,55 +1027,34 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_block_destroy(MemorySegment block) {
-        var mh$ = hspmn_block_destroy.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_block_destroy", block);
-            }
-            return (int)mh$.invokeExact(block);
+            return (int) hspmn_block_destroy.HANDLE.invokeExact(block);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_block_get_params {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_block_get_params");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_block_get_params");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_block_get_params", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_get_params(const hspmn_block *block, hspmn_block_params *out)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_block_get_params} */
     public static FunctionDescriptor hspmn_block_get_params$descriptor() {
         return hspmn_block_get_params.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_get_params(const hspmn_block *block, hspmn_block_params *out)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_block_get_params} */
     public static MethodHandle hspmn_block_get_params$handle() {
         return hspmn_block_get_params.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_get_params(const hspmn_block *block, hspmn_block_params *out)
-     * }
-     */
+    /** Address for {@link #hspmn_block_get_params} */
     public static MemorySegment hspmn_block_get_params$address() {
         return hspmn_block_get_params.ADDR;
     }
@@ -1750,55 +1065,34 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_block_get_params(MemorySegment block, MemorySegment out) {
-        var mh$ = hspmn_block_get_params.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_block_get_params", block, out);
-            }
-            return (int)mh$.invokeExact(block, out);
+            return (int) hspmn_block_get_params.HANDLE.invokeExact(block, out);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_block_param_count {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_block_param_count");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_block_param_count");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_block_param_count", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_param_count(const hspmn_block *block, int32_t *out)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_block_param_count} */
     public static FunctionDescriptor hspmn_block_param_count$descriptor() {
         return hspmn_block_param_count.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_param_count(const hspmn_block *block, int32_t *out)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_block_param_count} */
     public static MethodHandle hspmn_block_param_count$handle() {
         return hspmn_block_param_count.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_param_count(const hspmn_block *block, int32_t *out)
-     * }
-     */
+    /** Address for {@link #hspmn_block_param_count} */
     public static MemorySegment hspmn_block_param_count$address() {
         return hspmn_block_param_count.ADDR;
     }
@@ -1809,56 +1103,35 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_block_param_count(MemorySegment block, MemorySegment out) {
-        var mh$ = hspmn_block_param_count.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_block_param_count", block, out);
-            }
-            return (int)mh$.invokeExact(block, out);
+            return (int) hspmn_block_param_count.HANDLE.invokeExact(block, out);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_block_param_name {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_INT,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_block_param_name");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_block_param_name");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_block_param_name", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_param_name(const hspmn_block *block, int32_t index, const char **out)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_block_param_name} */
     public static FunctionDescriptor hspmn_block_param_name$descriptor() {
         return hspmn_block_param_name.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_param_name(const hspmn_block *block, int32_t index, const char **out)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_block_param_name} */
     public static MethodHandle hspmn_block_param_name$handle() {
         return hspmn_block_param_name.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_param_name(const hspmn_block *block, int32_t index, const char **out)
-     * }
-     */
+    /** Address for {@link #hspmn_block_param_name} */
     public static MemorySegment hspmn_block_param_name$address() {
         return hspmn_block_param_name.ADDR;
     }
@@ -1869,56 +1142,35 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_block_param_name(MemorySegment block, int index, MemorySegment out) {
-        var mh$ = hspmn_block_param_name.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_block_param_name", block, index, out);
-            }
-            return (int)mh$.invokeExact(block, index, out);
+            return (int) hspmn_block_param_name.HANDLE.invokeExact(block, index, out);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_block_param_describe {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_block_param_describe");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_block_param_describe");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_block_param_describe", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_param_describe(const hspmn_block *block, const char *name, hspmn_tensor_desc *out)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_block_param_describe} */
     public static FunctionDescriptor hspmn_block_param_describe$descriptor() {
         return hspmn_block_param_describe.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_param_describe(const hspmn_block *block, const char *name, hspmn_tensor_desc *out)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_block_param_describe} */
     public static MethodHandle hspmn_block_param_describe$handle() {
         return hspmn_block_param_describe.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_param_describe(const hspmn_block *block, const char *name, hspmn_tensor_desc *out)
-     * }
-     */
+    /** Address for {@link #hspmn_block_param_describe} */
     public static MemorySegment hspmn_block_param_describe$address() {
         return hspmn_block_param_describe.ADDR;
     }
@@ -1929,56 +1181,35 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_block_param_describe(MemorySegment block, MemorySegment name, MemorySegment out) {
-        var mh$ = hspmn_block_param_describe.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_block_param_describe", block, name, out);
-            }
-            return (int)mh$.invokeExact(block, name, out);
+            return (int) hspmn_block_param_describe.HANDLE.invokeExact(block, name, out);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_block_get_param {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_block_get_param");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_block_get_param");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_block_get_param", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_get_param(const hspmn_block *block, const char *name, hspmn_tensor *dst)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_block_get_param} */
     public static FunctionDescriptor hspmn_block_get_param$descriptor() {
         return hspmn_block_get_param.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_get_param(const hspmn_block *block, const char *name, hspmn_tensor *dst)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_block_get_param} */
     public static MethodHandle hspmn_block_get_param$handle() {
         return hspmn_block_get_param.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_get_param(const hspmn_block *block, const char *name, hspmn_tensor *dst)
-     * }
-     */
+    /** Address for {@link #hspmn_block_get_param} */
     public static MemorySegment hspmn_block_get_param$address() {
         return hspmn_block_get_param.ADDR;
     }
@@ -1989,56 +1220,35 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_block_get_param(MemorySegment block, MemorySegment name, MemorySegment dst) {
-        var mh$ = hspmn_block_get_param.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_block_get_param", block, name, dst);
-            }
-            return (int)mh$.invokeExact(block, name, dst);
+            return (int) hspmn_block_get_param.HANDLE.invokeExact(block, name, dst);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_block_set_param {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_block_set_param");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_block_set_param");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_block_set_param", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_set_param(hspmn_block *block, const char *name, const hspmn_tensor *src)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_block_set_param} */
     public static FunctionDescriptor hspmn_block_set_param$descriptor() {
         return hspmn_block_set_param.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_set_param(hspmn_block *block, const char *name, const hspmn_tensor *src)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_block_set_param} */
     public static MethodHandle hspmn_block_set_param$handle() {
         return hspmn_block_set_param.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_set_param(hspmn_block *block, const char *name, const hspmn_tensor *src)
-     * }
-     */
+    /** Address for {@link #hspmn_block_set_param} */
     public static MemorySegment hspmn_block_set_param$address() {
         return hspmn_block_set_param.ADDR;
     }
@@ -2049,56 +1259,35 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_block_set_param(MemorySegment block, MemorySegment name, MemorySegment src) {
-        var mh$ = hspmn_block_set_param.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_block_set_param", block, name, src);
-            }
-            return (int)mh$.invokeExact(block, name, src);
+            return (int) hspmn_block_set_param.HANDLE.invokeExact(block, name, src);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_block_get_grad {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_block_get_grad");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_block_get_grad");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_block_get_grad", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_get_grad(const hspmn_block *block, const char *name, hspmn_tensor *dst)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_block_get_grad} */
     public static FunctionDescriptor hspmn_block_get_grad$descriptor() {
         return hspmn_block_get_grad.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_get_grad(const hspmn_block *block, const char *name, hspmn_tensor *dst)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_block_get_grad} */
     public static MethodHandle hspmn_block_get_grad$handle() {
         return hspmn_block_get_grad.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_get_grad(const hspmn_block *block, const char *name, hspmn_tensor *dst)
-     * }
-     */
+    /** Address for {@link #hspmn_block_get_grad} */
     public static MemorySegment hspmn_block_get_grad$address() {
         return hspmn_block_get_grad.ADDR;
     }
@@ -2109,54 +1298,33 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_block_get_grad(MemorySegment block, MemorySegment name, MemorySegment dst) {
-        var mh$ = hspmn_block_get_grad.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_block_get_grad", block, name, dst);
-            }
-            return (int)mh$.invokeExact(block, name, dst);
+            return (int) hspmn_block_get_grad.HANDLE.invokeExact(block, name, dst);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_block_zero_grad {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_block_zero_grad");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_block_zero_grad");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_block_zero_grad", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_zero_grad(hspmn_block *block)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_block_zero_grad} */
     public static FunctionDescriptor hspmn_block_zero_grad$descriptor() {
         return hspmn_block_zero_grad.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_zero_grad(hspmn_block *block)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_block_zero_grad} */
     public static MethodHandle hspmn_block_zero_grad$handle() {
         return hspmn_block_zero_grad.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_zero_grad(hspmn_block *block)
-     * }
-     */
+    /** Address for {@link #hspmn_block_zero_grad} */
     public static MemorySegment hspmn_block_zero_grad$address() {
         return hspmn_block_zero_grad.ADDR;
     }
@@ -2167,53 +1335,32 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_block_zero_grad(MemorySegment block) {
-        var mh$ = hspmn_block_zero_grad.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_block_zero_grad", block);
-            }
-            return (int)mh$.invokeExact(block);
+            return (int) hspmn_block_zero_grad.HANDLE.invokeExact(block);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_forward_default_params {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_forward_params.layout()
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_forward_default_params");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_forward_default_params");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_forward_default_params", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_forward_params hspmn_forward_default_params()
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_forward_default_params} */
     public static FunctionDescriptor hspmn_forward_default_params$descriptor() {
         return hspmn_forward_default_params.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_forward_params hspmn_forward_default_params()
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_forward_default_params} */
     public static MethodHandle hspmn_forward_default_params$handle() {
         return hspmn_forward_default_params.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_forward_params hspmn_forward_default_params()
-     * }
-     */
+    /** Address for {@link #hspmn_forward_default_params} */
     public static MemorySegment hspmn_forward_default_params$address() {
         return hspmn_forward_default_params.ADDR;
     }
@@ -2224,19 +1371,15 @@ public class hspmn_h {
      * }
      */
     public static MemorySegment hspmn_forward_default_params(SegmentAllocator allocator) {
-        var mh$ = hspmn_forward_default_params.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_forward_default_params", allocator);
-            }
-            return (MemorySegment)mh$.invokeExact(allocator);
+            return (MemorySegment) hspmn_forward_default_params.HANDLE.invokeExact(allocator);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_block_forward {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
@@ -2244,38 +1387,21 @@ public class hspmn_h {
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_block_forward");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_block_forward");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_block_forward", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_forward(hspmn_block *block, const hspmn_forward_params *params, const hspmn_tensor *x, hspmn_tensor *out, hspmn_tensor *aux)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_block_forward} */
     public static FunctionDescriptor hspmn_block_forward$descriptor() {
         return hspmn_block_forward.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_forward(hspmn_block *block, const hspmn_forward_params *params, const hspmn_tensor *x, hspmn_tensor *out, hspmn_tensor *aux)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_block_forward} */
     public static MethodHandle hspmn_block_forward$handle() {
         return hspmn_block_forward.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_forward(hspmn_block *block, const hspmn_forward_params *params, const hspmn_tensor *x, hspmn_tensor *out, hspmn_tensor *aux)
-     * }
-     */
+    /** Address for {@link #hspmn_block_forward} */
     public static MemorySegment hspmn_block_forward$address() {
         return hspmn_block_forward.ADDR;
     }
@@ -2286,19 +1412,15 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_block_forward(MemorySegment block, MemorySegment params, MemorySegment x, MemorySegment out, MemorySegment aux) {
-        var mh$ = hspmn_block_forward.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_block_forward", block, params, x, out, aux);
-            }
-            return (int)mh$.invokeExact(block, params, x, out, aux);
+            return (int) hspmn_block_forward.HANDLE.invokeExact(block, params, x, out, aux);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_block_forward_routed {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
@@ -2309,38 +1431,21 @@ public class hspmn_h {
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_block_forward_routed");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_block_forward_routed");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_block_forward_routed", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_forward_routed(hspmn_block *block, const hspmn_forward_params *params, const hspmn_tensor *x, const hspmn_tensor *noise, const hspmn_tensor *indices, const hspmn_tensor *counts, hspmn_tensor *out, hspmn_tensor *aux)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_block_forward_routed} */
     public static FunctionDescriptor hspmn_block_forward_routed$descriptor() {
         return hspmn_block_forward_routed.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_forward_routed(hspmn_block *block, const hspmn_forward_params *params, const hspmn_tensor *x, const hspmn_tensor *noise, const hspmn_tensor *indices, const hspmn_tensor *counts, hspmn_tensor *out, hspmn_tensor *aux)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_block_forward_routed} */
     public static MethodHandle hspmn_block_forward_routed$handle() {
         return hspmn_block_forward_routed.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_forward_routed(hspmn_block *block, const hspmn_forward_params *params, const hspmn_tensor *x, const hspmn_tensor *noise, const hspmn_tensor *indices, const hspmn_tensor *counts, hspmn_tensor *out, hspmn_tensor *aux)
-     * }
-     */
+    /** Address for {@link #hspmn_block_forward_routed} */
     public static MemorySegment hspmn_block_forward_routed$address() {
         return hspmn_block_forward_routed.ADDR;
     }
@@ -2351,53 +1456,32 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_block_forward_routed(MemorySegment block, MemorySegment params, MemorySegment x, MemorySegment noise, MemorySegment indices, MemorySegment counts, MemorySegment out, MemorySegment aux) {
-        var mh$ = hspmn_block_forward_routed.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_block_forward_routed", block, params, x, noise, indices, counts, out, aux);
-            }
-            return (int)mh$.invokeExact(block, params, x, noise, indices, counts, out, aux);
+            return (int) hspmn_block_forward_routed.HANDLE.invokeExact(block, params, x, noise, indices, counts, out, aux);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_backward_default_params {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_backward_params.layout()
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_backward_default_params");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_backward_default_params");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_backward_default_params", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_backward_params hspmn_backward_default_params()
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_backward_default_params} */
     public static FunctionDescriptor hspmn_backward_default_params$descriptor() {
         return hspmn_backward_default_params.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_backward_params hspmn_backward_default_params()
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_backward_default_params} */
     public static MethodHandle hspmn_backward_default_params$handle() {
         return hspmn_backward_default_params.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_backward_params hspmn_backward_default_params()
-     * }
-     */
+    /** Address for {@link #hspmn_backward_default_params} */
     public static MemorySegment hspmn_backward_default_params$address() {
         return hspmn_backward_default_params.ADDR;
     }
@@ -2408,19 +1492,15 @@ public class hspmn_h {
      * }
      */
     public static MemorySegment hspmn_backward_default_params(SegmentAllocator allocator) {
-        var mh$ = hspmn_backward_default_params.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_backward_default_params", allocator);
-            }
-            return (MemorySegment)mh$.invokeExact(allocator);
+            return (MemorySegment) hspmn_backward_default_params.HANDLE.invokeExact(allocator);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_block_backward {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
@@ -2428,38 +1508,21 @@ public class hspmn_h {
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_block_backward");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_block_backward");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_block_backward", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_backward(hspmn_block *block, const hspmn_backward_params *params, const hspmn_tensor *d_out, const hspmn_tensor *d_aux, hspmn_tensor *d_x)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_block_backward} */
     public static FunctionDescriptor hspmn_block_backward$descriptor() {
         return hspmn_block_backward.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_backward(hspmn_block *block, const hspmn_backward_params *params, const hspmn_tensor *d_out, const hspmn_tensor *d_aux, hspmn_tensor *d_x)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_block_backward} */
     public static MethodHandle hspmn_block_backward$handle() {
         return hspmn_block_backward.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_backward(hspmn_block *block, const hspmn_backward_params *params, const hspmn_tensor *d_out, const hspmn_tensor *d_aux, hspmn_tensor *d_x)
-     * }
-     */
+    /** Address for {@link #hspmn_block_backward} */
     public static MemorySegment hspmn_block_backward$address() {
         return hspmn_block_backward.ADDR;
     }
@@ -2470,19 +1533,15 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_block_backward(MemorySegment block, MemorySegment params, MemorySegment d_out, MemorySegment d_aux, MemorySegment d_x) {
-        var mh$ = hspmn_block_backward.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_block_backward", block, params, d_out, d_aux, d_x);
-            }
-            return (int)mh$.invokeExact(block, params, d_out, d_aux, d_x);
+            return (int) hspmn_block_backward.HANDLE.invokeExact(block, params, d_out, d_aux, d_x);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_block_route {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
@@ -2494,38 +1553,21 @@ public class hspmn_h {
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_block_route");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_block_route");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_block_route", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_route(hspmn_block *block, const hspmn_forward_params *params, const hspmn_tensor *x, const hspmn_tensor *noise, hspmn_tensor *logits, hspmn_tensor *probs, hspmn_tensor *indices, hspmn_tensor *counts, hspmn_tensor *aux)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_block_route} */
     public static FunctionDescriptor hspmn_block_route$descriptor() {
         return hspmn_block_route.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_route(hspmn_block *block, const hspmn_forward_params *params, const hspmn_tensor *x, const hspmn_tensor *noise, hspmn_tensor *logits, hspmn_tensor *probs, hspmn_tensor *indices, hspmn_tensor *counts, hspmn_tensor *aux)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_block_route} */
     public static MethodHandle hspmn_block_route$handle() {
         return hspmn_block_route.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_block_route(hspmn_block *block, const hspmn_forward_params *params, const hspmn_tensor *x, const hspmn_tensor *noise, hspmn_tensor *logits, hspmn_tensor *probs, hspmn_tensor *indices, hspmn_tensor *counts, hspmn_tensor *aux)
-     * }
-     */
+    /** Address for {@link #hspmn_block_route} */
     public static MemorySegment hspmn_block_route$address() {
         return hspmn_block_route.ADDR;
     }
@@ -2536,19 +1578,15 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_block_route(MemorySegment block, MemorySegment params, MemorySegment x, MemorySegment noise, MemorySegment logits, MemorySegment probs, MemorySegment indices, MemorySegment counts, MemorySegment aux) {
-        var mh$ = hspmn_block_route.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_block_route", block, params, x, noise, logits, probs, indices, counts, aux);
-            }
-            return (int)mh$.invokeExact(block, params, x, noise, logits, probs, indices, counts, aux);
+            return (int) hspmn_block_route.HANDLE.invokeExact(block, params, x, noise, logits, probs, indices, counts, aux);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_gumbel_noise {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_LONG,
@@ -2556,38 +1594,21 @@ public class hspmn_h {
             hspmn_h.C_INT,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_gumbel_noise");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_gumbel_noise");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_gumbel_noise", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_gumbel_noise(hspmn_context *ctx, uint64_t seed, int64_t step, int32_t layer, hspmn_tensor *out)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_gumbel_noise} */
     public static FunctionDescriptor hspmn_gumbel_noise$descriptor() {
         return hspmn_gumbel_noise.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_gumbel_noise(hspmn_context *ctx, uint64_t seed, int64_t step, int32_t layer, hspmn_tensor *out)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_gumbel_noise} */
     public static MethodHandle hspmn_gumbel_noise$handle() {
         return hspmn_gumbel_noise.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_gumbel_noise(hspmn_context *ctx, uint64_t seed, int64_t step, int32_t layer, hspmn_tensor *out)
-     * }
-     */
+    /** Address for {@link #hspmn_gumbel_noise} */
     public static MemorySegment hspmn_gumbel_noise$address() {
         return hspmn_gumbel_noise.ADDR;
     }
@@ -2598,19 +1619,15 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_gumbel_noise(MemorySegment ctx, long seed, long step, int layer, MemorySegment out) {
-        var mh$ = hspmn_gumbel_noise.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_gumbel_noise", ctx, seed, step, layer, out);
-            }
-            return (int)mh$.invokeExact(ctx, seed, step, layer, out);
+            return (int) hspmn_gumbel_noise.HANDLE.invokeExact(ctx, seed, step, layer, out);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_graph_capture_forward {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
@@ -2619,38 +1636,21 @@ public class hspmn_h {
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_graph_capture_forward");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_graph_capture_forward");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_graph_capture_forward", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_graph_capture_forward(hspmn_block *block, const hspmn_forward_params *params, const hspmn_tensor *x, hspmn_tensor *out, hspmn_tensor *aux, hspmn_graph **out_graph)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_graph_capture_forward} */
     public static FunctionDescriptor hspmn_graph_capture_forward$descriptor() {
         return hspmn_graph_capture_forward.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_graph_capture_forward(hspmn_block *block, const hspmn_forward_params *params, const hspmn_tensor *x, hspmn_tensor *out, hspmn_tensor *aux, hspmn_graph **out_graph)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_graph_capture_forward} */
     public static MethodHandle hspmn_graph_capture_forward$handle() {
         return hspmn_graph_capture_forward.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_graph_capture_forward(hspmn_block *block, const hspmn_forward_params *params, const hspmn_tensor *x, hspmn_tensor *out, hspmn_tensor *aux, hspmn_graph **out_graph)
-     * }
-     */
+    /** Address for {@link #hspmn_graph_capture_forward} */
     public static MemorySegment hspmn_graph_capture_forward$address() {
         return hspmn_graph_capture_forward.ADDR;
     }
@@ -2661,54 +1661,33 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_graph_capture_forward(MemorySegment block, MemorySegment params, MemorySegment x, MemorySegment out, MemorySegment aux, MemorySegment out_graph) {
-        var mh$ = hspmn_graph_capture_forward.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_graph_capture_forward", block, params, x, out, aux, out_graph);
-            }
-            return (int)mh$.invokeExact(block, params, x, out, aux, out_graph);
+            return (int) hspmn_graph_capture_forward.HANDLE.invokeExact(block, params, x, out, aux, out_graph);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_graph_launch {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_graph_launch");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_graph_launch");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_graph_launch", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_graph_launch(hspmn_graph *graph)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_graph_launch} */
     public static FunctionDescriptor hspmn_graph_launch$descriptor() {
         return hspmn_graph_launch.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_graph_launch(hspmn_graph *graph)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_graph_launch} */
     public static MethodHandle hspmn_graph_launch$handle() {
         return hspmn_graph_launch.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_graph_launch(hspmn_graph *graph)
-     * }
-     */
+    /** Address for {@link #hspmn_graph_launch} */
     public static MemorySegment hspmn_graph_launch$address() {
         return hspmn_graph_launch.ADDR;
     }
@@ -2719,54 +1698,33 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_graph_launch(MemorySegment graph) {
-        var mh$ = hspmn_graph_launch.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_graph_launch", graph);
-            }
-            return (int)mh$.invokeExact(graph);
+            return (int) hspmn_graph_launch.HANDLE.invokeExact(graph);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_graph_destroy {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_graph_destroy");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_graph_destroy");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_graph_destroy", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_graph_destroy(hspmn_graph *graph)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_graph_destroy} */
     public static FunctionDescriptor hspmn_graph_destroy$descriptor() {
         return hspmn_graph_destroy.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_graph_destroy(hspmn_graph *graph)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_graph_destroy} */
     public static MethodHandle hspmn_graph_destroy$handle() {
         return hspmn_graph_destroy.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_graph_destroy(hspmn_graph *graph)
-     * }
-     */
+    /** Address for {@link #hspmn_graph_destroy} */
     public static MemorySegment hspmn_graph_destroy$address() {
         return hspmn_graph_destroy.ADDR;
     }
@@ -2777,53 +1735,32 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_graph_destroy(MemorySegment graph) {
-        var mh$ = hspmn_graph_destroy.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_graph_destroy", graph);
-            }
-            return (int)mh$.invokeExact(graph);
+            return (int) hspmn_graph_destroy.HANDLE.invokeExact(graph);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_model_default_params {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_model_params.layout()
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_default_params");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_model_default_params");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_model_default_params", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_model_params hspmn_model_default_params()
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_model_default_params} */
     public static FunctionDescriptor hspmn_model_default_params$descriptor() {
         return hspmn_model_default_params.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_model_params hspmn_model_default_params()
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_model_default_params} */
     public static MethodHandle hspmn_model_default_params$handle() {
         return hspmn_model_default_params.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_model_params hspmn_model_default_params()
-     * }
-     */
+    /** Address for {@link #hspmn_model_default_params} */
     public static MemorySegment hspmn_model_default_params$address() {
         return hspmn_model_default_params.ADDR;
     }
@@ -2834,54 +1771,33 @@ public class hspmn_h {
      * }
      */
     public static MemorySegment hspmn_model_default_params(SegmentAllocator allocator) {
-        var mh$ = hspmn_model_default_params.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_model_default_params", allocator);
-            }
-            return (MemorySegment)mh$.invokeExact(allocator);
+            return (MemorySegment) hspmn_model_default_params.HANDLE.invokeExact(allocator);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_model_params_validate {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_params_validate");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_model_params_validate");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_model_params_validate", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_params_validate(const hspmn_model_params *params)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_model_params_validate} */
     public static FunctionDescriptor hspmn_model_params_validate$descriptor() {
         return hspmn_model_params_validate.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_params_validate(const hspmn_model_params *params)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_model_params_validate} */
     public static MethodHandle hspmn_model_params_validate$handle() {
         return hspmn_model_params_validate.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_params_validate(const hspmn_model_params *params)
-     * }
-     */
+    /** Address for {@link #hspmn_model_params_validate} */
     public static MemorySegment hspmn_model_params_validate$address() {
         return hspmn_model_params_validate.ADDR;
     }
@@ -2892,57 +1808,36 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_model_params_validate(MemorySegment params) {
-        var mh$ = hspmn_model_params_validate.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_model_params_validate", params);
-            }
-            return (int)mh$.invokeExact(params);
+            return (int) hspmn_model_params_validate.HANDLE.invokeExact(params);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_model_create {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
             hspmn_h.C_LONG,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_create");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_model_create");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_model_create", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_create(hspmn_context *ctx, const hspmn_model_params *params, uint64_t seed, hspmn_model **out)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_model_create} */
     public static FunctionDescriptor hspmn_model_create$descriptor() {
         return hspmn_model_create.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_create(hspmn_context *ctx, const hspmn_model_params *params, uint64_t seed, hspmn_model **out)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_model_create} */
     public static MethodHandle hspmn_model_create$handle() {
         return hspmn_model_create.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_create(hspmn_context *ctx, const hspmn_model_params *params, uint64_t seed, hspmn_model **out)
-     * }
-     */
+    /** Address for {@link #hspmn_model_create} */
     public static MemorySegment hspmn_model_create$address() {
         return hspmn_model_create.ADDR;
     }
@@ -2953,54 +1848,33 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_model_create(MemorySegment ctx, MemorySegment params, long seed, MemorySegment out) {
-        var mh$ = hspmn_model_create.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_model_create", ctx, params, seed, out);
-            }
-            return (int)mh$.invokeExact(ctx, params, seed, out);
+            return (int) hspmn_model_create.HANDLE.invokeExact(ctx, params, seed, out);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_model_destroy {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_destroy");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_model_destroy");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_model_destroy", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_destroy(hspmn_model *model)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_model_destroy} */
     public static FunctionDescriptor hspmn_model_destroy$descriptor() {
         return hspmn_model_destroy.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_destroy(hspmn_model *model)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_model_destroy} */
     public static MethodHandle hspmn_model_destroy$handle() {
         return hspmn_model_destroy.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_destroy(hspmn_model *model)
-     * }
-     */
+    /** Address for {@link #hspmn_model_destroy} */
     public static MemorySegment hspmn_model_destroy$address() {
         return hspmn_model_destroy.ADDR;
     }
@@ -3011,55 +1885,34 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_model_destroy(MemorySegment model) {
-        var mh$ = hspmn_model_destroy.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_model_destroy", model);
-            }
-            return (int)mh$.invokeExact(model);
+            return (int) hspmn_model_destroy.HANDLE.invokeExact(model);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_model_get_params {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_get_params");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_model_get_params");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_model_get_params", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_get_params(const hspmn_model *model, hspmn_model_params *out)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_model_get_params} */
     public static FunctionDescriptor hspmn_model_get_params$descriptor() {
         return hspmn_model_get_params.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_get_params(const hspmn_model *model, hspmn_model_params *out)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_model_get_params} */
     public static MethodHandle hspmn_model_get_params$handle() {
         return hspmn_model_get_params.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_get_params(const hspmn_model *model, hspmn_model_params *out)
-     * }
-     */
+    /** Address for {@link #hspmn_model_get_params} */
     public static MemorySegment hspmn_model_get_params$address() {
         return hspmn_model_get_params.ADDR;
     }
@@ -3070,55 +1923,34 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_model_get_params(MemorySegment model, MemorySegment out) {
-        var mh$ = hspmn_model_get_params.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_model_get_params", model, out);
-            }
-            return (int)mh$.invokeExact(model, out);
+            return (int) hspmn_model_get_params.HANDLE.invokeExact(model, out);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_model_param_count {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_param_count");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_model_param_count");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_model_param_count", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_param_count(const hspmn_model *model, int32_t *out)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_model_param_count} */
     public static FunctionDescriptor hspmn_model_param_count$descriptor() {
         return hspmn_model_param_count.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_param_count(const hspmn_model *model, int32_t *out)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_model_param_count} */
     public static MethodHandle hspmn_model_param_count$handle() {
         return hspmn_model_param_count.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_param_count(const hspmn_model *model, int32_t *out)
-     * }
-     */
+    /** Address for {@link #hspmn_model_param_count} */
     public static MemorySegment hspmn_model_param_count$address() {
         return hspmn_model_param_count.ADDR;
     }
@@ -3129,56 +1961,35 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_model_param_count(MemorySegment model, MemorySegment out) {
-        var mh$ = hspmn_model_param_count.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_model_param_count", model, out);
-            }
-            return (int)mh$.invokeExact(model, out);
+            return (int) hspmn_model_param_count.HANDLE.invokeExact(model, out);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_model_param_name {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_INT,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_param_name");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_model_param_name");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_model_param_name", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_param_name(const hspmn_model *model, int32_t index, const char **out)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_model_param_name} */
     public static FunctionDescriptor hspmn_model_param_name$descriptor() {
         return hspmn_model_param_name.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_param_name(const hspmn_model *model, int32_t index, const char **out)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_model_param_name} */
     public static MethodHandle hspmn_model_param_name$handle() {
         return hspmn_model_param_name.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_param_name(const hspmn_model *model, int32_t index, const char **out)
-     * }
-     */
+    /** Address for {@link #hspmn_model_param_name} */
     public static MemorySegment hspmn_model_param_name$address() {
         return hspmn_model_param_name.ADDR;
     }
@@ -3189,56 +2000,35 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_model_param_name(MemorySegment model, int index, MemorySegment out) {
-        var mh$ = hspmn_model_param_name.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_model_param_name", model, index, out);
-            }
-            return (int)mh$.invokeExact(model, index, out);
+            return (int) hspmn_model_param_name.HANDLE.invokeExact(model, index, out);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_model_param_describe {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_param_describe");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_model_param_describe");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_model_param_describe", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_param_describe(const hspmn_model *model, const char *name, hspmn_tensor_desc *out)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_model_param_describe} */
     public static FunctionDescriptor hspmn_model_param_describe$descriptor() {
         return hspmn_model_param_describe.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_param_describe(const hspmn_model *model, const char *name, hspmn_tensor_desc *out)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_model_param_describe} */
     public static MethodHandle hspmn_model_param_describe$handle() {
         return hspmn_model_param_describe.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_param_describe(const hspmn_model *model, const char *name, hspmn_tensor_desc *out)
-     * }
-     */
+    /** Address for {@link #hspmn_model_param_describe} */
     public static MemorySegment hspmn_model_param_describe$address() {
         return hspmn_model_param_describe.ADDR;
     }
@@ -3249,56 +2039,35 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_model_param_describe(MemorySegment model, MemorySegment name, MemorySegment out) {
-        var mh$ = hspmn_model_param_describe.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_model_param_describe", model, name, out);
-            }
-            return (int)mh$.invokeExact(model, name, out);
+            return (int) hspmn_model_param_describe.HANDLE.invokeExact(model, name, out);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_model_get_param {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_get_param");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_model_get_param");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_model_get_param", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_get_param(const hspmn_model *model, const char *name, hspmn_tensor *dst)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_model_get_param} */
     public static FunctionDescriptor hspmn_model_get_param$descriptor() {
         return hspmn_model_get_param.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_get_param(const hspmn_model *model, const char *name, hspmn_tensor *dst)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_model_get_param} */
     public static MethodHandle hspmn_model_get_param$handle() {
         return hspmn_model_get_param.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_get_param(const hspmn_model *model, const char *name, hspmn_tensor *dst)
-     * }
-     */
+    /** Address for {@link #hspmn_model_get_param} */
     public static MemorySegment hspmn_model_get_param$address() {
         return hspmn_model_get_param.ADDR;
     }
@@ -3309,56 +2078,35 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_model_get_param(MemorySegment model, MemorySegment name, MemorySegment dst) {
-        var mh$ = hspmn_model_get_param.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_model_get_param", model, name, dst);
-            }
-            return (int)mh$.invokeExact(model, name, dst);
+            return (int) hspmn_model_get_param.HANDLE.invokeExact(model, name, dst);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_model_set_param {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_set_param");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_model_set_param");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_model_set_param", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_set_param(hspmn_model *model, const char *name, const hspmn_tensor *src)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_model_set_param} */
     public static FunctionDescriptor hspmn_model_set_param$descriptor() {
         return hspmn_model_set_param.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_set_param(hspmn_model *model, const char *name, const hspmn_tensor *src)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_model_set_param} */
     public static MethodHandle hspmn_model_set_param$handle() {
         return hspmn_model_set_param.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_set_param(hspmn_model *model, const char *name, const hspmn_tensor *src)
-     * }
-     */
+    /** Address for {@link #hspmn_model_set_param} */
     public static MemorySegment hspmn_model_set_param$address() {
         return hspmn_model_set_param.ADDR;
     }
@@ -3369,56 +2117,35 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_model_set_param(MemorySegment model, MemorySegment name, MemorySegment src) {
-        var mh$ = hspmn_model_set_param.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_model_set_param", model, name, src);
-            }
-            return (int)mh$.invokeExact(model, name, src);
+            return (int) hspmn_model_set_param.HANDLE.invokeExact(model, name, src);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_model_get_grad {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_get_grad");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_model_get_grad");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_model_get_grad", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_get_grad(const hspmn_model *model, const char *name, hspmn_tensor *dst)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_model_get_grad} */
     public static FunctionDescriptor hspmn_model_get_grad$descriptor() {
         return hspmn_model_get_grad.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_get_grad(const hspmn_model *model, const char *name, hspmn_tensor *dst)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_model_get_grad} */
     public static MethodHandle hspmn_model_get_grad$handle() {
         return hspmn_model_get_grad.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_get_grad(const hspmn_model *model, const char *name, hspmn_tensor *dst)
-     * }
-     */
+    /** Address for {@link #hspmn_model_get_grad} */
     public static MemorySegment hspmn_model_get_grad$address() {
         return hspmn_model_get_grad.ADDR;
     }
@@ -3429,54 +2156,33 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_model_get_grad(MemorySegment model, MemorySegment name, MemorySegment dst) {
-        var mh$ = hspmn_model_get_grad.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_model_get_grad", model, name, dst);
-            }
-            return (int)mh$.invokeExact(model, name, dst);
+            return (int) hspmn_model_get_grad.HANDLE.invokeExact(model, name, dst);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_model_zero_grad {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_zero_grad");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_model_zero_grad");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_model_zero_grad", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_zero_grad(hspmn_model *model)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_model_zero_grad} */
     public static FunctionDescriptor hspmn_model_zero_grad$descriptor() {
         return hspmn_model_zero_grad.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_zero_grad(hspmn_model *model)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_model_zero_grad} */
     public static MethodHandle hspmn_model_zero_grad$handle() {
         return hspmn_model_zero_grad.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_zero_grad(hspmn_model *model)
-     * }
-     */
+    /** Address for {@link #hspmn_model_zero_grad} */
     public static MemorySegment hspmn_model_zero_grad$address() {
         return hspmn_model_zero_grad.ADDR;
     }
@@ -3487,53 +2193,32 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_model_zero_grad(MemorySegment model) {
-        var mh$ = hspmn_model_zero_grad.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_model_zero_grad", model);
-            }
-            return (int)mh$.invokeExact(model);
+            return (int) hspmn_model_zero_grad.HANDLE.invokeExact(model);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_model_forward_default_params {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_model_forward_params.layout()
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_forward_default_params");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_model_forward_default_params");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_model_forward_default_params", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_model_forward_params hspmn_model_forward_default_params()
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_model_forward_default_params} */
     public static FunctionDescriptor hspmn_model_forward_default_params$descriptor() {
         return hspmn_model_forward_default_params.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_model_forward_params hspmn_model_forward_default_params()
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_model_forward_default_params} */
     public static MethodHandle hspmn_model_forward_default_params$handle() {
         return hspmn_model_forward_default_params.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_model_forward_params hspmn_model_forward_default_params()
-     * }
-     */
+    /** Address for {@link #hspmn_model_forward_default_params} */
     public static MemorySegment hspmn_model_forward_default_params$address() {
         return hspmn_model_forward_default_params.ADDR;
     }
@@ -3544,19 +2229,15 @@ public class hspmn_h {
      * }
      */
     public static MemorySegment hspmn_model_forward_default_params(SegmentAllocator allocator) {
-        var mh$ = hspmn_model_forward_default_params.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_model_forward_default_params", allocator);
-            }
-            return (MemorySegment)mh$.invokeExact(allocator);
+            return (MemorySegment) hspmn_model_forward_default_params.HANDLE.invokeExact(allocator);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_model_forward {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
@@ -3565,38 +2246,21 @@ public class hspmn_h {
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_forward");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_model_forward");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_model_forward", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_forward(hspmn_model *model, const hspmn_model_forward_params *params, const hspmn_tensor *tokens, const hspmn_tensor *targets, hspmn_tensor *loss, hspmn_tensor *stats)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_model_forward} */
     public static FunctionDescriptor hspmn_model_forward$descriptor() {
         return hspmn_model_forward.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_forward(hspmn_model *model, const hspmn_model_forward_params *params, const hspmn_tensor *tokens, const hspmn_tensor *targets, hspmn_tensor *loss, hspmn_tensor *stats)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_model_forward} */
     public static MethodHandle hspmn_model_forward$handle() {
         return hspmn_model_forward.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_forward(hspmn_model *model, const hspmn_model_forward_params *params, const hspmn_tensor *tokens, const hspmn_tensor *targets, hspmn_tensor *loss, hspmn_tensor *stats)
-     * }
-     */
+    /** Address for {@link #hspmn_model_forward} */
     public static MemorySegment hspmn_model_forward$address() {
         return hspmn_model_forward.ADDR;
     }
@@ -3607,53 +2271,32 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_model_forward(MemorySegment model, MemorySegment params, MemorySegment tokens, MemorySegment targets, MemorySegment loss, MemorySegment stats) {
-        var mh$ = hspmn_model_forward.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_model_forward", model, params, tokens, targets, loss, stats);
-            }
-            return (int)mh$.invokeExact(model, params, tokens, targets, loss, stats);
+            return (int) hspmn_model_forward.HANDLE.invokeExact(model, params, tokens, targets, loss, stats);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_model_backward_default_params {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_model_backward_params.layout()
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_backward_default_params");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_model_backward_default_params");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_model_backward_default_params", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_model_backward_params hspmn_model_backward_default_params()
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_model_backward_default_params} */
     public static FunctionDescriptor hspmn_model_backward_default_params$descriptor() {
         return hspmn_model_backward_default_params.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_model_backward_params hspmn_model_backward_default_params()
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_model_backward_default_params} */
     public static MethodHandle hspmn_model_backward_default_params$handle() {
         return hspmn_model_backward_default_params.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_model_backward_params hspmn_model_backward_default_params()
-     * }
-     */
+    /** Address for {@link #hspmn_model_backward_default_params} */
     public static MemorySegment hspmn_model_backward_default_params$address() {
         return hspmn_model_backward_default_params.ADDR;
     }
@@ -3664,55 +2307,34 @@ public class hspmn_h {
      * }
      */
     public static MemorySegment hspmn_model_backward_default_params(SegmentAllocator allocator) {
-        var mh$ = hspmn_model_backward_default_params.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_model_backward_default_params", allocator);
-            }
-            return (MemorySegment)mh$.invokeExact(allocator);
+            return (MemorySegment) hspmn_model_backward_default_params.HANDLE.invokeExact(allocator);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_model_backward {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_backward");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_model_backward");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_model_backward", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_backward(hspmn_model *model, const hspmn_model_backward_params *params)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_model_backward} */
     public static FunctionDescriptor hspmn_model_backward$descriptor() {
         return hspmn_model_backward.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_backward(hspmn_model *model, const hspmn_model_backward_params *params)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_model_backward} */
     public static MethodHandle hspmn_model_backward$handle() {
         return hspmn_model_backward.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_backward(hspmn_model *model, const hspmn_model_backward_params *params)
-     * }
-     */
+    /** Address for {@link #hspmn_model_backward} */
     public static MemorySegment hspmn_model_backward$address() {
         return hspmn_model_backward.ADDR;
     }
@@ -3723,56 +2345,35 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_model_backward(MemorySegment model, MemorySegment params) {
-        var mh$ = hspmn_model_backward.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_model_backward", model, params);
-            }
-            return (int)mh$.invokeExact(model, params);
+            return (int) hspmn_model_backward.HANDLE.invokeExact(model, params);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_model_logits {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_logits");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_model_logits");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_model_logits", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_logits(hspmn_model *model, const hspmn_tensor *tokens, hspmn_tensor *logits)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_model_logits} */
     public static FunctionDescriptor hspmn_model_logits$descriptor() {
         return hspmn_model_logits.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_logits(hspmn_model *model, const hspmn_tensor *tokens, hspmn_tensor *logits)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_model_logits} */
     public static MethodHandle hspmn_model_logits$handle() {
         return hspmn_model_logits.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_logits(hspmn_model *model, const hspmn_tensor *tokens, hspmn_tensor *logits)
-     * }
-     */
+    /** Address for {@link #hspmn_model_logits} */
     public static MemorySegment hspmn_model_logits$address() {
         return hspmn_model_logits.ADDR;
     }
@@ -3783,53 +2384,32 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_model_logits(MemorySegment model, MemorySegment tokens, MemorySegment logits) {
-        var mh$ = hspmn_model_logits.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_model_logits", model, tokens, logits);
-            }
-            return (int)mh$.invokeExact(model, tokens, logits);
+            return (int) hspmn_model_logits.HANDLE.invokeExact(model, tokens, logits);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_adamw_default_params {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_adamw_params.layout()
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_adamw_default_params");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_adamw_default_params");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_adamw_default_params", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_adamw_params hspmn_adamw_default_params()
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_adamw_default_params} */
     public static FunctionDescriptor hspmn_adamw_default_params$descriptor() {
         return hspmn_adamw_default_params.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_adamw_params hspmn_adamw_default_params()
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_adamw_default_params} */
     public static MethodHandle hspmn_adamw_default_params$handle() {
         return hspmn_adamw_default_params.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_adamw_params hspmn_adamw_default_params()
-     * }
-     */
+    /** Address for {@link #hspmn_adamw_default_params} */
     public static MemorySegment hspmn_adamw_default_params$address() {
         return hspmn_adamw_default_params.ADDR;
     }
@@ -3840,56 +2420,35 @@ public class hspmn_h {
      * }
      */
     public static MemorySegment hspmn_adamw_default_params(SegmentAllocator allocator) {
-        var mh$ = hspmn_adamw_default_params.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_adamw_default_params", allocator);
-            }
-            return (MemorySegment)mh$.invokeExact(allocator);
+            return (MemorySegment) hspmn_adamw_default_params.HANDLE.invokeExact(allocator);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_model_adamw_step {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_adamw_step");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_model_adamw_step");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_model_adamw_step", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_adamw_step(hspmn_model *model, const hspmn_adamw_params *params, hspmn_adamw_result *out)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_model_adamw_step} */
     public static FunctionDescriptor hspmn_model_adamw_step$descriptor() {
         return hspmn_model_adamw_step.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_adamw_step(hspmn_model *model, const hspmn_adamw_params *params, hspmn_adamw_result *out)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_model_adamw_step} */
     public static MethodHandle hspmn_model_adamw_step$handle() {
         return hspmn_model_adamw_step.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_adamw_step(hspmn_model *model, const hspmn_adamw_params *params, hspmn_adamw_result *out)
-     * }
-     */
+    /** Address for {@link #hspmn_model_adamw_step} */
     public static MemorySegment hspmn_model_adamw_step$address() {
         return hspmn_model_adamw_step.ADDR;
     }
@@ -3900,57 +2459,36 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_model_adamw_step(MemorySegment model, MemorySegment params, MemorySegment out) {
-        var mh$ = hspmn_model_adamw_step.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_model_adamw_step", model, params, out);
-            }
-            return (int)mh$.invokeExact(model, params, out);
+            return (int) hspmn_model_adamw_step.HANDLE.invokeExact(model, params, out);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_model_router_bias_step {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_FLOAT,
             hspmn_h.C_FLOAT,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_router_bias_step");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_model_router_bias_step");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_model_router_bias_step", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_router_bias_step(hspmn_model *model, float target, float rate, float *fractions)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_model_router_bias_step} */
     public static FunctionDescriptor hspmn_model_router_bias_step$descriptor() {
         return hspmn_model_router_bias_step.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_router_bias_step(hspmn_model *model, float target, float rate, float *fractions)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_model_router_bias_step} */
     public static MethodHandle hspmn_model_router_bias_step$handle() {
         return hspmn_model_router_bias_step.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_router_bias_step(hspmn_model *model, float target, float rate, float *fractions)
-     * }
-     */
+    /** Address for {@link #hspmn_model_router_bias_step} */
     public static MemorySegment hspmn_model_router_bias_step$address() {
         return hspmn_model_router_bias_step.ADDR;
     }
@@ -3961,57 +2499,36 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_model_router_bias_step(MemorySegment model, float target, float rate, MemorySegment fractions) {
-        var mh$ = hspmn_model_router_bias_step.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_model_router_bias_step", model, target, rate, fractions);
-            }
-            return (int)mh$.invokeExact(model, target, rate, fractions);
+            return (int) hspmn_model_router_bias_step.HANDLE.invokeExact(model, target, rate, fractions);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_model_get_moment {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
             hspmn_h.C_INT,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_get_moment");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_model_get_moment");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_model_get_moment", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_get_moment(const hspmn_model *model, const char *name, int32_t which, hspmn_tensor *dst)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_model_get_moment} */
     public static FunctionDescriptor hspmn_model_get_moment$descriptor() {
         return hspmn_model_get_moment.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_get_moment(const hspmn_model *model, const char *name, int32_t which, hspmn_tensor *dst)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_model_get_moment} */
     public static MethodHandle hspmn_model_get_moment$handle() {
         return hspmn_model_get_moment.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_get_moment(const hspmn_model *model, const char *name, int32_t which, hspmn_tensor *dst)
-     * }
-     */
+    /** Address for {@link #hspmn_model_get_moment} */
     public static MemorySegment hspmn_model_get_moment$address() {
         return hspmn_model_get_moment.ADDR;
     }
@@ -4022,57 +2539,36 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_model_get_moment(MemorySegment model, MemorySegment name, int which, MemorySegment dst) {
-        var mh$ = hspmn_model_get_moment.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_model_get_moment", model, name, which, dst);
-            }
-            return (int)mh$.invokeExact(model, name, which, dst);
+            return (int) hspmn_model_get_moment.HANDLE.invokeExact(model, name, which, dst);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_model_set_moment {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
             hspmn_h.C_INT,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_set_moment");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_model_set_moment");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_model_set_moment", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_set_moment(hspmn_model *model, const char *name, int32_t which, const hspmn_tensor *src)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_model_set_moment} */
     public static FunctionDescriptor hspmn_model_set_moment$descriptor() {
         return hspmn_model_set_moment.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_set_moment(hspmn_model *model, const char *name, int32_t which, const hspmn_tensor *src)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_model_set_moment} */
     public static MethodHandle hspmn_model_set_moment$handle() {
         return hspmn_model_set_moment.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_model_set_moment(hspmn_model *model, const char *name, int32_t which, const hspmn_tensor *src)
-     * }
-     */
+    /** Address for {@link #hspmn_model_set_moment} */
     public static MemorySegment hspmn_model_set_moment$address() {
         return hspmn_model_set_moment.ADDR;
     }
@@ -4083,57 +2579,36 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_model_set_moment(MemorySegment model, MemorySegment name, int which, MemorySegment src) {
-        var mh$ = hspmn_model_set_moment.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_model_set_moment", model, name, which, src);
-            }
-            return (int)mh$.invokeExact(model, name, which, src);
+            return (int) hspmn_model_set_moment.HANDLE.invokeExact(model, name, which, src);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_decoder_create {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_INT,
             hspmn_h.C_LONG,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_decoder_create");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_decoder_create");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_decoder_create", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_decoder_create(hspmn_model *model, int32_t max_seqs, int64_t max_len, hspmn_decoder **out)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_decoder_create} */
     public static FunctionDescriptor hspmn_decoder_create$descriptor() {
         return hspmn_decoder_create.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_decoder_create(hspmn_model *model, int32_t max_seqs, int64_t max_len, hspmn_decoder **out)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_decoder_create} */
     public static MethodHandle hspmn_decoder_create$handle() {
         return hspmn_decoder_create.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_decoder_create(hspmn_model *model, int32_t max_seqs, int64_t max_len, hspmn_decoder **out)
-     * }
-     */
+    /** Address for {@link #hspmn_decoder_create} */
     public static MemorySegment hspmn_decoder_create$address() {
         return hspmn_decoder_create.ADDR;
     }
@@ -4144,54 +2619,33 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_decoder_create(MemorySegment model, int max_seqs, long max_len, MemorySegment out) {
-        var mh$ = hspmn_decoder_create.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_decoder_create", model, max_seqs, max_len, out);
-            }
-            return (int)mh$.invokeExact(model, max_seqs, max_len, out);
+            return (int) hspmn_decoder_create.HANDLE.invokeExact(model, max_seqs, max_len, out);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_decoder_destroy {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_decoder_destroy");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_decoder_destroy");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_decoder_destroy", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_decoder_destroy(hspmn_decoder *dec)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_decoder_destroy} */
     public static FunctionDescriptor hspmn_decoder_destroy$descriptor() {
         return hspmn_decoder_destroy.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_decoder_destroy(hspmn_decoder *dec)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_decoder_destroy} */
     public static MethodHandle hspmn_decoder_destroy$handle() {
         return hspmn_decoder_destroy.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_decoder_destroy(hspmn_decoder *dec)
-     * }
-     */
+    /** Address for {@link #hspmn_decoder_destroy} */
     public static MemorySegment hspmn_decoder_destroy$address() {
         return hspmn_decoder_destroy.ADDR;
     }
@@ -4202,55 +2656,34 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_decoder_destroy(MemorySegment dec) {
-        var mh$ = hspmn_decoder_destroy.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_decoder_destroy", dec);
-            }
-            return (int)mh$.invokeExact(dec);
+            return (int) hspmn_decoder_destroy.HANDLE.invokeExact(dec);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_decoder_reset {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_INT
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_decoder_reset");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_decoder_reset");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_decoder_reset", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_decoder_reset(hspmn_decoder *dec, int32_t slot)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_decoder_reset} */
     public static FunctionDescriptor hspmn_decoder_reset$descriptor() {
         return hspmn_decoder_reset.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_decoder_reset(hspmn_decoder *dec, int32_t slot)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_decoder_reset} */
     public static MethodHandle hspmn_decoder_reset$handle() {
         return hspmn_decoder_reset.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_decoder_reset(hspmn_decoder *dec, int32_t slot)
-     * }
-     */
+    /** Address for {@link #hspmn_decoder_reset} */
     public static MemorySegment hspmn_decoder_reset$address() {
         return hspmn_decoder_reset.ADDR;
     }
@@ -4261,56 +2694,35 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_decoder_reset(MemorySegment dec, int slot) {
-        var mh$ = hspmn_decoder_reset.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_decoder_reset", dec, slot);
-            }
-            return (int)mh$.invokeExact(dec, slot);
+            return (int) hspmn_decoder_reset.HANDLE.invokeExact(dec, slot);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_decoder_length {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_INT,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_decoder_length");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_decoder_length");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_decoder_length", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_decoder_length(const hspmn_decoder *dec, int32_t slot, int64_t *out)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_decoder_length} */
     public static FunctionDescriptor hspmn_decoder_length$descriptor() {
         return hspmn_decoder_length.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_decoder_length(const hspmn_decoder *dec, int32_t slot, int64_t *out)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_decoder_length} */
     public static MethodHandle hspmn_decoder_length$handle() {
         return hspmn_decoder_length.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_decoder_length(const hspmn_decoder *dec, int32_t slot, int64_t *out)
-     * }
-     */
+    /** Address for {@link #hspmn_decoder_length} */
     public static MemorySegment hspmn_decoder_length$address() {
         return hspmn_decoder_length.ADDR;
     }
@@ -4321,19 +2733,15 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_decoder_length(MemorySegment dec, int slot, MemorySegment out) {
-        var mh$ = hspmn_decoder_length.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_decoder_length", dec, slot, out);
-            }
-            return (int)mh$.invokeExact(dec, slot, out);
+            return (int) hspmn_decoder_length.HANDLE.invokeExact(dec, slot, out);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_decoder_append {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
@@ -4341,38 +2749,21 @@ public class hspmn_h {
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_decoder_append");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_decoder_append");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_decoder_append", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_decoder_append(hspmn_decoder *dec, const hspmn_tensor *slots, const hspmn_tensor *tokens, hspmn_tensor *logits, hspmn_tensor *routed)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_decoder_append} */
     public static FunctionDescriptor hspmn_decoder_append$descriptor() {
         return hspmn_decoder_append.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_decoder_append(hspmn_decoder *dec, const hspmn_tensor *slots, const hspmn_tensor *tokens, hspmn_tensor *logits, hspmn_tensor *routed)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_decoder_append} */
     public static MethodHandle hspmn_decoder_append$handle() {
         return hspmn_decoder_append.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_decoder_append(hspmn_decoder *dec, const hspmn_tensor *slots, const hspmn_tensor *tokens, hspmn_tensor *logits, hspmn_tensor *routed)
-     * }
-     */
+    /** Address for {@link #hspmn_decoder_append} */
     public static MemorySegment hspmn_decoder_append$address() {
         return hspmn_decoder_append.ADDR;
     }
@@ -4383,53 +2774,32 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_decoder_append(MemorySegment dec, MemorySegment slots, MemorySegment tokens, MemorySegment logits, MemorySegment routed) {
-        var mh$ = hspmn_decoder_append.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_decoder_append", dec, slots, tokens, logits, routed);
-            }
-            return (int)mh$.invokeExact(dec, slots, tokens, logits, routed);
+            return (int) hspmn_decoder_append.HANDLE.invokeExact(dec, slots, tokens, logits, routed);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_sampling_default_params {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_sampling_params.layout()
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_sampling_default_params");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_sampling_default_params");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_sampling_default_params", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_sampling_params hspmn_sampling_default_params()
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_sampling_default_params} */
     public static FunctionDescriptor hspmn_sampling_default_params$descriptor() {
         return hspmn_sampling_default_params.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_sampling_params hspmn_sampling_default_params()
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_sampling_default_params} */
     public static MethodHandle hspmn_sampling_default_params$handle() {
         return hspmn_sampling_default_params.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_sampling_params hspmn_sampling_default_params()
-     * }
-     */
+    /** Address for {@link #hspmn_sampling_default_params} */
     public static MemorySegment hspmn_sampling_default_params$address() {
         return hspmn_sampling_default_params.ADDR;
     }
@@ -4440,57 +2810,36 @@ public class hspmn_h {
      * }
      */
     public static MemorySegment hspmn_sampling_default_params(SegmentAllocator allocator) {
-        var mh$ = hspmn_sampling_default_params.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_sampling_default_params", allocator);
-            }
-            return (MemorySegment)mh$.invokeExact(allocator);
+            return (MemorySegment) hspmn_sampling_default_params.HANDLE.invokeExact(allocator);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_sample {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_sample");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_sample");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_sample", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_sample(hspmn_context *ctx, const hspmn_tensor *logits, const hspmn_sampling_params *params, hspmn_tensor *tokens)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_sample} */
     public static FunctionDescriptor hspmn_sample$descriptor() {
         return hspmn_sample.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_sample(hspmn_context *ctx, const hspmn_tensor *logits, const hspmn_sampling_params *params, hspmn_tensor *tokens)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_sample} */
     public static MethodHandle hspmn_sample$handle() {
         return hspmn_sample.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_sample(hspmn_context *ctx, const hspmn_tensor *logits, const hspmn_sampling_params *params, hspmn_tensor *tokens)
-     * }
-     */
+    /** Address for {@link #hspmn_sample} */
     public static MemorySegment hspmn_sample$address() {
         return hspmn_sample.ADDR;
     }
@@ -4501,19 +2850,15 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_sample(MemorySegment ctx, MemorySegment logits, MemorySegment params, MemorySegment tokens) {
-        var mh$ = hspmn_sample.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_sample", ctx, logits, params, tokens);
-            }
-            return (int)mh$.invokeExact(ctx, logits, params, tokens);
+            return (int) hspmn_sample.HANDLE.invokeExact(ctx, logits, params, tokens);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_decoder_step {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_INT,
@@ -4523,38 +2868,21 @@ public class hspmn_h {
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_decoder_step");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_decoder_step");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_decoder_step", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_decoder_step(hspmn_decoder *dec, int32_t n, const int32_t *slots, const int32_t *tokens, const hspmn_sampling_params *params, int32_t *next, hspmn_tensor *logits)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_decoder_step} */
     public static FunctionDescriptor hspmn_decoder_step$descriptor() {
         return hspmn_decoder_step.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_decoder_step(hspmn_decoder *dec, int32_t n, const int32_t *slots, const int32_t *tokens, const hspmn_sampling_params *params, int32_t *next, hspmn_tensor *logits)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_decoder_step} */
     public static MethodHandle hspmn_decoder_step$handle() {
         return hspmn_decoder_step.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_decoder_step(hspmn_decoder *dec, int32_t n, const int32_t *slots, const int32_t *tokens, const hspmn_sampling_params *params, int32_t *next, hspmn_tensor *logits)
-     * }
-     */
+    /** Address for {@link #hspmn_decoder_step} */
     public static MemorySegment hspmn_decoder_step$address() {
         return hspmn_decoder_step.ADDR;
     }
@@ -4565,56 +2893,35 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_decoder_step(MemorySegment dec, int n, MemorySegment slots, MemorySegment tokens, MemorySegment params, MemorySegment next, MemorySegment logits) {
-        var mh$ = hspmn_decoder_step.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_decoder_step", dec, n, slots, tokens, params, next, logits);
-            }
-            return (int)mh$.invokeExact(dec, n, slots, tokens, params, next, logits);
+            return (int) hspmn_decoder_step.HANDLE.invokeExact(dec, n, slots, tokens, params, next, logits);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_decoder_capture {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
             hspmn_h.C_INT
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_decoder_capture");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_decoder_capture");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_decoder_capture", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_decoder_capture(hspmn_decoder *dec, const int32_t *batch_sizes, int32_t count)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_decoder_capture} */
     public static FunctionDescriptor hspmn_decoder_capture$descriptor() {
         return hspmn_decoder_capture.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_decoder_capture(hspmn_decoder *dec, const int32_t *batch_sizes, int32_t count)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_decoder_capture} */
     public static MethodHandle hspmn_decoder_capture$handle() {
         return hspmn_decoder_capture.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_decoder_capture(hspmn_decoder *dec, const int32_t *batch_sizes, int32_t count)
-     * }
-     */
+    /** Address for {@link #hspmn_decoder_capture} */
     public static MemorySegment hspmn_decoder_capture$address() {
         return hspmn_decoder_capture.ADDR;
     }
@@ -4625,55 +2932,34 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_decoder_capture(MemorySegment dec, MemorySegment batch_sizes, int count) {
-        var mh$ = hspmn_decoder_capture.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_decoder_capture", dec, batch_sizes, count);
-            }
-            return (int)mh$.invokeExact(dec, batch_sizes, count);
+            return (int) hspmn_decoder_capture.HANDLE.invokeExact(dec, batch_sizes, count);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_tensor_to_dlpack {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_tensor_to_dlpack");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_tensor_to_dlpack");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_tensor_to_dlpack", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_to_dlpack(hspmn_tensor *t, void **out)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_tensor_to_dlpack} */
     public static FunctionDescriptor hspmn_tensor_to_dlpack$descriptor() {
         return hspmn_tensor_to_dlpack.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_to_dlpack(hspmn_tensor *t, void **out)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_tensor_to_dlpack} */
     public static MethodHandle hspmn_tensor_to_dlpack$handle() {
         return hspmn_tensor_to_dlpack.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_to_dlpack(hspmn_tensor *t, void **out)
-     * }
-     */
+    /** Address for {@link #hspmn_tensor_to_dlpack} */
     public static MemorySegment hspmn_tensor_to_dlpack$address() {
         return hspmn_tensor_to_dlpack.ADDR;
     }
@@ -4684,56 +2970,35 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_tensor_to_dlpack(MemorySegment t, MemorySegment out) {
-        var mh$ = hspmn_tensor_to_dlpack.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_tensor_to_dlpack", t, out);
-            }
-            return (int)mh$.invokeExact(t, out);
+            return (int) hspmn_tensor_to_dlpack.HANDLE.invokeExact(t, out);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_tensor_from_dlpack {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_tensor_from_dlpack");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_tensor_from_dlpack");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_tensor_from_dlpack", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_from_dlpack(hspmn_context *ctx, void *managed, hspmn_tensor **out)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_tensor_from_dlpack} */
     public static FunctionDescriptor hspmn_tensor_from_dlpack$descriptor() {
         return hspmn_tensor_from_dlpack.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_from_dlpack(hspmn_context *ctx, void *managed, hspmn_tensor **out)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_tensor_from_dlpack} */
     public static MethodHandle hspmn_tensor_from_dlpack$handle() {
         return hspmn_tensor_from_dlpack.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_from_dlpack(hspmn_context *ctx, void *managed, hspmn_tensor **out)
-     * }
-     */
+    /** Address for {@link #hspmn_tensor_from_dlpack} */
     public static MemorySegment hspmn_tensor_from_dlpack$address() {
         return hspmn_tensor_from_dlpack.ADDR;
     }
@@ -4744,56 +3009,35 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_tensor_from_dlpack(MemorySegment ctx, MemorySegment managed, MemorySegment out) {
-        var mh$ = hspmn_tensor_from_dlpack.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_tensor_from_dlpack", ctx, managed, out);
-            }
-            return (int)mh$.invokeExact(ctx, managed, out);
+            return (int) hspmn_tensor_from_dlpack.HANDLE.invokeExact(ctx, managed, out);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 
     private static class hspmn_tensor_from_dlpack_versioned {
-        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
             hspmn_h.C_INT,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER,
             hspmn_h.C_POINTER
         );
-
-        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_tensor_from_dlpack_versioned");
-
-        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+        static final MemorySegment ADDR = findOrThrow("hspmn_tensor_from_dlpack_versioned");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_tensor_from_dlpack_versioned", ADDR, DESC);
     }
 
-    /**
-     * Function descriptor for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_from_dlpack_versioned(hspmn_context *ctx, void *managed, hspmn_tensor **out)
-     * }
-     */
+    /** Function descriptor for {@link #hspmn_tensor_from_dlpack_versioned} */
     public static FunctionDescriptor hspmn_tensor_from_dlpack_versioned$descriptor() {
         return hspmn_tensor_from_dlpack_versioned.DESC;
     }
 
-    /**
-     * Downcall method handle for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_from_dlpack_versioned(hspmn_context *ctx, void *managed, hspmn_tensor **out)
-     * }
-     */
+    /** Downcall method handle for {@link #hspmn_tensor_from_dlpack_versioned} */
     public static MethodHandle hspmn_tensor_from_dlpack_versioned$handle() {
         return hspmn_tensor_from_dlpack_versioned.HANDLE;
     }
 
-    /**
-     * Address for:
-     * {@snippet lang=c :
-     * hspmn_status hspmn_tensor_from_dlpack_versioned(hspmn_context *ctx, void *managed, hspmn_tensor **out)
-     * }
-     */
+    /** Address for {@link #hspmn_tensor_from_dlpack_versioned} */
     public static MemorySegment hspmn_tensor_from_dlpack_versioned$address() {
         return hspmn_tensor_from_dlpack_versioned.ADDR;
     }
@@ -4804,14 +3048,10 @@ public class hspmn_h {
      * }
      */
     public static int hspmn_tensor_from_dlpack_versioned(MemorySegment ctx, MemorySegment managed, MemorySegment out) {
-        var mh$ = hspmn_tensor_from_dlpack_versioned.HANDLE;
         try {
-            if (TRACE_DOWNCALLS) {
-                traceDowncall("hspmn_tensor_from_dlpack_versioned", ctx, managed, out);
-            }
-            return (int)mh$.invokeExact(ctx, managed, out);
+            return (int) hspmn_tensor_from_dlpack_versioned.HANDLE.invokeExact(ctx, managed, out);
         } catch (Throwable ex$) {
-           throw new AssertionError("should not reach here", ex$);
+            throw new AssertionError("should not reach here", ex$);
         }
     }
 }

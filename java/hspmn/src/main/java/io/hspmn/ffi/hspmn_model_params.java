@@ -2,12 +2,9 @@
 
 package io.hspmn.ffi;
 
-import java.lang.invoke.*;
 import java.lang.foreign.*;
-import java.nio.ByteOrder;
-import java.util.*;
-import java.util.function.*;
-import java.util.stream.*;
+import java.lang.invoke.*;
+import java.util.function.Consumer;
 
 import static java.lang.foreign.ValueLayout.*;
 import static java.lang.foreign.MemoryLayout.PathElement.*;
@@ -27,192 +24,112 @@ public class hspmn_model_params {
         // Should not be called directly
     }
 
-    private static final GroupLayout $LAYOUT = MemoryLayout.structLayout(
-        hspmn_h.C_INT.withName("vocab_size"),
-        hspmn_h.C_INT.withName("num_layers"),
-        hspmn_block_params.layout().withName("block")
-    ).withName("hspmn_model_params");
+    private static final GroupLayout $LAYOUT = hspmn_h$shared.hspmn_model_params$LAYOUT;
 
-    /**
-     * The layout of this struct
-     */
+    /** The layout of {@code struct hspmn_model_params} */
     public static final GroupLayout layout() {
         return $LAYOUT;
     }
 
+    /** The size (in bytes) of {@code struct hspmn_model_params} */
+    public static long sizeof() {
+        return $LAYOUT.byteSize();
+    }
+
+    /** Allocates one {@code struct hspmn_model_params} with {@code allocator} */
+    public static MemorySegment allocate(SegmentAllocator allocator) {
+        return allocator.allocate($LAYOUT);
+    }
+
+    /** Allocates an array of {@code elementCount} {@code struct hspmn_model_params} with {@code allocator} */
+    public static MemorySegment allocateArray(long elementCount, SegmentAllocator allocator) {
+        return hspmn_h$shared.allocateArray($LAYOUT, elementCount, allocator);
+    }
+
+    /** Element {@code index} of {@code array}, an array of {@code struct hspmn_model_params} */
+    public static MemorySegment asSlice(MemorySegment array, long index) {
+        return hspmn_h$shared.asSlice($LAYOUT, array, index);
+    }
+
+    /** {@code addr} as one {@code struct hspmn_model_params} in {@code arena}, with {@code cleanup} if any */
+    public static MemorySegment reinterpret(MemorySegment addr, Arena arena, Consumer<MemorySegment> cleanup) {
+        return hspmn_h$shared.reinterpret($LAYOUT, addr, 1, arena, cleanup);
+    }
+
+    /** {@code addr} as {@code elementCount} {@code struct hspmn_model_params} in {@code arena}, with {@code cleanup} if any */
+    public static MemorySegment reinterpret(MemorySegment addr, long elementCount, Arena arena, Consumer<MemorySegment> cleanup) {
+        return hspmn_h$shared.reinterpret($LAYOUT, addr, elementCount, arena, cleanup);
+    }
+
     private static final OfInt vocab_size$LAYOUT = (OfInt)$LAYOUT.select(groupElement("vocab_size"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t vocab_size
-     * }
-     */
+    /** Layout for field {@code int32_t vocab_size} of {@code struct hspmn_model_params} */
     public static final OfInt vocab_size$layout() {
         return vocab_size$LAYOUT;
     }
 
     private static final long vocab_size$OFFSET = 0;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t vocab_size
-     * }
-     */
+    /** Offset for field {@code int32_t vocab_size} of {@code struct hspmn_model_params} */
     public static final long vocab_size$offset() {
         return vocab_size$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t vocab_size
-     * }
-     */
-    public static int vocab_size(MemorySegment struct) {
-        return struct.get(vocab_size$LAYOUT, vocab_size$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t vocab_size
-     * }
-     */
-    public static void vocab_size(MemorySegment struct, int fieldValue) {
-        struct.set(vocab_size$LAYOUT, vocab_size$OFFSET, fieldValue);
-    }
-
     private static final OfInt num_layers$LAYOUT = (OfInt)$LAYOUT.select(groupElement("num_layers"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t num_layers
-     * }
-     */
+    /** Layout for field {@code int32_t num_layers} of {@code struct hspmn_model_params} */
     public static final OfInt num_layers$layout() {
         return num_layers$LAYOUT;
     }
 
     private static final long num_layers$OFFSET = 4;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t num_layers
-     * }
-     */
+    /** Offset for field {@code int32_t num_layers} of {@code struct hspmn_model_params} */
     public static final long num_layers$offset() {
         return num_layers$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t num_layers
-     * }
-     */
-    public static int num_layers(MemorySegment struct) {
-        return struct.get(num_layers$LAYOUT, num_layers$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t num_layers
-     * }
-     */
-    public static void num_layers(MemorySegment struct, int fieldValue) {
-        struct.set(num_layers$LAYOUT, num_layers$OFFSET, fieldValue);
-    }
-
     private static final GroupLayout block$LAYOUT = (GroupLayout)$LAYOUT.select(groupElement("block"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * hspmn_block_params block
-     * }
-     */
+    /** Layout for field {@code hspmn_block_params block} of {@code struct hspmn_model_params} */
     public static final GroupLayout block$layout() {
         return block$LAYOUT;
     }
 
     private static final long block$OFFSET = 8;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * hspmn_block_params block
-     * }
-     */
+    /** Offset for field {@code hspmn_block_params block} of {@code struct hspmn_model_params} */
     public static final long block$offset() {
         return block$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * hspmn_block_params block
-     * }
-     */
+    /** Getter for field {@code int32_t vocab_size} of {@code struct hspmn_model_params} */
+    public static int vocab_size(MemorySegment struct) {
+        return struct.get(vocab_size$LAYOUT, vocab_size$OFFSET);
+    }
+
+    /** Setter for field {@code int32_t vocab_size} of {@code struct hspmn_model_params} */
+    public static void vocab_size(MemorySegment struct, int fieldValue) {
+        struct.set(vocab_size$LAYOUT, vocab_size$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int32_t num_layers} of {@code struct hspmn_model_params} */
+    public static int num_layers(MemorySegment struct) {
+        return struct.get(num_layers$LAYOUT, num_layers$OFFSET);
+    }
+
+    /** Setter for field {@code int32_t num_layers} of {@code struct hspmn_model_params} */
+    public static void num_layers(MemorySegment struct, int fieldValue) {
+        struct.set(num_layers$LAYOUT, num_layers$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code hspmn_block_params block} of {@code struct hspmn_model_params} */
     public static MemorySegment block(MemorySegment struct) {
         return struct.asSlice(block$OFFSET, block$LAYOUT.byteSize());
     }
 
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * hspmn_block_params block
-     * }
-     */
+    /** Setter for field {@code hspmn_block_params block} of {@code struct hspmn_model_params} */
     public static void block(MemorySegment struct, MemorySegment fieldValue) {
         MemorySegment.copy(fieldValue, 0L, struct, block$OFFSET, block$LAYOUT.byteSize());
-    }
-
-    /**
-     * Obtains a slice of {@code arrayParam} which selects the array element at {@code index}.
-     * The returned segment has address {@code arrayParam.address() + index * layout().byteSize()}
-     */
-    public static MemorySegment asSlice(MemorySegment array, long index) {
-        return array.asSlice(layout().byteSize() * index);
-    }
-
-    /**
-     * The size (in bytes) of this struct
-     */
-    public static long sizeof() { return layout().byteSize(); }
-
-    /**
-     * Allocate a segment of size {@code layout().byteSize()} using {@code allocator}
-     */
-    public static MemorySegment allocate(SegmentAllocator allocator) {
-        return allocator.allocate(layout());
-    }
-
-    /**
-     * Allocate an array of size {@code elementCount} using {@code allocator}.
-     * The returned segment has size {@code elementCount * layout().byteSize()}.
-     */
-    public static MemorySegment allocateArray(long elementCount, SegmentAllocator allocator) {
-        return allocator.allocate(MemoryLayout.sequenceLayout(elementCount, layout()));
-    }
-
-    /**
-     * Reinterprets {@code addr} using target {@code arena} and {@code cleanupAction} (if any).
-     * The returned segment has size {@code layout().byteSize()}
-     */
-    public static MemorySegment reinterpret(MemorySegment addr, Arena arena, Consumer<MemorySegment> cleanup) {
-        return reinterpret(addr, 1, arena, cleanup);
-    }
-
-    /**
-     * Reinterprets {@code addr} using target {@code arena} and {@code cleanupAction} (if any).
-     * The returned segment has size {@code elementCount * layout().byteSize()}
-     */
-    public static MemorySegment reinterpret(MemorySegment addr, long elementCount, Arena arena, Consumer<MemorySegment> cleanup) {
-        return addr.reinterpret(layout().byteSize() * elementCount, arena, cleanup);
     }
 }

@@ -2,12 +2,9 @@
 
 package io.hspmn.ffi;
 
-import java.lang.invoke.*;
 import java.lang.foreign.*;
-import java.nio.ByteOrder;
-import java.util.*;
-import java.util.function.*;
-import java.util.stream.*;
+import java.lang.invoke.*;
+import java.util.function.Consumer;
 
 import static java.lang.foreign.ValueLayout.*;
 import static java.lang.foreign.MemoryLayout.PathElement.*;
@@ -30,327 +27,184 @@ public class hspmn_sampling_params {
         // Should not be called directly
     }
 
-    private static final GroupLayout $LAYOUT = MemoryLayout.structLayout(
-        hspmn_h.C_FLOAT.withName("temperature"),
-        hspmn_h.C_INT.withName("top_k"),
-        hspmn_h.C_FLOAT.withName("top_p"),
-        hspmn_h.C_INT.withName("reserved"),
-        hspmn_h.C_LONG.withName("seed"),
-        hspmn_h.C_LONG.withName("draw")
-    ).withName("hspmn_sampling_params");
+    private static final GroupLayout $LAYOUT = hspmn_h$shared.hspmn_sampling_params$LAYOUT;
 
-    /**
-     * The layout of this struct
-     */
+    /** The layout of {@code struct hspmn_sampling_params} */
     public static final GroupLayout layout() {
         return $LAYOUT;
     }
 
+    /** The size (in bytes) of {@code struct hspmn_sampling_params} */
+    public static long sizeof() {
+        return $LAYOUT.byteSize();
+    }
+
+    /** Allocates one {@code struct hspmn_sampling_params} with {@code allocator} */
+    public static MemorySegment allocate(SegmentAllocator allocator) {
+        return allocator.allocate($LAYOUT);
+    }
+
+    /** Allocates an array of {@code elementCount} {@code struct hspmn_sampling_params} with {@code allocator} */
+    public static MemorySegment allocateArray(long elementCount, SegmentAllocator allocator) {
+        return hspmn_h$shared.allocateArray($LAYOUT, elementCount, allocator);
+    }
+
+    /** Element {@code index} of {@code array}, an array of {@code struct hspmn_sampling_params} */
+    public static MemorySegment asSlice(MemorySegment array, long index) {
+        return hspmn_h$shared.asSlice($LAYOUT, array, index);
+    }
+
+    /** {@code addr} as one {@code struct hspmn_sampling_params} in {@code arena}, with {@code cleanup} if any */
+    public static MemorySegment reinterpret(MemorySegment addr, Arena arena, Consumer<MemorySegment> cleanup) {
+        return hspmn_h$shared.reinterpret($LAYOUT, addr, 1, arena, cleanup);
+    }
+
+    /** {@code addr} as {@code elementCount} {@code struct hspmn_sampling_params} in {@code arena}, with {@code cleanup} if any */
+    public static MemorySegment reinterpret(MemorySegment addr, long elementCount, Arena arena, Consumer<MemorySegment> cleanup) {
+        return hspmn_h$shared.reinterpret($LAYOUT, addr, elementCount, arena, cleanup);
+    }
+
     private static final OfFloat temperature$LAYOUT = (OfFloat)$LAYOUT.select(groupElement("temperature"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * float temperature
-     * }
-     */
+    /** Layout for field {@code float temperature} of {@code struct hspmn_sampling_params} */
     public static final OfFloat temperature$layout() {
         return temperature$LAYOUT;
     }
 
     private static final long temperature$OFFSET = 0;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * float temperature
-     * }
-     */
+    /** Offset for field {@code float temperature} of {@code struct hspmn_sampling_params} */
     public static final long temperature$offset() {
         return temperature$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * float temperature
-     * }
-     */
-    public static float temperature(MemorySegment struct) {
-        return struct.get(temperature$LAYOUT, temperature$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * float temperature
-     * }
-     */
-    public static void temperature(MemorySegment struct, float fieldValue) {
-        struct.set(temperature$LAYOUT, temperature$OFFSET, fieldValue);
-    }
-
     private static final OfInt top_k$LAYOUT = (OfInt)$LAYOUT.select(groupElement("top_k"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t top_k
-     * }
-     */
+    /** Layout for field {@code int32_t top_k} of {@code struct hspmn_sampling_params} */
     public static final OfInt top_k$layout() {
         return top_k$LAYOUT;
     }
 
     private static final long top_k$OFFSET = 4;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t top_k
-     * }
-     */
+    /** Offset for field {@code int32_t top_k} of {@code struct hspmn_sampling_params} */
     public static final long top_k$offset() {
         return top_k$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t top_k
-     * }
-     */
-    public static int top_k(MemorySegment struct) {
-        return struct.get(top_k$LAYOUT, top_k$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t top_k
-     * }
-     */
-    public static void top_k(MemorySegment struct, int fieldValue) {
-        struct.set(top_k$LAYOUT, top_k$OFFSET, fieldValue);
-    }
-
     private static final OfFloat top_p$LAYOUT = (OfFloat)$LAYOUT.select(groupElement("top_p"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * float top_p
-     * }
-     */
+    /** Layout for field {@code float top_p} of {@code struct hspmn_sampling_params} */
     public static final OfFloat top_p$layout() {
         return top_p$LAYOUT;
     }
 
     private static final long top_p$OFFSET = 8;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * float top_p
-     * }
-     */
+    /** Offset for field {@code float top_p} of {@code struct hspmn_sampling_params} */
     public static final long top_p$offset() {
         return top_p$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * float top_p
-     * }
-     */
-    public static float top_p(MemorySegment struct) {
-        return struct.get(top_p$LAYOUT, top_p$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * float top_p
-     * }
-     */
-    public static void top_p(MemorySegment struct, float fieldValue) {
-        struct.set(top_p$LAYOUT, top_p$OFFSET, fieldValue);
-    }
-
     private static final OfInt reserved$LAYOUT = (OfInt)$LAYOUT.select(groupElement("reserved"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t reserved
-     * }
-     */
+    /** Layout for field {@code int32_t reserved} of {@code struct hspmn_sampling_params} */
     public static final OfInt reserved$layout() {
         return reserved$LAYOUT;
     }
 
     private static final long reserved$OFFSET = 12;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t reserved
-     * }
-     */
+    /** Offset for field {@code int32_t reserved} of {@code struct hspmn_sampling_params} */
     public static final long reserved$offset() {
         return reserved$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t reserved
-     * }
-     */
-    public static int reserved(MemorySegment struct) {
-        return struct.get(reserved$LAYOUT, reserved$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t reserved
-     * }
-     */
-    public static void reserved(MemorySegment struct, int fieldValue) {
-        struct.set(reserved$LAYOUT, reserved$OFFSET, fieldValue);
-    }
-
     private static final OfLong seed$LAYOUT = (OfLong)$LAYOUT.select(groupElement("seed"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * uint64_t seed
-     * }
-     */
+    /** Layout for field {@code uint64_t seed} of {@code struct hspmn_sampling_params} */
     public static final OfLong seed$layout() {
         return seed$LAYOUT;
     }
 
     private static final long seed$OFFSET = 16;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * uint64_t seed
-     * }
-     */
+    /** Offset for field {@code uint64_t seed} of {@code struct hspmn_sampling_params} */
     public static final long seed$offset() {
         return seed$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * uint64_t seed
-     * }
-     */
-    public static long seed(MemorySegment struct) {
-        return struct.get(seed$LAYOUT, seed$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * uint64_t seed
-     * }
-     */
-    public static void seed(MemorySegment struct, long fieldValue) {
-        struct.set(seed$LAYOUT, seed$OFFSET, fieldValue);
-    }
-
     private static final OfLong draw$LAYOUT = (OfLong)$LAYOUT.select(groupElement("draw"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int64_t draw
-     * }
-     */
+    /** Layout for field {@code int64_t draw} of {@code struct hspmn_sampling_params} */
     public static final OfLong draw$layout() {
         return draw$LAYOUT;
     }
 
     private static final long draw$OFFSET = 24;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int64_t draw
-     * }
-     */
+    /** Offset for field {@code int64_t draw} of {@code struct hspmn_sampling_params} */
     public static final long draw$offset() {
         return draw$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int64_t draw
-     * }
-     */
+    /** Getter for field {@code float temperature} of {@code struct hspmn_sampling_params} */
+    public static float temperature(MemorySegment struct) {
+        return struct.get(temperature$LAYOUT, temperature$OFFSET);
+    }
+
+    /** Setter for field {@code float temperature} of {@code struct hspmn_sampling_params} */
+    public static void temperature(MemorySegment struct, float fieldValue) {
+        struct.set(temperature$LAYOUT, temperature$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int32_t top_k} of {@code struct hspmn_sampling_params} */
+    public static int top_k(MemorySegment struct) {
+        return struct.get(top_k$LAYOUT, top_k$OFFSET);
+    }
+
+    /** Setter for field {@code int32_t top_k} of {@code struct hspmn_sampling_params} */
+    public static void top_k(MemorySegment struct, int fieldValue) {
+        struct.set(top_k$LAYOUT, top_k$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code float top_p} of {@code struct hspmn_sampling_params} */
+    public static float top_p(MemorySegment struct) {
+        return struct.get(top_p$LAYOUT, top_p$OFFSET);
+    }
+
+    /** Setter for field {@code float top_p} of {@code struct hspmn_sampling_params} */
+    public static void top_p(MemorySegment struct, float fieldValue) {
+        struct.set(top_p$LAYOUT, top_p$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int32_t reserved} of {@code struct hspmn_sampling_params} */
+    public static int reserved(MemorySegment struct) {
+        return struct.get(reserved$LAYOUT, reserved$OFFSET);
+    }
+
+    /** Setter for field {@code int32_t reserved} of {@code struct hspmn_sampling_params} */
+    public static void reserved(MemorySegment struct, int fieldValue) {
+        struct.set(reserved$LAYOUT, reserved$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code uint64_t seed} of {@code struct hspmn_sampling_params} */
+    public static long seed(MemorySegment struct) {
+        return struct.get(seed$LAYOUT, seed$OFFSET);
+    }
+
+    /** Setter for field {@code uint64_t seed} of {@code struct hspmn_sampling_params} */
+    public static void seed(MemorySegment struct, long fieldValue) {
+        struct.set(seed$LAYOUT, seed$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int64_t draw} of {@code struct hspmn_sampling_params} */
     public static long draw(MemorySegment struct) {
         return struct.get(draw$LAYOUT, draw$OFFSET);
     }
 
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int64_t draw
-     * }
-     */
+    /** Setter for field {@code int64_t draw} of {@code struct hspmn_sampling_params} */
     public static void draw(MemorySegment struct, long fieldValue) {
         struct.set(draw$LAYOUT, draw$OFFSET, fieldValue);
-    }
-
-    /**
-     * Obtains a slice of {@code arrayParam} which selects the array element at {@code index}.
-     * The returned segment has address {@code arrayParam.address() + index * layout().byteSize()}
-     */
-    public static MemorySegment asSlice(MemorySegment array, long index) {
-        return array.asSlice(layout().byteSize() * index);
-    }
-
-    /**
-     * The size (in bytes) of this struct
-     */
-    public static long sizeof() { return layout().byteSize(); }
-
-    /**
-     * Allocate a segment of size {@code layout().byteSize()} using {@code allocator}
-     */
-    public static MemorySegment allocate(SegmentAllocator allocator) {
-        return allocator.allocate(layout());
-    }
-
-    /**
-     * Allocate an array of size {@code elementCount} using {@code allocator}.
-     * The returned segment has size {@code elementCount * layout().byteSize()}.
-     */
-    public static MemorySegment allocateArray(long elementCount, SegmentAllocator allocator) {
-        return allocator.allocate(MemoryLayout.sequenceLayout(elementCount, layout()));
-    }
-
-    /**
-     * Reinterprets {@code addr} using target {@code arena} and {@code cleanupAction} (if any).
-     * The returned segment has size {@code layout().byteSize()}
-     */
-    public static MemorySegment reinterpret(MemorySegment addr, Arena arena, Consumer<MemorySegment> cleanup) {
-        return reinterpret(addr, 1, arena, cleanup);
-    }
-
-    /**
-     * Reinterprets {@code addr} using target {@code arena} and {@code cleanupAction} (if any).
-     * The returned segment has size {@code elementCount * layout().byteSize()}
-     */
-    public static MemorySegment reinterpret(MemorySegment addr, long elementCount, Arena arena, Consumer<MemorySegment> cleanup) {
-        return addr.reinterpret(layout().byteSize() * elementCount, arena, cleanup);
     }
 }

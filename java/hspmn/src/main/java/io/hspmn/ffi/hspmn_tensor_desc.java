@@ -2,12 +2,9 @@
 
 package io.hspmn.ffi;
 
-import java.lang.invoke.*;
 import java.lang.foreign.*;
-import java.nio.ByteOrder;
-import java.util.*;
-import java.util.function.*;
-import java.util.stream.*;
+import java.lang.invoke.*;
+import java.util.function.Consumer;
 
 import static java.lang.foreign.ValueLayout.*;
 import static java.lang.foreign.MemoryLayout.PathElement.*;
@@ -31,405 +28,227 @@ public class hspmn_tensor_desc {
         // Should not be called directly
     }
 
-    private static final GroupLayout $LAYOUT = MemoryLayout.structLayout(
-        hspmn_h.C_INT.withName("dtype"),
-        hspmn_h.C_INT.withName("memory"),
-        hspmn_h.C_INT.withName("ndim"),
-        hspmn_h.C_INT.withName("reserved"),
-        MemoryLayout.sequenceLayout(4, hspmn_h.C_LONG).withName("shape"),
-        hspmn_h.C_LONG.withName("numel"),
-        hspmn_h.C_LONG.withName("nbytes")
-    ).withName("hspmn_tensor_desc");
+    private static final GroupLayout $LAYOUT = hspmn_h$shared.hspmn_tensor_desc$LAYOUT;
 
-    /**
-     * The layout of this struct
-     */
+    /** The layout of {@code struct hspmn_tensor_desc} */
     public static final GroupLayout layout() {
         return $LAYOUT;
     }
 
+    /** The size (in bytes) of {@code struct hspmn_tensor_desc} */
+    public static long sizeof() {
+        return $LAYOUT.byteSize();
+    }
+
+    /** Allocates one {@code struct hspmn_tensor_desc} with {@code allocator} */
+    public static MemorySegment allocate(SegmentAllocator allocator) {
+        return allocator.allocate($LAYOUT);
+    }
+
+    /** Allocates an array of {@code elementCount} {@code struct hspmn_tensor_desc} with {@code allocator} */
+    public static MemorySegment allocateArray(long elementCount, SegmentAllocator allocator) {
+        return hspmn_h$shared.allocateArray($LAYOUT, elementCount, allocator);
+    }
+
+    /** Element {@code index} of {@code array}, an array of {@code struct hspmn_tensor_desc} */
+    public static MemorySegment asSlice(MemorySegment array, long index) {
+        return hspmn_h$shared.asSlice($LAYOUT, array, index);
+    }
+
+    /** {@code addr} as one {@code struct hspmn_tensor_desc} in {@code arena}, with {@code cleanup} if any */
+    public static MemorySegment reinterpret(MemorySegment addr, Arena arena, Consumer<MemorySegment> cleanup) {
+        return hspmn_h$shared.reinterpret($LAYOUT, addr, 1, arena, cleanup);
+    }
+
+    /** {@code addr} as {@code elementCount} {@code struct hspmn_tensor_desc} in {@code arena}, with {@code cleanup} if any */
+    public static MemorySegment reinterpret(MemorySegment addr, long elementCount, Arena arena, Consumer<MemorySegment> cleanup) {
+        return hspmn_h$shared.reinterpret($LAYOUT, addr, elementCount, arena, cleanup);
+    }
+
     private static final OfInt dtype$LAYOUT = (OfInt)$LAYOUT.select(groupElement("dtype"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t dtype
-     * }
-     */
+    /** Layout for field {@code int32_t dtype} of {@code struct hspmn_tensor_desc} */
     public static final OfInt dtype$layout() {
         return dtype$LAYOUT;
     }
 
     private static final long dtype$OFFSET = 0;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t dtype
-     * }
-     */
+    /** Offset for field {@code int32_t dtype} of {@code struct hspmn_tensor_desc} */
     public static final long dtype$offset() {
         return dtype$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t dtype
-     * }
-     */
-    public static int dtype(MemorySegment struct) {
-        return struct.get(dtype$LAYOUT, dtype$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t dtype
-     * }
-     */
-    public static void dtype(MemorySegment struct, int fieldValue) {
-        struct.set(dtype$LAYOUT, dtype$OFFSET, fieldValue);
-    }
-
     private static final OfInt memory$LAYOUT = (OfInt)$LAYOUT.select(groupElement("memory"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t memory
-     * }
-     */
+    /** Layout for field {@code int32_t memory} of {@code struct hspmn_tensor_desc} */
     public static final OfInt memory$layout() {
         return memory$LAYOUT;
     }
 
     private static final long memory$OFFSET = 4;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t memory
-     * }
-     */
+    /** Offset for field {@code int32_t memory} of {@code struct hspmn_tensor_desc} */
     public static final long memory$offset() {
         return memory$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t memory
-     * }
-     */
-    public static int memory(MemorySegment struct) {
-        return struct.get(memory$LAYOUT, memory$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t memory
-     * }
-     */
-    public static void memory(MemorySegment struct, int fieldValue) {
-        struct.set(memory$LAYOUT, memory$OFFSET, fieldValue);
-    }
-
     private static final OfInt ndim$LAYOUT = (OfInt)$LAYOUT.select(groupElement("ndim"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t ndim
-     * }
-     */
+    /** Layout for field {@code int32_t ndim} of {@code struct hspmn_tensor_desc} */
     public static final OfInt ndim$layout() {
         return ndim$LAYOUT;
     }
 
     private static final long ndim$OFFSET = 8;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t ndim
-     * }
-     */
+    /** Offset for field {@code int32_t ndim} of {@code struct hspmn_tensor_desc} */
     public static final long ndim$offset() {
         return ndim$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t ndim
-     * }
-     */
-    public static int ndim(MemorySegment struct) {
-        return struct.get(ndim$LAYOUT, ndim$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t ndim
-     * }
-     */
-    public static void ndim(MemorySegment struct, int fieldValue) {
-        struct.set(ndim$LAYOUT, ndim$OFFSET, fieldValue);
-    }
-
     private static final OfInt reserved$LAYOUT = (OfInt)$LAYOUT.select(groupElement("reserved"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int32_t reserved
-     * }
-     */
+    /** Layout for field {@code int32_t reserved} of {@code struct hspmn_tensor_desc} */
     public static final OfInt reserved$layout() {
         return reserved$LAYOUT;
     }
 
     private static final long reserved$OFFSET = 12;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int32_t reserved
-     * }
-     */
+    /** Offset for field {@code int32_t reserved} of {@code struct hspmn_tensor_desc} */
     public static final long reserved$offset() {
         return reserved$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int32_t reserved
-     * }
-     */
-    public static int reserved(MemorySegment struct) {
-        return struct.get(reserved$LAYOUT, reserved$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int32_t reserved
-     * }
-     */
-    public static void reserved(MemorySegment struct, int fieldValue) {
-        struct.set(reserved$LAYOUT, reserved$OFFSET, fieldValue);
-    }
-
     private static final SequenceLayout shape$LAYOUT = (SequenceLayout)$LAYOUT.select(groupElement("shape"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int64_t shape[HSPMN_MAX_DIMS]
-     * }
-     */
+    /** Layout for field {@code int64_t shape[HSPMN_MAX_DIMS]} of {@code struct hspmn_tensor_desc} */
     public static final SequenceLayout shape$layout() {
         return shape$LAYOUT;
     }
 
     private static final long shape$OFFSET = 16;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int64_t shape[HSPMN_MAX_DIMS]
-     * }
-     */
+    /** Offset for field {@code int64_t shape[HSPMN_MAX_DIMS]} of {@code struct hspmn_tensor_desc} */
     public static final long shape$offset() {
         return shape$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int64_t shape[HSPMN_MAX_DIMS]
-     * }
-     */
-    public static MemorySegment shape(MemorySegment struct) {
-        return struct.asSlice(shape$OFFSET, shape$LAYOUT.byteSize());
-    }
+    private static final long[] shape$DIMS = { 4 };
 
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int64_t shape[HSPMN_MAX_DIMS]
-     * }
-     */
-    public static void shape(MemorySegment struct, MemorySegment fieldValue) {
-        MemorySegment.copy(fieldValue, 0L, struct, shape$OFFSET, shape$LAYOUT.byteSize());
-    }
-
-    private static long[] shape$DIMS = { 4 };
-
-    /**
-     * Dimensions for array field:
-     * {@snippet lang=c :
-     * int64_t shape[HSPMN_MAX_DIMS]
-     * }
-     */
+    /** Dimensions for array field {@code int64_t shape[HSPMN_MAX_DIMS]} of {@code struct hspmn_tensor_desc} */
     public static long[] shape$dimensions() {
         return shape$DIMS;
-    }
-    private static final VarHandle shape$ELEM_HANDLE = shape$LAYOUT.varHandle(sequenceElement());
-
-    /**
-     * Indexed getter for field:
-     * {@snippet lang=c :
-     * int64_t shape[HSPMN_MAX_DIMS]
-     * }
-     */
-    public static long shape(MemorySegment struct, long index0) {
-        return (long)shape$ELEM_HANDLE.get(struct, shape$OFFSET, index0);
-    }
-
-    /**
-     * Indexed setter for field:
-     * {@snippet lang=c :
-     * int64_t shape[HSPMN_MAX_DIMS]
-     * }
-     */
-    public static void shape(MemorySegment struct, long index0, long fieldValue) {
-        shape$ELEM_HANDLE.set(struct, shape$OFFSET, index0, fieldValue);
     }
 
     private static final OfLong numel$LAYOUT = (OfLong)$LAYOUT.select(groupElement("numel"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int64_t numel
-     * }
-     */
+    /** Layout for field {@code int64_t numel} of {@code struct hspmn_tensor_desc} */
     public static final OfLong numel$layout() {
         return numel$LAYOUT;
     }
 
     private static final long numel$OFFSET = 48;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int64_t numel
-     * }
-     */
+    /** Offset for field {@code int64_t numel} of {@code struct hspmn_tensor_desc} */
     public static final long numel$offset() {
         return numel$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int64_t numel
-     * }
-     */
-    public static long numel(MemorySegment struct) {
-        return struct.get(numel$LAYOUT, numel$OFFSET);
-    }
-
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int64_t numel
-     * }
-     */
-    public static void numel(MemorySegment struct, long fieldValue) {
-        struct.set(numel$LAYOUT, numel$OFFSET, fieldValue);
-    }
-
     private static final OfLong nbytes$LAYOUT = (OfLong)$LAYOUT.select(groupElement("nbytes"));
 
-    /**
-     * Layout for field:
-     * {@snippet lang=c :
-     * int64_t nbytes
-     * }
-     */
+    /** Layout for field {@code int64_t nbytes} of {@code struct hspmn_tensor_desc} */
     public static final OfLong nbytes$layout() {
         return nbytes$LAYOUT;
     }
 
     private static final long nbytes$OFFSET = 56;
 
-    /**
-     * Offset for field:
-     * {@snippet lang=c :
-     * int64_t nbytes
-     * }
-     */
+    /** Offset for field {@code int64_t nbytes} of {@code struct hspmn_tensor_desc} */
     public static final long nbytes$offset() {
         return nbytes$OFFSET;
     }
 
-    /**
-     * Getter for field:
-     * {@snippet lang=c :
-     * int64_t nbytes
-     * }
-     */
+    /** Getter for field {@code int32_t dtype} of {@code struct hspmn_tensor_desc} */
+    public static int dtype(MemorySegment struct) {
+        return struct.get(dtype$LAYOUT, dtype$OFFSET);
+    }
+
+    /** Setter for field {@code int32_t dtype} of {@code struct hspmn_tensor_desc} */
+    public static void dtype(MemorySegment struct, int fieldValue) {
+        struct.set(dtype$LAYOUT, dtype$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int32_t memory} of {@code struct hspmn_tensor_desc} */
+    public static int memory(MemorySegment struct) {
+        return struct.get(memory$LAYOUT, memory$OFFSET);
+    }
+
+    /** Setter for field {@code int32_t memory} of {@code struct hspmn_tensor_desc} */
+    public static void memory(MemorySegment struct, int fieldValue) {
+        struct.set(memory$LAYOUT, memory$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int32_t ndim} of {@code struct hspmn_tensor_desc} */
+    public static int ndim(MemorySegment struct) {
+        return struct.get(ndim$LAYOUT, ndim$OFFSET);
+    }
+
+    /** Setter for field {@code int32_t ndim} of {@code struct hspmn_tensor_desc} */
+    public static void ndim(MemorySegment struct, int fieldValue) {
+        struct.set(ndim$LAYOUT, ndim$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int32_t reserved} of {@code struct hspmn_tensor_desc} */
+    public static int reserved(MemorySegment struct) {
+        return struct.get(reserved$LAYOUT, reserved$OFFSET);
+    }
+
+    /** Setter for field {@code int32_t reserved} of {@code struct hspmn_tensor_desc} */
+    public static void reserved(MemorySegment struct, int fieldValue) {
+        struct.set(reserved$LAYOUT, reserved$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int64_t shape[HSPMN_MAX_DIMS]} of {@code struct hspmn_tensor_desc} */
+    public static MemorySegment shape(MemorySegment struct) {
+        return struct.asSlice(shape$OFFSET, shape$LAYOUT.byteSize());
+    }
+
+    /** Setter for field {@code int64_t shape[HSPMN_MAX_DIMS]} of {@code struct hspmn_tensor_desc} */
+    public static void shape(MemorySegment struct, MemorySegment fieldValue) {
+        MemorySegment.copy(fieldValue, 0L, struct, shape$OFFSET, shape$LAYOUT.byteSize());
+    }
+
+    private static final VarHandle shape$ELEM_HANDLE = shape$LAYOUT.varHandle(sequenceElement());
+
+    /** Indexed getter for field {@code int64_t shape[HSPMN_MAX_DIMS]} of {@code struct hspmn_tensor_desc} */
+    public static long shape(MemorySegment struct, long index0) {
+        return (long) shape$ELEM_HANDLE.get(struct, shape$OFFSET, index0);
+    }
+
+    /** Indexed setter for field {@code int64_t shape[HSPMN_MAX_DIMS]} of {@code struct hspmn_tensor_desc} */
+    public static void shape(MemorySegment struct, long index0, long fieldValue) {
+        shape$ELEM_HANDLE.set(struct, shape$OFFSET, index0, fieldValue);
+    }
+
+    /** Getter for field {@code int64_t numel} of {@code struct hspmn_tensor_desc} */
+    public static long numel(MemorySegment struct) {
+        return struct.get(numel$LAYOUT, numel$OFFSET);
+    }
+
+    /** Setter for field {@code int64_t numel} of {@code struct hspmn_tensor_desc} */
+    public static void numel(MemorySegment struct, long fieldValue) {
+        struct.set(numel$LAYOUT, numel$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int64_t nbytes} of {@code struct hspmn_tensor_desc} */
     public static long nbytes(MemorySegment struct) {
         return struct.get(nbytes$LAYOUT, nbytes$OFFSET);
     }
 
-    /**
-     * Setter for field:
-     * {@snippet lang=c :
-     * int64_t nbytes
-     * }
-     */
+    /** Setter for field {@code int64_t nbytes} of {@code struct hspmn_tensor_desc} */
     public static void nbytes(MemorySegment struct, long fieldValue) {
         struct.set(nbytes$LAYOUT, nbytes$OFFSET, fieldValue);
-    }
-
-    /**
-     * Obtains a slice of {@code arrayParam} which selects the array element at {@code index}.
-     * The returned segment has address {@code arrayParam.address() + index * layout().byteSize()}
-     */
-    public static MemorySegment asSlice(MemorySegment array, long index) {
-        return array.asSlice(layout().byteSize() * index);
-    }
-
-    /**
-     * The size (in bytes) of this struct
-     */
-    public static long sizeof() { return layout().byteSize(); }
-
-    /**
-     * Allocate a segment of size {@code layout().byteSize()} using {@code allocator}
-     */
-    public static MemorySegment allocate(SegmentAllocator allocator) {
-        return allocator.allocate(layout());
-    }
-
-    /**
-     * Allocate an array of size {@code elementCount} using {@code allocator}.
-     * The returned segment has size {@code elementCount * layout().byteSize()}.
-     */
-    public static MemorySegment allocateArray(long elementCount, SegmentAllocator allocator) {
-        return allocator.allocate(MemoryLayout.sequenceLayout(elementCount, layout()));
-    }
-
-    /**
-     * Reinterprets {@code addr} using target {@code arena} and {@code cleanupAction} (if any).
-     * The returned segment has size {@code layout().byteSize()}
-     */
-    public static MemorySegment reinterpret(MemorySegment addr, Arena arena, Consumer<MemorySegment> cleanup) {
-        return reinterpret(addr, 1, arena, cleanup);
-    }
-
-    /**
-     * Reinterprets {@code addr} using target {@code arena} and {@code cleanupAction} (if any).
-     * The returned segment has size {@code elementCount * layout().byteSize()}
-     */
-    public static MemorySegment reinterpret(MemorySegment addr, long elementCount, Arena arena, Consumer<MemorySegment> cleanup) {
-        return addr.reinterpret(layout().byteSize() * elementCount, arena, cleanup);
     }
 }
