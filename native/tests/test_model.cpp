@@ -12,33 +12,9 @@
 #include "abi_check.h"
 #include "hspmn.h"
 
-static hspmn_model_params small_model() {
-    hspmn_model_params p = hspmn_model_default_params();
-    p.vocab_size = 61;
-    p.num_layers = 2;
-    p.block.dim = 32;
-    p.block.num_heads = 4;
-    p.block.num_kv_heads = 2;
-    p.block.mlp_ratio = 2;
-    return p;
-}
+static hspmn_model_params small_model() { return model_params(61, 2, 32, 4, 2, 2); }
 
-// tokens and targets [B, S] from a fixed pattern
-static void fill_tokens(hspmn_tensor* t, int V, int phase) {
-    hspmn_tensor_desc d;
-    OK(hspmn_tensor_describe(t, &d));
-    std::vector<int32_t> v(static_cast<size_t>(d.numel));
-    for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<int32_t>((i * 7 + phase * 13 + i / 5) % V);
-    OK(hspmn_tensor_copy_in(t, v.data(), d.numel * 4));
-}
-
-static std::vector<float> read_f32(hspmn_tensor* t) {
-    hspmn_tensor_desc d;
-    OK(hspmn_tensor_describe(t, &d));
-    std::vector<float> v(static_cast<size_t>(d.numel));
-    OK(hspmn_tensor_copy_out(t, v.data(), d.numel * 4));
-    return v;
-}
+static std::vector<float> read_f32(hspmn_tensor* t) { return read_values<float>(t); }
 
 // Every parameter's values (which = 0), gradients (1) or AdamW m (2), concatenated in state_dict order.
 static std::vector<float> dump(hspmn_context* ctx, hspmn_model* m, int which) {
