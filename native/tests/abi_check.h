@@ -83,16 +83,19 @@ std::vector<T> read_values(hspmn_tensor* t) {
     return v;
 }
 
-// Block and model parameters of a test size: the library's defaults but for these.
-inline hspmn_block_params block_params(int32_t dim, int32_t heads, int32_t kv_heads, int32_t mlp_ratio,
-                                       int32_t routing = HSPMN_ROUTING_TOPK, float sparsity_k = 0.25f) {
-    hspmn_block_params p = hspmn_block_default_params();
+// A test block's sizes set on p; the rest of p stays as it is.
+inline void set_block_size(hspmn_block_params& p, int32_t dim, int32_t heads, int32_t kv_heads, int32_t mlp_ratio) {
     p.dim = dim;
     p.num_heads = heads;
     p.num_kv_heads = kv_heads;
     p.mlp_ratio = mlp_ratio;
-    p.routing = routing;
-    p.sparsity_k = sparsity_k;
+}
+
+// Block and model parameters of a test size: the library's defaults but for these (a block routes 0.25).
+inline hspmn_block_params block_params(int32_t dim, int32_t heads, int32_t kv_heads, int32_t mlp_ratio) {
+    hspmn_block_params p = hspmn_block_default_params();
+    set_block_size(p, dim, heads, kv_heads, mlp_ratio);
+    p.sparsity_k = 0.25f;
     return p;
 }
 inline hspmn_model_params model_params(int32_t vocab, int32_t layers, int32_t dim, int32_t heads, int32_t kv_heads,
@@ -100,9 +103,6 @@ inline hspmn_model_params model_params(int32_t vocab, int32_t layers, int32_t di
     hspmn_model_params p = hspmn_model_default_params();
     p.vocab_size = vocab;
     p.num_layers = layers;
-    p.block.dim = dim;
-    p.block.num_heads = heads;
-    p.block.num_kv_heads = kv_heads;
-    p.block.mlp_ratio = mlp_ratio;
+    set_block_size(p.block, dim, heads, kv_heads, mlp_ratio);
     return p;
 }

@@ -29,6 +29,24 @@ static hspmn_block* make_block(hspmn_context* ctx, uint64_t seed) {
     return b;
 }
 
+// A block made with `seed` and its device x / out [kB, kS, kD] bf16 and aux [1] f32; the fixture frees
+// them (every graph on them must be destroyed first).
+struct BlockFixture {
+    hspmn_block* block;
+    hspmn_tensor* x;
+    hspmn_tensor* out;
+    hspmn_tensor* aux;
+    BlockFixture(hspmn_context* ctx, uint64_t seed)
+        : block(make_block(ctx, seed)),
+          x(device(ctx, HSPMN_DTYPE_BF16, {kB, kS, kD})),
+          out(device(ctx, HSPMN_DTYPE_BF16, {kB, kS, kD})),
+          aux(device(ctx, HSPMN_DTYPE_F32, {1})) {}
+    ~BlockFixture() {
+        for (hspmn_tensor* t : {x, out, aux}) OK(hspmn_tensor_destroy(t));
+        OK(hspmn_block_destroy(block));
+    }
+};
+
 // out/aux of an ordinary inference forward of x into fresh tensors.
 static void reference(hspmn_context* ctx, hspmn_block* block, hspmn_tensor* x, std::vector<uint8_t>* out,
                       std::vector<uint8_t>* aux) {
@@ -55,10 +73,9 @@ static void launch_and_compare(hspmn_context* ctx, hspmn_block* block, hspmn_gra
 }
 
 static void test_replay(hspmn_context* ctx) {
-    hspmn_block* block = make_block(ctx, 1);
-    hspmn_tensor* x = device(ctx, HSPMN_DTYPE_BF16, {kB, kS, kD});
-    hspmn_tensor* out = device(ctx, HSPMN_DTYPE_BF16, {kB, kS, kD});
-    hspmn_tensor* aux = device(ctx, HSPMN_DTYPE_F32, {1});
+    const BlockFixture f(ctx, 1);
+    hspmn_block* block = f.block;
+    hspmn_tensor *x = f.x, *out = f.out, *aux = f.aux;
     fill(x, 0.0f);
     hspmn_forward_params fp = hspmn_forward_default_params();
     hspmn_graph* g = nullptr;
@@ -130,15 +147,13 @@ static void test_replay(hspmn_context* ctx) {
 
     OK(hspmn_graph_destroy(g3));
     OK(hspmn_graph_destroy(g));
-    hspmn_tensor* ts[] = {x, out, aux, w, xs, os, x2, out2, aux2};
-    for (auto* t : ts) OK(hspmn_tensor_destroy(t));
-    OK(hspmn_block_destroy(block));
+    for (hspmn_tensor* t : {w, xs, os, x2, out2, aux2}) OK(hspmn_tensor_destroy(t));
 }
 
 static void test_invalidation(hspmn_context* ctx) {
-    hspmn_block* block = make_block(ctx, 2);
-    hspmn_tensor* x = device(ctx, HSPMN_DTYPE_BF16, {kB, kS, kD});
-    hspmn_tensor* out = device(ctx, HSPMN_DTYPE_BF16, {kB, kS, kD});
+    const BlockFixture f(ctx, 2);
+    hspmn_block* block = f.block;
+    hspmn_tensor *x = f.x, *out = f.out;
     hspmn_tensor* xl = device(ctx, HSPMN_DTYPE_BF16, {kB, 2 * kS, kD});
     hspmn_tensor* ol = device(ctx, HSPMN_DTYPE_BF16, {kB, 2 * kS, kD});
     fill(x, 0.5f);
@@ -173,16 +188,13 @@ static void test_invalidation(hspmn_context* ctx) {
     EXPECT_STATUS(hspmn_graph_launch(g), HSPMN_ERR_STATE, "capture again");
     OK(hspmn_graph_destroy(g));
 
-    hspmn_tensor* ts[] = {x, out, xl, ol, logits};
-    for (auto* t : ts) OK(hspmn_tensor_destroy(t));
-    OK(hspmn_block_destroy(block));
+    for (hspmn_tensor* t : {xl, ol, logits}) OK(hspmn_tensor_destroy(t));
 }
 
 static void test_lifetimes_and_checks(hspmn_context* ctx) {
-    hspmn_block* block = make_block(ctx, 3);
-    hspmn_tensor* x = device(ctx, HSPMN_DTYPE_BF16, {kB, kS, kD});
-    hspmn_tensor* out = device(ctx, HSPMN_DTYPE_BF16, {kB, kS, kD});
-    hspmn_tensor* aux = device(ctx, HSPMN_DTYPE_F32, {1});
+    const BlockFixture f(ctx, 3);
+    hspmn_block* block = f.block;
+    hspmn_tensor *x = f.x, *out = f.out, *aux = f.aux;
     hspmn_tensor* x_host = make(ctx, HSPMN_DTYPE_BF16, {kB, kS, kD}, HSPMN_MEMORY_HOST);
     hspmn_tensor* out_pinned = make(ctx, HSPMN_DTYPE_BF16, {kB, kS, kD}, HSPMN_MEMORY_PINNED);
     hspmn_tensor* aux_host = make(ctx, HSPMN_DTYPE_F32, {1}, HSPMN_MEMORY_HOST);
@@ -221,9 +233,7 @@ static void test_lifetimes_and_checks(hspmn_context* ctx) {
     OK(hspmn_context_synchronize(ctx));
     OK(hspmn_graph_destroy(g));
 
-    hspmn_tensor* ts[] = {x, out, aux, x_host, out_pinned, aux_host};
-    for (auto* t : ts) OK(hspmn_tensor_destroy(t));
-    OK(hspmn_block_destroy(block));
+    for (hspmn_tensor* t : {x_host, out_pinned, aux_host}) OK(hspmn_tensor_destroy(t));
 }
 
 int main() {

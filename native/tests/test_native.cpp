@@ -14,7 +14,11 @@
 #include "abi_check.h"
 #include "hspmn.h"
 
-static hspmn_block_params small_params(int routing = HSPMN_ROUTING_TOPK) { return block_params(32, 4, 2, 2, routing); }
+static hspmn_block_params small_params(int routing = HSPMN_ROUTING_TOPK) {
+    hspmn_block_params p = block_params(32, 4, 2, 2);
+    p.routing = routing;
+    return p;
+}
 
 static std::vector<uint16_t> read_bf16(hspmn_tensor* t) { return read_values<uint16_t>(t); }
 
