@@ -20,6 +20,15 @@ static hspmn_block_params small_params(int routing = HSPMN_ROUTING_TOPK) {
     return p;
 }
 
+// A block of small_params(routing) on ctx, of width dim.
+static hspmn_block* small_block(hspmn_context* ctx, uint64_t seed, int routing = HSPMN_ROUTING_TOPK, int32_t dim = 32) {
+    hspmn_block_params bp = small_params(routing);
+    bp.dim = dim;
+    hspmn_block* block = nullptr;
+    OK(hspmn_block_create(ctx, &bp, seed, &block));
+    return block;
+}
+
 static std::vector<uint16_t> read_bf16(hspmn_tensor* t) { return read_values<uint16_t>(t); }
 
 static void test_library() {
@@ -172,9 +181,7 @@ static void test_params_validate() {
 
 static void test_parameters() {
     hspmn_context* ctx = make_ctx();
-    hspmn_block_params bp = small_params();
-    hspmn_block* block;
-    OK(hspmn_block_create(ctx, &bp, 3, &block));
+    hspmn_block* block = small_block(ctx, 3);
     int32_t n = 0;
     OK(hspmn_block_param_count(block, &n));
     EXPECT(n == 13);
@@ -208,8 +215,7 @@ static void test_parameters() {
     OK(hspmn_block_get_param(block, "attn.norm", norm));
     OK(hspmn_tensor_copy_out(norm, v.data(), 128));
     EXPECT(v[0] == 1.0f && v[31] == 1.0f);
-    hspmn_block* fresh;
-    OK(hspmn_block_create(ctx, &bp, 3, &fresh));
+    hspmn_block* fresh = small_block(ctx, 3);
     OK(hspmn_block_get_param(fresh, "router.b", b));
     OK(hspmn_tensor_copy_out(b, &got, 4));
     EXPECT(std::fabs(got - std::log(0.25f / 0.75f)) < 1e-2f);
@@ -236,7 +242,7 @@ struct ForwardFixture {
     static constexpr int64_t B = 2, S = 8, D = 32;
     hspmn_context* ctx = make_ctx();
     hspmn_context* other = make_ctx();
-    hspmn_block* block = nullptr;
+    hspmn_block* block = small_block(ctx, 1);
     hspmn_tensor* x = make(ctx, HSPMN_DTYPE_BF16, {B, S, D});
     hspmn_tensor* out = make(ctx, HSPMN_DTYPE_BF16, {B, S, D});
     hspmn_tensor* aux = make(ctx, HSPMN_DTYPE_F32, {1});
@@ -246,11 +252,7 @@ struct ForwardFixture {
     hspmn_tensor* aux2 = make(ctx, HSPMN_DTYPE_F32, {2});
     hspmn_tensor* x_other = make(other, HSPMN_DTYPE_BF16, {B, S, D});
 
-    ForwardFixture() {
-        hspmn_block_params bp = small_params();
-        OK(hspmn_block_create(ctx, &bp, 1, &block));
-        fill_bf16(x, 1.0f, 0.0f);
-    }
+    ForwardFixture() { fill_bf16(x, 1.0f, 0.0f); }
     ~ForwardFixture() {
         for (hspmn_tensor* t : {x, out, aux, xf, x31, out7, aux2, x_other}) OK(hspmn_tensor_destroy(t));
         OK(hspmn_block_destroy(block));
@@ -350,9 +352,7 @@ static void test_forward_checks() {
 static void test_nan_policy() {
     for (int policy : {HSPMN_NAN_REJECT, HSPMN_NAN_PROPAGATE}) {
         hspmn_context* ctx = make_ctx(2, policy);
-        hspmn_block_params bp = small_params();
-        hspmn_block* block;
-        OK(hspmn_block_create(ctx, &bp, 1, &block));
+        hspmn_block* block = small_block(ctx, 1);
         hspmn_tensor* x = make(ctx, HSPMN_DTYPE_BF16, {2, 8, 32});
         hspmn_tensor* out = make(ctx, HSPMN_DTYPE_BF16, {2, 8, 32});
         fill_bf16(x, 1.0f, 0.0f);
@@ -398,9 +398,7 @@ static void test_nan_policy() {
 
 static void test_backward_state() {
     hspmn_context* ctx = make_ctx();
-    hspmn_block_params bp = small_params();
-    hspmn_block* block;
-    OK(hspmn_block_create(ctx, &bp, 1, &block));
+    hspmn_block* block = small_block(ctx, 1);
     hspmn_tensor* x = make(ctx, HSPMN_DTYPE_BF16, {2, 8, 32});
     hspmn_tensor* out = make(ctx, HSPMN_DTYPE_BF16, {2, 8, 32});
     hspmn_tensor* d_out = make(ctx, HSPMN_DTYPE_BF16, {2, 8, 32});
@@ -449,10 +447,7 @@ static void test_thread_count_invariance() {
     const int threads[2] = {1, 3};
     for (int r = 0; r < 2; ++r) {
         hspmn_context* ctx = make_ctx(threads[r]);
-        hspmn_block_params bp = small_params();
-        bp.dim = 64;
-        hspmn_block* block;
-        OK(hspmn_block_create(ctx, &bp, 9, &block));
+        hspmn_block* block = small_block(ctx, 9, HSPMN_ROUTING_TOPK, 64);
         hspmn_tensor* x = make(ctx, HSPMN_DTYPE_BF16, {3, 70, 64});
         hspmn_tensor* out = make(ctx, HSPMN_DTYPE_BF16, {3, 70, 64});
         hspmn_tensor* d_out = make(ctx, HSPMN_DTYPE_BF16, {3, 70, 64});
@@ -491,9 +486,7 @@ static void test_thread_count_invariance() {
 // Threshold routing is causal: the output of a prefix equals the prefix of the output.
 static void test_threshold_causality() {
     hspmn_context* ctx = make_ctx();
-    hspmn_block_params bp = small_params(HSPMN_ROUTING_THRESHOLD);
-    hspmn_block* block;
-    OK(hspmn_block_create(ctx, &bp, 5, &block));
+    hspmn_block* block = small_block(ctx, 5, HSPMN_ROUTING_THRESHOLD);
     hspmn_tensor* x = make(ctx, HSPMN_DTYPE_BF16, {1, 40, 32});
     hspmn_tensor* out = make(ctx, HSPMN_DTYPE_BF16, {1, 40, 32});
     hspmn_tensor* xp = make(ctx, HSPMN_DTYPE_BF16, {1, 23, 32});
@@ -556,10 +549,7 @@ static void test_graph_checks() {
 // Two threads on one block: the second gets HSPMN_ERR_BUSY, never a race.
 static void test_busy() {
     hspmn_context* ctx = make_ctx(1);
-    hspmn_block_params bp = small_params();
-    bp.dim = 256;
-    hspmn_block* block;
-    OK(hspmn_block_create(ctx, &bp, 1, &block));
+    hspmn_block* block = small_block(ctx, 1, HSPMN_ROUTING_TOPK, 256);
     hspmn_tensor* x = make(ctx, HSPMN_DTYPE_BF16, {2, 1024, 256});
     hspmn_tensor* out = make(ctx, HSPMN_DTYPE_BF16, {2, 1024, 256});
     fill_bf16(x, 1.0f, 0.0f);

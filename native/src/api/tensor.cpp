@@ -31,6 +31,15 @@ void fill_desc(const hspmn_tensor* t, hspmn_tensor_desc* d) {
     d->nbytes = t->nbytes;
 }
 
+// A copy between tensor t and host memory: both non-NULL (t first), nbytes all of t.
+void check_host_copy(const hspmn_tensor* t, const char* t_name, const void* host, const char* host_name,
+                     int64_t nbytes) {
+    check_not_null(t, t_name, host, host_name);
+    if (nbytes != t->nbytes)
+        fail(HSPMN_ERR_SHAPE, "nbytes (%lld) must equal the tensor's nbytes (%lld)", static_cast<long long>(nbytes),
+             static_cast<long long>(t->nbytes));
+}
+
 }  // namespace
 
 extern "C" {
@@ -133,10 +142,7 @@ hspmn_status hspmn_tensor_data(hspmn_tensor* t, void** out) {
 
 hspmn_status hspmn_tensor_copy_in(hspmn_tensor* dst, const void* src, int64_t nbytes) {
     return guarded("hspmn_tensor_copy_in", [&] {
-        check_not_null(dst, "dst", src, "src");
-        if (nbytes != dst->nbytes)
-            fail(HSPMN_ERR_SHAPE, "nbytes (%lld) must equal the tensor's nbytes (%lld)",
-                 static_cast<long long>(nbytes), static_cast<long long>(dst->nbytes));
+        check_host_copy(dst, "dst", src, "src", nbytes);
         BusyGuard busy(dst->ctx->busy, "context");
         dst->ctx->backend->copy_from_host(dst, src);
     });
@@ -144,10 +150,7 @@ hspmn_status hspmn_tensor_copy_in(hspmn_tensor* dst, const void* src, int64_t nb
 
 hspmn_status hspmn_tensor_copy_out(const hspmn_tensor* src, void* dst, int64_t nbytes) {
     return guarded("hspmn_tensor_copy_out", [&] {
-        check_not_null(src, "src", dst, "dst");
-        if (nbytes != src->nbytes)
-            fail(HSPMN_ERR_SHAPE, "nbytes (%lld) must equal the tensor's nbytes (%lld)",
-                 static_cast<long long>(nbytes), static_cast<long long>(src->nbytes));
+        check_host_copy(src, "src", dst, "dst", nbytes);
         BusyGuard busy(src->ctx->busy, "context");
         src->ctx->backend->copy_to_host(src, dst);
     });
