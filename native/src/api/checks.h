@@ -56,14 +56,14 @@ ForwardArgs resolve_forward_params(const hspmn_block* block, const hspmn_forward
 // What a ForwardCall and a RouteCall (backend.h) share: the resolved params, x and the noise tensor.
 template <class Call>
 void set_forward_fields(Call& call, const ForwardArgs& r, const hspmn_tensor* x, const hspmn_tensor* noise) {
+    call.x = x;
     call.training = r.training;
     call.noise = r.noise;
+    call.noise_tensor = noise;
     call.seed = r.seed;
     call.step = r.step;
     call.layer = r.layer;
     call.aux_target = r.aux_target;
-    call.x = x;
-    call.noise_tensor = noise;
 }
 // The block forward's call (hspmn_block_forward[_routed] and graph capture), its tensors checked.
 ForwardCall forward_call(const ForwardArgs& r, const hspmn_tensor* x, const hspmn_tensor* noise,
