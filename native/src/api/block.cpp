@@ -55,6 +55,7 @@ hspmn_block_params hspmn_block_default_params(void) {
     p.router_sparsity_coef = 0.1f;
     p.router_entropy_coef = 0.01f;
     p.norm_eps = 1e-6f;
+    p.reserved = 0;
     return p;
 }
 
