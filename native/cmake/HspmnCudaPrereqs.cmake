@@ -1,6 +1,6 @@
 # The CUDA backend's build prerequisites besides nvcc: cublasLt.h (headers only: the library is opened
 # at run time) and a Python with Triton (it compiles the attention kernels at build time). Sets
-# HSPMN_CUBLASLT_INCLUDE_DIR, HSPMN_PYTHON and _hspmn_cuda_missing (why the backend cannot be built,
+# HSPMN_CUBLASLT_INCLUDE_DIR and _hspmn_cuda_missing (why the backend cannot be built,
 # empty when it can). Checked before enable_language(CUDA) so that HSPMN_CUDA=AUTO can fall back to a
 # CPU-only build (a fresh clone before ci/venv.sh has nvcc but neither) instead of failing to configure.
 set(_hspmn_cuda_missing "")
@@ -26,15 +26,7 @@ else()
   message(STATUS "hspmn: cublasLt.h from ${HSPMN_CUBLASLT_INCLUDE_DIR}")
 endif()
 
-# ---- Triton ----
-# Not cached unless given: a configure before ci/venv.sh must not pin python3 for the one after it.
-if(NOT HSPMN_PYTHON)
-  if(EXISTS "${HSPMN_REPO_ROOT}/.venv/bin/python")
-    set(HSPMN_PYTHON "${HSPMN_REPO_ROOT}/.venv/bin/python")
-  else()
-    set(HSPMN_PYTHON python3)
-  endif()
-endif()
+# ---- Triton (HSPMN_PYTHON: see CMakeLists.txt) ----
 execute_process(COMMAND "${HSPMN_PYTHON}" -c "import triton; print(triton.__version__)"
   RESULT_VARIABLE _hspmn_triton_rc OUTPUT_VARIABLE _hspmn_triton_version ERROR_VARIABLE _hspmn_triton_err
   OUTPUT_STRIP_TRAILING_WHITESPACE)

@@ -8,81 +8,44 @@
 #include <cstring>
 #include <vector>
 
+#include "abi_check.h"
 #include "hspmn.h"
-
-static int g_failures = 0, g_checks = 0;
-
-#define EXPECT(cond, ...)                                                  \
-    do {                                                                   \
-        ++g_checks;                                                        \
-        if (!(cond)) {                                                     \
-            ++g_failures;                                                  \
-            std::printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);    \
-            std::printf(__VA_ARGS__);                                      \
-            std::printf("\n");                                             \
-        }                                                                  \
-    } while (0)
-
-#define EXPECT_STATUS(call, status, fragment) expect_status((call), (status), (fragment), #call, __LINE__)
-#define OK(call) expect_status((call), HSPMN_OK, "", #call, __LINE__)
-
-static void expect_status(hspmn_status got, hspmn_status want, const char* fragment, const char* what, int line) {
-    ++g_checks;
-    const char* msg = hspmn_last_error();
-    if (got != want || (want != HSPMN_OK && std::strstr(msg, fragment) == nullptr)) {
-        ++g_failures;
-        std::printf("FAIL line %d: %s\n  got %s (%s), want %s with \"%s\"\n", line, what, hspmn_status_name(got), msg,
-                    hspmn_status_name(want), fragment);
-    }
-}
-
-static uint16_t bf16(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return static_cast<uint16_t>(u >> 16);
-}
 
 // D = 128, H = 2: head dim 64, a size the Triton attention is compiled for.
 static const int64_t kB = 2, kS = 40, kD = 128;
 
-static hspmn_tensor* make(hspmn_context* ctx, int dtype, int memory, std::vector<int64_t> shape) {
-    hspmn_tensor* t = nullptr;
-    OK(hspmn_tensor_create(ctx, dtype, memory, static_cast<int32_t>(shape.size()), shape.data(), &t));
-    return t;
-}
-
 static hspmn_tensor* device(hspmn_context* ctx, int dtype, std::vector<int64_t> shape) {
-    return make(ctx, dtype, HSPMN_MEMORY_DEVICE, shape);
+    return make(ctx, dtype, shape, HSPMN_MEMORY_DEVICE);
 }
 
-static void fill(hspmn_tensor* t, float phase) {
-    hspmn_tensor_desc d;
-    OK(hspmn_tensor_describe(t, &d));
-    std::vector<uint16_t> v(static_cast<size_t>(d.numel));
-    for (size_t i = 0; i < v.size(); ++i) v[i] = bf16(std::sin(0.61803f * static_cast<float>(i) + phase));
-    OK(hspmn_tensor_copy_in(t, v.data(), d.nbytes));
-}
+static void fill(hspmn_tensor* t, float phase) { fill_bf16(t, 1.0f, phase); }
 
-static std::vector<uint8_t> bytes(hspmn_tensor* t) {
-    hspmn_tensor_desc d;
-    OK(hspmn_tensor_describe(t, &d));
-    std::vector<uint8_t> v(static_cast<size_t>(d.nbytes));
-    OK(hspmn_tensor_copy_out(t, v.data(), d.nbytes));
-    return v;
-}
+static std::vector<uint8_t> bytes(hspmn_tensor* t) { return read_values<uint8_t>(t); }
 
 static hspmn_block* make_block(hspmn_context* ctx, uint64_t seed) {
-    hspmn_block_params p = hspmn_block_default_params();
-    p.dim = static_cast<int32_t>(kD);
-    p.num_heads = 2;
-    p.num_kv_heads = 1;
-    p.mlp_ratio = 2;
-    p.sparsity_k = 0.25f;
+    hspmn_block_params p = block_params(static_cast<int32_t>(kD), 2, 1, 2);
     hspmn_block* b = nullptr;
     OK(hspmn_block_create(ctx, &p, seed, &b));
     return b;
 }
+
+// A block made with `seed` and its device x / out [kB, kS, kD] bf16 and aux [1] f32; the fixture frees
+// them (every graph on them must be destroyed first).
+struct BlockFixture {
+    hspmn_block* block;
+    hspmn_tensor* x;
+    hspmn_tensor* out;
+    hspmn_tensor* aux;
+    BlockFixture(hspmn_context* ctx, uint64_t seed)
+        : block(make_block(ctx, seed)),
+          x(device(ctx, HSPMN_DTYPE_BF16, {kB, kS, kD})),
+          out(device(ctx, HSPMN_DTYPE_BF16, {kB, kS, kD})),
+          aux(device(ctx, HSPMN_DTYPE_F32, {1})) {}
+    ~BlockFixture() {
+        for (hspmn_tensor* t : {x, out, aux}) OK(hspmn_tensor_destroy(t));
+        OK(hspmn_block_destroy(block));
+    }
+};
 
 // out/aux of an ordinary inference forward of x into fresh tensors.
 static void reference(hspmn_context* ctx, hspmn_block* block, hspmn_tensor* x, std::vector<uint8_t>* out,
@@ -110,10 +73,9 @@ static void launch_and_compare(hspmn_context* ctx, hspmn_block* block, hspmn_gra
 }
 
 static void test_replay(hspmn_context* ctx) {
-    hspmn_block* block = make_block(ctx, 1);
-    hspmn_tensor* x = device(ctx, HSPMN_DTYPE_BF16, {kB, kS, kD});
-    hspmn_tensor* out = device(ctx, HSPMN_DTYPE_BF16, {kB, kS, kD});
-    hspmn_tensor* aux = device(ctx, HSPMN_DTYPE_F32, {1});
+    const BlockFixture f(ctx, 1);
+    hspmn_block* block = f.block;
+    hspmn_tensor *x = f.x, *out = f.out, *aux = f.aux;
     fill(x, 0.0f);
     hspmn_forward_params fp = hspmn_forward_default_params();
     hspmn_graph* g = nullptr;
@@ -132,7 +94,7 @@ static void test_replay(hspmn_context* ctx) {
     // set_param between replays: the replay reads the new value.
     hspmn_tensor_desc pd;
     OK(hspmn_block_param_describe(block, "reflex.down", &pd));
-    hspmn_tensor* w = make(ctx, HSPMN_DTYPE_F32, HSPMN_MEMORY_HOST, {pd.shape[0], pd.shape[1]});
+    hspmn_tensor* w = make(ctx, HSPMN_DTYPE_F32, {pd.shape[0], pd.shape[1]}, HSPMN_MEMORY_HOST);
     OK(hspmn_block_get_param(block, "reflex.down", w));
     float* wp = nullptr;
     OK(hspmn_tensor_data(w, reinterpret_cast<void**>(&wp)));
@@ -185,15 +147,13 @@ static void test_replay(hspmn_context* ctx) {
 
     OK(hspmn_graph_destroy(g3));
     OK(hspmn_graph_destroy(g));
-    hspmn_tensor* ts[] = {x, out, aux, w, xs, os, x2, out2, aux2};
-    for (auto* t : ts) OK(hspmn_tensor_destroy(t));
-    OK(hspmn_block_destroy(block));
+    for (hspmn_tensor* t : {w, xs, os, x2, out2, aux2}) OK(hspmn_tensor_destroy(t));
 }
 
 static void test_invalidation(hspmn_context* ctx) {
-    hspmn_block* block = make_block(ctx, 2);
-    hspmn_tensor* x = device(ctx, HSPMN_DTYPE_BF16, {kB, kS, kD});
-    hspmn_tensor* out = device(ctx, HSPMN_DTYPE_BF16, {kB, kS, kD});
+    const BlockFixture f(ctx, 2);
+    hspmn_block* block = f.block;
+    hspmn_tensor *x = f.x, *out = f.out;
     hspmn_tensor* xl = device(ctx, HSPMN_DTYPE_BF16, {kB, 2 * kS, kD});
     hspmn_tensor* ol = device(ctx, HSPMN_DTYPE_BF16, {kB, 2 * kS, kD});
     fill(x, 0.5f);
@@ -228,19 +188,16 @@ static void test_invalidation(hspmn_context* ctx) {
     EXPECT_STATUS(hspmn_graph_launch(g), HSPMN_ERR_STATE, "capture again");
     OK(hspmn_graph_destroy(g));
 
-    hspmn_tensor* ts[] = {x, out, xl, ol, logits};
-    for (auto* t : ts) OK(hspmn_tensor_destroy(t));
-    OK(hspmn_block_destroy(block));
+    for (hspmn_tensor* t : {xl, ol, logits}) OK(hspmn_tensor_destroy(t));
 }
 
 static void test_lifetimes_and_checks(hspmn_context* ctx) {
-    hspmn_block* block = make_block(ctx, 3);
-    hspmn_tensor* x = device(ctx, HSPMN_DTYPE_BF16, {kB, kS, kD});
-    hspmn_tensor* out = device(ctx, HSPMN_DTYPE_BF16, {kB, kS, kD});
-    hspmn_tensor* aux = device(ctx, HSPMN_DTYPE_F32, {1});
-    hspmn_tensor* x_host = make(ctx, HSPMN_DTYPE_BF16, HSPMN_MEMORY_HOST, {kB, kS, kD});
-    hspmn_tensor* out_pinned = make(ctx, HSPMN_DTYPE_BF16, HSPMN_MEMORY_PINNED, {kB, kS, kD});
-    hspmn_tensor* aux_host = make(ctx, HSPMN_DTYPE_F32, HSPMN_MEMORY_HOST, {1});
+    const BlockFixture f(ctx, 3);
+    hspmn_block* block = f.block;
+    hspmn_tensor *x = f.x, *out = f.out, *aux = f.aux;
+    hspmn_tensor* x_host = make(ctx, HSPMN_DTYPE_BF16, {kB, kS, kD}, HSPMN_MEMORY_HOST);
+    hspmn_tensor* out_pinned = make(ctx, HSPMN_DTYPE_BF16, {kB, kS, kD}, HSPMN_MEMORY_PINNED);
+    hspmn_tensor* aux_host = make(ctx, HSPMN_DTYPE_F32, {1}, HSPMN_MEMORY_HOST);
     fill(x, 0.0f);
     fill(x_host, 0.0f);
     hspmn_forward_params fp = hspmn_forward_default_params();
@@ -276,9 +233,7 @@ static void test_lifetimes_and_checks(hspmn_context* ctx) {
     OK(hspmn_context_synchronize(ctx));
     OK(hspmn_graph_destroy(g));
 
-    hspmn_tensor* ts[] = {x, out, aux, x_host, out_pinned, aux_host};
-    for (auto* t : ts) OK(hspmn_tensor_destroy(t));
-    OK(hspmn_block_destroy(block));
+    for (hspmn_tensor* t : {x_host, out_pinned, aux_host}) OK(hspmn_tensor_destroy(t));
 }
 
 int main() {
@@ -303,6 +258,5 @@ int main() {
     EXPECT(st.live_tensors == 0 && st.live_blocks == 0 && st.live_contexts == 0 && st.live_bytes == 0,
            "leak: %lld tensors, %lld blocks, %lld bytes live", static_cast<long long>(st.live_tensors),
            static_cast<long long>(st.live_blocks), static_cast<long long>(st.live_bytes));
-    std::printf("%s: %d checks, %d failure(s)\n", g_failures ? "FAILED" : "ok", g_checks, g_failures);
-    return g_failures ? 1 : 0;
+    return report();
 }

@@ -14,43 +14,10 @@
 #include "../src/core/error.h"
 #include "../src/cuda/device.h"
 #include "../src/cuda/runtime.h"
+#include "cuda_check.h"
 
 using namespace hspmn;
 using namespace hspmn::cuda;
-
-static int g_failures = 0;
-
-#define EXPECT(cond, ...)                                          \
-    do {                                                           \
-        if (!(cond)) {                                             \
-            ++g_failures;                                          \
-            std::printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-            std::printf(__VA_ARGS__);                              \
-            std::printf("\n");                                     \
-        }                                                          \
-    } while (0)
-
-static std::vector<uint16_t> random_bf16(std::mt19937& rng, std::size_t n) {
-    std::normal_distribution<float> dist(0.0f, 1.0f);
-    std::vector<uint16_t> v(n);
-    for (auto& x : v) x = f32_to_bf16(dist(rng));
-    return v;
-}
-
-template <class T>
-static T* upload(Device& d, const std::vector<T>& host, std::vector<DeviceBuffer>& keep) {
-    keep.emplace_back(d, host.size() * sizeof(T));
-    check(cudaMemcpy(keep.back().data(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice), "upload");
-    return keep.back().as<T>();
-}
-
-template <class T>
-static std::vector<T> download(const void* p, std::size_t n) {
-    std::vector<T> v(n);
-    check(cudaDeviceSynchronize(), "sync");
-    check(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "download");
-    return v;
-}
 
 // C[M, N] = op(A) op(B) (+ C when accumulating), row-major, padded leading dimensions.
 static void test_gemm(Device& d, std::mt19937& rng, int64_t M, int64_t N, int64_t K, bool ta, bool tb, DType ct,
@@ -221,36 +188,23 @@ static void test_attention(Device& d, std::mt19937& rng, int64_t Dh) {
 }
 
 int main() {
-    const hspmn_alloc_stats before = stats_snapshot();
-    Device* d = nullptr;
-    try {
-        d = new Device(0);
-    } catch (const Error& e) {
-        if (e.status == HSPMN_ERR_NO_DEVICE) {
-            std::printf("skipped: no device (%s)\n", e.message.c_str());
-            return 0;
-        }
-        std::printf("FAIL: Device(0): %s\n", e.message.c_str());
-        return 1;
-    }
-    try {
-        std::printf("device %d: sm_%d, %d SMs\n", d->ordinal, d->arch, d->sm_count);
+    return run_on_device([](Device& d) {
         std::mt19937 rng(1234);
         const int64_t shapes[][3] = {{1, 1, 1}, {3, 5, 7}, {17, 33, 65}, {129, 67, 255}, {256, 768, 2048}};
         for (const auto& s : shapes)
             for (int t = 0; t < 4; ++t) {
-                test_gemm(*d, rng, s[0], s[1], s[2], t & 1, t & 2, DType::F32, false);
-                test_gemm(*d, rng, s[0], s[1], s[2], t & 1, t & 2, DType::BF16, false);
+                test_gemm(d, rng, s[0], s[1], s[2], t & 1, t & 2, DType::F32, false);
+                test_gemm(d, rng, s[0], s[1], s[2], t & 1, t & 2, DType::BF16, false);
             }
-        test_gemm(*d, rng, 129, 67, 255, false, true, DType::F32, true);  // weight-gradient accumulation
-        test_gemm(*d, rng, 40, 24, 0, false, true, DType::F32, false);    // K = 0 zeroes C
+        test_gemm(d, rng, 129, 67, 255, false, true, DType::F32, true);  // weight-gradient accumulation
+        test_gemm(d, rng, 40, 24, 0, false, true, DType::F32, false);    // K = 0 zeroes C
         // exact variants (16, 64, 128) and padded ones of each tile width (8, 12, 24, 48, 96)
         for (int64_t dh : {8, 12, 16, 24, 48, 64, 96, 128}) {
             if (!attention_supports_head_dim(dh)) {
                 std::printf("sqdk_attention Dh=%lld: not built\n", static_cast<long long>(dh));
                 continue;
             }
-            test_attention(*d, rng, dh);
+            test_attention(d, rng, dh);
         }
         for (int64_t dh : {0, 6, 13, 127, 130, 256})  // odd, or outside 8..128
             EXPECT(!attention_supports_head_dim(dh), "no kernel serves Dh %lld", static_cast<long long>(dh));
@@ -261,14 +215,5 @@ int main() {
             threw = e.status == HSPMN_ERR_INVALID_ARGUMENT;
         }
         EXPECT(threw, "an ordinal past the device count is INVALID_ARGUMENT");
-    } catch (const Error& e) {
-        std::printf("FAIL: %s (status %d)\n", e.message.c_str(), e.status);
-        ++g_failures;
-    }
-    delete d;
-    const hspmn_alloc_stats after = stats_snapshot();
-    EXPECT(after.live_bytes == before.live_bytes, "leak: %lld bytes live after the device was destroyed",
-           static_cast<long long>(after.live_bytes - before.live_bytes));
-    std::printf("%s (%d failure(s))\n", g_failures ? "FAILED" : "ok", g_failures);
-    return g_failures ? 1 : 0;
+    });
 }

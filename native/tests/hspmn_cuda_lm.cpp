@@ -16,39 +16,14 @@
 #include "../src/core/error.h"
 #include "../src/cuda/device.h"
 #include "../src/cuda/kernels/kernels.h"
+#include "cuda_check.h"
 
 using namespace hspmn;
 using namespace hspmn::cuda;
 
-static int g_failures = 0;
-
-#define EXPECT(cond, ...)                                               \
-    do {                                                                \
-        if (!(cond)) {                                                  \
-            ++g_failures;                                               \
-            std::printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-            std::printf(__VA_ARGS__);                                   \
-            std::printf("\n");                                          \
-        }                                                               \
-    } while (0)
-
 namespace {
 
 using bf16 = __nv_bfloat16;
-
-std::vector<uint16_t> random_bf16(std::mt19937& rng, std::size_t n, float scale = 1.0f) {
-    std::normal_distribution<float> dist(0.0f, scale);
-    std::vector<uint16_t> v(n);
-    for (auto& x : v) x = f32_to_bf16(dist(rng));
-    return v;
-}
-
-std::vector<float> random_f32(std::mt19937& rng, std::size_t n, float scale = 1.0f) {
-    std::normal_distribution<float> dist(0.0f, scale);
-    std::vector<float> v(n);
-    for (auto& x : v) x = dist(rng);
-    return v;
-}
 
 // Device copies that live until the end of a test.
 struct Keep {
@@ -56,9 +31,7 @@ struct Keep {
     std::vector<DeviceBuffer> bufs;
     template <class T>
     T* up(const std::vector<T>& host) {
-        bufs.emplace_back(d, std::max<std::size_t>(host.size(), 1) * sizeof(T));
-        check(cudaMemcpy(bufs.back().data(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice), "upload");
-        return bufs.back().as<T>();
+        return upload(d, host, bufs);
     }
     template <class T>
     T* zeros(std::size_t n) {
@@ -67,14 +40,6 @@ struct Keep {
         return bufs.back().as<T>();
     }
 };
-
-template <class T>
-std::vector<T> down(const void* p, std::size_t n) {
-    std::vector<T> v(n);
-    check(cudaDeviceSynchronize(), "sync");
-    check(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "download");
-    return v;
-}
 
 template <class G, class R>
 double rel(const std::vector<G>& got, const std::vector<R>& ref) {
@@ -105,7 +70,7 @@ void test_embedding_forward(Device& d, std::mt19937& rng, int64_t V, int64_t D, 
     tokens[N - 1] = static_cast<int32_t>(V - 1);
     uint16_t* x = k.zeros<uint16_t>(N * D);
     embedding_forward(d, as_bf(k.up(table)), k.up(tokens), N, D, as_bf(x));
-    const auto got = down<uint16_t>(x, N * D);
+    const auto got = download<uint16_t>(x, N * D);
     bool same = true;
     for (int64_t r = 0; r < N; ++r) same &= std::memcmp(&got[r * D], &table[tokens[r] * D], D * 2) == 0;
     std::printf("embedding_forward V=%lld D=%lld N=%lld: %s\n", (long long)V, (long long)D, (long long)N,
@@ -138,7 +103,7 @@ void test_embedding_backward(Device& d, std::mt19937& rng, const char* what, int
     float* t2 = k.up(init);
     embedding_backward(d, as_bf(ddx), dtok, N, D, t1, scratch);
     embedding_backward(d, as_bf(ddx), dtok, N, D, t2, scratch);
-    const auto g1 = down<float>(t1, V * D), g2 = down<float>(t2, V * D);
+    const auto g1 = download<float>(t1, V * D), g2 = download<float>(t2, V * D);
     double worst = 0;  // |err| / bound
     for (std::size_t i = 0; i < g1.size(); ++i)
         worst = std::max(worst, std::fabs(g1[i] - ref[i]) / (u * mag[i] + 1e-30));
@@ -195,17 +160,17 @@ void test_cross_entropy(Device& d, std::mt19937& rng, int64_t N, int64_t V, int6
     float* dt2 = want_dt ? k.up(dt_init) : nullptr;
     cross_entropy_fused(d, as_bf(dh_in), as_bf(dtab), dtgt, N, V, D, grad_scale, loss, dh1, dt1, scratch);
     cross_entropy_fused(d, as_bf(dh_in), as_bf(dtab), dtgt, N, V, D, grad_scale, loss + 1, dh2, dt2, scratch);
-    const auto l = down<float>(loss, 2);
+    const auto l = download<float>(loss, 2);
     const double el = std::fabs(l[0] - loss_ref) / loss_ref;
     bool same = l[0] == l[1];
     double edh = 0, edt = 0;
     if (want_dh) {
-        const auto a = down<float>(dh1, N * D), b = down<float>(dh2, N * D);
+        const auto a = download<float>(dh1, N * D), b = download<float>(dh2, N * D);
         edh = rel(a, dh_ref);
         same &= a == b;
     }
     if (want_dt) {
-        const auto a = down<float>(dt1, V * D), b = down<float>(dt2, V * D);
+        const auto a = download<float>(dt1, V * D), b = download<float>(dt2, V * D);
         // judge the added part: d_table - init against the reference's
         std::vector<double> add_ref(V * D), add_got(V * D);
         for (int64_t i = 0; i < V * D; ++i) {
@@ -248,7 +213,7 @@ void test_final_norm_backward(Device& d, std::mt19937& rng, int64_t N, int64_t D
     uint16_t* dx = k.zeros<uint16_t>(N * D);
     float* dw = k.up(dw0);
     rms_norm_backward_bf16(d, as_bf(k.up(x)), as_bf(k.up(w)), k.up(rstd), k.up(dy), N, D, as_bf(dx), dw, scratch);
-    const double ex = rel(widen(down<uint16_t>(dx, N * D)), dx_ref), ew = rel(down<float>(dw, D), dw_ref);
+    const double ex = rel(widen(download<uint16_t>(dx, N * D)), dx_ref), ew = rel(download<float>(dw, D), dw_ref);
     std::printf("rms_norm_backward_bf16 N=%lld D=%lld: dx %.2e dw %.2e\n", (long long)N, (long long)D, ex, ew);
     EXPECT(ex < 4e-3, "dx: one bf16 rounding");
     EXPECT(ew < 1e-5, "dw: float32 sums");
@@ -293,8 +258,8 @@ void test_adamw(Device& d, std::mt19937& rng, int64_t n, float wd) {
         volatile float q = num / den;
         master[i] = p + q;
     }
-    const auto gm = down<float>(dm, n), gmm = down<float>(dmm, n), gv = down<float>(dv, n);
-    const auto gval = down<uint16_t>(val, n);
+    const auto gm = download<float>(dm, n), gmm = download<float>(dmm, n), gv = download<float>(dv, n);
+    const auto gval = download<uint16_t>(val, n);
     bool same = std::memcmp(gm.data(), master.data(), n * 4) == 0 && std::memcmp(gmm.data(), m.data(), n * 4) == 0 &&
                 std::memcmp(gv.data(), v.data(), n * 4) == 0;
     bool rounded = true;
@@ -331,7 +296,7 @@ void test_small_ops(Device& d) {
     Keep k{d, {}};
     float* buf = k.zeros<float>(1000);
     fill_f32(d, buf, 999, 2.5f);
-    const auto f = down<float>(buf, 1000);
+    const auto f = download<float>(buf, 1000);
     bool ok = f[999] == 0.0f;
     for (int i = 0; i < 999; ++i) ok &= f[i] == 2.5f;
     EXPECT(ok, "fill_f32 writes exactly n values");
@@ -339,7 +304,7 @@ void test_small_ops(Device& d) {
     const std::vector<float> ce{123.25f}, stats{0.5f, 0.2f, 0.25f, 0.3f, 0.125f, 0.1f};
     float* loss = k.zeros<float>(2);
     loss_finish(d, k.up(ce), k.up(stats), 3, 50, loss);
-    const auto l = down<float>(loss, 2);
+    const auto l = download<float>(loss, 2);
     const double ce_mean = 123.25 / 50;
     double total = ce_mean;  // the kernel's order
     for (int i = 0; i < 3; ++i) total += stats[2 * i];
@@ -349,7 +314,7 @@ void test_small_ops(Device& d) {
     const std::vector<int32_t> counts{3, 0, 7, 1};
     float* rf = k.zeros<float>(1);
     routed_fraction(d, k.up(counts), 4, 9, rf);
-    EXPECT(down<float>(rf, 1)[0] == static_cast<float>(11.0 / 36.0), "routed_fraction = sum(counts) / (B S)");
+    EXPECT(download<float>(rf, 1)[0] == static_cast<float>(11.0 / 36.0), "routed_fraction = sum(counts) / (B S)");
 
     // noise_free_fraction (router bias control's measure): l > 0 strictly, so 0, -0 and negatives do
     // not count and the smallest denormal does; more rows than the block's 256 threads, a ragged end.
@@ -366,7 +331,7 @@ void test_small_ops(Device& d) {
     for (float v : logits) positive += v > 0.0f ? 1 : 0;
     float* nf = k.zeros<float>(1);
     noise_free_fraction(d, k.up(logits), static_cast<int64_t>(logits.size()), nf);
-    const float got = down<float>(nf, 1)[0];
+    const float got = download<float>(nf, 1)[0];
     const float want = static_cast<float>(static_cast<double>(positive) / static_cast<double>(logits.size()));
     EXPECT(got == want, "noise_free_fraction = count(l > 0) / N: got %.9g, want %.9g (%lld of %zu)",
            static_cast<double>(got), static_cast<double>(want), positive, logits.size());
@@ -375,58 +340,36 @@ void test_small_ops(Device& d) {
 }  // namespace
 
 int main() {
-    const hspmn_alloc_stats before = stats_snapshot();
-    Device* d = nullptr;
-    try {
-        d = new Device(0);
-    } catch (const Error& e) {
-        if (e.status == HSPMN_ERR_NO_DEVICE) {
-            std::printf("skipped: no device (%s)\n", e.message.c_str());
-            return 0;
-        }
-        std::printf("FAIL: Device(0): %s\n", e.message.c_str());
-        return 1;
-    }
-    try {
-        std::printf("device %d: sm_%d, %d SMs\n", d->ordinal, d->arch, d->sm_count);
+    return run_on_device([](Device& d) {
         std::mt19937 rng(4321);
-        test_embedding_forward(*d, rng, 1000, 72, 5000);  // 16-byte rows
-        test_embedding_forward(*d, rng, 97, 13, 333);     // element by element
+        test_embedding_forward(d, rng, 1000, 72, 5000);  // 16-byte rows
+        test_embedding_forward(d, rng, 97, 13, 333);     // element by element
 
         std::vector<int32_t> t;
         t.assign(10000, 5);  // one run across all 157 chunks
-        test_embedding_backward(*d, rng, "one token", 256, 40, t);
+        test_embedding_backward(d, rng, "one token", 256, 40, t);
         // Sorted: token 1 rows [0, 32), 3 [32, 96) (crosses the 64 edge), 9 [96, 128) (ends on an edge),
         // 200 [128, 256) (starts on an edge, fills two chunks, ends at N).
         t.resize(256);
         for (int i = 0; i < 256; ++i) t[i] = i < 64 ? 3 : i < 96 ? 9 : i < 128 ? 1 : 200;
-        test_embedding_backward(*d, rng, "runs on chunk edges", 256, 136, t);
+        test_embedding_backward(d, rng, "runs on chunk edges", 256, 136, t);
         t.assign(1, 255);
-        test_embedding_backward(*d, rng, "one row", 256, 8, t);
+        test_embedding_backward(d, rng, "one row", 256, 8, t);
         t.resize(100000);  // byte-like skew: 40% one token, the rest uniform over 65536
         for (auto& x : t) x = rng() % 5 < 2 ? 4242 : static_cast<int32_t>(rng() % 65536);
-        test_embedding_backward(*d, rng, "skewed, V 65536", 65536, 40, t);
+        test_embedding_backward(d, rng, "skewed, V 65536", 65536, 40, t);
         for (auto& x : t) x = static_cast<int32_t>(rng() % 7);  // few tokens, each spanning chunks
-        test_embedding_backward(*d, rng, "7 tokens", 7, 64, t);
+        test_embedding_backward(d, rng, "7 tokens", 7, 64, t);
 
-        test_cross_entropy(*d, rng, 333, 97, 40, true, true);     // warp per row, ragged last block
-        test_cross_entropy(*d, rng, 4000, 5000, 64, true, true);    // block per row, chunks 3328 + 672
-        test_cross_entropy(*d, rng, 7000, 5000, 64, false, false);  // loss only, chunks 3328 + 3328 + 344
-        test_cross_entropy(*d, rng, 600, 65536, 16, false, true);   // chunks 256 + 256 + 88
-        test_final_norm_backward(*d, rng, 100, 72);
-        test_final_norm_backward(*d, rng, 37, 13);
-        test_adamw(*d, rng, 100003, 0.1f);
-        test_adamw(*d, rng, 1000, 0.0f);
-        test_sum_squares(*d, rng);
-        test_small_ops(*d);
-    } catch (const Error& e) {
-        std::printf("FAIL: %s (status %d)\n", e.message.c_str(), e.status);
-        ++g_failures;
-    }
-    delete d;
-    const hspmn_alloc_stats after = stats_snapshot();
-    EXPECT(after.live_bytes == before.live_bytes, "leak: %lld bytes live after the device was destroyed",
-           static_cast<long long>(after.live_bytes - before.live_bytes));
-    std::printf("%s (%d failure(s))\n", g_failures ? "FAILED" : "ok", g_failures);
-    return g_failures ? 1 : 0;
+        test_cross_entropy(d, rng, 333, 97, 40, true, true);     // warp per row, ragged last block
+        test_cross_entropy(d, rng, 4000, 5000, 64, true, true);    // block per row, chunks 3328 + 672
+        test_cross_entropy(d, rng, 7000, 5000, 64, false, false);  // loss only, chunks 3328 + 3328 + 344
+        test_cross_entropy(d, rng, 600, 65536, 16, false, true);   // chunks 256 + 256 + 88
+        test_final_norm_backward(d, rng, 100, 72);
+        test_final_norm_backward(d, rng, 37, 13);
+        test_adamw(d, rng, 100003, 0.1f);
+        test_adamw(d, rng, 1000, 0.0f);
+        test_sum_squares(d, rng);
+        test_small_ops(d);
+    });
 }

@@ -19,47 +19,12 @@
 #include "../src/cuda/device.h"
 #include "../src/cuda/kernels/kernels.h"
 #include "../src/cuda/runtime.h"
+#include "cuda_check.h"
 
 using namespace hspmn;
 using namespace hspmn::cuda;
 
-static int g_failures = 0;
-static int g_checks = 0;
-
-#define EXPECT(cond, ...)                                                \
-    do {                                                                 \
-        ++g_checks;                                                      \
-        if (!(cond)) {                                                   \
-            ++g_failures;                                                \
-            std::printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);  \
-            std::printf(__VA_ARGS__);                                    \
-            std::printf("\n");                                           \
-        }                                                                \
-    } while (0)
-
 using bf16 = __nv_bfloat16;
-
-static std::vector<uint16_t> random_bf16(std::mt19937& rng, std::size_t n, float scale = 1.0f) {
-    std::normal_distribution<float> dist(0.0f, scale);
-    std::vector<uint16_t> v(n);
-    for (auto& x : v) x = f32_to_bf16(dist(rng));
-    return v;
-}
-
-template <class T>
-static T* upload(Device& d, const std::vector<T>& host, std::vector<DeviceBuffer>& keep) {
-    keep.emplace_back(d, std::max<std::size_t>(host.size() * sizeof(T), 16));
-    check(cudaMemcpy(keep.back().data(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice), "upload");
-    return keep.back().as<T>();
-}
-
-template <class T>
-static std::vector<T> download(const void* p, std::size_t n) {
-    std::vector<T> v(n);
-    check(cudaDeviceSynchronize(), "sync");
-    check(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "download");
-    return v;
-}
 
 static float bf(uint16_t h) { return bf16_to_f32(h); }
 static float round_bf(float f) { return bf16_to_f32(f32_to_bf16(f)); }
@@ -266,6 +231,47 @@ static double time_us(Device& d, int reps, Fn fn) {
     return t[t.size() / 2];
 }
 
+// A decode GEMM of the 1B model: y[M, N] = x[M, K] W^T over `matrices` weights (2: gate and up, SwiGLU).
+struct BenchShape {
+    const char* name;
+    int64_t N, K;
+    int matrices;
+};
+
+constexpr int kSets = 4;  // rotated weight sets: 4 x 67 MB > L2
+
+// kSets copies of one random weight set of a shape, an x of 32 rows and a y for 32 rows, on the device.
+struct BenchInputs {
+    std::vector<DeviceBuffer> keep;
+    std::vector<const bf16*> w;  // [kSets * matrices]
+    const bf16* x = nullptr;
+    DeviceBuffer y;
+
+    BenchInputs(Device& d, std::mt19937& rng, const BenchShape& sh)
+        : y(d, static_cast<std::size_t>(32 * sh.N) * 4) {
+        const auto host = random_bf16(rng, static_cast<std::size_t>(sh.N * sh.K), 0.05f);
+        for (int i = 0; i < kSets * sh.matrices; ++i) w.push_back(reinterpret_cast<const bf16*>(upload(d, host, keep)));
+        const auto xh = random_bf16(rng, static_cast<std::size_t>(32 * sh.K));
+        x = reinterpret_cast<const bf16*>(upload(d, xh, keep));
+    }
+};
+
+// Median time of skinny_gemm at M rows of the shape, in microseconds, with the current skinny_tuning().
+static double time_skinny(Device& d, const BenchShape& sh, BenchInputs& in, int64_t M, int reps) {
+    SkinnyScratch s;
+    skinny_gemm_scratch(d, s, 32, sh.N, sh.K, sh.matrices);
+    SkinnyEpilogue e;
+    e.mode = sh.matrices == 2 ? SKINNY_SWIGLU : SKINNY_F32;
+    e.ldy = sh.N;
+    e.y_f32 = in.y.as<float>();
+    e.y_bf16 = in.y.as<bf16>();
+    return time_us(d, reps, [&](int i) {
+        const int set = i % kSets;
+        skinny_gemm(d, M, sh.N, sh.K, in.x, sh.K, nullptr, in.w[set * sh.matrices],
+                    sh.matrices == 2 ? in.w[set * sh.matrices + 1] : nullptr, e, s);
+    });
+}
+
 static void bench(Device& d) {
     // copy ceiling: 1 GiB device to device, bytes read + written
     const std::size_t big = std::size_t{1} << 30;
@@ -276,43 +282,21 @@ static void bench(Device& d) {
     });
     const double copy_gbs = 2.0 * big / copy_us / 1e3;
     std::printf("device copy: %.0f GB/s (read + write)\n", copy_gbs);
-    struct Shape {
-        const char* name;
-        int64_t N, K;
-        int matrices;
-    };
-    const Shape shapes[] = {{"gate+up", 8192, 2048, 2}, {"down", 2048, 8192, 1}, {"k+v", 512, 2048, 2},
-                            {"q or o", 2048, 2048, 1}};
+    const BenchShape shapes[] = {{"gate+up", 8192, 2048, 2}, {"down", 2048, 8192, 1}, {"k+v", 512, 2048, 2},
+                                 {"q or o", 2048, 2048, 1}};
     std::printf("%-8s %3s %10s %10s %8s %10s %10s\n", "shape", "M", "skinny us", "GB/s", "% copy", "cublas us",
                 "GB/s");
     std::mt19937 rng(7);
-    constexpr int kSets = 4;  // rotated weight sets: 4 x 67 MB > L2
-    for (const Shape& sh : shapes) {
-        std::vector<DeviceBuffer> keep;
-        std::vector<const bf16*> w;
-        const auto host = random_bf16(rng, static_cast<std::size_t>(sh.N * sh.K), 0.05f);
-        for (int i = 0; i < kSets * sh.matrices; ++i) w.push_back(reinterpret_cast<const bf16*>(upload(d, host, keep)));
-        const auto xh = random_bf16(rng, static_cast<std::size_t>(32 * sh.K));
-        const bf16* x = reinterpret_cast<const bf16*>(upload(d, xh, keep));
-        DeviceBuffer y(d, static_cast<std::size_t>(32 * sh.N) * 4), y2(d, static_cast<std::size_t>(32 * sh.N) * 4);
-        SkinnyScratch s;
-        skinny_gemm_scratch(d, s, 32, sh.N, sh.K, sh.matrices);
+    for (const BenchShape& sh : shapes) {
+        BenchInputs in(d, rng, sh);
+        DeviceBuffer y2(d, static_cast<std::size_t>(32 * sh.N) * 4);
         for (int64_t M : {int64_t{1}, int64_t{8}, int64_t{32}}) {
-            SkinnyEpilogue e;
-            e.mode = sh.matrices == 2 ? SKINNY_SWIGLU : SKINNY_F32;
-            e.ldy = sh.N;
-            e.y_f32 = y.as<float>();
-            e.y_bf16 = y.as<bf16>();
-            const double us = time_us(d, 50, [&](int i) {
-                const int set = i % kSets;
-                skinny_gemm(d, M, sh.N, sh.K, x, sh.K, nullptr, w[set * sh.matrices],
-                            sh.matrices == 2 ? w[set * sh.matrices + 1] : nullptr, e, s);
-            });
+            const double us = time_skinny(d, sh, in, M, 50);
             const double cu = time_us(d, 50, [&](int i) {
                 const int set = i % kSets;
                 for (int j = 0; j < sh.matrices; ++j)
-                    gemm(d, false, true, M, sh.N, sh.K, 1.0f, x, sh.K, w[set * sh.matrices + j], sh.K, 0.0f,
-                         j == 0 ? y.data() : y2.data(), DType::F32, sh.N);
+                    gemm(d, false, true, M, sh.N, sh.K, 1.0f, in.x, sh.K, in.w[set * sh.matrices + j], sh.K, 0.0f,
+                         j == 0 ? in.y.data() : y2.data(), DType::F32, sh.N);
             });
             const double bytes = static_cast<double>(sh.matrices) * sh.N * sh.K * 2.0;
             std::printf("%-8s %3lld %10.2f %10.0f %7.0f%% %10.2f %10.0f\n", sh.name, static_cast<long long>(M), us,
@@ -323,23 +307,11 @@ static void bench(Device& d) {
 
 // Launch shapes: unroll x blocks per SM for the 1B shapes, to choose the defaults.
 static void sweep(Device& d) {
-    struct Shape {
-        const char* name;
-        int64_t N, K;
-        int matrices;
-    };
-    const Shape shapes[] = {{"gate+up", 8192, 2048, 2}, {"down", 2048, 8192, 1}, {"q or o", 2048, 2048, 1}};
+    const BenchShape shapes[] = {{"gate+up", 8192, 2048, 2}, {"down", 2048, 8192, 1}, {"q or o", 2048, 2048, 1}};
     std::mt19937 rng(9);
-    constexpr int kSets = 4;
     std::printf("sweep: GB/s by pipeline stages (rows) x blocks per SM (columns)\n");
-    for (const Shape& sh : shapes) {
-        std::vector<DeviceBuffer> keep;
-        std::vector<const bf16*> w;
-        const auto host = random_bf16(rng, static_cast<std::size_t>(sh.N * sh.K), 0.05f);
-        for (int i = 0; i < kSets * sh.matrices; ++i) w.push_back(reinterpret_cast<const bf16*>(upload(d, host, keep)));
-        const auto xh = random_bf16(rng, static_cast<std::size_t>(32 * sh.K));
-        const bf16* x = reinterpret_cast<const bf16*>(upload(d, xh, keep));
-        DeviceBuffer y(d, static_cast<std::size_t>(32 * sh.N) * 4);
+    for (const BenchShape& sh : shapes) {
+        BenchInputs in(d, rng, sh);
         for (int64_t M : {int64_t{1}, int64_t{8}, int64_t{32}}) {
             std::printf("%-8s M=%-3lld", sh.name, static_cast<long long>(M));
             for (int bps : {1, 2, 4, 8, 16}) std::printf(" %8s%d", "bps", bps);
@@ -350,18 +322,7 @@ static void sweep(Device& d) {
                     skinny_tuning().stages = u % 10;
                     skinny_tuning().interleave = u > 10;
                     skinny_tuning().blocks_per_sm = bps;
-                    SkinnyScratch s;
-                    skinny_gemm_scratch(d, s, 32, sh.N, sh.K, sh.matrices);
-                    SkinnyEpilogue e;
-                    e.mode = sh.matrices == 2 ? SKINNY_SWIGLU : SKINNY_F32;
-                    e.ldy = sh.N;
-                    e.y_f32 = y.as<float>();
-                    e.y_bf16 = y.as<bf16>();
-                    const double us = time_us(d, 30, [&](int i) {
-                        const int set = i % kSets;
-                        skinny_gemm(d, M, sh.N, sh.K, x, sh.K, nullptr, w[set * sh.matrices],
-                                    sh.matrices == 2 ? w[set * sh.matrices + 1] : nullptr, e, s);
-                    });
+                    const double us = time_skinny(d, sh, in, M, 30);
                     std::printf(" %9.0f", static_cast<double>(sh.matrices) * sh.N * sh.K * 2.0 / us / 1e3);
                 }
                 std::printf("\n");
@@ -374,13 +335,7 @@ static void sweep(Device& d) {
 int main(int argc, char** argv) {
     const bool do_bench = argc > 1 && std::strcmp(argv[1], "--bench") == 0;
     const bool do_sweep = argc > 1 && std::strcmp(argv[argc - 1], "--sweep") == 0;
-    int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-        std::printf("skipped: no device\n");
-        return 0;
-    }
-    try {
-        Device d(0);
+    return run_on_device([&](Device& d) {
         d.activate();
         std::mt19937 rng(42);
         for (int interleave : {0, 1}) {  // both k-tile assignments (SkinnyTuning::interleave)
@@ -394,10 +349,5 @@ int main(int argc, char** argv) {
                "skinny_gemm_fits accepts a shape it cannot run");
         if (do_bench) bench(d);
         if (do_sweep) sweep(d);
-    } catch (const Error& e) {
-        std::printf("FAIL: %s\n", e.message.c_str());
-        return 1;
-    }
-    std::printf("skinny_gemm_cuda: %d checks, %d failures\n", g_checks, g_failures);
-    return g_failures == 0 ? 0 : 1;
+    });
 }

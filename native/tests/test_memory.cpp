@@ -72,34 +72,31 @@ hspmn_alloc_stats stats() {
         std::printf("  refused: %s\n", msg_.c_str());                                                   \
     } while (0)
 
-hspmn_model_params huge_model() {
-    // The issue's `hspmn train --dim 32768 --heads 2 --kv-heads 1`: about 12.9e9 parameters per layer.
-    hspmn_model_params p = hspmn_model_default_params();
-    p.num_layers = 1;
-    p.block.dim = 32768;
-    p.block.num_heads = 2;
-    p.block.num_kv_heads = 1;
-    return p;
-}
+// The issue's `hspmn train --dim 32768 --heads 2 --kv-heads 1`: about 12.9e9 parameters per layer.
+hspmn_model_params huge_model() { return model_params(256, 1, 32768, 2, 1, 4); }
 
 hspmn_model_params small_model(int32_t routing) {
-    hspmn_model_params p = hspmn_model_default_params();
-    p.vocab_size = 256;
-    p.num_layers = 2;
-    p.block.dim = 64;
-    p.block.num_heads = 4;
-    p.block.num_kv_heads = 2;
-    p.block.mlp_ratio = 4;
+    hspmn_model_params p = model_params(256, 2, 64, 4, 2, 4);
     p.block.routing = routing;
     return p;
 }
 
-void fill_tokens(hspmn_tensor* t, int V) {
-    hspmn_tensor_desc d;
-    OK(hspmn_tensor_describe(t, &d));
-    std::vector<int32_t> v(static_cast<size_t>(d.numel));
-    for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<int32_t>((i * 7 + i / 5) % V);
-    OK(hspmn_tensor_copy_in(t, v.data(), d.numel * 4));
+// `steps` training steps (forward, backward, AdamW) on tok -> tgt, with residual dropout: it allocates
+// nothing the estimates do not count.
+void train_steps(hspmn_model* m, hspmn_tensor* tok, hspmn_tensor* tgt, int steps) {
+    hspmn_model_forward_params fp = hspmn_model_forward_default_params();
+    fp.training = 1;
+    fp.dropout = 0.1f;
+    for (int step = 0; step < steps; ++step) {
+        fp.step = step;
+        OK(hspmn_model_forward(m, &fp, tok, tgt, nullptr, nullptr));
+        hspmn_model_backward_params bp = hspmn_model_backward_default_params();
+        OK(hspmn_model_backward(m, &bp));
+        hspmn_adamw_params ap = hspmn_adamw_default_params();
+        ap.step = step + 1;
+        hspmn_adamw_result r{};
+        OK(hspmn_model_adamw_step(m, &ap, &r));
+    }
 }
 
 void test_refusals() {
@@ -199,19 +196,7 @@ void check_estimates(int32_t routing, const char* name) {
     fill_tokens(tgt, 256);
     OK(hspmn_alloc_stats_reset_peak());
     const hspmn_alloc_stats s2 = stats();
-    hspmn_model_forward_params fp = hspmn_model_forward_default_params();
-    fp.training = 1;
-    fp.dropout = 0.1f;  // residual dropout allocates nothing the estimate does not count
-    for (int step = 0; step < 3; ++step) {
-        fp.step = step;
-        OK(hspmn_model_forward(m, &fp, tok, tgt, nullptr, nullptr));
-        hspmn_model_backward_params bp = hspmn_model_backward_default_params();
-        OK(hspmn_model_backward(m, &bp));
-        hspmn_adamw_params ap = hspmn_adamw_default_params();
-        ap.step = step + 1;
-        hspmn_adamw_result r{};
-        OK(hspmn_model_adamw_step(m, &ap, &r));
-    }
+    train_steps(m, tok, tgt, 3);
     const double rows_peak = static_cast<double>(stats().peak_bytes - s2.live_bytes);
     std::printf("  %s: model estimate %.0f, measured peak %.0f (%.2f); training estimate %.0f, measured peak %.0f (%.2f)\n",
                 name, model_est.host, model_peak, model_est.host / model_peak, rows_est.host, rows_peak,
@@ -275,19 +260,7 @@ void check_estimates_cuda(int32_t routing, const char* name) {
     OK(hspmn_context_synchronize(ctx));
     OK(hspmn_alloc_stats_reset_peak());
     const hspmn_alloc_stats s2 = stats();
-    hspmn_model_forward_params fp = hspmn_model_forward_default_params();
-    fp.training = 1;
-    fp.dropout = 0.1f;  // residual dropout allocates nothing the estimate does not count
-    for (int step = 0; step < 2; ++step) {
-        fp.step = step;
-        OK(hspmn_model_forward(m, &fp, tok, tgt, nullptr, nullptr));
-        hspmn_model_backward_params bp = hspmn_model_backward_default_params();
-        OK(hspmn_model_backward(m, &bp));
-        hspmn_adamw_params ap = hspmn_adamw_default_params();
-        ap.step = step + 1;
-        hspmn_adamw_result r{};
-        OK(hspmn_model_adamw_step(m, &ap, &r));
-    }
+    train_steps(m, tok, tgt, 2);
     OK(hspmn_context_synchronize(ctx));
     const double rows_peak = static_cast<double>(stats().peak_bytes - s2.live_bytes);
     std::printf("  cuda %s: model estimate %.0f (device), measured %.0f (%.2f); training estimate %.0f, measured peak "

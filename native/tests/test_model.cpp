@@ -12,32 +12,32 @@
 #include "abi_check.h"
 #include "hspmn.h"
 
-static hspmn_model_params small_model() {
-    hspmn_model_params p = hspmn_model_default_params();
-    p.vocab_size = 61;
-    p.num_layers = 2;
-    p.block.dim = 32;
-    p.block.num_heads = 4;
-    p.block.num_kv_heads = 2;
-    p.block.mlp_ratio = 2;
-    return p;
-}
+static hspmn_model_params small_model() { return model_params(61, 2, 32, 4, 2, 2); }
 
-// tokens and targets [B, S] from a fixed pattern
-static void fill_tokens(hspmn_tensor* t, int V, int phase) {
-    hspmn_tensor_desc d;
-    OK(hspmn_tensor_describe(t, &d));
-    std::vector<int32_t> v(static_cast<size_t>(d.numel));
-    for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<int32_t>((i * 7 + phase * 13 + i / 5) % V);
-    OK(hspmn_tensor_copy_in(t, v.data(), d.numel * 4));
-}
+static std::vector<float> read_f32(hspmn_tensor* t) { return read_values<float>(t); }
 
-static std::vector<float> read_f32(hspmn_tensor* t) {
-    hspmn_tensor_desc d;
-    OK(hspmn_tensor_describe(t, &d));
-    std::vector<float> v(static_cast<size_t>(d.numel));
-    OK(hspmn_tensor_copy_out(t, v.data(), d.numel * 4));
-    return v;
+// A small_model() made with `seed` on its own CPU context; both destroyed with the fixture.
+struct ModelFixture {
+    hspmn_context* ctx;
+    hspmn_model_params p = small_model();
+    hspmn_model* m = nullptr;
+    explicit ModelFixture(uint64_t seed, int threads = 2, int nan_policy = HSPMN_NAN_REJECT)
+        : ctx(make_ctx(threads, nan_policy)) {
+        OK(hspmn_model_create(ctx, &p, seed, &m));
+    }
+    ~ModelFixture() {
+        OK(hspmn_model_destroy(m));
+        OK(hspmn_context_destroy(ctx));
+    }
+};
+
+// A training forward of tok -> tgt (default params otherwise) and its backward.
+static void forward_backward(hspmn_model* m, hspmn_tensor* tok, hspmn_tensor* tgt) {
+    hspmn_model_forward_params fp = hspmn_model_forward_default_params();
+    fp.training = 1;
+    OK(hspmn_model_forward(m, &fp, tok, tgt, nullptr, nullptr));
+    hspmn_model_backward_params bp = hspmn_model_backward_default_params();
+    OK(hspmn_model_backward(m, &bp));
 }
 
 // Every parameter's values (which = 0), gradients (1) or AdamW m (2), concatenated in state_dict order.
@@ -127,10 +127,9 @@ static void test_params_and_names() {
 }
 
 static void test_forward_checks() {
-    hspmn_context* ctx = make_ctx(2);
-    hspmn_model_params p = small_model();
-    hspmn_model* m = nullptr;
-    OK(hspmn_model_create(ctx, &p, 3, &m));
+    ModelFixture f(3);
+    hspmn_context* ctx = f.ctx;
+    hspmn_model* m = f.m;
     hspmn_tensor* tok = make(ctx, HSPMN_DTYPE_I32, {2, 9});
     hspmn_tensor* tgt = make(ctx, HSPMN_DTYPE_I32, {2, 9});
     hspmn_tensor* tgt_bad = make(ctx, HSPMN_DTYPE_I32, {2, 8});
@@ -193,8 +192,6 @@ static void test_forward_checks() {
     EXPECT_STATUS(hspmn_model_adamw_step(m, &ap, &ar), HSPMN_ERR_INVALID_ARGUMENT, "beta2");
     for (hspmn_tensor* t : {tok, tgt, tgt_bad, loss, stats, stats_bad, tok_bad, logits, logits_bad})
         OK(hspmn_tensor_destroy(t));
-    OK(hspmn_model_destroy(m));
-    OK(hspmn_context_destroy(ctx));
 }
 
 // Runs two micro-batches with accumulation and one AdamW step; returns {loss log, weights, m}.
@@ -203,10 +200,9 @@ struct StepResult {
 };
 
 static StepResult train_steps(int threads, int steps, float scale_mode, float dropout = 0.0f) {
-    hspmn_context* ctx = make_ctx(threads);
-    hspmn_model_params p = small_model();
-    hspmn_model* m = nullptr;
-    OK(hspmn_model_create(ctx, &p, 11, &m));
+    ModelFixture f(11, threads);
+    hspmn_context* ctx = f.ctx;
+    hspmn_model* m = f.m;
     hspmn_tensor* tok = make(ctx, HSPMN_DTYPE_I32, {2, 23});
     hspmn_tensor* tgt = make(ctx, HSPMN_DTYPE_I32, {2, 23});
     hspmn_tensor* loss = make(ctx, HSPMN_DTYPE_F32, {2});
@@ -238,8 +234,6 @@ static StepResult train_steps(int threads, int steps, float scale_mode, float dr
     r.weights = dump(ctx, m, 0);
     r.moments = dump(ctx, m, 2);
     for (hspmn_tensor* t : {tok, tgt, loss}) OK(hspmn_tensor_destroy(t));
-    OK(hspmn_model_destroy(m));
-    OK(hspmn_context_destroy(ctx));
     return r;
 }
 
@@ -270,10 +264,9 @@ static void test_loss_scale() {
 
 // A non-finite gradient norm skips the step and changes nothing.
 static void test_skipped_step() {
-    hspmn_context* ctx = make_ctx(2, HSPMN_NAN_PROPAGATE);
-    hspmn_model_params p = small_model();
-    hspmn_model* m = nullptr;
-    OK(hspmn_model_create(ctx, &p, 2, &m));
+    ModelFixture f(2, 2, HSPMN_NAN_PROPAGATE);
+    hspmn_context* ctx = f.ctx;
+    hspmn_model* m = f.m;
     hspmn_tensor* w = make(ctx, HSPMN_DTYPE_F32, {32});
     std::vector<float> vals(32, 1.0f);
     vals[0] = INFINITY;
@@ -284,11 +277,7 @@ static void test_skipped_step() {
     hspmn_tensor* tgt = make(ctx, HSPMN_DTYPE_I32, {1, 8});
     fill_tokens(tok, 61, 0);
     fill_tokens(tgt, 61, 1);
-    hspmn_model_forward_params fp = hspmn_model_forward_default_params();
-    fp.training = 1;
-    OK(hspmn_model_forward(m, &fp, tok, tgt, nullptr, nullptr));
-    hspmn_model_backward_params bp = hspmn_model_backward_default_params();
-    OK(hspmn_model_backward(m, &bp));
+    forward_backward(m, tok, tgt);
     hspmn_adamw_params ap = hspmn_adamw_default_params();
     hspmn_adamw_result ar;
     OK(hspmn_model_adamw_step(m, &ap, &ar));
@@ -296,31 +285,21 @@ static void test_skipped_step() {
     std::vector<float> after = dump(ctx, m, 0);
     EXPECT(std::memcmp(before.data(), after.data(), before.size() * 4) == 0);
     for (hspmn_tensor* t : {w, tok, tgt}) OK(hspmn_tensor_destroy(t));
-    OK(hspmn_model_destroy(m));
-    OK(hspmn_context_destroy(ctx));
 }
 
 // The cache stays until the next forward: a second backward gives the same gradients.
 static void test_repeat_backward() {
-    hspmn_context* ctx = make_ctx(2);
-    hspmn_model_params p = small_model();
-    hspmn_model* m = nullptr;
-    OK(hspmn_model_create(ctx, &p, 4, &m));
-    hspmn_tensor* tok = make(ctx, HSPMN_DTYPE_I32, {2, 19});
-    hspmn_tensor* tgt = make(ctx, HSPMN_DTYPE_I32, {2, 19});
+    ModelFixture f(4);
+    hspmn_tensor* tok = make(f.ctx, HSPMN_DTYPE_I32, {2, 19});
+    hspmn_tensor* tgt = make(f.ctx, HSPMN_DTYPE_I32, {2, 19});
     fill_tokens(tok, 61, 2);
     fill_tokens(tgt, 61, 3);
-    hspmn_model_forward_params fp = hspmn_model_forward_default_params();
-    fp.training = 1;
-    OK(hspmn_model_forward(m, &fp, tok, tgt, nullptr, nullptr));
+    forward_backward(f.m, tok, tgt);
+    std::vector<float> first = dump(f.ctx, f.m, 1);
     hspmn_model_backward_params bp = hspmn_model_backward_default_params();
-    OK(hspmn_model_backward(m, &bp));
-    std::vector<float> first = dump(ctx, m, 1);
-    OK(hspmn_model_backward(m, &bp));
-    EXPECT(dump(ctx, m, 1) == first);
+    OK(hspmn_model_backward(f.m, &bp));
+    EXPECT(dump(f.ctx, f.m, 1) == first);
     for (hspmn_tensor* t : {tok, tgt}) OK(hspmn_tensor_destroy(t));
-    OK(hspmn_model_destroy(m));
-    OK(hspmn_context_destroy(ctx));
 }
 
 static std::vector<float> full_logits(hspmn_context* ctx, hspmn_model* m, const std::vector<int32_t>& seq, int V) {

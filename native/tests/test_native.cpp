@@ -14,45 +14,22 @@
 #include "abi_check.h"
 #include "hspmn.h"
 
-static uint16_t bf16(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return static_cast<uint16_t>(u >> 16);
-}
-static float from_bf16(uint16_t h) {
-    uint32_t u = static_cast<uint32_t>(h) << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-}
-
 static hspmn_block_params small_params(int routing = HSPMN_ROUTING_TOPK) {
-    hspmn_block_params p = hspmn_block_default_params();
-    p.dim = 32;
-    p.num_heads = 4;
-    p.num_kv_heads = 2;
-    p.mlp_ratio = 2;
+    hspmn_block_params p = block_params(32, 4, 2, 2);
     p.routing = routing;
-    p.sparsity_k = 0.25f;
     return p;
 }
 
-static void fill_bf16(hspmn_tensor* t, float scale, float phase) {
-    hspmn_tensor_desc d;
-    OK(hspmn_tensor_describe(t, &d));
-    std::vector<uint16_t> v(static_cast<size_t>(d.numel));
-    for (size_t i = 0; i < v.size(); ++i) v[i] = bf16(scale * std::sin(0.61803f * static_cast<float>(i) + phase));
-    OK(hspmn_tensor_copy_in(t, v.data(), d.nbytes));
+// A block of small_params(routing) on ctx, of width dim.
+static hspmn_block* small_block(hspmn_context* ctx, uint64_t seed, int routing = HSPMN_ROUTING_TOPK, int32_t dim = 32) {
+    hspmn_block_params bp = small_params(routing);
+    bp.dim = dim;
+    hspmn_block* block = nullptr;
+    OK(hspmn_block_create(ctx, &bp, seed, &block));
+    return block;
 }
 
-static std::vector<uint16_t> read_bf16(hspmn_tensor* t) {
-    hspmn_tensor_desc d;
-    OK(hspmn_tensor_describe(t, &d));
-    std::vector<uint16_t> v(static_cast<size_t>(d.numel));
-    OK(hspmn_tensor_copy_out(t, v.data(), d.nbytes));
-    return v;
-}
+static std::vector<uint16_t> read_bf16(hspmn_tensor* t) { return read_values<uint16_t>(t); }
 
 static void test_library() {
     EXPECT(hspmn_abi_version() == HSPMN_ABI_VERSION);
@@ -204,9 +181,7 @@ static void test_params_validate() {
 
 static void test_parameters() {
     hspmn_context* ctx = make_ctx();
-    hspmn_block_params bp = small_params();
-    hspmn_block* block;
-    OK(hspmn_block_create(ctx, &bp, 3, &block));
+    hspmn_block* block = small_block(ctx, 3);
     int32_t n = 0;
     OK(hspmn_block_param_count(block, &n));
     EXPECT(n == 13);
@@ -240,8 +215,7 @@ static void test_parameters() {
     OK(hspmn_block_get_param(block, "attn.norm", norm));
     OK(hspmn_tensor_copy_out(norm, v.data(), 128));
     EXPECT(v[0] == 1.0f && v[31] == 1.0f);
-    hspmn_block* fresh;
-    OK(hspmn_block_create(ctx, &bp, 3, &fresh));
+    hspmn_block* fresh = small_block(ctx, 3);
     OK(hspmn_block_get_param(fresh, "router.b", b));
     OK(hspmn_tensor_copy_out(b, &got, 4));
     EXPECT(std::fabs(got - std::log(0.25f / 0.75f)) < 1e-2f);
@@ -261,48 +235,73 @@ static void test_parameters() {
     OK(hspmn_context_destroy(ctx));
 }
 
-static void test_forward_checks() {
+// A block of small_params() on a CPU context with x / out [2, 8, 32] bf16 and aux [1] f32, and the wrong
+// arguments the forward checks use: xf (f32), x31 (D = 31), out7 (S = 7), aux2 ([2]) and x_other (another
+// context's). The destructor frees all of it, the contexts last.
+struct ForwardFixture {
+    static constexpr int64_t B = 2, S = 8, D = 32;
     hspmn_context* ctx = make_ctx();
     hspmn_context* other = make_ctx();
-    hspmn_block_params bp = small_params();
-    hspmn_block* block;
-    OK(hspmn_block_create(ctx, &bp, 1, &block));
-    const int64_t B = 2, S = 8, D = 32;
+    hspmn_block* block = small_block(ctx, 1);
     hspmn_tensor* x = make(ctx, HSPMN_DTYPE_BF16, {B, S, D});
     hspmn_tensor* out = make(ctx, HSPMN_DTYPE_BF16, {B, S, D});
     hspmn_tensor* aux = make(ctx, HSPMN_DTYPE_F32, {1});
-    fill_bf16(x, 1.0f, 0.0f);
-    hspmn_forward_params fp = hspmn_forward_default_params();
-
     hspmn_tensor* xf = make(ctx, HSPMN_DTYPE_F32, {B, S, D});
-    EXPECT_STATUS(hspmn_block_forward(block, &fp, xf, out, aux), HSPMN_ERR_DTYPE, "x: expected dtype bf16, got f32");
     hspmn_tensor* x31 = make(ctx, HSPMN_DTYPE_BF16, {B, S, 31});
-    EXPECT_STATUS(hspmn_block_forward(block, &fp, x31, out, aux), HSPMN_ERR_SHAPE, "x: expected shape [B, S, 32]");
     hspmn_tensor* out7 = make(ctx, HSPMN_DTYPE_BF16, {B, 7, D});
-    EXPECT_STATUS(hspmn_block_forward(block, &fp, x, out7, aux), HSPMN_ERR_SHAPE,
-                  "out: expected shape [2, 8, 32], got [2, 7, 32]");
+    hspmn_tensor* aux2 = make(ctx, HSPMN_DTYPE_F32, {2});
     hspmn_tensor* x_other = make(other, HSPMN_DTYPE_BF16, {B, S, D});
-    EXPECT_STATUS(hspmn_block_forward(block, &fp, x_other, out, aux), HSPMN_ERR_INVALID_ARGUMENT,
+
+    ForwardFixture() { fill_bf16(x, 1.0f, 0.0f); }
+    ~ForwardFixture() {
+        for (hspmn_tensor* t : {x, out, aux, xf, x31, out7, aux2, x_other}) OK(hspmn_tensor_destroy(t));
+        OK(hspmn_block_destroy(block));
+        OK(hspmn_context_destroy(ctx));
+        OK(hspmn_context_destroy(other));
+    }
+};
+
+// The refusals hspmn_block_forward and hspmn_graph_capture_forward share, in the same words, through
+// forward(block, params, x, out, aux).
+template <class Forward>
+static void check_forward_refusals(const ForwardFixture& f, Forward forward) {
+    hspmn_forward_params fp = hspmn_forward_default_params();
+    EXPECT_STATUS(forward(f.block, &fp, f.xf, f.out, f.aux), HSPMN_ERR_DTYPE, "x: expected dtype bf16, got f32");
+    EXPECT_STATUS(forward(f.block, &fp, f.x31, f.out, f.aux), HSPMN_ERR_SHAPE, "x: expected shape [B, S, 32]");
+    EXPECT_STATUS(forward(f.block, &fp, f.x, f.out7, f.aux), HSPMN_ERR_SHAPE,
+                  "out: expected shape [2, 8, 32], got [2, 7, 32]");
+    EXPECT_STATUS(forward(f.block, &fp, f.x, f.out, f.aux2), HSPMN_ERR_SHAPE, "aux: expected shape [1], got [2]");
+    EXPECT_STATUS(forward(f.block, &fp, f.x_other, f.out, f.aux), HSPMN_ERR_INVALID_ARGUMENT,
                   "x belongs to another context");
-    EXPECT_STATUS(hspmn_block_forward(block, nullptr, x, out, aux), HSPMN_ERR_INVALID_ARGUMENT, "params is NULL");
+    EXPECT_STATUS(forward(f.block, &fp, nullptr, f.out, f.aux), HSPMN_ERR_INVALID_ARGUMENT, "x is NULL");
+    EXPECT_STATUS(forward(f.block, &fp, f.x, nullptr, f.aux), HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
+    EXPECT_STATUS(forward(f.block, nullptr, f.x, f.out, f.aux), HSPMN_ERR_INVALID_ARGUMENT, "params is NULL");
+    EXPECT_STATUS(forward(nullptr, &fp, f.x, f.out, f.aux), HSPMN_ERR_INVALID_ARGUMENT, "block is NULL");
     fp.training = 2;
-    EXPECT_STATUS(hspmn_block_forward(block, &fp, x, out, aux), HSPMN_ERR_INVALID_ARGUMENT, "params.training (2)");
+    EXPECT_STATUS(forward(f.block, &fp, f.x, f.out, f.aux), HSPMN_ERR_INVALID_ARGUMENT, "params.training (2)");
     fp.training = 0;
     fp.aux_target = 1.5f;
-    EXPECT_STATUS(hspmn_block_forward(block, &fp, x, out, aux), HSPMN_ERR_INVALID_ARGUMENT, "params.aux_target (1.5)");
+    EXPECT_STATUS(forward(f.block, &fp, f.x, f.out, f.aux), HSPMN_ERR_INVALID_ARGUMENT, "params.aux_target (1.5)");
     fp.aux_target = -1.0f;
     // residual dropout: p in [0, 1), checked whether or not the forward trains; reserved must be 0
     EXPECT(fp.dropout == 0.0f && fp.reserved == 0);
     for (float bad : {1.0f, -0.25f, NAN, INFINITY}) {
         fp.dropout = bad;
-        EXPECT_STATUS(hspmn_block_forward(block, &fp, x, out, aux), HSPMN_ERR_INVALID_ARGUMENT,
-                      "params.dropout");
+        EXPECT_STATUS(forward(f.block, &fp, f.x, f.out, f.aux), HSPMN_ERR_INVALID_ARGUMENT, "params.dropout");
     }
     fp.dropout = 0.0f;
     fp.reserved = 3;
-    EXPECT_STATUS(hspmn_block_forward(block, &fp, x, out, aux), HSPMN_ERR_INVALID_ARGUMENT, "params.reserved (3)");
-    fp.reserved = 0;
-    EXPECT_STATUS(hspmn_block_forward(nullptr, &fp, x, out, aux), HSPMN_ERR_INVALID_ARGUMENT, "block is NULL");
+    EXPECT_STATUS(forward(f.block, &fp, f.x, f.out, f.aux), HSPMN_ERR_INVALID_ARGUMENT, "params.reserved (3)");
+}
+
+static void test_forward_checks() {
+    ForwardFixture f;
+    check_forward_refusals(f, hspmn_block_forward);
+    hspmn_context* ctx = f.ctx;
+    hspmn_block* block = f.block;
+    hspmn_tensor *x = f.x, *out = f.out, *aux = f.aux;
+    const int64_t B = f.B, S = f.S;
+    hspmn_forward_params fp = hspmn_forward_default_params();
 
     hspmn_tensor* noise = make(ctx, HSPMN_DTYPE_F32, {B, S});
     hspmn_tensor* idx = make(ctx, HSPMN_DTYPE_I32, {B, 3});
@@ -347,20 +346,13 @@ static void test_forward_checks() {
     EXPECT(got_cnt[0] == 2 && got_cnt[1] == 2 && got_idx[2] == -1 && got_idx[5] == -1);
     EXPECT(got_idx[0] < got_idx[1] && got_idx[3] < got_idx[4]);
 
-    hspmn_tensor* ts[] = {x, out, aux, xf, x31, out7, noise, idx, cnt, idx1};
-    for (auto* t : ts) OK(hspmn_tensor_destroy(t));
-    OK(hspmn_tensor_destroy(x_other));
-    OK(hspmn_block_destroy(block));
-    OK(hspmn_context_destroy(ctx));
-    OK(hspmn_context_destroy(other));
+    for (hspmn_tensor* t : {noise, idx, cnt, idx1}) OK(hspmn_tensor_destroy(t));
 }
 
 static void test_nan_policy() {
     for (int policy : {HSPMN_NAN_REJECT, HSPMN_NAN_PROPAGATE}) {
         hspmn_context* ctx = make_ctx(2, policy);
-        hspmn_block_params bp = small_params();
-        hspmn_block* block;
-        OK(hspmn_block_create(ctx, &bp, 1, &block));
+        hspmn_block* block = small_block(ctx, 1);
         hspmn_tensor* x = make(ctx, HSPMN_DTYPE_BF16, {2, 8, 32});
         hspmn_tensor* out = make(ctx, HSPMN_DTYPE_BF16, {2, 8, 32});
         fill_bf16(x, 1.0f, 0.0f);
@@ -406,9 +398,7 @@ static void test_nan_policy() {
 
 static void test_backward_state() {
     hspmn_context* ctx = make_ctx();
-    hspmn_block_params bp = small_params();
-    hspmn_block* block;
-    OK(hspmn_block_create(ctx, &bp, 1, &block));
+    hspmn_block* block = small_block(ctx, 1);
     hspmn_tensor* x = make(ctx, HSPMN_DTYPE_BF16, {2, 8, 32});
     hspmn_tensor* out = make(ctx, HSPMN_DTYPE_BF16, {2, 8, 32});
     hspmn_tensor* d_out = make(ctx, HSPMN_DTYPE_BF16, {2, 8, 32});
@@ -457,10 +447,7 @@ static void test_thread_count_invariance() {
     const int threads[2] = {1, 3};
     for (int r = 0; r < 2; ++r) {
         hspmn_context* ctx = make_ctx(threads[r]);
-        hspmn_block_params bp = small_params();
-        bp.dim = 64;
-        hspmn_block* block;
-        OK(hspmn_block_create(ctx, &bp, 9, &block));
+        hspmn_block* block = small_block(ctx, 9, HSPMN_ROUTING_TOPK, 64);
         hspmn_tensor* x = make(ctx, HSPMN_DTYPE_BF16, {3, 70, 64});
         hspmn_tensor* out = make(ctx, HSPMN_DTYPE_BF16, {3, 70, 64});
         hspmn_tensor* d_out = make(ctx, HSPMN_DTYPE_BF16, {3, 70, 64});
@@ -499,9 +486,7 @@ static void test_thread_count_invariance() {
 // Threshold routing is causal: the output of a prefix equals the prefix of the output.
 static void test_threshold_causality() {
     hspmn_context* ctx = make_ctx();
-    hspmn_block_params bp = small_params(HSPMN_ROUTING_THRESHOLD);
-    hspmn_block* block;
-    OK(hspmn_block_create(ctx, &bp, 5, &block));
+    hspmn_block* block = small_block(ctx, 5, HSPMN_ROUTING_THRESHOLD);
     hspmn_tensor* x = make(ctx, HSPMN_DTYPE_BF16, {1, 40, 32});
     hspmn_tensor* out = make(ctx, HSPMN_DTYPE_BF16, {1, 40, 32});
     hspmn_tensor* xp = make(ctx, HSPMN_DTYPE_BF16, {1, 23, 32});
@@ -534,53 +519,22 @@ static void test_threshold_causality() {
 // Graph capture on a CPU context: every argument is checked as hspmn_block_forward checks it, then
 // the backend answers INVALID_ARGUMENT (no graphs). The CUDA path is tests/graph_cuda.cpp.
 static void test_graph_checks() {
-    hspmn_context* ctx = make_ctx();
-    hspmn_context* other = make_ctx();
-    hspmn_block_params bp = small_params();
-    hspmn_block* block;
-    OK(hspmn_block_create(ctx, &bp, 1, &block));
-    const int64_t B = 2, S = 8, D = 32;
-    hspmn_tensor* x = make(ctx, HSPMN_DTYPE_BF16, {B, S, D});
-    hspmn_tensor* out = make(ctx, HSPMN_DTYPE_BF16, {B, S, D});
-    hspmn_tensor* aux = make(ctx, HSPMN_DTYPE_F32, {1});
-    hspmn_tensor* xf = make(ctx, HSPMN_DTYPE_F32, {B, S, D});
-    hspmn_tensor* out7 = make(ctx, HSPMN_DTYPE_BF16, {B, 7, D});
-    hspmn_tensor* aux2 = make(ctx, HSPMN_DTYPE_F32, {2});
-    hspmn_tensor* x_other = make(other, HSPMN_DTYPE_BF16, {B, S, D});
-    fill_bf16(x, 1.0f, 0.0f);
+    ForwardFixture f;
+    hspmn_graph* g = reinterpret_cast<hspmn_graph*>(&f);  // must come back NULL on every failure
+    check_forward_refusals(f, [&](hspmn_block* block, const hspmn_forward_params* fp, const hspmn_tensor* x,
+                                  hspmn_tensor* out, hspmn_tensor* aux) {
+        return hspmn_graph_capture_forward(block, fp, x, out, aux, &g);
+    });
+    EXPECT(g == nullptr);
+    hspmn_block* block = f.block;
+    hspmn_tensor *x = f.x, *out = f.out, *aux = f.aux;
     hspmn_forward_params fp = hspmn_forward_default_params();
-    hspmn_graph* g = reinterpret_cast<hspmn_graph*>(&fp);  // must come back NULL on every failure
-
     EXPECT_STATUS(hspmn_graph_capture_forward(block, &fp, x, out, aux, nullptr), HSPMN_ERR_INVALID_ARGUMENT,
                   "out_graph is NULL");
-    EXPECT_STATUS(hspmn_graph_capture_forward(nullptr, &fp, x, out, aux, &g), HSPMN_ERR_INVALID_ARGUMENT,
-                  "block is NULL");
-    EXPECT(g == nullptr);
-    EXPECT_STATUS(hspmn_graph_capture_forward(block, nullptr, x, out, aux, &g), HSPMN_ERR_INVALID_ARGUMENT,
-                  "params is NULL");
     fp.training = 1;
     EXPECT_STATUS(hspmn_graph_capture_forward(block, &fp, x, out, aux, &g), HSPMN_ERR_INVALID_ARGUMENT,
                   "params.training must be 0");
-    fp.training = 2;
-    EXPECT_STATUS(hspmn_graph_capture_forward(block, &fp, x, out, aux, &g), HSPMN_ERR_INVALID_ARGUMENT,
-                  "params.training (2)");
     fp.training = 0;
-    fp.aux_target = 1.5f;
-    EXPECT_STATUS(hspmn_graph_capture_forward(block, &fp, x, out, aux, &g), HSPMN_ERR_INVALID_ARGUMENT,
-                  "params.aux_target (1.5)");
-    fp.aux_target = -1.0f;
-    EXPECT_STATUS(hspmn_graph_capture_forward(block, &fp, nullptr, out, aux, &g), HSPMN_ERR_INVALID_ARGUMENT,
-                  "x is NULL");
-    EXPECT_STATUS(hspmn_graph_capture_forward(block, &fp, x, nullptr, aux, &g), HSPMN_ERR_INVALID_ARGUMENT,
-                  "out is NULL");
-    EXPECT_STATUS(hspmn_graph_capture_forward(block, &fp, xf, out, aux, &g), HSPMN_ERR_DTYPE,
-                  "x: expected dtype bf16, got f32");
-    EXPECT_STATUS(hspmn_graph_capture_forward(block, &fp, x, out7, aux, &g), HSPMN_ERR_SHAPE,
-                  "out: expected shape [2, 8, 32], got [2, 7, 32]");
-    EXPECT_STATUS(hspmn_graph_capture_forward(block, &fp, x, out, aux2, &g), HSPMN_ERR_SHAPE,
-                  "aux: expected shape [1], got [2]");
-    EXPECT_STATUS(hspmn_graph_capture_forward(block, &fp, x_other, out, aux, &g), HSPMN_ERR_INVALID_ARGUMENT,
-                  "x belongs to another context");
     // Valid arguments: the CPU backend has no graphs (before any memory-kind check: it has no DEVICE memory).
     EXPECT_STATUS(hspmn_graph_capture_forward(block, &fp, x, out, aux, &g), HSPMN_ERR_INVALID_ARGUMENT,
                   "graph capture needs the CUDA backend");
@@ -589,22 +543,13 @@ static void test_graph_checks() {
     EXPECT(g == nullptr);
     EXPECT_STATUS(hspmn_graph_launch(nullptr), HSPMN_ERR_INVALID_ARGUMENT, "graph is NULL");
     OK(hspmn_graph_destroy(nullptr));
-    // Nothing was bound: everything destroys, and the context has no graph left.
-    hspmn_tensor* ts[] = {x, out, aux, xf, out7, aux2};
-    for (auto* t : ts) OK(hspmn_tensor_destroy(t));
-    OK(hspmn_tensor_destroy(x_other));
-    OK(hspmn_block_destroy(block));
-    OK(hspmn_context_destroy(ctx));
-    OK(hspmn_context_destroy(other));
+    // Nothing was bound: the fixture's tensors, block and contexts all destroy (checked there).
 }
 
 // Two threads on one block: the second gets HSPMN_ERR_BUSY, never a race.
 static void test_busy() {
     hspmn_context* ctx = make_ctx(1);
-    hspmn_block_params bp = small_params();
-    bp.dim = 256;
-    hspmn_block* block;
-    OK(hspmn_block_create(ctx, &bp, 1, &block));
+    hspmn_block* block = small_block(ctx, 1, HSPMN_ROUTING_TOPK, 256);
     hspmn_tensor* x = make(ctx, HSPMN_DTYPE_BF16, {2, 1024, 256});
     hspmn_tensor* out = make(ctx, HSPMN_DTYPE_BF16, {2, 1024, 256});
     fill_bf16(x, 1.0f, 0.0f);

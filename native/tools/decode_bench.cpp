@@ -601,22 +601,18 @@ int run_long_prompt(hspmn_context* ctx, const Options& o, int32_t backend) {
                 "TTFT %.3f s, %.3f ms/token\n",
                 static_cast<long long>(prompt), static_cast<long long>(steps), static_cast<long long>(r.peak_bytes),
                 r.peak_bytes / 1e9, r.peak_bytes / static_cast<double>(int64_t{1} << 30), r.ttft_s, r.decode_ms_median);
-    if (!o.json.empty()) {
-        FILE* f = begin_json(kTool, o.json, "long_prompt", backend, o.shape);
-        if (!f) return 1;
-        std::fprintf(f,
-                     "\"prompt\": %lld, \"decode\": %lld, \"prefill_chunk\": %lld, \"prefill_routed\": \"%s\", "
-                     "\"decode_routed\": \"%s\", "
-                     "\"model_bytes\": %lld, \"cache_bytes\": %lld, \"scratch_bytes_estimate\": %lld, "
-                     "\"peak_bytes\": %lld, \"ttft_s\": %.4f, \"decode_ms_median\": %.4f, \"decode_ms_mean\": %.4f, "
-                     "\"decode_ms_first\": %.4f}\n",
-                     static_cast<long long>(prompt), static_cast<long long>(steps), static_cast<long long>(T),
-                     prefill_pin, decode_pin,
-                     static_cast<long long>(r.model_bytes), static_cast<long long>(r.cache_bytes),
-                     static_cast<long long>(r.scratch_bytes), static_cast<long long>(r.peak_bytes), r.ttft_s,
-                     r.decode_ms_median, r.decode_ms_mean, r.decode_ms_first);
-        if (!close_json(kTool, f, o.json)) return 1;
-    }
+    if (!write_json(kTool, o.json, "long_prompt", backend, o.shape,
+                    "\"prompt\": %lld, \"decode\": %lld, \"prefill_chunk\": %lld, \"prefill_routed\": \"%s\", "
+                    "\"decode_routed\": \"%s\", "
+                    "\"model_bytes\": %lld, \"cache_bytes\": %lld, \"scratch_bytes_estimate\": %lld, "
+                    "\"peak_bytes\": %lld, \"ttft_s\": %.4f, \"decode_ms_median\": %.4f, \"decode_ms_mean\": %.4f, "
+                    "\"decode_ms_first\": %.4f}\n",
+                    static_cast<long long>(prompt), static_cast<long long>(steps), static_cast<long long>(T),
+                    prefill_pin, decode_pin,
+                    static_cast<long long>(r.model_bytes), static_cast<long long>(r.cache_bytes),
+                    static_cast<long long>(r.scratch_bytes), static_cast<long long>(r.peak_bytes), r.ttft_s,
+                    r.decode_ms_median, r.decode_ms_mean, r.decode_ms_first))
+        return 1;
     return 0;
 }
 

@@ -159,18 +159,14 @@ int main(int argc, char** argv) {
     std::printf("  %.0f tok/s  %.1f ms/step  %.1f model TFLOP/s  MFU %.1f %% of %.0f  peak %.2f GB  routed %.3f\n",
                 tokens / timed_s, timed_s / timed * 1e3, tflops, 100.0 * tflops / o.peak_tflops, o.peak_tflops,
                 st.peak_bytes / 1e9, routed_sum / timed);
-    if (!o.json.empty()) {
-        FILE* f = begin_json(kTool, o.json, "lm_train", backend, o.shape);
-        if (!f) return 1;
-        std::fprintf(f,
-                     "\"params\": %lld, \"batch\": %lld, \"seq\": %lld, \"grad_accum\": %d, \"steps\": %d, "
-                     "\"tokens_per_s\": %.1f, \"ms_per_step\": %.3f, \"model_tflops\": %.2f, \"mfu\": %.4f, "
-                     "\"peak_tflops\": %.1f, \"peak_bytes\": %lld, \"routed_fraction\": %.4f, \"final_loss\": %.5f}\n",
-                     static_cast<long long>(total_params), static_cast<long long>(B), static_cast<long long>(S),
-                     o.grad_accum, timed, tokens / timed_s, timed_s / timed * 1e3, tflops, tflops / o.peak_tflops,
-                     o.peak_tflops, static_cast<long long>(st.peak_bytes), routed_sum / timed, lossv[0]);
-        if (!close_json(kTool, f, o.json)) return 1;
-    }
+    if (!write_json(kTool, o.json, "lm_train", backend, o.shape,
+                    "\"params\": %lld, \"batch\": %lld, \"seq\": %lld, \"grad_accum\": %d, \"steps\": %d, "
+                    "\"tokens_per_s\": %.1f, \"ms_per_step\": %.3f, \"model_tflops\": %.2f, \"mfu\": %.4f, "
+                    "\"peak_tflops\": %.1f, \"peak_bytes\": %lld, \"routed_fraction\": %.4f, \"final_loss\": %.5f}\n",
+                    static_cast<long long>(total_params), static_cast<long long>(B), static_cast<long long>(S),
+                    o.grad_accum, timed, tokens / timed_s, timed_s / timed * 1e3, tflops, tflops / o.peak_tflops,
+                    o.peak_tflops, static_cast<long long>(st.peak_bytes), routed_sum / timed, lossv[0]))
+        return 1;
     for (hspmn_tensor* t : {tok, tgt, loss, stats}) hspmn_tensor_destroy(t);
     hspmn_model_destroy(model);
     hspmn_context_destroy(ctx);

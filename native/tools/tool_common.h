@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -208,6 +209,21 @@ inline bool close_json(const char* tool, FILE* f, const std::string& path) {
     const bool ok = std::fclose(f) == 0 && written;
     if (!ok) std::fprintf(stderr, "%s: writing --json %s failed\n", tool, path.c_str());
     return ok;
+}
+
+// A --json file of one record: begin_json's fields, then fmt's (printf-style, ending the object), then
+// close_json. True when there is no --json or the record reached it.
+__attribute__((format(printf, 6, 7))) inline bool write_json(const char* tool, const std::string& path,
+                                                              const char* mode, int32_t backend,
+                                                              const ModelShape& shape, const char* fmt, ...) {
+    if (path.empty()) return true;
+    FILE* f = begin_json(tool, path, mode, backend, shape);
+    if (!f) return false;
+    va_list args;
+    va_start(args, fmt);
+    std::vfprintf(f, fmt, args);
+    va_end(args);
+    return close_json(tool, f, path);
 }
 
 // s as a JSON string literal, quotes included.

@@ -1,5 +1,6 @@
 // Block lifetime, configuration and parameter / gradient access by state_dict name.
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "../core/alloc.h"
@@ -31,7 +32,7 @@ ParamShape shape_of(const ParamInfo& info) { return {info.name, info.ndim, info.
 // get_param_values of parameter `name`, kept by the block as T (bf16 bits for weights, float for gradients).
 template <class T, class Read>
 void get_values(const hspmn_block* block, const char* name, hspmn_tensor* dst, Read read) {
-    if (!block) fail(HSPMN_ERR_INVALID_ARGUMENT, "block is NULL");
+    check_not_null(block, "block");
     const int idx = lookup_param(name);
     get_param_values<T>(const_cast<hspmn_block*>(block)->busy, "block", block->ctx,
                         shape_of(param_table(block->cfg)[idx]), dst, true, [&](T* values) { read(idx, values); });
@@ -60,7 +61,7 @@ hspmn_block_params hspmn_block_default_params(void) {
 
 hspmn_status hspmn_block_params_validate(const hspmn_block_params* params) {
     return guarded("hspmn_block_params_validate", [&] {
-        if (!params) fail(HSPMN_ERR_INVALID_ARGUMENT, "params is NULL");
+        check_not_null(params, "params");
         validate_block_params(*params);
     });
 }
@@ -68,10 +69,8 @@ hspmn_status hspmn_block_params_validate(const hspmn_block_params* params) {
 hspmn_status hspmn_block_create(hspmn_context* ctx, const hspmn_block_params* params, uint64_t seed,
                                 hspmn_block** out) {
     return guarded("hspmn_block_create", [&] {
-        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
-        *out = nullptr;
-        if (!ctx) fail(HSPMN_ERR_INVALID_ARGUMENT, "ctx is NULL");
-        if (!params) fail(HSPMN_ERR_INVALID_ARGUMENT, "params is NULL");
+        clear_out(out);
+        check_not_null(ctx, "ctx", params, "params");
         BlockConfig cfg = make_block_config(*params);
         BusyGuard busy(ctx->busy, "context");
         {
@@ -82,18 +81,13 @@ hspmn_status hspmn_block_create(hspmn_context* ctx, const hspmn_block_params* pa
                                             static_cast<long long>(cfg.D), static_cast<long long>(cfg.F), n);
             require_memory(*ctx->backend, block_params_footprint(cfg, ctx->backend->kind()), what.c_str());
         }
-        hspmn_block* block = new hspmn_block();
-        try {
-            block->ctx = ctx;
-            block->cfg = cfg;
-            block->impl = ctx->backend->create_block(cfg, seed);
-        } catch (...) {
-            delete block;
-            throw;
-        }
+        std::unique_ptr<hspmn_block> block(new hspmn_block());
+        block->ctx = ctx;
+        block->cfg = cfg;
+        block->impl = ctx->backend->create_block(cfg, seed);
         ctx->live_blocks.fetch_add(1);
         stats_count_block(+1);
-        *out = block;
+        *out = block.release();
     });
 }
 
@@ -121,25 +115,22 @@ hspmn_status hspmn_block_destroy(hspmn_block* block) {
 
 hspmn_status hspmn_block_get_params(const hspmn_block* block, hspmn_block_params* out) {
     return guarded("hspmn_block_get_params", [&] {
-        if (!block) fail(HSPMN_ERR_INVALID_ARGUMENT, "block is NULL");
-        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
+        check_not_null(block, "block", out, "out");
         *out = block->cfg.params;
     });
 }
 
 hspmn_status hspmn_block_param_count(const hspmn_block* block, int32_t* out) {
     return guarded("hspmn_block_param_count", [&] {
-        if (!block) fail(HSPMN_ERR_INVALID_ARGUMENT, "block is NULL");
-        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
+        check_not_null(block, "block", out, "out");
         *out = P_COUNT;
     });
 }
 
 hspmn_status hspmn_block_param_name(const hspmn_block* block, int32_t index, const char** out) {
     return guarded("hspmn_block_param_name", [&] {
-        if (!block) fail(HSPMN_ERR_INVALID_ARGUMENT, "block is NULL");
-        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
-        *out = nullptr;
+        check_not_null(block, "block");
+        clear_out(out);
         if (index < 0 || index >= P_COUNT)
             fail(HSPMN_ERR_INVALID_ARGUMENT, "index (%d) must be in [0, %d)", index, static_cast<int>(P_COUNT));
         *out = param_name(index);
@@ -148,8 +139,7 @@ hspmn_status hspmn_block_param_name(const hspmn_block* block, int32_t index, con
 
 hspmn_status hspmn_block_param_describe(const hspmn_block* block, const char* name, hspmn_tensor_desc* out) {
     return guarded("hspmn_block_param_describe", [&] {
-        if (!block) fail(HSPMN_ERR_INVALID_ARGUMENT, "block is NULL");
-        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
+        check_not_null(block, "block", out, "out");
         int idx = lookup_param(name);
         describe_param(shape_of(param_table(block->cfg)[idx]), HSPMN_DTYPE_BF16, out);
     });
@@ -163,7 +153,7 @@ hspmn_status hspmn_block_get_param(const hspmn_block* block, const char* name, h
 
 hspmn_status hspmn_block_set_param(hspmn_block* block, const char* name, const hspmn_tensor* src) {
     return guarded("hspmn_block_set_param", [&] {
-        if (!block) fail(HSPMN_ERR_INVALID_ARGUMENT, "block is NULL");
+        check_not_null(block, "block");
         const int idx = lookup_param(name);
         set_param_values<uint16_t>(block->busy, "block", block->ctx, shape_of(param_table(block->cfg)[idx]), src,
                                    true, [&](const uint16_t* bits) { block->impl->write_param(idx, bits); });
@@ -178,9 +168,8 @@ hspmn_status hspmn_block_get_grad(const hspmn_block* block, const char* name, hs
 
 hspmn_status hspmn_block_zero_grad(hspmn_block* block) {
     return guarded("hspmn_block_zero_grad", [&] {
-        if (!block) fail(HSPMN_ERR_INVALID_ARGUMENT, "block is NULL");
-        BusyGuard busy_block(block->busy, "block");
-        BusyGuard busy_ctx(block->ctx->busy, "context");
+        check_not_null(block, "block");
+        BusyPair busy(block->busy, "block", block->ctx->busy);
         block->impl->zero_grad();
     });
 }

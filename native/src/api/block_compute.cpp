@@ -71,8 +71,7 @@ void run_forward(hspmn_block* block, const hspmn_forward_params* params, const h
     check_arg(out, "out", block->ctx, HSPMN_DTYPE_BF16, {B, S, block->cfg.D});
     if (aux) check_arg(aux, "aux", block->ctx, HSPMN_DTYPE_F32, {1});
     check_noise(block, r, noise, B, S);
-    BusyGuard busy_block(block->busy, "block");
-    BusyGuard busy_ctx(block->ctx->busy, "context");
+    BusyPair busy(block->busy, "block", block->ctx->busy);
     check_routing_pin(block, indices, counts, B, S);
     check_finite(block->ctx, x, "x");
     check_finite(block->ctx, noise, "noise");
@@ -92,20 +91,7 @@ void run_forward(hspmn_block* block, const hspmn_forward_params* params, const h
         }
     }
 
-    ForwardCall call;
-    call.training = r.training;
-    call.noise = r.noise;
-    call.seed = r.seed;
-    call.step = r.step;
-    call.layer = r.layer;
-    call.aux_target = r.aux_target;
-    call.dropout = r.dropout;
-    call.x = x;
-    call.noise_tensor = noise;
-    call.indices = indices;
-    call.counts = counts;
-    call.out = out;
-    call.aux = aux;
+    const ForwardCall call = forward_call(r, x, noise, indices, counts, out, aux);
     // Whatever the previous forward kept is stale from here on, even if this one fails.
     block->has_cache = false;
     block->impl->drop_cache();
@@ -122,23 +108,14 @@ void run_forward(hspmn_block* block, const hspmn_forward_params* params, const h
 extern "C" {
 
 hspmn_forward_params hspmn_forward_default_params(void) {
-    hspmn_forward_params p;
-    p.training = 0;
+    hspmn_forward_params p{};  // fields not set below start at 0
     p.noise = 1;
-    p.seed = 0;
-    p.step = 0;
-    p.layer = 0;
     p.aux_target = -1.0f;
-    p.dropout = 0.0f;
-    p.reserved = 0;
     return p;
 }
 
 hspmn_backward_params hspmn_backward_default_params(void) {
-    hspmn_backward_params p;
-    p.accumulate = 0;
-    p.reserved = 0;
-    return p;
+    return hspmn_backward_params{};  // accumulate 0
 }
 
 hspmn_status hspmn_block_forward(hspmn_block* block, const hspmn_forward_params* params, const hspmn_tensor* x,
@@ -162,8 +139,7 @@ hspmn_status hspmn_block_backward(hspmn_block* block, const hspmn_backward_param
         check_not_null(block, "block");
         check_not_null(params, "params");
         check_bool(params->accumulate, "params.accumulate");
-        BusyGuard busy_block(block->busy, "block");
-        BusyGuard busy_ctx(block->ctx->busy, "context");
+        BusyPair busy(block->busy, "block", block->ctx->busy);
         if (!block->has_cache)
             fail(HSPMN_ERR_STATE,
                  "no training forward to differentiate: the last forward of this block was not a successful "
@@ -221,19 +197,11 @@ hspmn_status hspmn_block_route(hspmn_block* block, const hspmn_forward_params* p
             }
             check_arg(counts, "counts", block->ctx, HSPMN_DTYPE_I32, {B});
         }
-        BusyGuard busy_block(block->busy, "block");
-        BusyGuard busy_ctx(block->ctx->busy, "context");
+        BusyPair busy(block->busy, "block", block->ctx->busy);
         check_finite(block->ctx, x, "x");
         check_finite(block->ctx, noise, "noise");
         RouteCall call;
-        call.training = r.training;
-        call.noise = r.noise;
-        call.seed = r.seed;
-        call.step = r.step;
-        call.layer = r.layer;
-        call.aux_target = r.aux_target;
-        call.x = x;
-        call.noise_tensor = noise;
+        set_forward_fields(call, r, x, noise);
         call.logits = logits;
         call.probs = probs;
         call.indices = indices;

@@ -92,12 +92,7 @@ void check_arg(const hspmn_tensor* t, const char* name, const hspmn_context* ctx
 
 ForwardArgs resolve_forward_params(const hspmn_block* block, const hspmn_forward_params* fp) {
     check_not_null(fp, "params");
-    check_bool(fp->training, "params.training");
-    check_bool(fp->noise, "params.noise");
-    if (std::isnan(fp->aux_target) || fp->aux_target > 1.0f)
-        fail(HSPMN_ERR_INVALID_ARGUMENT, "params.aux_target (%g) must be in [0, 1], or < 0 for the config's sparsity_k",
-             static_cast<double>(fp->aux_target));
-    check_dropout(fp->dropout, "params.dropout");
+    check_forward_flags(fp->training, fp->noise, fp->aux_target, fp->dropout);
     if (fp->reserved != 0)
         fail(HSPMN_ERR_INVALID_ARGUMENT, "params.reserved (%d) must be 0 (start from hspmn_forward_default_params)",
              fp->reserved);
@@ -117,6 +112,28 @@ void check_dropout(float p, const char* name) {
     if (!(p >= 0.0f && p < 1.0f))
         fail(HSPMN_ERR_INVALID_ARGUMENT, "%s (%g) must be in [0, 1): the probability of dropping an element", name,
              static_cast<double>(p));
+}
+
+void check_forward_flags(int32_t training, int32_t noise, float aux_target, float dropout) {
+    check_bool(training, "params.training");
+    check_bool(noise, "params.noise");
+    if (std::isnan(aux_target) || aux_target > 1.0f)
+        fail(HSPMN_ERR_INVALID_ARGUMENT, "params.aux_target (%g) must be in [0, 1], or < 0 for the config's sparsity_k",
+             static_cast<double>(aux_target));
+    check_dropout(dropout, "params.dropout");
+}
+
+ForwardCall forward_call(const ForwardArgs& r, const hspmn_tensor* x, const hspmn_tensor* noise,
+                         const hspmn_tensor* indices, const hspmn_tensor* counts, hspmn_tensor* out,
+                         hspmn_tensor* aux) {
+    ForwardCall call;
+    set_forward_fields(call, r, x, noise);
+    call.dropout = r.dropout;
+    call.indices = indices;
+    call.counts = counts;
+    call.out = out;
+    call.aux = aux;
+    return call;
 }
 
 void check_x(const hspmn_block* block, const hspmn_tensor* x, const char* name, int64_t* B, int64_t* S) {

@@ -15,6 +15,18 @@ std::string shape_string(const hspmn_tensor* t);
 std::string shape_string(std::initializer_list<int64_t> shape);
 
 void check_not_null(const void* p, const char* name);
+// Several at once, in order: check_not_null(dst, "dst", src, "src").
+template <class... More>
+void check_not_null(const void* p, const char* name, const void* next, More... more) {
+    check_not_null(p, name);
+    check_not_null(next, more...);
+}
+// An entry point's out-pointer: non-NULL, then cleared so every failure after this leaves NULL in it.
+template <class T>
+void clear_out(T** out) {
+    check_not_null(out, "out");
+    *out = nullptr;
+}
 void check_bool(int32_t v, const char* name);
 // Non-null, made by ctx, readable by its backend.
 void check_tensor(const hspmn_tensor* t, const char* name, const hspmn_context* ctx);
@@ -36,7 +48,27 @@ struct ForwardArgs {
 };
 // params.dropout (or a model's): finite and in [0, 1); `name` is the field for the message.
 void check_dropout(float p, const char* name);
+// The fields hspmn_forward_params and hspmn_model_forward_params share: training and noise 0 or 1,
+// aux_target in [0, 1] or < 0, dropout as check_dropout.
+void check_forward_flags(int32_t training, int32_t noise, float aux_target, float dropout);
 ForwardArgs resolve_forward_params(const hspmn_block* block, const hspmn_forward_params* fp);
+
+// What a ForwardCall and a RouteCall (backend.h) share: the resolved params, x and the noise tensor.
+template <class Call>
+void set_forward_fields(Call& call, const ForwardArgs& r, const hspmn_tensor* x, const hspmn_tensor* noise) {
+    call.x = x;
+    call.training = r.training;
+    call.noise = r.noise;
+    call.noise_tensor = noise;
+    call.seed = r.seed;
+    call.step = r.step;
+    call.layer = r.layer;
+    call.aux_target = r.aux_target;
+}
+// The block forward's call (hspmn_block_forward[_routed] and graph capture), its tensors checked.
+ForwardCall forward_call(const ForwardArgs& r, const hspmn_tensor* x, const hspmn_tensor* noise,
+                         const hspmn_tensor* indices, const hspmn_tensor* counts, hspmn_tensor* out,
+                         hspmn_tensor* aux);
 
 // x: [B, S, D] bf16 of the block's context; returns B and S.
 void check_x(const hspmn_block* block, const hspmn_tensor* x, const char* name, int64_t* B, int64_t* S);

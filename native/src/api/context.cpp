@@ -2,6 +2,7 @@
 #include "../core/alloc.h"
 #include "../core/error.h"
 #include "../core/objects.h"
+#include "checks.h"
 #include "guard.h"
 #include "hspmn.h"
 
@@ -59,9 +60,8 @@ hspmn_context_params hspmn_context_default_params(void) {
 
 hspmn_status hspmn_context_create(const hspmn_context_params* params, hspmn_context** out) {
     return guarded("hspmn_context_create", [&] {
-        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
-        *out = nullptr;
-        if (!params) fail(HSPMN_ERR_INVALID_ARGUMENT, "params is NULL");
+        clear_out(out);
+        check_not_null(params, "params");
         const hspmn_context_params& p = *params;
         if (p.backend < HSPMN_BACKEND_CPU || p.backend > HSPMN_BACKEND_AUTO)
             fail(HSPMN_ERR_INVALID_ARGUMENT, "backend (%d) must be 0 (CPU), 1 (CUDA) or 2 (AUTO)", p.backend);
@@ -109,15 +109,14 @@ hspmn_status hspmn_context_destroy(hspmn_context* ctx) {
 
 hspmn_status hspmn_context_backend(const hspmn_context* ctx, int32_t* out_backend) {
     return guarded("hspmn_context_backend", [&] {
-        if (!ctx) fail(HSPMN_ERR_INVALID_ARGUMENT, "ctx is NULL");
-        if (!out_backend) fail(HSPMN_ERR_INVALID_ARGUMENT, "out_backend is NULL");
+        check_not_null(ctx, "ctx", out_backend, "out_backend");
         *out_backend = ctx->backend->kind();
     });
 }
 
 hspmn_status hspmn_context_synchronize(hspmn_context* ctx) {
     return guarded("hspmn_context_synchronize", [&] {
-        if (!ctx) fail(HSPMN_ERR_INVALID_ARGUMENT, "ctx is NULL");
+        check_not_null(ctx, "ctx");
         BusyGuard busy(ctx->busy, "context");
         ctx->backend->synchronize();
     });

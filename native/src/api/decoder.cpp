@@ -53,9 +53,8 @@ extern "C" {
 
 hspmn_status hspmn_decoder_create(hspmn_model* model, int32_t max_seqs, int64_t max_len, hspmn_decoder** out) {
     return guarded("hspmn_decoder_create", [&] {
-        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
-        *out = nullptr;
-        if (!model) fail(HSPMN_ERR_INVALID_ARGUMENT, "model is NULL");
+        clear_out(out);
+        check_not_null(model, "model");
         if (model->impl->params().block.routing != HSPMN_ROUTING_THRESHOLD)
             fail(HSPMN_ERR_INVALID_ARGUMENT, "the model routes by top-k, which depends on the whole sequence and "
                  "cannot decode token by token; cached decoding needs routing = HSPMN_ROUTING_THRESHOLD");
@@ -63,8 +62,7 @@ hspmn_status hspmn_decoder_create(hspmn_model* model, int32_t max_seqs, int64_t 
             fail(HSPMN_ERR_INVALID_ARGUMENT, "max_seqs (%d) must be in [1, 65536]", max_seqs);
         if (max_len < 1 || max_len > (int64_t{1} << 31) - 1)
             fail(HSPMN_ERR_INVALID_ARGUMENT, "max_len (%lld) must be in [1, 2^31 - 1]", static_cast<long long>(max_len));
-        BusyGuard busy(model->busy, "model");
-        BusyGuard busy_ctx(model->ctx->busy, "context");
+        BusyPair busy(model->busy, "model", model->ctx->busy);
         {
             const hspmn_model_params& p = model->impl->params();
             const std::string what = format("a decoder of %d sequences x %lld tokens (K/V "
@@ -86,8 +84,7 @@ hspmn_status hspmn_decoder_destroy(hspmn_decoder* dec) {
     return guarded("hspmn_decoder_destroy", [&] {
         if (!dec) return;
         hspmn_model* model = dec->model;
-        BusyGuard busy(model->busy, "model");
-        BusyGuard busy_ctx(model->ctx->busy, "context");
+        BusyPair busy(model->busy, "model", model->ctx->busy);
         delete dec->impl;
         delete dec;
         model->decoders.fetch_sub(1);
@@ -98,8 +95,7 @@ hspmn_status hspmn_decoder_reset(hspmn_decoder* dec, int32_t slot) {
     return guarded("hspmn_decoder_reset", [&] {
         check_decoder(dec);
         check_slot(dec, slot);
-        BusyGuard busy(dec->model->busy, "model");
-        BusyGuard busy_ctx(dec->model->ctx->busy, "context");
+        BusyPair busy(dec->model->busy, "model", dec->model->ctx->busy);
         dec->impl->reset(slot);
     });
 }
@@ -107,7 +103,7 @@ hspmn_status hspmn_decoder_reset(hspmn_decoder* dec, int32_t slot) {
 hspmn_status hspmn_decoder_length(const hspmn_decoder* dec, int32_t slot, int64_t* out) {
     return guarded("hspmn_decoder_length", [&] {
         check_decoder(dec);
-        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
+        check_not_null(out, "out");
         check_slot(dec, slot);
         *out = dec->impl->length(slot);
     });
@@ -131,8 +127,7 @@ hspmn_status hspmn_decoder_append(hspmn_decoder* dec, const hspmn_tensor* slots,
         const int64_t T = tokens->shape[1];
         if (logits) check_arg(logits, "logits", ctx, HSPMN_DTYPE_F32, {n, mp.vocab_size});
         if (routed) check_arg(routed, "routed", ctx, HSPMN_DTYPE_I32, {n, T, mp.num_layers});
-        BusyGuard busy(dec->model->busy, "model");
-        BusyGuard busy_ctx(ctx->busy, "context");
+        BusyPair busy(dec->model->busy, "model", ctx->busy);
         Buffer<int32_t> s(static_cast<std::size_t>(n)), tok(static_cast<std::size_t>(n * T));
         ctx->backend->copy_to_host(slots, s.data());
         ctx->backend->copy_to_host(tokens, tok.data());
@@ -163,8 +158,7 @@ hspmn_status hspmn_decoder_step(hspmn_decoder* dec, int32_t n, const int32_t* sl
                      mp.vocab_size);
             check_sampling_params(params[j], j);
         }
-        BusyGuard busy(dec->model->busy, "model");
-        BusyGuard busy_ctx(ctx->busy, "context");
+        BusyPair busy(dec->model->busy, "model", ctx->busy);
         dec->impl->step(n, slots, tokens, params, next, logits);
     });
 }
@@ -173,9 +167,8 @@ hspmn_status hspmn_decoder_capture(hspmn_decoder* dec, const int32_t* batch_size
     return guarded("hspmn_decoder_capture", [&] {
         check_decoder(dec);
         if (count < 1 || count > 64) fail(HSPMN_ERR_INVALID_ARGUMENT, "count (%d) must be in [1, 64]", count);
-        if (!batch_sizes) fail(HSPMN_ERR_INVALID_ARGUMENT, "batch_sizes is NULL");
-        BusyGuard busy(dec->model->busy, "model");
-        BusyGuard busy_ctx(dec->model->ctx->busy, "context");
+        check_not_null(batch_sizes, "batch_sizes");
+        BusyPair busy(dec->model->busy, "model", dec->model->ctx->busy);
         dec->impl->capture(batch_sizes, count);
     });
 }

@@ -74,9 +74,8 @@ void release(DLManagedTensor* self) {
 
 extern "C" hspmn_status hspmn_tensor_to_dlpack(hspmn_tensor* t, void** out) {
     return guarded("hspmn_tensor_to_dlpack", [&] {
-        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
-        *out = nullptr;
-        if (!t) fail(HSPMN_ERR_INVALID_ARGUMENT, "t is NULL");
+        clear_out(out);
+        check_not_null(t, "t");
         Export* e = new Export();
         e->tensor = t;
         DLTensor& d = e->managed.dl_tensor;
@@ -231,10 +230,8 @@ void release_versioned(void* owner) {
 template <class Check>
 void import_into(hspmn_context* ctx, void* managed, const DLTensor* d, hspmn_tensor** out, void (*release)(void*),
                  Check&& check) {
-    if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
-    *out = nullptr;
-    if (!ctx) fail(HSPMN_ERR_INVALID_ARGUMENT, "ctx is NULL");
-    if (!managed) fail(HSPMN_ERR_INVALID_ARGUMENT, "managed is NULL");
+    clear_out(out);
+    check_not_null(ctx, "ctx", managed, "managed");
     check();
     BusyGuard busy(ctx->busy, "context");
     hspmn_tensor* t = import_tensor(ctx, *d);

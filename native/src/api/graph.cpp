@@ -1,6 +1,8 @@
 // CUDA graphs of an inference forward: capture, replay, destroy. A graph holds raw device addresses
 // (the block's weights and scratch, x, out, aux), so this file also keeps the reference counts that
 // stop hspmn_tensor_destroy / hspmn_block_destroy / hspmn_context_destroy from freeing them under it.
+#include <memory>
+
 #include "../core/error.h"
 #include "../core/objects.h"
 #include "checks.h"
@@ -65,39 +67,21 @@ hspmn_status hspmn_graph_capture_forward(hspmn_block* block, const hspmn_forward
         check_device(x, "x");
         check_device(out, "out");
         if (aux) check_device(aux, "aux");
-        BusyGuard busy_block(block->busy, "block");
-        BusyGuard busy_ctx(block->ctx->busy, "context");
+        BusyPair busy(block->busy, "block", block->ctx->busy);
         check_finite(block->ctx, x, "x");
 
-        ForwardCall call;
-        call.training = 0;
-        call.noise = r.noise;
-        call.seed = r.seed;
-        call.step = r.step;
-        call.layer = r.layer;
-        call.aux_target = r.aux_target;
-        call.x = x;
-        call.noise_tensor = nullptr;
-        call.indices = nullptr;
-        call.counts = nullptr;
-        call.out = out;
-        call.aux = aux;
+        const ForwardCall call = forward_call(r, x, nullptr, nullptr, nullptr, out, aux);  // training 0: no dropout
         // The capture runs the forward (warm-up), which overwrites what a training forward kept.
         block->has_cache = false;
         block->impl->drop_cache();
-        hspmn_graph* g = new hspmn_graph();
-        try {
-            g->impl = block->impl->capture_forward(call);
-        } catch (...) {
-            delete g;
-            throw;
-        }
+        std::unique_ptr<hspmn_graph> g(new hspmn_graph());
+        g->impl = block->impl->capture_forward(call);
         g->block = block;
         g->x = x;
         g->out = out;
         g->aux = aux;
-        add_refs(g, +1);
-        *out_graph = g;
+        add_refs(g.get(), +1);
+        *out_graph = g.release();
     });
 }
 
@@ -105,8 +89,7 @@ hspmn_status hspmn_graph_launch(hspmn_graph* graph) {
     return guarded("hspmn_graph_launch", [&] {
         check_not_null(graph, "graph");
         hspmn_block* block = graph->block;
-        BusyGuard busy_block(block->busy, "block");
-        BusyGuard busy_ctx(block->ctx->busy, "context");
+        BusyPair busy(block->busy, "block", block->ctx->busy);
         // A replay rewrites the forward scratch and refreshes the weights backward would use.
         block->has_cache = false;
         block->impl->drop_cache();

@@ -47,4 +47,14 @@ private:
     std::atomic<int>& flag_;
 };
 
+// An object's busy flag (block, model), then its context's: what a call that works on the object holds.
+class BusyPair {
+public:
+    BusyPair(std::atomic<int>& object, const char* what, std::atomic<int>& context)
+        : object_(object, what), context_(context, "context") {}
+
+private:
+    BusyGuard object_, context_;
+};
+
 }  // namespace hspmn

@@ -1,6 +1,7 @@
 // Library-wide entry points: versions, errors, backends compiled in, allocation statistics.
 #include "../core/alloc.h"
 #include "../core/error.h"
+#include "checks.h"
 #include "guard.h"
 #include "hspmn.h"
 
@@ -57,7 +58,7 @@ int32_t hspmn_backend_built(int32_t backend) {
 
 hspmn_status hspmn_alloc_stats_get(hspmn_alloc_stats* out) {
     return guarded("hspmn_alloc_stats_get", [&] {
-        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
+        check_not_null(out, "out");
         *out = stats_snapshot();
     });
 }

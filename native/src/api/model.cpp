@@ -111,7 +111,7 @@ hspmn_model_params hspmn_model_default_params(void) {
 
 hspmn_status hspmn_model_params_validate(const hspmn_model_params* params) {
     return guarded("hspmn_model_params_validate", [&] {
-        if (!params) fail(HSPMN_ERR_INVALID_ARGUMENT, "params is NULL");
+        check_not_null(params, "params");
         validate_model_params(*params);
     });
 }
@@ -119,10 +119,8 @@ hspmn_status hspmn_model_params_validate(const hspmn_model_params* params) {
 hspmn_status hspmn_model_create(hspmn_context* ctx, const hspmn_model_params* params, uint64_t seed,
                                 hspmn_model** out) {
     return guarded("hspmn_model_create", [&] {
-        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
-        *out = nullptr;
-        if (!ctx) fail(HSPMN_ERR_INVALID_ARGUMENT, "ctx is NULL");
-        if (!params) fail(HSPMN_ERR_INVALID_ARGUMENT, "params is NULL");
+        clear_out(out);
+        check_not_null(ctx, "ctx", params, "params");
         validate_model_params(*params);
         BusyGuard busy(ctx->busy, "context");
         {
@@ -162,7 +160,7 @@ hspmn_status hspmn_model_destroy(hspmn_model* model) {
 hspmn_status hspmn_model_get_params(const hspmn_model* model, hspmn_model_params* out) {
     return guarded("hspmn_model_get_params", [&] {
         check_model(model);
-        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
+        check_not_null(out, "out");
         *out = model->impl->params();
     });
 }
@@ -170,7 +168,7 @@ hspmn_status hspmn_model_get_params(const hspmn_model* model, hspmn_model_params
 hspmn_status hspmn_model_param_count(const hspmn_model* model, int32_t* out) {
     return guarded("hspmn_model_param_count", [&] {
         check_model(model);
-        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
+        check_not_null(out, "out");
         *out = model->impl->param_count();
     });
 }
@@ -178,8 +176,7 @@ hspmn_status hspmn_model_param_count(const hspmn_model* model, int32_t* out) {
 hspmn_status hspmn_model_param_name(const hspmn_model* model, int32_t index, const char** out) {
     return guarded("hspmn_model_param_name", [&] {
         check_model(model);
-        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
-        *out = nullptr;
+        clear_out(out);
         const int n = model->impl->param_count();
         if (index < 0 || index >= n) fail(HSPMN_ERR_INVALID_ARGUMENT, "index (%d) must be in [0, %d)", index, n);
         *out = model->impl->param_name(index);
@@ -189,7 +186,7 @@ hspmn_status hspmn_model_param_name(const hspmn_model* model, int32_t index, con
 hspmn_status hspmn_model_param_describe(const hspmn_model* model, const char* name, hspmn_tensor_desc* out) {
     return guarded("hspmn_model_param_describe", [&] {
         check_model(model);
-        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
+        check_not_null(out, "out");
         const int i = lookup(model, name);
         describe_param(shape_of(model, i), HSPMN_DTYPE_F32, out);
     });
@@ -222,20 +219,15 @@ hspmn_status hspmn_model_get_grad(const hspmn_model* model, const char* name, hs
 hspmn_status hspmn_model_zero_grad(hspmn_model* model) {
     return guarded("hspmn_model_zero_grad", [&] {
         check_model(model);
-        BusyGuard busy(model->busy, "model");
-        BusyGuard busy_ctx(model->ctx->busy, "context");
+        BusyPair busy(model->busy, "model", model->ctx->busy);
         model->impl->zero_grad();
     });
 }
 
 hspmn_model_forward_params hspmn_model_forward_default_params(void) {
-    hspmn_model_forward_params p;
-    p.training = 0;
+    hspmn_model_forward_params p{};  // fields not set below start at 0
     p.noise = 1;
-    p.seed = 0;
-    p.step = 0;
     p.aux_target = -1.0f;
-    p.dropout = 0.0f;
     return p;
 }
 
@@ -245,15 +237,8 @@ hspmn_status hspmn_model_forward(hspmn_model* model, const hspmn_model_forward_p
     return guarded("hspmn_model_forward", [&] {
         check_model(model);
         check_not_null(params, "params");
-        check_bool(params->training, "params.training");
-        check_bool(params->noise, "params.noise");
-        if (std::isnan(params->aux_target) || params->aux_target > 1.0f)
-            fail(HSPMN_ERR_INVALID_ARGUMENT,
-                 "params.aux_target (%g) must be in [0, 1], or < 0 for the config's sparsity_k",
-                 static_cast<double>(params->aux_target));
-        check_dropout(params->dropout, "params.dropout");
-        BusyGuard busy(model->busy, "model");
-        BusyGuard busy_ctx(model->ctx->busy, "context");
+        check_forward_flags(params->training, params->noise, params->aux_target, params->dropout);
+        BusyPair busy(model->busy, "model", model->ctx->busy);
         int64_t B = 0, S = 0, tB = 0, tS = 0;
         token_shape(model, tokens, "tokens", &B, &S);
         if (targets) {
@@ -291,9 +276,8 @@ hspmn_status hspmn_model_forward(hspmn_model* model, const hspmn_model_forward_p
 }
 
 hspmn_model_backward_params hspmn_model_backward_default_params(void) {
-    hspmn_model_backward_params p;
+    hspmn_model_backward_params p{};  // accumulate 0
     p.loss_scale = 1.0f;
-    p.accumulate = 0;
     return p;
 }
 
@@ -305,8 +289,7 @@ hspmn_status hspmn_model_backward(hspmn_model* model, const hspmn_model_backward
         if (!std::isfinite(params->loss_scale))
             fail(HSPMN_ERR_INVALID_ARGUMENT, "params.loss_scale (%g) must be finite",
                  static_cast<double>(params->loss_scale));
-        BusyGuard busy(model->busy, "model");
-        BusyGuard busy_ctx(model->ctx->busy, "context");
+        BusyPair busy(model->busy, "model", model->ctx->busy);
         model->impl->backward(params->loss_scale, params->accumulate != 0);
     });
 }
@@ -314,8 +297,7 @@ hspmn_status hspmn_model_backward(hspmn_model* model, const hspmn_model_backward
 hspmn_status hspmn_model_logits(hspmn_model* model, const hspmn_tensor* tokens, hspmn_tensor* logits) {
     return guarded("hspmn_model_logits", [&] {
         check_model(model);
-        BusyGuard busy(model->busy, "model");
-        BusyGuard busy_ctx(model->ctx->busy, "context");
+        BusyPair busy(model->busy, "model", model->ctx->busy);
         int64_t B = 0, S = 0;
         token_shape(model, tokens, "tokens", &B, &S);
         check_arg(logits, "logits", model->ctx, HSPMN_DTYPE_F32, {B, model->impl->params().vocab_size});
@@ -341,7 +323,7 @@ hspmn_status hspmn_model_adamw_step(hspmn_model* model, const hspmn_adamw_params
     return guarded("hspmn_model_adamw_step", [&] {
         check_model(model);
         check_not_null(params, "params");
-        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
+        check_not_null(out, "out");
         const hspmn_adamw_params& a = *params;
         if (a.step < 1) fail(HSPMN_ERR_INVALID_ARGUMENT, "params.step (%lld) must be >= 1 (1-based)", static_cast<long long>(a.step));
         if (!std::isfinite(a.lr) || a.lr < 0.0f)
@@ -358,8 +340,7 @@ hspmn_status hspmn_model_adamw_step(hspmn_model* model, const hspmn_adamw_params
         if (std::isnan(a.max_grad_norm) || std::isinf(a.max_grad_norm))
             fail(HSPMN_ERR_INVALID_ARGUMENT, "params.max_grad_norm (%g) must be finite (<= 0 disables clipping)",
                  static_cast<double>(a.max_grad_norm));
-        BusyGuard busy(model->busy, "model");
-        BusyGuard busy_ctx(model->ctx->busy, "context");
+        BusyPair busy(model->busy, "model", model->ctx->busy);
         *out = model->impl->adamw_step(a);
     });
 }
@@ -374,8 +355,7 @@ hspmn_status hspmn_model_router_bias_step(hspmn_model* model, float target, floa
             fail(HSPMN_ERR_INVALID_ARGUMENT, "target (%g) must be in [0, 1]", static_cast<double>(target));
         if (!(std::isfinite(rate) && rate >= 0.0f))
             fail(HSPMN_ERR_INVALID_ARGUMENT, "rate (%g) must be finite and >= 0", static_cast<double>(rate));
-        BusyGuard busy(model->busy, "model");
-        BusyGuard busy_ctx(model->ctx->busy, "context");
+        BusyPair busy(model->busy, "model", model->ctx->busy);
         model->impl->router_bias_step(target, rate, fractions);
     });
 }

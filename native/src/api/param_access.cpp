@@ -9,7 +9,7 @@
 namespace hspmn {
 
 int check_param_found(const char* name, int index, const char* owner, const std::string& known) {
-    if (!name) fail(HSPMN_ERR_INVALID_ARGUMENT, "name is NULL");
+    check_not_null(name, "name");
     if (index < 0) fail(HSPMN_ERR_NOT_FOUND, "unknown parameter '%s'; the %s has: %s", name, owner, known.c_str());
     return index;
 }

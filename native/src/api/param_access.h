@@ -53,8 +53,7 @@ template <class T, class Read>
 void get_param_values(std::atomic<int>& busy, const char* owner, const hspmn_context* ctx, const ParamShape& p,
                       hspmn_tensor* dst, bool allow_bf16, Read read) {
     check_param_tensor(ctx, dst, "dst", p, allow_bf16);
-    BusyGuard busy_obj(busy, owner);
-    BusyGuard busy_ctx(const_cast<hspmn_context*>(ctx)->busy, "context");
+    BusyPair held(busy, owner, const_cast<hspmn_context*>(ctx)->busy);
     Buffer<T> values(static_cast<std::size_t>(p.numel));
     read(values.data());
     param_to_tensor(ctx, values.data(), host_dtype<T>(), p.numel, dst);
@@ -66,8 +65,7 @@ template <class T, class Write>
 void set_param_values(std::atomic<int>& busy, const char* owner, const hspmn_context* ctx, const ParamShape& p,
                       const hspmn_tensor* src, bool allow_bf16, Write write) {
     check_param_tensor(ctx, src, "src", p, allow_bf16);
-    BusyGuard busy_obj(busy, owner);
-    BusyGuard busy_ctx(const_cast<hspmn_context*>(ctx)->busy, "context");
+    BusyPair held(busy, owner, const_cast<hspmn_context*>(ctx)->busy);
     Buffer<T> values(static_cast<std::size_t>(p.numel));
     param_from_tensor(ctx, src, host_dtype<T>(), p.numel, values.data());
     write(values.data());

@@ -33,12 +33,8 @@ private:
 extern "C" {
 
 hspmn_sampling_params hspmn_sampling_default_params(void) {
-    hspmn_sampling_params p;
-    p.temperature = 0.0f;
-    p.top_k = 0;
+    hspmn_sampling_params p{};  // greedy (temperature 0), no top-k limit, seed 0
     p.top_p = 1.0f;
-    p.reserved = 0;
-    p.seed = 0;
     p.draw = 1;
     return p;
 }

@@ -1,5 +1,6 @@
 // Tensor lifetime and copies.
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "../core/alloc.h"
@@ -30,6 +31,15 @@ void fill_desc(const hspmn_tensor* t, hspmn_tensor_desc* d) {
     d->nbytes = t->nbytes;
 }
 
+// A copy between tensor t and host memory: both non-NULL (t first), nbytes all of t.
+void check_host_copy(const hspmn_tensor* t, const char* t_name, const void* host, const char* host_name,
+                     int64_t nbytes) {
+    check_not_null(t, t_name, host, host_name);
+    if (nbytes != t->nbytes)
+        fail(HSPMN_ERR_SHAPE, "nbytes (%lld) must equal the tensor's nbytes (%lld)", static_cast<long long>(nbytes),
+             static_cast<long long>(t->nbytes));
+}
+
 }  // namespace
 
 extern "C" {
@@ -37,16 +47,15 @@ extern "C" {
 hspmn_status hspmn_tensor_create(hspmn_context* ctx, int32_t dtype, int32_t memory, int32_t ndim,
                                  const int64_t* shape, hspmn_tensor** out) {
     return guarded("hspmn_tensor_create", [&] {
-        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
-        *out = nullptr;
-        if (!ctx) fail(HSPMN_ERR_INVALID_ARGUMENT, "ctx is NULL");
+        clear_out(out);
+        check_not_null(ctx, "ctx");
         if (dtype_size(dtype) == 0)
             fail(HSPMN_ERR_INVALID_ARGUMENT, "dtype (%d) must be 0 (bf16), 1 (f32) or 2 (i32)", dtype);
         if (memory < HSPMN_MEMORY_HOST || memory > HSPMN_MEMORY_PINNED)
             fail(HSPMN_ERR_INVALID_ARGUMENT, "memory (%d) must be 0 (host), 1 (device) or 2 (pinned)", memory);
         if (ndim < 1 || ndim > HSPMN_MAX_DIMS)
             fail(HSPMN_ERR_INVALID_ARGUMENT, "ndim (%d) must be in [1, %d]", ndim, HSPMN_MAX_DIMS);
-        if (!shape) fail(HSPMN_ERR_INVALID_ARGUMENT, "shape is NULL");
+        check_not_null(shape, "shape");
         int64_t numel = 1;
         for (int i = 0; i < ndim; ++i) {
             if (shape[i] < 1) fail(HSPMN_ERR_SHAPE, "shape[%d] (%lld) must be >= 1", i, static_cast<long long>(shape[i]));
@@ -67,13 +76,8 @@ hspmn_status hspmn_tensor_create(hspmn_context* ctx, int32_t dtype, int32_t memo
                                             dims.c_str());
             require_memory(*ctx->backend, need, what.c_str());
         }
-        hspmn_tensor* t = new hspmn_tensor();
-        try {
-            t->data = ctx->backend->tensor_alloc(memory, static_cast<std::size_t>(nbytes));
-        } catch (...) {
-            delete t;
-            throw;
-        }
+        std::unique_ptr<hspmn_tensor> t(new hspmn_tensor());
+        t->data = ctx->backend->tensor_alloc(memory, static_cast<std::size_t>(nbytes));
         t->ctx = ctx;
         t->dtype = dtype;
         t->memory = memory;
@@ -83,7 +87,7 @@ hspmn_status hspmn_tensor_create(hspmn_context* ctx, int32_t dtype, int32_t memo
         t->nbytes = nbytes;
         ctx->live_tensors.fetch_add(1);
         stats_count_tensor(+1);
-        *out = t;
+        *out = t.release();
     });
 }
 
@@ -121,17 +125,15 @@ hspmn_status hspmn_tensor_destroy(hspmn_tensor* t) {
 
 hspmn_status hspmn_tensor_describe(const hspmn_tensor* t, hspmn_tensor_desc* out) {
     return guarded("hspmn_tensor_describe", [&] {
-        if (!t) fail(HSPMN_ERR_INVALID_ARGUMENT, "t is NULL");
-        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
+        check_not_null(t, "t", out, "out");
         fill_desc(t, out);
     });
 }
 
 hspmn_status hspmn_tensor_data(hspmn_tensor* t, void** out) {
     return guarded("hspmn_tensor_data", [&] {
-        if (!t) fail(HSPMN_ERR_INVALID_ARGUMENT, "t is NULL");
-        if (!out) fail(HSPMN_ERR_INVALID_ARGUMENT, "out is NULL");
-        *out = nullptr;
+        check_not_null(t, "t");
+        clear_out(out);
         if (!t->ctx->backend->host_addressable(t->memory))
             fail(HSPMN_ERR_MEMORY_KIND, "t is a device tensor; copy it out with hspmn_tensor_copy_out");
         *out = t->data;
@@ -140,11 +142,7 @@ hspmn_status hspmn_tensor_data(hspmn_tensor* t, void** out) {
 
 hspmn_status hspmn_tensor_copy_in(hspmn_tensor* dst, const void* src, int64_t nbytes) {
     return guarded("hspmn_tensor_copy_in", [&] {
-        if (!dst) fail(HSPMN_ERR_INVALID_ARGUMENT, "dst is NULL");
-        if (!src) fail(HSPMN_ERR_INVALID_ARGUMENT, "src is NULL");
-        if (nbytes != dst->nbytes)
-            fail(HSPMN_ERR_SHAPE, "nbytes (%lld) must equal the tensor's nbytes (%lld)",
-                 static_cast<long long>(nbytes), static_cast<long long>(dst->nbytes));
+        check_host_copy(dst, "dst", src, "src", nbytes);
         BusyGuard busy(dst->ctx->busy, "context");
         dst->ctx->backend->copy_from_host(dst, src);
     });
@@ -152,11 +150,7 @@ hspmn_status hspmn_tensor_copy_in(hspmn_tensor* dst, const void* src, int64_t nb
 
 hspmn_status hspmn_tensor_copy_out(const hspmn_tensor* src, void* dst, int64_t nbytes) {
     return guarded("hspmn_tensor_copy_out", [&] {
-        if (!src) fail(HSPMN_ERR_INVALID_ARGUMENT, "src is NULL");
-        if (!dst) fail(HSPMN_ERR_INVALID_ARGUMENT, "dst is NULL");
-        if (nbytes != src->nbytes)
-            fail(HSPMN_ERR_SHAPE, "nbytes (%lld) must equal the tensor's nbytes (%lld)",
-                 static_cast<long long>(nbytes), static_cast<long long>(src->nbytes));
+        check_host_copy(src, "src", dst, "dst", nbytes);
         BusyGuard busy(src->ctx->busy, "context");
         src->ctx->backend->copy_to_host(src, dst);
     });
@@ -164,8 +158,7 @@ hspmn_status hspmn_tensor_copy_out(const hspmn_tensor* src, void* dst, int64_t n
 
 hspmn_status hspmn_tensor_copy(hspmn_tensor* dst, const hspmn_tensor* src) {
     return guarded("hspmn_tensor_copy", [&] {
-        if (!dst) fail(HSPMN_ERR_INVALID_ARGUMENT, "dst is NULL");
-        if (!src) fail(HSPMN_ERR_INVALID_ARGUMENT, "src is NULL");
+        check_not_null(dst, "dst", src, "src");
         if (dst->ctx != src->ctx)
             fail(HSPMN_ERR_INVALID_ARGUMENT, "dst and src belong to different contexts; copy through host memory");
         check_dtype(src, "src", dst->dtype);

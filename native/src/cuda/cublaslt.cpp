@@ -74,21 +74,15 @@ CublasLt load() {
 
 }  // namespace
 
-const CublasLt& cublaslt() {
-    // A throwing initialiser leaves the static unset, so a later context retries.
-    static const CublasLt table = load();
-    return table;
-}
+const CublasLt& cublaslt() { return load_once(load); }
 
 void check_lt(cublasStatus_t s, const char* what) {
     if (s == CUBLAS_STATUS_SUCCESS) return;
     // cuBLAS reports a corrupt context as a plain execution failure; the runtime names the cause.
     cudaError_t e = cudaPeekAtLastError();
-    if (is_sticky_error(e))
-        device_lost(-1, format("%s: %s (cublasStatus %d) after %s", what, cublaslt().status_string(s),
-                               static_cast<int>(s), cudaGetErrorName(e)).c_str());
-    fail(s == CUBLAS_STATUS_ALLOC_FAILED ? HSPMN_ERR_OUT_OF_MEMORY : HSPMN_ERR_BACKEND, "%s: %s (cublasStatus %d)",
-         what, cublaslt().status_string(s), static_cast<int>(s));
+    fail_status(is_sticky_error(e), s == CUBLAS_STATUS_ALLOC_FAILED,
+                format("%s: %s (cublasStatus %d)", what, cublaslt().status_string(s), static_cast<int>(s)).c_str(),
+                cudaGetErrorName(e));
 }
 
 }  // namespace hspmn::cuda

@@ -112,23 +112,7 @@ void CudaBlock::forward(const ForwardCall& call) {
     }
     ensure_rope(S);
     const DecodeRun run{0, B, 0};
-    RowsPass p;
-    p.n = N;
-    p.x = x;
-    p.out = output<bf16>(d_, call.out, stage_.out);
-    p.conv_B = B;
-    p.conv_S = S;
-    p.cos_t = rope_cos_.as<float>();
-    p.sin_t = rope_sin_.as<float>();
-    p.key_S = S;
-    p.blocks = B;
-    p.C = C;
-    p.q_row_S = S;
-    p.q_rows = p.q_tab = p.q_pos = idx;
-    p.q_cnt = cnt;
-    p.runs = &run;
-    p.run_count = 1;
-    p.att_S = S;
+    RowsPass p = sequences_pass(B, S, C, x, output<bf16>(d_, call.out, stage_.out), idx, cnt, &run);
     if (A.dropout.p > 0.0f) p.dropout = &A.dropout;
     run_rows(p, buf);
 

@@ -115,24 +115,7 @@ void CudaBlock::forward_chunked(const ForwardCall& call, const ForwardChunks& ch
             copy_async(d_, gidx, idx + b0 * C, nb * C * 4, "cudaMemcpyAsync (chunk indices)");
             copy_async(d_, gcnt, cnt + b0, nb * 4, "cudaMemcpyAsync (chunk counts)");
             const DecodeRun r{0, nb, 0};
-            RowsPass p;
-            p.n = rows;
-            p.x = in_rows(b0 * S, rows);
-            p.out = out_rows(b0 * S);
-            p.conv_B = nb;
-            p.conv_S = S;
-            p.cos_t = rope_cos_.as<float>();
-            p.sin_t = rope_sin_.as<float>();
-            p.key_S = S;
-            p.blocks = nb;
-            p.C = C;
-            p.q_row_S = S;
-            p.q_rows = p.q_tab = p.q_pos = gidx;
-            p.q_cnt = gcnt;
-            p.runs = &r;
-            p.run_count = 1;
-            p.att_S = S;
-            run_rows(p, buf);
+            run_rows(sequences_pass(nb, S, C, in_rows(b0 * S, rows), out_rows(b0 * S), gidx, gcnt, &r), buf);
             out_done(b0 * S, rows);
         }
     } else {

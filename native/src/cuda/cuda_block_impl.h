@@ -381,6 +381,31 @@ private:
         rope_S_ = S;
     }
 
+    // A pass over `seqs` whole sequences of S rows (x, out: [seqs * S, D]) after ensure_rope(S): the conv
+    // from zeros, the keys the pass's own rows, up to C query slots per sequence (idx [seqs, C] gives their
+    // rows, table rows and positions, cnt [seqs] their counts), one attention run `run` ({0, seqs, 0}).
+    RowsPass sequences_pass(int64_t seqs, int64_t S, int64_t C, const bf16* x, bf16* out, const int32_t* idx,
+                            const int32_t* cnt, const DecodeRun* run) const {
+        RowsPass p;
+        p.n = seqs * S;
+        p.x = x;
+        p.out = out;
+        p.conv_B = seqs;
+        p.conv_S = S;
+        p.cos_t = rope_cos_.as<float>();
+        p.sin_t = rope_sin_.as<float>();
+        p.key_S = S;
+        p.blocks = seqs;
+        p.C = C;
+        p.q_row_S = S;
+        p.q_rows = p.q_tab = p.q_pos = idx;
+        p.q_cnt = cnt;
+        p.runs = run;
+        p.run_count = 1;
+        p.att_S = S;
+        return p;
+    }
+
     // l, n = (l + g) / t, temp for x: [N, D] bf16 (device). g from the noise tensor, the generator, or 0.
     void run_router(Activations& A, const bf16* x, int64_t B, int64_t S, int32_t training, int32_t noise,
                     uint64_t seed, int64_t step, int32_t layer, const hspmn_tensor* noise_tensor) {

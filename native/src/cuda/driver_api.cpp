@@ -37,20 +37,14 @@ DriverApi load() {
 
 }  // namespace
 
-const DriverApi& driver_api() {
-    // A throwing initialiser leaves the static unset, so a later call retries.
-    static const DriverApi api = load();
-    return api;
-}
+const DriverApi& driver_api() { return load_once(load); }
 
 void check_cu(CUresult r, const char* what) {
     if (r == CUDA_SUCCESS) return;
     const char* msg = nullptr;
     if (driver_api().get_error_string(r, &msg) != CUDA_SUCCESS || !msg) msg = "unknown driver error";
-    if (is_sticky_error(static_cast<int>(r)))
-        device_lost(-1, format("%s: %s (CUresult %d)", what, msg, static_cast<int>(r)).c_str());
-    fail(r == CUDA_ERROR_OUT_OF_MEMORY ? HSPMN_ERR_OUT_OF_MEMORY : HSPMN_ERR_BACKEND, "%s: %s (CUresult %d)", what,
-         msg, static_cast<int>(r));
+    fail_status(is_sticky_error(static_cast<int>(r)), r == CUDA_ERROR_OUT_OF_MEMORY,
+                format("%s: %s (CUresult %d)", what, msg, static_cast<int>(r)).c_str());
 }
 
 }  // namespace hspmn::cuda

@@ -80,14 +80,17 @@ void device_lost_check(int ordinal) {
          ordinal, text.c_str());
 }
 
+void fail_status(bool sticky, bool out_of_memory, const char* text, const char* sticky_cause) {
+    if (sticky) device_lost(-1, sticky_cause ? format("%s after %s", text, sticky_cause).c_str() : text);
+    fail(out_of_memory ? HSPMN_ERR_OUT_OF_MEMORY : HSPMN_ERR_BACKEND, "%s", text);
+}
+
 void check(cudaError_t e, const char* what) {
     if (e == cudaSuccess) return;
-    if (is_sticky_error(e))
-        device_lost(-1, format("%s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e)).c_str());
     // Allocation failures are not sticky: clear them so the context stays usable.
     if (e == cudaErrorMemoryAllocation) (void)cudaGetLastError();
-    fail(e == cudaErrorMemoryAllocation ? HSPMN_ERR_OUT_OF_MEMORY : HSPMN_ERR_BACKEND, "%s: %s (%s)", what,
-         cudaGetErrorString(e), cudaGetErrorName(e));
+    fail_status(is_sticky_error(e), e == cudaErrorMemoryAllocation,
+                format("%s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e)).c_str());
 }
 
 void check_alloc(cudaError_t e, const char* what, std::size_t bytes, bool device_memory) {

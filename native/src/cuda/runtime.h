@@ -33,6 +33,18 @@ bool is_sticky_error(int code);
 void device_lost_check(int ordinal);
 // After a kernel launch: check(cudaGetLastError(), what).
 void check_launch(const char* what);
+// How check() and the driver's and cuBLASLt's checks (check_cu, check_lt) end on a failed status: `text`
+// ("what: message (code)") as HSPMN_ERR_DEVICE_LOST when `sticky` (followed by " after <sticky_cause>"
+// when one is given), else as HSPMN_ERR_OUT_OF_MEMORY when `out_of_memory`, else as HSPMN_ERR_BACKEND.
+[[noreturn]] void fail_status(bool sticky, bool out_of_memory, const char* text, const char* sticky_cause = nullptr);
+
+// The function table load() builds (the driver's entry points, cuBLASLt's symbols), once per process and
+// table type; a load that throws leaves it unbuilt, so a later call retries.
+template <class Table>
+const Table& load_once(Table (*load)()) {
+    static const Table table = load();
+    return table;
+}
 
 // One per context: the device, its stream, the cuBLASLt handle and workspace, loaded Triton modules.
 class Device;
