@@ -8,6 +8,7 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.Arrays;
 import java.util.Objects;
+import java.util.function.Consumer;
 
 /**
  * A library tensor ({@code hspmn_tensor}): dtype, memory kind and a row-major shape of 1 to 4 extents.
@@ -61,21 +62,18 @@ public final class Tensor extends NativeHandle {
 
     /** A host tensor holding {@code data} (rounded to nearest even for bf16). */
     public static Tensor of(Context ctx, DType dtype, float[] data, long... shape) {
-        Tensor t = create(ctx, dtype, shape);
-        try {
-            t.copyFrom(data);
-        } catch (RuntimeException e) {
-            t.close();
-            throw e;
-        }
-        return t;
+        return filled(create(ctx, dtype, shape), t -> t.copyFrom(data));
     }
 
     /** A host i32 tensor holding {@code data}. */
     public static Tensor ofInts(Context ctx, int[] data, long... shape) {
-        Tensor t = create(ctx, DType.I32, shape);
+        return filled(create(ctx, DType.I32, shape), t -> t.copyFrom(data));
+    }
+
+    /** {@code t} once {@code fill} has run on it; closed again when the fill throws (bad data length). */
+    private static Tensor filled(Tensor t, Consumer<Tensor> fill) {
         try {
-            t.copyFrom(data);
+            fill.accept(t);
         } catch (RuntimeException e) {
             t.close();
             throw e;

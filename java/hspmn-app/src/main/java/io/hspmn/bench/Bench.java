@@ -66,7 +66,7 @@ public final class Bench {
         BenchOptions o;
         try {
             o = BenchOptions.parse(args);
-        } catch (BenchOptions.UsageException e) {
+        } catch (IllegalArgumentException e) { // a bad option or value (BadOptionException, Routing.parse)
             err.println("error: " + e.getMessage() + " (--help lists the options)");
             return 1;
         }

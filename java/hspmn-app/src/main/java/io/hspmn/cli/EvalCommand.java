@@ -60,9 +60,7 @@ final class EvalCommand {
             out.print(help());
             return Main.OK;
         }
-        if (!args.positional.isEmpty()) {
-            throw new UsageException("unexpected argument '" + args.positional.getFirst() + "' (options start with --)");
-        }
+        args.noPositional();
         ByteModelCheckpoint loaded = ByteModelCheckpoint.load(args, err, "eval scores bytes");
         Path ckpt = loaded.file();
         TrainCheckpoint.State state = loaded.state();
@@ -81,12 +79,7 @@ final class EvalCommand {
         int seqLen = args.intValue("seq-len", Integer.toString(run.seqLen()), 1);
         int batch = args.intValue("batch", stored ? Integer.toString(run.batch()) : "8", 1);
         int threads = args.intValue("threads", "0", 0);
-        Backend backend = switch (args.get("backend", "auto").toLowerCase(Locale.ROOT)) {
-            case "auto" -> Backend.AUTO;
-            case "cpu" -> Backend.CPU;
-            case "cuda" -> Backend.CUDA;
-            default -> throw new UsageException("--backend: '" + args.get("backend", "") + "' is not auto, cpu or cuda");
-        };
+        Backend backend = args.backend();
         Path data = Path.of(dataArg);
         try (ByteCorpus corpus = ByteCorpus.open(data);
              Context ctx = Context.create(ContextOptions.defaults().withBackend(backend).withNumThreads(threads));
