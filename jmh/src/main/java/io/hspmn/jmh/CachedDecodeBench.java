@@ -13,7 +13,6 @@ import io.hspmn.NativeHandle;
 import io.hspmn.Routing;
 import io.hspmn.generate.CachedEngine;
 import io.hspmn.generate.DecodeEngine;
-import io.hspmn.generate.GenerationRequest;
 import io.hspmn.generate.Generator;
 import io.hspmn.generate.Models;
 import io.hspmn.generate.SamplingParams;
@@ -22,18 +21,12 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.concurrent.TimeUnit;
 import org.openjdk.jmh.annotations.Benchmark;
-import org.openjdk.jmh.annotations.BenchmarkMode;
 import org.openjdk.jmh.annotations.Fork;
 import org.openjdk.jmh.annotations.Level;
-import org.openjdk.jmh.annotations.Measurement;
-import org.openjdk.jmh.annotations.Mode;
 import org.openjdk.jmh.annotations.OutputTimeUnit;
 import org.openjdk.jmh.annotations.Param;
-import org.openjdk.jmh.annotations.Scope;
 import org.openjdk.jmh.annotations.Setup;
-import org.openjdk.jmh.annotations.State;
 import org.openjdk.jmh.annotations.TearDown;
-import org.openjdk.jmh.annotations.Warmup;
 
 /**
  * One decode step on the real native cached decoder (CPU backend, one thread, a small random byte-level
@@ -51,25 +44,15 @@ import org.openjdk.jmh.annotations.Warmup;
  * different native work. When the sequences reach the cache's length they start again (once per ~16k
  * steps).
  */
-@State(Scope.Thread)
-@BenchmarkMode(Mode.AverageTime)
 @OutputTimeUnit(TimeUnit.MICROSECONDS)
-@Warmup(iterations = 3, time = 1)
-@Measurement(iterations = 5, time = 1)
 @Fork(value = 1, jvmArgsAppend = {"--enable-native-access=ALL-UNNAMED", "-Xmx2g"})
-public class CachedDecodeBench {
+public class CachedDecodeBench extends DecodeBench {
     static final int MAX_LEN = 1 << 14;
-
-    @Param({"1", "8"})
-    public int batch;
 
     @Param({"greedy", "topk"})
     public String sampling;
 
     private CachedEngine engine;
-    private Generator generator;
-    private DecodeEngine.Sequence[] seqs;
-    private MemorySegment ids;
     private MemorySegment prompt;
     private SamplingParams params;
     private LanguageModel lm;
@@ -92,7 +75,7 @@ public class CachedDecodeBench {
         // twice the batch: the engine's own sequences and the generator's (the decoder's are its own)
         engine = new CachedEngine(lm, 2 * batch, MAX_LEN, true);
         generator = new Generator(engine, batch);
-        params = DecodeStepBench.params(sampling);
+        params = params(sampling);
         Arena arena = Arena.ofAuto();
         prompt = arena.allocateFrom(ValueLayout.JAVA_INT, 72, 101, 108, 108, 111);
         ids = arena.allocate(4L * batch);
@@ -139,10 +122,7 @@ public class CachedDecodeBench {
     }
 
     private void restartSessions() {
-        int[] p = {72, 101, 108, 108, 111};
-        for (int i = 0; i < batch; i++) {
-            generator.start(GenerationRequest.of(p, params.withSeed(i), Integer.MAX_VALUE), null);
-        }
+        startSessions(new int[] {72, 101, 108, 108, 111}, params);
     }
 
     @TearDown(Level.Trial)
