@@ -4,12 +4,10 @@ import io.hspmn.Backend;
 import io.hspmn.Decoder;
 import io.hspmn.StepArrays;
 import io.hspmn.ffi.hspmn_h;
-import java.lang.reflect.Field;
 import io.hspmn.ContextOptions;
 import io.hspmn.HspmnConfig;
 import io.hspmn.LanguageModel;
 import io.hspmn.ModelConfig;
-import io.hspmn.NativeHandle;
 import io.hspmn.Routing;
 import io.hspmn.generate.CachedEngine;
 import io.hspmn.generate.DecodeEngine;
@@ -89,13 +87,7 @@ public class CachedDecodeBench extends DecodeBench {
         stepParams = arena.allocate(StepArrays.PARAMS_BYTES * batch);
         sampled = arena.allocate(4L * batch);
         decoder = lm.decoder(batch, MAX_LEN);
-        try {
-            Field f = NativeHandle.class.getDeclaredField("handle"); // the decoder's, held by its base class
-            f.setAccessible(true);
-            handle = (MemorySegment) f.get(decoder);
-        } catch (ReflectiveOperationException e) {
-            throw new IllegalStateException(e);
-        }
+        handle = nativeHandle(decoder);
         arrays = new StepArrays(batch);
         for (int i = 0; i < batch; i++) {
             arrays.set(i, i, 32 + i).sampling(i, params.temperature(), params.topK(), params.topP(), i, 1);

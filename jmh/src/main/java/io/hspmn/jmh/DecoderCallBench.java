@@ -1,20 +1,17 @@
 package io.hspmn.jmh;
 
 import io.hspmn.Backend;
-import io.hspmn.Context;
 import io.hspmn.ContextOptions;
 import io.hspmn.Decoder;
 import io.hspmn.HspmnConfig;
 import io.hspmn.LanguageModel;
 import io.hspmn.ModelConfig;
-import io.hspmn.NativeHandle;
 import io.hspmn.Routing;
 import io.hspmn.ffi.hspmn_h;
 import io.hspmn.generate.Models;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
-import java.lang.reflect.Field;
 import java.util.concurrent.TimeUnit;
 import org.openjdk.jmh.annotations.Benchmark;
 import org.openjdk.jmh.annotations.Fork;
@@ -42,24 +39,20 @@ public class DecoderCallBench extends NativeBench {
     private MemorySegment out;
 
     @Setup(Level.Trial)
-    public void setUp() throws ReflectiveOperationException {
+    public void setUp() {
         ModelConfig cfg = ModelConfig.byteLevel(1, HspmnConfig.builder().dim(32).numHeads(2).numKvHeads(1)
                 .routing(Routing.THRESHOLD).build());
         lm = Models.random(cfg, 1L, ContextOptions.defaults().withBackend(Backend.CPU).withNumThreads(1));
         decoder = lm.decoder(2, 16);
         decoder.append(1, 5, 6, 7);
-        Field f = NativeHandle.class.getDeclaredField("handle"); // the decoder's, held by its base class
-        f.setAccessible(true);
-        handle = (MemorySegment) f.get(decoder);
+        handle = nativeHandle(decoder);
         out = Arena.ofAuto().allocate(8);
     }
 
     @TearDown(Level.Trial)
     public void tearDown() {
         decoder.close();
-        Context ctx = lm.context();
-        lm.close();
-        ctx.close();
+        Models.closeWithContext(lm);
     }
 
     /** The bare downcall. */

@@ -1,10 +1,14 @@
 package io.hspmn.jmh;
 
+import io.hspmn.NativeHandle;
 import org.openjdk.jmh.annotations.BenchmarkMode;
 import org.openjdk.jmh.annotations.Fork;
 import org.openjdk.jmh.annotations.Measurement;
 import org.openjdk.jmh.annotations.Mode;
 import org.openjdk.jmh.annotations.Warmup;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.reflect.Field;
 
 /**
  * The run settings every benchmark here shares (JMH's annotations are inherited): average time per call,
@@ -17,4 +21,17 @@ import org.openjdk.jmh.annotations.Warmup;
 @Measurement(iterations = 5, time = 1)
 @Fork(value = 1, jvmArgsAppend = "--enable-native-access=ALL-UNNAMED")
 public abstract class NativeBench {
+    /**
+     * The native handle of {@code object}, for a benchmark that times the bare downcall against the Java API's
+     * wrapper of it (the handle is private to {@link NativeHandle}: read by reflection, once, in set-up).
+     */
+    static MemorySegment nativeHandle(NativeHandle object) {
+        try {
+            Field f = NativeHandle.class.getDeclaredField("handle");
+            f.setAccessible(true);
+            return (MemorySegment) f.get(object);
+        } catch (ReflectiveOperationException e) {
+            throw new IllegalStateException(e);
+        }
+    }
 }
