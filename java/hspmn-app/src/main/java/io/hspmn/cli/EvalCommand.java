@@ -1,6 +1,5 @@
 package io.hspmn.cli;
 
-import com.google.gson.GsonBuilder;
 import com.google.gson.JsonObject;
 import io.hspmn.Backend;
 import io.hspmn.Context;
@@ -12,14 +11,13 @@ import io.hspmn.data.ByteCorpus;
 import io.hspmn.data.CorpusSplit;
 import io.hspmn.eval.HeldOutEval;
 import io.hspmn.eval.HeldOutResult;
+import io.hspmn.metrics.JsonFile;
 import io.hspmn.io.InvalidSafeTensorsException;
 import io.hspmn.train.TrainCheckpoint;
 import io.hspmn.train.TrainOptions;
 
 import java.io.IOException;
 import java.io.PrintStream;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Locale;
 import java.util.Set;
@@ -121,13 +119,8 @@ final class EvalCommand {
                 if (stored) {
                     o.add("training", run.toStoredJson());
                 }
-                Path p = Path.of(json);
-                Path parent = p.toAbsolutePath().getParent();
-                if (parent != null) {
-                    Files.createDirectories(parent);
-                }
-                Files.writeString(p, new GsonBuilder().setPrettyPrinting().create().toJson(o) + "\n", StandardCharsets.UTF_8);
-                out.println("wrote " + p);
+                JsonFile.write(Path.of(json), o);
+                out.println("wrote " + json);
             }
             return Main.OK;
         } catch (InvalidSafeTensorsException e) {

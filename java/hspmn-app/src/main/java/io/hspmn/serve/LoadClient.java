@@ -1,9 +1,9 @@
 package io.hspmn.serve;
 
-import com.google.gson.GsonBuilder;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParser;
 import io.hspmn.args.CommandLine;
+import io.hspmn.metrics.JsonFile;
 
 import java.io.BufferedReader;
 import java.io.IOException;
@@ -15,7 +15,6 @@ import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -412,12 +411,7 @@ public final class LoadClient implements AutoCloseable {
             return 1;
         }
         if (json != null) {
-            Path parent = json.toAbsolutePath().getParent();
-            if (parent != null) {
-                Files.createDirectories(parent);
-            }
-            Files.writeString(json, new GsonBuilder().setPrettyPrinting().serializeSpecialFloatingPointValues().create()
-                    .toJson(r.json()) + "\n");
+            JsonFile.write(json, r.json());
         }
         for (String e : r.errorSamples()) {
             err.println("error: " + e);
