@@ -1,18 +1,12 @@
 package io.hspmn.jmh;
 
-import io.hspmn.Backend;
 import io.hspmn.Decoder;
 import io.hspmn.StepArrays;
 import io.hspmn.ffi.hspmn_h;
-import io.hspmn.ContextOptions;
-import io.hspmn.HspmnConfig;
 import io.hspmn.LanguageModel;
-import io.hspmn.ModelConfig;
-import io.hspmn.Routing;
 import io.hspmn.generate.CachedEngine;
 import io.hspmn.generate.DecodeEngine;
 import io.hspmn.generate.Generator;
-import io.hspmn.generate.Models;
 import io.hspmn.generate.SamplingParams;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -63,10 +57,8 @@ public class CachedDecodeBench extends DecodeBench {
 
     @Setup(Level.Trial)
     public void setUp() {
-        ModelConfig cfg = ModelConfig.byteLevel(2, HspmnConfig.builder().dim(64).numHeads(4).numKvHeads(2)
-                .routing(Routing.THRESHOLD).build());
-        lm = Models.random(cfg, 1L, ContextOptions.defaults().withBackend(Backend.CPU).withNumThreads(1));
-        for (int l = 0; l < cfg.numLayers(); l++) {
+        lm = randomCpuModel(2, 64, 4, 2);
+        for (int l = 0; l < lm.config().numLayers(); l++) {
             // no token is ever routed, so a step costs the same whatever the tokens and the length (see above)
             lm.setParam("blocks." + l + ".router.b", new float[] {-30f});
         }

@@ -1,12 +1,7 @@
 package io.hspmn.jmh;
 
-import io.hspmn.Backend;
-import io.hspmn.ContextOptions;
 import io.hspmn.Decoder;
-import io.hspmn.HspmnConfig;
 import io.hspmn.LanguageModel;
-import io.hspmn.ModelConfig;
-import io.hspmn.Routing;
 import io.hspmn.ffi.hspmn_h;
 import io.hspmn.generate.Models;
 import java.lang.foreign.Arena;
@@ -40,9 +35,7 @@ public class DecoderCallBench extends NativeBench {
 
     @Setup(Level.Trial)
     public void setUp() {
-        ModelConfig cfg = ModelConfig.byteLevel(1, HspmnConfig.builder().dim(32).numHeads(2).numKvHeads(1)
-                .routing(Routing.THRESHOLD).build());
-        lm = Models.random(cfg, 1L, ContextOptions.defaults().withBackend(Backend.CPU).withNumThreads(1));
+        lm = randomCpuModel(1, 32, 2, 1);
         decoder = lm.decoder(2, 16);
         decoder.append(1, 5, 6, 7);
         handle = nativeHandle(decoder);
