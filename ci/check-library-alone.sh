@@ -17,7 +17,7 @@ deps=$(ls java/hspmn/target/lib)
 others=$(grep -vE '^(gson|error_prone_annotations)-[0-9.]+\.jar$' <<<"$deps" || true)
 [[ -z $others ]] || fail "the library depends on more than Gson: $others"
 gson=$(ls java/hspmn/target/lib/gson-*.jar)
-app=$(jar tf "$jar" | grep -E '^io/hspmn/(cli|train|data|metrics|serve|bench|demo)/' || true)
+app=$(jar tf "$jar" | grep -E '^io/hspmn/(cli|args|train|eval|data|metrics|serve|bench|demo)/' || true)
 [[ -z $app ]] || fail "$jar holds application classes: $(head -3 <<<"$app")"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -18,6 +18,11 @@ public record ForwardOptions(boolean training, boolean noise, long seed, long st
                              float dropout) {
 
     public ForwardOptions {
+        checkDropout(dropout);
+    }
+
+    /** The residual dropout rule of a block and of a model forward: p in [0, 1). */
+    static void checkDropout(float dropout) {
         if (!(dropout >= 0f && dropout < 1f)) {
             throw new IllegalArgumentException("dropout (" + dropout + ") must be in [0, 1)");
         }

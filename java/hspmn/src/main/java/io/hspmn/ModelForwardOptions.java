@@ -21,9 +21,7 @@ public record ModelForwardOptions(boolean training, boolean noise, long seed, lo
                                   float dropout) {
 
     public ModelForwardOptions {
-        if (!(dropout >= 0f && dropout < 1f)) {
-            throw new IllegalArgumentException("dropout (" + dropout + ") must be in [0, 1)");
-        }
+        ForwardOptions.checkDropout(dropout);
     }
 
     /** Without dropout. */

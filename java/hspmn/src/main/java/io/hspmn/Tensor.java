@@ -8,6 +8,8 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.Arrays;
 import java.util.Objects;
+import java.util.function.Consumer;
+import java.util.function.Function;
 
 /**
  * A library tensor ({@code hspmn_tensor}): dtype, memory kind and a row-major shape of 1 to 4 extents.
@@ -61,21 +63,18 @@ public final class Tensor extends NativeHandle {
 
     /** A host tensor holding {@code data} (rounded to nearest even for bf16). */
     public static Tensor of(Context ctx, DType dtype, float[] data, long... shape) {
-        Tensor t = create(ctx, dtype, shape);
-        try {
-            t.copyFrom(data);
-        } catch (RuntimeException e) {
-            t.close();
-            throw e;
-        }
-        return t;
+        return filled(create(ctx, dtype, shape), t -> t.copyFrom(data));
     }
 
     /** A host i32 tensor holding {@code data}. */
     public static Tensor ofInts(Context ctx, int[] data, long... shape) {
-        Tensor t = create(ctx, DType.I32, shape);
+        return filled(create(ctx, DType.I32, shape), t -> t.copyFrom(data));
+    }
+
+    /** {@code t} once {@code fill} has run on it; closed again when the fill throws (bad data length). */
+    private static Tensor filled(Tensor t, Consumer<Tensor> fill) {
         try {
-            t.copyFrom(data);
+            fill.accept(t);
         } catch (RuntimeException e) {
             t.close();
             throw e;
@@ -139,17 +138,14 @@ public final class Tensor extends NativeHandle {
         if (dtype == DType.I32) {
             throw new InvalidArgumentException(Status.DTYPE, "copyFrom(float[]): " + this + " is i32; use copyFrom(int[])");
         }
-        try (var g = ctx.enter("Tensor.copyFrom"); Arena arena = Arena.ofConfined()) {
-            checkOpen("Tensor.copyFrom");
-            MemorySegment src;
+        copyIn(arena -> {
             if (dtype == DType.F32) {
-                src = arena.allocateFrom(ValueLayout.JAVA_FLOAT, data);
-            } else {
-                src = arena.allocate(byteSize, 8);
-                BFloat16.fromFloat(data, src);
+                return arena.allocateFrom(ValueLayout.JAVA_FLOAT, data);
             }
-            Native.check(hspmn_h.hspmn_tensor_copy_in(handle(), src, byteSize), "hspmn_tensor_copy_in");
-        }
+            MemorySegment src = arena.allocate(byteSize, 8);
+            BFloat16.fromFloat(data, src);
+            return src;
+        });
     }
 
     public void copyFrom(int[] data) {
@@ -158,10 +154,24 @@ public final class Tensor extends NativeHandle {
         if (dtype != DType.I32) {
             throw new InvalidArgumentException(Status.DTYPE, "copyFrom(int[]): " + this + " is not i32; use copyFrom(float[])");
         }
+        copyIn(arena -> arena.allocateFrom(ValueLayout.JAVA_INT, data));
+    }
+
+    /** Copies in the host bytes {@code stage} makes (in a confined arena that lives for the call). */
+    private void copyIn(Function<Arena, MemorySegment> stage) {
         try (var g = ctx.enter("Tensor.copyFrom"); Arena arena = Arena.ofConfined()) {
             checkOpen("Tensor.copyFrom");
-            MemorySegment src = arena.allocateFrom(ValueLayout.JAVA_INT, data);
-            Native.check(hspmn_h.hspmn_tensor_copy_in(handle(), src, byteSize), "hspmn_tensor_copy_in");
+            Native.check(hspmn_h.hspmn_tensor_copy_in(handle(), stage.apply(arena), byteSize), "hspmn_tensor_copy_in");
+        }
+    }
+
+    /** Copies the tensor's bytes out to a host segment and hands it to {@code read} before it is freed. */
+    private void copyOut(String op, Consumer<MemorySegment> read) {
+        try (var g = ctx.enter("Tensor." + op); Arena arena = Arena.ofConfined()) {
+            checkOpen("Tensor." + op);
+            MemorySegment dst = arena.allocate(byteSize, 8);
+            Native.check(hspmn_h.hspmn_tensor_copy_out(handle(), dst, byteSize), "hspmn_tensor_copy_out");
+            read.accept(dst);
         }
     }
 
@@ -199,16 +209,13 @@ public final class Tensor extends NativeHandle {
             throw new InvalidArgumentException(Status.DTYPE, "toFloatArray: " + this + " is i32; use toIntArray()");
         }
         float[] out = new float[javaArrayLength(numel, "toFloatArray")];
-        try (var g = ctx.enter("Tensor.toFloatArray"); Arena arena = Arena.ofConfined()) {
-            checkOpen("Tensor.toFloatArray");
-            MemorySegment dst = arena.allocate(byteSize, 8);
-            Native.check(hspmn_h.hspmn_tensor_copy_out(handle(), dst, byteSize), "hspmn_tensor_copy_out");
+        copyOut("toFloatArray", dst -> {
             if (dtype == DType.F32) {
                 MemorySegment.copy(dst, ValueLayout.JAVA_FLOAT, 0, out, 0, out.length);
             } else {
                 BFloat16.toFloat(dst, out);
             }
-        }
+        });
         return out;
     }
 
@@ -217,12 +224,7 @@ public final class Tensor extends NativeHandle {
             throw new InvalidArgumentException(Status.DTYPE, "toIntArray: " + this + " is not i32; use toFloatArray()");
         }
         int[] out = new int[javaArrayLength(numel, "toIntArray")];
-        try (var g = ctx.enter("Tensor.toIntArray"); Arena arena = Arena.ofConfined()) {
-            checkOpen("Tensor.toIntArray");
-            MemorySegment dst = arena.allocate(byteSize, 8);
-            Native.check(hspmn_h.hspmn_tensor_copy_out(handle(), dst, byteSize), "hspmn_tensor_copy_out");
-            MemorySegment.copy(dst, ValueLayout.JAVA_INT, 0, out, 0, out.length);
-        }
+        copyOut("toIntArray", dst -> MemorySegment.copy(dst, ValueLayout.JAVA_INT, 0, out, 0, out.length));
         return out;
     }
 

@@ -2,7 +2,6 @@ package io.hspmn;
 
 import io.hspmn.ffi.hspmn_block_params;
 import io.hspmn.ffi.hspmn_h;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -28,26 +27,13 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * Misuse gives a typed exception with a message that says what is wrong, and leaves the JVM and the
  * objects involved usable. Every case here ran the JVM into the native code; none may crash it.
  */
-class BadInputTest {
+class BadInputTest extends GraphFixture {
     static final int B = 2, S = 24, D = 32;
     static final HspmnConfig CONFIG = HspmnConfig.builder().dim(D).numHeads(4).numKvHeads(2).sparsityK(0.25f).build();
 
-    Context ctx;
-    Block block;
-    Tensor x;
-    Tensor out;
-
     @BeforeEach
     void setUp() {
-        ctx = Context.create(ContextOptions.defaults().withBackend(Backend.CPU).withNumThreads(2));
-        block = Block.create(ctx, CONFIG, 3);
-        x = Tensor.of(ctx, DType.BF16, gaussian(B * S * D, 1), B, S, D);
-        out = Tensor.create(ctx, DType.BF16, B, S, D);
-    }
-
-    @AfterEach
-    void tearDown() {
-        ctx.close();
+        open(cpuContext(), CONFIG, S, 3, MemoryKind.HOST, 1);
     }
 
     static float[] gaussian(int n, long seed) {

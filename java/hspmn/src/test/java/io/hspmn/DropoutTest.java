@@ -1,6 +1,5 @@
 package io.hspmn;
 
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
@@ -17,29 +16,15 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * evaluation forward ignores it. Parity with the float64 reference is native/reference/check_dropout.py
  * and check_model.py's dropout case.
  */
-class DropoutTest {
+class DropoutTest extends ModelFixture {
     static final int B = 2;
     static final int S = 33;
     static final ModelConfig CONFIG = ModelConfig.byteLevel(2, HspmnConfig.builder().dim(40).numHeads(4).numKvHeads(2)
             .mlpRatio(2).routing(Routing.THRESHOLD).build());
 
-    Context ctx;
-    LanguageModel model;
-    Tensor tokens;
-    Tensor targets;
-
     @BeforeEach
     void setUp() {
-        ctx = Context.create(ContextOptions.defaults().withBackend(Backend.CPU).withNumThreads(2));
-        model = LanguageModel.create(ctx, CONFIG, 3);
-        int[][] batch = LanguageModelTest.randomBatch(B, S, 17);
-        tokens = Tensor.ofInts(ctx, batch[0], B, S);
-        targets = Tensor.ofInts(ctx, batch[1], B, S);
-    }
-
-    @AfterEach
-    void tearDown() {
-        ctx.close();
+        open(CONFIG, 3, B, S, 17);
     }
 
     private float[] trainLoss(long step, float dropout) {

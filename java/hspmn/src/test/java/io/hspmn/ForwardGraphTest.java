@@ -17,7 +17,7 @@ class ForwardGraphTest extends GraphFixture {
 
     @BeforeEach
     void setUp() {
-        open(Context.create(ContextOptions.defaults().withBackend(Backend.CPU).withNumThreads(2)), S, D, 5,
+        open(cpuContext(), S, D, 5,
                 MemoryKind.HOST, 3);
     }
 

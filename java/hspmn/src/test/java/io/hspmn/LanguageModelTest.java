@@ -1,7 +1,6 @@
 package io.hspmn;
 
 import io.hspmn.checkpoint.LanguageModelLayout;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
@@ -19,47 +18,16 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /** The language-model API on the CPU backend: names, shapes, round trips, loss, a step, misuse. */
-class LanguageModelTest {
+class LanguageModelTest extends ModelFixture {
     static final int B = 2;
     static final int S = 24;
     static final HspmnConfig BLOCK = HspmnConfig.builder().dim(32).numHeads(4).numKvHeads(2).mlpRatio(2)
             .routing(Routing.THRESHOLD).build();
     static final ModelConfig CONFIG = ModelConfig.byteLevel(2, BLOCK);
 
-    Context ctx;
-    LanguageModel model;
-    Tensor tokens;
-    Tensor targets;
-
     @BeforeEach
     void setUp() {
-        ctx = Context.create(ContextOptions.defaults().withBackend(Backend.CPU).withNumThreads(2));
-        model = LanguageModel.create(ctx, CONFIG, 5);
-        int[][] batch = randomBatch(B, S, 11);
-        tokens = Tensor.ofInts(ctx, batch[0], B, S);
-        targets = Tensor.ofInts(ctx, batch[1], B, S);
-    }
-
-    @AfterEach
-    void tearDown() {
-        ctx.close();
-    }
-
-    /** {tokens, targets} of random byte windows: targets are the tokens shifted by one. */
-    static int[][] randomBatch(int b, int s, long seed) {
-        SplittableRandom r = new SplittableRandom(seed);
-        int[] tok = new int[b * s];
-        int[] tgt = new int[b * s];
-        for (int i = 0; i < b; i++) {
-            int prev = r.nextInt(256);
-            for (int t = 0; t < s; t++) {
-                int next = r.nextInt(256);
-                tok[i * s + t] = prev;
-                tgt[i * s + t] = next;
-                prev = next;
-            }
-        }
-        return new int[][] {tok, tgt};
+        open(CONFIG, 5, B, S, 11);
     }
 
     @Test
@@ -194,15 +162,7 @@ class LanguageModelTest {
                 try (Tensor prefix = Tensor.ofInts(ctx, Arrays.copyOf(batch[0], t), 1, t)) {
                     float[] z = model.logits(prefix);
                     assertEquals(256, z.length);
-                    double m = Double.NEGATIVE_INFINITY;
-                    for (float v : z) {
-                        m = Math.max(m, v);
-                    }
-                    double lse = 0;
-                    for (float v : z) {
-                        lse += Math.exp(v - m);
-                    }
-                    sum += m + Math.log(lse) - z[batch[1][t - 1]];
+                    sum -= LogSoftmax.of(z, batch[1][t - 1]);
                 }
             }
             // Every op is per row or causal, so each prefix computes its last row as the whole sequence does;

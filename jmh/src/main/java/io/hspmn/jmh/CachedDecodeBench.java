@@ -1,39 +1,24 @@
 package io.hspmn.jmh;
 
-import io.hspmn.Backend;
 import io.hspmn.Decoder;
 import io.hspmn.StepArrays;
 import io.hspmn.ffi.hspmn_h;
-import java.lang.reflect.Field;
-import io.hspmn.ContextOptions;
-import io.hspmn.HspmnConfig;
 import io.hspmn.LanguageModel;
-import io.hspmn.ModelConfig;
-import io.hspmn.NativeHandle;
-import io.hspmn.Routing;
 import io.hspmn.generate.CachedEngine;
 import io.hspmn.generate.DecodeEngine;
-import io.hspmn.generate.GenerationRequest;
 import io.hspmn.generate.Generator;
-import io.hspmn.generate.Models;
 import io.hspmn.generate.SamplingParams;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.concurrent.TimeUnit;
 import org.openjdk.jmh.annotations.Benchmark;
-import org.openjdk.jmh.annotations.BenchmarkMode;
 import org.openjdk.jmh.annotations.Fork;
 import org.openjdk.jmh.annotations.Level;
-import org.openjdk.jmh.annotations.Measurement;
-import org.openjdk.jmh.annotations.Mode;
 import org.openjdk.jmh.annotations.OutputTimeUnit;
 import org.openjdk.jmh.annotations.Param;
-import org.openjdk.jmh.annotations.Scope;
 import org.openjdk.jmh.annotations.Setup;
-import org.openjdk.jmh.annotations.State;
 import org.openjdk.jmh.annotations.TearDown;
-import org.openjdk.jmh.annotations.Warmup;
 
 /**
  * One decode step on the real native cached decoder (CPU backend, one thread, a small random byte-level
@@ -51,25 +36,15 @@ import org.openjdk.jmh.annotations.Warmup;
  * different native work. When the sequences reach the cache's length they start again (once per ~16k
  * steps).
  */
-@State(Scope.Thread)
-@BenchmarkMode(Mode.AverageTime)
 @OutputTimeUnit(TimeUnit.MICROSECONDS)
-@Warmup(iterations = 3, time = 1)
-@Measurement(iterations = 5, time = 1)
 @Fork(value = 1, jvmArgsAppend = {"--enable-native-access=ALL-UNNAMED", "-Xmx2g"})
-public class CachedDecodeBench {
+public class CachedDecodeBench extends DecodeBench {
     static final int MAX_LEN = 1 << 14;
-
-    @Param({"1", "8"})
-    public int batch;
 
     @Param({"greedy", "topk"})
     public String sampling;
 
     private CachedEngine engine;
-    private Generator generator;
-    private DecodeEngine.Sequence[] seqs;
-    private MemorySegment ids;
     private MemorySegment prompt;
     private SamplingParams params;
     private LanguageModel lm;
@@ -82,17 +57,15 @@ public class CachedDecodeBench {
 
     @Setup(Level.Trial)
     public void setUp() {
-        ModelConfig cfg = ModelConfig.byteLevel(2, HspmnConfig.builder().dim(64).numHeads(4).numKvHeads(2)
-                .routing(Routing.THRESHOLD).build());
-        lm = Models.random(cfg, 1L, ContextOptions.defaults().withBackend(Backend.CPU).withNumThreads(1));
-        for (int l = 0; l < cfg.numLayers(); l++) {
+        lm = randomCpuModel(2, 64, 4, 2);
+        for (int l = 0; l < lm.config().numLayers(); l++) {
             // no token is ever routed, so a step costs the same whatever the tokens and the length (see above)
             lm.setParam("blocks." + l + ".router.b", new float[] {-30f});
         }
         // twice the batch: the engine's own sequences and the generator's (the decoder's are its own)
         engine = new CachedEngine(lm, 2 * batch, MAX_LEN, true);
         generator = new Generator(engine, batch);
-        params = DecodeStepBench.params(sampling);
+        params = params(sampling);
         Arena arena = Arena.ofAuto();
         prompt = arena.allocateFrom(ValueLayout.JAVA_INT, 72, 101, 108, 108, 111);
         ids = arena.allocate(4L * batch);
@@ -106,13 +79,7 @@ public class CachedDecodeBench {
         stepParams = arena.allocate(StepArrays.PARAMS_BYTES * batch);
         sampled = arena.allocate(4L * batch);
         decoder = lm.decoder(batch, MAX_LEN);
-        try {
-            Field f = NativeHandle.class.getDeclaredField("handle"); // the decoder's, held by its base class
-            f.setAccessible(true);
-            handle = (MemorySegment) f.get(decoder);
-        } catch (ReflectiveOperationException e) {
-            throw new IllegalStateException(e);
-        }
+        handle = nativeHandle(decoder);
         arrays = new StepArrays(batch);
         for (int i = 0; i < batch; i++) {
             arrays.set(i, i, 32 + i).sampling(i, params.temperature(), params.topK(), params.topP(), i, 1);
@@ -139,10 +106,7 @@ public class CachedDecodeBench {
     }
 
     private void restartSessions() {
-        int[] p = {72, 101, 108, 108, 111};
-        for (int i = 0; i < batch; i++) {
-            generator.start(GenerationRequest.of(p, params.withSeed(i), Integer.MAX_VALUE), null);
-        }
+        startSessions(new int[] {72, 101, 108, 108, 111}, params);
     }
 
     @TearDown(Level.Trial)

@@ -5,7 +5,6 @@ import io.hspmn.StepArrays;
 import io.hspmn.ffi.hspmn_h;
 import io.hspmn.generate.DecodeEngine;
 import io.hspmn.generate.ForwardReport;
-import io.hspmn.generate.GenerationRequest;
 import io.hspmn.generate.Generator;
 import io.hspmn.generate.Sampler;
 import io.hspmn.generate.SamplingParams;
@@ -15,18 +14,12 @@ import java.lang.foreign.ValueLayout;
 import java.util.SplittableRandom;
 import java.util.concurrent.TimeUnit;
 import org.openjdk.jmh.annotations.Benchmark;
-import org.openjdk.jmh.annotations.BenchmarkMode;
 import org.openjdk.jmh.annotations.Fork;
 import org.openjdk.jmh.annotations.Level;
-import org.openjdk.jmh.annotations.Measurement;
-import org.openjdk.jmh.annotations.Mode;
 import org.openjdk.jmh.annotations.OutputTimeUnit;
 import org.openjdk.jmh.annotations.Param;
-import org.openjdk.jmh.annotations.Scope;
 import org.openjdk.jmh.annotations.Setup;
-import org.openjdk.jmh.annotations.State;
 import org.openjdk.jmh.annotations.TearDown;
-import org.openjdk.jmh.annotations.Warmup;
 
 /**
  * The Java-side cost of one decode step around the native call: {@link Generator#step()} against the
@@ -46,13 +39,9 @@ import org.openjdk.jmh.annotations.Warmup;
  * (sequences never finish during an iteration: max_new_tokens is effectively unbounded and a fresh batch
  * is set up per iteration, so no prefill or release is timed).
  */
-@State(Scope.Thread)
-@BenchmarkMode(Mode.AverageTime)
 @OutputTimeUnit(TimeUnit.NANOSECONDS)
-@Warmup(iterations = 3, time = 1)
-@Measurement(iterations = 5, time = 1)
 @Fork(value = 1, jvmArgsAppend = {"--enable-native-access=ALL-UNNAMED", "-Xmx3g"})
-public class DecodeStepBench {
+public class DecodeStepBench extends DecodeBench {
     static final int VOCAB = 256;
 
     /** A DecodeEngine whose step is one FFM downcall and fixed logits: the "native call" being measured around. */
@@ -147,9 +136,6 @@ public class DecodeStepBench {
         }
     }
 
-    @Param({"1", "8"})
-    public int batch;
-
     /** greedy; temp = temperature 0.8; topk = temperature 0.8 + top-k 40; topp = temperature 0.8 + top-p 0.9. */
     @Param({"greedy", "temp", "topk", "topp"})
     public String sampling;
@@ -159,22 +145,9 @@ public class DecodeStepBench {
     public String path;
 
     private NullCallEngine engine;
-    private Generator generator;
-    private DecodeEngine.Sequence[] seqs;
-    private MemorySegment ids;
     private MemorySegment params;
     private MemorySegment sampled;
     private Sampler sampler;
-
-    static SamplingParams params(String name) {
-        return switch (name) {
-            case "greedy" -> SamplingParams.greedy();
-            case "temp" -> SamplingParams.temperature(0.8f, 7);
-            case "topk" -> new SamplingParams(0.8f, 40, 1f, 7);
-            case "topp" -> new SamplingParams(0.8f, 0, 0.9f, 7);
-            default -> throw new IllegalArgumentException(name);
-        };
-    }
 
     @Setup(Level.Iteration)
     public void setUp() {
@@ -182,9 +155,7 @@ public class DecodeStepBench {
         engine = new NullCallEngine(batch, path.equals("sampled"));
         generator = new Generator(engine, batch);
         SamplingParams p = params(sampling);
-        for (int i = 0; i < batch; i++) {
-            generator.start(GenerationRequest.of(new int[] {1, 2, 3}, p.withSeed(i), Integer.MAX_VALUE), null);
-        }
+        startSessions(new int[] {1, 2, 3}, p);
         seqs = new DecodeEngine.Sequence[batch];
         for (int i = 0; i < batch; i++) {
             seqs[i] = engine.prefill(MemorySegment.NULL, 1).sequence();

@@ -1,6 +1,5 @@
 package io.hspmn.bench;
 
-import com.google.gson.GsonBuilder;
 import io.hspmn.Backend;
 import io.hspmn.Block;
 import io.hspmn.Context;
@@ -14,11 +13,10 @@ import io.hspmn.HspmnException;
 import io.hspmn.MemoryKind;
 import io.hspmn.Status;
 import io.hspmn.Tensor;
+import io.hspmn.metrics.JsonFile;
 
 import java.io.IOException;
 import java.io.PrintStream;
-import java.io.Writer;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -66,7 +64,7 @@ public final class Bench {
         BenchOptions o;
         try {
             o = BenchOptions.parse(args);
-        } catch (BenchOptions.UsageException e) {
+        } catch (IllegalArgumentException e) { // a bad option or value (BadOptionException, Routing.parse)
             err.println("error: " + e.getMessage() + " (--help lists the options)");
             return 1;
         }
@@ -332,10 +330,7 @@ public final class Bench {
         if (stress != null) {
             root.put("stress", stress);
         }
-        try (Writer w = Files.newBufferedWriter(path, StandardCharsets.UTF_8)) {
-            new GsonBuilder().setPrettyPrinting().serializeSpecialFloatingPointValues().create().toJson(root, w);
-            w.write('\n');
-        }
+        JsonFile.write(path, root);
     }
 
     private static String name(Backend b) {

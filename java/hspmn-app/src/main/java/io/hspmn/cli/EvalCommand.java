@@ -1,6 +1,5 @@
 package io.hspmn.cli;
 
-import com.google.gson.GsonBuilder;
 import com.google.gson.JsonObject;
 import io.hspmn.Backend;
 import io.hspmn.Context;
@@ -12,14 +11,13 @@ import io.hspmn.data.ByteCorpus;
 import io.hspmn.data.CorpusSplit;
 import io.hspmn.eval.HeldOutEval;
 import io.hspmn.eval.HeldOutResult;
+import io.hspmn.metrics.JsonFile;
 import io.hspmn.io.InvalidSafeTensorsException;
 import io.hspmn.train.TrainCheckpoint;
 import io.hspmn.train.TrainOptions;
 
 import java.io.IOException;
 import java.io.PrintStream;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Locale;
 import java.util.Set;
@@ -60,9 +58,7 @@ final class EvalCommand {
             out.print(help());
             return Main.OK;
         }
-        if (!args.positional.isEmpty()) {
-            throw new UsageException("unexpected argument '" + args.positional.getFirst() + "' (options start with --)");
-        }
+        args.noPositional();
         ByteModelCheckpoint loaded = ByteModelCheckpoint.load(args, err, "eval scores bytes");
         Path ckpt = loaded.file();
         TrainCheckpoint.State state = loaded.state();
@@ -81,12 +77,7 @@ final class EvalCommand {
         int seqLen = args.intValue("seq-len", Integer.toString(run.seqLen()), 1);
         int batch = args.intValue("batch", stored ? Integer.toString(run.batch()) : "8", 1);
         int threads = args.intValue("threads", "0", 0);
-        Backend backend = switch (args.get("backend", "auto").toLowerCase(Locale.ROOT)) {
-            case "auto" -> Backend.AUTO;
-            case "cpu" -> Backend.CPU;
-            case "cuda" -> Backend.CUDA;
-            default -> throw new UsageException("--backend: '" + args.get("backend", "") + "' is not auto, cpu or cuda");
-        };
+        Backend backend = args.backend();
         Path data = Path.of(dataArg);
         try (ByteCorpus corpus = ByteCorpus.open(data);
              Context ctx = Context.create(ContextOptions.defaults().withBackend(backend).withNumThreads(threads));
@@ -128,13 +119,8 @@ final class EvalCommand {
                 if (stored) {
                     o.add("training", run.toStoredJson());
                 }
-                Path p = Path.of(json);
-                Path parent = p.toAbsolutePath().getParent();
-                if (parent != null) {
-                    Files.createDirectories(parent);
-                }
-                Files.writeString(p, new GsonBuilder().setPrettyPrinting().create().toJson(o) + "\n", StandardCharsets.UTF_8);
-                out.println("wrote " + p);
+                JsonFile.write(Path.of(json), o);
+                out.println("wrote " + json);
             }
             return Main.OK;
         } catch (InvalidSafeTensorsException e) {

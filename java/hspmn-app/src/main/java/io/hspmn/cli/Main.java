@@ -2,6 +2,7 @@ package io.hspmn.cli;
 
 import io.hspmn.BackendUnavailableException;
 import io.hspmn.HspmnException;
+import io.hspmn.args.BadOptionException;
 import io.hspmn.bench.Bench;
 import io.hspmn.data.CorpusException;
 import io.hspmn.demo.Demo;
@@ -88,7 +89,7 @@ public final class Main {
                 }
                 default -> throw new UsageException("unknown command '" + args[0] + "'; commands: train, verify, sample, eval, serve, demo, bench");
             };
-        } catch (UsageException e) {
+        } catch (UsageException | BadOptionException e) {
             err.println("error: " + e.getMessage());
             if (command.equals("train") || command.equals("verify") || command.equals("sample") || command.equals("eval") || command.equals("serve")) {
                 err.println("run 'hspmn " + command + " --help' for its options");

@@ -18,7 +18,6 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
-import java.util.Locale;
 import java.util.Set;
 
 /** {@code hspmn sample}: greedy continuation of a prompt; see {@link #help()}. */
@@ -50,21 +49,14 @@ final class SampleCommand {
             out.print(help());
             return Main.OK;
         }
-        if (!args.positional.isEmpty()) {
-            throw new UsageException("unexpected argument '" + args.positional.getFirst() + "' (options start with --)");
-        }
+        args.noPositional();
         byte[] prompt = args.required("prompt", "the text to continue").getBytes(StandardCharsets.UTF_8);
         if (prompt.length == 0) {
             throw new UsageException("--prompt is empty: give at least one character to continue");
         }
         int maxNew = args.intValue("max-new", "200", 0);
         int threads = args.intValue("threads", "0", 0);
-        Backend backend = switch (args.get("backend", "auto").toLowerCase(Locale.ROOT)) {
-            case "auto" -> Backend.AUTO;
-            case "cpu" -> Backend.CPU;
-            case "cuda" -> Backend.CUDA;
-            default -> throw new UsageException("--backend: '" + args.get("backend", "") + "' is not auto, cpu or cuda");
-        };
+        Backend backend = args.backend();
         ByteModelCheckpoint loaded = ByteModelCheckpoint.load(args, err, "sample reads and writes bytes");
         Path ckpt = loaded.file();
         TrainCheckpoint.State state = loaded.state();

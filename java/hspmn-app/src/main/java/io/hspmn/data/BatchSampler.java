@@ -68,23 +68,6 @@ public final class BatchSampler {
         return new BatchSampler(split, batch, seqLen, 0, false);
     }
 
-    public int batchSize() {
-        return batch;
-    }
-
-    public int seqLen() {
-        return seqLen;
-    }
-
-    public long epoch() {
-        return epoch;
-    }
-
-    /** Windows drawn so far in the current epoch. */
-    public long index() {
-        return index;
-    }
-
     /** Windows in epoch {@code e} (the phase makes it vary by one at most). */
     public long windowsInEpoch(long e) {
         long p = phaseOf(e);

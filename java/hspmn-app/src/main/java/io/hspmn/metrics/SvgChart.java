@@ -137,9 +137,8 @@ final class SvgChart {
                 .append(Html.escape(yLabel)).append("</text>\n");
 
         for (Reference r : references) {
-            double y = sy.map(r.y());
-            b.append("<line x1=\"").append(LEFT).append("\" y1=\"").append(f(y)).append("\" x2=\"").append(LEFT + pw)
-                    .append("\" y2=\"").append(f(y)).append("\" stroke=\"").append(r.color()).append("\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\"/>\n");
+            String y = f(sy.map(r.y()));
+            line(b, Integer.toString(LEFT), y, Integer.toString(LEFT + pw), y, r.color(), REFERENCE_STROKE);
         }
         for (Series s : series) {
             plot(b, s, sx, sy);
@@ -151,21 +150,30 @@ final class SvgChart {
         int ly = TOP + 8;
         int lx = LEFT + pw + 14;
         for (Series s : series) {
-            b.append("<line x1=\"").append(lx).append("\" y1=\"").append(ly).append("\" x2=\"").append(lx + 22).append("\" y2=\"").append(ly)
-                    .append("\" stroke=\"").append(s.color()).append("\" stroke-width=\"2.5\"/>\n");
-            b.append("<text class=\"legend\" x=\"").append(lx + 28).append("\" y=\"").append(ly + 4).append("\">")
-                    .append(Html.escape(s.name())).append("</text>\n");
+            legend(b, lx, ly, s.name(), s.color(), SERIES_STROKE);
             ly += 18;
         }
         for (Reference r : references) {
-            b.append("<line x1=\"").append(lx).append("\" y1=\"").append(ly).append("\" x2=\"").append(lx + 22).append("\" y2=\"").append(ly)
-                    .append("\" stroke=\"").append(r.color()).append("\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\"/>\n");
-            b.append("<text class=\"legend\" x=\"").append(lx + 28).append("\" y=\"").append(ly + 4).append("\">")
-                    .append(Html.escape(r.name())).append("</text>\n");
+            legend(b, lx, ly, r.name(), r.color(), REFERENCE_STROKE);
             ly += 18;
         }
         b.append("</svg>\n");
         return b.toString();
+    }
+
+    private static final String SERIES_STROKE = "stroke-width=\"2.5\"";
+    private static final String REFERENCE_STROKE = "stroke-width=\"1.5\" stroke-dasharray=\"6 4\"";
+
+    private static void line(StringBuilder b, String x1, String y1, String x2, String y2, String color, String stroke) {
+        b.append("<line x1=\"").append(x1).append("\" y1=\"").append(y1).append("\" x2=\"").append(x2).append("\" y2=\"")
+                .append(y2).append("\" stroke=\"").append(color).append("\" ").append(stroke).append("/>\n");
+    }
+
+    /** A legend entry at (x, y): a short line drawn as the curve is, then the name. */
+    private static void legend(StringBuilder b, int x, int y, String name, String color, String stroke) {
+        line(b, Integer.toString(x), Integer.toString(y), Integer.toString(x + 22), Integer.toString(y), color, stroke);
+        b.append("<text class=\"legend\" x=\"").append(x + 28).append("\" y=\"").append(y + 4).append("\">")
+                .append(Html.escape(name)).append("</text>\n");
     }
 
     private static void plot(StringBuilder b, Series s, Scale sx, Scale sy) {

@@ -1,8 +1,9 @@
 package io.hspmn.serve;
 
-import com.google.gson.GsonBuilder;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParser;
+import io.hspmn.args.CommandLine;
+import io.hspmn.metrics.JsonFile;
 
 import java.io.BufferedReader;
 import java.io.IOException;
@@ -14,7 +15,6 @@ import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -22,6 +22,7 @@ import java.util.Arrays;
 import java.util.Collections;
 import java.util.List;
 import java.util.Locale;
+import java.util.Set;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
@@ -377,46 +378,26 @@ public final class LoadClient implements AutoCloseable {
         System.exit(run(args, System.out, System.err));
     }
 
+    private static final Set<String> VALUED = Set.of("url", "streams", "requests", "new-tokens", "prompt-bytes",
+            "temperature", "top-k", "top-p", "warmup", "timeout-s", "json");
+
     static int run(String[] args, PrintStream out, PrintStream err) throws InterruptedException, IOException {
-        URI url = null;
-        int streams = 32;
-        int requests = 4;
-        int newTokens = 128;
-        int promptBytes = 32;
-        float temperature = 0.8f;
-        int topK = 40;
-        float topP = 0.95f;
-        int warmup = 1;
-        int timeout = 600;
-        Path json = null;
         Options o;
+        Path json;
         try {
-            for (int i = 0; i < args.length; i++) {
-                String a = args[i];
-                if (a.equals("--help") || a.equals("-h")) {
-                    out.print(USAGE);
-                    return 0;
-                }
-                if (i + 1 >= args.length) {
-                    throw new IllegalArgumentException(a + " needs a value");
-                }
-                String v = args[++i];
-                switch (a) {
-                    case "--url" -> url = URI.create(v);
-                    case "--streams" -> streams = Integer.parseInt(v);
-                    case "--requests" -> requests = Integer.parseInt(v);
-                    case "--new-tokens" -> newTokens = Integer.parseInt(v);
-                    case "--prompt-bytes" -> promptBytes = Integer.parseInt(v);
-                    case "--temperature" -> temperature = Float.parseFloat(v);
-                    case "--top-k" -> topK = Integer.parseInt(v);
-                    case "--top-p" -> topP = Float.parseFloat(v);
-                    case "--warmup" -> warmup = Integer.parseInt(v);
-                    case "--timeout-s" -> timeout = Integer.parseInt(v);
-                    case "--json" -> json = Path.of(v);
-                    default -> throw new IllegalArgumentException("unknown option " + a);
-                }
+            CommandLine c = CommandLine.parse("LoadClient", args, VALUED, Set.of());
+            if (c.help) {
+                out.print(USAGE);
+                return 0;
             }
-            o = new Options(url, streams, requests, newTokens, promptBytes, temperature, topK, topP, warmup, timeout);
+            c.noPositional();
+            Options d = Options.of(URI.create(c.required("url", "the server, e.g. http://127.0.0.1:8080")), 32, 4, 128);
+            o = new Options(d.url(), c.intValue("streams", d.streams()), c.intValue("requests", d.requests()),
+                    c.intValue("new-tokens", d.newTokens()), c.intValue("prompt-bytes", d.promptBytes()),
+                    (float) c.doubleValue("temperature", d.temperature()), c.intValue("top-k", d.topK()),
+                    (float) c.doubleValue("top-p", d.topP()), c.intValue("warmup", d.warmup()),
+                    c.intValue("timeout-s", d.timeoutS()));
+            json = c.path("json");
         } catch (IllegalArgumentException e) {
             err.println("error: " + e.getMessage());
             err.print(USAGE);
@@ -430,12 +411,7 @@ public final class LoadClient implements AutoCloseable {
             return 1;
         }
         if (json != null) {
-            Path parent = json.toAbsolutePath().getParent();
-            if (parent != null) {
-                Files.createDirectories(parent);
-            }
-            Files.writeString(json, new GsonBuilder().setPrettyPrinting().serializeSpecialFloatingPointValues().create()
-                    .toJson(r.json()) + "\n");
+            JsonFile.write(json, r.json());
         }
         for (String e : r.errorSamples()) {
             err.println("error: " + e);

@@ -1,6 +1,8 @@
 package io.hspmn.serve;
 
 import io.hspmn.Backend;
+import io.hspmn.args.BadOptionException;
+import io.hspmn.args.CommandLine;
 import io.hspmn.HspmnConfig;
 import io.hspmn.Routing;
 import io.hspmn.ModelConfig;
@@ -9,6 +11,7 @@ import io.hspmn.generate.Models;
 
 import java.nio.file.Path;
 import java.util.Locale;
+import java.util.Set;
 
 /**
  * What the server runs and its limits; {@link #parse} reads them from the command line.
@@ -157,113 +160,47 @@ public record ServerOptions(String host, int port, Path checkpoint, ModelConfig 
               --help
             """;
 
-    private static final java.util.Set<String> VALUE_OPTIONS = java.util.Set.of("--host", "--port", "--ckpt", "--vocab",
-            "--layers", "--dim", "--heads", "--kv-heads", "--mlp-ratio", "--routing", "--seed", "--backend", "--engine",
-            "--threads", "--max-body-bytes", "--max-prompt-tokens", "--max-new-tokens", "--default-new-tokens",
-            "--max-concurrent", "--max-batch", "--prefill-chunk", "--body-timeout-ms");
+    private static final Set<String> VALUED = Set.of("host", "port", "ckpt", "vocab", "layers", "dim", "heads", "kv-heads",
+            "mlp-ratio", "routing", "seed", "backend", "engine", "threads", "max-body-bytes", "max-prompt-tokens",
+            "max-new-tokens", "default-new-tokens", "max-concurrent", "max-batch", "prefill-chunk", "body-timeout-ms");
 
-    /** Parses command-line options ({@code --name value} or {@code --name=value}); null after printing help. */
+    /**
+     * Parses command-line options ({@code --name value} or {@code --name=value}) over {@link #randomDefaults()}
+     * and {@link #defaultRandomModel()} (port 8080); null when they ask for help.
+     */
     public static ServerOptions parse(String[] args) {
-        String host = "127.0.0.1";
-        int port = 8080;
-        Path ckpt = null;
-        boolean random = false;
-        int vocab = 256;
-        int layers = 2;
-        int dim = 64;
-        int heads = 4;
-        int kvHeads = 2;
-        int mlpRatio = 4;
-        Routing routing = Routing.THRESHOLD;
-        long seed = 0;
-        Backend backend = Backend.AUTO;
-        Models.EngineKind engine = Models.EngineKind.AUTO;
-        int threads = 0;
-        int maxBody = 64 * 1024;
-        int maxPrompt = 1024;
-        int maxNew = 512;
-        int defaultNew = 64;
-        int maxConcurrent = 16;
-        int maxBatch = 8;
-        int prefillChunk = Generator.DEFAULT_PREFILL_CHUNK;
-        int bodyTimeout = DEFAULT_BODY_TIMEOUT_MILLIS;
-        for (int i = 0; i < args.length; i++) {
-            String a = args[i];
-            String value = null;
-            int eq = a.indexOf('=');
-            if (a.startsWith("--") && eq > 0) {
-                value = a.substring(eq + 1);
-                a = a.substring(0, eq);
-            }
-            if (a.equals("--help") || a.equals("-h")) {
-                return null;
-            }
-            if (a.equals("--random")) {
-                random = true;
-                continue;
-            }
-            if (!VALUE_OPTIONS.contains(a)) {
-                throw new IllegalArgumentException("unknown option " + a + " (see --help)");
-            }
-            if (value == null) {
-                if (i + 1 >= args.length) {
-                    throw new IllegalArgumentException(a + " needs a value");
-                }
-                value = args[++i];
-            }
-            switch (a) {
-                case "--host" -> host = value;
-                case "--port" -> port = integer(a, value);
-                case "--ckpt" -> ckpt = Path.of(value);
-                case "--vocab" -> vocab = integer(a, value);
-                case "--layers" -> layers = integer(a, value);
-                case "--dim" -> dim = integer(a, value);
-                case "--heads" -> heads = integer(a, value);
-                case "--kv-heads" -> kvHeads = integer(a, value);
-                case "--mlp-ratio" -> mlpRatio = integer(a, value);
-                case "--routing" -> routing = Routing.parse(value);
-                case "--seed" -> {
-                    try {
-                        seed = Long.parseLong(value.trim());
-                    } catch (NumberFormatException e) {
-                        throw new IllegalArgumentException("--seed needs an integer, got '" + value + "'");
-                    }
-                }
-                case "--backend" -> backend = Backend.parse(value);
-                case "--engine" -> engine = Models.EngineKind.parse(value);
-                case "--threads" -> threads = integer(a, value);
-                case "--max-body-bytes" -> maxBody = integer(a, value);
-                case "--max-prompt-tokens" -> maxPrompt = integer(a, value);
-                case "--max-new-tokens" -> maxNew = integer(a, value);
-                case "--default-new-tokens" -> defaultNew = integer(a, value);
-                case "--max-concurrent" -> maxConcurrent = integer(a, value);
-                case "--max-batch" -> maxBatch = integer(a, value);
-                case "--prefill-chunk" -> prefillChunk = integer(a, value);
-                case "--body-timeout-ms" -> bodyTimeout = integer(a, value);
-                default -> throw new IllegalArgumentException("unknown option " + a + " (see --help)");
-            }
+        CommandLine c = CommandLine.parse("serve", args, VALUED, Set.of("random"));
+        if (c.help) {
+            return null;
         }
-        if (random && ckpt != null) {
-            throw new IllegalArgumentException("give --ckpt PATH or --random, not both");
+        c.noPositional();
+        Path ckpt = c.path("ckpt");
+        if (c.flag("random") && ckpt != null) {
+            throw new BadOptionException("give --ckpt PATH or --random, not both");
         }
-        ModelConfig config = null;
-        if (random) {
-            try {
-                config = new ModelConfig(vocab, layers, HspmnConfig.builder().dim(dim).numHeads(heads).numKvHeads(kvHeads)
-                        .mlpRatio(mlpRatio).routing(routing).build()).validate();
-            } catch (io.hspmn.InvalidArgumentException e) {
-                throw new IllegalArgumentException("the random model's shape: " + e.getMessage(), e);
-            }
-        }
-        return new ServerOptions(host, port, ckpt, config, seed, engine, backend, threads, maxBody, maxPrompt, maxNew,
-                Math.min(defaultNew, maxNew), maxConcurrent, maxBatch, prefillChunk, bodyTimeout);
+        ModelConfig config = c.flag("random") ? randomModel(c) : null;
+        ServerOptions d = randomDefaults();
+        int maxNew = c.intValue("max-new-tokens", d.maxNewTokens);
+        return new ServerOptions(c.get("host", d.host), c.intValue("port", 8080), ckpt, config,
+                c.longValue("seed", d.seed, Long.MIN_VALUE, Long.MAX_VALUE), Models.EngineKind.parse(c.get("engine", "auto")),
+                c.backend(), c.intValue("threads", d.threads), c.intValue("max-body-bytes", d.maxBodyBytes),
+                c.intValue("max-prompt-tokens", d.maxPromptTokens), maxNew,
+                Math.min(c.intValue("default-new-tokens", d.defaultNewTokens), maxNew), c.intValue("max-concurrent",
+                d.maxConcurrent), c.intValue("max-batch", d.maxBatch), c.intValue("prefill-chunk", d.prefillChunk),
+                c.intValue("body-timeout-ms", d.bodyTimeoutMillis));
     }
 
-    private static int integer(String name, String v) {
+    /** --random's model: {@link #defaultRandomModel()} with the shape options given. */
+    private static ModelConfig randomModel(CommandLine c) {
+        ModelConfig d = defaultRandomModel();
+        HspmnConfig b = d.block();
         try {
-            return Integer.parseInt(v.trim());
-        } catch (NumberFormatException e) {
-            throw new IllegalArgumentException(name + " needs an integer, got '" + v + "'");
+            return new ModelConfig(c.intValue("vocab", d.vocabSize()), c.intValue("layers", d.numLayers()),
+                    HspmnConfig.builder().dim(c.intValue("dim", b.dim())).numHeads(c.intValue("heads", b.numHeads()))
+                            .numKvHeads(c.intValue("kv-heads", b.numKvHeads())).mlpRatio(c.intValue("mlp-ratio", b.mlpRatio()))
+                            .routing(Routing.parse(c.get("routing", b.routing().jsonName()))).build()).validate();
+        } catch (io.hspmn.InvalidArgumentException e) {
+            throw new BadOptionException("the random model's shape: " + e.getMessage());
         }
     }
 

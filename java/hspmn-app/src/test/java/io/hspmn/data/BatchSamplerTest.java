@@ -96,13 +96,13 @@ class BatchSamplerTest {
         Set<Long> starts = new HashSet<>();
         List<Long> order0 = new ArrayList<>();
         for (long i = 0; i < n0; i++) {
-            assertEquals(0, s.epoch());
+            assertEquals(0, s.state().epoch());
             long at = offsetOf(s.next(), 0, seq + 1);
             assertTrue(starts.add(at), "window at " + at + " drawn twice in one epoch");
             order0.add(at);
         }
-        assertEquals(1, s.epoch(), "the epoch ends after its last window");
-        assertEquals(0, s.index());
+        assertEquals(1, s.state().epoch(), "the epoch ends after its last window");
+        assertEquals(0, s.state().index());
         long phase = order0.stream().mapToLong(a -> a % seq).distinct().count();
         assertEquals(1, phase, "one phase per epoch: windows tile the stream with stride S");
         long p = order0.get(0) % seq;
@@ -133,7 +133,7 @@ class BatchSamplerTest {
         for (int i = 0; i < steps; i++) {
             expected.add(straight.next());
         }
-        assertTrue(straight.epoch() >= 3, "the run crosses epoch boundaries");
+        assertTrue(straight.state().epoch() >= 3, "the run crosses epoch boundaries");
 
         BatchSampler first = BatchSampler.shuffled(train, 5, 64, 99);
         for (int i = 0; i < steps / 2; i++) {
@@ -188,7 +188,7 @@ class BatchSamplerTest {
         for (long i = 0; i < n; i += 3) {
             v.next();
         }
-        assertEquals(1, v.epoch());
+        assertEquals(1, v.state().epoch());
     }
 
     @Test

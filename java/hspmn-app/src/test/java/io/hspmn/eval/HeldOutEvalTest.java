@@ -5,6 +5,7 @@ import io.hspmn.Context;
 import io.hspmn.ContextOptions;
 import io.hspmn.HspmnConfig;
 import io.hspmn.LanguageModel;
+import io.hspmn.LogSoftmax;
 import io.hspmn.LossResult;
 import io.hspmn.ModelConfig;
 import io.hspmn.ModelForwardOptions;
@@ -116,7 +117,7 @@ class HeldOutEvalTest {
                     window[j] = stream[(int) w.start() + j] & 0xFF;
                     next[j] = stream[(int) w.start() + j + 1] & 0xFF;
                     try (Tensor prefix = Tensor.ofInts(ctx, Arrays.copyOf(window, j + 1), 1, j + 1)) {
-                        nats -= logSoftmax(m.logits(prefix), next[j]);
+                        nats -= LogSoftmax.of(m.logits(prefix), next[j]);
                     }
                 }
                 try (Tensor tk = Tensor.ofInts(ctx, window, 1, w.length()); Tensor tg = Tensor.ofInts(ctx, next, 1, w.length())) {
@@ -139,17 +140,5 @@ class HeldOutEvalTest {
             }
             assertTrue(r.tokensPerSecond() > 0);
         }
-    }
-
-    static double logSoftmax(float[] logits, int target) {
-        double max = Double.NEGATIVE_INFINITY;
-        for (float v : logits) {
-            max = Math.max(max, v);
-        }
-        double sum = 0;
-        for (float v : logits) {
-            sum += Math.exp(v - max);
-        }
-        return logits[target] - max - Math.log(sum);
     }
 }

@@ -19,6 +19,15 @@ class MetricsWriterTest {
     @TempDir
     Path dir;
 
+    /** A fresh file of steps 1..n. */
+    private static void writeSteps(Path f, int n) throws IOException {
+        try (MetricsWriter w = MetricsWriter.create(f)) {
+            for (int step = 1; step <= n; step++) {
+                w.write(StepMetricsTest.sample(step));
+            }
+        }
+    }
+
     @Test
     void eachLineIsInTheFileWhenWriteReturns() throws IOException {
         Path f = dir.resolve("metrics.jsonl");
@@ -38,20 +47,14 @@ class MetricsWriterTest {
     void createEmptiesAnOldFile() throws IOException {
         Path f = dir.resolve("m.jsonl");
         Files.writeString(f, "old run\nmore of it\n");
-        try (MetricsWriter w = MetricsWriter.create(f)) {
-            w.write(StepMetricsTest.sample(1));
-        }
+        writeSteps(f, 1);
         assertEquals(1, Files.readAllLines(f).size());
     }
 
     @Test
     void resumeKeepsTheCheckpointsStepsAndDropsTheRest() throws IOException {
         Path f = dir.resolve("m.jsonl");
-        try (MetricsWriter w = MetricsWriter.create(f)) {
-            for (int step = 1; step <= 10; step++) {
-                w.write(StepMetricsTest.sample(step));
-            }
-        }
+        writeSteps(f, 10);
         Files.writeString(f, "{\"step\": 11, \"loss\": 2.", java.nio.file.StandardOpenOption.APPEND); // a cut line
         try (MetricsWriter w = MetricsWriter.resume(f, 6)) {
             w.write(StepMetricsTest.sample(7));

@@ -63,7 +63,7 @@ class ServerOptionsTest {
         }
         assertTrue(ServerOptions.USAGE.contains("--ckpt") && ServerOptions.USAGE.contains("/v1/generate"));
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> ServerOptions.parse(new String[] {"--bogus"}));
-        assertEquals("unknown option --bogus (see --help)", e.getMessage());
+        assertEquals("unknown option --bogus for 'serve'", e.getMessage());
     }
 
     @Test

@@ -9,27 +9,21 @@ import io.hspmn.ContextOptions;
 import io.hspmn.LanguageModel;
 import io.hspmn.LossResult;
 import io.hspmn.ModelForwardOptions;
+import io.hspmn.ReferencePython;
 import io.hspmn.Tensor;
 import io.hspmn.checkpoint.ModelCheckpoint;
 import io.hspmn.data.BatchSampler;
 import io.hspmn.data.ByteCorpus;
 import io.hspmn.io.SafeTensorsWriter;
 import io.hspmn.io.TensorData;
-import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 import java.io.IOException;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.List;
-import java.util.concurrent.TimeUnit;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * The PyTorch reference (native/reference/hspmn_lm.py) and the Java trainer agree: a checkpoint Java
@@ -37,24 +31,14 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * the reference's. Needs the repository's .venv (torch, safetensors); skipped, saying so, when it is absent (CI has it).
  */
 class ReferenceTest {
-    static final Path REPO = Path.of("..", "..").toAbsolutePath().normalize();
-    static final Path PYTHON = REPO.resolve(".venv/bin/python");
-    static final Path REFERENCE = REPO.resolve("native/reference");
-
     @TempDir
     Path dir;
 
+    /** The reference's script run with {@code args}: it must succeed; its last line (the JSON summary). */
     static String python(String... args) throws IOException, InterruptedException {
-        Assumptions.assumeTrue(Files.isExecutable(PYTHON),
-                "skipped: no Python venv at " + PYTHON + " (ci/venv.sh makes it) to run the PyTorch reference");
-        List<String> cmd = new ArrayList<>(List.of(PYTHON.toString()));
-        cmd.addAll(List.of(args));
-        Process p = new ProcessBuilder(cmd).directory(REFERENCE.toFile()).redirectErrorStream(true).start();
-        byte[] out = p.getInputStream().readAllBytes();
-        assertTrue(p.waitFor(300, TimeUnit.SECONDS), "python timed out");
-        String text = new String(out, StandardCharsets.UTF_8);
-        assertEquals(0, p.exitValue(), text);
-        return text.strip().lines().reduce((a, b) -> b).orElseThrow();
+        ReferencePython.Result r = ReferencePython.run(300, args);
+        assertEquals(0, r.exit(), r.out());
+        return r.lastLine();
     }
 
     @Test

@@ -3,18 +3,15 @@ package io.hspmn.checkpoint;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParser;
 import io.hspmn.HspmnConfig;
+import io.hspmn.ReferencePython;
 import io.hspmn.io.TensorData;
-import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 import java.io.IOException;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.TimeUnit;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -25,25 +22,14 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * what Java wrote. Needs the repository's .venv (torch, safetensors); skipped, saying so, without it.
  */
 class PythonLoadsCheckpointTest {
-    static final Path REPO = Path.of("..", "..").toAbsolutePath().normalize();
-    static final Path PYTHON = REPO.resolve(".venv/bin/python");
-    static final Path SCRIPT = REPO.resolve("native/reference/load_checkpoint.py");
-
     @TempDir
     Path dir;
 
-    record Result(int exit, String out) {
-    }
-
-    static Result run(Path ckpt, String... extra) throws IOException, InterruptedException {
-        Assumptions.assumeTrue(Files.isExecutable(PYTHON),
-                "skipped: no Python venv at " + PYTHON + " (create it as ci/ does to run the PyTorch-side check)");
-        List<String> cmd = new java.util.ArrayList<>(List.of(PYTHON.toString(), SCRIPT.toString(), ckpt.toString()));
-        cmd.addAll(List.of(extra));
-        Process p = new ProcessBuilder(cmd).directory(SCRIPT.getParent().toFile()).redirectErrorStream(true).start();
-        byte[] out = p.getInputStream().readAllBytes();
-        assertTrue(p.waitFor(120, TimeUnit.SECONDS), "load_checkpoint.py timed out");
-        return new Result(p.exitValue(), new String(out, StandardCharsets.UTF_8));
+    /** load_checkpoint.py on {@code ckpt}, with {@code extra} options. */
+    static ReferencePython.Result run(Path ckpt, String... extra) throws IOException, InterruptedException {
+        List<String> args = new java.util.ArrayList<>(List.of("load_checkpoint.py", ckpt.toString()));
+        args.addAll(List.of(extra));
+        return ReferencePython.run(120, args.toArray(String[]::new));
     }
 
     @Test
@@ -52,7 +38,7 @@ class PythonLoadsCheckpointTest {
         Checkpoint c = Fixtures.lm(11, 32, 2, block, true);
         Path p = dir.resolve("java.safetensors");
         c.save(p);
-        Result r = run(p, "--json");
+        ReferencePython.Result r = run(p, "--json");
         assertEquals(0, r.exit(), r.out());
         String last = r.out().strip().lines().reduce((a, b) -> b).orElseThrow();
         JsonObject s = JsonParser.parseString(last).getAsJsonObject();
@@ -95,7 +81,7 @@ class PythonLoadsCheckpointTest {
         w.put("blocks.0.attn.out", TensorData.bf16(new long[] {8, 8}, new short[64]));
         Path p = dir.resolve("renamed.safetensors");
         new Checkpoint(good.configJson(), 1, 1, new long[] {1}, w, Map.of(), Map.of()).save(p);
-        Result r = run(p);
+        ReferencePython.Result r = run(p);
         assertEquals(1, r.exit(), r.out());
         assertTrue(r.out().contains("attn.o") && r.out().contains("INVALID"), r.out());
     }

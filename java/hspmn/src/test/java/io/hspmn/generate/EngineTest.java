@@ -101,35 +101,51 @@ class EngineTest {
         assertEquals(0, made.get().live);
     }
 
-    /** An engine whose every prefill and step waits for a permit. */
     /** A greedy request for maxNew tokens after the prompt. */
     private static GenerationRequest greedy(int maxNew, int... prompt) {
         return GenerationRequest.of(prompt, SamplingParams.greedy(), maxNew);
     }
 
-    private static Engine gated(Semaphore gate, int maxBatch, int maxQueued, FakeEngine[] out) {
-        return Engine.start(() -> {
-            FakeEngine f = new FakeEngine(64, 1000, maxBatch);
-            f.gate = gate;
-            out[0] = f;
-            return f;
-        }, new Engine.Options(maxBatch, maxQueued));
+    /**
+     * An Engine over a FakeEngine whose every prefill and step waits for a permit of {@link #gate}. Closing
+     * opens the gate for good before it closes the engine, so a failed assertion cannot leave the worker
+     * waiting and the test hanging in close.
+     */
+    private static final class Gated implements AutoCloseable {
+        final Semaphore gate = new Semaphore(0);
+        final Engine engine;
+        volatile FakeEngine fake;
+
+        Gated(int maxBatch, int maxQueued) {
+            engine = Engine.start(() -> {
+                FakeEngine f = new FakeEngine(64, 1000, maxBatch);
+                f.gate = gate;
+                fake = f;
+                return f;
+            }, new Engine.Options(maxBatch, maxQueued));
+        }
+
+        /** Lets every prefill and step from now on through. */
+        void open() {
+            gate.release(1_000_000);
+        }
+
+        @Override
+        public void close() {
+            open();
+            engine.close();
+        }
     }
 
     @Test
     void admissionIsBoundedAndRejectsAtOnce() throws Exception {
-        Semaphore gate = new Semaphore(0);
-        FakeEngine[] f = new FakeEngine[1];
-        try (Engine engine = gated(gate, 1, 1, f)) {
+        try (Gated g = new Gated(1, 1)) {
+            Engine engine = g.engine;
             GenerationSession a = engine.submit(greedy(3, 1));
             GenerationSession b = engine.submit(greedy(3, 2));
-            try {
-                assertThrows(RejectedExecutionException.class,
-                        () -> engine.submit(greedy(3, 3)));
-                assertThrows(RejectedExecutionException.class, () -> engine.score(new int[] {1, 2}));
-            } finally {
-                gate.release(1_000_000);
-            }
+            assertThrows(RejectedExecutionException.class, () -> engine.submit(greedy(3, 3)));
+            assertThrows(RejectedExecutionException.class, () -> engine.score(new int[] {1, 2}));
+            g.open();
             assertEquals(FinishReason.LENGTH, a.await().finishReason());
             assertEquals(FinishReason.LENGTH, b.await().finishReason());
             // room again
@@ -149,41 +165,33 @@ class EngineTest {
 
     @Test
     void cancelEndsARunningSessionAndAWaitingOne() throws Exception {
-        Semaphore gate = new Semaphore(0);
-        FakeEngine[] f = new FakeEngine[1];
-        try (Engine engine = gated(gate, 1, 4, f)) {
-            GenerationSession running = engine.submit(greedy(1000, 1));
-            GenerationSession waiting = engine.submit(greedy(5, 2));
-            try {
-                gate.release(3); // prefill + 2 steps; the worker then waits inside its third step
-                while (running.tokenCount() < 3) {
-                    Thread.onSpinWait();
-                }
-                waiting.cancel();
-                running.cancel();
-                assertTrue(!waiting.isDone() && !running.isDone(), "cancellation waits for the step in progress");
-                gate.release(1); // the step in progress completes; both leave before another starts
-                GenerationResult w = waiting.await(10, TimeUnit.SECONDS);
-                assertEquals(FinishReason.CANCELLED, w.finishReason());
-                assertEquals(0, w.generatedTokens());
-                GenerationResult r = running.await(10, TimeUnit.SECONDS);
-                assertEquals(FinishReason.CANCELLED, r.finishReason());
-                assertEquals(4, r.generatedTokens(), "the step in progress still published its token");
-                gate.release(1000);
-                assertEquals(5, engine.submit(greedy(5, 2)).await().generatedTokens());
-                assertEquals(0, f[0].live);
-            } finally {
-                gate.release(1_000_000);
+        try (Gated g = new Gated(1, 4)) {
+            GenerationSession running = g.engine.submit(greedy(1000, 1));
+            GenerationSession waiting = g.engine.submit(greedy(5, 2));
+            g.gate.release(3); // prefill + 2 steps; the worker then waits inside its third step
+            while (running.tokenCount() < 3) {
+                Thread.onSpinWait();
             }
+            waiting.cancel();
+            running.cancel();
+            assertTrue(!waiting.isDone() && !running.isDone(), "cancellation waits for the step in progress");
+            g.gate.release(1); // the step in progress completes; both leave before another starts
+            GenerationResult w = waiting.await(10, TimeUnit.SECONDS);
+            assertEquals(FinishReason.CANCELLED, w.finishReason());
+            assertEquals(0, w.generatedTokens());
+            GenerationResult r = running.await(10, TimeUnit.SECONDS);
+            assertEquals(FinishReason.CANCELLED, r.finishReason());
+            assertEquals(4, r.generatedTokens(), "the step in progress still published its token");
+            g.gate.release(1000);
+            assertEquals(5, g.engine.submit(greedy(5, 2)).await().generatedTokens());
+            assertEquals(0, g.fake.live);
         }
     }
 
     @Test
     void interruptingTheConsumerCancelsTheGeneration() throws Exception {
-        Semaphore gate = new Semaphore(0);
-        FakeEngine[] f = new FakeEngine[1];
-        try (Engine engine = gated(gate, 2, 2, f)) {
-            GenerationSession s = engine.submit(greedy(1000, 1));
+        try (Gated g = new Gated(2, 2)) {
+            GenerationSession s = g.engine.submit(greedy(1000, 1));
             AtomicReference<Throwable> thrown = new AtomicReference<>();
             AtomicReference<Boolean> stillInterrupted = new AtomicReference<>();
             CountDownLatch reading = new CountDownLatch(1);
@@ -201,16 +209,13 @@ class EngineTest {
                 }
             });
             consumer.start();
-            gate.release(2);
-            try {
+            g.gate.release(2);
             assertTrue(reading.await(10, TimeUnit.SECONDS));
             consumer.interrupt();
             consumer.join(10_000);
             assertTrue(thrown.get() instanceof CancellationException, String.valueOf(thrown.get()));
             assertTrue(stillInterrupted.get(), "the consumer's interrupt status was swallowed");
-            } finally {
-                gate.release(1_000_000);
-            }
+            g.open();
             GenerationResult r = s.await(10, TimeUnit.SECONDS);
             assertEquals(FinishReason.CANCELLED, r.finishReason());
         }
@@ -218,10 +223,8 @@ class EngineTest {
 
     @Test
     void interruptingAnAwaitingThreadCancelsToo() throws Exception {
-        Semaphore gate = new Semaphore(0);
-        FakeEngine[] f = new FakeEngine[1];
-        try (Engine engine = gated(gate, 2, 2, f)) {
-            GenerationSession s = engine.submit(greedy(1000, 1));
+        try (Gated g = new Gated(2, 2)) {
+            GenerationSession s = g.engine.submit(greedy(1000, 1));
             AtomicReference<Throwable> thrown = new AtomicReference<>();
             Thread waiter = new Thread(() -> {
                 try {
@@ -231,29 +234,25 @@ class EngineTest {
                 }
             });
             waiter.start();
-            try {
-                gate.release(1);
-                Thread.sleep(50);
-                waiter.interrupt();
-                waiter.join(10_000);
-                assertTrue(thrown.get() instanceof InterruptedException, String.valueOf(thrown.get()));
-                assertTrue(s.isCancelRequested());
-            } finally {
-                gate.release(1_000_000);
-            }
+            g.gate.release(1);
+            Thread.sleep(50);
+            waiter.interrupt();
+            waiter.join(10_000);
+            assertTrue(thrown.get() instanceof InterruptedException, String.valueOf(thrown.get()));
+            assertTrue(s.isCancelRequested());
+            g.open();
             assertEquals(FinishReason.CANCELLED, s.await(10, TimeUnit.SECONDS).finishReason());
         }
     }
 
     @Test
     void closingTheEngineCancelsEverything() throws Exception {
-        Semaphore gate = new Semaphore(0);
-        FakeEngine[] f = new FakeEngine[1];
-        Engine engine = gated(gate, 1, 4, f);
+        Gated g = new Gated(1, 4);
+        Engine engine = g.engine;
         GenerationSession a = engine.submit(greedy(1000, 1));
         GenerationSession b = engine.submit(greedy(1000, 2));
         CompletableFuture<ScoreResult> c = engine.score(new int[] {1, 2, 3});
-        gate.release(3);
+        g.gate.release(3);
         while (a.tokenCount() < 2) {
             Thread.onSpinWait();
         }
@@ -264,12 +263,12 @@ class EngineTest {
         while (closer.getState() == Thread.State.NEW || closer.getState() == Thread.State.RUNNABLE) {
             Thread.onSpinWait();
         }
-        gate.release(1_000_000);
+        g.open();
         closer.join(10_000);
         assertEquals(FinishReason.CANCELLED, a.await(10, TimeUnit.SECONDS).finishReason());
         assertEquals(FinishReason.CANCELLED, b.await(10, TimeUnit.SECONDS).finishReason());
         assertTrue(c.isCompletedExceptionally());
-        assertTrue(f[0].closed);
+        assertTrue(g.fake.closed);
         assertThrows(RejectedExecutionException.class, () -> engine.submit(greedy(1, 1)));
         engine.close();
     }
