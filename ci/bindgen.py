@@ -17,6 +17,7 @@ committed files.
 
 import argparse
 import glob
+import json
 import os
 import re
 import sys
@@ -503,6 +504,50 @@ def python_module(ci, decls, banner):
     return "".join(out)
 
 
+# ---- field notes: each field's default and comment, for the structs whose comments carry them -----------
+
+# struct -> the name of its table in hspmn_h.py. A field's trailing /* ... */ ends with "default V" (a number
+# or a constant of the header); reserved* fields have none and are left out.
+NOTED_STRUCTS = {"hspmn_block_params": "BLOCK_PARAMS_NOTES"}
+
+
+def field_notes(ci, struct, consts):
+    """[(field, default as Python source, comment without the default)] of a noted struct, in field order."""
+    with open(str(struct.location.file)) as fh:
+        lines = fh.read().splitlines()
+    out = []
+    for f in fields(ci, struct):
+        if f.spelling.startswith("reserved"):
+            continue
+        m = re.search(r"/\*(.*?)\*/", lines[f.location.line - 1])
+        text = m.group(1).strip() if m else ""
+        d = re.fullmatch(r"(.*?)[;,]?\s*\bdefault\s+(\S+)", text)
+        if not d:
+            sys.exit(f"bindgen: {struct.spelling}.{f.spelling}: its comment must end with 'default V', got {text!r}")
+        token, is_float = d.group(2), f.type.get_canonical().kind in (ci.TypeKind.FLOAT, ci.TypeKind.DOUBLE)
+        if token in consts:
+            value = token
+        elif re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?[fF]?", token):
+            value = repr(float(token.rstrip("fF"))) if is_float else str(int(token))
+        else:
+            sys.exit(f"bindgen: {struct.spelling}.{f.spelling}: default {token!r} is neither a number nor a constant")
+        out.append((f.spelling, value, d.group(1).strip()))
+    return out
+
+
+def python_field_notes(ci, decls):
+    """NAME = {field: (default, comment)} per noted struct, appended to hspmn_h.py."""
+    consts = {i[1] for i in decls.items if i[0] == "const"}
+    out = []
+    for struct, table in NOTED_STRUCTS.items():
+        if struct not in decls.structs:
+            continue
+        out.append(f"\n# struct {struct}: field -> (default, comment), from the header's field comments\n{table} = {{\n")
+        out += [f"    {json.dumps(name)}: ({value}, {json.dumps(doc)}),\n" for name, value, doc in field_notes(ci, decls.structs[struct], consts)]
+        out.append("}\n")
+    return "".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("header", nargs="?")
@@ -530,7 +575,7 @@ def main():
                 fh.write(text)
     if a.python:
         with open(a.python, "w") as fh:
-            fh.write(python_module(ci, decls, f"# {made_by}\n"))
+            fh.write(python_module(ci, decls, f"# {made_by}\n") + python_field_notes(ci, decls))
 
 
 if __name__ == "__main__":
