@@ -91,6 +91,14 @@ class HspmnConfigTest {
     }
 
     @Test
+    void absentFieldsAreTheDefaults() {
+        // a config written before a field existed (an older checkpoint) reads that field as its default
+        HspmnConfig c = HspmnConfig.fromJson("{\"dim\": 32, \"num_heads\": 4}");
+        assertEquals(HspmnConfig.builder().dim(32).numHeads(4).build(), c);
+        assertEquals(HspmnConfig.defaults().get("norm_eps"), c.get("norm_eps"));
+    }
+
+    @Test
     void unknownFieldNamed() {
         var e = assertThrows(InvalidArgumentException.class, () -> HspmnConfig.fromJson("{\"dim\": 32, \"head_dims\": 8}"));
         assertTrue(e.getMessage().contains("head_dims"), e.getMessage());
