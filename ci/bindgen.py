@@ -4,6 +4,8 @@
   --java DIR    the FFM bindings (package io.hspmn.ffi) in jextract 22's layout: hspmn_h.java (C layouts,
                 constants, one downcall handle and wrapper per function) and one class per struct (layout,
                 $layout/$offset, getter/setter per field, array and nested-struct accessors, allocate, ...)
+  --notes FILE  the field notes as JSON ({struct: {field: comment}}) for the Java side, whichever tool made
+                its bindings (io/hspmn/ffi/field-notes.json, read by HspmnConfig)
   --python FILE the ctypes declarations: constants, one ctypes.Structure per struct, FUNCTIONS (restype,
                 argtypes) per function; native/reference/hspmn_ctypes.py adds the hand-written helpers.
 
@@ -11,7 +13,7 @@ What goes in is what jextract's filters in ci/bindings.sh take: the header's own
 constants and integer #defines, and the standard typedefs they use. Output depends only on the header (and
 the first line names the libclang that parsed it), so ci/bindings.sh --check can compare it with the
 committed files.
-  usage: ci/bindgen.py HEADER [--java DIR] [--python FILE]      (LIBCLANG=/path/libclang.so to pick one)
+  usage: ci/bindgen.py HEADER [--java DIR] [--python FILE] [--notes FILE]      (LIBCLANG=/path/libclang.so to pick one)
          ci/bindgen.py --probe                                   (exit 1 when libclang cannot be loaded)
 """
 
@@ -535,6 +537,14 @@ def field_notes(ci, struct, consts):
     return out
 
 
+def json_field_notes(ci, decls):
+    """{struct: {field: comment}} of the noted structs, for Java (which reads the defaults from the library)."""
+    consts = {i[1] for i in decls.items if i[0] == "const"}
+    notes = {struct: {name: doc for name, _, doc in field_notes(ci, decls.structs[struct], consts)}
+             for struct in NOTED_STRUCTS if struct in decls.structs}
+    return json.dumps(notes, indent=2) + "\n"
+
+
 def python_field_notes(ci, decls):
     """NAME = {field: (default, comment)} per noted struct, appended to hspmn_h.py."""
     consts = {i[1] for i in decls.items if i[0] == "const"}
@@ -554,6 +564,7 @@ def main():
     ap.add_argument("--probe", action="store_true", help="only load libclang and print its version")
     ap.add_argument("--java", help="folder of package io.hspmn.ffi to write (its *.java are replaced)")
     ap.add_argument("--python", help="file to write the ctypes declarations to")
+    ap.add_argument("--notes", help="file to write the field notes (JSON) to")
     ap.add_argument("--header-name", help="how the banner names the header (default: the path given)")
     a = ap.parse_args()
     ci, clang_version = load_clang()
@@ -573,6 +584,9 @@ def main():
         for fname, text in files.items():
             with open(os.path.join(a.java, fname), "w") as fh:
                 fh.write(text)
+    if a.notes:
+        with open(a.notes, "w") as fh:
+            fh.write(json_field_notes(ci, decls))
     if a.python:
         with open(a.python, "w") as fh:
             fh.write(python_module(ci, decls, f"# {made_by}\n") + python_field_notes(ci, decls))

@@ -28,6 +28,7 @@ class HspmnConfigTest {
         assertEquals(names, HspmnConfig.FIELDS.stream().map(HspmnConfig.Field::name).toList());
         assertEquals(java.util.Map.of(0, "topk", 1, "threshold"), HspmnConfig.field("routing").names());
         assertTrue(HspmnConfig.field("dim").isInteger() && !HspmnConfig.field("norm_eps").isInteger());
+        assertEquals("RMSNorm epsilon", HspmnConfig.field("norm_eps").doc()); // hspmn.h's comment, less the default
     }
 
     @Test

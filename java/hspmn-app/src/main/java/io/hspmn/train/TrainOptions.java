@@ -145,7 +145,7 @@ public final class TrainOptions {
     /**
      * The block options whose name or help is not the generic one (--heads is num_heads, --rho is
      * sparsity_k). Any other field of hspmn_block_params is an option with no edit here: --kebab-case of its
-     * C name, help pointing to hspmn.h, the library's default shown; it is stored in the model config.
+     * C name, its comment in hspmn.h as help, the library's default shown; it is stored in the model config.
      */
     private static final Map<String, BlockOption> BLOCK_OPTIONS = Map.ofEntries(
             Map.entry("dim", new BlockOption("dim", "D", "model width")),
@@ -168,7 +168,7 @@ public final class TrainOptions {
     private static Option blockOption(HspmnConfig.Field f) {
         BlockOption o = BLOCK_OPTIONS.getOrDefault(f.name(), new BlockOption(f.name().replace('_', '-'),
                 f.names().isEmpty() ? (f.isInteger() ? "N" : "X") : String.join("|", f.names().values()),
-                "block option " + f.name() + " (hspmn_block_params in native/include/hspmn.h)"));
+                (f.doc().isEmpty() ? "" : f.doc() + " ") + "(hspmn.h: hspmn_block_params." + f.name() + ")"));
         String name = o.name();
         return new Option(name, o.arg(), o.help(), Scope.MODEL, (b, v) -> b.block.set(f.name(), blockValue(name, f, v)),
                 t -> t.block.text(f.name()));
