@@ -230,49 +230,18 @@ public final class HspmnConfig {
         return field(name) == null ? null : field(name).format(get(name));
     }
 
-    public int dim() {
-        return hspmn_block_params.dim(values);
-    }
-
-    public int numHeads() {
-        return hspmn_block_params.num_heads(values);
-    }
-
-    public int numKvHeads() {
-        return hspmn_block_params.num_kv_heads(values);
-    }
-
-    public int mlpRatio() {
-        return hspmn_block_params.mlp_ratio(values);
-    }
-
-    public int convKernel() {
-        return hspmn_block_params.conv_kernel(values);
-    }
-
-    public Routing routing() {
-        return Routing.of(hspmn_block_params.routing(values));
-    }
-
-    public float ropeBase() {
-        return hspmn_block_params.rope_base(values);
-    }
-
-    public float sparsityK() {
-        return hspmn_block_params.sparsity_k(values);
-    }
-
-    public float routerSparsityCoef() {
-        return hspmn_block_params.router_sparsity_coef(values);
-    }
-
-    public float routerEntropyCoef() {
-        return hspmn_block_params.router_entropy_coef(values);
-    }
-
-    public float normEps() {
-        return hspmn_block_params.norm_eps(values);
-    }
+    // the fields Java code reads itself; any field: get(name)
+    public int dim() { return hspmn_block_params.dim(values); }
+    public int numHeads() { return hspmn_block_params.num_heads(values); }
+    public int numKvHeads() { return hspmn_block_params.num_kv_heads(values); }
+    public int mlpRatio() { return hspmn_block_params.mlp_ratio(values); }
+    public int convKernel() { return hspmn_block_params.conv_kernel(values); }
+    public Routing routing() { return Routing.of(hspmn_block_params.routing(values)); }
+    public float ropeBase() { return hspmn_block_params.rope_base(values); }
+    public float sparsityK() { return hspmn_block_params.sparsity_k(values); }
+    public float routerSparsityCoef() { return hspmn_block_params.router_sparsity_coef(values); }
+    public float routerEntropyCoef() { return hspmn_block_params.router_entropy_coef(values); }
+    public float normEps() { return hspmn_block_params.norm_eps(values); }
 
     /** Dh = D / H. */
     public int headDim() {
