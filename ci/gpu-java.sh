@@ -6,20 +6,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lib=$(readlink -f "$1"); shift
-[[ -f .carry/jre.tgz && -f .carry/java.tgz ]] || { echo "no .carry/jre.tgz or .carry/java.tgz: run ci/pack-carry.sh here first" >&2; exit 2; }
-work=$(mktemp -d)
-tar -xzf .carry/jre.tgz -C "$work"
-mkdir -p "$work/java" && tar -xzf .carry/java.tgz -C "$work/java"
+source ci/carry-env.sh
 # From a module folder (java/hspmn), as Maven runs the tests (they find ../../data relative to it), and
 # with every jar on the JVM's class path (tests that start a second JVM reuse java.class.path).
 header="$PWD/native/include/hspmn.h"
 goldens="$PWD/java/hspmn/src/test/resources/goldens"
-cp="$work/java/classes:$work/java/test-classes:$(ls "$work"/java/lib/*.jar | tr '\n' ':')$PWD/.carry/junit-platform-console-standalone-1.11.4.jar"
+cp="$CARRY_CP:$CARRY_WORK/java/test-classes:$PWD/.carry/junit-platform-console-standalone-1.11.4.jar"
 cd java/hspmn
-"$work/.jre/bin/java" --enable-native-access=ALL-UNNAMED -Xss4m -Xmx8g \
+"$CARRY_JAVA" --enable-native-access=ALL-UNNAMED -Xss4m -Xmx8g \
   -Dhspmn.library.path="$lib" \
   -Dhspmn.test.header="$header" \
   -Dhspmn.test.goldens="$goldens" \
   -Dhspmn.test.requireGpu=true \
   -cp "$cp" org.junit.platform.console.ConsoleLauncher execute \
-  --scan-class-path "$work/java/test-classes" --details=tree --disable-banner "$@"
+  --scan-class-path "$CARRY_WORK/java/test-classes" --details=tree --disable-banner "$@"

@@ -14,13 +14,8 @@ cd "$(dirname "$0")/.."
 lib=$(readlink -f "$1")
 json=$2
 shift 2
-[[ -f .carry/jre.tgz && -f .carry/java.tgz ]] || { echo "no .carry/: run ci/pack-carry.sh first" >&2; exit 2; }
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-tar -xzf .carry/jre.tgz -C "$work"
-mkdir -p "$work/java" && tar -xzf .carry/java.tgz -C "$work/java"
-JAVA="$work/.jre/bin/java" HSPMN_LIB="$lib" \
-HSPMN_CP="$work/java/classes:$(ls "$work"/java/lib/*.jar | tr '\n' ':')" \
+source ci/carry-env.sh
+JAVA="$CARRY_JAVA" HSPMN_LIB="$lib" HSPMN_CP="$CARRY_CP" \
   bash ci/serve-load.sh "$json" --random --backend cuda --layers 24 --dim 2048 --heads 16 --kv-heads 4 --mlp-ratio 4 \
     --max-batch 32 --max-concurrent 64 --max-prompt-tokens 512 --max-new-tokens 256 \
     -- --streams 32 --requests 4 --new-tokens 128 --prompt-bytes 64 --warmup 2 "$@"

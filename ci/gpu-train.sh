@@ -8,16 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lib=$(readlink -f "$1"); shift
-[[ -f .carry/jre.tgz && -f .carry/java.tgz ]] || { echo "no .carry/: run ci/pack-carry.sh first" >&2; exit 2; }
-work=$(mktemp -d)
-tar -xzf .carry/jre.tgz -C "$work"
-mkdir -p "$work/java" && tar -xzf .carry/java.tgz -C "$work/java"
+source ci/carry-env.sh
 out=build-gpu/train-1b
 rm -rf "$out"
-"$work/.jre/bin/java" --enable-native-access=ALL-UNNAMED -Dhspmn.library.path="$lib" \
-  -cp "$work/java/classes:$(ls "$work"/java/lib/*.jar | tr '\n' ':')" io.hspmn.cli.Main train \
+"$CARRY_JAVA" --enable-native-access=ALL-UNNAMED -Dhspmn.library.path="$lib" \
+  -cp "$CARRY_CP" io.hspmn.cli.Main train \
   --data data/corpus.txt --out "$out" --backend cuda --dim 2048 --layers 24 --heads 16 --kv-heads 4 \
   --seq-len 2048 --batch 8 --steps 30 --lr 3e-4 --warmup 10 --eval-every 0 --eval-batches 2 "$@"
 echo "--- last metrics lines ($out/metrics.jsonl)"
 tail -n 3 "$out/metrics.jsonl"
-rm -rf "$out"/*.safetensors "$work"
+rm -rf "$out"/*.safetensors

@@ -174,7 +174,7 @@ if [[ "${HSPMN_GPU_BENCH:-1}" == 1 ]]; then
   fi
   # the same 1B model, one sequence: a 1,048,576-token prompt prefilled in chunks of 8192, then 64 decoded
   # tokens (prefill none routed, decode all routed: decode_bench.cpp run_long_prompt says why); K/V caches
-  # 48 GiB, ~76 GiB in all: peak library memory, TTFT and ms/token
+  # 48 GiB, most of an 80 GB card in all (BENCHMARKS.md has the peak): peak library memory, TTFT and ms/token
   stage decode_long "$build/tools/hspmn_decode_bench" --backend cuda --long-prompt 1048576 --long-decode 64 \
     --json "$logs/decode-long.json"
   # what CUDA graphs save: ordinary forward vs replay, launch-bound (decode-sized) and at full size

@@ -26,7 +26,9 @@
 #   QUALITY_STEPS=5000 [2000]             optimizer steps; QUALITY_WARMUP=100 warm-up steps
 #   QUALITY_LAYERS=6 QUALITY_DIM=384 QUALITY_HEADS=6 QUALITY_KV_HEADS=6   [4, 128, 4, 2]
 #   QUALITY_LR=1e-3 QUALITY_MIN_LR_RATIO=0.1 QUALITY_BETA2=0.99 QUALITY_DROPOUT=0.2 [0]
-#   QUALITY_EVAL_EVERY=250 [200]          validation (8 batches) during training, for the curves
+#   QUALITY_EVAL_EVERY=50 [200]           validation (8 batches) during training: the curves, best.safetensors
+#   QUALITY_EARLY_STOP=10 [0]             stop a run once this many validations in a row miss its best
+#                                         (hspmn train --early-stop; 0: train every step)
 #   QUALITY_SAVE_EVERY=1000               checkpoint period (a run stopped at the deadline is scored there)
 #   QUALITY_TRAIN_ARGS="..."              more `hspmn train` options for every run (e.g. router settings)
 #   QUALITY_JOBS=4 [1]                    runs trained at the same time (on the one GPU, or sharing the cores);
@@ -70,29 +72,23 @@ if [[ $action != table ]]; then
   [[ $do_study == 1 ]] && action="${action:+$action+}study"
 fi
 
-if [[ $mode == gpu ]]; then
-  plan=${QUALITY_PLAN:-"256:64:1,2 1024:16:1"}
-  steps=${QUALITY_STEPS:-5000}
-  layers=${QUALITY_LAYERS:-6} dim=${QUALITY_DIM:-384} heads=${QUALITY_HEADS:-6} kv=${QUALITY_KV_HEADS:-6}
-  dropout=${QUALITY_DROPOUT:-0.2}
-  eval_every=${QUALITY_EVAL_EVERY:-250}
-  jobs=${QUALITY_JOBS:-4}
-  root=${QUALITY_DIR:-build-gpu/quality}
-  timing_steps=${QUALITY_TIMING_STEPS:-60}
-  timing_plan=${QUALITY_TIMING_PLAN:-"256:64 1024:16 4096:4"}
-  backend=${QUALITY_BACKEND:-cuda}
-else
-  plan=${QUALITY_PLAN:-"64:12:1"}
-  steps=${QUALITY_STEPS:-2000}
-  layers=${QUALITY_LAYERS:-4} dim=${QUALITY_DIM:-128} heads=${QUALITY_HEADS:-4} kv=${QUALITY_KV_HEADS:-2}
-  dropout=${QUALITY_DROPOUT:-0}
-  eval_every=${QUALITY_EVAL_EVERY:-200}
-  jobs=${QUALITY_JOBS:-1}
-  root=${QUALITY_DIR:-build/quality-cpu}
-  timing_steps=${QUALITY_TIMING_STEPS:-20}
-  timing_plan=${QUALITY_TIMING_PLAN:-"64:12 1024:1"}
-  backend=cpu
-fi
+# setting NAME GPU CPU: $QUALITY_NAME when set, else the mode's default
+setting() {
+  local v="QUALITY_$1"
+  if [[ -n ${!v:-} ]]; then echo "${!v}"; elif [[ $mode == gpu ]]; then echo "$2"; else echo "$3"; fi
+}
+plan=$(setting PLAN "256:64:1,2 1024:16:1" "64:12:1")
+steps=$(setting STEPS 5000 2000)
+layers=$(setting LAYERS 6 4) dim=$(setting DIM 384 128) heads=$(setting HEADS 6 4) kv=$(setting KV_HEADS 6 2)
+dropout=$(setting DROPOUT 0.2 0)
+eval_every=$(setting EVAL_EVERY 50 200)
+early_stop=$(setting EARLY_STOP 10 0)
+jobs=$(setting JOBS 4 1)
+root=$(setting DIR build-gpu/quality build/quality-cpu)
+timing_steps=$(setting TIMING_STEPS 60 20)
+timing_plan=$(setting TIMING_PLAN "256:64 1024:16 4096:4" "64:12 1024:1")
+backend=cpu
+[[ $mode == gpu ]] && backend=${QUALITY_BACKEND:-cuda}
 rhos=${QUALITY_RHOS:-"1.0 0.5 0.2 0.1"}
 warmup=${QUALITY_WARMUP:-100}
 lr=${QUALITY_LR:-1e-3}
@@ -137,13 +133,8 @@ if [[ $mode == gpu ]]; then
     lib=build-gpu/libhspmn.so
   fi
   lib=$(readlink -f "$lib")
-  [[ -f .carry/jre.tgz && -f .carry/java.tgz ]] || { echo "no .carry/: run ci/pack-carry.sh here first and carry .carry" >&2; exit 2; }
-  work=$(mktemp -d)
-  trap 'rm -rf "$work"' EXIT
-  tar -xzf .carry/jre.tgz -C "$work"
-  mkdir -p "$work/java" && tar -xzf .carry/java.tgz -C "$work/java"
-  java_cmd=("$work/.jre/bin/java" --enable-native-access=ALL-UNNAMED "-Dhspmn.library.path=$lib"
-            -cp "$work/java/classes:$(ls "$work"/java/lib/*.jar | tr '\n' ':')" io.hspmn.cli.Main)
+  source ci/carry-env.sh
+  java_cmd=("$CARRY_JAVA" --enable-native-access=ALL-UNNAMED "-Dhspmn.library.path=$lib" -cp "$CARRY_CP" io.hspmn.cli.Main)
   device=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
   device=${device:-unknown GPU (no nvidia-smi)}
 else
@@ -201,8 +192,9 @@ run_one() {
         args+=(--aux-warmup 0 --eval-every 0 --eval-batches 1 --save-every 0)
       else
         # the best validation's weights are kept (best.safetensors) and scored, as nanoGPT keeps only its best:
-        # on 1 MB of text these models overfit long before 5,000 steps
-        args+=(--eval-every "$eval_every" --eval-batches 8 --save-every "$save_every" --keep-best)
+        # on 1 MB of text these models overfit long before 5,000 steps, so a run whose validation has not
+        # improved for $early_stop evaluations stops there (the schedule still spans $nsteps steps)
+        args+=(--eval-every "$eval_every" --eval-batches 8 --save-every "$save_every" --keep-best --early-stop "$early_stop")
       fi
       say "$name: training ($nsteps steps, context $ctx, batch $batch, rho $rho, seed $seed)"
     fi

@@ -104,8 +104,14 @@ def collect(root, kind):
                 sample = f.read().decode("utf-8", "replace")
         except OSError:
             pass
+        early = False
+        try:
+            with open(os.path.join(d, "train.log"), encoding="utf-8", errors="replace") as f:
+                early = any(line.startswith("stopped early at step") for line in f)
+        except OSError:
+            pass
         out.append({"dir": d, "run": run, "metrics": metrics, "tok_s": tok_s, "ms": ms, "timed": timed,
-                    "eval": ev, "sample": sample,
+                    "eval": ev, "sample": sample, "early": early,
                     "steps_done": metrics[-1]["step"] if metrics else 0})
     return out
 
@@ -146,15 +152,21 @@ def extract_svgs(report_html, prefix, svg_dir):
 
 # ---- the study table --------------------------------------------------------------------------------
 
-def study(args):
-    runs = collect(args.root, "runs")
+def grouped(root, kind):
+    """The runs under root/kind and the same grouped by (context, batch, rho); ([], {}) with a message when none."""
+    runs = collect(root, kind)
     if not runs:
-        print(f"quality_table: no runs under {args.root}/runs", file=sys.stderr)
-        return 1
+        print(f"quality_table: no runs under {root}/{kind}", file=sys.stderr)
     groups = {}
     for r in runs:
-        k = (r["run"]["context"], r["run"]["batch"], float(r["run"]["rho"]))
-        groups.setdefault(k, []).append(r)
+        groups.setdefault((r["run"]["context"], r["run"]["batch"], float(r["run"]["rho"])), []).append(r)
+    return runs, groups
+
+
+def study(args):
+    runs, groups = grouped(args.root, "runs")
+    if not runs:
+        return 1
     first = runs[0]["run"]
     lines = []
     dates = sorted(r["run"].get("date", "") for r in runs)
@@ -226,7 +238,7 @@ def study(args):
     lines.append("")
     lines.append("Each run:")
     lines.append("")
-    lines.append("| run | scored step (best validation) of steps trained | validation bits/byte | eval routed fraction per layer | train tok/s | ms/step | wall s | "
+    lines.append("| run | scored step (best validation) of steps trained/scheduled | validation bits/byte | eval routed fraction per layer | train tok/s | ms/step | wall s | "
                  "learning curves |")
     lines.append("|---|---|---|---|---|---|---|---|")
     for r in runs:
@@ -239,7 +251,8 @@ def study(args):
         links = " ".join(f"[{k}]({os.path.relpath(p, rel)})" for k, p in sorted(svgs.items())) or "—"
         ev = r["eval"]
         step = ev["step"] if ev else r["steps_done"]
-        lines.append(f"| {name} | {step} of {r['steps_done']}/{r['run']['steps']}{'' if r['run'].get('finished') else ' (partial)'} | "
+        state = " (partial)" if not r["run"].get("finished") else " (early stop)" if r["early"] else ""
+        lines.append(f"| {name} | {step} of {r['steps_done']}/{r['run']['steps']}{state} | "
                      f"{fmt(ev['bits_per_byte'], 4) if ev else '—'} | {fractions(ev['routed_fraction']) if ev else '—'} | "
                      f"{fmt(r['tok_s'], 0)} | {fmt(r['ms'], 1)} | {r['run'].get('wall_s', '—')} | {links} |")
     if args.svg_dir:
@@ -268,13 +281,10 @@ def study(args):
 # ---- the timing table ----------------------------------------------------------------------------------
 
 def timing(args):
-    runs = collect(args.root, "timing")
+    runs, groups = grouped(args.root, "timing")
     if not runs:
-        print(f"quality_table: no timing runs under {args.root}/timing", file=sys.stderr)
         return 1
-    by = {}
-    for r in runs:
-        by[(r["run"]["context"], r["run"]["batch"], float(r["run"]["rho"]))] = r
+    by = {k: g[-1] for k, g in groups.items()}
     first = runs[0]["run"]
     lines = [f"Measured on {first.get('device', '?')} ({first.get('backend')}), {first.get('date', '')[:10]}; "
              f"{first['layers']} layers, width {first['dim']}, {first['heads']} heads / {first['kv_heads']} kv heads, "

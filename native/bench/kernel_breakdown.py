@@ -36,7 +36,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -44,6 +43,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "native", "reference"))
+from device_trace import device_trace  # noqa: E402
 from hspmn_ctypes import AllocStats, Lib  # noqa: E402
 
 BF16, F32 = 0, 1
@@ -283,39 +283,17 @@ def random_bf16(shape, rng) -> np.ndarray:
 
 
 def profile_device(step, s: Session, iters: int):
-    """Runs step() iters times under torch.profiler; -> (events, wall ms per iteration, trace or why-not).
+    """Runs step() iters times under torch.profiler (device_trace.py); -> (events, wall ms per iteration,
+    trace or why-not)."""
+    def run():
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            step()
+            s.sync()
+        return (time.perf_counter() - t0) * 1e3 / iters
 
-    Device activity alone first (ProfilerActivity.CUDA); should that record nothing, once more with
-    CPU activity as well, in case this kineto keeps only GPU activity it can link to a host event."""
-    try:
-        import torch
-        from torch.profiler import ProfilerActivity, profile
-    except Exception as e:  # noqa: BLE001 - any import failure means no profiler
-        return [], None, f"torch.profiler not importable: {e}"
-    if not torch.cuda.is_available():
-        return [], None, f"torch {torch.__version__} sees no CUDA device, so CUPTI is not started"
-    why = ""
-    for activities in ([ProfilerActivity.CUDA], [ProfilerActivity.CPU, ProfilerActivity.CUDA]):
-        try:
-            with profile(activities=activities) as prof:
-                t0 = time.perf_counter()
-                for _ in range(iters):
-                    step()
-                    s.sync()
-                wall = (time.perf_counter() - t0) * 1e3 / iters
-            with tempfile.TemporaryDirectory() as d:
-                path = os.path.join(d, "trace.json")
-                prof.export_chrome_trace(path)
-                with open(path) as f:
-                    trace = json.load(f)
-        except Exception as e:  # noqa: BLE001 - a profiler failure falls back, it does not end the run
-            why = f"torch.profiler failed: {e}"
-            continue
-        events = device_events(trace)
-        if events:
-            return events, wall, trace
-        why = "torch.profiler recorded no CUDA activity (CUPTI unavailable?)"
-    return [], None, why
+    events, wall, trace = device_trace(run, device_events, "CUDA activity")
+    return events or [], wall, trace
 
 
 def time_calls(calls: dict, s: Session, iters: int) -> dict:

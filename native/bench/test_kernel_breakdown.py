@@ -8,6 +8,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kernel_breakdown as K  # noqa: E402
+from check_harness import Tests  # noqa: E402
 
 NS = "void hspmn::cuda::(anonymous namespace)::"
 # Names as CUPTI reports them (demangled): ours, Triton's, cuBLASLt's, copies; one unknown.
@@ -25,12 +26,7 @@ SPLITK = "void splitKreduce_kernel<32, 16, int, float, __nv_bfloat16, float, __n
 XMMA = "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1_execute_segment_k_off_" \
        "kernel__5x_cublas"
 
-TESTS = []
-
-
-def test(fn):
-    TESTS.append(fn)
-    return fn
+test = Tests()
 
 
 def ev(name, dur, cat="kernel", ph="X"):
@@ -174,18 +170,5 @@ def empty_and_fallback():
     assert K.summary_line(fb).endswith("wall 3.00 ms/iter, no per-kernel data")
 
 
-def main():
-    failed = 0
-    for t in TESTS:
-        try:
-            t()
-            print(f"ok   {t.__name__}")
-        except AssertionError as e:
-            failed += 1
-            print(f"FAIL {t.__name__}: {e}")
-    print(f"{len(TESTS) - failed} of {len(TESTS)} passed")
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(test.main())

@@ -101,33 +101,21 @@ class Block:
         self.lib.ok(self.lib.block_destroy(self.h), "block_destroy")
 
 
-def tensor(ctx, dtype, memory, shape, data=None):
-    shape = list(shape)
-    arr = (C.c_int64 * len(shape))(*shape)
-    h = C.c_void_p()
-    ctx.lib.ok(ctx.lib.tensor_create(ctx.h, dtype, memory, len(shape), arr, C.byref(h)), "tensor_create")
-    ctx.tensors.append(h)
-    if data is not None:
-        data = np.ascontiguousarray(data)
-        ctx.lib.ok(ctx.lib.tensor_copy_in(h, data.ctypes.data, data.nbytes), "copy_in")
-    return h
-
-
 def forward(block, x_bits, pins, memory):
     """out [B, S, D] (f32 of the bf16 bits) and aux of one inference forward."""
     ctx, lib = block.ctx, block.lib
     B, S, D = x_bits.shape
-    x = tensor(ctx, BF16, memory, (B, S, D), x_bits)
-    out = tensor(ctx, BF16, memory, (B, S, D))
-    aux = tensor(ctx, F32, memory, (1,))
+    x = ctx.tensor(BF16, (B, S, D), x_bits, memory=memory)
+    out = ctx.tensor(BF16, (B, S, D), memory=memory)
+    aux = ctx.tensor(F32, (1,), memory=memory)
     fp = lib.forward_default_params()
     fp.training = 0
     if pins is None:
         lib.ok(lib.block_forward(block.h, C.byref(fp), x, out, aux), "block_forward")
     else:
         idx, cnt = pins
-        ti = tensor(ctx, I32, memory, idx.shape, idx)
-        tc = tensor(ctx, I32, memory, cnt.shape, cnt)
+        ti = ctx.tensor(I32, idx.shape, idx, memory=memory)
+        tc = ctx.tensor(I32, cnt.shape, cnt, memory=memory)
         lib.ok(lib.block_forward_routed(block.h, C.byref(fp), x, None, ti, tc, out, aux), "block_forward_routed")
     return ctx.read(out, BF16, (B, S, D)), ctx.read(aux, F32, (1,))
 
@@ -177,8 +165,8 @@ def graph_error(block, x_bits, want):
     """max |replay - want| of the chunked forward captured as a CUDA graph (the current chunk size)."""
     ctx, lib = block.ctx, block.lib
     B, S, D = x_bits.shape
-    x = tensor(ctx, BF16, DEVICE, (B, S, D), x_bits)
-    out = tensor(ctx, BF16, DEVICE, (B, S, D))
+    x = ctx.tensor(BF16, (B, S, D), x_bits, memory=DEVICE)
+    out = ctx.tensor(BF16, (B, S, D), memory=DEVICE)
     fp = lib.forward_default_params()
     fp.training = 0
     g = C.c_void_p()
@@ -297,9 +285,7 @@ def main():
     rows, failures = [], []
 
     def report(case, what, err, b):
-        rows.append((case, what, err, b))
-        if not (err <= b):
-            failures.append(f"{case}: {what} {err:.3g} > {b:g}")
+        check_harness.Case(case, rows, failures).check(what, err, b)
 
     def run(item):
         run_block_case(lib, args.backend, args.threads, item[0], item[1], report, item[2])

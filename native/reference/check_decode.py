@@ -56,10 +56,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check_harness  # noqa: E402
 import check_model  # noqa: E402
-import hspmn_lm  # noqa: E402
-import hspmn_ref  # noqa: E402
 from check_model import NativeModel, bf16_bits  # noqa: E402
-from hspmn_ctypes import BF16, F32, I32, Context, Lib, SamplingParams, bf16_bits_to_f32, rel  # noqa: E402
+from hspmn_ctypes import BF16, F32, I32, Context, SamplingParams, bf16_bits_to_f32, rel  # noqa: E402
 
 INVALID_ARGUMENT = 1  # hspmn_status
 
@@ -249,24 +247,13 @@ def sampled(ctx, logits, params):
         return ctx.read(out, I32, (n,))
 
 
-def run_case(lib, backend, threads, case, rows, path="append"):
+def run_case(lib, args, case, rows):
+    backend, threads, path = args.backend, args.threads, args.path
     name, V, L, block, seed = case
-    failures = []
     bound = LOGITS_BOUND[backend]
-
-    def report(what, err, b):
-        rows.append((name, what, err, b))
-        if not (err <= b):
-            failures.append(f"{name}: {what} {err:.3g} > {b:g}")
-
-    def info(what, value):
-        rows.append((name, "(info) " + what, value, math.inf))
-
-    defaults = lib.block_default_params()
-    full = {k: getattr(defaults, k) for k, _ in defaults._fields_ if k != "reserved"}
-    full.update(block)
-    ref_block = hspmn_ref.BlockConfig(**{k: full[k] for k in hspmn_ref.BlockConfig.__dataclass_fields__})
-    cfg = hspmn_lm.LMConfig(vocab_size=V, num_layers=L, block=ref_block).validate()
+    c = check_harness.Case(name, rows)
+    report, info, failures = c.check, c.info, c.failures
+    cfg = check_harness.lm_config(lib, V, L, block)
     rng = np.random.default_rng(seed)
     ctx = Context(lib, backend, threads)
     native = dec = None
@@ -462,17 +449,11 @@ def run_case(lib, backend, threads, case, rows, path="append"):
 
 
 def main():
-    ap = check_harness.parser(__doc__, cases=True)
-    ap.add_argument("--path", choices=["append", "step", "graph"], default="append",
-                    help="how the T = 1 calls run: hspmn_decoder_append, hspmn_decoder_step, or the step after capture")
-    args = check_harness.parse(ap)
-    lib = Lib(args.lib)
-    cases = check_harness.selected(CASES, args)
-    rows = []
-    failures = check_harness.run_cases(cases, lambda c: run_case(lib, args.backend, args.threads, c, rows, args.path))
-    return check_harness.verdict(lib, rows, failures, f"check_decode --backend {args.backend} --path {args.path}: "
-                                 f"{len(cases)} cases, {{checks}} checks, {{failures}} failures")
-
+    def options(ap):
+        ap.add_argument("--path", choices=["append", "step", "graph"], default="append",
+                        help="how the T = 1 calls run: hspmn_decoder_append, hspmn_decoder_step, "
+                             "or the step after capture")
+    return check_harness.main(__doc__, "check_decode", CASES, run_case, options, lambda args: f" --path {args.path}")
 
 
 if __name__ == "__main__":

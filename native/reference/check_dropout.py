@@ -28,7 +28,6 @@ the golden cases, which judge them with their term scales.
 """
 
 import ctypes as C
-import math
 import os
 import sys
 
@@ -38,7 +37,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check_harness  # noqa: E402
 import hspmn_ref  # noqa: E402
-from hspmn_ctypes import BACKENDS, BF16, F32, I32, Context, Lib, rel  # noqa: E402
+from hspmn_ctypes import BACKENDS, BF16, F32, I32, Context, rel  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -142,19 +141,13 @@ class NativeBlock:
         self.ctx.close()
 
 
-def run_case(lib, backend, threads, case, rows):
+def run_case(lib, args, case, rows):
+    backend, threads = args.backend, args.threads
     name, fields, B, S, p, key = case
-    failures = []
     cuda = backend == "cuda"
     bf16_bound, grad_bound = (CUDA_BOUND, CUDA_BOUND) if cuda else (BF16_BOUND, F32_BOUND)
-
-    def report(what, err, bound):
-        rows.append((name, what, err, bound))
-        if not (err <= bound):
-            failures.append(f"{name}: {what} {err:.3g} > {bound:g}")
-
-    def exact(what, same):
-        report(what + " (bitwise)", 0.0 if same else math.inf, 0.0)
+    c = check_harness.Case(name, rows)
+    report, exact, failures = c.check, c.exact, c.failures
 
     cfg = hspmn_ref.BlockConfig(**fields).validate()
     blk, x, d_out, o, ref_dx, ref_grads = reference(cfg, B, S, p, key, 4321)
@@ -212,15 +205,5 @@ def run_case(lib, backend, threads, case, rows):
     return failures
 
 
-def main():
-    args = check_harness.parse(check_harness.parser(__doc__))
-    lib = Lib(args.lib)
-    rows = []
-    failures = check_harness.run_cases(CASES, lambda c: run_case(lib, args.backend, args.threads, c, rows))
-    return check_harness.verdict(lib, rows, failures, f"check_dropout --backend {args.backend}: {len(CASES)} cases, "
-                                 "{checks} checks, {failures} failures")
-
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(check_harness.main(__doc__, "check_dropout", CASES, run_case))

@@ -68,7 +68,7 @@ import check_harness  # noqa: E402
 import hspmn_lm  # noqa: E402
 import hspmn_ref  # noqa: E402
 from hspmn_ctypes import (BACKENDS, BF16, F32, I32, AdamwParams, AdamwResult, AllocStats,  # noqa: E402,F401
-                          Context, ContextParams, Lib, ModelBackwardParams, ModelForwardParams, ModelParams,
+                          Context, ContextParams, ModelBackwardParams, ModelForwardParams, ModelParams,
                           TensorDesc, bf16_bits_to_f32, rel)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -302,25 +302,22 @@ def check_router_bias(lib, native, cfg, tokens, targets, noise_seed, step, repor
         native.set("model_set_param", n, saved[n])
 
 
-def run_case(lib, backend, threads, case, rows):
+def run_case(lib, args, case, rows):
+    backend, threads = args.backend, args.threads
     name, V, L, B, S, block, seed, *rest = case
     drop = rest[0] if rest else 0.0  # residual dropout of every training forward
-    failures = []
+    c = check_harness.Case(name, rows)
+    report, info, failures = c.check, c.info, c.failures
+    cfg = check_harness.lm_config(lib, V, L, block)
 
-    def report(what, err, bound):
-        rows.append((name, what, err, bound))
-        if not (err <= bound):
-            failures.append(f"{name}: {what} {err:.3g} > {bound:g}")
-
-    def info(what, value):
-        rows.append((name, "(info) " + what, value, math.inf))
-
-    defaults = lib.block_default_params()
-    full = {k: getattr(defaults, k) for k, _ in defaults._fields_ if k != "reserved"}
-    full.update(block)
-    full["routing"] = block["routing"]
-    ref_block = hspmn_ref.BlockConfig(**{k: full[k] for k in hspmn_ref.BlockConfig.__dataclass_fields__})
-    cfg = hspmn_lm.LMConfig(vocab_size=V, num_layers=L, block=ref_block).validate()
+    def report_forward(mode, loss, stats, out):
+        """hspmn_model_forward's loss [loss, ce] and stats [L, (aux, routed fraction)] against the reference's."""
+        report(f"{mode}.loss", rel(loss[0], float(out.loss.detach())), LOSS_BOUND)
+        report(f"{mode}.ce", rel(loss[1], float(out.ce.detach())), LOSS_BOUND)
+        for i in range(L):
+            report(f"{mode}.aux[{i}]", rel(stats[i, 0], float(out.aux[i].detach())), AUX_BOUND)
+            report(f"{mode}.routed_fraction[{i}] (exact)",
+                   0.0 if stats[i, 1] == np.float32(float(out.routed_fraction[i])) else math.inf, 0.0)
     routing = block["routing"]
     rng = np.random.default_rng(seed)
     ctx = Context(lib, backend, threads)
@@ -368,12 +365,7 @@ def run_case(lib, backend, threads, case, rows):
         ref.zero_grad(set_to_none=True)
 
         loss, stats = native.forward(tokens, targets, 1, noise_seed, step, drop)
-        report("train.loss", rel(loss[0], float(out.loss.detach())), LOSS_BOUND)
-        report("train.ce", rel(loss[1], float(out.ce.detach())), LOSS_BOUND)
-        for i in range(L):
-            report(f"train.aux[{i}]", rel(stats[i, 0], float(out.aux[i].detach())), AUX_BOUND)
-            report(f"train.routed_fraction[{i}] (exact)",
-                   0.0 if stats[i, 1] == np.float32(float(out.routed_fraction[i])) else math.inf, 0.0)
+        report_forward("train", loss, stats, out)
         native.backward()
         grads = native.grads()
         for pname in native.names:
@@ -479,12 +471,7 @@ def run_case(lib, backend, threads, case, rows):
             out = ref(torch.from_numpy(tokens), torch.from_numpy(targets), training=False)
             ref_logits = ref.logits(out.hidden[:, -1:, :])[:, 0, :].numpy()  # [B, V]: only the last position
         loss, stats = native.forward(tokens, targets, 0)
-        report("eval.loss", rel(loss[0], float(out.loss.detach())), LOSS_BOUND)
-        report("eval.ce", rel(loss[1], float(out.ce.detach())), LOSS_BOUND)
-        for i in range(L):
-            report(f"eval.aux[{i}]", rel(stats[i, 0], float(out.aux[i].detach())), AUX_BOUND)
-            report(f"eval.routed_fraction[{i}] (exact)",
-                   0.0 if stats[i, 1] == np.float32(float(out.routed_fraction[i])) else math.inf, 0.0)
+        report_forward("eval", loss, stats, out)
         report("logits (last position)", rel(native.logits(tokens, V), ref_logits), GRAD_BOUND)
     finally:
         if native is not None:
@@ -493,15 +480,5 @@ def run_case(lib, backend, threads, case, rows):
     return failures
 
 
-def main():
-    args = check_harness.parse(check_harness.parser(__doc__, cases=True))
-    lib = Lib(args.lib)
-    cases = check_harness.selected(CASES, args)
-    rows = []
-    failures = check_harness.run_cases(cases, lambda c: run_case(lib, args.backend, args.threads, c, rows))
-    return check_harness.verdict(lib, rows, failures, f"check_model --backend {args.backend}: {len(cases)} cases, "
-                                 "{checks} checks, {failures} failures")
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(check_harness.main(__doc__, "check_model", CASES, run_case))

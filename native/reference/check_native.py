@@ -109,12 +109,8 @@ def run_case(lib, path, threads, rows):
     cfg = json.loads(meta["config"])
     fw = json.loads(meta["forward"])
     ctx = Context(lib, BACKEND, threads)
-    failures = []
-
-    def report(what, err, bound):
-        rows.append((name, what, err, bound))
-        if not (err <= bound):
-            failures.append(f"{name}: {what} rel err {err:.3g} > {bound:g}")
+    c = check_harness.Case(name, rows)
+    report, failures = c.check, c.failures
 
     def bound_of(quantity, **kw):
         bound, problem = reference_bound(path, name, quantity, **kw)
@@ -259,11 +255,7 @@ def run_synthetic(lib, threads, rows):
     def bits(t):
         return t.detach().to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
 
-    def report(what, err, bound):
-        rows.append((name, what, err, bound))
-        if not (err <= bound):
-            failures.append(f"{name}: {what} rel err {err:.3g} > {bound:g}")
-
+    report = check_harness.Case(name, rows, failures).check
     ctx = Context(lib, BACKEND, threads)
     block = C.c_void_p()
     try:

@@ -17,11 +17,9 @@ prints each check, a summary line, and exits 1 when any check fails.
 """
 
 import argparse
-import json
 import math
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -29,6 +27,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import sampling_ref as ref  # noqa: E402
+from device_trace import device_trace  # noqa: E402
 from emulate_sample_kernel import random_case  # noqa: E402
 from hspmn_ctypes import F32, HOST, I32, Context, Lib, SamplingParams  # noqa: E402
 
@@ -200,34 +199,17 @@ def check_chi_square(op, draws):
 def profile_kernel_us(op, x, params, iters):
     """Mean device time of sample_tokens_kernel per launch from a torch.profiler (CUPTI) trace, as
     native/bench/kernel_breakdown.py reads it; or None and why."""
-    try:
-        import torch
-        from torch.profiler import ProfilerActivity, profile
-    except Exception as e:  # noqa: BLE001 - no torch, no profiler: report instead
-        return None, f"torch.profiler not importable: {e}"
-    if not torch.cuda.is_available():
-        return None, "torch sees no CUDA device"
-    why = ""
-    for activities in ([ProfilerActivity.CUDA], [ProfilerActivity.CPU, ProfilerActivity.CUDA]):
-        try:
-            with profile(activities=activities) as prof:
-                for _ in range(iters):
-                    op(x, params)
-                op.sync()
-            with tempfile.TemporaryDirectory() as d:
-                path = os.path.join(d, "trace.json")
-                prof.export_chrome_trace(path)
-                with open(path) as f:
-                    trace = json.load(f)
-        except Exception as e:  # noqa: BLE001 - a profiler failure is reported, it does not end the check
-            why = f"torch.profiler failed: {e}"
-            continue
-        durs = [float(e.get("dur", 0.0)) for e in trace.get("traceEvents", [])
+    def run():
+        for _ in range(iters):
+            op(x, params)
+        op.sync()
+
+    def durations(trace):
+        return [float(e.get("dur", 0.0)) for e in trace.get("traceEvents", [])
                 if e.get("ph") == "X" and e.get("cat") == "kernel" and "sample_tokens_kernel" in e.get("name", "")]
-        if durs:
-            return float(np.mean(durs)), f"{len(durs)} launches"
-        why = "torch.profiler recorded no sample_tokens_kernel (CUPTI unavailable?)"
-    return None, why
+
+    durs, _, why = device_trace(run, durations, "sample_tokens_kernel")
+    return (float(np.mean(durs)), f"{len(durs)} launches") if durs else (None, why)
 
 
 def timing(op):

@@ -447,10 +447,26 @@ def check_streams(lib, context, new_tensor, import_, export, expect, ok):
     x_old = torch.randn(B, S, D, generator=gen).to(torch.bfloat16)
     x_new = torch.randn(B, S, D, generator=gen).to(torch.bfloat16)
 
+    def new_block(ctx):
+        blk = P()
+        ok(lib.hspmn_block_create(ctx, C.byref(bp), 5, C.byref(blk)), "block")
+        return blk
+
+    def imported(ctx, t, what):
+        """The torch tensor t in ctx through the plain protocol (torch's deleter)."""
+        status, h = import_(ctx, take(torch.utils.dlpack.to_dlpack(t)))
+        ok(status, what)
+        return h
+
+    def release(ctx, blk, *tensors):
+        for h in tensors:
+            ok(lib.hspmn_tensor_destroy(h), "destroy")
+        ok(lib.hspmn_block_destroy(blk), "block destroy")
+        ok(lib.hspmn_context_destroy(ctx), "context destroy")
+
     # the reference: the library's own stream, copied tensors
     ref_ctx = context()
-    block = P()
-    ok(lib.hspmn_block_create(ref_ctx, C.byref(bp), 5, C.byref(block)), "block")
+    block = new_block(ref_ctx)
     hx, ho = new_tensor(ref_ctx, 0, (B, S, D)), new_tensor(ref_ctx, 0, (B, S, D))
     refs = []
     for x_host in (x_new, x_old):
@@ -459,10 +475,7 @@ def check_streams(lib, context, new_tensor, import_, export, expect, ok):
         refs.append(torch.empty(B, S, D, dtype=torch.bfloat16))
         ok(lib.hspmn_tensor_copy_out(ho, refs[-1].data_ptr(), refs[-1].numel() * 2), "copy_out")
     want, want_old = refs
-    for h in (hx, ho):
-        ok(lib.hspmn_tensor_destroy(h), "destroy")
-    ok(lib.hspmn_block_destroy(block), "block destroy")
-    ok(lib.hspmn_context_destroy(ref_ctx), "context destroy")
+    release(ref_ctx, block, hx, ho)
 
     lib.hspmn_graph_capture_forward.argtypes = [P, C.POINTER(ForwardParams), P, P, P, C.POINTER(P)]
     lib.hspmn_graph_launch.argtypes = [P]
@@ -472,17 +485,13 @@ def check_streams(lib, context, new_tensor, import_, export, expect, ok):
         """torch writes x late on `stream`, the library reads it and writes out, torch reads out: all
         queued without a sync, so only stream order makes the result right."""
         ctx = context(stream=handle, nan_policy=1)  # PROPAGATE: no NaN scan, so no host sync inside
-        blk = P()
-        ok(lib.hspmn_block_create(ctx, C.byref(bp), 5, C.byref(blk)), "block")
+        blk = new_block(ctx)
         with torch.cuda.stream(stream):
             x = x_old.to("cuda")
             x_next = x_new.to("cuda")  # staged now: a pageable upload later might wait for the stream
             out = torch.zeros(B, S, D, dtype=torch.bfloat16, device="cuda")
         torch.cuda.synchronize()
-        status, tx = import_(ctx, take(torch.utils.dlpack.to_dlpack(x)))
-        ok(status, "import x")
-        status, tout = import_(ctx, take(torch.utils.dlpack.to_dlpack(out)))
-        ok(status, "import out")
+        tx, tout = imported(ctx, x, "import x"), imported(ctx, out, "import out")
         # warm-up on the old x: sizes the scratch, plans the GEMMs, loads the kernels (a cold call may
         # allocate, and cudaFree waits for the device); twice, so one-time work of the first forward of a
         # context (seen once on an H100: a first-stream case whose second forward still waited) is done
@@ -492,7 +501,7 @@ def check_streams(lib, context, new_tensor, import_, export, expect, ok):
         # torch's side of the check runs once before the clock: its allocation, and the first launch of its
         # bf16 -> f32 copy and multiply kernels, which CUDA's lazy module loading loads then (a load may
         # wait for the device: torch's wait, not the library's; on an H100 the first such run reported
-        # the sleep over although the forward call returned in 0.2 ms)
+        # the sleep over although the forward call had returned at once: BENCHMARKS.md)
         with torch.cuda.stream(stream):
             doubled = torch.empty(B, S, D, dtype=torch.float32, device="cuda")
             doubled.copy_(out)
@@ -544,10 +553,7 @@ def check_streams(lib, context, new_tensor, import_, export, expect, ok):
             expect(torch.equal(got, want_old), f"{name}: the graph replay differs from the reference forward of "
                    f"the rewritten x (max |diff| {diff}): not in the stream's order")
             ok(lib.hspmn_graph_destroy(g), "graph destroy")
-        for h in (tx, tout):
-            ok(lib.hspmn_tensor_destroy(h), "destroy")
-        ok(lib.hspmn_block_destroy(blk), "block destroy")
-        ok(lib.hspmn_context_destroy(ctx), "context destroy")
+        release(ctx, blk, tx, tout)
 
     side = torch.cuda.Stream()
     ordered_run(side, side.cuda_stream, "a torch side stream", graph=True)
@@ -559,16 +565,12 @@ def check_streams(lib, context, new_tensor, import_, export, expect, ok):
     # destroy of an import and hspmn_context_synchronize of a context on the first stream
     mine, busy = torch.cuda.Stream(), torch.cuda.Stream()
     ctx = context(stream=mine.cuda_stream)  # NAN_REJECT: the scan's host sync is on `mine` only
-    blk = P()
-    ok(lib.hspmn_block_create(ctx, C.byref(bp), 5, C.byref(blk)), "block")
+    blk = new_block(ctx)
     with torch.cuda.stream(mine):
         x = x_new.to("cuda")
         out = torch.empty(B, S, D, dtype=torch.bfloat16, device="cuda")
     torch.cuda.synchronize()
-    status, tx = import_(ctx, take(torch.utils.dlpack.to_dlpack(x)))
-    ok(status, "import")
-    status, tout = import_(ctx, take(torch.utils.dlpack.to_dlpack(out)))
-    ok(status, "import")
+    tx, tout = imported(ctx, x, "import x"), imported(ctx, out, "import out")
     ok(lib.hspmn_block_forward(blk, C.byref(fp), tx, tout, None), "warm-up forward")  # sizes the scratch
     ok(lib.hspmn_context_synchronize(ctx), "synchronize")
     with torch.cuda.stream(busy):
@@ -592,10 +594,7 @@ def check_streams(lib, context, new_tensor, import_, export, expect, ok):
     busy.synchronize()
     got = out.cpu()
     expect(torch.equal(got, want), "busy-stream run: out differs from the reference")
-    for h in (tx, tout):
-        ok(lib.hspmn_tensor_destroy(h), "destroy")
-    ok(lib.hspmn_block_destroy(blk), "block destroy")
-    ok(lib.hspmn_context_destroy(ctx), "context destroy")
+    release(ctx, blk, tx, tout)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from check_harness import Tests
 from hspmn_lm import (HSPMNLM, LMConfig, adamw_step, adamw_update, aux_target_schedule, clip_grad_norm,
                       cross_entropy_fused, cross_entropy_fused_forward_backward, is_decayed,
                       load_lm_checkpoint, lr_schedule, noise_free_fraction, noise_step, router_bias_step,
@@ -23,12 +24,7 @@ from hspmn_ref import BlockConfig, bf16_round
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "..", "..", "data", "corpus.txt")
-TESTS = []
-
-
-def test(fn):
-    TESTS.append(fn)
-    return fn
+test = Tests()
 
 
 @test
@@ -382,21 +378,6 @@ def tiny_training_run_learns_corpus():
     assert all(abs(x - target) <= 0.05 for x in routed + prob), (routed, prob)
 
 
-def main() -> int:
-    torch.set_num_threads(1)
-    failed = 0
-    t_all = time.time()
-    for fn in TESTS:
-        t0 = time.time()
-        try:
-            fn()
-            print(f"PASS {fn.__name__} ({time.time() - t0:.1f} s)")
-        except Exception as e:  # report every failing test, not only the first
-            failed += 1
-            print(f"FAIL {fn.__name__}: {type(e).__name__}: {e}")
-    print(f"{len(TESTS) - failed}/{len(TESTS)} passed in {time.time() - t_all:.1f} s")
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    torch.set_num_threads(1)
+    sys.exit(test.main(timed=True))

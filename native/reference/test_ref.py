@@ -11,17 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from check_harness import Tests
 from hspmn_ref import (DROPOUT_TAG_ATTN, DROPOUT_TAG_REFLEX, BlockConfig, HSPMNBlock, aux_loss, bf16_round,
                        causal_conv, dropout_keep, dropout_mask, dropout_masks, dropout_scale, dropout_threshold,
                        gumbel_noise, route_select, router_temperature, sqdk_attention, topk_count)
 from philox import philox4x32_10
 
-TESTS = []
-
-
-def test(fn):
-    TESTS.append(fn)
-    return fn
+test = Tests()
 
 
 def tiny_block(routing, log_temp, seed=0, **kw):
@@ -295,13 +291,18 @@ def dropout_mask_layout_and_distribution():
     assert int(dropout_keep(1, 0, 0, DROPOUT_TAG_REFLEX, 1, 1, 1)[0, 0, 0]) != g_bits
 
 
+def dropout_case(routing, log_temp, S, seed, step, layer, p):
+    """A tiny block, its input x [2, S, D], and the Gumbel noise and dropout masks of (seed, step, layer)."""
+    block, gen = tiny_block(routing, log_temp)
+    B, D = 2, block.cfg.dim
+    x = torch.randn(B, S, D, generator=gen, dtype=torch.float64)
+    return block, x, gumbel_noise(seed, step, layer, B, S), dropout_masks(seed, step, layer, B, S, D, p)
+
+
 @test
 def dropout_applies_in_training_only():
-    block, gen = tiny_block("threshold", 0.0)
-    B, S, D = 2, 9, block.cfg.dim
-    x = torch.randn(B, S, D, generator=gen, dtype=torch.float64)
-    g = gumbel_noise(3, 1, 0, B, S)
-    drop = dropout_masks(3, 1, 0, B, S, D, 0.4)
+    block, x, g, drop = dropout_case("threshold", 0.0, 9, 3, 1, 0, 0.4)
+    B, S, D = x.shape
     with torch.no_grad():
         plain = block(x, training=True, noise=g)
         dropped = block(x, training=True, noise=g, dropout=drop)
@@ -316,11 +317,7 @@ def dropout_applies_in_training_only():
 
 @test
 def gradcheck_dropout():
-    block, gen = tiny_block("topk", 0.2)
-    B, S, D = 2, 7, block.cfg.dim
-    x = torch.randn(B, S, D, generator=gen, dtype=torch.float64)
-    g = gumbel_noise(5, 2, 1, B, S)
-    drop = dropout_masks(5, 2, 1, B, S, D, 0.35)
+    block, x, g, drop = dropout_case("topk", 0.2, 7, 5, 2, 1, 0.35)
     with torch.no_grad():
         ref = block(x, training=True, noise=g, dropout=drop)
     held = torch.sigmoid(ref.scores)
@@ -336,19 +333,6 @@ def gradcheck_dropout():
     assert torch.autograd.gradcheck(f, (x.requires_grad_(True), *params), eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
-def main() -> int:
-    torch.set_num_threads(1)
-    failed = 0
-    for fn in TESTS:
-        try:
-            fn()
-            print(f"PASS {fn.__name__}")
-        except Exception as e:  # report every failing test, not only the first
-            failed += 1
-            print(f"FAIL {fn.__name__}: {type(e).__name__}: {e}")
-    print(f"{len(TESTS) - failed}/{len(TESTS)} passed")
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    torch.set_num_threads(1)
+    sys.exit(test.main())

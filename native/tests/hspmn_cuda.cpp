@@ -95,7 +95,7 @@ static void test_gemm(Device& d, std::mt19937& rng, int64_t M, int64_t N, int64_
             }
             // fp32 accumulation: at most K float roundings of the running magnitude (2x margin).
             // A bf16 output adds one rounding, half a bf16 ulp (2^-8 relative): gemm restricts
-            // split-K to float32 partials (with bf16 partials this measured 1.9 half-ulps).
+            // split-K to float32 partials (bf16 partials passed half an ulp: BENCHMARKS.md).
             double bound = 2.0 * K * std::ldexp(mag, -24) + (ct == DType::BF16 ? std::ldexp(std::fabs(ref), -8) : 0.0);
             double err = std::fabs(got[i * ldc + j] - ref);
             worst = std::max(worst, bound > 0 ? err / bound : err);

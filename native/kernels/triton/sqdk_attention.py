@@ -51,13 +51,13 @@ class Tile(NamedTuple):
 # Dh=128: B=1 S=16384 H=16, Dh=64: B=2 S=8192 H=32), the fastest of 10-12 candidates each.
 # - Query tiles of 64 rows beat 128 in fwd and dq: routed queries are spread over the sequence, so
 #   a tile's rows span a wide range of positions and the masked part of its key range (first to
-#   last position) grows with the tile; 64 rows halve it. (fwd Dh=128: 0.61 ms vs 0.65 at 128x64.)
+#   last position) grows with the tile; 64 rows halve it.
 # - 4 warps (one warpgroup, one m64 wgmma per step) won everywhere except dq at Dh=128, where
-#   128x64 with 8 warps took 0.74 ms against 0.79 for 64x64.
+#   128x64 with 8 warps beat 64x64.
 # - dkdv holds K, V, dK, dV of its key tile in registers for the whole loop, so the query step is
 #   small (32; tutorial 06's split). The fastest variants spill (ptxas stack frames of 528 bytes
-#   at Dh=64 and 480 at Dh=128, 255 registers) and still beat every spill-free one (Dh=128 0.997 ms vs 2.54 ms at
-#   32x64 with 8 warps, Dh=64 0.75 vs 0.90 ms): the spills stay in L1.
+#   at Dh=64 and 480 at Dh=128, 255 registers) and still beat every spill-free one: the spills stay in L1.
+#   (The timings of these comparisons: BENCHMARKS.md "From sqdk_attention.py's tile notes".)
 # - 3 stages: 2 was slower in every pair timed, 4 no faster; the largest tile here uses 160 KiB
 #   of the 227 KiB of shared memory an H100/H200 block may have.
 # - BLOCK_D 16 and 32 (head dims 8..32) are NOT timed: they take BLOCK_D 64's tiles. Every tile's

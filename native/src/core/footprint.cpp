@@ -28,8 +28,8 @@ struct Dims {
 
 // CPU workers: the default pool (every hardware thread); a context asking for more is rare.
 // The GEMM scratch of a product with `columns` output columns, with `threads` workers each holding an
-// A block (the context's thread count: an estimate from the machine's core count over-counted a
-// 2-thread context by 10 % on a 16-core host).
+// A block (the context's thread count: an estimate from the machine's core count over-counts a context
+// with fewer threads than the host has cores; by how much: BENCHMARKS.md).
 double cpu_gemm(double columns, double threads) {
     return kGemmKc * 4.0 * (columns + 16.0) + kGemmABlockBytes * std::max(threads, 1.0);
 }

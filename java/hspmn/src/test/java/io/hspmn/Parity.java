@@ -66,8 +66,8 @@ final class Parity {
          * inside, which would roughly double the error.
          * Float32 results: the reference is float64 on the same bf16 inputs, so only float32 arithmetic
          * separates them; sums here run over at most a few thousand terms, giving errors around 1e-6
-         * (measured: 2e-8 to 2e-6). 2e-5 leaves a margin of ten while staying five times below MODEL.md's
-         * 1e-4 ceiling for float32 paths; where PyTorch's own float32 error is larger (ill-conditioned
+         * (the measured range: BENCHMARKS.md). 2e-5 leaves a margin of ten while staying five times below
+         * MODEL.md's 1e-4 ceiling for float32 paths; where PyTorch's own float32 error is larger (ill-conditioned
          * sums), the bound is twice that error instead (see F32_REFERENCE_ERRORS).
          */
         static Tolerances cpu() {
@@ -80,8 +80,8 @@ final class Parity {
          * result, twice PyTorch's own error when it runs the reference in bfloat16 if that is larger (keys
          * "bf16:..." of f32-reference-errors.json). That error is the median over the golden problem and 14
          * problems with x nudged by one bf16 ulp: the router's scalar gradients are sums whose terms cancel
-         * (topk_k1's grad.router.b 220-fold), where bf16 storage moves PyTorch's own result by about 5x the
-         * value (median; 10th percentile 1.1x), so a single draw is no measure of it
+         * (topk_k1's grad.router.b the most), where bf16 storage moves PyTorch's own result by several times
+         * the value (the figures: BENCHMARKS.md), so a single draw is no measure of it
          * (native/reference/emulate_cuda_precision.py --trials).
          */
         static Tolerances bf16Backend() {

@@ -43,7 +43,7 @@ import org.openjdk.jmh.annotations.Warmup;
  * through {@link CachedEngine#stepSampled} (slot ids, lengths); {@code generatorStep} the whole
  * {@link Generator#step()} (sampling parameters and draws, stop checks, publication). The differences are
  * what each Java layer adds to the native step; DecodeStepBench isolates the generator's share with a
- * null call, which these differences (of ~100 us steps) cannot resolve below their error.
+ * null call, which these differences (of whole native steps, BENCHMARKS.md) cannot resolve below their error.
  *
  * <p>Steady state: the routers' bias is set to -30 so that no token is routed. Otherwise a routed token
  * attends over the whole cache, so a step's cost would depend on which tokens come (the generator feeds

@@ -34,7 +34,7 @@ import org.openjdk.jmh.annotations.Warmup;
  * ({@code hspmn_decoder_length}): the bare downcall against {@link Decoder#length}, which wraps it the way
  * {@link Decoder#step} wraps {@code hspmn_decoder_step} (the context's one-thread guard, the handle check,
  * the status check; step adds four size checks of its arrays). CachedDecodeBench cannot resolve this
- * difference under the ~100 us of a real step; this one can.
+ * difference under the cost of a real step (BENCHMARKS.md); this one can.
  */
 @State(Scope.Thread)
 @BenchmarkMode(Mode.AverageTime)

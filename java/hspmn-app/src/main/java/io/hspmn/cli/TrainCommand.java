@@ -79,6 +79,11 @@ final class TrainCommand {
             } else {
                 out.printf(Locale.ROOT, "stopped at step %d/%d%n", r.step(), options.steps());
             }
+            if (r.stoppedEarly()) {
+                out.printf(Locale.ROOT, "stopped early at step %d/%d (--early-stop %d): the best validation, %.4f bits/byte, "
+                                + "was at step %d%n", r.step(), options.steps(), options.earlyStop(), r.bestValidation(),
+                        r.stoppedEarlyBest());
+            }
             if (r.skippedSteps() > 0) {
                 out.printf(Locale.ROOT, "%d step(s) skipped for a non-finite gradient norm%n", r.skippedSteps());
             }

@@ -80,6 +80,7 @@ public final class TrainOptions {
     private final long seed;
     private final float dropout;
     private final long evalEvery;
+    private final int earlyStop;
     private final int evalBatches;
     private final long saveEvery;
     private final Path out;
@@ -110,6 +111,7 @@ public final class TrainOptions {
         seed = b.seed;
         dropout = b.dropout;
         evalEvery = b.evalEvery;
+        earlyStop = b.earlyStop;
         evalBatches = b.evalBatches;
         saveEvery = b.saveEvery;
         out = b.out;
@@ -246,6 +248,9 @@ public final class TrainOptions {
                     (b, v) -> b.valFraction(d("val-fraction", v)), o -> Double.toString(o.valFraction)),
             new Option("eval-every", "N", "validate every N steps (0: only at the end)", Scope.ADJUSTABLE,
                     (b, v) -> b.evalEvery(l("eval-every", v)), o -> Long.toString(o.evalEvery)),
+            new Option("early-stop", "N", "stop once N validations in a row have not improved on the run's best "
+                    + "(small data overfits; the lr schedule still spans --steps; 0: off)", Scope.ADJUSTABLE,
+                    (b, v) -> b.earlyStop(i("early-stop", v)), o -> Integer.toString(o.earlyStop)),
             new Option("eval-batches", "N", "validation batches of --batch sequences per evaluation", Scope.ADJUSTABLE,
                     (b, v) -> b.evalBatches(i("eval-batches", v)), o -> Integer.toString(o.evalBatches)),
             new Option("save-every", "N", "checkpoint every N steps (0: only at the end)", Scope.ADJUSTABLE,
@@ -346,6 +351,10 @@ public final class TrainOptions {
         atLeast("warmup", warmup, 0);
         atLeast("aux-warmup", auxWarmup, 0);
         atLeast("eval-every", evalEvery, 0);
+        atLeast("early-stop", earlyStop, 0);
+        if (earlyStop > 0 && evalEvery == 0) {
+            throw new IllegalArgumentException("--early-stop " + earlyStop + " needs validations during the run: set --eval-every");
+        }
         atLeast("eval-batches", evalBatches, 1);
         atLeast("save-every", saveEvery, 0);
         atLeast("threads", threads, 0);
@@ -517,6 +526,7 @@ public final class TrainOptions {
     public long seed() { return seed; }
     public float dropout() { return dropout; }
     public long evalEvery() { return evalEvery; }
+    public int earlyStop() { return earlyStop; }
     public int evalBatches() { return evalBatches; }
     public long saveEvery() { return saveEvery; }
     public Path out() { return out; }
@@ -592,6 +602,7 @@ public final class TrainOptions {
         private long seed = 1;
         private float dropout;
         private long evalEvery = 100;
+        private int earlyStop;
         private int evalBatches = 8;
         private long saveEvery = 500;
         private Path out;
@@ -649,6 +660,7 @@ public final class TrainOptions {
         public Builder seed(long v) { seed = v; return this; }
         public Builder dropout(float v) { dropout = v; return this; }
         public Builder evalEvery(long v) { evalEvery = v; return this; }
+        public Builder earlyStop(int v) { earlyStop = v; return this; }
         public Builder evalBatches(int v) { evalBatches = v; return this; }
         public Builder saveEvery(long v) { saveEvery = v; return this; }
         public Builder out(Path v) { out = v; return this; }

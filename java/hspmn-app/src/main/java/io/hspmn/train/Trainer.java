@@ -88,8 +88,16 @@ public final class Trainer implements AutoCloseable {
      *                            when --stop-after ends the invocation between validations
      * @param validationEntropy   unigram entropy of the validation split, bits per byte (the bar to clear)
      */
+    /**
+     * @param stoppedEarlyBest with --early-stop, the step of the best validation when the run stopped for it; -1
+     *                         when it did not stop early
+     * @param bestValidation   the lowest validation bits/byte of the run so far (infinite without one)
+     */
     public record Result(long step, long skippedSteps, EvalResult lastEval, long lastEvalStep, double validationEntropy, Path checkpoint,
-                         Path metrics, Path report) {
+                         Path metrics, Path report, long stoppedEarlyBest, double bestValidation) {
+        public boolean stoppedEarly() {
+            return stoppedEarlyBest >= 0;
+        }
     }
 
     private final TrainOptions options;
@@ -115,7 +123,10 @@ public final class Trainer implements AutoCloseable {
     private long lastSaved = -1;    // the step of the last checkpoint this invocation wrote
     private boolean lastStepSkipped;
     private final boolean biasControl;  // router bias control: threshold routing and a rate > 0
-    private double bestValidation = Double.POSITIVE_INFINITY;  // bits/byte of best.safetensors (--keep-best)
+    // The run's best validation (bits/byte) and its step: best.safetensors holds it (--keep-best), and
+    // --early-stop counts validations from it.
+    private double bestValidation = Double.POSITIVE_INFINITY;
+    private long bestStep;
 
     private Trainer(TrainOptions options, PrintStream log, ByteCorpus corpus, Context ctx, LanguageModel model,
                     TrainCheckpoint.State resumed) throws IOException {
@@ -151,8 +162,12 @@ public final class Trainer implements AutoCloseable {
             }
             this.step = resumed.step();
             // before the metrics are cut back to the checkpoint's step: best.safetensors may be newer than it
-            if (options.keepBest() && Files.isRegularFile(options.out().resolve(BEST)) && Files.isRegularFile(metricsPath)) {
-                bestValidation = bestValidationLogged(metricsPath);
+            if (Files.isRegularFile(metricsPath)) {
+                double[] best = bestValidationLogged(metricsPath);
+                bestStep = (long) best[1];
+                // without its best.safetensors a --keep-best run writes one at the next validation
+                bestValidation = options.keepBest() && !Files.isRegularFile(options.out().resolve(BEST))
+                        ? Double.POSITIVE_INFINITY : best[0];
             }
             this.metrics = MetricsWriter.resume(metricsPath, step);
         } else {
@@ -301,6 +316,7 @@ public final class Trainer implements AutoCloseable {
         long lastEvalStep = 0;
         long skippedBefore = skipped;
         boolean savePending = false;
+        boolean stoppedEarly = false;
         while (step < end) {
             StepMetrics m = trainStep();
             streak = lastStepSkipped ? streak + 1 : 0;
@@ -308,9 +324,15 @@ public final class Trainer implements AutoCloseable {
                 lastEval = evaluate();
                 lastEvalStep = step;
                 m = m.withValidation(lastEval.loss(), lastEval.bitsPerByte(), lastEval.routedFraction());
-                if (options.keepBest() && lastEval.bitsPerByte() < bestValidation) {
+                if (lastEval.bitsPerByte() < bestValidation) {
                     bestValidation = lastEval.bitsPerByte();
-                    capture().save(options.out().resolve(BEST));
+                    bestStep = step;
+                    if (options.keepBest()) {
+                        capture().save(options.out().resolve(BEST));
+                    }
+                } else if (options.earlyStop() > 0 && step - bestStep >= options.earlyStop() * options.evalEvery()) {
+                    stoppedEarly = true;
+                    end = step;  // the checkpoint below is written at this step
                 }
             }
             metrics.write(m);
@@ -339,7 +361,7 @@ public final class Trainer implements AutoCloseable {
         bar.finish();
         Path report = writeReport();
         return new Result(step, skipped - skippedBefore, lastEval, lastEvalStep, validationSplit.unigramEntropyBits(), checkpointPath,
-                metrics.path(), report);
+                metrics.path(), report, stoppedEarly ? bestStep : -1, bestValidation);
     }
 
     private Path writeReport() throws IOException {
@@ -449,16 +471,19 @@ public final class Trainer implements AutoCloseable {
     }
 
     /**
-     * The lowest val_bpb in the metrics a resumed run keeps (its best.safetensors was written at that
-     * validation), so a resumed --keep-best run replaces it only with a better one.
+     * The lowest val_bpb in the metrics a resumed run keeps and its step, {bits/byte, step} (its
+     * best.safetensors was written at that validation), so a resumed --keep-best run replaces it only with
+     * a better one and --early-stop counts on from it.
      */
-    private static double bestValidationLogged(Path metricsPath) throws IOException {
-        double best = Double.POSITIVE_INFINITY;
+    private static double[] bestValidationLogged(Path metricsPath) throws IOException {
+        double[] best = {Double.POSITIVE_INFINITY, 0};
         for (String line : Files.readAllLines(metricsPath)) {
             try {
-                Double v = StepMetrics.fromJson(line).valBpb();
-                if (v != null) {
-                    best = Math.min(best, v);
+                StepMetrics m = StepMetrics.fromJson(line);
+                Double v = m.valBpb();
+                if (v != null && v < best[0]) {
+                    best[0] = v;
+                    best[1] = m.step();
                 }
             } catch (IllegalArgumentException torn) {
                 // the last line of a killed run may be cut short; MetricsWriter.resume drops it too

@@ -52,8 +52,9 @@ class HardeningCliTest {
     }
 
     /**
-     * The issue's two commands grew to 23.7 GB and were killed (exit 137). Now the model's footprint and the
-     * training forward's are checked before anything is allocated: exit 1 with the bytes needed and available.
+     * The issue's two commands grew until the kernel killed them (exit 137; BENCHMARKS.md). Now the model's
+     * footprint and the training forward's are checked before anything is allocated: exit 1 with the bytes
+     * needed and available.
      */
     @Test
     void runsTooLargeForMemoryAreRefusedBeforeAllocating() {

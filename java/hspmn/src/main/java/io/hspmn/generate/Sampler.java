@@ -299,8 +299,8 @@ public final class Sampler {
      * e^x for x <= 0, relative error below 3e-7 (float precision), 0 below e^-87.33, NaN for NaN. x = n ln2 + f
      * with n an integer and |f| <= ln2/2 (Cody-Waite: ln2 in two parts, so f stays exact), then e^f by a
      * degree-6 polynomial and 2^n from n's bits, which the 1.5 * 2^23 rounding trick leaves in the low
-     * bits of t. Plain float arithmetic only, so every JVM gives the same bits; about 2.5 ns per value here
-     * (Math.exp: 4.5).
+     * bits of t. Plain float arithmetic only, so every JVM gives the same bits; faster than Math.exp
+     * (BENCHMARKS.md "From code comments").
      */
     static float expNonPositive(float x) {
         float c = x < -87.33f ? -87.33f : x; // NaN passes (the comparison is false) and comes out NaN
