@@ -8,6 +8,8 @@
                 once into hspmn_h$shared.java (from ci/bindgen_shared.java.in): the C layouts of the scalars and
                 of every struct, symbol lookup, downcall linking (and its -Djextract.trace.downcalls tracing),
                 the struct array / reinterpret bodies
+  --notes FILE  the field notes as JSON ({struct: {field: comment}}) for the Java side, whichever tool made
+                its bindings (io/hspmn/ffi/field-notes.json, read by HspmnConfig)
   --python FILE the ctypes declarations: constants, one ctypes.Structure per struct, FUNCTIONS (restype,
                 argtypes) per function; native/reference/hspmn_ctypes.py adds the hand-written helpers.
 
@@ -15,12 +17,13 @@ What goes in is what jextract's filters in ci/bindings.sh take: the header's own
 constants and integer #defines, and the standard typedefs they use. Output depends only on the header (and
 the first line names the libclang that parsed it), so ci/bindings.sh --check can compare it with the
 committed files.
-  usage: ci/bindgen.py HEADER [--java DIR] [--python FILE]      (LIBCLANG=/path/libclang.so to pick one)
+  usage: ci/bindgen.py HEADER [--java DIR] [--python FILE] [--notes FILE]      (LIBCLANG=/path/libclang.so to pick one)
          ci/bindgen.py --probe                                   (exit 1 when libclang cannot be loaded)
 """
 
 import argparse
 import glob
+import json
 import os
 import re
 import sys
@@ -448,12 +451,65 @@ def python_module(ci, decls, banner):
     return "".join(out)
 
 
+# ---- field notes: each field's default and comment, for the structs whose comments carry them -----------
+
+# struct -> the name of its table in hspmn_h.py. A field's trailing /* ... */ ends with "default V" (a number
+# or a constant of the header); reserved* fields have none and are left out.
+NOTED_STRUCTS = {"hspmn_block_params": "BLOCK_PARAMS_NOTES"}
+
+
+def field_notes(ci, struct, consts):
+    """[(field, default as Python source, comment without the default)] of a noted struct, in field order."""
+    with open(str(struct.location.file)) as fh:
+        lines = fh.read().splitlines()
+    out = []
+    for f in fields(ci, struct):
+        if f.spelling.startswith("reserved"):
+            continue
+        m = re.search(r"/\*(.*?)\*/", lines[f.location.line - 1])
+        text = m.group(1).strip() if m else ""
+        d = re.fullmatch(r"(.*?)[;,]?\s*\bdefault\s+(\S+)", text)
+        if not d:
+            sys.exit(f"bindgen: {struct.spelling}.{f.spelling}: its comment must end with 'default V', got {text!r}")
+        token, is_float = d.group(2), f.type.get_canonical().kind in (ci.TypeKind.FLOAT, ci.TypeKind.DOUBLE)
+        if token in consts:
+            value = token
+        elif re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?[fF]?", token):
+            value = repr(float(token.rstrip("fF"))) if is_float else str(int(token))
+        else:
+            sys.exit(f"bindgen: {struct.spelling}.{f.spelling}: default {token!r} is neither a number nor a constant")
+        out.append((f.spelling, value, d.group(1).strip()))
+    return out
+
+
+def json_field_notes(ci, decls):
+    """{struct: {field: comment}} of the noted structs, for Java (which reads the defaults from the library)."""
+    consts = {i[1] for i in decls.items if i[0] == "const"}
+    notes = {struct: {name: doc for name, _, doc in field_notes(ci, decls.structs[struct], consts)}
+             for struct in NOTED_STRUCTS if struct in decls.structs}
+    return json.dumps(notes, indent=2) + "\n"
+
+
+def python_field_notes(ci, decls):
+    """NAME = {field: (default, comment)} per noted struct, appended to hspmn_h.py."""
+    consts = {i[1] for i in decls.items if i[0] == "const"}
+    out = []
+    for struct, table in NOTED_STRUCTS.items():
+        if struct not in decls.structs:
+            continue
+        out.append(f"\n# struct {struct}: field -> (default, comment), from the header's field comments\n{table} = {{\n")
+        out += [f"    {json.dumps(name)}: ({value}, {json.dumps(doc)}),\n" for name, value, doc in field_notes(ci, decls.structs[struct], consts)]
+        out.append("}\n")
+    return "".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("header", nargs="?")
     ap.add_argument("--probe", action="store_true", help="only load libclang and print its version")
     ap.add_argument("--java", help="folder of package io.hspmn.ffi to write (its *.java are replaced)")
     ap.add_argument("--python", help="file to write the ctypes declarations to")
+    ap.add_argument("--notes", help="file to write the field notes (JSON) to")
     ap.add_argument("--header-name", help="how the banner names the header (default: the path given)")
     a = ap.parse_args()
     ci, clang_version = load_clang()
@@ -474,9 +530,12 @@ def main():
         for fname, text in files.items():
             with open(os.path.join(a.java, fname), "w") as fh:
                 fh.write(text)
+    if a.notes:
+        with open(a.notes, "w") as fh:
+            fh.write(json_field_notes(ci, decls))
     if a.python:
         with open(a.python, "w") as fh:
-            fh.write(python_module(ci, decls, f"# {made_by}\n"))
+            fh.write(python_module(ci, decls, f"# {made_by}\n") + python_field_notes(ci, decls))
 
 
 if __name__ == "__main__":

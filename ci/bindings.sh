@@ -3,7 +3,8 @@
 # that makes (.ci/run does):
 #   - the Java FFM bindings (package io.hspmn.ffi, jextract 22's layout) with jextract when it is on PATH
 #     (or JEXTRACT=/path/to/bin/jextract), otherwise with ci/bindgen.py on libclang;
-#   - the Python ctypes declarations (native/reference/hspmn_h.py) with ci/bindgen.py.
+#   - the Python ctypes declarations (native/reference/hspmn_h.py) with ci/bindgen.py;
+#   - the field notes (comments of hspmn_block_params' fields) that Java reads, with ci/bindgen.py.
 # ci/bindgen.py writes what the Java classes share once, into hspmn_h$shared.java (from its template
 # ci/bindgen_shared.java.in plus the header's layouts); hspmn_h and the struct classes keep jextract's API.
 # The first line of each generated file names the tool that made it. The bindings look their symbols up
@@ -22,6 +23,7 @@ header=native/include/hspmn.h
 # Where the generated files go: the Java source root holding package io.hspmn.ffi, and the ctypes module.
 java_src=java/hspmn/src/main/java
 python_out=native/reference/hspmn_h.py
+notes_out=java/hspmn/src/main/resources/io/hspmn/ffi/field-notes.json
 pkg=io.hspmn.ffi
 java_dir="$java_src/${pkg//.//}"
 python3="${PYTHON:-python3}"
@@ -81,16 +83,19 @@ else
   "$python3" ci/bindgen.py "$header" --java "$tmp/java" --python "$tmp/hspmn_h.py"
 fi
 
+"$python3" ci/bindgen.py "$header" --notes "$tmp/field-notes.json"
+
 if [ "$check" = 1 ]; then
   status=0
   diff -ru "$java_dir" "$tmp/java" || status=1
   diff -u "$python_out" "$tmp/hspmn_h.py" || status=1
+  diff -u "$notes_out" "$tmp/field-notes.json" || status=1
   if [ "$status" != 0 ]; then
     echo "bindings: the committed bindings are not what $header makes of them (diff above: committed, then" >&2
-    echo "bindings: regenerated). Run ci/bindings.sh and commit $java_dir and $python_out." >&2
+    echo "bindings: regenerated). Run ci/bindings.sh and commit $java_dir, $python_out and $notes_out." >&2
     exit 1
   fi
-  echo "bindings: $java_dir ($(ls "$java_dir"/*.java | wc -l) files) and $python_out match $header"
+  echo "bindings: $java_dir ($(ls "$java_dir"/*.java | wc -l) files), $python_out and $notes_out match $header"
   exit 0
 fi
 
@@ -98,4 +103,6 @@ rm -f "$java_dir"/*.java
 mkdir -p "$java_dir"
 cp "$tmp/java"/*.java "$java_dir"/
 cp "$tmp/hspmn_h.py" "$python_out"
-echo "bindings: regenerated $(ls "$java_dir"/*.java | wc -l) files in $java_dir and $python_out from $header ($tool)"
+mkdir -p "$(dirname "$notes_out")"
+cp "$tmp/field-notes.json" "$notes_out"
+echo "bindings: regenerated $(ls "$java_dir"/*.java | wc -l) files in $java_dir, $python_out and $notes_out from $header ($tool)"

@@ -172,19 +172,22 @@ HSPMN_API hspmn_status hspmn_tensor_copy(hspmn_tensor* dst, const hspmn_tensor* 
 
 /* ---- block ------------------------------------------------------------------------------------ */
 
+/* Each field's comment ends with "default V": what hspmn_block_default_params returns (MODEL.md's values).
+ * ci/bindings.sh reads that into hspmn_h.BLOCK_PARAMS_NOTES (the reference's BlockConfig defaults), so a
+ * new field needs its default here and in block_config.cpp (ARCHITECTURE.md "Adding a block option"). */
 typedef struct hspmn_block_params {
-    int32_t dim;                /* D                                                    */
-    int32_t num_heads;          /* H; D % H == 0                                        */
-    int32_t num_kv_heads;       /* Hkv; H % Hkv == 0                                    */
-    int32_t mlp_ratio;          /* F = mlp_ratio * D                                    */
-    int32_t conv_kernel;        /* causal depthwise conv width                          */
-    int32_t routing;            /* hspmn_routing                                        */
-    float rope_base;
-    float sparsity_k;           /* rho in (0, 1]                                        */
-    float router_sparsity_coef; /* lambda_s                                             */
-    float router_entropy_coef;  /* lambda_e                                             */
-    float norm_eps;
-    int32_t reserved;
+    int32_t dim;                /* D; default 2048                                      */
+    int32_t num_heads;          /* H; D % H == 0; default 16                            */
+    int32_t num_kv_heads;       /* Hkv; H % Hkv == 0; default 4                         */
+    int32_t mlp_ratio;          /* F = mlp_ratio * D; default 4                         */
+    int32_t conv_kernel;        /* causal depthwise conv width; default 3               */
+    int32_t routing;            /* hspmn_routing; default HSPMN_ROUTING_TOPK            */
+    float rope_base;            /* RoPE base, > 1; default 10000                        */
+    float sparsity_k;           /* rho in (0, 1]; default 0.2                           */
+    float router_sparsity_coef; /* lambda_s; default 0.1                                */
+    float router_entropy_coef;  /* lambda_e; default 0.01                               */
+    float norm_eps;             /* RMSNorm epsilon; default 1e-6                        */
+    int32_t reserved;           /* 0                                                    */
 } hspmn_block_params;
 
 HSPMN_API hspmn_block_params hspmn_block_default_params(void);

@@ -127,10 +127,9 @@ def run_case(lib, path, threads, rows):
     block = C.c_void_p()
     try:
         bp = lib.block_default_params()
-        for k, v in cfg.items():
-            if k == "routing":
-                v = {"topk": 0, "threshold": 1}[v]
-            setattr(bp, k, v)
+        ref_cfg = hspmn_ref.BlockConfig(**cfg)
+        for k in cfg:
+            setattr(bp, k, ref_cfg.c_value(k))
         lib.ok(lib.block_create(ctx.h, C.byref(bp), 1234, C.byref(block)), "block_create")
         for p in PARAMS:
             a = T[p]
@@ -215,6 +214,19 @@ def run_case(lib, path, threads, rows):
         if block:
             lib.ok(lib.block_destroy(block), "block_destroy")
         ctx.close()
+    return failures
+
+
+def check_defaults(lib):
+    """hspmn_block_default_params (block_config.cpp) against the reference's defaults, which are the
+    "default V" ending each field's comment in hspmn.h: the two places a block option's default is written."""
+    bp, ref = lib.block_default_params(), hspmn_ref.BlockConfig()
+    failures = []
+    for name in hspmn_ref.BlockConfig.__dataclass_fields__:
+        want = ref.c_value(name)
+        want = hspmn_ref.f32(want) if isinstance(want, float) else want
+        if getattr(bp, name) != want:
+            failures.append(f"default of {name}: the library has {getattr(bp, name)!r}, hspmn.h says {want!r}")
     return failures
 
 
@@ -310,7 +322,8 @@ def main():
         print(f"no golden cases under {args.goldens}", file=sys.stderr)
         return 1
     rows = []
-    failures = check_harness.run_cases([("synthetic",)], lambda _: run_synthetic(lib, args.threads, rows))
+    failures = check_defaults(lib)
+    failures += check_harness.run_cases([("synthetic",)], lambda _: run_synthetic(lib, args.threads, rows))
     failures += check_harness.run_cases([(os.path.basename(f), f) for f in files],
                                         lambda item: run_case(lib, item[1], args.threads, rows))
     return check_harness.verdict(lib, rows, failures, f"check_native --backend {BACKEND}: {len(files)} cases, "

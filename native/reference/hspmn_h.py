@@ -251,3 +251,18 @@ FUNCTIONS = {
     "hspmn_tensor_from_dlpack": (C.c_int32, [C.c_void_p, C.c_void_p, C.c_void_p]),
     "hspmn_tensor_from_dlpack_versioned": (C.c_int32, [C.c_void_p, C.c_void_p, C.c_void_p]),
 }
+
+# struct hspmn_block_params: field -> (default, comment), from the header's field comments
+BLOCK_PARAMS_NOTES = {
+    "dim": (2048, "D"),
+    "num_heads": (16, "H; D % H == 0"),
+    "num_kv_heads": (4, "Hkv; H % Hkv == 0"),
+    "mlp_ratio": (4, "F = mlp_ratio * D"),
+    "conv_kernel": (3, "causal depthwise conv width"),
+    "routing": (HSPMN_ROUTING_TOPK, "hspmn_routing"),
+    "rope_base": (10000.0, "RoPE base, > 1"),
+    "sparsity_k": (0.2, "rho in (0, 1]"),
+    "router_sparsity_coef": (0.1, "lambda_s"),
+    "router_entropy_coef": (0.01, "lambda_e"),
+    "norm_eps": (1e-06, "RMSNorm epsilon"),
+}

@@ -14,6 +14,7 @@ M = keep / (1 - p) drawn from Philox keyed by (seed, step, layer, branch, b, s, 
 p = 0 (the default) is the block without dropout; evaluation never drops.
 """
 
+import ctypes as C
 import dataclasses
 import json
 import math
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import hspmn_h
 from philox import philox4x32_10
 
 TEMP_MIN = 0.1
@@ -43,22 +45,18 @@ def bf16_round(t: torch.Tensor) -> torch.Tensor:
 # ---- config --------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class BlockConfig:
-    """Fields and names of hspmn_block_params; routing is "topk" or "threshold"."""
+def _constant_names(field: str) -> dict:
+    """{code: name} of hspmn.h's HSPMN_<FIELD>_<NAME> constants, NAME in lower case ({} when there are none)."""
+    prefix = f"HSPMN_{field.upper()}_"
+    return {v: k[len(prefix):].lower() for k, v in vars(hspmn_h).items() if k.startswith(prefix)}
 
-    dim: int = 2048
-    num_heads: int = 16
-    num_kv_heads: int = 4
-    mlp_ratio: int = 4
-    conv_kernel: int = 3
-    routing: str = "topk"
-    rope_base: float = 10000.0
-    sparsity_k: float = 0.2
-    router_sparsity_coef: float = 0.1
-    router_entropy_coef: float = 0.01
-    norm_eps: float = 1e-6
 
+# Fields of hspmn_block_params with constants of their own (routing: HSPMN_ROUTING_TOPK ...), which the
+# reference and the config JSON spell by name ("topk", "threshold").
+NAMED_FIELDS = {f: n for f, _ in hspmn_h.BlockParams._fields_ if (n := _constant_names(f))}
+
+
+class _BlockConfigMethods:
     @property
     def head_dim(self) -> int:
         return self.dim // self.num_heads
@@ -81,8 +79,9 @@ class BlockConfig:
         if self.head_dim % 2:
             # rotate-half RoPE pairs channel i with i + Dh/2
             raise ValueError(f"num_heads: head_dim {self.head_dim} must be even for RoPE")
-        if self.routing not in ("topk", "threshold"):
-            raise ValueError(f"routing: must be 'topk' or 'threshold', got {self.routing!r}")
+        for name, names in NAMED_FIELDS.items():
+            if getattr(self, name) not in names.values():
+                raise ValueError(f"{name}: must be {' or '.join(map(repr, names.values()))}, got {getattr(self, name)!r}")
         rho = f32(self.sparsity_k)
         if not (0.0 < rho <= 1.0):
             raise ValueError(f"sparsity_k: must be in (0, 1], got {self.sparsity_k!r}")
@@ -102,6 +101,32 @@ class BlockConfig:
     @staticmethod
     def from_json(text: str) -> "BlockConfig":
         return BlockConfig(**json.loads(text)).validate()
+
+    def c_value(self, name: str):
+        """Field `name` as hspmn_block_params holds it: a named field's constant, else the value."""
+        v = getattr(self, name)
+        return {n: code for code, n in NAMED_FIELDS[name].items()}[v] if name in NAMED_FIELDS else v
+
+
+def _block_fields():
+    """(name, type, default) of every field of hspmn_block_params but reserved*, in struct order: the
+    generated hspmn_h.BlockParams and the "default V" of hspmn.h's field comments (BLOCK_PARAMS_NOTES)."""
+    out = []
+    for name, ctype in hspmn_h.BlockParams._fields_:
+        if name.startswith("reserved"):
+            continue
+        default = hspmn_h.BLOCK_PARAMS_NOTES[name][0]
+        if name in NAMED_FIELDS:
+            out.append((name, str, dataclasses.field(default=NAMED_FIELDS[name][default])))
+        else:
+            out.append((name, float if ctype in (C.c_float, C.c_double) else int, dataclasses.field(default=default)))
+    return out
+
+
+# The fields and names of hspmn_block_params, taken from the header (a new field needs no edit here
+# unless the math uses it); routing is "topk" or "threshold". Frozen: a config is a value.
+BlockConfig = dataclasses.make_dataclass("BlockConfig", _block_fields(), bases=(_BlockConfigMethods,), frozen=True,
+                                         namespace={"__module__": __name__})
 
 
 def topk_count(seq_len: int, rho: float) -> int:

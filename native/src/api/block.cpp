@@ -4,6 +4,7 @@
 #include <string>
 
 #include "../core/alloc.h"
+#include "../core/block_config.h"
 #include "../core/error.h"
 #include "../core/footprint.h"
 #include "../core/objects.h"
@@ -42,22 +43,7 @@ void get_values(const hspmn_block* block, const char* name, hspmn_tensor* dst, R
 
 extern "C" {
 
-hspmn_block_params hspmn_block_default_params(void) {
-    hspmn_block_params p{};  // fields not set below (and any added later) start at 0
-    p.dim = 2048;
-    p.num_heads = 16;
-    p.num_kv_heads = 4;
-    p.mlp_ratio = 4;
-    p.conv_kernel = 3;
-    p.routing = HSPMN_ROUTING_TOPK;
-    p.rope_base = 10000.0f;
-    p.sparsity_k = 0.2f;
-    p.router_sparsity_coef = 0.1f;
-    p.router_entropy_coef = 0.01f;
-    p.norm_eps = 1e-6f;
-    p.reserved = 0;
-    return p;
-}
+hspmn_block_params hspmn_block_default_params(void) { return default_block_params(); }
 
 hspmn_status hspmn_block_params_validate(const hspmn_block_params* params) {
     return guarded("hspmn_block_params_validate", [&] {

@@ -21,6 +21,22 @@ constexpr int32_t kMaxConv = 1024;
 
 }  // namespace
 
+hspmn_block_params default_block_params() {
+    hspmn_block_params p{};
+    p.dim = 2048;
+    p.num_heads = 16;
+    p.num_kv_heads = 4;
+    p.mlp_ratio = 4;
+    p.conv_kernel = 3;
+    p.routing = HSPMN_ROUTING_TOPK;
+    p.rope_base = 10000.0f;
+    p.sparsity_k = 0.2f;
+    p.router_sparsity_coef = 0.1f;
+    p.router_entropy_coef = 0.01f;
+    p.norm_eps = 1e-6f;
+    return p;
+}
+
 void validate_block_params(const hspmn_block_params& p) {
     const hspmn_status E = HSPMN_ERR_INVALID_ARGUMENT;
     if (p.dim <= 0 || p.dim > kMaxDim) fail(E, "dim (%d) must be in [1, %d]", p.dim, kMaxDim);

@@ -14,6 +14,9 @@ struct BlockConfig {
     int64_t D, H, Hkv, Dh, F, conv_kernel;
 };
 
+// MODEL.md's defaults: the "default V" ending each field's comment in hspmn.h (check_native.py checks
+// that the two agree); fields not set (reserved) are 0.
+hspmn_block_params default_block_params();
 // Throws Error{INVALID_ARGUMENT} naming the first offending field.
 void validate_block_params(const hspmn_block_params& p);
 BlockConfig make_block_config(const hspmn_block_params& p);  // validates

@@ -62,16 +62,9 @@ public final class TrainOptions {
 
     private final Path data;
     private final double valFraction;
-    private final int dim;
     private final int layers;
-    private final int heads;
-    private final int kvHeads;
-    private final int mlpRatio;
-    private final int convKernel;
-    private final Routing routing;
-    private final float rho;
-    private final float routerSparsityCoef;
-    private final float routerEntropyCoef;
+    /** Every block option (the fields of hspmn_block_params): see "block options" below. */
+    private final HspmnConfig block;
     private final int seqLen;
     private final int batch;
     private final int gradAccum;
@@ -101,16 +94,8 @@ public final class TrainOptions {
     private TrainOptions(Builder b) {
         data = b.data;
         valFraction = b.valFraction;
-        dim = b.dim;
         layers = b.layers;
-        heads = b.heads;
-        kvHeads = b.kvHeads;
-        mlpRatio = b.mlpRatio;
-        convKernel = b.convKernel;
-        routing = b.routing;
-        rho = b.rho;
-        routerSparsityCoef = b.routerSparsityCoef;
-        routerEntropyCoef = b.routerEntropyCoef;
+        block = b.block.build();
         seqLen = b.seqLen;
         batch = b.batch;
         gradAccum = b.gradAccum;
@@ -153,10 +138,72 @@ public final class TrainOptions {
         return b;
     }
 
+    // ---- block options: one per field of hspmn_block_params (HspmnConfig.FIELDS) ------------------------
+
+    /** How a block field shows on the command line. */
+    private record BlockOption(String name, String arg, String help) {
+    }
+
+    /**
+     * The block options whose name or help is not the generic one (--heads is num_heads, --rho is
+     * sparsity_k). Any other field of hspmn_block_params is an option with no edit here: --kebab-case of its
+     * C name, its comment in hspmn.h as help, the library's default shown; it is stored in the model config.
+     */
+    private static final Map<String, BlockOption> BLOCK_OPTIONS = Map.ofEntries(
+            Map.entry("dim", new BlockOption("dim", "D", "model width")),
+            Map.entry("num_heads", new BlockOption("heads", "H",
+                    "attention heads (must divide --dim, head width even)")),
+            Map.entry("num_kv_heads", new BlockOption("kv-heads", "HKV", "key/value heads (must divide --heads)")),
+            Map.entry("mlp_ratio", new BlockOption("mlp-ratio", "R", "SwiGLU hidden width = R * dim")),
+            Map.entry("conv_kernel", new BlockOption("conv-kernel", "K", "causal depthwise conv width")),
+            Map.entry("routing", new BlockOption("routing", "threshold|topk",
+                    "threshold is causal; topk looks at the whole sequence and leaks the future into a next-byte model")),
+            Map.entry("rope_base", new BlockOption("rope-base", "B", "rotary embedding base, > 1")),
+            Map.entry("sparsity_k", new BlockOption("rho", "P",
+                    "target fraction of tokens routed to attention, in (0, 1]")),
+            Map.entry("router_sparsity_coef", new BlockOption("router-sparsity-coef", "X",
+                    "weight of the aux loss pulling the mean routing probability to its target")),
+            Map.entry("router_entropy_coef", new BlockOption("router-entropy-coef", "X",
+                    "weight of the aux loss's routing entropy term")),
+            Map.entry("norm_eps", new BlockOption("norm-eps", "E", "RMSNorm epsilon, > 0")));
+
+    private static Option blockOption(HspmnConfig.Field f) {
+        BlockOption o = BLOCK_OPTIONS.getOrDefault(f.name(), new BlockOption(f.name().replace('_', '-'),
+                f.names().isEmpty() ? (f.isInteger() ? "N" : "X") : String.join("|", f.names().values()),
+                (f.doc().isEmpty() ? "" : f.doc() + " ") + "(hspmn.h: hspmn_block_params." + f.name() + ")"));
+        String name = o.name();
+        return new Option(name, o.arg(), o.help(), Scope.MODEL, (b, v) -> b.block.set(f.name(), blockValue(name, f, v)),
+                t -> t.block.text(f.name()));
+    }
+
+    private static Number blockValue(String option, HspmnConfig.Field f, String v) {
+        try {
+            return f.parse(v);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("--" + option + ": '" + v + "' is not " + e.getMessage());
+        }
+    }
+
+    /** {@code options} with one option per block field before --layers; names must not clash. */
+    private static List<Option> withBlockOptions(Option... options) {
+        List<Option> all = new ArrayList<>();
+        for (Option o : options) {
+            if (o.name().equals("layers")) {
+                HspmnConfig.FIELDS.forEach(f -> all.add(blockOption(f)));
+            }
+            all.add(o);
+        }
+        if (all.stream().map(Option::name).distinct().count() != all.size()) {
+            throw new IllegalStateException("a field of hspmn_block_params is named like a training option: "
+                    + all.stream().map(Option::name).toList() + "; give it a name in TrainOptions.BLOCK_OPTIONS");
+        }
+        return List.copyOf(all);
+    }
+
     // ---- the option table ----------------------------------------------------------------------
 
     /** Every option, in help order. */
-    public static final List<Option> OPTIONS = List.of(
+    public static final List<Option> OPTIONS = withBlockOptions(
             new Option("data", "PATH", "UTF-8 text file or folder of them (byte-level, vocabulary 256)", Scope.ADJUSTABLE,
                     (b, v) -> b.data(Path.of(v)), o -> o.data == null ? null : o.data.toString()),
             new Option("out", "DIR", "where checkpoint.safetensors, metrics.jsonl and report.html go", Scope.SESSION,
@@ -166,27 +213,8 @@ public final class TrainOptions {
             new Option("keep-best", null, "also keep best.safetensors in --out: the checkpoint of the best validation "
                     + "so far (small data overfits: nanoGPT keeps only its best), for hspmn eval / sample", Scope.SESSION,
                     (b, v) -> b.keepBest(Boolean.parseBoolean(v)), o -> Boolean.toString(o.keepBest)),
-            new Option("dim", "D", "model width", Scope.MODEL, (b, v) -> b.dim(i("dim", v)), o -> Integer.toString(o.dim)),
             new Option("layers", "L", "number of HSPMN blocks", Scope.MODEL, (b, v) -> b.layers(i("layers", v)),
                     o -> Integer.toString(o.layers)),
-            new Option("heads", "H", "attention heads (must divide --dim, head width even)", Scope.MODEL,
-                    (b, v) -> b.heads(i("heads", v)), o -> Integer.toString(o.heads)),
-            new Option("kv-heads", "HKV", "key/value heads (must divide --heads)", Scope.MODEL,
-                    (b, v) -> b.kvHeads(i("kv-heads", v)), o -> Integer.toString(o.kvHeads)),
-            new Option("mlp-ratio", "R", "SwiGLU hidden width = R * dim", Scope.MODEL, (b, v) -> b.mlpRatio(i("mlp-ratio", v)),
-                    o -> Integer.toString(o.mlpRatio)),
-            new Option("conv-kernel", "K", "causal depthwise conv width", Scope.MODEL,
-                    (b, v) -> b.convKernel(i("conv-kernel", v)), o -> Integer.toString(o.convKernel)),
-            new Option("routing", "threshold|topk", "threshold is causal; topk looks at the whole sequence and leaks the "
-                    + "future into a next-byte model", Scope.MODEL, (b, v) -> b.routing(routing(v)),
-                    o -> o.routing.jsonName()),
-            new Option("rho", "P", "target fraction of tokens routed to attention, in (0, 1]", Scope.MODEL,
-                    (b, v) -> b.rho(f("rho", v)), o -> Float.toString(o.rho)),
-            new Option("router-sparsity-coef", "X", "weight of the aux loss pulling the mean routing probability to its target",
-                    Scope.MODEL, (b, v) -> b.routerSparsityCoef(f("router-sparsity-coef", v)),
-                    o -> Float.toString(o.routerSparsityCoef)),
-            new Option("router-entropy-coef", "X", "weight of the aux loss's routing entropy term", Scope.MODEL,
-                    (b, v) -> b.routerEntropyCoef(f("router-entropy-coef", v)), o -> Float.toString(o.routerEntropyCoef)),
             new Option("seq-len", "S", "bytes per training sequence", Scope.RUN, (b, v) -> b.seqLen(i("seq-len", v)),
                     o -> Integer.toString(o.seqLen)),
             new Option("batch", "B", "sequences per micro-batch", Scope.RUN, (b, v) -> b.batch(i("batch", v)),
@@ -238,6 +266,8 @@ public final class TrainOptions {
             new Option("threads", "N", "CPU worker threads (0: all cores)", Scope.SESSION, (b, v) -> b.threads(i("threads", v)),
                     o -> Integer.toString(o.threads)));
 
+    // ---- lookup ----------------------------------------------------------------------------------
+
     private static final Map<String, Option> BY_NAME = new LinkedHashMap<>();
 
     static {
@@ -288,14 +318,6 @@ public final class TrainOptions {
             return x;
         } catch (NumberFormatException e) {
             throw new IllegalArgumentException("--" + name + ": '" + v + "' is not a finite number");
-        }
-    }
-
-    private static Routing routing(String v) {
-        try {
-            return Routing.parse(v);
-        } catch (IllegalArgumentException e) {
-            throw new IllegalArgumentException("--routing: '" + v + "' is not threshold or topk");
         }
     }
 
@@ -373,8 +395,8 @@ public final class TrainOptions {
         try {
             modelConfig().validate();
         } catch (InvalidArgumentException e) {
-            throw new IllegalArgumentException(e.getMessage() + " (options --dim --layers --heads --kv-heads --mlp-ratio"
-                    + " --conv-kernel --rho --router-sparsity-coef --router-entropy-coef)");
+            throw new IllegalArgumentException(e.getMessage() + " (options " + String.join(" ", OPTIONS.stream()
+                    .filter(o -> o.scope() == Scope.MODEL).map(o -> "--" + o.name()).toList()) + ")");
         }
         return this;
     }
@@ -385,20 +407,14 @@ public final class TrainOptions {
         }
     }
 
-    /** The byte-level model these options describe (rope_base and norm_eps at their defaults). */
+    /** The byte-level model these options describe. */
     public ModelConfig modelConfig() {
-        HspmnConfig block = HspmnConfig.builder().dim(dim).numHeads(heads).numKvHeads(kvHeads).mlpRatio(mlpRatio)
-                .convKernel(convKernel).routing(routing).sparsityK(rho).routerSparsityCoef(routerSparsityCoef)
-                .routerEntropyCoef(routerEntropyCoef).build();
         return ModelConfig.byteLevel(layers, block);
     }
 
     /** The model options taken from a model config (what a resumed run trains). */
     public Builder withModel(ModelConfig m) {
-        HspmnConfig c = m.block();
-        return toBuilder().dim(c.dim()).layers(m.numLayers()).heads(c.numHeads()).kvHeads(c.numKvHeads())
-                .mlpRatio(c.mlpRatio()).convKernel(c.convKernel()).routing(c.routing()).rho(c.sparsityK())
-                .routerSparsityCoef(c.routerSparsityCoef()).routerEntropyCoef(c.routerEntropyCoef());
+        return toBuilder().layers(m.numLayers()).block(m.block());
     }
 
     // ---- stored form -----------------------------------------------------------------------------
@@ -482,16 +498,18 @@ public final class TrainOptions {
 
     public Path data() { return data; }
     public double valFraction() { return valFraction; }
-    public int dim() { return dim; }
     public int layers() { return layers; }
-    public int heads() { return heads; }
-    public int kvHeads() { return kvHeads; }
-    public int mlpRatio() { return mlpRatio; }
-    public int convKernel() { return convKernel; }
-    public Routing routing() { return routing; }
-    public float rho() { return rho; }
-    public float routerSparsityCoef() { return routerSparsityCoef; }
-    public float routerEntropyCoef() { return routerEntropyCoef; }
+    /** Every block option, as one block's config. */
+    public HspmnConfig block() { return block; }
+    public int dim() { return block.dim(); }
+    public int heads() { return block.numHeads(); }
+    public int kvHeads() { return block.numKvHeads(); }
+    public int mlpRatio() { return block.mlpRatio(); }
+    public int convKernel() { return block.convKernel(); }
+    public Routing routing() { return block.routing(); }
+    public float rho() { return block.sparsityK(); }
+    public float routerSparsityCoef() { return block.routerSparsityCoef(); }
+    public float routerEntropyCoef() { return block.routerEntropyCoef(); }
     public int seqLen() { return seqLen; }
     public int batch() { return batch; }
     public int gradAccum() { return gradAccum; }
@@ -564,16 +582,10 @@ public final class TrainOptions {
     public static final class Builder {
         private Path data;
         private double valFraction = 0.05;
-        private int dim = 128;
         private int layers = 2;
-        private int heads = 4;
-        private int kvHeads = 2;
-        private int mlpRatio = 4;
-        private int convKernel = 3;
-        private Routing routing = Routing.THRESHOLD;
-        private float rho = 0.2f;
-        private float routerSparsityCoef = 0.1f;
-        private float routerEntropyCoef = 0.01f;
+        /** The library's defaults (hspmn_block_default_params) at a CPU size, with causal routing. */
+        private HspmnConfig.Builder block = HspmnConfig.builder().dim(128).numHeads(4).numKvHeads(2)
+                .routing(Routing.THRESHOLD);
         private int seqLen = 256;
         private int batch = 8;
         private int gradAccum = 1;
@@ -620,16 +632,18 @@ public final class TrainOptions {
 
         public Builder data(Path v) { data = v; return this; }
         public Builder valFraction(double v) { valFraction = v; return this; }
-        public Builder dim(int v) { dim = v; return this; }
         public Builder layers(int v) { layers = v; return this; }
-        public Builder heads(int v) { heads = v; return this; }
-        public Builder kvHeads(int v) { kvHeads = v; return this; }
-        public Builder mlpRatio(int v) { mlpRatio = v; return this; }
-        public Builder convKernel(int v) { convKernel = v; return this; }
-        public Builder routing(Routing v) { routing = Objects.requireNonNull(v); return this; }
-        public Builder rho(float v) { rho = v; return this; }
-        public Builder routerSparsityCoef(float v) { routerSparsityCoef = v; return this; }
-        public Builder routerEntropyCoef(float v) { routerEntropyCoef = v; return this; }
+        /** Every block option at once (a model config's block). */
+        public Builder block(HspmnConfig v) { block = v.toBuilder(); return this; }
+        public Builder dim(int v) { block.dim(v); return this; }
+        public Builder heads(int v) { block.numHeads(v); return this; }
+        public Builder kvHeads(int v) { block.numKvHeads(v); return this; }
+        public Builder mlpRatio(int v) { block.mlpRatio(v); return this; }
+        public Builder convKernel(int v) { block.convKernel(v); return this; }
+        public Builder routing(Routing v) { block.routing(Objects.requireNonNull(v)); return this; }
+        public Builder rho(float v) { block.sparsityK(v); return this; }
+        public Builder routerSparsityCoef(float v) { block.routerSparsityCoef(v); return this; }
+        public Builder routerEntropyCoef(float v) { block.routerEntropyCoef(v); return this; }
         public Builder seqLen(int v) { seqLen = v; return this; }
         public Builder batch(int v) { batch = v; return this; }
         public Builder gradAccum(int v) { gradAccum = v; return this; }

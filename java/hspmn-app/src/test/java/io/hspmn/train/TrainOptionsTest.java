@@ -2,6 +2,7 @@ package io.hspmn.train;
 
 import com.google.gson.JsonObject;
 import io.hspmn.Backend;
+import io.hspmn.HspmnConfig;
 import io.hspmn.Routing;
 import org.junit.jupiter.api.Test;
 
@@ -19,13 +20,35 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /** The option table: every option reads back what it sets, the stored form round-trips, resume merges by scope. */
 class TrainOptionsTest {
     static TrainOptions sample() {
-        return TrainOptions.builder().data(Path.of("/data/x.txt")).out(Path.of("/tmp/o")).dim(96).layers(3).heads(6)
+        return otherBlockValues(TrainOptions.builder().data(Path.of("/data/x.txt")).out(Path.of("/tmp/o")).dim(96).layers(3).heads(6)
                 .kvHeads(3).mlpRatio(3).convKernel(4).routing(Routing.TOPK).rho(0.3f).routerSparsityCoef(0.5f)
                 .routerEntropyCoef(0.05f).seqLen(100).batch(5).gradAccum(3).steps(77).lr(1.5e-4f).beta2(0.99f).warmup(7)
                 .minLrRatio(0.25f).weightDecay(0.05f).clip(0.5f).auxWarmup(9).routerBiasRate(0.03f).seed(-12345678901L).dropout(0.25f).valFraction(0.125)
                 .evalEvery(11).evalBatches(2).saveEvery(13).stopAfter(20).maxSkipped(2).backend(Backend.CPU).threads(3).resume(true).keepBest(true)
-                .earlyStop(6)
+                .earlyStop(6))
                 .build();
+    }
+
+    /**
+     * Gives every block field the typed setters leave at its default another value (the next name, default + 1,
+     * or x 1.5), so the options of a field added to hspmn_block_params are covered with no edit here.
+     */
+    private static TrainOptions.Builder otherBlockValues(TrainOptions.Builder b) {
+        HspmnConfig defaults = TrainOptions.builder().build().block();
+        HspmnConfig.Builder block = b.build().block().toBuilder();
+        for (HspmnConfig.Field f : HspmnConfig.FIELDS) {
+            Number d = defaults.get(f.name());
+            if (!d.equals(block.build().get(f.name()))) {
+                continue;
+            }
+            if (!f.names().isEmpty()) {
+                block.set(f.name(), f.names().keySet().stream().filter(k -> k != d.intValue()).findFirst().orElseThrow());
+            } else {
+                block.set(f.name(), f.isInteger() ? (Number) (d.longValue() + 1)
+                        : (Number) (d.doubleValue() == 0 ? 0.5 : d.doubleValue() * 1.5));
+            }
+        }
+        return b.block(block.build());
     }
 
     @Test
