@@ -123,9 +123,16 @@ hspmn_data_parallel_stats Model::data_parallel_stats() const {
 
 // ---- backward: buckets started as their last group finishes
 
-void Model::dp_backward_begin() {
+// Each rank differentiates loss_scale / world times its loss, and the buckets are summed: the same
+// mean as dividing the sum, but every rank's bf16 activation gradients are then those one rank with
+// the whole batch would have (its 1 / (world * B * S) scale), not a rounding of them divided later.
+// With accumulation the gradients held are already the ranks' average A, the same on every rank:
+// only rank 0 keeps it, the others add to zero, so the sum is A + the new average (not world * A).
+float Model::dp_backward_begin(float loss_scale, bool accumulate) {
+    if (accumulate && dp_->comm->rank() != 0) zero_grad();
     dp_->next_bucket = 0;
     dp_->comm->begin_timing();
+    return loss_scale / static_cast<float>(dp_->comm->world());
 }
 
 void Model::dp_group_done(int group) {
@@ -134,7 +141,7 @@ void Model::dp_group_done(int group) {
         const DpBucket& b = d.buckets[d.next_bucket++];
         std::vector<FloatSpan> spans;
         for (int i : b.params) spans.push_back({params_list_[static_cast<std::size_t>(i)].grad, params_list_[static_cast<std::size_t>(i)].numel});
-        d.comm->all_reduce(spans.data(), static_cast<int>(spans.size()), true);
+        d.comm->all_reduce(spans.data(), static_cast<int>(spans.size()), false);
     }
 }
 

@@ -287,7 +287,7 @@ void Model::backward(float loss_scale, bool accumulate) {
     if (!has_cache_) fail(HSPMN_ERR_STATE, "no training forward to differentiate (call hspmn_model_forward with training = 1 first)");
     const int64_t N = B_ * S_;
     dh_.ensure(static_cast<std::size_t>(N * D_) * 4);
-    if (dp_) dp_backward_begin();
+    if (dp_) loss_scale = dp_backward_begin(loss_scale, accumulate);  // data parallelism: the rank's share of the mean
     if (!accumulate) {
         be_.zero_raw(emb_grad_.as<void>(), static_cast<std::size_t>(V_ * D_) * 4);
         be_.zero_raw(norm_grad_.as<void>(), static_cast<std::size_t>(D_) * 4);

@@ -129,7 +129,7 @@ private:
     bool dp_sharded() const;
     std::vector<DpGroup> dp_groups() const;
     void dp_release() noexcept;
-    void dp_backward_begin();
+    float dp_backward_begin(float loss_scale, bool accumulate);  // the loss scale this rank's backward uses
     void dp_group_done(int group);  // 0: the final norm, 1..L: blocks L-1..0, L+1: the embedding
     void dp_backward_end();
     void dp_adamw_shard(AdamwScalars s, float weight_decay);  // this rank's share, then the gather
