@@ -463,7 +463,17 @@ bool bitwise(const std::vector<float>& a, const std::vector<float>& b) {
 // gradients and 3e-7 on the weight change of 3 AdamW steps. A bf16 rounding flip somewhere would
 // be 4e-3 (2^-8); a wrong average (a sum instead of a mean is a factor 2, a rank missed 1 / world).
 // The bounds sit far above the first and far below the others.
-constexpr double kGradTol = 1e-5, kLossTol = 1e-6, kStepTol = 1e-4;
+// CUDA: cuBLASLt chooses its algorithm (split-K among them) per GEMM shape, so when the batch changes
+// the rows' sums over K may run in another order and a bf16 output moves by an ulp (2^-8): the
+// forward itself then differs at bf16 level, and so do gradients (~1e-3) and losses (~1e-4). The
+// bounds are looser by that, still 25x below a wrong average of the gradients. (The weight check
+// does not see a wrong scale: AdamW's m / sqrt(v) is scale-free; the gradient check does.)
+double kGradTol = 1e-5, kLossTol = 1e-6, kStepTol = 1e-4;
+void use_cuda_tolerances() {
+    kGradTol = 1e-2;
+    kLossTol = 1e-3;
+    kStepTol = 5e-2;
+}
 
 void test_training() {
     const Shape sh = small_shape();
@@ -489,10 +499,13 @@ void test_training() {
                    "loss " + std::to_string(plain.losses[k]) + " vs " + std::to_string(ref.losses[k]));
     const double w = rel_l2(delta(plain.weights, start.weights), delta(ref.weights, start.weights));
     EXPECT_MSG(w < kStepTol, "weight change after 3 steps, 2 ranks vs 1: rel " + std::to_string(w));
-    std::printf("2 ranks x B=2 vs 1 rank x B=4 (CPU LOCAL): gradients rel %.2e, weight change after 3 steps rel %.2e, "
-                "max |dw| %.2e\n", g, w, max_abs_diff(plain.weights, ref.weights));
+    std::printf("2 ranks x B=2 vs 1 rank x B=4 (%s, LOCAL): gradients rel %.2e, weight change after 3 steps rel %.2e, "
+                "max |dw| %.2e\n", g_backend == HSPMN_BACKEND_CUDA ? "CUDA" : "CPU", g, w,
+                max_abs_diff(plain.weights, ref.weights));
     for (std::size_t i = 0; i < ref.fractions.size() && i < plain.fractions.size(); ++i)
-        EXPECT(std::fabs(ref.fractions[i] - plain.fractions[i]) < 1e-6f);
+        // the same counts (CPU); on CUDA a router logit within a bf16 ulp of 0 may flip a token or two
+        EXPECT(std::fabs(ref.fractions[i] - plain.fractions[i]) <
+               (g_backend == HSPMN_BACKEND_CUDA ? 2.5f / static_cast<float>(N * B * sh.S) : 1e-6f));
 
     // other worlds and batches (3 is no power of two: the loss scale 1 / world is rounded), and
     // gradient accumulation inside data parallelism (2 micro-batches of 1 per rank)
@@ -703,6 +716,7 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc; ++i) {
         if (!std::strcmp(argv[i], "--backend") && i + 1 < argc && !std::strcmp(argv[i + 1], "cuda")) {
             g_backend = HSPMN_BACKEND_CUDA;
+            use_cuda_tolerances();
             ++i;
         } else if (!std::strcmp(argv[i], "--nccl")) {
             nccl = true;
