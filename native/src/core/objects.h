@@ -18,6 +18,7 @@ struct hspmn_context : hspmn::Tracked {
     std::atomic<int64_t> live_blocks{0};
     std::atomic<int64_t> live_models{0};
     std::atomic<int64_t> live_graphs{0};
+    std::atomic<int64_t> live_comms{0};  // data-parallel communicators made with the context
 };
 
 struct hspmn_tensor : hspmn::Tracked {
@@ -75,6 +76,21 @@ struct hspmn_model : hspmn::Tracked {
     hspmn::Footprint admitted{};
     // Decoders made from this model; destroying it while > 0 is HSPMN_ERR_STATE.
     std::atomic<int> decoders{0};
+    // The data-parallel communicator attached (hspmn_model_set_comm), or null.
+    hspmn_comm* comm = nullptr;
+};
+
+// ---- data parallelism (comm/comm.h)
+namespace hspmn {
+class Comm;
+}
+
+struct hspmn_comm : hspmn::Tracked {
+    std::atomic<int> busy{0};
+    hspmn_context* ctx = nullptr;
+    hspmn::Comm* impl = nullptr;
+    // Models it is attached to; destroying it while > 0 is HSPMN_ERR_STATE.
+    std::atomic<int> models{0};
 };
 
 namespace hspmn {

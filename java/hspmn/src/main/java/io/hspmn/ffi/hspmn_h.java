@@ -82,14 +82,20 @@ public class hspmn_h {
     public static final OfLong int64_t = hspmn_h.C_LONG;
     /**
      * {@snippet lang=c :
+     * typedef unsigned char uint8_t
+     * }
+     */
+    public static final OfByte uint8_t = hspmn_h.C_CHAR;
+    /**
+     * {@snippet lang=c :
      * typedef unsigned long uint64_t
      * }
      */
     public static final OfLong uint64_t = hspmn_h.C_LONG;
-    private static final int HSPMN_ABI_VERSION = (int)3L;
+    private static final int HSPMN_ABI_VERSION = (int)4L;
     /**
      * {@snippet lang=c :
-     * #define HSPMN_ABI_VERSION 3
+     * #define HSPMN_ABI_VERSION 4
      * }
      */
     public static int HSPMN_ABI_VERSION() {
@@ -229,6 +235,15 @@ public class hspmn_h {
      */
     public static int HSPMN_ERR_DEVICE_LOST() {
         return HSPMN_ERR_DEVICE_LOST;
+    }
+    private static final int HSPMN_ERR_COMM = (int)15L;
+    /**
+     * {@snippet lang=c :
+     * enum hspmn_status.HSPMN_ERR_COMM = 15
+     * }
+     */
+    public static int HSPMN_ERR_COMM() {
+        return HSPMN_ERR_COMM;
     }
     private static final int HSPMN_BACKEND_CPU = (int)0L;
     /**
@@ -4089,6 +4104,681 @@ public class hspmn_h {
                 traceDowncall("hspmn_model_set_moment", model, name, which, src);
             }
             return (int)mh$.invokeExact(model, name, which, src);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+    private static final int HSPMN_COMM_LOCAL = (int)0L;
+    /**
+     * {@snippet lang=c :
+     * enum hspmn_comm_kind.HSPMN_COMM_LOCAL = 0
+     * }
+     */
+    public static int HSPMN_COMM_LOCAL() {
+        return HSPMN_COMM_LOCAL;
+    }
+    private static final int HSPMN_COMM_NCCL = (int)1L;
+    /**
+     * {@snippet lang=c :
+     * enum hspmn_comm_kind.HSPMN_COMM_NCCL = 1
+     * }
+     */
+    public static int HSPMN_COMM_NCCL() {
+        return HSPMN_COMM_NCCL;
+    }
+    private static final int HSPMN_COMM_ID_BYTES = (int)128L;
+    /**
+     * {@snippet lang=c :
+     * #define HSPMN_COMM_ID_BYTES 128
+     * }
+     */
+    public static int HSPMN_COMM_ID_BYTES() {
+        return HSPMN_COMM_ID_BYTES;
+    }
+
+    private static class hspmn_comm_default_params {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_comm_params.layout()
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_comm_default_params");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_comm_params hspmn_comm_default_params()
+     * }
+     */
+    public static FunctionDescriptor hspmn_comm_default_params$descriptor() {
+        return hspmn_comm_default_params.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_comm_params hspmn_comm_default_params()
+     * }
+     */
+    public static MethodHandle hspmn_comm_default_params$handle() {
+        return hspmn_comm_default_params.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_comm_params hspmn_comm_default_params()
+     * }
+     */
+    public static MemorySegment hspmn_comm_default_params$address() {
+        return hspmn_comm_default_params.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_comm_params hspmn_comm_default_params()
+     * }
+     */
+    public static MemorySegment hspmn_comm_default_params(SegmentAllocator allocator) {
+        var mh$ = hspmn_comm_default_params.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_comm_default_params", allocator);
+            }
+            return (MemorySegment)mh$.invokeExact(allocator);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_comm_available {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_comm_available");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_available(int32_t kind, int32_t *out)
+     * }
+     */
+    public static FunctionDescriptor hspmn_comm_available$descriptor() {
+        return hspmn_comm_available.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_available(int32_t kind, int32_t *out)
+     * }
+     */
+    public static MethodHandle hspmn_comm_available$handle() {
+        return hspmn_comm_available.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_available(int32_t kind, int32_t *out)
+     * }
+     */
+    public static MemorySegment hspmn_comm_available$address() {
+        return hspmn_comm_available.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_available(int32_t kind, int32_t *out)
+     * }
+     */
+    public static int hspmn_comm_available(int kind, MemorySegment out) {
+        var mh$ = hspmn_comm_available.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_comm_available", kind, out);
+            }
+            return (int)mh$.invokeExact(kind, out);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_comm_unique_id {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_comm_unique_id");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_unique_id(int32_t kind, uint8_t *out)
+     * }
+     */
+    public static FunctionDescriptor hspmn_comm_unique_id$descriptor() {
+        return hspmn_comm_unique_id.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_unique_id(int32_t kind, uint8_t *out)
+     * }
+     */
+    public static MethodHandle hspmn_comm_unique_id$handle() {
+        return hspmn_comm_unique_id.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_unique_id(int32_t kind, uint8_t *out)
+     * }
+     */
+    public static MemorySegment hspmn_comm_unique_id$address() {
+        return hspmn_comm_unique_id.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_unique_id(int32_t kind, uint8_t *out)
+     * }
+     */
+    public static int hspmn_comm_unique_id(int kind, MemorySegment out) {
+        var mh$ = hspmn_comm_unique_id.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_comm_unique_id", kind, out);
+            }
+            return (int)mh$.invokeExact(kind, out);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_comm_create {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_comm_create");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_create(hspmn_context *ctx, const hspmn_comm_params *params, hspmn_comm **out)
+     * }
+     */
+    public static FunctionDescriptor hspmn_comm_create$descriptor() {
+        return hspmn_comm_create.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_create(hspmn_context *ctx, const hspmn_comm_params *params, hspmn_comm **out)
+     * }
+     */
+    public static MethodHandle hspmn_comm_create$handle() {
+        return hspmn_comm_create.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_create(hspmn_context *ctx, const hspmn_comm_params *params, hspmn_comm **out)
+     * }
+     */
+    public static MemorySegment hspmn_comm_create$address() {
+        return hspmn_comm_create.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_create(hspmn_context *ctx, const hspmn_comm_params *params, hspmn_comm **out)
+     * }
+     */
+    public static int hspmn_comm_create(MemorySegment ctx, MemorySegment params, MemorySegment out) {
+        var mh$ = hspmn_comm_create.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_comm_create", ctx, params, out);
+            }
+            return (int)mh$.invokeExact(ctx, params, out);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_comm_destroy {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_comm_destroy");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_destroy(hspmn_comm *comm)
+     * }
+     */
+    public static FunctionDescriptor hspmn_comm_destroy$descriptor() {
+        return hspmn_comm_destroy.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_destroy(hspmn_comm *comm)
+     * }
+     */
+    public static MethodHandle hspmn_comm_destroy$handle() {
+        return hspmn_comm_destroy.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_destroy(hspmn_comm *comm)
+     * }
+     */
+    public static MemorySegment hspmn_comm_destroy$address() {
+        return hspmn_comm_destroy.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_destroy(hspmn_comm *comm)
+     * }
+     */
+    public static int hspmn_comm_destroy(MemorySegment comm) {
+        var mh$ = hspmn_comm_destroy.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_comm_destroy", comm);
+            }
+            return (int)mh$.invokeExact(comm);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_comm_abort {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_comm_abort");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_abort(hspmn_comm *comm)
+     * }
+     */
+    public static FunctionDescriptor hspmn_comm_abort$descriptor() {
+        return hspmn_comm_abort.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_abort(hspmn_comm *comm)
+     * }
+     */
+    public static MethodHandle hspmn_comm_abort$handle() {
+        return hspmn_comm_abort.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_abort(hspmn_comm *comm)
+     * }
+     */
+    public static MemorySegment hspmn_comm_abort$address() {
+        return hspmn_comm_abort.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_abort(hspmn_comm *comm)
+     * }
+     */
+    public static int hspmn_comm_abort(MemorySegment comm) {
+        var mh$ = hspmn_comm_abort.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_comm_abort", comm);
+            }
+            return (int)mh$.invokeExact(comm);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_comm_rank {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_comm_rank");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_rank(const hspmn_comm *comm, int32_t *rank, int32_t *world)
+     * }
+     */
+    public static FunctionDescriptor hspmn_comm_rank$descriptor() {
+        return hspmn_comm_rank.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_rank(const hspmn_comm *comm, int32_t *rank, int32_t *world)
+     * }
+     */
+    public static MethodHandle hspmn_comm_rank$handle() {
+        return hspmn_comm_rank.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_rank(const hspmn_comm *comm, int32_t *rank, int32_t *world)
+     * }
+     */
+    public static MemorySegment hspmn_comm_rank$address() {
+        return hspmn_comm_rank.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_rank(const hspmn_comm *comm, int32_t *rank, int32_t *world)
+     * }
+     */
+    public static int hspmn_comm_rank(MemorySegment comm, MemorySegment rank, MemorySegment world) {
+        var mh$ = hspmn_comm_rank.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_comm_rank", comm, rank, world);
+            }
+            return (int)mh$.invokeExact(comm, rank, world);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_comm_all_reduce_f32 {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_LONG,
+            hspmn_h.C_INT
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_comm_all_reduce_f32");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_all_reduce_f32(hspmn_comm *comm, float *host, int64_t n, int32_t mean)
+     * }
+     */
+    public static FunctionDescriptor hspmn_comm_all_reduce_f32$descriptor() {
+        return hspmn_comm_all_reduce_f32.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_all_reduce_f32(hspmn_comm *comm, float *host, int64_t n, int32_t mean)
+     * }
+     */
+    public static MethodHandle hspmn_comm_all_reduce_f32$handle() {
+        return hspmn_comm_all_reduce_f32.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_all_reduce_f32(hspmn_comm *comm, float *host, int64_t n, int32_t mean)
+     * }
+     */
+    public static MemorySegment hspmn_comm_all_reduce_f32$address() {
+        return hspmn_comm_all_reduce_f32.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_all_reduce_f32(hspmn_comm *comm, float *host, int64_t n, int32_t mean)
+     * }
+     */
+    public static int hspmn_comm_all_reduce_f32(MemorySegment comm, MemorySegment host, long n, int mean) {
+        var mh$ = hspmn_comm_all_reduce_f32.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_comm_all_reduce_f32", comm, host, n, mean);
+            }
+            return (int)mh$.invokeExact(comm, host, n, mean);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_data_parallel_default_params {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_data_parallel_params.layout()
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_data_parallel_default_params");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_data_parallel_params hspmn_data_parallel_default_params()
+     * }
+     */
+    public static FunctionDescriptor hspmn_data_parallel_default_params$descriptor() {
+        return hspmn_data_parallel_default_params.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_data_parallel_params hspmn_data_parallel_default_params()
+     * }
+     */
+    public static MethodHandle hspmn_data_parallel_default_params$handle() {
+        return hspmn_data_parallel_default_params.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_data_parallel_params hspmn_data_parallel_default_params()
+     * }
+     */
+    public static MemorySegment hspmn_data_parallel_default_params$address() {
+        return hspmn_data_parallel_default_params.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_data_parallel_params hspmn_data_parallel_default_params()
+     * }
+     */
+    public static MemorySegment hspmn_data_parallel_default_params(SegmentAllocator allocator) {
+        var mh$ = hspmn_data_parallel_default_params.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_data_parallel_default_params", allocator);
+            }
+            return (MemorySegment)mh$.invokeExact(allocator);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_model_set_comm {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_set_comm");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_set_comm(hspmn_model *model, hspmn_comm *comm, const hspmn_data_parallel_params *params)
+     * }
+     */
+    public static FunctionDescriptor hspmn_model_set_comm$descriptor() {
+        return hspmn_model_set_comm.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_set_comm(hspmn_model *model, hspmn_comm *comm, const hspmn_data_parallel_params *params)
+     * }
+     */
+    public static MethodHandle hspmn_model_set_comm$handle() {
+        return hspmn_model_set_comm.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_set_comm(hspmn_model *model, hspmn_comm *comm, const hspmn_data_parallel_params *params)
+     * }
+     */
+    public static MemorySegment hspmn_model_set_comm$address() {
+        return hspmn_model_set_comm.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_set_comm(hspmn_model *model, hspmn_comm *comm, const hspmn_data_parallel_params *params)
+     * }
+     */
+    public static int hspmn_model_set_comm(MemorySegment model, MemorySegment comm, MemorySegment params) {
+        var mh$ = hspmn_model_set_comm.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_model_set_comm", model, comm, params);
+            }
+            return (int)mh$.invokeExact(model, comm, params);
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_model_data_parallel_stats {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = hspmn_h.findOrThrow("hspmn_model_data_parallel_stats");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_data_parallel_stats(const hspmn_model *model, hspmn_data_parallel_stats *out)
+     * }
+     */
+    public static FunctionDescriptor hspmn_model_data_parallel_stats$descriptor() {
+        return hspmn_model_data_parallel_stats.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_data_parallel_stats(const hspmn_model *model, hspmn_data_parallel_stats *out)
+     * }
+     */
+    public static MethodHandle hspmn_model_data_parallel_stats$handle() {
+        return hspmn_model_data_parallel_stats.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_data_parallel_stats(const hspmn_model *model, hspmn_data_parallel_stats *out)
+     * }
+     */
+    public static MemorySegment hspmn_model_data_parallel_stats$address() {
+        return hspmn_model_data_parallel_stats.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_data_parallel_stats(const hspmn_model *model, hspmn_data_parallel_stats *out)
+     * }
+     */
+    public static int hspmn_model_data_parallel_stats(MemorySegment model, MemorySegment out) {
+        var mh$ = hspmn_model_data_parallel_stats.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("hspmn_model_data_parallel_stats", model, out);
+            }
+            return (int)mh$.invokeExact(model, out);
         } catch (Throwable ex$) {
            throw new AssertionError("should not reach here", ex$);
         }
