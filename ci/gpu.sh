@@ -141,8 +141,10 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   stage triton_cuda "$py" native/kernels/triton/gpu_check.py --no-bench --cubins "$build/triton/sm${archs%%[;,]*}"
 
   if [[ -f .carry/jre.tgz && -f .carry/java.tgz ]]; then
-    # the whole JUnit suite against the CUDA-built library, gpu-tagged tests included and required
-    stage java ci/gpu-java.sh "$build/libhspmn.so"
+    # the whole JUnit suite against the CUDA-built library, gpu-tagged tests included and required;
+    # GpuDataParallelTest needs NCCL (hspmn train --gpus 1 --comm nccl bitwise the plain run; prints
+    # "gpu data parallel: ..." lines)
+    stage java env HSPMN_NCCL="$nccl_lib" ci/gpu-java.sh "$build/libhspmn.so"
   else
     skip java "no .carry/jre.tgz and .carry/java.tgz (run ci/pack-carry.sh on the development machine)"
   fi
