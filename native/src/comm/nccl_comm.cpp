@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "../core/dynlib.h"
 #include "../core/error.h"
 #include "../cuda/runtime.h"
 #include "comm.h"
@@ -96,48 +97,38 @@ std::vector<std::string> candidates() {
     return out;
 }
 
-template <class Fn>
-void sym(void* lib, Fn& fn, const char* name) {
+void* symbol(void* lib, const char* name) {
     dlerror();
     void* p = dlsym(lib, name);
-    if (!p) fail(HSPMN_ERR_NO_DEVICE, "NCCL: %s has no %s", "libnccl", name);
-    fn = reinterpret_cast<Fn>(p);
+    if (!p) fail(HSPMN_ERR_NO_DEVICE, "NCCL: libnccl has no %s", name);
+    return p;
 }
 
 Nccl load() {
-    std::string tried;
-    void* lib = nullptr;
-    std::string path;
-    for (const std::string& c : candidates()) {
-        lib = dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL);
-        if (lib) {
-            path = c;
-            break;
-        }
-        const char* err = dlerror();
-        tried += std::string(tried.empty() ? "" : "; ") + (err ? err : c.c_str());
-    }
+    std::string tried, path;
+    void* lib = dlopen_first(candidates(), &tried, &path);
     if (!lib)
         fail(HSPMN_ERR_NO_DEVICE,
              "NCCL not found (%s); install NCCL or the nvidia-nccl-cu13 wheel (PyTorch brings it) and put "
              "libnccl.so.2 on LD_LIBRARY_PATH, or set HSPMN_NCCL to its path",
              tried.c_str());
-    // Never dlclose'd: the table lives as long as the process.
-    Nccl t{};
-    sym(lib, t.get_version, "ncclGetVersion");
-    sym(lib, t.get_unique_id, "ncclGetUniqueId");
-    sym(lib, t.comm_init_rank_config, "ncclCommInitRankConfig");
-    sym(lib, t.comm_finalize, "ncclCommFinalize");
-    sym(lib, t.comm_destroy, "ncclCommDestroy");
-    sym(lib, t.comm_abort, "ncclCommAbort");
-    sym(lib, t.comm_get_async_error, "ncclCommGetAsyncError");
-    sym(lib, t.get_error_string, "ncclGetErrorString");
-    sym(lib, t.get_last_error, "ncclGetLastError");
-    sym(lib, t.all_reduce, "ncclAllReduce");
-    sym(lib, t.all_gather, "ncclAllGather");
-    sym(lib, t.reduce_scatter, "ncclReduceScatter");
-    sym(lib, t.group_start, "ncclGroupStart");
-    sym(lib, t.group_end, "ncclGroupEnd");
+    Nccl t{};  // the library is never dlclose'd: the table lives as long as the process
+#define HSPMN_NCCL_FN(field, name) t.field = reinterpret_cast<decltype(t.field)>(symbol(lib, name))
+    HSPMN_NCCL_FN(get_version, "ncclGetVersion");
+    HSPMN_NCCL_FN(get_unique_id, "ncclGetUniqueId");
+    HSPMN_NCCL_FN(comm_init_rank_config, "ncclCommInitRankConfig");
+    HSPMN_NCCL_FN(comm_finalize, "ncclCommFinalize");
+    HSPMN_NCCL_FN(comm_destroy, "ncclCommDestroy");
+    HSPMN_NCCL_FN(comm_abort, "ncclCommAbort");
+    HSPMN_NCCL_FN(comm_get_async_error, "ncclCommGetAsyncError");
+    HSPMN_NCCL_FN(get_error_string, "ncclGetErrorString");
+    HSPMN_NCCL_FN(get_last_error, "ncclGetLastError");
+    HSPMN_NCCL_FN(all_reduce, "ncclAllReduce");
+    HSPMN_NCCL_FN(all_gather, "ncclAllGather");
+    HSPMN_NCCL_FN(reduce_scatter, "ncclReduceScatter");
+    HSPMN_NCCL_FN(group_start, "ncclGroupStart");
+    HSPMN_NCCL_FN(group_end, "ncclGroupEnd");
+#undef HSPMN_NCCL_FN
     if (t.get_version(&t.version) != ncclSuccess) t.version = 0;
     // Nonblocking communicators and ncclCommFinalize need 2.14; ncclAvg 2.10.
     if (t.version < 21400)
