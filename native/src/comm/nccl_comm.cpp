@@ -229,21 +229,24 @@ public:
         activate();
         const std::size_t bytes = static_cast<std::size_t>(n) * 4;
         if (scratch_bytes_ < bytes) {
-            if (scratch_) (void)cudaFree(scratch_);
-            scratch_ = nullptr;
-            scratch_bytes_ = 0;
+            free_scratch();
             cuda::check_alloc(cudaMalloc(&scratch_, bytes), "cudaMalloc (comm scratch)", bytes, true);
+            cuda::check_alloc(cudaMallocHost(&pinned_, bytes), "cudaMallocHost (comm scratch)", bytes, false);
             scratch_bytes_ = bytes;
         }
-        cuda::check(cudaMemcpyAsync(scratch_, host, bytes, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync (comm)");
+        // Through pinned memory: a copy to pageable memory would block the host until the all-reduce
+        // ends, out of reach of the timeout.
+        std::memcpy(pinned_, host, bytes);
+        cuda::check(cudaMemcpyAsync(scratch_, pinned_, bytes, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync (comm)");
         launch("ncclAllReduce", [&] {
             return lib_.all_reduce(scratch_, scratch_, static_cast<std::size_t>(n), ncclFloat32, mean ? ncclAvg : ncclSum,
                                    comm_, stream_);
         });
-        cuda::check(cudaMemcpyAsync(host, scratch_, bytes, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync (comm)");
+        cuda::check(cudaMemcpyAsync(pinned_, scratch_, bytes, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync (comm)");
         cudaEvent_t done = event(done_);
         cuda::check(cudaEventRecord(done, stream_), "cudaEventRecord (comm)");
         wait_event(done, "an all-reduce of host floats");
+        std::memcpy(host, pinned_, bytes);
     }
 
     void barrier() override {
@@ -263,6 +266,13 @@ public:
     }
 
 private:
+    void free_scratch() noexcept {
+        if (scratch_) (void)cudaFree(scratch_);
+        if (pinned_) (void)cudaFreeHost(pinned_);
+        scratch_ = pinned_ = nullptr;
+        scratch_bytes_ = 0;
+    }
+
     void activate() const { cuda::check(cudaSetDevice(ordinal_), "cudaSetDevice (comm)"); }
 
     static cudaEvent_t event(cudaEvent_t& e) {
@@ -387,7 +397,7 @@ private:
             if (e) (void)cudaEventDestroy(e);
         for (cudaEvent_t e : ends_)
             if (e) (void)cudaEventDestroy(e);
-        if (scratch_) (void)cudaFree(scratch_);
+        free_scratch();
         if (stream_) (void)cudaStreamDestroy(stream_);
         stream_ = nullptr;
     }
@@ -403,7 +413,8 @@ private:
     std::vector<cudaEvent_t> starts_, ends_;
     std::size_t n_ops_ = 0;
     bool timing_on_ = false;
-    void* scratch_ = nullptr;
+    void* scratch_ = nullptr;  // device, and its pinned host twin, for all_reduce_host
+    void* pinned_ = nullptr;
     std::size_t scratch_bytes_ = 0;
 };
 
