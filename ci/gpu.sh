@@ -102,7 +102,8 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   # data parallelism (issue 14, native/README.md "Data parallelism"): the CPU checks of ctest on CUDA contexts
   # (2, 3, 4 LOCAL ranks on this one GPU vs one rank with the whole batch, ZeRO-1 bitwise unsharded, resume
   # on another rank count, timeout/abort), then NCCL of size 1 bitwise the run without a communicator
-  # (unsharded and ZeRO-1) and the timing line "data_parallel bench ..." (all-reduce ms, overlapped ms).
+  # (unsharded and ZeRO-1), NCCL create of world 2 without rank 1 failing after its 3 s timeout, abort, and the
+  # timing line "data_parallel bench ..." (backward ms without/with comm, all-reduce ms, overlapped ms).
   # NCCL not loadable is a failure ("FAILED: NCCL cannot be loaded: ..."); HSPMN_NCCL names the wheel's
   # library that torch installed. Last line: "N checks, 0 failures".
   nccl_lib="${HSPMN_NCCL:-$("$py" -c 'import nvidia.nccl as n, os; print(os.path.join(list(n.__path__)[0], "lib", "libnccl.so.2"))' 2>/dev/null || true)}"

@@ -123,6 +123,25 @@ hspmn_comm_params comm_params(int kind, int rank, int world, const uint8_t* id, 
     return p;
 }
 
+// Rank 0 of a world of 2 whose rank 1 never creates: fails after the timeout, not before, not much
+// after, and says how long it waited.
+void create_times_out(int kind, int timeout_ms) {
+    uint8_t id[HSPMN_COMM_ID_BYTES];
+    OK(hspmn_comm_unique_id(kind, id));
+    hspmn_context* cx = make_ctx();
+    hspmn_comm_params p = comm_params(kind, 0, 2, id, timeout_ms);
+    hspmn_comm* cm = nullptr;
+    const auto t0 = Clock::now();
+    expect_status(hspmn_comm_create(cx, &p, &cm), HSPMN_ERR_COMM, "create without rank 1", __LINE__);
+    const double ms = ms_since(t0);
+    EXPECT_MSG(ms >= timeout_ms - 10 && ms < 10 * timeout_ms + 5000, std::to_string(ms) + " ms");
+    EXPECT(std::strstr(hspmn_last_error(), (std::to_string(timeout_ms) + " ms").c_str()) != nullptr);
+    EXPECT(cm == nullptr);
+    std::printf("%s create of world 2 without rank 1: HSPMN_ERR_COMM after %.0f ms (timeout %d): %s\n",
+                kind == HSPMN_COMM_NCCL ? "NCCL" : "LOCAL", ms, timeout_ms, hspmn_last_error());
+    OK(hspmn_context_destroy(cx));
+}
+
 void test_local_comm() {
     int32_t avail = 0;
     OK(hspmn_comm_available(HSPMN_COMM_LOCAL, &avail));
@@ -175,20 +194,7 @@ void test_local_comm() {
     EXPECT(std::fabs(got[0][1] - 0.3f) < 1e-6f);
     for (int r = 1; r < W; ++r) EXPECT(got[static_cast<std::size_t>(r)] == got[0]);
 
-    // a rank that never creates: the others fail after the timeout, not before, not much after
-    OK(hspmn_comm_unique_id(HSPMN_COMM_LOCAL, id));
-    {
-        hspmn_context* cx = make_ctx();
-        hspmn_comm_params p = comm_params(HSPMN_COMM_LOCAL, 0, 2, id, 300);
-        hspmn_comm* cm = nullptr;
-        const auto t0 = Clock::now();
-        expect_status(hspmn_comm_create(cx, &p, &cm), HSPMN_ERR_COMM, "create without rank 1", __LINE__);
-        const double ms = ms_since(t0);
-        EXPECT_MSG(ms >= 290 && ms < 5000, std::to_string(ms) + " ms");
-        EXPECT(std::strstr(hspmn_last_error(), "300 ms") != nullptr);
-        EXPECT(cm == nullptr);
-        OK(hspmn_context_destroy(cx));
-    }
+    create_times_out(HSPMN_COMM_LOCAL, 300);
 
     // abort from another thread while a rank waits; then every rank's collectives fail at once
     OK(hspmn_comm_unique_id(HSPMN_COMM_LOCAL, id));
@@ -220,21 +226,26 @@ struct Shape {
     int S;
 };
 
-Shape small_shape() {
+Shape make_shape(int V, int L, int D, int H, int Hkv, int mlp, int S) {
     Shape s;
     s.model = hspmn_model_default_params();
-    s.model.vocab_size = 61;
-    s.model.num_layers = 3;
-    s.model.block.dim = 32;
-    s.model.block.num_heads = 4;
-    s.model.block.num_kv_heads = 2;
-    s.model.block.mlp_ratio = 2;
+    s.model.vocab_size = V;
+    s.model.num_layers = L;
+    s.model.block.dim = D;
+    s.model.block.num_heads = H;
+    s.model.block.num_kv_heads = Hkv;
+    s.model.block.mlp_ratio = mlp;
+    s.S = S;
+    return s;
+}
+
+Shape small_shape() {
+    Shape s = make_shape(61, 3, 32, 4, 2, 2, 16);
     // The aux loss's sparsity term lambda_s (mean(p) - rho)^2 takes the mean over the rank's batch, so
     // it is not linear in how the batch is split: N ranks compute N such terms (as PyTorch's DDP would),
     // one rank with N * B one. The comparisons with one rank turn it off; the entropy term is a mean
     // of per-token values and splits exactly.
     s.model.block.router_sparsity_coef = 0.0f;
-    s.S = 16;
     return s;
 }
 
@@ -647,17 +658,29 @@ void test_nccl_size_one() {
                 bitwise(a.weights, b.weights) && bitwise(a.weights, c.weights) ? "yes" : "NO");
 }
 
+// The failure paths one GPU can reach: a rank that never joins (NCCL's nonblocking init polled until
+// the timeout, then ncclCommAbort), and hspmn_comm_abort.
+void test_nccl_failures() {
+    create_times_out(HSPMN_COMM_NCCL, 3000);
+    hspmn_context* ctx = make_ctx();
+    uint8_t id[HSPMN_COMM_ID_BYTES];
+    OK(hspmn_comm_unique_id(HSPMN_COMM_NCCL, id));
+    hspmn_comm_params p = comm_params(HSPMN_COMM_NCCL, 0, 1, id, 3000);
+    hspmn_comm* c = nullptr;
+    if (OK(hspmn_comm_create(ctx, &p, &c))) {
+        float x = 2.0f;
+        OK(hspmn_comm_all_reduce_f32(c, &x, 1, 0));
+        EXPECT(x == 2.0f);
+        OK(hspmn_comm_abort(c));
+        expect_status(hspmn_comm_all_reduce_f32(c, &x, 1, 0), HSPMN_ERR_COMM, "NCCL after abort", __LINE__);
+        OK(hspmn_comm_destroy(c));
+    }
+    OK(hspmn_context_destroy(ctx));
+}
+
 // The timing line: a larger model, NCCL of size 1, buckets of 25 MiB (the default) and of 4 MiB.
 void bench_nccl() {
-    Shape sh;
-    sh.model = hspmn_model_default_params();
-    sh.model.vocab_size = 256;
-    sh.model.num_layers = 8;
-    sh.model.block.dim = 1024;
-    sh.model.block.num_heads = 8;
-    sh.model.block.num_kv_heads = 8;
-    sh.model.block.mlp_ratio = 4;
-    sh.S = 512;
+    const Shape sh = make_shape(256, 8, 1024, 8, 8, 4, 512);
     const int B = 8;
     hspmn_context* ctx = make_ctx();
     uint8_t id[HSPMN_COMM_ID_BYTES];
@@ -748,6 +771,7 @@ int main(int argc, char** argv) {
             ++g_failures;
         } else {
             test_nccl_size_one();
+            test_nccl_failures();
             bench_nccl();
         }
     }

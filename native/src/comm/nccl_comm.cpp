@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "../core/dynlib.h"
 #include "../core/error.h"
 #include "../cuda/runtime.h"
 #include "comm.h"
@@ -96,48 +97,38 @@ std::vector<std::string> candidates() {
     return out;
 }
 
-template <class Fn>
-void sym(void* lib, Fn& fn, const char* name) {
+void* symbol(void* lib, const char* name) {
     dlerror();
     void* p = dlsym(lib, name);
-    if (!p) fail(HSPMN_ERR_NO_DEVICE, "NCCL: %s has no %s", "libnccl", name);
-    fn = reinterpret_cast<Fn>(p);
+    if (!p) fail(HSPMN_ERR_NO_DEVICE, "NCCL: libnccl has no %s", name);
+    return p;
 }
 
 Nccl load() {
-    std::string tried;
-    void* lib = nullptr;
-    std::string path;
-    for (const std::string& c : candidates()) {
-        lib = dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL);
-        if (lib) {
-            path = c;
-            break;
-        }
-        const char* err = dlerror();
-        tried += std::string(tried.empty() ? "" : "; ") + (err ? err : c.c_str());
-    }
+    std::string tried, path;
+    void* lib = dlopen_first(candidates(), &tried, &path);
     if (!lib)
         fail(HSPMN_ERR_NO_DEVICE,
              "NCCL not found (%s); install NCCL or the nvidia-nccl-cu13 wheel (PyTorch brings it) and put "
              "libnccl.so.2 on LD_LIBRARY_PATH, or set HSPMN_NCCL to its path",
              tried.c_str());
-    // Never dlclose'd: the table lives as long as the process.
-    Nccl t{};
-    sym(lib, t.get_version, "ncclGetVersion");
-    sym(lib, t.get_unique_id, "ncclGetUniqueId");
-    sym(lib, t.comm_init_rank_config, "ncclCommInitRankConfig");
-    sym(lib, t.comm_finalize, "ncclCommFinalize");
-    sym(lib, t.comm_destroy, "ncclCommDestroy");
-    sym(lib, t.comm_abort, "ncclCommAbort");
-    sym(lib, t.comm_get_async_error, "ncclCommGetAsyncError");
-    sym(lib, t.get_error_string, "ncclGetErrorString");
-    sym(lib, t.get_last_error, "ncclGetLastError");
-    sym(lib, t.all_reduce, "ncclAllReduce");
-    sym(lib, t.all_gather, "ncclAllGather");
-    sym(lib, t.reduce_scatter, "ncclReduceScatter");
-    sym(lib, t.group_start, "ncclGroupStart");
-    sym(lib, t.group_end, "ncclGroupEnd");
+    Nccl t{};  // the library is never dlclose'd: the table lives as long as the process
+#define HSPMN_NCCL_FN(field, name) t.field = reinterpret_cast<decltype(t.field)>(symbol(lib, name))
+    HSPMN_NCCL_FN(get_version, "ncclGetVersion");
+    HSPMN_NCCL_FN(get_unique_id, "ncclGetUniqueId");
+    HSPMN_NCCL_FN(comm_init_rank_config, "ncclCommInitRankConfig");
+    HSPMN_NCCL_FN(comm_finalize, "ncclCommFinalize");
+    HSPMN_NCCL_FN(comm_destroy, "ncclCommDestroy");
+    HSPMN_NCCL_FN(comm_abort, "ncclCommAbort");
+    HSPMN_NCCL_FN(comm_get_async_error, "ncclCommGetAsyncError");
+    HSPMN_NCCL_FN(get_error_string, "ncclGetErrorString");
+    HSPMN_NCCL_FN(get_last_error, "ncclGetLastError");
+    HSPMN_NCCL_FN(all_reduce, "ncclAllReduce");
+    HSPMN_NCCL_FN(all_gather, "ncclAllGather");
+    HSPMN_NCCL_FN(reduce_scatter, "ncclReduceScatter");
+    HSPMN_NCCL_FN(group_start, "ncclGroupStart");
+    HSPMN_NCCL_FN(group_end, "ncclGroupEnd");
+#undef HSPMN_NCCL_FN
     if (t.get_version(&t.version) != ncclSuccess) t.version = 0;
     // Nonblocking communicators and ncclCommFinalize need 2.14; ncclAvg 2.10.
     if (t.version < 21400)
@@ -238,21 +229,24 @@ public:
         activate();
         const std::size_t bytes = static_cast<std::size_t>(n) * 4;
         if (scratch_bytes_ < bytes) {
-            if (scratch_) (void)cudaFree(scratch_);
-            scratch_ = nullptr;
-            scratch_bytes_ = 0;
+            free_scratch();
             cuda::check_alloc(cudaMalloc(&scratch_, bytes), "cudaMalloc (comm scratch)", bytes, true);
+            cuda::check_alloc(cudaMallocHost(&pinned_, bytes), "cudaMallocHost (comm scratch)", bytes, false);
             scratch_bytes_ = bytes;
         }
-        cuda::check(cudaMemcpyAsync(scratch_, host, bytes, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync (comm)");
+        // Through pinned memory: a copy to pageable memory would block the host until the all-reduce
+        // ends, out of reach of the timeout.
+        std::memcpy(pinned_, host, bytes);
+        cuda::check(cudaMemcpyAsync(scratch_, pinned_, bytes, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync (comm)");
         launch("ncclAllReduce", [&] {
             return lib_.all_reduce(scratch_, scratch_, static_cast<std::size_t>(n), ncclFloat32, mean ? ncclAvg : ncclSum,
                                    comm_, stream_);
         });
-        cuda::check(cudaMemcpyAsync(host, scratch_, bytes, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync (comm)");
+        cuda::check(cudaMemcpyAsync(pinned_, scratch_, bytes, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync (comm)");
         cudaEvent_t done = event(done_);
         cuda::check(cudaEventRecord(done, stream_), "cudaEventRecord (comm)");
         wait_event(done, "an all-reduce of host floats");
+        std::memcpy(host, pinned_, bytes);
     }
 
     void barrier() override {
@@ -272,6 +266,13 @@ public:
     }
 
 private:
+    void free_scratch() noexcept {
+        if (scratch_) (void)cudaFree(scratch_);
+        if (pinned_) (void)cudaFreeHost(pinned_);
+        scratch_ = pinned_ = nullptr;
+        scratch_bytes_ = 0;
+    }
+
     void activate() const { cuda::check(cudaSetDevice(ordinal_), "cudaSetDevice (comm)"); }
 
     static cudaEvent_t event(cudaEvent_t& e) {
@@ -396,7 +397,7 @@ private:
             if (e) (void)cudaEventDestroy(e);
         for (cudaEvent_t e : ends_)
             if (e) (void)cudaEventDestroy(e);
-        if (scratch_) (void)cudaFree(scratch_);
+        free_scratch();
         if (stream_) (void)cudaStreamDestroy(stream_);
         stream_ = nullptr;
     }
@@ -412,7 +413,8 @@ private:
     std::vector<cudaEvent_t> starts_, ends_;
     std::size_t n_ops_ = 0;
     bool timing_on_ = false;
-    void* scratch_ = nullptr;
+    void* scratch_ = nullptr;  // device, and its pinned host twin, for all_reduce_host
+    void* pinned_ = nullptr;
     std::size_t scratch_bytes_ = 0;
 };
 

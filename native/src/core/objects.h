@@ -66,6 +66,7 @@ struct hspmn_graph : hspmn::Tracked {
 
 namespace hspmn {
 class Model;
+class Comm;  // data parallelism (comm/comm.h)
 }
 
 struct hspmn_model : hspmn::Tracked {
@@ -80,17 +81,13 @@ struct hspmn_model : hspmn::Tracked {
     hspmn_comm* comm = nullptr;
 };
 
-// ---- data parallelism (comm/comm.h)
-namespace hspmn {
-class Comm;
-}
-
+// A data-parallel communicator (hspmn_comm_*): its rank of the collectives, over the context it was
+// made with. Destroying it while models > 0 (attached with hspmn_model_set_comm) is HSPMN_ERR_STATE.
 struct hspmn_comm : hspmn::Tracked {
-    std::atomic<int> busy{0};
-    hspmn_context* ctx = nullptr;
     hspmn::Comm* impl = nullptr;
-    // Models it is attached to; destroying it while > 0 is HSPMN_ERR_STATE.
+    hspmn_context* ctx = nullptr;
     std::atomic<int> models{0};
+    std::atomic<int> busy{0};
 };
 
 namespace hspmn {
