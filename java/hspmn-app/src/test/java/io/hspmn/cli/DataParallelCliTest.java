@@ -65,6 +65,6 @@ class DataParallelCliTest {
             assertFalse(Files.exists(out.resolve(Trainer.CHECKPOINT)), c[0]);
         }
         CliTest.Result help = CliTest.run("train", "--help");
-        assertTrue(help.out().contains("--gpus N") && help.out().contains("global batch is N x --batch"), help.out());
+        assertTrue(help.out().contains("--gpus N") && help.out().contains("--batch is per rank"), help.out());
     }
 }
