@@ -72,8 +72,9 @@ class GpuDataParallelTest {
                 assertEquals(wantLog.get(i).loss(), log.get(i).loss(), name + ": step " + (i + 1) + " loss");
                 assertEquals(wantLog.get(i).gradNorm(), log.get(i).gradNorm(), name + ": step " + (i + 1) + " grad norm");
             }
-            System.out.printf("gpu data parallel: --gpus 1 --comm nccl%s bitwise the plain run over %d steps (loss %.6f)%n",
-                    shard ? " --shard-optimizer" : "", wantLog.size(), log.getLast().loss());
+            System.out.printf("gpu data parallel: --gpus 1 --comm nccl%s bitwise the plain run over %d steps (loss %.6f); %s%n",
+                    shard ? " --shard-optimizer" : "", wantLog.size(), log.getLast().loss(), r.out().lines()
+                            .filter(l -> l.contains("gradient all-reduce")).reduce((x, y) -> y).orElse("no all-reduce line"));
         }
     }
 

@@ -3,6 +3,7 @@ package io.hspmn;
 import io.hspmn.ffi.hspmn_adamw_params;
 import io.hspmn.ffi.hspmn_adamw_result;
 import io.hspmn.ffi.hspmn_data_parallel_params;
+import io.hspmn.ffi.hspmn_data_parallel_stats;
 import io.hspmn.ffi.hspmn_h;
 import io.hspmn.ffi.hspmn_model_backward_params;
 import io.hspmn.ffi.hspmn_model_forward_params;
@@ -112,6 +113,21 @@ public final class LanguageModel extends ParameterHandle {
             Native.check(hspmn_h.hspmn_model_set_comm(handle(), comm == null ? MemorySegment.NULL : comm.handle(), p),
                     "hspmn_model_set_comm");
             this.comm = comm;
+        }
+    }
+
+    /**
+     * The communicator's counters: buckets and bytes per backward, the last backward's all-reduce time
+     * and how much of it overlapped the backward (all zero without a communicator).
+     */
+    public DataParallelStats dataParallelStats() {
+        try (var g = ctx.enter("LanguageModel.dataParallelStats"); Arena a = Arena.ofConfined()) {
+            checkOpen("LanguageModel.dataParallelStats");
+            MemorySegment out = hspmn_data_parallel_stats.allocate(a);
+            Native.check(hspmn_h.hspmn_model_data_parallel_stats(handle(), out), "hspmn_model_data_parallel_stats");
+            return new DataParallelStats(hspmn_data_parallel_stats.backwards(out), hspmn_data_parallel_stats.buckets(out),
+                    hspmn_data_parallel_stats.bytes(out), hspmn_data_parallel_stats.all_reduce_ms(out),
+                    hspmn_data_parallel_stats.overlapped_ms(out));
         }
     }
 

@@ -5,6 +5,7 @@ import io.hspmn.AdamwResult;
 import io.hspmn.Backend;
 import io.hspmn.Communicator;
 import io.hspmn.Context;
+import io.hspmn.DataParallelStats;
 import io.hspmn.ContextOptions;
 import io.hspmn.Hspmn;
 import io.hspmn.HspmnException;
@@ -547,6 +548,12 @@ public final class Trainer implements AutoCloseable {
                     bar.finish();
                     log.printf(Locale.ROOT, "step %d: validation %.4f bits/byte, routed fraction (no noise) %s%n", r.step,
                             lastEval.bitsPerByte(), format(lastEval.routedFraction()));
+                    if (r.comm != null) {
+                        DataParallelStats d = r.model.dataParallelStats();
+                        log.printf(Locale.ROOT, "step %d: gradient all-reduce %d bucket%s, %.1f MiB per backward, the last "
+                                        + "%.2f ms, %.0f%% of it overlapped by the backward%n", r.step, d.buckets(),
+                                d.buckets() == 1 ? "" : "s", d.bytes() / 1048576.0, d.allReduceMs(), 100 * d.overlapFraction());
+                    }
                 }
             }
             hook.after(r.global, r.step);

@@ -35,6 +35,7 @@ class DataParallelCliTest {
         assertTrue(first.out().contains("data parallel: 2 ranks (1 node x 2), local communicator; global batch 2 x 2"),
                 first.out());
         assertTrue(first.out().contains("4 steps of 1 x 4 x 32 bytes"), "the global batch: " + first.out());
+        assertTrue(first.out().contains("step 2: gradient all-reduce 1 bucket,"), first.out());
         CliTest.Result second = CliTest.run("train", "--out", out.toString(), "--resume", "--gpus", "1", "--backend", "cpu",
                 "--threads", "1");
         assertEquals(0, second.exit(), second.all());
