@@ -221,6 +221,9 @@ public final class Trainer implements AutoCloseable {
                 restore(ranks, resumed, options, splits.train());
             }
             Trainer t = new Trainer(options, out, corpus, splits.train(), splits.validation(), ranks, resumed);
+            if (resumed != null && options.keepBest()) {
+                onEveryRank(ranks, par.world(), t::shareBest);
+            }
             t.describe(resumed);
             return t;
         } catch (IOException | RuntimeException e) {
@@ -294,6 +297,19 @@ public final class Trainer implements AutoCloseable {
             r.step = resumed.step();
             r.windows = resumed.checkpoint().dataPosition();
         }
+    }
+
+    /**
+     * Global rank 0's best validation so far (read from its metrics) to every rank: --keep-best's
+     * decision to capture must be the same on all, as the capture of sharded moments is collective.
+     */
+    private Void shareBest(Rank r) {
+        if (r.comm != null && r.comm.world() > 1) {
+            float[] best = {r.global == 0 ? (float) r.bestValidation : 0f};
+            r.comm.allReduce(best, false);  // a sum of one value and zeros: rank 0's, rounded to float on every rank
+            r.bestValidation = best[0];
+        }
+        return null;
     }
 
     /**

@@ -193,6 +193,33 @@ class DataParallelTest {
     }
 
     @Test
+    void keepBestOnShardedRanksCapturesTogetherAcrossAResume() throws Exception {
+        // --keep-best's capture reads the sharded moments collectively: every rank must decide alike, also
+        // after a resume, where the best so far comes from rank 0's metrics
+        Path out = dir.resolve("best");
+        TrainOptions.Builder b = options(out, 2, 2).keepBest(true).evalEvery(1);
+        b.parallel().shardOptimizer(true).commTimeoutS(20);
+        assertTimeoutPreemptively(Duration.ofSeconds(60), () -> {
+            train(b.stopAfter(3).build(), true);
+            // a best no later validation beats: only rank 0 reads it (from the metrics), so every rank must
+            // learn it from rank 0, or a rank that thinks it has none captures alone
+            Path metrics = out.resolve(Trainer.METRICS);
+            List<String> lines = new java.util.ArrayList<>(Files.readAllLines(metrics));
+            StepMetrics last = StepMetrics.fromJson(lines.getLast());
+            lines.set(lines.size() - 1, last.withValidation(last.valLoss(), 0.01, last.valRoutedFraction()).toJson());
+            Files.write(metrics, lines);
+            TrainOptions.Builder again = options(out, 2, 2).keepBest(true).evalEvery(1).resume(true);
+            again.parallel().shardOptimizer(true).commTimeoutS(20);
+            assertEquals(STEPS, train(again.build(), true).step());
+        });
+        Checkpoint best = Checkpoint.load(out.resolve(Trainer.BEST));
+        assertTrue(best.step() >= 1 && best.step() <= 3, "best of the first half, at step " + best.step());
+        for (String k : best.weights().keySet()) {
+            assertTrue(best.optimV().get(k).numel() == best.weights().get(k).numel(), "full moments gathered: " + k);
+        }
+    }
+
+    @Test
     void aRankThatFailsStopsEveryRankWithOneErrorNamingIt() throws Exception {
         TrainOptions.Builder b = options(dir.resolve("fail"), 3, 1);
         b.parallel().commTimeoutS(60);  // the abort, not the timeout, must stop the others
