@@ -5,8 +5,8 @@ import io.hspmn.AdamwResult;
 import io.hspmn.Backend;
 import io.hspmn.Communicator;
 import io.hspmn.Context;
-import io.hspmn.DataParallelStats;
 import io.hspmn.ContextOptions;
+import io.hspmn.DataParallelStats;
 import io.hspmn.Hspmn;
 import io.hspmn.HspmnException;
 import io.hspmn.LanguageModel;
@@ -216,7 +216,7 @@ public final class Trainer implements AutoCloseable {
                 ranks[i] = new Rank(i, par.globalRank(i), ctx, model, options, splits.train(), splits.validation());
             }
             requireCheckpointHeap(modelConfig);
-            connect(ranks, options, out);
+            connect(ranks, options);
             if (resumed != null) {
                 restore(ranks, resumed, options, splits.train());
             }
@@ -259,7 +259,7 @@ public final class Trainer implements AutoCloseable {
      * Joins the ranks into one communicator (none for one rank under --comm auto) and attaches it to
      * their models: collective, so one thread per local rank; then node 0 retires the rendezvous file.
      */
-    private static void connect(Rank[] ranks, TrainOptions o, PrintStream out) throws IOException {
+    private static void connect(Rank[] ranks, TrainOptions o) throws IOException {
         ParallelOptions par = o.parallel();
         Communicator.Kind kind = par.commKind(ranks[0].ctx.backend());
         if (kind == null) {
