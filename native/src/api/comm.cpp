@@ -180,7 +180,9 @@ hspmn_status hspmn_model_set_comm(hspmn_model* model, hspmn_comm* comm, const hs
         try {
             model->impl->set_comm(comm ? comm->impl : nullptr, p);
         } catch (...) {
-            if (comm) swap.c = model->comm;  // a failed attach changes nothing
+            // What the model is attached to now: still the old comm when the attach failed early, none
+            // when leaving a sharding could not gather the moments (set_comm detaches then).
+            swap.c = model->impl->data_parallel() ? model->comm : nullptr;
             throw;
         }
     });
