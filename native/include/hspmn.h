@@ -479,8 +479,8 @@ typedef struct hspmn_data_parallel_params {
 } hspmn_data_parallel_params;
 
 HSPMN_API hspmn_data_parallel_params hspmn_data_parallel_default_params(void);
-/* Attaches comm to the model (NULL detaches). The model's context must be the one comm was created
- * with. Every rank's model must have the same config. Collective when it changes the sharding
+/* Attaches comm to the model (NULL detaches; params may then be NULL). The model's context must be
+ * the one comm was created with. Every rank's model must have the same config. Collective when it changes the sharding
  * (attach with shard_optimizer 1 keeps this rank's share of the moments; detaching a sharded model
  * gathers them back). With a comm attached:
  *   hspmn_model_backward        averages the gradients over the ranks (collective) and returns

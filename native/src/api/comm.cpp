@@ -160,6 +160,7 @@ hspmn_status hspmn_model_set_comm(hspmn_model* model, hspmn_comm* comm, const hs
                 fail(HSPMN_ERR_INVALID_ARGUMENT, "params.bucket_bytes (%lld) must be >= 1",
                      static_cast<long long>(p.bucket_bytes));
             check_bool(p.shard_optimizer, "params.shard_optimizer");
+            if (p.reserved != 0) fail(HSPMN_ERR_INVALID_ARGUMENT, "params.reserved (%d) must be 0", p.reserved);
             if (comm->ctx != model->ctx)
                 fail(HSPMN_ERR_INVALID_ARGUMENT, "comm was created with another context than the model's");
         }
