@@ -108,7 +108,7 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   # library that torch installed. Last line: "N checks, 0 failures".
   nccl_lib="${HSPMN_NCCL:-$("$py" -c 'import nvidia.nccl as n, os; print(os.path.join(list(n.__path__)[0], "lib", "libnccl.so.2"))' 2>/dev/null || true)}"
   echo "data_parallel_cuda: HSPMN_NCCL=${nccl_lib:-(not found by python; the library searches itself)}"
-  stage data_parallel_cuda env HSPMN_NCCL="$nccl_lib" "$build/tests/test_data_parallel" --backend cuda --nccl
+  stage data_parallel_cuda timeout 900 env HSPMN_NCCL="$nccl_lib" "$build/tests/test_data_parallel" --backend cuda --nccl
   stage goldens_cuda "$py" native/reference/check_native.py --backend cuda --lib "$build/libhspmn.so"
   stage goldens_cpu "$py" native/reference/check_native.py --backend cpu --lib "$build/libhspmn.so"
   # the language model (embedding, blocks, final norm, fused cross-entropy, AdamW) vs float64 hspmn_lm.py

@@ -412,7 +412,9 @@ HSPMN_API hspmn_status hspmn_model_adamw_step(hspmn_model* model, const hspmn_ad
  * (0 changes nothing). fractions: [num_layers] f32 host memory that receives each f_i, or NULL.
  * HSPMN_ERR_STATE when no training forward came since the last call. */
 HSPMN_API hspmn_status hspmn_model_router_bias_step(hspmn_model* model, float target, float rate, float* fractions);
-/* AdamW's moments of a parameter (f32, its shape; zero until the first step): which 0 = m, 1 = v. */
+/* AdamW's moments of a parameter (f32, its shape; zero until the first step): which 0 = m, 1 = v.
+ * With a sharded communicator attached (hspmn_model_set_comm) get is collective and gives the full
+ * moment on every rank; set takes the full moment and keeps the rank's share. */
 HSPMN_API hspmn_status hspmn_model_get_moment(const hspmn_model* model, const char* name, int32_t which,
                                               hspmn_tensor* dst);
 HSPMN_API hspmn_status hspmn_model_set_moment(hspmn_model* model, const char* name, int32_t which,
@@ -477,8 +479,8 @@ typedef struct hspmn_data_parallel_params {
 } hspmn_data_parallel_params;
 
 HSPMN_API hspmn_data_parallel_params hspmn_data_parallel_default_params(void);
-/* Attaches comm to the model (NULL detaches). The model's context must be the one comm was created
- * with. Every rank's model must have the same config. Collective when it changes the sharding
+/* Attaches comm to the model (NULL detaches; params may then be NULL). The model's context must be
+ * the one comm was created with. Every rank's model must have the same config. Collective when it changes the sharding
  * (attach with shard_optimizer 1 keeps this rank's share of the moments; detaching a sharded model
  * gathers them back). With a comm attached:
  *   hspmn_model_backward        averages the gradients over the ranks (collective) and returns

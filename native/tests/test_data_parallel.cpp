@@ -601,6 +601,15 @@ void test_absent_rank() {
         hspmn_model* m = nullptr;
         OK(hspmn_model_create(ctx, &sh.model, 7, &m));
         hspmn_data_parallel_params dp = hspmn_data_parallel_default_params();
+        EXPECT(dp.bucket_bytes == int64_t(25) << 20 && dp.shard_optimizer == 0 && dp.reserved == 0);
+        for (int bad = 0; bad < 3; ++bad) {  // refused before anything changes
+            hspmn_data_parallel_params b = dp;
+            if (bad == 0) b.bucket_bytes = 0;
+            if (bad == 1) b.shard_optimizer = 2;
+            if (bad == 2) b.reserved = 1;
+            expect_status(hspmn_model_set_comm(m, comm, &b), HSPMN_ERR_INVALID_ARGUMENT, "bad params", __LINE__);
+        }
+        expect_status(hspmn_model_set_comm(m, comm, nullptr), HSPMN_ERR_INVALID_ARGUMENT, "NULL params", __LINE__);
         dp.shard_optimizer = 1;
         OK(hspmn_model_set_comm(m, comm, &dp));
         expect_status(hspmn_comm_destroy(comm), HSPMN_ERR_STATE, "comm attached", __LINE__);
@@ -772,8 +781,9 @@ int main(int argc, char** argv) {
             ++g_failures;
         } else {
             test_nccl_size_one();
-            test_nccl_failures();
             bench_nccl();
+            // last: if NCCL's abort of an initialisation in progress hung, the results above are out
+            test_nccl_failures();
         }
     }
     std::printf("%d checks, %d failures\n", g_checks, g_failures);

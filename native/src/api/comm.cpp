@@ -160,6 +160,7 @@ hspmn_status hspmn_model_set_comm(hspmn_model* model, hspmn_comm* comm, const hs
                 fail(HSPMN_ERR_INVALID_ARGUMENT, "params.bucket_bytes (%lld) must be >= 1",
                      static_cast<long long>(p.bucket_bytes));
             check_bool(p.shard_optimizer, "params.shard_optimizer");
+            if (p.reserved != 0) fail(HSPMN_ERR_INVALID_ARGUMENT, "params.reserved (%d) must be 0", p.reserved);
             if (comm->ctx != model->ctx)
                 fail(HSPMN_ERR_INVALID_ARGUMENT, "comm was created with another context than the model's");
         }
@@ -180,7 +181,9 @@ hspmn_status hspmn_model_set_comm(hspmn_model* model, hspmn_comm* comm, const hs
         try {
             model->impl->set_comm(comm ? comm->impl : nullptr, p);
         } catch (...) {
-            if (comm) swap.c = model->comm;  // a failed attach changes nothing
+            // What the model is attached to now: still the old comm when the attach failed early, none
+            // when leaving a sharding could not gather the moments (set_comm detaches then).
+            swap.c = model->impl->data_parallel() ? model->comm : nullptr;
             throw;
         }
     });

@@ -48,9 +48,6 @@ public:
     // In place: rank r's chunk_bytes at buf + r * chunk_bytes reach every rank's buf. buf holds
     // world * chunk_bytes bytes. Started like all_reduce.
     virtual void all_gather(void* buf, std::size_t chunk_bytes) = 0;
-    // buf: [world * chunk] f32 on every rank; rank r receives the sum over the ranks (mean: / world)
-    // of chunk r at buf + r * chunk; the other chunks are left unspecified. Started like all_reduce.
-    virtual void reduce_scatter(float* buf, int64_t chunk, bool mean) = 0;
     // Queues the context's stream after every started collective, and waits on the host (up to the
     // timeout) until they finished, so a dead rank surfaces here as Error{COMM}, not as a hang later.
     virtual void join() = 0;

@@ -98,15 +98,6 @@ public:
         add_time(t0);
     }
 
-    void reduce_scatter(float* buf, int64_t chunk, bool mean) override {
-        const auto t0 = Clock::now();
-        std::vector<float> mine(static_cast<std::size_t>(chunk * world_)), sum(static_cast<std::size_t>(chunk));
-        be_.copy_to_host_raw(mine.data(), buf, mine.size() * 4);
-        exchange(mine.data(), "reduce_scatter", [&] { reduce(sum.data(), chunk * rank_, chunk, mean); });
-        be_.copy_from_host_raw(buf + chunk * rank_, sum.data(), sum.size() * 4);
-        add_time(t0);
-    }
-
     void join() override {}
 
     void all_reduce_host(float* host, int64_t n, bool mean) override {

@@ -65,7 +65,6 @@ struct Nccl {
     const char* (*get_last_error)(ncclComm_t);
     ncclResult_t (*all_reduce)(const void*, void*, std::size_t, int, int, ncclComm_t, cudaStream_t);
     ncclResult_t (*all_gather)(const void*, void*, std::size_t, int, ncclComm_t, cudaStream_t);
-    ncclResult_t (*reduce_scatter)(const void*, void*, std::size_t, int, int, ncclComm_t, cudaStream_t);
     ncclResult_t (*group_start)();
     ncclResult_t (*group_end)();
     int version = 0;
@@ -125,7 +124,6 @@ Nccl load() {
     HSPMN_NCCL_FN(get_last_error, "ncclGetLastError");
     HSPMN_NCCL_FN(all_reduce, "ncclAllReduce");
     HSPMN_NCCL_FN(all_gather, "ncclAllGather");
-    HSPMN_NCCL_FN(reduce_scatter, "ncclReduceScatter");
     HSPMN_NCCL_FN(group_start, "ncclGroupStart");
     HSPMN_NCCL_FN(group_end, "ncclGroupEnd");
 #undef HSPMN_NCCL_FN
@@ -189,15 +187,6 @@ public:
         launch("ncclAllGather", [&] {
             return lib_.all_gather(b + chunk_bytes * static_cast<std::size_t>(rank_), b, chunk_bytes, ncclUint8, comm_,
                                    stream_);
-        });
-        end_op();
-    }
-
-    void reduce_scatter(float* buf, int64_t chunk, bool mean) override {
-        begin_op();
-        launch("ncclReduceScatter", [&] {
-            return lib_.reduce_scatter(buf, buf + chunk * rank_, static_cast<std::size_t>(chunk), ncclFloat32,
-                                       mean ? ncclAvg : ncclSum, comm_, stream_);
         });
         end_op();
     }

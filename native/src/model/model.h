@@ -93,6 +93,7 @@ public:
     // detaches. Collective when the sharding changes (see hspmn_model_set_comm).
     void set_comm(Comm* comm, const hspmn_data_parallel_params& p);
     hspmn_data_parallel_stats data_parallel_stats() const;
+    bool data_parallel() const { return dp_ != nullptr; }
 
     // For the decoder (decoder.cpp): the pieces of the trunk it runs row by row.
     Backend& backend() const { return be_; }

@@ -140,8 +140,8 @@ class BindingsLockstepTest {
         if (t.equals("float")) {
             return "JAVA_FLOAT";
         }
-        if (t.equals("uint8_t")) {
-            return "JAVA_BYTE";
+        if (t.equals("uint8_t") || t.equals("int8_t")) {
+            return "byte";  // JAVA_BYTE's carrier, as describe() names it
         }
         if (t.equals("double")) {
             return "JAVA_DOUBLE";
@@ -179,7 +179,6 @@ class BindingsLockstepTest {
         if (l instanceof ValueLayout v) {
             String c = v.carrier() == int.class ? "JAVA_INT" : v.carrier() == long.class ? "JAVA_LONG"
                     : v.carrier() == float.class ? "JAVA_FLOAT" : v.carrier() == double.class ? "JAVA_DOUBLE"
-                    : v.carrier() == byte.class ? "JAVA_BYTE"
                     : v.carrier().getName();
             return c;
         }
@@ -363,8 +362,10 @@ class BindingsLockstepTest {
     static long sizeOf(Header h, String type) {
         List<Field> fields = h.structs().get(type);
         if (fields == null) {
-            return type.equals("int64_t") || type.equals("uint64_t") || type.equals("double") || type.endsWith("*") ? 8
-                    : type.equals("uint8_t") ? 1 : 4;
+            if (type.equals("uint8_t") || type.equals("int8_t")) {
+                return 1;
+            }
+            return type.equals("int64_t") || type.equals("uint64_t") || type.equals("double") || type.endsWith("*") ? 8 : 4;
         }
         long offset = 0;
         for (Field f : fields) {
