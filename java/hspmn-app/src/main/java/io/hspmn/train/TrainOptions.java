@@ -232,7 +232,8 @@ public final class TrainOptions {
                     (b, v) -> b.maxSkipped(i("max-skipped", v)), o -> Integer.toString(o.maxSkipped)),
             new Option("backend", "auto|cpu|cuda", "where to compute (auto: CUDA when present)", Scope.SESSION,
                     (b, v) -> b.backend(backend(v)), o -> o.backend.name().toLowerCase(Locale.ROOT)),
-            new Option("threads", "N", "CPU worker threads (0: all cores)", Scope.SESSION, (b, v) -> b.threads(i("threads", v)),
+            new Option("threads", "N", "CPU worker threads per rank (0: all cores, shared out among --gpus CPU ranks)",
+                    Scope.SESSION, (b, v) -> b.threads(i("threads", v)),
                     o -> Integer.toString(o.threads))), ParallelOptions.OPTIONS);
 
     private static List<Option> concat(List<Option> a, List<Option> b) {
