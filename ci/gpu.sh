@@ -99,6 +99,16 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   stage backend_ops bash -c "'$build/tests/test_backend_ops' --require cuda && \
     '$py' native/reference/check_backend_ops.py --bin '$build/tests/test_backend_ops'"
   stage graph_cuda "$build/tests/graph_cuda"
+  # data parallelism (issue 14, native/README.md "Data parallelism"): the CPU checks of ctest on CUDA contexts
+  # (2, 3, 4 LOCAL ranks on this one GPU vs one rank with the whole batch, ZeRO-1 bitwise unsharded, resume
+  # on another rank count, timeout/abort), then NCCL of size 1 bitwise the run without a communicator
+  # (unsharded and ZeRO-1), NCCL create of world 2 without rank 1 failing after its 3 s timeout, abort, and the
+  # timing line "data_parallel bench ..." (backward ms without/with comm, all-reduce ms, overlapped ms).
+  # NCCL not loadable is a failure ("FAILED: NCCL cannot be loaded: ..."); HSPMN_NCCL names the wheel's
+  # library that torch installed. Last line: "N checks, 0 failures".
+  nccl_lib="${HSPMN_NCCL:-$("$py" -c 'import nvidia.nccl as n, os; print(os.path.join(list(n.__path__)[0], "lib", "libnccl.so.2"))' 2>/dev/null || true)}"
+  echo "data_parallel_cuda: HSPMN_NCCL=${nccl_lib:-(not found by python; the library searches itself)}"
+  stage data_parallel_cuda timeout 900 env HSPMN_NCCL="$nccl_lib" "$build/tests/test_data_parallel" --backend cuda --nccl
   stage goldens_cuda "$py" native/reference/check_native.py --backend cuda --lib "$build/libhspmn.so"
   stage goldens_cpu "$py" native/reference/check_native.py --backend cpu --lib "$build/libhspmn.so"
   # the language model (embedding, blocks, final norm, fused cross-entropy, AdamW) vs float64 hspmn_lm.py
@@ -132,8 +142,10 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   stage triton_cuda "$py" native/kernels/triton/gpu_check.py --no-bench --cubins "$build/triton/sm${archs%%[;,]*}"
 
   if [[ -f .carry/jre.tgz && -f .carry/java.tgz ]]; then
-    # the whole JUnit suite against the CUDA-built library, gpu-tagged tests included and required
-    stage java ci/gpu-java.sh "$build/libhspmn.so"
+    # the whole JUnit suite against the CUDA-built library, gpu-tagged tests included and required;
+    # GpuDataParallelTest needs NCCL (hspmn train --gpus 1 --comm nccl bitwise the plain run; prints
+    # "gpu data parallel: ..." lines)
+    stage java env HSPMN_NCCL="$nccl_lib" ci/gpu-java.sh "$build/libhspmn.so"
   else
     skip java "no .carry/jre.tgz and .carry/java.tgz (run ci/pack-carry.sh on the development machine)"
   fi

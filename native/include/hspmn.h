@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 /* Bumped on any incompatible change of this header; the Java layer refuses a different value. */
-#define HSPMN_ABI_VERSION 3
+#define HSPMN_ABI_VERSION 4
 
 typedef enum hspmn_status {
     HSPMN_OK = 0,
@@ -50,7 +50,7 @@ typedef enum hspmn_status {
     HSPMN_ERR_NON_FINITE = 11,      /* NaN or Inf in an input that is checked for it             */
     HSPMN_ERR_BUSY = 12,            /* the object is in use by another thread                    */
     HSPMN_ERR_INTERNAL = 13,
-    HSPMN_ERR_DEVICE_LOST = 14      /* the context's CUDA device hit a sticky error (illegal address,
+    HSPMN_ERR_DEVICE_LOST = 14,     /* the context's CUDA device hit a sticky error (illegal address,
                                        launch failure, device assert, uncorrectable ECC...), here or in
                                        other code of the process sharing its CUDA context: the first
                                        call that sees it and every later call on any context of that
@@ -59,6 +59,11 @@ typedef enum hspmn_status {
                                        in this process: destroy the objects and restart it. Device
                                        out-of-memory is not sticky (HSPMN_ERR_OUT_OF_MEMORY): the
                                        failed call changed nothing and later calls may succeed     */
+    HSPMN_ERR_COMM = 15             /* a collective of a data-parallel communicator failed: a rank did
+                                       not join within the timeout, the communicator was aborted
+                                       (here or on another rank), or NCCL reported an error. The
+                                       communicator is dead: every later collective on it fails too;
+                                       destroy it (and detach it from models) and make a new one  */
 } hspmn_status;
 
 typedef enum hspmn_backend {
@@ -410,11 +415,101 @@ HSPMN_API hspmn_status hspmn_model_adamw_step(hspmn_model* model, const hspmn_ad
  * (0 changes nothing). fractions: [num_layers] f32 host memory that receives each f_i, or NULL.
  * HSPMN_ERR_STATE when no training forward came since the last call. */
 HSPMN_API hspmn_status hspmn_model_router_bias_step(hspmn_model* model, float target, float rate, float* fractions);
-/* AdamW's moments of a parameter (f32, its shape; zero until the first step): which 0 = m, 1 = v. */
+/* AdamW's moments of a parameter (f32, its shape; zero until the first step): which 0 = m, 1 = v.
+ * With a sharded communicator attached (hspmn_model_set_comm) get is collective and gives the full
+ * moment on every rank; set takes the full moment and keeps the rank's share. */
 HSPMN_API hspmn_status hspmn_model_get_moment(const hspmn_model* model, const char* name, int32_t which,
                                               hspmn_tensor* dst);
 HSPMN_API hspmn_status hspmn_model_set_moment(hspmn_model* model, const char* name, int32_t which,
                                               const hspmn_tensor* src);
+
+/* ---- data-parallel training (native/README.md "Data parallelism") ----------------------------- */
+
+/* A communicator joins `world` ranks, each with its own context and a model of the same config and
+ * seed (or the same loaded weights). Attached to a model (hspmn_model_set_comm), it makes training
+ * data-parallel: each rank runs forward/backward on its own batch, the gradients are averaged over
+ * the ranks, and every rank ends each step with identical weights. */
+typedef struct hspmn_comm hspmn_comm;
+
+typedef enum hspmn_comm_kind {
+    HSPMN_COMM_LOCAL = 0, /* ranks are threads of this process, one context each (any backend): the
+                             host rendezvous of CPU tests, and one host without NCCL            */
+    HSPMN_COMM_NCCL = 1   /* NCCL (libnccl.so.2 opened with dlopen at first use, like cuBLASLt;
+                             $HSPMN_NCCL overrides the path); CUDA contexts only               */
+} hspmn_comm_kind;
+
+#define HSPMN_COMM_ID_BYTES 128
+
+typedef struct hspmn_comm_params {
+    int32_t kind;        /* hspmn_comm_kind                                                   */
+    int32_t rank;        /* in [0, world)                                                     */
+    int32_t world;       /* >= 1                                                              */
+    int32_t timeout_ms;  /* a create or collective not joined by every rank within it fails on
+                            every live rank with HSPMN_ERR_COMM; default 120000, >= 1         */
+    uint8_t id[HSPMN_COMM_ID_BYTES]; /* from hspmn_comm_unique_id on one rank, given to all
+                            (through a file or the environment for several processes)         */
+} hspmn_comm_params;
+
+/* kind LOCAL, rank 0, world 1, timeout 120000 ms, id zero. */
+HSPMN_API hspmn_comm_params hspmn_comm_default_params(void);
+/* *out = 1 when communicators of this kind can be made here (LOCAL: always; NCCL: the CUDA backend
+ * is built and libnccl loads), else 0; the reason NCCL is not available is hspmn_last_error(). */
+HSPMN_API hspmn_status hspmn_comm_available(int32_t kind, int32_t* out);
+/* A fresh id (HSPMN_COMM_ID_BYTES bytes into out): made once, on one rank, and given to every rank. */
+HSPMN_API hspmn_status hspmn_comm_unique_id(int32_t kind, uint8_t* out);
+/* Collective over the ranks: returns when every rank joined (or fails with HSPMN_ERR_COMM after the
+ * timeout). ctx: the rank's context (NCCL: a CUDA context; its device is the rank's GPU). The
+ * communicator uses the context: destroy it before the context. */
+HSPMN_API hspmn_status hspmn_comm_create(hspmn_context* ctx, const hspmn_comm_params* params, hspmn_comm** out);
+/* Fails with HSPMN_ERR_STATE while a model still has it attached. Not collective. */
+HSPMN_API hspmn_status hspmn_comm_destroy(hspmn_comm* comm);
+/* From any thread: pending and later collectives of every rank of the communicator fail with
+ * HSPMN_ERR_COMM instead of waiting (LOCAL: at once; NCCL: this rank aborts its NCCL communicator and
+ * the others time out or see NCCL's error). */
+HSPMN_API hspmn_status hspmn_comm_abort(hspmn_comm* comm);
+HSPMN_API hspmn_status hspmn_comm_rank(const hspmn_comm* comm, int32_t* rank, int32_t* world);
+/* Collective: host floats summed over the ranks (mean != 0: divided by world), in place, the same
+ * result on every rank; for losses and metrics.   host: [n] f32 host memory, n >= 1 */
+HSPMN_API hspmn_status hspmn_comm_all_reduce_f32(hspmn_comm* comm, float* host, int64_t n, int32_t mean);
+
+typedef struct hspmn_data_parallel_params {
+    int64_t bucket_bytes;    /* gradients are averaged in buckets of about this many bytes, each
+                                started as soon as the blocks filling it finished their backward;
+                                default 25 MiB, >= 1                                            */
+    int32_t shard_optimizer; /* 1: ZeRO-1, each rank keeps AdamW moments for its 1/world share of
+                                the parameters only (default 0)                                  */
+    int32_t reserved;        /* 0                                                                */
+} hspmn_data_parallel_params;
+
+HSPMN_API hspmn_data_parallel_params hspmn_data_parallel_default_params(void);
+/* Attaches comm to the model (NULL detaches; params may then be NULL). The model's context must be
+ * the one comm was created with. Every rank's model must have the same config. Collective when it changes the sharding
+ * (attach with shard_optimizer 1 keeps this rank's share of the moments; detaching a sharded model
+ * gathers them back). With a comm attached:
+ *   hspmn_model_backward        averages the gradients over the ranks (collective) and returns
+ *                               when they are averaged; gradient accumulation works as without it
+ *                               (each backward averages what it added)
+ *   hspmn_model_adamw_step      the same norm, clipping and weights on every rank (collective
+ *                               when sharded: each rank updates its share, then all are gathered)
+ *   hspmn_model_get_moment      collective when sharded: every rank gets the full moment
+ *   hspmn_model_set_moment      takes the full moment; a sharded rank keeps its share
+ *   hspmn_model_router_bias_step  averages the fractions over the ranks (collective)
+ * so a checkpoint written by one rank holds the full state and resumes with any number of ranks.
+ * A failed collective (HSPMN_ERR_COMM) leaves the model's gradients or weights unspecified.
+ * Without a comm every call is bitwise what it was. */
+HSPMN_API hspmn_status hspmn_model_set_comm(hspmn_model* model, hspmn_comm* comm,
+                                            const hspmn_data_parallel_params* params);
+
+typedef struct hspmn_data_parallel_stats {
+    int64_t backwards;       /* backward calls with the comm attached since it was attached      */
+    int64_t buckets;         /* buckets per backward                                            */
+    int64_t bytes;           /* gradient bytes averaged per backward                            */
+    double all_reduce_ms;    /* the last backward: time the buckets' all-reduces took (CUDA NCCL:
+                                on the communication stream; LOCAL: on the host, backward waits) */
+    double overlapped_ms;    /* the part of all_reduce_ms during which the backward still ran    */
+} hspmn_data_parallel_stats;
+
+HSPMN_API hspmn_status hspmn_model_data_parallel_stats(const hspmn_model* model, hspmn_data_parallel_stats* out);
 
 /* ---- cached decoding (MODEL.md "Decoding with a cache") --------------------------------------- */
 

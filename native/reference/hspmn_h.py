@@ -4,7 +4,7 @@ hspmn_ctypes.py builds on them."""
 
 import ctypes as C
 
-HSPMN_ABI_VERSION = 3
+HSPMN_ABI_VERSION = 4
 HSPMN_OK = 0
 HSPMN_ERR_INVALID_ARGUMENT = 1
 HSPMN_ERR_SHAPE = 2
@@ -20,6 +20,7 @@ HSPMN_ERR_NON_FINITE = 11
 HSPMN_ERR_BUSY = 12
 HSPMN_ERR_INTERNAL = 13
 HSPMN_ERR_DEVICE_LOST = 14
+HSPMN_ERR_COMM = 15
 HSPMN_BACKEND_CPU = 0
 HSPMN_BACKEND_CUDA = 1
 HSPMN_BACKEND_AUTO = 2
@@ -34,6 +35,9 @@ HSPMN_ROUTING_THRESHOLD = 1
 HSPMN_NAN_REJECT = 0
 HSPMN_NAN_PROPAGATE = 1
 HSPMN_MAX_DIMS = 4
+HSPMN_COMM_LOCAL = 0
+HSPMN_COMM_NCCL = 1
+HSPMN_COMM_ID_BYTES = 128
 
 
 class AllocStats(C.Structure):
@@ -161,6 +165,37 @@ class AdamwResult(C.Structure):
     ]
 
 
+class CommParams(C.Structure):
+    """struct hspmn_comm_params"""
+    _fields_ = [
+        ("kind", C.c_int32),
+        ("rank", C.c_int32),
+        ("world", C.c_int32),
+        ("timeout_ms", C.c_int32),
+        ("id", C.c_ubyte * 128),
+    ]
+
+
+class DataParallelParams(C.Structure):
+    """struct hspmn_data_parallel_params"""
+    _fields_ = [
+        ("bucket_bytes", C.c_int64),
+        ("shard_optimizer", C.c_int32),
+        ("reserved", C.c_int32),
+    ]
+
+
+class DataParallelStats(C.Structure):
+    """struct hspmn_data_parallel_stats"""
+    _fields_ = [
+        ("backwards", C.c_int64),
+        ("buckets", C.c_int64),
+        ("bytes", C.c_int64),
+        ("all_reduce_ms", C.c_double),
+        ("overlapped_ms", C.c_double),
+    ]
+
+
 class SamplingParams(C.Structure):
     """struct hspmn_sampling_params"""
     _fields_ = [
@@ -238,6 +273,17 @@ FUNCTIONS = {
     "hspmn_model_router_bias_step": (C.c_int32, [C.c_void_p, C.c_float, C.c_float, C.c_void_p]),
     "hspmn_model_get_moment": (C.c_int32, [C.c_void_p, C.c_char_p, C.c_int32, C.c_void_p]),
     "hspmn_model_set_moment": (C.c_int32, [C.c_void_p, C.c_char_p, C.c_int32, C.c_void_p]),
+    "hspmn_comm_default_params": (CommParams, []),
+    "hspmn_comm_available": (C.c_int32, [C.c_int32, C.c_void_p]),
+    "hspmn_comm_unique_id": (C.c_int32, [C.c_int32, C.c_void_p]),
+    "hspmn_comm_create": (C.c_int32, [C.c_void_p, C.POINTER(CommParams), C.c_void_p]),
+    "hspmn_comm_destroy": (C.c_int32, [C.c_void_p]),
+    "hspmn_comm_abort": (C.c_int32, [C.c_void_p]),
+    "hspmn_comm_rank": (C.c_int32, [C.c_void_p, C.c_void_p, C.c_void_p]),
+    "hspmn_comm_all_reduce_f32": (C.c_int32, [C.c_void_p, C.c_void_p, C.c_int64, C.c_int32]),
+    "hspmn_data_parallel_default_params": (DataParallelParams, []),
+    "hspmn_model_set_comm": (C.c_int32, [C.c_void_p, C.c_void_p, C.POINTER(DataParallelParams)]),
+    "hspmn_model_data_parallel_stats": (C.c_int32, [C.c_void_p, C.POINTER(DataParallelStats)]),
     "hspmn_decoder_create": (C.c_int32, [C.c_void_p, C.c_int32, C.c_int64, C.c_void_p]),
     "hspmn_decoder_destroy": (C.c_int32, [C.c_void_p]),
     "hspmn_decoder_reset": (C.c_int32, [C.c_void_p, C.c_int32]),

@@ -94,6 +94,9 @@ hspmn_status hspmn_context_destroy(hspmn_context* ctx) {
             BusyGuard busy(ctx->busy, "context");
             int64_t tensors = ctx->live_tensors.load(), blocks = ctx->live_blocks.load();
             int64_t models = ctx->live_models.load(), graphs = ctx->live_graphs.load();
+            if (ctx->live_comms.load() != 0)
+                fail(HSPMN_ERR_STATE, "the context still has %lld communicator(s); destroy them first (hspmn_comm_destroy)",
+                     static_cast<long long>(ctx->live_comms.load()));
             if (tensors != 0 || blocks != 0 || models != 0 || graphs != 0)
                 fail(HSPMN_ERR_STATE,
                      "the context still owns %lld tensor(s), %lld block(s), %lld model(s) and %lld graph(s); "

@@ -42,6 +42,7 @@ const char* hspmn_status_name(int32_t status) {
         case HSPMN_ERR_BUSY: return "HSPMN_ERR_BUSY";
         case HSPMN_ERR_INTERNAL: return "HSPMN_ERR_INTERNAL";
         case HSPMN_ERR_DEVICE_LOST: return "HSPMN_ERR_DEVICE_LOST";
+        case HSPMN_ERR_COMM: return "HSPMN_ERR_COMM";
         default: return "HSPMN_UNKNOWN_STATUS";
     }
 }

@@ -152,6 +152,7 @@ hspmn_status hspmn_model_destroy(hspmn_model* model) {
             delete model->impl;
             model->impl = nullptr;
         }
+        if (model->comm) model->comm->models.fetch_sub(1);  // data parallelism: the comm is free again
         delete model;
         ctx->live_models.fetch_sub(1);
     });

@@ -257,6 +257,11 @@ public:
     // Records what body queues on the backend's stream as one graph (GraphImpl::launch replays it).
     // Throws Error{INVALID_ARGUMENT} on backends without graphs (the CPU).
     virtual GraphImpl* capture(void (*body)(void*), void* arg);
+
+    // ---- data parallelism (comm/nccl_comm.cpp): the cudaStream_t every op is queued on and its
+    // device ordinal; null and -1 on backends without them (the CPU).
+    virtual void* cuda_stream() const { return nullptr; }
+    virtual int cuda_device() const { return -1; }
 };
 
 // Throws Error{NOT_BUILT / NO_DEVICE / ...} when the backend cannot be made.

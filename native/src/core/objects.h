@@ -18,6 +18,7 @@ struct hspmn_context : hspmn::Tracked {
     std::atomic<int64_t> live_blocks{0};
     std::atomic<int64_t> live_models{0};
     std::atomic<int64_t> live_graphs{0};
+    std::atomic<int64_t> live_comms{0};  // data-parallel communicators made with the context
 };
 
 struct hspmn_tensor : hspmn::Tracked {
@@ -65,6 +66,7 @@ struct hspmn_graph : hspmn::Tracked {
 
 namespace hspmn {
 class Model;
+class Comm;  // data parallelism (comm/comm.h)
 }
 
 struct hspmn_model : hspmn::Tracked {
@@ -75,6 +77,17 @@ struct hspmn_model : hspmn::Tracked {
     hspmn::Footprint admitted{};
     // Decoders made from this model; destroying it while > 0 is HSPMN_ERR_STATE.
     std::atomic<int> decoders{0};
+    // The data-parallel communicator attached (hspmn_model_set_comm), or null.
+    hspmn_comm* comm = nullptr;
+};
+
+// A data-parallel communicator (hspmn_comm_*): its rank of the collectives, over the context it was
+// made with. Destroying it while models > 0 (attached with hspmn_model_set_comm) is HSPMN_ERR_STATE.
+struct hspmn_comm : hspmn::Tracked {
+    hspmn::Comm* impl = nullptr;
+    hspmn_context* ctx = nullptr;
+    std::atomic<int> models{0};
+    std::atomic<int> busy{0};
 };
 
 namespace hspmn {

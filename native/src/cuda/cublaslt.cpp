@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "../core/dynlib.h"
 #include "../core/error.h"
 
 namespace hspmn::cuda {
@@ -17,17 +18,10 @@ namespace {
 constexpr const char* kSoname = "libcublasLt.so." HSPMN_STR(CUBLAS_VER_MAJOR);
 
 void* open_library(std::string& tried) {
-    const char* candidates[] = {std::getenv("HSPMN_CUBLASLT"), kSoname,
-                                "/usr/local/cuda/lib64/libcublasLt.so." HSPMN_STR(CUBLAS_VER_MAJOR),
-                                "/usr/local/cuda/targets/x86_64-linux/lib/libcublasLt.so." HSPMN_STR(CUBLAS_VER_MAJOR)};
-    for (const char* name : candidates) {
-        if (!name || !*name) continue;
-        void* h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-        if (h) return h;
-        const char* err = dlerror();
-        tried += std::string(tried.empty() ? "" : "; ") + (err ? err : name);
-    }
-    return nullptr;
+    const char* env = std::getenv("HSPMN_CUBLASLT");
+    return dlopen_first({env ? env : "", kSoname, "/usr/local/cuda/lib64/libcublasLt.so." HSPMN_STR(CUBLAS_VER_MAJOR),
+                         "/usr/local/cuda/targets/x86_64-linux/lib/libcublasLt.so." HSPMN_STR(CUBLAS_VER_MAJOR)},
+                        &tried, nullptr);
 }
 
 template <class Fn>

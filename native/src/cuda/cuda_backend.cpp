@@ -72,6 +72,8 @@ public:
     }
 
     hspmn_backend kind() const override { return HSPMN_BACKEND_CUDA; }
+    void* cuda_stream() const override { return d_->stream; }  // data parallelism (comm/nccl_comm.cpp)
+    int cuda_device() const override { return d_->ordinal; }
 
     void* tensor_alloc(int32_t memory, std::size_t bytes) override {
         if (memory == HSPMN_MEMORY_HOST) {

@@ -115,6 +115,7 @@ Model::Model(hspmn_context* ctx, const hspmn_model_params& params, uint64_t seed
 }
 
 Model::~Model() {
+    dp_release();
     for (BlockImpl* b : blocks_) delete b;
 }
 
@@ -161,11 +162,13 @@ void Model::get_grad(int i, float* host) const {
 }
 
 void Model::get_moment(int i, int which, float* host) const {
+    if (dp_sharded()) return dp_get_moment(i, which, host);  // ZeRO-1: this rank holds a share
     const Param& p = params_list_[i];
     be_.copy_to_host_raw(host, (which == 0 ? p.m : p.v).as<void>(), static_cast<std::size_t>(p.numel) * 4);
 }
 
 void Model::set_moment(int i, int which, const float* host) {
+    if (dp_sharded()) return dp_set_moment(i, which, host);
     Param& p = params_list_[i];
     be_.copy_from_host_raw((which == 0 ? p.m : p.v).as<void>(), host, static_cast<std::size_t>(p.numel) * 4);
 }
@@ -284,6 +287,7 @@ void Model::backward(float loss_scale, bool accumulate) {
     if (!has_cache_) fail(HSPMN_ERR_STATE, "no training forward to differentiate (call hspmn_model_forward with training = 1 first)");
     const int64_t N = B_ * S_;
     dh_.ensure(static_cast<std::size_t>(N * D_) * 4);
+    if (dp_) loss_scale = dp_backward_begin(loss_scale, accumulate);  // data parallelism: the rank's share of the mean
     if (!accumulate) {
         be_.zero_raw(emb_grad_.as<void>(), static_cast<std::size_t>(V_ * D_) * 4);
         be_.zero_raw(norm_grad_.as<void>(), static_cast<std::size_t>(D_) * 4);
@@ -297,6 +301,7 @@ void Model::backward(float loss_scale, bool accumulate) {
     uint16_t* d_in = act_c_.as<uint16_t>();
     be_.final_norm_backward(trunk_out_, norm_value_.as<uint16_t>(), rstd_.as<float>(), dh_.as<float>(), N, D_,
                             d_out, norm_grad_.as<float>());
+    if (dp_) dp_group_done(0);  // data parallelism: each group's gradients are final here
     be_.fill_f32(d_aux_.as<float>(), 1, loss_scale);
     hspmn_tensor dav;
         view(dav, d_aux_.as<void>(), HSPMN_DTYPE_F32, {1});
@@ -307,9 +312,14 @@ void Model::backward(float loss_scale, bool accumulate) {
         view(dxv, d_in, HSPMN_DTYPE_BF16, {B_, S_, D_});
         BackwardCall bc{accumulate ? 1 : 0, &dov, &dav, &dxv};
         blocks_[i]->backward(bc);
+        if (dp_) dp_group_done(static_cast<int>(L_ - i));
         std::swap(d_out, d_in);
     }
     be_.embedding_backward(d_out, tokens_.as<int32_t>(), N, D_, emb_grad_.as<float>());
+    if (dp_) {
+        dp_group_done(static_cast<int>(L_ + 1));
+        dp_backward_end();
+    }
 }
 
 void Model::logits(const int32_t* tokens, int64_t B, int64_t S, hspmn_tensor* out) {

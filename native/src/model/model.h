@@ -14,6 +14,10 @@
 
 namespace hspmn {
 
+class Comm;
+struct DataParallel;
+struct DpGroup;
+
 // Throws Error{INVALID_ARGUMENT} naming the first offending field.
 void validate_model_params(const hspmn_model_params& p);
 
@@ -85,6 +89,12 @@ public:
     // training forwards since the step before; bf16 copy re-rounded. fractions: [L] host or null.
     void router_bias_step(float target, float rate, float* fractions);
 
+    // ---- data parallelism (data_parallel.cpp; native/README.md "Data parallelism"): comm null
+    // detaches. Collective when the sharding changes (see hspmn_model_set_comm).
+    void set_comm(Comm* comm, const hspmn_data_parallel_params& p);
+    hspmn_data_parallel_stats data_parallel_stats() const;
+    bool data_parallel() const { return dp_ != nullptr; }
+
     // For the decoder (decoder.cpp): the pieces of the trunk it runs row by row.
     Backend& backend() const { return be_; }
     hspmn_context* context() const { return ctx_; }
@@ -114,6 +124,21 @@ private:
     // Runs embedding + blocks + final norm on tokens_ (already in backend memory).
     void run_trunk(int32_t training, int32_t noise, uint64_t seed, int64_t step, float aux_target, int64_t B,
                    int64_t S, float dropout = 0.0f);
+
+    // ---- data parallelism (data_parallel.cpp): null without a comm, so every path is as before.
+    DataParallel* dp_ = nullptr;
+    bool dp_sharded() const;
+    std::vector<DpGroup> dp_groups() const;
+    void dp_release() noexcept;
+    float dp_backward_begin(float loss_scale, bool accumulate);  // the loss scale this rank's backward uses
+    void dp_group_done(int group);  // 0: the final norm, 1..L: blocks L-1..0, L+1: the embedding
+    void dp_backward_end();
+    void dp_adamw_shard(AdamwScalars s, float weight_decay);  // this rank's share, then the gather
+    void dp_get_moment(int i, int which, float* host) const;  // collective
+    void dp_set_moment(int i, int which, const float* host);
+    void dp_mean_fractions(float* f) const;                     // [L], collective
+    void dp_unshard();                                          // moments back to every parameter
+    void raw_copy(void* dst, const void* src, std::size_t bytes) const;  // internal memory, stream order
 
     hspmn_context* ctx_;
     Backend& be_;

@@ -36,9 +36,13 @@ hspmn_adamw_result Model::adamw_step(const hspmn_adamw_params& a) {
     s.bias1 = static_cast<float>(1.0 - std::pow(static_cast<double>(a.beta1), t));
     s.bias2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(a.beta2), t)));
     s.grad_scale = grad_scale;
-    for (Param& p : params_list_) {
-        s.weight_decay = p.decay ? a.weight_decay : 0.0f;
-        be_.adamw_update(p.master.as<float>(), p.value, p.grad, p.m.as<float>(), p.v.as<float>(), p.numel, s);
+    if (dp_sharded()) {
+        dp_adamw_shard(s, a.weight_decay);  // ZeRO-1 (data_parallel.cpp)
+    } else {
+        for (Param& p : params_list_) {
+            s.weight_decay = p.decay ? a.weight_decay : 0.0f;
+            be_.adamw_update(p.master.as<float>(), p.value, p.grad, p.m.as<float>(), p.v.as<float>(), p.numel, s);
+        }
     }
     for (BlockImpl* b : blocks_) b->params_written();
     r.applied = 1;
@@ -56,10 +60,20 @@ void Model::router_bias_step(float target, float rate, float* fractions) {
     const auto Lz = static_cast<std::size_t>(L_);
     Buffer<float> per(K * Lz);
     for (std::size_t k = 0; k < K; ++k) be_.copy_to_host_raw(per.data() + k * Lz, noise_free_[k].as<void>(), Lz * 4);
+    // Data parallelism: every rank's f_i averaged over the ranks, so the biases stay identical.
+    Buffer<float> mean_f(dp_ ? Lz : 0);
+    if (dp_) {
+        for (std::size_t i = 0; i < Lz; ++i) {
+            double sum = 0.0;
+            for (std::size_t k = 0; k < K; ++k) sum += per[k * Lz + i];
+            mean_f[i] = static_cast<float>(sum / static_cast<double>(K));
+        }
+        dp_mean_fractions(mean_f.data());
+    }
     for (int64_t i = 0; i < L_; ++i) {
         double sum = 0.0;
         for (std::size_t k = 0; k < K; ++k) sum += per[k * Lz + static_cast<std::size_t>(i)];
-        const double f = sum / static_cast<double>(K);
+        const double f = dp_ ? static_cast<double>(mean_f[i]) : sum / static_cast<double>(K);
         if (fractions) fractions[i] = static_cast<float>(f);
         const double want = static_cast<double>(target);
         if (f == want || rate == 0.0f) continue;

@@ -35,6 +35,7 @@ public class HspmnException extends RuntimeException {
             case STATE -> new HspmnStateException(msg, nativeMessage);
             case OUT_OF_MEMORY -> new NativeOutOfMemoryException(msg, nativeMessage);
             case DEVICE_LOST -> new DeviceLostException(msg, nativeMessage);
+            case COMM -> new CommunicatorException(msg, nativeMessage);
             default -> new HspmnException(status, msg, nativeMessage);
         };
     }

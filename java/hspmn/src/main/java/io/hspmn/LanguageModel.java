@@ -2,6 +2,8 @@ package io.hspmn;
 
 import io.hspmn.ffi.hspmn_adamw_params;
 import io.hspmn.ffi.hspmn_adamw_result;
+import io.hspmn.ffi.hspmn_data_parallel_params;
+import io.hspmn.ffi.hspmn_data_parallel_stats;
 import io.hspmn.ffi.hspmn_h;
 import io.hspmn.ffi.hspmn_model_backward_params;
 import io.hspmn.ffi.hspmn_model_forward_params;
@@ -44,6 +46,7 @@ public final class LanguageModel extends ParameterHandle {
     private final MemorySegment adamwParams;
     private final MemorySegment adamwResult;
     private final MemorySegment biasFractions;  // [L] f32: routerBiasStep's measured fractions
+    private volatile Communicator comm;         // data-parallel group, or null
 
     private LanguageModel(Context ctx, ModelConfig config, MemorySegment handle, Names names) {
         super(ctx, handle, KIND, BY_NAME, names);
@@ -69,6 +72,68 @@ public final class LanguageModel extends ParameterHandle {
         Objects.requireNonNull(config, "config").validate();
         return create(ctx, "LanguageModel.create", KIND, BY_NAME, config::writeTo, seed,
                 (h, names, p) -> new LanguageModel(ctx, ModelConfig.readFrom(p), h, names));
+    }
+
+    // ---- data parallel ---------------------------------------------------------------------------
+
+    /**
+     * Makes this model one rank of a data-parallel group (hspmn_model_set_comm): every rank holds the
+     * same model (same seed or checkpoint) and trains on its own rows of the global batch. Then
+     * {@link #backward} averages the gradients over the ranks (in buckets of about {@code bucketBytes},
+     * reduced while the backward goes on), {@link #adamwStep} keeps the weights identical on every rank,
+     * {@link #routerBiasStep} averages its measured fractions, and {@link #getMoment} / {@link #moment}
+     * become collective (every rank calls them in the same order and gets the whole moment);
+     * {@link #setMoment} still takes the whole moment. With {@code shardOptimizer} (ZeRO-1) each rank
+     * keeps the AdamW moments of its share of the parameters only.
+     *
+     * @param comm        a communicator made from this model's context, or null to train alone again
+     * @param bucketBytes gradient bytes per all-reduce bucket; 0 for the library's default
+     * @throws InvalidArgumentException comm from another context, bucketBytes < 0
+     */
+    public void setCommunicator(Communicator comm, long bucketBytes, boolean shardOptimizer) {
+        if (bucketBytes < 0) {
+            throw new InvalidArgumentException(Status.INVALID_ARGUMENT, "LanguageModel.setCommunicator: bucketBytes ("
+                    + bucketBytes + ") must be >= 0 (0: the library's default)");
+        }
+        try (var g = ctx.enter("LanguageModel.setCommunicator"); Arena a = Arena.ofConfined()) {
+            checkOpen("LanguageModel.setCommunicator");
+            if (comm != null) {
+                comm.checkOpen("LanguageModel.setCommunicator");
+                if (comm.context() != ctx) {
+                    throw new InvalidArgumentException(Status.INVALID_ARGUMENT, "LanguageModel.setCommunicator: " + comm
+                            + " belongs to another context than " + this);
+                }
+            }
+            MemorySegment p = hspmn_data_parallel_params.allocate(a);
+            p.copyFrom(hspmn_h.hspmn_data_parallel_default_params(a));
+            if (bucketBytes > 0) {
+                hspmn_data_parallel_params.bucket_bytes(p, bucketBytes);
+            }
+            hspmn_data_parallel_params.shard_optimizer(p, shardOptimizer ? 1 : 0);
+            Native.check(hspmn_h.hspmn_model_set_comm(handle(), comm == null ? MemorySegment.NULL : comm.handle(), p),
+                    "hspmn_model_set_comm");
+            this.comm = comm;
+        }
+    }
+
+    /**
+     * The communicator's counters: buckets and bytes per backward, the last backward's all-reduce time
+     * and how much of it overlapped the backward (all zero without a communicator).
+     */
+    public DataParallelStats dataParallelStats() {
+        try (var g = ctx.enter("LanguageModel.dataParallelStats"); Arena a = Arena.ofConfined()) {
+            checkOpen("LanguageModel.dataParallelStats");
+            MemorySegment out = hspmn_data_parallel_stats.allocate(a);
+            Native.check(hspmn_h.hspmn_model_data_parallel_stats(handle(), out), "hspmn_model_data_parallel_stats");
+            return new DataParallelStats(hspmn_data_parallel_stats.backwards(out), hspmn_data_parallel_stats.buckets(out),
+                    hspmn_data_parallel_stats.bytes(out), hspmn_data_parallel_stats.all_reduce_ms(out),
+                    hspmn_data_parallel_stats.overlapped_ms(out));
+        }
+    }
+
+    /** The communicator of {@link #setCommunicator}, or null. */
+    public Communicator communicator() {
+        return comm;
     }
 
     /** The configuration as the library holds it. */

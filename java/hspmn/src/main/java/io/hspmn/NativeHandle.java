@@ -15,7 +15,7 @@ import java.util.Objects;
  * them before itself.
  */
 public abstract sealed class NativeHandle implements AutoCloseable
-        permits ParameterHandle, Decoder, ForwardGraph, Tensor {
+        permits ParameterHandle, Decoder, ForwardGraph, Tensor, Communicator {
     /** A call of the library on one object, e.g. {@code hspmn_tensor_destroy}. */
     @FunctionalInterface
     interface Op {

@@ -16,7 +16,8 @@ public enum Status implements NativeEnum {
     NON_FINITE,
     BUSY,
     INTERNAL,
-    DEVICE_LOST;
+    DEVICE_LOST,
+    COMM;
 
     /** The status for a native code; an unknown code (newer library) maps to INTERNAL rather than failing. */
     public static Status of(int code) {

@@ -140,6 +140,9 @@ class BindingsLockstepTest {
         if (t.equals("float")) {
             return "JAVA_FLOAT";
         }
+        if (t.equals("uint8_t") || t.equals("int8_t")) {
+            return "byte";  // JAVA_BYTE's carrier, as describe() names it
+        }
         if (t.equals("double")) {
             return "JAVA_DOUBLE";
         }
@@ -333,7 +336,8 @@ class BindingsLockstepTest {
         Header h = parse(header());
         assertEquals(Set.of("hspmn_alloc_stats", "hspmn_context_params", "hspmn_tensor_desc", "hspmn_block_params",
                 "hspmn_forward_params", "hspmn_backward_params", "hspmn_model_params", "hspmn_model_forward_params",
-                "hspmn_model_backward_params", "hspmn_adamw_params", "hspmn_adamw_result", "hspmn_sampling_params"),
+                "hspmn_model_backward_params", "hspmn_adamw_params", "hspmn_adamw_result", "hspmn_sampling_params",
+                "hspmn_comm_params", "hspmn_data_parallel_params", "hspmn_data_parallel_stats"),
                 h.structs().keySet());
         for (Map.Entry<String, List<Field>> s : h.structs().entrySet()) {
             Class<?> c = Class.forName("io.hspmn.ffi." + s.getKey());
@@ -359,7 +363,10 @@ class BindingsLockstepTest {
     static long sizeOf(Header h, String type) {
         List<Field> fields = h.structs().get(type);
         if (fields == null) {
-            return type.equals("int64_t") || type.equals("uint64_t") || type.endsWith("*") ? 8 : 4;
+            if (type.equals("uint8_t") || type.equals("int8_t")) {
+                return 1;
+            }
+            return type.equals("int64_t") || type.equals("uint64_t") || type.equals("double") || type.endsWith("*") ? 8 : 4;
         }
         long offset = 0;
         for (Field f : fields) {

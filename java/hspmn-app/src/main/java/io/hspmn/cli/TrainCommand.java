@@ -1,6 +1,7 @@
 package io.hspmn.cli;
 
 import io.hspmn.io.InvalidSafeTensorsException;
+import io.hspmn.train.RankFailedException;
 import io.hspmn.train.TrainCheckpoint;
 import io.hspmn.train.TrainOptions;
 import io.hspmn.train.Trainer;
@@ -37,11 +38,20 @@ final class TrainCommand {
                 noise and schedule); options that define the run cannot change then, --steps and the evaluation,
                 saving and session options can.
 
+                Several GPUs (data parallel): --gpus N trains N ranks in this process, one thread, context and model
+                replica each (CUDA devices 0..N-1; with --backend cpu, N CPU ranks). --batch is per rank: the global
+                batch is N x --batch (x --nodes), and N ranks see exactly the windows one rank with the global batch
+                would. A checkpoint resumes on any --gpus: the global batch stays and is split over the new ranks
+                (it must divide); a --batch given then sets the rows per rank, and if that changes the global batch
+                the sampler goes on from the same window, grouping the windows into the new batch size. Several hosts:
+                the same command on each with --nodes M --node-rank R --comm-id-file PATH (or HSPMN_COMM_ID).
+
                 options (default in brackets):
                 """);
         for (TrainOptions.Option o : TrainOptions.OPTIONS) {
             String left = "  --" + o.name() + (o.isFlag() ? "" : " " + o.arg());
-            String def = o.isFlag() || o.name().equals("data") || o.name().equals("out") ? "" : " [" + o.get().apply(defaults) + "]";
+            String value = o.get().apply(defaults);
+            String def = o.isFlag() || value == null || o.name().equals("data") || o.name().equals("out") ? "" : " [" + value + "]";
             if (o.name().equals("aux-warmup")) {
                 def = "";
             }
@@ -87,9 +97,13 @@ final class TrainCommand {
             if (r.skippedSteps() > 0) {
                 out.printf(Locale.ROOT, "%d step(s) skipped for a non-finite gradient norm%n", r.skippedSteps());
             }
-            out.printf("wrote %s, %s, %s%n", r.checkpoint(), r.metrics(), r.report());
+            if (trainer.writesOutput()) {
+                out.printf("wrote %s, %s, %s%n", r.checkpoint(), r.metrics(), r.report());
+            } else {
+                out.printf(Locale.ROOT, "node %d done; node 0 wrote %s%n", options.parallel().nodeRank(), options.out());
+            }
             return Main.OK;
-        } catch (TrainingDivergedException e) {
+        } catch (TrainingDivergedException | RankFailedException e) {
             err.println("error: " + e.getMessage());
             return Main.FAILED;
         } catch (IllegalArgumentException e) {

@@ -143,15 +143,33 @@ public final class BatchSampler {
      * pinned or host tensors' {@link io.hspmn.Tensor#segment()} views directly.
      */
     public void next(MemorySegment tokens, MemorySegment targets) {
-        long need = (long) batch * seqLen * Integer.BYTES;
+        next(tokens, targets, 0, batch);
+    }
+
+    /**
+     * {@link #next(MemorySegment, MemorySegment)} for one rank of a data-parallel run: draws the whole
+     * (global) batch, so the position moves as it would for one rank, and writes only its rows
+     * {@code [first, first + rows)}, as row-major [rows, S]. Rank r of N with B rows each passes
+     * {@code (r * B, B)} to a sampler of batch N * B: together the ranks see exactly the batch one rank
+     * of batch N * B would.
+     */
+    public void next(MemorySegment tokens, MemorySegment targets, int first, int rows) {
+        if (first < 0 || rows < 0 || first > batch - rows) {
+            throw new IllegalArgumentException("rows [" + first + ", " + first + "+" + rows + ") of a batch of " + batch);
+        }
+        long need = (long) rows * seqLen * Integer.BYTES;
         if (tokens.byteSize() < need || targets.byteSize() < need) {
             throw new IllegalArgumentException("tokens/targets have " + tokens.byteSize() + "/" + targets.byteSize()
-                    + " bytes; a [" + batch + ", " + seqLen + "] int32 batch needs " + need);
+                    + " bytes; a [" + rows + ", " + seqLen + "] int32 batch needs " + need);
         }
         int w = seqLen + 1;
         for (int b = 0; b < batch; b++) {
-            split.copy(nextWindowStart(), window, 0, w);
-            long row = (long) b * seqLen * Integer.BYTES;
+            long start = nextWindowStart();
+            if (b < first || b >= first + rows) {
+                continue;
+            }
+            split.copy(start, window, 0, w);
+            long row = (long) (b - first) * seqLen * Integer.BYTES;
             for (int t = 0; t < seqLen; t++) {
                 tokens.set(ValueLayout.JAVA_INT_UNALIGNED, row + 4L * t, window[t] & 0xFF);
                 targets.set(ValueLayout.JAVA_INT_UNALIGNED, row + 4L * t, window[t + 1] & 0xFF);

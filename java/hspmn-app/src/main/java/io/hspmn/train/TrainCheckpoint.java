@@ -25,7 +25,8 @@ import java.util.function.Consumer;
  * position {@code [seed, epoch, index, training split bytes]} (the routing noise needs no state: it is
  * keyed by the step). The config JSON is the model's ({@code vocab_size, num_layers, block}, what the
  * reference's {@code load_lm_checkpoint} reads) plus {@code "training"}: the options a resumed run needs
- * ({@link TrainOptions#toStoredJson()}). {@code data_position} counts the training windows drawn.
+ * ({@link TrainOptions#toStoredJson()}). {@code data_position} counts the training windows drawn by the
+ * whole run (all ranks; steps x grad-accum x global batch while the global batch stays the same).
  */
 public final class TrainCheckpoint {
     /** Index of each word in {@code rng.state}. */
@@ -59,8 +60,13 @@ public final class TrainCheckpoint {
         return o.toString();
     }
 
-    /** The run's state now, as a checkpoint (copies everything out of the model). */
-    public static Checkpoint capture(LanguageModel model, TrainOptions options, long step, SamplerState sampler) {
+    /**
+     * The run's state now, as a checkpoint (copies everything out of the model).
+     *
+     * @param windows the training windows the run has drawn (every rank), the checkpoint's data_position
+     */
+    public static Checkpoint capture(LanguageModel model, TrainOptions options, long step, SamplerState sampler,
+                                     long windows) {
         Map<String, TensorData> weights = new LinkedHashMap<>();
         Map<String, TensorData> m = new LinkedHashMap<>();
         Map<String, TensorData> v = new LinkedHashMap<>();
@@ -75,8 +81,18 @@ public final class TrainCheckpoint {
         rng[RNG_EPOCH] = sampler.epoch();
         rng[RNG_INDEX] = sampler.index();
         rng[RNG_SPLIT_BYTES] = sampler.splitBytes();
-        long windows = Math.multiplyExact(Math.multiplyExact(step, (long) options.gradAccum()), (long) options.batch());
         return new Checkpoint(configJson(model.config(), options), step, windows, rng, weights, m, v);
+    }
+
+    /**
+     * What a rank other than 0 does while rank 0 runs {@link #capture} on a model whose optimizer is
+     * sharded: the same collective moment reads, in the same order, results dropped.
+     */
+    public static void joinCapture(LanguageModel model) {
+        for (String name : model.paramNames()) {
+            model.moment(name, Moment.M);
+            model.moment(name, Moment.V);
+        }
     }
 
     /**

@@ -90,6 +90,7 @@ public final class TrainOptions {
     private final int threads;
     private final long stopAfter;
     private final int maxSkipped;
+    private final ParallelOptions parallel;
 
     private TrainOptions(Builder b) {
         data = b.data;
@@ -121,6 +122,7 @@ public final class TrainOptions {
         threads = b.threads;
         stopAfter = b.stopAfter;
         maxSkipped = b.maxSkipped;
+        parallel = b.parallel.build();
     }
 
     public static Builder builder() {
@@ -202,8 +204,8 @@ public final class TrainOptions {
 
     // ---- the option table ----------------------------------------------------------------------
 
-    /** Every option, in help order. */
-    public static final List<Option> OPTIONS = withBlockOptions(
+    /** Every option, in help order: block options before --layers, the data-parallel ones ({@link ParallelOptions#OPTIONS}) last. */
+    public static final List<Option> OPTIONS = concat(withBlockOptions(
             new Option("data", "PATH", "UTF-8 text file or folder of them (byte-level, vocabulary 256)", Scope.ADJUSTABLE,
                     (b, v) -> b.data(Path.of(v)), o -> o.data == null ? null : o.data.toString()),
             new Option("out", "DIR", "where checkpoint.safetensors, metrics.jsonl and report.html go", Scope.SESSION,
@@ -217,7 +219,7 @@ public final class TrainOptions {
                     o -> Integer.toString(o.layers)),
             new Option("seq-len", "S", "bytes per training sequence", Scope.RUN, (b, v) -> b.seqLen(i("seq-len", v)),
                     o -> Integer.toString(o.seqLen)),
-            new Option("batch", "B", "sequences per micro-batch", Scope.RUN, (b, v) -> b.batch(i("batch", v)),
+            new Option("batch", "B", "sequences per micro-batch and rank (the global batch is B x --gpus x --nodes)", Scope.RUN, (b, v) -> b.batch(i("batch", v)),
                     o -> Integer.toString(o.batch)),
             new Option("grad-accum", "A", "micro-batches per optimizer step (gradients averaged)", Scope.RUN,
                     (b, v) -> b.gradAccum(i("grad-accum", v)), o -> Integer.toString(o.gradAccum)),
@@ -263,8 +265,15 @@ public final class TrainOptions {
                     (b, v) -> b.maxSkipped(i("max-skipped", v)), o -> Integer.toString(o.maxSkipped)),
             new Option("backend", "auto|cpu|cuda", "where to compute (auto: CUDA when present)", Scope.SESSION,
                     (b, v) -> b.backend(backend(v)), o -> o.backend.name().toLowerCase(Locale.ROOT)),
-            new Option("threads", "N", "CPU worker threads (0: all cores)", Scope.SESSION, (b, v) -> b.threads(i("threads", v)),
-                    o -> Integer.toString(o.threads)));
+            new Option("threads", "N", "CPU worker threads per rank (0: all cores, shared out among --gpus CPU ranks)",
+                    Scope.SESSION, (b, v) -> b.threads(i("threads", v)),
+                    o -> Integer.toString(o.threads))), ParallelOptions.OPTIONS);
+
+    private static List<Option> concat(List<Option> a, List<Option> b) {
+        List<Option> all = new ArrayList<>(a);
+        all.addAll(b);
+        return List.copyOf(all);
+    }
 
     // ---- lookup ----------------------------------------------------------------------------------
 
@@ -360,6 +369,7 @@ public final class TrainOptions {
         atLeast("threads", threads, 0);
         atLeast("stop-after", stopAfter, 0);
         atLeast("max-skipped", maxSkipped, 0);
+        parallel.validate(batch, seqLen);
         if (stopAfter > steps) {
             throw new IllegalArgumentException("--stop-after (" + stopAfter + ") is past --steps (" + steps + ")");
         }
@@ -471,6 +481,7 @@ public final class TrainOptions {
      * @param given the options named on this command line, with the values as typed
      */
     public static TrainOptions forResume(TrainOptions stored, Map<String, String> given) {
+        stored = resplitGlobalBatch(stored, given);
         Builder b = stored.toBuilder().resume(true);
         List<String> refused = new ArrayList<>();
         for (Map.Entry<String, String> e : given.entrySet()) {
@@ -492,6 +503,45 @@ public final class TrainOptions {
                     + String.join(", ", refused) + ". Leave them out, or start a new run in another --out");
         }
         return b.build();
+    }
+
+    // ---- data parallel: the global batch ----------------------------------------------------------
+
+    /** Sequences per micro-batch over all ranks: --batch x --gpus x --nodes. */
+    public long globalBatch() {
+        return (long) batch * parallel.world();
+    }
+
+    /**
+     * A resumed run on another number of ranks: {@code stored} with the --gpus / --nodes given and the
+     * per-rank --batch that keeps the stored global batch (--batch x ranks), so N ranks continue exactly
+     * what M ranks started. A --batch given on the command line is taken as it is: when it changes the
+     * global batch, the run goes on from the same sampler position (counted in windows, so no window is
+     * skipped or seen twice; they are only grouped into larger or smaller batches), and the schedule
+     * still counts optimizer steps; Trainer says so when it opens.
+     *
+     * @throws IllegalArgumentException the stored global batch does not split over the new ranks
+     */
+    static TrainOptions resplitGlobalBatch(TrainOptions stored, Map<String, String> given) {
+        Builder b = stored.toBuilder();
+        for (String k : List.of("gpus", "nodes", "batch")) {
+            if (given.containsKey(k)) {
+                b.set(k, given.get(k));
+            }
+        }
+        TrainOptions wanted = b.build();
+        int world = wanted.parallel.world();
+        if (world < 1 || given.containsKey("batch")) {
+            return wanted;  // validate() names a bad --gpus / --nodes
+        }
+        long global = stored.globalBatch();
+        if (global % world != 0) {
+            throw new IllegalArgumentException("the checkpoint's global batch of " + global + " sequences (--batch "
+                    + stored.batch + " x " + stored.parallel.world() + " ranks) does not split over " + world
+                    + " ranks (--nodes x --gpus); choose a rank count that divides it, or pass --batch to set the "
+                    + "sequences per rank (the global batch then changes)");
+        }
+        return b.batch(Math.toIntExact(global / world)).build();
     }
 
     // ---- getters ---------------------------------------------------------------------------------
@@ -536,6 +586,8 @@ public final class TrainOptions {
     public int threads() { return threads; }
     public long stopAfter() { return stopAfter; }
     public int maxSkipped() { return maxSkipped; }
+    /** The data-parallel options (--gpus, --comm, --nodes...). */
+    public ParallelOptions parallel() { return parallel; }
 
     /** The step this invocation ends at: --stop-after when set, else --steps. */
     public long endStep() {
@@ -612,8 +664,14 @@ public final class TrainOptions {
         private int threads;
         private long stopAfter;
         private int maxSkipped = 5;
+        private final ParallelOptions.Builder parallel = new ParallelOptions.Builder();
 
         private Builder() {
+        }
+
+        /** The data-parallel options, set in place. */
+        public ParallelOptions.Builder parallel() {
+            return parallel;
         }
 
         /**

@@ -3,20 +3,19 @@ package io.hspmn.train;
 import io.hspmn.AdamwOptions;
 import io.hspmn.AdamwResult;
 import io.hspmn.Backend;
+import io.hspmn.Communicator;
 import io.hspmn.Context;
 import io.hspmn.ContextOptions;
-import io.hspmn.DType;
+import io.hspmn.DataParallelStats;
 import io.hspmn.Hspmn;
+import io.hspmn.HspmnException;
 import io.hspmn.LanguageModel;
 import io.hspmn.LossResult;
-import io.hspmn.MemoryKind;
 import io.hspmn.ModelConfig;
 import io.hspmn.ModelForwardOptions;
 import io.hspmn.Routing;
-import io.hspmn.Tensor;
 import io.hspmn.checkpoint.Checkpoint;
 import io.hspmn.checkpoint.ModelCheckpoint;
-import io.hspmn.data.BatchSampler;
 import io.hspmn.data.ByteCorpus;
 import io.hspmn.data.CorpusSplit;
 import io.hspmn.io.SafeTensorsWriter;
@@ -28,15 +27,16 @@ import io.hspmn.metrics.StepMetrics;
 import java.io.IOException;
 import java.io.OutputStream;
 import java.io.PrintStream;
-import java.lang.foreign.MemorySegment;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Objects;
+import java.util.concurrent.atomic.AtomicInteger;
 
 /**
  * Trains a byte-level HSPMN language model, as native/reference/hspmn_lm.py's {@code train_step} does:
@@ -56,6 +56,15 @@ import java.util.Objects;
  * {@code eval-every} steps and at the last step, in evaluation mode (no noise): bits per byte and the
  * routed fraction per layer. {@code --resume} continues bit for bit: the same batches (the sampler's
  * position is in the checkpoint), the same noise (keyed by the step) and the same schedule.
+ *
+ * <p>Data parallel ({@code --gpus N}, {@code --nodes M}; README "Training on several GPUs"): each rank of
+ * this process runs the loop above on a thread of its own with its own context and model, on its rows
+ * {@code [r * B, (r + 1) * B)} of each global batch of {@code N * M * B} windows (the sampler draws the
+ * global batch, so the windows are exactly those of one rank with batch {@code N * M * B}); the model's
+ * communicator averages the gradients and keeps the weights the same on every rank, and the logged
+ * numbers are averaged over the ranks. Global rank 0 alone writes {@code --out}; a checkpoint holds the
+ * full state (a sharded optimizer's moments gathered) and resumes on any number of ranks. A rank that
+ * fails aborts the communicator, so every rank stops with a {@link RankFailedException} naming it.
  */
 public final class Trainer implements AutoCloseable {
     public static final String CHECKPOINT = "checkpoint.safetensors";
@@ -100,89 +109,70 @@ public final class Trainer implements AutoCloseable {
         }
     }
 
+    /** Called by every rank after each of its steps (tests make a rank fail through it). */
+    @FunctionalInterface
+    interface StepHook {
+        void after(int rank, long step) throws Exception;
+    }
+
+    /** One rank's share of a collective piece of work ({@link #onEveryRank}). */
+    @FunctionalInterface
+    private interface RankTask<T> {
+        T run(Rank r) throws Exception;
+    }
+
     private final TrainOptions options;
     private final PrintStream log;
     private final ByteCorpus corpus;
     private final CorpusSplit trainSplit;
     private final CorpusSplit validationSplit;
-    private final BatchSampler sampler;
-    private final BatchSampler validationSampler;
-    private final Context ctx;
-    private final LanguageModel model;
-    private final Tensor tokensStage;  // [B, S] i32, HOST (CPU) or PINNED (CUDA): the sampler writes here
-    private final Tensor targetsStage;
-    private final Tensor tokens;       // what the model reads: the stage itself on the CPU, DEVICE copies on CUDA
-    private final Tensor targets;
-    private final MemorySegment tokensView;
-    private final MemorySegment targetsView;
-    private final MetricsWriter metrics;
+    private final Rank[] ranks;          // this process's ranks, by local index
+    private final MetricsWriter metrics; // global rank 0 only (null elsewhere)
     private final Path checkpointPath;
-    private long step;
-    private long skipped;
-    private long streak;            // consecutive skipped steps up to now
-    private long lastSaved = -1;    // the step of the last checkpoint this invocation wrote
-    private boolean lastStepSkipped;
-    private final boolean biasControl;  // router bias control: threshold routing and a rate > 0
-    // The run's best validation (bits/byte) and its step: best.safetensors holds it (--keep-best), and
-    // --early-stop counts validations from it.
-    private double bestValidation = Double.POSITIVE_INFINITY;
-    private long bestStep;
+    private final boolean biasControl;   // router bias control: threshold routing and a rate > 0
+    private final boolean sharded;       // ZeRO-1: reading a moment is collective
+    private volatile StepHook hook = (rank, step) -> { };
+    private volatile boolean noise = true;
 
-    private Trainer(TrainOptions options, PrintStream log, ByteCorpus corpus, Context ctx, LanguageModel model,
-                    TrainCheckpoint.State resumed) throws IOException {
+    private Trainer(TrainOptions options, PrintStream log, ByteCorpus corpus, CorpusSplit trainSplit,
+                    CorpusSplit validationSplit, Rank[] ranks, TrainCheckpoint.State resumed) throws IOException {
         this.options = options;
         this.log = log;
         this.corpus = corpus;
-        ByteCorpus.Splits splits = corpus.split(options.valFraction());
-        this.trainSplit = splits.train();
-        this.validationSplit = splits.validation();
-        this.sampler = BatchSampler.shuffled(trainSplit, options.batch(), options.seqLen(), options.seed());
-        this.validationSampler = BatchSampler.sequential(validationSplit, options.batch(), options.seqLen());
-        this.ctx = ctx;
-        this.model = model;
-        boolean cuda = ctx.backend() == Backend.CUDA;
-        MemoryKind stage = cuda ? MemoryKind.PINNED : MemoryKind.HOST;
-        this.tokensStage = Tensor.create(ctx, DType.I32, stage, options.batch(), options.seqLen());
-        this.targetsStage = Tensor.create(ctx, DType.I32, stage, options.batch(), options.seqLen());
-        this.tokens = cuda ? Tensor.create(ctx, DType.I32, MemoryKind.DEVICE, options.batch(), options.seqLen()) : tokensStage;
-        this.targets = cuda ? Tensor.create(ctx, DType.I32, MemoryKind.DEVICE, options.batch(), options.seqLen()) : targetsStage;
-        this.tokensView = tokensStage.segment();
-        this.targetsView = targetsStage.segment();
+        this.trainSplit = trainSplit;
+        this.validationSplit = validationSplit;
+        this.ranks = ranks;
         this.checkpointPath = options.out().resolve(CHECKPOINT);
-        this.biasControl = options.routerBiasRate() > 0 && model.config().block().routing() == Routing.THRESHOLD;
+        this.biasControl = options.routerBiasRate() > 0 && ranks[0].model.config().block().routing() == Routing.THRESHOLD;
+        this.sharded = options.parallel().shardOptimizer() && ranks[0].comm != null;
         Path metricsPath = options.out().resolve(METRICS);
-        if (resumed != null) {
-            ModelCheckpoint.restore(resumed.checkpoint(), model, true);
-            try {
-                sampler.restore(resumed.sampler(options.batch(), options.seqLen()));
-            } catch (IllegalArgumentException e) {
-                throw new IllegalArgumentException("--data " + options.data() + " is not the corpus the run was trained on: "
-                        + "its training split has " + trainSplit.size() + " bytes, the checkpoint's had "
-                        + resumed.rngState()[TrainCheckpoint.RNG_SPLIT_BYTES] + " (" + e.getMessage() + ")");
-            }
-            this.step = resumed.step();
+        Rank lead = ranks[0];
+        if (lead.global != 0) {
+            this.metrics = null;
+        } else if (resumed != null) {
             // before the metrics are cut back to the checkpoint's step: best.safetensors may be newer than it
             if (Files.isRegularFile(metricsPath)) {
                 double[] best = bestValidationLogged(metricsPath);
-                bestStep = (long) best[1];
+                lead.bestStep = (long) best[1];
                 // without its best.safetensors a --keep-best run writes one at the next validation
-                bestValidation = options.keepBest() && !Files.isRegularFile(options.out().resolve(BEST))
+                lead.bestValidation = options.keepBest() && !Files.isRegularFile(options.out().resolve(BEST))
                         ? Double.POSITIVE_INFINITY : best[0];
             }
-            this.metrics = MetricsWriter.resume(metricsPath, step);
+            this.metrics = MetricsWriter.resume(metricsPath, resumed.step());
         } else {
             this.metrics = MetricsWriter.create(metricsPath);
         }
     }
 
     /**
-     * Opens the corpus, makes the context and the model (fresh from the seed, or the checkpoint in
-     * {@code --out} when resuming) and the metrics file.
+     * Opens the corpus, makes each rank's context and model (fresh from the seed, or the checkpoint in
+     * {@code --out} when resuming), joins the ranks' communicators and opens the metrics file.
      *
      * @param log progress and evaluation lines; null for none
      * @throws IllegalArgumentException bad options, an --out that already holds a run (without --resume) or
      *                                  none (with it), a corpus too small for one window, a resume whose
-     *                                  options or data differ from the checkpoint's
+     *                                  options or data differ from the checkpoint's, more --gpus than
+     *                                  devices, a communicator that cannot serve the run
      * @throws IOException              unreadable or invalid corpus (a {@link io.hspmn.data.CorpusException}),
      *                                  unreadable checkpoint
      */
@@ -226,23 +216,217 @@ public final class Trainer implements AutoCloseable {
                     orphans == 1 ? "" : "s", options.out());
         }
         ByteCorpus corpus = ByteCorpus.open(options.data());
-        Context ctx = null;
+        List<Context> contexts = new ArrayList<>();
         try {
-            ctx = Context.create(ContextOptions.defaults().withBackend(options.backend()).withNumThreads(options.threads()));
-            LanguageModel model = LanguageModel.create(ctx, modelConfig, options.seed());
+            ByteCorpus.Splits splits = corpus.split(options.valFraction());
+            ParallelOptions par = options.parallel();
+            Rank[] ranks = new Rank[par.gpus()];
+            for (int i = 0; i < ranks.length; i++) {
+                Context ctx = rankContext(options, i, i == 0 ? options.backend() : contexts.getFirst().backend());
+                contexts.add(ctx);
+                LanguageModel model = LanguageModel.create(ctx, modelConfig, options.seed());
+                ranks[i] = new Rank(i, par.globalRank(i), ctx, model, options, splits.train(), splits.validation());
+            }
             requireCheckpointHeap(modelConfig);
-            Trainer t = new Trainer(options, out, corpus, ctx, model, resumed);
+            connect(ranks, options);
+            if (resumed != null) {
+                restore(ranks, resumed, options, splits.train());
+            }
+            Trainer t = new Trainer(options, out, corpus, splits.train(), splits.validation(), ranks, resumed);
+            if (resumed != null && options.keepBest()) {
+                onEveryRank(ranks, par.world(), t::shareBest);
+            }
             t.describe(resumed);
             return t;
         } catch (IOException | RuntimeException e) {
-            if (ctx != null) {
-                ctx.close();
+            for (Context c : contexts.reversed()) {
+                c.close();
             }
             corpus.close();
             throw e;
         }
     }
 
+    /**
+     * Local rank {@code i}'s context: device i; rank 0 resolves --backend, the others take what it
+     * resolved. CPU ranks share the cores: --threads 0 gives each its share.
+     */
+    private static Context rankContext(TrainOptions o, int i, Backend backend) {
+        int gpus = o.parallel().gpus();
+        int threads = o.threads() > 0 || gpus == 1 ? o.threads()
+                : Math.max(1, Runtime.getRuntime().availableProcessors() / gpus);
+        ContextOptions co = ContextOptions.defaults().withBackend(backend).withDevice(i).withNumThreads(threads);
+        if (i == 0) {
+            return Context.create(co);
+        }
+        try {
+            return Context.create(co);
+        } catch (HspmnException e) {
+            throw new IllegalArgumentException("--gpus " + gpus + ": rank " + i + " cannot open " + backend + " device " + i
+                    + " (" + e.getMessage() + "); --gpus is at most the number of devices of this host", e);
+        }
+    }
+
+    /**
+     * Joins the ranks into one communicator (none for one rank under --comm auto) and attaches it to
+     * their models: collective, so one thread per local rank; then node 0 retires the rendezvous file.
+     */
+    private static void connect(Rank[] ranks, TrainOptions o) throws IOException {
+        ParallelOptions par = o.parallel();
+        Communicator.Kind kind = par.commKind(ranks[0].ctx.backend());
+        if (kind == null) {
+            return;
+        }
+        byte[] id;
+        try {
+            id = Rendezvous.id(par, kind, System.getenv(), System::currentTimeMillis);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new java.io.InterruptedIOException("interrupted while waiting for --comm-id-file");
+        }
+        int timeoutMs = Math.toIntExact(par.commTimeoutS() * 1000L);
+        long bucketBytes = (long) par.bucketMib() << 20;
+        onEveryRank(ranks, par.world(), r -> {
+            r.comm = Communicator.create(r.ctx, new Communicator.Params(kind, r.global, par.world(), timeoutMs, id));
+            r.model.setCommunicator(r.comm, bucketBytes, par.shardOptimizer());
+            return null;
+        });
+        Rendezvous.spent(par);
+    }
+
+    /** Every rank takes the checkpoint's weights, moments (a sharded rank keeps its share) and sampler position. */
+    private static void restore(Rank[] ranks, TrainCheckpoint.State resumed, TrainOptions o, CorpusSplit train)
+            throws IOException {
+        for (Rank r : ranks) {
+            ModelCheckpoint.restore(resumed.checkpoint(), r.model, true);
+            try {
+                r.sampler.restore(resumed.sampler(Math.toIntExact(o.globalBatch()), o.seqLen()));
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException("--data " + o.data() + " is not the corpus the run was trained on: "
+                        + "its training split has " + train.size() + " bytes, the checkpoint's had "
+                        + resumed.rngState()[TrainCheckpoint.RNG_SPLIT_BYTES] + " (" + e.getMessage() + ")");
+            }
+            r.step = resumed.step();
+            r.windows = resumed.checkpoint().dataPosition();
+        }
+    }
+
+    /**
+     * Global rank 0's best validation so far (read from its metrics) to every rank: --keep-best's
+     * decision to capture must be the same on all, as the capture of sharded moments is collective.
+     */
+    private Void shareBest(Rank r) {
+        if (r.comm != null && r.comm.world() > 1) {
+            // a sum of one value and zeros: rank 0's, rounded to float on every rank (steps are exact in a float)
+            float[] best = {r.global == 0 ? (float) r.bestValidation : 0f, r.global == 0 ? r.bestStep : 0f};
+            r.comm.allReduce(best, false);
+            r.bestValidation = best[0];
+            r.bestStep = (long) best[1];
+        }
+        return null;
+    }
+
+    /**
+     * Runs {@code task} on every rank of this process, one thread each (on the caller's thread for a
+     * single rank), and returns local rank 0's result. The first rank to fail aborts every communicator,
+     * so the others, waiting in a collective or reaching the next, fail at once instead of hanging; that
+     * failure comes back as a {@link RankFailedException} naming the rank, the others' errors suppressed
+     * in it. A {@link TrainingDivergedException} is no failure: every rank reaches the same one.
+     */
+    private static <T> T onEveryRank(Rank[] ranks, int world, RankTask<T> task) throws IOException {
+        if (ranks.length == 1) {
+            return runSingle(ranks[0], world, task);
+        }
+        Object[] results = new Object[ranks.length];
+        Throwable[] errors = new Throwable[ranks.length];
+        AtomicInteger firstFailed = new AtomicInteger(-1);
+        Thread[] threads = new Thread[ranks.length];
+        for (int i = 0; i < ranks.length; i++) {
+            int k = i;
+            threads[i] = Thread.ofPlatform().name("hspmn-rank-" + ranks[i].global).start(() -> {
+                try {
+                    results[k] = task.run(ranks[k]);
+                } catch (Throwable e) {
+                    errors[k] = e;
+                    if (!(e instanceof TrainingDivergedException) && firstFailed.compareAndSet(-1, k)) {
+                        abortAll(ranks);
+                    }
+                }
+            });
+        }
+        boolean interrupted = false;
+        for (Thread t : threads) {
+            while (true) {
+                try {
+                    t.join();
+                    break;
+                } catch (InterruptedException e) {
+                    interrupted = true;
+                    if (firstFailed.compareAndSet(-1, -2)) {
+                        abortAll(ranks);  // the ranks stop at their next collective, then we return
+                    }
+                }
+            }
+        }
+        if (interrupted) {
+            Thread.currentThread().interrupt();
+        }
+        int f = firstFailed.get();
+        if (f == -2) {
+            throw new java.io.InterruptedIOException("interrupted: every rank was stopped");
+        }
+        if (f >= 0) {
+            RankFailedException e = new RankFailedException(ranks[f].global, world, errors[f]);
+            for (int i = 0; i < errors.length; i++) {
+                if (i != f && errors[i] != null) {
+                    e.addSuppressed(errors[i]);
+                }
+            }
+            throw e;
+        }
+        if (errors[0] != null) {
+            throw (TrainingDivergedException) errors[0];
+        }
+        for (Throwable e : errors) {
+            if (e != null) {
+                throw (TrainingDivergedException) e;
+            }
+        }
+        @SuppressWarnings("unchecked")
+        T r = (T) results[0];
+        return r;
+    }
+
+    /**
+     * The task on the caller's thread. A rank of several processes (--nodes) still aborts its
+     * communicator when it fails, so the other nodes fail fast rather than wait out the timeout.
+     */
+    private static <T> T runSingle(Rank r, int world, RankTask<T> task) throws IOException {
+        try {
+            return task.run(r);
+        } catch (IOException | RuntimeException e) {
+            if (world > 1 && !(e instanceof TrainingDivergedException)) {
+                abortAll(new Rank[] {r});
+                throw new RankFailedException(r.global, world, e);
+            }
+            throw e;
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    private static void abortAll(Rank[] ranks) {
+        for (Rank r : ranks) {
+            Communicator c = r.comm;
+            if (c != null) {
+                try {
+                    c.abort();
+                } catch (RuntimeException ignored) {
+                    // a communicator that cannot abort is already dead: its collectives fail anyway
+                }
+            }
+        }
+    }
     /** Java heap a checkpoint save takes per parameter: weight, m and v as f32 bytes, and one float[] copy in flight. */
     static final long CHECKPOINT_HEAP_BYTES_PER_PARAMETER = 16;
 
@@ -274,20 +458,40 @@ public final class Trainer implements AutoCloseable {
     }
 
     private void describe(TrainCheckpoint.State resumed) {
-        ModelConfig c = model.config();
+        Rank lead = ranks[0];
+        ModelConfig c = lead.model.config();
+        ParallelOptions par = options.parallel();
+        if (lead.global != 0) {
+            log.printf(Locale.ROOT, "node %d of %d: ranks %d to %d of %d joined; node 0 writes %s%n", par.nodeRank(),
+                    par.nodes(), lead.global, lead.global + ranks.length - 1, par.world(), options.out());
+            return;
+        }
         log.printf(Locale.ROOT, "%s on %s: %d layers, dim %d, %d/%d heads, %s routing (rho %.2f), %,d parameters%n",
-                resumed != null ? "resuming at step " + resumed.step() : "training", ctx.backend(), c.numLayers(),
+                resumed != null ? "resuming at step " + resumed.step() : "training", lead.ctx.backend(), c.numLayers(),
                 c.block().dim(), c.block().numHeads(), c.block().numKvHeads(), c.block().routing().jsonName(),
                 c.block().sparsityK(), c.parameterCount());
         log.printf(Locale.ROOT, "data %s: %,d training bytes, %,d validation bytes (unigram entropy %.3f bits/byte)%n",
                 options.data(), trainSplit.size(), validationSplit.size(), validationSplit.unigramEntropyBits());
+        if (lead.comm != null) {
+            log.printf(Locale.ROOT, "data parallel: %d rank%s (%d node%s x %d), %s communicator%s; global batch %d x %d "
+                            + "sequences%n", par.world(), par.world() == 1 ? "" : "s", par.nodes(), par.nodes() == 1 ? "" : "s",
+                    par.gpus(), lead.comm.kind().name().toLowerCase(Locale.ROOT), sharded ? ", optimizer sharded (ZeRO-1)" : "",
+                    par.world(), options.batch());
+        }
+        if (resumed != null && resumed.options().globalBatch() != options.globalBatch()) {
+            log.printf(Locale.ROOT, "note: the global batch changes from %d to %d sequences: the sampler goes on from the "
+                            + "window where the checkpoint stopped (no window is skipped or seen twice, they are only grouped "
+                            + "%d to a batch now), and the schedule still counts optimizer steps%n",
+                    resumed.options().globalBatch(), options.globalBatch(), options.globalBatch());
+        }
         log.printf(Locale.ROOT, "%d steps of %d x %d x %d bytes, lr %.3g (warm-up %d, cosine to x%.2f), out %s%n",
-                options.steps(), options.gradAccum(), options.batch(), options.seqLen(), options.lr(), options.warmup(),
+                options.steps(), options.gradAccum(), options.globalBatch(), options.seqLen(), options.lr(), options.warmup(),
                 options.minLrRatio(), options.out());
     }
 
+    /** Local rank 0's model (every rank's holds the same weights). */
     public LanguageModel model() {
-        return model;
+        return ranks[0].model;
     }
 
     public TrainOptions options() {
@@ -296,7 +500,7 @@ public final class Trainer implements AutoCloseable {
 
     /** Optimizer steps taken. */
     public long step() {
-        return step;
+        return ranks[0].step;
     }
 
     public CorpusSplit trainSplit() {
@@ -307,166 +511,230 @@ public final class Trainer implements AutoCloseable {
         return validationSplit;
     }
 
-    /** Trains from the current step to --stop-after (or --steps); see the class comment. */
+    /** Whether this process writes --out (it holds global rank 0). */
+    public boolean writesOutput() {
+        return metrics != null;
+    }
+
+    /** Test hook: runs on every rank after each step. */
+    void onStep(StepHook h) {
+        hook = Objects.requireNonNull(h);
+    }
+
+    /**
+     * Test knob: training forwards without routing noise. The library keys a row's noise (and dropout
+     * masks) by its index in the batch the rank passes, so with noise N ranks of B draw other noise than
+     * one rank of N x B; without it they compute the same (DataParallelTest).
+     */
+    void noise(boolean on) {
+        noise = on;
+    }
+
+    /** Every rank's model of this process, by local rank (tests compare the replicas). */
+    List<LanguageModel> replicas() {
+        List<LanguageModel> l = new ArrayList<>();
+        for (Rank r : ranks) {
+            l.add(r.model);
+        }
+        return l;
+    }
+
+    /** Trains from the current step to --stop-after (or --steps) on every rank; see the class comment. */
     public Result run() throws IOException {
+        return onEveryRank(ranks, options.parallel().world(), this::run);
+    }
+
+    private Result run(Rank r) throws Exception {
+        boolean lead = r.global == 0;
         long end = options.endStep();
-        ProgressBar bar = new ProgressBar(options.steps(), log, log == System.out && ProgressBar.isTerminal(), 10,
-                System::nanoTime);
+        ProgressBar bar = new ProgressBar(options.steps(), lead ? log : NO_LOG, lead && log == System.out
+                && ProgressBar.isTerminal(), 10, System::nanoTime);
         EvalResult lastEval = null;
         long lastEvalStep = 0;
-        long skippedBefore = skipped;
+        long skippedBefore = r.skipped;
         boolean savePending = false;
         boolean stoppedEarly = false;
-        while (step < end) {
-            StepMetrics m = trainStep();
-            streak = lastStepSkipped ? streak + 1 : 0;
-            if (evalDue()) {
-                lastEval = evaluate();
-                lastEvalStep = step;
+        while (r.step < end) {
+            StepMetrics m = trainStep(r);
+            r.streak = r.lastStepSkipped ? r.streak + 1 : 0;
+            if (evalDue(r.step)) {
+                lastEval = evaluate(r);  // the same on every rank (averaged), so every rank decides alike below
+                lastEvalStep = r.step;
                 m = m.withValidation(lastEval.loss(), lastEval.bitsPerByte(), lastEval.routedFraction());
-                if (lastEval.bitsPerByte() < bestValidation) {
-                    bestValidation = lastEval.bitsPerByte();
-                    bestStep = step;
+                if (lastEval.bitsPerByte() < r.bestValidation) {
+                    r.bestValidation = lastEval.bitsPerByte();
+                    r.bestStep = r.step;
                     if (options.keepBest()) {
-                        capture().save(options.out().resolve(BEST));
+                        Checkpoint c = capture(r);
+                        if (lead) {
+                            c.save(options.out().resolve(BEST));
+                        }
                     }
-                } else if (options.earlyStop() > 0 && step - bestStep >= options.earlyStop() * options.evalEvery()) {
+                } else if (options.earlyStop() > 0 && r.step - r.bestStep >= options.earlyStop() * options.evalEvery()) {
                     stoppedEarly = true;
-                    end = step;  // the checkpoint below is written at this step
+                    end = r.step;  // the checkpoint below is written at this step
                 }
             }
-            metrics.write(m);
-            if (m.hasValidation()) {
-                writeReport();  // kept current, so a run stopped from outside still has its charts
+            if (lead) {
+                metrics.write(m);
+                if (m.hasValidation()) {
+                    writeReport();  // kept current, so a run stopped from outside still has its charts
+                }
+                bar.update(r.step, m.loss(), m.bitsPerByte(), m.tokS());
+                if (m.hasValidation()) {
+                    bar.finish();
+                    log.printf(Locale.ROOT, "step %d: validation %.4f bits/byte, routed fraction (no noise) %s%n", r.step,
+                            lastEval.bitsPerByte(), format(lastEval.routedFraction()));
+                    if (r.comm != null) {
+                        DataParallelStats d = r.model.dataParallelStats();
+                        log.printf(Locale.ROOT, "step %d: gradient all-reduce %d bucket%s, %.1f MiB per backward, the last "
+                                        + "%.2f ms, %.0f%% of it overlapped by the backward%n", r.step, d.buckets(),
+                                d.buckets() == 1 ? "" : "s", d.bytes() / 1048576.0, d.allReduceMs(), 100 * d.overlapFraction());
+                    }
+                }
             }
-            bar.update(step, m.loss(), m.bitsPerByte(), m.tokS());
-            if (m.hasValidation()) {
-                bar.finish();
-                log.printf(Locale.ROOT, "step %d: validation %.4f bits/byte, routed fraction (no noise) %s%n", step,
-                        lastEval.bitsPerByte(), format(lastEval.routedFraction()));
+            hook.after(r.global, r.step);
+            if (options.maxSkipped() > 0 && r.streak >= options.maxSkipped()) {
+                if (lead) {
+                    bar.finish();
+                    metrics.sync();
+                    writeReport();
+                }
+                throw diverged(r);
             }
-            if (options.maxSkipped() > 0 && streak >= options.maxSkipped()) {
-                bar.finish();
-                metrics.sync();
-                writeReport();
-                throw diverged();
-            }
-            savePending |= saveDue(end);
+            savePending |= saveDue(r.step, end);
             // A checkpoint waits while skipped steps pile up: the state that makes them may be diverging.
-            if (savePending && (streak == 0 || step == end)) {
-                save();
+            if (savePending && (r.streak == 0 || r.step == end)) {
+                save(r);
                 savePending = false;
             }
         }
-        bar.finish();
-        Path report = writeReport();
-        return new Result(step, skipped - skippedBefore, lastEval, lastEvalStep, validationSplit.unigramEntropyBits(), checkpointPath,
-                metrics.path(), report, stoppedEarly ? bestStep : -1, bestValidation);
+        Path report = null;
+        if (lead) {
+            bar.finish();
+            report = writeReport();
+        }
+        return new Result(r.step, r.skipped - skippedBefore, lastEval, lastEvalStep, validationSplit.unigramEntropyBits(),
+                lead ? checkpointPath : null, lead ? metrics.path() : null, report, stoppedEarly ? r.bestStep : -1,
+                r.bestValidation);
     }
+
+    private static final PrintStream NO_LOG = new PrintStream(OutputStream.nullOutputStream());
 
     private Path writeReport() throws IOException {
         Path report = options.out().resolve(REPORT);
         HtmlReport.write(metrics.path(), report, new HtmlReport.Options("HSPMN training: " + options.data().getFileName(),
-                validationSplit.unigramEntropyBits(), (double) model.config().block().sparsityK()));
+                validationSplit.unigramEntropyBits(), (double) ranks[0].model.config().block().sparsityK()));
         return report;
     }
 
-    private TrainingDivergedException diverged() {
-        String kept = lastSaved >= 0 ? "the checkpoint in " + options.out() + " is the last written before them (step "
-                + lastSaved + ")"
+    private TrainingDivergedException diverged(Rank r) {
+        String kept = r.lastSaved >= 0 ? "the checkpoint in " + options.out() + " is the last written before them (step "
+                + r.lastSaved + ")"
                 : Files.isRegularFile(checkpointPath) ? "the checkpoint in " + options.out() + " was left as it was"
                 : "no checkpoint was written";
         return new TrainingDivergedException(String.format(Locale.ROOT, "training diverged: steps %d to %d all had a "
                         + "non-finite gradient norm and were skipped (--max-skipped %d); stopped at step %d, %s. Lower --lr "
-                        + "(%.3g) or --warmup's ramp, or keep --clip on", step - streak + 1, step, options.maxSkipped(), step,
-                kept, options.lr()), step, streak);
+                        + "(%.3g) or --warmup's ramp, or keep --clip on", r.step - r.streak + 1, r.step, options.maxSkipped(),
+                r.step, kept, options.lr()), r.step, r.streak);
     }
 
-    private boolean evalDue() {
+    private boolean evalDue(long step) {
         return step == options.steps() || (options.evalEvery() > 0 && step % options.evalEvery() == 0);
     }
 
-    private boolean saveDue(long end) {
+    private boolean saveDue(long step, long end) {
         return step == end || (options.saveEvery() > 0 && step % options.saveEvery() == 0);
     }
 
-    /** One optimizer step; returns its metrics (without validation). */
-    StepMetrics trainStep() {
-        long s = step;
+    /**
+     * One optimizer step on rank {@code r}; returns its metrics (without validation), averaged over the
+     * ranks. The model's collectives average the gradients inside backward and keep the update the same.
+     */
+    private StepMetrics trainStep(Rank r) {
+        long s = r.step;
         int a = options.gradAccum();
+        LanguageModel model = r.model;
         float lr = (float) Schedules.lr(s, options.warmup(), options.steps(), options.lr(), options.minLrRatio());
         float auxTarget = Schedules.auxTarget(s, options.auxWarmup(), model.config().block().sparsityK());
         long t0 = System.nanoTime();
-        double loss = 0;
-        double ce = 0;
-        double aux = 0;
-        double[] routed = new double[model.config().numLayers()];
+        int layers = model.config().numLayers();
+        double[] sums = new double[3 + layers];  // loss, ce, aux, routed fraction per layer
         for (int micro = 0; micro < a; micro++) {
-            sampler.next(tokensView, targetsView);
-            upload();
-            LossResult r = model.forward(tokens, targets, ModelForwardOptions.training(options.seed(), s * a + micro, auxTarget,
-                    options.dropout()));
+            r.nextTraining();
+            LossResult x = model.forward(r.tokens, r.targets, ModelForwardOptions.training(options.seed(), s * a + micro,
+                    auxTarget, options.dropout()).withNoise(noise));
             model.backward(1f / a, micro > 0);
-            loss += (double) r.loss() / a;
-            ce += (double) r.crossEntropy() / a;
-            float[] layerAux = r.aux();
-            float[] layerRouted = r.routedFraction();
-            for (int i = 0; i < routed.length; i++) {
-                aux += (double) layerAux[i] / a;
-                routed[i] += (double) layerRouted[i] / a;
+            sums[0] += (double) x.loss() / a;
+            sums[1] += (double) x.crossEntropy() / a;
+            float[] layerAux = x.aux();
+            float[] layerRouted = x.routedFraction();
+            for (int i = 0; i < layers; i++) {
+                sums[2] += (double) layerAux[i] / a;
+                sums[3 + i] += (double) layerRouted[i] / a;
             }
         }
+        r.windows += a * options.globalBatch();
         AdamwResult u = model.adamwStep(new AdamwOptions(s + 1, lr, AdamwOptions.BETA1, options.beta2(),
                 AdamwOptions.EPS, options.weightDecay(), options.clip()));
         if (u.applied() && biasControl) {
             model.routerBiasStep(auxTarget, options.routerBiasRate());
         }
-        step = s + 1;
-        lastStepSkipped = !u.applied();
+        r.mean(sums);
+        r.step = s + 1;
+        r.lastStepSkipped = !u.applied();
         if (!u.applied()) {
-            skipped++;
-            log.printf(Locale.ROOT, "step %d: gradient norm %s is not finite; the update was skipped%n", step, u.gradNorm());
+            r.skipped++;
+            if (r.global == 0) {
+                log.printf(Locale.ROOT, "step %d: gradient norm %s is not finite; the update was skipped%n", r.step,
+                        u.gradNorm());
+            }
         }
         double seconds = (System.nanoTime() - t0) / 1e9;
-        double tokS = (double) a * options.batch() * options.seqLen() / seconds;
-        return new StepMetrics(step, loss, aux, ce / LN2, routed, lr, u.gradNorm(), tokS, Hspmn.allocStats().peakBytes(),
-                null, null);
-    }
-
-    private void upload() {
-        if (tokens != tokensStage) {
-            tokens.copyFrom(tokensStage);
-            targets.copyFrom(targetsStage);
-        }
+        double tokS = (double) a * options.globalBatch() * options.seqLen() / seconds;
+        return new StepMetrics(r.step, sums[0], sums[2], sums[1] / LN2, Arrays.copyOfRange(sums, 3, sums.length), lr,
+                u.gradNorm(), tokS, Hspmn.allocStats().peakBytes(), null, null);
     }
 
     /**
      * One validation pass over the first {@code eval-batches} batches of the validation split (the same
-     * ones every time), in evaluation mode: no noise, nothing kept for backward.
+     * ones every time), in evaluation mode: no noise, nothing kept for backward. With several ranks each
+     * takes its rows of every (global) batch and the results are averaged.
      */
-    public EvalResult evaluate() {
-        validationSampler.reset();
-        int n = options.evalBatches();
-        double ce = 0;
-        double[] routed = new double[model.config().numLayers()];
-        for (int k = 0; k < n; k++) {
-            validationSampler.next(tokensView, targetsView);
-            upload();
-            LossResult r = model.forward(tokens, targets, ModelForwardOptions.evaluation());
-            ce += (double) r.crossEntropy() / n;
-            float[] lr = r.routedFraction();
-            for (int i = 0; i < routed.length; i++) {
-                routed[i] += (double) lr[i] / n;
-            }
-        }
-        return new EvalResult(ce, ce / LN2, routed);
+    public EvalResult evaluate() throws IOException {
+        return onEveryRank(ranks, options.parallel().world(), this::evaluate);
     }
 
-    /** Writes the checkpoint (atomically) and forces the metrics to disk. */
+    private EvalResult evaluate(Rank r) {
+        r.validationSampler.reset();
+        int n = options.evalBatches();
+        int layers = r.model.config().numLayers();
+        double[] sums = new double[1 + layers];  // ce, routed fraction per layer
+        for (int k = 0; k < n; k++) {
+            r.nextValidation();
+            LossResult x = r.model.forward(r.tokens, r.targets, ModelForwardOptions.evaluation());
+            sums[0] += (double) x.crossEntropy() / n;
+            float[] lr = x.routedFraction();
+            for (int i = 0; i < layers; i++) {
+                sums[1 + i] += (double) lr[i] / n;
+            }
+        }
+        r.mean(sums);
+        return new EvalResult(sums[0], sums[0] / LN2, Arrays.copyOfRange(sums, 1, sums.length));
+    }
+
+    /** Writes the checkpoint (atomically, global rank 0 only) and forces the metrics to disk. */
     public Path save() throws IOException {
-        capture().save(checkpointPath);
-        metrics.sync();
-        lastSaved = step;
+        return onEveryRank(ranks, options.parallel().world(), this::save);
+    }
+
+    private Path save(Rank r) throws IOException {
+        Checkpoint c = capture(r);
+        if (c != null) {
+            c.save(checkpointPath);
+            metrics.sync();
+        }
+        r.lastSaved = r.step;
         return checkpointPath;
     }
 
@@ -492,9 +760,19 @@ public final class Trainer implements AutoCloseable {
         return best;
     }
 
-    /** The run's state now: weights, moments, options, step and sampler position (what --resume reads). */
-    private Checkpoint capture() {
-        return TrainCheckpoint.capture(model, storedOptions(), step, sampler.state());
+    /**
+     * The run's state now: weights, moments, options, step and sampler position (what --resume reads), on
+     * global rank 0; null on the others, which only join the collective reads of a sharded optimizer's
+     * moments, in the same order.
+     */
+    private Checkpoint capture(Rank r) {
+        if (r.global == 0) {
+            return TrainCheckpoint.capture(r.model, storedOptions(), r.step, r.sampler.state(), r.windows);
+        }
+        if (sharded) {
+            TrainCheckpoint.joinCapture(r.model);
+        }
+        return null;
     }
 
     /** What the checkpoint records: the data path made absolute, so a resume from another folder finds it. */
@@ -510,14 +788,18 @@ public final class Trainer implements AutoCloseable {
         return s.toString();
     }
 
-    /** Closes the metrics file, the model, the context and the corpus. */
+    /** Closes the metrics file, every rank's model, communicator and context, and the corpus. */
     @Override
     public void close() throws IOException {
         try {
-            metrics.close();
+            if (metrics != null) {
+                metrics.close();
+            }
         } finally {
             try {
-                ctx.close();
+                for (Rank r : ranks) {
+                    r.ctx.close();
+                }
             } finally {
                 corpus.close();
             }
@@ -526,6 +808,7 @@ public final class Trainer implements AutoCloseable {
 
     @Override
     public String toString() {
-        return "Trainer[step " + step + "/" + options.steps() + ", " + model + ", " + options.out() + "]";
+        return "Trainer[step " + step() + "/" + options.steps() + ", " + ranks.length + " rank(s), " + model() + ", "
+                + options.out() + "]";
     }
 }

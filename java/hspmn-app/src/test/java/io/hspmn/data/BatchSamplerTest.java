@@ -262,4 +262,35 @@ class BatchSamplerTest {
             BatchSampler.sequential(s.validation(), 8, 256).next();
         }
     }
+
+    @Test
+    void ranksTakingTheirRowsOfTheGlobalBatchSeeWhatOneSamplerSees() {
+        int ranks = 3;
+        int rows = 2;
+        int seq = 16;
+        BatchSampler whole = BatchSampler.shuffled(train, ranks * rows, seq, 9);
+        BatchSampler[] parts = new BatchSampler[ranks];
+        for (int r = 0; r < ranks; r++) {
+            parts[r] = BatchSampler.shuffled(train, ranks * rows, seq, 9);
+        }
+        long bytes = (long) ranks * rows * seq * Integer.BYTES;
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment tok = arena.allocate(bytes);
+            MemorySegment tgt = arena.allocate(bytes);
+            MemorySegment tokR = arena.allocate(bytes / ranks);
+            MemorySegment tgtR = arena.allocate(bytes / ranks);
+            for (int batch = 0; batch < 50; batch++) {
+                whole.next(tok, tgt);
+                for (int r = 0; r < ranks; r++) {
+                    parts[r].next(tokR, tgtR, r * rows, rows);
+                    long at = (long) r * rows * seq * Integer.BYTES;
+                    assertEquals(-1, tok.asSlice(at, bytes / ranks).mismatch(tokR), "batch " + batch + " rank " + r + " tokens");
+                    assertEquals(-1, tgt.asSlice(at, bytes / ranks).mismatch(tgtR), "batch " + batch + " rank " + r + " targets");
+                    assertEquals(whole.state(), parts[r].state(), "every rank's sampler moves with the global batch");
+                }
+            }
+        }
+        assertThrows(IllegalArgumentException.class, () -> whole.next(MemorySegment.ofArray(new int[64]),
+                MemorySegment.ofArray(new int[64]), 5, 2));
+    }
 }

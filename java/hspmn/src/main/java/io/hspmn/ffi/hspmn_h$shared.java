@@ -123,6 +123,28 @@ public class hspmn_h$shared {
         C_INT.withName("applied")
     ).withName("hspmn_adamw_result");
 
+    static final GroupLayout hspmn_comm_params$LAYOUT = MemoryLayout.structLayout(
+        C_INT.withName("kind"),
+        C_INT.withName("rank"),
+        C_INT.withName("world"),
+        C_INT.withName("timeout_ms"),
+        MemoryLayout.sequenceLayout(128, C_CHAR).withName("id")
+    ).withName("hspmn_comm_params");
+
+    static final GroupLayout hspmn_data_parallel_params$LAYOUT = MemoryLayout.structLayout(
+        C_LONG.withName("bucket_bytes"),
+        C_INT.withName("shard_optimizer"),
+        C_INT.withName("reserved")
+    ).withName("hspmn_data_parallel_params");
+
+    static final GroupLayout hspmn_data_parallel_stats$LAYOUT = MemoryLayout.structLayout(
+        C_LONG.withName("backwards"),
+        C_LONG.withName("buckets"),
+        C_LONG.withName("bytes"),
+        C_DOUBLE.withName("all_reduce_ms"),
+        C_DOUBLE.withName("overlapped_ms")
+    ).withName("hspmn_data_parallel_stats");
+
     static final GroupLayout hspmn_sampling_params$LAYOUT = MemoryLayout.structLayout(
         C_FLOAT.withName("temperature"),
         C_INT.withName("top_k"),

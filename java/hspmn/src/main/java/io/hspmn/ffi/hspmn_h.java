@@ -19,12 +19,15 @@ public class hspmn_h extends hspmn_h$shared {
     /** {@code typedef long int64_t} */
     public static final OfLong int64_t = hspmn_h.C_LONG;
 
+    /** {@code typedef unsigned char uint8_t} */
+    public static final OfByte uint8_t = hspmn_h.C_CHAR;
+
     /** {@code typedef unsigned long uint64_t} */
     public static final OfLong uint64_t = hspmn_h.C_LONG;
 
-    /** {@code #define HSPMN_ABI_VERSION 3} */
+    /** {@code #define HSPMN_ABI_VERSION 4} */
     public static int HSPMN_ABI_VERSION() {
-        return 3;
+        return 4;
     }
 
     /** {@code enum hspmn_status.HSPMN_OK = 0} */
@@ -100,6 +103,11 @@ public class hspmn_h extends hspmn_h$shared {
     /** {@code enum hspmn_status.HSPMN_ERR_DEVICE_LOST = 14} */
     public static int HSPMN_ERR_DEVICE_LOST() {
         return 14;
+    }
+
+    /** {@code enum hspmn_status.HSPMN_ERR_COMM = 15} */
+    public static int HSPMN_ERR_COMM() {
+        return 15;
     }
 
     /** {@code enum hspmn_backend.HSPMN_BACKEND_CPU = 0} */
@@ -2581,6 +2589,438 @@ public class hspmn_h extends hspmn_h$shared {
     public static int hspmn_model_set_moment(MemorySegment model, MemorySegment name, int which, MemorySegment src) {
         try {
             return (int) hspmn_model_set_moment.HANDLE.invokeExact(model, name, which, src);
+        } catch (Throwable ex$) {
+            throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    /** {@code enum hspmn_comm_kind.HSPMN_COMM_LOCAL = 0} */
+    public static int HSPMN_COMM_LOCAL() {
+        return 0;
+    }
+
+    /** {@code enum hspmn_comm_kind.HSPMN_COMM_NCCL = 1} */
+    public static int HSPMN_COMM_NCCL() {
+        return 1;
+    }
+
+    /** {@code #define HSPMN_COMM_ID_BYTES 128} */
+    public static int HSPMN_COMM_ID_BYTES() {
+        return 128;
+    }
+
+    private static class hspmn_comm_default_params {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_comm_params.layout()
+        );
+        static final MemorySegment ADDR = findOrThrow("hspmn_comm_default_params");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_comm_default_params", ADDR, DESC);
+    }
+
+    /** Function descriptor for {@link #hspmn_comm_default_params} */
+    public static FunctionDescriptor hspmn_comm_default_params$descriptor() {
+        return hspmn_comm_default_params.DESC;
+    }
+
+    /** Downcall method handle for {@link #hspmn_comm_default_params} */
+    public static MethodHandle hspmn_comm_default_params$handle() {
+        return hspmn_comm_default_params.HANDLE;
+    }
+
+    /** Address for {@link #hspmn_comm_default_params} */
+    public static MemorySegment hspmn_comm_default_params$address() {
+        return hspmn_comm_default_params.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_comm_params hspmn_comm_default_params()
+     * }
+     */
+    public static MemorySegment hspmn_comm_default_params(SegmentAllocator allocator) {
+        try {
+            return (MemorySegment) hspmn_comm_default_params.HANDLE.invokeExact(allocator);
+        } catch (Throwable ex$) {
+            throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_comm_available {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER
+        );
+        static final MemorySegment ADDR = findOrThrow("hspmn_comm_available");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_comm_available", ADDR, DESC);
+    }
+
+    /** Function descriptor for {@link #hspmn_comm_available} */
+    public static FunctionDescriptor hspmn_comm_available$descriptor() {
+        return hspmn_comm_available.DESC;
+    }
+
+    /** Downcall method handle for {@link #hspmn_comm_available} */
+    public static MethodHandle hspmn_comm_available$handle() {
+        return hspmn_comm_available.HANDLE;
+    }
+
+    /** Address for {@link #hspmn_comm_available} */
+    public static MemorySegment hspmn_comm_available$address() {
+        return hspmn_comm_available.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_available(int32_t kind, int32_t *out)
+     * }
+     */
+    public static int hspmn_comm_available(int kind, MemorySegment out) {
+        try {
+            return (int) hspmn_comm_available.HANDLE.invokeExact(kind, out);
+        } catch (Throwable ex$) {
+            throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_comm_unique_id {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER
+        );
+        static final MemorySegment ADDR = findOrThrow("hspmn_comm_unique_id");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_comm_unique_id", ADDR, DESC);
+    }
+
+    /** Function descriptor for {@link #hspmn_comm_unique_id} */
+    public static FunctionDescriptor hspmn_comm_unique_id$descriptor() {
+        return hspmn_comm_unique_id.DESC;
+    }
+
+    /** Downcall method handle for {@link #hspmn_comm_unique_id} */
+    public static MethodHandle hspmn_comm_unique_id$handle() {
+        return hspmn_comm_unique_id.HANDLE;
+    }
+
+    /** Address for {@link #hspmn_comm_unique_id} */
+    public static MemorySegment hspmn_comm_unique_id$address() {
+        return hspmn_comm_unique_id.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_unique_id(int32_t kind, uint8_t *out)
+     * }
+     */
+    public static int hspmn_comm_unique_id(int kind, MemorySegment out) {
+        try {
+            return (int) hspmn_comm_unique_id.HANDLE.invokeExact(kind, out);
+        } catch (Throwable ex$) {
+            throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_comm_create {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+        static final MemorySegment ADDR = findOrThrow("hspmn_comm_create");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_comm_create", ADDR, DESC);
+    }
+
+    /** Function descriptor for {@link #hspmn_comm_create} */
+    public static FunctionDescriptor hspmn_comm_create$descriptor() {
+        return hspmn_comm_create.DESC;
+    }
+
+    /** Downcall method handle for {@link #hspmn_comm_create} */
+    public static MethodHandle hspmn_comm_create$handle() {
+        return hspmn_comm_create.HANDLE;
+    }
+
+    /** Address for {@link #hspmn_comm_create} */
+    public static MemorySegment hspmn_comm_create$address() {
+        return hspmn_comm_create.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_create(hspmn_context *ctx, const hspmn_comm_params *params, hspmn_comm **out)
+     * }
+     */
+    public static int hspmn_comm_create(MemorySegment ctx, MemorySegment params, MemorySegment out) {
+        try {
+            return (int) hspmn_comm_create.HANDLE.invokeExact(ctx, params, out);
+        } catch (Throwable ex$) {
+            throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_comm_destroy {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER
+        );
+        static final MemorySegment ADDR = findOrThrow("hspmn_comm_destroy");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_comm_destroy", ADDR, DESC);
+    }
+
+    /** Function descriptor for {@link #hspmn_comm_destroy} */
+    public static FunctionDescriptor hspmn_comm_destroy$descriptor() {
+        return hspmn_comm_destroy.DESC;
+    }
+
+    /** Downcall method handle for {@link #hspmn_comm_destroy} */
+    public static MethodHandle hspmn_comm_destroy$handle() {
+        return hspmn_comm_destroy.HANDLE;
+    }
+
+    /** Address for {@link #hspmn_comm_destroy} */
+    public static MemorySegment hspmn_comm_destroy$address() {
+        return hspmn_comm_destroy.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_destroy(hspmn_comm *comm)
+     * }
+     */
+    public static int hspmn_comm_destroy(MemorySegment comm) {
+        try {
+            return (int) hspmn_comm_destroy.HANDLE.invokeExact(comm);
+        } catch (Throwable ex$) {
+            throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_comm_abort {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER
+        );
+        static final MemorySegment ADDR = findOrThrow("hspmn_comm_abort");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_comm_abort", ADDR, DESC);
+    }
+
+    /** Function descriptor for {@link #hspmn_comm_abort} */
+    public static FunctionDescriptor hspmn_comm_abort$descriptor() {
+        return hspmn_comm_abort.DESC;
+    }
+
+    /** Downcall method handle for {@link #hspmn_comm_abort} */
+    public static MethodHandle hspmn_comm_abort$handle() {
+        return hspmn_comm_abort.HANDLE;
+    }
+
+    /** Address for {@link #hspmn_comm_abort} */
+    public static MemorySegment hspmn_comm_abort$address() {
+        return hspmn_comm_abort.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_abort(hspmn_comm *comm)
+     * }
+     */
+    public static int hspmn_comm_abort(MemorySegment comm) {
+        try {
+            return (int) hspmn_comm_abort.HANDLE.invokeExact(comm);
+        } catch (Throwable ex$) {
+            throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_comm_rank {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+        static final MemorySegment ADDR = findOrThrow("hspmn_comm_rank");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_comm_rank", ADDR, DESC);
+    }
+
+    /** Function descriptor for {@link #hspmn_comm_rank} */
+    public static FunctionDescriptor hspmn_comm_rank$descriptor() {
+        return hspmn_comm_rank.DESC;
+    }
+
+    /** Downcall method handle for {@link #hspmn_comm_rank} */
+    public static MethodHandle hspmn_comm_rank$handle() {
+        return hspmn_comm_rank.HANDLE;
+    }
+
+    /** Address for {@link #hspmn_comm_rank} */
+    public static MemorySegment hspmn_comm_rank$address() {
+        return hspmn_comm_rank.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_rank(const hspmn_comm *comm, int32_t *rank, int32_t *world)
+     * }
+     */
+    public static int hspmn_comm_rank(MemorySegment comm, MemorySegment rank, MemorySegment world) {
+        try {
+            return (int) hspmn_comm_rank.HANDLE.invokeExact(comm, rank, world);
+        } catch (Throwable ex$) {
+            throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_comm_all_reduce_f32 {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_LONG,
+            hspmn_h.C_INT
+        );
+        static final MemorySegment ADDR = findOrThrow("hspmn_comm_all_reduce_f32");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_comm_all_reduce_f32", ADDR, DESC);
+    }
+
+    /** Function descriptor for {@link #hspmn_comm_all_reduce_f32} */
+    public static FunctionDescriptor hspmn_comm_all_reduce_f32$descriptor() {
+        return hspmn_comm_all_reduce_f32.DESC;
+    }
+
+    /** Downcall method handle for {@link #hspmn_comm_all_reduce_f32} */
+    public static MethodHandle hspmn_comm_all_reduce_f32$handle() {
+        return hspmn_comm_all_reduce_f32.HANDLE;
+    }
+
+    /** Address for {@link #hspmn_comm_all_reduce_f32} */
+    public static MemorySegment hspmn_comm_all_reduce_f32$address() {
+        return hspmn_comm_all_reduce_f32.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_comm_all_reduce_f32(hspmn_comm *comm, float *host, int64_t n, int32_t mean)
+     * }
+     */
+    public static int hspmn_comm_all_reduce_f32(MemorySegment comm, MemorySegment host, long n, int mean) {
+        try {
+            return (int) hspmn_comm_all_reduce_f32.HANDLE.invokeExact(comm, host, n, mean);
+        } catch (Throwable ex$) {
+            throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_data_parallel_default_params {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_data_parallel_params.layout()
+        );
+        static final MemorySegment ADDR = findOrThrow("hspmn_data_parallel_default_params");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_data_parallel_default_params", ADDR, DESC);
+    }
+
+    /** Function descriptor for {@link #hspmn_data_parallel_default_params} */
+    public static FunctionDescriptor hspmn_data_parallel_default_params$descriptor() {
+        return hspmn_data_parallel_default_params.DESC;
+    }
+
+    /** Downcall method handle for {@link #hspmn_data_parallel_default_params} */
+    public static MethodHandle hspmn_data_parallel_default_params$handle() {
+        return hspmn_data_parallel_default_params.HANDLE;
+    }
+
+    /** Address for {@link #hspmn_data_parallel_default_params} */
+    public static MemorySegment hspmn_data_parallel_default_params$address() {
+        return hspmn_data_parallel_default_params.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_data_parallel_params hspmn_data_parallel_default_params()
+     * }
+     */
+    public static MemorySegment hspmn_data_parallel_default_params(SegmentAllocator allocator) {
+        try {
+            return (MemorySegment) hspmn_data_parallel_default_params.HANDLE.invokeExact(allocator);
+        } catch (Throwable ex$) {
+            throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_model_set_comm {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+        static final MemorySegment ADDR = findOrThrow("hspmn_model_set_comm");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_model_set_comm", ADDR, DESC);
+    }
+
+    /** Function descriptor for {@link #hspmn_model_set_comm} */
+    public static FunctionDescriptor hspmn_model_set_comm$descriptor() {
+        return hspmn_model_set_comm.DESC;
+    }
+
+    /** Downcall method handle for {@link #hspmn_model_set_comm} */
+    public static MethodHandle hspmn_model_set_comm$handle() {
+        return hspmn_model_set_comm.HANDLE;
+    }
+
+    /** Address for {@link #hspmn_model_set_comm} */
+    public static MemorySegment hspmn_model_set_comm$address() {
+        return hspmn_model_set_comm.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_set_comm(hspmn_model *model, hspmn_comm *comm, const hspmn_data_parallel_params *params)
+     * }
+     */
+    public static int hspmn_model_set_comm(MemorySegment model, MemorySegment comm, MemorySegment params) {
+        try {
+            return (int) hspmn_model_set_comm.HANDLE.invokeExact(model, comm, params);
+        } catch (Throwable ex$) {
+            throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class hspmn_model_data_parallel_stats {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            hspmn_h.C_INT,
+            hspmn_h.C_POINTER,
+            hspmn_h.C_POINTER
+        );
+        static final MemorySegment ADDR = findOrThrow("hspmn_model_data_parallel_stats");
+        static final MethodHandle HANDLE = downcallHandle("hspmn_model_data_parallel_stats", ADDR, DESC);
+    }
+
+    /** Function descriptor for {@link #hspmn_model_data_parallel_stats} */
+    public static FunctionDescriptor hspmn_model_data_parallel_stats$descriptor() {
+        return hspmn_model_data_parallel_stats.DESC;
+    }
+
+    /** Downcall method handle for {@link #hspmn_model_data_parallel_stats} */
+    public static MethodHandle hspmn_model_data_parallel_stats$handle() {
+        return hspmn_model_data_parallel_stats.HANDLE;
+    }
+
+    /** Address for {@link #hspmn_model_data_parallel_stats} */
+    public static MemorySegment hspmn_model_data_parallel_stats$address() {
+        return hspmn_model_data_parallel_stats.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * hspmn_status hspmn_model_data_parallel_stats(const hspmn_model *model, hspmn_data_parallel_stats *out)
+     * }
+     */
+    public static int hspmn_model_data_parallel_stats(MemorySegment model, MemorySegment out) {
+        try {
+            return (int) hspmn_model_data_parallel_stats.HANDLE.invokeExact(model, out);
         } catch (Throwable ex$) {
             throw new AssertionError("should not reach here", ex$);
         }
