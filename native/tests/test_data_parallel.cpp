@@ -636,7 +636,8 @@ void test_absent_rank() {
             float x = 0.0f;
             const auto t0 = Clock::now();
             expect_status(hspmn_comm_all_reduce_f32(comm, &x, 1, 0), HSPMN_ERR_COMM, "dead group", __LINE__);
-            EXPECT(ms_since(t0) < 200);
+            EXPECT(ms_since(t0) < 5000);  // no wait at all; the bound only leaves room for a loaded machine
+            EXPECT(std::strstr(hspmn_last_error(), "communicator is dead") != nullptr);
             OK(hspmn_model_destroy(m));  // destroying a model frees its comm too
             m = nullptr;
         }

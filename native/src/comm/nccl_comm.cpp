@@ -202,6 +202,9 @@ public:
         cuda::check(cudaStreamWaitEvent(compute_, done, 0), "cudaStreamWaitEvent (comm join)");
         wait_event(done, "the collectives to finish");
         if (timing_on_) {
+            // The comm stream may finish first; compute_end waits for local kernels only (it was
+            // recorded before the context's stream waits for `done`), so this cannot hang on a peer.
+            cuda::check(cudaEventSynchronize(compute_end), "cudaEventSynchronize (comm timing)");
             const float end_ms = elapsed(t0_, compute_end);
             for (std::size_t i = 0; i < n_ops_; ++i) {
                 const float a = elapsed(t0_, starts_[i]), b = elapsed(t0_, ends_[i]);
