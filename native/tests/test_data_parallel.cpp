@@ -282,49 +282,50 @@ std::vector<float> concat(const std::vector<std::vector<float>>& parts) {
     return all;
 }
 
-std::vector<std::vector<float>> read_all(hspmn_context* ctx, hspmn_model* m, int what) {
+// body(i, name, t, numel) for every parameter, t an f32 host tensor of its shape.
+void each_param(hspmn_context* ctx, hspmn_model* m,
+                const std::function<void(int, const char*, hspmn_tensor*, int64_t)>& body) {
     int32_t n = 0;
     OK(hspmn_model_param_count(m, &n));
-    std::vector<std::vector<float>> out;
     for (int i = 0; i < n; ++i) {
         const char* name = nullptr;
         OK(hspmn_model_param_name(m, i, &name));
         hspmn_tensor_desc d;
         OK(hspmn_model_param_describe(m, name, &d));
         hspmn_tensor* t = make(ctx, HSPMN_DTYPE_F32, std::vector<int64_t>(d.shape, d.shape + d.ndim));
+        body(i, name, t, d.numel);
+        OK(hspmn_tensor_destroy(t));
+    }
+}
+
+// what: 0 master weights, 1 gradients, 2 AdamW m, 3 AdamW v
+std::vector<std::vector<float>> read_all(hspmn_context* ctx, hspmn_model* m, int what) {
+    std::vector<std::vector<float>> out;
+    each_param(ctx, m, [&](int, const char* name, hspmn_tensor* t, int64_t numel) {
         if (what == 0) OK(hspmn_model_get_param(m, name, t));
         if (what == 1) OK(hspmn_model_get_grad(m, name, t));
-        if (what == 2) OK(hspmn_model_get_moment(m, name, 0, t));
-        if (what == 3) OK(hspmn_model_get_moment(m, name, 1, t));
-        std::vector<float> v(static_cast<std::size_t>(d.numel));
-        OK(hspmn_tensor_copy_out(t, v.data(), d.numel * 4));
-        OK(hspmn_tensor_destroy(t));
+        if (what >= 2) OK(hspmn_model_get_moment(m, name, what - 2, t));
+        std::vector<float> v(static_cast<std::size_t>(numel));
+        OK(hspmn_tensor_copy_out(t, v.data(), numel * 4));
         out.push_back(std::move(v));
-    }
+    });
     return out;
 }
 
+// The state's weights (moments false) or moments into the model.
 void write_all(hspmn_context* ctx, hspmn_model* m, const State& s, bool moments) {
-    int32_t n = 0;
-    OK(hspmn_model_param_count(m, &n));
-    for (int i = 0; i < n; ++i) {
-        const char* name = nullptr;
-        OK(hspmn_model_param_name(m, i, &name));
-        hspmn_tensor_desc d;
-        OK(hspmn_model_param_describe(m, name, &d));
-        hspmn_tensor* t = make(ctx, HSPMN_DTYPE_F32, std::vector<int64_t>(d.shape, d.shape + d.ndim));
-        const std::size_t bytes = static_cast<std::size_t>(d.numel) * 4;
+    each_param(ctx, m, [&](int i, const char* name, hspmn_tensor* t, int64_t numel) {
+        const auto k = static_cast<std::size_t>(i);
         if (!moments) {
-            OK(hspmn_tensor_copy_in(t, s.params[static_cast<std::size_t>(i)].data(), static_cast<int64_t>(bytes)));
+            OK(hspmn_tensor_copy_in(t, s.params[k].data(), numel * 4));
             OK(hspmn_model_set_param(m, name, t));
-        } else {
-            OK(hspmn_tensor_copy_in(t, s.m[static_cast<std::size_t>(i)].data(), static_cast<int64_t>(bytes)));
-            OK(hspmn_model_set_moment(m, name, 0, t));
-            OK(hspmn_tensor_copy_in(t, s.v[static_cast<std::size_t>(i)].data(), static_cast<int64_t>(bytes)));
-            OK(hspmn_model_set_moment(m, name, 1, t));
+            return;
         }
-        OK(hspmn_tensor_destroy(t));
-    }
+        OK(hspmn_tensor_copy_in(t, s.m[k].data(), numel * 4));
+        OK(hspmn_model_set_moment(m, name, 0, t));
+        OK(hspmn_tensor_copy_in(t, s.v[k].data(), numel * 4));
+        OK(hspmn_model_set_moment(m, name, 1, t));
+    });
 }
 
 struct RunSpec {
