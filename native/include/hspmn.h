@@ -504,8 +504,9 @@ typedef struct hspmn_data_parallel_stats {
     int64_t backwards;       /* backward calls with the comm attached since it was attached      */
     int64_t buckets;         /* buckets per backward                                            */
     int64_t bytes;           /* gradient bytes averaged per backward                            */
-    double all_reduce_ms;    /* the last backward: time the buckets' all-reduces took (CUDA NCCL:
-                                on the communication stream; LOCAL: on the host, backward waits) */
+    double all_reduce_ms;    /* the last backward: time the buckets' all-reduces took (NCCL: on
+                                the communication stream; LOCAL: on the host, on a thread of the
+                                communicator for CPU contexts, on the rank's thread for CUDA)    */
     double overlapped_ms;    /* the part of all_reduce_ms during which the backward still ran    */
 } hspmn_data_parallel_stats;
 

@@ -274,6 +274,7 @@ struct RunResult {
     std::vector<float> weights;      // every master weight at the end, concatenated
     State state;                     // full state at the end (rank 0's; moments collective when sharded)
     std::vector<float> fractions;    // the router bias step's fractions of the last step
+    hspmn_data_parallel_stats stats{};  // rank 0's, at the end
 };
 
 std::vector<float> concat(const std::vector<std::vector<float>>& parts) {
@@ -409,6 +410,7 @@ RunResult train(const Shape& sh, const RunSpec& spec) {
             OK(hspmn_model_router_bias_step(m, 0.5f, 1e-3f, fr.data()));
         }
         if (r == 0) res.fractions = fr;
+        if (r == 0 && comm) OK(hspmn_model_data_parallel_stats(m, &res.stats));
         weights[static_cast<std::size_t>(r)] = concat(read_all(ctx, m, 0));
         State st;
         st.params = read_all(ctx, m, 0);
@@ -518,6 +520,16 @@ void test_training() {
         // the same counts (CPU); on CUDA a router logit within a bf16 ulp of 0 may flip a token or two
         EXPECT(std::fabs(ref.fractions[i] - plain.fractions[i]) <
                (g_backend == HSPMN_BACKEND_CUDA ? 2.5f / static_cast<float>(N * B * sh.S) : 1e-6f));
+
+    // the all-reduce's account: buckets of 4 KiB, one backward per step; on a CPU context the
+    // buckets run on the communicator's thread while backward goes on (how much overlaps depends on
+    // the machine's load: printed, not bounded)
+    const hspmn_data_parallel_stats& st = plain.stats;
+    EXPECT(st.backwards == 3 && st.buckets >= 3 && st.bytes == static_cast<int64_t>(plain.weights.size()) * 4);
+    EXPECT(st.all_reduce_ms >= 0.0 && st.overlapped_ms >= 0.0 && st.overlapped_ms <= st.all_reduce_ms + 1e-6);
+    std::printf("LOCAL (%s), 2 ranks: %lld buckets of %lld bytes in all; the last backward's all-reduces took %.3f ms, "
+                "%.3f ms of it overlapped the backward\n", g_backend == HSPMN_BACKEND_CUDA ? "CUDA" : "CPU",
+                static_cast<long long>(st.buckets), static_cast<long long>(st.bytes), st.all_reduce_ms, st.overlapped_ms);
 
     // other worlds and batches (3 is no power of two: the loss scale 1 / world is rounded), and
     // gradient accumulation inside data parallelism (2 micro-batches of 1 per rank)

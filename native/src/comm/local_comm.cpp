@@ -4,9 +4,17 @@
 // order (so all ranks get bitwise the same sums), meets them again (nobody's copy is freed while
 // another still reads it) and copies the result back. Correctness over speed: the reference the NCCL
 // path is compared with, and what CPU tests and a host without NCCL use.
+//
+// On a CPU context a gradient bucket's all-reduce runs on a thread of the communicator, so the rank's
+// backward goes on with the earlier layers meanwhile (the CPU backend's ops are done when they
+// return, so the bucket is final when it is handed over); join() waits for the queue. On a CUDA
+// context each collective runs on the calling thread: its copies wait for the context's stream.
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <exception>
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -52,39 +60,31 @@ public:
     // A rank that leaves kills the group, so the others fail at their next collective instead of
     // waiting out the timeout (a collective every rank finished is not affected).
     ~LocalComm() override {
-        std::lock_guard<std::mutex> lk(g_->mu);
-        if (!g_->aborted) {
-            g_->aborted = true;
-            try {
-                g_->why = format("rank %d destroyed its communicator", rank_);
-            } catch (...) {
-            }
+        kill_group("destroyed its communicator");
+        {
+            std::lock_guard<std::mutex> lk(qmu_);
+            stop_ = true;
         }
-        g_->cv.notify_all();
+        qcv_.notify_all();
+        if (worker_.joinable()) worker_.join();  // a collective under way fails at once: the group is dead
     }
 
     hspmn_comm_kind kind() const override { return HSPMN_COMM_LOCAL; }
 
     void all_reduce(const FloatSpan* spans, int count, bool mean) override {
+        std::vector<FloatSpan> v(spans, spans + count);
+        if (be_.internal_memory() == HSPMN_MEMORY_HOST) {
+            enqueue(std::move(v), mean);
+            return;
+        }
+        join();
         const auto t0 = Clock::now();
-        int64_t total = 0;
-        for (int i = 0; i < count; ++i) total += spans[i].numel;
-        std::vector<float> mine(static_cast<std::size_t>(total)), sum(static_cast<std::size_t>(total));
-        int64_t off = 0;
-        for (int i = 0; i < count; ++i) {
-            be_.copy_to_host_raw(mine.data() + off, spans[i].data, static_cast<std::size_t>(spans[i].numel) * 4);
-            off += spans[i].numel;
-        }
-        exchange(mine.data(), "all_reduce", [&] { reduce(sum.data(), 0, total, mean); });
-        off = 0;
-        for (int i = 0; i < count; ++i) {
-            be_.copy_from_host_raw(spans[i].data, sum.data() + off, static_cast<std::size_t>(spans[i].numel) * 4);
-            off += spans[i].numel;
-        }
-        add_time(t0);
+        reduce_spans(v, mean);
+        timing_.busy_ms += ms_between(t0, Clock::now());
     }
 
     void all_gather(void* buf, std::size_t chunk_bytes) override {
+        join();
         const auto t0 = Clock::now();
         std::vector<unsigned char> mine(chunk_bytes), all(chunk_bytes * static_cast<std::size_t>(world_));
         be_.copy_to_host_raw(mine.data(), static_cast<unsigned char*>(buf) + chunk_bytes * static_cast<std::size_t>(rank_),
@@ -95,34 +95,121 @@ public:
                             chunk_bytes);
         });
         be_.copy_from_host_raw(buf, all.data(), all.size());
-        add_time(t0);
+        timing_.busy_ms += ms_between(t0, Clock::now());
     }
 
-    void join() override {}
+    // Waits for the queued all-reduces; the time they ran before this call (the end of the rank's
+    // backward) counts as overlapped. A failure of one of them is thrown here.
+    void join() override {
+        const auto end = Clock::now();
+        std::unique_lock<std::mutex> lk(qmu_);
+        qcv_.wait(lk, [&] { return queue_.empty() && !busy_; });
+        for (const auto& t : ran_) {
+            timing_.busy_ms += ms_between(t.first, t.second);
+            timing_.overlapped_ms += std::max(0.0, ms_between(t.first, std::min(t.second, end)));
+        }
+        ran_.clear();
+        if (error_) {
+            std::exception_ptr e = error_;
+            error_ = nullptr;
+            std::rethrow_exception(e);
+        }
+    }
 
     void all_reduce_host(float* host, int64_t n, bool mean) override {
+        join();
         std::vector<float> sum(static_cast<std::size_t>(n));
         exchange(host, "all_reduce_f32", [&] { reduce(sum.data(), 0, n, mean); });
         std::memcpy(host, sum.data(), sum.size() * 4);
     }
 
     void barrier() override {
+        join();
         std::unique_lock<std::mutex> lk(g_->mu);
         arrive(lk, "barrier");
     }
 
-    void abort() noexcept override {
-        std::lock_guard<std::mutex> lk(g_->mu);
-        if (!g_->aborted) {
-            g_->aborted = true;
-            g_->why = format("rank %d called hspmn_comm_abort", rank_);
-        }
-        g_->cv.notify_all();
-    }
+    void abort() noexcept override { kill_group("called hspmn_comm_abort"); }
 
     void begin_timing() override { timing_ = CommTiming{}; }
 
 private:
+    static double ms_between(Clock::time_point a, Clock::time_point b) {
+        return std::chrono::duration<double, std::milli>(b - a).count();
+    }
+
+    void kill_group(const char* what) noexcept {
+        std::lock_guard<std::mutex> lk(g_->mu);
+        if (!g_->aborted) {
+            g_->aborted = true;
+            try {
+                g_->why = format("rank %d %s", rank_, what);
+            } catch (...) {
+            }
+        }
+        g_->cv.notify_all();
+    }
+
+    // The spans to the host, the exchange, the sums back.
+    void reduce_spans(const std::vector<FloatSpan>& spans, bool mean) {
+        int64_t total = 0;
+        for (const FloatSpan& sp : spans) total += sp.numel;
+        std::vector<float> mine(static_cast<std::size_t>(total)), sum(static_cast<std::size_t>(total));
+        int64_t off = 0;
+        for (const FloatSpan& sp : spans) {
+            be_.copy_to_host_raw(mine.data() + off, sp.data, static_cast<std::size_t>(sp.numel) * 4);
+            off += sp.numel;
+        }
+        exchange(mine.data(), "all_reduce", [&] { reduce(sum.data(), 0, total, mean); });
+        off = 0;
+        for (const FloatSpan& sp : spans) {
+            be_.copy_from_host_raw(sp.data, sum.data() + off, static_cast<std::size_t>(sp.numel) * 4);
+            off += sp.numel;
+        }
+    }
+
+    void enqueue(std::vector<FloatSpan> spans, bool mean) {
+        std::lock_guard<std::mutex> lk(qmu_);
+        if (!worker_.joinable()) worker_ = std::thread([this] { work(); });
+        queue_.push_back({std::move(spans), mean});
+        qcv_.notify_all();
+    }
+
+    // The worker: queued all-reduces in order. After a failure the rest are dropped and the group is
+    // killed, so no rank waits for a collective this one will not make.
+    void work() {
+        std::unique_lock<std::mutex> lk(qmu_);
+        for (;;) {
+            qcv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
+            if (stop_) {
+                queue_.clear();
+                qcv_.notify_all();
+                return;
+            }
+            Task t = std::move(queue_.front());
+            queue_.pop_front();
+            busy_ = true;
+            const bool skip = error_ != nullptr;
+            lk.unlock();
+            std::exception_ptr err;
+            const auto a = Clock::now();
+            if (!skip) {
+                try {
+                    reduce_spans(t.spans, t.mean);
+                } catch (...) {
+                    err = std::current_exception();
+                    kill_group("failed an all-reduce");
+                }
+            }
+            const auto b = Clock::now();
+            lk.lock();
+            if (err && !error_) error_ = err;
+            if (!skip) ran_.emplace_back(a, b);
+            busy_ = false;
+            qcv_.notify_all();
+        }
+    }
+
     // out[k] = sum over ranks in rank order of deposit[r][first + k] (mean: / world): the same bits on
     // every rank.
     void reduce(float* out, int64_t first, int64_t n, bool mean) const {
@@ -171,11 +258,20 @@ private:
         if (g.generation == gen) dead(g);
     }
 
-    void add_time(Clock::time_point t0) {
-        timing_.busy_ms += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-    }
-
     std::shared_ptr<Group> g_;
+    // The all-reduce worker (CPU contexts): its queue, whether it runs one, what it ran since the
+    // last join (start, end), its first failure.
+    struct Task {
+        std::vector<FloatSpan> spans;
+        bool mean;
+    };
+    std::mutex qmu_;
+    std::condition_variable qcv_;
+    std::deque<Task> queue_;
+    bool busy_ = false, stop_ = false;
+    std::vector<std::pair<Clock::time_point, Clock::time_point>> ran_;
+    std::exception_ptr error_;
+    std::thread worker_;
 };
 
 }  // namespace
