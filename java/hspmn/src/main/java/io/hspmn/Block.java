@@ -106,12 +106,8 @@ public final class Block extends ParameterHandle {
             checkCall("Block.captureForward", x, "x", out, "out");
             MemorySegment a = Tensor.handleOrNull(auxOut, ctx, "aux");
             options.writeTo(ctx.forwardParams);
-            Native.check(hspmn_h.hspmn_graph_capture_forward(handle(), ctx.forwardParams, x.handle(), out.handle(), a,
-                    ctx.pointerOut), "hspmn_graph_capture_forward");
-            MemorySegment h = ctx.pointerOut.get(ValueLayout.ADDRESS, 0);
-            ForwardGraph graph = new ForwardGraph(ctx, this, x, out, auxOut, h);
-            ctx.register(graph);
-            return graph;
+            return ctx.adopt(hspmn_h.hspmn_graph_capture_forward(handle(), ctx.forwardParams, x.handle(), out.handle(), a,
+                    ctx.pointerOut), "hspmn_graph_capture_forward", h -> new ForwardGraph(ctx, this, x, out, auxOut, h));
         }
     }
 

@@ -182,10 +182,8 @@ public final class Communicator extends NativeHandle {
                 hspmn_comm_params.timeout_ms(s, p.timeoutMs());
             }
             MemorySegment.copy(p.id, 0, hspmn_comm_params.id(s), ValueLayout.JAVA_BYTE, 0, ID_BYTES);
-            Native.check(hspmn_h.hspmn_comm_create(ctx.handle(), s, ctx.pointerOut), "hspmn_comm_create");
-            Communicator c = new Communicator(ctx, ctx.pointerOut.get(ValueLayout.ADDRESS, 0), new Lifecycle(), p);
-            ctx.register(c);
-            return c;
+            return ctx.adopt(hspmn_h.hspmn_comm_create(ctx.handle(), s, ctx.pointerOut), "hspmn_comm_create",
+                    h -> new Communicator(ctx, h, new Lifecycle(), p));
         }
     }
 

@@ -158,6 +158,17 @@ public final class Context implements AutoCloseable {
         children.add(child);
     }
 
+    /**
+     * The handle a create call of this context just wrote to {@link #pointerOut}, once its status is
+     * checked: wrapped and registered, so that closing the context closes it too.
+     */
+    <T extends NativeHandle> T adopt(int status, String function, java.util.function.Function<MemorySegment, T> wrap) {
+        Native.check(status, function);
+        T t = wrap.apply(pointerOut.get(ValueLayout.ADDRESS, 0));
+        register(t);
+        return t;
+    }
+
     void unregister(NativeHandle child) {
         children.remove(child);
     }

@@ -41,10 +41,8 @@ public final class Decoder extends NativeHandle {
         Context ctx = model.context();
         try (var g = ctx.enter("Decoder.create")) {
             MemorySegment mh = model.handle("Decoder.create");
-            Native.check(hspmn_h.hspmn_decoder_create(mh, maxSeqs, maxLen, ctx.pointerOut), "hspmn_decoder_create");
-            Decoder d = new Decoder(model, ctx.pointerOut.get(ValueLayout.ADDRESS, 0), maxSeqs, maxLen);
-            ctx.register(d);
-            return d;
+            return ctx.adopt(hspmn_h.hspmn_decoder_create(mh, maxSeqs, maxLen, ctx.pointerOut), "hspmn_decoder_create",
+                    h -> new Decoder(model, h, maxSeqs, maxLen));
         }
     }
 

@@ -53,11 +53,8 @@ public final class Tensor extends NativeHandle {
         long[] dims = shape.clone();
         try (var g = ctx.enter("Tensor.create"); Arena arena = Arena.ofConfined()) {
             MemorySegment shapeSeg = arena.allocateFrom(ValueLayout.JAVA_LONG, dims);
-            Native.check(hspmn_h.hspmn_tensor_create(ctx.handle(), dtype.code(), memory.code(), dims.length,
-                    shapeSeg, ctx.pointerOut), "hspmn_tensor_create");
-            Tensor t = new Tensor(ctx, dtype, memory, dims, ctx.pointerOut.get(ValueLayout.ADDRESS, 0));
-            ctx.register(t);
-            return t;
+            return ctx.adopt(hspmn_h.hspmn_tensor_create(ctx.handle(), dtype.code(), memory.code(), dims.length,
+                    shapeSeg, ctx.pointerOut), "hspmn_tensor_create", h -> new Tensor(ctx, dtype, memory, dims, h));
         }
     }
 
