@@ -20,7 +20,7 @@
 #   (--cpu combines with each.)
 #
 # Environment (defaults for the GPU; --cpu's in brackets):
-#   QUALITY_PLAN="256:64:1,2 1024:16:1"   context:batch:seeds of each group ["64:12:1"]
+#   QUALITY_PLAN="256:64:1,2 1024:16:1,2" context:batch:seeds of each group ["64:12:1"]
 #   QUALITY_RHOS="1.0 0.5 0.2 0.1"        rho of each run
 #   QUALITY_ONLY=GLOB                     only runs whose name matches (names: c256-b64-r0.2-s1)
 #   QUALITY_STEPS=5000 [2000]             optimizer steps; QUALITY_WARMUP=100 warm-up steps
@@ -31,7 +31,7 @@
 #                                         (hspmn train --early-stop; 0: train every step)
 #   QUALITY_SAVE_EVERY=1000               checkpoint period (a run stopped at the deadline is scored there)
 #   QUALITY_TRAIN_ARGS="..."              more `hspmn train` options for every run (e.g. router settings)
-#   QUALITY_JOBS=4 [1]                    runs trained at the same time (on the one GPU, or sharing the cores);
+#   QUALITY_JOBS=8 [1]                    runs trained at the same time (on the one GPU, or sharing the cores);
 #                                         their tok/s and ms/step then measure a shared device: --timing runs
 #                                         alone for clean step times
 #   QUALITY_DEADLINE_S                    stop training this many seconds after the start (runs not finished
@@ -77,13 +77,13 @@ setting() {
   local v="QUALITY_$1"
   if [[ -n ${!v:-} ]]; then echo "${!v}"; elif [[ $mode == gpu ]]; then echo "$2"; else echo "$3"; fi
 }
-plan=$(setting PLAN "256:64:1,2 1024:16:1" "64:12:1")
+plan=$(setting PLAN "256:64:1,2 1024:16:1,2" "64:12:1")
 steps=$(setting STEPS 5000 2000)
 layers=$(setting LAYERS 6 4) dim=$(setting DIM 384 128) heads=$(setting HEADS 6 4) kv=$(setting KV_HEADS 6 2)
 dropout=$(setting DROPOUT 0.2 0)
 eval_every=$(setting EVAL_EVERY 50 200)
 early_stop=$(setting EARLY_STOP 10 0)
-jobs=$(setting JOBS 4 1)
+jobs=$(setting JOBS 8 1)
 root=$(setting DIR build-gpu/quality build/quality-cpu)
 timing_steps=$(setting TIMING_STEPS 60 20)
 timing_plan=$(setting TIMING_PLAN "256:64 1024:16 4096:4" "64:12 1024:1")
