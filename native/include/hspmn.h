@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 /* Bumped on any incompatible change of this header; the Java layer refuses a different value. */
-#define HSPMN_ABI_VERSION 4
+#define HSPMN_ABI_VERSION 5
 
 typedef enum hspmn_status {
     HSPMN_OK = 0,
@@ -223,7 +223,7 @@ typedef struct hspmn_forward_params {
     int32_t training;    /* 0: n = l/t, nothing kept. 1: n = (l+g)/t if noise is on, activations kept
                             for hspmn_block_backward                                                   */
     int32_t noise;       /* training only: 1 draws Gumbel noise g (default), 0 uses g = 0              */
-    uint64_t seed;       /* Gumbel noise key: (seed, step mod 2^32, layer, b, s)                       */
+    uint64_t seed;       /* Gumbel noise key: (seed, step mod 2^32, layer, row_offset + b, s)          */
     int64_t step;
     int32_t layer;
     float aux_target;    /* rho_target of the aux loss; < 0 means the config's sparsity_k              */
@@ -232,6 +232,10 @@ typedef struct hspmn_forward_params {
      * 0 (default): none. Ignored when training is 0.                                                  */
     float dropout;
     int32_t reserved;    /* 0                                                                          */
+    /* >= 0: the index of x's first row in the batch the noise and dropout draws are keyed by (row b
+     * draws as row row_offset + b), so data-parallel ranks that each forward rows [first, first + B)
+     * of one global batch draw what a single forward of the whole batch draws. 0 (default).         */
+    int64_t row_offset;
 } hspmn_forward_params;
 
 HSPMN_API hspmn_forward_params hspmn_forward_default_params(void);
@@ -359,6 +363,9 @@ typedef struct hspmn_model_forward_params {
     float aux_target;   /* every layer's rho_target; < 0 means block.sparsity_k                  */
     float dropout;      /* residual dropout p in [0, 1), training only: layer i's masks are keyed
                            (seed, step, layer = i) like its noise (hspmn_forward_params.dropout)  */
+    int64_t row_offset; /* >= 0: the global index of tokens' first row; noise and dropout of row b
+                           are drawn as row row_offset + b (data parallelism: the rank's first
+                           row, so N ranks draw what one forward of the whole batch draws). 0    */
 } hspmn_model_forward_params;
 
 HSPMN_API hspmn_model_forward_params hspmn_model_forward_default_params(void);

@@ -17,6 +17,14 @@ data has no margin guarantee) and the library's own Gumbel noise and dropout mas
                               is keyed by step)
   repeat                      the same training forward + backward again: bitwise equal
   evaluation                  training = 0 ignores dropout: bitwise the p = 0 inference output
+  row offset                  a batch of 2B rows against the two halves run with row_offset 0 and B
+                              (what data-parallel ranks do): the second half, pinned to the
+                              reference's routing of the 2B rows, matches the reference's rows B..2B-1
+                              (its masks drawn as those rows); with the block's own (noisy) routing
+                              and d_aux = 0, the halves' out and d_x are bitwise the 2B-row call's on the
+                              CPU (at the CUDA bound on CUDA: other GEMM shapes), so forward noise,
+                              forward masks and backward's redrawn masks all follow the offset; and
+                              the second half at row_offset 0 differs (the offset is used)
 With --backend cuda each case also runs on a CPU context and CUDA is compared with CPU directly
 (out, d_x and gradients at the CUDA bound): both must draw the same masks, so a CUDA kernel that
 keyed or scaled them differently fails here even where the reference bound is loose.
@@ -102,22 +110,24 @@ class NativeBlock:
             lib.ok(lib.block_set_param(self.block, name.encode(), self.ctx.tensor(BF16, a.shape, a)), f"set {name}")
         self.shapes = {n: tuple(params[n].shape) for n in PARAMS}
 
-    def run(self, x, d_out, o, p, key, training=1, backward=True):
-        """-> (out, aux, d_x, grads) of a forward pinned to o's routing (d_x, grads None without backward)."""
+    def run(self, x, d_out, o, p, key, training=1, backward=True, row_offset=0, d_aux=0.5):
+        """-> (out, aux, d_x, grads) of a forward pinned to o's routing, or the block's own when o is None
+        (d_x, grads None without backward)."""
         lib, ctx = self.lib, self.ctx
         B, S, D = x.shape
         fp = lib.forward_default_params()
         fp.training, fp.noise = training, 1
         fp.seed, fp.step, fp.layer = key
         fp.dropout = p
-        ind = o.indices.numpy().astype(np.int32)
-        cnt = o.counts.numpy().astype(np.int32)
+        fp.row_offset = row_offset
         out, aux = ctx.tensor(BF16, (B, S, D)), ctx.tensor(F32, (1,))
-        if training:
+        if training and o is not None:
+            ind = o.indices.numpy().astype(np.int32)
+            cnt = o.counts.numpy().astype(np.int32)
             lib.ok(lib.block_forward_routed(self.block, C.byref(fp), ctx.tensor(BF16, (B, S, D), bits(x)), None,
                                             ctx.tensor(I32, ind.shape, ind), ctx.tensor(I32, cnt.shape, cnt), out, aux),
                    "forward_routed")
-        else:  # inference: its own (noiseless) routing, as evaluation runs
+        else:  # its own routing (noiseless in inference, as evaluation runs)
             lib.ok(lib.block_forward(self.block, C.byref(fp), ctx.tensor(BF16, (B, S, D), bits(x)), out, aux),
                    "forward")
         res_out, res_aux = ctx.read(out, BF16, (B, S, D)), ctx.read(aux, F32, (1,))
@@ -126,7 +136,7 @@ class NativeBlock:
         d_x = ctx.tensor(BF16, (B, S, D))
         bw = lib.backward_default_params()
         lib.ok(lib.block_backward(self.block, C.byref(bw), ctx.tensor(BF16, (B, S, D), bits(d_out)),
-                                  ctx.tensor(F32, (1,), np.array([0.5], np.float32)), d_x), "backward")
+                                  ctx.tensor(F32, (1,), np.array([d_aux], np.float32)), d_x), "backward")
         grads = {}
         for name in PARAMS:
             g = ctx.tensor(F32, self.shapes[name])
@@ -139,6 +149,37 @@ class NativeBlock:
             self.lib.ok(self.lib.block_destroy(self.block), "block_destroy")
             self.block = None
         self.ctx.close()
+
+
+def row_offset_checks(lib, args, cfg, B, S, p, key, c):
+    """The 2B-row batch against its halves at row_offset 0 and B (module docstring, "row offset")."""
+    cuda = args.backend == "cuda"
+    bound = CUDA_BOUND if cuda else BF16_BOUND
+    report, exact = c.check, c.exact
+    blk2, x2, d_out2, o2, _, _ = reference(cfg, 2 * B, S, p, key, 4321)
+    native = NativeBlock(lib, args.backend, args.threads, cfg, blk2)
+    try:
+        half = type("Pins", (), {"indices": o2.indices[B:], "counts": o2.counts[B:]})
+        out_h, _, _, _ = native.run(x2[B:], d_out2[B:], half, p, key, backward=False, row_offset=B)
+        report(f"row offset {B}: forward.out vs reference rows {B}..{2 * B - 1}",
+               rel(out_h, o2.out.detach().numpy()[B:]), bound)
+
+        full_out, _, full_dx, _ = native.run(x2, d_out2, None, p, key, d_aux=0.0)
+        a_out, _, a_dx, _ = native.run(x2[:B], d_out2[:B], None, p, key, d_aux=0.0)
+        b_out, _, b_dx, _ = native.run(x2[B:], d_out2[B:], None, p, key, d_aux=0.0, row_offset=B)
+        split_out, split_dx = np.concatenate([a_out, b_out]), np.concatenate([a_dx, b_dx])
+        if cuda:
+            report("row offset: halves at 0 and B vs 2B rows: out", rel(split_out, full_out), CUDA_BOUND)
+            report("row offset: halves at 0 and B vs 2B rows: d_x", rel(split_dx, full_dx), CUDA_BOUND)
+        else:
+            exact("row offset: halves at 0 and B are bitwise the 2B-row call: out, d_x",
+                  np.array_equal(split_out, full_out) and np.array_equal(split_dx, full_dx))
+        z_out, _, _, _ = native.run(x2[B:], d_out2[B:], None, p, key, backward=False)
+        xs = x2.numpy()[B:]
+        report("power: the second half at row_offset 0 draws other noise and masks (1 = at the bound)",
+               POWER / max(rel(b_out - xs, z_out - xs), 1e-30), 1.0)
+    finally:
+        native.close()
 
 
 def run_case(lib, args, case, rows):
@@ -190,6 +231,8 @@ def run_case(lib, args, case, rows):
         ev_p, ev_aux_p, _, _ = native.run(x, d_out, o, p, key, training=0, backward=False)
         ev_0, ev_aux_0, _, _ = native.run(x, d_out, o, 0.0, key, training=0, backward=False)
         exact("evaluation ignores dropout: out, aux", np.array_equal(ev_p, ev_0) and np.array_equal(ev_aux_p, ev_aux_0))
+
+        row_offset_checks(lib, args, cfg, B, S, p, key, c)
 
         if cpu is not None:
             c_out, _, c_dx, c_grads = cpu.run(x, d_out, o, p, key)

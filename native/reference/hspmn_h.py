@@ -4,7 +4,7 @@ hspmn_ctypes.py builds on them."""
 
 import ctypes as C
 
-HSPMN_ABI_VERSION = 4
+HSPMN_ABI_VERSION = 5
 HSPMN_OK = 0
 HSPMN_ERR_INVALID_ARGUMENT = 1
 HSPMN_ERR_SHAPE = 2
@@ -104,6 +104,7 @@ class ForwardParams(C.Structure):
         ("aux_target", C.c_float),
         ("dropout", C.c_float),
         ("reserved", C.c_int32),
+        ("row_offset", C.c_int64),
     ]
 
 
@@ -133,6 +134,7 @@ class ModelForwardParams(C.Structure):
         ("step", C.c_int64),
         ("aux_target", C.c_float),
         ("dropout", C.c_float),
+        ("row_offset", C.c_int64),
     ]
 
 

@@ -192,7 +192,7 @@ class HSPMNLM(nn.Module):
                 seed: int = 0, step: int = 0, aux_target: Optional[float] = None,
                 routes: Optional[Sequence[Tuple[torch.Tensor, torch.Tensor]]] = None,
                 gate_sg: Optional[Sequence[torch.Tensor]] = None, chunk_rows: int = 256,
-                dropout: float = 0.0) -> LMOutput:
+                dropout: float = 0.0, row_offset: int = 0) -> LMOutput:
         """tokens, targets: [B, S] int (targets[b, s] is the byte after tokens[b, s]).
 
         training: Gumbel noise gumbel_noise(seed, step, layer=i) in layer i (step: see noise_step);
@@ -200,6 +200,8 @@ class HSPMNLM(nn.Module):
         aux_target: every layer's rho_target (aux_target_schedule); None: the config's sparsity_k.
         dropout: residual dropout p, training only: layer i multiplies m and o by
                  hspmn_ref.dropout_masks(seed, step, i, ...) (the same key as its noise); 0 drops nothing.
+        row_offset: >= 0, row b's noise and masks are drawn as row row_offset + b (the rows' first
+                    index in the global batch under data parallelism; hspmn_model_forward_params).
         routes / gate_sg: per-layer (indices, counts) and sg(sigmoid(n)) pinned, for gradient checks.
         Activations between blocks stay float64 here; a bf16 backend rounds them, which the
         ||out - ref|| / ||ref|| bounds of MODEL.md cover.
@@ -209,9 +211,9 @@ class HSPMNLM(nn.Module):
         x = self.embedding[tokens.to(torch.int64)]  # [B, S, D]
         outs, auxes = [], []
         for i, blk in enumerate(self.blocks):
-            noise = gumbel_noise(seed, step, i, B, S) if training else None
+            noise = gumbel_noise(seed, step, i, B, S, row_offset) if training else None
             idx, cnt = routes[i] if routes is not None else (None, None)
-            drop = dropout_masks(seed, step, i, B, S, D, dropout) if training else None
+            drop = dropout_masks(seed, step, i, B, S, D, dropout, row_offset) if training else None
             res = blk(x, training=training, noise=noise, indices=idx, counts=cnt, aux_target=aux_target,
                       gate_sg=gate_sg[i] if gate_sg is not None else None, dropout=drop)
             outs.append(res)

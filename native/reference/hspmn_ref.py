@@ -187,12 +187,21 @@ def router_temperature(log_temp: torch.Tensor) -> torch.Tensor:
     return torch.where(inside, t, t.detach().clamp(TEMP_MIN, TEMP_MAX))
 
 
-def gumbel_noise(seed: int, step: int, layer: int, B: int, S: int) -> torch.Tensor:
-    """The generator's Gumbel(0, 1) draw for (seed, step, layer): [B, S] float32."""
+def row_keys(B: int, row_offset: int) -> np.ndarray:
+    """The rows' indices in the batch the draws are keyed by: row_offset + b mod 2^32, [B] uint64
+    (a data-parallel rank's rows [first, first + B) of the global batch draw with row_offset = first)."""
+    if row_offset < 0:
+        raise ValueError(f"row_offset ({row_offset}) must be >= 0")
+    return (np.arange(B, dtype=np.uint64) + np.uint64(row_offset)) & np.uint64(0xFFFFFFFF)
+
+
+def gumbel_noise(seed: int, step: int, layer: int, B: int, S: int, row_offset: int = 0) -> torch.Tensor:
+    """The generator's Gumbel(0, 1) draw for (seed, step, layer): [B, S] float32; row b draws as row
+    row_offset + b."""
     mask32 = 0xFFFFFFFF
     seed &= (1 << 64) - 1
     s = np.arange(S, dtype=np.uint64)[None, :]
-    b = np.arange(B, dtype=np.uint64)[:, None]
+    b = row_keys(B, row_offset)[:, None]
     counter = (s, b, layer & mask32, step & mask32)
     key = (seed & mask32, seed >> 32)
     bits = philox4x32_10(counter, key)[0]
@@ -219,18 +228,19 @@ def dropout_scale(p: float) -> float:
     return f32(1.0 / (1.0 - f32(p)))
 
 
-def dropout_keep(seed: int, step: int, layer: int, tag: int, B: int, S: int, D: int) -> np.ndarray:
+def dropout_keep(seed: int, step: int, layer: int, tag: int, B: int, S: int, D: int,
+                 row_offset: int = 0) -> np.ndarray:
     """The raw draw of every element: [B, S, D] uint64 holding uint32 values.
 
-    Philox4x32-10, key = (seed_lo ^ layer, seed_hi ^ tag), counter = (d >> 2, s, b, step mod 2^32);
-    element d takes output word d & 3, so one Philox call serves four consecutive features.
+    Philox4x32-10, key = (seed_lo ^ layer, seed_hi ^ tag), counter = (d >> 2, s, row_offset + b,
+    step mod 2^32); element d takes output word d & 3, so one Philox call serves four consecutive features.
     """
     mask32 = 0xFFFFFFFF
     seed &= (1 << 64) - 1
     groups = (D + 3) // 4
     d4 = np.arange(groups, dtype=np.uint64)[None, None, :]
     s = np.arange(S, dtype=np.uint64)[None, :, None]
-    b = np.arange(B, dtype=np.uint64)[:, None, None]
+    b = row_keys(B, row_offset)[:, None, None]
     key = ((seed & mask32) ^ (layer & mask32), (seed >> 32) ^ tag)
     words = philox4x32_10((d4, s, b, step & mask32), key)
     words = [np.broadcast_to(w, (B, S, groups)) for w in words]
@@ -238,18 +248,19 @@ def dropout_keep(seed: int, step: int, layer: int, tag: int, B: int, S: int, D: 
     return full[:, :, :D]
 
 
-def dropout_mask(seed: int, step: int, layer: int, tag: int, B: int, S: int, D: int, p: float) -> torch.Tensor:
+def dropout_mask(seed: int, step: int, layer: int, tag: int, B: int, S: int, D: int, p: float,
+                 row_offset: int = 0) -> torch.Tensor:
     """Inverted-dropout multiplier of one branch: [B, S, D] float64, dropout_scale(p) where kept, else 0."""
-    keep = dropout_keep(seed, step, layer, tag, B, S, D) >= np.uint64(dropout_threshold(p))
+    keep = dropout_keep(seed, step, layer, tag, B, S, D, row_offset) >= np.uint64(dropout_threshold(p))
     return torch.from_numpy(np.where(keep, dropout_scale(p), 0.0))
 
 
-def dropout_masks(seed: int, step: int, layer: int, B: int, S: int, D: int, p: float):
+def dropout_masks(seed: int, step: int, layer: int, B: int, S: int, D: int, p: float, row_offset: int = 0):
     """(M_m, M_o) of layer `layer`, or None when p == 0 (no dropout at all, bit for bit)."""
     if f32(p) == 0.0:
         return None
-    return (dropout_mask(seed, step, layer, DROPOUT_TAG_REFLEX, B, S, D, p),
-            dropout_mask(seed, step, layer, DROPOUT_TAG_ATTN, B, S, D, p))
+    return (dropout_mask(seed, step, layer, DROPOUT_TAG_REFLEX, B, S, D, p, row_offset),
+            dropout_mask(seed, step, layer, DROPOUT_TAG_ATTN, B, S, D, p, row_offset))
 
 
 def route_select(scores: torch.Tensor, routing: str, rho: float):

@@ -223,6 +223,10 @@ def gumbel_noise_layout_and_distribution():
     assert not torch.equal(gumbel_noise(1, 0, 0, 2, 8), gumbel_noise(1, 1, 0, 2, 8))
     assert not torch.equal(gumbel_noise(1, 0, 0, 2, 8), gumbel_noise(1, 0, 1, 2, 8))
     assert not torch.equal(gumbel_noise(1, 0, 0, 2, 8), gumbel_noise(1 << 32, 0, 0, 2, 8))
+    # row_offset: rows B..2B-1 of a 2B-row draw are a B-row draw at offset B (data-parallel ranks)
+    assert torch.equal(gumbel_noise(seed, step, layer, 6, 5)[3:], gumbel_noise(seed, step, layer, 3, 5, row_offset=3))
+    assert torch.equal(gumbel_noise(seed, step, layer, 3, 5), gumbel_noise(seed, step, layer, 3, 5, row_offset=0))
+    assert not torch.equal(gumbel_noise(seed, step, layer, 3, 5), gumbel_noise(seed, step, layer, 3, 5, row_offset=3))
 
 
 @test
@@ -289,6 +293,10 @@ def dropout_mask_layout_and_distribution():
     # not the Gumbel stream: word 0 of the counter (0, 0, 0, 0) under the seed's own key differs
     g_bits = int(philox4x32_10((0, 0, 0, 0), (1, 0))[0])
     assert int(dropout_keep(1, 0, 0, DROPOUT_TAG_REFLEX, 1, 1, 1)[0, 0, 0]) != g_bits
+    # row_offset: rows B..2B-1 of a 2B-row draw are a B-row draw at offset B, both masks
+    two = dropout_masks(1, 0, 0, 8, 32, 64, p)
+    half = dropout_masks(1, 0, 0, 4, 32, 64, p, row_offset=4)
+    assert torch.equal(two[0][4:], half[0]) and torch.equal(two[1][4:], half[1])
 
 
 def dropout_case(routing, log_temp, S, seed, step, layer, p):

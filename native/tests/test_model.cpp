@@ -159,6 +159,11 @@ static void test_forward_checks() {
     fp.dropout = NAN;
     EXPECT_STATUS(hspmn_model_forward(m, &fp, tok, tgt, loss, stats), HSPMN_ERR_INVALID_ARGUMENT, "params.dropout");
     fp.dropout = 0.0f;
+    EXPECT(fp.row_offset == 0);
+    fp.row_offset = -3;
+    EXPECT_STATUS(hspmn_model_forward(m, &fp, tok, tgt, loss, stats), HSPMN_ERR_INVALID_ARGUMENT,
+                  "params.row_offset (-3) must be >= 0");
+    fp.row_offset = 0;
     std::vector<int32_t> ids(18, 5);
     ids[11] = 61;
     hspmn_tensor* tok_bad = make(ctx, HSPMN_DTYPE_I32, {2, 9});

@@ -292,6 +292,12 @@ static void check_forward_refusals(const ForwardFixture& f, Forward forward) {
     fp.dropout = 0.0f;
     fp.reserved = 3;
     EXPECT_STATUS(forward(f.block, &fp, f.x, f.out, f.aux), HSPMN_ERR_INVALID_ARGUMENT, "params.reserved (3)");
+    fp.reserved = 0;
+    // row offset: the first row's index in the batch the draws are keyed by, never negative
+    EXPECT(fp.row_offset == 0);
+    fp.row_offset = -1;
+    EXPECT_STATUS(forward(f.block, &fp, f.x, f.out, f.aux), HSPMN_ERR_INVALID_ARGUMENT,
+                  "params.row_offset (-1) must be >= 0");
 }
 
 static void test_forward_checks() {

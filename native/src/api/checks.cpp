@@ -96,6 +96,7 @@ ForwardArgs resolve_forward_params(const hspmn_block* block, const hspmn_forward
     if (fp->reserved != 0)
         fail(HSPMN_ERR_INVALID_ARGUMENT, "params.reserved (%d) must be 0 (start from hspmn_forward_default_params)",
              fp->reserved);
+    check_row_offset(fp->row_offset);
     ForwardArgs r;
     r.training = fp->training;
     r.noise = fp->noise;
@@ -104,6 +105,7 @@ ForwardArgs resolve_forward_params(const hspmn_block* block, const hspmn_forward
     r.layer = fp->layer;
     r.aux_target = fp->aux_target < 0.0f ? block->cfg.params.sparsity_k : fp->aux_target;
     r.dropout = fp->training ? fp->dropout : 0.0f;
+    r.row_offset = fp->row_offset;
     return r;
 }
 
@@ -121,6 +123,13 @@ void check_forward_flags(int32_t training, int32_t noise, float aux_target, floa
         fail(HSPMN_ERR_INVALID_ARGUMENT, "params.aux_target (%g) must be in [0, 1], or < 0 for the config's sparsity_k",
              static_cast<double>(aux_target));
     check_dropout(dropout, "params.dropout");
+}
+
+void check_row_offset(int64_t row_offset) {
+    if (row_offset < 0)
+        fail(HSPMN_ERR_INVALID_ARGUMENT,
+             "params.row_offset (%lld) must be >= 0: the index of the first row in the batch the draws are keyed by",
+             static_cast<long long>(row_offset));
 }
 
 ForwardCall forward_call(const ForwardArgs& r, const hspmn_tensor* x, const hspmn_tensor* noise,

@@ -45,12 +45,15 @@ struct ForwardArgs {
     int32_t layer;
     float aux_target;
     float dropout;  // 0 unless training
+    int64_t row_offset;
 };
 // params.dropout (or a model's): finite and in [0, 1); `name` is the field for the message.
 void check_dropout(float p, const char* name);
 // The fields hspmn_forward_params and hspmn_model_forward_params share: training and noise 0 or 1,
 // aux_target in [0, 1] or < 0, dropout as check_dropout.
 void check_forward_flags(int32_t training, int32_t noise, float aux_target, float dropout);
+// params.row_offset (either struct's): >= 0.
+void check_row_offset(int64_t row_offset);
 ForwardArgs resolve_forward_params(const hspmn_block* block, const hspmn_forward_params* fp);
 
 // What a ForwardCall and a RouteCall (backend.h) share: the resolved params, x and the noise tensor.
@@ -64,6 +67,7 @@ void set_forward_fields(Call& call, const ForwardArgs& r, const hspmn_tensor* x,
     call.step = r.step;
     call.layer = r.layer;
     call.aux_target = r.aux_target;
+    call.row_offset = r.row_offset;
 }
 // The block forward's call (hspmn_block_forward[_routed] and graph capture), its tensors checked.
 ForwardCall forward_call(const ForwardArgs& r, const hspmn_tensor* x, const hspmn_tensor* noise,

@@ -239,6 +239,7 @@ hspmn_status hspmn_model_forward(hspmn_model* model, const hspmn_model_forward_p
         check_model(model);
         check_not_null(params, "params");
         check_forward_flags(params->training, params->noise, params->aux_target, params->dropout);
+        check_row_offset(params->row_offset);
         BusyPair busy(model->busy, "model", model->ctx->busy);
         int64_t B = 0, S = 0, tB = 0, tS = 0;
         token_shape(model, tokens, "tokens", &B, &S);
@@ -266,6 +267,7 @@ hspmn_status hspmn_model_forward(hspmn_model* model, const hspmn_model_forward_p
         c.step = params->step;
         c.aux_target = params->aux_target < 0.0f ? model->impl->params().block.sparsity_k : params->aux_target;
         c.dropout = params->training ? params->dropout : 0.0f;
+        c.row_offset = params->row_offset;
         c.B = B;
         c.S = S;
         c.tokens = tok.data();

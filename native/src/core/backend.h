@@ -38,6 +38,8 @@ struct ForwardCall {
     // Residual dropout p in [0, 1) (native/README.md "Residual dropout"); only a training forward
     // applies it, with masks keyed by (seed, step, layer) as the noise. 0: the forward without dropout.
     float dropout = 0.0f;
+    // >= 0: row b of x draws its noise and dropout masks as row row_offset + b (hspmn_forward_params).
+    int64_t row_offset = 0;
 };
 
 // Routing alone; every output may be null.
@@ -55,6 +57,7 @@ struct RouteCall {
     hspmn_tensor* indices;
     hspmn_tensor* counts;
     hspmn_tensor* aux;
+    int64_t row_offset = 0;  // as ForwardCall::row_offset
 };
 
 // Backward of the cached training forward: d_out has the cached x's shape; d_aux, d_x may be null.

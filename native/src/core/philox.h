@@ -27,7 +27,8 @@ inline Philox4x32 philox4x32_10(Philox4x32 c, uint32_t k0, uint32_t k1) noexcept
     return c;
 }
 
-// g for token (b, s): counter = (s, b, layer, step), key = seed split in halves.
+// g for token (b, s): counter = (s, b, layer, step), key = seed split in halves; b is the row's index in
+// the batch the draws are keyed by (callers add hspmn_forward_params.row_offset).
 inline float gumbel_sample(uint64_t seed, int64_t step, int32_t layer, int64_t b, int64_t s) noexcept {
     Philox4x32 ctr{{static_cast<uint32_t>(s), static_cast<uint32_t>(b), static_cast<uint32_t>(layer),
                     static_cast<uint32_t>(static_cast<uint64_t>(step) & 0xffffffffu)}};
@@ -49,6 +50,7 @@ struct DropoutKey {
     uint64_t seed = 0;
     int64_t step = 0;
     int32_t layer = 0;
+    int64_t row_offset = 0;  // row b draws as row row_offset + b (hspmn_forward_params.row_offset)
 };
 
 // A draw w keeps its element iff w >= ceil(p * 2^32) (exact in double: p is a float32 below 1).
@@ -59,10 +61,10 @@ inline uint32_t dropout_threshold(float p) noexcept {
 // 1 / (1 - p) in double, rounded to float32: what kept elements are multiplied by.
 inline float dropout_scale(float p) noexcept { return static_cast<float>(1.0 / (1.0 - static_cast<double>(p))); }
 
-// The four draws of features 4 * d4 .. 4 * d4 + 3 of token (b, s): counter = (d4, s, b, step),
-// key = (seed_lo ^ layer, seed_hi ^ tag); feature d takes word d & 3.
+// The four draws of features 4 * d4 .. 4 * d4 + 3 of token (b, s): counter = (d4, s, row_offset + b,
+// step), key = (seed_lo ^ layer, seed_hi ^ tag); feature d takes word d & 3.
 inline Philox4x32 dropout_bits(const DropoutKey& k, uint32_t tag, int64_t b, int64_t s, int64_t d4) noexcept {
-    Philox4x32 ctr{{static_cast<uint32_t>(d4), static_cast<uint32_t>(s), static_cast<uint32_t>(b),
+    Philox4x32 ctr{{static_cast<uint32_t>(d4), static_cast<uint32_t>(s), static_cast<uint32_t>(k.row_offset + b),
                     static_cast<uint32_t>(static_cast<uint64_t>(k.step) & 0xffffffffu)}};
     return philox4x32_10(ctr, static_cast<uint32_t>(k.seed) ^ static_cast<uint32_t>(k.layer),
                          static_cast<uint32_t>(k.seed >> 32) ^ tag);

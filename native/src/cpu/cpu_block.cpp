@@ -85,7 +85,8 @@ void CpuBlock::router_temperature(float* t, bool* t_inside) const {
 }
 
 CpuBlock::Router CpuBlock::run_router(const float* x, int64_t B, int64_t S, int32_t training, int32_t noise,
-                                      uint64_t seed, int64_t step, int32_t layer, const hspmn_tensor* noise_tensor) {
+                                      uint64_t seed, int64_t step, int32_t layer, int64_t row_offset,
+                                      const hspmn_tensor* noise_tensor) {
     const int64_t N = B * S;
     Router r;
     r.l.resize(static_cast<std::size_t>(N));
@@ -96,7 +97,7 @@ CpuBlock::Router CpuBlock::run_router(const float* x, int64_t B, int64_t S, int3
         if (noise_tensor)
             std::memcpy(r.n.data(), host_data<float>(noise_tensor), static_cast<std::size_t>(N) * sizeof(float));
         else
-            gumbel_noise(pool_, seed, step, layer, B, S, r.n.data());
+            gumbel_noise(pool_, seed, step, layer, B, S, r.n.data(), row_offset);
         for (int64_t i = 0; i < N; ++i) r.n[i] = (r.l[i] + r.n[i]) / r.t;
     } else {
         for (int64_t i = 0; i < N; ++i) r.n[i] = r.l[i] / r.t;
@@ -110,7 +111,7 @@ void CpuBlock::route(const RouteCall& call) {
     Buffer<float> x(static_cast<std::size_t>(N * D));
     bf16_to_f32_array(pool_, host_data<uint16_t>(call.x), x.data(), N * D);
     Router r = run_router(x.data(), B, S, call.training, call.noise, call.seed, call.step, call.layer,
-                          call.noise_tensor);
+                          call.row_offset, call.noise_tensor);
     if (call.logits) std::memcpy(host_data<float>(call.logits), r.l.data(), static_cast<std::size_t>(N) * sizeof(float));
     if (call.probs)
         for (int64_t i = 0; i < N; ++i) host_data<float>(call.probs)[i] = sigmoidf(r.l[i]);
@@ -150,13 +151,13 @@ void CpuBlock::forward(const ForwardCall& call) {
     A.S = S;
     A.N = N;
     A.aux_target = call.aux_target;
-    if (call.training && call.dropout > 0.0f) A.dropout = DropoutKey{call.dropout, call.seed, call.step, call.layer};
+    if (call.training && call.dropout > 0.0f) A.dropout = DropoutKey{call.dropout, call.seed, call.step, call.layer, call.row_offset};
     A.x.resize(static_cast<std::size_t>(N * D));
     bf16_to_f32_array(pool_, host_data<uint16_t>(call.x), A.x.data(), N * D);
 
     // 1. Router and selection.
     Router r = run_router(A.x.data(), B, S, call.training, call.noise, call.seed, call.step, call.layer,
-                          call.noise_tensor);
+                          call.row_offset, call.noise_tensor);
     A.t = r.t;
     A.t_inside = r.t_inside;
     A.l = std::move(r.l);

@@ -104,7 +104,7 @@ private:
     void router_temperature(float* t, bool* t_inside) const;
     // l, n = (l + g) / t for x: [N, D]; g from the noise tensor, the generator, or 0.
     Router run_router(const float* x, int64_t B, int64_t S, int32_t training, int32_t noise, uint64_t seed,
-                      int64_t step, int32_t layer, const hspmn_tensor* noise_tensor);
+                      int64_t step, int32_t layer, int64_t row_offset, const hspmn_tensor* noise_tensor);
     const float* w(int index) const { return weight_[index].data(); }
     void run_rows(const RowsPass& p, const RowsBuffers& b);  // cpu_block_rows.cpp
     // The query lists of B whole sequences (A.B, A.S) selected by idx [B, C] / cnt [B] (A.rows,

@@ -53,9 +53,10 @@ void router_logits(ThreadPool& pool, const float* x, const float* w, float b, in
 // l: [N] -> the share with l > 0: what threshold routing selects without noise (t > 0 keeps the sign)
 float noise_free_fraction(const float* l, int64_t N);
 
-// ---- gumbel_noise.cpp: Philox draw of native/README.md
+// ---- gumbel_noise.cpp: Philox draw of native/README.md; row b draws as row row_offset + b
 // out: [B, S]
-void gumbel_noise(ThreadPool& pool, uint64_t seed, int64_t step, int32_t layer, int64_t B, int64_t S, float* out);
+void gumbel_noise(ThreadPool& pool, uint64_t seed, int64_t step, int32_t layer, int64_t B, int64_t S, float* out,
+                  int64_t row_offset = 0);
 
 // ---- route_select.cpp
 // n: [B, S] scores; indices: [B, C] increasing positions then -1; counts: [B]

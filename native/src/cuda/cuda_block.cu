@@ -16,7 +16,8 @@ void CudaBlock::route(const RouteCall& call) {
     const int64_t B = call.x->shape[0], S = call.x->shape[1], N = B * S;
     Activations& A = route_;
     const bf16* x = input<bf16>(d_, call.x, stage_.x, "cudaMemcpyAsync (x)");
-    run_router(A, x, B, S, call.training, call.noise, call.seed, call.step, call.layer, call.noise_tensor);
+    run_router(A, x, B, S, call.training, call.noise, call.seed, call.step, call.layer, call.row_offset,
+               call.noise_tensor);
     if (call.logits) {
         copy_async(d_, output<float>(d_, call.logits, stage_.logits), A.l.data(), N * 4, "cudaMemcpyAsync (logits)");
         output_done(d_, call.logits, stage_.logits, "cudaMemcpyAsync (logits out)");
@@ -59,8 +60,9 @@ void CudaBlock::forward(const ForwardCall& call) {
     A.S = S;
     A.N = N;
     A.aux_target = call.aux_target;
-    A.dropout = call.training && call.dropout > 0.0f ? DropoutKey{call.dropout, call.seed, call.step, call.layer}
-                                                     : DropoutKey{};
+    A.dropout = call.training && call.dropout > 0.0f
+                    ? DropoutKey{call.dropout, call.seed, call.step, call.layer, call.row_offset}
+                    : DropoutKey{};
 
     const bf16* x = input<bf16>(d_, call.x, stage_.x, "cudaMemcpyAsync (x)");
     if (call.training) {
@@ -69,7 +71,8 @@ void CudaBlock::forward(const ForwardCall& call) {
     }
 
     // 1. Router and selection (counts stay on the device; C is known here).
-    run_router(A, x, B, S, call.training, call.noise, call.seed, call.step, call.layer, call.noise_tensor);
+    run_router(A, x, B, S, call.training, call.noise, call.seed, call.step, call.layer, call.row_offset,
+               call.noise_tensor);
     int64_t C;
     if (call.indices) {
         C = call.indices->shape[1];

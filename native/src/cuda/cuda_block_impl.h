@@ -408,7 +408,8 @@ private:
 
     // l, n = (l + g) / t, temp for x: [N, D] bf16 (device). g from the noise tensor, the generator, or 0.
     void run_router(Activations& A, const bf16* x, int64_t B, int64_t S, int32_t training, int32_t noise,
-                    uint64_t seed, int64_t step, int32_t layer, const hspmn_tensor* noise_tensor) {
+                    uint64_t seed, int64_t step, int32_t layer, int64_t row_offset,
+                    const hspmn_tensor* noise_tensor) {
         const int64_t N = B * S;
         const float* g = nullptr;
         if (training && noise) {
@@ -416,7 +417,7 @@ private:
                 g = input<float>(d_, noise_tensor, stage_.noise, "cudaMemcpyAsync (noise)");
             } else {
                 float* buf = grow<float>(d_, A.noise, N);
-                gumbel_noise_kernel_launch(d_, seed, step, layer, B, S, buf);
+                gumbel_noise_kernel_launch(d_, seed, step, layer, B, S, buf, row_offset);
                 g = buf;
             }
         }

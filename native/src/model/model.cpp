@@ -210,7 +210,7 @@ void Model::ensure_rows(int64_t N) {
     rows_cap_ = N;
 }
 
-void Model::run_trunk(int32_t training, int32_t noise, uint64_t seed, int64_t step, float aux_target, int64_t B,
+void Model::run_trunk(int32_t training, int32_t noise, uint64_t seed, int64_t step, int64_t row_offset, float aux_target, int64_t B,
                       int64_t S, float dropout) {
     const int64_t N = B * S;
     be_.embedding_forward(emb_value_.as<uint16_t>(), tokens_.as<int32_t>(), N, D_, act_a_.as<uint16_t>());
@@ -228,6 +228,7 @@ void Model::run_trunk(int32_t training, int32_t noise, uint64_t seed, int64_t st
                        nullptr, &ov, &av};
         fc.routed_fraction = stats + 2 * i + 1;
         fc.dropout = dropout;
+        fc.row_offset = row_offset;
         if (training && noise_free_out_) fc.noise_free_fraction = noise_free_out_ + i;
         blocks_[i]->forward(fc);
         std::swap(in, out);
@@ -256,7 +257,7 @@ void Model::forward(const ModelForward& c) {
         }
         noise_free_out_ = noise_free_[slot].as<float>();
     }
-    run_trunk(c.training, c.noise, c.seed, c.step, c.aux_target, c.B, c.S, c.dropout);
+    run_trunk(c.training, c.noise, c.seed, c.step, c.row_offset, c.aux_target, c.B, c.S, c.dropout);
     noise_free_out_ = nullptr;
     if (c.targets) {
         // Loss only: backward recomputes the head with gradients, which keeps no [N, V] logits and
@@ -327,7 +328,7 @@ void Model::logits(const int32_t* tokens, int64_t B, int64_t S, hspmn_tensor* ou
     const int64_t N = B * S;
     ensure_rows(N);
     be_.copy_from_host_raw(tokens_.as<void>(), tokens, static_cast<std::size_t>(N) * 4);
-    run_trunk(0, 0, 0, 0, params_.block.sparsity_k, B, S);
+    run_trunk(0, 0, 0, 0, 0, params_.block.sparsity_k, B, S);
     logits_.ensure(static_cast<std::size_t>(B * V_) * 4);
     be_.lm_logits(hidden_.as<uint16_t>() + (S - 1) * D_, S * D_, B, emb_value_.as<uint16_t>(), V_, D_,
                   logits_.as<float>());

@@ -46,6 +46,7 @@ struct ModelForward {
     int64_t step;
     float aux_target;          // resolved (>= 0)
     float dropout;             // residual dropout p of every layer (0 unless training)
+    int64_t row_offset;        // >= 0: the global index of row 0 (noise and dropout keys)
     int64_t B, S;
     const int32_t* tokens;     // [B, S] host memory, validated
     const int32_t* targets;    // [B, S] host memory, validated, or null
@@ -122,7 +123,7 @@ private:
     // Sizes the activation buffers for N = B*S rows.
     void ensure_rows(int64_t N);
     // Runs embedding + blocks + final norm on tokens_ (already in backend memory).
-    void run_trunk(int32_t training, int32_t noise, uint64_t seed, int64_t step, float aux_target, int64_t B,
+    void run_trunk(int32_t training, int32_t noise, uint64_t seed, int64_t step, int64_t row_offset, float aux_target, int64_t B,
                    int64_t S, float dropout = 0.0f);
 
     // ---- data parallelism (data_parallel.cpp): null without a comm, so every path is as before.

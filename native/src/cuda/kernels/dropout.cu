@@ -1,4 +1,5 @@
-// Residual dropout on the device: the draws of core/philox.h dropout_bits (counter (d >> 2, s, b, step),
+// Residual dropout on the device: the draws of core/philox.h dropout_bits (counter (d >> 2, s,
+// row_offset + b, step),
 // key (seed_lo ^ layer, seed_hi ^ tag)), one Philox call per thread for four consecutive features, so
 // the CPU and CUDA backends drop the same elements. Backward redraws the masks rather than keeping
 // them: 10 Philox rounds per 4 elements cost less than writing and reading a [B*S, D] mask.
@@ -14,13 +15,14 @@ constexpr int kThreads = 256;
 struct Draw {
     uint32_t k0, k1, step, threshold;
     float scale;
+    int64_t row_offset;  // DropoutKey::row_offset: row b draws as row row_offset + b
 };
 
 Draw make_draw(const DropoutKey& key, uint32_t tag) {
     return Draw{static_cast<uint32_t>(key.seed) ^ static_cast<uint32_t>(key.layer),
                 static_cast<uint32_t>(key.seed >> 32) ^ tag,
                 static_cast<uint32_t>(static_cast<uint64_t>(key.step) & 0xffffffffu), dropout_threshold(key.p),
-                dropout_scale(key.p)};
+                dropout_scale(key.p), key.row_offset};
 }
 
 // The token of row r: r itself (indices null) or selected row (b, j) of [B, C] lists; -1 for padding.
@@ -34,7 +36,7 @@ __device__ __forceinline__ int64_t row_token(int64_t r, int64_t S, const int32_t
 __device__ __forceinline__ uint4 draw4(const Draw& w, int64_t tok, int64_t S, int64_t g) {
     const int64_t b = tok / S, s = tok - b * S;
     return kern::philox4x32_10(
-        make_uint4(static_cast<uint32_t>(g), static_cast<uint32_t>(s), static_cast<uint32_t>(b), w.step), w.k0, w.k1);
+        make_uint4(static_cast<uint32_t>(g), static_cast<uint32_t>(s), static_cast<uint32_t>(w.row_offset + b), w.step), w.k0, w.k1);
 }
 
 __device__ __forceinline__ uint32_t word(const uint4& r, int j) { return j == 0 ? r.x : j == 1 ? r.y : j == 2 ? r.z : r.w; }

@@ -114,9 +114,10 @@ void gate_scatter_backward(Device& d, const float* o, const __nv_bfloat16* d_out
                            const int32_t* counts, int64_t B, int64_t S, int64_t C, int64_t D, __nv_bfloat16* d_o,
                            float* dy);
 
-// ---- gumbel_noise.cu: the Philox draw of native/README.md.  out: [B, S] f32
+// ---- gumbel_noise.cu: the Philox draw of native/README.md; row b draws as row row_offset + b.
+// out: [B, S] f32
 void gumbel_noise_kernel_launch(Device& d, uint64_t seed, int64_t step, int32_t layer, int64_t B, int64_t S,
-                                float* out);
+                                float* out, int64_t row_offset = 0);
 
 // ---- dropout.cu: residual dropout (native/README.md "Residual dropout"; core/philox.h dropout_bits).
 // Rows are tokens (indices == null: row r is token r of B sequences of S) or selected rows [B, C]

@@ -13,12 +13,28 @@ import java.lang.foreign.MemorySegment;
  * @param dropout   residual dropout p in [0, 1), training only: the reflexive and attention branches are
  *                  multiplied by keep / (1 - p), the masks keyed by (seed, step, layer, b, s, d) like the
  *                  noise (native/README.md "Residual dropout"); 0 drops nothing
+ * @param rowOffset >= 0: x's row b draws its noise and masks as row rowOffset + b of the batch they are
+ *                  keyed by (data parallelism: the rank's first row of the global batch)
  */
 public record ForwardOptions(boolean training, boolean noise, long seed, long step, int layer, float auxTarget,
-                             float dropout) {
+                             float dropout, long rowOffset) {
 
     public ForwardOptions {
         checkDropout(dropout);
+        checkRowOffset(rowOffset);
+    }
+
+    /** Keyed from row 0. */
+    public ForwardOptions(boolean training, boolean noise, long seed, long step, int layer, float auxTarget,
+                          float dropout) {
+        this(training, noise, seed, step, layer, auxTarget, dropout, 0L);
+    }
+
+    /** The row offset rule of a block and of a model forward: >= 0. */
+    static void checkRowOffset(long rowOffset) {
+        if (rowOffset < 0) {
+            throw new IllegalArgumentException("rowOffset (" + rowOffset + ") must be >= 0");
+        }
     }
 
     /** The residual dropout rule of a block and of a model forward: p in [0, 1). */
@@ -42,19 +58,23 @@ public record ForwardOptions(boolean training, boolean noise, long seed, long st
     }
 
     public ForwardOptions withNoise(boolean noise) {
-        return new ForwardOptions(training, noise, seed, step, layer, auxTarget, dropout);
+        return new ForwardOptions(training, noise, seed, step, layer, auxTarget, dropout, rowOffset);
     }
 
     public ForwardOptions withAuxTarget(float auxTarget) {
-        return new ForwardOptions(training, noise, seed, step, layer, auxTarget, dropout);
+        return new ForwardOptions(training, noise, seed, step, layer, auxTarget, dropout, rowOffset);
     }
 
     public ForwardOptions withTraining(boolean training) {
-        return new ForwardOptions(training, noise, seed, step, layer, auxTarget, dropout);
+        return new ForwardOptions(training, noise, seed, step, layer, auxTarget, dropout, rowOffset);
     }
 
     public ForwardOptions withDropout(float dropout) {
-        return new ForwardOptions(training, noise, seed, step, layer, auxTarget, dropout);
+        return new ForwardOptions(training, noise, seed, step, layer, auxTarget, dropout, rowOffset);
+    }
+
+    public ForwardOptions withRowOffset(long rowOffset) {
+        return new ForwardOptions(training, noise, seed, step, layer, auxTarget, dropout, rowOffset);
     }
 
     void writeTo(MemorySegment p) {
@@ -66,5 +86,6 @@ public record ForwardOptions(boolean training, boolean noise, long seed, long st
         hspmn_forward_params.aux_target(p, auxTarget);
         hspmn_forward_params.dropout(p, dropout);
         hspmn_forward_params.reserved(p, 0);
+        hspmn_forward_params.row_offset(p, rowOffset);
     }
 }

@@ -16,12 +16,21 @@ import java.lang.foreign.MemorySegment;
  * @param auxTarget every layer's rho_target of the aux loss; negative means the config's sparsity_k
  * @param dropout   residual dropout p in [0, 1), training only: layer i's masks are keyed by (seed, step,
  *                  layer = i) like its noise, so a resumed run drops the same elements; 0 drops nothing
+ * @param rowOffset >= 0: the index of the tokens' first row in the batch the noise and dropout draws are
+ *                  keyed by (row b draws as row rowOffset + b): a data-parallel rank passes its first row
+ *                  of the global batch, so N ranks draw what one forward of the whole batch draws
  */
 public record ModelForwardOptions(boolean training, boolean noise, long seed, long step, float auxTarget,
-                                  float dropout) {
+                                  float dropout, long rowOffset) {
 
     public ModelForwardOptions {
         ForwardOptions.checkDropout(dropout);
+        ForwardOptions.checkRowOffset(rowOffset);
+    }
+
+    /** Keyed from row 0. */
+    public ModelForwardOptions(boolean training, boolean noise, long seed, long step, float auxTarget, float dropout) {
+        this(training, noise, seed, step, auxTarget, dropout, 0L);
     }
 
     /** Without dropout. */
@@ -45,11 +54,15 @@ public record ModelForwardOptions(boolean training, boolean noise, long seed, lo
     }
 
     public ModelForwardOptions withNoise(boolean noise) {
-        return new ModelForwardOptions(training, noise, seed, step, auxTarget, dropout);
+        return new ModelForwardOptions(training, noise, seed, step, auxTarget, dropout, rowOffset);
     }
 
     public ModelForwardOptions withDropout(float dropout) {
-        return new ModelForwardOptions(training, noise, seed, step, auxTarget, dropout);
+        return new ModelForwardOptions(training, noise, seed, step, auxTarget, dropout, rowOffset);
+    }
+
+    public ModelForwardOptions withRowOffset(long rowOffset) {
+        return new ModelForwardOptions(training, noise, seed, step, auxTarget, dropout, rowOffset);
     }
 
     void writeTo(MemorySegment p) {
@@ -59,5 +72,6 @@ public record ModelForwardOptions(boolean training, boolean noise, long seed, lo
         hspmn_model_forward_params.step(p, step);
         hspmn_model_forward_params.aux_target(p, auxTarget);
         hspmn_model_forward_params.dropout(p, dropout);
+        hspmn_model_forward_params.row_offset(p, rowOffset);
     }
 }

@@ -80,4 +80,13 @@ class DropoutTest extends ModelFixture {
             assertThrows(IllegalArgumentException.class, () -> ForwardOptions.training(1, 0, 0).withDropout(p));
         }
     }
+
+    @Test
+    void negativeRowOffsetIsRefused() {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> ModelForwardOptions.training(1, 0, -1f, 0.1f).withRowOffset(-1));
+        assertTrue(e.getMessage().contains("rowOffset (-1)"), e.getMessage());
+        assertThrows(IllegalArgumentException.class, () -> ForwardOptions.training(1, 0, 0).withRowOffset(-2));
+        assertEquals(5L, ModelForwardOptions.training(1, 0, -1f).withRowOffset(5).withDropout(0.2f).rowOffset());
+    }
 }

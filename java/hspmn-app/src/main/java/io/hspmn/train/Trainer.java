@@ -132,7 +132,6 @@ public final class Trainer implements AutoCloseable {
     private final boolean biasControl;   // router bias control: threshold routing and a rate > 0
     private final boolean sharded;       // ZeRO-1: reading a moment is collective
     private volatile StepHook hook = (rank, step) -> { };
-    private volatile boolean noise = true;
 
     private Trainer(TrainOptions options, PrintStream log, ByteCorpus corpus, CorpusSplit trainSplit,
                     CorpusSplit validationSplit, Rank[] ranks, TrainCheckpoint.State resumed) throws IOException {
@@ -521,15 +520,6 @@ public final class Trainer implements AutoCloseable {
         hook = Objects.requireNonNull(h);
     }
 
-    /**
-     * Test knob: training forwards without routing noise. The library keys a row's noise (and dropout
-     * masks) by its index in the batch the rank passes, so with noise N ranks of B draw other noise than
-     * one rank of N x B; without it they compute the same (DataParallelTest).
-     */
-    void noise(boolean on) {
-        noise = on;
-    }
-
     /** Every rank's model of this process, by local rank (tests compare the replicas). */
     List<LanguageModel> replicas() {
         List<LanguageModel> l = new ArrayList<>();
@@ -662,8 +652,10 @@ public final class Trainer implements AutoCloseable {
         double[] sums = new double[3 + layers];  // loss, ce, aux, routed fraction per layer
         for (int micro = 0; micro < a; micro++) {
             r.nextTraining();
+            // Noise and dropout masks keyed by the row's index in the micro-batch's global batch, so N
+            // ranks of B draw what one rank of N x B draws.
             LossResult x = model.forward(r.tokens, r.targets, ModelForwardOptions.training(options.seed(), s * a + micro,
-                    auxTarget, options.dropout()).withNoise(noise));
+                    auxTarget, options.dropout()).withRowOffset(r.first));
             model.backward(1f / a, micro > 0);
             sums[0] += (double) x.loss() / a;
             sums[1] += (double) x.crossEntropy() / a;

@@ -38,10 +38,11 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * rows, where one rank sums all rows at once, so float32 addition order differs; native/README.md
  * "Data parallelism" bounds the gradients at 1e-5 relative (measured 1e-7). The comparison runs the
  * project's f32 bound (native/reference/tolerances.json, Parity) on the weights, moments and logged
- * numbers. Two terms are not linear in the split and are off where runs of different splits are compared:
- * the aux loss's sparsity term (a squared mean over the rank's batch, as DDP computes it) and the
- * routing noise, which the library keys by a row's index in its rank's batch (so rank 1's row 0 draws
- * rank 0's row-0 noise); runs of the same split keep both on.
+ * numbers. The routing noise and the dropout masks are keyed by a row's index in the global batch (each
+ * rank passes its first row as the forward's row offset), so the comparisons run with noise, and one with
+ * dropout. One term is not linear in the split and is off where runs of different splits are compared:
+ * the aux loss's sparsity term (a squared mean over the rank's batch, as DDP computes it); runs of the
+ * same split keep it on.
  */
 class DataParallelTest {
     /** tolerances.json "f32": a float32 result whose only difference is float32 rounding. */
@@ -59,24 +60,33 @@ class DataParallelTest {
         return b;
     }
 
-    /** Without the split-dependent terms (the class comment says why). */
+    /** Without the split-dependent term (the class comment says why). */
     static TrainOptions.Builder linear(Path out, int gpus, int batch) {
         return options(out, gpus, batch).routerSparsityCoef(0f);
     }
 
-    static Trainer.Result train(TrainOptions o, boolean noise) throws Exception {
+    static Trainer.Result train(TrainOptions o) throws Exception {
         try (Trainer t = Trainer.open(o, null)) {
-            t.noise(noise);
             return t.run();
         }
     }
 
     @Test
     void twoRanksOfBatchBTrainWhatOneRankOfBatch2BTrains() throws Exception {
+        twoRanksAgainstOne(0f);
+    }
+
+    @Test
+    void withDropoutTwoRanksOfBatchBTrainWhatOneRankOfBatch2BTrains() throws Exception {
+        twoRanksAgainstOne(0.1f);
+    }
+
+    /** 2 ranks x 2 against 1 rank x 4, with routing noise and residual dropout p. */
+    private void twoRanksAgainstOne(float dropout) throws Exception {
         Path two = dir.resolve("two");
         Path one = dir.resolve("one");
-        train(linear(two, 2, 2).build(), false);
-        train(linear(one, 1, 4).build(), false);
+        train(linear(two, 2, 2).dropout(dropout).build());
+        train(linear(one, 1, 4).dropout(dropout).build());
         Checkpoint a = Checkpoint.load(two.resolve(Trainer.CHECKPOINT));
         Checkpoint b = Checkpoint.load(one.resolve(Trainer.CHECKPOINT));
         assertEquals(b.step(), a.step());
@@ -106,8 +116,8 @@ class DataParallelTest {
         }
         // the loss moved, so equal runs are not two copies of a constant
         assertTrue(la.getLast().loss() < la.getFirst().loss() - 0.3, la.getFirst().loss() + " -> " + la.getLast().loss());
-        System.out.printf("data parallel: 2 ranks x 2 vs 1 rank x 4, %d steps: worst tensor relative error %.2e (bound %.0e)%n",
-                STEPS, worst, F32);
+        System.out.printf("data parallel: 2 ranks x 2 vs 1 rank x 4, noise on, dropout %s, %d steps: worst tensor "
+                + "relative error %.2e (bound %.0e)%n", dropout, STEPS, worst, F32);
     }
 
     @Test
@@ -125,9 +135,9 @@ class DataParallelTest {
     @Test
     void aTwoRankCheckpointResumesOnOneRankAndOnThree() throws Exception {
         Path straight = dir.resolve("straight");
-        train(linear(straight, 2, 3).build(), false);  // global batch 6
+        train(linear(straight, 2, 3).build());  // global batch 6
         Path half = dir.resolve("half");
-        train(linear(half, 2, 3).stopAfter(STEPS / 2).build(), false);
+        train(linear(half, 2, 3).stopAfter(STEPS / 2).build());
         Checkpoint want = Checkpoint.load(straight.resolve(Trainer.CHECKPOINT));
         for (int gpus : new int[] {1, 3}) {
             Path out = dir.resolve("on" + gpus);
@@ -141,7 +151,7 @@ class DataParallelTest {
             TrainOptions o = TrainOptions.forResume(stored, given);
             assertEquals(6 / gpus, o.batch(), "the global batch of 6 split over " + gpus + " rank(s)");
             assertEquals(6, o.globalBatch());
-            train(o, false);
+            train(o);
             Checkpoint got = Checkpoint.load(out.resolve(Trainer.CHECKPOINT));
             assertEquals(want.step(), got.step());
             assertEquals(want.dataPosition(), got.dataPosition());
@@ -157,7 +167,7 @@ class DataParallelTest {
     @Test
     void aGlobalBatchThatDoesNotSplitIsRefusedAndAGivenBatchSaysWhatChanges() throws Exception {
         Path out = dir.resolve("run");
-        train(linear(out, 2, 3).stopAfter(1).build(), false);
+        train(linear(out, 2, 3).stopAfter(1).build());
         TrainOptions stored = TrainCheckpoint.load(out.resolve(Trainer.CHECKPOINT)).options();
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> TrainOptions.forResume(stored, Map.of("out", out.toString(), "gpus", "4")));
@@ -178,10 +188,10 @@ class DataParallelTest {
     void shardedMomentsTrainBitwiseWhatUnshardedOnesTrain() throws Exception {
         Path plain = dir.resolve("plain");
         Path sharded = dir.resolve("sharded");
-        train(options(plain, 2, 2).build(), true);
+        train(options(plain, 2, 2).build());
         TrainOptions.Builder s = options(sharded, 2, 2);
         s.parallel().shardOptimizer(true);
-        train(s.build(), true);
+        train(s.build());
         Checkpoint a = Checkpoint.load(plain.resolve(Trainer.CHECKPOINT));
         Checkpoint b = Checkpoint.load(sharded.resolve(Trainer.CHECKPOINT));
         for (String k : a.weights().keySet()) {
@@ -200,7 +210,7 @@ class DataParallelTest {
         TrainOptions.Builder b = options(out, 2, 2).keepBest(true).evalEvery(1);
         b.parallel().shardOptimizer(true).commTimeoutS(20);
         assertTimeoutPreemptively(Duration.ofSeconds(60), () -> {
-            train(b.stopAfter(3).build(), true);
+            train(b.stopAfter(3).build());
             // a best no later validation beats: only rank 0 reads it (from the metrics), so every rank must
             // learn it from rank 0, or a rank that thinks it has none captures alone
             Path metrics = out.resolve(Trainer.METRICS);
@@ -210,7 +220,7 @@ class DataParallelTest {
             Files.write(metrics, lines);
             TrainOptions.Builder again = options(out, 2, 2).keepBest(true).evalEvery(1).resume(true);
             again.parallel().shardOptimizer(true).commTimeoutS(20);
-            assertEquals(STEPS, train(again.build(), true).step());
+            assertEquals(STEPS, train(again.build()).step());
         });
         Checkpoint best = Checkpoint.load(out.resolve(Trainer.BEST));
         assertTrue(best.step() >= 1 && best.step() <= 3, "best of the first half, at step " + best.step());

@@ -20,6 +20,7 @@ import static java.lang.foreign.MemoryLayout.PathElement.*;
  *     float aux_target;
  *     float dropout;
  *     int32_t reserved;
+ *     int64_t row_offset;
  * }
  * }
  */
@@ -178,6 +179,20 @@ public class hspmn_forward_params {
         return reserved$OFFSET;
     }
 
+    private static final OfLong row_offset$LAYOUT = (OfLong)$LAYOUT.select(groupElement("row_offset"));
+
+    /** Layout for field {@code int64_t row_offset} of {@code struct hspmn_forward_params} */
+    public static final OfLong row_offset$layout() {
+        return row_offset$LAYOUT;
+    }
+
+    private static final long row_offset$OFFSET = 40;
+
+    /** Offset for field {@code int64_t row_offset} of {@code struct hspmn_forward_params} */
+    public static final long row_offset$offset() {
+        return row_offset$OFFSET;
+    }
+
     /** Getter for field {@code int32_t training} of {@code struct hspmn_forward_params} */
     public static int training(MemorySegment struct) {
         return struct.get(training$LAYOUT, training$OFFSET);
@@ -256,5 +271,15 @@ public class hspmn_forward_params {
     /** Setter for field {@code int32_t reserved} of {@code struct hspmn_forward_params} */
     public static void reserved(MemorySegment struct, int fieldValue) {
         struct.set(reserved$LAYOUT, reserved$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int64_t row_offset} of {@code struct hspmn_forward_params} */
+    public static long row_offset(MemorySegment struct) {
+        return struct.get(row_offset$LAYOUT, row_offset$OFFSET);
+    }
+
+    /** Setter for field {@code int64_t row_offset} of {@code struct hspmn_forward_params} */
+    public static void row_offset(MemorySegment struct, long fieldValue) {
+        struct.set(row_offset$LAYOUT, row_offset$OFFSET, fieldValue);
     }
 }

@@ -80,7 +80,8 @@ public class hspmn_h$shared {
         C_INT.withName("layer"),
         C_FLOAT.withName("aux_target"),
         C_FLOAT.withName("dropout"),
-        C_INT.withName("reserved")
+        C_INT.withName("reserved"),
+        C_LONG.withName("row_offset")
     ).withName("hspmn_forward_params");
 
     static final GroupLayout hspmn_backward_params$LAYOUT = MemoryLayout.structLayout(
@@ -100,7 +101,8 @@ public class hspmn_h$shared {
         C_LONG.withName("seed"),
         C_LONG.withName("step"),
         C_FLOAT.withName("aux_target"),
-        C_FLOAT.withName("dropout")
+        C_FLOAT.withName("dropout"),
+        C_LONG.withName("row_offset")
     ).withName("hspmn_model_forward_params");
 
     static final GroupLayout hspmn_model_backward_params$LAYOUT = MemoryLayout.structLayout(

@@ -18,6 +18,7 @@ import static java.lang.foreign.MemoryLayout.PathElement.*;
  *     int64_t step;
  *     float aux_target;
  *     float dropout;
+ *     int64_t row_offset;
  * }
  * }
  */
@@ -148,6 +149,20 @@ public class hspmn_model_forward_params {
         return dropout$OFFSET;
     }
 
+    private static final OfLong row_offset$LAYOUT = (OfLong)$LAYOUT.select(groupElement("row_offset"));
+
+    /** Layout for field {@code int64_t row_offset} of {@code struct hspmn_model_forward_params} */
+    public static final OfLong row_offset$layout() {
+        return row_offset$LAYOUT;
+    }
+
+    private static final long row_offset$OFFSET = 32;
+
+    /** Offset for field {@code int64_t row_offset} of {@code struct hspmn_model_forward_params} */
+    public static final long row_offset$offset() {
+        return row_offset$OFFSET;
+    }
+
     /** Getter for field {@code int32_t training} of {@code struct hspmn_model_forward_params} */
     public static int training(MemorySegment struct) {
         return struct.get(training$LAYOUT, training$OFFSET);
@@ -206,5 +221,15 @@ public class hspmn_model_forward_params {
     /** Setter for field {@code float dropout} of {@code struct hspmn_model_forward_params} */
     public static void dropout(MemorySegment struct, float fieldValue) {
         struct.set(dropout$LAYOUT, dropout$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int64_t row_offset} of {@code struct hspmn_model_forward_params} */
+    public static long row_offset(MemorySegment struct) {
+        return struct.get(row_offset$LAYOUT, row_offset$OFFSET);
+    }
+
+    /** Setter for field {@code int64_t row_offset} of {@code struct hspmn_model_forward_params} */
+    public static void row_offset(MemorySegment struct, long fieldValue) {
+        struct.set(row_offset$LAYOUT, row_offset$OFFSET, fieldValue);
     }
 }
