@@ -73,11 +73,11 @@ public record ParallelOptions(int gpus, int nodes, int nodeRank, String comm, Pa
 
     /** Checks the values and how they go together, naming the option. */
     void validate(int batch, int seqLen) {
-        atLeast("gpus", gpus, 1);
-        atLeast("nodes", nodes, 1);
-        atLeast("node-rank", nodeRank, 0);
-        atLeast("comm-timeout", commTimeoutS, 1);
-        atLeast("bucket-mib", bucketMib, 0);
+        TrainOptions.atLeast("gpus", gpus, 1);
+        TrainOptions.atLeast("nodes", nodes, 1);
+        TrainOptions.atLeast("node-rank", nodeRank, 0);
+        TrainOptions.atLeast("comm-timeout", commTimeoutS, 1);
+        TrainOptions.atLeast("bucket-mib", bucketMib, 0);
         if (nodeRank >= nodes) {
             throw new IllegalArgumentException("--node-rank (" + nodeRank + ") must be below --nodes (" + nodes
                     + "): nodes are numbered 0 to " + (nodes - 1));
@@ -98,20 +98,6 @@ public record ParallelOptions(int gpus, int nodes, int nodeRank, String comm, Pa
         }
     }
 
-    private static void atLeast(String name, long v, long min) {
-        if (v < min) {
-            throw new IllegalArgumentException("--" + name + " (" + v + ") must be >= " + min);
-        }
-    }
-
-    private static int i(String name, String v) {
-        try {
-            return Integer.parseInt(v.trim());
-        } catch (NumberFormatException e) {
-            throw new IllegalArgumentException("--" + name + ": '" + v + "' is not an integer");
-        }
-    }
-
     private static String comm(String v) {
         String c = v.trim().toLowerCase(Locale.ROOT);
         if (!c.equals("auto") && !c.equals("local") && !c.equals("nccl")) {
@@ -125,7 +111,7 @@ public record ParallelOptions(int gpus, int nodes, int nodeRank, String comm, Pa
             new Option("gpus", "N", "ranks on this host, one thread, context and model replica each (CUDA: devices 0..N-1; "
                     + "CPU: N CPU ranks); --batch is per rank, so the global batch is N x --nodes x --batch; a resumed run "
                     + "keeps the global batch and splits it over the new ranks", Scope.ADJUSTABLE,
-                    (b, v) -> b.parallel().gpus = i("gpus", v), o -> Integer.toString(o.parallel().gpus())),
+                    (b, v) -> b.parallel().gpus = TrainOptions.i("gpus", v), o -> Integer.toString(o.parallel().gpus())),
             new Option("comm", "auto|local|nccl", "how ranks average gradients: nccl (CUDA), local (threads of this "
                     + "process, any backend); auto: none for one rank, nccl on CUDA when present, else local",
                     Scope.SESSION, (b, v) -> b.parallel().comm = comm(v), o -> o.parallel().comm()),
@@ -134,19 +120,19 @@ public record ParallelOptions(int gpus, int nodes, int nodeRank, String comm, Pa
                     (b, v) -> b.parallel().shardOptimizer = Boolean.parseBoolean(v),
                     o -> Boolean.toString(o.parallel().shardOptimizer())),
             new Option("bucket-mib", "M", "gradient all-reduce bucket size in MiB (0: the library's default)",
-                    Scope.SESSION, (b, v) -> b.parallel().bucketMib = i("bucket-mib", v),
+                    Scope.SESSION, (b, v) -> b.parallel().bucketMib = TrainOptions.i("bucket-mib", v),
                     o -> Integer.toString(o.parallel().bucketMib())),
             new Option("nodes", "M", "hosts of a multi-host run (NCCL), each running hspmn train with the same options",
-                    Scope.ADJUSTABLE, (b, v) -> b.parallel().nodes = i("nodes", v), o -> Integer.toString(o.parallel().nodes())),
+                    Scope.ADJUSTABLE, (b, v) -> b.parallel().nodes = TrainOptions.i("nodes", v), o -> Integer.toString(o.parallel().nodes())),
             new Option("node-rank", "R", "this host's index in [0, --nodes); its ranks are R x --gpus + 0..gpus-1, and "
                     + "global rank 0 (node 0) alone writes --out", Scope.SESSION,
-                    (b, v) -> b.parallel().nodeRank = i("node-rank", v), o -> Integer.toString(o.parallel().nodeRank())),
+                    (b, v) -> b.parallel().nodeRank = TrainOptions.i("node-rank", v), o -> Integer.toString(o.parallel().nodeRank())),
             new Option("comm-id-file", "PATH", "several nodes: node 0 writes the rendezvous id here (atomically), the "
                     + "others wait for it (up to --comm-timeout); or set " + COMM_ID_ENV + " (hex) on every node",
                     Scope.SESSION, (b, v) -> b.parallel().commIdFile = Path.of(v),
                     o -> o.parallel().commIdFile() == null ? null : o.parallel().commIdFile().toString()),
             new Option("comm-timeout", "SECONDS", "a rank that waits this long for the others (rendezvous or a collective) "
-                    + "fails, and with it every rank", Scope.SESSION, (b, v) -> b.parallel().commTimeoutS = i("comm-timeout", v),
+                    + "fails, and with it every rank", Scope.SESSION, (b, v) -> b.parallel().commTimeoutS = TrainOptions.i("comm-timeout", v),
                     o -> Integer.toString(o.parallel().commTimeoutS())));
 
     /** Mutable, inside {@link TrainOptions.Builder}; starts at the defaults (one rank, no communicator). */

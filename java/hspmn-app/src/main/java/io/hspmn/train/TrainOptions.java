@@ -290,7 +290,7 @@ public final class TrainOptions {
         return BY_NAME.get(name);
     }
 
-    private static int i(String name, String v) {
+    static int i(String name, String v) {
         try {
             return Integer.parseInt(v.trim());
         } catch (NumberFormatException e) {
@@ -411,7 +411,8 @@ public final class TrainOptions {
         return this;
     }
 
-    private static void atLeast(String name, long v, long min) {
+    // also ParallelOptions' parsers and range checks
+    static void atLeast(String name, long v, long min) {
         if (v < min) {
             throw new IllegalArgumentException("--" + name + " (" + v + ") must be >= " + min);
         }
