@@ -62,7 +62,7 @@ OTHER = "other"
 CATEGORY_PREFIXES = [
     ("sqdk_attention_fwd", ATTN_FWD),
     ("sqdk_attention_bwd", ATTN_BWD),
-    ("rms_norm_", "rms_norm"),
+    ("rms_norm_", "rms_norm"),  # also rms_norm_pair_* (both norms of a block; its forward writes res = x too)
     ("causal_conv_", "causal_conv"),
     ("swiglu_", "swiglu"),
     ("rope_", "rope"),

@@ -50,6 +50,13 @@ def short_names():
 def categories():
     cases = {
         RMS_FWD: "rms_norm",
+        # the pair kernels (a block's two norms of one x; the forward also writes the residual's f32 x)
+        NS + "rms_norm_pair_forward_kernel<true>(__nv_bfloat16 const*, __nv_bfloat16 const*, __nv_bfloat16 const*, "
+             "float, long, long, __nv_bfloat16*, __nv_bfloat16*, float*, float*)": "rms_norm",
+        NS + "rms_norm_pair_backward_dx_kernel(__nv_bfloat16 const*, __nv_bfloat16 const*, __nv_bfloat16 const*, "
+             "float const*, float const*, float const*, long, long, float*)": "rms_norm",
+        NS + "rms_norm_pair_backward_dw_kernel(__nv_bfloat16 const*, float const*, float const*, float const*, long, "
+             "long, long, float*, float*)": "rms_norm",
         ROPE: "rope",
         NS + "causal_conv_backward_dw_kernel(__nv_bfloat16 const*, float const*, long, long, long, long, long, "
              "float*)": "causal_conv",

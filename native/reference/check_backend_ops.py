@@ -156,6 +156,16 @@ def reference(op, p, I):
             return {"y": fn(I["x"], I["w"]), "rstd": rms_rstd(I["x"], p["eps"])}
         dx, dw = grads(fn, [I["x"], I["w"]], I["dy"])
         return {"dx": dx, "dw": dw}
+    if op in ("rms_norm_pair_forward", "rms_norm_pair_backward"):
+        # h = rms_norm(x, w_h), a = rms_norm(x, w_a): the block's two norms of one x (MODEL.md)
+        fn = lambda x, wa, wh: (hspmn_ref.rms_norm(x, wa, p["eps"]), hspmn_ref.rms_norm(x, wh, p["eps"]))  # noqa: E731
+        if op == "rms_norm_pair_forward":
+            a, h = fn(I["x"], I["w_a"], I["w_h"])
+            return {"h": h, "a": a, "rstd": rms_rstd(I["x"], p["eps"]), "res": I["x"]}
+        xs = [t.clone().requires_grad_(True) for t in (I["x"], I["w_a"], I["w_h"])]
+        a, h = fn(*xs)
+        ((a * I["dy_a"]).sum() + (h * I["dy_h"]).sum()).backward()
+        return {"dx": I["dx0"] + xs[0].grad, "dw_a": xs[1].grad, "dw_h": xs[2].grad}
     if op in ("causal_conv_forward", "causal_conv_backward"):
         if op == "causal_conv_forward":
             return {"c": hspmn_ref.causal_conv(I["h"], I["w"])}

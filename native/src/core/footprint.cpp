@@ -91,10 +91,12 @@ Footprint block_training_footprint(const BlockConfig& cfg, int64_t B, int64_t S,
     const double attention = 4.0 * std::max(threads, 1) * s + 8.0 * Nq;
     if (backend == HSPMN_BACKEND_CUDA) {
         // cuda_block.cu Activations (BC = Nq rows padded per sequence), its BackwardScratch and rope
-        // tables, all kept with the block once grown.
+        // tables, all kept with the block once grown. One rstd [N] for both norms; d_act's buffer also
+        // holds d_c [N, D] f32 (d_a lives until the pair norm backward): 2 N max(F, 2 D) bytes.
         const double acts = 12.0 * N * d.D + 6.0 * N * d.F + 8.0 * N * d.KV + 14.0 * Nq * d.D + 4.0 * Nq * d.H +
-                            4.0 * Nq + 20.0 * N + 4.0 * b;
-        const double back = 12.0 * N * d.D + 6.0 * N * d.F + 4.0 * N * d.KV + 8.0 * Nq * d.D + 4.0 * Nq + 12.0 * N;
+                            4.0 * Nq + 16.0 * N + 4.0 * b;
+        const double back = 12.0 * N * d.D + 4.0 * N * d.F + 2.0 * N * std::max(d.F, 2.0 * d.D) + 4.0 * N * d.KV +
+                            8.0 * Nq * d.D + 4.0 * Nq + 12.0 * N;
         const double rope = 4.0 * s * d.Dh;
         if (forward_peak) *forward_peak = {0.0, 0.0};
         // the attention backward's delta [B, H, C] f32 is the device's, shared by every block: counted once

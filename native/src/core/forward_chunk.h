@@ -12,7 +12,7 @@ namespace hspmn {
 // pass, the GEMMs' M stays in the tens of thousands); a longer sequence is cut into chunks of
 // consecutive rows whose scratch fits kSplitChunkBytes. At the 1B shape (D 2048, F 8192) on CUDA that
 // is about 167,000 rows in one pass (B=1 up to S=131,072, and B=64 at S=4,096 in groups of 40, keep the
-// one pass's speed: with 8 GiB, S=131,072 ran split and slower) and 6,144 rows per chunk of a longer
+// one pass's speed: with 8 GiB, S=131,072 ran split and slower) and 5,888 rows per chunk of a longer
 // sequence, which keeps one block at S = 1,048,576 within issue 9's 12 GB with the caller's x and out
 // (4 GiB each) counted. Measured: BENCHMARKS.md "Long prompts in bounded memory".
 constexpr int64_t kOnePassBytes = int64_t{16} << 30;

@@ -18,6 +18,15 @@ void rms_norm_forward(ThreadPool& pool, const float* x, const float* w, float ep
 // dy: [N, D]; dx: [N, D] (+)=; dw: [D] (+)=
 void rms_norm_backward(ThreadPool& pool, const float* x, const float* w, const float* rstd, const float* dy,
                        int64_t N, int64_t D, float* dx, float* dw);
+// A block's two norms of one x (h = reflex norm, a = attention norm), one rstd: rms_norm_forward's
+// values for each weight.  w_h, w_a: [D]  h, a: [N, D]  rstd: [N]
+void rms_norm_pair_forward(ThreadPool& pool, const float* x, const float* w_h, const float* w_a, float eps, int64_t N,
+                           int64_t D, float* h, float* a, float* rstd);
+// rms_norm_backward(w_a, dy_a) then rms_norm_backward(w_h, dy_h) into one dx.
+// dy_a, dy_h: [N, D]; dx: [N, D] (+)=; dw_a, dw_h: [D] (+)=
+void rms_norm_pair_backward(ThreadPool& pool, const float* x, const float* w_a, const float* w_h, const float* rstd,
+                            const float* dy_a, const float* dy_h, int64_t N, int64_t D, float* dx, float* dw_a,
+                            float* dw_h);
 
 // ---- causal_conv.cpp: c[b, t] = sum_j w[:, j] * h[b, t - (K-1) + j], h before position 0 is zero
 // h, c: [B, S, D]  w: [D, K]

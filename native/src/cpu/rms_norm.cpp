@@ -19,6 +19,23 @@ void rms_norm_forward(ThreadPool& pool, const float* x, const float* w, float ep
     });
 }
 
+void rms_norm_pair_forward(ThreadPool& pool, const float* x, const float* w_h, const float* w_a, float eps, int64_t N,
+                           int64_t D, float* h, float* a, float* rstd) {
+    pool.parallel_for(N, 16, [&](int64_t begin, int64_t end, int) {
+        for (int64_t i = begin; i < end; ++i) {
+            const float* xi = x + i * D;
+            float r = 1.0f / std::sqrt(dot_f32(xi, xi, D) / static_cast<float>(D) + eps);
+            rstd[i] = r;
+            float* hi = h + i * D;
+            float* ai = a + i * D;
+            for (int64_t d = 0; d < D; ++d) {
+                hi[d] = xi[d] * r * w_h[d];
+                ai[d] = xi[d] * r * w_a[d];
+            }
+        }
+    });
+}
+
 void rms_norm_backward(ThreadPool& pool, const float* x, const float* w, const float* rstd, const float* dy,
                        int64_t N, int64_t D, float* dx, float* dw) {
     // dw is a sum over rows: one partial sum per fixed chunk of rows, added in chunk order, so the
@@ -46,6 +63,15 @@ void rms_norm_backward(ThreadPool& pool, const float* x, const float* w, const f
     });
     for (int64_t c = 0; c < chunks; ++c)
         for (int64_t d = 0; d < D; ++d) dw[d] += part[c * D + d];
+}
+
+// The two single passes: the pair's contract is their result bit for bit (the CUDA kernel is the one
+// that saves a read of x).
+void rms_norm_pair_backward(ThreadPool& pool, const float* x, const float* w_a, const float* w_h, const float* rstd,
+                            const float* dy_a, const float* dy_h, int64_t N, int64_t D, float* dx, float* dw_a,
+                            float* dw_h) {
+    rms_norm_backward(pool, x, w_a, rstd, dy_a, N, D, dx, dw_a);
+    rms_norm_backward(pool, x, w_h, rstd, dy_h, N, D, dx, dw_h);
 }
 
 }  // namespace hspmn::cpu

@@ -93,14 +93,13 @@ void CudaBlock::forward(const ForwardCall& call) {
 
     // 2. The rows: B whole sequences, keys in place, queries the selected rows ([B, C], padded).
     RowsBuffers buf{};
-    buf.rstd_h = grow<float>(d_, A.rstd_h, N);
+    buf.rstd = grow<float>(d_, A.rstd, N);
     buf.h = grow<bf16>(d_, A.h, N * D);
     buf.c = grow<bf16>(d_, A.c, N * D);
     buf.gate = grow<bf16>(d_, A.gate, N * F);
     buf.up = grow<bf16>(d_, A.up, N * F);
     buf.act = grow<bf16>(d_, A.act, N * F);
     buf.res = grow<float>(d_, A.res, N * D);
-    buf.rstd_a = grow<float>(d_, A.rstd_a, N);
     buf.a = grow<bf16>(d_, A.a, N * D);
     buf.kf = grow<float>(d_, A.kf, N * KV);
     buf.k = grow<bf16>(d_, A.k, N * KV);
@@ -189,19 +188,22 @@ void CudaBlock::backward(const BackwardCall& call) {
         gemm(d_, false, false, N, D, KV, 1.0f, dv, KV, w(P_ATTN_V), D, 1.0f, d_a, DType::F32, D);
         if (BC > 0) scatter_add_selected(d_, d_asel, idx, cnt, B, S, C, D, d_a);
     }
-    rms_norm_backward(d_, x, w(P_ATTN_NORM), A.rstd_a.as<float>(), d_a, N, D, dx, g(P_ATTN_NORM), scratch);
+    // d_a waits for d_h: both norms' backward are one pass over x (rms_norm_pair_backward below).
 
     // Reflexive stream: d m = d_out, or M_m d_out under dropout.
     {
-        bf16* d_act = grow<bf16>(d_, T.d_act, N * F);
+        // d_act's buffer holds d_c ([N, D] f32) once swiglu_backward has read d_act: at least 4 N D bytes
+        // (footprint.cpp counts 2 N max(F, 2 D)); F >= 2 D, the usual shape, costs nothing more.
+        bf16* d_act = grow<bf16>(d_, T.d_act, N * std::max(F, 2 * D));
         bf16* d_gate = grow<bf16>(d_, T.d_gate, N * F);
         bf16* d_up = grow<bf16>(d_, T.d_up, N * F);
+        float* d_h = grow<float>(d_, T.d_h, N * D);
         const bf16* c = A.c.as<bf16>();
         const bf16* dm = d_out;
         if (dropping) {
-            // M_m d_out in d_a's [N, D] f32, consumed by the attention norm above and rewritten as d_c
-            // only after the two GEMMs below read it: no memory beyond what footprint.cpp counts.
-            bf16* kept = reinterpret_cast<bf16*>(d_a);
+            // M_m d_out in d_h's [N, D] f32, written by the conv backward only after the two GEMMs below
+            // read it: no memory beyond what footprint.cpp counts.
+            bf16* kept = reinterpret_cast<bf16*>(d_h);
             dropout_mask_bf16(d_, A.dropout, kDropoutTagReflex, d_out, kept, N, S, D, nullptr, nullptr, 0);
             dm = kept;
         }
@@ -210,13 +212,15 @@ void CudaBlock::backward(const BackwardCall& call) {
         swiglu_backward(d_, A.gate.as<bf16>(), A.up.as<bf16>(), d_act, N * F, d_gate, d_up);
         gemm(d_, true, false, F, D, N, 1.0f, d_gate, F, c, D, 1.0f, g(P_REFLEX_GATE), DType::F32, D);
         gemm(d_, true, false, F, D, N, 1.0f, d_up, F, c, D, 1.0f, g(P_REFLEX_UP), DType::F32, D);
-        float* d_c = d_a;  // d_a is consumed: reuse its [N, D] f32
+        float* d_c = reinterpret_cast<float*>(d_act);  // d_act is consumed
         gemm(d_, false, false, N, D, F, 1.0f, d_gate, F, w(P_REFLEX_GATE), D, 0.0f, d_c, DType::F32, D);
         gemm(d_, false, false, N, D, F, 1.0f, d_up, F, w(P_REFLEX_UP), D, 1.0f, d_c, DType::F32, D);
-        float* d_h = grow<float>(d_, T.d_h, N * D);
         causal_conv_backward(d_, A.h.as<bf16>(), w(P_REFLEX_CONV), d_c, B, S, D, cfg_.conv_kernel, d_h,
                              g(P_REFLEX_CONV), scratch);
-        rms_norm_backward(d_, x, w(P_REFLEX_NORM), A.rstd_h.as<float>(), d_h, N, D, dx, g(P_REFLEX_NORM), scratch);
+        // dx += the attention norm's part (d_a), then the reflex norm's (d_h), as two rms_norm_backward
+        // calls in that order would add them, bit for bit.
+        rms_norm_pair_backward(d_, x, w(P_ATTN_NORM), w(P_REFLEX_NORM), A.rstd.as<float>(), d_a, d_h, N, D, dx,
+                               g(P_ATTN_NORM), g(P_REFLEX_NORM), scratch);
     }
 
     // Router: aux through p for every token, then the gate y = 1 - sg(s) + s, s = sigmoid(n),

@@ -28,10 +28,11 @@ struct Activations {
     DeviceBuffer noise;              // [N] f32 drawn noise (scratch)
     DeviceBuffer l, n, temp;         // [N], [N] f32; [2] f32 {t, t inside (0.1, 2)}
     DeviceBuffer idx, cnt;           // [B, C] i32 positions then padding, [B] i32
-    DeviceBuffer rstd_h, h, c;       // reflex: [N] f32, [N, D] bf16, [N, D] bf16
+    DeviceBuffer rstd;               // [N] f32, of x: both norms' (rms_norm_pair_forward)
+    DeviceBuffer h, c;               // reflex: [N, D] bf16, [N, D] bf16
     DeviceBuffer gate, up, act;      // [N, F] bf16
     DeviceBuffer res;                // [N, D] f32 x + m + y o (scratch)
-    DeviceBuffer rstd_a, a;          // [N] f32, [N, D] bf16
+    DeviceBuffer a;                  // [N, D] bf16
     DeviceBuffer kf, k, v;           // [N, KV] f32 before RoPE (scratch), [N, KV] bf16 after, [N, KV] bf16
     DeviceBuffer a_sel, qf, q;       // [BC, D] bf16, [BC, D] f32 (scratch), [BC, D] bf16 after RoPE
     DeviceBuffer attn, lse, o;       // [BC, D] bf16 = [B, C, H, Dh], [B, H, C] f32, [BC, D] f32 (dropped)
@@ -44,7 +45,7 @@ struct BackwardScratch {
     DeviceBuffer dy, dl;                    // [BC] f32, [N] f32
     DeviceBuffer dk, dv;                    // [N, KV] bf16
     DeviceBuffer d_o, d_attn, dq, d_asel;   // [BC, D] bf16
-    DeviceBuffer d_act, d_gate, d_up;       // [N, F] bf16
+    DeviceBuffer d_act, d_gate, d_up;       // [N, F] bf16 (d_act then d_c [N, D] f32: N max(F, 2D) bf16)
     DeviceBuffer partials;                  // column partials of the weight-gradient reductions
 };
 
@@ -225,12 +226,11 @@ struct RowsPass {
 
 // Where a pass writes: [n] / [n, *] per row, [Q = blocks * C, *] per query slot, lse [blocks, H, C].
 // The training forward keeps them (Activations); the arena's copy (carve_rows) lets pieces share
-// memory once dead: a = h, kf = qf = o, attn = a_sel.
+// memory once dead: kf = qf = o, attn = a_sel.
 struct RowsBuffers {
-    float* rstd_h;
+    float* rstd;                       // [n] f32, of x: the reflex and the attention norm's
     bf16 *h, *c, *gate, *up, *act;
     float* res;                        // [n, D] f32 x + m + y o
-    float* rstd_a;
     bf16* a;
     float* kf;                         // [n, KV] f32 before RoPE
     bf16 *k, *v;

@@ -10,26 +10,27 @@ namespace hspmn::cuda::detail {
 
 int64_t CudaBlock::chunk_row_bytes() const {
     const int64_t D = cfg_.D, F = cfg_.F, KV = cfg_.Hkv * cfg_.Dh;
-    // carve_rows with one query slot per row (all routed): rstd x2; h (= a), c, a_sel (= attn), q
-    // bf16 [D]; gate, up, act bf16 [F]; res f32 [D]; kf / qf / o f32 [max(KV, D)]; k, v bf16 [KV];
-    // lse [H]; then decode_rows' row_pos, row_cache and rope rows, the query lists' qpos, qrow.
-    return 8 + 2 * 4 * D + 2 * 3 * F + 4 * D + 4 * std::max(KV, D) + 2 * 2 * KV + 4 * cfg_.H + 12 + 4 * cfg_.Dh + 8;
+    // carve_rows with one query slot per row (all routed): rstd; h, a, c, a_sel (= attn), q bf16 [D];
+    // gate, up, act bf16 [F]; res f32 [D]; kf / qf / o f32 [max(KV, D)]; k, v bf16 [KV]; lse [H];
+    // then decode_rows' row_pos, row_cache and rope rows, the query lists' qpos, qrow.
+    return 4 + 2 * 5 * D + 2 * 3 * F + 4 * D + 4 * std::max(KV, D) + 2 * 2 * KV + 4 * cfg_.H + 12 + 4 * cfg_.Dh + 8;
 }
 
 int64_t CudaBlock::one_pass_row_bytes() const {
     const int64_t D = cfg_.D, F = cfg_.F, KV = cfg_.Hkv * cfg_.Dh;
-    // Activations: rstd x2; h, c, a bf16 [D]; gate, up, act bf16 [F]; res f32 [D]; kf f32 [KV]; k, v
+    // Activations: rstd; h, c, a bf16 [D]; gate, up, act bf16 [F]; res f32 [D]; kf f32 [KV]; k, v
     // bf16 [KV]; a_sel, q, attn bf16 [D], qf, o f32 [D], lse [H] per query slot (as many as rows).
-    return 8 + 2 * 3 * D + 2 * 3 * F + 4 * D + 4 * KV + 2 * 2 * KV + 2 * 3 * D + 4 * 2 * D + 4 * cfg_.H;
+    return 4 + 2 * 3 * D + 2 * 3 * F + 4 * D + 4 * KV + 2 * 2 * KV + 2 * 3 * D + 4 * 2 * D + 4 * cfg_.H;
 }
 
 RowsBuffers CudaBlock::carve_rows(Carve& cv, int64_t n, int64_t Q) const {
     const int64_t D = cfg_.D, F = cfg_.F, KV = cfg_.Hkv * cfg_.Dh;
     RowsBuffers b{};
-    b.rstd_h = cv.take<float>(n);
-    b.rstd_a = cv.take<float>(n);
+    b.rstd = cv.take<float>(n);
+    // a apart from h (2 D bytes a row more than sharing it: h is dead once the conv read it): both norms
+    // are written by the one rms_norm_pair_forward that reads x once, before the conv.
     b.h = cv.take<bf16>(n * D);
-    b.a = b.h;  // h is dead once the conv (and the conv cache update) read it
+    b.a = cv.take<bf16>(n * D);
     b.c = cv.take<bf16>(n * D);
     b.gate = cv.take<bf16>(n * F);
     b.up = cv.take<bf16>(n * F);
@@ -51,8 +52,12 @@ void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
     const int64_t Kc = cfg_.conv_kernel;
     const float eps = cfg_.params.norm_eps;
 
+    // Both norms of x in one read of it (and res = x, the residual's start, unless dropout writes res):
+    // h for the reflexive stream, a for the contextual one.
+    rms_norm_pair_forward(d_, p.x, w(P_REFLEX_NORM), w(P_ATTN_NORM), eps, n, D, b.h, b.a, b.rstd,
+                          p.dropout ? nullptr : b.res);
+
     // 1. Reflexive stream: h = rms_norm(x), c = causal_conv(h), res = x + down(silu(gate c) * up c).
-    rms_norm_forward(d_, p.x, w(P_REFLEX_NORM), eps, n, D, b.h, b.rstd_h);
     if (!p.meta) {
         causal_conv_forward(d_, b.h, w(P_REFLEX_CONV), p.conv_B, p.conv_S, D, Kc, b.c);
     } else {
@@ -68,13 +73,11 @@ void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
         gemm(d_, false, true, n, D, F, 1.0f, b.act, F, w(P_REFLEX_DOWN), F, 0.0f, b.res, DType::F32, D);
         dropout_residual(d_, *p.dropout, p.x, b.res, n, p.conv_S, D);
     } else {
-        bf16_to_f32(d_, p.x, b.res, n * D);
         gemm(d_, false, true, n, D, F, 1.0f, b.act, F, w(P_REFLEX_DOWN), F, 1.0f, b.res, DType::F32, D);
     }
 
     // 2. Contextual stream: K, V of every row (into the caches before any attention, so rows attend the
     // earlier rows of their own pass), then Q and attention for the query slots only.
-    rms_norm_forward(d_, p.x, w(P_ATTN_NORM), eps, n, D, b.a, b.rstd_a);
     gemm(d_, false, true, n, KV, D, 1.0f, b.a, D, w(P_ATTN_K), D, 0.0f, b.kf, DType::F32, KV);
     gemm(d_, false, true, n, KV, D, 1.0f, b.a, D, w(P_ATTN_V), D, 0.0f, b.v, DType::BF16, KV);
     rope_forward(d_, b.kf, b.k, n, Hkv, Dh, nullptr, nullptr, 0, p.key_S, p.cos_t, p.sin_t);

@@ -73,6 +73,30 @@ bool run(ThreadPool& pool, const Case& c, std::vector<Array>& out, std::string& 
         }
         return true;
     }
+    if (op == "rms_norm_pair_forward" || op == "rms_norm_pair_backward") {
+        const int64_t N = c.i("N"), D = c.i("D");
+        const float *x = c.input("x").f.data(), *w_h = c.input("w_h").f.data(), *w_a = c.input("w_a").f.data();
+        Array h = out_f("h", {N, D}), a = out_f("a", {N, D}), rstd = out_f("rstd", {N});
+        rms_norm_pair_forward(pool, x, w_h, w_a, static_cast<float>(c.d("eps")), N, D, h.f.data(), a.f.data(),
+                              rstd.f.data());
+        if (op == "rms_norm_pair_forward") {
+            Array res = out_f("res", {N, D});  // the residual's start, x (the CPU block copies it)
+            res.f = c.input("x").f;
+            out.push_back(std::move(h));
+            out.push_back(std::move(a));
+            out.push_back(std::move(rstd));
+            out.push_back(std::move(res));
+        } else {
+            Array dx = out_f("dx", {N, D}), dw_a = out_f("dw_a", {D}), dw_h = out_f("dw_h", {D});
+            dx.f = c.input("dx0").f;
+            rms_norm_pair_backward(pool, x, w_a, w_h, rstd.f.data(), c.input("dy_a").f.data(),
+                                   c.input("dy_h").f.data(), N, D, dx.f.data(), dw_a.f.data(), dw_h.f.data());
+            out.push_back(std::move(dx));
+            out.push_back(std::move(dw_a));
+            out.push_back(std::move(dw_h));
+        }
+        return true;
+    }
     if (op == "causal_conv_forward" || op == "causal_conv_backward") {
         const int64_t B = c.i("B"), S = c.i("S"), D = c.i("D"), K = c.i("K");
         if (op == "causal_conv_forward") {

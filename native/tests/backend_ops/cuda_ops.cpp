@@ -73,6 +73,14 @@ Array get_bf(Device& d, const char* name, std::vector<int64_t> shape, const bf16
     return a;
 }
 
+// Whether two device arrays of `bytes` bytes are equal bit for bit.
+bool same_bits(Device& d, const void* p, const void* q, std::size_t bytes) {
+    std::vector<unsigned char> a(bytes), b(bytes);
+    down(d, a.data(), p, bytes);
+    down(d, b.data(), q, bytes);
+    return std::memcmp(a.data(), b.data(), bytes) == 0;
+}
+
 Array get_i32(Device& d, const char* name, std::vector<int64_t> shape, const int32_t* p) {
     Array a{name, std::move(shape), true};
     a.prec = Prec::EXACT;
@@ -100,6 +108,57 @@ bool run(Device& d, const Case& c, std::vector<Array>& out, std::string& why) {
             out.push_back(get_f32(d, "dx", {N, D}, dx, Prec::F32));
             out.push_back(get_f32(d, "dw", {D}, dw, Prec::F32));
         }
+        return true;
+    }
+    if (op == "rms_norm_pair_forward" || op == "rms_norm_pair_backward") {
+        // Besides the comparison with the CPU op: the pair must equal the single kernels bit for bit
+        // (the block's forward and backward switched to it on that promise; goldens and decode parity
+        // depend on it), so the adapter runs both and fails the case on any differing bit.
+        const int64_t N = c.i("N"), D = c.i("D");
+        const float eps = static_cast<float>(c.d("eps"));
+        bf16 *x = m.bf(c.input("x")), *w_h = m.bf(c.input("w_h")), *w_a = m.bf(c.input("w_a"));
+        bf16 *h = m.bf_zero(N * D), *a = m.bf_zero(N * D), *h1 = m.bf_zero(N * D), *a1 = m.bf_zero(N * D);
+        float *rstd = m.f32_zero(N), *rstd_h = m.f32_zero(N), *rstd_a = m.f32_zero(N);
+        float *res = m.f32_zero(N * D), *res1 = m.f32_zero(N * D);
+        rms_norm_pair_forward(d, x, w_h, w_a, eps, N, D, h, a, rstd, res);
+        rms_norm_forward(d, x, w_h, eps, N, D, h1, rstd_h);
+        rms_norm_forward(d, x, w_a, eps, N, D, a1, rstd_a);
+        bf16_to_f32(d, x, res1, N * D);
+        const std::size_t nd = static_cast<std::size_t>(N * D), nr = static_cast<std::size_t>(N);
+        const std::size_t nw = static_cast<std::size_t>(D);
+        if (!same_bits(d, h, h1, nd * 2) || !same_bits(d, a, a1, nd * 2) || !same_bits(d, rstd, rstd_h, nr * 4) ||
+            !same_bits(d, rstd, rstd_a, nr * 4) || !same_bits(d, res, res1, nd * 4)) {
+            why = "rms_norm_pair_forward differs from rms_norm_forward x2 + bf16_to_f32 in some bit";
+            return false;
+        }
+        if (op == "rms_norm_pair_forward") {
+            // Without res the pair writes the same h, a, rstd.
+            rms_norm_pair_forward(d, x, w_h, w_a, eps, N, D, h1, a1, rstd_h, nullptr);
+            if (!same_bits(d, h, h1, nd * 2) || !same_bits(d, a, a1, nd * 2) || !same_bits(d, rstd, rstd_h, nr * 4)) {
+                why = "rms_norm_pair_forward without res differs from with res";
+                return false;
+            }
+            out.push_back(get_bf(d, "h", {N, D}, h));
+            out.push_back(get_bf(d, "a", {N, D}, a));
+            out.push_back(get_f32(d, "rstd", {N}, rstd, Prec::F32));
+            out.push_back(get_f32(d, "res", {N, D}, res, Prec::F32));
+            return true;
+        }
+        float *dy_a = m.f32(c.input("dy_a")), *dy_h = m.f32(c.input("dy_h"));
+        float *dx = m.f32(c.input("dx0")), *dx1 = m.f32(c.input("dx0"));
+        float *dw_a = m.f32_zero(D), *dw_h = m.f32_zero(D), *dw_a1 = m.f32_zero(D), *dw_h1 = m.f32_zero(D);
+        DeviceBuffer scratch;
+        rms_norm_pair_backward(d, x, w_a, w_h, rstd, dy_a, dy_h, N, D, dx, dw_a, dw_h, scratch);
+        // As CudaBlock::backward ran them before the pair: the attention norm, then the reflex norm.
+        rms_norm_backward(d, x, w_a, rstd, dy_a, N, D, dx1, dw_a1, scratch);
+        rms_norm_backward(d, x, w_h, rstd, dy_h, N, D, dx1, dw_h1, scratch);
+        if (!same_bits(d, dx, dx1, nd * 4) || !same_bits(d, dw_a, dw_a1, nw * 4) || !same_bits(d, dw_h, dw_h1, nw * 4)) {
+            why = "rms_norm_pair_backward differs from rms_norm_backward x2 in some bit";
+            return false;
+        }
+        out.push_back(get_f32(d, "dx", {N, D}, dx, Prec::F32));
+        out.push_back(get_f32(d, "dw_a", {D}, dw_a, Prec::F32));
+        out.push_back(get_f32(d, "dw_h", {D}, dw_h, Prec::F32));
         return true;
     }
     if (op == "causal_conv_forward" || op == "causal_conv_backward") {

@@ -114,6 +114,27 @@ void add_rms_norm(std::vector<Case>& r) {
     }
 }
 
+// A block's two norms of one x: odd D (the CUDA scalar path), odd rows, several dw row chunks, D 4096.
+// The backward starts from a nonzero dx (it accumulates, attention norm first).
+void add_rms_norm_pair(std::vector<Case>& r) {
+    for (auto [N, D] : std::vector<std::pair<int64_t, int64_t>>{{7, 64}, {33, 131}, {301, 2048}, {65, 4096}}) {
+        for (const char* op : {"rms_norm_pair_forward", "rms_norm_pair_backward"}) {
+            Case c = make(op, "N" + std::to_string(N) + "_D" + std::to_string(D),
+                          {{"N", N}, {"D", D}, {"eps", 1e-5}});
+            Gen g(c.name);
+            c.in.push_back(g.normal("x", {N, D}));
+            c.in.push_back(g.normal("w_h", {D}, 0.5f));
+            c.in.push_back(g.normal("w_a", {D}, 0.5f));
+            if (std::string(op) == "rms_norm_pair_backward") {
+                c.in.push_back(g.normal("dy_a", {N, D}));
+                c.in.push_back(g.normal("dy_h", {N, D}));
+                c.in.push_back(g.normal("dx0", {N, D}));
+            }
+            r.push_back(std::move(c));
+        }
+    }
+}
+
 void add_causal_conv(std::vector<Case>& r) {
     // D % 8 == 0 and K <= 8 is the CUDA vector path; D = 36 or K = 9 the scalar one; S odd
     struct S4 { int64_t B, S, D, K; };
@@ -360,6 +381,7 @@ void add_adamw(std::vector<Case>& r) {
 std::vector<Case> registry() {
     std::vector<Case> r;
     add_rms_norm(r);
+    add_rms_norm_pair(r);
     add_causal_conv(r);
     add_swiglu(r);
     add_rope(r);

@@ -35,6 +35,17 @@ void rms_norm_backward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w
 void rms_norm_backward_bf16(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w, const float* rstd,
                             const float* dy, int64_t N, int64_t D, __nv_bfloat16* dx, float* dw,
                             DeviceBuffer& scratch);
+// A block's two norms of one x in one pass (h = reflex norm, a = attention norm): the values of two
+// rms_norm_forward calls bit for bit; both share rstd. res: [N, D] f32 = x (the residual's start), or null.
+// x: [N, D] bf16  w_h, w_a: [D] bf16  h, a: [N, D] bf16  rstd: [N] f32
+void rms_norm_pair_forward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w_h, const __nv_bfloat16* w_a,
+                           float eps, int64_t N, int64_t D, __nv_bfloat16* h, __nv_bfloat16* a, float* rstd,
+                           float* res);
+// The two backwards of one x: bit for bit rms_norm_backward(w_a, dy_a) then rms_norm_backward(w_h, dy_h).
+// dy_a, dy_h: [N, D] f32; dx: [N, D] f32 (+)=; dw_a, dw_h: [D] f32 (+)=; scratch grows to 2 x [chunks, D] f32
+void rms_norm_pair_backward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w_a, const __nv_bfloat16* w_h,
+                            const float* rstd, const float* dy_a, const float* dy_h, int64_t N, int64_t D, float* dx,
+                            float* dw_a, float* dw_h, DeviceBuffer& scratch);
 
 // ---- causal_conv.cu: c[b, t] = sum_j w[:, j] * h[b, t - (K-1) + j], h before position 0 is zero
 // h, c: [B, S, D] bf16  w: [D, K] bf16

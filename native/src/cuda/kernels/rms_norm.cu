@@ -1,6 +1,9 @@
 // rms_norm forward/backward: one warp per row (8 rows per block), 16-byte loads when D % 8 == 0;
 // the weight gradient sums over rows as per-chunk column partials then reduce_partials. The block
 // adds dx into f32; the language model's final norm (rms_norm_backward_bf16) writes it as bf16.
+// The pair ops (rms_norm_pair_*) are a block's two norms of one x (reflex h, attention a) in one
+// launch each: the same per-row and per-column arithmetic in the same order as two single calls, so
+// their results are bit for bit those of the single kernels; x, rstd and dx are read once, not twice.
 #include "common.cuh"
 #include "kernels.h"
 
@@ -51,6 +54,63 @@ __global__ void rms_norm_forward_kernel(const __nv_bfloat16* __restrict__ x, con
     }
 }
 
+// rms_norm_forward_kernel's arithmetic for two weights of one x: the same ss loop, r and products.
+// x: [N, D] bf16  w_h, w_a: [D] bf16  h, a: [N, D] bf16  rstd: [N] f32  res: [N, D] f32 = x, or null
+template <bool kVec>
+__global__ void rms_norm_pair_forward_kernel(const __nv_bfloat16* __restrict__ x,
+                                             const __nv_bfloat16* __restrict__ w_h,
+                                             const __nv_bfloat16* __restrict__ w_a, float eps, int64_t N, int64_t D,
+                                             __nv_bfloat16* __restrict__ h, __nv_bfloat16* __restrict__ a,
+                                             float* __restrict__ rstd, float* __restrict__ res) {
+    const int64_t row = blockIdx.x * (int64_t)kRowsPerBlock + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= N) return;
+    const __nv_bfloat16* xr = x + row * D;
+    __nv_bfloat16* hr = h + row * D;
+    __nv_bfloat16* ar = a + row * D;
+    float* rr = res ? res + row * D : nullptr;
+    float ss = 0.0f;
+    if (kVec) {
+        for (int64_t d = lane * 8; d < D; d += 256) {
+            float f[8];
+            kern::load8(xr + d, f);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) ss += f[i] * f[i];
+        }
+    } else {
+        for (int64_t d = lane; d < D; d += 32) {
+            const float f = kern::ld(xr + d);
+            ss += f * f;
+        }
+    }
+    ss = kern::warp_sum(ss);
+    const float r = 1.0f / sqrtf(ss / static_cast<float>(D) + eps);
+    if (lane == 0) rstd[row] = r;
+    if (kVec) {
+        for (int64_t d = lane * 8; d < D; d += 256) {
+            float f[8], gh[8], ga[8], yh[8], ya[8];
+            kern::load8(xr + d, f);
+            kern::load8(w_h + d, gh);
+            kern::load8(w_a + d, ga);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                yh[i] = f[i] * r * gh[i];
+                ya[i] = f[i] * r * ga[i];
+            }
+            kern::store8(hr + d, yh);
+            kern::store8(ar + d, ya);
+            if (rr) kern::store8(rr + d, f);
+        }
+    } else {
+        for (int64_t d = lane; d < D; d += 32) {
+            const float f = kern::ld(xr + d);
+            hr[d] = kern::bf(f * r * kern::ld(w_h + d));
+            ar[d] = kern::bf(f * r * kern::ld(w_a + d));
+            if (rr) rr[d] = f;
+        }
+    }
+}
+
 // dx = r (dy w - x c), c = r^2 mean(dy w x).  dy: [N, D] f32; dx: [N, D] f32 (+)= or bf16 (overwritten)
 __device__ __forceinline__ void put_dx(float* p, float v) { *p += v; }
 __device__ __forceinline__ void put_dx(__nv_bfloat16* p, float v) { *p = kern::bf(v); }
@@ -84,6 +144,58 @@ __global__ void rms_norm_backward_dw_kernel(const __nv_bfloat16* __restrict__ x,
     part[blockIdx.y * D + d] = acc;
 }
 
+// The pair's dx: rms_norm_backward_dx_kernel's sums and terms for (dy_a, w_a) then (dy_h, w_h), added
+// to dx in that order as the two single calls do (attention norm first), with one read of dx.
+// x: [N, D] bf16  w_a, w_h: [D] bf16  rstd: [N] f32  dy_a, dy_h, dx: [N, D] f32
+__global__ void rms_norm_pair_backward_dx_kernel(const __nv_bfloat16* __restrict__ x,
+                                                 const __nv_bfloat16* __restrict__ w_a,
+                                                 const __nv_bfloat16* __restrict__ w_h,
+                                                 const float* __restrict__ rstd, const float* __restrict__ dy_a,
+                                                 const float* __restrict__ dy_h, int64_t N, int64_t D,
+                                                 float* __restrict__ dx) {
+    const int64_t row = blockIdx.x * (int64_t)kRowsPerBlock + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= N) return;
+    const __nv_bfloat16* xr = x + row * D;
+    const float* gar = dy_a + row * D;
+    const float* ghr = dy_h + row * D;
+    float* dxr = dx + row * D;
+    float sa = 0.0f, sh = 0.0f;
+    for (int64_t d = lane; d < D; d += 32) {
+        sa += gar[d] * kern::ld(w_a + d) * kern::ld(xr + d);
+        sh += ghr[d] * kern::ld(w_h + d) * kern::ld(xr + d);
+    }
+    sa = kern::warp_sum(sa);
+    sh = kern::warp_sum(sh);
+    const float r = rstd[row];
+    const float ca = sa * r * r / static_cast<float>(D);
+    const float ch = sh * r * r / static_cast<float>(D);
+    for (int64_t d = lane; d < D; d += 32) {
+        float v = dxr[d];
+        v += r * (gar[d] * kern::ld(w_a + d) - kern::ld(xr + d) * ca);
+        v += r * (ghr[d] * kern::ld(w_h + d) - kern::ld(xr + d) * ch);
+        dxr[d] = v;
+    }
+}
+
+// The pair's column partials: part_a[chunk, d], part_h[chunk, d] as rms_norm_backward_dw_kernel's.
+__global__ void rms_norm_pair_backward_dw_kernel(const __nv_bfloat16* __restrict__ x, const float* __restrict__ rstd,
+                                                 const float* __restrict__ dy_a, const float* __restrict__ dy_h,
+                                                 int64_t N, int64_t D, int64_t rows, float* __restrict__ part_a,
+                                                 float* __restrict__ part_h) {
+    const int64_t d = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (d >= D) return;
+    const int64_t r0 = blockIdx.y * rows, r1 = r0 + rows < N ? r0 + rows : N;
+    float acc_a = 0.0f, acc_h = 0.0f;
+    for (int64_t i = r0; i < r1; ++i) {
+        const float xv = kern::ld(x + i * D + d);
+        acc_a += dy_a[i * D + d] * xv * rstd[i];
+        acc_h += dy_h[i * D + d] * xv * rstd[i];
+    }
+    part_a[blockIdx.y * D + d] = acc_a;
+    part_h[blockIdx.y * D + d] = acc_h;
+}
+
 }  // namespace
 
 void rms_norm_forward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w, float eps, int64_t N, int64_t D,
@@ -95,6 +207,20 @@ void rms_norm_forward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w,
     else
         rms_norm_forward_kernel<false><<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(x, w, eps, N, D, y, rstd);
     check_launch("rms_norm_forward");
+}
+
+void rms_norm_pair_forward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w_h, const __nv_bfloat16* w_a,
+                           float eps, int64_t N, int64_t D, __nv_bfloat16* h, __nv_bfloat16* a, float* rstd,
+                           float* res) {
+    if (N <= 0) return;
+    const unsigned grid = static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock);
+    if (D % 8 == 0)
+        rms_norm_pair_forward_kernel<true>
+            <<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(x, w_h, w_a, eps, N, D, h, a, rstd, res);
+    else
+        rms_norm_pair_forward_kernel<false>
+            <<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(x, w_h, w_a, eps, N, D, h, a, rstd, res);
+    check_launch("rms_norm_pair_forward");
 }
 
 namespace {
@@ -125,6 +251,25 @@ void rms_norm_backward_bf16(Device& d, const __nv_bfloat16* x, const __nv_bfloat
                             const float* dy, int64_t N, int64_t D, __nv_bfloat16* dx, float* dw,
                             DeviceBuffer& scratch) {
     rms_norm_backward_any(d, x, w, rstd, dy, N, D, dx, dw, scratch);
+}
+
+void rms_norm_pair_backward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w_a, const __nv_bfloat16* w_h,
+                            const float* rstd, const float* dy_a, const float* dy_h, int64_t N, int64_t D, float* dx,
+                            float* dw_a, float* dw_h, DeviceBuffer& scratch) {
+    if (N <= 0) return;
+    const unsigned grid = static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock);
+    rms_norm_pair_backward_dx_kernel<<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(x, w_a, w_h, rstd, dy_a, dy_h, N, D,
+                                                                                  dx);
+    check_launch("rms_norm_pair_backward_dx");
+    const int64_t rows = partial_rows(N), chunks = (N + rows - 1) / rows;
+    scratch.ensure(d, static_cast<std::size_t>(2 * chunks * D) * sizeof(float));
+    float* part_a = scratch.as<float>();
+    float* part_h = part_a + chunks * D;
+    const dim3 g2(static_cast<unsigned>((D + 255) / 256), static_cast<unsigned>(chunks));
+    rms_norm_pair_backward_dw_kernel<<<g2, 256, 0, stream(d)>>>(x, rstd, dy_a, dy_h, N, D, rows, part_a, part_h);
+    check_launch("rms_norm_pair_backward_dw");
+    reduce_partials(d, part_a, chunks, D, dw_a);
+    reduce_partials(d, part_h, chunks, D, dw_h);
 }
 
 }  // namespace hspmn::cuda
