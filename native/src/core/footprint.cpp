@@ -104,8 +104,8 @@ Footprint block_training_footprint(const BlockConfig& cfg, int64_t B, int64_t S,
         return {0.0, acts + back + rope};
     }
     // cpu_block.cpp Activations, all float32: x, h, c, a [N, D]; gate, up, act [N, F]; k, v [N, KV];
-    // a_sel, q, attn, o [Nq, D]; lse [Nq, H]; l, n, rstd_h, rstd_a [N]; the rotary table; row indices.
-    const double acts = 4.0 * (4.0 * N * d.D + 3.0 * N * d.F + 2.0 * N * d.KV + 4.0 * Nq * d.D + Nq * d.H + 4.0 * N +
+    // a_sel, q, attn, o [Nq, D]; lse [Nq, H]; l, n, rstd [N]; the rotary table; row indices.
+    const double acts = 4.0 * (4.0 * N * d.D + 3.0 * N * d.F + 2.0 * N * d.KV + 4.0 * Nq * d.D + Nq * d.H + 3.0 * N +
                                s * d.Dh) +
                         12.0 * Nq + 4.0 * N + 8.0 * (b + 1.0);
     // forward: y [N, D] f32, the selection, the GEMM panels and the attention's scratch beside the

@@ -129,8 +129,8 @@ void CpuBlock::route(const RouteCall& call) {
 int64_t CpuBlock::chunk_row_bytes() const {
     const int64_t D = cfg_.D, F = cfg_.F, KV = cfg_.Hkv * cfg_.Dh;
     // f32 per row: x, h, c, a, y, the conv's staging (2 D), gate, up, act, k, v, the query side
-    // (a_sel, q, attn, o; every row may be one), lse, its two rope rows, two rstd; then 2 i64 + 2 i32.
-    return 4 * (8 * D + 3 * F + 2 * KV + 4 * D + cfg_.H + cfg_.Dh + 2) + 24;
+    // (a_sel, q, attn, o; every row may be one), lse, its two rope rows, rstd; then 2 i64 + 2 i32.
+    return 4 * (8 * D + 3 * F + 2 * KV + 4 * D + cfg_.H + cfg_.Dh + 1) + 24;
 }
 
 void CpuBlock::forward(const ForwardCall& call) {
@@ -240,13 +240,12 @@ RowsBuffers CpuBlock::whole_sequences(Activations& A, const int32_t* idx, const 
         return b.data();
     };
     RowsBuffers r{};
-    r.rstd_h = size(A.rstd_h, N);
+    r.rstd = size(A.rstd, N);
     r.h = size(A.h, N * D);
     r.c = size(A.c, N * D);
     r.gate = size(A.gate, N * F);
     r.up = size(A.up, N * F);
     r.act = size(A.act, N * F);
-    r.rstd_a = size(A.rstd_a, N);
     r.a = size(A.a, N * D);
     r.k = size(A.k, N * KV);
     r.v = size(A.v, N * KV);
@@ -304,8 +303,7 @@ void CpuBlock::backward(const BackwardCall& call) {
         linear_backward_input(pool_, dv.data(), w(P_ATTN_V), d_a.data(), N, D, KV, true);
         scatter_add_rows(pool_, d_asel.data(), D, A.rows.data(), Nq, d_a.data());
     }
-    rms_norm_backward(pool_, A.x.data(), w(P_ATTN_NORM), A.rstd_a.data(), d_a.data(), N, D, dx.data(),
-                      grad_[P_ATTN_NORM].data());
+    // d_a waits for d_h: both norms' backward as one op (rms_norm_pair_backward below).
 
     // Reflexive stream: d m = d_out, or M_m d_out under dropout (masked in place: nothing reads d_out
     // after this, and no buffer is added to the backward footprint.cpp estimates).
@@ -326,8 +324,9 @@ void CpuBlock::backward(const BackwardCall& call) {
         Buffer<float> d_h(static_cast<std::size_t>(N * D));
         causal_conv_backward(pool_, A.h.data(), w(P_REFLEX_CONV), d_c.data(), B, S, D, cfg_.conv_kernel, d_h.data(),
                              grad_[P_REFLEX_CONV].data());
-        rms_norm_backward(pool_, A.x.data(), w(P_REFLEX_NORM), A.rstd_h.data(), d_h.data(), N, D, dx.data(),
-                          grad_[P_REFLEX_NORM].data());
+        // dx += the attention norm's part, then the reflex norm's: the order of the two single calls.
+        rms_norm_pair_backward(pool_, A.x.data(), w(P_ATTN_NORM), w(P_REFLEX_NORM), A.rstd.data(), d_a.data(),
+                               d_h.data(), N, D, dx.data(), grad_[P_ATTN_NORM].data(), grad_[P_REFLEX_NORM].data());
     }
 
     // Router: aux through p for every token; the gate y = 1 - sg(s) + s, s = sigmoid(n), n = (l + g) / t,

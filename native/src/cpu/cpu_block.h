@@ -25,9 +25,10 @@ struct Activations {
     Buffer<int64_t> q_start;         // [B + 1]
     Buffer<int32_t> q_pos, k_pos;    // [Nq], [N]
     Buffer<float> rope_cos, rope_sin;  // [S, Dh/2]
-    Buffer<float> rstd_h, h, c;      // reflex: [N], [N, D], [N, D]
+    Buffer<float> rstd;              // [N] of x: both norms' (rms_norm_pair_forward)
+    Buffer<float> h, c;              // reflex: [N, D], [N, D]
     Buffer<float> gate, up, act;     // [N, F] pre-activations and silu(gate) * up
-    Buffer<float> rstd_a, a, a_sel;  // attention input: [N], [N, D], [Nq, D]
+    Buffer<float> a, a_sel;          // attention input: [N, D], [Nq, D]
     Buffer<float> k, v;              // [N, Hkv*Dh] after RoPE
     Buffer<float> q;                 // [Nq, D] after RoPE
     Buffer<float> attn, lse, o;      // [Nq, D] heads concatenated, [Nq, H], [Nq, D] after attn.o (dropped)
@@ -72,7 +73,7 @@ struct RowsPass {
 
 // Where a pass writes: [n] / [n, *] per row, [Nq, *] per query row. The training forward keeps them.
 struct RowsBuffers {
-    float *rstd_h, *h, *c, *gate, *up, *act, *y, *rstd_a, *a, *k, *v;
+    float *rstd, *h, *c, *gate, *up, *act, *y, *a, *k, *v;
     float *a_sel, *q, *attn, *lse, *o;
 };
 

@@ -113,7 +113,7 @@ void CpuBlock::forward_chunked(const ForwardCall& call, const ForwardChunks& chu
         // Each sequence in chunks of R rows, as a prefill of one cache slot of S rows.
         Buffer<float> k_cache(static_cast<std::size_t>(S * KV)), v_cache(static_cast<std::size_t>(S * KV));
         Buffer<float> conv_cache(static_cast<std::size_t>(std::max<int64_t>(P, 1) * D));
-        Buffer<float> rstd_h(static_cast<std::size_t>(R)), rstd_a(static_cast<std::size_t>(R));
+        Buffer<float> rstd(static_cast<std::size_t>(R));
         Buffer<float> h(static_cast<std::size_t>(R * D)), c(static_cast<std::size_t>(R * D)), a(static_cast<std::size_t>(R * D));
         Buffer<float> gate(static_cast<std::size_t>(R * F)), up(static_cast<std::size_t>(R * F)), act(static_cast<std::size_t>(R * F));
         Buffer<float> k(static_cast<std::size_t>(R * KV)), v(static_cast<std::size_t>(R * KV));
@@ -124,9 +124,8 @@ void CpuBlock::forward_chunked(const ForwardCall& call, const ForwardChunks& chu
         Buffer<int32_t> q_pos(static_cast<std::size_t>(R)), q_tab(static_cast<std::size_t>(R));
         Buffer<int64_t> kv_row(static_cast<std::size_t>(R)), q_rows(static_cast<std::size_t>(R));
         std::iota(row.data(), row.data() + R, int32_t{0});
-        const RowsBuffers buf{rstd_h.data(), h.data(), c.data(), gate.data(), up.data(), act.data(), sized(y, R * D),
-                              rstd_a.data(), a.data(), k.data(), v.data(), a_sel.data(), q.data(), attn.data(),
-                              lse.data(), o.data()};
+        const RowsBuffers buf{rstd.data(), h.data(), c.data(), gate.data(), up.data(), act.data(), sized(y, R * D),
+                              a.data(), k.data(), v.data(), a_sel.data(), q.data(), attn.data(), lse.data(), o.data()};
         const int32_t slot = 0;
         for (int64_t b = 0; b < B; ++b) {
             conv_cache.fill(0.0f);  // the conv's zero padding before position 0

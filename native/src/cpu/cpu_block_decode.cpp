@@ -69,8 +69,8 @@ void CpuBlock::decode(const DecodeCall& call) {
     Buffer<float> k(static_cast<std::size_t>(n * KV)), v(static_cast<std::size_t>(n * KV));
     Buffer<float> a_sel(static_cast<std::size_t>(Nq * D)), q(static_cast<std::size_t>(Nq * D)),
         attn(static_cast<std::size_t>(Nq * D)), lse(static_cast<std::size_t>(Nq * H)), o(static_cast<std::size_t>(Nq * D));
-    const RowsBuffers buf{rstd.data(), h.data(), c.data(), gate.data(), up.data(), act.data(), y.data(), rstd.data(),
-                          a.data(), k.data(), v.data(), a_sel.data(), q.data(), attn.data(), lse.data(), o.data()};
+    const RowsBuffers buf{rstd.data(), h.data(), c.data(), gate.data(), up.data(), act.data(), y.data(), a.data(),
+                          k.data(), v.data(), a_sel.data(), q.data(), attn.data(), lse.data(), o.data()};
     RowsPass p;
     p.n = n;
     p.x = x.data();

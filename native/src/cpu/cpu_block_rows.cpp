@@ -16,8 +16,10 @@ void CpuBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
     const int64_t K = cfg_.conv_kernel, P = K - 1;
     const float eps = cfg_.params.norm_eps;
 
+    // Both norms of x: h for the reflexive stream, a for the contextual one.
+    rms_norm_pair_forward(pool_, p.x, w(P_REFLEX_NORM), w(P_ATTN_NORM), eps, n, D, b.h, b.a, b.rstd);
+
     // 1. Reflexive stream: h = rms_norm(x), c = causal_conv(h), y = x + down(silu(gate c) * up c).
-    rms_norm_forward(pool_, p.x, w(P_REFLEX_NORM), eps, n, D, b.h, b.rstd_h);
     if (p.seqs == 0) {
         causal_conv_forward(pool_, b.h, w(P_REFLEX_CONV), p.conv_B, p.conv_S, D, K, b.c);
     } else {
@@ -50,7 +52,6 @@ void CpuBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
 
     // 2. Contextual stream: K, V of every row (into the cache before any attention, so rows attend
     // the earlier rows of their own pass), Q and attention for the query rows only.
-    rms_norm_forward(pool_, p.x, w(P_ATTN_NORM), eps, n, D, b.a, b.rstd_a);
     linear_forward(pool_, b.a, w(P_ATTN_K), b.k, n, D, KV);
     linear_forward(pool_, b.a, w(P_ATTN_V), b.v, n, D, KV);
     rope_forward(pool_, b.k, n, Hkv, Dh, p.key_tab, p.rope_cos, p.rope_sin);
