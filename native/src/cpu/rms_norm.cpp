@@ -6,32 +6,40 @@
 
 namespace hspmn::cpu {
 
-void rms_norm_forward(ThreadPool& pool, const float* x, const float* w, float eps, int64_t N, int64_t D, float* y,
-                      float* rstd) {
+namespace {
+
+// rstd of every row of x, then write(i, xi, r) for the row's outputs: the single and the pair forward
+// share the sum of squares, so both norms of one x get the same rstd bit for bit.
+template <class Write>
+void norm_rows(ThreadPool& pool, const float* x, float eps, int64_t N, int64_t D, float* rstd, Write write) {
     pool.parallel_for(N, 16, [&](int64_t begin, int64_t end, int) {
         for (int64_t i = begin; i < end; ++i) {
             const float* xi = x + i * D;
-            float r = 1.0f / std::sqrt(dot_f32(xi, xi, D) / static_cast<float>(D) + eps);
+            const float r = 1.0f / std::sqrt(dot_f32(xi, xi, D) / static_cast<float>(D) + eps);
             rstd[i] = r;
-            float* yi = y + i * D;
-            for (int64_t d = 0; d < D; ++d) yi[d] = xi[d] * r * w[d];
+            write(i, xi, r);
         }
+    });
+}
+
+}  // namespace
+
+void rms_norm_forward(ThreadPool& pool, const float* x, const float* w, float eps, int64_t N, int64_t D, float* y,
+                      float* rstd) {
+    norm_rows(pool, x, eps, N, D, rstd, [&](int64_t i, const float* xi, float r) {
+        float* yi = y + i * D;
+        for (int64_t d = 0; d < D; ++d) yi[d] = xi[d] * r * w[d];
     });
 }
 
 void rms_norm_pair_forward(ThreadPool& pool, const float* x, const float* w_h, const float* w_a, float eps, int64_t N,
                            int64_t D, float* h, float* a, float* rstd) {
-    pool.parallel_for(N, 16, [&](int64_t begin, int64_t end, int) {
-        for (int64_t i = begin; i < end; ++i) {
-            const float* xi = x + i * D;
-            float r = 1.0f / std::sqrt(dot_f32(xi, xi, D) / static_cast<float>(D) + eps);
-            rstd[i] = r;
-            float* hi = h + i * D;
-            float* ai = a + i * D;
-            for (int64_t d = 0; d < D; ++d) {
-                hi[d] = xi[d] * r * w_h[d];
-                ai[d] = xi[d] * r * w_a[d];
-            }
+    norm_rows(pool, x, eps, N, D, rstd, [&](int64_t i, const float* xi, float r) {
+        float* hi = h + i * D;
+        float* ai = a + i * D;
+        for (int64_t d = 0; d < D; ++d) {
+            hi[d] = xi[d] * r * w_h[d];
+            ai[d] = xi[d] * r * w_a[d];
         }
     });
 }

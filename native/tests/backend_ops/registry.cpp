@@ -100,37 +100,30 @@ Case make(const char* op, const std::string& tag, Params p) {
     return c;
 }
 
+// The single norm, and the pair (a block's two norms of one x): odd D (the CUDA scalar path), odd rows,
+// several dw row chunks, D 4096; the pair's backward starts from a nonzero dx (it accumulates,
+// attention norm first).
 void add_rms_norm(std::vector<Case>& r) {
-    for (auto [N, D] : std::vector<std::pair<int64_t, int64_t>>{{7, 64}, {33, 130}, {64, 256}, {5, 1000}}) {
-        for (const char* op : {"rms_norm_forward", "rms_norm_backward"}) {
-            Case c = make(op, "N" + std::to_string(N) + "_D" + std::to_string(D),
-                          {{"N", N}, {"D", D}, {"eps", 1e-5}});
-            Gen g(c.name);
-            c.in.push_back(g.normal("x", {N, D}));
-            c.in.push_back(g.normal("w", {D}, 0.5f));
-            if (std::string(op) == "rms_norm_backward") c.in.push_back(g.normal("dy", {N, D}));
-            r.push_back(std::move(c));
-        }
-    }
-}
-
-// A block's two norms of one x: odd D (the CUDA scalar path), odd rows, several dw row chunks, D 4096.
-// The backward starts from a nonzero dx (it accumulates, attention norm first).
-void add_rms_norm_pair(std::vector<Case>& r) {
-    for (auto [N, D] : std::vector<std::pair<int64_t, int64_t>>{{7, 64}, {33, 131}, {301, 2048}, {65, 4096}}) {
-        for (const char* op : {"rms_norm_pair_forward", "rms_norm_pair_backward"}) {
-            Case c = make(op, "N" + std::to_string(N) + "_D" + std::to_string(D),
-                          {{"N", N}, {"D", D}, {"eps", 1e-5}});
-            Gen g(c.name);
-            c.in.push_back(g.normal("x", {N, D}));
-            c.in.push_back(g.normal("w_h", {D}, 0.5f));
-            c.in.push_back(g.normal("w_a", {D}, 0.5f));
-            if (std::string(op) == "rms_norm_pair_backward") {
-                c.in.push_back(g.normal("dy_a", {N, D}));
-                c.in.push_back(g.normal("dy_h", {N, D}));
-                c.in.push_back(g.normal("dx0", {N, D}));
+    using Shapes = std::vector<std::pair<int64_t, int64_t>>;
+    for (bool pair : {false, true}) {
+        const Shapes shapes = pair ? Shapes{{7, 64}, {33, 131}, {301, 2048}, {65, 4096}}
+                                   : Shapes{{7, 64}, {33, 130}, {64, 256}, {5, 1000}};
+        for (auto [N, D] : shapes) {
+            for (bool backward : {false, true}) {
+                const char* op = pair ? (backward ? "rms_norm_pair_backward" : "rms_norm_pair_forward")
+                                      : (backward ? "rms_norm_backward" : "rms_norm_forward");
+                Case c = make(op, "N" + std::to_string(N) + "_D" + std::to_string(D),
+                              {{"N", N}, {"D", D}, {"eps", 1e-5}});
+                Gen g(c.name);
+                c.in.push_back(g.normal("x", {N, D}));
+                for (const char* w : pair ? std::vector<const char*>{"w_h", "w_a"} : std::vector<const char*>{"w"})
+                    c.in.push_back(g.normal(w, {D}, 0.5f));
+                if (backward)
+                    for (const char* dy : pair ? std::vector<const char*>{"dy_a", "dy_h", "dx0"}
+                                               : std::vector<const char*>{"dy"})
+                        c.in.push_back(g.normal(dy, {N, D}));
+                r.push_back(std::move(c));
             }
-            r.push_back(std::move(c));
         }
     }
 }
@@ -381,7 +374,6 @@ void add_adamw(std::vector<Case>& r) {
 std::vector<Case> registry() {
     std::vector<Case> r;
     add_rms_norm(r);
-    add_rms_norm_pair(r);
     add_causal_conv(r);
     add_swiglu(r);
     add_rope(r);
