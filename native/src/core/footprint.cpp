@@ -90,16 +90,19 @@ Footprint block_training_footprint(const BlockConfig& cfg, int64_t B, int64_t S,
     // sqdk_attention: per worker scores up to the furthest query position, and the query -> sequence map
     const double attention = 4.0 * std::max(threads, 1) * s + 8.0 * Nq;
     if (backend == HSPMN_BACKEND_CUDA) {
-        // cuda_block.cu Activations (BC = Nq rows padded per sequence), its BackwardScratch and rope
-        // tables, all kept with the block once grown.
+        // cuda_block.cu Activations (BC = Nq rows padded per sequence) and rope tables, kept with the
+        // block once grown.
         const double acts = 12.0 * N * d.D + 6.0 * N * d.F + 8.0 * N * d.KV + 14.0 * Nq * d.D + 4.0 * Nq * d.H +
                             4.0 * Nq + 20.0 * N + 4.0 * b;
-        const double back = 12.0 * N * d.D + 6.0 * N * d.F + 4.0 * N * d.KV + 8.0 * Nq * d.D + 4.0 * Nq + 12.0 * N;
         const double rope = 4.0 * s * d.Dh;
         if (forward_peak) *forward_peak = {0.0, 0.0};
-        // the attention backward's delta [B, H, C] f32 is the device's, shared by every block: counted once
-        if (backward_peak) *backward_peak = {0.0, 4.0 * Nq * d.H};
-        return {0.0, acts + back + rope};
+        // The device's, shared by every block (counted once): the backward arena (cuda_block_impl.h
+        // BackwardScratch, 14 pieces each rounded up to 256 bytes) and the attention backward's delta
+        // [B, H, C] f32.
+        const double back = 12.0 * N * d.D + 6.0 * N * d.F + 4.0 * N * d.KV + 8.0 * Nq * d.D + 4.0 * Nq + 4.0 * N +
+                            14.0 * 256.0;
+        if (backward_peak) *backward_peak = {0.0, back + 4.0 * Nq * d.H};
+        return {0.0, acts + rope};
     }
     // cpu_block.cpp Activations, all float32: x, h, c, a [N, D]; gate, up, act [N, F]; k, v [N, KV];
     // a_sel, q, attn, o [Nq, D]; lse [Nq, H]; l, n, rstd_h, rstd_a [N]; the rotary table; row indices.

@@ -47,9 +47,9 @@ Footprint growth(const Footprint& to, const Footprint& from);
 // forward computes with, the f32 gradients, plus the host staging of their initialisation.
 Footprint block_params_footprint(const BlockConfig& cfg, int32_t backend);
 
-// A training forward over [B, S] in one block: what it keeps for backward (on CUDA also the backward
-// scratch, which stays allocated with the block). `forward_peak` and `backward_peak`, when given,
-// receive what the block's forward and its backward take on top of that while they run.
+// A training forward over [B, S] in one block: what it keeps for backward. `forward_peak` and
+// `backward_peak`, when given, receive what the block's forward and its backward take on top of that
+// while they run (on CUDA the backward's arena, which the context keeps and every block shares).
 Footprint block_training_footprint(const BlockConfig& cfg, int64_t B, int64_t S, int32_t backend, int threads,
                                    Footprint* forward_peak = nullptr, Footprint* backward_peak = nullptr);
 

@@ -145,9 +145,10 @@ void CudaBlock::backward(const BackwardCall& call) {
 
     const bf16* d_out = input<bf16>(d_, call.d_out, stage_.d_out, "cudaMemcpyAsync (d_out)");
     const float* d_aux = input<float>(d_, call.d_aux, stage_.d_aux, "cudaMemcpyAsync (d_aux)");
-    BackwardScratch& T = back_;
-    DeviceBuffer& scratch = T.partials;
-    float* dx = grow<float>(d_, T.dx, N * D);  // the residual path: out = x + m + y o
+    BackwardScratch T{};
+    carve_arena(d_, [&](Carve& cv) { T.carve(cv, N, BC, D, F, KV); }, backward_arena);
+    DeviceBuffer& scratch = backward_partials(d_);
+    float* dx = T.dx;  // the residual path: out = x + m + y o
     bf16_to_f32(d_, d_out, dx, N * D);
     // Residual dropout: d m = M_m d_out and d o = M_o d_out[token]. The masks are redrawn from their key
     // (dropout.cu); the kept elements are copied exactly in bf16 and 1 / (1 - p) becomes the alpha of
@@ -156,17 +157,17 @@ void CudaBlock::backward(const BackwardCall& call) {
     const float drop_scale = dropping ? dropout_scale(A.dropout.p) : 1.0f;
 
     // Contextual stream, back to the attention input a.
-    float* dy = grow<float>(d_, T.dy, BC);
-    bf16* dk = grow<bf16>(d_, T.dk, N * KV);
-    bf16* dv = grow<bf16>(d_, T.dv, N * KV);
-    float* d_a = grow<float>(d_, T.d_a, N * D);
+    float* dy = T.dy;
+    bf16* dk = T.dk;
+    bf16* dv = T.dv;
+    float* d_a = T.d_a;
     {
         bf16* d_asel = nullptr;
         if (BC > 0) {
-            bf16* d_o = grow<bf16>(d_, T.d_o, BC * D);
-            bf16* d_attn = grow<bf16>(d_, T.d_attn, BC * D);
-            bf16* dq = grow<bf16>(d_, T.dq, BC * D);
-            d_asel = grow<bf16>(d_, T.d_asel, BC * D);
+            bf16* d_o = T.d_o;
+            bf16* d_attn = T.d_attn;
+            bf16* dq = T.dq;
+            d_asel = T.d_asel;
             const bf16* attn = A.attn.as<bf16>();
             gate_scatter_backward(d_, A.o.as<float>(), d_out, idx, cnt, B, S, C, D, d_o, dy);
             if (dropping) dropout_mask_bf16(d_, A.dropout, kDropoutTagAttn, d_o, d_o, BC, S, D, idx, cnt, C);
@@ -193,9 +194,9 @@ void CudaBlock::backward(const BackwardCall& call) {
 
     // Reflexive stream: d m = d_out, or M_m d_out under dropout.
     {
-        bf16* d_act = grow<bf16>(d_, T.d_act, N * F);
-        bf16* d_gate = grow<bf16>(d_, T.d_gate, N * F);
-        bf16* d_up = grow<bf16>(d_, T.d_up, N * F);
+        bf16* d_act = T.d_act;
+        bf16* d_gate = T.d_gate;
+        bf16* d_up = T.d_up;
         const bf16* c = A.c.as<bf16>();
         const bf16* dm = d_out;
         if (dropping) {
@@ -213,7 +214,7 @@ void CudaBlock::backward(const BackwardCall& call) {
         float* d_c = d_a;  // d_a is consumed: reuse its [N, D] f32
         gemm(d_, false, false, N, D, F, 1.0f, d_gate, F, w(P_REFLEX_GATE), D, 0.0f, d_c, DType::F32, D);
         gemm(d_, false, false, N, D, F, 1.0f, d_up, F, w(P_REFLEX_UP), D, 1.0f, d_c, DType::F32, D);
-        float* d_h = grow<float>(d_, T.d_h, N * D);
+        float* d_h = T.d_h;
         causal_conv_backward(d_, A.h.as<bf16>(), w(P_REFLEX_CONV), d_c, B, S, D, cfg_.conv_kernel, d_h,
                              g(P_REFLEX_CONV), scratch);
         rms_norm_backward(d_, x, w(P_REFLEX_NORM), A.rstd_h.as<float>(), d_h, N, D, dx, g(P_REFLEX_NORM), scratch);
@@ -221,7 +222,7 @@ void CudaBlock::backward(const BackwardCall& call) {
 
     // Router: aux through p for every token, then the gate y = 1 - sg(s) + s, s = sigmoid(n),
     // n = (l + g) / t on the selected tokens; then router.w/b/log_temp and dx.
-    float* dl = grow<float>(d_, T.dl, N);
+    float* dl = T.dl;
     aux_loss_backward(d_, A.l.as<float>(), N, A.aux_target, cfg_.params.router_sparsity_coef,
                       cfg_.params.router_entropy_coef, d_aux, dl);
     router_backward(d_, dy, A.n.as<float>(), idx, cnt, A.temp.as<float>(), B, S, C, x, w(P_ROUTER_W), D, dl,

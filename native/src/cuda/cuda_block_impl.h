@@ -38,16 +38,6 @@ struct Activations {
     DropoutKey dropout;              // p = 0: none; else backward redraws the forward's masks from it
 };
 
-// Backward's temporaries, kept between calls so a training step allocates nothing once warm.
-struct BackwardScratch {
-    DeviceBuffer dx, d_a, d_h;              // [N, D] f32
-    DeviceBuffer dy, dl;                    // [BC] f32, [N] f32
-    DeviceBuffer dk, dv;                    // [N, KV] bf16
-    DeviceBuffer d_o, d_attn, dq, d_asel;   // [BC, D] bf16
-    DeviceBuffer d_act, d_gate, d_up;       // [N, F] bf16
-    DeviceBuffer partials;                  // column partials of the weight-gradient reductions
-};
-
 // Staging of call tensors that are not in device memory.
 struct Stage {
     DeviceBuffer x, noise, idx, cnt, out, aux, logits, probs, d_out, d_aux, d_x;
@@ -259,14 +249,43 @@ private:
     std::size_t off_ = 0;
 };
 
-// layout(Carve&) takes every piece of the call's scratch, twice: sized, then placed in the arena.
+// layout(Carve&) takes every piece of the call's scratch, twice: sized, then placed in the arena
+// (runtime.h's rows_arena, or backward_arena for a backward).
 template <class Layout>
-void carve_arena(Device& d, Layout&& layout) {
+void carve_arena(Device& d, Layout&& layout, char* (*arena)(Device&, std::size_t) = rows_arena) {
     Carve sizing(nullptr);
     layout(sizing);
-    Carve placed(rows_arena(d, sizing.bytes()));
+    Carve placed(arena(d, sizing.bytes()));
     layout(placed);
 }
+
+// Backward's temporaries, carved from the device's backward arena at each call (runtime.h says why
+// they are not the block's own); a warm training step allocates nothing.
+struct BackwardScratch {
+    float *dx, *d_a, *d_h;                  // [N, D] f32
+    float *dy, *dl;                         // [BC] f32, [N] f32
+    bf16 *dk, *dv;                          // [N, KV] bf16
+    bf16 *d_o, *d_attn, *dq, *d_asel;       // [BC, D] bf16
+    bf16 *d_act, *d_gate, *d_up;            // [N, F] bf16
+
+    // The pieces for N rows and BC query slots (footprint.cpp counts the same bytes).
+    void carve(Carve& cv, int64_t N, int64_t BC, int64_t D, int64_t F, int64_t KV) {
+        dx = cv.take<float>(N * D);
+        d_a = cv.take<float>(N * D);
+        d_h = cv.take<float>(N * D);
+        dy = cv.take<float>(BC);
+        dl = cv.take<float>(N);
+        dk = cv.take<bf16>(N * KV);
+        dv = cv.take<bf16>(N * KV);
+        d_o = cv.take<bf16>(BC * D);
+        d_attn = cv.take<bf16>(BC * D);
+        dq = cv.take<bf16>(BC * D);
+        d_asel = cv.take<bf16>(BC * D);
+        d_act = cv.take<bf16>(N * F);
+        d_gate = cv.take<bf16>(N * F);
+        d_up = cv.take<bf16>(N * F);
+    }
+};
 
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
@@ -449,7 +468,6 @@ private:
     bool has_act_ = false;
     bool last_chunked_ = false;  // the last forward ran forward_chunked (in the rows arena)
     Activations route_;     // route()'s router values
-    BackwardScratch back_;
     DecodeScratch dec_;
     StepScratch step_;
     uint64_t step_generation_ = 0;
