@@ -92,16 +92,17 @@ Footprint block_training_footprint(const BlockConfig& cfg, int64_t B, int64_t S,
     if (backend == HSPMN_BACKEND_CUDA) {
         // cuda_block.cu Activations (BC = Nq rows padded per sequence) and rope tables, kept with the
         // block once grown.
-        const double acts = 12.0 * N * d.D + 6.0 * N * d.F + 8.0 * N * d.KV + 14.0 * Nq * d.D + 4.0 * Nq * d.H +
+        const double acts = 8.0 * N * d.D + 6.0 * N * d.F + 4.0 * N * d.KV + 10.0 * Nq * d.D + 4.0 * Nq * d.H +
                             4.0 * Nq + 20.0 * N + 4.0 * b;
         const double rope = 4.0 * s * d.Dh;
-        if (forward_peak) *forward_peak = {0.0, 0.0};
-        // The device's, shared by every block (counted once): the backward arena (cuda_block_impl.h
-        // BackwardScratch, 14 pieces each rounded up to 256 bytes) and the attention backward's delta
-        // [B, H, C] f32.
+        // The device's training arena (runtime.h), shared by every block, so counted once: the forward's
+        // f32 residual sum, K and Q before RoPE (3 pieces), the backward's BackwardScratch (14 pieces),
+        // each rounded up to 256 bytes; the attention backward's delta [B, H, C] f32 is the device's too.
+        const double fwd = 4.0 * N * d.D + 4.0 * N * d.KV + 4.0 * Nq * d.D + 3.0 * 256.0;
         const double back = 12.0 * N * d.D + 6.0 * N * d.F + 4.0 * N * d.KV + 8.0 * Nq * d.D + 4.0 * Nq + 4.0 * N +
                             14.0 * 256.0;
-        if (backward_peak) *backward_peak = {0.0, back + 4.0 * Nq * d.H};
+        if (forward_peak) *forward_peak = {0.0, fwd};
+        if (backward_peak) *backward_peak = {0.0, std::max(fwd, back) + 4.0 * Nq * d.H};
         return {0.0, acts + rope};
     }
     // cpu_block.cpp Activations, all float32: x, h, c, a [N, D]; gate, up, act [N, F]; k, v [N, KV];

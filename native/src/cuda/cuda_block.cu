@@ -99,15 +99,24 @@ void CudaBlock::forward(const ForwardCall& call) {
     buf.gate = grow<bf16>(d_, A.gate, N * F);
     buf.up = grow<bf16>(d_, A.up, N * F);
     buf.act = grow<bf16>(d_, A.act, N * F);
-    buf.res = grow<float>(d_, A.res, N * D);
     buf.rstd_a = grow<float>(d_, A.rstd_a, N);
     buf.a = grow<bf16>(d_, A.a, N * D);
-    buf.kf = grow<float>(d_, A.kf, N * KV);
     buf.k = grow<bf16>(d_, A.k, N * KV);
     buf.v = grow<bf16>(d_, A.v, N * KV);
+    if (call.training) {
+        // Dead once the forward ends: the training arena's, not this block's (runtime.h).
+        carve_arena(d_, [&](Carve& cv) {
+            buf.res = cv.take<float>(N * D);
+            buf.kf = cv.take<float>(N * KV);
+            buf.qf = cv.take<float>(BC * D);
+        }, training_arena);
+    } else {
+        buf.res = grow<float>(d_, A.res, N * D);
+        buf.kf = grow<float>(d_, A.kf, N * KV);
+        if (BC > 0) buf.qf = grow<float>(d_, A.qf, BC * D);
+    }
     if (BC > 0) {
         buf.a_sel = grow<bf16>(d_, A.a_sel, BC * D);
-        buf.qf = grow<float>(d_, A.qf, BC * D);
         buf.q = grow<bf16>(d_, A.q, BC * D);
         buf.attn = grow<bf16>(d_, A.attn, BC * D);
         buf.lse = grow<float>(d_, A.lse, B * H * C);
@@ -146,7 +155,7 @@ void CudaBlock::backward(const BackwardCall& call) {
     const bf16* d_out = input<bf16>(d_, call.d_out, stage_.d_out, "cudaMemcpyAsync (d_out)");
     const float* d_aux = input<float>(d_, call.d_aux, stage_.d_aux, "cudaMemcpyAsync (d_aux)");
     BackwardScratch T{};
-    carve_arena(d_, [&](Carve& cv) { T.carve(cv, N, BC, D, F, KV); }, backward_arena);
+    carve_arena(d_, [&](Carve& cv) { T.carve(cv, N, BC, D, F, KV); }, training_arena);
     DeviceBuffer& scratch = backward_partials(d_);
     float* dx = T.dx;  // the residual path: out = x + m + y o
     bf16_to_f32(d_, d_out, dx, N * D);

@@ -30,10 +30,10 @@ struct Activations {
     DeviceBuffer idx, cnt;           // [B, C] i32 positions then padding, [B] i32
     DeviceBuffer rstd_h, h, c;       // reflex: [N] f32, [N, D] bf16, [N, D] bf16
     DeviceBuffer gate, up, act;      // [N, F] bf16
-    DeviceBuffer res;                // [N, D] f32 x + m + y o (scratch)
     DeviceBuffer rstd_a, a;          // [N] f32, [N, D] bf16
-    DeviceBuffer kf, k, v;           // [N, KV] f32 before RoPE (scratch), [N, KV] bf16 after, [N, KV] bf16
-    DeviceBuffer a_sel, qf, q;       // [BC, D] bf16, [BC, D] f32 (scratch), [BC, D] bf16 after RoPE
+    DeviceBuffer res;                // [N, D] f32 x + m + y o (inference scratch; training's: the arena)
+    DeviceBuffer kf, k, v;           // [N, KV] f32 before RoPE (scratch as res), [N, KV] bf16 after, [N, KV] bf16
+    DeviceBuffer a_sel, qf, q;       // [BC, D] bf16, [BC, D] f32 (scratch as res), [BC, D] bf16 after RoPE
     DeviceBuffer attn, lse, o;       // [BC, D] bf16 = [B, C, H, Dh], [B, H, C] f32, [BC, D] f32 (dropped)
     DropoutKey dropout;              // p = 0: none; else backward redraws the forward's masks from it
 };
@@ -250,7 +250,7 @@ private:
 };
 
 // layout(Carve&) takes every piece of the call's scratch, twice: sized, then placed in the arena
-// (runtime.h's rows_arena, or backward_arena for a backward).
+// (runtime.h's rows_arena, or training_arena for training calls).
 template <class Layout>
 void carve_arena(Device& d, Layout&& layout, char* (*arena)(Device&, std::size_t) = rows_arena) {
     Carve sizing(nullptr);
@@ -259,7 +259,7 @@ void carve_arena(Device& d, Layout&& layout, char* (*arena)(Device&, std::size_t
     layout(placed);
 }
 
-// Backward's temporaries, carved from the device's backward arena at each call (runtime.h says why
+// Backward's temporaries, carved from the device's training arena at each call (runtime.h says why
 // they are not the block's own); a warm training step allocates nothing.
 struct BackwardScratch {
     float *dx, *d_a, *d_h;                  // [N, D] f32

@@ -45,7 +45,7 @@ public:
     DeviceBuffer non_finite_first;   // [1] u64 of find_non_finite, kept: a per-call cudaFree syncs the device
     DeviceBuffer rows_arena;         // runtime.h rows_arena
     uint64_t rows_arena_generation = 0;
-    DeviceBuffer backward_arena;     // runtime.h backward_arena
+    DeviceBuffer training_arena;     // runtime.h training_arena
     DeviceBuffer backward_partials;  // column partials of the backward's weight-gradient reductions
 
     static constexpr std::size_t kWorkspaceBytes = std::size_t(32) << 20;

@@ -231,7 +231,7 @@ void Device::release() noexcept {
     triton_scratch = DeviceBuffer();
     non_finite_first = DeviceBuffer();
     rows_arena = DeviceBuffer();
-    backward_arena = DeviceBuffer();
+    training_arena = DeviceBuffer();
     backward_partials = DeviceBuffer();
     workspace = DeviceBuffer();
     if (lt_handle) lt->destroy(lt_handle);
@@ -255,9 +255,9 @@ char* rows_arena(Device& d, std::size_t bytes) {
 
 uint64_t rows_arena_generation(const Device& d) { return d.rows_arena_generation; }
 
-char* backward_arena(Device& d, std::size_t bytes) {
-    d.backward_arena.ensure(d, bytes);
-    return d.backward_arena.as<char>();
+char* training_arena(Device& d, std::size_t bytes) {
+    d.training_arena.ensure(d, bytes);
+    return d.training_arena.as<char>();
 }
 
 DeviceBuffer& backward_partials(Device& d) { return d.backward_partials; }
