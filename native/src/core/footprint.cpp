@@ -150,7 +150,7 @@ Footprint model_footprint(const hspmn_model_params& p, int32_t backend) {
 }
 
 Footprint model_rows_footprint(const hspmn_model_params& p, int64_t B, int64_t S, bool training, int32_t backend,
-                               int threads) {
+                               int threads, bool recompute) {
     const BlockConfig cfg = make_block_config(p.block);
     const double N = static_cast<double>(B) * static_cast<double>(S);
     const double V = static_cast<double>(p.vocab_size), D = static_cast<double>(cfg.D);
@@ -163,9 +163,16 @@ Footprint model_rows_footprint(const hspmn_model_params& p, int64_t B, int64_t S
     if (training) {
         Footprint fwd, bwd;
         const Footprint layer = block_training_footprint(cfg, B, S, backend, threads, &fwd, &bwd);
-        kept = L * layer;
-        // A CPU layer builds its new activations while it still holds the previous step's.
-        if (backend != HSPMN_BACKEND_CUDA) fwd.host += layer.host;
+        if (recompute) {
+            // model.cpp inputs_ [L + 1, N, D] bf16, and one layer's activations at a time (the CUDA
+            // blocks share theirs; a CPU block frees its own after each forward and backward).
+            const double inputs = 2.0 * (L + 1.0) * N * D;
+            kept = layer + (backend == HSPMN_BACKEND_CUDA ? Footprint{0.0, inputs} : Footprint{inputs, 0.0});
+        } else {
+            kept = L * layer;
+            // A CPU layer builds its new activations while it still holds the previous step's.
+            if (backend != HSPMN_BACKEND_CUDA) fwd.host += layer.host;
+        }
         peak = max_of(fwd, bwd);
     }
     if (backend == HSPMN_BACKEND_CUDA) {

@@ -55,7 +55,7 @@ void CudaBlock::forward(const ForwardCall& call) {
             return;
         }
     }
-    Activations& A = act_;
+    Activations& A = *act_;
     A.B = B;
     A.S = S;
     A.N = N;
@@ -139,9 +139,23 @@ void CudaBlock::forward(const ForwardCall& call) {
     has_act_ = call.training != 0;
 }
 
+void CudaBlock::share_activations(bool shared) {
+    Activations* target = &own_act_;
+    if (shared) {
+        if (!d_.shared_activations) d_.shared_activations = new SharedActivations();
+        target = &d_.shared_activations->act;
+    }
+    if (target == act_) return;
+    act_ = target;
+    has_act_ = false;
+    ++scratch_generation_;  // a graph recorded on the other storage is stale
+    // Sharing is for memory: the block's own buffers go (a cudaFree, once per switch of mode).
+    if (shared) own_act_ = Activations();
+}
+
 void CudaBlock::backward(const BackwardCall& call) {
     if (!has_act_) fail(HSPMN_ERR_STATE, "CUDA backward without a training forward");
-    Activations& A = act_;
+    Activations& A = *act_;
     const int64_t B = A.B, S = A.S, N = A.N, C = A.C, BC = B * C;
     const int64_t D = cfg_.D, F = cfg_.F, H = cfg_.H, Hkv = cfg_.Hkv, Dh = cfg_.Dh, KV = Hkv * Dh;
     const int32_t* idx = A.idx.as<int32_t>();
@@ -320,6 +334,11 @@ void CudaBlock::replay(cudaGraphExec_t exec, uint64_t generation, const void* sh
 }
 
 }  // namespace detail
+
+void destroy_shared_activations(Device& d) noexcept {
+    delete d.shared_activations;
+    d.shared_activations = nullptr;
+}
 
 BlockImpl* create_cuda_block(Device& d, const BlockConfig& cfg, uint64_t seed) { return new detail::CudaBlock(d, cfg, seed); }
 

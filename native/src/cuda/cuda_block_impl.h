@@ -339,6 +339,7 @@ public:
     // The buffers stay as this block's scratch pool (counted in live_bytes, freed with the block):
     // freeing them here would cudaFree, which waits for the device, at the start of every forward.
     void drop_cache() noexcept override { has_act_ = false; }
+    void share_activations(bool shared) override;
 
     ParamStorage param_storage(int index) override {
         return {param_[index].as<uint16_t>(), grad_[index].as<float>()};
@@ -464,7 +465,8 @@ private:
     std::array<DeviceBuffer, P_COUNT> grad_;    // [numel] f32
     DeviceBuffer rope_cos_, rope_sin_;          // [rope_S_, Dh/2] f32
     int64_t rope_S_ = 0;
-    Activations act_;
+    Activations own_act_;
+    Activations* act_ = &own_act_;  // own_act_, or the device's SharedActivations (share_activations)
     bool has_act_ = false;
     bool last_chunked_ = false;  // the last forward ran forward_chunked (in the rows arena)
     Activations route_;     // route()'s router values
@@ -476,3 +478,12 @@ private:
 };
 
 }  // namespace hspmn::cuda::detail
+
+namespace hspmn::cuda {
+
+// The activations that every block of a device shares under recomputation (Device::shared_activations).
+struct SharedActivations : Tracked {
+    detail::Activations act;
+};
+
+}  // namespace hspmn::cuda

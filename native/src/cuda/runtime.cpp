@@ -227,6 +227,7 @@ void Device::release() noexcept {
     if (stream) (void)cudaStreamSynchronize(stream);
     unload_triton(*this);
     destroy_gemm_plans(*this);
+    destroy_shared_activations(*this);
     attention_delta = DeviceBuffer();
     triton_scratch = DeviceBuffer();
     non_finite_first = DeviceBuffer();
