@@ -6,6 +6,7 @@
 #include "cuda_block_impl.h"
 
 #include "../core/forward_chunk.h"
+#include "device.h"
 
 namespace hspmn::cuda {
 
