@@ -220,7 +220,7 @@ bool run(ThreadPool& pool, const Case& c, std::vector<Array>& out, std::string& 
     }
     if (op == "decode_step_pre") {
         // what the CPU block's decode runs for one new row of a slot (cpu_block.cpp run_router,
-        // cpu_block_rows.cpp): router_logits / t, threshold n > 0, both rms_norm_forward, causal_conv_forward
+        // cpu_block_rows.cpp): router_logits / t, threshold n > 0, rms_norm_pair_forward, causal_conv_forward
         // over [the slot's K-1 cached h, h], then the cache keeps the last K-1 inputs
         const int64_t n = c.i("n"), seqs = c.i("max_seqs"), L = c.i("max_len"), D = c.i("D"), K = c.i("K"),
                       P = K - 1, PC = std::max<int64_t>(P, 1);
@@ -233,8 +233,8 @@ bool run(ThreadPool& pool, const Case& c, std::vector<Array>& out, std::string& 
         std::vector<float> h(static_cast<std::size_t>(n * D));
         Array a = out_f("a", {n, D}), cc = out_f("c", {n, D}), cache = out_f("conv_cache", {seqs, PC, D});
         cache.f = c.input("conv_cache").f;
-        rms_norm_forward(pool, x.f.data(), c.input("reflex_norm_w").f.data(), eps, n, D, h.data(), rstd.data());
-        rms_norm_forward(pool, x.f.data(), c.input("attn_norm_w").f.data(), eps, n, D, a.f.data(), rstd.data());
+        rms_norm_pair_forward(pool, x.f.data(), c.input("reflex_norm_w").f.data(), c.input("attn_norm_w").f.data(), eps,
+                              n, D, h.data(), a.f.data(), rstd.data());
         Array routed = out_i("routed", {n}), qpos = out_i("qpos", {seqs}), qcnt = out_i("qcnt", {seqs}),
               row_cache = out_i("row_cache", {n});
         std::fill(qpos.i.begin(), qpos.i.end(), -1);
