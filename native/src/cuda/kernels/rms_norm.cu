@@ -1,9 +1,11 @@
 // rms_norm forward/backward: one warp per row (8 rows per block), 16-byte loads when D % 8 == 0;
 // the weight gradient sums over rows as per-chunk column partials then reduce_partials. The block
 // adds dx into f32; the language model's final norm (rms_norm_backward_bf16) writes it as bf16.
-// The pair ops (rms_norm_pair_*) are a block's two norms of one x (reflex h, attention a) in one
-// launch each: the same per-row and per-column arithmetic in the same order as two single calls, so
-// their results are bit for bit those of the single kernels; x, rstd and dx are read once, not twice.
+// The pair ops (rms_norm_pair_*) are a block's two norms of one x (reflex h, attention a): the same
+// per-row and per-column arithmetic in the same order as two single calls, so their results are bit
+// for bit the single kernels'. The forward is one launch over x for both norms (and writes the f32
+// residual start res = x, the block's bf16_to_f32 pass before); the backward's dx kernel reads x, rstd
+// and dx once for both norms, its dw kernel x and rstd once for both partials.
 #include "common.cuh"
 #include "kernels.h"
 
