@@ -140,6 +140,11 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   # the Triton attention kernels, JIT and the build's AOT cubins (launched as libhspmn's loader does),
   # against the reference in bf16 (native/kernels/triton/gpu_check.py; no timings)
   stage triton_cuda "$py" native/kernels/triton/gpu_check.py --no-bench --cubins "$build/triton/sm${archs%%[;,]*}"
+  # swiglu_gemm (issue 12.1: SwiGLU in the gate/up GEMM's epilogue, Triton JIT): bf16 parity of every
+  # config, then fused vs cuBLAS x2 + SwiGLU pass at N 262144..4096, (D, F) (2048, 8192), (2048, 5632);
+  # prints a table and "swiglu_gemm: fused wins at ..." / "cuBLAS wins at ..." (needs no build: it can
+  # also run alone, python3 native/kernels/triton/swiglu_gemm_gpu.py)
+  stage swiglu_gemm "$py" native/kernels/triton/swiglu_gemm_gpu.py
 
   if [[ -f .carry/jre.tgz && -f .carry/java.tgz ]]; then
     # the whole JUnit suite against the CUDA-built library, gpu-tagged tests included and required;
