@@ -145,6 +145,9 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   # prints a table and "swiglu_gemm: fused wins at ..." / "cuBLAS wins at ..." (needs no build: it can
   # also run alone, python3 native/kernels/triton/swiglu_gemm_gpu.py)
   stage swiglu_gemm "$py" native/kernels/triton/swiglu_gemm_gpu.py
+  # the same kernel AOT-compiled into the build (src/cuda/swiglu_gemm.cpp) against cuBLASLt x2 +
+  # swiglu_forward: gate/up within an ulp, act bitwise, no write past the outputs, refused shapes; timings
+  stage swiglu_gemm_cuda "$build/tests/swiglu_gemm_cuda" --bench
 
   if [[ -f .carry/jre.tgz && -f .carry/java.tgz ]]; then
     # the whole JUnit suite against the CUDA-built library, gpu-tagged tests included and required;

@@ -119,12 +119,14 @@ def _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
 
 
 @triton.jit
-def swiglu_gemm_kernel(C, WG, WU, ACT, GATE, UP, N, F, D,
+def swiglu_gemm_kernel(X, WG, WU, ACT, GATE, UP, N, F, D,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                        GROUP_M: tl.constexpr, TRAIN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr):
-    # grid: (programs,), any count >= 1; GATE and UP are read only when TRAIN (pass ACT otherwise)
+    # X is c (named so that no argument name means two things to the C++ loader: attention's C is
+    # an int). grid: (programs,), any count >= 1. GATE and UP are used only when TRAIN; the
+    # inference kernel still takes them (unused: pass anything, e.g. ACT).
     dtype = ACT.dtype.element_ty
-    c_desc = tl.make_tensor_descriptor(C, shape=[N, D], strides=[D, 1], block_shape=[BLOCK_M, BLOCK_K])
+    c_desc = tl.make_tensor_descriptor(X, shape=[N, D], strides=[D, 1], block_shape=[BLOCK_M, BLOCK_K])
     wg_desc = tl.make_tensor_descriptor(WG, shape=[F, D], strides=[D, 1], block_shape=[BLOCK_N, BLOCK_K])
     wu_desc = tl.make_tensor_descriptor(WU, shape=[F, D], strides=[D, 1], block_shape=[BLOCK_N, BLOCK_K])
     act_desc = tl.make_tensor_descriptor(ACT, shape=[N, F], strides=[F, 1], block_shape=[BLOCK_M, BLOCK_N])

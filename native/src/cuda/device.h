@@ -10,7 +10,7 @@
 namespace hspmn::cuda {
 
 struct GemmPlans;      // gemm.cpp: cuBLASLt descriptors and algorithm per shape
-struct TritonModules;  // attention.cpp: the loaded cubins of this device
+struct TritonModules;  // triton_loader.cpp: the loaded cubins of this device
 
 class Device : public Tracked {
 public:
