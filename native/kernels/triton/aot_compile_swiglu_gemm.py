@@ -4,8 +4,8 @@
 
 Writes DIR/swiglu_gemm_{infer,train}_sm<arch>.cubin and .json (the same layout as aot_compile.py's,
 which this reuses: compile, parameter-buffer offsets, the cuobjdump check of each cubin): `infer`
-writes act only, `train` also gate and up. Both use one configuration of swiglu_gemm.CONFIGS
-(DEFAULT unless --config names another), recorded in the JSON. The grid is persistent: one program
+writes act only, `train` also gate and up. Each uses one configuration of swiglu_gemm.CONFIGS
+(DEFAULT and DEFAULT_TRAIN unless --config / --config-train name others), recorded in the JSON. The grid is persistent: one program
 per SM ("sm_count"), whatever the shape. The kernel builds its TMA descriptors on the device, so it
 needs Triton's global scratch: global_scratch_size bytes per program (the loader passes it).
 sm_90 and later only (TMA); exit status as aot_compile.py's.
@@ -57,7 +57,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", type=int, default=90, help="compute capability as an integer (>= 90: TMA)")
     ap.add_argument("--out", type=Path, required=True, help="output folder (created)")
-    ap.add_argument("--config", default=sg.DEFAULT, choices=list(sg.CONFIGS))
+    ap.add_argument("--config", default=sg.DEFAULT, choices=list(sg.CONFIGS), help="the inference kernel's")
+    ap.add_argument("--config-train", default=sg.DEFAULT_TRAIN, choices=list(sg.CONFIGS), help="the training kernel's")
     a = ap.parse_args(argv)
     if a.arch < 90:
         print(f"error: swiglu_gemm needs TMA (sm_90 or later), not sm_{a.arch}", file=sys.stderr)
@@ -68,7 +69,7 @@ def main(argv=None):
     for train in (False, True):
         stem = f"swiglu_gemm_{'train' if train else 'infer'}_sm{a.arch}"
         try:
-            cubin, meta = compile_variant(train, a.config, a.arch)
+            cubin, meta = compile_variant(train, a.config_train if train else a.config, a.arch)
         except Exception as e:  # a compile error names the variant, then the run fails
             errors.append(f"{stem}: compile failed: {type(e).__name__}: {e}")
             continue

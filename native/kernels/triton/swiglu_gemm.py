@@ -64,7 +64,8 @@ class Config(NamedTuple):
 #   (one warpgroup per partition: a TMA producer plus two consumers splitting BLOCK_M, 12 warps in
 #   all, registers rebalanced with setmaxnreg; checked in the TTGIR/PTX for sm_90 -- with 8 warps
 #   the flag compiles to exactly the code without it).
-# None of these has been timed yet: DEFAULT is the tutorial-09-like plain 128x128x64.
+# None of these has been timed yet: DEFAULT is the tutorial-09-like plain 128x128x64;
+# swiglu_gemm_gpu.py times them all and prints the best per shape and mode.
 CONFIGS = {
     "m128n128k64w8s3": Config(128, 128, 64, 8, 8, 3, False),
     "m128n128k64w8s4": Config(128, 128, 64, 8, 8, 4, False),
@@ -74,6 +75,10 @@ CONFIGS = {
     "m128n64k64ws4": Config(128, 64, 64, 8, 4, 4, True),
 }
 DEFAULT = "m128n128k64w8s3"
+# The training variant writes three [BLOCK_M, BLOCK_N] tiles per tile: with Triton 3.6's warp
+# specialisation its epilogue buffers take 260-390 KiB of shared memory, more than an H100 has, so
+# the "ws" configs serve inference only and training keeps its own choice.
+DEFAULT_TRAIN = "m128n128k64w8s3"
 
 # Small tiles for the interpreter test: tiny shapes then cross several tiles in every dimension,
 # with tails in N, F and D, and several tiles per program.
@@ -118,7 +123,9 @@ def _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
     return pid_m, pid_n
 
 
-@triton.jit
+# N, F, D only size the TMA descriptors and the tile count, so the JIT compiles one kernel per
+# config whatever the shape (no divisibility or ==1 specialisation: odd N costs no recompile).
+@triton.jit(do_not_specialize=["N", "F", "D"])
 def swiglu_gemm_kernel(X, WG, WU, ACT, GATE, UP, N, F, D,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                        GROUP_M: tl.constexpr, TRAIN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr):
@@ -205,7 +212,7 @@ def swiglu_gemm(c, w_gate, w_up, train: bool = False, config: Optional[Config] =
     up), contiguous [N, F] of c's dtype; allocated here when None."""
     import torch  # only the launcher needs torch; an AOT compile needs Triton alone
 
-    cfg = config or CONFIGS[DEFAULT]
+    cfg = config or CONFIGS[DEFAULT_TRAIN if train else DEFAULT]
     if c.dim() != 2 or w_gate.dim() != 2 or w_gate.shape != w_up.shape or w_gate.shape[1] != c.shape[1]:
         raise ValueError(f"swiglu_gemm: c [N, D], w_gate and w_up [F, D]; got {tuple(c.shape)}, "
                          f"{tuple(w_gate.shape)}, {tuple(w_up.shape)}")

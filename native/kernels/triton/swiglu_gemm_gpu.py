@@ -221,7 +221,8 @@ def main():
     props = torch.cuda.get_device_properties(0)
     print(f"torch {torch.__version__}, triton {triton.__version__}, {props.name}, {props.multi_processor_count} SMs",
           flush=True)
-    print("configs:", {k: tuple(v) for k, v in sg.CONFIGS.items()}, "default", sg.DEFAULT, flush=True)
+    print("configs:", {k: tuple(v) for k, v in sg.CONFIGS.items()}, "default", sg.DEFAULT, "train", sg.DEFAULT_TRAIN,
+          flush=True)
     t0 = time.perf_counter()
     ok = parity()
     print(f"parity {'passed' if ok else 'FAILED'} in {time.perf_counter() - t0:.0f} s", flush=True)
