@@ -249,6 +249,25 @@ def check_cubin(path, meta):
     return errors
 
 
+def run_jobs(out, arch, jobs):
+    """Compiles, writes and checks each (stem, compile() -> (cubin, meta)) of jobs into out; prints a
+    line each and the errors; the exit status (1 when any compile or check failed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    errors = []
+    t_all = time.perf_counter()
+    for stem, compile_job in jobs:
+        try:
+            cubin, meta = compile_job()
+        except Exception as e:  # a compile error names the variant, then the run fails
+            errors.append(f"{stem}: compile failed: {type(e).__name__}: {e}")
+            continue
+        errors += write_checked(out, stem, cubin, meta, arch)
+    print(f"compiled in {time.perf_counter() - t_all:.1f} s")
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    return 1 if errors else 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", type=int, default=90, help="compute capability as an integer (90: H100/H200)")
@@ -259,22 +278,10 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if triton.__version__ != TRITON_VERSION:
         print(f"warning: Triton {triton.__version__}; the metadata layout was checked with {TRITON_VERSION}")
-    a.out.mkdir(parents=True, exist_ok=True)
-    errors = []
-    t_all = time.perf_counter()
-    for name, block_d, exact, head_dims in variants(a.block_d):
-        for kernel in a.kernels:
-            stem = f"{kernel}_{name}_sm{a.arch}"
-            try:
-                cubin, meta = compile_one(kernel, block_d, exact, head_dims, a.arch)
-            except Exception as e:  # a compile error names the variant, then the run fails
-                errors.append(f"{stem}: compile failed: {type(e).__name__}: {e}")
-                continue
-            errors += write_checked(a.out, stem, cubin, meta, a.arch)
-    print(f"compiled in {time.perf_counter() - t_all:.1f} s")
-    for e in errors:
-        print(f"error: {e}", file=sys.stderr)
-    return 1 if errors else 0
+    jobs = [(f"{kernel}_{name}_sm{a.arch}",
+             lambda kernel=kernel, v=(block_d, exact, head_dims): compile_one(kernel, *v, a.arch))
+            for name, block_d, exact, head_dims in variants(a.block_d) for kernel in a.kernels]
+    return run_jobs(a.out, a.arch, jobs)
 
 
 if __name__ == "__main__":

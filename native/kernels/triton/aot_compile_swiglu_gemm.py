@@ -13,7 +13,6 @@ sm_90 and later only (TMA); exit status as aot_compile.py's.
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -63,21 +62,10 @@ def main(argv=None):
     if a.arch < 90:
         print(f"error: swiglu_gemm needs TMA (sm_90 or later), not sm_{a.arch}", file=sys.stderr)
         return 1
-    a.out.mkdir(parents=True, exist_ok=True)
-    errors = []
-    t_all = time.perf_counter()
-    for train in (False, True):
-        stem = f"swiglu_gemm_{'train' if train else 'infer'}_sm{a.arch}"
-        try:
-            cubin, meta = compile_variant(train, a.config_train if train else a.config, a.arch)
-        except Exception as e:  # a compile error names the variant, then the run fails
-            errors.append(f"{stem}: compile failed: {type(e).__name__}: {e}")
-            continue
-        errors += aot.write_checked(a.out, stem, cubin, meta, a.arch)
-    print(f"compiled in {time.perf_counter() - t_all:.1f} s")
-    for e in errors:
-        print(f"error: {e}", file=sys.stderr)
-    return 1 if errors else 0
+    jobs = [(f"swiglu_gemm_{'train' if train else 'infer'}_sm{a.arch}",
+             lambda train=train: compile_variant(train, a.config_train if train else a.config, a.arch))
+            for train in (False, True)]
+    return aot.run_jobs(a.out, a.arch, jobs)
 
 
 if __name__ == "__main__":

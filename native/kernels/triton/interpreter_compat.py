@@ -1,4 +1,6 @@
-"""Makes Triton 3.6's CPU interpreter work with NumPy 2.4; imported by the interpreter tests.
+"""Makes Triton 3.6's CPU interpreter work with NumPy 2.4; imported by the interpreter tests, before
+anything that imports Triton's language (it also stops a test that was started without
+TRITON_INTERPRET=1, which would otherwise look for a GPU).
 
 Triton 3.6's interpreter holds a scalar as a shape-(1,) array and turns it into a loop bound with
 int(array), which NumPy 2.4 rejects ("only 0-dimensional arrays can be converted to Python
@@ -6,7 +8,13 @@ scalars", triton-lang/triton#9171): every range() with a runtime bound fails. Th
 proposed there, in the same patch scope, so the interpreter restores it afterwards.
 """
 
-import triton.runtime.interpreter as _interp
+import os
+import sys
+
+if os.environ.get("TRITON_INTERPRET") != "1":
+    sys.exit("run with TRITON_INTERPRET=1 (Triton's CPU interpreter); see native/kernels/triton/README.md")
+
+import triton.runtime.interpreter as _interp  # noqa: E402
 
 _patch_lang_tensor = _interp._patch_lang_tensor
 

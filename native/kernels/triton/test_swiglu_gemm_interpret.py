@@ -14,21 +14,13 @@ larger buffer filled with a sentinel), that the inference launch writes the same
 training one, and shapes the launcher must refuse are refused.
 """
 
-import os
 import sys
 import time
-from pathlib import Path
 
-if os.environ.get("TRITON_INTERPRET") != "1":
-    sys.exit("run with TRITON_INTERPRET=1 (Triton's CPU interpreter); see native/kernels/triton/README.md")
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import torch  # noqa: E402
-import interpreter_compat  # noqa: E402,F401  (Triton 3.6 interpreter on NumPy 2.4)
-from swiglu_gemm import CONFIGS, DEFAULT, TEST_CONFIG, Config, swiglu_gemm  # noqa: E402
-from swiglu_gemm_reference import reference  # noqa: E402
+import interpreter_compat  # noqa: F401  (exits unless TRITON_INTERPRET=1; NumPy 2.4 fix)
+import torch
+from swiglu_gemm import CONFIGS, DEFAULT, TEST_CONFIG, Config, swiglu_gemm
+from swiglu_gemm_reference import reference
 
 MULTIPLE = 4.0
 FLOOR_ULPS = 64 * 2.0 ** -23
