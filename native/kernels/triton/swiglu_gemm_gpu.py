@@ -4,12 +4,14 @@ today's path (cuBLAS gate and up GEMMs, then one SwiGLU pass), timed per shape.
     python3 native/kernels/triton/swiglu_gemm_gpu.py [--no-bench] [--quick]
 
 Parity (bf16, odd N and F tails), per config in swiglu_gemm.CONFIGS, inference (act) and training
-(act, gate, up) launches:
-  - each output's max error against the float64 math with the kernel's rounding points
-    (swiglu_gemm_reference.py) is at most 2x that of the cuBLAS path plus half a bf16 ulp of the
-    largest value (the kernel sums D in another order than cuBLAS: a rounding of gate or up may
-    land one ulp apart, never more);
-  - ||fused - cuBLAS path|| / ||cuBLAS path|| < 1e-2 (MODEL.md's bf16 rule);
+(act, gate, up) launches, against the float64 math with the kernel's rounding points
+(swiglu_gemm_reference.py):
+  - gate and up: every element within one bf16 ulp of the reference's (a float32 sum in another
+    order than float64's may round to the neighbour, never further), plus 2^-16 of the largest
+    value for sums that cancel to near 0;
+  - act (where one ulp of gate moves act by more than an ulp): max error at most 2x that of the
+    cuBLAS path plus one bf16 ulp of the largest value;
+  - ||fused - cuBLAS path|| / ||cuBLAS path|| < 1e-2 for all three (MODEL.md's bf16 rule);
   - the epilogue's arithmetic is today's: act == bf16((g * sigmoid(g)) * u) computed by PyTorch in
     float32 from the kernel's own gate and up, bit for bit (swiglu.cu's expf and IEEE division);
   - the inference launch's act equals the training launch's, bit for bit.
@@ -47,7 +49,7 @@ from swiglu_gemm_reference import reference  # noqa: E402
 DEV = "cuda"
 # the project's cuBLASLt GEMMs accumulate in float32 throughout; so must the baseline
 torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
-BF16_EPS = 2.0 ** -8  # bf16 ulp at 1 (8 significant bits)
+BF16_ULP1 = 2.0 ** -7  # bf16 ulp at 1 (8 significant bits): ulp(x) <= BF16_ULP1 * |x|
 BENCH_N = (262144, 65536, 16384, 4096)
 BENCH_DF = ((2048, 8192), (2048, 5632))
 
@@ -120,14 +122,22 @@ def parity_case(name, N, D, F, configs, seed):
         failures, parts = [], []
         for label, x, r, t in zip(("act", "gate", "up"), got, ref, torch_outs):
             scale = r.abs().max().item()
-            err = (x.double() - r).abs().max().item()
+            diff = (x.double() - r).abs()
+            err = diff.max().item()
             torch_err = (t.double() - r).abs().max().item()
-            bound = 2 * torch_err + 0.5 * BF16_EPS * scale
             rel = ((x.double() - t.double()).norm() / t.double().norm()).item()
             same = (x == t).float().mean().item()
             parts.append(f"{label} err {err:.1e} (cuBLAS {torch_err:.1e}) rel {rel:.1e} same {same:.1%}")
-            if not (err <= bound) or not (rel < 1e-2):
-                failures.append(f"{label}: max|err| {err:.3e} > bound {bound:.3e} or rel {rel:.2e} >= 1e-2")
+            if label == "act":
+                bound = 2 * torch_err + BF16_ULP1 * scale
+                if not (err <= bound):
+                    failures.append(f"act: max|err| {err:.3e} > bound {bound:.3e}")
+            else:
+                over = (diff > BF16_ULP1 * r.abs() + 2.0 ** -16 * scale).sum().item()
+                if over:
+                    failures.append(f"{label}: {over} elements more than one ulp from the reference")
+            if not (rel < 1e-2):
+                failures.append(f"{label}: relative difference from the cuBLAS path {rel:.2e} >= 1e-2")
         want = epilogue_of(got[1], got[2])
         diff = (got[0] != want).sum().item()
         if diff:
