@@ -143,11 +143,12 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   # swiglu_gemm (issue 12.1: SwiGLU in the gate/up GEMM's epilogue, Triton JIT): bf16 parity of every
   # config, then fused vs cuBLAS x2 + SwiGLU pass at N 262144..4096, (D, F) (2048, 8192), (2048, 5632);
   # prints a table and "swiglu_gemm: fused wins at ..." / "cuBLAS wins at ..." (needs no build: it can
-  # also run alone, python3 native/kernels/triton/swiglu_gemm_gpu.py)
-  stage swiglu_gemm "$py" native/kernels/triton/swiglu_gemm_gpu.py
+  # also run alone, python3 native/kernels/triton/swiglu_gemm_gpu.py; the timeout guards against an
+  # untimed warp-specialised config hanging)
+  stage swiglu_gemm timeout 300 "$py" native/kernels/triton/swiglu_gemm_gpu.py
   # the same kernel AOT-compiled into the build (src/cuda/swiglu_gemm.cpp) against cuBLASLt x2 +
   # swiglu_forward: gate/up within an ulp, act bitwise, no write past the outputs, refused shapes; timings
-  stage swiglu_gemm_cuda "$build/tests/swiglu_gemm_cuda" --bench
+  stage swiglu_gemm_cuda timeout 300 "$build/tests/swiglu_gemm_cuda" --bench
 
   if [[ -f .carry/jre.tgz && -f .carry/java.tgz ]]; then
     # the whole JUnit suite against the CUDA-built library, gpu-tagged tests included and required;
