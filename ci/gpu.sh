@@ -9,7 +9,8 @@
 # same goldens through the CPU backend of the CUDA-built library, the language model through the CUDA
 # backend against hspmn_lm.py (model_cuda), residual dropout against the reference and the CPU
 # backend (dropout_cuda), cached decoding against the full forward (decode_cuda),
-# sampling against the CPU op bit for bit, with its kernel timings (sample_cuda), the chunked
+# sampling against the CPU op bit for bit, with its kernel timings (sample_cuda), the fused gate/up
+# GEMM with SwiGLU in its epilogue, JIT and AOT, parity and timings (swiglu_gemm, swiglu_gemm_cuda), the chunked
 # inference forward against the one-pass forward (chunked_cuda), and the Java tests when
 # ci/pack-carry.sh has filled .carry/ (with the HTTP service under 32 streams: serve_cuda), then the
 # benchmarks (decoding: bench_decode; a 1M-token prompt then decoding: decode_long) and the per-kernel

@@ -1,7 +1,7 @@
 """swiglu_gemm on a CUDA GPU: bf16 parity of every candidate config, then the fused kernel against
 today's path (cuBLAS gate and up GEMMs, then one SwiGLU pass), timed per shape.
 
-    python3 native/kernels/triton/swiglu_gemm_gpu.py [--no-bench] [--quick]
+    python3 native/kernels/triton/swiglu_gemm_gpu.py [--no-bench] [--quick] [--configs NAME ...]
 
 Parity (bf16, odd N and F tails), per config in swiglu_gemm.CONFIGS, inference (act) and training
 (act, gate, up) launches, against the float64 math with the kernel's rounding points
@@ -157,8 +157,7 @@ def parity_case(name, N, D, F, configs, seed):
     return ok
 
 
-def parity():
-    every = list(sg.CONFIGS)
+def parity(every):
     ok = True
     ok &= parity_case("N=4099 D=2048 F=5632", 4099, 2048, 5632, every, 1)
     ok &= parity_case("N=333 D=136 F=200 (tails)", 333, 136, 200, every, 2)
@@ -227,6 +226,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--no-bench", action="store_true", help="parity only")
     ap.add_argument("--quick", action="store_true", help="benchmark N=65536 and the default config only")
+    ap.add_argument("--configs", nargs="+", default=list(sg.CONFIGS), choices=list(sg.CONFIGS),
+                    help="the configs to check and time (default: all)")
     a = ap.parse_args()
     props = torch.cuda.get_device_properties(0)
     print(f"torch {torch.__version__}, triton {triton.__version__}, {props.name}, {props.multi_processor_count} SMs",
@@ -234,14 +235,14 @@ def main():
     print("configs:", {k: tuple(v) for k, v in sg.CONFIGS.items()}, "default", sg.DEFAULT, "train", sg.DEFAULT_TRAIN,
           flush=True)
     t0 = time.perf_counter()
-    ok = parity()
+    ok = parity(a.configs)
     print(f"parity {'passed' if ok else 'FAILED'} in {time.perf_counter() - t0:.0f} s", flush=True)
     if not a.no_bench:
         t1 = time.perf_counter()
         if a.quick:
             bench([sg.DEFAULT], (65536, ), BENCH_DF[:1])
         else:
-            bench(list(sg.CONFIGS), BENCH_N, BENCH_DF)
+            bench(a.configs, BENCH_N, BENCH_DF)
         print(f"benchmark in {time.perf_counter() - t1:.0f} s")
     print(f"{'all passed' if ok else 'FAILED'} in {time.perf_counter() - t0:.0f} s")
     return 0 if ok else 1
