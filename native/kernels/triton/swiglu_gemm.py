@@ -13,7 +13,9 @@ up to the GEMM's summation order:
     gate, up = bf16(float32 sum over D), each rounded to bf16 before the activation;
     act      = bf16((g * sigmoid(g)) * u) in float32, g, u the bf16 values,
                sigmoid(g) = 1 / (1 + expf(-g)) with CUDA's expf (libdevice __nv_expf) and an IEEE
-               division, as swiglu.cu compiles them (no fast math).
+               division, as swiglu.cu compiles them (no fast math). Triton links libdevice with
+               flush-to-zero on, which changes expf only where its result is denormal (g > 87),
+               and there 1 + expf(-g) is 1 either way.
 
 One program computes both [BLOCK_M, BLOCK_N] accumulators of an output tile from one load of each
 c tile (two dots per K step: effectively a [N, 2F] GEMM against the stacked weights, but the two
@@ -51,7 +53,7 @@ class Config(NamedTuple):
     group_m: int      # row tiles per group of the grouped order
     num_warps: int
     num_stages: int
-    warp_specialize: bool  # Triton's automatic warp specialisation of the tile loop (sm_90: producer/consumer)
+    warp_specialize: bool  # Triton's automatic warp specialisation of the K loop (see "ws" below)
 
 
 # Candidates for swiglu_gemm_gpu.py to time (it proposes; DEFAULT decides). Shared memory per
