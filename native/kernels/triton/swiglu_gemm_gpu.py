@@ -12,8 +12,11 @@ Parity (bf16, odd N and F tails), per config in swiglu_gemm.CONFIGS, inference (
   - act (where one ulp of gate moves act by more than an ulp): max error at most 2x that of the
     cuBLAS path plus one bf16 ulp of the largest value;
   - ||fused - cuBLAS path|| / ||cuBLAS path|| < 1e-2 for all three (MODEL.md's bf16 rule);
-  - the epilogue's arithmetic is today's: act == bf16((g * sigmoid(g)) * u) computed by PyTorch in
-    float32 from the kernel's own gate and up, bit for bit (swiglu.cu's expf and IEEE division);
+  - the epilogue's arithmetic: act within one ulp of bf16((g * sigmoid(g)) * u) computed by PyTorch
+    in float32 from the kernel's own gate and up, and the count of elements not bit for bit equal
+    printed ("epilogue K bits off": 0 expected, as the kernel uses swiglu.cu's expf and IEEE
+    division; PyTorch's sigmoid is only a stand-in for swiglu.cu, so the bitwise claim is asserted
+    by native/tests/swiglu_gemm_cuda against swiglu_forward itself);
   - the inference launch's act equals the training launch's, bit for bit.
 A config that does not fit the GPU (shared memory) is reported and skipped; a wrong result fails.
 
@@ -139,11 +142,14 @@ def parity_case(name, N, D, F, configs, seed):
             if not (rel < 1e-2):
                 failures.append(f"{label}: relative difference from the cuBLAS path {rel:.2e} >= 1e-2")
         want = epilogue_of(got[1], got[2])
-        diff = (got[0] != want).sum().item()
-        if diff:
-            i = (got[0] != want).nonzero()[0].tolist()
-            failures.append(f"act != bf16(silu(gate) * up) from the kernel's own gate/up at {diff} elements, e.g. "
-                            f"{i}: g {got[1][i[0], i[1]].item()!r} u {got[2][i[0], i[1]].item()!r} "
+        ne = got[0] != want
+        diff = ne.sum().item()
+        parts.append(f"epilogue {diff} bits off")
+        far = ((got[0].double() - want.double()).abs() > BF16_ULP1 * want.double().abs()).sum().item()
+        if far:
+            i = ne.nonzero()[0].tolist()
+            failures.append(f"act more than an ulp from bf16(silu(gate) * up) of the kernel's own gate/up at {far} "
+                            f"elements, e.g. {i}: g {got[1][i[0], i[1]].item()!r} u {got[2][i[0], i[1]].item()!r} "
                             f"kernel {got[0][i[0], i[1]].item()!r} torch {want[i[0], i[1]].item()!r}")
         if act_i is None:
             failures.append(f"inference launch failed where training ran: {why_i}")
