@@ -18,7 +18,8 @@ Parity (bf16, odd N and F tails), per config in swiglu_gemm.CONFIGS, inference (
     division; PyTorch's sigmoid is only a stand-in for swiglu.cu, so the bitwise claim is asserted
     by native/tests/swiglu_gemm_cuda against swiglu_forward itself);
   - the inference launch's act equals the training launch's, bit for bit.
-A config that does not fit the GPU (shared memory) is reported and skipped; a wrong result fails.
+A config that does not fit the GPU (shared memory) is reported and skipped; one whose training
+launch alone does not fit (the "ws" ones) has its inference act checked; a wrong result fails.
 
 Benchmark (no correctness role): N in 262144, 65536, 16384, 4096 rows, (D, F) = (2048, 8192) and
 (2048, 5632); per shape every config in both modes, against
@@ -117,13 +118,16 @@ def parity_case(name, N, D, F, configs, seed):
     for cname in configs:
         cfg = sg.CONFIGS[cname]
         got, why = try_launch(lambda: sg.swiglu_gemm(c, w_gate, w_up, train=True, config=cfg))
-        if got is None:
-            print(f"skip {name:30} {cname:18} train: {why}")
-            continue
         act_i, why_i = try_launch(lambda: sg.swiglu_gemm(c, w_gate, w_up, train=False, config=cfg))
         torch.cuda.synchronize()
+        if got is None and act_i is None:
+            print(f"skip {name:30} {cname:18} does not fit: {why}")
+            continue
+        if got is None:  # an inference-only config (the "ws" ones): act alone is checked
+            print(f"note {name:30} {cname:18} training launch does not fit ({why}); inference checked alone")
         failures, parts = [], []
-        for label, x, r, t in zip(("act", "gate", "up"), got, ref, torch_outs):
+        outs = got if got is not None else (act_i, )
+        for label, x, r, t in zip(("act", "gate", "up"), outs, ref, torch_outs):
             scale = r.abs().max().item()
             diff = (x.double() - r).abs()
             err = diff.max().item()
@@ -141,20 +145,20 @@ def parity_case(name, N, D, F, configs, seed):
                     failures.append(f"{label}: {over} elements more than one ulp from the reference")
             if not (rel < 1e-2):
                 failures.append(f"{label}: relative difference from the cuBLAS path {rel:.2e} >= 1e-2")
-        want = epilogue_of(got[1], got[2])
-        ne = got[0] != want
-        diff = ne.sum().item()
-        parts.append(f"epilogue {diff} bits off")
-        far = ((got[0].double() - want.double()).abs() > BF16_ULP1 * want.double().abs()).sum().item()
-        if far:
-            i = ne.nonzero()[0].tolist()
-            failures.append(f"act more than an ulp from bf16(silu(gate) * up) of the kernel's own gate/up at {far} "
-                            f"elements, e.g. {i}: g {got[1][i[0], i[1]].item()!r} u {got[2][i[0], i[1]].item()!r} "
-                            f"kernel {got[0][i[0], i[1]].item()!r} torch {want[i[0], i[1]].item()!r}")
-        if act_i is None:
-            failures.append(f"inference launch failed where training ran: {why_i}")
-        elif not torch.equal(act_i, got[0]):
-            failures.append("inference act differs from the training launch's")
+        if got is not None:
+            want = epilogue_of(got[1], got[2])
+            parts.append(f"epilogue {(got[0] != want).sum().item()} bits off")
+            far = (got[0].double() - want.double()).abs() > BF16_ULP1 * want.double().abs()
+            if far.any():
+                i = far.nonzero()[0].tolist()
+                failures.append(f"act more than an ulp from bf16(silu(gate) * up) of the kernel's own gate/up at "
+                                f"{far.sum().item()} elements, e.g. {i}: g {got[1][i[0], i[1]].item()!r} "
+                                f"u {got[2][i[0], i[1]].item()!r} kernel {got[0][i[0], i[1]].item()!r} "
+                                f"torch {want[i[0], i[1]].item()!r}")
+            if act_i is None:
+                failures.append(f"inference launch failed where training ran: {why_i}")
+            elif not torch.equal(act_i, got[0]):
+                failures.append("inference act differs from the training launch's")
         status = "FAIL" if failures else "ok"
         print(f"{status:4} {name:30} {cname:18} {' | '.join(parts)}", flush=True)
         for f in failures:
