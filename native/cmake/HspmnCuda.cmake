@@ -37,6 +37,8 @@ add_library(hspmn_cuda_runtime STATIC
   src/cuda/driver_api.cpp
   src/cuda/cublaslt.cpp
   src/cuda/gemm.cpp
+  src/cuda/gemm_memo.cpp
+  src/cuda/gemm_search.cpp
   src/cuda/attention.cpp
   "${_hspmn_triton_cpp}")
 target_include_directories(hspmn_cuda_runtime
