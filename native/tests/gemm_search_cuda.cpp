@@ -131,7 +131,8 @@ std::vector<Case> check_cases() {
     const int64_t shapes[][3] = {{3, 5, 7}, {17, 33, 65}, {129, 67, 255}, {300, 260, 1500}};
     for (const auto& s : shapes)
         for (int t = 0; t < 4; ++t)
-            for (DType ct : {DType::F32, DType::BF16}) cases.push_back({s[0], s[1], s[2], (t & 1) != 0, (t & 2) != 0, ct, false});
+            for (DType ct : {DType::F32, DType::BF16})
+                cases.push_back({s[0], s[1], s[2], (t & 1) != 0, (t & 2) != 0, ct, false});
     for (int t = 0; t < 4; ++t) {
         cases.push_back({129, 67, 255, (t & 1) != 0, (t & 2) != 0, DType::F32, true});
         cases.push_back({300, 260, 1500, (t & 1) != 0, (t & 2) != 0, DType::F32, true});
@@ -225,8 +226,8 @@ void test_search(Device& d) {
         tb.join();
         const GemmSearchCounts c4 = gemm_search_counts();
         EXPECT(err_a.empty() && err_b.empty(), "threads: '%s' '%s'", err_a.c_str(), err_b.c_str());
-        std::printf("two threads: %lld searches for %zu new shapes\n", static_cast<long long>(c4.searched - c3.searched),
-                    fresh.size());
+        std::printf("two threads: %lld searches for %zu new shapes\n",
+                    static_cast<long long>(c4.searched - c3.searched), fresh.size());
         EXPECT(c4.searched - c3.searched >= static_cast<int64_t>(fresh.size()));
         EXPECT(same_bits(out_a, out_b), "two contexts searching at once compute other bits");
     }
@@ -267,7 +268,8 @@ void digest(Device& d, bool expect_cached) {
     const GemmSearchCounts c1 = gemm_search_counts();
     const long long searched = c1.searched - c0.searched, from_file = c1.file_hits - c0.file_hits;
     std::printf("gemm digest %016" PRIx64 "\n", h);
-    std::printf("gemm counts: %zu shapes, %lld searched, %lld from the cache file\n", cases.size(), searched, from_file);
+    std::printf("gemm counts: %zu shapes, %lld searched, %lld from the cache file\n", cases.size(), searched,
+                from_file);
     if (expect_cached)
         EXPECT(searched == 0 && from_file == static_cast<long long>(cases.size()),
                "a second process must take every choice from HSPMN_GEMM_CACHE");
@@ -282,7 +284,8 @@ void digest(Device& d, bool expect_cached) {
 DeviceBuffer random_buffer(Device& d, std::size_t bytes, const DeviceBuffer& block) {
     DeviceBuffer b(d, bytes);
     for (std::size_t at = 0; at < bytes; at += block.bytes())
-        check(cudaMemcpy(b.as<char>() + at, block.data(), std::min(block.bytes(), bytes - at), cudaMemcpyDeviceToDevice),
+        check(cudaMemcpy(b.as<char>() + at, block.data(), std::min(block.bytes(), bytes - at),
+                         cudaMemcpyDeviceToDevice),
               "fill");
     return b;
 }
@@ -335,6 +338,7 @@ void bench(Device& d) {
                  out(d, N * F * 2), grad(d, F * D * 4);
     out.zero(d);
     grad.zero(d);
+    check(cudaStreamSynchronize(stream(d)), "sync");
     const float one = 1.0f, zero = 0.0f;
     const BenchGemm shapes[] = {
         {"gate, up", 2, false, false, true, N, F, D, nd.data(), D, w.data(), D, zero, out.data(), DType::BF16, F},
@@ -349,7 +353,7 @@ void bench(Device& d) {
         {"d_a (v) +=", 1, true, false, false, N, D, KV, nkv.data(), KV, w.data(), D, one, out.data(), DType::F32, D},
         {"dW_down +=", 1, true, true, false, D, F, N, nd.data(), D, nf.data(), F, one, grad.data(), DType::F32, F},
         {"d_act", 1, true, false, false, N, F, D, nd.data(), D, w.data(), F, zero, out.data(), DType::BF16, F},
-        {"dW_gate, dW_up +=", 2, true, true, false, F, D, N, nf.data(), F, nd.data(), D, one, grad.data(), DType::F32, D},
+        {"dW_gate, up +=", 2, true, true, false, F, D, N, nf.data(), F, nd.data(), D, one, grad.data(), DType::F32, D},
         {"d_c", 1, true, false, false, N, D, F, nf.data(), F, w.data(), D, zero, out.data(), DType::F32, D},
         {"d_c +=", 1, true, false, false, N, D, F, nf.data(), F, w.data(), D, one, out.data(), DType::F32, D},
     };
@@ -363,7 +367,8 @@ void bench(Device& d) {
             gemm(dev, g.ta, g.tb, g.M, g.N, g.K, 1.0f, static_cast<const bf16*>(g.A), g.lda,
                  static_cast<const bf16*>(g.B), g.ldb, g.beta, g.C, g.ct, g.ldc);
         };
-        call(*first);  // plans (the search runs here on d)
+        call(*first);  // the plans (the search runs in d's); first's stream idle before d's search times
+        check(cudaStreamSynchronize(stream(*first)), "sync");
         call(d);
         double tf = 0, tb = 0;
         for (int round = 0; round < 2; ++round) {  // interleaved, so clock drift falls on both
@@ -374,16 +379,17 @@ void bench(Device& d) {
         tb /= 2;
         const double flop = 2.0 * static_cast<double>(g.M) * static_cast<double>(g.N) * static_cast<double>(g.K);
         std::printf("%-15s x%d %6lld %6lld %6lld %d%d %9.3f %9.1f %9.3f %9.1f %6.3fx\n", g.name, g.count,
-                    static_cast<long long>(g.M), static_cast<long long>(g.N), static_cast<long long>(g.K), g.ta, g.tb, tf,
-                    flop / tf / 1e9, tb, flop / tb / 1e9, tf / tb);
+                    static_cast<long long>(g.M), static_cast<long long>(g.N), static_cast<long long>(g.K), g.ta, g.tb,
+                    tf, flop / tf / 1e9, tb, flop / tb / 1e9, tf / tb);
         ms_first[g.backward] += g.count * tf;
         ms_best[g.backward] += g.count * tb;
         flops[g.backward] += g.count * flop;
     }
     const char* names[2] = {"forward", "backward"};
-    for (int i = 0; i < 3; ++i) {
-        const double f = i < 2 ? ms_first[i] : ms_first[0] + ms_first[1], b = i < 2 ? ms_best[i] : ms_best[0] + ms_best[1],
-                     fl = i < 2 ? flops[i] : flops[0] + flops[1];
+    for (int i = 0; i < 3; ++i) {  // forward, backward, both
+        const double f = i < 2 ? ms_first[i] : ms_first[0] + ms_first[1];
+        const double b = i < 2 ? ms_best[i] : ms_best[0] + ms_best[1];
+        const double fl = i < 2 ? flops[i] : flops[0] + flops[1];
         std::printf("total %-9s: first %8.2f ms %6.1f TFLOP/s, searched %8.2f ms %6.1f TFLOP/s, speedup %.3fx\n",
                     i < 2 ? names[i] : "block", f, fl / f / 1e9, b, fl / b / 1e9, f / b);
     }

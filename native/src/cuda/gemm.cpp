@@ -170,7 +170,10 @@ void choose(Device& d, GemmPlans& plans, const GemmKey& k, Plan& p, const GemmOp
         return;
     }
     const int best = candidates.size() > 1 ? gemm_time_candidates(d, k, p.descs, candidates, ops) : 0;
-    if (best < 0) return;  // nothing ran, or no memory for the scratch: not kept for the process
+    // Neither is kept for the process. Without memory for the scratch the next call tries again, so a
+    // context that ran short (and recovered) chooses as a fresh one does.
+    if (best == kGemmNoScratch) p.settled = false;
+    if (best < 0) return;
     gemm_count(GemmCount::SEARCHED);
     p.choice = gemm_memo_keep(plans.device_id, k, {candidates[best].algo, candidates[best].workspaceSize}, true);
 }

@@ -179,7 +179,8 @@ std::string gemm_cache_format(const std::string& device, const GemmKey& k, const
     std::string hex;
     const auto* bytes = reinterpret_cast<const unsigned char*>(&c.algo);
     for (std::size_t i = 0; i < sizeof(c.algo); ++i) hex += format("%02x", bytes[i]);
-    return format("%s %d %d %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %d %d %d %d %d %zu %s",
+    return format("%s %d %d %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64
+                  " %d %d %d %d %d %zu %s",
                   device.c_str(), k.trans_a, k.trans_b, k.M, k.N, k.K, k.lda, k.ldb, k.ldc, k.c_type, k.align_a,
                   k.align_b, k.align_c, k.accumulate, c.workspace, hex.c_str());
 }

@@ -77,9 +77,11 @@ int gemm_time_candidates(Device& d, const GemmKey& k, const GemmDescs& descs,
             scratch = DeviceBuffer(d, bytes);
         } catch (const Error& e) {
             if (e.status != HSPMN_ERR_OUT_OF_MEMORY) throw;
-            if (log) std::fprintf(stderr, "hspmn gemm search: %s: no room for %zu scratch bytes, heuristic's first kept\n",
-                                  describe(k).c_str(), bytes);
-            return -1;
+            if (log)
+                std::fprintf(stderr, "hspmn gemm search: %s: no room for %zu scratch bytes, the heuristic's first "
+                                     "until a later call finds room\n",
+                             describe(k).c_str(), bytes);
+            return kGemmNoScratch;
         }
         D = scratch.data();
     }
@@ -106,7 +108,7 @@ int gemm_time_candidates(Device& d, const GemmKey& k, const GemmDescs& descs,
         const double t = ev.elapsed();
         if (ok) ms[i] = t / reps;
     }
-    int best = -1;
+    int best = kGemmNoneRan;
     for (std::size_t i = 0; i < ms.size(); ++i)
         if (ms[i] < inf && (best < 0 || ms[i] < ms[best] * (1.0 - kTieMargin))) best = static_cast<int>(i);
     if (log) {

@@ -100,8 +100,10 @@ struct GemmOperands {
 };
 // Times each candidate (one warm-up, then a few launches between two events) on the stream and
 // returns the index of the fastest (one less than 1 % faster than an earlier candidate does not
-// count), or -1 when none ran or the scratch D did not fit in device memory. Waits for the stream.
-// A launch that fails is skipped (and counted); a sticky error throws as check_lt does.
+// count), kGemmNoneRan when every launch failed, or kGemmNoScratch when the scratch D did not fit
+// in device memory. Waits for the stream. A launch that fails is skipped (and counted); a sticky
+// error throws as check_lt does.
+inline constexpr int kGemmNoneRan = -1, kGemmNoScratch = -2;
 int gemm_time_candidates(Device& d, const GemmKey& k, const GemmDescs& descs,
                          const std::vector<cublasLtMatmulHeuristicResult_t>& candidates, const GemmOperands& ops);
 
