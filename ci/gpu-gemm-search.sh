@@ -42,7 +42,7 @@ printf 'not a cache\n\x01\x02\n' >"$dir/garbage.cache"
 { head -1 "$dir/gemm.cache"; echo "NVIDIA 1 0 12 x"; tail -n +2 "$dir/gemm.cache" | cut -c1-40; } >"$dir/broken.cache"
 for f in garbage broken; do
   out=$(digest "$dir/$f.cache") || failed=1
-  grep -E '^(gemm counts|hspmn gemm cache|[0-9]+ checks)' <<<"$out"
+  grep -E '^(gemm counts|hspmn gemm cache|[0-9]+ checks|FAIL)' <<<"$out"
 done
 echo "gemm_search: $([[ $failed == 0 ]] && echo ok || echo FAILED)"
 exit "$failed"
