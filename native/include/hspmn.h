@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 /* Bumped on any incompatible change of this header; the Java layer refuses a different value. */
-#define HSPMN_ABI_VERSION 5
+#define HSPMN_ABI_VERSION 6
 
 typedef enum hspmn_status {
     HSPMN_OK = 0,
@@ -366,6 +366,10 @@ typedef struct hspmn_model_forward_params {
     int64_t row_offset; /* >= 0: the global index of tokens' first row; noise and dropout of row b
                            are drawn as row row_offset + b (data parallelism: the rank's first
                            row, so N ranks draw what one forward of the whole batch draws). 0    */
+    int32_t recompute;  /* training only: 1 keeps each layer's input [B, S, D] bf16 instead of its
+                           activations, and hspmn_model_backward re-runs each layer's forward just
+                           before its backward: the same gradients bit for bit, for about one more
+                           forward of compute, in memory for one layer's activations. 0 (default) */
 } hspmn_model_forward_params;
 
 HSPMN_API hspmn_model_forward_params hspmn_model_forward_default_params(void);

@@ -12,6 +12,7 @@ long runs of equal tokens. Per case:
   training forward (Gumbel noise)   loss, ce, per-layer aux and routed fraction
   backward                          every parameter's gradient
   repeat                            forward + backward again: loss and gradients bitwise equal
+  recompute                         the same with hspmn_model_forward_params.recompute = 1: bitwise
   loss_scale 0.5 / accumulate       gradients halve / add up
   hspmn_model_adamw_step            grad_norm, clipping (max_grad_norm = half the norm), master
                                     weights, m and v against hspmn_lm.clip_grad_norm + adamw_update
@@ -155,11 +156,11 @@ class NativeModel:
         args = (self.h, name.encode(), which, t) if which is not None else (self.h, name.encode(), t)
         self.lib.ok(getattr(self.lib, fn)(*args), f"{fn} {name}")
 
-    def forward(self, tokens, targets, training, seed=0, step=0, dropout=0.0):
+    def forward(self, tokens, targets, training, seed=0, step=0, dropout=0.0, recompute=0):
         B, S = tokens.shape
         fp = self.lib.model_forward_default_params()
         fp.training, fp.noise, fp.seed, fp.step, fp.aux_target = training, 1, seed, step, -1.0
-        fp.dropout = dropout
+        fp.dropout, fp.recompute = dropout, recompute
         tok = self.ctx.tensor(I32, (B, S), tokens.astype(np.int32))
         tgt = self.ctx.tensor(I32, (B, S), targets.astype(np.int32))
         loss, stats = self.ctx.tensor(F32, (2,)), self.ctx.tensor(F32, (self.L, 2))
@@ -389,6 +390,14 @@ def run_case(lib, args, case, rows):
         same = np.array_equal(loss2, loss) and np.array_equal(stats2, stats) and all(
             np.array_equal(grads2[n], grads[n]) for n in native.names)
         report("repeat: loss, stats, grads bitwise", 0.0 if same else math.inf, 0.0)
+        # recomputation (each layer's forward re-run right before its backward; on CUDA the blocks share
+        # one set of activations): bitwise the same, and so is the step after switching back
+        loss3, stats3 = native.forward(tokens, targets, 1, noise_seed, step, drop, recompute=1)
+        native.backward()
+        grads3 = native.grads()
+        same = np.array_equal(loss3, loss) and np.array_equal(stats3, stats) and all(
+            np.array_equal(grads3[n], grads[n]) for n in native.names)
+        report("recompute: loss, stats, grads bitwise", 0.0 if same else math.inf, 0.0)
         # (a backward consumes its forward's activations: one forward per backward)
         native.forward(tokens, targets, 1, noise_seed, step, drop)
         native.backward(loss_scale=0.5)

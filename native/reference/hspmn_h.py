@@ -4,7 +4,7 @@ hspmn_ctypes.py builds on them."""
 
 import ctypes as C
 
-HSPMN_ABI_VERSION = 5
+HSPMN_ABI_VERSION = 6
 HSPMN_OK = 0
 HSPMN_ERR_INVALID_ARGUMENT = 1
 HSPMN_ERR_SHAPE = 2
@@ -135,6 +135,7 @@ class ModelForwardParams(C.Structure):
         ("aux_target", C.c_float),
         ("dropout", C.c_float),
         ("row_offset", C.c_int64),
+        ("recompute", C.c_int32),
     ]
 
 

@@ -231,8 +231,9 @@ void check_estimates(int32_t routing, const char* name) {
 }
 
 // The same on CUDA when a device is present ("skipped" otherwise): the model's device bytes after create,
-// and the device peak of training steps, against the CUDA estimates (the block keeps its activations and
-// backward scratch, so the estimate mirrors the allocations; BC = B*S rows for threshold routing).
+// and the device peak of training steps, against the CUDA estimates (each block keeps its activations, the
+// context one backward arena for all blocks, so the estimate mirrors the allocations; BC = B*S rows for
+// threshold routing).
 void check_estimates_cuda(int32_t routing, const char* name) {
     hspmn_context_params cp = hspmn_context_default_params();
     cp.backend = HSPMN_BACKEND_CUDA;

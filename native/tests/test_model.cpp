@@ -204,7 +204,8 @@ struct StepResult {
     std::vector<float> losses, weights, grads, moments;
 };
 
-static StepResult train_steps(int threads, int steps, float scale_mode, float dropout = 0.0f) {
+// recompute: 0 never, 1 every training forward, 2 on every other micro-step (modes switch mid-run).
+static StepResult train_steps(int threads, int steps, float scale_mode, float dropout = 0.0f, int recompute = 0) {
     ModelFixture f(11, threads);
     hspmn_context* ctx = f.ctx;
     hspmn_model* m = f.m;
@@ -221,12 +222,18 @@ static StepResult train_steps(int threads, int steps, float scale_mode, float dr
             fp.seed = 5;
             fp.step = step * 2 + micro;
             fp.dropout = dropout;
+            fp.recompute = recompute == 1 || (recompute == 2 && (step * 2 + micro) % 2 == 1);
             OK(hspmn_model_forward(m, &fp, tok, tgt, loss, nullptr));
             r.losses.push_back(read_f32(loss)[0]);
             hspmn_model_backward_params bp = hspmn_model_backward_default_params();
             bp.loss_scale = scale_mode;
             bp.accumulate = micro > 0;
             OK(hspmn_model_backward(m, &bp));
+            if (recompute == 1 && micro == 0) {  // a repeated backward re-runs the forwards again
+                std::vector<float> g = dump(ctx, m, 1);
+                OK(hspmn_model_backward(m, &bp));
+                EXPECT(dump(ctx, m, 1) == g);
+            }
         }
         r.grads = dump(ctx, m, 1);
         hspmn_adamw_params ap = hspmn_adamw_default_params();
@@ -256,6 +263,56 @@ static void test_thread_count_invariance() {
     EXPECT(c.weights == d.weights);
     EXPECT(c.moments == d.moments);
     EXPECT(c.losses != a.losses && c.weights != a.weights);
+}
+
+// Recomputation re-runs each layer's forward right before its backward with the forward's own noise
+// and dropout keys: the same losses, gradients, weights and moments bit for bit (noise and dropout
+// on), also when the mode switches between micro-steps. recompute needs training and is 0 or 1.
+static void test_recompute() {
+    StepResult a = train_steps(2, 3, 0.5f, 0.25f), b = train_steps(2, 3, 0.5f, 0.25f, 1),
+               c = train_steps(2, 3, 0.5f, 0.25f, 2);
+    for (const StepResult* r : {&b, &c}) {
+        EXPECT(r->losses == a.losses);
+        EXPECT(r->grads == a.grads);
+        EXPECT(r->weights == a.weights);
+        EXPECT(r->moments == a.moments);
+    }
+    ModelFixture f(3);
+    hspmn_tensor* tok = make(f.ctx, HSPMN_DTYPE_I32, {1, 8});
+    hspmn_tensor* tgt = make(f.ctx, HSPMN_DTYPE_I32, {1, 8});
+    fill_tokens(tok, 61, 0);
+    fill_tokens(tgt, 61, 1);
+    hspmn_model_forward_params fp = hspmn_model_forward_default_params();
+    // What a training forward leaves held on a fresh model: the row buffers and every layer's
+    // activations, or the row buffers, the layers' inputs and no activations.
+    int64_t held[2];
+    for (int r = 0; r < 2; ++r) {
+        ModelFixture g(3);
+        hspmn_tensor* gtok = make(g.ctx, HSPMN_DTYPE_I32, {1, 8});
+        hspmn_tensor* gtgt = make(g.ctx, HSPMN_DTYPE_I32, {1, 8});
+        fill_tokens(gtok, 61, 0);
+        fill_tokens(gtgt, 61, 1);
+        hspmn_alloc_stats s0, s1;
+        OK(hspmn_alloc_stats_get(&s0));
+        fp.training = 1;
+        fp.recompute = r;
+        OK(hspmn_model_forward(g.m, &fp, gtok, gtgt, nullptr, nullptr));
+        OK(hspmn_alloc_stats_get(&s1));
+        held[r] = s1.live_bytes - s0.live_bytes;
+        for (hspmn_tensor* t : {gtok, gtgt}) OK(hspmn_tensor_destroy(t));
+    }
+    fp.training = 0;
+    std::printf("recompute: a training forward holds %lld bytes, with recompute %lld\n", static_cast<long long>(held[0]),
+                static_cast<long long>(held[1]));
+    EXPECT(held[0] > 0 && held[1] > 0 && held[1] < held[0] / 2);
+    fp.recompute = 1;
+    EXPECT_STATUS(hspmn_model_forward(f.m, &fp, tok, tgt, nullptr, nullptr), HSPMN_ERR_INVALID_ARGUMENT,
+                  "params.recompute is 1 but params.training is 0");
+    fp.training = 1;
+    fp.recompute = 2;
+    EXPECT_STATUS(hspmn_model_forward(f.m, &fp, tok, tgt, nullptr, nullptr), HSPMN_ERR_INVALID_ARGUMENT,
+                  "params.recompute (2) must be 0 or 1");
+    for (hspmn_tensor* t : {tok, tgt}) OK(hspmn_tensor_destroy(t));
 }
 
 // Halving loss_scale halves every gradient exactly (powers of two commute with rounding).
@@ -431,6 +488,7 @@ int main() {
     test_thread_count_invariance();
     test_loss_scale();
     test_skipped_step();
+    test_recompute();
     hspmn_alloc_stats st;
     OK(hspmn_alloc_stats_get(&st));
     EXPECT(st.live_tensors == 0 && st.live_blocks == 0 && st.live_contexts == 0 && st.live_bytes == 0);

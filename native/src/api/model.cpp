@@ -73,17 +73,17 @@ Buffer<int32_t> read_tokens(const hspmn_model* m, const hspmn_tensor* t, const c
 
 // The forward's footprint (footprint.h) against free memory, before ensure_rows and the blocks
 // allocate it; checked only when it grows past what an earlier forward of the model already needed.
-void admit_rows(hspmn_model* m, int64_t B, int64_t S, bool training) {
+void admit_rows(hspmn_model* m, int64_t B, int64_t S, bool training, bool recompute) {
     Backend& be = *m->ctx->backend;
     const hspmn_model_params& p = m->impl->params();
-    const Footprint need = model_rows_footprint(p, B, S, training, be.kind(), be.worker_threads());
+    const Footprint need = model_rows_footprint(p, B, S, training, be.kind(), be.worker_threads(), recompute);
     const Footprint more = growth(need, m->admitted);
     if (more.host <= 0.0 && more.device <= 0.0) return;
     const std::string what =
-        training ? format("a training forward over [B, S] = [%lld, %lld] (activations of %d layer%s kept for "
+        training ? format("a training forward over [B, S] = [%lld, %lld] (%s of %d layer%s kept for "
                           "backward, and backward's scratch)",
-                          static_cast<long long>(B), static_cast<long long>(S), p.num_layers,
-                          p.num_layers == 1 ? "" : "s")
+                          static_cast<long long>(B), static_cast<long long>(S),
+                          recompute ? "the inputs" : "activations", p.num_layers, p.num_layers == 1 ? "" : "s")
                  : format("a forward over [B, S] = [%lld, %lld] (the model's activation buffers and head)",
                           static_cast<long long>(B), static_cast<long long>(S));
     require_memory(be, more, what.c_str());
@@ -240,6 +240,11 @@ hspmn_status hspmn_model_forward(hspmn_model* model, const hspmn_model_forward_p
         check_not_null(params, "params");
         check_forward_flags(params->training, params->noise, params->aux_target, params->dropout);
         check_row_offset(params->row_offset);
+        if (params->recompute != 0 && params->recompute != 1)
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "params.recompute (%d) must be 0 or 1", params->recompute);
+        if (params->recompute && !params->training)
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "params.recompute is 1 but params.training is 0: only a training "
+                 "forward keeps anything to recompute");
         BusyPair busy(model->busy, "model", model->ctx->busy);
         int64_t B = 0, S = 0, tB = 0, tS = 0;
         token_shape(model, tokens, "tokens", &B, &S);
@@ -256,7 +261,7 @@ hspmn_status hspmn_model_forward(hspmn_model* model, const hspmn_model_forward_p
         const int64_t L = model->impl->params().num_layers;
         if (loss) check_arg(loss, "loss", model->ctx, HSPMN_DTYPE_F32, {2});
         if (stats) check_arg(stats, "stats", model->ctx, HSPMN_DTYPE_F32, {L, 2});
-        admit_rows(model, B, S, params->training != 0);
+        admit_rows(model, B, S, params->training != 0, params->recompute != 0);
         Buffer<int32_t> tok = read_tokens(model, tokens, "tokens", &B, &S);
         Buffer<int32_t> tgt;
         if (targets) tgt = read_tokens(model, targets, "targets", &tB, &tS);
@@ -268,6 +273,7 @@ hspmn_status hspmn_model_forward(hspmn_model* model, const hspmn_model_forward_p
         c.aux_target = params->aux_target < 0.0f ? model->impl->params().block.sparsity_k : params->aux_target;
         c.dropout = params->training ? params->dropout : 0.0f;
         c.row_offset = params->row_offset;
+        c.recompute = params->recompute;
         c.B = B;
         c.S = S;
         c.tokens = tok.data();
@@ -304,7 +310,7 @@ hspmn_status hspmn_model_logits(hspmn_model* model, const hspmn_tensor* tokens, 
         int64_t B = 0, S = 0;
         token_shape(model, tokens, "tokens", &B, &S);
         check_arg(logits, "logits", model->ctx, HSPMN_DTYPE_F32, {B, model->impl->params().vocab_size});
-        admit_rows(model, B, S, false);
+        admit_rows(model, B, S, false, false);
         Buffer<int32_t> tok = read_tokens(model, tokens, "tokens", &B, &S);
         model->impl->logits(tok.data(), B, S, logits);
     });

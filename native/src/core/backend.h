@@ -135,6 +135,11 @@ public:
     virtual void backward(const BackwardCall& call) = 0;
     // Frees what a training forward kept (an inference forward or a failed one leaves nothing).
     virtual void drop_cache() noexcept = 0;
+    // Activation recomputation (hspmn_model_forward_params.recompute): shared = true lets the block's
+    // forwards keep their activations in storage that every block of the context shares (only one
+    // block's are live at a time: the model re-runs a layer's forward right before its backward);
+    // false gives it its own again. A backend whose drop_cache frees the activations (CPU) ignores it.
+    virtual void share_activations(bool /*shared*/) {}
     virtual ParamStorage param_storage(int index) = 0;
     // The optimizer rewrote values through param_storage: the next forward must re-read them.
     virtual void params_written() = 0;

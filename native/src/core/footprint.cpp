@@ -90,16 +90,20 @@ Footprint block_training_footprint(const BlockConfig& cfg, int64_t B, int64_t S,
     // sqdk_attention: per worker scores up to the furthest query position, and the query -> sequence map
     const double attention = 4.0 * std::max(threads, 1) * s + 8.0 * Nq;
     if (backend == HSPMN_BACKEND_CUDA) {
-        // cuda_block.cu Activations (BC = Nq rows padded per sequence), its BackwardScratch and rope
-        // tables, all kept with the block once grown.
-        const double acts = 12.0 * N * d.D + 6.0 * N * d.F + 8.0 * N * d.KV + 14.0 * Nq * d.D + 4.0 * Nq * d.H +
+        // cuda_block.cu Activations (BC = Nq rows padded per sequence) and rope tables, kept with the
+        // block once grown.
+        const double acts = 8.0 * N * d.D + 6.0 * N * d.F + 4.0 * N * d.KV + 10.0 * Nq * d.D + 4.0 * Nq * d.H +
                             4.0 * Nq + 20.0 * N + 4.0 * b;
-        const double back = 12.0 * N * d.D + 6.0 * N * d.F + 4.0 * N * d.KV + 8.0 * Nq * d.D + 4.0 * Nq + 12.0 * N;
         const double rope = 4.0 * s * d.Dh;
-        if (forward_peak) *forward_peak = {0.0, 0.0};
-        // the attention backward's delta [B, H, C] f32 is the device's, shared by every block: counted once
-        if (backward_peak) *backward_peak = {0.0, 4.0 * Nq * d.H};
-        return {0.0, acts + back + rope};
+        // The device's training arena (runtime.h), shared by every block, so counted once: the forward's
+        // f32 residual sum, K and Q before RoPE (3 pieces), the backward's BackwardScratch (14 pieces),
+        // each rounded up to 256 bytes; the attention backward's delta [B, H, C] f32 is the device's too.
+        const double fwd = 4.0 * N * d.D + 4.0 * N * d.KV + 4.0 * Nq * d.D + 3.0 * 256.0;
+        const double back = 12.0 * N * d.D + 6.0 * N * d.F + 4.0 * N * d.KV + 8.0 * Nq * d.D + 4.0 * Nq + 4.0 * N +
+                            14.0 * 256.0;
+        if (forward_peak) *forward_peak = {0.0, fwd};
+        if (backward_peak) *backward_peak = {0.0, std::max(fwd, back) + 4.0 * Nq * d.H};
+        return {0.0, acts + rope};
     }
     // cpu_block.cpp Activations, all float32: x, h, c, a [N, D]; gate, up, act [N, F]; k, v [N, KV];
     // a_sel, q, attn, o [Nq, D]; lse [Nq, H]; l, n, rstd_h, rstd_a [N]; the rotary table; row indices.
@@ -146,7 +150,7 @@ Footprint model_footprint(const hspmn_model_params& p, int32_t backend) {
 }
 
 Footprint model_rows_footprint(const hspmn_model_params& p, int64_t B, int64_t S, bool training, int32_t backend,
-                               int threads) {
+                               int threads, bool recompute) {
     const BlockConfig cfg = make_block_config(p.block);
     const double N = static_cast<double>(B) * static_cast<double>(S);
     const double V = static_cast<double>(p.vocab_size), D = static_cast<double>(cfg.D);
@@ -159,9 +163,16 @@ Footprint model_rows_footprint(const hspmn_model_params& p, int64_t B, int64_t S
     if (training) {
         Footprint fwd, bwd;
         const Footprint layer = block_training_footprint(cfg, B, S, backend, threads, &fwd, &bwd);
-        kept = L * layer;
-        // A CPU layer builds its new activations while it still holds the previous step's.
-        if (backend != HSPMN_BACKEND_CUDA) fwd.host += layer.host;
+        if (recompute) {
+            // model.cpp inputs_ [L + 1, N, D] bf16, and one layer's activations at a time (the CUDA
+            // blocks share theirs; a CPU block frees its own after each forward and backward).
+            const double inputs = 2.0 * (L + 1.0) * N * D;
+            kept = layer + (backend == HSPMN_BACKEND_CUDA ? Footprint{0.0, inputs} : Footprint{inputs, 0.0});
+        } else {
+            kept = L * layer;
+            // A CPU layer builds its new activations while it still holds the previous step's.
+            if (backend != HSPMN_BACKEND_CUDA) fwd.host += layer.host;
+        }
         peak = max_of(fwd, bwd);
     }
     if (backend == HSPMN_BACKEND_CUDA) {

@@ -47,9 +47,9 @@ Footprint growth(const Footprint& to, const Footprint& from);
 // forward computes with, the f32 gradients, plus the host staging of their initialisation.
 Footprint block_params_footprint(const BlockConfig& cfg, int32_t backend);
 
-// A training forward over [B, S] in one block: what it keeps for backward (on CUDA also the backward
-// scratch, which stays allocated with the block). `forward_peak` and `backward_peak`, when given,
-// receive what the block's forward and its backward take on top of that while they run.
+// A training forward over [B, S] in one block: what it keeps for backward. `forward_peak` and
+// `backward_peak`, when given, receive what the block's forward and its backward take on top of that
+// while they run (on CUDA the backward's arena, which the context keeps and every block shares).
 Footprint block_training_footprint(const BlockConfig& cfg, int64_t B, int64_t S, int32_t backend, int threads,
                                    Footprint* forward_peak = nullptr, Footprint* backward_peak = nullptr);
 
@@ -60,10 +60,11 @@ Footprint model_footprint(const hspmn_model_params& p, int32_t backend);
 double model_param_count(const hspmn_model_params& p);
 
 // A model forward over [B, S] (and, when training, its backward): the model's row buffers, every
-// layer's kept activations when training, and the largest transient of one layer or of the head.
-// Inference forwards count the model's own buffers and the head only (see the file comment).
+// layer's kept activations when training (with recompute: every layer's input and one layer's
+// activations), and the largest transient of one layer or of the head. Inference forwards count the
+// model's own buffers and the head only (see the file comment).
 Footprint model_rows_footprint(const hspmn_model_params& p, int64_t B, int64_t S, bool training, int32_t backend,
-                               int threads);
+                               int threads, bool recompute = false);
 
 // hspmn_decoder_create: every layer's K/V cache (max_seqs x max_len x Hkv*Dh, both) and conv
 // history in the precision the backend's forward keeps them (f32 on the CPU, bf16 on CUDA), the

@@ -36,6 +36,10 @@ public:
         (void)cudaSetDevice(d_.ordinal);
         inner_->drop_cache();
     }
+    void share_activations(bool shared) override {
+        d_.activate();
+        inner_->share_activations(shared);
+    }
     ParamStorage param_storage(int index) override { return inner_->param_storage(index); }
     void params_written() override { inner_->params_written(); }
     GraphImpl* capture_forward(const ForwardCall& call) override {

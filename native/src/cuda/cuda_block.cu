@@ -6,6 +6,7 @@
 #include "cuda_block_impl.h"
 
 #include "../core/forward_chunk.h"
+#include "device.h"
 
 namespace hspmn::cuda {
 
@@ -55,7 +56,7 @@ void CudaBlock::forward(const ForwardCall& call) {
             return;
         }
     }
-    Activations& A = act_;
+    Activations& A = *act_;
     A.B = B;
     A.S = S;
     A.N = N;
@@ -99,15 +100,24 @@ void CudaBlock::forward(const ForwardCall& call) {
     buf.gate = grow<bf16>(d_, A.gate, N * F);
     buf.up = grow<bf16>(d_, A.up, N * F);
     buf.act = grow<bf16>(d_, A.act, N * F);
-    buf.res = grow<float>(d_, A.res, N * D);
     buf.rstd_a = grow<float>(d_, A.rstd_a, N);
     buf.a = grow<bf16>(d_, A.a, N * D);
-    buf.kf = grow<float>(d_, A.kf, N * KV);
     buf.k = grow<bf16>(d_, A.k, N * KV);
     buf.v = grow<bf16>(d_, A.v, N * KV);
+    if (call.training) {
+        // Dead once the forward ends: the training arena's, not this block's (runtime.h).
+        carve_arena(d_, [&](Carve& cv) {
+            buf.res = cv.take<float>(N * D);
+            buf.kf = cv.take<float>(N * KV);
+            buf.qf = cv.take<float>(BC * D);
+        }, training_arena);
+    } else {
+        buf.res = grow<float>(d_, A.res, N * D);
+        buf.kf = grow<float>(d_, A.kf, N * KV);
+        if (BC > 0) buf.qf = grow<float>(d_, A.qf, BC * D);
+    }
     if (BC > 0) {
         buf.a_sel = grow<bf16>(d_, A.a_sel, BC * D);
-        buf.qf = grow<float>(d_, A.qf, BC * D);
         buf.q = grow<bf16>(d_, A.q, BC * D);
         buf.attn = grow<bf16>(d_, A.attn, BC * D);
         buf.lse = grow<float>(d_, A.lse, B * H * C);
@@ -130,9 +140,23 @@ void CudaBlock::forward(const ForwardCall& call) {
     has_act_ = call.training != 0;
 }
 
+void CudaBlock::share_activations(bool shared) {
+    Activations* target = &own_act_;
+    if (shared) {
+        if (!d_.shared_activations) d_.shared_activations = new SharedActivations();
+        target = &d_.shared_activations->act;
+    }
+    if (target == act_) return;
+    act_ = target;
+    has_act_ = false;
+    ++scratch_generation_;  // a graph recorded on the other storage is stale
+    // Sharing is for memory: the block's own buffers go (a cudaFree, once per switch of mode).
+    if (shared) own_act_ = Activations();
+}
+
 void CudaBlock::backward(const BackwardCall& call) {
     if (!has_act_) fail(HSPMN_ERR_STATE, "CUDA backward without a training forward");
-    Activations& A = act_;
+    Activations& A = *act_;
     const int64_t B = A.B, S = A.S, N = A.N, C = A.C, BC = B * C;
     const int64_t D = cfg_.D, F = cfg_.F, H = cfg_.H, Hkv = cfg_.Hkv, Dh = cfg_.Dh, KV = Hkv * Dh;
     const int32_t* idx = A.idx.as<int32_t>();
@@ -145,9 +169,10 @@ void CudaBlock::backward(const BackwardCall& call) {
 
     const bf16* d_out = input<bf16>(d_, call.d_out, stage_.d_out, "cudaMemcpyAsync (d_out)");
     const float* d_aux = input<float>(d_, call.d_aux, stage_.d_aux, "cudaMemcpyAsync (d_aux)");
-    BackwardScratch& T = back_;
-    DeviceBuffer& scratch = T.partials;
-    float* dx = grow<float>(d_, T.dx, N * D);  // the residual path: out = x + m + y o
+    BackwardScratch T{};
+    carve_arena(d_, [&](Carve& cv) { T.carve(cv, N, BC, D, F, KV); }, training_arena);
+    DeviceBuffer& scratch = backward_partials(d_);
+    float* dx = T.dx;  // the residual path: out = x + m + y o
     bf16_to_f32(d_, d_out, dx, N * D);
     // Residual dropout: d m = M_m d_out and d o = M_o d_out[token]. The masks are redrawn from their key
     // (dropout.cu); the kept elements are copied exactly in bf16 and 1 / (1 - p) becomes the alpha of
@@ -156,17 +181,17 @@ void CudaBlock::backward(const BackwardCall& call) {
     const float drop_scale = dropping ? dropout_scale(A.dropout.p) : 1.0f;
 
     // Contextual stream, back to the attention input a.
-    float* dy = grow<float>(d_, T.dy, BC);
-    bf16* dk = grow<bf16>(d_, T.dk, N * KV);
-    bf16* dv = grow<bf16>(d_, T.dv, N * KV);
-    float* d_a = grow<float>(d_, T.d_a, N * D);
+    float* dy = T.dy;
+    bf16* dk = T.dk;
+    bf16* dv = T.dv;
+    float* d_a = T.d_a;
     {
         bf16* d_asel = nullptr;
         if (BC > 0) {
-            bf16* d_o = grow<bf16>(d_, T.d_o, BC * D);
-            bf16* d_attn = grow<bf16>(d_, T.d_attn, BC * D);
-            bf16* dq = grow<bf16>(d_, T.dq, BC * D);
-            d_asel = grow<bf16>(d_, T.d_asel, BC * D);
+            bf16* d_o = T.d_o;
+            bf16* d_attn = T.d_attn;
+            bf16* dq = T.dq;
+            d_asel = T.d_asel;
             const bf16* attn = A.attn.as<bf16>();
             gate_scatter_backward(d_, A.o.as<float>(), d_out, idx, cnt, B, S, C, D, d_o, dy);
             if (dropping) dropout_mask_bf16(d_, A.dropout, kDropoutTagAttn, d_o, d_o, BC, S, D, idx, cnt, C);
@@ -193,9 +218,9 @@ void CudaBlock::backward(const BackwardCall& call) {
 
     // Reflexive stream: d m = d_out, or M_m d_out under dropout.
     {
-        bf16* d_act = grow<bf16>(d_, T.d_act, N * F);
-        bf16* d_gate = grow<bf16>(d_, T.d_gate, N * F);
-        bf16* d_up = grow<bf16>(d_, T.d_up, N * F);
+        bf16* d_act = T.d_act;
+        bf16* d_gate = T.d_gate;
+        bf16* d_up = T.d_up;
         const bf16* c = A.c.as<bf16>();
         const bf16* dm = d_out;
         if (dropping) {
@@ -213,7 +238,7 @@ void CudaBlock::backward(const BackwardCall& call) {
         float* d_c = d_a;  // d_a is consumed: reuse its [N, D] f32
         gemm(d_, false, false, N, D, F, 1.0f, d_gate, F, w(P_REFLEX_GATE), D, 0.0f, d_c, DType::F32, D);
         gemm(d_, false, false, N, D, F, 1.0f, d_up, F, w(P_REFLEX_UP), D, 1.0f, d_c, DType::F32, D);
-        float* d_h = grow<float>(d_, T.d_h, N * D);
+        float* d_h = T.d_h;
         causal_conv_backward(d_, A.h.as<bf16>(), w(P_REFLEX_CONV), d_c, B, S, D, cfg_.conv_kernel, d_h,
                              g(P_REFLEX_CONV), scratch);
         rms_norm_backward(d_, x, w(P_REFLEX_NORM), A.rstd_h.as<float>(), d_h, N, D, dx, g(P_REFLEX_NORM), scratch);
@@ -221,7 +246,7 @@ void CudaBlock::backward(const BackwardCall& call) {
 
     // Router: aux through p for every token, then the gate y = 1 - sg(s) + s, s = sigmoid(n),
     // n = (l + g) / t on the selected tokens; then router.w/b/log_temp and dx.
-    float* dl = grow<float>(d_, T.dl, N);
+    float* dl = T.dl;
     aux_loss_backward(d_, A.l.as<float>(), N, A.aux_target, cfg_.params.router_sparsity_coef,
                       cfg_.params.router_entropy_coef, d_aux, dl);
     router_backward(d_, dy, A.n.as<float>(), idx, cnt, A.temp.as<float>(), B, S, C, x, w(P_ROUTER_W), D, dl,
@@ -310,6 +335,11 @@ void CudaBlock::replay(cudaGraphExec_t exec, uint64_t generation, const void* sh
 }
 
 }  // namespace detail
+
+void destroy_shared_activations(Device& d) noexcept {
+    delete d.shared_activations;
+    d.shared_activations = nullptr;
+}
 
 BlockImpl* create_cuda_block(Device& d, const BlockConfig& cfg, uint64_t seed) { return new detail::CudaBlock(d, cfg, seed); }
 

@@ -30,22 +30,12 @@ struct Activations {
     DeviceBuffer idx, cnt;           // [B, C] i32 positions then padding, [B] i32
     DeviceBuffer rstd_h, h, c;       // reflex: [N] f32, [N, D] bf16, [N, D] bf16
     DeviceBuffer gate, up, act;      // [N, F] bf16
-    DeviceBuffer res;                // [N, D] f32 x + m + y o (scratch)
     DeviceBuffer rstd_a, a;          // [N] f32, [N, D] bf16
-    DeviceBuffer kf, k, v;           // [N, KV] f32 before RoPE (scratch), [N, KV] bf16 after, [N, KV] bf16
-    DeviceBuffer a_sel, qf, q;       // [BC, D] bf16, [BC, D] f32 (scratch), [BC, D] bf16 after RoPE
+    DeviceBuffer res;                // [N, D] f32 x + m + y o (inference scratch; training's: the arena)
+    DeviceBuffer kf, k, v;           // [N, KV] f32 before RoPE (scratch as res), [N, KV] bf16 after, [N, KV] bf16
+    DeviceBuffer a_sel, qf, q;       // [BC, D] bf16, [BC, D] f32 (scratch as res), [BC, D] bf16 after RoPE
     DeviceBuffer attn, lse, o;       // [BC, D] bf16 = [B, C, H, Dh], [B, H, C] f32, [BC, D] f32 (dropped)
     DropoutKey dropout;              // p = 0: none; else backward redraws the forward's masks from it
-};
-
-// Backward's temporaries, kept between calls so a training step allocates nothing once warm.
-struct BackwardScratch {
-    DeviceBuffer dx, d_a, d_h;              // [N, D] f32
-    DeviceBuffer dy, dl;                    // [BC] f32, [N] f32
-    DeviceBuffer dk, dv;                    // [N, KV] bf16
-    DeviceBuffer d_o, d_attn, dq, d_asel;   // [BC, D] bf16
-    DeviceBuffer d_act, d_gate, d_up;       // [N, F] bf16
-    DeviceBuffer partials;                  // column partials of the weight-gradient reductions
 };
 
 // Staging of call tensors that are not in device memory.
@@ -259,14 +249,43 @@ private:
     std::size_t off_ = 0;
 };
 
-// layout(Carve&) takes every piece of the call's scratch, twice: sized, then placed in the arena.
+// layout(Carve&) takes every piece of the call's scratch, twice: sized, then placed in the arena
+// (runtime.h's rows_arena, or training_arena for training calls).
 template <class Layout>
-void carve_arena(Device& d, Layout&& layout) {
+void carve_arena(Device& d, Layout&& layout, char* (*arena)(Device&, std::size_t) = rows_arena) {
     Carve sizing(nullptr);
     layout(sizing);
-    Carve placed(rows_arena(d, sizing.bytes()));
+    Carve placed(arena(d, sizing.bytes()));
     layout(placed);
 }
+
+// Backward's temporaries, carved from the device's training arena at each call (runtime.h says why
+// they are not the block's own); a warm training step allocates nothing.
+struct BackwardScratch {
+    float *dx, *d_a, *d_h;                  // [N, D] f32
+    float *dy, *dl;                         // [BC] f32, [N] f32
+    bf16 *dk, *dv;                          // [N, KV] bf16
+    bf16 *d_o, *d_attn, *dq, *d_asel;       // [BC, D] bf16
+    bf16 *d_act, *d_gate, *d_up;            // [N, F] bf16
+
+    // The pieces for N rows and BC query slots (footprint.cpp counts the same bytes).
+    void carve(Carve& cv, int64_t N, int64_t BC, int64_t D, int64_t F, int64_t KV) {
+        dx = cv.take<float>(N * D);
+        d_a = cv.take<float>(N * D);
+        d_h = cv.take<float>(N * D);
+        dy = cv.take<float>(BC);
+        dl = cv.take<float>(N);
+        dk = cv.take<bf16>(N * KV);
+        dv = cv.take<bf16>(N * KV);
+        d_o = cv.take<bf16>(BC * D);
+        d_attn = cv.take<bf16>(BC * D);
+        dq = cv.take<bf16>(BC * D);
+        d_asel = cv.take<bf16>(BC * D);
+        d_act = cv.take<bf16>(N * F);
+        d_gate = cv.take<bf16>(N * F);
+        d_up = cv.take<bf16>(N * F);
+    }
+};
 
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
@@ -320,6 +339,7 @@ public:
     // The buffers stay as this block's scratch pool (counted in live_bytes, freed with the block):
     // freeing them here would cudaFree, which waits for the device, at the start of every forward.
     void drop_cache() noexcept override { has_act_ = false; }
+    void share_activations(bool shared) override;
 
     ParamStorage param_storage(int index) override {
         return {param_[index].as<uint16_t>(), grad_[index].as<float>()};
@@ -445,11 +465,11 @@ private:
     std::array<DeviceBuffer, P_COUNT> grad_;    // [numel] f32
     DeviceBuffer rope_cos_, rope_sin_;          // [rope_S_, Dh/2] f32
     int64_t rope_S_ = 0;
-    Activations act_;
+    Activations own_act_;
+    Activations* act_ = &own_act_;  // own_act_, or the device's SharedActivations (share_activations)
     bool has_act_ = false;
     bool last_chunked_ = false;  // the last forward ran forward_chunked (in the rows arena)
     Activations route_;     // route()'s router values
-    BackwardScratch back_;
     DecodeScratch dec_;
     StepScratch step_;
     uint64_t step_generation_ = 0;
@@ -458,3 +478,12 @@ private:
 };
 
 }  // namespace hspmn::cuda::detail
+
+namespace hspmn::cuda {
+
+// The activations that every block of a device shares under recomputation (Device::shared_activations).
+struct SharedActivations : Tracked {
+    detail::Activations act;
+};
+
+}  // namespace hspmn::cuda

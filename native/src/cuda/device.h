@@ -11,6 +11,7 @@ namespace hspmn::cuda {
 
 struct GemmPlans;      // gemm.cpp: cuBLASLt descriptors and algorithm per shape (gemm_search.h)
 struct TritonModules;  // attention.cpp: the loaded cubins of this device
+struct SharedActivations;  // cuda_block.cu: the activations blocks share under recomputation
 
 class Device : public Tracked {
 public:
@@ -49,6 +50,9 @@ public:
     DeviceBuffer non_finite_first;   // [1] u64 of find_non_finite, kept: a per-call cudaFree syncs the device
     DeviceBuffer rows_arena;         // runtime.h rows_arena
     uint64_t rows_arena_generation = 0;
+    DeviceBuffer training_arena;     // runtime.h training_arena
+    DeviceBuffer backward_partials;  // column partials of the backward's weight-gradient reductions
+    SharedActivations* shared_activations = nullptr;  // BlockImpl::share_activations
 
     static constexpr std::size_t kWorkspaceBytes = std::size_t(32) << 20;
 
@@ -58,5 +62,6 @@ private:
 
 void destroy_gemm_plans(Device& d) noexcept;
 void unload_triton(Device& d) noexcept;
+void destroy_shared_activations(Device& d) noexcept;
 
 }  // namespace hspmn::cuda

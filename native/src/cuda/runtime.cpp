@@ -227,10 +227,13 @@ void Device::release() noexcept {
     if (stream) (void)cudaStreamSynchronize(stream);
     unload_triton(*this);
     destroy_gemm_plans(*this);
+    destroy_shared_activations(*this);
     attention_delta = DeviceBuffer();
     triton_scratch = DeviceBuffer();
     non_finite_first = DeviceBuffer();
     rows_arena = DeviceBuffer();
+    training_arena = DeviceBuffer();
+    backward_partials = DeviceBuffer();
     workspace = DeviceBuffer();
     if (lt_handle) lt->destroy(lt_handle);
     lt_handle = nullptr;
@@ -252,5 +255,12 @@ char* rows_arena(Device& d, std::size_t bytes) {
 }
 
 uint64_t rows_arena_generation(const Device& d) { return d.rows_arena_generation; }
+
+char* training_arena(Device& d, std::size_t bytes) {
+    d.training_arena.ensure(d, bytes);
+    return d.training_arena.as<char>();
+}
+
+DeviceBuffer& backward_partials(Device& d) { return d.backward_partials; }
 
 }  // namespace hspmn::cuda

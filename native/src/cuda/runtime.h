@@ -97,6 +97,17 @@ private:
 char* rows_arena(Device& d, std::size_t bytes);
 uint64_t rows_arena_generation(const Device& d);
 
+// The device's training arena: the temporaries of a block backward (gradients of the activations,
+// [N, D], [N, F] and [BC, D] pieces) and the pieces of a training forward that are dead once it ends
+// (the f32 residual sum, K and Q before RoPE), shared by every block of the context for the same
+// reason as the rows arena (one call at a time on the stream). Per block they would cost a model of L
+// layers L copies of what one call needs at a time: about as much as the activations training keeps.
+// No graph reads it (graphs record inference forwards), so a regrowth needs no generation.
+// backward_partials: the column partials of the backward's weight-gradient reductions (the kernels
+// grow it themselves), shared likewise.
+char* training_arena(Device& d, std::size_t bytes);
+DeviceBuffer& backward_partials(Device& d);
+
 enum class DType { BF16, F32 };
 
 // Row-major GEMM on the context's stream through cuBLASLt, bf16 operands, fp32 accumulation:

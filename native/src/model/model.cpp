@@ -53,7 +53,7 @@ Model::Model(hspmn_context* ctx, const hspmn_model_params& params, uint64_t seed
     : ctx_(ctx), be_(*ctx->backend), params_(params), block_cfg_(make_block_config(params.block)),
       V_(params.vocab_size), L_(params.num_layers), D_(params.block.dim), emb_value_(be_), emb_grad_(be_),
       norm_value_(be_), norm_grad_(be_), tokens_(be_), targets_(be_), act_a_(be_), act_b_(be_), act_c_(be_), hidden_(be_),
-      rstd_(be_), dh_(be_), stats_(be_), ce_sum_(be_), loss_(be_), d_aux_(be_), logits_(be_) {
+      rstd_(be_), dh_(be_), stats_(be_), ce_sum_(be_), loss_(be_), d_aux_(be_), logits_(be_), inputs_(be_) {
     try {
         blocks_.reserve(static_cast<std::size_t>(L_));
         for (int64_t i = 0; i < L_; ++i) blocks_.push_back(be_.create_block(block_cfg_, layer_seed(seed, i)));
@@ -210,28 +210,41 @@ void Model::ensure_rows(int64_t N) {
     rows_cap_ = N;
 }
 
-void Model::run_trunk(int32_t training, int32_t noise, uint64_t seed, int64_t step, int64_t row_offset, float aux_target, int64_t B,
-                      int64_t S, float dropout) {
-    const int64_t N = B * S;
-    be_.embedding_forward(emb_value_.as<uint16_t>(), tokens_.as<int32_t>(), N, D_, act_a_.as<uint16_t>());
-    uint16_t* in = act_a_.as<uint16_t>();
-    uint16_t* out = act_b_.as<uint16_t>();
+void Model::layer_forward(const TrunkCall& t, int64_t i, uint16_t* x, uint16_t* out, float* stats) {
+    hspmn_tensor xv;
+    view(xv, x, HSPMN_DTYPE_BF16, {t.B, t.S, D_});
+    hspmn_tensor ov;
+    view(ov, out, HSPMN_DTYPE_BF16, {t.B, t.S, D_});
+    hspmn_tensor av;
+    if (stats) view(av, stats, HSPMN_DTYPE_F32, {1});
+    ForwardCall fc{t.training, t.noise, t.seed, t.step, static_cast<int32_t>(i), t.aux_target, &xv, nullptr, nullptr,
+                   nullptr, &ov, stats ? &av : nullptr};
+    fc.routed_fraction = stats ? stats + 1 : nullptr;
+    fc.dropout = t.dropout;
+    fc.row_offset = t.row_offset;
+    if (stats && t.training && noise_free_out_) fc.noise_free_fraction = noise_free_out_ + i;
+    blocks_[i]->forward(fc);
+}
+
+void Model::run_trunk(const TrunkCall& t) {
+    const int64_t N = t.B * t.S, ND = N * D_;
+    // Recomputation keeps every layer's input (layer i reads slot i, writes slot i + 1); otherwise two
+    // buffers take turns.
+    const bool keep_inputs = t.training && t.recompute;
+    uint16_t* in = keep_inputs ? inputs_.as<uint16_t>() : act_a_.as<uint16_t>();
+    uint16_t* out = keep_inputs ? in + ND : act_b_.as<uint16_t>();
+    be_.embedding_forward(emb_value_.as<uint16_t>(), tokens_.as<int32_t>(), N, D_, in);
     float* stats = stats_.as<float>();
     for (int64_t i = 0; i < L_; ++i) {
-        hspmn_tensor xv;
-        view(xv, in, HSPMN_DTYPE_BF16, {B, S, D_});
-        hspmn_tensor ov;
-        view(ov, out, HSPMN_DTYPE_BF16, {B, S, D_});
-        hspmn_tensor av;
-        view(av, stats + 2 * i, HSPMN_DTYPE_F32, {1});
-        ForwardCall fc{training, noise, seed, step, static_cast<int32_t>(i), aux_target, &xv, nullptr, nullptr,
-                       nullptr, &ov, &av};
-        fc.routed_fraction = stats + 2 * i + 1;
-        fc.dropout = dropout;
-        fc.row_offset = row_offset;
-        if (training && noise_free_out_) fc.noise_free_fraction = noise_free_out_ + i;
-        blocks_[i]->forward(fc);
-        std::swap(in, out);
+        layer_forward(t, i, in, out, stats + 2 * i);
+        // Its activations are overwritten by the next layer's (or freed): backward re-runs this forward.
+        if (keep_inputs) blocks_[i]->drop_cache();
+        if (keep_inputs) {
+            in = out;
+            out += ND;
+        } else {
+            std::swap(in, out);
+        }
     }
     trunk_out_ = in;
     be_.final_norm_forward(in, norm_value_.as<uint16_t>(), params_.block.norm_eps, N, D_, hidden_.as<uint16_t>(),
@@ -257,7 +270,29 @@ void Model::forward(const ModelForward& c) {
         }
         noise_free_out_ = noise_free_[slot].as<float>();
     }
-    run_trunk(c.training, c.noise, c.seed, c.step, c.row_offset, c.aux_target, c.B, c.S, c.dropout);
+    TrunkCall t;
+    t.training = c.training;
+    t.noise = c.noise;
+    t.seed = c.seed;
+    t.step = c.step;
+    t.row_offset = c.row_offset;
+    t.aux_target = c.aux_target;
+    t.dropout = c.dropout;
+    t.recompute = c.training && c.recompute;
+    t.B = c.B;
+    t.S = c.S;
+    if (c.training) {
+        if (t.recompute)
+            inputs_.ensure(static_cast<std::size_t>((L_ + 1) * N * D_) * 2);
+        else
+            inputs_.release();
+        // Shared activations only while recomputing: otherwise every layer keeps its own for backward.
+        if (t.recompute != blocks_shared_) {
+            for (BlockImpl* b : blocks_) b->share_activations(t.recompute);
+            blocks_shared_ = t.recompute;
+        }
+    }
+    run_trunk(t);
     noise_free_out_ = nullptr;
     if (c.targets) {
         // Loss only: backward recomputes the head with gradients, which keeps no [N, V] logits and
@@ -279,6 +314,7 @@ void Model::forward(const ModelForward& c) {
     if (c.training) {
         B_ = c.B;
         S_ = c.S;
+        last_ = t;
         has_cache_ = true;
         ++noise_free_forwards_;
     }
@@ -300,6 +336,11 @@ void Model::backward(float loss_scale, bool accumulate) {
     uint16_t* d_out = trunk_out_ == act_a_.as<uint16_t>() ? act_b_.as<uint16_t>() : act_a_.as<uint16_t>();
     // Not trunk_out_: it must survive for a repeated backward (the cache stays until the next forward).
     uint16_t* d_in = act_c_.as<uint16_t>();
+    // Recomputation: trunk_out_ is in inputs_, so act_b_ and act_c_ take turns as gradients and act_a_
+    // takes the re-run forwards' outputs (discarded: the forward already passed them on).
+    uint16_t* rerun_out = act_a_.as<uint16_t>();
+    if (last_.recompute) d_out = act_b_.as<uint16_t>();
+    const int64_t ND = N * D_;
     be_.final_norm_backward(trunk_out_, norm_value_.as<uint16_t>(), rstd_.as<float>(), dh_.as<float>(), N, D_,
                             d_out, norm_grad_.as<float>());
     if (dp_) dp_group_done(0);  // data parallelism: each group's gradients are final here
@@ -312,7 +353,12 @@ void Model::backward(float loss_scale, bool accumulate) {
         hspmn_tensor dxv;
         view(dxv, d_in, HSPMN_DTYPE_BF16, {B_, S_, D_});
         BackwardCall bc{accumulate ? 1 : 0, &dov, &dav, &dxv};
+        // The same call as the forward's (noise, dropout masks and routing redrawn from the same keys,
+        // the same weights: no optimizer step in between), so the activations are the forward's bit for
+        // bit; no stats (the forward reported them).
+        if (last_.recompute) layer_forward(last_, i, inputs_.as<uint16_t>() + i * ND, rerun_out, nullptr);
         blocks_[i]->backward(bc);
+        if (last_.recompute) blocks_[i]->drop_cache();
         if (dp_) dp_group_done(static_cast<int>(L_ - i));
         std::swap(d_out, d_in);
     }
@@ -328,7 +374,11 @@ void Model::logits(const int32_t* tokens, int64_t B, int64_t S, hspmn_tensor* ou
     const int64_t N = B * S;
     ensure_rows(N);
     be_.copy_from_host_raw(tokens_.as<void>(), tokens, static_cast<std::size_t>(N) * 4);
-    run_trunk(0, 0, 0, 0, 0, params_.block.sparsity_k, B, S);
+    TrunkCall t;
+    t.aux_target = params_.block.sparsity_k;
+    t.B = B;
+    t.S = S;
+    run_trunk(t);
     logits_.ensure(static_cast<std::size_t>(B * V_) * 4);
     be_.lm_logits(hidden_.as<uint16_t>() + (S - 1) * D_, S * D_, B, emb_value_.as<uint16_t>(), V_, D_,
                   logits_.as<float>());

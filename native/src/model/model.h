@@ -40,6 +40,17 @@ private:
     std::size_t bytes_ = 0;
 };
 
+// What the blocks of one trunk pass draw their noise and dropout from (the forward's own, kept for
+// the re-runs of recomputation).
+struct TrunkCall {
+    int32_t training = 0, noise = 0;
+    uint64_t seed = 0;
+    int64_t step = 0, row_offset = 0;
+    float aux_target = 0.0f, dropout = 0.0f;
+    bool recompute = false;
+    int64_t B = 0, S = 0;
+};
+
 struct ModelForward {
     int32_t training, noise;
     uint64_t seed;
@@ -47,6 +58,7 @@ struct ModelForward {
     float aux_target;          // resolved (>= 0)
     float dropout;             // residual dropout p of every layer (0 unless training)
     int64_t row_offset;        // >= 0: the global index of row 0 (noise and dropout keys)
+    int32_t recompute;         // training: keep each layer's input only; backward re-runs its forward
     int64_t B, S;
     const int32_t* tokens;     // [B, S] host memory, validated
     const int32_t* targets;    // [B, S] host memory, validated, or null
@@ -123,8 +135,10 @@ private:
     // Sizes the activation buffers for N = B*S rows.
     void ensure_rows(int64_t N);
     // Runs embedding + blocks + final norm on tokens_ (already in backend memory).
-    void run_trunk(int32_t training, int32_t noise, uint64_t seed, int64_t step, int64_t row_offset, float aux_target, int64_t B,
-                   int64_t S, float dropout = 0.0f);
+    void run_trunk(const TrunkCall& t);
+    // Layer i's block forward of the call t: x, out [B, S, D] bf16 backend memory; stats: [2] f32
+    // (aux, routed fraction) or null.
+    void layer_forward(const TrunkCall& t, int64_t i, uint16_t* x, uint16_t* out, float* stats);
 
     // ---- data parallelism (data_parallel.cpp): null without a comm, so every path is as before.
     DataParallel* dp_ = nullptr;
@@ -157,10 +171,13 @@ private:
     RawBuffer tokens_, targets_;      // [N] i32
     RawBuffer act_a_, act_b_;         // [N, D] bf16 ping-pong; the last block's output stays in one
     RawBuffer act_c_;                 // [N, D] bf16: with the free one of a/b, backward's ping-pong
-    uint16_t* trunk_out_ = nullptr;   // which of act_a_/act_b_ holds the final blocks' output
+    uint16_t* trunk_out_ = nullptr;   // which of act_a_/act_b_ (or inputs_) holds the final blocks' output
     RawBuffer hidden_, rstd_;         // [N, D] bf16 after the final norm, [N] f32
     RawBuffer dh_;                    // [N, D] f32
     RawBuffer stats_, ce_sum_, loss_, d_aux_, logits_;
+    RawBuffer inputs_;                // recomputation: [L + 1, N, D] bf16, layer i's input, then the output
+    TrunkCall last_;                  // the training forward backward differentiates
+    bool blocks_shared_ = false;      // the blocks' activations shared (BlockImpl::share_activations)
     // The router bias controller's measure: one [L] f32 slot (backend memory) per training forward
     // since the last optimizer step, written without a host sync and read by router_bias_step. An
     // optimizer step marks the slots for reuse from the next training forward on, so a skipped

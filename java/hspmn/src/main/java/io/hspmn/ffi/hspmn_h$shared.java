@@ -102,7 +102,9 @@ public class hspmn_h$shared {
         C_LONG.withName("step"),
         C_FLOAT.withName("aux_target"),
         C_FLOAT.withName("dropout"),
-        C_LONG.withName("row_offset")
+        C_LONG.withName("row_offset"),
+        C_INT.withName("recompute"),
+        MemoryLayout.paddingLayout(4)
     ).withName("hspmn_model_forward_params");
 
     static final GroupLayout hspmn_model_backward_params$LAYOUT = MemoryLayout.structLayout(

@@ -25,9 +25,9 @@ public class hspmn_h extends hspmn_h$shared {
     /** {@code typedef unsigned long uint64_t} */
     public static final OfLong uint64_t = hspmn_h.C_LONG;
 
-    /** {@code #define HSPMN_ABI_VERSION 5} */
+    /** {@code #define HSPMN_ABI_VERSION 6} */
     public static int HSPMN_ABI_VERSION() {
-        return 5;
+        return 6;
     }
 
     /** {@code enum hspmn_status.HSPMN_OK = 0} */

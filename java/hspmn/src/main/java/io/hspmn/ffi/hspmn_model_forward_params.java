@@ -19,6 +19,7 @@ import static java.lang.foreign.MemoryLayout.PathElement.*;
  *     float aux_target;
  *     float dropout;
  *     int64_t row_offset;
+ *     int32_t recompute;
  * }
  * }
  */
@@ -163,6 +164,20 @@ public class hspmn_model_forward_params {
         return row_offset$OFFSET;
     }
 
+    private static final OfInt recompute$LAYOUT = (OfInt)$LAYOUT.select(groupElement("recompute"));
+
+    /** Layout for field {@code int32_t recompute} of {@code struct hspmn_model_forward_params} */
+    public static final OfInt recompute$layout() {
+        return recompute$LAYOUT;
+    }
+
+    private static final long recompute$OFFSET = 40;
+
+    /** Offset for field {@code int32_t recompute} of {@code struct hspmn_model_forward_params} */
+    public static final long recompute$offset() {
+        return recompute$OFFSET;
+    }
+
     /** Getter for field {@code int32_t training} of {@code struct hspmn_model_forward_params} */
     public static int training(MemorySegment struct) {
         return struct.get(training$LAYOUT, training$OFFSET);
@@ -231,5 +246,15 @@ public class hspmn_model_forward_params {
     /** Setter for field {@code int64_t row_offset} of {@code struct hspmn_model_forward_params} */
     public static void row_offset(MemorySegment struct, long fieldValue) {
         struct.set(row_offset$LAYOUT, row_offset$OFFSET, fieldValue);
+    }
+
+    /** Getter for field {@code int32_t recompute} of {@code struct hspmn_model_forward_params} */
+    public static int recompute(MemorySegment struct) {
+        return struct.get(recompute$LAYOUT, recompute$OFFSET);
+    }
+
+    /** Setter for field {@code int32_t recompute} of {@code struct hspmn_model_forward_params} */
+    public static void recompute(MemorySegment struct, int fieldValue) {
+        struct.set(recompute$LAYOUT, recompute$OFFSET, fieldValue);
     }
 }
