@@ -6,7 +6,6 @@
 #include "cuda_block_impl.h"
 
 #include "../core/forward_chunk.h"
-#include "device.h"
 
 namespace hspmn::cuda {
 
@@ -144,7 +143,7 @@ void CudaBlock::share_activations(bool shared) {
     Activations* target = &own_act_;
     if (shared) {
         if (!d_.shared_activations) d_.shared_activations = new SharedActivations();
-        target = &d_.shared_activations->act;
+        target = &static_cast<SharedActivations*>(d_.shared_activations)->act;
     }
     if (target == act_) return;
     act_ = target;
@@ -335,11 +334,6 @@ void CudaBlock::replay(cudaGraphExec_t exec, uint64_t generation, const void* sh
 }
 
 }  // namespace detail
-
-void destroy_shared_activations(Device& d) noexcept {
-    delete d.shared_activations;
-    d.shared_activations = nullptr;
-}
 
 BlockImpl* create_cuda_block(Device& d, const BlockConfig& cfg, uint64_t seed) { return new detail::CudaBlock(d, cfg, seed); }
 

@@ -13,6 +13,7 @@
 #include "../core/forward_chunk.h"
 #include "../core/objects.h"
 #include "../cpu/param_init.h"
+#include "device.h"
 #include "cuda_block.h"
 #include "kernels/kernels.h"
 
@@ -482,7 +483,7 @@ private:
 namespace hspmn::cuda {
 
 // The activations that every block of a device shares under recomputation (Device::shared_activations).
-struct SharedActivations : Tracked {
+struct SharedActivations final : DeviceOwned {
     detail::Activations act;
 };
 

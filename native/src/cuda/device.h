@@ -11,7 +11,12 @@ namespace hspmn::cuda {
 
 struct GemmPlans;      // gemm.cpp: cuBLASLt descriptors and algorithm per shape (gemm_search.h)
 struct TritonModules;  // attention.cpp: the loaded cubins of this device
-struct SharedActivations;  // cuda_block.cu: the activations blocks share under recomputation
+
+// What a file outside the runtime keeps per device and frees with it: the virtual destructor lets
+// Device::release free it without knowing its type (the test programs link the runtime alone).
+struct DeviceOwned : Tracked {
+    virtual ~DeviceOwned() = default;
+};
 
 class Device : public Tracked {
 public:
@@ -52,7 +57,7 @@ public:
     uint64_t rows_arena_generation = 0;
     DeviceBuffer training_arena;     // runtime.h training_arena
     DeviceBuffer backward_partials;  // column partials of the backward's weight-gradient reductions
-    SharedActivations* shared_activations = nullptr;  // BlockImpl::share_activations
+    DeviceOwned* shared_activations = nullptr;  // cuda_block.cu SharedActivations (BlockImpl::share_activations)
 
     static constexpr std::size_t kWorkspaceBytes = std::size_t(32) << 20;
 
@@ -62,6 +67,5 @@ private:
 
 void destroy_gemm_plans(Device& d) noexcept;
 void unload_triton(Device& d) noexcept;
-void destroy_shared_activations(Device& d) noexcept;
 
 }  // namespace hspmn::cuda

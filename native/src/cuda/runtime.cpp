@@ -227,7 +227,8 @@ void Device::release() noexcept {
     if (stream) (void)cudaStreamSynchronize(stream);
     unload_triton(*this);
     destroy_gemm_plans(*this);
-    destroy_shared_activations(*this);
+    delete shared_activations;
+    shared_activations = nullptr;
     attention_delta = DeviceBuffer();
     triton_scratch = DeviceBuffer();
     non_finite_first = DeviceBuffer();
