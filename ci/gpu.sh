@@ -10,7 +10,8 @@
 # same goldens through the CPU backend of the CUDA-built library, the language model through the CUDA
 # backend against hspmn_lm.py (model_cuda), residual dropout against the reference and the CPU
 # backend (dropout_cuda), cached decoding against the full forward (decode_cuda),
-# sampling against the CPU op bit for bit, with its kernel timings (sample_cuda), the chunked
+# sampling against the CPU op bit for bit, with its kernel timings (sample_cuda), the fused gate/up
+# GEMM with SwiGLU in its epilogue, JIT and AOT, parity and timings (swiglu_gemm, swiglu_gemm_cuda), the chunked
 # inference forward against the one-pass forward (chunked_cuda), and the Java tests when
 # ci/pack-carry.sh has filled .carry/ (with the HTTP service under 32 streams: serve_cuda), then the
 # benchmarks (decoding: bench_decode; a 1M-token prompt then decoding: decode_long) and the per-kernel
@@ -145,6 +146,15 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   # the Triton attention kernels, JIT and the build's AOT cubins (launched as libhspmn's loader does),
   # against the reference in bf16 (native/kernels/triton/gpu_check.py; no timings)
   stage triton_cuda "$py" native/kernels/triton/gpu_check.py --no-bench --cubins "$build/triton/sm${archs%%[;,]*}"
+  # swiglu_gemm (issue 12.1: SwiGLU in the gate/up GEMM's epilogue, Triton JIT): bf16 parity of every
+  # config, then fused vs cuBLAS x2 + SwiGLU pass at N 262144..4096, (D, F) (2048, 8192), (2048, 5632);
+  # prints a table and "swiglu_gemm: fused wins at ..." / "cuBLAS wins at ..." (needs no build: it can
+  # also run alone, python3 native/kernels/triton/swiglu_gemm_gpu.py; the timeout guards against an
+  # untimed warp-specialised config hanging)
+  stage swiglu_gemm timeout 300 "$py" native/kernels/triton/swiglu_gemm_gpu.py
+  # the same kernel AOT-compiled into the build (src/cuda/swiglu_gemm.cpp) against cuBLASLt x2 +
+  # swiglu_forward: gate/up within an ulp, act bitwise, no write past the outputs, refused shapes; timings
+  stage swiglu_gemm_cuda timeout 300 "$build/tests/swiglu_gemm_cuda" --bench
 
   if [[ -f .carry/jre.tgz && -f .carry/java.tgz ]]; then
     # the whole JUnit suite against the CUDA-built library, gpu-tagged tests included and required;

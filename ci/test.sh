@@ -48,3 +48,5 @@ HSPMN_CP="java/hspmn-app/target/hspmn-app-0.1.0-SNAPSHOT.jar:java/hspmn-app/targ
 
 # the Triton attention kernels in Triton's CPU interpreter (float32) against the float64 reference
 TRITON_INTERPRET=1 .venv/bin/python native/kernels/triton/test_sqdk_interpret.py
+# swiglu_gemm (gate/up GEMM with SwiGLU in the epilogue) the same way, odd sizes and tails (~10 s)
+TRITON_INTERPRET=1 .venv/bin/python native/kernels/triton/test_swiglu_gemm_interpret.py

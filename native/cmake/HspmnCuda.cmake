@@ -3,8 +3,9 @@
 #  - CUDA runtime linked statically (libcudart_static loads the driver lazily), driver API through
 #    cudaGetDriverEntryPoint, cuBLASLt through dlopen: libhspmn.so still loads on a machine with no
 #    CUDA driver, no CUDA runtime and no cuBLAS; a CUDA context there answers NO_DEVICE.
-#  - The Triton attention kernels are AOT-compiled here (native/kernels/triton/aot_compile.py) and
-#    embedded into the library as byte arrays plus launch metadata.
+#  - The Triton kernels (attention: native/kernels/triton/aot_compile.py; swiglu_gemm, sm_90+:
+#    aot_compile_swiglu_gemm.py) are AOT-compiled here and embedded into the library as byte arrays
+#    plus launch metadata.
 #  - hspmn_cuda_runtime: the runtime pieces (device, cuBLASLt gemm, Triton launcher) as a static
 #    library, so the hspmn_cuda test program can call them without exporting anything.
 
@@ -20,6 +21,10 @@ set(_hspmn_aot_dirs)
 foreach(arch IN LISTS HSPMN_CUDA_ARCHS)
   list(APPEND _hspmn_aot_commands
     COMMAND "${HSPMN_PYTHON}" "${_hspmn_triton_dir}/aot_compile.py" --arch ${arch} --out "${_hspmn_triton_out}/sm${arch}")
+  if(arch GREATER_EQUAL 90)  # swiglu_gemm needs TMA
+    list(APPEND _hspmn_aot_commands COMMAND "${HSPMN_PYTHON}" "${_hspmn_triton_dir}/aot_compile_swiglu_gemm.py"
+      --arch ${arch} --out "${_hspmn_triton_out}/sm${arch}")
+  endif()
   list(APPEND _hspmn_aot_dirs "${_hspmn_triton_out}/sm${arch}")
 endforeach()
 add_custom_command(
@@ -28,7 +33,7 @@ add_custom_command(
   ${_hspmn_aot_commands}
   COMMAND "${HSPMN_PYTHON}" "${CMAKE_CURRENT_SOURCE_DIR}/cmake/embed_triton.py" --out "${_hspmn_triton_cpp}" ${_hspmn_aot_dirs}
   DEPENDS ${_hspmn_triton_inputs} "${CMAKE_CURRENT_SOURCE_DIR}/cmake/embed_triton.py"
-  COMMENT "Triton: AOT-compiling sqdk_attention for sm ${HSPMN_CUDA_ARCHS} and embedding the cubins"
+  COMMENT "Triton: AOT-compiling sqdk_attention and swiglu_gemm for sm ${HSPMN_CUDA_ARCHS} and embedding the cubins"
   VERBATIM)
 
 # ---- the runtime pieces ----
@@ -39,7 +44,9 @@ add_library(hspmn_cuda_runtime STATIC
   src/cuda/gemm.cpp
   src/cuda/gemm_memo.cpp
   src/cuda/gemm_search.cpp
+  src/cuda/triton_loader.cpp
   src/cuda/attention.cpp
+  src/cuda/swiglu_gemm.cpp
   "${_hspmn_triton_cpp}")
 target_include_directories(hspmn_cuda_runtime
   PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/include ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda

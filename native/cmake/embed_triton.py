@@ -13,8 +13,10 @@ import re
 import sys
 from pathlib import Path
 
-KNOWN_ARGS = {"Q", "K", "V", "O", "Lse", "Pos", "Counts", "DO", "DQ", "DK", "DV", "Delta",
-              "C", "S", "H", "HKV", "HEAD_DIM", "global_scratch", "profile_scratch"}
+KNOWN_ARGS = {"Q", "K", "V", "O", "Lse", "Pos", "Counts", "DO", "DQ", "DK", "DV", "Delta",  # src/cuda/attention.cpp
+              "C", "S", "H", "HKV", "HEAD_DIM",
+              "X", "WG", "WU", "ACT", "GATE", "UP", "N", "F", "D",  # src/cuda/swiglu_gemm.cpp
+              "global_scratch", "profile_scratch"}
 
 
 def c_string(s):
@@ -27,10 +29,12 @@ def parse(meta, where):
     if not m:
         errors.append(f"{where}: arch {meta['arch']!r} is not sm_<N>[a]")
     gx, gy, gz = meta["grid"]
+    persistent = meta["grid"] == ["sm_count", "1", "1"]  # one program per SM (swiglu_gemm)
     mx = re.fullmatch(r"cdiv\((C|S), (BLOCK_M|BLOCK_N)\)", gx)
     my = re.fullmatch(r"B \* (H|HKV)", gy)
-    if not mx or not my or gz != "1":
-        errors.append(f"{where}: grid {meta['grid']} is not (cdiv(C|S, BLOCK_M|BLOCK_N), B * H|HKV, 1)")
+    if not persistent and (not mx or not my or gz != "1"):
+        errors.append(f"{where}: grid {meta['grid']} is not (cdiv(C|S, BLOCK_M|BLOCK_N), B * H|HKV, 1) "
+                      "or (sm_count, 1, 1)")
     if meta["num_ctas"] != 1 or meta["launch_cooperative_grid"] or meta["launch_pdl"]:
         errors.append(f"{where}: clusters, cooperative or PDL launches are not supported by the launcher")
     if meta["block"][1:] != [1, 1] or meta["block"][0] != 32 * meta["num_warps"]:
@@ -44,8 +48,8 @@ def parse(meta, where):
     for a in meta["args"]:
         if a["size"] not in (4, 8):
             errors.append(f"{where}: argument {a['name']} of size {a['size']}")
-    lo, hi, step = meta["head_dims"]
-    if not (0 < lo <= hi and step > 0 and (hi - lo) % step == 0):
+    lo, hi, step = meta["head_dims"] or (0, 0, 1)  # null: a kernel without a head dim serves 0
+    if not ((0 < lo or lo == hi == 0) and lo <= hi and step > 0 and (hi - lo) % step == 0):
         errors.append(f"{where}: head_dims {meta['head_dims']} is not [min, max, step]")
     if lo != hi and "HEAD_DIM" not in names:
         errors.append(f"{where}: serves head dims {lo}..{hi} but takes no HEAD_DIM argument")
@@ -53,9 +57,9 @@ def parse(meta, where):
         return None, errors
     return {
         "arch": int(m.group(1)),
-        "grid_x_extent": mx.group(1),
-        "grid_x_tile": int(meta["constexprs"][mx.group(2)]),
-        "grid_y_kv_heads": 1 if my.group(1) == "HKV" else 0,
+        "grid_x_extent": "P" if persistent else mx.group(1),
+        "grid_x_tile": 0 if persistent else int(meta["constexprs"][mx.group(2)]),
+        "grid_y_kv_heads": 0 if persistent else 1 if my.group(1) == "HKV" else 0,
         "head_dims": (lo, hi, step),
     }, []
 
@@ -84,7 +88,8 @@ def main(argv=None):
             errors.append(f"{path.name}: {meta['cubin']} is not an ELF cubin")
             continue
         lo, hi, step = parsed["head_dims"]
-        out.append(f"// {meta['cubin']}: {meta['kernel']} Dh={lo if lo == hi else f'{lo}..{hi}'} {meta['arch']}, "
+        served = "" if hi == 0 else f" Dh={lo if lo == hi else f'{lo}..{hi}'}"
+        out.append(f"// {meta['cubin']}: {meta['kernel']}{served} {meta['arch']}, "
                    f"triton {meta.get('triton_version')} {meta.get('triton_hash', '')[:16]}")
         out.append(f"alignas(16) const unsigned char cubin{i}[{len(cubin)}] = {{")
         for j in range(0, len(cubin), 24):

@@ -5,7 +5,7 @@
 //
 //   hspmn_lm_bench [--backend cpu|cuda|auto] [--layers N] [--dim D] [--heads H] [--kv-heads K]
 //                  [--mlp-ratio R] [--vocab V] [--batch B] [--seq S] [--grad-accum A] [--steps N]
-//                  [--warmup N] [--rho R] [--peak-tflops T] [--threads N] [--json PATH]
+//                  [--warmup N] [--rho R] [--recompute 0|1] [--peak-tflops T] [--threads N] [--json PATH]
 //
 // FLOPs counted per token and layer (forward; a training step counts 3x forward, the convention of
 // 6 x parameters x tokens): reflex gate/up/down 6 D F, conv 2 D K, k and v projections 4 D KV for
@@ -31,7 +31,7 @@ const char* const kTool = "hspmn_lm_bench";
 struct Options {
     int32_t backend = HSPMN_BACKEND_AUTO;
     ModelShape shape;
-    int batch = 8, seq = 2048, grad_accum = 1, steps = 10, warmup = 2, threads = 0;
+    int batch = 8, seq = 2048, grad_accum = 1, steps = 10, warmup = 2, threads = 0, recompute = 0;
     float rho = 0.2f;
     double peak_tflops = 989.0;  // H200 SXM dense bf16 (vendor datasheet, ../.library device notes)
     std::string json;
@@ -42,7 +42,9 @@ bool check(hspmn_status s, const char* what) { return hspmn_tool::check(kTool, s
 const char* usage =
     "usage: hspmn_lm_bench [--backend cpu|cuda|auto] [--layers N] [--dim D] [--heads H] [--kv-heads K]\n"
     "                      [--mlp-ratio R] [--vocab V] [--batch B] [--seq S] [--grad-accum A] [--steps N]\n"
-    "                      [--warmup N] [--rho R] [--peak-tflops T] [--threads N] [--json PATH]\n";
+    "                      [--warmup N] [--rho R] [--recompute 0|1] [--peak-tflops T] [--threads N] [--json PATH]\n"
+    "--recompute 1: activation recomputation (hspmn_model_forward_params.recompute); MFU still counts the\n"
+    "model's FLOPs only, not the re-run forwards\n";
 
 // Returns an error message, "help", or "" when the options parsed.
 std::string parse(int argc, char** argv, Options* o) {
@@ -55,6 +57,7 @@ std::string parse(int argc, char** argv, Options* o) {
             return true;
         if (a == "--backend") *ok = parse_backend(v, &o->backend);
         else if (a == "--rho") *ok = parse_number(v, &o->rho);
+        else if (a == "--recompute") *ok = (v == "0" || v == "1") && (o->recompute = v == "1", true);
         else if (a == "--peak-tflops") *ok = parse_number(v, &o->peak_tflops) && o->peak_tflops > 0;
         else if (a == "--json") o->json = v;
         else return false;
@@ -121,6 +124,7 @@ int main(int argc, char** argv) {
             hspmn_tensor_copy_in(tgt, ids.data() + 1, B * S * 4);
             hspmn_model_forward_params fp = hspmn_model_forward_default_params();
             fp.training = 1;
+            fp.recompute = o.recompute;
             fp.seed = 99;
             fp.step = static_cast<int64_t>(step) * o.grad_accum + a;
             if (!check(hspmn_model_forward(model, &fp, tok, tgt, loss, stats), "hspmn_model_forward")) return 1;
@@ -153,18 +157,18 @@ int main(int argc, char** argv) {
     hspmn_alloc_stats_get(&st);
     const double tokens = static_cast<double>(B * S * o.grad_accum) * timed;
     const double tflops = timed_flops / timed_s / 1e12;
-    std::printf("\nlm train  backend %s  params %.1f M  L=%d %s  B=%lld S=%lld accum %d\n", backend_name(backend),
+    std::printf("\nlm train  backend %s  params %.1f M  L=%d %s  B=%lld S=%lld accum %d%s\n", backend_name(backend),
                 total_params / 1e6, o.shape.layers, o.shape.describe().c_str(), static_cast<long long>(B),
-                static_cast<long long>(S), o.grad_accum);
+                static_cast<long long>(S), o.grad_accum, o.recompute ? "  recompute" : "");
     std::printf("  %.0f tok/s  %.1f ms/step  %.1f model TFLOP/s  MFU %.1f %% of %.0f  peak %.2f GB  routed %.3f\n",
                 tokens / timed_s, timed_s / timed * 1e3, tflops, 100.0 * tflops / o.peak_tflops, o.peak_tflops,
                 st.peak_bytes / 1e9, routed_sum / timed);
     if (!write_json(kTool, o.json, "lm_train", backend, o.shape,
-                    "\"params\": %lld, \"batch\": %lld, \"seq\": %lld, \"grad_accum\": %d, \"steps\": %d, "
+                    "\"params\": %lld, \"batch\": %lld, \"seq\": %lld, \"grad_accum\": %d, \"recompute\": %d, \"steps\": %d, "
                     "\"tokens_per_s\": %.1f, \"ms_per_step\": %.3f, \"model_tflops\": %.2f, \"mfu\": %.4f, "
                     "\"peak_tflops\": %.1f, \"peak_bytes\": %lld, \"routed_fraction\": %.4f, \"final_loss\": %.5f}\n",
                     static_cast<long long>(total_params), static_cast<long long>(B), static_cast<long long>(S),
-                    o.grad_accum, timed, tokens / timed_s, timed_s / timed * 1e3, tflops, tflops / o.peak_tflops,
+                    o.grad_accum, o.recompute, timed, tokens / timed_s, timed_s / timed * 1e3, tflops, tflops / o.peak_tflops,
                     o.peak_tflops, static_cast<long long>(st.peak_bytes), routed_sum / timed, lossv[0]))
         return 1;
     for (hspmn_tensor* t : {tok, tgt, loss, stats}) hspmn_tensor_destroy(t);

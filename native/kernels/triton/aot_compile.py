@@ -100,31 +100,21 @@ def variants(block_ds):
     return out
 
 
-def compile_one(kernel_name, block_d, exact, head_dims, arch):
-    fn = getattr(sk, kernel_name)
-    tile_key, grid = KERNELS[kernel_name]
-    tile = sk.TILES[block_d][tile_key]
-    constexprs = {"BLOCK_D": block_d, "BLOCK_M": tile.block_m}
-    if exact:  # a constexpr HEAD_DIM drops out of the parameter list
-        constexprs["HEAD_DIM"] = block_d
-    if "BLOCK_N" in fn.arg_names:
-        constexprs["BLOCK_N"] = tile.block_n
+def compile_kernel(fn, arg_types, constexprs, attrs, num_warps, num_stages, arch):
+    """Compiles fn for sm_<arch>: (cubin, metadata common to every kernel family). arg_types: name ->
+    (Triton type, what it is) for the non-constexpr arguments; the metadata's args list them in order
+    with C types, sizes and parameter-buffer offsets, plus Triton's two trailing scratch pointers."""
     signature, args = {}, []
     for name in fn.arg_names:
         if name in constexprs:
             signature[name] = "constexpr"
             continue
-        ty, shape = ARG_TYPES[name]
+        ty, what = arg_types[name]
         signature[name] = ty
-        args.append({"name": name, "type": ty, "c_type": C_TYPES[ty], "size": ARG_SIZES[ty], "what": shape})
-    # pointers are 16-byte aligned (cudaMalloc gives 256): lets Triton vectorise loads and stores
-    attrs = {(i, ): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
-             if signature[n].startswith("*")}
-    if not exact:  # head dims are even: row strides H*Dh and head offsets h*Dh then are too
-        attrs[(fn.arg_names.index("HEAD_DIM"), )] = [["tt.divisibility", 2]]
+        args.append({"name": name, "type": ty, "c_type": C_TYPES[ty], "size": ARG_SIZES[ty], "what": what})
     target = GPUTarget("cuda", arch, 32)
     backend = triton.compiler.make_backend(target)
-    options = backend.parse_options({"num_warps": tile.num_warps, "num_stages": tile.num_stages})
+    options = backend.parse_options({"num_warps": num_warps, "num_stages": num_stages})
     src = triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
     t0 = time.perf_counter()
     cc = triton.compile(src, target=target, options=options.__dict__)
@@ -141,20 +131,14 @@ def compile_one(kernel_name, block_d, exact, head_dims, arch):
         a["offset"] = offset
         offset += a["size"]
     meta = {
-        "kernel": kernel_name,
         "symbol": md.name,
-        "launch_order": ORDER[kernel_name],
         "arch": f"sm_{arch}" + ("a" if arch == 90 else ""),
-        "head_dim": block_d if exact else None,
-        "block_d": block_d,
-        "head_dims": [head_dims[0], head_dims[-1], 2],
         "dtype": "bf16",
         "constexprs": constexprs,
         "num_warps": md.num_warps,
         "num_stages": md.num_stages,
         "num_ctas": md.num_ctas,
         "block": [md.num_warps * md.warp_size, 1, 1],
-        "grid": grid,
         "shared_bytes": md.shared,
         "shared_note": "pass shared_bytes as cuLaunchKernel's sharedMemBytes; above 49152 first call "
                        "cuFuncSetAttribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared_bytes)",
@@ -170,6 +154,57 @@ def compile_one(kernel_name, block_d, exact, head_dims, arch):
         "compile_seconds": round(seconds, 2),
     }
     return cc.asm["cubin"], meta
+
+
+def pointer_hints(fn, signature_types):
+    """Pointers are 16-byte aligned (cudaMalloc gives 256): lets Triton vectorise loads and stores."""
+    return {(i, ): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
+            if signature_types.get(n, ("", ))[0].startswith("*")}
+
+
+def compile_one(kernel_name, block_d, exact, head_dims, arch):
+    fn = getattr(sk, kernel_name)
+    tile_key, grid = KERNELS[kernel_name]
+    tile = sk.TILES[block_d][tile_key]
+    constexprs = {"BLOCK_D": block_d, "BLOCK_M": tile.block_m}
+    if exact:  # a constexpr HEAD_DIM drops out of the parameter list
+        constexprs["HEAD_DIM"] = block_d
+    if "BLOCK_N" in fn.arg_names:
+        constexprs["BLOCK_N"] = tile.block_n
+    types = {n: ARG_TYPES[n] for n in fn.arg_names if n not in constexprs}
+    attrs = pointer_hints(fn, types)
+    if not exact:  # head dims are even: row strides H*Dh and head offsets h*Dh then are too
+        attrs[(fn.arg_names.index("HEAD_DIM"), )] = [["tt.divisibility", 2]]
+    cubin, common = compile_kernel(fn, types, constexprs, attrs, tile.num_warps, tile.num_stages, arch)
+    meta = {
+        "kernel": kernel_name,
+        "launch_order": ORDER[kernel_name],
+        "head_dim": block_d if exact else None,
+        "block_d": block_d,
+        "head_dims": [head_dims[0], head_dims[-1], 2],
+        "grid": grid,
+    }
+    meta.update(common)
+    return cubin, meta
+
+
+def write_checked(out, stem, cubin, meta, arch):
+    """Writes out/<stem>.cubin and .json after checking the cubin against the metadata; prints one
+    line; returns the errors found (empty: ok)."""
+    cubin_path = out / f"{stem}.cubin"
+    cubin_path.write_bytes(cubin)
+    meta["cubin"] = cubin_path.name
+    errs = check_cubin(cubin_path, meta)
+    if arch == 90 and meta["shared_bytes"] > MAX_SHARED_SM90:
+        errs.append(f"{stem}: {meta['shared_bytes']} bytes of shared memory > {MAX_SHARED_SM90}")
+    if meta["global_scratch_size"] or meta["profile_scratch_size"]:
+        print(f"  note: {stem} needs scratch memory (global {meta['global_scratch_size']}, "
+              f"profile {meta['profile_scratch_size']} bytes per program)")
+    (out / f"{stem}.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"{'FAIL' if errs else 'ok':4} {stem:44} {meta['compile_seconds']:5.1f} s  "
+          f"cubin {len(cubin):7d} B  shared {meta['shared_bytes']:6d} B  "
+          f"regs {meta.get('registers')} stack {meta.get('stack_bytes')}  warps {meta['num_warps']} stages {meta['num_stages']}")
+    return errs
 
 
 def check_cubin(path, meta):
@@ -214,6 +249,25 @@ def check_cubin(path, meta):
     return errors
 
 
+def run_jobs(out, arch, jobs):
+    """Compiles, writes and checks each (stem, compile() -> (cubin, meta)) of jobs into out; prints a
+    line each and the errors; the exit status (1 when any compile or check failed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    errors = []
+    t_all = time.perf_counter()
+    for stem, compile_job in jobs:
+        try:
+            cubin, meta = compile_job()
+        except Exception as e:  # a compile error names the variant, then the run fails
+            errors.append(f"{stem}: compile failed: {type(e).__name__}: {e}")
+            continue
+        errors += write_checked(out, stem, cubin, meta, arch)
+    print(f"compiled in {time.perf_counter() - t_all:.1f} s")
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    return 1 if errors else 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", type=int, default=90, help="compute capability as an integer (90: H100/H200)")
@@ -224,35 +278,10 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if triton.__version__ != TRITON_VERSION:
         print(f"warning: Triton {triton.__version__}; the metadata layout was checked with {TRITON_VERSION}")
-    a.out.mkdir(parents=True, exist_ok=True)
-    errors = []
-    t_all = time.perf_counter()
-    for name, block_d, exact, head_dims in variants(a.block_d):
-        for kernel in a.kernels:
-            stem = f"{kernel}_{name}_sm{a.arch}"
-            try:
-                cubin, meta = compile_one(kernel, block_d, exact, head_dims, a.arch)
-            except Exception as e:  # a compile error names the variant, then the run fails
-                errors.append(f"{stem}: compile failed: {type(e).__name__}: {e}")
-                continue
-            cubin_path = a.out / f"{stem}.cubin"
-            cubin_path.write_bytes(cubin)
-            meta["cubin"] = cubin_path.name
-            errs = check_cubin(cubin_path, meta)
-            if a.arch == 90 and meta["shared_bytes"] > MAX_SHARED_SM90:
-                errs.append(f"{stem}: {meta['shared_bytes']} bytes of shared memory > {MAX_SHARED_SM90}")
-            if meta["global_scratch_size"] or meta["profile_scratch_size"]:
-                print(f"  note: {stem} needs scratch memory (global {meta['global_scratch_size']}, "
-                      f"profile {meta['profile_scratch_size']} bytes per program)")
-            (a.out / f"{stem}.json").write_text(json.dumps(meta, indent=2) + "\n")
-            errors += errs
-            print(f"{'FAIL' if errs else 'ok':4} {stem:44} {meta['compile_seconds']:5.1f} s  "
-                  f"cubin {len(cubin):7d} B  shared {meta['shared_bytes']:6d} B  "
-                  f"regs {meta.get('registers')} stack {meta.get('stack_bytes')}  warps {meta['num_warps']} stages {meta['num_stages']}")
-    print(f"compiled in {time.perf_counter() - t_all:.1f} s")
-    for e in errors:
-        print(f"error: {e}", file=sys.stderr)
-    return 1 if errors else 0
+    jobs = [(f"{kernel}_{name}_sm{a.arch}",
+             lambda kernel=kernel, v=(block_d, exact, head_dims): compile_one(kernel, *v, a.arch))
+            for name, block_d, exact, head_dims in variants(a.block_d) for kernel in a.kernels]
+    return run_jobs(a.out, a.arch, jobs)
 
 
 if __name__ == "__main__":

@@ -26,22 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
-import triton.runtime.interpreter as _interp  # noqa: E402
-
-_patch_lang_tensor = _interp._patch_lang_tensor
-
-
-def _patch_lang_tensor_numpy24(tensor, scope):
-    """Triton 3.6's interpreter holds a scalar as a shape-(1,) array and turns it into a loop bound
-    with int(array), which NumPy 2.4 rejects ("only 0-dimensional arrays can be converted to Python
-    scalars", triton-lang/triton#9171): every range() with a runtime bound fails. This is the fix
-    proposed there, applied in the same patch scope so the interpreter restores it afterwards."""
-    _patch_lang_tensor(tensor, scope)
-    scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
-
-
-_interp._patch_lang_tensor = _patch_lang_tensor_numpy24
-
+import interpreter_compat  # noqa: E402,F401  (Triton 3.6 interpreter on NumPy 2.4)
 from sqdk_reference import reference  # noqa: E402
 from sqdk_attention import TEST_TILES, TILES, sqdk_attention_backward, sqdk_attention_forward  # noqa: E402
 

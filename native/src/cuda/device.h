@@ -10,7 +10,7 @@
 namespace hspmn::cuda {
 
 struct GemmPlans;      // gemm.cpp: cuBLASLt descriptors and algorithm per shape (gemm_search.h)
-struct TritonModules;  // attention.cpp: the loaded cubins of this device
+struct TritonModules;  // triton_loader.cpp: the loaded cubins of this device
 
 // What a file outside the runtime keeps per device and frees with it: the virtual destructor lets
 // Device::release free it without knowing its type (the test programs link the runtime alone).

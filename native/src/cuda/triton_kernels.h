@@ -9,8 +9,8 @@
 namespace hspmn::cuda {
 
 // One kernel parameter in the order of the CUDA parameter buffer; `name` is the Triton argument
-// name (Q, K, ..., C, S, H, HKV, HEAD_DIM, global_scratch, profile_scratch), `size` 8 (pointer) or
-// 4 (i32).
+// name (Q, K, ..., C, S, H, HKV, HEAD_DIM; X, WG, ..., N, F, D; global_scratch, profile_scratch),
+// `size` 8 (pointer) or 4 (i32).
 struct TritonArg {
     const char* name;
     int32_t size;
@@ -18,12 +18,13 @@ struct TritonArg {
 };
 
 struct TritonKernel {
-    const char* kernel;  // sqdk_attention_fwd, sqdk_attention_bwd_preprocess, ..._dkdv, ..._dq
+    const char* kernel;  // sqdk_attention_fwd, sqdk_attention_bwd_preprocess, ..._dkdv, ..._dq, swiglu_gemm_infer, ..._train
     const char* symbol;  // the cubin's entry point
     int32_t arch;        // compute capability as major*10+minor the cubin runs on
     // Head dims served: head_dim_min..head_dim_max in steps of head_dim_step. An exact variant
     // (HEAD_DIM compiled in, no column mask) serves one; a padded one takes HEAD_DIM as an argument
     // and serves the rest of its tile width (native/kernels/triton/README.md); exact ones win.
+    // Kernels without a head dim (swiglu_gemm) have 0, 0, 1.
     int32_t head_dim_min;
     int32_t head_dim_max;
     int32_t head_dim_step;
@@ -31,8 +32,10 @@ struct TritonKernel {
     std::size_t cubin_size;
     int32_t block_x;       // threads per program (num_warps * 32)
     int32_t shared_bytes;  // dynamic shared memory per program
-    // grid = (cdiv(grid_x_extent, grid_x_tile), B * (grid_y_kv_heads ? Hkv : H), 1)
-    char grid_x_extent;  // 'C' (query slots) or 'S' (tokens)
+    // grid = (cdiv(grid_x_extent, grid_x_tile), B * (grid_y_kv_heads ? Hkv : H), 1), or for
+    // grid_x_extent 'P' (persistent: swiglu_gemm) one program per SM, (sm_count, 1, 1)
+    char grid_x_extent;  // 'C' (query slots), 'S' (tokens) or 'P'
+
     int32_t grid_x_tile;
     int32_t grid_y_kv_heads;
     const TritonArg* args;

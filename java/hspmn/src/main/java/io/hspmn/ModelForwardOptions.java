@@ -19,13 +19,26 @@ import java.lang.foreign.MemorySegment;
  * @param rowOffset >= 0: the index of the tokens' first row in the batch the noise and dropout draws are
  *                  keyed by (row b draws as row rowOffset + b): a data-parallel rank passes its first row
  *                  of the global batch, so N ranks draw what one forward of the whole batch draws
+ * @param recompute training only: keep each layer's input instead of its activations, and let
+ *                  {@link LanguageModel#backward} re-run each layer's forward just before its backward: the
+ *                  same gradients bit for bit for about one more forward of compute, in the memory of
+ *                  one layer's activations instead of every layer's
  */
 public record ModelForwardOptions(boolean training, boolean noise, long seed, long step, float auxTarget,
-                                  float dropout, long rowOffset) {
+                                  float dropout, long rowOffset, boolean recompute) {
 
     public ModelForwardOptions {
         ForwardOptions.checkDropout(dropout);
         ForwardOptions.checkRowOffset(rowOffset);
+        if (recompute && !training) {
+            throw new IllegalArgumentException("recompute needs a training forward (an evaluation keeps nothing to recompute)");
+        }
+    }
+
+    /** Without recomputation. */
+    public ModelForwardOptions(boolean training, boolean noise, long seed, long step, float auxTarget, float dropout,
+                               long rowOffset) {
+        this(training, noise, seed, step, auxTarget, dropout, rowOffset, false);
     }
 
     /** Keyed from row 0. */
@@ -54,15 +67,19 @@ public record ModelForwardOptions(boolean training, boolean noise, long seed, lo
     }
 
     public ModelForwardOptions withNoise(boolean noise) {
-        return new ModelForwardOptions(training, noise, seed, step, auxTarget, dropout, rowOffset);
+        return new ModelForwardOptions(training, noise, seed, step, auxTarget, dropout, rowOffset, recompute);
     }
 
     public ModelForwardOptions withDropout(float dropout) {
-        return new ModelForwardOptions(training, noise, seed, step, auxTarget, dropout, rowOffset);
+        return new ModelForwardOptions(training, noise, seed, step, auxTarget, dropout, rowOffset, recompute);
     }
 
     public ModelForwardOptions withRowOffset(long rowOffset) {
-        return new ModelForwardOptions(training, noise, seed, step, auxTarget, dropout, rowOffset);
+        return new ModelForwardOptions(training, noise, seed, step, auxTarget, dropout, rowOffset, recompute);
+    }
+
+    public ModelForwardOptions withRecompute(boolean recompute) {
+        return new ModelForwardOptions(training, noise, seed, step, auxTarget, dropout, rowOffset, recompute);
     }
 
     void writeTo(MemorySegment p) {
@@ -73,5 +90,6 @@ public record ModelForwardOptions(boolean training, boolean noise, long seed, lo
         hspmn_model_forward_params.aux_target(p, auxTarget);
         hspmn_model_forward_params.dropout(p, dropout);
         hspmn_model_forward_params.row_offset(p, rowOffset);
+        hspmn_model_forward_params.recompute(p, recompute ? 1 : 0);
     }
 }

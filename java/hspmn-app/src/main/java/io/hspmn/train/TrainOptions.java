@@ -86,6 +86,7 @@ public final class TrainOptions {
     private final Path out;
     private final boolean resume;
     private final boolean keepBest;
+    private final boolean recompute;
     private final Backend backend;
     private final int threads;
     private final long stopAfter;
@@ -118,6 +119,7 @@ public final class TrainOptions {
         out = b.out;
         resume = b.resume;
         keepBest = b.keepBest;
+        recompute = b.recompute;
         backend = b.backend;
         threads = b.threads;
         stopAfter = b.stopAfter;
@@ -263,6 +265,10 @@ public final class TrainOptions {
             new Option("max-skipped", "N", "stop with an error after N consecutive steps skipped for a non-finite "
                     + "gradient norm, keeping the last checkpoint written before them (0: never stop)", Scope.SESSION,
                     (b, v) -> b.maxSkipped(i("max-skipped", v)), o -> Integer.toString(o.maxSkipped)),
+            new Option("recompute", null, "keep each layer's input instead of its activations and re-run each layer's "
+                    + "forward in backward: the same numbers for about a third more compute, in the memory of one "
+                    + "layer's activations (larger --batch on one GPU)", Scope.SESSION,
+                    (b, v) -> b.recompute(Boolean.parseBoolean(v)), o -> Boolean.toString(o.recompute)),
             new Option("backend", "auto|cpu|cuda", "where to compute (auto: CUDA when present)", Scope.SESSION,
                     (b, v) -> b.backend(backend(v)), o -> o.backend.name().toLowerCase(Locale.ROOT)),
             new Option("threads", "N", "CPU worker threads per rank (0: all cores, shared out among --gpus CPU ranks)",
@@ -583,6 +589,7 @@ public final class TrainOptions {
     public Path out() { return out; }
     public boolean resume() { return resume; }
     public boolean keepBest() { return keepBest; }
+    public boolean recompute() { return recompute; }
     public Backend backend() { return backend; }
     public int threads() { return threads; }
     public long stopAfter() { return stopAfter; }
@@ -661,6 +668,7 @@ public final class TrainOptions {
         private Path out;
         private boolean resume;
         private boolean keepBest;
+        private boolean recompute;
         private Backend backend = Backend.AUTO;
         private int threads;
         private long stopAfter;
@@ -725,6 +733,7 @@ public final class TrainOptions {
         public Builder out(Path v) { out = v; return this; }
         public Builder resume(boolean v) { resume = v; return this; }
         public Builder keepBest(boolean v) { keepBest = v; return this; }
+        public Builder recompute(boolean v) { recompute = v; return this; }
         public Builder backend(Backend v) { backend = Objects.requireNonNull(v); return this; }
         public Builder threads(int v) { threads = v; return this; }
         public Builder stopAfter(long v) { stopAfter = v; return this; }

@@ -655,7 +655,7 @@ public final class Trainer implements AutoCloseable {
             // Noise and dropout masks keyed by the row's index in the micro-batch's global batch, so N
             // ranks of B draw what one rank of N x B draws.
             LossResult x = model.forward(r.tokens, r.targets, ModelForwardOptions.training(options.seed(), s * a + micro,
-                    auxTarget, options.dropout()).withRowOffset(r.first));
+                    auxTarget, options.dropout()).withRowOffset(r.first).withRecompute(options.recompute()));
             model.backward(1f / a, micro > 0);
             sums[0] += (double) x.loss() / a;
             sums[1] += (double) x.crossEntropy() / a;

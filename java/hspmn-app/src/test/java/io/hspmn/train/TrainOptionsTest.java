@@ -24,7 +24,7 @@ class TrainOptionsTest {
                 .kvHeads(3).mlpRatio(3).convKernel(4).routing(Routing.TOPK).rho(0.3f).routerSparsityCoef(0.5f)
                 .routerEntropyCoef(0.05f).seqLen(100).batch(5).gradAccum(3).steps(77).lr(1.5e-4f).beta2(0.99f).warmup(7)
                 .minLrRatio(0.25f).weightDecay(0.05f).clip(0.5f).auxWarmup(9).routerBiasRate(0.03f).seed(-12345678901L).dropout(0.25f).valFraction(0.125)
-                .evalEvery(11).evalBatches(2).saveEvery(13).stopAfter(20).maxSkipped(2).backend(Backend.CPU).threads(3).resume(true).keepBest(true)
+                .evalEvery(11).evalBatches(2).saveEvery(13).stopAfter(20).maxSkipped(2).backend(Backend.CPU).threads(3).resume(true).keepBest(true).recompute(true)
                 .earlyStop(6));
         b.parallel().gpus(2).nodes(3).nodeRank(1).comm("nccl").commIdFile(Path.of("/tmp/comm.id")).commTimeoutS(30)
                 .shardOptimizer(true).bucketMib(4);

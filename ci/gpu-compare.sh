@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Issue 12's before/after in one device call: the block (hspmn_block.py), its per-kernel breakdown
+# (kernel_breakdown.py, inference and training) and the 1B language model's training step
+# (hspmn_lm_bench), for this tree and for a base tree, beside the dense block (dense_block.py), all
+# on the same GPU. Nothing else shares the GPU while a measurement runs (they run one after another).
+#
+#   git archive <base> native | gzip > .carry/base-native.tgz      (on the development machine)
+#   bash ci/gpu-compare.sh [.carry/base-native.tgz]                 (on the GPU machine)
+#
+# Each tree is built with its own scripts (the base's Python bindings match the base library's ABI).
+# HSPMN_COMPARE="dense block breakdown lm" picks parts; HSPMN_LM_RUNS="B:S:recompute ..." the LM
+# shapes of the new tree (default "8:2048:0"; the base runs the first one without recompute).
+# Results: $OUT/compare/{new,base}-*.json (or build-compare/ without OUT) and a table at the end.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+base_tgz="${1:-.carry/base-native.tgz}"
+py="${HSPMN_PYTHON:-python3}"
+parts=" ${HSPMN_COMPARE:-dense block breakdown lm} "
+lm_runs="${HSPMN_LM_RUNS:-8:2048:0}"
+out="${OUT:-build-compare}/compare"
+work=build-compare
+mkdir -p "$out" "$work"
+
+build() {  # build DIR SRC: the CUDA library and tools of the tree at SRC
+  cmake -S "$2/native" -B "$1" -DCMAKE_BUILD_TYPE=Release -DHSPMN_CUDA=ON -DHSPMN_CUDA_ARCHS=90 \
+    "-DHSPMN_PYTHON=$py" > "$1.configure.log" 2>&1 &&
+    cmake --build "$1" -j "$(nproc)" --target hspmn hspmn_lm_bench > "$1.build.log" 2>&1
+}
+
+t0=$SECONDS
+build "$work/new" . & new_pid=$!
+have_base=0
+if [[ -f "$base_tgz" ]]; then
+  rm -rf "$work/base-src" && mkdir -p "$work/base-src" && tar -xzf "$base_tgz" -C "$work/base-src"
+  build "$work/base" "$work/base-src" & base_pid=$!
+  wait "$base_pid" && have_base=1 || { echo "base build failed:"; tail -20 "$work/base.build.log"; }
+fi
+wait "$new_pid" || { echo "new build failed:"; tail -30 "$work/new.build.log"; exit 1; }
+echo "builds: $((SECONDS - t0)) s (base: $have_base)"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+
+trees=(new)
+[[ $have_base == 1 ]] && trees+=(base)
+src_of() { [[ $1 == new ]] && echo . || echo "$work/base-src"; }
+
+if [[ $parts == *" dense "* ]]; then
+  "$py" native/bench/dense_block.py --mode all --iters 10 --json "$out/dense.json" 2>&1 | tail -8
+fi
+for t in "${trees[@]}"; do
+  src=$(src_of "$t")
+  lib="$work/$t/libhspmn.so"
+  if [[ $parts == *" block "* ]]; then
+    echo "== $t: hspmn_block.py"
+    "$py" "$src/native/bench/hspmn_block.py" --mode all --iters 10 --lib "$lib" --json "$out/$t-block.json" 2>&1 | tail -8
+  fi
+  if [[ $parts == *" breakdown "* ]]; then
+    echo "== $t: kernel_breakdown.py"
+    "$py" "$src/native/bench/kernel_breakdown.py" --lib "$lib" --json "$out/$t-breakdown-infer.json" 2>&1 |
+      grep '^breakdown summary:'
+    "$py" "$src/native/bench/kernel_breakdown.py" --lib "$lib" --train --json "$out/$t-breakdown-train.json" 2>&1 |
+      grep '^breakdown summary:'
+  fi
+  if [[ $parts == *" lm "* ]]; then
+    runs=$lm_runs
+    [[ $t == base ]] && runs="${lm_runs%% *}"
+    for r in $runs; do
+      IFS=: read -r b s rc <<< "$r"
+      [[ $t == base ]] && rc=0
+      args=(--backend cuda --batch "$b" --seq "$s" --steps 6 --warmup 2 --json "$out/$t-lm-$b-$s-$rc.json")
+      [[ $rc == 1 ]] && args+=(--recompute 1)
+      echo "== $t: hspmn_lm_bench B=$b S=$s recompute $rc"
+      timeout 240 "$work/$t/tools/hspmn_lm_bench" "${args[@]}" 2>&1 | tail -2
+    done
+  fi
+done
+echo "compare: $((SECONDS - t0)) s; JSON in $out"

@@ -1,0 +1,216 @@
+// swiglu_gemm (the embedded Triton cubins through src/cuda/swiglu_gemm.cpp) on a real device, against
+// today's path: gemm (cuBLASLt) for gate and up, then swiglu_forward (src/cuda/kernels/swiglu.cu).
+//   - gate and up within one bf16 ulp of cuBLASLt's per element (another summation order moves a
+//     rounding by at most that), ||diff|| / ||ref|| < 1e-2; on the small shapes also against a
+//     float64 host product with the same rounding points;
+//   - act bit for bit swiglu_forward of the kernel's own gate and up (the epilogue is its arithmetic);
+//   - the inference launch's act bit for bit the training launch's; nothing written past [N, F];
+//   - shapes and pointers the launcher must refuse are refused with a status.
+// Without a device it prints "skipped: no device" and exits 0.
+//
+//   swiglu_gemm_cuda [--bench]   --bench adds fused vs cuBLASLt + swiglu_forward timings (D 2048, F 8192)
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "../src/core/bf16.h"
+#include "../src/core/error.h"
+#include "../src/cuda/device.h"
+#include "../src/cuda/kernels/kernels.h"
+#include "../src/cuda/runtime.h"
+#include "cuda_check.h"
+
+using namespace hspmn;
+using namespace hspmn::cuda;
+
+using bf16 = __nv_bfloat16;
+
+namespace {
+
+constexpr uint16_t kSentinel = 0x7fc1;  // a NaN pattern no kernel writes
+constexpr int64_t kPad = 64;             // sentinel elements after each output
+
+float bf(uint16_t h) { return bf16_to_f32(h); }
+
+struct Outputs {
+    DeviceBuffer act, gate, up;  // [N, F] + kPad each, the tail filled with kSentinel
+    Outputs(Device& d, int64_t n) {
+        std::vector<uint16_t> init(static_cast<std::size_t>(n + kPad), kSentinel);
+        for (DeviceBuffer* b : {&act, &gate, &up}) {
+            *b = DeviceBuffer(d, init.size() * 2);
+            check(cudaMemcpy(b->data(), init.data(), init.size() * 2, cudaMemcpyHostToDevice), "init");
+        }
+    }
+};
+
+bool tail_intact(const DeviceBuffer& b, int64_t n) {
+    const auto h = download<uint16_t>(b.data(), static_cast<std::size_t>(n + kPad));
+    for (int64_t i = n; i < n + kPad; ++i)
+        if (h[i] != kSentinel) return false;
+    return true;
+}
+
+// |a - b| <= one bf16 ulp of the larger (8 significant bits: 2^-7 |x| >= ulp(x)) plus 2^-16 of the
+// tensor's largest value (sums that cancel to near 0 are where the two orders differ most relatively).
+void compare_lt(const char* what, const std::vector<uint16_t>& got, const std::vector<uint16_t>& ref, int64_t N,
+                int64_t D, int64_t F) {
+    double maxref = 0, num = 0, den = 0;
+    for (uint16_t r : ref) maxref = std::max(maxref, std::fabs(static_cast<double>(bf(r))));
+    int64_t bad = 0, differ = 0, first = -1;
+    for (std::size_t i = 0; i < ref.size(); ++i) {
+        const double a = bf(got[i]), b = bf(ref[i]);
+        num += (a - b) * (a - b);
+        den += b * b;
+        differ += got[i] != ref[i];
+        if (!(std::fabs(a - b) <= std::ldexp(std::max(std::fabs(a), std::fabs(b)), -7) + std::ldexp(maxref, -16))) {
+            if (first < 0) first = static_cast<int64_t>(i);
+            ++bad;
+        }
+    }
+    const double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+    std::printf("  %-5s N=%lld D=%lld F=%lld: %.2f%% differ from cuBLASLt's, rel %.1e\n", what,
+                static_cast<long long>(N), static_cast<long long>(D), static_cast<long long>(F),
+                ref.empty() ? 0.0 : 100.0 * differ / ref.size(), rel);
+    EXPECT(bad == 0, "%s: %lld elements more than one ulp from cuBLASLt's, first at %lld: %g vs %g", what,
+           static_cast<long long>(bad), static_cast<long long>(first), first < 0 ? 0.0 : bf(got[first]),
+           first < 0 ? 0.0 : bf(ref[first]));
+    EXPECT(rel < 1e-2, "%s: relative difference %g", what, rel);
+}
+
+// Small shapes: gate and up within one ulp of the float64 product (+1e-4 for float32 sums near 0;
+// the values are ~N(0, 1)).
+void compare_f64(const std::vector<uint16_t>& c, const std::vector<uint16_t>& wg, const std::vector<uint16_t>& wu,
+                 const std::vector<uint16_t>& gate, const std::vector<uint16_t>& up, int64_t N, int64_t D, int64_t F) {
+    int64_t bad = 0;
+    for (int64_t n = 0; n < N; ++n)
+        for (int64_t f = 0; f < F; ++f) {
+            double sg = 0, su = 0;
+            for (int64_t k = 0; k < D; ++k) {
+                sg += static_cast<double>(bf(c[n * D + k])) * bf(wg[f * D + k]);
+                su += static_cast<double>(bf(c[n * D + k])) * bf(wu[f * D + k]);
+            }
+            for (auto [got, want] : {std::pair<uint16_t, double>{gate[n * F + f], sg}, {up[n * F + f], su}})
+                bad += !(std::fabs(bf(got) - want) <= std::ldexp(std::fabs(want), -7) + 1e-4);
+        }
+    EXPECT(bad == 0, "N=%lld D=%lld F=%lld: %lld gate/up elements more than one ulp from the float64 product",
+           static_cast<long long>(N), static_cast<long long>(D), static_cast<long long>(F),
+           static_cast<long long>(bad));
+}
+
+void test_shape(Device& d, std::mt19937& rng, int64_t N, int64_t D, int64_t F) {
+    std::vector<DeviceBuffer> keep;
+    const auto c = random_bf16(rng, static_cast<std::size_t>(N * D));
+    const auto wg = random_bf16(rng, static_cast<std::size_t>(F * D), 1.0f / std::sqrt(static_cast<float>(D)));
+    const auto wu = random_bf16(rng, static_cast<std::size_t>(F * D), 1.0f / std::sqrt(static_cast<float>(D)));
+    const bf16* dc = reinterpret_cast<const bf16*>(upload(d, c, keep));
+    const bf16* dwg = reinterpret_cast<const bf16*>(upload(d, wg, keep));
+    const bf16* dwu = reinterpret_cast<const bf16*>(upload(d, wu, keep));
+    const int64_t NF = N * F;
+
+    Outputs ref(d, NF), train(d, NF), infer(d, NF);
+    gemm(d, false, true, N, F, D, 1.0f, dc, D, dwg, D, 0.0f, ref.gate.data(), DType::BF16, F);
+    gemm(d, false, true, N, F, D, 1.0f, dc, D, dwu, D, 0.0f, ref.up.data(), DType::BF16, F);
+    swiglu_forward(d, ref.gate.as<bf16>(), ref.up.as<bf16>(), NF, ref.act.as<bf16>());
+    swiglu_gemm(d, N, D, F, dc, dwg, dwu, train.act.as<bf16>(), train.gate.as<bf16>(), train.up.as<bf16>());
+    swiglu_gemm(d, N, D, F, dc, dwg, dwu, infer.act.as<bf16>(), nullptr, nullptr);
+    // swiglu_forward of the fused kernel's own gate and up, into ref.act (cuBLASLt's act is not compared:
+    // a gate one ulp off moves act by more than an ulp, and gate/up are judged above)
+    swiglu_forward(d, train.gate.as<bf16>(), train.up.as<bf16>(), NF, ref.act.as<bf16>());
+
+    const auto n = static_cast<std::size_t>(NF);
+    const auto g = download<uint16_t>(train.gate.data(), n), u = download<uint16_t>(train.up.data(), n);
+    compare_lt("gate", g, download<uint16_t>(ref.gate.data(), n), N, D, F);
+    compare_lt("up", u, download<uint16_t>(ref.up.data(), n), N, D, F);
+    if (N * D * F <= (int64_t(1) << 24)) compare_f64(c, wg, wu, g, u, N, D, F);
+    const auto a = download<uint16_t>(train.act.data(), n);
+    const auto want = download<uint16_t>(ref.act.data(), n);
+    int64_t diff = 0;
+    for (std::size_t i = 0; i < n; ++i) diff += a[i] != want[i];
+    EXPECT(diff == 0, "N=%lld D=%lld F=%lld: act differs from swiglu_forward(own gate, up) at %lld elements",
+           static_cast<long long>(N), static_cast<long long>(D), static_cast<long long>(F),
+           static_cast<long long>(diff));
+    EXPECT(download<uint16_t>(infer.act.data(), n) == a, "N=%lld: inference act differs from training act",
+           static_cast<long long>(N));
+    for (const DeviceBuffer* b : {&train.act, &train.gate, &train.up, &infer.act})
+        EXPECT(tail_intact(*b, NF), "N=%lld D=%lld F=%lld: written past [N, F]", static_cast<long long>(N),
+               static_cast<long long>(D), static_cast<long long>(F));
+}
+
+void expect_refused(Device& d, hspmn_status want, const char* what, int64_t N, int64_t D, int64_t F, int offset,
+                    bool gate_only) {
+    DeviceBuffer buf(d, 1 << 20);
+    bf16* p = buf.as<bf16>();
+    try {
+        swiglu_gemm(d, N, D, F, p + offset, p, p, p, gate_only ? p : nullptr, nullptr);
+        EXPECT(false, "%s: accepted", what);
+    } catch (const Error& e) {
+        EXPECT(e.status == want, "%s: status %d (%s), want %d", what, e.status, e.message.c_str(), want);
+    }
+}
+
+float time_ms(Device& d, int iters, const std::function<void()>& fn) {
+    fn();
+    cudaEvent_t a, b;
+    check(cudaEventCreate(&a), "event");
+    check(cudaEventCreate(&b), "event");
+    check(cudaEventRecord(a, d.stream), "record");
+    for (int i = 0; i < iters; ++i) fn();
+    check(cudaEventRecord(b, d.stream), "record");
+    check(cudaEventSynchronize(b), "sync");
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, a, b), "elapsed");
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    return ms / iters;
+}
+
+void bench(Device& d) {
+    const int64_t D = 2048, F = 8192;
+    for (int64_t N : {int64_t(16384), int64_t(65536), int64_t(262144)}) {
+        DeviceBuffer c(d, N * D * 2), wg(d, F * D * 2), wu(d, F * D * 2), g(d, N * F * 2), u(d, N * F * 2),
+            a(d, N * F * 2);
+        for (DeviceBuffer* b : {&c, &wg, &wu}) b->zero(d);
+        const bf16 *pc = c.as<bf16>(), *pwg = wg.as<bf16>(), *pwu = wu.as<bf16>();
+        bf16 *pg = g.as<bf16>(), *pu = u.as<bf16>(), *pa = a.as<bf16>();
+        const double flop = 4.0 * N * D * F;
+        const float lt = time_ms(d, 5, [&] {
+            gemm(d, false, true, N, F, D, 1.0f, pc, D, pwg, D, 0.0f, pg, DType::BF16, F);
+            gemm(d, false, true, N, F, D, 1.0f, pc, D, pwu, D, 0.0f, pu, DType::BF16, F);
+            swiglu_forward(d, pg, pu, N * F, pa);
+        });
+        const float tr = time_ms(d, 5, [&] { swiglu_gemm(d, N, D, F, pc, pwg, pwu, pa, pg, pu); });
+        const float in = time_ms(d, 5, [&] { swiglu_gemm(d, N, D, F, pc, pwg, pwu, pa, nullptr, nullptr); });
+        std::printf("bench N=%lld D=%lld F=%lld: cuBLASLt x2 + swiglu %.3f ms (%.0f TFLOP/s), fused train %.3f ms "
+                    "(%.0f), fused infer %.3f ms (%.0f)\n",
+                    static_cast<long long>(N), static_cast<long long>(D), static_cast<long long>(F), lt,
+                    flop / lt / 1e9, tr, flop / tr / 1e9, in, flop / in / 1e9);
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const bool do_bench = argc > 1 && std::strcmp(argv[1], "--bench") == 0;
+    return run_on_device([&](Device& d) {
+        d.activate();
+        if (!swiglu_gemm_available(d)) {
+            std::printf("skipped: no swiglu_gemm kernel for sm_%d in this build (it needs sm_90+)\n", d.arch);
+            return;
+        }
+        std::mt19937 rng(7);
+        test_shape(d, rng, 1, 8, 8);
+        test_shape(d, rng, 37, 40, 24);
+        test_shape(d, rng, 333, 136, 200);
+        test_shape(d, rng, 0, 64, 64);
+        test_shape(d, rng, 4099, 2048, 5632);
+        expect_refused(d, HSPMN_ERR_SHAPE, "D not a multiple of 8", 16, 12, 16, 0, false);
+        expect_refused(d, HSPMN_ERR_SHAPE, "F not a multiple of 8", 16, 16, 20, 0, false);
+        expect_refused(d, HSPMN_ERR_SHAPE, "negative N", -1, 16, 16, 0, false);
+        expect_refused(d, HSPMN_ERR_INVALID_ARGUMENT, "c not 16-byte aligned", 16, 16, 16, 1, false);
+        expect_refused(d, HSPMN_ERR_INVALID_ARGUMENT, "gate without up", 16, 16, 16, 0, true);
+        if (do_bench) bench(d);
+    });
+}
