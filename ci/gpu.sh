@@ -3,7 +3,8 @@
 # triton 3.6.0, cmake; no Java unless .carry/ brings a JRE). Run from the repository root:
 #   bash ci/gpu.sh                 HSPMN_CUDA_ARCHS=90 by default; GPU_JOBS=<n> build jobs
 # Stages: configure, build, test_native, test_model, test_memory and memory_cuda (too-large configurations
-# refused before allocating, host and device), hspmn_cuda (gemm + attention vs float64), graph_cuda
+# refused before allocating, host and device), hspmn_cuda (gemm + attention vs float64), gemm_search
+# (cuBLASLt algorithm search: checks and the block's GEMMs, heuristic's first vs searched), graph_cuda
 # (CUDA graphs through the ABI),
 # hspmn_cuda_lm (the language model's CUDA ops vs float64), golden parity through the CUDA backend, the
 # same goldens through the CPU backend of the CUDA-built library, the language model through the CUDA
@@ -93,6 +94,10 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   stage gpu_faults "$py" native/reference/check_gpu_faults.py --lib "$build/libhspmn.so"
   stage test_sample "$build/tests/test_sample"
   stage hspmn_cuda "$build/tests/hspmn_cuda"
+  # gemm's cuBLASLt algorithm search: searched GEMMs vs float64, contexts and processes (HSPMN_GEMM_CACHE)
+  # bitwise equal, then the block's GEMMs with the heuristic's first vs the searched algorithm (TFLOP/s,
+  # "total" lines). Last line: "gemm_search: ok"
+  stage gemm_search bash ci/gpu-gemm-search.sh "$build"
   stage hspmn_cuda_lm "$build/tests/hspmn_cuda_lm"
   # the per-op backend suite (native/tests/backend_ops): every registered op case (odd tails, head dims
   # 8..128) on the CUDA ops against the CPU ops by normalised MSE (tolerances.json), then the same CPU ops

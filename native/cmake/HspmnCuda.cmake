@@ -42,6 +42,8 @@ add_library(hspmn_cuda_runtime STATIC
   src/cuda/driver_api.cpp
   src/cuda/cublaslt.cpp
   src/cuda/gemm.cpp
+  src/cuda/gemm_memo.cpp
+  src/cuda/gemm_search.cpp
   src/cuda/triton_loader.cpp
   src/cuda/attention.cpp
   src/cuda/swiglu_gemm.cpp

@@ -9,7 +9,7 @@
 
 namespace hspmn::cuda {
 
-struct GemmPlans;      // gemm.cpp: cuBLASLt descriptors and algorithm per shape
+struct GemmPlans;      // gemm.cpp: cuBLASLt descriptors and algorithm per shape (gemm_search.h)
 struct TritonModules;  // triton_loader.cpp: the loaded cubins of this device
 
 // What a file outside the runtime keeps per device and frees with it: the virtual destructor lets
@@ -44,6 +44,10 @@ public:
 
     std::mutex gemm_mutex;
     GemmPlans* gemm_plans = nullptr;
+    // The algorithm search for this context's new gemm plans: -1 the process's (HSPMN_GEMM_SEARCH), else a
+    // GemmSearch value (gemm_search.h). For tests and benchmarks only: OFF neither reads nor keeps the
+    // process's choices, so such a context may compute other bits than the rest.
+    int gemm_search = -1;
     std::mutex triton_mutex;
     TritonModules* triton = nullptr;
     DeviceBuffer attention_delta;    // [B, H, C] f32 of the backward

@@ -52,11 +52,12 @@ class Device;
 int device_ordinal(const Device& d);
 // The stream every op of the context goes on: the library's own (non-blocking) or the caller's
 // (hspmn_context_params.cuda_stream). Nothing in the backend uses another stream, the legacy default
-// stream or cudaDeviceSynchronize. Host waits are cudaStreamSynchronize on this stream; what still
-// waits for the whole device is cudaFree / cudaFreeHost / cudaMallocHost, which the backend calls only
-// when a tensor, block, model, decoder or context is created or destroyed, when scratch grows (the
-// first call of a larger shape) and in hspmn_gumbel_noise into a host tensor; never in a warm forward,
-// backward, decode or optimizer step.
+// stream or cudaDeviceSynchronize. Host waits are cudaStreamSynchronize on this stream (and the gemm
+// algorithm search's events, on a shape's first call); what still waits for the whole device is
+// cudaFree / cudaFreeHost / cudaMallocHost, which the backend calls only when a tensor, block, model,
+// decoder or context is created or destroyed, when scratch grows (the first call of a larger shape,
+// the search's scratch of an accumulating gemm included) and in hspmn_gumbel_noise into a host tensor;
+// never in a warm forward, backward, decode or optimizer step.
 cudaStream_t stream(const Device& d);
 int sm_count(const Device& d);
 
@@ -115,7 +116,9 @@ enum class DType { BF16, F32 };
 //   B [K, N] (trans_b = false) or B stored [N, K] (trans_b = true; the usual case, weights are [out, in]).
 //   lda/ldb/ldc are row strides in elements of the stored matrices. C is bf16 or f32.
 //   beta != 0 reads C (accumulation of weight gradients into f32).
-// The algorithm is chosen once per shape by cuBLASLt's heuristic and cached.
+// The algorithm is chosen once per shape and cached: by timing the heuristic's candidates on the first
+// call outside a graph capture (which waits for the stream), or the heuristic's first answer
+// (gemm_search.h; README.md "GEMM algorithms"). Every context of the process uses the same one.
 void gemm(Device& d, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
           float alpha, const __nv_bfloat16* A, int64_t lda, const __nv_bfloat16* B, int64_t ldb,
           float beta, void* C, DType c_type, int64_t ldc);
