@@ -7,6 +7,7 @@
 #   git archive <base> native | gzip > .carry/base-native.tgz      (on the development machine)
 #   bash ci/gpu-compare.sh [.carry/base-native.tgz]                 (on the GPU machine)
 #
+# HSPMN_NEW_BUILD=DIR uses this tree's build in DIR instead of building it again.
 # Each tree is built with its own scripts (the base's Python bindings match the base library's ABI).
 # HSPMN_COMPARE="dense block breakdown lm" picks parts; HSPMN_LM_RUNS="B:S:recompute ..." the LM
 # shapes of the new tree (default "8:2048:0"; the base runs the first one without recompute).
@@ -28,7 +29,9 @@ build() {  # build DIR SRC: the CUDA library and tools of the tree at SRC
 }
 
 t0=$SECONDS
-build "$work/new" . & new_pid=$!
+# HSPMN_NEW_BUILD=build-gpu: this tree's library is already built there (by ci/gpu.sh in the same call)
+new_build="${HSPMN_NEW_BUILD:-$work/new}"
+if [[ -n "${HSPMN_NEW_BUILD:-}" ]]; then true & new_pid=$!; else build "$work/new" . & new_pid=$!; fi
 have_base=0
 if [[ -f "$base_tgz" ]]; then
   rm -rf "$work/base-src" && mkdir -p "$work/base-src" && tar -xzf "$base_tgz" -C "$work/base-src"
@@ -48,7 +51,9 @@ if [[ $parts == *" dense "* ]]; then
 fi
 for t in "${trees[@]}"; do
   src=$(src_of "$t")
-  lib="$work/$t/libhspmn.so"
+  bdir="$work/$t"
+  [[ $t == new ]] && bdir="$new_build"
+  lib="$bdir/libhspmn.so"
   if [[ $parts == *" block "* ]]; then
     echo "== $t: hspmn_block.py"
     "$py" "$src/native/bench/hspmn_block.py" --mode all --iters 10 --lib "$lib" --json "$out/$t-block.json" 2>&1 | tail -8
@@ -69,7 +74,7 @@ for t in "${trees[@]}"; do
       args=(--backend cuda --batch "$b" --seq "$s" --steps 6 --warmup 2 --json "$out/$t-lm-$b-$s-$rc.json")
       [[ $rc == 1 ]] && args+=(--recompute 1)
       echo "== $t: hspmn_lm_bench B=$b S=$s recompute $rc"
-      timeout 240 "$work/$t/tools/hspmn_lm_bench" "${args[@]}" 2>&1 | tail -2
+      timeout 240 "$bdir/tools/hspmn_lm_bench" "${args[@]}" 2>&1 | tail -2
     done
   fi
 done

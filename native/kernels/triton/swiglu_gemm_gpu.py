@@ -116,7 +116,7 @@ def parity_case(name, N, D, F, configs, seed):
     torch_outs = (act_t, gate_t, up_t)
     ok = True
     for cname in configs:
-        cfg = sg.CONFIGS[cname]
+        cfg = sg.ALL_CONFIGS[cname]
         got, why = try_launch(lambda: sg.swiglu_gemm(c, w_gate, w_up, train=True, config=cfg))
         act_i, why_i = try_launch(lambda: sg.swiglu_gemm(c, w_gate, w_up, train=False, config=cfg))
         torch.cuda.synchronize()
@@ -207,7 +207,7 @@ def bench(configs, ns, dfs):
                 out = tuple(outs) if train else (outs[0], )
                 cells, best = [], (float("inf"), None)
                 for cname in configs:
-                    cfg = sg.CONFIGS[cname]
+                    cfg = sg.ALL_CONFIGS[cname]
                     run = lambda: sg.swiglu_gemm(c, w_gate, w_up, train=train, config=cfg, out=out)  # noqa: E731
                     _, why = try_launch(run)
                     if why:
@@ -237,7 +237,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--no-bench", action="store_true", help="parity only")
     ap.add_argument("--quick", action="store_true", help="benchmark N=65536 and the default config only")
-    ap.add_argument("--configs", nargs="+", default=list(sg.CONFIGS), choices=list(sg.CONFIGS),
+    ap.add_argument("--configs", nargs="+", default=list(sg.CONFIGS), choices=list(sg.ALL_CONFIGS),
                     help="the configs to check and time (default: all)")
     a = ap.parse_args()
     props = torch.cuda.get_device_properties(0)

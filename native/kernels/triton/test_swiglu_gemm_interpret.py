@@ -19,7 +19,7 @@ import time
 
 import interpreter_compat  # noqa: F401  (exits unless TRITON_INTERPRET=1; NumPy 2.4 fix)
 import torch
-from swiglu_gemm import CONFIGS, DEFAULT, TEST_CONFIG, Config, swiglu_gemm
+from swiglu_gemm import ALL_CONFIGS, CONFIGS, DEFAULT, TEST_CONFIG, Config, swiglu_gemm
 from swiglu_gemm_reference import reference
 
 MULTIPLE = 4.0
@@ -98,7 +98,7 @@ def main():
         ("large gate (saturating sigmoid)", 23, 16, 24, small, 2, 6),
         ("empty N=0", 0, 16, 24, small, 4, 7),
         (f"production tiles {DEFAULT}, tails", 130, 136, 136, CONFIGS[DEFAULT], 3, 8),
-        ("warp-specialised config m128n64k64ws4 (flag off the GPU)", 150, 72, 80, CONFIGS["m128n64k64ws4"], 2, 9),
+        ("warp-specialised config m128n64k64ws4 (flag off the GPU)", 150, 72, 80, ALL_CONFIGS["m128n64k64ws4"], 2, 9),
     ]
     ok = True
     for name, N, D, F, cfg, programs, seed in cases:

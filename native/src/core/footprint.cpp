@@ -102,7 +102,8 @@ Footprint block_training_footprint(const BlockConfig& cfg, int64_t B, int64_t S,
         // d_act's piece also holds d_c [N, D] f32 (d_a lives until the pair norm backward): 2 N max(F, 2 D).
         const double back = 12.0 * N * d.D + 4.0 * N * d.F + 2.0 * N * std::max(d.F, 2.0 * d.D) + 4.0 * N * d.KV +
                             8.0 * Nq * d.D + 4.0 * Nq + 4.0 * N + 14.0 * 256.0;
-        if (forward_peak) *forward_peak = {0.0, fwd};
+        // The training forward sizes the arena for its backward too (cuda_block.cu).
+        if (forward_peak) *forward_peak = {0.0, std::max(fwd, back)};
         if (backward_peak) *backward_peak = {0.0, std::max(fwd, back) + 4.0 * Nq * d.H};
         return {0.0, acts + rope};
     }

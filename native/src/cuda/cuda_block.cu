@@ -104,6 +104,15 @@ void CudaBlock::forward(const ForwardCall& call) {
     buf.v = grow<bf16>(d_, A.v, N * KV);
     if (call.training) {
         // Dead once the forward ends: the training arena's, not this block's (runtime.h).
+        // Sized for this forward's backward as well: a step that does not fit fails here, before the
+        // backward, and the backward never regrows the arena (a regrowth frees it first, so a failed
+        // one would leave less allocated than before the call).
+        {
+            Carve sizing(nullptr);
+            BackwardScratch T{};
+            T.carve(sizing, N, BC, D, F, KV);
+            training_arena(d_, sizing.bytes());
+        }
         carve_arena(d_, [&](Carve& cv) {
             buf.res = cv.take<float>(N * D);
             buf.kf = cv.take<float>(N * KV);
