@@ -6,6 +6,8 @@
 #
 #   git archive <base> native | gzip > .carry/base-native.tgz      (on the development machine)
 #   bash ci/gpu-compare.sh [.carry/base-native.tgz]                 (on the GPU machine)
+# HSPMN_COMPARE_BUILD_ONLY=1 stops after the builds (run it in the background while the call does
+# other work, then run the script again to measure: the second run finds the builds done).
 #
 # HSPMN_NEW_BUILD=DIR uses this tree's build in DIR instead of building it again.
 # Each tree is built with its own scripts (the base's Python bindings match the base library's ABI).
@@ -34,12 +36,15 @@ new_build="${HSPMN_NEW_BUILD:-$work/new}"
 if [[ -n "${HSPMN_NEW_BUILD:-}" ]]; then true & new_pid=$!; else build "$work/new" . & new_pid=$!; fi
 have_base=0
 if [[ -f "$base_tgz" ]]; then
-  rm -rf "$work/base-src" && mkdir -p "$work/base-src" && tar -xzf "$base_tgz" -C "$work/base-src"
+  # extracted once: a second run in the same call (HSPMN_COMPARE_BUILD_ONLY=1 first) reuses the build
+  [[ -d "$work/base-src/native" ]] || { mkdir -p "$work/base-src" && tar -xzf "$base_tgz" -C "$work/base-src"; }
   build "$work/base" "$work/base-src" & base_pid=$!
   wait "$base_pid" && have_base=1 || { echo "base build failed:"; tail -20 "$work/base.build.log"; }
 fi
 wait "$new_pid" || { echo "new build failed:"; tail -30 "$work/new.build.log"; exit 1; }
 echo "builds: $((SECONDS - t0)) s (base: $have_base)"
+# HSPMN_COMPARE_BUILD_ONLY=1: build now (beside other work of the call), measure in a second run
+[[ "${HSPMN_COMPARE_BUILD_ONLY:-0}" == 1 ]] && exit 0
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 
 trees=(new)
