@@ -51,26 +51,30 @@ trees=(new)
 [[ $have_base == 1 ]] && trees+=(base)
 src_of() { [[ $1 == new ]] && echo . || echo "$work/base-src"; }
 
+lib_of() { [[ $1 == new ]] && echo "$new_build" || echo "$work/base"; }
+# part by part, both trees each (a call cut short still has a before/after of the parts it reached)
+if [[ $parts == *" block "* ]]; then
+  for t in "${trees[@]}"; do
+    echo "== $t: hspmn_block.py"
+    "$py" "$(src_of "$t")/native/bench/hspmn_block.py" --mode all --iters 10 --lib "$(lib_of "$t")/libhspmn.so" \
+      --json "$out/$t-block.json" 2>&1 | tail -8
+  done
+fi
 if [[ $parts == *" dense "* ]]; then
+  echo "== dense_block.py"
   "$py" native/bench/dense_block.py --mode all --iters 10 --json "$out/dense.json" 2>&1 | tail -8
 fi
-for t in "${trees[@]}"; do
-  src=$(src_of "$t")
-  bdir="$work/$t"
-  [[ $t == new ]] && bdir="$new_build"
-  lib="$bdir/libhspmn.so"
-  if [[ $parts == *" block "* ]]; then
-    echo "== $t: hspmn_block.py"
-    "$py" "$src/native/bench/hspmn_block.py" --mode all --iters 10 --lib "$lib" --json "$out/$t-block.json" 2>&1 | tail -8
-  fi
-  if [[ $parts == *" breakdown "* ]]; then
-    echo "== $t: kernel_breakdown.py"
-    "$py" "$src/native/bench/kernel_breakdown.py" --lib "$lib" --json "$out/$t-breakdown-infer.json" 2>&1 |
-      grep '^breakdown summary:'
-    "$py" "$src/native/bench/kernel_breakdown.py" --lib "$lib" --train --json "$out/$t-breakdown-train.json" 2>&1 |
-      grep '^breakdown summary:'
-  fi
-  if [[ $parts == *" lm "* ]]; then
+if [[ $parts == *" breakdown "* ]]; then
+  for t in "${trees[@]}"; do
+    for mode in infer train; do
+      echo "== $t: kernel_breakdown.py ($mode)"
+      "$py" "$(src_of "$t")/native/bench/kernel_breakdown.py" --lib "$(lib_of "$t")/libhspmn.so" \
+        $([[ $mode == train ]] && echo --train) --json "$out/$t-breakdown-$mode.json" 2>&1 | grep '^breakdown summary:'
+    done
+  done
+fi
+if [[ $parts == *" lm "* ]]; then
+  for t in "${trees[@]}"; do
     runs=$lm_runs
     [[ $t == base ]] && runs="${lm_runs%% *}"
     for r in $runs; do
@@ -79,8 +83,8 @@ for t in "${trees[@]}"; do
       args=(--backend cuda --batch "$b" --seq "$s" --steps 6 --warmup 2 --json "$out/$t-lm-$b-$s-$rc.json")
       [[ $rc == 1 ]] && args+=(--recompute 1)
       echo "== $t: hspmn_lm_bench B=$b S=$s recompute $rc"
-      timeout 240 "$bdir/tools/hspmn_lm_bench" "${args[@]}" 2>&1 | tail -2
+      timeout 240 "$(lib_of "$t")/tools/hspmn_lm_bench" "${args[@]}" 2>&1 | tail -2
     done
-  fi
-done
+  done
+fi
 echo "compare: $((SECONDS - t0)) s; JSON in $out"
