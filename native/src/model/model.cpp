@@ -270,17 +270,8 @@ void Model::forward(const ModelForward& c) {
         }
         noise_free_out_ = noise_free_[slot].as<float>();
     }
-    TrunkCall t;
-    t.training = c.training;
-    t.noise = c.noise;
-    t.seed = c.seed;
-    t.step = c.step;
-    t.row_offset = c.row_offset;
-    t.aux_target = c.aux_target;
-    t.dropout = c.dropout;
-    t.recompute = c.training && c.recompute;
-    t.B = c.B;
-    t.S = c.S;
+    const TrunkCall t{c.training, c.noise, c.seed, c.step, c.row_offset, c.aux_target, c.dropout,
+                      c.training && c.recompute, c.B, c.S};
     if (c.training) {
         if (t.recompute)
             inputs_.ensure(static_cast<std::size_t>((L_ + 1) * N * D_) * 2);
