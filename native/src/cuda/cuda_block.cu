@@ -148,17 +148,26 @@ void CudaBlock::forward(const ForwardCall& call) {
 }
 
 void CudaBlock::share_activations(bool shared) {
-    Activations* target = &own_act_;
-    if (shared) {
-        if (!d_.shared_activations) d_.shared_activations = new SharedActivations();
-        target = &static_cast<SharedActivations*>(d_.shared_activations)->act;
-    }
-    if (target == act_) return;
-    act_ = target;
+    if (shared == (act_ != &own_act_)) return;
     has_act_ = false;
     ++scratch_generation_;  // a graph recorded on the other storage is stale
+    if (!shared) {
+        unshare();
+        return;
+    }
+    if (!d_.shared_activations) d_.shared_activations = new SharedActivations();
+    auto* s = static_cast<SharedActivations*>(d_.shared_activations);
+    ++s->users;
+    act_ = &s->act;
     // Sharing is for memory: the block's own buffers go (a cudaFree, once per switch of mode).
-    if (shared) own_act_ = Activations();
+    own_act_ = Activations();
+}
+
+void CudaBlock::unshare() noexcept {
+    if (act_ == &own_act_) return;
+    act_ = &own_act_;
+    auto* s = static_cast<SharedActivations*>(d_.shared_activations);
+    if (--s->users == 0) s->act = Activations();
 }
 
 void CudaBlock::backward(const BackwardCall& call) {

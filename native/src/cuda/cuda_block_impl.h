@@ -341,6 +341,7 @@ public:
     // freeing them here would cudaFree, which waits for the device, at the start of every forward.
     void drop_cache() noexcept override { has_act_ = false; }
     void share_activations(bool shared) override;
+    ~CudaBlock() override { unshare(); }
 
     ParamStorage param_storage(int index) override {
         return {param_[index].as<uint16_t>(), grad_[index].as<float>()};
@@ -446,6 +447,8 @@ private:
                        grow<float>(d_, A.l, N), grow<float>(d_, A.n, N), grow<float>(d_, A.temp, 2));
     }
 
+    // Stops sharing the device's activations (act_ back to own_act_); the last user frees them.
+    void unshare() noexcept;
     void ensure_step(int64_t seqs, int64_t max_len);
     void run_rows(const RowsPass& p, const RowsBuffers& b);  // cuda_block_rows.cu
     // The arena's buffers of a pass of n rows and Q query slots (RowsBuffers says what they share).
@@ -485,6 +488,7 @@ namespace hspmn::cuda {
 // The activations that every block of a device shares under recomputation (Device::shared_activations).
 struct SharedActivations final : DeviceOwned {
     detail::Activations act;
+    int users = 0;  // blocks sharing it; at 0 its buffers are freed (the model went back to its own)
 };
 
 }  // namespace hspmn::cuda
