@@ -103,8 +103,9 @@ Footprint block_training_footprint(const BlockConfig& cfg, int64_t B, int64_t S,
         const double back = 12.0 * N * d.D + 4.0 * N * d.F + 2.0 * N * std::max(d.F, 2.0 * d.D) + 4.0 * N * d.KV +
                             8.0 * Nq * d.D + 4.0 * Nq + 4.0 * N + 14.0 * 256.0;
         // The training forward sizes the arena for its backward too (cuda_block.cu).
-        if (forward_peak) *forward_peak = {0.0, std::max(fwd, back)};
-        if (backward_peak) *backward_peak = {0.0, std::max(fwd, back) + 4.0 * Nq * d.H};
+        const double arena = std::max(fwd, back);
+        if (forward_peak) *forward_peak = {0.0, arena};
+        if (backward_peak) *backward_peak = {0.0, arena + 4.0 * Nq * d.H};
         return {0.0, acts + rope};
     }
     // cpu_block.cpp Activations, all float32: x, h, c, a [N, D]; gate, up, act [N, F]; k, v [N, KV];

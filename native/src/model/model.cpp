@@ -230,16 +230,16 @@ void Model::run_trunk(const TrunkCall& t) {
     const int64_t N = t.B * t.S, ND = N * D_;
     // Recomputation keeps every layer's input (layer i reads slot i, writes slot i + 1); otherwise two
     // buffers take turns.
-    const bool keep_inputs = t.training && t.recompute;
+    const bool keep_inputs = t.recompute;  // set only for training forwards
     uint16_t* in = keep_inputs ? inputs_.as<uint16_t>() : act_a_.as<uint16_t>();
     uint16_t* out = keep_inputs ? in + ND : act_b_.as<uint16_t>();
     be_.embedding_forward(emb_value_.as<uint16_t>(), tokens_.as<int32_t>(), N, D_, in);
     float* stats = stats_.as<float>();
     for (int64_t i = 0; i < L_; ++i) {
         layer_forward(t, i, in, out, stats + 2 * i);
-        // Its activations are overwritten by the next layer's (or freed): backward re-runs this forward.
-        if (keep_inputs) blocks_[i]->drop_cache();
         if (keep_inputs) {
+            // Its activations are overwritten by the next layer's (or freed): backward re-runs this forward.
+            blocks_[i]->drop_cache();
             in = out;
             out += ND;
         } else {
@@ -303,8 +303,6 @@ void Model::forward(const ModelForward& c) {
         be_.copy(c.stats, &sv);
     }
     if (c.training) {
-        B_ = c.B;
-        S_ = c.S;
         last_ = t;
         has_cache_ = true;
         ++noise_free_forwards_;
@@ -313,7 +311,7 @@ void Model::forward(const ModelForward& c) {
 
 void Model::backward(float loss_scale, bool accumulate) {
     if (!has_cache_) fail(HSPMN_ERR_STATE, "no training forward to differentiate (call hspmn_model_forward with training = 1 first)");
-    const int64_t N = B_ * S_;
+    const int64_t B = last_.B, S = last_.S, N = B * S;
     dh_.ensure(static_cast<std::size_t>(N * D_) * 4);
     if (dp_) loss_scale = dp_backward_begin(loss_scale, accumulate);  // data parallelism: the rank's share of the mean
     if (!accumulate) {
@@ -324,13 +322,13 @@ void Model::backward(float loss_scale, bool accumulate) {
     be_.cross_entropy_fused(hidden_.as<uint16_t>(), emb_value_.as<uint16_t>(), targets_.as<int32_t>(), N, V_, D_,
                             loss_scale / static_cast<float>(N), ce_sum_.as<float>(), dh_.as<float>(),
                             emb_grad_.as<float>());
-    uint16_t* d_out = trunk_out_ == act_a_.as<uint16_t>() ? act_b_.as<uint16_t>() : act_a_.as<uint16_t>();
-    // Not trunk_out_: it must survive for a repeated backward (the cache stays until the next forward).
+    // The gradients take turns in act_c_ and the one of act_a_/act_b_ that is not trunk_out_ (it must
+    // survive for a repeated backward: the cache stays until the next forward). Under recomputation
+    // trunk_out_ is in inputs_: act_b_ and act_c_ take the gradients and act_a_ the re-run forwards'
+    // outputs (discarded: the forward already passed them on).
+    uint16_t* d_out = trunk_out_ == act_b_.as<uint16_t>() ? act_a_.as<uint16_t>() : act_b_.as<uint16_t>();
     uint16_t* d_in = act_c_.as<uint16_t>();
-    // Recomputation: trunk_out_ is in inputs_, so act_b_ and act_c_ take turns as gradients and act_a_
-    // takes the re-run forwards' outputs (discarded: the forward already passed them on).
     uint16_t* rerun_out = act_a_.as<uint16_t>();
-    if (last_.recompute) d_out = act_b_.as<uint16_t>();
     const int64_t ND = N * D_;
     be_.final_norm_backward(trunk_out_, norm_value_.as<uint16_t>(), rstd_.as<float>(), dh_.as<float>(), N, D_,
                             d_out, norm_grad_.as<float>());
@@ -340,9 +338,9 @@ void Model::backward(float loss_scale, bool accumulate) {
         view(dav, d_aux_.as<void>(), HSPMN_DTYPE_F32, {1});
     for (int64_t i = L_ - 1; i >= 0; --i) {
         hspmn_tensor dov;
-        view(dov, d_out, HSPMN_DTYPE_BF16, {B_, S_, D_});
+        view(dov, d_out, HSPMN_DTYPE_BF16, {B, S, D_});
         hspmn_tensor dxv;
-        view(dxv, d_in, HSPMN_DTYPE_BF16, {B_, S_, D_});
+        view(dxv, d_in, HSPMN_DTYPE_BF16, {B, S, D_});
         BackwardCall bc{accumulate ? 1 : 0, &dov, &dav, &dxv};
         // The same call as the forward's (noise, dropout masks and routing redrawn from the same keys,
         // the same weights: no optimizer step in between), so the activations are the forward's bit for

@@ -166,7 +166,6 @@ private:
 
     // Activations of the last forward (backend memory).
     int64_t rows_cap_ = 0;
-    int64_t B_ = 0, S_ = 0;
     bool has_cache_ = false;
     RawBuffer tokens_, targets_;      // [N] i32
     RawBuffer act_a_, act_b_;         // [N, D] bf16 ping-pong; the last block's output stays in one
@@ -176,7 +175,7 @@ private:
     RawBuffer dh_;                    // [N, D] f32
     RawBuffer stats_, ce_sum_, loss_, d_aux_, logits_;
     RawBuffer inputs_;                // recomputation: [L + 1, N, D] bf16, layer i's input, then the output
-    TrunkCall last_;                  // the training forward backward differentiates
+    TrunkCall last_;                  // the training forward backward differentiates (its B, S too)
     bool blocks_shared_ = false;      // the blocks' activations shared (BlockImpl::share_activations)
     // The router bias controller's measure: one [L] f32 slot (backend memory) per training forward
     // since the last optimizer step, written without a host sync and read by router_bias_step. An

@@ -15,7 +15,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /**
  * --recompute re-runs each layer's forward right before its backward with the forward's own noise and
  * dropout keys: a run with it equals the run without bit for bit (checkpoint and every logged loss), also
- * when a resumed run turns it off (it is an option of the invocation, not of the run).
+ * when a resumed run turns it off (it is an option of the invocation, not of the run). That the option
+ * takes effect (a forward holds less) is io.hspmn.ModelRecomputeTest's and test_model.cpp's to show.
  */
 class RecomputeTest {
     @TempDir
