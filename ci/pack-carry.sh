@@ -13,7 +13,7 @@ junit=.carry/junit-platform-console-standalone-1.11.4.jar
 [[ -f $junit ]] || mvn -B -ntp -q dependency:copy \
   -Dartifact=org.junit.platform:junit-platform-console-standalone:1.11.4 -DoutputDirectory=.carry
 # package builds both modules' classes and test classes, target/lib (Gson) and the JMH jar
-mvn -B -ntp -q package -DskipTests
+mvn -B -ntp -q -o package -DskipTests -Dhspmn.nativeBuildDir=${HSPMN_NATIVE_BUILD_DIR:-build}
 # One classes/ and one test-classes/ for both modules (the library's and the applications' packages do
 # not overlap), so the GPU scripts run a single class path; lib/ is the library's: Gson alone.
 stage=$(mktemp -d)

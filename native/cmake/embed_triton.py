@@ -30,10 +30,11 @@ def parse(meta, where):
         errors.append(f"{where}: arch {meta['arch']!r} is not sm_<N>[a]")
     gx, gy, gz = meta["grid"]
     persistent = meta["grid"] == ["sm_count", "1", "1"]  # one program per SM (swiglu_gemm)
-    mx = re.fullmatch(r"cdiv\((C|S), (BLOCK_M|BLOCK_N)\)", gx)
+    # extents: C query slots, S tokens, G = C * (H // HKV) (query slot and head pairs of a kv group)
+    mx = re.fullmatch(r"cdiv\((C|S|C \* \(H // HKV\)), (BLOCK_M|BLOCK_N)\)", gx)
     my = re.fullmatch(r"B \* (H|HKV)", gy)
     if not persistent and (not mx or not my or gz != "1"):
-        errors.append(f"{where}: grid {meta['grid']} is not (cdiv(C|S, BLOCK_M|BLOCK_N), B * H|HKV, 1) "
+        errors.append(f"{where}: grid {meta['grid']} is not (cdiv(C|S|C * (H // HKV), BLOCK_M|BLOCK_N), B * H|HKV, 1) "
                       "or (sm_count, 1, 1)")
     if meta["num_ctas"] != 1 or meta["launch_cooperative_grid"] or meta["launch_pdl"]:
         errors.append(f"{where}: clusters, cooperative or PDL launches are not supported by the launcher")
@@ -57,7 +58,7 @@ def parse(meta, where):
         return None, errors
     return {
         "arch": int(m.group(1)),
-        "grid_x_extent": "P" if persistent else mx.group(1),
+        "grid_x_extent": "P" if persistent else {"C": "C", "S": "S"}.get(mx.group(1), "G"),
         "grid_x_tile": 0 if persistent else int(meta["constexprs"][mx.group(2)]),
         "grid_y_kv_heads": 0 if persistent else 1 if my.group(1) == "HKV" else 0,
         "head_dims": (lo, hi, step),

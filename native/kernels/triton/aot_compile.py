@@ -68,10 +68,10 @@ ARG_SIZES = {"*bf16": 8, "*fp32": 8, "*i32": 8, "i32": 4}
 
 # kernel -> (tile key in sk.TILES, grid rule; B = batch; names are the kernel's arguments)
 KERNELS = {
-    "sqdk_attention_fwd": ("fwd", ["cdiv(C, BLOCK_M)", "B * H", "1"]),
+    "sqdk_attention_fwd": ("fwd", ["cdiv(C * (H // HKV), BLOCK_M)", "B * HKV", "1"]),
     "sqdk_attention_bwd_preprocess": ("preprocess", ["cdiv(C, BLOCK_M)", "B * H", "1"]),
     "sqdk_attention_bwd_dkdv": ("dkdv", ["cdiv(S, BLOCK_N)", "B * HKV", "1"]),
-    "sqdk_attention_bwd_dq": ("dq", ["cdiv(C, BLOCK_M)", "B * H", "1"]),
+    "sqdk_attention_bwd_dq": ("dq", ["cdiv(C * (H // HKV), BLOCK_M)", "B * HKV", "1"]),
 }
 # launch order of the backward: delta first, then dkdv and dq (independent of each other)
 ORDER = {"sqdk_attention_fwd": 0, "sqdk_attention_bwd_preprocess": 1,

@@ -2,6 +2,11 @@
 way libhspmn's loader will launch them, CUDA-graph replay with new device-side counts, and timings.
 
     python3 native/kernels/triton/gpu_check.py [--cubins DIR] [--no-bench]
+    python3 native/kernels/triton/gpu_check.py --bench-only --seq 65536 131072 [--base DIR]
+
+--seq: time the block's shape (B=1, H=16, Hkv=4, Dh=128, rho=0.2) at these sequence lengths instead
+of the default benchmark shapes; --base DIR: also time DIR/sqdk_attention.py (another tree's kernels,
+e.g. before a change) on the same inputs, one after the other; --bench-only skips the checks.
 
 --cubins DIR: the output of aot_compile.py (compiled anywhere, e.g. on a machine without a GPU);
 each cubin is loaded with cuModuleLoadData and launched with cuLaunchKernel through ctypes, using
@@ -215,37 +220,58 @@ def graph_replay():
     return ok
 
 
-def bench():
-    for (B, S, H, Hkv, Dh, rho) in ((1, 16384, 16, 4, 128, 0.2), (2, 8192, 32, 8, 64, 0.2),
-                                    (1, 16384, 16, 4, 128, 1.0)):
+def load_kernels(directory):
+    """sqdk_attention.py of another tree, as its own module (its launchers take the same arguments)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sqdk_attention_base", Path(directory) / "sqdk_attention.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def bench(seqs=(), base=None):
+    shapes = [(1, S, 16, 4, 128, 0.2) for S in seqs] or [
+        (1, 16384, 16, 4, 128, 0.2), (2, 8192, 32, 8, 64, 0.2), (1, 16384, 16, 4, 128, 1.0)]
+    trees = [("this", sqdk_attention_forward, sqdk_attention_backward)]
+    if base is not None:
+        mod = load_kernels(base)
+        trees.append(("base", mod.sqdk_attention_forward, mod.sqdk_attention_backward))
+    for (B, S, H, Hkv, Dh, rho) in shapes:
         C = max(1, int(S * rho))
         counts = [C] * B
         (q, k, v, do), pos, counts_t = make_case(9, B, S, C, H, Hkv, Dh, counts)
         pos32 = pos.to(torch.int32)
-        o, lse = sqdk_attention_forward(q, k, v, pos32, counts_t)
-        t_f = triton.testing.do_bench(lambda: sqdk_attention_forward(q, k, v, pos32, counts_t))
-        t_b = triton.testing.do_bench(lambda: sqdk_attention_backward(do, q, k, v, o, lse, pos32, counts_t))
         keys = (pos.clamp(min=-1) + 1).sum().item() * H  # (query, key) pairs attended, all heads
         flop_f = 4 * Dh * keys
         flop_b = 2.5 * flop_f  # 5 matmuls in the backward (dV, dP, dQ, dK, and recomputed S) vs 2
-        print(f"bench B={B} S={S} H={H} Hkv={Hkv} Dh={Dh} C={C}: fwd {t_f:.3f} ms "
-              f"({flop_f / t_f / 1e9:.0f} TFLOP/s), bwd {t_b:.3f} ms ({flop_b / t_b / 1e9:.0f} TFLOP/s)",
-              flush=True)
+        for name, fwd, bwd in trees:
+            o, lse = fwd(q, k, v, pos32, counts_t)
+            t_f = triton.testing.do_bench(lambda: fwd(q, k, v, pos32, counts_t))
+            t_b = triton.testing.do_bench(lambda: bwd(do, q, k, v, o, lse, pos32, counts_t))
+            print(f"bench {name} B={B} S={S} H={H} Hkv={Hkv} Dh={Dh} C={C}: fwd {t_f:.3f} ms "
+                  f"({flop_f / t_f / 1e9:.0f} TFLOP/s), bwd {t_b:.3f} ms ({flop_b / t_b / 1e9:.0f} TFLOP/s)",
+                  flush=True)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cubins", type=Path, default=None)
     ap.add_argument("--no-bench", action="store_true")
+    ap.add_argument("--bench-only", action="store_true")
+    ap.add_argument("--seq", type=int, nargs="*", default=[])
+    ap.add_argument("--base", type=Path, default=None)
     a = ap.parse_args()
     print(f"torch {torch.__version__}, triton {triton.__version__}, {torch.cuda.get_device_name()}", flush=True)
     print("tiles:", {d: {k: tuple(t) for k, t in v.items()} for d, v in TILES.items()}, flush=True)
     t0 = time.perf_counter()
-    cubins = CubinSet(a.cubins) if a.cubins else None
-    ok = parity(cubins)
-    ok &= graph_replay()
+    ok = True
+    if not a.bench_only:
+        cubins = CubinSet(a.cubins) if a.cubins else None
+        ok = parity(cubins)
+        ok &= graph_replay()
     if not a.no_bench:
-        bench()
+        bench(a.seq, a.base)
     print(f"{'all passed' if ok else 'FAILED'} in {time.perf_counter() - t0:.0f} s")
     return 0 if ok else 1
 

@@ -211,28 +211,41 @@ def _key_range(row_limit, row_valid, S, BLOCK_N: tl.constexpr):
 
 @triton.jit
 def _query_tile(Pos, Counts, C, S, H, HKV, HEAD_DIM, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr):
-    # The query tile of a program of grid (cdiv(C, BLOCK_M), B * H): its (b, h) offset into Q, O, dO
-    # and dQ and their row stride, its kv head's offset into K and V and their row stride, the offset of
-    # its (b, h) rows in Lse and Delta, the row and dim indices, which rows are queries and the last key
-    # each may see.
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    hk = h // (H // HKV)
+    # The query tile of a program of grid (cdiv(C * G, BLOCK_M), B * HKV), G = H // HKV. Its rows are
+    # (query slot, head) pairs of one kv head's G query heads, slot-major (row r: slot r // G, head
+    # hk * G + r % G): the G heads of a slot share its position and its keys, so a tile of BLOCK_M rows
+    # spans BLOCK_M / G positions, and its masked key range (first to last position) is G times
+    # narrower than with one head per tile; every row's result is the same as in any other tiling.
+    # Programs are ordered longest first: tiles of later slots see more keys, and the hardware
+    # dispatches blocks in linear order, so the short tiles fill the tail (pid_m counts down, and
+    # the kv groups vary fastest so every group's longest tiles start first).
+    # Returns each row's offset into Q, O, dO, dQ (row stride H * HEAD_DIM), its offset into Lse and
+    # Delta ([B, H, C]), the kv head's offset into K and V and their row stride, the dim indices,
+    # which rows are queries, which are inside C (stored) and the last key each may see.
+    num_tiles = tl.num_programs(0)
+    lin = tl.program_id(1) * num_tiles + tl.program_id(0)
+    groups = tl.num_programs(1)
+    bhk = lin % groups
+    pid_m = num_tiles - 1 - lin // groups
+    b = bhk // HKV
+    hk = bhk % HKV
+    group = H // HKV
     count = tl.load(Counts + b)
     q_stride = H * HEAD_DIM
     kv_stride = HKV * HEAD_DIM
-    q_base = b.to(tl.int64) * C * q_stride + h * HEAD_DIM
-    kv_base = b.to(tl.int64) * S * kv_stride + hk * HEAD_DIM
-    row_base = bh.to(tl.int64) * C
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    slot = offs_m // group
+    head = hk * group + offs_m % group
+    q_off = b.to(tl.int64) * C * q_stride + slot * q_stride + head * HEAD_DIM
+    row_off = (b * H + head).to(tl.int64) * C + slot
+    kv_base = b.to(tl.int64) * S * kv_stride + hk * HEAD_DIM
     offs_d = tl.arange(0, BLOCK_D)
-    row_valid = offs_m < count
-    pos = tl.load(Pos + b * C + offs_m, mask=row_valid, other=0)
+    row_valid = slot < count
+    in_c = slot < C
+    pos = tl.load(Pos + b * C + slot, mask=row_valid, other=0)
     # a padding row attends key 0 (as the reference does) so its softmax stays finite
     row_limit = tl.minimum(pos, S - 1)
-    return q_base, q_stride, kv_base, kv_stride, row_base, offs_m, offs_d, row_valid, row_limit
+    return q_off, row_off, kv_base, kv_stride, offs_d, row_valid, in_c, row_limit
 
 
 @triton.jit
@@ -261,11 +274,11 @@ def _fwd_inner(acc, l_i, m_i, q, K_base, V_base, row_limit, kv_stride, S, start,
 @triton.jit
 def sqdk_attention_fwd(Q, K, V, Pos, Counts, O, Lse, C, S, H, HKV, HEAD_DIM,
                        BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    # grid: (cdiv(C, BLOCK_M), B * H)
-    q_base, q_stride, kv_base, kv_stride, lse_base, offs_m, offs_d, row_valid, row_limit = _query_tile(
+    # grid: (cdiv(C * (H / HKV), BLOCK_M), B * HKV); rows: see _query_tile
+    q_off, lse_off, kv_base, kv_stride, offs_d, row_valid, in_c, row_limit = _query_tile(
         Pos, Counts, C, S, H, HKV, HEAD_DIM, BLOCK_D, BLOCK_M)
-    q_ptrs = Q + q_base + offs_m[:, None] * q_stride + offs_d[None, :]
-    q = tl.load(q_ptrs, mask=_row_mask(row_valid, offs_d, HEAD_DIM, BLOCK_D), other=0.0)
+    ptrs = q_off[:, None] + offs_d[None, :]
+    q = tl.load(Q + ptrs, mask=_row_mask(row_valid, offs_d, HEAD_DIM, BLOCK_D), other=0.0)
 
     full_end, end = _key_range(row_limit, row_valid, S, BLOCK_N)
     qk_scale = _softmax_scale(HEAD_DIM) * 1.4426950408889634  # 1/sqrt(Dh) * log2(e)
@@ -279,10 +292,8 @@ def sqdk_attention_fwd(Q, K, V, Pos, Counts, O, Lse, C, S, H, HKV, HEAD_DIM,
 
     o = tl.where(row_valid[:, None], acc / l_i[:, None], 0.0)
     lse = tl.where(row_valid, (m_i + tl.math.log2(l_i)) * 0.6931471805599453, 0.0)
-    in_c = offs_m < C
-    tl.store(O + q_base + offs_m[:, None] * q_stride + offs_d[None, :], o.to(O.dtype.element_ty),
-             mask=_row_mask(in_c, offs_d, HEAD_DIM, BLOCK_D))
-    tl.store(Lse + lse_base + offs_m, lse, mask=in_c)
+    tl.store(O + ptrs, o.to(O.dtype.element_ty), mask=_row_mask(in_c, offs_d, HEAD_DIM, BLOCK_D))
+    tl.store(Lse + lse_off, lse, mask=in_c)
 
 
 # ---- backward ------------------------------------------------------------------------------------
@@ -417,16 +428,16 @@ def _dq_inner(dq, q, do, lse2, delta, K_base, V_base, row_limit, kv_stride, S, s
 @triton.jit
 def sqdk_attention_bwd_dq(Q, K, V, DO, Lse, Delta, Pos, Counts, DQ, C, S, H, HKV, HEAD_DIM,
                           BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    # grid: (cdiv(C, BLOCK_M), B * H)
-    q_base, q_stride, kv_base, kv_stride, row_base, offs_m, offs_d, row_valid, row_limit = _query_tile(
+    # grid: (cdiv(C * (H / HKV), BLOCK_M), B * HKV); rows: see _query_tile
+    q_off, row_off, kv_base, kv_stride, offs_d, row_valid, in_c, row_limit = _query_tile(
         Pos, Counts, C, S, H, HKV, HEAD_DIM, BLOCK_D, BLOCK_M)
-    ptrs = q_base + offs_m[:, None] * q_stride + offs_d[None, :]
+    ptrs = q_off[:, None] + offs_d[None, :]
     # rows >= count: q = do = lse = delta = 0 make dS exactly 0, and the store writes 0 anyway
     mask = _row_mask(row_valid, offs_d, HEAD_DIM, BLOCK_D)
     q = tl.load(Q + ptrs, mask=mask, other=0.0)
     do = tl.load(DO + ptrs, mask=mask, other=0.0)
-    lse2 = tl.load(Lse + row_base + offs_m, mask=row_valid, other=0.0) * 1.4426950408889634
-    delta = tl.load(Delta + row_base + offs_m, mask=row_valid, other=0.0)
+    lse2 = tl.load(Lse + row_off, mask=row_valid, other=0.0) * 1.4426950408889634
+    delta = tl.load(Delta + row_off, mask=row_valid, other=0.0)
 
     full_end, end = _key_range(row_limit, row_valid, S, BLOCK_N)
     sm_scale = _softmax_scale(HEAD_DIM)
@@ -437,7 +448,7 @@ def sqdk_attention_bwd_dq(Q, K, V, DO, Lse, Delta, Pos, Counts, DQ, C, S, H, HKV
     dq = _dq_inner(dq, q, do, lse2, delta, K + kv_base, V + kv_base, row_limit, kv_stride, S,
                    full_end, end, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, True)
     dq = tl.where(row_valid[:, None], dq * sm_scale, 0.0)
-    tl.store(DQ + ptrs, dq.to(DQ.dtype.element_ty), mask=_row_mask(offs_m < C, offs_d, HEAD_DIM, BLOCK_D))
+    tl.store(DQ + ptrs, dq.to(DQ.dtype.element_ty), mask=_row_mask(in_c, offs_d, HEAD_DIM, BLOCK_D))
 
 
 # ---- Python launchers (tests, ci/gpu.sh parity checks) -------------------------------------------
@@ -472,7 +483,7 @@ def sqdk_attention_forward(q, k, v, pos, counts, tiles: Optional[dict] = None):
     t = tiles_for(Dh, tiles)["fwd"]
     o = torch.empty_like(q)
     lse = torch.empty((B, H, C), dtype=torch.float32, device=q.device)
-    grid = (triton.cdiv(C, t.block_m), B * H)
+    grid = (triton.cdiv(C * (H // Hkv), t.block_m), B * Hkv)
     sqdk_attention_fwd[grid](q, k, v, pos, counts, o, lse, C, S, H, Hkv,
                              **head_dim_args(Dh), BLOCK_M=t.block_m, BLOCK_N=t.block_n,
                              num_warps=t.num_warps, num_stages=t.num_stages)
@@ -502,7 +513,7 @@ def sqdk_attention_backward(do, q, k, v, o, lse, pos, counts, tiles: Optional[di
         num_warps=t.num_warps, num_stages=t.num_stages)
     dq = torch.empty_like(q)
     t = ts["dq"]
-    sqdk_attention_bwd_dq[(triton.cdiv(C, t.block_m), B * H)](
+    sqdk_attention_bwd_dq[(triton.cdiv(C * (H // Hkv), t.block_m), B * Hkv)](
         q, k, v, do, lse, delta, pos, counts, dq, C, S, H, Hkv,
         **head_dim_args(Dh), BLOCK_M=t.block_m, BLOCK_N=t.block_n,
         num_warps=t.num_warps, num_stages=t.num_stages)

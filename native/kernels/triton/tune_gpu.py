@@ -1,11 +1,13 @@
 """Time each sqdk_attention kernel alone for candidate tiles on a GPU; prints registers and spills.
 
-    python3 native/kernels/triton/tune_gpu.py
+    python3 native/kernels/triton/tune_gpu.py [--seq S ...] [--dh 128 64]
 
 Only proposes: the chosen tiles live in sqdk_attention.TILES. Shapes are those of gpu_check.py's
-benchmark (rho = 0.2, GQA 4:1).
+benchmark (rho = 0.2, GQA 4:1); --seq times the Dh=128 shape (B=1, H=16, Hkv=4) at other sequence
+lengths instead (the block's long contexts: 65536, 131072).
 """
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -21,10 +23,11 @@ from gpu_check import make_case  # noqa: E402
 CANDIDATES = {
     128: {
         "fwd": [(128, 64, 8, 3), (64, 64, 4, 3), (64, 64, 4, 4), (64, 64, 4, 2), (64, 128, 4, 2),
-                (128, 128, 8, 3)],
+                (128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (256, 64, 8, 3), (128, 32, 4, 3)],
         "dkdv": [(32, 64, 4, 2), (32, 64, 4, 3), (16, 64, 4, 2), (16, 64, 4, 3), (64, 64, 4, 2),
                  (32, 128, 8, 2), (64, 128, 8, 1)],
-        "dq": [(64, 64, 4, 3), (64, 64, 4, 2), (64, 128, 4, 2), (128, 64, 8, 3), (64, 32, 4, 4)],
+        "dq": [(64, 64, 4, 3), (64, 64, 4, 2), (64, 128, 4, 2), (128, 64, 8, 3), (64, 32, 4, 4),
+               (128, 32, 8, 3), (128, 128, 8, 2)],
     },
     64: {
         "fwd": [(128, 64, 4, 3), (128, 64, 4, 4), (128, 128, 4, 3), (64, 64, 4, 3), (128, 32, 4, 3),
@@ -38,9 +41,19 @@ SHAPES = {128: (1, 16384, 16, 4, 0.2), 64: (2, 8192, 32, 8, 0.2)}
 
 
 def main():
-    for Dh, (B, S, H, Hkv, rho) in SHAPES.items():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seq", type=int, nargs="*", default=[])
+    ap.add_argument("--dh", type=int, nargs="*", default=list(SHAPES))
+    a = ap.parse_args()
+    shapes = [(Dh, SHAPES[Dh]) for Dh in a.dh if not a.seq or Dh != 128]
+    shapes += [(128, (1, S, 16, 4, 0.2)) for S in a.seq]
+    for Dh, (B, S, H, Hkv, rho) in shapes:
         C = int(S * rho)
         (q, k, v, do), pos, counts = make_case(11, B, S, C, H, Hkv, Dh, [C] * B)
+        # (query, key) pairs attended over all heads; matmuls per pair: fwd 2 (QK, PV), dq 3 (QK, dO V,
+        # dS K), dkdv 4 (QK, P dO, V dO, dS Q), 2 Dh FLOP each
+        pairs = (pos.clamp(min=-1) + 1).sum().item() * H
+        flop = {"fwd": 4 * Dh * pairs, "dq": 6 * Dh * pairs, "dkdv": 8 * Dh * pairs}
         pos32 = pos.to(torch.int32)
         o, lse = sk.sqdk_attention_forward(q, k, v, pos32, counts)
         _, _, _, delta = sk.sqdk_attention_backward(do, q, k, v, o, lse, pos32, counts)
@@ -52,18 +65,18 @@ def main():
                 kw = dict(**sk.head_dim_args(Dh), BLOCK_M=t.block_m, BLOCK_N=t.block_n, num_warps=t.num_warps,
                           num_stages=t.num_stages)
                 if kern == "fwd":
-                    fn = sk.sqdk_attention_fwd[(triton.cdiv(C, t.block_m), B * H)]
+                    fn = sk.sqdk_attention_fwd[(triton.cdiv(C * (H // Hkv), t.block_m), B * Hkv)]
                     args = (q, k, v, pos32, counts, o, lse, C, S, H, Hkv)
                 elif kern == "dkdv":
                     fn = sk.sqdk_attention_bwd_dkdv[(triton.cdiv(S, t.block_n), B * Hkv)]
                     args = (q, k, v, do, lse, delta, pos32, counts, dk, dv, C, S, H, Hkv)
                 else:
-                    fn = sk.sqdk_attention_bwd_dq[(triton.cdiv(C, t.block_m), B * H)]
+                    fn = sk.sqdk_attention_bwd_dq[(triton.cdiv(C * (H // Hkv), t.block_m), B * Hkv)]
                     args = (q, k, v, do, lse, delta, pos32, counts, dq, C, S, H, Hkv)
                 try:
                     compiled = fn(*args, **kw)
                     ms = triton.testing.do_bench(lambda: fn(*args, **kw))
-                    print(f"  {kern:5} {str(c):18} {ms:8.3f} ms  regs {compiled.n_regs} "
+                    print(f"  {kern:5} {str(c):18} {ms:8.3f} ms {flop[kern] / ms / 1e9:5.0f} TFLOP/s  regs {compiled.n_regs} "
                           f"spills {compiled.n_spills} shared {compiled.metadata.shared}", flush=True)
                 except Exception as e:  # out of shared memory and the like: report and go on
                     print(f"  {kern:5} {str(c):18} failed: {type(e).__name__}: {str(e)[:100]}", flush=True)

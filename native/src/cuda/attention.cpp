@@ -49,7 +49,9 @@ struct Bindings {
 void launch(Device& d, const char* name, const AttentionShape& s, Bindings& b) {
     const TritonLoaded& l = kernel(d, name, s.Dh);
     const TritonKernel& k = *l.meta;
-    const int64_t extent = k.grid_x_extent == 'S' ? s.S : s.C;
+    const int64_t extent = k.grid_x_extent == 'S'   ? s.S
+                           : k.grid_x_extent == 'G' ? s.C * (s.H / s.Hkv)  // query slot and head pairs of a kv group
+                                                    : s.C;
     const int64_t gx = (extent + k.grid_x_tile - 1) / k.grid_x_tile;
     const int64_t gy = s.B * (k.grid_y_kv_heads ? s.Hkv : s.H);
     if (gx == 0 || gy == 0) return;

@@ -34,7 +34,7 @@ struct TritonKernel {
     int32_t shared_bytes;  // dynamic shared memory per program
     // grid = (cdiv(grid_x_extent, grid_x_tile), B * (grid_y_kv_heads ? Hkv : H), 1), or for
     // grid_x_extent 'P' (persistent: swiglu_gemm) one program per SM, (sm_count, 1, 1)
-    char grid_x_extent;  // 'C' (query slots), 'S' (tokens) or 'P'
+    char grid_x_extent;  // 'C' (query slots), 'S' (tokens), 'G' (C * H / Hkv: slot and head pairs) or 'P'
 
     int32_t grid_x_tile;
     int32_t grid_y_kv_heads;
