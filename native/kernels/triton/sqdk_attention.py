@@ -47,19 +47,23 @@ class Tile(NamedTuple):
 
 # Keyed by BLOCK_D, the padded tile width (head dims, variants: see HEAD_DIMS below), because the
 # tile shapes' register and shared-memory footprint follows the tile width, not the true head dim.
-# Why these: timed one kernel at a time on an H200 (tune_gpu.py; bf16, rho = 0.2, GQA 4:1;
-# Dh=128: B=1 S=16384 H=16, Dh=64: B=2 S=8192 H=32), the fastest of 10-12 candidates each.
-# - Query tiles of 64 rows beat 128 in fwd and dq: routed queries are spread over the sequence, so
-#   a tile's rows span a wide range of positions and the masked part of its key range (first to
-#   last position) grows with the tile; 64 rows halve it.
-# - 4 warps (one warpgroup, one m64 wgmma per step) won everywhere except dq at Dh=128, where
-#   128x64 with 8 warps beat 64x64.
+# Why these: timed one kernel at a time (tune_gpu.py; bf16, rho = 0.2, GQA 4:1), the fastest of
+# 7-12 candidates each: Dh=64 on an H200 (B=2 S=8192 H=32) before the forward and dq packed a kv
+# group's heads into one tile; Dh=128 on an H100 after it (B=1 H=16, S=16384 and S=131072).
+# - Query tiles are (slot, head) rows of one kv group (_query_tile): a 128-row tile at 4:1 GQA spans
+#   32 query positions, as 32-row tiles did before packing, so the masked part of its key range
+#   stays narrow while each K/V tile loaded feeds 128 rows. At Dh=128 the forward's 128x64 with 8
+#   warps is within 2 % of the fastest at both lengths (128x128: 2 bytes spilled, 224 KiB of shared
+#   memory; 256x64: 76 bytes spilled, slower at S=16384) and 6 % faster than the 64x64 tile at
+#   S=131072; dq's 128x64 with 8 warps was the fastest at both lengths.
+# - Dh=64 (timed before packing): 64-row query tiles and 4 warps (one warpgroup, one m64 wgmma per
+#   step) won; with packing a 64-row tile spans 16 positions at 4:1 GQA. Not re-timed since.
 # - dkdv holds K, V, dK, dV of its key tile in registers for the whole loop, so the query step is
 #   small (32; tutorial 06's split). The fastest variants spill (ptxas stack frames of 528 bytes
 #   at Dh=64 and 480 at Dh=128, 255 registers) and still beat every spill-free one: the spills stay in L1.
 #   (The timings of these comparisons: BENCHMARKS.md "From sqdk_attention.py's tile notes".)
 # - 3 stages: 2 was slower in every pair timed, 4 no faster; the largest tile here uses 160 KiB
-#   of the 227 KiB of shared memory an H100/H200 block may have.
+#   of the 227 KiB of shared memory an H100/H200 block may have (timings: BENCHMARKS.md).
 # - BLOCK_D 16 and 32 (head dims 8..32) are NOT timed: they take BLOCK_D 64's tiles. Every tile's
 #   registers and shared memory shrink with BLOCK_D, so they fit wherever 64's do (exact dkdv
 #   spills 8 and 136 bytes instead of 528), and the m64 wgmma per warpgroup that made 64-row query
@@ -76,7 +80,7 @@ TILES = {
     32: _TILES_64,
     64: _TILES_64,
     128: {
-        "fwd": Tile(64, 64, 4, 3),
+        "fwd": Tile(128, 64, 8, 3),
         "preprocess": Tile(128, 0, 4, 1),
         "dkdv": Tile(32, 64, 4, 3),
         "dq": Tile(128, 64, 8, 3),
