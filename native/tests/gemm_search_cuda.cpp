@@ -292,6 +292,8 @@ DeviceBuffer random_buffer(Device& d, std::size_t bytes, const DeviceBuffer& blo
     return b;
 }
 
+// One GEMM of the block, packed as it runs there: lda, ldb, ldc are the stored matrices' widths; a
+// weight gradient (trans_a) accumulates into the gradient buffer, everything else writes `out`.
 struct BenchGemm {
     const char* name;
     int count;        // calls per block step
@@ -300,13 +302,9 @@ struct BenchGemm {
     bool ta, tb;
     int64_t M, N, K;
     const void* A;
-    int64_t lda;
     const void* B;
-    int64_t ldb;
-    float beta;
-    void* C;
+    bool accumulate;
     DType ct;
-    int64_t ldc;
 };
 
 template <class Fn>
@@ -342,35 +340,32 @@ void bench(Device& d) {
     out.zero(d);
     grad.zero(d);
     check(cudaStreamSynchronize(stream(d)), "sync");
-    const float one = 1.0f, zero = 0.0f;
     // count: calls in the block now; count_split: before the stacking (gate, up, d_c, dW_gate/up, d_a and
     // dW_k/v as pairs). A row with count 0 is timed for the comparison only.
     const int64_t F2 = 2 * F, KV2 = 2 * KV;
+    const void *pnd = nd.data(), *pnf = nf.data(), *pkv = nkv.data(), *pw = w.data();
+    const DType f32 = DType::F32, b16 = DType::BF16;
     const BenchGemm shapes[] = {
-        {"gate|up [2F]", 1, 0, false, false, true, N, F2, D, nd.data(), D, w.data(), D, zero, out.data(), DType::BF16, F2},
-        {"gate, up", 0, 2, false, false, true, N, F, D, nd.data(), D, w.data(), D, zero, out.data(), DType::BF16, F},
-        {"down +=", 1, 1, false, false, true, N, D, F, nf.data(), F, w.data(), F, one, out.data(), DType::F32, D},
-        {"k (f32)", 1, 1, false, false, true, N, KV, D, nd.data(), D, w.data(), D, zero, out.data(), DType::F32, KV},
-        {"v (bf16)", 1, 1, false, false, true, N, KV, D, nd.data(), D, w.data(), D, zero, out.data(), DType::BF16, KV},
-        {"q, o", 2, 2, false, false, true, Q, D, D, nd.data(), D, w.data(), D, zero, out.data(), DType::F32, D},
-        {"dWo, dWq +=", 2, 2, true, true, false, D, D, Q, nd.data(), D, nf.data(), D, one, grad.data(), DType::F32, D},
-        {"d_attn, d_asel", 2, 2, true, false, false, Q, D, D, nd.data(), D, w.data(), D, zero, out.data(), DType::BF16,
-         D},
-        {"dWk|v [2KV] +=", 1, 0, true, true, false, KV2, D, N, nkv.data(), KV2, nd.data(), D, one, grad.data(),
-         DType::F32, D},
-        {"dWk, dWv +=", 0, 2, true, true, false, KV, D, N, nkv.data(), KV, nd.data(), D, one, grad.data(), DType::F32, D},
-        {"d_a (K 2KV)", 1, 0, true, false, false, N, D, KV2, nkv.data(), KV2, w.data(), D, zero, out.data(), DType::F32,
-         D},
-        {"d_a (k)", 0, 1, true, false, false, N, D, KV, nkv.data(), KV, w.data(), D, zero, out.data(), DType::F32, D},
-        {"d_a (v) +=", 0, 1, true, false, false, N, D, KV, nkv.data(), KV, w.data(), D, one, out.data(), DType::F32, D},
-        {"dW_down +=", 1, 1, true, true, false, D, F, N, nd.data(), D, nf.data(), F, one, grad.data(), DType::F32, F},
-        {"d_act", 1, 1, true, false, false, N, F, D, nd.data(), D, w.data(), F, zero, out.data(), DType::BF16, F},
-        {"dWg|u [2F] +=", 1, 0, true, true, false, F2, D, N, nf.data(), F2, nd.data(), D, one, grad.data(), DType::F32,
-         D},
-        {"dW_gate, up +=", 0, 2, true, true, false, F, D, N, nf.data(), F, nd.data(), D, one, grad.data(), DType::F32, D},
-        {"d_c (K 2F)", 1, 0, true, false, false, N, D, F2, nf.data(), F2, w.data(), D, zero, out.data(), DType::F32, D},
-        {"d_c", 0, 1, true, false, false, N, D, F, nf.data(), F, w.data(), D, zero, out.data(), DType::F32, D},
-        {"d_c +=", 0, 1, true, false, false, N, D, F, nf.data(), F, w.data(), D, one, out.data(), DType::F32, D},
+        {"gate|up [2F]", 1, 0, false, false, true, N, F2, D, pnd, pw, false, b16},
+        {"gate, up", 0, 2, false, false, true, N, F, D, pnd, pw, false, b16},
+        {"down +=", 1, 1, false, false, true, N, D, F, pnf, pw, true, f32},
+        {"k (f32)", 1, 1, false, false, true, N, KV, D, pnd, pw, false, f32},
+        {"v (bf16)", 1, 1, false, false, true, N, KV, D, pnd, pw, false, b16},
+        {"q, o", 2, 2, false, false, true, Q, D, D, pnd, pw, false, f32},
+        {"dWo, dWq +=", 2, 2, true, true, false, D, D, Q, pnd, pnf, true, f32},
+        {"d_attn, d_asel", 2, 2, true, false, false, Q, D, D, pnd, pw, false, b16},
+        {"dWk|v [2KV] +=", 1, 0, true, true, false, KV2, D, N, pkv, pnd, true, f32},
+        {"dWk, dWv +=", 0, 2, true, true, false, KV, D, N, pkv, pnd, true, f32},
+        {"d_a (K 2KV)", 1, 0, true, false, false, N, D, KV2, pkv, pw, false, f32},
+        {"d_a (k)", 0, 1, true, false, false, N, D, KV, pkv, pw, false, f32},
+        {"d_a (v) +=", 0, 1, true, false, false, N, D, KV, pkv, pw, true, f32},
+        {"dW_down +=", 1, 1, true, true, false, D, F, N, pnd, pnf, true, f32},
+        {"d_act", 1, 1, true, false, false, N, F, D, pnd, pw, false, b16},
+        {"dWg|u [2F] +=", 1, 0, true, true, false, F2, D, N, pnf, pnd, true, f32},
+        {"dW_gate, up +=", 0, 2, true, true, false, F, D, N, pnf, pnd, true, f32},
+        {"d_c (K 2F)", 1, 0, true, false, false, N, D, F2, pnf, pw, false, f32},
+        {"d_c", 0, 1, true, false, false, N, D, F, pnf, pw, false, f32},
+        {"d_c +=", 0, 1, true, false, false, N, D, F, pnf, pw, true, f32},
     };
     auto first = context(static_cast<int>(GemmSearch::OFF));
     d.gemm_search = static_cast<int>(GemmSearch::EVERY_SHAPE);
@@ -380,8 +375,9 @@ void bench(Device& d) {
                 "TFLOP/s", "search ms", "TFLOP/s", "speedup");
     for (const BenchGemm& g : shapes) {
         auto call = [&](Device& dev) {
-            gemm(dev, g.ta, g.tb, g.M, g.N, g.K, 1.0f, static_cast<const bf16*>(g.A), g.lda,
-                 static_cast<const bf16*>(g.B), g.ldb, g.beta, g.C, g.ct, g.ldc);
+            gemm(dev, g.ta, g.tb, g.M, g.N, g.K, 1.0f, static_cast<const bf16*>(g.A), g.ta ? g.M : g.K,
+                 static_cast<const bf16*>(g.B), g.tb ? g.K : g.N, g.accumulate ? 1.0f : 0.0f,
+                 g.ta ? grad.data() : out.data(), g.ct, g.N);
         };
         call(*first);  // the plans (the search runs in d's); first's stream idle before d's search times
         check(cudaStreamSynchronize(stream(*first)), "sync");

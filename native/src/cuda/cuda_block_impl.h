@@ -395,6 +395,9 @@ private:
     // Parameters stored right after the one before them in weight_ and grad_: [W_gate; W_up] is one
     // [2F, D] matrix and [W_k; W_v] one [2 KV, D], so the forward's gate/up GEMM and the backward's
     // d_c, dW_[gate;up], d_a and dW_[k;v] are one GEMM each (param_ stays one buffer per parameter).
+    // F D and KV D are multiples of 4 (D = H Dh, Dh even), so W_up's and W_v's gradients stay 16-byte
+    // aligned; their bf16 weights 8-byte at least, which cuBLASLt reads at their alignment and
+    // skinny_gemm only where D % 8 == 0 (has_decode_step), i.e. 16-byte aligned.
     static constexpr bool stacked_after(int index) { return index == P_REFLEX_UP || index == P_ATTN_V; }
 
     // The weights this forward uses: param_ where set_param changed it since the last forward.
