@@ -399,6 +399,8 @@ private:
     // aligned; their bf16 weights 8-byte at least, which cuBLASLt reads at their alignment and
     // skinny_gemm only where D % 8 == 0 (has_decode_step), i.e. 16-byte aligned.
     static constexpr bool stacked_after(int index) { return index == P_REFLEX_UP || index == P_ATTN_V; }
+    static_assert(P_REFLEX_UP == P_REFLEX_GATE + 1 && P_ATTN_V == P_ATTN_K + 1,
+                  "w(P_REFLEX_GATE) and w(P_ATTN_K) are the stacked matrices' first rows");
 
     // The weights this forward uses: param_ where set_param changed it since the last forward.
     void refresh_weights() {
