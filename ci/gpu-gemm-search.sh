@@ -4,7 +4,8 @@
 #   bash ci/gpu-gemm-search.sh BUILD_DIR
 # 1. tests/gemm_search_cuda --bench with HSPMN_GEMM_SEARCH_LOG=1: the checks (float64 parity of searched
 #    GEMMs, beta = 1 accumulation, contexts bitwise equal), one "hspmn gemm search:" line per searched
-#    shape, then the block's GEMMs, heuristic's first vs searched (TFLOP/s), and three "total" lines.
+#    shape, then the block's GEMMs (and the pairs it ran before stacking [W_gate; W_up], [W_k; W_v]),
+#    heuristic's first vs searched (TFLOP/s), and six "total" lines (the block now, then split).
 # 2. Across processes: two runs with one HSPMN_GEMM_CACHE; the second must read every choice from the
 #    file (it checks that itself) and print the same "gemm digest".
 # 3. A cache file that is garbage, and one with a malformed line, are ignored: the run still passes.

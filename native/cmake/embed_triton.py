@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 KNOWN_ARGS = {"Q", "K", "V", "O", "Lse", "Pos", "Counts", "DO", "DQ", "DK", "DV", "Delta",  # src/cuda/attention.cpp
-              "C", "S", "H", "HKV", "HEAD_DIM",
+              "C", "S", "H", "HKV", "HEAD_DIM", "DKV_STRIDE",
               "X", "WG", "WU", "ACT", "GATE", "UP", "N", "F", "D",  # src/cuda/swiglu_gemm.cpp
               "global_scratch", "profile_scratch"}
 

@@ -5,7 +5,9 @@
 //   - a second context bitwise equal to the first (it takes the process's choices), and two contexts
 //     searching the same new shape at once on two threads bitwise equal;
 //   - --bench: the block's GEMM shapes (B 64 x S 4096 rows, D 2048, F 8192, KV 512, top-k 0.2), the
-//     heuristic's first algorithm against the searched one, TFLOP/s per shape and totals;
+//     heuristic's first algorithm against the searched one, TFLOP/s per shape and totals; also the
+//     pairs the block ran before it stacked [W_gate; W_up] and [W_k; W_v] (each pair now one GEMM),
+//     with the totals of that block beside;
 //   - --digest [--expect-cached]: fixed GEMMs on a context of the process's settings, then a digest of
 //     their bits (ci/gpu-gemm-search.sh runs it twice with one HSPMN_GEMM_CACHE: the second run must
 //     take every choice from the file and print the same digest).
@@ -290,20 +292,19 @@ DeviceBuffer random_buffer(Device& d, std::size_t bytes, const DeviceBuffer& blo
     return b;
 }
 
+// One GEMM of the block, packed as it runs there: lda, ldb, ldc are the stored matrices' widths; a
+// weight gradient (trans_a) accumulates into the gradient buffer, everything else writes `out`.
 struct BenchGemm {
     const char* name;
-    int count;  // calls per block step
+    int count;        // calls per block step
+    int count_split;  // calls per block step before the stacked weights (gate/up, k/v pairs apart)
     bool backward;
     bool ta, tb;
     int64_t M, N, K;
     const void* A;
-    int64_t lda;
     const void* B;
-    int64_t ldb;
-    float beta;
-    void* C;
+    bool accumulate;
     DType ct;
-    int64_t ldc;
 };
 
 template <class Fn>
@@ -331,41 +332,52 @@ void bench(Device& d) {
         auto* src = upload(d, random_bf16(rng, block.bytes() / 2), keep);
         check(cudaMemcpy(block.data(), src, block.bytes(), cudaMemcpyDeviceToDevice), "fill");
     }
-    // operands [N, F] and [N, D] bf16, [N, KV] bf16, a weight [F, D] bf16; outputs [N, F] bf16 (or [N, D]
-    // f32) and a weight gradient [F, D] f32
-    DeviceBuffer nf = random_buffer(d, N * F * 2, block), nd = random_buffer(d, N * D * 2, block),
-                 nkv = random_buffer(d, N * KV * 2, block), w = random_buffer(d, F * D * 2, block),
-                 out(d, N * F * 2), grad(d, F * D * 4);
+    // operands [N, 2F] and [N, D] bf16, [N, 2 KV] bf16, a weight [2F, D] bf16; outputs [N, 2F] bf16 (or
+    // [N, D] f32) and a weight gradient [2F, D] f32 (the stacked shapes' sizes; the others use a part)
+    DeviceBuffer nf = random_buffer(d, N * 2 * F * 2, block), nd = random_buffer(d, N * D * 2, block),
+                 nkv = random_buffer(d, N * 2 * KV * 2, block), w = random_buffer(d, 2 * F * D * 2, block),
+                 out(d, N * 2 * F * 2), grad(d, 2 * F * D * 4);
     out.zero(d);
     grad.zero(d);
     check(cudaStreamSynchronize(stream(d)), "sync");
-    const float one = 1.0f, zero = 0.0f;
+    // count: calls in the block now; count_split: before the stacking (gate, up, d_c, dW_gate/up, d_a and
+    // dW_k/v as pairs). A row with count 0 is timed for the comparison only.
+    const int64_t F2 = 2 * F, KV2 = 2 * KV;
+    const void *pnd = nd.data(), *pnf = nf.data(), *pkv = nkv.data(), *pw = w.data();
+    const DType f32 = DType::F32, b16 = DType::BF16;
     const BenchGemm shapes[] = {
-        {"gate, up", 2, false, false, true, N, F, D, nd.data(), D, w.data(), D, zero, out.data(), DType::BF16, F},
-        {"down +=", 1, false, false, true, N, D, F, nf.data(), F, w.data(), F, one, out.data(), DType::F32, D},
-        {"k (f32)", 1, false, false, true, N, KV, D, nd.data(), D, w.data(), D, zero, out.data(), DType::F32, KV},
-        {"v (bf16)", 1, false, false, true, N, KV, D, nd.data(), D, w.data(), D, zero, out.data(), DType::BF16, KV},
-        {"q, o", 2, false, false, true, Q, D, D, nd.data(), D, w.data(), D, zero, out.data(), DType::F32, D},
-        {"dWo, dWq +=", 2, true, true, false, D, D, Q, nd.data(), D, nf.data(), D, one, grad.data(), DType::F32, D},
-        {"d_attn, d_asel", 2, true, false, false, Q, D, D, nd.data(), D, w.data(), D, zero, out.data(), DType::BF16, D},
-        {"dWk, dWv +=", 2, true, true, false, KV, D, N, nkv.data(), KV, nd.data(), D, one, grad.data(), DType::F32, D},
-        {"d_a (k)", 1, true, false, false, N, D, KV, nkv.data(), KV, w.data(), D, zero, out.data(), DType::F32, D},
-        {"d_a (v) +=", 1, true, false, false, N, D, KV, nkv.data(), KV, w.data(), D, one, out.data(), DType::F32, D},
-        {"dW_down +=", 1, true, true, false, D, F, N, nd.data(), D, nf.data(), F, one, grad.data(), DType::F32, F},
-        {"d_act", 1, true, false, false, N, F, D, nd.data(), D, w.data(), F, zero, out.data(), DType::BF16, F},
-        {"dW_gate, up +=", 2, true, true, false, F, D, N, nf.data(), F, nd.data(), D, one, grad.data(), DType::F32, D},
-        {"d_c", 1, true, false, false, N, D, F, nf.data(), F, w.data(), D, zero, out.data(), DType::F32, D},
-        {"d_c +=", 1, true, false, false, N, D, F, nf.data(), F, w.data(), D, one, out.data(), DType::F32, D},
+        {"gate|up [2F]", 1, 0, false, false, true, N, F2, D, pnd, pw, false, b16},
+        {"gate, up", 0, 2, false, false, true, N, F, D, pnd, pw, false, b16},
+        {"down +=", 1, 1, false, false, true, N, D, F, pnf, pw, true, f32},
+        {"k (f32)", 1, 1, false, false, true, N, KV, D, pnd, pw, false, f32},
+        {"v (bf16)", 1, 1, false, false, true, N, KV, D, pnd, pw, false, b16},
+        {"q, o", 2, 2, false, false, true, Q, D, D, pnd, pw, false, f32},
+        {"dWo, dWq +=", 2, 2, true, true, false, D, D, Q, pnd, pnf, true, f32},
+        {"d_attn, d_asel", 2, 2, true, false, false, Q, D, D, pnd, pw, false, b16},
+        {"dWk|v [2KV] +=", 1, 0, true, true, false, KV2, D, N, pkv, pnd, true, f32},
+        {"dWk, dWv +=", 0, 2, true, true, false, KV, D, N, pkv, pnd, true, f32},
+        {"d_a (K 2KV)", 1, 0, true, false, false, N, D, KV2, pkv, pw, false, f32},
+        {"d_a (k)", 0, 1, true, false, false, N, D, KV, pkv, pw, false, f32},
+        {"d_a (v) +=", 0, 1, true, false, false, N, D, KV, pkv, pw, true, f32},
+        {"dW_down +=", 1, 1, true, true, false, D, F, N, pnd, pnf, true, f32},
+        {"d_act", 1, 1, true, false, false, N, F, D, pnd, pw, false, b16},
+        {"dWg|u [2F] +=", 1, 0, true, true, false, F2, D, N, pnf, pnd, true, f32},
+        {"dW_gate, up +=", 0, 2, true, true, false, F, D, N, pnf, pnd, true, f32},
+        {"d_c (K 2F)", 1, 0, true, false, false, N, D, F2, pnf, pw, false, f32},
+        {"d_c", 0, 1, true, false, false, N, D, F, pnf, pw, false, f32},
+        {"d_c +=", 0, 1, true, false, false, N, D, F, pnf, pw, true, f32},
     };
     auto first = context(static_cast<int>(GemmSearch::OFF));
     d.gemm_search = static_cast<int>(GemmSearch::EVERY_SHAPE);
-    double ms_first[2] = {0, 0}, ms_best[2] = {0, 0}, flops[2] = {0, 0};
-    std::printf("%-18s %6s %6s %6s %3s %9s %9s %9s %9s %7s\n", "gemm (x calls)", "M", "N", "K", "tT", "first ms",
+    // [split][backward]: totals of the block now (0) and before the stacking (1)
+    double ms_first[2][2] = {}, ms_best[2][2] = {}, flops[2][2] = {};
+    std::printf("%-18s %6s %6s %6s %3s %9s %9s %9s %9s %7s\n", "gemm (now, split)", "M", "N", "K", "tT", "first ms",
                 "TFLOP/s", "search ms", "TFLOP/s", "speedup");
     for (const BenchGemm& g : shapes) {
         auto call = [&](Device& dev) {
-            gemm(dev, g.ta, g.tb, g.M, g.N, g.K, 1.0f, static_cast<const bf16*>(g.A), g.lda,
-                 static_cast<const bf16*>(g.B), g.ldb, g.beta, g.C, g.ct, g.ldc);
+            gemm(dev, g.ta, g.tb, g.M, g.N, g.K, 1.0f, static_cast<const bf16*>(g.A), g.ta ? g.M : g.K,
+                 static_cast<const bf16*>(g.B), g.tb ? g.K : g.N, g.accumulate ? 1.0f : 0.0f,
+                 g.ta ? grad.data() : out.data(), g.ct, g.N);
         };
         call(*first);  // the plans (the search runs in d's); first's stream idle before d's search times
         check(cudaStreamSynchronize(stream(*first)), "sync");
@@ -378,20 +390,29 @@ void bench(Device& d) {
         tf /= 2;
         tb /= 2;
         const double flop = 2.0 * static_cast<double>(g.M) * static_cast<double>(g.N) * static_cast<double>(g.K);
-        std::printf("%-15s x%d %6lld %6lld %6lld %d%d %9.3f %9.1f %9.3f %9.1f %6.3fx\n", g.name, g.count,
-                    static_cast<long long>(g.M), static_cast<long long>(g.N), static_cast<long long>(g.K), g.ta, g.tb,
-                    tf, flop / tf / 1e9, tb, flop / tb / 1e9, tf / tb);
-        ms_first[g.backward] += g.count * tf;
-        ms_best[g.backward] += g.count * tb;
-        flops[g.backward] += g.count * flop;
+        std::printf("%-14s x%d,%d %6lld %6lld %6lld %d%d %9.3f %9.1f %9.3f %9.1f %6.3fx\n", g.name, g.count,
+                    g.count_split, static_cast<long long>(g.M), static_cast<long long>(g.N),
+                    static_cast<long long>(g.K), g.ta, g.tb, tf, flop / tf / 1e9, tb, flop / tb / 1e9, tf / tb);
+        for (int split = 0; split < 2; ++split) {
+            const int n = split ? g.count_split : g.count;
+            ms_first[split][g.backward] += n * tf;
+            ms_best[split][g.backward] += n * tb;
+            flops[split][g.backward] += n * flop;
+        }
     }
     const char* names[2] = {"forward", "backward"};
-    for (int i = 0; i < 3; ++i) {  // forward, backward, both
-        const double f = i < 2 ? ms_first[i] : ms_first[0] + ms_first[1];
-        const double b = i < 2 ? ms_best[i] : ms_best[0] + ms_best[1];
-        const double fl = i < 2 ? flops[i] : flops[0] + flops[1];
-        std::printf("total %-9s: first %8.2f ms %6.1f TFLOP/s, searched %8.2f ms %6.1f TFLOP/s, speedup %.3fx\n",
-                    i < 2 ? names[i] : "block", f, fl / f / 1e9, b, fl / b / 1e9, f / b);
+    for (int split = 0; split < 2; ++split) {
+        for (int i = 0; i < 3; ++i) {  // forward, backward, both
+            const double* mf = ms_first[split];
+            const double* mb = ms_best[split];
+            const double* fs = flops[split];
+            const double f = i < 2 ? mf[i] : mf[0] + mf[1];
+            const double b = i < 2 ? mb[i] : mb[0] + mb[1];
+            const double fl = i < 2 ? fs[i] : fs[0] + fs[1];
+            std::printf("total %-5s %-9s: first %8.2f ms %6.1f TFLOP/s, searched %8.2f ms %6.1f TFLOP/s, speedup "
+                        "%.3fx\n", split ? "split" : "now", i < 2 ? names[i] : "block", f, fl / f / 1e9, b,
+                        fl / b / 1e9, f / b);
+        }
     }
     check(cudaStreamSynchronize(stream(*first)), "sync");
 }

@@ -54,7 +54,7 @@ static void test_attention(Device& d, std::mt19937& rng, int64_t Dh) {
     auto* gv = keep.back().as<__nv_bfloat16>();
     AttentionShape shape{B, C, S, H, Hkv, Dh};
     sqdk_attention_forward(d, shape, dq_in, dpos, dcounts, dk_in, dv_in, o, lse);
-    sqdk_attention_backward(d, shape, dq_in, dpos, dcounts, dk_in, dv_in, o, lse, ddo, gq, gk, gv);
+    sqdk_attention_backward(d, shape, dq_in, dpos, dcounts, dk_in, dv_in, o, lse, ddo, gq, gk, gv, Hkv * Dh);
     auto o_got = download<uint16_t>(o, B * C * H * Dh);
     auto lse_got = download<float>(lse, B * H * C);
     auto gq_got = download<uint16_t>(gq, B * C * H * Dh);

@@ -113,12 +113,12 @@ void test_shape(Device& d, std::mt19937& rng, int64_t N, int64_t D, int64_t F) {
     Outputs ref(d, NF), train(d, NF), infer(d, NF);
     gemm(d, false, true, N, F, D, 1.0f, dc, D, dwg, D, 0.0f, ref.gate.data(), DType::BF16, F);
     gemm(d, false, true, N, F, D, 1.0f, dc, D, dwu, D, 0.0f, ref.up.data(), DType::BF16, F);
-    swiglu_forward(d, ref.gate.as<bf16>(), ref.up.as<bf16>(), NF, ref.act.as<bf16>());
+    swiglu_forward(d, ref.gate.as<bf16>(), ref.up.as<bf16>(), N, F, F, ref.act.as<bf16>());
     swiglu_gemm(d, N, D, F, dc, dwg, dwu, train.act.as<bf16>(), train.gate.as<bf16>(), train.up.as<bf16>());
     swiglu_gemm(d, N, D, F, dc, dwg, dwu, infer.act.as<bf16>(), nullptr, nullptr);
     // swiglu_forward of the fused kernel's own gate and up, into ref.act (cuBLASLt's act is not compared:
     // a gate one ulp off moves act by more than an ulp, and gate/up are judged above)
-    swiglu_forward(d, train.gate.as<bf16>(), train.up.as<bf16>(), NF, ref.act.as<bf16>());
+    swiglu_forward(d, train.gate.as<bf16>(), train.up.as<bf16>(), N, F, F, ref.act.as<bf16>());
 
     const auto n = static_cast<std::size_t>(NF);
     const auto g = download<uint16_t>(train.gate.data(), n), u = download<uint16_t>(train.up.data(), n);
@@ -179,7 +179,7 @@ void bench(Device& d) {
         const float lt = time_ms(d, 5, [&] {
             gemm(d, false, true, N, F, D, 1.0f, pc, D, pwg, D, 0.0f, pg, DType::BF16, F);
             gemm(d, false, true, N, F, D, 1.0f, pc, D, pwu, D, 0.0f, pu, DType::BF16, F);
-            swiglu_forward(d, pg, pu, N * F, pa);
+            swiglu_forward(d, pg, pu, N, F, F, pa);
         });
         const float tr = time_ms(d, 5, [&] { swiglu_gemm(d, N, D, F, pc, pwg, pwu, pa, pg, pu); });
         const float in = time_ms(d, 5, [&] { swiglu_gemm(d, N, D, F, pc, pwg, pwu, pa, nullptr, nullptr); });

@@ -61,6 +61,7 @@ ARG_TYPES = {
     "Pos": ("*i32", "[B, C]"), "Counts": ("*i32", "[B]"),
     "C": ("i32", "query slots per sequence"), "S": ("i32", "tokens per sequence"),
     "H": ("i32", "query heads"), "HKV": ("i32", "kv heads, divides H"),
+    "DKV_STRIDE": ("i32", "elements between the dK (and dV) rows of two tokens: a multiple of Dh, >= HKV * Dh"),
     "HEAD_DIM": ("i32", "Dh, even, within the variant's head_dims (padded variants only)"),
 }
 C_TYPES = {"*bf16": "void*", "*fp32": "float*", "*i32": "int32_t*", "i32": "int32_t"}
@@ -175,6 +176,8 @@ def compile_one(kernel_name, block_d, exact, head_dims, arch):
     attrs = pointer_hints(fn, types)
     if not exact:  # head dims are even: row strides H*Dh and head offsets h*Dh then are too
         attrs[(fn.arg_names.index("HEAD_DIM"), )] = [["tt.divisibility", 2]]
+    if "DKV_STRIDE" in fn.arg_names:  # a multiple of Dh (the launcher checks): 16 for exact Dh >= 16, 2 padded
+        attrs[(fn.arg_names.index("DKV_STRIDE"), )] = [["tt.divisibility", 16 if exact else 2]]
     cubin, common = compile_kernel(fn, types, constexprs, attrs, tile.num_warps, tile.num_stages, arch)
     meta = {
         "kernel": kernel_name,

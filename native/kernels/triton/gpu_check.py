@@ -10,7 +10,8 @@ e.g. before a change) on the same inputs, one after the other; --bench-only skip
 
 --cubins DIR: the output of aot_compile.py (compiled anywhere, e.g. on a machine without a GPU);
 each cubin is loaded with cuModuleLoadData and launched with cuLaunchKernel through ctypes, using
-only what its JSON says (symbol, block, grid rule, shared memory, argument order, scratch).
+only what its JSON says (symbol, block, grid rule, shared memory, argument order, scratch); dK and dV
+go side by side into one [B, S, 2 Hkv Dh] tensor (DKV_STRIDE), the layout the CUDA block passes.
 
 Bound, as flash-attention's tests judge a kernel: the kernel's max error against float64 must be
 at most 2x PyTorch's own max error when it evaluates the same reference in bf16 (the kernel's
@@ -147,11 +148,14 @@ class CubinSet:
         S, Hkv = k.shape[1], k.shape[2]
         dims = dict(B=B, C=C, S=S, H=H, HKV=Hkv)
         o, dq = torch.empty_like(q), torch.empty_like(q)
-        dk, dv = torch.empty_like(k), torch.empty_like(v)
+        # dK | dV side by side in each token's row, as the CUDA block has them (DKV_STRIDE = 2 Hkv Dh)
+        KV = Hkv * Dh
+        dkv = torch.empty(B, S, 2 * KV, dtype=k.dtype, device=DEV)
+        dk, dv = dkv[:, :, :KV].unflatten(2, (Hkv, Dh)), dkv[:, :, KV:].unflatten(2, (Hkv, Dh))
         lse = torch.empty(B, H, C, dtype=torch.float32, device=DEV)
         delta = torch.empty_like(lse)
         vals = dict(Q=q, K=k, V=v, DO=do, O=o, Lse=lse, Delta=delta, Pos=pos32, Counts=counts,
-                    DQ=dq, DK=dk, DV=dv, C=C, S=S, H=H, HKV=Hkv, HEAD_DIM=Dh)
+                    DQ=dq, DK=dk, DV=dv, C=C, S=S, H=H, HKV=Hkv, HEAD_DIM=Dh, DKV_STRIDE=2 * KV)
         for kern in ("sqdk_attention_fwd", "sqdk_attention_bwd_preprocess",
                      "sqdk_attention_bwd_dkdv", "sqdk_attention_bwd_dq"):
             self.launch(kern, Dh, vals, dims)

@@ -4,11 +4,15 @@ The math is hspmn_ref.sqdk_attention (native/reference/hspmn_ref.py). Layout (al
 pointers 16-byte aligned):
 
     q, o, do, dq : [B, C, H, Dh]    bf16 (float32 in interpreter tests)
-    k, v, dk, dv : [B, S, Hkv, Dh]  bf16
+    k, v, dk, dv : [B, S, Hkv, Dh]  bf16 (dk, dv: rows of a token DKV_STRIDE elements apart, below)
     pos          : [B, C] int32     absolute position of each query; rows < counts[b] hold
                                     strictly increasing positions in [0, S); later rows are ignored
     counts       : [B] int32        on the device, so a forward can be captured in a CUDA graph
     lse, delta   : [B, H, C] float32  lse: natural log-sum-exp of the scaled scores
+
+dk and dv are written with a row stride of their own, DKV_STRIDE (a multiple of Dh, >= Hkv*Dh):
+Hkv*Dh when contiguous; the CUDA block passes 2*Hkv*Dh with dv = dk + Hkv*Dh, so that its [N, 2*Hkv*Dh]
+buffer holds [dk | dv] per token and both weight products become one GEMM each.
 
 A row is valid iff its index is < counts[b]. Rows past counts[b] are never read (q, do, pos,
 o there may hold anything) and are WRITTEN AS 0 in o, lse, delta and dq: o = 0 is what the
@@ -360,10 +364,11 @@ def _dkdv_inner(dk, dv, k, v, Q_base, DO_base, Lse_base, Delta_base, Pos_base, c
 
 
 @triton.jit
-def sqdk_attention_bwd_dkdv(Q, K, V, DO, Lse, Delta, Pos, Counts, DK, DV, C, S, H, HKV, HEAD_DIM,
+def sqdk_attention_bwd_dkdv(Q, K, V, DO, Lse, Delta, Pos, Counts, DK, DV, C, S, H, HKV, DKV_STRIDE, HEAD_DIM,
                             BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     # grid: (cdiv(S, BLOCK_N), B * HKV); one program owns one key tile of one kv head and sums over
-    # every query head of its group, so no two programs write the same dK/dV row (no atomics)
+    # every query head of its group, so no two programs write the same dK/dV row (no atomics).
+    # dK, dV rows are DKV_STRIDE apart (the module docstring says why).
     pid_n = tl.program_id(0)
     bhk = tl.program_id(1)
     b = bhk // HKV
@@ -406,8 +411,9 @@ def sqdk_attention_bwd_dkdv(Q, K, V, DO, Lse, Delta, Pos, Counts, DK, DV, C, S, 
                              BLOCK_D, BLOCK_M, False)
 
     dk = dk * sm_scale  # dS is d/d(scaled score); the scale comes back here
-    tl.store(DK + kv_ptrs, dk.to(DK.dtype.element_ty), mask=kv_mask)
-    tl.store(DV + kv_ptrs, dv.to(DV.dtype.element_ty), mask=kv_mask)
+    d_ptrs = b.to(tl.int64) * S * DKV_STRIDE + hk * HEAD_DIM + offs_n[:, None] * DKV_STRIDE + offs_d[None, :]
+    tl.store(DK + d_ptrs, dk.to(DK.dtype.element_ty), mask=kv_mask)
+    tl.store(DV + d_ptrs, dv.to(DV.dtype.element_ty), mask=kv_mask)
 
 
 @triton.jit
@@ -494,25 +500,38 @@ def sqdk_attention_forward(q, k, v, pos, counts, tiles: Optional[dict] = None):
     return o, lse
 
 
-def sqdk_attention_backward(do, q, k, v, o, lse, pos, counts, tiles: Optional[dict] = None):
+def sqdk_attention_backward(do, q, k, v, o, lse, pos, counts, tiles: Optional[dict] = None, dkv=None):
     """Gradients of sqdk_attention_forward
-    -> dq: [B, C, H, Dh], dk, dv: [B, S, Hkv, Dh] (q's, k's dtype), delta: [B, H, C] float32."""
+    -> dq: [B, C, H, Dh], dk, dv: [B, S, Hkv, Dh] (q's, k's dtype), delta: [B, H, C] float32.
+
+    dkv: None, or a contiguous [B, S, R] tensor of k's dtype (R a multiple of Dh, >= 2*Hkv*Dh) that
+    dk and dv are written into, dk at column 0 and dv at column Hkv*Dh of each token's row (the CUDA
+    block's layout at R = 2*Hkv*Dh; the other columns are left as they are); dk, dv are then views of it."""
     import torch
 
     B, C, H, Dh, S, Hkv = _check(q, k, v, pos, counts)
     if do.shape != q.shape or o.shape != q.shape or not do.is_contiguous():
         raise ValueError("do, o: contiguous, shaped as q")
+    KV = Hkv * Dh
+    if dkv is not None and (dkv.dim() != 3 or tuple(dkv.shape[:2]) != (B, S) or dkv.shape[2] < 2 * KV
+                            or dkv.shape[2] % Dh or dkv.dtype != k.dtype or not dkv.is_contiguous()):
+        raise ValueError(f"dkv: contiguous [B={B}, S={S}, R] {k.dtype}, R a multiple of Dh={Dh} and >= {2 * KV}; "
+                         f"got {tuple(dkv.shape)} {dkv.dtype}")
     ts = tiles_for(Dh, tiles)
     delta = torch.empty((B, H, C), dtype=torch.float32, device=q.device)
     t = ts["preprocess"]
     sqdk_attention_bwd_preprocess[(triton.cdiv(C, t.block_m), B * H)](
         o, do, counts, delta, C, H, **head_dim_args(Dh), BLOCK_M=t.block_m,
         num_warps=t.num_warps, num_stages=t.num_stages)
-    dk = torch.empty_like(k)
-    dv = torch.empty_like(v)
+    if dkv is None:
+        dk = torch.empty_like(k)
+        dv = torch.empty_like(v)
+    else:
+        dk = dkv[:, :, :KV].unflatten(2, (Hkv, Dh))
+        dv = dkv[:, :, KV:2 * KV].unflatten(2, (Hkv, Dh))
     t = ts["dkdv"]
     sqdk_attention_bwd_dkdv[(triton.cdiv(S, t.block_n), B * Hkv)](
-        q, k, v, do, lse, delta, pos, counts, dk, dv, C, S, H, Hkv,
+        q, k, v, do, lse, delta, pos, counts, dk, dv, C, S, H, Hkv, KV if dkv is None else dkv.shape[2],
         **head_dim_args(Dh), BLOCK_M=t.block_m, BLOCK_N=t.block_n,
         num_warps=t.num_warps, num_stages=t.num_stages)
     dq = torch.empty_like(q)

@@ -3,7 +3,10 @@
     TRITON_INTERPRET=1 .venv/bin/python native/kernels/triton/test_sqdk_interpret.py
 
 Inputs are float32 (the interpreter gets bf16 wrong); the reference runs in float64 on the same
-values, with autograd for dq, dk, dv. Exits 1 on any failure.
+values, with autograd for dq, dk, dv. Exits 1 on any failure. Cases with dkv_extra run the backward
+again writing dk and dv side by side into one [B, S, 2*Hkv*Dh + dkv_extra] tensor (the CUDA block's
+layout, DKV_STRIDE in the kernel): they must equal the contiguous run bit for bit, and the columns past
+2*Hkv*Dh must keep what they held.
 
 Error bound, as flash-attention's tests judge a kernel: the kernel's error against float64 must be
 no larger than a small multiple of PyTorch's own error when it evaluates the same reference in the
@@ -55,7 +58,7 @@ def make_case(seed, B, S, C, H, Hkv, Dh, counts, contiguous_pos=False):
     return [t.to(torch.float32).to(torch.float64) for t in (q, k, v, do)] + [pos]
 
 
-def run_case(name, *, B, S, C, H, Hkv, Dh, counts, tiles=TEST_TILES, seed=0, contiguous_pos=False):
+def run_case(name, *, B, S, C, H, Hkv, Dh, counts, tiles=TEST_TILES, seed=0, contiguous_pos=False, dkv_extra=None):
     q, k, v, do, pos = make_case(seed, B, S, C, H, Hkv, Dh, counts, contiguous_pos)
     ref64 = reference(q, k, v, do, pos)
     ref32 = reference(*(t.to(torch.float32) for t in (q, k, v, do)), pos)
@@ -81,6 +84,18 @@ def run_case(name, *, B, S, C, H, Hkv, Dh, counts, tiles=TEST_TILES, seed=0, con
         if not (err <= bound):  # also catches NaN
             failures.append(f"{label}: max|err| {err:.3e} > bound {bound:.3e} "
                             f"(torch float32 {torch_err:.3e}, max|ref| {scale:.3e})")
+    if dkv_extra is not None:
+        KV = Hkv * Dh
+        dkv = torch.full((B, S, 2 * KV + dkv_extra), GARBAGE, dtype=torch.float32)
+        _, dk_s, dv_s, _ = sqdk_attention_backward(f32[3], f32[0], f32[1], f32[2], o, lse, pos32, counts32,
+                                                   tiles=tiles, dkv=dkv)
+        parts.append(f"dkv stride {2 * KV + dkv_extra}")
+        if not (torch.equal(dk_s, dk) and torch.equal(dv_s, dv)):
+            failures.append("dk, dv written with a row stride differ from the contiguous run")
+        if not (torch.equal(dkv[:, :, :KV], dk.flatten(2)) and torch.equal(dkv[:, :, KV:2 * KV], dv.flatten(2))):
+            failures.append("dkv: dk, dv are not side by side in each token's row")
+        if not bool((dkv[:, :, 2 * KV:] == GARBAGE).all()):
+            failures.append("dkv: columns past 2*Hkv*Dh were written")
     pad = (pos < 0)
     for label, got in (("o", o), ("dq", dq)):
         if got[pad].abs().max().item() if pad.any() else 0.0:
@@ -126,6 +141,10 @@ def main():
          dict(B=2, S=150, C=70, H=4, Hkv=2, Dh=12, counts=[70, 33], seed=14, tiles=TILES[16])),
         ("padded Dh=96 production tiles (TILES[128])",
          dict(B=1, S=150, C=70, H=2, Hkv=1, Dh=96, counts=[61], seed=15, tiles=TILES[128])),
+        # dk | dv side by side per token (DKV_STRIDE = 2*Hkv*Dh, the block's; then one with a gap)
+        ("dkv strided GQA Dh=16", dict(B=2, S=37, C=20, H=4, Hkv=2, Dh=16, counts=[20, 13], seed=16, dkv_extra=0)),
+        ("dkv strided + gap, padded Dh=12",
+         dict(B=2, S=50, C=24, H=6, Hkv=2, Dh=12, counts=[24, 7], seed=17, dkv_extra=12)),
     ]
     ok = True
     for name, kw in cases:

@@ -69,7 +69,7 @@ def main():
                     args = (q, k, v, pos32, counts, o, lse, C, S, H, Hkv)
                 elif kern == "dkdv":
                     fn = sk.sqdk_attention_bwd_dkdv[(triton.cdiv(S, t.block_n), B * Hkv)]
-                    args = (q, k, v, do, lse, delta, pos32, counts, dk, dv, C, S, H, Hkv)
+                    args = (q, k, v, do, lse, delta, pos32, counts, dk, dv, C, S, H, Hkv, Hkv * Dh)  # DKV_STRIDE
                 else:
                     fn = sk.sqdk_attention_bwd_dq[(triton.cdiv(C * (H // Hkv), t.block_m), B * Hkv)]
                     args = (q, k, v, do, lse, delta, pos32, counts, dq, C, S, H, Hkv)

@@ -1,6 +1,7 @@
 // runtime.h's sqdk_attention: launches the embedded Triton cubins (triton_loader.h) with the
 // driver API. Arguments are bound by name from the metadata, so a reordered or extended kernel
 // signature needs no change here as long as every argument is one we know.
+#include <cstdint>
 #include <cstring>
 
 #include "../core/error.h"
@@ -29,7 +30,7 @@ const TritonLoaded& kernel(Device& d, const char* name, int64_t head_dim) {
 struct Bindings {
     const void* Q = nullptr, *K = nullptr, *V = nullptr, *O = nullptr, *Lse = nullptr, *Pos = nullptr,
                 *Counts = nullptr, *DO = nullptr, *DQ = nullptr, *DK = nullptr, *DV = nullptr, *Delta = nullptr;
-    int32_t C = 0, S = 0, H = 0, HKV = 0, HEAD_DIM = 0;
+    int32_t C = 0, S = 0, H = 0, HKV = 0, HEAD_DIM = 0, DKV_STRIDE = 0;
 
     void* slot(const char* n, int size) {
         struct P { const char* name; const void* const* ptr; };
@@ -39,7 +40,8 @@ struct Bindings {
         for (const P& p : ptrs)
             if (std::strcmp(p.name, n) == 0 && size == 8) return const_cast<const void**>(p.ptr);
         struct I { const char* name; int32_t* v; };
-        const I ints[] = {{"C", &C}, {"S", &S}, {"H", &H}, {"HKV", &HKV}, {"HEAD_DIM", &HEAD_DIM}};
+        const I ints[] = {{"C", &C}, {"S", &S}, {"H", &H}, {"HKV", &HKV}, {"HEAD_DIM", &HEAD_DIM},
+                          {"DKV_STRIDE", &DKV_STRIDE}};
         for (const I& i : ints)
             if (std::strcmp(i.name, n) == 0 && size == 4) return i.v;
         fail(HSPMN_ERR_INTERNAL, "sqdk_attention: kernel argument %s of %d bytes is unknown to the launcher", n, size);
@@ -114,8 +116,17 @@ void sqdk_attention_forward(Device& d, const AttentionShape& s, const __nv_bfloa
 void sqdk_attention_backward(Device& d, const AttentionShape& s, const __nv_bfloat16* q, const int32_t* pos,
                              const int32_t* counts, const __nv_bfloat16* k, const __nv_bfloat16* v,
                              const __nv_bfloat16* o, const float* lse, const __nv_bfloat16* d_o,
-                             __nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv) {
+                             __nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv, int64_t dkv_stride) {
     check_shape(s);
+    // The dkdv kernels are compiled for a stride that is a multiple of 16 (exact head dims) or 2
+    // (padded), and 16-byte aligned pointers, of which the padded ones use 4 bytes (aot_compile.py).
+    const int64_t kv = s.Hkv * s.Dh;
+    const std::uintptr_t align = (s.Dh & (s.Dh - 1)) == 0 ? 16 : 4;
+    if (dkv_stride < kv || dkv_stride % s.Dh != 0 || s.S * dkv_stride >= (int64_t(1) << 31) ||
+        reinterpret_cast<std::uintptr_t>(dk) % align != 0 || reinterpret_cast<std::uintptr_t>(dv) % align != 0)
+        fail(HSPMN_ERR_INTERNAL, "sqdk_attention_backward: dk/dv row stride %lld (Hkv*Dh %lld, Dh %lld, S %lld) or "
+             "their alignment is not one the kernels take", static_cast<long long>(dkv_stride),
+             static_cast<long long>(kv), static_cast<long long>(s.Dh), static_cast<long long>(s.S));
     d.attention_delta.ensure(d, static_cast<std::size_t>(s.B * s.H * s.C) * sizeof(float));
     Bindings b = bind(s);
     b.Q = q;
@@ -129,6 +140,7 @@ void sqdk_attention_backward(Device& d, const AttentionShape& s, const __nv_bflo
     b.DQ = dq;
     b.DK = dk;
     b.DV = dv;
+    b.DKV_STRIDE = static_cast<int32_t>(dkv_stride);
     b.Delta = d.attention_delta.data();
     launch(d, kPre, s, b);   // delta = rowsum(dO * O), read by both of the next two
     launch(d, kDkdv, s, b);

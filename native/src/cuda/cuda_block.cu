@@ -96,8 +96,7 @@ void CudaBlock::forward(const ForwardCall& call) {
     buf.rstd = grow<float>(d_, A.rstd, N);
     buf.h = grow<bf16>(d_, A.h, N * D);
     buf.c = grow<bf16>(d_, A.c, N * D);
-    buf.gate = grow<bf16>(d_, A.gate, N * F);
-    buf.up = grow<bf16>(d_, A.up, N * F);
+    buf.gu = grow<bf16>(d_, A.gu, N * 2 * F);
     buf.act = grow<bf16>(d_, A.act, N * F);
     buf.a = grow<bf16>(d_, A.a, N * D);
     buf.k = grow<bf16>(d_, A.k, N * KV);
@@ -196,10 +195,11 @@ void CudaBlock::backward(const BackwardCall& call) {
     const bool dropping = A.dropout.p > 0.0f;
     const float drop_scale = dropping ? dropout_scale(A.dropout.p) : 1.0f;
 
-    // Contextual stream, back to the attention input a.
+    // Contextual stream, back to the attention input a. dk and dv are the two halves of each row of
+    // dkv [N, 2 KV], so [dk | dv] against the stacked [W_k; W_v] ([2 KV, D]) is one GEMM each way.
     float* dy = T.dy;
-    bf16* dk = T.dk;
-    bf16* dv = T.dv;
+    const int64_t KV2 = 2 * KV;
+    bf16* dkv = T.dkv;
     float* d_a = T.d_a;
     {
         bf16* d_asel = nullptr;
@@ -214,20 +214,17 @@ void CudaBlock::backward(const BackwardCall& call) {
             gemm(d_, true, false, D, D, BC, drop_scale, d_o, D, attn, D, 1.0f, g(P_ATTN_O), DType::F32, D);
             gemm(d_, false, false, BC, D, D, drop_scale, d_o, D, w(P_ATTN_O), D, 0.0f, d_attn, DType::BF16, D);
             sqdk_attention_backward(d_, AttentionShape{B, C, S, H, Hkv, Dh}, A.q.as<bf16>(), idx, cnt, A.k.as<bf16>(),
-                                    A.v.as<bf16>(), attn, A.lse.as<float>(), d_attn, dq, dk, dv);
-            rope_backward(d_, dq, dq, BC, H, Dh, idx, cnt, C, S, cos_t, sin_t);
+                                    A.v.as<bf16>(), attn, A.lse.as<float>(), d_attn, dq, dkv, dkv + KV, KV2);
+            rope_backward(d_, dq, dq, BC, H, Dh, D, idx, cnt, C, S, cos_t, sin_t);
             gemm(d_, true, false, D, D, BC, 1.0f, dq, D, A.a_sel.as<bf16>(), D, 1.0f, g(P_ATTN_Q), DType::F32, D);
             gemm(d_, false, false, BC, D, D, 1.0f, dq, D, w(P_ATTN_Q), D, 0.0f, d_asel, DType::BF16, D);
         } else {
-            check(cudaMemsetAsync(dk, 0, static_cast<std::size_t>(N * KV) * 2, stream(d_)), "cudaMemsetAsync (dk)");
-            check(cudaMemsetAsync(dv, 0, static_cast<std::size_t>(N * KV) * 2, stream(d_)), "cudaMemsetAsync (dv)");
+            check(cudaMemsetAsync(dkv, 0, static_cast<std::size_t>(N * KV2) * 2, stream(d_)), "cudaMemsetAsync (dkv)");
         }
-        rope_backward(d_, dk, dk, N, Hkv, Dh, nullptr, nullptr, 0, S, cos_t, sin_t);
+        rope_backward(d_, dkv, dkv, N, Hkv, Dh, KV2, nullptr, nullptr, 0, S, cos_t, sin_t);
         const bf16* a = A.a.as<bf16>();
-        gemm(d_, true, false, KV, D, N, 1.0f, dk, KV, a, D, 1.0f, g(P_ATTN_K), DType::F32, D);
-        gemm(d_, true, false, KV, D, N, 1.0f, dv, KV, a, D, 1.0f, g(P_ATTN_V), DType::F32, D);
-        gemm(d_, false, false, N, D, KV, 1.0f, dk, KV, w(P_ATTN_K), D, 0.0f, d_a, DType::F32, D);
-        gemm(d_, false, false, N, D, KV, 1.0f, dv, KV, w(P_ATTN_V), D, 1.0f, d_a, DType::F32, D);
+        gemm(d_, true, false, KV2, D, N, 1.0f, dkv, KV2, a, D, 1.0f, g(P_ATTN_K), DType::F32, D);  // dW_k, dW_v
+        gemm(d_, false, false, N, D, KV2, 1.0f, dkv, KV2, w(P_ATTN_K), D, 0.0f, d_a, DType::F32, D);
         if (BC > 0) scatter_add_selected(d_, d_asel, idx, cnt, B, S, C, D, d_a);
     }
     // d_a waits for d_h: both norms' backward are one pass over x (rms_norm_pair_backward below).
@@ -235,10 +232,11 @@ void CudaBlock::backward(const BackwardCall& call) {
     // Reflexive stream: d m = d_out, or M_m d_out under dropout.
     {
         // d_act's piece holds d_c ([N, D] f32) once swiglu_backward has read d_act (BackwardScratch::carve
-        // sizes it N max(F, 2 D) bf16): d_a must live until the pair norm backward below.
+        // sizes it N max(F, 2 D) bf16): d_a must live until the pair norm backward below. d_gu [N, 2F]
+        // holds d_gate | d_up per row, as A.gu holds gate | up: against the stacked [W_gate; W_up]
+        // ([2F, D]) d_c is one GEMM of K = 2F (no accumulation into d_c), dW_gate and dW_up one of M = 2F.
         bf16* d_act = T.d_act;
-        bf16* d_gate = T.d_gate;
-        bf16* d_up = T.d_up;
+        bf16* d_gu = T.d_gu;
         float* d_h = T.d_h;
         const bf16* c = A.c.as<bf16>();
         const bf16* dm = d_out;
@@ -251,12 +249,11 @@ void CudaBlock::backward(const BackwardCall& call) {
         }
         gemm(d_, true, false, D, F, N, drop_scale, dm, D, A.act.as<bf16>(), F, 1.0f, g(P_REFLEX_DOWN), DType::F32, F);
         gemm(d_, false, false, N, F, D, drop_scale, dm, D, w(P_REFLEX_DOWN), F, 0.0f, d_act, DType::BF16, F);
-        swiglu_backward(d_, A.gate.as<bf16>(), A.up.as<bf16>(), d_act, N * F, d_gate, d_up);
-        gemm(d_, true, false, F, D, N, 1.0f, d_gate, F, c, D, 1.0f, g(P_REFLEX_GATE), DType::F32, D);
-        gemm(d_, true, false, F, D, N, 1.0f, d_up, F, c, D, 1.0f, g(P_REFLEX_UP), DType::F32, D);
+        const bf16* gu = A.gu.as<bf16>();
+        swiglu_backward(d_, gu, gu + F, d_act, N, F, 2 * F, d_gu, d_gu + F);
+        gemm(d_, true, false, 2 * F, D, N, 1.0f, d_gu, 2 * F, c, D, 1.0f, g(P_REFLEX_GATE), DType::F32, D);
         float* d_c = reinterpret_cast<float*>(d_act);  // d_act is consumed
-        gemm(d_, false, false, N, D, F, 1.0f, d_gate, F, w(P_REFLEX_GATE), D, 0.0f, d_c, DType::F32, D);
-        gemm(d_, false, false, N, D, F, 1.0f, d_up, F, w(P_REFLEX_UP), D, 1.0f, d_c, DType::F32, D);
+        gemm(d_, false, false, N, D, 2 * F, 1.0f, d_gu, 2 * F, w(P_REFLEX_GATE), D, 0.0f, d_c, DType::F32, D);
         causal_conv_backward(d_, A.h.as<bf16>(), w(P_REFLEX_CONV), d_c, B, S, D, cfg_.conv_kernel, d_h,
                              g(P_REFLEX_CONV), scratch);
         // dx += the attention norm's part (d_a), then the reflex norm's (d_h), as two rms_norm_backward

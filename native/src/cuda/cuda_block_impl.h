@@ -31,7 +31,7 @@ struct Activations {
     DeviceBuffer idx, cnt;           // [B, C] i32 positions then padding, [B] i32
     DeviceBuffer rstd;               // [N] f32, of x: both norms' (rms_norm_pair_forward)
     DeviceBuffer h, c;               // reflex: [N, D] bf16, [N, D] bf16
-    DeviceBuffer gate, up, act;      // [N, F] bf16
+    DeviceBuffer gu, act;            // [N, 2F] bf16 gate | up of each row (one GEMM), [N, F] bf16
     DeviceBuffer a;                  // [N, D] bf16
     DeviceBuffer res;                // [N, D] f32 x + m + y o (inference scratch; training's: the arena)
     DeviceBuffer kf, k, v;           // [N, KV] f32 before RoPE (scratch as res), [N, KV] bf16 after, [N, KV] bf16
@@ -220,7 +220,9 @@ struct RowsPass {
 // memory once dead: kf = qf = o, attn = a_sel.
 struct RowsBuffers {
     float* rstd;                       // [n] f32, of x: the reflex and the attention norm's
-    bf16 *h, *c, *gate, *up, *act;
+    bf16 *h, *c;
+    bf16* gu;                          // [n, 2F]: row r is gate[r, 0:F], up[r, 0:F] (one GEMM on [W_gate; W_up])
+    bf16* act;                         // [n, F]
     float* res;                        // [n, D] f32 x + m + y o
     bf16* a;
     float* kf;                         // [n, KV] f32 before RoPE
@@ -265,9 +267,10 @@ void carve_arena(Device& d, Layout&& layout, char* (*arena)(Device&, std::size_t
 struct BackwardScratch {
     float *dx, *d_a, *d_h;                  // [N, D] f32
     float *dy, *dl;                         // [BC] f32, [N] f32
-    bf16 *dk, *dv;                          // [N, KV] bf16
+    bf16* dkv;                              // [N, 2 KV] bf16: row r is dk[r, 0:KV], dv[r, 0:KV]
     bf16 *d_o, *d_attn, *dq, *d_asel;       // [BC, D] bf16
-    bf16 *d_act, *d_gate, *d_up;            // [N, F] bf16; d_act then d_c [N, D] f32: N max(F, 2 D) bf16
+    bf16* d_act;                            // [N, F] bf16, then d_c [N, D] f32: N max(F, 2 D) bf16
+    bf16* d_gu;                             // [N, 2F] bf16: row r is d_gate[r, 0:F], d_up[r, 0:F]
 
     // The pieces for N rows and BC query slots (footprint.cpp counts the same bytes).
     void carve(Carve& cv, int64_t N, int64_t BC, int64_t D, int64_t F, int64_t KV) {
@@ -276,15 +279,13 @@ struct BackwardScratch {
         d_h = cv.take<float>(N * D);
         dy = cv.take<float>(BC);
         dl = cv.take<float>(N);
-        dk = cv.take<bf16>(N * KV);
-        dv = cv.take<bf16>(N * KV);
+        dkv = cv.take<bf16>(N * 2 * KV);
         d_o = cv.take<bf16>(BC * D);
         d_attn = cv.take<bf16>(BC * D);
         dq = cv.take<bf16>(BC * D);
         d_asel = cv.take<bf16>(BC * D);
         d_act = cv.take<bf16>(N * std::max(F, 2 * D));
-        d_gate = cv.take<bf16>(N * F);
-        d_up = cv.take<bf16>(N * F);
+        d_gu = cv.take<bf16>(N * 2 * F);
     }
 };
 
@@ -297,6 +298,16 @@ public:
             fail(HSPMN_ERR_NOT_BUILT, "CUDA sqdk_attention has no kernel for head_dim %lld: the CUDA backend's "
                  "attention takes even head dims 8..128 (native/kernels/triton/README.md); use the CPU backend",
                  static_cast<long long>(cfg_.Dh));
+        for (int i = 0; i < P_COUNT; ++i) {
+            if (stacked_after(i)) {
+                w_[i] = w_[i - 1] + info_[i - 1].numel;
+                g_[i] = g_[i - 1] + info_[i - 1].numel;
+                continue;
+            }
+            const int64_t n = info_[i].numel + (i + 1 < P_COUNT && stacked_after(i + 1) ? info_[i + 1].numel : 0);
+            w_[i] = grow<bf16>(d_, weight_[i], n);
+            g_[i] = grow<float>(d_, grad_[i], n);
+        }
         std::vector<float> f;
         std::vector<uint16_t> h;
         for (int i = 0; i < P_COUNT; ++i) {
@@ -306,8 +317,6 @@ public:
             cpu::init_param(cfg_, i, seed, f.data());
             for (int64_t j = 0; j < n; ++j) h[j] = hspmn::f32_to_bf16(f[j]);
             grow<bf16>(d_, param_[i], n);
-            grow<bf16>(d_, weight_[i], n);
-            grow<float>(d_, grad_[i], n);
             copy_async(d_, param_[i].data(), h.data(), n * 2, "cudaMemcpyAsync (init param)");
             dirty_[i] = true;
         }
@@ -327,13 +336,13 @@ public:
     }
 
     void read_grad(int index, float* dst) const override {
-        copy_async(d_, dst, grad_[index].data(), info_[index].numel * 4, "cudaMemcpyAsync (read_grad)");
+        copy_async(d_, dst, g(index), info_[index].numel * 4, "cudaMemcpyAsync (read_grad)");
         sync("cudaStreamSynchronize (read_grad)");
     }
 
     void zero_grad() override {
         for (int i = 0; i < P_COUNT; ++i)
-            check(cudaMemsetAsync(grad_[i].data(), 0, static_cast<std::size_t>(info_[i].numel) * 4, stream(d_)),
+            check(cudaMemsetAsync(g(i), 0, static_cast<std::size_t>(info_[i].numel) * 4, stream(d_)),
                   "cudaMemsetAsync (zero_grad)");
     }
 
@@ -344,7 +353,7 @@ public:
     ~CudaBlock() override { unshare(); }
 
     ParamStorage param_storage(int index) override {
-        return {param_[index].as<uint16_t>(), grad_[index].as<float>()};
+        return {param_[index].as<uint16_t>(), g(index)};
     }
     void params_written() override { dirty_.fill(true); }
 
@@ -381,14 +390,23 @@ private:
     }
 
     void sync(const char* what) const { check(cudaStreamSynchronize(stream(d_)), what); }
-    const bf16* w(int index) const { return weight_[index].as<bf16>(); }
-    float* g(int index) const { return grad_[index].as<float>(); }
+    const bf16* w(int index) const { return w_[index]; }
+    float* g(int index) const { return g_[index]; }
+    // Parameters stored right after the one before them in weight_ and grad_: [W_gate; W_up] is one
+    // [2F, D] matrix and [W_k; W_v] one [2 KV, D], so the forward's gate/up GEMM and the backward's
+    // d_c, dW_[gate;up], d_a and dW_[k;v] are one GEMM each (param_ stays one buffer per parameter).
+    // F D and KV D are multiples of 4 (D = H Dh, Dh even), so W_up's and W_v's gradients stay 16-byte
+    // aligned; their bf16 weights 8-byte at least, which cuBLASLt reads at their alignment and
+    // skinny_gemm only where D % 8 == 0 (has_decode_step), i.e. 16-byte aligned.
+    static constexpr bool stacked_after(int index) { return index == P_REFLEX_UP || index == P_ATTN_V; }
+    static_assert(P_REFLEX_UP == P_REFLEX_GATE + 1 && P_ATTN_V == P_ATTN_K + 1,
+                  "w(P_REFLEX_GATE) and w(P_ATTN_K) are the stacked matrices' first rows");
 
     // The weights this forward uses: param_ where set_param changed it since the last forward.
     void refresh_weights() {
         for (int i = 0; i < P_COUNT; ++i) {
             if (!dirty_[i]) continue;
-            copy_async(d_, weight_[i].data(), param_[i].data(), info_[i].numel * 2, "cudaMemcpyAsync (weights)");
+            copy_async(d_, w_[i], param_[i].data(), info_[i].numel * 2, "cudaMemcpyAsync (weights)");
             dirty_[i] = false;
         }
     }
@@ -464,9 +482,13 @@ private:
     BlockConfig cfg_;
     std::array<ParamInfo, P_COUNT> info_;
     std::array<DeviceBuffer, P_COUNT> param_;   // [numel] bf16 as stored
+    // weight_ and grad_: one buffer per parameter, except that a stacked_after parameter has none of
+    // its own and lies at the end of the one before it; w_ and g_ point to each parameter's values.
     std::array<DeviceBuffer, P_COUNT> weight_;  // [numel] bf16 the last forward used
     std::array<bool, P_COUNT> dirty_{};
     std::array<DeviceBuffer, P_COUNT> grad_;    // [numel] f32
+    std::array<bf16*, P_COUNT> w_{};
+    std::array<float*, P_COUNT> g_{};
     DeviceBuffer rope_cos_, rope_sin_;          // [rope_S_, Dh/2] f32
     int64_t rope_S_ = 0;
     Activations own_act_;

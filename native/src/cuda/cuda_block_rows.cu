@@ -11,14 +11,14 @@ namespace hspmn::cuda::detail {
 int64_t CudaBlock::chunk_row_bytes() const {
     const int64_t D = cfg_.D, F = cfg_.F, KV = cfg_.Hkv * cfg_.Dh;
     // carve_rows with one query slot per row (all routed): rstd; h, a, c, a_sel (= attn), q bf16 [D];
-    // gate, up, act bf16 [F]; res f32 [D]; kf / qf / o f32 [max(KV, D)]; k, v bf16 [KV]; lse [H];
+    // gate|up bf16 [2F], act bf16 [F]; res f32 [D]; kf / qf / o f32 [max(KV, D)]; k, v bf16 [KV]; lse [H];
     // then decode_rows' row_pos, row_cache and rope rows, the query lists' qpos, qrow.
     return 4 + 2 * 5 * D + 2 * 3 * F + 4 * D + 4 * std::max(KV, D) + 2 * 2 * KV + 4 * cfg_.H + 12 + 4 * cfg_.Dh + 8;
 }
 
 int64_t CudaBlock::one_pass_row_bytes() const {
     const int64_t D = cfg_.D, F = cfg_.F, KV = cfg_.Hkv * cfg_.Dh;
-    // Activations: rstd; h, c, a bf16 [D]; gate, up, act bf16 [F]; res f32 [D]; kf f32 [KV]; k, v
+    // Activations: rstd; h, c, a bf16 [D]; gate|up bf16 [2F], act bf16 [F]; res f32 [D]; kf f32 [KV]; k, v
     // bf16 [KV]; a_sel, q, attn bf16 [D], qf, o f32 [D], lse [H] per query slot (as many as rows).
     return 4 + 2 * 3 * D + 2 * 3 * F + 4 * D + 4 * KV + 2 * 2 * KV + 2 * 3 * D + 4 * 2 * D + 4 * cfg_.H;
 }
@@ -32,8 +32,7 @@ RowsBuffers CudaBlock::carve_rows(Carve& cv, int64_t n, int64_t Q) const {
     b.h = cv.take<bf16>(n * D);
     b.a = cv.take<bf16>(n * D);
     b.c = cv.take<bf16>(n * D);
-    b.gate = cv.take<bf16>(n * F);
-    b.up = cv.take<bf16>(n * F);
+    b.gu = cv.take<bf16>(n * 2 * F);
     b.act = cv.take<bf16>(n * F);
     b.res = cv.take<float>(n * D);
     // kf is dead once RoPE wrote k, qf once RoPE wrote q; o is written after both.
@@ -65,9 +64,9 @@ void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
         decode_causal_conv(d_, b.h, p.conv_cache, w(P_REFLEX_CONV), *p.meta, n, D, Kc, b.c);
         decode_conv_cache_update(d_, b.h, *p.meta, D, Kc, p.conv_cache);
     }
-    gemm(d_, false, true, n, F, D, 1.0f, b.c, D, w(P_REFLEX_GATE), D, 0.0f, b.gate, DType::BF16, F);
-    gemm(d_, false, true, n, F, D, 1.0f, b.c, D, w(P_REFLEX_UP), D, 0.0f, b.up, DType::BF16, F);
-    swiglu_forward(d_, b.gate, b.up, n * F, b.act);
+    // gate and up as one GEMM on the stacked [W_gate; W_up] ([2F, D]): row r of gu is gate | up.
+    gemm(d_, false, true, n, 2 * F, D, 1.0f, b.c, D, w(P_REFLEX_GATE), D, 0.0f, b.gu, DType::BF16, 2 * F);
+    swiglu_forward(d_, b.gu, b.gu + F, n, F, 2 * F, b.act);
     if (p.dropout) {
         // m on its own, then res = x + M m (the GEMM cannot accumulate onto x under a mask).
         gemm(d_, false, true, n, D, F, 1.0f, b.act, F, w(P_REFLEX_DOWN), F, 0.0f, b.res, DType::F32, D);

@@ -136,10 +136,12 @@ void sqdk_attention_forward(Device& d, const AttentionShape& s, const __nv_bfloa
                             const int32_t* counts, const __nv_bfloat16* k, const __nv_bfloat16* v,
                             __nv_bfloat16* o, float* lse);
 // Backward: dq [B, C, H, Dh] bf16, dk/dv [B, S, Hkv, Dh] bf16 (overwritten), delta scratch inside.
+// dk and dv rows (token by token) are dkv_stride elements apart: Hkv*Dh when contiguous, 2 Hkv*Dh for
+// the block's [N, 2 Hkv*Dh] buffer with dv = dk + Hkv*Dh; a multiple of Dh, 16-byte aligned rows.
 void sqdk_attention_backward(Device& d, const AttentionShape& s, const __nv_bfloat16* q, const int32_t* pos,
                              const int32_t* counts, const __nv_bfloat16* k, const __nv_bfloat16* v,
                              const __nv_bfloat16* o, const float* lse, const __nv_bfloat16* d_o,
-                             __nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv);
+                             __nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv, int64_t dkv_stride);
 
 // swiglu_gemm (native/kernels/triton/swiglu_gemm.py, AOT-compiled like the attention): the gate
 // and up GEMMs of the SwiGLU MLP with the activation in the epilogue, one kernel:

@@ -73,6 +73,29 @@ Array get_bf(Device& d, const char* name, std::vector<int64_t> shape, const bf16
     return a;
 }
 
+// The block keeps pairs of [rows, W] arrays side by side in one [rows, 2W] buffer (gate | up, dk | dv):
+// the ops run on that layout here too. a and b [rows * W] -> [rows, 2W] bf16 on the device.
+bf16* side_by_side(Mem& m, const Array& a, const Array& b, int64_t rows, int64_t W) {
+    Array both{"both", {rows, 2 * W}};
+    both.f.resize(static_cast<std::size_t>(rows * 2 * W));
+    for (int64_t r = 0; r < rows; ++r) {
+        std::copy_n(a.f.begin() + r * W, W, both.f.begin() + r * 2 * W);
+        std::copy_n(b.f.begin() + r * W, W, both.f.begin() + r * 2 * W + W);
+    }
+    return m.bf(both);
+}
+
+// Half `half` (0 or 1) of each row of a [rows, 2W] bf16 device buffer as an output [rows * W] of `shape`.
+Array get_bf_half(Device& d, const char* name, std::vector<int64_t> shape, const bf16* both, int64_t rows, int64_t W,
+                  int half) {
+    const Array all = get_bf(d, name, {rows * 2 * W}, both);
+    Array a{name, std::move(shape)};
+    a.prec = Prec::BF16;
+    a.f.resize(static_cast<std::size_t>(rows * W));
+    for (int64_t r = 0; r < rows; ++r) std::copy_n(all.f.begin() + r * 2 * W + half * W, W, a.f.begin() + r * W);
+    return a;
+}
+
 // Whether two device arrays of `bytes` bytes are equal bit for bit.
 bool same_bits(Device& d, const void* p, const void* q, std::size_t bytes) {
     std::vector<unsigned char> a(bytes), b(bytes);
@@ -178,17 +201,18 @@ bool run(Device& d, const Case& c, std::vector<Array>& out, std::string& why) {
         return true;
     }
     if (op == "swiglu_forward" || op == "swiglu_backward") {
-        const int64_t n = c.i("n");
-        bf16 *g = m.bf(c.input("g")), *u = m.bf(c.input("u"));
+        // As the block runs it: g | u rows of one [rows, 2F] buffer (dg | du likewise), 8 rows when n allows.
+        const int64_t n = c.i("n"), rows = n % 8 == 0 ? 8 : 1, F = n / rows;
+        bf16* gu = side_by_side(m, c.input("g"), c.input("u"), rows, F);
         if (op == "swiglu_forward") {
             bf16* a = m.bf_zero(n);
-            swiglu_forward(d, g, u, n, a);
+            swiglu_forward(d, gu, gu + F, rows, F, 2 * F, a);
             out.push_back(get_bf(d, "a", {n}, a));
         } else {
-            bf16 *dg = m.bf_zero(n), *du = m.bf_zero(n);
-            swiglu_backward(d, g, u, m.bf(c.input("da")), n, dg, du);
-            out.push_back(get_bf(d, "dg", {n}, dg));
-            out.push_back(get_bf(d, "du", {n}, du));
+            bf16* dgu = m.bf_zero(2 * n);
+            swiglu_backward(d, gu, gu + F, m.bf(c.input("da")), rows, F, 2 * F, dgu, dgu + F);
+            out.push_back(get_bf_half(d, "dg", {n}, dgu, rows, F, 0));
+            out.push_back(get_bf_half(d, "du", {n}, dgu, rows, F, 1));
         }
         return true;
     }
@@ -203,7 +227,7 @@ bool run(Device& d, const Case& c, std::vector<Array>& out, std::string& why) {
         if (op == "rope_forward")
             rope_forward(d, m.f32(c.input("x")), y, R, heads, Dh, pos, counts, C, S, cos_t, sin_t);
         else
-            rope_backward(d, m.bf(c.input("x")), y, R, heads, Dh, pos, counts, C, S, cos_t, sin_t);
+            rope_backward(d, m.bf(c.input("x")), y, R, heads, Dh, heads * Dh, pos, counts, C, S, cos_t, sin_t);
         out.push_back(get_bf(d, "y", {R, heads * Dh}, y));
         return true;
     }
@@ -268,11 +292,12 @@ bool run(Device& d, const Case& c, std::vector<Array>& out, std::string& why) {
             out.push_back(get_f32(d, "lse", {s.B, s.H, s.C}, lse, Prec::F32));
             return true;
         }
-        bf16 *dq = m.bf_zero(s.B * s.C * QW), *dk = m.bf_zero(s.B * s.S * KW), *dv = m.bf_zero(s.B * s.S * KW);
-        sqdk_attention_backward(d, s, q, pos, counts, k, v, o, lse, m.bf(c.input("d_o")), dq, dk, dv);
+        // dk | dv rows of one [B*S, 2 KW] buffer, as the block's backward takes them.
+        bf16 *dq = m.bf_zero(s.B * s.C * QW), *dkv = m.bf_zero(s.B * s.S * 2 * KW);
+        sqdk_attention_backward(d, s, q, pos, counts, k, v, o, lse, m.bf(c.input("d_o")), dq, dkv, dkv + KW, 2 * KW);
         out.push_back(get_bf(d, "dq", {s.B, s.C, QW}, dq));
-        out.push_back(get_bf(d, "dk", {s.B, s.S, KW}, dk));
-        out.push_back(get_bf(d, "dv", {s.B, s.S, KW}, dv));
+        out.push_back(get_bf_half(d, "dk", {s.B, s.S, KW}, dkv, s.B * s.S, KW, 0));
+        out.push_back(get_bf_half(d, "dv", {s.B, s.S, KW}, dkv, s.B * s.S, KW, 1));
         return true;
     }
     if (op == "sqdk_attention_decode") {

@@ -55,12 +55,14 @@ void causal_conv_forward(Device& d, const __nv_bfloat16* h, const __nv_bfloat16*
 void causal_conv_backward(Device& d, const __nv_bfloat16* h, const __nv_bfloat16* w, const float* dc, int64_t B,
                           int64_t S, int64_t D, int64_t K, float* dh, float* dw, DeviceBuffer& scratch);
 
-// ---- swiglu.cu: a = silu(g) * u
-// g, u, a: [n] bf16
-void swiglu_forward(Device& d, const __nv_bfloat16* g, const __nv_bfloat16* u, int64_t n, __nv_bfloat16* a);
-// da: [n] bf16; dg, du: [n] bf16 (overwritten)
-void swiglu_backward(Device& d, const __nv_bfloat16* g, const __nv_bfloat16* u, const __nv_bfloat16* da, int64_t n,
-                     __nv_bfloat16* dg, __nv_bfloat16* du);
+// ---- swiglu.cu: a = silu(g) * u over rows of F. g and u (dg and du) are rows of stride ldg: the
+// block passes the two halves of one [rows, 2F] buffer (u = g + F, ldg = 2F); contiguous: ldg = F.
+// g, u: [rows, F] bf16 row stride ldg  a: [rows, F] bf16
+void swiglu_forward(Device& d, const __nv_bfloat16* g, const __nv_bfloat16* u, int64_t rows, int64_t F, int64_t ldg,
+                    __nv_bfloat16* a);
+// da: [rows, F] bf16; dg, du: [rows, F] bf16 row stride ldg (overwritten)
+void swiglu_backward(Device& d, const __nv_bfloat16* g, const __nv_bfloat16* u, const __nv_bfloat16* da, int64_t rows,
+                     int64_t F, int64_t ldg, __nv_bfloat16* dg, __nv_bfloat16* du);
 
 // ---- rope.cu: rotate-half rotary embedding, angle = pos * base^(-2i/Dh) in f64 (as the CPU's table)
 // cos, sin: [S, Dh/2] f32
@@ -72,9 +74,10 @@ void rope_table(Device& d, int64_t S, int64_t Dh, float base, float* cos_t, floa
 void rope_forward(Device& d, const float* src, __nv_bfloat16* dst, int64_t R, int64_t heads, int64_t Dh,
                   const int32_t* pos, const int32_t* counts, int64_t C, int64_t S, const float* cos_t,
                   const float* sin_t);
-// The transpose (rotation by -angle). src, dst: [R, heads*Dh] bf16, may alias.
+// The transpose (rotation by -angle). src, dst: [R, heads*Dh] bf16 with row stride ld (>= heads*Dh:
+// the block's dk is the first half of each [dk | dv] row), may alias.
 void rope_backward(Device& d, const __nv_bfloat16* src, __nv_bfloat16* dst, int64_t R, int64_t heads, int64_t Dh,
-                   const int32_t* pos, const int32_t* counts, int64_t C, int64_t S, const float* cos_t,
+                   int64_t ld, const int32_t* pos, const int32_t* counts, int64_t C, int64_t S, const float* cos_t,
                    const float* sin_t);
 
 // ---- router.cu

@@ -17,16 +17,16 @@ __global__ void rope_table_kernel(int64_t S, int64_t Dh, double base, float* __r
 }
 
 // One thread per (row, head, i < half) pair. sign +1 forward, -1 backward.
-// src, dst: [R, heads*Dh]  pos: [B, C] or null (position r % S)  counts: [B]
+// src, dst: [R, heads*Dh] row stride ld  pos: [B, C] or null (position r % S)  counts: [B]
 template <class T>
-__global__ void rope_kernel(const T* src, __nv_bfloat16* dst, int64_t R, int64_t heads, int64_t Dh,
+__global__ void rope_kernel(const T* src, __nv_bfloat16* dst, int64_t R, int64_t heads, int64_t Dh, int64_t ld,
                             const int32_t* __restrict__ pos, const int32_t* __restrict__ counts, int64_t C, int64_t S,
                             const float* __restrict__ cos_t, const float* __restrict__ sin_t, float sign) {
     const int64_t half = Dh / 2, per_row = heads * half;
     for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < R * per_row;
          e += (int64_t)gridDim.x * blockDim.x) {
         const int64_t r = e / per_row, rem = e - r * per_row, h = rem / half, i = rem - h * half;
-        const int64_t off = r * heads * Dh + h * Dh + i;
+        const int64_t off = r * ld + h * Dh + i;
         int64_t p;
         if (pos) {
             const int64_t b = r / C, j = r - b * C;
@@ -49,11 +49,12 @@ __global__ void rope_kernel(const T* src, __nv_bfloat16* dst, int64_t R, int64_t
 // rope_kernel over R rows of `heads` heads: sign 1 rotates (forward), -1 rotates back (backward).
 template <class T>
 void launch_rope(Device& d, const char* what, const T* src, __nv_bfloat16* dst, int64_t R, int64_t heads, int64_t Dh,
-                 const int32_t* pos, const int32_t* counts, int64_t C, int64_t S, const float* cos_t,
+                 int64_t ld, const int32_t* pos, const int32_t* counts, int64_t C, int64_t S, const float* cos_t,
                  const float* sin_t, float sign) {
     if (R <= 0) return;
-    rope_kernel<T><<<kern::grid_for(R * heads * (Dh / 2), 256), 256, 0, stream(d)>>>(src, dst, R, heads, Dh, pos,
-                                                                                     counts, C, S, cos_t, sin_t, sign);
+    rope_kernel<T><<<kern::grid_for(R * heads * (Dh / 2), 256), 256, 0, stream(d)>>>(src, dst, R, heads, Dh, ld,
+                                                                                     pos, counts, C, S, cos_t, sin_t,
+                                                                                     sign);
     check_launch(what);
 }
 
@@ -69,13 +70,13 @@ void rope_table(Device& d, int64_t S, int64_t Dh, float base, float* cos_t, floa
 void rope_forward(Device& d, const float* src, __nv_bfloat16* dst, int64_t R, int64_t heads, int64_t Dh,
                   const int32_t* pos, const int32_t* counts, int64_t C, int64_t S, const float* cos_t,
                   const float* sin_t) {
-    launch_rope(d, "rope_forward", src, dst, R, heads, Dh, pos, counts, C, S, cos_t, sin_t, 1.0f);
+    launch_rope(d, "rope_forward", src, dst, R, heads, Dh, heads * Dh, pos, counts, C, S, cos_t, sin_t, 1.0f);
 }
 
 void rope_backward(Device& d, const __nv_bfloat16* src, __nv_bfloat16* dst, int64_t R, int64_t heads, int64_t Dh,
-                   const int32_t* pos, const int32_t* counts, int64_t C, int64_t S, const float* cos_t,
+                   int64_t ld, const int32_t* pos, const int32_t* counts, int64_t C, int64_t S, const float* cos_t,
                    const float* sin_t) {
-    launch_rope(d, "rope_backward", src, dst, R, heads, Dh, pos, counts, C, S, cos_t, sin_t, -1.0f);
+    launch_rope(d, "rope_backward", src, dst, R, heads, Dh, ld, pos, counts, C, S, cos_t, sin_t, -1.0f);
 }
 
 }  // namespace hspmn::cuda
