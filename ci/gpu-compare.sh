@@ -13,7 +13,7 @@
 # Each tree is built with its own scripts (the base's Python bindings match the base library's ABI).
 # HSPMN_COMPARE="dense block breakdown lm" picks parts; HSPMN_LM_RUNS="B:S:recompute ..." the LM
 # shapes of the new tree (default "8:2048:0"; the base runs the first one without recompute).
-# Results: $OUT/compare/{new,base}-*.json (or build-compare/ without OUT) and a table at the end.
+# Results: {new,base}-*.json in $OUT/compare.tgz (or build-compare/compare/ without OUT).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 base_tgz="${1:-.carry/base-native.tgz}"
@@ -88,3 +88,7 @@ if [[ $parts == *" lm "* ]]; then
   done
 fi
 echo "compare: $((SECONDS - t0)) s; JSON in $out"
+# The device machine returns only a few files: under OUT the JSON travel as one archive.
+if [[ -n "${OUT:-}" ]]; then
+  tar -czf "$OUT/compare.tgz" -C "$OUT" compare && rm -rf "$out" && echo "packed: $OUT/compare.tgz"
+fi
