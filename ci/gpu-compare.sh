@@ -11,7 +11,8 @@
 #
 # HSPMN_NEW_BUILD=DIR uses this tree's build in DIR instead of building it again.
 # Each tree is built with its own scripts (the base's Python bindings match the base library's ABI).
-# HSPMN_COMPARE="dense block breakdown lm" picks parts; HSPMN_LM_RUNS="B:S:recompute ..." the LM
+# HSPMN_COMPARE="dense block breakdown lm" picks parts (add "nosearch": this tree's block again with
+# HSPMN_GEMM_SEARCH=0, after the two trees' blocks); HSPMN_LM_RUNS="B:S:recompute ..." the LM
 # shapes of the new tree (default "8:2048:0"; the base runs the first one without recompute).
 # Results: {new,base}-*.json in $OUT/compare.tgz (or build-compare/compare/ without OUT).
 set -uo pipefail
@@ -59,6 +60,12 @@ if [[ $parts == *" block "* ]]; then
     "$py" "$(src_of "$t")/native/bench/hspmn_block.py" --mode all --iters 10 --lib "$(lib_of "$t")/libhspmn.so" \
       --json "$out/$t-block.json" 2>&1 | tail -8
   done
+fi
+if [[ $parts == *" nosearch "* ]]; then
+  # this tree's block with cuBLASLt's first heuristic answers (HSPMN_GEMM_SEARCH=0): the search's effect
+  echo "== new, HSPMN_GEMM_SEARCH=0: hspmn_block.py"
+  HSPMN_GEMM_SEARCH=0 "$py" native/bench/hspmn_block.py --mode all --iters 10 --lib "$new_build/libhspmn.so" \
+    --json "$out/new-nosearch-block.json" 2>&1 | tail -8
 fi
 if [[ $parts == *" dense "* ]]; then
   echo "== dense_block.py"
