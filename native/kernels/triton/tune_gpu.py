@@ -76,7 +76,8 @@ def main():
                 try:
                     compiled = fn(*args, **kw)
                     ms = triton.testing.do_bench(lambda: fn(*args, **kw))
-                    print(f"  {kern:5} {str(c):18} {ms:8.3f} ms {flop[kern] / ms / 1e9:5.0f} TFLOP/s  regs {compiled.n_regs} "
+                    print(f"  {kern:5} {str(c):18} {ms:8.3f} ms {flop[kern] / ms / 1e9:5.0f} TFLOP/s  "
+                          f"regs {compiled.n_regs} "
                           f"spills {compiled.n_spills} shared {compiled.metadata.shared}", flush=True)
                 except Exception as e:  # out of shared memory and the like: report and go on
                     print(f"  {kern:5} {str(c):18} failed: {type(e).__name__}: {str(e)[:100]}", flush=True)
