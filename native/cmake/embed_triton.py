@@ -19,6 +19,11 @@ KNOWN_ARGS = {"Q", "K", "V", "O", "Lse", "Pos", "Counts", "DO", "DQ", "DK", "DV"
               "global_scratch", "profile_scratch"}
 
 
+# A grid rule's x extent -> its letter in TritonKernel::grid_x_extent (src/cuda/triton_kernels.h): C query
+# slots, S tokens, G query slot and head pairs of a kv group.
+GRID_X_EXTENTS = {"C": "C", "S": "S", "C * (H // HKV)": "G"}
+
+
 def c_string(s):
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -30,8 +35,7 @@ def parse(meta, where):
         errors.append(f"{where}: arch {meta['arch']!r} is not sm_<N>[a]")
     gx, gy, gz = meta["grid"]
     persistent = meta["grid"] == ["sm_count", "1", "1"]  # one program per SM (swiglu_gemm)
-    # extents: C query slots, S tokens, G = C * (H // HKV) (query slot and head pairs of a kv group)
-    mx = re.fullmatch(r"cdiv\((C|S|C \* \(H // HKV\)), (BLOCK_M|BLOCK_N)\)", gx)
+    mx = re.fullmatch(r"cdiv\((" + "|".join(map(re.escape, GRID_X_EXTENTS)) + r"), (BLOCK_M|BLOCK_N)\)", gx)
     my = re.fullmatch(r"B \* (H|HKV)", gy)
     if not persistent and (not mx or not my or gz != "1"):
         errors.append(f"{where}: grid {meta['grid']} is not (cdiv(C|S|C * (H // HKV), BLOCK_M|BLOCK_N), B * H|HKV, 1) "
@@ -58,7 +62,7 @@ def parse(meta, where):
         return None, errors
     return {
         "arch": int(m.group(1)),
-        "grid_x_extent": "P" if persistent else {"C": "C", "S": "S"}.get(mx.group(1), "G"),
+        "grid_x_extent": "P" if persistent else GRID_X_EXTENTS[mx.group(1)],
         "grid_x_tile": 0 if persistent else int(meta["constexprs"][mx.group(2)]),
         "grid_y_kv_heads": 0 if persistent else 1 if my.group(1) == "HKV" else 0,
         "head_dims": (lo, hi, step),

@@ -224,6 +224,11 @@ def graph_replay():
     return ok
 
 
+def attended_pairs(pos, H):
+    """(query, key) pairs attended over all heads: a query at position p sees keys 0..p; padding none."""
+    return (pos.clamp(min=-1) + 1).sum().item() * H
+
+
 def load_kernels(directory):
     """sqdk_attention.py of another tree, as its own module (its launchers take the same arguments)."""
     import importlib.util
@@ -246,8 +251,7 @@ def bench(seqs=(), base=None):
         counts = [C] * B
         (q, k, v, do), pos, counts_t = make_case(9, B, S, C, H, Hkv, Dh, counts)
         pos32 = pos.to(torch.int32)
-        keys = (pos.clamp(min=-1) + 1).sum().item() * H  # (query, key) pairs attended, all heads
-        flop_f = 4 * Dh * keys
+        flop_f = 4 * Dh * attended_pairs(pos, H)
         flop_b = 2.5 * flop_f  # 5 matmuls in the backward (dV, dP, dQ, dK, and recomputed S) vs 2
         for name, fwd, bwd in trees:
             o, lse = fwd(q, k, v, pos32, counts_t)

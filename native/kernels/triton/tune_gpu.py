@@ -18,7 +18,7 @@ import torch  # noqa: E402
 import triton  # noqa: E402
 
 import sqdk_attention as sk  # noqa: E402
-from gpu_check import make_case  # noqa: E402
+from gpu_check import attended_pairs, make_case  # noqa: E402
 
 CANDIDATES = {
     128: {
@@ -50,9 +50,9 @@ def main():
     for Dh, (B, S, H, Hkv, rho) in shapes:
         C = int(S * rho)
         (q, k, v, do), pos, counts = make_case(11, B, S, C, H, Hkv, Dh, [C] * B)
-        # (query, key) pairs attended over all heads; matmuls per pair: fwd 2 (QK, PV), dq 3 (QK, dO V,
+        # matmuls per attended (query, key) pair: fwd 2 (QK, PV), dq 3 (QK, dO V,
         # dS K), dkdv 4 (QK, P dO, V dO, dS Q), 2 Dh FLOP each
-        pairs = (pos.clamp(min=-1) + 1).sum().item() * H
+        pairs = attended_pairs(pos, H)
         flop = {"fwd": 4 * Dh * pairs, "dq": 6 * Dh * pairs, "dkdv": 8 * Dh * pairs}
         pos32 = pos.to(torch.int32)
         o, lse = sk.sqdk_attention_forward(q, k, v, pos32, counts)
