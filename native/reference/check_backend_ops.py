@@ -171,6 +171,11 @@ def reference(op, p, I):
             return {"c": hspmn_ref.causal_conv(I["h"], I["w"])}
         dh, dw = grads(hspmn_ref.causal_conv, [I["h"], I["w"]], I["dc"])
         return {"dh": dh, "dw": dw}
+    if op == "rms_norm_pair_conv_forward":
+        # a whole-sequence pass's entry: the two norms of x, then the reflex conv of h (MODEL.md step 2)
+        h = hspmn_ref.rms_norm(I["x"], I["w_h"], p["eps"])
+        return {"h": h, "a": hspmn_ref.rms_norm(I["x"], I["w_a"], p["eps"]), "c": hspmn_ref.causal_conv(h, I["w_c"]),
+                "rstd": rms_rstd(I["x"], p["eps"]).reshape(-1), "res": I["x"]}
     if op in ("swiglu_forward", "swiglu_backward"):
         fn = lambda g, u: F.silu(g) * u  # noqa: E731
         if op == "swiglu_forward":

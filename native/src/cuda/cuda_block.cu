@@ -133,6 +133,7 @@ void CudaBlock::forward(const ForwardCall& call) {
     const DecodeRun run{0, B, 0};
     RowsPass p = sequences_pass(B, S, C, x, output<bf16>(d_, call.out, stage_.out), idx, cnt, &run);
     if (A.dropout.p > 0.0f) p.dropout = &A.dropout;
+    p.keep_h = call.training != 0;
     run_rows(p, buf);
 
     output_done(d_, call.out, stage_.out, "cudaMemcpyAsync (out)");

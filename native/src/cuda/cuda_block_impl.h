@@ -213,6 +213,9 @@ struct RowsPass {
     // Residual dropout (training forwards only, whole sequences: row r is token r of conv_S-row
     // sequences, query slot (b, j) token b * q_row_S + q_rows[b, j]); null: none.
     const DropoutKey* dropout = nullptr;
+    // The training forward keeps h (RowsBuffers) for the backward; other passes need it only for a
+    // conv cache (meta), so a whole-sequence inference pass never writes it.
+    bool keep_h = false;
 };
 
 // Where a pass writes: [n] / [n, *] per row, [Q = blocks * C, *] per query slot, lse [blocks, H, C].

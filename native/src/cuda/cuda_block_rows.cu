@@ -53,13 +53,17 @@ void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
 
     // Both norms of x in one read of it (and res = x, the residual's start, unless dropout writes res):
     // h for the reflexive stream, a for the contextual one.
-    rms_norm_pair_forward(d_, p.x, w(P_REFLEX_NORM), w(P_ATTN_NORM), eps, n, D, b.h, b.a, b.rstd,
-                          p.dropout ? nullptr : b.res);
-
     // 1. Reflexive stream: h = rms_norm(x), c = causal_conv(h), res = x + down(silu(gate c) * up c).
-    if (!p.meta) {
+    float* res0 = p.dropout ? nullptr : b.res;
+    if (!p.meta && rms_norm_pair_conv_fits(D, Kc)) {
+        // Whole sequences: the norms and the conv in one kernel; h is written only when kept.
+        rms_norm_pair_conv_forward(d_, p.x, w(P_REFLEX_NORM), w(P_ATTN_NORM), w(P_REFLEX_CONV), eps, p.conv_B,
+                                   p.conv_S, D, Kc, p.keep_h ? b.h : nullptr, b.a, b.c, b.rstd, res0);
+    } else if (!p.meta) {
+        rms_norm_pair_forward(d_, p.x, w(P_REFLEX_NORM), w(P_ATTN_NORM), eps, n, D, b.h, b.a, b.rstd, res0);
         causal_conv_forward(d_, b.h, w(P_REFLEX_CONV), p.conv_B, p.conv_S, D, Kc, b.c);
     } else {
+        rms_norm_pair_forward(d_, p.x, w(P_REFLEX_NORM), w(P_ATTN_NORM), eps, n, D, b.h, b.a, b.rstd, res0);
         // The conv reads each sequence's cache before it is shifted.
         decode_causal_conv(d_, b.h, p.conv_cache, w(P_REFLEX_CONV), *p.meta, n, D, Kc, b.c);
         decode_conv_cache_update(d_, b.h, *p.meta, D, Kc, p.conv_cache);

@@ -112,6 +112,18 @@ bool run(ThreadPool& pool, const Case& c, std::vector<Array>& out, std::string& 
         }
         return true;
     }
+    if (op == "rms_norm_pair_conv_forward") {
+        // The CPU has no fused op: the two it stands for, as the CPU block runs them.
+        const int64_t B = c.i("B"), S = c.i("S"), D = c.i("D"), K = c.i("K"), N = B * S;
+        Array h = out_f("h", {B, S, D}), a = out_f("a", {B, S, D}), cc = out_f("c", {B, S, D}),
+              rstd = out_f("rstd", {N}), res = out_f("res", {B, S, D});
+        rms_norm_pair_forward(pool, c.input("x").f.data(), c.input("w_h").f.data(), c.input("w_a").f.data(),
+                              static_cast<float>(c.d("eps")), N, D, h.f.data(), a.f.data(), rstd.f.data());
+        causal_conv_forward(pool, h.f.data(), c.input("w_c").f.data(), B, S, D, K, cc.f.data());
+        res.f = c.input("x").f;
+        for (Array* o : {&h, &a, &cc, &rstd, &res}) out.push_back(std::move(*o));
+        return true;
+    }
     if (op == "swiglu_forward" || op == "swiglu_backward") {
         const int64_t n = c.i("n");
         if (op == "swiglu_forward") {

@@ -200,6 +200,44 @@ bool run(Device& d, const Case& c, std::vector<Array>& out, std::string& why) {
         }
         return true;
     }
+    if (op == "rms_norm_pair_conv_forward") {
+        // Besides the comparison with the CPU ops: the fused kernel must equal rms_norm_pair_forward then
+        // causal_conv_forward bit for bit (run_rows switches between them by shape), and without h and
+        // res it must write the same a, c, rstd.
+        const int64_t B = c.i("B"), S = c.i("S"), D = c.i("D"), K = c.i("K"), N = B * S;
+        const float eps = static_cast<float>(c.d("eps"));
+        if (!rms_norm_pair_conv_fits(D, K)) {
+            why = "the registry's shape is not one the fused kernel takes";
+            return false;
+        }
+        bf16 *x = m.bf(c.input("x")), *w_h = m.bf(c.input("w_h")), *w_a = m.bf(c.input("w_a"));
+        bf16* w_c = m.bf(c.input("w_c"));
+        bf16 *h = m.bf_zero(N * D), *a = m.bf_zero(N * D), *cc = m.bf_zero(N * D);
+        bf16 *h1 = m.bf_zero(N * D), *a1 = m.bf_zero(N * D), *c1 = m.bf_zero(N * D);
+        float *rstd = m.f32_zero(N), *rstd1 = m.f32_zero(N), *res = m.f32_zero(N * D), *res1 = m.f32_zero(N * D);
+        rms_norm_pair_conv_forward(d, x, w_h, w_a, w_c, eps, B, S, D, K, h, a, cc, rstd, res);
+        rms_norm_pair_forward(d, x, w_h, w_a, eps, N, D, h1, a1, rstd1, res1);
+        causal_conv_forward(d, h1, w_c, B, S, D, K, c1);
+        const std::size_t nd = static_cast<std::size_t>(N * D), nr = static_cast<std::size_t>(N);
+        if (!same_bits(d, h, h1, nd * 2) || !same_bits(d, a, a1, nd * 2) || !same_bits(d, cc, c1, nd * 2) ||
+            !same_bits(d, rstd, rstd1, nr * 4) || !same_bits(d, res, res1, nd * 4)) {
+            why = "rms_norm_pair_conv_forward differs from rms_norm_pair_forward + causal_conv_forward in some bit";
+            return false;
+        }
+        bf16 *a2 = m.bf_zero(N * D), *c2 = m.bf_zero(N * D);
+        float* rstd2 = m.f32_zero(N);
+        rms_norm_pair_conv_forward(d, x, w_h, w_a, w_c, eps, B, S, D, K, nullptr, a2, c2, rstd2, nullptr);
+        if (!same_bits(d, a, a2, nd * 2) || !same_bits(d, cc, c2, nd * 2) || !same_bits(d, rstd, rstd2, nr * 4)) {
+            why = "rms_norm_pair_conv_forward without h and res differs from with them";
+            return false;
+        }
+        out.push_back(get_bf(d, "h", {B, S, D}, h));
+        out.push_back(get_bf(d, "a", {B, S, D}, a));
+        out.push_back(get_bf(d, "c", {B, S, D}, cc));
+        out.push_back(get_f32(d, "rstd", {N}, rstd, Prec::F32));
+        out.push_back(get_f32(d, "res", {B, S, D}, res, Prec::F32));
+        return true;
+    }
     if (op == "swiglu_forward" || op == "swiglu_backward") {
         // As the block runs it: g | u rows of one [rows, 2F] buffer (dg | du likewise), 8 rows when n allows.
         const int64_t n = c.i("n"), rows = n % 8 == 0 ? 8 : 1, F = n / rows;
@@ -223,11 +261,22 @@ bool run(Device& d, const Case& c, std::vector<Array>& out, std::string& why) {
         rope_table(d, S, Dh, static_cast<float>(c.d("base")), cos_t, sin_t);
         const int32_t* pos = C ? m.i32(c.input("pos")) : nullptr;
         const int32_t* counts = C ? m.i32(c.input("counts")) : nullptr;
-        bf16* y = m.bf_zero(R * heads * Dh);
-        if (op == "rope_forward")
-            rope_forward(d, m.f32(c.input("x")), y, R, heads, Dh, pos, counts, C, S, cos_t, sin_t);
-        else
-            rope_backward(d, m.bf(c.input("x")), y, R, heads, Dh, heads * Dh, pos, counts, C, S, cos_t, sin_t);
+        // y at an aligned address (the 4-pairs-a-thread kernel when half % 4 == 0) and y1 one element past
+        // one (2-byte aligned: the pair-a-thread kernel): both must write the same bits.
+        const int64_t n = R * heads * Dh;
+        bf16 *y = m.bf_zero(n), *y1 = m.bf_zero(n + 1) + 1;
+        const float* xf = op == "rope_forward" ? m.f32(c.input("x")) : nullptr;
+        const bf16* xb = op == "rope_forward" ? nullptr : m.bf(c.input("x"));
+        for (bf16* dst : {y, y1}) {
+            if (op == "rope_forward")
+                rope_forward(d, xf, dst, R, heads, Dh, pos, counts, C, S, cos_t, sin_t);
+            else
+                rope_backward(d, xb, dst, R, heads, Dh, heads * Dh, pos, counts, C, S, cos_t, sin_t);
+        }
+        if (!same_bits(d, y, y1, static_cast<std::size_t>(n) * 2)) {
+            why = "rope: the vector kernel (aligned y) and the scalar one (unaligned y) differ in some bit";
+            return false;
+        }
         out.push_back(get_bf(d, "y", {R, heads * Dh}, y));
         return true;
     }

@@ -145,6 +145,26 @@ void add_causal_conv(std::vector<Case>& r) {
     }
 }
 
+// The fused entry of a whole-sequence pass (the two norms, then the conv of h): sequences shorter than,
+// equal to and across the CUDA kernel's 16-row tiles, K 1..8, D 64..4096 (D 4096: two channel groups a
+// thread). Only shapes the fused kernel takes (D % 8 == 0, K <= 8): run_rows runs the two ops otherwise.
+void add_rms_norm_pair_conv(std::vector<Case>& r) {
+    struct S4 { int64_t B, S, D, K; };
+    for (S4 s : {S4{2, 37, 64, 3}, S4{1, 16, 128, 4}, S4{3, 5, 64, 8}, S4{2, 50, 256, 1}, S4{1, 33, 2048, 3},
+                 S4{2, 18, 4096, 2}}) {
+        Case c = make("rms_norm_pair_conv_forward",
+                      "B" + std::to_string(s.B) + "_S" + std::to_string(s.S) + "_D" + std::to_string(s.D) + "_K" +
+                          std::to_string(s.K),
+                      {{"B", s.B}, {"S", s.S}, {"D", s.D}, {"K", s.K}, {"eps", 1e-5}});
+        Gen g(c.name);
+        c.in.push_back(g.normal("x", {s.B, s.S, s.D}));
+        c.in.push_back(g.normal("w_h", {s.D}, 0.5f));
+        c.in.push_back(g.normal("w_a", {s.D}, 0.5f));
+        c.in.push_back(g.normal("w_c", {s.D, s.K}, 0.5f));
+        r.push_back(std::move(c));
+    }
+}
+
 void add_swiglu(std::vector<Case>& r) {
     // cuda_ops runs 8 rows of n / 8 when n allows: 1000 scalar (F 125), 8704 vectorised (F 1088).
     for (int64_t n : {1000, 1003, 4096 * 3 + 5, 8 * 1088}) {
@@ -163,7 +183,8 @@ void add_rope(std::vector<Case>& r) {
     // C == 0: keys, row r of [B*S] at position r % S; else [B, C] selected queries with ragged counts
     struct R5 { int64_t B, S, C, heads, Dh; std::vector<int32_t> counts; };
     const std::vector<R5> shapes = {{2, 19, 0, 2, 64, {}}, {1, 33, 0, 3, 128, {}}, {2, 40, 7, 4, 64, {7, 3}},
-                                    {3, 300, 5, 2, 128, {5, 0, 2}}, {1, 11, 0, 2, 8, {}}};
+                                    {3, 300, 5, 2, 128, {5, 0, 2}}, {1, 11, 0, 2, 8, {}},
+                                    {2, 9, 4, 3, 12, {4, 1}}};  // Dh 12: half % 4 != 0, one pair a thread
     for (const R5& s : shapes) {
         for (const char* op : {"rope_forward", "rope_backward"}) {
             const int64_t R = s.C ? s.B * s.C : s.B * s.S;
@@ -376,6 +397,7 @@ std::vector<Case> registry() {
     std::vector<Case> r;
     add_rms_norm(r);
     add_causal_conv(r);
+    add_rms_norm_pair_conv(r);
     add_swiglu(r);
     add_rope(r);
     add_router(r);

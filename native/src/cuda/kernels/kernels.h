@@ -47,6 +47,17 @@ void rms_norm_pair_backward(Device& d, const __nv_bfloat16* x, const __nv_bfloat
                             const float* rstd, const float* dy_a, const float* dy_h, int64_t N, int64_t D, float* dx,
                             float* dw_a, float* dw_h, DeviceBuffer& scratch);
 
+// ---- rms_norm_conv.cu: rms_norm_pair_forward then causal_conv_forward of h over whole sequences, bit
+// for bit, in one kernel that reads x once and writes h only when h is not null (the training forward
+// keeps it for the backward). fits(D, K): the shapes it takes (D % 8 == 0, 1 <= K <= kConvVecK); the
+// caller runs the two ops otherwise.
+// x: [B, S, D] bf16  w_h, w_a: [D]  w_c: [D, K]  h (or null), a, c: [B, S, D]  rstd: [B*S] f32  res: f32 = x, or null
+bool rms_norm_pair_conv_fits(int64_t D, int64_t K);
+void rms_norm_pair_conv_forward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w_h,
+                                const __nv_bfloat16* w_a, const __nv_bfloat16* w_c, float eps, int64_t B, int64_t S,
+                                int64_t D, int64_t K, __nv_bfloat16* h, __nv_bfloat16* a, __nv_bfloat16* c,
+                                float* rstd, float* res);
+
 // ---- causal_conv.cu: c[b, t] = sum_j w[:, j] * h[b, t - (K-1) + j], h before position 0 is zero
 // h, c: [B, S, D] bf16  w: [D, K] bf16
 void causal_conv_forward(Device& d, const __nv_bfloat16* h, const __nv_bfloat16* w, int64_t B, int64_t S,

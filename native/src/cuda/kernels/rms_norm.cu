@@ -8,34 +8,13 @@
 // and dx once for both norms, its dw kernel x and rstd once for both partials.
 #include "common.cuh"
 #include "kernels.h"
+#include "rms_norm_row.cuh"
 
 namespace hspmn::cuda {
 
 namespace {
 
 constexpr int kRowsPerBlock = 8;
-
-// rstd of row xr ([D] bf16) for the lanes of one warp: lane sums (8-wide loads when kVec), then the warp
-// sum. The single and the pair forward share it, so both norms of one x get the same rstd bit for bit.
-template <bool kVec>
-__device__ __forceinline__ float row_rstd(const __nv_bfloat16* xr, int64_t D, float eps, int lane) {
-    float ss = 0.0f;
-    if (kVec) {
-        for (int64_t d = lane * 8; d < D; d += 256) {
-            float f[8];
-            kern::load8(xr + d, f);
-#pragma unroll
-            for (int i = 0; i < 8; ++i) ss += f[i] * f[i];
-        }
-    } else {
-        for (int64_t d = lane; d < D; d += 32) {
-            const float f = kern::ld(xr + d);
-            ss += f * f;
-        }
-    }
-    ss = kern::warp_sum(ss);
-    return 1.0f / sqrtf(ss / static_cast<float>(D) + eps);
-}
 
 // x: [N, D] bf16  w: [D] bf16  y: [N, D] bf16  rstd: [N] f32
 template <bool kVec>
@@ -47,7 +26,7 @@ __global__ void rms_norm_forward_kernel(const __nv_bfloat16* __restrict__ x, con
     if (row >= N) return;
     const __nv_bfloat16* xr = x + row * D;
     __nv_bfloat16* yr = y + row * D;
-    const float r = row_rstd<kVec>(xr, D, eps, lane);
+    const float r = kern::row_rstd<kVec>(xr, D, eps, lane);
     if (lane == 0) rstd[row] = r;
     if (kVec) {
         for (int64_t d = lane * 8; d < D; d += 256) {
@@ -78,7 +57,7 @@ __global__ void rms_norm_pair_forward_kernel(const __nv_bfloat16* __restrict__ x
     __nv_bfloat16* hr = h + row * D;
     __nv_bfloat16* ar = a + row * D;
     float* rr = res ? res + row * D : nullptr;
-    const float r = row_rstd<kVec>(xr, D, eps, lane);
+    const float r = kern::row_rstd<kVec>(xr, D, eps, lane);
     if (lane == 0) rstd[row] = r;
     if (kVec) {
         for (int64_t d = lane * 8; d < D; d += 256) {
