@@ -161,7 +161,7 @@ def reference(op, p, I):
         fn = lambda x, wa, wh: (hspmn_ref.rms_norm(x, wa, p["eps"]), hspmn_ref.rms_norm(x, wh, p["eps"]))  # noqa: E731
         if op == "rms_norm_pair_forward":
             a, h = fn(I["x"], I["w_a"], I["w_h"])
-            return {"h": h, "a": a, "rstd": rms_rstd(I["x"], p["eps"]), "res": I["x"]}
+            return {"h": h, "a": a, "rstd": rms_rstd(I["x"], p["eps"])}
         xs = [t.clone().requires_grad_(True) for t in (I["x"], I["w_a"], I["w_h"])]
         a, h = fn(*xs)
         ((a * I["dy_a"]).sum() + (h * I["dy_h"]).sum()).backward()
@@ -175,7 +175,15 @@ def reference(op, p, I):
         # a whole-sequence pass's entry: the two norms of x, then the reflex conv of h (MODEL.md step 2)
         h = hspmn_ref.rms_norm(I["x"], I["w_h"], p["eps"])
         return {"h": h, "a": hspmn_ref.rms_norm(I["x"], I["w_a"], p["eps"]), "c": hspmn_ref.causal_conv(h, I["w_c"]),
-                "rstd": rms_rstd(I["x"], p["eps"]).reshape(-1), "res": I["x"]}
+                "rstd": rms_rstd(I["x"], p["eps"]).reshape(-1)}
+    if op == "residual_out":
+        # out = x + m, + o on the query rows (MODEL.md step 4 with y = 1 in value)
+        B, S, C = (int(p[k]) for k in ("B", "S", "C"))
+        out = I["m"] + I["x"]
+        for b in range(B):
+            for j in range(int(I["counts"][b])):
+                out[b * S + int(I["indices"][b, j])] += I["o"][b * C + j]
+        return {"out": out}
     if op in ("swiglu_forward", "swiglu_backward"):
         fn = lambda g, u: F.silu(g) * u  # noqa: E731
         if op == "swiglu_forward":

@@ -114,11 +114,13 @@ void CudaBlock::forward(const ForwardCall& call) {
         }
         carve_arena(d_, [&](Carve& cv) {
             buf.res = cv.take<float>(N * D);
+            buf.row_slot = cv.take<int32_t>(N);
             buf.kf = cv.take<float>(N * KV);
             buf.qf = cv.take<float>(BC * D);
         }, training_arena);
     } else {
         buf.res = grow<float>(d_, A.res, N * D);
+        buf.row_slot = grow<int32_t>(d_, A.row_slot, N);
         buf.kf = grow<float>(d_, A.kf, N * KV);
         if (BC > 0) buf.qf = grow<float>(d_, A.qf, BC * D);
     }

@@ -33,7 +33,8 @@ struct Activations {
     DeviceBuffer h, c;               // reflex: [N, D] bf16, [N, D] bf16
     DeviceBuffer gu, act;            // [N, 2F] bf16 gate | up of each row (one GEMM), [N, F] bf16
     DeviceBuffer a;                  // [N, D] bf16
-    DeviceBuffer res;                // [N, D] f32 x + m + y o (inference scratch; training's: the arena)
+    DeviceBuffer res;                // [N, D] f32 m, or x + M m (dropout) (inference scratch; training's: the arena)
+    DeviceBuffer row_slot;           // [N] i32 query slot of each row, -1 (inference scratch as res)
     DeviceBuffer kf, k, v;           // [N, KV] f32 before RoPE (scratch as res), [N, KV] bf16 after, [N, KV] bf16
     DeviceBuffer a_sel, qf, q;       // [BC, D] bf16, [BC, D] f32 (scratch as res), [BC, D] bf16 after RoPE
     DeviceBuffer attn, lse, o;       // [BC, D] bf16 = [B, C, H, Dh], [B, H, C] f32, [BC, D] f32 (dropped)
@@ -226,7 +227,8 @@ struct RowsBuffers {
     bf16 *h, *c;
     bf16* gu;                          // [n, 2F]: row r is gate[r, 0:F], up[r, 0:F] (one GEMM on [W_gate; W_up])
     bf16* act;                         // [n, F]
-    float* res;                        // [n, D] f32 x + m + y o
+    float* res;                        // [n, D] f32 m (then residual_out), or x + M m + y o (dropout)
+    int32_t* row_slot;                 // [n] i32 the query slot of each row, or -1 (residual_out)
     bf16* a;
     float* kf;                         // [n, KV] f32 before RoPE
     bf16 *k, *v;

@@ -10,23 +10,25 @@ namespace hspmn::cuda::detail {
 
 int64_t CudaBlock::chunk_row_bytes() const {
     const int64_t D = cfg_.D, F = cfg_.F, KV = cfg_.Hkv * cfg_.Dh;
-    // carve_rows with one query slot per row (all routed): rstd; h, a, c, a_sel (= attn), q bf16 [D];
+    // carve_rows with one query slot per row (all routed): rstd, row_slot; h, a, c, a_sel (= attn), q bf16 [D];
     // gate|up bf16 [2F], act bf16 [F]; res f32 [D]; kf / qf / o f32 [max(KV, D)]; k, v bf16 [KV]; lse [H];
     // then decode_rows' row_pos, row_cache and rope rows, the query lists' qpos, qrow.
-    return 4 + 2 * 5 * D + 2 * 3 * F + 4 * D + 4 * std::max(KV, D) + 2 * 2 * KV + 4 * cfg_.H + 12 + 4 * cfg_.Dh + 8;
+    return 4 + 4 + 2 * 5 * D + 2 * 3 * F + 4 * D + 4 * std::max(KV, D) + 2 * 2 * KV + 4 * cfg_.H + 12 +
+           4 * cfg_.Dh + 8;
 }
 
 int64_t CudaBlock::one_pass_row_bytes() const {
     const int64_t D = cfg_.D, F = cfg_.F, KV = cfg_.Hkv * cfg_.Dh;
-    // Activations: rstd; h, c, a bf16 [D]; gate|up bf16 [2F], act bf16 [F]; res f32 [D]; kf f32 [KV]; k, v
-    // bf16 [KV]; a_sel, q, attn bf16 [D], qf, o f32 [D], lse [H] per query slot (as many as rows).
-    return 4 + 2 * 3 * D + 2 * 3 * F + 4 * D + 4 * KV + 2 * 2 * KV + 2 * 3 * D + 4 * 2 * D + 4 * cfg_.H;
+    // Activations: rstd, row_slot; h, c, a bf16 [D]; gate|up bf16 [2F], act bf16 [F]; res f32 [D]; kf f32 [KV];
+    // k, v bf16 [KV]; a_sel, q, attn bf16 [D], qf, o f32 [D], lse [H] per query slot (as many as rows).
+    return 4 + 4 + 2 * 3 * D + 2 * 3 * F + 4 * D + 4 * KV + 2 * 2 * KV + 2 * 3 * D + 4 * 2 * D + 4 * cfg_.H;
 }
 
 RowsBuffers CudaBlock::carve_rows(Carve& cv, int64_t n, int64_t Q) const {
     const int64_t D = cfg_.D, F = cfg_.F, KV = cfg_.Hkv * cfg_.Dh;
     RowsBuffers b{};
     b.rstd = cv.take<float>(n);
+    b.row_slot = cv.take<int32_t>(n);
     // a apart from h (2 D bytes a row more than sharing it: h is dead once the conv read it): both norms
     // are written by the one rms_norm_pair_forward that reads x once, before the conv.
     b.h = cv.take<bf16>(n * D);
@@ -51,19 +53,17 @@ void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
     const int64_t Kc = cfg_.conv_kernel;
     const float eps = cfg_.params.norm_eps;
 
-    // Both norms of x in one read of it (and res = x, the residual's start, unless dropout writes res):
-    // h for the reflexive stream, a for the contextual one.
-    // 1. Reflexive stream: h = rms_norm(x), c = causal_conv(h), res = x + down(silu(gate c) * up c).
-    float* res0 = p.dropout ? nullptr : b.res;
+    // Both norms of x in one read of it: h for the reflexive stream, a for the contextual one.
+    // 1. Reflexive stream: h = rms_norm(x), c = causal_conv(h), m = down(silu(gate c) * up c).
     if (!p.meta && rms_norm_pair_conv_fits(D, Kc)) {
         // Whole sequences: the norms and the conv in one kernel; h is written only when kept.
         rms_norm_pair_conv_forward(d_, p.x, w(P_REFLEX_NORM), w(P_ATTN_NORM), w(P_REFLEX_CONV), eps, p.conv_B,
-                                   p.conv_S, D, Kc, p.keep_h ? b.h : nullptr, b.a, b.c, b.rstd, res0);
+                                   p.conv_S, D, Kc, p.keep_h ? b.h : nullptr, b.a, b.c, b.rstd);
     } else if (!p.meta) {
-        rms_norm_pair_forward(d_, p.x, w(P_REFLEX_NORM), w(P_ATTN_NORM), eps, n, D, b.h, b.a, b.rstd, res0);
+        rms_norm_pair_forward(d_, p.x, w(P_REFLEX_NORM), w(P_ATTN_NORM), eps, n, D, b.h, b.a, b.rstd);
         causal_conv_forward(d_, b.h, w(P_REFLEX_CONV), p.conv_B, p.conv_S, D, Kc, b.c);
     } else {
-        rms_norm_pair_forward(d_, p.x, w(P_REFLEX_NORM), w(P_ATTN_NORM), eps, n, D, b.h, b.a, b.rstd, res0);
+        rms_norm_pair_forward(d_, p.x, w(P_REFLEX_NORM), w(P_ATTN_NORM), eps, n, D, b.h, b.a, b.rstd);
         // The conv reads each sequence's cache before it is shifted.
         decode_causal_conv(d_, b.h, p.conv_cache, w(P_REFLEX_CONV), *p.meta, n, D, Kc, b.c);
         decode_conv_cache_update(d_, b.h, *p.meta, D, Kc, p.conv_cache);
@@ -71,13 +71,9 @@ void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
     // gate and up as one GEMM on the stacked [W_gate; W_up] ([2F, D]): row r of gu is gate | up.
     gemm(d_, false, true, n, 2 * F, D, 1.0f, b.c, D, w(P_REFLEX_GATE), D, 0.0f, b.gu, DType::BF16, 2 * F);
     swiglu_forward(d_, b.gu, b.gu + F, n, F, 2 * F, b.act);
-    if (p.dropout) {
-        // m on its own, then res = x + M m (the GEMM cannot accumulate onto x under a mask).
-        gemm(d_, false, true, n, D, F, 1.0f, b.act, F, w(P_REFLEX_DOWN), F, 0.0f, b.res, DType::F32, D);
-        dropout_residual(d_, *p.dropout, p.x, b.res, n, p.conv_S, D);
-    } else {
-        gemm(d_, false, true, n, D, F, 1.0f, b.act, F, w(P_REFLEX_DOWN), F, 1.0f, b.res, DType::F32, D);
-    }
+    // m on its own: residual_out adds x (and y o) at the end in one pass; under dropout res = x + M m here.
+    gemm(d_, false, true, n, D, F, 1.0f, b.act, F, w(P_REFLEX_DOWN), F, 0.0f, b.res, DType::F32, D);
+    if (p.dropout) dropout_residual(d_, *p.dropout, p.x, b.res, n, p.conv_S, D);
 
     // 2. Contextual stream: K, V of every row (into the caches before any attention, so rows attend the
     // earlier rows of their own pass), then Q and attention for the query slots only.
@@ -104,13 +100,19 @@ void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
                                    b.lse + r.block0 * H * p.C);
         }
         gemm(d_, false, true, Q, D, D, 1.0f, b.attn, D, w(P_ATTN_O), D, 0.0f, b.o, DType::F32, D);
-        // o is kept dropped: backward's dy = d_out . (M o) reads it as the forward added it.
-        if (p.dropout)
-            dropout_rows_f32(d_, *p.dropout, kDropoutTagAttn, b.o, Q, p.q_row_S, D, p.q_rows, p.q_cnt, p.C);
-        // 3. out = res + y o on the query rows (y = 1 in value).
-        gate_scatter_forward(d_, b.o, p.q_rows, p.q_cnt, p.blocks, p.q_row_S, p.C, D, b.res);
     }
-    f32_to_bf16(d_, b.res, p.out, n * D);
+    // 3. out = x + m + y o (y = 1 in value) on the query rows, x + m on the others.
+    if (p.dropout) {
+        if (Q > 0) {
+            // o is kept dropped: backward's dy = d_out . (M o) reads it as the forward added it.
+            dropout_rows_f32(d_, *p.dropout, kDropoutTagAttn, b.o, Q, p.q_row_S, D, p.q_rows, p.q_cnt, p.C);
+            gate_scatter_forward(d_, b.o, p.q_rows, p.q_cnt, p.blocks, p.q_row_S, p.C, D, b.res);
+        }
+        f32_to_bf16(d_, b.res, p.out, n * D);
+    } else {
+        if (Q > 0) row_slots(d_, p.q_rows, p.q_cnt, p.blocks, p.q_row_S, p.C, n, b.row_slot);
+        residual_out(d_, b.res, p.x, b.o, Q > 0 ? b.row_slot : nullptr, n, D, p.out);
+    }
 }
 
 }  // namespace hspmn::cuda::detail

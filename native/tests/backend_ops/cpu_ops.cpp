@@ -80,12 +80,9 @@ bool run(ThreadPool& pool, const Case& c, std::vector<Array>& out, std::string& 
         rms_norm_pair_forward(pool, x, w_h, w_a, static_cast<float>(c.d("eps")), N, D, h.f.data(), a.f.data(),
                               rstd.f.data());
         if (op == "rms_norm_pair_forward") {
-            Array res = out_f("res", {N, D});  // the residual's start, x (the CPU block copies it)
-            res.f = c.input("x").f;
             out.push_back(std::move(h));
             out.push_back(std::move(a));
             out.push_back(std::move(rstd));
-            out.push_back(std::move(res));
         } else {
             Array dx = out_f("dx", {N, D}), dw_a = out_f("dw_a", {D}), dw_h = out_f("dw_h", {D});
             dx.f = c.input("dx0").f;
@@ -116,12 +113,27 @@ bool run(ThreadPool& pool, const Case& c, std::vector<Array>& out, std::string& 
         // The CPU has no fused op: the two it stands for, as the CPU block runs them.
         const int64_t B = c.i("B"), S = c.i("S"), D = c.i("D"), K = c.i("K"), N = B * S;
         Array h = out_f("h", {B, S, D}), a = out_f("a", {B, S, D}), cc = out_f("c", {B, S, D}),
-              rstd = out_f("rstd", {N}), res = out_f("res", {B, S, D});
+              rstd = out_f("rstd", {N});
         rms_norm_pair_forward(pool, c.input("x").f.data(), c.input("w_h").f.data(), c.input("w_a").f.data(),
                               static_cast<float>(c.d("eps")), N, D, h.f.data(), a.f.data(), rstd.f.data());
         causal_conv_forward(pool, h.f.data(), c.input("w_c").f.data(), B, S, D, K, cc.f.data());
-        res.f = c.input("x").f;
-        for (Array* o : {&h, &a, &cc, &rstd, &res}) out.push_back(std::move(*o));
+        for (Array* o : {&h, &a, &cc, &rstd}) out.push_back(std::move(*o));
+        return true;
+    }
+    if (op == "residual_out") {
+        // The CPU block's y = x + m (linear_forward accumulating onto x), + o on the query rows, then
+        // the bf16 output: the same float32 sums in the same order.
+        const int64_t B = c.i("B"), S = c.i("S"), C = c.i("C"), D = c.i("D");
+        const Array &m = c.input("m"), &x = c.input("x"), &o = c.input("o"), &idx = c.input("indices");
+        Array y = out_f("out", {B * S, D}, Prec::BF16);
+        for (std::size_t k = 0; k < y.f.size(); ++k) y.f[k] = m.f[k] + x.f[k];
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t j = 0; j < c.input("counts").i[b]; ++j) {
+                const int64_t tok = b * S + idx.i[b * C + j];
+                for (int64_t e = 0; e < D; ++e) y.f[tok * D + e] += o.f[(b * C + j) * D + e];
+            }
+        for (float& v : y.f) v = bf16_to_f32(f32_to_bf16(v));
+        out.push_back(std::move(y));
         return true;
     }
     if (op == "swiglu_forward" || op == "swiglu_backward") {

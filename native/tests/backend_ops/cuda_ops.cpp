@@ -142,29 +142,20 @@ bool run(Device& d, const Case& c, std::vector<Array>& out, std::string& why) {
         bf16 *x = m.bf(c.input("x")), *w_h = m.bf(c.input("w_h")), *w_a = m.bf(c.input("w_a"));
         bf16 *h = m.bf_zero(N * D), *a = m.bf_zero(N * D), *h1 = m.bf_zero(N * D), *a1 = m.bf_zero(N * D);
         float *rstd = m.f32_zero(N), *rstd_h = m.f32_zero(N), *rstd_a = m.f32_zero(N);
-        float *res = m.f32_zero(N * D), *res1 = m.f32_zero(N * D);
-        rms_norm_pair_forward(d, x, w_h, w_a, eps, N, D, h, a, rstd, res);
+        rms_norm_pair_forward(d, x, w_h, w_a, eps, N, D, h, a, rstd);
         rms_norm_forward(d, x, w_h, eps, N, D, h1, rstd_h);
         rms_norm_forward(d, x, w_a, eps, N, D, a1, rstd_a);
-        bf16_to_f32(d, x, res1, N * D);
         const std::size_t nd = static_cast<std::size_t>(N * D), nr = static_cast<std::size_t>(N);
         const std::size_t nw = static_cast<std::size_t>(D);
         if (!same_bits(d, h, h1, nd * 2) || !same_bits(d, a, a1, nd * 2) || !same_bits(d, rstd, rstd_h, nr * 4) ||
-            !same_bits(d, rstd, rstd_a, nr * 4) || !same_bits(d, res, res1, nd * 4)) {
-            why = "rms_norm_pair_forward differs from rms_norm_forward x2 + bf16_to_f32 in some bit";
+            !same_bits(d, rstd, rstd_a, nr * 4)) {
+            why = "rms_norm_pair_forward differs from rms_norm_forward x2 in some bit";
             return false;
         }
         if (op == "rms_norm_pair_forward") {
-            // Without res the pair writes the same h, a, rstd.
-            rms_norm_pair_forward(d, x, w_h, w_a, eps, N, D, h1, a1, rstd_h, nullptr);
-            if (!same_bits(d, h, h1, nd * 2) || !same_bits(d, a, a1, nd * 2) || !same_bits(d, rstd, rstd_h, nr * 4)) {
-                why = "rms_norm_pair_forward without res differs from with res";
-                return false;
-            }
             out.push_back(get_bf(d, "h", {N, D}, h));
             out.push_back(get_bf(d, "a", {N, D}, a));
             out.push_back(get_f32(d, "rstd", {N}, rstd, Prec::F32));
-            out.push_back(get_f32(d, "res", {N, D}, res, Prec::F32));
             return true;
         }
         float *dy_a = m.f32(c.input("dy_a")), *dy_h = m.f32(c.input("dy_h"));
@@ -202,8 +193,8 @@ bool run(Device& d, const Case& c, std::vector<Array>& out, std::string& why) {
     }
     if (op == "rms_norm_pair_conv_forward") {
         // Besides the comparison with the CPU ops: the fused kernel must equal rms_norm_pair_forward then
-        // causal_conv_forward bit for bit (run_rows switches between them by shape), and without h and
-        // res it must write the same a, c, rstd.
+        // causal_conv_forward bit for bit (run_rows switches between them by shape), and without h it
+        // must write the same a, c, rstd.
         const int64_t B = c.i("B"), S = c.i("S"), D = c.i("D"), K = c.i("K"), N = B * S;
         const float eps = static_cast<float>(c.d("eps"));
         if (!rms_norm_pair_conv_fits(D, K)) {
@@ -214,28 +205,56 @@ bool run(Device& d, const Case& c, std::vector<Array>& out, std::string& why) {
         bf16* w_c = m.bf(c.input("w_c"));
         bf16 *h = m.bf_zero(N * D), *a = m.bf_zero(N * D), *cc = m.bf_zero(N * D);
         bf16 *h1 = m.bf_zero(N * D), *a1 = m.bf_zero(N * D), *c1 = m.bf_zero(N * D);
-        float *rstd = m.f32_zero(N), *rstd1 = m.f32_zero(N), *res = m.f32_zero(N * D), *res1 = m.f32_zero(N * D);
-        rms_norm_pair_conv_forward(d, x, w_h, w_a, w_c, eps, B, S, D, K, h, a, cc, rstd, res);
-        rms_norm_pair_forward(d, x, w_h, w_a, eps, N, D, h1, a1, rstd1, res1);
+        float *rstd = m.f32_zero(N), *rstd1 = m.f32_zero(N);
+        rms_norm_pair_conv_forward(d, x, w_h, w_a, w_c, eps, B, S, D, K, h, a, cc, rstd);
+        rms_norm_pair_forward(d, x, w_h, w_a, eps, N, D, h1, a1, rstd1);
         causal_conv_forward(d, h1, w_c, B, S, D, K, c1);
         const std::size_t nd = static_cast<std::size_t>(N * D), nr = static_cast<std::size_t>(N);
         if (!same_bits(d, h, h1, nd * 2) || !same_bits(d, a, a1, nd * 2) || !same_bits(d, cc, c1, nd * 2) ||
-            !same_bits(d, rstd, rstd1, nr * 4) || !same_bits(d, res, res1, nd * 4)) {
+            !same_bits(d, rstd, rstd1, nr * 4)) {
             why = "rms_norm_pair_conv_forward differs from rms_norm_pair_forward + causal_conv_forward in some bit";
             return false;
         }
         bf16 *a2 = m.bf_zero(N * D), *c2 = m.bf_zero(N * D);
         float* rstd2 = m.f32_zero(N);
-        rms_norm_pair_conv_forward(d, x, w_h, w_a, w_c, eps, B, S, D, K, nullptr, a2, c2, rstd2, nullptr);
+        rms_norm_pair_conv_forward(d, x, w_h, w_a, w_c, eps, B, S, D, K, nullptr, a2, c2, rstd2);
         if (!same_bits(d, a, a2, nd * 2) || !same_bits(d, cc, c2, nd * 2) || !same_bits(d, rstd, rstd2, nr * 4)) {
-            why = "rms_norm_pair_conv_forward without h and res differs from with them";
+            why = "rms_norm_pair_conv_forward without h differs from with it";
             return false;
         }
         out.push_back(get_bf(d, "h", {B, S, D}, h));
         out.push_back(get_bf(d, "a", {B, S, D}, a));
         out.push_back(get_bf(d, "c", {B, S, D}, cc));
         out.push_back(get_f32(d, "rstd", {N}, rstd, Prec::F32));
-        out.push_back(get_f32(d, "res", {B, S, D}, res, Prec::F32));
+        return true;
+    }
+    if (op == "residual_out") {
+        // Besides the comparison with the CPU: the three passes it replaces give the same bits: m + x
+        // (what the down GEMM's beta = 1 epilogue computed, here scatter_add_selected over every row),
+        // gate_scatter_forward's += o, f32_to_bf16. And x may be out (in place).
+        const int64_t B = c.i("B"), S = c.i("S"), C = c.i("C"), D = c.i("D"), N = B * S;
+        float *mm = m.f32(c.input("m")), *o = m.f32(c.input("o")), *res = m.f32(c.input("m"));
+        bf16 *x = m.bf(c.input("x")), *y = m.bf_zero(N * D), *y1 = m.bf_zero(N * D), *xy = m.bf(c.input("x"));
+        int32_t *idx = m.i32(c.input("indices")), *cnt = m.i32(c.input("counts")), *slot = m.i32_zero(N);
+        row_slots(d, idx, cnt, B, S, C, N, slot);
+        residual_out(d, mm, x, o, slot, N, D, y);
+        Array all{"all", {1, N}, true}, whole{"whole", {1}, true};
+        for (int64_t r = 0; r < N; ++r) all.i.push_back(static_cast<int32_t>(r));
+        whole.i.push_back(static_cast<int32_t>(N));
+        scatter_add_selected(d, x, m.i32(all), m.i32(whole), 1, N, N, D, res);
+        gate_scatter_forward(d, o, idx, cnt, B, S, C, D, res);
+        f32_to_bf16(d, res, y1, N * D);
+        const std::size_t bytes = static_cast<std::size_t>(N * D) * 2;
+        if (!same_bits(d, y, y1, bytes)) {
+            why = "residual_out differs from m + x, gate_scatter_forward, f32_to_bf16 in some bit";
+            return false;
+        }
+        residual_out(d, mm, xy, o, slot, N, D, xy);
+        if (!same_bits(d, y, xy, bytes)) {
+            why = "residual_out in place (out = x) differs";
+            return false;
+        }
+        out.push_back(get_bf(d, "out", {N, D}, y));
         return true;
     }
     if (op == "swiglu_forward" || op == "swiglu_backward") {

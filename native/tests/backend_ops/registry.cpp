@@ -165,6 +165,28 @@ void add_rms_norm_pair_conv(std::vector<Case>& r) {
     }
 }
 
+// A block's output without dropout: m (the down GEMM alone), x and the query rows' o. Odd D (the CUDA scalar
+// path), ragged and empty counts, a pass with no query row at all.
+void add_residual_out(std::vector<Case>& r) {
+    struct S5 { int64_t B, S, C, D; std::vector<int32_t> counts; };
+    const std::vector<S5> shapes = {{2, 19, 5, 64, {5, 2}}, {1, 40, 8, 36, {8}}, {3, 33, 4, 256, {4, 0, 3}},
+                                    {2, 9, 3, 2048, {0, 0}}};
+    for (const S5& s : shapes) {
+        Case c = make("residual_out",
+                      "B" + std::to_string(s.B) + "_S" + std::to_string(s.S) + "_C" + std::to_string(s.C) + "_D" +
+                          std::to_string(s.D),
+                      {{"B", s.B}, {"S", s.S}, {"C", s.C}, {"D", s.D}});
+        Gen g(c.name);
+        c.in.push_back(g.normal("m", {s.B * s.S, s.D}));
+        c.in.push_back(g.normal("x", {s.B * s.S, s.D}));
+        c.in.push_back(g.normal("o", {s.B * s.C, s.D}));
+        auto [idx, counts] = g.selection(s.B, s.C, s.S, s.counts, "indices");
+        c.in.push_back(idx);
+        c.in.push_back(counts);
+        r.push_back(std::move(c));
+    }
+}
+
 void add_swiglu(std::vector<Case>& r) {
     // cuda_ops runs 8 rows of n / 8 when n allows: 1000 scalar (F 125), 8704 vectorised (F 1088).
     for (int64_t n : {1000, 1003, 4096 * 3 + 5, 8 * 1088}) {
@@ -398,6 +420,7 @@ std::vector<Case> registry() {
     add_rms_norm(r);
     add_causal_conv(r);
     add_rms_norm_pair_conv(r);
+    add_residual_out(r);
     add_swiglu(r);
     add_rope(r);
     add_router(r);

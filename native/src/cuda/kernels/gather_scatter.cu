@@ -74,7 +74,64 @@ __global__ void gate_scatter_backward_kernel(const float* __restrict__ o, const 
     if (threadIdx.x == 0) dy[r] = acc;
 }
 
+__global__ void row_slots_kernel(const int32_t* __restrict__ indices, const int32_t* __restrict__ counts, int64_t BC,
+                                 int64_t S, int64_t C, int32_t* __restrict__ row_slot) {
+    for (int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; r < BC; r += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t tok = token_of(indices, counts, r, S, C);
+        if (tok >= 0) row_slot[tok] = static_cast<int32_t>(r);
+    }
+}
+
+// 8 values a thread when D % 8 == 0 (rows then start 16-byte aligned), else one.
+template <bool kVec>
+__global__ void residual_out_kernel(const float* __restrict__ m, const __nv_bfloat16* x, const float* __restrict__ o,
+                                    const int32_t* __restrict__ row_slot, int64_t n, int64_t D, __nv_bfloat16* out) {
+    constexpr int W = kVec ? 8 : 1;
+    const int64_t units = n * D / W;
+    for (int64_t u = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; u < units; u += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t e = u * W, row = e / D;
+        const int32_t slot = row_slot ? row_slot[row] : -1;
+        float mv[W], xv[W], v[W];
+        if (kVec) {
+            kern::load8(m + e, mv);
+            kern::load8(x + e, xv);
+        } else {
+            mv[0] = m[e];
+            xv[0] = kern::ld(x + e);
+        }
+#pragma unroll
+        for (int k = 0; k < W; ++k) v[k] = mv[k] + xv[k];  // the GEMM epilogue's acc + C
+        if (slot >= 0) {
+            const float* orow = o + slot * D + (e - row * D);
+            float ov[W];
+            if (kVec) kern::load8(orow, ov); else ov[0] = orow[0];
+#pragma unroll
+            for (int k = 0; k < W; ++k) v[k] += ov[k];  // gate_scatter_forward's res += o
+        }
+        if (kVec) kern::store8(out + e, v); else out[e] = kern::bf(v[0]);
+    }
+}
+
 }  // namespace
+
+void row_slots(Device& d, const int32_t* indices, const int32_t* counts, int64_t B, int64_t S, int64_t C, int64_t n,
+               int32_t* row_slot) {
+    if (n <= 0) return;
+    check(cudaMemsetAsync(row_slot, 0xff, static_cast<std::size_t>(n) * 4, stream(d)), "cudaMemsetAsync (row_slot)");
+    if (B * C <= 0) return;
+    row_slots_kernel<<<kern::grid_for(B * C, 256), 256, 0, stream(d)>>>(indices, counts, B * C, S, C, row_slot);
+    check_launch("row_slots");
+}
+
+void residual_out(Device& d, const float* m, const __nv_bfloat16* x, const float* o, const int32_t* row_slot,
+                  int64_t n, int64_t D, __nv_bfloat16* out) {
+    if (n <= 0) return;
+    if (D % 8 == 0)
+        residual_out_kernel<true><<<kern::grid_for(n * D / 8, 256), 256, 0, stream(d)>>>(m, x, o, row_slot, n, D, out);
+    else
+        residual_out_kernel<false><<<kern::grid_for(n * D, 256), 256, 0, stream(d)>>>(m, x, o, row_slot, n, D, out);
+    check_launch("residual_out");
+}
 
 void gather_selected(Device& d, const __nv_bfloat16* a, const int32_t* indices, const int32_t* counts, int64_t B,
                      int64_t S, int64_t C, int64_t D, __nv_bfloat16* a_sel) {

@@ -36,11 +36,10 @@ void rms_norm_backward_bf16(Device& d, const __nv_bfloat16* x, const __nv_bfloat
                             const float* dy, int64_t N, int64_t D, __nv_bfloat16* dx, float* dw,
                             DeviceBuffer& scratch);
 // A block's two norms of one x in one pass (h = reflex norm, a = attention norm): the values of two
-// rms_norm_forward calls bit for bit; both share rstd. res: [N, D] f32 = x (the residual's start), or null.
+// rms_norm_forward calls bit for bit; both share rstd.
 // x: [N, D] bf16  w_h, w_a: [D] bf16  h, a: [N, D] bf16  rstd: [N] f32
 void rms_norm_pair_forward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w_h, const __nv_bfloat16* w_a,
-                           float eps, int64_t N, int64_t D, __nv_bfloat16* h, __nv_bfloat16* a, float* rstd,
-                           float* res);
+                           float eps, int64_t N, int64_t D, __nv_bfloat16* h, __nv_bfloat16* a, float* rstd);
 // The two backwards of one x: bit for bit rms_norm_backward(w_a, dy_a) then rms_norm_backward(w_h, dy_h).
 // dy_a, dy_h: [N, D] f32; dx: [N, D] f32 (+)=; dw_a, dw_h: [D] f32 (+)=; scratch grows to 2 x [chunks, D] f32
 void rms_norm_pair_backward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w_a, const __nv_bfloat16* w_h,
@@ -51,12 +50,12 @@ void rms_norm_pair_backward(Device& d, const __nv_bfloat16* x, const __nv_bfloat
 // for bit, in one kernel that reads x once and writes h only when h is not null (the training forward
 // keeps it for the backward). fits(D, K): the shapes it takes (D % 8 == 0, 1 <= K <= kConvVecK); the
 // caller runs the two ops otherwise.
-// x: [B, S, D] bf16  w_h, w_a: [D]  w_c: [D, K]  h (or null), a, c: [B, S, D]  rstd: [B*S] f32  res: f32 = x, or null
+// x: [B, S, D] bf16  w_h, w_a: [D]  w_c: [D, K]  h (or null), a, c: [B, S, D]  rstd: [B*S] f32
 bool rms_norm_pair_conv_fits(int64_t D, int64_t K);
 void rms_norm_pair_conv_forward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w_h,
                                 const __nv_bfloat16* w_a, const __nv_bfloat16* w_c, float eps, int64_t B, int64_t S,
                                 int64_t D, int64_t K, __nv_bfloat16* h, __nv_bfloat16* a, __nv_bfloat16* c,
-                                float* rstd, float* res);
+                                float* rstd);
 
 // ---- causal_conv.cu: c[b, t] = sum_j w[:, j] * h[b, t - (K-1) + j], h before position 0 is zero
 // h, c: [B, S, D] bf16  w: [D, K] bf16
@@ -131,6 +130,18 @@ void gather_selected(Device& d, const __nv_bfloat16* a, const int32_t* indices, 
 // src: [B*C, D] bf16; dst: [B*S, D] f32 (+)= on the selected tokens
 void scatter_add_selected(Device& d, const __nv_bfloat16* src, const int32_t* indices, const int32_t* counts,
                           int64_t B, int64_t S, int64_t C, int64_t D, float* dst);
+// The block's output when the down GEMM wrote m alone (no dropout): out[row] = bf16((m + x) + o[slot])
+// for a query row (row_slot[row] = its slot; the gate y = 1 in value), bf16(m + x) for the others:
+// the values of the GEMM accumulating onto x (acc + x in f32), gate_scatter_forward and f32_to_bf16,
+// with one pass over the rows instead of three. Each element of x is read before its out is written,
+// so out may be x. row_slot comes from row_slots.
+// m: [n, D] f32  x, out: [n, D] bf16  o: [*, D] f32  row_slot: [n] i32 (-1: not a query row)
+void residual_out(Device& d, const float* m, const __nv_bfloat16* x, const float* o, const int32_t* row_slot,
+                  int64_t n, int64_t D, __nv_bfloat16* out);
+// row_slot[b * S + indices[b, j]] = b * C + j for the valid slots (j < counts[b]), -1 for every other of
+// the n rows.  row_slot: [n] i32
+void row_slots(Device& d, const int32_t* indices, const int32_t* counts, int64_t B, int64_t S, int64_t C, int64_t n,
+               int32_t* row_slot);
 // Straight-through gate, y = 1 forward: res[token] += o.  o: [B*C, D] f32  res: [B*S, D] f32 (+)=
 void gate_scatter_forward(Device& d, const float* o, const int32_t* indices, const int32_t* counts, int64_t B,
                           int64_t S, int64_t C, int64_t D, float* res);

@@ -3,9 +3,8 @@
 // adds dx into f32; the language model's final norm (rms_norm_backward_bf16) writes it as bf16.
 // The pair ops (rms_norm_pair_*) are a block's two norms of one x (reflex h, attention a): the same
 // per-row and per-column arithmetic in the same order as two single calls, so their results are bit
-// for bit the single kernels'. The forward is one launch over x for both norms (and writes the f32
-// residual start res = x, the block's bf16_to_f32 pass before); the backward's dx kernel reads x, rstd
-// and dx once for both norms, its dw kernel x and rstd once for both partials.
+// for bit the single kernels'. The forward is one launch over x for both norms; the backward's dx
+// kernel reads x, rstd and dx once for both norms, its dw kernel x and rstd once for both partials.
 #include "common.cuh"
 #include "kernels.h"
 #include "rms_norm_row.cuh"
@@ -43,20 +42,19 @@ __global__ void rms_norm_forward_kernel(const __nv_bfloat16* __restrict__ x, con
 }
 
 // rms_norm_forward_kernel's arithmetic for two weights of one x: the same ss loop, r and products.
-// x: [N, D] bf16  w_h, w_a: [D] bf16  h, a: [N, D] bf16  rstd: [N] f32  res: [N, D] f32 = x, or null
+// x: [N, D] bf16  w_h, w_a: [D] bf16  h, a: [N, D] bf16  rstd: [N] f32
 template <bool kVec>
 __global__ void rms_norm_pair_forward_kernel(const __nv_bfloat16* __restrict__ x,
                                              const __nv_bfloat16* __restrict__ w_h,
                                              const __nv_bfloat16* __restrict__ w_a, float eps, int64_t N, int64_t D,
                                              __nv_bfloat16* __restrict__ h, __nv_bfloat16* __restrict__ a,
-                                             float* __restrict__ rstd, float* __restrict__ res) {
+                                             float* __restrict__ rstd) {
     const int64_t row = blockIdx.x * (int64_t)kRowsPerBlock + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (row >= N) return;
     const __nv_bfloat16* xr = x + row * D;
     __nv_bfloat16* hr = h + row * D;
     __nv_bfloat16* ar = a + row * D;
-    float* rr = res ? res + row * D : nullptr;
     const float r = kern::row_rstd<kVec>(xr, D, eps, lane);
     if (lane == 0) rstd[row] = r;
     if (kVec) {
@@ -72,14 +70,12 @@ __global__ void rms_norm_pair_forward_kernel(const __nv_bfloat16* __restrict__ x
             }
             kern::store8(hr + d, yh);
             kern::store8(ar + d, ya);
-            if (rr) kern::store8(rr + d, f);
         }
     } else {
         for (int64_t d = lane; d < D; d += 32) {
             const float f = kern::ld(xr + d);
             hr[d] = kern::bf(f * r * kern::ld(w_h + d));
             ar[d] = kern::bf(f * r * kern::ld(w_a + d));
-            if (rr) rr[d] = f;
         }
     }
 }
@@ -183,16 +179,15 @@ void rms_norm_forward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w,
 }
 
 void rms_norm_pair_forward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w_h, const __nv_bfloat16* w_a,
-                           float eps, int64_t N, int64_t D, __nv_bfloat16* h, __nv_bfloat16* a, float* rstd,
-                           float* res) {
+                           float eps, int64_t N, int64_t D, __nv_bfloat16* h, __nv_bfloat16* a, float* rstd) {
     if (N <= 0) return;
     const unsigned grid = static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock);
     if (D % 8 == 0)
         rms_norm_pair_forward_kernel<true>
-            <<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(x, w_h, w_a, eps, N, D, h, a, rstd, res);
+            <<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(x, w_h, w_a, eps, N, D, h, a, rstd);
     else
         rms_norm_pair_forward_kernel<false>
-            <<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(x, w_h, w_a, eps, N, D, h, a, rstd, res);
+            <<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(x, w_h, w_a, eps, N, D, h, a, rstd);
     check_launch("rms_norm_pair_forward");
 }
 

@@ -22,12 +22,12 @@ constexpr int kTileRows = 16;
 constexpr int kThreads = 256;
 
 // x: [B, S, D] bf16  w_h, w_a: [D]  w_c: [D, K]  h (or null), a, c: [B, S, D] bf16  rstd: [B*S] f32
-// res: [B, S, D] f32 = x, or null.  grid: B * ceil(S / kTileRows) blocks of kThreads.
+// grid: B * ceil(S / kTileRows) blocks of kThreads.
 template <int K>
 __global__ void __launch_bounds__(kThreads) rms_norm_pair_conv_kernel(
     const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w_h, const __nv_bfloat16* __restrict__ w_a,
     const __nv_bfloat16* __restrict__ w_c, float eps, int64_t S, int64_t D, __nv_bfloat16* __restrict__ h,
-    __nv_bfloat16* __restrict__ a, __nv_bfloat16* __restrict__ c, float* __restrict__ rstd, float* __restrict__ res) {
+    __nv_bfloat16* __restrict__ a, __nv_bfloat16* __restrict__ c, float* __restrict__ rstd) {
     __shared__ float rs[kTileRows + K - 1];
     const int64_t tiles = (S + kTileRows - 1) / kTileRows;
     const int64_t seq = blockIdx.x / tiles, t0 = (blockIdx.x - seq * tiles) * kTileRows;
@@ -76,7 +76,6 @@ __global__ void __launch_bounds__(kThreads) rms_norm_pair_conv_kernel(
                 const int64_t o = (row0 + t) * D + d0;
                 kern::store8(a + o, av);
                 if (h) kern::store8(h + o, hv);
-                if (res) kern::store8(res + o, f);
                 // causal_conv_vec_kernel's taps: j ascending, tap j reads the row K-1-j back, skipped
                 // before position 0 (t is the position in the sequence).
                 float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -103,10 +102,10 @@ __global__ void __launch_bounds__(kThreads) rms_norm_pair_conv_kernel(
 template <int K>
 void launch(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w_h, const __nv_bfloat16* w_a,
             const __nv_bfloat16* w_c, float eps, int64_t B, int64_t S, int64_t D, __nv_bfloat16* h, __nv_bfloat16* a,
-            __nv_bfloat16* c, float* rstd, float* res) {
+            __nv_bfloat16* c, float* rstd) {
     const int64_t blocks = B * ((S + kTileRows - 1) / kTileRows);
     rms_norm_pair_conv_kernel<K>
-        <<<static_cast<unsigned>(blocks), kThreads, 0, stream(d)>>>(x, w_h, w_a, w_c, eps, S, D, h, a, c, rstd, res);
+        <<<static_cast<unsigned>(blocks), kThreads, 0, stream(d)>>>(x, w_h, w_a, w_c, eps, S, D, h, a, c, rstd);
 }
 
 }  // namespace
@@ -118,20 +117,20 @@ bool rms_norm_pair_conv_fits(int64_t D, int64_t K) {
 void rms_norm_pair_conv_forward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w_h,
                                 const __nv_bfloat16* w_a, const __nv_bfloat16* w_c, float eps, int64_t B, int64_t S,
                                 int64_t D, int64_t K, __nv_bfloat16* h, __nv_bfloat16* a, __nv_bfloat16* c,
-                                float* rstd, float* res) {
+                                float* rstd) {
     if (B <= 0 || S <= 0) return;
     if (!rms_norm_pair_conv_fits(D, K))
         fail(HSPMN_ERR_INTERNAL, "rms_norm_pair_conv_forward: D %lld, conv kernel %lld outside its shapes (D %% 8, K <= %d)",
              static_cast<long long>(D), static_cast<long long>(K), kern::kConvVecK);
     switch (K) {
-        case 1: launch<1>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd, res); break;
-        case 2: launch<2>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd, res); break;
-        case 3: launch<3>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd, res); break;
-        case 4: launch<4>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd, res); break;
-        case 5: launch<5>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd, res); break;
-        case 6: launch<6>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd, res); break;
-        case 7: launch<7>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd, res); break;
-        default: launch<8>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd, res); break;
+        case 1: launch<1>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd); break;
+        case 2: launch<2>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd); break;
+        case 3: launch<3>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd); break;
+        case 4: launch<4>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd); break;
+        case 5: launch<5>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd); break;
+        case 6: launch<6>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd); break;
+        case 7: launch<7>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd); break;
+        default: launch<8>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd); break;
     }
     check_launch("rms_norm_pair_conv_forward");
 }
