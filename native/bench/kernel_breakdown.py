@@ -62,7 +62,9 @@ OTHER = "other"
 CATEGORY_PREFIXES = [
     ("sqdk_attention_fwd", ATTN_FWD),
     ("sqdk_attention_bwd", ATTN_BWD),
-    ("rms_norm_", "rms_norm"),  # also rms_norm_pair_* (both norms of a block; its forward writes res = x too)
+    # rms_norm_pair_conv: both norms and the reflex conv of a whole-sequence pass in one kernel
+    ("rms_norm_pair_conv", "rms_norm + causal_conv (fused)"),
+    ("rms_norm_", "rms_norm"),  # also rms_norm_pair_* (both norms of a block)
     ("causal_conv_", "causal_conv"),
     ("swiglu_", "swiglu"),
     ("rope_", "rope"),
@@ -73,14 +75,17 @@ CATEGORY_PREFIXES = [
     ("gather_selected", "gather / scatter / gate"),
     ("scatter_add_selected", "gather / scatter / gate"),
     ("gate_scatter_", "gather / scatter / gate"),
+    ("row_slots", "gather / scatter / gate"),
+    ("residual_out", "residual out (x + m + y o, bf16)"),
     ("bf16_to_f32", COPIES),
     ("f32_to_bf16", COPIES),
     ("reduce_partials", COPIES),  # convert.cu: the in-order sum of rms_norm's and causal_conv's dw partials
     ("non_finite", "non_finite scan (NaN policy)"),
     ("fill_u64", "non_finite scan (NaN policy)"),
 ]
-CATEGORIES = [GEMM, ATTN_FWD, ATTN_BWD, "rms_norm", "causal_conv", "swiglu", "rope", "router / route_select / aux",
-              "gather / scatter / gate", COPIES, "non_finite scan (NaN policy)", OTHER]
+CATEGORIES = [GEMM, ATTN_FWD, ATTN_BWD, "rms_norm + causal_conv (fused)", "rms_norm", "causal_conv", "swiglu", "rope",
+              "router / route_select / aux", "gather / scatter / gate", "residual out (x + m + y o, bf16)", COPIES,
+              "non_finite scan (NaN policy)", OTHER]
 # cuBLAS/cuBLASLt kernel families (Hopper nvjet, sm90 xmma/cutlass, Ampere s16816 ..., split-K reduce).
 GEMM_PATTERN = re.compile(r"gemm|nvjet|xmma|cutlass|cublas|splitk|s16816|s1688|wgmma|gemv", re.IGNORECASE)
 

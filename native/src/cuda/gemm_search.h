@@ -14,10 +14,14 @@
 
 namespace hspmn::cuda {
 
-// The search's defaults, one place: on unless HSPMN_GEMM_SEARCH says otherwise; only GEMMs of at
-// least kGemmSearchMinFlops (2 M N K) are timed, because below it the search's host waits cost more
-// than a better algorithm saves and shapes that vary per call (decode, prompts) are small.
-inline constexpr bool kGemmSearchDefault = true;
+// The search's defaults, one place: off unless HSPMN_GEMM_SEARCH says otherwise. On the H100 the
+// block ran slower with the searched algorithms than with the heuristic's first answers (B=64 S=4096
+// inference 4.85-5.05 vs 5.18-5.23 M tok/s, S=131072 2.26-2.28 vs 2.35-2.37, training equal; three
+// runs each, BENCHMARKS.md): the search times each candidate alone, back to back, which is not how
+// it runs in the block. Only GEMMs of at least kGemmSearchMinFlops (2 M N K) are timed when it is
+// on, because below it the search's host waits cost more than a better algorithm saves and shapes
+// that vary per call (decode, prompts) are small.
+inline constexpr bool kGemmSearchDefault = false;
 inline constexpr double kGemmSearchMinFlops = 1e11;
 // How many of the heuristic's answers are candidates.
 inline constexpr int kGemmCandidates = 8;
