@@ -1,5 +1,6 @@
-// causal_conv forward/backward: a thread per channel over a grid-stride of token rows, channels
-// contiguous so a warp reads 32 neighbouring channels of one token; the weight gradient as per-chunk column partials.
+// causal_conv forward/backward: 8 channels a thread walking a tile of rows (D % 8 == 0, K <= 8), else
+// a thread per channel over a grid-stride of token rows, channels contiguous so a warp reads 32
+// neighbouring channels of one token; the weight gradient as per-chunk column partials.
 #include "common.cuh"
 #include "kernels.h"
 
@@ -48,28 +49,82 @@ __global__ void causal_conv_backward_dw_kernel(const __nv_bfloat16* __restrict__
 // K taps in registers; same tap order (j ascending) and row order as the scalar kernels above.
 constexpr int kMaxVecK = kern::kConvVecK;
 
-// causal_conv_kernel for 8 channels a thread, both directions likewise.
-template <bool kAhead, class T>
-__global__ void __launch_bounds__(128) causal_conv_vec_kernel(const T* __restrict__ in,
-                                                              const __nv_bfloat16* __restrict__ w, int64_t N,
-                                                              int64_t S, int64_t D, int K, T* __restrict__ out) {
-    const int64_t d0 = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * 8;
+// causal_conv_kernel for 8 channels a thread, both directions likewise, walking rows: a block owns
+// kWalkRows consecutive rows of one sequence, a thread reads each input row once (plus the K-1 rows
+// past the tile's edge) and keeps the last K-1 in registers (K is a template parameter, so they stay
+// there). The forward walks up (its taps read rows back), the backward's dh down (rows ahead). One row
+// a thread, as before, read every input row K times.  grid: (B * ceil(S / kWalkRows), ceil(D / 1024))
+constexpr int kWalkRows = 32;
+
+template <bool kAhead, class T, int K>
+__global__ void __launch_bounds__(128) causal_conv_walk_kernel(const T* __restrict__ in,
+                                                               const __nv_bfloat16* __restrict__ w, int64_t S,
+                                                               int64_t D, T* __restrict__ out) {
+    const int64_t d0 = (blockIdx.y * (int64_t)blockDim.x + threadIdx.x) * 8;
     if (d0 >= D) return;
-    float wr[kMaxVecK][8];
-    kern::conv_taps8(w, d0, K, wr);
-    for (int64_t i = blockIdx.y; i < N; i += gridDim.y) {
-        const int64_t t = i % S;
-        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const int64_t tiles = (S + kWalkRows - 1) / kWalkRows;
+    const int64_t seq = blockIdx.x / tiles, t0 = (blockIdx.x - seq * tiles) * kWalkRows;
+    const int64_t t1 = t0 + kWalkRows < S ? t0 + kWalkRows : S;
+    // the rows read: [t0 - (K-1), t1) forward, [t0, t1 + (K-1)) backward, within the sequence
+    const int64_t first = kAhead ? (t1 - 1 + (K - 1) < S - 1 ? t1 - 1 + (K - 1) : S - 1)
+                                 : (t0 - (K - 1) > 0 ? t0 - (K - 1) : 0);
+    const int64_t count = kAhead ? first - t0 + 1 : t1 - first;
+    const T* src = in + seq * S * D + d0;
+    T* dst = out + seq * S * D + d0;
+    float wr[K][8], hist[K > 1 ? K - 1 : 1][8] = {};  // hist[k]: the row k + 1 back (forward) / ahead
 #pragma unroll
-        for (int j = 0; j < kMaxVecK; ++j) {
-            const int64_t off = (K - 1) - j;
-            if (j >= K || (kAhead ? t + off >= S : t < off)) continue;
-            float f[8];
-            kern::load8(in + (kAhead ? i + off : i - off) * D + d0, f);
+    for (int j = 0; j < K; ++j)
 #pragma unroll
-            for (int e = 0; e < 8; ++e) acc[e] += wr[j][e] * f[e];
+        for (int e = 0; e < 8; ++e) wr[j][e] = kern::ld(w + (d0 + e) * K + j);
+    float next[8];
+    kern::load8(src + first * D, next);
+    for (int64_t n = 0; n < count; ++n) {
+        const int64_t t = kAhead ? first - n : first + n;
+        float cur[8];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) cur[e] = next[e];
+        if (n + 1 < count) kern::load8(src + (kAhead ? t - 1 : t + 1) * D, next);
+        if (kAhead ? t < t1 : t >= t0) {
+            float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#pragma unroll
+            for (int j = 0; j < K; ++j) {
+                const int off = (K - 1) - j;
+                if (kAhead ? t + off >= S : t < off) continue;
+#pragma unroll
+                for (int e = 0; e < 8; ++e)
+                    acc[e] += wr[j][e] * (off == 0 ? cur[e] : hist[off > 0 ? off - 1 : 0][e]);
+            }
+            kern::store8(dst + t * D, acc);
         }
-        kern::store8(out + i * D + d0, acc);
+#pragma unroll
+        for (int k = K - 2; k > 0; --k)
+#pragma unroll
+            for (int e = 0; e < 8; ++e) hist[k][e] = hist[k - 1][e];
+        if (K > 1)
+#pragma unroll
+            for (int e = 0; e < 8; ++e) hist[0][e] = cur[e];
+    }
+}
+
+template <bool kAhead, class T, int K>
+void launch_walk(Device& d, const T* in, const __nv_bfloat16* w, int64_t B, int64_t S, int64_t D, T* out) {
+    const dim3 grid(static_cast<unsigned>(B * ((S + kWalkRows - 1) / kWalkRows)),
+                    static_cast<unsigned>((D + 1023) / 1024));
+    causal_conv_walk_kernel<kAhead, T, K><<<grid, 128, 0, stream(d)>>>(in, w, S, D, out);
+}
+
+// The walk for K = 1..kConvVecK (D % 8 == 0).
+template <bool kAhead, class T>
+void conv_walk(Device& d, const T* in, const __nv_bfloat16* w, int64_t B, int64_t S, int64_t D, int64_t K, T* out) {
+    switch (K) {
+        case 1: launch_walk<kAhead, T, 1>(d, in, w, B, S, D, out); break;
+        case 2: launch_walk<kAhead, T, 2>(d, in, w, B, S, D, out); break;
+        case 3: launch_walk<kAhead, T, 3>(d, in, w, B, S, D, out); break;
+        case 4: launch_walk<kAhead, T, 4>(d, in, w, B, S, D, out); break;
+        case 5: launch_walk<kAhead, T, 5>(d, in, w, B, S, D, out); break;
+        case 6: launch_walk<kAhead, T, 6>(d, in, w, B, S, D, out); break;
+        case 7: launch_walk<kAhead, T, 7>(d, in, w, B, S, D, out); break;
+        default: launch_walk<kAhead, T, 8>(d, in, w, B, S, D, out); break;
     }
 }
 
@@ -109,8 +164,8 @@ __global__ void __launch_bounds__(128) causal_conv_backward_dw_vec_kernel(const 
 
 // x: channels in blocks of 128; y: token rows, about 8192 blocks in all so each block loops over
 // several rows (one row a block left the device scheduling blocks of 128 loads).
-dim3 rows_grid(int64_t N, int64_t D, int64_t per_thread = 1) {
-    const int64_t gx = (D + 128 * per_thread - 1) / (128 * per_thread), cap = 8192 / gx > 1 ? 8192 / gx : 1;
+dim3 rows_grid(int64_t N, int64_t D) {
+    const int64_t gx = (D + 127) / 128, cap = 8192 / gx > 1 ? 8192 / gx : 1;
     return dim3(static_cast<unsigned>(gx), static_cast<unsigned>(N < cap ? N : cap));
 }
 
@@ -121,7 +176,7 @@ void causal_conv_forward(Device& d, const __nv_bfloat16* h, const __nv_bfloat16*
     const int64_t N = B * S;
     if (N <= 0) return;
     if (D % 8 == 0 && K <= kMaxVecK)
-        causal_conv_vec_kernel<false><<<rows_grid(N, D, 8), 128, 0, stream(d)>>>(h, w, N, S, D, static_cast<int>(K), c);
+        conv_walk<false>(d, h, w, B, S, D, K, c);
     else
         causal_conv_kernel<false><<<rows_grid(N, D), 128, 0, stream(d)>>>(h, w, N, S, D, K, c);
     check_launch("causal_conv_forward");
@@ -133,8 +188,7 @@ void causal_conv_backward(Device& d, const __nv_bfloat16* h, const __nv_bfloat16
     if (N <= 0) return;
     const bool vec = D % 8 == 0 && K <= kMaxVecK;
     if (vec)
-        causal_conv_vec_kernel<true><<<rows_grid(N, D, 8), 128, 0, stream(d)>>>(dc, w, N, S, D, static_cast<int>(K),
-                                                                                 dh);
+        conv_walk<true>(d, dc, w, B, S, D, K, dh);
     else
         causal_conv_kernel<true><<<rows_grid(N, D), 128, 0, stream(d)>>>(dc, w, N, S, D, K, dh);
     check_launch("causal_conv_backward_dh");

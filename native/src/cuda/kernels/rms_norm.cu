@@ -5,6 +5,9 @@
 // per-row and per-column arithmetic in the same order as two single calls, so their results are bit
 // for bit the single kernels'. The forward is one launch over x for both norms; the backward's dx
 // kernel reads x, rstd and dx once for both norms, its dw kernel x and rstd once for both partials.
+#include <cstdint>
+#include <initializer_list>
+
 #include "common.cuh"
 #include "kernels.h"
 #include "rms_norm_row.cuh"
@@ -81,9 +84,24 @@ __global__ void rms_norm_pair_forward_kernel(const __nv_bfloat16* __restrict__ x
 }
 
 // dx = r (dy w - x c), c = r^2 mean(dy w x).  dy: [N, D] f32; dx: [N, D] f32 (+)= or bf16 (overwritten)
+// One expression for every dx kernel and way, so the pair's terms are the single kernel's bit for bit.
+__device__ __forceinline__ float dx_term(float g, float w, float x, float r, float c) { return r * (g * w - x * c); }
 __device__ __forceinline__ void put_dx(float* p, float v) { *p += v; }
 __device__ __forceinline__ void put_dx(__nv_bfloat16* p, float v) { *p = kern::bf(v); }
-template <class DxT>
+__device__ __forceinline__ void put_dx8(float* p, const float* v) {
+    float o[8];
+    kern::load8(p, o);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) o[i] += v[i];
+    kern::store8(p, o);
+}
+__device__ __forceinline__ void put_dx8(__nv_bfloat16* p, const float* v) { kern::store8(p, v); }
+
+// The dx kernels' two ways through a row: kVec (D % 8 == 0, 16-byte aligned rows) gives a lane 8
+// neighbouring elements per step with 16-byte loads (the scalar way's 2- and 4-byte loads, a lane 32
+// elements apart, left the backward's norms at about half the memory rate); the sums' order over d
+// follows the lanes' elements, so the two ways differ in float32 rounding only.
+template <class DxT, bool kVec>
 __global__ void rms_norm_backward_dx_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
                                             const float* __restrict__ rstd, const float* __restrict__ dy, int64_t N,
                                             int64_t D, DxT* __restrict__ dx) {
@@ -94,11 +112,37 @@ __global__ void rms_norm_backward_dx_kernel(const __nv_bfloat16* __restrict__ x,
     const float* gr = dy + row * D;
     DxT* dxr = dx + row * D;
     float s = 0.0f;
-    for (int64_t d = lane; d < D; d += 32) s += gr[d] * kern::ld(w + d) * kern::ld(xr + d);
+    if (kVec) {
+#pragma unroll 2
+        for (int64_t d = lane * 8; d < D; d += 256) {
+            float g[8], wv[8], xv[8];
+            kern::load8(gr + d, g);
+            kern::load8(w + d, wv);
+            kern::load8(xr + d, xv);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) s += g[i] * wv[i] * xv[i];
+        }
+    } else {
+        for (int64_t d = lane; d < D; d += 32) s += gr[d] * kern::ld(w + d) * kern::ld(xr + d);
+    }
     s = kern::warp_sum(s);
     const float r = rstd[row];
     const float c = s * r * r / static_cast<float>(D);
-    for (int64_t d = lane; d < D; d += 32) put_dx(dxr + d, r * (gr[d] * kern::ld(w + d) - kern::ld(xr + d) * c));
+    if (kVec) {
+#pragma unroll 2
+        for (int64_t d = lane * 8; d < D; d += 256) {
+            float g[8], wv[8], xv[8], v[8];
+            kern::load8(gr + d, g);
+            kern::load8(w + d, wv);
+            kern::load8(xr + d, xv);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) v[i] = dx_term(g[i], wv[i], xv[i], r, c);
+            put_dx8(dxr + d, v);
+        }
+    } else {
+        for (int64_t d = lane; d < D; d += 32)
+            put_dx(dxr + d, dx_term(gr[d], kern::ld(w + d), kern::ld(xr + d), r, c));
+    }
 }
 
 // part[chunk, d] = sum over the chunk's rows of dy x rstd.  grid: (ceil(D/256), chunks)
@@ -116,6 +160,7 @@ __global__ void rms_norm_backward_dw_kernel(const __nv_bfloat16* __restrict__ x,
 // The pair's dx: rms_norm_backward_dx_kernel's sums and terms for (dy_a, w_a) then (dy_h, w_h), added
 // to dx in that order as the two single calls do (attention norm first), with one read of dx.
 // x: [N, D] bf16  w_a, w_h: [D] bf16  rstd: [N] f32  dy_a, dy_h, dx: [N, D] f32
+template <bool kVec>
 __global__ void rms_norm_pair_backward_dx_kernel(const __nv_bfloat16* __restrict__ x,
                                                  const __nv_bfloat16* __restrict__ w_a,
                                                  const __nv_bfloat16* __restrict__ w_h,
@@ -130,20 +175,55 @@ __global__ void rms_norm_pair_backward_dx_kernel(const __nv_bfloat16* __restrict
     const float* ghr = dy_h + row * D;
     float* dxr = dx + row * D;
     float sa = 0.0f, sh = 0.0f;
-    for (int64_t d = lane; d < D; d += 32) {
-        sa += gar[d] * kern::ld(w_a + d) * kern::ld(xr + d);
-        sh += ghr[d] * kern::ld(w_h + d) * kern::ld(xr + d);
+    if (kVec) {
+        // rms_norm_backward_dx_kernel's kVec way for both norms (the same lanes' elements)
+        for (int64_t d = lane * 8; d < D; d += 256) {
+            float ga[8], gh[8], wa[8], wh[8], xv[8];
+            kern::load8(gar + d, ga);
+            kern::load8(ghr + d, gh);
+            kern::load8(w_a + d, wa);
+            kern::load8(w_h + d, wh);
+            kern::load8(xr + d, xv);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                sa += ga[i] * wa[i] * xv[i];
+                sh += gh[i] * wh[i] * xv[i];
+            }
+        }
+    } else {
+        for (int64_t d = lane; d < D; d += 32) {
+            sa += gar[d] * kern::ld(w_a + d) * kern::ld(xr + d);
+            sh += ghr[d] * kern::ld(w_h + d) * kern::ld(xr + d);
+        }
     }
     sa = kern::warp_sum(sa);
     sh = kern::warp_sum(sh);
     const float r = rstd[row];
     const float ca = sa * r * r / static_cast<float>(D);
     const float ch = sh * r * r / static_cast<float>(D);
-    for (int64_t d = lane; d < D; d += 32) {
-        float v = dxr[d];
-        v += r * (gar[d] * kern::ld(w_a + d) - kern::ld(xr + d) * ca);
-        v += r * (ghr[d] * kern::ld(w_h + d) - kern::ld(xr + d) * ch);
-        dxr[d] = v;
+    if (kVec) {
+        for (int64_t d = lane * 8; d < D; d += 256) {
+            float ga[8], gh[8], wa[8], wh[8], xv[8], v[8];
+            kern::load8(dxr + d, v);
+            kern::load8(gar + d, ga);
+            kern::load8(ghr + d, gh);
+            kern::load8(w_a + d, wa);
+            kern::load8(w_h + d, wh);
+            kern::load8(xr + d, xv);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                v[i] += dx_term(ga[i], wa[i], xv[i], r, ca);
+                v[i] += dx_term(gh[i], wh[i], xv[i], r, ch);
+            }
+            kern::store8(dxr + d, v);
+        }
+    } else {
+        for (int64_t d = lane; d < D; d += 32) {
+            float v = dxr[d];
+            v += dx_term(gar[d], kern::ld(w_a + d), kern::ld(xr + d), r, ca);
+            v += dx_term(ghr[d], kern::ld(w_h + d), kern::ld(xr + d), r, ch);
+            dxr[d] = v;
+        }
     }
 }
 
@@ -193,12 +273,23 @@ void rms_norm_pair_forward(Device& d, const __nv_bfloat16* x, const __nv_bfloat1
 
 namespace {
 
+// The dx kernels' kVec way: D % 8 == 0 and every operand 16-byte aligned (rows then are too).
+bool vec_rows(int64_t D, std::initializer_list<const void*> ptrs) {
+    if (D % 8 != 0) return false;
+    for (const void* p : ptrs)
+        if (reinterpret_cast<std::uintptr_t>(p) % 16 != 0) return false;
+    return true;
+}
+
 template <class DxT>
 void rms_norm_backward_any(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w, const float* rstd,
                            const float* dy, int64_t N, int64_t D, DxT* dx, float* dw, DeviceBuffer& scratch) {
     if (N <= 0) return;
     const unsigned grid = static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock);
-    rms_norm_backward_dx_kernel<DxT><<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(x, w, rstd, dy, N, D, dx);
+    if (vec_rows(D, {x, w, dy, dx}))
+        rms_norm_backward_dx_kernel<DxT, true><<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(x, w, rstd, dy, N, D, dx);
+    else
+        rms_norm_backward_dx_kernel<DxT, false><<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(x, w, rstd, dy, N, D, dx);
     check_launch("rms_norm_backward_dx");
     const int64_t rows = partial_rows(N), chunks = (N + rows - 1) / rows;
     scratch.ensure(d, static_cast<std::size_t>(chunks * D) * sizeof(float));
@@ -226,8 +317,12 @@ void rms_norm_pair_backward(Device& d, const __nv_bfloat16* x, const __nv_bfloat
                             float* dw_a, float* dw_h, DeviceBuffer& scratch) {
     if (N <= 0) return;
     const unsigned grid = static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock);
-    rms_norm_pair_backward_dx_kernel<<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(x, w_a, w_h, rstd, dy_a, dy_h, N, D,
-                                                                                  dx);
+    if (vec_rows(D, {x, w_a, w_h, dy_a, dy_h, dx}))
+        rms_norm_pair_backward_dx_kernel<true>
+            <<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(x, w_a, w_h, rstd, dy_a, dy_h, N, D, dx);
+    else
+        rms_norm_pair_backward_dx_kernel<false>
+            <<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(x, w_a, w_h, rstd, dy_a, dy_h, N, D, dx);
     check_launch("rms_norm_pair_backward_dx");
     const int64_t rows = partial_rows(N), chunks = (N + rows - 1) / rows;
     scratch.ensure(d, static_cast<std::size_t>(2 * chunks * D) * sizeof(float));

@@ -84,7 +84,8 @@ __global__ void __launch_bounds__(kThreads) rms_norm_pair_conv_kernel(
                     const int back = (K - 1) - j;
                     if (t < back) continue;
 #pragma unroll
-                    for (int e = 0; e < 8; ++e) acc[e] += wr[j][e] * (back == 0 ? hv[e] : hist[back > 0 ? back - 1 : 0][e]);
+                    for (int e = 0; e < 8; ++e)
+                        acc[e] += wr[j][e] * (back == 0 ? hv[e] : hist[back > 0 ? back - 1 : 0][e]);
                 }
                 kern::store8(c + o, acc);
             }
@@ -120,7 +121,8 @@ void rms_norm_pair_conv_forward(Device& d, const __nv_bfloat16* x, const __nv_bf
                                 float* rstd) {
     if (B <= 0 || S <= 0) return;
     if (!rms_norm_pair_conv_fits(D, K))
-        fail(HSPMN_ERR_INTERNAL, "rms_norm_pair_conv_forward: D %lld, conv kernel %lld outside its shapes (D %% 8, K <= %d)",
+        fail(HSPMN_ERR_INTERNAL,
+             "rms_norm_pair_conv_forward: D %lld, conv kernel %lld outside its shapes (D %% 8, K <= %d)",
              static_cast<long long>(D), static_cast<long long>(K), kern::kConvVecK);
     switch (K) {
         case 1: launch<1>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd); break;
