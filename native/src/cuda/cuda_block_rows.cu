@@ -30,7 +30,9 @@ RowsBuffers CudaBlock::carve_rows(Carve& cv, int64_t n, int64_t Q) const {
     b.rstd = cv.take<float>(n);
     b.row_slot = cv.take<int32_t>(n);
     // a apart from h (2 D bytes a row more than sharing it: h is dead once the conv read it): both norms
-    // are written by the one rms_norm_pair_forward that reads x once, before the conv.
+    // are written by the one rms_norm_pair_forward that reads x once, before the conv. The fused entry
+    // of whole sequences (rms_norm_pair_conv_forward) does not write h here (inference), so in those
+    // passes h's piece goes unused.
     b.h = cv.take<bf16>(n * D);
     b.a = cv.take<bf16>(n * D);
     b.c = cv.take<bf16>(n * D);

@@ -71,11 +71,10 @@ __global__ void __launch_bounds__(128) causal_conv_walk_kernel(const T* __restri
     const int64_t count = kAhead ? first - t0 + 1 : t1 - first;
     const T* src = in + seq * S * D + d0;
     T* dst = out + seq * S * D + d0;
-    float wr[K][8], hist[K > 1 ? K - 1 : 1][8] = {};  // hist[k]: the row k + 1 back (forward) / ahead
-#pragma unroll
-    for (int j = 0; j < K; ++j)
-#pragma unroll
-        for (int e = 0; e < 8; ++e) wr[j][e] = kern::ld(w + (d0 + e) * K + j);
+    using W = kern::ConvWindow<K>;
+    float wr[K][8];
+    typename W::Hist hist = {};
+    W::load_taps(w, d0, wr);
     float next[8];
     kern::load8(src + first * D, next);
     for (int64_t n = 0; n < count; ++n) {
@@ -85,24 +84,11 @@ __global__ void __launch_bounds__(128) causal_conv_walk_kernel(const T* __restri
         for (int e = 0; e < 8; ++e) cur[e] = next[e];
         if (n + 1 < count) kern::load8(src + (kAhead ? t - 1 : t + 1) * D, next);
         if (kAhead ? t < t1 : t >= t0) {
-            float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-#pragma unroll
-            for (int j = 0; j < K; ++j) {
-                const int off = (K - 1) - j;
-                if (kAhead ? t + off >= S : t < off) continue;
-#pragma unroll
-                for (int e = 0; e < 8; ++e)
-                    acc[e] += wr[j][e] * (off == 0 ? cur[e] : hist[off > 0 ? off - 1 : 0][e]);
-            }
+            float acc[8];
+            W::taps(wr, cur, hist, [&](int away) { return kAhead ? t + away >= S : t < away; }, acc);
             kern::store8(dst + t * D, acc);
         }
-#pragma unroll
-        for (int k = K - 2; k > 0; --k)
-#pragma unroll
-            for (int e = 0; e < 8; ++e) hist[k][e] = hist[k - 1][e];
-        if (K > 1)
-#pragma unroll
-            for (int e = 0; e < 8; ++e) hist[0][e] = cur[e];
+        W::push(hist, cur);
     }
 }
 

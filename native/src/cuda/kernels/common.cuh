@@ -81,6 +81,46 @@ __device__ __forceinline__ void conv_taps8(const __nv_bfloat16* w, int64_t d0, i
         for (int e = 0; e < 8; ++e) wr[j][e] = j < K ? ld(w + (d0 + e) * K + j) : 0.0f;
 }
 
+// The conv walking rows with a window in registers (causal_conv.cu's walk, rms_norm_conv.cu), K a
+// template parameter so the window stays in registers. ConvWindow<K>::Hist[k] is the input row k + 1
+// away (back for the forward, ahead for the backward's dh).
+template <int K>
+struct ConvWindow {
+    using Hist = float[K > 1 ? K - 1 : 1][8];
+    // wr[j][e] = w[d0 + e, j].  w: [D, K] bf16
+    __device__ __forceinline__ static void load_taps(const __nv_bfloat16* w, int64_t d0, float (&wr)[K][8]) {
+#pragma unroll
+        for (int j = 0; j < K; ++j)
+#pragma unroll
+            for (int e = 0; e < 8; ++e) wr[j][e] = ld(w + (d0 + e) * K + j);
+    }
+    // acc = sum over j ascending of wr[j] * (the row K-1-j away: cur at 0, else hist), leaving out the
+    // taps for which outside(K-1-j) (rows before position 0 or past the sequence's end).
+    template <class Outside>
+    __device__ __forceinline__ static void taps(const float (&wr)[K][8], const float* cur, const Hist& hist,
+                                                Outside outside, float* acc) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[e] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < K; ++j) {
+            const int away = (K - 1) - j;
+            if (outside(away)) continue;
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[e] += wr[j][e] * (away == 0 ? cur[e] : hist[away > 0 ? away - 1 : 0][e]);
+        }
+    }
+    // The window moves one row on: cur becomes the row 1 away.
+    __device__ __forceinline__ static void push(Hist& hist, const float* cur) {
+#pragma unroll
+        for (int k = K - 2; k > 0; --k)
+#pragma unroll
+            for (int e = 0; e < 8; ++e) hist[k][e] = hist[k - 1][e];
+        if (K > 1)
+#pragma unroll
+            for (int e = 0; e < 8; ++e) hist[0][e] = cur[e];
+    }
+};
+
 // The rotary table's entry (position p, pair i): rope_table and decode_rows both call this, so a row
 // table built for a call's positions holds the full table's values bit for bit.
 __device__ __forceinline__ void rope_entry(int64_t p, int64_t i, int64_t Dh, double base, float* c, float* s) {

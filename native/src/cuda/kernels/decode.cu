@@ -161,7 +161,7 @@ __global__ void decode_causal_conv_kernel(const __nv_bfloat16* __restrict__ h, c
 
 constexpr int kMaxVecK = kern::kConvVecK;  // as causal_conv.cu's vector kernel
 
-// causal_conv_vec_kernel's forward arithmetic (D % 8 == 0, K <= 8).
+// causal_conv.cu's vector forward arithmetic (D % 8 == 0, K <= 8: taps ascending, 8 channels a thread).
 __global__ void __launch_bounds__(128) decode_causal_conv_vec_kernel(const __nv_bfloat16* __restrict__ h,
                                                                      const __nv_bfloat16* __restrict__ cache,
                                                                      const __nv_bfloat16* __restrict__ w, DecodeMeta m,

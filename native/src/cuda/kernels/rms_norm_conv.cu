@@ -49,13 +49,12 @@ __global__ void __launch_bounds__(kThreads) rms_norm_pair_conv_kernel(
 
     // Phase 2: 8 channels a thread, rows in order; hist[k] holds h of the row k + 1 back.
     for (int64_t d0 = threadIdx.x * 8; d0 < D; d0 += kThreads * 8) {
-        float gh[8], ga[8], wr[K][8], hist[K > 1 ? K - 1 : 1][8] = {};
+        using W = kern::ConvWindow<K>;
+        float gh[8], ga[8], wr[K][8];
+        typename W::Hist hist = {};
         kern::load8(w_h + d0, gh);
         kern::load8(w_a + d0, ga);
-#pragma unroll
-        for (int j = 0; j < K; ++j)
-#pragma unroll
-            for (int e = 0; e < 8; ++e) wr[j][e] = kern::ld(w_c + (d0 + e) * K + j);
+        W::load_taps(w_c, d0, wr);
         float next[8];
         kern::load8(x + (row0 + lo) * D + d0, next);
         for (int64_t t = lo; t < t1; ++t) {
@@ -76,26 +75,13 @@ __global__ void __launch_bounds__(kThreads) rms_norm_pair_conv_kernel(
                 const int64_t o = (row0 + t) * D + d0;
                 kern::store8(a + o, av);
                 if (h) kern::store8(h + o, hv);
-                // causal_conv_vec_kernel's taps: j ascending, tap j reads the row K-1-j back, skipped
+                // causal_conv_walk_kernel's taps: j ascending, tap j reads the row K-1-j back, left out
                 // before position 0 (t is the position in the sequence).
-                float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-#pragma unroll
-                for (int j = 0; j < K; ++j) {
-                    const int back = (K - 1) - j;
-                    if (t < back) continue;
-#pragma unroll
-                    for (int e = 0; e < 8; ++e)
-                        acc[e] += wr[j][e] * (back == 0 ? hv[e] : hist[back > 0 ? back - 1 : 0][e]);
-                }
+                float acc[8];
+                W::taps(wr, hv, hist, [&](int away) { return t < away; }, acc);
                 kern::store8(c + o, acc);
             }
-#pragma unroll
-            for (int k = K - 2; k > 0; --k)
-#pragma unroll
-                for (int e = 0; e < 8; ++e) hist[k][e] = hist[k - 1][e];
-            if (K > 1)
-#pragma unroll
-                for (int e = 0; e < 8; ++e) hist[0][e] = hv[e];
+            W::push(hist, hv);
         }
     }
 }
