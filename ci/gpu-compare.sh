@@ -7,7 +7,8 @@
 #   git archive <base> native | gzip > .carry/base-native.tgz      (on the development machine)
 #   bash ci/gpu-compare.sh [.carry/base-native.tgz]                 (on the GPU machine)
 # HSPMN_COMPARE_BUILD_ONLY=1 stops after the builds (run it in the background while the call does
-# other work, then run the script again to measure: the second run finds the builds done).
+# other work, then run the script again to measure: the second run waits for a build still running,
+# through a lock, and finds the builds done).
 #
 # HSPMN_NEW_BUILD=DIR uses this tree's build in DIR instead of building it again.
 # Each tree is built with its own scripts (the base's Python bindings match the base library's ABI).
@@ -32,6 +33,10 @@ build() {  # build DIR SRC: the CUDA library and tools of the tree at SRC
 }
 
 t0=$SECONDS
+# One run builds at a time: a measuring run started while a HSPMN_COMPARE_BUILD_ONLY=1 run is still
+# building waits here for it (then finds the builds done) instead of building the same trees beside it.
+exec 9>"$work/.build.lock"
+flock 9
 # HSPMN_NEW_BUILD=build-gpu: this tree's library is already built there (by ci/gpu.sh in the same call)
 new_build="${HSPMN_NEW_BUILD:-$work/new}"
 if [[ -n "${HSPMN_NEW_BUILD:-}" ]]; then true & new_pid=$!; else build "$work/new" . & new_pid=$!; fi
@@ -44,6 +49,7 @@ if [[ -f "$base_tgz" ]]; then
 fi
 wait "$new_pid" || { echo "new build failed:"; tail -30 "$work/new.build.log"; exit 1; }
 echo "builds: $((SECONDS - t0)) s (base: $have_base)"
+flock -u 9
 # HSPMN_COMPARE_BUILD_ONLY=1: build now (beside other work of the call), measure in a second run
 [[ "${HSPMN_COMPARE_BUILD_ONLY:-0}" == 1 ]] && exit 0
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
