@@ -92,26 +92,14 @@ __global__ void __launch_bounds__(128) causal_conv_walk_kernel(const T* __restri
     }
 }
 
-template <bool kAhead, class T, int K>
-void launch_walk(Device& d, const T* in, const __nv_bfloat16* w, int64_t B, int64_t S, int64_t D, T* out) {
-    const dim3 grid(static_cast<unsigned>(B * ((S + kWalkRows - 1) / kWalkRows)),
-                    static_cast<unsigned>((D + 1023) / 1024));
-    causal_conv_walk_kernel<kAhead, T, K><<<grid, 128, 0, stream(d)>>>(in, w, S, D, out);
-}
-
-// The walk for K = 1..kConvVecK (D % 8 == 0).
+// The walk for K = 1..kConvVecK (D % 8 == 0).  grid: (B * ceil(S / kWalkRows), ceil(D / 1024))
 template <bool kAhead, class T>
 void conv_walk(Device& d, const T* in, const __nv_bfloat16* w, int64_t B, int64_t S, int64_t D, int64_t K, T* out) {
-    switch (K) {
-        case 1: launch_walk<kAhead, T, 1>(d, in, w, B, S, D, out); break;
-        case 2: launch_walk<kAhead, T, 2>(d, in, w, B, S, D, out); break;
-        case 3: launch_walk<kAhead, T, 3>(d, in, w, B, S, D, out); break;
-        case 4: launch_walk<kAhead, T, 4>(d, in, w, B, S, D, out); break;
-        case 5: launch_walk<kAhead, T, 5>(d, in, w, B, S, D, out); break;
-        case 6: launch_walk<kAhead, T, 6>(d, in, w, B, S, D, out); break;
-        case 7: launch_walk<kAhead, T, 7>(d, in, w, B, S, D, out); break;
-        default: launch_walk<kAhead, T, 8>(d, in, w, B, S, D, out); break;
-    }
+    const dim3 grid(static_cast<unsigned>(B * ((S + kWalkRows - 1) / kWalkRows)),
+                    static_cast<unsigned>((D + 1023) / 1024));
+    kern::with_conv_k(K, [&](auto k) {
+        causal_conv_walk_kernel<kAhead, T, decltype(k)::value><<<grid, 128, 0, stream(d)>>>(in, w, S, D, out);
+    });
 }
 
 // part[chunk, d*K + j] over the chunk's rows, all K taps of 8 channels a thread.  grid: (ceil(D/1024), chunks)

@@ -6,6 +6,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
+#include <type_traits>
 #include <utility>
 
 #include "../runtime.h"
@@ -121,6 +123,22 @@ struct ConvWindow {
     }
 };
 
+// Calls f(std::integral_constant<int, K>{}) for the conv width K in 1..kConvVecK (the register window's
+// K is a template parameter): the one place a runtime K picks an instantiation.
+template <class F>
+inline void with_conv_k(int64_t K, F&& f) {
+    switch (K) {
+        case 1: f(std::integral_constant<int, 1>{}); break;
+        case 2: f(std::integral_constant<int, 2>{}); break;
+        case 3: f(std::integral_constant<int, 3>{}); break;
+        case 4: f(std::integral_constant<int, 4>{}); break;
+        case 5: f(std::integral_constant<int, 5>{}); break;
+        case 6: f(std::integral_constant<int, 6>{}); break;
+        case 7: f(std::integral_constant<int, 7>{}); break;
+        default: f(std::integral_constant<int, kConvVecK>{}); break;
+    }
+}
+
 // The rotary table's entry (position p, pair i): rope_table and decode_rows both call this, so a row
 // table built for a call's positions holds the full table's values bit for bit.
 __device__ __forceinline__ void rope_entry(int64_t p, int64_t i, int64_t Dh, double base, float* c, float* s) {
@@ -184,6 +202,14 @@ __device__ __forceinline__ uint4 philox4x32_10(uint4 c, uint32_t k0, uint32_t k1
         c = make_uint4(hi1 ^ c.y ^ k0, lo1, hi0 ^ c.w ^ k1, lo0);
     }
     return c;
+}
+
+// Whether every pointer is a multiple of `bytes`: the vector kernels' precondition (device allocations
+// are 256-byte aligned; views and offsets may not be).
+inline bool all_aligned(std::size_t bytes, std::initializer_list<const void*> ptrs) {
+    for (const void* p : ptrs)
+        if (reinterpret_cast<std::uintptr_t>(p) % bytes != 0) return false;
+    return true;
 }
 
 inline unsigned grid_for(int64_t n, int threads, int64_t cap = 65535LL * 16) {

@@ -5,7 +5,6 @@
 // per-row and per-column arithmetic in the same order as two single calls, so their results are bit
 // for bit the single kernels'. The forward is one launch over x for both norms; the backward's dx
 // kernel reads x, rstd and dx once for both norms, its dw kernel x and rstd once for both partials.
-#include <cstdint>
 #include <initializer_list>
 
 #include "common.cuh"
@@ -274,12 +273,7 @@ void rms_norm_pair_forward(Device& d, const __nv_bfloat16* x, const __nv_bfloat1
 namespace {
 
 // The dx kernels' kVec way: D % 8 == 0 and every operand 16-byte aligned (rows then are too).
-bool vec_rows(int64_t D, std::initializer_list<const void*> ptrs) {
-    if (D % 8 != 0) return false;
-    for (const void* p : ptrs)
-        if (reinterpret_cast<std::uintptr_t>(p) % 16 != 0) return false;
-    return true;
-}
+bool vec_rows(int64_t D, std::initializer_list<const void*> ptrs) { return D % 8 == 0 && kern::all_aligned(16, ptrs); }
 
 template <class DxT>
 void rms_norm_backward_any(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w, const float* rstd,

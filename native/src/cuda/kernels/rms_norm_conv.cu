@@ -86,15 +86,6 @@ __global__ void __launch_bounds__(kThreads) rms_norm_pair_conv_kernel(
     }
 }
 
-template <int K>
-void launch(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w_h, const __nv_bfloat16* w_a,
-            const __nv_bfloat16* w_c, float eps, int64_t B, int64_t S, int64_t D, __nv_bfloat16* h, __nv_bfloat16* a,
-            __nv_bfloat16* c, float* rstd) {
-    const int64_t blocks = B * ((S + kTileRows - 1) / kTileRows);
-    rms_norm_pair_conv_kernel<K>
-        <<<static_cast<unsigned>(blocks), kThreads, 0, stream(d)>>>(x, w_h, w_a, w_c, eps, S, D, h, a, c, rstd);
-}
-
 }  // namespace
 
 bool rms_norm_pair_conv_fits(int64_t D, int64_t K) {
@@ -110,16 +101,11 @@ void rms_norm_pair_conv_forward(Device& d, const __nv_bfloat16* x, const __nv_bf
         fail(HSPMN_ERR_INTERNAL,
              "rms_norm_pair_conv_forward: D %lld, conv kernel %lld outside its shapes (D %% 8, K <= %d)",
              static_cast<long long>(D), static_cast<long long>(K), kern::kConvVecK);
-    switch (K) {
-        case 1: launch<1>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd); break;
-        case 2: launch<2>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd); break;
-        case 3: launch<3>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd); break;
-        case 4: launch<4>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd); break;
-        case 5: launch<5>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd); break;
-        case 6: launch<6>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd); break;
-        case 7: launch<7>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd); break;
-        default: launch<8>(d, x, w_h, w_a, w_c, eps, B, S, D, h, a, c, rstd); break;
-    }
+    const int64_t blocks = B * ((S + kTileRows - 1) / kTileRows);
+    kern::with_conv_k(K, [&](auto k) {
+        rms_norm_pair_conv_kernel<decltype(k)::value>
+            <<<static_cast<unsigned>(blocks), kThreads, 0, stream(d)>>>(x, w_h, w_a, w_c, eps, S, D, h, a, c, rstd);
+    });
     check_launch("rms_norm_pair_conv_forward");
 }
 

@@ -106,15 +106,14 @@ __global__ void rope_vec4_kernel(const T* src, __nv_bfloat16* dst, int64_t R, in
     }
 }
 
-bool aligned(const void* p, std::size_t bytes) { return reinterpret_cast<std::uintptr_t>(p) % bytes == 0; }
-
 // rope_kernel over R rows of `heads` heads: sign 1 rotates (forward), -1 rotates back (backward).
 template <class T>
 void launch_rope(Device& d, const char* what, const T* src, __nv_bfloat16* dst, int64_t R, int64_t heads, int64_t Dh,
                  int64_t ld, const int32_t* pos, const int32_t* counts, int64_t C, int64_t S, const float* cos_t,
                  const float* sin_t, float sign) {
     if (R <= 0) return;
-    const bool vec = (Dh / 2) % 4 == 0 && ld % 4 == 0 && aligned(src, 4 * sizeof(T)) && aligned(dst, 8);
+    const bool vec = (Dh / 2) % 4 == 0 && ld % 4 == 0 && kern::all_aligned(4 * sizeof(T), {src}) &&
+                     kern::all_aligned(8, {dst});
     if (vec) {
         rope_vec4_kernel<T><<<kern::grid_for(R * heads * (Dh / 8), 256), 256, 0, stream(d)>>>(
             src, dst, R, heads, Dh, ld, pos, counts, C, S, cos_t, sin_t, sign);

@@ -74,10 +74,7 @@ __global__ void swiglu_backward_kernel(const __nv_bfloat16* __restrict__ g, cons
 }
 
 bool vec8(int64_t F, int64_t ldg, std::initializer_list<const void*> ptrs) {
-    if (F % 8 != 0 || ldg % 8 != 0) return false;
-    for (const void* p : ptrs)
-        if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
-    return true;
+    return F % 8 == 0 && ldg % 8 == 0 && kern::all_aligned(16, ptrs);
 }
 
 dim3 grid_rows(int64_t rows, int64_t cols) {
