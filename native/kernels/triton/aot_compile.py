@@ -166,7 +166,7 @@ def pointer_hints(fn, signature_types):
 def compile_one(kernel_name, block_d, exact, head_dims, arch):
     fn = getattr(sk, kernel_name)
     tile_key, grid = KERNELS[kernel_name]
-    tile = sk.TILES[block_d][tile_key]
+    tile = sk.tiles_for(head_dims[0])[tile_key]
     constexprs = {"BLOCK_D": block_d, "BLOCK_M": tile.block_m}
     if exact:  # a constexpr HEAD_DIM drops out of the parameter list
         constexprs["HEAD_DIM"] = block_d

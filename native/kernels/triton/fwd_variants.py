@@ -18,6 +18,10 @@ other. The variants here only reorder or shorten that sequence; the math is sqdk
             (FlashAttention-4's conditional rescaling): the [BLOCK_M, Dh] accumulator is rescaled in
             the few steps where that happens instead of every step; p stays below 2^8, which bf16
             holds with its usual relative precision, and l and acc share the stale max exactly.
+  - "tma":  "fma" with the K and V tiles of the unmasked loop loaded by TMA (descriptors built on the
+            device over [B*S, Hkv*Dh]; rows past a sequence's end are never visible to a query);
+  - "ws":   "tma" with Triton's Hopper warp specialisation of that loop (a TMA producer warpgroup,
+            consumers splitting the tile's rows).
 Only proposes: what wins moves into sqdk_attention.py (and its tiles into TILES).
 """
 
@@ -110,9 +114,26 @@ def _fwd_inner_lazy(acc, l_i, m_i, q, K_base, V_base, row_limit, kv_stride, S, s
 
 
 @triton.jit
+def _fwd_inner_tma(acc, l_i, m_i, q, k_desc, v_desc, row0, col, start, end, qk_scale,
+                   BLOCK_N: tl.constexpr, WS: tl.constexpr):
+    for start_n in tl.range(start, end, BLOCK_N, warp_specialize=WS):
+        k = k_desc.load([row0 + start_n, col])
+        s = tl.dot(q, tl.trans(k))
+        m_ij = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+        p = tl.math.exp2(s * qk_scale - m_ij[:, None])
+        alpha = tl.math.exp2(m_i - m_ij)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = v_desc.load([row0 + start_n, col])
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+        m_i = m_ij
+    return acc, l_i, m_i
+
+
+@triton.jit
 def sqdk_attention_fwd_var(Q, K, V, Pos, Counts, O, Lse, C, S, H, HKV, HEAD_DIM,
                            BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                           PIPE: tl.constexpr, LAZY: tl.constexpr):
+                           PIPE: tl.constexpr, LAZY: tl.constexpr, TMA: tl.constexpr = False,
+                           WS: tl.constexpr = False):
     q_off, lse_off, kv_base, kv_stride, offs_d, row_valid, in_c, row_limit = sk._query_tile(
         Pos, Counts, C, S, H, HKV, HEAD_DIM, BLOCK_D, BLOCK_M)
     ptrs = q_off[:, None] + offs_d[None, :]
@@ -123,7 +144,16 @@ def sqdk_attention_fwd_var(Q, K, V, Pos, Counts, O, Lse, C, S, H, HKV, HEAD_DIM,
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.full([BLOCK_M], 1.0, dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    if PIPE:
+    if TMA:
+        B = tl.num_programs(1) // HKV
+        k_desc = tl.make_tensor_descriptor(K, shape=[B * S, HKV * BLOCK_D], strides=[HKV * BLOCK_D, 1],
+                                           block_shape=[BLOCK_N, BLOCK_D])
+        v_desc = tl.make_tensor_descriptor(V, shape=[B * S, HKV * BLOCK_D], strides=[HKV * BLOCK_D, 1],
+                                           block_shape=[BLOCK_N, BLOCK_D])
+        bhk = (tl.program_id(1) * tl.num_programs(0) + tl.program_id(0)) % tl.num_programs(1)
+        acc, l_i, m_i = _fwd_inner_tma(acc, l_i, m_i, q, k_desc, v_desc, (bhk // HKV) * S, (bhk % HKV) * BLOCK_D,
+                                       0, full_end, qk_scale, BLOCK_N, WS)
+    elif PIPE:
         acc, l_i, m_i = _fwd_inner_pipe(acc, l_i, m_i, q, K + kv_base, V + kv_base, kv_stride,
                                         0, full_end, qk_scale, BLOCK_D, BLOCK_N)
     elif LAZY:
@@ -145,22 +175,31 @@ def sqdk_attention_fwd_var(Q, K, V, Pos, Counts, O, Lse, C, S, H, HKV, HEAD_DIM,
     tl.store(Lse + lse_off, lse, mask=in_c)
 
 
-VARIANTS = ("base", "fma", "lazy", "pipe")
-PIPE_TILES = [(128, 64, 8, 3)]  # "pipe" serialises its wgmma steps (see above): one tile to confirm
 TILES = [(128, 64, 8, 3), (128, 64, 8, 2), (128, 128, 8, 3), (256, 64, 8, 3), (256, 64, 16, 3),
          (256, 32, 8, 3), (64, 64, 4, 3)]
+# variant -> tiles timed; "pipe" serialises its wgmma steps (above): one tile to confirm; "ws" on
+# Triton 3.6 specialises only with 4 warps a partition (swiglu_gemm.py's notes)
+CANDIDATES = {
+    "base": TILES, "fma": TILES, "lazy": TILES, "pipe": [(128, 64, 8, 3)],
+    "tma": [(128, 64, 8, 3), (256, 64, 8, 3), (128, 128, 8, 3)],
+    "ws": [(128, 64, 4, 2)],
+}
+VARIANTS = tuple(CANDIDATES)
+SELECTED = list(VARIANTS)
+ONLY_TILES = []  # --tiles: time only these (empty: every candidate)
 
 
 def kernel_and_consts(variant):
     if variant == "base":
         return sk.sqdk_attention_fwd, {}
-    return sqdk_attention_fwd_var, {"PIPE": variant == "pipe", "LAZY": variant == "lazy"}
+    return sqdk_attention_fwd_var, {"PIPE": variant == "pipe", "LAZY": variant == "lazy",
+                                    "TMA": variant in ("tma", "ws"), "WS": variant == "ws"}
 
 
 def candidates():
-    for t in TILES:
-        for variant in VARIANTS:
-            if variant != "pipe" or t in PIPE_TILES:
+    for variant in SELECTED:
+        for t in CANDIDATES[variant]:
+            if not ONLY_TILES or t in ONLY_TILES:
                 yield variant, t
 
 
@@ -196,6 +235,8 @@ def gpu(seqs, batch_seqs):
     import torch
     from gpu_check import attended_pairs, make_case
 
+    # the "tma" variants build their descriptors in Triton's global scratch
+    triton.set_allocator(lambda size, alignment, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
     shapes = [(1, S) for S in seqs] + [(B, S) for B, S in batch_seqs]
     for B, S in shapes:
         H, Hkv, Dh = 16, 4, 128
@@ -228,9 +269,13 @@ def gpu(seqs, batch_seqs):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--local", action="store_true")
+    ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--tiles", nargs="*", default=[], help="MxNxWARPSxSTAGES, e.g. 256x64x8x3")
     ap.add_argument("--seq", type=int, nargs="*", default=[65536, 131072])
     ap.add_argument("--batch-seq", nargs="*", default=["64x4096"], help="BxS shapes, e.g. 64x4096")
     a = ap.parse_args()
+    SELECTED[:] = a.variants
+    ONLY_TILES[:] = [tuple(int(x) for x in t.split("x")) for t in a.tiles]
     if a.local:
         local()
     else:

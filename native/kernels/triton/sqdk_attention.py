@@ -56,10 +56,13 @@ class Tile(NamedTuple):
 # group's heads into one tile; Dh=128 on an H100 after it (B=1 H=16, S=16384 and S=131072).
 # - Query tiles are (slot, head) rows of one kv group (_query_tile): a 128-row tile at 4:1 GQA spans
 #   32 query positions, as 32-row tiles did before packing, so the masked part of its key range
-#   stays narrow while each K/V tile loaded feeds 128 rows. At Dh=128 the forward's 128x64 with 8
-#   warps is within 2 % of the fastest at both lengths (128x128: 2 bytes spilled, 224 KiB of shared
-#   memory; 256x64: 76 bytes spilled, slower at S=16384) and 6 % faster than the 64x64 tile at
-#   S=131072; dq's 128x64 with 8 warps was the fastest at both lengths.
+#   stays narrow while each K/V tile loaded feeds 128 rows. dq's 128x64 with 8 warps was the
+#   fastest at both lengths.
+# - The Dh=128 forward: 256x64 with 8 warps (each warpgroup two m64 wgmma per step, so more tensor
+#   work per softmax) spills 74 bytes and is still the fastest of 7 tiles at the block's three
+#   shapes on an H200 (fwd_variants.py, 2026-12-06): S=131072 26.90 ms against 29.01 for 128x64,
+#   S=65536 7.05 against 7.23, B=64 S=4096 2.43 against 2.58; 256x64 with 16 warps is within 2 %.
+#   (On an H100 at S=16384, before the fma form above, it was 9 % slower than 128x64.)
 # - Dh=64 (timed before packing): 64-row query tiles and 4 warps (one warpgroup, one m64 wgmma per
 #   step) won; with packing a 64-row tile spans 16 positions at 4:1 GQA. Not re-timed since.
 # - dkdv holds K, V, dK, dV of its key tile in registers for the whole loop, so the query step is
@@ -84,7 +87,7 @@ TILES = {
     32: _TILES_64,
     64: _TILES_64,
     128: {
-        "fwd": Tile(128, 64, 8, 3),
+        "fwd": Tile(256, 64, 8, 3),
         "preprocess": Tile(128, 0, 4, 1),
         "dkdv": Tile(32, 64, 4, 3),
         "dq": Tile(128, 64, 8, 3),
@@ -131,8 +134,22 @@ TEST_TILES = {
 }
 
 
+# The padded variants' column masks and runtime strides cost registers: the exact Dh=128 forward
+# tile (256x64) spills 296 bytes a thread, its padded variant 1,176 (ptxas, Triton 3.6, sm_90), so
+# that variant keeps the 128x64 tile it had (176 bytes). Untimed, as the padded variants are.
+PADDED_TILES = {128: {"fwd": Tile(128, 64, 8, 3)}}
+
+
 def tiles_for(head_dim: int, tiles: Optional[dict] = None) -> dict:
-    return tiles if tiles is not None else TILES[block_d_for(head_dim)]
+    """The tiles of head_dim's variant (or tiles, when given): TILES of its width, with
+    PADDED_TILES' entries for the padded variant (head_dim below its width)."""
+    if tiles is not None:
+        return tiles
+    block_d = block_d_for(head_dim)
+    chosen = TILES[block_d]
+    if head_dim != block_d:
+        chosen = {**chosen, **PADDED_TILES.get(block_d, {})}
+    return chosen
 
 
 # ---- helpers -------------------------------------------------------------------------------------
@@ -265,12 +282,15 @@ def _fwd_inner(acc, l_i, m_i, q, K_base, V_base, row_limit, kv_stride, S, start,
         offs_n = start_n + tl.arange(0, BLOCK_N)
         kv_ptrs = offs_n[:, None] * kv_stride + offs_d[None, :]
         k = _load_kv(K_base + kv_ptrs, offs_n, offs_d, S, HEAD_DIM, BLOCK_D, MASKED)
-        qk = tl.dot(q, tl.trans(k)) * qk_scale
+        s = tl.dot(q, tl.trans(k))
         if MASKED:
-            qk = tl.where(offs_n[None, :] <= row_limit[:, None], qk, float("-inf"))
-        # every row sees key 0 in the first tile it processes, so m_ij is finite: no inf - inf
-        m_ij = tl.maximum(m_i, tl.max(qk, 1))
-        p = tl.math.exp2(qk - m_ij[:, None])
+            s = tl.where(offs_n[None, :] <= row_limit[:, None], s, float("-inf"))
+        # The scale goes on after the row max (max(s) * c = max(s * c) for c > 0, rounding included),
+        # so exp2's argument is one fma per score rather than a multiply and a subtract: 2-4 % of the
+        # kernel (fwd_variants.py at 7bfbc6e, BENCHMARKS.md). Every row sees key 0 in the first tile
+        # it processes, so m_ij is finite: no inf - inf.
+        m_ij = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+        p = tl.math.exp2(s * qk_scale - m_ij[:, None])
         alpha = tl.math.exp2(m_i - m_ij)
         l_i = l_i * alpha + tl.sum(p, 1)
         v = _load_kv(V_base + kv_ptrs, offs_n, offs_d, S, HEAD_DIM, BLOCK_D, MASKED)

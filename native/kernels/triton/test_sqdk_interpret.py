@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
 import interpreter_compat  # noqa: E402,F401  (Triton 3.6 interpreter on NumPy 2.4)
 from sqdk_reference import reference  # noqa: E402
-from sqdk_attention import TEST_TILES, TILES, sqdk_attention_backward, sqdk_attention_forward  # noqa: E402
+from sqdk_attention import TEST_TILES, TILES, sqdk_attention_backward, sqdk_attention_forward, tiles_for  # noqa: E402
 
 MULTIPLE = 4.0
 FLOOR_ULPS = 64 * 2.0 ** -23
@@ -139,8 +139,8 @@ def main():
         ("padded Dh=40 GQA (BLOCK_D 64)", dict(B=2, S=37, C=16, H=2, Hkv=1, Dh=40, counts=[16, 11], seed=13)),
         ("padded Dh=12 production tiles (TILES[16])",
          dict(B=2, S=150, C=70, H=4, Hkv=2, Dh=12, counts=[70, 33], seed=14, tiles=TILES[16])),
-        ("padded Dh=96 production tiles (TILES[128])",
-         dict(B=1, S=150, C=70, H=2, Hkv=1, Dh=96, counts=[61], seed=15, tiles=TILES[128])),
+        ("padded Dh=96 production tiles (tiles_for(96))",
+         dict(B=1, S=150, C=70, H=2, Hkv=1, Dh=96, counts=[61], seed=15, tiles=tiles_for(96))),
         # dk | dv side by side per token (DKV_STRIDE = 2*Hkv*Dh, the block's; then one with a gap)
         ("dkv strided GQA Dh=16", dict(B=2, S=37, C=20, H=4, Hkv=2, Dh=16, counts=[20, 13], seed=16, dkv_extra=0)),
         ("dkv strided + gap, padded Dh=12",
