@@ -67,15 +67,19 @@ ARG_TYPES = {
 C_TYPES = {"*bf16": "void*", "*fp32": "float*", "*i32": "int32_t*", "i32": "int32_t"}
 ARG_SIZES = {"*bf16": 8, "*fp32": 8, "*i32": 8, "i32": 4}
 
-# kernel -> (tile key in sk.TILES, grid rule; B = batch; names are the kernel's arguments)
+# kernel -> (tile key in sk.TILES, grid rule; B = batch; names are the kernel's arguments). A kernel
+# whose tile key a variant lacks (or maps to None) is not compiled for that variant.
 KERNELS = {
     "sqdk_attention_fwd": ("fwd", ["cdiv(C * (H // HKV), BLOCK_M)", "B * HKV", "1"]),
+    "sqdk_attention_fwd_few": ("fwd_few", ["cdiv(C * (H // HKV), BLOCK_M)", "B * HKV", "1"]),
     "sqdk_attention_bwd_preprocess": ("preprocess", ["cdiv(C, BLOCK_M)", "B * H", "1"]),
     "sqdk_attention_bwd_dkdv": ("dkdv", ["cdiv(S, BLOCK_N)", "B * HKV", "1"]),
     "sqdk_attention_bwd_dq": ("dq", ["cdiv(C * (H // HKV), BLOCK_M)", "B * HKV", "1"]),
 }
 # launch order of the backward: delta first, then dkdv and dq (independent of each other)
-ORDER = {"sqdk_attention_fwd": 0, "sqdk_attention_bwd_preprocess": 1,
+# the Triton function of a kernel compiled under another name (another tile of the same code)
+FUNCTIONS = {"sqdk_attention_fwd_few": "sqdk_attention_fwd"}
+ORDER = {"sqdk_attention_fwd": 0, "sqdk_attention_fwd_few": 0, "sqdk_attention_bwd_preprocess": 1,
          "sqdk_attention_bwd_dkdv": 2, "sqdk_attention_bwd_dq": 2}
 
 
@@ -164,7 +168,7 @@ def pointer_hints(fn, signature_types):
 
 
 def compile_one(kernel_name, block_d, exact, head_dims, arch):
-    fn = getattr(sk, kernel_name)
+    fn = getattr(sk, FUNCTIONS.get(kernel_name, kernel_name))
     tile_key, grid = KERNELS[kernel_name]
     tile = sk.tiles_for(head_dims[0])[tile_key]
     constexprs = {"BLOCK_D": block_d, "BLOCK_M": tile.block_m}
@@ -283,7 +287,8 @@ def main(argv=None):
         print(f"warning: Triton {triton.__version__}; the metadata layout was checked with {TRITON_VERSION}")
     jobs = [(f"{kernel}_{name}_sm{a.arch}",
              lambda kernel=kernel, v=(block_d, exact, head_dims): compile_one(kernel, *v, a.arch))
-            for name, block_d, exact, head_dims in variants(a.block_d) for kernel in a.kernels]
+            for name, block_d, exact, head_dims in variants(a.block_d) for kernel in a.kernels
+            if sk.tiles_for(head_dims[0]).get(KERNELS[kernel][0]) is not None]
     return run_jobs(a.out, a.arch, jobs)
 
 

@@ -62,7 +62,11 @@ class Tile(NamedTuple):
 #   work per softmax) spills 74 bytes and is still the fastest of 7 tiles at the block's three
 #   shapes on an H200 (fwd_variants.py, 2026-12-06): S=131072 26.90 ms against 29.01 for 128x64,
 #   S=65536 7.05 against 7.23, B=64 S=4096 2.43 against 2.58; 256x64 with 16 warps is within 2 %.
-#   (On an H100 at S=16384, before the fma form above, it was 9 % slower than 128x64.)
+#   On an H100 at B=1 S=16384 (208 programs of 256 rows, 1.6 per SM) it was 9 % slower than 128x64:
+#   with few query slots a 256-row tile leaves SMs idle, or computes mostly empty rows (a decode
+#   step's C = 1 fills 4 of them). So the 128x64 forward is compiled too ("fwd_few"; the AOT kernel
+#   sqdk_attention_fwd_few), and the CUDA launcher (src/cuda/attention.cpp) takes it where the
+#   256-row grid would give the GPU's SMs fewer than 4 programs each.
 # - Dh=64 (timed before packing): 64-row query tiles and 4 warps (one warpgroup, one m64 wgmma per
 #   step) won; with packing a 64-row tile spans 16 positions at 4:1 GQA. Not re-timed since.
 # - dkdv holds K, V, dK, dV of its key tile in registers for the whole loop, so the query step is
@@ -88,6 +92,7 @@ TILES = {
     64: _TILES_64,
     128: {
         "fwd": Tile(256, 64, 8, 3),
+        "fwd_few": Tile(128, 64, 8, 3),
         "preprocess": Tile(128, 0, 4, 1),
         "dkdv": Tile(32, 64, 4, 3),
         "dq": Tile(128, 64, 8, 3),
@@ -137,7 +142,7 @@ TEST_TILES = {
 # The padded variants' column masks and runtime strides cost registers: the exact Dh=128 forward
 # tile (256x64) spills 296 bytes a thread, its padded variant 1,176 (ptxas, Triton 3.6, sm_90), so
 # that variant keeps the 128x64 tile it had (176 bytes). Untimed, as the padded variants are.
-PADDED_TILES = {128: {"fwd": Tile(128, 64, 8, 3)}}
+PADDED_TILES = {128: {"fwd": Tile(128, 64, 8, 3), "fwd_few": None}}  # None: not compiled (same as "fwd")
 
 
 def tiles_for(head_dim: int, tiles: Optional[dict] = None) -> dict:

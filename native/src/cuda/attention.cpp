@@ -13,6 +13,13 @@ namespace hspmn::cuda {
 namespace {
 
 const char* const kFwd = "sqdk_attention_fwd";
+// The forward compiled with a smaller query tile for small grids, where built (Dh 128: 128 rows
+// against the 256 of kFwd; sqdk_attention.py's TILES says why): see forward_kernel below.
+const char* const kFwdFew = "sqdk_attention_fwd_few";
+// kFwd's grid must give every SM at least this many programs for kFwd to run (else kFwdFew). Set
+// between the timed shapes (fwd_variants.py, tune_gpu.py; BENCHMARKS.md): kFwd lost at 1.6
+// programs per SM (H100, B=1 S=16384) and won at 6.2 and more (S=65536, S=131072, B=64 S=4096).
+constexpr int64_t kFwdMinPerSm = 4;
 const char* const kPre = "sqdk_attention_bwd_preprocess";
 const char* const kDkdv = "sqdk_attention_bwd_dkdv";
 const char* const kDq = "sqdk_attention_bwd_dq";
@@ -48,14 +55,29 @@ struct Bindings {
     }
 };
 
-void launch(Device& d, const char* name, const AttentionShape& s, Bindings& b) {
-    const TritonLoaded& l = kernel(d, name, s.Dh);
-    const TritonKernel& k = *l.meta;
+struct Grid {
+    int64_t x, y;
+};
+
+Grid grid_of(const TritonKernel& k, const AttentionShape& s) {
     const int64_t extent = k.grid_x_extent == 'S'   ? s.S
                            : k.grid_x_extent == 'G' ? s.C * (s.H / s.Hkv)  // query slot and head pairs of a kv group
                                                     : s.C;
-    const int64_t gx = (extent + k.grid_x_tile - 1) / k.grid_x_tile;
-    const int64_t gy = s.B * (k.grid_y_kv_heads ? s.Hkv : s.H);
+    return {(extent + k.grid_x_tile - 1) / k.grid_x_tile, s.B * (k.grid_y_kv_heads ? s.Hkv : s.H)};
+}
+
+// kFwd, or kFwdFew where it is built and kFwd's grid would leave SMs short of programs (few query
+// slots: decode steps, short prompts, where most of a 256-row tile would also be empty rows).
+const char* forward_kernel(Device& d, const AttentionShape& s) {
+    if (!triton_loaded(d, kFwdFew, s.Dh)) return kFwd;
+    const Grid g = grid_of(*kernel(d, kFwd, s.Dh).meta, s);
+    return g.x * g.y < kFwdMinPerSm * d.sm_count ? kFwdFew : kFwd;
+}
+
+void launch(Device& d, const char* name, const AttentionShape& s, Bindings& b) {
+    const TritonLoaded& l = kernel(d, name, s.Dh);
+    const Grid g = grid_of(*l.meta, s);
+    const int64_t gx = g.x, gy = g.y;
     if (gx == 0 || gy == 0) return;
     if (gy > 65535)
         fail(HSPMN_ERR_SHAPE, "sqdk_attention: grid (%lld, %lld) exceeds CUDA's limits (B * heads must be <= 65535)",
@@ -110,7 +132,7 @@ void sqdk_attention_forward(Device& d, const AttentionShape& s, const __nv_bfloa
     b.V = v;
     b.O = o;
     b.Lse = lse;
-    launch(d, kFwd, s, b);
+    launch(d, forward_kernel(d, s), s, b);
 }
 
 void sqdk_attention_backward(Device& d, const AttentionShape& s, const __nv_bfloat16* q, const int32_t* pos,
