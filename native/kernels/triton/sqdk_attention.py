@@ -291,9 +291,9 @@ def _fwd_inner(acc, l_i, m_i, q, K_base, V_base, row_limit, kv_stride, S, start,
         if MASKED:
             s = tl.where(offs_n[None, :] <= row_limit[:, None], s, float("-inf"))
         # The scale goes on after the row max (max(s) * c = max(s * c) for c > 0, rounding included),
-        # so exp2's argument is one fma per score rather than a multiply and a subtract: 2-4 % of the
-        # kernel (fwd_variants.py at 7bfbc6e, BENCHMARKS.md). Every row sees key 0 in the first tile
-        # it processes, so m_ij is finite: no inf - inf.
+        # so exp2's argument is one fma per score rather than a multiply and a subtract: -1 to +4 %
+        # of the kernel by tile and shape (fwd_variants.py at 7bfbc6e, BENCHMARKS.md). Every row
+        # sees key 0 in the first tile it processes, so m_ij is finite: no inf - inf.
         m_ij = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
         p = tl.math.exp2(s * qk_scale - m_ij[:, None])
         alpha = tl.math.exp2(m_i - m_ij)
