@@ -60,7 +60,7 @@ class Tile(NamedTuple):
 #   fastest at both lengths.
 # - The Dh=128 forward: 256x64 with 8 warps (each warpgroup two m64 wgmma per step, so more tensor
 #   work per softmax) spills 74 bytes and is still the fastest of 7 tiles at the block's three
-#   shapes on an H200 (fwd_variants.py, 2026-12-06): S=131072 26.90 ms against 29.01 for 128x64,
+#   shapes on an H200 (BENCHMARKS.md, 2026-12-06): S=131072 26.90 ms against 29.01 for 128x64,
 #   S=65536 7.05 against 7.23, B=64 S=4096 2.43 against 2.58; 256x64 with 16 warps is within 2 %.
 #   On an H100 at B=1 S=16384 (208 programs of 256 rows, 1.6 per SM) it was 9 % slower than 128x64:
 #   with few query slots a 256-row tile leaves SMs idle, or computes mostly empty rows (a decode
@@ -292,7 +292,7 @@ def _fwd_inner(acc, l_i, m_i, q, K_base, V_base, row_limit, kv_stride, S, start,
             s = tl.where(offs_n[None, :] <= row_limit[:, None], s, float("-inf"))
         # The scale goes on after the row max (max(s) * c = max(s * c) for c > 0, rounding included),
         # so exp2's argument is one fma per score rather than a multiply and a subtract: -1 to +4 %
-        # of the kernel by tile and shape (fwd_variants.py at 7bfbc6e, BENCHMARKS.md). Every row
+        # of the kernel by tile and shape (BENCHMARKS.md, "the attention forward's tile"). Every row
         # sees key 0 in the first tile it processes, so m_ij is finite: no inf - inf.
         m_ij = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
         p = tl.math.exp2(s * qk_scale - m_ij[:, None])

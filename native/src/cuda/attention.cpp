@@ -17,7 +17,7 @@ const char* const kFwd = "sqdk_attention_fwd";
 // against the 256 of kFwd; sqdk_attention.py's TILES says why): see forward_kernel below.
 const char* const kFwdFew = "sqdk_attention_fwd_few";
 // kFwd's grid must give every SM at least this many programs for kFwd to run (else kFwdFew). Set
-// between the timed shapes (fwd_variants.py, tune_gpu.py; BENCHMARKS.md): kFwd lost at 1.6
+// between the timed shapes (tune_gpu.py and the forms study; BENCHMARKS.md): kFwd lost at 1.6
 // programs per SM (H100, B=1 S=16384) and won at 6.2 and more (S=65536, S=131072, B=64 S=4096).
 constexpr int64_t kFwdMinPerSm = 4;
 const char* const kPre = "sqdk_attention_bwd_preprocess";
