@@ -157,6 +157,24 @@ def tiles_for(head_dim: int, tiles: Optional[dict] = None) -> dict:
     return chosen
 
 
+# Which forward tile runs where a width has two ("fwd" and "fwd_few"): "fwd" when its grid gives
+# every SM at least this many programs, else "fwd_few" (the TILES comment says why). The CUDA
+# launcher's kFwdMinPerSm (src/cuda/attention.cpp) is the same rule; test_sqdk_interpret.py checks
+# that the two numbers agree.
+FWD_MIN_PROGRAMS_PER_SM = 4
+
+
+def forward_tile(head_dim: int, B: int, C: int, H: int, Hkv: int, sm_count: Optional[int],
+                 tiles: Optional[dict] = None) -> Tile:
+    """The forward's tile for this launch (sm_count None: no GPU to size for, "fwd")."""
+    chosen = tiles_for(head_dim, tiles)
+    tile, few = chosen["fwd"], chosen.get("fwd_few")
+    if few is None or sm_count is None:
+        return tile
+    programs = -(-C * (H // Hkv) // tile.block_m) * B * Hkv
+    return few if programs < FWD_MIN_PROGRAMS_PER_SM * sm_count else tile
+
+
 # ---- helpers -------------------------------------------------------------------------------------
 
 
@@ -515,7 +533,8 @@ def sqdk_attention_forward(q, k, v, pos, counts, tiles: Optional[dict] = None):
     import torch
 
     B, C, H, Dh, S, Hkv = _check(q, k, v, pos, counts)
-    t = tiles_for(Dh, tiles)["fwd"]
+    sm_count = torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else None
+    t = forward_tile(Dh, B, C, H, Hkv, sm_count, tiles)
     o = torch.empty_like(q)
     lse = torch.empty((B, H, C), dtype=torch.float32, device=q.device)
     grid = (triton.cdiv(C * (H // Hkv), t.block_m), B * Hkv)

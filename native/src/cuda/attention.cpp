@@ -19,6 +19,8 @@ const char* const kFwdFew = "sqdk_attention_fwd_few";
 // kFwd's grid must give every SM at least this many programs for kFwd to run (else kFwdFew). Set
 // between the timed shapes (tune_gpu.py and the forms study; BENCHMARKS.md): kFwd lost at 1.6
 // programs per SM (H100, B=1 S=16384) and won at 6.2 and more (S=65536, S=131072, B=64 S=4096).
+// sqdk_attention.py's torch launcher applies the same rule (FWD_MIN_PROGRAMS_PER_SM, held equal to
+// this by test_sqdk_interpret.py).
 constexpr int64_t kFwdMinPerSm = 4;
 const char* const kPre = "sqdk_attention_bwd_preprocess";
 const char* const kDkdv = "sqdk_attention_bwd_dkdv";
