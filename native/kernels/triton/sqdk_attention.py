@@ -171,7 +171,7 @@ def forward_tile(head_dim: int, B: int, C: int, H: int, Hkv: int, sm_count: Opti
     tile, few = chosen["fwd"], chosen.get("fwd_few")
     if few is None or sm_count is None:
         return tile
-    programs = -(-C * (H // Hkv) // tile.block_m) * B * Hkv
+    programs = triton.cdiv(C * (H // Hkv), tile.block_m) * B * Hkv
     return few if programs < FWD_MIN_PROGRAMS_PER_SM * sm_count else tile
 
 

@@ -70,21 +70,26 @@ Grid grid_of(const TritonKernel& k, const AttentionShape& s) {
 
 // kFwd, or kFwdFew where it is built and kFwd's grid would leave SMs short of programs (few query
 // slots: decode steps, short prompts, where most of a 256-row tile would also be empty rows).
-const char* forward_kernel(Device& d, const AttentionShape& s) {
-    if (!triton_loaded(d, kFwdFew, s.Dh)) return kFwd;
-    const Grid g = grid_of(*kernel(d, kFwd, s.Dh).meta, s);
-    return g.x * g.y < kFwdMinPerSm * d.sm_count ? kFwdFew : kFwd;
+const TritonLoaded& forward_kernel(Device& d, const AttentionShape& s) {
+    const TritonLoaded& fwd = kernel(d, kFwd, s.Dh);
+    const TritonLoaded* few = triton_loaded(d, kFwdFew, s.Dh);
+    if (!few) return fwd;
+    const Grid g = grid_of(*fwd.meta, s);
+    return g.x * g.y < kFwdMinPerSm * d.sm_count ? *few : fwd;
 }
 
-void launch(Device& d, const char* name, const AttentionShape& s, Bindings& b) {
-    const TritonLoaded& l = kernel(d, name, s.Dh);
+void launch(Device& d, const TritonLoaded& l, const AttentionShape& s, Bindings& b) {
     const Grid g = grid_of(*l.meta, s);
     const int64_t gx = g.x, gy = g.y;
     if (gx == 0 || gy == 0) return;
     if (gy > 65535)
         fail(HSPMN_ERR_SHAPE, "sqdk_attention: grid (%lld, %lld) exceeds CUDA's limits (B * heads must be <= 65535)",
              static_cast<long long>(gx), static_cast<long long>(gy));
-    triton_launch(d, l, gx, gy, [&b](const char* n, int size) { return b.slot(n, size); }, name);
+    triton_launch(d, l, gx, gy, [&b](const char* n, int size) { return b.slot(n, size); }, l.meta->kernel);
+}
+
+void launch(Device& d, const char* name, const AttentionShape& s, Bindings& b) {
+    launch(d, kernel(d, name, s.Dh), s, b);
 }
 
 void check_shape(const AttentionShape& s) {
