@@ -1,10 +1,13 @@
 """Time each sqdk_attention kernel alone for candidate tiles on a GPU; prints registers and spills.
 
-    python3 native/kernels/triton/tune_gpu.py [--seq S ...] [--dh 128 64]
+    python3 native/kernels/triton/tune_gpu.py [--seq S ...] [--batch-seq BxS ...] [--dh 128 64]
+                                              [--kernels fwd dq dkdv] [--tiles MxNxWARPSxSTAGES ...]
 
 Only proposes: the chosen tiles live in sqdk_attention.TILES. Shapes are those of gpu_check.py's
 benchmark (rho = 0.2, GQA 4:1); --seq times the Dh=128 shape (B=1, H=16, Hkv=4) at other sequence
-lengths instead (the block's long contexts: 65536, 131072).
+lengths instead (the block's long contexts: 65536, 131072), --batch-seq at B sequences of S each;
+--kernels and --tiles narrow what is timed (e.g. the forward's two Dh=128 tiles either side of
+FWD_MIN_PROGRAMS_PER_SM).
 """
 
 import argparse
@@ -44,10 +47,16 @@ SHAPES = {128: (1, 16384, 16, 4, 0.2), 64: (2, 8192, 32, 8, 0.2)}
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seq", type=int, nargs="*", default=[])
+    ap.add_argument("--batch-seq", nargs="*", default=[], help="BxS: B sequences of S (Dh=128)")
     ap.add_argument("--dh", type=int, nargs="*", default=list(SHAPES))
+    ap.add_argument("--kernels", nargs="*", default=["fwd", "dkdv", "dq"])
+    ap.add_argument("--tiles", nargs="*", default=[], help="MxNxWARPSxSTAGES: only these candidates")
     a = ap.parse_args()
-    shapes = [(Dh, SHAPES[Dh]) for Dh in a.dh if not a.seq or Dh != 128]
-    shapes += [(128, (1, S, 16, 4, 0.2)) for S in a.seq]
+    custom = [(1, S) for S in a.seq] + [tuple(int(x) for x in bs.split("x")) for bs in a.batch_seq]
+    only = {tuple(int(x) for x in t.split("x")) for t in a.tiles}
+    shapes = [(Dh, SHAPES[Dh]) for Dh in a.dh if not custom or Dh != 128]
+    shapes += [(128, (B, S, 16, 4, 0.2)) for B, S in custom]
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
     for Dh, (B, S, H, Hkv, rho) in shapes:
         C = int(S * rho)
         (q, k, v, do), pos, counts = make_case(11, B, S, C, H, Hkv, Dh, [C] * B)
@@ -61,12 +70,19 @@ def main():
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         print(f"Dh={Dh} B={B} S={S} H={H} Hkv={Hkv} C={C}", flush=True)
         for kern, cands in CANDIDATES[Dh].items():
+            if kern not in a.kernels:
+                continue
             for c in cands:
+                if only and c not in only:
+                    continue
                 t = sk.Tile(*c)
                 kw = dict(**sk.head_dim_args(Dh), BLOCK_M=t.block_m, BLOCK_N=t.block_n, num_warps=t.num_warps,
                           num_stages=t.num_stages)
+                note = ""
                 if kern == "fwd":
-                    fn = sk.sqdk_attention_fwd[(triton.cdiv(C * (H // Hkv), t.block_m), B * Hkv)]
+                    grid = (triton.cdiv(C * (H // Hkv), t.block_m), B * Hkv)
+                    note = f"  {grid[0] * grid[1] / sms:.1f} programs/SM"
+                    fn = sk.sqdk_attention_fwd[grid]
                     args = (q, k, v, pos32, counts, o, lse, C, S, H, Hkv)
                 elif kern == "dkdv":
                     fn = sk.sqdk_attention_bwd_dkdv[(triton.cdiv(S, t.block_n), B * Hkv)]
@@ -79,7 +95,7 @@ def main():
                     ms = triton.testing.do_bench(lambda: fn(*args, **kw))
                     print(f"  {kern:5} {str(c):18} {ms:8.3f} ms {flop[kern] / ms / 1e9:5.0f} TFLOP/s  "
                           f"regs {compiled.n_regs} "
-                          f"spills {compiled.n_spills} shared {compiled.metadata.shared}", flush=True)
+                          f"spills {compiled.n_spills} shared {compiled.metadata.shared}{note}", flush=True)
                 except Exception as e:  # out of shared memory and the like: report and go on
                     print(f"  {kern:5} {str(c):18} failed: {type(e).__name__}: {str(e)[:100]}", flush=True)
 
