@@ -6,8 +6,8 @@
 Only proposes: the chosen tiles live in sqdk_attention.TILES. Shapes are those of gpu_check.py's
 benchmark (rho = 0.2, GQA 4:1); --seq times the Dh=128 shape (B=1, H=16, Hkv=4) at other sequence
 lengths instead (the block's long contexts: 65536, 131072), --batch-seq at B sequences of S each;
---kernels and --tiles narrow what is timed (e.g. the forward's two Dh=128 tiles either side of
-FWD_MIN_PROGRAMS_PER_SM).
+--kernels narrows what is timed and --tiles replaces the candidates (e.g. the forward's two Dh=128
+tiles either side of FWD_MIN_PROGRAMS_PER_SM).
 """
 
 import argparse
@@ -49,11 +49,11 @@ def main():
     ap.add_argument("--seq", type=int, nargs="*", default=[])
     ap.add_argument("--batch-seq", nargs="*", default=[], help="BxS: B sequences of S (Dh=128)")
     ap.add_argument("--dh", type=int, nargs="*", default=list(SHAPES))
-    ap.add_argument("--kernels", nargs="*", default=["fwd", "dkdv", "dq"])
-    ap.add_argument("--tiles", nargs="*", default=[], help="MxNxWARPSxSTAGES: only these candidates")
+    ap.add_argument("--kernels", nargs="*", default=["fwd", "dkdv", "dq"], choices=["fwd", "dkdv", "dq"])
+    ap.add_argument("--tiles", nargs="*", default=[], help="MxNxWARPSxSTAGES: these tiles instead of the candidates")
     a = ap.parse_args()
     custom = [(1, S) for S in a.seq] + [tuple(int(x) for x in bs.split("x")) for bs in a.batch_seq]
-    only = {tuple(int(x) for x in t.split("x")) for t in a.tiles}
+    only = [tuple(int(x) for x in t.split("x")) for t in a.tiles]
     shapes = [(Dh, SHAPES[Dh]) for Dh in a.dh if not custom or Dh != 128]
     shapes += [(128, (B, S, 16, 4, 0.2)) for B, S in custom]
     sms = torch.cuda.get_device_properties(0).multi_processor_count
@@ -72,9 +72,7 @@ def main():
         for kern, cands in CANDIDATES[Dh].items():
             if kern not in a.kernels:
                 continue
-            for c in cands:
-                if only and c not in only:
-                    continue
+            for c in only or cands:
                 t = sk.Tile(*c)
                 kw = dict(**sk.head_dim_args(Dh), BLOCK_M=t.block_m, BLOCK_N=t.block_n, num_warps=t.num_warps,
                           num_stages=t.num_stages)
