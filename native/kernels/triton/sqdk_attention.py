@@ -59,8 +59,9 @@ class Tile(NamedTuple):
 #   stays narrow while each K/V tile loaded feeds 128 rows. dq's 128x64 with 8 warps was the
 #   fastest at both lengths.
 # - The Dh=128 forward: 256x64 with 8 warps (each warpgroup two m64 wgmma per step, so more tensor
-#   work per softmax) spills 74 bytes and is still the fastest of 7 tiles at the block's three
-#   shapes on an H200 (BENCHMARKS.md, 2026-12-06): S=131072 26.90 ms against 29.01 for 128x64,
+#   work per softmax) spills (74 bytes by Triton's count; a 296-byte stack frame in the AOT cubin,
+#   ptxas) and is still the fastest of 7 tiles at the block's three shapes on an H200
+#   (BENCHMARKS.md, 2026-12-06): S=131072 26.90 ms against 29.01 for 128x64,
 #   S=65536 7.05 against 7.23, B=64 S=4096 2.43 against 2.58; 256x64 with 16 warps is within 2 %.
 #   On an H100 at B=1 S=16384 (208 programs of 256 rows, 1.6 per SM) it was 9 % slower than 128x64:
 #   with few query slots a 256-row tile leaves SMs idle, or computes mostly empty rows (a decode
@@ -139,9 +140,10 @@ TEST_TILES = {
 }
 
 
-# The padded variants' column masks and runtime strides cost registers: the exact Dh=128 forward
-# tile (256x64) spills 296 bytes a thread, its padded variant 1,176 (ptxas, Triton 3.6, sm_90), so
-# that variant keeps the 128x64 tile it had (176 bytes). Untimed, as the padded variants are.
+# The padded variants' column masks and runtime strides cost registers: with the exact Dh=128
+# forward's tile (256x64, a 296-byte stack frame a thread) the padded variant's frame would be 1,176
+# bytes (ptxas, Triton 3.6, sm_90), so that variant keeps the 128x64 tile it had (176 bytes).
+# Untimed, as the padded variants are.
 PADDED_TILES = {128: {"fwd": Tile(128, 64, 8, 3), "fwd_few": None}}  # None: not compiled (same as "fwd")
 
 

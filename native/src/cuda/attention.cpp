@@ -80,12 +80,11 @@ const TritonLoaded& forward_kernel(Device& d, const AttentionShape& s) {
 
 void launch(Device& d, const TritonLoaded& l, const AttentionShape& s, Bindings& b) {
     const Grid g = grid_of(*l.meta, s);
-    const int64_t gx = g.x, gy = g.y;
-    if (gx == 0 || gy == 0) return;
-    if (gy > 65535)
+    if (g.x == 0 || g.y == 0) return;
+    if (g.y > 65535)
         fail(HSPMN_ERR_SHAPE, "sqdk_attention: grid (%lld, %lld) exceeds CUDA's limits (B * heads must be <= 65535)",
-             static_cast<long long>(gx), static_cast<long long>(gy));
-    triton_launch(d, l, gx, gy, [&b](const char* n, int size) { return b.slot(n, size); }, l.meta->kernel);
+             static_cast<long long>(g.x), static_cast<long long>(g.y));
+    triton_launch(d, l, g.x, g.y, [&b](const char* n, int size) { return b.slot(n, size); }, l.meta->kernel);
 }
 
 void launch(Device& d, const char* name, const AttentionShape& s, Bindings& b) {
