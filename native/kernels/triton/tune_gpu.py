@@ -2,12 +2,13 @@
 
     python3 native/kernels/triton/tune_gpu.py [--seq S ...] [--batch-seq BxS ...] [--dh 128 64]
                                               [--kernels fwd dq dkdv] [--tiles MxNxWARPSxSTAGES ...]
+                                              [--rep MS]
 
 Only proposes: the chosen tiles live in sqdk_attention.TILES. Shapes are those of gpu_check.py's
 benchmark (rho = 0.2, GQA 4:1); --seq times the Dh=128 shape (B=1, H=16, Hkv=4) at other sequence
 lengths instead (the block's long contexts: 65536, 131072), --batch-seq at B sequences of S each;
 --kernels narrows what is timed and --tiles replaces the candidates (e.g. the forward's two Dh=128
-tiles either side of FWD_MIN_PROGRAMS_PER_SM).
+tiles either side of FWD_MIN_PROGRAMS_PER_SM); --rep MS times each for longer (sustained load).
 """
 
 import argparse
@@ -51,6 +52,9 @@ def main():
     ap.add_argument("--dh", type=int, nargs="*", default=list(SHAPES))
     ap.add_argument("--kernels", nargs="*", default=["fwd", "dkdv", "dq"], choices=["fwd", "dkdv", "dq"])
     ap.add_argument("--tiles", nargs="*", default=[], help="MxNxWARPSxSTAGES: these tiles instead of the candidates")
+    # do_bench's default (100 ms) lets a long kernel run a few times on a cool GPU; seconds of it show
+    # the rate under sustained load (clocks the block's own steady state would also see)
+    ap.add_argument("--rep", type=int, default=100, help="milliseconds of timed launches per kernel and tile")
     a = ap.parse_args()
     custom = [(1, S) for S in a.seq] + [tuple(int(x) for x in bs.split("x")) for bs in a.batch_seq]
     only = [tuple(int(x) for x in t.split("x")) for t in a.tiles]
@@ -90,7 +94,7 @@ def main():
                     args = (q, k, v, do, lse, delta, pos32, counts, dq, C, S, H, Hkv)
                 try:
                     compiled = fn(*args, **kw)
-                    ms = triton.testing.do_bench(lambda: fn(*args, **kw))
+                    ms = triton.testing.do_bench(lambda: fn(*args, **kw), rep=a.rep)
                     print(f"  {kern:5} {str(c):18} {ms:8.3f} ms {flop[kern] / ms / 1e9:5.0f} TFLOP/s  "
                           f"regs {compiled.n_regs} "
                           f"spills {compiled.n_spills} shared {compiled.metadata.shared}{note}", flush=True)
