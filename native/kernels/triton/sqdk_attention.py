@@ -160,21 +160,30 @@ def tiles_for(head_dim: int, tiles: Optional[dict] = None) -> dict:
 
 
 # Which forward tile runs where a width has two ("fwd" and "fwd_few"): "fwd" when its grid gives
-# every SM at least this many programs, else "fwd_few" (the TILES comment says why). The CUDA
-# launcher's kFwdMinPerSm (src/cuda/attention.cpp) is the same rule; test_sqdk_interpret.py checks
-# that the two numbers agree.
+# every SM at least FWD_MIN_PROGRAMS_PER_SM programs, or FWD_MIN_PROGRAMS_PER_SM_LONG when the
+# sequences have FWD_LONG_SEQ keys or more (their tiles' long key ranges amortise the 256-row tile's
+# spills and its wider masked diagonal), else "fwd_few" (the TILES comment says why). Timed on an H100
+# (BENCHMARKS.md, "two Gluon forwards, and the forward tile's boundary"): at 2.3-3.9 programs an SM
+# the 256-row tile won by 2-7 % for one sequence of 24,576-40,960 and lost by 4-19 % for batches of
+# 2,048-4,096 (tied at B=4 S=8192); at 1.6 (S=16,384) it lost by 8 %. The CUDA launcher
+# (src/cuda/attention.cpp: kFwdMinPerSm, kFwdMinPerSmLong, kFwdLongSeq) is the same rule;
+# test_sqdk_interpret.py checks that the numbers agree.
 FWD_MIN_PROGRAMS_PER_SM = 4
+FWD_MIN_PROGRAMS_PER_SM_LONG = 2
+FWD_LONG_SEQ = 24576
 
 
-def forward_tile(head_dim: int, B: int, C: int, H: int, Hkv: int, sm_count: Optional[int],
+def forward_tile(head_dim: int, B: int, C: int, S: int, H: int, Hkv: int, sm_count: Optional[int],
                  tiles: Optional[dict] = None) -> Tile:
-    """The forward's tile for this launch (sm_count None: no GPU to size for, "fwd")."""
+    """The forward's tile for this launch of B sequences of S keys, C query slots each (sm_count
+    None: no GPU to size for, "fwd")."""
     chosen = tiles_for(head_dim, tiles)
     tile, few = chosen["fwd"], chosen.get("fwd_few")
     if few is None or sm_count is None:
         return tile
     programs = triton.cdiv(C * (H // Hkv), tile.block_m) * B * Hkv
-    return few if programs < FWD_MIN_PROGRAMS_PER_SM * sm_count else tile
+    per_sm = FWD_MIN_PROGRAMS_PER_SM_LONG if S >= FWD_LONG_SEQ else FWD_MIN_PROGRAMS_PER_SM
+    return few if programs < per_sm * sm_count else tile
 
 
 # ---- helpers -------------------------------------------------------------------------------------
@@ -536,7 +545,7 @@ def sqdk_attention_forward(q, k, v, pos, counts, tiles: Optional[dict] = None):
 
     B, C, H, Dh, S, Hkv = _check(q, k, v, pos, counts)
     sm_count = torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else None
-    t = forward_tile(Dh, B, C, H, Hkv, sm_count, tiles)
+    t = forward_tile(Dh, B, C, S, H, Hkv, sm_count, tiles)
     o = torch.empty_like(q)
     lse = torch.empty((B, H, C), dtype=torch.float32, device=q.device)
     grid = (triton.cdiv(C * (H // Hkv), t.block_m), B * Hkv)

@@ -32,8 +32,9 @@ sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
 import interpreter_compat  # noqa: E402,F401  (Triton 3.6 interpreter on NumPy 2.4)
 from sqdk_reference import reference  # noqa: E402
-from sqdk_attention import (FWD_MIN_PROGRAMS_PER_SM, TEST_TILES, TILES, forward_tile,  # noqa: E402
-                            sqdk_attention_backward, sqdk_attention_forward, tiles_for)
+from sqdk_attention import (FWD_LONG_SEQ, FWD_MIN_PROGRAMS_PER_SM, FWD_MIN_PROGRAMS_PER_SM_LONG,  # noqa: E402
+                            TEST_TILES, TILES, forward_tile, sqdk_attention_backward, sqdk_attention_forward,
+                            tiles_for)
 
 MULTIPLE = 4.0
 FLOOR_ULPS = 64 * 2.0 ** -23
@@ -112,33 +113,45 @@ def run_case(name, *, B, S, C, H, Hkv, Dh, counts, tiles=TEST_TILES, seed=0, con
 
 
 def check_forward_tile_rule():
-    """forward_tile's choice between the Dh 128 forward tiles (no kernel runs), and its threshold
-    against the CUDA launcher's kFwdMinPerSm, which must make the same choice."""
+    """forward_tile's choice between the Dh 128 forward tiles (no kernel runs), and its numbers
+    against the CUDA launcher's (kFwdMinPerSm, kFwdMinPerSmLong, kFwdLongSeq), which must make the same
+    choice."""
     cpp = (HERE.parents[1] / "src" / "cuda" / "attention.cpp").read_text()
-    m = re.search(r"constexpr int64_t kFwdMinPerSm = (\d+);", cpp)
-    cases = [  # (B, C, H, Hkv, sm_count) -> expected tile key; 256-row tiles of 4 (slot, head) rows per slot
-        ((1, 1, 16, 4, 132), "fwd_few"),           # a decode step: 4 programs
-        ((1, 3276, 16, 4, 132), "fwd_few"),        # B=1 S=16384: 52 x 4 = 208 programs < 528
-        ((1, 8448, 16, 4, 132), "fwd"),            # 132 x 4 = 528 programs: exactly 4 an SM
-        ((1, 8447, 16, 4, 132), "fwd"),            # still 132 tiles of a kv group (the last one partial)
-        ((1, 8384, 16, 4, 132), "fwd_few"),        # 131 x 4 = 524 programs
-        ((64, 819, 16, 4, 132), "fwd"),            # the block's B=64 S=4096
-        ((1, 26214, 16, 4, 132), "fwd"),           # S=131072
-        ((1, 26214, 16, 4, None), "fwd"),          # no GPU to size for
+    ok = True
+    for cname, value in (("kFwdMinPerSm", FWD_MIN_PROGRAMS_PER_SM), ("kFwdMinPerSmLong", FWD_MIN_PROGRAMS_PER_SM_LONG),
+                         ("kFwdLongSeq", FWD_LONG_SEQ)):
+        m = re.search(rf"constexpr int64_t {cname} = (\d+);", cpp)
+        good = m is not None and int(m.group(1)) == value
+        ok &= good
+        print(f"{'ok' if good else 'FAIL':4} forward tile rule: {cname} in attention.cpp "
+              f"{m.group(1) if m else 'not found'}, sqdk_attention.py {value}")
+    cases = [  # (B, C, S, H, Hkv, sm_count) -> expected tile key; 256-row tiles of 4 (slot, head) rows per slot
+        ((1, 1, 4096, 16, 4, 132), "fwd_few"),        # a decode step: 4 programs
+        ((1, 1, 131072, 16, 4, 132), "fwd_few"),      # a decode step of a long sequence: still 4
+        ((1, 3276, 16384, 16, 4, 132), "fwd_few"),    # B=1 S=16384: 52 x 4 = 208 programs < 528
+        ((1, 8448, 16384, 16, 4, 132), "fwd"),        # 132 x 4 = 528 programs: exactly 4 an SM
+        ((1, 8447, 16384, 16, 4, 132), "fwd"),        # still 132 tiles of a kv group (the last one partial)
+        ((1, 8384, 16384, 16, 4, 132), "fwd_few"),    # 131 x 4 = 524 programs, short keys
+        ((1, 8384, 41920, 16, 4, 132), "fwd"),        # the same grid, long keys: >= 2 an SM
+        ((8, 819, 4096, 16, 4, 132), "fwd_few"),      # B=8 S=4096: 3.2 an SM, short keys
+        ((1, 4915, 24576, 16, 4, 132), "fwd"),        # B=1 S=24576: 77 x 4 = 308 >= 264
+        ((1, 4915, 24575, 16, 4, 132), "fwd_few"),    # one key short of FWD_LONG_SEQ
+        ((1, 4160, 24576, 16, 4, 132), "fwd_few"),    # 65 x 4 = 260 programs, under 2 an SM (264)
+        ((1, 4161, 24576, 16, 4, 132), "fwd"),        # 66 x 4 = 264: exactly 2 an SM
+        ((64, 819, 4096, 16, 4, 132), "fwd"),         # the block's B=64 S=4096
+        ((1, 26214, 131072, 16, 4, 132), "fwd"),      # S=131072
+        ((1, 26214, 131072, 16, 4, None), "fwd"),     # no GPU to size for
     ]
-    ok = m is not None and int(m.group(1)) == FWD_MIN_PROGRAMS_PER_SM
-    print(f"{'ok' if ok else 'FAIL':4} forward tile rule: kFwdMinPerSm in attention.cpp "
-          f"{m.group(1) if m else 'not found'}, FWD_MIN_PROGRAMS_PER_SM {FWD_MIN_PROGRAMS_PER_SM}")
-    for (B, C, H, Hkv, sms), want in cases:
-        got = forward_tile(128, B, C, H, Hkv, sms)
+    for (B, C, S, H, Hkv, sms), want in cases:
+        got = forward_tile(128, B, C, S, H, Hkv, sms)
         good = got == TILES[128][want]
         ok &= good
-        print(f"{'ok' if good else 'FAIL':4} forward tile B={B} C={C} H={H} Hkv={Hkv} SMs={sms}: {got} "
+        print(f"{'ok' if good else 'FAIL':4} forward tile B={B} C={C} S={S} H={H} Hkv={Hkv} SMs={sms}: {got} "
               f"(want {want})")
     # widths with one forward tile, and explicit tiles, take "fwd" whatever the grid
-    for got, want in ((forward_tile(64, 1, 1, 16, 4, 132), TILES[64]["fwd"]),
-                      (forward_tile(96, 1, 1, 16, 4, 132), tiles_for(96)["fwd"]),
-                      (forward_tile(128, 1, 1, 16, 4, 132, TEST_TILES), TEST_TILES["fwd"])):
+    for got, want in ((forward_tile(64, 1, 1, 4096, 16, 4, 132), TILES[64]["fwd"]),
+                      (forward_tile(96, 1, 1, 4096, 16, 4, 132), tiles_for(96)["fwd"]),
+                      (forward_tile(128, 1, 1, 4096, 16, 4, 132, TEST_TILES), TEST_TILES["fwd"])):
         good = got == want
         ok &= good
         print(f"{'ok' if good else 'FAIL':4} forward tile with one candidate: {got}")

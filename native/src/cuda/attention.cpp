@@ -16,12 +16,17 @@ const char* const kFwd = "sqdk_attention_fwd";
 // The forward compiled with a smaller query tile for small grids, where built (Dh 128: 128 rows
 // against the 256 of kFwd; sqdk_attention.py's TILES says why): see forward_kernel below.
 const char* const kFwdFew = "sqdk_attention_fwd_few";
-// kFwd's grid must give every SM at least this many programs for kFwd to run (else kFwdFew). Set
-// between the timed shapes (tune_gpu.py and the forms study; BENCHMARKS.md): kFwd lost at 1.6
-// programs per SM (H100, B=1 S=16384) and won at 6.2 and more (S=65536, S=131072, B=64 S=4096).
-// sqdk_attention.py's torch launcher applies the same rule (FWD_MIN_PROGRAMS_PER_SM, held equal to
-// this by test_sqdk_interpret.py).
+// kFwd's grid must give every SM at least kFwdMinPerSm programs for kFwd to run, or kFwdMinPerSmLong
+// when the sequences have kFwdLongSeq keys or more (long key ranges amortise the 256-row tile's
+// spills and wider masked diagonal); else kFwdFew. Set between the timed shapes (H100, tune_gpu.py;
+// BENCHMARKS.md): kFwd lost at 1.6 programs per SM (B=1 S=16384), won by 2-7 % at 2.3-3.9 for one
+// sequence of 24576-40960 but lost by 4-19 % at 3.2-3.4 for B=8 S=4096 and B=16 S=2048, and won at
+// 6.2 and more (S=65536, S=131072, B=64 S=4096). sqdk_attention.py's torch launcher applies the same
+// rule (FWD_MIN_PROGRAMS_PER_SM, FWD_MIN_PROGRAMS_PER_SM_LONG, FWD_LONG_SEQ: held equal to these by
+// test_sqdk_interpret.py).
 constexpr int64_t kFwdMinPerSm = 4;
+constexpr int64_t kFwdMinPerSmLong = 2;
+constexpr int64_t kFwdLongSeq = 24576;
 const char* const kPre = "sqdk_attention_bwd_preprocess";
 const char* const kDkdv = "sqdk_attention_bwd_dkdv";
 const char* const kDq = "sqdk_attention_bwd_dq";
@@ -75,7 +80,8 @@ const TritonLoaded& forward_kernel(Device& d, const AttentionShape& s) {
     const TritonLoaded* few = triton_loaded(d, kFwdFew, s.Dh);
     if (!few) return fwd;
     const Grid g = grid_of(*fwd.meta, s);
-    return g.x * g.y < kFwdMinPerSm * d.sm_count ? *few : fwd;
+    const int64_t per_sm = s.S >= kFwdLongSeq ? kFwdMinPerSmLong : kFwdMinPerSm;
+    return g.x * g.y < per_sm * d.sm_count ? *few : fwd;
 }
 
 void launch(Device& d, const TritonLoaded& l, const AttentionShape& s, Bindings& b) {
