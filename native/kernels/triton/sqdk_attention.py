@@ -162,12 +162,10 @@ def tiles_for(head_dim: int, tiles: Optional[dict] = None) -> dict:
 # Which forward tile runs where a width has two ("fwd" and "fwd_few"): "fwd" when its grid gives
 # every SM at least FWD_MIN_PROGRAMS_PER_SM programs, or FWD_MIN_PROGRAMS_PER_SM_LONG when the
 # sequences have FWD_LONG_SEQ keys or more (their tiles' long key ranges amortise the 256-row tile's
-# spills and its wider masked diagonal), else "fwd_few" (the TILES comment says why). Timed on an H100
-# (BENCHMARKS.md, "two Gluon forwards, and the forward tile's boundary"): at 2.3-3.9 programs an SM
-# the 256-row tile won by 2-7 % for one sequence of 24,576-40,960 and lost by 4-19 % for batches of
-# 2,048-4,096 (tied at B=4 S=8192); at 1.6 (S=16,384) it lost by 8 %. The CUDA launcher
-# (src/cuda/attention.cpp: kFwdMinPerSm, kFwdMinPerSmLong, kFwdLongSeq) is the same rule;
-# test_sqdk_interpret.py checks that the numbers agree.
+# spills and its wider masked diagonal), else "fwd_few" (the TILES comment says why). The numbers sit
+# between timed shapes (BENCHMARKS.md, "two Gluon forwards, and the forward tile's boundary"). The
+# CUDA launcher (src/cuda/attention.cpp: kFwdMinPerSm, kFwdMinPerSmLong, kFwdLongSeq) is the same
+# rule; test_sqdk_interpret.py checks that the numbers agree.
 FWD_MIN_PROGRAMS_PER_SM = 4
 FWD_MIN_PROGRAMS_PER_SM_LONG = 2
 FWD_LONG_SEQ = 24576

@@ -18,12 +18,10 @@ const char* const kFwd = "sqdk_attention_fwd";
 const char* const kFwdFew = "sqdk_attention_fwd_few";
 // kFwd's grid must give every SM at least kFwdMinPerSm programs for kFwd to run, or kFwdMinPerSmLong
 // when the sequences have kFwdLongSeq keys or more (long key ranges amortise the 256-row tile's
-// spills and wider masked diagonal); else kFwdFew. Set between the timed shapes (H100, tune_gpu.py;
-// BENCHMARKS.md): kFwd lost at 1.6 programs per SM (B=1 S=16384), won by 2-7 % at 2.3-3.9 for one
-// sequence of 24576-40960 but lost by 4-19 % at 3.2-3.4 for B=8 S=4096 and B=16 S=2048, and won at
-// 6.2 and more (S=65536, S=131072, B=64 S=4096). sqdk_attention.py's torch launcher applies the same
-// rule (FWD_MIN_PROGRAMS_PER_SM, FWD_MIN_PROGRAMS_PER_SM_LONG, FWD_LONG_SEQ: held equal to these by
-// test_sqdk_interpret.py).
+// spills and wider masked diagonal); else kFwdFew. The numbers sit between timed shapes (BENCHMARKS.md,
+// "two Gluon forwards, and the forward tile's boundary"). sqdk_attention.py's torch launcher applies
+// the same rule (FWD_MIN_PROGRAMS_PER_SM, FWD_MIN_PROGRAMS_PER_SM_LONG, FWD_LONG_SEQ: held equal to
+// these by test_sqdk_interpret.py).
 constexpr int64_t kFwdMinPerSm = 4;
 constexpr int64_t kFwdMinPerSmLong = 2;
 constexpr int64_t kFwdLongSeq = 24576;
