@@ -170,6 +170,41 @@ bool run(Device& d, const Case& c, std::vector<Array>& out, std::string& why) {
             why = "rms_norm_pair_backward differs from rms_norm_backward x2 in some bit";
             return false;
         }
+        // rms_norm_pair_backward_out, the block's d_x in one pass, must give the bits of the passes it
+        // replaced: d_out = dx0 (bf16 values, so f32(d_out) is dx0 exactly), the pair's f32 dx above, the
+        // router's dx += dl w as one fma and one rounding to bf16 (here on the host from the pair's dx);
+        // without dl, the pair's dx rounded; its dw_a, dw_h the pair's. w_r is w_h's values, dl has both
+        // signs and zeros.
+        {
+            std::vector<float> pair(nd), dl_h(static_cast<std::size_t>(N));
+            down(d, pair.data(), dx, nd * 4);
+            for (int64_t i = 0; i < N; ++i) dl_h[i] = 0.375f * static_cast<float>(i % 7 - 3);
+            const std::vector<float>& wr = c.input("w_h").f;
+            std::vector<uint16_t> want_dl(nd), want(nd), got(nd);
+            for (int64_t i = 0; i < N; ++i)
+                for (int64_t e = 0; e < D; ++e) {
+                    const std::size_t k = static_cast<std::size_t>(i * D + e);
+                    want_dl[k] = f32_to_bf16(std::fma(dl_h[i], wr[e], pair[k]));
+                    want[k] = f32_to_bf16(pair[k]);
+                }
+            bf16* d_out = m.bf(c.input("dx0"));
+            float* dl = static_cast<float*>(m.up(dl_h.data(), dl_h.size() * 4));
+            for (bool with_dl : {true, false}) {
+                bf16* d_x = m.bf_zero(N * D);
+                float *dw_a2 = m.f32_zero(D), *dw_h2 = m.f32_zero(D);
+                rms_norm_pair_backward_out(d, x, w_a, w_h, rstd, dy_a, dy_h, d_out, with_dl ? dl : nullptr,
+                                           with_dl ? w_h : nullptr, N, D, d_x, dw_a2, dw_h2, scratch);
+                down(d, got.data(), d_x, nd * 2);
+                if (got != (with_dl ? want_dl : want) || !same_bits(d, dw_a, dw_a2, nw * 4) ||
+                    !same_bits(d, dw_h, dw_h2, nw * 4)) {
+                    why = with_dl ? "rms_norm_pair_backward_out differs in some bit from the pair backward, "
+                                    "the router's fma and one bf16 rounding"
+                                  : "rms_norm_pair_backward_out without dl differs in some bit from the pair "
+                                    "backward rounded to bf16";
+                    return false;
+                }
+            }
+        }
         out.push_back(get_f32(d, "dx", {N, D}, dx, Prec::F32));
         out.push_back(get_f32(d, "dw_a", {D}, dw_a, Prec::F32));
         out.push_back(get_f32(d, "dw_h", {D}, dw_h, Prec::F32));
