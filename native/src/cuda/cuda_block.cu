@@ -28,7 +28,8 @@ void CudaBlock::route(const RouteCall& call) {
     }
     if (call.indices) {
         route_select(d_, A.n.as<float>(), B, S, cfg_.params.routing, routing_k(S), call.indices->shape[1],
-                     output<int32_t>(d_, call.indices, stage_.idx), output<int32_t>(d_, call.counts, stage_.cnt));
+                     output<int32_t>(d_, call.indices, stage_.idx), output<int32_t>(d_, call.counts, stage_.cnt),
+                     grow<char>(d_, A.sel, route_select_scratch_bytes(B, S)));
         output_done(d_, call.indices, stage_.idx, "cudaMemcpyAsync (indices out)");
         output_done(d_, call.counts, stage_.cnt, "cudaMemcpyAsync (counts out)");
     }
@@ -82,7 +83,7 @@ void CudaBlock::forward(const ForwardCall& call) {
     } else {
         C = routing_k(S);
         route_select(d_, A.n.as<float>(), B, S, cfg_.params.routing, C, C, grow<int32_t>(d_, A.idx, B * C),
-                     grow<int32_t>(d_, A.cnt, B));
+                     grow<int32_t>(d_, A.cnt, B), grow<char>(d_, A.sel, route_select_scratch_bytes(B, S)));
     }
     A.C = C;
     const int64_t BC = B * C;

@@ -29,6 +29,7 @@ struct Activations {
     DeviceBuffer noise;              // [N] f32 drawn noise (scratch)
     DeviceBuffer l, n, temp;         // [N], [N] f32; [2] f32 {t, t inside (0.1, 2)}
     DeviceBuffer idx, cnt;           // [B, C] i32 positions then padding, [B] i32
+    DeviceBuffer sel;                // route_select's scratch (route_select_scratch_bytes)
     DeviceBuffer rstd;               // [N] f32, of x: both norms' (rms_norm_pair_forward)
     DeviceBuffer h, c;               // reflex: [N, D] bf16, [N, D] bf16
     DeviceBuffer gu, act;            // [N, 2F] bf16 gate | up of each row (one GEMM), [N, F] bf16

@@ -353,9 +353,42 @@ bool run(Device& d, const Case& c, std::vector<Array>& out, std::string& why) {
         return true;
     }
     if (op == "route_select") {
-        const int64_t B = c.i("B"), S = c.i("S"), C = c.i("C");
-        int32_t *idx = m.i32_zero(B * C), *cnt = m.i32_zero(B);
-        route_select(d, m.f32(c.input("n")), B, S, static_cast<int32_t>(c.i("routing")), c.i("k"), C, idx, cnt);
+        // Both ways (one block a sequence; many blocks a sequence) on every case, whichever kAuto picks:
+        // they must give the same indices and counts. Cases of 16,384 scores or more also print both
+        // ways' times (the numbers behind kRouteWideMaxSeqs and kRouteWideMinSeq).
+        const int64_t B = c.i("B"), S = c.i("S"), C = c.i("C"), k = c.i("k");
+        const int32_t routing = static_cast<int32_t>(c.i("routing"));
+        float* n = m.f32(c.input("n"));
+        void* scratch = m.raw(static_cast<std::size_t>(route_select_scratch_bytes(B, S)));
+        int32_t *idx = m.i32_zero(B * C), *cnt = m.i32_zero(B), *idx_w = m.i32_zero(B * C), *cnt_w = m.i32_zero(B);
+        route_select(d, n, B, S, routing, k, C, idx, cnt, scratch, RouteSelectWay::kBlock);
+        route_select(d, n, B, S, routing, k, C, idx_w, cnt_w, scratch, RouteSelectWay::kWide);
+        if (!same_bits(d, idx, idx_w, static_cast<std::size_t>(B * C) * 4) ||
+            !same_bits(d, cnt, cnt_w, static_cast<std::size_t>(B) * 4)) {
+            why = "route_select: the wide way's indices or counts differ from the block way's";
+            return false;
+        }
+        if (S >= 16384) {
+            float ms[2];
+            for (int w = 0; w < 2; ++w) {
+                const RouteSelectWay way = w ? RouteSelectWay::kWide : RouteSelectWay::kBlock;
+                cudaEvent_t e0, e1;
+                check(cudaEventCreate(&e0), "cudaEventCreate");
+                check(cudaEventCreate(&e1), "cudaEventCreate");
+                route_select(d, n, B, S, routing, k, C, idx_w, cnt_w, scratch, way);  // warm
+                check(cudaEventRecord(e0, stream(d)), "cudaEventRecord");
+                for (int r = 0; r < 20; ++r) route_select(d, n, B, S, routing, k, C, idx_w, cnt_w, scratch, way);
+                check(cudaEventRecord(e1, stream(d)), "cudaEventRecord");
+                check(cudaEventSynchronize(e1), "cudaEventSynchronize");
+                check(cudaEventElapsedTime(&ms[w], e0, e1), "cudaEventElapsedTime");
+                (void)cudaEventDestroy(e0);
+                (void)cudaEventDestroy(e1);
+            }
+            std::printf("    route_select B=%lld S=%lld k=%lld: block way %.1f us, wide way %.1f us (%s by default)\n",
+                        static_cast<long long>(B), static_cast<long long>(S), static_cast<long long>(k),
+                        ms[0] * 1e3f / 20, ms[1] * 1e3f / 20,
+                        B <= kRouteWideMaxSeqs && S >= kRouteWideMinSeq ? "wide" : "block");
+        }
         out.push_back(get_i32(d, "indices", {B, C}, idx));
         out.push_back(get_i32(d, "counts", {B}, cnt));
         return true;

@@ -120,10 +120,17 @@ void router_backward(Device& d, const float* dy, const float* n, const int32_t* 
                      float* dl, float* g_w, float* g_b, float* g_log_temp, DeviceBuffer& scratch);
 
 // ---- route_select.cu: per sequence, top-k of n (ties to the lower position, NaN lowest) or
-// threshold n > 0; indices increasing then -1 up to C; counts on the device. One block per sequence.
-// n: [B, S] f32  indices: [B, C] i32  counts: [B] i32
+// threshold n > 0; indices increasing then -1 up to C; counts on the device. Two ways, the same
+// result: one block a sequence, or many blocks a sequence for few long ones (kAuto: the wide way for
+// at most kRouteWideMaxSeqs sequences of kRouteWideMinSeq or more).
+// n: [B, S] f32  indices: [B, C] i32  counts: [B] i32  scratch: route_select_scratch_bytes(B, S) bytes,
+// 16-byte aligned (the wide way's; the caller's, so that a captured graph keeps its address)
+enum class RouteSelectWay { kAuto, kBlock, kWide };
+constexpr int64_t kRouteWideMaxSeqs = 16;
+constexpr int64_t kRouteWideMinSeq = 16384;
+int64_t route_select_scratch_bytes(int64_t B, int64_t S);
 void route_select(Device& d, const float* n, int64_t B, int64_t S, int32_t routing, int64_t k, int64_t C,
-                  int32_t* indices, int32_t* counts);
+                  int32_t* indices, int32_t* counts, void* scratch, RouteSelectWay way = RouteSelectWay::kAuto);
 
 // ---- aux_loss.cu: lambda_s (mean p - target)^2 + lambda_e mean(p softplus(-l) + (1-p) softplus(l)), f64
 // l: [N] f32  aux: [1] f32
