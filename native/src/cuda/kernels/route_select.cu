@@ -99,11 +99,11 @@ __global__ void __launch_bounds__(kThreads) route_select_kernel(const float* __r
 }
 
 // ---- The wide way. top-k runs the radix select on the keys' upper halves only (n's order): 4 passes,
-// each a histogram over many blocks (route_wide_hist) and a pick of the digit (route_wide_pick), give
+// each a histogram over many blocks (route_select_wide_hist) and a pick of the digit (route_select_wide_pick), give
 // the threshold's upper half T and rem, how many of the tokens whose upper half equals T are taken.
 // Those ties go to the lowest positions, which is what the lower half (~position) decides in the block
-// way: the same k tokens. Then route_wide_count counts each chunk's sure tokens (upper half > T; in
-// threshold mode n > 0) and ties, and route_wide_write writes each chunk's selected positions at their
+// way: the same k tokens. Then route_select_wide_count counts each chunk's sure tokens (upper half > T; in
+// threshold mode n > 0) and ties, and route_select_wide_write writes each chunk's selected positions at their
 // offsets from the chunks before it.
 
 constexpr int kWideThreads = 256;
@@ -139,14 +139,14 @@ WideScratch wide_scratch(void* base, int64_t B, int64_t S) {
 }
 
 // grid: B blocks of 256
-__global__ void route_wide_init(unsigned* __restrict__ hist, WideState* __restrict__ state, int64_t k) {
+__global__ void route_select_wide_init(unsigned* __restrict__ hist, WideState* __restrict__ state, int64_t k) {
     hist[blockIdx.x * 256 + threadIdx.x] = 0;
     if (threadIdx.x == 0) state[blockIdx.x] = WideState{0u, 0u, static_cast<long long>(k)};
 }
 
 // The pass's histogram of digit (hi >> shift) & 255 over the keys whose digits above it match the prefix.
 // grid: (chunks, B) of kWideThreads
-__global__ void __launch_bounds__(kWideThreads) route_wide_hist(const float* __restrict__ n, int64_t S, int shift,
+__global__ void __launch_bounds__(kWideThreads) route_select_wide_hist(const float* __restrict__ n, int64_t S, int shift,
                                                                 const WideState* __restrict__ state,
                                                                 unsigned* __restrict__ hist) {
     __shared__ unsigned h[256];
@@ -167,7 +167,7 @@ __global__ void __launch_bounds__(kWideThreads) route_wide_hist(const float* __r
 
 // The digit holding the rem-th largest matching key (the block way's loop), then the histogram zeroed
 // for the next pass.  grid: B blocks of 256
-__global__ void route_wide_pick(unsigned* __restrict__ hist, WideState* __restrict__ state, int shift) {
+__global__ void route_select_wide_pick(unsigned* __restrict__ hist, WideState* __restrict__ state, int shift) {
     unsigned* hb = hist + blockIdx.x * 256;
     if (threadIdx.x == 0) {
         WideState st = state[blockIdx.x];
@@ -205,7 +205,7 @@ struct WideRule {
 };
 
 // counts[b, chunk] = {sure, ties} of the chunk.  grid: (chunks, B) of kWideThreads
-__global__ void __launch_bounds__(kWideThreads) route_wide_count(const float* __restrict__ n, int64_t S, WideRule rule,
+__global__ void __launch_bounds__(kWideThreads) route_select_wide_count(const float* __restrict__ n, int64_t S, WideRule rule,
                                                                  const WideState* __restrict__ state, int64_t chunks,
                                                                  uint2* __restrict__ counts) {
     using Reduce = cub::BlockReduce<int, kWideThreads>;
@@ -228,7 +228,7 @@ __global__ void __launch_bounds__(kWideThreads) route_wide_count(const float* __
 // Each chunk's selected positions in increasing order at sure_before + min(ties_before, rem) + the
 // chunk's own offsets; chunk 0 also pads with -1 up to C and writes the count.
 // grid: (chunks, B) of kWideThreads; a thread takes kWideItems consecutive scores
-__global__ void __launch_bounds__(kWideThreads) route_wide_write(const float* __restrict__ n, int64_t S, WideRule rule,
+__global__ void __launch_bounds__(kWideThreads) route_select_wide_write(const float* __restrict__ n, int64_t S, WideRule rule,
                                                                  const WideState* __restrict__ state, int64_t chunks,
                                                                  const uint2* __restrict__ counts, int64_t C,
                                                                  int32_t* __restrict__ indices,
@@ -319,19 +319,19 @@ void route_select(Device& d, const float* n, int64_t B, int64_t S, int32_t routi
     const int64_t chunks = wide_chunks(S);
     const WideRule rule{topk, topk && k >= S};
     const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(B));
-    route_wide_init<<<static_cast<unsigned>(B), 256, 0, stream(d)>>>(w.hist, w.state, k);
+    route_select_wide_init<<<static_cast<unsigned>(B), 256, 0, stream(d)>>>(w.hist, w.state, k);
     check_launch("route_select (init)");
     if (topk && !rule.all) {
         for (int shift = 24; shift >= 0; shift -= 8) {
-            route_wide_hist<<<grid, kWideThreads, 0, stream(d)>>>(n, S, shift, w.state, w.hist);
+            route_select_wide_hist<<<grid, kWideThreads, 0, stream(d)>>>(n, S, shift, w.state, w.hist);
             check_launch("route_select (histogram)");
-            route_wide_pick<<<static_cast<unsigned>(B), 256, 0, stream(d)>>>(w.hist, w.state, shift);
+            route_select_wide_pick<<<static_cast<unsigned>(B), 256, 0, stream(d)>>>(w.hist, w.state, shift);
             check_launch("route_select (pick)");
         }
     }
-    route_wide_count<<<grid, kWideThreads, 0, stream(d)>>>(n, S, rule, w.state, chunks, w.counts);
+    route_select_wide_count<<<grid, kWideThreads, 0, stream(d)>>>(n, S, rule, w.state, chunks, w.counts);
     check_launch("route_select (count)");
-    route_wide_write<<<grid, kWideThreads, 0, stream(d)>>>(n, S, rule, w.state, chunks, w.counts, C, indices, counts);
+    route_select_wide_write<<<grid, kWideThreads, 0, stream(d)>>>(n, S, rule, w.state, chunks, w.counts, C, indices, counts);
     check_launch("route_select (write)");
 }
 
