@@ -99,12 +99,12 @@ __global__ void __launch_bounds__(kThreads) route_select_kernel(const float* __r
 }
 
 // ---- The wide way. top-k runs the radix select on the keys' upper halves only (n's order): 4 passes,
-// each a histogram over many blocks (route_select_wide_hist) and a pick of the digit (route_select_wide_pick), give
-// the threshold's upper half T and rem, how many of the tokens whose upper half equals T are taken.
-// Those ties go to the lowest positions, which is what the lower half (~position) decides in the block
-// way: the same k tokens. Then route_select_wide_count counts each chunk's sure tokens (upper half > T; in
-// threshold mode n > 0) and ties, and route_select_wide_write writes each chunk's selected positions at their
-// offsets from the chunks before it.
+// each a histogram over many blocks (route_select_wide_hist) and a pick of the digit
+// (route_select_wide_pick), give the threshold's upper half T and rem, how many of the tokens whose upper
+// half equals T are taken. Those ties go to the lowest positions, which is what the lower half
+// (~position) decides in the block way: the same k tokens. Then route_select_wide_count counts each
+// chunk's sure tokens (upper half > T; in threshold mode n > 0) and ties, and route_select_wide_write
+// writes each chunk's selected positions at their offsets from the chunks before it.
 
 constexpr int kWideThreads = 256;
 constexpr int kWideItems = 16;                                  // consecutive scores a thread
@@ -146,7 +146,8 @@ __global__ void route_select_wide_init(unsigned* __restrict__ hist, WideState* _
 
 // The pass's histogram of digit (hi >> shift) & 255 over the keys whose digits above it match the prefix.
 // grid: (chunks, B) of kWideThreads
-__global__ void __launch_bounds__(kWideThreads) route_select_wide_hist(const float* __restrict__ n, int64_t S, int shift,
+__global__ void __launch_bounds__(kWideThreads) route_select_wide_hist(const float* __restrict__ n, int64_t S,
+                                                                       int shift,
                                                                 const WideState* __restrict__ state,
                                                                 unsigned* __restrict__ hist) {
     __shared__ unsigned h[256];
@@ -205,7 +206,8 @@ struct WideRule {
 };
 
 // counts[b, chunk] = {sure, ties} of the chunk.  grid: (chunks, B) of kWideThreads
-__global__ void __launch_bounds__(kWideThreads) route_select_wide_count(const float* __restrict__ n, int64_t S, WideRule rule,
+__global__ void __launch_bounds__(kWideThreads) route_select_wide_count(const float* __restrict__ n, int64_t S,
+                                                                        WideRule rule,
                                                                  const WideState* __restrict__ state, int64_t chunks,
                                                                  uint2* __restrict__ counts) {
     using Reduce = cub::BlockReduce<int, kWideThreads>;
@@ -222,13 +224,15 @@ __global__ void __launch_bounds__(kWideThreads) route_select_wide_count(const fl
     }
     packed = Reduce(tmp).Sum(packed);
     if (threadIdx.x == 0)
-        counts[b * chunks + blockIdx.x] = make_uint2(static_cast<unsigned>(packed & 0xffff), static_cast<unsigned>(packed >> 16));
+        counts[b * chunks + blockIdx.x] =
+            make_uint2(static_cast<unsigned>(packed & 0xffff), static_cast<unsigned>(packed >> 16));
 }
 
 // Each chunk's selected positions in increasing order at sure_before + min(ties_before, rem) + the
 // chunk's own offsets; chunk 0 also pads with -1 up to C and writes the count.
 // grid: (chunks, B) of kWideThreads; a thread takes kWideItems consecutive scores
-__global__ void __launch_bounds__(kWideThreads) route_select_wide_write(const float* __restrict__ n, int64_t S, WideRule rule,
+__global__ void __launch_bounds__(kWideThreads) route_select_wide_write(const float* __restrict__ n, int64_t S,
+                                                                        WideRule rule,
                                                                  const WideState* __restrict__ state, int64_t chunks,
                                                                  const uint2* __restrict__ counts, int64_t C,
                                                                  int32_t* __restrict__ indices,
@@ -331,7 +335,8 @@ void route_select(Device& d, const float* n, int64_t B, int64_t S, int32_t routi
     }
     route_select_wide_count<<<grid, kWideThreads, 0, stream(d)>>>(n, S, rule, w.state, chunks, w.counts);
     check_launch("route_select (count)");
-    route_select_wide_write<<<grid, kWideThreads, 0, stream(d)>>>(n, S, rule, w.state, chunks, w.counts, C, indices, counts);
+    route_select_wide_write<<<grid, kWideThreads, 0, stream(d)>>>(n, S, rule, w.state, chunks, w.counts, C, indices,
+                                                                  counts);
     check_launch("route_select (write)");
 }
 
