@@ -4,8 +4,8 @@
 // scores rank the lower position higher); an 8-pass radix select (8 bits a pass, shared histogram)
 // finds the k-th largest key T, and the selected tokens are key >= T: exactly k. Both modes then
 // compact the flagged positions in increasing order with a block scan and pad with -1 up to C.
-// The wide way (few long sequences, where one block a sequence leaves the GPU idle: one sequence of
-// 131,072 took 0.30 ms of one SM on an H200): many blocks a sequence, a few launches (below).
+// The wide way (few long sequences, where one block a sequence leaves all SMs but one idle: BENCHMARKS.md,
+// 2026-12-07): many blocks a sequence, a few launches (below).
 #include <algorithm>
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
