@@ -97,12 +97,12 @@ Footprint block_training_footprint(const BlockConfig& cfg, int64_t B, int64_t S,
         const double rope = 4.0 * s * d.Dh;
         // The device's training arena (runtime.h), shared by every block, so counted once: the forward's
         // f32 residual sum, its rows' query slots [N] i32, K and Q before RoPE (4 pieces), the backward's
-        // BackwardScratch (12 pieces: dk | dv one [N, 2 KV] piece, d_gate | d_up one [N, 2F]), each rounded
+        // BackwardScratch (11 pieces: dk | dv one [N, 2 KV] piece, d_gate | d_up one [N, 2F]), each rounded
         // up to 256 bytes; the attention backward's delta [B, H, C] f32 is the device's too.
         const double fwd = 4.0 * N * d.D + 4.0 * N + 4.0 * N * d.KV + 4.0 * Nq * d.D + 4.0 * 256.0;
         // d_act's piece also holds d_c [N, D] f32 (d_a lives until the pair norm backward): 2 N max(F, 2 D).
-        const double back = 12.0 * N * d.D + 4.0 * N * d.F + 2.0 * N * std::max(d.F, 2.0 * d.D) + 4.0 * N * d.KV +
-                            8.0 * Nq * d.D + 4.0 * Nq + 4.0 * N + 12.0 * 256.0;
+        const double back = 8.0 * N * d.D + 4.0 * N * d.F + 2.0 * N * std::max(d.F, 2.0 * d.D) + 4.0 * N * d.KV +
+                            8.0 * Nq * d.D + 4.0 * Nq + 4.0 * N + 11.0 * 256.0;
         // The training forward sizes the arena for its backward too (cuda_block.cu).
         const double arena = std::max(fwd, back);
         if (forward_peak) *forward_peak = {0.0, arena};

@@ -28,7 +28,8 @@ void CudaBlock::route(const RouteCall& call) {
     }
     if (call.indices) {
         route_select(d_, A.n.as<float>(), B, S, cfg_.params.routing, routing_k(S), call.indices->shape[1],
-                     output<int32_t>(d_, call.indices, stage_.idx), output<int32_t>(d_, call.counts, stage_.cnt));
+                     output<int32_t>(d_, call.indices, stage_.idx), output<int32_t>(d_, call.counts, stage_.cnt),
+                     grow<char>(d_, A.sel, route_select_scratch_bytes(B, S)));
         output_done(d_, call.indices, stage_.idx, "cudaMemcpyAsync (indices out)");
         output_done(d_, call.counts, stage_.cnt, "cudaMemcpyAsync (counts out)");
     }
@@ -82,7 +83,7 @@ void CudaBlock::forward(const ForwardCall& call) {
     } else {
         C = routing_k(S);
         route_select(d_, A.n.as<float>(), B, S, cfg_.params.routing, C, C, grow<int32_t>(d_, A.idx, B * C),
-                     grow<int32_t>(d_, A.cnt, B));
+                     grow<int32_t>(d_, A.cnt, B), grow<char>(d_, A.sel, route_select_scratch_bytes(B, S)));
     }
     A.C = C;
     const int64_t BC = B * C;
@@ -190,8 +191,6 @@ void CudaBlock::backward(const BackwardCall& call) {
     BackwardScratch T{};
     carve_arena(d_, [&](Carve& cv) { T.carve(cv, N, BC, D, F, KV); }, training_arena);
     DeviceBuffer& scratch = backward_partials(d_);
-    float* dx = T.dx;  // the residual path: out = x + m + y o
-    bf16_to_f32(d_, d_out, dx, N * D);
     // Residual dropout: d m = M_m d_out and d o = M_o d_out[token]. The masks are redrawn from their key
     // (dropout.cu); the kept elements are copied exactly in bf16 and 1 / (1 - p) becomes the alpha of
     // the GEMMs that read them, so dropout adds no rounding of its own to the gradients.
@@ -230,7 +229,7 @@ void CudaBlock::backward(const BackwardCall& call) {
         gemm(d_, false, false, N, D, KV2, 1.0f, dkv, KV2, w(P_ATTN_K), D, 0.0f, d_a, DType::F32, D);
         if (BC > 0) scatter_add_selected(d_, d_asel, idx, cnt, B, S, C, D, d_a);
     }
-    // d_a waits for d_h: both norms' backward are one pass over x (rms_norm_pair_backward below).
+    // d_a waits for d_h: both norms' backward are one pass over x (rms_norm_pair_backward_out below).
 
     // Reflexive stream: d m = d_out, or M_m d_out under dropout.
     {
@@ -259,24 +258,23 @@ void CudaBlock::backward(const BackwardCall& call) {
         gemm(d_, false, false, N, D, 2 * F, 1.0f, d_gu, 2 * F, w(P_REFLEX_GATE), D, 0.0f, d_c, DType::F32, D);
         causal_conv_backward(d_, A.h.as<bf16>(), w(P_REFLEX_CONV), d_c, B, S, D, cfg_.conv_kernel, d_h,
                              g(P_REFLEX_CONV), scratch);
-        // dx += the attention norm's part (d_a), then the reflex norm's (d_h), as two rms_norm_backward
-        // calls in that order would add them, bit for bit.
-        rms_norm_pair_backward(d_, x, w(P_ATTN_NORM), w(P_REFLEX_NORM), A.rstd.as<float>(), d_a, d_h, N, D, dx,
-                               g(P_ATTN_NORM), g(P_REFLEX_NORM), scratch);
     }
 
     // Router: aux through p for every token, then the gate y = 1 - sg(s) + s, s = sigmoid(n),
-    // n = (l + g) / t on the selected tokens; then router.w/b/log_temp and dx.
+    // n = (l + g) / t on the selected tokens; then router.w/b/log_temp. Its dx part dl w goes into d_x below.
     float* dl = T.dl;
     aux_loss_backward(d_, A.l.as<float>(), N, A.aux_target, cfg_.params.router_sparsity_coef,
                       cfg_.params.router_entropy_coef, d_aux, dl);
-    router_backward(d_, dy, A.n.as<float>(), idx, cnt, A.temp.as<float>(), B, S, C, x, w(P_ROUTER_W), D, dl,
-                    g(P_ROUTER_W), g(P_ROUTER_B), g(P_ROUTER_LOG_TEMP), dx, scratch);
+    router_backward(d_, dy, A.n.as<float>(), idx, cnt, A.temp.as<float>(), B, S, C, x, D, dl, g(P_ROUTER_W),
+                    g(P_ROUTER_B), g(P_ROUTER_LOG_TEMP), scratch);
 
-    if (call.d_x) {
-        f32_to_bf16(d_, dx, output<bf16>(d_, call.d_x, stage_.d_x), N * D);
-        output_done(d_, call.d_x, stage_.d_x, "cudaMemcpyAsync (d_x)");
-    }
+    // d_x = d_out (the residual path) + the attention norm's part (d_a) + the reflex norm's (d_h) + dl w,
+    // summed in f32 in that order and rounded once, in one pass; without call.d_x only the norms' weight
+    // gradients.
+    rms_norm_pair_backward_out(d_, x, w(P_ATTN_NORM), w(P_REFLEX_NORM), A.rstd.as<float>(), d_a, T.d_h, d_out, dl,
+                               w(P_ROUTER_W), N, D, call.d_x ? output<bf16>(d_, call.d_x, stage_.d_x) : nullptr,
+                               g(P_ATTN_NORM), g(P_REFLEX_NORM), scratch);
+    if (call.d_x) output_done(d_, call.d_x, stage_.d_x, "cudaMemcpyAsync (d_x)");
     if (any_host({call.d_out, call.d_aux, call.d_x})) sync("cudaStreamSynchronize (backward)");
 }
 

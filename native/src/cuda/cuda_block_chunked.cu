@@ -43,6 +43,7 @@ void CudaBlock::forward_chunked(const ForwardCall& call, const ForwardChunks& ch
 
     float *l = nullptr, *nsc = nullptr, *temp = nullptr, *cos_rows = nullptr, *sin_rows = nullptr;
     int32_t *idx = nullptr, *cnt = nullptr, *gidx = nullptr, *gcnt = nullptr;
+    char* sel = nullptr;
     int32_t *meta = nullptr, *qpos = nullptr, *qrow = nullptr, *qcnt = nullptr, *row_pos = nullptr;
     int64_t* row_cache = nullptr;
     bf16 *k_cache = nullptr, *v_cache = nullptr, *conv = nullptr, *xs = nullptr, *os = nullptr;
@@ -53,6 +54,7 @@ void CudaBlock::forward_chunked(const ForwardCall& call, const ForwardChunks& ch
         temp = cv.take<float>(2);
         idx = cv.take<int32_t>(B * C);
         cnt = cv.take<int32_t>(B);
+        sel = cv.take<char>(route_select_scratch_bytes(B, S));
         if (whole) {
             gidx = cv.take<int32_t>(g * C);
             gcnt = cv.take<int32_t>(g);
@@ -101,7 +103,7 @@ void CudaBlock::forward_chunked(const ForwardCall& call, const ForwardChunks& ch
         copy_async(d_, idx, call.indices->data, B * C * 4, "cudaMemcpyAsync (indices)");
         copy_async(d_, cnt, call.counts->data, B * 4, "cudaMemcpyAsync (counts)");
     } else {
-        route_select(d_, nsc, B, S, cfg_.params.routing, C, C, idx, cnt);
+        route_select(d_, nsc, B, S, cfg_.params.routing, C, C, idx, cnt, sel);
     }
     if (call.routed_fraction) routed_fraction(d_, cnt, B, S, call.routed_fraction);
     if (call.noise_free_fraction) noise_free_fraction(d_, l, N, call.noise_free_fraction);

@@ -29,6 +29,7 @@ struct Activations {
     DeviceBuffer noise;              // [N] f32 drawn noise (scratch)
     DeviceBuffer l, n, temp;         // [N], [N] f32; [2] f32 {t, t inside (0.1, 2)}
     DeviceBuffer idx, cnt;           // [B, C] i32 positions then padding, [B] i32
+    DeviceBuffer sel;                // route_select's scratch (route_select_scratch_bytes)
     DeviceBuffer rstd;               // [N] f32, of x: both norms' (rms_norm_pair_forward)
     DeviceBuffer h, c;               // reflex: [N, D] bf16, [N, D] bf16
     DeviceBuffer gu, act;            // [N, 2F] bf16 gate | up of each row (one GEMM), [N, F] bf16
@@ -270,7 +271,7 @@ void carve_arena(Device& d, Layout&& layout, char* (*arena)(Device&, std::size_t
 // Backward's temporaries, carved from the device's training arena at each call (runtime.h says why
 // they are not the block's own); a warm training step allocates nothing.
 struct BackwardScratch {
-    float *dx, *d_a, *d_h;                  // [N, D] f32
+    float *d_a, *d_h;                       // [N, D] f32 (d_x is written once, as bf16, from these)
     float *dy, *dl;                         // [BC] f32, [N] f32
     bf16* dkv;                              // [N, 2 KV] bf16: row r is dk[r, 0:KV], dv[r, 0:KV]
     bf16 *d_o, *d_attn, *dq, *d_asel;       // [BC, D] bf16
@@ -279,7 +280,6 @@ struct BackwardScratch {
 
     // The pieces for N rows and BC query slots (footprint.cpp counts the same bytes).
     void carve(Carve& cv, int64_t N, int64_t BC, int64_t D, int64_t F, int64_t KV) {
-        dx = cv.take<float>(N * D);
         d_a = cv.take<float>(N * D);
         d_h = cv.take<float>(N * D);
         dy = cv.take<float>(BC);

@@ -170,6 +170,41 @@ bool run(Device& d, const Case& c, std::vector<Array>& out, std::string& why) {
             why = "rms_norm_pair_backward differs from rms_norm_backward x2 in some bit";
             return false;
         }
+        // rms_norm_pair_backward_out, the block's d_x in one pass, must give the bits of the passes it
+        // replaced: d_out = dx0 (bf16 values, so f32(d_out) is dx0 exactly), the pair's f32 dx above, the
+        // router's dx += dl w as one fma and one rounding to bf16 (here on the host from the pair's dx);
+        // without dl, the pair's dx rounded; its dw_a, dw_h the pair's. w_r is w_h's values, dl has both
+        // signs and zeros.
+        {
+            std::vector<float> pair(nd), dl_h(static_cast<std::size_t>(N));
+            down(d, pair.data(), dx, nd * 4);
+            for (int64_t i = 0; i < N; ++i) dl_h[i] = 0.375f * static_cast<float>(i % 7 - 3);
+            const std::vector<float>& wr = c.input("w_h").f;
+            std::vector<uint16_t> want_dl(nd), want(nd), got(nd);
+            for (int64_t i = 0; i < N; ++i)
+                for (int64_t e = 0; e < D; ++e) {
+                    const std::size_t k = static_cast<std::size_t>(i * D + e);
+                    want_dl[k] = f32_to_bf16(std::fma(dl_h[i], wr[e], pair[k]));
+                    want[k] = f32_to_bf16(pair[k]);
+                }
+            bf16* d_out = m.bf(c.input("dx0"));
+            float* dl = static_cast<float*>(m.up(dl_h.data(), dl_h.size() * 4));
+            for (bool with_dl : {true, false}) {
+                bf16* d_x = m.bf_zero(N * D);
+                float *dw_a2 = m.f32_zero(D), *dw_h2 = m.f32_zero(D);
+                rms_norm_pair_backward_out(d, x, w_a, w_h, rstd, dy_a, dy_h, d_out, with_dl ? dl : nullptr,
+                                           with_dl ? w_h : nullptr, N, D, d_x, dw_a2, dw_h2, scratch);
+                down(d, got.data(), d_x, nd * 2);
+                if (got != (with_dl ? want_dl : want) || !same_bits(d, dw_a, dw_a2, nw * 4) ||
+                    !same_bits(d, dw_h, dw_h2, nw * 4)) {
+                    why = with_dl ? "rms_norm_pair_backward_out differs in some bit from the pair backward, "
+                                    "the router's fma and one bf16 rounding"
+                                  : "rms_norm_pair_backward_out without dl differs in some bit from the pair "
+                                    "backward rounded to bf16";
+                    return false;
+                }
+            }
+        }
         out.push_back(get_f32(d, "dx", {N, D}, dx, Prec::F32));
         out.push_back(get_f32(d, "dw_a", {D}, dw_a, Prec::F32));
         out.push_back(get_f32(d, "dw_h", {D}, dw_h, Prec::F32));
@@ -318,9 +353,42 @@ bool run(Device& d, const Case& c, std::vector<Array>& out, std::string& why) {
         return true;
     }
     if (op == "route_select") {
-        const int64_t B = c.i("B"), S = c.i("S"), C = c.i("C");
-        int32_t *idx = m.i32_zero(B * C), *cnt = m.i32_zero(B);
-        route_select(d, m.f32(c.input("n")), B, S, static_cast<int32_t>(c.i("routing")), c.i("k"), C, idx, cnt);
+        // Both ways (one block a sequence; many blocks a sequence) on every case, whichever kAuto picks:
+        // they must give the same indices and counts. Cases of 16,384 scores or more also print both
+        // ways' times (the numbers behind kRouteWideMaxSeqs and kRouteWideMinSeq).
+        const int64_t B = c.i("B"), S = c.i("S"), C = c.i("C"), k = c.i("k");
+        const int32_t routing = static_cast<int32_t>(c.i("routing"));
+        float* n = m.f32(c.input("n"));
+        void* scratch = m.raw(static_cast<std::size_t>(route_select_scratch_bytes(B, S)));
+        int32_t *idx = m.i32_zero(B * C), *cnt = m.i32_zero(B), *idx_w = m.i32_zero(B * C), *cnt_w = m.i32_zero(B);
+        route_select(d, n, B, S, routing, k, C, idx, cnt, scratch, RouteSelectWay::kBlock);
+        route_select(d, n, B, S, routing, k, C, idx_w, cnt_w, scratch, RouteSelectWay::kWide);
+        if (!same_bits(d, idx, idx_w, static_cast<std::size_t>(B * C) * 4) ||
+            !same_bits(d, cnt, cnt_w, static_cast<std::size_t>(B) * 4)) {
+            why = "route_select: the wide way's indices or counts differ from the block way's";
+            return false;
+        }
+        if (S >= 16384) {
+            float ms[2];
+            for (int w = 0; w < 2; ++w) {
+                const RouteSelectWay way = w ? RouteSelectWay::kWide : RouteSelectWay::kBlock;
+                cudaEvent_t e0, e1;
+                check(cudaEventCreate(&e0), "cudaEventCreate");
+                check(cudaEventCreate(&e1), "cudaEventCreate");
+                route_select(d, n, B, S, routing, k, C, idx_w, cnt_w, scratch, way);  // warm
+                check(cudaEventRecord(e0, stream(d)), "cudaEventRecord");
+                for (int r = 0; r < 20; ++r) route_select(d, n, B, S, routing, k, C, idx_w, cnt_w, scratch, way);
+                check(cudaEventRecord(e1, stream(d)), "cudaEventRecord");
+                check(cudaEventSynchronize(e1), "cudaEventSynchronize");
+                check(cudaEventElapsedTime(&ms[w], e0, e1), "cudaEventElapsedTime");
+                (void)cudaEventDestroy(e0);
+                (void)cudaEventDestroy(e1);
+            }
+            std::printf("    route_select B=%lld S=%lld k=%lld: block way %.1f us, wide way %.1f us (%s by default)\n",
+                        static_cast<long long>(B), static_cast<long long>(S), static_cast<long long>(k),
+                        ms[0] * 1e3f / 20, ms[1] * 1e3f / 20,
+                        B <= kRouteWideMaxSeqs && S >= kRouteWideMinSeq ? "wide" : "block");
+        }
         out.push_back(get_i32(d, "indices", {B, C}, idx));
         out.push_back(get_i32(d, "counts", {B}, cnt));
         return true;

@@ -245,8 +245,13 @@ void add_router(std::vector<Case>& r) {
 
 void add_route_select(std::vector<Case>& r) {
     struct T { const char* tag; int64_t B, S, k; int routing; bool ties; };
+    // The long ones are the CUDA wide way's (few long sequences): one block's chunk, several, ties across
+    // chunks, k = S; and the block way's home, 64 sequences of 4,096.
     for (T s : {T{"topk", 3, 50, 10, 0, false}, T{"topk_ties", 2, 77, 15, 0, true}, T{"topk_k1", 2, 33, 1, 0, false},
-                T{"threshold", 2, 77, 77, 1, false}, T{"threshold_long", 1, 2049, 2049, 1, true}}) {
+                T{"threshold", 2, 77, 77, 1, false}, T{"threshold_long", 1, 2049, 2049, 1, true},
+                T{"topk_S131072", 1, 131072, 26214, 0, false}, T{"topk_ties_S40000", 2, 40000, 8000, 0, true},
+                T{"topk_all_S20000", 1, 20000, 20000, 0, false}, T{"threshold_S70001", 1, 70001, 70001, 1, true},
+                T{"topk_B16_S16384", 16, 16384, 3276, 0, false}, T{"topk_B64_S4096", 64, 4096, 819, 0, true}}) {
         Case c = make("route_select", s.tag,
                       {{"B", s.B}, {"S", s.S}, {"k", s.k}, {"C", s.routing ? s.S : s.k}, {"routing", s.routing}});
         Gen g(c.name);

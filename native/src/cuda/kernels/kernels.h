@@ -45,6 +45,16 @@ void rms_norm_pair_forward(Device& d, const __nv_bfloat16* x, const __nv_bfloat1
 void rms_norm_pair_backward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w_a, const __nv_bfloat16* w_h,
                             const float* rstd, const float* dy_a, const float* dy_h, int64_t N, int64_t D, float* dx,
                             float* dw_a, float* dw_h, DeviceBuffer& scratch);
+// The block's whole input gradient in one pass, written once as bf16: d_x = bf16(d_out + the attention
+// norm's dx + the reflex norm's dx + dl w_r), the bits of bf16_to_f32(d_out), rms_norm_pair_backward,
+// the router's dx[i, :] += dl[i] w_r (one fma) and f32_to_bf16 run one after the other, without their
+// [N, D] f32 dx. dl null: no router term; d_x null: the weight gradients alone. dw_a, dw_h as
+// rms_norm_pair_backward's.
+// d_out, d_x: [N, D] bf16  dl: [N] f32 or null  w_r: [D] bf16 (read when dl is set)
+void rms_norm_pair_backward_out(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w_a,
+                                const __nv_bfloat16* w_h, const float* rstd, const float* dy_a, const float* dy_h,
+                                const __nv_bfloat16* d_out, const float* dl, const __nv_bfloat16* w_r, int64_t N,
+                                int64_t D, __nv_bfloat16* d_x, float* dw_a, float* dw_h, DeviceBuffer& scratch);
 
 // ---- rms_norm_conv.cu: rms_norm_pair_forward then causal_conv_forward of h over whole sequences, bit
 // for bit, in one kernel that reads x once and writes h only when h is not null (the training forward
@@ -102,19 +112,25 @@ void router_probs(Device& d, const float* l, int64_t N, float* p);
 // The gate y = 1 - sg(s) + s, s = sigmoid(n), on selected rows: dn = dy e/(1+e)^2, dl += dn / t.
 // dy: [B, C] f32  n: [B*S] f32  indices: [B, C] i32  counts: [B] i32  temp: [2] f32  dl: [B*S] f32 (+)=
 // Then the router's own parameter gradients from dl (every token):
-//   g_log_temp += t * sum(-dn n / t) when t is inside, g_b += sum dl, g_w[d] += sum_i dl[i] x[i, d];
-//   dx[i, :] += dl[i] w.
-// x: [N, D] bf16  w: [D] bf16  g_w: [D] f32  g_b, g_log_temp: [1] f32  dx: [N, D] f32 (+)=
+//   g_log_temp += t * sum(-dn n / t) when t is inside, g_b += sum dl, g_w[d] += sum_i dl[i] x[i, d].
+// The input gradient's part dx[i, :] += dl[i] w is rms_norm_pair_backward_out's.
+// x: [N, D] bf16  g_w: [D] f32  g_b, g_log_temp: [1] f32
 void router_backward(Device& d, const float* dy, const float* n, const int32_t* indices, const int32_t* counts,
-                     const float* temp, int64_t B, int64_t S, int64_t C, const __nv_bfloat16* x,
-                     const __nv_bfloat16* w, int64_t D, float* dl, float* g_w, float* g_b, float* g_log_temp,
-                     float* dx, DeviceBuffer& scratch);
+                     const float* temp, int64_t B, int64_t S, int64_t C, const __nv_bfloat16* x, int64_t D,
+                     float* dl, float* g_w, float* g_b, float* g_log_temp, DeviceBuffer& scratch);
 
 // ---- route_select.cu: per sequence, top-k of n (ties to the lower position, NaN lowest) or
-// threshold n > 0; indices increasing then -1 up to C; counts on the device. One block per sequence.
-// n: [B, S] f32  indices: [B, C] i32  counts: [B] i32
+// threshold n > 0; indices increasing then -1 up to C; counts on the device. Two ways, the same
+// result: one block a sequence, or many blocks a sequence for few long ones (kAuto: the wide way for
+// at most kRouteWideMaxSeqs sequences of kRouteWideMinSeq or more).
+// n: [B, S] f32  indices: [B, C] i32  counts: [B] i32  scratch: route_select_scratch_bytes(B, S) bytes,
+// 16-byte aligned (the wide way's; the caller's, so that a captured graph keeps its address)
+enum class RouteSelectWay { kAuto, kBlock, kWide };
+constexpr int64_t kRouteWideMaxSeqs = 16;
+constexpr int64_t kRouteWideMinSeq = 16384;
+int64_t route_select_scratch_bytes(int64_t B, int64_t S);
 void route_select(Device& d, const float* n, int64_t B, int64_t S, int32_t routing, int64_t k, int64_t C,
-                  int32_t* indices, int32_t* counts);
+                  int32_t* indices, int32_t* counts, void* scratch, RouteSelectWay way = RouteSelectWay::kAuto);
 
 // ---- aux_loss.cu: lambda_s (mean p - target)^2 + lambda_e mean(p softplus(-l) + (1-p) softplus(l)), f64
 // l: [N] f32  aux: [1] f32

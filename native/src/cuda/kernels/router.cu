@@ -94,15 +94,6 @@ __global__ void router_w_reduce_kernel(const double* __restrict__ part, int64_t 
     g_w[d] += static_cast<float>(acc);
 }
 
-// dx[i, d] += dl[i] w[d].  dx: [N, D] f32.  Threads over d, token rows over blockIdx.y (grid-stride).
-__global__ void router_dx_kernel(const float* __restrict__ dl, const __nv_bfloat16* __restrict__ w, int64_t N,
-                                 int64_t D, float* __restrict__ dx) {
-    const int64_t d = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (d >= D) return;
-    const float wd = kern::ld(w + d);
-    for (int64_t i = blockIdx.y; i < N; i += gridDim.y) dx[i * D + d] += dl[i] * wd;
-}
-
 }  // namespace
 
 void router_forward(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w, const __nv_bfloat16* b,
@@ -120,9 +111,8 @@ void router_probs(Device& d, const float* l, int64_t N, float* p) {
 }
 
 void router_backward(Device& d, const float* dy, const float* n, const int32_t* indices, const int32_t* counts,
-                     const float* temp, int64_t B, int64_t S, int64_t C, const __nv_bfloat16* x,
-                     const __nv_bfloat16* w, int64_t D, float* dl, float* g_w, float* g_b, float* g_log_temp,
-                     float* dx, DeviceBuffer& scratch) {
+                     const float* temp, int64_t B, int64_t S, int64_t C, const __nv_bfloat16* x, int64_t D,
+                     float* dl, float* g_w, float* g_b, float* g_log_temp, DeviceBuffer& scratch) {
     const int64_t N = B * S, BC = B * C;
     const int64_t rows = partial_rows(N), chunks = (N + rows - 1) / rows;
     scratch.ensure(d, static_cast<std::size_t>(BC + chunks * D) * sizeof(double));
@@ -140,10 +130,6 @@ void router_backward(Device& d, const float* dy, const float* n, const int32_t* 
     check_launch("router_w_partial");
     router_w_reduce_kernel<<<static_cast<unsigned>((D + 255) / 256), 256, 0, stream(d)>>>(w_part, chunks, D, g_w);
     check_launch("router_w_reduce");
-    const int64_t gx = (D + 127) / 128, cap = 8192 / gx > 1 ? 8192 / gx : 1;  // several rows a block
-    const dim3 gdx(static_cast<unsigned>(gx), static_cast<unsigned>(N < cap ? N : cap));
-    router_dx_kernel<<<gdx, 128, 0, stream(d)>>>(dl, w, N, D, dx);
-    check_launch("router_dx");
 }
 
 }  // namespace hspmn::cuda
