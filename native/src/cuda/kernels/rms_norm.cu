@@ -191,29 +191,38 @@ __device__ __forceinline__ void pair_dx_coefs(const __nv_bfloat16* xr, const __n
 }
 
 // The pair's dx: rms_norm_backward_dx_kernel's sums and terms for (dy_a, w_a) then (dy_h, w_h), added
-// to dx in that order as the two single calls do (attention norm first), with one read of dx.
-// x: [N, D] bf16  w_a, w_h: [D] bf16  rstd: [N] f32  dy_a, dy_h, dx: [N, D] f32
-template <bool kVec>
+// in that order as the two single calls do (attention norm first), with one read of x.
+// kOut false (rms_norm_pair_backward): dx [N, D] f32 += the two terms.
+// kOut true (rms_norm_pair_backward_out): v starts as f32(d_out) (the residual path), takes the two
+// terms, then the router's dl[row] w_r[d] as one fma (router_dx's dx += dl w as nvcc contracted it) when
+// dl is set, and is rounded to bf16 once into d_x: 2 bytes an element written where the passes it
+// replaces moved an f32 dx through memory four times.
+// x: [N, D] bf16  w_a, w_h, w_r: [D] bf16  rstd: [N] f32  dy_a, dy_h: [N, D] f32  d_out, d_x: [N, D] bf16
+// dl: [N] f32 or null
+template <bool kVec, bool kOut>
 __global__ void rms_norm_pair_backward_dx_kernel(const __nv_bfloat16* __restrict__ x,
                                                  const __nv_bfloat16* __restrict__ w_a,
                                                  const __nv_bfloat16* __restrict__ w_h,
                                                  const float* __restrict__ rstd, const float* __restrict__ dy_a,
-                                                 const float* __restrict__ dy_h, int64_t N, int64_t D,
-                                                 float* __restrict__ dx) {
+                                                 const float* __restrict__ dy_h,
+                                                 const __nv_bfloat16* __restrict__ d_out,
+                                                 const float* __restrict__ dl, const __nv_bfloat16* __restrict__ w_r,
+                                                 int64_t N, int64_t D, float* __restrict__ dx,
+                                                 __nv_bfloat16* __restrict__ d_x) {
     const int64_t row = blockIdx.x * (int64_t)kRowsPerBlock + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (row >= N) return;
     const __nv_bfloat16* xr = x + row * D;
     const float* gar = dy_a + row * D;
     const float* ghr = dy_h + row * D;
-    float* dxr = dx + row * D;
     const float r = rstd[row];
+    const float l = kOut && dl ? dl[row] : 0.0f;
     float ca, ch;
     pair_dx_coefs<kVec>(xr, w_a, w_h, gar, ghr, D, lane, r, ca, ch);
     if (kVec) {
         for (int64_t d = lane * 8; d < D; d += 256) {
             float ga[8], gh[8], wa[8], wh[8], xv[8], v[8];
-            kern::load8(dxr + d, v);
+            if (kOut) kern::load8(d_out + row * D + d, v); else kern::load8(dx + row * D + d, v);
             kern::load8(gar + d, ga);
             kern::load8(ghr + d, gh);
             kern::load8(w_a + d, wa);
@@ -224,73 +233,21 @@ __global__ void rms_norm_pair_backward_dx_kernel(const __nv_bfloat16* __restrict
                 v[i] += dx_term(ga[i], wa[i], xv[i], r, ca);
                 v[i] += dx_term(gh[i], wh[i], xv[i], r, ch);
             }
-            kern::store8(dxr + d, v);
-        }
-    } else {
-        for (int64_t d = lane; d < D; d += 32) {
-            float v = dxr[d];
-            v += dx_term(gar[d], kern::ld(w_a + d), kern::ld(xr + d), r, ca);
-            v += dx_term(ghr[d], kern::ld(w_h + d), kern::ld(xr + d), r, ch);
-            dxr[d] = v;
-        }
-    }
-}
-
-// The pair's dx as the block's output: v starts as f32(d_out) (the residual path), takes the two norms'
-// terms as the kernel above adds them, then the router's dl[i] w_r[d] as one fma (router_dx's
-// dx += dl w as nvcc contracts it), and is rounded to bf16 once. Reads d_out, dy_a, dy_h and x; writes
-// 2 bytes an element where the passes it replaces moved the f32 dx through memory four times.
-// d_out, d_x: [N, D] bf16  dl: [N] f32 or null  w_r: [D] bf16
-template <bool kVec>
-__global__ void rms_norm_pair_backward_out_kernel(const __nv_bfloat16* __restrict__ x,
-                                                  const __nv_bfloat16* __restrict__ w_a,
-                                                  const __nv_bfloat16* __restrict__ w_h,
-                                                  const float* __restrict__ rstd, const float* __restrict__ dy_a,
-                                                  const float* __restrict__ dy_h,
-                                                  const __nv_bfloat16* __restrict__ d_out,
-                                                  const float* __restrict__ dl, const __nv_bfloat16* __restrict__ w_r,
-                                                  int64_t N, int64_t D, __nv_bfloat16* __restrict__ d_x) {
-    const int64_t row = blockIdx.x * (int64_t)kRowsPerBlock + (threadIdx.x >> 5);
-    const int lane = threadIdx.x & 31;
-    if (row >= N) return;
-    const __nv_bfloat16* xr = x + row * D;
-    const float* gar = dy_a + row * D;
-    const float* ghr = dy_h + row * D;
-    const __nv_bfloat16* gor = d_out + row * D;
-    __nv_bfloat16* dxr = d_x + row * D;
-    const float r = rstd[row];
-    const float l = dl ? dl[row] : 0.0f;
-    float ca, ch;
-    pair_dx_coefs<kVec>(xr, w_a, w_h, gar, ghr, D, lane, r, ca, ch);
-    if (kVec) {
-        for (int64_t d = lane * 8; d < D; d += 256) {
-            float ga[8], gh[8], wa[8], wh[8], xv[8], v[8];
-            kern::load8(gor + d, v);
-            kern::load8(gar + d, ga);
-            kern::load8(ghr + d, gh);
-            kern::load8(w_a + d, wa);
-            kern::load8(w_h + d, wh);
-            kern::load8(xr + d, xv);
-#pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                v[i] += dx_term(ga[i], wa[i], xv[i], r, ca);
-                v[i] += dx_term(gh[i], wh[i], xv[i], r, ch);
-            }
-            if (dl) {
+            if (kOut && dl) {
                 float wr[8];
                 kern::load8(w_r + d, wr);
 #pragma unroll
                 for (int i = 0; i < 8; ++i) v[i] = fmaf(l, wr[i], v[i]);
             }
-            kern::store8(dxr + d, v);
+            if (kOut) kern::store8(d_x + row * D + d, v); else kern::store8(dx + row * D + d, v);
         }
     } else {
         for (int64_t d = lane; d < D; d += 32) {
-            float v = kern::ld(gor + d);
+            float v = kOut ? kern::ld(d_out + row * D + d) : dx[row * D + d];
             v += dx_term(gar[d], kern::ld(w_a + d), kern::ld(xr + d), r, ca);
             v += dx_term(ghr[d], kern::ld(w_h + d), kern::ld(xr + d), r, ch);
-            if (dl) v = fmaf(l, kern::ld(w_r + d), v);
-            dxr[d] = kern::bf(v);
+            if (kOut && dl) v = fmaf(l, kern::ld(w_r + d), v);
+            if (kOut) d_x[row * D + d] = kern::bf(v); else dx[row * D + d] = v;
         }
     }
 }
@@ -399,11 +356,11 @@ void rms_norm_pair_backward(Device& d, const __nv_bfloat16* x, const __nv_bfloat
     if (N <= 0) return;
     const unsigned grid = static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock);
     if (vec_rows(D, {x, w_a, w_h, dy_a, dy_h, dx}))
-        rms_norm_pair_backward_dx_kernel<true>
-            <<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(x, w_a, w_h, rstd, dy_a, dy_h, N, D, dx);
+        rms_norm_pair_backward_dx_kernel<true, false><<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(
+            x, w_a, w_h, rstd, dy_a, dy_h, nullptr, nullptr, nullptr, N, D, dx, nullptr);
     else
-        rms_norm_pair_backward_dx_kernel<false>
-            <<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(x, w_a, w_h, rstd, dy_a, dy_h, N, D, dx);
+        rms_norm_pair_backward_dx_kernel<false, false><<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(
+            x, w_a, w_h, rstd, dy_a, dy_h, nullptr, nullptr, nullptr, N, D, dx, nullptr);
     check_launch("rms_norm_pair_backward_dx");
     pair_backward_dw(d, x, rstd, dy_a, dy_h, N, D, dw_a, dw_h, scratch);
 }
@@ -417,11 +374,11 @@ void rms_norm_pair_backward_out(Device& d, const __nv_bfloat16* x, const __nv_bf
     if (!d_x) return;  // a backward whose caller wants no input gradient
     const unsigned grid = static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock);
     if (vec_rows(D, {x, w_a, w_h, dy_a, dy_h, d_out, d_x, dl ? w_r : x}))
-        rms_norm_pair_backward_out_kernel<true><<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(
-            x, w_a, w_h, rstd, dy_a, dy_h, d_out, dl, w_r, N, D, d_x);
+        rms_norm_pair_backward_dx_kernel<true, true><<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(
+            x, w_a, w_h, rstd, dy_a, dy_h, d_out, dl, w_r, N, D, nullptr, d_x);
     else
-        rms_norm_pair_backward_out_kernel<false><<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(
-            x, w_a, w_h, rstd, dy_a, dy_h, d_out, dl, w_r, N, D, d_x);
+        rms_norm_pair_backward_dx_kernel<false, true><<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(
+            x, w_a, w_h, rstd, dy_a, dy_h, d_out, dl, w_r, N, D, nullptr, d_x);
     check_launch("rms_norm_pair_backward_out");
 }
 
