@@ -5,17 +5,31 @@ the dense baseline and HSPMN are run and reported alike.
 
 import argparse
 import json
+import time
 
 MODES = ("throughput", "longctx", "train", "all")
 
 
 def arg_parser(doc):
-    """--mode, --iters and --json; a benchmark adds its own options."""
+    """--mode, --iters, --warmup-s and --json; a benchmark adds its own options."""
     ap = argparse.ArgumentParser(description=doc)
     ap.add_argument("--mode", default="all", choices=MODES)
     ap.add_argument("--iters", type=int, default=10)
+    # A GPU that was idle starts a burst of work at lowered clocks for about 0.4 s (an H200, BENCHMARKS.md
+    # 2026-12-07), inside which a short timed run can fall; seconds of load before timing measure the
+    # steady state instead. 0 keeps the earlier tables' method (a few warm-up calls only).
+    ap.add_argument("--warmup-s", type=float, default=0.0,
+                    help="run each configuration for this many seconds before timing it")
     ap.add_argument("--json")
     return ap
+
+
+def warm_for(seconds, step, sync):
+    """Calls step() and sync() until `seconds` of wall time have passed (none when seconds <= 0)."""
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        step()
+        sync()
 
 
 def configs(prefix, mode):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench_common import arg_parser, configs, failed, measured, run_configs, write_json
+from bench_common import arg_parser, configs, failed, measured, run_configs, warm_for, write_json
 
 
 class DenseBlock(nn.Module):
@@ -57,10 +57,11 @@ class DenseBlock(nn.Module):
         return x + self.down(F.silu(self.gate(m)) * self.up(m))
 
 
-def bench(fn, iters, warmup=3):
+def bench(fn, iters, warmup=3, warmup_s=0.0):
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
+    warm_for(warmup_s, fn, torch.cuda.synchronize)
     times = []
     for _ in range(iters):
         s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -73,7 +74,7 @@ def bench(fn, iters, warmup=3):
     return times[len(times) // 2]
 
 
-def run(name, B, S, train, block, iters):
+def run(name, B, S, train, block, iters, warmup_s=0.0):
     torch.cuda.reset_peak_memory_stats()
     x = torch.randn(B, S, block.D, device="cuda", dtype=torch.bfloat16)
     if train:
@@ -87,7 +88,7 @@ def run(name, B, S, train, block, iters):
             with torch.inference_mode():
                 block(x)
     try:
-        ms = bench(step, iters)
+        ms = bench(step, iters, warmup_s=warmup_s)
     except torch.OutOfMemoryError:
         return failed(name, B, S, train, "out of memory")
     return measured(name, B, S, train, ms, torch.cuda.max_memory_allocated() / 2**30)
@@ -103,7 +104,7 @@ def main():
 
     def run_one(name, B, S, train):
         t0 = time.time()
-        r = run(name, B, S, train, fwd, args.iters)
+        r = run(name, B, S, train, fwd, args.iters, warmup_s=args.warmup_s)
         r["compile"] = not args.no_compile
         r["wall_s"] = round(time.time() - t0, 1)
         return r

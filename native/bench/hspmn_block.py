@@ -21,13 +21,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "reference"))
 from check_cuda_block import BF16, CUDA, F32, AllocStats, Ctx, Lib, bf16_bits  # noqa: E402
 
-from bench_common import arg_parser, configs, failed, measured, run_configs, write_json  # noqa: E402
+from bench_common import arg_parser, configs, failed, measured, run_configs, warm_for, write_json  # noqa: E402
 
 
-def median_ms(lib, ctx, fn, iters, warmup=2):
+def median_ms(lib, ctx, fn, iters, warmup=2, warmup_s=0.0):
     for _ in range(warmup):
         fn()
     lib.ok(lib.context_synchronize(ctx.h), "sync")
+    warm_for(warmup_s, fn, lambda: lib.ok(lib.context_synchronize(ctx.h), "sync"))
     ts = []
     for _ in range(iters):
         t0 = time.perf_counter()
@@ -45,7 +46,7 @@ def random_bf16(shape, rng):
     return np.resize(pat, n).reshape(shape)
 
 
-def run(lib, name, B, S, train, iters, rho=0.2):
+def run(lib, name, B, S, train, iters, rho=0.2, warmup_s=0.0):
     ctx = Ctx(lib, CUDA)
     try:
         lib.alloc_stats_reset_peak()
@@ -70,7 +71,7 @@ def run(lib, name, B, S, train, iters, rho=0.2):
 
             def step():
                 lib.ok(lib.block_forward(blk, C.byref(fp), x, out, None), "forward")
-        ms = median_ms(lib, ctx, step, iters)
+        ms = median_ms(lib, ctx, step, iters, warmup_s=warmup_s)
         st = AllocStats()
         lib.ok(lib.alloc_stats_get(C.byref(st)), "alloc_stats")
         return measured(name, B, S, train, ms, st.peak_bytes / 2**30, rho=rho)
@@ -85,7 +86,8 @@ def main():
     ap.add_argument("--lib", default=os.path.join(HERE, "..", "..", "build-gpu", "libhspmn.so"))
     a = ap.parse_args()
     lib = Lib(a.lib)
-    results = run_configs(configs("hspmn", a.mode), lambda name, B, S, train: run(lib, name, B, S, train, a.iters))
+    results = run_configs(configs("hspmn", a.mode),
+                          lambda name, B, S, train: run(lib, name, B, S, train, a.iters, warmup_s=a.warmup_s))
     write_json(a.json, results)
     return 1 if any("error" in r for r in results) else 0
 
