@@ -387,7 +387,7 @@ bool run(Device& d, const Case& c, std::vector<Array>& out, std::string& why) {
             std::printf("    route_select B=%lld S=%lld k=%lld: block way %.1f us, wide way %.1f us (%s by default)\n",
                         static_cast<long long>(B), static_cast<long long>(S), static_cast<long long>(k),
                         ms[0] * 1e3f / 20, ms[1] * 1e3f / 20,
-                        B <= kRouteWideMaxSeqs && S >= kRouteWideMinSeq ? "wide" : "block");
+                        route_select_wide(B, S) ? "wide" : "block");
         }
         out.push_back(get_i32(d, "indices", {B, C}, idx));
         out.push_back(get_i32(d, "counts", {B}, cnt));

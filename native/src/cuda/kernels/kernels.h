@@ -129,6 +129,8 @@ enum class RouteSelectWay { kAuto, kBlock, kWide };
 constexpr int64_t kRouteWideMaxSeqs = 16;
 constexpr int64_t kRouteWideMinSeq = 16384;
 int64_t route_select_scratch_bytes(int64_t B, int64_t S);
+// Whether kAuto takes the wide way for B sequences of S.
+bool route_select_wide(int64_t B, int64_t S);
 void route_select(Device& d, const float* n, int64_t B, int64_t S, int32_t routing, int64_t k, int64_t C,
                   int32_t* indices, int32_t* counts, void* scratch, RouteSelectWay way = RouteSelectWay::kAuto);
 

@@ -112,7 +112,6 @@ constexpr int64_t kWideChunk = int64_t{kWideThreads} * kWideItems;  // 4096 scor
 
 struct WideState {
     unsigned prefix;  // T's digits found so far
-    unsigned pad;
     long long rem;    // how many of the keys still matching the prefix are taken
 };
 
@@ -141,7 +140,7 @@ WideScratch wide_scratch(void* base, int64_t B, int64_t S) {
 // grid: B blocks of 256
 __global__ void route_select_wide_init(unsigned* __restrict__ hist, WideState* __restrict__ state, int64_t k) {
     hist[blockIdx.x * 256 + threadIdx.x] = 0;
-    if (threadIdx.x == 0) state[blockIdx.x] = WideState{0u, 0u, static_cast<long long>(k)};
+    if (threadIdx.x == 0) state[blockIdx.x] = WideState{0u, static_cast<long long>(k)};
 }
 
 // The pass's histogram of digit (hi >> shift) & 255 over the keys whose digits above it match the prefix.
@@ -208,8 +207,8 @@ struct WideRule {
 // counts[b, chunk] = {sure, ties} of the chunk.  grid: (chunks, B) of kWideThreads
 __global__ void __launch_bounds__(kWideThreads) route_select_wide_count(const float* __restrict__ n, int64_t S,
                                                                         WideRule rule,
-                                                                 const WideState* __restrict__ state, int64_t chunks,
-                                                                 uint2* __restrict__ counts) {
+                                                                        const WideState* __restrict__ state,
+                                                                        int64_t chunks, uint2* __restrict__ counts) {
     using Reduce = cub::BlockReduce<int, kWideThreads>;
     __shared__ typename Reduce::TempStorage tmp;
     const int64_t b = blockIdx.y;
@@ -233,10 +232,11 @@ __global__ void __launch_bounds__(kWideThreads) route_select_wide_count(const fl
 // grid: (chunks, B) of kWideThreads; a thread takes kWideItems consecutive scores
 __global__ void __launch_bounds__(kWideThreads) route_select_wide_write(const float* __restrict__ n, int64_t S,
                                                                         WideRule rule,
-                                                                 const WideState* __restrict__ state, int64_t chunks,
-                                                                 const uint2* __restrict__ counts, int64_t C,
-                                                                 int32_t* __restrict__ indices,
-                                                                 int32_t* __restrict__ out_counts) {
+                                                                        const WideState* __restrict__ state,
+                                                                        int64_t chunks,
+                                                                        const uint2* __restrict__ counts, int64_t C,
+                                                                        int32_t* __restrict__ indices,
+                                                                        int32_t* __restrict__ out_counts) {
     using Reduce = cub::BlockReduce<long long, kWideThreads>;
     using Scan = cub::BlockScan<int, kWideThreads>;
     __shared__ union {
@@ -299,9 +299,9 @@ __global__ void __launch_bounds__(kWideThreads) route_select_wide_write(const fl
     }
 }
 
-bool wide_way(int64_t B, int64_t S) { return B <= kRouteWideMaxSeqs && S >= kRouteWideMinSeq; }
-
 }  // namespace
+
+bool route_select_wide(int64_t B, int64_t S) { return B <= kRouteWideMaxSeqs && S >= kRouteWideMinSeq; }
 
 int64_t route_select_scratch_bytes(int64_t B, int64_t S) {
     return static_cast<int64_t>(align16(static_cast<std::size_t>(B) * 256 * sizeof(unsigned)) +
@@ -313,7 +313,7 @@ void route_select(Device& d, const float* n, int64_t B, int64_t S, int32_t routi
                   int32_t* indices, int32_t* counts, void* scratch, RouteSelectWay way) {
     if (B <= 0) return;
     const int topk = routing == HSPMN_ROUTING_TOPK ? 1 : 0;
-    const bool wide = way == RouteSelectWay::kWide || (way == RouteSelectWay::kAuto && wide_way(B, S));
+    const bool wide = way == RouteSelectWay::kWide || (way == RouteSelectWay::kAuto && route_select_wide(B, S));
     if (!wide || S <= 0) {
         route_select_kernel<<<static_cast<unsigned>(B), kThreads, 0, stream(d)>>>(n, S, topk, k, C, indices, counts);
         check_launch("route_select");
