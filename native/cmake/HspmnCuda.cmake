@@ -39,6 +39,7 @@ add_custom_command(
 # ---- the runtime pieces ----
 add_library(hspmn_cuda_runtime STATIC
   src/cuda/runtime.cpp
+  src/cuda/side_stream.cpp
   src/cuda/driver_api.cpp
   src/cuda/cublaslt.cpp
   src/cuda/gemm.cpp

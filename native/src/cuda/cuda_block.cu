@@ -197,6 +197,40 @@ void CudaBlock::backward(const BackwardCall& call) {
     const bool dropping = A.dropout.p > 0.0f;
     const float drop_scale = dropping ? dropout_scale(A.dropout.p) : 1.0f;
 
+    // With HSPMN_STREAMS=2 the reflexive stream's backward runs on a second CUDA stream beside the
+    // contextual one (disjoint pieces of T, their own gradients; the partials scratch is the conv's alone
+    // until the join), as in the forward (cuda_block_rows.cu).
+    SideStream side(d_, true);
+    // Reflexive stream: d m = d_out, or M_m d_out under dropout.
+    {
+        // d_act's piece holds d_c ([N, D] f32) once swiglu_backward has read d_act (BackwardScratch::carve
+        // sizes it N max(F, 2 D) bf16): d_a must live until the pair norm backward below. d_gu [N, 2F]
+        // holds d_gate | d_up per row, as A.gu holds gate | up: against the stacked [W_gate; W_up]
+        // ([2F, D]) d_c is one GEMM of K = 2F (no accumulation into d_c), dW_gate and dW_up one of M = 2F.
+        bf16* d_act = T.d_act;
+        bf16* d_gu = T.d_gu;
+        float* d_h = T.d_h;
+        const bf16* c = A.c.as<bf16>();
+        const bf16* dm = d_out;
+        if (dropping) {
+            // M_m d_out in d_h's [N, D] f32, written by the conv backward only after the two GEMMs below
+            // read it: no memory beyond what footprint.cpp counts.
+            bf16* kept = reinterpret_cast<bf16*>(d_h);
+            dropout_mask_bf16(d_, A.dropout, kDropoutTagReflex, d_out, kept, N, S, D, nullptr, nullptr, 0);
+            dm = kept;
+        }
+        gemm(d_, true, false, D, F, N, drop_scale, dm, D, A.act.as<bf16>(), F, 1.0f, g(P_REFLEX_DOWN), DType::F32, F);
+        gemm(d_, false, false, N, F, D, drop_scale, dm, D, w(P_REFLEX_DOWN), F, 0.0f, d_act, DType::BF16, F);
+        const bf16* gu = A.gu.as<bf16>();
+        swiglu_backward(d_, gu, gu + F, d_act, N, F, 2 * F, d_gu, d_gu + F);
+        gemm(d_, true, false, 2 * F, D, N, 1.0f, d_gu, 2 * F, c, D, 1.0f, g(P_REFLEX_GATE), DType::F32, D);
+        float* d_c = reinterpret_cast<float*>(d_act);  // d_act is consumed
+        gemm(d_, false, false, N, D, 2 * F, 1.0f, d_gu, 2 * F, w(P_REFLEX_GATE), D, 0.0f, d_c, DType::F32, D);
+        causal_conv_backward(d_, A.h.as<bf16>(), w(P_REFLEX_CONV), d_c, B, S, D, cfg_.conv_kernel, d_h,
+                             g(P_REFLEX_CONV), scratch);
+    }
+    side.leave();
+
     // Contextual stream, back to the attention input a. dk and dv are the two halves of each row of
     // dkv [N, 2 KV], so [dk | dv] against the stacked [W_k; W_v] ([2 KV, D]) is one GEMM each way.
     float* dy = T.dy;
@@ -230,35 +264,7 @@ void CudaBlock::backward(const BackwardCall& call) {
         if (BC > 0) scatter_add_selected(d_, d_asel, idx, cnt, B, S, C, D, d_a);
     }
     // d_a waits for d_h: both norms' backward are one pass over x (rms_norm_pair_backward_out below).
-
-    // Reflexive stream: d m = d_out, or M_m d_out under dropout.
-    {
-        // d_act's piece holds d_c ([N, D] f32) once swiglu_backward has read d_act (BackwardScratch::carve
-        // sizes it N max(F, 2 D) bf16): d_a must live until the pair norm backward below. d_gu [N, 2F]
-        // holds d_gate | d_up per row, as A.gu holds gate | up: against the stacked [W_gate; W_up]
-        // ([2F, D]) d_c is one GEMM of K = 2F (no accumulation into d_c), dW_gate and dW_up one of M = 2F.
-        bf16* d_act = T.d_act;
-        bf16* d_gu = T.d_gu;
-        float* d_h = T.d_h;
-        const bf16* c = A.c.as<bf16>();
-        const bf16* dm = d_out;
-        if (dropping) {
-            // M_m d_out in d_h's [N, D] f32, written by the conv backward only after the two GEMMs below
-            // read it: no memory beyond what footprint.cpp counts.
-            bf16* kept = reinterpret_cast<bf16*>(d_h);
-            dropout_mask_bf16(d_, A.dropout, kDropoutTagReflex, d_out, kept, N, S, D, nullptr, nullptr, 0);
-            dm = kept;
-        }
-        gemm(d_, true, false, D, F, N, drop_scale, dm, D, A.act.as<bf16>(), F, 1.0f, g(P_REFLEX_DOWN), DType::F32, F);
-        gemm(d_, false, false, N, F, D, drop_scale, dm, D, w(P_REFLEX_DOWN), F, 0.0f, d_act, DType::BF16, F);
-        const bf16* gu = A.gu.as<bf16>();
-        swiglu_backward(d_, gu, gu + F, d_act, N, F, 2 * F, d_gu, d_gu + F);
-        gemm(d_, true, false, 2 * F, D, N, 1.0f, d_gu, 2 * F, c, D, 1.0f, g(P_REFLEX_GATE), DType::F32, D);
-        float* d_c = reinterpret_cast<float*>(d_act);  // d_act is consumed
-        gemm(d_, false, false, N, D, 2 * F, 1.0f, d_gu, 2 * F, w(P_REFLEX_GATE), D, 0.0f, d_c, DType::F32, D);
-        causal_conv_backward(d_, A.h.as<bf16>(), w(P_REFLEX_CONV), d_c, B, S, D, cfg_.conv_kernel, d_h,
-                             g(P_REFLEX_CONV), scratch);
-    }
+    side.join();
 
     // Router: aux through p for every token, then the gate y = 1 - sg(s) + s, s = sigmoid(n),
     // n = (l + g) / t on the selected tokens; then router.w/b/log_temp. Its dx part dl w goes into d_x below.
@@ -283,7 +289,7 @@ void CudaBlock::backward(const BackwardCall& call) {
 // A graph replays the inference forward kernels on the addresses of capture time: weight_ (allocated
 // once in the constructor, never regrown; replay() queues the param_ -> weight_ refresh of
 // set_param before the graph), the block's scratch (valid while scratch_generation_ is unchanged),
-// the device's cuBLASLt workspace (fixed size), Triton scratch and rows arena (a chunked forward's
+// the device's cuBLASLt workspaces (fixed size; the side stream's too), Triton scratch and rows arena (a chunked forward's
 // scratch; both checked at each replay), and the call's DEVICE tensors (the API layer keeps them alive).
 
 class CudaGraph final : public GraphImpl {

@@ -70,12 +70,17 @@ void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
         decode_causal_conv(d_, b.h, p.conv_cache, w(P_REFLEX_CONV), *p.meta, n, D, Kc, b.c);
         decode_conv_cache_update(d_, b.h, *p.meta, D, Kc, p.conv_cache);
     }
+    // With HSPMN_STREAMS=2 the rest of the reflexive stream runs on a second CUDA stream beside the
+    // contextual one (their buffers are disjoint: c, gu, act, res against a, k, v, q, attn, o): kernels of
+    // one fill the SMs the other leaves idle (tails, one-SM kernels). Decode steps (meta) stay on one stream.
+    SideStream side(d_, !p.meta);
     // gate and up as one GEMM on the stacked [W_gate; W_up] ([2F, D]): row r of gu is gate | up.
     gemm(d_, false, true, n, 2 * F, D, 1.0f, b.c, D, w(P_REFLEX_GATE), D, 0.0f, b.gu, DType::BF16, 2 * F);
     swiglu_forward(d_, b.gu, b.gu + F, n, F, 2 * F, b.act);
     // m on its own: residual_out adds x (and y o) at the end in one pass; under dropout res = x + M m here.
     gemm(d_, false, true, n, D, F, 1.0f, b.act, F, w(P_REFLEX_DOWN), F, 0.0f, b.res, DType::F32, D);
     if (p.dropout) dropout_residual(d_, *p.dropout, p.x, b.res, n, p.conv_S, D);
+    side.leave();
 
     // 2. Contextual stream: K, V of every row (into the caches before any attention, so rows attend the
     // earlier rows of their own pass), then Q and attention for the query slots only.
@@ -104,6 +109,7 @@ void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
         gemm(d_, false, true, Q, D, D, 1.0f, b.attn, D, w(P_ATTN_O), D, 0.0f, b.o, DType::F32, D);
     }
     // 3. out = x + m + y o (y = 1 in value) on the query rows, x + m on the others.
+    side.join();
     if (p.dropout) {
         if (Q > 0) {
             // o is kept dropped: backward's dy = d_out . (M o) reads it as the forward added it.

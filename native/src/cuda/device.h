@@ -58,6 +58,13 @@ public:
     DeviceBuffer training_arena;     // runtime.h training_arena
     DeviceBuffer backward_partials;  // column partials of the backward's weight-gradient reductions
     DeviceOwned* shared_activations = nullptr;  // cuda_block.cu SharedActivations (BlockImpl::share_activations)
+    // SideStream's (runtime.h), made at its first use: the second stream, its cuBLASLt workspace (two
+    // GEMMs in flight at once must not share one) and the fork / join events.
+    cudaStream_t side_stream = nullptr;
+    DeviceBuffer side_workspace;
+    cudaEvent_t fork_event = nullptr;
+    cudaEvent_t join_event = nullptr;
+    bool on_side = false;  // while a SideStream has swapped stream and workspace
 
     static constexpr std::size_t kWorkspaceBytes = std::size_t(32) << 20;
 

@@ -236,6 +236,12 @@ void Device::release() noexcept {
     training_arena = DeviceBuffer();
     backward_partials = DeviceBuffer();
     workspace = DeviceBuffer();
+    side_workspace = DeviceBuffer();
+    if (side_stream) (void)cudaStreamDestroy(side_stream);
+    if (fork_event) (void)cudaEventDestroy(fork_event);
+    if (join_event) (void)cudaEventDestroy(join_event);
+    side_stream = nullptr;
+    fork_event = join_event = nullptr;
     if (lt_handle) lt->destroy(lt_handle);
     lt_handle = nullptr;
     if (stream && owns_stream) (void)cudaStreamDestroy(stream);  // a caller's stream stays the caller's

@@ -51,7 +51,8 @@ class Device;
 
 int device_ordinal(const Device& d);
 // The stream every op of the context goes on: the library's own (non-blocking) or the caller's
-// (hspmn_context_params.cuda_stream). Nothing in the backend uses another stream, the legacy default
+// (hspmn_context_params.cuda_stream). Nothing in the backend uses another stream (but SideStream's, forked
+// from and joined back to this one within a call), the legacy default
 // stream or cudaDeviceSynchronize. Host waits are cudaStreamSynchronize on this stream (and the gemm
 // algorithm search's events, on a shape's first call); what still waits for the whole device is
 // cudaFree / cudaFreeHost / cudaMallocHost, which the backend calls only when a tensor, block, model,
@@ -60,6 +61,32 @@ int device_ordinal(const Device& d);
 // never in a warm forward, backward, decode or optimizer step.
 cudaStream_t stream(const Device& d);
 int sm_count(const Device& d);
+
+// A second stream for ops independent of what the context's stream runs meanwhile (the reflexive
+// stream's GEMMs beside the attention's, cuda_block_rows.cu). While one is entered, stream(d) and the
+// cuBLASLt workspace are the side stream's; its ops start after everything queued on the context's stream
+// before the constructor, and join() makes the context's stream wait for all of them, so callers see one
+// stream's order (a graph captured from the context's stream records the fork and the join as
+// dependencies). Inert (stream(d) unchanged, no events) unless `wanted`, HSPMN_STREAMS=2 and the stream is
+// not capturing before the side stream exists (it is made at first use, outside any capture).
+class SideStream {
+public:
+    SideStream(Device& d, bool wanted);
+    ~SideStream();  // join(), its errors dropped (an exception is already on its way)
+    SideStream(const SideStream&) = delete;
+    SideStream& operator=(const SideStream&) = delete;
+    // Back to the context's stream; the side stream's ops stay in flight until join().
+    void leave();
+    // leave(), then the context's stream waits for the side stream's ops.
+    void join();
+    bool active() const { return active_; }
+private:
+    Device& d_;
+    bool active_ = false;  // entered and not yet joined
+    bool left_ = false;
+};
+// Whether HSPMN_STREAMS=2 (read once per process): SideStream's switch.
+bool side_stream_enabled();
 
 class DeviceBuffer;
 // find_non_finite's [1] u64 result, kept by the device so a scan frees nothing (cudaFree would wait
