@@ -12,7 +12,7 @@
 # backend (dropout_cuda), cached decoding against the full forward (decode_cuda),
 # sampling against the CPU op bit for bit, with its kernel timings (sample_cuda), the fused gate/up
 # GEMM with SwiGLU in its epilogue, JIT and AOT, parity and timings (swiglu_gemm, swiglu_gemm_cuda), the chunked
-# inference forward against the one-pass forward (chunked_cuda), two streams against one (streams_cuda), and the Java tests when
+# inference forward against the one-pass forward (chunked_cuda), two streams against one (streams_cuda), chunked forwards and training with NaN-filled scratch arenas (poisoned_cuda), and the Java tests when
 # ci/pack-carry.sh has filled .carry/ (with the HTTP service under 32 streams: serve_cuda), then the
 # benchmarks (decoding: bench_decode; a 1M-token prompt then decoding: decode_long) and the per-kernel
 # time breakdown (HSPMN_GPU_BENCH=0 skips them; the
@@ -140,6 +140,13 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   # the one-pass forward of the same library, then the golden cases' inference forwards in chunks of 13 rows
   stage chunked_cuda bash -c "'$py' native/reference/check_chunked.py --backend cuda --lib '$build/libhspmn.so' && \
     HSPMN_FORWARD_CHUNK_ROWS=13 '$py' native/reference/check_native.py --backend cuda --lib '$build/libhspmn.so'"
+  # the same chunked forwards, and training (whose backward scratch is the training arena), with every
+  # arena filled with NaN bytes when handed out (HSPMN_POISON_SCRATCH=1): a kernel reading scratch the
+  # call did not write turns the output NaN and fails the bound
+  stage poisoned_cuda bash -c "export HSPMN_POISON_SCRATCH=1; \
+    '$py' native/reference/check_chunked.py --backend cuda --lib '$build/libhspmn.so' && \
+    '$py' native/reference/check_model.py --backend cuda --lib '$build/libhspmn.so' && \
+    '$py' native/reference/check_dropout.py --backend cuda --lib '$build/libhspmn.so'"
   # HSPMN_STREAMS=2 (the reflexive stream's kernels on a second stream) against one stream, bit for bit:
   # forward (one pass, chunked, HOST tensors), training forward and backward, a captured graph; bad values
   stage streams_cuda "$py" native/reference/check_streams.py --lib "$build/libhspmn.so"

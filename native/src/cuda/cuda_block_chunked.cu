@@ -151,7 +151,10 @@ void CudaBlock::forward_chunked(const ForwardCall& call, const ForwardChunks& ch
                 p.q_cnt = qcnt;
                 p.runs = &run;
                 p.run_count = 1;
-                p.att_S = S;
+                // The keys written so far: the caches' rows past them hold whatever the arena held (a
+                // masked key's score is -inf, but its value still enters P V as 0 * value, NaN for
+                // garbage that reads as Inf or NaN); the kernels load keys past att_S as 0.
+                p.att_S = s0 + T;
                 run_rows(p, buf);
                 out_done(r0, T);
             }

@@ -2,6 +2,8 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <string>
 
@@ -253,19 +255,33 @@ void Device::activate() const {
     check(cudaSetDevice(ordinal), "cudaSetDevice");
 }
 
+namespace {
+
+// HSPMN_POISON_SCRATCH=1 (read at every call; for tests): an arena handed out is first filled with 0xFF
+// bytes (NaN as bf16 and f32, -1 as integers), so a kernel that reads scratch no kernel of the call wrote
+// shows as NaN instead of passing on whatever the last call left there.
+char* poisoned(Device& d, DeviceBuffer& arena, std::size_t bytes) {
+    const char* e = std::getenv("HSPMN_POISON_SCRATCH");
+    if (e && std::strcmp(e, "1") == 0 && bytes > 0)
+        check(cudaMemsetAsync(arena.data(), 0xFF, bytes, d.stream), "cudaMemsetAsync (HSPMN_POISON_SCRATCH)");
+    return arena.as<char>();
+}
+
+}  // namespace
+
 char* rows_arena(Device& d, std::size_t bytes) {
     if (d.rows_arena.bytes() < bytes) {
         d.rows_arena.ensure(d, bytes);
         ++d.rows_arena_generation;
     }
-    return d.rows_arena.as<char>();
+    return poisoned(d, d.rows_arena, bytes);
 }
 
 uint64_t rows_arena_generation(const Device& d) { return d.rows_arena_generation; }
 
 char* training_arena(Device& d, std::size_t bytes) {
     d.training_arena.ensure(d, bytes);
-    return d.training_arena.as<char>();
+    return poisoned(d, d.training_arena, bytes);
 }
 
 DeviceBuffer& backward_partials(Device& d) { return d.backward_partials; }

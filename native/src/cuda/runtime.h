@@ -120,7 +120,9 @@ private:
 // that run their rows in bounded chunks (decode, the chunked inference forward). The stream runs one
 // call at a time, so one call's scratch is dead when the next begins. rows_arena returns at least
 // `bytes` (contents undefined), regrowing it when smaller; each regrowth bumps the generation, which
-// a captured graph that used the arena compares at each replay.
+// a captured graph that used the arena compares at each replay. With HSPMN_POISON_SCRATCH=1 (tests) both
+// arenas are filled with 0xFF bytes (NaN as bf16 and f32) each time one is handed out, on the stream, so
+// a read of scratch that the call did not write shows as NaN.
 char* rows_arena(Device& d, std::size_t bytes);
 uint64_t rows_arena_generation(const Device& d);
 

@@ -122,12 +122,13 @@ void router_backward(Device& d, const float* dy, const float* n, const int32_t* 
 // ---- route_select.cu: per sequence, top-k of n (ties to the lower position, NaN lowest) or
 // threshold n > 0; indices increasing then -1 up to C; counts on the device. Two ways, the same
 // result: one block a sequence, or many blocks a sequence for few long ones (kAuto: the wide way for
-// at most kRouteWideMaxSeqs sequences of kRouteWideMinSeq or more).
+// at most kRouteWideMaxSeqs sequences of kRouteWideMinSeq or more: from backend_ops' timings of both ways,
+// BENCHMARKS.md 2026-12-07, the wide way won at B = 1, 2 and S = 40,000-131,072 and lost at B = 16 S = 16,384).
 // n: [B, S] f32  indices: [B, C] i32  counts: [B] i32  scratch: route_select_scratch_bytes(B, S) bytes,
 // 16-byte aligned (the wide way's; the caller's, so that a captured graph keeps its address)
 enum class RouteSelectWay { kAuto, kBlock, kWide };
-constexpr int64_t kRouteWideMaxSeqs = 16;
-constexpr int64_t kRouteWideMinSeq = 16384;
+constexpr int64_t kRouteWideMaxSeqs = 4;
+constexpr int64_t kRouteWideMinSeq = 32768;
 int64_t route_select_scratch_bytes(int64_t B, int64_t S);
 // Whether kAuto takes the wide way for B sequences of S.
 bool route_select_wide(int64_t B, int64_t S);
