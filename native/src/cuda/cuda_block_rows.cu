@@ -72,7 +72,8 @@ void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
     }
     // With HSPMN_STREAMS=2 the rest of the reflexive stream runs on a second CUDA stream beside the
     // contextual one (their buffers are disjoint: c, gu, act, res against a, k, v, q, attn, o): kernels of
-    // one fill the SMs the other leaves idle (tails, one-SM kernels). Decode steps (meta) stay on one stream.
+    // one may fill the SMs the other leaves idle (README.md "Two streams" has where that paid). Decode
+    // steps (meta) stay on one stream.
     SideStream side(d_, !p.meta);
     // gate and up as one GEMM on the stacked [W_gate; W_up] ([2F, D]): row r of gu is gate | up.
     gemm(d_, false, true, n, 2 * F, D, 1.0f, b.c, D, w(P_REFLEX_GATE), D, 0.0f, b.gu, DType::BF16, 2 * F);

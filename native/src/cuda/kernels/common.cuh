@@ -160,7 +160,7 @@ __device__ __forceinline__ float router_temperature(const __nv_bfloat16* log_tem
 // decode_step_pre, so a step routes as the forward does: the same order in both).  xr, w: [D] bf16.
 // With D % 8 == 0 lane l sums the 8-element groups l, l + 32, ... element by element, in one 16-byte load
 // per row and group where both rows are 16-byte aligned (the lane-strided 2-byte loads reached ~60 % of
-// the bandwidth) and in scalar loads otherwise: the same order, so the same bits either way. Else lane l
+// an H200's bandwidth) and in scalar loads otherwise: the same order, so the same bits either way. Else lane l
 // sums elements l, l + 32, ... Each product of two bf16 is exact in f64.
 __device__ __forceinline__ double router_dot(const __nv_bfloat16* xr, const __nv_bfloat16* w, int64_t D, int lane) {
     double acc = 0.0;
