@@ -7,7 +7,7 @@ order and only their interleaving differs. Prints each check, a summary line, an
 
 Per shape (odd D and C included): the inference forward (out, aux), the same in chunks of 100 rows
 (HSPMN_FORWARD_CHUNK_ROWS), HOST tensors, the training forward and backward (out, aux, d_x, every
-parameter's gradient), and a forward captured as a CUDA graph with two streams (after a direct call made
+parameter's gradient), without and with residual dropout (whose reflexive mask runs on the side stream), and a forward captured as a CUDA graph with two streams (after a direct call made
 the side stream) replayed against the one-stream run. Then a malformed HSPMN_STREAMS must fail the call
 with HSPMN_ERR_INVALID_ARGUMENT naming it.
 """
@@ -38,11 +38,12 @@ def set_env(name, value):
         os.environ[name] = value
 
 
-def run(ctx, lib, blk, bp, x, d_out, training, memory=None):
+def run(ctx, lib, blk, bp, x, d_out, training, memory=None, dropout=0.0):
     """out, aux (and d_x, the gradients when training) of one call."""
     B, S, D = x.shape
     fp = lib.forward_default_params()
     fp.training, fp.noise, fp.seed, fp.step, fp.layer = training, 1 if training else 0, 7, 3, 1
+    fp.dropout = dropout
     out, aux = ctx.tensor(BF16, (B, S, D), memory=memory), ctx.tensor(F32, (1,), memory=memory)
     lib.ok(lib.block_forward(blk, C.byref(fp), ctx.tensor(BF16, (B, S, D), x, memory=memory), out, aux), "forward")
     r = dict(out=ctx.read(out, BF16, (B, S, D)), aux=ctx.read(aux, F32, (1,)))
@@ -93,13 +94,15 @@ def run_shape(lib, rep, name, B, S, D, H, Hkv, conv):
         rng = np.random.default_rng(S * 7 + D)
         x = bf16_bits(rng.standard_normal((B, S, D)))
         d_out = bf16_bits(0.1 * rng.standard_normal((B, S, D)))
-        for label, chunk, memory, training in (("inference", None, None, 0), ("chunks of 100 rows", "100", None, 0),
-                                               ("HOST tensors", None, HOST, 0), ("training", None, None, 1)):
+        for label, chunk, memory, training, p in (("inference", None, None, 0, 0.0),
+                                                  ("chunks of 100 rows", "100", None, 0, 0.0),
+                                                  ("HOST tensors", None, HOST, 0, 0.0), ("training", None, None, 1, 0.0),
+                                                  ("training, dropout 0.1", None, None, 1, 0.1)):
             set_env(CHUNK_ENV, chunk)
             res = {}
             for streams in ("1", "2"):
                 set_env(ENV, streams)
-                res[streams] = run(ctx, lib, blk, bp, x, d_out, training, memory)
+                res[streams] = run(ctx, lib, blk, bp, x, d_out, training, memory, p)
             one, two = res["1"], res["2"]
             for k in ("out", "aux", "d_x"):
                 if k in one:
