@@ -1,7 +1,6 @@
 // SideStream (runtime.h): a second stream forked from the context's stream and joined back to it by events.
 #include <cuda_runtime.h>
 
-#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <utility>
@@ -35,6 +34,27 @@ bool capturing(cudaStream_t s) {
     return st != cudaStreamCaptureStatusNone;
 }
 
+// The side stream, its events and workspace, all or none: a failure part way frees what was made, so the
+// next call starts over without leaking.
+void make_side(Device& d) {
+    cudaEvent_t fork = nullptr, join = nullptr;
+    cudaStream_t side = nullptr;
+    try {
+        check(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming), "cudaEventCreateWithFlags (fork)");
+        check(cudaEventCreateWithFlags(&join, cudaEventDisableTiming), "cudaEventCreateWithFlags (join)");
+        check(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking), "cudaStreamCreateWithFlags (side)");
+        d.side_workspace.ensure(d, Device::kWorkspaceBytes);
+    } catch (...) {
+        if (side) (void)cudaStreamDestroy(side);
+        if (join) (void)cudaEventDestroy(join);
+        if (fork) (void)cudaEventDestroy(fork);
+        throw;
+    }
+    d.fork_event = fork;
+    d.join_event = join;
+    d.side_stream = side;
+}
+
 }  // namespace
 
 SideStream::SideStream(Device& d, bool wanted) : d_(d) {
@@ -42,10 +62,7 @@ SideStream::SideStream(Device& d, bool wanted) : d_(d) {
     if (!d.side_stream) {
         // Made outside any capture: a capture in global mode may refuse the creation calls.
         if (capturing(d.stream)) return;
-        check(cudaEventCreateWithFlags(&d.fork_event, cudaEventDisableTiming), "cudaEventCreateWithFlags (fork)");
-        check(cudaEventCreateWithFlags(&d.join_event, cudaEventDisableTiming), "cudaEventCreateWithFlags (join)");
-        d.side_workspace.ensure(d, Device::kWorkspaceBytes);
-        check(cudaStreamCreateWithFlags(&d.side_stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags (side)");
+        make_side(d);
     }
     check(cudaEventRecord(d.fork_event, d.stream), "cudaEventRecord (fork)");
     check(cudaStreamWaitEvent(d.side_stream, d.fork_event, 0), "cudaStreamWaitEvent (fork)");
