@@ -14,7 +14,9 @@ kernel's precision (float32). The multiple is 4: the kernel sums in a different 
 softmax rescaling, tiled dot products, exp2 with a folded log2(e)), which moves float32 rounding
 around but does not add error terms of a larger order. A floor of 64 float32 ulps of the largest
 reference value stops the bound from collapsing to 0 for outputs PyTorch happens to round exactly
-(e.g. a tensor that is all zeros). Padding rows must be exactly 0.
+(e.g. a tensor that is all zeros). Padding rows must be exactly 0. Keys past S must never be read: the
+forward on the first S rows of a NaN-filled longer cache equals the run on exactly S rows (the CUDA
+chunked forward passes such a cache; a masked key's value still enters P V as 0 x value).
 """
 
 import os
@@ -112,6 +114,28 @@ def run_case(name, *, B, S, C, H, Hkv, Dh, counts, tiles=TEST_TILES, seed=0, con
     return not failures
 
 
+def check_keys_past_s():
+    """The CUDA chunked forward hands the forward the first S rows of a longer key cache whose later rows
+    hold old bytes (cuda_block_chunked.cu): rows past S must never be read. Here they are NaN: the output
+    must be finite and equal, bit for bit, to the run on a cache of exactly S rows, for every tile."""
+    ok = True
+    B, S, C, H, Hkv, Dh, extra = 1, 45, 12, 4, 2, 16, 83
+    q, k, v, _, pos = make_case(18, B, S, C, H, Hkv, Dh, [C])
+    pos32, counts32 = pos.to(torch.int32).contiguous(), torch.tensor([C], dtype=torch.int32)
+    q, k, v = (t.to(torch.float32).contiguous() for t in (q, k, v))
+    k_big = torch.full((B, S + extra, Hkv, Dh), float("nan"))
+    v_big = torch.full((B, S + extra, Hkv, Dh), float("nan"))
+    k_big[:, :S], v_big[:, :S] = k, v
+    for label, tiles in (("test tiles", TEST_TILES), ("production tiles", TILES[16])):
+        o, lse = sqdk_attention_forward(q, k, v, pos32, counts32, tiles=tiles)
+        # a view of the first S rows: contiguous (B = 1), the NaN rows right after it in memory
+        o2, lse2 = sqdk_attention_forward(q, k_big[:, :S], v_big[:, :S], pos32, counts32, tiles=tiles)
+        same = torch.equal(o, o2) and torch.equal(lse, lse2) and bool(torch.isfinite(o2).all())
+        print(f"{'ok' if same else 'FAIL':4} {'keys past S (NaN) never read, ' + label:44}")
+        ok &= same
+    return ok
+
+
 def check_forward_tile_rule():
     """forward_tile's choice between the Dh 128 forward tiles (no kernel runs), and its numbers
     against the CUDA launcher's (kFwdMinPerSm, kFwdMinPerSmLong, kFwdLongSeq), which must make the same
@@ -198,6 +222,7 @@ def main():
     ok = True
     for name, kw in cases:
         ok &= run_case(name, **kw)
+    ok &= check_keys_past_s()
     ok &= check_forward_tile_rule()
     print(f"{'all passed' if ok else 'FAILED'} in {time.perf_counter() - t0:.0f} s")
     return 0 if ok else 1
