@@ -18,10 +18,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT / "native/kernels/triton"))
+sys.path.insert(0, str(ROOT / "native/bench"))
 import torch  # noqa: E402
 import triton  # noqa: E402
 
 import sqdk_attention as sk  # noqa: E402
+from bench_common import event_median_ms  # noqa: E402
 from gpu_check import CubinSet, attended_pairs, make_case  # noqa: E402
 
 DEV = "cuda"
@@ -85,21 +87,6 @@ def aot_forward(cubins, q, k, v, pos32, counts):
     return o
 
 
-def event_ms(fn, before=None, n=5):
-    """Median of n single launches timed with CUDA events, each queued right after before()."""
-    ts = []
-    for _ in range(n):
-        if before:
-            before()
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        ts.append(a.elapsed_time(b))
-    return sorted(ts)[n // 2]
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cubins", type=Path, default=ROOT / "build-gpu/triton/sm90",
@@ -134,11 +121,11 @@ def main():
             def aot():
                 return aot_forward(cubins, q, k, v, pos32, counts)
 
-            r = dict(jit_bench=triton.testing.do_bench(jit), jit_after_gemm=event_ms(jit, before=gemm))
+            r = dict(jit_bench=triton.testing.do_bench(jit), jit_after_gemm=event_median_ms(jit, 5, before=gemm))
             diff = float("nan")
             try:
                 diff = (jit()[0].float() - aot().float()).abs().max().item()
-                r.update(aot_bench=triton.testing.do_bench(aot), aot_after_gemm=event_ms(aot, before=gemm))
+                r.update(aot_bench=triton.testing.do_bench(aot), aot_after_gemm=event_median_ms(aot, 5, before=gemm))
             except (RuntimeError, OSError, KeyError) as e:  # the JIT's figures stand without the cubin
                 print(f"  cubin: {e}", flush=True)
             print(f"  {label:26s} " + "  ".join(f"{k} {v:.3f} ms" for k, v in r.items()) +

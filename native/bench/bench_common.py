@@ -32,6 +32,24 @@ def warm_for(seconds, step, sync):
         sync()
 
 
+def event_median_ms(fn, n, before=None):
+    """Median of n calls of fn, each timed alone between two CUDA events on the current stream and
+    synchronised; before(), when given, is queued right before each (not timed)."""
+    import torch  # the torch benchmarks' alone: hspmn_block.py times through the library
+
+    ts = []
+    for _ in range(n):
+        if before:
+            before()
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        ts.append(a.elapsed_time(b))
+    return sorted(ts)[n // 2]
+
+
 def configs(prefix, mode):
     """(name, B, S, train) of each configuration `mode` runs, names starting with `prefix`."""
     cfgs = []

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench_common import arg_parser, configs, failed, measured, run_configs, warm_for, write_json
+from bench_common import arg_parser, configs, event_median_ms, failed, measured, run_configs, warm_for, write_json
 
 
 class DenseBlock(nn.Module):
@@ -62,16 +62,7 @@ def bench(fn, iters, warmup=3, warmup_s=0.0):
         fn()
     torch.cuda.synchronize()
     warm_for(warmup_s, fn, torch.cuda.synchronize)
-    times = []
-    for _ in range(iters):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        times.append(s.elapsed_time(e))
-    times.sort()
-    return times[len(times) // 2]
+    return event_median_ms(fn, iters)
 
 
 def run(name, B, S, train, block, iters, warmup_s=0.0):

@@ -8,8 +8,9 @@ order and only their interleaving differs. Prints each check, a summary line, an
 Per shape (odd D and C included): the inference forward (out, aux), the same in chunks of 100 rows
 (HSPMN_FORWARD_CHUNK_ROWS), HOST tensors, the training forward and backward (out, aux, d_x, every
 parameter's gradient), without and with residual dropout (whose reflexive mask runs on the side stream), and a forward captured as a CUDA graph with two streams (after a direct call made
-the side stream) replayed against the one-stream run. Then a malformed HSPMN_STREAMS must fail the call
-with HSPMN_ERR_INVALID_ARGUMENT naming it.
+the side stream) replayed against the one-stream run; and the first two-stream call of a context must
+allocate the side stream's 32 MiB workspace and nothing else (so two streams did run). Then a malformed
+HSPMN_STREAMS must fail the call with HSPMN_ERR_INVALID_ARGUMENT naming it.
 """
 
 import ctypes as C
@@ -22,10 +23,11 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check_harness  # noqa: E402
 from check_cuda_block import BF16, F32, HOST, PARAMS, bf16_bits, param_shape  # noqa: E402
-from hspmn_ctypes import Context, Lib  # noqa: E402
+from hspmn_ctypes import AllocStats, Context, Lib  # noqa: E402
 
 ENV = "HSPMN_STREAMS"
 CHUNK_ENV = "HSPMN_FORWARD_CHUNK_ROWS"
+SIDE_WORKSPACE = 32 << 20  # Device::kWorkspaceBytes: the side stream's own cuBLASLt workspace
 # (name, B, S, D, H, Hkv, conv): D % 8 != 0 takes the scalar kernels and staged x; S = 2000 a longer C
 SHAPES = [("d64_b2_s300", 2, 300, 64, 4, 2, 4), ("d36_b3_s97", 3, 97, 36, 2, 1, 3),
           ("d256_b1_s2000", 1, 2000, 256, 2, 1, 4)]
@@ -62,6 +64,12 @@ def run(ctx, lib, blk, bp, x, d_out, training, memory=None, dropout=0.0):
     return r
 
 
+def live_bytes(lib):
+    st = AllocStats()
+    lib.ok(lib.alloc_stats_get(C.byref(st)), "alloc_stats_get")
+    return st.live_bytes
+
+
 def differing(a, b):
     """Elements whose bits differ (NaN equal to NaN of the same bits)."""
     a, b = np.ascontiguousarray(a, np.float32), np.ascontiguousarray(b, np.float32)
@@ -94,6 +102,19 @@ def run_shape(lib, rep, name, B, S, D, H, Hkv, conv):
         rng = np.random.default_rng(S * 7 + D)
         x = bf16_bits(rng.standard_normal((B, S, D)))
         d_out = bf16_bits(0.1 * rng.standard_normal((B, S, D)))
+        # Proof that two streams ran at all (else every comparison below would hold trivially): the first
+        # two-stream call of a context makes the side stream and its workspace, and nothing else differs
+        # between the two calls (the one-stream call before them grew the block's buffers).
+        set_env(ENV, "1")
+        run(ctx, lib, blk, bp, x, d_out, 0)
+        grew = {}
+        for streams in ("1", "2"):
+            set_env(ENV, streams)
+            before = live_bytes(lib)
+            run(ctx, lib, blk, bp, x, d_out, 0)
+            grew[streams] = live_bytes(lib) - before
+        rep.check("the first two-stream call allocates the side workspace: |extra bytes - 32 MiB|",
+                  float(abs(grew["2"] - grew["1"] - SIDE_WORKSPACE)), 0.0)
         for label, chunk, memory, training, p in (("inference", None, None, 0, 0.0),
                                                   ("chunks of 100 rows", "100", None, 0, 0.0),
                                                   ("HOST tensors", None, HOST, 0, 0.0), ("training", None, None, 1, 0.0),
@@ -107,8 +128,9 @@ def run_shape(lib, rep, name, B, S, D, H, Hkv, conv):
             for k in ("out", "aux", "d_x"):
                 if k in one:
                     rep.check(f"{label}: {k} values differing", differing(two[k], one[k]), 0.0)
-            for p in one.get("grads", {}):
-                rep.check(f"{label}: grad {p} values differing", differing(two["grads"][p], one["grads"][p]), 0.0)
+            for param in one.get("grads", {}):
+                rep.check(f"{label}: grad {param} values differing",
+                          differing(two["grads"][param], one["grads"][param]), 0.0)
             set_env(CHUNK_ENV, None)
         set_env(ENV, "1")
         want = run(ctx, lib, blk, bp, x, d_out, 0)["out"]
