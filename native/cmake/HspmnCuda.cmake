@@ -58,6 +58,21 @@ set_target_properties(hspmn_cuda_runtime PROPERTIES POSITION_INDEPENDENT_CODE ON
 # Static runtime (no libcudart.so dependency); dl for dlopen of cuBLASLt.
 target_link_libraries(hspmn_cuda_runtime PUBLIC CUDA::cudart_static ${CMAKE_DL_LIBS} Threads::Threads)
 
+# The hand-written Hopper kernels (wgmma, setmaxnreg: sm_90a only, so no other -gencode on them),
+# built when the list holds 90; swiglu_gemm.cpp reaches them under HSPMN_SM90A.
+if("90" IN_LIST HSPMN_CUDA_ARCHS)
+  add_library(hspmn_sm90a OBJECT src/cuda/sm90a/swiglu_gemm_wgmma.cu)
+  target_include_directories(hspmn_sm90a SYSTEM PRIVATE ${CUDAToolkit_INCLUDE_DIRS})
+  target_compile_options(hspmn_sm90a PRIVATE -gencode=arch=compute_90a,code=sm_90a
+    -Xcompiler=-ffunction-sections,-fdata-sections $<$<CONFIG:Release>:-O3>)
+  set_target_properties(hspmn_sm90a PROPERTIES POSITION_INDEPENDENT_CODE ON CUDA_ARCHITECTURES OFF
+    CUDA_RUNTIME_LIBRARY Static CUDA_VISIBILITY_PRESET hidden)
+  target_sources(hspmn_cuda_runtime PRIVATE $<TARGET_OBJECTS:hspmn_sm90a>)
+  target_compile_definitions(hspmn_cuda_runtime PRIVATE HSPMN_SM90A=1)
+else()
+  target_compile_definitions(hspmn_cuda_runtime PRIVATE HSPMN_SM90A=0)
+endif()
+
 # ---- the backend inside libhspmn ----
 set(_hspmn_gencode)
 foreach(arch IN LISTS HSPMN_CUDA_ARCHS)

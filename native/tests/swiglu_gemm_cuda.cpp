@@ -1,14 +1,17 @@
-// swiglu_gemm (the embedded Triton cubins through src/cuda/swiglu_gemm.cpp) on a real device, against
-// today's path: gemm (cuBLASLt) for gate and up, then swiglu_forward (src/cuda/kernels/swiglu.cu).
+// swiglu_gemm's two kernels (src/cuda/swiglu_gemm.cpp: the hand-written sm_90a one and the embedded
+// Triton cubins) on a real device, each against today's path: gemm (cuBLASLt) for gate and up, then
+// swiglu_forward (src/cuda/kernels/swiglu.cu).
 //   - gate and up within one bf16 ulp of cuBLASLt's per element (another summation order moves a
 //     rounding by at most that), ||diff|| / ||ref|| < 1e-2; on the small shapes also against a
 //     float64 host product with the same rounding points;
 //   - act bit for bit swiglu_forward of the kernel's own gate and up (the epilogue is its arithmetic);
 //   - the inference launch's act bit for bit the training launch's; nothing written past [N, F];
+//   - gate and up written as the halves of [N, 2F] rows (ld_gu = 2F, the block's layout): the same bits;
 //   - shapes and pointers the launcher must refuse are refused with a status.
 // Without a device it prints "skipped: no device" and exits 0.
 //
-//   swiglu_gemm_cuda [--bench]   --bench adds fused vs cuBLASLt + swiglu_forward timings (D 2048, F 8192)
+//   swiglu_gemm_cuda [--bench]   --bench adds each kernel against the block's path (one cuBLASLt GEMM of
+//                                [W_gate; W_up] + swiglu_forward), D 2048, F 8192
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -100,7 +103,9 @@ void compare_f64(const std::vector<uint16_t>& c, const std::vector<uint16_t>& wg
            static_cast<long long>(bad));
 }
 
-void test_shape(Device& d, std::mt19937& rng, int64_t N, int64_t D, int64_t F) {
+const char* name(SwigluGemmKernel k) { return k == SwigluGemmKernel::kWgmma ? "wgmma" : "triton"; }
+
+void test_shape(Device& d, SwigluGemmKernel kern, std::mt19937& rng, int64_t N, int64_t D, int64_t F) {
     std::vector<DeviceBuffer> keep;
     const auto c = random_bf16(rng, static_cast<std::size_t>(N * D));
     const auto wg = random_bf16(rng, static_cast<std::size_t>(F * D), 1.0f / std::sqrt(static_cast<float>(D)));
@@ -114,8 +119,9 @@ void test_shape(Device& d, std::mt19937& rng, int64_t N, int64_t D, int64_t F) {
     gemm(d, false, true, N, F, D, 1.0f, dc, D, dwg, D, 0.0f, ref.gate.data(), DType::BF16, F);
     gemm(d, false, true, N, F, D, 1.0f, dc, D, dwu, D, 0.0f, ref.up.data(), DType::BF16, F);
     swiglu_forward(d, ref.gate.as<bf16>(), ref.up.as<bf16>(), N, F, F, ref.act.as<bf16>());
-    swiglu_gemm(d, N, D, F, dc, dwg, dwu, train.act.as<bf16>(), train.gate.as<bf16>(), train.up.as<bf16>());
-    swiglu_gemm(d, N, D, F, dc, dwg, dwu, infer.act.as<bf16>(), nullptr, nullptr);
+    std::printf(" %s:\n", name(kern));
+    swiglu_gemm(d, N, D, F, dc, dwg, dwu, train.act.as<bf16>(), train.gate.as<bf16>(), train.up.as<bf16>(), 0, kern);
+    swiglu_gemm(d, N, D, F, dc, dwg, dwu, infer.act.as<bf16>(), nullptr, nullptr, 0, kern);
     // swiglu_forward of the fused kernel's own gate and up, into ref.act (cuBLASLt's act is not compared:
     // a gate one ulp off moves act by more than an ulp, and gate/up are judged above)
     swiglu_forward(d, train.gate.as<bf16>(), train.up.as<bf16>(), N, F, F, ref.act.as<bf16>());
@@ -137,14 +143,29 @@ void test_shape(Device& d, std::mt19937& rng, int64_t N, int64_t D, int64_t F) {
     for (const DeviceBuffer* b : {&train.act, &train.gate, &train.up, &infer.act})
         EXPECT(tail_intact(*b, NF), "N=%lld D=%lld F=%lld: written past [N, F]", static_cast<long long>(N),
                static_cast<long long>(D), static_cast<long long>(F));
+    if (kern != SwigluGemmKernel::kWgmma) return;
+    // The block's layout: gate | up as the two halves of each [2F] row (ld_gu = 2F).
+    Outputs gu(d, 2 * NF);
+    swiglu_gemm(d, N, D, F, dc, dwg, dwu, gu.act.as<bf16>(), gu.gate.as<bf16>(), gu.gate.as<bf16>() + F, 2 * F, kern);
+    const auto both = download<uint16_t>(gu.gate.data(), 2 * n);
+    int64_t moved = 0;
+    for (int64_t r = 0; r < N; ++r)
+        for (int64_t f = 0; f < F; ++f)
+            moved += both[r * 2 * F + f] != g[r * F + f] || both[r * 2 * F + F + f] != u[r * F + f];
+    EXPECT(moved == 0, "N=%lld D=%lld F=%lld: gate|up rows of 2F differ from [N, F] gate, up at %lld elements",
+           static_cast<long long>(N), static_cast<long long>(D), static_cast<long long>(F),
+           static_cast<long long>(moved));
+    EXPECT(download<uint16_t>(gu.act.data(), n) == a, "N=%lld: act with ld_gu = 2F differs", static_cast<long long>(N));
+    EXPECT(tail_intact(gu.gate, 2 * NF), "N=%lld: gate|up written past [N, 2F]", static_cast<long long>(N));
 }
 
 void expect_refused(Device& d, hspmn_status want, const char* what, int64_t N, int64_t D, int64_t F, int offset,
-                    bool gate_only) {
+                    bool gate_only, int64_t ld_gu = 0) {
     DeviceBuffer buf(d, 1 << 20);
     bf16* p = buf.as<bf16>();
     try {
-        swiglu_gemm(d, N, D, F, p + offset, p, p, p, gate_only ? p : nullptr, nullptr);
+        swiglu_gemm(d, N, D, F, p + offset, p, p, p, gate_only || ld_gu ? p : nullptr,
+                    ld_gu ? p : nullptr, ld_gu);
         EXPECT(false, "%s: accepted", what);
     } catch (const Error& e) {
         EXPECT(e.status == want, "%s: status %d (%s), want %d", what, e.status, e.message.c_str(), want);
@@ -169,24 +190,39 @@ float time_ms(Device& d, int iters, const std::function<void()>& fn) {
 
 void bench(Device& d) {
     const int64_t D = 2048, F = 8192;
+    const bool wgmma = swiglu_gemm_available(d, SwigluGemmKernel::kWgmma);
+    const bool triton = swiglu_gemm_available(d, SwigluGemmKernel::kTriton);
     for (int64_t N : {int64_t(16384), int64_t(65536), int64_t(262144)}) {
-        DeviceBuffer c(d, N * D * 2), wg(d, F * D * 2), wu(d, F * D * 2), g(d, N * F * 2), u(d, N * F * 2),
-            a(d, N * F * 2);
-        for (DeviceBuffer* b : {&c, &wg, &wu}) b->zero(d);
-        const bf16 *pc = c.as<bf16>(), *pwg = wg.as<bf16>(), *pwu = wu.as<bf16>();
-        bf16 *pg = g.as<bf16>(), *pu = u.as<bf16>(), *pa = a.as<bf16>();
+        // c and the weights random (zeros would flatter the tensor cores' power draw and so the clock).
+        DeviceBuffer c(d, N * D * 2), w(d, 2 * F * D * 2), gu(d, N * 2 * F * 2), a(d, N * F * 2);
+        std::mt19937 rng(11);
+        std::vector<DeviceBuffer> keep;
+        const auto hw = random_bf16(rng, static_cast<std::size_t>(2 * F * D), 0.02f);
+        const auto hc = random_bf16(rng, static_cast<std::size_t>(N * D));
+        check(cudaMemcpy(w.data(), hw.data(), hw.size() * 2, cudaMemcpyHostToDevice), "upload");
+        check(cudaMemcpy(c.data(), hc.data(), hc.size() * 2, cudaMemcpyHostToDevice), "upload");
+        const bf16 *pc = c.as<bf16>(), *pwg = w.as<bf16>(), *pwu = pwg + F * D;
+        bf16 *pgu = gu.as<bf16>(), *pa = a.as<bf16>();
         const double flop = 4.0 * N * D * F;
-        const float lt = time_ms(d, 5, [&] {
-            gemm(d, false, true, N, F, D, 1.0f, pc, D, pwg, D, 0.0f, pg, DType::BF16, F);
-            gemm(d, false, true, N, F, D, 1.0f, pc, D, pwu, D, 0.0f, pu, DType::BF16, F);
-            swiglu_forward(d, pg, pu, N, F, F, pa);
+        auto rate = [&](float ms) { return flop / ms / 1e9; };
+        const float lt = time_ms(d, 10, [&] {
+            gemm(d, false, true, N, 2 * F, D, 1.0f, pc, D, pwg, D, 0.0f, pgu, DType::BF16, 2 * F);
+            swiglu_forward(d, pgu, pgu + F, N, F, 2 * F, pa);
         });
-        const float tr = time_ms(d, 5, [&] { swiglu_gemm(d, N, D, F, pc, pwg, pwu, pa, pg, pu); });
-        const float in = time_ms(d, 5, [&] { swiglu_gemm(d, N, D, F, pc, pwg, pwu, pa, nullptr, nullptr); });
-        std::printf("bench N=%lld D=%lld F=%lld: cuBLASLt x2 + swiglu %.3f ms (%.0f TFLOP/s), fused train %.3f ms "
-                    "(%.0f), fused infer %.3f ms (%.0f)\n",
-                    static_cast<long long>(N), static_cast<long long>(D), static_cast<long long>(F), lt,
-                    flop / lt / 1e9, tr, flop / tr / 1e9, in, flop / in / 1e9);
+        const float gemm_only = time_ms(d, 10, [&] {
+            gemm(d, false, true, N, 2 * F, D, 1.0f, pc, D, pwg, D, 0.0f, pgu, DType::BF16, 2 * F);
+        });
+        std::printf("bench N=%lld D=%lld F=%lld: cuBLASLt [gate|up] + swiglu %.3f ms (%.0f TFLOP/s; the GEMM alone "
+                    "%.3f ms, %.0f)\n", static_cast<long long>(N), static_cast<long long>(D),
+                    static_cast<long long>(F), lt, rate(lt), gemm_only, rate(gemm_only));
+        for (SwigluGemmKernel k : {SwigluGemmKernel::kWgmma, SwigluGemmKernel::kTriton}) {
+            if (!(k == SwigluGemmKernel::kWgmma ? wgmma : triton)) continue;
+            const int64_t ld = k == SwigluGemmKernel::kWgmma ? 2 * F : F;
+            const float tr = time_ms(d, 10, [&] { swiglu_gemm(d, N, D, F, pc, pwg, pwu, pa, pgu, pgu + F, ld, k); });
+            const float in = time_ms(d, 10, [&] { swiglu_gemm(d, N, D, F, pc, pwg, pwu, pa, nullptr, nullptr, 0, k); });
+            std::printf("bench N=%lld %s: fused train %.3f ms (%.0f, %.3fx), fused infer %.3f ms (%.0f, %.3fx)\n",
+                        static_cast<long long>(N), name(k), tr, rate(tr), lt / tr, in, rate(in), lt / in);
+        }
     }
 }
 
@@ -200,17 +236,26 @@ int main(int argc, char** argv) {
             std::printf("skipped: no swiglu_gemm kernel for sm_%d in this build (it needs sm_90+)\n", d.arch);
             return;
         }
-        std::mt19937 rng(7);
-        test_shape(d, rng, 1, 8, 8);
-        test_shape(d, rng, 37, 40, 24);
-        test_shape(d, rng, 333, 136, 200);
-        test_shape(d, rng, 0, 64, 64);
-        test_shape(d, rng, 4099, 2048, 5632);
+        for (SwigluGemmKernel k : {SwigluGemmKernel::kWgmma, SwigluGemmKernel::kTriton}) {
+            if (!swiglu_gemm_available(d, k)) {
+                std::printf("%s: not in this build for sm_%d\n", name(k), d.arch);
+                continue;
+            }
+            std::mt19937 rng(7);
+            test_shape(d, k, rng, 1, 8, 8);
+            test_shape(d, k, rng, 37, 40, 24);
+            test_shape(d, k, rng, 333, 136, 200);
+            test_shape(d, k, rng, 0, 64, 64);
+            test_shape(d, k, rng, 129, 72, 136);
+            test_shape(d, k, rng, 4099, 2048, 5632);
+        }
         expect_refused(d, HSPMN_ERR_SHAPE, "D not a multiple of 8", 16, 12, 16, 0, false);
         expect_refused(d, HSPMN_ERR_SHAPE, "F not a multiple of 8", 16, 16, 20, 0, false);
         expect_refused(d, HSPMN_ERR_SHAPE, "negative N", -1, 16, 16, 0, false);
         expect_refused(d, HSPMN_ERR_INVALID_ARGUMENT, "c not 16-byte aligned", 16, 16, 16, 1, false);
         expect_refused(d, HSPMN_ERR_INVALID_ARGUMENT, "gate without up", 16, 16, 16, 0, true);
+        expect_refused(d, HSPMN_ERR_SHAPE, "gate/up stride below F", 16, 16, 16, 0, false, 8);
+        expect_refused(d, HSPMN_ERR_SHAPE, "odd gate/up stride", 16, 16, 16, 0, false, 17);
         if (do_bench) bench(d);
     });
 }

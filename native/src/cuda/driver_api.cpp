@@ -32,6 +32,7 @@ DriverApi load() {
     resolve(api.func_set_attribute, "cuFuncSetAttribute");
     resolve(api.launch_kernel, "cuLaunchKernel");
     resolve(api.get_error_string, "cuGetErrorString");
+    resolve(api.tensor_map_encode_tiled, "cuTensorMapEncodeTiled");
     return api;
 }
 

@@ -1,6 +1,6 @@
 // The few CUDA driver API functions libhspmn needs (loading and launching the embedded Triton
-// cubins), reached through the runtime's cudaGetDriverEntryPointByVersion: the library never
-// links libcuda, so it still loads on a machine without a CUDA driver.
+// cubins, encoding TMA descriptors), reached through the runtime's cudaGetDriverEntryPointByVersion:
+// the library never links libcuda, so it still loads on a machine without a CUDA driver.
 #pragma once
 
 #include <cuda.h>
@@ -15,6 +15,10 @@ struct DriverApi {
     CUresult (*launch_kernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
                               CUstream, void**, void**);
     CUresult (*get_error_string)(CUresult, const char**);
+    // The TMA descriptors of swiglu_gemm's sm_90a kernel (CUDA 12.0+).
+    CUresult (*tensor_map_encode_tiled)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                                        const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                                        CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
 };
 
 // Resolved on first use, after the runtime has found a device (it loads the driver); throws

@@ -172,16 +172,20 @@ void sqdk_attention_backward(Device& d, const AttentionShape& s, const __nv_bflo
                              const __nv_bfloat16* o, const float* lse, const __nv_bfloat16* d_o,
                              __nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv, int64_t dkv_stride);
 
-// swiglu_gemm (native/kernels/triton/swiglu_gemm.py, AOT-compiled like the attention): the gate
-// and up GEMMs of the SwiGLU MLP with the activation in the epilogue, one kernel:
+// swiglu_gemm: the gate and up GEMMs of the SwiGLU MLP with the activation in the epilogue, one kernel:
 //   act = bf16(silu(bf16(c W_gate^T)) * bf16(c W_up^T)), float32 accumulation, the activation's
-//   arithmetic swiglu_forward's; gate and up are written too when both are non-null (training).
-// c [N, D], w_gate and w_up [F, D], act/gate/up [N, F], all bf16, contiguous, 16-byte aligned;
-// N >= 0, D and F multiples of 8 (TMA rows), everything < 2^31. Not used by the block yet: the
-// choice against gemm x2 + swiglu_forward is by measurement (native/kernels/triton/README.md).
-// swiglu_gemm_available: this library carries the kernel for d's architecture.
-bool swiglu_gemm_available(Device& d);
+//   arithmetic swiglu_forward's; gate and up are written too when both are non-null (training), rows
+//   ld_gu elements apart (0: F).
+// c [N, D], w_gate and w_up [F, D], act [N, F], all bf16, contiguous, 16-byte aligned; N >= 0, D and F
+// multiples of 8 (TMA rows), everything < 2^31. Two kernels: kWgmma, written by hand for sm_90a
+// (sm90a/swiglu_gemm_wgmma.cu; built when HSPMN_CUDA_ARCHS holds 90), and kTriton
+// (native/kernels/triton/swiglu_gemm.py, AOT-compiled like the attention; gate/up only as [N, F]).
+// kAuto: kWgmma where it runs, else kTriton. swiglu_gemm_available: this library carries that kernel
+// for d's architecture.
+enum class SwigluGemmKernel { kAuto, kWgmma, kTriton };
+bool swiglu_gemm_available(Device& d, SwigluGemmKernel k = SwigluGemmKernel::kAuto);
 void swiglu_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bfloat16* c, const __nv_bfloat16* w_gate,
-                 const __nv_bfloat16* w_up, __nv_bfloat16* act, __nv_bfloat16* gate, __nv_bfloat16* up);
+                 const __nv_bfloat16* w_up, __nv_bfloat16* act, __nv_bfloat16* gate, __nv_bfloat16* up,
+                 int64_t ld_gu = 0, SwigluGemmKernel k = SwigluGemmKernel::kAuto);
 
 }  // namespace hspmn::cuda

@@ -1,11 +1,18 @@
-// runtime.h's swiglu_gemm: the embedded Triton cubins swiglu_gemm_infer / swiglu_gemm_train
-// (native/kernels/triton/aot_compile_swiglu_gemm.py), launched through triton_loader.h over one
-// program per SM (the kernel is persistent: each program walks its share of the tiles).
+// runtime.h's swiglu_gemm, two kernels behind one op:
+//  - kWgmma: the hand-written sm_90a kernel (sm90a/swiglu_gemm_wgmma.cu), whose TMA descriptors are
+//    encoded here through the driver API on every call (a host-side encode of 128 bytes each);
+//  - kTriton: the embedded Triton cubins swiglu_gemm_infer / swiglu_gemm_train
+//    (native/kernels/triton/aot_compile_swiglu_gemm.py), launched through triton_loader.h over one
+//    program per SM (the kernel is persistent: each program walks its share of the tiles).
 #include <cstring>
 
 #include "../core/error.h"
 #include "device.h"
+#include "driver_api.h"
 #include "triton_loader.h"
+#if HSPMN_SM90A
+#include "sm90a/swiglu_gemm_wgmma.h"
+#endif
 
 namespace hspmn::cuda {
 
@@ -17,7 +24,7 @@ constexpr int64_t kAlign = 8;  // D and F: TMA needs 16-byte row strides (8 bf16
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// The values the kernels take, by their Triton argument names.
+// The values the Triton kernels take, by their argument names.
 struct Bindings {
     const void* X = nullptr, *WG = nullptr, *WU = nullptr, *ACT = nullptr, *GATE = nullptr, *UP = nullptr;
     int32_t N = 0, F = 0, D = 0;
@@ -35,8 +42,8 @@ struct Bindings {
     }
 };
 
-void check(int64_t N, int64_t D, int64_t F, const void* c, const void* w_gate, const void* w_up, const void* act,
-           const void* gate, const void* up) {
+void check_args(int64_t N, int64_t D, int64_t F, const void* c, const void* w_gate, const void* w_up, const void* act,
+           const void* gate, const void* up, int64_t ld_gu) {
     const int64_t lim = int64_t(1) << 31;
     if (N < 0 || D < kAlign || F < kAlign || D % kAlign || F % kAlign || N >= lim || D >= lim || F >= lim)
         fail(HSPMN_ERR_SHAPE,
@@ -50,18 +57,18 @@ void check(int64_t N, int64_t D, int64_t F, const void* c, const void* w_gate, c
     for (const void* p : {c, w_gate, w_up, act, gate, up})
         if (p && !aligned16(p))
             fail(HSPMN_ERR_INVALID_ARGUMENT, "swiglu_gemm: every tensor must start 16-byte aligned (TMA)");
+    if (gate && (ld_gu < F || ld_gu % 2 || ld_gu >= lim))
+        fail(HSPMN_ERR_SHAPE, "swiglu_gemm: gate/up row stride %lld: even, >= F (%lld), < 2^31",
+             static_cast<long long>(ld_gu), static_cast<long long>(F));
 }
 
-}  // namespace
-
-bool swiglu_gemm_available(Device& d) {
-    return triton_find(kInfer, 0, d.arch) != nullptr && triton_find(kTrain, 0, d.arch) != nullptr;
-}
-
-void swiglu_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bfloat16* c, const __nv_bfloat16* w_gate,
-                 const __nv_bfloat16* w_up, __nv_bfloat16* act, __nv_bfloat16* gate, __nv_bfloat16* up) {
-    check(N, D, F, c, w_gate, w_up, act, gate, up);
+void triton_swiglu_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bfloat16* c,
+                        const __nv_bfloat16* w_gate, const __nv_bfloat16* w_up, __nv_bfloat16* act,
+                        __nv_bfloat16* gate, __nv_bfloat16* up, int64_t ld_gu) {
     const bool train = gate != nullptr;
+    if (train && ld_gu != F)
+        fail(HSPMN_ERR_INVALID_ARGUMENT, "swiglu_gemm: the Triton kernel writes gate and up as [N, F] (stride %lld "
+             "given)", static_cast<long long>(ld_gu));
     const char* name = train ? kTrain : kInfer;
     const TritonLoaded* l = triton_loaded(d, name, 0);
     if (!l)
@@ -79,6 +86,70 @@ void swiglu_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bfloat16
     b.F = static_cast<int32_t>(F);
     b.D = static_cast<int32_t>(D);
     triton_launch(d, *l, d.sm_count, 1, [&b](const char* n, int size) { return b.slot(n, size); }, name);
+}
+
+#if HSPMN_SM90A
+// A [rows, cols] row-major bf16 matrix read in boxes of box_rows x 64 columns (128 bytes: the swizzle's
+// row), zeros outside it.
+CUtensorMap tensor_map(const void* base, int64_t rows, int64_t cols, int box_rows) {
+    CUtensorMap map;
+    const cuuint64_t dims[2] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(rows)};
+    const cuuint64_t strides[1] = {static_cast<cuuint64_t>(cols) * 2};
+    const cuuint32_t box[2] = {static_cast<cuuint32_t>(sm90a::kBlockK), static_cast<cuuint32_t>(box_rows)};
+    const cuuint32_t elem_strides[2] = {1, 1};
+    check_cu(driver_api().tensor_map_encode_tiled(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(base),
+                                                  dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                                  CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
+             "swiglu_gemm: cuTensorMapEncodeTiled");
+    return map;
+}
+#endif
+
+void wgmma_swiglu_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bfloat16* c,
+                       const __nv_bfloat16* w_gate, const __nv_bfloat16* w_up, __nv_bfloat16* act,
+                       __nv_bfloat16* gate, __nv_bfloat16* up, int64_t ld_gu) {
+#if HSPMN_SM90A
+    if (d.arch != 90)
+        fail(HSPMN_ERR_BACKEND, "swiglu_gemm: the wgmma kernel runs on sm_90 only (this device is sm_%d)", d.arch);
+    if (N == 0) return;
+    const CUtensorMap mc = tensor_map(c, N, D, sm90a::kBlockM);
+    const CUtensorMap mg = tensor_map(w_gate, F, D, sm90a::kBlockF);
+    const CUtensorMap mu = tensor_map(w_up, F, D, sm90a::kBlockF);
+    check(sm90a::launch(stream(d), d.sm_count, mc, mg, mu, static_cast<int>(N), static_cast<int>(F),
+                        static_cast<int>(D), act, gate, up, gate ? ld_gu : F),
+          "swiglu_gemm (wgmma)");
+#else
+    (void)N, (void)D, (void)F, (void)c, (void)w_gate, (void)w_up, (void)act, (void)gate, (void)up, (void)ld_gu;
+    fail(HSPMN_ERR_BACKEND, "swiglu_gemm: this libhspmn has no sm_90a kernel (built for %s; add 90 to "
+         "HSPMN_CUDA_ARCHS); device sm_%d", triton_built_archs().c_str(), d.arch);
+#endif
+}
+
+}  // namespace
+
+bool swiglu_gemm_available(Device& d, SwigluGemmKernel k) {
+    const bool wgmma = HSPMN_SM90A && d.arch == 90;
+    const bool triton = triton_find(kInfer, 0, d.arch) != nullptr && triton_find(kTrain, 0, d.arch) != nullptr;
+    switch (k) {
+        case SwigluGemmKernel::kWgmma: return wgmma;
+        case SwigluGemmKernel::kTriton: return triton;
+        case SwigluGemmKernel::kAuto: return wgmma || triton;
+    }
+    return false;
+}
+
+void swiglu_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bfloat16* c, const __nv_bfloat16* w_gate,
+                 const __nv_bfloat16* w_up, __nv_bfloat16* act, __nv_bfloat16* gate, __nv_bfloat16* up,
+                 int64_t ld_gu, SwigluGemmKernel k) {
+    if (ld_gu == 0) ld_gu = F;
+    check_args(N, D, F, c, w_gate, w_up, act, gate, up, ld_gu);
+    if (k == SwigluGemmKernel::kAuto)
+        k = swiglu_gemm_available(d, SwigluGemmKernel::kWgmma) ? SwigluGemmKernel::kWgmma : SwigluGemmKernel::kTriton;
+    if (k == SwigluGemmKernel::kWgmma)
+        wgmma_swiglu_gemm(d, N, D, F, c, w_gate, w_up, act, gate, up, ld_gu);
+    else
+        triton_swiglu_gemm(d, N, D, F, c, w_gate, w_up, act, gate, up, ld_gu);
 }
 
 }  // namespace hspmn::cuda

@@ -1,0 +1,263 @@
+// swiglu_gemm's sm_90a kernel: act = bf16(silu(bf16(c W_gate^T)) * bf16(c W_up^T)) for c [N, D] and
+// W_gate, W_up [F, D] (bf16, K-major rows), written by hand with the Hopper instructions cuBLASLt uses:
+// TMA (cp.async.bulk.tensor) brings tiles of c, W_gate and W_up into shared memory (128-byte swizzle),
+// wgmma multiplies them from there into f32 registers. One CTA per SM walks output tiles (persistent);
+// warpgroup 0 is the producer (one thread issues the copies), warpgroups 1 and 2 each own 64 of a
+// tile's 128 rows. A tile is 128 rows x 128 columns of act: the MMA's N = 256 is 128 rows of W_gate
+// followed by the same 128 rows of W_up, so a thread holds gate and up of the same (row, column) and
+// the activation is computed in registers: gate/up never go to memory unless training asks for them.
+// The arithmetic after the accumulators is swiglu_forward's (kernels/swiglu.cu): gate and up rounded
+// to bf16, then g * sigmoid(g) * u in f32 with 1 / (1 + expf(-g)), rounded once.
+//
+// Compiled only for sm_90a (wgmma and setmaxnreg exist nowhere else); see swiglu_gemm.cpp for the
+// tensor maps and the checks that make every launch here valid.
+#include "swiglu_gemm_wgmma.h"
+
+#include <cuda_bf16.h>
+
+namespace hspmn::cuda::sm90a {
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+constexpr int kTileA = kBlockM * kBlockK * 2;      // 16 KiB of c
+constexpr int kTileW = kBlockF * kBlockK * 2;      // 16 KiB each of W_gate and W_up
+constexpr int kStageBytes = kTileA + 2 * kTileW;   // 48 KiB
+constexpr int kConsumerWarps = 8;
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// ---- mbarriers (one CTA) ----
+__device__ __forceinline__ void bar_init(uint64_t* bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(count));
+}
+__device__ __forceinline__ void bar_expect_tx(uint64_t* bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void bar_arrive(uint64_t* bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_addr(bar)) : "memory");
+}
+// Returns once the phase of the given parity has completed (a fresh barrier is in phase 0, so waiting
+// on parity 1 returns at once: the producer's first pass over the empty slots).
+__device__ __forceinline__ void bar_wait(uint64_t* bar, uint32_t parity) {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "WAIT:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+        "@!p bra WAIT;\n"
+        "}\n" ::"r"(smem_addr(bar)),
+        "r"(parity)
+        : "memory");
+}
+
+// ---- TMA: a 2-D box of the tensor map at (x = column, y = row) into shared memory ----
+__device__ __forceinline__ void tma_load(void* dst, const CUtensorMap* map, uint64_t* bar, int x, int y) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];"
+        ::"r"(smem_addr(dst)), "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(x), "r"(y)
+        : "memory");
+}
+
+// ---- wgmma ----
+// Shared-memory matrix descriptor of a K-major tile written by TMA with the 128-byte swizzle: rows of
+// 128 bytes, 8-row groups 1024 bytes apart (stride byte offset), the leading byte offset unused by
+// this layout. Moving 16 elements along K is +32 bytes on the start address.
+__device__ __forceinline__ uint64_t desc_sw128(uint32_t saddr) {
+    return static_cast<uint64_t>((saddr & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) |
+           (uint64_t(1) << 62);
+}
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+}
+// Keeps the compiler from moving reads or writes of the accumulators across the asynchronous MMAs.
+__device__ __forceinline__ void fence_acc(float (&d)[128]) {
+#pragma unroll
+    for (int i = 0; i < 128; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+// d[64 x 256] (+)= A[64 x 16] B[256 x 16]^T, both from shared memory; accumulate == 0 overwrites d.
+__device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t a, uint64_t b, int accumulate) {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "setp.ne.b32 p, %130, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63,"
+        "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79,"
+        "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95,"
+        "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111,"
+        "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
+        "}, %128, %129, p, 1, 1, 0, 0;\n"
+        "}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+                   "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+                   "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+                   "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+                   "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+                   "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+                   "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+                   "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+                   "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
+                   "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+                   "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+                   "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
+                   "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+        : "l"(a), "l"(b), "r"(accumulate));
+}
+
+__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// Tile t of the grid walk: groups of kGroupM row tiles, the row tile fastest inside a group, so the
+// tiles in flight at once share a few row blocks of c and a few column blocks of W (both stay in L2).
+__device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_f, int& tm, int& tf) {
+    const int per_group = kGroupM * tiles_f;
+    const int first = (t / per_group) * kGroupM;
+    const int rows = min(tiles_m - first, kGroupM);
+    const int r = t % per_group;
+    tm = first + r % rows;
+    tf = r / rows;
+}
+
+template <bool kTrain>
+__global__ void __launch_bounds__(kThreads, 1)
+    swiglu_gemm_kernel(const __grid_constant__ CUtensorMap map_c, const __grid_constant__ CUtensorMap map_g,
+                       const __grid_constant__ CUtensorMap map_u, int N, int F, int D, bf16* __restrict__ act,
+                       bf16* __restrict__ gate, bf16* __restrict__ up, int64_t ld_gu) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    extern __shared__ uint8_t smem_raw[];
+    // The 128-byte swizzle repeats every 1024 bytes: tiles start 1024-aligned.
+    uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+    uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);
+    uint64_t* empty = full + kStages;
+
+    const int tiles_m = (N + kBlockM - 1) / kBlockM, tiles_f = (F + kBlockF - 1) / kBlockF;
+    const int tiles = tiles_m * tiles_f, nk = (D + kBlockK - 1) / kBlockK;
+    const int wg = threadIdx.x / 128;
+
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < kStages; ++s) {
+            bar_init(&full[s], 1);                // the producer's arrive, plus the copies' bytes
+            bar_init(&empty[s], kConsumerWarps);  // every consumer warp once done reading the slot
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+
+    if (wg == 0) {
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+        if (threadIdx.x == 0) {
+            int s = 0;
+            uint32_t phase = 0;
+            for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
+                int tm, tf;
+                tile_coords(t, tiles_m, tiles_f, tm, tf);
+                for (int k = 0; k < nk; ++k) {
+                    bar_wait(&empty[s], phase ^ 1);
+                    bar_expect_tx(&full[s], kStageBytes);  // out-of-bounds parts arrive as zeros and count
+                    uint8_t* st = smem + s * kStageBytes;
+                    tma_load(st, &map_c, &full[s], k * kBlockK, tm * kBlockM);
+                    tma_load(st + kTileA, &map_g, &full[s], k * kBlockK, tf * kBlockF);
+                    tma_load(st + kTileA + kTileW, &map_u, &full[s], k * kBlockK, tf * kBlockF);
+                    if (++s == kStages) {
+                        s = 0;
+                        phase ^= 1;
+                    }
+                }
+            }
+        }
+    } else {
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+        const int half = wg - 1;  // rows [64 half, 64 half + 64) of each tile
+        const int warp = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32;
+        float d[128];
+#pragma unroll
+        for (int i = 0; i < 128; ++i) d[i] = 0.0f;  // never read before the first MMA overwrites it
+        int s = 0;
+        uint32_t phase = 0;
+        for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
+            int tm, tf;
+            tile_coords(t, tiles_m, tiles_f, tm, tf);
+            int prev = -1;
+            for (int k = 0; k < nk; ++k) {
+                bar_wait(&full[s], phase);
+                const uint32_t base = smem_addr(smem + s * kStageBytes);
+                const uint64_t da = desc_sw128(base + half * 64 * 128), db = desc_sw128(base + kTileA);
+                fence_acc(d);
+                wgmma_fence();
+#pragma unroll
+                for (int kk = 0; kk < kBlockK / 16; ++kk)
+                    wgmma_m64n256k16(d, da + 2 * kk, db + 2 * kk, (k > 0 || kk > 0) ? 1 : 0);
+                wgmma_commit();
+                // One group stays in flight: the previous slot is free once its group is done.
+                wgmma_wait<1>();
+                fence_acc(d);
+                if (prev >= 0 && lane == 0) bar_arrive(&empty[prev]);
+                prev = s;
+                if (++s == kStages) {
+                    s = 0;
+                    phase ^= 1;
+                }
+            }
+            wgmma_wait<0>();
+            fence_acc(d);
+            if (lane == 0) bar_arrive(&empty[prev]);
+
+            // Accumulator layout of m64nNk16 (f32): register 4j + 2h + e holds row 16 warp + lane / 4 + 8h,
+            // column 8j + 2 (lane % 4) + e. Columns 0..127 are gate, 128..255 up of the same act column.
+            const int64_t row0 = int64_t(tm) * kBlockM + half * 64 + warp * 16 + lane / 4;
+            const int col0 = tf * kBlockF + 2 * (lane % 4);
+#pragma unroll
+            for (int j = 0; j < 16; ++j) {
+                const int col = col0 + 8 * j;
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const int64_t row = row0 + 8 * h;
+                    if (row < N && col < F) {  // F % 8 == 0: col + 1 < F as well
+                        const int r = 4 * j + 2 * h;
+                        const __nv_bfloat162 g2 = __floats2bfloat162_rn(d[r], d[r + 1]);
+                        const __nv_bfloat162 u2 = __floats2bfloat162_rn(d[r + 64], d[r + 65]);
+                        const float2 g = __bfloat1622float2(g2), u = __bfloat1622float2(u2);
+                        *reinterpret_cast<__nv_bfloat162*>(act + row * F + col) =
+                            __floats2bfloat162_rn(g.x * sigmoid(g.x) * u.x, g.y * sigmoid(g.y) * u.y);
+                        if (kTrain) {
+                            *reinterpret_cast<__nv_bfloat162*>(gate + row * ld_gu + col) = g2;
+                            *reinterpret_cast<__nv_bfloat162*>(up + row * ld_gu + col) = u2;
+                        }
+                    }
+                }
+            }
+        }
+    }
+#endif
+}
+
+}  // namespace
+
+cudaError_t launch(cudaStream_t stream, int sm_count, const CUtensorMap& map_c, const CUtensorMap& map_g,
+                   const CUtensorMap& map_u, int N, int F, int D, bf16* act, bf16* gate, bf16* up, int64_t ld_gu) {
+    const int tiles = ((N + kBlockM - 1) / kBlockM) * ((F + kBlockF - 1) / kBlockF);
+    if (tiles == 0) return cudaSuccess;
+    const int grid = tiles < sm_count ? tiles : sm_count;
+    const bool train = gate != nullptr;
+    auto kernel = train ? swiglu_gemm_kernel<true> : swiglu_gemm_kernel<false>;
+    // The attribute is per function and process-wide; setting it again is cheap and thread-safe.
+    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+    if (e != cudaSuccess) return e;
+    kernel<<<grid, kThreads, kSmemBytes, stream>>>(map_c, map_g, map_u, N, F, D, act, gate, up, ld_gu);
+    return cudaGetLastError();
+}
+
+}  // namespace hspmn::cuda::sm90a
