@@ -255,7 +255,7 @@ int main(int argc, char** argv) {
         expect_refused(d, HSPMN_ERR_INVALID_ARGUMENT, "c not 16-byte aligned", 16, 16, 16, 1, false);
         expect_refused(d, HSPMN_ERR_INVALID_ARGUMENT, "gate without up", 16, 16, 16, 0, true);
         expect_refused(d, HSPMN_ERR_SHAPE, "gate/up stride below F", 16, 16, 16, 0, false, 8);
-        expect_refused(d, HSPMN_ERR_SHAPE, "odd gate/up stride", 16, 16, 16, 0, false, 17);
+        expect_refused(d, HSPMN_ERR_SHAPE, "gate/up stride not a multiple of 8", 16, 16, 16, 0, false, 20);
         if (do_bench) bench(d);
     });
 }

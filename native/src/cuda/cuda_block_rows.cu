@@ -75,9 +75,15 @@ void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
     // one may fill the SMs the other leaves idle (README.md "Two streams" has where that paid). Decode
     // steps (meta) stay on one stream.
     SideStream side(d_, !p.meta);
-    // gate and up as one GEMM on the stacked [W_gate; W_up] ([2F, D]): row r of gu is gate | up.
-    gemm(d_, false, true, n, 2 * F, D, 1.0f, b.c, D, w(P_REFLEX_GATE), D, 0.0f, b.gu, DType::BF16, 2 * F);
-    swiglu_forward(d_, b.gu, b.gu + F, n, F, 2 * F, b.act);
+    if (!p.meta && swiglu_gemm_wanted(d_, D, F, {b.c, b.act, b.gu, w(P_REFLEX_GATE), w(P_REFLEX_UP)})) {
+        // gate, up and act in one kernel; gu (gate | up per row) is written only for the backward.
+        swiglu_gemm(d_, n, D, F, b.c, w(P_REFLEX_GATE), w(P_REFLEX_UP), b.act, p.keep_h ? b.gu : nullptr,
+                    p.keep_h ? b.gu + F : nullptr, 2 * F, SwigluGemmKernel::kWgmma);
+    } else {
+        // gate and up as one GEMM on the stacked [W_gate; W_up] ([2F, D]): row r of gu is gate | up.
+        gemm(d_, false, true, n, 2 * F, D, 1.0f, b.c, D, w(P_REFLEX_GATE), D, 0.0f, b.gu, DType::BF16, 2 * F);
+        swiglu_forward(d_, b.gu, b.gu + F, n, F, 2 * F, b.act);
+    }
     // m on its own: residual_out adds x (and y o) at the end in one pass; under dropout res = x + M m here.
     gemm(d_, false, true, n, D, F, 1.0f, b.act, F, w(P_REFLEX_DOWN), F, 0.0f, b.res, DType::F32, D);
     if (p.dropout) dropout_residual(d_, *p.dropout, p.x, b.res, n, p.conv_S, D);

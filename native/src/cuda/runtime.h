@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 
 #include "../core/attention_shape.h"
 
@@ -175,7 +176,7 @@ void sqdk_attention_backward(Device& d, const AttentionShape& s, const __nv_bflo
 // swiglu_gemm: the gate and up GEMMs of the SwiGLU MLP with the activation in the epilogue, one kernel:
 //   act = bf16(silu(bf16(c W_gate^T)) * bf16(c W_up^T)), float32 accumulation, the activation's
 //   arithmetic swiglu_forward's; gate and up are written too when both are non-null (training), rows
-//   ld_gu elements apart (0: F).
+//   ld_gu elements apart (0: F; a multiple of 8).
 // c [N, D], w_gate and w_up [F, D], act [N, F], all bf16, contiguous, 16-byte aligned; N >= 0, D and F
 // multiples of 8 (TMA rows), everything < 2^31. Two kernels: kWgmma, written by hand for sm_90a
 // (sm90a/swiglu_gemm_wgmma.cu; built when HSPMN_CUDA_ARCHS holds 90), and kTriton
@@ -187,5 +188,9 @@ bool swiglu_gemm_available(Device& d, SwigluGemmKernel k = SwigluGemmKernel::kAu
 void swiglu_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bfloat16* c, const __nv_bfloat16* w_gate,
                  const __nv_bfloat16* w_up, __nv_bfloat16* act, __nv_bfloat16* gate, __nv_bfloat16* up,
                  int64_t ld_gu = 0, SwigluGemmKernel k = SwigluGemmKernel::kAuto);
+// Whether the block computes gate, up and act with swiglu_gemm's kWgmma kernel instead of a cuBLASLt
+// GEMM and swiglu_forward: the kernel runs here, D and F are multiples of 8, every pointer is 16-byte
+// aligned, and HSPMN_SWIGLU_GEMM (read at every call: 1 yes, 0 no; unset: no) asks for it.
+bool swiglu_gemm_wanted(Device& d, int64_t D, int64_t F, std::initializer_list<const void*> pointers);
 
 }  // namespace hspmn::cuda

@@ -4,6 +4,7 @@
 //  - kTriton: the embedded Triton cubins swiglu_gemm_infer / swiglu_gemm_train
 //    (native/kernels/triton/aot_compile_swiglu_gemm.py), launched through triton_loader.h over one
 //    program per SM (the kernel is persistent: each program walks its share of the tiles).
+#include <cstdlib>
 #include <cstring>
 
 #include "../core/error.h"
@@ -57,8 +58,8 @@ void check_args(int64_t N, int64_t D, int64_t F, const void* c, const void* w_ga
     for (const void* p : {c, w_gate, w_up, act, gate, up})
         if (p && !aligned16(p))
             fail(HSPMN_ERR_INVALID_ARGUMENT, "swiglu_gemm: every tensor must start 16-byte aligned (TMA)");
-    if (gate && (ld_gu < F || ld_gu % 2 || ld_gu >= lim))
-        fail(HSPMN_ERR_SHAPE, "swiglu_gemm: gate/up row stride %lld: even, >= F (%lld), < 2^31",
+    if (gate && (ld_gu < F || ld_gu % kAlign || ld_gu >= lim))
+        fail(HSPMN_ERR_SHAPE, "swiglu_gemm: gate/up row stride %lld: a multiple of 8, >= F (%lld), < 2^31",
              static_cast<long long>(ld_gu), static_cast<long long>(F));
 }
 
@@ -137,6 +138,22 @@ bool swiglu_gemm_available(Device& d, SwigluGemmKernel k) {
         case SwigluGemmKernel::kAuto: return wgmma || triton;
     }
     return false;
+}
+
+bool swiglu_gemm_wanted(Device& d, int64_t D, int64_t F, std::initializer_list<const void*> pointers) {
+    const char* e = std::getenv("HSPMN_SWIGLU_GEMM");
+    bool on = false;
+    if (e && *e) {
+        if (std::strcmp(e, "1") == 0)
+            on = true;
+        else if (std::strcmp(e, "0") != 0)
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "HSPMN_SWIGLU_GEMM=%s: expected 1 (gate, up and act in one kernel) or 0 "
+                 "(a cuBLASLt GEMM, then swiglu_forward)", e);
+    }
+    if (!on || D % kAlign || F % kAlign || !swiglu_gemm_available(d, SwigluGemmKernel::kWgmma)) return false;
+    for (const void* p : pointers)
+        if (!aligned16(p)) return false;
+    return true;
 }
 
 void swiglu_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bfloat16* c, const __nv_bfloat16* w_gate,

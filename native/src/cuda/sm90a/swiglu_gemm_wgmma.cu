@@ -11,6 +11,12 @@
 //
 // Compiled only for sm_90a (wgmma and setmaxnreg exist nowhere else); see swiglu_gemm.cpp for the
 // tensor maps and the checks that make every launch here valid.
+//
+// The epilogue's arithmetic (an expf and an IEEE division per element) costs about a tenth of a tile's
+// MMA time, so the consumers do not do it: they round their accumulators to bf16 into a shared-memory
+// hand-off buffer and go on to the next tile's MMAs, while warps 1-3 of the producer warpgroup (idle
+// otherwise: one thread issues every copy) compute act from the buffer and write act (and, training,
+// gate and up) to global memory in 16-byte stores along rows.
 #include "swiglu_gemm_wgmma.h"
 
 #include <cuda_bf16.h>
@@ -25,6 +31,13 @@ constexpr int kTileA = kBlockM * kBlockK * 2;      // 16 KiB of c
 constexpr int kTileW = kBlockF * kBlockK * 2;      // 16 KiB each of W_gate and W_up
 constexpr int kStageBytes = kTileA + 2 * kTileW;   // 48 KiB
 constexpr int kConsumerWarps = 8;
+constexpr int kEpilogueThreads = 96;  // warps 1-3 of warpgroup 0
+// A consumer's hand-off buffer: its 64 rows of gate | up (256 bf16), rows padded by 16 bytes so the
+// accumulator layout's 8 rows of a store land in 8 different bank quads.
+constexpr int kHandRow = 2 * kBlockF * 2 + 16;
+constexpr int kHandBytes = 64 * kHandRow;
+static_assert(kSmemBytes >= kStages * kStageBytes + 2 * kHandBytes + 1024 + (2 * kStages + 4) * 8,
+              "swiglu_gemm_wgmma.h's kSmemBytes is too small");
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
     return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -120,6 +133,11 @@ __device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t a, ui
 
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+// 8 bf16 <-> 16 bytes.
+struct alignas(16) Bf16x8 {
+    __nv_bfloat162 h[4];
+};
+
 // Tile t of the grid walk: groups of kGroupM row tiles, the row tile fastest inside a group, so the
 // tiles in flight at once share a few row blocks of c and a few column blocks of W (both stay in L2).
 __device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_f, int& tm, int& tf) {
@@ -140,24 +158,31 @@ __global__ void __launch_bounds__(kThreads, 1)
     extern __shared__ uint8_t smem_raw[];
     // The 128-byte swizzle repeats every 1024 bytes: tiles start 1024-aligned.
     uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
-    uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);
+    uint8_t* hand = smem + kStages * kStageBytes;  // two hand-off buffers, one per consumer
+    uint64_t* full = reinterpret_cast<uint64_t*>(hand + 2 * kHandBytes);
     uint64_t* empty = full + kStages;
+    uint64_t* hand_full = empty + kStages;  // [2]: a consumer wrote its buffer
+    uint64_t* hand_empty = hand_full + 2;   // [2]: the epilogue warps have read it
 
     const int tiles_m = (N + kBlockM - 1) / kBlockM, tiles_f = (F + kBlockF - 1) / kBlockF;
     const int tiles = tiles_m * tiles_f, nk = (D + kBlockK - 1) / kBlockK;
-    const int wg = threadIdx.x / 128;
+    const int wg = threadIdx.x / 128, lane = threadIdx.x % 32;
 
     if (threadIdx.x == 0) {
         for (int s = 0; s < kStages; ++s) {
             bar_init(&full[s], 1);                // the producer's arrive, plus the copies' bytes
             bar_init(&empty[s], kConsumerWarps);  // every consumer warp once done reading the slot
         }
+        for (int c = 0; c < 2; ++c) {
+            bar_init(&hand_full[c], 128);  // every thread of the consumer, after its stores
+            bar_init(&hand_empty[c], kEpilogueThreads);
+        }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     __syncthreads();
 
     if (wg == 0) {
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 88;");
         if (threadIdx.x == 0) {
             int s = 0;
             uint32_t phase = 0;
@@ -177,19 +202,51 @@ __global__ void __launch_bounds__(kThreads, 1)
                     }
                 }
             }
+        } else if (threadIdx.x >= 32) {
+            // The epilogue: each consumer's 64 x 128 act values as 1024 pieces of 8 along a row.
+            const int et = threadIdx.x - 32;
+            uint32_t parity = 0;
+            for (int t = blockIdx.x; t < tiles; t += gridDim.x, parity ^= 1) {
+                int tm, tf;
+                tile_coords(t, tiles_m, tiles_f, tm, tf);
+                for (int c = 0; c < 2; ++c) {
+                    bar_wait(&hand_full[c], parity);
+                    const uint8_t* hb = hand + c * kHandBytes;
+                    const int64_t row0 = int64_t(tm) * kBlockM + c * 64;
+                    for (int i = et; i < 64 * (kBlockF / 8); i += kEpilogueThreads) {
+                        const int r = i / (kBlockF / 8), piece = i % (kBlockF / 8);
+                        const int64_t row = row0 + r;
+                        const int col = tf * kBlockF + piece * 8;
+                        if (row >= N || col >= F) continue;  // F % 8 == 0: a piece is wholly in or out
+                        const Bf16x8 g8 = *reinterpret_cast<const Bf16x8*>(hb + r * kHandRow + piece * 16);
+                        const Bf16x8 u8 = *reinterpret_cast<const Bf16x8*>(hb + r * kHandRow + kBlockF * 2 + piece * 16);
+                        Bf16x8 a8;
+#pragma unroll
+                        for (int q = 0; q < 4; ++q) {
+                            const float2 g = __bfloat1622float2(g8.h[q]), u = __bfloat1622float2(u8.h[q]);
+                            a8.h[q] = __floats2bfloat162_rn(g.x * sigmoid(g.x) * u.x, g.y * sigmoid(g.y) * u.y);
+                        }
+                        *reinterpret_cast<Bf16x8*>(act + row * F + col) = a8;
+                        if (kTrain) {
+                            *reinterpret_cast<Bf16x8*>(gate + row * ld_gu + col) = g8;
+                            *reinterpret_cast<Bf16x8*>(up + row * ld_gu + col) = u8;
+                        }
+                    }
+                    bar_arrive(&hand_empty[c]);
+                }
+            }
         }
     } else {
-        asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 208;");
         const int half = wg - 1;  // rows [64 half, 64 half + 64) of each tile
-        const int warp = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32;
+        const int warp = (threadIdx.x % 128) / 32;
+        uint8_t* hb = hand + half * kHandBytes;
         float d[128];
 #pragma unroll
         for (int i = 0; i < 128; ++i) d[i] = 0.0f;  // never read before the first MMA overwrites it
         int s = 0;
-        uint32_t phase = 0;
-        for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
-            int tm, tf;
-            tile_coords(t, tiles_m, tiles_f, tm, tf);
+        uint32_t phase = 0, parity = 0;
+        for (int t = blockIdx.x; t < tiles; t += gridDim.x, parity ^= 1) {
             int prev = -1;
             for (int k = 0; k < nk; ++k) {
                 bar_wait(&full[s], phase);
@@ -215,30 +272,18 @@ __global__ void __launch_bounds__(kThreads, 1)
             fence_acc(d);
             if (lane == 0) bar_arrive(&empty[prev]);
 
+            // Hand-off: gate and up rounded to bf16, in the buffer's rows (0..127 gate, 128..255 up).
             // Accumulator layout of m64nNk16 (f32): register 4j + 2h + e holds row 16 warp + lane / 4 + 8h,
-            // column 8j + 2 (lane % 4) + e. Columns 0..127 are gate, 128..255 up of the same act column.
-            const int64_t row0 = int64_t(tm) * kBlockM + half * 64 + warp * 16 + lane / 4;
-            const int col0 = tf * kBlockF + 2 * (lane % 4);
+            // column 8j + 2 (lane % 4) + e.
+            bar_wait(&hand_empty[half], parity ^ 1);  // the epilogue warps are done with the last tile
+            const int r0 = warp * 16 + lane / 4, c0 = 2 * (lane % 4);
 #pragma unroll
-            for (int j = 0; j < 16; ++j) {
-                const int col = col0 + 8 * j;
+            for (int j = 0; j < 32; ++j)
 #pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    const int64_t row = row0 + 8 * h;
-                    if (row < N && col < F) {  // F % 8 == 0: col + 1 < F as well
-                        const int r = 4 * j + 2 * h;
-                        const __nv_bfloat162 g2 = __floats2bfloat162_rn(d[r], d[r + 1]);
-                        const __nv_bfloat162 u2 = __floats2bfloat162_rn(d[r + 64], d[r + 65]);
-                        const float2 g = __bfloat1622float2(g2), u = __bfloat1622float2(u2);
-                        *reinterpret_cast<__nv_bfloat162*>(act + row * F + col) =
-                            __floats2bfloat162_rn(g.x * sigmoid(g.x) * u.x, g.y * sigmoid(g.y) * u.y);
-                        if (kTrain) {
-                            *reinterpret_cast<__nv_bfloat162*>(gate + row * ld_gu + col) = g2;
-                            *reinterpret_cast<__nv_bfloat162*>(up + row * ld_gu + col) = u2;
-                        }
-                    }
-                }
-            }
+                for (int h = 0; h < 2; ++h)
+                    *reinterpret_cast<__nv_bfloat162*>(hb + (r0 + 8 * h) * kHandRow + (8 * j + c0) * 2) =
+                        __floats2bfloat162_rn(d[4 * j + 2 * h], d[4 * j + 2 * h + 1]);
+            bar_arrive(&hand_full[half]);
         }
     }
 #endif

@@ -1,0 +1,109 @@
+"""HSPMN_SWIGLU_GEMM=1 (the block's gate, up and act from swiglu_gemm's sm_90a kernel, one launch)
+against HSPMN_SWIGLU_GEMM=0 (a cuBLASLt GEMM on [W_gate; W_up], then swiglu_forward), through the CUDA
+backend: every result must be the same bits. The fused kernel sums each product in cuBLASLt's order
+(native/tests/swiglu_gemm_cuda: gate and up bit for bit cuBLASLt's on every tested shape) and its
+activation is swiglu_forward's arithmetic, so nothing downstream may move. Prints each check, a
+summary line, and exits 1 on a failure.
+
+    python3 native/reference/check_swiglu_gemm.py --lib build-gpu/libhspmn.so
+
+Per shape (D % 8 == 0, where the kernel runs; D = 36, where the block keeps the unfused path): the
+inference forward (out, aux), the same in chunks of 100 rows, HOST tensors, the training forward and
+backward (out, aux, d_x, every parameter's gradient: the backward reads the gate | up the kernel wrote),
+with residual dropout, and a captured forward replayed. Then a malformed HSPMN_SWIGLU_GEMM must fail the
+call with HSPMN_ERR_INVALID_ARGUMENT naming it. On a GPU other than sm_90 both settings run the unfused
+path and every comparison holds trivially.
+"""
+
+import ctypes as C
+import math
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import check_harness  # noqa: E402
+from check_cuda_block import BF16, HOST, bf16_bits  # noqa: E402
+from check_streams import CHUNK_ENV, differing, graph_out, run, set_env  # noqa: E402
+from hspmn_ctypes import Context, Lib  # noqa: E402
+
+ENV = "HSPMN_SWIGLU_GEMM"
+# (name, B, S, D, H, Hkv, conv)
+SHAPES = [("d64_b2_s300", 2, 300, 64, 4, 2, 4), ("d36_b3_s97", 3, 97, 36, 2, 1, 3),
+          ("d256_b1_s2000", 1, 2000, 256, 2, 1, 4), ("d512_b2_s1000", 2, 1000, 512, 4, 2, 4)]
+
+
+def run_shape(lib, rep, name, B, S, D, H, Hkv, conv):
+    ctx = Context(lib, "cuda", 1)
+    try:
+        bp = lib.block_default_params()
+        bp.dim, bp.num_heads, bp.num_kv_heads, bp.conv_kernel, bp.sparsity_k = D, H, Hkv, conv, 0.2
+        blk = ctx.block(bp, 99)
+        rng = np.random.default_rng(S * 7 + D)
+        x = bf16_bits(rng.standard_normal((B, S, D)))
+        d_out = bf16_bits(0.1 * rng.standard_normal((B, S, D)))
+        for label, chunk, memory, training, p in (("inference", None, None, 0, 0.0),
+                                                  ("chunks of 100 rows", "100", None, 0, 0.0),
+                                                  ("HOST tensors", None, HOST, 0, 0.0), ("training", None, None, 1, 0.0),
+                                                  ("training, dropout 0.1", None, None, 1, 0.1)):
+            set_env(CHUNK_ENV, chunk)
+            res = {}
+            for fused in ("0", "1"):
+                set_env(ENV, fused)
+                res[fused] = run(ctx, lib, blk, bp, x, d_out, training, memory, p)
+            off, on = res["0"], res["1"]
+            for k in ("out", "aux", "d_x"):
+                if k in off:
+                    rep.check(f"{label}: {k} values differing", differing(on[k], off[k]), 0.0)
+            for param in off.get("grads", {}):
+                rep.check(f"{label}: grad {param} values differing", differing(on["grads"][param], off["grads"][param]),
+                          0.0)
+            set_env(CHUNK_ENV, None)
+        set_env(ENV, "0")
+        want = run(ctx, lib, blk, bp, x, d_out, 0)["out"]
+        set_env(ENV, "1")
+        rep.check("graph with the fused kernel, replay vs unfused direct: values differing",
+                  differing(graph_out(ctx, lib, blk, x), want), 0.0)
+    finally:
+        set_env(ENV, None)
+        set_env(CHUNK_ENV, None)
+        ctx.close()
+
+
+def run_errors(lib, rep):
+    ctx = Context(lib, "cuda", 1)
+    try:
+        bp = lib.block_default_params()
+        bp.dim, bp.num_heads, bp.num_kv_heads = 64, 4, 2
+        blk = ctx.block(bp, 5)
+        x = ctx.tensor(BF16, (1, 8, 64), bf16_bits(np.ones((1, 8, 64))))
+        out = ctx.tensor(BF16, (1, 8, 64))
+        fp = lib.forward_default_params()
+        for bad in ("2", "yes"):
+            set_env(ENV, bad)
+            status = lib.block_forward(blk, C.byref(fp), x, out, None)
+            msg = lib.last_error().decode()
+            rep.check(f"{ENV}={bad!r} -> HSPMN_ERR_INVALID_ARGUMENT naming it (status {status})",
+                      0.0 if status == 1 and ENV in msg else math.inf, 0.0)
+    finally:
+        set_env(ENV, None)
+        ctx.close()
+
+
+def main():
+    args = check_harness.parse(check_harness.parser(__doc__, backend=False))
+    lib = Lib(args.lib)
+    rows, failures = [], []
+
+    def case(name):
+        return check_harness.Case(name, rows, failures)
+
+    items = [(s[0], lambda s=s: run_shape(lib, case(s[0]), *s)) for s in SHAPES]
+    items.append(("errors", lambda: run_errors(lib, case("errors"))))
+    failures += check_harness.run_cases(items, lambda item: item[1]())
+    return check_harness.verdict(lib, rows, failures, "check_swiglu_gemm: {checks} checks, {failures} failures")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
