@@ -90,6 +90,15 @@ void triton_swiglu_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_b
 }
 
 #if HSPMN_SM90A
+// HSPMN_SWIGLU_GEMM_CLUSTER (read at every call, for measurements): 2 (default) CTA pairs share each
+// W tile through TMA multicast, 1 every CTA loads its own.
+int wgmma_cluster() {
+    const char* e = std::getenv("HSPMN_SWIGLU_GEMM_CLUSTER");
+    if (!e || !*e || std::strcmp(e, "2") == 0) return 2;
+    if (std::strcmp(e, "1") == 0) return 1;
+    fail(HSPMN_ERR_INVALID_ARGUMENT, "HSPMN_SWIGLU_GEMM_CLUSTER=%s: expected 1 or 2 (CTAs sharing a W tile)", e);
+}
+
 // A [rows, cols] row-major bf16 matrix read in boxes of box_rows x 64 columns (128 bytes: the swizzle's
 // row), zeros outside it.
 CUtensorMap tensor_map(const void* base, int64_t rows, int64_t cols, int box_rows) {
@@ -117,7 +126,7 @@ void wgmma_swiglu_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bf
     const CUtensorMap mc = tensor_map(c, N, D, sm90a::kBlockM);
     const CUtensorMap mg = tensor_map(w_gate, F, D, sm90a::kBlockF);
     const CUtensorMap mu = tensor_map(w_up, F, D, sm90a::kBlockF);
-    check(sm90a::launch(stream(d), d.sm_count, mc, mg, mu, static_cast<int>(N), static_cast<int>(F),
+    check(sm90a::launch(stream(d), d.sm_count, wgmma_cluster(), mc, mg, mu, static_cast<int>(N), static_cast<int>(F),
                         static_cast<int>(D), act, gate, up, gate ? ld_gu : F),
           "swiglu_gemm (wgmma)");
 #else

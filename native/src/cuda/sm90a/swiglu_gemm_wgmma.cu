@@ -68,11 +68,50 @@ __device__ __forceinline__ void bar_wait(uint64_t* bar, uint32_t parity) {
         : "memory");
 }
 
+// The cluster form: a peer CTA's consumers release a slot into both CTAs' barriers, and the producer's
+// wait must see their reads as done before its copy overwrites the peer's slot.
+__device__ __forceinline__ void bar_wait_cluster(uint64_t* bar, uint32_t parity) {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "WAIT:\n"
+        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%0], %1;\n"
+        "@!p bra WAIT;\n"
+        "}\n" ::"r"(smem_addr(bar)),
+        "r"(parity)
+        : "memory");
+}
+// Arrive on the barrier at the same place in CTA `rank` of the cluster.
+__device__ __forceinline__ void bar_arrive_cluster(uint64_t* bar, uint32_t rank) {
+    uint32_t remote;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(smem_addr(bar)), "r"(rank));
+    asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(remote) : "memory");
+}
+__device__ __forceinline__ uint32_t cluster_rank() {
+    uint32_t r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+__device__ __forceinline__ void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+
 // ---- TMA: a 2-D box of the tensor map at (x = column, y = row) into shared memory ----
 __device__ __forceinline__ void tma_load(void* dst, const CUtensorMap* map, uint64_t* bar, int x, int y) {
     asm volatile(
         "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];"
         ::"r"(smem_addr(dst)), "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(x), "r"(y)
+        : "memory");
+}
+
+// The same box into the same shared-memory offset of every CTA in `mask` (bit r: cluster rank r), each
+// CTA's barrier at `bar`'s offset counting the bytes that land there.
+__device__ __forceinline__ void tma_load_multicast(void* dst, const CUtensorMap* map, uint64_t* bar, int x, int y,
+                                                   uint16_t mask) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+        " [%0], [%1, {%3, %4}], [%2], %5;"
+        ::"r"(smem_addr(dst)), "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(x), "r"(y), "h"(mask)
         : "memory");
 }
 
@@ -149,7 +188,11 @@ __device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_f, int
     tf = r / rows;
 }
 
-template <bool kTrain>
+// kCluster 2: CTA pairs (a cluster) take row tiles 2p and 2p + 1 of the same columns; each loads its own
+// rows of c, and rank 0 copies the W_gate tile, rank 1 the W_up tile, into both CTAs at once (TMA
+// multicast): W crosses from L2 once per pair. A slot is free only when the consumers of both CTAs
+// have read it, so each consumer warp arrives on both CTAs' empty barriers.
+template <bool kTrain, int kCluster>
 __global__ void __launch_bounds__(kThreads, 1)
     swiglu_gemm_kernel(const __grid_constant__ CUtensorMap map_c, const __grid_constant__ CUtensorMap map_g,
                        const __grid_constant__ CUtensorMap map_u, int N, int F, int D, bf16* __restrict__ act,
@@ -164,14 +207,18 @@ __global__ void __launch_bounds__(kThreads, 1)
     uint64_t* hand_full = empty + kStages;  // [2]: a consumer wrote its buffer
     uint64_t* hand_empty = hand_full + 2;   // [2]: the epilogue warps have read it
 
+    // Units of work: kCluster row tiles x one column tile; the cluster's CTAs walk them together.
     const int tiles_m = (N + kBlockM - 1) / kBlockM, tiles_f = (F + kBlockF - 1) / kBlockF;
-    const int tiles = tiles_m * tiles_f, nk = (D + kBlockK - 1) / kBlockK;
+    const int units_m = (tiles_m + kCluster - 1) / kCluster;
+    const int units = units_m * tiles_f, nk = (D + kBlockK - 1) / kBlockK;
+    const int first = blockIdx.x / kCluster, stride = gridDim.x / kCluster;
+    const uint32_t rank = kCluster > 1 ? cluster_rank() : 0;
     const int wg = threadIdx.x / 128, lane = threadIdx.x % 32;
 
     if (threadIdx.x == 0) {
         for (int s = 0; s < kStages; ++s) {
-            bar_init(&full[s], 1);                // the producer's arrive, plus the copies' bytes
-            bar_init(&empty[s], kConsumerWarps);  // every consumer warp once done reading the slot
+            bar_init(&full[s], 1);  // the producer's arrive, plus the copies' bytes
+            bar_init(&empty[s], kConsumerWarps * kCluster);  // every consumer warp of the cluster, once done
         }
         for (int c = 0; c < 2; ++c) {
             bar_init(&hand_full[c], 128);  // every thread of the consumer, after its stores
@@ -179,23 +226,35 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
-    __syncthreads();
+    if (kCluster > 1)
+        cluster_sync();  // the peer's barriers exist before anything arrives on them
+    else
+        __syncthreads();
 
     if (wg == 0) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 88;");
         if (threadIdx.x == 0) {
             int s = 0;
             uint32_t phase = 0;
-            for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
-                int tm, tf;
-                tile_coords(t, tiles_m, tiles_f, tm, tf);
+            for (int t = first; t < units; t += stride) {
+                int um, tf;
+                tile_coords(t, units_m, tiles_f, um, tf);
+                const int tm = um * kCluster + rank;
                 for (int k = 0; k < nk; ++k) {
-                    bar_wait(&empty[s], phase ^ 1);
+                    if (kCluster > 1)
+                        bar_wait_cluster(&empty[s], phase ^ 1);
+                    else
+                        bar_wait(&empty[s], phase ^ 1);
                     bar_expect_tx(&full[s], kStageBytes);  // out-of-bounds parts arrive as zeros and count
                     uint8_t* st = smem + s * kStageBytes;
                     tma_load(st, &map_c, &full[s], k * kBlockK, tm * kBlockM);
-                    tma_load(st + kTileA, &map_g, &full[s], k * kBlockK, tf * kBlockF);
-                    tma_load(st + kTileA + kTileW, &map_u, &full[s], k * kBlockK, tf * kBlockF);
+                    if (kCluster > 1) {
+                        tma_load_multicast(st + kTileA + rank * kTileW, rank == 0 ? &map_g : &map_u, &full[s],
+                                           k * kBlockK, tf * kBlockF, uint16_t((1u << kCluster) - 1));
+                    } else {
+                        tma_load(st + kTileA, &map_g, &full[s], k * kBlockK, tf * kBlockF);
+                        tma_load(st + kTileA + kTileW, &map_u, &full[s], k * kBlockK, tf * kBlockF);
+                    }
                     if (++s == kStages) {
                         s = 0;
                         phase ^= 1;
@@ -206,9 +265,10 @@ __global__ void __launch_bounds__(kThreads, 1)
             // The epilogue: each consumer's 64 x 128 act values as 1024 pieces of 8 along a row.
             const int et = threadIdx.x - 32;
             uint32_t parity = 0;
-            for (int t = blockIdx.x; t < tiles; t += gridDim.x, parity ^= 1) {
-                int tm, tf;
-                tile_coords(t, tiles_m, tiles_f, tm, tf);
+            for (int t = first; t < units; t += stride, parity ^= 1) {
+                int um, tf;
+                tile_coords(t, units_m, tiles_f, um, tf);
+                const int tm = um * kCluster + rank;
                 for (int c = 0; c < 2; ++c) {
                     bar_wait(&hand_full[c], parity);
                     const uint8_t* hb = hand + c * kHandBytes;
@@ -241,12 +301,21 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int half = wg - 1;  // rows [64 half, 64 half + 64) of each tile
         const int warp = (threadIdx.x % 128) / 32;
         uint8_t* hb = hand + half * kHandBytes;
+        // A slot read by this warp is released to every producer that writes into it.
+        auto release = [rank](uint64_t* bar) {
+            if (kCluster > 1) {
+                for (uint32_t r = 0; r < kCluster; ++r) bar_arrive_cluster(bar, r);
+            } else {
+                bar_arrive(bar);
+            }
+            (void)rank;
+        };
         float d[128];
 #pragma unroll
         for (int i = 0; i < 128; ++i) d[i] = 0.0f;  // never read before the first MMA overwrites it
         int s = 0;
         uint32_t phase = 0, parity = 0;
-        for (int t = blockIdx.x; t < tiles; t += gridDim.x, parity ^= 1) {
+        for (int t = first; t < units; t += stride, parity ^= 1) {
             int prev = -1;
             for (int k = 0; k < nk; ++k) {
                 bar_wait(&full[s], phase);
@@ -261,7 +330,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                 // One group stays in flight: the previous slot is free once its group is done.
                 wgmma_wait<1>();
                 fence_acc(d);
-                if (prev >= 0 && lane == 0) bar_arrive(&empty[prev]);
+                if (prev >= 0 && lane == 0) release(&empty[prev]);
                 prev = s;
                 if (++s == kStages) {
                     s = 0;
@@ -270,7 +339,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             }
             wgmma_wait<0>();
             fence_acc(d);
-            if (lane == 0) bar_arrive(&empty[prev]);
+            if (lane == 0) release(&empty[prev]);
 
             // Hand-off: gate and up rounded to bf16, in the buffer's rows (0..127 gate, 128..255 up).
             // Accumulator layout of m64nNk16 (f32): register 4j + 2h + e holds row 16 warp + lane / 4 + 8h,
@@ -286,23 +355,58 @@ __global__ void __launch_bounds__(kThreads, 1)
             bar_arrive(&hand_full[half]);
         }
     }
+    // No CTA leaves while its peer may still arrive on its barriers (not .aligned: warp 0's lanes come
+    // here from different branches).
+    if (kCluster > 1) asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
 #endif
 }
 
 }  // namespace
 
-cudaError_t launch(cudaStream_t stream, int sm_count, const CUtensorMap& map_c, const CUtensorMap& map_g,
-                   const CUtensorMap& map_u, int N, int F, int D, bf16* act, bf16* gate, bf16* up, int64_t ld_gu) {
-    const int tiles = ((N + kBlockM - 1) / kBlockM) * ((F + kBlockF - 1) / kBlockF);
-    if (tiles == 0) return cudaSuccess;
-    const int grid = tiles < sm_count ? tiles : sm_count;
-    const bool train = gate != nullptr;
-    auto kernel = train ? swiglu_gemm_kernel<true> : swiglu_gemm_kernel<false>;
+namespace {
+
+template <bool kTrain, int kCluster>
+cudaError_t launch_as(cudaStream_t stream, int sm_count, const CUtensorMap& map_c, const CUtensorMap& map_g,
+                      const CUtensorMap& map_u, int N, int F, int D, bf16* act, bf16* gate, bf16* up, int64_t ld_gu) {
+    auto kernel = swiglu_gemm_kernel<kTrain, kCluster>;
     // The attribute is per function and process-wide; setting it again is cheap and thread-safe.
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
     if (e != cudaSuccess) return e;
-    kernel<<<grid, kThreads, kSmemBytes, stream>>>(map_c, map_g, map_u, N, F, D, act, gate, up, ld_gu);
-    return cudaGetLastError();
+    const int units = ((N + kBlockM * kCluster - 1) / (kBlockM * kCluster)) * ((F + kBlockF - 1) / kBlockF);
+    cudaLaunchConfig_t cfg = {};
+    cfg.blockDim = dim3(kThreads);
+    cfg.dynamicSmemBytes = kSmemBytes;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = kCluster;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    // Persistent: as many clusters as fit at once (pairs need two free SMs of one GPC), at most one a unit.
+    int clusters = sm_count / kCluster;
+    if (kCluster > 1) {
+        cfg.gridDim = dim3(clusters * kCluster);
+        e = cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg);
+        if (e != cudaSuccess) return e;
+        if (clusters < 1) return cudaErrorLaunchOutOfResources;
+    }
+    cfg.gridDim = dim3((units < clusters ? units : clusters) * kCluster);
+    return cudaLaunchKernelEx(&cfg, kernel, map_c, map_g, map_u, N, F, D, act, gate, up, ld_gu);
+}
+
+}  // namespace
+
+cudaError_t launch(cudaStream_t stream, int sm_count, int cluster, const CUtensorMap& map_c, const CUtensorMap& map_g,
+                   const CUtensorMap& map_u, int N, int F, int D, bf16* act, bf16* gate, bf16* up, int64_t ld_gu) {
+    if (N == 0 || F == 0) return cudaSuccess;
+    const bool train = gate != nullptr;
+    if (cluster == 2)
+        return train ? launch_as<true, 2>(stream, sm_count, map_c, map_g, map_u, N, F, D, act, gate, up, ld_gu)
+                     : launch_as<false, 2>(stream, sm_count, map_c, map_g, map_u, N, F, D, act, gate, up, ld_gu);
+    return train ? launch_as<true, 1>(stream, sm_count, map_c, map_g, map_u, N, F, D, act, gate, up, ld_gu)
+                 : launch_as<false, 1>(stream, sm_count, map_c, map_g, map_u, N, F, D, act, gate, up, ld_gu);
 }
 
 }  // namespace hspmn::cuda::sm90a
