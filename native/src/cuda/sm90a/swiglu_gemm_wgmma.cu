@@ -68,24 +68,19 @@ __device__ __forceinline__ void bar_wait(uint64_t* bar, uint32_t parity) {
         : "memory");
 }
 
-// The cluster form: a peer CTA's consumers release a slot into both CTAs' barriers, and the producer's
-// wait must see their reads as done before its copy overwrites the peer's slot.
-__device__ __forceinline__ void bar_wait_cluster(uint64_t* bar, uint32_t parity) {
+// Arrive on the barrier at the same place in CTA `rank` of the cluster: a consumer warp releases a slot
+// to both producers that copy into it. Default (CTA-scope release) semantics as for a local arrive: the
+// warp's wgmma.wait_group has already retired the slot's reads, and a cluster-scope release per slot
+// would fence every store the warp made before it.
+__device__ __forceinline__ void bar_arrive_cluster(uint64_t* bar, uint32_t rank) {
     asm volatile(
         "{\n"
-        ".reg .pred p;\n"
-        "WAIT:\n"
-        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%0], %1;\n"
-        "@!p bra WAIT;\n"
+        ".reg .b32 remote;\n"
+        "mapa.shared::cluster.u32 remote, %0, %1;\n"
+        "mbarrier.arrive.shared::cluster.b64 _, [remote];\n"
         "}\n" ::"r"(smem_addr(bar)),
-        "r"(parity)
+        "r"(rank)
         : "memory");
-}
-// Arrive on the barrier at the same place in CTA `rank` of the cluster.
-__device__ __forceinline__ void bar_arrive_cluster(uint64_t* bar, uint32_t rank) {
-    uint32_t remote;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(smem_addr(bar)), "r"(rank));
-    asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(remote) : "memory");
 }
 __device__ __forceinline__ uint32_t cluster_rank() {
     uint32_t r;
@@ -241,10 +236,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                 tile_coords(t, units_m, tiles_f, um, tf);
                 const int tm = um * kCluster + rank;
                 for (int k = 0; k < nk; ++k) {
-                    if (kCluster > 1)
-                        bar_wait_cluster(&empty[s], phase ^ 1);
-                    else
-                        bar_wait(&empty[s], phase ^ 1);
+                    bar_wait(&empty[s], phase ^ 1);
                     bar_expect_tx(&full[s], kStageBytes);  // out-of-bounds parts arrive as zeros and count
                     uint8_t* st = smem + s * kStageBytes;
                     tma_load(st, &map_c, &full[s], k * kBlockK, tm * kBlockM);
