@@ -151,11 +151,11 @@ bool swiglu_gemm_available(Device& d, SwigluGemmKernel k) {
 
 bool swiglu_gemm_wanted(Device& d, int64_t D, int64_t F, std::initializer_list<const void*> pointers) {
     const char* e = std::getenv("HSPMN_SWIGLU_GEMM");
-    bool on = false;
+    bool on = true;
     if (e && *e) {
-        if (std::strcmp(e, "1") == 0)
-            on = true;
-        else if (std::strcmp(e, "0") != 0)
+        if (std::strcmp(e, "0") == 0)
+            on = false;
+        else if (std::strcmp(e, "1") != 0)
             fail(HSPMN_ERR_INVALID_ARGUMENT, "HSPMN_SWIGLU_GEMM=%s: expected 1 (gate, up and act in one kernel) or 0 "
                  "(a cuBLASLt GEMM, then swiglu_forward)", e);
     }

@@ -381,8 +381,11 @@ cudaError_t launch_as(cudaStream_t stream, int sm_count, const CUtensorMap& map_
     if (kCluster > 1) {
         cfg.gridDim = dim3(clusters * kCluster);
         e = cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg);
-        if (e != cudaSuccess) return e;
-        if (clusters < 1) return cudaErrorLaunchOutOfResources;
+        // No pair fits (a partitioned GPU, say): one CTA a tile instead.
+        if (e != cudaSuccess || clusters < 1) {
+            (void)cudaGetLastError();
+            return launch_as<kTrain, 1>(stream, sm_count, map_c, map_g, map_u, N, F, D, act, gate, up, ld_gu);
+        }
     }
     cfg.gridDim = dim3((units < clusters ? units : clusters) * kCluster);
     return cudaLaunchKernelEx(&cfg, kernel, map_c, map_g, map_u, N, F, D, act, gate, up, ld_gu);
