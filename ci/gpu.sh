@@ -11,7 +11,8 @@
 # backend against hspmn_lm.py (model_cuda), residual dropout against the reference and the CPU
 # backend (dropout_cuda), cached decoding against the full forward (decode_cuda),
 # sampling against the CPU op bit for bit, with its kernel timings (sample_cuda), the fused gate/up
-# GEMM with SwiGLU in its epilogue, JIT and AOT, parity and timings (swiglu_gemm, swiglu_gemm_cuda), the chunked
+# GEMM with SwiGLU in its epilogue (the Triton kernel JIT; both kernels in the build: swiglu_gemm,
+# swiglu_gemm_cuda), the block with that kernel against the unfused path bit for bit (swiglu_block), the chunked
 # inference forward against the one-pass forward (chunked_cuda), two streams against one (streams_cuda), chunked forwards and training with NaN-filled scratch arenas (poisoned_cuda), and the Java tests when
 # ci/pack-carry.sh has filled .carry/ (with the HTTP service under 32 streams: serve_cuda), then the
 # benchmarks (decoding: bench_decode; a 1M-token prompt then decoding: decode_long) and the per-kernel
@@ -162,9 +163,13 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   # also run alone, python3 native/kernels/triton/swiglu_gemm_gpu.py; the timeout guards against an
   # untimed warp-specialised config hanging)
   stage swiglu_gemm timeout 300 "$py" native/kernels/triton/swiglu_gemm_gpu.py
-  # the same kernel AOT-compiled into the build (src/cuda/swiglu_gemm.cpp) against cuBLASLt x2 +
-  # swiglu_forward: gate/up within an ulp, act bitwise, no write past the outputs, refused shapes; timings
+  # the build's two swiglu_gemm kernels (src/cuda/swiglu_gemm.cpp: the hand-written sm_90a one, CTA pairs
+  # and single CTAs, and the Triton one AOT-compiled) against cuBLASLt + swiglu_forward: gate/up within an
+  # ulp, act bitwise, gate|up rows of 2F, no write past the outputs, refused shapes; timings
   stage swiglu_gemm_cuda timeout 300 "$build/tests/swiglu_gemm_cuda" --bench
+  # the block with the sm_90a kernel (the default) against HSPMN_SWIGLU_GEMM=0, bit for bit: forward (one
+  # pass, chunked, HOST), training forward and backward with and without dropout, a graph; bad values
+  stage swiglu_block "$py" native/reference/check_swiglu_gemm.py --lib "$build/libhspmn.so"
 
   if [[ -f .carry/jre.tgz && -f .carry/java.tgz ]]; then
     # the whole JUnit suite against the CUDA-built library, gpu-tagged tests included and required;

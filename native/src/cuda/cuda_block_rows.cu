@@ -75,7 +75,7 @@ void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
     // one may fill the SMs the other leaves idle (README.md "Two streams" has where that paid). Decode
     // steps (meta) stay on one stream.
     SideStream side(d_, !p.meta);
-    if (!p.meta && swiglu_gemm_wanted(d_, D, F, {b.c, b.act, b.gu, w(P_REFLEX_GATE), w(P_REFLEX_UP)})) {
+    if (!p.meta && swiglu_gemm_wanted(d_, p.keep_h, D, F, {b.c, b.act, b.gu, w(P_REFLEX_GATE), w(P_REFLEX_UP)})) {
         // gate, up and act in one kernel; gu (gate | up per row) is written only for the backward.
         swiglu_gemm(d_, n, D, F, b.c, w(P_REFLEX_GATE), w(P_REFLEX_UP), b.act, p.keep_h ? b.gu : nullptr,
                     p.keep_h ? b.gu + F : nullptr, 2 * F, SwigluGemmKernel::kWgmma);

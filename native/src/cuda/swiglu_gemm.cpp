@@ -149,15 +149,18 @@ bool swiglu_gemm_available(Device& d, SwigluGemmKernel k) {
     return false;
 }
 
-bool swiglu_gemm_wanted(Device& d, int64_t D, int64_t F, std::initializer_list<const void*> pointers) {
+bool swiglu_gemm_wanted(Device& d, bool training, int64_t D, int64_t F, std::initializer_list<const void*> pointers) {
     const char* e = std::getenv("HSPMN_SWIGLU_GEMM");
-    bool on = true;
+    bool on = !training;  // unset: inference passes only (the training launch, which also writes gate | up, is
+                          // slower than cuBLASLt + swiglu_forward at N = 16384-65536 on an H100)
     if (e && *e) {
         if (std::strcmp(e, "0") == 0)
             on = false;
-        else if (std::strcmp(e, "1") != 0)
-            fail(HSPMN_ERR_INVALID_ARGUMENT, "HSPMN_SWIGLU_GEMM=%s: expected 1 (gate, up and act in one kernel) or 0 "
-                 "(a cuBLASLt GEMM, then swiglu_forward)", e);
+        else if (std::strcmp(e, "1") == 0)
+            on = true;
+        else
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "HSPMN_SWIGLU_GEMM=%s: expected 1 (gate, up and act in one kernel, "
+                 "training too), 0 (a cuBLASLt GEMM, then swiglu_forward) or unset (one kernel in inference)", e);
     }
     if (!on || D % kAlign || F % kAlign || !swiglu_gemm_available(d, SwigluGemmKernel::kWgmma)) return false;
     for (const void* p : pointers)
