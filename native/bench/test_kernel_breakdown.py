@@ -74,6 +74,8 @@ def categories():
         NS + "bf16_to_f32_kernel(__nv_bfloat16 const*, float*, long)": K.COPIES,
         NS + "reduce_partials_kernel(float const*, long, long, float*)": K.COPIES,
         NS + "non_finite_kernel<true>(void const*, long, bool, unsigned long long*)": "non_finite scan (NaN policy)",
+        "void hspmn::cuda::sm90a::(anonymous namespace)::swiglu_gemm_kernel<false, 2>(CUtensorMap_st, CUtensorMap_st, "
+        "CUtensorMap_st, int, int, int, __nv_bfloat16*, __nv_bfloat16*, __nv_bfloat16*, long)": K.FUSED_SWIGLU,
         "sqdk_attention_fwd": K.ATTN_FWD,
         "sqdk_attention_bwd_preprocess": K.ATTN_BWD,
         "sqdk_attention_bwd_dkdv": K.ATTN_BWD,
