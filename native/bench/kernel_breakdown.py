@@ -86,7 +86,8 @@ CATEGORY_PREFIXES = [
     ("non_finite", "non_finite scan (NaN policy)"),
     ("fill_u64", "non_finite scan (NaN policy)"),
 ]
-CATEGORIES = [GEMM, FUSED_SWIGLU, ATTN_FWD, ATTN_BWD, "rms_norm + causal_conv (fused)", "rms_norm", "causal_conv", "swiglu", "rope",
+CATEGORIES = [GEMM, FUSED_SWIGLU, ATTN_FWD, ATTN_BWD, "rms_norm + causal_conv (fused)", "rms_norm", "causal_conv",
+              "swiglu", "rope",
               "router / route_select / aux", "gather / scatter / gate", "residual out (x + m + y o, bf16)", COPIES,
               "non_finite scan (NaN policy)", OTHER]
 # cuBLAS/cuBLASLt kernel families (Hopper nvjet, sm90 xmma/cutlass, Ampere s16816 ..., split-K reduce).

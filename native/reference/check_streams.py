@@ -7,9 +7,11 @@ order and only their interleaving differs. Prints each check, a summary line, an
 
 Per shape (odd D and C included): the inference forward (out, aux), the same in chunks of 100 rows
 (HSPMN_FORWARD_CHUNK_ROWS), HOST tensors, the training forward and backward (out, aux, d_x, every
-parameter's gradient), without and with residual dropout (whose reflexive mask runs on the side stream), and a forward captured as a CUDA graph with two streams (after a direct call made
-the side stream) replayed against the one-stream run; and the first two-stream call of a context must
-allocate the side stream's 32 MiB workspace and nothing else (so two streams did run). Then a malformed
+parameter's gradient), without and with residual dropout (whose reflexive mask runs on the side
+stream), and a forward captured as a CUDA graph with two streams (after a direct call made the side
+stream) replayed against the one-stream run (compare_settings, which check_swiglu_gemm.py shares); and
+the first two-stream call of a context must allocate the side stream's 32 MiB workspace and nothing
+else (so two streams did run). Then a malformed
 HSPMN_STREAMS must fail the call with HSPMN_ERR_INVALID_ARGUMENT naming it.
 """
 
@@ -93,6 +95,39 @@ def graph_out(ctx, lib, blk, x):
         lib.ok(lib.graph_destroy(g), "graph_destroy")
 
 
+def compare_settings(ctx, lib, rep, blk, bp, x, d_out, env, values):
+    """Every result of one block under env = values[1] against env = values[0], bit for bit: the inference
+    forward, the same in chunks of 100 rows, HOST tensors, training without and with residual dropout
+    (out, aux, d_x, every gradient), and a forward captured as a graph under values[1] replayed against a
+    direct call under values[0]. Leaves env and the chunk size unset."""
+    try:
+        for label, chunk, memory, training, p in (("inference", None, None, 0, 0.0),
+                                                  ("chunks of 100 rows", "100", None, 0, 0.0),
+                                                  ("HOST tensors", None, HOST, 0, 0.0),
+                                                  ("training", None, None, 1, 0.0),
+                                                  ("training, dropout 0.1", None, None, 1, 0.1)):
+            set_env(CHUNK_ENV, chunk)
+            set_env(env, values[0])
+            one = run(ctx, lib, blk, bp, x, d_out, training, memory, p)
+            set_env(env, values[1])
+            two = run(ctx, lib, blk, bp, x, d_out, training, memory, p)
+            for k in ("out", "aux", "d_x"):
+                if k in one:
+                    rep.check(f"{label}: {k} values differing", differing(two[k], one[k]), 0.0)
+            for param in one.get("grads", {}):
+                rep.check(f"{label}: grad {param} values differing",
+                          differing(two["grads"][param], one["grads"][param]), 0.0)
+            set_env(CHUNK_ENV, None)
+        set_env(env, values[0])
+        want = run(ctx, lib, blk, bp, x, d_out, 0)["out"]
+        set_env(env, values[1])
+        rep.check(f"graph under {env}={values[1]}, replay vs {env}={values[0]} direct: values differing",
+                  differing(graph_out(ctx, lib, blk, x), want), 0.0)
+    finally:
+        set_env(env, None)
+        set_env(CHUNK_ENV, None)
+
+
 def run_shape(lib, rep, name, B, S, D, H, Hkv, conv):
     ctx = Context(lib, "cuda", 1)
     try:
@@ -115,35 +150,15 @@ def run_shape(lib, rep, name, B, S, D, H, Hkv, conv):
             grew[streams] = live_bytes(lib) - before
         rep.check("the first two-stream call allocates the side workspace: |extra bytes - 32 MiB|",
                   float(abs(grew["2"] - grew["1"] - SIDE_WORKSPACE)), 0.0)
-        for label, chunk, memory, training, p in (("inference", None, None, 0, 0.0),
-                                                  ("chunks of 100 rows", "100", None, 0, 0.0),
-                                                  ("HOST tensors", None, HOST, 0, 0.0), ("training", None, None, 1, 0.0),
-                                                  ("training, dropout 0.1", None, None, 1, 0.1)):
-            set_env(CHUNK_ENV, chunk)
-            res = {}
-            for streams in ("1", "2"):
-                set_env(ENV, streams)
-                res[streams] = run(ctx, lib, blk, bp, x, d_out, training, memory, p)
-            one, two = res["1"], res["2"]
-            for k in ("out", "aux", "d_x"):
-                if k in one:
-                    rep.check(f"{label}: {k} values differing", differing(two[k], one[k]), 0.0)
-            for param in one.get("grads", {}):
-                rep.check(f"{label}: grad {param} values differing",
-                          differing(two["grads"][param], one["grads"][param]), 0.0)
-            set_env(CHUNK_ENV, None)
-        set_env(ENV, "1")
-        want = run(ctx, lib, blk, bp, x, d_out, 0)["out"]
-        set_env(ENV, "2")
-        rep.check("graph with two streams, replay vs one-stream direct: values differing",
-                  differing(graph_out(ctx, lib, blk, x), want), 0.0)
+        compare_settings(ctx, lib, rep, blk, bp, x, d_out, ENV, ("1", "2"))
     finally:
         set_env(ENV, None)
         set_env(CHUNK_ENV, None)
         ctx.close()
 
 
-def run_errors(lib, rep):
+def run_errors(lib, rep, env=ENV, bad_values=("0", "3", "two")):
+    """A malformed env must fail a forward with HSPMN_ERR_INVALID_ARGUMENT whose message names it."""
     ctx = Context(lib, "cuda", 1)
     try:
         bp = lib.block_default_params()
@@ -152,14 +167,14 @@ def run_errors(lib, rep):
         x = ctx.tensor(BF16, (1, 8, 64), bf16_bits(np.ones((1, 8, 64))))
         out = ctx.tensor(BF16, (1, 8, 64))
         fp = lib.forward_default_params()
-        for bad in ("0", "3", "two"):
-            set_env(ENV, bad)
+        for bad in bad_values:
+            set_env(env, bad)
             status = lib.block_forward(blk, C.byref(fp), x, out, None)
             msg = lib.last_error().decode()
-            rep.check(f"{ENV}={bad!r} -> HSPMN_ERR_INVALID_ARGUMENT naming it (status {status})",
-                      0.0 if status == 1 and ENV in msg else math.inf, 0.0)
+            rep.check(f"{env}={bad!r} -> HSPMN_ERR_INVALID_ARGUMENT naming it (status {status})",
+                      0.0 if status == 1 and env in msg else math.inf, 0.0)
     finally:
-        set_env(ENV, None)
+        set_env(env, None)
         ctx.close()
 
 

@@ -16,8 +16,6 @@ call with HSPMN_ERR_INVALID_ARGUMENT naming it. On a GPU other than sm_90 both s
 path and every comparison holds trivially.
 """
 
-import ctypes as C
-import math
 import os
 import sys
 
@@ -25,8 +23,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check_harness  # noqa: E402
-from check_cuda_block import BF16, HOST, bf16_bits  # noqa: E402
-from check_streams import CHUNK_ENV, differing, graph_out, run, set_env  # noqa: E402
+from check_cuda_block import bf16_bits  # noqa: E402
+from check_streams import compare_settings, run_errors  # noqa: E402
 from hspmn_ctypes import Context, Lib  # noqa: E402
 
 ENV = "HSPMN_SWIGLU_GEMM"
@@ -44,51 +42,8 @@ def run_shape(lib, rep, name, B, S, D, H, Hkv, conv):
         rng = np.random.default_rng(S * 7 + D)
         x = bf16_bits(rng.standard_normal((B, S, D)))
         d_out = bf16_bits(0.1 * rng.standard_normal((B, S, D)))
-        for label, chunk, memory, training, p in (("inference", None, None, 0, 0.0),
-                                                  ("chunks of 100 rows", "100", None, 0, 0.0),
-                                                  ("HOST tensors", None, HOST, 0, 0.0), ("training", None, None, 1, 0.0),
-                                                  ("training, dropout 0.1", None, None, 1, 0.1)):
-            set_env(CHUNK_ENV, chunk)
-            res = {}
-            for fused in ("0", "1"):
-                set_env(ENV, fused)
-                res[fused] = run(ctx, lib, blk, bp, x, d_out, training, memory, p)
-            off, on = res["0"], res["1"]
-            for k in ("out", "aux", "d_x"):
-                if k in off:
-                    rep.check(f"{label}: {k} values differing", differing(on[k], off[k]), 0.0)
-            for param in off.get("grads", {}):
-                rep.check(f"{label}: grad {param} values differing", differing(on["grads"][param], off["grads"][param]),
-                          0.0)
-            set_env(CHUNK_ENV, None)
-        set_env(ENV, "0")
-        want = run(ctx, lib, blk, bp, x, d_out, 0)["out"]
-        set_env(ENV, "1")
-        rep.check("graph with the fused kernel, replay vs unfused direct: values differing",
-                  differing(graph_out(ctx, lib, blk, x), want), 0.0)
+        compare_settings(ctx, lib, rep, blk, bp, x, d_out, ENV, ("0", "1"))
     finally:
-        set_env(ENV, None)
-        set_env(CHUNK_ENV, None)
-        ctx.close()
-
-
-def run_errors(lib, rep):
-    ctx = Context(lib, "cuda", 1)
-    try:
-        bp = lib.block_default_params()
-        bp.dim, bp.num_heads, bp.num_kv_heads = 64, 4, 2
-        blk = ctx.block(bp, 5)
-        x = ctx.tensor(BF16, (1, 8, 64), bf16_bits(np.ones((1, 8, 64))))
-        out = ctx.tensor(BF16, (1, 8, 64))
-        fp = lib.forward_default_params()
-        for bad in ("2", "yes"):
-            set_env(ENV, bad)
-            status = lib.block_forward(blk, C.byref(fp), x, out, None)
-            msg = lib.last_error().decode()
-            rep.check(f"{ENV}={bad!r} -> HSPMN_ERR_INVALID_ARGUMENT naming it (status {status})",
-                      0.0 if status == 1 and ENV in msg else math.inf, 0.0)
-    finally:
-        set_env(ENV, None)
         ctx.close()
 
 
@@ -101,7 +56,7 @@ def main():
         return check_harness.Case(name, rows, failures)
 
     items = [(s[0], lambda s=s: run_shape(lib, case(s[0]), *s)) for s in SHAPES]
-    items.append(("errors", lambda: run_errors(lib, case("errors"))))
+    items.append(("errors", lambda: run_errors(lib, case("errors"), ENV, ("2", "yes"))))
     failures += check_harness.run_cases(items, lambda item: item[1]())
     return check_harness.verdict(lib, rows, failures, "check_swiglu_gemm: {checks} checks, {failures} failures")
 
