@@ -69,9 +69,10 @@ __device__ __forceinline__ void bar_wait(uint64_t* bar, uint32_t parity) {
 }
 
 // Arrive on the barrier at the same place in CTA `rank` of the cluster: a consumer warp releases a slot
-// to both producers that copy into it. Default (CTA-scope release) semantics as for a local arrive: the
-// warp's wgmma.wait_group has already retired the slot's reads, and a cluster-scope release per slot
-// would fence every store the warp made before it.
+// to both producers that copy into it. Default (CTA-scope release) semantics, as CUTLASS's cluster
+// barriers use: the warp's wgmma.wait_group has already retired the slot's reads. With
+// .release.cluster here and .acquire.cluster on the producer's wait the kernel ran at about half speed
+// (H100, BENCHMARKS.md 2026-12-07).
 __device__ __forceinline__ void bar_arrive_cluster(uint64_t* bar, uint32_t rank) {
     asm volatile(
         "{\n"
@@ -196,6 +197,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     swiglu_gemm_kernel(const __grid_constant__ CUtensorMap map_c, const __grid_constant__ CUtensorMap map_g,
                        const __grid_constant__ CUtensorMap map_u, int N, int F, int D, bf16* __restrict__ act,
                        bf16* __restrict__ gate, bf16* __restrict__ up, int64_t ld_gu) {
+    static_assert(kCluster == 1 || kCluster == 2, "a pair splits the W tile in two: gate from rank 0, up from rank 1");
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     extern __shared__ uint8_t smem_raw[];
     // The 128-byte swizzle repeats every 1024 bytes: tiles start 1024-aligned.
