@@ -273,6 +273,11 @@ int main(int argc, char** argv) {
         expect_refused(d, HSPMN_ERR_SHAPE, "negative N", -1, 16, 16, 0, false);
         expect_refused(d, HSPMN_ERR_INVALID_ARGUMENT, "c not 16-byte aligned", 16, 16, 16, 1, false);
         expect_refused(d, HSPMN_ERR_INVALID_ARGUMENT, "gate without up", 16, 16, 16, 0, true);
+        if (swiglu_gemm_available(d, SwigluGemmKernel::kWgmma)) {
+            setenv("HSPMN_SWIGLU_GEMM_CLUSTER", "3", 1);
+            expect_refused(d, HSPMN_ERR_INVALID_ARGUMENT, "HSPMN_SWIGLU_GEMM_CLUSTER=3", 16, 16, 16, 0, false);
+            unsetenv("HSPMN_SWIGLU_GEMM_CLUSTER");
+        }
         expect_refused(d, HSPMN_ERR_SHAPE, "gate/up stride below F", 16, 16, 16, 0, false, 8);
         expect_refused(d, HSPMN_ERR_SHAPE, "gate/up stride not a multiple of 8", 16, 16, 16, 0, false, 20);
         if (do_bench) bench(d);

@@ -193,7 +193,7 @@ void swiglu_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bfloat16
 // (sm_90), D and F are multiples of 8, every pointer is 16-byte aligned, and HSPMN_SWIGLU_GEMM (read at
 // every call) asks for it: unset, inference passes only; 1, training forwards too; 0, never. From H100
 // timings (BENCHMARKS.md, 2026-12-07, thirteenth session): faster in inference at every shape of issue
-// 12's table, slower in its training form (which also writes gate | up) at N = 16384-65536.
+// 12's table, slower in its training form (which also writes gate | up).
 bool swiglu_gemm_wanted(Device& d, bool training, int64_t D, int64_t F, std::initializer_list<const void*> pointers);
 
 }  // namespace hspmn::cuda

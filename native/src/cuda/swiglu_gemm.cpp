@@ -151,8 +151,9 @@ bool swiglu_gemm_available(Device& d, SwigluGemmKernel k) {
 
 bool swiglu_gemm_wanted(Device& d, bool training, int64_t D, int64_t F, std::initializer_list<const void*> pointers) {
     const char* e = std::getenv("HSPMN_SWIGLU_GEMM");
-    bool on = !training;  // unset: inference passes only (the training launch, which also writes gate | up, is
-                          // slower than cuBLASLt + swiglu_forward at N = 16384-65536 on an H100)
+    // Unset: inference passes only. The training launch, which also writes gate | up, took 1.01-1.10x the
+    // time of cuBLASLt + swiglu_forward at N = 16,384-262,144 on an H100 (BENCHMARKS.md, 2026-12-07).
+    bool on = !training;
     if (e && *e) {
         if (std::strcmp(e, "0") == 0)
             on = false;
