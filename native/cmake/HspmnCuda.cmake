@@ -48,6 +48,7 @@ add_library(hspmn_cuda_runtime STATIC
   src/cuda/triton_loader.cpp
   src/cuda/attention.cpp
   src/cuda/swiglu_gemm.cpp
+  src/core/env_choice.cpp
   "${_hspmn_triton_cpp}")
 target_include_directories(hspmn_cuda_runtime
   PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/include ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda

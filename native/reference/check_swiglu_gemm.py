@@ -12,10 +12,14 @@ Per shape (D % 8 == 0, where the kernel runs; D = 36, where the block keeps the 
 inference forward (out, aux), the same in chunks of 100 rows, HOST tensors, the training forward and
 backward (out, aux, d_x, every parameter's gradient: the backward reads the gate | up the kernel wrote),
 with residual dropout, and a captured forward replayed. Then a malformed HSPMN_SWIGLU_GEMM must fail the
-call with HSPMN_ERR_INVALID_ARGUMENT naming it. On a GPU other than sm_90 both settings run the unfused
-path and every comparison holds trivially.
+call with HSPMN_ERR_INVALID_ARGUMENT naming it. Proof that the kernel runs at all (else the comparisons
+would hold trivially): HSPMN_SWIGLU_GEMM_CLUSTER is read only where the kernel launches, so a malformed
+value must fail a default inference forward and leave one under HSPMN_SWIGLU_GEMM=0 unharmed. On a GPU
+other than sm_90 that proof fails, as it must: both settings run the unfused path there.
 """
 
+import ctypes as C
+import math
 import os
 import sys
 
@@ -23,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check_harness  # noqa: E402
-from check_cuda_block import bf16_bits  # noqa: E402
+from check_cuda_block import BF16, bf16_bits  # noqa: E402
 from check_streams import compare_settings, run_errors  # noqa: E402
 from hspmn_ctypes import Context, Lib  # noqa: E402
 
@@ -47,6 +51,28 @@ def run_shape(lib, rep, name, B, S, D, H, Hkv, conv):
         ctx.close()
 
 
+def run_proof(lib, rep):
+    """The block's default inference forward reaches the kernel: a malformed HSPMN_SWIGLU_GEMM_CLUSTER fails it
+    (run_errors), and does not fail the same forward under HSPMN_SWIGLU_GEMM=0."""
+    run_errors(lib, rep, "HSPMN_SWIGLU_GEMM_CLUSTER", ("3",))
+    ctx = Context(lib, "cuda", 1)
+    try:
+        bp = lib.block_default_params()
+        bp.dim, bp.num_heads, bp.num_kv_heads = 64, 4, 2
+        blk = ctx.block(bp, 5)
+        x = ctx.tensor(BF16, (1, 8, 64), bf16_bits(np.ones((1, 8, 64))))
+        out = ctx.tensor(BF16, (1, 8, 64))
+        os.environ["HSPMN_SWIGLU_GEMM_CLUSTER"] = "3"
+        os.environ[ENV] = "0"
+        status = lib.block_forward(blk, C.byref(lib.forward_default_params()), x, out, None)
+        rep.check(f"HSPMN_SWIGLU_GEMM_CLUSTER='3' under {ENV}=0 -> no error (status {status})",
+                  0.0 if status == 0 else math.inf, 0.0)
+    finally:
+        os.environ.pop("HSPMN_SWIGLU_GEMM_CLUSTER", None)
+        os.environ.pop(ENV, None)
+        ctx.close()
+
+
 def main():
     args = check_harness.parse(check_harness.parser(__doc__, backend=False))
     lib = Lib(args.lib)
@@ -57,6 +83,7 @@ def main():
 
     items = [(s[0], lambda s=s: run_shape(lib, case(s[0]), *s)) for s in SHAPES]
     items.append(("errors", lambda: run_errors(lib, case("errors"), ENV, ("2", "yes"))))
+    items.append(("kernel runs", lambda: run_proof(lib, case("kernel runs"))))
     failures += check_harness.run_cases(items, lambda item: item[1]())
     return check_harness.verdict(lib, rows, failures, "check_swiglu_gemm: {checks} checks, {failures} failures")
 

@@ -5,11 +5,14 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "../src/core/env_choice.h"
+#include "../src/core/error.h"
 #include "../src/core/philox.h"
 #include "abi_check.h"
 #include "hspmn.h"
@@ -30,6 +33,30 @@ static hspmn_block* small_block(hspmn_context* ctx, uint64_t seed, int routing =
 }
 
 static std::vector<uint16_t> read_bf16(hspmn_tensor* t) { return read_values<uint16_t>(t); }
+
+// env_choice: the CUDA runtime's settings (HSPMN_STREAMS, HSPMN_SWIGLU_GEMM, ..._CLUSTER) read through it.
+static void test_env_choice() {
+    const char* name = "HSPMN_TEST_ENV_CHOICE";
+    unsetenv(name);
+    EXPECT(hspmn::env_choice(name, {"0", "1"}, -1, "0 or 1") == -1);
+    setenv(name, "", 1);
+    EXPECT(hspmn::env_choice(name, {"0", "1"}, 7, "0 or 1") == 7);
+    setenv(name, "1", 1);
+    EXPECT(hspmn::env_choice(name, {"0", "1"}, -1, "0 or 1") == 1);
+    setenv(name, "0", 1);
+    EXPECT(hspmn::env_choice(name, {"0", "1"}, -1, "0 or 1") == 0);
+    for (const char* bad : {"2", "01", "yes"}) {
+        setenv(name, bad, 1);
+        try {
+            hspmn::env_choice(name, {"0", "1"}, -1, "0 or 1 (what each does)");
+            EXPECT(false);
+        } catch (const hspmn::Error& e) {
+            EXPECT(e.status == HSPMN_ERR_INVALID_ARGUMENT);
+            EXPECT(e.message == std::string(name) + "=" + bad + ": expected 0 or 1 (what each does)");
+        }
+    }
+    unsetenv(name);
+}
 
 static void test_library() {
     EXPECT(hspmn_abi_version() == HSPMN_ABI_VERSION);
@@ -597,6 +624,7 @@ static void test_busy() {
 }
 
 int main() {
+    test_env_choice();
     test_library();
     test_philox();
     test_context_and_tensors();

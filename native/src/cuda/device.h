@@ -65,6 +65,9 @@ public:
     cudaEvent_t fork_event = nullptr;
     cudaEvent_t join_event = nullptr;
     bool on_side = false;  // while a SideStream has swapped stream and workspace
+    // swiglu_gemm's sm_90a kernel: how many of its CTA pairs fit on the device at once (asked at its first
+    // launch; 0 not yet, -1 none, so it runs as single CTAs).
+    int swiglu_gemm_pairs = 0;
 
     static constexpr std::size_t kWorkspaceBytes = std::size_t(32) << 20;
 

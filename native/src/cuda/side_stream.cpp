@@ -1,22 +1,18 @@
 // SideStream (runtime.h): a second stream forked from the context's stream and joined back to it by events.
 #include <cuda_runtime.h>
 
-#include <cstdlib>
-#include <cstring>
 #include <utility>
 
+#include "../core/env_choice.h"
 #include "../core/error.h"
 #include "device.h"
 
 namespace hspmn::cuda {
 
 bool side_stream_enabled() {
-    // Read at every call (not cached): a test compares both ways in one process.
-    const char* e = std::getenv("HSPMN_STREAMS");
-    if (!e || !*e || std::strcmp(e, "1") == 0) return false;
-    if (std::strcmp(e, "2") == 0) return true;
-    fail(HSPMN_ERR_INVALID_ARGUMENT, "HSPMN_STREAMS=%s: expected 1 (every op on the context's stream) or 2 (the "
-         "reflexive stream's GEMMs on a second stream beside the attention's)", e);
+    return env_choice("HSPMN_STREAMS", {"1", "2"}, 0,
+                      "1 (every op on the context's stream) or 2 (the reflexive stream's GEMMs on a second stream "
+                      "beside the attention's)") == 1;
 }
 
 namespace {

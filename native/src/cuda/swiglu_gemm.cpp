@@ -4,9 +4,9 @@
 //  - kTriton: the embedded Triton cubins swiglu_gemm_infer / swiglu_gemm_train
 //    (native/kernels/triton/aot_compile_swiglu_gemm.py), launched through triton_loader.h over one
 //    program per SM (the kernel is persistent: each program walks its share of the tiles).
-#include <cstdlib>
 #include <cstring>
 
+#include "../core/env_choice.h"
 #include "../core/error.h"
 #include "device.h"
 #include "driver_api.h"
@@ -93,10 +93,7 @@ void triton_swiglu_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_b
 // HSPMN_SWIGLU_GEMM_CLUSTER (read at every call, for measurements): 2 (default) CTA pairs share each
 // W tile through TMA multicast, 1 every CTA loads its own.
 int wgmma_cluster() {
-    const char* e = std::getenv("HSPMN_SWIGLU_GEMM_CLUSTER");
-    if (!e || !*e || std::strcmp(e, "2") == 0) return 2;
-    if (std::strcmp(e, "1") == 0) return 1;
-    fail(HSPMN_ERR_INVALID_ARGUMENT, "HSPMN_SWIGLU_GEMM_CLUSTER=%s: expected 1 or 2 (CTAs sharing a W tile)", e);
+    return 1 + env_choice("HSPMN_SWIGLU_GEMM_CLUSTER", {"1", "2"}, 1, "1 or 2 (CTAs sharing a W tile)");
 }
 
 // A [rows, cols] row-major bf16 matrix read in boxes of box_rows x 64 columns (128 bytes: the swizzle's
@@ -126,8 +123,9 @@ void wgmma_swiglu_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bf
     const CUtensorMap mc = tensor_map(c, N, D, sm90a::kBlockM);
     const CUtensorMap mg = tensor_map(w_gate, F, D, sm90a::kBlockF);
     const CUtensorMap mu = tensor_map(w_up, F, D, sm90a::kBlockF);
-    check(sm90a::launch(stream(d), d.sm_count, wgmma_cluster(), mc, mg, mu, static_cast<int>(N), static_cast<int>(F),
-                        static_cast<int>(D), act, gate, up, gate ? ld_gu : F),
+    check(sm90a::launch(stream(d), d.sm_count, wgmma_cluster(), d.swiglu_gemm_pairs, mc, mg, mu,
+                        static_cast<int>(N), static_cast<int>(F), static_cast<int>(D), act, gate, up,
+                        gate ? ld_gu : F),
           "swiglu_gemm (wgmma)");
 #else
     (void)N, (void)D, (void)F, (void)c, (void)w_gate, (void)w_up, (void)act, (void)gate, (void)up, (void)ld_gu;
@@ -150,19 +148,12 @@ bool swiglu_gemm_available(Device& d, SwigluGemmKernel k) {
 }
 
 bool swiglu_gemm_wanted(Device& d, bool training, int64_t D, int64_t F, std::initializer_list<const void*> pointers) {
-    const char* e = std::getenv("HSPMN_SWIGLU_GEMM");
     // Unset: inference passes only. The training launch, which also writes gate | up, took 1.01-1.10x the
     // time of cuBLASLt + swiglu_forward at N = 16,384-262,144 on an H100 (BENCHMARKS.md, 2026-12-07).
-    bool on = !training;
-    if (e && *e) {
-        if (std::strcmp(e, "0") == 0)
-            on = false;
-        else if (std::strcmp(e, "1") == 0)
-            on = true;
-        else
-            fail(HSPMN_ERR_INVALID_ARGUMENT, "HSPMN_SWIGLU_GEMM=%s: expected 1 (gate, up and act in one kernel, "
-                 "training too), 0 (a cuBLASLt GEMM, then swiglu_forward) or unset (one kernel in inference)", e);
-    }
+    const int choice = env_choice("HSPMN_SWIGLU_GEMM", {"0", "1"}, -1,
+                                  "1 (gate, up and act in one kernel, training too), 0 (a cuBLASLt GEMM, then "
+                                  "swiglu_forward) or unset (one kernel in inference)");
+    const bool on = choice < 0 ? !training : choice == 1;
     if (!on || D % kAlign || F % kAlign || !swiglu_gemm_available(d, SwigluGemmKernel::kWgmma)) return false;
     for (const void* p : pointers)
         if (!aligned16(p)) return false;

@@ -365,8 +365,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 namespace {
 
 template <bool kTrain, int kCluster>
-cudaError_t launch_as(cudaStream_t stream, int sm_count, const CUtensorMap& map_c, const CUtensorMap& map_g,
-                      const CUtensorMap& map_u, int N, int F, int D, bf16* act, bf16* gate, bf16* up, int64_t ld_gu) {
+cudaError_t launch_as(cudaStream_t stream, int sm_count, int& pairs_fit, const CUtensorMap& map_c,
+                      const CUtensorMap& map_g, const CUtensorMap& map_u, int N, int F, int D, bf16* act, bf16* gate,
+                      bf16* up, int64_t ld_gu) {
     auto kernel = swiglu_gemm_kernel<kTrain, kCluster>;
     // The attribute is per function and process-wide; setting it again is cheap and thread-safe.
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
@@ -386,13 +387,19 @@ cudaError_t launch_as(cudaStream_t stream, int sm_count, const CUtensorMap& map_
     // Persistent: as many clusters as fit at once (pairs need two free SMs of one GPC), at most one a unit.
     int clusters = sm_count / kCluster;
     if (kCluster > 1) {
-        cfg.gridDim = dim3(clusters * kCluster);
-        e = cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg);
-        // No pair fits (a partitioned GPU, say): one CTA a tile instead.
-        if (e != cudaSuccess || clusters < 1) {
-            (void)cudaGetLastError();
-            return launch_as<kTrain, 1>(stream, sm_count, map_c, map_g, map_u, N, F, D, act, gate, up, ld_gu);
+        if (pairs_fit == 0) {  // once per device: the answer is the same for both kernels (same block, smem)
+            cfg.gridDim = dim3(clusters * kCluster);
+            e = cudaOccupancyMaxActiveClusters(&pairs_fit, kernel, &cfg);
+            if (e != cudaSuccess || pairs_fit < 1) {
+                (void)cudaGetLastError();
+                pairs_fit = -1;
+            }
         }
+        // No pair fits (a partitioned GPU, say): one CTA a tile instead.
+        if (pairs_fit < 1)
+            return launch_as<kTrain, 1>(stream, sm_count, pairs_fit, map_c, map_g, map_u, N, F, D, act, gate, up,
+                                        ld_gu);
+        clusters = pairs_fit;
     }
     cfg.gridDim = dim3((units < clusters ? units : clusters) * kCluster);
     return cudaLaunchKernelEx(&cfg, kernel, map_c, map_g, map_u, N, F, D, act, gate, up, ld_gu);
@@ -400,15 +407,13 @@ cudaError_t launch_as(cudaStream_t stream, int sm_count, const CUtensorMap& map_
 
 }  // namespace
 
-cudaError_t launch(cudaStream_t stream, int sm_count, int cluster, const CUtensorMap& map_c, const CUtensorMap& map_g,
-                   const CUtensorMap& map_u, int N, int F, int D, bf16* act, bf16* gate, bf16* up, int64_t ld_gu) {
+cudaError_t launch(cudaStream_t stream, int sm_count, int cluster, int& pairs_fit, const CUtensorMap& map_c,
+                   const CUtensorMap& map_g, const CUtensorMap& map_u, int N, int F, int D, bf16* act, bf16* gate,
+                   bf16* up, int64_t ld_gu) {
     if (N == 0 || F == 0) return cudaSuccess;
-    const bool train = gate != nullptr;
-    if (cluster == 2)
-        return train ? launch_as<true, 2>(stream, sm_count, map_c, map_g, map_u, N, F, D, act, gate, up, ld_gu)
-                     : launch_as<false, 2>(stream, sm_count, map_c, map_g, map_u, N, F, D, act, gate, up, ld_gu);
-    return train ? launch_as<true, 1>(stream, sm_count, map_c, map_g, map_u, N, F, D, act, gate, up, ld_gu)
-                 : launch_as<false, 1>(stream, sm_count, map_c, map_g, map_u, N, F, D, act, gate, up, ld_gu);
+    auto as = cluster == 2 ? (gate ? launch_as<true, 2> : launch_as<false, 2>)
+                           : (gate ? launch_as<true, 1> : launch_as<false, 1>);
+    return as(stream, sm_count, pairs_fit, map_c, map_g, map_u, N, F, D, act, gate, up, ld_gu);
 }
 
 }  // namespace hspmn::cuda::sm90a

@@ -23,9 +23,10 @@ constexpr int kSmemBytes = kStages * (kBlockM + 2 * kBlockF) * kBlockK * 2 + 2 *
 // The tensor maps: c as [N, D] with boxes of kBlockM x kBlockK, W_gate and W_up as [F, D] with boxes
 // of kBlockF x kBlockK, all bf16 with the 128-byte swizzle and zero fill. gate and up (both or neither):
 // the training outputs, rows ld_gu elements apart (a multiple of 8). cluster: 1, or 2 for CTA pairs that
-// share each W tile through TMA multicast. Returns the launch's error.
-cudaError_t launch(cudaStream_t stream, int sm_count, int cluster, const CUtensorMap& map_c, const CUtensorMap& map_g,
-                   const CUtensorMap& map_u, int N, int F, int D, __nv_bfloat16* act, __nv_bfloat16* gate,
-                   __nv_bfloat16* up, int64_t ld_gu);
+// share each W tile through TMA multicast; pairs_fit: how many pairs fit at once, asked (and kept there)
+// when 0, -1 when none does (then single CTAs run). Returns the launch's error.
+cudaError_t launch(cudaStream_t stream, int sm_count, int cluster, int& pairs_fit, const CUtensorMap& map_c,
+                   const CUtensorMap& map_g, const CUtensorMap& map_u, int N, int F, int D, __nv_bfloat16* act,
+                   __nv_bfloat16* gate, __nv_bfloat16* up, int64_t ld_gu);
 
 }  // namespace hspmn::cuda::sm90a
