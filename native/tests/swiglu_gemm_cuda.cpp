@@ -266,6 +266,7 @@ int main(int argc, char** argv) {
             test_shape(d, k, rng, 0, 64, 64);
             test_shape(d, k, rng, 129, 72, 136);
             test_shape(d, k, rng, 4099, 2048, 5632);
+            test_shape(d, k, rng, 9001, 136, 1032);  // several tiles a CTA, fewer k-blocks than epilogue pieces
         }
         unsetenv("HSPMN_SWIGLU_GEMM_CLUSTER");
         expect_refused(d, HSPMN_ERR_SHAPE, "D not a multiple of 8", 16, 12, 16, 0, false);

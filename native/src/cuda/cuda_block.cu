@@ -97,7 +97,8 @@ void CudaBlock::forward(const ForwardCall& call) {
     buf.rstd = grow<float>(d_, A.rstd, N);
     buf.h = grow<bf16>(d_, A.h, N * D);
     buf.c = grow<bf16>(d_, A.c, N * D);
-    buf.gu = grow<bf16>(d_, A.gu, N * 2 * F);
+    // Inference with the fused kernel never writes gate | up: no [N, 2F] buffer.
+    buf.gu = !call.training && fused_mlp_inference() ? nullptr : grow<bf16>(d_, A.gu, N * 2 * F);
     buf.act = grow<bf16>(d_, A.act, N * F);
     buf.a = grow<bf16>(d_, A.a, N * D);
     buf.k = grow<bf16>(d_, A.k, N * KV);

@@ -48,6 +48,7 @@ void CudaBlock::forward_chunked(const ForwardCall& call, const ForwardChunks& ch
     int64_t* row_cache = nullptr;
     bf16 *k_cache = nullptr, *v_cache = nullptr, *conv = nullptr, *xs = nullptr, *os = nullptr;
     RowsBuffers buf{};
+    const bool fused_mlp = fused_mlp_inference();  // once: the sizing and the placing pass must agree
     carve_arena(d_, [&](Carve& cv) {
         l = cv.take<float>(N);
         nsc = cv.take<float>(N);
@@ -73,7 +74,7 @@ void CudaBlock::forward_chunked(const ForwardCall& call, const ForwardChunks& ch
         }
         if (stage_x) xs = cv.take<bf16>(chunk_rows * D);
         if (stage_out) os = cv.take<bf16>(chunk_rows * D);
-        buf = carve_rows(cv, chunk_rows, chunk_q);
+        buf = carve_rows(cv, chunk_rows, chunk_q, fused_mlp);
     });
     const char* x_bytes = static_cast<const char*>(call.x->data);
     char* out_bytes = static_cast<char*>(call.out->data);

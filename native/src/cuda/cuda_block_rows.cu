@@ -24,7 +24,11 @@ int64_t CudaBlock::one_pass_row_bytes() const {
     return 4 + 4 + 2 * 3 * D + 2 * 3 * F + 4 * D + 4 * KV + 2 * 2 * KV + 2 * 3 * D + 4 * 2 * D + 4 * cfg_.H;
 }
 
-RowsBuffers CudaBlock::carve_rows(Carve& cv, int64_t n, int64_t Q) const {
+bool CudaBlock::fused_mlp_inference() const {
+    return swiglu_gemm_wanted(d_, false, cfg_.D, cfg_.F, {w(P_REFLEX_GATE), w(P_REFLEX_UP)});
+}
+
+RowsBuffers CudaBlock::carve_rows(Carve& cv, int64_t n, int64_t Q, bool fused_mlp) const {
     const int64_t D = cfg_.D, F = cfg_.F, KV = cfg_.Hkv * cfg_.Dh;
     RowsBuffers b{};
     b.rstd = cv.take<float>(n);
@@ -36,7 +40,7 @@ RowsBuffers CudaBlock::carve_rows(Carve& cv, int64_t n, int64_t Q) const {
     b.h = cv.take<bf16>(n * D);
     b.a = cv.take<bf16>(n * D);
     b.c = cv.take<bf16>(n * D);
-    b.gu = cv.take<bf16>(n * 2 * F);
+    b.gu = fused_mlp ? nullptr : cv.take<bf16>(n * 2 * F);
     b.act = cv.take<bf16>(n * F);
     b.res = cv.take<float>(n * D);
     // kf is dead once RoPE wrote k, qf once RoPE wrote q; o is written after both.
@@ -75,7 +79,10 @@ void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
     // one may fill the SMs the other leaves idle (README.md "Two streams" has where that paid). Decode
     // steps (meta) stay on one stream.
     SideStream side(d_, !p.meta);
-    if (!p.meta && swiglu_gemm_wanted(d_, p.keep_h, D, F, {b.c, b.act, b.gu, w(P_REFLEX_GATE), w(P_REFLEX_UP)})) {
+    // gu null: the pass was laid out for the fused kernel (carve_rows, CudaBlock::forward), which must run.
+    if (!b.gu && p.keep_h) fail(HSPMN_ERR_INTERNAL, "run_rows: a training pass without its gate|up buffer");
+    if (!b.gu || (!p.meta && swiglu_gemm_wanted(d_, p.keep_h, D, F, {b.c, b.act, b.gu, w(P_REFLEX_GATE),
+                                                                       w(P_REFLEX_UP)}))) {
         // gate, up and act in one kernel; gu (gate | up per row) is written only for the backward.
         swiglu_gemm(d_, n, D, F, b.c, w(P_REFLEX_GATE), w(P_REFLEX_UP), b.act, p.keep_h ? b.gu : nullptr,
                     p.keep_h ? b.gu + F : nullptr, 2 * F, SwigluGemmKernel::kWgmma);
