@@ -12,6 +12,8 @@
 //
 //   swiglu_gemm_cuda [--bench]   --bench adds each kernel against the block's path (one cuBLASLt GEMM of
 //                                [W_gate; W_up] + swiglu_forward), D 2048, F 8192
+//   swiglu_gemm_cuda --profile   only the block's path and the sm_90a kernel (pairs, single CTAs) at
+//                                N 16384, twice each, for ncu (no checks)
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -240,14 +242,43 @@ void bench(Device& d) {
     }
 }
 
+// For a profiler (ncu): each path of the bench's first shape twice, no timing loop around them.
+void profile(Device& d) {
+    const int64_t N = 16384, D = 2048, F = 8192;
+    DeviceBuffer c(d, N * D * 2), w(d, 2 * F * D * 2), gu(d, N * 2 * F * 2), a(d, N * F * 2);
+    std::mt19937 rng(11);
+    const auto hw = random_bf16(rng, static_cast<std::size_t>(2 * F * D), 0.02f);
+    const auto hc = random_bf16(rng, static_cast<std::size_t>(N * D));
+    check(cudaMemcpy(w.data(), hw.data(), hw.size() * 2, cudaMemcpyHostToDevice), "upload");
+    check(cudaMemcpy(c.data(), hc.data(), hc.size() * 2, cudaMemcpyHostToDevice), "upload");
+    const bf16 *pc = c.as<bf16>(), *pwg = w.as<bf16>(), *pwu = pwg + F * D;
+    bf16 *pgu = gu.as<bf16>(), *pa = a.as<bf16>();
+    for (int i = 0; i < 2; ++i) {
+        gemm(d, false, true, N, 2 * F, D, 1.0f, pc, D, pwg, D, 0.0f, pgu, DType::BF16, 2 * F);
+        swiglu_forward(d, pgu, pgu + F, N, F, 2 * F, pa);
+        for (const char* cluster : {"2", "1"}) {
+            setenv("HSPMN_SWIGLU_GEMM_CLUSTER", cluster, 1);
+            swiglu_gemm(d, N, D, F, pc, pwg, pwu, pa, nullptr, nullptr, 0, SwigluGemmKernel::kWgmma);
+        }
+        unsetenv("HSPMN_SWIGLU_GEMM_CLUSTER");
+    }
+    check(cudaDeviceSynchronize(), "profile");
+    std::printf("profile: done\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     const bool do_bench = argc > 1 && std::strcmp(argv[1], "--bench") == 0;
+    const bool do_profile = argc > 1 && std::strcmp(argv[1], "--profile") == 0;
     return run_on_device([&](Device& d) {
         d.activate();
         if (!swiglu_gemm_available(d)) {
             std::printf("skipped: no swiglu_gemm kernel for sm_%d in this build (it needs sm_90+)\n", d.arch);
+            return;
+        }
+        if (do_profile) {
+            if (swiglu_gemm_available(d, SwigluGemmKernel::kWgmma)) profile(d);
             return;
         }
         // The wgmma kernel twice: CTA pairs sharing W tiles (the default), then one CTA a tile.

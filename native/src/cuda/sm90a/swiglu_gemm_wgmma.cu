@@ -13,12 +13,10 @@
 // tensor maps and the checks that make every launch here valid.
 //
 // The epilogue's arithmetic (an expf and an IEEE division per element) costs about a tenth of a tile's
-// MMA time, so it runs while the tensor cores work on the next tile: at a tile's end each consumer packs
-// its accumulators into bf16 pairs of gate and up (64 registers), starts the next tile's MMAs into the
-// freed accumulators, and computes and stores the packed tile's act in kPieces pieces, one after each of
-// the next tile's first k-blocks is issued. No shared memory goes to an epilogue buffer, so the copies
-// get four 48 KiB stages (three beside the hand-off buffer this replaced, which ran ~10 % behind
-// cuBLASLt's GEMM alone: two k-blocks of lookahead did not cover the copies' latency).
+// MMA time, so the consumers do not do it: they round their accumulators to bf16 into a shared-memory
+// hand-off buffer and go on to the next tile's MMAs, while warps 1-3 of the producer warpgroup (idle
+// otherwise: one thread issues every copy) compute act from the buffer and write act (and, training,
+// gate and up) to global memory in 16-byte stores along rows.
 #include "swiglu_gemm_wgmma.h"
 
 #include <cuda_bf16.h>
@@ -33,8 +31,13 @@ constexpr int kTileA = kBlockM * kBlockK * 2;      // 16 KiB of c
 constexpr int kTileW = kBlockF * kBlockK * 2;      // 16 KiB each of W_gate and W_up
 constexpr int kStageBytes = kTileA + 2 * kTileW;   // 48 KiB
 constexpr int kConsumerWarps = 8;
-constexpr int kPieces = 8;  // a tile's epilogue per consumer thread: 8 pieces of 8 elements
-static_assert(kSmemBytes >= kStages * kStageBytes + 2 * 32 * 128 * 4 + 1024 + 2 * kStages * 8, "swiglu_gemm_wgmma.h's kSmemBytes is too small");
+constexpr int kEpilogueThreads = 96;  // warps 1-3 of warpgroup 0
+// A consumer's hand-off buffer: its 64 rows of gate | up (256 bf16), rows padded by 16 bytes so the
+// accumulator layout's 8 rows of a store land in 8 different bank quads.
+constexpr int kHandRow = 2 * kBlockF * 2 + 16;
+constexpr int kHandBytes = 64 * kHandRow;
+static_assert(kSmemBytes >= kStages * kStageBytes + 2 * kHandBytes + 1024 + (2 * kStages + 4) * 8,
+              "swiglu_gemm_wgmma.h's kSmemBytes is too small");
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
     return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -169,88 +172,10 @@ __device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t a, ui
 
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&v);
-}
-__device__ __forceinline__ __nv_bfloat162 unpack_bf16x2(uint32_t v) { return *reinterpret_cast<__nv_bfloat162*>(&v); }
-
-// Accumulator layout of m64nNk16 (f32): register 4j + 2h + e holds row 16 warp + lane / 4 + 8h of the
-// consumer's 64, column 8j + 2 (lane % 4) + e of the N = 256 (j < 16: W_gate's rows, j >= 16: W_up's).
-// A packed tile: for j < 16 and h < 2, gate and up at columns 8j + 2 (lane % 4) + {0, 1}, row + 8h, as
-// bf16 pairs rounded as swiglu_forward's input is. Columns j < 8 stay in registers (g[2j + h], u[2j + h]);
-// j >= 8 go to the thread's own words of shared memory (word i of thread x at i * 128 + x: no bank
-// conflicts, and no other thread reads them, so no barrier): registers for all of it spill.
-struct Packed {
-    uint32_t g[16], u[16];
-    uint32_t* spill;  // this thread's first word in the consumer's 16 KiB (stride 128 words)
+// 8 bf16 <-> 16 bytes.
+struct alignas(16) Bf16x8 {
+    __nv_bfloat162 h[4];
 };
-constexpr int kPackedSmem = 32 * 128 * 4;  // a consumer's shared words of a packed tile
-
-__device__ __forceinline__ void pack_tile(const float (&d)[128], Packed& p) {
-#pragma unroll
-    for (int j = 0; j < 16; ++j)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const uint32_t g = pack_bf16x2(d[4 * j + 2 * h], d[4 * j + 2 * h + 1]);
-            const uint32_t u = pack_bf16x2(d[64 + 4 * j + 2 * h], d[64 + 4 * j + 2 * h + 1]);
-            if (j < 8) {
-                p.g[2 * j + h] = g;
-                p.u[2 * j + h] = u;
-            } else {
-                p.spill[(2 * (j - 8) + h) * 128] = g;
-                p.spill[(16 + 2 * (j - 8) + h) * 128] = u;
-            }
-        }
-}
-
-// Where a consumer thread's packed values go: its first row and column in act (row + 8h, column + 8j).
-struct Rows {
-    int64_t row0;
-    int col0;
-    int N, F;
-};
-
-// Piece C of a packed tile: columns 8j + .. for j = 2C, 2C + 1, both rows. Each pair is one 4-byte store
-// per output; a pair is wholly inside or outside act (F % 8 == 0).
-template <bool kTrain, int C>
-__device__ __forceinline__ void store_piece(const Packed& p, const Rows& r, bf16* act, bf16* gate, bf16* up,
-                                            int64_t ld_gu) {
-#pragma unroll
-    for (int jj = 0; jj < 2; ++jj)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const int j = 2 * C + jj;
-            const int64_t row = r.row0 + 8 * h;
-            const int col = r.col0 + 8 * j;
-            if (row >= r.N || col >= r.F) continue;
-            const uint32_t g = j < 8 ? p.g[2 * j + h] : p.spill[(2 * (j - 8) + h) * 128];
-            const uint32_t u = j < 8 ? p.u[2 * j + h] : p.spill[(16 + 2 * (j - 8) + h) * 128];
-            const float2 gv = __bfloat1622float2(unpack_bf16x2(g)), uv = __bfloat1622float2(unpack_bf16x2(u));
-            *reinterpret_cast<__nv_bfloat162*>(act + row * r.F + col) =
-                __floats2bfloat162_rn(gv.x * sigmoid(gv.x) * uv.x, gv.y * sigmoid(gv.y) * uv.y);
-            if (kTrain) {
-                *reinterpret_cast<uint32_t*>(gate + row * ld_gu + col) = g;
-                *reinterpret_cast<uint32_t*>(up + row * ld_gu + col) = u;
-            }
-        }
-}
-// The piece by a run-time index: the registers of each piece are named at compile time.
-template <bool kTrain>
-__device__ __forceinline__ void store_piece_at(int c, const Packed& p, const Rows& r, bf16* act, bf16* gate,
-                                               bf16* up, int64_t ld_gu) {
-    static_assert(kPieces == 8, "one case per piece");
-    switch (c) {
-        case 0: store_piece<kTrain, 0>(p, r, act, gate, up, ld_gu); break;
-        case 1: store_piece<kTrain, 1>(p, r, act, gate, up, ld_gu); break;
-        case 2: store_piece<kTrain, 2>(p, r, act, gate, up, ld_gu); break;
-        case 3: store_piece<kTrain, 3>(p, r, act, gate, up, ld_gu); break;
-        case 4: store_piece<kTrain, 4>(p, r, act, gate, up, ld_gu); break;
-        case 5: store_piece<kTrain, 5>(p, r, act, gate, up, ld_gu); break;
-        case 6: store_piece<kTrain, 6>(p, r, act, gate, up, ld_gu); break;
-        default: store_piece<kTrain, 7>(p, r, act, gate, up, ld_gu); break;
-    }
-}
 
 // Tile t of the grid walk: groups of kGroupM row tiles, the row tile fastest inside a group, so the
 // tiles in flight at once share a few row blocks of c and a few column blocks of W (both stay in L2).
@@ -277,8 +202,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     extern __shared__ uint8_t smem_raw[];
     // The 128-byte swizzle repeats every 1024 bytes: tiles start 1024-aligned.
     uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
-    uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes + 2 * kPackedSmem);
+    uint8_t* hand = smem + kStages * kStageBytes;  // two hand-off buffers, one per consumer
+    uint64_t* full = reinterpret_cast<uint64_t*>(hand + 2 * kHandBytes);
     uint64_t* empty = full + kStages;
+    uint64_t* hand_full = empty + kStages;  // [2]: a consumer wrote its buffer
+    uint64_t* hand_empty = hand_full + 2;   // [2]: the epilogue warps have read it
 
     // Units of work: kCluster row tiles x one column tile; the cluster's CTAs walk them together.
     const int tiles_m = (N + kBlockM - 1) / kBlockM, tiles_f = (F + kBlockF - 1) / kBlockF;
@@ -293,6 +221,10 @@ __global__ void __launch_bounds__(kThreads, 1)
             bar_init(&full[s], 1);  // the producer's arrive, plus the copies' bytes
             bar_init(&empty[s], kConsumerWarps * kCluster);  // every consumer warp of the cluster, once done
         }
+        for (int c = 0; c < 2; ++c) {
+            bar_init(&hand_full[c], 128);  // every thread of the consumer, after its stores
+            bar_init(&hand_empty[c], kEpilogueThreads);
+        }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     if (kCluster > 1)
@@ -301,7 +233,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         __syncthreads();
 
     if (wg == 0) {
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");  // one thread issues every copy
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 88;");
         if (threadIdx.x == 0) {
             int s = 0;
             uint32_t phase = 0;
@@ -327,11 +259,47 @@ __global__ void __launch_bounds__(kThreads, 1)
                     }
                 }
             }
+        } else if (threadIdx.x >= 32) {
+            // The epilogue: each consumer's 64 x 128 act values as 1024 pieces of 8 along a row.
+            const int et = threadIdx.x - 32;
+            uint32_t parity = 0;
+            for (int t = first; t < units; t += stride, parity ^= 1) {
+                int um, tf;
+                tile_coords(t, units_m, tiles_f, um, tf);
+                const int tm = um * kCluster + rank;
+                for (int c = 0; c < 2; ++c) {
+                    bar_wait(&hand_full[c], parity);
+                    const uint8_t* hb = hand + c * kHandBytes;
+                    const int64_t row0 = int64_t(tm) * kBlockM + c * 64;
+                    for (int i = et; i < 64 * (kBlockF / 8); i += kEpilogueThreads) {
+                        const int r = i / (kBlockF / 8), piece = i % (kBlockF / 8);
+                        const int64_t row = row0 + r;
+                        const int col = tf * kBlockF + piece * 8;
+                        if (row >= N || col >= F) continue;  // F % 8 == 0: a piece is wholly in or out
+                        const uint8_t* hrow = hb + r * kHandRow + piece * 16;
+                        const Bf16x8 g8 = *reinterpret_cast<const Bf16x8*>(hrow);
+                        const Bf16x8 u8 = *reinterpret_cast<const Bf16x8*>(hrow + kBlockF * 2);  // up: 256 bytes on
+                        Bf16x8 a8;
+#pragma unroll
+                        for (int q = 0; q < 4; ++q) {
+                            const float2 g = __bfloat1622float2(g8.h[q]), u = __bfloat1622float2(u8.h[q]);
+                            a8.h[q] = __floats2bfloat162_rn(g.x * sigmoid(g.x) * u.x, g.y * sigmoid(g.y) * u.y);
+                        }
+                        *reinterpret_cast<Bf16x8*>(act + row * F + col) = a8;
+                        if (kTrain) {
+                            *reinterpret_cast<Bf16x8*>(gate + row * ld_gu + col) = g8;
+                            *reinterpret_cast<Bf16x8*>(up + row * ld_gu + col) = u8;
+                        }
+                    }
+                    bar_arrive(&hand_empty[c]);
+                }
+            }
         }
     } else {
-        asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 208;");
         const int half = wg - 1;  // rows [64 half, 64 half + 64) of each tile
         const int warp = (threadIdx.x % 128) / 32;
+        uint8_t* hb = hand + half * kHandBytes;
         // A slot read by this warp is released to every producer that writes into it.
         auto release = [rank](uint64_t* bar) {
             if (kCluster > 1) {
@@ -344,16 +312,9 @@ __global__ void __launch_bounds__(kThreads, 1)
         float d[128];
 #pragma unroll
         for (int i = 0; i < 128; ++i) d[i] = 0.0f;  // never read before the first MMA overwrites it
-        // The previous tile's gate and up, bf16 pairs, stored while this tile's first MMAs run.
-        Packed pk;
-        pk.spill = reinterpret_cast<uint32_t*>(smem + kStages * kStageBytes + half * kPackedSmem) + threadIdx.x % 128;
-        Rows prev_rows{};
-        prev_rows.N = N;
-        prev_rows.F = F;
-        bool have_prev = false;
         int s = 0;
-        uint32_t phase = 0;
-        for (int t = first; t < units; t += stride) {
+        uint32_t phase = 0, parity = 0;
+        for (int t = first; t < units; t += stride, parity ^= 1) {
             int prev = -1;
             for (int k = 0; k < nk; ++k) {
                 bar_wait(&full[s], phase);
@@ -374,25 +335,24 @@ __global__ void __launch_bounds__(kThreads, 1)
                     s = 0;
                     phase ^= 1;
                 }
-                // While this group multiplies, one piece of the previous tile's epilogue.
-                if (have_prev && k < kPieces) store_piece_at<kTrain>(k, pk, prev_rows, act, gate, up, ld_gu);
             }
             wgmma_wait<0>();
             fence_acc(d);
             if (lane == 0) release(&empty[prev]);
-            // D under kPieces k-blocks: the previous tile's pieces the loop did not reach.
-            if (have_prev)
-                for (int c = nk; c < kPieces; ++c) store_piece_at<kTrain>(c, pk, prev_rows, act, gate, up, ld_gu);
 
-            int um, tf;
-            tile_coords(t, units_m, tiles_f, um, tf);
-            prev_rows.row0 = int64_t(um * kCluster + rank) * kBlockM + half * 64 + warp * 16 + lane / 4;
-            prev_rows.col0 = tf * kBlockF + 2 * (lane % 4);
-            pack_tile(d, pk);
-            have_prev = true;
+            // Hand-off: gate and up rounded to bf16, in the buffer's rows (0..127 gate, 128..255 up).
+            // Accumulator layout of m64nNk16 (f32): register 4j + 2h + e holds row 16 warp + lane / 4 + 8h,
+            // column 8j + 2 (lane % 4) + e.
+            bar_wait(&hand_empty[half], parity ^ 1);  // the epilogue warps are done with the last tile
+            const int r0 = warp * 16 + lane / 4, c0 = 2 * (lane % 4);
+#pragma unroll
+            for (int j = 0; j < 32; ++j)
+#pragma unroll
+                for (int h = 0; h < 2; ++h)
+                    *reinterpret_cast<__nv_bfloat162*>(hb + (r0 + 8 * h) * kHandRow + (8 * j + c0) * 2) =
+                        __floats2bfloat162_rn(d[4 * j + 2 * h], d[4 * j + 2 * h + 1]);
+            bar_arrive(&hand_full[half]);
         }
-        if (have_prev)
-            for (int c = 0; c < kPieces; ++c) store_piece_at<kTrain>(c, pk, prev_rows, act, gate, up, ld_gu);
     }
     // No CTA leaves while its peer may still arrive on its barriers (not .aligned: warp 0's lanes come
     // here from different branches).
