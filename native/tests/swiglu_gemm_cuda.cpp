@@ -200,30 +200,46 @@ float time_ms(Device& d, int iters, const std::function<void()>& fn) {
     return ms / iters;
 }
 
+// The bench's operands at D = 2048, F = 8192: c and the weights random (zeros would flatter the tensor
+// cores' power draw and so the clock), gate | up and act to write.
+struct BenchOperands {
+    static constexpr int64_t D = 2048, F = 8192;
+    int64_t N;
+    DeviceBuffer c, w, gu, a;
+    BenchOperands(Device& d, int64_t n)
+        : N(n), c(d, n * D * 2), w(d, 2 * F * D * 2), gu(d, n * 2 * F * 2), a(d, n * F * 2) {
+        std::mt19937 rng(11);
+        const auto hw = random_bf16(rng, static_cast<std::size_t>(2 * F * D), 0.02f);
+        const auto hc = random_bf16(rng, static_cast<std::size_t>(n * D));
+        check(cudaMemcpy(w.data(), hw.data(), hw.size() * 2, cudaMemcpyHostToDevice), "upload");
+        check(cudaMemcpy(c.data(), hc.data(), hc.size() * 2, cudaMemcpyHostToDevice), "upload");
+    }
+    // The block's unfused path: one cuBLASLt GEMM on [W_gate; W_up], then swiglu_forward (optional).
+    void unfused(Device& d, bool activation) {
+        bf16* pgu = gu.as<bf16>();
+        gemm(d, false, true, N, 2 * F, D, 1.0f, c.as<bf16>(), D, w.as<bf16>(), D, 0.0f, pgu, DType::BF16, 2 * F);
+        if (activation) swiglu_forward(d, pgu, pgu + F, N, F, 2 * F, a.as<bf16>());
+    }
+    // The fused kernel k; training also writes gate | up (rows of 2F for the sm_90a kernel, F for Triton's).
+    void fused(Device& d, SwigluGemmKernel k, bool training) {
+        const bf16 *pwg = w.as<bf16>(), *pwu = pwg + F * D;
+        bf16* pgu = gu.as<bf16>();
+        const int64_t ld = k == SwigluGemmKernel::kWgmma ? 2 * F : F;
+        swiglu_gemm(d, N, D, F, c.as<bf16>(), pwg, pwu, a.as<bf16>(), training ? pgu : nullptr,
+                    training ? pgu + F : nullptr, training ? ld : 0, k);
+    }
+};
+
 void bench(Device& d) {
-    const int64_t D = 2048, F = 8192;
     const bool wgmma = swiglu_gemm_available(d, SwigluGemmKernel::kWgmma);
     const bool triton = swiglu_gemm_available(d, SwigluGemmKernel::kTriton);
     for (int64_t N : {int64_t(16384), int64_t(65536), int64_t(262144)}) {
-        // c and the weights random (zeros would flatter the tensor cores' power draw and so the clock).
-        DeviceBuffer c(d, N * D * 2), w(d, 2 * F * D * 2), gu(d, N * 2 * F * 2), a(d, N * F * 2);
-        std::mt19937 rng(11);
-        std::vector<DeviceBuffer> keep;
-        const auto hw = random_bf16(rng, static_cast<std::size_t>(2 * F * D), 0.02f);
-        const auto hc = random_bf16(rng, static_cast<std::size_t>(N * D));
-        check(cudaMemcpy(w.data(), hw.data(), hw.size() * 2, cudaMemcpyHostToDevice), "upload");
-        check(cudaMemcpy(c.data(), hc.data(), hc.size() * 2, cudaMemcpyHostToDevice), "upload");
-        const bf16 *pc = c.as<bf16>(), *pwg = w.as<bf16>(), *pwu = pwg + F * D;
-        bf16 *pgu = gu.as<bf16>(), *pa = a.as<bf16>();
+        BenchOperands op(d, N);
+        const int64_t D = BenchOperands::D, F = BenchOperands::F;
         const double flop = 4.0 * N * D * F;
         auto rate = [&](float ms) { return flop / ms / 1e9; };
-        const float lt = time_ms(d, 10, [&] {
-            gemm(d, false, true, N, 2 * F, D, 1.0f, pc, D, pwg, D, 0.0f, pgu, DType::BF16, 2 * F);
-            swiglu_forward(d, pgu, pgu + F, N, F, 2 * F, pa);
-        });
-        const float gemm_only = time_ms(d, 10, [&] {
-            gemm(d, false, true, N, 2 * F, D, 1.0f, pc, D, pwg, D, 0.0f, pgu, DType::BF16, 2 * F);
-        });
+        const float lt = time_ms(d, 10, [&] { op.unfused(d, true); });
+        const float gemm_only = time_ms(d, 10, [&] { op.unfused(d, false); });
         std::printf("bench N=%lld D=%lld F=%lld: cuBLASLt [gate|up] + swiglu %.3f ms (%.0f TFLOP/s; the GEMM alone "
                     "%.3f ms, %.0f)\n", static_cast<long long>(N), static_cast<long long>(D),
                     static_cast<long long>(F), lt, rate(lt), gemm_only, rate(gemm_only));
@@ -231,9 +247,8 @@ void bench(Device& d) {
             const SwigluGemmKernel k = *cluster ? SwigluGemmKernel::kWgmma : SwigluGemmKernel::kTriton;
             if (!(k == SwigluGemmKernel::kWgmma ? wgmma : triton)) continue;
             setenv("HSPMN_SWIGLU_GEMM_CLUSTER", cluster, 1);
-            const int64_t ld = k == SwigluGemmKernel::kWgmma ? 2 * F : F;
-            const float tr = time_ms(d, 10, [&] { swiglu_gemm(d, N, D, F, pc, pwg, pwu, pa, pgu, pgu + F, ld, k); });
-            const float in = time_ms(d, 10, [&] { swiglu_gemm(d, N, D, F, pc, pwg, pwu, pa, nullptr, nullptr, 0, k); });
+            const float tr = time_ms(d, 10, [&] { op.fused(d, k, true); });
+            const float in = time_ms(d, 10, [&] { op.fused(d, k, false); });
             std::printf("bench N=%lld %s%s%s: fused train %.3f ms (%.0f, %.3fx), fused infer %.3f ms (%.0f, %.3fx)\n",
                         static_cast<long long>(N), name(k), *cluster ? " cluster " : "", cluster, tr, rate(tr),
                         lt / tr, in, rate(in), lt / in);
@@ -242,23 +257,15 @@ void bench(Device& d) {
     }
 }
 
-// For a profiler (ncu): each path of the bench's first shape twice, no timing loop around them.
+// For a profiler (ncu): the block's path and the sm_90a kernel at the bench's first shape, twice each,
+// no timing loop around them.
 void profile(Device& d) {
-    const int64_t N = 16384, D = 2048, F = 8192;
-    DeviceBuffer c(d, N * D * 2), w(d, 2 * F * D * 2), gu(d, N * 2 * F * 2), a(d, N * F * 2);
-    std::mt19937 rng(11);
-    const auto hw = random_bf16(rng, static_cast<std::size_t>(2 * F * D), 0.02f);
-    const auto hc = random_bf16(rng, static_cast<std::size_t>(N * D));
-    check(cudaMemcpy(w.data(), hw.data(), hw.size() * 2, cudaMemcpyHostToDevice), "upload");
-    check(cudaMemcpy(c.data(), hc.data(), hc.size() * 2, cudaMemcpyHostToDevice), "upload");
-    const bf16 *pc = c.as<bf16>(), *pwg = w.as<bf16>(), *pwu = pwg + F * D;
-    bf16 *pgu = gu.as<bf16>(), *pa = a.as<bf16>();
+    BenchOperands op(d, 16384);
     for (int i = 0; i < 2; ++i) {
-        gemm(d, false, true, N, 2 * F, D, 1.0f, pc, D, pwg, D, 0.0f, pgu, DType::BF16, 2 * F);
-        swiglu_forward(d, pgu, pgu + F, N, F, 2 * F, pa);
+        op.unfused(d, true);
         for (const char* cluster : {"2", "1"}) {
             setenv("HSPMN_SWIGLU_GEMM_CLUSTER", cluster, 1);
-            swiglu_gemm(d, N, D, F, pc, pwg, pwu, pa, nullptr, nullptr, 0, SwigluGemmKernel::kWgmma);
+            op.fused(d, SwigluGemmKernel::kWgmma, false);
         }
         unsetenv("HSPMN_SWIGLU_GEMM_CLUSTER");
     }
