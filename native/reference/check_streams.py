@@ -157,19 +157,26 @@ def run_shape(lib, rep, name, B, S, D, H, Hkv, conv):
         ctx.close()
 
 
+def small_forward(ctx, lib):
+    """A 64-wide block and an 8-token input in ctx: the returned function runs its default inference forward
+    under the settings of the moment and returns the status."""
+    bp = lib.block_default_params()
+    bp.dim, bp.num_heads, bp.num_kv_heads = 64, 4, 2
+    blk = ctx.block(bp, 5)
+    x = ctx.tensor(BF16, (1, 8, 64), bf16_bits(np.ones((1, 8, 64))))
+    out = ctx.tensor(BF16, (1, 8, 64))
+    fp = lib.forward_default_params()
+    return lambda: lib.block_forward(blk, C.byref(fp), x, out, None)
+
+
 def run_errors(lib, rep, env=ENV, bad_values=("0", "3", "two")):
     """A malformed env must fail a forward with HSPMN_ERR_INVALID_ARGUMENT whose message names it."""
     ctx = Context(lib, "cuda", 1)
     try:
-        bp = lib.block_default_params()
-        bp.dim, bp.num_heads, bp.num_kv_heads = 64, 4, 2
-        blk = ctx.block(bp, 5)
-        x = ctx.tensor(BF16, (1, 8, 64), bf16_bits(np.ones((1, 8, 64))))
-        out = ctx.tensor(BF16, (1, 8, 64))
-        fp = lib.forward_default_params()
+        forward = small_forward(ctx, lib)
         for bad in bad_values:
             set_env(env, bad)
-            status = lib.block_forward(blk, C.byref(fp), x, out, None)
+            status = forward()
             msg = lib.last_error().decode()
             rep.check(f"{env}={bad!r} -> HSPMN_ERR_INVALID_ARGUMENT naming it (status {status})",
                       0.0 if status == 1 and env in msg else math.inf, 0.0)

@@ -18,7 +18,6 @@ value must fail a default inference forward and leave one under HSPMN_SWIGLU_GEM
 other than sm_90 that proof fails, as it must: both settings run the unfused path there.
 """
 
-import ctypes as C
 import math
 import os
 import sys
@@ -27,11 +26,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check_harness  # noqa: E402
-from check_cuda_block import BF16, bf16_bits  # noqa: E402
-from check_streams import compare_settings, run_errors  # noqa: E402
+from check_cuda_block import bf16_bits  # noqa: E402
+from check_streams import compare_settings, run_errors, set_env, small_forward  # noqa: E402
 from hspmn_ctypes import Context, Lib  # noqa: E402
 
 ENV = "HSPMN_SWIGLU_GEMM"
+CLUSTER_ENV = "HSPMN_SWIGLU_GEMM_CLUSTER"
 # (name, B, S, D, H, Hkv, conv)
 SHAPES = [("d64_b2_s300", 2, 300, 64, 4, 2, 4), ("d36_b3_s97", 3, 97, 36, 2, 1, 3),
           ("d256_b1_s2000", 1, 2000, 256, 2, 1, 4), ("d512_b2_s1000", 2, 1000, 512, 4, 2, 4)]
@@ -54,22 +54,18 @@ def run_shape(lib, rep, name, B, S, D, H, Hkv, conv):
 def run_proof(lib, rep):
     """The block's default inference forward reaches the kernel: a malformed HSPMN_SWIGLU_GEMM_CLUSTER fails it
     (run_errors), and does not fail the same forward under HSPMN_SWIGLU_GEMM=0."""
-    run_errors(lib, rep, "HSPMN_SWIGLU_GEMM_CLUSTER", ("3",))
+    run_errors(lib, rep, CLUSTER_ENV, ("3",))
     ctx = Context(lib, "cuda", 1)
     try:
-        bp = lib.block_default_params()
-        bp.dim, bp.num_heads, bp.num_kv_heads = 64, 4, 2
-        blk = ctx.block(bp, 5)
-        x = ctx.tensor(BF16, (1, 8, 64), bf16_bits(np.ones((1, 8, 64))))
-        out = ctx.tensor(BF16, (1, 8, 64))
-        os.environ["HSPMN_SWIGLU_GEMM_CLUSTER"] = "3"
-        os.environ[ENV] = "0"
-        status = lib.block_forward(blk, C.byref(lib.forward_default_params()), x, out, None)
-        rep.check(f"HSPMN_SWIGLU_GEMM_CLUSTER='3' under {ENV}=0 -> no error (status {status})",
+        forward = small_forward(ctx, lib)
+        set_env(CLUSTER_ENV, "3")
+        set_env(ENV, "0")
+        status = forward()
+        rep.check(f"{CLUSTER_ENV}='3' under {ENV}=0 -> no error (status {status})",
                   0.0 if status == 0 else math.inf, 0.0)
     finally:
-        os.environ.pop("HSPMN_SWIGLU_GEMM_CLUSTER", None)
-        os.environ.pop(ENV, None)
+        set_env(CLUSTER_ENV, None)
+        set_env(ENV, None)
         ctx.close()
 
 
