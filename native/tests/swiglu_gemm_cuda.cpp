@@ -220,13 +220,14 @@ struct BenchOperands {
         gemm(d, false, true, N, 2 * F, D, 1.0f, c.as<bf16>(), D, w.as<bf16>(), D, 0.0f, pgu, DType::BF16, 2 * F);
         if (activation) swiglu_forward(d, pgu, pgu + F, N, F, 2 * F, a.as<bf16>());
     }
-    // The fused kernel k; training also writes gate | up (rows of 2F for the sm_90a kernel, F for Triton's).
+    // The fused kernel k; training also writes gate and up: for the sm_90a kernel as the block's rows of
+    // gate | up (2F apart), for Triton's as two [N, F] matrices (its rows are F apart), in the same buffer.
     void fused(Device& d, SwigluGemmKernel k, bool training) {
         const bf16 *pwg = w.as<bf16>(), *pwu = pwg + F * D;
         bf16* pgu = gu.as<bf16>();
-        const int64_t ld = k == SwigluGemmKernel::kWgmma ? 2 * F : F;
+        const bool rows = k == SwigluGemmKernel::kWgmma;
         swiglu_gemm(d, N, D, F, c.as<bf16>(), pwg, pwu, a.as<bf16>(), training ? pgu : nullptr,
-                    training ? pgu + F : nullptr, training ? ld : 0, k);
+                    training ? pgu + (rows ? F : N * F) : nullptr, training ? (rows ? 2 * F : F) : 0, k);
     }
 };
 
