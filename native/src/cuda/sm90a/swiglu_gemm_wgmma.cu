@@ -16,7 +16,11 @@
 // MMA time, so the consumers do not do it: they round their accumulators to bf16 into a shared-memory
 // hand-off buffer and go on to the next tile's MMAs, while warps 1-3 of the producer warpgroup (idle
 // otherwise: one thread issues every copy) compute act from the buffer and write act (and, training,
-// gate and up) to global memory in 16-byte stores along rows.
+// gate and up) to global memory in 16-byte stores along rows. The buffer holds half a tile per
+// consumer (32 KiB in all), which leaves room for 4 stages of copies: with 3 beside a whole-tile buffer
+// the consumers waited on the copies for about a third of their time (ncu, BENCHMARKS.md 2026-12-07).
+// The second half waits in the consumer's registers (32 of them) until the middle of the next tile, by
+// when the epilogue warps have emptied the buffer.
 #include "swiglu_gemm_wgmma.h"
 
 #include <cuda_bf16.h>
@@ -32,12 +36,21 @@ constexpr int kTileW = kBlockF * kBlockK * 2;      // 16 KiB each of W_gate and 
 constexpr int kStageBytes = kTileA + 2 * kTileW;   // 48 KiB
 constexpr int kConsumerWarps = 8;
 constexpr int kEpilogueThreads = 96;  // warps 1-3 of warpgroup 0
-// A consumer's hand-off buffer: its 64 rows of gate | up (256 bf16), rows padded by 16 bytes so the
-// accumulator layout's 8 rows of a store land in 8 different bank quads.
-constexpr int kHandRow = 2 * kBlockF * 2 + 16;
+// A consumer hands off half a tile at a time: its 64 rows x 64 columns of gate and of up, bf16, a row
+// of 256 bytes (8 chunks of 16 bytes of gate, then 8 of up). Chunk c of row r sits at chunk c ^ (r % 8)
+// so that a warp's accumulator stores (8 rows, one chunk each) hit 32 different banks.
+constexpr int kHalfCols = kBlockF / 2;
+constexpr int kHandRow = 2 * kHalfCols * 2;
 constexpr int kHandBytes = 64 * kHandRow;
+// The consumers hand the first half off at a tile's end and keep the second half in registers (bf16
+// pairs) until the middle k-block of the next tile: each half then has half a tile's MMA time for the
+// epilogue warps. They are close to the limit: in the thirteenth session's kernel (ncu, BENCHMARKS.md
+// 2026-12-07) they were busy for ~85 % of the kernel and the consumers waited on them for ~8 % of
+// their samples, hence the branch-free sigmoid8.
 static_assert(kSmemBytes >= kStages * kStageBytes + 2 * kHandBytes + 1024 + (2 * kStages + 4) * 8,
               "swiglu_gemm_wgmma.h's kSmemBytes is too small");
+
+__device__ __forceinline__ int hand_offset(int row, int chunk) { return row * kHandRow + ((chunk ^ (row & 7)) << 4); }
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
     return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -170,12 +183,65 @@ __device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t a, ui
         : "l"(a), "l"(b), "r"(accumulate));
 }
 
-__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+// sigmoid of 8 values with swiglu_forward's bits, without a branch per value. nvcc compiles 1.0f / y
+// (IEEE) as: if y's exponent is in range, rcp.approx then one Newton step (the sequence below, as in
+// its SASS: MUFU.RCP, FFMA, FADD.FTZ, FFMA), else a call to a slow path; that branch per element keeps
+// the compiler from interleaving the 8 chains. Here the 8 take the fast sequence together and only a
+// group with a value out of range (y >= 2^126, i.e. x < -87: rare) redoes those values with 1.0f / y.
+__device__ __forceinline__ bool rcp_fast_in_range(float y) {
+    return ((__float_as_uint(y) + 0x01800000u) & 0x7f800000u) > 0x01ffffffu;
+}
+__device__ __forceinline__ float rcp_fast(float y) {
+    float r;
+    asm("{\n"
+        ".reg .f32 a, e;\n"
+        "rcp.approx.ftz.f32 a, %1;\n"
+        "fma.rn.f32 e, %1, a, 0fBF800000;\n"
+        "neg.f32 e, e;\n"
+        "fma.rn.f32 %0, a, e, a;\n"
+        "}"
+        : "=f"(r)
+        : "f"(y));
+    return r;
+}
+__device__ __forceinline__ void sigmoid8(const float (&x)[8], float (&s)[8]) {
+    float y[8];
+    bool slow = false;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        y[i] = 1.0f + expf(-x[i]);
+        s[i] = rcp_fast(y[i]);
+        slow |= !rcp_fast_in_range(y[i]);
+    }
+    if (slow) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+            if (!rcp_fast_in_range(y[i])) s[i] = 1.0f / y[i];
+    }
+}
 
 // 8 bf16 <-> 16 bytes.
 struct alignas(16) Bf16x8 {
     __nv_bfloat162 h[4];
 };
+__device__ __forceinline__ Bf16x8 ld_shared_16(uint32_t addr) {
+    uint32_t v[4];
+    asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3])
+                 : "r"(addr)
+                 : "memory");
+    Bf16x8 b;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) b.h[q] = *reinterpret_cast<const __nv_bfloat162*>(&v[q]);
+    return b;
+}
+__device__ __forceinline__ void st_shared_u32(uint32_t addr, uint32_t v) {
+    asm volatile("st.shared.b32 [%0], %1;" ::"r"(addr), "r"(v) : "memory");
+}
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&v);
+}
 
 // Tile t of the grid walk: groups of kGroupM row tiles, the row tile fastest inside a group, so the
 // tiles in flight at once share a few row blocks of c and a few column blocks of W (both stay in L2).
@@ -260,46 +326,54 @@ __global__ void __launch_bounds__(kThreads, 1)
                 }
             }
         } else if (threadIdx.x >= 32) {
-            // The epilogue: each consumer's 64 x 128 act values as 1024 pieces of 8 along a row.
+            // The epilogue: per tile the first halves of both consumers, then their second halves; a half is
+            // 64 rows x 64 act values, 512 pieces of 8 along a row.
             const int et = threadIdx.x - 32;
-            uint32_t parity = 0;
-            for (int t = first; t < units; t += stride, parity ^= 1) {
+            uint32_t parity[2] = {0, 0};
+            for (int t = first; t < units; t += stride) {
                 int um, tf;
                 tile_coords(t, units_m, tiles_f, um, tf);
                 const int tm = um * kCluster + rank;
-                for (int c = 0; c < 2; ++c) {
-                    bar_wait(&hand_full[c], parity);
-                    const uint8_t* hb = hand + c * kHandBytes;
-                    const int64_t row0 = int64_t(tm) * kBlockM + c * 64;
-                    for (int i = et; i < 64 * (kBlockF / 8); i += kEpilogueThreads) {
-                        const int r = i / (kBlockF / 8), piece = i % (kBlockF / 8);
-                        const int64_t row = row0 + r;
-                        const int col = tf * kBlockF + piece * 8;
-                        if (row >= N || col >= F) continue;  // F % 8 == 0: a piece is wholly in or out
-                        const uint8_t* hrow = hb + r * kHandRow + piece * 16;
-                        const Bf16x8 g8 = *reinterpret_cast<const Bf16x8*>(hrow);
-                        const Bf16x8 u8 = *reinterpret_cast<const Bf16x8*>(hrow + kBlockF * 2);  // up: 256 bytes on
-                        Bf16x8 a8;
+                for (int hf = 0; hf < 2; ++hf)
+                    for (int c = 0; c < 2; ++c) {
+                        bar_wait(&hand_full[c], parity[c]);
+                        parity[c] ^= 1;
+                        const uint32_t hb = smem_addr(hand + c * kHandBytes);
+                        const int64_t row0 = int64_t(tm) * kBlockM + c * 64;
+                        for (int i = et; i < 64 * (kHalfCols / 8); i += kEpilogueThreads) {
+                            const int r = i / (kHalfCols / 8), piece = i % (kHalfCols / 8);
+                            const int64_t row = row0 + r;
+                            const int col = tf * kBlockF + hf * kHalfCols + piece * 8;
+                            if (row >= N || col >= F) continue;  // F % 8 == 0: a piece is wholly in or out
+                            const Bf16x8 g8 = ld_shared_16(hb + hand_offset(r, piece));
+                            const Bf16x8 u8 = ld_shared_16(hb + hand_offset(r, kHalfCols / 8 + piece));
+                            float g[8], u[8], sg[8];
 #pragma unroll
-                        for (int q = 0; q < 4; ++q) {
-                            const float2 g = __bfloat1622float2(g8.h[q]), u = __bfloat1622float2(u8.h[q]);
-                            a8.h[q] = __floats2bfloat162_rn(g.x * sigmoid(g.x) * u.x, g.y * sigmoid(g.y) * u.y);
+                            for (int q = 0; q < 4; ++q) {
+                                const float2 gq = __bfloat1622float2(g8.h[q]), uq = __bfloat1622float2(u8.h[q]);
+                                g[2 * q] = gq.x, g[2 * q + 1] = gq.y, u[2 * q] = uq.x, u[2 * q + 1] = uq.y;
+                            }
+                            sigmoid8(g, sg);
+                            Bf16x8 a8;
+#pragma unroll
+                            for (int q = 0; q < 4; ++q)
+                                a8.h[q] = __floats2bfloat162_rn(g[2 * q] * sg[2 * q] * u[2 * q],
+                                                                g[2 * q + 1] * sg[2 * q + 1] * u[2 * q + 1]);
+                            *reinterpret_cast<Bf16x8*>(act + row * F + col) = a8;
+                            if (kTrain) {
+                                *reinterpret_cast<Bf16x8*>(gate + row * ld_gu + col) = g8;
+                                *reinterpret_cast<Bf16x8*>(up + row * ld_gu + col) = u8;
+                            }
                         }
-                        *reinterpret_cast<Bf16x8*>(act + row * F + col) = a8;
-                        if (kTrain) {
-                            *reinterpret_cast<Bf16x8*>(gate + row * ld_gu + col) = g8;
-                            *reinterpret_cast<Bf16x8*>(up + row * ld_gu + col) = u8;
-                        }
+                        bar_arrive(&hand_empty[c]);
                     }
-                    bar_arrive(&hand_empty[c]);
-                }
             }
         }
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 208;");
         const int half = wg - 1;  // rows [64 half, 64 half + 64) of each tile
         const int warp = (threadIdx.x % 128) / 32;
-        uint8_t* hb = hand + half * kHandBytes;
+        const uint32_t hb = smem_addr(hand + half * kHandBytes);
         // A slot read by this warp is released to every producer that writes into it.
         auto release = [rank](uint64_t* bar) {
             if (kCluster > 1) {
@@ -309,12 +383,32 @@ __global__ void __launch_bounds__(kThreads, 1)
             }
             (void)rank;
         };
+        // Accumulator layout of m64nNk16 (f32): register 4j + 2h + e holds row 16 warp + lane / 4 + 8h,
+        // column 8j + 2 (lane % 4) + e of N = 256 (j < 16: W_gate's rows, then W_up's). A half of the tile
+        // is j in [8 hf, 8 hf + 8) of gate and the same of up: 16 bf16 pairs of each per thread.
+        const int r0 = warp * 16 + lane / 4, q4 = 4 * (lane % 4);
+        uint32_t empty_parity = 1;  // a fresh barrier: the wait on the phase before it returns at once
+        auto hand_off = [&](const uint32_t (&g)[16], const uint32_t (&u)[16]) {
+            bar_wait(&hand_empty[half], empty_parity);
+            empty_parity ^= 1;
+#pragma unroll
+            for (int jj = 0; jj < 8; ++jj)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    st_shared_u32(hb + hand_offset(r0 + 8 * h, jj) + q4, g[2 * jj + h]);
+                    st_shared_u32(hb + hand_offset(r0 + 8 * h, 8 + jj) + q4, u[2 * jj + h]);
+                }
+            bar_arrive(&hand_full[half]);
+        };
         float d[128];
 #pragma unroll
         for (int i = 0; i < 128; ++i) d[i] = 0.0f;  // never read before the first MMA overwrites it
+        uint32_t second_g[16], second_u[16];  // the last tile's second half, until it is handed off
+        bool second_pending = false;
+        const int second_at = nk / 2;  // <= nk - 1 for every nk >= 1
         int s = 0;
-        uint32_t phase = 0, parity = 0;
-        for (int t = first; t < units; t += stride, parity ^= 1) {
+        uint32_t phase = 0;
+        for (int t = first; t < units; t += stride) {
             int prev = -1;
             for (int k = 0; k < nk; ++k) {
                 bar_wait(&full[s], phase);
@@ -335,24 +429,30 @@ __global__ void __launch_bounds__(kThreads, 1)
                     s = 0;
                     phase ^= 1;
                 }
+                if (second_pending && k == second_at) {
+                    hand_off(second_g, second_u);
+                    second_pending = false;
+                }
             }
             wgmma_wait<0>();
             fence_acc(d);
             if (lane == 0) release(&empty[prev]);
 
-            // Hand-off: gate and up rounded to bf16, in the buffer's rows (0..127 gate, 128..255 up).
-            // Accumulator layout of m64nNk16 (f32): register 4j + 2h + e holds row 16 warp + lane / 4 + 8h,
-            // column 8j + 2 (lane % 4) + e.
-            bar_wait(&hand_empty[half], parity ^ 1);  // the epilogue warps are done with the last tile
-            const int r0 = warp * 16 + lane / 4, c0 = 2 * (lane % 4);
+            // The first half goes now, the second waits in registers; both rounded to bf16.
+            uint32_t g[16], u[16];
 #pragma unroll
-            for (int j = 0; j < 32; ++j)
+            for (int jj = 0; jj < 8; ++jj)
 #pragma unroll
-                for (int h = 0; h < 2; ++h)
-                    *reinterpret_cast<__nv_bfloat162*>(hb + (r0 + 8 * h) * kHandRow + (8 * j + c0) * 2) =
-                        __floats2bfloat162_rn(d[4 * j + 2 * h], d[4 * j + 2 * h + 1]);
-            bar_arrive(&hand_full[half]);
+                for (int h = 0; h < 2; ++h) {
+                    g[2 * jj + h] = pack_bf16x2(d[4 * jj + 2 * h], d[4 * jj + 2 * h + 1]);
+                    u[2 * jj + h] = pack_bf16x2(d[64 + 4 * jj + 2 * h], d[64 + 4 * jj + 2 * h + 1]);
+                    second_g[2 * jj + h] = pack_bf16x2(d[32 + 4 * jj + 2 * h], d[32 + 4 * jj + 2 * h + 1]);
+                    second_u[2 * jj + h] = pack_bf16x2(d[96 + 4 * jj + 2 * h], d[96 + 4 * jj + 2 * h + 1]);
+                }
+            hand_off(g, u);
+            second_pending = true;
         }
+        if (second_pending) hand_off(second_g, second_u);
     }
     // No CTA leaves while its peer may still arrive on its barriers (not .aligned: warp 0's lanes come
     // here from different branches).

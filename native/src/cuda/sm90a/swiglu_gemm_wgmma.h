@@ -14,10 +14,10 @@ namespace hspmn::cuda::sm90a {
 constexpr int kBlockM = 128;  // rows of c per tile: two consumer warpgroups of 64
 constexpr int kBlockF = 128;  // columns of act per tile (128 rows each of W_gate and W_up: the MMA's N = 256)
 constexpr int kBlockK = 64;   // 64 bf16 = 128 bytes, one row of the 128-byte swizzle
-constexpr int kStages = 3;    // 48 KiB a stage (beside 66 KiB of hand-off buffers)
+constexpr int kStages = 4;    // 48 KiB a stage (beside 32 KiB of hand-off buffers)
 constexpr int kGroupM = 16;   // row tiles walked together (tile order, swiglu_gemm_wgmma.cu)
 constexpr int kThreads = 384; // producer (+ epilogue) warpgroup + two consumer warpgroups
-constexpr int kSmemBytes = kStages * (kBlockM + 2 * kBlockF) * kBlockK * 2 + 2 * 64 * (4 * kBlockF + 16) + 1024 +
+constexpr int kSmemBytes = kStages * (kBlockM + 2 * kBlockF) * kBlockK * 2 + 2 * 64 * (2 * kBlockF) + 1024 +
                            (2 * kStages + 4) * 8;
 
 // The tensor maps: c as [N, D] with boxes of kBlockM x kBlockK, W_gate and W_up as [F, D] with boxes
