@@ -265,35 +265,15 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int second_at = nk / 2;  // <= nk - 1 for every nk >= 1
         int s = 0;
         uint32_t phase = 0;
+        static_assert(kBlockK == 64, "mma_tile multiplies k-blocks of 64");
         for (int t = first; t < units; t += stride) {
-            int prev = -1;
-            for (int k = 0; k < nk; ++k) {
-                bar_wait(&full[s], phase);
-                const uint32_t base = smem_addr(smem + s * kStageBytes);
-                const uint64_t da = desc_sw128(base + half * 64 * 128), db = desc_sw128(base + kTileA);
-                fence_acc(d);
-                wgmma_fence();
-#pragma unroll
-                for (int kk = 0; kk < kBlockK / 16; ++kk)
-                    wgmma_m64n256k16(d, da + 2 * kk, db + 2 * kk, (k > 0 || kk > 0) ? 1 : 0);
-                wgmma_commit();
-                // One group stays in flight: the previous slot is free once its group is done.
-                wgmma_wait<1>();
-                fence_acc(d);
-                if (prev >= 0 && lane == 0) release(&empty[prev]);
-                prev = s;
-                if (++s == kStages) {
-                    s = 0;
-                    phase ^= 1;
-                }
-                if (second_pending && k == second_at) {
-                    hand_off(second_g, second_u);
-                    second_pending = false;
-                }
-            }
-            wgmma_wait<0>();
-            fence_acc(d);
-            if (lane == 0) release(&empty[prev]);
+            mma_tile<kStages, kStageBytes>(d, smem, full, empty, s, phase, nk, half * 64 * 128, kTileA, lane, release,
+                                           [&](int k) {
+                                               if (second_pending && k == second_at) {
+                                                   hand_off(second_g, second_u);
+                                                   second_pending = false;
+                                               }
+                                           });
 
             // The first half goes now, the second waits in registers; both rounded to bf16.
             uint32_t g[16], u[16];

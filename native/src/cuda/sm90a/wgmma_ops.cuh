@@ -158,4 +158,42 @@ __device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_n, int
     tn = r / rows;
 }
 
+// A consumer warpgroup's main loop over one tile: for each of nk k-blocks, wait for its stage (a ring
+// of kStages slots of kStageBytes, full/empty barriers, s and phase carried from tile to tile), multiply
+// the stage's 64 rows at a_offset by its 256 rows at b_offset into d (64 x 256, f32; the first k-block
+// overwrites d), keep one group of MMAs in flight, and hand the slot before it back through
+// release(&empty[slot]) (lane 0 of each warp). at_k(k) runs after k-block k's MMAs are issued: the
+// swiglu kernel's consumers hand off the last tile's second half there. On return every MMA of the
+// tile is done and every slot released.
+template <int kStages, int kStageBytes, class Release, class AtK>
+__device__ __forceinline__ void mma_tile(float (&d)[128], uint8_t* smem, uint64_t* full, uint64_t* empty, int& s,
+                                         uint32_t& phase, int nk, uint32_t a_offset, uint32_t b_offset, int lane,
+                                         Release release, AtK at_k) {
+    int prev = -1;
+    for (int k = 0; k < nk; ++k) {
+        bar_wait(&full[s], phase);
+        const uint32_t base = smem_addr(smem + s * kStageBytes);
+        const uint64_t da = desc_sw128(base + a_offset), db = desc_sw128(base + b_offset);
+        fence_acc(d);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk)  // a k-block is 64 wide: four k16 steps, +32 bytes each
+            wgmma_m64n256k16(d, da + 2 * kk, db + 2 * kk, (k > 0 || kk > 0) ? 1 : 0);
+        wgmma_commit();
+        // One group stays in flight: the previous slot is free once its group is done.
+        wgmma_wait<1>();
+        fence_acc(d);
+        if (prev >= 0 && lane == 0) release(&empty[prev]);
+        prev = s;
+        if (++s == kStages) {
+            s = 0;
+            phase ^= 1;
+        }
+        at_k(k);
+    }
+    wgmma_wait<0>();
+    fence_acc(d);
+    if (lane == 0) release(&empty[prev]);
+}
+
 }  // namespace hspmn::cuda::sm90a::ops
