@@ -48,6 +48,7 @@ add_library(hspmn_cuda_runtime STATIC
   src/cuda/triton_loader.cpp
   src/cuda/attention.cpp
   src/cuda/swiglu_gemm.cpp
+  src/cuda/down_residual.cpp
   src/core/env_choice.cpp
   "${_hspmn_triton_cpp}")
 target_include_directories(hspmn_cuda_runtime
@@ -60,9 +61,9 @@ set_target_properties(hspmn_cuda_runtime PROPERTIES POSITION_INDEPENDENT_CODE ON
 target_link_libraries(hspmn_cuda_runtime PUBLIC CUDA::cudart_static ${CMAKE_DL_LIBS} Threads::Threads)
 
 # The hand-written Hopper kernels (wgmma, setmaxnreg: sm_90a only, so no other -gencode on them),
-# built when the list holds 90; swiglu_gemm.cpp reaches them under HSPMN_SM90A.
+# built when the list holds 90; swiglu_gemm.cpp and down_residual.cpp reach them under HSPMN_SM90A.
 if("90" IN_LIST HSPMN_CUDA_ARCHS)
-  add_library(hspmn_sm90a OBJECT src/cuda/sm90a/swiglu_gemm_wgmma.cu)
+  add_library(hspmn_sm90a OBJECT src/cuda/sm90a/swiglu_gemm_wgmma.cu src/cuda/sm90a/down_residual_wgmma.cu)
   target_include_directories(hspmn_sm90a SYSTEM PRIVATE ${CUDAToolkit_INCLUDE_DIRS})
   target_compile_options(hspmn_sm90a PRIVATE -gencode=arch=compute_90a,code=sm_90a
     -Xcompiler=-ffunction-sections,-fdata-sections $<$<CONFIG:Release>:-O3>)

@@ -78,6 +78,14 @@ void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
     // contextual one (their buffers are disjoint: c, gu, act, res against a, k, v, q, attn, o): kernels of
     // one may fill the SMs the other leaves idle (README.md "Two streams" has where that paid). Decode
     // steps (meta) stay on one stream.
+    const int64_t Q = p.blocks * p.C;
+    // The down GEMM with the residual in its epilogue (down_residual): out is written there for the rows
+    // without a query slot, m + x kept in f32 (res, as [Q, D]) for the others until o exists. It needs
+    // row_slot before the streams part. Not in decode steps (a few rows: cuBLASLt's split-K wins there) and
+    // not under dropout (res = x + M m is the dropout's).
+    const bool fused_down = !p.meta && !p.dropout && Q <= n &&
+                            down_residual_wanted(d_, p.keep_h, D, F, {b.act, w(P_REFLEX_DOWN)}, {p.x, p.out, b.res});
+    if (Q > 0 && !p.dropout) row_slots(d_, p.q_rows, p.q_cnt, p.blocks, p.q_row_S, p.C, n, b.row_slot);
     SideStream side(d_, !p.meta);
     // gu null: the pass was laid out for the fused kernel (carve_rows, CudaBlock::forward), which must run.
     if (!b.gu && p.keep_h) fail(HSPMN_ERR_INTERNAL, "run_rows: a training pass without its gate|up buffer");
@@ -91,9 +99,14 @@ void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
         gemm(d_, false, true, n, 2 * F, D, 1.0f, b.c, D, w(P_REFLEX_GATE), D, 0.0f, b.gu, DType::BF16, 2 * F);
         swiglu_forward(d_, b.gu, b.gu + F, n, F, 2 * F, b.act);
     }
-    // m on its own: residual_out adds x (and y o) at the end in one pass; under dropout res = x + M m here.
-    gemm(d_, false, true, n, D, F, 1.0f, b.act, F, w(P_REFLEX_DOWN), F, 0.0f, b.res, DType::F32, D);
-    if (p.dropout) dropout_residual(d_, *p.dropout, p.x, b.res, n, p.conv_S, D);
+    if (fused_down) {
+        down_residual(d_, n, D, F, b.act, w(P_REFLEX_DOWN), p.x, Q > 0 ? b.row_slot : nullptr, p.out,
+                      Q > 0 ? b.res : nullptr);
+    } else {
+        // m on its own: residual_out adds x (and y o) at the end in one pass; under dropout res = x + M m here.
+        gemm(d_, false, true, n, D, F, 1.0f, b.act, F, w(P_REFLEX_DOWN), F, 0.0f, b.res, DType::F32, D);
+        if (p.dropout) dropout_residual(d_, *p.dropout, p.x, b.res, n, p.conv_S, D);
+    }
     side.leave();
 
     // 2. Contextual stream: K, V of every row (into the caches before any attention, so rows attend the
@@ -108,7 +121,6 @@ void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
         keys = p.k_cache;
         values = p.v_cache;
     }
-    const int64_t Q = p.blocks * p.C;
     if (Q > 0) {
         gather_selected(d_, b.a, p.q_rows, p.q_cnt, p.blocks, p.q_row_S, p.C, D, b.a_sel);
         gemm(d_, false, true, Q, D, D, 1.0f, b.a_sel, D, w(P_ATTN_Q), D, 0.0f, b.qf, DType::F32, D);
@@ -131,8 +143,9 @@ void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
             gate_scatter_forward(d_, b.o, p.q_rows, p.q_cnt, p.blocks, p.q_row_S, p.C, D, b.res);
         }
         f32_to_bf16(d_, b.res, p.out, n * D);
+    } else if (fused_down) {
+        if (Q > 0) residual_out_selected(d_, b.res, b.o, p.q_rows, p.q_cnt, p.blocks, p.q_row_S, p.C, D, p.out);
     } else {
-        if (Q > 0) row_slots(d_, p.q_rows, p.q_cnt, p.blocks, p.q_row_S, p.C, n, b.row_slot);
         residual_out(d_, b.res, p.x, b.o, Q > 0 ? b.row_slot : nullptr, n, D, p.out);
     }
 }

@@ -68,6 +68,7 @@ public:
     // swiglu_gemm's sm_90a kernel: how many of its CTA pairs fit on the device at once (asked at its first
     // launch; 0 not yet, -1 none, so it runs as single CTAs).
     int swiglu_gemm_pairs = 0;
+    int down_residual_pairs = 0;  // the same for down_residual's kernel
 
     static constexpr std::size_t kWorkspaceBytes = std::size_t(32) << 20;
 

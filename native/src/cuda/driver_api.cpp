@@ -48,4 +48,19 @@ void check_cu(CUresult r, const char* what) {
                 format("%s: %s (CUresult %d)", what, msg, static_cast<int>(r)).c_str());
 }
 
+CUtensorMap bf16_tensor_map(const void* base, int64_t rows, int64_t cols, int box_rows, int box_cols,
+                            const char* what) {
+    CUtensorMap map;
+    const cuuint64_t dims[2] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(rows)};
+    const cuuint64_t strides[1] = {static_cast<cuuint64_t>(cols) * 2};
+    const cuuint32_t box[2] = {static_cast<cuuint32_t>(box_cols), static_cast<cuuint32_t>(box_rows)};
+    const cuuint32_t elem_strides[2] = {1, 1};
+    check_cu(driver_api().tensor_map_encode_tiled(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(base),
+                                                  dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                                  CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
+             what);
+    return map;
+}
+
 }  // namespace hspmn::cuda

@@ -196,4 +196,23 @@ void swiglu_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bfloat16
 // 12's table, slower in its training form (which also writes gate | up).
 bool swiglu_gemm_wanted(Device& d, bool training, int64_t D, int64_t F, std::initializer_list<const void*> pointers);
 
+// down_residual: the MLP's down projection m = act W_down^T with the block's residual in the epilogue
+// (sm90a/down_residual_wgmma.cu), so m never goes to memory: out[r] = bf16(m[r] + x[r]) for a row with
+// row_slot[r] < 0, res_sel[q] = m[r] + x[r] (f32) for a row with slot q = row_slot[r] >= 0, to which
+// residual_out_selected (kernels.h) adds o[q] once o exists. Together: residual_out's bits, with m's
+// [N, D] f32 written and read by no one. row_slot null (with res_sel null): every row is of the first
+// kind. act [N, F], w_down [D, F] (16-byte aligned: TMA), x and out [N, D] bf16 (4-byte aligned; out may
+// be x), res_sel [*, D] f32 (8-byte aligned); N >= 0, D and F multiples of 8, all < 2^31.
+// down_residual_available: this library carries the kernel for d's architecture (sm_90).
+bool down_residual_available(Device& d);
+void down_residual(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bfloat16* act,
+                   const __nv_bfloat16* w_down, const __nv_bfloat16* x, const int32_t* row_slot, __nv_bfloat16* out,
+                   float* res_sel);
+// Whether the block runs down_residual instead of a cuBLASLt GEMM into f32 m and residual_out: the kernel
+// runs here, D and F are multiples of 8, the tma pointers are 16-byte aligned and the pairs pointers
+// 8-byte aligned, and HSPMN_DOWN_RESIDUAL (read at every call) asks for it: unset, inference passes only;
+// 1, training forwards too; 0, never.
+bool down_residual_wanted(Device& d, bool training, int64_t D, int64_t F, std::initializer_list<const void*> tma,
+                          std::initializer_list<const void*> pairs);
+
 }  // namespace hspmn::cuda

@@ -96,20 +96,8 @@ int wgmma_cluster() {
     return 1 + env_choice("HSPMN_SWIGLU_GEMM_CLUSTER", {"1", "2"}, 1, "1 or 2 (CTAs sharing a W tile)");
 }
 
-// A [rows, cols] row-major bf16 matrix read in boxes of box_rows x 64 columns (128 bytes: the swizzle's
-// row), zeros outside it.
 CUtensorMap tensor_map(const void* base, int64_t rows, int64_t cols, int box_rows) {
-    CUtensorMap map;
-    const cuuint64_t dims[2] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(rows)};
-    const cuuint64_t strides[1] = {static_cast<cuuint64_t>(cols) * 2};
-    const cuuint32_t box[2] = {static_cast<cuuint32_t>(sm90a::kBlockK), static_cast<cuuint32_t>(box_rows)};
-    const cuuint32_t elem_strides[2] = {1, 1};
-    check_cu(driver_api().tensor_map_encode_tiled(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(base),
-                                                  dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                                                  CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                                                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
-             "swiglu_gemm: cuTensorMapEncodeTiled");
-    return map;
+    return bf16_tensor_map(base, rows, cols, box_rows, sm90a::kBlockK, "swiglu_gemm: cuTensorMapEncodeTiled");
 }
 #endif
 

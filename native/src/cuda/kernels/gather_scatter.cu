@@ -53,6 +53,16 @@ __global__ void gate_scatter_forward_kernel(const float* __restrict__ o, const i
     for (int64_t d = threadIdx.x; d < D; d += kThreads) res[tok * D + d] += o[r * D + d];
 }
 
+// res_sel, o: [B*C, D] f32  out: [B*S, D] bf16
+__global__ void residual_out_selected_kernel(const float* __restrict__ res_sel, const float* __restrict__ o,
+                                             const int32_t* __restrict__ indices, const int32_t* __restrict__ counts,
+                                             int64_t S, int64_t C, int64_t D, __nv_bfloat16* __restrict__ out) {
+    const int64_t r = blockIdx.x, tok = token_of(indices, counts, r, S, C);
+    if (tok < 0) return;
+    // (m + x) + o, rounded once: residual_out's order for a query row.
+    for (int64_t d = threadIdx.x; d < D; d += kThreads) out[tok * D + d] = kern::bf(res_sel[r * D + d] + o[r * D + d]);
+}
+
 // d_out: [B*S, D] bf16  o: [B*C, D] f32  d_o: [B*C, D] bf16  dy: [B*C] f32
 __global__ void gate_scatter_backward_kernel(const float* __restrict__ o, const __nv_bfloat16* __restrict__ d_out,
                                              const int32_t* __restrict__ indices, const int32_t* __restrict__ counts,
@@ -131,6 +141,14 @@ void residual_out(Device& d, const float* m, const __nv_bfloat16* x, const float
     else
         residual_out_kernel<false><<<kern::grid_for(n * D, 256), 256, 0, stream(d)>>>(m, x, o, row_slot, n, D, out);
     check_launch("residual_out");
+}
+
+void residual_out_selected(Device& d, const float* res_sel, const float* o, const int32_t* indices,
+                           const int32_t* counts, int64_t B, int64_t S, int64_t C, int64_t D, __nv_bfloat16* out) {
+    if (B * C <= 0) return;
+    residual_out_selected_kernel<<<static_cast<unsigned>(B * C), kThreads, 0, stream(d)>>>(res_sel, o, indices, counts,
+                                                                                          S, C, D, out);
+    check_launch("residual_out_selected");
 }
 
 void gather_selected(Device& d, const __nv_bfloat16* a, const int32_t* indices, const int32_t* counts, int64_t B,

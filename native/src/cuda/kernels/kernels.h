@@ -157,6 +157,11 @@ void scatter_add_selected(Device& d, const __nv_bfloat16* src, const int32_t* in
 // m: [n, D] f32  x, out: [n, D] bf16  o: [*, D] f32  row_slot: [n] i32 (-1: not a query row)
 void residual_out(Device& d, const float* m, const __nv_bfloat16* x, const float* o, const int32_t* row_slot,
                   int64_t n, int64_t D, __nv_bfloat16* out);
+// The query rows' output after down_residual (runtime.h) wrote res_sel[q] = m + x of each: out[token of
+// slot q] = bf16(res_sel[q] + o[q]), residual_out's arithmetic for those rows; invalid slots are skipped.
+// res_sel, o: [B*C, D] f32  out: [B*S, D] bf16
+void residual_out_selected(Device& d, const float* res_sel, const float* o, const int32_t* indices,
+                           const int32_t* counts, int64_t B, int64_t S, int64_t C, int64_t D, __nv_bfloat16* out);
 // row_slot[b * S + indices[b, j]] = b * C + j for the valid slots (j < counts[b]), -1 for every other of
 // the n rows.  row_slot: [n] i32
 void row_slots(Device& d, const int32_t* indices, const int32_t* counts, int64_t B, int64_t S, int64_t C, int64_t n,

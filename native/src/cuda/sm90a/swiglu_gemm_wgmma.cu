@@ -25,6 +25,7 @@
 
 #include <cuda_bf16.h>
 
+#include "persistent_launch.h"
 #include "wgmma_ops.cuh"
 
 namespace hspmn::cuda::sm90a {
@@ -299,58 +300,24 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 }  // namespace
 
-namespace {
-
-template <bool kTrain, int kCluster>
-cudaError_t launch_as(cudaStream_t stream, int sm_count, int& pairs_fit, const CUtensorMap& map_c,
-                      const CUtensorMap& map_g, const CUtensorMap& map_u, int N, int F, int D, bf16* act, bf16* gate,
-                      bf16* up, int64_t ld_gu) {
-    auto kernel = swiglu_gemm_kernel<kTrain, kCluster>;
-    // The attribute is per function and process-wide; setting it again is cheap and thread-safe.
-    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
-    if (e != cudaSuccess) return e;
-    const int units = ((N + kBlockM * kCluster - 1) / (kBlockM * kCluster)) * ((F + kBlockF - 1) / kBlockF);
-    cudaLaunchConfig_t cfg = {};
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = kSmemBytes;
-    cfg.stream = stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = kCluster;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    // Persistent: as many clusters as fit at once (pairs need two free SMs of one GPC), at most one a unit.
-    int clusters = sm_count / kCluster;
-    if (kCluster > 1) {
-        if (pairs_fit == 0) {  // once per device: the answer is the same for both kernels (same block, smem)
-            cfg.gridDim = dim3(clusters * kCluster);
-            e = cudaOccupancyMaxActiveClusters(&pairs_fit, kernel, &cfg);
-            if (e != cudaSuccess || pairs_fit < 1) {
-                (void)cudaGetLastError();
-                pairs_fit = -1;
-            }
-        }
-        // No pair fits (a partitioned GPU, say): one CTA a tile instead.
-        if (pairs_fit < 1)
-            return launch_as<kTrain, 1>(stream, sm_count, pairs_fit, map_c, map_g, map_u, N, F, D, act, gate, up,
-                                        ld_gu);
-        clusters = pairs_fit;
-    }
-    cfg.gridDim = dim3((units < clusters ? units : clusters) * kCluster);
-    return cudaLaunchKernelEx(&cfg, kernel, map_c, map_g, map_u, N, F, D, act, gate, up, ld_gu);
-}
-
-}  // namespace
-
 cudaError_t launch(cudaStream_t stream, int sm_count, int cluster, int& pairs_fit, const CUtensorMap& map_c,
                    const CUtensorMap& map_g, const CUtensorMap& map_u, int N, int F, int D, bf16* act, bf16* gate,
                    bf16* up, int64_t ld_gu) {
     if (N == 0 || F == 0) return cudaSuccess;
-    auto as = cluster == 2 ? (gate ? launch_as<true, 2> : launch_as<false, 2>)
-                           : (gate ? launch_as<true, 1> : launch_as<false, 1>);
-    return as(stream, sm_count, pairs_fit, map_c, map_g, map_u, N, F, D, act, gate, up, ld_gu);
+    const int tiles_f = (F + kBlockF - 1) / kBlockF;
+    if (cluster == 2) {
+        bool no_pairs = false;
+        const int units = (N + 2 * kBlockM - 1) / (2 * kBlockM) * tiles_f;
+        const cudaError_t e = launch_persistent(gate ? swiglu_gemm_kernel<true, 2> : swiglu_gemm_kernel<false, 2>, 2,
+                                                units, kThreads, kSmemBytes, stream, sm_count, pairs_fit, &no_pairs,
+                                                map_c, map_g, map_u, N, F, D, act, gate, up, ld_gu);
+        if (!no_pairs) return e;
+        // No pair fits (a partitioned GPU, say): one CTA a tile instead.
+    }
+    bool unused = false;
+    return launch_persistent(gate ? swiglu_gemm_kernel<true, 1> : swiglu_gemm_kernel<false, 1>, 1,
+                             (N + kBlockM - 1) / kBlockM * tiles_f, kThreads, kSmemBytes, stream, sm_count, pairs_fit,
+                             &unused, map_c, map_g, map_u, N, F, D, act, gate, up, ld_gu);
 }
 
 }  // namespace hspmn::cuda::sm90a
