@@ -12,7 +12,8 @@
 # backend (dropout_cuda), cached decoding against the full forward (decode_cuda),
 # sampling against the CPU op bit for bit, with its kernel timings (sample_cuda), the fused gate/up
 # GEMM with SwiGLU in its epilogue (the Triton kernel JIT; both kernels in the build: swiglu_gemm,
-# swiglu_gemm_cuda), the block with that kernel against the unfused path bit for bit (swiglu_block), the chunked
+# swiglu_gemm_cuda), the block with that kernel against the unfused path bit for bit (swiglu_block), the down
+# GEMM with the residual in its epilogue alone and in the block (down_residual_cuda, down_residual_block), the chunked
 # inference forward against the one-pass forward (chunked_cuda), two streams against one (streams_cuda), chunked forwards and training with NaN-filled scratch arenas (poisoned_cuda), and the Java tests when
 # ci/pack-carry.sh has filled .carry/ (with the HTTP service under 32 streams: serve_cuda), then the
 # benchmarks (decoding: bench_decode; a 1M-token prompt then decoding: decode_long) and the per-kernel
@@ -170,6 +171,11 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   # the block with the sm_90a kernel (the default) against HSPMN_SWIGLU_GEMM=0, bit for bit: forward (one
   # pass, chunked, HOST), training forward and backward with and without dropout, a graph; bad values
   stage swiglu_block "$py" native/reference/check_swiglu_gemm.py --lib "$build/libhspmn.so"
+  # the down GEMM with the residual in its epilogue (src/cuda/down_residual.cpp, sm_90a) against cuBLASLt
+  # + residual_out: out within an ulp (the share that differs printed), res_sel, in place, refused shapes;
+  # timings; then the block with it (the default) against HSPMN_DOWN_RESIDUAL=0, bit for bit
+  stage down_residual_cuda timeout 300 "$build/tests/down_residual_cuda" --bench
+  stage down_residual_block "$py" native/reference/check_down_residual.py --lib "$build/libhspmn.so"
 
   if [[ -f .carry/jre.tgz && -f .carry/java.tgz ]]; then
     # the whole JUnit suite against the CUDA-built library, gpu-tagged tests included and required;

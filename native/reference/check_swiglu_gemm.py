@@ -37,7 +37,7 @@ SHAPES = [("d64_b2_s300", 2, 300, 64, 4, 2, 4), ("d36_b3_s97", 3, 97, 36, 2, 1, 
           ("d256_b1_s2000", 1, 2000, 256, 2, 1, 4), ("d512_b2_s1000", 2, 1000, 512, 4, 2, 4)]
 
 
-def run_shape(lib, rep, name, B, S, D, H, Hkv, conv):
+def run_shape(lib, rep, name, B, S, D, H, Hkv, conv, env=ENV):
     ctx = Context(lib, "cuda", 1)
     try:
         bp = lib.block_default_params()
@@ -46,26 +46,26 @@ def run_shape(lib, rep, name, B, S, D, H, Hkv, conv):
         rng = np.random.default_rng(S * 7 + D)
         x = bf16_bits(rng.standard_normal((B, S, D)))
         d_out = bf16_bits(0.1 * rng.standard_normal((B, S, D)))
-        compare_settings(ctx, lib, rep, blk, bp, x, d_out, ENV, ("0", "1"))
+        compare_settings(ctx, lib, rep, blk, bp, x, d_out, env, ("0", "1"))
     finally:
         ctx.close()
 
 
-def run_proof(lib, rep):
-    """The block's default inference forward reaches the kernel: a malformed HSPMN_SWIGLU_GEMM_CLUSTER fails it
-    (run_errors), and does not fail the same forward under HSPMN_SWIGLU_GEMM=0."""
-    run_errors(lib, rep, CLUSTER_ENV, ("3",))
+def run_proof(lib, rep, env=ENV, cluster_env=CLUSTER_ENV):
+    """The block's default inference forward reaches the kernel: a malformed cluster_env fails it (run_errors),
+    and does not fail the same forward under env=0."""
+    run_errors(lib, rep, cluster_env, ("3",))
     ctx = Context(lib, "cuda", 1)
     try:
         forward = small_forward(ctx, lib)
-        set_env(CLUSTER_ENV, "3")
-        set_env(ENV, "0")
+        set_env(cluster_env, "3")
+        set_env(env, "0")
         status = forward()
-        rep.check(f"{CLUSTER_ENV}='3' under {ENV}=0 -> no error (status {status})",
+        rep.check(f"{cluster_env}='3' under {env}=0 -> no error (status {status})",
                   0.0 if status == 0 else math.inf, 0.0)
     finally:
-        set_env(CLUSTER_ENV, None)
-        set_env(ENV, None)
+        set_env(cluster_env, None)
+        set_env(env, None)
         ctx.close()
 
 

@@ -19,7 +19,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
 #include <random>
 #include <vector>
 
@@ -29,6 +28,7 @@
 #include "../src/cuda/kernels/kernels.h"
 #include "../src/cuda/runtime.h"
 #include "cuda_check.h"
+#include "cuda_timing.h"
 
 using namespace hspmn;
 using namespace hspmn::cuda;
@@ -174,30 +174,6 @@ void expect_refused(Device& d, hspmn_status want, const char* what, int64_t N, i
     } catch (const Error& e) {
         EXPECT(e.status == want, "%s: status %d (%s), want %d", what, e.status, e.message.c_str(), want);
     }
-}
-
-// Mean of iters calls after half a second of the same calls: long runs on an H100 settle at its power
-// limit within about that (clocks fall from 1980 MHz to ~1100-1600 at N = 262144), and a kernel timed
-// from a cool start would be measured at clocks the block never sees.
-float time_ms(Device& d, int iters, const std::function<void()>& fn) {
-    cudaEvent_t a, b;
-    check(cudaEventCreate(&a), "event");
-    check(cudaEventCreate(&b), "event");
-    auto span = [&](int n) {
-        check(cudaEventRecord(a, d.stream), "record");
-        for (int i = 0; i < n; ++i) fn();
-        check(cudaEventRecord(b, d.stream), "record");
-        check(cudaEventSynchronize(b), "sync");
-        float ms = 0;
-        check(cudaEventElapsedTime(&ms, a, b), "elapsed");
-        return ms;
-    };
-    const float once = span(1);
-    span(static_cast<int>(500.0f / std::max(once, 0.01f)) + 1);
-    const float ms = span(iters);
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
-    return ms / iters;
 }
 
 // The bench's operands at D = 2048, F = 8192: c and the weights random (zeros would flatter the tensor

@@ -1,0 +1,273 @@
+// down_residual (src/cuda/down_residual.cpp, the sm_90a kernel) and residual_out_selected on a real
+// device, against the block's unfused path: gemm (cuBLASLt) into f32 m, row_slots, residual_out.
+//   - out of the rows without a query slot, and out of every row after residual_out_selected, within one
+//     bf16 ulp of residual_out's (the same bits where the kernel sums in cuBLASLt's order: the share of
+//     elements that differ is printed);
+//   - res_sel (m + x in f32) within 2^-16 relative of cuBLASLt's m + x; the query rows' out untouched
+//     until residual_out_selected; nothing written past [N, D] or [Q, D];
+//   - row_slot null: every row's out written;
+//   - out = x (in place): the same bits as into a separate out;
+//   - shapes and pointers the launcher must refuse are refused with a status.
+// Without a device, or on a GPU other than sm_90, it prints "skipped" and exits 0.
+//
+//   down_residual_cuda [--bench]   --bench adds the kernel against the block's path at D 2048, F 8192
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "../src/core/bf16.h"
+#include "../src/core/error.h"
+#include "../src/cuda/device.h"
+#include "../src/cuda/kernels/kernels.h"
+#include "../src/cuda/runtime.h"
+#include "cuda_check.h"
+#include "cuda_timing.h"
+
+using namespace hspmn;
+using namespace hspmn::cuda;
+
+using bf16 = __nv_bfloat16;
+
+namespace {
+
+constexpr uint16_t kSentinel = 0x7fc1;  // a NaN pattern no kernel writes
+constexpr int64_t kPad = 64;            // sentinel elements after each output
+
+float bf(uint16_t h) { return bf16_to_f32(h); }
+const bf16* as_bf16(const uint16_t* p) { return reinterpret_cast<const bf16*>(p); }
+
+// A bf16 buffer of n elements + kPad, all kSentinel (f32 buffers: the same bytes twice).
+DeviceBuffer sentinel_buffer(Device& d, int64_t n, int elem_bytes) {
+    const int64_t halves = (n + kPad) * elem_bytes / 2;
+    std::vector<uint16_t> init(static_cast<std::size_t>(halves), kSentinel);
+    DeviceBuffer b(d, init.size() * 2);
+    check(cudaMemcpy(b.data(), init.data(), init.size() * 2, cudaMemcpyHostToDevice), "init");
+    return b;
+}
+
+bool tail_intact(const DeviceBuffer& b, int64_t n, int elem_bytes) {
+    const int64_t halves = (n + kPad) * elem_bytes / 2;
+    const auto h = download<uint16_t>(b.data(), static_cast<std::size_t>(halves));
+    for (int64_t i = n * elem_bytes / 2; i < halves; ++i)
+        if (h[i] != kSentinel) return false;
+    return true;
+}
+
+// The query rows of a test: every `every`-th row from `first`, as the block's lists with B = 1
+// (indices [1, C] increasing, counts [1] = C).
+struct Queries {
+    std::vector<int32_t> rows;
+    int32_t count() const { return static_cast<int32_t>(rows.size()); }
+};
+
+Queries queries(int64_t N, int every, int first) {
+    Queries q;
+    for (int64_t r = first; every > 0 && r < N; r += every) q.rows.push_back(static_cast<int32_t>(r));
+    return q;
+}
+
+void test_shape(Device& d, std::mt19937& rng, int64_t N, int64_t D, int64_t F, int every) {
+    std::vector<DeviceBuffer> keep;
+    const auto act = random_bf16(rng, static_cast<std::size_t>(N * F));
+    const auto w = random_bf16(rng, static_cast<std::size_t>(D * F), 1.0f / std::sqrt(static_cast<float>(F)));
+    const auto x = random_bf16(rng, static_cast<std::size_t>(N * D));
+    const Queries q = queries(N, every, 1);
+    const int64_t Q = q.count(), ND = N * D;
+    const auto o = random_f32(rng, static_cast<std::size_t>(std::max<int64_t>(Q, 1) * D));
+    const bf16* da = reinterpret_cast<const bf16*>(upload(d, act, keep));
+    const bf16* dw = reinterpret_cast<const bf16*>(upload(d, w, keep));
+    const bf16* dx = reinterpret_cast<const bf16*>(upload(d, x, keep));
+    const float* dout_o = upload(d, o, keep);
+    const std::vector<int32_t> counts = {static_cast<int32_t>(Q)};
+    const int32_t* dq = upload(d, q.rows.empty() ? std::vector<int32_t>{0} : q.rows, keep);
+    const int32_t* dc = upload(d, counts, keep);
+    DeviceBuffer slot(d, static_cast<std::size_t>(std::max<int64_t>(N, 1)) * 4);
+    row_slots(d, dq, dc, 1, N, Q, N, slot.as<int32_t>());
+
+    // The block's path: m = act W^T in f32, then residual_out.
+    DeviceBuffer m(d, static_cast<std::size_t>(std::max<int64_t>(ND, 1)) * 4);
+    DeviceBuffer ref = sentinel_buffer(d, ND, 2);
+    gemm(d, false, true, N, D, F, 1.0f, da, F, dw, F, 0.0f, m.data(), DType::F32, D);
+    residual_out(d, m.as<float>(), dx, dout_o, Q > 0 ? slot.as<int32_t>() : nullptr, N, D, ref.as<bf16>());
+
+    DeviceBuffer out = sentinel_buffer(d, ND, 2), res = sentinel_buffer(d, Q * D, 4);
+    down_residual(d, N, D, F, da, dw, dx, Q > 0 ? slot.as<int32_t>() : nullptr, out.as<bf16>(),
+                  Q > 0 ? res.as<float>() : nullptr);
+    const auto n = static_cast<std::size_t>(ND);
+    const auto got_kernel = download<uint16_t>(out.data(), n);
+    const auto hm = download<float>(m.data(), n);
+    // res_sel against cuBLASLt's m + x; the query rows' out not yet written.
+    const auto got_res = download<float>(res.data(), static_cast<std::size_t>(Q * D));
+    int64_t res_bad = 0, res_differ = 0, touched = 0;
+    for (int64_t s = 0; s < Q; ++s)
+        for (int64_t c = 0; c < D; ++c) {
+            const int64_t row = q.rows[s];
+            const float want = hm[row * D + c] + bf(x[row * D + c]);
+            const float g = got_res[s * D + c];
+            res_differ += std::memcmp(&g, &want, 4) != 0;
+            res_bad += !(std::fabs(g - want) <= std::ldexp(std::fabs(want), -16) + 1e-6f);
+            touched += got_kernel[row * D + c] != kSentinel;
+        }
+    EXPECT(res_bad == 0, "N=%lld D=%lld F=%lld: %lld res_sel elements off cuBLASLt's m + x",
+           static_cast<long long>(N), static_cast<long long>(D), static_cast<long long>(F),
+           static_cast<long long>(res_bad));
+    EXPECT(touched == 0, "N=%lld: %lld query-row out elements written by down_residual", static_cast<long long>(N),
+           static_cast<long long>(touched));
+    EXPECT(tail_intact(res, Q * D, 4), "N=%lld D=%lld: res_sel written past [Q, D]", static_cast<long long>(N),
+           static_cast<long long>(D));
+
+    if (Q > 0)
+        residual_out_selected(d, res.as<float>(), dout_o, dq, dc, 1, N, Q, D, out.as<bf16>());
+    const auto got = download<uint16_t>(out.data(), n);
+    const auto want = download<uint16_t>(ref.data(), n);
+    int64_t bad = 0, differ = 0, first = -1;
+    for (std::size_t i = 0; i < n; ++i) {
+        differ += got[i] != want[i];
+        const double a = bf(got[i]), b = bf(want[i]);
+        if (!(std::fabs(a - b) <= std::ldexp(std::max(std::fabs(a), std::fabs(b)), -7))) {
+            if (first < 0) first = static_cast<int64_t>(i);
+            ++bad;
+        }
+    }
+    std::printf("  N=%lld D=%lld F=%lld Q=%lld: out %.2f%% differ from residual_out's, res_sel %.2f%% from m + x\n",
+                static_cast<long long>(N), static_cast<long long>(D), static_cast<long long>(F),
+                static_cast<long long>(Q), n ? 100.0 * differ / n : 0.0,
+                Q ? 100.0 * res_differ / (Q * D) : 0.0);
+    EXPECT(bad == 0, "N=%lld D=%lld F=%lld: %lld out elements more than one ulp from residual_out's, first at %lld",
+           static_cast<long long>(N), static_cast<long long>(D), static_cast<long long>(F),
+           static_cast<long long>(bad), static_cast<long long>(first));
+    EXPECT(tail_intact(out, ND, 2), "N=%lld D=%lld: out written past [N, D]", static_cast<long long>(N),
+           static_cast<long long>(D));
+
+    // In place (out = x): the same bits as the separate out.
+    if (N > 0) {
+        DeviceBuffer inplace = sentinel_buffer(d, ND, 2);
+        check(cudaMemcpy(inplace.data(), dx, n * 2, cudaMemcpyDeviceToDevice), "copy x");
+        DeviceBuffer res2 = sentinel_buffer(d, Q * D, 4);
+        down_residual(d, N, D, F, da, dw, inplace.as<bf16>(), Q > 0 ? slot.as<int32_t>() : nullptr,
+                      inplace.as<bf16>(), Q > 0 ? res2.as<float>() : nullptr);
+        if (Q > 0) residual_out_selected(d, res2.as<float>(), dout_o, dq, dc, 1, N, Q, D, inplace.as<bf16>());
+        EXPECT(download<uint16_t>(inplace.data(), n) == got, "N=%lld D=%lld: out = x differs from a separate out",
+               static_cast<long long>(N), static_cast<long long>(D));
+    }
+}
+
+// row_slot null: every row is out = bf16(m + x), no res_sel.
+void test_no_queries(Device& d, std::mt19937& rng, int64_t N, int64_t D, int64_t F) {
+    std::vector<DeviceBuffer> keep;
+    const bf16* da = as_bf16(upload(d, random_bf16(rng, static_cast<std::size_t>(N * F)), keep));
+    const bf16* dw = as_bf16(upload(d, random_bf16(rng, static_cast<std::size_t>(D * F), 0.1f), keep));
+    const bf16* dx = as_bf16(upload(d, random_bf16(rng, static_cast<std::size_t>(N * D)), keep));
+    DeviceBuffer m(d, static_cast<std::size_t>(N * D) * 4);
+    DeviceBuffer ref = sentinel_buffer(d, N * D, 2), out = sentinel_buffer(d, N * D, 2);
+    gemm(d, false, true, N, D, F, 1.0f, da, F, dw, F, 0.0f, m.data(), DType::F32, D);
+    residual_out(d, m.as<float>(), dx, nullptr, nullptr, N, D, ref.as<bf16>());
+    down_residual(d, N, D, F, da, dw, dx, nullptr, out.as<bf16>(), nullptr);
+    const auto n = static_cast<std::size_t>(N * D + kPad);
+    const auto got = download<uint16_t>(out.data(), n), want = download<uint16_t>(ref.data(), n);
+    int64_t bad = 0;
+    for (std::size_t i = 0; i < n; ++i)
+        bad += got[i] != want[i] &&
+               !(std::fabs(bf(got[i]) - bf(want[i])) <= std::ldexp(std::max(std::fabs(bf(got[i])), std::fabs(bf(want[i]))), -7));
+    EXPECT(bad == 0, "row_slot null, N=%lld D=%lld F=%lld: %lld elements (tail included) off residual_out's",
+           static_cast<long long>(N), static_cast<long long>(D), static_cast<long long>(F), static_cast<long long>(bad));
+}
+
+void expect_refused(Device& d, hspmn_status want, const char* what, int64_t N, int64_t D, int64_t F, int act_offset,
+                    int x_offset, bool slot_only) {
+    DeviceBuffer buf(d, 1 << 20);
+    bf16* p = buf.as<bf16>();
+    try {
+        down_residual(d, N, D, F, p + act_offset, p, p + x_offset, slot_only ? buf.as<int32_t>() : nullptr, p, nullptr);
+        EXPECT(false, "%s: accepted", what);
+    } catch (const Error& e) {
+        EXPECT(e.status == want, "%s: status %d (%s), want %d", what, e.status, e.message.c_str(), want);
+    }
+}
+
+void bench(Device& d) {
+    constexpr int64_t D = 2048, F = 8192;
+    for (int64_t N : {int64_t(16384), int64_t(65536), int64_t(262144)}) {
+        std::mt19937 rng(11);
+        std::vector<DeviceBuffer> keep;
+        const bf16* da = as_bf16(upload(d, random_bf16(rng, static_cast<std::size_t>(N * F)), keep));
+        const bf16* dw = as_bf16(upload(d, random_bf16(rng, static_cast<std::size_t>(D * F), 0.02f), keep));
+        const bf16* dx = as_bf16(upload(d, random_bf16(rng, static_cast<std::size_t>(N * D)), keep));
+        const Queries q = queries(N, 5, 2);  // the block's 20 %
+        const int64_t Q = q.count();
+        const std::vector<int32_t> counts = {static_cast<int32_t>(Q)};
+        const int32_t* dq = upload(d, q.rows, keep);
+        const int32_t* dc = upload(d, counts, keep);
+        const float* o = upload(d, random_f32(rng, static_cast<std::size_t>(Q * D)), keep);
+        DeviceBuffer slot(d, static_cast<std::size_t>(N) * 4), m(d, static_cast<std::size_t>(N * D) * 4),
+            out(d, static_cast<std::size_t>(N * D) * 2), res(d, static_cast<std::size_t>(Q * D) * 4);
+        row_slots(d, dq, dc, 1, N, Q, N, slot.as<int32_t>());
+        const double flop = 2.0 * N * D * F;
+        auto rate = [&](float ms) { return flop / ms / 1e9; };
+        const float gemm_only = time_ms(d, 10, [&] {
+            gemm(d, false, true, N, D, F, 1.0f, da, F, dw, F, 0.0f, m.data(), DType::F32, D);
+        });
+        const float unfused = time_ms(d, 10, [&] {
+            gemm(d, false, true, N, D, F, 1.0f, da, F, dw, F, 0.0f, m.data(), DType::F32, D);
+            residual_out(d, m.as<float>(), dx, o, slot.as<int32_t>(), N, D, out.as<bf16>());
+        });
+        std::printf("bench N=%lld D=%lld F=%lld: cuBLASLt f32 m + residual_out %.3f ms (the GEMM alone %.3f ms, %.0f "
+                    "TFLOP/s)\n", static_cast<long long>(N), static_cast<long long>(D), static_cast<long long>(F),
+                    unfused, gemm_only, rate(gemm_only));
+        for (const char* cluster : {"2", "1"}) {
+            setenv("HSPMN_DOWN_RESIDUAL_CLUSTER", cluster, 1);
+            const float kernel = time_ms(d, 10, [&] {
+                down_residual(d, N, D, F, da, dw, dx, slot.as<int32_t>(), out.as<bf16>(), res.as<float>());
+            });
+            const float fused = time_ms(d, 10, [&] {
+                down_residual(d, N, D, F, da, dw, dx, slot.as<int32_t>(), out.as<bf16>(), res.as<float>());
+                residual_out_selected(d, res.as<float>(), o, dq, dc, 1, N, Q, D, out.as<bf16>());
+            });
+            std::printf("bench N=%lld cluster %s: down_residual %.3f ms (%.0f), + residual_out_selected %.3f ms "
+                        "(%.3fx)\n", static_cast<long long>(N), cluster, kernel, rate(kernel), fused, unfused / fused);
+        }
+        unsetenv("HSPMN_DOWN_RESIDUAL_CLUSTER");
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const bool do_bench = argc > 1 && std::strcmp(argv[1], "--bench") == 0;
+    return run_on_device([&](Device& d) {
+        d.activate();
+        if (!down_residual_available(d)) {
+            std::printf("skipped: no down_residual kernel for sm_%d in this build (it needs sm_90)\n", d.arch);
+            return;
+        }
+        for (const char* cluster : {"2", "1"}) {
+            setenv("HSPMN_DOWN_RESIDUAL_CLUSTER", cluster, 1);
+            std::printf("cluster %s\n", cluster);
+            std::mt19937 rng(7);
+            test_shape(d, rng, 1, 8, 8, 1);
+            test_shape(d, rng, 37, 40, 24, 3);
+            test_shape(d, rng, 333, 136, 200, 5);
+            test_shape(d, rng, 0, 64, 64, 5);
+            test_shape(d, rng, 129, 264, 136, 7);   // a second column tile of 8 columns
+            test_shape(d, rng, 300, 512, 72, 0);    // no query rows (Q = 0, row_slot null)
+            test_shape(d, rng, 4099, 2048, 5632, 5);
+            test_shape(d, rng, 9001, 136, 1032, 4);  // several tiles a CTA
+            test_no_queries(d, rng, 515, 256, 264);
+        }
+        unsetenv("HSPMN_DOWN_RESIDUAL_CLUSTER");
+        expect_refused(d, HSPMN_ERR_SHAPE, "D not a multiple of 8", 16, 12, 16, 0, 0, false);
+        expect_refused(d, HSPMN_ERR_SHAPE, "F not a multiple of 8", 16, 16, 20, 0, 0, false);
+        expect_refused(d, HSPMN_ERR_SHAPE, "negative N", -1, 16, 16, 0, 0, false);
+        expect_refused(d, HSPMN_ERR_INVALID_ARGUMENT, "act not 16-byte aligned", 16, 16, 16, 1, 0, false);
+        expect_refused(d, HSPMN_ERR_INVALID_ARGUMENT, "x not 4-byte aligned", 16, 16, 16, 0, 1, false);
+        expect_refused(d, HSPMN_ERR_INVALID_ARGUMENT, "row_slot without res_sel", 16, 16, 16, 0, 0, true);
+        setenv("HSPMN_DOWN_RESIDUAL_CLUSTER", "3", 1);
+        expect_refused(d, HSPMN_ERR_INVALID_ARGUMENT, "HSPMN_DOWN_RESIDUAL_CLUSTER=3", 16, 16, 16, 0, 0, false);
+        unsetenv("HSPMN_DOWN_RESIDUAL_CLUSTER");
+        if (do_bench) bench(d);
+    });
+}
