@@ -101,9 +101,10 @@ __global__ void __launch_bounds__(kThreads, 1)
                     }
                 }
             }
-        } else if (threadIdx.x >= 32) {
+        } else if (threadIdx.x >= 32 && (reinterpret_cast<uintptr_t>(x) & 15) == 0) {
             // Each tile's x rows (their 256 columns, 512 bytes) into L2 when the tile starts: its epilogue
-            // comes F / 64 k-blocks later. A hint: nothing waits on it.
+            // comes F / 64 k-blocks later. A hint: nothing waits on it. The bulk prefetch needs 16-byte
+            // aligned addresses and sizes: x's rows are (D % 8 == 0), x itself may not be (then none).
             const int pt = threadIdx.x - 32;
             for (int t = first; t < units; t += stride) {
                 int um, tn;
