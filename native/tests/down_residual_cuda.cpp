@@ -175,6 +175,13 @@ void test_no_queries(Device& d, std::mt19937& rng, int64_t N, int64_t D, int64_t
                !(std::fabs(bf(got[i]) - bf(want[i])) <= std::ldexp(std::max(std::fabs(bf(got[i])), std::fabs(bf(want[i]))), -7));
     EXPECT(bad == 0, "row_slot null, N=%lld D=%lld F=%lld: %lld elements (tail included) off residual_out's",
            static_cast<long long>(N), static_cast<long long>(D), static_cast<long long>(F), static_cast<long long>(bad));
+    // x and out 4-byte but not 16-byte aligned (the kernel then prefetches nothing): the same bits.
+    DeviceBuffer x4(d, static_cast<std::size_t>(N * D + 8) * 2), out4(d, static_cast<std::size_t>(N * D + 8) * 2);
+    check(cudaMemcpy(x4.as<bf16>() + 2, dx, static_cast<std::size_t>(N * D) * 2, cudaMemcpyDeviceToDevice), "copy x");
+    down_residual(d, N, D, F, da, dw, x4.as<bf16>() + 2, nullptr, out4.as<bf16>() + 2, nullptr);
+    const auto got4 = download<uint16_t>(out4.as<bf16>() + 2, static_cast<std::size_t>(N * D));
+    EXPECT(std::equal(got4.begin(), got4.end(), got.begin()), "row_slot null, N=%lld: x and out 4-byte aligned differ",
+           static_cast<long long>(N));
 }
 
 void expect_refused(Device& d, hspmn_status want, const char* what, int64_t N, int64_t D, int64_t F, int act_offset,
