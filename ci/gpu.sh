@@ -173,7 +173,7 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   stage swiglu_block "$py" native/reference/check_swiglu_gemm.py --lib "$build/libhspmn.so"
   # the down GEMM with the residual in its epilogue (src/cuda/down_residual.cpp, sm_90a) against cuBLASLt
   # + residual_out: out within an ulp (the share that differs printed), res_sel, in place, refused shapes;
-  # timings; then the block with it (the default) against HSPMN_DOWN_RESIDUAL=0, bit for bit
+  # timings; then the block with it (HSPMN_DOWN_RESIDUAL=1; off by default) against without, bit for bit
   stage down_residual_cuda timeout 300 "$build/tests/down_residual_cuda" --bench
   stage down_residual_block "$py" native/reference/check_down_residual.py --lib "$build/libhspmn.so"
 

@@ -1,6 +1,6 @@
 """HSPMN_DOWN_RESIDUAL=1 (the block's down projection and residual from down_residual's sm_90a kernel, m
-never written, in inference and training forwards; unset, the default, uses it in inference only)
-against HSPMN_DOWN_RESIDUAL=0 (a cuBLASLt GEMM into f32 m, then residual_out), through the CUDA backend:
+never written, in inference and training forwards; off by default) against HSPMN_DOWN_RESIDUAL=0 (a
+cuBLASLt GEMM into f32 m, then residual_out, as when unset), through the CUDA backend:
 every result must be the same bits. The kernel sums each product in cuBLASLt's order
 (native/tests/down_residual_cuda) and adds x, then o, in residual_out's order, so nothing may move.
 Prints each check, a summary line, and exits 1 on a failure.
@@ -9,8 +9,8 @@ Prints each check, a summary line, and exits 1 on a failure.
 
 The cases are check_swiglu_gemm.py's (the same shapes, forwards, backward, dropout, capture, errors)
 under this variable, and the same proof that the kernel runs: HSPMN_DOWN_RESIDUAL_CLUSTER is read only
-where it launches, so a malformed value must fail a default inference forward and leave one under
-HSPMN_DOWN_RESIDUAL=0 unharmed (on a GPU other than sm_90 that proof fails, as it must).
+where it launches, so a malformed value must fail an inference forward under HSPMN_DOWN_RESIDUAL=1 and
+leave one under HSPMN_DOWN_RESIDUAL=0 unharmed (on a GPU other than sm_90 that proof fails, as it must).
 """
 
 import os
@@ -36,7 +36,7 @@ def main():
 
     items = [(s[0], lambda s=s: run_shape(lib, case(s[0]), *s, env=ENV)) for s in SHAPES]
     items.append(("errors", lambda: run_errors(lib, case("errors"), ENV, ("2", "yes"))))
-    items.append(("kernel runs", lambda: run_proof(lib, case("kernel runs"), ENV, CLUSTER_ENV)))
+    items.append(("kernel runs", lambda: run_proof(lib, case("kernel runs"), ENV, CLUSTER_ENV, on="1")))
     failures += check_harness.run_cases(items, lambda item: item[1]())
     return check_harness.verdict(lib, rows, failures, "check_down_residual: {checks} checks, {failures} failures")
 

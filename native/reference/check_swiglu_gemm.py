@@ -51,10 +51,14 @@ def run_shape(lib, rep, name, B, S, D, H, Hkv, conv, env=ENV):
         ctx.close()
 
 
-def run_proof(lib, rep, env=ENV, cluster_env=CLUSTER_ENV):
-    """The block's default inference forward reaches the kernel: a malformed cluster_env fails it (run_errors),
-    and does not fail the same forward under env=0."""
-    run_errors(lib, rep, cluster_env, ("3",))
+def run_proof(lib, rep, env=ENV, cluster_env=CLUSTER_ENV, on=None):
+    """The block's inference forward reaches the kernel (by default, or under env=on where the kernel is off by
+    default): a malformed cluster_env fails it (run_errors), and does not fail the same forward under env=0."""
+    set_env(env, on)
+    try:
+        run_errors(lib, rep, cluster_env, ("3",))
+    finally:
+        set_env(env, None)
     ctx = Context(lib, "cuda", 1)
     try:
         forward = small_forward(ctx, lib)

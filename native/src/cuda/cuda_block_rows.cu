@@ -79,12 +79,12 @@ void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
     // one may fill the SMs the other leaves idle (README.md "Two streams" has where that paid). Decode
     // steps (meta) stay on one stream.
     const int64_t Q = p.blocks * p.C;
-    // The down GEMM with the residual in its epilogue (down_residual): out is written there for the rows
-    // without a query slot, m + x kept in f32 (res, as [Q, D]) for the others until o exists. It needs
-    // row_slot before the streams part. Not in decode steps (a few rows: cuBLASLt's split-K wins there) and
-    // not under dropout (res = x + M m is the dropout's).
+    // With HSPMN_DOWN_RESIDUAL=1, the down GEMM with the residual in its epilogue (down_residual): out is
+    // written there for the rows without a query slot, m + x kept in f32 (res, as [Q, D]) for the others
+    // until o exists. It needs row_slot before the streams part. Not in decode steps (a few rows:
+    // cuBLASLt's split-K wins there) and not under dropout (res = x + M m is the dropout's).
     const bool fused_down = !p.meta && !p.dropout && Q <= n &&
-                            down_residual_wanted(d_, p.keep_h, D, F, {b.act, w(P_REFLEX_DOWN)}, {p.x, p.out, b.res});
+                            down_residual_wanted(d_, D, F, {b.act, w(P_REFLEX_DOWN)}, {p.x, p.out, b.res});
     if (Q > 0 && !p.dropout) row_slots(d_, p.q_rows, p.q_cnt, p.blocks, p.q_row_S, p.C, n, b.row_slot);
     SideStream side(d_, !p.meta);
     // gu null: the pass was laid out for the fused kernel (carve_rows, CudaBlock::forward), which must run.

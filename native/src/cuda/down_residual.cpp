@@ -49,13 +49,15 @@ int wgmma_cluster() {
 
 bool down_residual_available(Device& d) { return HSPMN_SM90A && d.arch == 90; }
 
-bool down_residual_wanted(Device& d, bool training, int64_t D, int64_t F, std::initializer_list<const void*> tma,
+bool down_residual_wanted(Device& d, int64_t D, int64_t F, std::initializer_list<const void*> tma,
                           std::initializer_list<const void*> pairs) {
-    const int choice = env_choice("HSPMN_DOWN_RESIDUAL", {"0", "1"}, -1,
-                                  "1 (the down GEMM with the residual in its epilogue, training too), 0 (a cuBLASLt "
-                                  "GEMM, then residual_out) or unset (one kernel in inference)");
-    const bool on = choice < 0 ? !training : choice == 1;
-    if (!on || D % kAlign || F % kAlign || !down_residual_available(d)) return false;
+    // Unset: never. On an H100 (BENCHMARKS.md, 2026-12-07, fifteenth session) the kernel's main loop ran
+    // at 575-644 TFLOP/s against cuBLASLt's 674-704, which costs more than the residual pass it saves at
+    // N = 262,144 (0.935x) and in the block (B = 64, S = 4096: 5.608 M tok/s against 5.632-5.666 without).
+    const int choice = env_choice("HSPMN_DOWN_RESIDUAL", {"0", "1"}, 0,
+                                  "1 (the down GEMM with the residual in its epilogue, inference and training "
+                                  "forwards) or 0 / unset (a cuBLASLt GEMM, then residual_out)");
+    if (choice != 1 || D % kAlign || F % kAlign || !down_residual_available(d)) return false;
     for (const void* p : tma)
         if (!aligned(p, 16)) return false;
     for (const void* p : pairs)

@@ -192,8 +192,8 @@ void swiglu_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bfloat16
 // GEMM and swiglu_forward (the same bits: native/reference/check_swiglu_gemm.py): the kernel runs here
 // (sm_90), D and F are multiples of 8, every pointer is 16-byte aligned, and HSPMN_SWIGLU_GEMM (read at
 // every call) asks for it: unset, inference passes only; 1, training forwards too; 0, never. From H100
-// timings (BENCHMARKS.md, 2026-12-07, thirteenth session): faster in inference at every shape of issue
-// 12's table, slower in its training form (which also writes gate | up).
+// timings (BENCHMARKS.md, 2026-12-07): faster in inference at every shape of issue 12's table; the
+// training step not yet measured with the 4-stage kernel (swiglu_gemm.cpp).
 bool swiglu_gemm_wanted(Device& d, bool training, int64_t D, int64_t F, std::initializer_list<const void*> pointers);
 
 // down_residual: the MLP's down projection m = act W_down^T with the block's residual in the epilogue
@@ -210,9 +210,10 @@ void down_residual(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bfloat
                    float* res_sel);
 // Whether the block runs down_residual instead of a cuBLASLt GEMM into f32 m and residual_out: the kernel
 // runs here, D and F are multiples of 8, the tma pointers are 16-byte aligned and the pairs pointers
-// 8-byte aligned, and HSPMN_DOWN_RESIDUAL (read at every call) asks for it: unset, inference passes only;
-// 1, training forwards too; 0, never.
-bool down_residual_wanted(Device& d, bool training, int64_t D, int64_t F, std::initializer_list<const void*> tma,
+// 8-byte aligned, and HSPMN_DOWN_RESIDUAL=1 (read at every call; unset or 0: never) asks for it. Off by
+// default: slower than cuBLASLt + residual_out at the block's large shapes on an H100 (BENCHMARKS.md,
+// 2026-12-07, fifteenth session).
+bool down_residual_wanted(Device& d, int64_t D, int64_t F, std::initializer_list<const void*> tma,
                           std::initializer_list<const void*> pairs);
 
 }  // namespace hspmn::cuda

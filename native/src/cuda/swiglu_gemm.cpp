@@ -136,8 +136,10 @@ bool swiglu_gemm_available(Device& d, SwigluGemmKernel k) {
 }
 
 bool swiglu_gemm_wanted(Device& d, bool training, int64_t D, int64_t F, std::initializer_list<const void*> pointers) {
-    // Unset: inference passes only. The training launch, which also writes gate | up, took 1.01-1.10x the
-    // time of cuBLASLt + swiglu_forward at N = 16,384-262,144 on an H100 (BENCHMARKS.md, 2026-12-07).
+    // Unset: inference passes only. With the 3-stage kernel the training launch, which also writes
+    // gate | up, took 1.01-1.10x the time of cuBLASLt + swiglu_forward on an H100 and the 1B LM step lost
+    // (BENCHMARKS.md, 2026-12-07, thirteenth session); the 4-stage kernel's takes 0.87-0.99x (fifteenth
+    // session), not yet measured in the training step.
     const int choice = env_choice("HSPMN_SWIGLU_GEMM", {"0", "1"}, -1,
                                   "1 (gate, up and act in one kernel, training too), 0 (a cuBLASLt GEMM, then "
                                   "swiglu_forward) or unset (one kernel in inference)");
