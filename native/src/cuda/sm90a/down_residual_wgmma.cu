@@ -77,30 +77,17 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (wg == 0) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 88;");
         if (threadIdx.x == 0) {
-            int s = 0;
-            uint32_t phase = 0;
-            for (int t = first; t < units; t += stride) {
-                int um, tn;
-                tile_coords(t, units_m, tiles_n, kGroupM, um, tn);
-                const int tm = um * kCluster + rank;
-                for (int k = 0; k < nk; ++k) {
-                    bar_wait(&empty[s], phase ^ 1);
-                    bar_expect_tx(&full[s], kStageBytes);  // out-of-bounds parts arrive as zeros and count
-                    uint8_t* st = smem + s * kStageBytes;
-                    tma_load(st, &map_a, &full[s], k * kBlockK, tm * kBlockM);
+            produce<kStages, kStageBytes, kCluster, kBlockM, kBlockK>(
+                smem, full, empty, &map_a, first, stride, units, units_m, tiles_n, kGroupM, nk, rank,
+                [&](uint8_t* st, uint64_t* bar, int k, int tn) {
                     if (kCluster > 1) {
-                        tma_load_multicast(st + kTileA + rank * kTileW, &map_w, &full[s], k * kBlockK,
+                        tma_load_multicast(st + kTileA + rank * kTileW, &map_w, bar, k * kBlockK,
                                            tn * kBlockN + rank * kBoxN, uint16_t((1u << kCluster) - 1));
                     } else {
-                        tma_load(st + kTileA, &map_w, &full[s], k * kBlockK, tn * kBlockN);
-                        tma_load(st + kTileA + kTileW, &map_w, &full[s], k * kBlockK, tn * kBlockN + kBoxN);
+                        tma_load(st + kTileA, &map_w, bar, k * kBlockK, tn * kBlockN);
+                        tma_load(st + kTileA + kTileW, &map_w, bar, k * kBlockK, tn * kBlockN + kBoxN);
                     }
-                    if (++s == kStages) {
-                        s = 0;
-                        phase ^= 1;
-                    }
-                }
-            }
+                });
         } else if (threadIdx.x >= 32 && (reinterpret_cast<uintptr_t>(x) & 15) == 0) {
             // Each tile's x rows (their 256 columns, 512 bytes) into L2 when the tile starts: its epilogue
             // comes F / 64 k-blocks later. A hint: nothing waits on it. The bulk prefetch needs 16-byte
@@ -121,14 +108,6 @@ __global__ void __launch_bounds__(kThreads, 1)
         asm volatile("setmaxnreg.inc.sync.aligned.u32 208;");
         const int half = wg - 1;  // rows [64 half, 64 half + 64) of each tile
         const int warp = (threadIdx.x % 128) / 32;
-        auto release = [rank](uint64_t* bar) {
-            if (kCluster > 1) {
-                for (uint32_t r = 0; r < kCluster; ++r) bar_arrive_cluster(bar, r);
-            } else {
-                bar_arrive(bar);
-            }
-            (void)rank;
-        };
         // Accumulator layout of m64n256k16 (f32): register 4j + 2h + e holds row 16 warp + lane / 4 + 8h,
         // column 8j + 2 (lane % 4) + e of the tile's 256 (j < 16: the first box of W rows, then the second).
         const int r0 = warp * 16 + lane / 4, c2 = 2 * (lane % 4);
@@ -141,8 +120,8 @@ __global__ void __launch_bounds__(kThreads, 1)
             int um, tn;
             tile_coords(t, units_m, tiles_n, kGroupM, um, tn);
             const int tm = um * kCluster + rank;
-            mma_tile<kStages, kStageBytes>(d, smem, full, empty, s, phase, nk, half * 64 * 128, kTileA, lane, release,
-                                           [](int) {});
+            mma_tile<kStages, kStageBytes>(d, smem, full, empty, s, phase, nk, half * 64 * 128, kTileA, lane,
+                                           release_slot<kCluster>, [](int) {});
             const int col0 = tn * kBlockN + c2;
 #pragma unroll
             for (int h = 0; h < 2; ++h) {

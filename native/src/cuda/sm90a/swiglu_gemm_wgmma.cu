@@ -159,30 +159,17 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (wg == 0) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 88;");
         if (threadIdx.x == 0) {
-            int s = 0;
-            uint32_t phase = 0;
-            for (int t = first; t < units; t += stride) {
-                int um, tf;
-                tile_coords(t, units_m, tiles_f, kGroupM, um, tf);
-                const int tm = um * kCluster + rank;
-                for (int k = 0; k < nk; ++k) {
-                    bar_wait(&empty[s], phase ^ 1);
-                    bar_expect_tx(&full[s], kStageBytes);  // out-of-bounds parts arrive as zeros and count
-                    uint8_t* st = smem + s * kStageBytes;
-                    tma_load(st, &map_c, &full[s], k * kBlockK, tm * kBlockM);
+            produce<kStages, kStageBytes, kCluster, kBlockM, kBlockK>(
+                smem, full, empty, &map_c, first, stride, units, units_m, tiles_f, kGroupM, nk, rank,
+                [&](uint8_t* st, uint64_t* bar, int k, int tf) {
                     if (kCluster > 1) {
-                        tma_load_multicast(st + kTileA + rank * kTileW, rank == 0 ? &map_g : &map_u, &full[s],
+                        tma_load_multicast(st + kTileA + rank * kTileW, rank == 0 ? &map_g : &map_u, bar,
                                            k * kBlockK, tf * kBlockF, uint16_t((1u << kCluster) - 1));
                     } else {
-                        tma_load(st + kTileA, &map_g, &full[s], k * kBlockK, tf * kBlockF);
-                        tma_load(st + kTileA + kTileW, &map_u, &full[s], k * kBlockK, tf * kBlockF);
+                        tma_load(st + kTileA, &map_g, bar, k * kBlockK, tf * kBlockF);
+                        tma_load(st + kTileA + kTileW, &map_u, bar, k * kBlockK, tf * kBlockF);
                     }
-                    if (++s == kStages) {
-                        s = 0;
-                        phase ^= 1;
-                    }
-                }
-            }
+                });
         } else if (threadIdx.x >= 32) {
             // The epilogue: per tile the first halves of both consumers, then their second halves; a half is
             // 64 rows x 64 act values, 512 pieces of 8 along a row.
@@ -232,15 +219,6 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int half = wg - 1;  // rows [64 half, 64 half + 64) of each tile
         const int warp = (threadIdx.x % 128) / 32;
         const uint32_t hb = smem_addr(hand + half * kHandBytes);
-        // A slot read by this warp is released to every producer that writes into it.
-        auto release = [rank](uint64_t* bar) {
-            if (kCluster > 1) {
-                for (uint32_t r = 0; r < kCluster; ++r) bar_arrive_cluster(bar, r);
-            } else {
-                bar_arrive(bar);
-            }
-            (void)rank;
-        };
         // Accumulator layout of m64nNk16 (f32): register 4j + 2h + e holds row 16 warp + lane / 4 + 8h,
         // column 8j + 2 (lane % 4) + e of N = 256 (j < 16: W_gate's rows, then W_up's). A half of the tile
         // is j in [8 hf, 8 hf + 8) of gate and the same of up: 16 bf16 pairs of each per thread.
@@ -268,7 +246,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         uint32_t phase = 0;
         static_assert(kBlockK == 64, "mma_tile multiplies k-blocks of 64");
         for (int t = first; t < units; t += stride) {
-            mma_tile<kStages, kStageBytes>(d, smem, full, empty, s, phase, nk, half * 64 * 128, kTileA, lane, release,
+            mma_tile<kStages, kStageBytes>(d, smem, full, empty, s, phase, nk, half * 64 * 128, kTileA, lane,
+                                           release_slot<kCluster>,
                                            [&](int k) {
                                                if (second_pending && k == second_at) {
                                                    hand_off(second_g, second_u);

@@ -196,4 +196,43 @@ __device__ __forceinline__ void mma_tile(float (&d)[128], uint8_t* smem, uint64_
     if (lane == 0) release(&empty[prev]);
 }
 
+// Hands a slot read by this warp back to every producer that writes into it: the CTA's own, and with
+// kCluster 2 the peer's too (each copies one W box into both CTAs).
+template <int kCluster>
+__device__ __forceinline__ void release_slot(uint64_t* bar) {
+    if (kCluster > 1) {
+        for (uint32_t r = 0; r < kCluster; ++r) bar_arrive_cluster(bar, r);
+    } else {
+        bar_arrive(bar);
+    }
+}
+
+// The producer thread's loop: for each tile of the CTA's walk (units first, first + stride, ...; a unit
+// is kCluster row tiles of one column tile, rank r taking row tile kCluster um + r) and each of nk
+// k-blocks, wait for a free slot, expect kStageBytes on its full barrier, copy the A box (kBlockM rows
+// of map_a at row tile tm) to the slot's start, and let load_w(slot, &full[s], k, tn) copy the W boxes.
+template <int kStages, int kStageBytes, int kCluster, int kBlockM, int kBlockK, class LoadW>
+__device__ __forceinline__ void produce(uint8_t* smem, uint64_t* full, uint64_t* empty, const CUtensorMap* map_a,
+                                        int first, int stride, int units, int units_m, int tiles_n, int group, int nk,
+                                        uint32_t rank, LoadW load_w) {
+    int s = 0;
+    uint32_t phase = 0;
+    for (int t = first; t < units; t += stride) {
+        int um, tn;
+        tile_coords(t, units_m, tiles_n, group, um, tn);
+        const int tm = um * kCluster + rank;
+        for (int k = 0; k < nk; ++k) {
+            bar_wait(&empty[s], phase ^ 1);
+            bar_expect_tx(&full[s], kStageBytes);  // out-of-bounds parts arrive as zeros and count
+            uint8_t* st = smem + s * kStageBytes;
+            tma_load(st, map_a, &full[s], k * kBlockK, tm * kBlockM);
+            load_w(st, &full[s], k, tn);
+            if (++s == kStages) {
+                s = 0;
+                phase ^= 1;
+            }
+        }
+    }
+}
+
 }  // namespace hspmn::cuda::sm90a::ops
