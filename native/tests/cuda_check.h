@@ -1,5 +1,5 @@
-// What the device-level test programs (hspmn_cuda, hspmn_cuda_lm, skinny_gemm_cuda) share: random
-// inputs, uploads that live until the end of a test, downloads, and the harness that runs a program's
+// What the device-level test programs (hspmn_cuda, hspmn_cuda_lm, skinny_gemm_cuda, ...) share: random
+// inputs, uploads that live until the end of a test, downloads, guarded outputs, and the harness that runs a program's
 // body on device 0 ("skipped: no device" and exit 0 without one: CI builds CUDA on machines without a GPU).
 #pragma once
 
@@ -44,6 +44,29 @@ std::vector<T> download(const void* p, std::size_t n) {
     hspmn::cuda::check(cudaDeviceSynchronize(), "sync");
     hspmn::cuda::check(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "download");
     return v;
+}
+
+// Outputs with a guard band: a kernel must write nothing past its output. kPad elements of kSentinel
+// (a NaN pattern no kernel writes) follow each output.
+constexpr uint16_t kSentinel = 0x7fc1;
+constexpr int64_t kPad = 64;
+
+// A device buffer of n elements of elem_bytes (2: bf16, 4: f32) + kPad more, every 16-bit half kSentinel.
+inline hspmn::cuda::DeviceBuffer sentinel_buffer(hspmn::cuda::Device& d, int64_t n, int elem_bytes) {
+    const int64_t halves = (n + kPad) * elem_bytes / 2;
+    std::vector<uint16_t> init(static_cast<std::size_t>(halves), kSentinel);
+    hspmn::cuda::DeviceBuffer b(d, init.size() * 2);
+    hspmn::cuda::check(cudaMemcpy(b.data(), init.data(), init.size() * 2, cudaMemcpyHostToDevice), "init");
+    return b;
+}
+
+// The kPad elements after the first n of a sentinel_buffer are still kSentinel.
+inline bool tail_intact(const hspmn::cuda::DeviceBuffer& b, int64_t n, int elem_bytes) {
+    const int64_t halves = (n + kPad) * elem_bytes / 2;
+    const auto h = download<uint16_t>(b.data(), static_cast<std::size_t>(halves));
+    for (int64_t i = n * elem_bytes / 2; i < halves; ++i)
+        if (h[i] != kSentinel) return false;
+    return true;
 }
 
 // body(Device&) on device 0; an Error it throws is a failure. The library's tracked bytes must be back

@@ -34,28 +34,8 @@ using bf16 = __nv_bfloat16;
 
 namespace {
 
-constexpr uint16_t kSentinel = 0x7fc1;  // a NaN pattern no kernel writes
-constexpr int64_t kPad = 64;            // sentinel elements after each output
-
 float bf(uint16_t h) { return bf16_to_f32(h); }
 const bf16* as_bf16(const uint16_t* p) { return reinterpret_cast<const bf16*>(p); }
-
-// A bf16 buffer of n elements + kPad, all kSentinel (f32 buffers: the same bytes twice).
-DeviceBuffer sentinel_buffer(Device& d, int64_t n, int elem_bytes) {
-    const int64_t halves = (n + kPad) * elem_bytes / 2;
-    std::vector<uint16_t> init(static_cast<std::size_t>(halves), kSentinel);
-    DeviceBuffer b(d, init.size() * 2);
-    check(cudaMemcpy(b.data(), init.data(), init.size() * 2, cudaMemcpyHostToDevice), "init");
-    return b;
-}
-
-bool tail_intact(const DeviceBuffer& b, int64_t n, int elem_bytes) {
-    const int64_t halves = (n + kPad) * elem_bytes / 2;
-    const auto h = download<uint16_t>(b.data(), static_cast<std::size_t>(halves));
-    for (int64_t i = n * elem_bytes / 2; i < halves; ++i)
-        if (h[i] != kSentinel) return false;
-    return true;
-}
 
 // The query rows of a test: every `every`-th row from `first`, as the block's lists with B = 1
 // (indices [1, C] increasing, counts [1] = C).

@@ -37,28 +37,13 @@ using bf16 = __nv_bfloat16;
 
 namespace {
 
-constexpr uint16_t kSentinel = 0x7fc1;  // a NaN pattern no kernel writes
-constexpr int64_t kPad = 64;             // sentinel elements after each output
-
 float bf(uint16_t h) { return bf16_to_f32(h); }
 
 struct Outputs {
     DeviceBuffer act, gate, up;  // [N, F] + kPad each, the tail filled with kSentinel
-    Outputs(Device& d, int64_t n) {
-        std::vector<uint16_t> init(static_cast<std::size_t>(n + kPad), kSentinel);
-        for (DeviceBuffer* b : {&act, &gate, &up}) {
-            *b = DeviceBuffer(d, init.size() * 2);
-            check(cudaMemcpy(b->data(), init.data(), init.size() * 2, cudaMemcpyHostToDevice), "init");
-        }
-    }
+    Outputs(Device& d, int64_t n)
+        : act(sentinel_buffer(d, n, 2)), gate(sentinel_buffer(d, n, 2)), up(sentinel_buffer(d, n, 2)) {}
 };
-
-bool tail_intact(const DeviceBuffer& b, int64_t n) {
-    const auto h = download<uint16_t>(b.data(), static_cast<std::size_t>(n + kPad));
-    for (int64_t i = n; i < n + kPad; ++i)
-        if (h[i] != kSentinel) return false;
-    return true;
-}
 
 // |a - b| <= one bf16 ulp of the larger (8 significant bits: 2^-7 |x| >= ulp(x)) plus 2^-16 of the
 // tensor's largest value (sums that cancel to near 0 are where the two orders differ most relatively).
@@ -145,7 +130,7 @@ void test_shape(Device& d, SwigluGemmKernel kern, std::mt19937& rng, int64_t N, 
     EXPECT(download<uint16_t>(infer.act.data(), n) == a, "N=%lld: inference act differs from training act",
            static_cast<long long>(N));
     for (const DeviceBuffer* b : {&train.act, &train.gate, &train.up, &infer.act})
-        EXPECT(tail_intact(*b, NF), "N=%lld D=%lld F=%lld: written past [N, F]", static_cast<long long>(N),
+        EXPECT(tail_intact(*b, NF, 2), "N=%lld D=%lld F=%lld: written past [N, F]", static_cast<long long>(N),
                static_cast<long long>(D), static_cast<long long>(F));
     if (kern != SwigluGemmKernel::kWgmma) return;
     // The block's layout: gate | up as the two halves of each [2F] row (ld_gu = 2F).
@@ -160,7 +145,7 @@ void test_shape(Device& d, SwigluGemmKernel kern, std::mt19937& rng, int64_t N, 
            static_cast<long long>(N), static_cast<long long>(D), static_cast<long long>(F),
            static_cast<long long>(moved));
     EXPECT(download<uint16_t>(gu.act.data(), n) == a, "N=%lld: act with ld_gu = 2F differs", static_cast<long long>(N));
-    EXPECT(tail_intact(gu.gate, 2 * NF), "N=%lld: gate|up written past [N, 2F]", static_cast<long long>(N));
+    EXPECT(tail_intact(gu.gate, 2 * NF, 2), "N=%lld: gate|up written past [N, 2F]", static_cast<long long>(N));
 }
 
 void expect_refused(Device& d, hspmn_status want, const char* what, int64_t N, int64_t D, int64_t F, int offset,
