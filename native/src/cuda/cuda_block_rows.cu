@@ -74,10 +74,6 @@ void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
         decode_causal_conv(d_, b.h, p.conv_cache, w(P_REFLEX_CONV), *p.meta, n, D, Kc, b.c);
         decode_conv_cache_update(d_, b.h, *p.meta, D, Kc, p.conv_cache);
     }
-    // With HSPMN_STREAMS=2 the rest of the reflexive stream runs on a second CUDA stream beside the
-    // contextual one (their buffers are disjoint: c, gu, act, res against a, k, v, q, attn, o): kernels of
-    // one may fill the SMs the other leaves idle (README.md "Two streams" has where that paid). Decode
-    // steps (meta) stay on one stream.
     const int64_t Q = p.blocks * p.C;
     // With HSPMN_DOWN_RESIDUAL=1, the down GEMM with the residual in its epilogue (down_residual): out is
     // written there for the rows without a query slot, m + x kept in f32 (res, as [Q, D]) for the others
@@ -86,6 +82,10 @@ void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
     const bool fused_down = !p.meta && !p.dropout && Q <= n &&
                             down_residual_wanted(d_, D, F, {b.act, w(P_REFLEX_DOWN)}, {p.x, p.out, b.res});
     if (Q > 0 && !p.dropout) row_slots(d_, p.q_rows, p.q_cnt, p.blocks, p.q_row_S, p.C, n, b.row_slot);
+    // With HSPMN_STREAMS=2 the rest of the reflexive stream runs on a second CUDA stream beside the
+    // contextual one (their buffers are disjoint: c, gu, act, res against a, k, v, q, attn, o): kernels of
+    // one may fill the SMs the other leaves idle (README.md "Two streams" has where that paid). Decode
+    // steps (meta) stay on one stream.
     SideStream side(d_, !p.meta);
     // gu null: the pass was laid out for the fused kernel (carve_rows, CudaBlock::forward), which must run.
     if (!b.gu && p.keep_h) fail(HSPMN_ERR_INTERNAL, "run_rows: a training pass without its gate|up buffer");
