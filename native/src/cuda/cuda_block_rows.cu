@@ -83,7 +83,8 @@ void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
                             down_residual_wanted(d_, D, F, {b.act, w(P_REFLEX_DOWN)}, {p.x, p.out, b.res});
     if (Q > 0 && !p.dropout) row_slots(d_, p.q_rows, p.q_cnt, p.blocks, p.q_row_S, p.C, n, b.row_slot);
     // With HSPMN_STREAMS=2 the rest of the reflexive stream runs on a second CUDA stream beside the
-    // contextual one (their buffers are disjoint: c, gu, act, res against a, k, v, q, attn, o): kernels of
+    // contextual one (their buffers are disjoint: c, gu, act, res, with down_residual out too, against a, k,
+    // v, q, attn, o; x is read by neither after the norms): kernels of
     // one may fill the SMs the other leaves idle (README.md "Two streams" has where that paid). Decode
     // steps (meta) stay on one stream.
     SideStream side(d_, !p.meta);
