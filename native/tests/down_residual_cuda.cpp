@@ -11,6 +11,7 @@
 // Without a device, or on a GPU other than sm_90, it prints "skipped" and exits 0.
 //
 //   down_residual_cuda [--bench]   --bench adds the kernel against the block's path at D 2048, F 8192
+//   down_residual_cuda --profile   only the block's path and the kernel at N 65536, twice each, for ncu
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -176,44 +177,58 @@ void expect_refused(Device& d, hspmn_status want, const char* what, int64_t N, i
     }
 }
 
-void bench(Device& d) {
-    constexpr int64_t D = 2048, F = 8192;
-    for (int64_t N : {int64_t(16384), int64_t(65536), int64_t(262144)}) {
+// The bench's operands at D = 2048, F = 8192, 20 % query rows (the block's): act, W_down and x random
+// (zeros would flatter the tensor cores' power draw and so the clock), m, out and res_sel to write.
+struct BenchOperands {
+    static constexpr int64_t D = 2048, F = 8192;
+    int64_t N, Q;
+    std::vector<DeviceBuffer> keep;
+    const bf16 *act, *w, *x;
+    const int32_t *rows, *counts;
+    const float* o;
+    DeviceBuffer slot, m, out, res;
+    explicit BenchOperands(Device& d, int64_t n) : N(n) {
         std::mt19937 rng(11);
-        std::vector<DeviceBuffer> keep;
-        const bf16* da = as_bf16(upload(d, random_bf16(rng, static_cast<std::size_t>(N * F)), keep));
-        const bf16* dw = as_bf16(upload(d, random_bf16(rng, static_cast<std::size_t>(D * F), 0.02f), keep));
-        const bf16* dx = as_bf16(upload(d, random_bf16(rng, static_cast<std::size_t>(N * D)), keep));
-        const Queries q = queries(N, 5, 2);  // the block's 20 %
-        const int64_t Q = q.count();
-        const std::vector<int32_t> counts = {static_cast<int32_t>(Q)};
-        const int32_t* dq = upload(d, q.rows, keep);
-        const int32_t* dc = upload(d, counts, keep);
-        const float* o = upload(d, random_f32(rng, static_cast<std::size_t>(Q * D)), keep);
-        DeviceBuffer slot(d, static_cast<std::size_t>(N) * 4), m(d, static_cast<std::size_t>(N * D) * 4),
-            out(d, static_cast<std::size_t>(N * D) * 2), res(d, static_cast<std::size_t>(Q * D) * 4);
-        row_slots(d, dq, dc, 1, N, Q, N, slot.as<int32_t>());
-        const double flop = 2.0 * N * D * F;
+        act = as_bf16(upload(d, random_bf16(rng, static_cast<std::size_t>(N * F)), keep));
+        w = as_bf16(upload(d, random_bf16(rng, static_cast<std::size_t>(D * F), 0.02f), keep));
+        x = as_bf16(upload(d, random_bf16(rng, static_cast<std::size_t>(N * D)), keep));
+        const Queries q = queries(N, 5, 2);
+        Q = q.count();
+        rows = upload(d, q.rows, keep);
+        counts = upload(d, std::vector<int32_t>{static_cast<int32_t>(Q)}, keep);
+        o = upload(d, random_f32(rng, static_cast<std::size_t>(Q * D)), keep);
+        slot = DeviceBuffer(d, static_cast<std::size_t>(N) * 4);
+        m = DeviceBuffer(d, static_cast<std::size_t>(N * D) * 4);
+        out = DeviceBuffer(d, static_cast<std::size_t>(N * D) * 2);
+        res = DeviceBuffer(d, static_cast<std::size_t>(Q * D) * 4);
+        row_slots(d, rows, counts, 1, N, Q, N, slot.as<int32_t>());
+    }
+    // The block's path: cuBLASLt's f32 m, then (residual) residual_out.
+    void unfused(Device& d, bool residual) {
+        gemm(d, false, true, N, D, F, 1.0f, act, F, w, F, 0.0f, m.data(), DType::F32, D);
+        if (residual) residual_out(d, m.as<float>(), x, o, slot.as<int32_t>(), N, D, out.as<bf16>());
+    }
+    // The kernel, then (selected) the query rows' residual_out_selected.
+    void fused(Device& d, bool selected) {
+        down_residual(d, N, D, F, act, w, x, slot.as<int32_t>(), out.as<bf16>(), res.as<float>());
+        if (selected) residual_out_selected(d, res.as<float>(), o, rows, counts, 1, N, Q, D, out.as<bf16>());
+    }
+};
+
+void bench(Device& d) {
+    for (int64_t N : {int64_t(16384), int64_t(65536), int64_t(262144)}) {
+        BenchOperands op(d, N);
+        const double flop = 2.0 * N * BenchOperands::D * BenchOperands::F;
         auto rate = [&](float ms) { return flop / ms / 1e9; };
-        const float gemm_only = time_ms(d, 10, [&] {
-            gemm(d, false, true, N, D, F, 1.0f, da, F, dw, F, 0.0f, m.data(), DType::F32, D);
-        });
-        const float unfused = time_ms(d, 10, [&] {
-            gemm(d, false, true, N, D, F, 1.0f, da, F, dw, F, 0.0f, m.data(), DType::F32, D);
-            residual_out(d, m.as<float>(), dx, o, slot.as<int32_t>(), N, D, out.as<bf16>());
-        });
+        const float gemm_only = time_ms(d, 10, [&] { op.unfused(d, false); });
+        const float unfused = time_ms(d, 10, [&] { op.unfused(d, true); });
         std::printf("bench N=%lld D=%lld F=%lld: cuBLASLt f32 m + residual_out %.3f ms (the GEMM alone %.3f ms, %.0f "
-                    "TFLOP/s)\n", static_cast<long long>(N), static_cast<long long>(D), static_cast<long long>(F),
-                    unfused, gemm_only, rate(gemm_only));
+                    "TFLOP/s)\n", static_cast<long long>(N), static_cast<long long>(BenchOperands::D),
+                    static_cast<long long>(BenchOperands::F), unfused, gemm_only, rate(gemm_only));
         for (const char* cluster : {"2", "1"}) {
             setenv("HSPMN_DOWN_RESIDUAL_CLUSTER", cluster, 1);
-            const float kernel = time_ms(d, 10, [&] {
-                down_residual(d, N, D, F, da, dw, dx, slot.as<int32_t>(), out.as<bf16>(), res.as<float>());
-            });
-            const float fused = time_ms(d, 10, [&] {
-                down_residual(d, N, D, F, da, dw, dx, slot.as<int32_t>(), out.as<bf16>(), res.as<float>());
-                residual_out_selected(d, res.as<float>(), o, dq, dc, 1, N, Q, D, out.as<bf16>());
-            });
+            const float kernel = time_ms(d, 10, [&] { op.fused(d, false); });
+            const float fused = time_ms(d, 10, [&] { op.fused(d, true); });
             std::printf("bench N=%lld cluster %s: down_residual %.3f ms (%.0f), + residual_out_selected %.3f ms "
                         "(%.3fx)\n", static_cast<long long>(N), cluster, kernel, rate(kernel), fused, unfused / fused);
         }
@@ -221,14 +236,30 @@ void bench(Device& d) {
     }
 }
 
+// For a profiler (ncu): the block's path and the kernel (pairs) at N = 65536, twice each, untimed.
+void profile(Device& d) {
+    BenchOperands op(d, 65536);
+    for (int i = 0; i < 2; ++i) {
+        op.unfused(d, true);
+        op.fused(d, true);
+    }
+    check(cudaDeviceSynchronize(), "profile");
+    std::printf("profile: done\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     const bool do_bench = argc > 1 && std::strcmp(argv[1], "--bench") == 0;
+    const bool do_profile = argc > 1 && std::strcmp(argv[1], "--profile") == 0;
     return run_on_device([&](Device& d) {
         d.activate();
         if (!down_residual_available(d)) {
             std::printf("skipped: no down_residual kernel for sm_%d in this build (it needs sm_90)\n", d.arch);
+            return;
+        }
+        if (do_profile) {
+            profile(d);
             return;
         }
         for (const char* cluster : {"2", "1"}) {
