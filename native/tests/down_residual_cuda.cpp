@@ -38,6 +38,26 @@ namespace {
 float bf(uint16_t h) { return bf16_to_f32(h); }
 const bf16* as_bf16(const uint16_t* p) { return reinterpret_cast<const bf16*>(p); }
 
+// got against want, element by element: how many differ in their bits, how many by more than one bf16
+// ulp of the larger (8 significant bits: 2^-7 |x| >= ulp(x)), and the first of those. Equal bits always
+// pass (the sentinel tails are NaN patterns).
+struct UlpCount {
+    int64_t differ = 0, beyond = 0, first = -1;
+};
+UlpCount ulp_compare(const std::vector<uint16_t>& got, const std::vector<uint16_t>& want) {
+    UlpCount c;
+    for (std::size_t i = 0; i < want.size(); ++i) {
+        if (got[i] == want[i]) continue;
+        ++c.differ;
+        const double a = bf(got[i]), b = bf(want[i]);
+        if (!(std::fabs(a - b) <= std::ldexp(std::max(std::fabs(a), std::fabs(b)), -7))) {
+            if (c.first < 0) c.first = static_cast<int64_t>(i);
+            ++c.beyond;
+        }
+    }
+    return c;
+}
+
 // The query rows of a test: every `every`-th row from `first`, as the block's lists with B = 1
 // (indices [1, C] increasing, counts [1] = C).
 struct Queries {
@@ -105,15 +125,8 @@ void test_shape(Device& d, std::mt19937& rng, int64_t N, int64_t D, int64_t F, i
         residual_out_selected(d, res.as<float>(), dout_o, dq, dc, 1, N, Q, D, out.as<bf16>());
     const auto got = download<uint16_t>(out.data(), n);
     const auto want = download<uint16_t>(ref.data(), n);
-    int64_t bad = 0, differ = 0, first = -1;
-    for (std::size_t i = 0; i < n; ++i) {
-        differ += got[i] != want[i];
-        const double a = bf(got[i]), b = bf(want[i]);
-        if (!(std::fabs(a - b) <= std::ldexp(std::max(std::fabs(a), std::fabs(b)), -7))) {
-            if (first < 0) first = static_cast<int64_t>(i);
-            ++bad;
-        }
-    }
+    const UlpCount c = ulp_compare(got, want);
+    const int64_t bad = c.beyond, differ = c.differ, first = c.first;
     std::printf("  N=%lld D=%lld F=%lld Q=%lld: out %.2f%% differ from residual_out's, res_sel %.2f%% from m + x\n",
                 static_cast<long long>(N), static_cast<long long>(D), static_cast<long long>(F),
                 static_cast<long long>(Q), n ? 100.0 * differ / n : 0.0,
@@ -150,12 +163,10 @@ void test_no_queries(Device& d, std::mt19937& rng, int64_t N, int64_t D, int64_t
     down_residual(d, N, D, F, da, dw, dx, nullptr, out.as<bf16>(), nullptr);
     const auto n = static_cast<std::size_t>(N * D + kPad);
     const auto got = download<uint16_t>(out.data(), n), want = download<uint16_t>(ref.data(), n);
-    int64_t bad = 0;
-    for (std::size_t i = 0; i < n; ++i)
-        bad += got[i] != want[i] &&
-               !(std::fabs(bf(got[i]) - bf(want[i])) <= std::ldexp(std::max(std::fabs(bf(got[i])), std::fabs(bf(want[i]))), -7));
+    const int64_t bad = ulp_compare(got, want).beyond;
     EXPECT(bad == 0, "row_slot null, N=%lld D=%lld F=%lld: %lld elements (tail included) off residual_out's",
-           static_cast<long long>(N), static_cast<long long>(D), static_cast<long long>(F), static_cast<long long>(bad));
+           static_cast<long long>(N), static_cast<long long>(D), static_cast<long long>(F),
+           static_cast<long long>(bad));
     // x and out 4-byte but not 16-byte aligned (the kernel then prefetches nothing): the same bits.
     DeviceBuffer x4(d, static_cast<std::size_t>(N * D + 8) * 2), out4(d, static_cast<std::size_t>(N * D + 8) * 2);
     check(cudaMemcpy(x4.as<bf16>() + 2, dx, static_cast<std::size_t>(N * D) * 2, cudaMemcpyDeviceToDevice), "copy x");

@@ -170,9 +170,10 @@ cudaError_t launch(cudaStream_t stream, int sm_count, int cluster, int& pairs_fi
     const int tiles_n = (D + kBlockN - 1) / kBlockN;
     if (cluster == 2) {
         bool no_pairs = false;
-        const cudaError_t e = launch_persistent(down_residual_kernel<2>, 2, (N + 2 * kBlockM - 1) / (2 * kBlockM) * tiles_n,
-                                                kThreads, kSmemBytes, stream, sm_count, pairs_fit, &no_pairs, map_a,
-                                                map_w, N, D, F, x, row_slot, out, res_sel);
+        const int units = (N + 2 * kBlockM - 1) / (2 * kBlockM) * tiles_n;
+        const cudaError_t e = launch_persistent(down_residual_kernel<2>, 2, units, kThreads, kSmemBytes, stream,
+                                                sm_count, pairs_fit, &no_pairs, map_a, map_w, N, D, F, x, row_slot,
+                                                out, res_sel);
         if (!no_pairs) return e;
     }
     bool unused = false;
