@@ -1,5 +1,5 @@
 """HSPMN_SWIGLU_GEMM=1 (the block's gate, up and act from swiglu_gemm's sm_90a kernel, one launch, in
-inference and training forwards; unset, the default, uses it in inference only) against
+inference and training forwards; unset, the default, is the same) against
 HSPMN_SWIGLU_GEMM=0 (a cuBLASLt GEMM on [W_gate; W_up], then swiglu_forward), through the CUDA
 backend: every result must be the same bits. The fused kernel sums each product in cuBLASLt's order
 (native/tests/swiglu_gemm_cuda: gate and up bit for bit cuBLASLt's on every tested shape) and its

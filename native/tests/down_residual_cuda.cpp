@@ -12,6 +12,7 @@
 //
 //   down_residual_cuda [--bench]   --bench adds the kernel against the block's path at D 2048, F 8192
 //   down_residual_cuda --profile   only the block's path and the kernel at N 65536, twice each, for ncu
+//   down_residual_cuda --sweep     only the kernel's timings under each tile-walk group and L2 hint setting
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -247,6 +248,33 @@ void bench(Device& d) {
     }
 }
 
+// The kernel (pairs) under each tile-walk group and L2 hint setting (HSPMN_DOWN_RESIDUAL_GROUP, _L2) at
+// the block's pass sizes, between two timings of cuBLASLt's GEMM alone (their spread is the noise).
+void sweep(Device& d) {
+    for (int64_t N : {int64_t(65536), int64_t(131072)}) {
+        BenchOperands op(d, N);
+        const double flop = 2.0 * N * BenchOperands::D * BenchOperands::F;
+        auto rate = [&](float ms) { return flop / ms / 1e9; };
+        const float before = time_ms(d, 10, [&] { op.unfused(d, false); });
+        std::printf("sweep N=%lld: cuBLASLt GEMM %.3f ms (%.0f TFLOP/s)\n", static_cast<long long>(N), before,
+                    rate(before));
+        for (const char* l2 : {"0", "1"}) {
+            for (const char* group : {"2", "4", "8", "16", "32"}) {
+                setenv("HSPMN_DOWN_RESIDUAL_GROUP", group, 1);
+                setenv("HSPMN_DOWN_RESIDUAL_L2", l2, 1);
+                const float kernel = time_ms(d, 10, [&] { op.fused(d, false); });
+                std::printf("sweep N=%lld group %s l2 %s: down_residual %.3f ms (%.0f TFLOP/s, %.3fx the GEMM)\n",
+                            static_cast<long long>(N), group, l2, kernel, rate(kernel), before / kernel);
+            }
+        }
+        unsetenv("HSPMN_DOWN_RESIDUAL_GROUP");
+        unsetenv("HSPMN_DOWN_RESIDUAL_L2");
+        const float after = time_ms(d, 10, [&] { op.unfused(d, false); });
+        std::printf("sweep N=%lld: cuBLASLt GEMM again %.3f ms (%.0f TFLOP/s)\n", static_cast<long long>(N), after,
+                    rate(after));
+    }
+}
+
 // For a profiler (ncu): the block's path and the kernel (pairs) at N = 65536, twice each, untimed.
 void profile(Device& d) {
     BenchOperands op(d, 65536);
@@ -263,6 +291,7 @@ void profile(Device& d) {
 int main(int argc, char** argv) {
     const bool do_bench = argc > 1 && std::strcmp(argv[1], "--bench") == 0;
     const bool do_profile = argc > 1 && std::strcmp(argv[1], "--profile") == 0;
+    const bool do_sweep = argc > 1 && std::strcmp(argv[1], "--sweep") == 0;
     return run_on_device([&](Device& d) {
         d.activate();
         if (!down_residual_available(d)) {
@@ -273,9 +302,21 @@ int main(int argc, char** argv) {
             profile(d);
             return;
         }
-        for (const char* cluster : {"2", "1"}) {
-            setenv("HSPMN_DOWN_RESIDUAL_CLUSTER", cluster, 1);
-            std::printf("cluster %s\n", cluster);
+        if (do_sweep) {
+            sweep(d);
+            return;
+        }
+        // Pairs and single CTAs with the default walk, then pairs with groups of 1 and 4 units and the L2
+        // hints (another tile order, other copy instructions: the same results).
+        struct Setting {
+            const char *cluster, *group, *l2;
+        };
+        for (const Setting& st : {Setting{"2", "16", "0"}, Setting{"1", "16", "0"}, Setting{"2", "1", "1"},
+                                  Setting{"2", "4", "1"}}) {
+            setenv("HSPMN_DOWN_RESIDUAL_CLUSTER", st.cluster, 1);
+            setenv("HSPMN_DOWN_RESIDUAL_GROUP", st.group, 1);
+            setenv("HSPMN_DOWN_RESIDUAL_L2", st.l2, 1);
+            std::printf("cluster %s group %s l2 %s\n", st.cluster, st.group, st.l2);
             std::mt19937 rng(7);
             test_shape(d, rng, 1, 8, 8, 1);
             test_shape(d, rng, 37, 40, 24, 3);
@@ -288,6 +329,8 @@ int main(int argc, char** argv) {
             test_no_queries(d, rng, 515, 256, 264);
         }
         unsetenv("HSPMN_DOWN_RESIDUAL_CLUSTER");
+        unsetenv("HSPMN_DOWN_RESIDUAL_GROUP");
+        unsetenv("HSPMN_DOWN_RESIDUAL_L2");
         expect_refused(d, HSPMN_ERR_SHAPE, "D not a multiple of 8", 16, 12, 16, 0, 0, false);
         expect_refused(d, HSPMN_ERR_SHAPE, "F not a multiple of 8", 16, 16, 20, 0, 0, false);
         expect_refused(d, HSPMN_ERR_SHAPE, "negative N", -1, 16, 16, 0, 0, false);
@@ -297,6 +340,12 @@ int main(int argc, char** argv) {
         setenv("HSPMN_DOWN_RESIDUAL_CLUSTER", "3", 1);
         expect_refused(d, HSPMN_ERR_INVALID_ARGUMENT, "HSPMN_DOWN_RESIDUAL_CLUSTER=3", 16, 16, 16, 0, 0, false);
         unsetenv("HSPMN_DOWN_RESIDUAL_CLUSTER");
+        setenv("HSPMN_DOWN_RESIDUAL_GROUP", "3", 1);
+        expect_refused(d, HSPMN_ERR_INVALID_ARGUMENT, "HSPMN_DOWN_RESIDUAL_GROUP=3", 16, 16, 16, 0, 0, false);
+        unsetenv("HSPMN_DOWN_RESIDUAL_GROUP");
+        setenv("HSPMN_DOWN_RESIDUAL_L2", "2", 1);
+        expect_refused(d, HSPMN_ERR_INVALID_ARGUMENT, "HSPMN_DOWN_RESIDUAL_L2=2", 16, 16, 16, 0, 0, false);
+        unsetenv("HSPMN_DOWN_RESIDUAL_L2");
         if (do_bench) bench(d);
     });
 }

@@ -25,7 +25,7 @@ int64_t CudaBlock::one_pass_row_bytes() const {
 }
 
 bool CudaBlock::fused_mlp_inference() const {
-    return swiglu_gemm_wanted(d_, false, cfg_.D, cfg_.F, {w(P_REFLEX_GATE), w(P_REFLEX_UP)});
+    return swiglu_gemm_wanted(d_, cfg_.D, cfg_.F, {w(P_REFLEX_GATE), w(P_REFLEX_UP)});
 }
 
 RowsBuffers CudaBlock::carve_rows(Carve& cv, int64_t n, int64_t Q, bool fused_mlp) const {
@@ -90,8 +90,7 @@ void CudaBlock::run_rows(const RowsPass& p, const RowsBuffers& b) {
     SideStream side(d_, !p.meta);
     // gu null: the pass was laid out for the fused kernel (carve_rows, CudaBlock::forward), which must run.
     if (!b.gu && p.keep_h) fail(HSPMN_ERR_INTERNAL, "run_rows: a training pass without its gate|up buffer");
-    if (!b.gu || (!p.meta && swiglu_gemm_wanted(d_, p.keep_h, D, F, {b.c, b.act, b.gu, w(P_REFLEX_GATE),
-                                                                       w(P_REFLEX_UP)}))) {
+    if (!b.gu || (!p.meta && swiglu_gemm_wanted(d_, D, F, {b.c, b.act, b.gu, w(P_REFLEX_GATE), w(P_REFLEX_UP)}))) {
         // gate, up and act in one kernel; gu (gate | up per row) is written only for the backward.
         swiglu_gemm(d_, n, D, F, b.c, w(P_REFLEX_GATE), w(P_REFLEX_UP), b.act, p.keep_h ? b.gu : nullptr,
                     p.keep_h ? b.gu + F : nullptr, 2 * F, SwigluGemmKernel::kWgmma);

@@ -43,6 +43,17 @@ void check_args(int64_t N, int64_t D, int64_t F, const void* act, const void* w_
 int wgmma_cluster() {
     return 1 + env_choice("HSPMN_DOWN_RESIDUAL_CLUSTER", {"1", "2"}, 1, "1 or 2 (CTAs sharing a W_down tile)");
 }
+
+// HSPMN_DOWN_RESIDUAL_GROUP and HSPMN_DOWN_RESIDUAL_L2 (read at every call, for measurements): the tile
+// walk's group of units (16 by default) and the L2 hints (1: act evict-first, W_down evict-last).
+int wgmma_group() {
+    static constexpr int kGroups[] = {1, 2, 4, 8, 16, 32};
+    return kGroups[env_choice("HSPMN_DOWN_RESIDUAL_GROUP", {"1", "2", "4", "8", "16", "32"}, 4,
+                              "1, 2, 4, 8, 16 or 32 (units of row tiles walked together)")];
+}
+int wgmma_l2_hints() {
+    return env_choice("HSPMN_DOWN_RESIDUAL_L2", {"0", "1"}, 0, "1 (act evicts first from L2, W_down last) or 0");
+}
 #endif
 
 }  // namespace
@@ -77,7 +88,8 @@ void down_residual(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bfloat
     const CUtensorMap ma = bf16_tensor_map(act, N, F, sm90a::down::kBlockM, sm90a::down::kBlockK, what);
     const CUtensorMap mw = bf16_tensor_map(w_down, D, F, sm90a::down::kBoxN, sm90a::down::kBlockK, what);
     check(sm90a::down::launch(stream(d), d.sm_count, wgmma_cluster(), d.down_residual_pairs, ma, mw,
-                              static_cast<int>(N), static_cast<int>(D), static_cast<int>(F), x, row_slot, out, res_sel),
+                              static_cast<int>(N), static_cast<int>(D), static_cast<int>(F), x, row_slot, out, res_sel,
+                              wgmma_group(), wgmma_l2_hints()),
           "down_residual (wgmma)");
 #else
     (void)N, (void)D, (void)F, (void)act, (void)w_down, (void)x, (void)row_slot, (void)out, (void)res_sel;

@@ -191,10 +191,9 @@ void swiglu_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bfloat16
 // Whether the block computes gate, up and act with swiglu_gemm's kWgmma kernel instead of a cuBLASLt
 // GEMM and swiglu_forward (the same bits: native/reference/check_swiglu_gemm.py): the kernel runs here
 // (sm_90), D and F are multiples of 8, every pointer is 16-byte aligned, and HSPMN_SWIGLU_GEMM (read at
-// every call) asks for it: unset, inference passes only; 1, training forwards too; 0, never. From H100
-// timings (BENCHMARKS.md, 2026-12-07): faster in inference at every shape of issue 12's table; the
-// training step not yet measured with the 4-stage kernel (swiglu_gemm.cpp).
-bool swiglu_gemm_wanted(Device& d, bool training, int64_t D, int64_t F, std::initializer_list<const void*> pointers);
+// every call) is unset or 1 (0: never). From H100 timings (BENCHMARKS.md, 2026-12-07): faster in
+// inference at every shape of issue 12's table and in the 1B LM's training step (swiglu_gemm.cpp).
+bool swiglu_gemm_wanted(Device& d, int64_t D, int64_t F, std::initializer_list<const void*> pointers);
 
 // down_residual: the MLP's down projection m = act W_down^T with the block's residual in the epilogue
 // (sm90a/down_residual_wgmma.cu), so m never goes to memory: out[r] = bf16(m[r] + x[r]) for a row with

@@ -135,16 +135,15 @@ bool swiglu_gemm_available(Device& d, SwigluGemmKernel k) {
     return false;
 }
 
-bool swiglu_gemm_wanted(Device& d, bool training, int64_t D, int64_t F, std::initializer_list<const void*> pointers) {
-    // Unset: inference passes only. With the 3-stage kernel the training launch, which also writes
-    // gate | up, took 1.01-1.10x the time of cuBLASLt + swiglu_forward on an H100 and the 1B LM step lost
-    // (BENCHMARKS.md, 2026-12-07, thirteenth session); the 4-stage kernel's takes 0.87-0.99x (fifteenth
-    // session), not yet measured in the training step.
-    const int choice = env_choice("HSPMN_SWIGLU_GEMM", {"0", "1"}, -1,
-                                  "1 (gate, up and act in one kernel, training too), 0 (a cuBLASLt GEMM, then "
-                                  "swiglu_forward) or unset (one kernel in inference)");
-    const bool on = choice < 0 ? !training : choice == 1;
-    if (!on || D % kAlign || F % kAlign || !swiglu_gemm_available(d, SwigluGemmKernel::kWgmma)) return false;
+bool swiglu_gemm_wanted(Device& d, int64_t D, int64_t F, std::initializer_list<const void*> pointers) {
+    // Unset or 1: inference and training forwards. The 4-stage kernel's training launch (which also
+    // writes gate | up) takes 0.87-0.99x the time of cuBLASLt + swiglu_forward on an H100, and the 1B LM
+    // step ran 0.9 % faster with it in three pairs of runs (BENCHMARKS.md, 2026-12-07, sixteenth session;
+    // with the 3-stage kernel before it the step lost, thirteenth session).
+    const int choice = env_choice("HSPMN_SWIGLU_GEMM", {"0", "1"}, 1,
+                                  "1 or unset (gate, up and act in one kernel, inference and training) or 0 "
+                                  "(a cuBLASLt GEMM, then swiglu_forward)");
+    if (choice == 0 || D % kAlign || F % kAlign || !swiglu_gemm_available(d, SwigluGemmKernel::kWgmma)) return false;
     for (const void* p : pointers)
         if (!aligned16(p)) return false;
     return true;

@@ -44,7 +44,7 @@ template <int kCluster>
 __global__ void __launch_bounds__(kThreads, 1)
     down_residual_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_w, int N,
                          int D, int F, const bf16* x, const int32_t* __restrict__ row_slot, bf16* out,
-                         float* __restrict__ res_sel) {
+                         float* __restrict__ res_sel, int group, int l2_hints) {
     // x and out are not __restrict__: out may be x (each element of x is read, by the thread that writes
     // its out, before that store).
     static_assert(kCluster == 1 || kCluster == 2, "a pair splits the W tile in its two boxes");
@@ -77,17 +77,28 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (wg == 0) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 88;");
         if (threadIdx.x == 0) {
+            // l2_hints: act is read by the tiles_n tiles of its row block, W_down by every row block.
+            const uint64_t pa = l2_hints ? l2_evict_first() : 0, pw = l2_hints ? l2_evict_last() : 0;
             produce<kStages, kStageBytes, kCluster, kBlockM, kBlockK>(
-                smem, full, empty, &map_a, first, stride, units, units_m, tiles_n, kGroupM, nk, rank,
+                smem, full, empty, &map_a, first, stride, units, units_m, tiles_n, group, nk, rank,
                 [&](uint8_t* st, uint64_t* bar, int k, int tn) {
                     if (kCluster > 1) {
-                        tma_load_multicast(st + kTileA + rank * kTileW, &map_w, bar, k * kBlockK,
-                                           tn * kBlockN + rank * kBoxN, uint16_t((1u << kCluster) - 1));
+                        const uint16_t both = uint16_t((1u << kCluster) - 1);
+                        if (pw)
+                            tma_load_multicast(st + kTileA + rank * kTileW, &map_w, bar, k * kBlockK,
+                                               tn * kBlockN + rank * kBoxN, both, pw);
+                        else
+                            tma_load_multicast(st + kTileA + rank * kTileW, &map_w, bar, k * kBlockK,
+                                               tn * kBlockN + rank * kBoxN, both);
+                    } else if (pw) {
+                        tma_load(st + kTileA, &map_w, bar, k * kBlockK, tn * kBlockN, pw);
+                        tma_load(st + kTileA + kTileW, &map_w, bar, k * kBlockK, tn * kBlockN + kBoxN, pw);
                     } else {
                         tma_load(st + kTileA, &map_w, bar, k * kBlockK, tn * kBlockN);
                         tma_load(st + kTileA + kTileW, &map_w, bar, k * kBlockK, tn * kBlockN + kBoxN);
                     }
-                });
+                },
+                pa);
         } else if (threadIdx.x >= 32 && (reinterpret_cast<uintptr_t>(x) & 15) == 0) {
             // Each tile's x rows (their 256 columns, 512 bytes) into L2 when the tile starts: its epilogue
             // comes F / 64 k-blocks later. A hint: nothing waits on it. The bulk prefetch needs 16-byte
@@ -95,7 +106,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             const int pt = threadIdx.x - 32;
             for (int t = first; t < units; t += stride) {
                 int um, tn;
-                tile_coords(t, units_m, tiles_n, kGroupM, um, tn);
+                tile_coords(t, units_m, tiles_n, group, um, tn);
                 const int tm = um * kCluster + rank;
                 const int col = tn * kBlockN, cols = min(kBlockN, D - col);
                 for (int r = pt; r < kBlockM; r += kPrefetchThreads) {
@@ -118,7 +129,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         uint32_t phase = 0;
         for (int t = first; t < units; t += stride) {
             int um, tn;
-            tile_coords(t, units_m, tiles_n, kGroupM, um, tn);
+            tile_coords(t, units_m, tiles_n, group, um, tn);
             const int tm = um * kCluster + rank;
             mma_tile<kStages, kStageBytes>(d, smem, full, empty, s, phase, nk, half * 64 * 128, kTileA, lane,
                                            release_slot<kCluster>, [](int) {});
@@ -165,7 +176,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 cudaError_t launch(cudaStream_t stream, int sm_count, int cluster, int& pairs_fit, const CUtensorMap& map_a,
                    const CUtensorMap& map_w, int N, int D, int F, const bf16* x, const int32_t* row_slot, bf16* out,
-                   float* res_sel) {
+                   float* res_sel, int group, int l2_hints) {
     if (N == 0 || D == 0) return cudaSuccess;
     const int tiles_n = (D + kBlockN - 1) / kBlockN;
     if (cluster == 2) {
@@ -173,12 +184,13 @@ cudaError_t launch(cudaStream_t stream, int sm_count, int cluster, int& pairs_fi
         const int units = (N + 2 * kBlockM - 1) / (2 * kBlockM) * tiles_n;
         const cudaError_t e = launch_persistent(down_residual_kernel<2>, 2, units, kThreads, kSmemBytes, stream,
                                                 sm_count, pairs_fit, &no_pairs, map_a, map_w, N, D, F, x, row_slot,
-                                                out, res_sel);
+                                                out, res_sel, group, l2_hints);
         if (!no_pairs) return e;
     }
     bool unused = false;
     return launch_persistent(down_residual_kernel<1>, 1, (N + kBlockM - 1) / kBlockM * tiles_n, kThreads, kSmemBytes,
-                             stream, sm_count, pairs_fit, &unused, map_a, map_w, N, D, F, x, row_slot, out, res_sel);
+                             stream, sm_count, pairs_fit, &unused, map_a, map_w, N, D, F, x, row_slot, out, res_sel,
+                             group, l2_hints);
 }
 
 }  // namespace hspmn::cuda::sm90a::down

@@ -72,6 +72,30 @@ __device__ __forceinline__ void tma_load(void* dst, const CUtensorMap* map, uint
         : "memory");
 }
 
+// tma_load with an L2 eviction priority (a policy from l2_evict_first / l2_evict_last) for the lines
+// it reads.
+__device__ __forceinline__ void tma_load(void* dst, const CUtensorMap* map, uint64_t* bar, int x, int y,
+                                         uint64_t policy) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
+        " [%0], [%1, {%3, %4}], [%2], %5;"
+        ::"r"(smem_addr(dst)), "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(x), "r"(y), "l"(policy)
+        : "memory");
+}
+
+// L2 policies for the hinted copies: evict_first for an operand streamed once, evict_last for one that
+// every tile in flight reads again.
+__device__ __forceinline__ uint64_t l2_evict_first() {
+    uint64_t p;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
+    return p;
+}
+__device__ __forceinline__ uint64_t l2_evict_last() {
+    uint64_t p;
+    asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(p));
+    return p;
+}
+
 // The same box into the same shared-memory offset of every CTA in `mask` (bit r: cluster rank r), each
 // CTA's barrier at `bar`'s offset counting the bytes that land there.
 __device__ __forceinline__ void tma_load_multicast(void* dst, const CUtensorMap* map, uint64_t* bar, int x, int y,
@@ -80,6 +104,17 @@ __device__ __forceinline__ void tma_load_multicast(void* dst, const CUtensorMap*
         "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
         " [%0], [%1, {%3, %4}], [%2], %5;"
         ::"r"(smem_addr(dst)), "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(x), "r"(y), "h"(mask)
+        : "memory");
+}
+
+// tma_load_multicast with an L2 eviction priority.
+__device__ __forceinline__ void tma_load_multicast(void* dst, const CUtensorMap* map, uint64_t* bar, int x, int y,
+                                                   uint16_t mask, uint64_t policy) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+        ".L2::cache_hint [%0], [%1, {%3, %4}], [%2], %5, %6;"
+        ::"r"(smem_addr(dst)), "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(x), "r"(y), "h"(mask),
+          "l"(policy)
         : "memory");
 }
 
@@ -210,11 +245,12 @@ __device__ __forceinline__ void release_slot(uint64_t* bar) {
 // The producer thread's loop: for each tile of the CTA's walk (units first, first + stride, ...; a unit
 // is kCluster row tiles of one column tile, rank r taking row tile kCluster um + r) and each of nk
 // k-blocks, wait for a free slot, expect kStageBytes on its full barrier, copy the A box (kBlockM rows
-// of map_a at row tile tm) to the slot's start, and let load_w(slot, &full[s], k, tn) copy the W boxes.
+// of map_a at row tile tm) to the slot's start (with L2 policy a_policy, none if 0), and let
+// load_w(slot, &full[s], k, tn) copy the W boxes.
 template <int kStages, int kStageBytes, int kCluster, int kBlockM, int kBlockK, class LoadW>
 __device__ __forceinline__ void produce(uint8_t* smem, uint64_t* full, uint64_t* empty, const CUtensorMap* map_a,
                                         int first, int stride, int units, int units_m, int tiles_n, int group, int nk,
-                                        uint32_t rank, LoadW load_w) {
+                                        uint32_t rank, LoadW load_w, uint64_t a_policy = 0) {
     int s = 0;
     uint32_t phase = 0;
     for (int t = first; t < units; t += stride) {
@@ -225,7 +261,10 @@ __device__ __forceinline__ void produce(uint8_t* smem, uint64_t* full, uint64_t*
             bar_wait(&empty[s], phase ^ 1);
             bar_expect_tx(&full[s], kStageBytes);  // out-of-bounds parts arrive as zeros and count
             uint8_t* st = smem + s * kStageBytes;
-            tma_load(st, map_a, &full[s], k * kBlockK, tm * kBlockM);
+            if (a_policy)
+                tma_load(st, map_a, &full[s], k * kBlockK, tm * kBlockM, a_policy);
+            else
+                tma_load(st, map_a, &full[s], k * kBlockK, tm * kBlockM);
             load_w(st, &full[s], k, tn);
             if (++s == kStages) {
                 s = 0;
