@@ -475,7 +475,8 @@ private:
     void ensure_step(int64_t seqs, int64_t max_len);
     void run_rows(const RowsPass& p, const RowsBuffers& b);  // cuda_block_rows.cu
     // The arena's buffers of a pass of n rows and Q query slots (RowsBuffers says what they share).
-    // fused_mlp: the pass computes act with swiglu_gemm (inference only), so gu is not carved (null).
+    // fused_mlp: an inference pass computes act with swiglu_gemm and keeps no gate | up, so gu is not
+    // carved (null); a training pass computes it there too but keeps gu for the backward.
     RowsBuffers carve_rows(Carve& cv, int64_t n, int64_t Q, bool fused_mlp = false) const;
     // An inference pass of this block computes gate, up and act in swiglu_gemm's kernel (runtime.h
     // swiglu_gemm_wanted; the pass's own buffers are 256-byte aligned pieces or cudaMalloc'd).
