@@ -83,19 +83,11 @@ __global__ void __launch_bounds__(kThreads, 1)
                 smem, full, empty, &map_a, first, stride, units, units_m, tiles_n, group, nk, rank,
                 [&](uint8_t* st, uint64_t* bar, int k, int tn) {
                     if (kCluster > 1) {
-                        const uint16_t both = uint16_t((1u << kCluster) - 1);
-                        if (pw)
-                            tma_load_multicast(st + kTileA + rank * kTileW, &map_w, bar, k * kBlockK,
-                                               tn * kBlockN + rank * kBoxN, both, pw);
-                        else
-                            tma_load_multicast(st + kTileA + rank * kTileW, &map_w, bar, k * kBlockK,
-                                               tn * kBlockN + rank * kBoxN, both);
-                    } else if (pw) {
+                        tma_load_multicast(st + kTileA + rank * kTileW, &map_w, bar, k * kBlockK,
+                                           tn * kBlockN + rank * kBoxN, uint16_t((1u << kCluster) - 1), pw);
+                    } else {
                         tma_load(st + kTileA, &map_w, bar, k * kBlockK, tn * kBlockN, pw);
                         tma_load(st + kTileA + kTileW, &map_w, bar, k * kBlockK, tn * kBlockN + kBoxN, pw);
-                    } else {
-                        tma_load(st + kTileA, &map_w, bar, k * kBlockK, tn * kBlockN);
-                        tma_load(st + kTileA + kTileW, &map_w, bar, k * kBlockK, tn * kBlockN + kBoxN);
                     }
                 },
                 pa);

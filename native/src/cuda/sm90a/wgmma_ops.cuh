@@ -73,9 +73,10 @@ __device__ __forceinline__ void tma_load(void* dst, const CUtensorMap* map, uint
 }
 
 // tma_load with an L2 eviction priority (a policy from l2_evict_first / l2_evict_last) for the lines
-// it reads.
+// it reads; policy 0: no hint (plain tma_load).
 __device__ __forceinline__ void tma_load(void* dst, const CUtensorMap* map, uint64_t* bar, int x, int y,
                                          uint64_t policy) {
+    if (!policy) return tma_load(dst, map, bar, x, y);
     asm volatile(
         "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
         " [%0], [%1, {%3, %4}], [%2], %5;"
@@ -107,9 +108,10 @@ __device__ __forceinline__ void tma_load_multicast(void* dst, const CUtensorMap*
         : "memory");
 }
 
-// tma_load_multicast with an L2 eviction priority.
+// tma_load_multicast with an L2 eviction priority; policy 0: no hint.
 __device__ __forceinline__ void tma_load_multicast(void* dst, const CUtensorMap* map, uint64_t* bar, int x, int y,
                                                    uint16_t mask, uint64_t policy) {
+    if (!policy) return tma_load_multicast(dst, map, bar, x, y, mask);
     asm volatile(
         "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
         ".L2::cache_hint [%0], [%1, {%3, %4}], [%2], %5, %6;"
@@ -261,10 +263,7 @@ __device__ __forceinline__ void produce(uint8_t* smem, uint64_t* full, uint64_t*
             bar_wait(&empty[s], phase ^ 1);
             bar_expect_tx(&full[s], kStageBytes);  // out-of-bounds parts arrive as zeros and count
             uint8_t* st = smem + s * kStageBytes;
-            if (a_policy)
-                tma_load(st, map_a, &full[s], k * kBlockK, tm * kBlockM, a_policy);
-            else
-                tma_load(st, map_a, &full[s], k * kBlockK, tm * kBlockM);
+            tma_load(st, map_a, &full[s], k * kBlockK, tm * kBlockM, a_policy);
             load_w(st, &full[s], k, tn);
             if (++s == kStages) {
                 s = 0;
