@@ -12,7 +12,8 @@
 # backend (dropout_cuda), cached decoding against the full forward (decode_cuda),
 # sampling against the CPU op bit for bit, with its kernel timings (sample_cuda), the fused gate/up
 # GEMM with SwiGLU in its epilogue (the Triton kernel JIT; both kernels in the build: swiglu_gemm,
-# swiglu_gemm_cuda), the block with that kernel against the unfused path bit for bit (swiglu_block), the down
+# swiglu_gemm_cuda; its backward launch: swiglu_backward_gemm_cuda), the block with that kernel against the
+# unfused path bit for bit, forward and backward (swiglu_block), the down
 # GEMM with the residual in its epilogue alone and in the block (down_residual_cuda, down_residual_block), the chunked
 # inference forward against the one-pass forward (chunked_cuda), two streams against one (streams_cuda), chunked forwards and training with NaN-filled scratch arenas (poisoned_cuda), and the Java tests when
 # ci/pack-carry.sh has filled .carry/ (with the HTTP service under 32 streams: serve_cuda), then the
@@ -168,8 +169,13 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   # and single CTAs, and the Triton one AOT-compiled) against cuBLASLt + swiglu_forward: gate/up within an
   # ulp, act bitwise, gate|up rows of 2F, no write past the outputs, refused shapes; timings
   stage swiglu_gemm_cuda timeout 300 "$build/tests/swiglu_gemm_cuda" --bench
+  # the same kernel's backward launch (swiglu_backward_gemm: d_gate | d_up from the d_act GEMM's epilogue)
+  # against cuBLASLt + swiglu_backward: within two ulps (the share that differs printed), alpha, row
+  # strides past F untouched, refused shapes; timings
+  stage swiglu_backward_gemm_cuda timeout 300 "$build/tests/swiglu_backward_gemm_cuda" --bench
   # the block with the sm_90a kernel (the default) against HSPMN_SWIGLU_GEMM=0, bit for bit: forward (one
-  # pass, chunked, HOST), training forward and backward with and without dropout, a graph; bad values
+  # pass, chunked, HOST), training forward and backward with and without dropout, a graph; bad values;
+  # the same for its backward launch (HSPMN_SWIGLU_BACKWARD_GEMM=1 against 0)
   stage swiglu_block "$py" native/reference/check_swiglu_gemm.py --lib "$build/libhspmn.so"
   # the down GEMM with the residual in its epilogue (src/cuda/down_residual.cpp, sm_90a) against cuBLASLt
   # + residual_out: out within an ulp (the share that differs printed), res_sel, in place, refused shapes;

@@ -16,8 +16,15 @@ call with HSPMN_ERR_INVALID_ARGUMENT naming it. Proof that the kernel runs at al
 would hold trivially): HSPMN_SWIGLU_GEMM_CLUSTER is read only where the kernel launches, so a malformed
 value must fail a default inference forward and leave one under HSPMN_SWIGLU_GEMM=0 unharmed. On a GPU
 other than sm_90 that proof fails, as it must: both settings run the unfused path there.
+
+The backward's kernel likewise: HSPMN_SWIGLU_BACKWARD_GEMM=1 (d_gate | d_up from the d_act GEMM's
+epilogue, swiglu_backward_gemm) against 0 (the default: cuBLASLt into d_act, then swiglu_backward),
+every result bit for bit on every shape, a malformed value refused, and proof that it runs: under
+HSPMN_SWIGLU_GEMM=0 (so the forward never reads the cluster setting) a malformed
+HSPMN_SWIGLU_GEMM_CLUSTER must fail the training backward under =1 and not under =0.
 """
 
+import ctypes as C
 import math
 import os
 import sys
@@ -26,11 +33,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check_harness  # noqa: E402
-from check_cuda_block import bf16_bits  # noqa: E402
+from check_cuda_block import BF16, F32, bf16_bits  # noqa: E402
 from check_streams import compare_settings, run_errors, set_env, small_forward  # noqa: E402
 from hspmn_ctypes import Context, Lib  # noqa: E402
 
 ENV = "HSPMN_SWIGLU_GEMM"
+BACKWARD_ENV = "HSPMN_SWIGLU_BACKWARD_GEMM"
 CLUSTER_ENV = "HSPMN_SWIGLU_GEMM_CLUSTER"
 # (name, B, S, D, H, Hkv, conv)
 SHAPES = [("d64_b2_s300", 2, 300, 64, 4, 2, 4), ("d36_b3_s97", 3, 97, 36, 2, 1, 3),
@@ -47,7 +55,42 @@ def run_shape(lib, rep, name, B, S, D, H, Hkv, conv, env=ENV):
         x = bf16_bits(rng.standard_normal((B, S, D)))
         d_out = bf16_bits(0.1 * rng.standard_normal((B, S, D)))
         compare_settings(ctx, lib, rep, blk, bp, x, d_out, env, ("0", "1"))
+        if env == ENV:
+            compare_settings(ctx, lib, rep, blk, bp, x, d_out, BACKWARD_ENV, ("0", "1"))
     finally:
+        ctx.close()
+
+
+def run_backward_proof(lib, rep):
+    """The training backward reaches swiglu_backward_gemm under HSPMN_SWIGLU_BACKWARD_GEMM=1: with the forward
+    unfused, a malformed HSPMN_SWIGLU_GEMM_CLUSTER fails the backward (naming it) under =1, not under =0."""
+    ctx = Context(lib, "cuda", 1)
+    try:
+        bp = lib.block_default_params()
+        bp.dim, bp.num_heads, bp.num_kv_heads = 64, 4, 2
+        blk = ctx.block(bp, 5)
+        rng = np.random.default_rng(3)
+        x = ctx.tensor(BF16, (1, 80, 64), bf16_bits(rng.standard_normal((1, 80, 64))))
+        d_out = ctx.tensor(BF16, (1, 80, 64), bf16_bits(0.1 * rng.standard_normal((1, 80, 64))))
+        out, aux, d_x = ctx.tensor(BF16, (1, 80, 64)), ctx.tensor(F32, (1,)), ctx.tensor(BF16, (1, 80, 64))
+        d_aux = ctx.tensor(F32, (1,), np.array([0.5], np.float32))
+        set_env(ENV, "0")
+        for on, want_fail in (("1", True), ("0", False)):
+            set_env(BACKWARD_ENV, on)
+            set_env(CLUSTER_ENV, None)
+            fp = lib.forward_default_params()
+            fp.training, fp.noise, fp.seed = 1, 1, 7
+            lib.ok(lib.block_forward(blk, C.byref(fp), x, out, aux), "forward")
+            set_env(CLUSTER_ENV, "3")
+            bw = lib.backward_default_params()
+            status = lib.block_backward(blk, C.byref(bw), d_out, d_aux, d_x)
+            msg = lib.last_error().decode() if status else ""
+            ok = (status == 1 and CLUSTER_ENV in msg) if want_fail else status == 0
+            rep.check(f"{CLUSTER_ENV}='3', {BACKWARD_ENV}={on}: backward {'fails naming it' if want_fail else 'runs'}"
+                      f" (status {status})", 0.0 if ok else math.inf, 0.0)
+    finally:
+        for e in (ENV, BACKWARD_ENV, CLUSTER_ENV):
+            set_env(e, None)
         ctx.close()
 
 
@@ -84,6 +127,8 @@ def main():
     items = [(s[0], lambda s=s: run_shape(lib, case(s[0]), *s)) for s in SHAPES]
     items.append(("errors", lambda: run_errors(lib, case("errors"), ENV, ("2", "yes"))))
     items.append(("kernel runs", lambda: run_proof(lib, case("kernel runs"))))
+    items.append(("backward errors", lambda: run_errors(lib, case("backward errors"), BACKWARD_ENV, ("2", "yes"))))
+    items.append(("backward kernel runs", lambda: run_backward_proof(lib, case("backward kernel runs"))))
     failures += check_harness.run_cases(items, lambda item: item[1]())
     return check_harness.verdict(lib, rows, failures, "check_swiglu_gemm: {checks} checks, {failures} failures")
 

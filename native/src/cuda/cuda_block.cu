@@ -221,9 +221,17 @@ void CudaBlock::backward(const BackwardCall& call) {
             dm = kept;
         }
         gemm(d_, true, false, D, F, N, drop_scale, dm, D, A.act.as<bf16>(), F, 1.0f, g(P_REFLEX_DOWN), DType::F32, F);
-        gemm(d_, false, false, N, F, D, drop_scale, dm, D, w(P_REFLEX_DOWN), F, 0.0f, d_act, DType::BF16, F);
         const bf16* gu = A.gu.as<bf16>();
-        swiglu_backward(d_, gu, gu + F, d_act, N, F, 2 * F, d_gu, d_gu + F);
+        // Fused (HSPMN_SWIGLU_BACKWARD_GEMM=1): d_act stays in the kernel, whose B operand is W_down^T,
+        // transposed into d_act's piece (free until d_c): room when N max(F, 2D) >= F D.
+        const bool room = N * std::max(F, 2 * D) >= F * D;
+        if (swiglu_backward_gemm_wanted(d_, D, F, room, {dm, d_act, gu, d_gu, w(P_REFLEX_DOWN)})) {
+            transpose_bf16(d_, w(P_REFLEX_DOWN), D, F, d_act);
+            swiglu_backward_gemm(d_, N, D, F, dm, d_act, drop_scale, gu, gu + F, d_gu, d_gu + F, 2 * F);
+        } else {
+            gemm(d_, false, false, N, F, D, drop_scale, dm, D, w(P_REFLEX_DOWN), F, 0.0f, d_act, DType::BF16, F);
+            swiglu_backward(d_, gu, gu + F, d_act, N, F, 2 * F, d_gu, d_gu + F);
+        }
         gemm(d_, true, false, 2 * F, D, N, 1.0f, d_gu, 2 * F, c, D, 1.0f, g(P_REFLEX_GATE), DType::F32, D);
         float* d_c = reinterpret_cast<float*>(d_act);  // d_act is consumed
         gemm(d_, false, false, N, D, 2 * F, 1.0f, d_gu, 2 * F, w(P_REFLEX_GATE), D, 0.0f, d_c, DType::F32, D);

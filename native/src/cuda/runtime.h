@@ -195,6 +195,25 @@ void swiglu_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bfloat16
 // inference at every shape of issue 12's table and in the 1B LM's training step (swiglu_gemm.cpp).
 bool swiglu_gemm_wanted(Device& d, int64_t D, int64_t F, std::initializer_list<const void*> pointers);
 
+// swiglu_backward_gemm: the MLP backward's d_act GEMM with swiglu_backward in the epilogue, one kernel
+// (swiglu_gemm's sm_90a kernel with its backward epilogue), so d_act never goes to memory:
+//   d_act = bf16(alpha dm W_down) (f32 accumulation, alpha applied before the rounding, as cuBLASLt's),
+//   dg, du = swiglu_backward(g, u, d_act) with swiglu_backward's arithmetic (kernels/swiglu.cu).
+// dm [N, D]; w_down_t [F, D]: W_down ([D, F]) transposed (transpose_bf16), K-major like W_gate; g, u (the
+// forward's gate and up) and dg, du rows of ld elements (a multiple of 8, >= F). All bf16, 16-byte
+// aligned; N >= 0, D and F multiples of 8, everything < 2^31; sm_90 with the sm_90a kernel built
+// (swiglu_gemm_available(d, kWgmma)), else HSPMN_ERR_BACKEND.
+void swiglu_backward_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bfloat16* dm,
+                          const __nv_bfloat16* w_down_t, float alpha, const __nv_bfloat16* g, const __nv_bfloat16* u,
+                          __nv_bfloat16* dg, __nv_bfloat16* du, int64_t ld);
+// Whether the block's backward takes swiglu_backward_gemm (with W_down transposed into the d_act scratch
+// it no longer needs) instead of a cuBLASLt GEMM into d_act and swiglu_backward (the same bits:
+// native/reference/check_swiglu_gemm.py): the kernel runs here, D and F are multiples of 8, the pointers
+// are 16-byte aligned, room (the scratch holds W_down^T), and HSPMN_SWIGLU_BACKWARD_GEMM (read at every
+// call) is 1 (unset or 0: never, until an H100 measurement says it wins).
+bool swiglu_backward_gemm_wanted(Device& d, int64_t D, int64_t F, bool room,
+                                 std::initializer_list<const void*> pointers);
+
 // down_residual: the MLP's down projection m = act W_down^T with the block's residual in the epilogue
 // (sm90a/down_residual_wgmma.cu), so m never goes to memory: out[r] = bf16(m[r] + x[r]) for a row with
 // row_slot[r] < 0, res_sel[q] = m[r] + x[r] (f32) for a row with slot q = row_slot[r] >= 0, to which

@@ -1,9 +1,11 @@
-// runtime.h's swiglu_gemm, two kernels behind one op:
+// runtime.h's swiglu_gemm, two kernels behind one op (and swiglu_backward_gemm, the sm_90a kernel's
+// backward launch, at the end):
 //  - kWgmma: the hand-written sm_90a kernel (sm90a/swiglu_gemm_wgmma.cu), whose TMA descriptors are
 //    encoded here through the driver API on every call (a host-side encode of 128 bytes each);
 //  - kTriton: the embedded Triton cubins swiglu_gemm_infer / swiglu_gemm_train
 //    (native/kernels/triton/aot_compile_swiglu_gemm.py), launched through triton_loader.h over one
 //    program per SM (the kernel is persistent: each program walks its share of the tiles).
+#include <cmath>
 #include <cstring>
 
 #include "../core/env_choice.h"
@@ -122,6 +124,26 @@ void wgmma_swiglu_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bf
 #endif
 }
 
+void check_backward_args(int64_t N, int64_t D, int64_t F, const void* dm, const void* w_down_t, float alpha,
+                         const void* g, const void* u, const void* dg, const void* du, int64_t ld) {
+    const int64_t lim = int64_t(1) << 31;
+    if (N < 0 || D < kAlign || F < kAlign || D % kAlign || F % kAlign || N >= lim || D >= lim || F >= lim)
+        fail(HSPMN_ERR_SHAPE,
+             "swiglu_backward_gemm: N %lld, D %lld, F %lld: N >= 0, D and F multiples of %lld (>= %lld), all < 2^31",
+             static_cast<long long>(N), static_cast<long long>(D), static_cast<long long>(F),
+             static_cast<long long>(kAlign), static_cast<long long>(kAlign));
+    if (ld < F || ld % kAlign || ld >= lim)
+        fail(HSPMN_ERR_SHAPE, "swiglu_backward_gemm: row stride %lld: a multiple of 8, >= F (%lld), < 2^31",
+             static_cast<long long>(ld), static_cast<long long>(F));
+    for (const void* p : {dm, w_down_t, g, u, dg, du}) {
+        if (!p) fail(HSPMN_ERR_INVALID_ARGUMENT, "swiglu_backward_gemm: dm, w_down_t, g, u, dg and du must not be null");
+        if (!aligned16(p))
+            fail(HSPMN_ERR_INVALID_ARGUMENT, "swiglu_backward_gemm: every tensor must start 16-byte aligned (TMA)");
+    }
+    if (!std::isfinite(alpha))
+        fail(HSPMN_ERR_INVALID_ARGUMENT, "swiglu_backward_gemm: alpha (%g) must be finite", static_cast<double>(alpha));
+}
+
 }  // namespace
 
 bool swiglu_gemm_available(Device& d, SwigluGemmKernel k) {
@@ -160,6 +182,46 @@ void swiglu_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bfloat16
         wgmma_swiglu_gemm(d, N, D, F, c, w_gate, w_up, act, gate, up, ld_gu);
     else
         triton_swiglu_gemm(d, N, D, F, c, w_gate, w_up, act, gate, up, ld_gu);
+}
+
+}  // namespace hspmn::cuda
+
+namespace hspmn::cuda {
+
+void swiglu_backward_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bfloat16* dm,
+                          const __nv_bfloat16* w_down_t, float alpha, const __nv_bfloat16* g, const __nv_bfloat16* u,
+                          __nv_bfloat16* dg, __nv_bfloat16* du, int64_t ld) {
+    check_backward_args(N, D, F, dm, w_down_t, alpha, g, u, dg, du, ld);
+#if HSPMN_SM90A
+    if (d.arch != 90)
+        fail(HSPMN_ERR_BACKEND, "swiglu_backward_gemm: the wgmma kernel runs on sm_90 only (this device is sm_%d)",
+             d.arch);
+    if (N == 0) return;
+    const CUtensorMap mdm = tensor_map(dm, N, D, sm90a::kBlockM);
+    const CUtensorMap mwt = tensor_map(w_down_t, F, D, sm90a::kBlockF);
+    check(sm90a::launch_backward(stream(d), d.sm_count, wgmma_cluster(), d.swiglu_gemm_pairs, mdm, mwt,
+                                 static_cast<int>(N), static_cast<int>(F), static_cast<int>(D), alpha, g, u, dg, du,
+                                 ld),
+          "swiglu_backward_gemm (wgmma)");
+#else
+    (void)dm, (void)w_down_t, (void)alpha, (void)g, (void)u, (void)dg, (void)du;
+    fail(HSPMN_ERR_BACKEND, "swiglu_backward_gemm: this libhspmn has no sm_90a kernel (built for %s; add 90 to "
+         "HSPMN_CUDA_ARCHS); device sm_%d", triton_built_archs().c_str(), d.arch);
+#endif
+}
+
+bool swiglu_backward_gemm_wanted(Device& d, int64_t D, int64_t F, bool room,
+                                 std::initializer_list<const void*> pointers) {
+    // 1: the fused backward. Unset or 0 until an H100 measurement shows the block's training step faster
+    // with it (its epilogue has twice the forward's values per MMA, and reads gate and up besides).
+    const int choice = env_choice("HSPMN_SWIGLU_BACKWARD_GEMM", {"0", "1"}, 0,
+                                  "0 or unset (a cuBLASLt GEMM into d_act, then swiglu_backward) or 1 (d_gate and "
+                                  "d_up from the d_act GEMM's epilogue)");
+    if (choice == 0 || !room || D % kAlign || F % kAlign || !swiglu_gemm_available(d, SwigluGemmKernel::kWgmma))
+        return false;
+    for (const void* p : pointers)
+        if (!aligned16(p)) return false;
+    return true;
 }
 
 }  // namespace hspmn::cuda

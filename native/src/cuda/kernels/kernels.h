@@ -84,6 +84,10 @@ void swiglu_forward(Device& d, const __nv_bfloat16* g, const __nv_bfloat16* u, i
 void swiglu_backward(Device& d, const __nv_bfloat16* g, const __nv_bfloat16* u, const __nv_bfloat16* da, int64_t rows,
                      int64_t F, int64_t ldg, __nv_bfloat16* dg, __nv_bfloat16* du);
 
+// ---- transpose.cu: out[c, r] = in[r, c] (swiglu_backward_gemm's W_down^T)
+// in: [rows, cols] bf16  out: [cols, rows] bf16 (not aliasing in)
+void transpose_bf16(Device& d, const __nv_bfloat16* in, int64_t rows, int64_t cols, __nv_bfloat16* out);
+
 // ---- rope.cu: rotate-half rotary embedding, angle = pos * base^(-2i/Dh) in f64 (as the CPU's table)
 // cos, sin: [S, Dh/2] f32
 void rope_table(Device& d, int64_t S, int64_t Dh, float base, float* cos_t, float* sin_t);

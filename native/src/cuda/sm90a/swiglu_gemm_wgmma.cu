@@ -21,6 +21,13 @@
 // the consumers waited on the copies for about a third of their time (ncu, BENCHMARKS.md 2026-12-07).
 // The second half waits in the consumer's registers (32 of them) until the middle of the next tile, by
 // when the epilogue warps have emptied the buffer.
+//
+// The same kernel serves the backward (swiglu_backward_gemm): d_act = bf16(alpha dm W_down) for dm
+// [N, D] against W_down^T [F, D] (the caller's transposed copy, K-major like W_gate), and the epilogue
+// warps turn it into d_gate and d_up with swiglu_backward's arithmetic, reading the gate and up that
+// the training forward kept: d_act never goes to memory. A tile is then 128 rows x 256 columns of d_act
+// (the MMA's N = 256 is 256 rows of W_down^T, taken as two boxes of 128), so the epilogue has twice the
+// forward's values per MMA and two loads besides each one's stores.
 #include "swiglu_gemm_wgmma.h"
 
 #include <cuda_bf16.h>
@@ -34,6 +41,27 @@ namespace {
 
 using bf16 = __nv_bfloat16;
 using namespace ops;
+
+// What a launch computes (its epilogue): act (inference), act with gate | up kept (training), or
+// d_gate | d_up (backward).
+enum Mode { kInfer = 0, kTrain = 1, kBackward = 2 };
+
+// The epilogue's tensors, all bf16 rows of ld elements except act's (F). Forward: act, and for kTrain
+// gate and up (outputs). kBackward: gate and up are d_gate and d_up (outputs), g and u the forward's
+// gate and up (inputs), alpha the scale of the product before it is rounded (the dropout's 1 / (1 - p)).
+struct Epilogue {
+    bf16* act;
+    bf16* gate;
+    bf16* up;
+    const bf16* g;
+    const bf16* u;
+    int64_t ld;
+    float alpha;
+};
+
+// Columns of the GEMM's output per tile: 128 of act (each from a gate and an up row), 256 of d_act.
+template <int kMode>
+constexpr int kTileCols = kMode == kBackward ? 2 * kBlockF : kBlockF;
 
 constexpr int kTileA = kBlockM * kBlockK * 2;      // 16 KiB of c
 constexpr int kTileW = kBlockF * kBlockK * 2;      // 16 KiB each of W_gate and W_up
@@ -112,17 +140,65 @@ __device__ __forceinline__ void st_shared_u32(uint32_t addr, uint32_t v) {
     asm volatile("st.shared.b32 [%0], %1;" ::"r"(addr), "r"(v) : "memory");
 }
 
+__device__ __forceinline__ void unpack8(const Bf16x8& b, float (&f)[8]) {
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+        const float2 v = __bfloat1622float2(b.h[q]);
+        f[2 * q] = v.x, f[2 * q + 1] = v.y;
+    }
+}
+
+// act for 8 columns: swiglu_forward's arithmetic on the rounded gate and up.
+__device__ __forceinline__ Bf16x8 swiglu8(const Bf16x8& g8, const Bf16x8& u8) {
+    float g[8], u[8], sg[8];
+    unpack8(g8, g);
+    unpack8(u8, u);
+    sigmoid8(g, sg);
+    Bf16x8 a8;
+#pragma unroll
+    for (int q = 0; q < 4; ++q)
+        a8.h[q] = __floats2bfloat162_rn(g[2 * q] * sg[2 * q] * u[2 * q], g[2 * q + 1] * sg[2 * q + 1] * u[2 * q + 1]);
+    return a8;
+}
+
+// d_gate and d_up for 8 columns from the rounded d_act and the kept gate and up: swiglu_backward's
+// arithmetic (kernels/swiglu.cu), term for term, so the bits match its.
+__device__ __forceinline__ void swiglu_backward8(const Bf16x8& da8, const Bf16x8& g8, const Bf16x8& u8, Bf16x8& dg8,
+                                                 Bf16x8& du8) {
+    float a[8], g[8], u[8], s[8];
+    unpack8(da8, a);
+    unpack8(g8, g);
+    unpack8(u8, u);
+    sigmoid8(g, s);
+    float dg[8], du[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const float silu = g[i] * s[i];
+        dg[i] = a[i] * u[i] * (s[i] + silu * (1.0f - s[i]));
+        du[i] = a[i] * silu;
+    }
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+        dg8.h[q] = __floats2bfloat162_rn(dg[2 * q], dg[2 * q + 1]);
+        du8.h[q] = __floats2bfloat162_rn(du[2 * q], du[2 * q + 1]);
+    }
+}
+
 // kCluster 2: CTA pairs (a cluster) take row tiles 2p and 2p + 1 of the same columns; each loads its own
 // rows of c, and rank 0 copies the W_gate tile, rank 1 the W_up tile, into both CTAs at once (TMA
 // multicast): W crosses from L2 once per pair. A slot is free only when the consumers of both CTAs
-// have read it, so each consumer warp arrives on both CTAs' empty barriers.
-template <bool kTrain, int kCluster>
+// have read it, so each consumer warp arrives on both CTAs' empty barriers. (kBackward: map_g and map_u
+// are both W_down^T, and the two boxes are its rows 256 tf and 256 tf + 128.)
+template <int kMode, int kCluster>
 __global__ void __launch_bounds__(kThreads, 1)
     swiglu_gemm_kernel(const __grid_constant__ CUtensorMap map_c, const __grid_constant__ CUtensorMap map_g,
-                       const __grid_constant__ CUtensorMap map_u, int N, int F, int D, bf16* __restrict__ act,
-                       bf16* __restrict__ gate, bf16* __restrict__ up, int64_t ld_gu) {
+                       const __grid_constant__ CUtensorMap map_u, int N, int F, int D, const Epilogue epi) {
     static_assert(kCluster == 1 || kCluster == 2, "a pair splits the W tile in two: gate from rank 0, up from rank 1");
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    constexpr int kCols = kTileCols<kMode>;
+    // The column of the GEMM's output where each of the stage's two W boxes starts, relative to the tile's
+    // first: gate and up rows of the same columns (forward), or the tile's two halves (backward).
+    constexpr int kSecondBox = kMode == kBackward ? kBlockF : 0;
     extern __shared__ uint8_t smem_raw[];
     // The 128-byte swizzle repeats every 1024 bytes: tiles start 1024-aligned.
     uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
@@ -133,7 +209,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     uint64_t* hand_empty = hand_full + 2;   // [2]: the epilogue warps have read it
 
     // Units of work: kCluster row tiles x one column tile; the cluster's CTAs walk them together.
-    const int tiles_m = (N + kBlockM - 1) / kBlockM, tiles_f = (F + kBlockF - 1) / kBlockF;
+    const int tiles_m = (N + kBlockM - 1) / kBlockM, tiles_f = (F + kCols - 1) / kCols;
     const int units_m = (tiles_m + kCluster - 1) / kCluster;
     const int units = units_m * tiles_f, nk = (D + kBlockK - 1) / kBlockK;
     const int first = blockIdx.x / kCluster, stride = gridDim.x / kCluster;
@@ -164,15 +240,17 @@ __global__ void __launch_bounds__(kThreads, 1)
                 [&](uint8_t* st, uint64_t* bar, int k, int tf) {
                     if (kCluster > 1) {
                         tma_load_multicast(st + kTileA + rank * kTileW, rank == 0 ? &map_g : &map_u, bar,
-                                           k * kBlockK, tf * kBlockF, uint16_t((1u << kCluster) - 1));
+                                           k * kBlockK, tf * kCols + rank * kSecondBox,
+                                           uint16_t((1u << kCluster) - 1));
                     } else {
-                        tma_load(st + kTileA, &map_g, bar, k * kBlockK, tf * kBlockF);
-                        tma_load(st + kTileA + kTileW, &map_u, bar, k * kBlockK, tf * kBlockF);
+                        tma_load(st + kTileA, &map_g, bar, k * kBlockK, tf * kCols);
+                        tma_load(st + kTileA + kTileW, &map_u, bar, k * kBlockK, tf * kCols + kSecondBox);
                     }
                 });
         } else if (threadIdx.x >= 32) {
             // The epilogue: per tile the first halves of both consumers, then their second halves; a half is
-            // 64 rows x 64 act values, 512 pieces of 8 along a row.
+            // 64 rows x 2 x 64 values of the buffer (gate and up of 64 act columns, or 128 d_act columns:
+            // 64 from each W box), taken as 512 pairs of 8 along a row.
             const int et = threadIdx.x - 32;
             uint32_t parity[2] = {0, 0};
             for (int t = first; t < units; t += stride) {
@@ -188,26 +266,30 @@ __global__ void __launch_bounds__(kThreads, 1)
                         for (int i = et; i < 64 * (kHalfCols / 8); i += kEpilogueThreads) {
                             const int r = i / (kHalfCols / 8), piece = i % (kHalfCols / 8);
                             const int64_t row = row0 + r;
-                            const int col = tf * kBlockF + hf * kHalfCols + piece * 8;
-                            if (row >= N || col >= F) continue;  // F % 8 == 0: a piece is wholly in or out
-                            const Bf16x8 g8 = ld_shared_16(hb + hand_offset(r, piece));
-                            const Bf16x8 u8 = ld_shared_16(hb + hand_offset(r, kHalfCols / 8 + piece));
-                            float g[8], u[8], sg[8];
+                            const int col = tf * kCols + hf * kHalfCols + piece * 8;
+                            // F % 8 == 0: a piece is wholly in or out.
+                            if (row >= N || col >= F) continue;
+                            const Bf16x8 first8 = ld_shared_16(hb + hand_offset(r, piece));
+                            const Bf16x8 second8 = ld_shared_16(hb + hand_offset(r, kHalfCols / 8 + piece));
+                            if (kMode != kBackward) {
+                                *reinterpret_cast<Bf16x8*>(epi.act + row * F + col) = swiglu8(first8, second8);
+                                if (kMode == kTrain) {
+                                    *reinterpret_cast<Bf16x8*>(epi.gate + row * epi.ld + col) = first8;
+                                    *reinterpret_cast<Bf16x8*>(epi.up + row * epi.ld + col) = second8;
+                                }
+                            } else {
+                                // d_act columns col (first box) and col + 128 (second box).
 #pragma unroll
-                            for (int q = 0; q < 4; ++q) {
-                                const float2 gq = __bfloat1622float2(g8.h[q]), uq = __bfloat1622float2(u8.h[q]);
-                                g[2 * q] = gq.x, g[2 * q + 1] = gq.y, u[2 * q] = uq.x, u[2 * q + 1] = uq.y;
-                            }
-                            sigmoid8(g, sg);
-                            Bf16x8 a8;
-#pragma unroll
-                            for (int q = 0; q < 4; ++q)
-                                a8.h[q] = __floats2bfloat162_rn(g[2 * q] * sg[2 * q] * u[2 * q],
-                                                                g[2 * q + 1] * sg[2 * q + 1] * u[2 * q + 1]);
-                            *reinterpret_cast<Bf16x8*>(act + row * F + col) = a8;
-                            if (kTrain) {
-                                *reinterpret_cast<Bf16x8*>(gate + row * ld_gu + col) = g8;
-                                *reinterpret_cast<Bf16x8*>(up + row * ld_gu + col) = u8;
+                                for (int b = 0; b < 2; ++b) {
+                                    const int64_t at = row * epi.ld + col + b * kBlockF;
+                                    if (col + b * kBlockF >= F) continue;
+                                    const Bf16x8 g8 = *reinterpret_cast<const Bf16x8*>(epi.g + at);
+                                    const Bf16x8 u8 = *reinterpret_cast<const Bf16x8*>(epi.u + at);
+                                    Bf16x8 dg8, du8;
+                                    swiglu_backward8(b ? second8 : first8, g8, u8, dg8, du8);
+                                    *reinterpret_cast<Bf16x8*>(epi.gate + at) = dg8;
+                                    *reinterpret_cast<Bf16x8*>(epi.up + at) = du8;
+                                }
                             }
                         }
                         bar_arrive(&hand_empty[c]);
@@ -220,9 +302,15 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int warp = (threadIdx.x % 128) / 32;
         const uint32_t hb = smem_addr(hand + half * kHandBytes);
         // Accumulator layout of m64nNk16 (f32): register 4j + 2h + e holds row 16 warp + lane / 4 + 8h,
-        // column 8j + 2 (lane % 4) + e of N = 256 (j < 16: W_gate's rows, then W_up's). A half of the tile
-        // is j in [8 hf, 8 hf + 8) of gate and the same of up: 16 bf16 pairs of each per thread.
+        // column 8j + 2 (lane % 4) + e of N = 256 (j < 16: the first W box's rows, then the second's). A
+        // half of the tile is j in [8 hf, 8 hf + 8) of each box: 16 bf16 pairs of each per thread.
         const int r0 = warp * 16 + lane / 4, q4 = 4 * (lane % 4);
+        // The backward scales the product before rounding it, as cuBLASLt's alpha does; the forward's
+        // accumulators are rounded as they are.
+        const float scale = kMode == kBackward ? epi.alpha : 1.0f;
+        auto pack = [&](float lo, float hi) {
+            return kMode == kBackward ? pack_bf16x2(scale * lo, scale * hi) : pack_bf16x2(lo, hi);
+        };
         uint32_t empty_parity = 1;  // a fresh barrier: the wait on the phase before it returns at once
         auto hand_off = [&](const uint32_t (&g)[16], const uint32_t (&u)[16]) {
             bar_wait(&hand_empty[half], empty_parity);
@@ -261,10 +349,10 @@ __global__ void __launch_bounds__(kThreads, 1)
             for (int jj = 0; jj < 8; ++jj)
 #pragma unroll
                 for (int h = 0; h < 2; ++h) {
-                    g[2 * jj + h] = pack_bf16x2(d[4 * jj + 2 * h], d[4 * jj + 2 * h + 1]);
-                    u[2 * jj + h] = pack_bf16x2(d[64 + 4 * jj + 2 * h], d[64 + 4 * jj + 2 * h + 1]);
-                    second_g[2 * jj + h] = pack_bf16x2(d[32 + 4 * jj + 2 * h], d[32 + 4 * jj + 2 * h + 1]);
-                    second_u[2 * jj + h] = pack_bf16x2(d[96 + 4 * jj + 2 * h], d[96 + 4 * jj + 2 * h + 1]);
+                    g[2 * jj + h] = pack(d[4 * jj + 2 * h], d[4 * jj + 2 * h + 1]);
+                    u[2 * jj + h] = pack(d[64 + 4 * jj + 2 * h], d[64 + 4 * jj + 2 * h + 1]);
+                    second_g[2 * jj + h] = pack(d[32 + 4 * jj + 2 * h], d[32 + 4 * jj + 2 * h + 1]);
+                    second_u[2 * jj + h] = pack(d[96 + 4 * jj + 2 * h], d[96 + 4 * jj + 2 * h + 1]);
                 }
             hand_off(g, u);
             second_pending = true;
@@ -277,26 +365,39 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
+template <int kMode>
+cudaError_t launch_mode(cudaStream_t stream, int sm_count, int cluster, int& pairs_fit, const CUtensorMap& map_c,
+                        const CUtensorMap& map_g, const CUtensorMap& map_u, int N, int F, int D, const Epilogue& epi) {
+    if (N == 0 || F == 0) return cudaSuccess;
+    const int tiles_f = (F + kTileCols<kMode> - 1) / kTileCols<kMode>;
+    if (cluster == 2) {
+        bool no_pairs = false;
+        const int units = (N + 2 * kBlockM - 1) / (2 * kBlockM) * tiles_f;
+        const cudaError_t e = launch_persistent(swiglu_gemm_kernel<kMode, 2>, 2, units, kThreads, kSmemBytes, stream,
+                                                sm_count, pairs_fit, &no_pairs, map_c, map_g, map_u, N, F, D, epi);
+        if (!no_pairs) return e;
+        // No pair fits (a partitioned GPU, say): one CTA a tile instead.
+    }
+    bool unused = false;
+    return launch_persistent(swiglu_gemm_kernel<kMode, 1>, 1, (N + kBlockM - 1) / kBlockM * tiles_f, kThreads,
+                             kSmemBytes, stream, sm_count, pairs_fit, &unused, map_c, map_g, map_u, N, F, D, epi);
+}
+
 }  // namespace
 
 cudaError_t launch(cudaStream_t stream, int sm_count, int cluster, int& pairs_fit, const CUtensorMap& map_c,
                    const CUtensorMap& map_g, const CUtensorMap& map_u, int N, int F, int D, bf16* act, bf16* gate,
                    bf16* up, int64_t ld_gu) {
-    if (N == 0 || F == 0) return cudaSuccess;
-    const int tiles_f = (F + kBlockF - 1) / kBlockF;
-    if (cluster == 2) {
-        bool no_pairs = false;
-        const int units = (N + 2 * kBlockM - 1) / (2 * kBlockM) * tiles_f;
-        const cudaError_t e = launch_persistent(gate ? swiglu_gemm_kernel<true, 2> : swiglu_gemm_kernel<false, 2>, 2,
-                                                units, kThreads, kSmemBytes, stream, sm_count, pairs_fit, &no_pairs,
-                                                map_c, map_g, map_u, N, F, D, act, gate, up, ld_gu);
-        if (!no_pairs) return e;
-        // No pair fits (a partitioned GPU, say): one CTA a tile instead.
-    }
-    bool unused = false;
-    return launch_persistent(gate ? swiglu_gemm_kernel<true, 1> : swiglu_gemm_kernel<false, 1>, 1,
-                             (N + kBlockM - 1) / kBlockM * tiles_f, kThreads, kSmemBytes, stream, sm_count, pairs_fit,
-                             &unused, map_c, map_g, map_u, N, F, D, act, gate, up, ld_gu);
+    const Epilogue epi{act, gate, up, nullptr, nullptr, ld_gu, 1.0f};
+    return gate ? launch_mode<kTrain>(stream, sm_count, cluster, pairs_fit, map_c, map_g, map_u, N, F, D, epi)
+                : launch_mode<kInfer>(stream, sm_count, cluster, pairs_fit, map_c, map_g, map_u, N, F, D, epi);
+}
+
+cudaError_t launch_backward(cudaStream_t stream, int sm_count, int cluster, int& pairs_fit, const CUtensorMap& map_dm,
+                            const CUtensorMap& map_wt, int N, int F, int D, float alpha, const bf16* g, const bf16* u,
+                            bf16* dg, bf16* du, int64_t ld) {
+    const Epilogue epi{nullptr, dg, du, g, u, ld, alpha};
+    return launch_mode<kBackward>(stream, sm_count, cluster, pairs_fit, map_dm, map_wt, map_wt, N, F, D, epi);
 }
 
 }  // namespace hspmn::cuda::sm90a

@@ -1,6 +1,6 @@
-// The sm_90a kernel of swiglu_gemm (swiglu_gemm_wgmma.cu): its tile shape and its launch. Built only
-// when HSPMN_CUDA_ARCHS holds 90 (HSPMN_SM90A=1 then); swiglu_gemm.cpp makes the tensor maps and checks
-// the shapes and pointers before anything here runs.
+// The sm_90a kernel of swiglu_gemm and swiglu_backward_gemm (swiglu_gemm_wgmma.cu): its tile shape and
+// its launches. Built only when HSPMN_CUDA_ARCHS holds 90 (HSPMN_SM90A=1 then); swiglu_gemm.cpp makes
+// the tensor maps and checks the shapes and pointers before anything here runs.
 #pragma once
 
 #include <cuda.h>
@@ -28,5 +28,13 @@ constexpr int kSmemBytes = kStages * (kBlockM + 2 * kBlockF) * kBlockK * 2 + 2 *
 cudaError_t launch(cudaStream_t stream, int sm_count, int cluster, int& pairs_fit, const CUtensorMap& map_c,
                    const CUtensorMap& map_g, const CUtensorMap& map_u, int N, int F, int D, __nv_bfloat16* act,
                    __nv_bfloat16* gate, __nv_bfloat16* up, int64_t ld_gu);
+
+// The backward launch (swiglu_backward_gemm): d_gate | d_up = swiglu_backward(g, u, bf16(alpha dm W_down))
+// with map_dm dm as [N, D] (boxes of kBlockM x kBlockK) and map_wt W_down^T as [F, D] (boxes of kBlockF x
+// kBlockK), both like the forward's maps; g, u (inputs) and dg, du (outputs) rows of ld elements (a
+// multiple of 8). cluster and pairs_fit as launch's.
+cudaError_t launch_backward(cudaStream_t stream, int sm_count, int cluster, int& pairs_fit, const CUtensorMap& map_dm,
+                            const CUtensorMap& map_wt, int N, int F, int D, float alpha, const __nv_bfloat16* g,
+                            const __nv_bfloat16* u, __nv_bfloat16* dg, __nv_bfloat16* du, int64_t ld);
 
 }  // namespace hspmn::cuda::sm90a
