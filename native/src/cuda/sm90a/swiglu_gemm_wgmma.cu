@@ -252,15 +252,15 @@ __global__ void __launch_bounds__(kThreads, 1)
             // 64 rows x 2 x 64 values of the buffer (gate and up of 64 act columns, or 128 d_act columns:
             // 64 from each W box), taken as 512 pairs of 8 along a row.
             const int et = threadIdx.x - 32;
-            uint32_t parity[2] = {0, 0};
+            uint32_t parity = 0;  // bit c: the phase of hand_full[c] (bits, not an array: c's loop may stay a loop)
             for (int t = first; t < units; t += stride) {
                 int um, tf;
                 tile_coords(t, units_m, tiles_f, kGroupM, um, tf);
                 const int tm = um * kCluster + rank;
                 for (int hf = 0; hf < 2; ++hf)
                     for (int c = 0; c < 2; ++c) {
-                        bar_wait(&hand_full[c], parity[c]);
-                        parity[c] ^= 1;
+                        bar_wait(&hand_full[c], (parity >> c) & 1u);
+                        parity ^= 1u << c;
                         const uint32_t hb = smem_addr(hand + c * kHandBytes);
                         const int64_t row0 = int64_t(tm) * kBlockM + c * 64;
                         for (int i = et; i < 64 * (kHalfCols / 8); i += kEpilogueThreads) {
