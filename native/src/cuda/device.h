@@ -57,6 +57,7 @@ public:
     uint64_t rows_arena_generation = 0;
     DeviceBuffer training_arena;     // runtime.h training_arena
     DeviceBuffer backward_partials;  // column partials of the backward's weight-gradient reductions
+    DeviceBuffer aux_partials;       // runtime.h aux_partials
     DeviceOwned* shared_activations = nullptr;  // cuda_block.cu SharedActivations (BlockImpl::share_activations)
     // SideStream's (runtime.h), made at its first use: the second stream, its cuBLASLt workspace (two
     // GEMMs in flight at once must not share one) and the fork / join events.

@@ -237,6 +237,7 @@ void Device::release() noexcept {
     rows_arena = DeviceBuffer();
     training_arena = DeviceBuffer();
     backward_partials = DeviceBuffer();
+    aux_partials = DeviceBuffer();
     workspace = DeviceBuffer();
     side_workspace = DeviceBuffer();
     if (side_stream) (void)cudaStreamDestroy(side_stream);
@@ -285,5 +286,10 @@ char* training_arena(Device& d, std::size_t bytes) {
 }
 
 DeviceBuffer& backward_partials(Device& d) { return d.backward_partials; }
+
+double* aux_partials(Device& d) {
+    d.aux_partials.ensure(d, static_cast<std::size_t>(2 * kAuxMaxBlocks) * sizeof(double));
+    return d.aux_partials.as<double>();
+}
 
 }  // namespace hspmn::cuda

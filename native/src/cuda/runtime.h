@@ -137,6 +137,10 @@ uint64_t rows_arena_generation(const Device& d);
 // grow it themselves), shared likewise.
 char* training_arena(Device& d, std::size_t bytes);
 DeviceBuffer& backward_partials(Device& d);
+// aux_partials: the f64 partial sums of aux_loss (kernels/aux_loss.cu), 2 kAuxMaxBlocks doubles, made
+// at the first call and never regrown, so a graph that records aux_loss keeps a valid address.
+constexpr int64_t kAuxMaxBlocks = 1024;
+double* aux_partials(Device& d);
 
 enum class DType { BF16, F32 };
 

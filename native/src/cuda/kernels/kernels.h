@@ -140,6 +140,7 @@ void route_select(Device& d, const float* n, int64_t B, int64_t S, int32_t routi
                   int32_t* indices, int32_t* counts, void* scratch, RouteSelectWay way = RouteSelectWay::kAuto);
 
 // ---- aux_loss.cu: lambda_s (mean p - target)^2 + lambda_e mean(p softplus(-l) + (1-p) softplus(l)), f64
+// (the sums through the device's aux_partials, runtime.h: calls on one stream only)
 // l: [N] f32  aux: [1] f32
 void aux_loss_forward(Device& d, const float* l, int64_t N, float target, float lambda_s, float lambda_e, float* aux);
 // d_aux: [1] f32 on the device; dl: [N] f32 (overwritten) = d_aux * d aux / d l
