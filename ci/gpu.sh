@@ -14,7 +14,8 @@
 # GEMM with SwiGLU in its epilogue (the Triton kernel JIT; both kernels in the build: swiglu_gemm,
 # swiglu_gemm_cuda; its backward launch: swiglu_backward_gemm_cuda), the block with that kernel against the
 # unfused path bit for bit, forward and backward (swiglu_block), the down
-# GEMM with the residual in its epilogue alone and in the block (down_residual_cuda, down_residual_block), the chunked
+# GEMM with the residual in its epilogue alone and in the block (down_residual_cuda, down_residual_block), the
+# pair-norm dx kernel that reads each row once against the two-read one (rms_norm_resident), the chunked
 # inference forward against the one-pass forward (chunked_cuda), two streams against one (streams_cuda), chunked forwards and training with NaN-filled scratch arenas (poisoned_cuda), and the Java tests when
 # ci/pack-carry.sh has filled .carry/ (with the HTTP service under 32 streams: serve_cuda), then the
 # benchmarks (decoding: bench_decode; a 1M-token prompt then decoding: decode_long) and the per-kernel
@@ -182,6 +183,9 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   # timings; then the block with it (HSPMN_DOWN_RESIDUAL=1; off by default) against without, bit for bit
   stage down_residual_cuda timeout 300 "$build/tests/down_residual_cuda" --bench
   stage down_residual_block "$py" native/reference/check_down_residual.py --lib "$build/libhspmn.so"
+  # the block backward's pair-norm dx from the kernel that reads each row once (HSPMN_RMS_NORM_RESIDENT=1;
+  # off by default) against the two-read kernel, bit for bit; bad values
+  stage rms_norm_resident "$py" native/reference/check_rms_norm_resident.py --lib "$build/libhspmn.so"
 
   if [[ -f .carry/jre.tgz && -f .carry/java.tgz ]]; then
     # the whole JUnit suite against the CUDA-built library, gpu-tagged tests included and required;

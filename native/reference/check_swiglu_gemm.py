@@ -61,29 +61,58 @@ def run_shape(lib, rep, name, B, S, D, H, Hkv, conv, env=ENV):
         ctx.close()
 
 
+def small_backward(ctx, lib):
+    """A 64-wide block and an 80-token input in ctx: the returned function runs a training forward (which must
+    succeed) under the settings of the moment, then a backward under `then` (env name -> value, None unsets)
+    set just before it, and returns the backward's status."""
+    bp = lib.block_default_params()
+    bp.dim, bp.num_heads, bp.num_kv_heads = 64, 4, 2
+    blk = ctx.block(bp, 5)
+    rng = np.random.default_rng(3)
+    x = ctx.tensor(BF16, (1, 80, 64), bf16_bits(rng.standard_normal((1, 80, 64))))
+    d_out = ctx.tensor(BF16, (1, 80, 64), bf16_bits(0.1 * rng.standard_normal((1, 80, 64))))
+    out, aux, d_x = ctx.tensor(BF16, (1, 80, 64)), ctx.tensor(F32, (1,)), ctx.tensor(BF16, (1, 80, 64))
+    d_aux = ctx.tensor(F32, (1,), np.array([0.5], np.float32))
+
+    def step(then):
+        fp = lib.forward_default_params()
+        fp.training, fp.noise, fp.seed = 1, 1, 7
+        lib.ok(lib.block_forward(blk, C.byref(fp), x, out, aux), "forward")
+        for name, value in then.items():
+            set_env(name, value)
+        bw = lib.backward_default_params()
+        return lib.block_backward(blk, C.byref(bw), d_out, d_aux, d_x)
+
+    return step
+
+
+def run_backward_errors(lib, rep, env, bad_values):
+    """A malformed env read only in the backward must fail it with HSPMN_ERR_INVALID_ARGUMENT naming it."""
+    ctx = Context(lib, "cuda", 1)
+    try:
+        step = small_backward(ctx, lib)
+        for bad in bad_values:
+            set_env(env, None)
+            status = step({env: bad})
+            msg = lib.last_error().decode() if status else ""
+            rep.check(f"{env}={bad!r} -> backward fails with HSPMN_ERR_INVALID_ARGUMENT naming it (status {status})",
+                      0.0 if status == 1 and env in msg else math.inf, 0.0)
+    finally:
+        set_env(env, None)
+        ctx.close()
+
+
 def run_backward_proof(lib, rep):
     """The training backward reaches swiglu_backward_gemm under HSPMN_SWIGLU_BACKWARD_GEMM=1: with the forward
     unfused, a malformed HSPMN_SWIGLU_GEMM_CLUSTER fails the backward (naming it) under =1, not under =0."""
     ctx = Context(lib, "cuda", 1)
     try:
-        bp = lib.block_default_params()
-        bp.dim, bp.num_heads, bp.num_kv_heads = 64, 4, 2
-        blk = ctx.block(bp, 5)
-        rng = np.random.default_rng(3)
-        x = ctx.tensor(BF16, (1, 80, 64), bf16_bits(rng.standard_normal((1, 80, 64))))
-        d_out = ctx.tensor(BF16, (1, 80, 64), bf16_bits(0.1 * rng.standard_normal((1, 80, 64))))
-        out, aux, d_x = ctx.tensor(BF16, (1, 80, 64)), ctx.tensor(F32, (1,)), ctx.tensor(BF16, (1, 80, 64))
-        d_aux = ctx.tensor(F32, (1,), np.array([0.5], np.float32))
+        step = small_backward(ctx, lib)
         set_env(ENV, "0")
         for on, want_fail in (("1", True), ("0", False)):
             set_env(BACKWARD_ENV, on)
             set_env(CLUSTER_ENV, None)
-            fp = lib.forward_default_params()
-            fp.training, fp.noise, fp.seed = 1, 1, 7
-            lib.ok(lib.block_forward(blk, C.byref(fp), x, out, aux), "forward")
-            set_env(CLUSTER_ENV, "3")
-            bw = lib.backward_default_params()
-            status = lib.block_backward(blk, C.byref(bw), d_out, d_aux, d_x)
+            status = step({CLUSTER_ENV: "3"})
             msg = lib.last_error().decode() if status else ""
             ok = (status == 1 and CLUSTER_ENV in msg) if want_fail else status == 0
             rep.check(f"{CLUSTER_ENV}='3', {BACKWARD_ENV}={on}: backward {'fails naming it' if want_fail else 'runs'}"
@@ -127,7 +156,8 @@ def main():
     items = [(s[0], lambda s=s: run_shape(lib, case(s[0]), *s)) for s in SHAPES]
     items.append(("errors", lambda: run_errors(lib, case("errors"), ENV, ("2", "yes"))))
     items.append(("kernel runs", lambda: run_proof(lib, case("kernel runs"))))
-    items.append(("backward errors", lambda: run_errors(lib, case("backward errors"), BACKWARD_ENV, ("2", "yes"))))
+    items.append(("backward errors", lambda: run_backward_errors(lib, case("backward errors"), BACKWARD_ENV,
+                                                                 ("2", "yes"))))
     items.append(("backward kernel runs", lambda: run_backward_proof(lib, case("backward kernel runs"))))
     failures += check_harness.run_cases(items, lambda item: item[1]())
     return check_harness.verdict(lib, rows, failures, "check_swiglu_gemm: {checks} checks, {failures} failures")

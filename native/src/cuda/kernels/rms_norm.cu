@@ -7,6 +7,7 @@
 // kernel reads x, rstd and dx once for both norms, its dw kernel x and rstd once for both partials.
 #include <initializer_list>
 
+#include "../../core/env_choice.h"
 #include "common.cuh"
 #include "kernels.h"
 #include "rms_norm_row.cuh"
@@ -252,6 +253,96 @@ __global__ void rms_norm_pair_backward_dx_kernel(const __nv_bfloat16* __restrict
     }
 }
 
+// rms_norm_pair_backward_dx_kernel<true, true> for rows of at most kResidentSteps x 256 features: each
+// lane keeps its dy_a, dy_h and x in registers between the coefficient sums and the update, so a row
+// crosses DRAM once; the two-pass kernel reads dy_a, dy_h and x again for the update, and with its 64
+// rows an SM in flight (~169 MB on an H100 at D = 2048) that second read misses L2: 4.2 ms of a 160 ms
+// training call at B = 64, S = 4,096 moved ~24 bytes an element where 14 suffice (BENCHMARKS.md
+// 2026-12-07 training breakdown). The same loads, sums and terms in the same order as pair_dx_coefs<true>
+// and the kernel's kVec update, so the bits are its. 4 rows (warps) a block: ~190 registers a thread.
+constexpr int kResidentSteps = 8;
+constexpr int kResidentRows = 4;
+
+__global__ void __launch_bounds__(kResidentRows * 32)
+    rms_norm_pair_backward_out_resident_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w_a,
+                                               const __nv_bfloat16* __restrict__ w_h, const float* __restrict__ rstd,
+                                               const float* __restrict__ dy_a, const float* __restrict__ dy_h,
+                                               const __nv_bfloat16* __restrict__ d_out, const float* __restrict__ dl,
+                                               const __nv_bfloat16* __restrict__ w_r, int64_t N, int64_t D,
+                                               __nv_bfloat16* __restrict__ d_x) {
+    const int64_t row = blockIdx.x * (int64_t)kResidentRows + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= N) return;
+    const __nv_bfloat16* xr = x + row * D;
+    const float* gar = dy_a + row * D;
+    const float* ghr = dy_h + row * D;
+    const float r = rstd[row];
+    const float l = dl ? dl[row] : 0.0f;
+    float ga[kResidentSteps][8], gh[kResidentSteps][8];
+    kern::Bf16x8 xb[kResidentSteps];
+    auto unpack = [](const kern::Bf16x8& b, float (&f)[8]) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const float2 t = __bfloat1622float2(b.h[i]);
+            f[2 * i] = t.x;
+            f[2 * i + 1] = t.y;
+        }
+    };
+    // Every load of the row first (24 16-byte loads a lane in flight), then the sums.
+#pragma unroll
+    for (int s = 0; s < kResidentSteps; ++s) {
+        const int64_t d = lane * 8 + s * 256;
+        if (d < D) {
+            kern::load8(gar + d, ga[s]);
+            kern::load8(ghr + d, gh[s]);
+            xb[s] = *reinterpret_cast<const kern::Bf16x8*>(xr + d);
+        }
+    }
+    float sa = 0.0f, sh = 0.0f;
+#pragma unroll
+    for (int s = 0; s < kResidentSteps; ++s) {
+        const int64_t d = lane * 8 + s * 256;
+        if (d < D) {
+            float wa[8], wh[8], xv[8];
+            kern::load8(w_a + d, wa);
+            kern::load8(w_h + d, wh);
+            unpack(xb[s], xv);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                sa += ga[s][i] * wa[i] * xv[i];
+                sh += gh[s][i] * wh[i] * xv[i];
+            }
+        }
+    }
+    sa = kern::warp_sum(sa);
+    sh = kern::warp_sum(sh);
+    const float ca = sa * r * r / static_cast<float>(D);
+    const float ch = sh * r * r / static_cast<float>(D);
+#pragma unroll
+    for (int s = 0; s < kResidentSteps; ++s) {
+        const int64_t d = lane * 8 + s * 256;
+        if (d < D) {
+            float wa[8], wh[8], xv[8], v[8];
+            kern::load8(d_out + row * D + d, v);
+            kern::load8(w_a + d, wa);
+            kern::load8(w_h + d, wh);
+            unpack(xb[s], xv);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                v[i] += dx_term(ga[s][i], wa[i], xv[i], r, ca);
+                v[i] += dx_term(gh[s][i], wh[i], xv[i], r, ch);
+            }
+            if (dl) {
+                float wr[8];
+                kern::load8(w_r + d, wr);
+#pragma unroll
+                for (int i = 0; i < 8; ++i) v[i] = fmaf(l, wr[i], v[i]);
+            }
+            kern::store8(d_x + row * D + d, v);
+        }
+    }
+}
+
 // The pair's column partials: part_a[chunk, d], part_h[chunk, d] as rms_norm_backward_dw_kernel's.
 __global__ void rms_norm_pair_backward_dw_kernel(const __nv_bfloat16* __restrict__ x, const float* __restrict__ rstd,
                                                  const float* __restrict__ dy_a, const float* __restrict__ dy_h,
@@ -300,6 +391,15 @@ namespace {
 
 // The dx kernels' kVec way: D % 8 == 0 and every operand 16-byte aligned (rows then are too).
 bool vec_rows(int64_t D, std::initializer_list<const void*> ptrs) { return D % 8 == 0 && kern::all_aligned(16, ptrs); }
+
+// HSPMN_RMS_NORM_RESIDENT (read at every call): 1 the block backward's pair dx takes the one-read kernel
+// (rms_norm_pair_backward_out_resident_kernel: the same bits) where D <= 2048; unset or 0 the two-pass one,
+// until an H100 measurement says the one-read kernel is faster.
+bool resident_wanted() {
+    return env_choice("HSPMN_RMS_NORM_RESIDENT", {"0", "1"}, 0,
+                      "0 or unset (the pair dx kernel reads each row twice) or 1 (once, rows of D <= 2048 kept in "
+                      "registers)") == 1;
+}
 
 template <class DxT>
 void rms_norm_backward_any(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w, const float* rstd,
@@ -373,7 +473,12 @@ void rms_norm_pair_backward_out(Device& d, const __nv_bfloat16* x, const __nv_bf
     pair_backward_dw(d, x, rstd, dy_a, dy_h, N, D, dw_a, dw_h, scratch);
     if (!d_x) return;  // a backward whose caller wants no input gradient
     const unsigned grid = static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock);
-    if (vec_rows(D, {x, w_a, w_h, dy_a, dy_h, d_out, d_x, dl ? w_r : x}))
+    const bool vec = vec_rows(D, {x, w_a, w_h, dy_a, dy_h, d_out, d_x, dl ? w_r : x});
+    if (vec && D <= kResidentSteps * 256 && resident_wanted()) {
+        const unsigned rgrid = static_cast<unsigned>((N + kResidentRows - 1) / kResidentRows);
+        rms_norm_pair_backward_out_resident_kernel<<<rgrid, kResidentRows * 32, 0, stream(d)>>>(
+            x, w_a, w_h, rstd, dy_a, dy_h, d_out, dl, w_r, N, D, d_x);
+    } else if (vec)
         rms_norm_pair_backward_dx_kernel<true, true><<<grid, kRowsPerBlock * 32, 0, stream(d)>>>(
             x, w_a, w_h, rstd, dy_a, dy_h, d_out, dl, w_r, N, D, nullptr, d_x);
     else
