@@ -45,14 +45,19 @@ struct Bindings {
     }
 };
 
+constexpr int64_t kLimit = int64_t(1) << 31;
+
+// N >= 0, D and F multiples of kAlign (TMA rows), everything < 2^31 (the kernels' int indices).
+void check_dims(const char* op, int64_t N, int64_t D, int64_t F) {
+    if (N < 0 || D < kAlign || F < kAlign || D % kAlign || F % kAlign || N >= kLimit || D >= kLimit || F >= kLimit)
+        fail(HSPMN_ERR_SHAPE, "%s: N %lld, D %lld, F %lld: N >= 0, D and F multiples of %lld (>= %lld), all < 2^31",
+             op, static_cast<long long>(N), static_cast<long long>(D), static_cast<long long>(F),
+             static_cast<long long>(kAlign), static_cast<long long>(kAlign));
+}
+
 void check_args(int64_t N, int64_t D, int64_t F, const void* c, const void* w_gate, const void* w_up, const void* act,
            const void* gate, const void* up, int64_t ld_gu) {
-    const int64_t lim = int64_t(1) << 31;
-    if (N < 0 || D < kAlign || F < kAlign || D % kAlign || F % kAlign || N >= lim || D >= lim || F >= lim)
-        fail(HSPMN_ERR_SHAPE,
-             "swiglu_gemm: N %lld, D %lld, F %lld: N >= 0, D and F multiples of %lld (>= %lld), all < 2^31",
-             static_cast<long long>(N), static_cast<long long>(D), static_cast<long long>(F),
-             static_cast<long long>(kAlign), static_cast<long long>(kAlign));
+    check_dims("swiglu_gemm", N, D, F);
     if ((gate == nullptr) != (up == nullptr))
         fail(HSPMN_ERR_INVALID_ARGUMENT, "swiglu_gemm: gate and up are both given (training) or both null");
     if (!c || !w_gate || !w_up || !act)
@@ -60,7 +65,7 @@ void check_args(int64_t N, int64_t D, int64_t F, const void* c, const void* w_ga
     for (const void* p : {c, w_gate, w_up, act, gate, up})
         if (p && !aligned16(p))
             fail(HSPMN_ERR_INVALID_ARGUMENT, "swiglu_gemm: every tensor must start 16-byte aligned (TMA)");
-    if (gate && (ld_gu < F || ld_gu % kAlign || ld_gu >= lim))
+    if (gate && (ld_gu < F || ld_gu % kAlign || ld_gu >= kLimit))
         fail(HSPMN_ERR_SHAPE, "swiglu_gemm: gate/up row stride %lld: a multiple of 8, >= F (%lld), < 2^31",
              static_cast<long long>(ld_gu), static_cast<long long>(F));
 }
@@ -126,13 +131,8 @@ void wgmma_swiglu_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bf
 
 void check_backward_args(int64_t N, int64_t D, int64_t F, const void* dm, const void* w_down_t, float alpha,
                          const void* g, const void* u, const void* dg, const void* du, int64_t ld) {
-    const int64_t lim = int64_t(1) << 31;
-    if (N < 0 || D < kAlign || F < kAlign || D % kAlign || F % kAlign || N >= lim || D >= lim || F >= lim)
-        fail(HSPMN_ERR_SHAPE,
-             "swiglu_backward_gemm: N %lld, D %lld, F %lld: N >= 0, D and F multiples of %lld (>= %lld), all < 2^31",
-             static_cast<long long>(N), static_cast<long long>(D), static_cast<long long>(F),
-             static_cast<long long>(kAlign), static_cast<long long>(kAlign));
-    if (ld < F || ld % kAlign || ld >= lim)
+    check_dims("swiglu_backward_gemm", N, D, F);
+    if (ld < F || ld % kAlign || ld >= kLimit)
         fail(HSPMN_ERR_SHAPE, "swiglu_backward_gemm: row stride %lld: a multiple of 8, >= F (%lld), < 2^31",
              static_cast<long long>(ld), static_cast<long long>(F));
     for (const void* p : {dm, w_down_t, g, u, dg, du}) {

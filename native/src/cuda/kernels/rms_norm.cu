@@ -157,6 +157,33 @@ __global__ void rms_norm_backward_dw_kernel(const __nv_bfloat16* __restrict__ x,
     part[blockIdx.y * D + d] = acc;
 }
 
+// 8 elements of the pair's dx, as both pair dx kernels do them (one body, so their bits agree): the
+// coefficient sums' terms, the update (attention norm's term first, then the reflex norm's), and the
+// router's dl w_r as one fma.
+__device__ __forceinline__ void pair_dx_sums8(const float (&ga)[8], const float (&gh)[8], const float (&wa)[8],
+                                              const float (&wh)[8], const float (&xv)[8], float& sa, float& sh) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        sa += ga[i] * wa[i] * xv[i];
+        sh += gh[i] * wh[i] * xv[i];
+    }
+}
+__device__ __forceinline__ void pair_dx_update8(float (&v)[8], const float (&ga)[8], const float (&gh)[8],
+                                                const float (&wa)[8], const float (&wh)[8], const float (&xv)[8],
+                                                float r, float ca, float ch) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        v[i] += dx_term(ga[i], wa[i], xv[i], r, ca);
+        v[i] += dx_term(gh[i], wh[i], xv[i], r, ch);
+    }
+}
+__device__ __forceinline__ void router_dx8(float (&v)[8], float l, const __nv_bfloat16* wr_at) {
+    float wr[8];
+    kern::load8(wr_at, wr);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) v[i] = fmaf(l, wr[i], v[i]);
+}
+
 // The pair's two per-row coefficients c = (sum_d dy w x) rstd^2 / D, rms_norm_backward_dx_kernel's sums
 // for (dy_a, w_a) and (dy_h, w_h) over the same lanes' elements; every lane gets both.
 template <bool kVec>
@@ -173,11 +200,7 @@ __device__ __forceinline__ void pair_dx_coefs(const __nv_bfloat16* xr, const __n
             kern::load8(w_a + d, wa);
             kern::load8(w_h + d, wh);
             kern::load8(xr + d, xv);
-#pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                sa += ga[i] * wa[i] * xv[i];
-                sh += gh[i] * wh[i] * xv[i];
-            }
+            pair_dx_sums8(ga, gh, wa, wh, xv, sa, sh);
         }
     } else {
         for (int64_t d = lane; d < D; d += 32) {
@@ -229,17 +252,8 @@ __global__ void rms_norm_pair_backward_dx_kernel(const __nv_bfloat16* __restrict
             kern::load8(w_a + d, wa);
             kern::load8(w_h + d, wh);
             kern::load8(xr + d, xv);
-#pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                v[i] += dx_term(ga[i], wa[i], xv[i], r, ca);
-                v[i] += dx_term(gh[i], wh[i], xv[i], r, ch);
-            }
-            if (kOut && dl) {
-                float wr[8];
-                kern::load8(w_r + d, wr);
-#pragma unroll
-                for (int i = 0; i < 8; ++i) v[i] = fmaf(l, wr[i], v[i]);
-            }
+            pair_dx_update8(v, ga, gh, wa, wh, xv, r, ca, ch);
+            if (kOut && dl) router_dx8(v, l, w_r + d);
             if (kOut) kern::store8(d_x + row * D + d, v); else kern::store8(dx + row * D + d, v);
         }
     } else {
@@ -258,8 +272,8 @@ __global__ void rms_norm_pair_backward_dx_kernel(const __nv_bfloat16* __restrict
 // crosses DRAM once; the two-pass kernel reads dy_a, dy_h and x again for the update, and with its 64
 // rows an SM in flight (~169 MB on an H100 at D = 2048) that second read misses L2: 4.2 ms of a 160 ms
 // training call at B = 64, S = 4,096 moved ~24 bytes an element where 14 suffice (BENCHMARKS.md
-// 2026-12-07 training breakdown). The same loads, sums and terms in the same order as pair_dx_coefs<true>
-// and the kernel's kVec update, so the bits are its. 4 rows (warps) a block: ~190 registers a thread.
+// 2026-12-07 training breakdown). The same sums and terms in the same order as pair_dx_coefs<true> and
+// the kernel's kVec update (pair_dx_sums8, pair_dx_update8, router_dx8), so the bits are its. 4 rows (warps) a block: ~190 registers a thread.
 constexpr int kResidentSteps = 8;
 constexpr int kResidentRows = 4;
 
@@ -307,11 +321,7 @@ __global__ void __launch_bounds__(kResidentRows * 32)
             kern::load8(w_a + d, wa);
             kern::load8(w_h + d, wh);
             unpack(xb[s], xv);
-#pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                sa += ga[s][i] * wa[i] * xv[i];
-                sh += gh[s][i] * wh[i] * xv[i];
-            }
+            pair_dx_sums8(ga[s], gh[s], wa, wh, xv, sa, sh);
         }
     }
     sa = kern::warp_sum(sa);
@@ -327,17 +337,8 @@ __global__ void __launch_bounds__(kResidentRows * 32)
             kern::load8(w_a + d, wa);
             kern::load8(w_h + d, wh);
             unpack(xb[s], xv);
-#pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                v[i] += dx_term(ga[s][i], wa[i], xv[i], r, ca);
-                v[i] += dx_term(gh[s][i], wh[i], xv[i], r, ch);
-            }
-            if (dl) {
-                float wr[8];
-                kern::load8(w_r + d, wr);
-#pragma unroll
-                for (int i = 0; i < 8; ++i) v[i] = fmaf(l, wr[i], v[i]);
-            }
+            pair_dx_update8(v, ga[s], gh[s], wa, wh, xv, r, ca, ch);
+            if (dl) router_dx8(v, l, w_r + d);
             kern::store8(d_x + row * D + d, v);
         }
     }
