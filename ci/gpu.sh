@@ -183,8 +183,8 @@ if [[ "${HSPMN_GPU_TESTS:-1}" == 1 ]]; then
   # timings; then the block with it (HSPMN_DOWN_RESIDUAL=1; off by default) against without, bit for bit
   stage down_residual_cuda timeout 300 "$build/tests/down_residual_cuda" --bench
   stage down_residual_block "$py" native/reference/check_down_residual.py --lib "$build/libhspmn.so"
-  # the block backward's pair-norm dx from the kernel that reads each row once (HSPMN_RMS_NORM_RESIDENT=1;
-  # off by default) against the two-read kernel, bit for bit; bad values
+  # the block backward's pair-norm dx from the kernel that reads each row once (HSPMN_RMS_NORM_RESIDENT=1,
+  # the default) against the two-read kernel (=0), bit for bit; bad values
   stage rms_norm_resident "$py" native/reference/check_rms_norm_resident.py --lib "$build/libhspmn.so"
 
   if [[ -f .carry/jre.tgz && -f .carry/java.tgz ]]; then

@@ -1,6 +1,6 @@
 """HSPMN_RMS_NORM_RESIDENT=1 (the block backward's pair-norm input gradient from the kernel that keeps each
 row in registers and reads it once, rms_norm.cu's rms_norm_pair_backward_out_resident_kernel, where
-D <= 2048; off by default) against 0 (the kernel that reads each row twice), through the CUDA backend:
+D <= 2048; the default) against 0 (the kernel that reads each row twice), through the CUDA backend:
 every result must be the same bits, since the one-read kernel makes the same loads, sums and terms in the
 same order. Prints each check, a summary line, and exits 1 on a failure.
 

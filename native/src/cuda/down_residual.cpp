@@ -45,10 +45,13 @@ int wgmma_cluster() {
 }
 
 // HSPMN_DOWN_RESIDUAL_GROUP and HSPMN_DOWN_RESIDUAL_L2 (read at every call, for measurements): the tile
-// walk's group of units (16 by default) and the L2 hints (1: act evict-first, W_down evict-last).
+// walk's group of units (2 by default) and the L2 hints (1: act evict-first, W_down evict-last; off by
+// default). Group 2 without hints was the fastest of the 12 settings at N = 65,536 and 131,072 (H100,
+// `down_residual_cuda --sweep`, BENCHMARKS.md 2026-12-07, seventeenth session): 0.94x / 0.96x the time
+// of cuBLASLt's GEMM against 0.89x / 0.84x with the group of 16 before it; every hinted setting was slower.
 int wgmma_group() {
     static constexpr int kGroups[] = {1, 2, 4, 8, 16, 32};
-    return kGroups[env_choice("HSPMN_DOWN_RESIDUAL_GROUP", {"1", "2", "4", "8", "16", "32"}, 4,
+    return kGroups[env_choice("HSPMN_DOWN_RESIDUAL_GROUP", {"1", "2", "4", "8", "16", "32"}, 1,
                               "1, 2, 4, 8, 16 or 32 (units of row tiles walked together)")];
 }
 int wgmma_l2_hints() {

@@ -212,8 +212,9 @@ void swiglu_backward_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv
 
 bool swiglu_backward_gemm_wanted(Device& d, int64_t D, int64_t F, bool room,
                                  std::initializer_list<const void*> pointers) {
-    // 1: the fused backward. Unset or 0 until an H100 measurement shows the block's training step faster
-    // with it (its epilogue has twice the forward's values per MMA, and reads gate and up besides).
+    // 1: the fused backward. Unset or 0: on an H100 it ran at 0.76x the unfused path's speed at N = 16,384
+    // and the training step lost (BENCHMARKS.md, 2026-12-07, seventeenth session): its three epilogue warps
+    // wait on their gate/up loads (twice the forward's values per MMA, and two loads besides).
     const int choice = env_choice("HSPMN_SWIGLU_BACKWARD_GEMM", {"0", "1"}, 0,
                                   "0 or unset (a cuBLASLt GEMM into d_act, then swiglu_backward) or 1 (d_gate and "
                                   "d_up from the d_act GEMM's epilogue)");

@@ -393,13 +393,14 @@ namespace {
 // The dx kernels' kVec way: D % 8 == 0 and every operand 16-byte aligned (rows then are too).
 bool vec_rows(int64_t D, std::initializer_list<const void*> ptrs) { return D % 8 == 0 && kern::all_aligned(16, ptrs); }
 
-// HSPMN_RMS_NORM_RESIDENT (read at every call): 1 the block backward's pair dx takes the one-read kernel
-// (rms_norm_pair_backward_out_resident_kernel: the same bits) where D <= 2048; unset or 0 the two-pass one,
-// until an H100 measurement says the one-read kernel is faster.
+// HSPMN_RMS_NORM_RESIDENT (read at every call): unset or 1, the block backward's pair dx takes the
+// one-read kernel (rms_norm_pair_backward_out_resident_kernel: the same bits) where D <= 2048; 0 the
+// two-pass one. On an H100 at B = 64, S = 4096 (kernel_breakdown --train, BENCHMARKS.md 2026-12-07,
+// seventeenth session) the one-read kernel took 3.19 ms against 4.16.
 bool resident_wanted() {
-    return env_choice("HSPMN_RMS_NORM_RESIDENT", {"0", "1"}, 0,
-                      "0 or unset (the pair dx kernel reads each row twice) or 1 (once, rows of D <= 2048 kept in "
-                      "registers)") == 1;
+    return env_choice("HSPMN_RMS_NORM_RESIDENT", {"0", "1"}, 1,
+                      "1 or unset (the pair dx kernel reads each row once, rows of D <= 2048 kept in registers) or "
+                      "0 (twice)") == 1;
 }
 
 template <class DxT>
