@@ -273,7 +273,9 @@ __global__ void rms_norm_pair_backward_dx_kernel(const __nv_bfloat16* __restrict
 // rows an SM in flight (~169 MB on an H100 at D = 2048) that second read misses L2: 4.2 ms of a 160 ms
 // training call at B = 64, S = 4,096 moved ~24 bytes an element where 14 suffice (BENCHMARKS.md
 // 2026-12-07 training breakdown). The same sums and terms in the same order as pair_dx_coefs<true> and
-// the kernel's kVec update (pair_dx_sums8, pair_dx_update8, router_dx8), so the bits are its. 4 rows (warps) a block: ~190 registers a thread.
+// the kernel's kVec update (pair_dx_sums8, pair_dx_update8, router_dx8), so the bits are its. 4 rows
+// (warps) a block: 227 registers a thread, no spills, 8 warps an SM; 3.19 ms against the two-pass
+// kernel's 4.16 at B = 64, S = 4096 on an H100 (BENCHMARKS.md 2026-12-07, seventeenth session).
 constexpr int kResidentSteps = 8;
 constexpr int kResidentRows = 4;
 
