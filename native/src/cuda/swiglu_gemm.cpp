@@ -108,12 +108,31 @@ CUtensorMap tensor_map(const void* base, int64_t rows, int64_t cols, int box_row
 }
 #endif
 
+// Fails (HSPMN_ERR_BACKEND) unless this library carries the sm_90a kernel and d is an sm_90 device.
+void require_wgmma(Device& d, const char* op) {
+#if HSPMN_SM90A
+    if (d.arch != 90)
+        fail(HSPMN_ERR_BACKEND, "%s: the wgmma kernel runs on sm_90 only (this device is sm_%d)", op, d.arch);
+#else
+    fail(HSPMN_ERR_BACKEND, "%s: this libhspmn has no sm_90a kernel (built for %s; add 90 to HSPMN_CUDA_ARCHS); "
+         "device sm_%d", op, triton_built_archs().c_str(), d.arch);
+#endif
+}
+
+// Where the block may take the sm_90a kernel: it runs on d, D and F are TMA rows, every pointer is
+// 16-byte aligned (swiglu_gemm_wanted and swiglu_backward_gemm_wanted add their own switches).
+bool wgmma_fits(Device& d, int64_t D, int64_t F, std::initializer_list<const void*> pointers) {
+    if (D % kAlign || F % kAlign || !swiglu_gemm_available(d, SwigluGemmKernel::kWgmma)) return false;
+    for (const void* p : pointers)
+        if (!aligned16(p)) return false;
+    return true;
+}
+
 void wgmma_swiglu_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bfloat16* c,
                        const __nv_bfloat16* w_gate, const __nv_bfloat16* w_up, __nv_bfloat16* act,
                        __nv_bfloat16* gate, __nv_bfloat16* up, int64_t ld_gu) {
+    require_wgmma(d, "swiglu_gemm");
 #if HSPMN_SM90A
-    if (d.arch != 90)
-        fail(HSPMN_ERR_BACKEND, "swiglu_gemm: the wgmma kernel runs on sm_90 only (this device is sm_%d)", d.arch);
     if (N == 0) return;
     const CUtensorMap mc = tensor_map(c, N, D, sm90a::kBlockM);
     const CUtensorMap mg = tensor_map(w_gate, F, D, sm90a::kBlockF);
@@ -124,8 +143,6 @@ void wgmma_swiglu_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bf
           "swiglu_gemm (wgmma)");
 #else
     (void)N, (void)D, (void)F, (void)c, (void)w_gate, (void)w_up, (void)act, (void)gate, (void)up, (void)ld_gu;
-    fail(HSPMN_ERR_BACKEND, "swiglu_gemm: this libhspmn has no sm_90a kernel (built for %s; add 90 to "
-         "HSPMN_CUDA_ARCHS); device sm_%d", triton_built_archs().c_str(), d.arch);
 #endif
 }
 
@@ -165,10 +182,7 @@ bool swiglu_gemm_wanted(Device& d, int64_t D, int64_t F, std::initializer_list<c
     const int choice = env_choice("HSPMN_SWIGLU_GEMM", {"0", "1"}, 1,
                                   "1 or unset (gate, up and act in one kernel, inference and training) or 0 "
                                   "(a cuBLASLt GEMM, then swiglu_forward)");
-    if (choice == 0 || D % kAlign || F % kAlign || !swiglu_gemm_available(d, SwigluGemmKernel::kWgmma)) return false;
-    for (const void* p : pointers)
-        if (!aligned16(p)) return false;
-    return true;
+    return choice == 1 && wgmma_fits(d, D, F, pointers);
 }
 
 void swiglu_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bfloat16* c, const __nv_bfloat16* w_gate,
@@ -184,18 +198,12 @@ void swiglu_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bfloat16
         triton_swiglu_gemm(d, N, D, F, c, w_gate, w_up, act, gate, up, ld_gu);
 }
 
-}  // namespace hspmn::cuda
-
-namespace hspmn::cuda {
-
 void swiglu_backward_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv_bfloat16* dm,
                           const __nv_bfloat16* w_down_t, float alpha, const __nv_bfloat16* g, const __nv_bfloat16* u,
                           __nv_bfloat16* dg, __nv_bfloat16* du, int64_t ld) {
     check_backward_args(N, D, F, dm, w_down_t, alpha, g, u, dg, du, ld);
+    require_wgmma(d, "swiglu_backward_gemm");
 #if HSPMN_SM90A
-    if (d.arch != 90)
-        fail(HSPMN_ERR_BACKEND, "swiglu_backward_gemm: the wgmma kernel runs on sm_90 only (this device is sm_%d)",
-             d.arch);
     if (N == 0) return;
     const CUtensorMap mdm = tensor_map(dm, N, D, sm90a::kBlockM);
     const CUtensorMap mwt = tensor_map(w_down_t, F, D, sm90a::kBlockF);
@@ -205,8 +213,6 @@ void swiglu_backward_gemm(Device& d, int64_t N, int64_t D, int64_t F, const __nv
           "swiglu_backward_gemm (wgmma)");
 #else
     (void)dm, (void)w_down_t, (void)alpha, (void)g, (void)u, (void)dg, (void)du;
-    fail(HSPMN_ERR_BACKEND, "swiglu_backward_gemm: this libhspmn has no sm_90a kernel (built for %s; add 90 to "
-         "HSPMN_CUDA_ARCHS); device sm_%d", triton_built_archs().c_str(), d.arch);
 #endif
 }
 
@@ -218,11 +224,7 @@ bool swiglu_backward_gemm_wanted(Device& d, int64_t D, int64_t F, bool room,
     const int choice = env_choice("HSPMN_SWIGLU_BACKWARD_GEMM", {"0", "1"}, 0,
                                   "0 or unset (a cuBLASLt GEMM into d_act, then swiglu_backward) or 1 (d_gate and "
                                   "d_up from the d_act GEMM's epilogue)");
-    if (choice == 0 || !room || D % kAlign || F % kAlign || !swiglu_gemm_available(d, SwigluGemmKernel::kWgmma))
-        return false;
-    for (const void* p : pointers)
-        if (!aligned16(p)) return false;
-    return true;
+    return choice == 1 && room && wgmma_fits(d, D, F, pointers);
 }
 
 }  // namespace hspmn::cuda

@@ -52,6 +52,15 @@ __device__ __forceinline__ void load8(const __nv_bfloat16* p, float* f) {
         f[2 * i + 1] = t.y;
     }
 }
+// load8's conversion of 8 bf16 already in registers.
+__device__ __forceinline__ void unpack8(const Bf16x8& v, float* f) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const float2 t = __bfloat1622float2(v.h[i]);
+        f[2 * i] = t.x;
+        f[2 * i + 1] = t.y;
+    }
+}
 __device__ __forceinline__ void store8(__nv_bfloat16* p, const float* f) {
     Bf16x8 v;
 #pragma unroll

@@ -296,14 +296,6 @@ __global__ void __launch_bounds__(kResidentRows * 32)
     const float l = dl ? dl[row] : 0.0f;
     float ga[kResidentSteps][8], gh[kResidentSteps][8];
     kern::Bf16x8 xb[kResidentSteps];
-    auto unpack = [](const kern::Bf16x8& b, float (&f)[8]) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const float2 t = __bfloat1622float2(b.h[i]);
-            f[2 * i] = t.x;
-            f[2 * i + 1] = t.y;
-        }
-    };
     // Every load of the row first (24 16-byte loads a lane in flight), then the sums.
 #pragma unroll
     for (int s = 0; s < kResidentSteps; ++s) {
@@ -322,7 +314,7 @@ __global__ void __launch_bounds__(kResidentRows * 32)
             float wa[8], wh[8], xv[8];
             kern::load8(w_a + d, wa);
             kern::load8(w_h + d, wh);
-            unpack(xb[s], xv);
+            kern::unpack8(xb[s], xv);
             pair_dx_sums8(ga[s], gh[s], wa, wh, xv, sa, sh);
         }
     }
@@ -338,7 +330,7 @@ __global__ void __launch_bounds__(kResidentRows * 32)
             kern::load8(d_out + row * D + d, v);
             kern::load8(w_a + d, wa);
             kern::load8(w_h + d, wh);
-            unpack(xb[s], xv);
+            kern::unpack8(xb[s], xv);
             pair_dx_update8(v, ga[s], gh[s], wa, wh, xv, r, ca, ch);
             if (dl) router_dx8(v, l, w_r + d);
             kern::store8(d_x + row * D + d, v);
