@@ -218,9 +218,19 @@ bool run(Device& d, const Case& c, std::vector<Array>& out, std::string& why) {
             causal_conv_forward(d, h, w, B, S, D, K, y);
             out.push_back(get_bf(d, "c", {B, S, D}, y));
         } else {
+            // Both ways on every case (the one pass only where D % 8 == 0, K <= 8; elsewhere both are the
+            // scalar kernels): the one-pass kernel must give the two kernels' dh and dw bit for bit.
             float *dh = m.f32_zero(B * S * D), *dw = m.f32_zero(D * K);
+            float *dh2 = m.f32_zero(B * S * D), *dw2 = m.f32_zero(D * K);
+            float* dc = m.f32(c.input("dc"));
             DeviceBuffer scratch;
-            causal_conv_backward(d, h, w, m.f32(c.input("dc")), B, S, D, K, dh, dw, scratch);
+            causal_conv_backward(d, h, w, dc, B, S, D, K, dh, dw, scratch, ConvBackwardWay::kOnePass);
+            causal_conv_backward(d, h, w, dc, B, S, D, K, dh2, dw2, scratch, ConvBackwardWay::kTwoPass);
+            if (!same_bits(d, dh, dh2, static_cast<std::size_t>(B * S * D) * 4) ||
+                !same_bits(d, dw, dw2, static_cast<std::size_t>(D * K) * 4)) {
+                why = "causal_conv_backward: the one-pass kernel's dh or dw differs in some bit from the two kernels'";
+                return false;
+            }
             out.push_back(get_f32(d, "dh", {B, S, D}, dh, Prec::F32));
             out.push_back(get_f32(d, "dw", {D, K}, dw, Prec::F32));
         }

@@ -129,9 +129,12 @@ void add_rms_norm(std::vector<Case>& r) {
 }
 
 void add_causal_conv(std::vector<Case>& r) {
-    // D % 8 == 0 and K <= 8 is the CUDA vector path; D = 36 or K = 9 the scalar one; S odd
+    // D % 8 == 0 and K <= 8 is the CUDA vector path; D = 36 or K = 9 the scalar one; S odd. The backward's
+    // one-pass kernel walks chunks of 16 rows at these N (across sequence ends at S = 13, 50 and 77), D = 520
+    // leaves most of a 512-channel block idle, K = 8 and 1 are its widest and narrowest windows.
     struct S4 { int64_t B, S, D, K; };
-    for (S4 s : {S4{2, 13, 64, 4}, S4{1, 37, 36, 4}, S4{2, 9, 64, 9}, S4{3, 50, 128, 3}}) {
+    for (S4 s : {S4{2, 13, 64, 4}, S4{1, 37, 36, 4}, S4{2, 9, 64, 9}, S4{3, 50, 128, 3}, S4{2, 301, 520, 8},
+                 S4{3, 77, 64, 1}}) {
         for (const char* op : {"causal_conv_forward", "causal_conv_backward"}) {
             Case c = make(op, "B" + std::to_string(s.B) + "_S" + std::to_string(s.S) + "_D" + std::to_string(s.D) +
                                   "_K" + std::to_string(s.K),

@@ -71,9 +71,13 @@ void rms_norm_pair_conv_forward(Device& d, const __nv_bfloat16* x, const __nv_bf
 // h, c: [B, S, D] bf16  w: [D, K] bf16
 void causal_conv_forward(Device& d, const __nv_bfloat16* h, const __nv_bfloat16* w, int64_t B, int64_t S,
                          int64_t D, int64_t K, __nv_bfloat16* c);
-// dc: [B, S, D] f32; dh: [B, S, D] f32 (overwritten); dw: [D, K] f32 (+)=; scratch grows to [chunks, D, K] f32
+// dc: [B, S, D] f32; dh: [B, S, D] f32 (overwritten); dw: [D, K] f32 (+)=; scratch grows to [chunks, D, K] f32.
+// Two ways, the same bits: one pass over dc and h (kOnePass; D % 8 == 0 and K <= kConvVecK, else the two
+// passes), or dh and dw in two kernels (kTwoPass); kAuto takes one pass unless HSPMN_CONV_BACKWARD_ONE_PASS=0.
+enum class ConvBackwardWay { kAuto, kTwoPass, kOnePass };
 void causal_conv_backward(Device& d, const __nv_bfloat16* h, const __nv_bfloat16* w, const float* dc, int64_t B,
-                          int64_t S, int64_t D, int64_t K, float* dh, float* dw, DeviceBuffer& scratch);
+                          int64_t S, int64_t D, int64_t K, float* dh, float* dw, DeviceBuffer& scratch,
+                          ConvBackwardWay way = ConvBackwardWay::kAuto);
 
 // ---- swiglu.cu: a = silu(g) * u over rows of F. g and u (dg and du) are rows of stride ldg: the
 // block passes the two halves of one [rows, 2F] buffer (u = g + F, ldg = 2F); contiguous: ldg = F.
