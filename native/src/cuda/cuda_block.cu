@@ -280,15 +280,18 @@ void CudaBlock::backward(const BackwardCall& call) {
     float* dl = T.dl;
     aux_loss_backward(d_, A.l.as<float>(), N, A.aux_target, cfg_.params.router_sparsity_coef,
                       cfg_.params.router_entropy_coef, d_aux, dl);
-    router_backward(d_, dy, A.n.as<float>(), idx, cnt, A.temp.as<float>(), B, S, C, x, D, dl, g(P_ROUTER_W),
-                    g(P_ROUTER_B), g(P_ROUTER_LOG_TEMP), scratch);
+    // router.w's gradient sum_i dl[i] x[i] is summed by the norms' weight-gradient pass below, which reads
+    // x anyway (the same bits; HSPMN_ROUTER_W_FOLD=0: by router_backward's own pass).
+    const bool fold_w = router_w_fold_wanted();
+    router_backward(d_, dy, A.n.as<float>(), idx, cnt, A.temp.as<float>(), B, S, C, x, D, dl,
+                    fold_w ? nullptr : g(P_ROUTER_W), g(P_ROUTER_B), g(P_ROUTER_LOG_TEMP), scratch);
 
     // d_x = d_out (the residual path) + the attention norm's part (d_a) + the reflex norm's (d_h) + dl w,
     // summed in f32 in that order and rounded once, in one pass; without call.d_x only the norms' weight
     // gradients.
     rms_norm_pair_backward_out(d_, x, w(P_ATTN_NORM), w(P_REFLEX_NORM), A.rstd.as<float>(), d_a, T.d_h, d_out, dl,
                                w(P_ROUTER_W), N, D, call.d_x ? output<bf16>(d_, call.d_x, stage_.d_x) : nullptr,
-                               g(P_ATTN_NORM), g(P_REFLEX_NORM), scratch);
+                               g(P_ATTN_NORM), g(P_REFLEX_NORM), scratch, fold_w ? g(P_ROUTER_W) : nullptr);
     if (call.d_x) output_done(d_, call.d_x, stage_.d_x, "cudaMemcpyAsync (d_x)");
     if (any_host({call.d_out, call.d_aux, call.d_x})) sync("cudaStreamSynchronize (backward)");
 }

@@ -189,11 +189,22 @@ bool run(Device& d, const Case& c, std::vector<Array>& out, std::string& why) {
                 }
             bf16* d_out = m.bf(c.input("dx0"));
             float* dl = static_cast<float*>(m.up(dl_h.data(), dl_h.size() * 4));
+            // With dl it also sums the router's weight gradient (g_w_r) in its dw pass: the bits of
+            // router_backward's own two kernels, here run alone (C = 0: no gate rows, dl as given).
+            const float temp_h[2] = {1.0f, 1.0f};
+            float* temp = static_cast<float*>(m.up(temp_h, sizeof temp_h));
+            float *g_r = m.f32_zero(D), *g_b = m.f32_zero(1), *g_t = m.f32_zero(1);
+            router_backward(d, nullptr, nullptr, nullptr, nullptr, temp, 1, N, 0, x, D, dl, g_r, g_b, g_t, scratch);
             for (bool with_dl : {true, false}) {
                 bf16* d_x = m.bf_zero(N * D);
-                float *dw_a2 = m.f32_zero(D), *dw_h2 = m.f32_zero(D);
+                float *dw_a2 = m.f32_zero(D), *dw_h2 = m.f32_zero(D), *g_r2 = m.f32_zero(D);
                 rms_norm_pair_backward_out(d, x, w_a, w_h, rstd, dy_a, dy_h, d_out, with_dl ? dl : nullptr,
-                                           with_dl ? w_h : nullptr, N, D, d_x, dw_a2, dw_h2, scratch);
+                                           with_dl ? w_h : nullptr, N, D, d_x, dw_a2, dw_h2, scratch,
+                                           with_dl ? g_r2 : nullptr);
+                if (with_dl && !same_bits(d, g_r, g_r2, nw * 4)) {
+                    why = "rms_norm_pair_backward_out's router weight gradient differs in some bit from router_backward's";
+                    return false;
+                }
                 down(d, got.data(), d_x, nd * 2);
                 if (got != (with_dl ? want_dl : want) || !same_bits(d, dw_a, dw_a2, nw * 4) ||
                     !same_bits(d, dw_h, dw_h2, nw * 4)) {

@@ -49,12 +49,14 @@ void rms_norm_pair_backward(Device& d, const __nv_bfloat16* x, const __nv_bfloat
 // norm's dx + the reflex norm's dx + dl w_r), the bits of bf16_to_f32(d_out), rms_norm_pair_backward,
 // the router's dx[i, :] += dl[i] w_r (one fma) and f32_to_bf16 run one after the other, without their
 // [N, D] f32 dx. dl null: no router term; d_x null: the weight gradients alone. dw_a, dw_h as
-// rms_norm_pair_backward's.
-// d_out, d_x: [N, D] bf16  dl: [N] f32 or null  w_r: [D] bf16 (read when dl is set)
+// rms_norm_pair_backward's. g_w_r (with dl): the router's weight gradient too, g_w_r[d] += sum_i dl[i] x[i, d],
+// summed in the pass that reads x for dw_a and dw_h, bit for bit router_backward's.
+// d_out, d_x: [N, D] bf16  dl: [N] f32 or null  w_r: [D] bf16 (read when dl is set)  g_w_r: [D] f32 or null
 void rms_norm_pair_backward_out(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w_a,
                                 const __nv_bfloat16* w_h, const float* rstd, const float* dy_a, const float* dy_h,
                                 const __nv_bfloat16* d_out, const float* dl, const __nv_bfloat16* w_r, int64_t N,
-                                int64_t D, __nv_bfloat16* d_x, float* dw_a, float* dw_h, DeviceBuffer& scratch);
+                                int64_t D, __nv_bfloat16* d_x, float* dw_a, float* dw_h, DeviceBuffer& scratch,
+                                float* g_w_r = nullptr);
 
 // ---- rms_norm_conv.cu: rms_norm_pair_forward then causal_conv_forward of h over whole sequences, bit
 // for bit, in one kernel that reads x once and writes h only when h is not null (the training forward
@@ -121,11 +123,18 @@ void router_probs(Device& d, const float* l, int64_t N, float* p);
 // dy: [B, C] f32  n: [B*S] f32  indices: [B, C] i32  counts: [B] i32  temp: [2] f32  dl: [B*S] f32 (+)=
 // Then the router's own parameter gradients from dl (every token):
 //   g_log_temp += t * sum(-dn n / t) when t is inside, g_b += sum dl, g_w[d] += sum_i dl[i] x[i, d].
-// The input gradient's part dx[i, :] += dl[i] w is rms_norm_pair_backward_out's.
-// x: [N, D] bf16  g_w: [D] f32  g_b, g_log_temp: [1] f32
+// The input gradient's part dx[i, :] += dl[i] w is rms_norm_pair_backward_out's; so may g_w be (g_w null
+// here: rms_norm_pair_backward_out's g_w_r sums it while reading x for the norms, the same bits).
+// x: [N, D] bf16  g_w: [D] f32 or null  g_b, g_log_temp: [1] f32
 void router_backward(Device& d, const float* dy, const float* n, const int32_t* indices, const int32_t* counts,
                      const float* temp, int64_t B, int64_t S, int64_t C, const __nv_bfloat16* x, int64_t D,
                      float* dl, float* g_w, float* g_b, float* g_log_temp, DeviceBuffer& scratch);
+// g_w[d] += sum over chunks of part[., d] (f64, rounded once). part: [chunks, D] f64 of per-chunk sums
+// of dl[i] x[i, d] over partial_rows(N) rows each, in row order
+void router_w_reduce(Device& d, const double* part, int64_t chunks, int64_t D, float* g_w);
+// HSPMN_ROUTER_W_FOLD (read at every call): unset or 1, the block backward passes g_w to
+// rms_norm_pair_backward_out (one read of x fewer); 0 to router_backward.
+bool router_w_fold_wanted();
 
 // ---- route_select.cu: per sequence, top-k of n (ties to the lower position, NaN lowest) or
 // threshold n > 0; indices increasing then -1 up to C; counts on the device. Two ways, the same

@@ -338,22 +338,29 @@ __global__ void __launch_bounds__(kResidentRows * 32)
     }
 }
 
-// The pair's column partials: part_a[chunk, d], part_h[chunk, d] as rms_norm_backward_dw_kernel's.
+// The pair's column partials: part_a[chunk, d], part_h[chunk, d] as rms_norm_backward_dw_kernel's; with
+// kRouter also the router's part_r[chunk, d] = sum of dl[i] x[i, d] in f64, as router_w_partial_kernel's
+// (same chunks, same row order), so x is read once for the three.
+template <bool kRouter>
 __global__ void rms_norm_pair_backward_dw_kernel(const __nv_bfloat16* __restrict__ x, const float* __restrict__ rstd,
                                                  const float* __restrict__ dy_a, const float* __restrict__ dy_h,
-                                                 int64_t N, int64_t D, int64_t rows, float* __restrict__ part_a,
-                                                 float* __restrict__ part_h) {
+                                                 const float* __restrict__ dl, int64_t N, int64_t D, int64_t rows,
+                                                 float* __restrict__ part_a, float* __restrict__ part_h,
+                                                 double* __restrict__ part_r) {
     const int64_t d = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (d >= D) return;
     const int64_t r0 = blockIdx.y * rows, r1 = r0 + rows < N ? r0 + rows : N;
     float acc_a = 0.0f, acc_h = 0.0f;
+    double acc_r = 0.0;
     for (int64_t i = r0; i < r1; ++i) {
         const float xv = kern::ld(x + i * D + d);
         acc_a += dy_a[i * D + d] * xv * rstd[i];
         acc_h += dy_h[i * D + d] * xv * rstd[i];
+        if (kRouter) acc_r += static_cast<double>(dl[i]) * static_cast<double>(xv);
     }
     part_a[blockIdx.y * D + d] = acc_a;
     part_h[blockIdx.y * D + d] = acc_h;
+    if (kRouter) part_r[blockIdx.y * D + d] = acc_r;
 }
 
 }  // namespace
@@ -430,18 +437,30 @@ void rms_norm_backward_bf16(Device& d, const __nv_bfloat16* x, const __nv_bfloat
 
 namespace {
 
-// The pair's weight gradients: per-chunk column partials of both norms in one read of x, then reduced.
+// The pair's weight gradients: per-chunk column partials of both norms in one read of x, then reduced;
+// with g_w_r (and dl) the router's weight gradient from the same read (router_backward's chunks and sums).
 void pair_backward_dw(Device& d, const __nv_bfloat16* x, const float* rstd, const float* dy_a, const float* dy_h,
-                      int64_t N, int64_t D, float* dw_a, float* dw_h, DeviceBuffer& scratch) {
+                      int64_t N, int64_t D, float* dw_a, float* dw_h, DeviceBuffer& scratch,
+                      const float* dl = nullptr, float* g_w_r = nullptr) {
     const int64_t rows = partial_rows(N), chunks = (N + rows - 1) / rows;
-    scratch.ensure(d, static_cast<std::size_t>(2 * chunks * D) * sizeof(float));
-    float* part_a = scratch.as<float>();
+    const bool router = dl && g_w_r;
+    // part_r (f64) first: its offset 0 keeps it 8-byte aligned
+    const std::size_t r_bytes = router ? static_cast<std::size_t>(chunks * D) * sizeof(double) : 0;
+    scratch.ensure(d, r_bytes + static_cast<std::size_t>(2 * chunks * D) * sizeof(float));
+    double* part_r = router ? scratch.as<double>() : nullptr;
+    float* part_a = reinterpret_cast<float*>(scratch.as<char>() + r_bytes);
     float* part_h = part_a + chunks * D;
     const dim3 g2(static_cast<unsigned>((D + 255) / 256), static_cast<unsigned>(chunks));
-    rms_norm_pair_backward_dw_kernel<<<g2, 256, 0, stream(d)>>>(x, rstd, dy_a, dy_h, N, D, rows, part_a, part_h);
+    if (router)
+        rms_norm_pair_backward_dw_kernel<true>
+            <<<g2, 256, 0, stream(d)>>>(x, rstd, dy_a, dy_h, dl, N, D, rows, part_a, part_h, part_r);
+    else
+        rms_norm_pair_backward_dw_kernel<false>
+            <<<g2, 256, 0, stream(d)>>>(x, rstd, dy_a, dy_h, nullptr, N, D, rows, part_a, part_h, nullptr);
     check_launch("rms_norm_pair_backward_dw");
     reduce_partials(d, part_a, chunks, D, dw_a);
     reduce_partials(d, part_h, chunks, D, dw_h);
+    if (router) router_w_reduce(d, part_r, chunks, D, g_w_r);
 }
 
 }  // namespace
@@ -464,9 +483,10 @@ void rms_norm_pair_backward(Device& d, const __nv_bfloat16* x, const __nv_bfloat
 void rms_norm_pair_backward_out(Device& d, const __nv_bfloat16* x, const __nv_bfloat16* w_a,
                                 const __nv_bfloat16* w_h, const float* rstd, const float* dy_a, const float* dy_h,
                                 const __nv_bfloat16* d_out, const float* dl, const __nv_bfloat16* w_r, int64_t N,
-                                int64_t D, __nv_bfloat16* d_x, float* dw_a, float* dw_h, DeviceBuffer& scratch) {
+                                int64_t D, __nv_bfloat16* d_x, float* dw_a, float* dw_h, DeviceBuffer& scratch,
+                                float* g_w_r) {
     if (N <= 0) return;
-    pair_backward_dw(d, x, rstd, dy_a, dy_h, N, D, dw_a, dw_h, scratch);
+    pair_backward_dw(d, x, rstd, dy_a, dy_h, N, D, dw_a, dw_h, scratch, dl, g_w_r);
     if (!d_x) return;  // a backward whose caller wants no input gradient
     const unsigned grid = static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock);
     const bool vec = vec_rows(D, {x, w_a, w_h, dy_a, dy_h, d_out, d_x, dl ? w_r : x});

@@ -1,5 +1,6 @@
 // router_logits, temperature, scores n and probs forward; the gate and router-parameter gradients
 // backward. Dot products and the sums that feed parameter gradients in f64, as the CPU does.
+#include "../../core/env_choice.h"
 #include "common.cuh"
 #include "kernels.h"
 
@@ -125,10 +126,22 @@ void router_backward(Device& d, const float* dy, const float* n, const int32_t* 
     }
     router_scalar_grads_kernel<<<1, 1024, 0, stream(d)>>>(dt_part, BC, dl, N, temp, g_b, g_log_temp);
     check_launch("router_scalar_grads");
+    if (!g_w) return;  // the caller sums dl x with the pair norm's weight gradients (rms_norm_pair_backward_out)
     const dim3 g(static_cast<unsigned>((D + 255) / 256), static_cast<unsigned>(chunks));
     router_w_partial_kernel<<<g, 256, 0, stream(d)>>>(dl, x, N, D, rows, w_part);
     check_launch("router_w_partial");
-    router_w_reduce_kernel<<<static_cast<unsigned>((D + 255) / 256), 256, 0, stream(d)>>>(w_part, chunks, D, g_w);
+    router_w_reduce(d, w_part, chunks, D, g_w);
+}
+
+bool router_w_fold_wanted() {
+    return env_choice("HSPMN_ROUTER_W_FOLD", {"0", "1"}, 1,
+                      "1 or unset (the block backward sums the router's weight gradient in the pair norm's dw pass) "
+                      "or 0 (router_backward's own pass over x)") == 1;
+}
+
+void router_w_reduce(Device& d, const double* part, int64_t chunks, int64_t D, float* g_w) {
+    if (D <= 0) return;
+    router_w_reduce_kernel<<<static_cast<unsigned>((D + 255) / 256), 256, 0, stream(d)>>>(part, chunks, D, g_w);
     check_launch("router_w_reduce");
 }
 
