@@ -382,41 +382,33 @@ def sqdk_attention_bwd_preprocess(O, DO, Counts, Delta, C, H, HEAD_DIM,
 
 @triton.jit
 def _dkdv_inner(dk, dv, k, v, Q_base, DO_base, Lse_base, Delta_base, Pos_base, count, offs_n,
-                q_stride, group, C, start, end, qk_scale, HEAD_DIM,
+                q_stride, start, end, qk_scale, HEAD_DIM,
                 BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, MASKED: tl.constexpr):
-    """Accumulate dK, dV of one key tile over query tiles [start, end) of its kv group's packed rows.
-
-    Rows are (query slot, head) pairs of the group's query heads, slot-major as in _query_tile (row r:
-    slot r // group, head r % group of the group, whose base Q_base, ... already points at), so one
-    loop walks every head: at short sequences the per-head loops before restarted the pipeline 2 G
-    times a program for a few tiles each. Rows of slots >= count load as q = do = lse = delta = 0,
-    which makes their P^T dO and dS^T Q terms exactly 0, so only the causal mask needs MASKED.
+    """Accumulate dK, dV of one key tile over query tiles [start, end) of one query head.
 
     Works on transposed scores (keys x queries) so that dV += P^T dO and dK += dS^T Q need no
-    transpose of a tile in registers.
+    transpose of a tile in registers. Rows >= count load as q = do = lse = delta = 0, which makes
+    their P^T dO and dS^T Q terms exactly 0, so only the causal mask needs MASKED.
     """
     offs_d = tl.arange(0, BLOCK_D)
     for start_m in range(start, end, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
-        slot = offs_m // group
-        head = offs_m % group
-        row_valid = slot < count
-        q_off = slot * q_stride + head * HEAD_DIM
-        lse_off = head * C + slot
+        row_valid = offs_m < count
         if _exact(HEAD_DIM, BLOCK_D):
             mask_t = row_valid[None, :]
         else:
             mask_t = (offs_d[:, None] < HEAD_DIM) & row_valid[None, :]
-        q_t = tl.load(Q_base + offs_d[:, None] + q_off[None, :], mask=mask_t, other=0.0)      # [BD, BM]
-        do = tl.load(DO_base + q_off[:, None] + offs_d[None, :],
-                     mask=_row_mask(row_valid, offs_d, HEAD_DIM, BLOCK_D), other=0.0)          # [BM, BD]
-        lse2 = tl.load(Lse_base + lse_off, mask=row_valid, other=0.0) * 1.4426950408889634
+        q_t = tl.load(Q_base + offs_d[:, None] + offs_m[None, :] * q_stride,
+                      mask=mask_t, other=0.0)                                # [BD, BM]
+        do = tl.load(DO_base + offs_m[:, None] * q_stride + offs_d[None, :],
+                     mask=_row_mask(row_valid, offs_d, HEAD_DIM, BLOCK_D), other=0.0)  # [BM, BD]
+        lse2 = tl.load(Lse_base + offs_m, mask=row_valid, other=0.0) * 1.4426950408889634
         p_t = tl.math.exp2(tl.dot(k, q_t) * qk_scale - lse2[None, :])        # [BN, BM]
         if MASKED:
-            pos = tl.load(Pos_base + slot, mask=row_valid, other=-1)
+            pos = tl.load(Pos_base + offs_m, mask=row_valid, other=-1)
             p_t = tl.where(offs_n[:, None] <= pos[None, :], p_t, 0.0)
         dv = tl.dot(p_t.to(do.dtype), do, dv)
-        delta = tl.load(Delta_base + lse_off, mask=row_valid, other=0.0)
+        delta = tl.load(Delta_base + offs_m, mask=row_valid, other=0.0)
         dp_t = tl.dot(v, tl.trans(do))                                       # [BN, BM]
         ds_t = p_t * (dp_t - delta[None, :])
         dk = tl.dot(ds_t.to(q_t.dtype), tl.trans(q_t), dk)
@@ -447,29 +439,28 @@ def sqdk_attention_bwd_dkdv(Q, K, V, DO, Lse, Delta, Pos, Counts, DK, DV, C, S, 
     k = tl.load(K + kv_ptrs, mask=kv_mask, other=0.0)
     v = tl.load(V + kv_ptrs, mask=kv_mask, other=0.0)
 
-    # queries are sorted by position: slots before slot_lo see none of this tile; slots from slot_full
-    # on see all of it (their position is >= its last key), the slots between need the causal mask.
-    # In packed rows (group of them a slot) that is rows [m_lo, m_full) masked, [m_full, count * group) not.
+    # queries are sorted by position: rows before row_lo see none of this tile; rows from row_full
+    # on see all of it (their position is >= its last key), the rows between need the causal mask
     pos_b = Pos + b * C
-    slot_lo = _first_row_at_or_after(pos_b, count, start_n)
-    slot_full = _first_row_at_or_after(pos_b, count, start_n + BLOCK_N - 1)
-    rows = count * group
-    m_lo = slot_lo * group // BLOCK_M * BLOCK_M
-    m_full = tl.cdiv(slot_full * group, BLOCK_M) * BLOCK_M
-    m_masked_end = tl.minimum(m_full, rows)
+    row_lo = _first_row_at_or_after(pos_b, count, start_n)
+    row_full = _first_row_at_or_after(pos_b, count, start_n + BLOCK_N - 1)
+    m_lo = row_lo // BLOCK_M * BLOCK_M
+    m_full = tl.cdiv(row_full, BLOCK_M) * BLOCK_M
+    m_masked_end = tl.minimum(m_full, count)
 
     sm_scale = _softmax_scale(HEAD_DIM)
     qk_scale = sm_scale * 1.4426950408889634
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    q_base = b.to(tl.int64) * C * q_stride + hk * group * HEAD_DIM
-    row_base = (b * H + hk * group).to(tl.int64) * C
-    dk, dv = _dkdv_inner(dk, dv, k, v, Q + q_base, DO + q_base, Lse + row_base, Delta + row_base,
-                         pos_b, count, offs_n, q_stride, group, C, m_lo, m_masked_end, qk_scale, HEAD_DIM,
-                         BLOCK_D, BLOCK_M, True)
-    dk, dv = _dkdv_inner(dk, dv, k, v, Q + q_base, DO + q_base, Lse + row_base, Delta + row_base,
-                         pos_b, count, offs_n, q_stride, group, C, m_full, rows, qk_scale, HEAD_DIM,
-                         BLOCK_D, BLOCK_M, False)
+    for h in range(hk * group, hk * group + group):
+        q_base = b.to(tl.int64) * C * q_stride + h * HEAD_DIM
+        row_base = (b * H + h).to(tl.int64) * C
+        dk, dv = _dkdv_inner(dk, dv, k, v, Q + q_base, DO + q_base, Lse + row_base, Delta + row_base,
+                             pos_b, count, offs_n, q_stride, m_lo, m_masked_end, qk_scale, HEAD_DIM,
+                             BLOCK_D, BLOCK_M, True)
+        dk, dv = _dkdv_inner(dk, dv, k, v, Q + q_base, DO + q_base, Lse + row_base, Delta + row_base,
+                             pos_b, count, offs_n, q_stride, m_full, count, qk_scale, HEAD_DIM,
+                             BLOCK_D, BLOCK_M, False)
 
     dk = dk * sm_scale  # dS is d/d(scaled score); the scale comes back here
     d_ptrs = b.to(tl.int64) * S * DKV_STRIDE + hk * HEAD_DIM + offs_n[:, None] * DKV_STRIDE + offs_d[None, :]
