@@ -74,6 +74,10 @@ class Tile(NamedTuple):
 #   small (32; tutorial 06's split). The fastest variants spill (ptxas stack frames of 528 bytes
 #   at Dh=64 and 480 at Dh=128, 255 registers) and still beat every spill-free one: the spills stay in L1.
 #   (The timings of these comparisons: BENCHMARKS.md "From sqdk_attention.py's tile notes".)
+#   Its query loop runs once per query head of the group: walking the group's packed (slot, head)
+#   rows in one loop instead, as the forward and dq do, lost the spills and the restarts and ran
+#   slower (H100: 0.91x at B=64 S=4096, 0.73x at S=131072; BENCHMARKS.md 2026-12-07, eighteenth
+#   session; not profiled: each step then divides its rows' indices by the group size, a runtime value).
 # - 3 stages: 2 was slower in every pair timed, 4 no faster; the largest tile here uses 160 KiB
 #   of the 227 KiB of shared memory an H100/H200 block may have (timings: BENCHMARKS.md).
 # - BLOCK_D 16 and 32 (head dims 8..32) are NOT timed: they take BLOCK_D 64's tiles. Every tile's
