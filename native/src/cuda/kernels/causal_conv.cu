@@ -141,15 +141,16 @@ __global__ void __launch_bounds__(128) causal_conv_backward_dw_vec_kernel(const 
 }
 
 // The backward in one walk (D % 8 == 0, K <= kConvVecK): dh and the weight gradient's partials from one
-// read of dc and h, where the two kernels above read dc twice (2.96 ms of a B = 64, S = 4096 training
-// call on an H100 for the two, BENCHMARKS.md 2026-12-07). A thread owns 4 channels of one of the dw
-// kernel's chunks [r0, r1) and walks its rows upward, with the K-1 rows before r0 (h for the taps that
-// reach back) and after r1 (dc for dh's rows ahead) around them. At row i it adds dc[i] h[i - back] to
-// tap K-1-back's partial, as causal_conv_backward_dw_vec_kernel does in the same row order, and, the
-// rows ahead of m = i - (K-1) being all read by now, finishes dh[m] with the walk kernel's taps in the
-// walk kernel's order. Each channel's sums are independent of how channels are grouped, so dh and the
-// partials are the two kernels' bits (tests/backend_ops holds them to it). 4 channels a thread, not 8:
-// both windows stay in registers at K = 8 and twice the warps keep the loads in flight.
+// read of dc and h, where the two kernels above read dc twice (a B = 64, S = 4096 training call on an
+// H100: 1.96 ms against 2.98 for the two in the same call; BENCHMARKS.md 2026-12-07, eighteenth
+// session). A thread owns 4 channels of one of the dw kernel's chunks [r0, r1) and walks its rows
+// upward, with the K-1 rows before r0 (h for the taps that reach back) and after r1 (dc for dh's rows
+// ahead) around them. At row i it adds dc[i] h[i - back] to tap K-1-back's partial, as
+// causal_conv_backward_dw_vec_kernel does in the same row order, and, the rows ahead of m = i - (K-1)
+// being all read by now, finishes dh[m] with the walk kernel's taps in the walk kernel's order. Each
+// channel's sums are independent of how channels are grouped, so dh and the partials are the two
+// kernels' bits (tests/backend_ops holds them to it). 4 channels a thread, not 8: both windows stay in
+// registers at K = 8 and twice the warps keep the loads in flight.
 //   grid: (ceil(D / 512), chunks)
 template <int K>
 __global__ void __launch_bounds__(128) causal_conv_backward_one_pass_kernel(
